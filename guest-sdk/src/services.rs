@@ -1,0 +1,100 @@
+//! Host services, wrapped for convenience.
+
+use crate::bindings::mailgate::plugin::host;
+
+/// Milliseconds since the Unix epoch, from the host's clock (fixed in harness cases).
+pub fn now_ms() -> u64 {
+    host::now_ms()
+}
+
+/// This plugin's table from the gateway config (`[plugin.config]`).
+pub mod config {
+    use super::host;
+
+    /// A value by dotted key: strings as they are, numbers and booleans as text.
+    pub fn get(key: &str) -> Option<String> {
+        host::config_get(key)
+    }
+
+    /// A value, or `default` when absent.
+    pub fn get_or(key: &str, default: &str) -> String {
+        get(key).unwrap_or_else(|| default.to_string())
+    }
+
+    /// A value parsed into `T` (numbers, booleans), or `default` when absent or unparsable.
+    pub fn parse_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+        get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+
+    /// An array of scalars as text (a scalar gives one item, a missing key none).
+    pub fn list(key: &str) -> Vec<String> {
+        host::config_list(key)
+    }
+
+    /// The whole table as JSON, for structured settings.
+    pub fn json() -> String {
+        host::config_json()
+    }
+}
+
+/// The gateway's log, tagged with this plugin's name and the session id.
+pub mod log {
+    use super::host::{self, Level};
+
+    pub fn write(level: Level, message: &str, fields: &[(&str, &str)]) {
+        let fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        host::log(level, message, &fields);
+    }
+    pub fn debug(message: &str) {
+        write(Level::Debug, message, &[]);
+    }
+    pub fn info(message: &str) {
+        write(Level::Info, message, &[]);
+    }
+    pub fn warn(message: &str) {
+        write(Level::Warn, message, &[]);
+    }
+    pub fn error(message: &str) {
+        write(Level::Error, message, &[]);
+    }
+}
+
+/// Notes shared by every plugin of the chain for one transaction.
+pub mod notes {
+    use super::host;
+
+    pub fn get(key: &str) -> Option<String> {
+        host::note_get(key)
+    }
+    pub fn set(key: &str, value: &str) {
+        host::note_set(key, value);
+    }
+}
+
+/// The persistent per-plugin store (needs the `kv` capability, declared and granted).
+pub mod kv {
+    use super::host;
+
+    pub fn get(key: &str) -> Result<Option<String>, String> {
+        host::kv_get(key)
+    }
+    /// `ttl_seconds: None` keeps the entry until deleted.
+    pub fn set(key: &str, value: &str, ttl_seconds: Option<u32>) -> Result<(), String> {
+        host::kv_set(key, value, ttl_seconds)
+    }
+    pub fn delete(key: &str) -> Result<(), String> {
+        host::kv_delete(key)
+    }
+}
+
+/// DNS lookups (needs the `dns` capability, declared and granted).
+pub mod dns {
+    pub use super::host::{DnsError, RecordType};
+
+    pub fn lookup(record: RecordType, name: &str) -> Result<Vec<String>, DnsError> {
+        super::host::dns_lookup(record, name)
+    }
+}

@@ -1,0 +1,185 @@
+//! The gateway's TOML configuration. Unknown keys are errors; every error names the file,
+//! the line and the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::plugin::Capability;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub dns: DnsConfig,
+    /// The plugin chain, in the order plugins run at each stage.
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<PluginConfig>,
+    /// Directory that relative paths are resolved against (the config file's directory).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// How plugins are run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RuntimeConfig {
+    /// Where compiled plugin artifacts are kept between runs.
+    pub cache_dir: Option<PathBuf>,
+    /// Preallocate instance slots (faster instantiation); off falls back to on-demand memory.
+    pub pooling: bool,
+    /// Most plugin instances alive at once (transactions x plugins) with pooling.
+    pub max_instances: u32,
+    /// Largest memory any plugin may be granted, in MiB (a per-plugin `memory-mb` is capped by it).
+    pub max_memory_mb: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: None,
+            pooling: true,
+            max_instances: 1000,
+            max_memory_mb: 256,
+        }
+    }
+}
+
+/// DNS for plugins (and, later, for MX routing).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DnsConfig {
+    /// Name servers as ip:port; empty means the system's resolv.conf.
+    pub servers: Vec<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// What happens when a plugin traps, runs out of time or memory, or returns something invalid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// 451 4.3.0: the client tries again later; nothing is lost.
+    #[default]
+    Tempfail,
+    /// Fail open: carry on as if the plugin said `continue`.
+    Continue,
+    /// 550 5.7.0.
+    Reject,
+}
+
+/// One plugin in the chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginConfig {
+    /// The name used in logs and reports; defaults to the file name without extension.
+    pub name: Option<String>,
+    /// The component file (.wasm), relative to the config file.
+    pub path: PathBuf,
+    /// Capabilities the operator grants (the plugin must also ask for them).
+    #[serde(default)]
+    pub grant: Vec<Capability>,
+    #[serde(default)]
+    pub on_failure: FailurePolicy,
+    /// Wall-clock budget of one stage call.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Linear memory cap.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u32,
+    /// The plugin's own settings, readable through `config-get`.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+fn default_timeout_ms() -> u64 {
+    100
+}
+
+fn default_memory_mb() -> u32 {
+    32
+}
+
+impl PluginConfig {
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.path
+                .file_stem()
+                .map(|s| s.to_string_lossy().replace('_', "-"))
+                .unwrap_or_else(|| "plugin".into())
+        })
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Config::parse(&text, path, base)
+    }
+
+    /// Parses config text; `origin` names it in errors, `base_dir` anchors relative paths.
+    pub fn parse(text: &str, origin: &Path, base_dir: PathBuf) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.base_dir = base_dir;
+        Ok(config)
+    }
+
+    /// A path from the config, resolved against the config file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = "[[plugin]]\npath = \"a.wasm\"\ntimeout = 5\n";
+        let err = Config::parse(text, Path::new("gw.toml"), PathBuf::new()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("gw.toml"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("timeout"), "{msg}");
+    }
+
+    #[test]
+    fn plugin_defaults() {
+        let text = "[[plugin]]\npath = \"dir/recipient_policy.wasm\"\n[plugin.config]\ndomains = [\"a\"]\n";
+        let config = Config::parse(text, Path::new("x"), PathBuf::from("/etc/mg")).unwrap();
+        let p = &config.plugins[0];
+        assert_eq!(p.display_name(), "recipient-policy");
+        assert_eq!(p.on_failure, FailurePolicy::Tempfail);
+        assert_eq!(
+            config.resolve(&p.path),
+            PathBuf::from("/etc/mg/dir/recipient_policy.wasm")
+        );
+    }
+}

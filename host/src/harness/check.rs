@@ -1,0 +1,150 @@
+//! `mailgate check`: one message through the whole chain, printed stage by stage.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::{diff, run_transaction, Disposition, TransactionInput, TransactionReport};
+use crate::config::Config;
+use crate::message::{canonical_crlf, Message};
+use crate::plugin::{PluginSet, Runtime, Services, Session, StageReport};
+
+/// The options of `mailgate check`.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    pub config: Option<PathBuf>,
+    pub message: PathBuf,
+    pub from: String,
+    pub rcpt: Vec<String>,
+    pub ip: String,
+    pub helo: String,
+    pub auth: Option<String>,
+    pub diff: bool,
+}
+
+/// Loads the config's plugin chain (or none) with the compiled-artifact cache under `cache`.
+pub async fn load_chain(config: &Config, cache: Option<PathBuf>) -> anyhow::Result<Arc<PluginSet>> {
+    let cache = config
+        .runtime
+        .cache_dir
+        .as_ref()
+        .map(|d| config.resolve(d))
+        .or(cache);
+    let runtime = Arc::new(Runtime::new(&config.runtime, cache)?);
+    Ok(Arc::new(PluginSet::load(runtime, config).await?))
+}
+
+/// Reads a message file, turning bare LF line ends into CRLF as the SMTP reader would demand.
+pub fn read_message(path: &Path) -> anyhow::Result<Message> {
+    let raw =
+        std::fs::read(path).with_context(|| format!("cannot read message {}", path.display()))?;
+    Ok(Message::new(canonical_crlf(&raw)))
+}
+
+/// Runs the check and returns the printed report and whether the message was accepted.
+pub async fn check(
+    options: &CheckOptions,
+    config: &Config,
+    cache: Option<PathBuf>,
+) -> anyhow::Result<(String, bool)> {
+    let set = load_chain(config, cache).await?;
+    let message = read_message(&options.message)?;
+    let original = message.raw().to_vec();
+    let input = TransactionInput {
+        session: Session {
+            id: "check".into(),
+            peer_ip: options.ip.clone(),
+            peer_port: 52525,
+            listener: "check".into(),
+            tls: options.auth.is_some(),
+            helo: None,
+            auth_user: options.auth.clone(),
+        },
+        helo: options.helo.clone(),
+        sender: options.from.clone(),
+        recipients: options.rcpt.clone(),
+        message,
+    };
+    let dns = crate::plugin::services::SystemDns::new(
+        &config.dns.servers,
+        std::time::Duration::from_secs(5),
+    )
+    .map(|d| Arc::new(d) as Arc<dyn crate::plugin::services::Dns>)
+    .unwrap_or_else(|_| Arc::new(crate::plugin::services::StaticDns::default()));
+    let report = run_transaction(&set, Services::with_dns(dns), input).await;
+    let text = render(&report, &original, options.diff);
+    Ok((text, report.disposition == Disposition::Accepted))
+}
+
+/// The human-readable report.
+pub fn render(report: &TransactionReport, original: &[u8], show_diff: bool) -> String {
+    let mut out = String::new();
+    for stage in &report.stages {
+        render_stage(&mut out, stage);
+    }
+    let _ = writeln!(out, "\nrecipients:");
+    for (rcpt, code) in &report.recipients {
+        let _ = writeln!(out, "  <{rcpt}> {code}");
+    }
+    let _ = writeln!(out, "\ndisposition: {}", report.disposition.describe());
+    if let Some(by) = report.decided_by() {
+        let _ = writeln!(out, "decided by: {by}");
+    }
+    let env = &report.state.envelope;
+    let _ = writeln!(
+        out,
+        "envelope: from <{}> to {}",
+        env.sender,
+        env.recipients
+            .iter()
+            .map(|r| format!("<{r}>"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    if let Some(message) = &report.state.message {
+        if show_diff {
+            let _ = writeln!(out, "\nchanges to the message:");
+            out.push_str(&diff::unified(original, message.raw()));
+        } else {
+            let _ = writeln!(out, "\nfinal message:");
+            out.push_str(&String::from_utf8_lossy(message.raw()));
+        }
+    }
+    out
+}
+
+fn render_stage(out: &mut String, stage: &StageReport) {
+    let _ = writeln!(out, "[{}]", stage.stage);
+    if stage.runs.is_empty() {
+        let _ = writeln!(out, "  (no plugin handles this stage)");
+    }
+    for run in &stage.runs {
+        let micros = run.elapsed.as_micros();
+        match (&run.verdict, &run.fault) {
+            (_, Some(fault)) => {
+                let _ = writeln!(out, "  {:<20} FAULT {fault} ({micros} µs)", run.plugin);
+            }
+            (Some(verdict), None) => {
+                let reply = verdict.reply().map(|r| format!(" {r}")).unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  {:<20} {}{reply} ({micros} µs)",
+                    run.plugin,
+                    verdict.name()
+                );
+            }
+            (None, None) => {}
+        }
+        for edit in &run.edits {
+            let _ = writeln!(out, "  {:<20}   edit: {}", "", edit.describe());
+        }
+        for log in &run.logs {
+            let _ = writeln!(out, "  {:<20}   log {}: {}", "", log.level, log.message);
+        }
+    }
+    if let Some(by) = &stage.decided_by {
+        let _ = writeln!(out, "  => {} by {by}", stage.decision.name());
+    }
+}

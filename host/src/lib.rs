@@ -1,0 +1,10 @@
+//! mailgate: a mail gateway whose filters are sandboxed WebAssembly components.
+//!
+//! `config` reads the gateway's TOML; `plugin` loads and runs the plugin chain; `message` is
+//! the message model plugins read and edit; `harness` runs chains offline (`check`, `test`).
+
+pub mod config;
+pub mod defaults;
+pub mod harness;
+pub mod message;
+pub mod plugin;

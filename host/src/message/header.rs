@@ -1,0 +1,201 @@
+//! The raw header block of a message, split into fields without changing a byte.
+//!
+//! mail-parser interprets headers; this module only finds where each field starts and ends, so
+//! that edits can rewrite some fields and leave every other byte (folding included) as it was.
+
+use std::ops::Range;
+
+/// One header field's position in the raw message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawField {
+    /// The field name, without the colon.
+    pub name: Range<usize>,
+    /// The value after the colon, folding included, without the final line end.
+    pub value: Range<usize>,
+    /// The whole field including its final line end.
+    pub whole: Range<usize>,
+}
+
+/// The header fields of a message (or of a MIME part) and where its body starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderBlock {
+    pub fields: Vec<RawField>,
+    /// Offset of the first body byte (just past the blank line), or the input's length.
+    pub body_start: usize,
+    /// Offset where the fields end and the separating blank line (if any) begins.
+    pub fields_end: usize,
+}
+
+impl HeaderBlock {
+    /// Splits the header at the start of `raw` (from `start`). Accepts CRLF and, for robustness
+    /// with files from disk, bare LF. A line that is neither a field nor a continuation ends the
+    /// header only if it is empty; otherwise it is kept inside the previous field so no byte is lost.
+    pub fn parse(raw: &[u8], start: usize) -> HeaderBlock {
+        let mut fields: Vec<RawField> = Vec::new();
+        let mut pos = start;
+        while pos < raw.len() {
+            let line_end = line_end(raw, pos);
+            let content_end = trim_eol(raw, pos, line_end);
+            if content_end == pos {
+                // The blank line: the body starts after it.
+                return HeaderBlock {
+                    fields,
+                    body_start: line_end,
+                    fields_end: pos,
+                };
+            }
+            let first = raw[pos];
+            let continuation = first == b' ' || first == b'\t';
+            match (
+                continuation,
+                colon_in(raw, pos, content_end),
+                fields.last_mut(),
+            ) {
+                (true, _, Some(last)) | (false, None, Some(last)) => {
+                    last.value.end = content_end;
+                    last.whole.end = line_end;
+                }
+                (false, Some(colon), _) => fields.push(RawField {
+                    name: pos..trim_end_ws(raw, pos, colon),
+                    value: colon + 1..content_end,
+                    whole: pos..line_end,
+                }),
+                // A first line that is not a field: the message has no header at all.
+                (_, _, None) => {
+                    return HeaderBlock {
+                        fields,
+                        body_start: pos,
+                        fields_end: pos,
+                    }
+                }
+            }
+            pos = line_end;
+        }
+        HeaderBlock {
+            fields,
+            body_start: raw.len(),
+            fields_end: raw.len(),
+        }
+    }
+
+    /// Field names in order, as text.
+    pub fn name<'a>(&self, raw: &'a [u8], index: usize) -> &'a str {
+        std::str::from_utf8(&raw[self.fields[index].name.clone()]).unwrap_or("")
+    }
+
+    /// How many fields have this name (case-insensitive).
+    pub fn count(&self, raw: &[u8], name: &str) -> usize {
+        (0..self.fields.len())
+            .filter(|&i| self.name(raw, i).eq_ignore_ascii_case(name))
+            .count()
+    }
+}
+
+/// Offset just past the line that starts at `pos` (its LF), or the input's end.
+fn line_end(raw: &[u8], pos: usize) -> usize {
+    raw[pos..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(raw.len(), |i| pos + i + 1)
+}
+
+/// The end of the line's content, before CRLF or LF.
+fn trim_eol(raw: &[u8], start: usize, mut end: usize) -> usize {
+    if end > start && raw[end - 1] == b'\n' {
+        end -= 1;
+        if end > start && raw[end - 1] == b'\r' {
+            end -= 1;
+        }
+    }
+    end
+}
+
+fn trim_end_ws(raw: &[u8], start: usize, mut end: usize) -> usize {
+    while end > start && (raw[end - 1] == b' ' || raw[end - 1] == b'\t') {
+        end -= 1;
+    }
+    end
+}
+
+/// The colon of a field line, if the bytes before it form a valid field name.
+fn colon_in(raw: &[u8], start: usize, end: usize) -> Option<usize> {
+    let colon = start + raw[start..end].iter().position(|&b| b == b':')?;
+    let name = &raw[start..trim_end_ws(raw, start, colon)];
+    let valid = !name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b) && b != b':');
+    valid.then_some(colon)
+}
+
+/// True if `name` may be used as a header field name (RFC 5322 ftext).
+pub fn valid_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 76
+        && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+}
+
+/// True if `value` may be used as a header field value given by a plugin: no CR, LF or NUL.
+pub fn valid_field_value(value: &str) -> bool {
+    !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+/// Serialises one new field, folding long values at whitespace so no line exceeds 998 octets.
+pub fn format_field(name: &str, value: &str) -> Vec<u8> {
+    const LIMIT: usize = 78;
+    let mut out = Vec::with_capacity(name.len() + value.len() + 4);
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    let mut line_len = out.len();
+    for (i, word) in value.split(' ').enumerate() {
+        if i > 0 {
+            if line_len + 1 + word.len() > LIMIT && line_len > name.len() + 2 {
+                out.extend_from_slice(b"\r\n ");
+                line_len = 1;
+            } else {
+                out.push(b' ');
+                line_len += 1;
+            }
+        }
+        out.extend_from_slice(word.as_bytes());
+        line_len += word.len();
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_folded_fields_and_finds_body() {
+        let raw = b"Subject: hello\r\n  world\r\nX-A:1\r\n\r\nbody\r\n";
+        let block = HeaderBlock::parse(raw, 0);
+        assert_eq!(block.fields.len(), 2);
+        assert_eq!(&raw[block.fields[0].value.clone()], b" hello\r\n  world");
+        assert_eq!(block.name(raw, 1), "X-A");
+        assert_eq!(&raw[block.body_start..], b"body\r\n");
+        assert_eq!(block.fields_end, 32);
+    }
+
+    #[test]
+    fn header_only_message() {
+        let raw = b"A: 1\r\nB: 2\r\n";
+        let block = HeaderBlock::parse(raw, 0);
+        assert_eq!(block.fields.len(), 2);
+        assert_eq!(block.body_start, raw.len());
+    }
+
+    #[test]
+    fn folds_long_values() {
+        let value = ["word"; 40].join(" ");
+        let field = format_field("X-Long", &value);
+        assert!(field.split(|&b| b == b'\n').all(|l| l.len() <= 80));
+        assert!(field.ends_with(b"\r\n"));
+    }
+
+    #[test]
+    fn rejects_smuggled_values() {
+        assert!(!valid_field_value("a\r\nBcc: x"));
+        assert!(!valid_field_name("Bad Name"));
+        assert!(valid_field_name("X-Ok"));
+    }
+}

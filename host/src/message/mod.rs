@@ -1,0 +1,363 @@
+//! A message as plugins see it: the raw bytes, split into header fields at once (cheap) and
+//! parsed into a MIME tree only when someone asks (mail-parser).
+
+mod edit;
+mod encode;
+pub mod header;
+
+use std::sync::OnceLock;
+
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+pub use edit::{apply_message_edits, EditError, MessageEdit};
+use header::HeaderBlock;
+
+/// A message held by the host. Immutable: edits produce a new `Message`.
+#[derive(Debug, Clone)]
+pub struct Message {
+    raw: Vec<u8>,
+    header: HeaderBlock,
+    tree: OnceLock<MimeTree>,
+}
+
+/// One header field, decoded for plugins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderField {
+    pub name: String,
+    pub raw: String,
+    pub decoded: String,
+}
+
+/// One node of the flattened MIME tree (part 0 is the message itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub id: u32,
+    pub parent: Option<u32>,
+    pub media_type: String,
+    pub subtype: String,
+    pub params: Vec<(String, String)>,
+    pub disposition: Option<String>,
+    pub filename: Option<String>,
+    pub transfer_encoding: Option<String>,
+    pub size: u64,
+    pub is_multipart: bool,
+    pub is_message: bool,
+    /// True when this part lies inside a message/rfc822 part (not the top-level message).
+    pub nested: bool,
+    /// Where the part (headers, body, end) sits in the raw message, when it can be located
+    /// byte for byte (not inside a transfer-encoded message/rfc822 part).
+    pub span: Option<PartSpan>,
+    content: PartContent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartSpan {
+    pub header_start: usize,
+    pub body_start: usize,
+    pub end: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PartContent {
+    Text(String),
+    Binary(Vec<u8>),
+    Container,
+}
+
+#[derive(Debug, Default, Clone)]
+struct MimeTree {
+    parts: Vec<Part>,
+}
+
+impl Message {
+    /// Takes the bytes as they are. Callers that read files from disk canonicalise line ends
+    /// first (`canonical_crlf`); the SMTP reader already guarantees CRLF.
+    pub fn new(raw: Vec<u8>) -> Message {
+        let header = HeaderBlock::parse(&raw, 0);
+        Message {
+            raw,
+            header,
+            tree: OnceLock::new(),
+        }
+    }
+
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    pub fn into_raw(self) -> Vec<u8> {
+        self.raw
+    }
+
+    pub fn size(&self) -> u64 {
+        self.raw.len() as u64
+    }
+
+    pub fn header_block(&self) -> &HeaderBlock {
+        &self.header
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.raw[self.header.body_start..]
+    }
+
+    /// Up to `len` body bytes from `offset`.
+    pub fn body_range(&self, offset: u64, len: u64) -> &[u8] {
+        let body = self.body();
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(body.len());
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        &body[start..start.saturating_add(len).min(body.len())]
+    }
+
+    /// All header fields in order.
+    pub fn headers(&self) -> Vec<HeaderField> {
+        (0..self.header.fields.len())
+            .map(|i| self.field(i))
+            .collect()
+    }
+
+    /// Every field with this name, case-insensitive.
+    pub fn header(&self, name: &str) -> Vec<HeaderField> {
+        (0..self.header.fields.len())
+            .filter(|&i| self.header.name(&self.raw, i).eq_ignore_ascii_case(name))
+            .map(|i| self.field(i))
+            .collect()
+    }
+
+    /// The first field with this name, decoded.
+    pub fn header_value(&self, name: &str) -> Option<String> {
+        self.header(name).into_iter().next().map(|f| f.decoded)
+    }
+
+    fn field(&self, index: usize) -> HeaderField {
+        let f = &self.header.fields[index];
+        let raw_value = &self.raw[f.value.clone()];
+        HeaderField {
+            name: String::from_utf8_lossy(&self.raw[f.name.clone()]).into_owned(),
+            raw: String::from_utf8_lossy(raw_value).into_owned(),
+            decoded: decode_value(raw_value),
+        }
+    }
+
+    /// The MIME tree, parsed on first use.
+    pub fn parts(&self) -> &[Part] {
+        &self.tree.get_or_init(|| MimeTree::parse(&self.raw)).parts
+    }
+
+    pub fn part(&self, id: u32) -> Option<&Part> {
+        self.parts().get(id as usize)
+    }
+
+    /// The part's content with its transfer encoding removed (text converted to UTF-8).
+    pub fn part_content(&self, id: u32) -> Option<Vec<u8>> {
+        match &self.part(id)?.content {
+            PartContent::Text(text) => Some(text.as_bytes().to_vec()),
+            PartContent::Binary(bytes) => Some(bytes.clone()),
+            PartContent::Container => None,
+        }
+    }
+
+    /// A text part's content as UTF-8.
+    pub fn part_text(&self, id: u32) -> Option<String> {
+        match &self.part(id)?.content {
+            PartContent::Text(text) => Some(text.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Unfolds a raw header value and decodes RFC 2047 encoded words.
+fn decode_value(raw_value: &[u8]) -> String {
+    let mut line = raw_value.to_vec();
+    line.extend_from_slice(b"\r\n");
+    match mail_parser::parsers::MessageStream::new(&line).parse_unstructured() {
+        mail_parser::HeaderValue::Text(text) => text.into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Turns bare LF line ends into CRLF (files written on Unix), leaving CRLF alone.
+pub fn canonical_crlf(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() + input.len() / 40);
+    for (i, &b) in input.iter().enumerate() {
+        if b == b'\n' && (i == 0 || input[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+impl MimeTree {
+    fn parse(raw: &[u8]) -> MimeTree {
+        let mut tree = MimeTree::default();
+        if let Some(message) = MessageParser::new().parse(raw) {
+            tree.walk_message(&message, Some(0), None, false);
+        }
+        tree
+    }
+
+    /// Adds the parts of `message` in document order. `base` is where the message's bytes start
+    /// in the top-level raw message, when they are an unencoded slice of it.
+    fn walk_message(
+        &mut self,
+        message: &mail_parser::Message<'_>,
+        base: Option<usize>,
+        parent: Option<u32>,
+        nested: bool,
+    ) {
+        if !message.parts.is_empty() {
+            self.walk_part(message, 0, base, parent, nested);
+        }
+    }
+
+    fn walk_part(
+        &mut self,
+        message: &mail_parser::Message<'_>,
+        index: usize,
+        base: Option<usize>,
+        parent: Option<u32>,
+        nested: bool,
+    ) {
+        let Some(part) = message.parts.get(index) else {
+            return;
+        };
+        let id = self.parts.len() as u32;
+        let span = base.map(|b| PartSpan {
+            header_start: b + part.offset_header as usize,
+            body_start: b + part.offset_body as usize,
+            end: b + part.offset_end as usize,
+        });
+        let (media_type, subtype, params) = content_type_of(part);
+        let content = match &part.body {
+            PartType::Text(t) | PartType::Html(t) => PartContent::Text(t.to_string()),
+            PartType::Binary(b) | PartType::InlineBinary(b) => PartContent::Binary(b.to_vec()),
+            PartType::Message(_) | PartType::Multipart(_) => PartContent::Container,
+        };
+        self.parts.push(Part {
+            id,
+            parent,
+            media_type,
+            subtype,
+            params,
+            disposition: part
+                .content_disposition()
+                .map(|d| d.ctype().to_ascii_lowercase()),
+            filename: part.attachment_name().map(str::to_string),
+            transfer_encoding: part
+                .content_transfer_encoding()
+                .map(|e| e.trim().to_ascii_lowercase()),
+            size: u64::from(part.offset_end.saturating_sub(part.offset_body)),
+            is_multipart: matches!(part.body, PartType::Multipart(_)),
+            is_message: matches!(part.body, PartType::Message(_)),
+            nested,
+            span,
+            content,
+        });
+        match &part.body {
+            PartType::Multipart(children) => {
+                for &child in children {
+                    self.walk_part(message, child as usize, base, Some(id), nested);
+                }
+            }
+            PartType::Message(inner) => {
+                let inner_base = base.filter(|_| shares_buffer(message, inner));
+                self.walk_message(inner, inner_base, Some(id), true);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// mail-parser gives an unencoded nested message the same buffer as its parent, with offsets
+/// into that buffer; a transfer-encoded one gets a decoded copy, whose offsets do not map to ours.
+fn shares_buffer(outer: &mail_parser::Message<'_>, inner: &mail_parser::Message<'_>) -> bool {
+    outer.raw_message.as_ptr() == inner.raw_message.as_ptr()
+        && outer.raw_message.len() == inner.raw_message.len()
+}
+
+fn content_type_of(part: &mail_parser::MessagePart<'_>) -> (String, String, Vec<(String, String)>) {
+    match part.content_type() {
+        Some(ct) => (
+            ct.ctype().to_ascii_lowercase(),
+            ct.subtype().unwrap_or_default().to_ascii_lowercase(),
+            ct.attributes()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| (a.name.to_ascii_lowercase(), a.value.to_string()))
+                .collect(),
+        ),
+        None => ("text".into(), "plain".into(), Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const MULTIPART: &[u8] = b"From: a@example.org\r\n\
+To: b@example.org\r\n\
+Subject: =?utf-8?q?caf=C3=A9?=\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"XX\"\r\n\
+\r\n\
+preamble\r\n\
+--XX\r\n\
+Content-Type: text/plain; charset=us-ascii\r\n\
+\r\n\
+Hello there.\r\n\
+--XX\r\n\
+Content-Type: application/octet-stream\r\n\
+Content-Disposition: attachment; filename*=utf-8''r%C3%A9sum%C3%A9.exe\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+TVqQAAMAAAAEAAAA\r\n\
+--XX--\r\n";
+
+    #[test]
+    fn headers_keep_raw_and_decode() {
+        let m = Message::new(MULTIPART.to_vec());
+        let subject = &m.header("subject")[0];
+        assert_eq!(subject.raw, " =?utf-8?q?caf=C3=A9?=");
+        assert_eq!(subject.decoded, "café");
+        assert_eq!(m.headers().len(), 5);
+    }
+
+    #[test]
+    fn mime_tree_with_decoded_filename_and_spans() {
+        let m = Message::new(MULTIPART.to_vec());
+        let parts = m.parts();
+        assert_eq!(parts.len(), 3);
+        assert!(parts[0].is_multipart);
+        assert_eq!(parts[2].filename.as_deref(), Some("résumé.exe"));
+        assert_eq!(parts[2].parent, Some(0));
+        assert_eq!(m.part_content(2).unwrap()[..2], *b"MZ");
+        let span = parts[1].span.unwrap();
+        assert_eq!(&m.raw()[span.body_start..span.end], b"Hello there.");
+        assert_eq!(m.part_text(1).as_deref(), Some("Hello there."));
+    }
+
+    #[test]
+    fn nested_message_parts_are_located() {
+        let inner = b"Subject: inner\r\nContent-Type: text/plain\r\n\r\ninner body\r\n";
+        let mut raw = b"Subject: outer\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: message/rfc822\r\n\r\n".to_vec();
+        raw.extend_from_slice(inner);
+        raw.extend_from_slice(b"--B--\r\n");
+        let m = Message::new(raw);
+        let parts = m.parts();
+        let leaf = parts
+            .iter()
+            .find(|p| p.nested)
+            .unwrap_or_else(|| panic!("no nested part in {parts:#?}"));
+        let span = leaf.span.expect("located");
+        assert!(m.raw()[span.body_start..span.end].starts_with(b"inner body"));
+        assert_eq!(leaf.parent, Some(1));
+    }
+
+    #[test]
+    fn canonicalises_line_ends() {
+        assert_eq!(canonical_crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
+    }
+}

@@ -1,0 +1,188 @@
+//! The wasmtime engine: configuration, the epoch ticker that enforces deadlines, the linker
+//! with our imports, and the on-disk cache of compiled components.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::Plugin;
+use super::host_api::HostState;
+use super::PluginError;
+use crate::config::RuntimeConfig;
+
+/// How often the engine's epoch advances: the granularity of plugin deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// One engine for the whole process; plugin sets (and reloads) share it.
+pub struct Runtime {
+    pub engine: Engine,
+    pub linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    ticker: Option<Ticker>,
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Runtime {
+    pub fn new(config: &RuntimeConfig, cache_dir: Option<PathBuf>) -> Result<Runtime, PluginError> {
+        let engine = build_engine(config, config.pooling).or_else(|e| {
+            // Pooling reserves a lot of address space; some systems refuse it.
+            tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
+            build_engine(config, false)
+        })?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::engine)?;
+        Plugin::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(PluginError::engine)?;
+        let ticker = start_ticker(&engine);
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir,
+            ticker: Some(ticker),
+        })
+    }
+
+    /// Loads a component, from the compiled cache when it holds this exact file for this
+    /// exact engine, otherwise compiling it (and filling the cache).
+    pub fn load_component(&self, path: &Path) -> Result<Component, PluginError> {
+        let bytes = std::fs::read(path).map_err(|e| PluginError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        if !is_component(&bytes) {
+            return Err(PluginError::NotComponent {
+                path: path.to_path_buf(),
+                reason: if bytes.starts_with(b"\0asm") {
+                    "it is a core WebAssembly module, not a component (build for wasm32-wasip2 or run `component new`)".into()
+                } else {
+                    "it is not a WebAssembly file".into()
+                },
+            });
+        }
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(self.cache_key(&bytes)));
+        if let Some(file) = cached.as_ref().filter(|f| f.exists()) {
+            // SAFETY: the cache directory is written only by this function, with artifacts
+            // produced by `precompile_component` of an engine with the same compatibility hash
+            // (part of the file name); a corrupt file fails to deserialize and is replaced.
+            match unsafe { Component::deserialize_file(&self.engine, file) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!("discarding cached artifact {}: {e}", file.display()),
+            }
+        }
+        let compiled =
+            self.engine
+                .precompile_component(&bytes)
+                .map_err(|e| PluginError::NotComponent {
+                    path: path.to_path_buf(),
+                    reason: format!("{e:#}"),
+                })?;
+        if let Some(file) = &cached {
+            store_artifact(file, &compiled);
+        }
+        // SAFETY: `compiled` was produced just now by this engine.
+        unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(PluginError::engine)
+    }
+
+    /// Content hash of the component plus the engine's compatibility hash.
+    fn cache_key(&self, bytes: &[u8]) -> String {
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut compat);
+        let digest = Sha256::digest(bytes);
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!("{hex}-{:016x}.cwasm", compat.finish())
+    }
+
+    /// Converts a timeout into epoch ticks (at least one).
+    pub fn deadline_ticks(timeout: Duration) -> u64 {
+        (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
+    }
+
+    pub fn stop_ticker(&mut self) {
+        self.ticker = None;
+    }
+}
+
+fn is_component(bytes: &[u8]) -> bool {
+    // Components carry layer 1 in the version field: 0d 00 01 00.
+    bytes.len() >= 8 && bytes.starts_with(b"\0asm") && bytes[6..8] == [1, 0]
+}
+
+fn store_artifact(file: &Path, compiled: &[u8]) {
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, compiled)?;
+        std::fs::rename(&tmp, file)
+    };
+    if let Err(e) = write() {
+        tracing::warn!("cannot cache compiled plugin at {}: {e}", file.display());
+    }
+}
+
+fn build_engine(config: &RuntimeConfig, pooling: bool) -> Result<Engine, PluginError> {
+    let mut cfg = Config::new();
+    cfg.wasm_component_model(true);
+    cfg.epoch_interruption(true);
+    cfg.memory_init_cow(true);
+    cfg.parallel_compilation(true);
+    if pooling {
+        let n = config.max_instances.max(16);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            .total_stacks(n)
+            .max_core_instances_per_component(50)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .max_memory_size(config.max_memory_mb as usize * 1024 * 1024)
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&cfg).map_err(PluginError::engine)
+}
+
+fn start_ticker(engine: &Engine) -> Ticker {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let engine = engine.clone();
+    let thread = std::thread::Builder::new()
+        .name("mailgate-epoch".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .ok();
+    Ticker { stop, thread }
+}

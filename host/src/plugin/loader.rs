@@ -1,0 +1,175 @@
+//! Turns the config's `[[plugin]]` entries into ready-to-instantiate plugins: compile (or load
+//! from cache), check the contract, ask the plugin to describe itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::Store;
+
+use super::bindings::{types as wit, PluginPre};
+use super::engine::Runtime;
+use super::host_api::{HostState, PluginIdentity, TransactionContext};
+use super::services::Services;
+use super::{Capability, PluginError, Stage};
+use crate::config::{Config, FailurePolicy, PluginConfig};
+
+/// What a plugin said about itself in `describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub stages: Vec<Stage>,
+    pub capabilities: Vec<Capability>,
+}
+
+/// A plugin ready to be instantiated for each transaction.
+pub struct LoadedPlugin {
+    /// The name from the config (or file name); used in logs, notes and reports.
+    pub name: String,
+    pub info: PluginInfo,
+    pub policy: FailurePolicy,
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    pub(super) identity: Arc<PluginIdentity>,
+    pub(super) pre: PluginPre<HostState>,
+}
+
+impl LoadedPlugin {
+    pub fn handles(&self, stage: Stage) -> bool {
+        self.info.stages.contains(&stage)
+    }
+}
+
+/// The plugin chain, in configured order, and the engine it runs on. Immutable once built.
+pub struct PluginSet {
+    pub(super) runtime: Arc<Runtime>,
+    pub plugins: Vec<Arc<LoadedPlugin>>,
+}
+
+impl PluginSet {
+    /// Loads every plugin of the config. The first failure is returned with the file and reason.
+    pub async fn load(runtime: Arc<Runtime>, config: &Config) -> Result<PluginSet, PluginError> {
+        let mut plugins = Vec::with_capacity(config.plugins.len());
+        for entry in &config.plugins {
+            let plugin = load_one(&runtime, config, entry, &config.runtime.max_memory_mb).await?;
+            plugins.push(Arc::new(plugin));
+        }
+        Ok(PluginSet { runtime, plugins })
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+}
+
+async fn load_one(
+    runtime: &Runtime,
+    config: &Config,
+    entry: &PluginConfig,
+    max_memory_mb: &u32,
+) -> Result<LoadedPlugin, PluginError> {
+    let path = config.resolve(&entry.path);
+    let component = runtime.load_component(&path)?;
+    let instance_pre =
+        runtime
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Contract {
+                path: path.clone(),
+                reason: format!("{e:#}"),
+            })?;
+    let pre = PluginPre::new(instance_pre).map_err(|e| PluginError::Contract {
+        path: path.clone(),
+        reason: format!("{e:#}"),
+    })?;
+    let name = entry.display_name();
+    let memory_bytes = entry.memory_mb.min(*max_memory_mb) as usize * 1024 * 1024;
+    let timeout = Duration::from_millis(entry.timeout_ms.max(1));
+    let describe_err = |reason: String| PluginError::Describe {
+        path: path.clone(),
+        reason,
+    };
+    let info = describe(runtime, &pre, &name, &entry.config, memory_bytes, timeout)
+        .await
+        .map_err(describe_err)?;
+    let capabilities: Vec<Capability> = info
+        .capabilities
+        .iter()
+        .copied()
+        .filter(|c| entry.grant.contains(c))
+        .collect();
+    for missing in info
+        .capabilities
+        .iter()
+        .filter(|c| !capabilities.contains(c))
+    {
+        tracing::warn!(
+            plugin = name,
+            "asks for capability {missing:?}, which the config does not grant"
+        );
+    }
+    Ok(LoadedPlugin {
+        identity: Arc::new(PluginIdentity {
+            name: name.clone(),
+            config: entry.config.clone(),
+            capabilities,
+        }),
+        name,
+        info,
+        policy: entry.on_failure,
+        timeout,
+        memory_bytes,
+        pre,
+    })
+}
+
+/// Instantiates the plugin once and asks it what it is.
+async fn describe(
+    runtime: &Runtime,
+    pre: &PluginPre<HostState>,
+    name: &str,
+    config: &toml::Table,
+    memory_bytes: usize,
+    timeout: Duration,
+) -> Result<PluginInfo, String> {
+    // The plugin sees its config already: the stages it wants may depend on it.
+    let identity = Arc::new(PluginIdentity {
+        name: name.to_string(),
+        config: config.clone(),
+        capabilities: Vec::new(),
+    });
+    let tx = Arc::new(TransactionContext::new(
+        "describe".into(),
+        Services::with_dns(Arc::new(super::services::StaticDns::default())),
+    ));
+    let mut store = Store::new(&runtime.engine, HostState::new(identity, tx, memory_bytes));
+    store.limiter(|s| &mut s.memory);
+    store.set_epoch_deadline(Runtime::deadline_ticks(timeout.max(Duration::from_secs(1))));
+    let plugin = pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let info: wit::PluginInfo = plugin
+        .mailgate_plugin_handler()
+        .call_describe(&mut store)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    if info.name.trim().is_empty() {
+        return Err("describe returned an empty name".into());
+    }
+    let mut stages: Vec<Stage> = info.stages.into_iter().map(Stage::from).collect();
+    stages.dedup();
+    Ok(PluginInfo {
+        name: info.name,
+        version: info.version,
+        stages,
+        capabilities: info
+            .capabilities
+            .into_iter()
+            .map(|c| match c {
+                wit::Capability::Kv => Capability::Kv,
+                wit::Capability::Dns => Capability::Dns,
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,52 @@
+//! The plugin runtime: loads WebAssembly components named in the config, runs them in order at
+//! each stage of a message's life, and contains whatever they do wrong.
+
+pub mod bindings;
+mod chain;
+mod engine;
+pub mod host_api;
+mod loader;
+pub mod services;
+pub mod verdict;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use chain::{
+    Delivery, Envelope, EsmtpParam, MailState, PluginRun, Retrieval, Route, Session, StageCall,
+    StageReport, Transaction,
+};
+pub use engine::Runtime;
+pub use loader::{LoadedPlugin, PluginInfo, PluginSet};
+pub use services::Services;
+pub use verdict::{Edit, Reply, Stage, Verdict};
+
+/// Host powers a plugin must declare and the operator must grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    Kv,
+    Dns,
+}
+
+#[derive(Debug, Error)]
+pub enum PluginError {
+    #[error("plugin {path}: cannot read: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("plugin {path}: not a usable WebAssembly component: {reason}")]
+    NotComponent { path: PathBuf, reason: String },
+    #[error("plugin {path}: does not implement mailgate:plugin@0.1.0: {reason}")]
+    Contract { path: PathBuf, reason: String },
+    #[error("plugin {path}: describe failed: {reason}")]
+    Describe { path: PathBuf, reason: String },
+    #[error("plugin runtime: {0}")]
+    Engine(String),
+}
+
+impl PluginError {
+    fn engine(e: impl std::fmt::Display) -> PluginError {
+        PluginError::Engine(e.to_string())
+    }
+}

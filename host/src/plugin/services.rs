@@ -1,0 +1,308 @@
+//! What host imports reach outside a plugin: the key-value store, DNS and the clock. Each is a
+//! trait so the gateway uses real ones and the harness uses fixed, scripted ones.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::ReadableDatabase;
+use serde::Deserialize;
+
+/// DNS record types plugins may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RecordType {
+    A,
+    Aaaa,
+    Mx,
+    Txt,
+    Ptr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsFailure {
+    NotFound,
+    Temporary(String),
+}
+
+pub type DnsFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<String>, DnsFailure>> + Send + 'a>>;
+
+pub trait Dns: Send + Sync {
+    fn lookup<'a>(&'a self, record: RecordType, name: &'a str) -> DnsFuture<'a>;
+}
+
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> u64;
+}
+
+/// Per-plugin persistent key-value store. Keys are namespaced by plugin name.
+pub trait KvStore: Send + Sync {
+    fn get(&self, plugin: &str, key: &str, now_ms: u64) -> Result<Option<String>, String>;
+    fn set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: &str,
+        expires_ms: Option<u64>,
+    ) -> Result<(), String>;
+    fn delete(&self, plugin: &str, key: &str) -> Result<(), String>;
+}
+
+/// The services a chain runs with.
+#[derive(Clone)]
+pub struct Services {
+    pub kv: Arc<dyn KvStore>,
+    pub dns: Arc<dyn Dns>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Services {
+    /// In-memory store, system clock, and the given resolver.
+    pub fn with_dns(dns: Arc<dyn Dns>) -> Services {
+        Services {
+            kv: Arc::new(MemoryKv::default()),
+            dns,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// A clock that says the same time until told otherwise (harness cases).
+pub struct FixedClock(pub Mutex<u64>);
+
+impl Clock for FixedClock {
+    fn now_ms(&self) -> u64 {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+type KvMap = HashMap<(String, String), (String, Option<u64>)>;
+
+/// Key-value store in memory (harness, tests).
+#[derive(Default)]
+pub struct MemoryKv(Mutex<KvMap>);
+
+impl MemoryKv {
+    pub fn insert(&self, plugin: &str, key: &str, value: &str) {
+        self.lock()
+            .insert((plugin.into(), key.into()), (value.into(), None));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, KvMap> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl KvStore for MemoryKv {
+    fn get(&self, plugin: &str, key: &str, now_ms: u64) -> Result<Option<String>, String> {
+        let map = self.lock();
+        Ok(map
+            .get(&(plugin.to_string(), key.to_string()))
+            .filter(|(_, exp)| exp.is_none_or(|e| e > now_ms))
+            .map(|(v, _)| v.clone()))
+    }
+
+    fn set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: &str,
+        expires_ms: Option<u64>,
+    ) -> Result<(), String> {
+        self.lock()
+            .insert((plugin.into(), key.into()), (value.into(), expires_ms));
+        Ok(())
+    }
+
+    fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
+        self.lock().remove(&(plugin.to_string(), key.to_string()));
+        Ok(())
+    }
+}
+
+/// Key-value store on disk (redb): survives restarts; expired entries read as absent.
+pub struct DiskKv {
+    db: redb::Database,
+}
+
+const KV_TABLE: redb::TableDefinition<'static, (&str, &str), (&str, u64)> =
+    redb::TableDefinition::new("kv");
+
+impl DiskKv {
+    pub fn open(path: &Path) -> Result<DiskKv, String> {
+        let db = redb::Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(DiskKv { db })
+    }
+}
+
+fn kv_err(e: impl std::fmt::Display) -> String {
+    format!("kv store: {e}")
+}
+
+impl KvStore for DiskKv {
+    fn get(&self, plugin: &str, key: &str, now_ms: u64) -> Result<Option<String>, String> {
+        let tx = self.db.begin_read().map_err(kv_err)?;
+        let table = match tx.open_table(KV_TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(kv_err(e)),
+        };
+        let entry = table.get((plugin, key)).map_err(kv_err)?;
+        Ok(entry.and_then(|v| {
+            let (value, expires) = v.value();
+            (expires == 0 || expires > now_ms).then(|| value.to_string())
+        }))
+    }
+
+    fn set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: &str,
+        expires_ms: Option<u64>,
+    ) -> Result<(), String> {
+        let tx = self.db.begin_write().map_err(kv_err)?;
+        {
+            let mut table = tx.open_table(KV_TABLE).map_err(kv_err)?;
+            table
+                .insert((plugin, key), (value, expires_ms.unwrap_or(0)))
+                .map_err(kv_err)?;
+        }
+        tx.commit().map_err(kv_err)
+    }
+
+    fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
+        let tx = self.db.begin_write().map_err(kv_err)?;
+        {
+            let mut table = tx.open_table(KV_TABLE).map_err(kv_err)?;
+            table.remove((plugin, key)).map_err(kv_err)?;
+        }
+        tx.commit().map_err(kv_err)
+    }
+}
+
+/// Scripted DNS answers (harness cases): `(type, name) -> answers`; anything else is not found.
+#[derive(Default)]
+pub struct StaticDns(pub BTreeMap<(String, String), Vec<String>>);
+
+impl StaticDns {
+    pub fn insert(&mut self, record: RecordType, name: &str, answers: Vec<String>) {
+        self.0
+            .insert((format!("{record:?}"), normalise(name)), answers);
+    }
+}
+
+fn normalise(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl Dns for StaticDns {
+    fn lookup<'a>(&'a self, record: RecordType, name: &'a str) -> DnsFuture<'a> {
+        let answer = self
+            .0
+            .get(&(format!("{record:?}"), normalise(name)))
+            .cloned()
+            .ok_or(DnsFailure::NotFound);
+        Box::pin(async move { answer })
+    }
+}
+
+/// The real resolver (hickory), with the system's or the configured name servers.
+pub struct SystemDns {
+    resolver: hickory_resolver::TokioResolver,
+}
+
+impl SystemDns {
+    pub fn new(servers: &[String], timeout: Duration) -> Result<SystemDns, String> {
+        use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+        use hickory_resolver::net::runtime::TokioRuntimeProvider;
+        let builder = if servers.is_empty() {
+            hickory_resolver::Resolver::builder_tokio().map_err(|e| format!("resolv.conf: {e}"))?
+        } else {
+            let mut config = ResolverConfig::default();
+            for server in servers {
+                let addr: std::net::SocketAddr = server
+                    .parse()
+                    .map_err(|_| format!("dns server {server:?} is not ip:port"))?;
+                let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+                for connection in &mut server.connections {
+                    connection.port = addr.port();
+                }
+                config.add_name_server(server);
+            }
+            hickory_resolver::Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+        };
+        let mut builder = builder;
+        builder.options_mut().timeout = timeout;
+        let resolver = builder.build().map_err(|e| format!("dns resolver: {e}"))?;
+        Ok(SystemDns { resolver })
+    }
+}
+
+impl Dns for SystemDns {
+    fn lookup<'a>(&'a self, record: RecordType, name: &'a str) -> DnsFuture<'a> {
+        Box::pin(async move {
+            use hickory_resolver::proto::rr::RecordType as R;
+            let answers: Vec<String> = if record == RecordType::Ptr {
+                let ip: std::net::IpAddr = name
+                    .parse()
+                    .map_err(|_| DnsFailure::Temporary(format!("{name:?} is not an IP address")))?;
+                let lookup = self
+                    .resolver
+                    .reverse_lookup(ip)
+                    .await
+                    .map_err(map_dns_error)?;
+                lookup
+                    .answers()
+                    .iter()
+                    .map(|r| r.data.to_string())
+                    .collect()
+            } else {
+                let kind = match record {
+                    RecordType::A => R::A,
+                    RecordType::Aaaa => R::AAAA,
+                    RecordType::Mx => R::MX,
+                    RecordType::Txt => R::TXT,
+                    RecordType::Ptr => R::PTR,
+                };
+                let lookup = self
+                    .resolver
+                    .lookup(name, kind)
+                    .await
+                    .map_err(map_dns_error)?;
+                lookup
+                    .answers()
+                    .iter()
+                    .filter(|r| r.record_type() == kind)
+                    .map(|r| r.data.to_string())
+                    .collect()
+            };
+            if answers.is_empty() {
+                Err(DnsFailure::NotFound)
+            } else {
+                Ok(answers)
+            }
+        })
+    }
+}
+
+fn map_dns_error(e: hickory_resolver::net::NetError) -> DnsFailure {
+    if e.is_no_records_found() || e.is_nx_domain() {
+        DnsFailure::NotFound
+    } else {
+        DnsFailure::Temporary(e.to_string())
+    }
+}
