@@ -8,7 +8,9 @@
 //!
 //! ## Example: refuse one recipient domain
 //!
-//! ```no_run
+//! This is `examples/reject_domain.rs`, which the test suite builds as a component and runs:
+//!
+//! ```ignore
 //! use mailgate_sdk::prelude::*;
 //!
 //! struct NoExampleCom;
@@ -194,7 +196,7 @@ macro_rules! export_plugin {
                 ) -> __t::Outcome {
                     <$plugin as $crate::Plugin>::data(&session, &envelope, message)
                 }
-        fn deliver(
+                fn deliver(
                     delivery: __t::Delivery,
                     envelope: __t::Envelope,
                     message: &__t::Message,
@@ -206,7 +208,7 @@ macro_rules! export_plugin {
                 }
             }
 
-            $crate::bindings::export!(__MailgateExport with_types_in $crate::bindings);
+    $crate::bindings::export!(__MailgateExport with_types_in $crate::bindings);
         };
     };
 }

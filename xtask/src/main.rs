@@ -1,1 +1,196 @@
-fn main() {}
+//! The build entry point: `cargo xtask <command>`.
+//!
+//! - `plugins`: build every guest crate (bundled plugins and test fixtures) for wasm32-wasip2,
+//!   installing the target with rustup if it is missing, and copy the components to
+//!   `target/plugins/` (bundled) and `target/test-plugins/` (fixtures);
+//! - `build`: `plugins`, then the `mailgate` binary (release);
+//! - `run [ARGS...]`: `build`, then run `mailgate` (default: `check` on the bundled sample);
+//! - `test`: `plugins`, then every test of the workspace (unit, runtime, end-to-end, and the
+//!   bundled plugins' harness cases);
+//! - `lint`: rustfmt check and clippy (host and guests) with warnings as errors;
+//! - `bench`: `plugins`, then the plugin-chain benchmark.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const GUEST_TARGET: &str = "wasm32-wasip2";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("plugins") => build_plugins(),
+        Some("build") => {
+            build_plugins().and_then(|()| cargo(&["build", "--release", "-p", "mailgate"]))
+        }
+        Some("run") => run(&args[1..]),
+        Some("test") => test(),
+        Some("lint") => lint(),
+        Some("bench") => build_plugins()
+            .and_then(|()| cargo(&["bench", "-p", "mailgate", "--bench", "plugin_chain"])),
+        _ => {
+            eprintln!("usage: cargo xtask <plugins|build|run [ARGS...]|test|lint|bench>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+fn status(cmd: &mut Command) -> Result<(), String> {
+    let shown = format!("{cmd:?}");
+    match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("{shown} failed ({s})")),
+        Err(e) => Err(format!("cannot run {shown}: {e}")),
+    }
+}
+
+fn cargo(args: &[&str]) -> Result<(), String> {
+    status(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(args)
+            .current_dir(root()),
+    )
+}
+
+/// Installs the guest target with rustup unless it is already there.
+fn ensure_guest_target() -> Result<(), String> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("rustup is needed to build plugins: {e}"))?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == GUEST_TARGET)
+    {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing the Rust target {GUEST_TARGET} (rustup target add) to build plugins"
+    );
+    status(Command::new("rustup").args(["target", "add", GUEST_TARGET]))
+}
+
+/// Guest crates: directories with a Cargo.toml under plugins/ and tests/fixtures/.
+fn guests(dir: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root().join(dir))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().join("Cargo.toml").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn build_plugins() -> Result<(), String> {
+    ensure_guest_target()?;
+    let bundled = guests("plugins");
+    let fixtures = guests("tests/fixtures");
+    let mut args: Vec<&str> = vec![
+        "build",
+        "--profile",
+        "guest",
+        "--target",
+        GUEST_TARGET,
+        "--target-dir",
+        "target/guests",
+    ];
+    for name in bundled.iter().chain(&fixtures) {
+        args.extend(["-p", name.as_str()]);
+    }
+    args.extend(["-p", "mailgate-sdk", "--example", "reject-domain"]);
+    cargo(&args)?;
+    let built = root()
+        .join("target/guests")
+        .join(GUEST_TARGET)
+        .join("guest");
+    copy_components(&built, &bundled, &root().join("target/plugins"))?;
+    copy_components(&built, &fixtures, &root().join("target/test-plugins"))?;
+    let example = built.join("examples/reject_domain.wasm");
+    let dest = root().join("target/test-plugins/sdk-example.wasm");
+    std::fs::copy(&example, &dest)
+        .map(|_| ())
+        .map_err(|e| format!("copy {}: {e}", example.display()))
+}
+
+/// Copies `name_with_underscores.wasm` to `dest/name-with-dashes.wasm`.
+fn copy_components(built: &Path, names: &[String], dest: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    for name in names {
+        let from = built.join(format!("{}.wasm", name.replace('-', "_")));
+        let to = dest.join(format!("{name}.wasm"));
+        std::fs::copy(&from, &to)
+            .map_err(|e| format!("copy {} -> {}: {e}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    build_plugins()?;
+    cargo(&["build", "--release", "-p", "mailgate"])?;
+    let default_args: Vec<String> = [
+        "check",
+        "--rcpt",
+        "postmaster@localhost",
+        "samples/welcome.eml",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let args = if args.is_empty() {
+        &default_args[..]
+    } else {
+        args
+    };
+    eprintln!("xtask: running target/release/mailgate {}", args.join(" "));
+    status(
+        Command::new(root().join("target/release/mailgate"))
+            .args(args)
+            .current_dir(root()),
+    )
+}
+
+fn test() -> Result<(), String> {
+    build_plugins()?;
+    // Host-side crates only (the default members); guests were built and are tested through the host.
+    cargo(&["test"])
+}
+
+fn lint() -> Result<(), String> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
+    ensure_guest_target()?;
+    let mut args: Vec<&str> = vec![
+        "clippy",
+        "--target",
+        GUEST_TARGET,
+        "--target-dir",
+        "target/guests",
+    ];
+    let names: Vec<String> = guests("plugins")
+        .into_iter()
+        .chain(guests("tests/fixtures"))
+        .collect();
+    args.extend(["-p", "mailgate-sdk"]);
+    for name in &names {
+        args.extend(["-p", name.as_str()]);
+    }
+    args.extend(["--", "-D", "warnings"]);
+    cargo(&args)
+}

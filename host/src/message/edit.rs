@@ -92,19 +92,81 @@ fn check_content_type(value: &str) -> Result<(), EditError> {
     }
 }
 
-/// Applies `edits` in order. Returns `None` when there is nothing to apply.
+/// Applies `edits`. Part edits (replace-part, remove-part) name parts by their ids in the
+/// message as the plugin saw it, so they are applied first, together, on that message; the other
+/// edits then apply in order. Returns `None` when there is nothing to apply.
 pub fn apply_message_edits(
     message: &Message,
     edits: &[MessageEdit],
 ) -> Result<Option<Message>, EditError> {
-    let mut current: Option<Message> = None;
     for edit in edits {
         edit.validate()?;
+    }
+    let (part_edits, others): (Vec<&MessageEdit>, Vec<&MessageEdit>) =
+        edits.iter().partition(|e| {
+            matches!(
+                e,
+                MessageEdit::ReplacePart { .. } | MessageEdit::RemovePart(_)
+            )
+        });
+    let mut current: Option<Message> = None;
+    if !part_edits.is_empty() {
+        current = Some(Message::new(apply_part_edits(message, &part_edits)?));
+    }
+    for edit in others {
         let base = current.as_ref().unwrap_or(message);
         let raw = apply_one(base, edit)?;
         current = Some(Message::new(raw));
     }
     Ok(current)
+}
+
+/// Replaces byte ranges of one parse of the message, last first so earlier ranges stay valid.
+/// An edit of a part inside another edited part is dropped: the outer edit replaces it anyway.
+fn splice_parts(message: &Message, mut changes: Vec<(u32, Range<usize>, Vec<u8>)>) -> Vec<u8> {
+    let edited: Vec<u32> = changes.iter().map(|(id, ..)| *id).collect();
+    changes.retain(|(id, ..)| !has_ancestor_in(message, *id, &edited));
+    changes.sort_by_key(|(_, range, _)| std::cmp::Reverse(range.start));
+    changes.dedup_by_key(|(_, range, _)| range.start);
+    let mut raw = message.raw().to_vec();
+    for (_, range, bytes) in changes {
+        raw = splice(&raw, range, &bytes);
+    }
+    raw
+}
+
+fn has_ancestor_in(message: &Message, id: u32, ids: &[u32]) -> bool {
+    let mut parent = message.part(id).and_then(|p| p.parent);
+    while let Some(p) = parent {
+        if ids.contains(&p) {
+            return true;
+        }
+        parent = message.part(p).and_then(|p| p.parent);
+    }
+    false
+}
+
+fn apply_part_edits(message: &Message, edits: &[&MessageEdit]) -> Result<Vec<u8>, EditError> {
+    let mut changes = Vec::with_capacity(edits.len());
+    for edit in edits {
+        match edit {
+            MessageEdit::ReplacePart {
+                id,
+                content_type,
+                content,
+            } => {
+                let part = message.part(*id).ok_or(EditError::UnknownPart(*id))?;
+                let (range, bytes) = rebuild_part(message, part, content_type, content)?;
+                changes.push((*id, range, bytes));
+            }
+            MessageEdit::RemovePart(id) => {
+                let part = message.part(*id).ok_or(EditError::UnknownPart(*id))?;
+                changes.push((*id, removal_range(message, part)?, Vec::new()));
+            }
+            _ => {}
+        }
+    }
+    Ok(splice_parts(message, changes))
 }
 
 fn apply_one(message: &Message, edit: &MessageEdit) -> Result<Vec<u8>, EditError> {
@@ -148,18 +210,8 @@ fn apply_one(message: &Message, edit: &MessageEdit) -> Result<Vec<u8>, EditError
             out.extend_from_slice(&super::canonical_crlf(body));
             out
         }
-        MessageEdit::ReplacePart {
-            id,
-            content_type,
-            content,
-        } => {
-            let part = message.part(*id).ok_or(EditError::UnknownPart(*id))?;
-            let (range, bytes) = rebuild_part(message, part, content_type, content)?;
-            splice(raw, range, &bytes)
-        }
-        MessageEdit::RemovePart(id) => {
-            let part = message.part(*id).ok_or(EditError::UnknownPart(*id))?;
-            splice(raw, removal_range(message, part)?, b"")
+        MessageEdit::ReplacePart { .. } | MessageEdit::RemovePart(_) => {
+            apply_part_edits(message, &[edit])?
         }
         MessageEdit::AppendFooter(footer) => append_footer(message, footer)?,
     })
@@ -322,9 +374,8 @@ fn removal_range(message: &Message, part: &Part) -> Result<Range<usize>, EditErr
 }
 
 fn append_footer(message: &Message, footer: &str) -> Result<Vec<u8>, EditError> {
-    let mut raw = message.raw().to_vec();
-    // Last part first, so the spans of earlier parts stay valid as bytes change after them.
-    for part in message.parts().iter().rev() {
+    let mut changes = Vec::new();
+    for part in message.parts() {
         let is_body_text = !part.nested
             && !part.is_multipart
             && part.media_type == "text"
@@ -349,9 +400,9 @@ fn append_footer(message: &Message, footer: &str) -> Result<Vec<u8>, EditError> 
             content_type.push_str(&format!("; {k}=\"{}\"", v.replace(['"', '\\'], "")));
         }
         let (range, bytes) = rebuild_part(message, part, &content_type, new_text.as_bytes())?;
-        raw = splice(&raw, range, &bytes);
+        changes.push((part.id, range, bytes));
     }
-    Ok(raw)
+    Ok(splice_parts(message, changes))
 }
 
 fn html_with_footer(html: &str, footer: &str) -> String {
@@ -436,6 +487,19 @@ mod tests {
         assert!(text.ends_with("Hello there.\r\n--XX--\r\n"), "{text}");
         assert_eq!(m.parts().len(), 2);
         assert_eq!(m.part_text(1).as_deref(), Some("Hello there."));
+    }
+
+    #[test]
+    fn part_ids_refer_to_the_message_the_plugin_saw() {
+        let raw = b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\r\none\r\n--B\r\n\r\ntwo\r\n--B\r\n\r\nthree\r\n--B--\r\n";
+        let m = edit(
+            raw,
+            &[MessageEdit::RemovePart(1), MessageEdit::RemovePart(2)],
+        );
+        assert_eq!(
+            m.raw(),
+            b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\r\nthree\r\n--B--\r\n"
+        );
     }
 
     #[test]
