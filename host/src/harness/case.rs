@@ -178,8 +178,13 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
         entries.sort();
+        // Inside directories, a TOML file is a case file when it has cases: gateway configs
+        // and Cargo manifests next to them are left alone.
         for entry in entries {
-            if entry.is_dir() || entry.extension().is_some_and(|e| e == "toml") {
+            let is_case_file = entry.extension().is_some_and(|e| e == "toml")
+                && std::fs::read_to_string(&entry).is_ok_and(|t| t.contains("[[case]]"));
+            let skip_dir = entry.file_name().is_some_and(|n| n == "target" || n == "src");
+            if (entry.is_dir() && !skip_dir) || is_case_file {
                 collect(&entry, out)?;
             }
         }

@@ -1,7 +1,7 @@
 //! A small line diff for `mailgate check --diff`: what the chain changed in the message.
 
-/// Lines only in `before` start with `-`, lines only in `after` with `+`, unchanged lines are
-/// left out except one line of context around each change.
+/// Lines only in `before` start with `-`, lines only in `after` with `+`. The unchanged head
+/// and tail are left out but for one line of context; unchanged lines between changes stay.
 pub fn unified(before: &[u8], after: &[u8]) -> String {
     let a: Vec<&[u8]> = lines(before);
     let b: Vec<&[u8]> = lines(after);

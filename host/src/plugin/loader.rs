@@ -46,6 +46,13 @@ pub struct PluginSet {
     pub plugins: Vec<Arc<LoadedPlugin>>,
 }
 
+impl std::fmt::Debug for PluginSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.plugins.iter().map(|p| p.name.as_str()).collect();
+        f.debug_struct("PluginSet").field("plugins", &names).finish()
+    }
+}
+
 impl PluginSet {
     /// Loads every plugin of the config. The first failure is returned with the file and reason.
     pub async fn load(runtime: Arc<Runtime>, config: &Config) -> Result<PluginSet, PluginError> {
