@@ -25,11 +25,21 @@ fn tempfailed_with_4_3_0(report: &mailgate::harness::TransactionReport, stage: S
 
 #[tokio::test]
 async fn endless_loop_is_cut_off_at_its_deadline_with_451() {
-    let set = chain(&probe("spinner", &["data"], &[("data", "loop")], "timeout-ms = 50")).await;
+    let set = chain(&probe(
+        "spinner",
+        &["data"],
+        &[("data", "loop")],
+        "timeout-ms = 50",
+    ))
+    .await;
     let started = Instant::now();
     let report = transact(&set, &["b@example.org"]).await;
     let elapsed = started.elapsed();
-    assert!(tempfailed_with_4_3_0(&report, Stage::Data), "{:?}", report.disposition);
+    assert!(
+        tempfailed_with_4_3_0(&report, Stage::Data),
+        "{:?}",
+        report.disposition
+    );
     let fault = fault_of(&report, "spinner").expect("fault recorded");
     assert!(fault.contains("deadline of 50 ms"), "{fault}");
     // Correctness bound, not a performance target: an uncut loop would never return.
@@ -38,18 +48,38 @@ async fn endless_loop_is_cut_off_at_its_deadline_with_451() {
 
 #[tokio::test]
 async fn memory_growth_past_the_cap_applies_the_failure_policy() {
-    let set = chain(&probe("hoarder", &["data"], &[("data", "grow")], "memory-mb = 8\non-failure = \"continue\"")).await;
+    let set = chain(&probe(
+        "hoarder",
+        &["data"],
+        &[("data", "grow")],
+        "memory-mb = 8\non-failure = \"continue\"",
+    ))
+    .await;
     let report = transact(&set, &["b@example.org"]).await;
-    assert_eq!(report.disposition, Disposition::Accepted, "fail-open policy carries on");
+    assert_eq!(
+        report.disposition,
+        Disposition::Accepted,
+        "fail-open policy carries on"
+    );
     let fault = fault_of(&report, "hoarder").expect("fault recorded");
     assert!(fault.contains("memory cap of 8 MiB"), "{fault}");
 }
 
 #[tokio::test]
 async fn header_with_crlf_is_refused_and_never_reaches_the_message() {
-    let set = chain(&probe("smuggler", &["data"], &[("data", "crlf-header")], "")).await;
+    let set = chain(&probe(
+        "smuggler",
+        &["data"],
+        &[("data", "crlf-header")],
+        "",
+    ))
+    .await;
     let report = transact(&set, &["b@example.org"]).await;
-    assert!(tempfailed_with_4_3_0(&report, Stage::Data), "{:?}", report.disposition);
+    assert!(
+        tempfailed_with_4_3_0(&report, Stage::Data),
+        "{:?}",
+        report.disposition
+    );
     let fault = fault_of(&report, "smuggler").expect("fault recorded");
     assert!(fault.contains("X-Evil"), "{fault}");
     let message = report.state.message.expect("message");
@@ -59,7 +89,13 @@ async fn header_with_crlf_is_refused_and_never_reaches_the_message() {
 
 #[tokio::test]
 async fn invalid_reply_code_is_a_fault() {
-    let set = chain(&probe("liar", &["rcpt-to"], &[("rcpt-to", "bad-code")], "on-failure = \"reject\"")).await;
+    let set = chain(&probe(
+        "liar",
+        &["rcpt-to"],
+        &[("rcpt-to", "bad-code")],
+        "on-failure = \"reject\"",
+    ))
+    .await;
     let report = transact(&set, &["b@example.org"]).await;
     assert_eq!(report.recipients, vec![("b@example.org".to_string(), 550)]);
     let fault = fault_of(&report, "liar").expect("fault recorded");
@@ -68,17 +104,45 @@ async fn invalid_reply_code_is_a_fault() {
 
 #[tokio::test]
 async fn trap_with_each_policy() {
-    let tempfail = chain(&probe("crash", &["mail-from"], &[("mail-from", "trap")], "")).await;
+    let tempfail = chain(&probe(
+        "crash",
+        &["mail-from"],
+        &[("mail-from", "trap")],
+        "",
+    ))
+    .await;
     let report = transact(&tempfail, &["b@example.org"]).await;
-    assert!(tempfailed_with_4_3_0(&report, Stage::MailFrom), "{:?}", report.disposition);
+    assert!(
+        tempfailed_with_4_3_0(&report, Stage::MailFrom),
+        "{:?}",
+        report.disposition
+    );
     assert!(fault_of(&report, "crash").expect("fault").contains("trap"));
 
-    let open = chain(&probe("crash", &["mail-from"], &[("mail-from", "trap")], "on-failure = \"continue\"")).await;
-    assert_eq!(transact(&open, &["b@example.org"]).await.disposition, Disposition::Accepted);
+    let open = chain(&probe(
+        "crash",
+        &["mail-from"],
+        &[("mail-from", "trap")],
+        "on-failure = \"continue\"",
+    ))
+    .await;
+    assert_eq!(
+        transact(&open, &["b@example.org"]).await.disposition,
+        Disposition::Accepted
+    );
 
-    let closed = chain(&probe("crash", &["mail-from"], &[("mail-from", "trap")], "on-failure = \"reject\"")).await;
+    let closed = chain(&probe(
+        "crash",
+        &["mail-from"],
+        &[("mail-from", "trap")],
+        "on-failure = \"reject\"",
+    ))
+    .await;
     match transact(&closed, &["b@example.org"]).await.disposition {
-        Disposition::Rejected { stage: Stage::MailFrom, reply } => assert_eq!(reply.code, 550),
+        Disposition::Rejected {
+            stage: Stage::MailFrom,
+            reply,
+        } => assert_eq!(reply.code, 550),
         other => panic!("expected a reject at MAIL, got {other:?}"),
     }
 }
@@ -86,29 +150,54 @@ async fn trap_with_each_policy() {
 #[tokio::test]
 async fn the_process_keeps_serving_after_faults() {
     for action in ["loop", "grow", "trap", "crlf-header"] {
-        let set = chain(&probe("bad", &["data"], &[("data", action)], "timeout-ms = 20\nmemory-mb = 8")).await;
+        let set = chain(&probe(
+            "bad",
+            &["data"],
+            &[("data", action)],
+            "timeout-ms = 20\nmemory-mb = 8",
+        ))
+        .await;
         let report = transact(&set, &["b@example.org"]).await;
         assert!(fault_of(&report, "bad").is_some(), "{action} faulted");
     }
     let good = chain(&probe("good", &["data"], &[("data", "tag")], "")).await;
     let report = transact(&good, &["b@example.org"]).await;
     assert_eq!(report.disposition, Disposition::Accepted);
-    assert_eq!(report.state.message.expect("message").header_value("X-Probe").as_deref(), Some("good"));
+    assert_eq!(
+        report
+            .state
+            .message
+            .expect("message")
+            .header_value("X-Probe")
+            .as_deref(),
+        Some("good")
+    );
 }
 
 #[tokio::test]
 async fn chain_runs_in_order_and_edits_are_visible_downstream() {
     let config = [
         probe("first", &["mail-from", "data"], &[("data", "tag")], ""),
-        probe("second", &["mail-from", "data"], &[("data", "require-tag")], ""),
+        probe(
+            "second",
+            &["mail-from", "data"],
+            &[("data", "require-tag")],
+            "",
+        ),
     ]
     .concat();
     let set = chain(&config).await;
     let report = transact(&set, &["b@example.org"]).await;
     assert_eq!(report.disposition, Disposition::Accepted);
-    assert_eq!(report.notes["trace"], "first:mail-from,second:mail-from,first:data,second:data,");
+    assert_eq!(
+        report.notes["trace"],
+        "first:mail-from,second:mail-from,first:data,second:data,"
+    );
     let message = report.state.message.expect("message");
-    assert_eq!(message.header_value("X-Probe-Saw").as_deref(), Some("first"));
+    assert_eq!(
+        message.header_value("X-Probe-Saw").as_deref(),
+        Some("first")
+    );
 
     // The same two plugins in the other order: the second no longer sees the tag and rejects.
     let reversed = [
@@ -143,7 +232,11 @@ async fn reject_decides_the_reply_and_records_the_decider() {
     .concat();
     let report = transact(&chain(&config).await, &["b@example.org", "c@example.org"]).await;
     assert_eq!(report.disposition, Disposition::NoRecipients);
-    let rcpt = report.stages.iter().find(|s| s.stage == Stage::RcptTo).expect("rcpt stage");
+    let rcpt = report
+        .stages
+        .iter()
+        .find(|s| s.stage == Stage::RcptTo)
+        .expect("rcpt stage");
     assert_eq!(rcpt.decided_by.as_deref(), Some("p2"));
     match &rcpt.decision {
         Verdict::Reject(reply) => {
@@ -152,7 +245,11 @@ async fn reject_decides_the_reply_and_records_the_decider() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(!report.notes["trace"].contains("p3"), "p3 never ran: {}", report.notes["trace"]);
+    assert!(
+        !report.notes["trace"].contains("p3"),
+        "p3 never ran: {}",
+        report.notes["trace"]
+    );
 }
 
 #[tokio::test]
@@ -161,7 +258,10 @@ async fn a_plugin_is_called_only_at_the_stages_it_describes() {
     let report = transact(&set, &["b@example.org", "c@example.org"]).await;
     // The probe rejects any call at a stage it did not list; none happened.
     assert_eq!(report.disposition, Disposition::Accepted);
-    assert_eq!(report.notes["trace"], "rcpt-only:rcpt-to,rcpt-only:rcpt-to,");
+    assert_eq!(
+        report.notes["trace"],
+        "rcpt-only:rcpt-to,rcpt-only:rcpt-to,"
+    );
     for stage in &report.stages {
         let ran = stage.runs.iter().any(|r| r.plugin == "rcpt-only");
         assert_eq!(ran, stage.stage == Stage::RcptTo, "stage {}", stage.stage);
@@ -174,24 +274,45 @@ async fn the_sdk_example_rejects_its_domain() {
     let report = transact(&set, &["x@example.com", "y@example.org"]).await;
     assert_eq!(
         report.recipients,
-        vec![("x@example.com".to_string(), 550), ("y@example.org".to_string(), 250)]
+        vec![
+            ("x@example.com".to_string(), 550),
+            ("y@example.org".to_string(), 250)
+        ]
     );
-    assert_eq!(report.state.envelope.recipients, vec!["y@example.org".to_string()]);
+    assert_eq!(
+        report.state.envelope.recipients,
+        vec!["y@example.org".to_string()]
+    );
 }
 
 #[tokio::test]
 async fn load_errors_name_the_file_and_the_reason() {
-    let missing = try_chain("[[plugin]]\npath = \"nowhere.wasm\"\n").await.unwrap_err();
-    assert!(missing.contains("nowhere.wasm") && missing.contains("cannot read"), "{missing}");
+    let missing = try_chain("[[plugin]]\npath = \"nowhere.wasm\"\n")
+        .await
+        .unwrap_err();
+    assert!(
+        missing.contains("nowhere.wasm") && missing.contains("cannot read"),
+        "{missing}"
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let junk = dir.path().join("junk.wasm");
     std::fs::write(&junk, b"this is not wasm").expect("write");
-    let err = try_chain(&format!("[[plugin]]\npath = \"{}\"\n", junk.display())).await.unwrap_err();
-    assert!(err.contains("junk.wasm") && err.contains("not a WebAssembly file"), "{err}");
+    let err = try_chain(&format!("[[plugin]]\npath = \"{}\"\n", junk.display()))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("junk.wasm") && err.contains("not a WebAssembly file"),
+        "{err}"
+    );
 
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").expect("write");
-    let err = try_chain(&format!("[[plugin]]\npath = \"{}\"\n", core.display())).await.unwrap_err();
-    assert!(err.contains("core WebAssembly module, not a component"), "{err}");
+    let err = try_chain(&format!("[[plugin]]\npath = \"{}\"\n", core.display()))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
 }

@@ -183,7 +183,9 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         for entry in entries {
             let is_case_file = entry.extension().is_some_and(|e| e == "toml")
                 && std::fs::read_to_string(&entry).is_ok_and(|t| t.contains("[[case]]"));
-            let skip_dir = entry.file_name().is_some_and(|n| n == "target" || n == "src");
+            let skip_dir = entry
+                .file_name()
+                .is_some_and(|n| n == "target" || n == "src");
             if (entry.is_dir() && !skip_dir) || is_case_file {
                 collect(&entry, out)?;
             }

@@ -49,7 +49,9 @@ pub struct PluginSet {
 impl std::fmt::Debug for PluginSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.plugins.iter().map(|p| p.name.as_str()).collect();
-        f.debug_struct("PluginSet").field("plugins", &names).finish()
+        f.debug_struct("PluginSet")
+            .field("plugins", &names)
+            .finish()
     }
 }
 

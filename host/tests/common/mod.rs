@@ -38,12 +38,18 @@ pub static RUNTIME: LazyLock<Arc<Runtime>> = LazyLock::new(|| {
 
 /// A chain from config text; plugin paths are relative to the test components.
 pub async fn chain(toml: &str) -> Arc<PluginSet> {
-    try_chain(toml).await.unwrap_or_else(|e| panic!("loading chain: {e}"))
+    try_chain(toml)
+        .await
+        .unwrap_or_else(|e| panic!("loading chain: {e}"))
 }
 
 pub async fn try_chain(toml: &str) -> Result<Arc<PluginSet>, String> {
-    let config = Config::parse(toml, std::path::Path::new("test.toml"), test_plugins()).map_err(|e| e.to_string())?;
-    PluginSet::load(RUNTIME.clone(), &config).await.map(Arc::new).map_err(|e| e.to_string())
+    let config = Config::parse(toml, std::path::Path::new("test.toml"), test_plugins())
+        .map_err(|e| e.to_string())?;
+    PluginSet::load(RUNTIME.clone(), &config)
+        .await
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
 }
 
 /// A probe plugin entry: `name`, declared stages and per-stage actions.
@@ -62,7 +68,8 @@ pub fn probe(name: &str, stages: &[&str], actions: &[(&str, &str)], extra: &str)
     out
 }
 
-pub const MESSAGE: &[u8] = b"From: a@example.net\r\nTo: b@example.org\r\nSubject: test\r\n\r\nHello.\r\n";
+pub const MESSAGE: &[u8] =
+    b"From: a@example.net\r\nTo: b@example.org\r\nSubject: test\r\n\r\nHello.\r\n";
 
 pub async fn transact(set: &Arc<PluginSet>, recipients: &[&str]) -> TransactionReport {
     let input = TransactionInput {
@@ -78,5 +85,10 @@ pub async fn transact(set: &Arc<PluginSet>, recipients: &[&str]) -> TransactionR
         recipients: recipients.iter().map(|s| s.to_string()).collect(),
         message: Message::new(MESSAGE.to_vec()),
     };
-    run_transaction(set, Services::with_dns(Arc::new(StaticDns::default())), input).await
+    run_transaction(
+        set,
+        Services::with_dns(Arc::new(StaticDns::default())),
+        input,
+    )
+    .await
 }

@@ -1,0 +1,252 @@
+//! The `mailgate` command line as a user runs it: `check`, `test`, and what bad input gets.
+
+use mailgate_e2e::{mailgate, plugin_dir, root};
+
+fn cache() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+#[test]
+fn check_on_the_sample_runs_every_stage_with_the_bundled_plugins() {
+    let cache = cache();
+    let run = mailgate(
+        &[
+            "check",
+            "--rcpt",
+            "postmaster@localhost",
+            "samples/welcome.eml",
+        ],
+        cache.path(),
+    );
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    for stage in [
+        "[connect]",
+        "[helo]",
+        "[mail-from]",
+        "[rcpt-to]",
+        "[data]",
+        "[deliver]",
+        "[retrieve]",
+    ] {
+        assert!(
+            run.stdout.contains(stage),
+            "missing {stage}:\n{}",
+            run.stdout
+        );
+    }
+    assert!(run.stdout.contains("mime-guard"), "{}", run.stdout);
+    assert!(run.stdout.contains("edit: remove-part 2"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("disposition: accepted"),
+        "{}",
+        run.stdout
+    );
+    let message = run
+        .stdout
+        .split("final message:\n")
+        .nth(1)
+        .expect("final message printed");
+    assert!(
+        message.contains("X-Mailgate: processed by mailgate"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("TVqQ"),
+        "the program was stripped:\n{message}"
+    );
+    assert!(message.contains("Hello postmaster,"), "{message}");
+    // The compiled components were cached for the next start.
+    let cached = std::fs::read_dir(cache.path()).expect("cache dir").count();
+    assert_eq!(cached, 3, "one artifact per bundled plugin");
+}
+
+#[test]
+fn check_refuses_a_recipient_outside_the_local_domains() {
+    let cache = cache();
+    let run = mailgate(
+        &[
+            "check",
+            "--rcpt",
+            "someone@elsewhere.test",
+            "--diff",
+            "samples/welcome.eml",
+        ],
+        cache.path(),
+    );
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("reject 550 5.1.1"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("<someone@elsewhere.test> 550"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("disposition: rejected"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("[data]"),
+        "DATA is never reached: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn check_diff_shows_only_what_changed() {
+    let cache = cache();
+    let run = mailgate(&["check", "--diff", "samples/welcome.eml"], cache.path());
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    let diff = run
+        .stdout
+        .split("changes to the message:\n")
+        .nth(1)
+        .expect("diff printed");
+    assert!(
+        diff.lines()
+            .any(|l| l.starts_with("+ X-Mailgate: processed by mailgate")),
+        "{diff}"
+    );
+    assert!(diff.lines().any(|l| l.starts_with("- TVqQ")), "{diff}");
+    assert!(
+        !diff.contains("From: Alice"),
+        "untouched head left out: {diff}"
+    );
+}
+
+#[test]
+fn test_runs_the_bundled_cases_and_writes_junit() {
+    let cache = cache();
+    let junit = cache.path().join("report.xml");
+    let run = mailgate(
+        &["test", "--junit", junit.to_str().expect("utf-8"), "plugins"],
+        cache.path(),
+    );
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    let summary = run.stdout.lines().last().expect("summary line");
+    assert!(summary.ends_with(" passed, 0 failed"), "{summary}");
+    let passed: usize = summary
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("count");
+    assert!(passed >= 15, "{summary}");
+    let xml = std::fs::read_to_string(&junit).expect("junit written");
+    assert_eq!(xml.matches("<testcase ").count(), passed);
+    assert!(!xml.contains("<failure"));
+}
+
+#[test]
+fn a_failing_case_shows_expected_and_actual_and_fails_the_run() {
+    let dir = cache();
+    let case = dir.path().join("wrong.toml");
+    std::fs::write(
+        &case,
+        format!(
+            "[[plugin]]\npath = \"{}\"\n[plugin.config]\ndomains = [\"example.org\"]\n\n\
+             [[case]]\nname = \"wrong expectation\"\nenvelope = {{ from = \"a@x.test\", to = [\"b@example.org\"] }}\n\
+             [case.expect]\ndisposition = \"reject\"\nheaders-present = [\"X-Never\"]\n",
+            plugin_dir().join("recipient-policy.wasm").display()
+        ),
+    )
+    .expect("write case");
+    let junit = dir.path().join("junit.xml");
+    let run = mailgate(
+        &[
+            "test",
+            "--junit",
+            junit.to_str().expect("utf-8"),
+            case.to_str().expect("utf-8"),
+        ],
+        dir.path(),
+    );
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("FAIL"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("disposition: expected reject, got accept"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("header X-Never: expected present, got absent"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("0 passed, 1 failed"), "{}", run.stdout);
+    assert!(std::fs::read_to_string(&junit)
+        .expect("junit")
+        .contains("<failure message=\"disposition: expected reject"));
+}
+
+#[test]
+fn a_config_with_an_unknown_key_names_file_line_and_key() {
+    let dir = cache();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, "[[plugin]]\npath = \"x.wasm\"\ntimeout = 5\n").expect("write");
+    let run = mailgate(
+        &[
+            "check",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "samples/welcome.eml",
+        ],
+        dir.path(),
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("gateway.toml"), "{}", run.stderr);
+    assert!(run.stderr.contains("line 3"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown field `timeout`"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_missing_plugin_file_is_named() {
+    let dir = cache();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, "[[plugin]]\npath = \"plugins/absent.wasm\"\n").expect("write");
+    let run = mailgate(
+        &[
+            "check",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "samples/welcome.eml",
+        ],
+        dir.path(),
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("absent.wasm: cannot read"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused_with_the_reason() {
+    let dir = cache();
+    std::fs::write(dir.path().join("fake.wasm"), b"MZ not wasm at all").expect("write");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, "[[plugin]]\npath = \"fake.wasm\"\n").expect("write");
+    let run = mailgate(
+        &[
+            "check",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "samples/welcome.eml",
+        ],
+        dir.path(),
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("fake.wasm"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not a WebAssembly file"),
+        "{}",
+        run.stderr
+    );
+    assert!(root().join("samples/welcome.eml").exists());
+}
