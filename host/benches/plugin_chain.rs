@@ -1,1 +1,217 @@
-fn main() {}
+//! Plugin runtime costs, printed as figures (run with `cargo xtask bench`):
+//! - one stage call on a live instance (a trivial Rust plugin, rcpt-to);
+//! - instantiation from `InstancePre` plus that call (a new transaction each time);
+//! - a 5-plugin chain through every stage for 1000 messages of 4 KiB, 64 KiB and 512 KiB.
+//!
+//! Targets (issue #2): stage call <= 2 us median, instantiation <= 20 us, whole 5-plugin chain
+//! <= 100 us CPU per 4 KiB message.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mailgate::config::{Config, RuntimeConfig};
+use mailgate::harness::{run_transaction, TransactionInput};
+use mailgate::message::Message;
+use mailgate::plugin::services::{Services, StaticDns};
+use mailgate::plugin::{MailState, PluginSet, Runtime, Session, StageCall};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+async fn load(runtime: &Arc<Runtime>, toml: &str) -> Arc<PluginSet> {
+    let config = Config::parse(
+        toml,
+        std::path::Path::new("bench.toml"),
+        root().join("target"),
+    )
+    .expect("config");
+    Arc::new(
+        PluginSet::load(runtime.clone(), &config)
+            .await
+            .expect("plugins (run `cargo xtask plugins`)"),
+    )
+}
+
+fn services() -> Services {
+    Services::with_dns(Arc::new(StaticDns::default()))
+}
+
+fn session() -> Session {
+    Session {
+        id: "bench".into(),
+        peer_ip: "192.0.2.1".into(),
+        peer_port: 40000,
+        listener: "inbound".into(),
+        ..Session::default()
+    }
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * p) as usize]
+}
+
+fn report(name: &str, samples: &mut [Duration]) {
+    let median = percentile(samples, 0.5);
+    let p99 = percentile(samples, 0.99);
+    println!(
+        "{name:<48} median {:>9.2} us   p99 {:>9.2} us   (n={})",
+        us(median),
+        us(p99),
+        samples.len()
+    );
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// A message of about `size` bytes: headers, a text part and a base64 attachment.
+fn message(size: usize, n: usize) -> Message {
+    let mut raw = format!(
+        "From: Sender <sender{n}@example.net>\r\nTo: rcpt@example.org\r\nSubject: bench message {n}\r\n\
+         Date: Sun, 22 Nov 2026 09:00:00 +0000\r\nMessage-ID: <{n}@example.net>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b{n}\"\r\n\r\n--b{n}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    );
+    for i in 0..16 {
+        raw.push_str(&format!(
+            "Line {i} of the text part, nothing remarkable in it.\r\n"
+        ));
+    }
+    raw.push_str(&format!(
+        "--b{n}\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"report.pdf\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n"
+    ));
+    while raw.len() + 100 < size {
+        raw.push_str(
+            "JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmlsdGVyIC9GbGF0ZURlY29kZT4+\r\n",
+        );
+    }
+    raw.push_str(&format!("--b{n}--\r\n"));
+    Message::new(raw.into_bytes())
+}
+
+const TRIVIAL: &str =
+    "[runtime]\ninstance-reuse = 1\n[[plugin]]\npath = \"test-plugins/sdk-example.wasm\"\n";
+
+const CHAIN: &str = r#"
+[[plugin]]
+path = "plugins/recipient-policy.wasm"
+[plugin.config]
+domains = ["example.org"]
+[[plugin]]
+path = "test-plugins/sdk-example.wasm"
+[[plugin]]
+path = "plugins/mime-guard.wasm"
+[plugin.config]
+action = "reject"
+extensions = ["exe", "scr", "js", "vbs"]
+[[plugin]]
+path = "plugins/header-rewrite.wasm"
+[plugin.config]
+remove = ["X-Originating-IP"]
+trace-header = "X-Mailgate"
+[[plugin]]
+name = "probe"
+path = "test-plugins/probe-plugin.wasm"
+[plugin.config]
+stages = ["connect", "helo", "mail-from", "rcpt-to", "data", "deliver", "retrieve"]
+"#;
+
+async fn bench() {
+    let runtime = Arc::new(Runtime::new(&RuntimeConfig::default(), None).expect("engine"));
+    let trivial = load(&runtime, TRIVIAL).await;
+    let rcpt = "someone@example.org";
+
+    // A stage call on a live instance.
+    let mut tx = trivial.transaction("bench", services());
+    let mut state = MailState {
+        session: session(),
+        ..MailState::default()
+    };
+    tx.run(StageCall::RcptTo(rcpt, &[]), &mut state).await;
+    let mut samples = Vec::with_capacity(20_000);
+    for _ in 0..20_000 {
+        let t = Instant::now();
+        tx.run(StageCall::RcptTo(rcpt, &[]), &mut state).await;
+        samples.push(t.elapsed());
+    }
+    report("stage call, live instance (rcpt-to)", &mut samples);
+
+    // Instantiation from InstancePre plus the first call (instance-reuse = 1: always fresh).
+    let mut samples = Vec::with_capacity(5_000);
+    for _ in 0..5_000 {
+        let t = Instant::now();
+        let mut tx = trivial.transaction("bench", services());
+        tx.run(StageCall::RcptTo(rcpt, &[]), &mut state).await;
+        samples.push(t.elapsed());
+        drop(tx);
+    }
+    report("instantiate (InstancePre) + first call", &mut samples);
+
+    // The 5-plugin chain through every stage, with instances reused across transactions (the
+    // default) and with a fresh instance per plugin and transaction.
+    let reused = load(&runtime, CHAIN).await;
+    let fresh = load(&runtime, &format!("[runtime]\ninstance-reuse = 1\n{CHAIN}")).await;
+    for (label, chain, size) in [
+        ("reused", &reused, 4 << 10),
+        ("fresh", &fresh, 4 << 10),
+        ("reused", &reused, 64 << 10),
+        ("reused", &reused, 512 << 10),
+    ] {
+        let messages: Vec<Message> = (0..1000).map(|n| message(size, n)).collect();
+        let mut samples = Vec::with_capacity(messages.len());
+        let cpu_start = cpu_time();
+        let wall = Instant::now();
+        for message in messages {
+            let input = TransactionInput {
+                session: session(),
+                helo: "client.example.net".into(),
+                sender: "sender@example.net".into(),
+                recipients: vec!["rcpt@example.org".into()],
+                message,
+            };
+            let t = Instant::now();
+            let result = run_transaction(chain, services(), input).await;
+            samples.push(t.elapsed());
+            assert_eq!(result.disposition.name(), "accept");
+        }
+        let cpu = cpu_time().saturating_sub(cpu_start);
+        report(
+            &format!("5-plugin chain, all stages, {} KiB, {label}", size >> 10),
+            &mut samples,
+        );
+        println!(
+            "{:<48} {:>9.2} us CPU per message ({:.2} s wall for 1000)",
+            "",
+            us(cpu) / 1000.0,
+            wall.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// CPU time of this process (user + system), from /proc.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
+    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing and only wants it to build.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    rt.block_on(bench());
+}

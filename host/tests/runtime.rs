@@ -316,3 +316,31 @@ async fn load_errors_name_the_file_and_the_reason() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn reused_instances_start_each_transaction_with_fresh_notes_and_trapped_ones_are_replaced() {
+    let set = chain(
+        &[
+            probe("keeper", &["rcpt-to", "data"], &[], ""),
+            probe(
+                "crash",
+                &["data"],
+                &[("data", "trap")],
+                "on-failure = \"continue\"",
+            ),
+        ]
+        .concat(),
+    )
+    .await;
+    for _ in 0..3 {
+        let report = transact(&set, &["b@example.org"]).await;
+        assert_eq!(report.disposition, Disposition::Accepted);
+        assert_eq!(
+            report.notes["trace"],
+            "keeper:rcpt-to,keeper:data,crash:data,"
+        );
+        assert!(fault_of(&report, "crash")
+            .expect("traps every time")
+            .contains("trap"));
+    }
+}

@@ -14,5 +14,5 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use exports::mailgate::plugin::handler;
-pub use mailgate::plugin::{host, types};
+pub use self::exports::mailgate::plugin::handler;
+pub use self::mailgate::plugin::{host, types};

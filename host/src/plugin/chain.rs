@@ -127,11 +127,17 @@ pub struct StageReport {
     pub runs: Vec<PluginRun>,
 }
 
-/// A live plugin instance, kept for the transaction so later stages skip instantiation.
-struct Live {
+/// A live plugin instance. A transaction keeps it for all its stages; afterwards it goes back
+/// to its plugin's idle pool and serves later transactions, up to `runtime.instance-reuse`
+/// of them (instantiation costs ~20 us per plugin, a call ~2 us). A trapped one is dropped.
+pub(super) struct Live {
     store: Store<HostState>,
     plugin: Plugin,
+    transactions: u32,
 }
+
+/// Idle instances kept per plugin.
+const IDLE_PER_PLUGIN: usize = 32;
 
 /// The chain for one transaction (or one SMTP session).
 pub struct Transaction {
@@ -239,7 +245,13 @@ impl Transaction {
     ) -> Result<Outcome, Fault> {
         let plugin = self.set.plugins[index].clone();
         if self.live[index].is_none() {
-            let live = instantiate(&self.set.runtime, &plugin, &self.ctx).await?;
+            let live = match plugin.take_idle() {
+                Some(mut live) => {
+                    live.store.data_mut().tx = self.ctx.clone();
+                    live
+                }
+                None => instantiate(&self.set.runtime, &plugin, &self.ctx).await?,
+            };
             self.live[index] = Some(live);
         }
         let Some(live) = self.live[index].as_mut() else {
@@ -260,6 +272,20 @@ impl Transaction {
     }
 }
 
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        let reuse = self.set.instance_reuse;
+        for (plugin, live) in self.set.plugins.iter().zip(self.live.drain(..)) {
+            if let Some(mut live) = live {
+                live.transactions += 1;
+                if live.transactions < reuse {
+                    plugin.put_idle(live, IDLE_PER_PLUGIN);
+                }
+            }
+        }
+    }
+}
+
 async fn instantiate(
     runtime: &Runtime,
     plugin: &LoadedPlugin,
@@ -273,6 +299,7 @@ async fn instantiate(
         Ok(instance) => Ok(Live {
             store,
             plugin: instance,
+            transactions: 0,
         }),
         Err(e) => {
             let hit = store.data().memory.hit;

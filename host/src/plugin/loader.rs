@@ -1,12 +1,13 @@
 //! Turns the config's `[[plugin]]` entries into ready-to-instantiate plugins: compile (or load
 //! from cache), check the contract, ask the plugin to describe itself.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::Store;
 
 use super::bindings::{types as wit, PluginPre};
+use super::chain::Live;
 use super::engine::Runtime;
 use super::host_api::{HostState, PluginIdentity, TransactionContext};
 use super::services::Services;
@@ -32,11 +33,23 @@ pub struct LoadedPlugin {
     pub memory_bytes: usize,
     pub(super) identity: Arc<PluginIdentity>,
     pub(super) pre: PluginPre<HostState>,
+    idle: Mutex<Vec<Live>>,
 }
 
 impl LoadedPlugin {
     pub fn handles(&self, stage: Stage) -> bool {
         self.info.stages.contains(&stage)
+    }
+
+    pub(super) fn take_idle(&self) -> Option<Live> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    pub(super) fn put_idle(&self, live: Live, max: usize) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < max {
+            idle.push(live);
+        }
     }
 }
 
@@ -44,6 +57,8 @@ impl LoadedPlugin {
 pub struct PluginSet {
     pub(super) runtime: Arc<Runtime>,
     pub plugins: Vec<Arc<LoadedPlugin>>,
+    /// Transactions one instance serves before it is replaced by a fresh one.
+    pub(super) instance_reuse: u32,
 }
 
 impl std::fmt::Debug for PluginSet {
@@ -63,7 +78,11 @@ impl PluginSet {
             let plugin = load_one(&runtime, config, entry, &config.runtime.max_memory_mb).await?;
             plugins.push(Arc::new(plugin));
         }
-        Ok(PluginSet { runtime, plugins })
+        Ok(PluginSet {
+            runtime,
+            plugins,
+            instance_reuse: config.runtime.instance_reuse.max(1),
+        })
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -129,6 +148,7 @@ async fn load_one(
         timeout,
         memory_bytes,
         pre,
+        idle: Mutex::new(Vec::new()),
     })
 }
 
