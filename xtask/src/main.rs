@@ -169,7 +169,46 @@ fn run(args: &[String]) -> Result<(), String> {
 fn test() -> Result<(), String> {
     build_plugins()?;
     // Host-side crates only (the default members); guests were built and are tested through the host.
-    cargo(&["test"])
+    let (passed, failed, ok) = cargo_test_counting(&["test"])?;
+    // One closing line for the whole run (cargo prints one per test binary).
+    println!("\ntests: {passed} passed, {failed} failed");
+    if ok {
+        Ok(())
+    } else {
+        Err("some tests failed".into())
+    }
+}
+
+/// Runs `cargo ARGS`, echoing its output, and adds up its `test result:` lines.
+fn cargo_test_counting(args: &[&str]) -> Result<(u64, u64, bool), String> {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                passed += count_before(rest, " passed");
+                failed += count_before(rest, " failed");
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| format!("cargo: {e}"))?;
+    Ok((passed, failed, status.success()))
+}
+
+/// The number just before `label` in "ok. 12 passed; 0 failed; ...".
+fn count_before(text: &str, label: &str) -> u64 {
+    text.split(';')
+        .find(|part| part.contains(label))
+        .and_then(|part| part.split_whitespace().rev().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn lint() -> Result<(), String> {
