@@ -72,7 +72,7 @@ pub use services::{config, dns, kv, log, notes, now_ms};
 /// Everything a plugin usually needs, in one import.
 pub mod prelude {
     pub use crate::{
-        config, domain_of, export_plugin, kv, log, notes, now_ms, Capability, Delivery, Edit,
+        config, dns, domain_of, export_plugin, kv, log, notes, now_ms, Capability, Delivery, Edit,
         Envelope, EsmtpParam, Message, MessageExt, MimePart, Outcome, Plugin, Reply, Retrieval,
         Route, Session, Stage, Verdict,
     };

@@ -344,3 +344,114 @@ async fn reused_instances_start_each_transaction_with_fresh_notes_and_trapped_on
             .contains("trap"));
     }
 }
+
+mod capabilities {
+    use std::sync::Arc;
+
+    use super::common::{chain, probe, transact, transact_with};
+    use mailgate::plugin::services::{RecordType, Services, StaticDns};
+
+    fn header(report: &mailgate::harness::TransactionReport, name: &str) -> String {
+        report
+            .state
+            .message
+            .as_ref()
+            .and_then(|m| m.header_value(name))
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn kv_works_only_when_declared_and_granted() {
+        let granted = chain(
+            &probe(
+                "counter",
+                &["data"],
+                &[("data", "kv-count")],
+                "grant = [\"kv\"]",
+            )
+            .replace(
+                "stages = [\"data\"]",
+                "stages = [\"data\"]\ncapabilities = [\"kv\"]",
+            ),
+        )
+        .await;
+        let services = Services::with_dns(Arc::new(StaticDns::default()));
+        let first = transact_with(&granted, &["b@example.org"], services.clone()).await;
+        let second = transact_with(&granted, &["b@example.org"], services).await;
+        assert_eq!(header(&first, "X-Probe-Count"), "1");
+        assert_eq!(
+            header(&second, "X-Probe-Count"),
+            "2",
+            "the store persists across transactions"
+        );
+
+        let declared_only = chain(
+            &probe("counter", &["data"], &[("data", "kv-count")], "").replace(
+                "stages = [\"data\"]",
+                "stages = [\"data\"]\ncapabilities = [\"kv\"]",
+            ),
+        )
+        .await;
+        let report = transact(&declared_only, &["b@example.org"]).await;
+        assert!(
+            header(&report, "X-Probe-Count").starts_with("error capability kv"),
+            "{}",
+            header(&report, "X-Probe-Count")
+        );
+
+        let granted_only = chain(&probe(
+            "counter",
+            &["data"],
+            &[("data", "kv-count")],
+            "grant = [\"kv\"]",
+        ))
+        .await;
+        let report = transact(&granted_only, &["b@example.org"]).await;
+        assert!(
+            header(&report, "X-Probe-Count").starts_with("error capability kv"),
+            "{}",
+            header(&report, "X-Probe-Count")
+        );
+    }
+
+    #[tokio::test]
+    async fn dns_answers_only_when_declared_and_granted() {
+        let mut dns = StaticDns::default();
+        dns.insert(
+            RecordType::Mx,
+            "example.org",
+            vec!["10 mx1.example.org.".into(), "20 mx2.example.org.".into()],
+        );
+        let services = Services::with_dns(Arc::new(dns));
+        let entry = probe(
+            "resolver",
+            &["data"],
+            &[("data", "dns-mx")],
+            "grant = [\"dns\"]",
+        )
+        .replace(
+            "stages = [\"data\"]",
+            "stages = [\"data\"]\ncapabilities = [\"dns\"]",
+        );
+        let report =
+            transact_with(&chain(&entry).await, &["b@example.org"], services.clone()).await;
+        assert_eq!(
+            header(&report, "X-Probe-Mx"),
+            "10 mx1.example.org.,20 mx2.example.org."
+        );
+
+        let ungranted = entry.replace("grant = [\"dns\"]", "");
+        let report = transact_with(&chain(&ungranted).await, &["b@example.org"], services).await;
+        assert_eq!(header(&report, "X-Probe-Mx"), "error DnsError::Denied");
+    }
+
+    #[tokio::test]
+    async fn wasi_grants_no_environment_arguments_or_files() {
+        let set = chain(&probe("curious", &["data"], &[("data", "ambient")], "")).await;
+        let report = transact(&set, &["b@example.org"]).await;
+        assert_eq!(
+            header(&report, "X-Probe-Ambient"),
+            "env=0 args=0 file=denied dir=denied"
+        );
+    }
+}

@@ -114,8 +114,21 @@ fn build_plugins() -> Result<(), String> {
     for name in bundled.iter().chain(&fixtures) {
         args.extend(["-p", name.as_str()]);
     }
-    args.extend(["-p", "mailgate-sdk", "--example", "reject-domain"]);
     cargo(&args)?;
+    // Separately: naming a target (--example) would make cargo skip the other packages' libs.
+    cargo(&[
+        "build",
+        "--profile",
+        "guest",
+        "--target",
+        GUEST_TARGET,
+        "--target-dir",
+        "target/guests",
+        "-p",
+        "mailgate-sdk",
+        "--example",
+        "reject-domain",
+    ])?;
     let built = root()
         .join("target/guests")
         .join(GUEST_TARGET)

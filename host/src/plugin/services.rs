@@ -306,3 +306,32 @@ fn map_dns_error(e: hickory_resolver::net::NetError) -> DnsFailure {
         DnsFailure::Temporary(e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_kv_persists_and_expires() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kv.redb");
+        {
+            let kv = DiskKv::open(&path).expect("open");
+            assert_eq!(kv.get("p", "k", 0), Ok(None));
+            kv.set("p", "k", "v", Some(1_000)).expect("set");
+            kv.set("p", "forever", "x", None).expect("set");
+            kv.set("other", "k", "w", None).expect("set");
+        }
+        let kv = DiskKv::open(&path).expect("reopen");
+        assert_eq!(kv.get("p", "k", 999), Ok(Some("v".into())));
+        assert_eq!(kv.get("p", "k", 1_000), Ok(None), "expired");
+        assert_eq!(kv.get("p", "forever", u64::MAX - 1), Ok(Some("x".into())));
+        assert_eq!(
+            kv.get("other", "k", 0),
+            Ok(Some("w".into())),
+            "namespaced per plugin"
+        );
+        kv.delete("p", "forever").expect("delete");
+        assert_eq!(kv.get("p", "forever", 0), Ok(None));
+    }
+}

@@ -72,6 +72,19 @@ pub const MESSAGE: &[u8] =
     b"From: a@example.net\r\nTo: b@example.org\r\nSubject: test\r\n\r\nHello.\r\n";
 
 pub async fn transact(set: &Arc<PluginSet>, recipients: &[&str]) -> TransactionReport {
+    transact_with(
+        set,
+        recipients,
+        Services::with_dns(Arc::new(StaticDns::default())),
+    )
+    .await
+}
+
+pub async fn transact_with(
+    set: &Arc<PluginSet>,
+    recipients: &[&str],
+    services: Services,
+) -> TransactionReport {
     let input = TransactionInput {
         session: Session {
             id: "t1".into(),
@@ -85,10 +98,5 @@ pub async fn transact(set: &Arc<PluginSet>, recipients: &[&str]) -> TransactionR
         recipients: recipients.iter().map(|s| s.to_string()).collect(),
         message: Message::new(MESSAGE.to_vec()),
     };
-    run_transaction(
-        set,
-        Services::with_dns(Arc::new(StaticDns::default())),
-        input,
-    )
-    .await
+    run_transaction(set, services, input).await
 }
