@@ -250,3 +250,61 @@ fn a_file_that_is_not_a_component_is_refused_with_the_reason() {
     );
     assert!(root().join("samples/welcome.eml").exists());
 }
+
+#[test]
+fn case_files_script_dns_answers_the_clock_and_the_kv_store() {
+    let dir = cache();
+    let probe = root().join("target/test-plugins/probe-plugin.wasm");
+    assert!(probe.exists(), "run `cargo xtask plugins`");
+    let case = dir.path().join("services.toml");
+    std::fs::write(
+        &case,
+        format!(
+            r#"
+[[plugin]]
+name = "p1"
+path = "{probe}"
+grant = ["kv", "dns"]
+[plugin.config]
+name = "p1"
+stages = ["data"]
+capabilities = ["kv", "dns"]
+action = {{ data = "kv-count" }}
+
+[[plugin]]
+name = "p2"
+path = "{probe}"
+grant = ["dns"]
+[plugin.config]
+name = "p2"
+stages = ["data"]
+capabilities = ["dns"]
+dns-domain = "example.net"
+action = {{ data = "dns-mx" }}
+
+[[plugin]]
+name = "p3"
+path = "{probe}"
+[plugin.config]
+name = "p3"
+stages = ["data"]
+action = {{ data = "clock" }}
+
+[[case]]
+name = "scripted services"
+envelope = {{ from = "a@example.net", to = ["b@example.org"] }}
+dns = {{ "MX example.net" = ["5 mx.example.net."] }}
+clock = {{ now-ms = 1767225600123 }}
+kv = {{ p1 = {{ count = "41" }} }}
+[case.expect]
+disposition = "accept"
+headers-equal = {{ X-Probe-Count = "42", X-Probe-Mx = "5 mx.example.net.", X-Probe-Now = "1767225600123" }}
+"#,
+            probe = probe.display()
+        ),
+    )
+    .expect("write case");
+    let run = mailgate(&["test", case.to_str().expect("utf-8")], dir.path());
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("1 passed, 0 failed"), "{}", run.stdout);
+}

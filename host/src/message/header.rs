@@ -138,8 +138,16 @@ pub fn valid_field_value(value: &str) -> bool {
 }
 
 /// Serialises one new field, folding long values at whitespace so no line exceeds 998 octets.
+/// Non-ASCII text becomes RFC 2047 encoded words, so the header stays 7-bit clean.
 pub fn format_field(name: &str, value: &str) -> Vec<u8> {
     const LIMIT: usize = 78;
+    let encoded;
+    let value = if value.is_ascii() {
+        value
+    } else {
+        encoded = encode_words(value);
+        &encoded
+    };
     let mut out = Vec::with_capacity(name.len() + value.len() + 4);
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -159,6 +167,49 @@ pub fn format_field(name: &str, value: &str) -> Vec<u8> {
     }
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// Encodes each run of words that holds non-ASCII characters (with the spaces inside the run)
+/// as `=?utf-8?b?...?=` words; ASCII words around them, such as `<user@example.org>`, stay.
+fn encode_words(value: &str) -> String {
+    let words: Vec<&str> = value.split(' ').collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        if words[i].is_ascii() {
+            out.push(words[i].to_string());
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < words.len() && !words[i].is_ascii() {
+            i += 1;
+        }
+        out.push(encoded_word_run(&words[start..i].join(" ")));
+    }
+    out.join(" ")
+}
+
+/// Encoded words of at most 45 input bytes each (75 characters encoded), split at character
+/// boundaries and separated by spaces, which decoders drop between encoded words.
+fn encoded_word_run(text: &str) -> String {
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in text.chars() {
+        if chunk.len() + c.len_utf8() > 45 {
+            words.push(std::mem::take(&mut chunk));
+        }
+        chunk.push(c);
+    }
+    words.push(chunk);
+    words
+        .iter()
+        .map(|w| {
+            let b64 = super::encode::base64_lines(w.as_bytes());
+            format!("=?utf-8?b?{}?=", String::from_utf8_lossy(&b64).trim_end())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -190,6 +241,28 @@ mod tests {
         let field = format_field("X-Long", &value);
         assert!(field.split(|&b| b == b'\n').all(|l| l.len() <= 80));
         assert!(field.ends_with(b"\r\n"));
+    }
+
+    #[test]
+    fn non_ascii_values_become_encoded_words_that_decode_back() {
+        let field = format_field("From", "Jörg Müller <jm@example.org>");
+        assert!(field.is_ascii());
+        assert!(
+            field.ends_with(b" <jm@example.org>\r\n"),
+            "{}",
+            String::from_utf8_lossy(&field)
+        );
+        let raw = [field.as_slice(), b"\r\n"].concat();
+        let m = super::super::Message::new(raw);
+        assert_eq!(
+            m.header_value("From").as_deref(),
+            Some("Jörg Müller <jm@example.org>")
+        );
+        let long = "é".repeat(100);
+        let m = super::super::Message::new(
+            [format_field("X-Long", &long).as_slice(), b"\r\n"].concat(),
+        );
+        assert_eq!(m.header_value("X-Long"), Some(long));
     }
 
     #[test]
