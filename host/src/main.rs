@@ -27,26 +27,8 @@ enum Command {
         /// Gateway config (TOML). Without it, the embedded defaults with the bundled plugins.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Envelope sender.
-        #[arg(long, default_value = "sender@example.net")]
-        from: String,
-        /// Envelope recipient (repeat for more).
-        #[arg(long = "rcpt", default_value = "postmaster@localhost")]
-        rcpt: Vec<String>,
-        /// Client IP address.
-        #[arg(long, default_value = "192.0.2.1")]
-        ip: String,
-        /// HELO/EHLO name.
-        #[arg(long, default_value = "client.example.net")]
-        helo: String,
-        /// Authenticated user (implies TLS).
-        #[arg(long)]
-        auth: Option<String>,
-        /// Show what changed instead of the whole final message.
-        #[arg(long)]
-        diff: bool,
-        /// The message file (.eml).
-        message: PathBuf,
+        #[command(flatten)]
+        options: check::CheckOptions,
     },
     /// Run policy test cases (TOML case files or directories of them).
     Test {
@@ -88,27 +70,8 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check {
-            config,
-            from,
-            rcpt,
-            ip,
-            helo,
-            auth,
-            diff,
-            message,
-        } => {
+        Command::Check { config, options } => {
             let config = load_config(config.as_deref())?;
-            let options = check::CheckOptions {
-                config: None,
-                message,
-                from,
-                rcpt,
-                ip,
-                helo,
-                auth,
-                diff,
-            };
             let (text, accepted) = check::check(&options, &config, default_cache_dir()).await?;
             print!("{text}");
             Ok(if accepted {

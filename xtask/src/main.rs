@@ -15,6 +15,19 @@ use std::process::{Command, ExitCode};
 
 const GUEST_TARGET: &str = "wasm32-wasip2";
 
+/// `cargo <command>` arguments for guest crates: their own profile, target and target dir.
+fn guest_args(command: &'static str) -> Vec<&'static str> {
+    vec![
+        command,
+        "--profile",
+        "guest",
+        "--target",
+        GUEST_TARGET,
+        "--target-dir",
+        "target/guests",
+    ]
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -102,33 +115,15 @@ fn build_plugins() -> Result<(), String> {
     ensure_guest_target()?;
     let bundled = guests("plugins");
     let fixtures = guests("tests/fixtures");
-    let mut args: Vec<&str> = vec![
-        "build",
-        "--profile",
-        "guest",
-        "--target",
-        GUEST_TARGET,
-        "--target-dir",
-        "target/guests",
-    ];
+    let mut args = guest_args("build");
     for name in bundled.iter().chain(&fixtures) {
         args.extend(["-p", name.as_str()]);
     }
     cargo(&args)?;
     // Separately: naming a target (--example) would make cargo skip the other packages' libs.
-    cargo(&[
-        "build",
-        "--profile",
-        "guest",
-        "--target",
-        GUEST_TARGET,
-        "--target-dir",
-        "target/guests",
-        "-p",
-        "mailgate-sdk",
-        "--example",
-        "reject-domain",
-    ])?;
+    let mut example = guest_args("build");
+    example.extend(["-p", "mailgate-sdk", "--example", "reject-domain"]);
+    cargo(&example)?;
     let built = root()
         .join("target/guests")
         .join(GUEST_TARGET)
@@ -228,13 +223,7 @@ fn lint() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
     ensure_guest_target()?;
-    let mut args: Vec<&str> = vec![
-        "clippy",
-        "--target",
-        GUEST_TARGET,
-        "--target-dir",
-        "target/guests",
-    ];
+    let mut args = guest_args("clippy");
     let names: Vec<String> = guests("plugins")
         .into_iter()
         .chain(guests("tests/fixtures"))

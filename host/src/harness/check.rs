@@ -11,17 +11,29 @@ use crate::config::Config;
 use crate::message::{canonical_crlf, Message};
 use crate::plugin::{PluginSet, Runtime, Services, Session, StageReport};
 
-/// The options of `mailgate check`.
-#[derive(Debug, Clone)]
+/// The options of `mailgate check` (besides the config).
+#[derive(Debug, Clone, clap::Args)]
 pub struct CheckOptions {
-    pub config: Option<PathBuf>,
-    pub message: PathBuf,
+    /// Envelope sender.
+    #[arg(long, default_value = "sender@example.net")]
     pub from: String,
+    /// Envelope recipient (repeat for more).
+    #[arg(long = "rcpt", default_value = "postmaster@localhost")]
     pub rcpt: Vec<String>,
+    /// Client IP address.
+    #[arg(long, default_value = "192.0.2.1")]
     pub ip: String,
+    /// HELO/EHLO name.
+    #[arg(long, default_value = "client.example.net")]
     pub helo: String,
+    /// Authenticated user (implies TLS).
+    #[arg(long)]
     pub auth: Option<String>,
+    /// Show what changed instead of the whole final message.
+    #[arg(long)]
     pub diff: bool,
+    /// The message file (.eml).
+    pub message: PathBuf,
 }
 
 /// Loads the config's plugin chain (or none) with the compiled-artifact cache under `cache`.

@@ -174,21 +174,30 @@ impl KvStore for DiskKv {
         value: &str,
         expires_ms: Option<u64>,
     ) -> Result<(), String> {
-        let tx = self.db.begin_write().map_err(kv_err)?;
-        {
-            let mut table = tx.open_table(KV_TABLE).map_err(kv_err)?;
+        self.write(|table| {
             table
                 .insert((plugin, key), (value, expires_ms.unwrap_or(0)))
-                .map_err(kv_err)?;
-        }
-        tx.commit().map_err(kv_err)
+                .map(|_| ())
+        })
     }
 
     fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
+        self.write(|table| table.remove((plugin, key)).map(|_| ()))
+    }
+}
+
+impl DiskKv {
+    /// One committed write transaction on the table.
+    fn write(
+        &self,
+        change: impl FnOnce(
+            &mut redb::Table<'_, (&str, &str), (&str, u64)>,
+        ) -> Result<(), redb::StorageError>,
+    ) -> Result<(), String> {
         let tx = self.db.begin_write().map_err(kv_err)?;
         {
             let mut table = tx.open_table(KV_TABLE).map_err(kv_err)?;
-            table.remove((plugin, key)).map_err(kv_err)?;
+            change(&mut table).map_err(kv_err)?;
         }
         tx.commit().map_err(kv_err)
     }
