@@ -30,9 +30,157 @@ pub struct Config {
     /// The plugin chain, in the order plugins run at each stage.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// SMTP listeners; none configured means the embedded defaults (2525, 2587, 2465 on loopback).
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub local: LocalConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Directory that relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// The gateway as a whole.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServerConfig {
+    /// The name the gateway uses in its greeting, EHLO reply and Received headers.
+    pub hostname: String,
+    /// Queue, mailboxes, users, TLS certificate; relative to the config file (default `data`
+    /// under the current directory).
+    pub data_dir: Option<PathBuf>,
+    /// Client networks (CIDR) allowed to relay without authentication. Empty: nobody.
+    pub relay_networks: Vec<String>,
+    /// PEM certificate chain and key; when absent a self-signed one is generated in the data dir.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            hostname: "localhost".into(),
+            data_dir: None,
+            relay_networks: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+/// How a listener treats TLS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain text, STARTTLS offered.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (RFC 8314, port 465).
+    Implicit,
+    /// Plain text only, no STARTTLS.
+    None,
+}
+
+/// One SMTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: std::net::SocketAddr,
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// Submission: MAIL is refused until the client has authenticated.
+    #[serde(default)]
+    pub require_auth: bool,
+}
+
+impl ListenerConfig {
+    /// The embedded defaults: relay/inbound 2525, submission 2587, implicit TLS 2465, loopback.
+    pub fn defaults() -> Vec<ListenerConfig> {
+        let listener = |name: &str, port: u16, tls, require_auth| ListenerConfig {
+            name: name.into(),
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            tls,
+            require_auth,
+        };
+        vec![
+            listener("inbound", 2525, TlsMode::Starttls, false),
+            listener("submission", 2587, TlsMode::Starttls, true),
+            listener("submissions", 2465, TlsMode::Implicit, true),
+        ]
+    }
+}
+
+/// Local delivery: which domains are ours and who lives there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LocalConfig {
+    /// Domains delivered locally (`localhost` is always one).
+    pub domains: Vec<String>,
+    /// The users file (argon2 hashes); default `users.toml` in the data dir.
+    pub users_file: Option<PathBuf>,
+    /// address -> local addresses it delivers to.
+    pub aliases: std::collections::BTreeMap<String, Vec<String>>,
+    /// domain -> the local address that receives mail for unknown users of that domain.
+    pub catch_all: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            domains: vec!["localhost".into()],
+            users_file: None,
+            aliases: Default::default(),
+            catch_all: Default::default(),
+        }
+    }
+}
+
+/// Protocol limits; every default is safe for an exposed server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LimitsConfig {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_commands_per_session: usize,
+    pub max_recipients: usize,
+    pub max_message_bytes: usize,
+    /// Longest command line, CRLF included (RFC 5321: 512).
+    pub max_command_line: usize,
+    /// Longest text line in DATA, CRLF included (RFC 5321: 1000).
+    pub max_text_line: usize,
+    /// Messages with more Received headers than this are refused (mail loop).
+    pub max_received_headers: usize,
+    /// Seconds to wait for a command (RFC 5321: 5 minutes).
+    pub command_timeout_secs: u64,
+    /// Seconds to wait for each DATA block (RFC 5321: 3 minutes, 10 for the terminator).
+    pub data_timeout_secs: u64,
+    pub max_auth_failures: u32,
+    /// Delay after each failed AUTH, growing with each failure.
+    pub auth_failure_delay_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 500,
+            max_connections_per_ip: 20,
+            max_commands_per_session: 10_000,
+            max_recipients: 100,
+            max_message_bytes: 25 << 20,
+            max_command_line: 512,
+            max_text_line: 1000,
+            max_received_headers: 50,
+            command_timeout_secs: 300,
+            data_timeout_secs: 600,
+            max_auth_failures: 3,
+            auth_failure_delay_ms: 1000,
+        }
+    }
 }
 
 /// How plugins are run.
@@ -148,6 +296,23 @@ impl Config {
         })?;
         config.base_dir = base_dir;
         Ok(config)
+    }
+
+    /// The data directory, resolved.
+    pub fn data_dir(&self) -> PathBuf {
+        match &self.server.data_dir {
+            Some(dir) => self.resolve(dir),
+            None => PathBuf::from("data"),
+        }
+    }
+
+    /// The listeners, or the embedded defaults.
+    pub fn listeners(&self) -> Vec<ListenerConfig> {
+        if self.listeners.is_empty() {
+            ListenerConfig::defaults()
+        } else {
+            self.listeners.clone()
+        }
     }
 
     /// A path from the config, resolved against the config file's directory.

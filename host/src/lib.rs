@@ -1,10 +1,16 @@
 //! mailgate: a mail gateway whose filters are sandboxed WebAssembly components.
 //!
 //! `config` reads the gateway's TOML; `plugin` loads and runs the plugin chain; `message` is
-//! the message model plugins read and edit; `harness` runs chains offline (`check`, `test`).
+//! the message model plugins read and edit; `harness` runs chains offline (`check`, `test`);
+//! `smtp` is the server, `queue` the durable spool, `delivery` local Maildir delivery and
+//! `store` the local users.
 
 pub mod config;
 pub mod defaults;
+pub mod delivery;
 pub mod harness;
 pub mod message;
 pub mod plugin;
+pub mod queue;
+pub mod smtp;
+pub mod store;

@@ -30,6 +30,24 @@ enum Command {
         #[command(flatten)]
         options: check::CheckOptions,
     },
+    /// Run the gateway: SMTP listeners, spool, local delivery.
+    Serve {
+        /// Gateway config (TOML). Without it, the embedded defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (queue, mailboxes, users, certificate); overrides server.data-dir.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Manage local users (the password is read from standard input).
+    User {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        action: UserAction,
+    },
     /// Run policy test cases (TOML case files or directories of them).
     Test {
         /// Write JUnit XML here.
@@ -38,6 +56,16 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user; the password is the first line of standard input.
+    Add { address: String },
+    /// List the users.
+    List,
+    /// Remove a user.
+    Remove { address: String },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +108,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Serve { config, data_dir } => {
+            let config = with_data_dir(load_config(config.as_deref())?, data_dir);
+            mailgate::smtp::server::serve(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            config,
+            data_dir,
+            action,
+        } => {
+            let config = with_data_dir(load_config(config.as_deref())?, data_dir);
+            user_command(&config, action)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Test { junit, paths } => {
             let results = case::run_files(&paths, default_cache_dir()).await?;
             print!("{}", case::summary(&results));
@@ -95,6 +137,49 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn with_data_dir(mut config: Config, data_dir: Option<PathBuf>) -> Config {
+    if let Some(dir) = data_dir {
+        config.server.data_dir = Some(std::path::absolute(&dir).unwrap_or(dir));
+    }
+    config
+}
+
+fn user_command(config: &Config, action: UserAction) -> anyhow::Result<()> {
+    use mailgate::store::users::Users;
+    let path = config
+        .local
+        .users_file
+        .as_ref()
+        .map(|p| config.resolve(p))
+        .unwrap_or_else(|| config.data_dir().join("users.toml"));
+    let mut users = Users::load(&path, &config.local)?;
+    match action {
+        UserAction::Add { address } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("cannot read the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(
+                !password.is_empty(),
+                "empty password (give it on standard input)"
+            );
+            users.add(&address, password)?;
+            eprintln!("added {address} to {}", path.display());
+        }
+        UserAction::List => {
+            for user in users.list() {
+                println!("{user}");
+            }
+        }
+        UserAction::Remove { address } => {
+            users.remove(&address)?;
+            eprintln!("removed {address} from {}", path.display());
+        }
+    }
+    Ok(())
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {

@@ -1,0 +1,3 @@
+//! The durable queue of accepted messages.
+
+pub mod spool;

@@ -1,0 +1,303 @@
+//! The durable spool. A message is acknowledged only after its file (envelope and message) and
+//! the directory entry that names it are on stable storage. Concurrent transactions share
+//! directory flushes: one committer renames every file ready and fsyncs the directory once
+//! for the whole batch (group commit).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("spool file {path} is damaged: {reason}")]
+    Damaged { path: PathBuf, reason: String },
+    #[error("the spool committer has stopped")]
+    Stopped,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What the queue keeps about a message besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedEnvelope {
+    pub id: String,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    /// Unix seconds when the message was accepted.
+    pub received_at: u64,
+    pub client_ip: String,
+    pub helo: String,
+    pub auth_user: Option<String>,
+}
+
+/// A message in the spool.
+#[derive(Debug, Clone)]
+pub struct Spooled {
+    pub envelope: QueuedEnvelope,
+    pub message: Vec<u8>,
+}
+
+struct Commit {
+    tmp: PathBuf,
+    target: PathBuf,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The spool directory (`<data>/queue`): `tmp/` for files being written, `active/` for
+/// acknowledged messages waiting for delivery.
+#[derive(Clone)]
+pub struct Spool {
+    root: PathBuf,
+    commits: mpsc::UnboundedSender<Commit>,
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// A queue id: sortable by time, unique within the process and across restarts.
+pub fn new_queue_id() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:010x}{:05x}{:04x}{:06x}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id() & 0xffff,
+        seq & 0xff_ffff
+    )
+}
+
+impl Spool {
+    /// Opens (creating) the spool and starts its committer task.
+    pub fn open(root: &Path) -> Result<Spool, SpoolError> {
+        for sub in ["tmp", "active"] {
+            std::fs::create_dir_all(root.join(sub)).map_err(io(root))?;
+        }
+        // Files left in tmp/ were never acknowledged: they can go.
+        if let Ok(entries) = std::fs::read_dir(root.join("tmp")) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let active = root.join("active");
+        tokio::spawn(committer(active, rx));
+        Ok(Spool {
+            root: root.to_path_buf(),
+            commits: tx,
+        })
+    }
+
+    fn active(&self, id: &str) -> PathBuf {
+        self.root.join("active").join(id)
+    }
+
+    /// Writes and commits a message; returns once it is durable.
+    pub async fn store(&self, envelope: &QueuedEnvelope, message: &[u8]) -> Result<(), SpoolError> {
+        let tmp = self.root.join("tmp").join(&envelope.id);
+        let mut bytes = serde_json::to_vec(envelope).map_err(|e| SpoolError::Damaged {
+            path: tmp.clone(),
+            reason: e.to_string(),
+        })?;
+        bytes.push(b'\n');
+        bytes.extend_from_slice(message);
+        let path = tmp.clone();
+        tokio::task::spawn_blocking(move || write_synced(&path, &bytes))
+            .await
+            .map_err(|_| SpoolError::Stopped)??;
+        let (done, wait) = oneshot::channel();
+        self.commits
+            .send(Commit {
+                tmp,
+                target: self.active(&envelope.id),
+                done,
+            })
+            .map_err(|_| SpoolError::Stopped)?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(SpoolError::Io {
+                path: self.active(&envelope.id),
+                source: std::io::Error::other(reason),
+            }),
+            Err(_) => Err(SpoolError::Stopped),
+        }
+    }
+
+    /// Reads one queued message.
+    pub fn load(&self, id: &str) -> Result<Spooled, SpoolError> {
+        let path = self.active(id);
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let split = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| SpoolError::Damaged {
+                path: path.clone(),
+                reason: "no envelope line".into(),
+            })?;
+        let envelope: QueuedEnvelope =
+            serde_json::from_slice(&bytes[..split]).map_err(|e| SpoolError::Damaged {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Spooled {
+            envelope,
+            message: bytes[split + 1..].to_vec(),
+        })
+    }
+
+    /// Replaces the envelope (e.g. fewer recipients left), durably.
+    pub fn rewrite(&self, spooled: &Spooled) -> Result<(), SpoolError> {
+        let path = self.active(&spooled.envelope.id);
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}.rewrite", spooled.envelope.id));
+        let mut bytes = serde_json::to_vec(&spooled.envelope).map_err(|e| SpoolError::Damaged {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&spooled.message);
+        write_synced(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        sync_dir(&self.root.join("active"))
+    }
+
+    /// Removes a fully delivered message.
+    pub fn remove(&self, id: &str) -> Result<(), SpoolError> {
+        let path = self.active(id);
+        std::fs::remove_file(&path).map_err(io(&path))?;
+        sync_dir(&self.root.join("active"))
+    }
+
+    /// Ids of every queued message, oldest first (recovery after a restart).
+    pub fn list(&self) -> Result<Vec<String>, SpoolError> {
+        let dir = self.root.join("active");
+        let mut ids: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
+    let mut file = std::fs::File::create(path).map_err(io(path))?;
+    file.write_all(bytes).map_err(io(path))?;
+    file.sync_data().map_err(io(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+/// Renames every waiting file into `active/`, fsyncs the directory once, then acknowledges all.
+async fn committer(active: PathBuf, mut commits: mpsc::UnboundedReceiver<Commit>) {
+    while let Some(first) = commits.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = commits.try_recv() {
+            batch.push(more);
+        }
+        let dir = active.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for commit in batch {
+                let renamed =
+                    std::fs::rename(&commit.tmp, &commit.target).map_err(|e| e.to_string());
+                outcomes.push((commit.done, renamed));
+            }
+            let synced = sync_dir(&dir).map_err(|e| e.to_string());
+            for (done, renamed) in outcomes {
+                let _ = done.send(renamed.and(synced.clone()));
+            }
+        })
+        .await;
+        if result.is_err() {
+            tracing::error!("spool committer task failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(id: &str) -> QueuedEnvelope {
+        QueuedEnvelope {
+            id: id.into(),
+            sender: "a@example.net".into(),
+            recipients: vec!["b@localhost".into()],
+            received_at: 1,
+            client_ip: "127.0.0.1".into(),
+            helo: "client".into(),
+            auth_user: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn stores_lists_rewrites_and_removes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path()).expect("open");
+        let ids: Vec<String> = (0..20).map(|_| new_queue_id()).collect();
+        let stores = ids.iter().map(|id| {
+            let spool = spool.clone();
+            let env = envelope(id);
+            async move { spool.store(&env, b"Subject: x\r\n\r\nhi\r\n").await }
+        });
+        for result in futures_join(stores).await {
+            result.expect("stored");
+        }
+        assert_eq!(spool.list().expect("list"), ids);
+        let mut first = spool.load(&ids[0]).expect("load");
+        assert_eq!(first.message, b"Subject: x\r\n\r\nhi\r\n");
+        first.envelope.recipients.clear();
+        spool.rewrite(&first).expect("rewrite");
+        assert!(spool
+            .load(&ids[0])
+            .expect("reload")
+            .envelope
+            .recipients
+            .is_empty());
+        spool.remove(&ids[0]).expect("remove");
+        assert_eq!(spool.list().expect("list").len(), 19);
+        let reopened = Spool::open(dir.path()).expect("reopen");
+        assert_eq!(
+            reopened.list().expect("list").len(),
+            19,
+            "survives a restart"
+        );
+    }
+
+    async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handles: Vec<_> = futures.map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.expect("task"));
+        }
+        out
+    }
+}

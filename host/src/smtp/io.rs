@@ -1,0 +1,171 @@
+//! The connection's byte stream: plain TCP or TLS, with our own read buffer so that the session
+//! controls exactly which bytes are commands, which are message data, and which get discarded
+//! (everything pipelined behind STARTTLS).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while STARTTLS swaps one for the other.
+    Upgrading,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            Stream::Upgrading => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Upgrading => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// What reading a command line gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    Ok(Vec<u8>),
+    /// Longer than the limit; the bytes up to the next CRLF were thrown away.
+    TooLong,
+    Closed,
+    TimedOut,
+}
+
+/// A stream with an input buffer and an output buffer (replies to pipelined commands go out
+/// together, when the session is about to wait for input).
+pub struct Connection {
+    pub stream: Stream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+impl Connection {
+    pub fn new(stream: Stream) -> Connection {
+        Connection {
+            stream,
+            input: Vec::with_capacity(4096),
+            output: Vec::with_capacity(1024),
+        }
+    }
+
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.output.extend_from_slice(bytes);
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.output.is_empty() {
+            self.stream.write_all(&self.output).await?;
+            self.output.clear();
+        }
+        self.stream.flush().await
+    }
+
+    /// Drops everything buffered (used after STARTTLS).
+    pub fn discard_input(&mut self) -> usize {
+        let n = self.input.len();
+        self.input.clear();
+        n
+    }
+
+    /// Waits for more input, sending any queued replies first (the client may be waiting).
+    async fn fill(&mut self, timeout: Duration) -> Result<bool, Line> {
+        self.flush().await.map_err(|_| Line::Closed)?;
+        let mut chunk = [0u8; 16384];
+        match tokio::time::timeout(timeout, self.stream.read(&mut chunk)).await {
+            Err(_) => Err(Line::TimedOut),
+            Ok(Err(_)) | Ok(Ok(0)) => Ok(false),
+            Ok(Ok(n)) => {
+                self.input.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+        }
+    }
+
+    /// The next CRLF-terminated line (without CRLF), at most `max` bytes including CRLF.
+    pub async fn read_line(&mut self, max: usize, timeout: Duration) -> Line {
+        let mut discarding = false;
+        loop {
+            if let Some(pos) = self.input.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.input.drain(..pos + 2).take(pos).collect();
+                if discarding || pos + 2 > max {
+                    return Line::TooLong;
+                }
+                return Line::Ok(line);
+            }
+            if self.input.len() > max {
+                // Keep only a possible CR at the end; the rest of this line is garbage.
+                let keep = usize::from(self.input.last() == Some(&b'\r'));
+                self.input.drain(..self.input.len() - keep);
+                discarding = true;
+            }
+            match self.fill(timeout).await {
+                Ok(true) => {}
+                Ok(false) => return Line::Closed,
+                Err(end) => return end,
+            }
+        }
+    }
+
+    /// Feeds buffered and then incoming bytes to `consume` until it reports it is done;
+    /// `consume` returns (bytes used, done). Unused bytes stay buffered.
+    pub async fn read_until(
+        &mut self,
+        timeout: Duration,
+        mut consume: impl FnMut(&[u8]) -> (usize, bool),
+    ) -> Result<(), Line> {
+        loop {
+            if !self.input.is_empty() {
+                let (used, done) = consume(&self.input);
+                self.input.drain(..used);
+                if done {
+                    return Ok(());
+                }
+            }
+            match self.fill(timeout).await {
+                Ok(true) => {}
+                Ok(false) => return Err(Line::Closed),
+                Err(end) => return Err(end),
+            }
+        }
+    }
+}

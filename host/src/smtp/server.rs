@@ -1,0 +1,391 @@
+//! `mailgate serve`: the listeners, connection limits, and the local delivery worker.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use super::io::Stream;
+use super::session::Session;
+use crate::config::{Config, ListenerConfig, TlsMode};
+use crate::delivery::local;
+use crate::plugin::services::{DiskKv, SystemDns};
+use crate::plugin::{PluginSet, Runtime, Services};
+use crate::queue::spool::{QueuedEnvelope, Spool};
+use crate::store::users::Users;
+
+/// What every session shares.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub plugins: Arc<PluginSet>,
+    pub services: Services,
+    pub users: Arc<Users>,
+    pub spool: Spool,
+    pub tls: Option<TlsAcceptor>,
+    relay_networks: Vec<(IpAddr, u8)>,
+    deliveries: mpsc::UnboundedSender<String>,
+    quarantine_dir: PathBuf,
+}
+
+impl Shared {
+    /// True when `ip` is in one of the configured relay networks.
+    pub fn may_relay(&self, ip: IpAddr) -> bool {
+        self.relay_networks
+            .iter()
+            .any(|(net, bits)| in_network(ip, *net, *bits))
+    }
+
+    /// Spools a message durably and schedules its delivery.
+    pub async fn enqueue(&self, envelope: &QueuedEnvelope, raw: &[u8]) -> Result<(), String> {
+        self.spool
+            .store(envelope, raw)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = self.deliveries.send(envelope.id.clone());
+        Ok(())
+    }
+
+    /// Keeps a message aside, with the reason, instead of delivering it.
+    pub async fn quarantine(
+        &self,
+        envelope: &QueuedEnvelope,
+        raw: &[u8],
+        reason: &str,
+    ) -> Result<(), String> {
+        let dir = self.quarantine_dir.clone();
+        let (id, bytes) = (
+            envelope.id.clone(),
+            [
+                format!("X-Mailgate-Quarantine: {reason}\r\n").as_bytes(),
+                raw,
+            ]
+            .concat(),
+        );
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(format!("{id}.eml"));
+            let mut file = std::fs::File::create(&path)?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    }
+}
+
+fn parse_network(text: &str) -> anyhow::Result<(IpAddr, u8)> {
+    let (addr, bits) = match text.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (text, None),
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .with_context(|| format!("server.relay-networks: {text:?} is not an address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let bits = match bits {
+        Some(b) => b
+            .parse::<u8>()
+            .ok()
+            .filter(|&b| b <= max)
+            .with_context(|| format!("server.relay-networks: bad prefix in {text:?}"))?,
+        None => max,
+    };
+    Ok((ip, bits))
+}
+
+fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(bits))
+            };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(bits))
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Counts connections per client address; the guard gives the slot back.
+#[derive(Default)]
+struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = map.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.table.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Starts everything and serves until interrupted.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let data_dir = config.data_dir();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let users_file = config
+        .local
+        .users_file
+        .as_ref()
+        .map(|p| config.resolve(p))
+        .unwrap_or_else(|| data_dir.join("users.toml"));
+    let users = Arc::new(Users::load(&users_file, &config.local)?);
+    let spool = Spool::open(&data_dir.join("queue"))?;
+    let tls = Some(super::tls::acceptor(
+        config
+            .server
+            .tls_cert
+            .as_ref()
+            .map(|p| config.resolve(p))
+            .as_deref(),
+        config
+            .server
+            .tls_key
+            .as_ref()
+            .map(|p| config.resolve(p))
+            .as_deref(),
+        &data_dir,
+        &config.server.hostname,
+    )?);
+    let cache = config
+        .runtime
+        .cache_dir
+        .as_ref()
+        .map(|d| config.resolve(d))
+        .unwrap_or_else(|| data_dir.join("cache"));
+    let runtime = Arc::new(Runtime::new(&config.runtime, Some(cache))?);
+    let plugins = Arc::new(PluginSet::load(runtime, &config).await?);
+    let dns = SystemDns::new(
+        &config.dns.servers,
+        Duration::from_millis(config.dns.timeout_ms.unwrap_or(5000)),
+    )
+    .map_err(|e| anyhow::anyhow!("dns: {e}"))?;
+    let kv =
+        DiskKv::open(&data_dir.join("kv.redb")).map_err(|e| anyhow::anyhow!("kv store: {e}"))?;
+    let services = Services {
+        kv: Arc::new(kv),
+        dns: Arc::new(dns),
+        clock: Arc::new(crate::plugin::services::SystemClock),
+    };
+    let relay_networks = config
+        .server
+        .relay_networks
+        .iter()
+        .map(|n| parse_network(n))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (deliveries, queue) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        plugins,
+        services,
+        users: users.clone(),
+        spool: spool.clone(),
+        tls,
+        relay_networks,
+        deliveries: deliveries.clone(),
+        quarantine_dir: data_dir.join("quarantine"),
+    });
+    // Recovery: whatever was acknowledged before a stop is delivered now.
+    let recovered = spool.list()?;
+    if !recovered.is_empty() {
+        tracing::info!(count = recovered.len(), "recovering queued messages");
+    }
+    for id in recovered {
+        let _ = deliveries.send(id);
+    }
+    tokio::spawn(delivery_worker(spool, users, data_dir.join("mail"), queue));
+
+    let total = Arc::new(Semaphore::new(config.limits.max_connections));
+    let per_ip = Arc::new(PerIp::default());
+    let sessions = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for listener in config.listeners() {
+        let socket = TcpListener::bind(listener.address).await.with_context(|| {
+            format!(
+                "listener {}: cannot bind {}",
+                listener.name, listener.address
+            )
+        })?;
+        eprintln!(
+            "mailgate: {} listening on {} (tls: {:?})",
+            listener.name, listener.address, listener.tls
+        );
+        tasks.push(tokio::spawn(accept_loop(
+            socket,
+            listener,
+            shared.clone(),
+            total.clone(),
+            per_ip.clone(),
+            sessions.clone(),
+        )));
+    }
+    shutdown_signal().await;
+    eprintln!("mailgate: shutting down");
+    for task in tasks {
+        task.abort();
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    listener: ListenerConfig,
+    shared: Arc<Shared>,
+    total: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    sessions: Arc<AtomicU64>,
+) {
+    loop {
+        let (tcp, peer) = match socket.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!("accept on {}: {e}", listener.name);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let Ok(permit) = total.clone().try_acquire_owned() else {
+            refuse(tcp, b"421 4.7.0 Too many connections, try again later\r\n").await;
+            continue;
+        };
+        let Some(slot) = per_ip.take(peer.ip(), shared.config.limits.max_connections_per_ip) else {
+            refuse(tcp, b"421 4.7.0 Too many connections from your address\r\n").await;
+            continue;
+        };
+        let id = format!("{:x}", sessions.fetch_add(1, Ordering::Relaxed) + 1);
+        let span = tracing::info_span!("session", id, peer = %peer, listener = listener.name);
+        let (shared, listener) = (shared.clone(), listener.clone());
+        tokio::spawn(
+            async move {
+                session(tcp, peer, listener, shared, id).await;
+                drop((permit, slot));
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn refuse(mut tcp: TcpStream, reply: &[u8]) {
+    let _ = tcp.write_all(reply).await;
+    let _ = tcp.shutdown().await;
+}
+
+async fn session(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    listener: ListenerConfig,
+    shared: Arc<Shared>,
+    id: String,
+) {
+    let stream = if listener.tls == TlsMode::Implicit {
+        let Some(acceptor) = shared.tls.clone() else {
+            return;
+        };
+        let handshake = tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp)).await;
+        match handshake {
+            Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
+            _ => {
+                tracing::info!("TLS handshake failed");
+                return;
+            }
+        }
+    } else {
+        Stream::Plain(tcp)
+    };
+    let tls = matches!(stream, Stream::Tls(_));
+    tracing::debug!("connected");
+    Session::new(shared, listener, stream, peer, id, tls)
+        .run()
+        .await;
+    tracing::debug!("closed");
+}
+
+/// Delivers queued messages as they arrive (and those recovered at start).
+async fn delivery_worker(
+    spool: Spool,
+    users: Arc<Users>,
+    mail_root: PathBuf,
+    mut queue: mpsc::UnboundedReceiver<String>,
+) {
+    while let Some(id) = queue.recv().await {
+        let (spool, users, root) = (spool.clone(), users.clone(), mail_root.clone());
+        let result =
+            tokio::task::spawn_blocking(move || local::deliver_queued(&spool, &users, &root, &id))
+                .await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("local delivery failed (message stays queued): {e}"),
+            Err(e) => tracing::error!("local delivery task failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks() {
+        let (net, bits) = parse_network("192.0.2.0/24").expect("net");
+        assert!(in_network("192.0.2.77".parse().expect("ip"), net, bits));
+        assert!(!in_network("192.0.3.1".parse().expect("ip"), net, bits));
+        let (net, bits) = parse_network("::1").expect("net");
+        assert!(in_network("::1".parse().expect("ip"), net, bits));
+        assert!(parse_network("10.0.0.0/33").is_err());
+    }
+}

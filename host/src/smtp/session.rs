@@ -1,0 +1,702 @@
+//! One SMTP session: the RFC 5321 state machine with ESMTP extensions, the plugin stages, and
+//! the hand-over of accepted messages to the spool.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::command::{self, Command, ParseError};
+use super::data::{DataError, DataReader};
+use super::io::{Connection, Line, Stream};
+use super::reply;
+use super::server::Shared;
+use crate::config::{ListenerConfig, TlsMode};
+use crate::message::Message;
+use crate::plugin::{
+    EsmtpParam, MailState, Reply, Session as PluginSession, StageCall, StageReport, Transaction,
+    Verdict,
+};
+use crate::queue::spool::{new_queue_id, QueuedEnvelope};
+
+/// What a handler tells the command loop.
+enum Next {
+    Continue,
+    Close,
+}
+
+pub struct Session {
+    shared: Arc<Shared>,
+    listener: ListenerConfig,
+    conn: Connection,
+    peer: SocketAddr,
+    id: String,
+    tls: bool,
+    helo: Option<String>,
+    esmtp: bool,
+    auth_user: Option<String>,
+    auth_failures: u32,
+    chain: Transaction,
+    state: MailState,
+    in_transaction: bool,
+    /// Message bytes gathered by BDAT so far, and whether a chunk already failed.
+    chunks: Option<(Vec<u8>, bool)>,
+}
+
+impl Session {
+    pub fn new(
+        shared: Arc<Shared>,
+        listener: ListenerConfig,
+        stream: Stream,
+        peer: SocketAddr,
+        id: String,
+        tls: bool,
+    ) -> Session {
+        let chain = shared.plugins.transaction(&id, shared.services.clone());
+        let mut session = Session {
+            shared,
+            listener,
+            conn: Connection::new(stream),
+            peer,
+            id,
+            tls,
+            helo: None,
+            esmtp: false,
+            auth_user: None,
+            auth_failures: 0,
+            chain,
+            state: MailState::default(),
+            in_transaction: false,
+            chunks: None,
+        };
+        session.state.session = session.plugin_session();
+        session
+    }
+
+    fn plugin_session(&self) -> PluginSession {
+        PluginSession {
+            id: self.id.clone(),
+            peer_ip: self.peer.ip().to_string(),
+            peer_port: self.peer.port(),
+            listener: self.listener.name.clone(),
+            tls: self.tls,
+            helo: self.helo.clone(),
+            auth_user: self.auth_user.clone(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.conn.queue(bytes);
+    }
+
+    fn reply(&mut self, code: u16, enhanced: (u8, u16, u16), text: &str) {
+        self.send(&reply::line(code, enhanced, text));
+    }
+
+    fn limits(&self) -> &crate::config::LimitsConfig {
+        &self.shared.config.limits
+    }
+
+    /// Runs the session to its end.
+    pub async fn run(mut self) {
+        let report = self.stage(StageCall::Connect).await;
+        if let Some(reply) = report.decision.reply() {
+            // A refused connection: say why, then close (RFC 5321 §3.1 allows 554 here).
+            let reply = reply.clone();
+            self.send(&reply::format(&reply));
+            let _ = self.conn.flush().await;
+            return;
+        }
+        let greeting = format!(
+            "{} ESMTP mailgate ready",
+            self.shared.config.server.hostname
+        );
+        self.reply(220, (2, 0, 0), &greeting);
+        let mut commands = 0usize;
+        loop {
+            let timeout = Duration::from_secs(self.limits().command_timeout_secs);
+            let line = self
+                .conn
+                .read_line(self.limits().max_command_line, timeout)
+                .await;
+            let line = match line {
+                Line::Ok(line) => line,
+                Line::TooLong => {
+                    self.reply(500, (5, 5, 2), "Line too long");
+                    continue;
+                }
+                Line::TimedOut => {
+                    self.reply(421, (4, 4, 2), "Idle timeout, closing connection");
+                    break;
+                }
+                Line::Closed => break,
+            };
+            commands += 1;
+            if commands > self.limits().max_commands_per_session {
+                self.reply(421, (4, 7, 0), "Too many commands, closing connection");
+                break;
+            }
+            match self.command(&line).await {
+                Next::Continue => {}
+                Next::Close => break,
+            }
+        }
+        let _ = self.conn.flush().await;
+    }
+
+    async fn command(&mut self, line: &[u8]) -> Next {
+        let command = match command::parse(line) {
+            Ok(c) => c,
+            Err(ParseError::Unknown) => {
+                self.reply(500, (5, 5, 1), "Command unrecognized");
+                return Next::Continue;
+            }
+            Err(ParseError::Syntax(why)) => {
+                self.reply(501, (5, 5, 4), why);
+                return Next::Continue;
+            }
+            Err(ParseError::Address(why)) => {
+                self.reply(501, (5, 1, 3), why);
+                return Next::Continue;
+            }
+        };
+        match command {
+            Command::Helo(name) => return self.helo(name, false).await,
+            Command::Ehlo(name) => return self.helo(name, true).await,
+            Command::StartTls => return self.starttls().await,
+            Command::Auth(mechanism, initial) => return self.auth(&mechanism, initial).await,
+            Command::Mail(sender, params) => return self.mail(sender, params).await,
+            Command::Rcpt(rcpt, params) => return self.rcpt(rcpt, params).await,
+            Command::Data => return self.data().await,
+            Command::Bdat(size, last) => return self.bdat(size, last).await,
+            Command::Rset => {
+                self.reset();
+                self.reply(250, (2, 0, 0), "Ok");
+            }
+            Command::Noop => self.reply(250, (2, 0, 0), "Ok"),
+            Command::Quit => {
+                self.reply(221, (2, 0, 0), "Bye");
+                return Next::Close;
+            }
+            Command::Vrfy(_) => self.reply(252, (2, 5, 2), "Cannot VRFY user, but will accept message and attempt delivery"),
+            Command::Expn(_) => self.reply(502, (5, 5, 1), "EXPN is disabled"),
+            Command::Help => self.reply(214, (2, 0, 0), "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH"),
+        }
+        Next::Continue
+    }
+
+    /// Runs a plugin stage on the session's state.
+    async fn stage(&mut self, call: StageCall<'_>) -> StageReport {
+        self.state.session = self.plugin_session();
+        self.chain.run(call, &mut self.state).await
+    }
+
+    /// Sends the reply a refusing verdict carries; true if the session must close.
+    fn refuse(&mut self, decision: &Verdict) -> Option<bool> {
+        let reply = decision.reply()?.clone();
+        self.send(&reply::format(&reply));
+        Some(matches!(decision, Verdict::Disconnect(_)))
+    }
+
+    fn reset(&mut self) {
+        self.state.envelope = Default::default();
+        self.state.message = None;
+        self.in_transaction = false;
+        self.chunks = None;
+        // A new plugin transaction: fresh notes for the next message.
+        self.chain = self
+            .shared
+            .plugins
+            .transaction(&self.id, self.shared.services.clone());
+    }
+
+    async fn helo(&mut self, name: String, esmtp: bool) -> Next {
+        self.reset();
+        self.helo = Some(name.clone());
+        self.esmtp = esmtp;
+        let report = self.stage(StageCall::Helo(&name)).await;
+        if let Some(close) = self.refuse(&report.decision) {
+            self.helo = None;
+            return if close { Next::Close } else { Next::Continue };
+        }
+        let host = self.shared.config.server.hostname.clone();
+        if !esmtp {
+            self.reply(250, (2, 0, 0), &format!("{host} Hello {name}"));
+            return Next::Continue;
+        }
+        let mut lines = vec![
+            format!("{host} Hello {name}"),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.limits().max_message_bytes),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "CHUNKING".into(),
+        ];
+        if !self.tls && self.listener.tls == TlsMode::Starttls && self.shared.tls.is_some() {
+            lines.push("STARTTLS".into());
+        }
+        if self.tls {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        lines.push("HELP".into());
+        let reply = Reply {
+            code: 250,
+            enhanced: None,
+            lines,
+        };
+        self.send(&reply::format(&reply));
+        Next::Continue
+    }
+
+    async fn starttls(&mut self) -> Next {
+        let acceptor = match (&self.shared.tls, self.tls, self.listener.tls) {
+            (_, true, _) => {
+                self.reply(503, (5, 5, 1), "TLS already active");
+                return Next::Continue;
+            }
+            (Some(acceptor), false, TlsMode::Starttls) => acceptor.clone(),
+            _ => {
+                self.reply(502, (5, 5, 1), "STARTTLS not available");
+                return Next::Continue;
+            }
+        };
+        self.reply(220, (2, 0, 0), "Ready to start TLS");
+        if self.conn.flush().await.is_err() {
+            return Next::Close;
+        }
+        // Anything the client pipelined after STARTTLS was sent in the clear: drop it.
+        let dropped = self.conn.discard_input();
+        if dropped > 0 {
+            tracing::info!(dropped, "discarded bytes pipelined after STARTTLS");
+        }
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.conn.stream, Stream::Upgrading) else {
+            return Next::Close;
+        };
+        match acceptor.accept(tcp).await {
+            Ok(tls) => {
+                self.conn.stream = Stream::Tls(Box::new(tls));
+                self.tls = true;
+                // RFC 3207: forget everything learned before the handshake.
+                self.helo = None;
+                self.esmtp = false;
+                self.auth_user = None;
+                self.reset();
+                Next::Continue
+            }
+            Err(e) => {
+                tracing::info!("TLS handshake failed: {e}");
+                Next::Close
+            }
+        }
+    }
+
+    async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Next {
+        if !self.tls {
+            self.reply(
+                538,
+                (5, 7, 11),
+                "Encryption required for requested authentication mechanism",
+            );
+            return Next::Continue;
+        }
+        if self.auth_user.is_some() {
+            self.reply(503, (5, 5, 1), "Already authenticated");
+            return Next::Continue;
+        }
+        if self.in_transaction {
+            self.reply(503, (5, 5, 1), "AUTH not allowed during a mail transaction");
+            return Next::Continue;
+        }
+        let credentials = match mechanism {
+            "PLAIN" => self.sasl_plain(initial).await,
+            "LOGIN" => self.sasl_login(initial).await,
+            _ => {
+                self.reply(504, (5, 5, 4), "Unrecognized authentication mechanism");
+                return Next::Continue;
+            }
+        };
+        let Some((user, password)) = credentials else {
+            self.reply(501, (5, 7, 0), "Authentication cancelled or malformed");
+            return Next::Continue;
+        };
+        let users = self.shared.users.clone();
+        let (u, p) = (user.clone(), password);
+        let ok = tokio::task::spawn_blocking(move || users.verify(&u, &p))
+            .await
+            .unwrap_or(false);
+        if ok {
+            self.auth_user = Some(user.to_ascii_lowercase());
+            self.reply(235, (2, 7, 0), "Authentication successful");
+            return Next::Continue;
+        }
+        self.auth_failures += 1;
+        tracing::info!(user, failures = self.auth_failures, "authentication failed");
+        let delay = self.limits().auth_failure_delay_ms * u64::from(self.auth_failures);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        if self.auth_failures >= self.limits().max_auth_failures {
+            self.reply(
+                421,
+                (4, 7, 0),
+                "Too many failed authentications, closing connection",
+            );
+            return Next::Close;
+        }
+        self.reply(535, (5, 7, 8), "Authentication credentials invalid");
+        Next::Continue
+    }
+
+    /// Reads one SASL response line (base64); `None` when cancelled with `*` or malformed.
+    async fn sasl_response(&mut self, prompt: &str) -> Option<Vec<u8>> {
+        self.send(format!("334 {prompt}\r\n").as_bytes());
+        let timeout = Duration::from_secs(self.limits().command_timeout_secs);
+        match self
+            .conn
+            .read_line(self.limits().max_command_line, timeout)
+            .await
+        {
+            Line::Ok(line) if line != b"*" => mail_parser::decoders::base64::base64_decode(&line),
+            _ => None,
+        }
+    }
+
+    async fn sasl_plain(&mut self, initial: Option<String>) -> Option<(String, String)> {
+        let decoded = match initial {
+            Some(text) if text == "=" => Vec::new(),
+            Some(text) => mail_parser::decoders::base64::base64_decode(text.as_bytes())?,
+            None => self.sasl_response("").await?,
+        };
+        let mut fields = decoded.split(|&b| b == 0);
+        let _authzid = fields.next()?;
+        let user = String::from_utf8(fields.next()?.to_vec()).ok()?;
+        let password = String::from_utf8(fields.next()?.to_vec()).ok()?;
+        Some((user, password))
+    }
+
+    async fn sasl_login(&mut self, initial: Option<String>) -> Option<(String, String)> {
+        let user = match initial {
+            Some(text) => mail_parser::decoders::base64::base64_decode(text.as_bytes())?,
+            None => self.sasl_response("VXNlcm5hbWU6").await?,
+        };
+        let password = self.sasl_response("UGFzc3dvcmQ6").await?;
+        Some((
+            String::from_utf8(user).ok()?,
+            String::from_utf8(password).ok()?,
+        ))
+    }
+
+    async fn mail(&mut self, sender: String, params: Vec<EsmtpParam>) -> Next {
+        if self.helo.is_none() {
+            self.reply(503, (5, 5, 1), "Send EHLO or HELO first");
+            return Next::Continue;
+        }
+        if self.in_transaction {
+            self.reply(503, (5, 5, 1), "Nested MAIL command");
+            return Next::Continue;
+        }
+        if self.listener.require_auth && self.auth_user.is_none() {
+            self.reply(530, (5, 7, 0), "Authentication required");
+            return Next::Continue;
+        }
+        let declared_size = params
+            .iter()
+            .find(|p| p.name == "SIZE")
+            .and_then(|p| p.value.as_deref())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared_size.is_some_and(|s| s > self.limits().max_message_bytes) {
+            self.reply(
+                552,
+                (5, 3, 4),
+                "Message size exceeds fixed maximum message size",
+            );
+            return Next::Continue;
+        }
+        self.state.envelope.sender = sender;
+        self.state.envelope.params = params.clone();
+        let report = self.stage(StageCall::MailFrom(&params)).await;
+        if let Some(close) = self.refuse(&report.decision) {
+            self.state.envelope = Default::default();
+            return if close { Next::Close } else { Next::Continue };
+        }
+        self.in_transaction = true;
+        self.reply(250, (2, 1, 0), "Sender ok");
+        Next::Continue
+    }
+
+    async fn rcpt(&mut self, recipient: String, params: Vec<EsmtpParam>) -> Next {
+        if !self.in_transaction {
+            self.reply(503, (5, 5, 1), "Send MAIL first");
+            return Next::Continue;
+        }
+        if self.state.envelope.recipients.len() >= self.limits().max_recipients {
+            self.reply(452, (4, 5, 3), "Too many recipients");
+            return Next::Continue;
+        }
+        let recipient = if recipient == "postmaster" {
+            format!("postmaster@{}", self.shared.config.server.hostname)
+        } else {
+            recipient
+        };
+        if let Some((code, status, text)) = self.acceptance(&recipient) {
+            self.reply(code, status, text);
+            return Next::Continue;
+        }
+        let report = self.stage(StageCall::RcptTo(&recipient, &params)).await;
+        if let Some(close) = self.refuse(&report.decision) {
+            return if close { Next::Close } else { Next::Continue };
+        }
+        if !self
+            .state
+            .envelope
+            .recipients
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&recipient))
+        {
+            self.state.envelope.recipients.push(recipient);
+        }
+        self.reply(250, (2, 1, 5), "Recipient ok");
+        Next::Continue
+    }
+
+    /// The gateway's own acceptance rules: local recipients must exist; other domains relay
+    /// only for authenticated clients or configured networks. `None` means acceptable.
+    fn acceptance(&self, recipient: &str) -> Option<(u16, (u8, u16, u16), &'static str)> {
+        let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
+        if self.shared.users.is_local_domain(domain) {
+            if self.shared.users.resolve(recipient).is_empty() {
+                return Some((550, (5, 1, 1), "Mailbox unavailable: no such user here"));
+            }
+            return None;
+        }
+        if self.auth_user.is_some() || self.shared.may_relay(self.peer.ip()) {
+            return None;
+        }
+        Some((554, (5, 7, 1), "Relay access denied"))
+    }
+
+    async fn data(&mut self) -> Next {
+        if !self.in_transaction || self.state.envelope.recipients.is_empty() {
+            let text = if self.in_transaction {
+                "No valid recipients"
+            } else {
+                "Send MAIL first"
+            };
+            self.reply(503, (5, 5, 1), text);
+            return Next::Continue;
+        }
+        if self.chunks.is_some() {
+            self.reply(503, (5, 5, 1), "DATA not allowed after BDAT");
+            return Next::Continue;
+        }
+        self.reply(354, (2, 0, 0), "End data with <CR><LF>.<CR><LF>");
+        let limits = self.limits().clone();
+        let mut reader = DataReader::new(limits.max_message_bytes, limits.max_text_line);
+        let timeout = Duration::from_secs(limits.data_timeout_secs);
+        if self
+            .conn
+            .read_until(timeout, |bytes| reader.feed(bytes))
+            .await
+            .is_err()
+        {
+            return Next::Close;
+        }
+        match reader.finish() {
+            Ok(message) => self.accept_message(message).await,
+            Err(error) => {
+                let (code, status, text) = data_error_reply(error);
+                self.reply(code, status, text);
+                self.reset();
+                Next::Continue
+            }
+        }
+    }
+
+    async fn bdat(&mut self, size: u64, last: bool) -> Next {
+        if !self.in_transaction || self.state.envelope.recipients.is_empty() {
+            // The chunk must still be read so its bytes are not taken for commands.
+            self.skip_chunk(size).await;
+            self.reply(503, (5, 5, 1), "Send MAIL and RCPT first");
+            return Next::Continue;
+        }
+        let max = self.limits().max_message_bytes as u64;
+        let (mut buffer, mut failed) = self.chunks.take().unwrap_or_default();
+        let too_big = buffer.len() as u64 + size > max;
+        let timeout = Duration::from_secs(self.limits().data_timeout_secs);
+        let mut remaining = size as usize;
+        let read = self
+            .conn
+            .read_until(timeout, |bytes| {
+                let take = remaining.min(bytes.len());
+                if !too_big {
+                    buffer.extend_from_slice(&bytes[..take]);
+                }
+                remaining -= take;
+                (take, remaining == 0)
+            })
+            .await;
+        if size > 0 && read.is_err() {
+            return Next::Close;
+        }
+        failed |= too_big;
+        if !last {
+            self.chunks = Some((buffer, failed));
+            self.reply(250, (2, 0, 0), &format!("{size} octets received"));
+            return Next::Continue;
+        }
+        if failed {
+            self.reset();
+            self.reply(
+                552,
+                (5, 3, 4),
+                "Message size exceeds fixed maximum message size",
+            );
+            return Next::Continue;
+        }
+        if has_bare_line_end(&buffer) {
+            self.reset();
+            self.reply(550, (5, 6, 11), "Bare CR or LF in message data");
+            return Next::Continue;
+        }
+        self.accept_message(buffer).await
+    }
+
+    async fn skip_chunk(&mut self, size: u64) {
+        let mut remaining = size as usize;
+        let timeout = Duration::from_secs(self.limits().data_timeout_secs);
+        if remaining > 0 {
+            let _ = self
+                .conn
+                .read_until(timeout, |bytes| {
+                    let take = remaining.min(bytes.len());
+                    remaining -= take;
+                    (take, remaining == 0)
+                })
+                .await;
+        }
+    }
+
+    /// Loop check, trace header, data stage, spool, reply.
+    async fn accept_message(&mut self, body: Vec<u8>) -> Next {
+        let received_count = Message::new(body.clone())
+            .header_block()
+            .count(&body, "Received");
+        if received_count > self.limits().max_received_headers {
+            self.reset();
+            self.reply(
+                554,
+                (5, 4, 6),
+                "Too many Received headers: mail loop detected",
+            );
+            return Next::Continue;
+        }
+        let queue_id = new_queue_id();
+        let mut raw = self.received_header(&queue_id).into_bytes();
+        raw.extend_from_slice(&body);
+        if self.auth_user.is_some() {
+            raw = with_message_id(raw, &queue_id, &self.shared.config.server.hostname);
+        }
+        self.state.message = Some(Arc::new(Message::new(raw)));
+        let report = self.stage(StageCall::Data).await;
+        let decision = report.decision.clone();
+        if let Some(close) = self.refuse(&decision) {
+            self.reset();
+            return if close { Next::Close } else { Next::Continue };
+        }
+        let Some(message) = self.state.message.clone() else {
+            self.reply(451, (4, 3, 0), "Internal error: message lost");
+            return Next::Continue;
+        };
+        let envelope = QueuedEnvelope {
+            id: queue_id.clone(),
+            sender: self.state.envelope.sender.clone(),
+            recipients: self.state.envelope.recipients.clone(),
+            received_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            client_ip: self.peer.ip().to_string(),
+            helo: self.helo.clone().unwrap_or_default(),
+            auth_user: self.auth_user.clone(),
+        };
+        let outcome = match decision {
+            Verdict::Discard => {
+                tracing::info!(queue_id, "message discarded by {:?}", report.decided_by);
+                Ok(())
+            }
+            Verdict::Quarantine(reason) => {
+                self.shared
+                    .quarantine(&envelope, message.raw(), &reason)
+                    .await
+            }
+            _ => self.shared.enqueue(&envelope, message.raw()).await,
+        };
+        self.reset();
+        match outcome {
+            Ok(()) => self.reply(250, (2, 0, 0), &format!("Ok: queued as {queue_id}")),
+            Err(e) => {
+                tracing::error!(queue_id, "cannot spool message: {e}");
+                self.reply(
+                    451,
+                    (4, 3, 0),
+                    "Temporary local problem, please try again later",
+                );
+            }
+        }
+        Next::Continue
+    }
+
+    fn received_header(&self, queue_id: &str) -> String {
+        let protocol = match (self.esmtp, self.tls, self.auth_user.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        };
+        let rcpt = match self.state.envelope.recipients.as_slice() {
+            [one] => format!("\r\n\tfor <{one}>"),
+            _ => String::new(),
+        };
+        format!(
+            "Received: from {} ({})\r\n\tby {} (mailgate) with {protocol} id {queue_id}{rcpt};\r\n\t{}\r\n",
+            self.helo.as_deref().unwrap_or("unknown"),
+            self.peer.ip(),
+            self.shared.config.server.hostname,
+            reply::rfc5322_now()
+        )
+    }
+}
+
+fn data_error_reply(error: DataError) -> (u16, (u8, u16, u16), &'static str) {
+    match error {
+        DataError::BareLineEnd => (550, (5, 6, 11), "Bare CR or LF in message data"),
+        DataError::TooBig => (
+            552,
+            (5, 3, 4),
+            "Message size exceeds fixed maximum message size",
+        ),
+        DataError::LineTooLong => (554, (5, 6, 0), "Message has a line longer than 1000 octets"),
+    }
+}
+
+fn has_bare_line_end(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(i, &b)| match b {
+        b'\r' => bytes.get(i + 1) != Some(&b'\n'),
+        b'\n' => i == 0 || bytes[i - 1] != b'\r',
+        _ => false,
+    })
+}
+
+/// Adds a Message-ID to a submitted message that has none (RFC 6409 §8.3).
+fn with_message_id(raw: Vec<u8>, queue_id: &str, hostname: &str) -> Vec<u8> {
+    let message = Message::new(raw);
+    if !message.header("Message-ID").is_empty() {
+        return message.into_raw();
+    }
+    let edit = crate::message::MessageEdit::AddHeader {
+        name: "Message-ID".into(),
+        value: format!("<{queue_id}@{hostname}>"),
+    };
+    match crate::message::apply_message_edits(&message, &[edit]) {
+        Ok(Some(edited)) => edited.into_raw(),
+        _ => message.into_raw(),
+    }
+}

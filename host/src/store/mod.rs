@@ -1,0 +1,3 @@
+//! Stores: local users (and, later, mailboxes).
+
+pub mod users;

@@ -1,0 +1,242 @@
+//! Local users: a TOML file of addresses and argon2 password hashes, plus aliases and
+//! catch-alls from the config. Resolves a recipient to the mailboxes it delivers to.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::Argon2;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::LocalConfig;
+
+#[derive(Debug, Error)]
+pub enum UserError {
+    #[error("users file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{0:?} is not an address in a local domain (local domains: {1})")]
+    NotLocal(String, String),
+    #[error("user {0} already exists")]
+    Exists(String),
+    #[error("no user {0}")]
+    Missing(String),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    /// address -> argon2 PHC string
+    #[serde(default)]
+    users: BTreeMap<String, String>,
+}
+
+/// The users of the local domains.
+#[derive(Debug, Clone)]
+pub struct Users {
+    path: PathBuf,
+    users: BTreeMap<String, String>,
+    domains: Vec<String>,
+    aliases: BTreeMap<String, Vec<String>>,
+    catch_all: BTreeMap<String, String>,
+}
+
+/// Lower-cases the domain; local parts are compared case-insensitively too (like most MTAs).
+pub fn normalise(address: &str) -> String {
+    address.to_ascii_lowercase()
+}
+
+fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
+impl Users {
+    /// Loads the users file (a missing file means no users yet).
+    pub fn load(path: &Path, local: &LocalConfig) -> Result<Users, UserError> {
+        let file = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str::<UsersFile>(&text).map_err(|e| UserError::File {
+                path: path.to_path_buf(),
+                reason: e.to_string().trim_end().to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => UsersFile::default(),
+            Err(e) => {
+                return Err(UserError::File {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let mut domains: Vec<String> = local
+            .domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
+        if !domains.iter().any(|d| d == "localhost") {
+            domains.push("localhost".into());
+        }
+        Ok(Users {
+            path: path.to_path_buf(),
+            users: file
+                .users
+                .into_iter()
+                .map(|(a, h)| (normalise(&a), h))
+                .collect(),
+            domains,
+            aliases: local
+                .aliases
+                .iter()
+                .map(|(a, t)| (normalise(a), t.iter().map(|x| normalise(x)).collect()))
+                .collect(),
+            catch_all: local
+                .catch_all
+                .iter()
+                .map(|(d, t)| (d.to_ascii_lowercase(), normalise(t)))
+                .collect(),
+        })
+    }
+
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    /// The users that mail to `address` goes to: the user itself, an alias's targets (one
+    /// level), or the domain's catch-all. Empty when nobody receives it.
+    pub fn resolve(&self, address: &str) -> Vec<String> {
+        let address = normalise(address);
+        if self.users.contains_key(&address) {
+            return vec![address];
+        }
+        if let Some(targets) = self.aliases.get(&address) {
+            return targets
+                .iter()
+                .filter(|t| self.users.contains_key(*t))
+                .cloned()
+                .collect();
+        }
+        match self.catch_all.get(domain_of(&address)) {
+            Some(target) if self.users.contains_key(target) => vec![target.clone()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Checks a password; false for unknown users (after the same work, so timing says little).
+    pub fn verify(&self, address: &str, password: &str) -> bool {
+        const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Q0Hf1z5jDZr9n4pNvY6m0pP1m2K3iSx7QmS6s6Vd0XU";
+        let stored = self.users.get(&normalise(address));
+        let hash = stored.map_or(DUMMY, String::as_str);
+        let ok = PasswordHash::new(hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        ok && stored.is_some()
+    }
+
+    pub fn list(&self) -> impl Iterator<Item = &String> {
+        self.users.keys()
+    }
+
+    pub fn add(&mut self, address: &str, password: &str) -> Result<(), UserError> {
+        let address = normalise(address);
+        if !address.contains('@') || !self.is_local_domain(domain_of(&address)) {
+            return Err(UserError::NotLocal(address, self.domains.join(", ")));
+        }
+        if self.users.contains_key(&address) {
+            return Err(UserError::Exists(address));
+        }
+        let hash = Argon2::default()
+            .hash_password(password.as_bytes())
+            .map_err(|e| UserError::Hash(e.to_string()))?
+            .to_string();
+        self.users.insert(address, hash);
+        self.save()
+    }
+
+    pub fn remove(&mut self, address: &str) -> Result<(), UserError> {
+        let address = normalise(address);
+        if self.users.remove(&address).is_none() {
+            return Err(UserError::Missing(address));
+        }
+        self.save()
+    }
+
+    /// Writes the file atomically (temp file, fsync, rename).
+    fn save(&self) -> Result<(), UserError> {
+        let err = |e: std::io::Error| UserError::File {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        let text = toml::to_string(&UsersFile {
+            users: self.users.clone(),
+        })
+        .map_err(|e| UserError::File {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let tmp = self.path.with_extension("toml.tmp");
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&tmp).map_err(err)?;
+            file.write_all(text.as_bytes()).map_err(err)?;
+            file.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> LocalConfig {
+        let mut local = LocalConfig {
+            domains: vec!["example.org".into()],
+            ..LocalConfig::default()
+        };
+        local.aliases.insert(
+            "team@example.org".into(),
+            vec!["alice@example.org".into(), "bob@example.org".into()],
+        );
+        local
+            .catch_all
+            .insert("example.org".into(), "alice@example.org".into());
+        local
+    }
+
+    #[test]
+    fn users_aliases_catch_all_and_passwords() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("users.toml");
+        let mut users = Users::load(&path, &local()).expect("load");
+        users.add("Alice@Example.org", "secret").expect("add");
+        users.add("bob@example.org", "hunter2").expect("add");
+        assert!(matches!(
+            users.add("eve@elsewhere.test", "x"),
+            Err(UserError::NotLocal(..))
+        ));
+        let users = Users::load(&path, &local()).expect("reload");
+        assert!(users.verify("alice@example.org", "secret"));
+        assert!(!users.verify("alice@example.org", "wrong"));
+        assert!(!users.verify("nobody@example.org", "secret"));
+        assert_eq!(users.resolve("BOB@example.org"), vec!["bob@example.org"]);
+        assert_eq!(
+            users.resolve("team@example.org"),
+            vec!["alice@example.org", "bob@example.org"]
+        );
+        assert_eq!(
+            users.resolve("whoever@example.org"),
+            vec!["alice@example.org"],
+            "catch-all"
+        );
+        assert!(users.resolve("x@localhost").is_empty());
+        assert!(users.is_local_domain("LOCALHOST"));
+    }
+}
