@@ -64,3 +64,262 @@ pub fn mailgate(args: &[&str], cache: &Path) -> Run {
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
     }
 }
+
+/// A free TCP port on loopback (bound and released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running `mailgate serve` with its own data directory and ports, killed on drop.
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub inbound: u16,
+    pub submission: u16,
+    pub smtps: u16,
+    child: Option<std::process::Child>,
+    config: PathBuf,
+}
+
+/// Users every test gateway has (password: `pw-` + local part).
+pub const USERS: [&str; 3] = [
+    "alice@example.test",
+    "bob@example.test",
+    "carol@example.test",
+];
+
+impl Gateway {
+    /// Starts a gateway for the local domain `example.test` with the given extra config
+    /// (plugins, limits...), the bundled plugin directory as the plugin base.
+    pub fn start(extra: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (inbound, submission, smtps) = (free_port(), free_port(), free_port());
+        let config = dir.path().join("gateway.toml");
+        let text = format!(
+            r#"[server]
+hostname = "mx.example.test"
+data-dir = "data"
+
+[local]
+domains = ["example.test"]
+[local.aliases]
+"team@example.test" = ["alice@example.test", "bob@example.test"]
+
+[[listener]]
+name = "inbound"
+address = "127.0.0.1:{inbound}"
+[[listener]]
+name = "submission"
+address = "127.0.0.1:{submission}"
+require-auth = true
+[[listener]]
+name = "submissions"
+address = "127.0.0.1:{smtps}"
+tls = "implicit"
+require-auth = true
+
+{extra}
+"#
+        );
+        std::fs::write(&config, text).expect("config");
+        for user in USERS {
+            let password = format!("pw-{}\n", user.split('@').next().unwrap_or(""));
+            let mut child = Command::new(binary())
+                .args(["user", "add", user, "--config"])
+                .arg(&config)
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("user add");
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(password.as_bytes())
+                .expect("password");
+            assert!(child.wait().expect("user add").success());
+        }
+        let mut gateway = Gateway {
+            dir,
+            inbound,
+            submission,
+            smtps,
+            child: None,
+            config,
+        };
+        gateway.launch();
+        gateway
+    }
+
+    /// Starts (or restarts) the server process and waits for its ports.
+    pub fn launch(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log");
+        let child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("MAILGATE_PLUGIN_DIR", plugin_dir())
+            .env("MAILGATE_LOG", "info")
+            .stderr(log)
+            .spawn()
+            .expect("serve");
+        self.child = Some(child);
+        for port in [self.inbound, self.submission, self.smtps] {
+            wait_for_port(port);
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The delivered files of a user (new/ and cur/), read.
+    pub fn mailbox(&self, address: &str) -> Vec<String> {
+        let (local, domain) = address.split_once('@').expect("address");
+        let root = self.data().join("mail").join(domain).join(local);
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(entries) = std::fs::read_dir(root.join(sub)) {
+                for e in entries.flatten() {
+                    out.push(
+                        String::from_utf8_lossy(&std::fs::read(e.path()).expect("read mail"))
+                            .into_owned(),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until `address` has `n` messages (delivery is asynchronous to the 250).
+    pub fn wait_mailbox(&self, address: &str, n: usize) -> Vec<String> {
+        for _ in 0..100 {
+            let mail = self.mailbox(address);
+            if mail.len() >= n {
+                return mail;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.mailbox(address)
+    }
+
+    /// Files left in any Maildir tmp/ (half-written deliveries).
+    pub fn half_written(&self) -> usize {
+        let root = self.data().join("mail");
+        let mut count = 0;
+        for domain in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for user in std::fs::read_dir(domain.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                count += std::fs::read_dir(user.path().join("tmp"))
+                    .map(|d| d.count())
+                    .unwrap_or(0);
+            }
+        }
+        count
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("port {port} never opened");
+}
+
+/// A plain-text SMTP client that sends exactly the bytes it is given.
+pub struct RawSmtp {
+    stream: std::net::TcpStream,
+    pending: Vec<u8>,
+}
+
+impl RawSmtp {
+    /// Connects and reads the greeting.
+    pub fn connect(port: u16) -> (RawSmtp, String) {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        let mut client = RawSmtp {
+            stream,
+            pending: Vec::new(),
+        };
+        let greeting = client.reply();
+        (client, greeting)
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// One whole reply (all its lines), e.g. "250-a\r\n250 b".
+    pub fn reply(&mut self) -> String {
+        use std::io::Read;
+        let mut lines = Vec::new();
+        loop {
+            while let Some(pos) = self.pending.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.pending.drain(..pos + 2).take(pos).collect();
+                let line = String::from_utf8_lossy(&line).into_owned();
+                let last = line.as_bytes().get(3) != Some(&b'-');
+                lines.push(line);
+                if last {
+                    return lines.join("\r\n");
+                }
+            }
+            let mut buf = [0u8; 4096];
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return lines.join("\r\n"),
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// Sends a command line and returns the reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+}
+
+/// Runs a Python script (from tests/e2e/clients) with arguments; returns its stdout.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let path = root().join("tests/e2e/clients").join(script);
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,331 @@
+//! The SMTP server end to end: the real binary on loopback, driven by Python's smtplib, swaks,
+//! curl and a raw client that sends exactly the bytes a test needs.
+
+use mailgate_e2e::{plugin_dir, python, Gateway, RawSmtp};
+
+/// The three bundled plugins, as the embedded defaults run them.
+fn bundled_plugins() -> String {
+    let dir = plugin_dir();
+    format!(
+        "[[plugin]]\npath = \"{0}/recipient-policy.wasm\"\n[plugin.config]\ndomains = [\"example.test\"]\n\
+         [[plugin]]\npath = \"{0}/mime-guard.wasm\"\n[plugin.config]\naction = \"strip\"\nextensions = [\"exe\"]\n\
+         [[plugin]]\npath = \"{0}/header-rewrite.wasm\"\n[plugin.config]\ntrace-header = \"X-Mailgate\"\n",
+        dir.display()
+    )
+}
+
+/// A message from an unauthenticated client to local users over the inbound port.
+fn send_plain(port: u16, rcpts: &[&str], body: &str) -> Vec<String> {
+    let (mut c, _) = RawSmtp::connect(port);
+    let mut replies = vec![c.cmd("EHLO client.example.net")];
+    replies.push(c.cmd("MAIL FROM:<sender@example.net>"));
+    for r in rcpts {
+        replies.push(c.cmd(&format!("RCPT TO:<{r}>")));
+    }
+    replies.push(c.cmd("DATA"));
+    c.send(format!("Subject: plain\r\n\r\n{body}\r\n.\r\n").as_bytes());
+    replies.push(c.reply());
+    replies.push(c.cmd("QUIT"));
+    replies
+}
+
+#[test]
+fn smtplib_starttls_auth_to_three_local_recipients() {
+    let gw = Gateway::start(&bundled_plugins());
+    let out = python(
+        "submit.py",
+        &[
+            &gw.submission.to_string(),
+            "alice@example.test",
+            "pw-alice",
+            "alice@example.test",
+            "bob@example.test",
+            "carol@example.test",
+        ],
+    );
+    assert!(out.starts_with("250 2.0.0 Ok: queued as "), "{out}");
+    for user in [
+        "alice@example.test",
+        "bob@example.test",
+        "carol@example.test",
+    ] {
+        let mail = gw.wait_mailbox(user, 1);
+        assert_eq!(mail.len(), 1, "{user} holds the message once");
+        let message = &mail[0];
+        assert!(message.starts_with("Return-Path: <alice@example.test>\r\nReceived: from client.example.net (127.0.0.1)\r\n\tby mx.example.test (mailgate) with ESMTPSA id "), "{message}");
+        assert!(
+            message.contains("\r\n\r\nHello from smtplib.\r\n..dot-stuffed line\r\n"),
+            "stuffed by smtplib, unstuffed by us: {message}"
+        );
+        assert!(
+            message.contains("Message-ID: <"),
+            "submission adds a Message-ID: {message}"
+        );
+        assert!(
+            message.contains("X-Mailgate: processed by mailgate; session="),
+            "header added at DATA by header-rewrite: {message}"
+        );
+    }
+    assert_eq!(gw.half_written(), 0);
+}
+
+#[test]
+fn implicit_tls_with_auth_login() {
+    let gw = Gateway::start("");
+    let out = python(
+        "implicit_tls.py",
+        &[
+            &gw.smtps.to_string(),
+            "bob@example.test",
+            "pw-bob",
+            "carol@example.test",
+        ],
+    );
+    assert_eq!(out.trim(), "refused: {}");
+    let mail = gw.wait_mailbox("carol@example.test", 1);
+    assert!(mail[0].contains("with ESMTPSA"), "{}", mail[0]);
+}
+
+#[test]
+fn aliases_deliver_once_per_mailbox() {
+    let gw = Gateway::start("");
+    let replies = send_plain(
+        gw.inbound,
+        &["team@example.test", "alice@example.test"],
+        "to the team",
+    );
+    assert!(
+        replies[5].starts_with("250 2.0.0 Ok: queued as"),
+        "{replies:?}"
+    );
+    assert_eq!(gw.wait_mailbox("bob@example.test", 1).len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        gw.mailbox("alice@example.test").len(),
+        1,
+        "alias and direct address: one copy"
+    );
+}
+
+#[test]
+fn starttls_discards_pipelined_commands() {
+    let gw = Gateway::start("");
+    let out = python("starttls_injection.py", &[&gw.inbound.to_string()]);
+    assert!(out.contains("early: (nothing)"), "{out}");
+    assert!(
+        out.contains("answer: 250-mx.example.test Hello real"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unknown_local_users_and_relay_attempts_are_refused_at_rcpt() {
+    let gw = Gateway::start("");
+    let (mut c, greeting) = RawSmtp::connect(gw.inbound);
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    c.cmd("EHLO client.example.net");
+    assert!(c.cmd("MAIL FROM:<x@example.net>").starts_with("250"));
+    assert!(c
+        .cmd("RCPT TO:<nobody@example.test>")
+        .starts_with("550 5.1.1"));
+    for form in [
+        "<victim@remote.example>",
+        "<victim%remote.example@example.test>",
+        "<remote.example!victim@example.test>",
+        "<\"victim@remote.example\"@example.test>",
+        "<@example.test:victim@remote.example>",
+        "<victim@remote.example@example.test>",
+        "<victim@remote.example.>",
+        "<VICTIM@REMOTE.EXAMPLE>",
+    ] {
+        let reply = c.cmd(&format!("RCPT TO:{form}"));
+        let code: u16 = reply[..3].parse().expect("code");
+        assert!((500..600).contains(&code), "{form} got {reply}");
+    }
+    assert!(
+        c.cmd("DATA").starts_with("503"),
+        "no recipient was accepted"
+    );
+    assert!(
+        c.cmd("RCPT TO:<postmaster@example.test>")
+            .starts_with("550"),
+        "no postmaster user here"
+    );
+}
+
+#[test]
+fn smtp_smuggling_never_yields_a_second_message() {
+    let gw = Gateway::start("");
+    for fake in [
+        &b"\n.\n"[..],
+        b"\n.\r",
+        b"\r.\n",
+        b"\r.\r",
+        b"\n.\r\n",
+        b"\r.\r\n",
+        b"\r\n\x00.\r\n",
+        b"\r\n.\n",
+        b"\r\n.\r",
+    ] {
+        let (mut c, _) = RawSmtp::connect(gw.inbound);
+        c.cmd("EHLO client.example.net");
+        assert!(c.cmd("MAIL FROM:<a@example.net>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        let mut payload = b"Subject: first\r\n\r\nfirst body".to_vec();
+        payload.extend_from_slice(fake);
+        payload.extend_from_slice(b"MAIL FROM:<spoof@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n");
+        c.send(&payload);
+        let reply = c.reply();
+        // One reply for the whole thing: the smuggled commands were message data.
+        assert!(
+            reply.starts_with("550 5.6.11") || reply.starts_with("250"),
+            "{fake:?}: {reply}"
+        );
+        assert!(
+            c.cmd("NOOP").starts_with("250"),
+            "{fake:?}: the next reply belongs to NOOP"
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        gw.mailbox("bob@example.test").is_empty(),
+        "no smuggled message reached bob"
+    );
+    for message in gw.mailbox("alice@example.test") {
+        let header = message.split("\r\n\r\n").next().unwrap_or_default();
+        assert!(
+            header.contains("Subject: first") && !header.contains("smuggled"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn bad_input_gets_the_right_reply_and_the_session_goes_on() {
+    let gw = Gateway::start("[limits]\nmax-message-bytes = 2000\nmax-recipients = 2\n");
+    let (mut c, _) = RawSmtp::connect(gw.inbound);
+    assert!(
+        c.cmd(&"X".repeat(600)).starts_with("500 5.5.2"),
+        "over-long command line"
+    );
+    assert!(c.cmd("FROBNICATE").starts_with("500 5.5.1"));
+    c.send(b"\x00\xff\xfe\x01garbage\r\n");
+    let garbage = c.reply();
+    assert!(garbage.starts_with("50"), "{garbage}");
+    assert!(
+        c.cmd("MAIL FROM:<a@example.net>").starts_with("503"),
+        "MAIL before EHLO"
+    );
+    assert!(c.cmd("EHLO client.example.net").starts_with("250"));
+    assert!(
+        c.cmd("AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABwdy1hbGljZQ==")
+            .starts_with("538 5.7.11"),
+        "AUTH before TLS"
+    );
+    assert!(
+        c.cmd("MAIL FROM:<a@example.net> SIZE=5000")
+            .starts_with("552 5.3.4"),
+        "declared size"
+    );
+    assert!(c.cmd("MAIL FROM:<a@example.net>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<bob@example.test>").starts_with("250"));
+    assert!(
+        c.cmd("RCPT TO:<carol@example.test>")
+            .starts_with("452 4.5.3"),
+        "too many recipients"
+    );
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(
+        format!(
+            "Subject: big\r\n\r\n{}\r\n.\r\n",
+            "y".repeat(900)
+                .repeat(3)
+                .chars()
+                .collect::<Vec<_>>()
+                .chunks(900)
+                .map(|c| c.iter().collect::<String>())
+                .collect::<Vec<_>>()
+                .join("\r\n")
+        )
+        .as_bytes(),
+    );
+    assert!(c.reply().starts_with("552 5.3.4"), "oversize message");
+    assert!(c.cmd("MAIL FROM:<a@example.net>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(format!("Subject: long\r\n\r\n{}\r\n.\r\n", "z".repeat(1200)).as_bytes());
+    assert!(c.reply().starts_with("554 5.6.0"), "over-long text line");
+    assert!(c.cmd("NOOP").starts_with("250"), "the session goes on");
+    assert!(c.cmd("QUIT").starts_with("221"));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        gw.mailbox("alice@example.test").is_empty(),
+        "nothing refused was delivered"
+    );
+    assert_eq!(gw.half_written(), 0);
+}
+
+#[test]
+fn messages_acknowledged_before_kill_9_are_delivered_exactly_once() {
+    let mut gw = Gateway::start("");
+    let mut ids = Vec::new();
+    let (mut c, _) = RawSmtp::connect(gw.inbound);
+    c.cmd("EHLO client.example.net");
+    for n in 0..20 {
+        assert!(c.cmd("MAIL FROM:<a@example.net>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<carol@example.test>").starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send(format!("Subject: crash {n}\r\n\r\nmessage {n}\r\n.\r\n").as_bytes());
+        let reply = c.reply();
+        assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+        ids.push(reply.rsplit(' ').next().expect("id").to_string());
+    }
+    gw.kill();
+    gw.launch();
+    let mail = gw.wait_mailbox("carol@example.test", 20);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mail = if mail.len() < 20 {
+        gw.mailbox("carol@example.test")
+    } else {
+        gw.mailbox("carol@example.test")
+    };
+    assert_eq!(
+        mail.len(),
+        20,
+        "every acknowledged message exactly once\n{}",
+        gw.log()
+    );
+    for (n, id) in ids.iter().enumerate() {
+        let copies = mail
+            .iter()
+            .filter(|m| m.contains(&format!(" id {id}")) && m.contains(&format!("message {n}\r\n")))
+            .count();
+        assert_eq!(copies, 1, "message {n} ({id})");
+    }
+    assert_eq!(gw.half_written(), 0);
+}
+
+#[test]
+fn bdat_chunking() {
+    let gw = Gateway::start("");
+    let (mut c, _) = RawSmtp::connect(gw.inbound);
+    assert!(c.cmd("EHLO client.example.net").contains("CHUNKING"));
+    c.cmd("MAIL FROM:<a@example.net>");
+    c.cmd("RCPT TO:<bob@example.test>");
+    let first = b"Subject: chunks\r\n\r\nfirst ";
+    c.send(format!("BDAT {}\r\n", first.len()).as_bytes());
+    c.send(first);
+    assert!(c.reply().starts_with("250"));
+    let last = b"and last\r\n";
+    c.send(format!("BDAT {} LAST\r\n", last.len()).as_bytes());
+    c.send(last);
+    assert!(c.reply().starts_with("250 2.0.0 Ok: queued"));
+    let mail = gw.wait_mailbox("bob@example.test", 1);
+    assert!(
+        mail[0].ends_with("\r\n\r\nfirst and last\r\n"),
+        "{}",
+        mail[0]
+    );
+}
