@@ -329,3 +329,182 @@ fn bdat_chunking() {
         mail[0]
     );
 }
+
+/// Runs a command and returns (success, stdout + stderr).
+fn run(program: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (run `cargo xtask test`, which installs it)"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn swaks_with_pipelining_and_with_auth_over_starttls() {
+    let gw = Gateway::start("");
+    let port = gw.inbound.to_string();
+    let (ok, out) = run(
+        "swaks",
+        &[
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--from",
+            "x@example.net",
+            "--to",
+            "alice@example.test",
+            "--pipeline",
+            "--header",
+            "Subject: swaks pipelined",
+            "--body",
+            "pipelined body",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("250 2.0.0 Ok: queued as"), "{out}");
+    let submission = gw.submission.to_string();
+    let (ok, out) = run(
+        "swaks",
+        &[
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &submission,
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "bob@example.test",
+            "--auth-password",
+            "pw-bob",
+            "--from",
+            "bob@example.test",
+            "--to",
+            "alice@example.test",
+            "--header",
+            "Subject: swaks auth",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("235 2.7.0"), "{out}");
+    let (ok, out) = run(
+        "swaks",
+        &[
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &submission,
+            "--tls",
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            "bob@example.test",
+            "--auth-password",
+            "wrong",
+            "--from",
+            "bob@example.test",
+            "--to",
+            "alice@example.test",
+        ],
+    );
+    assert!(!ok && out.contains("535 5.7.8"), "{out}");
+    let mail = gw.wait_mailbox("alice@example.test", 2);
+    assert_eq!(mail.len(), 2);
+    assert!(mail
+        .iter()
+        .any(|m| m.contains("Subject: swaks pipelined") && m.contains("with ESMTP id")));
+    assert!(mail
+        .iter()
+        .any(|m| m.contains("Subject: swaks auth") && m.contains("with ESMTPSA id")));
+}
+
+#[test]
+fn curl_submission_over_starttls() {
+    let gw = Gateway::start("");
+    let message = gw.dir.path().join("curl.eml");
+    std::fs::write(&message, "From: carol@example.test\r\nTo: bob@example.test\r\nSubject: from curl\r\n\r\nsent with curl\r\n").expect("write");
+    let url = format!("smtp://127.0.0.1:{}", gw.submission);
+    let (ok, out) = run(
+        "curl",
+        &[
+            "-sS",
+            "--ssl-reqd",
+            "-k",
+            "--user",
+            "carol@example.test:pw-carol",
+            "--mail-from",
+            "carol@example.test",
+            "--mail-rcpt",
+            "bob@example.test",
+            "--upload-file",
+            message.to_str().expect("utf-8"),
+            &url,
+        ],
+    );
+    assert!(ok, "{out}");
+    let mail = gw.wait_mailbox("bob@example.test", 1);
+    assert!(
+        mail[0].contains("Subject: from curl") && mail[0].contains("sent with curl"),
+        "{}",
+        mail[0]
+    );
+}
+
+#[test]
+fn plugin_verdicts_reach_the_client_at_every_stage() {
+    let probe = mailgate_e2e::root().join("target/test-plugins/probe-plugin.wasm");
+    let probe = probe.display();
+    let gate = |stage: &str, action: &str| {
+        Gateway::start(&format!(
+            "[[plugin]]\nname = \"gate\"\npath = \"{probe}\"\n[plugin.config]\nname = \"gate\"\n\
+             stages = [\"connect\", \"helo\", \"mail-from\", \"rcpt-to\", \"data\"]\naction = {{ \"{stage}\" = \"{action}\" }}\n"
+        ))
+    };
+    let gw = gate("rcpt-to", "reject");
+    let (mut c, _) = RawSmtp::connect(gw.inbound);
+    c.cmd("EHLO client.example.net");
+    c.cmd("MAIL FROM:<a@example.net>");
+    assert_eq!(
+        c.cmd("RCPT TO:<alice@example.test>"),
+        "550 5.7.1 rejected by gate"
+    );
+    drop(gw);
+
+    let gw = gate("connect", "disconnect");
+    let (mut c, greeting) = RawSmtp::connect(gw.inbound);
+    assert_eq!(greeting, "421 4.7.0 closed by gate");
+    assert_eq!(c.reply(), "", "connection closed");
+    drop(gw);
+
+    let gw = gate("mail-from", "tempfail");
+    let (mut c, _) = RawSmtp::connect(gw.inbound);
+    c.cmd("EHLO client.example.net");
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.net>"),
+        "451 4.7.1 deferred by gate"
+    );
+    drop(gw);
+
+    let gw = gate("data", "tag");
+    let replies = send_plain(gw.inbound, &["alice@example.test"], "tagged");
+    assert!(replies[4].starts_with("250 2.0.0"), "{replies:?}");
+    let mail = gw.wait_mailbox("alice@example.test", 1);
+    assert!(
+        mail[0].contains("\r\nX-Probe: gate\r\n"),
+        "header added at DATA is in the delivered file: {}",
+        mail[0]
+    );
+    drop(gw);
+
+    let gw = gate("data", "reject");
+    let replies = send_plain(gw.inbound, &["alice@example.test"], "refused");
+    assert_eq!(replies[4], "550 5.7.1 rejected by gate");
+}

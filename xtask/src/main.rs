@@ -5,8 +5,9 @@
 //!   `target/plugins/` (bundled) and `target/test-plugins/` (fixtures);
 //! - `build`: `plugins`, then the `mailgate` binary (release);
 //! - `run [ARGS...]`: `build`, then run `mailgate` (default: `check` on the bundled sample);
-//! - `test`: `plugins`, then every test of the workspace (unit, runtime, end-to-end, and the
-//!   bundled plugins' harness cases);
+//! - `test`: `plugins`, the test peers (python3, swaks, curl from Debian's packages, when
+//!   missing), then every test of the workspace (unit, runtime, end-to-end, and the bundled
+//!   plugins' harness cases);
 //! - `lint`: rustfmt check and clippy (host and guests) with warnings as errors;
 //! - `bench`: `plugins`, then the plugin-chain benchmark.
 
@@ -174,8 +175,54 @@ fn run(args: &[String]) -> Result<(), String> {
     )
 }
 
+/// Programs the end-to-end tests drive, and the Debian packages that provide them.
+const TEST_PEERS: [(&str, &str); 3] =
+    [("python3", "python3"), ("swaks", "swaks"), ("curl", "curl")];
+
+/// Installs the test peers that are missing, with apt-get (as root, or through sudo).
+fn ensure_test_peers() -> Result<(), String> {
+    let missing: Vec<&str> = TEST_PEERS
+        .iter()
+        .filter(|(program, _)| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {program}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing Debian packages for the end-to-end tests: {}",
+        missing.join(" ")
+    );
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let apt = |args: &[&str]| {
+        let mut cmd = if root {
+            Command::new("apt-get")
+        } else {
+            Command::new("sudo")
+        };
+        if !root {
+            cmd.arg("apt-get");
+        }
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        status(&mut cmd)
+    };
+    apt(&["update", "-qq"])?;
+    let mut install = vec!["install", "-y", "-qq"];
+    install.extend(missing);
+    apt(&install)
+}
+
 fn test() -> Result<(), String> {
     build_plugins()?;
+    ensure_test_peers()?;
     // Host-side crates only (the default members); guests were built and are tested through the host.
     let (passed, failed, ok) = cargo_test_counting(&["test"])?;
     // One closing line for the whole run (cargo prints one per test binary).
