@@ -4,7 +4,7 @@
 //!   installing the target with rustup if it is missing, and copy the components to
 //!   `target/plugins/` (bundled) and `target/test-plugins/` (fixtures);
 //! - `build`: `plugins`, then the `mailgate` binary (release);
-//! - `run [ARGS...]`: `build`, then run `mailgate` (default: `check` on the bundled sample);
+//! - `run [ARGS...]`: `build`, then run `mailgate` (default: `serve` on the embedded defaults);
 //! - `test`: `plugins`, the test peers (python3, swaks, curl from Debian's packages, when
 //!   missing), then every test of the workspace (unit, runtime, end-to-end, and the bundled
 //!   plugins' harness cases);
@@ -153,15 +153,8 @@ fn copy_components(built: &Path, names: &[String], dest: &Path) -> Result<(), St
 fn run(args: &[String]) -> Result<(), String> {
     build_plugins()?;
     cargo(&["build", "--release", "-p", "mailgate"])?;
-    let default_args: Vec<String> = [
-        "check",
-        "--rcpt",
-        "postmaster@localhost",
-        "samples/welcome.eml",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    // Default: the gateway on its embedded defaults (loopback ports 2525, 2587, 2465).
+    let default_args = vec!["serve".to_string()];
     let args = if args.is_empty() {
         &default_args[..]
     } else {
