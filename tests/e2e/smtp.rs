@@ -504,4 +504,56 @@ fn plugin_verdicts_reach_the_client_at_every_stage() {
     let gw = gate("data", "reject");
     let replies = send_plain(gw.inbound, &["alice@example.test"], "refused");
     assert_eq!(replies[4], "550 5.7.1 rejected by gate");
+    drop(gw);
+
+    let gw = gate("data", "discard");
+    let replies = send_plain(gw.inbound, &["alice@example.test"], "dropped");
+    assert!(replies[4].starts_with("250 2.0.0"), "{replies:?}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        gw.mailbox("alice@example.test").is_empty(),
+        "discarded, not delivered"
+    );
+    drop(gw);
+
+    let gw = gate("data", "quarantine");
+    let replies = send_plain(gw.inbound, &["alice@example.test"], "held");
+    assert!(
+        replies[4].starts_with("250 2.0.0 Ok: queued as "),
+        "{replies:?}"
+    );
+    let id = replies[4].rsplit(' ').next().expect("id");
+    let held = std::fs::read_to_string(gw.data().join("quarantine").join(format!("{id}.eml")))
+        .expect("quarantined file");
+    assert!(
+        held.starts_with("X-Mailgate-Quarantine: held by gate\r\n"),
+        "{held}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        gw.mailbox("alice@example.test").is_empty(),
+        "quarantined, not delivered"
+    );
+}
+
+#[test]
+fn connection_limits_and_idle_timeout() {
+    let gw = Gateway::start("[limits]\nmax-connections-per-ip = 2\ncommand-timeout-secs = 1\n");
+    let (_a, first) = RawSmtp::connect(gw.inbound);
+    let (_b, second) = RawSmtp::connect(gw.inbound);
+    let (_c, third) = RawSmtp::connect(gw.inbound);
+    assert!(
+        first.starts_with("220") && second.starts_with("220"),
+        "{first} / {second}"
+    );
+    assert!(third.starts_with("421 4.7.0"), "{third}");
+    let (mut idle, _) = {
+        drop((_a, _b, _c));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        RawSmtp::connect(gw.inbound)
+    };
+    assert!(
+        idle.reply().starts_with("421 4.4.2"),
+        "idle sessions are closed"
+    );
 }

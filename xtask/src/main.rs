@@ -9,7 +9,8 @@
 //!   missing), then every test of the workspace (unit, runtime, end-to-end, and the bundled
 //!   plugins' harness cases);
 //! - `lint`: rustfmt check and clippy (host and guests) with warnings as errors;
-//! - `bench`: `plugins`, then the plugin-chain benchmark.
+//! - `bench`: `plugins`, then the plugin-chain benchmark; `bench smtp`: the SMTP accept rate
+//!   into local delivery (smtp-source), beside Postfix and Haraka (`../shared/bench/peers.sh`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -39,8 +40,7 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("test") => test(),
         Some("lint") => lint(),
-        Some("bench") => build_plugins()
-            .and_then(|()| cargo(&["bench", "-p", "mailgate", "--bench", "plugin_chain"])),
+        Some("bench") => bench(args.get(1).map(String::as_str)),
         _ => {
             eprintln!("usage: cargo xtask <plugins|build|run [ARGS...]|test|lint|bench>");
             return ExitCode::from(2);
@@ -257,6 +257,22 @@ fn count_before(text: &str, label: &str) -> u64 {
         .and_then(|part| part.split_whitespace().rev().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// `bench`: the plugin-chain benchmark; `bench smtp`: the SMTP accept rate beside Postfix and Haraka.
+fn bench(which: Option<&str>) -> Result<(), String> {
+    build_plugins()?;
+    match which {
+        Some("smtp") => {
+            cargo(&["build", "--release", "-p", "mailgate"])?;
+            status(
+                Command::new("bash")
+                    .arg(root().join("host/benches/smtp_accept.sh"))
+                    .current_dir(root()),
+            )
+        }
+        _ => cargo(&["bench", "-p", "mailgate", "--bench", "plugin_chain"]),
+    }
 }
 
 fn lint() -> Result<(), String> {

@@ -179,11 +179,11 @@ impl Spool {
         sync_dir(&self.root.join("active"))
     }
 
-    /// Removes a fully delivered message.
+    /// Removes a fully delivered message. The directory is not fsynced: if a crash brings the
+    /// entry back, delivery runs again and finds every copy already in place (it is idempotent).
     pub fn remove(&self, id: &str) -> Result<(), SpoolError> {
         let path = self.active(id);
-        std::fs::remove_file(&path).map_err(io(&path))?;
-        sync_dir(&self.root.join("active"))
+        std::fs::remove_file(&path).map_err(io(&path))
     }
 
     /// Ids of every queued message, oldest first (recovery after a restart).

@@ -355,6 +355,10 @@ async fn session(
     tracing::debug!("closed");
 }
 
+/// Local deliveries running at once: each spends most of its time waiting for fsync, so a few
+/// in parallel keep the disk busy.
+const PARALLEL_DELIVERIES: usize = 16;
+
 /// Delivers queued messages as they arrive (and those recovered at start).
 async fn delivery_worker(
     spool: Spool,
@@ -362,16 +366,21 @@ async fn delivery_worker(
     mail_root: PathBuf,
     mut queue: mpsc::UnboundedReceiver<String>,
 ) {
+    let slots = Arc::new(Semaphore::new(PARALLEL_DELIVERIES));
     while let Some(id) = queue.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let (spool, users, root) = (spool.clone(), users.clone(), mail_root.clone());
-        let result =
-            tokio::task::spawn_blocking(move || local::deliver_queued(&spool, &users, &root, &id))
-                .await;
-        match result {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!("local delivery failed (message stays queued): {e}"),
-            Err(e) => tracing::error!("local delivery task failed: {e}"),
-        }
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = local::deliver_queued(&spool, &users, &root, &id) {
+                tracing::error!(
+                    queue_id = id,
+                    "local delivery failed (message stays queued): {e}"
+                );
+            }
+            drop(permit);
+        });
     }
 }
 
