@@ -154,7 +154,7 @@ fn run(args: &[String]) -> Result<(), String> {
     build_plugins()?;
     cargo(&["build", "--release", "-p", "mailgate"])?;
     // Default: the gateway on its embedded defaults (loopback ports 2525, 2587, 2465).
-    let default_args = vec!["serve".to_string()];
+    let default_args = ["serve".to_string()];
     let args = if args.is_empty() {
         &default_args[..]
     } else {
