@@ -557,3 +557,20 @@ fn connection_limits_and_idle_timeout() {
         "idle sessions are closed"
     );
 }
+
+#[test]
+fn a_user_added_while_running_receives_mail_without_a_restart() {
+    let gw = Gateway::start("");
+    let (mut c, _) = RawSmtp::connect(gw.inbound);
+    c.cmd("EHLO client.example.net");
+    c.cmd("MAIL FROM:<a@example.net>");
+    assert!(c
+        .cmd("RCPT TO:<dave@example.test>")
+        .starts_with("550 5.1.1"));
+    gw.add_user("dave@example.test", "pw-dave");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(
+        c.cmd("RCPT TO:<dave@example.test>").starts_with("250"),
+        "picked up without a restart"
+    );
+}

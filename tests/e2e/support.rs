@@ -124,24 +124,6 @@ require-auth = true
 "#
         );
         std::fs::write(&config, text).expect("config");
-        for user in USERS {
-            let password = format!("pw-{}\n", user.split('@').next().unwrap_or(""));
-            let mut child = Command::new(binary())
-                .args(["user", "add", user, "--config"])
-                .arg(&config)
-                .stdin(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("user add");
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(password.as_bytes())
-                .expect("password");
-            assert!(child.wait().expect("user add").success());
-        }
         let mut gateway = Gateway {
             dir,
             inbound,
@@ -150,8 +132,36 @@ require-auth = true
             child: None,
             config,
         };
+        for user in USERS {
+            gateway.add_user(
+                user,
+                &format!("pw-{}", user.split('@').next().unwrap_or("")),
+            );
+        }
         gateway.launch();
         gateway
+    }
+
+    /// `mailgate user add` with the password on standard input.
+    pub fn add_user(&self, address: &str, password: &str) {
+        use std::io::Write;
+        let mut child = Command::new(binary())
+            .args(["user", "add", address, "--config"])
+            .arg(&self.config)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("user add");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("password");
+        assert!(
+            child.wait().expect("user add").success(),
+            "user add {address}"
+        );
     }
 
     /// Starts (or restarts) the server process and waits for its ports.

@@ -21,14 +21,14 @@ use crate::delivery::local;
 use crate::plugin::services::{DiskKv, SystemDns};
 use crate::plugin::{PluginSet, Runtime, Services};
 use crate::queue::spool::{QueuedEnvelope, Spool};
-use crate::store::users::Users;
+use crate::store::users::UserDirectory;
 
 /// What every session shares.
 pub struct Shared {
     pub config: Arc<Config>,
     pub plugins: Arc<PluginSet>,
     pub services: Services,
-    pub users: Arc<Users>,
+    pub users: Arc<UserDirectory>,
     pub spool: Spool,
     pub tls: Option<TlsAcceptor>,
     relay_networks: Vec<(IpAddr, u8)>,
@@ -174,7 +174,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .as_ref()
         .map(|p| config.resolve(p))
         .unwrap_or_else(|| data_dir.join("users.toml"));
-    let users = Arc::new(Users::load(&users_file, &config.local)?);
+    let users = Arc::new(UserDirectory::open(&users_file, &config.local)?);
     let spool = Spool::open(&data_dir.join("queue"))?;
     let tls = Some(super::tls::acceptor(
         config
@@ -362,7 +362,7 @@ const PARALLEL_DELIVERIES: usize = 16;
 /// Delivers queued messages as they arrive (and those recovered at start).
 async fn delivery_worker(
     spool: Spool,
-    users: Arc<Users>,
+    users: Arc<UserDirectory>,
     mail_root: PathBuf,
     mut queue: mpsc::UnboundedReceiver<String>,
 ) {
@@ -373,7 +373,7 @@ async fn delivery_worker(
         };
         let (spool, users, root) = (spool.clone(), users.clone(), mail_root.clone());
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = local::deliver_queued(&spool, &users, &root, &id) {
+            if let Err(e) = local::deliver_queued(&spool, &users.get(), &root, &id) {
                 tracing::error!(
                     queue_id = id,
                     "local delivery failed (message stays queued): {e}"

@@ -319,7 +319,7 @@ impl Session {
             self.reply(501, (5, 7, 0), "Authentication cancelled or malformed");
             return Next::Continue;
         };
-        let users = self.shared.users.clone();
+        let users = self.shared.users.get();
         let (u, p) = (user.clone(), password);
         let ok = tokio::task::spawn_blocking(move || users.verify(&u, &p))
             .await
@@ -461,8 +461,9 @@ impl Session {
     /// only for authenticated clients or configured networks. `None` means acceptable.
     fn acceptance(&self, recipient: &str) -> Option<(u16, (u8, u16, u16), &'static str)> {
         let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
-        if self.shared.users.is_local_domain(domain) {
-            if self.shared.users.resolve(recipient).is_empty() {
+        let users = self.shared.users.get();
+        if users.is_local_domain(domain) {
+            if users.resolve(recipient).is_empty() {
                 return Some((550, (5, 1, 1), "Mailbox unavailable: no such user here"));
             }
             return None;

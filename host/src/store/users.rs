@@ -192,6 +192,64 @@ impl Users {
     }
 }
 
+/// The users as the running server sees them: the file is checked at most twice a second and
+/// reloaded when it changed, so `mailgate user add` takes effect without a restart. A file that
+/// fails to load keeps the previous users in service (and says why in the log).
+pub struct UserDirectory {
+    path: PathBuf,
+    local: LocalConfig,
+    current: std::sync::RwLock<(Option<std::time::SystemTime>, std::sync::Arc<Users>)>,
+    checked: std::sync::Mutex<std::time::Instant>,
+}
+
+impl UserDirectory {
+    pub fn open(path: &Path, local: &LocalConfig) -> Result<UserDirectory, UserError> {
+        let users = Users::load(path, local)?;
+        Ok(UserDirectory {
+            path: path.to_path_buf(),
+            local: local.clone(),
+            current: std::sync::RwLock::new((modified(path), std::sync::Arc::new(users))),
+            checked: std::sync::Mutex::new(std::time::Instant::now()),
+        })
+    }
+
+    /// The current users.
+    pub fn get(&self) -> std::sync::Arc<Users> {
+        self.refresh();
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+
+    fn refresh(&self) {
+        {
+            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+            if checked.elapsed() < std::time::Duration::from_millis(500) {
+                return;
+            }
+            *checked = std::time::Instant::now();
+        }
+        let stamp = modified(&self.path);
+        if stamp == self.current.read().unwrap_or_else(|e| e.into_inner()).0 {
+            return;
+        }
+        match Users::load(&self.path, &self.local) {
+            Ok(users) => {
+                tracing::info!("reloaded users from {}", self.path.display());
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+                    (stamp, std::sync::Arc::new(users));
+            }
+            Err(e) => tracing::warn!("keeping the previous users: {e}"),
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
