@@ -1,7 +1,9 @@
 //! The durable spool. A message is acknowledged only after its file (envelope and message) and
-//! the directory entry that names it are on stable storage. Concurrent transactions share
-//! directory flushes: one committer renames every file ready and fsyncs the directory once
-//! for the whole batch (group commit).
+//! the directory entry that names it are on stable storage. Concurrent transactions share the
+//! flushes (group commit): writers only write their file into `tmp/`; one committer takes every
+//! file ready, makes their data durable with a single `syncfs`, renames them into `active/` and
+//! fsyncs that directory once, then acknowledges the whole batch. Two flushes per batch, however
+//! many messages it holds.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -118,7 +120,7 @@ impl Spool {
         bytes.push(b'\n');
         bytes.extend_from_slice(message);
         let path = tmp.clone();
-        tokio::task::spawn_blocking(move || write_synced(&path, &bytes))
+        tokio::task::spawn_blocking(move || write_unsynced(&path, &bytes))
             .await
             .map_err(|_| SpoolError::Stopped)??;
         let (done, wait) = oneshot::channel();
@@ -199,10 +201,24 @@ impl Spool {
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
+fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
     let mut file = std::fs::File::create(path).map_err(io(path))?;
-    file.write_all(bytes).map_err(io(path))?;
-    file.sync_data().map_err(io(path))
+    file.write_all(bytes).map_err(io(path))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
+    write_unsynced(path, bytes)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.sync_data())
+        .map_err(io(path))
+}
+
+/// Flushes every dirty file of the filesystem that holds `dir` (one call for a whole batch).
+fn sync_filesystem(dir: &Path) -> Result<(), String> {
+    let handle = std::fs::File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    rustix::fs::syncfs(&handle).map_err(|e| format!("syncfs {}: {e}", dir.display()))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
@@ -211,7 +227,8 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
         .map_err(io(dir))
 }
 
-/// Renames every waiting file into `active/`, fsyncs the directory once, then acknowledges all.
+/// Takes every waiting file: one `syncfs` for their data, the renames into `active/`, one fsync
+/// of the directory; then acknowledges them all.
 async fn committer(active: PathBuf, mut commits: mpsc::UnboundedReceiver<Commit>) {
     while let Some(first) = commits.recv().await {
         let mut batch = vec![first];
@@ -220,10 +237,12 @@ async fn committer(active: PathBuf, mut commits: mpsc::UnboundedReceiver<Commit>
         }
         let dir = active.clone();
         let result = tokio::task::spawn_blocking(move || {
+            let data = sync_filesystem(&dir);
             let mut outcomes = Vec::with_capacity(batch.len());
             for commit in batch {
-                let renamed =
-                    std::fs::rename(&commit.tmp, &commit.target).map_err(|e| e.to_string());
+                let renamed = data.clone().and_then(|()| {
+                    std::fs::rename(&commit.tmp, &commit.target).map_err(|e| e.to_string())
+                });
                 outcomes.push((commit.done, renamed));
             }
             let synced = sync_dir(&dir).map_err(|e| e.to_string());
