@@ -306,6 +306,17 @@ impl Config {
         }
     }
 
+    /// The users file: `local.users-file`, or `users.toml` in the data directory.
+    pub fn users_file(&self) -> PathBuf {
+        self.resolve_opt(self.local.users_file.as_ref())
+            .unwrap_or_else(|| self.data_dir().join("users.toml"))
+    }
+
+    /// An optional path from the config, resolved.
+    pub fn resolve_opt(&self, path: Option<&PathBuf>) -> Option<PathBuf> {
+        path.map(|p| self.resolve(p))
+    }
+
     /// The listeners, or the embedded defaults.
     pub fn listeners(&self) -> Vec<ListenerConfig> {
         if self.listeners.is_empty() {

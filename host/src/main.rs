@@ -148,12 +148,7 @@ fn with_data_dir(mut config: Config, data_dir: Option<PathBuf>) -> Config {
 
 fn user_command(config: &Config, action: UserAction) -> anyhow::Result<()> {
     use mailgate::store::users::Users;
-    let path = config
-        .local
-        .users_file
-        .as_ref()
-        .map(|p| config.resolve(p))
-        .unwrap_or_else(|| config.data_dir().join("users.toml"));
+    let path = config.users_file();
     let mut users = Users::load(&path, &config.local)?;
     match action {
         UserAction::Add { address } => {

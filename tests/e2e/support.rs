@@ -227,6 +227,12 @@ require-auth = true
         self.mailbox(address)
     }
 
+    /// The mailbox once delivery has had time to run (for checking that nothing arrived).
+    pub fn settled_mailbox(&self, address: &str) -> Vec<String> {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        self.mailbox(address)
+    }
+
     /// Files left in any Maildir tmp/ (half-written deliveries).
     pub fn half_written(&self) -> usize {
         let root = self.data().join("mail");

@@ -39,10 +39,7 @@ pub struct CheckOptions {
 /// Loads the config's plugin chain (or none) with the compiled-artifact cache under `cache`.
 pub async fn load_chain(config: &Config, cache: Option<PathBuf>) -> anyhow::Result<Arc<PluginSet>> {
     let cache = config
-        .runtime
-        .cache_dir
-        .as_ref()
-        .map(|d| config.resolve(d))
+        .resolve_opt(config.runtime.cache_dir.as_ref())
         .or(cache);
     let runtime = Arc::new(Runtime::new(&config.runtime, cache)?);
     Ok(Arc::new(PluginSet::load(runtime, config).await?))

@@ -168,35 +168,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let users_file = config
-        .local
-        .users_file
-        .as_ref()
-        .map(|p| config.resolve(p))
-        .unwrap_or_else(|| data_dir.join("users.toml"));
-    let users = Arc::new(UserDirectory::open(&users_file, &config.local)?);
+    let users = Arc::new(UserDirectory::open(&config.users_file(), &config.local)?);
     let spool = Spool::open(&data_dir.join("queue"))?;
     let tls = Some(super::tls::acceptor(
         config
-            .server
-            .tls_cert
-            .as_ref()
-            .map(|p| config.resolve(p))
+            .resolve_opt(config.server.tls_cert.as_ref())
             .as_deref(),
         config
-            .server
-            .tls_key
-            .as_ref()
-            .map(|p| config.resolve(p))
+            .resolve_opt(config.server.tls_key.as_ref())
             .as_deref(),
         &data_dir,
         &config.server.hostname,
     )?);
     let cache = config
-        .runtime
-        .cache_dir
-        .as_ref()
-        .map(|d| config.resolve(d))
+        .resolve_opt(config.runtime.cache_dir.as_ref())
         .unwrap_or_else(|| data_dir.join("cache"));
     let runtime = Arc::new(Runtime::new(&config.runtime, Some(cache))?);
     let plugins = Arc::new(PluginSet::load(runtime, &config).await?);
