@@ -533,6 +533,8 @@ fn plugin_verdicts_reach_the_client_at_every_stage() {
 #[test]
 fn connection_limits_and_idle_timeout() {
     let gw = Gateway::start("[limits]\nmax-connections-per-ip = 2\ncommand-timeout-secs = 1\n");
+    // The start-up probe's connection must be gone before we count ours.
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let (_a, first) = RawSmtp::connect(gw.inbound);
     let (_b, second) = RawSmtp::connect(gw.inbound);
     let (_c, third) = RawSmtp::connect(gw.inbound);
@@ -567,4 +569,94 @@ fn a_user_added_while_running_receives_mail_without_a_restart() {
         c.cmd("RCPT TO:<dave@example.test>").starts_with("250"),
         "picked up without a restart"
     );
+}
+
+#[test]
+fn mail_loops_are_refused() {
+    let gw = Gateway::start("");
+    let (mut c, _) = RawSmtp::connect(gw.inbound);
+    c.cmd("EHLO client.example.net");
+    c.cmd("MAIL FROM:<a@example.net>");
+    assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    let trace = "Received: from a by b; Sun, 22 Nov 2026 09:00:00 +0000\r\n".repeat(51);
+    c.send(format!("{trace}Subject: loop\r\n\r\nround and round\r\n.\r\n").as_bytes());
+    assert!(c.reply().starts_with("554 5.4.6"), "loop cap");
+    assert!(gw.settled_mailbox("alice@example.test").is_empty());
+}
+
+#[test]
+fn configured_client_networks_may_relay() {
+    let gw = Gateway::start("");
+    let config = gw.dir.path().join("gateway.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace(
+            "data-dir = \"data\"",
+            "data-dir = \"data\"\nrelay-networks = [\"127.0.0.0/8\"]",
+        ),
+    )
+    .expect("config");
+    let mut gw = gw;
+    gw.kill();
+    gw.launch();
+    let (mut c, _) = RawSmtp::connect(gw.inbound);
+    c.cmd("EHLO client.example.net");
+    c.cmd("MAIL FROM:<a@example.net>");
+    assert!(
+        c.cmd("RCPT TO:<someone@remote.example>")
+            .starts_with("250 2.1.5"),
+        "127.0.0.1 is in a relay network"
+    );
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: onward\r\n\r\nfor the relay queue\r\n.\r\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    let id = reply.rsplit(' ').next().expect("id");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let queued = gw.data().join("queue/active").join(id);
+    assert!(
+        queued.exists(),
+        "remote recipients stay queued for the relay"
+    );
+}
+
+#[test]
+fn serve_without_a_config_runs_the_embedded_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(mailgate_e2e::binary())
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("MAILGATE_PLUGIN_DIR", plugin_dir())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve");
+    mailgate_e2e::wait_for_port(2525);
+    mailgate_e2e::wait_for_port(2587);
+    mailgate_e2e::wait_for_port(2465);
+    let (mut c, greeting) = RawSmtp::connect(2525);
+    assert!(greeting.starts_with("220 localhost ESMTP"), "{greeting}");
+    let ehlo = c.cmd("EHLO client.example.net");
+    assert!(
+        ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
+        "{ehlo}"
+    );
+    c.cmd("MAIL FROM:<a@example.net>");
+    assert!(
+        c.cmd("RCPT TO:<x@remote.example>").starts_with("554 5.7.1"),
+        "not an open relay"
+    );
+    let (mut s, _) = RawSmtp::connect(2587);
+    s.cmd("EHLO client.example.net");
+    assert!(
+        s.cmd("MAIL FROM:<a@example.net>").starts_with("530 5.7.0"),
+        "submission requires AUTH"
+    );
+    assert!(
+        dir.path().join("data/tls/cert.pem").exists(),
+        "self-signed certificate generated"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

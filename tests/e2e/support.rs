@@ -12,6 +12,8 @@ pub fn root() -> PathBuf {
 }
 
 /// `$MAILGATE_BIN`, or the binary cargo built next to this test (target/debug/mailgate).
+/// Cargo rebuilds it only when the `mailgate` package is among those tested: run
+/// `cargo test -p mailgate -p mailgate-e2e` (or `cargo xtask test`), not this package alone.
 pub fn binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("MAILGATE_BIN") {
         return PathBuf::from(bin);

@@ -106,11 +106,12 @@ impl Session {
             let _ = self.conn.flush().await;
             return;
         }
+        // No enhanced status in the greeting: clients learn of ENHANCEDSTATUSCODES only at EHLO.
         let greeting = format!(
-            "{} ESMTP mailgate ready",
+            "220 {} ESMTP mailgate ready\r\n",
             self.shared.config.server.hostname
         );
-        self.reply(220, (2, 0, 0), &greeting);
+        self.send(greeting.as_bytes());
         let mut commands = 0usize;
         loop {
             let timeout = Duration::from_secs(self.limits().command_timeout_secs);
