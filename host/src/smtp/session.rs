@@ -578,9 +578,8 @@ impl Session {
 
     /// Loop check, trace header, data stage, spool, reply.
     async fn accept_message(&mut self, body: Vec<u8>) -> Next {
-        let received_count = Message::new(body.clone())
-            .header_block()
-            .count(&body, "Received");
+        let received_count =
+            crate::message::header::HeaderBlock::parse(&body, 0).count(&body, "Received");
         if received_count > self.limits().max_received_headers {
             self.reset();
             self.reply(
