@@ -273,7 +273,9 @@ impl Session {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.conn.stream, Stream::Upgrading) else {
             return Next::Close;
         };
-        match acceptor.accept(tcp).await {
+        // A client that stalls the handshake must not hold its connection slot forever.
+        let handshake = tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp)).await;
+        match handshake.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
             Ok(tls) => {
                 self.conn.stream = Stream::Tls(Box::new(tls));
                 self.tls = true;
