@@ -5,23 +5,21 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::queue::spool::Spooled;
+
 use super::maildir;
 use crate::queue::spool::{Spool, SpoolError};
 use crate::store::users::Users;
 
-/// Delivers the local recipients of queued message `id`; returns how many mailboxes got it.
-pub fn deliver_queued(
-    spool: &Spool,
+/// The local mailboxes (users, through aliases and catch-alls, each once) and the remote recipients.
+fn split_recipients(
     users: &Users,
-    mail_root: &Path,
     id: &str,
-) -> Result<usize, SpoolError> {
-    let mut spooled = spool.load(id)?;
-    let envelope = spooled.envelope.clone();
-    let return_path = format!("Return-Path: <{}>\r\n", envelope.sender);
+    recipients: &[String],
+) -> (BTreeSet<String>, Vec<String>) {
     let mut mailboxes = BTreeSet::new();
     let mut remote = Vec::new();
-    for rcpt in &envelope.recipients {
+    for rcpt in recipients {
         let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
         if !users.is_local_domain(domain) {
             remote.push(rcpt.clone());
@@ -37,37 +35,128 @@ pub fn deliver_queued(
         }
         mailboxes.extend(targets);
     }
-    let mut delivered = 0;
-    for mailbox in &mailboxes {
-        let dir = maildir::maildir_of(mail_root, mailbox);
-        // A stable name per (message, mailbox) makes a retry after a crash a no-op.
-        let name = format!(
-            "{}.{}.{:016x}.mailgate",
-            envelope.received_at,
-            envelope.id,
-            fnv1a(mailbox.as_bytes())
-        );
-        let parts: [&[u8]; 2] = [return_path.as_bytes(), &spooled.message];
-        match maildir::deliver(&dir, &name, &parts) {
-            Ok(_) => delivered += 1,
-            Err(source) => {
-                // Leave the message queued; the next pass retries every mailbox idempotently.
-                return Err(SpoolError::Io { path: dir, source });
-            }
-        }
-    }
-    if remote.is_empty() {
-        spool.remove(id)?;
-    } else if remote.len() != envelope.recipients.len() {
-        spooled.envelope.recipients = remote;
-        spool.rewrite(&spooled)?;
-    }
-    tracing::info!(queue_id = id, mailboxes = delivered, "delivered locally");
-    Ok(delivered)
+    (mailboxes, remote)
+}
+
+/// A stable name per (message, mailbox): a retry after a crash finds the file and skips it.
+fn file_name(spooled: &Spooled, mailbox: &str) -> String {
+    let e = &spooled.envelope;
+    format!(
+        "{}.{}.{:016x}.mailgate",
+        e.received_at,
+        e.id,
+        fnv1a(mailbox.as_bytes())
+    )
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One message of a batch, staged in every Maildir it goes to.
+struct Prepared {
+    spooled: Spooled,
+    staged: Vec<maildir::Staged>,
+    remote: Vec<String>,
+}
+
+/// Delivers several queued messages with two filesystem syncs in all: every file is written into
+/// its Maildir's `tmp/`, one `syncfs` makes the data durable, the files move into `new/`, a second
+/// `syncfs` makes the moves durable, and only then do the spool entries go. A message that fails
+/// stays queued (delivery is idempotent, so a retry never duplicates). Returns the ids delivered.
+pub fn deliver_batch(
+    spool: &Spool,
+    users: &Users,
+    mail_root: &Path,
+    ids: &[String],
+) -> Vec<String> {
+    let prepared: Vec<Prepared> = ids
+        .iter()
+        .filter_map(|id| match prepare(spool, users, mail_root, id) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(
+                    queue_id = id,
+                    "local delivery failed (message stays queued): {e}"
+                );
+                None
+            }
+        })
+        .collect();
+    let sync = |what: &str| match std::fs::File::open(mail_root)
+        .map_err(|e| e.to_string())
+        .and_then(|d| rustix::fs::syncfs(&d).map_err(|e| e.to_string()))
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!("local delivery: sync after {what} failed: {e}");
+            false
+        }
+    };
+    if prepared.is_empty() || !sync("writing") {
+        return Vec::new();
+    }
+    let published: Vec<&Prepared> = prepared
+        .iter()
+        .filter(|p| match p.staged.iter().try_for_each(maildir::publish) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(
+                    queue_id = p.spooled.envelope.id,
+                    "local delivery failed (message stays queued): {e}"
+                );
+                false
+            }
+        })
+        .collect();
+    if !sync("renaming") {
+        return Vec::new();
+    }
+    let mut done = Vec::new();
+    for p in published {
+        let id = &p.spooled.envelope.id;
+        let finished = if p.remote.is_empty() {
+            spool.remove(id)
+        } else if p.remote.len() != p.spooled.envelope.recipients.len() {
+            let mut rest = p.spooled.clone();
+            rest.envelope.recipients = p.remote.clone();
+            spool.rewrite(&rest)
+        } else {
+            Ok(())
+        };
+        match finished {
+            Ok(()) => done.push(id.clone()),
+            Err(e) => tracing::error!(queue_id = id, "spool update after delivery failed: {e}"),
+        }
+    }
+    done
+}
+
+fn prepare(
+    spool: &Spool,
+    users: &Users,
+    mail_root: &Path,
+    id: &str,
+) -> Result<Prepared, SpoolError> {
+    let spooled = spool.load(id)?;
+    let (mailboxes, remote) = split_recipients(users, id, &spooled.envelope.recipients);
+    let return_path = format!("Return-Path: <{}>\r\n", spooled.envelope.sender);
+    let mut staged = Vec::new();
+    for mailbox in &mailboxes {
+        let dir = maildir::maildir_of(mail_root, mailbox);
+        let name = file_name(&spooled, mailbox);
+        let parts: [&[u8]; 2] = [return_path.as_bytes(), &spooled.message];
+        if let Some(file) = maildir::stage(&dir, &name, &parts)
+            .map_err(|source| SpoolError::Io { path: dir, source })?
+        {
+            staged.push(file);
+        }
+    }
+    Ok(Prepared {
+        spooled,
+        staged,
+        remote,
     })
 }

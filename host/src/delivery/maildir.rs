@@ -29,26 +29,46 @@ pub fn ensure(maildir: &Path) -> std::io::Result<()> {
 /// idempotent, so a retry after a crash never makes a second copy. Returns the new file's path,
 /// or `None` when it was already delivered.
 pub fn deliver(maildir: &Path, name: &str, parts: &[&[u8]]) -> std::io::Result<Option<PathBuf>> {
+    let Some(staged) = stage(maildir, name, parts)? else {
+        return Ok(None);
+    };
+    std::fs::File::open(&staged.tmp)?.sync_all()?;
+    publish(&staged)?;
+    std::fs::File::open(maildir.join("new"))?.sync_all()?;
+    Ok(Some(staged.target))
+}
+
+/// A message written into `tmp/` but not yet in `new/` (see [`stage`]).
+#[derive(Debug)]
+pub struct Staged {
+    tmp: PathBuf,
+    target: PathBuf,
+}
+
+/// The first half of a batched delivery: writes the file into `tmp/` without syncing it.
+/// `None` when a file of that name was already delivered. The caller makes a whole batch durable
+/// with one filesystem sync, then [`publish`]es each file and syncs again.
+pub fn stage(maildir: &Path, name: &str, parts: &[&[u8]]) -> std::io::Result<Option<Staged>> {
     ensure(maildir)?;
     if already_delivered(maildir, name)? {
         return Ok(None);
     }
     let tmp = maildir.join("tmp").join(name);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        for part in parts {
-            file.write_all(part)?;
-        }
-        file.sync_all()?;
-        let target = maildir.join("new").join(name);
-        std::fs::rename(&tmp, &target)?;
-        std::fs::File::open(maildir.join("new"))?.sync_all()?;
-        Ok(Some(target))
-    })();
-    if result.is_err() {
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut file| parts.iter().try_for_each(|p| file.write_all(p)));
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    result
+    Ok(Some(Staged {
+        tmp,
+        target: maildir.join("new").join(name),
+    }))
+}
+
+/// Moves a staged file into `new/`.
+pub fn publish(staged: &Staged) -> std::io::Result<()> {
+    std::fs::rename(&staged.tmp, &staged.target)
 }
 
 fn already_delivered(maildir: &Path, name: &str) -> std::io::Result<bool> {

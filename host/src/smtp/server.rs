@@ -340,32 +340,34 @@ async fn session(
     tracing::debug!("closed");
 }
 
-/// Local deliveries running at once: each spends most of its time waiting for fsync, so a few
-/// in parallel keep the disk busy.
-const PARALLEL_DELIVERIES: usize = 16;
+/// Most messages delivered in one batch (two filesystem syncs per batch).
+const DELIVERY_BATCH: usize = 64;
 
-/// Delivers queued messages as they arrive (and those recovered at start).
+/// Delivers queued messages as they arrive (and those recovered at start), in batches of what
+/// has accumulated while the previous batch was being written.
 async fn delivery_worker(
     spool: Spool,
     users: Arc<UserDirectory>,
     mail_root: PathBuf,
     mut queue: mpsc::UnboundedReceiver<String>,
 ) {
-    let slots = Arc::new(Semaphore::new(PARALLEL_DELIVERIES));
-    while let Some(id) = queue.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let (spool, users, root) = (spool.clone(), users.clone(), mail_root.clone());
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = local::deliver_queued(&spool, &users.get(), &root, &id) {
-                tracing::error!(
-                    queue_id = id,
-                    "local delivery failed (message stays queued): {e}"
-                );
+    while let Some(first) = queue.recv().await {
+        let mut ids = vec![first];
+        while ids.len() < DELIVERY_BATCH {
+            match queue.try_recv() {
+                Ok(id) => ids.push(id),
+                Err(_) => break,
             }
-            drop(permit);
-        });
+        }
+        let (spool, users, root) = (spool.clone(), users.get(), mail_root.clone());
+        let batch = ids.len();
+        let result =
+            tokio::task::spawn_blocking(move || local::deliver_batch(&spool, &users, &root, &ids))
+                .await;
+        match result {
+            Ok(done) => tracing::info!(batch, delivered = done.len(), "local delivery"),
+            Err(e) => tracing::error!("local delivery task failed: {e}"),
+        }
     }
 }
 
