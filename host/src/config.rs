@@ -39,6 +39,13 @@ pub struct Config {
     pub local: LocalConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Where mail for each recipient domain goes; local domains always stay local.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub relay: RelayConfig,
+    #[serde(default)]
+    pub queue: QueueConfig,
     /// Directory that relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -212,7 +219,164 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// DNS for plugins (and, later, for MX routing).
+/// How one group of recipient domains is delivered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RouteConfig {
+    /// `example.com` (exactly), `*.example.com` (its subdomains) or `*` (every other domain).
+    pub domains: Vec<String>,
+    #[serde(rename = "type")]
+    pub kind: RouteKind,
+    /// `relay` only: the smarthost as host:port.
+    pub host: Option<String>,
+    #[serde(default)]
+    pub tls: ClientTls,
+    /// With `tls = "required"`: check the peer's certificate against the system's roots.
+    #[serde(default = "yes")]
+    pub tls_verify: bool,
+    /// AUTH PLAIN credentials for the smarthost (sent only over TLS).
+    pub auth_user: Option<String>,
+    pub auth_password: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteKind {
+    /// Treat the domains as local (Maildir delivery).
+    Local,
+    /// To a fixed host:port.
+    Relay,
+    /// To the domain's MX hosts.
+    Mx,
+}
+
+/// STARTTLS when delivering.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientTls {
+    None,
+    /// STARTTLS when offered, without checking the certificate (RFC 7435).
+    #[default]
+    Opportunistic,
+    /// No delivery without TLS.
+    Required,
+}
+
+/// The SMTP client that delivers onward.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RelayConfig {
+    /// The name sent in EHLO; default `server.hostname`.
+    pub helo_name: Option<String>,
+    /// The port MX hosts are contacted on (25; tests point it elsewhere).
+    pub mx_port: u16,
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for each reply (RFC 5321 §4.5.3.2 asks for minutes; 10 min after DATA).
+    pub command_timeout_secs: u64,
+    /// Most simultaneous deliveries to one destination (smarthost or domain).
+    pub max_per_destination: usize,
+    /// Most deliveries in progress in total.
+    pub max_deliveries: usize,
+    /// Seconds an idle connection is kept for the next message to the same host.
+    pub idle_connection_secs: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            helo_name: None,
+            mx_port: 25,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+            max_per_destination: 20,
+            max_deliveries: 200,
+            idle_connection_secs: 10,
+        }
+    }
+}
+
+/// Retry schedule and lifetime of queued messages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct QueueConfig {
+    /// Waits between attempts ("30s", "5m", "1h", "2d"); the last repeats until `max-age`.
+    #[serde(deserialize_with = "durations")]
+    pub retry: Vec<std::time::Duration>,
+    /// After this long undelivered recipients bounce.
+    #[serde(deserialize_with = "duration")]
+    pub max_age: std::time::Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
+        QueueConfig {
+            retry: vec![
+                minutes(1),
+                minutes(5),
+                minutes(15),
+                minutes(30),
+                minutes(60),
+            ],
+            max_age: minutes(5 * 24 * 60),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The wait after the given failed attempt (1 = the first).
+    pub fn retry_after(&self, attempt: u32) -> std::time::Duration {
+        let index = (attempt.max(1) as usize - 1).min(self.retry.len().saturating_sub(1));
+        self.retry
+            .get(index)
+            .copied()
+            .unwrap_or(std::time::Duration::from_secs(3600))
+    }
+}
+
+/// Parses `90`, `90s`, `5m`, `2h`, `5d`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m, 1h or 5d"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{text:?}: unit must be s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(n * seconds))
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<std::time::Duration>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    if texts.is_empty() {
+        return Err(serde::de::Error::custom(
+            "the retry schedule needs at least one wait",
+        ));
+    }
+    texts
+        .iter()
+        .map(|t| parse_duration(t).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// DNS for plugins and for MX routing.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct DnsConfig {
@@ -295,7 +459,58 @@ impl Config {
             message: e.to_string().trim_end().to_string(),
         })?;
         config.base_dir = base_dir;
+        config
+            .check_routes()
+            .map_err(|message| ConfigError::Parse {
+                path: origin.to_path_buf(),
+                message,
+            })?;
         Ok(config)
+    }
+
+    /// Route rules that serde cannot express; `local` routes make their domains local.
+    fn check_routes(&mut self) -> Result<(), String> {
+        for (index, route) in self.routes.iter().enumerate() {
+            let at = format!("route #{} ({})", index + 1, route.domains.join(", "));
+            if route.domains.is_empty() {
+                return Err(format!("{at}: `domains` is empty"));
+            }
+            match (route.kind, &route.host) {
+                (RouteKind::Relay, None) => {
+                    return Err(format!("{at}: type \"relay\" needs `host`"))
+                }
+                (RouteKind::Relay, Some(host)) if !crate::relay::route::is_host_port(host) => {
+                    return Err(format!("{at}: host {host:?} is not host:port"))
+                }
+                (RouteKind::Local | RouteKind::Mx, Some(_)) => {
+                    return Err(format!("{at}: `host` is only for type \"relay\""))
+                }
+                _ => {}
+            }
+            if route.auth_user.is_some() != route.auth_password.is_some() {
+                return Err(format!("{at}: auth-user and auth-password go together"));
+            }
+            if route.kind == RouteKind::Local && route.domains.iter().any(|d| d.contains('*')) {
+                return Err(format!("{at}: a local route needs exact domains"));
+            }
+        }
+        let local: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| r.kind == RouteKind::Local)
+            .flat_map(|r| r.domains.clone())
+            .collect();
+        for domain in local {
+            if !self
+                .local
+                .domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(&domain))
+            {
+                self.local.domains.push(domain);
+            }
+        }
+        Ok(())
     }
 
     /// The data directory, resolved.
@@ -348,6 +563,24 @@ mod tests {
         assert!(msg.contains("gw.toml"), "{msg}");
         assert!(msg.contains("line 3"), "{msg}");
         assert!(msg.contains("timeout"), "{msg}");
+    }
+
+    #[test]
+    fn routes_and_queue() {
+        let text = "[queue]\nretry = [\"30s\", \"2m\"]\nmax-age = \"1d\"\n\
+            [[route]]\ndomains = [\"*\"]\ntype = \"relay\"\nhost = \"smart.example:2525\"\n\
+            [[route]]\ndomains = [\"internal.test\"]\ntype = \"local\"\n";
+        let config = Config::parse(text, Path::new("x"), PathBuf::new()).unwrap();
+        assert_eq!(config.queue.retry_after(1).as_secs(), 30);
+        assert_eq!(config.queue.retry_after(9).as_secs(), 120);
+        assert_eq!(config.queue.max_age.as_secs(), 86400);
+        assert!(config.local.domains.contains(&"internal.test".to_string()));
+        let bad = "[[route]]\ndomains = [\"*\"]\ntype = \"relay\"\n";
+        let err = Config::parse(bad, Path::new("gw.toml"), PathBuf::new()).unwrap_err();
+        assert!(err.to_string().contains("needs `host`"), "{err}");
+        let bad = "[queue]\nretry = [\"5 minutes\"]\n";
+        let err = Config::parse(bad, Path::new("gw.toml"), PathBuf::new()).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
     }
 
     #[test]

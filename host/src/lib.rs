@@ -12,5 +12,6 @@ pub mod harness;
 pub mod message;
 pub mod plugin;
 pub mod queue;
+pub mod relay;
 pub mod smtp;
 pub mod store;

@@ -2,7 +2,7 @@
 //! parsed into a MIME tree only when someone asks (mail-parser).
 
 mod edit;
-mod encode;
+pub mod encode;
 pub mod header;
 
 use std::sync::OnceLock;

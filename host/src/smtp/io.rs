@@ -13,6 +13,8 @@ use tokio_rustls::server::TlsStream;
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// Our side of TLS when delivering onward.
+    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     /// Only while STARTTLS swaps one for the other.
     Upgrading,
 }
@@ -26,6 +28,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::ClientTls(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
         }
     }
@@ -40,6 +43,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::ClientTls(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
         }
     }
@@ -48,6 +52,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            Stream::ClientTls(s) => Pin::new(s).poll_flush(cx),
             Stream::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -56,6 +61,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::ClientTls(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Upgrading => Poll::Ready(Ok(())),
         }
     }

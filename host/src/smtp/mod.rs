@@ -3,7 +3,7 @@
 
 pub mod command;
 pub mod data;
-mod io;
+pub mod io;
 pub mod reply;
 pub mod server;
 mod session;

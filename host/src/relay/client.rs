@@ -1,0 +1,627 @@
+//! The SMTP client that delivers onward: greeting, EHLO (HELO when EHLO is refused), STARTTLS
+//! as the route asks, AUTH PLAIN over TLS only, then transactions with PIPELINING when the peer
+//! offers it. A connection serves several transactions (see [`Pool`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+
+use super::mx::Candidate;
+use super::route::Target;
+use crate::config::ClientTls;
+use crate::smtp::io::{Connection, Line, Stream};
+
+/// Longest reply line we accept (RFC 5321 says 512; some servers send more).
+const MAX_REPLY_LINE: usize = 4096;
+/// Most lines in one multi-line reply.
+const MAX_REPLY_LINES: usize = 200;
+
+/// A reply from the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// `550 5.1.1 No such user` (lines joined by spaces).
+    pub fn text(&self) -> String {
+        format!("{} {}", self.code, self.lines.join(" "))
+            .trim_end()
+            .to_string()
+    }
+
+    fn is_ok(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+}
+
+/// Why a delivery (or one recipient of it) did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// 5xx or a condition that will not change by waiting.
+    pub permanent: bool,
+    /// For the queue and the logs: what happened, where.
+    pub text: String,
+    /// The remote reply (`550 5.1.1 ...`) for the DSN's Diagnostic-Code, when there was one.
+    pub reply: Option<String>,
+    /// The remote host's name, when one was reached.
+    pub remote: Option<String>,
+}
+
+impl Failure {
+    pub fn temporary(text: impl Into<String>) -> Failure {
+        Failure {
+            permanent: false,
+            text: text.into(),
+            reply: None,
+            remote: None,
+        }
+    }
+
+    pub fn permanent(text: impl Into<String>) -> Failure {
+        Failure {
+            permanent: true,
+            ..Failure::temporary(text)
+        }
+    }
+}
+
+/// How the client behaves on the wire.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub helo: String,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+/// What the peer said it supports in its EHLO reply.
+#[derive(Debug, Clone, Default)]
+struct Extensions {
+    pipelining: bool,
+    size: Option<u64>,
+    eight_bit: bool,
+    smtputf8: bool,
+    starttls: bool,
+    auth_plain: bool,
+}
+
+impl Extensions {
+    fn parse(reply: &Reply) -> Extensions {
+        let mut ext = Extensions::default();
+        for line in reply.lines.iter().skip(1) {
+            let mut words = line.split_whitespace();
+            let keyword = words.next().unwrap_or("").to_ascii_uppercase();
+            match keyword.as_str() {
+                "PIPELINING" => ext.pipelining = true,
+                "SIZE" => ext.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
+                "8BITMIME" => ext.eight_bit = true,
+                "SMTPUTF8" => ext.smtputf8 = true,
+                "STARTTLS" => ext.starttls = true,
+                "AUTH" => ext.auth_plain |= words.any(|m| m.eq_ignore_ascii_case("PLAIN")),
+                _ => {}
+            }
+        }
+        ext
+    }
+}
+
+/// One message for one transaction.
+pub struct Outgoing<'a> {
+    pub sender: &'a str,
+    pub recipients: &'a [String],
+    /// The DATA payload, already dot-stuffed and terminated ([`super::wire::data_payload`]).
+    pub payload: &'a [u8],
+    /// The message size as declared in SIZE=.
+    pub size: usize,
+    pub eight_bit: bool,
+    pub smtputf8: bool,
+}
+
+/// Per recipient: the final reply on success, or why not.
+pub type RecipientResults = Vec<Result<String, Failure>>;
+
+/// An open SMTP client session.
+pub struct SmtpClient {
+    conn: Connection,
+    ext: Extensions,
+    /// The peer's name (MX host or smarthost) and address.
+    pub host: String,
+    pub addr: SocketAddr,
+    tls: bool,
+    timeout: Duration,
+    /// A transaction was left half-way: RSET before the next one.
+    dirty: bool,
+    last_used: Instant,
+}
+
+impl SmtpClient {
+    /// Connects, reads the greeting, says EHLO, and does STARTTLS and AUTH as the target asks.
+    /// With opportunistic TLS a failed handshake is retried once without TLS.
+    pub async fn connect(
+        candidate: &Candidate,
+        target: &Target,
+        settings: &Settings,
+    ) -> Result<SmtpClient, Failure> {
+        match Self::open(candidate, target, settings, true).await {
+            Err(e)
+                if e.text.contains("TLS handshake") && target.tls == ClientTls::Opportunistic =>
+            {
+                tracing::info!(host = candidate.name, "{}; retrying without TLS", e.text);
+                Self::open(candidate, target, settings, false).await
+            }
+            other => other,
+        }
+    }
+
+    async fn open(
+        candidate: &Candidate,
+        target: &Target,
+        settings: &Settings,
+        try_tls: bool,
+    ) -> Result<SmtpClient, Failure> {
+        let where_ = format!("{}[{}]", candidate.name, candidate.addr);
+        let tcp = match tokio::time::timeout(
+            settings.connect_timeout,
+            TcpStream::connect(candidate.addr),
+        )
+        .await
+        {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(Failure::temporary(format!("connect to {where_}: {e}"))),
+            Err(_) => {
+                return Err(Failure::temporary(format!(
+                    "connect to {where_}: timed out"
+                )))
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut client = SmtpClient {
+            conn: Connection::new(Stream::Plain(tcp)),
+            ext: Extensions::default(),
+            host: candidate.name.clone(),
+            addr: candidate.addr,
+            tls: false,
+            timeout: settings.command_timeout,
+            dirty: false,
+            last_used: Instant::now(),
+        };
+        let greeting = client.read_reply().await?;
+        if greeting.code != 220 {
+            return Err(client.refused(&greeting, "the greeting"));
+        }
+        client.hello(&settings.helo).await?;
+        let wants_tls = match target.tls {
+            ClientTls::None => false,
+            ClientTls::Opportunistic => try_tls && client.ext.starttls,
+            ClientTls::Required => true,
+        };
+        if wants_tls {
+            client.starttls(target).await?;
+            client.hello(&settings.helo).await?;
+        }
+        if let Some((user, password)) = &target.auth {
+            client.authenticate(user, password).await?;
+        }
+        Ok(client)
+    }
+
+    /// EHLO, or HELO when the peer refuses EHLO.
+    async fn hello(&mut self, name: &str) -> Result<(), Failure> {
+        let reply = self.command(&format!("EHLO {name}")).await?;
+        if reply.is_ok() {
+            self.ext = Extensions::parse(&reply);
+            return Ok(());
+        }
+        let reply = self.command(&format!("HELO {name}")).await?;
+        if !reply.is_ok() {
+            return Err(self.refused(&reply, "HELO"));
+        }
+        self.ext = Extensions::default();
+        Ok(())
+    }
+
+    async fn starttls(&mut self, target: &Target) -> Result<(), Failure> {
+        if !self.ext.starttls {
+            return Err(Failure::temporary(format!(
+                "{} does not offer STARTTLS and the route requires TLS",
+                self.host
+            )));
+        }
+        let reply = self.command("STARTTLS").await?;
+        if reply.code != 220 {
+            return Err(self.refused(&reply, "STARTTLS"));
+        }
+        let verify = target.tls == ClientTls::Required && target.tls_verify;
+        let connector = tokio_rustls::TlsConnector::from(tls_config(verify)?);
+        let name = ServerName::try_from(self.host.clone())
+            .map_err(|_| Failure::temporary(format!("{:?} is not a TLS server name", self.host)))?;
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.conn.stream, Stream::Upgrading) else {
+            return Err(Failure::temporary(
+                "STARTTLS on a connection that is not plain",
+            ));
+        };
+        self.conn.discard_input();
+        let tls = tokio::time::timeout(self.timeout, connector.connect(name, tcp))
+            .await
+            .map_err(|_| {
+                Failure::temporary(format!("TLS handshake with {}: timed out", self.host))
+            })?
+            .map_err(|e| Failure::temporary(format!("TLS handshake with {}: {e}", self.host)))?;
+        self.conn.stream = Stream::ClientTls(Box::new(tls));
+        self.tls = true;
+        Ok(())
+    }
+
+    async fn authenticate(&mut self, user: &str, password: &str) -> Result<(), Failure> {
+        if !self.tls {
+            return Err(Failure::temporary(format!(
+                "not sending credentials to {} without TLS",
+                self.host
+            )));
+        }
+        if !self.ext.auth_plain {
+            return Err(Failure::temporary(format!(
+                "{} offers no AUTH PLAIN",
+                self.host
+            )));
+        }
+        let token =
+            crate::message::encode::base64_lines(format!("\0{user}\0{password}").as_bytes());
+        let token: String = String::from_utf8_lossy(&token).split_whitespace().collect();
+        let reply = self.command(&format!("AUTH PLAIN {token}")).await?;
+        if reply.code != 235 {
+            // Wrong credentials are an operator's problem: keep the mail queued.
+            let mut failure = self.refused(&reply, "AUTH");
+            failure.permanent = false;
+            return Err(failure);
+        }
+        Ok(())
+    }
+
+    /// One mail transaction. `Err` means the connection failed or the message cannot go to
+    /// this peer at all; otherwise each recipient has its own result.
+    pub async fn send(&mut self, out: &Outgoing<'_>) -> Result<RecipientResults, Failure> {
+        self.check_capabilities(out)?;
+        if self.dirty {
+            let reply = self.command("RSET").await?;
+            if !reply.is_ok() {
+                return Err(self.refused(&reply, "RSET"));
+            }
+            self.dirty = false;
+        }
+        self.dirty = true;
+        let mut mail = format!("MAIL FROM:<{}>", out.sender);
+        if self.ext.size.is_some() {
+            mail.push_str(&format!(" SIZE={}", out.size));
+        }
+        if out.eight_bit {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if out.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        let mut commands = vec![mail];
+        commands.extend(out.recipients.iter().map(|r| format!("RCPT TO:<{r}>")));
+        commands.push("DATA".into());
+        let replies = self.exchange(&commands).await?;
+        let mut replies = replies.into_iter();
+        let mail_reply = replies.next();
+        let mut results: RecipientResults = out
+            .recipients
+            .iter()
+            .map(|_| Err(Failure::temporary("no reply")))
+            .collect();
+        match mail_reply {
+            Some(r) if r.is_ok() => {}
+            Some(r) => {
+                let failure = self.refused(&r, "MAIL FROM");
+                return Ok(results.iter().map(|_| Err(failure.clone())).collect());
+            }
+            None => return Err(Failure::temporary("no reply to MAIL FROM")),
+        }
+        for (slot, reply) in results.iter_mut().zip(replies.by_ref()) {
+            *slot = if reply.is_ok() {
+                Ok(String::new())
+            } else {
+                Err(self.refused(&reply, "RCPT TO"))
+            };
+        }
+        let data_reply = replies.next();
+        let accepted = results.iter().any(Result::is_ok);
+        match data_reply {
+            Some(r) if r.code == 354 && accepted => {}
+            Some(r) if r.code == 354 => {
+                // Nobody to deliver to, yet the peer wants data: end it empty.
+                self.conn.queue(b".\r\n");
+                let _ = self.read_reply().await?;
+                return Ok(results);
+            }
+            Some(r) if accepted => {
+                let failure = self.refused(&r, "DATA");
+                fail_accepted(&mut results, &failure);
+                return Ok(results);
+            }
+            _ => return Ok(results),
+        }
+        self.conn.queue(out.payload);
+        let end = self.read_reply().await?;
+        if end.is_ok() {
+            self.dirty = false;
+            for slot in results.iter_mut().filter(|r| r.is_ok()) {
+                *slot = Ok(end.text());
+            }
+        } else {
+            let failure = self.refused(&end, "end of DATA");
+            fail_accepted(&mut results, &failure);
+        }
+        self.last_used = Instant::now();
+        Ok(results)
+    }
+
+    /// SIZE, 8BITMIME and SMTPUTF8: a message the peer cannot take is refused here rather
+    /// than sent damaged.
+    fn check_capabilities(&self, out: &Outgoing<'_>) -> Result<(), Failure> {
+        if let Some(max) = self.ext.size.filter(|&m| m > 0) {
+            if out.size as u64 > max {
+                return Err(Failure::permanent(format!(
+                    "5.3.4 message of {} bytes exceeds the {max} bytes {} accepts",
+                    out.size, self.host
+                )));
+            }
+        }
+        if out.eight_bit && !self.ext.eight_bit {
+            return Err(Failure::permanent(format!(
+                "5.6.3 the message has 8-bit content and {} does not offer 8BITMIME",
+                self.host
+            )));
+        }
+        if out.smtputf8 && !self.ext.smtputf8 {
+            return Err(Failure::permanent(format!(
+                "5.6.7 the message needs SMTPUTF8 and {} does not offer it",
+                self.host
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sends the commands and reads one reply each: all at once with PIPELINING, otherwise
+    /// one by one, stopping after a refused MAIL or once DATA has been answered.
+    async fn exchange(&mut self, commands: &[String]) -> Result<Vec<Reply>, Failure> {
+        if self.ext.pipelining {
+            for command in commands {
+                self.conn.queue(command.as_bytes());
+                self.conn.queue(b"\r\n");
+            }
+            let mut replies = Vec::with_capacity(commands.len());
+            for _ in commands {
+                replies.push(self.read_reply().await?);
+            }
+            return Ok(replies);
+        }
+        let mut replies = Vec::with_capacity(commands.len());
+        for (i, command) in commands.iter().enumerate() {
+            let is_data = i + 1 == commands.len();
+            let reply = self.command(command).await?;
+            let stop = i == 0 && !reply.is_ok();
+            replies.push(reply);
+            if stop || is_data {
+                break;
+            }
+        }
+        Ok(replies)
+    }
+
+    async fn command(&mut self, command: &str) -> Result<Reply, Failure> {
+        self.conn.queue(command.as_bytes());
+        self.conn.queue(b"\r\n");
+        self.read_reply().await
+    }
+
+    /// Reads one (possibly multi-line) reply, sending whatever is queued first.
+    async fn read_reply(&mut self) -> Result<Reply, Failure> {
+        let mut lines = Vec::new();
+        loop {
+            let line = match self.conn.read_line(MAX_REPLY_LINE, self.timeout).await {
+                Line::Ok(line) => line,
+                Line::TooLong => return Err(self.broken("a reply line too long")),
+                Line::Closed => return Err(self.broken("connection closed")),
+                Line::TimedOut => return Err(self.broken("timed out waiting for a reply")),
+            };
+            let text = String::from_utf8_lossy(&line);
+            let code = text.get(..3).and_then(|c| c.parse::<u16>().ok());
+            let (Some(code), sep) = (code, text.as_bytes().get(3).copied()) else {
+                return Err(self.broken(&format!("malformed reply {text:?}")));
+            };
+            if !(200..600).contains(&code) {
+                return Err(self.broken(&format!("malformed reply {text:?}")));
+            }
+            lines.push(text.get(4..).unwrap_or("").to_string());
+            if sep != Some(b'-') {
+                return Ok(Reply { code, lines });
+            }
+            if lines.len() > MAX_REPLY_LINES {
+                return Err(self.broken("a reply of too many lines"));
+            }
+        }
+    }
+
+    fn broken(&self, what: &str) -> Failure {
+        Failure {
+            remote: Some(self.host.clone()),
+            ..Failure::temporary(format!("{}[{}]: {what}", self.host, self.addr))
+        }
+    }
+
+    /// A failure from a refusing reply: 5xx is permanent, anything else temporary.
+    fn refused(&self, reply: &Reply, after: &str) -> Failure {
+        Failure {
+            permanent: (500..600).contains(&reply.code),
+            text: format!(
+                "{}[{}] said: {} (in reply to {after})",
+                self.host,
+                self.addr,
+                reply.text()
+            ),
+            reply: Some(reply.text()),
+            remote: Some(self.host.clone()),
+        }
+    }
+
+    /// Says goodbye (best effort).
+    pub async fn quit(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.command("QUIT")).await;
+    }
+}
+
+fn fail_accepted(results: &mut RecipientResults, failure: &Failure) {
+    for slot in results.iter_mut().filter(|r| r.is_ok()) {
+        *slot = Err(failure.clone());
+    }
+}
+
+/// Idle connections kept for the next message to the same host and route.
+pub struct Pool {
+    idle: Mutex<HashMap<(SocketAddr, String), Vec<SmtpClient>>>,
+    keep: Duration,
+}
+
+impl Pool {
+    pub fn new(keep: Duration) -> Pool {
+        Pool {
+            idle: Mutex::new(HashMap::new()),
+            keep,
+        }
+    }
+
+    /// A connection to `addr` for `route_key` that has not been idle too long.
+    pub fn take(&self, addr: SocketAddr, route_key: &str) -> Option<SmtpClient> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(&(addr, route_key.to_string()))?;
+        while let Some(client) = list.pop() {
+            if client.last_used.elapsed() < self.keep {
+                return Some(client);
+            }
+        }
+        None
+    }
+
+    pub fn put(&self, route_key: &str, client: SmtpClient) {
+        if self.keep.is_zero() {
+            tokio::spawn(client.quit());
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.entry((client.addr, route_key.to_string()))
+            .or_default()
+            .push(client);
+    }
+
+    /// Closes connections idle for longer than the keep time.
+    pub fn sweep(&self) {
+        let expired: Vec<SmtpClient> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut out = Vec::new();
+            for list in idle.values_mut() {
+                let (old, fresh): (Vec<_>, Vec<_>) = std::mem::take(list)
+                    .into_iter()
+                    .partition(|c| c.last_used.elapsed() >= self.keep);
+                *list = fresh;
+                out.extend(old);
+            }
+            idle.retain(|_, list| !list.is_empty());
+            out
+        };
+        for client in expired {
+            tokio::spawn(client.quit());
+        }
+    }
+}
+
+/// Client TLS settings: checked against the system's roots, or (opportunistic TLS, RFC 7435)
+/// encryption without authentication.
+fn tls_config(verify: bool) -> Result<Arc<rustls::ClientConfig>, Failure> {
+    static CHECKED: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    static UNCHECKED: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    let cell = if verify { &CHECKED } else { &UNCHECKED };
+    cell.get_or_init(|| build_tls_config(verify))
+        .clone()
+        .map_err(Failure::temporary)
+}
+
+fn build_tls_config(verify: bool) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let config = if verify {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(native.certs);
+        if added == 0 {
+            return Err("no trusted root certificates found on this system".into());
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+/// Accepts any certificate but still checks the handshake signatures.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
