@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 
 use mailgate::config::Config;
 use mailgate::harness::{case, check};
+use mailgate::queue::admin::{self, QueueCommand};
+use mailgate::queue::spool::Spool;
+use mailgate::queue::state::QueueFiles;
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +51,16 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Inspect and manage the queue; talks to the running server, or works on the files when
+    /// none runs.
+    Queue {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        action: QueueAction,
+    },
     /// Run policy test cases (TOML case files or directories of them).
     Test {
         /// Write JUnit XML here.
@@ -66,6 +79,40 @@ enum UserAction {
     List,
     /// Remove a user.
     Remove { address: String },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// Every queued message: id, age, size, next attempt, sender, recipients, last error.
+    List,
+    /// One message: envelope, delivery state and content.
+    Show { id: String },
+    /// Try a message (or all of them) now.
+    Retry {
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Remove a message without delivering it or bouncing it.
+    Delete { id: String },
+    /// Keep a message from being delivered until it is released.
+    Hold { id: String },
+    /// Let a held message be delivered again.
+    Release { id: String },
+}
+
+impl QueueAction {
+    fn command(self) -> QueueCommand {
+        match self {
+            QueueAction::List => QueueCommand::List,
+            QueueAction::Show { id } => QueueCommand::Show(id),
+            QueueAction::Retry { id, .. } => QueueCommand::Retry(id),
+            QueueAction::Delete { id } => QueueCommand::Delete(id),
+            QueueAction::Hold { id } => QueueCommand::Hold(id),
+            QueueAction::Release { id } => QueueCommand::Release(id),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -122,6 +169,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             user_command(&config, action)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Queue {
+            config,
+            data_dir,
+            action,
+        } => {
+            let config = with_data_dir(load_config(config.as_deref())?, data_dir);
+            queue_command(&config, action.command()).await
+        }
         Command::Test { junit, paths } => {
             let results = case::run_files(&paths, default_cache_dir()).await?;
             print!("{}", case::summary(&results));
@@ -175,6 +230,33 @@ fn user_command(config: &Config, action: UserAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn queue_command(config: &Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
+    let data_dir = config.data_dir();
+    let result = match admin::ask_server(&data_dir, &command).await {
+        Some(result) => result,
+        None => {
+            let root = data_dir.join("queue");
+            anyhow::ensure!(
+                root.join("active").is_dir(),
+                "no queue in {} (wrong --data-dir or --config?)",
+                data_dir.display()
+            );
+            let files = QueueFiles::new(Spool::attach(&root), &root)?;
+            admin::execute(&files, &command)
+        }
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("mailgate: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {

@@ -55,6 +55,14 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// A message whose local recipients are done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub id: String,
+    /// It still has recipients in other domains (for the relay queue).
+    pub remote: bool,
+}
+
 /// One message of a batch, staged in every Maildir it goes to.
 struct Prepared {
     spooled: Spooled,
@@ -65,13 +73,14 @@ struct Prepared {
 /// Delivers several queued messages with two filesystem syncs in all: every file is written into
 /// its Maildir's `tmp/`, one `syncfs` makes the data durable, the files move into `new/`, a second
 /// `syncfs` makes the moves durable, and only then do the spool entries go. A message that fails
-/// stays queued (delivery is idempotent, so a retry never duplicates). Returns the ids delivered.
+/// stays queued (delivery is idempotent, so a retry never duplicates). Returns the messages
+/// whose local part is done.
 pub fn deliver_batch(
     spool: &Spool,
     users: &Users,
     mail_root: &Path,
     ids: &[String],
-) -> Vec<String> {
+) -> Vec<Delivered> {
     let prepared: Vec<Prepared> = ids
         .iter()
         .filter_map(|id| match prepare(spool, users, mail_root, id) {
@@ -95,7 +104,9 @@ pub fn deliver_batch(
             false
         }
     };
-    if prepared.is_empty() || !sync("writing") {
+    // Nothing written (every recipient remote): nothing to sync either.
+    let wrote = prepared.iter().any(|p| !p.staged.is_empty());
+    if prepared.is_empty() || (wrote && !sync("writing")) {
         return Vec::new();
     }
     let published: Vec<&Prepared> = prepared
@@ -111,7 +122,7 @@ pub fn deliver_batch(
             }
         })
         .collect();
-    if !sync("renaming") {
+    if wrote && !sync("renaming") {
         return Vec::new();
     }
     let mut done = Vec::new();
@@ -127,7 +138,10 @@ pub fn deliver_batch(
             Ok(())
         };
         match finished {
-            Ok(()) => done.push(id.clone()),
+            Ok(()) => done.push(Delivered {
+                id: id.clone(),
+                remote: !p.remote.is_empty(),
+            }),
             Err(e) => tracing::error!(queue_id = id, "spool update after delivery failed: {e}"),
         }
     }

@@ -71,6 +71,11 @@ impl std::fmt::Debug for PluginSet {
 }
 
 impl PluginSet {
+    /// True when some plugin in the set runs at `stage`.
+    pub fn handles(&self, stage: super::Stage) -> bool {
+        self.plugins.iter().any(|p| p.handles(stage))
+    }
+
     /// Loads every plugin of the config. The first failure is returned with the file and reason.
     pub async fn load(runtime: Arc<Runtime>, config: &Config) -> Result<PluginSet, PluginError> {
         let mut plugins = Vec::with_capacity(config.plugins.len());

@@ -1,3 +1,25 @@
-//! The durable queue of accepted messages.
+//! The durable queue of accepted messages: the spool (message files, group commit), the
+//! per-message delivery state, the relay queue manager (schedule, attempts, bounces) and the
+//! operator's commands.
 
+pub mod admin;
+pub mod manager;
 pub mod spool;
+pub mod state;
+
+use std::path::Path;
+
+/// Keeps a message aside, with the reason, instead of delivering it (durably).
+pub fn quarantine(dir: &Path, id: &str, raw: &[u8], reason: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{id}.eml"));
+    let mut file = std::fs::File::create(&path)?;
+    let header = format!(
+        "X-Mailgate-Quarantine: {}\r\n",
+        reason.replace(['\r', '\n'], " ")
+    );
+    std::io::Write::write_all(&mut file, header.as_bytes())?;
+    std::io::Write::write_all(&mut file, raw)?;
+    file.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -45,6 +45,9 @@ pub struct QueuedEnvelope {
     pub client_ip: String,
     pub helo: String,
     pub auth_user: Option<String>,
+    /// The client asked for SMTPUTF8 (the message must not go to a peer without it).
+    #[serde(default)]
+    pub smtputf8: bool,
 }
 
 /// A message in the spool.
@@ -97,13 +100,19 @@ impl Spool {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+        Ok(Spool::attach(root))
+    }
+
+    /// Uses an existing spool without touching its `tmp/` (a server may be writing there):
+    /// for the operator's commands. Needs a tokio runtime (it starts the committer).
+    pub fn attach(root: &Path) -> Spool {
         let (tx, rx) = mpsc::unbounded_channel();
         let active = root.join("active");
         tokio::spawn(committer(active, rx));
-        Ok(Spool {
+        Spool {
             root: root.to_path_buf(),
             commits: tx,
-        })
+        }
     }
 
     fn active(&self, id: &str) -> PathBuf {
@@ -188,6 +197,11 @@ impl Spool {
         std::fs::remove_file(&path).map_err(io(&path))
     }
 
+    /// True when the message is in the spool.
+    pub fn contains(&self, id: &str) -> bool {
+        is_queue_id(id) && self.active(id).is_file()
+    }
+
     /// Ids of every queued message, oldest first (recovery after a restart).
     pub fn list(&self) -> Result<Vec<String>, SpoolError> {
         let dir = self.root.join("active");
@@ -199,6 +213,11 @@ impl Spool {
         ids.sort();
         Ok(ids)
     }
+}
+
+/// Queue ids are hex (see [`new_queue_id`]); anything else never names a spool file.
+pub fn is_queue_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
@@ -270,6 +289,7 @@ mod tests {
             client_ip: "127.0.0.1".into(),
             helo: "client".into(),
             auth_user: None,
+            smtputf8: false,
         }
     }
 

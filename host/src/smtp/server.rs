@@ -20,7 +20,9 @@ use crate::config::{Config, ListenerConfig, TlsMode};
 use crate::delivery::local;
 use crate::plugin::services::{DiskKv, SystemDns};
 use crate::plugin::{PluginSet, Runtime, Services};
+use crate::queue::manager::QueueManager;
 use crate::queue::spool::{QueuedEnvelope, Spool};
+use crate::queue::state::QueueFiles;
 use crate::store::users::UserDirectory;
 
 /// What every session shares.
@@ -55,32 +57,17 @@ impl Shared {
     }
 
     /// Keeps a message aside, with the reason, instead of delivering it.
-    pub async fn quarantine(
-        &self,
-        envelope: &QueuedEnvelope,
-        raw: &[u8],
-        reason: &str,
-    ) -> Result<(), String> {
-        let dir = self.quarantine_dir.clone();
-        let (id, bytes) = (
-            envelope.id.clone(),
-            [
-                format!("X-Mailgate-Quarantine: {reason}\r\n").as_bytes(),
-                raw,
-            ]
-            .concat(),
+    pub async fn quarantine(&self, id: &str, raw: &[u8], reason: &str) -> Result<(), String> {
+        let (dir, id, raw, reason) = (
+            self.quarantine_dir.clone(),
+            id.to_string(),
+            raw.to_vec(),
+            reason.to_string(),
         );
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir)?;
-            let path = dir.join(format!("{id}.eml"));
-            let mut file = std::fs::File::create(&path)?;
-            std::io::Write::write_all(&mut file, &bytes)?;
-            file.sync_all()?;
-            std::fs::File::open(&dir)?.sync_all()
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        tokio::task::spawn_blocking(move || crate::queue::quarantine(&dir, &id, &raw, &reason))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -223,7 +210,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for id in recovered {
         let _ = deliveries.send(id);
     }
-    tokio::spawn(delivery_worker(spool, users, data_dir.join("mail"), queue));
+    let files = QueueFiles::new(spool.clone(), &data_dir.join("queue"))?;
+    let relay = QueueManager::start(
+        files,
+        config.clone(),
+        shared.plugins.clone(),
+        shared.services.clone(),
+        deliveries.clone(),
+    );
+    crate::queue::admin::serve(&crate::queue::admin::socket_path(&data_dir), relay.clone())
+        .await
+        .context("cannot open the admin socket")?;
+    tokio::spawn(delivery_worker(
+        spool,
+        users,
+        data_dir.join("mail"),
+        queue,
+        relay,
+    ));
 
     let total = Arc::new(Semaphore::new(config.limits.max_connections));
     let per_ip = Arc::new(PerIp::default());
@@ -344,12 +348,14 @@ async fn session(
 const DELIVERY_BATCH: usize = 64;
 
 /// Delivers queued messages as they arrive (and those recovered at start), in batches of what
-/// has accumulated while the previous batch was being written.
+/// has accumulated while the previous batch was being written; messages with remote recipients
+/// then go to the relay queue.
 async fn delivery_worker(
     spool: Spool,
     users: Arc<UserDirectory>,
     mail_root: PathBuf,
     mut queue: mpsc::UnboundedReceiver<String>,
+    relay: QueueManager,
 ) {
     while let Some(first) = queue.recv().await {
         let mut ids = vec![first];
@@ -365,7 +371,12 @@ async fn delivery_worker(
             tokio::task::spawn_blocking(move || local::deliver_batch(&spool, &users, &root, &ids))
                 .await;
         match result {
-            Ok(done) => tracing::info!(batch, delivered = done.len(), "local delivery"),
+            Ok(done) => {
+                tracing::debug!(batch, done = done.len(), "local delivery");
+                for message in done.iter().filter(|d| d.remote) {
+                    relay.submit(&message.id);
+                }
+            }
             Err(e) => tracing::error!("local delivery task failed: {e}"),
         }
     }

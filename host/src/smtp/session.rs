@@ -618,6 +618,12 @@ impl Session {
             client_ip: self.peer.ip().to_string(),
             helo: self.helo.clone().unwrap_or_default(),
             auth_user: self.auth_user.clone(),
+            smtputf8: self
+                .state
+                .envelope
+                .params
+                .iter()
+                .any(|p| p.name == "SMTPUTF8"),
         };
         let outcome = match decision {
             Verdict::Discard => {
@@ -626,7 +632,7 @@ impl Session {
             }
             Verdict::Quarantine(reason) => {
                 self.shared
-                    .quarantine(&envelope, message.raw(), &reason)
+                    .quarantine(&queue_id, message.raw(), &reason)
                     .await
             }
             _ => self.shared.enqueue(&envelope, message.raw()).await,
