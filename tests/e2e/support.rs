@@ -96,6 +96,11 @@ impl Gateway {
     /// Starts a gateway for the local domain `example.test` with the given extra config
     /// (plugins, limits...), the bundled plugin directory as the plugin base.
     pub fn start(extra: &str) -> Gateway {
+        Gateway::start_with("", extra)
+    }
+
+    /// Like [`Gateway::start`], with extra keys for the `[server]` table too.
+    pub fn start_with(server: &str, extra: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let (inbound, submission, smtps) = (free_port(), free_port(), free_port());
         let config = dir.path().join("gateway.toml");
@@ -103,6 +108,7 @@ impl Gateway {
             r#"[server]
 hostname = "mx.example.test"
 data-dir = "data"
+{server}
 
 [local]
 domains = ["example.test"]
@@ -187,6 +193,22 @@ require-auth = true
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs `mailgate ARGS --config <this gateway's config>`.
+    pub fn cli(&self, args: &[&str]) -> Run {
+        let config = self.config.to_string_lossy().into_owned();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", &config]);
+        mailgate(&all, &self.dir.path().join("cli-cache"))
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
             let _ = child.wait();
         }
     }
@@ -325,6 +347,18 @@ impl RawSmtp {
     }
 }
 
+/// Waits up to `secs` seconds for `done` to hold.
+pub fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    done()
+}
+
 /// Runs a Python script (from tests/e2e/clients) with arguments; returns its stdout.
 pub fn python(script: &str, args: &[&str]) -> String {
     let path = root().join("tests/e2e/clients").join(script);
@@ -340,4 +374,225 @@ pub fn python(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Test peers for the relay: SMTP servers downstream of the gateway, and a DNS server.
+pub mod peers {
+    use super::*;
+    use std::process::{Child, Stdio};
+
+    fn is_root() -> bool {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    }
+
+    fn sbin(program: &str) -> PathBuf {
+        ["/usr/sbin", "/usr/bin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(program))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from(program))
+    }
+
+    /// A child process killed on drop.
+    struct Process(Child);
+
+    impl Drop for Process {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Postfix's `smtp-sink`, dumping every message it accepts into a directory.
+    pub struct SmtpSink {
+        pub port: u16,
+        pub dir: tempfile::TempDir,
+        _process: Process,
+    }
+
+    impl SmtpSink {
+        pub fn start() -> SmtpSink {
+            SmtpSink::start_on(free_port())
+        }
+
+        pub fn start_on(port: u16) -> SmtpSink {
+            let dir = tempfile::tempdir().expect("tempdir");
+            // smtp-sink drops to an unprivileged user when started as root.
+            let _ = Command::new("chmod").args(["777"]).arg(dir.path()).status();
+            let mut cmd = Command::new(sbin("smtp-sink"));
+            if is_root() {
+                cmd.args(["-u", "nobody"]);
+            }
+            let template = format!("{}/%Y%m%d%H%M%S.", dir.path().display());
+            let child = cmd
+                .args(["-d", &template, &format!("127.0.0.1:{port}"), "64"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("smtp-sink (Debian package postfix)");
+            wait_for_port(port);
+            SmtpSink {
+                port,
+                dir,
+                _process: Process(child),
+            }
+        }
+
+        /// Every dumped transaction (smtp-sink's own X- and Received lines first).
+        pub fn messages(&self) -> Vec<String> {
+            read_files(self.dir.path(), |_| true)
+        }
+    }
+
+    /// `tests/e2e/peers/sink.py`: stores each transaction's envelope, raw DATA and message.
+    pub struct ScriptedSink {
+        pub port: u16,
+        pub dir: tempfile::TempDir,
+        _process: Process,
+    }
+
+    /// One transaction the scripted sink received.
+    #[derive(Debug)]
+    pub struct Received {
+        pub envelope: String,
+        /// DATA as it came over the wire (dot-stuffed, without the final dot).
+        pub raw: Vec<u8>,
+        pub message: Vec<u8>,
+    }
+
+    impl ScriptedSink {
+        /// Recipients whose local part starts with `reject` get 550 5.1.1.
+        pub fn start(reject: Option<&str>) -> ScriptedSink {
+            ScriptedSink::start_on("127.0.0.1", free_port(), reject)
+        }
+
+        pub fn start_on(_host: &str, port: u16, reject: Option<&str>) -> ScriptedSink {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut cmd = Command::new("python3");
+            cmd.arg(root().join("tests/e2e/peers/sink.py"))
+                .arg(port.to_string())
+                .arg(dir.path());
+            if let Some(prefix) = reject {
+                cmd.args(["--reject", prefix]);
+            }
+            let child = cmd.spawn().expect("python3 sink.py");
+            wait_for_port(port);
+            ScriptedSink {
+                port,
+                dir,
+                _process: Process(child),
+            }
+        }
+
+        pub fn received(&self) -> Vec<Received> {
+            let mut out = Vec::new();
+            for n in 1.. {
+                let base = self.dir.path().join(n.to_string());
+                let Ok(envelope) = std::fs::read_to_string(base.with_extension("json")) else {
+                    break;
+                };
+                out.push(Received {
+                    envelope,
+                    raw: std::fs::read(base.with_extension("raw")).unwrap_or_default(),
+                    message: std::fs::read(base.with_extension("eml")).unwrap_or_default(),
+                });
+            }
+            out
+        }
+
+        pub fn wait(&self, n: usize, secs: u64) -> Vec<Received> {
+            wait_until(secs, || self.received().len() >= n);
+            self.received()
+        }
+    }
+
+    /// A private Postfix instance (`tests/e2e/peers/postfix-downstream.sh`) that delivers mail
+    /// for one domain into the Maildir `<dir>/mail/box/`.
+    pub struct PostfixDownstream {
+        pub port: u16,
+        pub dir: tempfile::TempDir,
+    }
+
+    impl PostfixDownstream {
+        pub fn start(domain: &str) -> PostfixDownstream {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_port();
+            let status = Command::new(root().join("tests/e2e/peers/postfix-downstream.sh"))
+                .args(["start"])
+                .arg(dir.path())
+                .args([&port.to_string(), domain])
+                .status()
+                .expect("postfix-downstream.sh");
+            assert!(status.success(), "the downstream Postfix did not start");
+            wait_for_port(port);
+            PostfixDownstream { port, dir }
+        }
+
+        /// The delivered files.
+        pub fn delivered(&self) -> Vec<String> {
+            read_files(&self.dir.path().join("mail/box/new"), |_| true)
+        }
+    }
+
+    impl Drop for PostfixDownstream {
+        fn drop(&mut self) {
+            let _ = Command::new(root().join("tests/e2e/peers/postfix-downstream.sh"))
+                .arg("stop")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    /// dnsmasq answering on 127.0.0.1:port from the records given as dnsmasq options
+    /// (`--mx-host=...`, `--host-record=...`, `--cname=...`), nothing else.
+    pub struct Dns {
+        pub port: u16,
+        _process: Process,
+    }
+
+    impl Dns {
+        pub fn start(records: &[&str]) -> Dns {
+            let port = free_port();
+            let child = Command::new(sbin("dnsmasq"))
+                .args([
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--bind-interfaces",
+                    "--listen-address=127.0.0.1",
+                    &format!("--port={port}"),
+                    "--pid-file",
+                ])
+                .args(records)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dnsmasq (Debian package dnsmasq-base)");
+            // dnsmasq serves TCP too: wait for it.
+            wait_for_port(port);
+            Dns {
+                port,
+                _process: Process(child),
+            }
+        }
+    }
+
+    fn read_files(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<String> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && keep(p))
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned())
+            .collect()
+    }
 }

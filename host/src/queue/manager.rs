@@ -15,7 +15,8 @@ use super::state::{DeliveryState, QueueEntry, QueueFiles};
 use crate::config::Config;
 use crate::message::Message;
 use crate::plugin::{
-    Delivery, Envelope, MailState, PluginSet, Route, Services, Session, Stage, StageCall, Verdict,
+    Delivery, Edit, Envelope, MailState, PluginSet, Route, Services, Session, Stage, StageCall,
+    Verdict,
 };
 use crate::relay::client::{Failure, Outgoing, Pool, Settings, SmtpClient};
 use crate::relay::dsn::{self, FailedRecipient};
@@ -300,7 +301,20 @@ impl QueueManager {
                 .plugins
                 .transaction(&envelope.id, self.inner.services.clone());
             let report = chain.run(StageCall::Deliver, &mut mail).await;
-            let by = report.decided_by.unwrap_or_default();
+            // Who decided, or (for a reroute or defer, which are edits) who asked for it.
+            let by = report.decided_by.clone().unwrap_or_else(|| {
+                report
+                    .runs
+                    .iter()
+                    .rev()
+                    .find(|r| {
+                        r.edits
+                            .iter()
+                            .any(|e| matches!(e, Edit::Defer(_) | Edit::Reroute(_)))
+                    })
+                    .map(|r| r.plugin.clone())
+                    .unwrap_or_default()
+            });
             match report.decision {
                 Verdict::Continue | Verdict::Accept => {}
                 Verdict::Reject(reply) => {
@@ -434,7 +448,10 @@ impl QueueManager {
         for candidate in &candidates {
             match self.send_via(candidate, target, &key, &out).await {
                 Err(failure) if failure.permanent => return fail_all(failure),
-                Err(failure) => results = fail_all(failure),
+                Err(failure) => {
+                    tracing::info!(host = candidate.name, addr = %candidate.addr, "{}", failure.text);
+                    results = fail_all(failure);
+                }
                 Ok(sent) => {
                     let all_temporary = sent.iter().all(|r| matches!(r, Err(f) if !f.permanent));
                     results = sent;

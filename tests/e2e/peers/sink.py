@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""A scriptable SMTP server for the relay tests.
+
+sink.py PORT DIR [--reject PREFIX]
+Accepts every message on 127.0.0.1:PORT and stores transaction N as DIR/N.json (envelope),
+DIR/N.raw (the DATA bytes exactly as received, dot-stuffed) and DIR/N.eml (unstuffed).
+Recipients whose local part starts with PREFIX get "550 5.1.1".
+"""
+import json
+import os
+import socketserver
+import sys
+import threading
+
+PORT, DIR = int(sys.argv[1]), sys.argv[2]
+REJECT = sys.argv[sys.argv.index("--reject") + 1] if "--reject" in sys.argv else None
+COUNTER = [0]
+LOCK = threading.Lock()
+
+
+class Session(socketserver.StreamRequestHandler):
+    def reply(self, text):
+        self.wfile.write(text.encode() + b"\r\n")
+
+    def handle(self):
+        self.reply("220 sink.test ESMTP")
+        sender, rcpts = None, []
+        while True:
+            line = self.rfile.readline(4096)
+            if not line:
+                return
+            verb = line.decode("utf-8", "replace").strip()
+            upper = verb.upper()
+            if upper.startswith("EHLO"):
+                self.reply("250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 10000000")
+            elif upper.startswith("HELO"):
+                self.reply("250 sink.test")
+            elif upper.startswith("MAIL FROM:"):
+                sender, rcpts = verb[10:].split(">")[0].lstrip("<"), []
+                self.reply("250 2.1.0 ok")
+            elif upper.startswith("RCPT TO:"):
+                rcpt = verb[8:].split(">")[0].lstrip("<")
+                if REJECT and rcpt.split("@")[0].startswith(REJECT):
+                    self.reply("550 5.1.1 <%s>: no such mailbox here" % rcpt)
+                else:
+                    rcpts.append(rcpt)
+                    self.reply("250 2.1.5 ok")
+            elif upper == "DATA":
+                if not rcpts:
+                    self.reply("554 5.5.1 no valid recipients")
+                    continue
+                self.reply("354 go ahead")
+                raw = b""
+                while True:
+                    chunk = self.rfile.readline(1 << 20)
+                    if not chunk:
+                        return
+                    if chunk == b".\r\n":
+                        break
+                    raw += chunk
+                unstuffed = b"".join(
+                    l[1:] if l.startswith(b".") else l for l in raw.splitlines(keepends=True)
+                )
+                with LOCK:
+                    COUNTER[0] += 1
+                    n = COUNTER[0]
+                base = os.path.join(DIR, str(n))
+                with open(base + ".raw", "wb") as f:
+                    f.write(raw)
+                with open(base + ".eml", "wb") as f:
+                    f.write(unstuffed)
+                with open(base + ".json.tmp", "w") as f:
+                    json.dump({"sender": sender, "recipients": rcpts}, f)
+                os.rename(base + ".json.tmp", base + ".json")
+                self.reply("250 2.0.0 queued as %d" % n)
+            elif upper == "RSET":
+                sender, rcpts = None, []
+                self.reply("250 2.0.0 ok")
+            elif upper == "NOOP":
+                self.reply("250 2.0.0 ok")
+            elif upper == "QUIT":
+                self.reply("221 2.0.0 bye")
+                return
+            else:
+                self.reply("502 5.5.2 unknown command")
+
+
+class Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+if __name__ == "__main__":
+    os.makedirs(DIR, exist_ok=True)
+    Server(("127.0.0.1", PORT), Session).serve_forever()
