@@ -515,3 +515,69 @@ fn queue_delete_removes_a_deferred_message_and_works_without_a_server() {
     assert_eq!(gw.cli(&["queue", "delete", &id(&second)]).code, Some(0));
     assert!(queue_is_empty(&gw));
 }
+
+#[test]
+fn smarthost_with_required_starttls_and_auth() {
+    // The smarthost is a second gateway whose submission port demands AUTH after STARTTLS.
+    let smarthost = Gateway::start("");
+    let route = format!(
+        r#"[[route]]
+domains = ["example.test"]
+type = "relay"
+host = "127.0.0.1:{}"
+tls = "required"
+tls-verify = false
+auth-user = "bob@example.test"
+auth-password = "pw-bob"
+"#,
+        smarthost.submission
+    );
+    // The relaying gateway's own local domain must differ from the smarthost's.
+    let relay = Gateway::start_with_domain("relay.test", RELAY_FOR_LOOPBACK, &route);
+    let reply = send(
+        relay.inbound,
+        "sender@client.test",
+        &["carol@example.test"],
+        &message("smarthost"),
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    let got = smarthost.wait_mailbox("carol@example.test", 1);
+    assert_eq!(
+        got.len(),
+        1,
+        "delivered through the smarthost:\n{}",
+        relay.log()
+    );
+    assert!(
+        got[0].contains("with ESMTPSA"),
+        "over TLS, authenticated: {}",
+        got[0]
+    );
+    assert!(got[0].contains("Subject: smarthost"));
+    assert!(
+        wait_until(5, || queue_is_empty(&relay)),
+        "{}",
+        queue_list(&relay)
+    );
+}
+
+#[test]
+fn required_tls_is_not_downgraded() {
+    // smtp-sink offers no STARTTLS: a route that requires TLS keeps the message queued.
+    let sink = SmtpSink::start();
+    let route = route_to(sink.port).replace("tls = \"none\"", "tls = \"required\"");
+    let gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &route);
+    let reply = send(
+        gw.inbound,
+        "sender@client.test",
+        &["rcpt@remote.test"],
+        &message("tls-required"),
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(
+        wait_until(10, || queue_list(&gw).contains("does not offer STARTTLS")),
+        "{}",
+        queue_list(&gw)
+    );
+    assert!(sink.messages().is_empty(), "nothing sent in clear");
+}

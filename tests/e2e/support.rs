@@ -101,6 +101,11 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with extra keys for the `[server]` table too.
     pub fn start_with(server: &str, extra: &str) -> Gateway {
+        Gateway::start_with_domain("example.test", server, extra)
+    }
+
+    /// A gateway whose local domain (and users' domain) is `domain`.
+    pub fn start_with_domain(domain: &str, server: &str, extra: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let (inbound, submission, smtps) = (free_port(), free_port(), free_port());
         let config = dir.path().join("gateway.toml");
@@ -111,9 +116,9 @@ data-dir = "data"
 {server}
 
 [local]
-domains = ["example.test"]
+domains = ["{domain}"]
 [local.aliases]
-"team@example.test" = ["alice@example.test", "bob@example.test"]
+"team@{domain}" = ["alice@{domain}", "bob@{domain}"]
 
 [[listener]]
 name = "inbound"
@@ -141,10 +146,8 @@ require-auth = true
             config,
         };
         for user in USERS {
-            gateway.add_user(
-                user,
-                &format!("pw-{}", user.split('@').next().unwrap_or("")),
-            );
+            let local = user.split('@').next().unwrap_or("");
+            gateway.add_user(&format!("{local}@{domain}"), &format!("pw-{local}"));
         }
         gateway.launch();
         gateway
