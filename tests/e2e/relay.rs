@@ -581,3 +581,62 @@ fn required_tls_is_not_downgraded() {
     );
     assert!(sink.messages().is_empty(), "nothing sent in clear");
 }
+
+#[test]
+fn an_expired_message_bounces_with_the_last_error() {
+    let dead = free_port();
+    let extra = format!(
+        "{}\n[queue]\nretry = [\"1s\"]\nmax-age = \"3s\"\n",
+        route_to(dead)
+    );
+    let gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &extra);
+    let reply = send(
+        gw.inbound,
+        "alice@example.test",
+        &["rcpt@remote.test"],
+        &message("expiring"),
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    let bounces = {
+        wait_until(20, || !gw.mailbox("alice@example.test").is_empty());
+        gw.settled_mailbox("alice@example.test")
+    };
+    assert_eq!(bounces.len(), 1, "one DSN on expiry:\n{}", gw.log());
+    let dsn = &bounces[0];
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; rcpt@remote.test"),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Action: failed"), "{dsn}");
+    assert!(dsn.contains("Status: 4.4.7"), "{dsn}");
+    assert!(dsn.contains("delivery time expired"), "{dsn}");
+    assert!(
+        dsn.contains("Connection refused"),
+        "the last error is reported: {dsn}"
+    );
+    assert!(queue_is_empty(&gw), "{}", queue_list(&gw));
+}
+
+#[test]
+fn deliver_stage_reject_bounces_with_the_plugins_text() {
+    let sink = ScriptedSink::start(None);
+    let plugins = probe("gatekeeper", "action.deliver = \"reject\"");
+    let gw = Gateway::start_with(
+        RELAY_FOR_LOOPBACK,
+        &format!("{plugins}\n{}", route_to(sink.port)),
+    );
+    let reply = send(
+        gw.inbound,
+        "alice@example.test",
+        &["rcpt@remote.test"],
+        &message("refused"),
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    let bounces = gw.wait_mailbox("alice@example.test", 1);
+    assert_eq!(bounces.len(), 1, "{}", gw.log());
+    let dsn = &bounces[0];
+    assert!(dsn.contains("550 5.7.1 rejected by gatekeeper"), "{dsn}");
+    assert!(dsn.contains("Status: 5.7.1"), "{dsn}");
+    assert!(sink.received().is_empty(), "nothing sent");
+    assert!(wait_until(5, || queue_is_empty(&gw)), "{}", queue_list(&gw));
+}

@@ -10,7 +10,8 @@
 //!   plugins' harness cases);
 //! - `lint`: rustfmt check and clippy (host and guests) with warnings as errors;
 //! - `bench`: `plugins`, then the plugin-chain benchmark; `bench smtp`: the SMTP accept rate
-//!   into local delivery (smtp-source), beside Postfix and Haraka (`../shared/bench/peers.sh`).
+//!   into local delivery (smtp-source); `bench relay`: relay throughput to smtp-sink; both
+//!   beside Postfix and Haraka (`../shared/bench/peers.sh`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -266,18 +267,21 @@ fn count_before(text: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// `bench`: the plugin-chain benchmark; `bench smtp`: the SMTP accept rate beside Postfix and Haraka.
+/// `bench`: the plugin-chain benchmark; `bench smtp`: the SMTP accept rate, `bench relay`:
+/// relay throughput to smtp-sink, each beside Postfix and Haraka.
 fn bench(which: Option<&str>) -> Result<(), String> {
     build_plugins()?;
+    let script = |name: &str| -> Result<(), String> {
+        cargo(&["build", "--release", "-p", "mailgate"])?;
+        status(
+            Command::new("bash")
+                .arg(root().join("host/benches").join(name))
+                .current_dir(root()),
+        )
+    };
     match which {
-        Some("smtp") => {
-            cargo(&["build", "--release", "-p", "mailgate"])?;
-            status(
-                Command::new("bash")
-                    .arg(root().join("host/benches/smtp_accept.sh"))
-                    .current_dir(root()),
-            )
-        }
+        Some("smtp") => script("smtp_accept.sh"),
+        Some("relay") => script("relay.sh"),
         _ => cargo(&["bench", "-p", "mailgate", "--bench", "plugin_chain"]),
     }
 }

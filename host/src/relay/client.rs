@@ -625,3 +625,109 @@ impl ServerCertVerifier for AnyCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// A peer that refuses EHLO (so no extensions, no PIPELINING) and logs every line it gets.
+    async fn old_peer() -> (SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let (read, mut write) = tcp.into_split();
+            let mut lines = BufReader::new(read).lines();
+            let mut seen = Vec::new();
+            write
+                .write_all(b"220-old.test\r\n220 hello\r\n")
+                .await
+                .expect("greet");
+            let mut in_data = false;
+            while let Ok(Some(line)) = lines.next_line().await {
+                seen.push(line.clone());
+                let reply: &[u8] = if in_data {
+                    if line != "." {
+                        continue;
+                    }
+                    in_data = false;
+                    b"250 done\r\n"
+                } else if line.starts_with("EHLO") {
+                    b"502 what\r\n"
+                } else if line.starts_with("RCPT TO:<no") {
+                    b"550 5.1.1 unknown\r\n"
+                } else if line == "DATA" {
+                    in_data = true;
+                    b"354 go\r\n"
+                } else if line == "QUIT" {
+                    write.write_all(b"221 bye\r\n").await.expect("bye");
+                    break;
+                } else {
+                    b"250 ok\r\n"
+                };
+                write.write_all(reply).await.expect("reply");
+            }
+            seen
+        });
+        (addr, task)
+    }
+
+    fn plain_target() -> Target {
+        Target {
+            route: crate::plugin::Route::Relay("old.test:25".into()),
+            tls: ClientTls::Opportunistic,
+            tls_verify: false,
+            auth: None,
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            helo: "gw.test".into(),
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn helo_fallback_without_pipelining_and_per_recipient_results() {
+        let (addr, peer) = old_peer().await;
+        let candidate = Candidate {
+            name: "old.test".into(),
+            addr,
+        };
+        let mut client = SmtpClient::connect(&candidate, &plain_target(), &settings())
+            .await
+            .expect("connect");
+        let rcpts = vec!["yes@a.test".to_string(), "no@a.test".to_string()];
+        let payload = super::super::wire::data_payload(b"Subject: x\r\n\r\n.dot\r\n");
+        let mut out = Outgoing {
+            sender: "s@b.test",
+            recipients: &rcpts,
+            payload: &payload,
+            size: 20,
+            eight_bit: true,
+            smtputf8: false,
+        };
+        let refused = client.send(&out).await.expect_err("8-bit to a 7-bit peer");
+        assert!(
+            refused.permanent && refused.text.starts_with("5.6.3"),
+            "{refused:?}"
+        );
+        out.eight_bit = false;
+        let results = client.send(&out).await.expect("sent");
+        assert_eq!(results[0], Ok("250 done".to_string()));
+        let failure = results[1].clone().expect_err("refused recipient");
+        assert!(failure.permanent);
+        assert_eq!(failure.reply.as_deref(), Some("550 5.1.1 unknown"));
+        client.quit().await;
+        let seen = peer.await.expect("peer");
+        assert_eq!(seen[0], "EHLO gw.test");
+        assert_eq!(seen[1], "HELO gw.test");
+        assert_eq!(seen[2], "MAIL FROM:<s@b.test>", "no SIZE without EHLO");
+        assert!(seen.contains(&"..dot".to_string()), "dot-stuffed: {seen:?}");
+    }
+}

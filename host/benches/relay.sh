@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# End-to-end relay throughput: smtp-source -> mailgate (three bundled plugins, durable spool)
+# -> smtp-sink, measured by ../shared/bench/peers.sh beside Postfix and Haraka in the same run
+# (it starts the sink on $SINK_PORT and measures every server the same way). Also prints
+# mailgate's CPU per message. Run through `cargo xtask bench relay`.
+# Usage: relay.sh [N=5000] [SESSIONS=20] [SIZE=4096]      env: PEERS="postfix haraka" (or "")
+set -euo pipefail
+N=${1:-5000} S=${2:-20} L=${3:-4096}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+bin=$root/target/release/mailgate
+peers=$root/../shared/bench/peers.sh
+[ -f "$peers" ] || { echo "relay.sh needs $peers (it runs the sink and the peers)" >&2; exit 2; }
+work=$(mktemp -d)
+port=${GATEWAY_BENCH_PORT:-2625} sink=${SINK_PORT:-2527}
+plugins=$root/target/plugins
+cat > "$work/gateway.toml" <<TOML
+[server]
+hostname = "bench.example.com"
+data-dir = "data"
+relay-networks = ["127.0.0.0/8"]
+[[listener]]
+name = "inbound"
+address = "127.0.0.1:$port"
+[limits]
+max-connections-per-ip = 200
+[[route]]
+domains = ["example.org"]
+type = "relay"
+host = "127.0.0.1:$sink"
+tls = "none"
+[relay]
+max-per-destination = 20
+[[plugin]]
+path = "$plugins/recipient-policy.wasm"
+[plugin.config]
+domains = ["example.org"]
+[[plugin]]
+path = "$plugins/mime-guard.wasm"
+[plugin.config]
+action = "strip"
+extensions = ["exe", "scr", "js", "vbs"]
+[[plugin]]
+path = "$plugins/header-rewrite.wasm"
+[plugin.config]
+trace-header = "X-Mailgate"
+TOML
+"$bin" serve --config "$work/gateway.toml" 2>"$work/server.log" & pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+cpu0=$(cpu)
+GATEWAY_PORT=$port SINK_PORT=$sink PEERS=${PEERS-"postfix haraka"} bash "$peers" "$N" "$S" "$L"
+ticks=$(( $(cpu) - cpu0 )); hz=$(getconf CLK_TCK)
+printf 'mailgate CPU %.0f us/msg (user+system, warm-up included; %s)\n' \
+  "$(echo "$ticks * 1000000 / $hz / ($N + 20)" | bc -l)" "$(awk '{print "utime " $14 " stime " $15 " ticks"}' /proc/$pid/stat)"
+left=$(find "$work/data/queue/active" -type f | wc -l)
+echo "mailgate queue after the run: $left message(s)"
