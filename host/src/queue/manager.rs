@@ -159,7 +159,15 @@ impl QueueManager {
     /// Takes a spooled message whose local recipients are done; its state file (if any)
     /// says when it is due.
     pub fn submit(&self, id: &str) {
-        let state = self.inner.files.state(id);
+        self.schedule_entry(id, self.inner.files.state(id));
+    }
+
+    /// Takes a message just accepted (it has no state yet): due now.
+    pub fn submit_new(&self, id: &str) {
+        self.schedule_entry(id, DeliveryState::default());
+    }
+
+    fn schedule_entry(&self, id: &str, state: DeliveryState) {
         let now = now_secs();
         let mut schedule = self.schedule();
         if let Some(entry) = schedule.entries.get_mut(id) {

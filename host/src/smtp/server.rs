@@ -35,6 +35,7 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     relay_networks: Vec<(IpAddr, u8)>,
     deliveries: mpsc::UnboundedSender<String>,
+    relay: QueueManager,
     quarantine_dir: PathBuf,
 }
 
@@ -52,7 +53,17 @@ impl Shared {
             .store(envelope, raw)
             .await
             .map_err(|e| e.to_string())?;
-        let _ = self.deliveries.send(envelope.id.clone());
+        // A message with no local recipient goes straight to the relay queue.
+        let users = self.users.get();
+        let local = envelope
+            .recipients
+            .iter()
+            .any(|r| users.is_local_domain(r.rsplit_once('@').map_or("", |(_, d)| d)));
+        if local {
+            let _ = self.deliveries.send(envelope.id.clone());
+        } else {
+            self.relay.submit_new(&envelope.id);
+        }
         Ok(())
     }
 
@@ -191,6 +202,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .map(|n| parse_network(n))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (deliveries, queue) = mpsc::unbounded_channel();
+    let files = QueueFiles::new(spool.clone(), &data_dir.join("queue"))?;
+    let relay = QueueManager::start(
+        files,
+        config.clone(),
+        plugins.clone(),
+        services.clone(),
+        deliveries.clone(),
+    );
     let shared = Arc::new(Shared {
         config: config.clone(),
         plugins,
@@ -200,6 +219,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tls,
         relay_networks,
         deliveries: deliveries.clone(),
+        relay: relay.clone(),
         quarantine_dir: data_dir.join("quarantine"),
     });
     // Recovery: whatever was acknowledged before a stop is delivered now.
@@ -210,14 +230,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for id in recovered {
         let _ = deliveries.send(id);
     }
-    let files = QueueFiles::new(spool.clone(), &data_dir.join("queue"))?;
-    let relay = QueueManager::start(
-        files,
-        config.clone(),
-        shared.plugins.clone(),
-        shared.services.clone(),
-        deliveries.clone(),
-    );
     crate::queue::admin::serve(&crate::queue::admin::socket_path(&data_dir), relay.clone())
         .await
         .context("cannot open the admin socket")?;
