@@ -19,6 +19,46 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
 }
 
+/// Where the config comes from (a file, or the embedded defaults) plus the command line's
+/// overrides, so that a reload reads it exactly as the start did.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    pub path: Option<PathBuf>,
+    /// `--data-dir`: overrides `server.data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.path {
+            Some(path) => Config::load(path)?,
+            None => crate::defaults::config(&crate::defaults::plugin_dir())?,
+        };
+        if let Some(dir) = &self.data_dir {
+            config.server.data_dir = Some(std::path::absolute(dir).unwrap_or(dir.clone()));
+        }
+        Ok(config)
+    }
+
+    /// The data directory, even from a config that does not load (for `mailgate reload`,
+    /// which must reach the server to be told what is wrong): `--data-dir`, else
+    /// `server.data-dir` if the file is at least TOML, else the default.
+    pub fn data_dir_lenient(&self) -> PathBuf {
+        if let Ok(config) = self.load() {
+            return config.data_dir();
+        }
+        if let Some(dir) = &self.data_dir {
+            return std::path::absolute(dir).unwrap_or(dir.clone());
+        }
+        let from_file = self.path.as_ref().and_then(|path| {
+            let table: toml::Table = std::fs::read_to_string(path).ok()?.parse().ok()?;
+            let dir = table.get("server")?.get("data-dir")?.as_str()?;
+            Some(path.parent().unwrap_or(Path::new(".")).join(dir))
+        });
+        from_file.unwrap_or_else(|| PathBuf::from("data"))
+    }
+}
+
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

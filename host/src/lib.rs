@@ -5,6 +5,7 @@
 //! `smtp` is the server, `queue` the durable spool, `delivery` local Maildir delivery and
 //! `store` the local users.
 
+pub mod admin;
 pub mod config;
 pub mod defaults;
 pub mod delivery;
@@ -13,5 +14,6 @@ pub mod message;
 pub mod plugin;
 pub mod queue;
 pub mod relay;
+pub mod reload;
 pub mod smtp;
 pub mod store;

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use mailgate::admin;
 use mailgate::config::Config;
+use mailgate::config::ConfigSource;
 use mailgate::harness::{case, check};
-use mailgate::queue::admin::{self, QueueCommand};
+use mailgate::queue::admin::{execute, QueueCommand};
 use mailgate::queue::spool::Spool;
 use mailgate::queue::state::QueueFiles;
 
@@ -50,6 +52,25 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Reload the plugin chain of the running server now (it also reloads by itself when the
+    /// config or a plugin file changes, and on SIGHUP). Exit 1 when the reload failed (the
+    /// plugins in service stay), 2 when no server runs.
+    Reload {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// The running server's plugins: order per stage, version, file hash, calls, faults.
+    Plugins {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The last reloads and their outcome instead.
+        #[arg(long)]
+        history: bool,
     },
     /// Inspect and manage the queue; talks to the running server, or works on the files when
     /// none runs.
@@ -156,16 +177,42 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Serve { config, data_dir } => {
-            let config = with_data_dir(load_config(config.as_deref())?, data_dir);
-            mailgate::smtp::server::serve(config).await?;
+            let source = ConfigSource {
+                path: config,
+                data_dir,
+            };
+            mailgate::smtp::server::serve(source).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload { config, data_dir } => {
+            let source = ConfigSource {
+                path: config,
+                data_dir,
+            };
+            ask_running_server(&source.data_dir_lenient(), "reload").await
+        }
+        Command::Plugins {
+            config,
+            data_dir,
+            history,
+        } => {
+            let source = ConfigSource {
+                path: config,
+                data_dir,
+            };
+            let request = if history {
+                "plugins history"
+            } else {
+                "plugins"
+            };
+            ask_running_server(&source.data_dir_lenient(), request).await
         }
         Command::User {
             config,
             data_dir,
             action,
         } => {
-            let config = with_data_dir(load_config(config.as_deref())?, data_dir);
+            let config = load_with_data_dir(config, data_dir)?;
             user_command(&config, action)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -174,7 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
             action,
         } => {
-            let config = with_data_dir(load_config(config.as_deref())?, data_dir);
+            let config = load_with_data_dir(config, data_dir)?;
             queue_command(&config, action.command()).await
         }
         Command::Test { junit, paths } => {
@@ -192,13 +239,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
-}
-
-fn with_data_dir(mut config: Config, data_dir: Option<PathBuf>) -> Config {
-    if let Some(dir) = data_dir {
-        config.server.data_dir = Some(std::path::absolute(&dir).unwrap_or(dir));
-    }
-    config
 }
 
 fn user_command(config: &Config, action: UserAction) -> anyhow::Result<()> {
@@ -232,9 +272,30 @@ fn user_command(config: &Config, action: UserAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn ask_running_server(data_dir: &std::path::Path, request: &str) -> anyhow::Result<ExitCode> {
+    match admin::ask(data_dir, request).await {
+        Some(Ok(text)) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Err(e)) => {
+            eprintln!("mailgate: {e}");
+            Ok(ExitCode::from(1))
+        }
+        None => {
+            eprintln!(
+                "mailgate: no server is running on {} (no answer on {})",
+                data_dir.display(),
+                admin::socket_path(data_dir).display()
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
 async fn queue_command(config: &Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
     let data_dir = config.data_dir();
-    let result = match admin::ask_server(&data_dir, &command).await {
+    let result = match admin::ask(&data_dir, &command.to_line()).await {
         Some(result) => result,
         None => {
             let root = data_dir.join("queue");
@@ -244,7 +305,7 @@ async fn queue_command(config: &Config, command: QueueCommand) -> anyhow::Result
                 data_dir.display()
             );
             let files = QueueFiles::new(Spool::attach(&root), &root)?;
-            admin::execute(&files, &command)
+            execute(&files, &command)
         }
     };
     match result {
@@ -260,12 +321,22 @@ async fn queue_command(config: &Config, command: QueueCommand) -> anyhow::Result
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
-    match path {
-        Some(path) => Ok(Config::load(path)?),
-        None => Ok(mailgate::defaults::config(
-            &mailgate::defaults::plugin_dir(),
-        )?),
+    Ok(ConfigSource {
+        path: path.map(PathBuf::from),
+        data_dir: None,
     }
+    .load()?)
+}
+
+fn load_with_data_dir(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<Config> {
+    Ok(ConfigSource {
+        path: config,
+        data_dir,
+    }
+    .load()?)
 }
 
 /// Compiled plugins are cached per user so the second run starts in milliseconds.

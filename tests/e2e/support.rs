@@ -208,6 +208,40 @@ require-auth = true
         mailgate(&all, &self.dir.path().join("cli-cache"))
     }
 
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Resident memory of the server process, in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid().expect("running")))
+                .expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// One request on the admin socket (what `mailgate reload` and friends send).
+    pub fn admin(&self, request: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(self.data().join("admin.sock"))
+            .expect("admin socket");
+        stream
+            .write_all(format!("{request}\n").as_bytes())
+            .expect("request");
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).expect("reply");
+        reply
+    }
+
     /// SIGTERM and wait: a clean stop.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -252,6 +286,21 @@ require-auth = true
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         self.mailbox(address)
+    }
+
+    /// Waits for a delivered message of `address` containing `needle`, and returns it.
+    pub fn wait_mailbox_matching(&self, address: &str, needle: &str) -> String {
+        for _ in 0..200 {
+            if let Some(m) = self
+                .mailbox(address)
+                .into_iter()
+                .find(|m| m.contains(needle))
+            {
+                return m;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("no message with {needle:?} for {address}");
     }
 
     /// The mailbox once delivery has had time to run (for checking that nothing arrived).

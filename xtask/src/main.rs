@@ -132,11 +132,32 @@ fn build_plugins() -> Result<(), String> {
         .join("guest");
     copy_components(&built, &bundled, &root().join("target/plugins"))?;
     copy_components(&built, &fixtures, &root().join("target/test-plugins"))?;
+    stamp_versions(&built)?;
     let example = built.join("examples/reject_domain.wasm");
     let dest = root().join("target/test-plugins/sdk-example.wasm");
     std::fs::copy(&example, &dest)
         .map(|_| ())
         .map_err(|e| format!("copy {}: {e}", example.display()))
+}
+
+/// The stamp fixture in its two versions (`stamp-v1.wasm`, `stamp-v2.wasm`) for the reload tests.
+fn stamp_versions(built: &Path) -> Result<(), String> {
+    let dest = root().join("target/test-plugins");
+    let copy = |to: &str| {
+        let from = built.join("stamp_plugin.wasm");
+        std::fs::copy(&from, dest.join(to))
+            .map(|_| ())
+            .map_err(|e| format!("copy {}: {e}", from.display()))
+    };
+    copy("stamp-v1.wasm")?;
+    let mut v2 = guest_args("build");
+    v2.extend(["-p", "stamp-plugin", "--features", "v2"]);
+    cargo(&v2)?;
+    copy("stamp-v2.wasm")?;
+    // Leave the default build in place for the next incremental run.
+    let mut v1 = guest_args("build");
+    v1.extend(["-p", "stamp-plugin"]);
+    cargo(&v1)
 }
 
 /// Copies `name_with_underscores.wasm` to `dest/name-with-dashes.wasm`.

@@ -176,6 +176,20 @@ enum Fault {
 }
 
 impl Transaction {
+    /// The generation of the plugin set this transaction runs.
+    pub fn generation(&self) -> u64 {
+        self.set.generation
+    }
+
+    /// Takes over notes from an earlier chain of the same session (after a reload).
+    pub fn carry_notes(&self, notes: std::collections::BTreeMap<String, String>) {
+        self.ctx
+            .notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(notes);
+    }
+
     /// The notes plugins left in this transaction.
     pub fn notes(&self) -> std::collections::BTreeMap<String, String> {
         self.ctx
@@ -210,6 +224,7 @@ impl Transaction {
                 fault: None,
                 logs: self.ctx.take_logs(),
             };
+            plugin.count_call(result.is_err());
             let decision = match result {
                 Ok(outcome) => {
                     run.verdict = Some(outcome.verdict.clone());

@@ -64,7 +64,9 @@ impl Runtime {
 
     /// Loads a component, from the compiled cache when it holds this exact file for this
     /// exact engine, otherwise compiling it (and filling the cache).
-    pub fn load_component(&self, path: &Path) -> Result<Component, PluginError> {
+    /// Reads, checks and compiles (or loads from the cache) one component. Returns it with the
+    /// SHA-256 of the file, in hex.
+    pub fn load_component(&self, path: &Path) -> Result<(Component, String), PluginError> {
         let bytes = std::fs::read(path).map_err(|e| PluginError::Read {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -79,16 +81,20 @@ impl Runtime {
                 },
             });
         }
+        let sha256: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let cached = self
             .cache_dir
             .as_ref()
-            .map(|dir| dir.join(self.cache_key(&bytes)));
+            .map(|dir| dir.join(self.cache_key(&sha256)));
         if let Some(file) = cached.as_ref().filter(|f| f.exists()) {
             // SAFETY: the cache directory is written only by this function, with artifacts
             // produced by `precompile_component` of an engine with the same compatibility hash
             // (part of the file name); a corrupt file fails to deserialize and is replaced.
             match unsafe { Component::deserialize_file(&self.engine, file) } {
-                Ok(component) => return Ok(component),
+                Ok(component) => return Ok((component, sha256)),
                 Err(e) => tracing::warn!("discarding cached artifact {}: {e}", file.display()),
             }
         }
@@ -103,18 +109,18 @@ impl Runtime {
             store_artifact(file, &compiled);
         }
         // SAFETY: `compiled` was produced just now by this engine.
-        unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(PluginError::engine)
+        let component = unsafe { Component::deserialize(&self.engine, &compiled) }
+            .map_err(PluginError::engine)?;
+        Ok((component, sha256))
     }
 
     /// Content hash of the component plus the engine's compatibility hash.
-    fn cache_key(&self, bytes: &[u8]) -> String {
+    fn cache_key(&self, sha256: &str) -> String {
         let mut compat = std::collections::hash_map::DefaultHasher::new();
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut compat);
-        let digest = Sha256::digest(bytes);
-        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        format!("{hex}-{:016x}.cwasm", compat.finish())
+        format!("{}-{:016x}.cwasm", &sha256[..32], compat.finish())
     }
 
     /// Converts a timeout into epoch ticks (at least one).

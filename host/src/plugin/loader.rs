@@ -1,8 +1,10 @@
 //! Turns the config's `[[plugin]]` entries into ready-to-instantiate plugins: compile (or load
 //! from cache), check the contract, ask the plugin to describe itself.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use wasmtime::Store;
 
@@ -31,6 +33,12 @@ pub struct LoadedPlugin {
     pub policy: FailurePolicy,
     pub timeout: Duration,
     pub memory_bytes: usize,
+    /// The component file and its SHA-256 (hex).
+    pub path: PathBuf,
+    pub sha256: String,
+    /// Stage calls and faults since this set was loaded.
+    pub calls: AtomicU64,
+    pub faults: AtomicU64,
     pub(super) identity: Arc<PluginIdentity>,
     pub(super) pre: PluginPre<HostState>,
     idle: Mutex<Vec<Live>>,
@@ -39,6 +47,13 @@ pub struct LoadedPlugin {
 impl LoadedPlugin {
     pub fn handles(&self, stage: Stage) -> bool {
         self.info.stages.contains(&stage)
+    }
+
+    pub(super) fn count_call(&self, fault: bool) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if fault {
+            self.faults.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(super) fn take_idle(&self) -> Option<Live> {
@@ -53,12 +68,17 @@ impl LoadedPlugin {
     }
 }
 
-/// The plugin chain, in configured order, and the engine it runs on. Immutable once built.
+/// The plugin chain, in configured order, and the engine it runs on. Immutable once built; a
+/// reload builds a new set beside it. Dropping the last reference frees its compiled code and
+/// its idle instances.
 pub struct PluginSet {
     pub(super) runtime: Arc<Runtime>,
     pub plugins: Vec<Arc<LoadedPlugin>>,
     /// Transactions one instance serves before it is replaced by a fresh one.
     pub(super) instance_reuse: u32,
+    /// 1 for the set loaded at start, one more for each successful reload.
+    pub generation: u64,
+    pub loaded_at: SystemTime,
 }
 
 impl std::fmt::Debug for PluginSet {
@@ -87,6 +107,8 @@ impl PluginSet {
             runtime,
             plugins,
             instance_reuse: config.runtime.instance_reuse.max(1),
+            generation: 1,
+            loaded_at: SystemTime::now(),
         })
     }
 
@@ -102,7 +124,7 @@ async fn load_one(
     max_memory_mb: &u32,
 ) -> Result<LoadedPlugin, PluginError> {
     let path = config.resolve(&entry.path);
-    let component = runtime.load_component(&path)?;
+    let (component, sha256) = runtime.load_component(&path)?;
     let instance_pre =
         runtime
             .linker
@@ -152,6 +174,10 @@ async fn load_one(
         policy: entry.on_failure,
         timeout,
         memory_bytes,
+        path,
+        sha256,
+        calls: AtomicU64::new(0),
+        faults: AtomicU64::new(0),
         pre,
         idle: Mutex::new(Vec::new()),
     })

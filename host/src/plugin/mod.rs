@@ -1,6 +1,7 @@
 //! The plugin runtime: loads WebAssembly components named in the config, runs them in order at
 //! each stage of a message's life, and contains whatever they do wrong.
 
+mod active;
 pub mod bindings;
 mod chain;
 mod engine;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use active::ActivePlugins;
 pub use chain::{
     Delivery, Envelope, EsmtpParam, MailState, PluginRun, Retrieval, Route, Session, StageCall,
     StageReport, Transaction,

@@ -1,12 +1,8 @@
 //! Operator commands on the queue (`mailgate queue ...`). A running server answers them on its
-//! admin socket (`<data>/admin.sock`, owner-only), so they act on the live schedule; with no
-//! server running the same commands work on the queue files directly.
+//! admin socket (see `crate::admin`), so they act on the live schedule; with no server running
+//! the same commands work on the queue files directly.
 
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
 
 use super::manager::QueueManager;
 use super::state::{QueueEntry, QueueFiles};
@@ -205,73 +201,6 @@ fn render_show(e: &QueueEntry, message: &[u8]) -> String {
     ));
     out.push_str(&String::from_utf8_lossy(message));
     out
-}
-
-/// The admin socket of a data directory.
-pub fn socket_path(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("admin.sock")
-}
-
-/// Serves operator commands on the admin socket (owner-only permissions).
-pub async fn serve(path: &Path, manager: QueueManager) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let manager = manager.clone();
-            tokio::spawn(async move {
-                let _ = answer(stream, &manager).await;
-            });
-        }
-    });
-    Ok(())
-}
-
-/// Reply format: `ok` or `error`, a newline, then the text.
-async fn answer(stream: UnixStream, manager: &QueueManager) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    BufReader::new(read.take(4096)).read_line(&mut line).await?;
-    let result = match QueueCommand::parse(&line) {
-        Some(command) => {
-            let manager = manager.clone();
-            tokio::task::spawn_blocking(move || execute(&manager, &command))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-        }
-        None => Err(format!("unknown command {:?}", line.trim())),
-    };
-    let reply = match result {
-        Ok(text) => format!("ok\n{text}"),
-        Err(e) => format!("error\n{e}\n"),
-    };
-    write.write_all(reply.as_bytes()).await?;
-    write.shutdown().await
-}
-
-/// Sends a command to a running server. `None` when no server listens on the socket.
-pub async fn ask_server(data_dir: &Path, command: &QueueCommand) -> Option<Result<String, String>> {
-    let mut stream = UnixStream::connect(socket_path(data_dir)).await.ok()?;
-    let exchange = async {
-        stream
-            .write_all(format!("{}\n", command.to_line()).as_bytes())
-            .await?;
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).await?;
-        Ok::<_, std::io::Error>(reply)
-    };
-    Some(match exchange.await {
-        Ok(reply) => match reply.split_once('\n') {
-            Some(("ok", text)) => Ok(text.to_string()),
-            Some((_, text)) => Err(text.trim_end().to_string()),
-            None => Err(format!("unexpected reply from the server: {reply:?}")),
-        },
-        Err(e) => Err(format!("admin socket: {e}")),
-    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use super::state::{DeliveryState, QueueEntry, QueueFiles};
 use crate::config::Config;
 use crate::message::Message;
 use crate::plugin::{
-    Delivery, Edit, Envelope, MailState, PluginSet, Route, Services, Session, Stage, StageCall,
+    ActivePlugins, Delivery, Edit, Envelope, MailState, Route, Services, Session, Stage, StageCall,
     Verdict,
 };
 use crate::relay::client::{Failure, Outgoing, Pool, Settings, SmtpClient};
@@ -91,7 +91,7 @@ struct Inner {
     files: QueueFiles,
     config: Arc<Config>,
     router: Router,
-    plugins: Arc<PluginSet>,
+    plugins: Arc<ActivePlugins>,
     services: Services,
     pool: Pool,
     settings: Settings,
@@ -115,7 +115,7 @@ impl QueueManager {
     pub fn start(
         files: QueueFiles,
         config: Arc<Config>,
-        plugins: Arc<PluginSet>,
+        plugins: Arc<ActivePlugins>,
         services: Services,
         resubmit: mpsc::UnboundedSender<String>,
     ) -> QueueManager {
@@ -303,11 +303,9 @@ impl QueueManager {
             }),
             ..MailState::default()
         };
-        if self.inner.plugins.handles(Stage::Deliver) {
-            let mut chain = self
-                .inner
-                .plugins
-                .transaction(&envelope.id, self.inner.services.clone());
+        let plugins = self.inner.plugins.current();
+        if plugins.handles(Stage::Deliver) {
+            let mut chain = plugins.transaction(&envelope.id, self.inner.services.clone());
             let report = chain.run(StageCall::Deliver, &mut mail).await;
             // Who decided, or (for a reroute or defer, which are edits) who asked for it.
             let by = report.decided_by.clone().unwrap_or_else(|| {

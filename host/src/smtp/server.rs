@@ -16,19 +16,21 @@ use tracing::Instrument;
 
 use super::io::Stream;
 use super::session::Session;
-use crate::config::{Config, ListenerConfig, TlsMode};
+use crate::admin::Admin;
+use crate::config::{Config, ConfigSource, ListenerConfig, TlsMode};
 use crate::delivery::local;
 use crate::plugin::services::{DiskKv, SystemDns};
-use crate::plugin::{PluginSet, Runtime, Services};
+use crate::plugin::{ActivePlugins, PluginSet, Runtime, Services};
 use crate::queue::manager::QueueManager;
 use crate::queue::spool::{QueuedEnvelope, Spool};
 use crate::queue::state::QueueFiles;
+use crate::reload::Reloader;
 use crate::store::users::UserDirectory;
 
 /// What every session shares.
 pub struct Shared {
     pub config: Arc<Config>,
-    pub plugins: Arc<PluginSet>,
+    pub plugins: Arc<ActivePlugins>,
     pub services: Services,
     pub users: Arc<UserDirectory>,
     pub spool: Spool,
@@ -161,8 +163,8 @@ impl Drop for IpSlot {
 }
 
 /// Starts everything and serves until interrupted.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let config = Arc::new(config);
+pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
+    let config = Arc::new(source.load()?);
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
@@ -182,7 +184,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .resolve_opt(config.runtime.cache_dir.as_ref())
         .unwrap_or_else(|| data_dir.join("cache"));
     let runtime = Arc::new(Runtime::new(&config.runtime, Some(cache))?);
-    let plugins = Arc::new(PluginSet::load(runtime, &config).await?);
+    let plugins = Arc::new(ActivePlugins::new(
+        PluginSet::load(runtime.clone(), &config).await?,
+    ));
     let dns = SystemDns::new(
         &config.dns.servers,
         Duration::from_millis(config.dns.timeout_ms.unwrap_or(5000)),
@@ -230,7 +234,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for id in recovered {
         let _ = deliveries.send(id);
     }
-    crate::queue::admin::serve(&crate::queue::admin::socket_path(&data_dir), relay.clone())
+    let reloader = Reloader::new(source, &config, runtime, shared.plugins.clone());
+    reloader.spawn_triggers();
+    let admin = Arc::new(Admin {
+        queue: relay.clone(),
+        reloader,
+    });
+    crate::admin::serve(&crate::admin::socket_path(&data_dir), admin)
         .await
         .context("cannot open the admin socket")?;
     tokio::spawn(delivery_worker(

@@ -51,7 +51,10 @@ impl Session {
         id: String,
         tls: bool,
     ) -> Session {
-        let chain = shared.plugins.transaction(&id, shared.services.clone());
+        let chain = shared
+            .plugins
+            .current()
+            .transaction(&id, shared.services.clone());
         let mut session = Session {
             shared,
             listener,
@@ -207,7 +210,19 @@ impl Session {
         self.chain = self
             .shared
             .plugins
+            .current()
             .transaction(&self.id, self.shared.services.clone());
+    }
+
+    /// A transaction runs on the plugin set in service when it starts (MAIL): after a reload,
+    /// the chain is rebuilt on the new set, keeping the notes plugins left so far.
+    fn refresh_chain(&mut self) {
+        let current = self.shared.plugins.current();
+        if current.generation != self.chain.generation() {
+            let fresh = current.transaction(&self.id, self.shared.services.clone());
+            fresh.carry_notes(self.chain.notes());
+            self.chain = fresh;
+        }
     }
 
     async fn helo(&mut self, name: String, esmtp: bool) -> Next {
@@ -413,6 +428,7 @@ impl Session {
             );
             return Next::Continue;
         }
+        self.refresh_chain();
         self.state.envelope.sender = sender;
         self.state.envelope.params = params.clone();
         let report = self.stage(StageCall::MailFrom(&params)).await;
