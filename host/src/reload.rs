@@ -15,7 +15,7 @@ use crate::config::{Config, ConfigSource};
 use crate::plugin::{ActivePlugins, PluginSet, Runtime, Stage};
 
 /// How often watched files are checked, and how long a change must hold still before a reload.
-const POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(100);
 /// Reloads remembered for `mailgate plugins --history`.
 const HISTORY: usize = 50;
 

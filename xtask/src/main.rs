@@ -11,7 +11,8 @@
 //! - `lint`: rustfmt check and clippy (host and guests) with warnings as errors;
 //! - `bench`: `plugins`, then the plugin-chain benchmark; `bench smtp`: the SMTP accept rate
 //!   into local delivery (smtp-source); `bench relay`: relay throughput to smtp-sink; both
-//!   beside Postfix and Haraka (`../shared/bench/peers.sh`).
+//!   beside Postfix and Haraka (`../shared/bench/peers.sh`); `bench reload`: hot-reload latency
+//!   and throughput during reloads.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -303,6 +304,7 @@ fn bench(which: Option<&str>) -> Result<(), String> {
     match which {
         Some("smtp") => script("smtp_accept.sh"),
         Some("relay") => script("relay.sh"),
+        Some("reload") => script("reload.sh"),
         _ => cargo(&["bench", "-p", "mailgate", "--bench", "plugin_chain"]),
     }
 }
