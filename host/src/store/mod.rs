@@ -1,3 +1,4 @@
-//! Stores: local users (and, later, mailboxes).
+//! Stores: local users and their mailboxes.
 
+pub mod mailbox;
 pub mod users;

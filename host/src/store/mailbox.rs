@@ -1,0 +1,402 @@
+//! Mailboxes over Maildir, for POP3 and IMAP. A user's Maildir is their INBOX; other folders are
+//! Maildir++ subfolders (`.Name/`). Each folder keeps `mailgate-uidlist` (UIDVALIDITY, UIDNEXT
+//! and the UID of each message by its base name), updated under an exclusive `flock`, so UIDs
+//! survive restarts and two sessions agree on them. Flags live in the file name's `:2,` suffix,
+//! as every Maildir tool expects.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const UIDLIST: &str = "mailgate-uidlist";
+const LOCK: &str = "mailgate-uidlist.lock";
+
+/// One message of a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailEntry {
+    pub uid: u32,
+    /// The file name without the `:2,` info: stable across flag changes.
+    pub key: String,
+    /// Where the file is now (`cur/` or `new/`).
+    pub path: PathBuf,
+    /// Maildir flag letters, sorted (`D` draft, `F` flagged, `R` answered, `S` seen, `T` deleted).
+    pub flags: String,
+    pub size: u64,
+    /// Unix seconds (the file's modification time: when it was delivered).
+    pub internal_date: u64,
+    /// It was in `new/` when this snapshot moved it to `cur/` (IMAP `\Recent`).
+    pub recent: bool,
+}
+
+/// A folder's messages at one moment, by ascending UID.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub entries: Vec<MailEntry>,
+}
+
+/// A Maildir folder.
+#[derive(Debug, Clone)]
+pub struct Folder {
+    pub path: PathBuf,
+}
+
+/// Holds the folder's uidlist lock until dropped.
+struct Locked(File);
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(&self.0, rustix::fs::FlockOperation::Unlock);
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `key:2,FLAGS` -> (key, flags).
+fn split_name(name: &str) -> (&str, &str) {
+    match name.split_once(":2,") {
+        Some((key, flags)) => (key, flags),
+        None => (name.split_once(':').map_or(name, |(k, _)| k), ""),
+    }
+}
+
+impl Folder {
+    /// Opens a folder, creating its Maildir directories if needed.
+    pub fn open(path: &Path) -> std::io::Result<Folder> {
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(path.join(sub))?;
+        }
+        Ok(Folder {
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn lock(&self) -> std::io::Result<Locked> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.path.join(LOCK))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+        Ok(Locked(file))
+    }
+
+    /// Reads the folder: every message with its UID (new ones get the next UIDs, in delivery
+    /// order). With `take_new`, messages in `new/` move to `cur/` and are marked recent.
+    pub fn scan(&self, take_new: bool) -> std::io::Result<Snapshot> {
+        let _lock = self.lock()?;
+        let (mut validity, mut next, mut uids) = self.read_uidlist();
+        let mut changed = false;
+        if validity == 0 {
+            validity = (now_secs() & 0xffff_ffff) as u32;
+            next = 1;
+            changed = true;
+        }
+        let mut found: Vec<(String, PathBuf, String, bool)> = Vec::new();
+        for sub in ["cur", "new"] {
+            for entry in std::fs::read_dir(self.path.join(sub))?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue;
+                }
+                let (key, flags) = split_name(&name);
+                let (key, mut flags) = (key.to_string(), flags.to_string());
+                let mut path = entry.path();
+                let mut recent = false;
+                if sub == "new" && take_new {
+                    let target = self.path.join("cur").join(format!("{key}:2,{flags}"));
+                    if std::fs::rename(&path, &target).is_ok() {
+                        path = target;
+                        recent = true;
+                    }
+                }
+                flags = sorted_flags(&flags);
+                found.push((key, path, flags, recent));
+            }
+        }
+        // Delivery order: our names (and most Maildir names) start with the time.
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut entries = Vec::with_capacity(found.len());
+        let mut present = std::collections::HashSet::new();
+        for (key, path, flags, recent) in found {
+            let uid = match uids.get(&key) {
+                Some(&uid) => uid,
+                None => {
+                    let uid = next;
+                    next += 1;
+                    uids.insert(key.clone(), uid);
+                    changed = true;
+                    uid
+                }
+            };
+            present.insert(key.clone());
+            let meta = std::fs::metadata(&path).ok();
+            entries.push(MailEntry {
+                uid,
+                key,
+                size: meta.as_ref().map_or(0, |m| m.len()),
+                internal_date: meta
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs()),
+                path,
+                flags,
+                recent,
+            });
+        }
+        let before = uids.len();
+        uids.retain(|key, _| present.contains(key));
+        changed |= uids.len() != before;
+        if changed {
+            self.write_uidlist(validity, next, &uids)?;
+        }
+        entries.sort_by_key(|e| e.uid);
+        Ok(Snapshot {
+            uid_validity: validity,
+            uid_next: next,
+            entries,
+        })
+    }
+
+    fn read_uidlist(&self) -> (u32, u32, BTreeMap<String, u32>) {
+        let Ok(text) = std::fs::read_to_string(self.path.join(UIDLIST)) else {
+            return (0, 1, BTreeMap::new());
+        };
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or("");
+        let mut validity = 0;
+        let mut next = 1;
+        for word in header.split_whitespace() {
+            if let Some(v) = word.strip_prefix('V') {
+                validity = v.parse().unwrap_or(0);
+            } else if let Some(n) = word.strip_prefix('N') {
+                next = n.parse().unwrap_or(1);
+            }
+        }
+        let uids = lines
+            .filter_map(|l| {
+                let (uid, key) = l.split_once(' ')?;
+                Some((key.to_string(), uid.parse().ok()?))
+            })
+            .collect::<BTreeMap<String, u32>>();
+        let max = uids.values().copied().max().unwrap_or(0);
+        (validity, next.max(max + 1), uids)
+    }
+
+    fn write_uidlist(&self, validity: u32, next: u32, uids: &BTreeMap<String, u32>) -> std::io::Result<()> {
+        let mut by_uid: Vec<(&u32, &String)> = uids.iter().map(|(k, u)| (u, k)).collect();
+        by_uid.sort();
+        let mut text = format!("V{validity} N{next}\n");
+        for (uid, key) in by_uid {
+            text.push_str(&format!("{uid} {key}\n"));
+        }
+        let tmp = self.path.join(format!("{UIDLIST}.tmp"));
+        let mut file = File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_data()?;
+        std::fs::rename(&tmp, self.path.join(UIDLIST))
+    }
+
+    /// The message's bytes (the file may have moved since the snapshot: flags changed).
+    pub fn read(&self, entry: &MailEntry) -> std::io::Result<Vec<u8>> {
+        match std::fs::read(&entry.path) {
+            Ok(bytes) => Ok(bytes),
+            Err(_) => std::fs::read(self.find(&entry.key)?),
+        }
+    }
+
+    /// The current path of a message by key.
+    fn find(&self, key: &str) -> std::io::Result<PathBuf> {
+        for sub in ["cur", "new"] {
+            for entry in std::fs::read_dir(self.path.join(sub))?.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if split_name(&name).0 == key {
+                    return Ok(entry.path());
+                }
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("message {key} is gone"),
+        ))
+    }
+
+    /// Sets the flags of a message; returns its new path.
+    pub fn set_flags(&self, entry: &MailEntry, flags: &str) -> std::io::Result<PathBuf> {
+        let from = if entry.path.exists() {
+            entry.path.clone()
+        } else {
+            self.find(&entry.key)?
+        };
+        let target = self
+            .path
+            .join("cur")
+            .join(format!("{}:2,{}", entry.key, sorted_flags(flags)));
+        if from != target {
+            std::fs::rename(&from, &target)?;
+        }
+        Ok(target)
+    }
+
+    /// Removes a message (POP3 DELE at QUIT, IMAP EXPUNGE).
+    pub fn delete(&self, entry: &MailEntry) -> std::io::Result<()> {
+        match std::fs::remove_file(&entry.path) {
+            Ok(()) => Ok(()),
+            Err(_) => match self.find(&entry.key) {
+                Ok(path) => std::fs::remove_file(path),
+                // Already gone (another session expunged it): nothing to do.
+                Err(_) => Ok(()),
+            },
+        }
+    }
+
+    /// Adds a message (IMAP APPEND, COPY) with flags; returns its UID.
+    pub fn append(&self, bytes: &[u8], flags: &str, internal_date: Option<u64>) -> std::io::Result<u32> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let key = format!(
+            "{}.M{}P{}Q{}.mailgate",
+            now.as_secs(),
+            now.subsec_micros(),
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let tmp = self.path.join("tmp").join(&key);
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        if let Some(date) = internal_date {
+            let time = UNIX_EPOCH + std::time::Duration::from_secs(date);
+            let _ = file.set_modified(time);
+        }
+        drop(file);
+        let target = self
+            .path
+            .join("cur")
+            .join(format!("{key}:2,{}", sorted_flags(flags)));
+        std::fs::rename(&tmp, &target)?;
+        File::open(self.path.join("cur"))?.sync_all()?;
+        let snapshot = self.scan(false)?;
+        snapshot
+            .entries
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.uid)
+            .ok_or_else(|| std::io::Error::other("appended message not found"))
+    }
+}
+
+/// Flag letters deduplicated and in ASCII order, as the Maildir spec wants.
+pub fn sorted_flags(flags: &str) -> String {
+    let mut letters: Vec<char> = flags.chars().filter(|c| c.is_ascii_alphabetic()).collect();
+    letters.sort_unstable();
+    letters.dedup();
+    letters.into_iter().collect()
+}
+
+/// Why a mailbox name was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadName(pub String);
+
+/// The directory of folder `name` in a user's Maildir: INBOX is the Maildir itself, `A/B` is
+/// `.A.B/` (Maildir++). Nothing can reach outside: `..`, empty parts, absolute paths, NUL,
+/// control characters and our own separator `.` inside a part are refused.
+pub fn folder_path(maildir: &Path, name: &str) -> Result<PathBuf, BadName> {
+    if name.eq_ignore_ascii_case("INBOX") {
+        return Ok(maildir.to_path_buf());
+    }
+    let bad = |why: &str| Err(BadName(format!("{name:?}: {why}")));
+    if name.is_empty() || name.len() > 200 {
+        return bad("empty or too long");
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return bad("control characters");
+    }
+    if name.starts_with('/') || name.contains('\\') {
+        return bad("not a relative mailbox name");
+    }
+    let parts: Vec<&str> = name.split('/').collect();
+    for part in &parts {
+        if part.is_empty() || *part == "." || *part == ".." {
+            return bad("empty, . or .. in the hierarchy");
+        }
+        if part.contains('.') {
+            return bad("'.' is not allowed in a mailbox name");
+        }
+    }
+    Ok(maildir.join(format!(".{}", parts.join("."))))
+}
+
+/// Every folder of a Maildir: INBOX first, then subfolders by name (`A/B` for `.A.B`).
+pub fn list_folders(maildir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(maildir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("cur").is_dir())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let inner = name.strip_prefix('.')?;
+            (!inner.is_empty()).then(|| inner.replace('.', "/"))
+        })
+        .collect();
+    names.sort();
+    names.insert(0, "INBOX".into());
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deliver(folder: &Folder, name: &str, body: &[u8]) {
+        std::fs::write(folder.path.join("new").join(name), body).expect("write");
+    }
+
+    #[test]
+    fn uids_survive_rescans_flag_changes_and_deletions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = Folder::open(dir.path()).expect("open");
+        deliver(&folder, "100.a.mailgate", b"one");
+        deliver(&folder, "200.b.mailgate", b"two");
+        let first = folder.scan(true).expect("scan");
+        assert_eq!(first.entries.iter().map(|e| e.uid).collect::<Vec<_>>(), [1, 2]);
+        assert!(first.entries.iter().all(|e| e.recent && e.path.starts_with(dir.path().join("cur"))));
+        folder.set_flags(&first.entries[0], "SF").expect("flags");
+        folder.delete(&first.entries[1]).expect("delete");
+        deliver(&folder, "300.c.mailgate", b"three");
+        let reopened = Folder::open(dir.path()).expect("reopen");
+        let second = reopened.scan(false).expect("scan");
+        assert_eq!(second.uid_validity, first.uid_validity);
+        let summary: Vec<(u32, &str, bool)> = second
+            .entries
+            .iter()
+            .map(|e| (e.uid, e.flags.as_str(), e.recent))
+            .collect();
+        assert_eq!(summary, [(1, "FS", false), (3, "", false)]);
+        assert_eq!(second.uid_next, 4);
+        assert_eq!(reopened.read(&second.entries[0]).expect("read"), b"one");
+        let uid = reopened.append(b"four", "S", Some(1_000_000)).expect("append");
+        assert_eq!(uid, 4);
+    }
+
+    #[test]
+    fn mailbox_names_stay_inside() {
+        let root = Path::new("/mail/u");
+        assert_eq!(folder_path(root, "inbox").expect("inbox"), root);
+        assert_eq!(folder_path(root, "Work/Projects").expect("sub"), root.join(".Work.Projects"));
+        for bad in ["..", "../x", "a/../b", "/etc", "a//b", "a\0b", "a\nb", "a.b", ""] {
+            assert!(folder_path(root, bad).is_err(), "{bad:?}");
+        }
+    }
+}
