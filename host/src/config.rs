@@ -132,12 +132,23 @@ pub enum TlsMode {
     None,
 }
 
-/// One SMTP listener.
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    #[default]
+    Smtp,
+    Pop3,
+}
+
+/// One listener.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ListenerConfig {
     pub name: String,
     pub address: std::net::SocketAddr,
+    #[serde(default)]
+    pub protocol: Protocol,
     #[serde(default)]
     pub tls: TlsMode,
     /// Submission: MAIL is refused until the client has authenticated.
@@ -146,18 +157,22 @@ pub struct ListenerConfig {
 }
 
 impl ListenerConfig {
-    /// The embedded defaults: relay/inbound 2525, submission 2587, implicit TLS 2465, loopback.
+    /// The embedded defaults, on loopback: SMTP relay/inbound 2525, submission 2587, implicit
+    /// TLS submission 2465; POP3 2110 (STLS) and 2995 (implicit TLS).
     pub fn defaults() -> Vec<ListenerConfig> {
-        let listener = |name: &str, port: u16, tls, require_auth| ListenerConfig {
+        let listener = |name: &str, port: u16, protocol, tls, require_auth| ListenerConfig {
             name: name.into(),
             address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            protocol,
             tls,
             require_auth,
         };
         vec![
-            listener("inbound", 2525, TlsMode::Starttls, false),
-            listener("submission", 2587, TlsMode::Starttls, true),
-            listener("submissions", 2465, TlsMode::Implicit, true),
+            listener("inbound", 2525, Protocol::Smtp, TlsMode::Starttls, false),
+            listener("submission", 2587, Protocol::Smtp, TlsMode::Starttls, true),
+            listener("submissions", 2465, Protocol::Smtp, TlsMode::Implicit, true),
+            listener("pop3", 2110, Protocol::Pop3, TlsMode::Starttls, false),
+            listener("pop3s", 2995, Protocol::Pop3, TlsMode::Implicit, false),
         ]
     }
 }

@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod harness;
 pub mod message;
 pub mod plugin;
+pub mod pop3;
 pub mod queue;
 pub mod relay;
 pub mod reload;

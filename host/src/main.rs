@@ -95,7 +95,12 @@ enum Command {
 #[derive(Subcommand)]
 enum UserAction {
     /// Add a user; the password is the first line of standard input.
-    Add { address: String },
+    Add {
+        address: String,
+        /// Also allow POP3 APOP logins (stores the password itself, not only its hash).
+        #[arg(long)]
+        apop: bool,
+    },
     /// List the users.
     List,
     /// Remove a user.
@@ -246,7 +251,7 @@ fn user_command(config: &Config, action: UserAction) -> anyhow::Result<()> {
     let path = config.users_file();
     let mut users = Users::load(&path, &config.local)?;
     match action {
-        UserAction::Add { address } => {
+        UserAction::Add { address, apop } => {
             let mut password = String::new();
             std::io::stdin()
                 .read_line(&mut password)
@@ -256,7 +261,11 @@ fn user_command(config: &Config, action: UserAction) -> anyhow::Result<()> {
                 !password.is_empty(),
                 "empty password (give it on standard input)"
             );
-            users.add(&address, password)?;
+            if apop {
+                users.add_with_apop(&address, password)?;
+            } else {
+                users.add(&address, password)?;
+            }
             eprintln!("added {address} to {}", path.display());
         }
         UserAction::List => {

@@ -81,6 +81,8 @@ pub struct Gateway {
     pub inbound: u16,
     pub submission: u16,
     pub smtps: u16,
+    pub pop3: u16,
+    pub pop3s: u16,
     child: Option<std::process::Child>,
     config: PathBuf,
 }
@@ -108,6 +110,7 @@ impl Gateway {
     pub fn start_with_domain(domain: &str, server: &str, extra: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let (inbound, submission, smtps) = (free_port(), free_port(), free_port());
+        let (pop3, pop3s) = (free_port(), free_port());
         let config = dir.path().join("gateway.toml");
         let text = format!(
             r#"[server]
@@ -132,6 +135,15 @@ name = "submissions"
 address = "127.0.0.1:{smtps}"
 tls = "implicit"
 require-auth = true
+[[listener]]
+name = "pop3"
+address = "127.0.0.1:{pop3}"
+protocol = "pop3"
+[[listener]]
+name = "pop3s"
+address = "127.0.0.1:{pop3s}"
+protocol = "pop3"
+tls = "implicit"
 
 {extra}
 "#
@@ -142,6 +154,8 @@ require-auth = true
             inbound,
             submission,
             smtps,
+            pop3,
+            pop3s,
             child: None,
             config,
         };
@@ -187,7 +201,13 @@ require-auth = true
             .spawn()
             .expect("serve");
         self.child = Some(child);
-        for port in [self.inbound, self.submission, self.smtps] {
+        for port in [
+            self.inbound,
+            self.submission,
+            self.smtps,
+            self.pop3,
+            self.pop3s,
+        ] {
             wait_for_port(port);
         }
     }
@@ -363,6 +383,11 @@ impl RawSmtp {
         };
         let greeting = client.reply();
         (client, greeting)
+    }
+
+    /// The socket itself, for reading replies that are not SMTP-shaped (POP3).
+    pub fn stream(&mut self) -> &mut std::net::TcpStream {
+        &mut self.stream
     }
 
     pub fn send(&mut self, bytes: &[u8]) {

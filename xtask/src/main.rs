@@ -5,7 +5,7 @@
 //!   `target/plugins/` (bundled) and `target/test-plugins/` (fixtures);
 //! - `build`: `plugins`, then the `mailgate` binary (release);
 //! - `run [ARGS...]`: `build`, then run `mailgate` (default: `serve` on the embedded defaults);
-//! - `test`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq from Debian's packages, when
+//! - `test`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq, mpop from Debian's packages, when
 //!   missing), then every test of the workspace (unit, runtime, end-to-end, and the bundled
 //!   plugins' harness cases);
 //! - `lint`: rustfmt check and clippy (host and guests) with warnings as errors;
@@ -193,13 +193,14 @@ fn run(args: &[String]) -> Result<(), String> {
 
 /// Programs the end-to-end tests drive, and the Debian packages that provide them.
 /// Postfix serves as the relay tests' downstream (`smtp-sink` and a private instance);
-/// dnsmasq answers their MX queries.
-const TEST_PEERS: [(&str, &str); 5] = [
+/// dnsmasq answers their MX queries; mpop fetches mail over POP3.
+const TEST_PEERS: [(&str, &str); 6] = [
     ("python3", "python3"),
     ("swaks", "swaks"),
     ("curl", "curl"),
     ("smtp-sink", "postfix"),
     ("dnsmasq", "dnsmasq-base"),
+    ("mpop", "mpop"),
 ];
 
 /// Installs the test peers that are missing, with apt-get (as root, or through sudo).

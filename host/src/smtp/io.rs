@@ -106,6 +106,26 @@ impl Connection {
         self.stream.flush().await
     }
 
+    /// Server side of STARTTLS/STLS, after the "go ahead" reply was queued: sends it, drops
+    /// whatever the client pipelined behind the command (it came in the clear), and does the
+    /// handshake within 30 s. Returns how many pipelined bytes were dropped.
+    pub async fn start_server_tls(
+        &mut self,
+        acceptor: &tokio_rustls::TlsAcceptor,
+    ) -> std::io::Result<usize> {
+        self.flush().await?;
+        let dropped = self.discard_input();
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        };
+        // A client that stalls the handshake must not hold its connection slot forever.
+        let tls = tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp))
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))?;
+        self.stream = Stream::Tls(Box::new(tls));
+        Ok(dropped)
+    }
+
     /// Drops everything buffered (used after STARTTLS).
     pub fn discard_input(&mut self) -> usize {
         let n = self.input.len();

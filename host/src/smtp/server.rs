@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::io::Stream;
 use super::session::Session;
 use crate::admin::Admin;
-use crate::config::{Config, ConfigSource, ListenerConfig, TlsMode};
+use crate::config::{Config, ConfigSource, ListenerConfig, Protocol, TlsMode};
 use crate::delivery::local;
 use crate::plugin::services::{DiskKv, SystemDns};
 use crate::plugin::{ActivePlugins, PluginSet, Runtime, Services};
@@ -360,9 +360,19 @@ async fn session(
     };
     let tls = matches!(stream, Stream::Tls(_));
     tracing::debug!("connected");
-    Session::new(shared, listener, stream, peer, id, tls)
-        .run()
-        .await;
+    match listener.protocol {
+        Protocol::Smtp => {
+            Session::new(shared, listener, stream, peer, id, tls)
+                .run()
+                .await
+        }
+        Protocol::Pop3 => {
+            let conn = super::io::Connection::new(stream);
+            crate::pop3::session::Pop3Session::new(shared, listener, conn, peer, id, tls)
+                .run()
+                .await
+        }
+    }
     tracing::debug!("closed");
 }
 

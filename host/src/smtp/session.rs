@@ -277,22 +277,11 @@ impl Session {
             }
         };
         self.reply(220, (2, 0, 0), "Ready to start TLS");
-        if self.conn.flush().await.is_err() {
-            return Next::Close;
-        }
-        // Anything the client pipelined after STARTTLS was sent in the clear: drop it.
-        let dropped = self.conn.discard_input();
-        if dropped > 0 {
-            tracing::info!(dropped, "discarded bytes pipelined after STARTTLS");
-        }
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.conn.stream, Stream::Upgrading) else {
-            return Next::Close;
-        };
-        // A client that stalls the handshake must not hold its connection slot forever.
-        let handshake = tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp)).await;
-        match handshake.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
-            Ok(tls) => {
-                self.conn.stream = Stream::Tls(Box::new(tls));
+        match self.conn.start_server_tls(&acceptor).await {
+            Ok(dropped) => {
+                if dropped > 0 {
+                    tracing::info!(dropped, "discarded bytes pipelined after STARTTLS");
+                }
                 self.tls = true;
                 // RFC 3207: forget everything learned before the handshake.
                 self.helo = None;

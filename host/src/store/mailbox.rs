@@ -190,7 +190,12 @@ impl Folder {
         (validity, next.max(max + 1), uids)
     }
 
-    fn write_uidlist(&self, validity: u32, next: u32, uids: &BTreeMap<String, u32>) -> std::io::Result<()> {
+    fn write_uidlist(
+        &self,
+        validity: u32,
+        next: u32,
+        uids: &BTreeMap<String, u32>,
+    ) -> std::io::Result<()> {
         let mut by_uid: Vec<(&u32, &String)> = uids.iter().map(|(k, u)| (u, k)).collect();
         by_uid.sort();
         let mut text = format!("V{validity} N{next}\n");
@@ -259,7 +264,12 @@ impl Folder {
     }
 
     /// Adds a message (IMAP APPEND, COPY) with flags; returns its UID.
-    pub fn append(&self, bytes: &[u8], flags: &str, internal_date: Option<u64>) -> std::io::Result<u32> {
+    pub fn append(
+        &self,
+        bytes: &[u8],
+        flags: &str,
+        internal_date: Option<u64>,
+    ) -> std::io::Result<u32> {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -370,8 +380,14 @@ mod tests {
         deliver(&folder, "100.a.mailgate", b"one");
         deliver(&folder, "200.b.mailgate", b"two");
         let first = folder.scan(true).expect("scan");
-        assert_eq!(first.entries.iter().map(|e| e.uid).collect::<Vec<_>>(), [1, 2]);
-        assert!(first.entries.iter().all(|e| e.recent && e.path.starts_with(dir.path().join("cur"))));
+        assert_eq!(
+            first.entries.iter().map(|e| e.uid).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert!(first
+            .entries
+            .iter()
+            .all(|e| e.recent && e.path.starts_with(dir.path().join("cur"))));
         folder.set_flags(&first.entries[0], "SF").expect("flags");
         folder.delete(&first.entries[1]).expect("delete");
         deliver(&folder, "300.c.mailgate", b"three");
@@ -386,7 +402,9 @@ mod tests {
         assert_eq!(summary, [(1, "FS", false), (3, "", false)]);
         assert_eq!(second.uid_next, 4);
         assert_eq!(reopened.read(&second.entries[0]).expect("read"), b"one");
-        let uid = reopened.append(b"four", "S", Some(1_000_000)).expect("append");
+        let uid = reopened
+            .append(b"four", "S", Some(1_000_000))
+            .expect("append");
         assert_eq!(uid, 4);
     }
 
@@ -394,8 +412,13 @@ mod tests {
     fn mailbox_names_stay_inside() {
         let root = Path::new("/mail/u");
         assert_eq!(folder_path(root, "inbox").expect("inbox"), root);
-        assert_eq!(folder_path(root, "Work/Projects").expect("sub"), root.join(".Work.Projects"));
-        for bad in ["..", "../x", "a/../b", "/etc", "a//b", "a\0b", "a\nb", "a.b", ""] {
+        assert_eq!(
+            folder_path(root, "Work/Projects").expect("sub"),
+            root.join(".Work.Projects")
+        );
+        for bad in [
+            "..", "../x", "a/../b", "/etc", "a//b", "a\0b", "a\nb", "a.b", "",
+        ] {
             assert!(folder_path(root, bad).is_err(), "{bad:?}");
         }
     }

@@ -32,6 +32,10 @@ struct UsersFile {
     /// address -> argon2 PHC string
     #[serde(default)]
     users: BTreeMap<String, String>,
+    /// address -> APOP secret, for users added with `--apop` only: APOP (RFC 1939) needs the
+    /// secret itself on the server, so it is kept apart and never created by default.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    apop: BTreeMap<String, String>,
 }
 
 /// The users of the local domains.
@@ -39,6 +43,7 @@ struct UsersFile {
 pub struct Users {
     path: PathBuf,
     users: BTreeMap<String, String>,
+    apop: BTreeMap<String, String>,
     domains: Vec<String>,
     aliases: BTreeMap<String, Vec<String>>,
     catch_all: BTreeMap<String, String>,
@@ -83,6 +88,11 @@ impl Users {
                 .users
                 .into_iter()
                 .map(|(a, h)| (normalise(&a), h))
+                .collect(),
+            apop: file
+                .apop
+                .into_iter()
+                .map(|(a, s)| (normalise(&a), s))
                 .collect(),
             domains,
             aliases: local
@@ -141,6 +151,19 @@ impl Users {
         self.users.keys()
     }
 
+    /// The APOP secret of a user added with `--apop`.
+    pub fn apop_secret(&self, address: &str) -> Option<&str> {
+        self.apop.get(&normalise(address)).map(String::as_str)
+    }
+
+    /// Adds a user who may also log in with POP3 APOP (the secret is stored as given).
+    pub fn add_with_apop(&mut self, address: &str, password: &str) -> Result<(), UserError> {
+        self.apop.insert(normalise(address), password.to_string());
+        self.add(address, password).inspect_err(|_| {
+            self.apop.remove(&normalise(address));
+        })
+    }
+
     pub fn add(&mut self, address: &str, password: &str) -> Result<(), UserError> {
         let address = normalise(address);
         if !address.contains('@') || !self.is_local_domain(domain_of(&address)) {
@@ -162,6 +185,7 @@ impl Users {
         if self.users.remove(&address).is_none() {
             return Err(UserError::Missing(address));
         }
+        self.apop.remove(&address);
         self.save()
     }
 
@@ -173,6 +197,7 @@ impl Users {
         };
         let text = toml::to_string(&UsersFile {
             users: self.users.clone(),
+            apop: self.apop.clone(),
         })
         .map_err(|e| UserError::File {
             path: self.path.clone(),
