@@ -49,7 +49,12 @@ struct Entry {
     running: bool,
     /// A retry was asked for while an attempt was running.
     again: bool,
+    /// A message just accepted, kept in memory for its first attempt (no re-read, no state).
+    fresh: Option<Spooled>,
 }
+
+/// Fresh messages kept in memory at most; beyond that the first attempt reads the spool file.
+const MAX_FRESH_IN_MEMORY: usize = 1000;
 
 impl Schedule {
     fn plan(&mut self, id: &str, at: u64, now: u64) {
@@ -159,15 +164,18 @@ impl QueueManager {
     /// Takes a spooled message whose local recipients are done; its state file (if any)
     /// says when it is due.
     pub fn submit(&self, id: &str) {
-        self.schedule_entry(id, self.inner.files.state(id));
+        self.schedule_entry(id, self.inner.files.state(id), None);
     }
 
-    /// Takes a message just accepted (it has no state yet): due now.
-    pub fn submit_new(&self, id: &str) {
-        self.schedule_entry(id, DeliveryState::default());
+    /// Takes a message just accepted and spooled (it has no state yet): due now. Its bytes
+    /// are kept for the first attempt unless many are waiting already.
+    pub fn submit_new(&self, spooled: Spooled) {
+        let id = spooled.envelope.id.clone();
+        let keep = self.schedule().ready.len() < MAX_FRESH_IN_MEMORY;
+        self.schedule_entry(&id, DeliveryState::default(), keep.then_some(spooled));
     }
 
-    fn schedule_entry(&self, id: &str, state: DeliveryState) {
+    fn schedule_entry(&self, id: &str, state: DeliveryState, fresh: Option<Spooled>) {
         let now = now_secs();
         let mut schedule = self.schedule();
         if let Some(entry) = schedule.entries.get_mut(id) {
@@ -178,6 +186,7 @@ impl QueueManager {
             id.to_string(),
             Entry {
                 held: state.held,
+                fresh,
                 ..Entry::default()
             },
         );
@@ -217,34 +226,37 @@ impl QueueManager {
         }
     }
 
-    /// Marks the entry running; false when it is held, gone or already running.
-    fn begin(&self, id: &str) -> bool {
+    /// Marks the entry running; `None` when it is held, gone or already running. Otherwise
+    /// the message's bytes and state if they were kept in memory.
+    fn begin(&self, id: &str) -> Option<Option<(Spooled, DeliveryState)>> {
         let mut schedule = self.schedule();
         match schedule.entries.get_mut(id) {
             Some(entry) if !entry.held && !entry.running => {
                 entry.running = true;
                 entry.again = false;
-                true
+                Some(entry.fresh.take().map(|s| (s, DeliveryState::default())))
             }
-            _ => false,
+            _ => None,
         }
     }
 
     /// One delivery attempt of one message, all its pending recipients.
     async fn attempt(&self, id: &str) {
-        if !self.begin(id) {
+        let Some(kept) = self.begin(id) else {
             return;
-        }
-        let files = &self.inner.files;
-        let spooled = match files.spool.load(id) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(queue_id = id, "queued message unreadable or gone: {e}");
-                self.schedule().entries.remove(id);
-                return;
-            }
         };
-        let mut state = files.state(id);
+        let files = &self.inner.files;
+        let (spooled, mut state) = match kept {
+            Some(kept) => kept,
+            None => match files.spool.load(id) {
+                Ok(s) => (s, files.state(id)),
+                Err(e) => {
+                    tracing::warn!(queue_id = id, "queued message unreadable or gone: {e}");
+                    self.schedule().entries.remove(id);
+                    return;
+                }
+            },
+        };
         let pending = state.pending(&spooled.envelope).to_vec();
         let attempt = state.attempts + 1;
         let message = Arc::new(Message::new(spooled.message.clone()));

@@ -64,7 +64,10 @@ impl Shared {
         if local {
             let _ = self.deliveries.send(envelope.id.clone());
         } else {
-            self.relay.submit_new(&envelope.id);
+            self.relay.submit_new(crate::queue::spool::Spooled {
+                envelope: envelope.clone(),
+                message: raw.to_vec(),
+            });
         }
         Ok(())
     }
