@@ -10,7 +10,11 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$root/target/release/mailgate
 peers=$root/../shared/bench/peers.sh
 [ -f "$peers" ] || { echo "relay.sh needs $peers (it runs the sink and the peers)" >&2; exit 2; }
-work=$(mktemp -d)
+# Runs are kept under target/bench-runs/ rather than deleted: on an ext4 without a journal
+# (as on these machines) creating files right after deleting thousands makes the kernel scan
+# every recently deleted inode, and would slow down the next run for minutes.
+work=$root/target/bench-runs/relay-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$work"
 port=${GATEWAY_BENCH_PORT:-2625} sink=${SINK_PORT:-2527}
 plugins=$root/target/plugins
 cat > "$work/gateway.toml" <<TOML
@@ -45,7 +49,7 @@ path = "$plugins/header-rewrite.wasm"
 trace-header = "X-Mailgate"
 TOML
 "$bin" serve --config "$work/gateway.toml" 2>"$work/server.log" & pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 cpu0=$(cpu)

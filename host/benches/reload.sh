@@ -9,7 +9,11 @@ N=${1:-20000} S=${2:-20} L=${3:-4096}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$root/target/release/mailgate
 command -v smtp-source >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null; }
-work=$(mktemp -d)
+# Runs are kept under target/bench-runs/ rather than deleted: on an ext4 without a journal
+# (as on these machines) creating files right after deleting thousands makes the kernel scan
+# every recently deleted inode, and would slow down the next run for minutes.
+work=$root/target/bench-runs/reload-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$work"
 port=${GATEWAY_BENCH_PORT:-2625}
 plugins=$root/target/plugins fixtures=$root/target/test-plugins
 cp "$fixtures/stamp-v1.wasm" "$work/filter.wasm"
@@ -44,7 +48,7 @@ path = "filter.wasm"
 TOML
 echo bench | "$bin" user add rcpt@example.org --config "$work/gateway.toml" 2>/dev/null
 "$bin" serve --config "$work/gateway.toml" 2>"$work/server.log" & pid=$!
-trap 'kill $pid 2>/dev/null || true; kill $reloader 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $pid 2>/dev/null || true; kill $reloader 2>/dev/null || true' EXIT
 reloader=
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 generation() { "$bin" plugins --config "$work/gateway.toml" | awk '/^generation/{print $2; exit}'; }
