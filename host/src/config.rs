@@ -139,6 +139,7 @@ pub enum Protocol {
     #[default]
     Smtp,
     Pop3,
+    Imap,
 }
 
 /// One listener.
@@ -158,7 +159,8 @@ pub struct ListenerConfig {
 
 impl ListenerConfig {
     /// The embedded defaults, on loopback: SMTP relay/inbound 2525, submission 2587, implicit
-    /// TLS submission 2465; POP3 2110 (STLS) and 2995 (implicit TLS).
+    /// TLS submission 2465; POP3 2110 (STLS) and 2995 (implicit TLS); IMAP 2143 (STARTTLS) and
+    /// 2993 (implicit TLS).
     pub fn defaults() -> Vec<ListenerConfig> {
         let listener = |name: &str, port: u16, protocol, tls, require_auth| ListenerConfig {
             name: name.into(),
@@ -173,6 +175,8 @@ impl ListenerConfig {
             listener("submissions", 2465, Protocol::Smtp, TlsMode::Implicit, true),
             listener("pop3", 2110, Protocol::Pop3, TlsMode::Starttls, false),
             listener("pop3s", 2995, Protocol::Pop3, TlsMode::Implicit, false),
+            listener("imap", 2143, Protocol::Imap, TlsMode::Starttls, false),
+            listener("imaps", 2993, Protocol::Imap, TlsMode::Implicit, false),
         ]
     }
 }

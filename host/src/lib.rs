@@ -10,6 +10,7 @@ pub mod config;
 pub mod defaults;
 pub mod delivery;
 pub mod harness;
+pub mod imap;
 pub mod message;
 pub mod plugin;
 pub mod pop3;

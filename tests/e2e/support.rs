@@ -83,6 +83,8 @@ pub struct Gateway {
     pub smtps: u16,
     pub pop3: u16,
     pub pop3s: u16,
+    pub imap: u16,
+    pub imaps: u16,
     child: Option<std::process::Child>,
     config: PathBuf,
 }
@@ -111,6 +113,7 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let (inbound, submission, smtps) = (free_port(), free_port(), free_port());
         let (pop3, pop3s) = (free_port(), free_port());
+        let (imap, imaps) = (free_port(), free_port());
         let config = dir.path().join("gateway.toml");
         let text = format!(
             r#"[server]
@@ -144,6 +147,15 @@ name = "pop3s"
 address = "127.0.0.1:{pop3s}"
 protocol = "pop3"
 tls = "implicit"
+[[listener]]
+name = "imap"
+address = "127.0.0.1:{imap}"
+protocol = "imap"
+[[listener]]
+name = "imaps"
+address = "127.0.0.1:{imaps}"
+protocol = "imap"
+tls = "implicit"
 
 {extra}
 "#
@@ -156,6 +168,8 @@ tls = "implicit"
             smtps,
             pop3,
             pop3s,
+            imap,
+            imaps,
             child: None,
             config,
         };

@@ -12,11 +12,11 @@ use std::time::Duration;
 use super::command::{self, Command, ParseError};
 use crate::config::{ListenerConfig, TlsMode};
 use crate::delivery::maildir::maildir_of;
-use crate::message::Message;
-use crate::plugin::{MailState, Retrieval, Session as PluginSession, Stage, StageCall, Verdict};
+use crate::plugin::{Session as PluginSession, Stage};
 use crate::smtp::io::{Connection, Line};
 use crate::smtp::server::Shared;
 use crate::store::mailbox::{Folder, MailEntry};
+use crate::store::retrieval::{self, View};
 
 /// RFC 1939 §3: at least 10 minutes of inactivity before closing.
 const IDLE: Duration = Duration::from_secs(600);
@@ -391,39 +391,24 @@ impl Pop3Session {
         entry: &MailEntry,
         bytes: Vec<u8>,
     ) -> View {
-        let original = Arc::new(Message::new(bytes));
-        let mut state = MailState {
-            session: PluginSession {
-                id: self.id.clone(),
-                peer_ip: self.peer.ip().to_string(),
-                peer_port: self.peer.port(),
-                listener: self.listener.name.clone(),
-                tls: self.tls,
-                helo: None,
-                auth_user: Some(user.to_string()),
-            },
-            message: Some(original.clone()),
-            retrieval: Some(Retrieval {
-                user: user.to_string(),
-                folder: "INBOX".into(),
-                uid: entry.uid,
-            }),
-            ..MailState::default()
+        let session = PluginSession {
+            id: self.id.clone(),
+            peer_ip: self.peer.ip().to_string(),
+            peer_port: self.peer.port(),
+            listener: self.listener.name.clone(),
+            tls: self.tls,
+            helo: None,
+            auth_user: Some(user.to_string()),
         };
-        let mut chain = plugins.transaction(&self.id, self.shared.services.clone());
-        let report = chain.run(StageCall::Retrieve, &mut state).await;
-        match report.decision {
-            Verdict::Continue | Verdict::Accept => match state.message {
-                Some(m) if !Arc::ptr_eq(&m, &original) => {
-                    View::Shown(Some(Arc::new(m.raw().to_vec())))
-                }
-                _ => View::Shown(None),
-            },
-            other => {
-                tracing::info!(user, uid = entry.uid, "hidden from this session: {other:?}");
-                View::Hidden
-            }
-        }
+        retrieval::view(
+            plugins,
+            &self.shared.services,
+            session,
+            "INBOX",
+            entry.uid,
+            bytes,
+        )
+        .await
     }
 
     async fn transaction(&mut self, cmd: Command) -> Next {
@@ -586,11 +571,6 @@ impl Pop3Session {
 enum Credential {
     Password(String),
     Apop(String),
-}
-
-enum View {
-    Hidden,
-    Shown(Option<Arc<Vec<u8>>>),
 }
 
 fn total(messages: &[Listed]) -> u64 {

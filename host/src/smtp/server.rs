@@ -375,6 +375,12 @@ async fn session(
                 .run()
                 .await
         }
+        Protocol::Imap => {
+            let conn = super::io::Connection::new(stream);
+            crate::imap::session::ImapSession::new(shared, listener, conn, peer, id, tls)
+                .run()
+                .await
+        }
     }
     tracing::debug!("closed");
 }

@@ -1,4 +1,5 @@
 //! Stores: local users and their mailboxes.
 
 pub mod mailbox;
+pub mod retrieval;
 pub mod users;

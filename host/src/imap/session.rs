@@ -1,0 +1,1287 @@
+//! One IMAP connection: NOT AUTHENTICATED -> AUTHENTICATED -> SELECTED -> LOGOUT. Commands
+//! arrive through `imap-codec` (synchronising literals get a `+` continuation; LITERAL+ ones do
+//! not; literals over the limit are refused before a byte of them is read). ID, NAMESPACE and
+//! UID EXPUNGE, which imap-codec 1.0 does not parse, are recognised here.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use imap_codec::decode::{CommandDecodeError, Decoder};
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::core::LiteralMode;
+use imap_codec::imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItemName};
+use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
+use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
+use imap_codec::imap_types::sequence::SequenceSet;
+use imap_codec::imap_types::status::StatusDataItemName;
+use imap_codec::CommandCodec;
+
+use super::search::{self, Candidate};
+use super::wire;
+use crate::config::{ListenerConfig, TlsMode};
+use crate::delivery::maildir::maildir_of;
+use crate::message::Message;
+use crate::plugin::{Session as PluginSession, Stage};
+use crate::smtp::io::{Connection, Line};
+use crate::smtp::server::Shared;
+use crate::store::mailbox::{folder_path, list_folders, sorted_flags, Folder, MailEntry};
+use crate::store::retrieval::{self, View};
+
+/// RFC 3501 §5.4: at least 30 minutes before an idle client is logged out.
+const AUTOLOGOUT: Duration = Duration::from_secs(1800);
+/// Longest command, literals excluded.
+const MAX_COMMAND: usize = 64 * 1024;
+/// How often IDLE looks for changes.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// A message as this session shows it.
+struct Shown {
+    entry: MailEntry,
+    recent: bool,
+    edited: Option<Arc<Vec<u8>>>,
+}
+
+impl Shown {
+    fn size(&self) -> u64 {
+        self.edited
+            .as_ref()
+            .map_or(self.entry.size, |e| e.len() as u64)
+    }
+}
+
+struct Selected {
+    name: String,
+    folder: Folder,
+    read_only: bool,
+    uid_next: u32,
+    view: Vec<Shown>,
+    /// UIDs hidden from this session by a retrieve-stage plugin.
+    hidden: HashSet<u32>,
+}
+
+enum Next {
+    Continue,
+    Close,
+}
+
+pub struct ImapSession {
+    shared: Arc<Shared>,
+    listener: ListenerConfig,
+    conn: Connection,
+    peer: SocketAddr,
+    id: String,
+    tls: bool,
+    user: Option<String>,
+    auth_failures: u32,
+    selected: Option<Selected>,
+    /// Bytes received and not yet parsed as a command.
+    input: Vec<u8>,
+}
+
+fn flags_text(letters: &str, recent: bool) -> String {
+    let mut flags: Vec<&str> = letters
+        .chars()
+        .filter_map(|c| match c {
+            'D' => Some("\\Draft"),
+            'F' => Some("\\Flagged"),
+            'R' => Some("\\Answered"),
+            'S' => Some("\\Seen"),
+            'T' => Some("\\Deleted"),
+            _ => None,
+        })
+        .collect();
+    if recent {
+        flags.push("\\Recent");
+    }
+    format!("({})", flags.join(" "))
+}
+
+fn flag_letters(flags: &[Flag<'_>]) -> String {
+    flags
+        .iter()
+        .filter_map(|f| match f {
+            Flag::Draft => Some('D'),
+            Flag::Flagged => Some('F'),
+            Flag::Answered => Some('R'),
+            Flag::Seen => Some('S'),
+            Flag::Deleted => Some('T'),
+            _ => None,
+        })
+        .collect()
+}
+
+fn mailbox_name(mailbox: &Mailbox<'_>) -> String {
+    match mailbox {
+        Mailbox::Inbox => "INBOX".into(),
+        Mailbox::Other(other) => String::from_utf8_lossy(other.as_ref()).into_owned(),
+    }
+}
+
+/// LIST wildcards: `*` matches anything, `%` anything but the hierarchy separator.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
+            Some('%') => (0..=n.len())
+                .take_while(|&i| i == 0 || n[i - 1] != '/')
+                .any(|i| go(&p[1..], &n[i..])),
+            Some(c) => n.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && go(&p[1..], &n[1..]),
+        }
+    }
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    go(&p, &n)
+}
+
+impl ImapSession {
+    pub fn new(
+        shared: Arc<Shared>,
+        listener: ListenerConfig,
+        conn: Connection,
+        peer: SocketAddr,
+        id: String,
+        tls: bool,
+    ) -> ImapSession {
+        ImapSession {
+            shared,
+            listener,
+            conn,
+            peer,
+            id,
+            tls,
+            user: None,
+            auth_failures: 0,
+            selected: None,
+            input: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        self.conn.queue(text.as_bytes());
+        self.conn.queue(b"\r\n");
+    }
+
+    fn capabilities(&self) -> String {
+        let mut caps = vec![
+            "IMAP4rev1",
+            "LITERAL+",
+            "IDLE",
+            "UIDPLUS",
+            "MOVE",
+            "NAMESPACE",
+            "ID",
+            "UNSELECT",
+        ];
+        if self.tls {
+            caps.push("AUTH=PLAIN");
+        } else {
+            if self.listener.tls == TlsMode::Starttls && self.shared.tls.is_some() {
+                caps.push("STARTTLS");
+            }
+            caps.push("LOGINDISABLED");
+        }
+        caps.join(" ")
+    }
+
+    /// More bytes from the client into `input`; false when the connection is gone.
+    async fn receive(&mut self, timeout: Duration) -> Result<(), Line> {
+        let input = &mut self.input;
+        self.conn
+            .read_until(timeout, |bytes| {
+                input.extend_from_slice(bytes);
+                (bytes.len(), true)
+            })
+            .await
+    }
+
+    pub async fn run(mut self) {
+        let greeting = format!(
+            "* OK [CAPABILITY {}] mailgate IMAP ready",
+            self.capabilities()
+        );
+        self.send(&greeting);
+        let max_literal = self.shared.config.limits.max_message_bytes as u32;
+        let mut allowed = MAX_COMMAND;
+        loop {
+            if let Some(next) = self.special_command().await {
+                if matches!(next, Next::Close) {
+                    break;
+                }
+                allowed = MAX_COMMAND;
+                continue;
+            }
+            let input = std::mem::take(&mut self.input);
+            // `next`: None means "need more bytes"; `keep` is where unparsed input resumes.
+            let (next, keep) = match CommandCodec::default().decode(&input) {
+                Ok((rest, command)) => {
+                    // The command may read more (AUTHENTICATE, IDLE) or drop input (STARTTLS).
+                    self.input = rest.to_vec();
+                    (Some(self.command(command).await), None)
+                }
+                Err(CommandDecodeError::LiteralFound { tag, length, mode }) => {
+                    if length > max_literal {
+                        let tag = tag.as_ref().to_string();
+                        if mode == LiteralMode::Sync {
+                            self.send(&format!("{tag} NO [TOOBIG] Literal of {length} octets is over the limit of {max_literal}"));
+                            // The client waits for a continuation it will not get: drop the line.
+                            (Some(Next::Continue), Some(input.len()))
+                        } else {
+                            self.send("* BYE Literal too large");
+                            (Some(Next::Close), Some(input.len()))
+                        }
+                    } else {
+                        if mode == LiteralMode::Sync {
+                            self.send("+ Ready for literal data");
+                        }
+                        allowed = allowed.saturating_add(length as usize);
+                        (None, Some(0))
+                    }
+                }
+                Err(CommandDecodeError::Incomplete) if input.len() > allowed => {
+                    self.send("* BYE Command line too long");
+                    (Some(Next::Close), Some(input.len()))
+                }
+                Err(CommandDecodeError::Incomplete) => (None, Some(0)),
+                Err(CommandDecodeError::Failed) => {
+                    // Skip the bad line; answer with its tag when there is one.
+                    let end = input
+                        .windows(2)
+                        .position(|w| w == b"\r\n")
+                        .map_or(input.len(), |p| p + 2);
+                    let line = String::from_utf8_lossy(&input[..end]);
+                    let tag = line
+                        .split_whitespace()
+                        .next()
+                        .filter(|t| t.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
+                        .unwrap_or("*")
+                        .to_string();
+                    self.send(&format!("{tag} BAD Command not understood"));
+                    (Some(Next::Continue), Some(end))
+                }
+            };
+            if let Some(keep) = keep {
+                self.input = input[keep.min(input.len())..].to_vec();
+            }
+            match next {
+                Some(Next::Close) => break,
+                Some(Next::Continue) => allowed = MAX_COMMAND,
+                None => {}
+            }
+            let complete_line = self.input.windows(2).any(|w| w == b"\r\n");
+            if (next.is_none() || !complete_line) && self.receive(AUTOLOGOUT).await.is_err() {
+                break;
+            }
+        }
+        let _ = self.conn.flush().await;
+    }
+
+    /// ID, NAMESPACE and UID EXPUNGE, handled before imap-codec sees the line.
+    async fn special_command(&mut self) -> Option<Next> {
+        let end = self.input.windows(2).position(|w| w == b"\r\n")?;
+        let line = String::from_utf8_lossy(&self.input[..end]).into_owned();
+        let mut words = line.split_whitespace();
+        let tag = words.next()?.to_string();
+        let verb = words.next()?.to_ascii_uppercase();
+        let next = match verb.as_str() {
+            "ID" => {
+                self.send("* ID (\"name\" \"mailgate\")");
+                self.send(&format!("{tag} OK ID completed"));
+                Next::Continue
+            }
+            "NAMESPACE" if self.user.is_some() => {
+                self.send("* NAMESPACE ((\"\" \"/\")) NIL NIL");
+                self.send(&format!("{tag} OK NAMESPACE completed"));
+                Next::Continue
+            }
+            "UID"
+                if words
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case("EXPUNGE")) =>
+            {
+                let set = words.next().unwrap_or("").to_string();
+                let parsed =
+                    imap_codec::imap_types::sequence::SequenceSet::try_from(set.as_str()).ok();
+                match (parsed, self.selected.is_some()) {
+                    (Some(set), true) => {
+                        self.expunge(Some(&set), true);
+                        self.send(&format!("{tag} OK UID EXPUNGE completed"));
+                    }
+                    (None, _) => self.send(&format!("{tag} BAD UID EXPUNGE needs a UID set")),
+                    (_, false) => self.send(&format!("{tag} BAD No mailbox selected")),
+                }
+                Next::Continue
+            }
+            _ => return None,
+        };
+        self.input.drain(..end + 2);
+        if !self.input.windows(2).any(|w| w == b"\r\n") && self.receive(AUTOLOGOUT).await.is_err() {
+            return Some(Next::Close);
+        }
+        Some(next)
+    }
+
+    async fn command(&mut self, command: Command<'_>) -> Next {
+        let tag = command.tag.as_ref().to_string();
+        match command.body {
+            CommandBody::Capability => {
+                let caps = self.capabilities();
+                self.send(&format!("* CAPABILITY {caps}"));
+                self.send(&format!("{tag} OK CAPABILITY completed"));
+            }
+            CommandBody::Noop | CommandBody::Check => {
+                self.refresh().await;
+                self.send(&format!("{tag} OK Done"));
+            }
+            CommandBody::Logout => {
+                self.send("* BYE mailgate IMAP logging out");
+                self.send(&format!("{tag} OK LOGOUT completed"));
+                return Next::Close;
+            }
+            CommandBody::StartTLS => return self.starttls(&tag).await,
+            CommandBody::Login { username, password } => {
+                let user = String::from_utf8_lossy(username.as_ref()).into_owned();
+                let password = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
+                return self.login(&tag, user, password).await;
+            }
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } => {
+                if mechanism != imap_codec::imap_types::auth::AuthMechanism::Plain {
+                    self.send(&format!("{tag} NO Only AUTHENTICATE PLAIN is supported"));
+                    return Next::Continue;
+                }
+                let data = match initial_response {
+                    Some(data) => Some(data.declassify().to_vec()),
+                    None => self.sasl_response().await,
+                };
+                let Some(data) = data else {
+                    self.send(&format!("{tag} BAD Authentication cancelled"));
+                    return Next::Continue;
+                };
+                let mut fields = data.split(|&b| b == 0).skip(1);
+                let user = fields
+                    .next()
+                    .map(|u| String::from_utf8_lossy(u).into_owned());
+                let password = fields
+                    .next()
+                    .map(|p| String::from_utf8_lossy(p).into_owned());
+                match (user, password) {
+                    (Some(u), Some(p)) => return self.login(&tag, u, p).await,
+                    _ => self.send(&format!("{tag} BAD Malformed PLAIN response")),
+                }
+            }
+            body if self.user.is_none() => {
+                let _ = body;
+                self.send(&format!("{tag} BAD Log in first"));
+            }
+            CommandBody::Select { mailbox } => self.select(&tag, &mailbox, false).await,
+            CommandBody::Examine { mailbox } => self.select(&tag, &mailbox, true).await,
+            CommandBody::Create { mailbox } => self.create(&tag, &mailbox),
+            CommandBody::Delete { mailbox } => self.delete(&tag, &mailbox),
+            CommandBody::Rename { from, to } => self.rename(&tag, &from, &to),
+            CommandBody::Subscribe { mailbox } => self.subscribe(&tag, &mailbox, true),
+            CommandBody::Unsubscribe { mailbox } => self.subscribe(&tag, &mailbox, false),
+            CommandBody::List {
+                reference,
+                mailbox_wildcard,
+            } => self.list(&tag, &reference, &mailbox_wildcard, false),
+            CommandBody::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => self.list(&tag, &reference, &mailbox_wildcard, true),
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } => self.status(&tag, &mailbox, &item_names),
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => {
+                let date = date.map(|d| d.as_ref().timestamp().max(0) as u64);
+                self.append(
+                    &tag,
+                    &mailbox,
+                    &flag_letters(&flags),
+                    date,
+                    message.as_ref(),
+                );
+                self.refresh().await;
+            }
+            CommandBody::Idle => return self.idle(&tag).await,
+            body if self.selected.is_none() => {
+                let _ = body;
+                self.send(&format!("{tag} BAD No mailbox selected"));
+            }
+            CommandBody::Close => {
+                if self.selected.as_ref().is_some_and(|s| !s.read_only) {
+                    self.expunge(None, false);
+                }
+                self.selected = None;
+                self.send(&format!("{tag} OK CLOSE completed"));
+            }
+            CommandBody::Unselect => {
+                self.selected = None;
+                self.send(&format!("{tag} OK UNSELECT completed"));
+            }
+            CommandBody::Expunge => {
+                self.expunge(None, true);
+                self.send(&format!("{tag} OK EXPUNGE completed"));
+            }
+            CommandBody::Search { criteria, uid, .. } => {
+                let found = self.search(&criteria, uid);
+                let list: Vec<String> = found.iter().map(u32::to_string).collect();
+                self.send(&format!(
+                    "* SEARCH{}{}",
+                    if list.is_empty() { "" } else { " " },
+                    list.join(" ")
+                ));
+                self.send(&format!("{tag} OK SEARCH completed"));
+            }
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+            } => {
+                self.fetch(&sequence_set, &macro_or_item_names, uid).await;
+                self.send(&format!("{tag} OK FETCH completed"));
+            }
+            CommandBody::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+            } => {
+                self.store(&sequence_set, &kind, &response, &flag_letters(&flags), uid);
+                self.send(&format!("{tag} OK STORE completed"));
+            }
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => self.copy(&tag, &sequence_set, &mailbox, uid, false),
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => self.copy(&tag, &sequence_set, &mailbox, uid, true),
+            _ => self.send(&format!("{tag} BAD Command not supported")),
+        }
+        Next::Continue
+    }
+
+    async fn starttls(&mut self, tag: &str) -> Next {
+        let acceptor = match (&self.shared.tls, self.tls, self.listener.tls) {
+            (Some(a), false, TlsMode::Starttls) => a.clone(),
+            _ => {
+                self.send(&format!("{tag} BAD STARTTLS not available"));
+                return Next::Continue;
+            }
+        };
+        self.send(&format!("{tag} OK Begin TLS negotiation now"));
+        // Bytes pipelined behind STARTTLS came in the clear: they are dropped.
+        self.input.clear();
+        match self.conn.start_server_tls(&acceptor).await {
+            Ok(_) => {
+                self.tls = true;
+                Next::Continue
+            }
+            Err(e) => {
+                tracing::info!("TLS handshake failed: {e}");
+                Next::Close
+            }
+        }
+    }
+
+    /// One line of base64 after a `+` continuation (AUTHENTICATE without initial response).
+    async fn sasl_response(&mut self) -> Option<Vec<u8>> {
+        self.send("+ ");
+        loop {
+            if let Some(end) = self.input.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.input.drain(..end + 2).take(end).collect();
+                if line == b"*" {
+                    return None;
+                }
+                return mail_parser::decoders::base64::base64_decode(&line);
+            }
+            if self.input.len() > MAX_COMMAND || self.receive(AUTOLOGOUT).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    async fn login(&mut self, tag: &str, user: String, password: String) -> Next {
+        if !self.tls {
+            self.send(&format!(
+                "{tag} NO [PRIVACYREQUIRED] Log in over TLS (STARTTLS first)"
+            ));
+            return Next::Continue;
+        }
+        if self.user.is_some() {
+            self.send(&format!("{tag} BAD Already logged in"));
+            return Next::Continue;
+        }
+        let users = self.shared.users.get();
+        let u = user.clone();
+        let ok = tokio::task::spawn_blocking(move || users.verify(&u, &password))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            self.auth_failures += 1;
+            let limits = &self.shared.config.limits;
+            let delay = limits.auth_failure_delay_ms * u64::from(self.auth_failures);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            if self.auth_failures >= limits.max_auth_failures {
+                self.send("* BYE Too many failed logins");
+                return Next::Close;
+            }
+            self.send(&format!(
+                "{tag} NO [AUTHENTICATIONFAILED] Invalid credentials"
+            ));
+            return Next::Continue;
+        }
+        self.user = Some(user.to_ascii_lowercase());
+        tracing::info!(user, "IMAP login");
+        let caps = self.capabilities();
+        self.send(&format!("{tag} OK [CAPABILITY {caps}] Logged in"));
+        Next::Continue
+    }
+
+    fn maildir(&self) -> PathBuf {
+        maildir_of(
+            &self.shared.config.data_dir().join("mail"),
+            self.user.as_deref().unwrap_or(""),
+        )
+    }
+
+    /// The folder a mailbox name refers to, if it exists (or `create` it).
+    fn folder(&mut self, tag: &str, mailbox: &Mailbox<'_>) -> Option<(String, Folder)> {
+        let name = mailbox_name(mailbox);
+        let path = match folder_path(&self.maildir(), &name) {
+            Ok(path) => path,
+            Err(e) => {
+                self.send(&format!("{tag} NO [CANNOT] Bad mailbox name: {}", e.0));
+                return None;
+            }
+        };
+        if !name.eq_ignore_ascii_case("INBOX") && !path.join("cur").is_dir() {
+            self.send(&format!("{tag} NO [TRYCREATE] No such mailbox"));
+            return None;
+        }
+        match Folder::open(&path) {
+            Ok(folder) => Some((name, folder)),
+            Err(e) => {
+                self.send(&format!(
+                    "{tag} NO [SERVERBUG] Cannot open the mailbox: {e}"
+                ));
+                None
+            }
+        }
+    }
+
+    fn plugin_session(&self) -> PluginSession {
+        PluginSession {
+            id: self.id.clone(),
+            peer_ip: self.peer.ip().to_string(),
+            peer_port: self.peer.port(),
+            listener: self.listener.name.clone(),
+            tls: self.tls,
+            helo: None,
+            auth_user: self.user.clone(),
+        }
+    }
+
+    /// Runs the retrieve stage for entries not yet seen by this session.
+    async fn screen(
+        &self,
+        folder: &Folder,
+        name: &str,
+        entries: Vec<(MailEntry, bool)>,
+    ) -> (Vec<Shown>, Vec<u32>) {
+        let plugins = self.shared.plugins.current();
+        let mut shown = Vec::with_capacity(entries.len());
+        let mut hidden = Vec::new();
+        for (entry, recent) in entries {
+            if !plugins.handles(Stage::Retrieve) {
+                shown.push(Shown {
+                    entry,
+                    recent,
+                    edited: None,
+                });
+                continue;
+            }
+            let Ok(bytes) = folder.read(&entry) else {
+                continue;
+            };
+            match retrieval::view(
+                &plugins,
+                &self.shared.services,
+                self.plugin_session(),
+                name,
+                entry.uid,
+                bytes,
+            )
+            .await
+            {
+                View::Hidden => hidden.push(entry.uid),
+                View::Shown(edited) => shown.push(Shown {
+                    entry,
+                    recent,
+                    edited,
+                }),
+            }
+        }
+        (shown, hidden)
+    }
+
+    async fn select(&mut self, tag: &str, mailbox: &Mailbox<'_>, read_only: bool) {
+        self.selected = None;
+        let Some((name, folder)) = self.folder(tag, mailbox) else {
+            return;
+        };
+        let snapshot = match folder.scan(!read_only) {
+            Ok(s) => s,
+            Err(e) => {
+                self.send(&format!("{tag} NO [SERVERBUG] {e}"));
+                return;
+            }
+        };
+        let entries = snapshot.entries.into_iter().map(|e| {
+            let recent = e.recent;
+            (e, recent)
+        });
+        let (view, hidden) = self.screen(&folder, &name, entries.collect()).await;
+        let exists = view.len();
+        let recent = view.iter().filter(|s| s.recent).count();
+        let unseen = view.iter().position(|s| !s.entry.flags.contains('S'));
+        self.send("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)");
+        self.send(
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)] Flags permitted",
+        );
+        self.send(&format!("* {exists} EXISTS"));
+        self.send(&format!("* {recent} RECENT"));
+        if let Some(i) = unseen {
+            self.send(&format!("* OK [UNSEEN {}] First unseen", i + 1));
+        }
+        self.send(&format!(
+            "* OK [UIDVALIDITY {}] UIDs valid",
+            snapshot.uid_validity
+        ));
+        self.send(&format!(
+            "* OK [UIDNEXT {}] Predicted next UID",
+            snapshot.uid_next
+        ));
+        let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
+        self.selected = Some(Selected {
+            name,
+            folder,
+            read_only,
+            uid_next: snapshot.uid_next,
+            view,
+            hidden: hidden.into_iter().collect(),
+        });
+        self.send(&format!("{tag} OK [{mode}] SELECT completed"));
+    }
+
+    /// Rescans the selected folder and reports what changed: expunges, new messages, flags.
+    async fn refresh(&mut self) {
+        let Some(sel) = self.selected.as_ref() else {
+            return;
+        };
+        let Ok(snapshot) = sel.folder.scan(!sel.read_only) else {
+            return;
+        };
+        let (folder, name) = (sel.folder.clone(), sel.name.clone());
+        let now: std::collections::HashMap<u32, MailEntry> = snapshot
+            .entries
+            .iter()
+            .map(|e| (e.uid, e.clone()))
+            .collect();
+        let mut lines = Vec::new();
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        // Expunged by someone else: highest sequence numbers first.
+        for i in (0..sel.view.len()).rev() {
+            if !now.contains_key(&sel.view[i].entry.uid) {
+                sel.view.remove(i);
+                lines.push(format!("* {} EXPUNGE", i + 1));
+            }
+        }
+        for (i, shown) in sel.view.iter_mut().enumerate() {
+            if let Some(current) = now.get(&shown.entry.uid) {
+                if current.flags != shown.entry.flags {
+                    lines.push(format!(
+                        "* {} FETCH (FLAGS {})",
+                        i + 1,
+                        flags_text(&current.flags, shown.recent)
+                    ));
+                }
+                shown.entry = current.clone();
+            }
+        }
+        let known: HashSet<u32> = sel
+            .view
+            .iter()
+            .map(|s| s.entry.uid)
+            .chain(sel.hidden.iter().copied())
+            .collect();
+        let fresh: Vec<(MailEntry, bool)> = snapshot
+            .entries
+            .into_iter()
+            .filter(|e| !known.contains(&e.uid))
+            .map(|e| {
+                let recent = e.recent;
+                (e, recent)
+            })
+            .collect();
+        sel.uid_next = snapshot.uid_next;
+        let had_new = !fresh.is_empty();
+        let (shown, hidden) = self.screen(&folder, &name, fresh).await;
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        sel.hidden.extend(hidden);
+        sel.view.extend(shown);
+        sel.view.sort_by_key(|s| s.entry.uid);
+        if had_new {
+            lines.push(format!("* {} EXISTS", sel.view.len()));
+            lines.push(format!(
+                "* {} RECENT",
+                sel.view.iter().filter(|s| s.recent).count()
+            ));
+        }
+        for line in lines {
+            self.send(&line);
+        }
+    }
+
+    async fn idle(&mut self, tag: &str) -> Next {
+        self.send("+ idling");
+        loop {
+            if let Some(end) = self.input.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.input.drain(..end + 2).take(end).collect();
+                if line.eq_ignore_ascii_case(b"DONE") {
+                    self.send(&format!("{tag} OK IDLE terminated"));
+                } else {
+                    self.send(&format!("{tag} BAD Expected DONE"));
+                }
+                return Next::Continue;
+            }
+            match self.receive(IDLE_POLL).await {
+                Ok(()) => {}
+                Err(Line::TimedOut) => {
+                    self.refresh().await;
+                    if self.conn.flush().await.is_err() {
+                        return Next::Close;
+                    }
+                }
+                Err(_) => return Next::Close,
+            }
+        }
+    }
+
+    fn create(&mut self, tag: &str, mailbox: &Mailbox<'_>) {
+        let name = mailbox_name(mailbox);
+        match folder_path(&self.maildir(), &name) {
+            Err(e) => self.send(&format!("{tag} NO [CANNOT] {}", e.0)),
+            Ok(_) if name.eq_ignore_ascii_case("INBOX") => {
+                self.send(&format!("{tag} NO [ALREADYEXISTS] INBOX exists"))
+            }
+            Ok(path) if path.join("cur").is_dir() => {
+                self.send(&format!("{tag} NO [ALREADYEXISTS] Mailbox exists"))
+            }
+            Ok(path) => match Folder::open(&path) {
+                Ok(_) => self.send(&format!("{tag} OK CREATE completed")),
+                Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+            },
+        }
+    }
+
+    fn delete(&mut self, tag: &str, mailbox: &Mailbox<'_>) {
+        let name = mailbox_name(mailbox);
+        if name.eq_ignore_ascii_case("INBOX") {
+            self.send(&format!("{tag} NO [CANNOT] INBOX cannot be deleted"));
+            return;
+        }
+        match folder_path(&self.maildir(), &name) {
+            Err(e) => self.send(&format!("{tag} NO [CANNOT] {}", e.0)),
+            Ok(path) if !path.join("cur").is_dir() => {
+                self.send(&format!("{tag} NO [NONEXISTENT] No such mailbox"))
+            }
+            Ok(path) => match std::fs::remove_dir_all(&path) {
+                Ok(()) => self.send(&format!("{tag} OK DELETE completed")),
+                Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+            },
+        }
+    }
+
+    fn rename(&mut self, tag: &str, from: &Mailbox<'_>, to: &Mailbox<'_>) {
+        let maildir = self.maildir();
+        let (from, to) = (mailbox_name(from), mailbox_name(to));
+        match (folder_path(&maildir, &from), folder_path(&maildir, &to)) {
+            (Ok(a), Ok(b))
+                if !from.eq_ignore_ascii_case("INBOX") && a.join("cur").is_dir() && !b.exists() =>
+            {
+                match std::fs::rename(&a, &b) {
+                    Ok(()) => self.send(&format!("{tag} OK RENAME completed")),
+                    Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => self.send(&format!("{tag} NO [CANNOT] {}", e.0)),
+            _ => self.send(&format!("{tag} NO [CANNOT] Cannot rename {from} to {to}")),
+        }
+    }
+
+    fn subscriptions(&self) -> Vec<String> {
+        std::fs::read_to_string(self.maildir().join("subscriptions"))
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    fn subscribe(&mut self, tag: &str, mailbox: &Mailbox<'_>, on: bool) {
+        let name = mailbox_name(mailbox);
+        let mut list = self.subscriptions();
+        list.retain(|n| n != &name);
+        if on {
+            list.push(name);
+        }
+        let _ = std::fs::create_dir_all(self.maildir());
+        match std::fs::write(self.maildir().join("subscriptions"), list.join("\n") + "\n") {
+            Ok(()) => self.send(&format!("{tag} OK Done")),
+            Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+        }
+    }
+
+    fn list(&mut self, tag: &str, reference: &Mailbox<'_>, pattern: &ListMailbox<'_>, lsub: bool) {
+        let verb = if lsub { "LSUB" } else { "LIST" };
+        let pattern = match pattern {
+            ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
+            ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+        };
+        if pattern.is_empty() {
+            self.send(&format!("* {verb} (\\Noselect) \"/\" \"\""));
+            self.send(&format!("{tag} OK {verb} completed"));
+            return;
+        }
+        let reference = match reference {
+            Mailbox::Inbox => String::new(),
+            other => mailbox_name(other),
+        };
+        let full = format!("{reference}{pattern}");
+        let subscribed = self.subscriptions();
+        let _ = std::fs::create_dir_all(self.maildir());
+        for name in list_folders(&self.maildir()) {
+            if !wildcard(&full, &name) || (lsub && name != "INBOX" && !subscribed.contains(&name)) {
+                continue;
+            }
+            let quoted = String::from_utf8_lossy(&wire::string(name.as_bytes())).into_owned();
+            self.send(&format!("* {verb} (\\HasNoChildren) \"/\" {quoted}"));
+        }
+        self.send(&format!("{tag} OK {verb} completed"));
+    }
+
+    fn status(&mut self, tag: &str, mailbox: &Mailbox<'_>, items: &[StatusDataItemName]) {
+        let Some((name, folder)) = self.folder(tag, mailbox) else {
+            return;
+        };
+        let Ok(snapshot) = folder.scan(false) else {
+            self.send(&format!("{tag} NO [SERVERBUG] Cannot read the mailbox"));
+            return;
+        };
+        let values: Vec<String> = items
+            .iter()
+            .filter_map(|item| {
+                Some(match item {
+                    StatusDataItemName::Messages => format!("MESSAGES {}", snapshot.entries.len()),
+                    StatusDataItemName::Recent => format!(
+                        "RECENT {}",
+                        snapshot
+                            .entries
+                            .iter()
+                            .filter(|e| e.path.parent().is_some_and(|p| p.ends_with("new")))
+                            .count()
+                    ),
+                    StatusDataItemName::UidNext => format!("UIDNEXT {}", snapshot.uid_next),
+                    StatusDataItemName::UidValidity => {
+                        format!("UIDVALIDITY {}", snapshot.uid_validity)
+                    }
+                    StatusDataItemName::Unseen => format!(
+                        "UNSEEN {}",
+                        snapshot
+                            .entries
+                            .iter()
+                            .filter(|e| !e.flags.contains('S'))
+                            .count()
+                    ),
+                    #[allow(unreachable_patterns)]
+                    _ => return None,
+                })
+            })
+            .collect();
+        let quoted = String::from_utf8_lossy(&wire::string(name.as_bytes())).into_owned();
+        self.send(&format!("* STATUS {quoted} ({})", values.join(" ")));
+        self.send(&format!("{tag} OK STATUS completed"));
+    }
+
+    fn append(
+        &mut self,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        flags: &str,
+        date: Option<u64>,
+        bytes: &[u8],
+    ) {
+        let Some((_, folder)) = self.folder(tag, mailbox) else {
+            return;
+        };
+        match folder.append(bytes, flags, date) {
+            Ok(uid) => {
+                let validity = folder.scan(false).map_or(0, |s| s.uid_validity);
+                self.send(&format!(
+                    "{tag} OK [APPENDUID {validity} {uid}] APPEND completed"
+                ));
+            }
+            Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+        }
+    }
+
+    /// Indexes into the view for a sequence or UID set.
+    fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
+        let Some(sel) = self.selected.as_ref() else {
+            return Vec::new();
+        };
+        let largest_seq = sel.view.len() as u32;
+        let largest_uid = sel.view.last().map_or(0, |s| s.entry.uid);
+        (0..sel.view.len())
+            .filter(|&i| {
+                if uid {
+                    search::in_set(set, sel.view[i].entry.uid, largest_uid)
+                } else {
+                    search::in_set(set, i as u32 + 1, largest_seq)
+                }
+            })
+            .collect()
+    }
+
+    fn load(&self, i: usize) -> Option<Message> {
+        let sel = self.selected.as_ref()?;
+        let shown = sel.view.get(i)?;
+        let bytes = match &shown.edited {
+            Some(e) => e.as_ref().clone(),
+            None => sel.folder.read(&shown.entry).ok()?,
+        };
+        Some(Message::new(bytes))
+    }
+
+    fn search(&self, key: &imap_codec::imap_types::search::SearchKey<'_>, uid: bool) -> Vec<u32> {
+        let Some(sel) = self.selected.as_ref() else {
+            return Vec::new();
+        };
+        let largest = (
+            sel.view.len() as u32,
+            sel.view.last().map_or(0, |s| s.entry.uid),
+        );
+        let mut out = Vec::new();
+        for (i, shown) in sel.view.iter().enumerate() {
+            let load = || self.load(i);
+            let candidate = Candidate {
+                seq: i as u32 + 1,
+                uid: shown.entry.uid,
+                flags: &shown.entry.flags,
+                recent: shown.recent,
+                size: shown.size(),
+                internal_date: shown.entry.internal_date,
+                load: &load,
+            };
+            if search::matches(key, &candidate, largest) {
+                out.push(if uid { shown.entry.uid } else { i as u32 + 1 });
+            }
+        }
+        out
+    }
+
+    async fn fetch(
+        &mut self,
+        set: &SequenceSet,
+        what: &MacroOrMessageDataItemNames<'_>,
+        uid: bool,
+    ) {
+        let mut items: Vec<MessageDataItemName<'_>> = match what {
+            MacroOrMessageDataItemNames::Macro(m) => match m {
+                Macro::All => vec![
+                    MessageDataItemName::Flags,
+                    MessageDataItemName::InternalDate,
+                    MessageDataItemName::Rfc822Size,
+                    MessageDataItemName::Envelope,
+                ],
+                Macro::Fast => vec![
+                    MessageDataItemName::Flags,
+                    MessageDataItemName::InternalDate,
+                    MessageDataItemName::Rfc822Size,
+                ],
+                _ => vec![
+                    MessageDataItemName::Flags,
+                    MessageDataItemName::InternalDate,
+                    MessageDataItemName::Rfc822Size,
+                    MessageDataItemName::Envelope,
+                    MessageDataItemName::Body,
+                ],
+            },
+            MacroOrMessageDataItemNames::MessageDataItemNames(names) => names.clone(),
+        };
+        if uid && !items.contains(&MessageDataItemName::Uid) {
+            items.insert(0, MessageDataItemName::Uid);
+        }
+        for i in self.resolve(set, uid) {
+            let line = self.fetch_one(i, &items);
+            self.conn.queue(&line);
+            self.conn.queue(b"\r\n");
+        }
+    }
+
+    fn fetch_one(&mut self, i: usize, items: &[MessageDataItemName<'_>]) -> Vec<u8> {
+        let needs_message = items.iter().any(|it| {
+            !matches!(
+                it,
+                MessageDataItemName::Uid
+                    | MessageDataItemName::Flags
+                    | MessageDataItemName::InternalDate
+                    | MessageDataItemName::Rfc822Size
+            )
+        });
+        let message = if needs_message { self.load(i) } else { None };
+        let empty = Message::new(Vec::new());
+        let m = message.as_ref().unwrap_or(&empty);
+        let mut sets_seen = false;
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        let Some(sel) = self.selected.as_ref() else {
+            return Vec::new();
+        };
+        let shown = &sel.view[i];
+        for item in items {
+            let part: Vec<u8> = match item {
+                MessageDataItemName::Uid => format!("UID {}", shown.entry.uid).into_bytes(),
+                MessageDataItemName::Flags => continue,
+                MessageDataItemName::InternalDate => format!(
+                    "INTERNALDATE \"{}\"",
+                    wire::internal_date(shown.entry.internal_date)
+                )
+                .into_bytes(),
+                MessageDataItemName::Rfc822Size => {
+                    format!("RFC822.SIZE {}", shown.size()).into_bytes()
+                }
+                MessageDataItemName::Envelope => {
+                    [b"ENVELOPE ".to_vec(), wire::envelope(m)].concat()
+                }
+                MessageDataItemName::BodyStructure => {
+                    [b"BODYSTRUCTURE ".to_vec(), wire::body_structure(m, true)].concat()
+                }
+                MessageDataItemName::Body => {
+                    [b"BODY ".to_vec(), wire::body_structure(m, false)].concat()
+                }
+                MessageDataItemName::Rfc822 => {
+                    sets_seen = true;
+                    [b"RFC822 ".to_vec(), wire::string_literal(m.raw())].concat()
+                }
+                MessageDataItemName::Rfc822Header => {
+                    let header = wire::section_bytes(
+                        m,
+                        Some(&imap_codec::imap_types::fetch::Section::Header(None)),
+                    );
+                    [b"RFC822.HEADER ".to_vec(), wire::string_literal(&header)].concat()
+                }
+                MessageDataItemName::Rfc822Text => {
+                    sets_seen = true;
+                    [b"RFC822.TEXT ".to_vec(), wire::string_literal(m.body())].concat()
+                }
+                MessageDataItemName::BodyExt {
+                    section,
+                    partial,
+                    peek,
+                } => {
+                    sets_seen |= !peek;
+                    let bytes = wire::section_bytes(m, section.as_ref());
+                    let name = wire::section_name(section.as_ref());
+                    let (bytes, origin) = match partial {
+                        Some((start, len)) => {
+                            let start = (*start as usize).min(bytes.len());
+                            let end = start.saturating_add(len.get() as usize).min(bytes.len());
+                            (bytes[start..end].to_vec(), format!("<{start}>"))
+                        }
+                        None => (bytes, String::new()),
+                    };
+                    [
+                        format!("BODY[{name}]{origin} ").into_bytes(),
+                        wire::string_literal(&bytes),
+                    ]
+                    .concat()
+                }
+            };
+            parts.push(part);
+        }
+        let wants_flags = items.contains(&MessageDataItemName::Flags);
+        let mut flags = shown.entry.flags.clone();
+        let recent = shown.recent;
+        if sets_seen && !sel.read_only && !flags.contains('S') {
+            flags = sorted_flags(&format!("{flags}S"));
+            if let Some(sel) = self.selected.as_mut() {
+                let shown = &mut sel.view[i];
+                if let Ok(path) = sel.folder.set_flags(&shown.entry, &flags) {
+                    shown.entry.path = path;
+                    shown.entry.flags = flags.clone();
+                }
+            }
+        }
+        if wants_flags || sets_seen {
+            parts.push(format!("FLAGS {}", flags_text(&flags, recent)).into_bytes());
+        }
+        let mut out = format!("* {} FETCH (", i + 1).into_bytes();
+        for (n, part) in parts.iter().enumerate() {
+            if n > 0 {
+                out.push(b' ');
+            }
+            out.extend_from_slice(part);
+        }
+        out.push(b')');
+        out
+    }
+
+    fn store(
+        &mut self,
+        set: &SequenceSet,
+        kind: &StoreType,
+        response: &StoreResponse,
+        letters: &str,
+        uid: bool,
+    ) {
+        let indexes = self.resolve(set, uid);
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        if sel.read_only {
+            return;
+        }
+        let mut lines = Vec::new();
+        for i in indexes {
+            let shown = &mut sel.view[i];
+            let current = shown.entry.flags.clone();
+            let new = match kind {
+                StoreType::Replace => sorted_flags(letters),
+                StoreType::Add => sorted_flags(&format!("{current}{letters}")),
+                StoreType::Remove => current.chars().filter(|c| !letters.contains(*c)).collect(),
+            };
+            if new != current {
+                if let Ok(path) = sel.folder.set_flags(&shown.entry, &new) {
+                    shown.entry.path = path;
+                    shown.entry.flags = new.clone();
+                }
+            }
+            if matches!(response, StoreResponse::Answer) {
+                let uid_part = if uid {
+                    format!("UID {} ", shown.entry.uid)
+                } else {
+                    String::new()
+                };
+                lines.push(format!(
+                    "* {} FETCH ({uid_part}FLAGS {})",
+                    i + 1,
+                    flags_text(&shown.entry.flags, shown.recent)
+                ));
+            }
+        }
+        for line in lines {
+            self.send(&line);
+        }
+    }
+
+    /// Removes \Deleted messages (all, or those in the UID set), reporting each EXPUNGE.
+    fn expunge(&mut self, only: Option<&SequenceSet>, report: bool) {
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        if sel.read_only {
+            return;
+        }
+        let largest = sel.view.last().map_or(0, |s| s.entry.uid);
+        let mut lines = Vec::new();
+        for i in (0..sel.view.len()).rev() {
+            let shown = &sel.view[i];
+            let chosen = only.is_none_or(|set| search::in_set(set, shown.entry.uid, largest));
+            if shown.entry.flags.contains('T') && chosen && sel.folder.delete(&shown.entry).is_ok()
+            {
+                sel.view.remove(i);
+                lines.push(format!("* {} EXPUNGE", i + 1));
+            }
+        }
+        if report {
+            for line in lines {
+                self.send(&line);
+            }
+        }
+    }
+
+    fn copy(
+        &mut self,
+        tag: &str,
+        set: &SequenceSet,
+        mailbox: &Mailbox<'_>,
+        uid: bool,
+        moving: bool,
+    ) {
+        let Some((_, target)) = self.folder(tag, mailbox) else {
+            return;
+        };
+        let indexes = self.resolve(set, uid);
+        let Some(sel) = self.selected.as_ref() else {
+            return;
+        };
+        let mut from = Vec::new();
+        let mut to = Vec::new();
+        for &i in &indexes {
+            let shown = &sel.view[i];
+            let Ok(bytes) = sel.folder.read(&shown.entry) else {
+                continue;
+            };
+            match target.append(&bytes, &shown.entry.flags, Some(shown.entry.internal_date)) {
+                Ok(new_uid) => {
+                    from.push(shown.entry.uid.to_string());
+                    to.push(new_uid.to_string());
+                }
+                Err(e) => {
+                    self.send(&format!("{tag} NO [SERVERBUG] Copy failed: {e}"));
+                    return;
+                }
+            }
+        }
+        let validity = target.scan(false).map_or(0, |s| s.uid_validity);
+        let code = format!("COPYUID {validity} {} {}", from.join(","), to.join(","));
+        if !moving {
+            self.send(&format!("{tag} OK [{code}] COPY completed"));
+            return;
+        }
+        self.send(&format!("* OK [{code}] Moved"));
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        let mut lines = Vec::new();
+        let mut sorted = indexes;
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        for i in sorted {
+            if sel.folder.delete(&sel.view[i].entry).is_ok() {
+                sel.view.remove(i);
+                lines.push(format!("* {} EXPUNGE", i + 1));
+            }
+        }
+        for line in lines {
+            self.send(&line);
+        }
+        self.send(&format!("{tag} OK MOVE completed"));
+    }
+}

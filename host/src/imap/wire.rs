@@ -1,0 +1,427 @@
+//! Writing IMAP response data: strings (quoted or literal), ENVELOPE, BODYSTRUCTURE, and the
+//! bytes of a body section, from the host's message model.
+
+use imap_codec::imap_types::fetch::{Part as SectionPart, Section};
+
+use crate::message::Message;
+
+/// A string as IMAP wants it: quoted when it is short 7-bit text, a literal otherwise.
+pub fn string(bytes: &[u8]) -> Vec<u8> {
+    let plain = bytes.len() < 1024 && bytes.iter().all(|b| (0x20..0x7f).contains(b));
+    if plain {
+        let mut out = Vec::with_capacity(bytes.len() + 2);
+        out.push(b'"');
+        for &b in bytes {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+        out
+    } else {
+        let mut out = format!("{{{}}}\r\n", bytes.len()).into_bytes();
+        out.extend_from_slice(bytes);
+        out
+    }
+}
+
+/// Body data is always sent as a literal (it may hold anything).
+pub fn string_literal(bytes: &[u8]) -> Vec<u8> {
+    let mut out = format!("{{{}}}\r\n", bytes.len()).into_bytes();
+    out.extend_from_slice(bytes);
+    out
+}
+
+pub fn nstring(value: Option<&str>) -> Vec<u8> {
+    match value {
+        Some(v) => string(v.as_bytes()),
+        None => b"NIL".to_vec(),
+    }
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// The children of each part of the flattened MIME tree, in document order.
+fn children(message: &Message, id: u32) -> Vec<u32> {
+    message
+        .parts()
+        .iter()
+        .filter(|p| p.parent == Some(id))
+        .map(|p| p.id)
+        .collect()
+}
+
+/// The raw value of the first field with this name, unfolded.
+fn raw_header(message: &Message, name: &str) -> Option<String> {
+    message
+        .header(name)
+        .first()
+        .map(|h| h.raw.replace("\r\n", "").trim().to_string())
+}
+
+/// ENVELOPE of the top-level message (RFC 3501 §7.4.2).
+pub fn envelope(message: &Message) -> Vec<u8> {
+    let parsed = mail_parser::MessageParser::default().parse(message.raw());
+    let mut out = b"(".to_vec();
+    out.extend(nstring(raw_header(message, "Date").as_deref()));
+    out.push(b' ');
+    out.extend(nstring(raw_header(message, "Subject").as_deref()));
+    let address = |name: &str| -> Vec<u8> {
+        let list = parsed.as_ref().and_then(|m| match name {
+            "From" => m.from(),
+            "Sender" => m.sender(),
+            "Reply-To" => m.reply_to(),
+            "To" => m.to(),
+            "Cc" => m.cc(),
+            _ => m.bcc(),
+        });
+        address_list(list)
+    };
+    let from = address("From");
+    for (name, fallback) in [
+        ("From", None),
+        ("Sender", Some(&from)),
+        ("Reply-To", Some(&from)),
+        ("To", None),
+        ("Cc", None),
+        ("Bcc", None),
+    ] {
+        out.push(b' ');
+        let value = address(name);
+        match fallback {
+            Some(f) if value == b"NIL" => out.extend_from_slice(f),
+            _ => out.extend(value),
+        }
+    }
+    out.push(b' ');
+    out.extend(nstring(raw_header(message, "In-Reply-To").as_deref()));
+    out.push(b' ');
+    out.extend(nstring(raw_header(message, "Message-ID").as_deref()));
+    out.push(b')');
+    out
+}
+
+fn address_list(list: Option<&mail_parser::Address<'_>>) -> Vec<u8> {
+    let Some(list) = list else {
+        return b"NIL".to_vec();
+    };
+    let mut out = b"(".to_vec();
+    let mut any = false;
+    for addr in list.iter() {
+        let email = addr.address().unwrap_or("");
+        let (local, domain) = email.rsplit_once('@').unwrap_or((email, ""));
+        out.push(b'(');
+        out.extend(nstring(addr.name()));
+        out.extend_from_slice(b" NIL ");
+        out.extend(string(local.as_bytes()));
+        out.push(b' ');
+        out.extend(string(domain.as_bytes()));
+        out.push(b')');
+        any = true;
+    }
+    if !any {
+        return b"NIL".to_vec();
+    }
+    out.push(b')');
+    out
+}
+
+/// BODYSTRUCTURE (with extension data) or BODY (without).
+pub fn body_structure(message: &Message, extended: bool) -> Vec<u8> {
+    if message.parts().is_empty() {
+        return b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)".to_vec();
+    }
+    part_structure(message, 0, extended)
+}
+
+fn part_structure(message: &Message, id: u32, extended: bool) -> Vec<u8> {
+    let Some(part) = message.part(id) else {
+        return b"NIL".to_vec();
+    };
+    let mut out = b"(".to_vec();
+    if part.is_multipart {
+        for child in children(message, id) {
+            out.extend(part_structure(message, child, extended));
+        }
+        out.push(b' ');
+        out.extend(string(part.subtype.as_bytes()));
+        if extended {
+            out.push(b' ');
+            out.extend(params(&part.params));
+            out.extend_from_slice(b" NIL NIL NIL");
+        }
+        out.push(b')');
+        return out;
+    }
+    out.extend(string(part.media_type.as_bytes()));
+    out.push(b' ');
+    out.extend(string(part.subtype.as_bytes()));
+    out.push(b' ');
+    out.extend(params(&part.params));
+    out.extend_from_slice(b" NIL NIL ");
+    let encoding = part
+        .transfer_encoding
+        .clone()
+        .unwrap_or_else(|| "7bit".into());
+    out.extend(string(encoding.as_bytes()));
+    let body = part_body(message, id).unwrap_or_default();
+    push_str(&mut out, &format!(" {}", body.len()));
+    if part.is_message {
+        // The encapsulated message: its envelope, its structure, its lines.
+        let inner = Message::new(body.to_vec());
+        out.push(b' ');
+        out.extend(envelope(&inner));
+        out.push(b' ');
+        out.extend(body_structure(&inner, extended));
+        push_str(&mut out, &format!(" {}", lines(&body)));
+    } else if part.media_type == "text" {
+        push_str(&mut out, &format!(" {}", lines(&body)));
+    }
+    if extended {
+        out.extend_from_slice(b" NIL ");
+        match &part.disposition {
+            Some(d) => {
+                out.push(b'(');
+                out.extend(string(d.as_bytes()));
+                out.push(b' ');
+                match &part.filename {
+                    Some(f) => out.extend(params(&[("filename".into(), f.clone())])),
+                    None => out.extend_from_slice(b"NIL"),
+                }
+                out.push(b')');
+            }
+            None => out.extend_from_slice(b"NIL"),
+        }
+        out.extend_from_slice(b" NIL NIL");
+    }
+    out.push(b')');
+    out
+}
+
+fn params(params: &[(String, String)]) -> Vec<u8> {
+    if params.is_empty() {
+        return b"NIL".to_vec();
+    }
+    let mut out = b"(".to_vec();
+    for (i, (name, value)) in params.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend(string(name.as_bytes()));
+        out.push(b' ');
+        out.extend(string(value.as_bytes()));
+    }
+    out.push(b')');
+    out
+}
+
+/// Text lines, counting a last line without its line end.
+fn lines(bytes: &[u8]) -> usize {
+    let ends = bytes.iter().filter(|&&b| b == b'\n').count();
+    ends + usize::from(!bytes.is_empty() && !bytes.ends_with(b"\n"))
+}
+
+/// The body bytes of a part as they stand in the message.
+fn part_body(message: &Message, id: u32) -> Option<Vec<u8>> {
+    let span = message.part(id)?.span?;
+    message
+        .raw()
+        .get(span.body_start..span.end)
+        .map(<[u8]>::to_vec)
+}
+
+fn part_header(message: &Message, id: u32) -> Option<Vec<u8>> {
+    let span = message.part(id)?.span?;
+    message
+        .raw()
+        .get(span.header_start..span.body_start)
+        .map(<[u8]>::to_vec)
+}
+
+/// The part a section number names (RFC 3501 §6.4.5): inside a message/rfc822 part the
+/// numbers continue into the encapsulated message.
+fn resolve(message: &Message, path: &SectionPart) -> Option<u32> {
+    let mut current = 0u32;
+    for (depth, n) in path.0.as_ref().iter().enumerate() {
+        let mut node = current;
+        let part = message.part(node)?;
+        if part.is_message && depth > 0 {
+            node = *children(message, node).first()?;
+        }
+        let part = message.part(node)?;
+        if part.is_multipart {
+            current = *children(message, node).get(n.get() as usize - 1)?;
+        } else if n.get() == 1 {
+            current = node;
+        } else {
+            return None;
+        }
+    }
+    Some(current)
+}
+
+/// The inner message of a message/rfc822 part (or the message itself for no part).
+fn inner_message(message: &Message, part: Option<&SectionPart>) -> Option<Message> {
+    match part {
+        None => Some(message.clone()),
+        Some(p) => {
+            let id = resolve(message, p)?;
+            message.part(id)?.is_message.then_some(())?;
+            Some(Message::new(part_body(message, id)?))
+        }
+    }
+}
+
+fn header_of(message: &Message) -> Vec<u8> {
+    let block = message.header_block();
+    message.raw()[..block.body_start.min(message.raw().len())].to_vec()
+}
+
+fn filtered_header(message: &Message, names: &[String], keep: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for field in message.headers() {
+        let listed = names.iter().any(|n| n.eq_ignore_ascii_case(&field.name));
+        if listed == keep {
+            out.extend_from_slice(field.name.as_bytes());
+            out.push(b':');
+            out.extend_from_slice(field.raw.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The bytes of a section (`None`: the whole message).
+pub fn section_bytes(message: &Message, section: Option<&Section<'_>>) -> Vec<u8> {
+    let names = |list: &imap_codec::imap_types::core::NonEmptyVec<
+        imap_codec::imap_types::core::AString<'_>,
+    >|
+     -> Vec<String> {
+        list.as_ref()
+            .iter()
+            .map(|n| String::from_utf8_lossy(n.as_ref()).into_owned())
+            .collect()
+    };
+    let result = match section {
+        None => Some(message.raw().to_vec()),
+        Some(Section::Header(part)) => inner_message(message, part.as_ref()).map(|m| header_of(&m)),
+        Some(Section::Text(part)) => {
+            inner_message(message, part.as_ref()).map(|m| m.body().to_vec())
+        }
+        Some(Section::HeaderFields(part, list)) => {
+            inner_message(message, part.as_ref()).map(|m| filtered_header(&m, &names(list), true))
+        }
+        Some(Section::HeaderFieldsNot(part, list)) => {
+            inner_message(message, part.as_ref()).map(|m| filtered_header(&m, &names(list), false))
+        }
+        Some(Section::Part(part)) => resolve(message, part).and_then(|id| match id {
+            0 => Some(message.body().to_vec()),
+            _ => part_body(message, id),
+        }),
+        Some(Section::Mime(part)) => resolve(message, part).and_then(|id| part_header(message, id)),
+    };
+    result.unwrap_or_default()
+}
+
+/// The section as the response names it: `HEADER.FIELDS (SUBJECT)`, `1.2.TEXT`, ...
+pub fn section_name(section: Option<&Section<'_>>) -> String {
+    let part = |p: &SectionPart| -> String {
+        p.0.as_ref()
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let with = |p: &Option<SectionPart>, what: &str| match p {
+        Some(p) => format!("{}.{what}", part(p)),
+        None => what.to_string(),
+    };
+    let names = |list: &imap_codec::imap_types::core::NonEmptyVec<
+        imap_codec::imap_types::core::AString<'_>,
+    >| {
+        list.as_ref()
+            .iter()
+            .map(|n| String::from_utf8_lossy(n.as_ref()).to_ascii_uppercase())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match section {
+        None => String::new(),
+        Some(Section::Part(p)) => part(p),
+        Some(Section::Header(p)) => with(p, "HEADER"),
+        Some(Section::Text(p)) => with(p, "TEXT"),
+        Some(Section::Mime(p)) => format!("{}.MIME", part(p)),
+        Some(Section::HeaderFields(p, list)) => {
+            format!("{} ({})", with(p, "HEADER.FIELDS"), names(list))
+        }
+        Some(Section::HeaderFieldsNot(p, list)) => {
+            format!("{} ({})", with(p, "HEADER.FIELDS.NOT"), names(list))
+        }
+    }
+}
+
+/// `DD-Mon-YYYY HH:MM:SS +0000` for INTERNALDATE.
+pub fn internal_date(secs: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let date = crate::smtp::reply::rfc5322(secs); // "Sun, 22 Nov 2026 05:00:00 +0000"
+    let words: Vec<&str> = date.split_whitespace().collect();
+    match words.as_slice() {
+        [_, day, month, year, time, zone] => {
+            let month = MONTHS
+                .iter()
+                .find(|m| m == &month)
+                .copied()
+                .unwrap_or("Jan");
+            format!("{:0>2}-{month}-{year} {time} {zone}", day)
+        }
+        _ => "01-Jan-1970 00:00:00 +0000".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIXED: &[u8] = b"From: Ann <ann@a.test>\r\nTo: bob@b.test\r\nSubject: hi\r\nMessage-ID: <1@a>\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+Content-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: application/pdf; name=x.pdf\r\n\
+Content-Disposition: attachment; filename=x.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--b--\r\n";
+
+    #[test]
+    fn strings_quote_or_literal() {
+        assert_eq!(string(b"a\"b"), b"\"a\\\"b\"");
+        assert_eq!(string(b"a\r\nb"), b"{4}\r\na\r\nb");
+        assert_eq!(nstring(None), b"NIL");
+    }
+
+    #[test]
+    fn structure_envelope_and_sections() {
+        let m = Message::new(MIXED.to_vec());
+        let bs = String::from_utf8(body_structure(&m, true)).expect("utf8");
+        assert!(
+            bs.starts_with("((\"text\" \"plain\" NIL NIL NIL \"7bit\" 5 1"),
+            "{bs}"
+        );
+        assert!(
+            bs.contains("\"application\" \"pdf\" (\"name\" \"x.pdf\") NIL NIL \"base64\" 4"),
+            "{bs}"
+        );
+        assert!(bs.contains("\"mixed\" (\"boundary\" \"b\")"), "{bs}");
+        let env = String::from_utf8(envelope(&m)).expect("utf8");
+        assert!(env.contains("((\"Ann\" NIL \"ann\" \"a.test\"))"), "{env}");
+        assert!(env.contains("\"hi\""), "{env}");
+        let one: SectionPart = SectionPart(
+            vec![std::num::NonZeroU32::new(1).expect("1")]
+                .try_into()
+                .expect("part"),
+        );
+        assert_eq!(section_bytes(&m, Some(&Section::Part(one))), b"hello");
+        assert_eq!(internal_date(0), "01-Jan-1970 00:00:00 +0000");
+    }
+}
