@@ -68,11 +68,21 @@ pub fn mailgate(args: &[&str], cache: &Path) -> Run {
 }
 
 /// A free TCP port on loopback (bound and released; good enough for tests on one machine).
+/// Ports are never handed out twice in one test process, so gateways started by tests running
+/// in parallel cannot collide.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A running `mailgate serve` with its own data directory and ports, killed on drop.
