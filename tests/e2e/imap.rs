@@ -226,3 +226,23 @@ fn bad_input_gets_the_right_error_and_the_session_goes_on() {
     assert!(ask("a6 NOOP").contains("a6 OK"));
     assert!(ask("a7 LOGOUT").contains("a7 OK"));
 }
+
+#[test]
+fn two_sessions_see_each_others_flags_and_expunges() {
+    let gw = Gateway::start("");
+    deliver(&gw, "carol@example.test", &[PLAIN, SECOND, MIXED]);
+    let out: Value = serde_json::from_str(&python(
+        "imap_two_sessions.py",
+        &[&gw.imaps.to_string(), "carol@example.test", "pw-carol"],
+    ))
+    .expect("json");
+    let all = joined(&out);
+    assert!(all.contains("\\\\Flagged"), "B saw A's flag change: {all}");
+    assert!(
+        out["EXPUNGE"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x == "2")),
+        "B saw the expunge: {all}"
+    );
+    assert_eq!(out["b_search_all"], "1 2");
+}
