@@ -12,7 +12,7 @@
 //! - `bench`: `plugins`, then the plugin-chain benchmark; `bench smtp`: the SMTP accept rate
 //!   into local delivery (smtp-source); `bench relay`: relay throughput to smtp-sink; both
 //!   beside Postfix and Haraka (`../shared/bench/peers.sh`); `bench reload`: hot-reload latency
-//!   and throughput during reloads.
+//!   and throughput during reloads; `bench access`: IMAP/POP3 beside Dovecot.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -306,6 +306,7 @@ fn bench(which: Option<&str>) -> Result<(), String> {
         Some("smtp") => script("smtp_accept.sh"),
         Some("relay") => script("relay.sh"),
         Some("reload") => script("reload.sh"),
+        Some("access") => script("access.sh"),
         _ => cargo(&["bench", "-p", "mailgate", "--bench", "plugin_chain"]),
     }
 }

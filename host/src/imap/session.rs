@@ -902,11 +902,7 @@ impl ImapSession {
                     StatusDataItemName::Messages => format!("MESSAGES {}", snapshot.entries.len()),
                     StatusDataItemName::Recent => format!(
                         "RECENT {}",
-                        snapshot
-                            .entries
-                            .iter()
-                            .filter(|e| e.path.parent().is_some_and(|p| p.ends_with("new")))
-                            .count()
+                        snapshot.entries.iter().filter(|e| e.in_new).count()
                     ),
                     StatusDataItemName::UidNext => format!("UIDNEXT {}", snapshot.uid_next),
                     StatusDataItemName::UidValidity => {
@@ -1133,8 +1129,8 @@ impl ImapSession {
             flags = sorted_flags(&format!("{flags}S"));
             if let Some(sel) = self.selected.as_mut() {
                 let shown = &mut sel.view[i];
-                if let Ok(path) = sel.folder.set_flags(&shown.entry, &flags) {
-                    shown.entry.path = path;
+                if sel.folder.set_flags(&shown.entry, &flags).is_ok() {
+                    shown.entry.in_new = false;
                     shown.entry.flags = flags.clone();
                 }
             }
@@ -1178,8 +1174,8 @@ impl ImapSession {
                 StoreType::Remove => current.chars().filter(|c| !letters.contains(*c)).collect(),
             };
             if new != current {
-                if let Ok(path) = sel.folder.set_flags(&shown.entry, &new) {
-                    shown.entry.path = path;
+                if sel.folder.set_flags(&shown.entry, &new).is_ok() {
+                    shown.entry.in_new = false;
                     shown.entry.flags = new.clone();
                 }
             }

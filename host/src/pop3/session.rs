@@ -536,8 +536,8 @@ impl Pop3Session {
                 let entry = &mut drop.messages[index].entry;
                 if !entry.flags.contains('S') {
                     let flags = format!("{}S", entry.flags);
-                    if let Ok(path) = drop.folder.set_flags(entry, &flags) {
-                        entry.path = path;
+                    if drop.folder.set_flags(entry, &flags).is_ok() {
+                        entry.in_new = false;
                         entry.flags = crate::store::mailbox::sorted_flags(&flags);
                     }
                 }

@@ -19,8 +19,8 @@ pub struct MailEntry {
     pub uid: u32,
     /// The file name without the `:2,` info: stable across flag changes.
     pub key: String,
-    /// Where the file is now (`cur/` or `new/`).
-    pub path: PathBuf,
+    /// The file is still in `new/` (not yet seen by a session that moves it to `cur/`).
+    pub in_new: bool,
     /// Maildir flag letters, sorted (`D` draft, `F` flagged, `R` answered, `S` seen, `T` deleted).
     pub flags: String,
     pub size: u64,
@@ -99,7 +99,7 @@ impl Folder {
             next = 1;
             changed = true;
         }
-        let mut found: Vec<(String, PathBuf, String, bool)> = Vec::new();
+        let mut found: Vec<(String, PathBuf, String, bool, bool)> = Vec::new();
         for sub in ["cur", "new"] {
             for entry in std::fs::read_dir(self.path.join(sub))?.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -110,22 +110,24 @@ impl Folder {
                 let (key, mut flags) = (key.to_string(), flags.to_string());
                 let mut path = entry.path();
                 let mut recent = false;
-                if sub == "new" && take_new {
+                let mut in_new = sub == "new";
+                if in_new && take_new {
                     let target = self.path.join("cur").join(format!("{key}:2,{flags}"));
                     if std::fs::rename(&path, &target).is_ok() {
                         path = target;
                         recent = true;
+                        in_new = false;
                     }
                 }
                 flags = sorted_flags(&flags);
-                found.push((key, path, flags, recent));
+                found.push((key, path, flags, recent, in_new));
             }
         }
         // Delivery order: our names (and most Maildir names) start with the time.
         found.sort_by(|a, b| a.0.cmp(&b.0));
         let mut entries = Vec::with_capacity(found.len());
         let mut present = std::collections::HashSet::new();
-        for (key, path, flags, recent) in found {
+        for (key, path, flags, recent, in_new) in found {
             let uid = match uids.get(&key) {
                 Some(&uid) => uid,
                 None => {
@@ -146,7 +148,7 @@ impl Folder {
                     .and_then(|m| m.modified().ok())
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_secs()),
-                path,
+                in_new,
                 flags,
                 recent,
             });
@@ -209,9 +211,20 @@ impl Folder {
         std::fs::rename(&tmp, self.path.join(UIDLIST))
     }
 
+    /// Where the message's file should be, from its key, flags and directory.
+    pub fn path_of(&self, entry: &MailEntry) -> PathBuf {
+        if entry.in_new {
+            self.path.join("new").join(&entry.key)
+        } else {
+            self.path
+                .join("cur")
+                .join(format!("{}:2,{}", entry.key, entry.flags))
+        }
+    }
+
     /// The message's bytes (the file may have moved since the snapshot: flags changed).
     pub fn read(&self, entry: &MailEntry) -> std::io::Result<Vec<u8>> {
-        match std::fs::read(&entry.path) {
+        match std::fs::read(self.path_of(entry)) {
             Ok(bytes) => Ok(bytes),
             Err(_) => std::fs::read(self.find(&entry.key)?),
         }
@@ -236,8 +249,9 @@ impl Folder {
 
     /// Sets the flags of a message; returns its new path.
     pub fn set_flags(&self, entry: &MailEntry, flags: &str) -> std::io::Result<PathBuf> {
-        let from = if entry.path.exists() {
-            entry.path.clone()
+        let guess = self.path_of(entry);
+        let from = if guess.exists() {
+            guess
         } else {
             self.find(&entry.key)?
         };
@@ -253,7 +267,7 @@ impl Folder {
 
     /// Removes a message (POP3 DELE at QUIT, IMAP EXPUNGE).
     pub fn delete(&self, entry: &MailEntry) -> std::io::Result<()> {
-        match std::fs::remove_file(&entry.path) {
+        match std::fs::remove_file(self.path_of(entry)) {
             Ok(()) => Ok(()),
             Err(_) => match self.find(&entry.key) {
                 Ok(path) => std::fs::remove_file(path),
@@ -387,7 +401,7 @@ mod tests {
         assert!(first
             .entries
             .iter()
-            .all(|e| e.recent && e.path.starts_with(dir.path().join("cur"))));
+            .all(|e| e.recent && !e.in_new && folder.path_of(e).exists()));
         folder.set_flags(&first.entries[0], "SF").expect("flags");
         folder.delete(&first.entries[1]).expect("delete");
         deliver(&folder, "300.c.mailgate", b"three");
