@@ -1173,11 +1173,9 @@ impl ImapSession {
                 StoreType::Add => sorted_flags(&format!("{current}{letters}")),
                 StoreType::Remove => current.chars().filter(|c| !letters.contains(*c)).collect(),
             };
-            if new != current {
-                if sel.folder.set_flags(&shown.entry, &new).is_ok() {
-                    shown.entry.in_new = false;
-                    shown.entry.flags = new.clone();
-                }
+            if new != current && sel.folder.set_flags(&shown.entry, &new).is_ok() {
+                shown.entry.in_new = false;
+                shown.entry.flags = new.clone();
             }
             if matches!(response, StoreResponse::Answer) {
                 let uid_part = if uid {
