@@ -6,12 +6,9 @@
 # Usage: access.sh [N=10000] [SIZE=4096]
 set -euo pipefail
 N=${1:-10000} L=${2:-4096}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-bin=$root/target/release/mailgate
+source "$(dirname "$0")/common.sh"
 command -v dovecot >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd dovecot-pop3d >/dev/null; }
-# Kept, not deleted: see smtp_accept.sh.
-work=$root/target/bench-runs/access-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$work"
+work=$(run_dir access)
 imaps=${IMAPS_PORT:-2693} pop3s=${POP3S_PORT:-2695} d_imaps=${DOVECOT_IMAPS:-2793} d_pop3s=${DOVECOT_POP3S:-2795}
 cat > "$work/gateway.toml" <<TOML
 [server]
@@ -48,9 +45,8 @@ for i in range(n):
     with open(os.path.join(root, "cur", f"{1700000000 + i}.M{i}.bench:2,S"), "w", newline="") as f:
         f.write(head + body)
 PY
-"$bin" serve --config "$work/gateway.toml" 2>"$work/server.log" & pid=$!
+start_gateway "$work" "$imaps"
 trap 'kill $pid 2>/dev/null || true; [ -f "$work/dovecot/dovecot.conf" ] && doveadm -c "$work/dovecot/dovecot.conf" stop 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$imaps) 2>/dev/null && break; sleep 0.1; done
 
 # Dovecot on a copy of the same Maildir, as nobody, with mailgate's certificate.
 mkdir -p "$work/dovecot"
@@ -93,7 +89,7 @@ service pop3-login {
 pop3_uidl_format = %f
 CONF
 dovecot -c "$work/dovecot/dovecot.conf"
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$d_imaps) 2>/dev/null && break; sleep 0.1; done
+wait_port "$d_imaps"
 
 echo "N=$N messages of ~$L bytes in one folder, $(nproc) cores; implicit TLS"
 echo "mailgate:"

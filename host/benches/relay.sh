@@ -6,17 +6,11 @@
 # Usage: relay.sh [N=5000] [SESSIONS=20] [SIZE=4096]      env: PEERS="postfix haraka" (or "")
 set -euo pipefail
 N=${1:-5000} S=${2:-20} L=${3:-4096}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-bin=$root/target/release/mailgate
+source "$(dirname "$0")/common.sh"
 peers=$root/../shared/bench/peers.sh
 [ -f "$peers" ] || { echo "relay.sh needs $peers (it runs the sink and the peers)" >&2; exit 2; }
-# Runs are kept under target/bench-runs/ rather than deleted: on an ext4 without a journal
-# (as on these machines) creating files right after deleting thousands makes the kernel scan
-# every recently deleted inode, and would slow down the next run for minutes.
-work=$root/target/bench-runs/relay-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$work"
+work=$(run_dir relay)
 port=${GATEWAY_BENCH_PORT:-2625} sink=${SINK_PORT:-2527}
-plugins=$root/target/plugins
 cat > "$work/gateway.toml" <<TOML
 [server]
 hostname = "bench.example.com"
@@ -34,23 +28,10 @@ host = "127.0.0.1:$sink"
 tls = "none"
 [relay]
 max-per-destination = 20
-[[plugin]]
-path = "$plugins/recipient-policy.wasm"
-[plugin.config]
-domains = ["example.org"]
-[[plugin]]
-path = "$plugins/mime-guard.wasm"
-[plugin.config]
-action = "strip"
-extensions = ["exe", "scr", "js", "vbs"]
-[[plugin]]
-path = "$plugins/header-rewrite.wasm"
-[plugin.config]
-trace-header = "X-Mailgate"
+$(bundled_plugins)
 TOML
-"$bin" serve --config "$work/gateway.toml" 2>"$work/server.log" & pid=$!
+start_gateway "$work" "$port"
 trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 cpu0=$(cpu)
 GATEWAY_PORT=$port SINK_PORT=$sink PEERS=${PEERS-"postfix haraka"} bash "$peers" "$N" "$S" "$L"

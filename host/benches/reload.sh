@@ -6,16 +6,11 @@
 # Usage: reload.sh [N=20000] [SESSIONS=20] [SIZE=4096]
 set -euo pipefail
 N=${1:-20000} S=${2:-20} L=${3:-4096}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-bin=$root/target/release/mailgate
-command -v smtp-source >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null; }
-# Runs are kept under target/bench-runs/ rather than deleted: on an ext4 without a journal
-# (as on these machines) creating files right after deleting thousands makes the kernel scan
-# every recently deleted inode, and would slow down the next run for minutes.
-work=$root/target/bench-runs/reload-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$work"
+source "$(dirname "$0")/common.sh"
+need_smtp_source
+work=$(run_dir reload)
 port=${GATEWAY_BENCH_PORT:-2625}
-plugins=$root/target/plugins fixtures=$root/target/test-plugins
+fixtures=$root/target/test-plugins
 cp "$fixtures/stamp-v1.wasm" "$work/filter.wasm"
 cat > "$work/gateway.toml" <<TOML
 [server]
@@ -29,28 +24,15 @@ name = "inbound"
 address = "127.0.0.1:$port"
 [limits]
 max-connections-per-ip = 200
-[[plugin]]
-path = "$plugins/recipient-policy.wasm"
-[plugin.config]
-domains = ["example.org"]
-[[plugin]]
-path = "$plugins/mime-guard.wasm"
-[plugin.config]
-action = "strip"
-extensions = ["exe", "scr", "js", "vbs"]
-[[plugin]]
-path = "$plugins/header-rewrite.wasm"
-[plugin.config]
-trace-header = "X-Mailgate"
+$(bundled_plugins)
 [[plugin]]
 name = "filter"
 path = "filter.wasm"
 TOML
 echo bench | "$bin" user add rcpt@example.org --config "$work/gateway.toml" 2>/dev/null
-"$bin" serve --config "$work/gateway.toml" 2>"$work/server.log" & pid=$!
-trap 'kill $pid 2>/dev/null || true; kill $reloader 2>/dev/null || true' EXIT
 reloader=
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+start_gateway "$work" "$port"
+trap 'kill $pid 2>/dev/null || true; kill $reloader 2>/dev/null || true' EXIT
 generation() { "$bin" plugins --config "$work/gateway.toml" | awk '/^generation/{print $2; exit}'; }
 
 # (1) file change -> new set serving

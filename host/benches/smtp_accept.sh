@@ -5,16 +5,10 @@
 # Usage: smtp_accept.sh [N=5000] [SESSIONS=20] [SIZE=4096]      env: PEERS="postfix haraka" (or "")
 set -euo pipefail
 N=${1:-5000} S=${2:-20} L=${3:-4096}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-bin=$root/target/release/mailgate
-command -v smtp-source >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null; }
-# Runs are kept under target/bench-runs/ rather than deleted: on an ext4 without a journal
-# (as on these machines) creating files right after deleting thousands makes the kernel scan
-# every recently deleted inode, and would slow down the next run for minutes.
-work=$root/target/bench-runs/smtp_accept-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$work"
+source "$(dirname "$0")/common.sh"
+need_smtp_source
+work=$(run_dir smtp_accept)
 port=${GATEWAY_BENCH_PORT:-2625}
-plugins=$root/target/plugins
 cat > "$work/gateway.toml" <<TOML
 [server]
 hostname = "bench.example.org"
@@ -27,24 +21,11 @@ name = "inbound"
 address = "127.0.0.1:$port"
 [limits]
 max-connections-per-ip = 200
-[[plugin]]
-path = "$plugins/recipient-policy.wasm"
-[plugin.config]
-domains = ["example.org"]
-[[plugin]]
-path = "$plugins/mime-guard.wasm"
-[plugin.config]
-action = "strip"
-extensions = ["exe", "scr", "js", "vbs"]
-[[plugin]]
-path = "$plugins/header-rewrite.wasm"
-[plugin.config]
-trace-header = "X-Mailgate"
+$(bundled_plugins)
 TOML
 echo bench | "$bin" user add rcpt@example.org --config "$work/gateway.toml" 2>/dev/null
-"$bin" serve --config "$work/gateway.toml" 2>"$work/server.log" & pid=$!
+start_gateway "$work" "$port"
 trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 delivered() { find "$work/data/mail/example.org/rcpt/new" -type f 2>/dev/null | wc -l; }
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 split_cpu() { awk '{print "utime", $14, "stime", $15}' "/proc/$pid/stat"; }
@@ -62,6 +43,6 @@ printf '%-10s accepted %6.0f msg/s   delivered %6.0f msg/s   (%s/%s in the Maild
 split_cpu >&2
 kill $pid 2>/dev/null || true
 peers=$root/../shared/bench/peers.sh
-if [ -x "$peers" ] || [ -f "$peers" ]; then
+if [ -f "$peers" ] && [ -n "${PEERS-x}" ]; then
   PEERS=${PEERS-"postfix haraka"} bash "$peers" "$N" "$S" "$L"
 fi

@@ -1,24 +1,12 @@
 //! IMAP end to end: Python's imaplib and curl against the real binary, on mail delivered over
 //! SMTP; the retrieve stage; bad input.
 
-use mailgate_e2e::{python, wait_until, Gateway, RawSmtp};
+use mailgate_e2e::{python, Gateway, RawSmtp};
 use serde_json::Value;
 
 fn deliver(gw: &Gateway, to: &str, messages: &[&str]) {
-    let before = gw.mailbox(to).len();
-    let (mut smtp, _) = RawSmtp::connect(gw.inbound);
-    smtp.cmd("EHLO client.test");
-    for body in messages {
-        assert!(smtp
-            .cmd("MAIL FROM:<sender@client.test>")
-            .starts_with("250"));
-        assert!(smtp.cmd(&format!("RCPT TO:<{to}>")).starts_with("250"));
-        assert!(smtp.cmd("DATA").starts_with("354"));
-        smtp.send(format!("{body}.\r\n").as_bytes());
-        assert!(smtp.reply().starts_with("250"));
-    }
-    smtp.cmd("QUIT");
-    assert!(wait_until(10, || gw.mailbox(to).len() == before + messages.len()));
+    let data: Vec<String> = messages.iter().map(|m| m.to_string()).collect();
+    gw.deliver_local(to, &data);
 }
 
 const PLAIN: &str = "From: Ann <ann@client.test>\r\nTo: alice@example.test\r\nSubject: first\r\n\r\nHello there, this is the first.\r\n";

@@ -4,27 +4,17 @@
 use mailgate_e2e::{python, wait_until, Gateway, RawSmtp};
 use serde_json::Value;
 
-/// Delivers messages to a local user over SMTP and waits until they are in the Maildir.
+/// Delivers one message per subject to a local user over SMTP.
 fn deliver(gw: &Gateway, to: &str, subjects: &[&str]) {
-    let before = gw.mailbox(to).len();
-    let (mut smtp, _) = RawSmtp::connect(gw.inbound);
-    smtp.cmd("EHLO client.test");
-    for subject in subjects {
-        assert!(smtp
-            .cmd("MAIL FROM:<sender@client.test>")
-            .starts_with("250"));
-        assert!(smtp.cmd(&format!("RCPT TO:<{to}>")).starts_with("250"));
-        assert!(smtp.cmd("DATA").starts_with("354"));
-        smtp.send(
+    let data: Vec<String> = subjects
+        .iter()
+        .map(|subject| {
             format!(
-                "Subject: {subject}\r\nFrom: <sender@client.test>\r\n\r\nBody of {subject}.\r\n..a stuffed dot\r\nline 3\r\n.\r\n"
+                "Subject: {subject}\r\nFrom: <sender@client.test>\r\n\r\nBody of {subject}.\r\n..a stuffed dot\r\nline 3\r\n"
             )
-            .as_bytes(),
-        );
-        assert!(smtp.reply().starts_with("250"));
-    }
-    smtp.cmd("QUIT");
-    assert!(wait_until(10, || gw.mailbox(to).len() == before + subjects.len()));
+        })
+        .collect();
+    gw.deliver_local(to, &data);
 }
 
 /// Runs pop3_client.py; the results by step.

@@ -320,6 +320,25 @@ tls = "implicit"
         out
     }
 
+    /// Sends messages to a local user over one plain SMTP session (each `data` is the DATA
+    /// text, already dot-stuffed, without the final dot) and waits until all are delivered.
+    pub fn deliver_local(&self, to: &str, data: &[String]) {
+        let before = self.mailbox(to).len();
+        let (mut smtp, _) = RawSmtp::connect(self.inbound);
+        smtp.cmd("EHLO client.test");
+        for text in data {
+            assert!(smtp
+                .cmd("MAIL FROM:<sender@client.test>")
+                .starts_with("250"));
+            assert!(smtp.cmd(&format!("RCPT TO:<{to}>")).starts_with("250"));
+            assert!(smtp.cmd("DATA").starts_with("354"));
+            smtp.send(format!("{text}.\r\n").as_bytes());
+            assert!(smtp.reply().starts_with("250"));
+        }
+        smtp.cmd("QUIT");
+        assert!(wait_until(10, || self.mailbox(to).len() == before + data.len()));
+    }
+
     /// Waits until `address` has `n` messages (delivery is asynchronous to the 250).
     pub fn wait_mailbox(&self, address: &str, n: usize) -> Vec<String> {
         for _ in 0..100 {

@@ -527,17 +527,9 @@ impl ImapSession {
             self.send(&format!("{tag} BAD Already logged in"));
             return Next::Continue;
         }
-        let users = self.shared.users.get();
-        let u = user.clone();
-        let ok = tokio::task::spawn_blocking(move || users.verify(&u, &password))
-            .await
-            .unwrap_or(false);
-        if !ok {
+        if !self.shared.verify_password(&user, password).await {
             self.auth_failures += 1;
-            let limits = &self.shared.config.limits;
-            let delay = limits.auth_failure_delay_ms * u64::from(self.auth_failures);
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            if self.auth_failures >= limits.max_auth_failures {
+            if self.shared.login_failed(&user, self.auth_failures).await {
                 self.send("* BYE Too many failed logins");
                 return Next::Close;
             }
@@ -586,15 +578,14 @@ impl ImapSession {
     }
 
     fn plugin_session(&self) -> PluginSession {
-        PluginSession {
-            id: self.id.clone(),
-            peer_ip: self.peer.ip().to_string(),
-            peer_port: self.peer.port(),
-            listener: self.listener.name.clone(),
-            tls: self.tls,
-            helo: None,
-            auth_user: self.user.clone(),
-        }
+        PluginSession::client(
+            &self.id,
+            self.peer,
+            &self.listener.name,
+            self.tls,
+            None,
+            self.user.clone(),
+        )
     }
 
     /// Runs the retrieve stage for entries not yet seen by this session.

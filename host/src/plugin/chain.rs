@@ -29,6 +29,28 @@ pub struct Session {
     pub auth_user: Option<String>,
 }
 
+impl Session {
+    /// A client connection as plugins see it.
+    pub fn client(
+        id: &str,
+        peer: std::net::SocketAddr,
+        listener: &str,
+        tls: bool,
+        helo: Option<String>,
+        auth_user: Option<String>,
+    ) -> Session {
+        Session {
+            id: id.to_string(),
+            peer_ip: peer.ip().to_string(),
+            peer_port: peer.port(),
+            listener: listener.to_string(),
+            tls,
+            helo,
+            auth_user,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EsmtpParam {
     pub name: String,

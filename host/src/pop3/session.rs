@@ -289,12 +289,7 @@ impl Pop3Session {
     async fn login(&mut self, user: String, credential: Credential) -> Next {
         let users = self.shared.users.get();
         let ok = match credential {
-            Credential::Password(password) => {
-                let u = user.clone();
-                tokio::task::spawn_blocking(move || users.verify(&u, &password))
-                    .await
-                    .unwrap_or(false)
-            }
+            Credential::Password(password) => self.shared.verify_password(&user, password).await,
             Credential::Apop(digest) => users.apop_secret(&user).is_some_and(|secret| {
                 use md5::{Digest, Md5};
                 let expected: String = Md5::digest(format!("{}{secret}", self.challenge))
@@ -306,11 +301,7 @@ impl Pop3Session {
         };
         if !ok {
             self.auth_failures += 1;
-            tracing::info!(user, failures = self.auth_failures, "POP3 login failed");
-            let limits = &self.shared.config.limits;
-            let delay = limits.auth_failure_delay_ms * u64::from(self.auth_failures);
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            if self.auth_failures >= limits.max_auth_failures {
+            if self.shared.login_failed(&user, self.auth_failures).await {
                 self.err("[AUTH] Too many failures, closing");
                 return Next::Close;
             }
@@ -391,15 +382,14 @@ impl Pop3Session {
         entry: &MailEntry,
         bytes: Vec<u8>,
     ) -> View {
-        let session = PluginSession {
-            id: self.id.clone(),
-            peer_ip: self.peer.ip().to_string(),
-            peer_port: self.peer.port(),
-            listener: self.listener.name.clone(),
-            tls: self.tls,
-            helo: None,
-            auth_user: Some(user.to_string()),
-        };
+        let session = PluginSession::client(
+            &self.id,
+            self.peer,
+            &self.listener.name,
+            self.tls,
+            None,
+            Some(user.to_string()),
+        );
         retrieval::view(
             plugins,
             &self.shared.services,

@@ -72,6 +72,24 @@ impl Shared {
         Ok(())
     }
 
+    /// Checks a password off the async threads (argon2 takes milliseconds on purpose).
+    pub async fn verify_password(&self, user: &str, password: String) -> bool {
+        let (users, user) = (self.users.get(), user.to_string());
+        tokio::task::spawn_blocking(move || users.verify(&user, &password))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// After a failed login (SMTP AUTH, POP3, IMAP): waits longer with each failure, and says
+    /// whether the client has used up its attempts (the connection is then closed).
+    pub async fn login_failed(&self, user: &str, failures: u32) -> bool {
+        tracing::info!(user, failures, "login failed");
+        let limits = &self.config.limits;
+        let delay = limits.auth_failure_delay_ms * u64::from(failures);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        failures >= limits.max_auth_failures
+    }
+
     /// Keeps a message aside, with the reason, instead of delivering it.
     pub async fn quarantine(&self, id: &str, raw: &[u8], reason: &str) -> Result<(), String> {
         let (dir, id, raw, reason) = (

@@ -76,15 +76,14 @@ impl Session {
     }
 
     fn plugin_session(&self) -> PluginSession {
-        PluginSession {
-            id: self.id.clone(),
-            peer_ip: self.peer.ip().to_string(),
-            peer_port: self.peer.port(),
-            listener: self.listener.name.clone(),
-            tls: self.tls,
-            helo: self.helo.clone(),
-            auth_user: self.auth_user.clone(),
-        }
+        PluginSession::client(
+            &self.id,
+            self.peer,
+            &self.listener.name,
+            self.tls,
+            self.helo.clone(),
+            self.auth_user.clone(),
+        )
     }
 
     fn send(&mut self, bytes: &[u8]) {
@@ -326,21 +325,13 @@ impl Session {
             self.reply(501, (5, 7, 0), "Authentication cancelled or malformed");
             return Next::Continue;
         };
-        let users = self.shared.users.get();
-        let (u, p) = (user.clone(), password);
-        let ok = tokio::task::spawn_blocking(move || users.verify(&u, &p))
-            .await
-            .unwrap_or(false);
-        if ok {
+        if self.shared.verify_password(&user, password).await {
             self.auth_user = Some(user.to_ascii_lowercase());
             self.reply(235, (2, 7, 0), "Authentication successful");
             return Next::Continue;
         }
         self.auth_failures += 1;
-        tracing::info!(user, failures = self.auth_failures, "authentication failed");
-        let delay = self.limits().auth_failure_delay_ms * u64::from(self.auth_failures);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        if self.auth_failures >= self.limits().max_auth_failures {
+        if self.shared.login_failed(&user, self.auth_failures).await {
             self.reply(
                 421,
                 (4, 7, 0),
