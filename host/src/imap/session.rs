@@ -4,7 +4,6 @@
 //! UID EXPUNGE, which imap-codec 1.0 does not parse, are recognised here.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +20,11 @@ use imap_codec::CommandCodec;
 
 use super::search::{self, Candidate};
 use super::wire;
-use crate::config::{ListenerConfig, TlsMode};
+use crate::config::TlsMode;
 use crate::delivery::maildir::maildir_of;
 use crate::message::Message;
 use crate::plugin::{Session as PluginSession, Stage};
-use crate::smtp::io::{Connection, Line};
+use crate::smtp::io::{Client, Line};
 use crate::smtp::server::Shared;
 use crate::store::mailbox::{folder_path, list_folders, sorted_flags, Folder, MailEntry};
 use crate::store::retrieval::{self, View};
@@ -69,11 +68,7 @@ enum Next {
 
 pub struct ImapSession {
     shared: Arc<Shared>,
-    listener: ListenerConfig,
-    conn: Connection,
-    peer: SocketAddr,
-    id: String,
-    tls: bool,
+    client: Client,
     user: Option<String>,
     auth_failures: u32,
     selected: Option<Selected>,
@@ -137,21 +132,10 @@ fn wildcard(pattern: &str, name: &str) -> bool {
 }
 
 impl ImapSession {
-    pub fn new(
-        shared: Arc<Shared>,
-        listener: ListenerConfig,
-        conn: Connection,
-        peer: SocketAddr,
-        id: String,
-        tls: bool,
-    ) -> ImapSession {
+    pub fn new(shared: Arc<Shared>, client: Client) -> ImapSession {
         ImapSession {
             shared,
-            listener,
-            conn,
-            peer,
-            id,
-            tls,
+            client,
             user: None,
             auth_failures: 0,
             selected: None,
@@ -160,8 +144,8 @@ impl ImapSession {
     }
 
     fn send(&mut self, text: &str) {
-        self.conn.queue(text.as_bytes());
-        self.conn.queue(b"\r\n");
+        self.client.conn.queue(text.as_bytes());
+        self.client.conn.queue(b"\r\n");
     }
 
     fn capabilities(&self) -> String {
@@ -175,10 +159,10 @@ impl ImapSession {
             "ID",
             "UNSELECT",
         ];
-        if self.tls {
+        if self.client.tls {
             caps.push("AUTH=PLAIN");
         } else {
-            if self.listener.tls == TlsMode::Starttls && self.shared.tls.is_some() {
+            if self.client.listener.tls == TlsMode::Starttls && self.shared.tls.is_some() {
                 caps.push("STARTTLS");
             }
             caps.push("LOGINDISABLED");
@@ -189,7 +173,8 @@ impl ImapSession {
     /// More bytes from the client into `input`; false when the connection is gone.
     async fn receive(&mut self, timeout: Duration) -> Result<(), Line> {
         let input = &mut self.input;
-        self.conn
+        self.client
+            .conn
             .read_until(timeout, |bytes| {
                 input.extend_from_slice(bytes);
                 (bytes.len(), true)
@@ -275,7 +260,7 @@ impl ImapSession {
                 break;
             }
         }
-        let _ = self.conn.flush().await;
+        let _ = self.client.conn.flush().await;
     }
 
     /// ID, NAMESPACE and UID EXPUNGE, handled before imap-codec sees the line.
@@ -477,25 +462,17 @@ impl ImapSession {
     }
 
     async fn starttls(&mut self, tag: &str) -> Next {
-        let acceptor = match (&self.shared.tls, self.tls, self.listener.tls) {
-            (Some(a), false, TlsMode::Starttls) => a.clone(),
-            _ => {
-                self.send(&format!("{tag} BAD STARTTLS not available"));
-                return Next::Continue;
-            }
+        let Ok(acceptor) = self.client.starttls_acceptor(self.shared.tls.as_ref()) else {
+            self.send(&format!("{tag} BAD STARTTLS not available"));
+            return Next::Continue;
         };
         self.send(&format!("{tag} OK Begin TLS negotiation now"));
         // Bytes pipelined behind STARTTLS came in the clear: they are dropped.
         self.input.clear();
-        match self.conn.start_server_tls(&acceptor).await {
-            Ok(_) => {
-                self.tls = true;
-                Next::Continue
-            }
-            Err(e) => {
-                tracing::info!("TLS handshake failed: {e}");
-                Next::Close
-            }
+        if self.client.start_tls(&acceptor).await {
+            Next::Continue
+        } else {
+            Next::Close
         }
     }
 
@@ -517,7 +494,7 @@ impl ImapSession {
     }
 
     async fn login(&mut self, tag: &str, user: String, password: String) -> Next {
-        if !self.tls {
+        if !self.client.tls {
             self.send(&format!(
                 "{tag} NO [PRIVACYREQUIRED] Log in over TLS (STARTTLS first)"
             ));
@@ -578,14 +555,7 @@ impl ImapSession {
     }
 
     fn plugin_session(&self) -> PluginSession {
-        PluginSession::client(
-            &self.id,
-            self.peer,
-            &self.listener.name,
-            self.tls,
-            None,
-            self.user.clone(),
-        )
+        self.client.plugin_session(None, self.user.clone())
     }
 
     /// Runs the retrieve stage for entries not yet seen by this session.
@@ -769,7 +739,7 @@ impl ImapSession {
                 Ok(()) => {}
                 Err(Line::TimedOut) => {
                     self.refresh().await;
-                    if self.conn.flush().await.is_err() {
+                    if self.client.conn.flush().await.is_err() {
                         return Next::Close;
                     }
                 }
@@ -1028,8 +998,8 @@ impl ImapSession {
         }
         for i in self.resolve(set, uid) {
             let line = self.fetch_one(i, &items);
-            self.conn.queue(&line);
-            self.conn.queue(b"\r\n");
+            self.client.conn.queue(&line);
+            self.client.conn.queue(b"\r\n");
         }
     }
 

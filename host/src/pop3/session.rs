@@ -4,16 +4,15 @@
 //! messages are removed in UPDATE, after QUIT: a dropped connection deletes nothing.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::command::{self, Command, ParseError};
-use crate::config::{ListenerConfig, TlsMode};
+use crate::config::TlsMode;
 use crate::delivery::maildir::maildir_of;
-use crate::plugin::{Session as PluginSession, Stage};
-use crate::smtp::io::{Connection, Line};
+use crate::plugin::Stage;
+use crate::smtp::io::{Client, Line, TlsRefusal};
 use crate::smtp::server::Shared;
 use crate::store::mailbox::{Folder, MailEntry};
 use crate::store::retrieval::{self, View};
@@ -87,11 +86,7 @@ enum Next {
 
 pub struct Pop3Session {
     shared: Arc<Shared>,
-    listener: ListenerConfig,
-    conn: Connection,
-    peer: SocketAddr,
-    id: String,
-    tls: bool,
+    client: Client,
     /// The APOP challenge from the greeting.
     challenge: String,
     user: Option<String>,
@@ -100,14 +95,7 @@ pub struct Pop3Session {
 }
 
 impl Pop3Session {
-    pub fn new(
-        shared: Arc<Shared>,
-        listener: ListenerConfig,
-        conn: Connection,
-        peer: SocketAddr,
-        id: String,
-        tls: bool,
-    ) -> Pop3Session {
+    pub fn new(shared: Arc<Shared>, client: Client) -> Pop3Session {
         let challenge = format!(
             "<{}.{}@{}>",
             std::process::id(),
@@ -116,11 +104,7 @@ impl Pop3Session {
         );
         Pop3Session {
             shared,
-            listener,
-            conn,
-            peer,
-            id,
-            tls,
+            client,
             challenge,
             user: None,
             auth_failures: 0,
@@ -129,18 +113,25 @@ impl Pop3Session {
     }
 
     fn ok(&mut self, text: &str) {
-        self.conn.queue(format!("+OK {text}\r\n").as_bytes());
+        self.client.conn.queue(format!("+OK {text}\r\n").as_bytes());
     }
 
     fn err(&mut self, text: &str) {
-        self.conn.queue(format!("-ERR {text}\r\n").as_bytes());
+        self.client
+            .conn
+            .queue(format!("-ERR {text}\r\n").as_bytes());
     }
 
     pub async fn run(mut self) {
         let greeting = format!("mailgate POP3 ready {}", self.challenge);
         self.ok(&greeting);
         loop {
-            let line = match self.conn.read_line(command::MAX_LINE + 2, IDLE).await {
+            let line = match self
+                .client
+                .conn
+                .read_line(command::MAX_LINE + 2, IDLE)
+                .await
+            {
                 Line::Ok(line) => line,
                 Line::TooLong => {
                     self.err("Line too long");
@@ -167,7 +158,7 @@ impl Pop3Session {
                 break;
             }
         }
-        let _ = self.conn.flush().await;
+        let _ = self.client.conn.flush().await;
     }
 
     async fn command(&mut self, cmd: Command) -> Next {
@@ -182,7 +173,7 @@ impl Pop3Session {
                 return Next::Close;
             }
             Command::User(_) | Command::Pass(_) | Command::Apop(..) | Command::Auth(..)
-                if !self.tls =>
+                if !self.client.tls =>
             {
                 self.err("[AUTH] Log in over TLS: use STLS first");
             }
@@ -206,9 +197,9 @@ impl Pop3Session {
 
     fn capa(&mut self) {
         let mut lines = vec!["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"];
-        if self.tls {
+        if self.client.tls {
             lines.extend(["USER", "SASL PLAIN"]);
-        } else if self.listener.tls == TlsMode::Starttls && self.shared.tls.is_some() {
+        } else if self.client.listener.tls == TlsMode::Starttls && self.shared.tls.is_some() {
             lines.push("STLS");
         }
         lines.push("IMPLEMENTATION mailgate");
@@ -218,36 +209,27 @@ impl Pop3Session {
             text.push_str("\r\n");
         }
         text.push_str(".\r\n");
-        self.conn.queue(text.as_bytes());
+        self.client.conn.queue(text.as_bytes());
     }
 
     async fn stls(&mut self) -> Next {
-        let acceptor = match (&self.shared.tls, self.tls, self.listener.tls) {
-            (Some(acceptor), false, TlsMode::Starttls) => acceptor.clone(),
-            (_, true, _) => {
+        let acceptor = match self.client.starttls_acceptor(self.shared.tls.as_ref()) {
+            Ok(acceptor) => acceptor,
+            Err(TlsRefusal::AlreadyActive) => {
                 self.err("TLS already active");
                 return Next::Continue;
             }
-            _ => {
+            Err(TlsRefusal::NotAvailable) => {
                 self.err("STLS not available");
                 return Next::Continue;
             }
         };
         self.ok("Begin TLS negotiation");
-        match self.conn.start_server_tls(&acceptor).await {
-            Ok(dropped) => {
-                if dropped > 0 {
-                    tracing::info!(dropped, "discarded bytes pipelined after STLS");
-                }
-                self.tls = true;
-                self.user = None;
-                Next::Continue
-            }
-            Err(e) => {
-                tracing::info!("TLS handshake failed: {e}");
-                Next::Close
-            }
+        if !self.client.start_tls(&acceptor).await {
+            return Next::Close;
         }
+        self.user = None;
+        Next::Continue
     }
 
     async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Next {
@@ -258,8 +240,13 @@ impl Pop3Session {
         let response = match initial {
             Some(text) => text,
             None => {
-                self.conn.queue(b"+ \r\n");
-                match self.conn.read_line(command::MAX_LINE * 4, IDLE).await {
+                self.client.conn.queue(b"+ \r\n");
+                match self
+                    .client
+                    .conn
+                    .read_line(command::MAX_LINE * 4, IDLE)
+                    .await
+                {
                     Line::Ok(line) => String::from_utf8_lossy(&line).into_owned(),
                     _ => return Next::Close,
                 }
@@ -382,14 +369,7 @@ impl Pop3Session {
         entry: &MailEntry,
         bytes: Vec<u8>,
     ) -> View {
-        let session = PluginSession::client(
-            &self.id,
-            self.peer,
-            &self.listener.name,
-            self.tls,
-            None,
-            Some(user.to_string()),
-        );
+        let session = self.client.plugin_session(None, Some(user.to_string()));
         retrieval::view(
             plugins,
             &self.shared.services,
@@ -489,7 +469,7 @@ impl Pop3Session {
             }
         }
         text.push_str(".\r\n");
-        self.conn.queue(text.as_bytes());
+        self.client.conn.queue(text.as_bytes());
     }
 
     /// RETR (all of it) or TOP (the header and `lines` lines of the body).
@@ -519,7 +499,7 @@ impl Pop3Session {
             Some(lines) => top(&bytes, lines),
         };
         self.ok(&format!("{size} octets"));
-        self.conn.queue(&command::multiline(&body));
+        self.client.conn.queue(&command::multiline(&body));
         if lines.is_none() {
             // Mark as read, as other Maildir tools do.
             if let Some(drop) = self.maildrop.as_mut() {

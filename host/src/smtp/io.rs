@@ -67,6 +67,71 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// One accepted connection, whatever the protocol: its buffered stream and what is known about
+/// the other end.
+pub struct Client {
+    pub conn: Connection,
+    pub peer: std::net::SocketAddr,
+    /// The session id, in logs and for plugins.
+    pub id: String,
+    pub listener: crate::config::ListenerConfig,
+    pub tls: bool,
+}
+
+/// Why STARTTLS (or STLS) cannot start.
+pub enum TlsRefusal {
+    AlreadyActive,
+    NotAvailable,
+}
+
+impl Client {
+    /// The acceptor for an in-band TLS upgrade on this connection.
+    pub fn starttls_acceptor(
+        &self,
+        acceptor: Option<&tokio_rustls::TlsAcceptor>,
+    ) -> Result<tokio_rustls::TlsAcceptor, TlsRefusal> {
+        match (acceptor, self.tls, self.listener.tls) {
+            (_, true, _) => Err(TlsRefusal::AlreadyActive),
+            (Some(a), false, crate::config::TlsMode::Starttls) => Ok(a.clone()),
+            _ => Err(TlsRefusal::NotAvailable),
+        }
+    }
+
+    /// Upgrades to TLS once the go-ahead reply is queued (see
+    /// [`Connection::start_server_tls`]); false when the handshake failed (close then).
+    pub async fn start_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> bool {
+        match self.conn.start_server_tls(acceptor).await {
+            Ok(dropped) => {
+                if dropped > 0 {
+                    tracing::info!(dropped, "discarded bytes pipelined after the TLS command");
+                }
+                self.tls = true;
+                true
+            }
+            Err(e) => {
+                tracing::info!("TLS handshake failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// This connection as plugins see it.
+    pub fn plugin_session(
+        &self,
+        helo: Option<String>,
+        auth_user: Option<String>,
+    ) -> crate::plugin::Session {
+        crate::plugin::Session::client(
+            &self.id,
+            self.peer,
+            &self.listener.name,
+            self.tls,
+            helo,
+            auth_user,
+        )
+    }
+}
+
 /// What reading a command line gave.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line {

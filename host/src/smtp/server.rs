@@ -381,21 +381,23 @@ async fn session(
     };
     let tls = matches!(stream, Stream::Tls(_));
     tracing::debug!("connected");
-    match listener.protocol {
-        Protocol::Smtp => {
-            Session::new(shared, listener, stream, peer, id, tls)
-                .run()
-                .await
-        }
+    let protocol = listener.protocol;
+    let client = super::io::Client {
+        conn: super::io::Connection::new(stream),
+        peer,
+        id,
+        listener,
+        tls,
+    };
+    match protocol {
+        Protocol::Smtp => Session::new(shared, client).run().await,
         Protocol::Pop3 => {
-            let conn = super::io::Connection::new(stream);
-            crate::pop3::session::Pop3Session::new(shared, listener, conn, peer, id, tls)
+            crate::pop3::session::Pop3Session::new(shared, client)
                 .run()
                 .await
         }
         Protocol::Imap => {
-            let conn = super::io::Connection::new(stream);
-            crate::imap::session::ImapSession::new(shared, listener, conn, peer, id, tls)
+            crate::imap::session::ImapSession::new(shared, client)
                 .run()
                 .await
         }

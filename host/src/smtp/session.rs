@@ -1,16 +1,15 @@
 //! One SMTP session: the RFC 5321 state machine with ESMTP extensions, the plugin stages, and
 //! the hand-over of accepted messages to the spool.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::command::{self, Command, ParseError};
 use super::data::{DataError, DataReader};
-use super::io::{Connection, Line, Stream};
+use super::io::{Client, Line, TlsRefusal};
 use super::reply;
 use super::server::Shared;
-use crate::config::{ListenerConfig, TlsMode};
+use crate::config::TlsMode;
 use crate::message::Message;
 use crate::plugin::{
     EsmtpParam, MailState, Reply, Session as PluginSession, StageCall, StageReport, Transaction,
@@ -26,11 +25,7 @@ enum Next {
 
 pub struct Session {
     shared: Arc<Shared>,
-    listener: ListenerConfig,
-    conn: Connection,
-    peer: SocketAddr,
-    id: String,
-    tls: bool,
+    client: Client,
     helo: Option<String>,
     esmtp: bool,
     auth_user: Option<String>,
@@ -43,25 +38,14 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(
-        shared: Arc<Shared>,
-        listener: ListenerConfig,
-        stream: Stream,
-        peer: SocketAddr,
-        id: String,
-        tls: bool,
-    ) -> Session {
+    pub fn new(shared: Arc<Shared>, client: Client) -> Session {
         let chain = shared
             .plugins
             .current()
-            .transaction(&id, shared.services.clone());
+            .transaction(&client.id, shared.services.clone());
         let mut session = Session {
             shared,
-            listener,
-            conn: Connection::new(stream),
-            peer,
-            id,
-            tls,
+            client,
             helo: None,
             esmtp: false,
             auth_user: None,
@@ -76,18 +60,12 @@ impl Session {
     }
 
     fn plugin_session(&self) -> PluginSession {
-        PluginSession::client(
-            &self.id,
-            self.peer,
-            &self.listener.name,
-            self.tls,
-            self.helo.clone(),
-            self.auth_user.clone(),
-        )
+        self.client
+            .plugin_session(self.helo.clone(), self.auth_user.clone())
     }
 
     fn send(&mut self, bytes: &[u8]) {
-        self.conn.queue(bytes);
+        self.client.conn.queue(bytes);
     }
 
     fn reply(&mut self, code: u16, enhanced: (u8, u16, u16), text: &str) {
@@ -105,7 +83,7 @@ impl Session {
             // A refused connection: say why, then close (RFC 5321 §3.1 allows 554 here).
             let reply = reply.clone();
             self.send(&reply::format(&reply));
-            let _ = self.conn.flush().await;
+            let _ = self.client.conn.flush().await;
             return;
         }
         // No enhanced status in the greeting: clients learn of ENHANCEDSTATUSCODES only at EHLO.
@@ -118,6 +96,7 @@ impl Session {
         loop {
             let timeout = Duration::from_secs(self.limits().command_timeout_secs);
             let line = self
+                .client
                 .conn
                 .read_line(self.limits().max_command_line, timeout)
                 .await;
@@ -143,7 +122,7 @@ impl Session {
                 Next::Close => break,
             }
         }
-        let _ = self.conn.flush().await;
+        let _ = self.client.conn.flush().await;
     }
 
     async fn command(&mut self, line: &[u8]) -> Next {
@@ -210,7 +189,7 @@ impl Session {
             .shared
             .plugins
             .current()
-            .transaction(&self.id, self.shared.services.clone());
+            .transaction(&self.client.id, self.shared.services.clone());
     }
 
     /// A transaction runs on the plugin set in service when it starts (MAIL): after a reload,
@@ -218,7 +197,7 @@ impl Session {
     fn refresh_chain(&mut self) {
         let current = self.shared.plugins.current();
         if current.generation != self.chain.generation() {
-            let fresh = current.transaction(&self.id, self.shared.services.clone());
+            let fresh = current.transaction(&self.client.id, self.shared.services.clone());
             fresh.carry_notes(self.chain.notes());
             self.chain = fresh;
         }
@@ -247,10 +226,13 @@ impl Session {
             "ENHANCEDSTATUSCODES".into(),
             "CHUNKING".into(),
         ];
-        if !self.tls && self.listener.tls == TlsMode::Starttls && self.shared.tls.is_some() {
+        if !self.client.tls
+            && self.client.listener.tls == TlsMode::Starttls
+            && self.shared.tls.is_some()
+        {
             lines.push("STARTTLS".into());
         }
-        if self.tls {
+        if self.client.tls {
             lines.push("AUTH PLAIN LOGIN".into());
         }
         lines.push("HELP".into());
@@ -264,40 +246,31 @@ impl Session {
     }
 
     async fn starttls(&mut self) -> Next {
-        let acceptor = match (&self.shared.tls, self.tls, self.listener.tls) {
-            (_, true, _) => {
+        let acceptor = match self.client.starttls_acceptor(self.shared.tls.as_ref()) {
+            Ok(acceptor) => acceptor,
+            Err(TlsRefusal::AlreadyActive) => {
                 self.reply(503, (5, 5, 1), "TLS already active");
                 return Next::Continue;
             }
-            (Some(acceptor), false, TlsMode::Starttls) => acceptor.clone(),
-            _ => {
+            Err(TlsRefusal::NotAvailable) => {
                 self.reply(502, (5, 5, 1), "STARTTLS not available");
                 return Next::Continue;
             }
         };
         self.reply(220, (2, 0, 0), "Ready to start TLS");
-        match self.conn.start_server_tls(&acceptor).await {
-            Ok(dropped) => {
-                if dropped > 0 {
-                    tracing::info!(dropped, "discarded bytes pipelined after STARTTLS");
-                }
-                self.tls = true;
-                // RFC 3207: forget everything learned before the handshake.
-                self.helo = None;
-                self.esmtp = false;
-                self.auth_user = None;
-                self.reset();
-                Next::Continue
-            }
-            Err(e) => {
-                tracing::info!("TLS handshake failed: {e}");
-                Next::Close
-            }
+        if !self.client.start_tls(&acceptor).await {
+            return Next::Close;
         }
+        // RFC 3207: forget everything learned before the handshake.
+        self.helo = None;
+        self.esmtp = false;
+        self.auth_user = None;
+        self.reset();
+        Next::Continue
     }
 
     async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Next {
-        if !self.tls {
+        if !self.client.tls {
             self.reply(
                 538,
                 (5, 7, 11),
@@ -348,6 +321,7 @@ impl Session {
         self.send(format!("334 {prompt}\r\n").as_bytes());
         let timeout = Duration::from_secs(self.limits().command_timeout_secs);
         match self
+            .client
             .conn
             .read_line(self.limits().max_command_line, timeout)
             .await
@@ -391,7 +365,7 @@ impl Session {
             self.reply(503, (5, 5, 1), "Nested MAIL command");
             return Next::Continue;
         }
-        if self.listener.require_auth && self.auth_user.is_none() {
+        if self.client.listener.require_auth && self.auth_user.is_none() {
             self.reply(530, (5, 7, 0), "Authentication required");
             return Next::Continue;
         }
@@ -467,7 +441,7 @@ impl Session {
             }
             return None;
         }
-        if self.auth_user.is_some() || self.shared.may_relay(self.peer.ip()) {
+        if self.auth_user.is_some() || self.shared.may_relay(self.client.peer.ip()) {
             return None;
         }
         Some((554, (5, 7, 1), "Relay access denied"))
@@ -492,6 +466,7 @@ impl Session {
         let mut reader = DataReader::new(limits.max_message_bytes, limits.max_text_line);
         let timeout = Duration::from_secs(limits.data_timeout_secs);
         if self
+            .client
             .conn
             .read_until(timeout, |bytes| reader.feed(bytes))
             .await
@@ -523,6 +498,7 @@ impl Session {
         let timeout = Duration::from_secs(self.limits().data_timeout_secs);
         let mut remaining = size as usize;
         let read = self
+            .client
             .conn
             .read_until(timeout, |bytes| {
                 let take = remaining.min(bytes.len());
@@ -564,6 +540,7 @@ impl Session {
         let timeout = Duration::from_secs(self.limits().data_timeout_secs);
         if remaining > 0 {
             let _ = self
+                .client
                 .conn
                 .read_until(timeout, |bytes| {
                     let take = remaining.min(bytes.len());
@@ -611,7 +588,7 @@ impl Session {
             received_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            client_ip: self.peer.ip().to_string(),
+            client_ip: self.client.peer.ip().to_string(),
             helo: self.helo.clone().unwrap_or_default(),
             auth_user: self.auth_user.clone(),
             smtputf8: self
@@ -649,7 +626,7 @@ impl Session {
     }
 
     fn received_header(&self, queue_id: &str) -> String {
-        let protocol = match (self.esmtp, self.tls, self.auth_user.is_some()) {
+        let protocol = match (self.esmtp, self.client.tls, self.auth_user.is_some()) {
             (false, _, _) => "SMTP",
             (true, false, false) => "ESMTP",
             (true, true, false) => "ESMTPS",
@@ -663,7 +640,7 @@ impl Session {
         format!(
             "Received: from {} ({})\r\n\tby {} (mailgate) with {protocol} id {queue_id}{rcpt};\r\n\t{}\r\n",
             self.helo.as_deref().unwrap_or("unknown"),
-            self.peer.ip(),
+            self.client.peer.ip(),
             self.shared.config.server.hostname,
             reply::rfc5322_now()
         )
