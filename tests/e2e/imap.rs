@@ -136,9 +136,10 @@ fn curl_imaps_fetches_byte_for_byte() {
 }
 
 fn probe(action: &str) -> String {
-    format!(
-        "[[plugin]]\nname = \"viewer\"\npath = \"{}\"\n[plugin.config]\nname = \"viewer\"\nstages = [\"retrieve\"]\naction.retrieve = \"{action}\"\n",
-        mailgate_e2e::root().join("target/test-plugins/probe-plugin.wasm").display()
+    mailgate_e2e::probe_plugin(
+        "viewer",
+        "retrieve",
+        &format!("action.retrieve = \"{action}\""),
     )
 }
 

@@ -281,9 +281,10 @@ fn mpop_downloads_a_mailbox_of_100_messages_intact() {
 }
 
 fn probe(action: &str) -> String {
-    format!(
-        "[[plugin]]\nname = \"viewer\"\npath = \"{}\"\n[plugin.config]\nname = \"viewer\"\nstages = [\"retrieve\"]\naction.retrieve = \"{action}\"\n",
-        mailgate_e2e::root().join("target/test-plugins/probe-plugin.wasm").display()
+    mailgate_e2e::probe_plugin(
+        "viewer",
+        "retrieve",
+        &format!("action.retrieve = \"{action}\""),
     )
 }
 

@@ -366,11 +366,7 @@ fn bare_cr_dot_in_a_queued_body_is_stuffed_on_the_way_out() {
 }
 
 fn probe(name: &str, settings: &str) -> String {
-    let path = mailgate_e2e::root().join("target/test-plugins/probe-plugin.wasm");
-    format!(
-        "[[plugin]]\nname = \"{name}\"\npath = \"{}\"\n[plugin.config]\nname = \"{name}\"\nstages = [\"deliver\"]\n{settings}\n",
-        path.display()
-    )
+    mailgate_e2e::probe_plugin(name, "deliver", settings)
 }
 
 #[test]

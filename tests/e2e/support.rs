@@ -467,6 +467,16 @@ impl RawSmtp {
     }
 }
 
+/// A `[[plugin]]` entry for the probe fixture named `name`, declaring `stage`, with extra
+/// `[plugin.config]` lines (`action.<stage> = ...` and the like).
+pub fn probe_plugin(name: &str, stage: &str, settings: &str) -> String {
+    let path = root().join("target/test-plugins/probe-plugin.wasm");
+    format!(
+        "[[plugin]]\nname = \"{name}\"\npath = \"{}\"\n[plugin.config]\nname = \"{name}\"\nstages = [\"{stage}\"]\n{settings}\n",
+        path.display()
+    )
+}
+
 /// Waits up to `secs` seconds for `done` to hold.
 pub fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
