@@ -397,8 +397,9 @@ impl Drop for Gateway {
     }
 }
 
+/// Waits for a listener (a gateway compiling a large plugin on first start takes seconds).
 pub fn wait_for_port(port: u16) {
-    for _ in 0..200 {
+    for _ in 0..2400 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }

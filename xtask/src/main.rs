@@ -2,7 +2,8 @@
 //!
 //! - `plugins`: build every guest crate (bundled plugins and test fixtures) for wasm32-wasip2,
 //!   installing the target with rustup if it is missing, and copy the components to
-//!   `target/plugins/` (bundled) and `target/test-plugins/` (fixtures);
+//!   `target/plugins/` (bundled) and `target/test-plugins/` (fixtures); Python plugins
+//!   (`plugins/*/app.py`) with componentize-py, installed with pip on first use;
 //! - `build`: `plugins`, then the `mailgate` binary (release);
 //! - `run [ARGS...]`: `build`, then run `mailgate` (default: `serve` on the embedded defaults);
 //! - `test`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq, mpop from Debian's packages, when
@@ -134,11 +135,79 @@ fn build_plugins() -> Result<(), String> {
     copy_components(&built, &bundled, &root().join("target/plugins"))?;
     copy_components(&built, &fixtures, &root().join("target/test-plugins"))?;
     stamp_versions(&built)?;
+    build_python_plugins("plugins", "target/plugins")?;
+    build_python_plugins("tests/fixtures", "target/test-plugins")?;
     let example = built.join("examples/reject_domain.wasm");
     let dest = root().join("target/test-plugins/sdk-example.wasm");
     std::fs::copy(&example, &dest)
         .map(|_| ())
         .map_err(|e| format!("copy {}: {e}", example.display()))
+}
+
+/// The componentize-py version the Python plugins are built with.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+/// Python plugins: directories under `from` with an `app.py`, built with componentize-py
+/// (installed with pip on first use) into `<to>/<name>.wasm`. A plugin is rebuilt only when its
+/// sources or the WIT contract are newer than the component (a build takes ~10 s).
+fn build_python_plugins(from: &str, to: &str) -> Result<(), String> {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(root().join(from))
+        .map_err(|e| format!("{from}/: {e}"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("app.py").exists())
+        .collect();
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let have = Command::new("componentize-py")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("xtask: installing {COMPONENTIZE_PY} with pip (builds the Python plugins)");
+        status(Command::new("python3").args(["-m", "pip", "install", "-q", COMPONENTIZE_PY]))?;
+    }
+    let wit = root().join("wit");
+    for dir in dirs {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let out = root().join(to).join(format!("{name}.wasm"));
+        if newer_than(&out, &[&dir, &wit]) {
+            continue;
+        }
+        eprintln!("xtask: componentize-py {name}");
+        status(
+            Command::new("componentize-py")
+                .arg("-d")
+                .arg(&wit)
+                .args(["-w", "plugin", "componentize", "-p"])
+                .arg(&dir)
+                .arg("app")
+                .arg("-o")
+                .arg(&out)
+                .current_dir(root().join("target")),
+        )?;
+    }
+    Ok(())
+}
+
+/// True when `file` exists and is newer than every file directly in `sources` (directories).
+fn newer_than(file: &Path, sources: &[&Path]) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = modified(file) else {
+        return false;
+    };
+    sources.iter().all(|dir| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .all(|e| modified(&e.path()).is_some_and(|m| m <= built))
+    })
 }
 
 /// The stamp fixture in its two versions (`stamp-v1.wasm`, `stamp-v2.wasm`) for the reload tests.

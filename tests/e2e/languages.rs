@@ -1,0 +1,74 @@
+//! Plugins written in other languages than Rust, live in a running gateway: the Python
+//! spam-score filter, and Python guests that misbehave being contained like Rust ones.
+
+use mailgate_e2e::{root, Gateway, RawSmtp};
+
+fn send(gw: &Gateway, text: &str) -> String {
+    let (mut c, _) = RawSmtp::connect(gw.inbound);
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<sender@client.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(format!("{text}.\r\n").as_bytes());
+    let reply = c.reply();
+    c.cmd("QUIT");
+    reply
+}
+
+#[test]
+fn python_spam_filter_scores_and_rejects_live() {
+    let gw = Gateway::start(&format!(
+        "[[plugin]]\npath = \"{}\"\nmemory-mb = 128\n[plugin.config]\nthreshold = 5\nkeywords = {{ \"viagra\" = 3, \"lottery\" = 2 }}\n",
+        root().join("target/plugins/spam-score.wasm").display()
+    ));
+    let clean = send(&gw, "Subject: lunch\r\n\r\nNoon at the usual place?\r\n");
+    assert!(clean.starts_with("250"), "{clean}");
+    let spam = send(
+        &gw,
+        "Subject: lottery news\r\n\r\nCheap viagra for lottery winners.\r\n",
+    );
+    assert!(
+        spam.starts_with("550 5.7.1 Message looks like spam (score 5"),
+        "{spam}"
+    );
+    let delivered = gw.wait_mailbox("alice@example.test", 1);
+    assert_eq!(delivered.len(), 1);
+    assert!(
+        delivered[0].contains("X-Spam-Score: 0\r\n"),
+        "{}",
+        delivered[0]
+    );
+}
+
+fn misbehaving(action: &str, memory_mb: u32) -> Gateway {
+    Gateway::start(&format!(
+        "[[plugin]]\npath = \"{}\"\ntimeout-ms = 200\nmemory-mb = {memory_mb}\n[plugin.config]\naction = \"{action}\"\n",
+        root().join("target/test-plugins/py-misbehave.wasm").display()
+    ))
+}
+
+#[test]
+fn a_python_plugin_that_loops_is_cut_off_at_its_deadline() {
+    let gw = misbehaving("loop", 128);
+    let reply = send(&gw, "Subject: x\r\n\r\ny\r\n");
+    assert!(reply.starts_with("451 4.3.0"), "tempfail policy: {reply}");
+    assert!(
+        gw.log().contains("deadline of 200 ms exceeded"),
+        "{}",
+        gw.log()
+    );
+    // The gateway goes on: a second message meets the same fate, not a hang.
+    assert!(send(&gw, "Subject: x\r\n\r\ny\r\n").starts_with("451"));
+}
+
+#[test]
+fn a_python_plugin_that_allocates_without_bound_hits_its_memory_cap() {
+    let gw = misbehaving("grow", 64);
+    let reply = send(&gw, "Subject: x\r\n\r\ny\r\n");
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+    assert!(
+        gw.log().contains("memory cap of 64 MiB exceeded"),
+        "{}",
+        gw.log()
+    );
+}
