@@ -115,20 +115,33 @@ fn mailbox_name(mailbox: &Mailbox<'_>) -> String {
     }
 }
 
-/// LIST wildcards: `*` matches anything, `%` anything but the hierarchy separator.
+/// LIST wildcards: `*` matches anything, `%` anything but the hierarchy separator. Dynamic
+/// programming over (pattern, name) positions: a pattern of many wildcards costs O(p × n), not
+/// an exponential backtrack.
 fn wildcard(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
-            Some('%') => (0..=n.len())
-                .take_while(|&i| i == 0 || n[i - 1] != '/')
-                .any(|i| go(&p[1..], &n[i..])),
-            Some(c) => n.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && go(&p[1..], &n[1..]),
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // matches[j]: pattern[..i] matches name[..j], for the current i.
+    let mut matches = vec![false; n.len() + 1];
+    matches[0] = true;
+    for &c in &p {
+        let mut next = vec![false; n.len() + 1];
+        match c {
+            '*' | '%' => {
+                for j in 0..=n.len() {
+                    // Either the wildcard matches nothing, or it extends a match by one char.
+                    next[j] = matches[j] || (j > 0 && next[j - 1] && (c == '*' || n[j - 1] != '/'));
+                }
+            }
+            _ => {
+                for j in 1..=n.len() {
+                    next[j] = matches[j - 1] && n[j - 1].eq_ignore_ascii_case(&c);
+                }
+            }
         }
+        matches = next;
     }
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    go(&p, &n)
+    matches[n.len()]
 }
 
 impl ImapSession {
@@ -1238,5 +1251,23 @@ impl ImapSession {
             self.send(&line);
         }
         self.send(&format!("{tag} OK MOVE completed"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard;
+
+    #[test]
+    fn list_wildcards() {
+        assert!(wildcard("*", "Archive/2026"));
+        assert!(wildcard("%", "INBOX"));
+        assert!(!wildcard("%", "Archive/2026"));
+        assert!(wildcard("Archive/%", "Archive/2026"));
+        assert!(wildcard("inbox", "INBOX"));
+        assert!(!wildcard("Arch", "Archive"));
+        // Many wildcards stay cheap.
+        let pattern = format!("{}x", "*%".repeat(500));
+        assert!(!wildcard(&pattern, &"a".repeat(200)));
     }
 }
