@@ -212,6 +212,10 @@ fn bad_input_gets_the_right_error_and_the_session_goes_on() {
     );
     let nested = format!("a5 SEARCH {}ALL{}", "(".repeat(200), ")".repeat(200));
     assert!(ask(&nested).contains("a5 BAD"));
+    // A line the parser gives up on early (12 000 nested NOTs, 48 KB): answered once, and the
+    // rest of the line is not taken for commands.
+    let deep = format!("a55 SEARCH {}ALL", "NOT ".repeat(12_000));
+    assert!(ask(&deep).contains("a55 BAD"));
     assert!(ask("a6 NOOP").contains("a6 OK"));
     assert!(ask("a7 LOGOUT").contains("a7 OK"));
 }

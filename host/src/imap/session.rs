@@ -74,6 +74,8 @@ pub struct ImapSession {
     selected: Option<Selected>,
     /// Bytes received and not yet parsed as a command.
     input: Vec<u8>,
+    /// The rest of a line already answered with BAD is still arriving: drop it up to CRLF.
+    skipping_line: bool,
 }
 
 fn flags_text(letters: &str, recent: bool) -> String {
@@ -153,6 +155,7 @@ impl ImapSession {
             auth_failures: 0,
             selected: None,
             input: Vec::new(),
+            skipping_line: false,
         }
     }
 
@@ -204,6 +207,21 @@ impl ImapSession {
         let max_literal = self.shared.config.limits.max_message_bytes as u32;
         let mut allowed = MAX_COMMAND;
         loop {
+            if self.skipping_line {
+                match self.input.windows(2).position(|w| w == b"\r\n") {
+                    Some(end) => {
+                        self.input.drain(..end + 2);
+                        self.skipping_line = false;
+                    }
+                    None => {
+                        self.input.clear();
+                        if self.receive(AUTOLOGOUT).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
             if let Some(next) = self.special_command().await {
                 if matches!(next, Next::Close) {
                     break;
@@ -244,11 +262,11 @@ impl ImapSession {
                 }
                 Err(CommandDecodeError::Incomplete) => (None, Some(0)),
                 Err(CommandDecodeError::Failed) => {
-                    // Skip the bad line; answer with its tag when there is one.
-                    let end = input
-                        .windows(2)
-                        .position(|w| w == b"\r\n")
-                        .map_or(input.len(), |p| p + 2);
+                    // Skip the bad line (all of it, even the part still to come); answer with
+                    // its tag when there is one.
+                    let crlf = input.windows(2).position(|w| w == b"\r\n");
+                    self.skipping_line = crlf.is_none();
+                    let end = crlf.map_or(input.len(), |p| p + 2);
                     let line = String::from_utf8_lossy(&input[..end]);
                     let tag = line
                         .split_whitespace()
