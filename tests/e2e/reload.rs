@@ -297,3 +297,24 @@ fn memory_stays_flat_over_500_reloads() {
         "RSS grew from {warm} KiB to {after} KiB over 500 reloads"
     );
 }
+
+#[test]
+fn sighup_reloads_the_plugins() {
+    let (gw, _plugins, _filter) = gateway_with_filter();
+    let start = generation(&gw);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().expect("running").to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(
+        wait_until(10, || generation(&gw) == start + 1),
+        "{}",
+        gw.admin("plugins history")
+    );
+    assert!(gw.admin("plugins history").contains("SIGHUP"));
+    assert!(
+        send_one(&gw, "after-hup").starts_with("250"),
+        "still serving"
+    );
+}
