@@ -1,5 +1,6 @@
 //! Plugins written in other languages than Rust, live in a running gateway: the Python
-//! spam-score filter, and Python guests that misbehave being contained like Rust ones.
+//! spam-score filter, the JavaScript greylist, and Python guests that misbehave being contained
+//! like Rust ones.
 
 use mailgate_e2e::{root, Gateway, RawSmtp};
 
@@ -71,4 +72,29 @@ fn a_python_plugin_that_allocates_without_bound_hits_its_memory_cap() {
         "{}",
         gw.log()
     );
+}
+
+#[test]
+fn javascript_greylisting_defers_then_accepts_a_retry_live() {
+    let gw = Gateway::start(&format!(
+        "[[plugin]]\npath = \"{}\"\ngrant = [\"kv\"]\nmemory-mb = 128\n[plugin.config]\ndelay-seconds = 1\n",
+        root().join("target/plugins/greylist.wasm").display()
+    ));
+    let attempt = || {
+        let (mut c, _) = RawSmtp::connect(gw.inbound);
+        c.cmd("EHLO client.test");
+        c.cmd("MAIL FROM:<sender@client.test>");
+        let reply = c.cmd("RCPT TO:<alice@example.test>");
+        c.cmd("QUIT");
+        reply
+    };
+    let first = attempt();
+    assert!(first.starts_with("451 4.7.1 Greylisted"), "{first}");
+    let early = attempt();
+    assert!(early.starts_with("451"), "too early: {early}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let retry = attempt();
+    assert!(retry.starts_with("250"), "after the delay: {retry}");
+    // The triple is remembered (in the persistent store): no delay any more.
+    assert!(attempt().starts_with("250"));
 }

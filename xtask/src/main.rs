@@ -3,7 +3,8 @@
 //! - `plugins`: build every guest crate (bundled plugins and test fixtures) for wasm32-wasip2,
 //!   installing the target with rustup if it is missing, and copy the components to
 //!   `target/plugins/` (bundled) and `target/test-plugins/` (fixtures); Python plugins
-//!   (`plugins/*/app.py`) with componentize-py, installed with pip on first use;
+//!   (`*/app.py`) with componentize-py, installed with pip on first use; JavaScript plugins
+//!   (`plugins/*/app.js`) with componentize-js, installed with npm into `target/tools/js`;
 //! - `build`: `plugins`, then the `mailgate` binary (release);
 //! - `run [ARGS...]`: `build`, then run `mailgate` (default: `serve` on the embedded defaults);
 //! - `test`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq, mpop from Debian's packages, when
@@ -137,6 +138,7 @@ fn build_plugins() -> Result<(), String> {
     stamp_versions(&built)?;
     build_python_plugins("plugins", "target/plugins")?;
     build_python_plugins("tests/fixtures", "target/test-plugins")?;
+    build_js_plugins("plugins", "target/plugins")?;
     let example = built.join("examples/reject_domain.wasm");
     let dest = root().join("target/test-plugins/sdk-example.wasm");
     std::fs::copy(&example, &dest)
@@ -189,6 +191,74 @@ fn build_python_plugins(from: &str, to: &str) -> Result<(), String> {
                 .arg("-o")
                 .arg(&out)
                 .current_dir(root().join("target")),
+        )?;
+    }
+    Ok(())
+}
+
+/// The componentize-js version the JavaScript plugins are built with.
+const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
+
+/// JavaScript plugins: directories under `from` with an `app.js`, built with componentize-js,
+/// which is installed with npm on first use into `target/tools/js` (Node.js and npm from
+/// Debian when missing). Rebuilt only when sources or the WIT contract changed (~10 s each).
+fn build_js_plugins(from: &str, to: &str) -> Result<(), String> {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(root().join(from))
+        .map_err(|e| format!("{from}/: {e}"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("app.js").exists())
+        .collect();
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let tools = root().join("target/tools/js");
+    let cli = tools.join("node_modules/.bin/componentize-js");
+    if !cli.exists() {
+        ensure_debian_packages(
+            "the JavaScript plugins",
+            &[("node", "nodejs"), ("npm", "npm")],
+        )?;
+        eprintln!(
+            "xtask: installing {COMPONENTIZE_JS} with npm into {}",
+            tools.display()
+        );
+        std::fs::create_dir_all(&tools).map_err(|e| format!("{}: {e}", tools.display()))?;
+        status(
+            Command::new("npm")
+                .args(["install", "--silent", "--no-save", "--prefix"])
+                .arg(&tools)
+                .arg(COMPONENTIZE_JS),
+        )?;
+    }
+    let wit = root().join("wit");
+    for dir in dirs {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let out = root().join(to).join(format!("{name}.wasm"));
+        if newer_than(&out, &[&dir, &wit]) {
+            continue;
+        }
+        eprintln!("xtask: componentize-js {name}");
+        // -d: no WASI features, so the component imports only the mailgate interfaces.
+        status(
+            Command::new(&cli)
+                .arg(dir.join("app.js"))
+                .arg("--wit")
+                .arg(&wit)
+                .args([
+                    "--world-name",
+                    "plugin",
+                    "-d",
+                    "stdio",
+                    "random",
+                    "clocks",
+                    "http",
+                ])
+                .args(["fetch-event", "-o"])
+                .arg(&out),
         )?;
     }
     Ok(())
@@ -274,7 +344,12 @@ const TEST_PEERS: [(&str, &str); 6] = [
 
 /// Installs the test peers that are missing, with apt-get (as root, or through sudo).
 fn ensure_test_peers() -> Result<(), String> {
-    let missing: Vec<&str> = TEST_PEERS
+    ensure_debian_packages("the end-to-end tests", &TEST_PEERS)
+}
+
+/// Installs the Debian packages whose programs are missing (as root, or through sudo).
+fn ensure_debian_packages(purpose: &str, wanted: &[(&str, &str)]) -> Result<(), String> {
+    let missing: Vec<&str> = wanted
         .iter()
         .filter(|(program, _)| {
             !Command::new("sh")
@@ -288,7 +363,7 @@ fn ensure_test_peers() -> Result<(), String> {
         return Ok(());
     }
     eprintln!(
-        "xtask: installing Debian packages for the end-to-end tests: {}",
+        "xtask: installing Debian packages for {purpose}: {}",
         missing.join(" ")
     );
     let root = Command::new("id")
