@@ -41,16 +41,17 @@ fn python_spam_filter_scores_and_rejects_live() {
     );
 }
 
-fn misbehaving(action: &str, memory_mb: u32) -> Gateway {
+/// A gateway whose chain is one misbehaving fixture (`py-misbehave` or `js-misbehave`).
+fn misbehaving(fixture: &str, action: &str, memory_mb: u32) -> Gateway {
     Gateway::start(&format!(
         "[[plugin]]\npath = \"{}\"\ntimeout-ms = 200\nmemory-mb = {memory_mb}\n[plugin.config]\naction = \"{action}\"\n",
-        root().join("target/test-plugins/py-misbehave.wasm").display()
+        root().join(format!("target/test-plugins/{fixture}.wasm")).display()
     ))
 }
 
 #[test]
 fn a_python_plugin_that_loops_is_cut_off_at_its_deadline() {
-    let gw = misbehaving("loop", 128);
+    let gw = misbehaving("py-misbehave", "loop", 128);
     let reply = send(&gw, "Subject: x\r\n\r\ny\r\n");
     assert!(reply.starts_with("451 4.3.0"), "tempfail policy: {reply}");
     assert!(
@@ -64,7 +65,7 @@ fn a_python_plugin_that_loops_is_cut_off_at_its_deadline() {
 
 #[test]
 fn a_python_plugin_that_allocates_without_bound_hits_its_memory_cap() {
-    let gw = misbehaving("grow", 64);
+    let gw = misbehaving("py-misbehave", "grow", 64);
     let reply = send(&gw, "Subject: x\r\n\r\ny\r\n");
     assert!(reply.starts_with("451 4.3.0"), "{reply}");
     assert!(
@@ -97,4 +98,24 @@ fn javascript_greylisting_defers_then_accepts_a_retry_live() {
     assert!(retry.starts_with("250"), "after the delay: {retry}");
     // The triple is remembered (in the persistent store): no delay any more.
     assert!(attempt().starts_with("250"));
+}
+
+#[test]
+fn a_javascript_plugin_that_loops_or_grows_is_contained() {
+    let looping = misbehaving("js-misbehave", "loop", 128);
+    let reply = send(&looping, "Subject: x\r\n\r\ny\r\n");
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+    assert!(
+        looping.log().contains("deadline of 200 ms exceeded"),
+        "{}",
+        looping.log()
+    );
+    let growing = misbehaving("js-misbehave", "grow", 64);
+    let reply = send(&growing, "Subject: x\r\n\r\ny\r\n");
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+    assert!(
+        growing.log().contains("memory cap of 64 MiB exceeded"),
+        "{}",
+        growing.log()
+    );
 }

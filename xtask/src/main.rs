@@ -4,7 +4,7 @@
 //!   installing the target with rustup if it is missing, and copy the components to
 //!   `target/plugins/` (bundled) and `target/test-plugins/` (fixtures); Python plugins
 //!   (`*/app.py`) with componentize-py, installed with pip on first use; JavaScript plugins
-//!   (`plugins/*/app.js`) with componentize-js, installed with npm into `target/tools/js`;
+//!   (`*/app.js`) with componentize-js, installed with npm into `target/tools/js`;
 //! - `build`: `plugins`, then the `mailgate` binary (release);
 //! - `run [ARGS...]`: `build`, then run `mailgate` (default: `serve` on the embedded defaults);
 //! - `test`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq, mpop from Debian's packages, when
@@ -139,6 +139,7 @@ fn build_plugins() -> Result<(), String> {
     build_python_plugins("plugins", "target/plugins")?;
     build_python_plugins("tests/fixtures", "target/test-plugins")?;
     build_js_plugins("plugins", "target/plugins")?;
+    build_js_plugins("tests/fixtures", "target/test-plugins")?;
     let example = built.join("examples/reject_domain.wasm");
     let dest = root().join("target/test-plugins/sdk-example.wasm");
     std::fs::copy(&example, &dest)
