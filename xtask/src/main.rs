@@ -3,8 +3,9 @@
 //! - `plugins`: build every guest crate (bundled plugins and test fixtures) for wasm32-wasip2,
 //!   installing the target with rustup if it is missing, and copy the components to
 //!   `target/plugins/` (bundled) and `target/test-plugins/` (fixtures); Python plugins
-//!   (`*/app.py`) with componentize-py, installed with pip on first use; JavaScript plugins
-//!   (`*/app.js`) with componentize-js, installed with npm into `target/tools/js`;
+//!   (`*/app.py`) with componentize-py, installed on first use into a venv in `target/tools/py`;
+//!   JavaScript plugins (`*/app.js`) with componentize-js, installed with npm into
+//!   `target/tools/js`;
 //! - `build`: `plugins`, then the `mailgate` binary (release);
 //! - `run [ARGS...]`: `build`, then run `mailgate` (default: `serve` on the embedded defaults);
 //! - `test`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq, mpop from Debian's packages, when
@@ -163,13 +164,32 @@ fn build_python_plugins(from: &str, to: &str) -> Result<(), String> {
     if dirs.is_empty() {
         return Ok(());
     }
-    let have = Command::new("componentize-py")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
-        eprintln!("xtask: installing {COMPONENTIZE_PY} with pip (builds the Python plugins)");
-        status(Command::new("python3").args(["-m", "pip", "install", "-q", COMPONENTIZE_PY]))?;
+    // A virtual environment of our own: Debian's Python refuses system-wide pip installs.
+    let tools = root().join("target/tools/py");
+    let cli = tools.join("bin/componentize-py");
+    if !cli.exists() {
+        ensure_debian_packages("the Python plugins", &[("python3", "python3")])?;
+        let make_venv = || {
+            Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&tools)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !make_venv() {
+            apt_install("the Python plugins", &["python3-venv"])?;
+            if !make_venv() {
+                return Err(format!(
+                    "cannot create a Python venv in {}",
+                    tools.display()
+                ));
+            }
+        }
+        eprintln!(
+            "xtask: installing {COMPONENTIZE_PY} with pip into {}",
+            tools.display()
+        );
+        status(Command::new(tools.join("bin/pip")).args(["install", "-q", COMPONENTIZE_PY]))?;
     }
     let wit = root().join("wit");
     for dir in dirs {
@@ -183,7 +203,7 @@ fn build_python_plugins(from: &str, to: &str) -> Result<(), String> {
         }
         eprintln!("xtask: componentize-py {name}");
         status(
-            Command::new("componentize-py")
+            Command::new(&cli)
                 .arg("-d")
                 .arg(&wit)
                 .args(["-w", "plugin", "componentize", "-p"])
@@ -363,9 +383,14 @@ fn ensure_debian_packages(purpose: &str, wanted: &[(&str, &str)]) -> Result<(), 
     if missing.is_empty() {
         return Ok(());
     }
+    apt_install(purpose, &missing)
+}
+
+/// `apt-get install` (as root, or through sudo), saying what for.
+fn apt_install(purpose: &str, packages: &[&str]) -> Result<(), String> {
     eprintln!(
         "xtask: installing Debian packages for {purpose}: {}",
-        missing.join(" ")
+        packages.join(" ")
     );
     let root = Command::new("id")
         .arg("-u")
@@ -385,7 +410,7 @@ fn ensure_debian_packages(purpose: &str, wanted: &[(&str, &str)]) -> Result<(), 
     };
     apt(&["update", "-qq"])?;
     let mut install = vec!["install", "-y", "-qq"];
-    install.extend(missing);
+    install.extend(packages);
     apt(&install)
 }
 
