@@ -1,7 +1,7 @@
 //! IMAP end to end: Python's imaplib and curl against the real binary, on mail delivered over
 //! SMTP; the retrieve stage; bad input.
 
-use mailgate_e2e::{python, Gateway, RawSmtp};
+use mailgate_e2e::{curl, python, Gateway, RawSmtp};
 use serde_json::Value;
 
 fn deliver(gw: &Gateway, to: &str, messages: &[&str]) {
@@ -122,17 +122,12 @@ fn curl_imaps_fetches_byte_for_byte() {
     let gw = Gateway::start("");
     deliver(&gw, "bob@example.test", &[PLAIN]);
     let stored = gw.mailbox("bob@example.test");
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "-k", "--user", "bob@example.test:pw-bob"])
-        .arg(format!("imaps://127.0.0.1:{}/INBOX;UID=1", gw.imaps))
-        .output()
-        .expect("curl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = curl(
+        "bob@example.test:pw-bob",
+        &[],
+        &format!("imaps://127.0.0.1:{}/INBOX;UID=1", gw.imaps),
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), stored[0]);
+    assert_eq!(String::from_utf8_lossy(&out), stored[0]);
 }
 
 fn probe(action: &str) -> String {
@@ -148,12 +143,12 @@ fn retrieve_stage_banner_and_hide_over_imap() {
     let gw = Gateway::start(&probe("tag"));
     deliver(&gw, "bob@example.test", &[PLAIN]);
     let before = gw.mailbox("bob@example.test");
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "-k", "--user", "bob@example.test:pw-bob"])
-        .arg(format!("imaps://127.0.0.1:{}/INBOX;UID=1", gw.imaps))
-        .output()
-        .expect("curl");
-    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    let out = curl(
+        "bob@example.test:pw-bob",
+        &[],
+        &format!("imaps://127.0.0.1:{}/INBOX;UID=1", gw.imaps),
+    );
+    let got = String::from_utf8_lossy(&out).into_owned();
     assert!(got.contains("X-Probe: viewer\r\n"), "{got}");
     assert_eq!(
         gw.mailbox("bob@example.test"),
@@ -162,19 +157,12 @@ fn retrieve_stage_banner_and_hide_over_imap() {
     );
     let hide = Gateway::start(&probe("hide"));
     deliver(&hide, "bob@example.test", &[PLAIN]);
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-k",
-            "--user",
-            "bob@example.test:pw-bob",
-            "-X",
-            "SEARCH ALL",
-        ])
-        .arg(format!("imaps://127.0.0.1:{}/INBOX", hide.imaps))
-        .output()
-        .expect("curl");
-    let search = String::from_utf8_lossy(&out.stdout).into_owned();
+    let out = curl(
+        "bob@example.test:pw-bob",
+        &["-X", "SEARCH ALL"],
+        &format!("imaps://127.0.0.1:{}/INBOX", hide.imaps),
+    );
+    let search = String::from_utf8_lossy(&out).into_owned();
     assert_eq!(search.trim(), "* SEARCH", "hidden: {search}");
 }
 

@@ -208,17 +208,11 @@ fn curl_pop3s_lists_and_retrieves() {
     deliver(&gw, "carol@example.test", &["curl-1", "curl-2"]);
     let files = stored(&gw, "carol@example.test");
     let curl = |path: &str| {
-        let out = std::process::Command::new("curl")
-            .args(["-sS", "-k", "--user", "carol@example.test:pw-carol"])
-            .arg(format!("pop3s://127.0.0.1:{}/{path}", gw.pop3s))
-            .output()
-            .expect("curl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        mailgate_e2e::curl(
+            "carol@example.test:pw-carol",
+            &[],
+            &format!("pop3s://127.0.0.1:{}/{path}", gw.pop3s),
+        )
     };
     let list = String::from_utf8(curl("")).expect("utf8");
     assert_eq!(

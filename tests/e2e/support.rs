@@ -478,6 +478,23 @@ pub fn probe_plugin(name: &str, stage: &str, settings: &str) -> String {
     )
 }
 
+/// `curl -sS -k --user USER [EXTRA...] URL` (the gateway's self-signed certificate); its output.
+/// Panics with curl's error when it fails.
+pub fn curl(user: &str, extra: &[&str], url: &str) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sS", "-k", "--user", user])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Waits up to `secs` seconds for `done` to hold.
 pub fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);

@@ -150,47 +150,78 @@ fn build_plugins() -> Result<(), String> {
 
 /// The componentize-py version the Python plugins are built with.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+/// The componentize-js version the JavaScript plugins are built with.
+const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
 
-/// Python plugins: directories under `from` with an `app.py`, built with componentize-py
-/// (installed with pip on first use) into `<to>/<name>.wasm`. A plugin is rebuilt only when its
-/// sources or the WIT contract are newer than the component (a build takes ~10 s).
+/// Python plugins: directories under `from` with an `app.py`, built into `<to>/<name>.wasm`
+/// with componentize-py, installed on first use into a venv in `target/tools/py`.
 fn build_python_plugins(from: &str, to: &str) -> Result<(), String> {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(root().join(from))
-        .map_err(|e| format!("{from}/: {e}"))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("app.py").exists())
-        .collect();
+    let dirs = script_plugins(from, "app.py")?;
     if dirs.is_empty() {
         return Ok(());
     }
-    // A virtual environment of our own: Debian's Python refuses system-wide pip installs.
-    let tools = root().join("target/tools/py");
-    let cli = tools.join("bin/componentize-py");
-    if !cli.exists() {
-        ensure_debian_packages("the Python plugins", &[("python3", "python3")])?;
-        let make_venv = || {
-            Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&tools)
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !make_venv() {
-            apt_install("the Python plugins", &["python3-venv"])?;
-            if !make_venv() {
-                return Err(format!(
-                    "cannot create a Python venv in {}",
-                    tools.display()
-                ));
-            }
-        }
-        eprintln!(
-            "xtask: installing {COMPONENTIZE_PY} with pip into {}",
-            tools.display()
-        );
-        status(Command::new(tools.join("bin/pip")).args(["install", "-q", COMPONENTIZE_PY]))?;
+    let cli = componentize_py()?;
+    build_stale(&dirs, to, "componentize-py", |dir, out| {
+        let mut cmd = Command::new(&cli);
+        cmd.arg("-d")
+            .arg(root().join("wit"))
+            .args(["-w", "plugin", "componentize", "-p"])
+            .arg(dir)
+            .arg("app")
+            .arg("-o")
+            .arg(out)
+            .current_dir(root().join("target"));
+        cmd
+    })
+}
+
+/// JavaScript plugins: directories under `from` with an `app.js`, built into `<to>/<name>.wasm`
+/// with componentize-js, installed on first use with npm into `target/tools/js`.
+fn build_js_plugins(from: &str, to: &str) -> Result<(), String> {
+    let dirs = script_plugins(from, "app.js")?;
+    if dirs.is_empty() {
+        return Ok(());
     }
+    let cli = componentize_js()?;
+    build_stale(&dirs, to, "componentize-js", |dir, out| {
+        let mut cmd = Command::new(&cli);
+        // -d: no WASI features, so the component imports only the mailgate interfaces.
+        cmd.arg(dir.join("app.js"))
+            .arg("--wit")
+            .arg(root().join("wit"))
+            .args([
+                "--world-name",
+                "plugin",
+                "-d",
+                "stdio",
+                "random",
+                "clocks",
+                "http",
+            ])
+            .args(["fetch-event", "-o"])
+            .arg(out);
+        cmd
+    })
+}
+
+/// Directories under `from` whose plugin is the script `entry`.
+fn script_plugins(from: &str, entry: &str) -> Result<Vec<PathBuf>, String> {
+    Ok(std::fs::read_dir(root().join(from))
+        .map_err(|e| format!("{from}/: {e}"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join(entry).exists())
+        .collect())
+}
+
+/// Runs `build(dir, out)` for each plugin whose component is older than its sources or the WIT
+/// contract (a build takes ~10 s, so unchanged plugins are skipped).
+fn build_stale(
+    dirs: &[PathBuf],
+    to: &str,
+    tool: &str,
+    build: impl Fn(&Path, &Path) -> Command,
+) -> Result<(), String> {
     let wit = root().join("wit");
     for dir in dirs {
         let name = dir
@@ -198,91 +229,70 @@ fn build_python_plugins(from: &str, to: &str) -> Result<(), String> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let out = root().join(to).join(format!("{name}.wasm"));
-        if newer_than(&out, &[&dir, &wit]) {
+        if newer_than(&out, &[dir, &wit]) {
             continue;
         }
-        eprintln!("xtask: componentize-py {name}");
-        status(
-            Command::new(&cli)
-                .arg("-d")
-                .arg(&wit)
-                .args(["-w", "plugin", "componentize", "-p"])
-                .arg(&dir)
-                .arg("app")
-                .arg("-o")
-                .arg(&out)
-                .current_dir(root().join("target")),
-        )?;
+        eprintln!("xtask: {tool} {name}");
+        status(&mut build(dir, &out))?;
     }
     Ok(())
 }
 
-/// The componentize-js version the JavaScript plugins are built with.
-const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
-
-/// JavaScript plugins: directories under `from` with an `app.js`, built with componentize-js,
-/// which is installed with npm on first use into `target/tools/js` (Node.js and npm from
-/// Debian when missing). Rebuilt only when sources or the WIT contract changed (~10 s each).
-fn build_js_plugins(from: &str, to: &str) -> Result<(), String> {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(root().join(from))
-        .map_err(|e| format!("{from}/: {e}"))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("app.js").exists())
-        .collect();
-    if dirs.is_empty() {
-        return Ok(());
+/// componentize-py in its own venv (Debian's Python refuses system-wide pip installs).
+fn componentize_py() -> Result<PathBuf, String> {
+    let tools = root().join("target/tools/py");
+    let cli = tools.join("bin/componentize-py");
+    if cli.exists() {
+        return Ok(cli);
     }
+    ensure_debian_packages("the Python plugins", &[("python3", "python3")])?;
+    let make_venv = || {
+        Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&tools)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !make_venv() {
+        apt_install("the Python plugins", &["python3-venv"])?;
+        if !make_venv() {
+            return Err(format!(
+                "cannot create a Python venv in {}",
+                tools.display()
+            ));
+        }
+    }
+    eprintln!(
+        "xtask: installing {COMPONENTIZE_PY} with pip into {}",
+        tools.display()
+    );
+    status(Command::new(tools.join("bin/pip")).args(["install", "-q", COMPONENTIZE_PY]))?;
+    Ok(cli)
+}
+
+/// componentize-js installed with npm into `target/tools/js` (Node.js and npm from Debian).
+fn componentize_js() -> Result<PathBuf, String> {
     let tools = root().join("target/tools/js");
     let cli = tools.join("node_modules/.bin/componentize-js");
-    if !cli.exists() {
-        ensure_debian_packages(
-            "the JavaScript plugins",
-            &[("node", "nodejs"), ("npm", "npm")],
-        )?;
-        eprintln!(
-            "xtask: installing {COMPONENTIZE_JS} with npm into {}",
-            tools.display()
-        );
-        std::fs::create_dir_all(&tools).map_err(|e| format!("{}: {e}", tools.display()))?;
-        status(
-            Command::new("npm")
-                .args(["install", "--silent", "--no-save", "--prefix"])
-                .arg(&tools)
-                .arg(COMPONENTIZE_JS),
-        )?;
+    if cli.exists() {
+        return Ok(cli);
     }
-    let wit = root().join("wit");
-    for dir in dirs {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let out = root().join(to).join(format!("{name}.wasm"));
-        if newer_than(&out, &[&dir, &wit]) {
-            continue;
-        }
-        eprintln!("xtask: componentize-js {name}");
-        // -d: no WASI features, so the component imports only the mailgate interfaces.
-        status(
-            Command::new(&cli)
-                .arg(dir.join("app.js"))
-                .arg("--wit")
-                .arg(&wit)
-                .args([
-                    "--world-name",
-                    "plugin",
-                    "-d",
-                    "stdio",
-                    "random",
-                    "clocks",
-                    "http",
-                ])
-                .args(["fetch-event", "-o"])
-                .arg(&out),
-        )?;
-    }
-    Ok(())
+    ensure_debian_packages(
+        "the JavaScript plugins",
+        &[("node", "nodejs"), ("npm", "npm")],
+    )?;
+    eprintln!(
+        "xtask: installing {COMPONENTIZE_JS} with npm into {}",
+        tools.display()
+    );
+    std::fs::create_dir_all(&tools).map_err(|e| format!("{}: {e}", tools.display()))?;
+    status(
+        Command::new("npm")
+            .args(["install", "--silent", "--no-save", "--prefix"])
+            .arg(&tools)
+            .arg(COMPONENTIZE_JS),
+    )?;
+    Ok(cli)
 }
 
 /// True when `file` exists and is newer than every file directly in `sources` (directories).
