@@ -1,6 +1,6 @@
 //! Plugins written in other languages than Rust, live in a running gateway: the Python
-//! spam-score filter, the JavaScript greylist, and Python guests that misbehave being contained
-//! like Rust ones.
+//! spam-score filter, the JavaScript greylist, the C attachment limiter, and Python, JavaScript
+//! and C guests that misbehave being contained like Rust ones.
 
 use mailgate_e2e::{root, Gateway, RawSmtp};
 
@@ -115,6 +115,63 @@ fn a_javascript_plugin_that_loops_or_grows_is_contained() {
     assert!(reply.starts_with("451 4.3.0"), "{reply}");
     assert!(
         growing.log().contains("memory cap of 64 MiB exceeded"),
+        "{}",
+        growing.log()
+    );
+}
+
+#[test]
+fn c_attachment_limit_counts_and_refuses_live() {
+    let gw = Gateway::start(&format!(
+        "[[plugin]]\npath = \"{}\"\n[plugin.config]\nmax-attachments = 1\n",
+        root()
+            .join("target/plugins/attachment-limit.wasm")
+            .display()
+    ));
+    let with_files = |names: &[&str]| {
+        let mut text = String::from(
+            "Subject: files\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n\
+             --B\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n",
+        );
+        for name in names {
+            text.push_str(&format!(
+                "--B\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"{name}\"\r\n\
+                 Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQ=\r\n"
+            ));
+        }
+        text + "--B--\r\n"
+    };
+    let one = send(&gw, &with_files(&["a.pdf"]));
+    assert!(one.starts_with("250"), "{one}");
+    let two = send(&gw, &with_files(&["a.pdf", "b.pdf"]));
+    assert!(
+        two.starts_with("552 5.3.4 Too many attachments: 2 (at most 1)"),
+        "{two}"
+    );
+    let delivered = gw.wait_mailbox("alice@example.test", 1);
+    assert_eq!(delivered.len(), 1);
+    assert!(
+        delivered[0].contains("X-Attachment-Count: 1\r\n"),
+        "{}",
+        delivered[0]
+    );
+}
+
+#[test]
+fn a_c_plugin_that_loops_or_grows_is_contained() {
+    let looping = misbehaving("c-misbehave", "loop", 16);
+    let reply = send(&looping, "Subject: x\r\n\r\ny\r\n");
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+    assert!(
+        looping.log().contains("deadline of 200 ms exceeded"),
+        "{}",
+        looping.log()
+    );
+    let growing = misbehaving("c-misbehave", "grow", 16);
+    let reply = send(&growing, "Subject: x\r\n\r\ny\r\n");
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+    assert!(
+        growing.log().contains("memory cap of 16 MiB exceeded"),
         "{}",
         growing.log()
     );

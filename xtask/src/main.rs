@@ -20,7 +20,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const GUEST_TARGET: &str = "wasm32-wasip2";
+use mailgate_plugin_build::{Build, Language, Tools};
+
+const GUEST_TARGET: &str = mailgate_plugin_build::tools::RUST_TARGET;
 
 /// `cargo <command>` arguments for guest crates: their own profile, target and target dir.
 fn guest_args(command: &'static str) -> Vec<&'static str> {
@@ -86,20 +88,7 @@ fn cargo(args: &[&str]) -> Result<(), String> {
 
 /// Installs the guest target with rustup unless it is already there.
 fn ensure_guest_target() -> Result<(), String> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .map_err(|e| format!("rustup is needed to build plugins: {e}"))?;
-    if String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .any(|l| l.trim() == GUEST_TARGET)
-    {
-        return Ok(());
-    }
-    eprintln!(
-        "xtask: installing the Rust target {GUEST_TARGET} (rustup target add) to build plugins"
-    );
-    status(Command::new("rustup").args(["target", "add", GUEST_TARGET]))
+    tools().ensure_rust_target().map_err(|e| e.to_string())
 }
 
 /// Guest crates: directories with a Cargo.toml under plugins/ and tests/fixtures/.
@@ -137,10 +126,8 @@ fn build_plugins() -> Result<(), String> {
     copy_components(&built, &bundled, &root().join("target/plugins"))?;
     copy_components(&built, &fixtures, &root().join("target/test-plugins"))?;
     stamp_versions(&built)?;
-    build_python_plugins("plugins", "target/plugins")?;
-    build_python_plugins("tests/fixtures", "target/test-plugins")?;
-    build_js_plugins("plugins", "target/plugins")?;
-    build_js_plugins("tests/fixtures", "target/test-plugins")?;
+    build_other_plugins("plugins", "target/plugins")?;
+    build_other_plugins("tests/fixtures", "target/test-plugins")?;
     let example = built.join("examples/reject_domain.wasm");
     let dest = root().join("target/test-plugins/sdk-example.wasm");
     std::fs::copy(&example, &dest)
@@ -148,151 +135,49 @@ fn build_plugins() -> Result<(), String> {
         .map_err(|e| format!("copy {}: {e}", example.display()))
 }
 
-/// The componentize-py version the Python plugins are built with.
-const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
-/// The componentize-js version the JavaScript plugins are built with.
-const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
-
-/// Python plugins: directories under `from` with an `app.py`, built into `<to>/<name>.wasm`
-/// with componentize-py, installed on first use into a venv in `target/tools/py`.
-fn build_python_plugins(from: &str, to: &str) -> Result<(), String> {
-    let dirs = script_plugins(from, "app.py")?;
-    if dirs.is_empty() {
-        return Ok(());
-    }
-    let cli = componentize_py()?;
-    build_stale(&dirs, to, "componentize-py", |dir, out| {
-        let mut cmd = Command::new(&cli);
-        cmd.arg("-d")
-            .arg(root().join("wit"))
-            .args(["-w", "plugin", "componentize", "-p"])
-            .arg(dir)
-            .arg("app")
-            .arg("-o")
-            .arg(out)
-            .current_dir(root().join("target"));
-        cmd
-    })
-}
-
-/// JavaScript plugins: directories under `from` with an `app.js`, built into `<to>/<name>.wasm`
-/// with componentize-js, installed on first use with npm into `target/tools/js`.
-fn build_js_plugins(from: &str, to: &str) -> Result<(), String> {
-    let dirs = script_plugins(from, "app.js")?;
-    if dirs.is_empty() {
-        return Ok(());
-    }
-    let cli = componentize_js()?;
-    build_stale(&dirs, to, "componentize-js", |dir, out| {
-        let mut cmd = Command::new(&cli);
-        // -d: no WASI features, so the component imports only the mailgate interfaces.
-        cmd.arg(dir.join("app.js"))
-            .arg("--wit")
-            .arg(root().join("wit"))
-            .args([
-                "--world-name",
-                "plugin",
-                "-d",
-                "stdio",
-                "random",
-                "clocks",
-                "http",
-            ])
-            .args(["fetch-event", "-o"])
-            .arg(out);
-        cmd
-    })
-}
-
-/// Directories under `from` whose plugin is the script `entry`.
-fn script_plugins(from: &str, entry: &str) -> Result<Vec<PathBuf>, String> {
-    Ok(std::fs::read_dir(root().join(from))
-        .map_err(|e| format!("{from}/: {e}"))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join(entry).exists())
-        .collect())
-}
-
-/// Runs `build(dir, out)` for each plugin whose component is older than its sources or the WIT
-/// contract (a build takes ~10 s, so unchanged plugins are skipped).
-fn build_stale(
-    dirs: &[PathBuf],
-    to: &str,
-    tool: &str,
-    build: impl Fn(&Path, &Path) -> Command,
-) -> Result<(), String> {
+/// Plugins in other languages than Rust (Python `app.py`, JavaScript `app.js`, C `*.c`):
+/// directories under `from` without a Cargo.toml, built with the same builder as
+/// `mailgate plugin build` into `<to>/<name>.wasm` when older than their sources or the WIT
+/// contract (a Python or JavaScript build takes ~10 s). Tools go to `target/tools/`.
+fn build_other_plugins(from: &str, to: &str) -> Result<(), String> {
     let wit = root().join("wit");
-    for dir in dirs {
+    let tools = tools();
+    let dirs = std::fs::read_dir(root().join(from)).map_err(|e| format!("{from}/: {e}"))?;
+    for dir in dirs.flatten().map(|e| e.path()) {
+        if !dir.is_dir() || dir.join("Cargo.toml").exists() {
+            continue;
+        }
+        let Ok(language) = Language::detect(&dir) else {
+            continue;
+        };
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let out = root().join(to).join(format!("{name}.wasm"));
-        if newer_than(&out, &[dir, &wit]) {
+        // The C helpers are part of every C plugin's sources.
+        let c_sdk = root().join("plugin-build/c");
+        let mut sources = vec![dir.as_path(), &wit];
+        if language == Language::C {
+            sources.push(&c_sdk);
+        }
+        if newer_than(&out, &sources) {
             continue;
         }
-        eprintln!("xtask: {tool} {name}");
-        status(&mut build(dir, &out))?;
+        eprintln!("xtask: building the {} plugin {name}", language.as_str());
+        let build = Build {
+            tools: &tools,
+            wit: &wit,
+            dir: &dir,
+            out: &out,
+        };
+        build.run(language).map_err(|e| format!("{name}: {e}"))?;
     }
     Ok(())
 }
 
-/// componentize-py in its own venv (Debian's Python refuses system-wide pip installs).
-fn componentize_py() -> Result<PathBuf, String> {
-    let tools = root().join("target/tools/py");
-    let cli = tools.join("bin/componentize-py");
-    if cli.exists() {
-        return Ok(cli);
-    }
-    ensure_debian_packages("the Python plugins", &[("python3", "python3")])?;
-    let make_venv = || {
-        Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&tools)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !make_venv() {
-        apt_install("the Python plugins", &["python3-venv"])?;
-        if !make_venv() {
-            return Err(format!(
-                "cannot create a Python venv in {}",
-                tools.display()
-            ));
-        }
-    }
-    eprintln!(
-        "xtask: installing {COMPONENTIZE_PY} with pip into {}",
-        tools.display()
-    );
-    status(Command::new(tools.join("bin/pip")).args(["install", "-q", COMPONENTIZE_PY]))?;
-    Ok(cli)
-}
-
-/// componentize-js installed with npm into `target/tools/js` (Node.js and npm from Debian).
-fn componentize_js() -> Result<PathBuf, String> {
-    let tools = root().join("target/tools/js");
-    let cli = tools.join("node_modules/.bin/componentize-js");
-    if cli.exists() {
-        return Ok(cli);
-    }
-    ensure_debian_packages(
-        "the JavaScript plugins",
-        &[("node", "nodejs"), ("npm", "npm")],
-    )?;
-    eprintln!(
-        "xtask: installing {COMPONENTIZE_JS} with npm into {}",
-        tools.display()
-    );
-    std::fs::create_dir_all(&tools).map_err(|e| format!("{}: {e}", tools.display()))?;
-    status(
-        Command::new("npm")
-            .args(["install", "--silent", "--no-save", "--prefix"])
-            .arg(&tools)
-            .arg(COMPONENTIZE_JS),
-    )?;
-    Ok(cli)
+fn tools() -> Tools {
+    Tools::new(root().join("target/tools"), "xtask")
 }
 
 /// True when `file` exists and is newer than every file directly in `sources` (directories).
@@ -375,53 +260,9 @@ const TEST_PEERS: [(&str, &str); 6] = [
 
 /// Installs the test peers that are missing, with apt-get (as root, or through sudo).
 fn ensure_test_peers() -> Result<(), String> {
-    ensure_debian_packages("the end-to-end tests", &TEST_PEERS)
-}
-
-/// Installs the Debian packages whose programs are missing (as root, or through sudo).
-fn ensure_debian_packages(purpose: &str, wanted: &[(&str, &str)]) -> Result<(), String> {
-    let missing: Vec<&str> = wanted
-        .iter()
-        .filter(|(program, _)| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {program}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .map(|(_, package)| *package)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    apt_install(purpose, &missing)
-}
-
-/// `apt-get install` (as root, or through sudo), saying what for.
-fn apt_install(purpose: &str, packages: &[&str]) -> Result<(), String> {
-    eprintln!(
-        "xtask: installing Debian packages for {purpose}: {}",
-        packages.join(" ")
-    );
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let apt = |args: &[&str]| {
-        let mut cmd = if root {
-            Command::new("apt-get")
-        } else {
-            Command::new("sudo")
-        };
-        if !root {
-            cmd.arg("apt-get");
-        }
-        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        status(&mut cmd)
-    };
-    apt(&["update", "-qq"])?;
-    let mut install = vec!["install", "-y", "-qq"];
-    install.extend(packages);
-    apt(&install)
+    tools()
+        .ensure_debian_packages("the end-to-end tests", &TEST_PEERS)
+        .map_err(|e| e.to_string())
 }
 
 fn test() -> Result<(), String> {

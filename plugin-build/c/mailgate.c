@@ -1,0 +1,201 @@
+/* mailgate.c: the helpers declared in mailgate.h, and a default for every stage (weak, so a
+ * plugin's own definition replaces it). */
+#include "mailgate.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+void mg_describe(mg_plugin_info_t *ret, const char *name, const char *version,
+                 const mg_stage_t *stages, size_t stage_count) {
+    plugin_string_dup(&ret->name, name);
+    plugin_string_dup(&ret->version, version);
+    ret->stages.ptr = malloc(stage_count ? stage_count * sizeof(mg_stage_t) : 1);
+    memcpy(ret->stages.ptr, stages, stage_count * sizeof(mg_stage_t));
+    ret->stages.len = stage_count;
+    ret->capabilities.ptr = NULL;
+    ret->capabilities.len = 0;
+}
+
+void mg_outcome_continue(mg_outcome_t *ret) {
+    ret->verdict.tag = MAILGATE_PLUGIN_TYPES_VERDICT_CONTINUE;
+    ret->edits.ptr = NULL;
+    ret->edits.len = 0;
+}
+
+/* "5.3.4" -> class 5, subject 3, detail 4; anything else -> none. */
+static void parse_enhanced(const char *text, mailgate_plugin_types_option_enhanced_status_t *ret) {
+    unsigned long parts[3] = {0, 0, 0};
+    const char *at = text;
+    ret->is_some = false;
+    for (int i = 0; at && i < 3; i++) {
+        char *end = NULL;
+        parts[i] = strtoul(at, &end, 10);
+        if (end == at || (i < 2 && *end != '.') || (i == 2 && *end != '\0')) {
+            return;
+        }
+        at = end + 1;
+    }
+    if (!text) {
+        return;
+    }
+    ret->is_some = true;
+    ret->val.class_ = (uint8_t)parts[0];
+    ret->val.subject = (uint16_t)parts[1];
+    ret->val.detail = (uint16_t)parts[2];
+}
+
+static void reply(mailgate_plugin_types_reply_t *ret, uint16_t code, const char *enhanced,
+                  const char *text) {
+    ret->code = code;
+    parse_enhanced(enhanced, &ret->enhanced);
+    ret->lines.ptr = malloc(sizeof(plugin_string_t));
+    ret->lines.len = 1;
+    plugin_string_dup(&ret->lines.ptr[0], text);
+}
+
+void mg_outcome_reject(mg_outcome_t *ret, uint16_t code, const char *enhanced, const char *text) {
+    mg_outcome_continue(ret);
+    ret->verdict.tag = MAILGATE_PLUGIN_TYPES_VERDICT_REJECT;
+    reply(&ret->verdict.val.reject, code, enhanced, text);
+}
+
+void mg_outcome_tempfail(mg_outcome_t *ret, uint16_t code, const char *enhanced,
+                         const char *text) {
+    mg_outcome_continue(ret);
+    ret->verdict.tag = MAILGATE_PLUGIN_TYPES_VERDICT_TEMPFAIL;
+    reply(&ret->verdict.val.tempfail, code, enhanced, text);
+}
+
+void mg_outcome_add_header(mg_outcome_t *ret, const char *name, const char *value) {
+    size_t n = ret->edits.len + 1;
+    ret->edits.ptr = realloc(ret->edits.ptr, n * sizeof(mailgate_plugin_types_edit_t));
+    mailgate_plugin_types_edit_t *edit = &ret->edits.ptr[n - 1];
+    edit->tag = MAILGATE_PLUGIN_TYPES_EDIT_ADD_HEADER;
+    plugin_string_dup(&edit->val.add_header.name, name);
+    plugin_string_dup(&edit->val.add_header.value, value);
+    ret->edits.len = n;
+}
+
+bool mg_string_eq_ignore_case(const mg_string_t *s, const char *text) {
+    size_t n = strlen(text);
+    if (s->len != n) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (tolower(s->ptr[i]) != tolower((unsigned char)text[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+char *mg_string_cstr(const mg_string_t *s) {
+    char *out = malloc(s->len + 1);
+    memcpy(out, s->ptr, s->len);
+    out[s->len] = '\0';
+    return out;
+}
+
+char *mg_config_string(const char *key) {
+    plugin_string_t k, value;
+    plugin_string_set(&k, key);
+    if (!mailgate_plugin_host_config_get(&k, &value)) {
+        return NULL;
+    }
+    char *text = mg_string_cstr(&value);
+    plugin_string_free(&value);
+    return text;
+}
+
+int64_t mg_config_int(const char *key, int64_t fallback) {
+    char *text = mg_config_string(key);
+    if (!text) {
+        return fallback;
+    }
+    char *end = NULL;
+    long long parsed = strtoll(text, &end, 10);
+    bool ok = end != text && *end == '\0';
+    free(text);
+    return ok ? (int64_t)parsed : fallback;
+}
+
+void mg_log_info(const char *message) {
+    plugin_string_t text;
+    plugin_list_tuple2_string_string_t fields = {NULL, 0};
+    plugin_string_set(&text, message);
+    mailgate_plugin_host_log(MAILGATE_PLUGIN_HOST_LEVEL_INFO, &text, &fields);
+}
+
+void mg_message_parts(mg_message_t message, mg_parts_t *ret) {
+    mailgate_plugin_types_method_message_parts(message, ret);
+}
+
+void mg_parts_free(mg_parts_t *parts) { mailgate_plugin_types_list_mime_part_free(parts); }
+
+void mg_free_session(mg_session_t *session) { mailgate_plugin_types_session_free(session); }
+void mg_free_envelope(mg_envelope_t *envelope) { mailgate_plugin_types_envelope_free(envelope); }
+void mg_free_params(mg_params_t *params) { exports_mailgate_plugin_handler_list_esmtp_param_free(params); }
+void mg_free_string(mg_string_t *s) { plugin_string_free(s); }
+void mg_free_delivery(mg_delivery_t *delivery) { mailgate_plugin_types_delivery_free(delivery); }
+void mg_free_retrieval(mg_retrieval_t *retrieval) { mailgate_plugin_types_retrieval_free(retrieval); }
+
+/* Default stages: free the arguments, let the message through. */
+#define MG_DEFAULT __attribute__((weak))
+
+MG_DEFAULT void exports_mailgate_plugin_handler_connect(mg_session_t *session, mg_outcome_t *ret) {
+    mg_free_session(session);
+    mg_outcome_continue(ret);
+}
+
+MG_DEFAULT void exports_mailgate_plugin_handler_helo(mg_session_t *session, mg_string_t *name,
+                                                     mg_outcome_t *ret) {
+    mg_free_session(session);
+    mg_free_string(name);
+    mg_outcome_continue(ret);
+}
+
+MG_DEFAULT void exports_mailgate_plugin_handler_mail_from(mg_session_t *session,
+                                                          mg_string_t *sender, mg_params_t *params,
+                                                          mg_outcome_t *ret) {
+    mg_free_session(session);
+    mg_free_string(sender);
+    mg_free_params(params);
+    mg_outcome_continue(ret);
+}
+
+MG_DEFAULT void exports_mailgate_plugin_handler_rcpt_to(mg_session_t *session,
+                                                        mg_envelope_t *envelope,
+                                                        mg_string_t *recipient,
+                                                        mg_params_t *params, mg_outcome_t *ret) {
+    mg_free_session(session);
+    mg_free_envelope(envelope);
+    mg_free_string(recipient);
+    mg_free_params(params);
+    mg_outcome_continue(ret);
+}
+
+MG_DEFAULT void exports_mailgate_plugin_handler_data(mg_session_t *session,
+                                                     mg_envelope_t *envelope,
+                                                     mg_message_t message, mg_outcome_t *ret) {
+    (void)message;
+    mg_free_session(session);
+    mg_free_envelope(envelope);
+    mg_outcome_continue(ret);
+}
+
+MG_DEFAULT void exports_mailgate_plugin_handler_deliver(mg_delivery_t *delivery,
+                                                        mg_envelope_t *envelope,
+                                                        mg_message_t message, mg_outcome_t *ret) {
+    (void)message;
+    mg_free_delivery(delivery);
+    mg_free_envelope(envelope);
+    mg_outcome_continue(ret);
+}
+
+MG_DEFAULT void exports_mailgate_plugin_handler_retrieve(mg_retrieval_t *retrieval,
+                                                         mg_message_t message, mg_outcome_t *ret) {
+    (void)message;
+    mg_free_retrieval(retrieval);
+    mg_outcome_continue(ret);
+}

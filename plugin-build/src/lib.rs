@@ -1,0 +1,203 @@
+//! Building mailgate plugins in every supported language, and scaffolding new ones.
+//!
+//! Shared by `mailgate plugin new|build` (for plugin authors) and `cargo xtask plugins` (for the
+//! plugins bundled with the gateway), so both build the same way:
+//! - Rust: a cargo project using `mailgate-sdk`, built for `wasm32-wasip2`;
+//! - Python: `app.py`, built with componentize-py;
+//! - JavaScript: `app.js`, built with componentize-js;
+//! - C: `*.c`, bindings from the contract, zig's clang, then a component (see [`c`]).
+//!
+//! The tools are installed on first use into a [`Tools`] directory.
+
+pub mod c;
+pub mod scaffold;
+pub mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub use tools::{run, Tools};
+
+/// The plugin contract this gateway speaks, written into new plugins and used to build ones
+/// that carry no `wit/` directory of their own.
+pub const CONTRACT: &str = include_str!("../../wit/plugin.wit");
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotAPlugin(String),
+    #[error("{0}")]
+    Tool(String),
+    #[error("the plugin contract: {0}")]
+    Contract(String),
+    #[error("making the component: {0}")]
+    Component(String),
+    #[error("{0}")]
+    Scaffold(String),
+    #[error("cannot run {command}: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("{command} failed ({status})")]
+    Failed { command: String, status: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Language {
+    Rust,
+    Python,
+    JavaScript,
+    C,
+}
+
+impl Language {
+    pub const ALL: [Language; 4] = [
+        Language::Rust,
+        Language::Python,
+        Language::JavaScript,
+        Language::C,
+    ];
+
+    /// The name on the command line: `rust`, `python`, `js`, `c`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Rust => "rust",
+            Language::Python => "python",
+            Language::JavaScript => "js",
+            Language::C => "c",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Language> {
+        Language::ALL.into_iter().find(|l| l.as_str() == name)
+    }
+
+    /// The language of the plugin in `dir`, from the files it holds.
+    pub fn detect(dir: &Path) -> Result<Language, Error> {
+        let has = |name: &str| dir.join(name).is_file();
+        let has_c = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "c"));
+        match () {
+            _ if has("Cargo.toml") => Ok(Language::Rust),
+            _ if has("app.py") => Ok(Language::Python),
+            _ if has("app.js") => Ok(Language::JavaScript),
+            _ if has_c => Ok(Language::C),
+            _ => Err(Error::NotAPlugin(format!(
+                "{} holds no plugin: expected Cargo.toml (Rust), app.py (Python), app.js \
+                 (JavaScript) or *.c (C)",
+                dir.display()
+            ))),
+        }
+    }
+}
+
+/// How to build one plugin.
+pub struct Build<'a> {
+    pub tools: &'a Tools,
+    /// The directory holding the WIT contract.
+    pub wit: &'a Path,
+    pub dir: &'a Path,
+    pub out: &'a Path,
+}
+
+impl Build<'_> {
+    /// Builds the plugin in `dir` into the component `out`.
+    pub fn run(&self, language: Language) -> Result<(), Error> {
+        if let Some(parent) = self.out.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        match language {
+            Language::Rust => self.rust(),
+            Language::Python => self.python(),
+            Language::JavaScript => self.javascript(),
+            Language::C => c::build(self.tools, self.wit, self.dir, self.out),
+        }
+    }
+
+    fn python(&self) -> Result<(), Error> {
+        let cli = self.tools.componentize_py()?;
+        run(Command::new(cli)
+            .arg("-d")
+            .arg(absolute(self.wit))
+            .args(["-w", "plugin", "componentize", "-p"])
+            .arg(absolute(self.dir))
+            .arg("app")
+            .arg("-o")
+            .arg(absolute(self.out))
+            // componentize-py leaves a scratch directory in its working directory.
+            .current_dir(&self.tools.dir))
+    }
+
+    fn javascript(&self) -> Result<(), Error> {
+        let cli = self.tools.componentize_js()?;
+        // -d: no WASI features, so the component imports only the mailgate interfaces.
+        run(Command::new(cli)
+            .arg(self.dir.join("app.js"))
+            .arg("--wit")
+            .arg(self.wit)
+            .args(["--world-name", "plugin", "-d", "stdio", "random", "clocks"])
+            .args(["http", "fetch-event", "-o"])
+            .arg(self.out))
+    }
+
+    /// A standalone cargo project (its own workspace): `cargo build --release` for the guest
+    /// target, in `CARGO_TARGET_DIR` when set, else the project's `target/`.
+    fn rust(&self) -> Result<(), Error> {
+        self.tools.ensure_rust_target()?;
+        let manifest = self.dir.join("Cargo.toml");
+        let crate_name = rust_crate_name(&manifest)?;
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.dir.join("target"));
+        run(
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "--release", "--target", tools::RUST_TARGET])
+                .arg("--manifest-path")
+                .arg(&manifest)
+                .arg("--target-dir")
+                .arg(&target_dir),
+        )?;
+        let built = target_dir
+            .join(tools::RUST_TARGET)
+            .join("release")
+            .join(format!("{}.wasm", crate_name.replace('-', "_")));
+        std::fs::copy(&built, self.out)
+            .map(|_| ())
+            .map_err(|e| Error::io(&built, e))
+    }
+}
+
+/// `package.name` from a Cargo manifest.
+fn rust_crate_name(manifest: &Path) -> Result<String, Error> {
+    let text = std::fs::read_to_string(manifest).map_err(|e| Error::io(manifest, e))?;
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e| Error::NotAPlugin(format!("{}: {e}", manifest.display())))?;
+    doc.get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::NotAPlugin(format!("{}: no package.name", manifest.display())))
+}
+
+/// `path` made absolute against the current directory (tools may run elsewhere).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
