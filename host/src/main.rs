@@ -14,6 +14,8 @@ use mailgate::queue::admin::{execute, QueueCommand};
 use mailgate::queue::spool::Spool;
 use mailgate::queue::state::QueueFiles;
 
+mod plugin_authoring;
+
 #[derive(Parser)]
 #[command(
     name = "mailgate",
@@ -81,6 +83,11 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[command(subcommand)]
         action: QueueAction,
+    },
+    /// Write plugins: start one from a template, build one.
+    Plugin {
+        #[command(subcommand)]
+        action: plugin_authoring::PluginAction,
     },
     /// Run policy test cases (TOML case files or directories of them).
     Test {
@@ -228,6 +235,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let config = load_with_data_dir(config, data_dir)?;
             queue_command(&config, action.command()).await
+        }
+        Command::Plugin { action } => {
+            plugin_authoring::run(action)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Test { junit, paths } => {
             let results = case::run_files(&paths, default_cache_dir()).await?;

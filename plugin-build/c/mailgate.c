@@ -120,6 +120,14 @@ int64_t mg_config_int(const char *key, int64_t fallback) {
     return ok ? (int64_t)parsed : fallback;
 }
 
+void mg_config_list(const char *key, mg_strings_t *ret) {
+    plugin_string_t k;
+    plugin_string_set(&k, key);
+    mailgate_plugin_host_config_list(&k, ret);
+}
+
+void mg_strings_free(mg_strings_t *list) { plugin_list_string_free(list); }
+
 void mg_log_info(const char *message) {
     plugin_string_t text;
     plugin_list_tuple2_string_string_t fields = {NULL, 0};

@@ -31,6 +31,7 @@ typedef exports_mailgate_plugin_handler_outcome_t mg_outcome_t;
 typedef mailgate_plugin_types_stage_t mg_stage_t;
 typedef mailgate_plugin_types_mime_part_t mg_part_t;
 typedef mailgate_plugin_types_list_mime_part_t mg_parts_t;
+typedef plugin_list_string_t mg_strings_t;
 
 /* describe: name, version and the stages to be called at (no host capabilities). */
 void mg_describe(mg_plugin_info_t *ret, const char *name, const char *version,
@@ -55,6 +56,11 @@ int64_t mg_config_int(const char *key, int64_t fallback);
 /* This plugin's config: the text at a dotted key as a NUL-terminated string from malloc (the
  * caller frees it), or NULL when missing. */
 char *mg_config_string(const char *key);
+
+/* This plugin's config: an array of scalars at a dotted key (a scalar gives one entry, a
+ * missing key none); free it with mg_strings_free. */
+void mg_config_list(const char *key, mg_strings_t *ret);
+void mg_strings_free(mg_strings_t *list);
 
 void mg_log_info(const char *message);
 

@@ -1,8 +1,11 @@
 //! Plugins written in other languages than Rust, live in a running gateway: the Python
 //! spam-score filter, the JavaScript greylist, the C attachment limiter, and Python, JavaScript
-//! and C guests that misbehave being contained like Rust ones.
+//! and C guests that misbehave being contained like Rust ones; a chain of all four languages,
+//! live and in the harness; and `mailgate plugin new` + `build` + `test` in each language.
 
-use mailgate_e2e::{root, Gateway, RawSmtp};
+use std::process::Command;
+
+use mailgate_e2e::{binary, mailgate, root, Gateway, RawSmtp};
 
 fn send(gw: &Gateway, text: &str) -> String {
     let (mut c, _) = RawSmtp::connect(gw.inbound);
@@ -174,5 +177,161 @@ fn a_c_plugin_that_loops_or_grows_is_contained() {
         growing.log().contains("memory cap of 16 MiB exceeded"),
         "{}",
         growing.log()
+    );
+}
+
+#[test]
+fn a_chain_of_all_four_languages_gives_the_harness_result_live() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let harness = mailgate(&["test", "tests/chain"], cache.path());
+    assert_eq!(
+        harness.code,
+        Some(0),
+        "{}{}",
+        harness.stdout,
+        harness.stderr
+    );
+    assert!(
+        harness.stdout.ends_with("4 passed, 0 failed\n"),
+        "{}",
+        harness.stdout
+    );
+
+    // The same plugin tables, with their paths made absolute for the gateway's own config.
+    let chain = std::fs::read_to_string(root().join("tests/chain/plugins.toml")).expect("chain");
+    let target = format!("{}/", root().join("target").display());
+    let gw = Gateway::start(&chain.replace("../../target/", &target));
+    // The greylist (JavaScript) defers the first attempt; the harness cases start after it.
+    let (mut c, _) = RawSmtp::connect(gw.inbound);
+    c.cmd("EHLO client.test");
+    c.cmd("MAIL FROM:<sender@client.test>");
+    let first = c.cmd("RCPT TO:<alice@example.test>");
+    assert!(first.starts_with("451 4.7.1"), "{first}");
+    c.cmd("QUIT");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+
+    let message = |name: &str| {
+        let text = std::fs::read_to_string(root().join("tests/chain").join(name)).expect("eml");
+        text.replace('\n', "\r\n")
+    };
+    let clean = send(&gw, &message("clean.eml"));
+    assert!(clean.starts_with("250"), "{clean}");
+    let spam = send(&gw, &message("spam.eml"));
+    assert!(
+        spam.starts_with("550 5.7.1"),
+        "decided by spam-score: {spam}"
+    );
+    let files = send(&gw, &message("attachments.eml"));
+    assert!(
+        files.starts_with("552 5.3.4"),
+        "decided by attachment-limit: {files}"
+    );
+
+    let delivered = gw.wait_mailbox("alice@example.test", 1);
+    assert_eq!(delivered.len(), 1);
+    let head = delivered[0]
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+        + "\r\n";
+    for mark in ["X-Scanned: yes", "X-Spam-Score: 2", "X-Attachment-Count: 1"] {
+        assert!(
+            head.contains(&format!("{mark}\r\n")),
+            "{mark} missing: {head}"
+        );
+    }
+    assert!(!head.contains("X-Originating-IP"), "{head}");
+}
+
+/// `mailgate plugin new --lang LANG` in a temporary directory, `plugin build`, then
+/// `mailgate test` on the cases it came with. Tools are shared with `cargo xtask plugins`
+/// (target/tools), Rust builds with target/scaffold-guests.
+fn scaffold_round_trip(lang: &str) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join(format!("my-{lang}-policy"));
+    let dir_arg = dir.to_str().expect("utf-8");
+    let run = |args: &[&str]| {
+        let out = Command::new(binary())
+            .args(args)
+            .env("MAILGATE_TOOLS", root().join("target/tools"))
+            .env("CARGO_TARGET_DIR", root().join("target/scaffold-guests"))
+            .env("MAILGATE_CACHE_DIR", work.path().join("cache"))
+            .output()
+            .expect("run mailgate");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let errors = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "mailgate {args:?}: {text}{errors}");
+        text
+    };
+    let name = format!("my-{lang}-policy");
+    let created = run(&["plugin", "new", "--lang", lang, &name, dir_arg]);
+    assert!(created.contains(&format!("cases/{name}.toml")), "{created}");
+    run(&["plugin", "build", dir_arg]);
+    assert!(dir.join("target/plugin.wasm").is_file());
+    let cases = dir.join("cases");
+    let tested = run(&["test", cases.to_str().expect("utf-8")]);
+    assert!(tested.ends_with("2 passed, 0 failed\n"), "{tested}");
+    assert!(
+        tested.contains("a recipient at a blocked domain is refused"),
+        "{tested}"
+    );
+}
+
+#[test]
+fn a_new_rust_plugin_builds_and_passes_its_cases() {
+    scaffold_round_trip("rust");
+}
+
+#[test]
+fn a_new_python_plugin_builds_and_passes_its_cases() {
+    scaffold_round_trip("python");
+}
+
+#[test]
+fn a_new_javascript_plugin_builds_and_passes_its_cases() {
+    scaffold_round_trip("js");
+}
+
+#[test]
+fn a_new_c_plugin_builds_and_passes_its_cases() {
+    scaffold_round_trip("c");
+}
+
+#[test]
+fn plugin_new_and_build_refuse_bad_input_clearly() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let out = Command::new(binary()).args(args).output().expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["plugin", "new", "--lang", "cobol", "x"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("expected rust, python, js or c"), "{err}");
+    let target = work.path().join("p");
+    let (code, err) = run(&[
+        "plugin",
+        "new",
+        "--lang",
+        "c",
+        "Bad Name",
+        target.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("lower-case letters, digits and dashes"),
+        "{err}"
+    );
+    assert!(!target.exists(), "nothing written for a refused name");
+    let empty = work.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let (code, err) = run(&["plugin", "build", empty.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("holds no plugin: expected Cargo.toml (Rust), app.py"),
+        "{err}"
     );
 }

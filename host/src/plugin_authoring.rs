@@ -1,0 +1,124 @@
+//! `mailgate plugin new` and `mailgate plugin build`: from nothing to a tested plugin in Rust,
+//! Python, JavaScript or C.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use mailgate_plugin_build::scaffold::{default_sdk, Scaffold, DEFAULT_OUTPUT};
+use mailgate_plugin_build::{Build, Language, Tools, CONTRACT};
+
+#[derive(Subcommand)]
+pub enum PluginAction {
+    /// Start a plugin from a template that builds and passes its harness cases as it is.
+    New {
+        /// rust, python, js or c.
+        #[arg(long, value_parser = parse_language)]
+        lang: Language,
+        /// The plugin's name: lower-case letters, digits and dashes.
+        name: String,
+        /// Where to write it (must not exist or be empty); default: ./NAME.
+        dir: Option<PathBuf>,
+        /// Rust: the mailgate-sdk crate directory; default: the one of the sources this
+        /// program was built from.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the plugin in DIR (default: .) into a component, installing its language's tool
+    /// on first use (into DIR/target/tools, or $MAILGATE_TOOLS).
+    Build {
+        dir: Option<PathBuf>,
+        /// The component to write; default: DIR/target/plugin.wasm.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn parse_language(name: &str) -> Result<Language, String> {
+    Language::parse(name).ok_or_else(|| format!("{name:?}: expected rust, python, js or c"))
+}
+
+pub fn run(action: PluginAction) -> anyhow::Result<()> {
+    match action {
+        PluginAction::New {
+            lang,
+            name,
+            dir,
+            sdk,
+        } => new(lang, &name, dir, sdk),
+        PluginAction::Build { dir, output } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            let out = output.unwrap_or_else(|| dir.join(DEFAULT_OUTPUT));
+            build(&dir, &out)
+        }
+    }
+}
+
+fn new(
+    lang: Language,
+    name: &str,
+    dir: Option<PathBuf>,
+    sdk: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let sdk = sdk.or_else(default_sdk);
+    let files = Scaffold {
+        language: lang,
+        name,
+        dir: &dir,
+        sdk: sdk.as_deref(),
+    }
+    .create()?;
+    println!(
+        "created the {} plugin {name} in {}:",
+        lang.as_str(),
+        dir.display()
+    );
+    for file in files {
+        println!("  {}", file.display());
+    }
+    println!(
+        "next: mailgate plugin build {0} && mailgate test {0}/cases",
+        dir.display()
+    );
+    Ok(())
+}
+
+fn build(dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let language = Language::detect(dir)?;
+    let tools_dir = std::env::var_os("MAILGATE_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("target/tools"));
+    let tools = Tools::new(tools_dir, "mailgate");
+    let wit = contract_dir(dir)?;
+    Build {
+        tools: &tools,
+        wit: &wit,
+        dir,
+        out,
+    }
+    .run(language)
+    .with_context(|| {
+        format!(
+            "building the {} plugin in {}",
+            language.as_str(),
+            dir.display()
+        )
+    })?;
+    println!("built {}", out.display());
+    Ok(())
+}
+
+/// The plugin's own `wit/`, or the contract this gateway speaks written out for the build.
+fn contract_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    let own = dir.join("wit");
+    if own.join("plugin.wit").is_file() {
+        return Ok(own);
+    }
+    let written = dir.join("target/wit");
+    std::fs::create_dir_all(&written)
+        .with_context(|| format!("cannot create {}", written.display()))?;
+    std::fs::write(written.join("plugin.wit"), CONTRACT)
+        .with_context(|| format!("cannot write {}", written.display()))?;
+    Ok(written)
+}
