@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use mailgate::config::{Config, RuntimeConfig};
 use mailgate::harness::{run_transaction, TransactionInput};
 use mailgate::message::Message;
-use mailgate::plugin::services::{Services, StaticDns};
-use mailgate::plugin::{MailState, PluginSet, Runtime, Session, StageCall};
+use mailgate::plugin::{MailState, PluginSet, Runtime, StageCall};
+
+mod support;
+use support::{cpu_time, percentile, services, session, us};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -34,25 +36,6 @@ async fn load(runtime: &Arc<Runtime>, toml: &str) -> Arc<PluginSet> {
     )
 }
 
-fn services() -> Services {
-    Services::with_dns(Arc::new(StaticDns::default()))
-}
-
-fn session() -> Session {
-    Session {
-        id: "bench".into(),
-        peer_ip: "192.0.2.1".into(),
-        peer_port: 40000,
-        listener: "inbound".into(),
-        ..Session::default()
-    }
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    samples[((samples.len() - 1) as f64 * p) as usize]
-}
-
 fn report(name: &str, samples: &mut [Duration]) {
     let median = percentile(samples, 0.5);
     let p99 = percentile(samples, 0.99);
@@ -62,10 +45,6 @@ fn report(name: &str, samples: &mut [Duration]) {
         us(p99),
         samples.len()
     );
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
 }
 
 /// A message of about `size` bytes: headers, a text part and a base64 attachment.
@@ -192,26 +171,6 @@ async fn bench() {
     }
 }
 
-/// CPU time of this process (user + system), from /proc.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
-    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` passes nothing and only wants it to build.
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio");
-    rt.block_on(bench());
+    support::run_when_benchmarking(bench);
 }

@@ -328,8 +328,49 @@ fn bench(which: Option<&str>) -> Result<(), String> {
         Some("relay") => script("relay.sh"),
         Some("reload") => script("reload.sh"),
         Some("access") => script("access.sh"),
+        Some("languages") => {
+            build_policy_in_each_language()?;
+            cargo(&["bench", "-p", "mailgate", "--bench", "languages"])
+        }
         _ => cargo(&["bench", "-p", "mailgate", "--bench", "plugin_chain"]),
     }
+}
+
+/// The `mailgate plugin new` template in every language, scaffolded once into
+/// `target/bench-plugins/src/<lang>` and built into `target/bench-plugins/policy-<lang>.wasm`.
+fn build_policy_in_each_language() -> Result<(), String> {
+    use mailgate_plugin_build::scaffold::{default_sdk, Scaffold};
+    let tools = tools();
+    let wit = root().join("wit");
+    let plugins = root().join("target/bench-plugins");
+    // Rust: one target dir for every scaffolded plugin, so the SDK compiles once.
+    std::env::set_var("CARGO_TARGET_DIR", root().join("target/scaffold-guests"));
+    for language in Language::ALL {
+        let dir = plugins.join("src").join(language.as_str());
+        if !dir.exists() {
+            let sdk = default_sdk();
+            let name = format!("policy-{}", language.as_str());
+            Scaffold {
+                language,
+                name: &name,
+                dir: &dir,
+                sdk: sdk.as_deref(),
+            }
+            .create()
+            .map_err(|e| e.to_string())?;
+        }
+        let out = plugins.join(format!("policy-{}.wasm", language.as_str()));
+        Build {
+            tools: &tools,
+            wit: &wit,
+            dir: &dir,
+            out: &out,
+        }
+        .run(language)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::env::remove_var("CARGO_TARGET_DIR");
+    Ok(())
 }
 
 fn lint() -> Result<(), String> {
