@@ -2,10 +2,9 @@
 //!
 //! - `plugins`: build every guest crate (bundled plugins and test fixtures) for wasm32-wasip2,
 //!   installing the target with rustup if it is missing, and copy the components to
-//!   `target/plugins/` (bundled) and `target/test-plugins/` (fixtures); Python plugins
-//!   (`*/app.py`) with componentize-py, installed on first use into a venv in `target/tools/py`;
-//!   JavaScript plugins (`*/app.js`) with componentize-js, installed with npm into
-//!   `target/tools/js`;
+//!   `target/plugins/` (bundled) and `target/test-plugins/` (fixtures); Python (`*/app.py`),
+//!   JavaScript (`*/app.js`) and C (`*/*.c`) plugins with the builder `mailgate plugin build`
+//!   uses (mailgate-plugin-build), its tools installed on first use into `target/tools/`;
 //! - `build`: `plugins`, then the `mailgate` binary (release);
 //! - `run [ARGS...]`: `build`, then run `mailgate` (default: `serve` on the embedded defaults);
 //! - `test`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq, mpop from Debian's packages, when
@@ -15,7 +14,8 @@
 //! - `bench`: `plugins`, then the plugin-chain benchmark; `bench smtp`: the SMTP accept rate
 //!   into local delivery (smtp-source); `bench relay`: relay throughput to smtp-sink; both
 //!   beside Postfix and Haraka (`../shared/bench/peers.sh`); `bench reload`: hot-reload latency
-//!   and throughput during reloads; `bench access`: IMAP/POP3 beside Dovecot.
+//!   and throughput during reloads; `bench access`: IMAP/POP3 beside Dovecot; `bench languages`:
+//!   one policy in Rust, Python, JavaScript and C.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
