@@ -44,38 +44,37 @@ fn python_spam_filter_scores_and_rejects_live() {
     );
 }
 
-/// A gateway whose chain is one misbehaving fixture (`py-misbehave` or `js-misbehave`).
-fn misbehaving(fixture: &str, action: &str, memory_mb: u32) -> Gateway {
-    Gateway::start(&format!(
+/// A gateway whose chain is one misbehaving fixture (`py-misbehave`, `js-misbehave` or
+/// `c-misbehave`), told to `action` (loop or grow) with a 200 ms deadline and this memory cap.
+/// The fixture must get the default failure policy (451 4.3.0) with `reason` in the log.
+fn assert_contained(fixture: &str, action: &str, memory_mb: u32, reason: &str) -> Gateway {
+    let gw = Gateway::start(&format!(
         "[[plugin]]\npath = \"{}\"\ntimeout-ms = 200\nmemory-mb = {memory_mb}\n[plugin.config]\naction = \"{action}\"\n",
         root().join(format!("target/test-plugins/{fixture}.wasm")).display()
-    ))
+    ));
+    let reply = send(&gw, "Subject: x\r\n\r\ny\r\n");
+    assert!(
+        reply.starts_with("451 4.3.0"),
+        "{fixture} {action}: {reply}"
+    );
+    assert!(
+        gw.log().contains(reason),
+        "{fixture} {action}: {}",
+        gw.log()
+    );
+    gw
 }
 
 #[test]
 fn a_python_plugin_that_loops_is_cut_off_at_its_deadline() {
-    let gw = misbehaving("py-misbehave", "loop", 128);
-    let reply = send(&gw, "Subject: x\r\n\r\ny\r\n");
-    assert!(reply.starts_with("451 4.3.0"), "tempfail policy: {reply}");
-    assert!(
-        gw.log().contains("deadline of 200 ms exceeded"),
-        "{}",
-        gw.log()
-    );
+    let gw = assert_contained("py-misbehave", "loop", 128, "deadline of 200 ms exceeded");
     // The gateway goes on: a second message meets the same fate, not a hang.
     assert!(send(&gw, "Subject: x\r\n\r\ny\r\n").starts_with("451"));
 }
 
 #[test]
 fn a_python_plugin_that_allocates_without_bound_hits_its_memory_cap() {
-    let gw = misbehaving("py-misbehave", "grow", 64);
-    let reply = send(&gw, "Subject: x\r\n\r\ny\r\n");
-    assert!(reply.starts_with("451 4.3.0"), "{reply}");
-    assert!(
-        gw.log().contains("memory cap of 64 MiB exceeded"),
-        "{}",
-        gw.log()
-    );
+    assert_contained("py-misbehave", "grow", 64, "memory cap of 64 MiB exceeded");
 }
 
 #[test]
@@ -105,22 +104,8 @@ fn javascript_greylisting_defers_then_accepts_a_retry_live() {
 
 #[test]
 fn a_javascript_plugin_that_loops_or_grows_is_contained() {
-    let looping = misbehaving("js-misbehave", "loop", 128);
-    let reply = send(&looping, "Subject: x\r\n\r\ny\r\n");
-    assert!(reply.starts_with("451 4.3.0"), "{reply}");
-    assert!(
-        looping.log().contains("deadline of 200 ms exceeded"),
-        "{}",
-        looping.log()
-    );
-    let growing = misbehaving("js-misbehave", "grow", 64);
-    let reply = send(&growing, "Subject: x\r\n\r\ny\r\n");
-    assert!(reply.starts_with("451 4.3.0"), "{reply}");
-    assert!(
-        growing.log().contains("memory cap of 64 MiB exceeded"),
-        "{}",
-        growing.log()
-    );
+    assert_contained("js-misbehave", "loop", 128, "deadline of 200 ms exceeded");
+    assert_contained("js-misbehave", "grow", 64, "memory cap of 64 MiB exceeded");
 }
 
 #[test]
@@ -162,22 +147,8 @@ fn c_attachment_limit_counts_and_refuses_live() {
 
 #[test]
 fn a_c_plugin_that_loops_or_grows_is_contained() {
-    let looping = misbehaving("c-misbehave", "loop", 16);
-    let reply = send(&looping, "Subject: x\r\n\r\ny\r\n");
-    assert!(reply.starts_with("451 4.3.0"), "{reply}");
-    assert!(
-        looping.log().contains("deadline of 200 ms exceeded"),
-        "{}",
-        looping.log()
-    );
-    let growing = misbehaving("c-misbehave", "grow", 16);
-    let reply = send(&growing, "Subject: x\r\n\r\ny\r\n");
-    assert!(reply.starts_with("451 4.3.0"), "{reply}");
-    assert!(
-        growing.log().contains("memory cap of 16 MiB exceeded"),
-        "{}",
-        growing.log()
-    );
+    assert_contained("c-misbehave", "loop", 16, "deadline of 200 ms exceeded");
+    assert_contained("c-misbehave", "grow", 16, "memory cap of 16 MiB exceeded");
 }
 
 #[test]
