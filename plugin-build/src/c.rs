@@ -20,9 +20,9 @@ const SDK_SOURCE: &str = include_str!("../c/mailgate.c");
 
 /// Builds the C sources in `dir` (every `*.c` directly in it) into the component `out`.
 pub fn build(tools: &Tools, wit: &Path, dir: &Path, out: &Path) -> Result<(), Error> {
-    // Generated bindings and the core module: scratch space in the tools directory.
-    let stem = out.file_stem().unwrap_or_default();
-    let work = tools.dir.join("c/work").join(stem);
+    // Generated bindings, the helpers and the core module, beside the component (one place per
+    // output, so builds of different plugins never share it; editors find the headers there).
+    let work = out.with_extension("c-build");
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     let mut generated = write_bindings(wit, &work)?;
     generated.push(write_sdk(&work)?);
