@@ -3,11 +3,11 @@
 # full bodies and of all BODYSTRUCTUREs for N messages in one folder, and POP3 RETR of 1000
 # (implicit TLS for both servers); then mailgate's memory per idle IMAP connection.
 # Installs dovecot-imapd and dovecot-pop3d when missing. Run through `cargo xtask bench access`.
-# Usage: access.sh [N=10000] [SIZE=4096]
+# Usage: access.sh [N=10000] [SIZE=4096]; MEMORY_ONLY=1 skips Dovecot and the throughput runs.
 set -euo pipefail
 N=${1:-10000} L=${2:-4096}
 source "$(dirname "$0")/common.sh"
-command -v dovecot >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd dovecot-pop3d >/dev/null; }
+[ -n "${MEMORY_ONLY:-}" ] || command -v dovecot >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd dovecot-pop3d >/dev/null; }
 work=$(run_dir access)
 imaps=${IMAPS_PORT:-2693} pop3s=${POP3S_PORT:-2695} d_imaps=${DOVECOT_IMAPS:-2793} d_pop3s=${DOVECOT_POP3S:-2795}
 cat > "$work/gateway.toml" <<TOML
@@ -48,6 +48,7 @@ PY
 start_gateway "$work" "$imaps"
 trap 'kill $pid 2>/dev/null || true; [ -f "$work/dovecot/dovecot.conf" ] && doveadm -c "$work/dovecot/dovecot.conf" stop 2>/dev/null || true' EXIT
 
+if [ -z "${MEMORY_ONLY:-}" ]; then
 # Dovecot on a copy of the same Maildir, as nobody, with mailgate's certificate.
 mkdir -p "$work/dovecot"
 cp -a "$work/data/mail/example.org/bench" "$work/dovecot/Maildir"
@@ -96,6 +97,7 @@ echo "mailgate:"
 python3 "$root/host/benches/access_client.py" "$imaps" "$pop3s" bench@example.org bench 1000
 echo "dovecot $(dovecot --version | cut -d' ' -f1):"
 python3 "$root/host/benches/access_client.py" "$d_imaps" "$d_pop3s" bench bench 1000
+fi
 
 # Memory per idle IMAP connection: 200 logged-in sessions with INBOX selected.
 rss() { awk '/VmRSS/{print $2}' "/proc/$pid/status"; }

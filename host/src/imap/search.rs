@@ -4,12 +4,13 @@ use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use crate::message::Message;
+use crate::store::mailbox::Flags;
 
 /// What a search key can look at.
 pub struct Candidate<'a> {
     pub seq: u32,
     pub uid: u32,
-    pub flags: &'a str,
+    pub flags: Flags,
     pub recent: bool,
     pub size: u64,
     pub internal_date: u64,

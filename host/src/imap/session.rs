@@ -26,7 +26,7 @@ use crate::message::Message;
 use crate::plugin::{Session as PluginSession, Stage};
 use crate::smtp::io::{Client, Line};
 use crate::smtp::server::Shared;
-use crate::store::mailbox::{folder_path, list_folders, sorted_flags, Folder, MailEntry};
+use crate::store::mailbox::{folder_path, list_folders, Flags, Folder, MailEntry};
 use crate::store::retrieval::{self, View};
 
 /// RFC 3501 §5.4: at least 30 minutes before an idle client is logged out.
@@ -78,18 +78,18 @@ pub struct ImapSession {
     skipping_line: bool,
 }
 
-fn flags_text(letters: &str, recent: bool) -> String {
-    let mut flags: Vec<&str> = letters
-        .chars()
-        .filter_map(|c| match c {
-            'D' => Some("\\Draft"),
-            'F' => Some("\\Flagged"),
-            'R' => Some("\\Answered"),
-            'S' => Some("\\Seen"),
-            'T' => Some("\\Deleted"),
-            _ => None,
-        })
-        .collect();
+fn flags_text(letters: Flags, recent: bool) -> String {
+    let mut flags: Vec<&str> = [
+        ('D', "\\Draft"),
+        ('F', "\\Flagged"),
+        ('R', "\\Answered"),
+        ('S', "\\Seen"),
+        ('T', "\\Deleted"),
+    ]
+    .into_iter()
+    .filter(|&(letter, _)| letters.contains(letter))
+    .map(|(_, name)| name)
+    .collect();
     if recent {
         flags.push("\\Recent");
     }
@@ -712,7 +712,7 @@ impl ImapSession {
                     lines.push(format!(
                         "* {} FETCH (FLAGS {})",
                         i + 1,
-                        flags_text(&current.flags, shown.recent)
+                        flags_text(current.flags, shown.recent)
                     ));
                 }
                 shown.entry = current.clone();
@@ -929,7 +929,7 @@ impl ImapSession {
         let Some((_, folder)) = self.folder(tag, mailbox) else {
             return;
         };
-        match folder.append(bytes, flags, date) {
+        match folder.append(bytes, Flags::parse(flags), date) {
             Ok(uid) => {
                 let validity = folder.scan(false).map_or(0, |s| s.uid_validity);
                 self.send(&format!(
@@ -982,7 +982,7 @@ impl ImapSession {
             let candidate = Candidate {
                 seq: i as u32 + 1,
                 uid: shown.entry.uid,
-                flags: &shown.entry.flags,
+                flags: shown.entry.flags,
                 recent: shown.recent,
                 size: shown.size(),
                 internal_date: shown.entry.internal_date,
@@ -1115,20 +1115,20 @@ impl ImapSession {
             parts.push(part);
         }
         let wants_flags = items.contains(&MessageDataItemName::Flags);
-        let mut flags = shown.entry.flags.clone();
+        let mut flags = shown.entry.flags;
         let recent = shown.recent;
         if sets_seen && !sel.read_only && !flags.contains('S') {
-            flags = sorted_flags(&format!("{flags}S"));
+            flags = flags.union(Flags::parse("S"));
             if let Some(sel) = self.selected.as_mut() {
                 let shown = &mut sel.view[i];
-                if sel.folder.set_flags(&shown.entry, &flags).is_ok() {
+                if sel.folder.set_flags(&shown.entry, flags).is_ok() {
                     shown.entry.in_new = false;
-                    shown.entry.flags = flags.clone();
+                    shown.entry.flags = flags;
                 }
             }
         }
         if wants_flags || sets_seen {
-            parts.push(format!("FLAGS {}", flags_text(&flags, recent)).into_bytes());
+            parts.push(format!("FLAGS {}", flags_text(flags, recent)).into_bytes());
         }
         let mut out = format!("* {} FETCH (", i + 1).into_bytes();
         for (n, part) in parts.iter().enumerate() {
@@ -1159,15 +1159,16 @@ impl ImapSession {
         let mut lines = Vec::new();
         for i in indexes {
             let shown = &mut sel.view[i];
-            let current = shown.entry.flags.clone();
+            let current = shown.entry.flags;
+            let given = Flags::parse(letters);
             let new = match kind {
-                StoreType::Replace => sorted_flags(letters),
-                StoreType::Add => sorted_flags(&format!("{current}{letters}")),
-                StoreType::Remove => current.chars().filter(|c| !letters.contains(*c)).collect(),
+                StoreType::Replace => given,
+                StoreType::Add => current.union(given),
+                StoreType::Remove => current.without(given),
             };
-            if new != current && sel.folder.set_flags(&shown.entry, &new).is_ok() {
+            if new != current && sel.folder.set_flags(&shown.entry, new).is_ok() {
                 shown.entry.in_new = false;
-                shown.entry.flags = new.clone();
+                shown.entry.flags = new;
             }
             if matches!(response, StoreResponse::Answer) {
                 let uid_part = if uid {
@@ -1178,7 +1179,7 @@ impl ImapSession {
                 lines.push(format!(
                     "* {} FETCH ({uid_part}FLAGS {})",
                     i + 1,
-                    flags_text(&shown.entry.flags, shown.recent)
+                    flags_text(shown.entry.flags, shown.recent)
                 ));
             }
         }
@@ -1235,7 +1236,7 @@ impl ImapSession {
             let Ok(bytes) = sel.folder.read(&shown.entry) else {
                 continue;
             };
-            match target.append(&bytes, &shown.entry.flags, Some(shown.entry.internal_date)) {
+            match target.append(&bytes, shown.entry.flags, Some(shown.entry.internal_date)) {
                 Ok(new_uid) => {
                     from.push(shown.entry.uid.to_string());
                     to.push(new_uid.to_string());

@@ -14,7 +14,7 @@ use crate::delivery::maildir::maildir_of;
 use crate::plugin::Stage;
 use crate::smtp::io::{Client, Line, TlsRefusal};
 use crate::smtp::server::Shared;
-use crate::store::mailbox::{Folder, MailEntry};
+use crate::store::mailbox::{Flags, Folder, MailEntry};
 use crate::store::retrieval::{self, View};
 
 /// RFC 1939 §3: at least 10 minutes of inactivity before closing.
@@ -505,10 +505,10 @@ impl Pop3Session {
             if let Some(drop) = self.maildrop.as_mut() {
                 let entry = &mut drop.messages[index].entry;
                 if !entry.flags.contains('S') {
-                    let flags = format!("{}S", entry.flags);
-                    if drop.folder.set_flags(entry, &flags).is_ok() {
+                    let flags = entry.flags.union(Flags::parse("S"));
+                    if drop.folder.set_flags(entry, flags).is_ok() {
                         entry.in_new = false;
-                        entry.flags = crate::store::mailbox::sorted_flags(&flags);
+                        entry.flags = flags;
                     }
                 }
             }

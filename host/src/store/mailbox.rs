@@ -21,8 +21,8 @@ pub struct MailEntry {
     pub key: String,
     /// The file is still in `new/` (not yet seen by a session that moves it to `cur/`).
     pub in_new: bool,
-    /// Maildir flag letters, sorted (`D` draft, `F` flagged, `R` answered, `S` seen, `T` deleted).
-    pub flags: String,
+    /// Maildir flag letters (`D` draft, `F` flagged, `R` answered, `S` seen, `T` deleted).
+    pub flags: Flags,
     pub size: u64,
     /// Unix seconds (the file's modification time: when it was delivered).
     pub internal_date: u64,
@@ -99,7 +99,7 @@ impl Folder {
             next = 1;
             changed = true;
         }
-        let mut found: Vec<(String, PathBuf, String, bool, bool)> = Vec::new();
+        let mut found: Vec<(String, PathBuf, Flags, bool, bool)> = Vec::new();
         for sub in ["cur", "new"] {
             for entry in std::fs::read_dir(self.path.join(sub))?.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -107,7 +107,7 @@ impl Folder {
                     continue;
                 }
                 let (key, flags) = split_name(&name);
-                let (key, mut flags) = (key.to_string(), flags.to_string());
+                let (key, flags) = (key.to_string(), Flags::parse(flags));
                 let mut path = entry.path();
                 let mut recent = false;
                 let mut in_new = sub == "new";
@@ -119,7 +119,6 @@ impl Folder {
                         in_new = false;
                     }
                 }
-                flags = sorted_flags(&flags);
                 found.push((key, path, flags, recent, in_new));
             }
         }
@@ -248,7 +247,7 @@ impl Folder {
     }
 
     /// Sets the flags of a message; returns its new path.
-    pub fn set_flags(&self, entry: &MailEntry, flags: &str) -> std::io::Result<PathBuf> {
+    pub fn set_flags(&self, entry: &MailEntry, flags: Flags) -> std::io::Result<PathBuf> {
         let guess = self.path_of(entry);
         let from = if guess.exists() {
             guess
@@ -258,7 +257,7 @@ impl Folder {
         let target = self
             .path
             .join("cur")
-            .join(format!("{}:2,{}", entry.key, sorted_flags(flags)));
+            .join(format!("{}:2,{flags}", entry.key));
         if from != target {
             std::fs::rename(&from, &target)?;
         }
@@ -281,7 +280,7 @@ impl Folder {
     pub fn append(
         &self,
         bytes: &[u8],
-        flags: &str,
+        flags: Flags,
         internal_date: Option<u64>,
     ) -> std::io::Result<u32> {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -304,10 +303,7 @@ impl Folder {
             let _ = file.set_modified(time);
         }
         drop(file);
-        let target = self
-            .path
-            .join("cur")
-            .join(format!("{key}:2,{}", sorted_flags(flags)));
+        let target = self.path.join("cur").join(format!("{key}:2,{flags}"));
         std::fs::rename(&tmp, &target)?;
         File::open(self.path.join("cur"))?.sync_all()?;
         let snapshot = self.scan(false)?;
@@ -320,12 +316,55 @@ impl Folder {
     }
 }
 
-/// Flag letters deduplicated and in ASCII order, as the Maildir spec wants.
-pub fn sorted_flags(flags: &str) -> String {
-    let mut letters: Vec<char> = flags.chars().filter(|c| c.is_ascii_alphabetic()).collect();
-    letters.sort_unstable();
-    letters.dedup();
-    letters.into_iter().collect()
+/// A message's Maildir flags: a set of letters (A–Z, a–z) in one word, since every session
+/// keeps one per message of the selected folder. Written out deduplicated and in ASCII order,
+/// as the Maildir spec wants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags(u64);
+
+impl Flags {
+    /// The letters in `text`; anything else is ignored.
+    pub fn parse(text: &str) -> Flags {
+        Flags(
+            text.chars()
+                .filter_map(Flags::bit)
+                .fold(0, |set, bit| set | bit),
+        )
+    }
+
+    pub fn contains(self, letter: char) -> bool {
+        Flags::bit(letter).is_some_and(|bit| self.0 & bit != 0)
+    }
+
+    pub fn union(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+
+    pub fn without(self, other: Flags) -> Flags {
+        Flags(self.0 & !other.0)
+    }
+
+    /// Upper-case letters take bits 0–25 and lower-case 26–51, so bit order is ASCII order.
+    fn bit(letter: char) -> Option<u64> {
+        match letter {
+            'A'..='Z' => Some(1 << (letter as u32 - 'A' as u32)),
+            'a'..='z' => Some(1 << (26 + letter as u32 - 'a' as u32)),
+            _ => None,
+        }
+    }
+
+    fn letters(self) -> impl Iterator<Item = char> {
+        ('A'..='Z')
+            .chain('a'..='z')
+            .filter(move |&c| self.contains(c))
+    }
+}
+
+impl std::fmt::Display for Flags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.letters()
+            .try_for_each(|c| std::fmt::Write::write_char(f, c))
+    }
 }
 
 /// Why a mailbox name was refused.
@@ -383,6 +422,18 @@ pub fn list_folders(maildir: &Path) -> Vec<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn flags_are_a_set_of_letters_written_in_ascii_order() {
+        let flags = Flags::parse("TSa,SF\\x");
+        assert_eq!(flags.to_string(), "FSTax");
+        assert!(flags.contains('S') && flags.contains('a') && !flags.contains('D'));
+        assert_eq!(Flags::parse("").to_string(), "");
+        let added = flags.union(Flags::parse("DS"));
+        assert_eq!(added.to_string(), "DFSTax");
+        assert_eq!(added.without(Flags::parse("Tx")).to_string(), "DFSa");
+        assert!(!Flags::parse("S").contains('\\'));
+    }
+
     fn deliver(folder: &Folder, name: &str, body: &[u8]) {
         std::fs::write(folder.path.join("new").join(name), body).expect("write");
     }
@@ -402,22 +453,27 @@ mod tests {
             .entries
             .iter()
             .all(|e| e.recent && !e.in_new && folder.path_of(e).exists()));
-        folder.set_flags(&first.entries[0], "SF").expect("flags");
+        folder
+            .set_flags(&first.entries[0], Flags::parse("SF"))
+            .expect("flags");
         folder.delete(&first.entries[1]).expect("delete");
         deliver(&folder, "300.c.mailgate", b"three");
         let reopened = Folder::open(dir.path()).expect("reopen");
         let second = reopened.scan(false).expect("scan");
         assert_eq!(second.uid_validity, first.uid_validity);
-        let summary: Vec<(u32, &str, bool)> = second
+        let summary: Vec<(u32, String, bool)> = second
             .entries
             .iter()
-            .map(|e| (e.uid, e.flags.as_str(), e.recent))
+            .map(|e| (e.uid, e.flags.to_string(), e.recent))
             .collect();
-        assert_eq!(summary, [(1, "FS", false), (3, "", false)]);
+        assert_eq!(
+            summary,
+            [(1, "FS".to_string(), false), (3, String::new(), false)]
+        );
         assert_eq!(second.uid_next, 4);
         assert_eq!(reopened.read(&second.entries[0]).expect("read"), b"one");
         let uid = reopened
-            .append(b"four", "S", Some(1_000_000))
+            .append(b"four", Flags::parse("S"), Some(1_000_000))
             .expect("append");
         assert_eq!(uid, 4);
     }
