@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use mailgate::config::{Config, RuntimeConfig};
 use mailgate::harness::{run_transaction, TransactionInput};
-use mailgate::message::Message;
 use mailgate::plugin::{MailState, PluginSet, Runtime, StageCall};
 
 mod support;
-use support::{cpu_time, percentile, services, session, us};
+use support::{cpu_time, message, percentile, services, session, us};
 
 const LANGUAGES: [&str; 4] = ["rust", "python", "js", "c"];
 
@@ -64,23 +63,6 @@ macro_rules! median_of {
     }};
 }
 
-/// A 4 KiB message: a text part and a small attachment.
-fn message(n: usize) -> Message {
-    let mut raw = format!(
-        "From: Sender <sender{n}@example.net>\r\nTo: rcpt@example.org\r\nSubject: bench {n}\r\n\
-         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
-         --b\r\nContent-Type: text/plain\r\n\r\nHello.\r\n--b\r\nContent-Type: application/pdf\r\n\
-         Content-Disposition: attachment; filename=\"r.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-    );
-    while raw.len() < 4000 {
-        raw.push_str(
-            "JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmlsdGVyIC9GbGF0ZURlY29k\r\n",
-        );
-    }
-    raw.push_str("--b--\r\n");
-    Message::new(raw.into_bytes())
-}
-
 async fn one_language(lang: &str, scratch: &Path) {
     let file = plugins_dir().join(format!("policy-{lang}.wasm"));
     let size = std::fs::metadata(&file).expect("component").len();
@@ -118,7 +100,7 @@ async fn one_language(lang: &str, scratch: &Path) {
         tx.run(StageCall::RcptTo("a@example.org", &[]), &mut state)
             .await;
     });
-    let original = Arc::new(message(0));
+    let original = Arc::new(message(4 << 10, 0));
     let data = median_of!(5000, {
         state.message = Some(original.clone());
         tx.run(StageCall::Data, &mut state).await;
@@ -152,7 +134,7 @@ async fn chain_of_four(scratch: &Path) {
                 helo: "client.example.net".into(),
                 sender: "sender@example.net".into(),
                 recipients: vec!["rcpt@example.org".into()],
-                message: message(n),
+                message: message(4 << 10, n),
             };
             let t = Instant::now();
             let result = run_transaction(&chain, services(), input).await;

@@ -16,7 +16,7 @@ use mailgate::message::Message;
 use mailgate::plugin::{MailState, PluginSet, Runtime, StageCall};
 
 mod support;
-use support::{cpu_time, percentile, services, session, us};
+use support::{cpu_time, message, percentile, services, session, us};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -45,31 +45,6 @@ fn report(name: &str, samples: &mut [Duration]) {
         us(p99),
         samples.len()
     );
-}
-
-/// A message of about `size` bytes: headers, a text part and a base64 attachment.
-fn message(size: usize, n: usize) -> Message {
-    let mut raw = format!(
-        "From: Sender <sender{n}@example.net>\r\nTo: rcpt@example.org\r\nSubject: bench message {n}\r\n\
-         Date: Sun, 22 Nov 2026 09:00:00 +0000\r\nMessage-ID: <{n}@example.net>\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/mixed; boundary=\"b{n}\"\r\n\r\n--b{n}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-    );
-    for i in 0..16 {
-        raw.push_str(&format!(
-            "Line {i} of the text part, nothing remarkable in it.\r\n"
-        ));
-    }
-    raw.push_str(&format!(
-        "--b{n}\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"report.pdf\"\r\n\
-         Content-Transfer-Encoding: base64\r\n\r\n"
-    ));
-    while raw.len() + 100 < size {
-        raw.push_str(
-            "JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmlsdGVyIC9GbGF0ZURlY29kZT4+\r\n",
-        );
-    }
-    raw.push_str(&format!("--b{n}--\r\n"));
-    Message::new(raw.into_bytes())
 }
 
 const TRIVIAL: &str =

@@ -96,6 +96,7 @@ fn build(dir: &Path, out: &Path) -> anyhow::Result<()> {
         wit: &wit,
         dir,
         out,
+        rust_target_dir: None,
     }
     .run(language)
     .with_context(|| {

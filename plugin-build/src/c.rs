@@ -88,7 +88,7 @@ fn write_sdk(to: &Path) -> Result<PathBuf, Error> {
 }
 
 /// The `*.c` files directly in `dir`, sorted (the generated bindings live elsewhere).
-fn c_sources(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+pub(crate) fn c_sources(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let mut sources: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .flatten()

@@ -89,22 +89,22 @@ impl Language {
 
     /// The language of the plugin in `dir`, from the files it holds.
     pub fn detect(dir: &Path) -> Result<Language, Error> {
-        let has = |name: &str| dir.join(name).is_file();
-        let has_c = std::fs::read_dir(dir)
-            .map_err(|e| Error::io(dir, e))?
-            .flatten()
-            .any(|e| e.path().extension().is_some_and(|x| x == "c"));
-        match () {
-            _ if has("Cargo.toml") => Ok(Language::Rust),
-            _ if has("app.py") => Ok(Language::Python),
-            _ if has("app.js") => Ok(Language::JavaScript),
-            _ if has_c => Ok(Language::C),
-            _ => Err(Error::NotAPlugin(format!(
-                "{} holds no plugin: expected Cargo.toml (Rust), app.py (Python), app.js \
-                 (JavaScript) or *.c (C)",
-                dir.display()
-            ))),
+        let entry_files = [
+            ("Cargo.toml", Language::Rust),
+            ("app.py", Language::Python),
+            ("app.js", Language::JavaScript),
+        ];
+        if let Some((_, language)) = entry_files.iter().find(|(f, _)| dir.join(f).is_file()) {
+            return Ok(*language);
         }
+        if !c::c_sources(dir)?.is_empty() {
+            return Ok(Language::C);
+        }
+        Err(Error::NotAPlugin(format!(
+            "{} holds no plugin: expected Cargo.toml (Rust), app.py (Python), app.js \
+             (JavaScript) or *.c (C)",
+            dir.display()
+        )))
     }
 }
 
@@ -115,6 +115,8 @@ pub struct Build<'a> {
     pub wit: &'a Path,
     pub dir: &'a Path,
     pub out: &'a Path,
+    /// Rust: where cargo builds; default `CARGO_TARGET_DIR`, else the project's `target/`.
+    pub rust_target_dir: Option<&'a Path>,
 }
 
 impl Build<'_> {
@@ -158,13 +160,15 @@ impl Build<'_> {
     }
 
     /// A standalone cargo project (its own workspace): `cargo build --release` for the guest
-    /// target, in `CARGO_TARGET_DIR` when set, else the project's `target/`.
+    /// target.
     fn rust(&self) -> Result<(), Error> {
         self.tools.ensure_rust_target()?;
         let manifest = self.dir.join("Cargo.toml");
         let crate_name = rust_crate_name(&manifest)?;
-        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
+        let target_dir = self
+            .rust_target_dir
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
             .unwrap_or_else(|| self.dir.join("target"));
         run(
             Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))

@@ -170,6 +170,7 @@ fn build_other_plugins(from: &str, to: &str) -> Result<(), String> {
             wit: &wit,
             dir: &dir,
             out: &out,
+            rust_target_dir: None,
         };
         build.run(language).map_err(|e| format!("{name}: {e}"))?;
     }
@@ -343,8 +344,8 @@ fn build_policy_in_each_language() -> Result<(), String> {
     let tools = tools();
     let wit = root().join("wit");
     let plugins = root().join("target/bench-plugins");
-    // Rust: one target dir for every scaffolded plugin, so the SDK compiles once.
-    std::env::set_var("CARGO_TARGET_DIR", root().join("target/scaffold-guests"));
+    // Rust: the target dir the scaffold tests use too, so the SDK compiles once.
+    let rust_target_dir = root().join("target/scaffold-guests");
     for language in Language::ALL {
         let dir = plugins.join("src").join(language.as_str());
         if !dir.exists() {
@@ -365,11 +366,11 @@ fn build_policy_in_each_language() -> Result<(), String> {
             wit: &wit,
             dir: &dir,
             out: &out,
+            rust_target_dir: Some(&rust_target_dir),
         }
         .run(language)
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    std::env::remove_var("CARGO_TARGET_DIR");
     Ok(())
 }
 

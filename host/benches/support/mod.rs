@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailgate::message::Message;
 use mailgate::plugin::services::{Services, StaticDns};
 use mailgate::plugin::Session;
 
@@ -51,4 +52,29 @@ pub fn run_when_benchmarking<F: std::future::Future<Output = ()>>(bench: impl Fn
         .build()
         .expect("tokio");
     rt.block_on(bench());
+}
+
+/// A message of about `size` bytes: headers, a text part and a base64 attachment.
+pub fn message(size: usize, n: usize) -> Message {
+    let mut raw = format!(
+        "From: Sender <sender{n}@example.net>\r\nTo: rcpt@example.org\r\nSubject: bench message {n}\r\n\
+         Date: Sun, 22 Nov 2026 09:00:00 +0000\r\nMessage-ID: <{n}@example.net>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b{n}\"\r\n\r\n--b{n}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    );
+    for i in 0..16 {
+        raw.push_str(&format!(
+            "Line {i} of the text part, nothing remarkable in it.\r\n"
+        ));
+    }
+    raw.push_str(&format!(
+        "--b{n}\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"report.pdf\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n"
+    ));
+    while raw.len() + 100 < size {
+        raw.push_str(
+            "JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmlsdGVyIC9GbGF0ZURlY29kZT4+\r\n",
+        );
+    }
+    raw.push_str(&format!("--b{n}--\r\n"));
+    Message::new(raw.into_bytes())
 }
