@@ -228,6 +228,23 @@ pub struct LimitsConfig {
     pub max_auth_failures: u32,
     /// Delay after each failed AUTH, growing with each failure.
     pub auth_failure_delay_ms: u64,
+    /// Deepest MIME nesting (multiparts and encapsulated messages) accepted at DATA; a stored
+    /// message nested deeper is served with the excess as one opaque part.
+    #[serde(deserialize_with = "mime_depth")]
+    pub max_mime_depth: usize,
+}
+
+/// The highest `limits.max-mime-depth`: every walk of a MIME tree stays far from stack limits.
+pub const MAX_MIME_DEPTH: usize = 200;
+
+fn mime_depth<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let depth = usize::deserialize(d)?;
+    if !(1..=MAX_MIME_DEPTH).contains(&depth) {
+        return Err(serde::de::Error::custom(format!(
+            "max-mime-depth must be between 1 and {MAX_MIME_DEPTH}, not {depth}"
+        )));
+    }
+    Ok(depth)
 }
 
 impl Default for LimitsConfig {
@@ -245,6 +262,7 @@ impl Default for LimitsConfig {
             data_timeout_secs: 600,
             max_auth_failures: 3,
             auth_failure_delay_ms: 1000,
+            max_mime_depth: 50,
         }
     }
 }

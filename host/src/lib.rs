@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod datadir;
 pub mod defaults;
 pub mod delivery;
 pub mod harness;

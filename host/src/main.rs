@@ -194,6 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config, options } => {
             let config = load_config(config.as_deref())?;
+            mailgate::message::mime::set_max_depth(config.limits.max_mime_depth);
             let (text, accepted) = check::check(&options, &config, default_cache_dir()).await?;
             print!("{text}");
             Ok(if accepted {

@@ -231,6 +231,8 @@ tls = "implicit"
             self.smtps,
             self.pop3,
             self.pop3s,
+            self.imap,
+            self.imaps,
         ] {
             wait_for_port(port);
         }

@@ -44,7 +44,7 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// The children of each part of the flattened MIME tree, in document order.
+/// The children of part `id` of the flattened MIME tree, in document order.
 fn children(message: &Message, id: u32) -> Vec<u32> {
     message
         .parts()
@@ -52,6 +52,18 @@ fn children(message: &Message, id: u32) -> Vec<u32> {
         .filter(|p| p.parent == Some(id))
         .map(|p| p.id)
         .collect()
+}
+
+/// The children of every part at once (one pass over the tree).
+fn child_lists(message: &Message) -> Vec<Vec<u32>> {
+    let parts = message.parts();
+    let mut lists = vec![Vec::new(); parts.len()];
+    for part in parts {
+        if let Some(list) = part.parent.and_then(|p| lists.get_mut(p as usize)) {
+            list.push(part.id);
+        }
+    }
+    lists
 }
 
 /// The raw value of the first field with this name, unfolded.
@@ -62,9 +74,10 @@ fn raw_header(message: &Message, name: &str) -> Option<String> {
         .map(|h| h.raw.replace("\r\n", "").trim().to_string())
 }
 
-/// ENVELOPE of the top-level message (RFC 3501 §7.4.2).
+/// ENVELOPE of the top-level message (RFC 3501 §7.4.2). Only the header is parsed.
 pub fn envelope(message: &Message) -> Vec<u8> {
-    let parsed = mail_parser::MessageParser::default().parse(message.raw());
+    let header = &message.raw()[..message.header_block().body_start];
+    let parsed = mail_parser::MessageParser::default().parse_headers(header);
     let mut out = b"(".to_vec();
     out.extend(nstring(raw_header(message, "Date").as_deref()));
     out.push(b' ');
@@ -129,22 +142,34 @@ fn address_list(list: Option<&mail_parser::Address<'_>>) -> Vec<u8> {
     out
 }
 
-/// BODYSTRUCTURE (with extension data) or BODY (without).
+/// BODYSTRUCTURE (with extension data) or BODY (without), from the message's MIME tree (whose
+/// depth is bounded, so the walk is too). An encapsulated message is described from its part
+/// of the same tree, never parsed again.
 pub fn body_structure(message: &Message, extended: bool) -> Vec<u8> {
     if message.parts().is_empty() {
         return b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)".to_vec();
     }
-    part_structure(message, 0, extended)
+    let children = child_lists(message);
+    let mut out = Vec::new();
+    part_structure(message, &children, 0, extended, &mut out);
+    out
 }
 
-fn part_structure(message: &Message, id: u32, extended: bool) -> Vec<u8> {
-    let Some(part) = message.part(id) else {
-        return b"NIL".to_vec();
+fn part_structure(
+    message: &Message,
+    children: &[Vec<u32>],
+    id: u32,
+    extended: bool,
+    out: &mut Vec<u8>,
+) {
+    let (Some(part), Some(kids)) = (message.part(id), children.get(id as usize)) else {
+        out.extend_from_slice(b"NIL");
+        return;
     };
-    let mut out = b"(".to_vec();
+    out.push(b'(');
     if part.is_multipart {
-        for child in children(message, id) {
-            out.extend(part_structure(message, child, extended));
+        for &child in kids {
+            part_structure(message, children, child, extended, out);
         }
         out.push(b' ');
         out.extend(string(part.subtype.as_bytes()));
@@ -154,7 +179,7 @@ fn part_structure(message: &Message, id: u32, extended: bool) -> Vec<u8> {
             out.extend_from_slice(b" NIL NIL NIL");
         }
         out.push(b')');
-        return out;
+        return;
     }
     out.extend(string(part.media_type.as_bytes()));
     out.push(b' ');
@@ -162,23 +187,22 @@ fn part_structure(message: &Message, id: u32, extended: bool) -> Vec<u8> {
     out.push(b' ');
     out.extend(params(&part.params));
     out.extend_from_slice(b" NIL NIL ");
-    let encoding = part
-        .transfer_encoding
-        .clone()
-        .unwrap_or_else(|| "7bit".into());
+    let encoding = part.transfer_encoding.as_deref().unwrap_or("7bit");
     out.extend(string(encoding.as_bytes()));
     let body = part_body(message, id).unwrap_or_default();
-    push_str(&mut out, &format!(" {}", body.len()));
+    push_str(out, &format!(" {}", body.len()));
     if part.is_message {
         // The encapsulated message: its envelope, its structure, its lines.
-        let inner = Message::new(body.to_vec());
         out.push(b' ');
-        out.extend(envelope(&inner));
+        out.extend(envelope(&Message::new(inner_header(message, kids))));
         out.push(b' ');
-        out.extend(body_structure(&inner, extended));
-        push_str(&mut out, &format!(" {}", lines(&body)));
+        match kids.first() {
+            Some(&inner) => part_structure(message, children, inner, extended, out),
+            None => out.extend_from_slice(b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0)"),
+        }
+        push_str(out, &format!(" {}", lines(&body)));
     } else if part.media_type == "text" {
-        push_str(&mut out, &format!(" {}", lines(&body)));
+        push_str(out, &format!(" {}", lines(&body)));
     }
     if extended {
         out.extend_from_slice(b" NIL ");
@@ -198,7 +222,13 @@ fn part_structure(message: &Message, id: u32, extended: bool) -> Vec<u8> {
         out.extend_from_slice(b" NIL NIL");
     }
     out.push(b')');
-    out
+}
+
+/// The header block of the message inside a message/rfc822 part (its first child).
+fn inner_header(message: &Message, kids: &[u32]) -> Vec<u8> {
+    kids.first()
+        .and_then(|&inner| part_header(message, inner))
+        .unwrap_or_default()
 }
 
 fn params(params: &[(String, String)]) -> Vec<u8> {

@@ -4,13 +4,13 @@
 mod edit;
 pub mod encode;
 pub mod header;
+pub mod mime;
 
 use std::sync::OnceLock;
 
-use mail_parser::{MessageParser, MimeHeaders, PartType};
-
 pub use edit::{apply_message_edits, EditError, MessageEdit};
 use header::HeaderBlock;
+use mime::MimeTree;
 
 /// A message held by the host. Immutable: edits produce a new `Message`.
 #[derive(Debug, Clone)]
@@ -62,11 +62,6 @@ enum PartContent {
     Text(String),
     Binary(Vec<u8>),
     Container,
-}
-
-#[derive(Debug, Default, Clone)]
-struct MimeTree {
-    parts: Vec<Part>,
 }
 
 impl Message {
@@ -141,9 +136,20 @@ impl Message {
         }
     }
 
-    /// The MIME tree, parsed on first use.
+    fn tree(&self) -> &MimeTree {
+        self.tree
+            .get_or_init(|| MimeTree::parse(&self.raw, mime::max_depth()))
+    }
+
+    /// The MIME tree, parsed on first use, at most `limits.max-mime-depth` deep.
     pub fn parts(&self) -> &[Part] {
-        &self.tree.get_or_init(|| MimeTree::parse(&self.raw)).parts
+        &self.tree().parts
+    }
+
+    /// True when some part is nested deeper than `limits.max-mime-depth` (it is then shown as
+    /// an opaque `application/octet-stream` leaf).
+    pub fn too_deep(&self) -> bool {
+        self.tree().too_deep
     }
 
     pub fn part(&self, id: u32) -> Option<&Part> {
@@ -188,109 +194,6 @@ pub fn canonical_crlf(input: &[u8]) -> Vec<u8> {
         out.push(b);
     }
     out
-}
-
-impl MimeTree {
-    fn parse(raw: &[u8]) -> MimeTree {
-        let mut tree = MimeTree::default();
-        if let Some(message) = MessageParser::new().parse(raw) {
-            tree.walk_message(&message, Some(0), None, false);
-        }
-        tree
-    }
-
-    /// Adds the parts of `message` in document order. `base` is where the message's bytes start
-    /// in the top-level raw message, when they are an unencoded slice of it.
-    fn walk_message(
-        &mut self,
-        message: &mail_parser::Message<'_>,
-        base: Option<usize>,
-        parent: Option<u32>,
-        nested: bool,
-    ) {
-        if !message.parts.is_empty() {
-            self.walk_part(message, 0, base, parent, nested);
-        }
-    }
-
-    fn walk_part(
-        &mut self,
-        message: &mail_parser::Message<'_>,
-        index: usize,
-        base: Option<usize>,
-        parent: Option<u32>,
-        nested: bool,
-    ) {
-        let Some(part) = message.parts.get(index) else {
-            return;
-        };
-        let id = self.parts.len() as u32;
-        let span = base.map(|b| PartSpan {
-            header_start: b + part.offset_header as usize,
-            body_start: b + part.offset_body as usize,
-            end: b + part.offset_end as usize,
-        });
-        let (media_type, subtype, params) = content_type_of(part);
-        let content = match &part.body {
-            PartType::Text(t) | PartType::Html(t) => PartContent::Text(t.to_string()),
-            PartType::Binary(b) | PartType::InlineBinary(b) => PartContent::Binary(b.to_vec()),
-            PartType::Message(_) | PartType::Multipart(_) => PartContent::Container,
-        };
-        self.parts.push(Part {
-            id,
-            parent,
-            media_type,
-            subtype,
-            params,
-            disposition: part
-                .content_disposition()
-                .map(|d| d.ctype().to_ascii_lowercase()),
-            filename: part.attachment_name().map(str::to_string),
-            transfer_encoding: part
-                .content_transfer_encoding()
-                .map(|e| e.trim().to_ascii_lowercase()),
-            size: u64::from(part.offset_end.saturating_sub(part.offset_body)),
-            is_multipart: matches!(part.body, PartType::Multipart(_)),
-            is_message: matches!(part.body, PartType::Message(_)),
-            nested,
-            span,
-            content,
-        });
-        match &part.body {
-            PartType::Multipart(children) => {
-                for &child in children {
-                    self.walk_part(message, child as usize, base, Some(id), nested);
-                }
-            }
-            PartType::Message(inner) => {
-                let inner_base = base.filter(|_| shares_buffer(message, inner));
-                self.walk_message(inner, inner_base, Some(id), true);
-            }
-            _ => {}
-        }
-    }
-}
-
-/// mail-parser gives an unencoded nested message the same buffer as its parent, with offsets
-/// into that buffer; a transfer-encoded one gets a decoded copy, whose offsets do not map to ours.
-fn shares_buffer(outer: &mail_parser::Message<'_>, inner: &mail_parser::Message<'_>) -> bool {
-    outer.raw_message.as_ptr() == inner.raw_message.as_ptr()
-        && outer.raw_message.len() == inner.raw_message.len()
-}
-
-fn content_type_of(part: &mail_parser::MessagePart<'_>) -> (String, String, Vec<(String, String)>) {
-    match part.content_type() {
-        Some(ct) => (
-            ct.ctype().to_ascii_lowercase(),
-            ct.subtype().unwrap_or_default().to_ascii_lowercase(),
-            ct.attributes()
-                .unwrap_or_default()
-                .iter()
-                .map(|a| (a.name.to_ascii_lowercase(), a.value.to_string()))
-                .collect(),
-        ),
-        None => ("text".into(), "plain".into(), Vec::new()),
-    }
 }
 
 #[cfg(test)]

@@ -186,9 +186,10 @@ impl Drop for IpSlot {
 /// Starts everything and serves until interrupted.
 pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     let config = Arc::new(source.load()?);
+    crate::message::mime::set_max_depth(config.limits.max_mime_depth);
+    // Before anything in the data dir is touched: one server per data dir.
     let data_dir = config.data_dir();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let _owner = crate::datadir::DataDir::lock(&data_dir)?;
     let users = Arc::new(UserDirectory::open(&config.users_file(), &config.local)?);
     let spool = Spool::open(&data_dir.join("queue"))?;
     let tls = Some(super::tls::acceptor(

@@ -33,8 +33,8 @@ pub struct Session {
     chain: Transaction,
     state: MailState,
     in_transaction: bool,
-    /// Message bytes gathered by BDAT so far, and whether a chunk already failed.
-    chunks: Option<(Vec<u8>, bool)>,
+    /// Message bytes gathered by BDAT so far.
+    chunks: Option<Vec<u8>>,
 }
 
 impl Session {
@@ -485,46 +485,56 @@ impl Session {
         }
     }
 
+    /// One BDAT chunk (RFC 3030): every chunk gets its own reply, `BDAT 0` included. A chunk
+    /// that would take the message over the size limit is answered 552 and ends the transaction.
     async fn bdat(&mut self, size: u64, last: bool) -> Next {
         if !self.in_transaction || self.state.envelope.recipients.is_empty() {
             // The chunk must still be read so its bytes are not taken for commands.
-            self.skip_chunk(size).await;
+            if !self.skip_chunk(size).await {
+                return Next::Close;
+            }
             self.reply(503, (5, 5, 1), "Send MAIL and RCPT first");
             return Next::Continue;
         }
         let max = self.limits().max_message_bytes as u64;
-        let (mut buffer, mut failed) = self.chunks.take().unwrap_or_default();
-        let too_big = buffer.len() as u64 + size > max;
-        let timeout = Duration::from_secs(self.limits().data_timeout_secs);
-        let mut remaining = size as usize;
-        let read = self
-            .client
-            .conn
-            .read_until(timeout, |bytes| {
-                let take = remaining.min(bytes.len());
-                if !too_big {
-                    buffer.extend_from_slice(&bytes[..take]);
-                }
-                remaining -= take;
-                (take, remaining == 0)
-            })
-            .await;
-        if size > 0 && read.is_err() {
-            return Next::Close;
-        }
-        failed |= too_big;
-        if !last {
-            self.chunks = Some((buffer, failed));
-            self.reply(250, (2, 0, 0), &format!("{size} octets received"));
-            return Next::Continue;
-        }
-        if failed {
+        let mut buffer = self.chunks.take().unwrap_or_default();
+        let fits = (buffer.len() as u64)
+            .checked_add(size)
+            .is_some_and(|total| total <= max);
+        if !fits {
+            // A chunk we would read at most twice the limit for is skipped, so the session can
+            // go on; a larger one (up to 2^64 - 1 octets) is never read: answer, then close.
+            let skippable = size <= max.saturating_mul(2);
+            let skipped = skippable && self.skip_chunk(size).await;
             self.reset();
             self.reply(
                 552,
                 (5, 3, 4),
                 "Message size exceeds fixed maximum message size",
             );
+            return if skipped { Next::Continue } else { Next::Close };
+        }
+        // `fits` bounds size by max-message-bytes, so it is a usize.
+        let mut remaining = size as usize;
+        if remaining > 0 {
+            let timeout = Duration::from_secs(self.limits().data_timeout_secs);
+            let read = self
+                .client
+                .conn
+                .read_until(timeout, |bytes| {
+                    let take = remaining.min(bytes.len());
+                    buffer.extend_from_slice(&bytes[..take]);
+                    remaining -= take;
+                    (take, remaining == 0)
+                })
+                .await;
+            if read.is_err() {
+                return Next::Close;
+            }
+        }
+        if !last {
+            self.chunks = Some(buffer);
+            self.reply(250, (2, 0, 0), &format!("{size} octets received"));
             return Next::Continue;
         }
         if has_bare_line_end(&buffer) {
@@ -535,24 +545,31 @@ impl Session {
         self.accept_message(buffer).await
     }
 
-    async fn skip_chunk(&mut self, size: u64) {
-        let mut remaining = size as usize;
-        let timeout = Duration::from_secs(self.limits().data_timeout_secs);
-        if remaining > 0 {
-            let _ = self
-                .client
-                .conn
-                .read_until(timeout, |bytes| {
-                    let take = remaining.min(bytes.len());
-                    remaining -= take;
-                    (take, remaining == 0)
-                })
-                .await;
+    /// Reads and drops a chunk's bytes; false when the client went away first.
+    async fn skip_chunk(&mut self, size: u64) -> bool {
+        let mut remaining = size;
+        if remaining == 0 {
+            return true;
         }
+        let timeout = Duration::from_secs(self.limits().data_timeout_secs);
+        self.client
+            .conn
+            .read_until(timeout, |bytes| {
+                let take = remaining.min(bytes.len() as u64) as usize;
+                remaining -= take as u64;
+                (take, remaining == 0)
+            })
+            .await
+            .is_ok()
     }
 
-    /// Loop check, trace header, data stage, spool, reply.
+    /// Loop check, nesting check, trace header, data stage, spool, reply.
     async fn accept_message(&mut self, body: Vec<u8>) -> Next {
+        if crate::message::mime::exceeds_depth(&body, self.limits().max_mime_depth) {
+            self.reset();
+            self.reply(554, (5, 6, 0), "MIME nesting too deep");
+            return Next::Continue;
+        }
         let received_count =
             crate::message::header::HeaderBlock::parse(&body, 0).count(&body, "Received");
         if received_count > self.limits().max_received_headers {

@@ -209,7 +209,18 @@ impl Users {
         let tmp = self.path.with_extension("toml.tmp");
         {
             use std::io::Write;
-            let mut file = std::fs::File::create(&tmp).map_err(err)?;
+            use std::os::unix::fs::OpenOptionsExt;
+            // 0600: password hashes, and APOP secrets in plain text.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(err)?;
+            // An older file (or an umask-less create) may have left wider bits.
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(err)?;
             file.write_all(text.as_bytes()).map_err(err)?;
             file.sync_all().map_err(err)?;
         }

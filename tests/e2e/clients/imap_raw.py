@@ -1,0 +1,72 @@
+"""A raw IMAP client over implicit TLS that sends exactly the bytes it is given.
+Usage: imap_raw.py PORT STEPS_JSON
+STEPS_JSON is a list of [bytes_to_send (latin-1 text), what_to_wait_for]; what_to_wait_for is
+a tag (read until that tag's completion line), "+" (read until a continuation request or any
+tagged line), or "" (send only). Prints one JSON list: the greeting, then what each step read
+(latin-1 text; "<closed>" appended when the server closed the connection)."""
+import json
+import socket
+import ssl
+import sys
+
+port, steps = int(sys.argv[1]), json.loads(sys.argv[2])
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE  # the gateway's self-signed test certificate
+sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=60))
+pending = b""
+
+
+def read_line():
+    """One line with its CRLF, or None when the connection closed."""
+    global pending
+    while b"\r\n" not in pending:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionError, ssl.SSLError, socket.timeout):
+            chunk = b""
+        if not chunk:
+            return None
+        pending += chunk
+    line, _, pending = pending.partition(b"\r\n")
+    return line + b"\r\n"
+
+
+def read_until(tag):
+    global pending
+    got = b""
+    while True:
+        line = read_line()
+        if line is None:
+            return got.decode("latin-1") + "<closed>"
+        got += line
+        if tag == "+" and (line.startswith(b"+") or not line.startswith(b"*")):
+            return got.decode("latin-1")
+        if tag and tag != "+" and line.startswith(tag.encode() + b" "):
+            return got.decode("latin-1")
+        if line.startswith(b"* BYE"):
+            rest = read_line()
+            if rest is None:
+                return got.decode("latin-1") + "<closed>"
+            got += rest
+        # A literal in a response: read its bytes whole so they are not taken for lines.
+        if line.rstrip(b"\r\n").endswith(b"}") and b"{" in line:
+            size = int(line.rstrip(b"\r\n").rsplit(b"{", 1)[1][:-1].rstrip(b"+"))
+            while len(pending) < size:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return got.decode("latin-1") + "<closed>"
+                pending += chunk
+            got += pending[:size]
+            pending = pending[size:]
+
+
+out = [(read_line() or b"").decode("latin-1")]
+for data, wait in steps:
+    try:
+        sock.sendall(data.encode("latin-1"))
+    except (ConnectionError, ssl.SSLError):
+        out.append("<closed>")
+        break
+    out.append(read_until(wait) if wait else "")
+print(json.dumps(out))

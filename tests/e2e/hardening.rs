@@ -1,0 +1,336 @@
+//! Hostile input, end to end: what an unauthenticated or logged-in client sends must never
+//! crash, freeze or lose mail. Each test starts the real binary and attacks it as a client would.
+
+use mailgate_e2e::{probe_plugin, python, wait_until, Gateway, RawSmtp};
+use serde_json::Value;
+
+/// `levels` multiparts, each holding the next, around one text part.
+fn nested_multipart(levels: usize) -> String {
+    let mut raw = String::from("From: deep@client.test\r\nSubject: deep multipart\r\n");
+    for i in 0..levels {
+        raw.push_str(&format!(
+            "Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"
+        ));
+    }
+    raw.push_str("Content-Type: text/plain\r\n\r\nbottom\r\n");
+    for i in (0..levels).rev() {
+        raw.push_str(&format!("--b{i}--\r\n"));
+    }
+    raw
+}
+
+/// `levels` message/rfc822 parts, each the body of the one before.
+fn nested_messages(levels: usize) -> String {
+    let mut raw = String::from("From: deep@client.test\r\n");
+    for _ in 0..levels {
+        raw.push_str("Subject: wrapper\r\nContent-Type: message/rfc822\r\n\r\n");
+    }
+    raw.push_str("Subject: inner\r\n\r\nbottom\r\n");
+    raw
+}
+
+/// One message over plain SMTP; the reply to the end of DATA.
+fn send(gw: &Gateway, to: &str, data: &str) -> String {
+    let (mut smtp, _) = RawSmtp::connect(gw.inbound);
+    smtp.cmd("EHLO client.test");
+    assert!(smtp
+        .cmd("MAIL FROM:<sender@client.test>")
+        .starts_with("250"));
+    assert!(smtp.cmd(&format!("RCPT TO:<{to}>")).starts_with("250"));
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(format!("{data}.\r\n").as_bytes());
+    let reply = smtp.reply();
+    smtp.cmd("QUIT");
+    reply
+}
+
+/// The server answers a new SMTP connection and a NOOP.
+fn assert_alive(gw: &Gateway) {
+    let (mut smtp, greeting) = RawSmtp::connect(gw.inbound);
+    assert!(greeting.starts_with("220"), "greeting: {greeting:?}");
+    assert!(smtp.cmd("NOOP").starts_with("250"));
+}
+
+/// Raw IMAP over implicit TLS: the greeting, then what each (bytes, wait-for) step read.
+fn imap_raw(gw: &Gateway, steps: &[(&str, &str)]) -> Vec<String> {
+    let steps = serde_json::to_string(steps).expect("json");
+    let out: Value = serde_json::from_str(&python("imap_raw.py", &[&gw.imaps.to_string(), &steps]))
+        .expect("json");
+    out.as_array()
+        .expect("list")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+const LOGIN: (&str, &str) = ("l LOGIN alice@example.test pw-alice\r\n", "l");
+
+/// A file put into alice's Maildir by another program (as procmail or a migration would).
+fn store_directly(gw: &Gateway, name: &str, raw: &str) {
+    let maildir = gw.data().join("mail/example.test/alice");
+    for sub in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+    }
+    std::fs::write(maildir.join("new").join(name), raw).expect("store");
+}
+
+#[test]
+fn deeply_nested_message_is_refused_at_data_and_the_server_lives() {
+    let gw = Gateway::start("");
+    for data in [nested_multipart(2_000), nested_messages(2_000)] {
+        let reply = send(&gw, "alice@example.test", &data);
+        assert!(reply.starts_with("554 5.6.0"), "{reply}");
+        assert!(reply.contains("nesting"), "{reply}");
+        assert_alive(&gw);
+    }
+    // Within the bound: accepted as usual.
+    let reply = send(&gw, "alice@example.test", &nested_multipart(20));
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(gw.wait_mailbox("alice@example.test", 1).len(), 1);
+}
+
+#[test]
+fn configured_depth_bound_applies_at_data() {
+    let gw = Gateway::start("[limits]\nmax-mime-depth = 5\n");
+    let reply = send(&gw, "alice@example.test", &nested_multipart(6));
+    assert!(reply.starts_with("554 5.6.0"), "{reply}");
+    let reply = send(&gw, "alice@example.test", &nested_multipart(4));
+    assert!(reply.starts_with("250"), "{reply}");
+}
+
+#[test]
+fn stored_deep_messages_are_served_over_imap_and_pop3_after_restarts_too() {
+    let mut gw = Gateway::start("");
+    store_directly(&gw, "1.deep-multipart", &nested_multipart(2_000));
+    store_directly(&gw, "2.deep-messages", &nested_messages(20_000));
+    for round in 0..2 {
+        let out = imap_raw(
+            &gw,
+            &[
+                LOGIN,
+                ("s SELECT INBOX\r\n", "s"),
+                ("f FETCH 1:2 (BODYSTRUCTURE ENVELOPE RFC822.SIZE)\r\n", "f"),
+                ("g FETCH 1 BODY[1.1.1.1.1.MIME]\r\n", "g"),
+                ("h FETCH 2 (BODY[] BODY[1.1.1.HEADER])\r\n", "h"),
+                ("z LOGOUT\r\n", "z"),
+            ],
+        );
+        let fetched = &out[3];
+        assert!(fetched.contains("f OK"), "round {round}: {fetched}");
+        // The excess depth is one opaque leaf, for both kinds of nesting.
+        assert_eq!(
+            fetched.matches("\"application\" \"octet-stream\"").count(),
+            2,
+            "round {round}: {fetched}"
+        );
+        assert!(fetched.contains("\"deep multipart\""), "{fetched}");
+        assert!(
+            out[4].contains("g OK") && out[4].contains("boundary=\"b5\""),
+            "{}",
+            out[4]
+        );
+        assert!(
+            out[5].contains("h OK") && out[5].contains("Subject: wrapper"),
+            "{}",
+            out[5]
+        );
+        let pop = python(
+            "pop3_client.py",
+            &[
+                &gw.pop3s.to_string(),
+                "ssl",
+                "alice@example.test",
+                "pw-alice",
+                "retr:1",
+                "retr:2",
+                "quit",
+            ],
+        );
+        let steps: Vec<Value> = pop
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(steps.len(), 3, "{pop}");
+        let first = steps[0]["out"]["message"].as_str().expect("hex");
+        assert_eq!(
+            first.len(),
+            nested_multipart(2_000).len() * 2,
+            "RETR 1 whole"
+        );
+        let second = steps[1]["out"]["message"].as_str().expect("hex");
+        assert_eq!(
+            second.len(),
+            nested_messages(20_000).len() * 2,
+            "RETR 2 whole"
+        );
+        assert_alive(&gw);
+        gw.kill();
+        gw.launch();
+    }
+}
+
+#[test]
+fn deep_message_appended_over_imap_is_served() {
+    let gw = Gateway::start("");
+    let deep = nested_multipart(1_250);
+    let append = format!("a APPEND INBOX {{{}}}\r\n", deep.len());
+    let out = imap_raw(
+        &gw,
+        &[
+            LOGIN,
+            (&append, "+"),
+            (&format!("{deep}\r\n"), "a"),
+            ("s SELECT INBOX\r\n", "s"),
+            ("f FETCH 1 (BODYSTRUCTURE)\r\n", "f"),
+        ],
+    );
+    assert!(out[3].contains("a OK"), "{}", out[3]);
+    assert!(
+        out[5].contains("f OK") && out[5].contains("octet-stream"),
+        "{}",
+        out[5]
+    );
+    assert!(wait_until(5, || {
+        RawSmtp::connect(gw.inbound).1.starts_with("220")
+    }));
+}
+
+/// An SMTP session in a transaction to alice.
+fn in_transaction(gw: &Gateway) -> RawSmtp {
+    let (mut smtp, _) = RawSmtp::connect(gw.inbound);
+    assert!(smtp.cmd("EHLO client.test").contains("CHUNKING"));
+    assert!(smtp
+        .cmd("MAIL FROM:<sender@client.test>")
+        .starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    smtp
+}
+
+#[test]
+fn every_bdat_chunk_is_answered_zero_sized_ones_too() {
+    let gw = Gateway::start("");
+    let mut smtp = in_transaction(&gw);
+    // Nothing follows these commands: the server must answer without waiting for more bytes.
+    assert!(smtp.cmd("BDAT 0").starts_with("250"));
+    let body = "Subject: chunked\r\n\r\nin two chunks\r\n";
+    smtp.send(format!("BDAT {}\r\n{body}", body.len()).as_bytes());
+    assert!(smtp.reply().starts_with("250"));
+    let reply = smtp.cmd("BDAT 0 LAST");
+    assert!(
+        reply.starts_with("250") && reply.contains("queued"),
+        "{reply}"
+    );
+    let mail = gw.wait_mailbox("alice@example.test", 1);
+    assert!(mail[0].contains("in two chunks"));
+    // An empty message in one empty last chunk is answered too.
+    let mut smtp = in_transaction(&gw);
+    assert!(smtp.cmd("BDAT 0 LAST").starts_with("250"));
+}
+
+#[test]
+fn bdat_sizes_that_overflow_are_refused_and_the_session_goes_on() {
+    let gw = Gateway::start("[limits]\nmax-message-bytes = 100000\n");
+    let mut smtp = in_transaction(&gw);
+    smtp.send(b"BDAT 1\r\nX");
+    assert!(smtp.reply().starts_with("250"));
+    // 1 + u64::MAX wraps around: must be refused, not buffered; such a chunk is never read,
+    // so the connection closes after the reply.
+    let reply = smtp.cmd("BDAT 18446744073709551615 LAST");
+    assert!(reply.starts_with("552 5.3.4"), "{reply}");
+    assert_eq!(smtp.reply(), "", "closed after an unreadable chunk");
+    assert!(gw.mailbox("alice@example.test").is_empty());
+    // A chunk over the limit is read, dropped and refused; the connection stays usable.
+    let mut smtp = in_transaction(&gw);
+    let big = vec![b'a'; 100_001];
+    smtp.send(b"BDAT 100001\r\n");
+    smtp.send(&big);
+    assert!(smtp.reply().starts_with("552 5.3.4"));
+    assert!(
+        smtp.cmd("NOOP").starts_with("250"),
+        "chunk bytes not taken for commands"
+    );
+    assert!(smtp.cmd("RSET").starts_with("250"));
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_changes_nothing() {
+    let gw = Gateway::start("");
+    // A message the first server is receiving right now.
+    let in_flight = gw.data().join("queue/tmp/in-flight");
+    std::fs::write(&in_flight, "half a message").expect("tmp");
+    let mut second = std::process::Command::new(mailgate_e2e::binary())
+        .args(["serve", "--config"])
+        .arg(gw.config_path())
+        .env("MAILGATE_PLUGIN_DIR", mailgate_e2e::plugin_dir())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("second serve");
+    let mut status = None;
+    assert!(wait_until(20, || {
+        status = second.try_wait().expect("wait");
+        status.is_some()
+    }));
+    assert!(!status.expect("exited").success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(
+        stderr.contains("in use by another mailgate server"),
+        "{stderr}"
+    );
+    assert!(
+        in_flight.exists(),
+        "the first server's queue/tmp was touched"
+    );
+    assert_alive(&gw);
+}
+
+#[test]
+fn secrets_and_trusted_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    // One plugin, so that there is a compiled artifact in the cache.
+    let mut gw = Gateway::start(&probe_plugin("probe", "connect", ""));
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&gw.data()), 0o700, "data dir");
+    assert_eq!(mode(&gw.data().join("users.toml")), 0o600, "users file");
+    let cache = gw.data().join("cache");
+    assert_eq!(mode(&cache), 0o700, "plugin cache");
+    let artifacts: Vec<_> = std::fs::read_dir(&cache)
+        .expect("cache")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(!artifacts.is_empty());
+    for artifact in &artifacts {
+        assert_eq!(mode(artifact), 0o600, "{}", artifact.display());
+    }
+    // A cache others can write is not trusted: plugins are compiled afresh instead.
+    gw.kill();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    gw.launch();
+    assert!(gw.log().contains("writable by others"), "{}", gw.log());
+    assert_eq!(
+        send(&gw, "alice@example.test", "Subject: hi\r\n\r\nhi\r\n").get(..3),
+        Some("250")
+    );
+    // A tampered artifact is refused (its recorded hash no longer matches) and replaced.
+    gw.kill();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let mut bytes = std::fs::read(&artifacts[0]).expect("artifact");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&artifacts[0], bytes).expect("tamper");
+    gw.launch();
+    assert!(
+        gw.log().contains("does not match its recorded hash"),
+        "{}",
+        gw.log()
+    );
+    assert_alive(&gw);
+}
