@@ -53,9 +53,30 @@ fn assert_alive(gw: &Gateway) {
 
 /// Raw IMAP over implicit TLS: the greeting, then what each (bytes, wait-for) step read.
 fn imap_raw(gw: &Gateway, steps: &[(&str, &str)]) -> Vec<String> {
-    let steps = serde_json::to_string(steps).expect("json");
-    let out: Value = serde_json::from_str(&python("imap_raw.py", &[&gw.imaps.to_string(), &steps]))
-        .expect("json");
+    use std::io::Write;
+    let script = mailgate_e2e::root().join("tests/e2e/clients/imap_raw.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(gw.imaps.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let steps = serde_json::to_vec(steps).expect("json");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&steps)
+        .expect("steps");
+    let out = child.wait_with_output().expect("imap_raw.py");
+    assert!(
+        out.status.success(),
+        "imap_raw.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out: Value = serde_json::from_slice(&out.stdout).expect("json");
     out.as_array()
         .expect("list")
         .iter()
@@ -333,4 +354,63 @@ fn secrets_and_trusted_files_are_private() {
         gw.log()
     );
     assert_alive(&gw);
+}
+
+#[test]
+fn pre_login_literals_over_the_budget_get_no_continuation() {
+    let gw = Gateway::start("");
+    let out = imap_raw(
+        &gw,
+        &[
+            ("a LOGIN {70000}\r\n", "a"),
+            ("b NOOP\r\n", "b"),
+            // Within the budget: the continuation comes.
+            ("c LOGIN {20}\r\n", "+"),
+        ],
+    );
+    assert!(out[1].starts_with("a NO [TOOBIG]"), "{}", out[1]);
+    assert!(!out[1].contains('+'), "no continuation: {}", out[1]);
+    assert!(out[2].contains("b OK"), "{}", out[2]);
+    assert!(out[3].starts_with('+'), "{}", out[3]);
+    // Several literals, each small, together over the budget; LITERAL+ bytes would follow
+    // regardless, so the server says BYE instead of reading them.
+    let x = "x".repeat(40_000);
+    let login = format!("a LOGIN {{40000+}}\r\n{x} {{40000+}}\r\n");
+    let out = imap_raw(&gw, &[(&login, "a")]);
+    assert!(
+        out[1].contains("* BYE") && out[1].ends_with("<closed>"),
+        "{}",
+        out[1]
+    );
+    assert_alive(&gw);
+}
+
+#[test]
+fn literal_plus_append_of_a_mebibyte() {
+    let gw = Gateway::start("");
+    let mut message = String::from("Subject: big\r\n\r\n");
+    while message.len() < 1 << 20 {
+        message.push_str("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n");
+    }
+    message.truncate(1 << 20);
+    let append = format!("a APPEND INBOX {{{}+}}\r\n{message}\r\n", message.len());
+    let out = imap_raw(
+        &gw,
+        &[
+            LOGIN,
+            (&append, "a"),
+            ("s SELECT INBOX\r\n", "s"),
+            ("f FETCH 1 RFC822.SIZE\r\n", "f"),
+        ],
+    );
+    assert!(
+        out[2].starts_with("a OK"),
+        "{}",
+        &out[2][..out[2].len().min(200)]
+    );
+    assert!(
+        out[4].contains(&format!("RFC822.SIZE {}", 1 << 20)),
+        "{}",
+        out[4]
+    );
 }

@@ -1,16 +1,16 @@
-//! One IMAP connection: NOT AUTHENTICATED -> AUTHENTICATED -> SELECTED -> LOGOUT. Commands
-//! arrive through `imap-codec` (synchronising literals get a `+` continuation; LITERAL+ ones do
-//! not; literals over the limit are refused before a byte of them is read). ID, NAMESPACE and
-//! UID EXPUNGE, which imap-codec 1.0 does not parse, are recognised here.
+//! One IMAP connection: NOT AUTHENTICATED -> AUTHENTICATED -> SELECTED -> LOGOUT. The framer
+//! cuts whole commands out of the stream (synchronising literals get a `+` continuation;
+//! LITERAL+ ones do not; literals over the budget — 64 KiB a command before login, a message's
+//! size after — are refused before a byte of them is read), then `imap-codec` parses each once.
+//! ID, NAMESPACE and UID EXPUNGE, which imap-codec 1.0 does not parse, are recognised here.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use imap_codec::decode::{CommandDecodeError, Decoder};
+use imap_codec::decode::Decoder;
 use imap_codec::imap_types::command::{Command, CommandBody};
-use imap_codec::imap_types::core::LiteralMode;
 use imap_codec::imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItemName};
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
@@ -18,6 +18,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::StatusDataItemName;
 use imap_codec::CommandCodec;
 
+use super::framing::{self, Budget, Frame, Framer};
 use super::search::{self, Candidate};
 use super::wire;
 use crate::config::TlsMode;
@@ -31,8 +32,8 @@ use crate::store::retrieval::{self, View};
 
 /// RFC 3501 §5.4: at least 30 minutes before an idle client is logged out.
 const AUTOLOGOUT: Duration = Duration::from_secs(1800);
-/// Longest command, literals excluded.
-const MAX_COMMAND: usize = 64 * 1024;
+/// Before login a command carries at most this much, literals included.
+const PRE_LOGIN_COMMAND: u64 = 64 * 1024;
 /// How often IDLE looks for changes.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -72,10 +73,8 @@ pub struct ImapSession {
     user: Option<String>,
     auth_failures: u32,
     selected: Option<Selected>,
-    /// Bytes received and not yet parsed as a command.
-    input: Vec<u8>,
-    /// The rest of a line already answered with BAD is still arriving: drop it up to CRLF.
-    skipping_line: bool,
+    /// Bytes received, cut into whole commands.
+    framer: Framer,
 }
 
 fn flags_text(letters: Flags, recent: bool) -> String {
@@ -154,8 +153,7 @@ impl ImapSession {
             user: None,
             auth_failures: 0,
             selected: None,
-            input: Vec::new(),
-            skipping_line: false,
+            framer: Framer::new(),
         }
     }
 
@@ -186,16 +184,31 @@ impl ImapSession {
         caps.join(" ")
     }
 
-    /// More bytes from the client into `input`; false when the connection is gone.
+    /// More bytes from the client into the framer; an error when the connection is gone.
     async fn receive(&mut self, timeout: Duration) -> Result<(), Line> {
-        let input = &mut self.input;
+        let framer = &mut self.framer;
         self.client
             .conn
             .read_until(timeout, |bytes| {
-                input.extend_from_slice(bytes);
+                framer.push(bytes);
                 (bytes.len(), true)
             })
             .await
+    }
+
+    /// What one command may carry: little before login, a message's worth after.
+    fn budget(&self) -> Budget {
+        if self.user.is_none() {
+            return Budget {
+                literal: PRE_LOGIN_COMMAND,
+                command: PRE_LOGIN_COMMAND,
+            };
+        }
+        let literal = self.shared.config.limits.max_message_bytes as u64;
+        Budget {
+            literal,
+            command: literal.saturating_add(1 << 20),
+        }
     }
 
     pub async fn run(mut self) {
@@ -204,100 +217,67 @@ impl ImapSession {
             self.capabilities()
         );
         self.send(&greeting);
-        let max_literal = self.shared.config.limits.max_message_bytes as u32;
-        let mut allowed = MAX_COMMAND;
         loop {
-            if self.skipping_line {
-                match self.input.windows(2).position(|w| w == b"\r\n") {
-                    Some(end) => {
-                        self.input.drain(..end + 2);
-                        self.skipping_line = false;
-                    }
-                    None => {
-                        self.input.clear();
-                        if self.receive(AUTOLOGOUT).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
+            let budget = self.budget();
+            let next = match self.framer.next(budget) {
+                Frame::NeedMore => match self.receive(AUTOLOGOUT).await {
+                    Ok(()) => Next::Continue,
+                    Err(_) => Next::Close,
+                },
+                Frame::Continue => {
+                    self.send("+ Ready for literal data");
+                    Next::Continue
                 }
-            }
-            if let Some(next) = self.special_command().await {
-                if matches!(next, Next::Close) {
-                    break;
-                }
-                allowed = MAX_COMMAND;
-                continue;
-            }
-            let input = std::mem::take(&mut self.input);
-            // `next`: None means "need more bytes"; `keep` is where unparsed input resumes.
-            let (next, keep) = match CommandCodec::default().decode(&input) {
-                Ok((rest, command)) => {
-                    // The command may read more (AUTHENTICATE, IDLE) or drop input (STARTTLS).
-                    self.input = rest.to_vec();
-                    (Some(self.command(command).await), None)
-                }
-                Err(CommandDecodeError::LiteralFound { tag, length, mode }) => {
-                    if length > max_literal {
-                        let tag = tag.as_ref().to_string();
-                        if mode == LiteralMode::Sync {
-                            self.send(&format!("{tag} NO [TOOBIG] Literal of {length} octets is over the limit of {max_literal}"));
-                            // The client waits for a continuation it will not get: drop the line.
-                            (Some(Next::Continue), Some(input.len()))
-                        } else {
-                            self.send("* BYE Literal too large");
-                            (Some(Next::Close), Some(input.len()))
-                        }
+                Frame::LiteralRefused { tag, length, sync } => {
+                    let limit = budget.literal.min(budget.command);
+                    if sync {
+                        self.send(&format!(
+                            "{tag} NO [TOOBIG] Literal of {length} octets is over the limit of {limit}"
+                        ));
+                        Next::Continue
                     } else {
-                        if mode == LiteralMode::Sync {
-                            self.send("+ Ready for literal data");
-                        }
-                        allowed = allowed.saturating_add(length as usize);
-                        (None, Some(0))
+                        // Its bytes are coming regardless: close rather than read them.
+                        self.send("* BYE Literal too large");
+                        Next::Close
                     }
                 }
-                Err(CommandDecodeError::Incomplete) if input.len() > allowed => {
-                    self.send("* BYE Command line too long");
-                    (Some(Next::Close), Some(input.len()))
+                Frame::LineTooLong { tag } => {
+                    self.send(&format!("{tag} BAD Command line too long"));
+                    Next::Continue
                 }
-                Err(CommandDecodeError::Incomplete) => (None, Some(0)),
-                Err(CommandDecodeError::Failed) => {
-                    // Skip the bad line (all of it, even the part still to come); answer with
-                    // its tag when there is one.
-                    let crlf = input.windows(2).position(|w| w == b"\r\n");
-                    self.skipping_line = crlf.is_none();
-                    let end = crlf.map_or(input.len(), |p| p + 2);
-                    let line = String::from_utf8_lossy(&input[..end]);
-                    let tag = line
-                        .split_whitespace()
-                        .next()
-                        .filter(|t| t.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
-                        .unwrap_or("*")
-                        .to_string();
-                    self.send(&format!("{tag} BAD Command not understood"));
-                    (Some(Next::Continue), Some(end))
-                }
+                Frame::Command(bytes) => self.dispatch(&bytes).await,
             };
-            if let Some(keep) = keep {
-                self.input = input[keep.min(input.len())..].to_vec();
-            }
-            match next {
-                Some(Next::Close) => break,
-                Some(Next::Continue) => allowed = MAX_COMMAND,
-                None => {}
-            }
-            let complete_line = self.input.windows(2).any(|w| w == b"\r\n");
-            if (next.is_none() || !complete_line) && self.receive(AUTOLOGOUT).await.is_err() {
+            if matches!(next, Next::Close) {
                 break;
             }
         }
         let _ = self.client.conn.flush().await;
     }
 
+    /// One whole command: ours (ID, NAMESPACE, UID EXPUNGE) or imap-codec's.
+    async fn dispatch(&mut self, bytes: &[u8]) -> Next {
+        if let Some(next) = self.special_command(bytes) {
+            return next;
+        }
+        match CommandCodec::default().decode(bytes) {
+            Ok((_, command)) => self.command(command).await,
+            Err(_) => {
+                let line = String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).into_owned();
+                let tag = line
+                    .split_whitespace()
+                    .next()
+                    .filter(|t| t.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
+                    .unwrap_or("*")
+                    .to_string();
+                self.send(&format!("{tag} BAD Command not understood"));
+                Next::Continue
+            }
+        }
+    }
+
     /// ID, NAMESPACE and UID EXPUNGE, handled before imap-codec sees the line.
-    async fn special_command(&mut self) -> Option<Next> {
-        let end = self.input.windows(2).position(|w| w == b"\r\n")?;
-        let line = String::from_utf8_lossy(&self.input[..end]).into_owned();
+    fn special_command(&mut self, command: &[u8]) -> Option<Next> {
+        let line = String::from_utf8_lossy(command.strip_suffix(b"\r\n")?).into_owned();
         let mut words = line.split_whitespace();
         let tag = words.next()?.to_string();
         let verb = words.next()?.to_ascii_uppercase();
@@ -332,10 +312,6 @@ impl ImapSession {
             }
             _ => return None,
         };
-        self.input.drain(..end + 2);
-        if !self.input.windows(2).any(|w| w == b"\r\n") && self.receive(AUTOLOGOUT).await.is_err() {
-            return Some(Next::Close);
-        }
         Some(next)
     }
 
@@ -499,7 +475,7 @@ impl ImapSession {
         };
         self.send(&format!("{tag} OK Begin TLS negotiation now"));
         // Bytes pipelined behind STARTTLS came in the clear: they are dropped.
-        self.input.clear();
+        self.framer.clear();
         if self.client.start_tls(&acceptor).await {
             Next::Continue
         } else {
@@ -511,14 +487,15 @@ impl ImapSession {
     async fn sasl_response(&mut self) -> Option<Vec<u8>> {
         self.send("+ ");
         loop {
-            if let Some(end) = self.input.windows(2).position(|w| w == b"\r\n") {
-                let line: Vec<u8> = self.input.drain(..end + 2).take(end).collect();
+            if let Some(line) = self.framer.take_line() {
                 if line == b"*" {
                     return None;
                 }
                 return mail_parser::decoders::base64::base64_decode(&line);
             }
-            if self.input.len() > MAX_COMMAND || self.receive(AUTOLOGOUT).await.is_err() {
+            if self.framer.buffered().len() > framing::MAX_LINE
+                || self.receive(AUTOLOGOUT).await.is_err()
+            {
                 return None;
             }
         }
@@ -757,8 +734,7 @@ impl ImapSession {
     async fn idle(&mut self, tag: &str) -> Next {
         self.send("+ idling");
         loop {
-            if let Some(end) = self.input.windows(2).position(|w| w == b"\r\n") {
-                let line: Vec<u8> = self.input.drain(..end + 2).take(end).collect();
+            if let Some(line) = self.framer.take_line() {
                 if line.eq_ignore_ascii_case(b"DONE") {
                     self.send(&format!("{tag} OK IDLE terminated"));
                 } else {

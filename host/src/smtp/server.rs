@@ -39,6 +39,8 @@ pub struct Shared {
     deliveries: mpsc::UnboundedSender<String>,
     relay: QueueManager,
     quarantine_dir: PathBuf,
+    /// Password checks running at once (argon2 takes ~19 MiB and milliseconds each).
+    password_checks: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -72,8 +74,13 @@ impl Shared {
         Ok(())
     }
 
-    /// Checks a password off the async threads (argon2 takes milliseconds on purpose).
+    /// Checks a password off the async threads (argon2 takes milliseconds on purpose), at most
+    /// one check per core at a time, so that a flood of logins queues instead of exhausting
+    /// memory.
     pub async fn verify_password(&self, user: &str, password: String) -> bool {
+        let Ok(_permit) = self.password_checks.clone().acquire_owned().await else {
+            return false;
+        };
         let (users, user) = (self.users.get(), user.to_string());
         tokio::task::spawn_blocking(move || users.verify(&user, &password))
             .await
@@ -247,6 +254,9 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         deliveries: deliveries.clone(),
         relay: relay.clone(),
         quarantine_dir: data_dir.join("quarantine"),
+        password_checks: Arc::new(Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        )),
     });
     // Recovery: whatever was acknowledged before a stop is delivered now.
     let recovered = spool.list()?;

@@ -1,6 +1,6 @@
 """A raw IMAP client over implicit TLS that sends exactly the bytes it is given.
-Usage: imap_raw.py PORT STEPS_JSON
-STEPS_JSON is a list of [bytes_to_send (latin-1 text), what_to_wait_for]; what_to_wait_for is
+Usage: imap_raw.py PORT < STEPS_JSON
+STEPS_JSON (on standard input: it may be large) is a list of [bytes_to_send (latin-1 text), what_to_wait_for]; what_to_wait_for is
 a tag (read until that tag's completion line), "+" (read until a continuation request or any
 tagged line), or "" (send only). Prints one JSON list: the greeting, then what each step read
 (latin-1 text; "<closed>" appended when the server closed the connection)."""
@@ -9,7 +9,7 @@ import socket
 import ssl
 import sys
 
-port, steps = int(sys.argv[1]), json.loads(sys.argv[2])
+port, steps = int(sys.argv[1]), json.load(sys.stdin)
 context = ssl.create_default_context()
 context.check_hostname = False
 context.verify_mode = ssl.CERT_NONE  # the gateway's self-signed test certificate
