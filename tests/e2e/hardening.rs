@@ -414,3 +414,108 @@ fn literal_plus_append_of_a_mebibyte() {
         out[4]
     );
 }
+
+/// Starts imap_raw.py in the background with `steps`; the caller collects its output.
+fn imap_raw_background(gw: &Gateway, steps: &[(String, String)]) -> std::process::Child {
+    use std::io::Write;
+    let script = mailgate_e2e::root().join("tests/e2e/clients/imap_raw.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(gw.imaps.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let steps = serde_json::to_vec(steps).expect("json");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&steps)
+        .expect("steps");
+    child
+}
+
+/// How long a new client waits for the SMTP greeting, and for an IMAP NOOP's answer.
+fn greeting_and_noop_latency(gw: &Gateway) -> (std::time::Duration, std::time::Duration) {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    let (_, greeting) = RawSmtp::connect(gw.inbound);
+    let smtp = started.elapsed();
+    assert!(greeting.starts_with("220"), "{greeting}");
+    let mut imap = std::net::TcpStream::connect(("127.0.0.1", gw.imap)).expect("imap");
+    imap.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"\r\n") {
+        let n = imap.read(&mut buf).expect("greeting");
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let started = std::time::Instant::now();
+    imap.write_all(b"n NOOP\r\n").expect("noop");
+    got.clear();
+    while !got.windows(5).any(|w| w == b"n OK ") {
+        let n = imap.read(&mut buf).expect("noop reply");
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    (smtp, started.elapsed())
+}
+
+#[test]
+fn searches_with_many_keys_do_not_stall_other_clients() {
+    let gw = Gateway::start("");
+    let body = "lorem ipsum dolor sit amet, consectetur adipiscing elit\r\n".repeat(150);
+    for n in 0..300 {
+        store_directly(
+            &gw,
+            &format!("{n}.stored"),
+            &format!("From: x@client.test\r\nSubject: message {n}\r\n\r\n{body}"),
+        );
+    }
+    // Every key holds for every message, so none is skipped.
+    let flat: String = (0..1000).map(|k| format!(" NOT SUBJECT zz{k}")).collect();
+    let heavy: String = (0..1000).map(|k| format!(" NOT BODY zz{k}")).collect();
+    let steps: Vec<(String, String)> = vec![
+        (LOGIN.0.into(), "l".into()),
+        ("s SELECT INBOX\r\n".into(), "s".into()),
+        (format!("f SEARCH{flat}\r\n"), "f".into()),
+        (format!("h SEARCH{heavy}\r\n"), "h".into()),
+    ];
+    let mut sessions = [
+        imap_raw_background(&gw, &steps),
+        imap_raw_background(&gw, &steps),
+    ];
+    let mut worst = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let mut samples = 0;
+    while sessions
+        .iter_mut()
+        .any(|s| s.try_wait().expect("wait").is_none())
+    {
+        let (smtp, noop) = greeting_and_noop_latency(&gw);
+        worst = (worst.0.max(smtp), worst.1.max(noop));
+        samples += 1;
+    }
+    assert!(samples > 0);
+    // Before SEARCH left the async workers, a greeting waited 45 s behind two such searches.
+    assert!(
+        worst.0 < std::time::Duration::from_secs(2) && worst.1 < std::time::Duration::from_secs(2),
+        "worst greeting {:?}, worst NOOP {:?} over {samples} samples",
+        worst.0,
+        worst.1
+    );
+    for session in sessions {
+        let out = session.wait_with_output().expect("output");
+        let out: Value = serde_json::from_slice(&out.stdout).expect("json");
+        let flat = out[3].as_str().expect("flat");
+        let found = flat
+            .lines()
+            .find(|l| l.starts_with("* SEARCH"))
+            .unwrap_or_else(|| panic!("{flat}"));
+        assert_eq!(found.split_whitespace().count(), 2 + 300, "{found}");
+        let heavy = out[4].as_str().expect("heavy");
+        assert!(heavy.starts_with("h NO [LIMIT]"), "{heavy}");
+    }
+}

@@ -1,5 +1,7 @@
 //! SEARCH: the keys of RFC 3501 §6.4.4 evaluated against one message.
 
+use std::cell::{Cell, OnceCell};
+
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
@@ -14,9 +16,50 @@ pub struct Candidate<'a> {
     pub recent: bool,
     pub size: u64,
     pub internal_date: u64,
-    /// Loads the message (only keys on headers and text need it).
-    pub load: &'a dyn Fn() -> Option<Message>,
+    /// The message, read and parsed at most once however many keys look at it.
+    pub message: &'a LazyMessage<'a>,
+    /// Work done for this command so far (bytes examined, and a little per key), shared by
+    /// every candidate: the session stops a search that runs over its budget.
+    pub work: &'a Cell<u64>,
 }
+
+/// A message loaded on first use, with the lower-cased texts that BODY and TEXT keys search.
+pub struct LazyMessage<'a> {
+    load: &'a dyn Fn() -> Option<Message>,
+    loaded: OnceCell<Option<Loaded>>,
+}
+
+struct Loaded {
+    message: Message,
+    body: OnceCell<String>,
+    text: OnceCell<String>,
+    sent_day: OnceCell<Option<i64>>,
+}
+
+impl<'a> LazyMessage<'a> {
+    pub fn new(load: &'a dyn Fn() -> Option<Message>) -> LazyMessage<'a> {
+        LazyMessage {
+            load,
+            loaded: OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> Option<&Loaded> {
+        self.loaded
+            .get_or_init(|| {
+                (self.load)().map(|message| Loaded {
+                    message,
+                    body: OnceCell::new(),
+                    text: OnceCell::new(),
+                    sent_day: OnceCell::new(),
+                })
+            })
+            .as_ref()
+    }
+}
+
+/// Each key evaluated costs at least this much work.
+const KEY_COST: u64 = 64;
 
 /// True when `n` is in the set; `*` is `largest`.
 pub fn in_set(set: &SequenceSet, n: u32, largest: u32) -> bool {
@@ -44,9 +87,11 @@ fn naive_day(date: &imap_codec::imap_types::datetime::NaiveDate) -> i64 {
     (*d - epoch).num_days()
 }
 
-fn contains(haystack: &str, needle: &[u8]) -> bool {
+/// Case-insensitive substring test; `haystack` is already lower case.
+fn contains_lower(haystack: &str, needle: &[u8], work: &Cell<u64>) -> bool {
+    work.set(work.get().saturating_add(haystack.len() as u64));
     let needle = String::from_utf8_lossy(needle).to_lowercase();
-    haystack.to_lowercase().contains(&needle)
+    haystack.contains(&needle)
 }
 
 fn header_text(message: &Message, name: &str) -> String {
@@ -56,18 +101,37 @@ fn header_text(message: &Message, name: &str) -> String {
         .map(|h| format!("{} {}", h.raw, h.decoded))
         .collect::<Vec<_>>()
         .join(" ")
+        .to_lowercase()
 }
 
+/// The Date header's own calendar day, in the time zone it was written in (RFC 3501
+/// §6.4.4 ignores time and time zone), as days since 1970-01-01.
 fn sent_day(message: &Message) -> Option<i64> {
-    let parsed = mail_parser::MessageParser::default().parse_headers(message.raw())?;
+    let header = &message.raw()[..message.header_block().body_start];
+    let parsed = mail_parser::MessageParser::default().parse_headers(header)?;
     let date = parsed.date()?;
-    Some(day(date.to_timestamp().max(0) as u64))
+    let day = chrono::NaiveDate::from_ymd_opt(
+        i32::from(date.year),
+        u32::from(date.month),
+        u32::from(date.day),
+    )?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    Some((day - epoch).num_days())
 }
 
 /// Evaluates `key` for one message; `largest` (seq, uid) resolve `*`.
 pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, largest: (u32, u32)) -> bool {
+    c.work.set(c.work.get().saturating_add(KEY_COST));
     let flag = |f: char| c.flags.contains(f);
-    let message = || (c.load)();
+    let loaded = || c.message.get();
+    let sent = |test: &dyn Fn(i64) -> bool| {
+        loaded()
+            .and_then(|l| *l.sent_day.get_or_init(|| sent_day(&l.message)))
+            .is_some_and(test)
+    };
+    let in_header = |name: &str, needle: &[u8]| {
+        loaded().is_some_and(|l| contains_lower(&header_text(&l.message, name), needle, c.work))
+    };
     match key {
         SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c, largest)),
         SearchKey::SequenceSet(set) => in_set(set, c.seq, largest.0),
@@ -93,39 +157,94 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, largest: (u32, u32)) -> b
         SearchKey::Before(d) => day(c.internal_date) < naive_day(d),
         SearchKey::On(d) => day(c.internal_date) == naive_day(d),
         SearchKey::Since(d) => day(c.internal_date) >= naive_day(d),
-        SearchKey::SentBefore(d) => message()
-            .and_then(|m| sent_day(&m))
-            .is_some_and(|s| s < naive_day(d)),
-        SearchKey::SentOn(d) => message()
-            .and_then(|m| sent_day(&m))
-            .is_some_and(|s| s == naive_day(d)),
-        SearchKey::SentSince(d) => message()
-            .and_then(|m| sent_day(&m))
-            .is_some_and(|s| s >= naive_day(d)),
-        SearchKey::From(s) => {
-            message().is_some_and(|m| contains(&header_text(&m, "From"), s.as_ref()))
-        }
-        SearchKey::To(s) => message().is_some_and(|m| contains(&header_text(&m, "To"), s.as_ref())),
-        SearchKey::Cc(s) => message().is_some_and(|m| contains(&header_text(&m, "Cc"), s.as_ref())),
-        SearchKey::Bcc(s) => {
-            message().is_some_and(|m| contains(&header_text(&m, "Bcc"), s.as_ref()))
-        }
-        SearchKey::Subject(s) => {
-            message().is_some_and(|m| contains(&header_text(&m, "Subject"), s.as_ref()))
-        }
-        SearchKey::Header(name, value) => message().is_some_and(|m| {
+        SearchKey::SentBefore(d) => sent(&|s| s < naive_day(d)),
+        SearchKey::SentOn(d) => sent(&|s| s == naive_day(d)),
+        SearchKey::SentSince(d) => sent(&|s| s >= naive_day(d)),
+        SearchKey::From(s) => in_header("From", s.as_ref()),
+        SearchKey::To(s) => in_header("To", s.as_ref()),
+        SearchKey::Cc(s) => in_header("Cc", s.as_ref()),
+        SearchKey::Bcc(s) => in_header("Bcc", s.as_ref()),
+        SearchKey::Subject(s) => in_header("Subject", s.as_ref()),
+        SearchKey::Header(name, value) => loaded().is_some_and(|l| {
             let name = String::from_utf8_lossy(name.as_ref()).into_owned();
-            !m.header(&name).is_empty() && contains(&header_text(&m, &name), value.as_ref())
+            !l.message.header(&name).is_empty()
+                && contains_lower(&header_text(&l.message, &name), value.as_ref(), c.work)
         }),
-        SearchKey::Body(s) => {
-            message().is_some_and(|m| contains(&String::from_utf8_lossy(m.body()), s.as_ref()))
-        }
-        SearchKey::Text(s) => {
-            message().is_some_and(|m| contains(&String::from_utf8_lossy(m.raw()), s.as_ref()))
-        }
+        SearchKey::Body(s) => loaded().is_some_and(|l| {
+            let body = l
+                .body
+                .get_or_init(|| String::from_utf8_lossy(l.message.body()).to_lowercase());
+            contains_lower(body, s.as_ref(), c.work)
+        }),
+        SearchKey::Text(s) => loaded().is_some_and(|l| {
+            let text = l
+                .text
+                .get_or_init(|| String::from_utf8_lossy(l.message.raw()).to_lowercase());
+            contains_lower(text, s.as_ref(), c.work)
+        }),
         SearchKey::Not(k) => !matches(k, c, largest),
         SearchKey::Or(a, b) => matches(a, c, largest) || matches(b, c, largest),
         #[allow(unreachable_patterns)]
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imap_codec::decode::Decoder;
+    use imap_codec::imap_types::command::CommandBody;
+    use imap_codec::CommandCodec;
+
+    fn search(criteria: &str, raw: &[u8], loads: &Cell<u32>) -> bool {
+        let line = format!("t SEARCH {criteria}\r\n");
+        let (_, command) = CommandCodec::default()
+            .decode(line.as_bytes())
+            .expect("command");
+        let CommandBody::Search { criteria, .. } = command.body else {
+            panic!("not a search");
+        };
+        let load = || {
+            loads.set(loads.get() + 1);
+            Some(Message::new(raw.to_vec()))
+        };
+        let message = LazyMessage::new(&load);
+        let work = Cell::new(0);
+        let candidate = Candidate {
+            seq: 1,
+            uid: 1,
+            flags: Flags::default(),
+            recent: false,
+            size: raw.len() as u64,
+            internal_date: 0,
+            message: &message,
+            work: &work,
+        };
+        matches(&criteria, &candidate, (1, 1))
+    }
+
+    const MAIL: &[u8] =
+        b"Date: Tue, 24 Nov 2026 23:30:00 -0500\r\nSubject: Quarterly Report\r\n\r\nThe Body text\r\n";
+
+    #[test]
+    fn many_keys_load_the_message_once() {
+        let loads = Cell::new(0);
+        let keys: String = (0..200).map(|k| format!("NOT SUBJECT zz{k} ")).collect();
+        assert!(search(
+            &format!("{keys}BODY body TEXT quarterly"),
+            MAIL,
+            &loads
+        ));
+        assert_eq!(loads.get(), 1);
+    }
+
+    #[test]
+    fn sent_dates_use_the_day_written_in_the_header() {
+        // 23:30 at -0500 is already the 25th in UTC; the header says the 24th.
+        let loads = Cell::new(0);
+        assert!(search("SENTON 24-Nov-2026", MAIL, &loads));
+        assert!(!search("SENTON 25-Nov-2026", MAIL, &loads));
+        assert!(search("SENTBEFORE 25-Nov-2026", MAIL, &loads));
+        assert!(search("SENTSINCE 24-Nov-2026", MAIL, &loads));
     }
 }

@@ -34,6 +34,8 @@ use crate::store::retrieval::{self, View};
 const AUTOLOGOUT: Duration = Duration::from_secs(1800);
 /// Before login a command carries at most this much, literals included.
 const PRE_LOGIN_COMMAND: u64 = 64 * 1024;
+/// Work one SEARCH may do: bytes of text examined, plus 64 per key and message.
+const SEARCH_BUDGET: u64 = 1 << 30;
 /// How often IDLE looks for changes.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -426,7 +428,12 @@ impl ImapSession {
                 self.send(&format!("{tag} OK EXPUNGE completed"));
             }
             CommandBody::Search { criteria, uid, .. } => {
-                let found = self.search(&criteria, uid);
+                let Some(found) = self.search(&criteria, uid) else {
+                    self.send(&format!(
+                        "{tag} NO [LIMIT] Search too complex, narrow it down"
+                    ));
+                    return Next::Continue;
+                };
                 let list: Vec<String> = found.iter().map(u32::to_string).collect();
                 self.send(&format!(
                     "* SEARCH{}{}",
@@ -944,31 +951,43 @@ impl ImapSession {
         Some(Message::new(bytes))
     }
 
-    fn search(&self, key: &imap_codec::imap_types::search::SearchKey<'_>, uid: bool) -> Vec<u32> {
-        let Some(sel) = self.selected.as_ref() else {
-            return Vec::new();
-        };
+    /// Evaluates SEARCH off the async workers (it reads and parses messages), each message
+    /// read and parsed at most once; `None` when the command ran over its work budget.
+    fn search(
+        &self,
+        key: &imap_codec::imap_types::search::SearchKey<'_>,
+        uid: bool,
+    ) -> Option<Vec<u32>> {
+        let sel = self.selected.as_ref()?;
         let largest = (
             sel.view.len() as u32,
             sel.view.last().map_or(0, |s| s.entry.uid),
         );
-        let mut out = Vec::new();
-        for (i, shown) in sel.view.iter().enumerate() {
-            let load = || self.load(i);
-            let candidate = Candidate {
-                seq: i as u32 + 1,
-                uid: shown.entry.uid,
-                flags: shown.entry.flags,
-                recent: shown.recent,
-                size: shown.size(),
-                internal_date: shown.entry.internal_date,
-                load: &load,
-            };
-            if search::matches(key, &candidate, largest) {
-                out.push(if uid { shown.entry.uid } else { i as u32 + 1 });
+        tokio::task::block_in_place(|| {
+            let work = std::cell::Cell::new(0u64);
+            let mut out = Vec::new();
+            for (i, shown) in sel.view.iter().enumerate() {
+                let load = || self.load(i);
+                let message = search::LazyMessage::new(&load);
+                let candidate = Candidate {
+                    seq: i as u32 + 1,
+                    uid: shown.entry.uid,
+                    flags: shown.entry.flags,
+                    recent: shown.recent,
+                    size: shown.size(),
+                    internal_date: shown.entry.internal_date,
+                    message: &message,
+                    work: &work,
+                };
+                if search::matches(key, &candidate, largest) {
+                    out.push(if uid { shown.entry.uid } else { i as u32 + 1 });
+                }
+                if work.get() > SEARCH_BUDGET {
+                    return None;
+                }
             }
-        }
-        out
+            Some(out)
+        })
     }
 
     async fn fetch(
