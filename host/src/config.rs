@@ -133,7 +133,7 @@ pub enum TlsMode {
 }
 
 /// What a listener speaks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     #[default]
@@ -232,6 +232,28 @@ pub struct LimitsConfig {
     /// message nested deeper is served with the excess as one opaque part.
     #[serde(deserialize_with = "mime_depth")]
     pub max_mime_depth: usize,
+    /// Failed logins one client address may make (all protocols, all connections) before its
+    /// logins are refused unchecked; one try comes back every window / this. 0: no budget.
+    pub auth_failures_per_ip: u32,
+    pub auth_failure_window_secs: u64,
+    /// Refused recipients (unknown, or relaying denied) one SMTP session may have before each
+    /// further refusal is delayed (by `rcpt-error-delay-ms`, growing), and before the session
+    /// is closed (as Postfix's smtpd_soft_error_limit, smtpd_error_sleep_time and
+    /// smtpd_hard_error_limit do).
+    pub rcpt_errors_before_delay: u32,
+    pub rcpt_error_delay_ms: u64,
+    pub max_rcpt_errors: u32,
+    /// Message data (DATA, BDAT) must arrive at this many bytes per second on average once
+    /// `min-data-rate-grace-secs` have passed; 0: no minimum.
+    pub min_data_rate: u64,
+    pub min_data_rate_grace_secs: u64,
+    /// Connections per protocol (within `max-connections`), so that idle IMAP or POP3 clients
+    /// cannot take the slots incoming mail needs.
+    pub max_smtp_connections: usize,
+    pub max_imap_connections: usize,
+    pub max_pop3_connections: usize,
+    /// IMAP and POP3 clients that have not logged in after this long are disconnected.
+    pub login_timeout_secs: u64,
 }
 
 /// The highest `limits.max-mime-depth`: every walk of a MIME tree stays far from stack limits.
@@ -263,6 +285,17 @@ impl Default for LimitsConfig {
             max_auth_failures: 3,
             auth_failure_delay_ms: 1000,
             max_mime_depth: 50,
+            auth_failures_per_ip: 10,
+            auth_failure_window_secs: 600,
+            rcpt_errors_before_delay: 3,
+            rcpt_error_delay_ms: 1000,
+            max_rcpt_errors: 20,
+            min_data_rate: 500,
+            min_data_rate_grace_secs: 30,
+            max_smtp_connections: 300,
+            max_imap_connections: 200,
+            max_pop3_connections: 100,
+            login_timeout_secs: 60,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod defaults;
 pub mod delivery;
 pub mod harness;
 pub mod imap;
+pub mod limits;
 pub mod message;
 pub mod plugin;
 pub mod pop3;

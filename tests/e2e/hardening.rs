@@ -519,3 +519,140 @@ fn searches_with_many_keys_do_not_stall_other_clients() {
         assert!(heavy.starts_with("h NO [LIMIT]"), "{heavy}");
     }
 }
+
+#[test]
+fn failed_logins_are_budgeted_per_address_across_connections() {
+    let gw = Gateway::start("[limits]\nauth-failures-per-ip = 3\nauth-failure-delay-ms = 10\n");
+    let wrong = ("l LOGIN alice@example.test wrong\r\n", "l");
+    for attempt in 0..3 {
+        let out = imap_raw(&gw, &[wrong]);
+        assert!(
+            out[1].contains("l NO [AUTHENTICATIONFAILED]"),
+            "{attempt}: {}",
+            out[1]
+        );
+    }
+    // A fresh connection from the same address: refused unchecked, the right password too.
+    let out = imap_raw(&gw, &[wrong, LOGIN]);
+    assert!(out[1].contains("l NO [UNAVAILABLE]"), "{}", out[1]);
+    assert!(out[2].contains("l NO [UNAVAILABLE]"), "{}", out[2]);
+    // SMTP AUTH (smtplib, over STARTTLS) from that address is refused as well, with 454.
+    let out = std::process::Command::new("python3")
+        .arg(mailgate_e2e::root().join("tests/e2e/clients/submit.py"))
+        .args([
+            &gw.submission.to_string(),
+            "alice@example.test",
+            "pw-alice",
+            "bob@example.test",
+        ])
+        .output()
+        .expect("submit.py");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("454"), "{stderr}");
+}
+
+#[test]
+fn unknown_recipients_slow_down_then_end_the_session() {
+    let gw = Gateway::start(
+        "[limits]\nrcpt-errors-before-delay = 2\nrcpt-error-delay-ms = 300\nmax-rcpt-errors = 5\n",
+    );
+    let (mut smtp, _) = RawSmtp::connect(gw.inbound);
+    smtp.cmd("EHLO client.test");
+    assert!(smtp.cmd("MAIL FROM:<x@client.test>").starts_with("250"));
+    let mut took = Vec::new();
+    for n in 0..5 {
+        let started = std::time::Instant::now();
+        let reply = smtp.cmd(&format!("RCPT TO:<nobody{n}@example.test>"));
+        took.push(started.elapsed());
+        assert!(reply.starts_with("550 5.1.1"), "{n}: {reply}");
+    }
+    // The third refusal onwards waits, longer each time.
+    assert!(took[2] >= std::time::Duration::from_millis(300), "{took:?}");
+    assert!(took[4] >= std::time::Duration::from_millis(900), "{took:?}");
+    let reply = smtp.cmd("RCPT TO:<nobody5@example.test>");
+    assert!(reply.starts_with("421 4.7.0"), "{reply}");
+    assert_eq!(smtp.reply(), "", "closed");
+    // Known recipients in a new session are unaffected.
+    let (mut smtp, _) = RawSmtp::connect(gw.inbound);
+    smtp.cmd("EHLO client.test");
+    smtp.cmd("MAIL FROM:<x@client.test>");
+    assert!(smtp.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+}
+
+/// Sends `bytes` one at a time, `gap` apart, until the server closes the connection or all
+/// are sent; what the server said, and whether it closed.
+fn trickle(
+    stream: &mut std::net::TcpStream,
+    bytes: &[u8],
+    gap: std::time::Duration,
+) -> (String, bool) {
+    use std::io::{Read, Write};
+    stream.set_nonblocking(true).expect("nonblocking");
+    let mut said = Vec::new();
+    let mut buf = [0u8; 1024];
+    for &b in bytes {
+        if stream.write_all(&[b]).is_err() {
+            return (String::from_utf8_lossy(&said).into_owned(), true);
+        }
+        std::thread::sleep(gap);
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return (String::from_utf8_lossy(&said).into_owned(), true),
+                Ok(n) => said.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+    }
+    (String::from_utf8_lossy(&said).into_owned(), false)
+}
+
+#[test]
+fn clients_that_trickle_bytes_are_cut_off() {
+    let gw = Gateway::start(
+        "[limits]\ncommand-timeout-secs = 2\nmin-data-rate = 1000\nmin-data-rate-grace-secs = 1\n",
+    );
+    // A command line that never ends, one byte every 200 ms: bounded by the command timeout
+    // as a whole, not per byte.
+    let (mut smtp, _) = RawSmtp::connect(gw.inbound);
+    let (said, closed) = trickle(
+        smtp.stream(),
+        &[b'x'; 100],
+        std::time::Duration::from_millis(200),
+    );
+    assert!(closed && said.contains("421"), "{said:?}");
+    // Message data slower than 1000 bytes a second after a second of grace.
+    let mut smtp = in_transaction(&gw);
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    let (said, closed) = trickle(
+        smtp.stream(),
+        &[b'y'; 100],
+        std::time::Duration::from_millis(100),
+    );
+    assert!(closed && said.contains("421 4.4.2"), "{said:?}");
+    assert!(gw.mailbox("alice@example.test").is_empty());
+}
+
+#[test]
+fn idle_imap_clients_cannot_take_the_slots_smtp_needs() {
+    let gw = Gateway::start("[limits]\nmax-imap-connections = 2\nlogin-timeout-secs = 2\n");
+    use std::io::Read;
+    let connect = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.imap)).expect("imap");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).expect("greeting");
+        (s, String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let (mut first, greeting) = connect();
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    let (_second, greeting) = connect();
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    let (_, refused) = connect();
+    assert!(refused.starts_with("* BYE [UNAVAILABLE]"), "{refused}");
+    assert_alive(&gw);
+    // Not logged in within the login timeout: disconnected.
+    let mut rest = String::new();
+    let _ = first.read_to_string(&mut rest);
+    assert!(rest.contains("* BYE"), "{rest:?}");
+}

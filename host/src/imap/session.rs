@@ -198,6 +198,14 @@ impl ImapSession {
             .await
     }
 
+    /// How long the client may stay silent: briefly before login, 30 minutes after.
+    fn idle_limit(&self) -> Duration {
+        match self.user {
+            Some(_) => AUTOLOGOUT,
+            None => Duration::from_secs(self.shared.config.limits.login_timeout_secs),
+        }
+    }
+
     /// What one command may carry: little before login, a message's worth after.
     fn budget(&self) -> Budget {
         if self.user.is_none() {
@@ -222,8 +230,12 @@ impl ImapSession {
         loop {
             let budget = self.budget();
             let next = match self.framer.next(budget) {
-                Frame::NeedMore => match self.receive(AUTOLOGOUT).await {
+                Frame::NeedMore => match self.receive(self.idle_limit()).await {
                     Ok(()) => Next::Continue,
+                    Err(Line::TimedOut) => {
+                        self.send("* BYE Idle for too long");
+                        Next::Close
+                    }
                     Err(_) => Next::Close,
                 },
                 Frame::Continue => {
@@ -501,7 +513,7 @@ impl ImapSession {
                 return mail_parser::decoders::base64::base64_decode(&line);
             }
             if self.framer.buffered().len() > framing::MAX_LINE
-                || self.receive(AUTOLOGOUT).await.is_err()
+                || self.receive(self.idle_limit()).await.is_err()
             {
                 return None;
             }
@@ -519,9 +531,19 @@ impl ImapSession {
             self.send(&format!("{tag} BAD Already logged in"));
             return Next::Continue;
         }
+        if !self.shared.login_allowed(self.client.peer.ip()) {
+            self.send(&format!(
+                "{tag} NO [UNAVAILABLE] Too many failed logins from your address, try later"
+            ));
+            return Next::Continue;
+        }
         if !self.shared.verify_password(&user, password).await {
             self.auth_failures += 1;
-            if self.shared.login_failed(&user, self.auth_failures).await {
+            if self
+                .shared
+                .login_failed(self.client.peer.ip(), &user, self.auth_failures)
+                .await
+            {
                 self.send("* BYE Too many failed logins");
                 return Next::Close;
             }

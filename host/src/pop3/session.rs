@@ -122,6 +122,14 @@ impl Pop3Session {
             .queue(format!("-ERR {text}\r\n").as_bytes());
     }
 
+    /// How long the client may stay silent: briefly before login, 10 minutes after.
+    fn idle_limit(&self) -> Duration {
+        match self.maildrop {
+            Some(_) => IDLE,
+            None => Duration::from_secs(self.shared.config.limits.login_timeout_secs),
+        }
+    }
+
     pub async fn run(mut self) {
         let greeting = format!("mailgate POP3 ready {}", self.challenge);
         self.ok(&greeting);
@@ -129,7 +137,7 @@ impl Pop3Session {
             let line = match self
                 .client
                 .conn
-                .read_line(command::MAX_LINE + 2, IDLE)
+                .read_line(command::MAX_LINE + 2, self.idle_limit())
                 .await
             {
                 Line::Ok(line) => line,
@@ -274,6 +282,10 @@ impl Pop3Session {
     }
 
     async fn login(&mut self, user: String, credential: Credential) -> Next {
+        if !self.shared.login_allowed(self.client.peer.ip()) {
+            self.err("[AUTH] Too many failed logins from your address, try again later");
+            return Next::Continue;
+        }
         let users = self.shared.users.get();
         let ok = match credential {
             Credential::Password(password) => self.shared.verify_password(&user, password).await,
@@ -288,7 +300,11 @@ impl Pop3Session {
         };
         if !ok {
             self.auth_failures += 1;
-            if self.shared.login_failed(&user, self.auth_failures).await {
+            if self
+                .shared
+                .login_failed(self.client.peer.ip(), &user, self.auth_failures)
+                .await
+            {
                 self.err("[AUTH] Too many failures, closing");
                 return Next::Close;
             }

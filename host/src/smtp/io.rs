@@ -212,11 +212,20 @@ impl Connection {
         }
     }
 
-    /// The next CRLF-terminated line (without CRLF), at most `max` bytes including CRLF.
+    /// The next CRLF-terminated line (without CRLF), at most `max` bytes including CRLF. The
+    /// whole line must arrive within `timeout`: a client trickling bytes cannot stretch it.
     pub async fn read_line(&mut self, max: usize, timeout: Duration) -> Line {
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut discarding = false;
+        // Where the search for CRLF resumes: bytes already searched are not searched again.
+        let mut searched = 0;
         loop {
-            if let Some(pos) = self.input.windows(2).position(|w| w == b"\r\n") {
+            let from = searched.min(self.input.len());
+            if let Some(pos) = self.input[from..]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .map(|p| p + from)
+            {
                 let line: Vec<u8> = self.input.drain(..pos + 2).take(pos).collect();
                 if discarding || pos + 2 > max {
                     return Line::TooLong;
@@ -229,7 +238,9 @@ impl Connection {
                 self.input.drain(..self.input.len() - keep);
                 discarding = true;
             }
-            match self.fill(timeout).await {
+            searched = self.input.len().saturating_sub(1);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.fill(left).await {
                 Ok(true) => {}
                 Ok(false) => return Line::Closed,
                 Err(end) => return end,
@@ -238,25 +249,92 @@ impl Connection {
     }
 
     /// Feeds buffered and then incoming bytes to `consume` until it reports it is done;
-    /// `consume` returns (bytes used, done). Unused bytes stay buffered.
+    /// `consume` returns (bytes used, done). Unused bytes stay buffered. `timeout` bounds each
+    /// wait for input.
     pub async fn read_until(
         &mut self,
         timeout: Duration,
+        consume: impl FnMut(&[u8]) -> (usize, bool),
+    ) -> Result<(), Line> {
+        self.read_until_paced(timeout, Pace::none(), consume).await
+    }
+
+    /// [`Connection::read_until`] that also ends (`TimedOut`) when the client sends slower
+    /// than `pace` allows.
+    pub async fn read_until_paced(
+        &mut self,
+        timeout: Duration,
+        pace: Pace,
         mut consume: impl FnMut(&[u8]) -> (usize, bool),
     ) -> Result<(), Line> {
+        let started = tokio::time::Instant::now();
+        let mut received: u64 = 0;
         loop {
             if !self.input.is_empty() {
                 let (used, done) = consume(&self.input);
                 self.input.drain(..used);
+                received = received.saturating_add(used as u64);
                 if done {
                     return Ok(());
                 }
             }
-            match self.fill(timeout).await {
+            let wait = match pace.allowed(received) {
+                Some(allowed) => {
+                    let left = allowed.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        return Err(Line::TimedOut);
+                    }
+                    left.min(timeout)
+                }
+                None => timeout,
+            };
+            match self.fill(wait).await {
                 Ok(true) => {}
                 Ok(false) => return Err(Line::Closed),
                 Err(end) => return Err(end),
             }
         }
+    }
+}
+
+/// A minimum average data rate: after `grace`, a transfer must have moved `min_rate` bytes
+/// for every further second (as Postfix's smtpd_min_data_rate).
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub min_rate: u64,
+    pub grace: Duration,
+}
+
+impl Pace {
+    pub fn none() -> Pace {
+        Pace {
+            min_rate: 0,
+            grace: Duration::ZERO,
+        }
+    }
+
+    /// How long a transfer that has moved `received` bytes may have taken; `None`: no bound.
+    pub fn allowed(&self, received: u64) -> Option<Duration> {
+        if self.min_rate == 0 {
+            return None;
+        }
+        let earned = Duration::from_secs_f64(received as f64 / self.min_rate as f64);
+        Some(self.grace.saturating_add(earned))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_allows_time_in_proportion_to_data() {
+        let pace = Pace {
+            min_rate: 1000,
+            grace: Duration::from_secs(30),
+        };
+        assert_eq!(pace.allowed(0), Some(Duration::from_secs(30)));
+        assert_eq!(pace.allowed(5000), Some(Duration::from_secs(35)));
+        assert_eq!(Pace::none().allowed(u64::MAX), None);
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,6 +19,7 @@ use super::session::Session;
 use crate::admin::Admin;
 use crate::config::{Config, ConfigSource, ListenerConfig, Protocol, TlsMode};
 use crate::delivery::local;
+use crate::limits::{AuthBudget, PerIp};
 use crate::plugin::services::{DiskKv, SystemDns};
 use crate::plugin::{ActivePlugins, PluginSet, Runtime, Services};
 use crate::queue::manager::QueueManager;
@@ -41,6 +42,8 @@ pub struct Shared {
     quarantine_dir: PathBuf,
     /// Password checks running at once (argon2 takes ~19 MiB and milliseconds each).
     password_checks: Arc<Semaphore>,
+    /// Failed logins per client address, across connections and protocols.
+    auth_budget: AuthBudget,
 }
 
 impl Shared {
@@ -87,10 +90,21 @@ impl Shared {
             .unwrap_or(false)
     }
 
-    /// After a failed login (SMTP AUTH, POP3, IMAP): waits longer with each failure, and says
-    /// whether the client has used up its attempts (the connection is then closed).
-    pub async fn login_failed(&self, user: &str, failures: u32) -> bool {
+    /// Whether a client at `ip` may try to log in now (its failure budget is not used up).
+    pub fn login_allowed(&self, ip: IpAddr) -> bool {
+        let allowed = self.auth_budget.allows(ip);
+        if !allowed {
+            tracing::info!(%ip, "login refused: failure budget of the address used up");
+        }
+        allowed
+    }
+
+    /// After a failed login (SMTP AUTH, POP3, IMAP): takes from the address's budget, waits
+    /// longer with each failure of the session, and says whether the client has used up its
+    /// attempts (the connection is then closed).
+    pub async fn login_failed(&self, ip: IpAddr, user: &str, failures: u32) -> bool {
         tracing::info!(user, failures, "login failed");
+        self.auth_budget.failed(ip);
         let limits = &self.config.limits;
         let delay = limits.auth_failure_delay_ms * u64::from(failures);
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -151,42 +165,6 @@ fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
             u128::from(a) & mask == u128::from(n) & mask
         }
         _ => false,
-    }
-}
-
-/// Counts connections per client address; the guard gives the slot back.
-#[derive(Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
-
-struct IpSlot {
-    table: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl PerIp {
-    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = map.entry(ip).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(IpSlot {
-            table: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut map = self.table.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = map.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                map.remove(&self.ip);
-            }
-        }
     }
 }
 
@@ -254,6 +232,10 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         deliveries: deliveries.clone(),
         relay: relay.clone(),
         quarantine_dir: data_dir.join("quarantine"),
+        auth_budget: AuthBudget::new(
+            config.limits.auth_failures_per_ip,
+            Duration::from_secs(config.limits.auth_failure_window_secs),
+        ),
         password_checks: Arc::new(Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
@@ -284,6 +266,15 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     ));
 
     let total = Arc::new(Semaphore::new(config.limits.max_connections));
+    let limits = &config.limits;
+    let per_protocol: HashMap<Protocol, Arc<Semaphore>> = [
+        (Protocol::Smtp, limits.max_smtp_connections),
+        (Protocol::Imap, limits.max_imap_connections),
+        (Protocol::Pop3, limits.max_pop3_connections),
+    ]
+    .into_iter()
+    .map(|(protocol, max)| (protocol, Arc::new(Semaphore::new(max))))
+    .collect();
     let per_ip = Arc::new(PerIp::default());
     let sessions = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -298,12 +289,16 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
             "mailgate: {} listening on {} (tls: {:?})",
             listener.name, listener.address, listener.tls
         );
+        let slots = Slots {
+            total: total.clone(),
+            protocol: per_protocol[&listener.protocol].clone(),
+            per_ip: per_ip.clone(),
+        };
         tasks.push(tokio::spawn(accept_loop(
             socket,
             listener,
             shared.clone(),
-            total.clone(),
-            per_ip.clone(),
+            slots,
             sessions.clone(),
         )));
     }
@@ -323,12 +318,46 @@ async fn shutdown_signal() {
     }
 }
 
+/// The connection slots a listener draws from.
+struct Slots {
+    total: Arc<Semaphore>,
+    protocol: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+}
+
+/// Every slot one connection holds, given back when it ends.
+type Held = (
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::sync::OwnedSemaphorePermit,
+    crate::limits::IpSlot,
+);
+
+impl Slots {
+    /// All the slots a new connection from `ip` needs, or why it cannot have them.
+    fn take(&self, ip: IpAddr, per_ip_max: usize) -> Result<Held, &'static str> {
+        let total = self
+            .total
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "Too many connections, try again later")?;
+        let protocol = self
+            .protocol
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "Too many connections, try again later")?;
+        let ip = self
+            .per_ip
+            .take(ip, per_ip_max)
+            .ok_or("Too many connections from your address")?;
+        Ok((total, protocol, ip))
+    }
+}
+
 async fn accept_loop(
     socket: TcpListener,
     listener: ListenerConfig,
     shared: Arc<Shared>,
-    total: Arc<Semaphore>,
-    per_ip: Arc<PerIp>,
+    slots: Slots,
     sessions: Arc<AtomicU64>,
 ) {
     loop {
@@ -342,13 +371,13 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let Ok(permit) = total.clone().try_acquire_owned() else {
-            refuse(tcp, b"421 4.7.0 Too many connections, try again later\r\n").await;
-            continue;
-        };
-        let Some(slot) = per_ip.take(peer.ip(), shared.config.limits.max_connections_per_ip) else {
-            refuse(tcp, b"421 4.7.0 Too many connections from your address\r\n").await;
-            continue;
+        let held = match slots.take(peer.ip(), shared.config.limits.max_connections_per_ip) {
+            Ok(held) => held,
+            Err(why) => {
+                // Answered in the clear even on a TLS port: the refusal must not cost a handshake.
+                tokio::spawn(refuse(tcp, listener.protocol, why));
+                continue;
+            }
         };
         let id = format!("{:x}", sessions.fetch_add(1, Ordering::Relaxed) + 1);
         let span = tracing::info_span!("session", id, peer = %peer, listener = listener.name);
@@ -356,15 +385,21 @@ async fn accept_loop(
         tokio::spawn(
             async move {
                 session(tcp, peer, listener, shared, id).await;
-                drop((permit, slot));
+                drop(held);
             }
             .instrument(span),
         );
     }
 }
 
-async fn refuse(mut tcp: TcpStream, reply: &[u8]) {
-    let _ = tcp.write_all(reply).await;
+/// Turns a connection away in its protocol's words.
+async fn refuse(mut tcp: TcpStream, protocol: Protocol, why: &str) {
+    let reply = match protocol {
+        Protocol::Smtp => format!("421 4.7.0 {why}\r\n"),
+        Protocol::Imap => format!("* BYE [UNAVAILABLE] {why}\r\n"),
+        Protocol::Pop3 => format!("-ERR [SYS/TEMP] {why}\r\n"),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(reply.as_bytes())).await;
     let _ = tcp.shutdown().await;
 }
 

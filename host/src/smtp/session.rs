@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::command::{self, Command, ParseError};
 use super::data::{DataError, DataReader};
-use super::io::{Client, Line, TlsRefusal};
+use super::io::{Client, Line, Pace, TlsRefusal};
 use super::reply;
 use super::server::Shared;
 use crate::config::TlsMode;
@@ -30,6 +30,8 @@ pub struct Session {
     esmtp: bool,
     auth_user: Option<String>,
     auth_failures: u32,
+    /// Recipients refused by the gateway's own rules in this session.
+    rcpt_errors: u32,
     chain: Transaction,
     state: MailState,
     in_transaction: bool,
@@ -50,6 +52,7 @@ impl Session {
             esmtp: false,
             auth_user: None,
             auth_failures: 0,
+            rcpt_errors: 0,
             chain,
             state: MailState::default(),
             in_transaction: false,
@@ -286,6 +289,14 @@ impl Session {
             self.reply(503, (5, 5, 1), "AUTH not allowed during a mail transaction");
             return Next::Continue;
         }
+        if !self.shared.login_allowed(self.client.peer.ip()) {
+            self.reply(
+                454,
+                (4, 7, 0),
+                "Too many failed authentications from your address, try again later",
+            );
+            return Next::Continue;
+        }
         let credentials = match mechanism {
             "PLAIN" => self.sasl_plain(initial).await,
             "LOGIN" => self.sasl_login(initial).await,
@@ -304,7 +315,11 @@ impl Session {
             return Next::Continue;
         }
         self.auth_failures += 1;
-        if self.shared.login_failed(&user, self.auth_failures).await {
+        if self
+            .shared
+            .login_failed(self.client.peer.ip(), &user, self.auth_failures)
+            .await
+        {
             self.reply(
                 421,
                 (4, 7, 0),
@@ -410,8 +425,7 @@ impl Session {
             recipient
         };
         if let Some((code, status, text)) = self.acceptance(&recipient) {
-            self.reply(code, status, text);
-            return Next::Continue;
+            return self.refuse_recipient(code, status, text).await;
         }
         let report = self.stage(StageCall::RcptTo(&recipient, &params)).await;
         if let Some(close) = self.refuse(&report.decision) {
@@ -427,6 +441,34 @@ impl Session {
             self.state.envelope.recipients.push(recipient);
         }
         self.reply(250, (2, 1, 5), "Recipient ok");
+        Next::Continue
+    }
+
+    /// Refuses a recipient; after a few refusals each further one is answered more slowly,
+    /// and after many the session ends, so that addresses cannot be guessed at line rate.
+    async fn refuse_recipient(&mut self, code: u16, status: (u8, u16, u16), text: &str) -> Next {
+        self.rcpt_errors += 1;
+        let limits = self.limits();
+        if self.rcpt_errors > limits.max_rcpt_errors {
+            self.reply(
+                421,
+                (4, 7, 0),
+                "Too many refused recipients, closing connection",
+            );
+            return Next::Close;
+        }
+        let over = self
+            .rcpt_errors
+            .saturating_sub(limits.rcpt_errors_before_delay);
+        if over > 0 {
+            let delay = limits
+                .rcpt_error_delay_ms
+                .saturating_mul(u64::from(over.min(10)));
+            // The client waits for this reply: send what it is owed first, then make it wait.
+            let _ = self.client.conn.flush().await;
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        self.reply(code, status, text);
         Next::Continue
     }
 
@@ -465,14 +507,13 @@ impl Session {
         let limits = self.limits().clone();
         let mut reader = DataReader::new(limits.max_message_bytes, limits.max_text_line);
         let timeout = Duration::from_secs(limits.data_timeout_secs);
-        if self
+        let read = self
             .client
             .conn
-            .read_until(timeout, |bytes| reader.feed(bytes))
-            .await
-            .is_err()
-        {
-            return Next::Close;
+            .read_until_paced(timeout, self.data_pace(), |bytes| reader.feed(bytes))
+            .await;
+        if let Err(end) = read {
+            return self.data_failed(end);
         }
         match reader.finish() {
             Ok(message) => self.accept_message(message).await,
@@ -518,18 +559,19 @@ impl Session {
         let mut remaining = size as usize;
         if remaining > 0 {
             let timeout = Duration::from_secs(self.limits().data_timeout_secs);
+            let pace = self.data_pace();
             let read = self
                 .client
                 .conn
-                .read_until(timeout, |bytes| {
+                .read_until_paced(timeout, pace, |bytes| {
                     let take = remaining.min(bytes.len());
                     buffer.extend_from_slice(&bytes[..take]);
                     remaining -= take;
                     (take, remaining == 0)
                 })
                 .await;
-            if read.is_err() {
-                return Next::Close;
+            if let Err(end) = read {
+                return self.data_failed(end);
             }
         }
         if !last {
@@ -545,6 +587,23 @@ impl Session {
         self.accept_message(buffer).await
     }
 
+    /// The slowest message data accepted.
+    fn data_pace(&self) -> Pace {
+        Pace {
+            min_rate: self.limits().min_data_rate,
+            grace: Duration::from_secs(self.limits().min_data_rate_grace_secs),
+        }
+    }
+
+    /// Message data stopped coming (too slowly, or not at all): say so, then close.
+    fn data_failed(&mut self, end: Line) -> Next {
+        if end == Line::TimedOut {
+            self.reply(421, (4, 4, 2), "Message data too slow, closing connection");
+        }
+        self.reset();
+        Next::Close
+    }
+
     /// Reads and drops a chunk's bytes; false when the client went away first.
     async fn skip_chunk(&mut self, size: u64) -> bool {
         let mut remaining = size;
@@ -554,7 +613,7 @@ impl Session {
         let timeout = Duration::from_secs(self.limits().data_timeout_secs);
         self.client
             .conn
-            .read_until(timeout, |bytes| {
+            .read_until_paced(timeout, self.data_pace(), |bytes| {
                 let take = remaining.min(bytes.len() as u64) as usize;
                 remaining -= take as u64;
                 (take, remaining == 0)

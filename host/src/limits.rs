@@ -1,0 +1,145 @@
+//! Abuse limits shared by every protocol: connection slots per client address and per
+//! protocol, and a failed-login budget per client address across connections and protocols.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Counts connections per client address; the guard gives the slot back.
+#[derive(Default)]
+pub struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+pub struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    pub fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = map.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.table.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Failed logins per client address: a bucket of `capacity` tries that refills one try every
+/// `window / capacity`. While it is empty, logins from that address are refused unchecked.
+pub struct AuthBudget {
+    capacity: u32,
+    refill: Duration,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tries: f64,
+    at: Instant,
+}
+
+/// Above this many addresses tracked, full buckets are dropped (they hold nothing).
+const PRUNE_ABOVE: usize = 10_000;
+
+impl AuthBudget {
+    /// `capacity` 0 turns the budget off.
+    pub fn new(capacity: u32, window: Duration) -> AuthBudget {
+        AuthBudget {
+            capacity,
+            refill: window / capacity.max(1),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn level(&self, bucket: Bucket, now: Instant) -> f64 {
+        let earned = now.duration_since(bucket.at).as_secs_f64() / self.refill.as_secs_f64();
+        (bucket.tries + earned).min(f64::from(self.capacity))
+    }
+
+    /// Whether `ip` may try a login now.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        if self.capacity == 0 {
+            return true;
+        }
+        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        buckets
+            .get(&ip)
+            .is_none_or(|b| self.level(*b, Instant::now()) >= 1.0)
+    }
+
+    /// Takes one try from `ip`'s bucket after a failed login.
+    pub fn failed(&self, ip: IpAddr) {
+        if self.capacity == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() > PRUNE_ABOVE {
+            let full = f64::from(self.capacity);
+            buckets.retain(|_, b| self.level(*b, now) < full);
+        }
+        let level = buckets
+            .get(&ip)
+            .map_or(f64::from(self.capacity), |b| self.level(*b, now));
+        buckets.insert(
+            ip,
+            Bucket {
+                tries: (level - 1.0).max(0.0),
+                at: now,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_empties_per_address_and_refills() {
+        let budget = AuthBudget::new(3, Duration::from_millis(300));
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        for _ in 0..3 {
+            assert!(budget.allows(a));
+            budget.failed(a);
+        }
+        assert!(!budget.allows(a), "empty after three failures");
+        assert!(budget.allows(b), "other addresses unaffected");
+        // One try comes back every 100 ms.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !budget.allows(a) {
+            assert!(Instant::now() < deadline, "never refilled");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        budget.failed(a);
+        assert!(!budget.allows(a));
+    }
+
+    #[test]
+    fn zero_capacity_is_off() {
+        let budget = AuthBudget::new(0, Duration::from_secs(60));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..100 {
+            budget.failed(ip);
+        }
+        assert!(budget.allows(ip));
+    }
+}
