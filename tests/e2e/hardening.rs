@@ -656,3 +656,64 @@ fn idle_imap_clients_cannot_take_the_slots_smtp_needs() {
     let _ = first.read_to_string(&mut rest);
     assert!(rest.contains("* BYE"), "{rest:?}");
 }
+
+/// Alice's Maildir with `tmp` a plain file: every delivery into it fails, as a full or broken
+/// disk would make it, even for root.
+fn break_maildir(gw: &Gateway) -> std::path::PathBuf {
+    let maildir = gw.data().join("mail/example.test/alice");
+    std::fs::create_dir_all(&maildir).expect("maildir");
+    let tmp = maildir.join("tmp");
+    std::fs::write(&tmp, "not a directory").expect("break");
+    tmp
+}
+
+fn queue_list(gw: &Gateway) -> String {
+    let run = gw.cli(&["queue", "list"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    run.stdout
+}
+
+#[test]
+fn failed_local_delivery_is_retried_by_queue_retry_and_delivered_once() {
+    let gw = Gateway::start("[queue]\nretry = [\"1h\"]\n");
+    let tmp = break_maildir(&gw);
+    let reply = send(
+        &gw,
+        "alice@example.test",
+        "Subject: kept\r\n\r\nnot lost\r\n",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    let mut listed = String::new();
+    assert!(
+        wait_until(10, || {
+            listed = queue_list(&gw);
+            listed.contains("local delivery")
+        }),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(" now"),
+        "next attempt is scheduled, not 'now': {listed}"
+    );
+    std::fs::remove_file(&tmp).expect("repair");
+    let run = gw.cli(&["queue", "retry", "--all"]);
+    assert!(run.stdout.contains('1'), "{}", run.stdout);
+    let mail = gw.wait_mailbox("alice@example.test", 1);
+    assert!(mail[0].contains("not lost"));
+    assert!(wait_until(10, || queue_list(&gw).contains("-- 0 message(s)")));
+    // Asking again changes nothing: still one copy.
+    gw.cli(&["queue", "retry", "--all"]);
+    assert_eq!(gw.settled_mailbox("alice@example.test").len(), 1);
+}
+
+#[test]
+fn failed_local_delivery_is_retried_on_the_queue_schedule() {
+    let gw = Gateway::start("[queue]\nretry = [\"1s\"]\n");
+    let tmp = break_maildir(&gw);
+    assert!(send(&gw, "alice@example.test", "Subject: later\r\n\r\nlater\r\n").starts_with("250"));
+    assert!(wait_until(10, || queue_list(&gw).contains("local delivery")));
+    std::fs::remove_file(&tmp).expect("repair");
+    let mail = gw.wait_mailbox("alice@example.test", 1);
+    assert!(mail[0].contains("later"));
+    assert_eq!(gw.settled_mailbox("alice@example.test").len(), 1);
+}

@@ -63,6 +63,23 @@ pub struct Delivered {
     pub remote: bool,
 }
 
+/// What a batch came to: the messages done, and those that stay queued with the reason.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    pub done: Vec<Delivered>,
+    pub failed: Vec<(String, String)>,
+}
+
+impl BatchOutcome {
+    fn fail(&mut self, id: &str, error: String) {
+        tracing::error!(
+            queue_id = id,
+            "local delivery failed (message stays queued): {error}"
+        );
+        self.failed.push((id.to_string(), error));
+    }
+}
+
 /// One message of a batch, staged in every Maildir it goes to.
 struct Prepared {
     spooled: Spooled,
@@ -73,59 +90,52 @@ struct Prepared {
 /// Delivers several queued messages with two filesystem syncs in all: every file is written into
 /// its Maildir's `tmp/`, one `syncfs` makes the data durable, the files move into `new/`, a second
 /// `syncfs` makes the moves durable, and only then do the spool entries go. A message that fails
-/// stays queued (delivery is idempotent, so a retry never duplicates). Returns the messages
-/// whose local part is done.
+/// stays queued (delivery is idempotent, so a retry never duplicates) and is reported with its
+/// reason, for the caller to retry.
 pub fn deliver_batch(
     spool: &Spool,
     users: &Users,
     mail_root: &Path,
     ids: &[String],
-) -> Vec<Delivered> {
-    let prepared: Vec<Prepared> = ids
-        .iter()
-        .filter_map(|id| match prepare(spool, users, mail_root, id) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::error!(
-                    queue_id = id,
-                    "local delivery failed (message stays queued): {e}"
-                );
-                None
-            }
-        })
-        .collect();
-    let sync = |what: &str| match std::fs::File::open(mail_root)
-        .map_err(|e| e.to_string())
-        .and_then(|d| rustix::fs::syncfs(&d).map_err(|e| e.to_string()))
-    {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!("local delivery: sync after {what} failed: {e}");
-            false
+) -> BatchOutcome {
+    let mut outcome = BatchOutcome::default();
+    let mut prepared = Vec::new();
+    for id in ids {
+        match prepare(spool, users, mail_root, id) {
+            Ok(p) => prepared.push(p),
+            Err(e) => outcome.fail(id, e.to_string()),
         }
-    };
+    }
     // Nothing written (every recipient remote): nothing to sync either.
     let wrote = prepared.iter().any(|p| !p.staged.is_empty());
-    if prepared.is_empty() || (wrote && !sync("writing")) {
-        return Vec::new();
+    let sync = |what: &str| -> Result<(), String> {
+        if !wrote {
+            return Ok(());
+        }
+        std::fs::File::open(mail_root)
+            .map_err(|e| e.to_string())
+            .and_then(|d| rustix::fs::syncfs(&d).map_err(|e| e.to_string()))
+            .map_err(|e| format!("sync after {what} failed: {e}"))
+    };
+    if let Err(e) = sync("writing") {
+        prepared
+            .iter()
+            .for_each(|p| outcome.fail(&p.spooled.envelope.id, e.clone()));
+        return outcome;
     }
-    let published: Vec<&Prepared> = prepared
-        .iter()
-        .filter(|p| match p.staged.iter().try_for_each(maildir::publish) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(
-                    queue_id = p.spooled.envelope.id,
-                    "local delivery failed (message stays queued): {e}"
-                );
-                false
-            }
-        })
-        .collect();
-    if wrote && !sync("renaming") {
-        return Vec::new();
+    let mut published = Vec::new();
+    for p in &prepared {
+        match p.staged.iter().try_for_each(maildir::publish) {
+            Ok(()) => published.push(p),
+            Err(e) => outcome.fail(&p.spooled.envelope.id, e.to_string()),
+        }
     }
-    let mut done = Vec::new();
+    if let Err(e) = sync("renaming") {
+        published
+            .iter()
+            .for_each(|p| outcome.fail(&p.spooled.envelope.id, e.clone()));
+        return outcome;
+    }
     for p in published {
         let id = &p.spooled.envelope.id;
         let finished = if p.remote.is_empty() {
@@ -138,14 +148,14 @@ pub fn deliver_batch(
             Ok(())
         };
         match finished {
-            Ok(()) => done.push(Delivered {
+            Ok(()) => outcome.done.push(Delivered {
                 id: id.clone(),
                 remote: !p.remote.is_empty(),
             }),
-            Err(e) => tracing::error!(queue_id = id, "spool update after delivery failed: {e}"),
+            Err(e) => outcome.fail(id, format!("spool update after delivery failed: {e}")),
         }
     }
-    done
+    outcome
 }
 
 fn prepare(

@@ -747,9 +747,11 @@ impl QueueManager {
         match schedule.entries.get_mut(id) {
             Some(entry) if entry.running => entry.again = true,
             Some(_) => schedule.plan(id, 0, now_secs()),
+            // Not in the relay's schedule: its local recipients are not done yet (a failed
+            // Maildir write). Local delivery takes it, and hands it on if it goes further.
             None => {
                 drop(schedule);
-                self.submit(id);
+                let _ = self.inner.resubmit.send(id.to_string());
             }
         }
         Ok(())

@@ -97,6 +97,11 @@ impl QueueFiles {
         self.spool.remove(id)
     }
 
+    /// Drops a message's state file (its spool entry is gone already).
+    pub fn forget_state(&self, id: &str) {
+        let _ = std::fs::remove_file(self.path(id));
+    }
+
     pub fn exists(&self, id: &str) -> bool {
         self.spool.contains(id)
     }

@@ -263,6 +263,8 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         data_dir.join("mail"),
         queue,
         relay,
+        deliveries.clone(),
+        config.queue.clone(),
     ));
 
     let total = Arc::new(Semaphore::new(config.limits.max_connections));
@@ -456,13 +458,16 @@ const DELIVERY_BATCH: usize = 64;
 
 /// Delivers queued messages as they arrive (and those recovered at start), in batches of what
 /// has accumulated while the previous batch was being written; messages with remote recipients
-/// then go to the relay queue.
+/// then go to the relay queue. A message that fails (a full disk, a broken Maildir) stays
+/// queued and comes back after the queue's retry intervals, or at `mailgate queue retry`.
 async fn delivery_worker(
     spool: Spool,
     users: Arc<UserDirectory>,
     mail_root: PathBuf,
     mut queue: mpsc::UnboundedReceiver<String>,
     relay: QueueManager,
+    again: mpsc::UnboundedSender<String>,
+    retry: crate::config::QueueConfig,
 ) {
     while let Some(first) = queue.recv().await {
         let mut ids = vec![first];
@@ -473,20 +478,61 @@ async fn delivery_worker(
             }
         }
         let (spool, users, root) = (spool.clone(), users.get(), mail_root.clone());
+        let (files, retry) = (relay.files().clone(), retry.clone());
         let batch = ids.len();
-        let result =
-            tokio::task::spawn_blocking(move || local::deliver_batch(&spool, &users, &root, &ids))
-                .await;
+        let result = tokio::task::spawn_blocking(move || {
+            let outcome = local::deliver_batch(&spool, &users, &root, &ids);
+            let retries = record_local_outcome(&files, &outcome, &retry);
+            (outcome.done, retries)
+        })
+        .await;
         match result {
-            Ok(done) => {
+            Ok((done, retries)) => {
                 tracing::debug!(batch, done = done.len(), "local delivery");
                 for message in done.iter().filter(|d| d.remote) {
                     relay.submit(&message.id);
+                }
+                for (id, wait) in retries {
+                    let again = again.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let _ = again.send(id);
+                    });
                 }
             }
             Err(e) => tracing::error!("local delivery task failed: {e}"),
         }
     }
+}
+
+/// Notes each failure in the message's queue state (for `mailgate queue list`) and says when
+/// to try it again; a message done locally leaves no state behind unless it goes on to the
+/// relay.
+fn record_local_outcome(
+    files: &QueueFiles,
+    outcome: &local::BatchOutcome,
+    retry: &crate::config::QueueConfig,
+) -> Vec<(String, Duration)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut retries = Vec::new();
+    for (id, error) in &outcome.failed {
+        // Gone meanwhile (delivered by an earlier retry, or deleted): nothing to retry.
+        let Ok(state) = files.update(id, |s| {
+            s.attempts += 1;
+            s.next_attempt = now + retry.retry_after(s.attempts).as_secs();
+            s.last_error = Some(format!("local delivery: {error}"));
+        }) else {
+            continue;
+        };
+        let wait = Duration::from_secs(state.next_attempt.saturating_sub(now));
+        retries.push((id.clone(), wait));
+    }
+    for done in outcome.done.iter().filter(|d| !d.remote) {
+        files.forget_state(&done.id);
+    }
+    retries
 }
 
 #[cfg(test)]
