@@ -6,6 +6,7 @@
 //! `store` the local users.
 
 pub mod admin;
+pub mod blocking;
 pub mod config;
 pub mod datadir;
 pub mod defaults;

@@ -717,3 +717,37 @@ fn failed_local_delivery_is_retried_on_the_queue_schedule() {
     assert!(mail[0].contains("later"));
     assert_eq!(gw.settled_mailbox("alice@example.test").len(), 1);
 }
+
+#[test]
+fn idle_reports_a_delivery_as_it_happens() {
+    let gw = Gateway::start("");
+    store_directly(&gw, "0.first", "Subject: first\r\n\r\nfirst\r\n");
+    let idling = gw.dir.path().join("idling");
+    let steps: Vec<(String, String)> = vec![
+        (LOGIN.0.into(), "l".into()),
+        ("s SELECT INBOX\r\n".into(), "s".into()),
+        ("i IDLE\r\n".into(), "+".into()),
+        (String::new(), format!("!{}", idling.display())),
+        (String::new(), "~2 EXISTS".into()),
+        ("DONE\r\n".into(), "i".into()),
+    ];
+    let session = imap_raw_background(&gw, &steps);
+    // Deliver once the session idles (it tells by creating `idling`).
+    assert!(wait_until(20, || idling.exists()));
+    assert!(send(
+        &gw,
+        "alice@example.test",
+        "Subject: second\r\n\r\nsecond\r\n"
+    )
+    .starts_with("250"));
+    let out = session.wait_with_output().expect("output");
+    let out: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        out[5].as_str().unwrap_or_default().contains("* 2 EXISTS"),
+        "{out}"
+    );
+    assert!(
+        out[6].as_str().unwrap_or_default().contains("i OK"),
+        "{out}"
+    );
+}

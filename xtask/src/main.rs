@@ -15,12 +15,16 @@
 //!   into local delivery (smtp-source); `bench relay`: relay throughput to smtp-sink; both
 //!   beside Postfix and Haraka (`../shared/bench/peers.sh`); `bench reload`: hot-reload latency
 //!   and throughput during reloads; `bench access`: IMAP/POP3 beside Dovecot; `bench languages`:
-//!   one policy in Rust, Python, JavaScript and C.
+//!   one policy in Rust, Python, JavaScript and C;
+//! - `fuzz [SECONDS] [TARGET...]`: every cargo-fuzz target in `fuzz/` for SECONDS each
+//!   (nightly and cargo-fuzz installed on first use).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use mailgate_plugin_build::{Build, Language, Tools};
+
+mod fuzz;
 
 const GUEST_TARGET: &str = mailgate_plugin_build::tools::RUST_TARGET;
 
@@ -48,8 +52,11 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("lint") => lint(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <plugins|build|run [ARGS...]|test|lint|bench>");
+            eprintln!(
+                "usage: cargo xtask <plugins|build|run [ARGS...]|test|lint|bench|fuzz [SECONDS] [TARGET...]>"
+            );
             return ExitCode::from(2);
         }
     };

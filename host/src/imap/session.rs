@@ -21,6 +21,7 @@ use imap_codec::CommandCodec;
 use super::framing::{self, Budget, Frame, Framer};
 use super::search::{self, Candidate};
 use super::wire;
+use crate::blocking;
 use crate::config::TlsMode;
 use crate::delivery::maildir::maildir_of;
 use crate::message::Message;
@@ -29,6 +30,7 @@ use crate::smtp::io::{Client, Line};
 use crate::smtp::server::Shared;
 use crate::store::mailbox::{folder_path, list_folders, Flags, Folder, MailEntry};
 use crate::store::retrieval::{self, View};
+use crate::store::watch::FolderWatch;
 
 /// RFC 3501 §5.4: at least 30 minutes before an idle client is logged out.
 const AUTOLOGOUT: Duration = Duration::from_secs(1800);
@@ -36,8 +38,8 @@ const AUTOLOGOUT: Duration = Duration::from_secs(1800);
 const PRE_LOGIN_COMMAND: u64 = 64 * 1024;
 /// Work one SEARCH may do: bytes of text examined, plus 64 per key and message.
 const SEARCH_BUDGET: u64 = 1 << 30;
-/// How often IDLE looks for changes.
-const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How often IDLE looks for changes where the folder cannot be watched.
+const IDLE_POLL: Duration = Duration::from_secs(5);
 
 /// A message as this session shows it.
 struct Shown {
@@ -316,7 +318,7 @@ impl ImapSession {
                     imap_codec::imap_types::sequence::SequenceSet::try_from(set.as_str()).ok();
                 match (parsed, self.selected.is_some()) {
                     (Some(set), true) => {
-                        self.expunge(Some(&set), true);
+                        blocking::run(|| self.expunge(Some(&set), true));
                         self.send(&format!("{tag} OK UID EXPUNGE completed"));
                     }
                     (None, _) => self.send(&format!("{tag} BAD UID EXPUNGE needs a UID set")),
@@ -386,23 +388,27 @@ impl ImapSession {
             }
             CommandBody::Select { mailbox } => self.select(&tag, &mailbox, false).await,
             CommandBody::Examine { mailbox } => self.select(&tag, &mailbox, true).await,
-            CommandBody::Create { mailbox } => self.create(&tag, &mailbox),
-            CommandBody::Delete { mailbox } => self.delete(&tag, &mailbox),
-            CommandBody::Rename { from, to } => self.rename(&tag, &from, &to),
-            CommandBody::Subscribe { mailbox } => self.subscribe(&tag, &mailbox, true),
-            CommandBody::Unsubscribe { mailbox } => self.subscribe(&tag, &mailbox, false),
+            CommandBody::Create { mailbox } => blocking::run(|| self.create(&tag, &mailbox)),
+            CommandBody::Delete { mailbox } => blocking::run(|| self.delete(&tag, &mailbox)),
+            CommandBody::Rename { from, to } => blocking::run(|| self.rename(&tag, &from, &to)),
+            CommandBody::Subscribe { mailbox } => {
+                blocking::run(|| self.subscribe(&tag, &mailbox, true))
+            }
+            CommandBody::Unsubscribe { mailbox } => {
+                blocking::run(|| self.subscribe(&tag, &mailbox, false))
+            }
             CommandBody::List {
                 reference,
                 mailbox_wildcard,
-            } => self.list(&tag, &reference, &mailbox_wildcard, false),
+            } => blocking::run(|| self.list(&tag, &reference, &mailbox_wildcard, false)),
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,
-            } => self.list(&tag, &reference, &mailbox_wildcard, true),
+            } => blocking::run(|| self.list(&tag, &reference, &mailbox_wildcard, true)),
             CommandBody::Status {
                 mailbox,
                 item_names,
-            } => self.status(&tag, &mailbox, &item_names),
+            } => blocking::run(|| self.status(&tag, &mailbox, &item_names)),
             CommandBody::Append {
                 mailbox,
                 flags,
@@ -410,13 +416,8 @@ impl ImapSession {
                 message,
             } => {
                 let date = date.map(|d| d.as_ref().timestamp().max(0) as u64);
-                self.append(
-                    &tag,
-                    &mailbox,
-                    &flag_letters(&flags),
-                    date,
-                    message.as_ref(),
-                );
+                let letters = flag_letters(&flags);
+                blocking::run(|| self.append(&tag, &mailbox, &letters, date, message.as_ref()));
                 self.refresh().await;
             }
             CommandBody::Idle => return self.idle(&tag).await,
@@ -426,7 +427,7 @@ impl ImapSession {
             }
             CommandBody::Close => {
                 if self.selected.as_ref().is_some_and(|s| !s.read_only) {
-                    self.expunge(None, false);
+                    blocking::run(|| self.expunge(None, false));
                 }
                 self.selected = None;
                 self.send(&format!("{tag} OK CLOSE completed"));
@@ -436,7 +437,7 @@ impl ImapSession {
                 self.send(&format!("{tag} OK UNSELECT completed"));
             }
             CommandBody::Expunge => {
-                self.expunge(None, true);
+                blocking::run(|| self.expunge(None, true));
                 self.send(&format!("{tag} OK EXPUNGE completed"));
             }
             CommandBody::Search { criteria, uid, .. } => {
@@ -469,19 +470,20 @@ impl ImapSession {
                 flags,
                 uid,
             } => {
-                self.store(&sequence_set, &kind, &response, &flag_letters(&flags), uid);
+                let letters = flag_letters(&flags);
+                blocking::run(|| self.store(&sequence_set, &kind, &response, &letters, uid));
                 self.send(&format!("{tag} OK STORE completed"));
             }
             CommandBody::Copy {
                 sequence_set,
                 mailbox,
                 uid,
-            } => self.copy(&tag, &sequence_set, &mailbox, uid, false),
+            } => blocking::run(|| self.copy(&tag, &sequence_set, &mailbox, uid, false)),
             CommandBody::Move {
                 sequence_set,
                 mailbox,
                 uid,
-            } => self.copy(&tag, &sequence_set, &mailbox, uid, true),
+            } => blocking::run(|| self.copy(&tag, &sequence_set, &mailbox, uid, true)),
             _ => self.send(&format!("{tag} BAD Command not supported")),
         }
         Next::Continue
@@ -614,7 +616,7 @@ impl ImapSession {
                 });
                 continue;
             }
-            let Ok(bytes) = folder.read(&entry) else {
+            let Ok(bytes) = blocking::run(|| folder.read(&entry)) else {
                 continue;
             };
             match retrieval::view(
@@ -643,7 +645,7 @@ impl ImapSession {
         let Some((name, folder)) = self.folder(tag, mailbox) else {
             return;
         };
-        let snapshot = match folder.scan(!read_only) {
+        let snapshot = match blocking::run(|| folder.scan(!read_only)) {
             Ok(s) => s,
             Err(e) => {
                 self.send(&format!("{tag} NO [SERVERBUG] {e}"));
@@ -692,7 +694,7 @@ impl ImapSession {
         let Some(sel) = self.selected.as_ref() else {
             return;
         };
-        let Ok(snapshot) = sel.folder.scan(!sel.read_only) else {
+        let Ok(snapshot) = blocking::run(|| sel.folder.scan(!sel.read_only)) else {
             return;
         };
         let (folder, name) = (sel.folder.clone(), sel.name.clone());
@@ -760,8 +762,21 @@ impl ImapSession {
         }
     }
 
+    /// IDLE: changes are reported as the folder's change notification reports them (polling
+    /// every few seconds only where notification is not available), until DONE.
     async fn idle(&mut self, tag: &str) -> Next {
+        let watch =
+            self.selected
+                .as_ref()
+                .and_then(|sel| match FolderWatch::new(&sel.folder.path) {
+                    Ok(watch) => Some(watch),
+                    Err(e) => {
+                        tracing::debug!("IDLE falls back to polling: {e}");
+                        None
+                    }
+                });
         self.send("+ idling");
+        let started = tokio::time::Instant::now();
         loop {
             if let Some(line) = self.framer.take_line() {
                 if line.eq_ignore_ascii_case(b"DONE") {
@@ -771,15 +786,36 @@ impl ImapSession {
                 }
                 return Next::Continue;
             }
-            match self.receive(IDLE_POLL).await {
-                Ok(()) => {}
-                Err(Line::TimedOut) => {
-                    self.refresh().await;
-                    if self.client.conn.flush().await.is_err() {
-                        return Next::Close;
+            if started.elapsed() > AUTOLOGOUT {
+                self.send("* BYE Idle for too long");
+                return Next::Close;
+            }
+            let changed = async {
+                match &watch {
+                    Some(watch) => watch.changed().await.is_ok(),
+                    None => {
+                        tokio::time::sleep(IDLE_POLL).await;
+                        true
                     }
                 }
-                Err(_) => return Next::Close,
+            };
+            let input = self.client.conn.read_until(AUTOLOGOUT, |bytes| {
+                self.framer.push(bytes);
+                (bytes.len(), true)
+            });
+            let refresh = tokio::select! {
+                read = input => match read {
+                    Ok(()) => false,
+                    Err(Line::TimedOut) => true,
+                    Err(_) => return Next::Close,
+                },
+                ok = changed => ok,
+            };
+            if refresh {
+                self.refresh().await;
+                if self.client.conn.flush().await.is_err() {
+                    return Next::Close;
+                }
             }
         }
     }
@@ -985,7 +1021,7 @@ impl ImapSession {
             sel.view.len() as u32,
             sel.view.last().map_or(0, |s| s.entry.uid),
         );
-        tokio::task::block_in_place(|| {
+        blocking::run(|| {
             let work = std::cell::Cell::new(0u64);
             let mut out = Vec::new();
             for (i, shown) in sel.view.iter().enumerate() {
@@ -1044,11 +1080,14 @@ impl ImapSession {
         if uid && !items.contains(&MessageDataItemName::Uid) {
             items.insert(0, MessageDataItemName::Uid);
         }
-        for i in self.resolve(set, uid) {
-            let line = self.fetch_one(i, &items);
-            self.client.conn.queue(&line);
-            self.client.conn.queue(b"\r\n");
-        }
+        // Reading and parsing the messages is file and CPU work: off the async workers.
+        blocking::run(|| {
+            for i in self.resolve(set, uid) {
+                let line = self.fetch_one(i, &items);
+                self.client.conn.queue(&line);
+                self.client.conn.queue(b"\r\n");
+            }
+        });
     }
 
     fn fetch_one(&mut self, i: usize, items: &[MessageDataItemName<'_>]) -> Vec<u8> {

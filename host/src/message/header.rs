@@ -181,8 +181,14 @@ fn encode_words(value: &str) -> String {
             i += 1;
             continue;
         }
-        let start = i;
-        while i < words.len() && !words[i].is_ascii() {
+        // Spaces next to an encoded word are not kept by decoders beyond the one separator:
+        // extra ones (empty words) go inside the run.
+        let mut start = i;
+        while start > 0 && words[start - 1].is_empty() && out.last().is_some_and(String::is_empty) {
+            out.pop();
+            start -= 1;
+        }
+        while i < words.len() && (!words[i].is_ascii() || words[i].is_empty()) {
             i += 1;
         }
         out.push(encoded_word_run(&words[start..i].join(" ")));

@@ -49,6 +49,8 @@ pub trait KvStore: Send + Sync {
         expires_ms: Option<u64>,
     ) -> Result<(), String>;
     fn delete(&self, plugin: &str, key: &str) -> Result<(), String>;
+    /// Drops every entry expired at `now_ms`; how many went.
+    fn purge_expired(&self, now_ms: u64) -> Result<usize, String>;
 }
 
 /// The services a chain runs with.
@@ -131,6 +133,13 @@ impl KvStore for MemoryKv {
         self.lock().remove(&(plugin.to_string(), key.to_string()));
         Ok(())
     }
+
+    fn purge_expired(&self, now_ms: u64) -> Result<usize, String> {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, (_, expires)| expires.is_none_or(|e| e > now_ms));
+        Ok(before - map.len())
+    }
 }
 
 /// Key-value store on disk (redb): survives restarts; expired entries read as absent.
@@ -184,6 +193,18 @@ impl KvStore for DiskKv {
     fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
         self.write(|table| table.remove((plugin, key)).map(|_| ()))
     }
+
+    fn purge_expired(&self, now_ms: u64) -> Result<usize, String> {
+        let mut removed = 0;
+        self.write(|table| {
+            table.retain(|_, (_, expires)| {
+                let keep = expires == 0 || expires > now_ms;
+                removed += usize::from(!keep);
+                keep
+            })
+        })?;
+        Ok(removed)
+    }
 }
 
 impl DiskKv {
@@ -194,12 +215,15 @@ impl DiskKv {
             &mut redb::Table<'_, (&str, &str), (&str, u64)>,
         ) -> Result<(), redb::StorageError>,
     ) -> Result<(), String> {
-        let tx = self.db.begin_write().map_err(kv_err)?;
-        {
-            let mut table = tx.open_table(KV_TABLE).map_err(kv_err)?;
-            change(&mut table).map_err(kv_err)?;
-        }
-        tx.commit().map_err(kv_err)
+        // The commit syncs to disk: off the async workers (this runs inside a plugin call).
+        crate::blocking::run(|| {
+            let tx = self.db.begin_write().map_err(kv_err)?;
+            {
+                let mut table = tx.open_table(KV_TABLE).map_err(kv_err)?;
+                change(&mut table).map_err(kv_err)?;
+            }
+            tx.commit().map_err(kv_err)
+        })
     }
 }
 
@@ -341,6 +365,12 @@ mod tests {
             "namespaced per plugin"
         );
         kv.delete("p", "forever").expect("delete");
+        assert_eq!(kv.purge_expired(1_000), Ok(1), "the expired entry goes");
+        assert_eq!(
+            kv.get("other", "k", 5_000),
+            Ok(Some("w".into())),
+            "the rest stays"
+        );
         assert_eq!(kv.get("p", "forever", 0), Ok(None));
     }
 }

@@ -248,8 +248,8 @@ impl QueueManager {
         let files = &self.inner.files;
         let (spooled, mut state) = match kept {
             Some(kept) => kept,
-            None => match files.spool.load(id) {
-                Ok(s) => (s, files.state(id)),
+            None => match crate::blocking::run(|| files.spool.load(id)) {
+                Ok(s) => (s, crate::blocking::run(|| files.state(id))),
                 Err(e) => {
                     tracing::warn!(queue_id = id, "queued message unreadable or gone: {e}");
                     self.schedule().entries.remove(id);
@@ -364,12 +364,14 @@ impl QueueManager {
                         .message
                         .as_ref()
                         .map_or(&spooled.message[..], |m| m.raw());
-                    let kept = crate::queue::quarantine(
-                        &self.inner.quarantine_dir,
-                        &envelope.id,
-                        raw,
-                        &reason,
-                    );
+                    let kept = crate::blocking::run(|| {
+                        crate::queue::quarantine(
+                            &self.inner.quarantine_dir,
+                            &envelope.id,
+                            raw,
+                            &reason,
+                        )
+                    });
                     return match kept {
                         Ok(()) => (
                             all(Outcome::Dropped(format!(
@@ -634,26 +636,37 @@ impl QueueManager {
         state.pending = Some(pending.into_iter().map(|(r, _)| r).collect());
         state.last_error = Some(errors.join("; "));
         state.next_attempt = now + wait;
-        let mut schedule = self.schedule();
-        let (held, again) = match schedule.entries.get_mut(id) {
-            Some(entry) => {
-                entry.running = false;
-                (entry.held, entry.again)
-            }
-            None => {
-                // Deleted while the attempt ran.
-                drop(schedule);
-                let _ = files.remove(id);
-                return;
-            }
+        // The state file is written (two fsyncs) outside the schedule lock, which SMTP sessions
+        // take too; the entry stays `running` meanwhile, so a retry asked for now is not lost.
+        let held = self.schedule().entries.get(id).map(|entry| entry.held);
+        let Some(held) = held else {
+            // Deleted while the attempt ran.
+            let _ = files.remove(id);
+            return;
         };
         state.held = held;
-        if let Err(e) = files.save(id, state) {
-            tracing::error!(queue_id = id, "cannot save the queue state: {e}");
-        }
+        let save = |state: &DeliveryState| {
+            if let Err(e) = crate::blocking::run(|| files.save(id, state)) {
+                tracing::error!(queue_id = id, "cannot save the queue state: {e}");
+            }
+        };
+        save(state);
+        let mut schedule = self.schedule();
+        let Some(entry) = schedule.entries.get_mut(id) else {
+            drop(schedule);
+            let _ = files.remove(id);
+            return;
+        };
+        entry.running = false;
+        let (held_now, again) = (entry.held, entry.again);
         let at = if again { now } else { state.next_attempt };
         schedule.plan(id, at, now);
         drop(schedule);
+        if held_now != held {
+            // Held or released while the file was being written: write what holds now.
+            state.held = held_now;
+            save(state);
+        }
         self.inner.wake.notify_one();
     }
 

@@ -20,7 +20,7 @@ use crate::admin::Admin;
 use crate::config::{Config, ConfigSource, ListenerConfig, Protocol, TlsMode};
 use crate::delivery::local;
 use crate::limits::{AuthBudget, PerIp};
-use crate::plugin::services::{DiskKv, SystemDns};
+use crate::plugin::services::{Clock, DiskKv, SystemClock, SystemDns};
 use crate::plugin::{ActivePlugins, PluginSet, Runtime, Services};
 use crate::queue::manager::QueueManager;
 use crate::queue::spool::{QueuedEnvelope, Spool};
@@ -201,10 +201,12 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("dns: {e}"))?;
     let kv =
         DiskKv::open(&data_dir.join("kv.redb")).map_err(|e| anyhow::anyhow!("kv store: {e}"))?;
+    let kv: Arc<dyn crate::plugin::services::KvStore> = Arc::new(kv);
+    tokio::spawn(purge_expired_kv(kv.clone()));
     let services = Services {
-        kv: Arc::new(kv),
+        kv,
         dns: Arc::new(dns),
-        clock: Arc::new(crate::plugin::services::SystemClock),
+        clock: Arc::new(SystemClock),
     };
     let relay_networks = config
         .server
@@ -451,6 +453,25 @@ async fn session(
         }
     }
     tracing::debug!("closed");
+}
+
+/// How often expired plugin kv entries are dropped from disk.
+const KV_PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// Expired kv entries read as absent at once, but take disk space until purged here.
+async fn purge_expired_kv(kv: Arc<dyn crate::plugin::services::KvStore>) {
+    let mut every = tokio::time::interval(KV_PURGE_EVERY);
+    loop {
+        every.tick().await;
+        let kv = kv.clone();
+        let now = SystemClock.now_ms();
+        match tokio::task::spawn_blocking(move || kv.purge_expired(now)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "expired kv entries purged"),
+            Ok(Err(e)) => tracing::warn!("kv purge: {e}"),
+            Err(e) => tracing::warn!("kv purge task: {e}"),
+        }
+    }
 }
 
 /// Most messages delivered in one batch (two filesystem syncs per batch).

@@ -3,3 +3,4 @@
 pub mod mailbox;
 pub mod retrieval;
 pub mod users;
+pub mod watch;

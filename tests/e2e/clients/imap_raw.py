@@ -2,7 +2,8 @@
 Usage: imap_raw.py PORT < STEPS_JSON
 STEPS_JSON (on standard input: it may be large) is a list of [bytes_to_send (latin-1 text), what_to_wait_for]; what_to_wait_for is
 a tag (read until that tag's completion line), "+" (read until a continuation request or any
-tagged line), or "" (send only). Prints one JSON list: the greeting, then what each step read
+tagged line), "~TEXT" (read until a line containing TEXT), "!PATH" (create the file PATH, to
+tell a test that this point was reached), or "" (send only). Prints one JSON list: the greeting, then what each step read
 (latin-1 text; "<closed>" appended when the server closed the connection)."""
 import json
 import socket
@@ -42,7 +43,9 @@ def read_until(tag):
         got += line
         if tag == "+" and (line.startswith(b"+") or not line.startswith(b"*")):
             return got.decode("latin-1")
-        if tag and tag != "+" and line.startswith(tag.encode() + b" "):
+        if tag.startswith("~") and tag[1:].encode() in line:
+            return got.decode("latin-1")
+        if tag and tag != "+" and not tag.startswith("~") and line.startswith(tag.encode() + b" "):
             return got.decode("latin-1")
         if line.startswith(b"* BYE"):
             rest = read_line()
@@ -68,5 +71,9 @@ for data, wait in steps:
     except (ConnectionError, ssl.SSLError):
         out.append("<closed>")
         break
-    out.append(read_until(wait) if wait else "")
+    if wait.startswith("!"):
+        open(wait[1:], "w").close()
+        out.append("")
+    else:
+        out.append(read_until(wait) if wait else "")
 print(json.dumps(out))

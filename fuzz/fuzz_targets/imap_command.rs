@@ -1,0 +1,32 @@
+//! The IMAP command path: the framer cuts the stream (in pieces sized by the first byte),
+//! then imap-codec parses each whole command, as the session does.
+#![no_main]
+use imap_codec::decode::Decoder;
+use libfuzzer_sys::fuzz_target;
+use mailgate::imap::framing::{Budget, Frame, Framer};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&piece, input)) = data.split_first() else {
+        return;
+    };
+    let piece = usize::from(piece).max(1);
+    let budget = Budget {
+        literal: 4096,
+        command: 8192,
+    };
+    let mut framer = Framer::new();
+    for chunk in input.chunks(piece) {
+        framer.push(chunk);
+        loop {
+            match framer.next(budget) {
+                Frame::NeedMore => break,
+                Frame::Command(command) => {
+                    assert!(command.ends_with(b"\r\n"));
+                    assert!(command.len() as u64 <= budget.command + 70 * 1024);
+                    let _ = imap_codec::CommandCodec::default().decode(&command);
+                }
+                Frame::Continue | Frame::LiteralRefused { .. } | Frame::LineTooLong { .. } => {}
+            }
+        }
+    }
+});

@@ -1,0 +1,54 @@
+//! The MIME tree and everything IMAP builds from it: BODYSTRUCTURE, ENVELOPE and sections,
+//! on any bytes a stored message could hold. Depth stays bounded; nothing panics.
+#![no_main]
+use imap_codec::decode::Decoder;
+use imap_codec::imap_types::command::CommandBody;
+use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName};
+use libfuzzer_sys::fuzz_target;
+use mailgate::imap::wire;
+use mailgate::message::{mime, Message};
+
+const SECTIONS: &[&str] = &[
+    "BODY[1]",
+    "BODY[1.1]",
+    "BODY[2.1.MIME]",
+    "BODY[1.HEADER]",
+    "BODY[1.1.1.TEXT]",
+    "BODY[HEADER.FIELDS (SUBJECT FROM)]",
+    "BODY[3.2.1]",
+];
+
+fuzz_target!(|raw: &[u8]| {
+    let message = Message::new(raw.to_vec());
+    let parts = message.parts();
+    for part in parts {
+        let mut depth = 0;
+        let mut parent = part.parent;
+        while let Some(p) = parent {
+            assert!(p < part.id, "parents come first");
+            depth += 1;
+            parent = parts[p as usize].parent;
+        }
+        assert!(depth <= mime::max_depth());
+        let _ = message.part_content(part.id);
+    }
+    let _ = wire::body_structure(&message, true);
+    let _ = wire::envelope(&message);
+    for section in SECTIONS {
+        let line = format!("a FETCH 1 {section}\r\n");
+        let Ok((_, command)) = imap_codec::CommandCodec::default().decode(line.as_bytes()) else {
+            continue;
+        };
+        if let CommandBody::Fetch {
+            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
+            ..
+        } = command.body
+        {
+            for item in items {
+                if let MessageDataItemName::BodyExt { section, .. } = item {
+                    let _ = wire::section_bytes(&message, section.as_ref());
+                }
+            }
+        }
+    }
+});
