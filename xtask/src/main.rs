@@ -15,7 +15,8 @@
 //!   into local delivery (smtp-source); `bench relay`: relay throughput to smtp-sink; both
 //!   beside Postfix and Haraka (`../shared/bench/peers.sh`); `bench reload`: hot-reload latency
 //!   and throughput during reloads; `bench access`: IMAP/POP3 beside Dovecot; `bench languages`:
-//!   one policy in Rust, Python, JavaScript and C;
+//!   one policy in Rust, Python, JavaScript and C; `bench hardening`: IMAP SEARCH, memory during
+//!   a flood of wrong logins, large APPENDs;
 //! - `fuzz [SECONDS] [TARGET...]`: every cargo-fuzz target in `fuzz/` for SECONDS each
 //!   (nightly and cargo-fuzz installed on first use).
 
@@ -336,6 +337,7 @@ fn bench(which: Option<&str>) -> Result<(), String> {
         Some("relay") => script("relay.sh"),
         Some("reload") => script("reload.sh"),
         Some("access") => script("access.sh"),
+        Some("hardening") => script("hardening.sh"),
         Some("languages") => {
             build_policy_in_each_language()?;
             cargo(&["bench", "-p", "mailgate", "--bench", "languages"])
