@@ -13,6 +13,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::Plugin;
+use super::cache::ArtifactCache;
 use super::host_api::HostState;
 use super::PluginError;
 use crate::config::RuntimeConfig;
@@ -24,7 +25,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 pub struct Runtime {
     pub engine: Engine,
     pub linker: Linker<HostState>,
-    cache_dir: Option<PathBuf>,
+    cache: Option<ArtifactCache>,
     ticker: Option<Ticker>,
 }
 
@@ -57,7 +58,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
-            cache_dir,
+            cache: cache_dir.as_deref().and_then(ArtifactCache::open),
             ticker: Some(ticker),
         })
     }
@@ -85,16 +86,9 @@ impl Runtime {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let cached = self
-            .cache_dir
-            .as_ref()
-            .map(|dir| dir.join(self.cache_key(&sha256)));
-        let cached = cached.filter(|_| self.cache_is_private());
-        if let Some(file) = cached.as_ref().filter(|f| f.exists()) {
-            match load_artifact(&self.engine, file) {
-                Ok(component) => return Ok((component, sha256)),
-                Err(e) => tracing::warn!("discarding cached artifact {}: {e}", file.display()),
-            }
+        let key = self.cache_key(&sha256);
+        if let Some(component) = self.cache.as_ref().and_then(|c| c.load(&self.engine, &key)) {
+            return Ok((component, sha256));
         }
         let compiled =
             self.engine
@@ -103,8 +97,8 @@ impl Runtime {
                     path: path.to_path_buf(),
                     reason: format!("{e:#}"),
                 })?;
-        if let Some(file) = &cached {
-            store_artifact(file, &compiled);
+        if let Some(cache) = &self.cache {
+            cache.store(&key, &compiled);
         }
         // SAFETY: `compiled` was produced just now by this engine.
         let component = unsafe { Component::deserialize(&self.engine, &compiled) }
@@ -134,96 +128,6 @@ impl Runtime {
 fn is_component(bytes: &[u8]) -> bool {
     // Components carry layer 1 in the version field: 0d 00 01 00.
     bytes.len() >= 8 && bytes.starts_with(b"\0asm") && bytes[6..8] == [1, 0]
-}
-
-/// Compiled artifacts start with this tag and the SHA-256 of what follows.
-const ARTIFACT_TAG: &[u8; 8] = b"MGCWASM1";
-
-impl Runtime {
-    /// The cache is used only when it is a directory of ours that nobody else can write:
-    /// loading an artifact runs its native code inside the gateway.
-    fn cache_is_private(&self) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        let Some(dir) = &self.cache_dir else {
-            return false;
-        };
-        if let Err(e) = create_private_dir(dir) {
-            tracing::warn!("plugin cache {}: {e}; compiling without it", dir.display());
-            return false;
-        }
-        match std::fs::symlink_metadata(dir) {
-            Ok(meta) if meta.is_dir() && meta.uid() == rustix::process::geteuid().as_raw() => {
-                if meta.mode() & 0o022 != 0 {
-                    tracing::warn!(
-                        "plugin cache {} is writable by others (mode {:o}); not used",
-                        dir.display(),
-                        meta.mode() & 0o7777
-                    );
-                    return false;
-                }
-                true
-            }
-            Ok(_) => {
-                tracing::warn!(
-                    "plugin cache {} is not a directory owned by this user; not used",
-                    dir.display()
-                );
-                false
-            }
-            Err(e) => {
-                tracing::warn!("plugin cache {}: {e}; not used", dir.display());
-                false
-            }
-        }
-    }
-}
-
-/// Creates `dir` (and its parents) with mode 0700 where it does not exist yet.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Reads an artifact, checks the hash recorded in it, then deserializes it.
-fn load_artifact(engine: &Engine, file: &Path) -> Result<Component, String> {
-    let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
-    let (recorded, compiled) = bytes
-        .strip_prefix(ARTIFACT_TAG)
-        .filter(|rest| rest.len() >= 32)
-        .map(|rest| rest.split_at(32))
-        .ok_or("not an artifact of this version")?;
-    if Sha256::digest(compiled).as_slice() != recorded {
-        return Err("its content does not match its recorded hash".into());
-    }
-    // SAFETY: the artifact is one `store_artifact` wrote from `precompile_component` of an engine
-    // with the same compatibility hash (part of the file name), in a directory only this user
-    // can write, and its content still has the hash recorded when it was written.
-    unsafe { Component::deserialize(engine, compiled) }.map_err(|e| format!("{e:#}"))
-}
-
-fn store_artifact(file: &Path, compiled: &[u8]) {
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        out.write_all(ARTIFACT_TAG)?;
-        out.write_all(&Sha256::digest(compiled))?;
-        out.write_all(compiled)?;
-        drop(out);
-        std::fs::rename(&tmp, file)
-    };
-    if let Err(e) = write() {
-        tracing::warn!("cannot cache compiled plugin at {}: {e}", file.display());
-    }
 }
 
 fn build_engine(config: &RuntimeConfig, pooling: bool) -> Result<Engine, PluginError> {

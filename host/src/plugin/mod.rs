@@ -3,6 +3,7 @@
 
 mod active;
 pub mod bindings;
+mod cache;
 mod chain;
 mod engine;
 pub mod host_api;

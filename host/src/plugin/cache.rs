@@ -1,0 +1,159 @@
+//! The on-disk cache of compiled plugins. Loading an artifact runs its native code inside the
+//! gateway, so the cache is used only when it is a directory of ours that nobody else can write,
+//! it is held as a `cap_std` directory handle (no key can name a file outside it), and every
+//! artifact records the SHA-256 of its content, checked before it is deserialized.
+
+use std::path::{Path, PathBuf};
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, DirBuilder, OpenOptions};
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+/// Compiled artifacts start with this tag and the SHA-256 of what follows.
+const ARTIFACT_TAG: &[u8; 8] = b"MGCWASM1";
+
+pub struct ArtifactCache {
+    path: PathBuf,
+    dir: Dir,
+}
+
+impl ArtifactCache {
+    /// Opens (creating, mode 0700) the cache at `path`; `None`, with the reason logged, when it
+    /// cannot be trusted or used: plugins are then compiled every time.
+    pub fn open(path: &Path) -> Option<ArtifactCache> {
+        match Self::try_open(path) {
+            Ok(cache) => Some(cache),
+            Err(why) => {
+                tracing::warn!("plugin cache {}: {why}; not used", path.display());
+                None
+            }
+        }
+    }
+
+    fn try_open(path: &Path) -> Result<ArtifactCache, String> {
+        use cap_std::fs::DirBuilderExt;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        let parent =
+            Dir::open_ambient_dir(path.parent().unwrap_or(Path::new(".")), ambient_authority())
+                .map_err(|e| e.to_string())?;
+        let name = path.file_name().ok_or("no directory name")?;
+        let mut builder = DirBuilder::new();
+        builder.mode(0o700);
+        match parent.create_dir_with(name, &builder) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let dir = parent.open_dir(name).map_err(|e| e.to_string())?;
+        let stat = rustix::fs::fstat(&dir).map_err(|e| e.to_string())?;
+        if stat.st_uid != rustix::process::geteuid().as_raw() {
+            return Err("it is not owned by this user".into());
+        }
+        let mode = stat.st_mode & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(format!("it is writable by others (mode {mode:o})"));
+        }
+        Ok(ArtifactCache {
+            path: path.to_path_buf(),
+            dir,
+        })
+    }
+
+    /// The artifact under `key`, if it is there, intact, and loads.
+    pub fn load(&self, engine: &Engine, key: &str) -> Option<Component> {
+        let bytes = self.dir.read(key).ok()?;
+        match check(&bytes) {
+            // SAFETY: the artifact was written by `store` from `precompile_component` of an
+            // engine with the same compatibility hash (part of the key), in a directory only
+            // this user can write, and its content still has the hash recorded then.
+            Ok(compiled) => match unsafe { Component::deserialize(engine, compiled) } {
+                Ok(component) => return Some(component),
+                Err(e) => self.discard(key, &format!("{e:#}")),
+            },
+            Err(why) => self.discard(key, why),
+        }
+        None
+    }
+
+    fn discard(&self, key: &str, why: &str) {
+        tracing::warn!(
+            "discarding cached artifact {}: {why}",
+            self.path.join(key).display()
+        );
+        let _ = self.dir.remove_file(key);
+    }
+
+    /// Keeps a compiled component under `key` (written aside, then renamed into place).
+    pub fn store(&self, key: &str, compiled: &[u8]) {
+        use cap_std::fs::OpenOptionsExt;
+        use std::io::Write;
+        let tmp = format!("{key}.tmp{}", std::process::id());
+        let write = || -> std::io::Result<()> {
+            let mut out = self.dir.open_with(
+                &tmp,
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600),
+            )?;
+            out.write_all(ARTIFACT_TAG)?;
+            out.write_all(&Sha256::digest(compiled))?;
+            out.write_all(compiled)?;
+            drop(out);
+            self.dir.rename(&tmp, &self.dir, key)
+        };
+        if let Err(e) = write() {
+            let _ = self.dir.remove_file(&tmp);
+            tracing::warn!(
+                "cannot cache compiled plugin at {}: {e}",
+                self.path.join(key).display()
+            );
+        }
+    }
+}
+
+/// The compiled bytes of an artifact whose recorded hash matches them.
+fn check(bytes: &[u8]) -> Result<&[u8], &'static str> {
+    let (recorded, compiled) = bytes
+        .strip_prefix(ARTIFACT_TAG)
+        .filter(|rest| rest.len() >= 32)
+        .map(|rest| rest.split_at(32))
+        .ok_or("not an artifact of this version")?;
+    if Sha256::digest(compiled).as_slice() != recorded {
+        return Err("its content does not match its recorded hash");
+    }
+    Ok(compiled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_are_checked_and_group_writable_caches_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cache");
+        let cache = ArtifactCache::open(&path).expect("private cache");
+        let meta = std::fs::metadata(&path).expect("meta");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        cache.store("k", b"compiled bytes");
+        let stored = std::fs::read(path.join("k")).expect("stored");
+        assert_eq!(check(&stored), Ok(&b"compiled bytes"[..]));
+        let mut tampered = stored.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(check(&tampered).is_err());
+        assert!(check(b"MGCWASM1short").is_err());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+        assert!(
+            ArtifactCache::open(&path).is_none(),
+            "group-writable cache used"
+        );
+    }
+}
