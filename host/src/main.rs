@@ -339,7 +339,7 @@ async fn queue_command(config: &Config, command: QueueCommand) -> anyhow::Result
                 "no queue in {} (wrong --data-dir or --config?)",
                 data_dir.display()
             );
-            let files = QueueFiles::new(Spool::attach(&root), &root)?;
+            let files = QueueFiles::new(Spool::attach(&root)?, &root)?;
             execute(&files, &command)
         }
     };

@@ -3,11 +3,16 @@
 //! flushes (group commit): writers only write their file into `tmp/`; one committer takes every
 //! file ready, makes their data durable with a single `syncfs`, renames them into `active/` and
 //! fsyncs that directory once, then acknowledges the whole batch. Two flushes per batch, however
-//! many messages it holds.
+//! many messages it holds. `tmp/` and `active/` are held as `cap_std` directory handles: no
+//! queue id, whatever its text, can name a file outside them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -58,8 +63,8 @@ pub struct Spooled {
 }
 
 struct Commit {
-    tmp: PathBuf,
-    target: PathBuf,
+    /// The file's name, the same in `tmp/` and `active/`.
+    name: String,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -68,7 +73,13 @@ struct Commit {
 #[derive(Clone)]
 pub struct Spool {
     root: PathBuf,
+    dirs: Arc<Dirs>,
     commits: mpsc::UnboundedSender<Commit>,
+}
+
+struct Dirs {
+    tmp: Dir,
+    active: Dir,
 }
 
 /// Messages up to this size are written without the blocking pool.
@@ -97,36 +108,46 @@ impl Spool {
         for sub in ["tmp", "active"] {
             std::fs::create_dir_all(root.join(sub)).map_err(io(root))?;
         }
+        let spool = Spool::attach(root)?;
         // Files left in tmp/ were never acknowledged: they can go.
-        if let Ok(entries) = std::fs::read_dir(root.join("tmp")) {
+        if let Ok(entries) = spool.dirs.tmp.entries() {
             for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
+                let _ = spool.dirs.tmp.remove_file(entry.file_name());
             }
         }
-        Ok(Spool::attach(root))
+        Ok(spool)
     }
 
     /// Uses an existing spool without touching its `tmp/` (a server may be writing there):
     /// for the operator's commands. Needs a tokio runtime (it starts the committer).
-    pub fn attach(root: &Path) -> Spool {
+    pub fn attach(root: &Path) -> Result<Spool, SpoolError> {
+        let open = |sub: &str| {
+            let path = root.join(sub);
+            Dir::open_ambient_dir(&path, ambient_authority()).map_err(io(&path))
+        };
+        let dirs = Arc::new(Dirs {
+            tmp: open("tmp")?,
+            active: open("active")?,
+        });
         let (tx, rx) = mpsc::unbounded_channel();
-        let active = root.join("active");
-        tokio::spawn(committer(active, rx));
-        Spool {
+        tokio::spawn(committer(dirs.clone(), root.join("active"), rx));
+        Ok(Spool {
             root: root.to_path_buf(),
+            dirs,
             commits: tx,
-        }
+        })
     }
 
+    /// Where a message lives, for messages about it.
     fn active(&self, id: &str) -> PathBuf {
         self.root.join("active").join(id)
     }
 
     /// Writes and commits a message; returns once it is durable.
     pub async fn store(&self, envelope: &QueuedEnvelope, message: &[u8]) -> Result<(), SpoolError> {
-        let tmp = self.root.join("tmp").join(&envelope.id);
+        let name = envelope.id.clone();
         let mut bytes = serde_json::to_vec(envelope).map_err(|e| SpoolError::Damaged {
-            path: tmp.clone(),
+            path: self.active(&name),
             reason: e.to_string(),
         })?;
         bytes.push(b'\n');
@@ -135,35 +156,45 @@ impl Spool {
         // cache takes microseconds, less than the two thread switches of a hand-off to the
         // blocking pool. Large ones still go there.
         if bytes.len() <= INLINE_WRITE_MAX {
-            write_unsynced(&tmp, &bytes)?;
+            self.write_tmp(&name, &bytes, false)?;
         } else {
-            let path = tmp.clone();
-            tokio::task::spawn_blocking(move || write_unsynced(&path, &bytes))
+            let (spool, name) = (self.clone(), name.clone());
+            tokio::task::spawn_blocking(move || spool.write_tmp(&name, &bytes, false))
                 .await
                 .map_err(|_| SpoolError::Stopped)??;
         }
         let (done, wait) = oneshot::channel();
         self.commits
             .send(Commit {
-                tmp,
-                target: self.active(&envelope.id),
+                name: name.clone(),
                 done,
             })
             .map_err(|_| SpoolError::Stopped)?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(SpoolError::Io {
-                path: self.active(&envelope.id),
+                path: self.active(&name),
                 source: std::io::Error::other(reason),
             }),
             Err(_) => Err(SpoolError::Stopped),
         }
     }
 
+    /// Writes `tmp/<name>`, synced when asked.
+    fn write_tmp(&self, name: &str, bytes: &[u8], synced: bool) -> Result<(), SpoolError> {
+        let path = self.root.join("tmp").join(name);
+        let mut file = self.dirs.tmp.create(name).map_err(io(&path))?;
+        file.write_all(bytes).map_err(io(&path))?;
+        if synced {
+            file.sync_data().map_err(io(&path))?;
+        }
+        Ok(())
+    }
+
     /// Reads one queued message.
     pub fn load(&self, id: &str) -> Result<Spooled, SpoolError> {
         let path = self.active(id);
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let bytes = self.dirs.active.read(id).map_err(io(&path))?;
         let split = bytes
             .iter()
             .position(|&b| b == b'\n')
@@ -184,38 +215,49 @@ impl Spool {
 
     /// Replaces the envelope (e.g. fewer recipients left), durably.
     pub fn rewrite(&self, spooled: &Spooled) -> Result<(), SpoolError> {
-        let path = self.active(&spooled.envelope.id);
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{}.rewrite", spooled.envelope.id));
+        let id = &spooled.envelope.id;
+        let path = self.active(id);
+        let tmp = format!("{id}.rewrite");
         let mut bytes = serde_json::to_vec(&spooled.envelope).map_err(|e| SpoolError::Damaged {
             path: path.clone(),
             reason: e.to_string(),
         })?;
         bytes.push(b'\n');
         bytes.extend_from_slice(&spooled.message);
-        write_synced(&tmp, &bytes)?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        sync_dir(&self.root.join("active"))
+        self.write_tmp(&tmp, &bytes, true)?;
+        self.dirs
+            .tmp
+            .rename(&tmp, &self.dirs.active, id)
+            .map_err(io(&path))?;
+        let dir = self.root.join("active");
+        let handle = self.dirs.active.open(".").map_err(io(&dir))?;
+        rustix::fs::fsync(&handle).map_err(|e| SpoolError::Io {
+            path: dir,
+            source: e.into(),
+        })
     }
 
     /// Removes a fully delivered message. The directory is not fsynced: if a crash brings the
     /// entry back, delivery runs again and finds every copy already in place (it is idempotent).
     pub fn remove(&self, id: &str) -> Result<(), SpoolError> {
-        let path = self.active(id);
-        std::fs::remove_file(&path).map_err(io(&path))
+        self.dirs
+            .active
+            .remove_file(id)
+            .map_err(io(&self.active(id)))
     }
 
     /// True when the message is in the spool.
     pub fn contains(&self, id: &str) -> bool {
-        is_queue_id(id) && self.active(id).is_file()
+        is_queue_id(id) && self.dirs.active.metadata(id).is_ok_and(|m| m.is_file())
     }
 
     /// Ids of every queued message, oldest first (recovery after a restart).
     pub fn list(&self) -> Result<Vec<String>, SpoolError> {
         let dir = self.root.join("active");
-        let mut ids: Vec<String> = std::fs::read_dir(&dir)
+        let mut ids: Vec<String> = self
+            .dirs
+            .active
+            .entries()
             .map_err(io(&dir))?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -230,51 +272,42 @@ pub fn is_queue_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
-    let mut file = std::fs::File::create(path).map_err(io(path))?;
-    file.write_all(bytes).map_err(io(path))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
-    write_unsynced(path, bytes)?;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.sync_data())
-        .map_err(io(path))
-}
-
-/// Flushes every dirty file of the filesystem that holds `dir` (one call for a whole batch).
-fn sync_filesystem(dir: &Path) -> Result<(), String> {
-    let handle = std::fs::File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    rustix::fs::syncfs(&handle).map_err(|e| format!("syncfs {}: {e}", dir.display()))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
-}
-
 /// Takes every waiting file: one `syncfs` for their data, the renames into `active/`, one fsync
 /// of the directory; then acknowledges them all.
-async fn committer(active: PathBuf, mut commits: mpsc::UnboundedReceiver<Commit>) {
+async fn committer(dirs: Arc<Dirs>, active: PathBuf, mut commits: mpsc::UnboundedReceiver<Commit>) {
     while let Some(first) = commits.recv().await {
         let mut batch = vec![first];
         while let Ok(more) = commits.try_recv() {
             batch.push(more);
         }
-        let dir = active.clone();
+        let (dirs, path) = (dirs.clone(), active.clone());
         let result = tokio::task::spawn_blocking(move || {
-            let data = sync_filesystem(&dir);
+            let failed =
+                |what: &str, e: rustix::io::Errno| format!("{what} {}: {e}", path.display());
+            // cap-std's handles cannot be synced (O_PATH): a readable handle of the same
+            // directory can.
+            let handle = dirs
+                .active
+                .open(".")
+                .map_err(|e| format!("{}: {e}", path.display()));
+            // Every dirty file of the filesystem at once: one call for the whole batch.
+            let data = handle
+                .as_ref()
+                .map_err(String::clone)
+                .and_then(|h| rustix::fs::syncfs(h).map_err(|e| failed("syncfs", e)));
             let mut outcomes = Vec::with_capacity(batch.len());
             for commit in batch {
                 let renamed = data.clone().and_then(|()| {
-                    std::fs::rename(&commit.tmp, &commit.target).map_err(|e| e.to_string())
+                    dirs.tmp
+                        .rename(&commit.name, &dirs.active, &commit.name)
+                        .map_err(|e| e.to_string())
                 });
                 outcomes.push((commit.done, renamed));
             }
-            let synced = sync_dir(&dir).map_err(|e| e.to_string());
+            let synced = handle
+                .as_ref()
+                .map_err(String::clone)
+                .and_then(|h| rustix::fs::fsync(h).map_err(|e| failed("fsync", e)));
             for (done, renamed) in outcomes {
                 let _ = done.send(renamed.and(synced.clone()));
             }
@@ -330,6 +363,11 @@ mod tests {
         spool.remove(&ids[0]).expect("remove");
         assert_eq!(spool.list().expect("list").len(), 19);
         let reopened = Spool::open(dir.path()).expect("reopen");
+        assert!(
+            spool.load("../../etc/passwd").is_err(),
+            "ids never leave the spool"
+        );
+        assert!(!spool.contains("../active/x"));
         assert_eq!(
             reopened.list().expect("list").len(),
             19,
