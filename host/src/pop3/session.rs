@@ -313,7 +313,7 @@ impl Pop3Session {
         }
         let user = user.to_ascii_lowercase();
         let maildir = maildir_of(&self.shared.config.data_dir().join("mail"), &user);
-        let Some(lock) = MaildropLock::take(&maildir) else {
+        let Some(lock) = crate::blocking::run(|| MaildropLock::take(&maildir)) else {
             self.err("[IN-USE] Maildrop already locked by another session");
             return Next::Continue;
         };
@@ -358,7 +358,7 @@ impl Pop3Session {
                 });
                 continue;
             }
-            let bytes = folder.read(&entry)?;
+            let bytes = crate::blocking::run(|| folder.read(&entry))?;
             match self.retrieve_stage(&plugins, user, &entry, bytes).await {
                 View::Hidden => {}
                 View::Shown(edited) => messages.push(Listed {
@@ -440,7 +440,7 @@ impl Pop3Session {
                 self.ok(&format!("{n} messages"));
             }
             Command::Quit => {
-                self.update();
+                crate::blocking::run(|| self.update());
                 return Next::Close;
             }
             _ => self.err("Not valid in the TRANSACTION state"),
@@ -499,7 +499,7 @@ impl Pop3Session {
         let listed = &drop.messages[index];
         let bytes = match &listed.edited {
             Some(edited) => Ok(edited.as_ref().clone()),
-            None => drop.folder.read(&listed.entry),
+            None => crate::blocking::run(|| drop.folder.read(&listed.entry)),
         };
         let bytes = match bytes {
             Ok(b) => b,

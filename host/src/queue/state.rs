@@ -34,11 +34,13 @@ pub struct QueueEntry {
     pub size: usize,
 }
 
-/// The queue's files: spool entries and their state files.
+/// The queue's files: spool entries and their state files (`state/` held as a cap-std
+/// directory handle: no id names a file outside it).
 #[derive(Clone)]
 pub struct QueueFiles {
     pub spool: Spool,
     state_dir: PathBuf,
+    states: std::sync::Arc<cap_std::fs::Dir>,
 }
 
 impl QueueFiles {
@@ -48,16 +50,29 @@ impl QueueFiles {
             path: state_dir.clone(),
             source,
         })?;
-        Ok(QueueFiles { spool, state_dir })
+        let states = cap_std::fs::Dir::open_ambient_dir(&state_dir, cap_std::ambient_authority())
+            .map_err(|source| SpoolError::Io {
+            path: state_dir.clone(),
+            source,
+        })?;
+        Ok(QueueFiles {
+            spool,
+            state_dir,
+            states: std::sync::Arc::new(states),
+        })
+    }
+
+    fn name(id: &str) -> String {
+        format!("{id}.json")
     }
 
     fn path(&self, id: &str) -> PathBuf {
-        self.state_dir.join(format!("{id}.json"))
+        self.state_dir.join(Self::name(id))
     }
 
     /// The state of a message (default when it has none yet or the file is unreadable).
     pub fn state(&self, id: &str) -> DeliveryState {
-        match std::fs::read(self.path(id)) {
+        match self.states.read(Self::name(id)) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(
                     queue_id = id,
@@ -71,8 +86,9 @@ impl QueueFiles {
 
     /// Writes the state durably (it may record recipients already delivered).
     pub fn save(&self, id: &str, state: &DeliveryState) -> Result<(), SpoolError> {
+        use std::io::Write;
         let path = self.path(id);
-        let tmp = self.state_dir.join(format!(".{id}.tmp"));
+        let tmp = format!(".{id}.tmp");
         let io = |source| SpoolError::Io {
             path: path.clone(),
             source,
@@ -81,25 +97,26 @@ impl QueueFiles {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_data())
+        let mut file = self.states.create(&tmp).map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        drop(file);
+        self.states
+            .rename(&tmp, &self.states, Self::name(id))
             .map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        std::fs::File::open(&self.state_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)
+        // The handle itself cannot be synced (O_PATH): a readable one of the same directory can.
+        self.states.open(".").and_then(|d| d.sync_all()).map_err(io)
     }
 
     /// Removes a message and its state (delivered, bounced or deleted).
     pub fn remove(&self, id: &str) -> Result<(), SpoolError> {
-        let _ = std::fs::remove_file(self.path(id));
+        let _ = self.states.remove_file(Self::name(id));
         self.spool.remove(id)
     }
 
     /// Drops a message's state file (its spool entry is gone already).
     pub fn forget_state(&self, id: &str) {
-        let _ = std::fs::remove_file(self.path(id));
+        let _ = self.states.remove_file(Self::name(id));
     }
 
     pub fn exists(&self, id: &str) -> bool {
