@@ -53,23 +53,15 @@ fn assert_alive(gw: &Gateway) {
 
 /// Raw IMAP over implicit TLS: the greeting, then what each (bytes, wait-for) step read.
 fn imap_raw(gw: &Gateway, steps: &[(&str, &str)]) -> Vec<String> {
-    use std::io::Write;
-    let script = mailgate_e2e::root().join("tests/e2e/clients/imap_raw.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(script)
-        .arg(gw.imaps.to_string())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let steps = serde_json::to_vec(steps).expect("json");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&steps)
-        .expect("steps");
+    let steps: Vec<(String, String)> = steps
+        .iter()
+        .map(|(send, wait)| (send.to_string(), wait.to_string()))
+        .collect();
+    imap_raw_output(imap_raw_background(gw, &steps))
+}
+
+/// What a background imap_raw.py session read, step by step.
+fn imap_raw_output(child: std::process::Child) -> Vec<String> {
     let out = child.wait_with_output().expect("imap_raw.py");
     assert!(
         out.status.success(),
@@ -424,6 +416,7 @@ fn imap_raw_background(gw: &Gateway, steps: &[(String, String)]) -> std::process
         .arg(gw.imaps.to_string())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("python3");
     let steps = serde_json::to_vec(steps).expect("json");
@@ -507,15 +500,14 @@ fn searches_with_many_keys_do_not_stall_other_clients() {
         worst.1
     );
     for session in sessions {
-        let out = session.wait_with_output().expect("output");
-        let out: Value = serde_json::from_slice(&out.stdout).expect("json");
-        let flat = out[3].as_str().expect("flat");
+        let out = imap_raw_output(session);
+        let flat = &out[3];
         let found = flat
             .lines()
             .find(|l| l.starts_with("* SEARCH"))
             .unwrap_or_else(|| panic!("{flat}"));
         assert_eq!(found.split_whitespace().count(), 2 + 300, "{found}");
-        let heavy = out[4].as_str().expect("heavy");
+        let heavy = &out[4];
         assert!(heavy.starts_with("h NO [LIMIT]"), "{heavy}");
     }
 }
