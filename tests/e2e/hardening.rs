@@ -743,3 +743,29 @@ fn idle_reports_a_delivery_as_it_happens() {
         "{out}"
     );
 }
+
+#[test]
+fn deeply_nested_search_and_fetch_lists_are_refused() {
+    let gw = Gateway::start("");
+    store_directly(&gw, "0.one", "Subject: one\r\n\r\nbody\r\n");
+    let nested = format!("n SEARCH {}ALL{}\r\n", "(".repeat(5_000), ")".repeat(5_000));
+    let nots = format!("m SEARCH {}ALL\r\n", "NOT ".repeat(5_000));
+    let deep_part = format!("p FETCH 1 BODY[{}1]\r\n", "1.".repeat(5_000));
+    let out = imap_raw(
+        &gw,
+        &[
+            LOGIN,
+            ("s SELECT INBOX\r\n", "s"),
+            (&nested, "n"),
+            (&nots, "m"),
+            (&deep_part, "p"),
+            ("z NOOP\r\n", "z"),
+        ],
+    );
+    assert!(out[3].starts_with("n BAD"), "{}", out[3]);
+    assert!(out[4].starts_with("m BAD"), "{}", out[4]);
+    // A section path deeper than any part: answered (empty), not a crash.
+    assert!(out[5].contains("p OK"), "{}", out[5]);
+    assert!(out[6].contains("z OK"), "{}", out[6]);
+    assert_alive(&gw);
+}
