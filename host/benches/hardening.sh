@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Hardening figures: IMAP SEARCH over N messages (one key, ten keys, a body key, and 1 000 flat
 # keys in two sessions while a third client's SMTP greeting is timed), the server's peak memory
-# during 100 concurrent wrong IMAP logins, and IMAP APPEND of 1, 10 and 30 MiB (time should grow
-# linearly). Run through `cargo xtask bench hardening`. Usage: hardening.sh [N=10000]
+# during 100 concurrent wrong IMAP logins, the CPU of 20 sessions in IDLE, and IMAP APPEND of 1,
+# 10 and 30 MiB (time should grow linearly). Run through `cargo xtask bench hardening`. Usage: hardening.sh [N=10000]
 set -euo pipefail
 N=${1:-10000}
 source "$(dirname "$0")/common.sh"
@@ -116,6 +116,17 @@ for t in logins: t.start()
 for t in logins: t.join()
 stop.set(); sampler.join()
 print(f"100 concurrent wrong logins: RSS {rss_before} MiB before, peak {peak[0]} MiB, {time.monotonic() - t0:.1f} s")
+
+idlers = []
+for _ in range(20):
+    s = session()
+    s.send(b"i IDLE\r\n"); s.readline()
+    idlers.append(s)
+time.sleep(1)
+c0 = cpu(); time.sleep(10); used = cpu() - c0
+print(f"20 sessions in IDLE for 10 s: {used:.2f} s server CPU ({used * 10:.1f} % of a core)")
+for s in idlers:
+    s.send(b"DONE\r\n"); s.readline()
 
 for mib in (1, 10, 30):
     message = (b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n") * (mib * 1024 * 1024 // 88)
