@@ -1,6 +1,8 @@
 //! SEARCH: the keys of RFC 3501 §6.4.4 evaluated against one message.
 
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
@@ -34,6 +36,20 @@ struct Loaded {
     body: OnceCell<String>,
     text: OnceCell<String>,
     sent_day: OnceCell<Option<i64>>,
+    /// Lower-cased header texts by field name, as keys ask for them.
+    headers: RefCell<HashMap<String, Rc<str>>>,
+}
+
+impl Loaded {
+    fn header(&self, name: &str) -> Rc<str> {
+        let key = name.to_ascii_lowercase();
+        if let Some(text) = self.headers.borrow().get(&key) {
+            return text.clone();
+        }
+        let text: Rc<str> = header_text(&self.message, name).into();
+        self.headers.borrow_mut().insert(key, text.clone());
+        text
+    }
 }
 
 impl<'a> LazyMessage<'a> {
@@ -52,6 +68,7 @@ impl<'a> LazyMessage<'a> {
                     body: OnceCell::new(),
                     text: OnceCell::new(),
                     sent_day: OnceCell::new(),
+                    headers: RefCell::new(HashMap::new()),
                 })
             })
             .as_ref()
@@ -130,7 +147,7 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, largest: (u32, u32)) -> b
             .is_some_and(test)
     };
     let in_header = |name: &str, needle: &[u8]| {
-        loaded().is_some_and(|l| contains_lower(&header_text(&l.message, name), needle, c.work))
+        loaded().is_some_and(|l| contains_lower(&l.header(name), needle, c.work))
     };
     match key {
         SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c, largest)),
@@ -168,7 +185,7 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, largest: (u32, u32)) -> b
         SearchKey::Header(name, value) => loaded().is_some_and(|l| {
             let name = String::from_utf8_lossy(name.as_ref()).into_owned();
             !l.message.header(&name).is_empty()
-                && contains_lower(&header_text(&l.message, &name), value.as_ref(), c.work)
+                && contains_lower(&l.header(&name), value.as_ref(), c.work)
         }),
         SearchKey::Body(s) => loaded().is_some_and(|l| {
             let body = l
