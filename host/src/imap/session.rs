@@ -582,7 +582,7 @@ impl ImapSession {
             self.send(&format!("{tag} NO [TRYCREATE] No such mailbox"));
             return None;
         }
-        match Folder::open(&path) {
+        match Folder::open_in(&self.maildir(), &name) {
             Ok(folder) => Some((name, folder)),
             Err(e) => {
                 self.send(&format!(
@@ -830,7 +830,7 @@ impl ImapSession {
             Ok(path) if path.join("cur").is_dir() => {
                 self.send(&format!("{tag} NO [ALREADYEXISTS] Mailbox exists"))
             }
-            Ok(path) => match Folder::open(&path) {
+            Ok(_) => match Folder::open_in(&self.maildir(), &name) {
                 Ok(_) => self.send(&format!("{tag} OK CREATE completed")),
                 Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
             },

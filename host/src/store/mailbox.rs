@@ -2,13 +2,17 @@
 //! Maildir++ subfolders (`.Name/`). Each folder keeps `mailgate-uidlist` (UIDVALIDITY, UIDNEXT
 //! and the UID of each message by its base name), updated under an exclusive `flock`, so UIDs
 //! survive restarts and two sessions agree on them. Flags live in the file name's `:2,` suffix,
-//! as every Maildir tool expects.
+//! as every Maildir tool expects. A folder is held as a `cap_std` directory handle, opened
+//! beneath the user's Maildir: no mailbox name or message key can reach outside it.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, File, OpenOptions};
 
 const UIDLIST: &str = "mailgate-uidlist";
 const LOCK: &str = "mailgate-uidlist.lock";
@@ -41,7 +45,9 @@ pub struct Snapshot {
 /// A Maildir folder.
 #[derive(Debug, Clone)]
 pub struct Folder {
+    /// Where it is, for messages and change notification; every access goes through `dir`.
     pub path: PathBuf,
+    dir: Arc<Dir>,
 }
 
 /// Holds the folder's uidlist lock until dropped.
@@ -68,22 +74,43 @@ fn split_name(name: &str) -> (&str, &str) {
 }
 
 impl Folder {
-    /// Opens a folder, creating its Maildir directories if needed.
+    /// Opens the folder at `path` (a user's Maildir: their INBOX), creating its Maildir
+    /// directories if needed.
     pub fn open(path: &Path) -> std::io::Result<Folder> {
+        std::fs::create_dir_all(path)?;
+        let dir = Dir::open_ambient_dir(path, ambient_authority())?;
+        Folder::with_dir(path.to_path_buf(), dir)
+    }
+
+    /// Folder `name` of the Maildir at `maildir`, opened beneath the Maildir's own handle, so
+    /// that no name reaches outside it whatever checks it passed before.
+    pub fn open_in(maildir: &Path, name: &str) -> std::io::Result<Folder> {
+        let component = folder_component(name)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.0))?;
+        std::fs::create_dir_all(maildir)?;
+        let root = Dir::open_ambient_dir(maildir, ambient_authority())?;
+        root.create_dir_all(&component)?;
+        let dir = root.open_dir(&component)?;
+        let path = folder_path(maildir, name)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.0))?;
+        Folder::with_dir(path, dir)
+    }
+
+    fn with_dir(path: PathBuf, dir: Dir) -> std::io::Result<Folder> {
         for sub in ["tmp", "new", "cur"] {
-            std::fs::create_dir_all(path.join(sub))?;
+            dir.create_dir_all(sub)?;
         }
         Ok(Folder {
-            path: path.to_path_buf(),
+            path,
+            dir: Arc::new(dir),
         })
     }
 
     fn lock(&self) -> std::io::Result<Locked> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.path.join(LOCK))?;
+        let file = self.dir.open_with(
+            LOCK,
+            OpenOptions::new().create(true).truncate(false).write(true),
+        )?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
         Ok(Locked(file))
     }
@@ -101,19 +128,19 @@ impl Folder {
         }
         let mut found: Vec<(String, PathBuf, Flags, bool, bool)> = Vec::new();
         for sub in ["cur", "new"] {
-            for entry in std::fs::read_dir(self.path.join(sub))?.flatten() {
+            for entry in self.dir.read_dir(sub)?.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with('.') {
                     continue;
                 }
                 let (key, flags) = split_name(&name);
                 let (key, flags) = (key.to_string(), Flags::parse(flags));
-                let mut path = entry.path();
+                let mut path = Path::new(sub).join(&name);
                 let mut recent = false;
                 let mut in_new = sub == "new";
                 if in_new && take_new {
-                    let target = self.path.join("cur").join(format!("{key}:2,{flags}"));
-                    if std::fs::rename(&path, &target).is_ok() {
+                    let target = Path::new("cur").join(format!("{key}:2,{flags}"));
+                    if self.dir.rename(&path, &self.dir, &target).is_ok() {
                         path = target;
                         recent = true;
                         in_new = false;
@@ -138,14 +165,14 @@ impl Folder {
                 }
             };
             present.insert(key.clone());
-            let meta = std::fs::metadata(&path).ok();
+            let meta = self.dir.metadata(&path).ok();
             entries.push(MailEntry {
                 uid,
                 key,
                 size: meta.as_ref().map_or(0, |m| m.len()),
                 internal_date: meta
                     .and_then(|m| m.modified().ok())
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_secs()),
                 in_new,
                 flags,
@@ -167,7 +194,7 @@ impl Folder {
     }
 
     fn read_uidlist(&self) -> (u32, u32, BTreeMap<String, u32>) {
-        let Ok(text) = std::fs::read_to_string(self.path.join(UIDLIST)) else {
+        let Ok(text) = self.dir.read_to_string(UIDLIST) else {
             return (0, 1, BTreeMap::new());
         };
         let mut lines = text.lines();
@@ -203,40 +230,38 @@ impl Folder {
         for (uid, key) in by_uid {
             text.push_str(&format!("{uid} {key}\n"));
         }
-        let tmp = self.path.join(format!("{UIDLIST}.tmp"));
-        let mut file = File::create(&tmp)?;
+        let tmp = format!("{UIDLIST}.tmp");
+        let mut file = self.dir.create(&tmp)?;
         file.write_all(text.as_bytes())?;
         file.sync_data()?;
-        std::fs::rename(&tmp, self.path.join(UIDLIST))
+        self.dir.rename(&tmp, &self.dir, UIDLIST)
     }
 
-    /// Where the message's file should be, from its key, flags and directory.
+    /// Where the message's file should be inside the folder, from its key, flags and directory.
     pub fn path_of(&self, entry: &MailEntry) -> PathBuf {
         if entry.in_new {
-            self.path.join("new").join(&entry.key)
+            Path::new("new").join(&entry.key)
         } else {
-            self.path
-                .join("cur")
-                .join(format!("{}:2,{}", entry.key, entry.flags))
+            Path::new("cur").join(format!("{}:2,{}", entry.key, entry.flags))
         }
     }
 
     /// The message's bytes (the file may have moved since the snapshot: flags changed).
     pub fn read(&self, entry: &MailEntry) -> std::io::Result<Vec<u8>> {
-        match std::fs::read(self.path_of(entry)) {
+        match self.dir.read(self.path_of(entry)) {
             Ok(bytes) => Ok(bytes),
-            Err(_) => std::fs::read(self.find(&entry.key)?),
+            Err(_) => self.dir.read(self.find(&entry.key)?),
         }
     }
 
-    /// The current path of a message by key.
+    /// Where a message is now inside the folder, by key.
     fn find(&self, key: &str) -> std::io::Result<PathBuf> {
         for sub in ["cur", "new"] {
-            for entry in std::fs::read_dir(self.path.join(sub))?.flatten() {
+            for entry in self.dir.read_dir(sub)?.flatten() {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
                 if split_name(&name).0 == key {
-                    return Ok(entry.path());
+                    return Ok(Path::new(sub).join(&*name));
                 }
             }
         }
@@ -246,30 +271,27 @@ impl Folder {
         ))
     }
 
-    /// Sets the flags of a message; returns its new path.
+    /// Sets the flags of a message; returns where it is now inside the folder.
     pub fn set_flags(&self, entry: &MailEntry, flags: Flags) -> std::io::Result<PathBuf> {
         let guess = self.path_of(entry);
-        let from = if guess.exists() {
+        let from = if self.dir.metadata(&guess).is_ok() {
             guess
         } else {
             self.find(&entry.key)?
         };
-        let target = self
-            .path
-            .join("cur")
-            .join(format!("{}:2,{flags}", entry.key));
+        let target = Path::new("cur").join(format!("{}:2,{flags}", entry.key));
         if from != target {
-            std::fs::rename(&from, &target)?;
+            self.dir.rename(&from, &self.dir, &target)?;
         }
         Ok(target)
     }
 
     /// Removes a message (POP3 DELE at QUIT, IMAP EXPUNGE).
     pub fn delete(&self, entry: &MailEntry) -> std::io::Result<()> {
-        match std::fs::remove_file(self.path_of(entry)) {
+        match self.dir.remove_file(self.path_of(entry)) {
             Ok(()) => Ok(()),
             Err(_) => match self.find(&entry.key) {
-                Ok(path) => std::fs::remove_file(path),
+                Ok(path) => self.dir.remove_file(path),
                 // Already gone (another session expunged it): nothing to do.
                 Err(_) => Ok(()),
             },
@@ -294,8 +316,8 @@ impl Folder {
             std::process::id(),
             COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let tmp = self.path.join("tmp").join(&key);
-        let mut file = File::create(&tmp)?;
+        let tmp = Path::new("tmp").join(&key);
+        let mut file = self.dir.create(&tmp)?.into_std();
         file.write_all(bytes)?;
         file.sync_all()?;
         if let Some(date) = internal_date {
@@ -303,9 +325,9 @@ impl Folder {
             let _ = file.set_modified(time);
         }
         drop(file);
-        let target = self.path.join("cur").join(format!("{key}:2,{flags}"));
-        std::fs::rename(&tmp, &target)?;
-        File::open(self.path.join("cur"))?.sync_all()?;
+        let target = Path::new("cur").join(format!("{key}:2,{flags}"));
+        self.dir.rename(&tmp, &self.dir, &target)?;
+        self.dir.open("cur")?.sync_all()?;
         let snapshot = self.scan(false)?;
         snapshot
             .entries
@@ -375,8 +397,16 @@ pub struct BadName(pub String);
 /// `.A.B/` (Maildir++). Nothing can reach outside: `..`, empty parts, absolute paths, NUL,
 /// control characters and our own separator `.` inside a part are refused.
 pub fn folder_path(maildir: &Path, name: &str) -> Result<PathBuf, BadName> {
+    match folder_component(name)?.as_str() {
+        "." => Ok(maildir.to_path_buf()),
+        component => Ok(maildir.join(component)),
+    }
+}
+
+/// The folder's directory name inside the Maildir: `.` for INBOX, `.A.B` for `A/B`.
+fn folder_component(name: &str) -> Result<String, BadName> {
     if name.eq_ignore_ascii_case("INBOX") {
-        return Ok(maildir.to_path_buf());
+        return Ok(".".into());
     }
     let bad = |why: &str| Err(BadName(format!("{name:?}: {why}")));
     if name.is_empty() || name.len() > 200 {
@@ -397,7 +427,7 @@ pub fn folder_path(maildir: &Path, name: &str) -> Result<PathBuf, BadName> {
             return bad("'.' is not allowed in a mailbox name");
         }
     }
-    Ok(maildir.join(format!(".{}", parts.join("."))))
+    Ok(format!(".{}", parts.join(".")))
 }
 
 /// Every folder of a Maildir: INBOX first, then subfolders by name (`A/B` for `.A.B`).
@@ -435,6 +465,7 @@ mod tests {
     }
 
     fn deliver(folder: &Folder, name: &str, body: &[u8]) {
+        // As another program would: by path.
         std::fs::write(folder.path.join("new").join(name), body).expect("write");
     }
 
@@ -452,7 +483,7 @@ mod tests {
         assert!(first
             .entries
             .iter()
-            .all(|e| e.recent && !e.in_new && folder.path_of(e).exists()));
+            .all(|e| e.recent && !e.in_new && folder.path.join(folder.path_of(e)).exists()));
         folder
             .set_flags(&first.entries[0], Flags::parse("SF"))
             .expect("flags");
@@ -491,5 +522,21 @@ mod tests {
         ] {
             assert!(folder_path(root, bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn folders_open_beneath_the_maildir_handle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let maildir = dir.path().join("alice");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(outside.join("cur")).expect("outside");
+        let sub = Folder::open_in(&maildir, "Work/Projects").expect("open");
+        assert!(maildir.join(".Work.Projects/cur").is_dir());
+        sub.append(b"x", Flags::default(), None).expect("append");
+        // A folder that is a link out of the Maildir is not followed, whatever its name.
+        std::os::unix::fs::symlink(&outside, maildir.join(".Evil")).expect("link");
+        assert!(Folder::open_in(&maildir, "Evil").is_err());
+        assert!(Folder::open_in(&maildir, "../outside").is_err());
+        assert!(Folder::open_in(&maildir, "INBOX").is_ok());
     }
 }
