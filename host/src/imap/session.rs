@@ -64,6 +64,9 @@ struct Selected {
     view: Vec<Shown>,
     /// UIDs hidden from this session by a retrieve-stage plugin.
     hidden: HashSet<u32>,
+    /// Change notification for the folder: a refresh rescans only after a change. `None`
+    /// where the folder cannot be watched (then every refresh rescans).
+    watch: Option<FolderWatch>,
 }
 
 enum Next {
@@ -645,6 +648,10 @@ impl ImapSession {
         let Some((name, folder)) = self.folder(tag, mailbox) else {
             return;
         };
+        // Watching starts before the scan, so nothing that happens after it goes unnoticed.
+        let watch = FolderWatch::new(&folder.path)
+            .inspect_err(|e| tracing::debug!("folder not watched, refreshes rescan: {e}"))
+            .ok();
         let snapshot = match blocking::run(|| folder.scan(!read_only)) {
             Ok(s) => s,
             Err(e) => {
@@ -685,6 +692,7 @@ impl ImapSession {
             uid_next: snapshot.uid_next,
             view,
             hidden: hidden.into_iter().collect(),
+            watch,
         });
         self.send(&format!("{tag} OK [{mode}] SELECT completed"));
     }
@@ -694,6 +702,10 @@ impl ImapSession {
         let Some(sel) = self.selected.as_ref() else {
             return;
         };
+        if sel.watch.as_ref().is_some_and(|w| !w.take_events()) {
+            // Nothing changed in the folder since the last look.
+            return;
+        }
         let Ok(snapshot) = blocking::run(|| sel.folder.scan(!sel.read_only)) else {
             return;
         };
@@ -765,16 +777,16 @@ impl ImapSession {
     /// IDLE: changes are reported as the folder's change notification reports them (polling
     /// every few seconds only where notification is not available), until DONE.
     async fn idle(&mut self, tag: &str) -> Next {
-        let watch =
-            self.selected
-                .as_ref()
-                .and_then(|sel| match FolderWatch::new(&sel.folder.path) {
-                    Ok(watch) => Some(watch),
-                    Err(e) => {
-                        tracing::debug!("IDLE falls back to polling: {e}");
-                        None
-                    }
-                });
+        // The selected folder's watch wakes IDLE; it is lent to this loop and given back.
+        let watch = self.selected.as_mut().and_then(|sel| sel.watch.take());
+        let next = self.idle_with(tag, watch.as_ref()).await;
+        if let Some(sel) = self.selected.as_mut() {
+            sel.watch = watch;
+        }
+        next
+    }
+
+    async fn idle_with(&mut self, tag: &str, watch: Option<&FolderWatch>) -> Next {
         self.send("+ idling");
         let started = tokio::time::Instant::now();
         loop {
@@ -791,7 +803,7 @@ impl ImapSession {
                 return Next::Close;
             }
             let changed = async {
-                match &watch {
+                match watch {
                     Some(watch) => watch.changed().await.is_ok(),
                     None => {
                         tokio::time::sleep(IDLE_POLL).await;

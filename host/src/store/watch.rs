@@ -32,6 +32,21 @@ impl FolderWatch {
         Ok(FolderWatch { fd })
     }
 
+    /// Takes in the events so far without waiting; true when there were any (or when the
+    /// watch cannot tell: then the caller should look).
+    pub fn take_events(&self) -> bool {
+        let mut buf = [0u8; 4096];
+        let mut got = false;
+        loop {
+            match self.fd.get_ref().read(&mut buf) {
+                Ok(0) => return got,
+                Ok(_) => got = true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return got,
+                Err(_) => return true,
+            }
+        }
+    }
+
     /// Waits until something in the folder changed, and takes in every event so far.
     pub async fn changed(&self) -> std::io::Result<()> {
         let mut buf = [0u8; 4096];
@@ -68,6 +83,7 @@ mod tests {
             std::fs::create_dir(dir.path().join(sub)).expect("maildir");
         }
         let watch = FolderWatch::new(dir.path()).expect("watch");
+        assert!(!watch.take_events(), "nothing happened yet");
         std::fs::write(dir.path().join("new/1.x"), "mail").expect("deliver");
         tokio::time::timeout(Duration::from_secs(10), watch.changed())
             .await
