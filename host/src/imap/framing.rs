@@ -199,7 +199,7 @@ fn literal_announced(line: &[u8]) -> Option<(u64, bool)> {
 }
 
 /// The command's tag, for the reply to a refused command ("*" when there is none).
-fn tag_of(command: &[u8]) -> String {
+pub fn tag_of(command: &[u8]) -> String {
     let end = command
         .iter()
         .position(|&b| b == b' ' || b == b'\r')

@@ -281,13 +281,7 @@ impl ImapSession {
         match CommandCodec::default().decode(bytes) {
             Ok((_, command)) => self.command(command).await,
             Err(_) => {
-                let line = String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).into_owned();
-                let tag = line
-                    .split_whitespace()
-                    .next()
-                    .filter(|t| t.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
-                    .unwrap_or("*")
-                    .to_string();
+                let tag = framing::tag_of(bytes);
                 self.send(&format!("{tag} BAD Command not understood"));
                 Next::Continue
             }
