@@ -146,12 +146,6 @@ impl Message {
         &self.tree().parts
     }
 
-    /// True when some part is nested deeper than `limits.max-mime-depth` (it is then shown as
-    /// an opaque `application/octet-stream` leaf).
-    pub fn too_deep(&self) -> bool {
-        self.tree().too_deep
-    }
-
     pub fn part(&self, id: u32) -> Option<&Part> {
         self.parts().get(id as usize)
     }
