@@ -1,7 +1,11 @@
-//! IMAP4rev1 (RFC 3501) over the users' Maildirs. Commands are decoded with `imap-codec`
-//! (literals and LITERAL+ included); responses are written by `wire` (strings, ENVELOPE,
-//! BODYSTRUCTURE, body sections); `search` evaluates SEARCH keys; `session` is the state machine.
+//! IMAP4rev1 (RFC 3501) over the users' Maildirs. Commands are cut out of the stream by
+//! `framing` and decoded with `imap-codec` (literals and LITERAL+ included); responses are
+//! written by `wire` (strings, ENVELOPE with `address`, BODYSTRUCTURE, body sections); `flags`
+//! names Maildir flag letters and keywords; `search` evaluates SEARCH keys; `session` is the
+//! state machine, one file per command family.
 
+pub mod address;
+pub mod flags;
 pub mod framing;
 pub mod search;
 pub mod session;

@@ -7,7 +7,9 @@ use std::rc::Rc;
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
+use super::address;
 use crate::message::Message;
+use crate::store::keywords::Keywords;
 use crate::store::mailbox::Flags;
 
 /// What a search key can look at.
@@ -15,6 +17,8 @@ pub struct Candidate<'a> {
     pub seq: u32,
     pub uid: u32,
     pub flags: Flags,
+    /// The folder's keyword names, for KEYWORD and UNKEYWORD.
+    pub keywords: &'a Keywords,
     pub recent: bool,
     pub size: u64,
     pub internal_date: u64,
@@ -111,14 +115,32 @@ fn contains_lower(haystack: &str, needle: &[u8], work: &Cell<u64>) -> bool {
     haystack.contains(&needle)
 }
 
+/// The text a header key searches: each field as written and decoded, and for address fields
+/// each address as `name local@domain` too, so that `user@domain` matches however the address
+/// was written (comments and spaces inside it, angle brackets or none).
 fn header_text(message: &Message, name: &str) -> String {
-    message
-        .header(name)
+    let is_address = ["from", "to", "cc", "bcc", "sender", "reply-to"]
         .iter()
-        .map(|h| format!("{} {}", h.raw, h.decoded))
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
+        .any(|n| n.eq_ignore_ascii_case(name));
+    let mut text = Vec::new();
+    for field in message.header(name) {
+        text.push(format!("{} {}", field.raw, field.decoded));
+        if !is_address {
+            continue;
+        }
+        for item in address::parse(&field.raw.replace("\r\n", "")) {
+            if let address::Item::Mailbox {
+                name,
+                local,
+                domain,
+                ..
+            } = item
+            {
+                text.push(format!("{} {local}@{domain}", name.unwrap_or_default()));
+            }
+        }
+    }
+    text.join(" ").to_lowercase()
 }
 
 /// The Date header's own calendar day, in the time zone it was written in (RFC 3501
@@ -167,8 +189,8 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, largest: (u32, u32)) -> b
         SearchKey::Recent => c.recent,
         SearchKey::New => c.recent && !flag('S'),
         SearchKey::Old => !c.recent,
-        SearchKey::Keyword(_) => false,
-        SearchKey::Unkeyword(_) => true,
+        SearchKey::Keyword(k) => c.keywords.letter(k.as_ref()).is_some_and(flag),
+        SearchKey::Unkeyword(k) => !c.keywords.letter(k.as_ref()).is_some_and(flag),
         SearchKey::Larger(n) => c.size > u64::from(*n),
         SearchKey::Smaller(n) => c.size < u64::from(*n),
         SearchKey::Before(d) => day(c.internal_date) < naive_day(d),
@@ -231,6 +253,7 @@ mod tests {
             seq: 1,
             uid: 1,
             flags: Flags::default(),
+            keywords: &Keywords::default(),
             recent: false,
             size: raw.len() as u64,
             internal_date: 0,

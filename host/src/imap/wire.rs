@@ -3,6 +3,7 @@
 
 use imap_codec::imap_types::fetch::{Part as SectionPart, Section};
 
+use super::address::{self, Item};
 use crate::message::Message;
 
 /// A string as IMAP wants it: quoted when it is short 7-bit text, a literal otherwise.
@@ -74,26 +75,13 @@ fn raw_header(message: &Message, name: &str) -> Option<String> {
         .map(|h| h.raw.replace("\r\n", "").trim().to_string())
 }
 
-/// ENVELOPE of the top-level message (RFC 3501 §7.4.2). Only the header is parsed.
+/// ENVELOPE of the top-level message (RFC 3501 §7.4.2). Only the header is read.
 pub fn envelope(message: &Message) -> Vec<u8> {
-    let header = &message.raw()[..message.header_block().body_start];
-    let parsed = mail_parser::MessageParser::default().parse_headers(header);
     let mut out = b"(".to_vec();
     out.extend(nstring(raw_header(message, "Date").as_deref()));
     out.push(b' ');
     out.extend(nstring(raw_header(message, "Subject").as_deref()));
-    let address = |name: &str| -> Vec<u8> {
-        let list = parsed.as_ref().and_then(|m| match name {
-            "From" => m.from(),
-            "Sender" => m.sender(),
-            "Reply-To" => m.reply_to(),
-            "To" => m.to(),
-            "Cc" => m.cc(),
-            _ => m.bcc(),
-        });
-        address_list(list)
-    };
-    let from = address("From");
+    let from = address_list(raw_header(message, "From").as_deref());
     for (name, fallback) in [
         ("From", None),
         ("Sender", Some(&from)),
@@ -103,7 +91,7 @@ pub fn envelope(message: &Message) -> Vec<u8> {
         ("Bcc", None),
     ] {
         out.push(b' ');
-        let value = address(name);
+        let value = address_list(raw_header(message, name).as_deref());
         match fallback {
             Some(f) if value == b"NIL" => out.extend_from_slice(f),
             _ => out.extend(value),
@@ -117,26 +105,37 @@ pub fn envelope(message: &Message) -> Vec<u8> {
     out
 }
 
-fn address_list(list: Option<&mail_parser::Address<'_>>) -> Vec<u8> {
-    let Some(list) = list else {
+/// An address header as an ENVELOPE address list (`NIL` when it names nobody).
+fn address_list(value: Option<&str>) -> Vec<u8> {
+    let items = value.map(address::parse).unwrap_or_default();
+    if items.is_empty() {
         return b"NIL".to_vec();
-    };
-    let mut out = b"(".to_vec();
-    let mut any = false;
-    for addr in list.iter() {
-        let email = addr.address().unwrap_or("");
-        let (local, domain) = email.rsplit_once('@').unwrap_or((email, ""));
-        out.push(b'(');
-        out.extend(nstring(addr.name()));
-        out.extend_from_slice(b" NIL ");
-        out.extend(string(local.as_bytes()));
-        out.push(b' ');
-        out.extend(string(domain.as_bytes()));
-        out.push(b')');
-        any = true;
     }
-    if !any {
-        return b"NIL".to_vec();
+    let mut out = b"(".to_vec();
+    for item in items {
+        let fields = match &item {
+            Item::Mailbox {
+                name,
+                route,
+                local,
+                domain,
+            } => [
+                nstring(name.as_deref()),
+                nstring(route.as_deref()),
+                string(local.as_bytes()),
+                string(domain.as_bytes()),
+            ],
+            Item::GroupStart(name) => [
+                b"NIL".to_vec(),
+                b"NIL".to_vec(),
+                string(name.as_bytes()),
+                b"NIL".to_vec(),
+            ],
+            Item::GroupEnd => std::array::from_fn(|_| b"NIL".to_vec()),
+        };
+        out.push(b'(');
+        out.extend(fields.join(&b' '));
+        out.push(b')');
     }
     out.push(b')');
     out
@@ -185,7 +184,14 @@ fn part_structure(
     out.push(b' ');
     out.extend(string(part.subtype.as_bytes()));
     out.push(b' ');
-    out.extend(params(&part.params));
+    if part.media_type == "text" && !part.params.iter().any(|(n, _)| n == "charset") {
+        // RFC 2045 §5.2: text without a charset is US-ASCII; clients expect it said.
+        let mut with_default = vec![("charset".to_string(), "us-ascii".to_string())];
+        with_default.extend(part.params.iter().cloned());
+        out.extend(params(&with_default));
+    } else {
+        out.extend(params(&part.params));
+    }
     out.extend_from_slice(b" NIL NIL ");
     let encoding = part.transfer_encoding.as_deref().unwrap_or("7bit");
     out.extend(string(encoding.as_bytes()));
@@ -435,7 +441,7 @@ Content-Disposition: attachment; filename=x.pdf\r\nContent-Transfer-Encoding: ba
         let m = Message::new(MIXED.to_vec());
         let bs = String::from_utf8(body_structure(&m, true)).expect("utf8");
         assert!(
-            bs.starts_with("((\"text\" \"plain\" NIL NIL NIL \"7bit\" 5 1"),
+            bs.starts_with("((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 1"),
             "{bs}"
         );
         assert!(

@@ -14,7 +14,7 @@ use crate::delivery::maildir::maildir_of;
 use crate::plugin::Stage;
 use crate::smtp::io::{Client, Line, TlsRefusal};
 use crate::smtp::server::Shared;
-use crate::store::mailbox::{Flags, Folder, MailEntry};
+use crate::store::mailbox::{Folder, MailEntry};
 use crate::store::retrieval::{self, View};
 
 /// RFC 1939 §3: at least 10 minutes of inactivity before closing.
@@ -521,10 +521,8 @@ impl Pop3Session {
             if let Some(drop) = self.maildrop.as_mut() {
                 let entry = &mut drop.messages[index].entry;
                 if !entry.flags.contains('S') {
-                    let flags = entry.flags.union(Flags::parse("S"));
-                    if drop.folder.set_flags(entry, flags).is_ok() {
-                        entry.in_new = false;
-                        entry.flags = flags;
+                    if let Ok(Some(now)) = drop.folder.mark_seen(entry) {
+                        *entry = now;
                     }
                 }
             }

@@ -1,11 +1,16 @@
 //! Mailboxes over Maildir, for POP3 and IMAP. A user's Maildir is their INBOX; other folders are
-//! Maildir++ subfolders (`.Name/`). Each folder keeps `mailgate-uidlist` (UIDVALIDITY, UIDNEXT
-//! and the UID of each message by its base name), updated under an exclusive `flock`, so UIDs
-//! survive restarts and two sessions agree on them. Flags live in the file name's `:2,` suffix,
-//! as every Maildir tool expects. A folder is held as a `cap_std` directory handle, opened
-//! beneath the user's Maildir: no mailbox name or message key can reach outside it.
+//! Maildir++ subfolders (`.Name/`). Each folder keeps an index, `mailgate-uidlist` (see
+//! [`super::uidlist`]: UIDVALIDITY, UIDNEXT, and per message its UID, mod-sequence and served
+//! size), changed only under the folder's exclusive `flock`, so UIDs survive restarts and every
+//! session agrees on them. Flags live in the file name's `:2,` suffix, keywords as its lower-case
+//! letters named by `dovecot-keywords`, as Dovecot and every Maildir tool expect; a flag change
+//! is applied to the name the file has now, under the lock, never to a session's copy.
+//! Files are served with CRLF line ends whatever they hold (Dovecot, Postfix `virtual` and
+//! procmail write bare LFs), and sizes are those of the bytes served.
+//! A folder is held as a `cap_std` directory handle, opened beneath the user's Maildir: no
+//! mailbox name or message key can reach outside it.
 
-use std::collections::BTreeMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,8 +19,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, File, OpenOptions};
 
+use super::keywords::{self, Keywords};
+use super::uidlist::{Record, UidList};
+
 const UIDLIST: &str = "mailgate-uidlist";
 const LOCK: &str = "mailgate-uidlist.lock";
+/// In the user's Maildir: the last UIDVALIDITY given to any of its folders.
+const LAST_UIDVALIDITY: &str = "mailgate-uidvalidity";
 
 /// One message of a folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,13 +35,18 @@ pub struct MailEntry {
     pub key: String,
     /// The file is still in `new/` (not yet seen by a session that moves it to `cur/`).
     pub in_new: bool,
-    /// Maildir flag letters (`D` draft, `F` flagged, `R` answered, `S` seen, `T` deleted).
+    /// Maildir flag letters (`D` draft, `F` flagged, `R` answered, `S` seen, `T` deleted;
+    /// `a`–`z` keywords).
     pub flags: Flags,
+    /// Size as served: with CRLF line ends.
     pub size: u64,
     /// Unix seconds (the file's modification time: when it was delivered).
     pub internal_date: u64,
-    /// It was in `new/` when this snapshot moved it to `cur/` (IMAP `\Recent`).
+    /// Recent (IMAP `\Recent`): delivered since a session last claimed the folder's new
+    /// messages; claimed by this scan when it was made with `claim_recent`.
     pub recent: bool,
+    /// When its flags last changed (RFC 7162).
+    pub modseq: u64,
 }
 
 /// A folder's messages at one moment, by ascending UID.
@@ -39,7 +54,40 @@ pub struct MailEntry {
 pub struct Snapshot {
     pub uid_validity: u32,
     pub uid_next: u32,
+    pub highest_modseq: u64,
     pub entries: Vec<MailEntry>,
+    pub keywords: Keywords,
+}
+
+/// How a flag change combines with the flags a message has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOp {
+    Replace,
+    Add,
+    Remove,
+}
+
+/// A flag change: system flags as letters, keywords by name.
+#[derive(Debug, Clone)]
+pub struct FlagChange<'a> {
+    pub op: FlagOp,
+    pub system: Flags,
+    pub keywords: &'a [String],
+    /// RFC 7162 UNCHANGEDSINCE: messages changed after this mod-sequence are left alone.
+    pub unchanged_since: Option<u64>,
+}
+
+/// What a flag change did.
+#[derive(Debug, Default)]
+pub struct FlagUpdate {
+    /// Every message still there, with its flags and mod-sequence after the change.
+    pub entries: Vec<MailEntry>,
+    /// UIDs whose flags this change altered.
+    pub changed: HashSet<u32>,
+    /// UIDs left alone because they changed after `unchanged_since`.
+    pub modified: Vec<u32>,
+    /// The folder's keywords afterwards (a change may name new ones).
+    pub keywords: Keywords,
 }
 
 /// A Maildir folder.
@@ -48,15 +96,30 @@ pub struct Folder {
     /// Where it is, for messages and change notification; every access goes through `dir`.
     pub path: PathBuf,
     dir: Arc<Dir>,
+    /// The user's Maildir (the INBOX folder's own directory).
+    root: Arc<Dir>,
 }
 
-/// Holds the folder's uidlist lock until dropped.
+/// Holds a `flock` until dropped.
 struct Locked(File);
 
 impl Drop for Locked {
     fn drop(&mut self) {
         let _ = rustix::fs::flock(&self.0, rustix::fs::FlockOperation::Unlock);
     }
+}
+
+fn lock_file(dir: &Dir, name: &str) -> std::io::Result<Locked> {
+    let file = dir.open_with(
+        name,
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true),
+    )?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(Locked(file))
 }
 
 fn now_secs() -> u64 {
@@ -73,13 +136,30 @@ fn split_name(name: &str) -> (&str, &str) {
     }
 }
 
+/// A message file found in `cur/` or `new/`.
+struct Found {
+    key: String,
+    path: PathBuf,
+    flags: Flags,
+    in_new: bool,
+}
+
+/// Writes `name` inside `dir` whole or not at all: a temporary file, synced, renamed over it.
+fn replace_file(dir: &Dir, name: &str, text: &str) -> std::io::Result<()> {
+    let tmp = format!("{name}.tmp");
+    let mut file = dir.create(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_data()?;
+    dir.rename(&tmp, dir, name)
+}
+
 impl Folder {
     /// Opens the folder at `path` (a user's Maildir: their INBOX), creating its Maildir
     /// directories if needed.
     pub fn open(path: &Path) -> std::io::Result<Folder> {
         std::fs::create_dir_all(path)?;
-        let dir = Dir::open_ambient_dir(path, ambient_authority())?;
-        Folder::with_dir(path.to_path_buf(), dir)
+        let dir = Arc::new(Dir::open_ambient_dir(path, ambient_authority())?);
+        Folder::with_dir(path.to_path_buf(), dir.clone(), dir)
     }
 
     /// Folder `name` of the Maildir at `maildir`, opened beneath the Maildir's own handle, so
@@ -88,45 +168,114 @@ impl Folder {
         let component = folder_component(name)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.0))?;
         std::fs::create_dir_all(maildir)?;
-        let root = Dir::open_ambient_dir(maildir, ambient_authority())?;
-        root.create_dir_all(&component)?;
-        let dir = root.open_dir(&component)?;
+        let root = Arc::new(Dir::open_ambient_dir(maildir, ambient_authority())?);
+        let dir = if component == "." {
+            root.clone()
+        } else {
+            root.create_dir_all(&component)?;
+            Arc::new(root.open_dir(&component)?)
+        };
         let path = folder_path(maildir, name)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.0))?;
-        Folder::with_dir(path, dir)
+        Folder::with_dir(path, dir, root)
     }
 
-    fn with_dir(path: PathBuf, dir: Dir) -> std::io::Result<Folder> {
+    fn with_dir(path: PathBuf, dir: Arc<Dir>, root: Arc<Dir>) -> std::io::Result<Folder> {
         for sub in ["tmp", "new", "cur"] {
             dir.create_dir_all(sub)?;
         }
-        Ok(Folder {
-            path,
-            dir: Arc::new(dir),
-        })
+        Ok(Folder { path, dir, root })
     }
 
     fn lock(&self) -> std::io::Result<Locked> {
-        let file = self.dir.open_with(
-            LOCK,
-            OpenOptions::new().create(true).truncate(false).write(true),
-        )?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
-        Ok(Locked(file))
+        lock_file(&self.dir, LOCK)
     }
 
     /// Reads the folder: every message with its UID (new ones get the next UIDs, in delivery
-    /// order). With `take_new`, messages in `new/` move to `cur/` and are marked recent.
-    pub fn scan(&self, take_new: bool) -> std::io::Result<Snapshot> {
+    /// order). With `claim_recent` (a read-write session), messages in `new/` move to `cur/`
+    /// and the recent ones are claimed: no other session sees them as recent.
+    pub fn scan(&self, claim_recent: bool) -> std::io::Result<Snapshot> {
         let _lock = self.lock()?;
-        let (mut validity, mut next, mut uids) = self.read_uidlist();
+        let mut list = self.read_uidlist();
         let mut changed = false;
-        if validity == 0 {
-            validity = (now_secs() & 0xffff_ffff) as u32;
-            next = 1;
+        if list.validity == 0 {
+            list.validity = self.new_uid_validity()?;
             changed = true;
         }
-        let mut found: Vec<(String, PathBuf, Flags, bool, bool)> = Vec::new();
+        let mut found = self.files(claim_recent)?;
+        // Delivery order: our names (and most Maildir names) start with the time.
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut entries = Vec::with_capacity(found.len());
+        let mut present = HashSet::with_capacity(found.len());
+        for file in found {
+            let record = match list.records.get(&file.key).copied() {
+                Some(mut record) => {
+                    if record.flags != Some(file.flags) {
+                        // Changed by another program (or learnt from an old index).
+                        if record.flags.is_some() {
+                            record.modseq = list.bump_modseq();
+                        }
+                        record.flags = Some(file.flags);
+                        changed = true;
+                    }
+                    if record.size.is_none() {
+                        record.size = Some(self.served_size(&file.key, &file.path));
+                        changed = true;
+                    }
+                    record
+                }
+                None => {
+                    let uid = list.next;
+                    list.next = list.next.saturating_add(1);
+                    changed = true;
+                    Record {
+                        uid,
+                        modseq: list.bump_modseq(),
+                        size: Some(self.served_size(&file.key, &file.path)),
+                        flags: Some(file.flags),
+                    }
+                }
+            };
+            list.records.insert(file.key.clone(), record);
+            present.insert(file.key.clone());
+            entries.push(MailEntry {
+                uid: record.uid,
+                size: record.size.unwrap_or(0),
+                internal_date: self.modified(&file.path),
+                modseq: record.modseq,
+                key: file.key,
+                in_new: file.in_new,
+                flags: file.flags,
+                recent: record.uid >= list.first_recent,
+            });
+        }
+        let before = list.records.len();
+        list.records.retain(|key, _| present.contains(key));
+        if list.records.len() != before {
+            // Expunges are changes too (RFC 7162 HIGHESTMODSEQ).
+            list.bump_modseq();
+            changed = true;
+        }
+        if claim_recent && list.first_recent != list.next {
+            list.first_recent = list.next;
+            changed = true;
+        }
+        if changed {
+            replace_file(&self.dir, UIDLIST, &list.render())?;
+        }
+        entries.sort_by_key(|e| e.uid);
+        Ok(Snapshot {
+            uid_validity: list.validity,
+            uid_next: list.next,
+            highest_modseq: list.highest_modseq,
+            entries,
+            keywords: self.keywords(),
+        })
+    }
+
+    /// Every message file in `cur/` and `new/`; with `take_new`, those in `new/` move to `cur/`.
+    fn files(&self, take_new: bool) -> std::io::Result<Vec<Found>> {
+        let mut found = Vec::new();
         for sub in ["cur", "new"] {
             for entry in self.dir.read_dir(sub)?.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -135,106 +284,90 @@ impl Folder {
                 }
                 let (key, flags) = split_name(&name);
                 let (key, flags) = (key.to_string(), Flags::parse(flags));
-                let mut path = Path::new(sub).join(&name);
-                let mut recent = false;
-                let mut in_new = sub == "new";
-                if in_new && take_new {
-                    let target = Path::new("cur").join(format!("{key}:2,{flags}"));
-                    if self.dir.rename(&path, &self.dir, &target).is_ok() {
-                        path = target;
-                        recent = true;
-                        in_new = false;
+                let mut file = Found {
+                    path: Path::new(sub).join(&name),
+                    in_new: sub == "new",
+                    key,
+                    flags,
+                };
+                if file.in_new && take_new {
+                    let target = Path::new("cur").join(format!("{}:2,{}", file.key, file.flags));
+                    if self.dir.rename(&file.path, &self.dir, &target).is_ok() {
+                        file.path = target;
+                        file.in_new = false;
                     }
                 }
-                found.push((key, path, flags, recent, in_new));
+                found.push(file);
             }
         }
-        // Delivery order: our names (and most Maildir names) start with the time.
-        found.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut entries = Vec::with_capacity(found.len());
-        let mut present = std::collections::HashSet::new();
-        for (key, path, flags, recent, in_new) in found {
-            let uid = match uids.get(&key) {
-                Some(&uid) => uid,
-                None => {
-                    let uid = next;
-                    next += 1;
-                    uids.insert(key.clone(), uid);
-                    changed = true;
-                    uid
-                }
+        Ok(found)
+    }
+
+    fn modified(&self, path: &Path) -> u64 {
+        self.dir
+            .metadata(path)
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs())
+    }
+
+    /// The size a message is served with: the `W=` its name carries (Dovecot's, and ours),
+    /// else counted once from the file.
+    fn served_size(&self, key: &str, path: &Path) -> u64 {
+        if let Some(size) = name_field(key, "W=") {
+            return size;
+        }
+        match self.dir.read(path) {
+            Ok(bytes) => crlf_len(&bytes),
+            Err(_) => self.dir.metadata(path).map_or(0, |m| m.len()),
+        }
+    }
+
+    fn read_uidlist(&self) -> UidList {
+        UidList::parse(&self.dir.read_to_string(UIDLIST).unwrap_or_default())
+    }
+
+    /// A UIDVALIDITY no folder of this Maildir had before: the clock, or one more than the
+    /// last one given when the clock has not moved on (DELETE then CREATE in one second).
+    fn new_uid_validity(&self) -> std::io::Result<u32> {
+        let _lock = lock_file(&self.root, &format!("{LAST_UIDVALIDITY}.lock"))?;
+        let last: u32 = self
+            .root
+            .read_to_string(LAST_UIDVALIDITY)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let validity = ((now_secs() & 0xffff_ffff) as u32)
+            .max(last.wrapping_add(1))
+            .max(1);
+        replace_file(&self.root, LAST_UIDVALIDITY, &format!("{validity}\n"))?;
+        Ok(validity)
+    }
+
+    /// The folder's keyword names.
+    pub fn keywords(&self) -> Keywords {
+        Keywords::parse(&self.dir.read_to_string(keywords::FILE).unwrap_or_default())
+    }
+
+    /// Letters for keyword names, adding names the folder lacks when `add`; names that do not
+    /// fit (more than 26) are left out. Call under the lock.
+    fn keyword_letters(&self, names: &[String], add: bool) -> std::io::Result<(Flags, Keywords)> {
+        let mut known = self.keywords();
+        let before = known.clone();
+        let mut letters = String::new();
+        for name in names {
+            let letter = if add {
+                known.letter_or_add(name)
+            } else {
+                known.letter(name)
             };
-            present.insert(key.clone());
-            let meta = self.dir.metadata(&path).ok();
-            entries.push(MailEntry {
-                uid,
-                key,
-                size: meta.as_ref().map_or(0, |m| m.len()),
-                internal_date: meta
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_secs()),
-                in_new,
-                flags,
-                recent,
-            });
+            letters.extend(letter);
         }
-        let before = uids.len();
-        uids.retain(|key, _| present.contains(key));
-        changed |= uids.len() != before;
-        if changed {
-            self.write_uidlist(validity, next, &uids)?;
+        if known != before {
+            replace_file(&self.dir, keywords::FILE, &known.render())?;
         }
-        entries.sort_by_key(|e| e.uid);
-        Ok(Snapshot {
-            uid_validity: validity,
-            uid_next: next,
-            entries,
-        })
-    }
-
-    fn read_uidlist(&self) -> (u32, u32, BTreeMap<String, u32>) {
-        let Ok(text) = self.dir.read_to_string(UIDLIST) else {
-            return (0, 1, BTreeMap::new());
-        };
-        let mut lines = text.lines();
-        let header = lines.next().unwrap_or("");
-        let mut validity = 0;
-        let mut next = 1;
-        for word in header.split_whitespace() {
-            if let Some(v) = word.strip_prefix('V') {
-                validity = v.parse().unwrap_or(0);
-            } else if let Some(n) = word.strip_prefix('N') {
-                next = n.parse().unwrap_or(1);
-            }
-        }
-        let uids = lines
-            .filter_map(|l| {
-                let (uid, key) = l.split_once(' ')?;
-                Some((key.to_string(), uid.parse().ok()?))
-            })
-            .collect::<BTreeMap<String, u32>>();
-        let max = uids.values().copied().max().unwrap_or(0);
-        (validity, next.max(max + 1), uids)
-    }
-
-    fn write_uidlist(
-        &self,
-        validity: u32,
-        next: u32,
-        uids: &BTreeMap<String, u32>,
-    ) -> std::io::Result<()> {
-        let mut by_uid: Vec<(&u32, &String)> = uids.iter().map(|(k, u)| (u, k)).collect();
-        by_uid.sort();
-        let mut text = format!("V{validity} N{next}\n");
-        for (uid, key) in by_uid {
-            text.push_str(&format!("{uid} {key}\n"));
-        }
-        let tmp = format!("{UIDLIST}.tmp");
-        let mut file = self.dir.create(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_data()?;
-        self.dir.rename(&tmp, &self.dir, UIDLIST)
+        Ok((Flags::parse(&letters), known))
     }
 
     /// Where the message's file should be inside the folder, from its key, flags and directory.
@@ -246,44 +379,119 @@ impl Folder {
         }
     }
 
-    /// The message's bytes (the file may have moved since the snapshot: flags changed).
+    /// The message's bytes with CRLF line ends (the file may have moved since the snapshot:
+    /// flags changed). `NotFound` when it is gone.
     pub fn read(&self, entry: &MailEntry) -> std::io::Result<Vec<u8>> {
-        match self.dir.read(self.path_of(entry)) {
-            Ok(bytes) => Ok(bytes),
-            Err(_) => self.dir.read(self.find(&entry.key)?),
-        }
+        let bytes = match self.dir.read(self.path_of(entry)) {
+            Ok(bytes) => bytes,
+            Err(_) => self.dir.read(self.find(&entry.key)?)?,
+        };
+        Ok(to_crlf(bytes))
     }
 
     /// Where a message is now inside the folder, by key.
     fn find(&self, key: &str) -> std::io::Result<PathBuf> {
-        for sub in ["cur", "new"] {
-            for entry in self.dir.read_dir(sub)?.flatten() {
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if split_name(&name).0 == key {
-                    return Ok(Path::new(sub).join(&*name));
-                }
-            }
-        }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("message {key} is gone"),
-        ))
+        self.locate()?
+            .remove(key)
+            .map(|(path, _)| path)
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("message {key} is gone"),
+                )
+            })
     }
 
-    /// Sets the flags of a message; returns where it is now inside the folder.
-    pub fn set_flags(&self, entry: &MailEntry, flags: Flags) -> std::io::Result<PathBuf> {
-        let guess = self.path_of(entry);
-        let from = if self.dir.metadata(&guess).is_ok() {
-            guess
-        } else {
-            self.find(&entry.key)?
+    /// Every message file by key: where it is and its flags.
+    fn locate(&self) -> std::io::Result<HashMap<String, (PathBuf, Flags)>> {
+        Ok(self
+            .files(false)?
+            .into_iter()
+            .map(|f| (f.key, (f.path, f.flags)))
+            .collect())
+    }
+
+    /// Applies a flag change to messages as they are now: the flags their files' names show,
+    /// under the folder lock, so changes made meanwhile by other sessions (or programs) are
+    /// kept. Messages gone since the caller's snapshot are left out of the result.
+    pub fn update_flags(
+        &self,
+        targets: &[&MailEntry],
+        change: &FlagChange<'_>,
+    ) -> std::io::Result<FlagUpdate> {
+        let _lock = self.lock()?;
+        let adds = change.op != FlagOp::Remove;
+        let (keyword_letters, keywords) = self.keyword_letters(change.keywords, adds)?;
+        let given = change.system.union(keyword_letters);
+        let mut list = self.read_uidlist();
+        let mut modseq = None;
+        let mut located: Option<HashMap<String, (PathBuf, Flags)>> = None;
+        let mut update = FlagUpdate {
+            keywords,
+            ..FlagUpdate::default()
         };
-        let target = Path::new("cur").join(format!("{}:2,{flags}", entry.key));
-        if from != target {
-            self.dir.rename(&from, &self.dir, &target)?;
+        for entry in targets {
+            let guess = self.path_of(entry);
+            let (from, current) = if self.dir.metadata(&guess).is_ok() {
+                (guess, entry.flags)
+            } else {
+                let map = match located.as_mut() {
+                    Some(map) => map,
+                    None => located.insert(self.locate()?),
+                };
+                match map.get(&entry.key) {
+                    Some((path, flags)) => (path.clone(), *flags),
+                    None => continue, // expunged meanwhile
+                }
+            };
+            let Some(recorded) = list.records.get(&entry.key).map(|r| r.modseq) else {
+                continue;
+            };
+            let mut now = (*entry).clone();
+            now.flags = current;
+            now.modseq = recorded;
+            if change.unchanged_since.is_some_and(|n| recorded > n) {
+                update.modified.push(entry.uid);
+                update.entries.push(now);
+                continue;
+            }
+            let new = match change.op {
+                FlagOp::Replace => given,
+                FlagOp::Add => current.union(given),
+                FlagOp::Remove => current.without(given),
+            };
+            let target = Path::new("cur").join(format!("{}:2,{new}", entry.key));
+            if from != target {
+                self.dir.rename(&from, &self.dir, &target)?;
+            }
+            now.in_new = false;
+            if new != current {
+                let seq = *modseq.get_or_insert_with(|| list.bump_modseq());
+                if let Some(record) = list.records.get_mut(&entry.key) {
+                    record.modseq = seq;
+                    record.flags = Some(new);
+                }
+                now.flags = new;
+                now.modseq = seq;
+                update.changed.insert(entry.uid);
+            }
+            update.entries.push(now);
         }
-        Ok(target)
+        if modseq.is_some() {
+            replace_file(&self.dir, UIDLIST, &list.render())?;
+        }
+        Ok(update)
+    }
+
+    /// Adds `\Seen`, as reading a message does; the message as it is afterwards (`None`: gone).
+    pub fn mark_seen(&self, entry: &MailEntry) -> std::io::Result<Option<MailEntry>> {
+        let change = FlagChange {
+            op: FlagOp::Add,
+            system: Flags::parse("S"),
+            keywords: &[],
+            unchanged_since: None,
+        };
+        Ok(self.update_flags(&[entry], &change)?.entries.pop())
     }
 
     /// Removes a message (POP3 DELE at QUIT, IMAP EXPUNGE).
@@ -298,23 +506,26 @@ impl Folder {
         }
     }
 
-    /// Adds a message (IMAP APPEND, COPY) with flags; returns its UID.
+    /// Adds a message (IMAP APPEND, COPY) with system flags and keywords; returns its UID.
     pub fn append(
         &self,
         bytes: &[u8],
-        flags: Flags,
+        system: Flags,
+        keyword_names: &[String],
         internal_date: Option<u64>,
     ) -> std::io::Result<u32> {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
+        let served = crlf_len(bytes);
         let key = format!(
-            "{}.M{}P{}Q{}.mailgate",
+            "{}.M{}P{}Q{}.mailgate,S={},W={served}",
             now.as_secs(),
             now.subsec_micros(),
             std::process::id(),
-            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            bytes.len(),
         );
         let tmp = Path::new("tmp").join(&key);
         let mut file = self.dir.create(&tmp)?.into_std();
@@ -325,17 +536,85 @@ impl Folder {
             let _ = file.set_modified(time);
         }
         drop(file);
+        let _lock = self.lock()?;
+        let (keyword_letters, _) = self.keyword_letters(keyword_names, true)?;
+        let flags = system.union(keyword_letters);
         let target = Path::new("cur").join(format!("{key}:2,{flags}"));
         self.dir.rename(&tmp, &self.dir, &target)?;
         self.dir.open("cur")?.sync_all()?;
-        let snapshot = self.scan(false)?;
-        snapshot
-            .entries
-            .iter()
-            .find(|e| e.key == key)
-            .map(|e| e.uid)
-            .ok_or_else(|| std::io::Error::other("appended message not found"))
+        // The UID is given here, not by the next scan: COPY of many messages stays linear.
+        let mut list = self.read_uidlist();
+        if list.validity == 0 {
+            list.validity = self.new_uid_validity()?;
+        }
+        let uid = list.next;
+        list.next = list.next.saturating_add(1);
+        let modseq = list.bump_modseq();
+        list.records.insert(
+            key,
+            Record {
+                uid,
+                modseq,
+                size: Some(served),
+                flags: Some(flags),
+            },
+        );
+        replace_file(&self.dir, UIDLIST, &list.render())?;
+        Ok(uid)
     }
+
+    /// The folder's UIDVALIDITY (giving it one if it has none yet).
+    pub fn uid_validity(&self) -> std::io::Result<u32> {
+        let validity = self.read_uidlist().validity;
+        if validity != 0 {
+            return Ok(validity);
+        }
+        self.scan(false).map(|s| s.uid_validity)
+    }
+}
+
+/// A numeric `,X=<n>` field of a Maildir base name (Dovecot's `S=` file size, `W=` size with
+/// CRLF line ends).
+fn name_field(key: &str, field: &str) -> Option<u64> {
+    key.split(',')
+        .skip(1)
+        .find_map(|part| part.strip_prefix(field)?.parse().ok())
+}
+
+/// The length of `bytes` once every bare LF is a CRLF.
+pub fn crlf_len(bytes: &[u8]) -> u64 {
+    let bare = bare_lfs(bytes);
+    (bytes.len() as u64).saturating_add(bare as u64)
+}
+
+fn bare_lfs(bytes: &[u8]) -> usize {
+    let mut previous = 0u8;
+    let mut count = 0;
+    for &b in bytes {
+        if b == b'\n' && previous != b'\r' {
+            count += 1;
+        }
+        previous = b;
+    }
+    count
+}
+
+/// `bytes` with every bare LF made a CRLF (the same vector when there is none).
+pub fn to_crlf(bytes: Vec<u8>) -> Vec<u8> {
+    let bare = bare_lfs(&bytes);
+    if bare == 0 {
+        return bytes;
+    }
+    let mut out = Vec::with_capacity(bytes.len() + bare);
+    let mut previous = 0u8;
+    for b in bytes {
+        if b == b'\n' && previous != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        previous = b;
+    }
+    out
 }
 
 /// A message's Maildir flags: a set of letters (A–Z, a–z) in one word, since every session
@@ -364,6 +643,16 @@ impl Flags {
 
     pub fn without(self, other: Flags) -> Flags {
         Flags(self.0 & !other.0)
+    }
+
+    /// Only the upper-case letters: the system flags.
+    pub fn system(self) -> Flags {
+        Flags(self.0 & ((1 << 26) - 1))
+    }
+
+    /// The lower-case letters: keywords.
+    pub fn keyword_letters(self) -> impl Iterator<Item = char> {
+        ('a'..='z').filter(move |&c| self.contains(c))
     }
 
     /// Upper-case letters take bits 0–25 and lower-case 26–51, so bit order is ASCII order.
@@ -469,6 +758,15 @@ mod tests {
         std::fs::write(folder.path.join("new").join(name), body).expect("write");
     }
 
+    fn change<'a>(op: FlagOp, system: &str, keywords: &'a [String]) -> FlagChange<'a> {
+        FlagChange {
+            op,
+            system: Flags::parse(system),
+            keywords,
+            unchanged_since: None,
+        }
+    }
+
     #[test]
     fn uids_survive_rescans_flag_changes_and_deletions() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -485,7 +783,7 @@ mod tests {
             .iter()
             .all(|e| e.recent && !e.in_new && folder.path.join(folder.path_of(e)).exists()));
         folder
-            .set_flags(&first.entries[0], Flags::parse("SF"))
+            .update_flags(&[&first.entries[0]], &change(FlagOp::Replace, "SF", &[]))
             .expect("flags");
         folder.delete(&first.entries[1]).expect("delete");
         deliver(&folder, "300.c.mailgate", b"three");
@@ -499,14 +797,116 @@ mod tests {
             .collect();
         assert_eq!(
             summary,
-            [(1, "FS".to_string(), false), (3, String::new(), false)]
+            [(1, "FS".to_string(), false), (3, String::new(), true)]
         );
         assert_eq!(second.uid_next, 4);
+        assert!(second.highest_modseq > first.highest_modseq);
         assert_eq!(reopened.read(&second.entries[0]).expect("read"), b"one");
         let uid = reopened
-            .append(b"four", Flags::parse("S"), Some(1_000_000))
+            .append(b"four", Flags::parse("S"), &[], Some(1_000_000))
             .expect("append");
         assert_eq!(uid, 4);
+        let third = reopened.scan(false).expect("scan");
+        assert_eq!(third.entries.last().map(|e| e.uid), Some(4));
+    }
+
+    #[test]
+    fn flag_changes_apply_to_the_current_flags_not_a_stale_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = Folder::open(dir.path()).expect("open");
+        deliver(&folder, "100.a.mailgate", b"one");
+        let seen = folder.scan(true).expect("scan").entries;
+        let seen = folder.mark_seen(&seen[0]).expect("seen").expect("there");
+        // Session B took its copy now: \Seen.
+        let stale = seen.clone();
+        // Session A adds \Answered.
+        let a = folder
+            .update_flags(&[&seen], &change(FlagOp::Add, "R", &[]))
+            .expect("a");
+        assert_eq!(a.entries[0].flags.to_string(), "RS");
+        // Session B removes \Seen from its stale copy: A's \Answered stays.
+        let b = folder
+            .update_flags(&[&stale], &change(FlagOp::Remove, "S", &[]))
+            .expect("b");
+        assert_eq!(b.entries[0].flags.to_string(), "R");
+        assert!(b.entries[0].modseq > a.entries[0].modseq);
+        let now = folder.scan(false).expect("scan").entries;
+        assert_eq!(now[0].flags.to_string(), "R");
+        assert_eq!(now[0].modseq, b.entries[0].modseq);
+        // UNCHANGEDSINCE older than the last change leaves the message alone.
+        let mut guarded = change(FlagOp::Add, "F", &[]);
+        guarded.unchanged_since = Some(a.entries[0].modseq);
+        let refused = folder.update_flags(&[&now[0]], &guarded).expect("c");
+        assert_eq!(refused.modified, [now[0].uid]);
+        assert_eq!(refused.entries[0].flags.to_string(), "R");
+        // A message expunged meanwhile is left out.
+        folder.delete(&now[0]).expect("delete");
+        let gone = folder
+            .update_flags(&[&now[0]], &change(FlagOp::Add, "F", &[]))
+            .expect("gone");
+        assert!(gone.entries.is_empty());
+    }
+
+    #[test]
+    fn keywords_are_dovecot_letters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = Folder::open(dir.path()).expect("open");
+        // Dovecot's own: keyword 0 is $Forwarded, on a message as letter a.
+        std::fs::write(folder.path.join("dovecot-keywords"), "0 $Forwarded\n").expect("kw");
+        std::fs::write(folder.path.join("cur/100.x.host:2,Sa"), b"x").expect("msg");
+        let snap = folder.scan(false).expect("scan");
+        assert_eq!(snap.keywords.name('a'), Some("$Forwarded"));
+        let names = ["$Junk".to_string(), "$forwarded".to_string()];
+        let update = folder
+            .update_flags(&[&snap.entries[0]], &change(FlagOp::Add, "", &names))
+            .expect("store");
+        assert_eq!(update.entries[0].flags.to_string(), "Sab");
+        assert_eq!(update.keywords.name('b'), Some("$Junk"));
+        assert_eq!(
+            std::fs::read_to_string(folder.path.join("dovecot-keywords")).expect("read"),
+            "0 $Forwarded\n1 $Junk\n"
+        );
+        assert!(folder.path.join("cur/100.x.host:2,Sab").exists());
+        let uid = folder
+            .append(b"y", Flags::parse("F"), &["Work".to_string()], None)
+            .expect("append");
+        let snap = folder.scan(false).expect("scan");
+        let appended = snap.entries.iter().find(|e| e.uid == uid).expect("found");
+        assert_eq!(appended.flags.to_string(), "Fc");
+        assert_eq!(snap.keywords.name('c'), Some("Work"));
+    }
+
+    #[test]
+    fn lf_files_are_served_as_crlf_with_matching_sizes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = Folder::open(dir.path()).expect("open");
+        let lf = b"Subject: hi\n\nline one\r\nline two\n";
+        deliver(&folder, "100.lf.host", lf);
+        // Dovecot's W= is taken as given.
+        deliver(&folder, "200.w.host,S=5,W=7", b"a\nb\nc");
+        let snap = folder.scan(true).expect("scan");
+        let served = folder.read(&snap.entries[0]).expect("read");
+        assert_eq!(served, b"Subject: hi\r\n\r\nline one\r\nline two\r\n");
+        assert_eq!(snap.entries[0].size, served.len() as u64);
+        assert_eq!(snap.entries[1].size, 7);
+        assert_eq!(folder.read(&snap.entries[1]).expect("read"), b"a\r\nb\r\nc");
+        // Sizes are learnt once and kept in the index.
+        let index = std::fs::read_to_string(folder.path.join(UIDLIST)).expect("index");
+        assert!(
+            index.contains(&format!(" {} - 100.lf.host\n", served.len())),
+            "{index}"
+        );
+    }
+
+    #[test]
+    fn a_recreated_folder_gets_a_new_uidvalidity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut seen = HashSet::new();
+        for _ in 0..3 {
+            let folder = Folder::open_in(dir.path(), "Work").expect("open");
+            assert!(seen.insert(folder.uid_validity().expect("validity")));
+            std::fs::remove_dir_all(&folder.path).expect("delete");
+        }
     }
 
     #[test]
@@ -532,7 +932,8 @@ mod tests {
         std::fs::create_dir_all(outside.join("cur")).expect("outside");
         let sub = Folder::open_in(&maildir, "Work/Projects").expect("open");
         assert!(maildir.join(".Work.Projects/cur").is_dir());
-        sub.append(b"x", Flags::default(), None).expect("append");
+        sub.append(b"x", Flags::default(), &[], None)
+            .expect("append");
         // A folder that is a link out of the Maildir is not followed, whatever its name.
         std::os::unix::fs::symlink(&outside, maildir.join(".Evil")).expect("link");
         assert!(Folder::open_in(&maildir, "Evil").is_err());

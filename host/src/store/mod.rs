@@ -1,6 +1,8 @@
 //! Stores: local users and their mailboxes.
 
+pub mod keywords;
 pub mod mailbox;
 pub mod retrieval;
+pub mod uidlist;
 pub mod users;
 pub mod watch;

@@ -1,0 +1,87 @@
+//! IMAP flag names over Maildir flag letters: the five system flags as upper-case letters,
+//! keywords as the folder's lower-case letters (see `store::keywords`), `\Recent` from the
+//! session.
+
+use imap_codec::imap_types::flag::Flag;
+
+use crate::store::keywords::{self, Keywords};
+use crate::store::mailbox::Flags;
+
+const SYSTEM: [(char, &str); 5] = [
+    ('R', "\\Answered"),
+    ('F', "\\Flagged"),
+    ('T', "\\Deleted"),
+    ('S', "\\Seen"),
+    ('D', "\\Draft"),
+];
+
+/// `(\Seen $Forwarded \Recent)`: a message's flags as FETCH FLAGS shows them.
+pub fn render(letters: Flags, recent: bool, keywords: &Keywords) -> String {
+    let mut names: Vec<&str> = SYSTEM
+        .iter()
+        .filter(|(letter, _)| letters.contains(*letter))
+        .map(|&(_, name)| name)
+        .collect();
+    names.extend(
+        ('a'..='z')
+            .filter(|&c| letters.contains(c))
+            .filter_map(|c| keywords.name(c)),
+    );
+    if recent {
+        names.push("\\Recent");
+    }
+    format!("({})", names.join(" "))
+}
+
+/// The system flags and keywords a command names (`\Recent` and unknown `\X` flags are not
+/// the client's to set, and are left out).
+pub fn requested(flags: &[Flag<'_>]) -> (Flags, Vec<String>) {
+    let mut letters = String::new();
+    let mut names = Vec::new();
+    for flag in flags {
+        match flag {
+            Flag::Answered => letters.push('R'),
+            Flag::Flagged => letters.push('F'),
+            Flag::Deleted => letters.push('T'),
+            Flag::Seen => letters.push('S'),
+            Flag::Draft => letters.push('D'),
+            Flag::Keyword(atom) if keywords::is_atom(atom.as_ref()) => {
+                names.push(atom.as_ref().to_string())
+            }
+            _ => {}
+        }
+    }
+    (Flags::parse(&letters), names)
+}
+
+/// The `* FLAGS` and `* OK [PERMANENTFLAGS]` lines for a folder with these keywords; `\*`
+/// (new keywords allowed) while there is room for another.
+pub fn announcement(keywords: &Keywords) -> [String; 2] {
+    let mut all: Vec<&str> = SYSTEM.iter().map(|&(_, name)| name).collect();
+    all.extend(keywords.names());
+    let listed = all.join(" ");
+    let more = if keywords.has_room() { " \\*" } else { "" };
+    [
+        format!("* FLAGS ({listed})"),
+        format!("* OK [PERMANENTFLAGS ({listed}{more})] Flags permitted"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_system_flags_keywords_and_recent() {
+        let keywords = Keywords::parse("0 $Forwarded\n1 Work\n");
+        assert_eq!(
+            render(Flags::parse("SRa"), true, &keywords),
+            "(\\Answered \\Seen $Forwarded \\Recent)"
+        );
+        // A letter without a name is not shown.
+        assert_eq!(render(Flags::parse("c"), false, &keywords), "()");
+        let [flags, permanent] = announcement(&keywords);
+        assert!(flags.ends_with("\\Draft $Forwarded Work)"), "{flags}");
+        assert!(permanent.contains("Work \\*)]"), "{permanent}");
+    }
+}

@@ -1,0 +1,412 @@
+//! Mailbox administration: CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS,
+//! APPEND; the hierarchy (`/` separator over Maildir++ `.A.B` folders, parents that exist only
+//! through their children) and the special-use folders every user gets (RFC 6154).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
+use imap_codec::imap_types::status::StatusDataItemName;
+
+use super::super::wire;
+use super::ImapSession;
+use crate::delivery::maildir::maildir_of;
+use crate::store::mailbox::{folder_path, list_folders, Flags, Folder};
+
+/// The special-use folders created at first login, with their RFC 6154 attribute.
+pub(super) const SPECIAL_USE: [(&str, &str); 5] = [
+    ("Archive", "\\Archive"),
+    ("Drafts", "\\Drafts"),
+    ("Junk", "\\Junk"),
+    ("Sent", "\\Sent"),
+    ("Trash", "\\Trash"),
+];
+
+pub(super) fn mailbox_name(mailbox: &Mailbox<'_>) -> String {
+    match mailbox {
+        Mailbox::Inbox => "INBOX".into(),
+        Mailbox::Other(other) => String::from_utf8_lossy(other.as_ref()).into_owned(),
+    }
+}
+
+fn quoted(name: &str) -> String {
+    String::from_utf8_lossy(&wire::string(name.as_bytes())).into_owned()
+}
+
+/// LIST wildcards: `*` matches anything, `%` anything but the hierarchy separator. Dynamic
+/// programming over (pattern, name) positions: a pattern of many wildcards costs O(p × n), not
+/// an exponential backtrack.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // matches[j]: pattern[..i] matches name[..j], for the current i.
+    let mut matches = vec![false; n.len() + 1];
+    matches[0] = true;
+    for &c in &p {
+        let mut next = vec![false; n.len() + 1];
+        match c {
+            '*' | '%' => {
+                for j in 0..=n.len() {
+                    // Either the wildcard matches nothing, or it extends a match by one char.
+                    next[j] = matches[j] || (j > 0 && next[j - 1] && (c == '*' || n[j - 1] != '/'));
+                }
+            }
+            _ => {
+                for j in 1..=n.len() {
+                    next[j] = matches[j - 1] && n[j - 1].eq_ignore_ascii_case(&c);
+                }
+            }
+        }
+        matches = next;
+    }
+    matches[n.len()]
+}
+
+/// Every ancestor of a hierarchical name: `A/B/C` -> `A`, `A/B`.
+fn parents(name: &str) -> impl Iterator<Item = &str> {
+    name.match_indices('/').map(move |(i, _)| &name[..i])
+}
+
+/// The mailbox tree: the folders that exist, and the names that exist only as their parents.
+struct Tree {
+    folders: BTreeSet<String>,
+    parents_only: BTreeSet<String>,
+}
+
+impl Tree {
+    fn read(maildir: &std::path::Path) -> Tree {
+        let folders: BTreeSet<String> = list_folders(maildir).into_iter().collect();
+        let parents_only = folders
+            .iter()
+            .flat_map(|name| parents(name))
+            .filter(|p| !folders.contains(*p))
+            .map(str::to_string)
+            .collect();
+        Tree {
+            folders,
+            parents_only,
+        }
+    }
+
+    fn has_children(&self, name: &str) -> bool {
+        let prefix = format!("{name}/");
+        self.folders
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|n| n.starts_with(&prefix))
+    }
+
+    /// Every name, with its LIST attributes.
+    fn listing(&self) -> Vec<(String, Vec<&'static str>)> {
+        let names = self.folders.iter().chain(&self.parents_only);
+        let mut out: Vec<(String, Vec<&'static str>)> = names
+            .map(|name| {
+                let mut attributes = Vec::new();
+                if self.parents_only.contains(name) {
+                    attributes.push("\\Noselect");
+                }
+                attributes.push(if self.has_children(name) {
+                    "\\HasChildren"
+                } else {
+                    "\\HasNoChildren"
+                });
+                if let Some((_, special)) = SPECIAL_USE.iter().find(|(n, _)| n == name) {
+                    attributes.push(special);
+                }
+                (name.clone(), attributes)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl ImapSession {
+    pub(super) fn maildir(&self) -> PathBuf {
+        maildir_of(
+            &self.shared.config.data_dir().join("mail"),
+            self.user.as_deref().unwrap_or(""),
+        )
+    }
+
+    /// The folder a mailbox name refers to if it exists; else the tagged reply's text.
+    pub(super) fn folder(&self, mailbox: &Mailbox<'_>) -> Result<(String, Folder), String> {
+        let name = mailbox_name(mailbox);
+        let path = folder_path(&self.maildir(), &name)
+            .map_err(|e| format!("NO [CANNOT] Bad mailbox name: {}", e.0))?;
+        if !name.eq_ignore_ascii_case("INBOX") && !path.join("cur").is_dir() {
+            return Err("NO [TRYCREATE] No such mailbox".into());
+        }
+        Folder::open_in(&self.maildir(), &name)
+            .map(|folder| (name, folder))
+            .map_err(|e| format!("NO [SERVERBUG] Cannot open the mailbox: {e}"))
+    }
+
+    /// Sent, Drafts, Trash, Junk and Archive, where the user has none yet.
+    pub(super) fn create_special_use(&self) -> std::io::Result<()> {
+        let maildir = self.maildir();
+        for (name, _) in SPECIAL_USE {
+            let exists = folder_path(&maildir, name).is_ok_and(|p| p.join("cur").is_dir());
+            if !exists {
+                Folder::open_in(&maildir, name)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn create(&mut self, tag: &str, mailbox: &Mailbox<'_>) {
+        // RFC 3501 §6.3.3: a trailing separator says the name will hold others; it is created
+        // all the same, as a mailbox that can also hold messages.
+        let given = mailbox_name(mailbox);
+        let name = given.strip_suffix('/').unwrap_or(&given);
+        match folder_path(&self.maildir(), name) {
+            Err(e) => self.send(&format!("{tag} NO [CANNOT] {}", e.0)),
+            Ok(_) if name.eq_ignore_ascii_case("INBOX") => {
+                self.send(&format!("{tag} NO [ALREADYEXISTS] INBOX exists"))
+            }
+            Ok(path) if path.join("cur").is_dir() => {
+                self.send(&format!("{tag} NO [ALREADYEXISTS] Mailbox exists"))
+            }
+            Ok(_) => match Folder::open_in(&self.maildir(), name) {
+                Ok(_) => self.send(&format!("{tag} OK CREATE completed")),
+                Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+            },
+        }
+    }
+
+    pub(super) fn delete(&mut self, tag: &str, mailbox: &Mailbox<'_>) {
+        let name = mailbox_name(mailbox);
+        if name.eq_ignore_ascii_case("INBOX") {
+            self.send(&format!("{tag} NO [CANNOT] INBOX cannot be deleted"));
+            return;
+        }
+        if self.selected.as_ref().is_some_and(|s| s.name == name) {
+            self.selected = None;
+        }
+        match folder_path(&self.maildir(), &name) {
+            Err(e) => self.send(&format!("{tag} NO [CANNOT] {}", e.0)),
+            Ok(path) if !path.join("cur").is_dir() => {
+                self.send(&format!("{tag} NO [NONEXISTENT] No such mailbox"))
+            }
+            Ok(path) => match std::fs::remove_dir_all(&path) {
+                Ok(()) => self.send(&format!("{tag} OK DELETE completed")),
+                Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+            },
+        }
+    }
+
+    pub(super) fn rename(&mut self, tag: &str, from: &Mailbox<'_>, to: &Mailbox<'_>) {
+        let maildir = self.maildir();
+        let (from, to) = (mailbox_name(from), mailbox_name(to));
+        let to = to.strip_suffix('/').unwrap_or(&to).to_string();
+        match (folder_path(&maildir, &from), folder_path(&maildir, &to)) {
+            (Ok(a), Ok(b))
+                if !from.eq_ignore_ascii_case("INBOX") && a.join("cur").is_dir() && !b.exists() =>
+            {
+                // Children move with their parent: `.A.x` follows `.A` to `.B.x`.
+                let children: Vec<String> = Tree::read(&maildir)
+                    .folders
+                    .into_iter()
+                    .filter(|n| n.starts_with(&format!("{from}/")))
+                    .collect();
+                let mut result = std::fs::rename(&a, &b);
+                for child in children {
+                    let moved = format!("{to}{}", &child[from.len()..]);
+                    if let (Ok(old), Ok(new)) =
+                        (folder_path(&maildir, &child), folder_path(&maildir, &moved))
+                    {
+                        result = result.and_then(|()| std::fs::rename(old, new));
+                    }
+                }
+                match result {
+                    Ok(()) => self.send(&format!("{tag} OK RENAME completed")),
+                    Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => self.send(&format!("{tag} NO [CANNOT] {}", e.0)),
+            (Ok(_), Ok(b)) if b.exists() => {
+                self.send(&format!("{tag} NO [ALREADYEXISTS] {to} exists"))
+            }
+            _ => self.send(&format!("{tag} NO [NONEXISTENT] Cannot rename {from}")),
+        }
+    }
+
+    fn subscriptions(&self) -> Vec<String> {
+        std::fs::read_to_string(self.maildir().join("subscriptions"))
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn subscribe(&mut self, tag: &str, mailbox: &Mailbox<'_>, on: bool) {
+        let name = mailbox_name(mailbox);
+        let mut list = self.subscriptions();
+        list.retain(|n| n != &name);
+        if on {
+            list.push(name);
+        }
+        let _ = std::fs::create_dir_all(self.maildir());
+        match std::fs::write(self.maildir().join("subscriptions"), list.join("\n") + "\n") {
+            Ok(()) => self.send(&format!("{tag} OK Done")),
+            Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+        }
+    }
+
+    pub(super) fn list(
+        &mut self,
+        tag: &str,
+        reference: &Mailbox<'_>,
+        pattern: &ListMailbox<'_>,
+        lsub: bool,
+    ) {
+        let verb = if lsub { "LSUB" } else { "LIST" };
+        let pattern = match pattern {
+            ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
+            ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+        };
+        if pattern.is_empty() {
+            self.send(&format!("* {verb} (\\Noselect) \"/\" \"\""));
+            self.send(&format!("{tag} OK {verb} completed"));
+            return;
+        }
+        let reference = match reference {
+            Mailbox::Inbox => String::new(),
+            other => mailbox_name(other),
+        };
+        let full = format!("{reference}{pattern}");
+        let _ = std::fs::create_dir_all(self.maildir());
+        let lines = if lsub {
+            self.lsub_lines(&full)
+        } else {
+            Tree::read(&self.maildir())
+                .listing()
+                .into_iter()
+                .filter(|(name, _)| wildcard(&full, name))
+                .map(|(name, attributes)| {
+                    format!("* LIST ({}) \"/\" {}", attributes.join(" "), quoted(&name))
+                })
+                .collect()
+        };
+        for line in lines {
+            self.send(&line);
+        }
+        self.send(&format!("{tag} OK {verb} completed"));
+    }
+
+    /// LSUB (RFC 3501 §6.3.9): subscribed names the pattern matches; a name the pattern
+    /// matches only as the parent of subscribed ones (`%` stopping at a level) is `\Noselect`.
+    fn lsub_lines(&self, pattern: &str) -> Vec<String> {
+        let subscribed: BTreeSet<String> = self.subscriptions().into_iter().collect();
+        let mut shown: Vec<(String, bool)> = Vec::new();
+        for name in &subscribed {
+            if wildcard(pattern, name) {
+                shown.push((name.clone(), true));
+            }
+        }
+        for name in &subscribed {
+            for parent in parents(name) {
+                if wildcard(pattern, parent)
+                    && !subscribed.contains(parent)
+                    && !shown.iter().any(|(n, _)| n == parent)
+                {
+                    shown.push((parent.to_string(), false));
+                }
+            }
+        }
+        shown.sort();
+        shown
+            .into_iter()
+            .map(|(name, own)| {
+                let attributes = if own { "" } else { "\\Noselect" };
+                format!("* LSUB ({attributes}) \"/\" {}", quoted(&name))
+            })
+            .collect()
+    }
+
+    pub(super) fn status(
+        &mut self,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        items: &[StatusDataItemName],
+    ) {
+        let (name, folder) = match self.folder(mailbox) {
+            Ok(found) => found,
+            Err(reply) => return self.send(&format!("{tag} {reply}")),
+        };
+        let Ok(snapshot) = folder.scan(false) else {
+            self.send(&format!("{tag} NO [SERVERBUG] Cannot read the mailbox"));
+            return;
+        };
+        let count = |test: &dyn Fn(&crate::store::mailbox::MailEntry) -> bool| {
+            snapshot.entries.iter().filter(|e| test(e)).count()
+        };
+        let values: Vec<String> = items
+            .iter()
+            .map(|item| match item {
+                StatusDataItemName::Messages => format!("MESSAGES {}", snapshot.entries.len()),
+                StatusDataItemName::Recent => format!("RECENT {}", count(&|e| e.recent)),
+                StatusDataItemName::UidNext => format!("UIDNEXT {}", snapshot.uid_next),
+                StatusDataItemName::UidValidity => {
+                    format!("UIDVALIDITY {}", snapshot.uid_validity)
+                }
+                StatusDataItemName::Unseen => {
+                    format!("UNSEEN {}", count(&|e| !e.flags.contains('S')))
+                }
+                #[allow(unreachable_patterns)]
+                _ => String::new(),
+            })
+            .filter(|v| !v.is_empty())
+            .collect();
+        self.send(&format!(
+            "* STATUS {} ({})",
+            quoted(&name),
+            values.join(" ")
+        ));
+        self.send(&format!("{tag} OK STATUS completed"));
+    }
+
+    /// APPEND; the tagged reply's text (sent by the caller after announcing the new message).
+    pub(super) fn append(
+        &mut self,
+        mailbox: &Mailbox<'_>,
+        system: Flags,
+        keywords: &[String],
+        date: Option<u64>,
+        bytes: &[u8],
+    ) -> String {
+        let folder = match self.folder(mailbox) {
+            Ok((_, folder)) => folder,
+            Err(reply) => return reply,
+        };
+        match folder
+            .append(bytes, system, keywords, date)
+            .and_then(|uid| Ok((folder.uid_validity()?, uid)))
+        {
+            Ok((validity, uid)) => format!("OK [APPENDUID {validity} {uid}] APPEND completed"),
+            Err(e) => format!("NO [SERVERBUG] {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parents, wildcard};
+
+    #[test]
+    fn list_wildcards() {
+        assert!(wildcard("*", "Archive/2026"));
+        assert!(wildcard("%", "INBOX"));
+        assert!(!wildcard("%", "Archive/2026"));
+        assert!(wildcard("Archive/%", "Archive/2026"));
+        assert!(wildcard("inbox", "INBOX"));
+        assert!(!wildcard("Arch", "Archive"));
+        // Many wildcards stay cheap.
+        let pattern = format!("{}x", "*%".repeat(500));
+        assert!(!wildcard(&pattern, &"a".repeat(200)));
+    }
+
+    #[test]
+    fn parents_of_a_name() {
+        assert_eq!(parents("A/B/C").collect::<Vec<_>>(), ["A", "A/B"]);
+        assert_eq!(parents("A").count(), 0);
+    }
+}

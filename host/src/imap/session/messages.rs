@@ -1,0 +1,437 @@
+//! Commands on the selected mailbox's messages: FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE.
+//! Each returns the text of its tagged reply; the caller sends it after anything untagged.
+
+use imap_codec::imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItemName};
+use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
+use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::sequence::SequenceSet;
+
+use super::super::search::{self, Candidate};
+use super::super::{flags, wire};
+use super::ImapSession;
+use crate::blocking;
+use crate::message::Message;
+use crate::store::mailbox::{FlagChange, FlagOp};
+
+/// Work one SEARCH may do: bytes of text examined, plus 64 per key and message.
+const SEARCH_BUDGET: u64 = 1 << 30;
+
+/// Why a message's content could not be had.
+enum Unavailable {
+    /// Another session expunged it: the file is gone.
+    Expunged,
+    Unreadable,
+}
+
+/// The items a FETCH macro stands for.
+fn expand<'a>(what: &MacroOrMessageDataItemNames<'a>) -> Vec<MessageDataItemName<'a>> {
+    use MessageDataItemName as Item;
+    match what {
+        MacroOrMessageDataItemNames::Macro(Macro::All) => {
+            vec![
+                Item::Flags,
+                Item::InternalDate,
+                Item::Rfc822Size,
+                Item::Envelope,
+            ]
+        }
+        MacroOrMessageDataItemNames::Macro(Macro::Fast) => {
+            vec![Item::Flags, Item::InternalDate, Item::Rfc822Size]
+        }
+        MacroOrMessageDataItemNames::Macro(_) => vec![
+            Item::Flags,
+            Item::InternalDate,
+            Item::Rfc822Size,
+            Item::Envelope,
+            Item::Body,
+        ],
+        MacroOrMessageDataItemNames::MessageDataItemNames(names) => names.clone(),
+    }
+}
+
+impl ImapSession {
+    /// Indexes into the view for a sequence or UID set.
+    fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
+        let Some(sel) = self.selected.as_ref() else {
+            return Vec::new();
+        };
+        let largest_seq = sel.view.len() as u32;
+        let largest_uid = sel.view.last().map_or(0, |s| s.entry.uid);
+        (0..sel.view.len())
+            .filter(|&i| {
+                if uid {
+                    search::in_set(set, sel.view[i].entry.uid, largest_uid)
+                } else {
+                    search::in_set(set, i as u32 + 1, largest_seq)
+                }
+            })
+            .collect()
+    }
+
+    fn load(&self, i: usize) -> Result<Message, Unavailable> {
+        let sel = self.selected.as_ref().ok_or(Unavailable::Unreadable)?;
+        let shown = sel.view.get(i).ok_or(Unavailable::Unreadable)?;
+        if let Some(edited) = &shown.edited {
+            return Ok(Message::new(edited.as_ref().clone()));
+        }
+        match sel.folder.read(&shown.entry) {
+            Ok(bytes) => Ok(Message::new(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Unavailable::Expunged),
+            Err(_) => Err(Unavailable::Unreadable),
+        }
+    }
+
+    /// SEARCH, evaluated off the async workers (it reads and parses messages), each message
+    /// read and parsed at most once; refused when it runs over its work budget.
+    pub(super) fn search(&mut self, tag: &str, key: &SearchKey<'_>, uid: bool) {
+        let Some(found) = blocking::run(|| self.matching(key, uid)) else {
+            self.send(&format!(
+                "{tag} NO [LIMIT] Search too complex, narrow it down"
+            ));
+            return;
+        };
+        let list: String = found.iter().map(|n| format!(" {n}")).collect();
+        self.send(&format!("* SEARCH{list}"));
+        self.send(&format!("{tag} OK SEARCH completed"));
+    }
+
+    fn matching(&self, key: &SearchKey<'_>, uid: bool) -> Option<Vec<u32>> {
+        let sel = self.selected.as_ref()?;
+        let largest = (
+            sel.view.len() as u32,
+            sel.view.last().map_or(0, |s| s.entry.uid),
+        );
+        let work = std::cell::Cell::new(0u64);
+        let mut out = Vec::new();
+        for (i, shown) in sel.view.iter().enumerate() {
+            let load = || self.load(i).ok();
+            let message = search::LazyMessage::new(&load);
+            let candidate = Candidate {
+                seq: i as u32 + 1,
+                uid: shown.entry.uid,
+                flags: shown.entry.flags,
+                keywords: &sel.keywords,
+                recent: shown.recent,
+                size: shown.size(),
+                internal_date: shown.entry.internal_date,
+                message: &message,
+                work: &work,
+            };
+            if search::matches(key, &candidate, largest) {
+                out.push(if uid { shown.entry.uid } else { i as u32 + 1 });
+            }
+            if work.get() > SEARCH_BUDGET {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
+    /// FETCH. A message another session expunged is left out, and the reply says so (RFC 9051
+    /// §7.1 EXPUNGEISSUED), rather than inventing its content.
+    pub(super) fn fetch(
+        &mut self,
+        set: &SequenceSet,
+        what: &MacroOrMessageDataItemNames<'_>,
+        uid: bool,
+    ) -> String {
+        let mut items = expand(what);
+        if uid && !items.contains(&MessageDataItemName::Uid) {
+            items.insert(0, MessageDataItemName::Uid);
+        }
+        // Reading and parsing the messages is file and CPU work: off the async workers.
+        let expunged = blocking::run(|| {
+            let mut expunged = 0;
+            for i in self.resolve(set, uid) {
+                match self.fetch_one(i, &items) {
+                    Ok(line) => {
+                        self.client.conn.queue(&line);
+                        self.client.conn.queue(b"\r\n");
+                    }
+                    Err(Unavailable::Expunged) => expunged += 1,
+                    Err(Unavailable::Unreadable) => {}
+                }
+            }
+            expunged
+        });
+        if expunged > 0 {
+            "NO [EXPUNGEISSUED] Some of the requested messages no longer exist".into()
+        } else {
+            "OK FETCH completed".into()
+        }
+    }
+
+    fn fetch_one(
+        &mut self,
+        i: usize,
+        items: &[MessageDataItemName<'_>],
+    ) -> Result<Vec<u8>, Unavailable> {
+        let needs_message = items.iter().any(|it| {
+            !matches!(
+                it,
+                MessageDataItemName::Uid
+                    | MessageDataItemName::Flags
+                    | MessageDataItemName::InternalDate
+                    | MessageDataItemName::Rfc822Size
+            )
+        });
+        let message = if needs_message {
+            Some(self.load(i)?)
+        } else {
+            None
+        };
+        let empty = Message::new(Vec::new());
+        let m = message.as_ref().unwrap_or(&empty);
+        let mut sets_seen = false;
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        let sel = self.selected.as_ref().ok_or(Unavailable::Unreadable)?;
+        let shown = sel.view.get(i).ok_or(Unavailable::Unreadable)?;
+        for item in items {
+            let part: Vec<u8> = match item {
+                MessageDataItemName::Uid => format!("UID {}", shown.entry.uid).into_bytes(),
+                MessageDataItemName::Flags => continue,
+                MessageDataItemName::InternalDate => format!(
+                    "INTERNALDATE \"{}\"",
+                    wire::internal_date(shown.entry.internal_date)
+                )
+                .into_bytes(),
+                MessageDataItemName::Rfc822Size => {
+                    format!("RFC822.SIZE {}", shown.size()).into_bytes()
+                }
+                MessageDataItemName::Envelope => {
+                    [b"ENVELOPE ".to_vec(), wire::envelope(m)].concat()
+                }
+                MessageDataItemName::BodyStructure => {
+                    [b"BODYSTRUCTURE ".to_vec(), wire::body_structure(m, true)].concat()
+                }
+                MessageDataItemName::Body => {
+                    [b"BODY ".to_vec(), wire::body_structure(m, false)].concat()
+                }
+                MessageDataItemName::Rfc822 => {
+                    sets_seen = true;
+                    [b"RFC822 ".to_vec(), wire::string_literal(m.raw())].concat()
+                }
+                MessageDataItemName::Rfc822Header => {
+                    let header = wire::section_bytes(
+                        m,
+                        Some(&imap_codec::imap_types::fetch::Section::Header(None)),
+                    );
+                    [b"RFC822.HEADER ".to_vec(), wire::string_literal(&header)].concat()
+                }
+                MessageDataItemName::Rfc822Text => {
+                    sets_seen = true;
+                    [b"RFC822.TEXT ".to_vec(), wire::string_literal(m.body())].concat()
+                }
+                MessageDataItemName::BodyExt {
+                    section,
+                    partial,
+                    peek,
+                } => {
+                    sets_seen |= !peek;
+                    let bytes = wire::section_bytes(m, section.as_ref());
+                    let name = wire::section_name(section.as_ref());
+                    let (bytes, origin) = match partial {
+                        Some((start, len)) => {
+                            let start = (*start as usize).min(bytes.len());
+                            let end = start.saturating_add(len.get() as usize).min(bytes.len());
+                            (bytes[start..end].to_vec(), format!("<{start}>"))
+                        }
+                        None => (bytes, String::new()),
+                    };
+                    [
+                        format!("BODY[{name}]{origin} ").into_bytes(),
+                        wire::string_literal(&bytes),
+                    ]
+                    .concat()
+                }
+            };
+            parts.push(part);
+        }
+        let wants_flags = items.contains(&MessageDataItemName::Flags);
+        let (mut letters, recent) = (shown.entry.flags, shown.recent);
+        if sets_seen && !sel.read_only && !letters.contains('S') {
+            if let Ok(Some(now)) = sel.folder.mark_seen(&shown.entry) {
+                letters = now.flags;
+                if let Some(sel) = self.selected.as_mut() {
+                    sel.absorb(&[now]);
+                }
+            }
+        }
+        let sel = self.selected.as_ref().ok_or(Unavailable::Unreadable)?;
+        if wants_flags || sets_seen {
+            let text = flags::render(letters, recent, &sel.keywords);
+            parts.push(format!("FLAGS {text}").into_bytes());
+        }
+        let mut out = format!("* {} FETCH (", i + 1).into_bytes();
+        out.extend(parts.join(&b' '));
+        out.push(b')');
+        Ok(out)
+    }
+
+    /// STORE: the change is applied by the store to each message's current flags, under the
+    /// folder lock; the client is told the flags that result.
+    pub(super) fn store(
+        &mut self,
+        set: &SequenceSet,
+        kind: &StoreType,
+        response: &StoreResponse,
+        requested: &[Flag<'_>],
+        uid: bool,
+    ) -> String {
+        let indexes = self.resolve(set, uid);
+        let Some(sel) = self.selected.as_ref() else {
+            return "BAD No mailbox selected".into();
+        };
+        if sel.read_only {
+            return "NO [READ-ONLY] Mailbox is read-only".into();
+        }
+        let (system, keywords) = flags::requested(requested);
+        let change = FlagChange {
+            op: match kind {
+                StoreType::Replace => FlagOp::Replace,
+                StoreType::Add => FlagOp::Add,
+                StoreType::Remove => FlagOp::Remove,
+            },
+            system,
+            keywords: &keywords,
+            unchanged_since: None,
+        };
+        let targets: Vec<_> = indexes.iter().map(|&i| &sel.view[i].entry).collect();
+        let update = match sel.folder.update_flags(&targets, &change) {
+            Ok(update) => update,
+            Err(e) => return format!("NO [SERVERBUG] Cannot change flags: {e}"),
+        };
+        self.announce_keywords(update.keywords.clone());
+        let Some(sel) = self.selected.as_mut() else {
+            return "BAD No mailbox selected".into();
+        };
+        sel.absorb(&update.entries);
+        if matches!(response, StoreResponse::Silent) {
+            return "OK STORE completed".into();
+        }
+        let mut lines = Vec::new();
+        for now in &update.entries {
+            let Some(i) = sel.position(now.uid) else {
+                continue;
+            };
+            let uid_part = if uid {
+                format!("UID {} ", now.uid)
+            } else {
+                String::new()
+            };
+            lines.push(format!(
+                "* {} FETCH ({uid_part}FLAGS {})",
+                i + 1,
+                flags::render(now.flags, sel.view[i].recent, &sel.keywords)
+            ));
+        }
+        for line in lines {
+            self.send(&line);
+        }
+        "OK STORE completed".into()
+    }
+
+    /// Removes \Deleted messages (all, or those in the UID set), reporting each EXPUNGE.
+    pub(super) fn expunge(&mut self, only: Option<&SequenceSet>, report: bool) {
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        if sel.read_only {
+            return;
+        }
+        let largest = sel.view.last().map_or(0, |s| s.entry.uid);
+        let mut lines = Vec::new();
+        for i in (0..sel.view.len()).rev() {
+            let shown = &sel.view[i];
+            let chosen = only.is_none_or(|set| search::in_set(set, shown.entry.uid, largest));
+            if shown.entry.flags.contains('T') && chosen && sel.folder.delete(&shown.entry).is_ok()
+            {
+                sel.view.remove(i);
+                lines.push(format!("* {} EXPUNGE", i + 1));
+            }
+        }
+        if report {
+            for line in lines {
+                self.send(&line);
+            }
+        }
+    }
+
+    /// COPY, or MOVE (copy, then expunge the originals); keywords keep their names in the
+    /// target folder whatever letters it gives them.
+    pub(super) fn copy(
+        &mut self,
+        set: &SequenceSet,
+        mailbox: &Mailbox<'_>,
+        uid: bool,
+        moving: bool,
+    ) -> String {
+        let target = match self.folder(mailbox) {
+            Ok((_, folder)) => folder,
+            Err(reply) => return reply,
+        };
+        let indexes = self.resolve(set, uid);
+        let Some(sel) = self.selected.as_ref() else {
+            return "BAD No mailbox selected".into();
+        };
+        if moving && sel.read_only {
+            return "NO [READ-ONLY] Mailbox is read-only".into();
+        }
+        let mut from = Vec::new();
+        let mut to = Vec::new();
+        let mut expunged = false;
+        for &i in &indexes {
+            let shown = &sel.view[i];
+            let bytes = match sel.folder.read(&shown.entry) {
+                Ok(bytes) => bytes,
+                Err(_) => {
+                    expunged = true;
+                    continue;
+                }
+            };
+            let flags = shown.entry.flags;
+            let names: Vec<String> = flags
+                .keyword_letters()
+                .filter_map(|c| sel.keywords.name(c).map(str::to_string))
+                .collect();
+            let date = Some(shown.entry.internal_date);
+            match target.append(&bytes, flags.system(), &names, date) {
+                Ok(new_uid) => {
+                    from.push(shown.entry.uid.to_string());
+                    to.push(new_uid.to_string());
+                }
+                Err(e) => return format!("NO [SERVERBUG] Copy failed: {e}"),
+            }
+        }
+        if expunged && from.is_empty() {
+            return "NO [EXPUNGEISSUED] The messages no longer exist".into();
+        }
+        let validity = target.uid_validity().unwrap_or(0);
+        let code = if from.is_empty() {
+            String::new()
+        } else {
+            format!("[COPYUID {validity} {} {}] ", from.join(","), to.join(","))
+        };
+        if !moving {
+            return format!("OK {code}COPY completed");
+        }
+        self.send(&format!("* OK {code}Moved"));
+        let Some(sel) = self.selected.as_mut() else {
+            return "BAD No mailbox selected".into();
+        };
+        let mut lines = Vec::new();
+        let mut sorted = indexes;
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        for i in sorted {
+            if sel.folder.delete(&sel.view[i].entry).is_ok() {
+                sel.view.remove(i);
+                lines.push(format!("* {} EXPUNGE", i + 1));
+            }
+        }
+        for line in lines {
+            self.send(&line);
+        }
+        "OK MOVE completed".into()
+    }
+}

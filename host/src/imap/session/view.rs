@@ -1,0 +1,312 @@
+//! The selected mailbox as this session shows it: SELECT and EXAMINE, and the refresh that
+//! reports what others changed (NOOP, CHECK, IDLE, and before the tagged reply of commands that
+//! change the folder): expunges, new messages, flag and keyword changes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use imap_codec::imap_types::mailbox::Mailbox;
+
+use super::super::flags;
+use super::{ImapSession, Next, AUTOLOGOUT};
+use crate::blocking;
+use crate::plugin::Stage;
+use crate::smtp::io::Line;
+use crate::store::keywords::Keywords;
+use crate::store::mailbox::{Folder, MailEntry};
+use crate::store::retrieval::{self, View};
+use crate::store::watch::FolderWatch;
+
+/// How often IDLE looks for changes where the folder cannot be watched.
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// A message as this session shows it.
+pub(super) struct Shown {
+    pub entry: MailEntry,
+    /// `\Recent` in this session (RFC 3501: one session only sees a message as recent).
+    pub recent: bool,
+    /// What a retrieve-stage plugin made of it for this client.
+    pub edited: Option<Arc<Vec<u8>>>,
+}
+
+impl Shown {
+    pub fn size(&self) -> u64 {
+        self.edited
+            .as_ref()
+            .map_or(self.entry.size, |e| e.len() as u64)
+    }
+}
+
+pub(super) struct Selected {
+    pub name: String,
+    pub folder: Folder,
+    pub read_only: bool,
+    pub uid_next: u32,
+    pub view: Vec<Shown>,
+    /// The folder's keyword names as last announced to the client.
+    pub keywords: Keywords,
+    /// UIDs hidden from this session by a retrieve-stage plugin.
+    pub hidden: HashSet<u32>,
+    /// Change notification for the folder: a refresh rescans only after a change. `None`
+    /// where the folder cannot be watched (then every refresh rescans).
+    pub watch: Option<FolderWatch>,
+}
+
+impl Selected {
+    /// Takes in the flags (and mod-sequences) of messages as the store reports them after a
+    /// change, so that the next refresh does not report them again.
+    pub fn absorb(&mut self, entries: &[MailEntry]) {
+        let by_uid: HashMap<u32, &MailEntry> = entries.iter().map(|e| (e.uid, e)).collect();
+        for shown in &mut self.view {
+            if let Some(now) = by_uid.get(&shown.entry.uid) {
+                shown.entry.flags = now.flags;
+                shown.entry.modseq = now.modseq;
+                shown.entry.in_new = now.in_new;
+            }
+        }
+    }
+
+    /// Index into the view of the message with this UID.
+    pub fn position(&self, uid: u32) -> Option<usize> {
+        self.view.binary_search_by_key(&uid, |s| s.entry.uid).ok()
+    }
+}
+
+impl ImapSession {
+    /// Runs the retrieve stage for entries not yet seen by this session.
+    async fn screen(
+        &self,
+        folder: &Folder,
+        name: &str,
+        entries: Vec<MailEntry>,
+    ) -> (Vec<Shown>, Vec<u32>) {
+        let plugins = self.shared.plugins.current();
+        let mut shown = Vec::with_capacity(entries.len());
+        let mut hidden = Vec::new();
+        for entry in entries {
+            let recent = entry.recent;
+            if !plugins.handles(Stage::Retrieve) {
+                shown.push(Shown {
+                    entry,
+                    recent,
+                    edited: None,
+                });
+                continue;
+            }
+            let Ok(bytes) = blocking::run(|| folder.read(&entry)) else {
+                continue;
+            };
+            let session = self.client.plugin_session(None, self.user.clone());
+            match retrieval::view(
+                &plugins,
+                &self.shared.services,
+                session,
+                name,
+                entry.uid,
+                bytes,
+            )
+            .await
+            {
+                View::Hidden => hidden.push(entry.uid),
+                View::Shown(edited) => shown.push(Shown {
+                    entry,
+                    recent,
+                    edited,
+                }),
+            }
+        }
+        (shown, hidden)
+    }
+
+    pub(super) async fn select(&mut self, tag: &str, mailbox: &Mailbox<'_>, read_only: bool) {
+        self.selected = None;
+        let (name, folder) = match self.folder(mailbox) {
+            Ok(found) => found,
+            Err(reply) => return self.send(&format!("{tag} {reply}")),
+        };
+        // Watching starts before the scan, so nothing that happens after it goes unnoticed.
+        let watch = FolderWatch::new(&folder.path)
+            .inspect_err(|e| tracing::debug!("folder not watched, refreshes rescan: {e}"))
+            .ok();
+        let snapshot = match blocking::run(|| folder.scan(!read_only)) {
+            Ok(s) => s,
+            Err(e) => return self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+        };
+        let (view, hidden) = self.screen(&folder, &name, snapshot.entries).await;
+        let exists = view.len();
+        let recent = view.iter().filter(|s| s.recent).count();
+        let unseen = view.iter().position(|s| !s.entry.flags.contains('S'));
+        for line in flags::announcement(&snapshot.keywords) {
+            self.send(&line);
+        }
+        self.send(&format!("* {exists} EXISTS"));
+        self.send(&format!("* {recent} RECENT"));
+        if let Some(i) = unseen {
+            self.send(&format!("* OK [UNSEEN {}] First unseen", i + 1));
+        }
+        self.send(&format!(
+            "* OK [UIDVALIDITY {}] UIDs valid",
+            snapshot.uid_validity
+        ));
+        self.send(&format!(
+            "* OK [UIDNEXT {}] Predicted next UID",
+            snapshot.uid_next
+        ));
+        let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
+        self.selected = Some(Selected {
+            name,
+            folder,
+            read_only,
+            uid_next: snapshot.uid_next,
+            view,
+            keywords: snapshot.keywords,
+            hidden: hidden.into_iter().collect(),
+            watch,
+        });
+        self.send(&format!("{tag} OK [{mode}] SELECT completed"));
+    }
+
+    /// Announces the folder's keywords again when they changed since last told.
+    pub(super) fn announce_keywords(&mut self, keywords: Keywords) {
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        if sel.keywords == keywords {
+            return;
+        }
+        sel.keywords = keywords;
+        for line in flags::announcement(&sel.keywords.clone()) {
+            self.send(&line);
+        }
+    }
+
+    /// Rescans the selected folder and reports what changed: expunges, new messages, flags.
+    pub(super) async fn refresh(&mut self) {
+        let Some(sel) = self.selected.as_ref() else {
+            return;
+        };
+        if sel.watch.as_ref().is_some_and(|w| !w.take_events()) {
+            // Nothing changed in the folder since the last look.
+            return;
+        }
+        let Ok(snapshot) = blocking::run(|| sel.folder.scan(!sel.read_only)) else {
+            return;
+        };
+        self.announce_keywords(snapshot.keywords.clone());
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        let (folder, name) = (sel.folder.clone(), sel.name.clone());
+        let now: HashMap<u32, &MailEntry> = snapshot.entries.iter().map(|e| (e.uid, e)).collect();
+        let mut lines = Vec::new();
+        // Expunged by someone else: highest sequence numbers first.
+        for i in (0..sel.view.len()).rev() {
+            if !now.contains_key(&sel.view[i].entry.uid) {
+                sel.view.remove(i);
+                lines.push(format!("* {} EXPUNGE", i + 1));
+            }
+        }
+        for (i, shown) in sel.view.iter_mut().enumerate() {
+            if let Some(current) = now.get(&shown.entry.uid) {
+                if current.flags != shown.entry.flags {
+                    lines.push(format!(
+                        "* {} FETCH (FLAGS {})",
+                        i + 1,
+                        flags::render(current.flags, shown.recent, &sel.keywords)
+                    ));
+                }
+                shown.entry = (*current).clone();
+            }
+        }
+        let known: HashSet<u32> = sel
+            .view
+            .iter()
+            .map(|s| s.entry.uid)
+            .chain(sel.hidden.iter().copied())
+            .collect();
+        let fresh: Vec<MailEntry> = snapshot
+            .entries
+            .iter()
+            .filter(|e| !known.contains(&e.uid))
+            .cloned()
+            .collect();
+        sel.uid_next = snapshot.uid_next;
+        let had_new = !fresh.is_empty();
+        let (shown, hidden) = self.screen(&folder, &name, fresh).await;
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        sel.hidden.extend(hidden);
+        sel.view.extend(shown);
+        sel.view.sort_by_key(|s| s.entry.uid);
+        if had_new {
+            lines.push(format!("* {} EXISTS", sel.view.len()));
+            lines.push(format!(
+                "* {} RECENT",
+                sel.view.iter().filter(|s| s.recent).count()
+            ));
+        }
+        for line in lines {
+            self.send(&line);
+        }
+    }
+
+    /// IDLE: changes are reported as the folder's change notification reports them (polling
+    /// every few seconds only where notification is not available), until DONE.
+    pub(super) async fn idle(&mut self, tag: &str) -> Next {
+        // The selected folder's watch wakes IDLE; it is lent to this loop and given back.
+        let watch = self.selected.as_mut().and_then(|sel| sel.watch.take());
+        let next = self.idle_with(tag, watch.as_ref()).await;
+        if let Some(sel) = self.selected.as_mut() {
+            sel.watch = watch;
+        }
+        next
+    }
+
+    async fn idle_with(&mut self, tag: &str, watch: Option<&FolderWatch>) -> Next {
+        self.send("+ idling");
+        let started = tokio::time::Instant::now();
+        loop {
+            if let Some(line) = self.framer.take_line() {
+                if line.eq_ignore_ascii_case(b"DONE") {
+                    self.send(&format!("{tag} OK IDLE terminated"));
+                } else {
+                    self.send(&format!("{tag} BAD Expected DONE"));
+                }
+                return Next::Continue;
+            }
+            if started.elapsed() > AUTOLOGOUT {
+                self.send("* BYE Idle for too long");
+                return Next::Close;
+            }
+            let changed = async {
+                match watch {
+                    Some(watch) => watch.changed().await.is_ok(),
+                    None => {
+                        tokio::time::sleep(IDLE_POLL).await;
+                        true
+                    }
+                }
+            };
+            let input = self.client.conn.read_until(AUTOLOGOUT, |bytes| {
+                self.framer.push(bytes);
+                (bytes.len(), true)
+            });
+            let refresh = tokio::select! {
+                read = input => match read {
+                    Ok(()) => false,
+                    Err(Line::TimedOut) => true,
+                    Err(_) => return Next::Close,
+                },
+                ok = changed => ok,
+            };
+            if refresh {
+                self.refresh().await;
+                if self.client.conn.flush().await.is_err() {
+                    return Next::Close;
+                }
+            }
+        }
+    }
+}
