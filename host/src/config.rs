@@ -273,7 +273,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_connections: 500,
-            max_connections_per_ip: 20,
+            max_connections_per_ip: 50,
             max_commands_per_session: 10_000,
             max_recipients: 100,
             max_message_bytes: 25 << 20,

@@ -1,7 +1,10 @@
 //! Hostile input, end to end: what an unauthenticated or logged-in client sends must never
 //! crash, freeze or lose mail. Each test starts the real binary and attacks it as a client would.
 
-use mailgate_e2e::{probe_plugin, python, wait_until, Gateway, RawSmtp};
+use mailgate_e2e::{
+    imap_raw, imap_raw_background, imap_raw_output, probe_plugin, python, wait_until, Gateway,
+    RawSmtp,
+};
 use serde_json::Value;
 
 /// `levels` multiparts, each holding the next, around one text part.
@@ -51,40 +54,11 @@ fn assert_alive(gw: &Gateway) {
     assert!(smtp.cmd("NOOP").starts_with("250"));
 }
 
-/// Raw IMAP over implicit TLS: the greeting, then what each (bytes, wait-for) step read.
-fn imap_raw(gw: &Gateway, steps: &[(&str, &str)]) -> Vec<String> {
-    let steps: Vec<(String, String)> = steps
-        .iter()
-        .map(|(send, wait)| (send.to_string(), wait.to_string()))
-        .collect();
-    imap_raw_output(imap_raw_background(gw, &steps))
-}
-
-/// What a background imap_raw.py session read, step by step.
-fn imap_raw_output(child: std::process::Child) -> Vec<String> {
-    let out = child.wait_with_output().expect("imap_raw.py");
-    assert!(
-        out.status.success(),
-        "imap_raw.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out: Value = serde_json::from_slice(&out.stdout).expect("json");
-    out.as_array()
-        .expect("list")
-        .iter()
-        .map(|v| v.as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
 const LOGIN: (&str, &str) = ("l LOGIN alice@example.test pw-alice\r\n", "l");
 
 /// A file put into alice's Maildir by another program (as procmail or a migration would).
 fn store_directly(gw: &Gateway, name: &str, raw: &str) {
-    let maildir = gw.data().join("mail/example.test/alice");
-    for sub in ["tmp", "new", "cur"] {
-        std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
-    }
-    std::fs::write(maildir.join("new").join(name), raw).expect("store");
+    gw.store_directly("alice@example.test", name, raw.as_bytes());
 }
 
 #[test]
@@ -405,28 +379,6 @@ fn literal_plus_append_of_a_mebibyte() {
         "{}",
         out[4]
     );
-}
-
-/// Starts imap_raw.py in the background with `steps`; the caller collects its output.
-fn imap_raw_background(gw: &Gateway, steps: &[(String, String)]) -> std::process::Child {
-    use std::io::Write;
-    let script = mailgate_e2e::root().join("tests/e2e/clients/imap_raw.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(script)
-        .arg(gw.imaps.to_string())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let steps = serde_json::to_vec(steps).expect("json");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&steps)
-        .expect("steps");
-    child
 }
 
 /// How long a new client waits for the SMTP greeting, and for an IMAP NOOP's answer.

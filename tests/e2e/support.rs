@@ -342,6 +342,17 @@ tls = "implicit"
     }
 
     /// Waits until `address` has `n` messages (delivery is asynchronous to the 250).
+    /// A file put into a user's Maildir (`new/`) by another program, as procmail, Postfix
+    /// `virtual` or a migration would.
+    pub fn store_directly(&self, address: &str, name: &str, raw: &[u8]) {
+        let (local, domain) = address.split_once('@').expect("address");
+        let maildir = self.data().join("mail").join(domain).join(local);
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+        }
+        std::fs::write(maildir.join("new").join(name), raw).expect("store");
+    }
+
     pub fn wait_mailbox(&self, address: &str, n: usize) -> Vec<String> {
         for _ in 0..100 {
             let mail = self.mailbox(address);
@@ -495,6 +506,53 @@ pub fn curl(user: &str, extra: &[&str], url: &str) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// Raw IMAP over implicit TLS: the greeting, then what each (bytes, wait-for) step read.
+pub fn imap_raw(gw: &Gateway, steps: &[(&str, &str)]) -> Vec<String> {
+    let steps: Vec<(String, String)> = steps
+        .iter()
+        .map(|(send, wait)| (send.to_string(), wait.to_string()))
+        .collect();
+    imap_raw_output(imap_raw_background(gw, &steps))
+}
+
+/// What a background imap_raw.py session read, step by step.
+pub fn imap_raw_output(child: std::process::Child) -> Vec<String> {
+    let out = child.wait_with_output().expect("imap_raw.py");
+    assert!(
+        out.status.success(),
+        "imap_raw.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    out.as_array()
+        .expect("list")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Starts imap_raw.py in the background with `steps`; the caller collects its output.
+pub fn imap_raw_background(gw: &Gateway, steps: &[(String, String)]) -> std::process::Child {
+    use std::io::Write;
+    let script = root().join("tests/e2e/clients/imap_raw.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(gw.imaps.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let steps = serde_json::to_vec(steps).expect("json");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&steps)
+        .expect("steps");
+    child
 }
 
 /// Waits up to `secs` seconds for `done` to hold.

@@ -7,9 +7,10 @@
 //!   uses (mailgate-plugin-build), its tools installed on first use into `target/tools/`;
 //! - `build`: `plugins`, then the `mailgate` binary (release);
 //! - `run [ARGS...]`: `build`, then run `mailgate` (default: `serve` on the embedded defaults);
-//! - `test`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq, mpop from Debian's packages, when
-//!   missing), then every test of the workspace (unit, runtime, end-to-end, and the bundled
-//!   plugins' harness cases);
+//! - `test`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq, mpop, Dovecot's
+//!   library from Debian's packages, when missing), imaptest (built once into `target/imaptest/`
+//!   by `../shared/tools/imaptest/build.sh`), then every test of the workspace (unit, runtime,
+//!   end-to-end, and the bundled plugins' harness cases);
 //! - `lint`: rustfmt check and clippy (host and guests) with warnings as errors;
 //! - `bench`: `plugins`, then the plugin-chain benchmark; `bench smtp`: the SMTP accept rate
 //!   into local delivery (smtp-source); `bench relay`: relay throughput to smtp-sink; both
@@ -257,15 +258,50 @@ fn run(args: &[String]) -> Result<(), String> {
 
 /// Programs the end-to-end tests drive, and the Debian packages that provide them.
 /// Postfix serves as the relay tests' downstream (`smtp-sink` and a private instance);
-/// dnsmasq answers their MX queries; mpop fetches mail over POP3.
-const TEST_PEERS: [(&str, &str); 6] = [
+/// dnsmasq answers their MX queries; mpop fetches mail over POP3; imaptest links against
+/// Dovecot's library (`doveconf` stands for the package).
+const TEST_PEERS: [(&str, &str); 7] = [
     ("python3", "python3"),
     ("swaks", "swaks"),
     ("curl", "curl"),
     ("smtp-sink", "postfix"),
     ("dnsmasq", "dnsmasq-base"),
     ("mpop", "mpop"),
+    ("doveconf", "dovecot-core"),
 ];
+
+/// Builds imaptest (the Dovecot project's IMAP compliance and stress tester) with the shared
+/// build script, once; the end-to-end tests find it through `IMAPTEST_BIN`.
+fn ensure_imaptest() -> Result<PathBuf, String> {
+    let script = root().join("../shared/tools/imaptest/build.sh");
+    if !script.exists() {
+        return Err(format!(
+            "imaptest's build script is not at {}: the IMAP compliance tests need it",
+            script.display()
+        ));
+    }
+    eprintln!("xtask: building imaptest (once) into target/imaptest/");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(root().join("target/imaptest"))
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let path = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    if !out.status.success() || !Path::new(&path).exists() {
+        return Err(format!(
+            "imaptest did not build ({}): see target/imaptest/imaptest/*.log",
+            out.status
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
 
 /// Installs the test peers that are missing, with apt-get (as root, or through sudo).
 fn ensure_test_peers() -> Result<(), String> {
@@ -277,8 +313,9 @@ fn ensure_test_peers() -> Result<(), String> {
 fn test() -> Result<(), String> {
     build_plugins()?;
     ensure_test_peers()?;
+    let imaptest = ensure_imaptest()?;
     // Host-side crates only (the default members); guests were built and are tested through the host.
-    let (passed, failed, ok) = cargo_test_counting(&["test"])?;
+    let (passed, failed, ok) = cargo_test_counting(&["test"], &[("IMAPTEST_BIN", &imaptest)])?;
     // One closing line for the whole run (cargo prints one per test binary).
     println!("\ntests: {passed} passed, {failed} failed");
     if ok {
@@ -289,10 +326,11 @@ fn test() -> Result<(), String> {
 }
 
 /// Runs `cargo ARGS`, echoing its output, and adds up its `test result:` lines.
-fn cargo_test_counting(args: &[&str]) -> Result<(u64, u64, bool), String> {
+fn cargo_test_counting(args: &[&str], env: &[(&str, &Path)]) -> Result<(u64, u64, bool), String> {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(root())
         .stdout(std::process::Stdio::piped())
         .spawn()
