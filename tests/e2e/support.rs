@@ -535,6 +535,23 @@ pub fn imap_raw_output(child: std::process::Child) -> Vec<String> {
 
 /// Starts imap_raw.py in the background with `steps`; the caller collects its output.
 pub fn imap_raw_background(gw: &Gateway, steps: &[(String, String)]) -> std::process::Child {
+    spawn_imap_raw(gw, &serde_json::to_vec(steps).expect("json"))
+}
+
+/// Raw IMAP over several connections to the gateway at once: each step is (session number,
+/// bytes, wait-for); session 0's greeting, then what each step read.
+pub fn imap_sessions(gw: &Gateway, steps: &[(u32, &str, &str)]) -> Vec<String> {
+    let steps: Vec<serde_json::Value> = steps
+        .iter()
+        .map(|(n, send, wait)| serde_json::json!([send, wait, n]))
+        .collect();
+    imap_raw_output(spawn_imap_raw(
+        gw,
+        &serde_json::to_vec(&steps).expect("json"),
+    ))
+}
+
+fn spawn_imap_raw(gw: &Gateway, steps: &[u8]) -> std::process::Child {
     use std::io::Write;
     let script = root().join("tests/e2e/clients/imap_raw.py");
     let mut child = std::process::Command::new("python3")
@@ -545,12 +562,11 @@ pub fn imap_raw_background(gw: &Gateway, steps: &[(String, String)]) -> std::pro
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("python3");
-    let steps = serde_json::to_vec(steps).expect("json");
     child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(&steps)
+        .write_all(steps)
         .expect("steps");
     child
 }
