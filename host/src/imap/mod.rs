@@ -5,8 +5,10 @@
 //! state machine, one file per command family.
 
 pub mod address;
+pub mod extensions;
 pub mod flags;
 pub mod framing;
 pub mod search;
 pub mod session;
+pub mod sort;
 pub mod wire;

@@ -97,6 +97,32 @@ pub fn in_set(set: &SequenceSet, n: u32, largest: u32) -> bool {
     })
 }
 
+/// The set as ascending, merged intervals (`*` is `largest`).
+pub fn intervals(set: &SequenceSet, largest: u32) -> Vec<(u32, u32)> {
+    let value = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    let mut spans: Vec<(u32, u32)> = set
+        .0
+        .as_ref()
+        .iter()
+        .map(|seq| match seq {
+            Sequence::Single(s) => (value(s), value(s)),
+            Sequence::Range(a, b) => (value(a).min(value(b)), value(a).max(value(b))),
+        })
+        .collect();
+    spans.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(spans.len());
+    for (a, b) in spans {
+        match merged.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
+}
+
 fn day(secs: u64) -> i64 {
     (secs / 86_400) as i64
 }

@@ -10,7 +10,8 @@
 //!   CHECK, IDLE), CLOSE, UNSELECT;
 //! - `messages`: FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE.
 //!
-//! ID, NAMESPACE and UID EXPUNGE, which imap-codec 1.0 does not parse, are recognised here.
+//! ID, NAMESPACE and UID EXPUNGE, which imap-codec 1.0 does not parse, are recognised here;
+//! the extension syntax it does not know is taken out first by `extensions`.
 
 mod auth;
 mod mailboxes;
@@ -22,10 +23,12 @@ use std::time::Duration;
 
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 use imap_codec::CommandCodec;
 
-use super::flags;
+use super::extensions::{self, Extras};
 use super::framing::{self, Budget, Frame, Framer};
+use super::{flags, wire};
 use crate::blocking;
 use crate::config::TlsMode;
 use crate::smtp::io::{Client, Line};
@@ -51,6 +54,10 @@ pub struct ImapSession {
     selected: Option<Selected>,
     /// Bytes received, cut into whole commands.
     framer: Framer,
+    /// RFC 7162: mod-sequences are reported (enabled by ENABLE or the first command using them).
+    condstore: bool,
+    /// RFC 7162: expunges are reported as VANISHED, with UIDs.
+    qresync: bool,
 }
 
 impl ImapSession {
@@ -62,6 +69,8 @@ impl ImapSession {
             auth_failures: 0,
             selected: None,
             framer: Framer::new(),
+            condstore: false,
+            qresync: false,
         }
     }
 
@@ -80,6 +89,13 @@ impl ImapSession {
             "NAMESPACE",
             "ID",
             "UNSELECT",
+            "ENABLE",
+            "CONDSTORE",
+            "QRESYNC",
+            "ESEARCH",
+            "SPECIAL-USE",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
         ];
         if self.client.tls {
             caps.push("AUTH=PLAIN");
@@ -179,10 +195,20 @@ impl ImapSession {
         if let Some(next) = self.special_command(bytes).await {
             return next;
         }
-        match CommandCodec::default().decode(bytes) {
-            Ok((_, command)) => self.command(command).await,
-            Err(_) => {
+        // Extension syntax imap-codec does not know comes out first.
+        let taken = extensions::take(bytes, &|since| self.uids_changed_since(since));
+        let (bytes, extras) = match taken {
+            Ok(taken) => taken,
+            Err(why) => {
                 let tag = framing::tag_of(bytes);
+                self.send(&format!("{tag} BAD {why}"));
+                return Next::Continue;
+            }
+        };
+        match CommandCodec::default().decode(&bytes) {
+            Ok((_, command)) => self.command(command, extras).await,
+            Err(_) => {
+                let tag = framing::tag_of(&bytes);
                 self.send(&format!("{tag} BAD Command not understood"));
                 Next::Continue
             }
@@ -229,7 +255,48 @@ impl ImapSession {
         Some(Next::Continue)
     }
 
-    async fn command(&mut self, command: Command<'_>) -> Next {
+    /// ENABLE (RFC 5161): CONDSTORE, and QRESYNC (which implies it).
+    fn enable(&mut self, tag: &str, wanted: &[CapabilityEnable<'_>]) {
+        let mut enabled = Vec::new();
+        for capability in wanted {
+            match capability {
+                CapabilityEnable::CondStore if !self.condstore => {
+                    self.condstore = true;
+                    enabled.push("CONDSTORE");
+                }
+                CapabilityEnable::Other(_)
+                    if capability.to_string().eq_ignore_ascii_case("QRESYNC") && !self.qresync =>
+                {
+                    self.qresync = true;
+                    self.condstore = true;
+                    enabled.push("QRESYNC");
+                }
+                _ => {}
+            }
+        }
+        self.send(&format!(
+            "* ENABLED{}",
+            enabled.iter().map(|c| format!(" {c}")).collect::<String>()
+        ));
+        self.send(&format!("{tag} OK ENABLE completed"));
+    }
+
+    /// A search key for the selected messages changed at or after `since` (the SEARCH key
+    /// MODSEQ, which imap-codec does not know).
+    fn uids_changed_since(&self, since: u64) -> String {
+        let uids = self.selected.iter().flat_map(|sel| {
+            sel.view
+                .iter()
+                .filter(move |s| s.entry.modseq >= since)
+                .map(|s| s.entry.uid)
+        });
+        match wire::sequence_set(uids) {
+            set if set.is_empty() => "NOT ALL".into(),
+            set => format!("UID {set}"),
+        }
+    }
+
+    async fn command(&mut self, command: Command<'_>, extras: Extras) -> Next {
         let tag = command.tag.as_ref().to_string();
         match command.body {
             CommandBody::Capability => {
@@ -262,8 +329,13 @@ impl ImapSession {
             _ if self.user.is_none() => {
                 self.send(&format!("{tag} BAD Log in first"));
             }
-            CommandBody::Select { mailbox } => self.select(&tag, &mailbox, false).await,
-            CommandBody::Examine { mailbox } => self.select(&tag, &mailbox, true).await,
+            CommandBody::Enable { capabilities } => self.enable(&tag, capabilities.as_ref()),
+            CommandBody::Select { mailbox } => {
+                self.select(&tag, &mailbox, false, extras.select).await
+            }
+            CommandBody::Examine { mailbox } => {
+                self.select(&tag, &mailbox, true, extras.select).await
+            }
             CommandBody::Create { mailbox } => blocking::run(|| self.create(&tag, &mailbox)),
             CommandBody::Delete { mailbox } => blocking::run(|| self.delete(&tag, &mailbox)),
             CommandBody::Rename { from, to } => blocking::run(|| self.rename(&tag, &from, &to)),
@@ -276,11 +348,13 @@ impl ImapSession {
             CommandBody::List {
                 reference,
                 mailbox_wildcard,
-            } => blocking::run(|| self.list(&tag, &reference, &mailbox_wildcard, false)),
+            } => blocking::run(|| {
+                self.list(&tag, &reference, &mailbox_wildcard, extras.list.as_ref())
+            }),
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,
-            } => blocking::run(|| self.list(&tag, &reference, &mailbox_wildcard, true)),
+            } => blocking::run(|| self.lsub(&tag, &reference, &mailbox_wildcard)),
             CommandBody::Status {
                 mailbox,
                 item_names,
@@ -324,13 +398,13 @@ impl ImapSession {
                 blocking::run(|| self.expunge(None, true));
                 self.send(&format!("{tag} OK EXPUNGE completed"));
             }
-            CommandBody::Search { criteria, uid, .. } => self.search(&tag, &criteria, uid),
+            CommandBody::Search { criteria, uid, .. } => self.search(&tag, &criteria, uid, &extras),
             CommandBody::Fetch {
                 sequence_set,
                 macro_or_item_names,
                 uid,
             } => {
-                let done = self.fetch(&sequence_set, &macro_or_item_names, uid);
+                let done = self.fetch(&sequence_set, &macro_or_item_names, uid, &extras);
                 self.send(&format!("{tag} {done}"));
             }
             CommandBody::Store {
@@ -340,8 +414,10 @@ impl ImapSession {
                 flags,
                 uid,
             } => {
-                let done =
-                    blocking::run(|| self.store(&sequence_set, &kind, &response, &flags, uid));
+                let done = blocking::run(|| {
+                    let change = (&kind, &flags[..], extras.unchanged_since);
+                    self.store(&sequence_set, change, &response, uid)
+                });
                 self.send(&format!("{tag} {done}"));
             }
             CommandBody::Copy {

@@ -141,6 +141,36 @@ fn address_list(value: Option<&str>) -> Vec<u8> {
     out
 }
 
+/// Ascending numbers as a sequence set: `1:3,7,9:10` (empty for none).
+pub fn sequence_set(numbers: impl IntoIterator<Item = u32>) -> String {
+    let mut out = String::new();
+    let mut run: Option<(u32, u32)> = None;
+    let flush = |run: (u32, u32), out: &mut String| {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if run.0 == run.1 {
+            out.push_str(&run.0.to_string());
+        } else {
+            out.push_str(&format!("{}:{}", run.0, run.1));
+        }
+    };
+    for n in numbers {
+        run = match run {
+            Some((a, b)) if b.checked_add(1) == Some(n) => Some((a, n)),
+            Some(done) => {
+                flush(done, &mut out);
+                Some((n, n))
+            }
+            None => Some((n, n)),
+        };
+    }
+    if let Some(done) = run {
+        flush(done, &mut out);
+    }
+    out
+}
+
 /// BODYSTRUCTURE (with extension data) or BODY (without), from the message's MIME tree (whose
 /// depth is bounded, so the walk is too). An encapsulated message is described from its part
 /// of the same tree, never parsed again.
@@ -428,6 +458,13 @@ mod tests {
 MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
 Content-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: application/pdf; name=x.pdf\r\n\
 Content-Disposition: attachment; filename=x.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--b--\r\n";
+
+    #[test]
+    fn sequence_sets_compress_runs() {
+        assert_eq!(sequence_set([1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+        assert_eq!(sequence_set([]), "");
+        assert_eq!(sequence_set([u32::MAX]), "4294967295");
+    }
 
     #[test]
     fn strings_quote_or_literal() {

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 use imap_codec::imap_types::status::StatusDataItemName;
 
+use super::super::extensions::ListExtras;
 use super::super::wire;
 use super::ImapSession;
 use crate::delivery::maildir::maildir_of;
-use crate::store::mailbox::{folder_path, list_folders, Flags, Folder};
+use crate::store::mailbox::{folder_path, list_folders, Flags, Folder, MailEntry, Snapshot};
 
 /// The special-use folders created at first login, with their RFC 6154 attribute.
 pub(super) const SPECIAL_USE: [(&str, &str); 5] = [
@@ -94,30 +95,6 @@ impl Tree {
             .range(prefix.clone()..)
             .next()
             .is_some_and(|n| n.starts_with(&prefix))
-    }
-
-    /// Every name, with its LIST attributes.
-    fn listing(&self) -> Vec<(String, Vec<&'static str>)> {
-        let names = self.folders.iter().chain(&self.parents_only);
-        let mut out: Vec<(String, Vec<&'static str>)> = names
-            .map(|name| {
-                let mut attributes = Vec::new();
-                if self.parents_only.contains(name) {
-                    attributes.push("\\Noselect");
-                }
-                attributes.push(if self.has_children(name) {
-                    "\\HasChildren"
-                } else {
-                    "\\HasNoChildren"
-                });
-                if let Some((_, special)) = SPECIAL_USE.iter().find(|(n, _)| n == name) {
-                    attributes.push(special);
-                }
-                (name.clone(), attributes)
-            })
-            .collect();
-        out.sort();
-        out
     }
 }
 
@@ -251,45 +228,111 @@ impl ImapSession {
         }
     }
 
+    pub(super) fn lsub(&mut self, tag: &str, reference: &Mailbox<'_>, pattern: &ListMailbox<'_>) {
+        let full = format!("{}{}", reference_of(reference), pattern_text(pattern));
+        for line in self.lsub_lines(&full) {
+            self.send(&line);
+        }
+        self.send(&format!("{tag} OK LSUB completed"));
+    }
+
+    /// LIST, with the selection and return options of LIST-EXTENDED (RFC 5258), SPECIAL-USE
+    /// (RFC 6154) and LIST-STATUS (RFC 5819) when `extended` holds them.
     pub(super) fn list(
         &mut self,
         tag: &str,
         reference: &Mailbox<'_>,
         pattern: &ListMailbox<'_>,
-        lsub: bool,
+        extended: Option<&ListExtras>,
     ) {
-        let verb = if lsub { "LSUB" } else { "LIST" };
-        let pattern = match pattern {
-            ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
-            ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+        let plain = ListExtras {
+            patterns: vec![pattern_text(pattern)],
+            ..ListExtras::default()
         };
-        if pattern.is_empty() {
-            self.send(&format!("* {verb} (\\Noselect) \"/\" \"\""));
-            self.send(&format!("{tag} OK {verb} completed"));
+        let options = extended.unwrap_or(&plain);
+        let request = match ListRequest::read(options) {
+            Ok(request) => request,
+            Err(why) => return self.send(&format!("{tag} BAD {why}")),
+        };
+        if extended.is_none() && options.patterns.iter().all(String::is_empty) {
+            self.send("* LIST (\\Noselect) \"/\" \"\"");
+            self.send(&format!("{tag} OK LIST completed"));
             return;
         }
-        let reference = match reference {
-            Mailbox::Inbox => String::new(),
-            other => mailbox_name(other),
-        };
-        let full = format!("{reference}{pattern}");
+        let reference = reference_of(reference);
+        let patterns: Vec<String> = options
+            .patterns
+            .iter()
+            .map(|p| format!("{reference}{p}"))
+            .collect();
+        let matches = |name: &str| patterns.iter().any(|p| wildcard(p, name));
         let _ = std::fs::create_dir_all(self.maildir());
-        let lines = if lsub {
-            self.lsub_lines(&full)
-        } else {
-            Tree::read(&self.maildir())
-                .listing()
-                .into_iter()
-                .filter(|(name, _)| wildcard(&full, name))
-                .map(|(name, attributes)| {
-                    format!("* LIST ({}) \"/\" {}", attributes.join(" "), quoted(&name))
-                })
-                .collect()
-        };
+        let tree = Tree::read(&self.maildir());
+        let subscribed: BTreeSet<String> = self.subscriptions().into_iter().collect();
+        let mut names: BTreeSet<String> = tree.folders.union(&tree.parents_only).cloned().collect();
+        if request.subscribed_only {
+            names.extend(subscribed.iter().cloned());
+            names.extend(
+                subscribed
+                    .iter()
+                    .flat_map(|n| parents(n).map(str::to_string)),
+            );
+        }
+        let mut lines = Vec::new();
+        for name in names.iter().filter(|n| matches(n)) {
+            let exists = tree.folders.contains(name);
+            let is_subscribed = subscribed.contains(name);
+            let mut attributes: Vec<&str> = Vec::new();
+            if !exists && !tree.parents_only.contains(name) {
+                attributes.push("\\NonExistent");
+            } else if !exists {
+                attributes.push("\\Noselect");
+            }
+            if exists || tree.parents_only.contains(name) {
+                attributes.push(if tree.has_children(name) {
+                    "\\HasChildren"
+                } else {
+                    "\\HasNoChildren"
+                });
+            }
+            if let Some((_, special)) = SPECIAL_USE.iter().find(|(n, _)| n == name) {
+                attributes.push(special);
+            } else if request.special_use_only {
+                continue;
+            }
+            if request.show_subscribed && is_subscribed {
+                attributes.push("\\Subscribed");
+            }
+            let mut extra = "";
+            if request.subscribed_only && !is_subscribed {
+                // RECURSIVEMATCH: a parent is listed for a subscribed descendant the patterns
+                // do not reach themselves.
+                let prefix = format!("{name}/");
+                let hidden_child = subscribed
+                    .iter()
+                    .any(|s| s.starts_with(&prefix) && !matches(s));
+                if !(request.recursive && hidden_child) {
+                    continue;
+                }
+                extra = " (CHILDINFO (\"SUBSCRIBED\"))";
+            }
+            lines.push(format!(
+                "* LIST ({}) \"/\" {}{extra}",
+                attributes.join(" "),
+                quoted(name)
+            ));
+            if !options.status.is_empty() && exists {
+                if let Ok(folder) = Folder::open_in(&self.maildir(), name) {
+                    if let Ok(snapshot) = folder.scan(false) {
+                        lines.push(status_line(name, &snapshot, &options.status));
+                    }
+                }
+            }
+        }
         for line in lines {
             self.send(&line);
         }
-        self.send(&format!("{tag} OK {verb} completed"));
+        self.send(&format!("{tag} OK LIST completed"));
     }
 
     /// LSUB (RFC 3501 §6.3.9): subscribed names the pattern matches; a name the pattern
@@ -336,31 +379,23 @@ impl ImapSession {
             self.send(&format!("{tag} NO [SERVERBUG] Cannot read the mailbox"));
             return;
         };
-        let count = |test: &dyn Fn(&crate::store::mailbox::MailEntry) -> bool| {
-            snapshot.entries.iter().filter(|e| test(e)).count()
-        };
-        let values: Vec<String> = items
+        let names: Vec<String> = items
             .iter()
-            .map(|item| match item {
-                StatusDataItemName::Messages => format!("MESSAGES {}", snapshot.entries.len()),
-                StatusDataItemName::Recent => format!("RECENT {}", count(&|e| e.recent)),
-                StatusDataItemName::UidNext => format!("UIDNEXT {}", snapshot.uid_next),
-                StatusDataItemName::UidValidity => {
-                    format!("UIDVALIDITY {}", snapshot.uid_validity)
+            .map(|item| {
+                match item {
+                    StatusDataItemName::Messages => "MESSAGES",
+                    StatusDataItemName::Recent => "RECENT",
+                    StatusDataItemName::UidNext => "UIDNEXT",
+                    StatusDataItemName::UidValidity => "UIDVALIDITY",
+                    StatusDataItemName::Unseen => "UNSEEN",
+                    StatusDataItemName::HighestModSeq => "HIGHESTMODSEQ",
+                    #[allow(unreachable_patterns)]
+                    _ => "",
                 }
-                StatusDataItemName::Unseen => {
-                    format!("UNSEEN {}", count(&|e| !e.flags.contains('S')))
-                }
-                #[allow(unreachable_patterns)]
-                _ => String::new(),
+                .to_string()
             })
-            .filter(|v| !v.is_empty())
             .collect();
-        self.send(&format!(
-            "* STATUS {} ({})",
-            quoted(&name),
-            values.join(" ")
-        ));
+        self.send(&status_line(&name, &snapshot, &names));
         self.send(&format!("{tag} OK STATUS completed"));
     }
 
@@ -384,6 +419,78 @@ impl ImapSession {
             Ok((validity, uid)) => format!("OK [APPENDUID {validity} {uid}] APPEND completed"),
             Err(e) => format!("NO [SERVERBUG] {e}"),
         }
+    }
+}
+
+fn reference_of(reference: &Mailbox<'_>) -> String {
+    match reference {
+        Mailbox::Inbox => String::new(),
+        other => mailbox_name(other),
+    }
+}
+
+fn pattern_text(pattern: &ListMailbox<'_>) -> String {
+    match pattern {
+        ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
+        ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+    }
+}
+
+/// `* STATUS name (ITEM n ...)` for the items named (upper case; unknown ones left out).
+fn status_line(name: &str, snapshot: &Snapshot, items: &[String]) -> String {
+    let count =
+        |test: &dyn Fn(&MailEntry) -> bool| snapshot.entries.iter().filter(|e| test(e)).count();
+    let values: Vec<String> = items
+        .iter()
+        .filter_map(|item| {
+            let value = match item.as_str() {
+                "MESSAGES" => snapshot.entries.len().to_string(),
+                "RECENT" => count(&|e| e.recent).to_string(),
+                "UIDNEXT" => snapshot.uid_next.to_string(),
+                "UIDVALIDITY" => snapshot.uid_validity.to_string(),
+                "UNSEEN" => count(&|e| !e.flags.contains('S')).to_string(),
+                "HIGHESTMODSEQ" => snapshot.highest_modseq.to_string(),
+                _ => return None,
+            };
+            Some(format!("{item} {value}"))
+        })
+        .collect();
+    format!("* STATUS {} ({})", quoted(name), values.join(" "))
+}
+
+/// What a LIST asks for, from its LIST-EXTENDED options.
+struct ListRequest {
+    subscribed_only: bool,
+    recursive: bool,
+    special_use_only: bool,
+    show_subscribed: bool,
+}
+
+impl ListRequest {
+    fn read(options: &ListExtras) -> Result<ListRequest, String> {
+        let has = |list: &[String], word: &str| list.iter().any(|w| w == word);
+        for word in &options.selection {
+            if !["SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"].contains(&word.as_str()) {
+                return Err(format!("unknown LIST selection option {word}"));
+            }
+        }
+        for word in &options.returns {
+            if !["SUBSCRIBED", "CHILDREN", "SPECIAL-USE"].contains(&word.as_str()) {
+                return Err(format!("unknown LIST return option {word}"));
+            }
+        }
+        let subscribed_only = has(&options.selection, "SUBSCRIBED");
+        let recursive = has(&options.selection, "RECURSIVEMATCH");
+        // RFC 5258 §3: RECURSIVEMATCH needs a selection option it can apply to.
+        if recursive && !subscribed_only {
+            return Err("RECURSIVEMATCH needs SUBSCRIBED".into());
+        }
+        Ok(ListRequest {
+            subscribed_only,
+            recursive,
+            special_use_only: has(&options.selection, "SPECIAL-USE"),
+            show_subscribed: subscribed_only || has(&options.returns, "SUBSCRIBED"),
+        })
     }
 }
 

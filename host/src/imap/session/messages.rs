@@ -7,15 +7,23 @@ use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
 
+use super::super::extensions::{Extras, ReturnOption, SortKey};
 use super::super::search::{self, Candidate};
-use super::super::{flags, wire};
+use super::super::{flags, sort, wire};
 use super::ImapSession;
 use crate::blocking;
 use crate::message::Message;
-use crate::store::mailbox::{FlagChange, FlagOp};
+use crate::store::mailbox::{FlagChange, FlagOp, MailEntry};
 
 /// Work one SEARCH may do: bytes of text examined, plus 64 per key and message.
 const SEARCH_BUDGET: u64 = 1 << 30;
+
+/// How FETCH responses are shaped beyond the items imap-codec parsed.
+#[derive(Clone, Copy)]
+struct Shape {
+    hide_uid: bool,
+    modseq: bool,
+}
 
 /// Why a message's content could not be had.
 enum Unavailable {
@@ -82,21 +90,65 @@ impl ImapSession {
         }
     }
 
-    /// SEARCH, evaluated off the async workers (it reads and parses messages), each message
-    /// read and parsed at most once; refused when it runs over its work budget.
-    pub(super) fn search(&mut self, tag: &str, key: &SearchKey<'_>, uid: bool) {
-        let Some(found) = blocking::run(|| self.matching(key, uid)) else {
+    /// SEARCH (and SORT, ESEARCH's RETURN, CONDSTORE's MODSEQ key), evaluated off the async
+    /// workers (it reads and parses messages), each message read and parsed at most once;
+    /// refused when it runs over its work budget.
+    pub(super) fn search(&mut self, tag: &str, key: &SearchKey<'_>, uid: bool, extras: &Extras) {
+        if extras.search_modseq {
+            self.enable_condstore();
+        }
+        let verb = if extras.sort.is_some() {
+            "SORT"
+        } else {
+            "SEARCH"
+        };
+        let found = blocking::run(|| {
+            let mut found = self.matching(key)?;
+            if let Some(keys) = &extras.sort {
+                self.sort(&mut found, keys);
+            }
+            Some(found)
+        });
+        let Some(found) = found else {
             self.send(&format!(
                 "{tag} NO [LIMIT] Search too complex, narrow it down"
             ));
             return;
         };
-        let list: String = found.iter().map(|n| format!(" {n}")).collect();
-        self.send(&format!("* SEARCH{list}"));
-        self.send(&format!("{tag} OK SEARCH completed"));
+        let Some(sel) = self.selected.as_ref() else {
+            return;
+        };
+        let number = |&i: &usize| {
+            if uid {
+                sel.view[i].entry.uid
+            } else {
+                i as u32 + 1
+            }
+        };
+        let modseq_of = |&i: &usize| sel.view[i].entry.modseq;
+        let line = match &extras.search_return {
+            None => {
+                let list: String = found.iter().map(|i| format!(" {}", number(i))).collect();
+                let highest = found.iter().map(modseq_of).max();
+                let modseq = match highest {
+                    Some(m) if extras.search_modseq => format!(" (MODSEQ {m})"),
+                    _ => String::new(),
+                };
+                format!("* {verb}{list}{modseq}")
+            }
+            Some(options) => {
+                let mut matched: Vec<(u32, u64)> =
+                    found.iter().map(|i| (number(i), modseq_of(i))).collect();
+                matched.sort_unstable();
+                esearch(tag, uid, options, &matched, extras.search_modseq)
+            }
+        };
+        self.send(&line);
+        self.send(&format!("{tag} OK {verb} completed"));
     }
 
-    fn matching(&self, key: &SearchKey<'_>, uid: bool) -> Option<Vec<u32>> {
+    /// Indexes into the view of the messages the key matches.
+    fn matching(&self, key: &SearchKey<'_>) -> Option<Vec<usize>> {
         let sel = self.selected.as_ref()?;
         let largest = (
             sel.view.len() as u32,
@@ -119,13 +171,51 @@ impl ImapSession {
                 work: &work,
             };
             if search::matches(key, &candidate, largest) {
-                out.push(if uid { shown.entry.uid } else { i as u32 + 1 });
+                out.push(i);
             }
             if work.get() > SEARCH_BUDGET {
                 return None;
             }
         }
         Some(out)
+    }
+
+    /// Orders matches by SORT keys (RFC 5256), ties by sequence number.
+    fn sort(&self, found: &mut [usize], keys: &[SortKey]) {
+        let Some(sel) = self.selected.as_ref() else {
+            return;
+        };
+        let values: std::collections::HashMap<usize, Vec<sort::Value>> = found
+            .iter()
+            .map(|&i| {
+                let message = self.load(i).ok();
+                let shown = &sel.view[i];
+                let facts = sort::Facts {
+                    message: message.as_ref(),
+                    size: shown.size(),
+                    internal_date: shown.entry.internal_date,
+                };
+                (
+                    i,
+                    keys.iter().map(|k| sort::value(k.kind, &facts)).collect(),
+                )
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            let (va, vb) = (&values[a], &values[b]);
+            keys.iter()
+                .zip(va.iter().zip(vb))
+                .map(|(key, (x, y))| {
+                    let order = x.cmp(y);
+                    if key.reverse {
+                        order.reverse()
+                    } else {
+                        order
+                    }
+                })
+                .find(|o| o.is_ne())
+                .unwrap_or_else(|| a.cmp(b))
+        });
     }
 
     /// FETCH. A message another session expunged is left out, and the reply says so (RFC 9051
@@ -135,16 +225,42 @@ impl ImapSession {
         set: &SequenceSet,
         what: &MacroOrMessageDataItemNames<'_>,
         uid: bool,
+        extras: &Extras,
     ) -> String {
+        if extras.vanished && !(uid && self.qresync) {
+            return "BAD VANISHED needs UID FETCH and QRESYNC enabled".into();
+        }
+        if extras.fetch_modseq || extras.changed_since.is_some() {
+            self.enable_condstore();
+        }
         let mut items = expand(what);
         if uid && !items.contains(&MessageDataItemName::Uid) {
             items.insert(0, MessageDataItemName::Uid);
         }
+        let shape = Shape {
+            // The UID imap-codec was given in place of a lone MODSEQ is not shown.
+            hide_uid: extras.fetch_uid_stand_in && !uid,
+            modseq: extras.fetch_modseq || extras.changed_since.is_some(),
+        };
+        if extras.vanished {
+            let largest = self
+                .selected
+                .as_ref()
+                .map_or(0, |s| s.uid_next.saturating_sub(1));
+            let gone = self.missing_uids(&search::intervals(set, largest));
+            if !gone.is_empty() {
+                self.send(&format!("* VANISHED (EARLIER) {gone}"));
+            }
+        }
+        let mut chosen = self.resolve(set, uid);
+        if let (Some(since), Some(sel)) = (extras.changed_since, self.selected.as_ref()) {
+            chosen.retain(|&i| sel.view[i].entry.modseq > since);
+        }
         // Reading and parsing the messages is file and CPU work: off the async workers.
         let expunged = blocking::run(|| {
             let mut expunged = 0;
-            for i in self.resolve(set, uid) {
-                match self.fetch_one(i, &items) {
+            for i in chosen {
+                match self.fetch_one(i, &items, shape) {
                     Ok(line) => {
                         self.client.conn.queue(&line);
                         self.client.conn.queue(b"\r\n");
@@ -166,6 +282,7 @@ impl ImapSession {
         &mut self,
         i: usize,
         items: &[MessageDataItemName<'_>],
+        shape: Shape,
     ) -> Result<Vec<u8>, Unavailable> {
         let needs_message = items.iter().any(|it| {
             !matches!(
@@ -189,6 +306,7 @@ impl ImapSession {
         let shown = sel.view.get(i).ok_or(Unavailable::Unreadable)?;
         for item in items {
             let part: Vec<u8> = match item {
+                MessageDataItemName::Uid if shape.hide_uid => continue,
                 MessageDataItemName::Uid => format!("UID {}", shown.entry.uid).into_bytes(),
                 MessageDataItemName::Flags => continue,
                 MessageDataItemName::InternalDate => format!(
@@ -259,9 +377,14 @@ impl ImapSession {
             }
         }
         let sel = self.selected.as_ref().ok_or(Unavailable::Unreadable)?;
+        let shown = sel.view.get(i).ok_or(Unavailable::Unreadable)?;
         if wants_flags || sets_seen {
             let text = flags::render(letters, recent, &sel.keywords);
             parts.push(format!("FLAGS {text}").into_bytes());
+        }
+        // RFC 7162 §3.1.4: asked for, or beside FLAGS once CONDSTORE is on.
+        if shape.modseq || (self.condstore && (wants_flags || sets_seen)) {
+            parts.push(format!("MODSEQ ({})", shown.entry.modseq).into_bytes());
         }
         let mut out = format!("* {} FETCH (", i + 1).into_bytes();
         out.extend(parts.join(&b' '));
@@ -274,11 +397,13 @@ impl ImapSession {
     pub(super) fn store(
         &mut self,
         set: &SequenceSet,
-        kind: &StoreType,
+        (kind, requested, unchanged_since): (&StoreType, &[Flag<'_>], Option<u64>),
         response: &StoreResponse,
-        requested: &[Flag<'_>],
         uid: bool,
     ) -> String {
+        if unchanged_since.is_some() {
+            self.enable_condstore();
+        }
         let indexes = self.resolve(set, uid);
         let Some(sel) = self.selected.as_ref() else {
             return "BAD No mailbox selected".into();
@@ -295,7 +420,7 @@ impl ImapSession {
             },
             system,
             keywords: &keywords,
-            unchanged_since: None,
+            unchanged_since,
         };
         let targets: Vec<_> = indexes.iter().map(|&i| &sel.view[i].entry).collect();
         let update = match sel.folder.update_flags(&targets, &change) {
@@ -307,29 +432,45 @@ impl ImapSession {
             return "BAD No mailbox selected".into();
         };
         sel.absorb(&update.entries);
-        if matches!(response, StoreResponse::Silent) {
-            return "OK STORE completed".into();
-        }
+        let positions: Vec<(usize, &MailEntry)> = update
+            .entries
+            .iter()
+            .filter_map(|now| Some((sel.position(now.uid)?, now)))
+            .collect();
+        let silent = matches!(response, StoreResponse::Silent);
         let mut lines = Vec::new();
-        for now in &update.entries {
-            let Some(i) = sel.position(now.uid) else {
-                continue;
-            };
-            let uid_part = if uid {
-                format!("UID {} ", now.uid)
-            } else {
-                String::new()
-            };
-            lines.push(format!(
-                "* {} FETCH ({uid_part}FLAGS {})",
-                i + 1,
-                flags::render(now.flags, sel.view[i].recent, &sel.keywords)
-            ));
+        let mut modified = Vec::new();
+        for (i, now) in positions {
+            if update.modified.contains(&now.uid) {
+                modified.push(if uid { now.uid } else { i as u32 + 1 });
+            } else if !silent {
+                lines.push(self.flags_update(i, uid));
+            } else if self.condstore && update.changed.contains(&now.uid) {
+                // RFC 7162 §3.1.3: the new mod-sequence is told even to a silent STORE.
+                let uid_part = if uid || self.qresync {
+                    format!("UID {} ", now.uid)
+                } else {
+                    String::new()
+                };
+                lines.push(format!(
+                    "* {} FETCH ({uid_part}MODSEQ ({}))",
+                    i + 1,
+                    now.modseq
+                ));
+            }
         }
         for line in lines {
             self.send(&line);
         }
-        "OK STORE completed".into()
+        if modified.is_empty() {
+            "OK STORE completed".into()
+        } else {
+            modified.sort_unstable();
+            format!(
+                "OK [MODIFIED {}] Conditional STORE failed for some",
+                wire::sequence_set(modified)
+            )
+        }
     }
 
     /// Removes \Deleted messages (all, or those in the UID set), reporting each EXPUNGE.
@@ -341,20 +482,17 @@ impl ImapSession {
             return;
         }
         let largest = sel.view.last().map_or(0, |s| s.entry.uid);
-        let mut lines = Vec::new();
+        let mut removed = Vec::new();
         for i in (0..sel.view.len()).rev() {
             let shown = &sel.view[i];
             let chosen = only.is_none_or(|set| search::in_set(set, shown.entry.uid, largest));
             if shown.entry.flags.contains('T') && chosen && sel.folder.delete(&shown.entry).is_ok()
             {
-                sel.view.remove(i);
-                lines.push(format!("* {} EXPUNGE", i + 1));
+                removed.push((i, sel.view.remove(i).entry.uid));
             }
         }
         if report {
-            for line in lines {
-                self.send(&line);
-            }
+            self.report_expunged(&removed);
         }
     }
 
@@ -420,18 +558,75 @@ impl ImapSession {
         let Some(sel) = self.selected.as_mut() else {
             return "BAD No mailbox selected".into();
         };
-        let mut lines = Vec::new();
+        let mut removed = Vec::new();
         let mut sorted = indexes;
         sorted.sort_unstable_by(|a, b| b.cmp(a));
         for i in sorted {
             if sel.folder.delete(&sel.view[i].entry).is_ok() {
-                sel.view.remove(i);
-                lines.push(format!("* {} EXPUNGE", i + 1));
+                removed.push((i, sel.view.remove(i).entry.uid));
             }
         }
-        for line in lines {
-            self.send(&line);
-        }
+        self.report_expunged(&removed);
         "OK MOVE completed".into()
     }
+}
+
+/// `* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [ALL set] [COUNT n] [MODSEQ m]` (RFC 4731): MIN,
+/// MAX and ALL only when something matched; `RETURN ()` means ALL. `matched` holds (number,
+/// mod-sequence) in ascending order; with the MODSEQ key, the reply carries the highest
+/// mod-sequence of what it returns (only of the MIN and MAX messages when that is all).
+fn esearch(
+    tag: &str,
+    uid: bool,
+    options: &[ReturnOption],
+    matched: &[(u32, u64)],
+    with_modseq: bool,
+) -> String {
+    let all = [ReturnOption::All];
+    let options = if options.is_empty() {
+        &all[..]
+    } else {
+        options
+    };
+    let numbers: Vec<u32> = matched.iter().map(|&(n, _)| n).collect();
+    let ends_only =
+        !options.contains(&ReturnOption::All) && !options.contains(&ReturnOption::Count);
+    let mut returned: Vec<u64> = Vec::new();
+    if ends_only {
+        if options.contains(&ReturnOption::Min) {
+            returned.extend(matched.first().map(|&(_, m)| m));
+        }
+        if options.contains(&ReturnOption::Max) {
+            returned.extend(matched.last().map(|&(_, m)| m));
+        }
+    } else {
+        returned.extend(matched.iter().map(|&(_, m)| m));
+    }
+    let modseq = returned.into_iter().max().filter(|_| with_modseq);
+    let mut line = format!("* ESEARCH (TAG \"{tag}\")");
+    if uid {
+        line.push_str(" UID");
+    }
+    let wants = |o: ReturnOption| options.contains(&o);
+    if let (Some(min), Some(max)) = (numbers.first(), numbers.last()) {
+        if wants(ReturnOption::Min) {
+            line.push_str(&format!(" MIN {min}"));
+        }
+        if wants(ReturnOption::Max) {
+            line.push_str(&format!(" MAX {max}"));
+        }
+        if wants(ReturnOption::All) {
+            line.push_str(&format!(
+                " ALL {}",
+                wire::sequence_set(numbers.iter().copied())
+            ));
+        }
+    }
+    if wants(ReturnOption::Count) {
+        line.push_str(&format!(" COUNT {}", numbers.len()));
+    }
+    if let Some(m) = modseq {
+        line.push_str(&format!(" MODSEQ {m}"));
+    }
+    line
 }

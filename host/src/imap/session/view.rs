@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use imap_codec::imap_types::mailbox::Mailbox;
 
-use super::super::flags;
+use imap_codec::imap_types::sequence::SequenceSet;
+
+use super::super::extensions::SelectParams;
+use super::super::{flags, search, wire};
 use super::{ImapSession, Next, AUTOLOGOUT};
 use crate::blocking;
 use crate::plugin::Stage;
@@ -43,6 +46,8 @@ pub(super) struct Selected {
     pub folder: Folder,
     pub read_only: bool,
     pub uid_next: u32,
+    /// The folder's HIGHESTMODSEQ as this session last learnt it.
+    pub highest_modseq: u64,
     pub view: Vec<Shown>,
     /// The folder's keyword names as last announced to the client.
     pub keywords: Keywords,
@@ -57,6 +62,8 @@ impl Selected {
     /// Takes in the flags (and mod-sequences) of messages as the store reports them after a
     /// change, so that the next refresh does not report them again.
     pub fn absorb(&mut self, entries: &[MailEntry]) {
+        let newest = entries.iter().map(|e| e.modseq).max().unwrap_or(0);
+        self.highest_modseq = self.highest_modseq.max(newest);
         let by_uid: HashMap<u32, &MailEntry> = entries.iter().map(|e| (e.uid, e)).collect();
         for shown in &mut self.view {
             if let Some(now) = by_uid.get(&shown.entry.uid) {
@@ -119,8 +126,24 @@ impl ImapSession {
         (shown, hidden)
     }
 
-    pub(super) async fn select(&mut self, tag: &str, mailbox: &Mailbox<'_>, read_only: bool) {
-        self.selected = None;
+    pub(super) async fn select(
+        &mut self,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        read_only: bool,
+        params: Option<SelectParams>,
+    ) {
+        match params {
+            Some(SelectParams::Qresync { .. }) if !self.qresync => {
+                return self.send(&format!("{tag} BAD QRESYNC is not enabled"));
+            }
+            Some(SelectParams::CondStore) => self.condstore = true,
+            _ => {}
+        }
+        if self.selected.take().is_some() && self.qresync {
+            // RFC 7162 §3.2.11: what follows is about the new mailbox.
+            self.send("* OK [CLOSED] Previous mailbox closed");
+        }
         let (name, folder) = match self.folder(mailbox) {
             Ok(found) => found,
             Err(reply) => return self.send(&format!("{tag} {reply}")),
@@ -153,18 +176,150 @@ impl ImapSession {
             "* OK [UIDNEXT {}] Predicted next UID",
             snapshot.uid_next
         ));
+        if self.condstore {
+            self.send(&format!(
+                "* OK [HIGHESTMODSEQ {}] Highest",
+                snapshot.highest_modseq
+            ));
+        }
         let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         self.selected = Some(Selected {
             name,
             folder,
             read_only,
             uid_next: snapshot.uid_next,
+            highest_modseq: snapshot.highest_modseq,
             view,
             keywords: snapshot.keywords,
             hidden: hidden.into_iter().collect(),
             watch,
         });
+        if let Some(SelectParams::Qresync {
+            uid_validity,
+            modseq,
+            known_uids,
+        }) = params
+        {
+            if uid_validity == snapshot.uid_validity {
+                self.resync(modseq, known_uids.as_deref());
+            }
+        }
         self.send(&format!("{tag} OK [{mode}] SELECT completed"));
+    }
+
+    /// QRESYNC at SELECT (RFC 7162 §3.2.5): what the client missed since `modseq` — the UIDs
+    /// gone (of those it knows), then the flags of messages changed.
+    fn resync(&mut self, modseq: u64, known_uids: Option<&str>) {
+        let Some(largest) = self.selected.as_ref().map(|s| s.uid_next.saturating_sub(1)) else {
+            return;
+        };
+        let known = known_uids
+            .and_then(|k| SequenceSet::try_from(k).ok())
+            .map_or(vec![(1, largest)], |set| search::intervals(&set, largest));
+        let gone = self.missing_uids(&known);
+        if !gone.is_empty() {
+            self.send(&format!("* VANISHED (EARLIER) {gone}"));
+        }
+        let changed: Vec<usize> = self
+            .selected
+            .iter()
+            .flat_map(|sel| (0..sel.view.len()).filter(move |&i| sel.view[i].entry.modseq > modseq))
+            .collect();
+        for i in changed {
+            let line = self.flags_update(i, true);
+            self.send(&line);
+        }
+    }
+
+    /// The UIDs within `spans` that no message of the view (or hidden from it) has, as a
+    /// sequence set: expunged, or never given. Computed from the gaps, never one by one.
+    pub(super) fn missing_uids(&self, spans: &[(u32, u32)]) -> String {
+        let Some(sel) = self.selected.as_ref() else {
+            return String::new();
+        };
+        let mut present: Vec<u32> = sel.view.iter().map(|s| s.entry.uid).collect();
+        present.extend(sel.hidden.iter().copied());
+        present.sort_unstable();
+        let largest = sel.uid_next.saturating_sub(1);
+        let mut gaps = Vec::new();
+        for &(a, b) in spans {
+            let b = b.min(largest);
+            let mut next = a;
+            let from = present.partition_point(|&u| u < a);
+            for &uid in present[from..].iter().take_while(|&&u| u <= b) {
+                if uid > next {
+                    gaps.push((next, uid - 1));
+                }
+                next = uid.saturating_add(1);
+            }
+            if next <= b && a <= b {
+                gaps.push((next, b));
+            }
+        }
+        gaps.iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}:{b}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `* n FETCH (FLAGS ...)` for a message whose flags the client should learn: with its UID
+    /// under QRESYNC (or when `uid` asks), and its MODSEQ under CONDSTORE.
+    pub(super) fn flags_update(&self, i: usize, uid: bool) -> String {
+        let Some((sel, shown)) = self
+            .selected
+            .as_ref()
+            .and_then(|s| Some((s, s.view.get(i)?)))
+        else {
+            return String::new();
+        };
+        let mut items = Vec::new();
+        if uid || self.qresync {
+            items.push(format!("UID {}", shown.entry.uid));
+        }
+        items.push(format!(
+            "FLAGS {}",
+            flags::render(shown.entry.flags, shown.recent, &sel.keywords)
+        ));
+        if self.condstore {
+            items.push(format!("MODSEQ ({})", shown.entry.modseq));
+        }
+        format!("* {} FETCH ({})", i + 1, items.join(" "))
+    }
+
+    /// Tells the client of messages removed from the view (given highest sequence number
+    /// first, each as its sequence number was when removed, with its UID): EXPUNGE lines, or
+    /// one VANISHED under QRESYNC.
+    pub(super) fn report_expunged(&mut self, removed: &[(usize, u32)]) {
+        if removed.is_empty() {
+            return;
+        }
+        if self.qresync {
+            let mut uids: Vec<u32> = removed.iter().map(|&(_, uid)| uid).collect();
+            uids.sort_unstable();
+            self.send(&format!("* VANISHED {}", wire::sequence_set(uids)));
+            return;
+        }
+        for &(i, _) in removed {
+            self.send(&format!("* {} EXPUNGE", i + 1));
+        }
+    }
+
+    /// Turns CONDSTORE on (ENABLE, or the first command that uses it); with a mailbox selected,
+    /// the client learns its HIGHESTMODSEQ then (RFC 7162 §3.1).
+    pub(super) fn enable_condstore(&mut self) {
+        if self.condstore {
+            return;
+        }
+        self.condstore = true;
+        if let Some(highest) = self.selected.as_ref().map(|s| s.highest_modseq) {
+            self.send(&format!("* OK [HIGHESTMODSEQ {highest}] Highest"));
+        }
     }
 
     /// Announces the folder's keywords again when they changed since last told.
@@ -199,26 +354,30 @@ impl ImapSession {
         };
         let (folder, name) = (sel.folder.clone(), sel.name.clone());
         let now: HashMap<u32, &MailEntry> = snapshot.entries.iter().map(|e| (e.uid, e)).collect();
-        let mut lines = Vec::new();
         // Expunged by someone else: highest sequence numbers first.
+        let mut removed = Vec::new();
         for i in (0..sel.view.len()).rev() {
             if !now.contains_key(&sel.view[i].entry.uid) {
-                sel.view.remove(i);
-                lines.push(format!("* {} EXPUNGE", i + 1));
+                removed.push((i, sel.view.remove(i).entry.uid));
             }
         }
+        let mut changed = Vec::new();
         for (i, shown) in sel.view.iter_mut().enumerate() {
             if let Some(current) = now.get(&shown.entry.uid) {
                 if current.flags != shown.entry.flags {
-                    lines.push(format!(
-                        "* {} FETCH (FLAGS {})",
-                        i + 1,
-                        flags::render(current.flags, shown.recent, &sel.keywords)
-                    ));
+                    changed.push(i);
                 }
                 shown.entry = (*current).clone();
             }
         }
+        self.report_expunged(&removed);
+        let mut lines: Vec<String> = changed
+            .iter()
+            .map(|&i| self.flags_update(i, false))
+            .collect();
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
         let known: HashSet<u32> = sel
             .view
             .iter()
@@ -232,6 +391,7 @@ impl ImapSession {
             .cloned()
             .collect();
         sel.uid_next = snapshot.uid_next;
+        sel.highest_modseq = snapshot.highest_modseq;
         let had_new = !fresh.is_empty();
         let (shown, hidden) = self.screen(&folder, &name, fresh).await;
         let Some(sel) = self.selected.as_mut() else {
