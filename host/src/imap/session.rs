@@ -93,6 +93,8 @@ impl ImapSession {
             "CONDSTORE",
             "QRESYNC",
             "ESEARCH",
+            "SORT",
+            "SORT=DISPLAY",
             "SPECIAL-USE",
             "LIST-EXTENDED",
             "LIST-STATUS",

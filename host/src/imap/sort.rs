@@ -55,7 +55,7 @@ pub fn value(kind: SortKind, facts: &Facts<'_>) -> Value {
             let (local, domain, display) = first_mailbox(header(name).map(|(r, _)| r));
             let shown = match display {
                 Some(display) => decode_words(&display),
-                None if local.is_empty() => String::new(),
+                None if domain.is_empty() => local,
                 None => format!("{local}@{domain}"),
             };
             Value::Text(fold(&shown))
@@ -63,21 +63,20 @@ pub fn value(kind: SortKind, facts: &Facts<'_>) -> Value {
     }
 }
 
-/// The first mailbox of an address header: (local part, domain, display name).
+/// The first address of an address header: (local part, domain, display name). A group
+/// counts by its name, as the ENVELOPE's group marker does.
 fn first_mailbox(raw: Option<String>) -> (String, String, Option<String>) {
     let items = raw.map(|r| address::parse(&r)).unwrap_or_default();
-    items
-        .into_iter()
-        .find_map(|item| match item {
-            Item::Mailbox {
-                name,
-                local,
-                domain,
-                ..
-            } => Some((local, domain, name)),
-            _ => None,
-        })
-        .unwrap_or_default()
+    match items.into_iter().next() {
+        Some(Item::Mailbox {
+            name,
+            local,
+            domain,
+            ..
+        }) => (local, domain, name.filter(|n| !n.is_empty())),
+        Some(Item::GroupStart(name)) => (name, String::new(), None),
+        _ => Default::default(),
+    }
 }
 
 /// Encoded words of a display name decoded, as mail-parser does for header values.
@@ -89,8 +88,9 @@ fn decode_words(text: &str) -> String {
         .unwrap_or_else(|| text.to_string())
 }
 
+/// `i;ascii-casemap`: ASCII letters compare as upper case (so `[` and `_` sort after them).
 fn fold(text: &str) -> String {
-    text.to_ascii_lowercase()
+    text.to_ascii_uppercase()
 }
 
 /// The Date header as Unix seconds (UTC), when it parses.
@@ -101,7 +101,7 @@ fn sent_time(message: &Message) -> Option<u64> {
 }
 
 /// RFC 5256 §2.1: the subject without reply and forward markers, blobs and trailers,
-/// whitespace collapsed, case folded.
+/// whitespace collapsed, case folded (upper case).
 pub fn base_subject(subject: &str) -> String {
     let mut s: String = subject.split_whitespace().collect::<Vec<_>>().join(" ");
     loop {
@@ -186,14 +186,14 @@ mod tests {
     #[test]
     fn base_subjects() {
         for (subject, base) in [
-            ("Re: hello", "hello"),
-            ("RE: Re: [list] Fwd: Hello  World (fwd)", "hello world"),
-            ("[fwd: Re: hi]", "hi"),
-            ("[blob] only", "only"),
-            ("[blob]", "[blob]"),
+            ("Re: hello", "HELLO"),
+            ("RE: Re: [list] Fwd: Hello  World (fwd)", "HELLO WORLD"),
+            ("[fwd: Re: hi]", "HI"),
+            ("[blob] only", "ONLY"),
+            ("[blob]", "[BLOB]"),
             ("re:", ""),
-            ("Fw[x]: hey", "hey"),
-            ("Rework", "rework"),
+            ("Fw[x]: hey", "HEY"),
+            ("Rework", "REWORK"),
             ("", ""),
         ] {
             assert_eq!(base_subject(subject), base, "{subject:?}");
