@@ -1,5 +1,5 @@
 //! The IMAP command path: the framer cuts the stream (in pieces sized by the first byte),
-//! then imap-codec parses each whole command, as the session does.
+//! the extension syntax is taken out, then imap-codec parses the rest, as the session does.
 #![no_main]
 use imap_codec::decode::Decoder;
 use libfuzzer_sys::fuzz_target;
@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
                 Frame::Command(command) => {
                     assert!(command.ends_with(b"\r\n"));
                     assert!(command.len() as u64 <= budget.command + 70 * 1024);
-                    let _ = imap_codec::CommandCodec::default().decode(&command);
+                    let since = |n: u64| format!("UID {}", n.max(1));
+                    if let Ok((rest, _)) = mailgate::imap::extensions::take(&command, &since) {
+                        let _ = imap_codec::CommandCodec::default().decode(&rest);
+                    }
                 }
                 Frame::Continue | Frame::LiteralRefused { .. } | Frame::LineTooLong { .. } => {}
             }

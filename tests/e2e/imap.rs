@@ -227,3 +227,30 @@ fn two_sessions_see_each_others_flags_and_expunges() {
     );
     assert_eq!(out["b_search_all"], "1 2");
 }
+
+#[test]
+fn compress_deflate_carries_the_session_both_ways() {
+    let gw = Gateway::start("");
+    let body = "All work and no play makes a dull message.\r\n".repeat(200);
+    let message = format!("Subject: long\r\n\r\n{body}");
+    deliver(&gw, "alice@example.test", &[message.as_str()]);
+    let out: Value = serde_json::from_str(&python(
+        "imap_compress.py",
+        &[&gw.imaps.to_string(), "alice@example.test", "pw-alice"],
+    ))
+    .expect("json");
+    assert!(
+        out["reply"].as_str().is_some_and(|r| r.starts_with("c OK")),
+        "{out}"
+    );
+    let after = out["after"].as_str().expect("after");
+    assert!(after.contains("s OK [READ-WRITE]"), "{after}");
+    assert!(after.contains(&body), "the message arrives whole");
+    assert!(after.contains("z OK"), "{after}");
+    let compressed = out["compressed_bytes"].as_u64().expect("count");
+    assert!(
+        compressed * 5 < after.len() as u64,
+        "{compressed} bytes on the wire for {} of replies",
+        after.len()
+    );
+}

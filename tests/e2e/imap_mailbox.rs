@@ -478,3 +478,43 @@ fn sent_date_searches_use_the_date_headers_own_day() {
     assert!(out[5].contains("* SEARCH 1\r\n"), "{}", out[5]);
     assert!(out[6].contains("* SEARCH 2\r\n"), "{}", out[6]);
 }
+
+#[test]
+fn a_client_resyncs_with_condstore_and_qresync_after_another_sessions_changes() {
+    let gw = Gateway::start("");
+    let messages: Vec<String> = (1..=3)
+        .map(|i| format!("Subject: m{i}\r\n\r\nbody {i}\r\n"))
+        .collect();
+    gw.deliver_local("alice@example.test", &messages);
+    let out: Value = serde_json::from_str(&python(
+        "imap_resync.py",
+        &[&gw.imaps.to_string(), "alice@example.test", "pw-alice"],
+    ))
+    .expect("json");
+    let texts = |key: &str| -> Vec<String> {
+        out[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key}: {out}"))
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let first = texts("first_fetch");
+    assert_eq!(first.len(), 3, "{out}");
+    assert!(first.iter().all(|l| l.contains("MODSEQ (")), "{out}");
+    let known: Vec<u64> = out["known"]
+        .as_array()
+        .expect("known")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    // Session B flagged the first, expunged the second, appended a fourth.
+    assert_eq!(texts("vanished"), [format!("(EARLIER) {}", known[1])]);
+    let changed = texts("changed");
+    assert_eq!(changed.len(), 2, "only what changed is sent: {changed:?}");
+    assert!(changed[0].contains(&format!("UID {} FLAGS (\\Flagged $Important)", known[0])));
+    assert!(changed[1].contains("UID 4 "), "{changed:?}");
+    assert!(changed.iter().all(|l| l.contains("MODSEQ (")));
+    assert_eq!(texts("changedsince"), changed, "CHANGEDSINCE agrees");
+    assert_eq!(texts("changedsince_vanished"), texts("vanished"));
+}

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use super::{root, status};
 
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 9] = [
     "smtp_command",
     "smtp_data",
     "header_split",
@@ -17,6 +17,8 @@ pub const TARGETS: [&str; 7] = [
     "message_edits",
     "pop3_command",
     "imap_command",
+    "addresses",
+    "maildir_index",
 ];
 
 pub fn fuzz(args: &[String]) -> Result<(), String> {

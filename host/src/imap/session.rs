@@ -98,6 +98,7 @@ impl ImapSession {
             "SPECIAL-USE",
             "LIST-EXTENDED",
             "LIST-STATUS",
+            "COMPRESS=DEFLATE",
         ];
         if self.client.tls {
             caps.push("AUTH=PLAIN");
@@ -257,6 +258,24 @@ impl ImapSession {
         Some(Next::Continue)
     }
 
+    /// COMPRESS DEFLATE (RFC 4978): the OK goes out plain, everything after it compressed.
+    async fn compress(&mut self, tag: &str) -> Next {
+        if self.client.conn.compressed() {
+            self.send(&format!(
+                "{tag} NO [COMPRESSIONACTIVE] DEFLATE is already on"
+            ));
+            return Next::Continue;
+        }
+        self.send(&format!("{tag} OK DEFLATE active"));
+        // Bytes the client sent after the command are compressed already.
+        let received = self.framer.buffered().to_vec();
+        self.framer.clear();
+        match self.client.conn.start_deflate(received).await {
+            Ok(()) => Next::Continue,
+            Err(_) => Next::Close,
+        }
+    }
+
     /// ENABLE (RFC 5161): CONDSTORE, and QRESYNC (which implies it).
     fn enable(&mut self, tag: &str, wanted: &[CapabilityEnable<'_>]) {
         let mut enabled = Vec::new();
@@ -332,6 +351,7 @@ impl ImapSession {
                 self.send(&format!("{tag} BAD Log in first"));
             }
             CommandBody::Enable { capabilities } => self.enable(&tag, capabilities.as_ref()),
+            CommandBody::Compress { .. } => return self.compress(&tag).await,
             CommandBody::Select { mailbox } => {
                 self.select(&tag, &mailbox, false, extras.select).await
             }

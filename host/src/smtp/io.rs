@@ -148,6 +148,61 @@ pub struct Connection {
     pub stream: Stream,
     input: Vec<u8>,
     output: Vec<u8>,
+    /// IMAP COMPRESS=DEFLATE, once negotiated: every byte both ways goes through it.
+    deflate: Option<Box<Deflate>>,
+}
+
+/// Raw DEFLATE both ways (RFC 4978). Input inflates at most [`Deflate::STEP`] bytes per read,
+/// the rest kept compressed: a small message that inflates a thousandfold cannot fill memory
+/// faster than the session consumes it.
+struct Deflate {
+    compress: flate2::Compress,
+    decompress: flate2::Decompress,
+    /// Received bytes not inflated yet.
+    pending: Vec<u8>,
+}
+
+impl Deflate {
+    const STEP: usize = 256 * 1024;
+
+    fn new() -> Deflate {
+        Deflate {
+            compress: flate2::Compress::new(flate2::Compression::default(), false),
+            decompress: flate2::Decompress::new(false),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Compresses `plain` with a sync flush (the client can read every reply at once).
+    fn deflate(&mut self, plain: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(plain.len() / 2 + 64);
+        let mut at = 0;
+        loop {
+            out.reserve(plain.len().saturating_sub(at) / 2 + 1024);
+            let before = self.compress.total_in();
+            self.compress
+                .compress_vec(&plain[at..], &mut out, flate2::FlushCompress::Sync)
+                .map_err(std::io::Error::other)?;
+            at += (self.compress.total_in() - before) as usize;
+            // Done when all input is taken and the flush did not fill the buffer.
+            if at >= plain.len() && out.len() < out.capacity() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Inflates what is pending, up to STEP bytes, into `input`. An error for a corrupt stream.
+    fn inflate(&mut self, input: &mut Vec<u8>) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(Deflate::STEP);
+        let before = self.decompress.total_in();
+        self.decompress
+            .decompress_vec(&self.pending, &mut out, flate2::FlushDecompress::None)
+            .map_err(std::io::Error::other)?;
+        let used = (self.decompress.total_in() - before) as usize;
+        self.pending.drain(..used);
+        input.extend_from_slice(&out);
+        Ok(())
+    }
 }
 
 impl Connection {
@@ -156,7 +211,26 @@ impl Connection {
             stream,
             input: Vec::with_capacity(4096),
             output: Vec::with_capacity(1024),
+            deflate: None,
         }
+    }
+
+    /// Whether COMPRESS=DEFLATE is on.
+    pub fn compressed(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// Starts COMPRESS=DEFLATE once the tagged OK is queued: that reply goes out as it is,
+    /// everything after it compressed; what the client sends after its command is inflated,
+    /// starting with `received` (bytes that followed the command, already taken from this
+    /// connection) and anything still buffered here.
+    pub async fn start_deflate(&mut self, received: Vec<u8>) -> std::io::Result<()> {
+        self.flush().await?;
+        let mut deflate = Box::new(Deflate::new());
+        deflate.pending = received;
+        deflate.pending.append(&mut self.input);
+        self.deflate = Some(deflate);
+        Ok(())
     }
 
     pub fn queue(&mut self, bytes: &[u8]) {
@@ -165,7 +239,13 @@ impl Connection {
 
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.output.is_empty() {
-            self.stream.write_all(&self.output).await?;
+            match self.deflate.as_mut() {
+                Some(deflate) => {
+                    let packed = deflate.deflate(&self.output)?;
+                    self.stream.write_all(&packed).await?;
+                }
+                None => self.stream.write_all(&self.output).await?,
+            }
             self.output.clear();
         }
         self.stream.flush().await
@@ -201,14 +281,32 @@ impl Connection {
     /// Waits for more input, sending any queued replies first (the client may be waiting).
     async fn fill(&mut self, timeout: Duration) -> Result<bool, Line> {
         self.flush().await.map_err(|_| Line::Closed)?;
+        if let Some(deflate) = self.deflate.as_mut() {
+            // Inflate what is already here before reading more.
+            let before = self.input.len();
+            if !deflate.pending.is_empty() {
+                deflate.inflate(&mut self.input).map_err(|_| Line::Closed)?;
+                if self.input.len() > before {
+                    return Ok(true);
+                }
+            }
+        }
         let mut chunk = [0u8; 16384];
         match tokio::time::timeout(timeout, self.stream.read(&mut chunk)).await {
             Err(_) => Err(Line::TimedOut),
             Ok(Err(_)) | Ok(Ok(0)) => Ok(false),
-            Ok(Ok(n)) => {
-                self.input.extend_from_slice(&chunk[..n]);
-                Ok(true)
-            }
+            Ok(Ok(n)) => match self.deflate.as_mut() {
+                None => {
+                    self.input.extend_from_slice(&chunk[..n]);
+                    Ok(true)
+                }
+                Some(deflate) => {
+                    deflate.pending.extend_from_slice(&chunk[..n]);
+                    deflate.inflate(&mut self.input).map_err(|_| Line::Closed)?;
+                    // A partial block may inflate to nothing yet: that is still progress.
+                    Ok(true)
+                }
+            },
         }
     }
 

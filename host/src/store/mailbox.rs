@@ -198,8 +198,8 @@ impl Folder {
         let _lock = self.lock()?;
         let mut list = self.read_uidlist();
         let mut changed = false;
-        if list.validity == 0 {
-            list.validity = self.new_uid_validity()?;
+        if list.validity == 0 || list.next == u32::MAX {
+            list = self.fresh_index(&list)?;
             changed = true;
         }
         let mut found = self.files(claim_recent)?;
@@ -326,6 +326,18 @@ impl Folder {
 
     fn read_uidlist(&self) -> UidList {
         UidList::parse(&self.dir.read_to_string(UIDLIST).unwrap_or_default())
+    }
+
+    /// A new index, for a folder without one or whose UIDs are used up (RFC 3501 §2.3.1.1): a
+    /// new UIDVALIDITY, every message to be numbered again. Call under the lock.
+    fn fresh_index(&self, old: &UidList) -> std::io::Result<UidList> {
+        Ok(UidList {
+            validity: self.new_uid_validity()?,
+            next: 1,
+            highest_modseq: old.highest_modseq,
+            first_recent: 1,
+            records: Default::default(),
+        })
     }
 
     /// A UIDVALIDITY no folder of this Maildir had before: the clock, or one more than the
@@ -544,8 +556,8 @@ impl Folder {
         self.dir.open("cur")?.sync_all()?;
         // The UID is given here, not by the next scan: COPY of many messages stays linear.
         let mut list = self.read_uidlist();
-        if list.validity == 0 {
-            list.validity = self.new_uid_validity()?;
+        if list.validity == 0 || list.next == u32::MAX {
+            list = self.fresh_index(&list)?;
         }
         let uid = list.next;
         list.next = list.next.saturating_add(1);

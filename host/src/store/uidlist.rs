@@ -67,14 +67,19 @@ impl UidList {
                 _ => {}
             }
         }
+        let mut taken = std::collections::HashSet::new();
         for line in lines {
             let parsed = if second_format {
                 parse_record(line)
             } else {
                 parse_first_format(line)
             };
+            // A UID given twice (a damaged file) stays with its first message; the other
+            // gets a new one at the next scan.
             if let Some((key, record)) = parsed {
-                list.records.insert(key.to_string(), record);
+                if !list.records.contains_key(key) && taken.insert(record.uid) {
+                    list.records.insert(key.to_string(), record);
+                }
             }
         }
         // Whatever the header says, UIDs and modseqs only ever grow.
