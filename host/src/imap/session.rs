@@ -306,10 +306,10 @@ impl ImapSession {
     /// MODSEQ, which imap-codec does not know).
     fn uids_changed_since(&self, since: u64) -> String {
         let uids = self.selected.iter().flat_map(|sel| {
-            sel.view
+            sel.entries()
                 .iter()
-                .filter(move |s| s.entry.modseq >= since)
-                .map(|s| s.entry.uid)
+                .filter(move |e| e.modseq >= since)
+                .map(|e| e.uid)
         });
         match wire::sequence_set(uids) {
             set if set.is_empty() => "NOT ALL".into(),

@@ -142,6 +142,9 @@ pub enum Line {
     TimedOut,
 }
 
+/// Buffer capacity a connection keeps between commands; more is given back.
+const RETAINED_BUFFER: usize = 64 * 1024;
+
 /// A stream with an input buffer and an output buffer (replies to pipelined commands go out
 /// together, when the session is about to wait for input).
 pub struct Connection {
@@ -247,6 +250,10 @@ impl Connection {
                 None => self.stream.write_all(&self.output).await?,
             }
             self.output.clear();
+            // A big reply's buffer is not kept by a session that may now idle for hours.
+            if self.output.capacity() > RETAINED_BUFFER {
+                self.output = Vec::with_capacity(1024);
+            }
         }
         self.stream.flush().await
     }

@@ -26,6 +26,7 @@ use crate::queue::manager::QueueManager;
 use crate::queue::spool::{QueuedEnvelope, Spool};
 use crate::queue::state::QueueFiles;
 use crate::reload::Reloader;
+use crate::store::snapshots::SnapshotCache;
 use crate::store::users::UserDirectory;
 
 /// What every session shares.
@@ -44,6 +45,8 @@ pub struct Shared {
     password_checks: Arc<Semaphore>,
     /// Failed logins per client address, across connections and protocols.
     auth_budget: AuthBudget,
+    /// Folder message lists shared by the IMAP sessions that see them alike.
+    pub snapshots: SnapshotCache,
 }
 
 impl Shared {
@@ -241,6 +244,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         password_checks: Arc::new(Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
+        snapshots: SnapshotCache::default(),
     });
     // Recovery: whatever was acknowledged before a stop is delivered now.
     let recovered = spool.list()?;

@@ -3,6 +3,7 @@
 pub mod keywords;
 pub mod mailbox;
 pub mod retrieval;
+pub mod snapshots;
 pub mod uidlist;
 pub mod users;
 pub mod watch;

@@ -64,12 +64,12 @@ impl ImapSession {
         let Some(sel) = self.selected.as_ref() else {
             return Vec::new();
         };
-        let largest_seq = sel.view.len() as u32;
-        let largest_uid = sel.view.last().map_or(0, |s| s.entry.uid);
-        (0..sel.view.len())
+        let largest_seq = sel.len() as u32;
+        let largest_uid = sel.last_uid();
+        (0..sel.len())
             .filter(|&i| {
                 if uid {
-                    search::in_set(set, sel.view[i].entry.uid, largest_uid)
+                    search::in_set(set, sel.entry(i).uid, largest_uid)
                 } else {
                     search::in_set(set, i as u32 + 1, largest_seq)
                 }
@@ -79,11 +79,11 @@ impl ImapSession {
 
     fn load(&self, i: usize) -> Result<Message, Unavailable> {
         let sel = self.selected.as_ref().ok_or(Unavailable::Unreadable)?;
-        let shown = sel.view.get(i).ok_or(Unavailable::Unreadable)?;
-        if let Some(edited) = &shown.edited {
+        let entry = sel.get(i).ok_or(Unavailable::Unreadable)?;
+        if let Some(edited) = sel.edited(i) {
             return Ok(Message::new(edited.as_ref().clone()));
         }
-        match sel.folder.read(&shown.entry) {
+        match sel.folder.read(entry) {
             Ok(bytes) => Ok(Message::new(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Unavailable::Expunged),
             Err(_) => Err(Unavailable::Unreadable),
@@ -120,12 +120,12 @@ impl ImapSession {
         };
         let number = |&i: &usize| {
             if uid {
-                sel.view[i].entry.uid
+                sel.entry(i).uid
             } else {
                 i as u32 + 1
             }
         };
-        let modseq_of = |&i: &usize| sel.view[i].entry.modseq;
+        let modseq_of = |&i: &usize| sel.entry(i).modseq;
         let line = match &extras.search_return {
             None => {
                 let list: String = found.iter().map(|i| format!(" {}", number(i))).collect();
@@ -150,23 +150,20 @@ impl ImapSession {
     /// Indexes into the view of the messages the key matches.
     fn matching(&self, key: &SearchKey<'_>) -> Option<Vec<usize>> {
         let sel = self.selected.as_ref()?;
-        let largest = (
-            sel.view.len() as u32,
-            sel.view.last().map_or(0, |s| s.entry.uid),
-        );
+        let largest = (sel.len() as u32, sel.last_uid());
         let work = std::cell::Cell::new(0u64);
         let mut out = Vec::new();
-        for (i, shown) in sel.view.iter().enumerate() {
+        for (i, entry) in sel.entries().iter().enumerate() {
             let load = || self.load(i).ok();
             let message = search::LazyMessage::new(&load);
             let candidate = Candidate {
                 seq: i as u32 + 1,
-                uid: shown.entry.uid,
-                flags: shown.entry.flags,
+                uid: entry.uid,
+                flags: entry.flags,
                 keywords: &sel.keywords,
-                recent: shown.recent,
-                size: shown.size(),
-                internal_date: shown.entry.internal_date,
+                recent: sel.is_recent(i),
+                size: sel.size(i),
+                internal_date: entry.internal_date,
                 message: &message,
                 work: &work,
             };
@@ -189,11 +186,10 @@ impl ImapSession {
             .iter()
             .map(|&i| {
                 let message = self.load(i).ok();
-                let shown = &sel.view[i];
                 let facts = sort::Facts {
                     message: message.as_ref(),
-                    size: shown.size(),
-                    internal_date: shown.entry.internal_date,
+                    size: sel.size(i),
+                    internal_date: sel.entry(i).internal_date,
                 };
                 (
                     i,
@@ -254,7 +250,7 @@ impl ImapSession {
         }
         let mut chosen = self.resolve(set, uid);
         if let (Some(since), Some(sel)) = (extras.changed_since, self.selected.as_ref()) {
-            chosen.retain(|&i| sel.view[i].entry.modseq > since);
+            chosen.retain(|&i| sel.entry(i).modseq > since);
         }
         // Reading and parsing the messages is file and CPU work: off the async workers.
         let expunged = blocking::run(|| {
@@ -303,19 +299,19 @@ impl ImapSession {
         let mut sets_seen = false;
         let mut parts: Vec<Vec<u8>> = Vec::new();
         let sel = self.selected.as_ref().ok_or(Unavailable::Unreadable)?;
-        let shown = sel.view.get(i).ok_or(Unavailable::Unreadable)?;
+        let entry = sel.get(i).ok_or(Unavailable::Unreadable)?;
         for item in items {
             let part: Vec<u8> = match item {
                 MessageDataItemName::Uid if shape.hide_uid => continue,
-                MessageDataItemName::Uid => format!("UID {}", shown.entry.uid).into_bytes(),
+                MessageDataItemName::Uid => format!("UID {}", entry.uid).into_bytes(),
                 MessageDataItemName::Flags => continue,
                 MessageDataItemName::InternalDate => format!(
                     "INTERNALDATE \"{}\"",
-                    wire::internal_date(shown.entry.internal_date)
+                    wire::internal_date(entry.internal_date)
                 )
                 .into_bytes(),
                 MessageDataItemName::Rfc822Size => {
-                    format!("RFC822.SIZE {}", shown.size()).into_bytes()
+                    format!("RFC822.SIZE {}", sel.size(i)).into_bytes()
                 }
                 MessageDataItemName::Envelope => {
                     [b"ENVELOPE ".to_vec(), wire::envelope(m)].concat()
@@ -367,9 +363,9 @@ impl ImapSession {
             parts.push(part);
         }
         let wants_flags = items.contains(&MessageDataItemName::Flags);
-        let (mut letters, recent) = (shown.entry.flags, shown.recent);
+        let (mut letters, recent) = (entry.flags, sel.is_recent(i));
         if sets_seen && !sel.read_only && !letters.contains('S') {
-            if let Ok(Some(now)) = sel.folder.mark_seen(&shown.entry) {
+            if let Ok(Some(now)) = sel.folder.mark_seen(entry) {
                 letters = now.flags;
                 if let Some(sel) = self.selected.as_mut() {
                     sel.absorb(&[now]);
@@ -377,14 +373,14 @@ impl ImapSession {
             }
         }
         let sel = self.selected.as_ref().ok_or(Unavailable::Unreadable)?;
-        let shown = sel.view.get(i).ok_or(Unavailable::Unreadable)?;
+        let entry = sel.get(i).ok_or(Unavailable::Unreadable)?;
         if wants_flags || sets_seen {
             let text = flags::render(letters, recent, &sel.keywords);
             parts.push(format!("FLAGS {text}").into_bytes());
         }
         // RFC 7162 §3.1.4: asked for, or beside FLAGS once CONDSTORE is on.
         if shape.modseq || (self.condstore && (wants_flags || sets_seen)) {
-            parts.push(format!("MODSEQ ({})", shown.entry.modseq).into_bytes());
+            parts.push(format!("MODSEQ ({})", entry.modseq).into_bytes());
         }
         let mut out = format!("* {} FETCH (", i + 1).into_bytes();
         out.extend(parts.join(&b' '));
@@ -422,7 +418,7 @@ impl ImapSession {
             keywords: &keywords,
             unchanged_since,
         };
-        let targets: Vec<_> = indexes.iter().map(|&i| &sel.view[i].entry).collect();
+        let targets: Vec<_> = indexes.iter().map(|&i| sel.entry(i)).collect();
         let update = match sel.folder.update_flags(&targets, &change) {
             Ok(update) => update,
             Err(e) => return format!("NO [SERVERBUG] Cannot change flags: {e}"),
@@ -481,14 +477,13 @@ impl ImapSession {
         if sel.read_only {
             return;
         }
-        let largest = sel.view.last().map_or(0, |s| s.entry.uid);
+        let largest = sel.last_uid();
         let mut removed = Vec::new();
-        for i in (0..sel.view.len()).rev() {
-            let shown = &sel.view[i];
-            let chosen = only.is_none_or(|set| search::in_set(set, shown.entry.uid, largest));
-            if shown.entry.flags.contains('T') && chosen && sel.folder.delete(&shown.entry).is_ok()
-            {
-                removed.push((i, sel.view.remove(i).entry.uid));
+        for i in (0..sel.len()).rev() {
+            let entry = sel.entry(i);
+            let chosen = only.is_none_or(|set| search::in_set(set, entry.uid, largest));
+            if entry.flags.contains('T') && chosen && sel.folder.delete(entry).is_ok() {
+                removed.push((i, sel.remove(i)));
             }
         }
         if report {
@@ -520,23 +515,23 @@ impl ImapSession {
         let mut to = Vec::new();
         let mut expunged = false;
         for &i in &indexes {
-            let shown = &sel.view[i];
-            let bytes = match sel.folder.read(&shown.entry) {
+            let entry = sel.entry(i);
+            let bytes = match sel.folder.read(entry) {
                 Ok(bytes) => bytes,
                 Err(_) => {
                     expunged = true;
                     continue;
                 }
             };
-            let flags = shown.entry.flags;
+            let flags = entry.flags;
             let names: Vec<String> = flags
                 .keyword_letters()
                 .filter_map(|c| sel.keywords.name(c).map(str::to_string))
                 .collect();
-            let date = Some(shown.entry.internal_date);
+            let date = Some(entry.internal_date);
             match target.append(&bytes, flags.system(), &names, date) {
                 Ok(new_uid) => {
-                    from.push(shown.entry.uid.to_string());
+                    from.push(entry.uid.to_string());
                     to.push(new_uid.to_string());
                 }
                 Err(e) => return format!("NO [SERVERBUG] Copy failed: {e}"),
@@ -562,8 +557,8 @@ impl ImapSession {
         let mut sorted = indexes;
         sorted.sort_unstable_by(|a, b| b.cmp(a));
         for i in sorted {
-            if sel.folder.delete(&sel.view[i].entry).is_ok() {
-                removed.push((i, sel.view.remove(i).entry.uid));
+            if sel.folder.delete(sel.entry(i)).is_ok() {
+                removed.push((i, sel.remove(i)));
             }
         }
         self.report_expunged(&removed);

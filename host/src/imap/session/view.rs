@@ -24,23 +24,6 @@ use crate::store::watch::FolderWatch;
 /// How often IDLE looks for changes where the folder cannot be watched.
 const IDLE_POLL: Duration = Duration::from_secs(5);
 
-/// A message as this session shows it.
-pub(super) struct Shown {
-    pub entry: MailEntry,
-    /// `\Recent` in this session (RFC 3501: one session only sees a message as recent).
-    pub recent: bool,
-    /// What a retrieve-stage plugin made of it for this client.
-    pub edited: Option<Arc<Vec<u8>>>,
-}
-
-impl Shown {
-    pub fn size(&self) -> u64 {
-        self.edited
-            .as_ref()
-            .map_or(self.entry.size, |e| e.len() as u64)
-    }
-}
-
 pub(super) struct Selected {
     pub name: String,
     pub folder: Folder,
@@ -48,7 +31,6 @@ pub(super) struct Selected {
     pub uid_next: u32,
     /// The folder's HIGHESTMODSEQ as this session last learnt it.
     pub highest_modseq: u64,
-    pub view: Vec<Shown>,
     /// The folder's keyword names as last announced to the client.
     pub keywords: Keywords,
     /// UIDs hidden from this session by a retrieve-stage plugin.
@@ -56,56 +38,120 @@ pub(super) struct Selected {
     /// Change notification for the folder: a refresh rescans only after a change. `None`
     /// where the folder cannot be watched (then every refresh rescans).
     pub watch: Option<FolderWatch>,
+    /// The messages shown, by ascending UID (sequence number - 1 is the index). Sessions that
+    /// see the folder alike share one list; a change here copies it first.
+    messages: Arc<Vec<MailEntry>>,
+    /// UIDs `\Recent` in this session (RFC 3501: in one session only).
+    recent: HashSet<u32>,
+    /// What a retrieve-stage plugin made of a message for this client, by UID.
+    edited: HashMap<u32, Arc<Vec<u8>>>,
 }
 
 impl Selected {
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn entries(&self) -> &[MailEntry] {
+        &self.messages
+    }
+
+    pub fn entry(&self, i: usize) -> &MailEntry {
+        &self.messages[i]
+    }
+
+    pub fn get(&self, i: usize) -> Option<&MailEntry> {
+        self.messages.get(i)
+    }
+
+    pub fn last_uid(&self) -> u32 {
+        self.messages.last().map_or(0, |e| e.uid)
+    }
+
+    pub fn is_recent(&self, i: usize) -> bool {
+        self.messages
+            .get(i)
+            .is_some_and(|e| self.recent.contains(&e.uid))
+    }
+
+    pub fn recent_count(&self) -> usize {
+        self.recent.len()
+    }
+
+    pub fn edited(&self, i: usize) -> Option<&Arc<Vec<u8>>> {
+        self.edited.get(&self.messages.get(i)?.uid)
+    }
+
+    /// The size this client is told: of the edited bytes when a plugin edited the message.
+    pub fn size(&self, i: usize) -> u64 {
+        match self.edited(i) {
+            Some(bytes) => bytes.len() as u64,
+            None => self.messages.get(i).map_or(0, |e| e.size),
+        }
+    }
+
+    /// Takes a message out of the view; its UID.
+    pub fn remove(&mut self, i: usize) -> u32 {
+        let uid = Arc::make_mut(&mut self.messages).remove(i).uid;
+        self.recent.remove(&uid);
+        self.edited.remove(&uid);
+        uid
+    }
+
     /// Takes in the flags (and mod-sequences) of messages as the store reports them after a
     /// change, so that the next refresh does not report them again.
     pub fn absorb(&mut self, entries: &[MailEntry]) {
         let newest = entries.iter().map(|e| e.modseq).max().unwrap_or(0);
         self.highest_modseq = self.highest_modseq.max(newest);
-        let by_uid: HashMap<u32, &MailEntry> = entries.iter().map(|e| (e.uid, e)).collect();
-        for shown in &mut self.view {
-            if let Some(now) = by_uid.get(&shown.entry.uid) {
-                shown.entry.flags = now.flags;
-                shown.entry.modseq = now.modseq;
-                shown.entry.in_new = now.in_new;
+        for now in entries {
+            let Some(i) = self.position(now.uid) else {
+                continue;
+            };
+            let held = &self.messages[i];
+            if (held.flags, held.modseq, held.in_new) != (now.flags, now.modseq, now.in_new) {
+                let entry = &mut Arc::make_mut(&mut self.messages)[i];
+                entry.flags = now.flags;
+                entry.modseq = now.modseq;
+                entry.in_new = now.in_new;
             }
         }
     }
 
     /// Index into the view of the message with this UID.
     pub fn position(&self, uid: u32) -> Option<usize> {
-        self.view.binary_search_by_key(&uid, |s| s.entry.uid).ok()
+        self.messages.binary_search_by_key(&uid, |e| e.uid).ok()
     }
+}
+
+/// Messages through the retrieve stage: those shown (`recent` cleared, for sharing), and
+/// what is this session's own.
+#[derive(Default)]
+struct Screened {
+    shown: Vec<MailEntry>,
+    recent: Vec<u32>,
+    edited: Vec<(u32, Arc<Vec<u8>>)>,
+    hidden: Vec<u32>,
 }
 
 impl ImapSession {
     /// Runs the retrieve stage for entries not yet seen by this session.
-    async fn screen(
-        &self,
-        folder: &Folder,
-        name: &str,
-        entries: Vec<MailEntry>,
-    ) -> (Vec<Shown>, Vec<u32>) {
+    async fn screen(&self, folder: &Folder, name: &str, entries: Vec<MailEntry>) -> Screened {
         let plugins = self.shared.plugins.current();
-        let mut shown = Vec::with_capacity(entries.len());
-        let mut hidden = Vec::new();
-        for entry in entries {
-            let recent = entry.recent;
+        let mut out = Screened::default();
+        for mut entry in entries {
+            if entry.recent {
+                out.recent.push(entry.uid);
+                entry.recent = false;
+            }
             if !plugins.handles(Stage::Retrieve) {
-                shown.push(Shown {
-                    entry,
-                    recent,
-                    edited: None,
-                });
+                out.shown.push(entry);
                 continue;
             }
             let Ok(bytes) = blocking::run(|| folder.read(&entry)) else {
                 continue;
             };
             let session = self.client.plugin_session(None, self.user.clone());
-            match retrieval::view(
+            let view = retrieval::view(
                 &plugins,
                 &self.shared.services,
                 session,
@@ -113,17 +159,16 @@ impl ImapSession {
                 entry.uid,
                 bytes,
             )
-            .await
-            {
-                View::Hidden => hidden.push(entry.uid),
-                View::Shown(edited) => shown.push(Shown {
-                    entry,
-                    recent,
-                    edited,
-                }),
+            .await;
+            match view {
+                View::Hidden => out.hidden.push(entry.uid),
+                View::Shown(edited) => {
+                    out.edited.extend(edited.map(|e| (entry.uid, e)));
+                    out.shown.push(entry);
+                }
             }
         }
-        (shown, hidden)
+        out
     }
 
     pub(super) async fn select(
@@ -156,10 +201,10 @@ impl ImapSession {
             Ok(s) => s,
             Err(e) => return self.send(&format!("{tag} NO [SERVERBUG] {e}")),
         };
-        let (view, hidden) = self.screen(&folder, &name, snapshot.entries).await;
-        let exists = view.len();
-        let recent = view.iter().filter(|s| s.recent).count();
-        let unseen = view.iter().position(|s| !s.entry.flags.contains('S'));
+        let screened = self.screen(&folder, &name, snapshot.entries).await;
+        let exists = screened.shown.len();
+        let recent = screened.recent.len();
+        let unseen = screened.shown.iter().position(|e| !e.flags.contains('S'));
         for line in flags::announcement(&snapshot.keywords) {
             self.send(&line);
         }
@@ -183,16 +228,19 @@ impl ImapSession {
             ));
         }
         let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
+        let folder_path = folder.path.clone();
         self.selected = Some(Selected {
             name,
             folder,
             read_only,
             uid_next: snapshot.uid_next,
             highest_modseq: snapshot.highest_modseq,
-            view,
             keywords: snapshot.keywords,
-            hidden: hidden.into_iter().collect(),
+            hidden: screened.hidden.into_iter().collect(),
             watch,
+            messages: self.shared.snapshots.intern(&folder_path, screened.shown),
+            recent: screened.recent.into_iter().collect(),
+            edited: screened.edited.into_iter().collect(),
         });
         if let Some(SelectParams::Qresync {
             uid_validity,
@@ -223,7 +271,7 @@ impl ImapSession {
         let changed: Vec<usize> = self
             .selected
             .iter()
-            .flat_map(|sel| (0..sel.view.len()).filter(move |&i| sel.view[i].entry.modseq > modseq))
+            .flat_map(|sel| (0..sel.len()).filter(move |&i| sel.entry(i).modseq > modseq))
             .collect();
         for i in changed {
             let line = self.flags_update(i, true);
@@ -237,7 +285,7 @@ impl ImapSession {
         let Some(sel) = self.selected.as_ref() else {
             return String::new();
         };
-        let mut present: Vec<u32> = sel.view.iter().map(|s| s.entry.uid).collect();
+        let mut present: Vec<u32> = sel.entries().iter().map(|e| e.uid).collect();
         present.extend(sel.hidden.iter().copied());
         present.sort_unstable();
         let largest = sel.uid_next.saturating_sub(1);
@@ -271,23 +319,19 @@ impl ImapSession {
     /// `* n FETCH (FLAGS ...)` for a message whose flags the client should learn: with its UID
     /// under QRESYNC (or when `uid` asks), and its MODSEQ under CONDSTORE.
     pub(super) fn flags_update(&self, i: usize, uid: bool) -> String {
-        let Some((sel, shown)) = self
-            .selected
-            .as_ref()
-            .and_then(|s| Some((s, s.view.get(i)?)))
-        else {
+        let Some((sel, entry)) = self.selected.as_ref().and_then(|s| Some((s, s.get(i)?))) else {
             return String::new();
         };
         let mut items = Vec::new();
         if uid || self.qresync {
-            items.push(format!("UID {}", shown.entry.uid));
+            items.push(format!("UID {}", entry.uid));
         }
         items.push(format!(
             "FLAGS {}",
-            flags::render(shown.entry.flags, shown.recent, &sel.keywords)
+            flags::render(entry.flags, sel.is_recent(i), &sel.keywords)
         ));
         if self.condstore {
-            items.push(format!("MODSEQ ({})", shown.entry.modseq));
+            items.push(format!("MODSEQ ({})", entry.modseq));
         }
         format!("* {} FETCH ({})", i + 1, items.join(" "))
     }
@@ -354,34 +398,30 @@ impl ImapSession {
         };
         let (folder, name) = (sel.folder.clone(), sel.name.clone());
         let now: HashMap<u32, &MailEntry> = snapshot.entries.iter().map(|e| (e.uid, e)).collect();
-        // Expunged by someone else: highest sequence numbers first.
+        // Expunged by someone else: highest sequence numbers first, each as numbered then.
         let mut removed = Vec::new();
-        for i in (0..sel.view.len()).rev() {
-            if !now.contains_key(&sel.view[i].entry.uid) {
-                removed.push((i, sel.view.remove(i).entry.uid));
+        for i in (0..sel.len()).rev() {
+            if !now.contains_key(&sel.entry(i).uid) {
+                removed.push((i, sel.remove(i)));
             }
         }
+        // The rest as they are now (flags, mod-sequences), then what is new.
+        let mut list = Vec::with_capacity(snapshot.entries.len());
         let mut changed = Vec::new();
-        for (i, shown) in sel.view.iter_mut().enumerate() {
-            if let Some(current) = now.get(&shown.entry.uid) {
-                if current.flags != shown.entry.flags {
-                    changed.push(i);
+        for held in sel.entries() {
+            if let Some(&current) = now.get(&held.uid) {
+                if current.flags != held.flags {
+                    changed.push(held.uid);
                 }
-                shown.entry = (*current).clone();
+                let mut current = current.clone();
+                current.recent = false;
+                list.push(current);
             }
         }
-        self.report_expunged(&removed);
-        let mut lines: Vec<String> = changed
-            .iter()
-            .map(|&i| self.flags_update(i, false))
-            .collect();
-        let Some(sel) = self.selected.as_mut() else {
-            return;
-        };
         let known: HashSet<u32> = sel
-            .view
+            .entries()
             .iter()
-            .map(|s| s.entry.uid)
+            .map(|e| e.uid)
             .chain(sel.hidden.iter().copied())
             .collect();
         let fresh: Vec<MailEntry> = snapshot
@@ -393,19 +433,28 @@ impl ImapSession {
         sel.uid_next = snapshot.uid_next;
         sel.highest_modseq = snapshot.highest_modseq;
         let had_new = !fresh.is_empty();
-        let (shown, hidden) = self.screen(&folder, &name, fresh).await;
+        self.report_expunged(&removed);
+        let screened = self.screen(&folder, &name, fresh).await;
         let Some(sel) = self.selected.as_mut() else {
             return;
         };
-        sel.hidden.extend(hidden);
-        sel.view.extend(shown);
-        sel.view.sort_by_key(|s| s.entry.uid);
+        sel.hidden.extend(screened.hidden);
+        sel.recent.extend(screened.recent);
+        sel.edited.extend(screened.edited);
+        list.extend(screened.shown);
+        list.sort_by_key(|e| e.uid);
+        sel.messages = self.shared.snapshots.intern(&folder.path, list);
+        let mut lines: Vec<String> = changed
+            .iter()
+            .filter_map(|&uid| self.selected.as_ref()?.position(uid))
+            .map(|i| self.flags_update(i, false))
+            .collect();
+        let Some(sel) = self.selected.as_ref() else {
+            return;
+        };
         if had_new {
-            lines.push(format!("* {} EXISTS", sel.view.len()));
-            lines.push(format!(
-                "* {} RECENT",
-                sel.view.iter().filter(|s| s.recent).count()
-            ));
+            lines.push(format!("* {} EXISTS", sel.len()));
+            lines.push(format!("* {} RECENT", sel.recent_count()));
         }
         for line in lines {
             self.send(&line);
