@@ -57,13 +57,16 @@ impl UidList {
         let mut second_format = false;
         let mut first_recent = None;
         for word in header.split_whitespace() {
-            let (kind, value) = word.split_at(word.len().min(1));
+            let Some(kind) = word.chars().next() else {
+                continue;
+            };
+            let value = &word[kind.len_utf8()..];
             match kind {
-                "V" => list.validity = value.parse().unwrap_or(0),
-                "N" => list.next = value.parse().unwrap_or(1),
-                "M" => list.highest_modseq = value.parse().unwrap_or(1),
-                "R" => first_recent = value.parse().ok(),
-                "F" => second_format = value == "2",
+                'V' => list.validity = value.parse().unwrap_or(0),
+                'N' => list.next = value.parse().unwrap_or(1),
+                'M' => list.highest_modseq = value.parse().unwrap_or(1),
+                'R' => first_recent = value.parse().ok(),
+                'F' => second_format = value == "2",
                 _ => {}
             }
         }
