@@ -7,7 +7,7 @@
 set -euo pipefail
 N=${1:-10000} L=${2:-4096}
 source "$(dirname "$0")/common.sh"
-[ -n "${MEMORY_ONLY:-}" ] || command -v dovecot >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd dovecot-pop3d >/dev/null; }
+[ -n "${MEMORY_ONLY:-}" ] || [ -x /usr/lib/dovecot/imap ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd dovecot-pop3d >/dev/null; }
 work=$(run_dir access)
 imaps=${IMAPS_PORT:-2693} pop3s=${POP3S_PORT:-2695} d_imaps=${DOVECOT_IMAPS:-2793} d_pop3s=${DOVECOT_POP3S:-2795}
 cat > "$work/gateway.toml" <<TOML
@@ -30,6 +30,7 @@ protocol = "pop3"
 tls = "implicit"
 TOML
 echo bench | "$bin" user add bench@example.org --config "$work/gateway.toml" 2>/dev/null
+echo bench | "$bin" user add stress@example.org --config "$work/gateway.toml" 2>/dev/null
 # N messages of about L bytes, straight into the Maildir (as a delivery would leave them).
 python3 - "$work/data/mail/example.org/bench" "$N" "$L" <<'PY'
 import os, sys
@@ -50,10 +51,12 @@ trap 'kill $pid 2>/dev/null || true; [ -f "$work/dovecot/dovecot.conf" ] && dove
 
 if [ -z "${MEMORY_ONLY:-}" ]; then
 # Dovecot on a copy of the same Maildir, as nobody, with mailgate's certificate.
-mkdir -p "$work/dovecot"
-cp -a "$work/data/mail/example.org/bench" "$work/dovecot/Maildir"
-rm -f "$work/dovecot/Maildir/mailgate-uidlist"*
-chown -R nobody:nogroup "$work/dovecot/Maildir"
+mkdir -p "$work/dovecot/mail"
+cp -a "$work/data/mail/example.org/bench" "$work/dovecot/mail/bench"
+rm -f "$work/dovecot/mail/bench/mailgate-uidlist"* "$work/dovecot/mail/bench/mailgate-uidvalidity"*
+chown -R nobody:nogroup "$work/dovecot/mail"
+# The same argon2id hashes mailgate checks (m=19 MiB, t=2), so that logins cost both the same.
+sed -n 's/^"\([^@"]*\)@[^"]*" = "\(\$argon2id[^"]*\)"$/\1:{ARGON2ID}\2/p' "$work/data/users.toml" >"$work/dovecot/passwd"
 cat > "$work/dovecot/dovecot.conf" <<CONF
 protocols = imap pop3
 listen = 127.0.0.1
@@ -62,14 +65,14 @@ log_path = $work/dovecot/dovecot.log
 ssl = required
 ssl_cert = <$work/data/tls/cert.pem
 ssl_key = <$work/data/tls/key.pem
-mail_location = maildir:$work/dovecot/Maildir
+mail_location = maildir:$work/dovecot/mail/%n
 passdb {
-  driver = static
-  args = password=bench
+  driver = passwd-file
+  args = $work/dovecot/passwd
 }
 userdb {
   driver = static
-  args = uid=nobody gid=nogroup home=$work/dovecot
+  args = uid=nobody gid=nogroup home=$work/dovecot/mail/%n
 }
 service imap-login {
   inet_listener imap {
@@ -97,6 +100,22 @@ echo "mailgate:"
 python3 "$root/host/benches/access_client.py" "$imaps" "$pop3s" bench@example.org bench 1000
 echo "dovecot $(dovecot --version | cut -d' ' -f1):"
 python3 "$root/host/benches/access_client.py" "$d_imaps" "$d_pop3s" bench bench 1000
+
+# imaptest's stress mode (random concurrent sessions that check each other's view), 5 clients
+# for 30 s, on a mailbox of its own on each server: logins and commands per second, errors.
+imaptest_bin=$(bash "$root/../shared/tools/imaptest/build.sh" "$root/target/imaptest" | tail -1)
+stress() { # NAME PORT USER
+  LD_LIBRARY_PATH=/usr/lib/dovecot "$imaptest_bin" host=127.0.0.1 port="$2" ssl=any-cert user="$3" pass=bench \
+    mbox="$(dirname "$imaptest_bin")/tests/default.mbox" secs=30 clients=5 >"$work/stress-$1.log" 2>&1 || true
+  awk -v name="$1" '
+    /Error:/ { errors++ }
+    totals && /^[ 0-9]+$/ { logins = $1; for (i = 1; i <= NF; i++) commands += $i; totals = 0 }
+    /^Totals:/ { totals = 1 }
+    END { printf "  imaptest stress, %s (5 clients, 30 s): %.0f logins/s, %.0f commands/s, %d errors\n", name, logins / 30, commands / 30, errors }
+  ' "$work/stress-$1.log"
+}
+stress mailgate "$imaps" stress@example.org
+stress dovecot "$d_imaps" stress
 fi
 
 # Memory per idle IMAP connection: 200 logged-in sessions with INBOX selected.

@@ -1,6 +1,7 @@
 """Times mail access over implicit TLS: IMAP FETCH of every full body, IMAP FETCH of every
-BODYSTRUCTURE, POP3 RETR of the first N. Usage: access_client.py IMAPS POP3S USER PASSWORD N_POP
-Prints one line per measure."""
+BODYSTRUCTURE, a CONDSTORE resync (`UID FETCH 1:* (FLAGS) (CHANGEDSINCE n)` after another
+session changed 100 messages), POP3 RETR of the first N.
+Usage: access_client.py IMAPS POP3S USER PASSWORD N_POP. Prints one line per measure."""
 import imaplib
 import poplib
 import ssl
@@ -23,6 +24,29 @@ for what, items in (("full bodies", "(BODY.PEEK[])"), ("BODYSTRUCTURE", "(BODYST
     fetched = sum(1 for d in data if isinstance(d, tuple) or (isinstance(d, bytes) and d != b")"))
     print(f"  IMAP FETCH {what}: {fetched}/{count} messages in {took:.2f} s = {fetched / took:.0f} msg/s")
 imap.logout()
+
+# CONDSTORE resync: remember HIGHESTMODSEQ, let another session flag 100 messages, then ask for
+# what changed since.
+a = imaplib.IMAP4_SSL("127.0.0.1", imaps, ssl_context=ctx, timeout=300)
+a.login(user, password)
+a._simple_command("SELECT", "INBOX", "(CONDSTORE)")
+a.state = "SELECTED"  # imaplib's select() takes no parameters
+highest = int(a.untagged_responses.pop("HIGHESTMODSEQ")[0])
+b = imaplib.IMAP4_SSL("127.0.0.1", imaps, ssl_context=ctx, timeout=300)
+b.login(user, password)
+b.select("INBOX")
+step = max(1, count // 100)
+for n in range(1, count + 1, step)[:100]:
+    b.store(str(n), "+FLAGS", "(\\Flagged)")
+b.logout()
+a.noop()
+a.untagged_responses.clear()  # the NOOP's flag updates are not the resync's answer
+start = time.time()
+typ, data = a.uid("FETCH", "1:*", f"(FLAGS) (CHANGEDSINCE {highest})")
+took = time.time() - start
+changed = sum(1 for d in data if d)
+print(f"  IMAP CONDSTORE resync of {count} after 100 changes: {changed} messages in {took * 1000:.1f} ms")
+a.logout()
 
 pop = poplib.POP3_SSL("127.0.0.1", pop3s, context=ctx, timeout=300)
 pop.user(user)

@@ -139,6 +139,17 @@ fn angle(inside: &[&Token]) -> (Option<String>, Option<(String, String)>) {
     }
 }
 
+/// A mailbox written without angle brackets (`user@domain (Comment Name)`).
+fn bare_mailbox(tokens: &[&Token]) -> Option<Item> {
+    let (local, domain) = addr_spec(tokens)?;
+    Some(Item::Mailbox {
+        name: last_comment(tokens),
+        route: None,
+        local,
+        domain,
+    })
+}
+
 /// Parses a header value into ENVELOPE address items.
 pub fn parse(input: &str) -> Vec<Item> {
     let tokens = tokens(input);
@@ -180,14 +191,7 @@ pub fn parse(input: &str) -> Vec<Item> {
                 pending.clear();
             }
             Token::Special(c @ (',' | ';')) => {
-                if let Some((local, domain)) = addr_spec(&pending) {
-                    items.push(Item::Mailbox {
-                        name: last_comment(&pending),
-                        route: None,
-                        local,
-                        domain,
-                    });
-                }
+                items.extend(bare_mailbox(&pending));
                 pending.clear();
                 if *c == ';' && in_group {
                     items.push(Item::GroupEnd);
@@ -197,14 +201,7 @@ pub fn parse(input: &str) -> Vec<Item> {
             other => pending.push(other),
         }
     }
-    if let Some((local, domain)) = addr_spec(&pending) {
-        items.push(Item::Mailbox {
-            name: last_comment(&pending),
-            route: None,
-            local,
-            domain,
-        });
-    }
+    items.extend(bare_mailbox(&pending));
     if in_group {
         items.push(Item::GroupEnd);
     }
