@@ -279,7 +279,9 @@ impl Folder {
         for sub in ["cur", "new"] {
             for entry in self.dir.read_dir(sub)?.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') {
+                // Dot files are not messages; a name with a line break cannot be indexed (the
+                // index is one line per message): left alone, never lost.
+                if name.starts_with('.') || name.contains('\n') {
                     continue;
                 }
                 let (key, flags) = split_name(&name);

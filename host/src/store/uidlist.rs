@@ -47,7 +47,9 @@ impl UidList {
     /// Reads an index; lines that do not parse are skipped (their messages get new UIDs), so a
     /// damaged file never stops a folder from opening.
     pub fn parse(text: &str) -> UidList {
-        let mut lines = text.lines();
+        // Split on LF only: a key may end in CR (an odd but legal file name), and `lines()`
+        // would take it off.
+        let mut lines = text.split('\n');
         let header = lines.next().unwrap_or("");
         let mut list = UidList {
             next: 1,
