@@ -518,3 +518,32 @@ fn a_client_resyncs_with_condstore_and_qresync_after_another_sessions_changes() 
     assert_eq!(texts("changedsince"), changed, "CHANGEDSINCE agrees");
     assert_eq!(texts("changedsince_vanished"), texts("vanished"));
 }
+
+#[test]
+fn status_reports_size_and_deleted() {
+    let gw = Gateway::start("");
+    let second = MESSAGE.replace("Hello.", "Hello again, longer.");
+    gw.deliver_local("alice@example.test", &[MESSAGE.to_string(), second.clone()]);
+    let out = imap_raw(
+        &gw,
+        &[
+            (LOGIN, "l"),
+            ("s SELECT INBOX\r\n", "s"),
+            ("d STORE 2 +FLAGS (\\Deleted)\r\n", "d"),
+            ("t STATUS INBOX (MESSAGES SIZE DELETED)\r\n", "t"),
+            ("b STATUS INBOX (BOGUS)\r\n", "b"),
+        ],
+    );
+    let status = line_with(&out[4], "* STATUS");
+    // Sizes as served: what each delivery stored (Return-Path and Received lines included).
+    let stored: u64 = std::fs::read_dir(maildir(&gw).join("cur"))
+        .expect("cur")
+        .flatten()
+        .map(|e| e.metadata().expect("meta").len())
+        .sum();
+    assert!(
+        status.contains(&format!("(MESSAGES 2 SIZE {stored} DELETED 1)")),
+        "{status}"
+    );
+    assert!(out[5].contains("b BAD"), "{}", out[5]);
+}

@@ -7,13 +7,17 @@
 //! strings, literals, parentheses) in one pass, literals skipped by their length; the parts
 //! taken out are what [`Extras`] holds, the rest goes on to imap-codec byte for byte.
 
+use std::borrow::Cow;
+
 /// What a command's extension syntax said.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extras {
     pub select: Option<SelectParams>,
     /// FETCH asked for MODSEQ.
     pub fetch_modseq: bool,
-    /// The FETCH named no item imap-codec knows (only MODSEQ): `UID` stood in for it.
+    /// BINARY, BINARY.PEEK and BINARY.SIZE items (RFC 3516).
+    pub binary: Vec<BinaryItem>,
+    /// The FETCH named no item imap-codec knows (only MODSEQ or BINARY): `UID` stood in.
     pub fetch_uid_stand_in: bool,
     pub changed_since: Option<u64>,
     pub vanished: bool,
@@ -24,6 +28,34 @@ pub struct Extras {
     pub search_modseq: bool,
     pub sort: Option<Vec<SortKey>>,
     pub list: Option<ListExtras>,
+    /// The message of an APPEND sent as `~{n}` binary data (RFC 3516), which imap-codec cannot
+    /// take: a one-byte stand-in went to it instead.
+    pub append_binary: Option<Vec<u8>>,
+    /// STATUS items (upper case), read here so that SIZE and DELETED (RFC 9051) need nothing
+    /// from imap-codec.
+    pub status: Option<Vec<String>>,
+}
+
+/// A FETCH BINARY item: `BINARY[1.2]<0.100>`, `BINARY.PEEK[]`, `BINARY.SIZE[2]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryItem {
+    pub size_only: bool,
+    pub peek: bool,
+    /// Part numbers; empty for the whole message.
+    pub part: Vec<u32>,
+    /// (origin, length).
+    pub partial: Option<(u32, u32)>,
+}
+
+impl BinaryItem {
+    /// `1.2`, as the response names the section.
+    pub fn section(&self) -> String {
+        self.part
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(".")
+    }
 }
 
 /// SELECT/EXAMINE parameters.
@@ -79,6 +111,8 @@ enum Kind {
     Atom,
     Quoted,
     Literal,
+    /// `~{n}` (RFC 3516): binary data, NULs allowed.
+    Literal8,
     Open,
     Close,
 }
@@ -150,27 +184,14 @@ fn lex(bytes: &[u8]) -> Result<Vec<Token>, String> {
                     value,
                 });
             }
-            b'{' => {
-                let close = bytes[i..]
-                    .iter()
-                    .position(|&b| b == b'}')
-                    .ok_or("bad literal")?;
-                let digits = String::from_utf8_lossy(&bytes[i + 1..i + close]);
-                let length: usize = digits
-                    .trim_end_matches('+')
-                    .parse()
-                    .map_err(|_| "bad literal length")?;
-                let data = i + close + 3; // past "}\r\n"
-                let end = data.checked_add(length).ok_or("bad literal length")?;
-                let value = bytes.get(data..end).ok_or("short literal")?.to_vec();
-                i = end;
-                tokens.push(Token {
-                    kind: Kind::Literal,
-                    start,
-                    end,
-                    value,
-                });
+            b'~' if bytes.get(i + 1) == Some(&b'{') => {
+                i += 1;
+                let mut token = literal_at(bytes, &mut i)?;
+                token.start = start;
+                token.kind = Kind::Literal8;
+                tokens.push(token);
             }
+            b'{' => tokens.push(literal_at(bytes, &mut i)?),
             _ => {
                 // An atom, with any `[...]` section (which may hold spaces and parentheses).
                 let mut depth = 0usize;
@@ -193,6 +214,30 @@ fn lex(bytes: &[u8]) -> Result<Vec<Token>, String> {
         }
     }
     Ok(tokens)
+}
+
+/// The literal whose `{` is at `*i` (length, CRLF, bytes); `*i` moves past it.
+fn literal_at(bytes: &[u8], i: &mut usize) -> Result<Token, String> {
+    let start = *i;
+    let close = bytes[start..]
+        .iter()
+        .position(|&b| b == b'}')
+        .ok_or("bad literal")?;
+    let digits = String::from_utf8_lossy(&bytes[start + 1..start + close]);
+    let length: usize = digits
+        .trim_end_matches('+')
+        .parse()
+        .map_err(|_| "bad literal length")?;
+    let data = start + close + 3; // past "}\r\n"
+    let end = data.checked_add(length).ok_or("bad literal length")?;
+    let value = bytes.get(data..end).ok_or("short literal")?.to_vec();
+    *i = end;
+    Ok(Token {
+        kind: Kind::Literal,
+        start,
+        end,
+        value,
+    })
 }
 
 /// The index of the `)` that closes the `(` at `open`.
@@ -257,10 +302,10 @@ impl Edit<'_> {
 /// Takes the extension syntax out of `command`; `uids_since(n)` answers the SEARCH key
 /// `MODSEQ n` with a search key imap-codec knows (the UIDs changed at or after `n`). Commands
 /// without any come back unchanged. An error is a BAD reply's text.
-pub fn take(
-    command: &[u8],
+pub fn take<'a>(
+    command: &'a [u8],
     uids_since: &dyn Fn(u64) -> String,
-) -> Result<(Vec<u8>, Extras), String> {
+) -> Result<(Cow<'a, [u8]>, Extras), String> {
     let mut extras = Extras::default();
     let verb_at = |tokens: &[Token]| usize::from(tokens.get(1).is_some_and(|t| t.is("UID"))) + 1;
     // Only commands that can carry extension syntax are looked at.
@@ -274,17 +319,19 @@ pub fn take(
             b"SEARCH",
             b"SORT",
             b"LIST",
+            b"STATUS",
+            b"APPEND",
         ]
         .iter()
         .any(|v| w.eq_ignore_ascii_case(v))
     });
     if !interesting {
-        return Ok((command.to_vec(), extras));
+        return Ok((Cow::Borrowed(command), extras));
     }
     let tokens = lex(command)?;
     let v = verb_at(&tokens);
     let Some(verb) = tokens.get(v).map(|t| t.text().to_ascii_uppercase()) else {
-        return Ok((command.to_vec(), extras));
+        return Ok((Cow::Borrowed(command), extras));
     };
     let mut edit = Edit {
         bytes: command,
@@ -297,9 +344,19 @@ pub fn take(
         "SEARCH" => search(&tokens, v, &mut edit, &mut extras, uids_since)?,
         "SORT" => sort(&tokens, v, &mut edit, &mut extras, uids_since)?,
         "LIST" => list(&tokens, v, &mut edit, &mut extras)?,
+        "STATUS" => status(&tokens, v, &mut edit, &mut extras)?,
+        "APPEND" => {
+            if let Some(i) = tokens.iter().position(|t| t.kind == Kind::Literal8) {
+                extras.append_binary = Some(tokens[i].value.clone());
+                edit.replace(&tokens, i, i, "{1}\r\n.");
+            }
+        }
         _ => {}
     }
-    Ok((edit.finish(), extras))
+    if edit.cuts.is_empty() {
+        return Ok((Cow::Borrowed(command), extras));
+    }
+    Ok((Cow::Owned(edit.finish()), extras))
 }
 
 fn select(tokens: &[Token], v: usize, edit: &mut Edit, extras: &mut Extras) -> Result<(), String> {
@@ -342,37 +399,29 @@ fn fetch(tokens: &[Token], v: usize, edit: &mut Edit, extras: &mut Extras) -> Re
     let Some(first) = tokens.get(items) else {
         return Ok(());
     };
-    let after = if first.kind == Kind::Open {
+    let (list, after) = if first.kind == Kind::Open {
         let close = closing(tokens, items)?;
-        let named: Vec<usize> = (items + 1..close)
-            .filter(|&i| tokens[i].is("MODSEQ"))
-            .collect();
-        if !named.is_empty() {
-            extras.fetch_modseq = true;
-            let others = close - items - 1 - named.len();
-            for &i in &named {
-                edit.replace(tokens, i, i, if others == 0 { "UID" } else { "" });
-                if others == 0 {
-                    extras.fetch_uid_stand_in = true;
-                    break;
-                }
-            }
-            // Any further MODSEQ of an all-MODSEQ list goes too.
-            if others == 0 {
-                for &i in named.iter().skip(1) {
-                    edit.replace(tokens, i, i, "");
-                }
-            }
-        }
-        close + 1
+        (items + 1..close, close + 1)
     } else {
-        if first.is("MODSEQ") {
-            extras.fetch_modseq = true;
-            extras.fetch_uid_stand_in = true;
-            edit.replace(tokens, items, items, "UID");
-        }
-        items + 1
+        (items..items + 1, items + 1)
     };
+    // MODSEQ and BINARY items are ours; the rest is imap-codec's.
+    let mut ours = Vec::new();
+    for i in list.clone() {
+        if tokens[i].is("MODSEQ") {
+            extras.fetch_modseq = true;
+            ours.push(i);
+        } else if let Some(item) = binary_item(&tokens[i])? {
+            extras.binary.push(item);
+            ours.push(i);
+        }
+    }
+    for (n, &i) in ours.iter().enumerate() {
+        // imap-codec needs one item: when all are ours, a UID stands in (and is not shown).
+        let stand_in = n == 0 && ours.len() == list.len();
+        edit.replace(tokens, i, i, if stand_in { "UID" } else { "" });
+        extras.fetch_uid_stand_in |= stand_in;
+    }
     if tokens.get(after).map(|t| t.kind) != Some(Kind::Open) {
         return Ok(());
     }
@@ -394,6 +443,51 @@ fn fetch(tokens: &[Token], v: usize, edit: &mut Edit, extras: &mut Extras) -> Re
     }
     edit.replace(tokens, after, close, "");
     Ok(())
+}
+
+/// A BINARY item, `None` for any other atom.
+fn binary_item(token: &Token) -> Result<Option<BinaryItem>, String> {
+    let text = token.text().to_ascii_uppercase();
+    if token.kind != Kind::Atom || !text.starts_with("BINARY") {
+        return Ok(None);
+    }
+    let bad = || format!("bad BINARY item {}", token.text());
+    let (name, rest) = text.split_once('[').ok_or_else(bad)?;
+    let (size_only, peek) = match name {
+        "BINARY" => (false, false),
+        "BINARY.PEEK" => (false, true),
+        "BINARY.SIZE" => (true, true),
+        _ => return Err(bad()),
+    };
+    let (section, tail) = rest.split_once(']').ok_or_else(bad)?;
+    let part = if section.is_empty() {
+        Vec::new()
+    } else {
+        section
+            .split('.')
+            .map(|n| n.parse::<u32>().ok().filter(|&n| n > 0))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(bad)?
+    };
+    let partial = match tail {
+        "" => None,
+        _ if size_only => return Err(bad()),
+        _ => {
+            let inner = tail
+                .strip_prefix('<')
+                .and_then(|t| t.strip_suffix('>'))
+                .ok_or_else(bad)?;
+            let (origin, length) = inner.split_once('.').ok_or_else(bad)?;
+            let number = |n: &str| n.parse::<u32>().map_err(|_| bad());
+            Some((number(origin)?, number(length)?))
+        }
+    };
+    Ok(Some(BinaryItem {
+        size_only,
+        peek,
+        part,
+        partial,
+    }))
 }
 
 fn store(tokens: &[Token], v: usize, edit: &mut Edit, extras: &mut Extras) -> Result<(), String> {
@@ -516,6 +610,40 @@ fn sort(
     modseq_keys(tokens, close + 2, edit, extras, uids_since)
 }
 
+/// The STATUS items the session knows how to answer.
+pub const STATUS_ITEMS: [&str; 8] = [
+    "MESSAGES",
+    "RECENT",
+    "UIDNEXT",
+    "UIDVALIDITY",
+    "UNSEEN",
+    "HIGHESTMODSEQ",
+    "SIZE",
+    "DELETED",
+];
+
+fn status(tokens: &[Token], v: usize, edit: &mut Edit, extras: &mut Extras) -> Result<(), String> {
+    let open = v + 2;
+    if tokens.get(open).map(|t| t.kind) != Some(Kind::Open) {
+        return Err("STATUS needs a list of items".into());
+    }
+    let close = closing(tokens, open)?;
+    let items: Vec<String> = strings_of(&tokens[open + 1..close])
+        .into_iter()
+        .map(|s| s.to_ascii_uppercase())
+        .collect();
+    if items.is_empty() {
+        return Err("STATUS needs at least one item".into());
+    }
+    if let Some(unknown) = items.iter().find(|i| !STATUS_ITEMS.contains(&i.as_str())) {
+        return Err(format!("unknown STATUS item {unknown}"));
+    }
+    extras.status = Some(items);
+    // imap-codec still reads the mailbox name; the items are ours.
+    edit.replace(tokens, open, close, "(MESSAGES)");
+    Ok(())
+}
+
 fn strings_of(tokens: &[Token]) -> Vec<String> {
     tokens
         .iter()
@@ -591,7 +719,7 @@ mod tests {
 
     fn taken(command: &str) -> (String, Extras) {
         let (bytes, extras) = take(command.as_bytes(), &|n| format!("UID {n}:*")).expect("parses");
-        (String::from_utf8(bytes).expect("utf8"), extras)
+        (String::from_utf8(bytes.into_owned()).expect("utf8"), extras)
     }
 
     #[test]
@@ -685,6 +813,68 @@ mod tests {
         let (c, e) = taken("a LIST \"\" * RETURN ()\r\n");
         assert_eq!(c, "a LIST \"\" *\r\n");
         assert_eq!(e.list.map(|l| l.patterns), Some(vec!["*".to_string()]));
+    }
+
+    #[test]
+    fn binary_items() {
+        let (c, e) = taken("a FETCH 1 (FLAGS BINARY.PEEK[1.2]<0.10> binary.size[])\r\n");
+        assert_eq!(c, "a FETCH 1 (FLAGS)\r\n");
+        assert_eq!(
+            e.binary,
+            [
+                BinaryItem {
+                    size_only: false,
+                    peek: true,
+                    part: vec![1, 2],
+                    partial: Some((0, 10))
+                },
+                BinaryItem {
+                    size_only: true,
+                    peek: true,
+                    part: vec![],
+                    partial: None
+                }
+            ]
+        );
+        let (c, e) = taken("a UID FETCH 1 BINARY[]\r\n");
+        assert_eq!(c, "a UID FETCH 1 UID\r\n");
+        assert!(e.fetch_uid_stand_in && !e.binary[0].peek);
+        for bad in [
+            "BINARY[0]",
+            "BINARY.SIZE[1]<0.1>",
+            "BINARY.FOO[]",
+            "BINARY[1]<x>",
+        ] {
+            let command = format!("a FETCH 1 ({bad})\r\n");
+            assert!(
+                take(command.as_bytes(), &|_| String::new()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn binary_append_data_is_taken_out() {
+        let (c, e) = taken("a APPEND INBOX (\\Seen) ~{3}\r\na\0b\r\n");
+        assert_eq!(c, "a APPEND INBOX (\\Seen) {1}\r\n.\r\n");
+        assert_eq!(e.append_binary, Some(b"a\0b".to_vec()));
+        let (c, e) = taken("a APPEND INBOX {3}\r\nabc\r\n");
+        assert_eq!(
+            (c.as_str(), e.append_binary),
+            ("a APPEND INBOX {3}\r\nabc\r\n", None)
+        );
+    }
+
+    #[test]
+    fn status_items_are_read_here() {
+        let (c, e) = taken("a STATUS {5}\r\nIN BX (SIZE deleted UIDNEXT)\r\n");
+        assert_eq!(c, "a STATUS {5}\r\nIN BX (MESSAGES)\r\n");
+        assert_eq!(
+            e.status,
+            Some(vec!["SIZE".into(), "DELETED".into(), "UIDNEXT".into()])
+        );
+        assert!(take(b"a STATUS x (BOGUS)\r\n", &|_| String::new()).is_err());
+        assert!(take(b"a STATUS x ()\r\n", &|_| String::new()).is_err());
     }
 
     #[test]

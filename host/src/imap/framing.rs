@@ -117,9 +117,7 @@ impl Framer {
                 return Frame::LineTooLong { tag };
             }
             let Some((length, sync)) = literal_announced(&self.buf[line_start..line_end]) else {
-                let command = self.buf[self.start..self.scan].to_vec();
-                self.consume(self.scan);
-                return Frame::Command(command);
+                return Frame::Command(self.take_command());
             };
             let so_far = (self.scan - self.start) as u64;
             if length > budget.literal || so_far.saturating_add(length) > budget.command {
@@ -156,6 +154,18 @@ impl Framer {
     }
 
     /// Drops the buffered bytes before `end` (given out or refused).
+    /// The command that ends at `scan`, moved out of the buffer without copying it (only what
+    /// was pipelined behind it is copied, into a buffer of its own).
+    fn take_command(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.scan);
+        let mut command = std::mem::replace(&mut self.buf, rest);
+        command.drain(..self.start);
+        self.start = 0;
+        self.line = 0;
+        self.scan = 0;
+        command
+    }
+
     fn consume(&mut self, end: usize) {
         self.buf.drain(..end);
         self.start = 0;

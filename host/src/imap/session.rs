@@ -31,6 +31,7 @@ use super::framing::{self, Budget, Frame, Framer};
 use super::{flags, wire};
 use crate::blocking;
 use crate::config::TlsMode;
+use crate::message::encode;
 use crate::smtp::io::{Client, Line};
 use crate::smtp::server::Shared;
 
@@ -99,6 +100,9 @@ impl ImapSession {
             "LIST-EXTENDED",
             "LIST-STATUS",
             "COMPRESS=DEFLATE",
+            "SASL-IR",
+            "STATUS=SIZE",
+            "BINARY",
         ];
         if self.client.tls {
             caps.push("AUTH=PLAIN");
@@ -377,10 +381,10 @@ impl ImapSession {
                 reference,
                 mailbox_wildcard,
             } => blocking::run(|| self.lsub(&tag, &reference, &mailbox_wildcard)),
-            CommandBody::Status {
-                mailbox,
-                item_names,
-            } => blocking::run(|| self.status(&tag, &mailbox, &item_names)),
+            CommandBody::Status { mailbox, .. } => {
+                let items = extras.status.unwrap_or_default();
+                blocking::run(|| self.status(&tag, &mailbox, &items))
+            }
             CommandBody::Append {
                 mailbox,
                 flags,
@@ -389,9 +393,10 @@ impl ImapSession {
             } => {
                 let date = date.map(|d| d.as_ref().timestamp().max(0) as u64);
                 let (system, keywords) = flags::requested(&flags);
-                let done = blocking::run(|| {
-                    self.append(&mailbox, system, &keywords, date, message.as_ref())
-                });
+                // Binary data (`~{n}`) is stored with its binary parts in base64.
+                let binary = extras.append_binary.map(encode::binary_parts_to_base64);
+                let bytes = binary.as_deref().unwrap_or(message.as_ref());
+                let done = blocking::run(|| self.append(&mailbox, system, &keywords, date, bytes));
                 // The new message is announced before the tagged reply (RFC 3501 §7).
                 self.refresh().await;
                 self.send(&format!("{tag} {done}"));

@@ -141,6 +141,48 @@ fn address_list(value: Option<&str>) -> Vec<u8> {
     out
 }
 
+/// The bytes of `BINARY[part]` (RFC 3516): the whole message for no part; a part's body with
+/// its transfer encoding removed (7bit, 8bit and binary have none; a multipart or message part
+/// is given as it stands). `Err` names an encoding that cannot be undone (`UNKNOWN-CTE`).
+pub fn binary_section(message: &Message, part: &[u32]) -> Result<Vec<u8>, String> {
+    let Some(path) = section_path(part) else {
+        return Ok(message.raw().to_vec());
+    };
+    let Some(id) = resolve(message, &path) else {
+        return Ok(Vec::new());
+    };
+    let body = part_body(message, id).unwrap_or_default();
+    let Some(info) = message.part(id) else {
+        return Ok(body);
+    };
+    if info.is_multipart || info.is_message {
+        return Ok(body);
+    }
+    match info.transfer_encoding.as_deref() {
+        None | Some("7bit" | "8bit" | "binary") => Ok(body),
+        Some(encoding @ ("base64" | "quoted-printable")) => {
+            Ok(crate::message::mime::decode(&body, Some(encoding)))
+        }
+        Some(other) => Err(other.to_string()),
+    }
+}
+
+fn section_path(part: &[u32]) -> Option<SectionPart> {
+    let numbers: Vec<std::num::NonZeroU32> = part
+        .iter()
+        .filter_map(|&n| std::num::NonZeroU32::new(n))
+        .collect();
+    Some(SectionPart(numbers.try_into().ok()?))
+}
+
+/// A literal for BINARY data: `~{n}` (RFC 3516 literal8) when it holds a NUL, else `{n}`.
+pub fn binary_literal(bytes: &[u8]) -> Vec<u8> {
+    let marker = if bytes.contains(&0) { "~" } else { "" };
+    let mut out = format!("{marker}{{{}}}\r\n", bytes.len()).into_bytes();
+    out.extend_from_slice(bytes);
+    out
+}
+
 /// Ascending numbers as a sequence set: `1:3,7,9:10` (empty for none).
 pub fn sequence_set(numbers: impl IntoIterator<Item = u32>) -> String {
     let mut out = String::new();

@@ -69,6 +69,67 @@ pub fn encode(content: &[u8], encoding: TransferEncoding, is_text: bool) -> Vec<
     out
 }
 
+/// A message with binary content (RFC 3516 APPEND of `~{n}` data) made safe for mail: every
+/// leaf part whose transfer encoding is `binary`, or whose body holds a NUL, is re-encoded as
+/// base64 (header field and body); the rest stays byte for byte. BINARY FETCH gives the
+/// original bytes back.
+pub fn binary_parts_to_base64(raw: Vec<u8>) -> Vec<u8> {
+    let message = super::Message::new(raw);
+    let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+    for part in message.parts() {
+        let Some(span) = part.span else {
+            continue;
+        };
+        if part.is_multipart || part.is_message || span.body_start > span.end {
+            continue;
+        }
+        let body = &message.raw()[span.body_start..span.end];
+        let binary = part.transfer_encoding.as_deref() == Some("binary") || body.contains(&0);
+        if !binary {
+            continue;
+        }
+        let header = &message.raw()[span.header_start..span.body_start];
+        edits.push((span.header_start, span.end, base64_part(header, body)));
+    }
+    if edits.is_empty() {
+        return message.raw().to_vec();
+    }
+    let raw = message.raw();
+    let mut out = Vec::with_capacity(raw.len() * 4 / 3);
+    let mut at = 0;
+    for (start, end, with) in edits {
+        out.extend_from_slice(&raw[at..start]);
+        out.extend(with);
+        at = end;
+    }
+    out.extend_from_slice(&raw[at..]);
+    out
+}
+
+/// A part's header without its Content-Transfer-Encoding field (folded lines included), with
+/// `base64` instead, and its body in base64 lines.
+fn base64_part(header: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header.len() + body.len() * 4 / 3 + 64);
+    let mut skipping = false;
+    let lines: Vec<&[u8]> = header.split_inclusive(|&b| b == b'\n').collect();
+    for line in lines {
+        let folded = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !folded {
+            skipping =
+                line.len() >= 26 && line[..26].eq_ignore_ascii_case(b"content-transfer-encoding:");
+        }
+        let blank = line == b"\r\n" || line == b"\n";
+        if blank {
+            out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n");
+        }
+        if !skipping {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend(base64_lines(body));
+    out
+}
+
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Base64 in lines of 76 characters.
@@ -141,6 +202,22 @@ mod tests {
         assert_eq!(base64_lines(b"Man"), b"TWFu\r\n");
         assert_eq!(base64_lines(b"Ma"), b"TWE=\r\n");
         assert_eq!(base64_lines(b"M"), b"TQ==\r\n");
+    }
+
+    #[test]
+    fn binary_parts_become_base64() {
+        let raw = b"Subject: x\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding:\r\n binary\r\n\r\n\0-\xe4\r\n".to_vec();
+        let out = binary_parts_to_base64(raw);
+        let text = String::from_utf8_lossy(&out);
+        assert!(!out.contains(&0), "{text}");
+        assert!(
+            text.contains("Content-Transfer-Encoding: base64\r\n\r\nAC3kDQo=\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("binary"), "{text}");
+        // Text without NUL is left as it is.
+        let plain = b"Subject: y\r\n\r\nhello\r\n".to_vec();
+        assert_eq!(binary_parts_to_base64(plain.clone()), plain);
     }
 
     #[test]

@@ -291,7 +291,7 @@ impl Header {
 }
 
 /// Removes a base64 or quoted-printable transfer encoding; undecodable data stays as it is.
-fn decode(body: &[u8], encoding: Option<&str>) -> Vec<u8> {
+pub fn decode(body: &[u8], encoding: Option<&str>) -> Vec<u8> {
     let decoded = match encoding {
         Some("base64") => base64_decode(body),
         Some("quoted-printable") => quoted_printable_decode(body),

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
-use imap_codec::imap_types::status::StatusDataItemName;
 
 use super::super::extensions::ListExtras;
 use super::super::wire;
@@ -365,12 +364,7 @@ impl ImapSession {
             .collect()
     }
 
-    pub(super) fn status(
-        &mut self,
-        tag: &str,
-        mailbox: &Mailbox<'_>,
-        items: &[StatusDataItemName],
-    ) {
+    pub(super) fn status(&mut self, tag: &str, mailbox: &Mailbox<'_>, names: &[String]) {
         let (name, folder) = match self.folder(mailbox) {
             Ok(found) => found,
             Err(reply) => return self.send(&format!("{tag} {reply}")),
@@ -379,23 +373,7 @@ impl ImapSession {
             self.send(&format!("{tag} NO [SERVERBUG] Cannot read the mailbox"));
             return;
         };
-        let names: Vec<String> = items
-            .iter()
-            .map(|item| {
-                match item {
-                    StatusDataItemName::Messages => "MESSAGES",
-                    StatusDataItemName::Recent => "RECENT",
-                    StatusDataItemName::UidNext => "UIDNEXT",
-                    StatusDataItemName::UidValidity => "UIDVALIDITY",
-                    StatusDataItemName::Unseen => "UNSEEN",
-                    StatusDataItemName::HighestModSeq => "HIGHESTMODSEQ",
-                    #[allow(unreachable_patterns)]
-                    _ => "",
-                }
-                .to_string()
-            })
-            .collect();
-        self.send(&status_line(&name, &snapshot, &names));
+        self.send(&status_line(&name, &snapshot, names));
         self.send(&format!("{tag} OK STATUS completed"));
     }
 
@@ -450,6 +428,13 @@ fn status_line(name: &str, snapshot: &Snapshot, items: &[String]) -> String {
                 "UIDVALIDITY" => snapshot.uid_validity.to_string(),
                 "UNSEEN" => count(&|e| !e.flags.contains('S')).to_string(),
                 "HIGHESTMODSEQ" => snapshot.highest_modseq.to_string(),
+                "SIZE" => snapshot
+                    .entries
+                    .iter()
+                    .map(|e| e.size)
+                    .sum::<u64>()
+                    .to_string(),
+                "DELETED" => count(&|e| e.flags.contains('T')).to_string(),
                 _ => return None,
             };
             Some(format!("{item} {value}"))

@@ -7,7 +7,7 @@ use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
 
-use super::super::extensions::{Extras, ReturnOption, SortKey};
+use super::super::extensions::{BinaryItem, Extras, ReturnOption, SortKey};
 use super::super::search::{self, Candidate};
 use super::super::{flags, sort, wire};
 use super::ImapSession;
@@ -30,6 +30,8 @@ enum Unavailable {
     /// Another session expunged it: the file is gone.
     Expunged,
     Unreadable,
+    /// BINARY of a part whose transfer encoding cannot be undone.
+    UnknownEncoding(String),
 }
 
 /// The items a FETCH macro stands for.
@@ -253,21 +255,24 @@ impl ImapSession {
             chosen.retain(|&i| sel.entry(i).modseq > since);
         }
         // Reading and parsing the messages is file and CPU work: off the async workers.
-        let expunged = blocking::run(|| {
-            let mut expunged = 0;
+        let (expunged, unknown) = blocking::run(|| {
+            let (mut expunged, mut unknown) = (0, None);
             for i in chosen {
-                match self.fetch_one(i, &items, shape) {
+                match self.fetch_one(i, &items, &extras.binary, shape) {
                     Ok(line) => {
                         self.client.conn.queue(&line);
                         self.client.conn.queue(b"\r\n");
                     }
                     Err(Unavailable::Expunged) => expunged += 1,
+                    Err(Unavailable::UnknownEncoding(name)) => unknown = Some(name),
                     Err(Unavailable::Unreadable) => {}
                 }
             }
-            expunged
+            (expunged, unknown)
         });
-        if expunged > 0 {
+        if let Some(name) = unknown {
+            format!("NO [UNKNOWN-CTE] Cannot undo the transfer encoding {name}")
+        } else if expunged > 0 {
             "NO [EXPUNGEISSUED] Some of the requested messages no longer exist".into()
         } else {
             "OK FETCH completed".into()
@@ -278,17 +283,19 @@ impl ImapSession {
         &mut self,
         i: usize,
         items: &[MessageDataItemName<'_>],
+        binary: &[BinaryItem],
         shape: Shape,
     ) -> Result<Vec<u8>, Unavailable> {
-        let needs_message = items.iter().any(|it| {
-            !matches!(
-                it,
-                MessageDataItemName::Uid
-                    | MessageDataItemName::Flags
-                    | MessageDataItemName::InternalDate
-                    | MessageDataItemName::Rfc822Size
-            )
-        });
+        let needs_message = !binary.is_empty()
+            || items.iter().any(|it| {
+                !matches!(
+                    it,
+                    MessageDataItemName::Uid
+                        | MessageDataItemName::Flags
+                        | MessageDataItemName::InternalDate
+                        | MessageDataItemName::Rfc822Size
+                )
+            });
         let message = if needs_message {
             Some(self.load(i)?)
         } else {
@@ -361,6 +368,31 @@ impl ImapSession {
                 }
             };
             parts.push(part);
+        }
+        for item in binary {
+            sets_seen |= !item.peek;
+            let bytes =
+                wire::binary_section(m, &item.part).map_err(Unavailable::UnknownEncoding)?;
+            let section = item.section();
+            if item.size_only {
+                parts.push(format!("BINARY.SIZE[{section}] {}", bytes.len()).into_bytes());
+                continue;
+            }
+            let (bytes, origin) = match item.partial {
+                Some((start, length)) => {
+                    let start = (start as usize).min(bytes.len());
+                    let end = start.saturating_add(length as usize).min(bytes.len());
+                    (bytes[start..end].to_vec(), format!("<{start}>"))
+                }
+                None => (bytes, String::new()),
+            };
+            parts.push(
+                [
+                    format!("BINARY[{section}]{origin} ").into_bytes(),
+                    wire::binary_literal(&bytes),
+                ]
+                .concat(),
+            );
         }
         let wants_flags = items.contains(&MessageDataItemName::Flags);
         let (mut letters, recent) = (entry.flags, sel.is_recent(i));
