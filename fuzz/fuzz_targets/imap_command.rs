@@ -3,7 +3,20 @@
 #![no_main]
 use imap_codec::decode::Decoder;
 use libfuzzer_sys::fuzz_target;
+use mailgate::imap::extensions::Context;
 use mailgate::imap::framing::{Budget, Frame, Framer};
+
+/// Stands in for a session with a saved search result.
+struct Session;
+
+impl Context for Session {
+    fn changed_since(&self, since: u64) -> String {
+        format!("UID {}", since.max(1))
+    }
+    fn saved(&self, uid: bool) -> String {
+        if uid { "3:5" } else { "1" }.into()
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&piece, input)) = data.split_first() else {
@@ -23,8 +36,7 @@ fuzz_target!(|data: &[u8]| {
                 Frame::Command(command) => {
                     assert!(command.ends_with(b"\r\n"));
                     assert!(command.len() as u64 <= budget.command + 70 * 1024);
-                    let since = |n: u64| format!("UID {}", n.max(1));
-                    if let Ok((rest, _)) = mailgate::imap::extensions::take(&command, &since) {
+                    if let Ok((rest, _)) = mailgate::imap::extensions::take(&command, &Session) {
                         let _ = imap_codec::CommandCodec::default().decode(&rest);
                     }
                 }

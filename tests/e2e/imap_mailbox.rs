@@ -547,3 +547,69 @@ fn status_reports_size_and_deleted() {
     );
     assert!(out[5].contains("b BAD"), "{}", out[5]);
 }
+
+/// UTF-8 text as imap_raw.py carries bytes: one latin-1 character per byte.
+fn latin1(text: &str) -> String {
+    text.bytes().map(char::from).collect()
+}
+
+#[test]
+fn imap4rev2_clients_get_utf8_names_esearch_and_no_recent() {
+    let gw = Gateway::start("");
+    let create = latin1("c CREATE \"Entwürfe/台北\"\r\n");
+    gw.deliver_local(
+        "alice@example.test",
+        &[MESSAGE.to_string(), MESSAGE.replace("one", "two")],
+    );
+    let out = imap_sessions(
+        &gw,
+        &[
+            (0, LOGIN, "l"),
+            (0, "e ENABLE IMAP4rev2\r\n", "e"),
+            (0, &create, "c"),
+            (0, "s SELECT INBOX\r\n", "s"),
+            (0, "f STORE 2 +FLAGS.SILENT (\\Seen)\r\n", "f"),
+            (0, "r SEARCH RETURN (SAVE) SEEN\r\n", "r"),
+            (0, "g FETCH $ (UID)\r\n", "g"),
+            (0, "h SEARCH ALL\r\n", "h"),
+            (0, "i LIST \"\" \"Entw*\"\r\n", "i"),
+            // A rev1 session sees the same folder under its modified UTF-7 name.
+            (1, LOGIN, "l"),
+            (1, "i LIST \"\" \"Entw*\"\r\n", "i"),
+        ],
+    );
+    assert!(out[2].contains("* ENABLED IMAP4rev2"), "{}", out[2]);
+    assert!(out[3].contains("c OK"), "{}", out[3]);
+    assert!(
+        maildir(&gw).join(".Entw&APw-rfe.&U,BTFw-").is_dir(),
+        "stored as Dovecot names folders"
+    );
+    let select = &out[4];
+    assert!(
+        !select.contains("RECENT") && !select.contains("UNSEEN"),
+        "{select}"
+    );
+    assert!(select.contains("* LIST () \"/\" \"INBOX\""), "{select}");
+    assert!(
+        out[6].contains("r OK") && !out[6].contains("* ESEARCH"),
+        "{}",
+        out[6]
+    );
+    assert!(
+        out[7].contains("* 2 FETCH (UID ") && !out[7].contains("* 1 FETCH"),
+        "{}",
+        out[7]
+    );
+    assert!(
+        out[8].contains("* ESEARCH (TAG \"h\") ALL 1:2"),
+        "{}",
+        out[8]
+    );
+    // UTF-8 names go out as literals (quoted strings are 7-bit for rev1 clients).
+    assert!(
+        out[9].contains(&latin1("}\r\nEntwürfe/台北\r\n")),
+        "{}",
+        out[9]
+    );
+    assert!(out[11].contains("\"Entw&APw-rfe/&U,BTFw-\""), "{}", out[11]);
+}

@@ -9,6 +9,15 @@
 
 use std::borrow::Cow;
 
+/// What the session knows that a rewrite needs.
+pub trait Context {
+    /// A search key for the messages changed at or after `since` (the SEARCH key MODSEQ).
+    fn changed_since(&self, since: u64) -> String;
+    /// The saved search result (`$`, RFC 5182) as a sequence set of UIDs or of sequence
+    /// numbers; one that matches nothing when none is saved.
+    fn saved(&self, uid: bool) -> String;
+}
+
 /// What a command's extension syntax said.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extras {
@@ -75,6 +84,8 @@ pub enum ReturnOption {
     Max,
     All,
     Count,
+    /// RFC 5182 SEARCHRES: keep the result for `$`.
+    Save,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,7 +315,7 @@ impl Edit<'_> {
 /// without any come back unchanged. An error is a BAD reply's text.
 pub fn take<'a>(
     command: &'a [u8],
-    uids_since: &dyn Fn(u64) -> String,
+    context: &dyn Context,
 ) -> Result<(Cow<'a, [u8]>, Extras), String> {
     let mut extras = Extras::default();
     let verb_at = |tokens: &[Token]| usize::from(tokens.get(1).is_some_and(|t| t.is("UID"))) + 1;
@@ -321,11 +332,16 @@ pub fn take<'a>(
             b"LIST",
             b"STATUS",
             b"APPEND",
+            b"COPY",
+            b"MOVE",
         ]
         .iter()
         .any(|v| w.eq_ignore_ascii_case(v))
     });
-    if !interesting {
+    // UTF-8 in quoted strings (IMAP4rev2) is handed to imap-codec 1.0 as literals, which it
+    // takes whatever their bytes.
+    let eight_bit = command.iter().any(|&b| b >= 0x80);
+    if !interesting && !eight_bit {
         return Ok((Cow::Borrowed(command), extras));
     }
     let tokens = lex(command)?;
@@ -337,12 +353,20 @@ pub fn take<'a>(
         bytes: command,
         cuts: Vec::new(),
     };
+    // SEARCHRES: `$` is the saved result, in the numbering of the command.
+    let uid = v == 2;
+    let takes_sets = ["FETCH", "STORE", "COPY", "MOVE", "SEARCH", "SORT"].contains(&verb.as_str());
+    for (i, token) in tokens.iter().enumerate().skip(v + 1).filter(|_| takes_sets) {
+        if token.kind == Kind::Atom && token.value == b"$" {
+            edit.replace(&tokens, i, i, &context.saved(uid));
+        }
+    }
     match verb.as_str() {
         "SELECT" | "EXAMINE" => select(&tokens, v, &mut edit, &mut extras)?,
         "FETCH" => fetch(&tokens, v, &mut edit, &mut extras)?,
         "STORE" => store(&tokens, v, &mut edit, &mut extras)?,
-        "SEARCH" => search(&tokens, v, &mut edit, &mut extras, uids_since)?,
-        "SORT" => sort(&tokens, v, &mut edit, &mut extras, uids_since)?,
+        "SEARCH" => search(&tokens, v, &mut edit, &mut extras, context)?,
+        "SORT" => sort(&tokens, v, &mut edit, &mut extras, context)?,
         "LIST" => list(&tokens, v, &mut edit, &mut extras)?,
         "STATUS" => status(&tokens, v, &mut edit, &mut extras)?,
         "APPEND" => {
@@ -352,6 +376,19 @@ pub fn take<'a>(
             }
         }
         _ => {}
+    }
+    if eight_bit {
+        for token in tokens.iter().filter(|t| t.kind == Kind::Quoted) {
+            let inside_a_cut = edit
+                .cuts
+                .iter()
+                .any(|c| c.0 < token.end && token.start < c.1);
+            if token.value.iter().any(|&b| b >= 0x80) && !inside_a_cut {
+                let mut literal = format!("{{{}+}}\r\n", token.value.len()).into_bytes();
+                literal.extend_from_slice(&token.value);
+                edit.cuts.push((token.start, token.end, literal));
+            }
+        }
     }
     if edit.cuts.is_empty() {
         return Ok((Cow::Borrowed(command), extras));
@@ -510,7 +547,7 @@ fn modseq_keys(
     from: usize,
     edit: &mut Edit,
     extras: &mut Extras,
-    uids_since: &dyn Fn(u64) -> String,
+    context: &dyn Context,
 ) -> Result<(), String> {
     let mut i = from;
     while i < tokens.len() {
@@ -518,7 +555,7 @@ fn modseq_keys(
             let with_entry = tokens.get(i + 1).map(|t| t.kind) == Some(Kind::Quoted);
             let at = if with_entry { i + 3 } else { i + 1 };
             let since = number(tokens.get(at), "MODSEQ")?;
-            edit.replace(tokens, i, at, &uids_since(since));
+            edit.replace(tokens, i, at, &context.changed_since(since));
             extras.search_modseq = true;
             i = at + 1;
         } else {
@@ -533,7 +570,7 @@ fn search(
     v: usize,
     edit: &mut Edit,
     extras: &mut Extras,
-    uids_since: &dyn Fn(u64) -> String,
+    context: &dyn Context,
 ) -> Result<(), String> {
     let mut criteria = v + 1;
     if tokens.get(criteria).is_some_and(|t| t.is("RETURN")) {
@@ -549,6 +586,7 @@ fn search(
                 "MAX" => ReturnOption::Max,
                 "ALL" => ReturnOption::All,
                 "COUNT" => ReturnOption::Count,
+                "SAVE" => ReturnOption::Save,
                 other => return Err(format!("unknown RETURN option {other}")),
             });
         }
@@ -556,7 +594,7 @@ fn search(
         edit.replace(tokens, criteria, close, "");
         criteria = close + 1;
     }
-    modseq_keys(tokens, criteria, edit, extras, uids_since)
+    modseq_keys(tokens, criteria, edit, extras, context)
 }
 
 fn sort(
@@ -564,7 +602,7 @@ fn sort(
     v: usize,
     edit: &mut Edit,
     extras: &mut Extras,
-    uids_since: &dyn Fn(u64) -> String,
+    context: &dyn Context,
 ) -> Result<(), String> {
     let open = v + 1;
     if tokens.get(open).map(|t| t.kind) != Some(Kind::Open) {
@@ -607,7 +645,7 @@ fn sort(
         tokens[close + 1].start,
         b"CHARSET ".to_vec(),
     ));
-    modseq_keys(tokens, close + 2, edit, extras, uids_since)
+    modseq_keys(tokens, close + 2, edit, extras, context)
 }
 
 /// The STATUS items the session knows how to answer.
@@ -717,8 +755,24 @@ fn list(tokens: &[Token], v: usize, edit: &mut Edit, extras: &mut Extras) -> Res
 mod tests {
     use super::*;
 
+    /// MODSEQ n is `UID n:*`; the saved result is UIDs 4 and 6, sequence numbers 2 and 3.
+    struct Session;
+
+    impl Context for Session {
+        fn changed_since(&self, since: u64) -> String {
+            format!("UID {since}:*")
+        }
+        fn saved(&self, uid: bool) -> String {
+            if uid { "4,6" } else { "2:3" }.into()
+        }
+    }
+
+    fn refused(command: &[u8]) -> bool {
+        take(command, &Session).is_err()
+    }
+
     fn taken(command: &str) -> (String, Extras) {
-        let (bytes, extras) = take(command.as_bytes(), &|n| format!("UID {n}:*")).expect("parses");
+        let (bytes, extras) = take(command.as_bytes(), &Session).expect("parses");
         (String::from_utf8(bytes.into_owned()).expect("utf8"), extras)
     }
 
@@ -765,7 +819,7 @@ mod tests {
         let (c, e) = taken("a STORE 1:3 (UNCHANGEDSINCE 7) +FLAGS.SILENT (\\Seen)\r\n");
         assert_eq!(c, "a STORE 1:3 +FLAGS.SILENT (\\Seen)\r\n");
         assert_eq!(e.unchanged_since, Some(7));
-        assert!(take(b"a FETCH 1 FLAGS (VANISHED)\r\n", &|_| String::new()).is_err());
+        assert!(refused(b"a FETCH 1 FLAGS (VANISHED)\r\n"));
     }
 
     #[test]
@@ -792,7 +846,7 @@ mod tests {
                 }
             ])
         );
-        assert!(take(b"a SORT () UTF-8 ALL\r\n", &|_| String::new()).is_err());
+        assert!(refused(b"a SORT () UTF-8 ALL\r\n"));
     }
 
     #[test]
@@ -846,11 +900,36 @@ mod tests {
             "BINARY[1]<x>",
         ] {
             let command = format!("a FETCH 1 ({bad})\r\n");
-            assert!(
-                take(command.as_bytes(), &|_| String::new()).is_err(),
-                "{bad}"
-            );
+            assert!(refused(command.as_bytes()), "{bad}");
         }
+    }
+
+    #[test]
+    fn saved_results_stand_in_for_dollar() {
+        let (c, e) = taken("a SEARCH RETURN (SAVE) SEEN\r\n");
+        assert_eq!(c, "a SEARCH SEEN\r\n");
+        assert_eq!(e.search_return, Some(vec![ReturnOption::Save]));
+        assert_eq!(taken("a FETCH $ FLAGS\r\n").0, "a FETCH 2:3 FLAGS\r\n");
+        assert_eq!(
+            taken("a UID COPY $ Trash\r\n").0,
+            "a UID COPY 4,6 Trash\r\n"
+        );
+        assert_eq!(
+            taken("a UID SEARCH OR $ 1:2 FLAGGED\r\n").0,
+            "a UID SEARCH OR 4,6 1:2 FLAGGED\r\n"
+        );
+    }
+
+    #[test]
+    fn utf8_quoted_strings_become_literals() {
+        let (c, _) = taken("a CREATE \"Entwürfe\"\r\n");
+        assert_eq!(c, "a CREATE {9+}\r\nEntwürfe\r\n");
+        let (c, e) = taken("a LIST \"\" (\"ü*\" x)\r\n");
+        assert_eq!(c, "a LIST \"\" \"\"\r\n");
+        assert_eq!(
+            e.list.map(|l| l.patterns),
+            Some(vec!["ü*".to_string(), "x".into()])
+        );
     }
 
     #[test]
@@ -873,8 +952,8 @@ mod tests {
             e.status,
             Some(vec!["SIZE".into(), "DELETED".into(), "UIDNEXT".into()])
         );
-        assert!(take(b"a STATUS x (BOGUS)\r\n", &|_| String::new()).is_err());
-        assert!(take(b"a STATUS x ()\r\n", &|_| String::new()).is_err());
+        assert!(refused(b"a STATUS x (BOGUS)\r\n"));
+        assert!(refused(b"a STATUS x ()\r\n"));
     }
 
     #[test]
@@ -887,7 +966,7 @@ mod tests {
             b"a LIST (",
             b"a SORT (DATE",
         ] {
-            assert!(take(bad, &|_| String::new()).is_err(), "{bad:?}");
+            assert!(refused(bad), "{bad:?}");
         }
     }
 }

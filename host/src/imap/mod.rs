@@ -8,6 +8,7 @@ pub mod address;
 pub mod extensions;
 pub mod flags;
 pub mod framing;
+pub mod mutf7;
 pub mod search;
 pub mod session;
 pub mod sort;

@@ -59,7 +59,48 @@ pub struct ImapSession {
     condstore: bool,
     /// RFC 7162: expunges are reported as VANISHED, with UIDs.
     qresync: bool,
+    /// RFC 9051 (ENABLE IMAP4rev2): UTF-8 mailbox names, ESEARCH replies, no `\Recent`.
+    rev2: bool,
+    /// RFC 5182: the UIDs of the last `SEARCH RETURN (SAVE)`, for `$`.
+    saved: Vec<u32>,
 }
+
+/// What the extension syntax needs to know of this session (see `extensions::take`).
+impl extensions::Context for ImapSession {
+    /// The selected messages changed at or after `since` (the SEARCH key MODSEQ).
+    fn changed_since(&self, since: u64) -> String {
+        let uids = self.selected.iter().flat_map(|sel| {
+            sel.entries()
+                .iter()
+                .filter(move |e| e.modseq >= since)
+                .map(|e| e.uid)
+        });
+        match wire::sequence_set(uids) {
+            set if set.is_empty() => "NOT ALL".into(),
+            set => format!("UID {set}"),
+        }
+    }
+
+    /// The saved search result, as UIDs or as the sequence numbers they have now.
+    fn saved(&self, uid: bool) -> String {
+        let Some(sel) = self.selected.as_ref() else {
+            return NOTHING.into();
+        };
+        let mut numbers: Vec<u32> = self
+            .saved
+            .iter()
+            .filter_map(|&u| sel.position(u).map(|i| if uid { u } else { i as u32 + 1 }))
+            .collect();
+        numbers.sort_unstable();
+        match wire::sequence_set(numbers) {
+            set if set.is_empty() => NOTHING.into(),
+            set => set,
+        }
+    }
+}
+
+/// A sequence set no message has (the largest UID; a sequence number past any mailbox).
+const NOTHING: &str = "4294967295";
 
 impl ImapSession {
     pub fn new(shared: Arc<Shared>, client: Client) -> ImapSession {
@@ -72,6 +113,8 @@ impl ImapSession {
             framer: Framer::new(),
             condstore: false,
             qresync: false,
+            rev2: false,
+            saved: Vec::new(),
         }
     }
 
@@ -83,6 +126,8 @@ impl ImapSession {
     fn capabilities(&self) -> String {
         let mut caps = vec![
             "IMAP4rev1",
+            "IMAP4rev2",
+            "SEARCHRES",
             "LITERAL+",
             "IDLE",
             "UIDPLUS",
@@ -203,7 +248,7 @@ impl ImapSession {
             return next;
         }
         // Extension syntax imap-codec does not know comes out first.
-        let taken = extensions::take(bytes, &|since| self.uids_changed_since(since));
+        let taken = extensions::take(bytes, &*self);
         let (bytes, extras) = match taken {
             Ok(taken) => taken,
             Err(why) => {
@@ -280,7 +325,7 @@ impl ImapSession {
         }
     }
 
-    /// ENABLE (RFC 5161): CONDSTORE, and QRESYNC (which implies it).
+    /// ENABLE (RFC 5161): CONDSTORE, QRESYNC (which implies it), IMAP4rev2 (RFC 9051).
     fn enable(&mut self, tag: &str, wanted: &[CapabilityEnable<'_>]) {
         let mut enabled = Vec::new();
         for capability in wanted {
@@ -296,6 +341,12 @@ impl ImapSession {
                     self.condstore = true;
                     enabled.push("QRESYNC");
                 }
+                CapabilityEnable::Other(_)
+                    if capability.to_string().eq_ignore_ascii_case("IMAP4rev2") && !self.rev2 =>
+                {
+                    self.rev2 = true;
+                    enabled.push("IMAP4rev2");
+                }
                 _ => {}
             }
         }
@@ -304,21 +355,6 @@ impl ImapSession {
             enabled.iter().map(|c| format!(" {c}")).collect::<String>()
         ));
         self.send(&format!("{tag} OK ENABLE completed"));
-    }
-
-    /// A search key for the selected messages changed at or after `since` (the SEARCH key
-    /// MODSEQ, which imap-codec does not know).
-    fn uids_changed_since(&self, since: u64) -> String {
-        let uids = self.selected.iter().flat_map(|sel| {
-            sel.entries()
-                .iter()
-                .filter(move |e| e.modseq >= since)
-                .map(|e| e.uid)
-        });
-        match wire::sequence_set(uids) {
-            set if set.is_empty() => "NOT ALL".into(),
-            set => format!("UID {set}"),
-        }
     }
 
     async fn command(&mut self, command: Command<'_>, extras: Extras) -> Next {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 
 use super::super::extensions::ListExtras;
-use super::super::wire;
+use super::super::{mutf7, wire};
 use super::ImapSession;
 use crate::delivery::maildir::maildir_of;
 use crate::store::mailbox::{folder_path, list_folders, Flags, Folder, MailEntry, Snapshot};
@@ -22,14 +22,14 @@ pub(super) const SPECIAL_USE: [(&str, &str); 5] = [
     ("Trash", "\\Trash"),
 ];
 
-pub(super) fn mailbox_name(mailbox: &Mailbox<'_>) -> String {
+fn raw_name(mailbox: &Mailbox<'_>) -> String {
     match mailbox {
         Mailbox::Inbox => "INBOX".into(),
         Mailbox::Other(other) => String::from_utf8_lossy(other.as_ref()).into_owned(),
     }
 }
 
-fn quoted(name: &str) -> String {
+pub(super) fn quoted(name: &str) -> String {
     String::from_utf8_lossy(&wire::string(name.as_bytes())).into_owned()
 }
 
@@ -98,6 +98,40 @@ impl Tree {
 }
 
 impl ImapSession {
+    /// The name a command gives, as folders are named on disk: modified UTF-7 (an IMAP4rev2
+    /// client sends UTF-8, which is encoded here).
+    pub(super) fn mailbox_name(&self, mailbox: &Mailbox<'_>) -> String {
+        let name = raw_name(mailbox);
+        if self.rev2 {
+            mutf7::encode(&name)
+        } else {
+            name
+        }
+    }
+
+    /// A folder's name as this client reads names: UTF-8 for IMAP4rev2, else as on disk.
+    pub(super) fn shown_name(&self, name: &str) -> String {
+        match self.rev2 {
+            true => mutf7::decode(name).unwrap_or_else(|| name.to_string()),
+            false => name.to_string(),
+        }
+    }
+
+    fn reference_of(&self, reference: &Mailbox<'_>) -> String {
+        match reference {
+            Mailbox::Inbox => String::new(),
+            other => self.mailbox_name(other),
+        }
+    }
+
+    fn pattern_of(&self, pattern: &str) -> String {
+        if self.rev2 {
+            mutf7::encode(pattern)
+        } else {
+            pattern.to_string()
+        }
+    }
+
     pub(super) fn maildir(&self) -> PathBuf {
         maildir_of(
             &self.shared.config.data_dir().join("mail"),
@@ -107,7 +141,7 @@ impl ImapSession {
 
     /// The folder a mailbox name refers to if it exists; else the tagged reply's text.
     pub(super) fn folder(&self, mailbox: &Mailbox<'_>) -> Result<(String, Folder), String> {
-        let name = mailbox_name(mailbox);
+        let name = self.mailbox_name(mailbox);
         let path = folder_path(&self.maildir(), &name)
             .map_err(|e| format!("NO [CANNOT] Bad mailbox name: {}", e.0))?;
         if !name.eq_ignore_ascii_case("INBOX") && !path.join("cur").is_dir() {
@@ -133,7 +167,7 @@ impl ImapSession {
     pub(super) fn create(&mut self, tag: &str, mailbox: &Mailbox<'_>) {
         // RFC 3501 §6.3.3: a trailing separator says the name will hold others; it is created
         // all the same, as a mailbox that can also hold messages.
-        let given = mailbox_name(mailbox);
+        let given = self.mailbox_name(mailbox);
         let name = given.strip_suffix('/').unwrap_or(&given);
         match folder_path(&self.maildir(), name) {
             Err(e) => self.send(&format!("{tag} NO [CANNOT] {}", e.0)),
@@ -151,7 +185,7 @@ impl ImapSession {
     }
 
     pub(super) fn delete(&mut self, tag: &str, mailbox: &Mailbox<'_>) {
-        let name = mailbox_name(mailbox);
+        let name = self.mailbox_name(mailbox);
         if name.eq_ignore_ascii_case("INBOX") {
             self.send(&format!("{tag} NO [CANNOT] INBOX cannot be deleted"));
             return;
@@ -173,7 +207,7 @@ impl ImapSession {
 
     pub(super) fn rename(&mut self, tag: &str, from: &Mailbox<'_>, to: &Mailbox<'_>) {
         let maildir = self.maildir();
-        let (from, to) = (mailbox_name(from), mailbox_name(to));
+        let (from, to) = (self.mailbox_name(from), self.mailbox_name(to));
         let to = to.strip_suffix('/').unwrap_or(&to).to_string();
         match (folder_path(&maildir, &from), folder_path(&maildir, &to)) {
             (Ok(a), Ok(b))
@@ -214,7 +248,7 @@ impl ImapSession {
     }
 
     pub(super) fn subscribe(&mut self, tag: &str, mailbox: &Mailbox<'_>, on: bool) {
-        let name = mailbox_name(mailbox);
+        let name = self.mailbox_name(mailbox);
         let mut list = self.subscriptions();
         list.retain(|n| n != &name);
         if on {
@@ -228,7 +262,11 @@ impl ImapSession {
     }
 
     pub(super) fn lsub(&mut self, tag: &str, reference: &Mailbox<'_>, pattern: &ListMailbox<'_>) {
-        let full = format!("{}{}", reference_of(reference), pattern_text(pattern));
+        let full = format!(
+            "{}{}",
+            self.reference_of(reference),
+            self.pattern_of(&pattern_text(pattern))
+        );
         for line in self.lsub_lines(&full) {
             self.send(&line);
         }
@@ -258,11 +296,11 @@ impl ImapSession {
             self.send(&format!("{tag} OK LIST completed"));
             return;
         }
-        let reference = reference_of(reference);
+        let reference = self.reference_of(reference);
         let patterns: Vec<String> = options
             .patterns
             .iter()
-            .map(|p| format!("{reference}{p}"))
+            .map(|p| format!("{reference}{}", self.pattern_of(p)))
             .collect();
         let matches = |name: &str| patterns.iter().any(|p| wildcard(p, name));
         let _ = std::fs::create_dir_all(self.maildir());
@@ -318,12 +356,13 @@ impl ImapSession {
             lines.push(format!(
                 "* LIST ({}) \"/\" {}{extra}",
                 attributes.join(" "),
-                quoted(name)
+                quoted(&self.shown_name(name))
             ));
             if !options.status.is_empty() && exists {
                 if let Ok(folder) = Folder::open_in(&self.maildir(), name) {
                     if let Ok(snapshot) = folder.scan(false) {
-                        lines.push(status_line(name, &snapshot, &options.status));
+                        let shown = self.shown_name(name);
+                        lines.push(status_line(&shown, &snapshot, &options.status));
                     }
                 }
             }
@@ -359,7 +398,10 @@ impl ImapSession {
             .into_iter()
             .map(|(name, own)| {
                 let attributes = if own { "" } else { "\\Noselect" };
-                format!("* LSUB ({attributes}) \"/\" {}", quoted(&name))
+                format!(
+                    "* LSUB ({attributes}) \"/\" {}",
+                    quoted(&self.shown_name(&name))
+                )
             })
             .collect()
     }
@@ -373,7 +415,8 @@ impl ImapSession {
             self.send(&format!("{tag} NO [SERVERBUG] Cannot read the mailbox"));
             return;
         };
-        self.send(&status_line(&name, &snapshot, names));
+        let shown = self.shown_name(&name);
+        self.send(&status_line(&shown, &snapshot, names));
         self.send(&format!("{tag} OK STATUS completed"));
     }
 
@@ -397,13 +440,6 @@ impl ImapSession {
             Ok((validity, uid)) => format!("OK [APPENDUID {validity} {uid}] APPEND completed"),
             Err(e) => format!("NO [SERVERBUG] {e}"),
         }
-    }
-}
-
-fn reference_of(reference: &Mailbox<'_>) -> String {
-    match reference {
-        Mailbox::Inbox => String::new(),
-        other => mailbox_name(other),
     }
 }
 

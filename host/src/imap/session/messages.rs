@@ -112,6 +112,7 @@ impl ImapSession {
             Some(found)
         });
         let Some(found) = found else {
+            self.saved.clear();
             self.send(&format!(
                 "{tag} NO [LIMIT] Search too complex, narrow it down"
             ));
@@ -120,6 +121,29 @@ impl ImapSession {
         let Some(sel) = self.selected.as_ref() else {
             return;
         };
+        let mut saving = None;
+        // IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 §6.4.4).
+        let rev2_default = (self.rev2 && extras.sort.is_none()).then(Vec::new);
+        let returns = extras.search_return.clone().or(rev2_default);
+        if let Some(options) = returns.as_ref().filter(|o| o.contains(&ReturnOption::Save)) {
+            // RFC 5182: with MIN or MAX alone, only those are saved.
+            let mut kept: Vec<u32> = found.iter().map(|&i| sel.entry(i).uid).collect();
+            if !options.contains(&ReturnOption::All) && !options.contains(&ReturnOption::Count) {
+                let (first, last) = (kept.iter().min().copied(), kept.iter().max().copied());
+                let min = options
+                    .contains(&ReturnOption::Min)
+                    .then_some(first)
+                    .flatten();
+                let max = options
+                    .contains(&ReturnOption::Max)
+                    .then_some(last)
+                    .flatten();
+                if min.is_some() || max.is_some() {
+                    kept = min.into_iter().chain(max).collect();
+                }
+            }
+            saving = Some(kept);
+        }
         let number = |&i: &usize| {
             if uid {
                 sel.entry(i).uid
@@ -128,7 +152,7 @@ impl ImapSession {
             }
         };
         let modseq_of = |&i: &usize| sel.entry(i).modseq;
-        let line = match &extras.search_return {
+        let line = match &returns {
             None => {
                 let list: String = found.iter().map(|i| format!(" {}", number(i))).collect();
                 let highest = found.iter().map(modseq_of).max();
@@ -138,14 +162,26 @@ impl ImapSession {
                 };
                 format!("* {verb}{list}{modseq}")
             }
+            // SAVE alone asks for no reply (RFC 5182 §2.1).
+            Some(options) if options == &[ReturnOption::Save] => String::new(),
             Some(options) => {
                 let mut matched: Vec<(u32, u64)> =
                     found.iter().map(|i| (number(i), modseq_of(i))).collect();
                 matched.sort_unstable();
-                esearch(tag, uid, options, &matched, extras.search_modseq)
+                let shown: Vec<ReturnOption> = options
+                    .iter()
+                    .copied()
+                    .filter(|o| *o != ReturnOption::Save)
+                    .collect();
+                esearch(tag, uid, &shown, &matched, extras.search_modseq)
             }
         };
-        self.send(&line);
+        if !line.is_empty() {
+            self.send(&line);
+        }
+        if let Some(kept) = saving {
+            self.saved = kept;
+        }
         self.send(&format!("{tag} OK {verb} completed"));
     }
 

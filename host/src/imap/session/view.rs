@@ -12,6 +12,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::super::extensions::SelectParams;
 use super::super::{flags, search, wire};
+use super::mailboxes::quoted as wire_quoted;
 use super::{ImapSession, Next, AUTOLOGOUT};
 use crate::blocking;
 use crate::plugin::Stage;
@@ -185,8 +186,8 @@ impl ImapSession {
             Some(SelectParams::CondStore) => self.condstore = true,
             _ => {}
         }
-        if self.selected.take().is_some() && self.qresync {
-            // RFC 7162 §3.2.11: what follows is about the new mailbox.
+        if self.selected.take().is_some() && (self.qresync || self.rev2) {
+            // RFC 7162 §3.2.11, RFC 9051 §6.3.2: what follows is about the new mailbox.
             self.send("* OK [CLOSED] Previous mailbox closed");
         }
         let (name, folder) = match self.folder(mailbox) {
@@ -201,17 +202,24 @@ impl ImapSession {
             Ok(s) => s,
             Err(e) => return self.send(&format!("{tag} NO [SERVERBUG] {e}")),
         };
-        let screened = self.screen(&folder, &name, snapshot.entries).await;
+        let mut screened = self.screen(&folder, &name, snapshot.entries).await;
+        self.saved.clear();
         let exists = screened.shown.len();
-        let recent = screened.recent.len();
         let unseen = screened.shown.iter().position(|e| !e.flags.contains('S'));
         for line in flags::announcement(&snapshot.keywords) {
             self.send(&line);
         }
         self.send(&format!("* {exists} EXISTS"));
-        self.send(&format!("* {recent} RECENT"));
-        if let Some(i) = unseen {
-            self.send(&format!("* OK [UNSEEN {}] First unseen", i + 1));
+        if self.rev2 {
+            // RFC 9051 §6.3.2: no \Recent, no UNSEEN; the mailbox's name as LIST gives it.
+            screened.recent.clear();
+            let shown = self.shown_name(&name);
+            self.send(&format!("* LIST () \"/\" {}", wire_quoted(&shown)));
+        } else {
+            self.send(&format!("* {} RECENT", screened.recent.len()));
+            if let Some(i) = unseen {
+                self.send(&format!("* OK [UNSEEN {}] First unseen", i + 1));
+            }
         }
         self.send(&format!(
             "* OK [UIDVALIDITY {}] UIDs valid",
@@ -434,7 +442,10 @@ impl ImapSession {
         sel.highest_modseq = snapshot.highest_modseq;
         let had_new = !fresh.is_empty();
         self.report_expunged(&removed);
-        let screened = self.screen(&folder, &name, fresh).await;
+        let mut screened = self.screen(&folder, &name, fresh).await;
+        if self.rev2 {
+            screened.recent.clear();
+        }
         let Some(sel) = self.selected.as_mut() else {
             return;
         };
@@ -454,7 +465,9 @@ impl ImapSession {
         };
         if had_new {
             lines.push(format!("* {} EXISTS", sel.len()));
-            lines.push(format!("* {} RECENT", sel.recent_count()));
+            if !self.rev2 {
+                lines.push(format!("* {} RECENT", sel.recent_count()));
+            }
         }
         for line in lines {
             self.send(&line);
