@@ -36,6 +36,8 @@ pub struct Extras {
     /// The SEARCH used the MODSEQ key (its reply then carries the highest mod-sequence).
     pub search_modseq: bool,
     pub sort: Option<Vec<SortKey>>,
+    /// THREAD=REFERENCES (RFC 5256): the command was `THREAD REFERENCES charset criteria`.
+    pub thread: bool,
     pub list: Option<ListExtras>,
     /// The message of an APPEND sent as `~{n}` binary data (RFC 3516), which imap-codec cannot
     /// take: a one-byte stand-in went to it instead.
@@ -329,6 +331,7 @@ pub fn take<'a>(
             b"STORE",
             b"SEARCH",
             b"SORT",
+            b"THREAD",
             b"LIST",
             b"STATUS",
             b"APPEND",
@@ -355,7 +358,8 @@ pub fn take<'a>(
     };
     // SEARCHRES: `$` is the saved result, in the numbering of the command.
     let uid = v == 2;
-    let takes_sets = ["FETCH", "STORE", "COPY", "MOVE", "SEARCH", "SORT"].contains(&verb.as_str());
+    let takes_sets =
+        ["FETCH", "STORE", "COPY", "MOVE", "SEARCH", "SORT", "THREAD"].contains(&verb.as_str());
     for (i, token) in tokens.iter().enumerate().skip(v + 1).filter(|_| takes_sets) {
         if token.kind == Kind::Atom && token.value == b"$" {
             edit.replace(&tokens, i, i, &context.saved(uid));
@@ -367,6 +371,7 @@ pub fn take<'a>(
         "STORE" => store(&tokens, v, &mut edit, &mut extras)?,
         "SEARCH" => search(&tokens, v, &mut edit, &mut extras, context)?,
         "SORT" => sort(&tokens, v, &mut edit, &mut extras, context)?,
+        "THREAD" => thread(&tokens, v, &mut edit, &mut extras, context)?,
         "LIST" => list(&tokens, v, &mut edit, &mut extras)?,
         "STATUS" => status(&tokens, v, &mut edit, &mut extras)?,
         "APPEND" => {
@@ -682,6 +687,27 @@ fn status(tokens: &[Token], v: usize, edit: &mut Edit, extras: &mut Extras) -> R
     Ok(())
 }
 
+/// `THREAD REFERENCES charset criteria` is `SEARCH CHARSET charset criteria`, threaded.
+fn thread(
+    tokens: &[Token],
+    v: usize,
+    edit: &mut Edit,
+    extras: &mut Extras,
+    context: &dyn Context,
+) -> Result<(), String> {
+    match tokens.get(v + 1) {
+        Some(t) if t.is("REFERENCES") => {}
+        Some(t) => return Err(format!("unknown THREAD algorithm {}", t.text())),
+        None => return Err("THREAD needs an algorithm".into()),
+    }
+    if tokens.get(v + 2).is_none() {
+        return Err("THREAD needs a charset".into());
+    }
+    extras.thread = true;
+    edit.replace(tokens, v, v + 1, "SEARCH CHARSET");
+    modseq_keys(tokens, v + 3, edit, extras, context)
+}
+
 fn strings_of(tokens: &[Token]) -> Vec<String> {
     tokens
         .iter()
@@ -918,6 +944,14 @@ mod tests {
             taken("a UID SEARCH OR $ 1:2 FLAGGED\r\n").0,
             "a UID SEARCH OR 4,6 1:2 FLAGGED\r\n"
         );
+    }
+
+    #[test]
+    fn thread_is_a_search() {
+        let (c, e) = taken("a UID THREAD REFERENCES UTF-8 SINCE 1-Feb-1994\r\n");
+        assert_eq!(c, "a UID SEARCH CHARSET UTF-8 SINCE 1-Feb-1994\r\n");
+        assert!(e.thread);
+        assert!(refused(b"a THREAD ORDEREDSUBJECT UTF-8 ALL\r\n"));
     }
 
     #[test]

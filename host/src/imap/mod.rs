@@ -12,4 +12,5 @@ pub mod mutf7;
 pub mod search;
 pub mod session;
 pub mod sort;
+pub mod thread;
 pub mod wire;

@@ -141,6 +141,7 @@ impl ImapSession {
             "ESEARCH",
             "SORT",
             "SORT=DISPLAY",
+            "THREAD=REFERENCES",
             "SPECIAL-USE",
             "LIST-EXTENDED",
             "LIST-STATUS",

@@ -94,7 +94,7 @@ fn fold(text: &str) -> String {
 }
 
 /// The Date header as Unix seconds (UTC), when it parses.
-fn sent_time(message: &Message) -> Option<u64> {
+pub fn sent_time(message: &Message) -> Option<u64> {
     let header = &message.raw()[..message.header_block().body_start];
     let parsed = mail_parser::MessageParser::default().parse_headers(header)?;
     u64::try_from(parsed.date()?.to_timestamp()).ok()
@@ -103,7 +103,17 @@ fn sent_time(message: &Message) -> Option<u64> {
 /// RFC 5256 §2.1: the subject without reply and forward markers, blobs and trailers,
 /// whitespace collapsed, case folded (upper case).
 pub fn base_subject(subject: &str) -> String {
+    base_subject_and_reply(subject).0
+}
+
+/// Whether the subject marks a reply or forward (`Re:`, `Fwd:`, `(fwd)`, `[fwd: ...]`).
+pub fn is_reply(subject: &str) -> bool {
+    base_subject_and_reply(subject).1
+}
+
+fn base_subject_and_reply(subject: &str) -> (String, bool) {
     let mut s: String = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut reply = false;
     loop {
         let before = s.clone();
         // (2) trailers: "(fwd)" and whitespace at the end.
@@ -115,6 +125,7 @@ pub fn base_subject(subject: &str) -> String {
                 } else {
                     0
                 };
+            reply |= cut < t.len();
             let next = t[..cut].trim_end().to_string();
             if next == s {
                 break;
@@ -127,6 +138,8 @@ pub fn base_subject(subject: &str) -> String {
             if next == s {
                 break;
             }
+            // strip_leader only changes a subject that has a reply or forward marker.
+            reply = true;
             s = next;
         }
         // (4) a leading blob, when something is left after it.
@@ -139,9 +152,10 @@ pub fn base_subject(subject: &str) -> String {
         let lower = s.to_ascii_lowercase();
         if lower.starts_with("[fwd:") && s.ends_with(']') {
             s = s[5..s.len() - 1].trim().to_string();
+            reply = true;
         }
         if s == before {
-            return fold(&s);
+            return (fold(&s), reply);
         }
     }
 }
@@ -182,6 +196,13 @@ fn strip_leader(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::base_subject;
+
+    #[test]
+    fn replies_are_told_apart() {
+        assert!(super::is_reply("Re: x") && super::is_reply("x (fwd)"));
+        assert!(super::is_reply("[fwd: x]") && !super::is_reply("[list] x"));
+        assert!(!super::is_reply("x"));
+    }
 
     #[test]
     fn base_subjects() {

@@ -9,7 +9,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::super::extensions::{BinaryItem, Extras, ReturnOption, SortKey};
 use super::super::search::{self, Candidate};
-use super::super::{flags, sort, wire};
+use super::super::{flags, sort, thread, wire};
 use super::ImapSession;
 use crate::blocking;
 use crate::message::Message;
@@ -99,7 +99,9 @@ impl ImapSession {
         if extras.search_modseq {
             self.enable_condstore();
         }
-        let verb = if extras.sort.is_some() {
+        let verb = if extras.thread {
+            "THREAD"
+        } else if extras.sort.is_some() {
             "SORT"
         } else {
             "SEARCH"
@@ -121,6 +123,12 @@ impl ImapSession {
         let Some(sel) = self.selected.as_ref() else {
             return;
         };
+        if extras.thread {
+            let threads = blocking::run(|| self.threads(&found, uid));
+            self.send(&format!("* THREAD {threads}"));
+            self.send(&format!("{tag} OK THREAD completed"));
+            return;
+        }
         let mut saving = None;
         // IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 §6.4.4).
         let rev2_default = (self.rev2 && extras.sort.is_none()).then(Vec::new);
@@ -213,6 +221,25 @@ impl ImapSession {
             }
         }
         Some(out)
+    }
+
+    /// THREAD=REFERENCES over the matches.
+    fn threads(&self, found: &[usize], uid: bool) -> String {
+        let Some(sel) = self.selected.as_ref() else {
+            return String::new();
+        };
+        let messages: Vec<thread::Threaded> = found
+            .iter()
+            .map(|&i| {
+                let entry = sel.entry(i);
+                let number = if uid { entry.uid } else { i as u32 + 1 };
+                match self.load(i) {
+                    Ok(message) => thread::read(&message, number, entry.internal_date),
+                    Err(_) => thread::read(&Message::new(Vec::new()), number, entry.internal_date),
+                }
+            })
+            .collect();
+        thread::references(&messages)
     }
 
     /// Orders matches by SORT keys (RFC 5256), ties by sequence number.
