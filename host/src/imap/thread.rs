@@ -329,14 +329,12 @@ pub fn references(messages: &[Threaded]) -> String {
     let mut ids: HashMap<String, usize> = HashMap::new();
     for (m, message) in messages.iter().enumerate() {
         // A missing or repeated Message-ID gets one of its own.
+        let taken = |id: &String| {
+            ids.get(id)
+                .is_some_and(|&n| forest.nodes[n].message.is_some())
+        };
         let id = match &message.message_id {
-            Some(id)
-                if !ids
-                    .get(id)
-                    .is_some_and(|&n| forest.nodes[n].message.is_some()) =>
-            {
-                id.clone()
-            }
+            Some(id) if !taken(id) => id.clone(),
             _ => format!("\0{m}"),
         };
         let own = forest.node(&mut ids, &id);
