@@ -253,6 +253,15 @@ fn literal_at(bytes: &[u8], i: &mut usize) -> Result<Token, String> {
     })
 }
 
+/// The index of the `)` closing the list that must start at `open`; `Err(what)` when none
+/// starts there.
+fn list_at(tokens: &[Token], open: usize, what: &str) -> Result<usize, String> {
+    if tokens.get(open).map(|t| t.kind) != Some(Kind::Open) {
+        return Err(what.into());
+    }
+    closing(tokens, open)
+}
+
 /// The index of the `)` that closes the `(` at `open`.
 fn closing(tokens: &[Token], open: usize) -> Result<usize, String> {
     let mut depth = 0usize;
@@ -580,10 +589,7 @@ fn search(
     let mut criteria = v + 1;
     if tokens.get(criteria).is_some_and(|t| t.is("RETURN")) {
         let open = criteria + 1;
-        if tokens.get(open).map(|t| t.kind) != Some(Kind::Open) {
-            return Err("RETURN needs a list".into());
-        }
-        let close = closing(tokens, open)?;
+        let close = list_at(tokens, open, "RETURN needs a list")?;
         let mut options = Vec::new();
         for t in &tokens[open + 1..close] {
             options.push(match t.text().to_ascii_uppercase().as_str() {
@@ -610,10 +616,7 @@ fn sort(
     context: &dyn Context,
 ) -> Result<(), String> {
     let open = v + 1;
-    if tokens.get(open).map(|t| t.kind) != Some(Kind::Open) {
-        return Err("SORT needs sort criteria".into());
-    }
-    let close = closing(tokens, open)?;
+    let close = list_at(tokens, open, "SORT needs sort criteria")?;
     let mut keys = Vec::new();
     let mut reverse = false;
     for t in &tokens[open + 1..close] {
@@ -667,10 +670,7 @@ pub const STATUS_ITEMS: [&str; 8] = [
 
 fn status(tokens: &[Token], v: usize, edit: &mut Edit, extras: &mut Extras) -> Result<(), String> {
     let open = v + 2;
-    if tokens.get(open).map(|t| t.kind) != Some(Kind::Open) {
-        return Err("STATUS needs a list of items".into());
-    }
-    let close = closing(tokens, open)?;
+    let close = list_at(tokens, open, "STATUS needs a list of items")?;
     let items: Vec<String> = strings_of(&tokens[open + 1..close])
         .into_iter()
         .map(|s| s.to_ascii_uppercase())
@@ -749,10 +749,7 @@ fn list(tokens: &[Token], v: usize, edit: &mut Edit, extras: &mut Extras) -> Res
     };
     if tokens.get(after_patterns).is_some_and(|t| t.is("RETURN")) {
         let open = after_patterns + 1;
-        if tokens.get(open).map(|t| t.kind) != Some(Kind::Open) {
-            return Err("RETURN needs a list".into());
-        }
-        let close = closing(tokens, open)?;
+        let close = list_at(tokens, open, "RETURN needs a list")?;
         let mut i = open + 1;
         while i < close {
             let word = tokens[i].text().to_ascii_uppercase();
