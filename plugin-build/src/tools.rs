@@ -41,9 +41,12 @@ impl Zig {
 }
 
 impl Tools {
+    /// Tools under `dir`, made absolute here: builds run tools from other working directories
+    /// (componentize-py from the tools directory), where a relative path would name nothing.
     pub fn new(dir: impl Into<PathBuf>, speaker: &'static str) -> Self {
+        let dir = dir.into();
         Tools {
-            dir: dir.into(),
+            dir: std::path::absolute(&dir).unwrap_or(dir),
             speaker,
         }
     }

@@ -216,16 +216,21 @@ fn a_chain_of_all_four_languages_gives_the_harness_result_live() {
 }
 
 /// `mailgate plugin new --lang LANG` in a temporary directory, `plugin build`, then
-/// `mailgate test` on the cases it came with. Tools are shared with `cargo xtask plugins`
-/// (target/tools), Rust builds with target/scaffold-guests.
+/// `mailgate test` on the cases it came with, every path relative to the working directory as
+/// the docs show them. Tools are shared with `cargo xtask plugins` (target/tools, through a
+/// relative link), Rust builds with target/scaffold-guests.
 fn scaffold_round_trip(lang: &str) {
     let work = tempfile::tempdir().expect("tempdir");
     let dir = work.path().join(format!("my-{lang}-policy"));
-    let dir_arg = dir.to_str().expect("utf-8");
+    let dir_arg = format!("my-{lang}-policy");
+    let dir_arg = dir_arg.as_str();
+    std::os::unix::fs::symlink(root().join("target/tools"), work.path().join("tools"))
+        .expect("link the tools");
     let run = |args: &[&str]| {
         let out = Command::new(binary())
             .args(args)
-            .env("MAILGATE_TOOLS", root().join("target/tools"))
+            .current_dir(work.path())
+            .env("MAILGATE_TOOLS", "tools")
             .env("CARGO_TARGET_DIR", root().join("target/scaffold-guests"))
             .env("MAILGATE_CACHE_DIR", work.path().join("cache"))
             .output()
@@ -240,8 +245,8 @@ fn scaffold_round_trip(lang: &str) {
     assert!(created.contains(&format!("cases/{name}.toml")), "{created}");
     run(&["plugin", "build", dir_arg]);
     assert!(dir.join("target/plugin.wasm").is_file());
-    let cases = dir.join("cases");
-    let tested = run(&["test", cases.to_str().expect("utf-8")]);
+    let cases = format!("{dir_arg}/cases");
+    let tested = run(&["test", &cases]);
     assert!(tested.ends_with("2 passed, 0 failed\n"), "{tested}");
     assert!(
         tested.contains("a recipient at a blocked domain is refused"),
