@@ -12,30 +12,18 @@ use mailgate_e2e::{root, Gateway};
 const USER: &str = "alice@example.test";
 const PASSWORD: &str = "pw-alice";
 
-/// The imaptest binary: `IMAPTEST_BIN` (`cargo xtask test` builds it), else built now with the
-/// shared build script into target/imaptest (once; it installs what it lacks from Debian).
+/// The imaptest binary: `IMAPTEST_BIN` (`cargo xtask test` builds it and sets it), else the
+/// one it built into target/imaptest.
 fn imaptest() -> PathBuf {
-    if let Some(bin) = std::env::var_os("IMAPTEST_BIN") {
-        return PathBuf::from(bin);
-    }
-    let script = root().join("../shared/tools/imaptest/build.sh");
+    let bin = std::env::var_os("IMAPTEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/imaptest/imaptest/src/imaptest"));
     assert!(
-        script.exists(),
-        "imaptest is needed: set IMAPTEST_BIN or provide {}",
-        script.display()
+        bin.exists(),
+        "imaptest is not at {}: run `cargo xtask test`, which builds it",
+        bin.display()
     );
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(root().join("target/imaptest"))
-        .output()
-        .expect("build.sh");
-    assert!(
-        out.status.success(),
-        "imaptest build failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(path.trim().lines().last().expect("imaptest path"))
+    bin
 }
 
 /// Runs imaptest against the gateway's IMAPS port with `args`; everything it printed.

@@ -270,16 +270,42 @@ const TEST_PEERS: [(&str, &str); 7] = [
     ("doveconf", "dovecot-core"),
 ];
 
+/// Where the shared imaptest build script may be: `$MAILGATE_SHARED_DIR`, the folder beside
+/// this checkout, and the folder beside the repository this one was cloned from (a fresh clone
+/// in a temporary directory has no neighbours of its own).
+fn imaptest_script_candidates() -> Vec<PathBuf> {
+    let script = |shared: PathBuf| shared.join("tools/imaptest/build.sh");
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::var_os("MAILGATE_SHARED_DIR") {
+        candidates.push(script(PathBuf::from(dir)));
+    }
+    candidates.push(script(root().join("../shared")));
+    let origin = Command::new("git")
+        .args(["config", "--get", "remote.origin.url"])
+        .current_dir(root())
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let origin = origin.strip_prefix("file://").unwrap_or(&origin);
+    if origin.starts_with('/') {
+        candidates.push(script(Path::new(origin).join("../shared")));
+    }
+    candidates
+}
+
 /// Builds imaptest (the Dovecot project's IMAP compliance and stress tester) with the shared
 /// build script, once; the end-to-end tests find it through `IMAPTEST_BIN`.
 fn ensure_imaptest() -> Result<PathBuf, String> {
-    let script = root().join("../shared/tools/imaptest/build.sh");
-    if !script.exists() {
+    let candidates = imaptest_script_candidates();
+    let Some(script) = candidates.iter().find(|p| p.exists()).cloned() else {
+        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
         return Err(format!(
-            "imaptest's build script is not at {}: the IMAP compliance tests need it",
-            script.display()
+            "imaptest's build script (shared/tools/imaptest/build.sh) is needed for the IMAP \
+             compliance tests; set MAILGATE_SHARED_DIR to the folder holding tools/. Tried: {}",
+            tried.join(", ")
         ));
-    }
+    };
     eprintln!("xtask: building imaptest (once) into target/imaptest/");
     let out = Command::new("bash")
         .arg(&script)
