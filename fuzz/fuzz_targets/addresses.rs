@@ -1,5 +1,5 @@
-//! Address headers and subjects as ENVELOPE, SEARCH and SORT read them: the address-list
-//! parser and the base subject (RFC 5256).
+//! Header and name text as IMAP reads it: the address-list parser, the base subject (RFC 5256),
+//! message ids (THREAD) and modified UTF-7 mailbox names (which must round-trip).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
@@ -12,4 +12,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let base = mailgate::imap::sort::base_subject(&text);
     assert!(base.len() <= text.len());
+    for id in mailgate::imap::thread::message_ids(&text) {
+        assert!(id.len() < text.len());
+    }
+    if let Some(utf8) = mailgate::imap::mutf7::decode(&text) {
+        assert_eq!(mailgate::imap::mutf7::decode(&mailgate::imap::mutf7::encode(&utf8)), Some(utf8));
+    }
 });

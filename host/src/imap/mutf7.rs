@@ -91,8 +91,10 @@ fn decode_units(encoded: &str) -> Option<String> {
     let text = char::decode_utf16(units)
         .collect::<Result<String, _>>()
         .ok()?;
-    // ASCII stands for itself: encoding it is not modified UTF-7.
-    text.chars().all(|c| !c.is_ascii()).then_some(text)
+    // Printable ASCII stands for itself: encoding it is not modified UTF-7.
+    text.chars()
+        .all(|c| !(' '..='~').contains(&c))
+        .then_some(text)
 }
 
 #[cfg(test)]
@@ -113,6 +115,9 @@ mod tests {
         }
         assert_eq!(decode("&Jjo"), None);
         assert_eq!(decode("&*-"), None);
-        assert_eq!(decode("&AAA-"), None);
+        // "a" encoded is not modified UTF-7; a control character has to be.
+        assert_eq!(decode("&AGE-"), None);
+        assert_eq!(encode("a\nb"), "a&AAo-b");
+        assert_eq!(decode("a&AAo-b").as_deref(), Some("a\nb"));
     }
 }

@@ -244,7 +244,9 @@ impl Connection {
         if !self.output.is_empty() {
             match self.deflate.as_mut() {
                 Some(deflate) => {
-                    let packed = deflate.deflate(&self.output)?;
+                    // Compressing a large reply is CPU work: off the async workers.
+                    let output = &self.output;
+                    let packed = crate::blocking::run(|| deflate.deflate(output))?;
                     self.stream.write_all(&packed).await?;
                 }
                 None => self.stream.write_all(&self.output).await?,

@@ -102,7 +102,8 @@ impl ImapSession {
     /// client sends UTF-8, which is encoded here).
     pub(super) fn mailbox_name(&self, mailbox: &Mailbox<'_>) -> String {
         let name = raw_name(mailbox);
-        if self.rev2 {
+        // A control character stays as sent, for the name check to refuse it.
+        if self.rev2 && !name.chars().any(char::is_control) {
             mutf7::encode(&name)
         } else {
             name
@@ -467,8 +468,7 @@ fn status_line(name: &str, snapshot: &Snapshot, items: &[String]) -> String {
                 "SIZE" => snapshot
                     .entries
                     .iter()
-                    .map(|e| e.size)
-                    .sum::<u64>()
+                    .fold(0u64, |sum, e| sum.saturating_add(e.size))
                     .to_string(),
                 "DELETED" => count(&|e| e.flags.contains('T')).to_string(),
                 _ => return None,
