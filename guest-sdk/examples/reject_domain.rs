@@ -5,8 +5,9 @@ struct NoExampleCom;
 
 impl Plugin for NoExampleCom {
     const NAME: &'static str = "no-example-com";
-    const STAGES: &'static [Stage] = &[Stage::RcptTo];
+}
 
+impl RcptTo for NoExampleCom {
     fn rcpt_to(_: &Session, _: &Envelope, rcpt: &str, _: &[EsmtpParam]) -> Outcome {
         if domain_of(rcpt).eq_ignore_ascii_case("example.com") {
             return Outcome::reject(550, "5.1.1", "No mail for example.com here");
@@ -15,4 +16,4 @@ impl Plugin for NoExampleCom {
     }
 }
 
-export_plugin!(NoExampleCom);
+export_plugin!(NoExampleCom: RcptTo);

@@ -75,18 +75,41 @@ pub mod notes {
 }
 
 /// The persistent per-plugin store (needs the `kv` capability, declared and granted).
+/// Errors say whether the capability was not declared, not granted, or the store failed.
 pub mod kv {
-    use super::host;
+    use super::host::{self, Denied};
 
-    pub fn get(key: &str) -> Result<Option<String>, String> {
+    pub fn get(key: &str) -> Result<Option<String>, Denied> {
         host::kv_get(key)
     }
     /// `ttl_seconds: None` keeps the entry until deleted.
-    pub fn set(key: &str, value: &str, ttl_seconds: Option<u32>) -> Result<(), String> {
+    pub fn set(key: &str, value: &str, ttl_seconds: Option<u32>) -> Result<(), Denied> {
         host::kv_set(key, value, ttl_seconds)
     }
-    pub fn delete(key: &str) -> Result<(), String> {
+    pub fn delete(key: &str) -> Result<(), Denied> {
         host::kv_delete(key)
+    }
+    /// Adds `delta` to the integer at `key` and returns the new value, atomically across all
+    /// instances (counters, rate limits). `ttl_seconds` starts a fixed window when the entry
+    /// is created.
+    pub fn incr(key: &str, delta: i64, ttl_seconds: Option<u32>) -> Result<i64, Denied> {
+        host::kv_incr(key, delta, ttl_seconds)
+    }
+}
+
+/// Files under the directory the operator granted (needs the `files` capability): block lists,
+/// models. Paths are relative to that directory.
+pub mod files {
+    use super::host::{self, Denied};
+
+    /// The whole file as bytes.
+    pub fn read(path: &str) -> Result<Vec<u8>, Denied> {
+        host::file_read(path)
+    }
+
+    /// The whole file as text (invalid UTF-8 replaced).
+    pub fn read_text(path: &str) -> Result<String, Denied> {
+        read(path).map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 }
 

@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::plugin::Capability;
-
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
@@ -89,6 +87,9 @@ pub struct Config {
     /// Directory that relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The file the config came from (for errors found after parsing, e.g. plugin settings).
+    #[serde(skip)]
+    pub origin: PathBuf,
 }
 
 /// The gateway as a whole.
@@ -512,13 +513,18 @@ pub enum FailurePolicy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PluginConfig {
-    /// The name used in logs and reports; defaults to the file name without extension.
+    /// The name used in logs and reports; defaults to the name the plugin gives in `describe`.
     pub name: Option<String>,
     /// The component file (.wasm), relative to the config file.
     pub path: PathBuf,
     /// Capabilities the operator grants (the plugin must also ask for them).
     #[serde(default)]
-    pub grant: Vec<Capability>,
+    pub grant: Vec<Grant>,
+    /// The directory a `files` grant opens to the plugin, read-only (relative to the config).
+    pub files: Option<PathBuf>,
+    /// Transactions one instance of this plugin serves before a fresh one replaces it
+    /// (default `runtime.instance-reuse`); 1 starts every transaction with fresh globals.
+    pub instance_reuse: Option<u32>,
     #[serde(default)]
     pub on_failure: FailurePolicy,
     /// Wall-clock budget of one stage call.
@@ -530,6 +536,24 @@ pub struct PluginConfig {
     /// The plugin's own settings, readable through `config-get`.
     #[serde(default)]
     pub config: toml::Table,
+    /// The line of each key of `config` in the config file, for errors about them.
+    #[serde(skip)]
+    pub config_lines: std::collections::BTreeMap<String, usize>,
+    /// The line of this entry's `[[plugin]]` header.
+    #[serde(skip)]
+    pub line: usize,
+}
+
+/// A host power the operator grants to a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grant {
+    /// The persistent per-plugin key-value store.
+    Kv,
+    /// DNS lookups.
+    Dns,
+    /// Reading files under the entry's `files` directory.
+    Files,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -538,6 +562,45 @@ fn default_timeout_ms() -> u64 {
 
 fn default_memory_mb() -> u32 {
     32
+}
+
+/// Records where each `[[plugin]]` entry starts and on which line each key of its config table
+/// is, so errors found later (against a plugin's declared settings) can name the line.
+fn locate_plugin_keys(text: &str, plugins: &mut [PluginConfig]) {
+    let mut index: Option<usize> = None;
+    let mut in_config = false;
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            if line.starts_with("[[plugin]]") {
+                index = Some(index.map_or(0, |i| i + 1));
+                if let Some(plugin) = index.and_then(|i| plugins.get_mut(i)) {
+                    plugin.line = number + 1;
+                }
+            }
+            in_config = line.starts_with("[plugin.config");
+            continue;
+        }
+        let Some(plugin) = index.and_then(|i| plugins.get_mut(i)) else {
+            continue;
+        };
+        let inline = line.strip_prefix("config").map(str::trim_start);
+        let keys: Vec<&str> = match inline.and_then(|rest| rest.strip_prefix('=')) {
+            // `config = { a = 1, b = 2 }`: the keys of the inline table.
+            Some(table) => table
+                .trim()
+                .trim_start_matches('{')
+                .split(',')
+                .filter_map(|item| item.split_once('=').map(|(k, _)| k))
+                .collect(),
+            None if in_config => line.split_once('=').map(|(k, _)| k).into_iter().collect(),
+            None => Vec::new(),
+        };
+        for key in keys {
+            let key = key.trim().trim_matches('"').to_string();
+            plugin.config_lines.entry(key).or_insert(number + 1);
+        }
+    }
 }
 
 impl PluginConfig {
@@ -569,13 +632,49 @@ impl Config {
             message: e.to_string().trim_end().to_string(),
         })?;
         config.base_dir = base_dir;
-        config
-            .check_routes()
-            .map_err(|message| ConfigError::Parse {
-                path: origin.to_path_buf(),
-                message,
-            })?;
+        config.origin = origin.to_path_buf();
+        locate_plugin_keys(text, &mut config.plugins);
+        let checked = config.check_routes().and_then(|()| config.check_plugins());
+        checked.map_err(|message| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message,
+        })?;
         Ok(config)
+    }
+
+    /// Plugin entry rules that serde cannot express.
+    fn check_plugins(&self) -> Result<(), String> {
+        let ceiling = self.runtime.max_memory_mb;
+        for plugin in &self.plugins {
+            let at = format!("line {}: plugin {}", plugin.line, plugin.path.display());
+            if plugin.memory_mb > ceiling || plugin.memory_mb == 0 {
+                return Err(format!(
+                    "{at}: memory-mb = {} is outside 1..={ceiling} (runtime.max-memory-mb)",
+                    plugin.memory_mb
+                ));
+            }
+            if plugin.timeout_ms == 0 || plugin.timeout_ms > 60_000 {
+                return Err(format!(
+                    "{at}: timeout-ms = {} is outside 1..=60000",
+                    plugin.timeout_ms
+                ));
+            }
+            if plugin.instance_reuse == Some(0) {
+                return Err(format!("{at}: instance-reuse must be at least 1"));
+            }
+            match (plugin.grant.contains(&Grant::Files), &plugin.files) {
+                (true, None) => {
+                    return Err(format!(
+                        "{at}: grant \"files\" needs `files`, the directory to open"
+                    ))
+                }
+                (false, Some(_)) => {
+                    return Err(format!("{at}: `files` is set but \"files\" is not granted"))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Route rules that serde cannot express; `local` routes make their domains local.

@@ -1,21 +1,35 @@
-//! The WIT contract itself: it parses, is the version plugins build against, and its world
-//! exports `describe` plus one function per stage.
+//! The WIT contracts themselves: the current one parses as 0.2.0 with one optional export per
+//! stage, and the 0.1.0 file the gateway keeps running is exactly the one plugins were built
+//! against.
 
+use sha2::{Digest, Sha256};
 use wit_parser::{Resolve, WorldItem};
 
-#[test]
-fn wit_parses_as_mailgate_plugin_0_1_0() {
-    let mut resolve = Resolve::default();
-    let wit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
-    let (package, _) = resolve.push_dir(&wit).expect("wit/ parses");
-    let name = &resolve.packages[package].name;
-    assert_eq!(name.to_string(), "mailgate:plugin@0.1.0");
+fn wit_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit")
+}
 
+fn interface<'a>(resolve: &'a Resolve, name: &str) -> &'a wit_parser::Interface {
+    resolve
+        .interfaces
+        .iter()
+        .find(|(_, i)| i.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("interface {name} missing"))
+        .1
+}
+
+#[test]
+fn the_current_contract_is_0_2_0_with_one_export_per_stage() {
+    let mut resolve = Resolve::default();
+    let (package, _) = resolve.push_dir(wit_dir()).expect("wit/ parses");
+    assert_eq!(
+        resolve.packages[package].name.to_string(),
+        "mailgate:plugin@0.2.0"
+    );
     let world = resolve
-        .select_world(&[package], Some("plugin"))
-        .expect("world plugin");
-    let world = &resolve.worlds[world];
-    let exported: Vec<String> = world
+        .select_world(&[package], Some("gateway"))
+        .expect("world gateway");
+    let exported: Vec<String> = resolve.worlds[world]
         .exports
         .values()
         .filter_map(|item| match item {
@@ -23,67 +37,64 @@ fn wit_parses_as_mailgate_plugin_0_1_0() {
             _ => None,
         })
         .collect();
-    assert_eq!(exported, vec!["handler".to_string()]);
-
-    let handler = resolve
-        .interfaces
-        .iter()
-        .find(|(_, i)| i.name.as_deref() == Some("handler"))
-        .expect("handler")
-        .1;
-    let mut functions: Vec<&str> = handler.functions.keys().map(String::as_str).collect();
-    functions.sort();
     assert_eq!(
-        functions,
+        exported,
         [
             "connect",
-            "data",
-            "deliver",
-            "describe",
             "helo",
             "mail-from",
             "rcpt-to",
-            "retrieve"
+            "data",
+            "deliver",
+            "retrieve",
+            "info"
         ]
     );
-
-    let types = resolve
-        .interfaces
-        .iter()
-        .find(|(_, i)| i.name.as_deref() == Some("types"))
-        .expect("types")
-        .1;
-    for required in [
-        "session",
-        "envelope",
-        "reply",
-        "stage",
-        "plugin-info",
-        "verdict",
-        "edit",
-        "message",
-    ] {
-        assert!(
-            types.types.contains_key(required),
-            "types.{required} missing"
-        );
+    for stage in &exported[..7] {
+        let functions: Vec<&String> = interface(&resolve, stage).functions.keys().collect();
+        assert_eq!(functions, ["handle"], "{stage}");
     }
-    let host = resolve
-        .interfaces
-        .iter()
-        .find(|(_, i)| i.name.as_deref() == Some("host"))
-        .expect("host")
-        .1;
+    let base = resolve
+        .select_world(&[package], Some("plugin-base"))
+        .expect("world plugin-base");
+    assert_eq!(
+        resolve.worlds[base].exports.len(),
+        1,
+        "plugin-base exports only info"
+    );
+    let host = interface(&resolve, "host");
     for import in [
         "log",
         "config-get",
-        "note-get",
-        "note-set",
         "kv-get",
-        "kv-set",
-        "now-ms",
+        "kv-incr",
         "dns-lookup",
+        "file-read",
     ] {
         assert!(host.functions.contains_key(import), "host.{import} missing");
     }
+    let edits = interface(&resolve, "edits");
+    for edit in ["add-header", "replace-part", "reroute", "defer"] {
+        assert!(edits.functions.contains_key(edit), "edits.{edit} missing");
+    }
+}
+
+/// Plugins built against 0.1.0 link against this file's interfaces: it must never change.
+#[test]
+fn the_0_1_0_contract_is_frozen() {
+    let bytes = std::fs::read(wit_dir().join("v0.1/plugin.wit")).expect("wit/v0.1/plugin.wit");
+    let digest: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        digest,
+        "abf8c6c9c15169be9268931b73c109676916a9ac7846aa694ee465363baa7bd2"
+    );
+    let mut resolve = Resolve::default();
+    let (package, _) = resolve.push_dir(wit_dir().join("v0.1")).expect("parses");
+    assert_eq!(
+        resolve.packages[package].name.to_string(),
+        "mailgate:plugin@0.1.0"
+    );
 }

@@ -252,20 +252,59 @@ async fn reject_decides_the_reply_and_records_the_decider() {
     );
 }
 
+/// The stages at which `plugin` ran in a transaction.
+fn stages_run(report: &mailgate::harness::TransactionReport, plugin: &str) -> Vec<Stage> {
+    let mut stages: Vec<Stage> = report
+        .stages
+        .iter()
+        .filter(|s| s.runs.iter().any(|r| r.plugin == plugin))
+        .map(|s| s.stage)
+        .collect();
+    stages.dedup();
+    stages
+}
+
 #[tokio::test]
-async fn a_plugin_is_called_only_at_the_stages_it_describes() {
-    let set = chain(&probe("rcpt-only", &["rcpt-to"], &[], "")).await;
+async fn a_0_2_plugin_exporting_only_data_gets_only_data_calls() {
+    // The stamp fixture exports `info` and `data` only.
+    let set = chain(
+        "[[plugin]]
+path = \"stamp-v1.wasm\"\n",
+    )
+    .await;
+    assert_eq!(set.plugins[0].info.contract, "0.2.0");
+    assert_eq!(set.plugins[0].info.stages, vec![Stage::Data]);
     let report = transact(&set, &["b@example.org", "c@example.org"]).await;
-    // The probe rejects any call at a stage it did not list; none happened.
     assert_eq!(report.disposition, Disposition::Accepted);
+    assert_eq!(stages_run(&report, "stamp"), vec![Stage::Data]);
+}
+
+#[tokio::test]
+async fn a_0_1_plugin_runs_through_the_adapter_at_the_stages_it_describes() {
+    // Built against contract 0.1.0 before 0.2 existed (tests/fixtures/contract-0.1).
+    let set = chain(
+        "[[plugin]]\npath = \"../../tests/fixtures/contract-0.1/recipient-policy-0.1.wasm\"\n\
+         [plugin.config]\ndomains = [\"example.org\"]\nreject-senders = [\"@junk.test\"]\n",
+    )
+    .await;
+    let plugin = &set.plugins[0];
+    assert_eq!(plugin.info.contract, "0.1.0");
     assert_eq!(
-        report.notes["trace"],
-        "rcpt-only:rcpt-to,rcpt-only:rcpt-to,"
+        plugin.name, "recipient-policy",
+        "the name comes from describe"
     );
-    for stage in &report.stages {
-        let ran = stage.runs.iter().any(|r| r.plugin == "rcpt-only");
-        assert_eq!(ran, stage.stage == Stage::RcptTo, "stage {}", stage.stage);
-    }
+    let report = transact(&set, &["b@example.org", "x@elsewhere.test"]).await;
+    assert_eq!(
+        report.recipients,
+        vec![
+            ("b@example.org".to_string(), 250),
+            ("x@elsewhere.test".to_string(), 550)
+        ]
+    );
+    assert_eq!(
+        stages_run(&report, "recipient-policy"),
+        vec![Stage::MailFrom, Stage::RcptTo]
+    );
 }
 
 #[tokio::test]
@@ -393,10 +432,9 @@ mod capabilities {
         )
         .await;
         let report = transact(&declared_only, &["b@example.org"]).await;
-        assert!(
-            header(&report, "X-Probe-Count").starts_with("error capability kv"),
-            "{}",
-            header(&report, "X-Probe-Count")
+        assert_eq!(
+            header(&report, "X-Probe-Count"),
+            "error Denied::NotGranted(\"kv\")"
         );
 
         let granted_only = chain(&probe(
@@ -407,10 +445,9 @@ mod capabilities {
         ))
         .await;
         let report = transact(&granted_only, &["b@example.org"]).await;
-        assert!(
-            header(&report, "X-Probe-Count").starts_with("error capability kv"),
-            "{}",
-            header(&report, "X-Probe-Count")
+        assert_eq!(
+            header(&report, "X-Probe-Count"),
+            "error Denied::NotDeclared(\"kv\")"
         );
     }
 
@@ -442,7 +479,90 @@ mod capabilities {
 
         let ungranted = entry.replace("grant = [\"dns\"]", "");
         let report = transact_with(&chain(&ungranted).await, &["b@example.org"], services).await;
-        assert_eq!(header(&report, "X-Probe-Mx"), "error DnsError::Denied");
+        assert_eq!(
+            header(&report, "X-Probe-Mx"),
+            "error DnsError::Denied(Denied::NotGranted(\"dns\"))"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn kv_incr_counts_exactly_under_concurrent_transactions() {
+        let set = chain(
+            &probe(
+                "counter",
+                &["data"],
+                &[("data", "kv-incr")],
+                "grant = [\"kv\"]",
+            )
+            .replace(
+                "stages = [\"data\"]",
+                "stages = [\"data\"]\ncapabilities = [\"kv\"]",
+            ),
+        )
+        .await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = mailgate::plugin::services::DiskKv::open(&dir.path().join("kv.redb")).expect("kv");
+        let mut services = Services::with_dns(Arc::new(StaticDns::default()));
+        services.kv = Arc::new(kv);
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let (set, services) = (set.clone(), services.clone());
+                tokio::spawn(async move {
+                    let report = transact_with(&set, &["b@example.org"], services).await;
+                    header(&report, "X-Probe-Counter")
+                })
+            })
+            .collect();
+        let mut seen: Vec<i64> = Vec::new();
+        for task in tasks {
+            let value = task.await.expect("task");
+            seen.push(
+                value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("not a count: {value}")),
+            );
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            (1..=40).collect::<Vec<i64>>(),
+            "every increment seen once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_files_grant_reads_inside_its_directory_only() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let lists = root.path().join("lists");
+        std::fs::create_dir(&lists).expect("mkdir");
+        std::fs::write(lists.join("block.txt"), "spam.example\n").expect("write");
+        std::fs::write(root.path().join("secret.txt"), "do not read\n").expect("write");
+        let entry = |file: &str| {
+            probe(
+                "reader",
+                &["data"],
+                &[("data", "file")],
+                &format!("grant = [\"files\"]\nfiles = \"{}\"", lists.display()),
+            )
+            .replace(
+                "stages = [\"data\"]",
+                &format!("stages = [\"data\"]\ncapabilities = [\"files\"]\nfile = \"{file}\""),
+            )
+        };
+        let read = |file: &'static str| {
+            let entry = entry(file);
+            async move {
+                let report = transact(&chain(&entry).await, &["b@example.org"]).await;
+                header(&report, "X-Probe-File")
+            }
+        };
+        assert_eq!(read("block.txt").await, "spam.example");
+        let outside = read("../secret.txt").await;
+        assert!(outside.starts_with("error Denied::Failed"), "{outside}");
+        let secret = root.path().join("secret.txt");
+        let absolute = read(Box::leak(secret.display().to_string().into_boxed_str())).await;
+        assert!(absolute.starts_with("error Denied::Failed"), "{absolute}");
+        assert!(!outside.contains("do not read") && !absolute.contains("do not read"));
     }
 
     #[tokio::test]
@@ -452,6 +572,90 @@ mod capabilities {
         assert_eq!(
             header(&report, "X-Probe-Ambient"),
             "env=0 args=0 file=denied dir=denied"
+        );
+    }
+}
+
+mod guest_errors {
+    use super::common::{chain, probe, transact};
+    use super::fault_of;
+
+    /// The fault and every log line of one plugin in a transaction, as `mailgate test` shows them.
+    async fn fault_and_logs(entry: &str, plugin: &str) -> (String, Vec<String>) {
+        let report = transact(&chain(entry).await, &["b@example.org"]).await;
+        let fault = fault_of(&report, plugin).unwrap_or_default().to_string();
+        let logs = report
+            .stages
+            .iter()
+            .flat_map(|s| &s.runs)
+            .flat_map(|r| &r.logs)
+            .map(|l| format!("{} {}", l.level, l.message))
+            .collect();
+        (fault, logs)
+    }
+
+    #[tokio::test]
+    async fn a_rust_panic_shows_its_message() {
+        let (fault, logs) = fault_and_logs(
+            &probe("panicky", &["data"], &[("data", "trap")], ""),
+            "panicky",
+        )
+        .await;
+        assert!(fault.starts_with("trap: "), "{fault}");
+        assert!(
+            logs.iter()
+                .any(|l| l.starts_with("error panic:") && l.contains("probe asked to trap")),
+            "{logs:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_python_exception_shows_its_traceback() {
+        let entry = "[[plugin]]\npath = \"py-misbehave.wasm\"\nmemory-mb = 128\n\
+                     [plugin.config]\naction = \"raise\"\n";
+        let (fault, logs) = fault_and_logs(entry, "py-misbehave").await;
+        assert!(fault.contains("AttributeError"), "{fault}");
+        assert!(fault.contains("missing_attribute"), "{fault}");
+        assert!(
+            fault.contains("lookup_setting"),
+            "the traceback names the function: {fault}"
+        );
+        assert!(logs
+            .iter()
+            .any(|l| l.starts_with("stderr ") && l.contains("AttributeError")));
+    }
+
+    #[tokio::test]
+    async fn a_javascript_exception_shows_its_message() {
+        let entry = "[[plugin]]\npath = \"js-misbehave.wasm\"\nmemory-mb = 128\n\
+                     [plugin.config]\naction = \"throw\"\n";
+        let (fault, _) = fault_and_logs(entry, "js-misbehave").await;
+        // SpiderMonkey's TypeError text, written to stderr by the runtime.
+        assert!(fault.contains("settings.missing is undefined"), "{fault}");
+    }
+
+    #[tokio::test]
+    async fn guest_stdout_and_stderr_reach_the_log() {
+        let (fault, logs) = fault_and_logs(
+            &probe("talker", &["data"], &[("data", "print")], ""),
+            "talker",
+        )
+        .await;
+        assert!(fault.is_empty(), "{fault}");
+        assert!(
+            logs.contains(&"stdout probe says hello on stdout".to_string()),
+            "{logs:?}"
+        );
+        assert!(
+            logs.contains(&"stderr probe says hello on stderr".to_string()),
+            "{logs:?}"
+        );
+        let entry = "[[plugin]]\npath = \"py-misbehave.wasm\"\nmemory-mb = 128\n\
+                     [plugin.config]\naction = \"print\"\n";
+        let (_, logs) = fault_and_logs(entry, "py-misbehave").await;
+        assert!(
+            logs.contains(&"stdout py-misbehave says hello on stdout".to_string()),
+            "{logs:?}"
         );
     }
 }

@@ -1,27 +1,20 @@
-/* mailgate.c: the helpers declared in mailgate.h, and a default for every stage (weak, so a
- * plugin's own definition replaces it). */
+/* mailgate.c: the helpers declared in mailgate.h. */
 #include "mailgate.h"
 
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
-void mg_describe(mg_plugin_info_t *ret, const char *name, const char *version,
-                 const mg_stage_t *stages, size_t stage_count) {
+void mg_describe(mg_plugin_info_t *ret, const char *name, const char *version) {
     plugin_string_dup(&ret->name, name);
     plugin_string_dup(&ret->version, version);
-    ret->stages.ptr = malloc(stage_count ? stage_count * sizeof(mg_stage_t) : 1);
-    memcpy(ret->stages.ptr, stages, stage_count * sizeof(mg_stage_t));
-    ret->stages.len = stage_count;
     ret->capabilities.ptr = NULL;
     ret->capabilities.len = 0;
+    ret->config.ptr = NULL;
+    ret->config.len = 0;
 }
 
-void mg_outcome_continue(mg_outcome_t *ret) {
-    ret->verdict.tag = MAILGATE_PLUGIN_TYPES_VERDICT_CONTINUE;
-    ret->edits.ptr = NULL;
-    ret->edits.len = 0;
-}
+void mg_verdict_continue(mg_verdict_t *ret) { ret->tag = MAILGATE_PLUGIN_TYPES_VERDICT_CONTINUE; }
 
 /* "5.3.4" -> class 5, subject 3, detail 4; anything else -> none. */
 static void parse_enhanced(const char *text, mailgate_plugin_types_option_enhanced_status_t *ret) {
@@ -54,27 +47,26 @@ static void reply(mailgate_plugin_types_reply_t *ret, uint16_t code, const char 
     plugin_string_dup(&ret->lines.ptr[0], text);
 }
 
-void mg_outcome_reject(mg_outcome_t *ret, uint16_t code, const char *enhanced, const char *text) {
-    mg_outcome_continue(ret);
-    ret->verdict.tag = MAILGATE_PLUGIN_TYPES_VERDICT_REJECT;
-    reply(&ret->verdict.val.reject, code, enhanced, text);
+void mg_verdict_reject(mg_verdict_t *ret, uint16_t code, const char *enhanced, const char *text) {
+    ret->tag = MAILGATE_PLUGIN_TYPES_VERDICT_REJECT;
+    reply(&ret->val.reject, code, enhanced, text);
 }
 
-void mg_outcome_tempfail(mg_outcome_t *ret, uint16_t code, const char *enhanced,
+void mg_verdict_tempfail(mg_verdict_t *ret, uint16_t code, const char *enhanced,
                          const char *text) {
-    mg_outcome_continue(ret);
-    ret->verdict.tag = MAILGATE_PLUGIN_TYPES_VERDICT_TEMPFAIL;
-    reply(&ret->verdict.val.tempfail, code, enhanced, text);
+    ret->tag = MAILGATE_PLUGIN_TYPES_VERDICT_TEMPFAIL;
+    reply(&ret->val.tempfail, code, enhanced, text);
 }
 
-void mg_outcome_add_header(mg_outcome_t *ret, const char *name, const char *value) {
-    size_t n = ret->edits.len + 1;
-    ret->edits.ptr = realloc(ret->edits.ptr, n * sizeof(mailgate_plugin_types_edit_t));
-    mailgate_plugin_types_edit_t *edit = &ret->edits.ptr[n - 1];
-    edit->tag = MAILGATE_PLUGIN_TYPES_EDIT_ADD_HEADER;
-    plugin_string_dup(&edit->val.add_header.name, name);
-    plugin_string_dup(&edit->val.add_header.value, value);
-    ret->edits.len = n;
+bool mg_add_header(const char *name, const char *value) {
+    plugin_string_t n, v, err;
+    plugin_string_set(&n, name);
+    plugin_string_set(&v, value);
+    bool ok = mailgate_plugin_edits_add_header(&n, &v, &err);
+    if (!ok) {
+        plugin_string_free(&err);
+    }
+    return ok;
 }
 
 bool mg_string_eq_ignore_case(const mg_string_t *s, const char *text) {
@@ -143,67 +135,7 @@ void mg_parts_free(mg_parts_t *parts) { mailgate_plugin_types_list_mime_part_fre
 
 void mg_free_session(mg_session_t *session) { mailgate_plugin_types_session_free(session); }
 void mg_free_envelope(mg_envelope_t *envelope) { mailgate_plugin_types_envelope_free(envelope); }
-void mg_free_params(mg_params_t *params) { exports_mailgate_plugin_handler_list_esmtp_param_free(params); }
+void mg_free_params(mg_params_t *params) { mailgate_plugin_types_list_esmtp_param_free(params); }
 void mg_free_string(mg_string_t *s) { plugin_string_free(s); }
 void mg_free_delivery(mg_delivery_t *delivery) { mailgate_plugin_types_delivery_free(delivery); }
 void mg_free_retrieval(mg_retrieval_t *retrieval) { mailgate_plugin_types_retrieval_free(retrieval); }
-
-/* Default stages: free the arguments, let the message through. */
-#define MG_DEFAULT __attribute__((weak))
-
-MG_DEFAULT void exports_mailgate_plugin_handler_connect(mg_session_t *session, mg_outcome_t *ret) {
-    mg_free_session(session);
-    mg_outcome_continue(ret);
-}
-
-MG_DEFAULT void exports_mailgate_plugin_handler_helo(mg_session_t *session, mg_string_t *name,
-                                                     mg_outcome_t *ret) {
-    mg_free_session(session);
-    mg_free_string(name);
-    mg_outcome_continue(ret);
-}
-
-MG_DEFAULT void exports_mailgate_plugin_handler_mail_from(mg_session_t *session,
-                                                          mg_string_t *sender, mg_params_t *params,
-                                                          mg_outcome_t *ret) {
-    mg_free_session(session);
-    mg_free_string(sender);
-    mg_free_params(params);
-    mg_outcome_continue(ret);
-}
-
-MG_DEFAULT void exports_mailgate_plugin_handler_rcpt_to(mg_session_t *session,
-                                                        mg_envelope_t *envelope,
-                                                        mg_string_t *recipient,
-                                                        mg_params_t *params, mg_outcome_t *ret) {
-    mg_free_session(session);
-    mg_free_envelope(envelope);
-    mg_free_string(recipient);
-    mg_free_params(params);
-    mg_outcome_continue(ret);
-}
-
-MG_DEFAULT void exports_mailgate_plugin_handler_data(mg_session_t *session,
-                                                     mg_envelope_t *envelope,
-                                                     mg_message_t message, mg_outcome_t *ret) {
-    (void)message;
-    mg_free_session(session);
-    mg_free_envelope(envelope);
-    mg_outcome_continue(ret);
-}
-
-MG_DEFAULT void exports_mailgate_plugin_handler_deliver(mg_delivery_t *delivery,
-                                                        mg_envelope_t *envelope,
-                                                        mg_message_t message, mg_outcome_t *ret) {
-    (void)message;
-    mg_free_delivery(delivery);
-    mg_free_envelope(envelope);
-    mg_outcome_continue(ret);
-}
-
-MG_DEFAULT void exports_mailgate_plugin_handler_retrieve(mg_retrieval_t *retrieval,
-                                                         mg_message_t message, mg_outcome_t *ret) {
-    (void)message;
-    mg_free_retrieval(retrieval);
-    mg_outcome_continue(ret);
-}

@@ -1,14 +1,16 @@
-/* mailgate.h: write mailgate plugins in C.
+/* mailgate.h: write mailgate plugins in C (contract mailgate:plugin@0.2.0).
  *
- * The build (`mailgate plugin build`) generates plugin.h from the WIT contract and compiles
- * your *.c files with this header and mailgate.c. Define the stages you use; every other stage
- * already has a definition that frees its arguments and lets the message through.
+ * The build (`mailgate plugin build`) generates plugin.h from the WIT contract for the stages
+ * your *.c files define, and compiles them with this header and mailgate.c. Define
+ *   void exports_mailgate_plugin_info_describe(mg_plugin_info_t *ret)
+ * and one function per stage you want, named exports_mailgate_plugin_<stage>_handle
+ * (<stage> is connect, helo, mail_from, rcpt_to, data, deliver or retrieve; see plugin.h for
+ * the arguments). Only the stages you define are exported and called.
  *
- * Memory: the generated bindings hand each stage function its arguments to own (the stage
- * frees them: the helpers below do for the stages you do not define, and you call
- * mg_free_session / mg_free_envelope / ... in yours), and free the outcome you return after
- * the host has read it, so everything placed in an outcome must come from malloc (the
- * mg_outcome_* helpers copy their strings). The message is only borrowed.
+ * Memory: the generated bindings hand each stage function its arguments to own (free them
+ * with mg_free_session / mg_free_envelope / ...), and free the verdict you return after the
+ * host has read it, so everything placed in it must come from malloc (the mg_verdict_*
+ * helpers copy their strings). The message is only borrowed.
  */
 #ifndef MAILGATE_H
 #define MAILGATE_H
@@ -20,29 +22,29 @@
 #include <stddef.h>
 
 typedef plugin_string_t mg_string_t;
-typedef exports_mailgate_plugin_handler_plugin_info_t mg_plugin_info_t;
-typedef exports_mailgate_plugin_handler_session_t mg_session_t;
-typedef exports_mailgate_plugin_handler_envelope_t mg_envelope_t;
-typedef exports_mailgate_plugin_handler_list_esmtp_param_t mg_params_t;
-typedef exports_mailgate_plugin_handler_delivery_t mg_delivery_t;
-typedef exports_mailgate_plugin_handler_retrieval_t mg_retrieval_t;
-typedef exports_mailgate_plugin_handler_borrow_message_t mg_message_t;
-typedef exports_mailgate_plugin_handler_outcome_t mg_outcome_t;
-typedef mailgate_plugin_types_stage_t mg_stage_t;
+typedef mailgate_plugin_types_plugin_info_t mg_plugin_info_t;
+typedef mailgate_plugin_types_session_t mg_session_t;
+typedef mailgate_plugin_types_envelope_t mg_envelope_t;
+typedef mailgate_plugin_types_list_esmtp_param_t mg_params_t;
+typedef mailgate_plugin_types_delivery_t mg_delivery_t;
+typedef mailgate_plugin_types_retrieval_t mg_retrieval_t;
+typedef mailgate_plugin_types_borrow_message_t mg_message_t;
+typedef mailgate_plugin_types_verdict_t mg_verdict_t;
 typedef mailgate_plugin_types_mime_part_t mg_part_t;
 typedef mailgate_plugin_types_list_mime_part_t mg_parts_t;
 typedef plugin_list_string_t mg_strings_t;
 
-/* describe: name, version and the stages to be called at (no host capabilities). */
-void mg_describe(mg_plugin_info_t *ret, const char *name, const char *version,
-                 const mg_stage_t *stages, size_t stage_count);
+/* describe: name and version (no host capabilities, no declared config keys). */
+void mg_describe(mg_plugin_info_t *ret, const char *name, const char *version);
 
-/* Outcomes. Codes must be 5xx for reject and 4xx for tempfail; the host checks. */
-void mg_outcome_continue(mg_outcome_t *ret);
-void mg_outcome_reject(mg_outcome_t *ret, uint16_t code, const char *enhanced, const char *text);
-void mg_outcome_tempfail(mg_outcome_t *ret, uint16_t code, const char *enhanced, const char *text);
-/* Appends an add-header edit to the outcome. */
-void mg_outcome_add_header(mg_outcome_t *ret, const char *name, const char *value);
+/* Verdicts. Codes must be 5xx for reject and 4xx for tempfail; the host checks. */
+void mg_verdict_continue(mg_verdict_t *ret);
+void mg_verdict_reject(mg_verdict_t *ret, uint16_t code, const char *enhanced, const char *text);
+void mg_verdict_tempfail(mg_verdict_t *ret, uint16_t code, const char *enhanced, const char *text);
+
+/* Edits, asked for during a stage call and applied when it returns. False when the host
+ * refuses the edit (the call is then a fault, and the reason is in the log). */
+bool mg_add_header(const char *name, const char *value);
 
 /* Strings from the host are not NUL-terminated. */
 bool mg_string_eq_ignore_case(const mg_string_t *s, const char *text);

@@ -12,9 +12,9 @@ use crate::tools::{run, Tools};
 use crate::Error;
 
 /// The world every plugin implements; the generated files are named after it.
-const WORLD: &str = "plugin";
+use crate::world::WORLD;
 
-/// The C helpers: outcome builders, strings, config, and default stages.
+/// The C helpers: verdict builders, edits, strings, config.
 pub const SDK_HEADER: &str = include_str!("../c/mailgate.h");
 const SDK_SOURCE: &str = include_str!("../c/mailgate.c");
 
@@ -25,7 +25,10 @@ pub fn build(tools: &Tools, wit: &Path, dir: &Path, out: &Path) -> Result<(), Er
     let work = out.with_extension("c-build");
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     let mut generated = write_bindings(wit, &work)?;
-    generated.push(write_sdk(&work)?);
+    // A plugin that brings its own mailgate.h (built for an older contract) keeps its helpers.
+    if !dir.join("mailgate.h").exists() {
+        generated.push(write_sdk(&work)?);
+    }
     let sources = c_sources(dir)?;
     let core = work.join("core.wasm");
     let zig = tools.zig()?;
@@ -77,8 +80,7 @@ pub fn write_bindings(wit: &Path, to: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(compile)
 }
 
-/// The C helpers plugins include (`mailgate.h`), with a default for every stage
-/// (`mailgate.c`); returns the source to compile.
+/// The C helpers plugins include (`mailgate.h`, `mailgate.c`); returns the source to compile.
 fn write_sdk(to: &Path) -> Result<PathBuf, Error> {
     for (name, contents) in [("mailgate.h", SDK_HEADER), ("mailgate.c", SDK_SOURCE)] {
         let path = to.join(name);
@@ -124,30 +126,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bindings_for_the_contract_declare_every_export() {
+    fn bindings_declare_exactly_the_stages_a_plugin_defines() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = std::env::temp_dir().join(format!("mailgate-c-bindings-{}", std::process::id()));
-        std::fs::create_dir_all(&out).unwrap();
-        let compile = write_bindings(&root.join("wit"), &out).unwrap();
-        let header = std::fs::read_to_string(out.join("plugin.h")).unwrap();
-        for export in [
-            "describe",
-            "connect",
-            "helo",
-            "mail_from",
-            "rcpt_to",
-            "data",
-            "deliver",
-            "retrieve",
-        ] {
+        let dir = std::env::temp_dir().join(format!("mailgate-c-bindings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("plugin.c"),
+            "void exports_mailgate_plugin_data_handle(int x) {}\n\
+             void exports_mailgate_plugin_rcpt_to_handle(int y) {}\n",
+        )
+        .unwrap();
+        let wit = crate::world::prepare(
+            &root.join("wit"),
+            crate::Language::C,
+            &dir,
+            &dir.join("wit"),
+        )
+        .unwrap();
+        let compile = write_bindings(&wit, &dir).unwrap();
+        let header = std::fs::read_to_string(dir.join("plugin.h")).unwrap();
+        for export in ["info_describe", "data_handle", "rcpt_to_handle"] {
             assert!(
-                header.contains(&format!("exports_mailgate_plugin_handler_{export}(")),
+                header.contains(&format!("exports_mailgate_plugin_{export}(")),
                 "{export} missing from plugin.h"
             );
         }
+        assert!(!header.contains("exports_mailgate_plugin_helo_handle("));
         assert!(compile
             .iter()
             .any(|p| p.ends_with("plugin_component_type.o")));
-        std::fs::remove_dir_all(&out).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

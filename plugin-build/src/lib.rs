@@ -12,6 +12,7 @@
 pub mod c;
 pub mod scaffold;
 pub mod tools;
+pub mod world;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -125,19 +126,28 @@ impl Build<'_> {
         if let Some(parent) = self.out.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
+        if language == Language::Rust {
+            return self.rust();
+        }
+        // The world exporting the stages the sources define, beside the output.
+        let wit = world::prepare(
+            self.wit,
+            language,
+            self.dir,
+            &self.out.with_extension("world"),
+        )?;
         match language {
-            Language::Rust => self.rust(),
-            Language::Python => self.python(),
-            Language::JavaScript => self.javascript(),
-            Language::C => c::build(self.tools, self.wit, self.dir, self.out),
+            Language::Python => self.python(&wit),
+            Language::JavaScript => self.javascript(&wit),
+            _ => c::build(self.tools, &wit, self.dir, self.out),
         }
     }
 
-    fn python(&self) -> Result<(), Error> {
+    fn python(&self, wit: &Path) -> Result<(), Error> {
         let cli = self.tools.componentize_py()?;
         run(Command::new(cli)
             .arg("-d")
-            .arg(absolute(self.wit))
+            .arg(absolute(wit))
             .args(["-w", "plugin", "componentize", "-p"])
             .arg(absolute(self.dir))
             .arg("app")
@@ -147,14 +157,15 @@ impl Build<'_> {
             .current_dir(&self.tools.dir))
     }
 
-    fn javascript(&self) -> Result<(), Error> {
+    fn javascript(&self, wit: &Path) -> Result<(), Error> {
         let cli = self.tools.componentize_js()?;
-        // -d: no WASI features, so the component imports only the mailgate interfaces.
+        // -d: no WASI features but stdio (console.log and uncaught exceptions reach the
+        // gateway log).
         run(Command::new(cli)
             .arg(self.dir.join("app.js"))
             .arg("--wit")
-            .arg(self.wit)
-            .args(["--world-name", "plugin", "-d", "stdio", "random", "clocks"])
+            .arg(wit)
+            .args(["--world-name", "plugin", "-d", "random", "clocks"])
             .args(["http", "fetch-event", "-o"])
             .arg(self.out))
     }

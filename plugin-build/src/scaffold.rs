@@ -96,7 +96,8 @@ impl Scaffold<'_> {
         })
     }
 
-    /// The SDK path as it goes into Cargo.toml.
+    /// The SDK path as it goes into Cargo.toml: relative to the plugin, so the project can move
+    /// with the sources it sits beside and no machine's absolute path is written into it.
     fn sdk_path(&self) -> Result<String, Error> {
         let sdk = self.sdk.ok_or_else(|| {
             Error::Scaffold(
@@ -111,8 +112,8 @@ impl Scaffold<'_> {
                 sdk.display()
             )));
         }
-        let text = std::path::absolute(sdk)
-            .map_err(|e| Error::io(sdk, e))?
+        let absolute = |p: &Path| std::path::absolute(p).map_err(|e| Error::io(p, e));
+        let text = relative(&absolute(self.dir)?, &absolute(sdk)?)
             .to_string_lossy()
             .into_owned();
         if text.contains(['"', '\\']) {
@@ -122,6 +123,21 @@ impl Scaffold<'_> {
         }
         Ok(text)
     }
+}
+
+/// `to` as seen from the directory `from` (both absolute): `..` up to their common ancestor,
+/// then down.
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let (from, to): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut path = PathBuf::new();
+    for _ in common..from.len() {
+        path.push("..");
+    }
+    for part in &to[common..] {
+        path.push(part);
+    }
+    path
 }
 
 /// Names become crate names, file names and the plugin's name in logs: keep them plain.
@@ -145,6 +161,15 @@ fn check_name(name: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sdk_path_is_relative_to_the_plugin() {
+        let got = relative(
+            Path::new("/home/a/plugins/p"),
+            Path::new("/home/a/src/mailgate/guest-sdk"),
+        );
+        assert_eq!(got, Path::new("../../src/mailgate/guest-sdk"));
+    }
 
     #[test]
     fn names_are_checked() {

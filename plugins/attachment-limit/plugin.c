@@ -38,13 +38,12 @@ static uint64_t decoded_size(const mg_part_t *part) {
     return chars / 4 * 3;
 }
 
-void exports_mailgate_plugin_handler_describe(mg_plugin_info_t *ret) {
-    const mg_stage_t stages[] = {MAILGATE_PLUGIN_TYPES_STAGE_DATA};
-    mg_describe(ret, "attachment-limit", "0.1.0", stages, 1);
+void exports_mailgate_plugin_info_describe(mg_plugin_info_t *ret) {
+    mg_describe(ret, "attachment-limit", "0.2.0");
 }
 
-void exports_mailgate_plugin_handler_data(mg_session_t *session, mg_envelope_t *envelope,
-                                          mg_message_t message, mg_outcome_t *ret) {
+void exports_mailgate_plugin_data_handle(mg_session_t *session, mg_envelope_t *envelope,
+                                         mg_message_t message, mg_verdict_t *ret) {
     mg_free_session(session);
     mg_free_envelope(envelope);
     int64_t max_count = mg_config_int("max-attachments", 10);
@@ -83,11 +82,11 @@ void exports_mailgate_plugin_handler_data(mg_session_t *session, mg_envelope_t *
                  (unsigned long long)total, (long long)max_total);
     }
     if (text[0] != '\0') {
-        mg_outcome_reject(ret, 552, "5.3.4", text);
+        mg_verdict_reject(ret, 552, "5.3.4", text);
         return;
     }
-    mg_outcome_continue(ret);
     char value[24];
     snprintf(value, sizeof value, "%lld", (long long)count);
-    mg_outcome_add_header(ret, "X-Attachment-Count", value);
+    mg_add_header("X-Attachment-Count", value);
+    mg_verdict_continue(ret);
 }

@@ -6,9 +6,9 @@
 // store (the `kv` capability, which the config must grant).
 //
 // Config: delay-seconds = 300, pass-days = 36, skip-authenticated = true.
-import { configGet, kvGet, kvSet, log, nowMs } from 'mailgate:plugin/host@0.1.0';
+import { configGet, kvGet, kvSet, log, nowMs } from 'mailgate:plugin/host@0.2.0';
 
-const proceed = () => ({ verdict: { tag: 'continue' }, edits: [] });
+const proceed = () => ({ tag: 'continue' });
 
 function setting(key, fallback) {
   const value = configGet(key);
@@ -21,26 +21,30 @@ function setting(key, fallback) {
 
 function greylisted(delay) {
   return {
-    verdict: {
-      tag: 'tempfail',
-      val: {
-        code: 451,
-        enhanced: { class: 4, subject: 7, detail: 1 },
-        lines: [`Greylisted: please try again in ${delay} seconds`],
-      },
+    tag: 'tempfail',
+    val: {
+      code: 451,
+      enhanced: { class: 4, subject: 7, detail: 1 },
+      lines: [`Greylisted: please try again in ${delay} seconds`],
     },
-    edits: [],
   };
 }
 
-export const handler = {
+const key = (name, valueType, defaultValue, doc) => ({ name, valueType, default: defaultValue, doc, required: false });
+
+export const info = {
   describe() {
-    return { name: 'greylist', version: '0.1.0', stages: ['rcpt-to'], capabilities: ['kv'] };
+    const config = [
+      key('delay-seconds', 'integer', '300', 'how long a new triple is refused'),
+      key('pass-days', 'integer', '36', 'how long a triple that passed is remembered'),
+      key('skip-authenticated', 'boolean', 'true', 'let authenticated clients through'),
+    ];
+    return { name: 'greylist', version: '0.2.0', capabilities: ['kv'], config };
   },
-  connect(_session) { return proceed(); },
-  helo(_session, _name) { return proceed(); },
-  mailFrom(_session, _sender, _params) { return proceed(); },
-  rcptTo(session, envelope, recipient, _params) {
+};
+
+export const rcptTo = {
+  handle(session, envelope, recipient, _params) {
     if (session.authUser !== undefined && setting('skip-authenticated', true)) return proceed();
     const delay = setting('delay-seconds', 300);
     const passDays = setting('pass-days', 36);
@@ -64,7 +68,4 @@ export const handler = {
     kvSet(key, String(first), passDays * 86400);
     return proceed();
   },
-  data(_session, _envelope, _message) { return proceed(); },
-  deliver(_delivery, _envelope, _message) { return proceed(); },
-  retrieve(_retrieval, _message) { return proceed(); },
 };

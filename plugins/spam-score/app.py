@@ -12,14 +12,10 @@ Config (in the gateway's [plugin.config]):
 import json
 
 from wit_world import exports
-from wit_world.imports import host
+from wit_world.imports import edits, host
 from wit_world.imports import types as t
 
 DEFAULT_KEYWORDS = {"viagra": 3, "lottery": 2, "winner": 2, "bitcoin": 1, "urgent": 1}
-
-
-def proceed(edits=None):
-    return t.Outcome(verdict=t.Verdict_Continue(), edits=edits or [])
 
 
 def settings():
@@ -48,23 +44,22 @@ def score(text, keywords):
     return sum(weight for word, weight in keywords.items() if word in text)
 
 
-class Handler(exports.Handler):
+def key(name, value_type, default, doc):
+    return t.ConfigKey(name=name, value_type=value_type, default=default, doc=doc, required=False)
+
+
+class Info(exports.Info):
     def describe(self):
-        return t.PluginInfo(name="spam-score", version="0.1.0", stages=[t.Stage.DATA], capabilities=[])
+        config = [
+            key("threshold", "float", "5", "reject at or above this score"),
+            key("keywords", "table", None, "keyword = weight, case-insensitive"),
+            key("header", "string", '"X-Spam-Score"', "the header that carries the score"),
+        ]
+        return t.PluginInfo(name="spam-score", version="0.2.0", capabilities=[], config=config)
 
-    def connect(self, session):
-        return proceed()
 
-    def helo(self, session, name):
-        return proceed()
-
-    def mail_from(self, session, sender, params):
-        return proceed()
-
-    def rcpt_to(self, session, envelope, recipient, params):
-        return proceed()
-
-    def data(self, session, envelope, message):
+class Data(exports.Data):
+    def handle(self, session, envelope, message):
         threshold, keywords, header = settings()
         total = score(text_of(message), keywords)
         shown = f"{total:g}"
@@ -75,12 +70,6 @@ class Handler(exports.Handler):
                 enhanced=t.EnhancedStatus(class_=5, subject=7, detail=1),
                 lines=[f"Message looks like spam (score {shown}, threshold {threshold:g})"],
             )
-            return t.Outcome(verdict=t.Verdict_Reject(reply), edits=[])
-        stamp = t.Edit_SetHeader(t.HeaderField(name=header, value=shown))
-        return proceed([stamp])
-
-    def deliver(self, delivery, envelope, message):
-        return proceed()
-
-    def retrieve(self, retrieval, message):
-        return proceed()
+            return t.Verdict_Reject(reply)
+        edits.set_header(header, shown)
+        return t.Verdict_Continue()

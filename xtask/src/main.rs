@@ -135,8 +135,11 @@ fn build_plugins() -> Result<(), String> {
     copy_components(&built, &bundled, &root().join("target/plugins"))?;
     copy_components(&built, &fixtures, &root().join("target/test-plugins"))?;
     stamp_versions(&built)?;
-    build_other_plugins("plugins", "target/plugins")?;
-    build_other_plugins("tests/fixtures", "target/test-plugins")?;
+    let (current, v0_1) = (root().join("wit"), root().join("wit/v0.1"));
+    build_other_plugins("plugins", "target/plugins", &current)?;
+    build_other_plugins("tests/fixtures", "target/test-plugins", &current)?;
+    // Plugins written for contract 0.1.0, built against it: the gateway must still run them.
+    build_other_plugins("tests/fixtures/contract-0.1", "target/test-plugins", &v0_1)?;
     let example = built.join("examples/reject_domain.wasm");
     let dest = root().join("target/test-plugins/sdk-example.wasm");
     std::fs::copy(&example, &dest)
@@ -148,8 +151,7 @@ fn build_plugins() -> Result<(), String> {
 /// directories under `from` without a Cargo.toml, built with the same builder as
 /// `mailgate plugin build` into `<to>/<name>.wasm` when older than their sources or the WIT
 /// contract (a Python or JavaScript build takes ~10 s). Tools go to `target/tools/`.
-fn build_other_plugins(from: &str, to: &str) -> Result<(), String> {
-    let wit = root().join("wit");
+fn build_other_plugins(from: &str, to: &str, wit: &Path) -> Result<(), String> {
     let tools = tools();
     let dirs = std::fs::read_dir(root().join(from)).map_err(|e| format!("{from}/: {e}"))?;
     for dir in dirs.flatten().map(|e| e.path()) {
@@ -166,7 +168,7 @@ fn build_other_plugins(from: &str, to: &str) -> Result<(), String> {
         let out = root().join(to).join(format!("{name}.wasm"));
         // The C helpers are part of every C plugin's sources.
         let c_sdk = root().join("plugin-build/c");
-        let mut sources = vec![dir.as_path(), &wit];
+        let mut sources = vec![dir.as_path(), wit];
         if language == Language::C {
             sources.push(&c_sdk);
         }
@@ -176,7 +178,7 @@ fn build_other_plugins(from: &str, to: &str) -> Result<(), String> {
         eprintln!("xtask: building the {} plugin {name}", language.as_str());
         let build = Build {
             tools: &tools,
-            wit: &wit,
+            wit,
             dir: &dir,
             out: &out,
             rust_target_dir: None,

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::Resource;
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, WasmBacktrace};
 
-use super::bindings::{types as wit, Plugin};
+use super::contract_v0_1 as v0_1;
+use super::contract_v0_2 as v0_2;
 use super::engine::Runtime;
-use super::host_api::{HostState, MessageHandle, PluginLog, TransactionContext};
-use super::loader::{LoadedPlugin, PluginSet};
+use super::host_api::{HostState, PluginLog, TransactionContext};
+use super::loader::{LiveInstance, LoadedPlugin, PluginSet};
 use super::services::Services;
 use super::verdict::{Edit, Outcome, Reply, Stage, Verdict};
 use crate::config::FailurePolicy;
@@ -79,11 +79,31 @@ pub struct Delivery {
     pub route: Route,
 }
 
+impl Default for Delivery {
+    fn default() -> Delivery {
+        Delivery {
+            queue_id: String::new(),
+            attempt: 1,
+            route: Route::Local,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retrieval {
     pub user: String,
     pub folder: String,
     pub uid: u32,
+}
+
+impl Default for Retrieval {
+    fn default() -> Retrieval {
+        Retrieval {
+            user: String::new(),
+            folder: "INBOX".into(),
+            uid: 0,
+        }
+    }
 }
 
 /// What the chain works on and changes: the session, envelope and message, plus the
@@ -154,7 +174,7 @@ pub struct StageReport {
 /// of them (instantiation costs ~20 us per plugin, a call ~2 us). A trapped one is dropped.
 pub(super) struct Live {
     store: Store<HostState>,
-    plugin: Plugin,
+    instance: LiveInstance,
     transactions: u32,
 }
 
@@ -296,14 +316,31 @@ impl Transaction {
         };
         live.store
             .set_epoch_deadline(Runtime::deadline_ticks(plugin.timeout));
+        let stage = call.stage();
+        live.store.data_mut().begin_call(Some(stage));
         let result = call_stage(live, call, state).await;
+        let output = live.store.data_mut().collect_output();
         let memory_hit = live.store.data().memory.hit;
+        let refused = live.store.data_mut().call.refused.take();
+        let edits = std::mem::take(&mut live.store.data_mut().call.edits);
+        live.store.data_mut().begin_call(None);
         match result {
-            Ok(outcome) => Outcome::from_wit(outcome, call.stage()).map_err(Fault::Invalid),
+            Ok(_) if refused.is_some() => Err(Fault::Invalid(format!(
+                "edit refused: {}",
+                refused.unwrap_or_default()
+            ))),
+            Ok((verdict, returned_edits)) => {
+                let edits = if returned_edits.is_empty() {
+                    edits
+                } else {
+                    returned_edits
+                };
+                Outcome::validated(verdict, edits, stage).map_err(Fault::Invalid)
+            }
             Err(e) => {
                 // A trapped instance is poisoned: the next stage gets a fresh one.
                 self.live[index] = None;
-                Err(Fault::Trap(describe_trap(&e, &plugin, memory_hit)))
+                Err(Fault::Trap(describe_trap(&e, &plugin, memory_hit, &output)))
             }
         }
     }
@@ -311,11 +348,10 @@ impl Transaction {
 
 impl Drop for Transaction {
     fn drop(&mut self) {
-        let reuse = self.set.instance_reuse;
         for (plugin, live) in self.set.plugins.iter().zip(self.live.drain(..)) {
             if let Some(mut live) = live {
                 live.transactions += 1;
-                if live.transactions < reuse {
+                if live.transactions < plugin.instance_reuse {
                     plugin.put_idle(live, IDLE_PER_PLUGIN);
                 }
             }
@@ -332,84 +368,82 @@ async fn instantiate(
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(Runtime::deadline_ticks(plugin.timeout));
-    match plugin.pre.instantiate_async(&mut store).await {
+    match plugin.bindings.instantiate(&mut store).await {
         Ok(instance) => Ok(Live {
             store,
-            plugin: instance,
+            instance,
             transactions: 0,
         }),
         Err(e) => {
+            let output = store.data_mut().collect_output();
             let hit = store.data().memory.hit;
-            Err(Fault::Trap(describe_trap(&e, plugin, hit)))
+            Err(Fault::Trap(describe_trap(&e, plugin, hit, &output)))
         }
     }
 }
 
-fn describe_trap(e: &wasmtime::Error, plugin: &LoadedPlugin, memory_hit: bool) -> String {
+fn describe_trap(
+    e: &wasmtime::Error,
+    plugin: &LoadedPlugin,
+    memory_hit: bool,
+    output: &[String],
+) -> String {
     if memory_hit {
         format!("memory cap of {} MiB exceeded", plugin.memory_bytes >> 20)
     } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         format!("deadline of {} ms exceeded", plugin.timeout.as_millis())
     } else {
-        format!("trap: {e:#}")
+        trap_text(e, output)
     }
 }
 
+/// Frames of a wasm backtrace shown in a fault, innermost first.
+const BACKTRACE_FRAMES: usize = 12;
+/// Lines of the plugin's stderr shown in a fault (the end, where a traceback ends).
+const OUTPUT_LINES: usize = 40;
+
+/// What a trap says: the cause, the plugin's own words on stderr (a Python traceback, a JS
+/// exception, a Rust panic message), and the named frames of the wasm backtrace.
+pub(super) fn trap_text(e: &wasmtime::Error, output: &[String]) -> String {
+    let cause = e.root_cause().to_string();
+    let mut text = format!("trap: {}", cause.lines().next().unwrap_or("unknown"));
+    if !output.is_empty() {
+        text.push_str("\nplugin stderr:");
+        for line in &output[output.len().saturating_sub(OUTPUT_LINES)..] {
+            text.push_str("\n  ");
+            text.push_str(line);
+        }
+    }
+    if let Some(trace) = e.downcast_ref::<WasmBacktrace>() {
+        let frames: Vec<String> = trace
+            .frames()
+            .iter()
+            .filter_map(|f| {
+                f.func_name()
+                    .map(|name| format!("{}!{name}", f.module().name().unwrap_or("?")))
+            })
+            .take(BACKTRACE_FRAMES)
+            .collect();
+        if !frames.is_empty() {
+            text.push_str("\nwasm backtrace: ");
+            text.push_str(&frames.join(" <- "));
+        }
+    }
+    text
+}
+
+/// Calls the stage through the contract version the plugin implements. Returns the verdict and
+/// the edits returned with it (0.1); 0.2 edits arrive as host calls instead.
 async fn call_stage(
     live: &mut Live,
     call: StageCall<'_>,
     state: &MailState,
-) -> wasmtime::Result<wit::Outcome> {
-    let handler = live.plugin.mailgate_plugin_handler();
-    let store = &mut live.store;
-    let session = wit_session(&state.session);
-    match call {
-        StageCall::Connect => handler.call_connect(store, &session).await,
-        StageCall::Helo(name) => handler.call_helo(store, &session, name).await,
-        StageCall::MailFrom(params) => {
-            handler
-                .call_mail_from(store, &session, &state.envelope.sender, &wit_params(params))
-                .await
-        }
-        StageCall::RcptTo(rcpt, params) => {
-            handler
-                .call_rcpt_to(
-                    store,
-                    &session,
-                    &wit_envelope(&state.envelope),
-                    rcpt,
-                    &wit_params(params),
-                )
-                .await
-        }
-        StageCall::Data | StageCall::Deliver | StageCall::Retrieve => {
-            let Some(message) = state.message.clone() else {
-                wasmtime::bail!("the host has no message for the {} stage", call.stage());
-            };
-            let handle = store.data_mut().table.push(MessageHandle(message))?;
-            let borrowed = Resource::<MessageHandle>::new_borrow(handle.rep());
-            let envelope = wit_envelope(&state.envelope);
-            let result = match call {
-                StageCall::Data => {
-                    handler
-                        .call_data(&mut *store, &session, &envelope, borrowed)
-                        .await
-                }
-                StageCall::Deliver => {
-                    let delivery = wit_delivery(state.delivery.as_ref());
-                    handler
-                        .call_deliver(&mut *store, &delivery, &envelope, borrowed)
-                        .await
-                }
-                _ => {
-                    let retrieval = wit_retrieval(&session, state.retrieval.as_ref());
-                    handler
-                        .call_retrieve(&mut *store, &retrieval, borrowed)
-                        .await
-                }
-            };
-            store.data_mut().table.delete(handle)?;
-            result
+) -> wasmtime::Result<(Verdict, Vec<Edit>)> {
+    match &live.instance {
+        LiveInstance::V0_1(plugin) => v0_1::call(plugin, &mut live.store, call, state).await,
+        LiveInstance::V0_2(instance) => {
+            let verdict = v0_2::call(instance, &mut live.store, call, state).await?;
+            Ok((verdict, Vec::new()))
         }
     }
 }
@@ -450,65 +484,4 @@ fn apply(outcome: &Outcome, state: &mut MailState) -> Result<(), String> {
         state.message = Some(message);
     }
     Ok(())
-}
-
-fn wit_session(s: &Session) -> wit::Session {
-    wit::Session {
-        id: s.id.clone(),
-        peer_ip: s.peer_ip.clone(),
-        peer_port: s.peer_port,
-        listener: s.listener.clone(),
-        tls: s.tls,
-        helo: s.helo.clone(),
-        auth_user: s.auth_user.clone(),
-    }
-}
-
-fn wit_params(params: &[EsmtpParam]) -> Vec<wit::EsmtpParam> {
-    params
-        .iter()
-        .map(|p| wit::EsmtpParam {
-            name: p.name.clone(),
-            value: p.value.clone(),
-        })
-        .collect()
-}
-
-fn wit_envelope(e: &Envelope) -> wit::Envelope {
-    wit::Envelope {
-        sender: e.sender.clone(),
-        recipients: e.recipients.clone(),
-        params: wit_params(&e.params),
-    }
-}
-
-fn wit_delivery(d: Option<&Delivery>) -> wit::Delivery {
-    let d = d.cloned().unwrap_or(Delivery {
-        queue_id: String::new(),
-        attempt: 1,
-        route: Route::Local,
-    });
-    wit::Delivery {
-        queue_id: d.queue_id,
-        attempt: d.attempt,
-        route: match d.route {
-            Route::Local => wit::Route::Local,
-            Route::Relay(target) => wit::Route::Relay(target),
-            Route::Mx(domain) => wit::Route::Mx(domain),
-        },
-    }
-}
-
-fn wit_retrieval(session: &wit::Session, r: Option<&Retrieval>) -> wit::Retrieval {
-    let r = r.cloned().unwrap_or(Retrieval {
-        user: String::new(),
-        folder: "INBOX".into(),
-        uid: 0,
-    });
-    wit::Retrieval {
-        session: session.clone(),
-        user: r.user,
-        folder: r.folder,
-        uid: r.uid,
-    }
 }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::Plugin;
+use super::bindings::{v0_1, v0_2};
 use super::cache::ArtifactCache;
 use super::host_api::HostState;
 use super::PluginError;
@@ -52,7 +52,10 @@ impl Runtime {
         })?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::engine)?;
-        Plugin::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
+        // Every contract version's imports, side by side: a component links against its own.
+        v0_2::Gateway::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(PluginError::engine)?;
+        v0_1::Plugin::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(PluginError::engine)?;
         let ticker = start_ticker(&engine);
         Ok(Runtime {

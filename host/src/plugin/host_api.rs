@@ -1,28 +1,40 @@
-//! The host side of the contract: what a plugin's imports do, and the per-store state they use.
+//! The host side of the contract, shared by every contract version: the per-store state, and
+//! what the imports do (log, config, notes, clock, kv, DNS, files), in the host's own types.
+//! `contract_v0_1` and `contract_v0_2` map their generated bindings onto these.
 
 use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::ResourceLimiter;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{host, types};
-use super::services::{DnsFailure, RecordType, Services};
-use super::Capability;
+use super::services::{Dns, Services};
+use super::verdict::Edit;
+use super::{Capability, Stage};
 use crate::message::Message;
 
 /// The message as a WIT resource: a shared, read-only handle.
 pub struct MessageHandle(pub Arc<Message>);
 
-/// A log line a plugin wrote (kept for the harness report as well as sent to tracing).
+/// A log line a plugin wrote, or a line of its stdout/stderr (kept for the harness report as
+/// well as sent to tracing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginLog {
     pub plugin: String,
+    /// `trace` .. `error`, or `stdout` / `stderr` for the guest's own output.
     pub level: &'static str,
     pub message: String,
     pub fields: Vec<(String, String)>,
 }
+
+/// Log lines kept per transaction: a chatty plugin cannot grow host memory without limit.
+const MAX_LOGS: usize = 1000;
 
 /// State shared by every plugin of one transaction.
 pub struct TransactionContext {
@@ -45,6 +57,13 @@ impl TransactionContext {
     pub fn take_logs(&self) -> Vec<PluginLog> {
         std::mem::take(&mut *self.logs.lock().unwrap_or_else(|e| e.into_inner()))
     }
+
+    fn push_log(&self, line: PluginLog) {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        if logs.len() < MAX_LOGS {
+            logs.push(line);
+        }
+    }
 }
 
 /// What a plugin is, as far as its imports are concerned.
@@ -52,8 +71,51 @@ pub struct PluginIdentity {
     pub name: String,
     /// Its table from the gateway config.
     pub config: toml::Table,
-    /// Capabilities both declared by the plugin and granted by the operator.
-    pub capabilities: Vec<Capability>,
+    /// Capabilities the plugin asked for in `describe`.
+    pub declared: Vec<Capability>,
+    /// Capabilities the operator granted in the config.
+    pub granted: Vec<Capability>,
+    /// The directory granted with `files`, opened once at load.
+    pub files: Option<Arc<cap_std::fs::Dir>>,
+}
+
+impl PluginIdentity {
+    /// An identity with no powers (used while asking a plugin to describe itself).
+    pub fn bare(name: &str, config: &toml::Table) -> PluginIdentity {
+        PluginIdentity {
+            name: name.to_string(),
+            config: config.clone(),
+            declared: Vec::new(),
+            granted: Vec::new(),
+            files: None,
+        }
+    }
+}
+
+/// Why a capability's import refused to work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    NotDeclared(Capability),
+    NotGranted(Capability),
+    Failed(String),
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denial::NotDeclared(c) => write!(
+                f,
+                "capability {} was not declared: the plugin must list it in describe",
+                c.name()
+            ),
+            Denial::NotGranted(c) => write!(
+                f,
+                "capability {} was not granted: the operator must add it to the plugin's `grant`",
+                c.name()
+            ),
+            Denial::Failed(reason) => f.write_str(reason),
+        }
+    }
 }
 
 /// A memory cap that says which limit was hit, so the fault report is precise.
@@ -89,6 +151,106 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
+/// What one stage call has asked for so far (contract 0.2: edits arrive as host calls).
+#[derive(Default)]
+pub struct CallState {
+    pub stage: Option<Stage>,
+    pub edits: Vec<Edit>,
+    /// The first edit the host refused: the call is then a fault, whatever it returns.
+    pub refused: Option<String>,
+}
+
+/// Guest stdout or stderr, kept in memory up to a bound per call and read after each call.
+#[derive(Clone, Default)]
+pub struct OutputCapture(Arc<Mutex<Captured>>);
+
+#[derive(Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    dropped: usize,
+}
+
+/// Output kept per stream and call; the rest is counted, not stored.
+const MAX_OUTPUT: usize = 16 * 1024;
+
+impl OutputCapture {
+    fn append(&self, bytes: &[u8]) {
+        let mut captured = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let room = MAX_OUTPUT.saturating_sub(captured.bytes.len());
+        let kept = bytes.len().min(room);
+        captured.bytes.extend_from_slice(&bytes[..kept]);
+        captured.dropped += bytes.len() - kept;
+    }
+
+    /// The lines written since the last call, with a note of what did not fit.
+    pub fn take_lines(&self) -> Vec<String> {
+        let mut captured = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let text = String::from_utf8_lossy(&captured.bytes).into_owned();
+        let mut lines: Vec<String> = text
+            .lines()
+            .map(|l| l.trim_end().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        if captured.dropped > 0 {
+            lines.push(format!("({} more bytes not kept)", captured.dropped));
+        }
+        captured.bytes.clear();
+        captured.dropped = 0;
+        lines
+    }
+}
+
+impl IsTerminal for OutputCapture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for OutputCapture {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for OutputCapture {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> StreamResult<usize> {
+        // Always writable: what exceeds the bound is dropped, never an error for the guest.
+        Ok(64 * 1024)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for OutputCapture {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for OutputCapture {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.append(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// The data of one plugin instance's store.
 pub struct HostState {
     pub plugin: Arc<PluginIdentity>,
@@ -96,6 +258,9 @@ pub struct HostState {
     pub table: ResourceTable,
     pub wasi: WasiCtx,
     pub memory: MemoryCap,
+    pub call: CallState,
+    stdout: OutputCapture,
+    stderr: OutputCapture,
 }
 
 impl HostState {
@@ -104,25 +269,212 @@ impl HostState {
         tx: Arc<TransactionContext>,
         memory_bytes: usize,
     ) -> HostState {
+        let (stdout, stderr) = (OutputCapture::default(), OutputCapture::default());
+        // No files, sockets, environment or arguments; stdout and stderr are captured.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
         HostState {
             plugin,
             tx,
             table: ResourceTable::new(),
-            // Grants nothing: no files, sockets, environment or arguments.
-            wasi: WasiCtx::builder().build(),
+            wasi,
             memory: MemoryCap {
                 max_bytes: memory_bytes,
                 hit: false,
             },
+            call: CallState::default(),
+            stdout,
+            stderr,
         }
     }
 
-    fn granted(&self, capability: Capability) -> bool {
-        self.plugin.capabilities.contains(&capability)
+    /// Starts a stage call: no edits yet.
+    pub fn begin_call(&mut self, stage: Option<Stage>) {
+        self.call = CallState {
+            stage,
+            ..CallState::default()
+        };
     }
 
-    fn message(&self, handle: &Resource<MessageHandle>) -> wasmtime::Result<Arc<Message>> {
+    /// Moves what the guest printed during the call into the log (and the harness report).
+    /// Returns stderr's lines, which explain a trap.
+    pub fn collect_output(&mut self) -> Vec<String> {
+        let plugin = &self.plugin.name;
+        let session = &self.tx.session_id;
+        for line in self.stdout.take_lines() {
+            tracing::info!(plugin, session, stream = "stdout", "{line}");
+            self.tx.push_log(guest_line(plugin, "stdout", line));
+        }
+        let stderr = self.stderr.take_lines();
+        for line in &stderr {
+            tracing::warn!(plugin, session, stream = "stderr", "{line}");
+            self.tx.push_log(guest_line(plugin, "stderr", line.clone()));
+        }
+        stderr
+    }
+
+    pub fn message(&self, handle: &Resource<MessageHandle>) -> wasmtime::Result<Arc<Message>> {
         Ok(self.table.get(handle)?.0.clone())
+    }
+
+    /// Records an edit asked for during a stage call, after checking it against the stage.
+    pub fn edit(&mut self, edit: Edit) -> Result<(), String> {
+        let checked = match self.call.stage {
+            Some(stage) => edit.validate(stage),
+            None => Err("edits are only possible during a stage call".into()),
+        };
+        match checked {
+            Ok(()) => {
+                self.call.edits.push(edit);
+                Ok(())
+            }
+            Err(why) => {
+                self.call.refused.get_or_insert_with(|| why.clone());
+                Err(why)
+            }
+        }
+    }
+
+    /// Ok when the plugin both declared and was granted `capability`.
+    pub fn check(&self, capability: Capability) -> Result<(), Denial> {
+        if !self.plugin.declared.contains(&capability) {
+            Err(Denial::NotDeclared(capability))
+        } else if !self.plugin.granted.contains(&capability) {
+            Err(Denial::NotGranted(capability))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn log(&mut self, level: &'static str, message: String, fields: Vec<(String, String)>) {
+        let plugin = &self.plugin.name;
+        let session = &self.tx.session_id;
+        match level {
+            "error" => tracing::error!(plugin, session, ?fields, "{message}"),
+            "warn" => tracing::warn!(plugin, session, ?fields, "{message}"),
+            "info" => tracing::info!(plugin, session, ?fields, "{message}"),
+            _ => tracing::debug!(plugin, session, ?fields, "{message}"),
+        }
+        self.tx.push_log(PluginLog {
+            plugin: plugin.clone(),
+            level,
+            message,
+            fields,
+        });
+    }
+
+    pub fn config_get(&self, key: &str) -> Option<String> {
+        lookup(&self.plugin.config, key).map(render)
+    }
+
+    pub fn config_list(&self, key: &str) -> Vec<String> {
+        match lookup(&self.plugin.config, key) {
+            Some(toml::Value::Array(items)) => items.iter().map(render).collect(),
+            Some(scalar) => vec![render(scalar)],
+            None => Vec::new(),
+        }
+    }
+
+    pub fn config_json(&self) -> String {
+        serde_json::to_string(&self.plugin.config).unwrap_or_else(|_| "{}".into())
+    }
+
+    pub fn note_get(&self, key: &str) -> Option<String> {
+        self.tx
+            .notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    pub fn note_set(&self, key: String, value: String) {
+        let mut notes = self.tx.notes.lock().unwrap_or_else(|e| e.into_inner());
+        if notes.len() < 10_000 || notes.contains_key(&key) {
+            notes.insert(key, value);
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.tx.services.clock.now_ms()
+    }
+
+    pub fn kv_get(&self, key: &str) -> Result<Option<String>, Denial> {
+        self.check(Capability::Kv)?;
+        let now = self.now_ms();
+        (self.tx.services.kv.get(&self.plugin.name, key, now)).map_err(Denial::Failed)
+    }
+
+    pub fn kv_set(&self, key: &str, value: &str, ttl_seconds: Option<u32>) -> Result<(), Denial> {
+        self.check(Capability::Kv)?;
+        let expires = ttl_seconds.map(|s| self.expiry(s));
+        (self
+            .tx
+            .services
+            .kv
+            .set(&self.plugin.name, key, value, expires))
+        .map_err(Denial::Failed)
+    }
+
+    pub fn kv_delete(&self, key: &str) -> Result<(), Denial> {
+        self.check(Capability::Kv)?;
+        (self.tx.services.kv.delete(&self.plugin.name, key)).map_err(Denial::Failed)
+    }
+
+    pub fn kv_incr(&self, key: &str, delta: i64, ttl_seconds: Option<u32>) -> Result<i64, Denial> {
+        self.check(Capability::Kv)?;
+        let now = self.now_ms();
+        let expires = ttl_seconds.map(|s| self.expiry(s));
+        let kv = &self.tx.services.kv;
+        (kv.incr(&self.plugin.name, key, delta, expires, now)).map_err(Denial::Failed)
+    }
+
+    fn expiry(&self, ttl_seconds: u32) -> u64 {
+        self.now_ms()
+            .saturating_add(u64::from(ttl_seconds).saturating_mul(1000))
+    }
+
+    /// The resolver, when the plugin may use it (awaited without borrowing the state).
+    pub fn dns(&self) -> Result<Arc<dyn Dns>, Denial> {
+        self.check(Capability::Dns)?;
+        Ok(self.tx.services.dns.clone())
+    }
+
+    /// A file under the granted directory. `cap_std` resolves the path inside the directory
+    /// handle, so `..`, absolute paths and symlinks cannot reach outside it.
+    pub fn file_read(&self, path: &str) -> Result<Vec<u8>, Denial> {
+        self.check(Capability::Files)?;
+        let Some(dir) = &self.plugin.files else {
+            return Err(Denial::NotGranted(Capability::Files));
+        };
+        let file = dir
+            .open(path)
+            .map_err(|e| Denial::Failed(format!("{path}: {e}")))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if size > MAX_FILE_READ {
+            return Err(Denial::Failed(format!(
+                "{path}: {size} bytes is more than the {MAX_FILE_READ} a plugin may read at once"
+            )));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        use std::io::Read;
+        (file.take(MAX_FILE_READ).read_to_end(&mut bytes))
+            .map_err(|e| Denial::Failed(format!("{path}: {e}")))?;
+        Ok(bytes)
+    }
+}
+
+/// Largest file `file-read` returns (the plugin's memory cap bounds it further).
+const MAX_FILE_READ: u64 = 64 * 1024 * 1024;
+
+fn guest_line(plugin: &str, stream: &'static str, message: String) -> PluginLog {
+    PluginLog {
+        plugin: plugin.to_string(),
+        level: stream,
+        message,
+        fields: Vec::new(),
     }
 }
 
@@ -132,16 +484,6 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
-    }
-}
-
-fn level_name(level: host::Level) -> &'static str {
-    match level {
-        host::Level::Trace => "trace",
-        host::Level::Debug => "debug",
-        host::Level::Info => "info",
-        host::Level::Warn => "warn",
-        host::Level::Error => "error",
     }
 }
 
@@ -171,224 +513,113 @@ fn lookup<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
     Some(value)
 }
 
-const KV_DENIED: &str = "capability kv was not declared and granted";
+/// Implements a contract version's `message` resource on [`MessageHandle`]; the resource is
+/// the same in every version, only the generated module differs.
+macro_rules! message_resource {
+    ($types:path) => {
+        use $types as message_types;
 
-impl host::Host for HostState {
-    fn log(
-        &mut self,
-        level: host::Level,
-        message: String,
-        fields: Vec<(String, String)>,
-    ) -> wasmtime::Result<()> {
-        let level = level_name(level);
-        let plugin = &self.plugin.name;
-        let session = &self.tx.session_id;
-        match level {
-            "error" => tracing::error!(plugin, session, ?fields, "{message}"),
-            "warn" => tracing::warn!(plugin, session, ?fields, "{message}"),
-            "info" => tracing::info!(plugin, session, ?fields, "{message}"),
-            _ => tracing::debug!(plugin, session, ?fields, "{message}"),
+        impl message_types::HostMessage for HostState {
+            fn size(&mut self, this: Resource<MessageHandle>) -> wasmtime::Result<u64> {
+                Ok(self.message(&this)?.size())
+            }
+
+            fn headers(
+                &mut self,
+                this: Resource<MessageHandle>,
+            ) -> wasmtime::Result<Vec<message_types::Header>> {
+                Ok(self
+                    .message(&this)?
+                    .headers()
+                    .into_iter()
+                    .map(|h| message_types::Header {
+                        name: h.name,
+                        raw: h.raw,
+                        decoded: h.decoded,
+                    })
+                    .collect())
+            }
+
+            fn header(
+                &mut self,
+                this: Resource<MessageHandle>,
+                name: String,
+            ) -> wasmtime::Result<Vec<message_types::Header>> {
+                Ok(self
+                    .message(&this)?
+                    .header(&name)
+                    .into_iter()
+                    .map(|h| message_types::Header {
+                        name: h.name,
+                        raw: h.raw,
+                        decoded: h.decoded,
+                    })
+                    .collect())
+            }
+
+            fn body(&mut self, this: Resource<MessageHandle>) -> wasmtime::Result<Vec<u8>> {
+                Ok(self.message(&this)?.body().to_vec())
+            }
+
+            fn body_range(
+                &mut self,
+                this: Resource<MessageHandle>,
+                offset: u64,
+                len: u64,
+            ) -> wasmtime::Result<Vec<u8>> {
+                Ok(self.message(&this)?.body_range(offset, len).to_vec())
+            }
+
+            fn parts(
+                &mut self,
+                this: Resource<MessageHandle>,
+            ) -> wasmtime::Result<Vec<message_types::MimePart>> {
+                let message = self.message(&this)?;
+                Ok(message
+                    .parts()
+                    .iter()
+                    .map(|p| message_types::MimePart {
+                        id: p.id,
+                        parent: p.parent,
+                        content_type: message_types::ContentType {
+                            media_type: p.media_type.clone(),
+                            subtype: p.subtype.clone(),
+                            params: p.params.clone(),
+                        },
+                        disposition: p.disposition.clone(),
+                        filename: p.filename.clone(),
+                        transfer_encoding: p.transfer_encoding.clone(),
+                        size: p.size,
+                        is_multipart: p.is_multipart,
+                        is_message: p.is_message,
+                    })
+                    .collect())
+            }
+
+            fn part_content(
+                &mut self,
+                this: Resource<MessageHandle>,
+                id: u32,
+            ) -> wasmtime::Result<Option<Vec<u8>>> {
+                Ok(self.message(&this)?.part_content(id))
+            }
+
+            fn part_text(
+                &mut self,
+                this: Resource<MessageHandle>,
+                id: u32,
+            ) -> wasmtime::Result<Option<String>> {
+                Ok(self.message(&this)?.part_text(id))
+            }
+
+            fn drop(&mut self, this: Resource<MessageHandle>) -> wasmtime::Result<()> {
+                self.table.delete(this)?;
+                Ok(())
+            }
         }
-        let mut logs = self.tx.logs.lock().unwrap_or_else(|e| e.into_inner());
-        // Bounded: a chatty plugin cannot grow host memory without limit.
-        if logs.len() < 1000 {
-            logs.push(PluginLog {
-                plugin: plugin.clone(),
-                level,
-                message,
-                fields,
-            });
-        }
-        Ok(())
-    }
-
-    fn config_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(lookup(&self.plugin.config, &key).map(render))
-    }
-
-    fn config_list(&mut self, key: String) -> wasmtime::Result<Vec<String>> {
-        Ok(match lookup(&self.plugin.config, &key) {
-            Some(toml::Value::Array(items)) => items.iter().map(render).collect(),
-            Some(scalar) => vec![render(scalar)],
-            None => Vec::new(),
-        })
-    }
-
-    fn config_json(&mut self) -> wasmtime::Result<String> {
-        Ok(serde_json::to_string(&self.plugin.config)?)
-    }
-
-    fn note_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self
-            .tx
-            .notes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .cloned())
-    }
-
-    fn note_set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
-        let mut notes = self.tx.notes.lock().unwrap_or_else(|e| e.into_inner());
-        if notes.len() < 10_000 || notes.contains_key(&key) {
-            notes.insert(key, value);
-        }
-        Ok(())
-    }
-
-    fn now_ms(&mut self) -> wasmtime::Result<u64> {
-        Ok(self.tx.services.clock.now_ms())
-    }
-
-    fn kv_get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, String>> {
-        if !self.granted(Capability::Kv) {
-            return Ok(Err(KV_DENIED.into()));
-        }
-        let now = self.tx.services.clock.now_ms();
-        Ok(self.tx.services.kv.get(&self.plugin.name, &key, now))
-    }
-
-    fn kv_set(
-        &mut self,
-        key: String,
-        value: String,
-        ttl_seconds: Option<u32>,
-    ) -> wasmtime::Result<Result<(), String>> {
-        if !self.granted(Capability::Kv) {
-            return Ok(Err(KV_DENIED.into()));
-        }
-        let expires = ttl_seconds.map(|s| self.tx.services.clock.now_ms() + u64::from(s) * 1000);
-        Ok(self
-            .tx
-            .services
-            .kv
-            .set(&self.plugin.name, &key, &value, expires))
-    }
-
-    fn kv_delete(&mut self, key: String) -> wasmtime::Result<Result<(), String>> {
-        if !self.granted(Capability::Kv) {
-            return Ok(Err(KV_DENIED.into()));
-        }
-        Ok(self.tx.services.kv.delete(&self.plugin.name, &key))
-    }
-
-    async fn dns_lookup(
-        &mut self,
-        record_type: host::RecordType,
-        name: String,
-    ) -> wasmtime::Result<Result<Vec<String>, host::DnsError>> {
-        if !self.granted(Capability::Dns) {
-            return Ok(Err(host::DnsError::Denied));
-        }
-        let record = match record_type {
-            host::RecordType::A => RecordType::A,
-            host::RecordType::Aaaa => RecordType::Aaaa,
-            host::RecordType::Mx => RecordType::Mx,
-            host::RecordType::Txt => RecordType::Txt,
-            host::RecordType::Ptr => RecordType::Ptr,
-        };
-        let dns = self.tx.services.dns.clone();
-        Ok(dns.lookup(record, &name).await.map_err(|e| match e {
-            DnsFailure::NotFound => host::DnsError::NotFound,
-            DnsFailure::Temporary(reason) => host::DnsError::Temporary(reason),
-        }))
-    }
+    };
 }
-
-impl types::Host for HostState {}
-
-impl types::HostMessage for HostState {
-    fn size(&mut self, this: Resource<MessageHandle>) -> wasmtime::Result<u64> {
-        Ok(self.message(&this)?.size())
-    }
-
-    fn headers(&mut self, this: Resource<MessageHandle>) -> wasmtime::Result<Vec<types::Header>> {
-        Ok(self
-            .message(&this)?
-            .headers()
-            .into_iter()
-            .map(to_wit_header)
-            .collect())
-    }
-
-    fn header(
-        &mut self,
-        this: Resource<MessageHandle>,
-        name: String,
-    ) -> wasmtime::Result<Vec<types::Header>> {
-        Ok(self
-            .message(&this)?
-            .header(&name)
-            .into_iter()
-            .map(to_wit_header)
-            .collect())
-    }
-
-    fn body(&mut self, this: Resource<MessageHandle>) -> wasmtime::Result<Vec<u8>> {
-        Ok(self.message(&this)?.body().to_vec())
-    }
-
-    fn body_range(
-        &mut self,
-        this: Resource<MessageHandle>,
-        offset: u64,
-        len: u64,
-    ) -> wasmtime::Result<Vec<u8>> {
-        Ok(self.message(&this)?.body_range(offset, len).to_vec())
-    }
-
-    fn parts(&mut self, this: Resource<MessageHandle>) -> wasmtime::Result<Vec<types::MimePart>> {
-        let message = self.message(&this)?;
-        Ok(message.parts().iter().map(to_wit_part).collect())
-    }
-
-    fn part_content(
-        &mut self,
-        this: Resource<MessageHandle>,
-        id: u32,
-    ) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.message(&this)?.part_content(id))
-    }
-
-    fn part_text(
-        &mut self,
-        this: Resource<MessageHandle>,
-        id: u32,
-    ) -> wasmtime::Result<Option<String>> {
-        Ok(self.message(&this)?.part_text(id))
-    }
-
-    fn drop(&mut self, this: Resource<MessageHandle>) -> wasmtime::Result<()> {
-        self.table.delete(this)?;
-        Ok(())
-    }
-}
-
-fn to_wit_header(h: crate::message::HeaderField) -> types::Header {
-    types::Header {
-        name: h.name,
-        raw: h.raw,
-        decoded: h.decoded,
-    }
-}
-
-fn to_wit_part(p: &crate::message::Part) -> types::MimePart {
-    types::MimePart {
-        id: p.id,
-        parent: p.parent,
-        content_type: types::ContentType {
-            media_type: p.media_type.clone(),
-            subtype: p.subtype.clone(),
-            params: p.params.clone(),
-        },
-        disposition: p.disposition.clone(),
-        filename: p.filename.clone(),
-        transfer_encoding: p.transfer_encoding.clone(),
-        size: p.size,
-        is_multipart: p.is_multipart,
-        is_message: p.is_message,
-    }
-}
+pub(super) use message_resource;
 
 #[cfg(test)]
 mod tests {
@@ -406,5 +637,17 @@ mod tests {
             Some("[\"p\",\"q\"]")
         );
         assert!(lookup(&table, "missing.key").is_none());
+    }
+
+    #[test]
+    fn captured_output_is_bounded_and_drained_per_call() {
+        let capture = OutputCapture::default();
+        capture.append(b"first line\nsecond");
+        assert_eq!(capture.take_lines(), ["first line", "second"]);
+        assert!(capture.take_lines().is_empty());
+        capture.append(&vec![b'x'; MAX_OUTPUT + 10]);
+        let lines = capture.take_lines();
+        assert_eq!(lines[0].len(), MAX_OUTPUT);
+        assert_eq!(lines[1], "(10 more bytes not kept)");
     }
 }

@@ -1,38 +1,174 @@
 //! Turns the config's `[[plugin]]` entries into ready-to-instantiate plugins: compile (or load
-//! from cache), check the contract, ask the plugin to describe itself.
+//! from cache), find which contract version the component implements and which stages it
+//! exports, ask it to describe itself, and check its grants and settings.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use wasmtime::component::InstancePre;
 use wasmtime::Store;
 
-use super::bindings::{types as wit, PluginPre};
 use super::chain::Live;
+use super::contract_v0_1 as v0_1;
+use super::contract_v0_2 as v0_2;
 use super::engine::Runtime;
 use super::host_api::{HostState, PluginIdentity, TransactionContext};
 use super::services::Services;
 use super::{Capability, PluginError, Stage};
 use crate::config::{Config, FailurePolicy, PluginConfig};
 
-/// What a plugin said about itself in `describe`.
+/// What a plugin said about itself in `describe`, and the stages it is called at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginInfo {
     pub name: String,
     pub version: String,
+    /// 0.2: the stages the component exports; 0.1: the stages `describe` listed.
     pub stages: Vec<Stage>,
     pub capabilities: Vec<Capability>,
+    /// The settings the plugin declares; empty means its config table is not checked.
+    pub config: Vec<ConfigKey>,
+    /// The contract version the component implements, e.g. `0.2.0`.
+    pub contract: &'static str,
+}
+
+/// The type a plugin setting must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    String,
+    Integer,
+    Float,
+    Boolean,
+    StringList,
+    Table,
+}
+
+impl ValueType {
+    const ALL: [ValueType; 6] = [
+        ValueType::String,
+        ValueType::Integer,
+        ValueType::Float,
+        ValueType::Boolean,
+        ValueType::StringList,
+        ValueType::Table,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueType::String => "string",
+            ValueType::Integer => "integer",
+            ValueType::Float => "float",
+            ValueType::Boolean => "boolean",
+            ValueType::StringList => "string-list",
+            ValueType::Table => "table",
+        }
+    }
+
+    fn accepts(self, value: &toml::Value) -> bool {
+        match (self, value) {
+            (ValueType::String, toml::Value::String(_))
+            | (ValueType::Integer, toml::Value::Integer(_))
+            | (ValueType::Float, toml::Value::Float(_) | toml::Value::Integer(_))
+            | (ValueType::Boolean, toml::Value::Boolean(_))
+            | (ValueType::Table, toml::Value::Table(_)) => true,
+            (ValueType::StringList, toml::Value::Array(items)) => items.iter().all(|i| i.is_str()),
+            _ => false,
+        }
+    }
+}
+
+/// One setting a plugin declares in `describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigKey {
+    pub name: String,
+    pub value_type: ValueType,
+    pub default: Option<String>,
+    pub doc: String,
+    pub required: bool,
+}
+
+impl ConfigKey {
+    /// A declared key; an unknown type name is an error naming the key.
+    pub fn new(
+        name: String,
+        value_type: &str,
+        default: Option<String>,
+        doc: String,
+        required: bool,
+    ) -> Result<ConfigKey, String> {
+        let Some(value_type) = ValueType::ALL.into_iter().find(|t| t.name() == value_type) else {
+            return Err(format!(
+                "key {name:?} with unknown type {value_type:?} (known: string, integer, float, \
+                 boolean, string-list, table)"
+            ));
+        };
+        Ok(ConfigKey {
+            name,
+            value_type,
+            default,
+            doc,
+            required,
+        })
+    }
+}
+
+/// How to instantiate a component, by the contract version it implements.
+pub(super) enum Bindings {
+    V0_1(v0_1::Pre),
+    V0_2 {
+        pre: InstancePre<HostState>,
+        exports: v0_2::Exports,
+    },
+}
+
+/// A live instance's bindings.
+pub(super) enum LiveInstance {
+    V0_1(v0_1::Instance),
+    V0_2(v0_2::Instance),
+}
+
+impl Bindings {
+    pub(super) async fn instantiate(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<LiveInstance> {
+        match self {
+            Bindings::V0_1(pre) => Ok(LiveInstance::V0_1(pre.instantiate_async(store).await?)),
+            Bindings::V0_2 { pre, exports } => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                Ok(LiveInstance::V0_2(exports.load(store, &instance)?))
+            }
+        }
+    }
+
+    async fn describe(
+        &self,
+        instance: &LiveInstance,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Result<PluginInfo, String>> {
+        match (self, instance) {
+            (Bindings::V0_1(_), LiveInstance::V0_1(plugin)) => {
+                v0_1::describe(plugin, store).await.map(Ok)
+            }
+            (Bindings::V0_2 { exports, .. }, LiveInstance::V0_2(plugin)) => {
+                v0_2::describe(plugin, exports.stages(), store).await
+            }
+            _ => wasmtime::bail!("instance of another contract version"),
+        }
+    }
 }
 
 /// A plugin ready to be instantiated for each transaction.
 pub struct LoadedPlugin {
-    /// The name from the config (or file name); used in logs, notes and reports.
+    /// The name from the config, else from `describe`; used in logs, notes, kv and reports.
     pub name: String,
     pub info: PluginInfo,
     pub policy: FailurePolicy,
     pub timeout: Duration,
     pub memory_bytes: usize,
+    /// Transactions one instance serves before a fresh one replaces it.
+    pub instance_reuse: u32,
     /// The component file and its SHA-256 (hex).
     pub path: PathBuf,
     pub sha256: String,
@@ -40,7 +176,7 @@ pub struct LoadedPlugin {
     pub calls: AtomicU64,
     pub faults: AtomicU64,
     pub(super) identity: Arc<PluginIdentity>,
-    pub(super) pre: PluginPre<HostState>,
+    pub(super) bindings: Bindings,
     idle: Mutex<Vec<Live>>,
 }
 
@@ -74,8 +210,6 @@ impl LoadedPlugin {
 pub struct PluginSet {
     pub(super) runtime: Arc<Runtime>,
     pub plugins: Vec<Arc<LoadedPlugin>>,
-    /// Transactions one instance serves before it is replaced by a fresh one.
-    pub(super) instance_reuse: u32,
     /// 1 for the set loaded at start, one more for each successful reload.
     pub generation: u64,
     pub loaded_at: SystemTime,
@@ -98,15 +232,26 @@ impl PluginSet {
 
     /// Loads every plugin of the config. The first failure is returned with the file and reason.
     pub async fn load(runtime: Arc<Runtime>, config: &Config) -> Result<PluginSet, PluginError> {
-        let mut plugins = Vec::with_capacity(config.plugins.len());
+        let mut plugins: Vec<Arc<LoadedPlugin>> = Vec::with_capacity(config.plugins.len());
         for entry in &config.plugins {
-            let plugin = load_one(&runtime, config, entry, &config.runtime.max_memory_mb).await?;
+            let plugin = load_one(&runtime, config, entry).await?;
+            if let Some(other) = plugins.iter().find(|p| p.name == plugin.name) {
+                return Err(PluginError::Settings {
+                    origin: config.origin.clone(),
+                    reason: format!(
+                        "line {}: two plugins are named {:?} ({} and {}); give one a `name`",
+                        entry.line,
+                        plugin.name,
+                        other.path.display(),
+                        plugin.path.display()
+                    ),
+                });
+            }
             plugins.push(Arc::new(plugin));
         }
         Ok(PluginSet {
             runtime,
             plugins,
-            instance_reuse: config.runtime.instance_reuse.max(1),
             generation: 1,
             loaded_at: SystemTime::now(),
         })
@@ -121,83 +266,156 @@ async fn load_one(
     runtime: &Runtime,
     config: &Config,
     entry: &PluginConfig,
-    max_memory_mb: &u32,
 ) -> Result<LoadedPlugin, PluginError> {
     let path = config.resolve(&entry.path);
     let (component, sha256) = runtime.load_component(&path)?;
-    let instance_pre =
-        runtime
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::Contract {
-                path: path.clone(),
-                reason: format!("{e:#}"),
-            })?;
-    let pre = PluginPre::new(instance_pre).map_err(|e| PluginError::Contract {
-        path: path.clone(),
-        reason: format!("{e:#}"),
-    })?;
-    let name = entry.display_name();
-    let memory_bytes = entry.memory_mb.min(*max_memory_mb) as usize * 1024 * 1024;
-    let timeout = Duration::from_millis(entry.timeout_ms.max(1));
-    let describe_err = |reason: String| PluginError::Describe {
+    let contract_err = |reason: String| PluginError::Contract {
         path: path.clone(),
         reason,
     };
-    let info = describe(runtime, &pre, &name, &entry.config, memory_bytes, timeout)
-        .await
-        .map_err(describe_err)?;
-    let capabilities: Vec<Capability> = info
-        .capabilities
-        .iter()
-        .copied()
-        .filter(|c| entry.grant.contains(c))
-        .collect();
-    for missing in info
-        .capabilities
-        .iter()
-        .filter(|c| !capabilities.contains(c))
-    {
-        tracing::warn!(
-            plugin = name,
-            "asks for capability {missing:?}, which the config does not grant"
-        );
-    }
+    let instance_pre =
+        (runtime.linker.instantiate_pre(&component)).map_err(|e| contract_err(format!("{e:#}")))?;
+    let bindings = match v0_2::Exports::find(&instance_pre) {
+        Ok(exports) => Bindings::V0_2 {
+            pre: instance_pre,
+            exports,
+        },
+        Err(v0_2_reason) => match v0_1::bind(instance_pre) {
+            Ok(pre) => Bindings::V0_1(pre),
+            Err(v0_1_reason) => {
+                return Err(contract_err(format!(
+                    "0.2: {v0_2_reason}; 0.1: {v0_1_reason}"
+                )))
+            }
+        },
+    };
+    let memory_bytes = entry.memory_mb as usize * 1024 * 1024;
+    let timeout = Duration::from_millis(entry.timeout_ms.max(1));
+    let describing = entry.name.clone().unwrap_or_else(|| entry.display_name());
+    let info = describe(
+        runtime,
+        &bindings,
+        &describing,
+        &entry.config,
+        memory_bytes,
+        timeout,
+    )
+    .await
+    .map_err(|reason| PluginError::Describe {
+        path: path.clone(),
+        reason,
+    })?;
+    let name = entry.name.clone().unwrap_or_else(|| info.name.clone());
+    check_settings(&info, entry).map_err(|reason| PluginError::Settings {
+        origin: config.origin.clone(),
+        reason: format!("{reason} (plugin {name}; `mailgate plugins --explain {name}`)"),
+    })?;
+    let granted: Vec<Capability> = entry.grant.iter().map(|&g| Capability::from(g)).collect();
+    warn_about_grants(&name, &info.capabilities, &granted);
+    let files = match &entry.files {
+        Some(dir) if info.capabilities.contains(&Capability::Files) => {
+            let dir = config.resolve(dir);
+            let opened = cap_std::fs::Dir::open_ambient_dir(&dir, cap_std::ambient_authority())
+                .map_err(|e| PluginError::Grant {
+                    path: path.clone(),
+                    reason: format!("files = {}: {e}", dir.display()),
+                })?;
+            Some(Arc::new(opened))
+        }
+        _ => None,
+    };
     Ok(LoadedPlugin {
         identity: Arc::new(PluginIdentity {
             name: name.clone(),
             config: entry.config.clone(),
-            capabilities,
+            declared: info.capabilities.clone(),
+            granted,
+            files,
         }),
         name,
         info,
         policy: entry.on_failure,
         timeout,
         memory_bytes,
+        instance_reuse: entry
+            .instance_reuse
+            .unwrap_or(config.runtime.instance_reuse)
+            .max(1),
         path,
         sha256,
         calls: AtomicU64::new(0),
         faults: AtomicU64::new(0),
-        pre,
+        bindings,
         idle: Mutex::new(Vec::new()),
     })
+}
+
+/// Declared but not granted, and granted but not declared: both are worth a line in the log.
+fn warn_about_grants(name: &str, declared: &[Capability], granted: &[Capability]) {
+    for missing in declared.iter().filter(|c| !granted.contains(c)) {
+        tracing::warn!(
+            plugin = name,
+            "asks for capability {}, which the config does not grant: its calls will be refused",
+            missing.name()
+        );
+    }
+    for unused in granted.iter().filter(|c| !declared.contains(c)) {
+        tracing::warn!(
+            plugin = name,
+            "is granted capability {}, which it does not declare: the grant has no effect",
+            unused.name()
+        );
+    }
+}
+
+/// Checks `[plugin.config]` against the keys the plugin declares (when it declares any).
+fn check_settings(info: &PluginInfo, entry: &PluginConfig) -> Result<(), String> {
+    if info.config.is_empty() {
+        return Ok(());
+    }
+    let line = |key: &str| entry.config_lines.get(key).copied().unwrap_or(entry.line);
+    for (key, value) in &entry.config {
+        let Some(declared) = info.config.iter().find(|k| &k.name == key) else {
+            let known: Vec<&str> = info.config.iter().map(|k| k.name.as_str()).collect();
+            return Err(format!(
+                "line {}: config key `{key}` is not one the plugin declares (it knows: {})",
+                line(key),
+                known.join(", ")
+            ));
+        };
+        if !declared.value_type.accepts(value) {
+            return Err(format!(
+                "line {}: config key `{key}` must be of type {}, not {}",
+                line(key),
+                declared.value_type.name(),
+                value.type_str()
+            ));
+        }
+    }
+    if let Some(missing) = info
+        .config
+        .iter()
+        .find(|k| k.required && !entry.config.contains_key(&k.name))
+    {
+        return Err(format!(
+            "line {}: config key `{}` is required ({})",
+            entry.line, missing.name, missing.doc
+        ));
+    }
+    Ok(())
 }
 
 /// Instantiates the plugin once and asks it what it is.
 async fn describe(
     runtime: &Runtime,
-    pre: &PluginPre<HostState>,
+    bindings: &Bindings,
     name: &str,
     config: &toml::Table,
     memory_bytes: usize,
     timeout: Duration,
 ) -> Result<PluginInfo, String> {
-    // The plugin sees its config already: the stages it wants may depend on it.
-    let identity = Arc::new(PluginIdentity {
-        name: name.to_string(),
-        config: config.clone(),
-        capabilities: Vec::new(),
-    });
+    // The plugin sees its config already: what it declares may depend on it.
+    let identity = Arc::new(PluginIdentity::bare(name, config));
     let tx = Arc::new(TransactionContext::new(
         "describe".into(),
         Services::with_dns(Arc::new(super::services::StaticDns::default())),
@@ -205,31 +423,51 @@ async fn describe(
     let mut store = Store::new(&runtime.engine, HostState::new(identity, tx, memory_bytes));
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(Runtime::deadline_ticks(timeout.max(Duration::from_secs(1))));
-    let plugin = pre
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    let info: wit::PluginInfo = plugin
-        .mailgate_plugin_handler()
-        .call_describe(&mut store)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
+    let described = match bindings.instantiate(&mut store).await {
+        Ok(instance) => bindings.describe(&instance, &mut store).await,
+        Err(e) => Err(e),
+    };
+    let output = store.data_mut().collect_output();
+    let info = match described {
+        Ok(info) => info?,
+        Err(e) => return Err(super::chain::trap_text(&e, &output)),
+    };
     if info.name.trim().is_empty() {
         return Err("describe returned an empty name".into());
     }
-    let mut stages: Vec<Stage> = info.stages.into_iter().map(Stage::from).collect();
-    stages.dedup();
-    Ok(PluginInfo {
-        name: info.name,
-        version: info.version,
-        stages,
-        capabilities: info
-            .capabilities
-            .into_iter()
-            .map(|c| match c {
-                wit::Capability::Kv => Capability::Kv,
-                wit::Capability::Dns => Capability::Dns,
-            })
-            .collect(),
-    })
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(keys: Vec<ConfigKey>) -> PluginInfo {
+        PluginInfo {
+            name: "p".into(),
+            version: "1".into(),
+            stages: vec![],
+            capabilities: vec![],
+            config: keys,
+            contract: "0.2.0",
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_against_the_declared_keys_with_lines() {
+        let text = "[[plugin]]\npath = \"p.wasm\"\n[plugin.config]\nlimit = 5\nlsit = 3\n";
+        let config = Config::parse(text, std::path::Path::new("g.toml"), ".".into()).unwrap();
+        let entry = &config.plugins[0];
+        let limit = ConfigKey::new("limit".into(), "integer", None, "max".into(), false).unwrap();
+        let err = check_settings(&info(vec![limit.clone()]), entry).unwrap_err();
+        assert!(err.starts_with("line 5: config key `lsit`"), "{err}");
+        let text = "[[plugin]]\npath = \"p.wasm\"\nconfig = { limit = \"five\" }\n";
+        let config = Config::parse(text, std::path::Path::new("g.toml"), ".".into()).unwrap();
+        let err = check_settings(&info(vec![limit]), &config.plugins[0]).unwrap_err();
+        assert!(
+            err.contains("line 3: config key `limit` must be of type integer"),
+            "{err}"
+        );
+        assert!(ConfigKey::new("x".into(), "number", None, String::new(), false).is_err());
+    }
 }

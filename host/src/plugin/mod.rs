@@ -5,6 +5,8 @@ mod active;
 pub mod bindings;
 mod cache;
 mod chain;
+mod contract_v0_1;
+mod contract_v0_2;
 mod engine;
 pub mod host_api;
 mod loader;
@@ -22,7 +24,7 @@ pub use chain::{
     StageReport, Transaction,
 };
 pub use engine::Runtime;
-pub use loader::{LoadedPlugin, PluginInfo, PluginSet};
+pub use loader::{ConfigKey, LoadedPlugin, PluginInfo, PluginSet, ValueType};
 pub use services::Services;
 pub use verdict::{Edit, Reply, Stage, Verdict};
 
@@ -32,6 +34,33 @@ pub use verdict::{Edit, Reply, Stage, Verdict};
 pub enum Capability {
     Kv,
     Dns,
+    Files,
+}
+
+impl Capability {
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Kv => "kv",
+            Capability::Dns => "dns",
+            Capability::Files => "files",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Capability> {
+        [Capability::Kv, Capability::Dns, Capability::Files]
+            .into_iter()
+            .find(|c| c.name() == name)
+    }
+}
+
+impl From<crate::config::Grant> for Capability {
+    fn from(grant: crate::config::Grant) -> Capability {
+        match grant {
+            crate::config::Grant::Kv => Capability::Kv,
+            crate::config::Grant::Dns => Capability::Dns,
+            crate::config::Grant::Files => Capability::Files,
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -40,10 +69,17 @@ pub enum PluginError {
     Read { path: PathBuf, reason: String },
     #[error("plugin {path}: not a usable WebAssembly component: {reason}")]
     NotComponent { path: PathBuf, reason: String },
-    #[error("plugin {path}: does not implement mailgate:plugin@0.1.0: {reason}")]
+    #[error(
+        "plugin {path}: implements no contract this gateway runs \
+         (mailgate:plugin@0.2.0 or @0.1.0): {reason}"
+    )]
     Contract { path: PathBuf, reason: String },
     #[error("plugin {path}: describe failed: {reason}")]
     Describe { path: PathBuf, reason: String },
+    #[error("{origin}: {reason}")]
+    Settings { origin: PathBuf, reason: String },
+    #[error("plugin {path}: {reason}")]
+    Grant { path: PathBuf, reason: String },
     #[error("plugin runtime: {0}")]
     Engine(String),
 }

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTable};
 use serde::Deserialize;
 
 /// DNS record types plugins may ask for.
@@ -49,6 +49,16 @@ pub trait KvStore: Send + Sync {
         expires_ms: Option<u64>,
     ) -> Result<(), String>;
     fn delete(&self, plugin: &str, key: &str) -> Result<(), String>;
+    /// Adds `delta` to the integer at `key` (absent, expired or non-numeric counts as 0) in one
+    /// atomic step and returns the new value; a created entry expires at `expires_ms`.
+    fn incr(
+        &self,
+        plugin: &str,
+        key: &str,
+        delta: i64,
+        expires_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<i64, String>;
     /// Drops every entry expired at `now_ms`; how many went.
     fn purge_expired(&self, now_ms: u64) -> Result<usize, String>;
 }
@@ -134,12 +144,49 @@ impl KvStore for MemoryKv {
         Ok(())
     }
 
+    fn incr(
+        &self,
+        plugin: &str,
+        key: &str,
+        delta: i64,
+        expires_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<i64, String> {
+        let mut map = self.lock();
+        let slot = map.entry((plugin.to_string(), key.to_string()));
+        let entry = slot.or_insert_with(|| (String::new(), expires_ms));
+        let (value, expires) = counted(&entry.0, entry.1, delta, expires_ms, now_ms)?;
+        *entry = (value.to_string(), expires);
+        Ok(value)
+    }
+
     fn purge_expired(&self, now_ms: u64) -> Result<usize, String> {
         let mut map = self.lock();
         let before = map.len();
         map.retain(|_, (_, expires)| expires.is_none_or(|e| e > now_ms));
         Ok(before - map.len())
     }
+}
+
+/// The counter after adding `delta` to the stored text, and its expiry: an expired or absent
+/// entry starts again from 0 with the new expiry.
+fn counted(
+    stored: &str,
+    expires: Option<u64>,
+    delta: i64,
+    new_expiry: Option<u64>,
+    now_ms: u64,
+) -> Result<(i64, Option<u64>), String> {
+    let live = expires.is_none_or(|e| e > now_ms) && !stored.is_empty();
+    let (current, expires) = if live {
+        (stored.trim().parse::<i64>().unwrap_or(0), expires)
+    } else {
+        (0, new_expiry)
+    };
+    current
+        .checked_add(delta)
+        .map(|v| (v, expires))
+        .ok_or_else(|| format!("counter overflow at {current} + {delta}"))
 }
 
 /// Key-value store on disk (redb): survives restarts; expired entries read as absent.
@@ -192,6 +239,33 @@ impl KvStore for DiskKv {
 
     fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
         self.write(|table| table.remove((plugin, key)).map(|_| ()))
+    }
+
+    fn incr(
+        &self,
+        plugin: &str,
+        key: &str,
+        delta: i64,
+        expires_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<i64, String> {
+        let mut result = Err(String::new());
+        self.write(|table| {
+            let old = table
+                .get((plugin, key))?
+                .map(|v| {
+                    let (value, expires) = v.value();
+                    (value.to_string(), (expires != 0).then_some(expires))
+                })
+                .unwrap_or_default();
+            result = counted(&old.0, old.1, delta, expires_ms, now_ms);
+            if let Ok((value, expires)) = &result {
+                let text = value.to_string();
+                table.insert((plugin, key), (text.as_str(), expires.unwrap_or(0)))?;
+            }
+            Ok(())
+        })?;
+        result.map(|(value, _)| value)
     }
 
     fn purge_expired(&self, now_ms: u64) -> Result<usize, String> {

@@ -5,7 +5,6 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::bindings::types as wit;
 use crate::message::header::valid_field_value;
 use crate::message::MessageEdit;
 
@@ -58,20 +57,6 @@ impl fmt::Display for Stage {
     }
 }
 
-impl From<wit::Stage> for Stage {
-    fn from(s: wit::Stage) -> Stage {
-        match s {
-            wit::Stage::Connect => Stage::Connect,
-            wit::Stage::Helo => Stage::Helo,
-            wit::Stage::MailFrom => Stage::MailFrom,
-            wit::Stage::RcptTo => Stage::RcptTo,
-            wit::Stage::Data => Stage::Data,
-            wit::Stage::Deliver => Stage::Deliver,
-            wit::Stage::Retrieve => Stage::Retrieve,
-        }
-    }
-}
-
 /// An SMTP reply: code, optional enhanced status, text lines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reply {
@@ -86,14 +71,6 @@ impl Reply {
             code,
             enhanced: Some(enhanced),
             lines: vec![text.to_string()],
-        }
-    }
-
-    fn from_wit(r: wit::Reply) -> Reply {
-        Reply {
-            code: r.code,
-            enhanced: r.enhanced.map(|e| (e.class, e.subject, e.detail)),
-            lines: r.lines,
         }
     }
 
@@ -168,20 +145,7 @@ impl Verdict {
         }
     }
 
-    fn from_wit(v: wit::Verdict) -> Verdict {
-        match v {
-            wit::Verdict::Continue => Verdict::Continue,
-            wit::Verdict::Accept => Verdict::Accept,
-            wit::Verdict::Reject(r) => Verdict::Reject(Reply::from_wit(r)),
-            wit::Verdict::Tempfail(r) => Verdict::Tempfail(Reply::from_wit(r)),
-            wit::Verdict::Disconnect(r) => Verdict::Disconnect(Reply::from_wit(r)),
-            wit::Verdict::Discard => Verdict::Discard,
-            wit::Verdict::Quarantine(reason) => Verdict::Quarantine(reason),
-            wit::Verdict::Hide => Verdict::Hide,
-        }
-    }
-
-    fn validate(&self, stage: Stage) -> Result<(), String> {
+    pub(super) fn validate(&self, stage: Stage) -> Result<(), String> {
         let allowed = match self {
             Verdict::Continue | Verdict::Accept => true,
             Verdict::Reject(r) => return r.validate(500..=599),
@@ -219,40 +183,7 @@ pub enum Edit {
 }
 
 impl Edit {
-    fn from_wit(e: wit::Edit) -> Edit {
-        use wit::Edit as W;
-        match e {
-            W::AddHeader(f) => Edit::Message(MessageEdit::AddHeader {
-                name: f.name,
-                value: f.value,
-            }),
-            W::InsertHeader(i) => Edit::Message(MessageEdit::InsertHeader {
-                index: i.index,
-                name: i.field.name,
-                value: i.field.value,
-            }),
-            W::SetHeader(f) => Edit::Message(MessageEdit::SetHeader {
-                name: f.name,
-                value: f.value,
-            }),
-            W::RemoveHeader(n) => Edit::Message(MessageEdit::RemoveHeader(n)),
-            W::ReplaceBody(b) => Edit::Message(MessageEdit::ReplaceBody(b)),
-            W::ReplacePart(p) => Edit::Message(MessageEdit::ReplacePart {
-                id: p.id,
-                content_type: p.content_type,
-                content: p.content,
-            }),
-            W::RemovePart(id) => Edit::Message(MessageEdit::RemovePart(id)),
-            W::AppendFooter(t) => Edit::Message(MessageEdit::AppendFooter(t)),
-            W::ChangeSender(s) => Edit::ChangeSender(s),
-            W::AddRecipient(r) => Edit::AddRecipient(r),
-            W::RemoveRecipient(r) => Edit::RemoveRecipient(r),
-            W::Reroute(t) => Edit::Reroute(t),
-            W::Defer(s) => Edit::Defer(s),
-        }
-    }
-
-    fn validate(&self, stage: Stage) -> Result<(), String> {
+    pub(super) fn validate(&self, stage: Stage) -> Result<(), String> {
         let allowed = match self {
             Edit::Message(m) => {
                 m.validate().map_err(|e| e.to_string())?;
@@ -366,11 +297,9 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Converts and validates what a plugin returned; an error names what was wrong.
-    pub fn from_wit(outcome: wit::Outcome, stage: Stage) -> Result<Outcome, String> {
-        let verdict = Verdict::from_wit(outcome.verdict);
+    /// Validates what a plugin returned at `stage`; an error names what was wrong.
+    pub fn validated(verdict: Verdict, edits: Vec<Edit>, stage: Stage) -> Result<Outcome, String> {
         verdict.validate(stage)?;
-        let edits: Vec<Edit> = outcome.edits.into_iter().map(Edit::from_wit).collect();
         for edit in &edits {
             edit.validate(stage)?;
         }

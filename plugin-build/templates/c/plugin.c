@@ -3,21 +3,21 @@
  *
  * Build: `mailgate plugin build` (zig's clang; the component lands in target/plugin.wasm);
  * test: `mailgate test cases`. mailgate.h and the bindings it includes are generated from
- * wit/ at build time; stages not defined here let every message through. */
+ * the contract at build time, for the stages defined here: only those are exported and
+ * called (exports_mailgate_plugin_<stage>_handle, <stage> one of connect, helo, mail_from,
+ * rcpt_to, data, deliver, retrieve). */
 #include "mailgate.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 
-void exports_mailgate_plugin_handler_describe(mg_plugin_info_t *ret) {
-    const mg_stage_t stages[] = {MAILGATE_PLUGIN_TYPES_STAGE_RCPT_TO,
-                                 MAILGATE_PLUGIN_TYPES_STAGE_DATA};
-    mg_describe(ret, "{{name}}", "0.1.0", stages, 2);
+void exports_mailgate_plugin_info_describe(mg_plugin_info_t *ret) {
+    mg_describe(ret, "{{name}}", "0.1.0");
 }
 
-void exports_mailgate_plugin_handler_rcpt_to(mg_session_t *session, mg_envelope_t *envelope,
-                                             mg_string_t *recipient, mg_params_t *params,
-                                             mg_outcome_t *ret) {
+void exports_mailgate_plugin_rcpt_to_handle(mg_session_t *session, mg_envelope_t *envelope,
+                                            mg_string_t *recipient, mg_params_t *params,
+                                            mg_verdict_t *ret) {
     mg_string_t domain = *recipient;
     for (size_t i = recipient->len; i > 0; i--) {
         if (recipient->ptr[i - 1] == '@') {
@@ -40,9 +40,9 @@ void exports_mailgate_plugin_handler_rcpt_to(mg_session_t *session, mg_envelope_
         char text[300];
         snprintf(text, sizeof text, "No mail for %s here", shown);
         free(shown);
-        mg_outcome_reject(ret, 550, "5.7.1", text);
+        mg_verdict_reject(ret, 550, "5.7.1", text);
     } else {
-        mg_outcome_continue(ret);
+        mg_verdict_continue(ret);
     }
     mg_free_session(session);
     mg_free_envelope(envelope);
@@ -50,11 +50,11 @@ void exports_mailgate_plugin_handler_rcpt_to(mg_session_t *session, mg_envelope_
     mg_free_params(params);
 }
 
-void exports_mailgate_plugin_handler_data(mg_session_t *session, mg_envelope_t *envelope,
-                                          mg_message_t message, mg_outcome_t *ret) {
+void exports_mailgate_plugin_data_handle(mg_session_t *session, mg_envelope_t *envelope,
+                                         mg_message_t message, mg_verdict_t *ret) {
     (void)message;
     mg_free_session(session);
     mg_free_envelope(envelope);
-    mg_outcome_continue(ret);
-    mg_outcome_add_header(ret, "X-Checked-By", "{{name}}");
+    mg_add_header("X-Checked-By", "{{name}}");
+    mg_verdict_continue(ret);
 }

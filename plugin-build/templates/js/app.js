@@ -2,34 +2,40 @@
 // accepted message with `X-Checked-By: {{name}}`.
 //
 // Build: `mailgate plugin build` (componentize-js; the component lands in target/plugin.wasm);
-// test: `mailgate test cases`. Every stage must be defined; the host calls only those listed
-// in describe().
-import { configList } from 'mailgate:plugin/host@0.1.0';
-
-const proceed = (edits = []) => ({ verdict: { tag: 'continue' }, edits });
+// test: `mailgate test cases`. Export an object per stage you want, named after it (connect,
+// helo, mailFrom, rcptTo, data, deliver, retrieve) with a `handle` method: only those stages
+// are exported and called. `info.describe` says who the plugin is and which config keys it
+// takes. console.log and uncaught exceptions go to the gateway log.
+import { configList } from 'mailgate:plugin/host@0.2.0';
+import { addHeader } from 'mailgate:plugin/edits@0.2.0';
 
 function reject(code, enhanced, text) {
   const [cls, subject, detail] = enhanced.split('.').map(Number);
-  const reply = { code, enhanced: { class: cls, subject, detail }, lines: [text] };
-  return { verdict: { tag: 'reject', val: reply }, edits: [] };
+  return { tag: 'reject', val: { code, enhanced: { class: cls, subject, detail }, lines: [text] } };
 }
 
-export const handler = {
+export const info = {
   describe() {
-    return { name: '{{name}}', version: '0.1.0', stages: ['rcpt-to', 'data'], capabilities: [] };
+    const blocked = {
+      name: 'blocked-domains', valueType: 'string-list', default: '[]',
+      doc: 'recipient domains refused at RCPT', required: false,
+    };
+    return { name: '{{name}}', version: '0.1.0', capabilities: [], config: [blocked] };
   },
-  connect(_session) { return proceed(); },
-  helo(_session, _name) { return proceed(); },
-  mailFrom(_session, _sender, _params) { return proceed(); },
-  rcptTo(_session, _envelope, recipient, _params) {
+};
+
+export const rcptTo = {
+  handle(_session, _envelope, recipient, _params) {
     const domain = recipient.slice(recipient.lastIndexOf('@') + 1);
     const blocked = configList('blocked-domains').map((d) => d.toLowerCase());
     if (blocked.includes(domain.toLowerCase())) return reject(550, '5.7.1', `No mail for ${domain} here`);
-    return proceed();
+    return { tag: 'continue' };
   },
-  data(_session, _envelope, _message) {
-    return proceed([{ tag: 'add-header', val: { name: 'X-Checked-By', value: '{{name}}' } }]);
+};
+
+export const data = {
+  handle(_session, _envelope, _message) {
+    addHeader('X-Checked-By', '{{name}}');
+    return { tag: 'continue' };
   },
-  deliver(_delivery, _envelope, _message) { return proceed(); },
-  retrieve(_retrieval, _message) { return proceed(); },
 };

@@ -42,8 +42,9 @@ fn masquerade_from(value: &str) -> Option<String> {
 impl Plugin for HeaderRewrite {
     const NAME: &'static str = "header-rewrite";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const STAGES: &'static [Stage] = &[Stage::MailFrom, Stage::Data];
+}
 
+impl MailFrom for HeaderRewrite {
     fn mail_from(_: &Session, sender: &str, _: &[EsmtpParam]) -> Outcome {
         match sender
             .rsplit_once('@')
@@ -53,7 +54,9 @@ impl Plugin for HeaderRewrite {
             None => Outcome::proceed(),
         }
     }
+}
 
+impl Data for HeaderRewrite {
     fn data(session: &Session, _: &Envelope, message: &Message) -> Outcome {
         let mut outcome = Outcome::proceed();
         for name in config::list("remove") {
@@ -98,4 +101,4 @@ impl Plugin for HeaderRewrite {
     }
 }
 
-export_plugin!(HeaderRewrite);
+export_plugin!(HeaderRewrite: MailFrom, Data);

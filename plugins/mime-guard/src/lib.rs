@@ -76,8 +76,9 @@ fn strip(parts: &[MimePart], bad: &[&MimePart], mut outcome: Outcome) -> Outcome
 impl Plugin for MimeGuard {
     const NAME: &'static str = "mime-guard";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const STAGES: &'static [Stage] = &[Stage::Data];
+}
 
+impl Data for MimeGuard {
     fn data(_: &Session, _: &Envelope, message: &Message) -> Outcome {
         let parts = message.parts();
         let bad: Vec<&MimePart> = parts.iter().filter(|p| blocked(p)).collect();
@@ -96,4 +97,4 @@ impl Plugin for MimeGuard {
     }
 }
 
-export_plugin!(MimeGuard);
+export_plugin!(MimeGuard: Data);

@@ -32,8 +32,9 @@ fn recipient_allowed(recipient: &str) -> bool {
 impl Plugin for RecipientPolicy {
     const NAME: &'static str = "recipient-policy";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const STAGES: &'static [Stage] = &[Stage::MailFrom, Stage::RcptTo];
+}
 
+impl MailFrom for RecipientPolicy {
     fn mail_from(_: &Session, sender: &str, _: &[EsmtpParam]) -> Outcome {
         if config::list("reject-senders")
             .iter()
@@ -43,7 +44,9 @@ impl Plugin for RecipientPolicy {
         }
         Outcome::proceed()
     }
+}
 
+impl RcptTo for RecipientPolicy {
     fn rcpt_to(
         session: &Session,
         envelope: &Envelope,
@@ -67,4 +70,4 @@ impl Plugin for RecipientPolicy {
     }
 }
 
-export_plugin!(RecipientPolicy);
+export_plugin!(RecipientPolicy: MailFrom, RcptTo);

@@ -9,8 +9,9 @@ struct Policy;
 
 impl Plugin for Policy {
     const NAME: &'static str = "{{name}}";
-    const STAGES: &'static [Stage] = &[Stage::RcptTo, Stage::Data];
+}
 
+impl RcptTo for Policy {
     fn rcpt_to(_: &Session, _: &Envelope, rcpt: &str, _: &[EsmtpParam]) -> Outcome {
         let domain = domain_of(rcpt);
         let blocked = config::list("blocked-domains");
@@ -19,10 +20,12 @@ impl Plugin for Policy {
         }
         Outcome::proceed()
     }
+}
 
+impl Data for Policy {
     fn data(_: &Session, _: &Envelope, _: &Message) -> Outcome {
         Outcome::proceed().add_header("X-Checked-By", "{{name}}")
     }
 }
 
-export_plugin!(Policy);
+export_plugin!(Policy: RcptTo, Data);

@@ -1,0 +1,327 @@
+//! Contract 0.1.0, kept so plugins built against it run unchanged: one `handler` export with
+//! every stage, `describe` listing the stages to call, edits returned in the outcome. This
+//! module maps those bindings onto the host's own types; nothing else knows 0.1 exists.
+
+use wasmtime::component::Resource;
+use wasmtime::Store;
+
+use super::bindings::v0_1::{handler, host, types as wit, Plugin, PluginPre};
+use super::chain::{
+    Delivery, Envelope, EsmtpParam, MailState, Retrieval, Route, Session, StageCall,
+};
+use super::host_api::{message_resource, HostState, MessageHandle};
+use super::loader::PluginInfo;
+use super::services::{DnsFailure, RecordType};
+use super::verdict::{Edit, Reply, Verdict};
+use super::{Capability, Stage};
+use crate::message::MessageEdit;
+
+/// A component bound to the 0.1.0 world, ready to instantiate.
+pub type Pre = PluginPre<HostState>;
+pub use super::bindings::v0_1::Plugin as Instance;
+
+/// The bindings of a component that exports the 0.1.0 `handler`, or the reason it does not.
+pub fn bind(instance_pre: wasmtime::component::InstancePre<HostState>) -> Result<Pre, String> {
+    PluginPre::new(instance_pre).map_err(|e| format!("{e:#}"))
+}
+
+/// What a 0.1.0 plugin says about itself; its stage list decides which stages are called.
+pub async fn describe(
+    plugin: &Plugin,
+    store: &mut Store<HostState>,
+) -> wasmtime::Result<PluginInfo> {
+    let info = plugin
+        .mailgate_plugin_handler()
+        .call_describe(store)
+        .await?;
+    let mut stages: Vec<Stage> = info.stages.into_iter().map(stage).collect();
+    stages.sort();
+    stages.dedup();
+    Ok(PluginInfo {
+        name: info.name,
+        version: info.version,
+        stages,
+        capabilities: info
+            .capabilities
+            .into_iter()
+            .map(|c| match c {
+                wit::Capability::Kv => Capability::Kv,
+                wit::Capability::Dns => Capability::Dns,
+            })
+            .collect(),
+        config: Vec::new(),
+        contract: "0.1.0",
+    })
+}
+
+fn stage(s: wit::Stage) -> Stage {
+    match s {
+        wit::Stage::Connect => Stage::Connect,
+        wit::Stage::Helo => Stage::Helo,
+        wit::Stage::MailFrom => Stage::MailFrom,
+        wit::Stage::RcptTo => Stage::RcptTo,
+        wit::Stage::Data => Stage::Data,
+        wit::Stage::Deliver => Stage::Deliver,
+        wit::Stage::Retrieve => Stage::Retrieve,
+    }
+}
+
+/// Calls one stage and converts what comes back (validation is the caller's).
+pub async fn call(
+    plugin: &Plugin,
+    store: &mut Store<HostState>,
+    call: StageCall<'_>,
+    state: &MailState,
+) -> wasmtime::Result<(Verdict, Vec<Edit>)> {
+    let handler = plugin.mailgate_plugin_handler();
+    let session = wit_session(&state.session);
+    let outcome = match call {
+        StageCall::Connect => handler.call_connect(&mut *store, &session).await?,
+        StageCall::Helo(name) => handler.call_helo(&mut *store, &session, name).await?,
+        StageCall::MailFrom(params) => {
+            let params = wit_params(params);
+            (handler.call_mail_from(&mut *store, &session, &state.envelope.sender, &params)).await?
+        }
+        StageCall::RcptTo(rcpt, params) => {
+            let (envelope, params) = (wit_envelope(&state.envelope), wit_params(params));
+            (handler.call_rcpt_to(&mut *store, &session, &envelope, rcpt, &params)).await?
+        }
+        StageCall::Data | StageCall::Deliver | StageCall::Retrieve => {
+            with_message(handler, store, call, state, &session).await?
+        }
+    };
+    Ok((
+        verdict(outcome.verdict),
+        outcome.edits.into_iter().map(edit).collect(),
+    ))
+}
+
+async fn with_message(
+    handler: &handler::Guest,
+    store: &mut Store<HostState>,
+    call: StageCall<'_>,
+    state: &MailState,
+    session: &wit::Session,
+) -> wasmtime::Result<wit::Outcome> {
+    let Some(message) = state.message.clone() else {
+        wasmtime::bail!("the host has no message for the {} stage", call.stage());
+    };
+    let handle = store.data_mut().table.push(MessageHandle(message))?;
+    let borrowed = Resource::<MessageHandle>::new_borrow(handle.rep());
+    let envelope = wit_envelope(&state.envelope);
+    let result = match call {
+        StageCall::Data => (handler.call_data(&mut *store, session, &envelope, borrowed)).await,
+        StageCall::Deliver => {
+            let delivery = wit_delivery(state.delivery.as_ref());
+            (handler.call_deliver(&mut *store, &delivery, &envelope, borrowed)).await
+        }
+        _ => {
+            let retrieval = wit_retrieval(session, state.retrieval.as_ref());
+            (handler.call_retrieve(&mut *store, &retrieval, borrowed)).await
+        }
+    };
+    store.data_mut().table.delete(handle)?;
+    result
+}
+
+fn reply(r: wit::Reply) -> Reply {
+    Reply {
+        code: r.code,
+        enhanced: r.enhanced.map(|e| (e.class, e.subject, e.detail)),
+        lines: r.lines,
+    }
+}
+
+fn verdict(v: wit::Verdict) -> Verdict {
+    match v {
+        wit::Verdict::Continue => Verdict::Continue,
+        wit::Verdict::Accept => Verdict::Accept,
+        wit::Verdict::Reject(r) => Verdict::Reject(reply(r)),
+        wit::Verdict::Tempfail(r) => Verdict::Tempfail(reply(r)),
+        wit::Verdict::Disconnect(r) => Verdict::Disconnect(reply(r)),
+        wit::Verdict::Discard => Verdict::Discard,
+        wit::Verdict::Quarantine(reason) => Verdict::Quarantine(reason),
+        wit::Verdict::Hide => Verdict::Hide,
+    }
+}
+
+fn edit(e: wit::Edit) -> Edit {
+    use wit::Edit as W;
+    match e {
+        W::AddHeader(f) => Edit::Message(MessageEdit::AddHeader {
+            name: f.name,
+            value: f.value,
+        }),
+        W::InsertHeader(i) => Edit::Message(MessageEdit::InsertHeader {
+            index: i.index,
+            name: i.field.name,
+            value: i.field.value,
+        }),
+        W::SetHeader(f) => Edit::Message(MessageEdit::SetHeader {
+            name: f.name,
+            value: f.value,
+        }),
+        W::RemoveHeader(n) => Edit::Message(MessageEdit::RemoveHeader(n)),
+        W::ReplaceBody(b) => Edit::Message(MessageEdit::ReplaceBody(b)),
+        W::ReplacePart(p) => Edit::Message(MessageEdit::ReplacePart {
+            id: p.id,
+            content_type: p.content_type,
+            content: p.content,
+        }),
+        W::RemovePart(id) => Edit::Message(MessageEdit::RemovePart(id)),
+        W::AppendFooter(t) => Edit::Message(MessageEdit::AppendFooter(t)),
+        W::ChangeSender(s) => Edit::ChangeSender(s),
+        W::AddRecipient(r) => Edit::AddRecipient(r),
+        W::RemoveRecipient(r) => Edit::RemoveRecipient(r),
+        W::Reroute(t) => Edit::Reroute(t),
+        W::Defer(s) => Edit::Defer(s),
+    }
+}
+
+fn wit_session(s: &Session) -> wit::Session {
+    wit::Session {
+        id: s.id.clone(),
+        peer_ip: s.peer_ip.clone(),
+        peer_port: s.peer_port,
+        listener: s.listener.clone(),
+        tls: s.tls,
+        helo: s.helo.clone(),
+        auth_user: s.auth_user.clone(),
+    }
+}
+
+fn wit_params(params: &[EsmtpParam]) -> Vec<wit::EsmtpParam> {
+    params
+        .iter()
+        .map(|p| wit::EsmtpParam {
+            name: p.name.clone(),
+            value: p.value.clone(),
+        })
+        .collect()
+}
+
+fn wit_envelope(e: &Envelope) -> wit::Envelope {
+    wit::Envelope {
+        sender: e.sender.clone(),
+        recipients: e.recipients.clone(),
+        params: wit_params(&e.params),
+    }
+}
+
+fn wit_delivery(d: Option<&Delivery>) -> wit::Delivery {
+    let d = d.cloned().unwrap_or_default();
+    wit::Delivery {
+        queue_id: d.queue_id,
+        attempt: d.attempt,
+        route: match d.route {
+            Route::Local => wit::Route::Local,
+            Route::Relay(target) => wit::Route::Relay(target),
+            Route::Mx(domain) => wit::Route::Mx(domain),
+        },
+    }
+}
+
+fn wit_retrieval(session: &wit::Session, r: Option<&Retrieval>) -> wit::Retrieval {
+    let r = r.cloned().unwrap_or_default();
+    wit::Retrieval {
+        session: session.clone(),
+        user: r.user,
+        folder: r.folder,
+        uid: r.uid,
+    }
+}
+
+fn level(level: host::Level) -> &'static str {
+    match level {
+        host::Level::Trace => "trace",
+        host::Level::Debug => "debug",
+        host::Level::Info => "info",
+        host::Level::Warn => "warn",
+        host::Level::Error => "error",
+    }
+}
+
+impl host::Host for HostState {
+    fn log(
+        &mut self,
+        level_: host::Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
+        HostState::log(self, level(level_), message, fields);
+        Ok(())
+    }
+
+    fn config_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(HostState::config_get(self, &key))
+    }
+
+    fn config_list(&mut self, key: String) -> wasmtime::Result<Vec<String>> {
+        Ok(HostState::config_list(self, &key))
+    }
+
+    fn config_json(&mut self) -> wasmtime::Result<String> {
+        Ok(HostState::config_json(self))
+    }
+
+    fn note_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(HostState::note_get(self, &key))
+    }
+
+    fn note_set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        HostState::note_set(self, key, value);
+        Ok(())
+    }
+
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(HostState::now_ms(self))
+    }
+
+    fn kv_get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, String>> {
+        Ok(HostState::kv_get(self, &key).map_err(|d| d.to_string()))
+    }
+
+    fn kv_set(
+        &mut self,
+        key: String,
+        value: String,
+        ttl_seconds: Option<u32>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(HostState::kv_set(self, &key, &value, ttl_seconds).map_err(|d| d.to_string()))
+    }
+
+    fn kv_delete(&mut self, key: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(HostState::kv_delete(self, &key).map_err(|d| d.to_string()))
+    }
+
+    async fn dns_lookup(
+        &mut self,
+        record_type: host::RecordType,
+        name: String,
+    ) -> wasmtime::Result<Result<Vec<String>, host::DnsError>> {
+        let record = match record_type {
+            host::RecordType::A => RecordType::A,
+            host::RecordType::Aaaa => RecordType::Aaaa,
+            host::RecordType::Mx => RecordType::Mx,
+            host::RecordType::Txt => RecordType::Txt,
+            host::RecordType::Ptr => RecordType::Ptr,
+        };
+        let dns = match self.dns() {
+            Ok(dns) => dns,
+            Err(denial) => {
+                return Ok(Err({
+                    drop(denial);
+                    host::DnsError::Denied
+                }))
+            }
+        };
+        Ok(dns.lookup(record, &name).await.map_err(|e| match e {
+            DnsFailure::NotFound => host::DnsError::NotFound,
+            DnsFailure::Temporary(reason) => host::DnsError::Temporary(reason),
+        }))
+    }
+}
+
+impl wit::Host for HostState {}
+
+message_resource!(super::bindings::v0_1::types);

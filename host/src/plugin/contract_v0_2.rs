@@ -1,0 +1,490 @@
+//! Contract 0.2.0: one optional export per stage (the host calls exactly those a component
+//! exports), `describe` without a stage list, edits asked for through the `edits` import.
+
+use wasmtime::component::{Instance as ComponentInstance, InstancePre, Resource};
+use wasmtime::Store;
+
+use super::bindings::v0_2::{edits, host, stages, types as wit};
+use super::chain::{
+    Delivery, Envelope, EsmtpParam, MailState, Retrieval, Route, Session, StageCall,
+};
+use super::host_api::{message_resource, Denial, HostState, MessageHandle};
+use super::loader::{ConfigKey, PluginInfo};
+use super::services::{DnsFailure, RecordType};
+use super::verdict::{Edit, Reply, Verdict};
+use super::{Capability, Stage};
+use crate::message::MessageEdit;
+
+/// Where a component's exports are, found once at load.
+pub struct Exports {
+    plugin: stages::info::GuestIndices,
+    connect: Option<stages::connect::GuestIndices>,
+    helo: Option<stages::helo::GuestIndices>,
+    mail_from: Option<stages::mail_from::GuestIndices>,
+    rcpt_to: Option<stages::rcpt_to::GuestIndices>,
+    data: Option<stages::data::GuestIndices>,
+    deliver: Option<stages::deliver::GuestIndices>,
+    retrieve: Option<stages::retrieve::GuestIndices>,
+}
+
+/// A live instance's exported functions.
+pub struct Instance {
+    plugin: stages::info::Guest,
+    connect: Option<stages::connect::Guest>,
+    helo: Option<stages::helo::Guest>,
+    mail_from: Option<stages::mail_from::Guest>,
+    rcpt_to: Option<stages::rcpt_to::Guest>,
+    data: Option<stages::data::Guest>,
+    deliver: Option<stages::deliver::Guest>,
+    retrieve: Option<stages::retrieve::Guest>,
+}
+
+impl Exports {
+    /// The exports of a 0.2 component, or why it is not one (it must export `plugin`).
+    pub fn find(pre: &InstancePre<HostState>) -> Result<Exports, String> {
+        let plugin = stages::info::GuestIndices::new(pre).map_err(|e| format!("{e:#}"))?;
+        Ok(Exports {
+            plugin,
+            connect: stages::connect::GuestIndices::new(pre).ok(),
+            helo: stages::helo::GuestIndices::new(pre).ok(),
+            mail_from: stages::mail_from::GuestIndices::new(pre).ok(),
+            rcpt_to: stages::rcpt_to::GuestIndices::new(pre).ok(),
+            data: stages::data::GuestIndices::new(pre).ok(),
+            deliver: stages::deliver::GuestIndices::new(pre).ok(),
+            retrieve: stages::retrieve::GuestIndices::new(pre).ok(),
+        })
+    }
+
+    /// The stages the component exports, in order.
+    pub fn stages(&self) -> Vec<Stage> {
+        let present = [
+            (Stage::Connect, self.connect.is_some()),
+            (Stage::Helo, self.helo.is_some()),
+            (Stage::MailFrom, self.mail_from.is_some()),
+            (Stage::RcptTo, self.rcpt_to.is_some()),
+            (Stage::Data, self.data.is_some()),
+            (Stage::Deliver, self.deliver.is_some()),
+            (Stage::Retrieve, self.retrieve.is_some()),
+        ];
+        present
+            .into_iter()
+            .filter(|(_, p)| *p)
+            .map(|(s, _)| s)
+            .collect()
+    }
+
+    /// Looks up (and type-checks) the exported functions in a new instance.
+    pub fn load(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &ComponentInstance,
+    ) -> wasmtime::Result<Instance> {
+        macro_rules! load {
+            ($field:ident) => {
+                match &self.$field {
+                    Some(indices) => Some(indices.load(&mut *store, instance)?),
+                    None => None,
+                }
+            };
+        }
+        Ok(Instance {
+            plugin: self.plugin.load(&mut *store, instance)?,
+            connect: load!(connect),
+            helo: load!(helo),
+            mail_from: load!(mail_from),
+            rcpt_to: load!(rcpt_to),
+            data: load!(data),
+            deliver: load!(deliver),
+            retrieve: load!(retrieve),
+        })
+    }
+}
+
+/// What a 0.2 plugin says about itself; unknown capability names and config types refuse it.
+pub async fn describe(
+    instance: &Instance,
+    stages: Vec<Stage>,
+    store: &mut Store<HostState>,
+) -> wasmtime::Result<Result<PluginInfo, String>> {
+    let info = instance.plugin.call_describe(&mut *store).await?;
+    let mut capabilities = Vec::new();
+    for name in &info.capabilities {
+        match Capability::parse(name) {
+            Some(c) => capabilities.push(c),
+            None => {
+                return Ok(Err(format!(
+                    "describe asks for capability {name:?}, which this gateway does not know \
+                     (known: kv, dns, files)"
+                )))
+            }
+        }
+    }
+    let mut config = Vec::new();
+    for key in info.config {
+        match ConfigKey::new(
+            key.name,
+            &key.value_type,
+            key.default,
+            key.doc,
+            key.required,
+        ) {
+            Ok(k) => config.push(k),
+            Err(why) => return Ok(Err(format!("describe declares config {why}"))),
+        }
+    }
+    Ok(Ok(PluginInfo {
+        name: info.name,
+        version: info.version,
+        stages,
+        capabilities,
+        config,
+        contract: "0.2.0",
+    }))
+}
+
+/// Calls one stage; the edits arrive through `edits` during the call (in `HostState::call`).
+pub async fn call(
+    instance: &Instance,
+    store: &mut Store<HostState>,
+    call: StageCall<'_>,
+    state: &MailState,
+) -> wasmtime::Result<Verdict> {
+    let session = wit_session(&state.session);
+    let missing = || wasmtime::format_err!("the plugin does not export the {} stage", call.stage());
+    let verdict = match call {
+        StageCall::Connect => {
+            let guest = instance.connect.as_ref().ok_or_else(missing)?;
+            guest.call_handle(&mut *store, &session).await?
+        }
+        StageCall::Helo(name) => {
+            let guest = instance.helo.as_ref().ok_or_else(missing)?;
+            guest.call_handle(&mut *store, &session, name).await?
+        }
+        StageCall::MailFrom(params) => {
+            let guest = instance.mail_from.as_ref().ok_or_else(missing)?;
+            let params = wit_params(params);
+            (guest.call_handle(&mut *store, &session, &state.envelope.sender, &params)).await?
+        }
+        StageCall::RcptTo(rcpt, params) => {
+            let guest = instance.rcpt_to.as_ref().ok_or_else(missing)?;
+            let (envelope, params) = (wit_envelope(&state.envelope), wit_params(params));
+            (guest.call_handle(&mut *store, &session, &envelope, rcpt, &params)).await?
+        }
+        StageCall::Data | StageCall::Deliver | StageCall::Retrieve => {
+            with_message(instance, store, call, state, &session).await?
+        }
+    };
+    Ok(from_wit_verdict(verdict))
+}
+
+async fn with_message(
+    instance: &Instance,
+    store: &mut Store<HostState>,
+    call: StageCall<'_>,
+    state: &MailState,
+    session: &wit::Session,
+) -> wasmtime::Result<wit::Verdict> {
+    let Some(message) = state.message.clone() else {
+        wasmtime::bail!("the host has no message for the {} stage", call.stage());
+    };
+    let missing = || wasmtime::format_err!("the plugin does not export the {} stage", call.stage());
+    let handle = store.data_mut().table.push(MessageHandle(message))?;
+    let borrowed = Resource::<MessageHandle>::new_borrow(handle.rep());
+    let envelope = wit_envelope(&state.envelope);
+    let result = match call {
+        StageCall::Data => match &instance.data {
+            Some(guest) => (guest.call_handle(&mut *store, session, &envelope, borrowed)).await,
+            None => Err(missing()),
+        },
+        StageCall::Deliver => match &instance.deliver {
+            Some(guest) => {
+                let delivery = wit_delivery(state.delivery.as_ref());
+                (guest.call_handle(&mut *store, &delivery, &envelope, borrowed)).await
+            }
+            None => Err(missing()),
+        },
+        _ => match &instance.retrieve {
+            Some(guest) => {
+                let retrieval = wit_retrieval(session, state.retrieval.as_ref());
+                (guest.call_handle(&mut *store, &retrieval, borrowed)).await
+            }
+            None => Err(missing()),
+        },
+    };
+    store.data_mut().table.delete(handle)?;
+    result
+}
+
+fn from_wit_reply(r: wit::Reply) -> Reply {
+    Reply {
+        code: r.code,
+        enhanced: r.enhanced.map(|e| (e.class, e.subject, e.detail)),
+        lines: r.lines,
+    }
+}
+
+fn from_wit_verdict(v: wit::Verdict) -> Verdict {
+    match v {
+        wit::Verdict::Continue => Verdict::Continue,
+        wit::Verdict::Accept => Verdict::Accept,
+        wit::Verdict::Reject(r) => Verdict::Reject(from_wit_reply(r)),
+        wit::Verdict::Tempfail(r) => Verdict::Tempfail(from_wit_reply(r)),
+        wit::Verdict::Disconnect(r) => Verdict::Disconnect(from_wit_reply(r)),
+        wit::Verdict::Discard => Verdict::Discard,
+        wit::Verdict::Quarantine(reason) => Verdict::Quarantine(reason),
+        wit::Verdict::Hide => Verdict::Hide,
+    }
+}
+
+fn wit_session(s: &Session) -> wit::Session {
+    wit::Session {
+        id: s.id.clone(),
+        peer_ip: s.peer_ip.clone(),
+        peer_port: s.peer_port,
+        listener: s.listener.clone(),
+        tls: s.tls,
+        helo: s.helo.clone(),
+        auth_user: s.auth_user.clone(),
+    }
+}
+
+fn wit_params(params: &[EsmtpParam]) -> Vec<wit::EsmtpParam> {
+    params
+        .iter()
+        .map(|p| wit::EsmtpParam {
+            name: p.name.clone(),
+            value: p.value.clone(),
+        })
+        .collect()
+}
+
+fn wit_envelope(e: &Envelope) -> wit::Envelope {
+    wit::Envelope {
+        sender: e.sender.clone(),
+        recipients: e.recipients.clone(),
+        params: wit_params(&e.params),
+    }
+}
+
+/// `host:port` (IPv6 in brackets) as the typed record.
+fn host_port(target: &str) -> wit::HostPort {
+    let (host, port) = target.rsplit_once(':').unwrap_or((target, "25"));
+    wit::HostPort {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port: port.parse().unwrap_or(25),
+    }
+}
+
+fn wit_delivery(d: Option<&Delivery>) -> wit::Delivery {
+    let d = d.cloned().unwrap_or_default();
+    wit::Delivery {
+        queue_id: d.queue_id,
+        attempt: d.attempt,
+        route: match d.route {
+            Route::Local => wit::Route::Local,
+            Route::Relay(target) => wit::Route::Relay(host_port(&target)),
+            Route::Mx(domain) => wit::Route::Mx(domain),
+        },
+    }
+}
+
+fn wit_retrieval(session: &wit::Session, r: Option<&Retrieval>) -> wit::Retrieval {
+    let r = r.cloned().unwrap_or_default();
+    wit::Retrieval {
+        session: session.clone(),
+        user: r.user,
+        folder: r.folder,
+        uid: r.uid,
+    }
+}
+
+fn wit_denied(d: Denial) -> host::Denied {
+    match d {
+        Denial::NotDeclared(c) => host::Denied::NotDeclared(c.name().into()),
+        Denial::NotGranted(c) => host::Denied::NotGranted(c.name().into()),
+        Denial::Failed(reason) => host::Denied::Failed(reason),
+    }
+}
+
+fn level(level: host::Level) -> &'static str {
+    match level {
+        host::Level::Trace => "trace",
+        host::Level::Debug => "debug",
+        host::Level::Info => "info",
+        host::Level::Warn => "warn",
+        host::Level::Error => "error",
+    }
+}
+
+impl host::Host for HostState {
+    fn log(
+        &mut self,
+        level_: host::Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
+        HostState::log(self, level(level_), message, fields);
+        Ok(())
+    }
+
+    fn config_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(HostState::config_get(self, &key))
+    }
+
+    fn config_list(&mut self, key: String) -> wasmtime::Result<Vec<String>> {
+        Ok(HostState::config_list(self, &key))
+    }
+
+    fn config_json(&mut self) -> wasmtime::Result<String> {
+        Ok(HostState::config_json(self))
+    }
+
+    fn note_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(HostState::note_get(self, &key))
+    }
+
+    fn note_set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        HostState::note_set(self, key, value);
+        Ok(())
+    }
+
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(HostState::now_ms(self))
+    }
+
+    fn kv_get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, host::Denied>> {
+        Ok(HostState::kv_get(self, &key).map_err(wit_denied))
+    }
+
+    fn kv_set(
+        &mut self,
+        key: String,
+        value: String,
+        ttl_seconds: Option<u32>,
+    ) -> wasmtime::Result<Result<(), host::Denied>> {
+        Ok(HostState::kv_set(self, &key, &value, ttl_seconds).map_err(wit_denied))
+    }
+
+    fn kv_delete(&mut self, key: String) -> wasmtime::Result<Result<(), host::Denied>> {
+        Ok(HostState::kv_delete(self, &key).map_err(wit_denied))
+    }
+
+    fn kv_incr(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl_seconds: Option<u32>,
+    ) -> wasmtime::Result<Result<i64, host::Denied>> {
+        Ok(HostState::kv_incr(self, &key, delta, ttl_seconds).map_err(wit_denied))
+    }
+
+    async fn dns_lookup(
+        &mut self,
+        record_type: host::RecordType,
+        name: String,
+    ) -> wasmtime::Result<Result<Vec<String>, host::DnsError>> {
+        let record = match record_type {
+            host::RecordType::A => RecordType::A,
+            host::RecordType::Aaaa => RecordType::Aaaa,
+            host::RecordType::Mx => RecordType::Mx,
+            host::RecordType::Txt => RecordType::Txt,
+            host::RecordType::Ptr => RecordType::Ptr,
+        };
+        let dns = match self.dns() {
+            Ok(dns) => dns,
+            Err(denial) => return Ok(Err(host::DnsError::Denied(wit_denied(denial)))),
+        };
+        Ok(dns.lookup(record, &name).await.map_err(|e| match e {
+            DnsFailure::NotFound => host::DnsError::NotFound,
+            DnsFailure::Temporary(reason) => host::DnsError::Temporary(reason),
+        }))
+    }
+
+    fn file_read(&mut self, path: String) -> wasmtime::Result<Result<Vec<u8>, host::Denied>> {
+        Ok(HostState::file_read(self, &path).map_err(wit_denied))
+    }
+}
+
+impl edits::Host for HostState {
+    fn add_header(&mut self, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.edit(Edit::Message(MessageEdit::AddHeader { name, value })))
+    }
+
+    fn insert_header(
+        &mut self,
+        index: u32,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.edit(Edit::Message(MessageEdit::InsertHeader {
+            index,
+            name,
+            value,
+        })))
+    }
+
+    fn set_header(&mut self, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.edit(Edit::Message(MessageEdit::SetHeader { name, value })))
+    }
+
+    fn remove_header(&mut self, name: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.edit(Edit::Message(MessageEdit::RemoveHeader(name))))
+    }
+
+    fn replace_body(&mut self, body: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.edit(Edit::Message(MessageEdit::ReplaceBody(body))))
+    }
+
+    fn replace_part(
+        &mut self,
+        id: u32,
+        content_type: String,
+        content: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.edit(Edit::Message(MessageEdit::ReplacePart {
+            id,
+            content_type,
+            content,
+        })))
+    }
+
+    fn remove_part(&mut self, id: u32) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.edit(Edit::Message(MessageEdit::RemovePart(id))))
+    }
+
+    fn append_footer(&mut self, text: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.edit(Edit::Message(MessageEdit::AppendFooter(text))))
+    }
+
+    fn change_sender(&mut self, address: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.edit(Edit::ChangeSender(address)))
+    }
+
+    fn add_recipient(&mut self, address: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.edit(Edit::AddRecipient(address)))
+    }
+
+    fn remove_recipient(&mut self, address: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.edit(Edit::RemoveRecipient(address)))
+    }
+
+    fn reroute(&mut self, target: wit::HostPort) -> wasmtime::Result<Result<(), String>> {
+        let host = if target.host.contains(':') {
+            format!("[{}]", target.host)
+        } else {
+            target.host
+        };
+        Ok(self.edit(Edit::Reroute(format!("{host}:{}", target.port))))
+    }
+
+    fn defer(&mut self, seconds: u32) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.edit(Edit::Defer(seconds)))
+    }
+}
+
+impl wit::Host for HostState {}
+
+message_resource!(super::bindings::v0_2::types);

@@ -1,0 +1,160 @@
+//! The world a plugin is built against. Contract 0.2 makes every stage an optional export, so
+//! a plugin exports exactly the stages its sources implement: this module finds them by the
+//! names each language's bindings require, and writes the contract plus a world exporting
+//! those stages for the language's tool.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Language};
+
+/// A stage: its WIT interface, and the name a plugin defines for it in each language.
+struct StageNames {
+    interface: &'static str,
+    python_class: &'static str,
+    js_export: &'static str,
+    c_function: &'static str,
+}
+
+const STAGES: [StageNames; 7] = [
+    stage("connect", "Connect", "connect", "connect"),
+    stage("helo", "Helo", "helo", "helo"),
+    stage("mail-from", "MailFrom", "mailFrom", "mail_from"),
+    stage("rcpt-to", "RcptTo", "rcptTo", "rcpt_to"),
+    stage("data", "Data", "data", "data"),
+    stage("deliver", "Deliver", "deliver", "deliver"),
+    stage("retrieve", "Retrieve", "retrieve", "retrieve"),
+];
+
+const fn stage(
+    interface: &'static str,
+    python_class: &'static str,
+    js_export: &'static str,
+    c_function: &'static str,
+) -> StageNames {
+    StageNames {
+        interface,
+        python_class,
+        js_export,
+        c_function,
+    }
+}
+
+/// The world name the build uses, in the contract and in the generated file.
+pub const WORLD: &str = "plugin";
+
+/// The contract to build against (`contract_dir`) made ready for the plugin in `dir`: for a
+/// contract with optional stage exports, a copy in `work` with a world exporting the stages
+/// the sources implement; an older contract (one `plugin` world) is used as it is.
+pub fn prepare(
+    contract_dir: &Path,
+    language: Language,
+    dir: &Path,
+    work: &Path,
+) -> Result<PathBuf, Error> {
+    let contract_file = contract_dir.join("plugin.wit");
+    let contract =
+        std::fs::read_to_string(&contract_file).map_err(|e| Error::io(&contract_file, e))?;
+    if !contract.contains("world plugin-base") {
+        return Ok(contract_dir.to_path_buf());
+    }
+    let stages = implemented_stages(language, dir)?;
+    if stages.is_empty() {
+        return Err(Error::NotAPlugin(format!(
+            "{} implements no stage: {}",
+            dir.display(),
+            expected_names(language)
+        )));
+    }
+    let mut world = format!("\n/// Written by the build: the stages this plugin implements.\nworld {WORLD} {{\n    include plugin-base;\n");
+    for interface in &stages {
+        world.push_str(&format!("    export {interface};\n"));
+    }
+    world.push_str("}\n");
+    std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
+    let file = work.join("plugin.wit");
+    std::fs::write(&file, contract + &world).map_err(|e| Error::io(&file, e))?;
+    Ok(work.to_path_buf())
+}
+
+/// What a plugin in `language` defines for a stage, for the error when it defines none.
+fn expected_names(language: Language) -> String {
+    let names: Vec<String> = STAGES
+        .iter()
+        .map(|s| match language {
+            Language::Python => format!("class {}", s.python_class),
+            Language::JavaScript => format!("export const {}", s.js_export),
+            _ => format!("exports_mailgate_plugin_{}_handle", s.c_function),
+        })
+        .collect();
+    format!("define one of {}", names.join(", "))
+}
+
+/// The WIT interfaces of the stages the sources in `dir` implement.
+pub fn implemented_stages(language: Language, dir: &Path) -> Result<Vec<&'static str>, Error> {
+    let sources: Vec<PathBuf> = match language {
+        Language::Python => vec![dir.join("app.py")],
+        Language::JavaScript => vec![dir.join("app.js")],
+        Language::C => crate::c::c_sources(dir)?,
+        Language::Rust => return Ok(Vec::new()),
+    };
+    let mut text = String::new();
+    for source in &sources {
+        text.push_str(&std::fs::read_to_string(source).map_err(|e| Error::io(source, e))?);
+        text.push('\n');
+    }
+    Ok(STAGES
+        .iter()
+        .filter(|s| defines(language, &text, s))
+        .map(|s| s.interface)
+        .collect())
+}
+
+fn defines(language: Language, text: &str, stage: &StageNames) -> bool {
+    text.lines().any(|line| match language {
+        // componentize-py looks the class up by the interface's name.
+        Language::Python => line
+            .strip_prefix("class ")
+            .map(str::trim_start)
+            .and_then(|rest| rest.strip_prefix(stage.python_class))
+            .is_some_and(|rest| rest.starts_with(['(', ':', ' '])),
+        Language::JavaScript => {
+            let Some(rest) = line.trim_start().strip_prefix("export ") else {
+                return false;
+            };
+            let rest = rest.trim_start();
+            let name = ["const ", "let ", "var ", "function ", "class "]
+                .iter()
+                .find_map(|kw| rest.strip_prefix(kw))
+                .map(str::trim_start);
+            name.and_then(|n| n.strip_prefix(stage.js_export))
+                .is_some_and(|rest| rest.starts_with([' ', '=', '(', '{']))
+        }
+        _ => {
+            let function = format!("exports_mailgate_plugin_{}_handle(", stage.c_function);
+            // A definition, not a call: the name starts a declaration line.
+            line.starts_with("void ") && line.contains(&function)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_are_found_by_their_language_names() {
+        let found = |language, text: &str| {
+            STAGES
+                .iter()
+                .filter(|s| defines(language, text, s))
+                .map(|s| s.interface)
+                .collect::<Vec<_>>()
+        };
+        let py = "class Plugin(exports.Plugin):\n    pass\nclass RcptTo(exports.RcptTo):\nclass Database:\n";
+        assert_eq!(found(Language::Python, py), ["rcpt-to"]);
+        let js = "export const data = {\n  handle() {}\n};\nexport const rcptTo = { handle() {} };\nconst helo = 1;\n";
+        assert_eq!(found(Language::JavaScript, js), ["rcpt-to", "data"]);
+        let c = "void exports_mailgate_plugin_mail_from_handle(mg_session_t *s,\n  x);\n  exports_mailgate_plugin_data_handle(a);\n";
+        assert_eq!(found(Language::C, c), ["mail-from"]);
+    }
+}
