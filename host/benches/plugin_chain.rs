@@ -1,7 +1,10 @@
 //! Plugin runtime costs, printed as figures (run with `cargo xtask bench`):
 //! - one stage call on a live instance (a trivial Rust plugin, rcpt-to);
 //! - instantiation from `InstancePre` plus that call (a new transaction each time);
-//! - a 5-plugin chain through every stage for 1000 messages of 4 KiB, 64 KiB and 512 KiB.
+//! - a 5-plugin chain through every stage for 1000 messages of 4 KiB, 64 KiB and 512 KiB;
+//! - the same stage call, instantiation and chain with a contract 0.1.0 component (the bundled
+//!   recipient-policy as built before 0.2, `tests/fixtures/contract-0.1/`) through the adapter,
+//!   beside the same plugin built for 0.2.
 //!
 //! Targets (issue #2): stage call <= 2 us median, instantiation <= 20 us, whole 5-plugin chain
 //! <= 100 us CPU per 4 KiB message.
@@ -50,6 +53,9 @@ fn report(name: &str, samples: &mut [Duration]) {
 const TRIVIAL: &str =
     "[runtime]\ninstance-reuse = 1\n[[plugin]]\npath = \"test-plugins/sdk-example.wasm\"\n";
 
+const POLICY_0_2: &str = "[runtime]\ninstance-reuse = 1\n[[plugin]]\npath = \"plugins/recipient-policy.wasm\"\n[plugin.config]\ndomains = [\"example.org\"]\n";
+const POLICY_0_1: &str = "[runtime]\ninstance-reuse = 1\n[[plugin]]\npath = \"../tests/fixtures/contract-0.1/recipient-policy-0.1.wasm\"\n[plugin.config]\ndomains = [\"example.org\"]\n";
+
 const CHAIN: &str = r#"
 [[plugin]]
 path = "plugins/recipient-policy.wasm"
@@ -74,13 +80,11 @@ path = "test-plugins/probe-plugin.wasm"
 stages = ["connect", "helo", "mail-from", "rcpt-to", "data", "deliver", "retrieve"]
 "#;
 
-async fn bench() {
-    let runtime = Arc::new(Runtime::new(&RuntimeConfig::default(), None).expect("engine"));
-    let trivial = load(&runtime, TRIVIAL).await;
+/// A rcpt-to call on a live instance, then instantiation plus the first call (the set has
+/// `instance-reuse = 1`, so every transaction instantiates).
+async fn stage_call_and_instantiation(set: &Arc<PluginSet>, label: &str) {
     let rcpt = "someone@example.org";
-
-    // A stage call on a live instance.
-    let mut tx = trivial.transaction("bench", services());
+    let mut tx = set.transaction("bench", services());
     let mut state = MailState {
         session: session(),
         ..MailState::default()
@@ -92,25 +96,44 @@ async fn bench() {
         tx.run(StageCall::RcptTo(rcpt, &[]), &mut state).await;
         samples.push(t.elapsed());
     }
-    report("stage call, live instance (rcpt-to)", &mut samples);
+    report(
+        &format!("stage call, live instance ({label})"),
+        &mut samples,
+    );
+    drop(tx);
 
-    // Instantiation from InstancePre plus the first call (instance-reuse = 1: always fresh).
     let mut samples = Vec::with_capacity(5_000);
     for _ in 0..5_000 {
         let t = Instant::now();
-        let mut tx = trivial.transaction("bench", services());
+        let mut tx = set.transaction("bench", services());
         tx.run(StageCall::RcptTo(rcpt, &[]), &mut state).await;
         samples.push(t.elapsed());
         drop(tx);
     }
-    report("instantiate (InstancePre) + first call", &mut samples);
+    report(&format!("instantiate + first call ({label})"), &mut samples);
+}
+
+async fn bench() {
+    let runtime = Arc::new(Runtime::new(&RuntimeConfig::default(), None).expect("engine"));
+    let trivial = load(&runtime, TRIVIAL).await;
+    stage_call_and_instantiation(&trivial, "sdk example, rcpt-to").await;
+    let policy = load(&runtime, POLICY_0_2).await;
+    stage_call_and_instantiation(&policy, "recipient-policy 0.2").await;
+    let policy = load(&runtime, POLICY_0_1).await;
+    stage_call_and_instantiation(&policy, "recipient-policy 0.1, adapter").await;
 
     // The 5-plugin chain through every stage, with instances reused across transactions (the
     // default) and with a fresh instance per plugin and transaction.
     let reused = load(&runtime, CHAIN).await;
     let fresh = load(&runtime, &format!("[runtime]\ninstance-reuse = 1\n{CHAIN}")).await;
+    let with_0_1 = CHAIN.replace(
+        "plugins/recipient-policy.wasm",
+        "../tests/fixtures/contract-0.1/recipient-policy-0.1.wasm",
+    );
+    let adapted = load(&runtime, &with_0_1).await;
     for (label, chain, size) in [
         ("reused", &reused, 4 << 10),
+        ("reused, one plugin 0.1", &adapted, 4 << 10),
         ("fresh", &fresh, 4 << 10),
         ("reused", &reused, 64 << 10),
         ("reused", &reused, 512 << 10),

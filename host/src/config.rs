@@ -642,6 +642,33 @@ impl Config {
         Ok(config)
     }
 
+    /// A config that is only a plugin chain, given inline in another file (a case file):
+    /// checked like a gateway config's chain, errors naming `origin`.
+    pub fn inline_chain(
+        text: &str,
+        origin: &Path,
+        mut plugins: Vec<PluginConfig>,
+    ) -> Result<Config, ConfigError> {
+        locate_plugin_keys(text, &mut plugins);
+        let config = Config {
+            runtime: RuntimeConfig {
+                pooling: false,
+                ..RuntimeConfig::default()
+            },
+            plugins,
+            base_dir: origin.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            origin: origin.to_path_buf(),
+            ..Config::default()
+        };
+        config
+            .check_plugins()
+            .map_err(|message| ConfigError::Parse {
+                path: origin.to_path_buf(),
+                message,
+            })?;
+        Ok(config)
+    }
+
     /// Plugin entry rules that serde cannot express.
     fn check_plugins(&self) -> Result<(), String> {
         let ceiling = self.runtime.max_memory_mb;

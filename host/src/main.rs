@@ -34,6 +34,9 @@ enum Command {
         /// Gateway config (TOML). Without it, the embedded defaults with the bundled plugins.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Take the chain from a case file (its `config` or its `[[plugin]]` entries).
+        #[arg(long, conflicts_with = "config")]
+        cases: Option<PathBuf>,
         #[command(flatten)]
         options: check::CheckOptions,
     },
@@ -73,6 +76,10 @@ enum Command {
         /// The last reloads and their outcome instead.
         #[arg(long)]
         history: bool,
+        /// Offline: what the named plugin of the config is, its stages, capabilities and the
+        /// config keys it takes.
+        #[arg(long, value_name = "NAME", conflicts_with = "history")]
+        explain: Option<String>,
     },
     /// Inspect and manage the queue; talks to the running server, or works on the files when
     /// none runs.
@@ -94,6 +101,9 @@ enum Command {
         /// Write JUnit XML here.
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Only the cases whose name contains this text.
+        #[arg(long, value_name = "NAME")]
+        case: Option<String>,
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
@@ -150,11 +160,15 @@ impl QueueAction {
 
 fn main() -> ExitCode {
     return_large_buffers_to_the_system();
+    use std::io::IsTerminal;
+    // Logs go to stderr, results to stdout; colour only on a terminal. By default warnings,
+    // plus every plugin reload.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn,mailgate::reload=info".into()),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -192,8 +206,15 @@ fn return_large_buffers_to_the_system() {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { config, options } => {
-            let config = load_config(config.as_deref())?;
+        Command::Check {
+            config,
+            cases,
+            options,
+        } => {
+            let config = match cases {
+                Some(file) => case::case_file_config(&file)?,
+                None => load_config(config.as_deref())?,
+            };
             mailgate::message::mime::set_max_depth(config.limits.max_mime_depth);
             let (text, accepted) = check::check(&options, &config, default_cache_dir()).await?;
             print!("{text}");
@@ -220,8 +241,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plugins {
             config,
+            explain: Some(name),
+            ..
+        } => {
+            let config = load_config(config.as_deref())?;
+            let set = check::load_chain(&config, default_cache_dir()).await?;
+            let Some(plugin) = set.plugins.iter().find(|p| p.name == name) else {
+                let names: Vec<&str> = set.plugins.iter().map(|p| p.name.as_str()).collect();
+                anyhow::bail!(
+                    "no plugin named {name:?} in the chain ({})",
+                    names.join(", ")
+                );
+            };
+            print!("{}", check::explain(plugin));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins {
+            config,
             data_dir,
             history,
+            ..
         } => {
             let source = ConfigSource {
                 path: config,
@@ -255,8 +294,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             plugin_authoring::run(action)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Test { junit, paths } => {
-            let results = case::run_files(&paths, default_cache_dir()).await?;
+        Command::Test { junit, case, paths } => {
+            let results = case::run_files(&paths, default_cache_dir(), case.as_deref()).await?;
             print!("{}", case::summary(&results));
             if let Some(path) = junit {
                 case::write_junit(&path, &results)

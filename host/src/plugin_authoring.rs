@@ -25,7 +25,8 @@ pub enum PluginAction {
         sdk: Option<PathBuf>,
     },
     /// Build the plugin in DIR (default: .) into a component, installing its language's tool
-    /// on first use (into DIR/target/tools, or $MAILGATE_TOOLS).
+    /// on first use, once per user: into $MAILGATE_TOOLS, else $XDG_CACHE_HOME/mailgate/tools,
+    /// else ~/.cache/mailgate/tools.
     Build {
         dir: Option<PathBuf>,
         /// The component to write; default: DIR/target/plugin.wasm.
@@ -86,10 +87,7 @@ fn new(
 
 fn build(dir: &Path, out: &Path) -> anyhow::Result<()> {
     let language = Language::detect(dir)?;
-    let tools_dir = std::env::var_os("MAILGATE_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dir.join("target/tools"));
-    let tools = Tools::new(tools_dir, "mailgate");
+    let tools = Tools::new(tools_dir(dir), "mailgate");
     let wit = contract_dir(dir)?;
     Build {
         tools: &tools,
@@ -108,6 +106,21 @@ fn build(dir: &Path, out: &Path) -> anyhow::Result<()> {
     })?;
     println!("built {}", out.display());
     Ok(())
+}
+
+/// Where the language tools live: shared by every plugin of the user, so a second plugin in a
+/// language builds in seconds. `$MAILGATE_TOOLS`, else the user's cache directory, else (no
+/// home at all) the plugin's own `target/tools`.
+fn tools_dir(plugin: &Path) -> PathBuf {
+    let env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("MAILGATE_TOOLS")
+        .or_else(|| env("XDG_CACHE_HOME").map(|cache| cache.join("mailgate/tools")))
+        .or_else(|| env("HOME").map(|home| home.join(".cache/mailgate/tools")))
+        .unwrap_or_else(|| plugin.join("target/tools"))
 }
 
 /// The plugin's own `wit/`, or the contract this gateway speaks written out for the build.

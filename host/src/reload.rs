@@ -115,12 +115,26 @@ impl Reloader {
         };
         let took = started.elapsed();
         match &outcome {
-            Ok(generation) => tracing::info!(
-                trigger,
-                generation,
-                ms = took.as_millis() as u64,
-                "plugins reloaded"
-            ),
+            Ok(generation) => {
+                let set = self.active.current();
+                let plugins: Vec<String> = set
+                    .plugins
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} {} (contract {})",
+                            p.name, p.info.version, p.info.contract
+                        )
+                    })
+                    .collect();
+                tracing::info!(
+                    trigger,
+                    generation,
+                    ms = took.as_millis() as u64,
+                    plugins = plugins.join(", "),
+                    "plugins reloaded"
+                )
+            }
             Err(e) => tracing::error!(trigger, "reload failed, the current plugins stay: {e}"),
         }
         let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());

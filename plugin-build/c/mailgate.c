@@ -135,7 +135,7 @@ void mg_parts_free(mg_parts_t *parts) { mailgate_plugin_types_list_mime_part_fre
 
 void mg_free_session(mg_session_t *session) { mailgate_plugin_types_session_free(session); }
 void mg_free_envelope(mg_envelope_t *envelope) { mailgate_plugin_types_envelope_free(envelope); }
-void mg_free_params(mg_params_t *params) { mailgate_plugin_types_list_esmtp_param_free(params); }
+void mg_free_params(mg_params_t *params) { mailgate_plugin_types_esmtp_params_free(params); }
 void mg_free_string(mg_string_t *s) { plugin_string_free(s); }
 void mg_free_delivery(mg_delivery_t *delivery) { mailgate_plugin_types_delivery_free(delivery); }
 void mg_free_retrieval(mg_retrieval_t *retrieval) { mailgate_plugin_types_retrieval_free(retrieval); }

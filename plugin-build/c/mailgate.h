@@ -25,7 +25,7 @@ typedef plugin_string_t mg_string_t;
 typedef mailgate_plugin_types_plugin_info_t mg_plugin_info_t;
 typedef mailgate_plugin_types_session_t mg_session_t;
 typedef mailgate_plugin_types_envelope_t mg_envelope_t;
-typedef mailgate_plugin_types_list_esmtp_param_t mg_params_t;
+typedef mailgate_plugin_types_esmtp_params_t mg_params_t;
 typedef mailgate_plugin_types_delivery_t mg_delivery_t;
 typedef mailgate_plugin_types_retrieval_t mg_retrieval_t;
 typedef mailgate_plugin_types_borrow_message_t mg_message_t;

@@ -293,3 +293,165 @@ headers-equal = {{ X-Probe-Count = "42", X-Probe-Mx = "5 mx.example.net.", X-Pro
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("1 passed, 0 failed"), "{}", run.stdout);
 }
+
+/// A case file for the bundled recipient-policy in `dir`, with these cases appended.
+fn recipient_policy_cases(dir: &std::path::Path, cases: &str) -> std::path::PathBuf {
+    let path = dir.join("policy.toml");
+    let text = format!(
+        "[[plugin]]\npath = \"{}\"\n[plugin.config]\ndomains = [\"example.org\"]\n\n{cases}",
+        plugin_dir().join("recipient-policy.wasm").display()
+    );
+    std::fs::write(&path, text).expect("write case");
+    path
+}
+
+#[test]
+fn cases_check_reply_text_and_enhanced_codes_and_run_one_by_name() {
+    let dir = cache();
+    let case = recipient_policy_cases(
+        dir.path(),
+        "[[case]]\nname = \"exact reply\"\nenvelope = { from = \"a@x.test\", to = [\"b@else.test\"] }\n\
+         [case.expect]\nrcpt = { \"b@else.test\" = \"550 5.1.1 Recipient address rejected: not a local or accepted domain\" }\n\n\
+         [[case]]\nname = \"parts of the reply\"\nenvelope = { from = \"a@x.test\", to = [\"b@else.test\"] }\n\
+         [case.expect]\nreply = { rcpt-to = { code = 550, enhanced = \"5.1.1\", contains = \"not a local\" } }\n\n\
+         [[case]]\nname = \"wrong enhanced code\"\nenvelope = { from = \"a@x.test\", to = [\"b@else.test\"] }\n\
+         [case.expect]\nreply = { rcpt-to = \"550 5.7.1\" }\n",
+    );
+    let path = case.to_str().expect("utf-8");
+    let all = mailgate(&["test", path], dir.path());
+    assert_eq!(all.code, Some(1), "{}{}", all.stdout, all.stderr);
+    assert!(
+        all.stdout.contains("ok   ") && all.stdout.contains(":: exact reply"),
+        "{}",
+        all.stdout
+    );
+    assert!(all.stdout.contains("2 passed, 1 failed"), "{}", all.stdout);
+    assert!(
+        all.stdout.contains(
+            "reply at rcpt-to: expected 550 5.7.1, got 550 5.1.1 Recipient address rejected"
+        ),
+        "{}",
+        all.stdout
+    );
+    let one = mailgate(&["test", "--case", "parts of the reply", path], dir.path());
+    assert_eq!(one.code, Some(0), "{}{}", one.stdout, one.stderr);
+    assert!(
+        one.stdout.ends_with("1 passed, 0 failed\n"),
+        "{}",
+        one.stdout
+    );
+    let none = mailgate(&["test", "--case", "no such case", path], dir.path());
+    assert_eq!(none.code, Some(2), "{}", none.stderr);
+    assert!(
+        none.stderr.contains("no case named like \"no such case\""),
+        "{}",
+        none.stderr
+    );
+
+    // The same chain, for `mailgate check`.
+    let checked = mailgate(
+        &[
+            "check",
+            "--cases",
+            path,
+            "--rcpt",
+            "b@else.test",
+            "samples/welcome.eml",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        checked.code,
+        Some(1),
+        "{}{}",
+        checked.stdout,
+        checked.stderr
+    );
+    assert!(
+        checked.stdout.contains("recipient-policy"),
+        "{}",
+        checked.stdout
+    );
+    assert!(
+        checked.stdout.contains("<b@else.test> 550"),
+        "{}",
+        checked.stdout
+    );
+}
+
+#[test]
+fn plugin_settings_are_checked_against_what_the_plugin_declares() {
+    // spam-score declares threshold (float), keywords (table) and header (string).
+    let plugin = plugin_dir().join("spam-score.wasm");
+    let entry = |settings: &str| {
+        format!(
+            "[[plugin]]\npath = \"{}\"\nmemory-mb = 128\n[plugin.config]\n{settings}",
+            plugin.display()
+        )
+    };
+    let typo = check_with_config(&entry("threshold = 5\ntreshold = 4\n"), &[]);
+    assert_eq!(typo.code, Some(2), "{}", typo.stderr);
+    assert!(
+        typo.stderr.contains("gateway.toml: line 6"),
+        "{}",
+        typo.stderr
+    );
+    assert!(
+        typo.stderr
+            .contains("config key `treshold` is not one the plugin declares"),
+        "{}",
+        typo.stderr
+    );
+    let wrong_type = check_with_config(&entry("header = 5\n"), &[]);
+    assert_eq!(wrong_type.code, Some(2), "{}", wrong_type.stderr);
+    assert!(
+        wrong_type
+            .stderr
+            .contains("line 5: config key `header` must be of type string, not integer"),
+        "{}",
+        wrong_type.stderr
+    );
+    let too_big = check_with_config(
+        &format!(
+            "[[plugin]]\npath = \"{}\"\nmemory-mb = 512\n",
+            plugin.display()
+        ),
+        &[],
+    );
+    assert_eq!(too_big.code, Some(2), "{}", too_big.stderr);
+    assert!(
+        too_big.stderr.contains("line 1: plugin")
+            && too_big
+                .stderr
+                .contains("memory-mb = 512 is outside 1..=256"),
+        "{}",
+        too_big.stderr
+    );
+
+    let dir = cache();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, entry("threshold = 7\n")).expect("write");
+    let explained = mailgate(
+        &[
+            "plugins",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--explain",
+            "spam-score",
+        ],
+        dir.path(),
+    );
+    assert_eq!(explained.code, Some(0), "{}", explained.stderr);
+    for line in [
+        "contract:     mailgate:plugin@0.2.0",
+        "stages:       data",
+        "threshold (float) = 5: reject at or above this score",
+        "keywords (table): keyword = weight",
+    ] {
+        assert!(
+            explained.stdout.contains(line),
+            "{line}:\n{}",
+            explained.stdout
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! and C guests that misbehave being contained like Rust ones; a chain of all four languages,
 //! live and in the harness; and `mailgate plugin new` + `build` + `test` in each language.
 
+use std::path::Path;
 use std::process::Command;
 
 use mailgate_e2e::{binary, mailgate, root, Gateway, RawSmtp};
@@ -215,43 +216,73 @@ fn a_chain_of_all_four_languages_gives_the_harness_result_live() {
     assert!(!head.contains("X-Originating-IP"), "{head}");
 }
 
-/// `mailgate plugin new --lang LANG` in a temporary directory, `plugin build`, then
-/// `mailgate test` on the cases it came with, every path relative to the working directory as
-/// the docs show them. Tools are shared with `cargo xtask plugins` (target/tools, through a
-/// relative link), Rust builds with target/scaffold-guests.
-fn scaffold_round_trip(lang: &str) {
-    let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().join(format!("my-{lang}-policy"));
-    let dir_arg = format!("my-{lang}-policy");
-    let dir_arg = dir_arg.as_str();
-    std::os::unix::fs::symlink(root().join("target/tools"), work.path().join("tools"))
-        .expect("link the tools");
-    let run = |args: &[&str]| {
-        let out = Command::new(binary())
-            .args(args)
-            .current_dir(work.path())
-            .env("MAILGATE_TOOLS", "tools")
-            .env("CARGO_TARGET_DIR", root().join("target/scaffold-guests"))
-            .env("MAILGATE_CACHE_DIR", work.path().join("cache"))
-            .output()
-            .expect("run mailgate");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let errors = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "mailgate {args:?}: {text}{errors}");
-        text
-    };
-    let name = format!("my-{lang}-policy");
-    let created = run(&["plugin", "new", "--lang", lang, &name, dir_arg]);
+/// `mailgate` run in `work` as a user whose home is `home`: stdout and stderr.
+fn mailgate_as_user(work: &Path, home: &Path, args: &[&str]) -> (String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .current_dir(work)
+        .env("HOME", home)
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("MAILGATE_TOOLS")
+        .env("CARGO_TARGET_DIR", root().join("target/scaffold-guests"))
+        .env("MAILGATE_CACHE_DIR", work.join("cache"))
+        .output()
+        .expect("run mailgate");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let errors = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "mailgate {args:?}: {text}{errors}");
+    (text, errors)
+}
+
+/// `mailgate plugin new --lang LANG NAME` then `plugin build NAME` and `mailgate test
+/// NAME/cases` in `work`, every path relative as the docs show them; returns the build's
+/// stderr.
+fn new_build_test(work: &Path, home: &Path, lang: &str, name: &str) -> String {
+    let (created, _) = mailgate_as_user(work, home, &["plugin", "new", "--lang", lang, name]);
     assert!(created.contains(&format!("cases/{name}.toml")), "{created}");
-    run(&["plugin", "build", dir_arg]);
+    let (_, built) = mailgate_as_user(work, home, &["plugin", "build", name]);
+    let dir = work.join(name);
     assert!(dir.join("target/plugin.wasm").is_file());
-    let cases = format!("{dir_arg}/cases");
-    let tested = run(&["test", &cases]);
+    assert!(
+        !dir.join("target/tools").exists(),
+        "tools are shared per user, not installed per plugin"
+    );
+    let (tested, _) = mailgate_as_user(work, home, &["test", &format!("{name}/cases")]);
     assert!(tested.ends_with("2 passed, 0 failed\n"), "{tested}");
     assert!(
         tested.contains("a recipient at a blocked domain is refused"),
         "{tested}"
     );
+    built
+}
+
+/// The scaffold round trip with the tools `cargo xtask plugins` installed, found where a user's
+/// are (~/.cache/mailgate/tools, linked to target/tools); Rust builds with
+/// target/scaffold-guests.
+fn scaffold_round_trip(lang: &str) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let home = work.path().join("home");
+    std::fs::create_dir_all(home.join(".cache/mailgate")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        root().join("target/tools"),
+        home.join(".cache/mailgate/tools"),
+    )
+    .expect("link the tools");
+    new_build_test(work.path(), &home, lang, &format!("my-{lang}-policy"));
+}
+
+#[test]
+fn a_second_python_plugin_builds_without_installing_its_tools_again() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    let first = new_build_test(work.path(), &home, "python", "first-py");
+    assert!(
+        first.contains("installing componentize-py") && first.contains(".cache/mailgate/tools"),
+        "the first plugin installs into the user's cache: {first}"
+    );
+    let second = new_build_test(work.path(), &home, "python", "second-py");
+    assert!(!second.contains("installing"), "{second}");
 }
 
 #[test]

@@ -14,9 +14,15 @@
 //! [case.expect]
 //! disposition = "reject"
 //! decided-by = "recipient-policy"
-//! reply = { rcpt-to = 550 }
+//! reply = { rcpt-to = "550 5.1.1 No such user" }   # or a code: 550
+//! rcpt = { "b@elsewhere.test" = { code = 550, enhanced = "5.1.1", contains = "user" } }
 //! headers-present = ["X-Spam-Score"]
 //! ```
+//!
+//! A reply expectation is a code (`550`), the reply as the client sees it (`"550 5.7.1 text"`:
+//! code, then the enhanced status if the string has one, then the exact text; lines of a
+//! multi-line reply are joined with " / "), or a table of `code`, `enhanced`, `text` and
+//! `contains`, each checked when given.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +33,7 @@ use serde::Deserialize;
 
 use super::check::load_chain;
 use super::{run_transaction, TransactionInput, TransactionReport};
-use crate::config::{Config, PluginConfig, RuntimeConfig};
+use crate::config::{Config, PluginConfig};
 use crate::message::{canonical_crlf, Message};
 use crate::plugin::services::{FixedClock, MemoryKv, RecordType, Services, StaticDns};
 use crate::plugin::{Session, Stage};
@@ -114,12 +120,12 @@ struct ClockSpec {
 struct Expect {
     disposition: Option<String>,
     decided_by: Option<String>,
-    /// Reply code per stage (the last RCPT for rcpt-to).
+    /// The reply per stage (the last RCPT for rcpt-to).
     #[serde(default)]
-    reply: BTreeMap<Stage, u16>,
-    /// Reply code per recipient at RCPT.
+    reply: BTreeMap<Stage, ReplyExpect>,
+    /// The reply per recipient at RCPT.
     #[serde(default)]
-    rcpt: BTreeMap<String, u16>,
+    rcpt: BTreeMap<String, ReplyExpect>,
     #[serde(default)]
     headers_present: Vec<String>,
     #[serde(default)]
@@ -136,6 +142,102 @@ struct Expect {
     sender: Option<String>,
 }
 
+/// What a reply must be: see the module documentation.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ReplyExpect {
+    Code(u16),
+    Text(String),
+    Parts(ReplyParts),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplyParts {
+    code: Option<u16>,
+    enhanced: Option<String>,
+    text: Option<String>,
+    contains: Option<String>,
+}
+
+impl ReplyExpect {
+    /// The expectation as separate parts (a reply string is split into them).
+    fn parts(&self) -> ReplyParts {
+        match self {
+            ReplyExpect::Code(code) => ReplyParts {
+                code: Some(*code),
+                ..ReplyParts::default()
+            },
+            ReplyExpect::Text(text) => {
+                let (code, rest) = text.split_once(' ').unwrap_or((text, ""));
+                let (enhanced, rest) = match rest.split_once(' ').unwrap_or((rest, "")) {
+                    (first, rest) if is_enhanced_status(first) => (Some(first.to_string()), rest),
+                    _ => (None, rest),
+                };
+                ReplyParts {
+                    code: code.parse().ok(),
+                    enhanced,
+                    text: (!rest.is_empty()).then(|| rest.to_string()),
+                    contains: None,
+                }
+            }
+            ReplyExpect::Parts(parts) => ReplyParts {
+                code: parts.code,
+                enhanced: parts.enhanced.clone(),
+                text: parts.text.clone(),
+                contains: parts.contains.clone(),
+            },
+        }
+    }
+
+    /// Why the reply a client got (`code`, and the plugin's reply when one decided) does not
+    /// meet the expectation, if it does not.
+    fn mismatch(&self, code: u16, reply: Option<&crate::plugin::Reply>) -> Option<String> {
+        let want = self.parts();
+        let enhanced = reply
+            .and_then(|r| r.enhanced)
+            .map(|(c, s, d)| format!("{c}.{s}.{d}"));
+        let text = reply.map(|r| r.lines.join(" / ")).unwrap_or_default();
+        let actual = [
+            code.to_string(),
+            enhanced.clone().unwrap_or_default(),
+            text.clone(),
+        ]
+        .iter()
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+        let wrong = want.code.is_some_and(|c| c != code)
+            || want.enhanced.is_some() && want.enhanced != enhanced
+            || want.text.as_ref().is_some_and(|t| *t != text)
+            || want
+                .contains
+                .as_ref()
+                .is_some_and(|c| !text.contains(c.as_str()));
+        wrong.then(|| {
+            let mut expected = Vec::new();
+            if let Some(c) = want.code {
+                expected.push(c.to_string());
+            }
+            expected.extend(want.enhanced.clone());
+            expected.extend(want.text.clone());
+            if let Some(c) = &want.contains {
+                expected.push(format!("(containing {c:?})"));
+            }
+            format!("expected {}, got {actual}", expected.join(" "))
+        })
+    }
+}
+
+fn is_enhanced_status(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The result of one case.
 #[derive(Debug, Clone)]
 pub struct CaseResult {
@@ -145,10 +247,12 @@ pub struct CaseResult {
     pub micros: u128,
 }
 
-/// Runs every case in the given files (directories are searched for `*.toml` case files).
+/// Runs every case in the given files (directories are searched for `*.toml` case files), or
+/// only those whose name contains `only`.
 pub async fn run_files(
     paths: &[PathBuf],
     cache: Option<PathBuf>,
+    only: Option<&str>,
 ) -> anyhow::Result<Vec<CaseResult>> {
     let mut files = Vec::new();
     for path in paths {
@@ -166,7 +270,10 @@ pub async fn run_files(
     }
     let mut results = Vec::new();
     for file in files {
-        results.extend(run_file(&file, cache.clone()).await?);
+        results.extend(run_file(&file, cache.clone(), only).await?);
+    }
+    if let (Some(name), true) = (only, results.is_empty()) {
+        bail!("no case named like {name:?} in the given files");
     }
     Ok(results)
 }
@@ -198,31 +305,52 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_file(path: &Path, cache: Option<PathBuf>) -> anyhow::Result<Vec<CaseResult>> {
+/// The chain a case file tests: its `config`, or its inline `[[plugin]]` entries.
+fn chain_config(path: &Path, text: &str, file: &CaseFile) -> anyhow::Result<Config> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    Ok(match &file.config {
+        Some(config_path) => Config::load(&base.join(config_path))?,
+        None => Config::inline_chain(text, path, file.plugins.clone())?,
+    })
+}
+
+fn parse_case_file(path: &Path) -> anyhow::Result<(String, CaseFile)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let file: CaseFile = toml::from_str(&text).map_err(|e| {
         anyhow::anyhow!("case file {}: {}", path.display(), e.to_string().trim_end())
     })?;
+    Ok((text, file))
+}
+
+/// The chain of a case file as a config (for `mailgate check --cases FILE`).
+pub fn case_file_config(path: &Path) -> anyhow::Result<Config> {
+    let (text, file) = parse_case_file(path)?;
+    chain_config(path, &text, &file)
+}
+
+async fn run_file(
+    path: &Path,
+    cache: Option<PathBuf>,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<CaseResult>> {
+    let (text, file) = parse_case_file(path)?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let config = match &file.config {
-        Some(config_path) => Config::load(&base.join(config_path))?,
-        None => Config {
-            runtime: RuntimeConfig {
-                pooling: false,
-                ..RuntimeConfig::default()
-            },
-            plugins: file.plugins.clone(),
-            base_dir: base.clone(),
-            ..Config::default()
-        },
-    };
+    let config = chain_config(path, &text, &file)?;
+    let selected: Vec<&Case> = file
+        .cases
+        .iter()
+        .filter(|c| only.is_none_or(|name| c.name.contains(name)))
+        .collect();
+    if selected.is_empty() {
+        return Ok(Vec::new());
+    }
     let set = load_chain(&config, cache).await?;
     let mut results = Vec::new();
-    for case in &file.cases {
+    for case in selected {
         let started = std::time::Instant::now();
         let failures = match run_case(&set, case, &base).await {
-            Ok(report) => compare(&case.expect, &report),
+            Ok(report) => with_faults(compare(&case.expect, &report), &report),
             Err(e) => vec![format!("could not run: {e:#}")],
         };
         results.push(CaseResult {
@@ -289,9 +417,47 @@ async fn run_case(
     Ok(run_transaction(set, services, input).await)
 }
 
+/// A failed case also shows every plugin fault of the transaction (a trap's message, the
+/// plugin's stderr): usually the reason an expectation did not hold.
+fn with_faults(mut failures: Vec<String>, report: &TransactionReport) -> Vec<String> {
+    if failures.is_empty() {
+        return failures;
+    }
+    for stage in &report.stages {
+        for run in &stage.runs {
+            if let Some(fault) = &run.fault {
+                failures.push(format!(
+                    "plugin {} faulted at {}: {fault}",
+                    run.plugin, stage.stage
+                ));
+            }
+        }
+    }
+    failures
+}
+
 /// Every expectation that did not hold, as "what: expected X, got Y".
 fn compare(expect: &Expect, report: &TransactionReport) -> Vec<String> {
     let mut failures = Vec::new();
+    for (stage, want) in &expect.reply {
+        let decision = report.stages.iter().rev().find(|r| r.stage == *stage);
+        let mismatch = match decision {
+            Some(d) => want.mismatch(super::reply_code(*stage, &d.decision), d.decision.reply()),
+            None => Some("expected a reply, got none (stage not reached)".into()),
+        };
+        if let Some(why) = mismatch {
+            failures.push(format!("reply at {stage}: {why}"));
+        }
+    }
+    for (rcpt, want) in &expect.rcpt {
+        let mismatch = match report.recipient_reply(rcpt) {
+            Some((code, reply)) => want.mismatch(code, reply),
+            None => Some("expected a reply, got none (not tried)".into()),
+        };
+        if let Some(why) = mismatch {
+            failures.push(format!("reply to RCPT <{rcpt}>: {why}"));
+        }
+    }
     let mut check = |what: &str, expected: String, actual: String| {
         if expected != actual {
             failures.push(format!("{what}: expected {expected}, got {actual}"));
@@ -316,20 +482,6 @@ fn compare(expect: &Expect, report: &TransactionReport) -> Vec<String> {
             by.clone(),
             report.decided_by().unwrap_or("nobody").to_string(),
         );
-    }
-    for (stage, code) in &expect.reply {
-        let actual = report
-            .reply_code(*stage)
-            .map_or("no reply (stage not reached)".into(), |c| c.to_string());
-        check(&format!("reply at {stage}"), code.to_string(), actual);
-    }
-    for (rcpt, code) in &expect.rcpt {
-        let actual = report
-            .recipients
-            .iter()
-            .find(|(r, _)| r == rcpt)
-            .map_or("not tried".into(), |(_, c)| c.to_string());
-        check(&format!("reply to RCPT <{rcpt}>"), code.to_string(), actual);
     }
     if let Some(recipients) = &expect.recipients {
         check(
@@ -420,7 +572,7 @@ pub fn summary(results: &[CaseResult]) -> String {
             r.file, r.name, r.micros
         ));
         for f in &r.failures {
-            out.push_str(&format!("       {f}\n"));
+            out.push_str(&format!("       {}\n", f.replace('\n', "\n         ")));
         }
     }
     let failed = results.iter().filter(|r| !r.failures.is_empty()).count();

@@ -87,6 +87,60 @@ pub async fn check(
     Ok((text, report.disposition == Disposition::Accepted))
 }
 
+/// What one loaded plugin is, for `mailgate plugins --explain`.
+pub fn explain(plugin: &crate::plugin::LoadedPlugin) -> String {
+    let info = &plugin.info;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {} ({})",
+        plugin.name,
+        info.version,
+        plugin.path.display()
+    );
+    let _ = writeln!(out, "contract:     mailgate:plugin@{}", info.contract);
+    let stages: Vec<&str> = info.stages.iter().map(|s| s.name()).collect();
+    let _ = writeln!(out, "stages:       {}", stages.join(", "));
+    let capabilities: Vec<&str> = info.capabilities.iter().map(|c| c.name()).collect();
+    let shown = if capabilities.is_empty() {
+        "none".to_string()
+    } else {
+        capabilities.join(", ")
+    };
+    let _ = writeln!(out, "capabilities: {shown}");
+    let _ = writeln!(
+        out,
+        "limits:       {} ms per call, {} MiB, instance reused for {} transactions",
+        plugin.timeout.as_millis(),
+        plugin.memory_bytes >> 20,
+        plugin.instance_reuse
+    );
+    if info.config.is_empty() {
+        let _ = writeln!(
+            out,
+            "config:       not declared (any [plugin.config] is passed as is)"
+        );
+        return out;
+    }
+    let _ = writeln!(out, "config keys:");
+    for key in &info.config {
+        let default = key
+            .default
+            .as_deref()
+            .map(|d| format!(" = {d}"))
+            .unwrap_or_default();
+        let required = if key.required { " (required)" } else { "" };
+        let _ = writeln!(
+            out,
+            "  {} ({}){default}{required}: {}",
+            key.name,
+            key.value_type.name(),
+            key.doc
+        );
+    }
+    out
+}
+
 /// The human-readable report.
 pub fn render(report: &TransactionReport, original: &[u8], show_diff: bool) -> String {
     let mut out = String::new();
@@ -133,6 +187,7 @@ fn render_stage(out: &mut String, stage: &StageReport) {
         let micros = run.elapsed.as_micros();
         match (&run.verdict, &run.fault) {
             (_, Some(fault)) => {
+                let fault = fault.replace('\n', &format!("\n  {:<20}   ", ""));
                 let _ = writeln!(out, "  {:<20} FAULT {fault} ({micros} µs)", run.plugin);
             }
             (Some(verdict), None) => {

@@ -98,6 +98,19 @@ impl TransactionReport {
             .map(|r| reply_code(stage, &r.decision))
     }
 
+    /// The reply code a recipient got at RCPT, and the plugin's reply when one decided.
+    pub fn recipient_reply(&self, rcpt: &str) -> Option<(u16, Option<&Reply>)> {
+        let index = self.recipients.iter().position(|(r, _)| r == rcpt)?;
+        let code = self.recipients[index].1;
+        let decision = self
+            .stages
+            .iter()
+            .filter(|s| s.stage == Stage::RcptTo)
+            .nth(index)
+            .and_then(|s| s.decision.reply());
+        Some((code, decision))
+    }
+
     /// The first plugin that decided anything in this transaction.
     pub fn decided_by(&self) -> Option<&str> {
         self.stages.iter().find_map(|r| r.decided_by.as_deref())
