@@ -67,6 +67,8 @@
 //! A panic ends the stage call with a fault (the plugin's `on-failure` policy applies); its
 //! message and location go to the gateway log and to `mailgate test` output.
 
+#![warn(missing_docs)]
+
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -198,12 +200,17 @@ impl Capability {
 /// The type a config key's value must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueType {
+    /// A TOML string.
     String,
+    /// A TOML integer.
     Integer,
+    /// A TOML float (an integer is accepted too).
     Float,
+    /// `true` or `false`.
     Boolean,
     /// An array of strings.
     StringList,
+    /// A TOML table (read it with [`config::json`]).
     Table,
 }
 
@@ -225,11 +232,15 @@ impl ValueType {
 /// prints the list.
 #[derive(Debug, Clone, Copy)]
 pub struct ConfigKey {
+    /// The key in `[plugin.config]`.
     pub name: &'static str,
+    /// The type its value must have.
     pub value_type: ValueType,
     /// The default as TOML text, e.g. `"5"` or `"[\"a\"]"`; shown to operators.
     pub default: Option<&'static str>,
+    /// One line saying what the key does (shown by `mailgate plugins --explain`).
     pub doc: &'static str,
+    /// True when the operator must set it.
     pub required: bool,
 }
 
@@ -260,7 +271,9 @@ impl ConfigKey {
 
 /// What a plugin is. Stages are separate traits.
 pub trait Plugin {
+    /// The plugin's name: used in logs, reports, `decided-by` and as its kv namespace.
     const NAME: &'static str;
+    /// The plugin's version, shown by `mailgate plugins`.
     const VERSION: &'static str = "0.1.0";
     /// Host capabilities the plugin asks for; the operator must also grant them.
     const CAPABILITIES: &'static [Capability] = &[];
@@ -270,18 +283,22 @@ pub trait Plugin {
 
 /// Called when a client connects.
 pub trait Connect: Plugin {
+    /// Decides on a new connection.
     fn connect(session: &Session) -> Outcome;
 }
 /// Called at HELO/EHLO.
 pub trait Helo: Plugin {
+    /// Decides on the HELO/EHLO name.
     fn helo(session: &Session, name: &str) -> Outcome;
 }
 /// Called at MAIL FROM.
 pub trait MailFrom: Plugin {
+    /// Decides on the sender (`""` is the null sender `<>`).
     fn mail_from(session: &Session, sender: &str, params: &[EsmtpParam]) -> Outcome;
 }
 /// Called at each RCPT TO; `envelope` holds the recipients accepted so far.
 pub trait RcptTo: Plugin {
+    /// Decides on one recipient.
     fn rcpt_to(
         session: &Session,
         envelope: &Envelope,
@@ -291,14 +308,17 @@ pub trait RcptTo: Plugin {
 }
 /// Called when the message is in.
 pub trait Data: Plugin {
+    /// Decides on the whole message.
     fn data(session: &Session, envelope: &Envelope, message: &Message) -> Outcome;
 }
 /// Called before each delivery attempt.
 pub trait Deliver: Plugin {
+    /// Decides on one delivery attempt (reroute, defer, edit per destination).
     fn deliver(delivery: &Delivery, envelope: &Envelope, message: &Message) -> Outcome;
 }
 /// Called before a POP3 or IMAP client reads a message.
 pub trait Retrieve: Plugin {
+    /// Decides whether, and how, a client sees the message.
     fn retrieve(retrieval: &Retrieval, message: &Message) -> Outcome;
 }
 

@@ -37,18 +37,25 @@ fn parse_status(text: &str) -> Option<EnhancedStatus> {
 pub enum Edit {
     /// Appends a field at the end of the header.
     AddHeader {
+        /// Field name.
         name: String,
+        /// Field value (no CR, LF or NUL).
         value: String,
     },
     /// Inserts a field at `index` (0 is first; past the end appends).
     InsertHeader {
+        /// Position among the fields.
         index: u32,
+        /// Field name.
         name: String,
+        /// Field value.
         value: String,
     },
     /// Replaces every field with this name by one (appended if there is none).
     SetHeader {
+        /// Field name.
         name: String,
+        /// Field value.
         value: String,
     },
     /// Removes every field with this name.
@@ -57,15 +64,22 @@ pub enum Edit {
     ReplaceBody(Vec<u8>),
     /// Replaces a part's content; the host picks the transfer encoding.
     ReplacePart {
+        /// The part's id from [`crate::Message::parts`].
         id: u32,
+        /// The full Content-Type value.
         content_type: String,
+        /// The new content, not encoded.
         content: Vec<u8>,
     },
+    /// Removes a part (by id) and everything inside it.
     RemovePart(u32),
     /// Appends text to every text/plain and text/html part that is not an attachment.
     AppendFooter(String),
+    /// Replaces the envelope sender (`""` for `<>`).
     ChangeSender(String),
+    /// Adds an envelope recipient.
     AddRecipient(String),
+    /// Removes an envelope recipient.
     RemoveRecipient(String),
     /// Deliver stage only: send this attempt elsewhere.
     Reroute(HostPort),
@@ -101,7 +115,9 @@ impl Edit {
 /// A verdict and the edits that go with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// What the stage decides.
     pub verdict: Verdict,
+    /// The changes to make, in order.
     pub edits: Vec<Edit>,
 }
 
@@ -162,12 +178,14 @@ impl Outcome {
         self.edits.push(edit);
         self
     }
+    /// Appends a header field.
     pub fn add_header(self, name: &str, value: &str) -> Outcome {
         self.edit(Edit::AddHeader {
             name: name.into(),
             value: value.into(),
         })
     }
+    /// Inserts a header field at `index` (0 is first).
     pub fn insert_header(self, index: u32, name: &str, value: &str) -> Outcome {
         self.edit(Edit::InsertHeader {
             index,
@@ -175,18 +193,22 @@ impl Outcome {
             value: value.into(),
         })
     }
+    /// Replaces every field named `name` by one (appended when absent).
     pub fn set_header(self, name: &str, value: &str) -> Outcome {
         self.edit(Edit::SetHeader {
             name: name.into(),
             value: value.into(),
         })
     }
+    /// Removes every field named `name`.
     pub fn remove_header(self, name: &str) -> Outcome {
         self.edit(Edit::RemoveHeader(name.into()))
     }
+    /// Replaces the body (CRLF line ends).
     pub fn replace_body(self, body: &[u8]) -> Outcome {
         self.edit(Edit::ReplaceBody(body.to_vec()))
     }
+    /// Replaces a part's content; the host picks the transfer encoding.
     pub fn replace_part(self, id: u32, content_type: &str, content: &[u8]) -> Outcome {
         self.edit(Edit::ReplacePart {
             id,
@@ -194,18 +216,23 @@ impl Outcome {
             content: content.to_vec(),
         })
     }
+    /// Removes a part and everything inside it.
     pub fn remove_part(self, id: u32) -> Outcome {
         self.edit(Edit::RemovePart(id))
     }
+    /// Appends text to every text part that is not an attachment.
     pub fn append_footer(self, text: &str) -> Outcome {
         self.edit(Edit::AppendFooter(text.into()))
     }
+    /// Replaces the envelope sender.
     pub fn change_sender(self, sender: &str) -> Outcome {
         self.edit(Edit::ChangeSender(sender.into()))
     }
+    /// Adds an envelope recipient.
     pub fn add_recipient(self, rcpt: &str) -> Outcome {
         self.edit(Edit::AddRecipient(rcpt.into()))
     }
+    /// Removes an envelope recipient.
     pub fn remove_recipient(self, rcpt: &str) -> Outcome {
         self.edit(Edit::RemoveRecipient(rcpt.into()))
     }

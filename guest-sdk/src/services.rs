@@ -41,6 +41,7 @@ pub mod config {
 pub mod log {
     use super::host::{self, Level};
 
+    /// A log line at `level` with structured fields.
     pub fn write(level: Level, message: &str, fields: &[(&str, &str)]) {
         let fields: Vec<(String, String)> = fields
             .iter()
@@ -48,15 +49,19 @@ pub mod log {
             .collect();
         host::log(level, message, &fields);
     }
+    /// A debug line.
     pub fn debug(message: &str) {
         write(Level::Debug, message, &[]);
     }
+    /// An info line.
     pub fn info(message: &str) {
         write(Level::Info, message, &[]);
     }
+    /// A warning.
     pub fn warn(message: &str) {
         write(Level::Warn, message, &[]);
     }
+    /// An error line.
     pub fn error(message: &str) {
         write(Level::Error, message, &[]);
     }
@@ -66,9 +71,11 @@ pub mod log {
 pub mod notes {
     use super::host;
 
+    /// The note under `key`, if a plugin of this transaction set one.
     pub fn get(key: &str) -> Option<String> {
         host::note_get(key)
     }
+    /// Sets a note for the plugins after this one in this transaction.
     pub fn set(key: &str, value: &str) {
         host::note_set(key, value);
     }
@@ -79,6 +86,7 @@ pub mod notes {
 pub mod kv {
     use super::host::{self, Denied};
 
+    /// The value under `key`, unless absent or expired.
     pub fn get(key: &str) -> Result<Option<String>, Denied> {
         host::kv_get(key)
     }
@@ -86,6 +94,7 @@ pub mod kv {
     pub fn set(key: &str, value: &str, ttl_seconds: Option<u32>) -> Result<(), Denied> {
         host::kv_set(key, value, ttl_seconds)
     }
+    /// Removes `key`.
     pub fn delete(key: &str) -> Result<(), Denied> {
         host::kv_delete(key)
     }
@@ -117,6 +126,7 @@ pub mod files {
 pub mod dns {
     pub use super::host::{DnsError, RecordType};
 
+    /// Looks `name` up; for PTR, `name` is an IP address.
     pub fn lookup(record: RecordType, name: &str) -> Result<Vec<String>, DnsError> {
         super::host::dns_lookup(record, name)
     }

@@ -23,6 +23,9 @@ pub use tools::{run, Tools};
 /// that carry no `wit/` directory of their own.
 pub const CONTRACT: &str = include_str!("../../wit/plugin.wit");
 
+/// `mailgate.py`, the helpers every Python plugin can import (contract 0.2 builds only).
+const PYTHON_HELPERS: &str = include_str!("../python/mailgate.py");
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -145,10 +148,17 @@ impl Build<'_> {
 
     fn python(&self, wit: &Path) -> Result<(), Error> {
         let cli = self.tools.componentize_py()?;
+        // The helper module (`import mailgate`), beside the component.
+        let helpers = self.out.with_extension("python");
+        std::fs::create_dir_all(&helpers).map_err(|e| Error::io(&helpers, e))?;
+        let helper = helpers.join("mailgate.py");
+        std::fs::write(&helper, PYTHON_HELPERS).map_err(|e| Error::io(&helper, e))?;
         run(Command::new(cli)
             .arg("-d")
             .arg(absolute(wit))
             .args(["-w", "plugin", "componentize", "-p"])
+            .arg(absolute(&helpers))
+            .arg("-p")
             .arg(absolute(self.dir))
             .arg("app")
             .arg("-o")

@@ -11,6 +11,7 @@ const RUST_MANIFEST: &str = include_str!("../templates/rust/Cargo.toml");
 const RUST_SOURCE: &str = include_str!("../templates/rust/src/lib.rs");
 const PYTHON_SOURCE: &str = include_str!("../templates/python/app.py");
 const JS_SOURCE: &str = include_str!("../templates/js/app.js");
+const JS_HELPERS: &str = include_str!("../templates/js/mailgate.js");
 const C_SOURCE: &str = include_str!("../templates/c/plugin.c");
 
 /// Where a built plugin's component goes unless told otherwise, relative to its directory;
@@ -82,6 +83,7 @@ impl Scaffold<'_> {
             Language::JavaScript => {
                 vec![
                     ("app.js".into(), JS_SOURCE.into()),
+                    ("mailgate.js".into(), JS_HELPERS.into()),
                     contract,
                     cases,
                     ignore(""),

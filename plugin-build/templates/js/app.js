@@ -4,38 +4,30 @@
 // Build: `mailgate plugin build` (componentize-js; the component lands in target/plugin.wasm);
 // test: `mailgate test cases`. Export an object per stage you want, named after it (connect,
 // helo, mailFrom, rcptTo, data, deliver, retrieve) with a `handle` method: only those stages
-// are exported and called. `info.describe` says who the plugin is and which config keys it
-// takes. console.log and uncaught exceptions go to the gateway log.
-import { configList } from 'mailgate:plugin/host@0.2.0';
-import { addHeader } from 'mailgate:plugin/edits@0.2.0';
-
-function reject(code, enhanced, text) {
-  const [cls, subject, detail] = enhanced.split('.').map(Number);
-  return { tag: 'reject', val: { code, enhanced: { class: cls, subject, detail }, lines: [text] } };
-}
+// are exported and called. mailgate.js holds the helpers (verdicts, edits, config, headers);
+// console.log and uncaught exceptions go to the gateway log.
+import * as mg from './mailgate.js';
 
 export const info = {
   describe() {
-    const blocked = {
-      name: 'blocked-domains', valueType: 'string-list', default: '[]',
-      doc: 'recipient domains refused at RCPT', required: false,
-    };
-    return { name: '{{name}}', version: '0.1.0', capabilities: [], config: [blocked] };
+    const blocked = mg.configKey('blocked-domains', 'string-list', 'recipient domains refused at RCPT', '[]');
+    return mg.info('{{name}}', '0.1.0', [], [blocked]);
   },
 };
 
 export const rcptTo = {
   handle(_session, _envelope, recipient, _params) {
-    const domain = recipient.slice(recipient.lastIndexOf('@') + 1);
-    const blocked = configList('blocked-domains').map((d) => d.toLowerCase());
-    if (blocked.includes(domain.toLowerCase())) return reject(550, '5.7.1', `No mail for ${domain} here`);
-    return { tag: 'continue' };
+    const domain = mg.domainOf(recipient);
+    if (mg.list('blocked-domains').some((d) => d.toLowerCase() === domain)) {
+      return mg.reject(550, '5.7.1', `No mail for ${domain} here`);
+    }
+    return mg.proceed();
   },
 };
 
 export const data = {
   handle(_session, _envelope, _message) {
-    addHeader('X-Checked-By', '{{name}}');
-    return { tag: 'continue' };
+    mg.addHeader('X-Checked-By', '{{name}}');
+    return mg.proceed();
   },
 };
