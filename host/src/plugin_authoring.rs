@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
-use mailgate_plugin_build::scaffold::{default_sdk, Scaffold, DEFAULT_OUTPUT};
+use mailgate_plugin_build::scaffold::{default_output, default_sdk, Scaffold};
 use mailgate_plugin_build::{Build, Language, Tools, CONTRACT};
 
 #[derive(Subcommand)]
@@ -29,7 +29,7 @@ pub enum PluginAction {
     /// else ~/.cache/mailgate/tools.
     Build {
         dir: Option<PathBuf>,
-        /// The component to write; default: DIR/target/plugin.wasm.
+        /// The component to write; default: DIR/target/NAME.wasm (NAME: DIR's name).
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -49,7 +49,7 @@ pub fn run(action: PluginAction) -> anyhow::Result<()> {
         } => new(lang, &name, dir, sdk),
         PluginAction::Build { dir, output } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-            let out = output.unwrap_or_else(|| dir.join(DEFAULT_OUTPUT));
+            let out = output.unwrap_or_else(|| default_output(&dir));
             build(&dir, &out)
         }
     }

@@ -308,6 +308,33 @@ async fn a_0_1_plugin_runs_through_the_adapter_at_the_stages_it_describes() {
 }
 
 #[tokio::test]
+async fn guest_globals_persist_while_an_instance_is_reused_and_instance_reuse_is_per_plugin() {
+    let count = |reuse: &str| {
+        let entry = probe("global", &["data"], &[("data", "global-count")], reuse);
+        async move {
+            let set = chain(&entry).await;
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                let report = transact(&set, &["b@example.org"]).await;
+                let message = report.state.message.as_ref().expect("message");
+                seen.push(message.header_value("X-Probe-Global").unwrap_or_default());
+            }
+            seen
+        }
+    };
+    assert_eq!(
+        count("").await,
+        ["1", "2", "3"],
+        "one instance serves all three"
+    );
+    assert_eq!(
+        count("instance-reuse = 1").await,
+        ["1", "1", "1"],
+        "fresh every time"
+    );
+}
+
+#[tokio::test]
 async fn the_sdk_example_rejects_its_domain() {
     let set = chain("[[plugin]]\npath = \"sdk-example.wasm\"\n").await;
     let report = transact(&set, &["x@example.com", "y@example.org"]).await;

@@ -14,9 +14,21 @@ const JS_SOURCE: &str = include_str!("../templates/js/app.js");
 const JS_HELPERS: &str = include_str!("../templates/js/mailgate.js");
 const C_SOURCE: &str = include_str!("../templates/c/plugin.c");
 
-/// Where a built plugin's component goes unless told otherwise, relative to its directory;
-/// the scaffold's cases load it from there.
-pub const DEFAULT_OUTPUT: &str = "target/plugin.wasm";
+/// Where a built plugin's component goes unless told otherwise: `DIR/target/NAME.wasm`, named
+/// after the plugin's directory (the scaffold's cases load it from there).
+pub fn default_output(dir: &Path) -> PathBuf {
+    dir.join("target")
+        .join(format!("{}.wasm", output_name(dir)))
+}
+
+/// The plugin's directory name (of the absolute path, so `.` works too).
+fn output_name(dir: &Path) -> String {
+    std::path::absolute(dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| !n.is_empty() && n != ".")
+        .unwrap_or_else(|| "plugin".into())
+}
 
 /// The Rust SDK of the source tree this program was built from, when it is still there.
 pub fn default_sdk() -> Option<PathBuf> {
@@ -53,7 +65,9 @@ impl Scaffold<'_> {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
             }
-            let text = contents.replace("{{name}}", self.name);
+            let text = contents
+                .replace("{{name}}", self.name)
+                .replace("{{output}}", &output_name(self.dir));
             std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
         }
         Ok(files.into_iter().map(|(p, _)| PathBuf::from(p)).collect())

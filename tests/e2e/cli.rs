@@ -455,3 +455,30 @@ fn plugin_settings_are_checked_against_what_the_plugin_declares() {
         );
     }
 }
+
+/// Plugins built against contract 0.1.0 (Rust and C prebuilt, Python and JavaScript built
+/// against wit/v0.1 by `cargo xtask plugins`) pass the cases they had then, on this gateway.
+#[test]
+fn contract_0_1_plugins_in_every_language_pass_their_old_cases() {
+    let cache = cache();
+    let run = mailgate(&["test", "tests/fixtures/contract-0.1/cases"], cache.path());
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    for file in [
+        "recipient-policy",
+        "spam-score",
+        "greylist",
+        "attachment-limit",
+    ] {
+        assert!(
+            run.stdout
+                .contains(&format!("contract-0.1/cases/{file}.toml ::")),
+            "{file} cases missing:\n{}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stdout.ends_with("23 passed, 0 failed\n"),
+        "{}",
+        run.stdout
+    );
+}

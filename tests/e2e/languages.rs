@@ -242,7 +242,10 @@ fn new_build_test(work: &Path, home: &Path, lang: &str, name: &str) -> String {
     assert!(created.contains(&format!("cases/{name}.toml")), "{created}");
     let (_, built) = mailgate_as_user(work, home, &["plugin", "build", name]);
     let dir = work.join(name);
-    assert!(dir.join("target/plugin.wasm").is_file());
+    assert!(
+        dir.join(format!("target/{name}.wasm")).is_file(),
+        "the component is named after the plugin"
+    );
     assert!(
         !dir.join("target/tools").exists(),
         "tools are shared per user, not installed per plugin"

@@ -185,6 +185,9 @@ impl OutputCapture {
     /// The lines written since the last call, with a note of what did not fit.
     pub fn take_lines(&self) -> Vec<String> {
         let mut captured = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if captured.bytes.is_empty() && captured.dropped == 0 {
+            return Vec::new();
+        }
         let text = String::from_utf8_lossy(&captured.bytes).into_owned();
         let mut lines: Vec<String> = text
             .lines()

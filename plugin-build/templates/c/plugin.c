@@ -1,7 +1,7 @@
 /* {{name}}: refuses recipients at the domains listed in `blocked-domains` and stamps every
  * accepted message with `X-Checked-By: {{name}}`.
  *
- * Build: `mailgate plugin build` (zig's clang; the component lands in target/plugin.wasm);
+ * Build: `mailgate plugin build` (zig's clang; the component lands in target/{{output}}.wasm);
  * test: `mailgate test cases`. mailgate.h and the bindings it includes are generated from
  * the contract at build time, for the stages defined here: only those are exported and
  * called (exports_mailgate_plugin_<stage>_handle, <stage> one of connect, helo, mail_from,

@@ -1,7 +1,7 @@
 // {{name}}: refuses recipients at the domains listed in `blocked-domains` and stamps every
 // accepted message with `X-Checked-By: {{name}}`.
 //
-// Build: `mailgate plugin build` (componentize-js; the component lands in target/plugin.wasm);
+// Build: `mailgate plugin build` (componentize-js; the component lands in target/{{output}}.wasm);
 // test: `mailgate test cases`. Export an object per stage you want, named after it (connect,
 // helo, mailFrom, rcptTo, data, deliver, retrieve) with a `handle` method: only those stages
 // are exported and called. mailgate.js holds the helpers (verdicts, edits, config, headers);

@@ -1,7 +1,7 @@
 """{{name}}: refuses recipients at the domains listed in `blocked-domains` and stamps every
 accepted message with `X-Checked-By: {{name}}`.
 
-Build: `mailgate plugin build` (componentize-py; the component lands in target/plugin.wasm);
+Build: `mailgate plugin build` (componentize-py; the component lands in target/{{output}}.wasm);
 test: `mailgate test cases`. Define a class per stage you want, named after it (Connect, Helo,
 MailFrom, RcptTo, Data, Deliver, Retrieve) with a `handle` method: only those stages are
 exported and called. `mailgate` (the helpers: verdicts, edits, config, headers) and `wit_world`

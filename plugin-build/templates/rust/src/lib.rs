@@ -1,7 +1,7 @@
 //! {{name}}: refuses recipients at the domains listed in `blocked-domains` and stamps every
 //! accepted message with `X-Checked-By: {{name}}`.
 //!
-//! Build: `mailgate plugin build` (the component lands in target/plugin.wasm);
+//! Build: `mailgate plugin build` (the component lands in target/{{output}}.wasm);
 //! test: `mailgate test cases`.
 use mailgate_sdk::prelude::*;
 
