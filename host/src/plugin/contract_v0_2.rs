@@ -8,7 +8,9 @@ use super::bindings::v0_2::{edits, host, stages, types as wit};
 use super::chain::{
     Delivery, Envelope, EsmtpParam, MailState, Retrieval, Route, Session, StageCall,
 };
-use super::host_api::{message_resource, Denial, HostState, MessageHandle};
+use super::host_api::{
+    message_resource, shared_conversions, shared_host_functions, Denial, HostState, MessageHandle,
+};
 use super::loader::{ConfigKey, PluginInfo};
 use super::services::{DnsFailure, RecordType};
 use super::verdict::{Edit, Reply, Verdict};
@@ -215,57 +217,6 @@ async fn with_message(
     result
 }
 
-fn from_wit_reply(r: wit::Reply) -> Reply {
-    Reply {
-        code: r.code,
-        enhanced: r.enhanced.map(|e| (e.class, e.subject, e.detail)),
-        lines: r.lines,
-    }
-}
-
-fn from_wit_verdict(v: wit::Verdict) -> Verdict {
-    match v {
-        wit::Verdict::Continue => Verdict::Continue,
-        wit::Verdict::Accept => Verdict::Accept,
-        wit::Verdict::Reject(r) => Verdict::Reject(from_wit_reply(r)),
-        wit::Verdict::Tempfail(r) => Verdict::Tempfail(from_wit_reply(r)),
-        wit::Verdict::Disconnect(r) => Verdict::Disconnect(from_wit_reply(r)),
-        wit::Verdict::Discard => Verdict::Discard,
-        wit::Verdict::Quarantine(reason) => Verdict::Quarantine(reason),
-        wit::Verdict::Hide => Verdict::Hide,
-    }
-}
-
-fn wit_session(s: &Session) -> wit::Session {
-    wit::Session {
-        id: s.id.clone(),
-        peer_ip: s.peer_ip.clone(),
-        peer_port: s.peer_port,
-        listener: s.listener.clone(),
-        tls: s.tls,
-        helo: s.helo.clone(),
-        auth_user: s.auth_user.clone(),
-    }
-}
-
-fn wit_params(params: &[EsmtpParam]) -> Vec<wit::EsmtpParam> {
-    params
-        .iter()
-        .map(|p| wit::EsmtpParam {
-            name: p.name.clone(),
-            value: p.value.clone(),
-        })
-        .collect()
-}
-
-fn wit_envelope(e: &Envelope) -> wit::Envelope {
-    wit::Envelope {
-        sender: e.sender.clone(),
-        recipients: e.recipients.clone(),
-        params: wit_params(&e.params),
-    }
-}
-
 /// `host:port` (IPv6 in brackets) as the typed record.
 fn host_port(target: &str) -> wit::HostPort {
     let (host, port) = target.rsplit_once(':').unwrap_or((target, "25"));
@@ -291,16 +242,6 @@ fn wit_delivery(d: Option<&Delivery>) -> wit::Delivery {
     }
 }
 
-fn wit_retrieval(session: &wit::Session, r: Option<&Retrieval>) -> wit::Retrieval {
-    let r = r.cloned().unwrap_or_default();
-    wit::Retrieval {
-        session: session.clone(),
-        user: r.user,
-        folder: r.folder,
-        uid: r.uid,
-    }
-}
-
 fn wit_denied(d: Denial) -> host::Denied {
     match d {
         Denial::NotDeclared(c) => host::Denied::NotDeclared(c.name().into()),
@@ -309,51 +250,8 @@ fn wit_denied(d: Denial) -> host::Denied {
     }
 }
 
-fn level(level: host::Level) -> &'static str {
-    match level {
-        host::Level::Trace => "trace",
-        host::Level::Debug => "debug",
-        host::Level::Info => "info",
-        host::Level::Warn => "warn",
-        host::Level::Error => "error",
-    }
-}
-
 impl host::Host for HostState {
-    fn log(
-        &mut self,
-        level_: host::Level,
-        message: String,
-        fields: Vec<(String, String)>,
-    ) -> wasmtime::Result<()> {
-        HostState::log(self, level(level_), message, fields);
-        Ok(())
-    }
-
-    fn config_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(HostState::config_get(self, &key))
-    }
-
-    fn config_list(&mut self, key: String) -> wasmtime::Result<Vec<String>> {
-        Ok(HostState::config_list(self, &key))
-    }
-
-    fn config_json(&mut self) -> wasmtime::Result<String> {
-        Ok(HostState::config_json(self))
-    }
-
-    fn note_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(HostState::note_get(self, &key))
-    }
-
-    fn note_set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
-        HostState::note_set(self, key, value);
-        Ok(())
-    }
-
-    fn now_ms(&mut self) -> wasmtime::Result<u64> {
-        Ok(HostState::now_ms(self))
-    }
+    shared_host_functions!(host);
 
     fn kv_get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, host::Denied>> {
         Ok(HostState::kv_get(self, &key).map_err(wit_denied))
@@ -383,16 +281,10 @@ impl host::Host for HostState {
 
     async fn dns_lookup(
         &mut self,
-        record_type: host::RecordType,
+        record_type_: host::RecordType,
         name: String,
     ) -> wasmtime::Result<Result<Vec<String>, host::DnsError>> {
-        let record = match record_type {
-            host::RecordType::A => RecordType::A,
-            host::RecordType::Aaaa => RecordType::Aaaa,
-            host::RecordType::Mx => RecordType::Mx,
-            host::RecordType::Txt => RecordType::Txt,
-            host::RecordType::Ptr => RecordType::Ptr,
-        };
+        let record = record_type(record_type_);
         let dns = match self.dns() {
             Ok(dns) => dns,
             Err(denial) => return Ok(Err(host::DnsError::Denied(wit_denied(denial)))),
@@ -488,3 +380,5 @@ impl edits::Host for HostState {
 impl wit::Host for HostState {}
 
 message_resource!(super::bindings::v0_2::types);
+
+shared_conversions!(wit, host);

@@ -624,6 +624,136 @@ macro_rules! message_resource {
 }
 pub(super) use message_resource;
 
+/// The conversions between the host's types and a contract version's generated ones that are
+/// the same in every version (the records and variants did not change between them).
+macro_rules! shared_conversions {
+    ($wit:ident, $host:ident) => {
+        fn wit_session(s: &Session) -> $wit::Session {
+            $wit::Session {
+                id: s.id.clone(),
+                peer_ip: s.peer_ip.clone(),
+                peer_port: s.peer_port,
+                listener: s.listener.clone(),
+                tls: s.tls,
+                helo: s.helo.clone(),
+                auth_user: s.auth_user.clone(),
+            }
+        }
+
+        fn wit_params(params: &[EsmtpParam]) -> Vec<$wit::EsmtpParam> {
+            params
+                .iter()
+                .map(|p| $wit::EsmtpParam {
+                    name: p.name.clone(),
+                    value: p.value.clone(),
+                })
+                .collect()
+        }
+
+        fn wit_envelope(e: &Envelope) -> $wit::Envelope {
+            $wit::Envelope {
+                sender: e.sender.clone(),
+                recipients: e.recipients.clone(),
+                params: wit_params(&e.params),
+            }
+        }
+
+        fn wit_retrieval(session: &$wit::Session, r: Option<&Retrieval>) -> $wit::Retrieval {
+            let r = r.cloned().unwrap_or_default();
+            $wit::Retrieval {
+                session: session.clone(),
+                user: r.user,
+                folder: r.folder,
+                uid: r.uid,
+            }
+        }
+
+        fn from_wit_reply(r: $wit::Reply) -> Reply {
+            Reply {
+                code: r.code,
+                enhanced: r.enhanced.map(|e| (e.class, e.subject, e.detail)),
+                lines: r.lines,
+            }
+        }
+
+        fn from_wit_verdict(v: $wit::Verdict) -> Verdict {
+            match v {
+                $wit::Verdict::Continue => Verdict::Continue,
+                $wit::Verdict::Accept => Verdict::Accept,
+                $wit::Verdict::Reject(r) => Verdict::Reject(from_wit_reply(r)),
+                $wit::Verdict::Tempfail(r) => Verdict::Tempfail(from_wit_reply(r)),
+                $wit::Verdict::Disconnect(r) => Verdict::Disconnect(from_wit_reply(r)),
+                $wit::Verdict::Discard => Verdict::Discard,
+                $wit::Verdict::Quarantine(reason) => Verdict::Quarantine(reason),
+                $wit::Verdict::Hide => Verdict::Hide,
+            }
+        }
+
+        fn level(level: $host::Level) -> &'static str {
+            match level {
+                $host::Level::Trace => "trace",
+                $host::Level::Debug => "debug",
+                $host::Level::Info => "info",
+                $host::Level::Warn => "warn",
+                $host::Level::Error => "error",
+            }
+        }
+
+        fn record_type(record_type: $host::RecordType) -> RecordType {
+            match record_type {
+                $host::RecordType::A => RecordType::A,
+                $host::RecordType::Aaaa => RecordType::Aaaa,
+                $host::RecordType::Mx => RecordType::Mx,
+                $host::RecordType::Txt => RecordType::Txt,
+                $host::RecordType::Ptr => RecordType::Ptr,
+            }
+        }
+    };
+}
+pub(super) use shared_conversions;
+
+/// The `host` functions every contract version has with the same signature, inside a version's
+/// `impl host::Host for HostState`.
+macro_rules! shared_host_functions {
+    ($host:ident) => {
+        fn log(
+            &mut self,
+            level_: $host::Level,
+            message: String,
+            fields: Vec<(String, String)>,
+        ) -> wasmtime::Result<()> {
+            HostState::log(self, level(level_), message, fields);
+            Ok(())
+        }
+
+        fn config_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+            Ok(HostState::config_get(self, &key))
+        }
+
+        fn config_list(&mut self, key: String) -> wasmtime::Result<Vec<String>> {
+            Ok(HostState::config_list(self, &key))
+        }
+
+        fn config_json(&mut self) -> wasmtime::Result<String> {
+            Ok(HostState::config_json(self))
+        }
+
+        fn note_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+            Ok(HostState::note_get(self, &key))
+        }
+
+        fn note_set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+            HostState::note_set(self, key, value);
+            Ok(())
+        }
+
+        fn now_ms(&mut self) -> wasmtime::Result<u64> {
+            Ok(HostState::now_ms(self))
+        }
+    };
+}
+pub(super) use shared_host_functions;
+
 #[cfg(test)]
 mod tests {
     use super::*;
