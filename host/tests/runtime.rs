@@ -657,8 +657,9 @@ mod guest_errors {
         let entry = "[[plugin]]\npath = \"js-misbehave.wasm\"\nmemory-mb = 128\n\
                      [plugin.config]\naction = \"throw\"\n";
         let (fault, _) = fault_and_logs(entry, "js-misbehave").await;
-        // SpiderMonkey's TypeError text, written to stderr by the runtime.
+        // SpiderMonkey's TypeError text and the stack, written to stderr by the runtime.
         assert!(fault.contains("settings.missing is undefined"), "{fault}");
+        assert!(fault.contains("lookupSetting@"), "the stack names the function: {fault}");
     }
 
     #[tokio::test]
