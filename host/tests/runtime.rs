@@ -659,7 +659,10 @@ mod guest_errors {
         let (fault, _) = fault_and_logs(entry, "js-misbehave").await;
         // SpiderMonkey's TypeError text and the stack, written to stderr by the runtime.
         assert!(fault.contains("settings.missing is undefined"), "{fault}");
-        assert!(fault.contains("lookupSetting@"), "the stack names the function: {fault}");
+        assert!(
+            fault.contains("lookupSetting@"),
+            "the stack names the function: {fault}"
+        );
     }
 
     #[tokio::test]

@@ -313,6 +313,16 @@ fn sighup_reloads_the_plugins() {
         gw.admin("plugins history")
     );
     assert!(gw.admin("plugins history").contains("SIGHUP"));
+    let logged = |gw: &Gateway| {
+        gw.log()
+            .lines()
+            .any(|l| l.contains("plugins reloaded") && l.contains("(contract 0.2.0)"))
+    };
+    assert!(
+        wait_until(10, || logged(&gw)),
+        "the reload is logged with the plugins in service:\n{}",
+        gw.log()
+    );
     assert!(
         send_one(&gw, "after-hup").starts_with("250"),
         "still serving"
