@@ -354,12 +354,15 @@ pub fn finish(outcome: Outcome) -> Verdict {
     outcome.submit()
 }
 
-/// Sends panic messages to the gateway log before the trap ends the call.
+/// Sends panic messages to the gateway log (as an error line, and on stderr, which the host
+/// shows with the fault) before the trap ends the call.
 fn install_panic_hook() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         std::panic::set_hook(Box::new(|info| {
-            log::error(&format!("panic: {info}"));
+            let text = format!("panic: {info}");
+            eprintln!("{text}");
+            log::error(&text);
         }));
     });
 }

@@ -482,3 +482,55 @@ fn contract_0_1_plugins_in_every_language_pass_their_old_cases() {
         run.stdout
     );
 }
+
+/// A case whose plugin fails shows the plugin's own words: a Python traceback, a JavaScript
+/// exception and its stack, a Rust panic message; the gateway log (stderr) has them too.
+#[test]
+fn failing_plugins_show_their_own_error_text_in_test_output_and_log() {
+    let dir = cache();
+    let plugins = root().join("target/test-plugins");
+    let case = |file: &str, plugin: &str, config: &str| {
+        let text = format!(
+            "[[plugin]]\npath = \"{}\"\nmemory-mb = 128\n[plugin.config]\n{config}\n\n\
+             [[case]]\nname = \"{file} faults\"\nenvelope = {{ from = \"a@x.test\", to = [\"b@example.org\"] }}\n\
+             [case.expect]\ndisposition = \"accept\"\n",
+            plugins.join(plugin).display()
+        );
+        std::fs::write(dir.path().join(format!("{file}.toml")), text).expect("write case");
+    };
+    case("python", "py-misbehave.wasm", "action = \"raise\"");
+    case("javascript", "js-misbehave.wasm", "action = \"throw\"");
+    case(
+        "rust",
+        "probe-plugin.wasm",
+        "name = \"probe\"\nstages = [\"data\"]\naction = { data = \"trap\" }",
+    );
+    let run = mailgate(&["test", dir.path().to_str().expect("utf-8")], dir.path());
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.ends_with("0 passed, 3 failed\n"),
+        "{}",
+        run.stdout
+    );
+    for (words, what) in [
+        (
+            "AttributeError: 'Session' object has no attribute 'missing_attribute'",
+            "Python exception",
+        ),
+        ("in lookup_setting", "Python traceback"),
+        ("settings.missing is undefined", "JavaScript exception"),
+        ("lookupSetting@", "JavaScript stack"),
+        ("probe asked to trap", "Rust panic message"),
+    ] {
+        assert!(
+            run.stdout.contains(words),
+            "{what} missing from the results:\n{}",
+            run.stdout
+        );
+        assert!(
+            run.stderr.contains(words),
+            "{what} missing from the log:\n{}",
+            run.stderr
+        );
+    }
+}
