@@ -505,10 +505,26 @@ fn failing_plugins_show_their_own_error_text_in_test_output_and_log() {
         "probe-plugin.wasm",
         "name = \"probe\"\nstages = [\"data\"]\naction = { data = \"trap\" }",
     );
+    // No fault here: the case fails on its expectation (the probe does not reject), and what
+    // the plugin printed is shown under it.
+    case(
+        "printing",
+        "probe-plugin.wasm",
+        "name = \"talker\"\nstages = [\"data\"]\naction = { data = \"print\" }",
+    );
+    let printing = dir.path().join("printing.toml");
+    let text = std::fs::read_to_string(&printing).expect("read");
+    std::fs::write(&printing, text.replace("\"accept\"", "\"reject\"")).expect("write");
     let run = mailgate(&["test", dir.path().to_str().expect("utf-8")], dir.path());
     assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stdout.ends_with("0 passed, 3 failed\n"),
+        run.stdout.ends_with("0 passed, 4 failed\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("plugin talker stdout at data: probe says hello on stdout"),
         "{}",
         run.stdout
     );

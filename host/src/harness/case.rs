@@ -417,12 +417,17 @@ async fn run_case(
     Ok(run_transaction(set, services, input).await)
 }
 
+/// Lines of guest output shown under a failed case (the log has all of them).
+const OUTPUT_SHOWN: usize = 20;
+
 /// A failed case also shows every plugin fault of the transaction (a trap's message, the
-/// plugin's stderr): usually the reason an expectation did not hold.
+/// plugin's stderr) and what the plugins printed: usually the reason an expectation did not
+/// hold.
 fn with_faults(mut failures: Vec<String>, report: &TransactionReport) -> Vec<String> {
     if failures.is_empty() {
         return failures;
     }
+    let mut printed = Vec::new();
     for stage in &report.stages {
         for run in &stage.runs {
             if let Some(fault) = &run.fault {
@@ -430,9 +435,21 @@ fn with_faults(mut failures: Vec<String>, report: &TransactionReport) -> Vec<Str
                     "plugin {} faulted at {}: {fault}",
                     run.plugin, stage.stage
                 ));
+                continue;
+            }
+            let output = run
+                .logs
+                .iter()
+                .filter(|l| matches!(l.level, "stdout" | "stderr"));
+            for line in output {
+                printed.push(format!(
+                    "plugin {} {} at {}: {}",
+                    run.plugin, line.level, stage.stage, line.message
+                ));
             }
         }
     }
+    failures.extend(printed.into_iter().take(OUTPUT_SHOWN));
     failures
 }
 
