@@ -130,6 +130,13 @@ impl Build<'_> {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
         if language == Language::Rust {
+            for stage in world::rust_stages_not_exported(self.dir) {
+                self.tools.say(&format!(
+                    "warning: {} implements the stage {stage} but does not list it in \
+                     export_plugin!, so it is never called",
+                    self.dir.display()
+                ));
+            }
             return self.rust();
         }
         // The world exporting the stages the sources define, beside the output.

@@ -76,6 +76,53 @@ pub fn prepare(
     Ok(work.to_path_buf())
 }
 
+/// The SDK's stage traits implemented in a Rust plugin's sources but not listed in its
+/// `export_plugin!` (so never exported): found by their names, for a warning at build time.
+pub fn rust_stages_not_exported(dir: &Path) -> Vec<&'static str> {
+    const TRAITS: [&str; 7] = [
+        "Connect", "Helo", "MailFrom", "RcptTo", "Data", "Deliver", "Retrieve",
+    ];
+    let mut text = String::new();
+    let mut pending = vec![dir.join("src")];
+    while let Some(path) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries.flatten().map(|e| e.path()) {
+            if entry.is_dir() {
+                pending.push(entry);
+            } else if entry.extension().is_some_and(|e| e == "rs") {
+                text.push_str(&std::fs::read_to_string(&entry).unwrap_or_default());
+            }
+        }
+    }
+    let words: Vec<&str> = text
+        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '!'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let implemented = |name: &str| {
+        words.windows(2).any(|w| w[0] == "impl" && w[1] == name)
+            || words
+                .windows(2)
+                .any(|w| w[0] == "impl" && w[1] == format!("mailgate_sdk::{name}"))
+    };
+    let exported_list = text
+        .split("export_plugin!(")
+        .skip(1)
+        .map(|rest| rest.split(')').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let listed = |name: &str| {
+        exported_list
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|w| w == name)
+    };
+    TRAITS
+        .into_iter()
+        .filter(|t| implemented(t) && !listed(t))
+        .collect()
+}
+
 /// What a plugin in `language` defines for a stage, for the error when it defines none.
 fn expected_names(language: Language) -> String {
     let names: Vec<String> = STAGES
@@ -140,6 +187,20 @@ fn defines(language: Language, text: &str, stage: &StageNames) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_stages_implemented_but_not_exported_are_found() {
+        let dir = std::env::temp_dir().join(format!("mailgate-rust-stages-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(
+            dir.join("src/lib.rs"),
+            "impl Plugin for P {}\nimpl RcptTo for P {}\nimpl Data for P {}\n\
+             export_plugin!(P: RcptTo);\n",
+        )
+        .unwrap();
+        assert_eq!(rust_stages_not_exported(&dir), ["Data"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn stages_are_found_by_their_language_names() {
