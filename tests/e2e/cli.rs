@@ -523,6 +523,10 @@ fn failing_plugins_show_their_own_error_text_in_test_output_and_log() {
         run.stdout
     );
     assert!(
+        !run.stderr.contains('\x1b') && !run.stdout.contains('\x1b'),
+        "no colour codes when the output is not a terminal"
+    );
+    assert!(
         run.stdout
             .contains("plugin talker stdout at data: probe says hello on stdout"),
         "{}",
