@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod blocking;
 pub mod config;
+pub mod config_check;
 pub mod datadir;
 pub mod defaults;
 pub mod delivery;

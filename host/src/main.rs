@@ -91,6 +91,12 @@ enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+    /// Check a config before deploying it: parse it, load every plugin, print the listeners,
+    /// routes and the chain per stage. Exit 0 when good, 1 when refused (the reason printed).
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Write plugins: start one from a template, build one.
     Plugin {
         #[command(subcommand)]
@@ -106,6 +112,15 @@ enum Command {
         case: Option<String>,
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Parse the config (default: the embedded defaults) and load its plugins.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -289,6 +304,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let config = load_with_data_dir(config, data_dir)?;
             queue_command(&config, action.command()).await
+        }
+        Command::Config {
+            action: ConfigAction::Check { config },
+        } => {
+            let (text, verdict) = mailgate::config_check::check(config, default_cache_dir()).await;
+            print!("{text}");
+            Ok(match verdict {
+                mailgate::config_check::Verdict::Good => ExitCode::SUCCESS,
+                mailgate::config_check::Verdict::Refused => ExitCode::from(1),
+            })
         }
         Command::Plugin { action } => {
             plugin_authoring::run(action)?;

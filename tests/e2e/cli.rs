@@ -554,3 +554,70 @@ fn failing_plugins_show_their_own_error_text_in_test_output_and_log() {
         );
     }
 }
+
+#[test]
+fn config_check_prints_what_a_config_runs_and_refuses_broken_ones() {
+    let dir = cache();
+    let good = mailgate(&["config", "check"], dir.path());
+    assert_eq!(good.code, Some(0), "{}{}", good.stdout, good.stderr);
+    for line in [
+        "config the embedded defaults: ok",
+        "  inbound      smtp 127.0.0.1:2525 (starttls)",
+        "  submission   smtp 127.0.0.1:2587 (starttls, auth required)",
+        "  localhost -> local",
+        "  rcpt-to    recipient-policy",
+        "  data       mime-guard -> header-rewrite",
+        "  deliver    (none)",
+    ] {
+        assert!(
+            good.stdout.contains(line),
+            "{line:?} missing:\n{}",
+            good.stdout
+        );
+    }
+
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write config");
+        path.to_str().expect("utf-8").to_string()
+    };
+    let missing = write("missing.toml", "[[plugin]]\npath = \"absent.wasm\"\n");
+    let run = mailgate(&["config", "check", "--config", &missing], dir.path());
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("missing.toml: refused"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("absent.wasm: cannot read"),
+        "{}",
+        run.stdout
+    );
+
+    let typo = write("typo.toml", "[server]\nhostnme = \"mx.example.org\"\n");
+    let run = mailgate(&["config", "check", "--config", &typo], dir.path());
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("line 2") && run.stdout.contains("unknown field `hostnme`"),
+        "{}",
+        run.stdout
+    );
+
+    let relay = write(
+        "relay.toml",
+        "[[route]]\ndomains = [\"*\"]\ntype = \"relay\"\nhost = \"smarthost.example:587\"\n",
+    );
+    let run = mailgate(&["config", "check", "--config", &relay], dir.path());
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("  * -> relay smarthost.example:587"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("no route for other domains"),
+        "{}",
+        run.stdout
+    );
+}

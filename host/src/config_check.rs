@@ -1,0 +1,121 @@
+//! `mailgate config check`: what a config would run, checked before it is deployed — the
+//! config parsed, every plugin loaded and described, then the listeners, routes and the chain
+//! per stage printed.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use crate::config::{Config, ConfigSource, Protocol, RouteKind, TlsMode};
+use crate::harness::check::load_chain;
+use crate::plugin::Stage;
+
+/// How a check ended, as the exit status says it: 0 good, 1 the config (or a plugin it names)
+/// is wrong, 2 the check could not be made.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Good,
+    Refused,
+}
+
+/// Checks the config at `path` (or the embedded defaults); returns what to print and whether
+/// it is good. Errors are the reasons it is refused, already in the text.
+pub async fn check(path: Option<PathBuf>, cache: Option<PathBuf>) -> (String, Verdict) {
+    let shown = path
+        .as_ref()
+        .map_or("the embedded defaults".to_string(), |p| {
+            p.display().to_string()
+        });
+    let source = ConfigSource {
+        path,
+        data_dir: None,
+    };
+    let config = match source.load() {
+        Ok(config) => config,
+        Err(e) => {
+            return (
+                format!("config {shown}: refused\n  {e}\n"),
+                Verdict::Refused,
+            )
+        }
+    };
+    let chain = match load_chain(&config, cache).await {
+        Ok(chain) => chain,
+        Err(e) => {
+            return (
+                format!("config {shown}: refused\n  {e:#}\n"),
+                Verdict::Refused,
+            )
+        }
+    };
+    let mut out = format!("config {shown}: ok\n");
+    listeners(&mut out, &config);
+    routes(&mut out, &config);
+    let _ = writeln!(out, "chain:");
+    for stage in Stage::ALL {
+        let names: Vec<&str> = chain
+            .plugins
+            .iter()
+            .filter(|p| p.handles(stage))
+            .map(|p| p.name.as_str())
+            .collect();
+        let shown = if names.is_empty() {
+            "(none)".to_string()
+        } else {
+            names.join(" -> ")
+        };
+        let _ = writeln!(out, "  {:<10} {shown}", stage.name());
+    }
+    (out, Verdict::Good)
+}
+
+fn listeners(out: &mut String, config: &Config) {
+    let _ = writeln!(out, "listeners:");
+    for l in config.listeners() {
+        let protocol = match l.protocol {
+            Protocol::Smtp => "smtp",
+            Protocol::Pop3 => "pop3",
+            Protocol::Imap => "imap",
+        };
+        let tls = match l.tls {
+            TlsMode::Starttls => "starttls",
+            TlsMode::Implicit => "implicit tls",
+            TlsMode::None => "no tls",
+        };
+        let auth = if l.require_auth {
+            ", auth required"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  {:<12} {protocol} {} ({tls}{auth})",
+            l.name, l.address
+        );
+    }
+}
+
+fn routes(out: &mut String, config: &Config) {
+    let _ = writeln!(out, "routes:");
+    if !config.local.domains.is_empty() {
+        let _ = writeln!(out, "  {} -> local", config.local.domains.join(", "));
+    }
+    for route in &config.routes {
+        let target = match (route.kind, &route.host) {
+            (RouteKind::Local, _) => "local".to_string(),
+            (RouteKind::Relay, Some(host)) => format!("relay {host}"),
+            (RouteKind::Relay, None) => "relay".to_string(),
+            (RouteKind::Mx, _) => "mx".to_string(),
+        };
+        let _ = writeln!(out, "  {} -> {target}", route.domains.join(", "));
+    }
+    if !config
+        .routes
+        .iter()
+        .any(|r| r.domains.iter().any(|d| d == "*"))
+    {
+        let _ = writeln!(
+            out,
+            "  * -> mx (no route for other domains: their MX hosts)"
+        );
+    }
+}
