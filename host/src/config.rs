@@ -85,6 +85,8 @@ pub struct Config {
     #[serde(default)]
     pub queue: QueueConfig,
     /// Directory that relative paths are resolved against (the config file's directory).
+    #[serde(default)]
+    pub log: LogConfig,
     #[serde(skip)]
     pub base_dir: PathBuf,
     /// The file the config came from (for errors found after parsing, e.g. plugin settings).
@@ -542,6 +544,22 @@ pub struct PluginConfig {
     /// The line of this entry's `[[plugin]]` header.
     #[serde(skip)]
     pub line: usize,
+}
+
+/// How the gateway writes its log (to stderr).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// `text` (for people) or `json` (one object per line, for log collectors).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// A host power the operator grants to a plugin.

@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use mailgate::admin;
-use mailgate::config::Config;
 use mailgate::config::ConfigSource;
+use mailgate::config::{Config, LogFormat};
 use mailgate::harness::{case, check};
 use mailgate::queue::admin::{execute, QueueCommand};
 use mailgate::queue::spool::Spool;
@@ -23,6 +23,10 @@ mod plugin_authoring;
     about = "Mail gateway with WebAssembly filters"
 )]
 struct Cli {
+    /// The log format on stderr: text, or json (one object per line, with the session and queue
+    /// ids of the spans around each event). Default: the config's `[log] format`, else text.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -175,18 +179,8 @@ impl QueueAction {
 
 fn main() -> ExitCode {
     return_large_buffers_to_the_system();
-    use std::io::IsTerminal;
-    // Logs go to stderr, results to stdout; colour only on a terminal. By default warnings,
-    // plus every plugin reload.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
-                .unwrap_or_else(|_| "warn,mailgate::reload=info".into()),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(log_format(&cli));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -203,6 +197,45 @@ fn main() -> ExitCode {
             eprintln!("mailgate: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// The log format: `--log-format`, else the served config's `[log] format`, else text.
+fn log_format(cli: &Cli) -> LogFormat {
+    if let Some(format) = cli.log_format {
+        return format;
+    }
+    match &cli.command {
+        Command::Serve { config, data_dir } => ConfigSource {
+            path: config.clone(),
+            data_dir: data_dir.clone(),
+        }
+        .load()
+        .map(|c| c.log.format)
+        .unwrap_or_default(),
+        _ => LogFormat::Text,
+    }
+}
+
+/// Logs go to stderr, results to stdout. Text has colour only on a terminal; JSON is one object
+/// per line with the fields of the spans around the event (session, queue id). By default:
+/// warnings, plus the listeners, shutdown and every plugin reload (`MAILGATE_LOG=info` adds
+/// every queued message and delivery).
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
+        .unwrap_or_else(|_| "warn,mailgate::reload=info,mailgate::lifecycle=info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
     }
 }
 

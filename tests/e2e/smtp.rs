@@ -651,3 +651,39 @@ fn serve_without_a_config_runs_the_embedded_defaults() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `[log] format = "json"`: every log line is one JSON object; the line of an accepted message
+/// carries its queue id and the session's span (id, peer, listener).
+#[test]
+fn json_logs_parse_and_carry_the_queue_id() {
+    let gw = Gateway::start("[log]\nformat = \"json\"\n");
+    let replies = send_plain(gw.inbound, &["alice@example.test"], "json logs");
+    let accepted = &replies[replies.len() - 2];
+    let queue_id = accepted
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap_or_else(|| panic!("{accepted}"))
+        .trim()
+        .to_string();
+    gw.wait_mailbox("alice@example.test", 1);
+    let lines = |gw: &Gateway| -> Vec<serde_json::Value> {
+        gw.log()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    };
+    let queued = |line: &serde_json::Value| {
+        line["message"] == "queued" && line["queue_id"] == queue_id.as_str()
+    };
+    assert!(
+        mailgate_e2e::wait_until(10, || lines(&gw).iter().any(queued)),
+        "{}",
+        gw.log()
+    );
+    let all = lines(&gw);
+    let line = all.iter().find(|l| queued(l)).expect("queued line");
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["from"], "sender@example.net");
+    assert_eq!(line["span"]["name"], "session");
+    assert_eq!(line["span"]["listener"], "inbound");
+    assert!(line["timestamp"].is_string(), "{line}");
+}

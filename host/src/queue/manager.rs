@@ -240,8 +240,15 @@ impl QueueManager {
         }
     }
 
-    /// One delivery attempt of one message, all its pending recipients.
+    /// One delivery attempt of one message, all its pending recipients, in a span carrying
+    /// the queue id (every log line of the attempt has it).
     async fn attempt(&self, id: &str) {
+        use tracing::Instrument;
+        let span = tracing::info_span!("delivery", queue_id = id);
+        self.attempt_in_span(id).instrument(span).await
+    }
+
+    async fn attempt_in_span(&self, id: &str) {
         let Some(kept) = self.begin(id) else {
             return;
         };

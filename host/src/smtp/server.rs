@@ -293,9 +293,12 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
                 listener.name, listener.address
             )
         })?;
-        eprintln!(
-            "mailgate: {} listening on {} (tls: {:?})",
-            listener.name, listener.address, listener.tls
+        tracing::info!(
+            target: "mailgate::lifecycle",
+            listener = listener.name,
+            address = %listener.address,
+            tls = ?listener.tls,
+            "listening"
         );
         let slots = Slots {
             total: total.clone(),
@@ -311,7 +314,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         )));
     }
     shutdown_signal().await;
-    eprintln!("mailgate: shutting down");
+    tracing::info!(target: "mailgate::lifecycle", "shutting down");
     for task in tasks {
         task.abort();
     }

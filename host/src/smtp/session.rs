@@ -688,7 +688,16 @@ impl Session {
         };
         self.reset();
         match outcome {
-            Ok(()) => self.reply(250, (2, 0, 0), &format!("Ok: queued as {queue_id}")),
+            Ok(()) => {
+                tracing::info!(
+                    queue_id,
+                    from = envelope.sender,
+                    recipients = envelope.recipients.len(),
+                    size = message.raw().len(),
+                    "queued"
+                );
+                self.reply(250, (2, 0, 0), &format!("Ok: queued as {queue_id}"))
+            }
             Err(e) => {
                 tracing::error!(queue_id, "cannot spool message: {e}");
                 self.reply(
