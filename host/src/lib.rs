@@ -21,5 +21,6 @@ pub mod pop3;
 pub mod queue;
 pub mod relay;
 pub mod reload;
+pub mod service_manager;
 pub mod smtp;
 pub mod store;

@@ -687,3 +687,48 @@ fn json_logs_parse_and_carry_the_queue_id() {
     assert_eq!(line["span"]["listener"], "inbound");
     assert!(line["timestamp"].is_string(), "{line}");
 }
+
+/// Under systemd (`Type=notify`): `READY=1` once the listeners are bound, `STOPPING=1` on
+/// SIGTERM; and the shipped unit passes `systemd-analyze verify`.
+#[test]
+fn the_service_manager_is_told_ready_and_stopping_and_the_unit_verifies() {
+    use std::os::unix::net::UnixDatagram;
+    let mut gw = Gateway::start("");
+    gw.kill();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    gw.launch_with(&[("NOTIFY_SOCKET", path.as_os_str())]);
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("a notification");
+    assert_eq!(&buf[..n], b"READY=1");
+    let pid = gw.pid().expect("running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(killed.expect("kill").success());
+    let n = socket.recv(&mut buf).expect("a notification");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+
+    // The unit as shipped, with ExecStart pointing at the binary under test (verify wants the
+    // program to exist).
+    let unit = std::fs::read_to_string(mailgate_e2e::root().join("contrib/mailgate.service"))
+        .expect("contrib/mailgate.service");
+    let binary = mailgate_e2e::binary();
+    let unit = unit.replace("/usr/local/bin/mailgate", binary.to_str().expect("utf-8"));
+    std::fs::write(dir.path().join("mailgate.service"), unit).expect("write unit");
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "./mailgate.service"])
+        .current_dir(dir.path())
+        .output()
+        .expect("systemd-analyze (Debian package systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("mailgate.service"),
+        "warnings about the unit: {stderr}"
+    );
+}

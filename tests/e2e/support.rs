@@ -215,12 +215,18 @@ tls = "implicit"
 
     /// Starts (or restarts) the server process and waits for its ports.
     pub fn launch(&mut self) {
+        self.launch_with(&[]);
+    }
+
+    /// [`Gateway::launch`] with extra environment variables for the server.
+    pub fn launch_with(&mut self, env: &[(&str, &std::ffi::OsStr)]) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log");
         let child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("MAILGATE_PLUGIN_DIR", plugin_dir())
             .env("MAILGATE_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(log)
             .spawn()
             .expect("serve");

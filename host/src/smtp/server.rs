@@ -313,7 +313,10 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
             sessions.clone(),
         )));
     }
+    // Every listener is bound and the chain is loaded: ready for mail.
+    crate::service_manager::notify("READY=1");
     shutdown_signal().await;
+    crate::service_manager::notify("STOPPING=1");
     tracing::info!(target: "mailgate::lifecycle", "shutting down");
     for task in tasks {
         task.abort();
