@@ -452,21 +452,25 @@ impl HostState {
         let Some(dir) = &self.plugin.files else {
             return Err(Denial::NotGranted(Capability::Files));
         };
-        let file = dir
-            .open(path)
-            .map_err(|e| Denial::Failed(format!("{path}: {e}")))?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if size > MAX_FILE_READ {
-            return Err(Denial::Failed(format!(
-                "{path}: {size} bytes is more than the {MAX_FILE_READ} a plugin may read at once"
-            )));
-        }
-        let mut bytes = Vec::with_capacity(size as usize);
-        use std::io::Read;
-        (file.take(MAX_FILE_READ).read_to_end(&mut bytes))
-            .map_err(|e| Denial::Failed(format!("{path}: {e}")))?;
-        Ok(bytes)
+        // Disk I/O inside a plugin call: off the async workers, as the kv store's commits.
+        crate::blocking::run(|| read_granted(dir, path))
+            .map_err(|e| Denial::Failed(format!("{path}: {e}")))
     }
+}
+
+/// A whole file under the granted directory, at most [`MAX_FILE_READ`] bytes.
+fn read_granted(dir: &cap_std::fs::Dir, path: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = dir.open(path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size > MAX_FILE_READ {
+        return Err(format!(
+            "{size} bytes is more than the {MAX_FILE_READ} a plugin may read at once"
+        ));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    (file.take(MAX_FILE_READ).read_to_end(&mut bytes)).map_err(|e| e.to_string())?;
+    Ok(bytes)
 }
 
 /// Largest file `file-read` returns (the plugin's memory cap bounds it further).
