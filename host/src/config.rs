@@ -87,6 +87,8 @@ pub struct Config {
     /// Directory that relative paths are resolved against (the config file's directory).
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     #[serde(skip)]
     pub base_dir: PathBuf,
     /// The file the config came from (for errors found after parsing, e.g. plugin settings).
@@ -143,6 +145,16 @@ pub enum Protocol {
     Smtp,
     Pop3,
     Imap,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "smtp",
+            Protocol::Pop3 => "pop3",
+            Protocol::Imap => "imap",
+        }
+    }
 }
 
 /// One listener.
@@ -551,6 +563,37 @@ pub struct PluginConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct LogConfig {
     pub format: LogFormat,
+}
+
+/// The metrics listener: Prometheus text at `/metrics`, readiness at `/healthz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct MetricsConfig {
+    /// `ip:port` to listen on; `""` turns metrics off (`None`).
+    #[serde(deserialize_with = "address_or_off")]
+    pub address: Option<std::net::SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            address: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9925))),
+        }
+    }
+}
+
+/// An `ip:port` string, or `""` for none (serde names the key and line when it is neither).
+fn address_or_off<'de, D>(d: D) -> Result<Option<std::net::SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim().parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!("{text:?} is not ip:port (\"\" turns metrics off)"))
+    })
 }
 
 /// `text` (for people) or `json` (one object per line, for log collectors).

@@ -24,3 +24,4 @@ pub mod reload;
 pub mod service_manager;
 pub mod smtp;
 pub mod store;
+pub mod telemetry;

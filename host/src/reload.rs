@@ -114,6 +114,12 @@ impl Reloader {
             Err(e) => Err(e),
         };
         let took = started.elapsed();
+        let result = if outcome.is_ok() {
+            "applied"
+        } else {
+            "refused"
+        };
+        crate::telemetry::metrics::reload(result, self.active.current().generation);
         match &outcome {
             Ok(generation) => {
                 let set = self.active.current();

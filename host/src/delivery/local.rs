@@ -61,6 +61,8 @@ pub struct Delivered {
     pub id: String,
     /// It still has recipients in other domains (for the relay queue).
     pub remote: bool,
+    /// Local mailboxes it went to.
+    pub mailboxes: usize,
 }
 
 /// What a batch came to: the messages done, and those that stay queued with the reason.
@@ -85,6 +87,7 @@ struct Prepared {
     spooled: Spooled,
     staged: Vec<maildir::Staged>,
     remote: Vec<String>,
+    mailboxes: usize,
 }
 
 /// Delivers several queued messages with two filesystem syncs in all: every file is written into
@@ -151,6 +154,7 @@ pub fn deliver_batch(
             Ok(()) => outcome.done.push(Delivered {
                 id: id.clone(),
                 remote: !p.remote.is_empty(),
+                mailboxes: p.mailboxes,
             }),
             Err(e) => outcome.fail(id, format!("spool update after delivery failed: {e}")),
         }
@@ -182,5 +186,6 @@ fn prepare(
         spooled,
         staged,
         remote,
+        mailboxes: mailboxes.len(),
     })
 }

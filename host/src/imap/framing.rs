@@ -208,6 +208,22 @@ fn literal_announced(line: &[u8]) -> Option<(u64, bool)> {
     Some((length, sync))
 }
 
+/// The status of a tagged reply line (`ok`, `no`, `bad`), as metrics count it; `None` for
+/// untagged and continuation lines.
+pub fn status_class(line: &str) -> Option<&'static str> {
+    let mut words = line.splitn(3, ' ');
+    let tag = words.next()?;
+    if tag == "*" || tag == "+" || tag.is_empty() {
+        return None;
+    }
+    match words.next()? {
+        "OK" => Some("ok"),
+        "NO" => Some("no"),
+        "BAD" => Some("bad"),
+        _ => None,
+    }
+}
+
 /// The command's tag, for the reply to a refused command ("*" when there is none).
 pub fn tag_of(command: &[u8]) -> String {
     let end = command

@@ -34,6 +34,7 @@ use crate::config::TlsMode;
 use crate::message::encode;
 use crate::smtp::io::{Client, Line};
 use crate::smtp::server::Shared;
+use crate::telemetry::metrics;
 
 use view::Selected;
 
@@ -119,6 +120,9 @@ impl ImapSession {
     }
 
     fn send(&mut self, text: &str) {
+        if let Some(class) = framing::status_class(text) {
+            metrics::reply("imap", class);
+        }
         self.client.conn.queue(text.as_bytes());
         self.client.conn.queue(b"\r\n");
     }
@@ -360,6 +364,7 @@ impl ImapSession {
 
     async fn command(&mut self, command: Command<'_>, extras: Extras) -> Next {
         let tag = command.tag.as_ref().to_string();
+        metrics::command("imap", command.body.name());
         match command.body {
             CommandBody::Capability => {
                 let caps = self.capabilities();

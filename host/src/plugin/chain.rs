@@ -16,6 +16,7 @@ use super::services::Services;
 use super::verdict::{Edit, Outcome, Reply, Stage, Verdict};
 use crate::config::FailurePolicy;
 use crate::message::{apply_message_edits, Message, MessageEdit};
+use crate::telemetry::metrics;
 
 /// One client connection, as plugins see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -213,8 +214,29 @@ impl PluginSet {
 }
 
 enum Fault {
-    Trap(String),
+    /// The call did not return: a trap, its deadline or its memory cap.
+    Trap(TrapKind, String),
+    /// It returned something the host refuses (an edit not allowed at the stage...).
     Invalid(String),
+}
+
+#[derive(Clone, Copy)]
+enum TrapKind {
+    Trap,
+    Deadline,
+    Memory,
+}
+
+impl Fault {
+    /// The kind, as metrics label it.
+    fn kind(&self) -> &'static str {
+        match self {
+            Fault::Trap(TrapKind::Trap, _) => "trap",
+            Fault::Trap(TrapKind::Deadline, _) => "deadline",
+            Fault::Trap(TrapKind::Memory, _) => "memory",
+            Fault::Invalid(_) => "invalid",
+        }
+    }
 }
 
 impl Transaction {
@@ -267,13 +289,17 @@ impl Transaction {
                 logs: self.ctx.take_logs(),
             };
             plugin.count_call(result.is_err());
+            metrics::plugin_call(&plugin.name, stage.name(), run.elapsed);
+            if let Err(fault) = &result {
+                metrics::plugin_fault(&plugin.name, fault.kind());
+            }
             let decision = match result {
                 Ok(outcome) => {
                     run.verdict = Some(outcome.verdict.clone());
                     run.edits = outcome.edits;
                     outcome.verdict
                 }
-                Err(Fault::Trap(reason) | Fault::Invalid(reason)) => {
+                Err(Fault::Trap(_, reason) | Fault::Invalid(reason)) => {
                     tracing::warn!(plugin = plugin.name, %stage, session = self.ctx.session_id, "plugin fault: {reason}");
                     run.fault = Some(reason);
                     match plugin.policy {
@@ -289,6 +315,10 @@ impl Transaction {
                 report.decided_by = Some(plugin.name.clone());
                 break;
             }
+        }
+        if let Some(outcome) = outcome_name(stage, &report.decision) {
+            let by = report.decided_by.as_deref().unwrap_or("");
+            metrics::message(stage.name(), outcome, by);
         }
         report
     }
@@ -312,7 +342,7 @@ impl Transaction {
             self.live[index] = Some(live);
         }
         let Some(live) = self.live[index].as_mut() else {
-            return Err(Fault::Trap("instance missing".into()));
+            return Err(Fault::Trap(TrapKind::Trap, "instance missing".into()));
         };
         live.store
             .set_epoch_deadline(Runtime::deadline_ticks(plugin.timeout));
@@ -340,7 +370,7 @@ impl Transaction {
             Err(e) => {
                 // A trapped instance is poisoned: the next stage gets a fresh one.
                 self.live[index] = None;
-                Err(Fault::Trap(describe_trap(&e, &plugin, memory_hit, &output)))
+                Err(describe_trap(&e, &plugin, memory_hit, &output))
             }
         }
     }
@@ -368,6 +398,7 @@ async fn instantiate(
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(Runtime::deadline_ticks(plugin.timeout));
+    metrics::plugin_instance_created(&plugin.name);
     match plugin.bindings.instantiate(&mut store).await {
         Ok(instance) => Ok(Live {
             store,
@@ -377,7 +408,7 @@ async fn instantiate(
         Err(e) => {
             let output = store.data_mut().collect_output();
             let hit = store.data().memory.hit;
-            Err(Fault::Trap(describe_trap(&e, plugin, hit, &output)))
+            Err(describe_trap(&e, plugin, hit, &output))
         }
     }
 }
@@ -387,13 +418,15 @@ fn describe_trap(
     plugin: &LoadedPlugin,
     memory_hit: bool,
     output: &[String],
-) -> String {
+) -> Fault {
     if memory_hit {
-        format!("memory cap of {} MiB exceeded", plugin.memory_bytes >> 20)
+        let text = format!("memory cap of {} MiB exceeded", plugin.memory_bytes >> 20);
+        Fault::Trap(TrapKind::Memory, text)
     } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        format!("deadline of {} ms exceeded", plugin.timeout.as_millis())
+        let text = format!("deadline of {} ms exceeded", plugin.timeout.as_millis());
+        Fault::Trap(TrapKind::Deadline, text)
     } else {
-        trap_text(e, output)
+        Fault::Trap(TrapKind::Trap, trap_text(e, output))
     }
 }
 
@@ -445,6 +478,21 @@ async fn call_stage(
             let verdict = v0_2::call(instance, &mut live.store, call, state).await?;
             Ok((verdict, Vec::new()))
         }
+    }
+}
+
+/// How a stage's decision counts in the message metrics; `None` for a stage passed with no
+/// decision before DATA (a recipient let through is not yet a message accepted).
+fn outcome_name(stage: Stage, decision: &Verdict) -> Option<&'static str> {
+    match decision {
+        Verdict::Continue if stage == Stage::Data => Some("accepted"),
+        Verdict::Continue => None,
+        Verdict::Accept => Some("accepted"),
+        Verdict::Reject(_) | Verdict::Disconnect(_) => Some("rejected"),
+        Verdict::Tempfail(_) => Some("tempfailed"),
+        Verdict::Discard => Some("discarded"),
+        Verdict::Quarantine(_) => Some("quarantined"),
+        Verdict::Hide => Some("hidden"),
     }
 }
 

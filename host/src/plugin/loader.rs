@@ -192,6 +192,11 @@ impl LoadedPlugin {
         }
     }
 
+    /// Instances pooled for reuse now.
+    pub fn idle_instances(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     pub(super) fn take_idle(&self) -> Option<Live> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }

@@ -22,6 +22,29 @@ pub enum Command {
     Quit,
 }
 
+impl Command {
+    /// The command's name, as metrics count it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Capa => "CAPA",
+            Command::User(_) => "USER",
+            Command::Pass(_) => "PASS",
+            Command::Apop(..) => "APOP",
+            Command::Auth(..) => "AUTH",
+            Command::Stls => "STLS",
+            Command::Stat => "STAT",
+            Command::List(_) => "LIST",
+            Command::Retr(_) => "RETR",
+            Command::Dele(_) => "DELE",
+            Command::Noop => "NOOP",
+            Command::Rset => "RSET",
+            Command::Top(..) => "TOP",
+            Command::Uidl(_) => "UIDL",
+            Command::Quit => "QUIT",
+        }
+    }
+}
+
 /// Why a line is not a command we can run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {

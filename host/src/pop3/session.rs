@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::command::{self, Command, ParseError};
-use crate::config::TlsMode;
+use crate::config::{Protocol, TlsMode};
 use crate::delivery::maildir::maildir_of;
 use crate::plugin::Stage;
 use crate::smtp::io::{Client, Line, TlsRefusal};
 use crate::smtp::server::Shared;
 use crate::store::mailbox::{Folder, MailEntry};
 use crate::store::retrieval::{self, View};
+use crate::telemetry::metrics;
 
 /// RFC 1939 §3: at least 10 minutes of inactivity before closing.
 const IDLE: Duration = Duration::from_secs(600);
@@ -113,10 +114,12 @@ impl Pop3Session {
     }
 
     fn ok(&mut self, text: &str) {
+        metrics::reply("pop3", "ok");
         self.client.conn.queue(format!("+OK {text}\r\n").as_bytes());
     }
 
     fn err(&mut self, text: &str) {
+        metrics::reply("pop3", "err");
         self.client
             .conn
             .queue(format!("-ERR {text}\r\n").as_bytes());
@@ -152,8 +155,12 @@ impl Pop3Session {
                 Line::Closed => break,
             };
             let next = match command::parse(&line) {
-                Ok(cmd) => self.command(cmd).await,
+                Ok(cmd) => {
+                    metrics::command("pop3", cmd.name());
+                    self.command(cmd).await
+                }
                 Err(ParseError::Unknown(word)) => {
+                    metrics::command("pop3", "unknown");
                     self.err(&format!("Unknown command {word}"));
                     Next::Continue
                 }
@@ -288,15 +295,23 @@ impl Pop3Session {
         }
         let users = self.shared.users.get();
         let ok = match credential {
-            Credential::Password(password) => self.shared.verify_password(&user, password).await,
-            Credential::Apop(digest) => users.apop_secret(&user).is_some_and(|secret| {
-                use md5::{Digest, Md5};
-                let expected: String = Md5::digest(format!("{}{secret}", self.challenge))
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                expected == digest
-            }),
+            Credential::Password(password) => {
+                self.shared
+                    .verify_password(Protocol::Pop3, &user, password)
+                    .await
+            }
+            Credential::Apop(digest) => {
+                let ok = users.apop_secret(&user).is_some_and(|secret| {
+                    use md5::{Digest, Md5};
+                    let expected: String = Md5::digest(format!("{}{secret}", self.challenge))
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    expected == digest
+                });
+                crate::telemetry::metrics::auth("pop3", ok);
+                ok
+            }
         };
         if !ok {
             self.auth_failures += 1;

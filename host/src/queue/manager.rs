@@ -23,6 +23,7 @@ use crate::relay::dsn::{self, FailedRecipient};
 use crate::relay::mx::{self, Candidate, ResolveError};
 use crate::relay::route::{split_host_port, Router, Target};
 use crate::relay::wire;
+use crate::telemetry::metrics;
 
 /// How one recipient fared in one attempt.
 #[derive(Debug, Clone)]
@@ -32,6 +33,23 @@ enum Outcome {
     Dropped(String),
     Temporary(Failure),
     Permanent(Failure),
+}
+
+/// Counts one destination's recipients by how they fared.
+fn count_outcomes(destination: &str, outcomes: &[(String, Outcome)]) {
+    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for (_, outcome) in outcomes {
+        let result = match outcome {
+            Outcome::Delivered(_) => "delivered",
+            Outcome::Dropped(_) => "dropped",
+            Outcome::Temporary(_) => "deferred",
+            Outcome::Permanent(_) => "bounced",
+        };
+        *counts.entry(result).or_default() += 1;
+    }
+    for (result, n) in counts {
+        metrics::deliveries(result, destination, n);
+    }
 }
 
 /// When each message is due, which are held, which are being tried.
@@ -278,11 +296,12 @@ impl QueueManager {
         }
         let mut outcomes: Vec<(String, Outcome)> = Vec::new();
         let mut defer = 0u64;
-        for (_, (target, rcpts)) in groups {
+        for (destination, (target, rcpts)) in groups {
             let (results, deferred) = self
                 .deliver_group(&spooled, &message, target, &rcpts, attempt)
                 .await;
             defer = defer.max(deferred);
+            count_outcomes(&destination, &results);
             outcomes.extend(results);
         }
         self.record(&spooled, &mut state, outcomes, defer);
@@ -640,6 +659,7 @@ impl QueueManager {
             .retry_after(state.attempts)
             .as_secs()
             .max(defer);
+        metrics::delivery_retry();
         state.pending = Some(pending.into_iter().map(|(r, _)| r).collect());
         state.last_error = Some(errors.join("; "));
         state.next_attempt = now + wait;
@@ -710,6 +730,7 @@ impl QueueManager {
         tokio::spawn(async move {
             match spool.store(&bounce, &report).await {
                 Ok(()) => {
+                    metrics::bounce();
                     tracing::info!(queue_id = original_id, bounce = bounce.id, "bounce queued");
                     let _ = resubmit.send(bounce.id);
                 }
@@ -719,6 +740,19 @@ impl QueueManager {
     }
 
     // ---- operator commands (see `admin`) ----
+
+    /// Messages in the relay queue and the age of the oldest (queue ids begin with the
+    /// time they were accepted).
+    pub fn stats(&self) -> (usize, Duration) {
+        let schedule = self.schedule();
+        let oldest = schedule
+            .entries
+            .keys()
+            .filter_map(|id| id.get(..10).and_then(|t| u64::from_str_radix(t, 16).ok()))
+            .min();
+        let age = oldest.map_or(0, |at| now_secs().saturating_sub(at));
+        (schedule.entries.len(), Duration::from_secs(age))
+    }
 
     pub fn entries(&self) -> Vec<QueueEntry> {
         self.inner.files.entries()

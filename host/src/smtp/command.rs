@@ -24,6 +24,28 @@ pub enum Command {
     Auth(String, Option<String>),
 }
 
+impl Command {
+    /// The command's verb, as metrics count it.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Command::Helo(_) => "HELO",
+            Command::Ehlo(_) => "EHLO",
+            Command::Mail(..) => "MAIL",
+            Command::Rcpt(..) => "RCPT",
+            Command::Data => "DATA",
+            Command::Bdat(..) => "BDAT",
+            Command::Rset => "RSET",
+            Command::Noop => "NOOP",
+            Command::Quit => "QUIT",
+            Command::Vrfy(_) => "VRFY",
+            Command::Expn(_) => "EXPN",
+            Command::Help => "HELP",
+            Command::StartTls => "STARTTLS",
+            Command::Auth(..) => "AUTH",
+        }
+    }
+}
+
 /// Why a command line could not be parsed; each maps to a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {

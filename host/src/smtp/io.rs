@@ -100,7 +100,9 @@ impl Client {
     /// Upgrades to TLS once the go-ahead reply is queued (see
     /// [`Connection::start_server_tls`]); false when the handshake failed (close then).
     pub async fn start_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> bool {
-        match self.conn.start_server_tls(acceptor).await {
+        let result = self.conn.start_server_tls(acceptor).await;
+        crate::telemetry::metrics::tls_handshake(&self.listener.name, result.is_ok());
+        match result {
             Ok(dropped) => {
                 if dropped > 0 {
                     tracing::info!(dropped, "discarded bytes pipelined after the TLS command");

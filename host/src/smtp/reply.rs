@@ -4,6 +4,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::plugin::Reply;
 
+/// The class of a reply line (`2xx`...), as metrics count it; `None` for anything else.
+pub fn class(bytes: &[u8]) -> Option<&'static str> {
+    match bytes.first()? {
+        b'2' => Some("2xx"),
+        b'3' => Some("3xx"),
+        b'4' => Some("4xx"),
+        b'5' => Some("5xx"),
+        _ => None,
+    }
+}
+
 /// Formats a reply: `CODE-text` lines, the last one `CODE text`, each with the enhanced status.
 pub fn format(reply: &Reply) -> Vec<u8> {
     let status = reply

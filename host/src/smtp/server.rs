@@ -28,6 +28,7 @@ use crate::queue::state::QueueFiles;
 use crate::reload::Reloader;
 use crate::store::snapshots::SnapshotCache;
 use crate::store::users::UserDirectory;
+use crate::telemetry::{endpoint, metrics};
 
 /// What every session shares.
 pub struct Shared {
@@ -83,14 +84,16 @@ impl Shared {
     /// Checks a password off the async threads (argon2 takes milliseconds on purpose), at most
     /// one check per core at a time, so that a flood of logins queues instead of exhausting
     /// memory.
-    pub async fn verify_password(&self, user: &str, password: String) -> bool {
+    pub async fn verify_password(&self, protocol: Protocol, user: &str, password: String) -> bool {
         let Ok(_permit) = self.password_checks.clone().acquire_owned().await else {
             return false;
         };
         let (users, user) = (self.users.get(), user.to_string());
-        tokio::task::spawn_blocking(move || users.verify(&user, &password))
+        let ok = tokio::task::spawn_blocking(move || users.verify(&user, &password))
             .await
-            .unwrap_or(false)
+            .unwrap_or(false);
+        metrics::auth(protocol.name(), ok);
+        ok
     }
 
     /// Whether a client at `ip` may try to log in now (its failure budget is not used up).
@@ -178,6 +181,12 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     // Before anything in the data dir is touched: one server per data dir.
     let data_dir = config.data_dir();
     let _owner = crate::datadir::DataDir::lock(&data_dir)?;
+    // Bound first, so that /healthz answers (not ready) while the chain loads.
+    let metrics_socket = match config.metrics.address {
+        Some(address) => Some(endpoint::bind(address).await?),
+        None => None,
+    };
+    let metrics = metrics_socket.as_ref().map(|_| metrics::enable());
     let users = Arc::new(UserDirectory::open(&config.users_file(), &config.local)?);
     let spool = Spool::open(&data_dir.join("queue"))?;
     let tls = Some(super::tls::acceptor(
@@ -254,6 +263,20 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     for id in recovered {
         let _ = deliveries.send(id);
     }
+    if let (Some(socket), Some(metrics)) = (metrics_socket, metrics) {
+        let (queue, plugins) = (relay.clone(), shared.plugins.clone());
+        let refresh: endpoint::Refresh = Arc::new(move |m: &metrics::Metrics| {
+            let (messages, oldest) = queue.stats();
+            m.set_queue(messages, oldest);
+            m.clear_instances_idle();
+            for plugin in &plugins.current().plugins {
+                m.set_instances_idle(&plugin.name, plugin.idle_instances());
+            }
+        });
+        tracing::info!(target: "mailgate::lifecycle", address = ?config.metrics.address, "metrics listening");
+        tokio::spawn(endpoint::serve(socket, metrics, refresh));
+    }
+    metrics::plugin_generation(shared.plugins.current().generation);
     let reloader = Reloader::new(source, &config, runtime, shared.plugins.clone());
     reloader.spawn_triggers();
     let admin = Arc::new(Admin {
@@ -315,8 +338,14 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     }
     // Every listener is bound and the chain is loaded: ready for mail.
     crate::service_manager::notify("READY=1");
+    if let Some(metrics) = metrics {
+        metrics.set_ready(true);
+    }
     shutdown_signal().await;
     crate::service_manager::notify("STOPPING=1");
+    if let Some(metrics) = metrics {
+        metrics.set_ready(false);
+    }
     tracing::info!(target: "mailgate::lifecycle", "shutting down");
     for task in tasks {
         task.abort();
@@ -346,23 +375,47 @@ type Held = (
     crate::limits::IpSlot,
 );
 
+/// Which connection limit turned a client away.
+#[derive(Clone, Copy)]
+enum Refusal {
+    Total,
+    Protocol,
+    PerIp,
+}
+
+impl Refusal {
+    /// What the client is told.
+    fn text(self) -> &'static str {
+        match self {
+            Refusal::Total | Refusal::Protocol => "Too many connections, try again later",
+            Refusal::PerIp => "Too many connections from your address",
+        }
+    }
+
+    /// The metrics label.
+    fn metric(self) -> &'static str {
+        match self {
+            Refusal::Total => "max-connections",
+            Refusal::Protocol => "protocol-limit",
+            Refusal::PerIp => "per-ip-limit",
+        }
+    }
+}
+
 impl Slots {
     /// All the slots a new connection from `ip` needs, or why it cannot have them.
-    fn take(&self, ip: IpAddr, per_ip_max: usize) -> Result<Held, &'static str> {
+    fn take(&self, ip: IpAddr, per_ip_max: usize) -> Result<Held, Refusal> {
         let total = self
             .total
             .clone()
             .try_acquire_owned()
-            .map_err(|_| "Too many connections, try again later")?;
+            .map_err(|_| Refusal::Total)?;
         let protocol = self
             .protocol
             .clone()
             .try_acquire_owned()
-            .map_err(|_| "Too many connections, try again later")?;
-        let ip = self
-            .per_ip
-            .take(ip, per_ip_max)
-            .ok_or("Too many connections from your address")?;
+            .map_err(|_| Refusal::Protocol)?;
+        let ip = self.per_ip.take(ip, per_ip_max).ok_or(Refusal::PerIp)?;
         Ok((total, protocol, ip))
     }
 }
@@ -388,8 +441,9 @@ async fn accept_loop(
         let held = match slots.take(peer.ip(), shared.config.limits.max_connections_per_ip) {
             Ok(held) => held,
             Err(why) => {
+                metrics::connection_refused(&listener.name, why.metric());
                 // Answered in the clear even on a TLS port: the refusal must not cost a handshake.
-                tokio::spawn(refuse(tcp, listener.protocol, why));
+                tokio::spawn(refuse(tcp, listener.protocol, why.text()));
                 continue;
             }
         };
@@ -398,8 +452,9 @@ async fn accept_loop(
         let (shared, listener) = (shared.clone(), listener.clone());
         tokio::spawn(
             async move {
+                let counted = metrics::connection_opened(&listener.name, listener.protocol.name());
                 session(tcp, peer, listener, shared, id).await;
-                drop(held);
+                drop((held, counted));
             }
             .instrument(span),
         );
@@ -429,6 +484,7 @@ async fn session(
             return;
         };
         let handshake = tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp)).await;
+        metrics::tls_handshake(&listener.name, matches!(handshake, Ok(Ok(_))));
         match handshake {
             Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
             _ => {
@@ -520,6 +576,9 @@ async fn delivery_worker(
         match result {
             Ok((done, retries)) => {
                 tracing::debug!(batch, done = done.len(), "local delivery");
+                let mailboxes = done.iter().map(|d| d.mailboxes).sum();
+                metrics::deliveries("delivered", "local", mailboxes);
+                metrics::deliveries("deferred", "local", retries.len());
                 for message in done.iter().filter(|d| d.remote) {
                     relay.submit(&message.id);
                 }

@@ -9,13 +9,14 @@ use super::data::{DataError, DataReader};
 use super::io::{Client, Line, Pace, TlsRefusal};
 use super::reply;
 use super::server::Shared;
-use crate::config::TlsMode;
+use crate::config::{Protocol, TlsMode};
 use crate::message::Message;
 use crate::plugin::{
     EsmtpParam, MailState, Reply, Session as PluginSession, StageCall, StageReport, Transaction,
     Verdict,
 };
 use crate::queue::spool::{new_queue_id, QueuedEnvelope};
+use crate::telemetry::metrics;
 
 /// What a handler tells the command loop.
 enum Next {
@@ -68,6 +69,9 @@ impl Session {
     }
 
     fn send(&mut self, bytes: &[u8]) {
+        if let Some(class) = reply::class(bytes) {
+            metrics::reply("smtp", class);
+        }
         self.client.conn.queue(bytes);
     }
 
@@ -132,6 +136,7 @@ impl Session {
         let command = match command::parse(line) {
             Ok(c) => c,
             Err(ParseError::Unknown) => {
+                metrics::command("smtp", "unknown");
                 self.reply(500, (5, 5, 1), "Command unrecognized");
                 return Next::Continue;
             }
@@ -144,6 +149,7 @@ impl Session {
                 return Next::Continue;
             }
         };
+        metrics::command("smtp", command.verb());
         match command {
             Command::Helo(name) => return self.helo(name, false).await,
             Command::Ehlo(name) => return self.helo(name, true).await,
@@ -309,7 +315,11 @@ impl Session {
             self.reply(501, (5, 7, 0), "Authentication cancelled or malformed");
             return Next::Continue;
         };
-        if self.shared.verify_password(&user, password).await {
+        if self
+            .shared
+            .verify_password(Protocol::Smtp, &user, password)
+            .await
+        {
             self.auth_user = Some(user.to_ascii_lowercase());
             self.reply(235, (2, 7, 0), "Authentication successful");
             return Next::Continue;

@@ -102,7 +102,11 @@ impl ImapSession {
             ));
             return Next::Continue;
         }
-        if !self.shared.verify_password(&user, password).await {
+        if !self
+            .shared
+            .verify_password(crate::config::Protocol::Imap, &user, password)
+            .await
+        {
             self.auth_failures += 1;
             if self
                 .shared

@@ -1,0 +1,5 @@
+//! What the gateway tells its operators besides logs: Prometheus metrics and the health
+//! check on a listener of their own.
+
+pub mod endpoint;
+pub mod metrics;

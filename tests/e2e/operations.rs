@@ -1,0 +1,225 @@
+//! Operating the gateway: metrics read back through a real Prometheus server, the health check,
+//! and Prometheus' own linter on what the gateway exports.
+
+use std::process::Command;
+
+use mailgate_e2e::peers::{Prometheus, SmtpSink};
+use mailgate_e2e::{free_port, imap_raw, plugin_dir, Gateway, RawSmtp};
+
+/// One message over SMTP from a relay-network client; the replies to RCPT and to the data.
+fn send(port: u16, rcpt: &str) -> (String, String) {
+    let (mut c, _) = RawSmtp::connect(port);
+    c.cmd("EHLO client.example.net");
+    c.cmd("MAIL FROM:<sender@client.example.net>");
+    let rcpt_reply = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+    if !rcpt_reply.starts_with("250") {
+        c.cmd("QUIT");
+        return (rcpt_reply, String::new());
+    }
+    c.cmd("DATA");
+    c.send(b"Subject: watched\r\n\r\nbody\r\n.\r\n");
+    let data_reply = c.reply();
+    c.cmd("QUIT");
+    (rcpt_reply, data_reply)
+}
+
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (code.to_string(), body.to_string())
+}
+
+#[test]
+fn prometheus_reads_mail_plugin_queue_and_login_series_from_a_running_gateway() {
+    let sink = SmtpSink::start();
+    // Nothing listens there: mail for stuck.example stays queued, deferred.
+    let closed = free_port();
+    let config = format!(
+        r#"[[plugin]]
+path = "{plugins}/recipient-policy.wasm"
+[plugin.config]
+domains = ["example.test", "remote.example", "stuck.example"]
+
+[[route]]
+domains = ["remote.example"]
+type = "relay"
+host = "127.0.0.1:{sink}"
+tls = "none"
+
+[[route]]
+domains = ["stuck.example"]
+type = "relay"
+host = "127.0.0.1:{closed}"
+tls = "none"
+"#,
+        plugins = plugin_dir().display(),
+        sink = sink.port,
+    );
+    let gw = Gateway::start_with(r#"relay-networks = ["127.0.0.0/8"]"#, &config);
+    let (code, body) = http_get(gw.metrics, "/healthz");
+    assert_eq!(
+        (code.as_str(), body.trim()),
+        ("200", "ok"),
+        "ready once listening"
+    );
+
+    let prometheus = Prometheus::start(&[gw.metrics]);
+    for _ in 0..3 {
+        assert!(send(gw.inbound, "alice@example.test").1.starts_with("250"));
+    }
+    for _ in 0..2 {
+        assert!(send(gw.inbound, "someone@remote.example")
+            .1
+            .starts_with("250"));
+    }
+    assert!(send(gw.inbound, "held@stuck.example").1.starts_with("250"));
+    let (refused, _) = send(gw.inbound, "nobody@elsewhere.example");
+    assert!(refused.starts_with("550"), "{refused}");
+    let imap = imap_raw(
+        &gw,
+        &[
+            ("a LOGIN alice@example.test pw-alice\r\n", "a OK"),
+            ("b LOGOUT\r\n", "b OK"),
+        ],
+    );
+    assert!(imap.iter().any(|l| l.contains("a OK")), "{imap:?}");
+
+    let accepted = prometheus.wait_for(
+        30,
+        r#"sum(mailgate_messages_total{stage="data",outcome="accepted"})"#,
+        |v| v >= 6.0,
+    );
+    assert_eq!(accepted, Some(6.0), "messages accepted at DATA");
+    let rejected = prometheus.wait_for(
+        30,
+        r#"mailgate_messages_total{stage="rcpt-to",outcome="rejected",plugin="recipient-policy"}"#,
+        |v| v >= 1.0,
+    );
+    assert_eq!(rejected, Some(1.0), "the refused recipient, by its plugin");
+    // The histogram: every RCPT passed through recipient-policy, each call in some bucket.
+    let calls = prometheus.wait_for(
+        30,
+        r#"mailgate_plugin_call_seconds_bucket{plugin="recipient-policy",stage="rcpt-to",le="+Inf"}"#,
+        |v| v >= 7.0,
+    );
+    assert_eq!(calls, Some(7.0), "rcpt-to calls in the latency histogram");
+    let p99 = prometheus.query(
+        r#"histogram_quantile(0.99, sum by (le) (mailgate_plugin_call_seconds_bucket{plugin="recipient-policy"}))"#,
+    );
+    assert!(
+        p99.is_some_and(|s| s > 0.0 && s < 4.5),
+        "a latency quantile from the buckets: {p99:?}"
+    );
+    let delivered = prometheus.wait_for(
+        30,
+        &format!(
+            r#"mailgate_deliveries_total{{result="delivered",destination="relay:127.0.0.1:{}"}}"#,
+            sink.port
+        ),
+        |v| v >= 2.0,
+    );
+    assert_eq!(delivered, Some(2.0), "relayed to the sink");
+    let local = prometheus.wait_for(
+        30,
+        r#"mailgate_deliveries_total{result="delivered",destination="local"}"#,
+        |v| v >= 3.0,
+    );
+    assert_eq!(local, Some(3.0), "delivered to alice's Maildir");
+    let queued = prometheus.wait_for(30, "mailgate_queue_messages", |v| v >= 1.0);
+    assert_eq!(queued, Some(1.0), "the deferred message waits in the queue");
+    let deferred = prometheus.wait_for(30, "mailgate_delivery_retries_total", |v| v >= 1.0);
+    assert!(deferred.is_some_and(|v| v >= 1.0), "{deferred:?}");
+    let logins = prometheus.wait_for(
+        30,
+        r#"mailgate_auth_total{protocol="imap",result="success"}"#,
+        |v| v >= 1.0,
+    );
+    assert_eq!(logins, Some(1.0));
+    let tls = prometheus.wait_for(
+        30,
+        r#"mailgate_tls_handshakes_total{listener="imaps",result="ok"}"#,
+        |v| v >= 1.0,
+    );
+    assert_eq!(tls, Some(1.0), "the IMAP client's implicit TLS");
+    let rss = prometheus.wait_for(30, "process_resident_memory_bytes", |v| v > 1e6);
+    assert!(rss.is_some_and(|v| v > 1e6), "{rss:?}");
+
+    // What curl gets (the classic format) passes Prometheus' linter.
+    let (code, text) = http_get(gw.metrics, "/metrics");
+    assert_eq!(code, "200");
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    {
+        use std::io::Write;
+        let mut stdin = lint.stdin.take().expect("stdin");
+        stdin.write_all(text.as_bytes()).expect("write");
+    }
+    let out = lint.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn metrics_can_be_turned_off_and_other_paths_are_not_found() {
+    let gw = Gateway::start("");
+    let (code, _) = http_get(gw.metrics, "/nowhere");
+    assert_eq!(code, "404");
+    let text = std::fs::read_to_string(gw.config_path()).expect("config");
+    let off = text.replace(
+        &format!("address = \"127.0.0.1:{}\"", gw.metrics),
+        "address = \"\"",
+    );
+    assert_ne!(off, text);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("off.toml");
+    std::fs::write(&config, off).expect("write");
+    let run = mailgate_e2e::mailgate(
+        &["config", "check", "--config", &config.to_string_lossy()],
+        &dir.path().join("cache"),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // Served with metrics off: mail is served, nothing listens on the metrics port.
+    let mut gw = gw;
+    gw.stop();
+    let mut serve = Command::new(mailgate_e2e::binary())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("MAILGATE_PLUGIN_DIR", plugin_dir())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve");
+    mailgate_e2e::wait_for_port(gw.inbound);
+    let metrics_open = std::net::TcpStream::connect(("127.0.0.1", gw.metrics)).is_ok();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(!metrics_open, "metrics off: the port stays closed");
+    let bad = text.replace(
+        &format!("address = \"127.0.0.1:{}\"", gw.metrics),
+        "address = \"localhost\"",
+    );
+    std::fs::write(&config, bad).expect("write");
+    let run = mailgate_e2e::mailgate(
+        &["config", "check", "--config", &config.to_string_lossy()],
+        &dir.path().join("cache"),
+    );
+    assert_eq!(run.code, Some(1));
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("off.toml") && said.contains("line 7") && said.contains("address"),
+        "{said}"
+    );
+}
