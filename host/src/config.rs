@@ -110,6 +110,9 @@ pub struct ServerConfig {
     /// PEM certificate chain and key; when absent a self-signed one is generated in the data dir.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// On SIGTERM/SIGINT: how long sessions in a transaction and delivery attempts under way
+    /// may take to finish before the server stops regardless.
+    pub drain_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +123,7 @@ impl Default for ServerConfig {
             relay_networks: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            drain_secs: 30,
         }
     }
 }

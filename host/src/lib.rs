@@ -16,6 +16,7 @@ pub mod harness;
 pub mod imap;
 pub mod limits;
 pub mod message;
+pub mod net;
 pub mod plugin;
 pub mod pop3;
 pub mod queue;

@@ -223,3 +223,162 @@ fn metrics_can_be_turned_off_and_other_paths_are_not_found() {
         "{said}"
     );
 }
+
+/// Reads one line (CRLF-terminated) from a raw connection.
+fn read_line(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+fn connect(port: u16) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    stream
+}
+
+/// Each subject's count among the messages (one message per string).
+fn subject_counts(messages: &[String]) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for message in messages {
+        for line in message.lines() {
+            if let Some(subject) = line.strip_prefix("Subject: ") {
+                *counts.entry(subject.trim().to_string()).or_default() += 1;
+            }
+        }
+    }
+    counts
+}
+
+#[test]
+fn sigterm_under_load_drains_sessions_and_loses_or_repeats_nothing() {
+    let sink = SmtpSink::start();
+    let route = format!(
+        "[[route]]\ndomains = [\"remote.example\"]\ntype = \"relay\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n",
+        sink.port
+    );
+    let mut gw = Gateway::start_with(
+        "relay-networks = [\"127.0.0.0/8\"]\ndrain-secs = 10",
+        &route,
+    );
+    // Sessions open at the signal: idle SMTP, SMTP in a transaction, IMAP, POP3.
+    let (mut idle, _) = RawSmtp::connect(gw.inbound);
+    assert!(idle.cmd("EHLO idle.example").starts_with("250"));
+    let (mut busy, _) = RawSmtp::connect(gw.inbound);
+    busy.cmd("EHLO busy.example");
+    assert!(busy
+        .cmd("MAIL FROM:<busy@client.example>")
+        .starts_with("250"));
+    assert!(busy.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    let mut imap = connect(gw.imap);
+    assert!(read_line(&mut imap).starts_with("* OK"));
+    let mut pop3 = connect(gw.pop3);
+    assert!(read_line(&mut pop3).starts_with("+OK"));
+
+    // Six senders, alternating a local and a relayed recipient.
+    let mut load = Command::new("python3")
+        .arg(mailgate_e2e::root().join("tests/e2e/clients/smtp_load.py"))
+        .args([&gw.inbound.to_string(), "6", "60"])
+        .args(["alice@example.test", "someone@remote.example"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let (lines, stdout) = (lines.clone(), load.stdout.take().expect("stdout"));
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().expect("lines").push(line);
+            }
+        })
+    };
+    let acks = |lines: &[String]| lines.iter().filter(|l| l.starts_with("ACK ")).count();
+    assert!(
+        mailgate_e2e::wait_until(60, || acks(&lines.lock().expect("lines")) >= 40),
+        "load under way"
+    );
+
+    let signalled = std::time::Instant::now();
+    gw.send_sigterm();
+    assert!(
+        idle.reply().starts_with("421 4.3.2"),
+        "an idle SMTP session is told"
+    );
+    assert!(read_line(&mut imap).starts_with("* BYE"), "IMAP is told");
+    assert!(read_line(&mut pop3).starts_with("-ERR"), "POP3 is told");
+    // The transaction under way finishes, then the session is closed with 421.
+    assert!(busy.cmd("DATA").starts_with("354"));
+    busy.send(b"Subject: finished-after-sigterm\r\n\r\nbody\r\n.\r\n");
+    let finished = busy.reply();
+    assert!(finished.starts_with("250"), "{finished}");
+    assert!(busy.reply().starts_with("421 4.3.2"));
+    let status = gw.wait_exit();
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status:?}\n{}", gw.log());
+    assert!(
+        took < std::time::Duration::from_secs(10 + 5),
+        "stopped within the drain bound: {took:?}"
+    );
+    let _ = load.wait();
+    reader.join().expect("reader");
+    let lines = lines.lock().expect("lines").clone();
+    let broken: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("RESET") || l.starts_with("CLOSED mail"))
+        .collect();
+    assert!(broken.is_empty(), "clients cut mid-transaction: {broken:?}");
+
+    // Restarted: every acknowledged message arrives, exactly once.
+    gw.launch();
+    let mut local: Vec<String> = vec!["finished-after-sigterm".into()];
+    let mut relayed: Vec<String> = Vec::new();
+    for line in lines.iter().filter_map(|l| l.strip_prefix("ACK ")) {
+        let (subject, rcpt) = line.split_once(' ').expect("ACK subject rcpt");
+        match rcpt {
+            "alice@example.test" => local.push(subject.to_string()),
+            _ => relayed.push(subject.to_string()),
+        }
+    }
+    let all_there = |counts: &std::collections::HashMap<String, usize>, want: &[String]| {
+        want.iter().all(|s| counts.contains_key(s))
+    };
+    assert!(
+        mailgate_e2e::wait_until(60, || {
+            all_there(&subject_counts(&gw.mailbox("alice@example.test")), &local)
+                && all_there(&subject_counts(&sink.messages()), &relayed)
+        }),
+        "every acknowledged message delivered after the restart\n{}",
+        gw.log()
+    );
+    for (counts, want) in [
+        (subject_counts(&gw.mailbox("alice@example.test")), &local),
+        (subject_counts(&sink.messages()), &relayed),
+    ] {
+        for subject in want {
+            assert_eq!(counts.get(subject), Some(&1), "{subject} delivered once");
+        }
+    }
+    eprintln!(
+        "drained in {took:?}: {} local and {} relayed messages acknowledged; client events: {:?}",
+        local.len(),
+        relayed.len(),
+        lines
+            .iter()
+            .filter(|l| !l.starts_with("ACK"))
+            .collect::<Vec<_>>()
+    );
+    assert!(local.len() > 10 && relayed.len() > 10, "{lines:?}");
+}

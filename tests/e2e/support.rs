@@ -310,6 +310,34 @@ tls = "implicit"
         }
     }
 
+    /// SIGTERM, then waits (up to a minute) for the process to exit: its status and how long
+    /// it took.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, std::time::Duration) {
+        let started = std::time::Instant::now();
+        self.send_sigterm();
+        (self.wait_exit(), started.elapsed())
+    }
+
+    /// SIGTERM, without waiting.
+    pub fn send_sigterm(&self) {
+        let pid = self.pid().expect("a running server");
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+
+    /// Waits (up to a minute, then SIGKILL) for the server to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("a running server");
+        let mut status = None;
+        wait_until(60, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status.unwrap_or_else(|| {
+            let _ = child.kill();
+            child.wait().expect("wait")
+        })
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }

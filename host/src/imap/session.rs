@@ -40,6 +40,8 @@ use view::Selected;
 
 /// RFC 3501 §5.4: at least 30 minutes before an idle client is logged out.
 const AUTOLOGOUT: Duration = Duration::from_secs(1800);
+/// What an idle session is told when the server shuts down.
+const SHUTDOWN_BYE: &str = "* BYE [UNAVAILABLE] Server shutting down";
 /// Before login a command carries at most this much, literals included.
 const PRE_LOGIN_COMMAND: u64 = 64 * 1024;
 
@@ -166,15 +168,25 @@ impl ImapSession {
     }
 
     /// More bytes from the client into the framer; an error when the connection is gone.
+    /// Reads more of the next command. Between commands (nothing of one buffered), a server
+    /// shutdown ends the wait with `Line::Draining`.
     async fn receive(&mut self, timeout: Duration) -> Result<(), Line> {
+        let may_cut = self.framer.buffered().is_empty();
+        if may_cut && self.client.drain.is_draining() {
+            return Err(Line::Draining);
+        }
         let framer = &mut self.framer;
-        self.client
-            .conn
-            .read_until(timeout, |bytes| {
-                framer.push(bytes);
-                (bytes.len(), true)
-            })
-            .await
+        let read = self.client.conn.read_until(timeout, |bytes| {
+            framer.push(bytes);
+            (bytes.len(), true)
+        });
+        if !may_cut {
+            return read.await;
+        }
+        tokio::select! {
+            read = read => read,
+            () = self.client.drain.requested() => Err(Line::Draining),
+        }
     }
 
     /// How long the client may stay silent: briefly before login, 30 minutes after.
@@ -213,6 +225,10 @@ impl ImapSession {
                     Ok(()) => Next::Continue,
                     Err(Line::TimedOut) => {
                         self.send("* BYE Idle for too long");
+                        Next::Close
+                    }
+                    Err(Line::Draining) => {
+                        self.send(SHUTDOWN_BYE);
                         Next::Close
                     }
                     Err(_) => Next::Close,

@@ -137,12 +137,12 @@ impl Pop3Session {
         let greeting = format!("mailgate POP3 ready {}", self.challenge);
         self.ok(&greeting);
         loop {
-            let line = match self
+            // Every POP3 command is whole in itself: a shutdown may end the session between any two.
+            let line = self
                 .client
-                .conn
-                .read_line(command::MAX_LINE + 2, self.idle_limit())
-                .await
-            {
+                .next_line(command::MAX_LINE + 2, self.idle_limit(), true)
+                .await;
+            let line = match line {
                 Line::Ok(line) => line,
                 Line::TooLong => {
                     self.err("Line too long");
@@ -150,6 +150,10 @@ impl Pop3Session {
                 }
                 Line::TimedOut => {
                     self.err("Idle for too long, closing");
+                    break;
+                }
+                Line::Draining => {
+                    self.err("[SYS/TEMP] Server shutting down, closing");
                     break;
                 }
                 Line::Closed => break,

@@ -741,6 +741,23 @@ impl QueueManager {
 
     // ---- operator commands (see `admin`) ----
 
+    /// At shutdown: starts no more attempts and waits (up to `bound`) for those under way, so
+    /// that a message sent downstream is also recorded as sent (not sent again after a
+    /// restart). Returns the attempts still running when the bound passed.
+    pub async fn stop(&self, bound: Duration) -> usize {
+        let all = u32::try_from(self.inner.config.relay.max_deliveries.max(1)).unwrap_or(u32::MAX);
+        let attempts = self.inner.attempts.clone();
+        // Holding every permit: the scheduler can start nothing more.
+        let waited = tokio::time::timeout(bound, attempts.clone().acquire_many_owned(all)).await;
+        let running = match waited {
+            Ok(Ok(_permits)) => 0,
+            _ => (all as usize).saturating_sub(attempts.available_permits()),
+        };
+        // A closed semaphore stops the scheduler for good.
+        attempts.close();
+        running
+    }
+
     /// Messages in the relay queue and the age of the oldest (queue ids begin with the
     /// time they were accepted).
     pub fn stats(&self) -> (usize, Duration) {

@@ -433,6 +433,7 @@ impl SmtpClient {
                 Line::TooLong => return Err(self.broken("a reply line too long")),
                 Line::Closed => return Err(self.broken("connection closed")),
                 Line::TimedOut => return Err(self.broken("timed out waiting for a reply")),
+                Line::Draining => return Err(self.broken("shutting down")),
             };
             let text = String::from_utf8_lossy(&line);
             let code = text.get(..3).and_then(|c| c.parse::<u16>().ok());

@@ -76,6 +76,8 @@ pub struct Client {
     pub id: String,
     pub listener: crate::config::ListenerConfig,
     pub tls: bool,
+    /// Says when the server shuts down; counts the session open until dropped.
+    pub drain: crate::net::drain::DrainWatch,
 }
 
 /// Why STARTTLS (or STLS) cannot start.
@@ -94,6 +96,21 @@ impl Client {
             (_, true, _) => Err(TlsRefusal::AlreadyActive),
             (Some(a), false, crate::config::TlsMode::Starttls) => Ok(a.clone()),
             _ => Err(TlsRefusal::NotAvailable),
+        }
+    }
+
+    /// The next command line. When `may_cut` (the session is between transactions) and the
+    /// server is shutting down, `Line::Draining` instead: the session says goodbye and ends.
+    pub async fn next_line(&mut self, max: usize, timeout: Duration, may_cut: bool) -> Line {
+        if !may_cut {
+            return self.conn.read_line(max, timeout).await;
+        }
+        if self.drain.is_draining() {
+            return Line::Draining;
+        }
+        tokio::select! {
+            line = self.conn.read_line(max, timeout) => line,
+            () = self.drain.requested() => Line::Draining,
         }
     }
 
@@ -142,6 +159,8 @@ pub enum Line {
     TooLong,
     Closed,
     TimedOut,
+    /// The server is shutting down (see [`Client::next_line`]).
+    Draining,
 }
 
 /// Buffer capacity a connection keeps between commands; more is given back.

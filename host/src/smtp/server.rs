@@ -20,6 +20,7 @@ use crate::admin::Admin;
 use crate::config::{Config, ConfigSource, ListenerConfig, Protocol, TlsMode};
 use crate::delivery::local;
 use crate::limits::{AuthBudget, PerIp};
+use crate::net::drain::{Drain, DrainWatch};
 use crate::plugin::services::{Clock, DiskKv, SystemClock, SystemDns};
 use crate::plugin::{ActivePlugins, PluginSet, Runtime, Services};
 use crate::queue::manager::QueueManager;
@@ -291,7 +292,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         users,
         data_dir.join("mail"),
         queue,
-        relay,
+        relay.clone(),
         deliveries.clone(),
         config.queue.clone(),
     ));
@@ -308,6 +309,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     .collect();
     let per_ip = Arc::new(PerIp::default());
     let sessions = Arc::new(AtomicU64::new(0));
+    let drain = Drain::new();
     let mut tasks = Vec::new();
     for listener in config.listeners() {
         let socket = TcpListener::bind(listener.address).await.with_context(|| {
@@ -333,7 +335,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
             listener,
             shared.clone(),
             slots,
-            sessions.clone(),
+            (sessions.clone(), drain.clone()),
         )));
     }
     // Every listener is bound and the chain is loaded: ready for mail.
@@ -346,10 +348,28 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     if let Some(metrics) = metrics {
         metrics.set_ready(false);
     }
-    tracing::info!(target: "mailgate::lifecycle", "shutting down");
+    // No new connections; the listening sockets close with their tasks.
     for task in tasks {
         task.abort();
     }
+    let bound = Duration::from_secs(config.server.drain_secs);
+    let started = std::time::Instant::now();
+    tracing::info!(
+        target: "mailgate::lifecycle",
+        sessions = drain.open(),
+        bound_secs = bound.as_secs(),
+        "shutting down: draining sessions"
+    );
+    let cut = drain.run(bound).await;
+    let left = bound.saturating_sub(started.elapsed());
+    let attempts_cut = relay.stop(left).await;
+    tracing::info!(
+        target: "mailgate::lifecycle",
+        sessions_cut = cut,
+        deliveries_cut = attempts_cut,
+        ms = started.elapsed().as_millis() as u64,
+        "stopped"
+    );
     Ok(())
 }
 
@@ -425,7 +445,7 @@ async fn accept_loop(
     listener: ListenerConfig,
     shared: Arc<Shared>,
     slots: Slots,
-    sessions: Arc<AtomicU64>,
+    (sessions, drain): (Arc<AtomicU64>, Drain),
 ) {
     loop {
         let (tcp, peer) = match socket.accept().await {
@@ -448,12 +468,13 @@ async fn accept_loop(
             }
         };
         let id = format!("{:x}", sessions.fetch_add(1, Ordering::Relaxed) + 1);
+        let watch = drain.watch();
         let span = tracing::info_span!("session", id, peer = %peer, listener = listener.name);
         let (shared, listener) = (shared.clone(), listener.clone());
         tokio::spawn(
             async move {
                 let counted = metrics::connection_opened(&listener.name, listener.protocol.name());
-                session(tcp, peer, listener, shared, id).await;
+                session(tcp, peer, listener, shared, (id, watch)).await;
                 drop((held, counted));
             }
             .instrument(span),
@@ -477,7 +498,7 @@ async fn session(
     peer: SocketAddr,
     listener: ListenerConfig,
     shared: Arc<Shared>,
-    id: String,
+    (id, drain): (String, DrainWatch),
 ) {
     let stream = if listener.tls == TlsMode::Implicit {
         let Some(acceptor) = shared.tls.clone() else {
@@ -504,6 +525,7 @@ async fn session(
         id,
         listener,
         tls,
+        drain,
     };
     match protocol {
         Protocol::Smtp => Session::new(shared, client).run().await,

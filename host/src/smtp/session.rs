@@ -102,11 +102,10 @@ impl Session {
         let mut commands = 0usize;
         loop {
             let timeout = Duration::from_secs(self.limits().command_timeout_secs);
-            let line = self
-                .client
-                .conn
-                .read_line(self.limits().max_command_line, timeout)
-                .await;
+            // A transaction under way is let finish when the server shuts down.
+            let may_cut = !self.in_transaction;
+            let max = self.limits().max_command_line;
+            let line = self.client.next_line(max, timeout, may_cut).await;
             let line = match line {
                 Line::Ok(line) => line,
                 Line::TooLong => {
@@ -115,6 +114,10 @@ impl Session {
                 }
                 Line::TimedOut => {
                     self.reply(421, (4, 4, 2), "Idle timeout, closing connection");
+                    break;
+                }
+                Line::Draining => {
+                    self.reply(421, (4, 3, 2), "Service shutting down, closing connection");
                     break;
                 }
                 Line::Closed => break,

@@ -13,7 +13,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 use super::super::extensions::SelectParams;
 use super::super::{flags, search, wire};
 use super::mailboxes::quoted as wire_quoted;
-use super::{ImapSession, Next, AUTOLOGOUT};
+use super::{ImapSession, Next, AUTOLOGOUT, SHUTDOWN_BYE};
 use crate::blocking;
 use crate::plugin::Stage;
 use crate::smtp::io::Line;
@@ -515,6 +515,7 @@ impl ImapSession {
                 self.framer.push(bytes);
                 (bytes.len(), true)
             });
+            let drain = &self.client.drain;
             let refresh = tokio::select! {
                 read = input => match read {
                     Ok(()) => false,
@@ -522,6 +523,10 @@ impl ImapSession {
                     Err(_) => return Next::Close,
                 },
                 ok = changed => ok,
+                () = drain.requested() => {
+                    self.send(SHUTDOWN_BYE);
+                    return Next::Close;
+                }
             };
             if refresh {
                 self.refresh().await;

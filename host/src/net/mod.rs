@@ -1,0 +1,3 @@
+//! Connections from the network, whatever their protocol.
+
+pub mod drain;
