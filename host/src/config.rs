@@ -89,6 +89,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub journal: JournalConfig,
     #[serde(skip)]
     pub base_dir: PathBuf,
     /// The file the config came from (for errors found after parsing, e.g. plugin settings).
@@ -586,6 +588,30 @@ impl Default for MetricsConfig {
     }
 }
 
+/// The message journal that `mailgate trace` reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct JournalConfig {
+    pub enabled: bool,
+    /// Where the segments go; default `journal` in the data dir.
+    pub dir: Option<PathBuf>,
+    /// Size cap of all segments together, in MiB.
+    pub max_mb: u64,
+    /// Segments older than this are deleted.
+    pub max_age_days: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            enabled: true,
+            dir: None,
+            max_mb: 64,
+            max_age_days: 7,
+        }
+    }
+}
+
 /// An `ip:port` string, or `""` for none (serde names the key and line when it is neither).
 fn address_or_off<'de, D>(d: D) -> Result<Option<std::net::SocketAddr>, D::Error>
 where
@@ -820,6 +846,12 @@ impl Config {
             Some(dir) => self.resolve(dir),
             None => PathBuf::from("data"),
         }
+    }
+
+    /// The journal directory: `journal.dir`, or `journal` in the data directory.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.resolve_opt(self.journal.dir.as_ref())
+            .unwrap_or_else(|| self.data_dir().join("journal"))
     }
 
     /// The users file: `local.users-file`, or `users.toml` in the data directory.

@@ -101,6 +101,21 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// One message's journey from the journal: its session, each stage with each plugin's
+    /// verdict, edits and time, the replies, the delivery attempts, the end. Works whether or
+    /// not the server runs. Exit 1 when the journal has nothing for it.
+    Trace {
+        /// A queue id (`250 Ok: queued as ID`) or a session id (from the logs).
+        #[arg(required_unless_present = "rcpt")]
+        id: Option<String>,
+        /// Instead: the recent transactions that named this recipient, accepted or refused.
+        #[arg(long, value_name = "ADDRESS", conflicts_with = "id")]
+        rcpt: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Write plugins: start one from a template, build one.
     Plugin {
         #[command(subcommand)]
@@ -347,6 +362,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 mailgate::config_check::Verdict::Good => ExitCode::SUCCESS,
                 mailgate::config_check::Verdict::Refused => ExitCode::from(1),
             })
+        }
+        Command::Trace {
+            id,
+            rcpt,
+            config,
+            data_dir,
+        } => {
+            use mailgate::telemetry::{journal, trace};
+            let config = load_with_data_dir(config, data_dir)?;
+            let query = match (id, rcpt) {
+                (_, Some(address)) => trace::Query::Recipient(address),
+                (Some(id), None) => trace::Query::Id(id),
+                (None, None) => anyhow::bail!("give a queue or session id, or --rcpt"),
+            };
+            let records = journal::read(&config.journal_dir());
+            match trace::trace(&records, &query) {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(why) => {
+                    eprintln!("{why} ({})", config.journal_dir().display());
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         Command::Plugin { action } => {
             plugin_authoring::run(action)?;

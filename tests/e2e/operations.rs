@@ -382,3 +382,107 @@ fn sigterm_under_load_drains_sessions_and_loses_or_repeats_nothing() {
     );
     assert!(local.len() > 10 && relayed.len() > 10, "{lines:?}");
 }
+
+#[test]
+fn trace_tells_a_relayed_message_and_a_recipient_refused_at_rcpt_even_when_stopped() {
+    let sink = SmtpSink::start();
+    let config = format!(
+        r#"[[plugin]]
+path = "{plugins}/recipient-policy.wasm"
+[plugin.config]
+domains = ["example.test", "remote.example"]
+
+[[plugin]]
+path = "{plugins}/header-rewrite.wasm"
+[plugin.config]
+trace-header = "X-Mailgate"
+
+[[route]]
+domains = ["remote.example"]
+type = "relay"
+host = "127.0.0.1:{sink}"
+tls = "none"
+"#,
+        plugins = plugin_dir().display(),
+        sink = sink.port,
+    );
+    let mut gw = Gateway::start_with(r#"relay-networks = ["127.0.0.0/8"]"#, &config);
+    let (_, accepted) = send(gw.inbound, "someone@remote.example");
+    let id = accepted
+        .trim()
+        .rsplit(' ')
+        .next()
+        .expect("queue id")
+        .to_string();
+    assert!(accepted.contains("queued as"), "{accepted}");
+    let (refused, _) = send(gw.inbound, "nobody@elsewhere.example");
+    assert!(refused.starts_with("550 5.1.1"), "{refused}");
+
+    let mut trace = String::new();
+    assert!(
+        mailgate_e2e::wait_until(30, || {
+            trace = gw.cli(&["trace", &id]).stdout;
+            trace
+                .lines()
+                .last()
+                .is_some_and(|l| l.trim_end().ends_with("  delivered"))
+        }),
+        "the trace ends with the delivery:\n{trace}"
+    );
+    for expected in [
+        &format!("message {id}"),
+        "connect from 127.0.0.1:",
+        " on inbound",
+        "MAIL FROM:<sender@client.example.net>",
+        "-> 250 2.1.0",
+        "RCPT TO:<someone@remote.example>",
+        "recipient-policy     continue",
+        "DATA",
+        "header-rewrite       continue",
+        "edit: add-header X-Mailgate",
+        &format!("-> 250 2.0.0 Ok: queued as {id}"),
+        &format!("accepted as {id}: from <sender@client.example.net> to <someone@remote.example>"),
+        &format!("delivery attempt 1 to relay:127.0.0.1:{}", sink.port),
+        "<someone@remote.example> delivered: 250",
+    ] {
+        assert!(
+            trace.contains(expected),
+            "{expected:?} missing in:\n{trace}"
+        );
+    }
+    // Stages and attempts in the order they happened.
+    let at = |needle: &str| trace.find(needle).unwrap_or(usize::MAX);
+    assert!(at("MAIL FROM") < at("RCPT TO") && at("RCPT TO") < at("delivery attempt"));
+
+    // With the server stopped: the journal is still there to read.
+    gw.stop();
+    let again = gw.cli(&["trace", &id]);
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert_eq!(again.stdout, trace);
+    let refused = gw.cli(&["trace", "--rcpt", "nobody@elsewhere.example"]);
+    assert_eq!(refused.code, Some(0), "{}", refused.stderr);
+    for expected in [
+        "RCPT TO:<nobody@elsewhere.example>",
+        "recipient-policy     reject 550 5.1.1",
+        "rcpt-to stage: reject by recipient-policy",
+        "-> 550 5.1.1",
+    ] {
+        assert!(
+            refused.stdout.contains(expected),
+            "{expected:?} missing in:\n{}",
+            refused.stdout
+        );
+    }
+    assert!(
+        !refused.stdout.contains("accepted as"),
+        "{}",
+        refused.stdout
+    );
+    let unknown = gw.cli(&["trace", "0123456789abcdef012345678"]);
+    assert_eq!(unknown.code, Some(1));
+    assert!(
+        unknown.stderr.contains("no message or session") && unknown.stderr.contains("journal"),
+        "{}",
+        unknown.stderr
+    );
+}

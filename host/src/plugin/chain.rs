@@ -16,6 +16,7 @@ use super::services::Services;
 use super::verdict::{Edit, Outcome, Reply, Stage, Verdict};
 use crate::config::FailurePolicy;
 use crate::message::{apply_message_edits, Message, MessageEdit};
+use crate::telemetry::journal::{RunTrace, StageTrace};
 use crate::telemetry::metrics;
 
 /// One client connection, as plugins see it.
@@ -168,6 +169,37 @@ pub struct StageReport {
     pub decision: Verdict,
     pub decided_by: Option<String>,
     pub runs: Vec<PluginRun>,
+}
+
+impl StageReport {
+    /// The report as the journal keeps it.
+    pub fn trace(&self) -> StageTrace {
+        StageTrace {
+            stage: self.stage.name().to_string(),
+            decision: self.decision.name().to_string(),
+            decided_by: self.decided_by.clone(),
+            runs: self
+                .runs
+                .iter()
+                .map(|run| RunTrace {
+                    plugin: run.plugin.clone(),
+                    verdict: run
+                        .verdict
+                        .as_ref()
+                        .map_or("fault", |v| v.name())
+                        .to_string(),
+                    reply: run
+                        .verdict
+                        .as_ref()
+                        .and_then(|v| v.reply())
+                        .map(|r| r.to_string()),
+                    edits: run.edits.iter().map(Edit::describe).collect(),
+                    micros: u64::try_from(run.elapsed.as_micros()).unwrap_or(u64::MAX),
+                    fault: run.fault.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A live plugin instance. A transaction keeps it for all its stages; afterwards it goes back

@@ -23,7 +23,7 @@ use crate::relay::dsn::{self, FailedRecipient};
 use crate::relay::mx::{self, Candidate, ResolveError};
 use crate::relay::route::{split_host_port, Router, Target};
 use crate::relay::wire;
-use crate::telemetry::metrics;
+use crate::telemetry::{journal, metrics};
 
 /// How one recipient fared in one attempt.
 #[derive(Debug, Clone)]
@@ -50,6 +50,55 @@ fn count_outcomes(destination: &str, outcomes: &[(String, Outcome)]) {
     for (result, n) in counts {
         metrics::deliveries(result, destination, n);
     }
+}
+
+/// Journals one attempt to one destination, per recipient.
+fn journal_attempt(id: &str, attempt: u32, destination: &str, outcomes: &[(String, Outcome)]) {
+    if !journal::enabled() {
+        return;
+    }
+    let results = outcomes
+        .iter()
+        .map(|(rcpt, outcome)| {
+            let (result, text) = match outcome {
+                Outcome::Delivered(reply) => ("delivered", reply.clone()),
+                Outcome::Dropped(why) => ("dropped", why.clone()),
+                Outcome::Temporary(f) => ("deferred", f.text.clone()),
+                Outcome::Permanent(f) => ("bounced", f.text.clone()),
+            };
+            journal::RecipientResult {
+                rcpt: rcpt.clone(),
+                result: result.into(),
+                text,
+            }
+        })
+        .collect();
+    let event = journal::Event::Attempt {
+        attempt,
+        destination: destination.to_string(),
+        results,
+    };
+    journal::record("", 0, id, event);
+}
+
+/// Journals the end of a message in the relay queue: nothing pending any more.
+fn journal_done(id: &str, failed: &[FailedRecipient], dropped: usize) {
+    let (outcome, detail) = match failed {
+        [] if dropped == 0 => ("delivered", String::new()),
+        [] => (
+            "dropped",
+            format!("{dropped} recipient(s) not delivered on purpose"),
+        ),
+        _ if failed.iter().any(|f| f.expired) => {
+            ("expired", format!("{} recipient(s) bounced", failed.len()))
+        }
+        _ => ("bounced", format!("{} recipient(s) failed", failed.len())),
+    };
+    let event = journal::Event::Disposition {
+        outcome: outcome.into(),
+        detail,
+    };
+    journal::record("", 0, id, event);
 }
 
 /// When each message is due, which are held, which are being tried.
@@ -302,6 +351,7 @@ impl QueueManager {
                 .await;
             defer = defer.max(deferred);
             count_outcomes(&destination, &results);
+            journal_attempt(id, attempt, &destination, &results);
             outcomes.extend(results);
         }
         self.record(&spooled, &mut state, outcomes, defer);
@@ -345,6 +395,10 @@ impl QueueManager {
         if plugins.handles(Stage::Deliver) {
             let mut chain = plugins.transaction(&envelope.id, self.inner.services.clone());
             let report = chain.run(StageCall::Deliver, &mut mail).await;
+            if journal::enabled() {
+                let stage = report.trace();
+                journal::record("", 0, &envelope.id, journal::Event::Deliver { stage });
+            }
             // Who decided, or (for a reroute or defer, which are edits) who asked for it.
             let by = report.decided_by.clone().unwrap_or_else(|| {
                 report
@@ -599,12 +653,14 @@ impl QueueManager {
         let mut pending = Vec::new();
         let mut failed = Vec::new();
         let mut errors = Vec::new();
+        let mut dropped = 0usize;
         for (rcpt, outcome) in outcomes {
             match outcome {
                 Outcome::Delivered(reply) => {
                     tracing::info!(queue_id = id, rcpt, "delivered: {reply}")
                 }
                 Outcome::Dropped(why) => {
+                    dropped += 1;
                     tracing::info!(queue_id = id, rcpt, "not delivered: {why}")
                 }
                 Outcome::Permanent(f) => {
@@ -646,6 +702,7 @@ impl QueueManager {
         }
         let files = &self.inner.files;
         if pending.is_empty() {
+            journal_done(id, &failed, dropped);
             if let Err(e) = files.remove(id) {
                 tracing::error!(queue_id = id, "cannot remove the delivered message: {e}");
             }
@@ -731,6 +788,10 @@ impl QueueManager {
             match spool.store(&bounce, &report).await {
                 Ok(()) => {
                     metrics::bounce();
+                    let event = journal::Event::Bounced {
+                        bounce: bounce.id.clone(),
+                    };
+                    journal::record("", 0, &original_id, event);
                     tracing::info!(queue_id = original_id, bounce = bounce.id, "bounce queued");
                     let _ = resubmit.send(bounce.id);
                 }

@@ -4,6 +4,7 @@
 pub mod command;
 pub mod data;
 pub mod io;
+mod journal;
 pub mod reply;
 pub mod server;
 mod session;

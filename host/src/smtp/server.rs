@@ -29,7 +29,7 @@ use crate::queue::state::QueueFiles;
 use crate::reload::Reloader;
 use crate::store::snapshots::SnapshotCache;
 use crate::store::users::UserDirectory;
-use crate::telemetry::{endpoint, metrics};
+use crate::telemetry::{endpoint, journal, metrics};
 
 /// What every session shares.
 pub struct Shared {
@@ -188,6 +188,15 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         None => None,
     };
     let metrics = metrics_socket.as_ref().map(|_| metrics::enable());
+    if config.journal.enabled {
+        let caps = journal::Caps {
+            max_bytes: config.journal.max_mb.saturating_mul(1 << 20),
+            max_age: Duration::from_secs(config.journal.max_age_days.saturating_mul(86_400)),
+        };
+        let dir = config.journal_dir();
+        journal::enable(&dir, caps)
+            .with_context(|| format!("journal: cannot write {}", dir.display()))?;
+    }
     let users = Arc::new(UserDirectory::open(&config.users_file(), &config.local)?);
     let spool = Spool::open(&data_dir.join("queue"))?;
     let tls = Some(super::tls::acceptor(
@@ -640,9 +649,33 @@ fn record_local_outcome(
         };
         let wait = Duration::from_secs(state.next_attempt.saturating_sub(now));
         retries.push((id.clone(), wait));
+        let result = journal::RecipientResult {
+            rcpt: "(local recipients)".into(),
+            result: "deferred".into(),
+            text: error.to_string(),
+        };
+        let event = journal::Event::Attempt {
+            attempt: state.attempts,
+            destination: "local".into(),
+            results: vec![result],
+        };
+        journal::record("", 0, id, event);
     }
-    for done in outcome.done.iter().filter(|d| !d.remote) {
-        files.forget_state(&done.id);
+    for done in &outcome.done {
+        if done.mailboxes > 0 {
+            let event = journal::Event::Local {
+                mailboxes: done.mailboxes,
+            };
+            journal::record("", 0, &done.id, event);
+        }
+        if !done.remote {
+            files.forget_state(&done.id);
+            let event = journal::Event::Disposition {
+                outcome: "delivered".into(),
+                detail: String::new(),
+            };
+            journal::record("", 0, &done.id, event);
+        }
     }
     retries
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::command::{self, Command, ParseError};
 use super::data::{DataError, DataReader};
 use super::io::{Client, Line, Pace, TlsRefusal};
+use super::journal::{command_text, CommandLog};
 use super::reply;
 use super::server::Shared;
 use crate::config::{Protocol, TlsMode};
@@ -16,6 +17,7 @@ use crate::plugin::{
     Verdict,
 };
 use crate::queue::spool::{new_queue_id, QueuedEnvelope};
+use crate::telemetry::journal::{self, Event};
 use crate::telemetry::metrics;
 
 /// What a handler tells the command loop.
@@ -38,6 +40,7 @@ pub struct Session {
     in_transaction: bool,
     /// Message bytes gathered by BDAT so far.
     chunks: Option<Vec<u8>>,
+    log: CommandLog,
 }
 
 impl Session {
@@ -58,6 +61,7 @@ impl Session {
             state: MailState::default(),
             in_transaction: false,
             chunks: None,
+            log: CommandLog::new(),
         };
         session.state.session = session.plugin_session();
         session
@@ -71,6 +75,7 @@ impl Session {
     fn send(&mut self, bytes: &[u8]) {
         if let Some(class) = reply::class(bytes) {
             metrics::reply("smtp", class);
+            self.log.reply_sent(bytes);
         }
         self.client.conn.queue(bytes);
     }
@@ -85,11 +90,22 @@ impl Session {
 
     /// Runs the session to its end.
     pub async fn run(mut self) {
+        journal::record(
+            &self.client.id,
+            0,
+            "",
+            Event::Connect {
+                peer: self.client.peer.to_string(),
+                listener: self.client.listener.name.clone(),
+                tls: self.client.tls,
+            },
+        );
         let report = self.stage(StageCall::Connect).await;
         if let Some(reply) = report.decision.reply() {
             // A refused connection: say why, then close (RFC 5321 §3.1 allows 554 here).
             let reply = reply.clone();
             self.send(&reply::format(&reply));
+            self.log.command_done(&self.client.id, "(connect)".into());
             let _ = self.client.conn.flush().await;
             return;
         }
@@ -135,8 +151,20 @@ impl Session {
         let _ = self.client.conn.flush().await;
     }
 
+    /// Handles one command line, then journals it with its reply.
     async fn command(&mut self, line: &[u8]) -> Next {
-        let command = match command::parse(line) {
+        let parsed = command::parse(line);
+        let text = command_text(line, parsed.as_ref().ok());
+        if matches!(parsed, Ok(Command::Mail(..))) {
+            self.log.tx += 1;
+        }
+        let next = self.dispatch(parsed).await;
+        self.log.command_done(&self.client.id, text);
+        next
+    }
+
+    async fn dispatch(&mut self, parsed: Result<Command, ParseError>) -> Next {
+        let command = match parsed {
             Ok(c) => c,
             Err(ParseError::Unknown) => {
                 metrics::command("smtp", "unknown");
@@ -181,7 +209,9 @@ impl Session {
     /// Runs a plugin stage on the session's state.
     async fn stage(&mut self, call: StageCall<'_>) -> StageReport {
         self.state.session = self.plugin_session();
-        self.chain.run(call, &mut self.state).await
+        let report = self.chain.run(call, &mut self.state).await;
+        self.log.stage_ran(&report);
+        report
     }
 
     /// Sends the reply a refusing verdict carries; true if the session must close.
@@ -687,21 +717,36 @@ impl Session {
                 .iter()
                 .any(|p| p.name == "SMTPUTF8"),
         };
+        let by = report.decided_by.clone().unwrap_or_default();
         let outcome = match decision {
             Verdict::Discard => {
-                tracing::info!(queue_id, "message discarded by {:?}", report.decided_by);
+                tracing::info!(queue_id, "message discarded by {by}");
+                let detail = format!("by {by} at DATA");
+                self.log
+                    .disposition(&self.client.id, &queue_id, "discarded", detail);
                 Ok(())
             }
             Verdict::Quarantine(reason) => {
-                self.shared
+                let kept = self
+                    .shared
                     .quarantine(&queue_id, message.raw(), &reason)
-                    .await
+                    .await;
+                let detail = format!("by {by} at DATA: {reason}");
+                self.log
+                    .disposition(&self.client.id, &queue_id, "quarantined", detail);
+                kept
             }
             _ => self.shared.enqueue(&envelope, message.raw()).await,
         };
         self.reset();
         match outcome {
             Ok(()) => {
+                self.log.accepted(
+                    &queue_id,
+                    &envelope.sender,
+                    &envelope.recipients,
+                    message.raw().len(),
+                );
                 tracing::info!(
                     queue_id,
                     from = envelope.sender,

@@ -2,4 +2,6 @@
 //! check on a listener of their own.
 
 pub mod endpoint;
+pub mod journal;
 pub mod metrics;
+pub mod trace;

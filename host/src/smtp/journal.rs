@@ -1,0 +1,94 @@
+//! What an SMTP session tells the message journal: each command with the stage it ran and
+//! the reply the client got, and each message accepted (see `telemetry::journal`).
+
+use super::command::Command;
+use crate::plugin::StageReport;
+use crate::telemetry::journal::{self, Event, StageTrace};
+
+/// Longest command text kept.
+const MAX_COMMAND_TEXT: usize = 256;
+
+/// The session's journal bookkeeping between a command and its record.
+pub(super) struct CommandLog {
+    on: bool,
+    /// The transaction number: one more at each MAIL.
+    pub tx: u32,
+    reply: String,
+    stage: Option<StageTrace>,
+    accepted: Option<(String, Event)>,
+}
+
+impl CommandLog {
+    pub fn new() -> CommandLog {
+        CommandLog {
+            on: journal::enabled(),
+            tx: 0,
+            reply: String::new(),
+            stage: None,
+            accepted: None,
+        }
+    }
+
+    /// A reply went out: the last one before the command's record is the one kept (the
+    /// first line of it).
+    pub fn reply_sent(&mut self, bytes: &[u8]) {
+        if self.on {
+            let first = bytes.split(|&b| b == b'\n').next().unwrap_or(bytes);
+            self.reply = String::from_utf8_lossy(first).trim_end().to_string();
+        }
+    }
+
+    pub fn stage_ran(&mut self, report: &StageReport) {
+        if self.on {
+            self.stage = Some(report.trace());
+        }
+    }
+
+    /// A message was accepted under `queue_id` (journalled after the command that ended it).
+    pub fn accepted(&mut self, queue_id: &str, sender: &str, recipients: &[String], size: usize) {
+        if self.on {
+            let event = Event::Accepted {
+                sender: sender.to_string(),
+                recipients: recipients.to_vec(),
+                size,
+            };
+            self.accepted = Some((queue_id.to_string(), event));
+        }
+    }
+
+    /// Journals the command just handled (`text`), and the message it accepted if any.
+    pub fn command_done(&mut self, session: &str, text: String) {
+        if !self.on {
+            return;
+        }
+        let event = Event::Command {
+            command: text,
+            reply: std::mem::take(&mut self.reply),
+            stage: self.stage.take(),
+        };
+        journal::record(session, self.tx, "", event);
+        if let Some((queue_id, event)) = self.accepted.take() {
+            journal::record(session, self.tx, &queue_id, event);
+        }
+    }
+
+    /// A disposition decided in the session (discarded or quarantined at DATA).
+    pub fn disposition(&self, session: &str, queue_id: &str, outcome: &str, detail: String) {
+        if self.on {
+            let event = Event::Disposition {
+                outcome: outcome.to_string(),
+                detail,
+            };
+            journal::record(session, self.tx, queue_id, event);
+        }
+    }
+}
+
+/// The command as the journal shows it: the line, except AUTH's credentials.
+pub(super) fn command_text(line: &[u8], command: Option<&Command>) -> String {
+    if let Some(Command::Auth(mechanism, _)) = command {
+        return format!("AUTH {mechanism}");
+    }
+    let line = &line[..line.len().min(MAX_COMMAND_TEXT)];
+    String::from_utf8_lossy(line).into_owned()
+}
