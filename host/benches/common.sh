@@ -43,3 +43,15 @@ start_gateway() {
   "$bin" serve --config "$1/gateway.toml" 2>"$1/server.log" & pid=$!
   wait_port "$2"
 }
+
+# The operations part of a gateway config (TOML on stdout): `on` is the defaults (metrics on
+# $METRICS_PORT, journal in the data dir), `off` turns both off. TELEMETRY=on|off|both picks
+# which runs a bench makes (default both, off first).
+telemetry_config() {
+  if [ "$1" = off ]; then
+    printf '[metrics]\naddress = ""\n[journal]\nenabled = false\n'
+  else
+    printf '[metrics]\naddress = "127.0.0.1:%s"\n' "${METRICS_PORT:-9926}"
+  fi
+}
+telemetry_modes() { case ${TELEMETRY:-both} in both) echo "off on" ;; *) echo "$TELEMETRY" ;; esac; }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use mailgate::config::{Config, RuntimeConfig};
 use mailgate::harness::{run_transaction, TransactionInput};
-use mailgate::plugin::{MailState, PluginSet, Runtime, StageCall};
+use mailgate::mail::MailState;
+use mailgate::plugin::{PluginSet, Runtime, StageCall};
 
 mod support;
 use support::{cpu_time, message, percentile, services, session, us};

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use mailgate::config::{Config, RuntimeConfig};
 use mailgate::harness::{run_transaction, TransactionInput};
+use mailgate::mail::MailState;
 use mailgate::message::Message;
-use mailgate::plugin::{MailState, PluginSet, Runtime, StageCall};
+use mailgate::plugin::{PluginSet, Runtime, StageCall};
 
 mod support;
 use support::{cpu_time, message, percentile, services, session, us};

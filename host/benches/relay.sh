@@ -3,14 +3,17 @@
 # -> smtp-sink, measured by ../shared/bench/peers.sh beside Postfix and Haraka in the same run
 # (it starts the sink on $SINK_PORT and measures every server the same way). Also prints
 # mailgate's CPU per message. Run through `cargo xtask bench relay`.
-# Usage: relay.sh [N=5000] [SESSIONS=20] [SIZE=4096]      env: PEERS="postfix haraka" (or "")
+# Usage: relay.sh [N=5000] [SESSIONS=20] [SIZE=4096]
+#   env: PEERS="postfix haraka" (or ""), TELEMETRY=both|on|off (metrics and journal; default both)
 set -euo pipefail
 N=${1:-5000} S=${2:-20} L=${3:-4096}
 source "$(dirname "$0")/common.sh"
 peers=$root/../shared/bench/peers.sh
 [ -f "$peers" ] || { echo "relay.sh needs $peers (it runs the sink and the peers)" >&2; exit 2; }
-work=$(run_dir relay)
 port=${GATEWAY_BENCH_PORT:-2625} sink=${SINK_PORT:-2527}
+modes=$(telemetry_modes)
+for mode in $modes; do
+work=$(run_dir relay)
 cat > "$work/gateway.toml" <<TOML
 [server]
 hostname = "bench.example.com"
@@ -28,15 +31,21 @@ host = "127.0.0.1:$sink"
 tls = "none"
 [relay]
 max-per-destination = 20
+$(telemetry_config "$mode")
 $(bundled_plugins)
 TOML
 start_gateway "$work" "$port"
 trap 'kill $pid 2>/dev/null || true' EXIT
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 cpu0=$(cpu)
-GATEWAY_PORT=$port SINK_PORT=$sink PEERS=${PEERS-"postfix haraka"} bash "$peers" "$N" "$S" "$L"
+echo "== mailgate with metrics and journal $mode =="
+# The peers run once, beside the last mailgate run.
+peers_now=""; [ "$mode" = "${modes##* }" ] && peers_now=${PEERS-"postfix haraka"}
+GATEWAY_PORT=$port SINK_PORT=$sink PEERS=$peers_now bash "$peers" "$N" "$S" "$L"
 ticks=$(( $(cpu) - cpu0 )); hz=$(getconf CLK_TCK)
-printf 'mailgate CPU %.0f us/msg (user+system, warm-up included; %s)\n' \
+printf 'mailgate (%s) CPU %.0f us/msg (user+system, warm-up included; %s)\n' "$mode" \
   "$(echo "$ticks * 1000000 / $hz / ($N + 20)" | bc -l)" "$(awk '{print "utime " $14 " stime " $15 " ticks"}' /proc/$pid/stat)"
 left=$(find "$work/data/queue/active" -type f | wc -l)
 echo "mailgate queue after the run: $left message(s)"
+kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
+done

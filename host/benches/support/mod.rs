@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailgate::mail::Session;
 use mailgate::message::Message;
 use mailgate::plugin::services::{Services, StaticDns};
-use mailgate::plugin::Session;
 
 pub fn services() -> Services {
     Services::with_dns(Arc::new(StaticDns::default()))

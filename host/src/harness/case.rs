@@ -34,9 +34,10 @@ use serde::Deserialize;
 use super::check::load_chain;
 use super::{run_transaction, TransactionInput, TransactionReport};
 use crate::config::{Config, PluginConfig};
+use crate::mail::Session;
 use crate::message::{canonical_crlf, Message};
 use crate::plugin::services::{FixedClock, MemoryKv, RecordType, Services, StaticDns};
-use crate::plugin::{Session, Stage};
+use crate::plugin::Stage;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -192,7 +193,7 @@ impl ReplyExpect {
 
     /// Why the reply a client got (`code`, and the plugin's reply when one decided) does not
     /// meet the expectation, if it does not.
-    fn mismatch(&self, code: u16, reply: Option<&crate::plugin::Reply>) -> Option<String> {
+    fn mismatch(&self, code: u16, reply: Option<&crate::mail::Reply>) -> Option<String> {
         let want = self.parts();
         let enhanced = reply
             .and_then(|r| r.enhanced)

@@ -8,8 +8,9 @@ use anyhow::Context;
 
 use super::{diff, run_transaction, Disposition, TransactionInput, TransactionReport};
 use crate::config::Config;
+use crate::mail::Session;
 use crate::message::{canonical_crlf, Message};
-use crate::plugin::{PluginSet, Runtime, Services, Session, StageReport};
+use crate::plugin::{PluginSet, Runtime, Services, StageReport};
 
 /// The options of `mailgate check` (besides the config).
 #[derive(Debug, Clone, clap::Args)]

@@ -9,11 +9,9 @@ mod junit;
 
 use std::sync::Arc;
 
+use crate::mail::{Delivery, MailState, Reply, Retrieval, Route, Session};
 use crate::message::Message;
-use crate::plugin::{
-    Delivery, MailState, PluginSet, Reply, Retrieval, Route, Services, Session, Stage, StageCall,
-    StageReport, Verdict,
-};
+use crate::plugin::{PluginSet, Services, Stage, StageCall, StageReport, Verdict};
 
 /// What goes into one offline transaction.
 #[derive(Debug, Clone)]

@@ -5,148 +5,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::{Store, Trap, WasmBacktrace};
-
 use super::contract_v0_1 as v0_1;
 use super::contract_v0_2 as v0_2;
 use super::engine::Runtime;
-use super::host_api::{HostState, PluginLog, TransactionContext};
-use super::loader::{LiveInstance, LoadedPlugin, PluginSet};
+use super::host_api::{PluginLog, TransactionContext};
+use super::loader::{instantiate, Live, LiveInstance, PluginSet};
 use super::services::Services;
-use super::verdict::{Edit, Outcome, Reply, Stage, Verdict};
+use super::trap::{describe_trap, Fault, TrapKind};
+use super::verdict::{Edit, Outcome, Stage, StageCall, Verdict};
 use crate::config::FailurePolicy;
-use crate::message::{apply_message_edits, Message, MessageEdit};
+use crate::mail::{MailState, Reply};
+use crate::message::{apply_message_edits, MessageEdit};
 use crate::telemetry::journal::{RunTrace, StageTrace};
 use crate::telemetry::metrics;
-
-/// One client connection, as plugins see it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Session {
-    pub id: String,
-    pub peer_ip: String,
-    pub peer_port: u16,
-    pub listener: String,
-    pub tls: bool,
-    pub helo: Option<String>,
-    pub auth_user: Option<String>,
-}
-
-impl Session {
-    /// A client connection as plugins see it.
-    pub fn client(
-        id: &str,
-        peer: std::net::SocketAddr,
-        listener: &str,
-        tls: bool,
-        helo: Option<String>,
-        auth_user: Option<String>,
-    ) -> Session {
-        Session {
-            id: id.to_string(),
-            peer_ip: peer.ip().to_string(),
-            peer_port: peer.port(),
-            listener: listener.to_string(),
-            tls,
-            helo,
-            auth_user,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EsmtpParam {
-    pub name: String,
-    pub value: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Envelope {
-    /// Empty for the null sender `<>`.
-    pub sender: String,
-    pub recipients: Vec<String>,
-    pub params: Vec<EsmtpParam>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    Local,
-    Relay(String),
-    Mx(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    pub queue_id: String,
-    pub attempt: u32,
-    pub route: Route,
-}
-
-impl Default for Delivery {
-    fn default() -> Delivery {
-        Delivery {
-            queue_id: String::new(),
-            attempt: 1,
-            route: Route::Local,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Retrieval {
-    pub user: String,
-    pub folder: String,
-    pub uid: u32,
-}
-
-impl Default for Retrieval {
-    fn default() -> Retrieval {
-        Retrieval {
-            user: String::new(),
-            folder: "INBOX".into(),
-            uid: 0,
-        }
-    }
-}
-
-/// What the chain works on and changes: the session, envelope and message, plus the
-/// delivery-only outcomes (reroute, defer).
-#[derive(Debug, Clone, Default)]
-pub struct MailState {
-    pub session: Session,
-    pub envelope: Envelope,
-    pub message: Option<Arc<Message>>,
-    pub delivery: Option<Delivery>,
-    pub retrieval: Option<Retrieval>,
-    pub reroute: Option<String>,
-    pub defer_seconds: Option<u32>,
-}
-
-/// The stage to run and its stage-specific arguments.
-#[derive(Debug, Clone, Copy)]
-pub enum StageCall<'a> {
-    Connect,
-    Helo(&'a str),
-    /// The sender is `MailState::envelope.sender`.
-    MailFrom(&'a [EsmtpParam]),
-    RcptTo(&'a str, &'a [EsmtpParam]),
-    Data,
-    Deliver,
-    Retrieve,
-}
-
-impl StageCall<'_> {
-    pub fn stage(&self) -> Stage {
-        match self {
-            StageCall::Connect => Stage::Connect,
-            StageCall::Helo(_) => Stage::Helo,
-            StageCall::MailFrom(_) => Stage::MailFrom,
-            StageCall::RcptTo(..) => Stage::RcptTo,
-            StageCall::Data => Stage::Data,
-            StageCall::Deliver => Stage::Deliver,
-            StageCall::Retrieve => Stage::Retrieve,
-        }
-    }
-}
 
 /// What one plugin did at one stage.
 #[derive(Debug, Clone)]
@@ -202,15 +73,6 @@ impl StageReport {
     }
 }
 
-/// A live plugin instance. A transaction keeps it for all its stages; afterwards it goes back
-/// to its plugin's idle pool and serves later transactions, up to `runtime.instance-reuse`
-/// of them (instantiation costs ~20 us per plugin, a call ~2 us). A trapped one is dropped.
-pub(super) struct Live {
-    store: Store<HostState>,
-    instance: LiveInstance,
-    transactions: u32,
-}
-
 /// Idle instances kept per plugin.
 const IDLE_PER_PLUGIN: usize = 32;
 
@@ -241,32 +103,6 @@ impl PluginSet {
             set: self.clone(),
             ctx: Arc::new(TransactionContext::new(session_id.to_string(), services)),
             live: (0..self.plugins.len()).map(|_| None).collect(),
-        }
-    }
-}
-
-enum Fault {
-    /// The call did not return: a trap, its deadline or its memory cap.
-    Trap(TrapKind, String),
-    /// It returned something the host refuses (an edit not allowed at the stage...).
-    Invalid(String),
-}
-
-#[derive(Clone, Copy)]
-enum TrapKind {
-    Trap,
-    Deadline,
-    Memory,
-}
-
-impl Fault {
-    /// The kind, as metrics label it.
-    fn kind(&self) -> &'static str {
-        match self {
-            Fault::Trap(TrapKind::Trap, _) => "trap",
-            Fault::Trap(TrapKind::Deadline, _) => "deadline",
-            Fault::Trap(TrapKind::Memory, _) => "memory",
-            Fault::Invalid(_) => "invalid",
         }
     }
 }
@@ -402,7 +238,12 @@ impl Transaction {
             Err(e) => {
                 // A trapped instance is poisoned: the next stage gets a fresh one.
                 self.live[index] = None;
-                Err(describe_trap(&e, &plugin, memory_hit, &output))
+                Err(describe_trap(
+                    &e,
+                    (plugin.memory_bytes, plugin.timeout),
+                    memory_hit,
+                    &output,
+                ))
             }
         }
     }
@@ -419,82 +260,6 @@ impl Drop for Transaction {
             }
         }
     }
-}
-
-async fn instantiate(
-    runtime: &Runtime,
-    plugin: &LoadedPlugin,
-    ctx: &Arc<TransactionContext>,
-) -> Result<Live, Fault> {
-    let state = HostState::new(plugin.identity.clone(), ctx.clone(), plugin.memory_bytes);
-    let mut store = Store::new(&runtime.engine, state);
-    store.limiter(|s| &mut s.memory);
-    store.set_epoch_deadline(Runtime::deadline_ticks(plugin.timeout));
-    metrics::plugin_instance_created(&plugin.name);
-    match plugin.bindings.instantiate(&mut store).await {
-        Ok(instance) => Ok(Live {
-            store,
-            instance,
-            transactions: 0,
-        }),
-        Err(e) => {
-            let output = store.data_mut().collect_output();
-            let hit = store.data().memory.hit;
-            Err(describe_trap(&e, plugin, hit, &output))
-        }
-    }
-}
-
-fn describe_trap(
-    e: &wasmtime::Error,
-    plugin: &LoadedPlugin,
-    memory_hit: bool,
-    output: &[String],
-) -> Fault {
-    if memory_hit {
-        let text = format!("memory cap of {} MiB exceeded", plugin.memory_bytes >> 20);
-        Fault::Trap(TrapKind::Memory, text)
-    } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        let text = format!("deadline of {} ms exceeded", plugin.timeout.as_millis());
-        Fault::Trap(TrapKind::Deadline, text)
-    } else {
-        Fault::Trap(TrapKind::Trap, trap_text(e, output))
-    }
-}
-
-/// Frames of a wasm backtrace shown in a fault, innermost first.
-const BACKTRACE_FRAMES: usize = 12;
-/// Lines of the plugin's stderr shown in a fault (the end, where a traceback ends).
-const OUTPUT_LINES: usize = 40;
-
-/// What a trap says: the cause, the plugin's own words on stderr (a Python traceback, a JS
-/// exception, a Rust panic message), and the named frames of the wasm backtrace.
-pub(super) fn trap_text(e: &wasmtime::Error, output: &[String]) -> String {
-    let cause = e.root_cause().to_string();
-    let mut text = format!("trap: {}", cause.lines().next().unwrap_or("unknown"));
-    if !output.is_empty() {
-        text.push_str("\nplugin stderr:");
-        for line in &output[output.len().saturating_sub(OUTPUT_LINES)..] {
-            text.push_str("\n  ");
-            text.push_str(line);
-        }
-    }
-    if let Some(trace) = e.downcast_ref::<WasmBacktrace>() {
-        let frames: Vec<String> = trace
-            .frames()
-            .iter()
-            .filter_map(|f| {
-                f.func_name()
-                    .map(|name| format!("{}!{name}", f.module().name().unwrap_or("?")))
-            })
-            .take(BACKTRACE_FRAMES)
-            .collect();
-        if !frames.is_empty() {
-            text.push_str("\nwasm backtrace: ");
-            text.push_str(&frames.join(" <- "));
-        }
-    }
-    text
 }
 
 /// Calls the stage through the contract version the plugin implements. Returns the verdict and

@@ -6,16 +6,16 @@ use wasmtime::component::Resource;
 use wasmtime::Store;
 
 use super::bindings::v0_1::{handler, host, types as wit, Plugin, PluginPre};
-use super::chain::{
-    Delivery, Envelope, EsmtpParam, MailState, Retrieval, Route, Session, StageCall,
-};
 use super::host_api::{
     message_resource, shared_conversions, shared_host_functions, HostState, MessageHandle,
 };
-use super::loader::PluginInfo;
+use super::info::PluginInfo;
 use super::services::{DnsFailure, RecordType};
-use super::verdict::{Edit, Reply, Verdict};
+use super::verdict::StageCall;
+use super::verdict::{Edit, Verdict};
 use super::{Capability, Stage};
+use crate::mail::Reply;
+use crate::mail::{Delivery, Envelope, EsmtpParam, MailState, Retrieval, Route, Session};
 use crate::message::MessageEdit;
 
 /// A component bound to the 0.1.0 world, ready to instantiate.

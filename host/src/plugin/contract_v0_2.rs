@@ -5,16 +5,16 @@ use wasmtime::component::{Instance as ComponentInstance, InstancePre, Resource};
 use wasmtime::Store;
 
 use super::bindings::v0_2::{edits, host, stages, types as wit};
-use super::chain::{
-    Delivery, Envelope, EsmtpParam, MailState, Retrieval, Route, Session, StageCall,
-};
 use super::host_api::{
     message_resource, shared_conversions, shared_host_functions, Denial, HostState, MessageHandle,
 };
-use super::loader::{ConfigKey, PluginInfo};
+use super::info::{ConfigKey, PluginInfo};
 use super::services::{DnsFailure, RecordType};
-use super::verdict::{Edit, Reply, Verdict};
+use super::verdict::StageCall;
+use super::verdict::{Edit, Verdict};
 use super::{Capability, Stage};
+use crate::mail::Reply;
+use crate::mail::{Delivery, Envelope, EsmtpParam, MailState, Retrieval, Route, Session};
 use crate::message::MessageEdit;
 
 /// Where a component's exports are, found once at load.

@@ -9,8 +9,10 @@ mod contract_v0_1;
 mod contract_v0_2;
 mod engine;
 pub mod host_api;
+mod info;
 mod loader;
 pub mod services;
+mod trap;
 pub mod verdict;
 
 use std::path::PathBuf;
@@ -19,14 +21,12 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use active::ActivePlugins;
-pub use chain::{
-    Delivery, Envelope, EsmtpParam, MailState, PluginRun, Retrieval, Route, Session, StageCall,
-    StageReport, Transaction,
-};
+pub use chain::{PluginRun, StageReport, Transaction};
 pub use engine::Runtime;
-pub use loader::{ConfigKey, LoadedPlugin, PluginInfo, PluginSet, ValueType};
+pub use info::{ConfigKey, PluginInfo, ValueType};
+pub use loader::{LoadedPlugin, PluginSet};
 pub use services::Services;
-pub use verdict::{Edit, Reply, Stage, Verdict};
+pub use verdict::{Edit, Stage, StageCall, Verdict};
 
 /// Host powers a plugin must declare and the operator must grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::mail::{EsmtpParam, Reply};
 use crate::message::header::valid_field_value;
 use crate::message::MessageEdit;
 
@@ -57,56 +58,30 @@ impl fmt::Display for Stage {
     }
 }
 
-/// An SMTP reply: code, optional enhanced status, text lines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Reply {
-    pub code: u16,
-    pub enhanced: Option<(u8, u16, u16)>,
-    pub lines: Vec<String>,
+/// The stage to run and its stage-specific arguments.
+#[derive(Debug, Clone, Copy)]
+pub enum StageCall<'a> {
+    Connect,
+    Helo(&'a str),
+    /// The sender is `MailState::envelope.sender`.
+    MailFrom(&'a [EsmtpParam]),
+    RcptTo(&'a str, &'a [EsmtpParam]),
+    Data,
+    Deliver,
+    Retrieve,
 }
 
-impl Reply {
-    pub fn new(code: u16, enhanced: (u8, u16, u16), text: &str) -> Reply {
-        Reply {
-            code,
-            enhanced: Some(enhanced),
-            lines: vec![text.to_string()],
+impl StageCall<'_> {
+    pub fn stage(&self) -> Stage {
+        match self {
+            StageCall::Connect => Stage::Connect,
+            StageCall::Helo(_) => Stage::Helo,
+            StageCall::MailFrom(_) => Stage::MailFrom,
+            StageCall::RcptTo(..) => Stage::RcptTo,
+            StageCall::Data => Stage::Data,
+            StageCall::Deliver => Stage::Deliver,
+            StageCall::Retrieve => Stage::Retrieve,
         }
-    }
-
-    /// Checks the code against the allowed range and the text for smuggled line breaks.
-    fn validate(&self, codes: std::ops::RangeInclusive<u16>) -> Result<(), String> {
-        if !codes.contains(&self.code) {
-            return Err(format!("reply code {} is outside {codes:?}", self.code));
-        }
-        if let Some((class, subject, detail)) = self.enhanced {
-            if u16::from(class) != self.code / 100 || subject > 999 || detail > 999 {
-                return Err(format!(
-                    "enhanced status {class}.{subject}.{detail} does not fit reply code {}",
-                    self.code
-                ));
-            }
-        }
-        if let Some(bad) = self
-            .lines
-            .iter()
-            .find(|l| !valid_field_value(l) || l.len() > 500)
-        {
-            return Err(format!(
-                "reply text {bad:?} has CR, LF or NUL or is too long"
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.code)?;
-        if let Some((c, s, d)) = self.enhanced {
-            write!(f, " {c}.{s}.{d}")?;
-        }
-        write!(f, " {}", self.lines.join(" / "))
     }
 }
 

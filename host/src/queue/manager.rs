@@ -12,16 +12,15 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::spool::{new_queue_id, QueuedEnvelope, Spooled};
 use super::state::{DeliveryState, QueueEntry, QueueFiles};
+use crate::config::split_host_port;
 use crate::config::Config;
+use crate::mail::{Delivery, Envelope, MailState, Route, Session};
 use crate::message::Message;
-use crate::plugin::{
-    ActivePlugins, Delivery, Edit, Envelope, MailState, Route, Services, Session, Stage, StageCall,
-    Verdict,
-};
+use crate::plugin::{ActivePlugins, Edit, Services, Stage, StageCall, Verdict};
 use crate::relay::client::{Failure, Outgoing, Pool, Settings, SmtpClient};
 use crate::relay::dsn::{self, FailedRecipient};
 use crate::relay::mx::{self, Candidate, ResolveError};
-use crate::relay::route::{split_host_port, Router, Target};
+use crate::relay::route::{Router, Target};
 use crate::relay::wire;
 use crate::telemetry::{journal, metrics};
 

@@ -678,7 +678,7 @@ mod tests {
 
     fn plain_target() -> Target {
         Target {
-            route: crate::plugin::Route::Relay("old.test:25".into()),
+            route: crate::mail::Route::Relay("old.test:25".into()),
             tls: ClientTls::Opportunistic,
             tls_verify: false,
             auth: None,

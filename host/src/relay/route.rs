@@ -2,7 +2,7 @@
 //! MX delivery with opportunistic TLS. Local domains never get here.
 
 use crate::config::{ClientTls, RouteConfig, RouteKind};
-use crate::plugin::Route as PluginRoute;
+use crate::mail::Route as PluginRoute;
 
 /// Where one group of recipients is delivered, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,25 +96,10 @@ fn matches(pattern: &str, domain: &str) -> bool {
     }
 }
 
-/// `host:port` with a non-empty host and a valid port (`[v6]:port` too).
-pub fn is_host_port(text: &str) -> bool {
-    split_host_port(text).is_some()
-}
-
-/// Splits `host:port`; brackets around an IPv6 host are removed.
-pub fn split_host_port(text: &str) -> Option<(String, u16)> {
-    let (host, port) = text.rsplit_once(':')?;
-    let port: u16 = port.parse().ok().filter(|&p| p > 0)?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| (host.to_string(), port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{is_host_port, split_host_port};
 
     fn route(domains: &[&str], kind: RouteKind, host: Option<&str>) -> RouteConfig {
         RouteConfig {

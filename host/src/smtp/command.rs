@@ -1,6 +1,6 @@
 //! SMTP command lines (RFC 5321 §4.1) parsed into commands, apart from any session logic.
 
-use crate::plugin::EsmtpParam;
+use crate::mail::EsmtpParam;
 
 /// One client command.
 #[derive(Debug, Clone, PartialEq, Eq)]

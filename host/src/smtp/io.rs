@@ -139,8 +139,8 @@ impl Client {
         &self,
         helo: Option<String>,
         auth_user: Option<String>,
-    ) -> crate::plugin::Session {
-        crate::plugin::Session::client(
+    ) -> crate::mail::Session {
+        crate::mail::Session::client(
             &self.id,
             self.peer,
             &self.listener.name,

@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::plugin::Reply;
+use crate::mail::Reply;
 
 /// The class of a reply line (`2xx`...), as metrics count it; `None` for anything else.
 pub fn class(bytes: &[u8]) -> Option<&'static str> {

@@ -11,11 +11,9 @@ use super::journal::{command_text, CommandLog};
 use super::reply;
 use super::server::Shared;
 use crate::config::{Protocol, TlsMode};
+use crate::mail::{EsmtpParam, MailState, Reply, Session as PluginSession};
 use crate::message::Message;
-use crate::plugin::{
-    EsmtpParam, MailState, Reply, Session as PluginSession, StageCall, StageReport, Transaction,
-    Verdict,
-};
+use crate::plugin::{StageCall, StageReport, Transaction, Verdict};
 use crate::queue::spool::{new_queue_id, QueuedEnvelope};
 use crate::telemetry::journal::{self, Event};
 use crate::telemetry::metrics;

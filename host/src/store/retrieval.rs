@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use crate::mail::{MailState, Retrieval, Session};
 use crate::message::Message;
-use crate::plugin::{MailState, PluginSet, Retrieval, Services, Session, StageCall, Verdict};
+use crate::plugin::{PluginSet, Services, StageCall, Verdict};
 
 /// What one client is shown of one message.
 pub enum View {

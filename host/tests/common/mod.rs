@@ -8,9 +8,10 @@ use std::sync::{Arc, LazyLock};
 
 use mailgate::config::{Config, RuntimeConfig};
 use mailgate::harness::{run_transaction, TransactionInput, TransactionReport};
+use mailgate::mail::Session;
 use mailgate::message::Message;
 use mailgate::plugin::services::{Services, StaticDns};
-use mailgate::plugin::{PluginSet, Runtime, Session};
+use mailgate::plugin::{PluginSet, Runtime};
 
 /// Where `cargo xtask plugins` puts the test components.
 pub fn test_plugins() -> PathBuf {

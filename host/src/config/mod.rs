@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+pub mod defaults;
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
@@ -30,7 +32,7 @@ impl ConfigSource {
     pub fn load(&self) -> Result<Config, ConfigError> {
         let mut config = match &self.path {
             Some(path) => Config::load(path)?,
-            None => crate::defaults::config(&crate::defaults::plugin_dir())?,
+            None => Config::embedded(&defaults::plugin_dir())?,
         };
         if let Some(dir) = &self.data_dir {
             config.server.data_dir = Some(std::path::absolute(dir).unwrap_or(dir.clone()));
@@ -716,6 +718,15 @@ impl Config {
         Config::parse(&text, path, base)
     }
 
+    /// The embedded defaults, with plugin paths anchored at `plugin_dir`.
+    pub fn embedded(plugin_dir: &Path) -> Result<Config, ConfigError> {
+        Config::parse(
+            defaults::DEFAULT_CONFIG,
+            Path::new("<embedded defaults>"),
+            plugin_dir.to_path_buf(),
+        )
+    }
+
     /// Parses config text; `origin` names it in errors, `base_dir` anchors relative paths.
     pub fn parse(text: &str, origin: &Path, base_dir: PathBuf) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -806,7 +817,7 @@ impl Config {
                 (RouteKind::Relay, None) => {
                     return Err(format!("{at}: type \"relay\" needs `host`"))
                 }
-                (RouteKind::Relay, Some(host)) if !crate::relay::route::is_host_port(host) => {
+                (RouteKind::Relay, Some(host)) if !is_host_port(host) => {
                     return Err(format!("{at}: host {host:?} is not host:port"))
                 }
                 (RouteKind::Local | RouteKind::Mx, Some(_)) => {
@@ -882,6 +893,22 @@ impl Config {
             self.base_dir.join(path)
         }
     }
+}
+
+/// `host:port` with a non-empty host and a valid port (`[v6]:port` too).
+pub fn is_host_port(text: &str) -> bool {
+    split_host_port(text).is_some()
+}
+
+/// Splits `host:port`; brackets around an IPv6 host are removed.
+pub fn split_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|&p| p > 0)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| (host.to_string(), port))
 }
 
 #[cfg(test)]

@@ -2,8 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ConfigError};
-
 /// The default config: the bundled plugins with safe settings for a local test gateway.
 pub const DEFAULT_CONFIG: &str = r#"
 # Embedded defaults. Plugin paths are relative to the bundled plugin directory.
@@ -39,13 +37,4 @@ pub fn plugin_dir() -> PathBuf {
                 .map(|p| p.join("plugins"))
         })
         .unwrap_or_else(|| PathBuf::from("plugins"))
-}
-
-/// The embedded config with plugin paths anchored at `plugin_dir`.
-pub fn config(plugin_dir: &Path) -> Result<Config, ConfigError> {
-    Config::parse(
-        DEFAULT_CONFIG,
-        Path::new("<embedded defaults>"),
-        plugin_dir.to_path_buf(),
-    )
 }
