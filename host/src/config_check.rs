@@ -15,6 +15,8 @@ use crate::plugin::Stage;
 pub enum Verdict {
     Good,
     Refused,
+    /// The config file could not be read at all (missing, not readable).
+    Unchecked,
 }
 
 /// Checks the config at `path` (or the embedded defaults); returns what to print and whether
@@ -31,6 +33,12 @@ pub async fn check(path: Option<PathBuf>, cache: Option<PathBuf>) -> (String, Ve
     };
     let config = match source.load() {
         Ok(config) => config,
+        Err(e @ crate::config::ConfigError::Read { .. }) => {
+            return (
+                format!("config {shown}: not checked\n  {e}\n"),
+                Verdict::Unchecked,
+            )
+        }
         Err(e) => {
             return (
                 format!("config {shown}: refused\n  {e}\n"),

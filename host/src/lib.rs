@@ -1,11 +1,14 @@
 //! mailgate: a mail gateway whose filters are sandboxed WebAssembly components.
 //!
-//! `config` reads the gateway's TOML; `plugin` loads and runs the plugin chain; `message` is
-//! the message model plugins read and edit; `harness` runs chains offline (`check`, `test`);
-//! `smtp` is the server, `queue` the durable spool, `delivery` local Maildir delivery and
-//! `store` the local users.
+//! `app` builds and runs the gateway over `net` (listeners, connections, TLS, limits, drain),
+//! with `smtp`, `pop3` and `imap` as its protocols and `shared` what their sessions share.
+//! `mail` holds the domain types, `message` the message model plugins read and edit, `plugin`
+//! the plugin runtime, `queue` the durable spool and relay queue, `relay` onward delivery,
+//! `delivery` local Maildir delivery, `store` users and mailboxes, `telemetry` metrics and the
+//! message journal, `config` the TOML config; `harness` runs chains offline (`check`, `test`).
 
 pub mod admin;
+pub mod app;
 pub mod blocking;
 pub mod config;
 pub mod config_check;
@@ -13,7 +16,6 @@ pub mod datadir;
 pub mod delivery;
 pub mod harness;
 pub mod imap;
-pub mod limits;
 pub mod mail;
 pub mod message;
 pub mod net;
@@ -23,6 +25,7 @@ pub mod queue;
 pub mod relay;
 pub mod reload;
 pub mod service_manager;
+pub mod shared;
 pub mod smtp;
 pub mod store;
 pub mod telemetry;

@@ -96,7 +96,8 @@ enum Command {
         action: QueueAction,
     },
     /// Check a config before deploying it: parse it, load every plugin, print the listeners,
-    /// routes and the chain per stage. Exit 0 when good, 1 when refused (the reason printed).
+    /// routes and the chain per stage. Exit 0 when good, 1 when refused (the reason printed),
+    /// 2 when the file cannot be read.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
@@ -292,7 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 path: config,
                 data_dir,
             };
-            mailgate::smtp::server::serve(source).await?;
+            mailgate::app::serve(source).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Reload { config, data_dir } => {
@@ -361,6 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(match verdict {
                 mailgate::config_check::Verdict::Good => ExitCode::SUCCESS,
                 mailgate::config_check::Verdict::Refused => ExitCode::from(1),
+                mailgate::config_check::Verdict::Unchecked => ExitCode::from(2),
             })
         }
         Command::Trace {

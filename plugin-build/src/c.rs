@@ -12,7 +12,7 @@ use crate::tools::{run, Tools};
 use crate::Error;
 
 /// The world every plugin implements; the generated files are named after it.
-use crate::world::WORLD;
+use crate::world::{c_sources, WORLD};
 
 /// The C helpers: verdict builders, edits, strings, config.
 pub const SDK_HEADER: &str = include_str!("../c/mailgate.h");
@@ -87,18 +87,6 @@ fn write_sdk(to: &Path) -> Result<PathBuf, Error> {
         std::fs::write(&path, contents).map_err(|e| Error::io(&path, e))?;
     }
     Ok(to.join("mailgate.c"))
-}
-
-/// The `*.c` files directly in `dir`, sorted (the generated bindings live elsewhere).
-pub(crate) fn c_sources(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let mut sources: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "c"))
-        .collect();
-    sources.sort();
-    Ok(sources)
 }
 
 /// A component from a core module carrying its component type; WASI preview1 imports (from

@@ -101,7 +101,7 @@ impl Language {
         if let Some((_, language)) = entry_files.iter().find(|(f, _)| dir.join(f).is_file()) {
             return Ok(*language);
         }
-        if !c::c_sources(dir)?.is_empty() {
+        if !world::c_sources(dir)?.is_empty() {
             return Ok(Language::C);
         }
         Err(Error::NotAPlugin(format!(

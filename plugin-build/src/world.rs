@@ -141,7 +141,7 @@ pub fn implemented_stages(language: Language, dir: &Path) -> Result<Vec<&'static
     let sources: Vec<PathBuf> = match language {
         Language::Python => vec![dir.join("app.py")],
         Language::JavaScript => vec![dir.join("app.js")],
-        Language::C => crate::c::c_sources(dir)?,
+        Language::C => c_sources(dir)?,
         Language::Rust => return Ok(Vec::new()),
     };
     let mut text = String::new();
@@ -182,6 +182,18 @@ fn defines(language: Language, text: &str, stage: &StageNames) -> bool {
             line.starts_with("void ") && line.contains(&function)
         }
     })
+}
+
+/// The `*.c` files directly in `dir`, sorted (the generated bindings live elsewhere).
+pub(crate) fn c_sources(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    sources.sort();
+    Ok(sources)
 }
 
 #[cfg(test)]

@@ -620,4 +620,16 @@ fn config_check_prints_what_a_config_runs_and_refuses_broken_ones() {
         "{}",
         run.stdout
     );
+
+    let absent = dir.path().join("no-such.toml");
+    let run = mailgate(
+        &["config", "check", "--config", &absent.to_string_lossy()],
+        dir.path(),
+    );
+    assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("no-such.toml: not checked"),
+        "{}",
+        run.stdout
+    );
 }

@@ -23,6 +23,21 @@ fn send(port: u16, rcpt: &str) -> (String, String) {
     (rcpt_reply, data_reply)
 }
 
+/// A `[[route]]` sending `domain` to a relay on loopback `port`, in the clear.
+fn route(domain: &str, port: u16) -> String {
+    format!(
+        "[[route]]\ndomains = [\"{domain}\"]\ntype = \"relay\"\nhost = \"127.0.0.1:{port}\"\ntls = \"none\"\n"
+    )
+}
+
+/// A `[[plugin]]` entry for a bundled plugin with its `[plugin.config]` lines.
+fn bundled(name: &str, config: &str) -> String {
+    format!(
+        "[[plugin]]\npath = \"{}/{name}.wasm\"\n[plugin.config]\n{config}\n",
+        plugin_dir().display()
+    )
+}
+
 fn http_get(port: u16, path: &str) -> (String, String) {
     let out = Command::new("curl")
         .args(["-sS", "-w", "\n%{http_code}"])
@@ -39,27 +54,15 @@ fn prometheus_reads_mail_plugin_queue_and_login_series_from_a_running_gateway() 
     let sink = SmtpSink::start();
     // Nothing listens there: mail for stuck.example stays queued, deferred.
     let closed = free_port();
-    let config = format!(
-        r#"[[plugin]]
-path = "{plugins}/recipient-policy.wasm"
-[plugin.config]
-domains = ["example.test", "remote.example", "stuck.example"]
-
-[[route]]
-domains = ["remote.example"]
-type = "relay"
-host = "127.0.0.1:{sink}"
-tls = "none"
-
-[[route]]
-domains = ["stuck.example"]
-type = "relay"
-host = "127.0.0.1:{closed}"
-tls = "none"
-"#,
-        plugins = plugin_dir().display(),
-        sink = sink.port,
-    );
+    let config = [
+        bundled(
+            "recipient-policy",
+            r#"domains = ["example.test", "remote.example", "stuck.example"]"#,
+        ),
+        route("remote.example", sink.port),
+        route("stuck.example", closed),
+    ]
+    .concat();
     let gw = Gateway::start_with(r#"relay-networks = ["127.0.0.0/8"]"#, &config);
     let (code, body) = http_get(gw.metrics, "/healthz");
     assert_eq!(
@@ -262,13 +265,9 @@ fn subject_counts(messages: &[String]) -> std::collections::HashMap<String, usiz
 #[test]
 fn sigterm_under_load_drains_sessions_and_loses_or_repeats_nothing() {
     let sink = SmtpSink::start();
-    let route = format!(
-        "[[route]]\ndomains = [\"remote.example\"]\ntype = \"relay\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n",
-        sink.port
-    );
     let mut gw = Gateway::start_with(
         "relay-networks = [\"127.0.0.0/8\"]\ndrain-secs = 10",
-        &route,
+        &route("remote.example", sink.port),
     );
     // Sessions open at the signal: idle SMTP, SMTP in a transaction, IMAP, POP3.
     let (mut idle, _) = RawSmtp::connect(gw.inbound);
@@ -386,26 +385,15 @@ fn sigterm_under_load_drains_sessions_and_loses_or_repeats_nothing() {
 #[test]
 fn trace_tells_a_relayed_message_and_a_recipient_refused_at_rcpt_even_when_stopped() {
     let sink = SmtpSink::start();
-    let config = format!(
-        r#"[[plugin]]
-path = "{plugins}/recipient-policy.wasm"
-[plugin.config]
-domains = ["example.test", "remote.example"]
-
-[[plugin]]
-path = "{plugins}/header-rewrite.wasm"
-[plugin.config]
-trace-header = "X-Mailgate"
-
-[[route]]
-domains = ["remote.example"]
-type = "relay"
-host = "127.0.0.1:{sink}"
-tls = "none"
-"#,
-        plugins = plugin_dir().display(),
-        sink = sink.port,
-    );
+    let config = [
+        bundled(
+            "recipient-policy",
+            r#"domains = ["example.test", "remote.example"]"#,
+        ),
+        bundled("header-rewrite", r#"trace-header = "X-Mailgate""#),
+        route("remote.example", sink.port),
+    ]
+    .concat();
     let mut gw = Gateway::start_with(r#"relay-networks = ["127.0.0.0/8"]"#, &config);
     let (_, accepted) = send(gw.inbound, "someone@remote.example");
     let id = accepted

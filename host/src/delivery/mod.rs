@@ -1,4 +1,5 @@
-//! Getting queued messages to their destination: local Maildir delivery (relay comes next).
+//! Local delivery: Maildir files, batches of messages, and the worker that runs them.
 
 pub mod local;
 pub mod maildir;
+pub mod worker;

@@ -4,6 +4,13 @@
 //! names Maildir flag letters and keywords; `search` evaluates SEARCH keys; `session` is the
 //! state machine, one file per command family.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::net::connection::Client;
+use crate::shared::Shared;
+
 pub mod address;
 pub mod extensions;
 pub mod flags;
@@ -14,3 +21,17 @@ pub mod session;
 pub mod sort;
 pub mod thread;
 pub mod wire;
+
+/// IMAP on a listener.
+pub struct Imap(pub Arc<Shared>);
+
+impl crate::net::Protocol for Imap {
+    fn refusal(&self, why: &str) -> String {
+        format!("* BYE [UNAVAILABLE] {why}\r\n")
+    }
+
+    fn serve(&self, client: Client) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let shared = self.0.clone();
+        Box::pin(async move { session::ImapSession::new(shared, client).run().await })
+    }
+}

@@ -32,8 +32,8 @@ use super::{flags, wire};
 use crate::blocking;
 use crate::config::TlsMode;
 use crate::message::encode;
-use crate::smtp::io::{Client, Line};
-use crate::smtp::server::Shared;
+use crate::net::connection::{Client, Line};
+use crate::shared::Shared;
 use crate::telemetry::metrics;
 
 use view::Selected;

@@ -1,3 +1,21 @@
-//! Connections from the network, whatever their protocol.
+//! Connections from the network, whatever their protocol: listeners and connection limits, the
+//! buffered connection (plain or TLS), the server's TLS, and the drain at shutdown. A protocol
+//! (SMTP, POP3, IMAP) plugs in through [`Protocol`].
 
+use std::future::Future;
+use std::pin::Pin;
+
+pub mod connection;
 pub mod drain;
+pub mod limits;
+pub mod listener;
+pub mod tls;
+
+/// What a listener needs of the protocol it speaks.
+pub trait Protocol: Send + Sync + 'static {
+    /// The line that turns a client away at a connection limit (sent in the clear).
+    fn refusal(&self, why: &str) -> String;
+
+    /// Serves one connection until it ends.
+    fn serve(&self, client: connection::Client) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}

@@ -188,6 +188,16 @@ impl Transaction {
             let by = report.decided_by.as_deref().unwrap_or("");
             metrics::message(stage.name(), outcome, by);
         }
+        if let Some(by) = &report.decided_by {
+            let code = report.decision.reply().map(|r| r.code);
+            tracing::info!(
+                stage = stage.name(),
+                plugin = by,
+                verdict = report.decision.name(),
+                code,
+                "chain decided"
+            );
+        }
         report
     }
 

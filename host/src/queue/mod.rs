@@ -1,9 +1,13 @@
 //! The durable queue of accepted messages: the spool (message files, group commit), the
-//! per-message delivery state, the relay queue manager (schedule, attempts, bounces) and the
-//! operator's commands.
+//! per-message delivery state, and the relay queue — its manager (`manager`), when each message
+//! is due (`schedule`), one delivery attempt (`attempt`), bounces (`bounce`) — with the
+//! operator's commands. Sending itself is the relay's (`relay::transmit`).
 
 pub mod admin;
+mod attempt;
+mod bounce;
 pub mod manager;
+mod schedule;
 pub mod spool;
 pub mod state;
 

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use super::mx::Candidate;
 use super::route::Target;
 use crate::config::ClientTls;
-use crate::smtp::io::{Connection, Line, Stream};
+use crate::net::connection::{Connection, Line, Stream};
 
 /// Longest reply line we accept (RFC 5321 says 512; some servers send more).
 const MAX_REPLY_LINE: usize = 4096;

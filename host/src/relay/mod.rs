@@ -1,8 +1,10 @@
 //! Onward delivery: which route a recipient domain takes, MX resolution, the SMTP client with
-//! its connection pool, the DATA encoding, and the delivery status notifications (bounces).
+//! its connection pool, sending to a destination (`transmit`), the DATA encoding, and the
+//! delivery status notifications' text (bounces).
 
 pub mod client;
 pub mod dsn;
 pub mod mx;
 pub mod route;
+pub mod transmit;
 pub mod wire;

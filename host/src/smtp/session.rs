@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use super::command::{self, Command, ParseError};
 use super::data::{DataError, DataReader};
-use super::io::{Client, Line, Pace, TlsRefusal};
 use super::journal::{command_text, CommandLog};
 use super::reply;
-use super::server::Shared;
 use crate::config::{Protocol, TlsMode};
 use crate::mail::{EsmtpParam, MailState, Reply, Session as PluginSession};
 use crate::message::Message;
+use crate::net::connection::{Client, Line, Pace, TlsRefusal};
 use crate::plugin::{StageCall, StageReport, Transaction, Verdict};
 use crate::queue::spool::{new_queue_id, QueuedEnvelope};
+use crate::shared::Shared;
 use crate::telemetry::journal::{self, Event};
 use crate::telemetry::metrics;
 

@@ -1,5 +1,6 @@
 //! Stores: local users and their mailboxes.
 
+pub mod flags;
 pub mod keywords;
 pub mod mailbox;
 pub mod retrieval;

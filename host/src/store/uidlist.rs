@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use super::mailbox::Flags;
+use super::flags::Flags;
 
 /// What the index records of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

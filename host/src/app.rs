@@ -1,0 +1,323 @@
+//! `mailgate serve`: the composition root. Builds the gateway from its config — plugins and
+//! their services, the users, the spool and both queues, the state the sessions share, the
+//! protocols — binds the listeners, serves until SIGTERM/SIGINT, then drains and stops.
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::admin::Admin;
+use crate::config::{Config, ConfigSource, Protocol as ProtocolKind};
+use crate::delivery::worker::LocalDelivery;
+use crate::net::drain::Drain;
+use crate::net::listener::{ConnectionLimits, Listener};
+use crate::net::Protocol;
+use crate::plugin::services::{Clock, DiskKv, KvStore, SystemClock, SystemDns};
+use crate::plugin::{ActivePlugins, PluginSet, Runtime, Services};
+use crate::queue::manager::QueueManager;
+use crate::queue::spool::Spool;
+use crate::queue::state::QueueFiles;
+use crate::reload::Reloader;
+use crate::shared::{Parts, Shared};
+use crate::store::users::UserDirectory;
+use crate::telemetry::{endpoint, journal, metrics};
+
+/// Starts everything and serves until interrupted.
+pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
+    let config = Arc::new(source.load()?);
+    crate::message::mime::set_max_depth(config.limits.max_mime_depth);
+    // Before anything in the data dir is touched: one server per data dir.
+    let data_dir = config.data_dir();
+    let _owner = crate::datadir::DataDir::lock(&data_dir)?;
+    // Bound first, so that /healthz answers (not ready) while the chain loads.
+    let metrics_socket = match config.metrics.address {
+        Some(address) => Some(endpoint::bind(address).await?),
+        None => None,
+    };
+    start_journal(&config)?;
+    let cache = config
+        .resolve_opt(config.runtime.cache_dir.as_ref())
+        .unwrap_or_else(|| data_dir.join("cache"));
+    let runtime = Arc::new(Runtime::new(&config.runtime, Some(cache))?);
+    let plugins = Arc::new(ActivePlugins::new(
+        PluginSet::load(runtime.clone(), &config).await?,
+    ));
+    let services = plugin_services(&config, &data_dir)?;
+    let (shared, local) = build_shared(&config, plugins.clone(), services).await?;
+    let relay = local.relay.clone();
+    recover_spool(&shared.spool, &local.again)?;
+    let metrics = metrics_socket.map(|socket| start_metrics(socket, &relay, &plugins));
+    metrics::plugin_generation(plugins.current().generation);
+    let reloader = Reloader::new(source, &config, runtime, plugins);
+    reloader.spawn_triggers();
+    let admin = Arc::new(Admin {
+        queue: relay.clone(),
+        reloader,
+    });
+    crate::admin::serve(&crate::admin::socket_path(&data_dir), admin)
+        .await
+        .context("cannot open the admin socket")?;
+    let (local, deliveries) = local.into_worker();
+    tokio::spawn(local.run(deliveries));
+
+    let drain = Drain::new();
+    let listeners = bind_listeners(&config, &shared, &drain).await?;
+    // Every listener is bound and the chain is loaded: ready for mail.
+    crate::service_manager::notify("READY=1");
+    if let Some(metrics) = metrics {
+        metrics.set_ready(true);
+    }
+    shutdown_signal().await;
+    crate::service_manager::notify("STOPPING=1");
+    if let Some(metrics) = metrics {
+        metrics.set_ready(false);
+    }
+    stop(listeners, &drain, &relay, &config).await;
+    Ok(())
+}
+
+/// The message journal that `mailgate trace` reads, when the config keeps one.
+fn start_journal(config: &Config) -> anyhow::Result<()> {
+    if !config.journal.enabled {
+        return Ok(());
+    }
+    let caps = journal::Caps {
+        max_bytes: config.journal.max_mb.saturating_mul(1 << 20),
+        max_age: Duration::from_secs(config.journal.max_age_days.saturating_mul(86_400)),
+    };
+    let dir = config.journal_dir();
+    journal::enable(&dir, caps).with_context(|| format!("journal: cannot write {}", dir.display()))
+}
+
+/// What plugins may use: DNS, the key-value store (purged of expired entries now and then),
+/// the clock.
+fn plugin_services(config: &Config, data_dir: &Path) -> anyhow::Result<Services> {
+    let dns = SystemDns::new(
+        &config.dns.servers,
+        Duration::from_millis(config.dns.timeout_ms.unwrap_or(5000)),
+    )
+    .map_err(|e| anyhow::anyhow!("dns: {e}"))?;
+    let kv =
+        DiskKv::open(&data_dir.join("kv.redb")).map_err(|e| anyhow::anyhow!("kv store: {e}"))?;
+    let kv: Arc<dyn KvStore> = Arc::new(kv);
+    tokio::spawn(purge_expired_kv(kv.clone()));
+    Ok(Services {
+        kv,
+        dns: Arc::new(dns),
+        clock: Arc::new(SystemClock),
+    })
+}
+
+/// The local delivery worker before it starts, and its input.
+struct LocalParts {
+    worker: LocalDelivery,
+    deliveries: mpsc::UnboundedReceiver<String>,
+    relay: QueueManager,
+    again: mpsc::UnboundedSender<String>,
+}
+
+impl LocalParts {
+    fn into_worker(self) -> (LocalDelivery, mpsc::UnboundedReceiver<String>) {
+        (self.worker, self.deliveries)
+    }
+}
+
+/// The users, the spool, both queues and TLS, gathered into what every session shares.
+async fn build_shared(
+    config: &Arc<Config>,
+    plugins: Arc<ActivePlugins>,
+    services: Services,
+) -> anyhow::Result<(Arc<Shared>, LocalParts)> {
+    let data_dir = config.data_dir();
+    let users = Arc::new(UserDirectory::open(&config.users_file(), &config.local)?);
+    let spool = Spool::open(&data_dir.join("queue"))?;
+    let tls = Some(crate::net::tls::acceptor(
+        config
+            .resolve_opt(config.server.tls_cert.as_ref())
+            .as_deref(),
+        config
+            .resolve_opt(config.server.tls_key.as_ref())
+            .as_deref(),
+        &data_dir,
+        &config.server.hostname,
+    )?);
+    let (again, deliveries) = mpsc::unbounded_channel();
+    let files = QueueFiles::new(spool.clone(), &data_dir.join("queue"))?;
+    let relay = QueueManager::start(
+        files,
+        config.clone(),
+        plugins.clone(),
+        services.clone(),
+        again.clone(),
+    );
+    let worker = LocalDelivery {
+        spool: spool.clone(),
+        users: users.clone(),
+        mail_root: data_dir.join("mail"),
+        relay: relay.clone(),
+        again: again.clone(),
+        retry: config.queue.clone(),
+    };
+    let shared = Arc::new(Shared::new(Parts {
+        config: config.clone(),
+        plugins,
+        services,
+        users,
+        spool,
+        tls,
+        deliveries: again.clone(),
+        relay: relay.clone(),
+    })?);
+    let local = LocalParts {
+        worker,
+        deliveries,
+        relay,
+        again,
+    };
+    Ok((shared, local))
+}
+
+/// Whatever was acknowledged before a stop is delivered now.
+fn recover_spool(spool: &Spool, deliveries: &mpsc::UnboundedSender<String>) -> anyhow::Result<()> {
+    let recovered = spool.list()?;
+    if !recovered.is_empty() {
+        tracing::info!(count = recovered.len(), "recovering queued messages");
+    }
+    for id in recovered {
+        let _ = deliveries.send(id);
+    }
+    Ok(())
+}
+
+/// Serves the metrics listener; the queue and the instance pools are read at each scrape.
+fn start_metrics(
+    socket: TcpListener,
+    relay: &QueueManager,
+    plugins: &Arc<ActivePlugins>,
+) -> &'static metrics::Metrics {
+    let metrics = metrics::enable();
+    let (queue, plugins) = (relay.clone(), plugins.clone());
+    let refresh: endpoint::Refresh = Arc::new(move |m: &metrics::Metrics| {
+        let (messages, oldest) = queue.stats();
+        m.set_queue(messages, oldest);
+        m.clear_instances_idle();
+        for plugin in &plugins.current().plugins {
+            m.set_instances_idle(&plugin.name, plugin.idle_instances());
+        }
+    });
+    let address = socket.local_addr().ok();
+    tracing::info!(target: "mailgate::lifecycle", address = ?address, "metrics listening");
+    tokio::spawn(endpoint::serve(socket, metrics, refresh));
+    metrics
+}
+
+/// The protocol each listener speaks, over the shared state.
+fn protocol(kind: ProtocolKind, shared: &Arc<Shared>) -> Arc<dyn Protocol> {
+    match kind {
+        ProtocolKind::Smtp => Arc::new(crate::smtp::Smtp(shared.clone())),
+        ProtocolKind::Pop3 => Arc::new(crate::pop3::Pop3(shared.clone())),
+        ProtocolKind::Imap => Arc::new(crate::imap::Imap(shared.clone())),
+    }
+}
+
+/// Binds every configured listener and starts accepting.
+async fn bind_listeners(
+    config: &Config,
+    shared: &Arc<Shared>,
+    drain: &Drain,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let limits = ConnectionLimits::new(&config.limits);
+    let sessions = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for listener in config.listeners() {
+        let socket = TcpListener::bind(listener.address).await.with_context(|| {
+            format!(
+                "listener {}: cannot bind {}",
+                listener.name, listener.address
+            )
+        })?;
+        tracing::info!(
+            target: "mailgate::lifecycle",
+            listener = listener.name,
+            address = %listener.address,
+            tls = ?listener.tls,
+            "listening"
+        );
+        let listener = Listener {
+            socket,
+            protocol: protocol(listener.protocol, shared),
+            tls: shared.tls.clone(),
+            slots: limits.slots(listener.protocol),
+            sessions: sessions.clone(),
+            drain: drain.clone(),
+            config: listener,
+        };
+        tasks.push(tokio::spawn(listener.run()));
+    }
+    Ok(tasks)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+}
+
+/// Stops accepting, lets sessions and delivery attempts under way finish within
+/// `server.drain-secs`, and returns.
+async fn stop(
+    listeners: Vec<JoinHandle<()>>,
+    drain: &Drain,
+    relay: &QueueManager,
+    config: &Config,
+) {
+    // No new connections; the listening sockets close with their tasks.
+    for task in listeners {
+        task.abort();
+    }
+    let bound = Duration::from_secs(config.server.drain_secs);
+    let started = std::time::Instant::now();
+    tracing::info!(
+        target: "mailgate::lifecycle",
+        sessions = drain.open(),
+        bound_secs = bound.as_secs(),
+        "shutting down: draining sessions"
+    );
+    let cut = drain.run(bound).await;
+    let left = bound.saturating_sub(started.elapsed());
+    let attempts_cut = relay.stop(left).await;
+    tracing::info!(
+        target: "mailgate::lifecycle",
+        sessions_cut = cut,
+        deliveries_cut = attempts_cut,
+        ms = started.elapsed().as_millis() as u64,
+        "stopped"
+    );
+}
+
+/// How often expired plugin kv entries are dropped from disk.
+const KV_PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// Expired kv entries read as absent at once, but take disk space until purged here.
+async fn purge_expired_kv(kv: Arc<dyn KvStore>) {
+    let mut every = tokio::time::interval(KV_PURGE_EVERY);
+    loop {
+        every.tick().await;
+        let kv = kv.clone();
+        let now = SystemClock.now_ms();
+        match tokio::task::spawn_blocking(move || kv.purge_expired(now)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "expired kv entries purged"),
+            Ok(Err(e)) => tracing::warn!("kv purge: {e}"),
+            Err(e) => tracing::warn!("kv purge: {e}"),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! A listening socket: accepts connections within the connection limits, turns away the
+//! rest in their protocol's words, does implicit TLS, and hands each connection to its
+//! protocol in a session span, counted for the drain and the metrics.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use super::connection::{Client, Connection, Stream};
+use super::drain::{Drain, DrainWatch};
+use super::limits::PerIp;
+use super::Protocol;
+use crate::config::{LimitsConfig, ListenerConfig, Protocol as ProtocolKind, TlsMode};
+use crate::telemetry::metrics;
+
+/// The connection slots a listener draws from: the gateway's, its protocol's, its client
+/// address's.
+pub struct Slots {
+    total: Arc<Semaphore>,
+    protocol: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    per_ip_max: usize,
+}
+
+/// Every connection limit of the gateway, from which each listener gets its [`Slots`].
+pub struct ConnectionLimits {
+    total: Arc<Semaphore>,
+    smtp: Arc<Semaphore>,
+    imap: Arc<Semaphore>,
+    pop3: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    per_ip_max: usize,
+}
+
+impl ConnectionLimits {
+    pub fn new(limits: &LimitsConfig) -> ConnectionLimits {
+        let semaphore = |max: usize| Arc::new(Semaphore::new(max));
+        ConnectionLimits {
+            total: semaphore(limits.max_connections),
+            smtp: semaphore(limits.max_smtp_connections),
+            imap: semaphore(limits.max_imap_connections),
+            pop3: semaphore(limits.max_pop3_connections),
+            per_ip: Arc::new(PerIp::default()),
+            per_ip_max: limits.max_connections_per_ip,
+        }
+    }
+
+    pub fn slots(&self, protocol: ProtocolKind) -> Slots {
+        let protocol = match protocol {
+            ProtocolKind::Smtp => &self.smtp,
+            ProtocolKind::Imap => &self.imap,
+            ProtocolKind::Pop3 => &self.pop3,
+        };
+        Slots {
+            total: self.total.clone(),
+            protocol: protocol.clone(),
+            per_ip: self.per_ip.clone(),
+            per_ip_max: self.per_ip_max,
+        }
+    }
+}
+
+/// Every slot one connection holds, given back when it ends.
+type Held = (
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::sync::OwnedSemaphorePermit,
+    super::limits::IpSlot,
+);
+
+/// Which connection limit turned a client away.
+#[derive(Clone, Copy)]
+enum Refusal {
+    Total,
+    Protocol,
+    PerIp,
+}
+
+impl Refusal {
+    /// What the client is told.
+    fn text(self) -> &'static str {
+        match self {
+            Refusal::Total | Refusal::Protocol => "Too many connections, try again later",
+            Refusal::PerIp => "Too many connections from your address",
+        }
+    }
+
+    /// The metrics label.
+    fn metric(self) -> &'static str {
+        match self {
+            Refusal::Total => "max-connections",
+            Refusal::Protocol => "protocol-limit",
+            Refusal::PerIp => "per-ip-limit",
+        }
+    }
+}
+
+impl Slots {
+    /// All the slots a new connection from `ip` needs, or why it cannot have them.
+    fn take(&self, ip: IpAddr) -> Result<Held, Refusal> {
+        let total = self
+            .total
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Total)?;
+        let protocol = self
+            .protocol
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Protocol)?;
+        let ip = self
+            .per_ip
+            .take(ip, self.per_ip_max)
+            .ok_or(Refusal::PerIp)?;
+        Ok((total, protocol, ip))
+    }
+}
+
+/// One listening socket and what its connections need.
+pub struct Listener {
+    pub socket: TcpListener,
+    pub config: ListenerConfig,
+    pub protocol: Arc<dyn Protocol>,
+    /// For implicit TLS (and offered to the protocol for STARTTLS).
+    pub tls: Option<TlsAcceptor>,
+    pub slots: Slots,
+    /// Numbers the sessions of every listener (the session ids).
+    pub sessions: Arc<AtomicU64>,
+    pub drain: Drain,
+}
+
+impl Listener {
+    /// Accepts connections until the task is aborted.
+    pub async fn run(self) {
+        let listener = Arc::new(self);
+        loop {
+            let (tcp, peer) = match listener.socket.accept().await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!("accept on {}: {e}", listener.config.name);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let held = match listener.slots.take(peer.ip()) {
+                Ok(held) => held,
+                Err(why) => {
+                    metrics::connection_refused(&listener.config.name, why.metric());
+                    // In the clear even on a TLS port: a refusal must not cost a handshake.
+                    let reply = listener.protocol.refusal(why.text());
+                    tokio::spawn(refuse(tcp, reply));
+                    continue;
+                }
+            };
+            let id = format!(
+                "{:x}",
+                listener.sessions.fetch_add(1, Ordering::Relaxed) + 1
+            );
+            let watch = listener.drain.watch();
+            let name = listener.config.name.clone();
+            let span = tracing::info_span!("session", id, peer = %peer, listener = name);
+            let listener = listener.clone();
+            tokio::spawn(
+                async move {
+                    let kind = listener.config.protocol.name();
+                    let counted = metrics::connection_opened(&listener.config.name, kind);
+                    listener.session(tcp, peer, (id, watch)).await;
+                    drop((held, counted));
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    /// One connection: implicit TLS if the listener has it, then the protocol's session.
+    async fn session(&self, tcp: TcpStream, peer: SocketAddr, (id, drain): (String, DrainWatch)) {
+        let stream = if self.config.tls == TlsMode::Implicit {
+            let Some(acceptor) = self.tls.clone() else {
+                return;
+            };
+            let handshake =
+                tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp)).await;
+            metrics::tls_handshake(&self.config.name, matches!(handshake, Ok(Ok(_))));
+            match handshake {
+                Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
+                _ => {
+                    tracing::info!("TLS handshake failed");
+                    return;
+                }
+            }
+        } else {
+            Stream::Plain(tcp)
+        };
+        let tls = matches!(stream, Stream::Tls(_));
+        tracing::debug!("connected");
+        let client = Client {
+            conn: Connection::new(stream),
+            peer,
+            id,
+            listener: self.config.clone(),
+            tls,
+            drain,
+        };
+        self.protocol.serve(client).await;
+        tracing::debug!("closed");
+    }
+}
+
+/// Sends a refusal and closes.
+async fn refuse(mut tcp: TcpStream, reply: String) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(reply.as_bytes())).await;
+    let _ = tcp.shutdown().await;
+}

@@ -1,0 +1,172 @@
+//! Sending one message to one destination: its hosts (the relay host, or the MX records in
+//! preference order), a bounded number of connections per destination, pooled connections
+//! reused, and the SMTP client's per-recipient results.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+
+use super::client::{Failure, Outgoing, Pool, Settings, SmtpClient};
+use super::mx::{self, Candidate, ResolveError};
+use super::route::Target;
+use super::wire;
+use crate::config::split_host_port;
+use crate::mail::Route;
+use crate::plugin::services::Dns;
+
+/// The relay's sending side, shared by every delivery attempt.
+pub struct Transmitter {
+    pool: Pool,
+    settings: Settings,
+    dns: Arc<dyn Dns>,
+    mx_port: u16,
+    per_destination: usize,
+    destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Transmitter {
+    pub fn new(
+        pool: Pool,
+        settings: Settings,
+        dns: Arc<dyn Dns>,
+        mx_port: u16,
+        per_destination: usize,
+    ) -> Transmitter {
+        Transmitter {
+            pool,
+            settings,
+            dns,
+            mx_port,
+            per_destination,
+            destinations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Closes pooled connections idle for too long.
+    pub fn sweep(&self) {
+        self.pool.sweep();
+    }
+
+    /// Sends one message to one target's hosts in turn until one takes it (or refuses it for
+    /// good). Per recipient: the final reply, or the failure.
+    pub async fn transmit(
+        &self,
+        target: &Target,
+        sender: &str,
+        rcpts: &[String],
+        raw: &[u8],
+        smtputf8: bool,
+    ) -> Vec<Result<String, Failure>> {
+        let fail_all = |f: Failure| rcpts.iter().map(|_| Err(f.clone())).collect();
+        if rcpts.is_empty() {
+            return Vec::new();
+        }
+        let candidates = match self.candidates(target).await {
+            Ok(c) => c,
+            Err(ResolveError::Temporary(e)) => return fail_all(Failure::temporary(e)),
+            Err(ResolveError::Permanent(e)) => {
+                return fail_all(Failure::permanent(format!("5.1.2 {e}")))
+            }
+        };
+        let key = target.key();
+        let slots = self.destination_slots(&key);
+        let Ok(_slot) = slots.acquire().await else {
+            return fail_all(Failure::temporary("shutting down"));
+        };
+        let payload = wire::data_payload(raw);
+        let needs_utf8 = smtputf8 || !sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii());
+        let out = Outgoing {
+            sender,
+            recipients: rcpts,
+            payload: &payload,
+            size: raw.len(),
+            eight_bit: wire::is_8bit(raw),
+            smtputf8: needs_utf8,
+        };
+        let mut results = fail_all(Failure::temporary("no host could be tried"));
+        for candidate in &candidates {
+            match self.send_via(candidate, target, &key, &out).await {
+                Err(failure) if failure.permanent => return fail_all(failure),
+                Err(failure) => {
+                    tracing::info!(host = candidate.name, addr = %candidate.addr, "{}", failure.text);
+                    results = fail_all(failure);
+                }
+                Ok(sent) => {
+                    let all_temporary = sent.iter().all(|r| matches!(r, Err(f) if !f.permanent));
+                    results = sent;
+                    if !all_temporary {
+                        break;
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    /// One host: a pooled connection if there is one (a fresh one if that turns out stale).
+    async fn send_via(
+        &self,
+        candidate: &Candidate,
+        target: &Target,
+        key: &str,
+        out: &Outgoing<'_>,
+    ) -> Result<Vec<Result<String, Failure>>, Failure> {
+        let pool = &self.pool;
+        if let Some(mut client) = pool.take(candidate.addr, key) {
+            match client.send(out).await {
+                Ok(results) => {
+                    pool.put(key, client);
+                    return Ok(results);
+                }
+                Err(f) if f.permanent => {
+                    pool.put(key, client);
+                    return Err(f);
+                }
+                Err(f) => tracing::debug!("pooled connection failed, reconnecting: {}", f.text),
+            }
+        }
+        let mut client = SmtpClient::connect(candidate, target, &self.settings).await?;
+        match client.send(out).await {
+            Ok(results) => {
+                pool.put(key, client);
+                Ok(results)
+            }
+            Err(f) if f.permanent => {
+                pool.put(key, client);
+                Err(f)
+            }
+            Err(f) => Err(f),
+        }
+    }
+
+    async fn candidates(&self, target: &Target) -> Result<Vec<Candidate>, ResolveError> {
+        let dns = &*self.dns;
+        match &target.route {
+            Route::Relay(host_port) => {
+                let (host, port) = split_host_port(host_port).ok_or_else(|| {
+                    ResolveError::Permanent(format!("bad relay host {host_port:?}"))
+                })?;
+                let addrs = mx::addresses(dns, &host, port).await?;
+                Ok(addrs
+                    .into_iter()
+                    .map(|addr| Candidate {
+                        name: host.clone(),
+                        addr,
+                    })
+                    .collect())
+            }
+            Route::Mx(domain) => mx::candidates(dns, domain, self.mx_port).await,
+            Route::Local => Err(ResolveError::Temporary(
+                "a local route reached the relay queue".into(),
+            )),
+        }
+    }
+
+    fn destination_slots(&self, key: &str) -> Arc<Semaphore> {
+        let mut map = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(key.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_destination.max(1))))
+            .clone()
+    }
+}
