@@ -45,13 +45,15 @@ start_gateway() {
 }
 
 # The operations part of a gateway config (TOML on stdout): `on` is the defaults (metrics on
-# $METRICS_PORT, journal in the data dir), `off` turns both off. TELEMETRY=on|off|both picks
-# which runs a bench makes (default both, off first).
+# $METRICS_PORT, journal in the data dir), `off` turns both off, `metrics` or `journal` keeps
+# only that one. TELEMETRY picks the runs a bench makes: `both` (default: off, then on) or a
+# list of those words.
 telemetry_config() {
-  if [ "$1" = off ]; then
-    printf '[metrics]\naddress = ""\n[journal]\nenabled = false\n'
-  else
-    printf '[metrics]\naddress = "127.0.0.1:%s"\n' "${METRICS_PORT:-9926}"
-  fi
+  case $1 in
+    off) printf '[metrics]\naddress = ""\n[journal]\nenabled = false\n' ;;
+    metrics) printf '[metrics]\naddress = "127.0.0.1:%s"\n[journal]\nenabled = false\n' "${METRICS_PORT:-9926}" ;;
+    journal) printf '[metrics]\naddress = ""\n' ;;
+    *) printf '[metrics]\naddress = "127.0.0.1:%s"\n' "${METRICS_PORT:-9926}" ;;
+  esac
 }
 telemetry_modes() { case ${TELEMETRY:-both} in both) echo "off on" ;; *) echo "$TELEMETRY" ;; esac; }

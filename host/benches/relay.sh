@@ -39,9 +39,8 @@ trap 'kill $pid 2>/dev/null || true' EXIT
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 cpu0=$(cpu)
 echo "== mailgate with metrics and journal $mode =="
-# The peers run once, beside the last mailgate run.
-peers_now=""; [ "$mode" = "${modes##* }" ] && peers_now=${PEERS-"postfix haraka"}
-GATEWAY_PORT=$port SINK_PORT=$sink PEERS=$peers_now bash "$peers" "$N" "$S" "$L"
+# The peers run beside each mailgate run (PEERS=" " for none).
+GATEWAY_PORT=$port SINK_PORT=$sink PEERS=${PEERS-"postfix haraka"} bash "$peers" "$N" "$S" "$L"
 ticks=$(( $(cpu) - cpu0 )); hz=$(getconf CLK_TCK)
 printf 'mailgate (%s) CPU %.0f us/msg (user+system, warm-up included; %s)\n' "$mode" \
   "$(echo "$ticks * 1000000 / $hz / ($N + 20)" | bc -l)" "$(awk '{print "utime " $14 " stime " $15 " ticks"}' /proc/$pid/stat)"

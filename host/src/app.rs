@@ -79,6 +79,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         metrics.set_ready(false);
     }
     stop(listeners, &drain, &relay, &config).await;
+    journal::close();
     Ok(())
 }
 

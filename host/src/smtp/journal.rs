@@ -38,8 +38,9 @@ impl CommandLog {
         }
     }
 
+    /// A stage ran (kept only when some plugin ran at it).
     pub fn stage_ran(&mut self, report: &StageReport) {
-        if self.on {
+        if self.on && !report.runs.is_empty() {
             self.stage = Some(report.trace());
         }
     }

@@ -1,21 +1,27 @@
 //! The message journal: what happened to each message, as JSON lines in `<data>/journal/`,
 //! for `mailgate trace`. Sessions and the queue hand records to a writer thread through a
-//! bounded channel (a full channel drops the record rather than slow a session); the writer
-//! appends to the current segment file, starts a new one past an eighth of the size cap, and
-//! deletes the oldest segments beyond the size cap or the age cap.
+//! bounded channel (a full channel drops the record rather than slow a session). The writer
+//! wakes every [`WRITE_EVERY`] to take what has gathered — so that sending a record never
+//! wakes a thread, and the file gets one write per batch — appends it to the current segment
+//! file, starts a new one past an eighth of the size cap, and deletes the oldest segments
+//! beyond the size cap or the age cap.
 
 use std::fs::File;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 /// Records waiting for the writer at most; more are dropped (and counted).
-const CHANNEL: usize = 16 * 1024;
+const CHANNEL: usize = 32 * 1024;
+/// How often the writer takes the records gathered (and how late `mailgate trace` may see them).
+pub const WRITE_EVERY: Duration = Duration::from_millis(100);
+/// The writer's buffer: a batch goes out in a few large writes.
+const BUFFER: usize = 256 * 1024;
 /// The smallest segment, however small the cap.
 const MIN_SEGMENT: u64 = 256 * 1024;
 
@@ -28,8 +34,8 @@ pub struct Record {
     pub boot: u64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub session: String,
-    /// The session's transaction number (0 before the first MAIL).
-    #[serde(default)]
+    /// The session's transaction number (0 before the first MAIL, and for the queue's records).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub tx: u32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub queue: String,
@@ -72,7 +78,15 @@ pub enum Event {
     /// A bounce for the failed recipients, queued under its own id.
     Bounced { bounce: String },
     /// The message is done: delivered, bounced, discarded, quarantined, expired.
-    Disposition { outcome: String, detail: String },
+    Disposition {
+        outcome: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        detail: String,
+    },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One stage's run of the chain.
@@ -121,6 +135,8 @@ struct Journal {
     boot: u64,
     sender: SyncSender<Record>,
     dropped: AtomicU64,
+    stop: Arc<AtomicBool>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 static JOURNAL: OnceLock<Journal> = OnceLock::new();
@@ -137,16 +153,36 @@ pub fn enable(dir: &Path, caps: Caps) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let (sender, receiver) = std::sync::mpsc::sync_channel(CHANNEL);
     let writer = Writer::open(dir, caps)?;
-    std::thread::Builder::new()
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("journal".into())
-        .spawn(move || writer.run(receiver))?;
+        .spawn(move || writer.run(&receiver, &stopping))?;
     let journal = Journal {
         boot: now_ms() / 1000,
         sender,
         dropped: AtomicU64::new(0),
+        stop,
+        writer: Mutex::new(Some(thread)),
     };
     let _ = JOURNAL.set(journal);
     Ok(())
+}
+
+/// Writes out what is gathered and stops the writer (at shutdown; later records are lost).
+pub fn close() {
+    let Some(journal) = JOURNAL.get() else {
+        return;
+    };
+    journal.stop.store(true, Ordering::SeqCst);
+    let thread = journal
+        .writer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(thread) = thread {
+        let _ = thread.join();
+    }
 }
 
 /// Journals one event of session `session` (transaction `tx`) and/or queued message `queue`.
@@ -208,20 +244,37 @@ impl Writer {
             .append(true)
             .open(dir.join(name))?;
         let written = file.metadata().map_or(0, |m| m.len());
-        Ok((BufWriter::new(file), written))
+        Ok((BufWriter::with_capacity(BUFFER, file), written))
     }
 
-    fn run(mut self, receiver: Receiver<Record>) {
-        while let Ok(first) = receiver.recv() {
-            self.write(&first);
-            while let Ok(more) = receiver.try_recv() {
-                self.write(&more);
+    fn run(mut self, receiver: &Receiver<Record>, stop: &AtomicBool) {
+        loop {
+            std::thread::sleep(WRITE_EVERY);
+            let mut stopping = stop.load(Ordering::SeqCst);
+            let mut wrote = false;
+            loop {
+                match receiver.try_recv() {
+                    Ok(record) => {
+                        self.write(&record);
+                        wrote = true;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        stopping = true;
+                        break;
+                    }
+                }
             }
-            if let Err(e) = self.file.flush() {
-                tracing::warn!("journal: {e}");
+            if wrote {
+                if let Err(e) = self.file.flush() {
+                    tracing::warn!("journal: {e}");
+                }
+                if self.written >= self.segment {
+                    self.rotate();
+                }
             }
-            if self.written >= self.segment {
-                self.rotate();
+            if stopping {
+                return;
             }
         }
     }

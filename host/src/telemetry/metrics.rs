@@ -17,6 +17,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// Labels whose values are fixed words: no allocation per event.
+type Static1 = [(&'static str, &'static str); 1];
+type Static2 = [(&'static str, &'static str); 2];
 type Labels1 = [(&'static str, String); 1];
 type Labels2 = [(&'static str, String); 2];
 type Labels3 = [(&'static str, String); 3];
@@ -31,8 +34,8 @@ pub struct Metrics {
     connections: Family<Labels2, Counter>,
     connections_refused: Family<Labels2, Counter>,
     sessions_active: Family<Labels1, Gauge>,
-    commands: Family<Labels2, Counter>,
-    replies: Family<Labels2, Counter>,
+    commands: Family<Static2, Counter>,
+    replies: Family<Static2, Counter>,
     messages: Family<Labels3, Counter>,
     plugin_call_seconds: HistogramFamily,
     plugin_faults: Family<Labels2, Counter>,
@@ -44,8 +47,8 @@ pub struct Metrics {
     delivery_retries: Counter,
     bounces: Counter,
     tls_handshakes: Family<Labels2, Counter>,
-    auth: Family<Labels2, Counter>,
-    reloads: Family<Labels1, Counter>,
+    auth: Family<Static2, Counter>,
+    reloads: Family<Static1, Counter>,
     plugin_generation: Gauge,
     resident_memory: Gauge,
     open_fds: Gauge,
@@ -322,19 +325,19 @@ pub fn connection_refused(listener: &str, reason: &str) {
 }
 
 /// A client command (`command` from a fixed set: the verb, or `other`).
-pub fn command(protocol: &str, command: &str) {
+pub fn command(protocol: &'static str, command: &'static str) {
     if let Some(m) = get() {
         m.commands
-            .get_or_create(&[("protocol", label(protocol)), ("command", label(command))])
+            .get_or_create(&[("protocol", protocol), ("command", command)])
             .inc();
     }
 }
 
 /// A reply of class `class` (`2xx`, `ok`, `no`...).
-pub fn reply(protocol: &str, class: &str) {
+pub fn reply(protocol: &'static str, class: &'static str) {
     if let Some(m) = get() {
         m.replies
-            .get_or_create(&[("protocol", label(protocol)), ("class", label(class))])
+            .get_or_create(&[("protocol", protocol), ("class", class)])
             .inc();
     }
 }
@@ -381,11 +384,9 @@ pub fn plugin_instance_created(plugin: &str) {
 }
 
 /// A reload attempt: `applied` or `refused`, and the generation now in service.
-pub fn reload(outcome: &str, generation: u64) {
+pub fn reload(outcome: &'static str, generation: u64) {
     if let Some(m) = get() {
-        m.reloads
-            .get_or_create(&[("outcome", label(outcome))])
-            .inc();
+        m.reloads.get_or_create(&[("outcome", outcome)]).inc();
         plugin_generation(generation);
     }
 }
@@ -437,11 +438,11 @@ pub fn tls_handshake(listener: &str, ok: bool) {
 }
 
 /// A login attempt over `protocol`, successful or not.
-pub fn auth(protocol: &str, ok: bool) {
+pub fn auth(protocol: &'static str, ok: bool) {
     if let Some(m) = get() {
         let result = if ok { "success" } else { "failure" };
         m.auth
-            .get_or_create(&[("protocol", label(protocol)), ("result", label(result))])
+            .get_or_create(&[("protocol", protocol), ("result", result)])
             .inc();
     }
 }
