@@ -11,20 +11,27 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
 use crate::config::{Config, ConfigSource, Protocol as ProtocolKind};
 use crate::delivery::worker::LocalDelivery;
+use crate::imap::Imap;
 use crate::net::drain::Drain;
 use crate::net::listener::{ConnectionLimits, Listener};
 use crate::net::Protocol;
 use crate::plugin::services::{Clock, DiskKv, KvStore, SystemClock, SystemDns};
 use crate::plugin::{ActivePlugins, PluginSet, Runtime, Services};
+use crate::pop3::Pop3;
+use crate::queue::intake::Intake;
 use crate::queue::manager::QueueManager;
 use crate::queue::spool::Spool;
 use crate::queue::state::QueueFiles;
 use crate::reload::Reloader;
-use crate::shared::{Parts, Shared};
+use crate::shared::Shared;
+use crate::smtp::networks::RelayNetworks;
+use crate::smtp::Smtp;
+use crate::store::snapshots::SnapshotCache;
 use crate::store::users::UserDirectory;
 use crate::telemetry::{endpoint, journal, metrics};
 
@@ -49,9 +56,9 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         PluginSet::load(runtime.clone(), &config).await?,
     ));
     let services = plugin_services(&config, &data_dir)?;
-    let (shared, local) = build_shared(&config, plugins.clone(), services).await?;
-    let relay = local.relay.clone();
-    recover_spool(&shared.spool, &local.again)?;
+    let built = build(&config, plugins.clone(), services).await?;
+    let relay = built.relay.clone();
+    recover_spool(&built.spool, &built.again)?;
     let metrics = metrics_socket.map(|socket| start_metrics(socket, &relay, &plugins));
     metrics::plugin_generation(plugins.current().generation);
     let reloader = Reloader::new(source, &config, runtime, plugins);
@@ -63,11 +70,11 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     crate::admin::serve(&crate::admin::socket_path(&data_dir), admin)
         .await
         .context("cannot open the admin socket")?;
-    let (local, deliveries) = local.into_worker();
-    tokio::spawn(local.run(deliveries));
+    let LocalParts { worker, deliveries } = built.local;
+    tokio::spawn(worker.run(deliveries));
 
     let drain = Drain::new();
-    let listeners = bind_listeners(&config, &shared, &drain).await?;
+    let listeners = bind_listeners(&config, &built.protocols, &drain).await?;
     // Every listener is bound and the chain is loaded: ready for mail.
     crate::service_manager::notify("READY=1");
     if let Some(metrics) = metrics {
@@ -119,22 +126,24 @@ fn plugin_services(config: &Config, data_dir: &Path) -> anyhow::Result<Services>
 struct LocalParts {
     worker: LocalDelivery,
     deliveries: mpsc::UnboundedReceiver<String>,
+}
+
+/// The protocols over what their sessions share, the relay queue, the spool, and the local
+/// delivery worker to start.
+struct Built {
+    protocols: Protocols,
     relay: QueueManager,
+    spool: Spool,
     again: mpsc::UnboundedSender<String>,
+    local: LocalParts,
 }
 
-impl LocalParts {
-    fn into_worker(self) -> (LocalDelivery, mpsc::UnboundedReceiver<String>) {
-        (self.worker, self.deliveries)
-    }
-}
-
-/// The users, the spool, both queues and TLS, gathered into what every session shares.
-async fn build_shared(
+/// The users, the spool, both queues and TLS, and over them each protocol's view.
+async fn build(
     config: &Arc<Config>,
     plugins: Arc<ActivePlugins>,
     services: Services,
-) -> anyhow::Result<(Arc<Shared>, LocalParts)> {
+) -> anyhow::Result<Built> {
     let data_dir = config.data_dir();
     let users = Arc::new(UserDirectory::open(&config.users_file(), &config.local)?);
     let spool = Spool::open(&data_dir.join("queue"))?;
@@ -165,23 +174,60 @@ async fn build_shared(
         again: again.clone(),
         retry: config.queue.clone(),
     };
-    let shared = Arc::new(Shared::new(Parts {
-        config: config.clone(),
-        plugins,
-        services,
-        users,
-        spool,
-        tls,
+    let intake = Intake {
+        spool: spool.clone(),
+        users: users.clone(),
         deliveries: again.clone(),
         relay: relay.clone(),
-    })?);
-    let local = LocalParts {
-        worker,
-        deliveries,
-        relay,
-        again,
+        quarantine_dir: data_dir.join("quarantine"),
     };
-    Ok((shared, local))
+    let shared = Arc::new(Shared::new(
+        config.clone(),
+        (plugins, services),
+        users,
+        tls.clone(),
+    ));
+    let protocols = Protocols {
+        tls,
+        smtp: Arc::new(Smtp {
+            shared: shared.clone(),
+            intake,
+            relay_networks: RelayNetworks::parse(&config.server.relay_networks)?,
+        }),
+        pop3: Arc::new(Pop3 {
+            shared: shared.clone(),
+        }),
+        imap: Arc::new(Imap {
+            shared,
+            snapshots: SnapshotCache::default(),
+        }),
+    };
+    Ok(Built {
+        protocols,
+        relay,
+        spool,
+        again,
+        local: LocalParts { worker, deliveries },
+    })
+}
+
+/// One object per protocol, shared by its listeners, and the server's TLS for the listeners
+/// with implicit TLS.
+struct Protocols {
+    tls: Option<TlsAcceptor>,
+    smtp: Arc<Smtp>,
+    pop3: Arc<Pop3>,
+    imap: Arc<Imap>,
+}
+
+impl Protocols {
+    fn of(&self, kind: ProtocolKind) -> Arc<dyn Protocol> {
+        match kind {
+            ProtocolKind::Smtp => self.smtp.clone(),
+            ProtocolKind::Pop3 => self.pop3.clone(),
+            ProtocolKind::Imap => self.imap.clone(),
+        }
+    }
 }
 
 /// Whatever was acknowledged before a stop is delivered now.
@@ -218,19 +264,10 @@ fn start_metrics(
     metrics
 }
 
-/// The protocol each listener speaks, over the shared state.
-fn protocol(kind: ProtocolKind, shared: &Arc<Shared>) -> Arc<dyn Protocol> {
-    match kind {
-        ProtocolKind::Smtp => Arc::new(crate::smtp::Smtp(shared.clone())),
-        ProtocolKind::Pop3 => Arc::new(crate::pop3::Pop3(shared.clone())),
-        ProtocolKind::Imap => Arc::new(crate::imap::Imap(shared.clone())),
-    }
-}
-
 /// Binds every configured listener and starts accepting.
 async fn bind_listeners(
     config: &Config,
-    shared: &Arc<Shared>,
+    protocols: &Protocols,
     drain: &Drain,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let limits = ConnectionLimits::new(&config.limits);
@@ -252,8 +289,8 @@ async fn bind_listeners(
         );
         let listener = Listener {
             socket,
-            protocol: protocol(listener.protocol, shared),
-            tls: shared.tls.clone(),
+            protocol: protocols.of(listener.protocol),
+            tls: protocols.tls.clone(),
             slots: limits.slots(listener.protocol),
             sessions: sessions.clone(),
             drain: drain.clone(),

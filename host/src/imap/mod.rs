@@ -5,11 +5,13 @@
 //! state machine, one file per command family.
 
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::net::connection::Client;
 use crate::shared::Shared;
+use crate::store::snapshots::SnapshotCache;
 
 pub mod address;
 pub mod extensions;
@@ -22,16 +24,27 @@ pub mod sort;
 pub mod thread;
 pub mod wire;
 
-/// IMAP on a listener.
-pub struct Imap(pub Arc<Shared>);
+/// IMAP on a listener, and what its sessions see: what every protocol shares, plus the
+/// folder message lists that sessions seeing a folder alike share.
+pub struct Imap {
+    pub shared: Arc<Shared>,
+    pub snapshots: SnapshotCache,
+}
+
+impl Deref for Imap {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
 
 impl crate::net::Protocol for Imap {
     fn refusal(&self, why: &str) -> String {
         format!("* BYE [UNAVAILABLE] {why}\r\n")
     }
 
-    fn serve(&self, client: Client) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let shared = self.0.clone();
-        Box::pin(async move { session::ImapSession::new(shared, client).run().await })
+    fn serve(self: Arc<Self>, client: Client) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move { session::ImapSession::new(self, client).run().await })
     }
 }

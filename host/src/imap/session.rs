@@ -28,12 +28,12 @@ use imap_codec::CommandCodec;
 
 use super::extensions::{self, Extras};
 use super::framing::{self, Budget, Frame, Framer};
+use super::Imap;
 use super::{flags, wire};
 use crate::blocking;
 use crate::config::TlsMode;
 use crate::message::encode;
 use crate::net::connection::{Client, Line};
-use crate::shared::Shared;
 use crate::telemetry::metrics;
 
 use view::Selected;
@@ -51,7 +51,7 @@ enum Next {
 }
 
 pub struct ImapSession {
-    shared: Arc<Shared>,
+    shared: Arc<Imap>,
     client: Client,
     user: Option<String>,
     auth_failures: u32,
@@ -106,7 +106,7 @@ impl extensions::Context for ImapSession {
 const NOTHING: &str = "4294967295";
 
 impl ImapSession {
-    pub fn new(shared: Arc<Shared>, client: Client) -> ImapSession {
+    pub fn new(shared: Arc<Imap>, client: Client) -> ImapSession {
         ImapSession {
             shared,
             client,

@@ -209,7 +209,7 @@ impl Listener {
             tls,
             drain,
         };
-        self.protocol.serve(client).await;
+        self.protocol.clone().serve(client).await;
         tracing::debug!("closed");
     }
 }

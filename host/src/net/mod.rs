@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 pub mod connection;
 pub mod drain;
@@ -17,5 +18,8 @@ pub trait Protocol: Send + Sync + 'static {
     fn refusal(&self, why: &str) -> String;
 
     /// Serves one connection until it ends.
-    fn serve(&self, client: connection::Client) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    fn serve(
+        self: Arc<Self>,
+        client: connection::Client,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }

@@ -3,6 +3,7 @@
 //! retrieve stage deciding what each client sees.
 
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -12,16 +13,25 @@ use crate::shared::Shared;
 pub mod command;
 pub mod session;
 
-/// POP3 on a listener.
-pub struct Pop3(pub Arc<Shared>);
+/// POP3 on a listener; its sessions see only what every protocol shares.
+pub struct Pop3 {
+    pub shared: Arc<Shared>,
+}
+
+impl Deref for Pop3 {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
 
 impl crate::net::Protocol for Pop3 {
     fn refusal(&self, why: &str) -> String {
         format!("-ERR [SYS/TEMP] {why}\r\n")
     }
 
-    fn serve(&self, client: Client) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let shared = self.0.clone();
-        Box::pin(async move { session::Pop3Session::new(shared, client).run().await })
+    fn serve(self: Arc<Self>, client: Client) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move { session::Pop3Session::new(self, client).run().await })
     }
 }

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::command::{self, Command, ParseError};
+use super::Pop3;
 use crate::config::{Protocol, TlsMode};
 use crate::delivery::maildir::maildir_of;
 use crate::net::connection::{Client, Line, TlsRefusal};
 use crate::plugin::Stage;
-use crate::shared::Shared;
 use crate::store::mailbox::{Folder, MailEntry};
 use crate::store::retrieval::{self, View};
 use crate::telemetry::metrics;
@@ -86,7 +86,7 @@ enum Next {
 }
 
 pub struct Pop3Session {
-    shared: Arc<Shared>,
+    shared: Arc<Pop3>,
     client: Client,
     /// The APOP challenge from the greeting.
     challenge: String,
@@ -96,7 +96,7 @@ pub struct Pop3Session {
 }
 
 impl Pop3Session {
-    pub fn new(shared: Arc<Shared>, client: Client) -> Pop3Session {
+    pub fn new(shared: Arc<Pop3>, client: Client) -> Pop3Session {
         let challenge = format!(
             "<{}.{}@{}>",
             std::process::id(),

@@ -6,6 +6,7 @@
 pub mod admin;
 mod attempt;
 mod bounce;
+pub mod intake;
 pub mod manager;
 mod schedule;
 pub mod spool;

@@ -1,29 +1,52 @@
 //! The SMTP server: command parsing and the DATA reader (protocol, no I/O), the session state
-//! machine, replies, and what a session tells the journal.
+//! machine, replies, the relay networks, and what a session tells the journal.
 
 use std::future::Future;
+use std::net::IpAddr;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::net::connection::Client;
+use crate::queue::intake::Intake;
 use crate::shared::Shared;
 
 pub mod command;
 pub mod data;
 mod journal;
+pub mod networks;
 pub mod reply;
 mod session;
 
-/// SMTP on a listener (inbound, submission).
-pub struct Smtp(pub Arc<Shared>);
+/// SMTP on a listener (inbound, submission), and what its sessions see of the gateway: what
+/// every protocol shares, plus the way into the queue and who may relay.
+pub struct Smtp {
+    pub shared: Arc<Shared>,
+    pub intake: Intake,
+    pub relay_networks: networks::RelayNetworks,
+}
+
+impl Smtp {
+    /// True when `ip` may relay without authentication.
+    pub fn may_relay(&self, ip: IpAddr) -> bool {
+        self.relay_networks.contains(ip)
+    }
+}
+
+impl Deref for Smtp {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
 
 impl crate::net::Protocol for Smtp {
     fn refusal(&self, why: &str) -> String {
         format!("421 4.7.0 {why}\r\n")
     }
 
-    fn serve(&self, client: Client) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let shared = self.0.clone();
-        Box::pin(async move { session::Session::new(shared, client).run().await })
+    fn serve(self: Arc<Self>, client: Client) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move { session::Session::new(self, client).run().await })
     }
 }

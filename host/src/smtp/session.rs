@@ -8,13 +8,13 @@ use super::command::{self, Command, ParseError};
 use super::data::{DataError, DataReader};
 use super::journal::{command_text, CommandLog};
 use super::reply;
+use super::Smtp;
 use crate::config::{Protocol, TlsMode};
 use crate::mail::{EsmtpParam, MailState, Reply, Session as PluginSession};
 use crate::message::Message;
 use crate::net::connection::{Client, Line, Pace, TlsRefusal};
 use crate::plugin::{StageCall, StageReport, Transaction, Verdict};
 use crate::queue::spool::{new_queue_id, QueuedEnvelope};
-use crate::shared::Shared;
 use crate::telemetry::journal::{self, Event};
 use crate::telemetry::metrics;
 
@@ -25,7 +25,7 @@ enum Next {
 }
 
 pub struct Session {
-    shared: Arc<Shared>,
+    shared: Arc<Smtp>,
     client: Client,
     helo: Option<String>,
     esmtp: bool,
@@ -42,7 +42,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(shared: Arc<Shared>, client: Client) -> Session {
+    pub fn new(shared: Arc<Smtp>, client: Client) -> Session {
         let chain = shared
             .plugins
             .current()
@@ -727,6 +727,7 @@ impl Session {
             Verdict::Quarantine(reason) => {
                 let kept = self
                     .shared
+                    .intake
                     .quarantine(&queue_id, message.raw(), &reason)
                     .await;
                 let detail = format!("by {by} at DATA: {reason}");
@@ -734,7 +735,7 @@ impl Session {
                     .disposition(&self.client.id, &queue_id, "quarantined", detail);
                 kept
             }
-            _ => self.shared.enqueue(&envelope, message.raw()).await,
+            _ => self.shared.intake.enqueue(&envelope, message.raw()).await,
         };
         self.reset();
         match outcome {
