@@ -27,6 +27,7 @@ use crate::queue::intake::Intake;
 use crate::queue::manager::QueueManager;
 use crate::queue::spool::Spool;
 use crate::queue::state::QueueFiles;
+use crate::relay::dkim::Signers;
 use crate::reload::Reloader;
 use crate::shared::Shared;
 use crate::smtp::networks::RelayNetworks;
@@ -159,12 +160,13 @@ async fn build(
     )?);
     let (again, deliveries) = mpsc::unbounded_channel();
     let files = QueueFiles::new(spool.clone(), &data_dir.join("queue"))?;
+    let signers = Arc::new(Signers::load(config).map_err(anyhow::Error::msg)?);
     let relay = QueueManager::start(
         files,
         config.clone(),
         plugins.clone(),
         services.clone(),
-        again.clone(),
+        (again.clone(), signers),
     );
     let worker = LocalDelivery {
         spool: spool.clone(),

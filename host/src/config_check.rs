@@ -55,9 +55,24 @@ pub async fn check(path: Option<PathBuf>, cache: Option<PathBuf>) -> (String, Ve
             )
         }
     };
+    if let Err(e) = crate::relay::dkim::Signers::load(&config) {
+        return (
+            format!("config {shown}: refused\n  {e}\n"),
+            Verdict::Refused,
+        );
+    }
     let mut out = format!("config {shown}: ok\n");
     listeners(&mut out, &config);
     routes(&mut out, &config);
+    for key in &config.dkim {
+        let _ = writeln!(
+            out,
+            "  dkim: mail from {} signed {} with selector {}",
+            key.domain,
+            key.algorithm.name(),
+            key.selector
+        );
+    }
     let _ = writeln!(out, "chain:");
     for stage in Stage::ALL {
         let names: Vec<&str> = chain

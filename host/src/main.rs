@@ -117,6 +117,11 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// DKIM keys for outgoing mail.
+    Dkim {
+        #[command(subcommand)]
+        action: DkimAction,
+    },
     /// Write plugins: start one from a template, build one.
     Plugin {
         #[command(subcommand)]
@@ -132,6 +137,24 @@ enum Command {
         case: Option<String>,
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DkimAction {
+    /// Make a signing key: writes it (mode 0600, never over an existing file) and prints the
+    /// DNS record to publish and the `[[dkim]]` entry that uses it.
+    Keygen {
+        domain: String,
+        selector: String,
+        #[arg(long, value_enum, default_value = "rsa-sha256")]
+        algorithm: mailgate::config::DkimAlgorithm,
+        /// RSA key size.
+        #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u16).range(1024..=4096))]
+        bits: u16,
+        /// Where to write the key (default `DOMAIN.SELECTOR.key` here).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -390,6 +413,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Dkim {
+            action:
+                DkimAction::Keygen {
+                    domain,
+                    selector,
+                    algorithm,
+                    bits,
+                    out,
+                },
+        } => {
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("{domain}.{selector}.key")));
+            dkim_keygen(&domain, &selector, algorithm, bits, &out)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plugin { action } => {
             plugin_authoring::run(action)?;
             Ok(ExitCode::SUCCESS)
@@ -518,4 +555,36 @@ fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("MAILGATE_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mailgate")))
+}
+
+/// `mailgate dkim keygen`: the key file, then what to publish and configure.
+fn dkim_keygen(
+    domain: &str,
+    selector: &str,
+    algorithm: mailgate::config::DkimAlgorithm,
+    bits: u16,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (pem, record) =
+        mailgate::relay::dkim::keygen(algorithm, usize::from(bits)).map_err(anyhow::Error::msg)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("cannot create {}", out.display()))?;
+    file.write_all(pem.as_bytes())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("key written to {} (mode 0600)\n", out.display());
+    println!("publish this TXT record:\n");
+    println!("{selector}._domainkey.{domain}. IN TXT \"{record}\"\n");
+    println!("and sign with it:\n");
+    println!(
+        "[[dkim]]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nkey = \"{}\"\nalgorithm = \"{}\"",
+        out.display(),
+        algorithm.name()
+    );
+    Ok(())
 }

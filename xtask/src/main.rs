@@ -262,7 +262,7 @@ fn run(args: &[String]) -> Result<(), String> {
 /// Postfix serves as the relay tests' downstream (`smtp-sink` and a private instance);
 /// dnsmasq answers their MX queries; mpop fetches mail over POP3; imaptest links against
 /// Dovecot's library (`doveconf` stands for the package).
-const TEST_PEERS: [(&str, &str); 9] = [
+const TEST_PEERS: [(&str, &str); 10] = [
     ("python3", "python3"),
     ("swaks", "swaks"),
     ("curl", "curl"),
@@ -272,6 +272,7 @@ const TEST_PEERS: [(&str, &str); 9] = [
     ("doveconf", "dovecot-core"),
     ("systemd-analyze", "systemd"),
     ("promtool", "prometheus"),
+    ("dkimverify", "python3-dkim"),
 ];
 
 /// Where the shared imaptest build script may be: `$MAILGATE_SHARED_DIR`, the folder beside

@@ -270,6 +270,13 @@ impl QueueManager {
             .message
             .as_ref()
             .map_or(&spooled.message[..], |m| m.raw());
+        // Signed last, so that the signature covers exactly what is sent.
+        let signed = match crate::blocking::run(|| self.inner.signers.sign(raw)) {
+            None => None,
+            Some(Ok(field)) => Some([field.as_bytes(), raw].concat()),
+            Some(Err(e)) => return (all(Outcome::Temporary(Failure::temporary(e))), 0),
+        };
+        let raw = signed.as_deref().unwrap_or(raw);
         let results = self
             .inner
             .transmitter

@@ -15,6 +15,7 @@ use super::state::{DeliveryState, QueueEntry, QueueFiles};
 use crate::config::Config;
 use crate::plugin::{ActivePlugins, Services};
 use crate::relay::client::{Pool, Settings};
+use crate::relay::dkim::Signers;
 use crate::relay::route::Router;
 use crate::relay::transmit::Transmitter;
 
@@ -31,6 +32,8 @@ pub(super) struct Inner {
     pub plugins: Arc<ActivePlugins>,
     pub services: Services,
     pub transmitter: Transmitter,
+    /// DKIM keys for outgoing mail.
+    pub signers: Arc<Signers>,
     schedule: Mutex<Schedule>,
     pub wake: Notify,
     attempts: Arc<Semaphore>,
@@ -52,7 +55,7 @@ impl QueueManager {
         config: Arc<Config>,
         plugins: Arc<ActivePlugins>,
         services: Services,
-        resubmit: mpsc::UnboundedSender<String>,
+        (resubmit, signers): (mpsc::UnboundedSender<String>, Arc<Signers>),
     ) -> QueueManager {
         let relay = &config.relay;
         let settings = Settings {
@@ -77,6 +80,7 @@ impl QueueManager {
                 plugins,
                 services,
                 transmitter,
+                signers,
                 schedule: Mutex::new(Schedule::default()),
                 wake: Notify::new(),
                 attempts: Arc::new(Semaphore::new(relay.max_deliveries.max(1))),

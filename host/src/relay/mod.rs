@@ -1,8 +1,9 @@
 //! Onward delivery: which route a recipient domain takes, MX resolution, the SMTP client with
-//! its connection pool, sending to a destination (`transmit`), the DATA encoding, and the
+//! its connection pool, sending to a destination (`transmit`), DKIM signing (`dkim`), the DATA encoding, and the
 //! delivery status notifications' text (bounces).
 
 pub mod client;
+pub mod dkim;
 pub mod dsn;
 pub mod mx;
 pub mod route;

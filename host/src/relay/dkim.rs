@@ -1,0 +1,228 @@
+//! DKIM signing of outgoing mail (RFC 6376, RFC 8463 for Ed25519), with `mail-auth`: one key
+//! per sender domain from `[[dkim]]`, chosen by the domain of the From address (or the nearest
+//! parent domain with a key), applied by the relay after the deliver stage so that the
+//! signature covers exactly what is sent. Also the key generator behind `mailgate dkim keygen`.
+
+use base64::Engine as _;
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::generate::DkimKeyPair;
+use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::PrivateKeyDer;
+
+use crate::config::{Config, DkimAlgorithm, DkimConfig};
+
+/// Header fields signed by default. From is listed twice: the second, matching no field, says
+/// that the message has exactly one From (oversigning); fields listed but absent are signed as
+/// absent, so that none of them can be added on the way either.
+pub const DEFAULT_HEADERS: [&str; 15] = [
+    "From",
+    "From",
+    "Reply-To",
+    "Subject",
+    "Date",
+    "To",
+    "Cc",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+];
+
+enum Signer {
+    Ed25519(DkimSigner<Ed25519Key, Done>),
+    Rsa(DkimSigner<RsaKey<Sha256>, Done>),
+}
+
+/// The configured signing keys.
+#[derive(Default)]
+pub struct Signers {
+    /// (domain, signer), domains in lowercase.
+    keys: Vec<(String, Signer)>,
+}
+
+impl Signers {
+    /// Reads every `[[dkim]]` key; the first that cannot be used is the error, naming the file.
+    pub fn load(config: &Config) -> Result<Signers, String> {
+        let mut keys = Vec::new();
+        for entry in &config.dkim {
+            let path = config.resolve(&entry.key);
+            let signer = signer(entry, &path)
+                .map_err(|e| format!("dkim key {} ({}): {e}", path.display(), entry.domain))?;
+            keys.push((entry.domain.to_ascii_lowercase(), signer));
+        }
+        Ok(Signers { keys })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The `DKIM-Signature` fields (with their CRLFs) for `message`: one per key of the From
+    /// domain, or of its nearest parent with keys (an Ed25519 and an RSA key of one domain
+    /// sign twice, as RFC 8463 suggests). `None` when no key applies.
+    pub fn sign(&self, message: &[u8]) -> Option<Result<String, String>> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let mut fields = String::new();
+        for signer in self.for_domain(&from_domain(message)?)? {
+            let signature = match signer {
+                Signer::Ed25519(s) => s.sign(message),
+                Signer::Rsa(s) => s.sign(message),
+            };
+            match signature {
+                Ok(signature) => fields.push_str(&signature.to_header()),
+                Err(e) => return Some(Err(format!("DKIM signing failed: {e}"))),
+            }
+        }
+        Some(Ok(fields))
+    }
+
+    fn for_domain(&self, domain: &str) -> Option<Vec<&Signer>> {
+        let mut candidate = domain;
+        loop {
+            let signers: Vec<&Signer> = self
+                .keys
+                .iter()
+                .filter(|(d, _)| d == candidate)
+                .map(|(_, signer)| signer)
+                .collect();
+            if !signers.is_empty() {
+                return Some(signers);
+            }
+            candidate = candidate.split_once('.')?.1;
+        }
+    }
+}
+
+/// The domain of the message's (first) From address, in lowercase.
+fn from_domain(message: &[u8]) -> Option<String> {
+    let parsed = mail_parser::MessageParser::new().parse_headers(message)?;
+    let address = parsed.from()?.first()?.address()?;
+    let domain = address.rsplit_once('@')?.1.trim_end_matches('>');
+    (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
+}
+
+fn signer(entry: &DkimConfig, path: &std::path::Path) -> Result<Signer, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("not a PEM private key: {e:?}"))?;
+    let headers: Vec<String> = match &entry.headers {
+        Some(headers) if !headers.iter().any(|h| h.eq_ignore_ascii_case("from")) => {
+            return Err("`headers` must include From".into())
+        }
+        Some(headers) => headers.clone(),
+        None => DEFAULT_HEADERS.iter().map(|h| h.to_string()).collect(),
+    };
+    let relaxed = Canonicalization::Relaxed;
+    Ok(match entry.algorithm {
+        DkimAlgorithm::Ed25519Sha256 => {
+            let PrivateKeyDer::Pkcs8(der) = key else {
+                return Err("an ed25519 key must be PKCS#8 (BEGIN PRIVATE KEY)".into());
+            };
+            let key = Ed25519Key::from_pkcs8_der(der.secret_pkcs8_der())
+                .map_err(|e| format!("not an ed25519 key: {e}"))?;
+            Signer::Ed25519(
+                DkimSigner::from_key(key)
+                    .domain(&entry.domain)
+                    .selector(&entry.selector)
+                    .headers(headers)
+                    .header_canonicalization(relaxed)
+                    .body_canonicalization(relaxed),
+            )
+        }
+        DkimAlgorithm::RsaSha256 => {
+            let key =
+                RsaKey::<Sha256>::from_key_der(key).map_err(|e| format!("not an RSA key: {e}"))?;
+            Signer::Rsa(
+                DkimSigner::from_key(key)
+                    .domain(&entry.domain)
+                    .selector(&entry.selector)
+                    .headers(headers)
+                    .header_canonicalization(relaxed)
+                    .body_canonicalization(relaxed),
+            )
+        }
+    })
+}
+
+/// A new key: its PEM text (PKCS#8 for ed25519, PKCS#1 for RSA) and the value of the TXT
+/// record to publish at `<selector>._domainkey.<domain>`.
+pub fn keygen(algorithm: DkimAlgorithm, rsa_bits: usize) -> Result<(String, String), String> {
+    let (pair, label, k) = match algorithm {
+        DkimAlgorithm::Ed25519Sha256 => (DkimKeyPair::generate_ed25519(), "PRIVATE KEY", "ed25519"),
+        DkimAlgorithm::RsaSha256 => (
+            DkimKeyPair::generate_rsa(rsa_bits),
+            "RSA PRIVATE KEY",
+            "rsa",
+        ),
+    };
+    let pair = pair.map_err(|e| format!("key generation failed: {e}"))?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = b64.encode(pair.private_key());
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    let record = format!("v=DKIM1; k={k}; p={}", b64.encode(pair.public_key()));
+    Ok((pem, record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_from_domain_picks_the_key_of_it_or_its_nearest_parent() {
+        let raw = b"From: Alice <alice@Mail.Example.ORG>\r\nSubject: hi\r\n\r\nbody\r\n";
+        assert_eq!(from_domain(raw).as_deref(), Some("mail.example.org"));
+        assert_eq!(from_domain(b"Subject: no from\r\n\r\nx\r\n"), None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pem, record) = keygen(DkimAlgorithm::Ed25519Sha256, 0).expect("keygen");
+        assert!(record.starts_with("v=DKIM1; k=ed25519; p="), "{record}");
+        std::fs::write(dir.path().join("k.pem"), pem).expect("write");
+        let text = "[[dkim]]\ndomain = \"example.org\"\nselector = \"s1\"\nkey = \"k.pem\"\nalgorithm = \"ed25519-sha256\"\n";
+        let config = Config::parse(
+            text,
+            std::path::Path::new("t.toml"),
+            dir.path().to_path_buf(),
+        )
+        .expect("config");
+        let signers = Signers::load(&config).expect("load");
+        let header = signers.sign(raw).expect("a key applies").expect("signed");
+        assert!(header.starts_with("DKIM-Signature:"), "{header}");
+        assert!(
+            header.contains("d=example.org") && header.contains("s=s1"),
+            "{header}"
+        );
+        assert!(header.contains("a=ed25519-sha256"), "{header}");
+        let other = b"From: bob@example.net\r\n\r\nx\r\n";
+        assert!(signers.sign(other).is_none());
+    }
+
+    #[test]
+    fn unusable_keys_are_refused_with_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("bad.pem"), "not a key").expect("write");
+        let text = "[[dkim]]\ndomain = \"example.org\"\nselector = \"s1\"\nkey = \"bad.pem\"\n";
+        let config = Config::parse(
+            text,
+            std::path::Path::new("t.toml"),
+            dir.path().to_path_buf(),
+        )
+        .expect("config");
+        let err = Signers::load(&config).err().expect("refused");
+        assert!(
+            err.contains("bad.pem") && err.contains("example.org"),
+            "{err}"
+        );
+    }
+}
