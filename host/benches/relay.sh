@@ -4,13 +4,21 @@
 # (it starts the sink on $SINK_PORT and measures every server the same way). Also prints
 # mailgate's CPU per message. Run through `cargo xtask bench relay`.
 # Usage: relay.sh [N=5000] [SESSIONS=20] [SIZE=4096]
-#   env: PEERS="postfix haraka" (or ""), TELEMETRY=both|on|off (metrics and journal; default both)
+#   env: PEERS="postfix haraka" (or " " for none), TELEMETRY=both|on|off|metrics|journal (the
+#   runs to make; default both: off, then on), SIGN=ed25519-sha256|rsa-sha256 (DKIM-sign every
+#   message with a key made for the run)
 set -euo pipefail
 N=${1:-5000} S=${2:-20} L=${3:-4096}
 source "$(dirname "$0")/common.sh"
 peers=$root/../shared/bench/peers.sh
 [ -f "$peers" ] || { echo "relay.sh needs $peers (it runs the sink and the peers)" >&2; exit 2; }
 port=${GATEWAY_BENCH_PORT:-2625} sink=${SINK_PORT:-2527}
+# A [[dkim]] entry for smtp-source's sender domain when SIGN names an algorithm.
+dkim_config() {
+  [ -n "${SIGN:-}" ] || return 0
+  "$bin" dkim keygen example.com bench --algorithm "$SIGN" --out "$1/dkim.key" >/dev/null
+  printf '[[dkim]]\ndomain = "example.com"\nselector = "bench"\nkey = "dkim.key"\nalgorithm = "%s"\n' "$SIGN"
+}
 modes=$(telemetry_modes)
 for mode in $modes; do
 work=$(run_dir relay)
@@ -32,13 +40,14 @@ tls = "none"
 [relay]
 max-per-destination = 20
 $(telemetry_config "$mode")
+$(dkim_config "$work")
 $(bundled_plugins)
 TOML
 start_gateway "$work" "$port"
 trap 'kill $pid 2>/dev/null || true' EXIT
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 cpu0=$(cpu)
-echo "== mailgate with metrics and journal $mode =="
+echo "== mailgate with metrics and journal $mode${SIGN:+, signing $SIGN} =="
 # The peers run beside each mailgate run (PEERS=" " for none).
 GATEWAY_PORT=$port SINK_PORT=$sink PEERS=${PEERS-"postfix haraka"} bash "$peers" "$N" "$S" "$L"
 ticks=$(( $(cpu) - cpu0 )); hz=$(getconf CLK_TCK)

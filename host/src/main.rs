@@ -149,8 +149,8 @@ enum DkimAction {
         selector: String,
         #[arg(long, value_enum, default_value = "rsa-sha256")]
         algorithm: mailgate::config::DkimAlgorithm,
-        /// RSA key size.
-        #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u16).range(1024..=4096))]
+        /// RSA key size (2048 at least: smaller keys are refused by verifiers and by the signer).
+        #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u16).range(2048..=4096))]
         bits: u16,
         /// Where to write the key (default `DOMAIN.SELECTOR.key` here).
         #[arg(long)]

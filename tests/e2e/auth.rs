@@ -19,8 +19,6 @@ fn keygen(dir: &Path, selector: &str, algorithm: &str) -> (String, String) {
             selector,
             "--algorithm",
             algorithm,
-            "--bits",
-            "1024",
             "--out",
             &key_text,
         ],

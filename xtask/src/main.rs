@@ -407,6 +407,7 @@ fn bench(which: Option<&str>) -> Result<(), String> {
         Some("reload") => script("reload.sh"),
         Some("access") => script("access.sh"),
         Some("hardening") => script("hardening.sh"),
+        Some("dkim") => cargo(&["bench", "-p", "mailgate", "--bench", "dkim"]),
         Some("languages") => {
             build_policy_in_each_language()?;
             cargo(&["bench", "-p", "mailgate", "--bench", "languages"])

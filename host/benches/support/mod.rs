@@ -1,5 +1,8 @@
 //! What the Rust benchmarks share: a session, services, CPU time, units.
 
+// Each benchmark is a crate of its own and uses a part of this.
+#![allow(dead_code)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
