@@ -4,7 +4,7 @@
 //! signature covers exactly what is sent. Also the key generator behind `mailgate dkim keygen`.
 
 use base64::Engine as _;
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::generate::DkimKeyPair;
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
@@ -120,7 +120,6 @@ fn signer(entry: &DkimConfig, path: &std::path::Path) -> Result<Signer, String> 
         Some(headers) => headers.clone(),
         None => DEFAULT_HEADERS.iter().map(|h| h.to_string()).collect(),
     };
-    let relaxed = Canonicalization::Relaxed;
     Ok(match entry.algorithm {
         DkimAlgorithm::Ed25519Sha256 => {
             let PrivateKeyDer::Pkcs8(der) = key else {
@@ -128,28 +127,28 @@ fn signer(entry: &DkimConfig, path: &std::path::Path) -> Result<Signer, String> 
             };
             let key = Ed25519Key::from_pkcs8_der(der.secret_pkcs8_der())
                 .map_err(|e| format!("not an ed25519 key: {e}"))?;
-            Signer::Ed25519(
-                DkimSigner::from_key(key)
-                    .domain(&entry.domain)
-                    .selector(&entry.selector)
-                    .headers(headers)
-                    .header_canonicalization(relaxed)
-                    .body_canonicalization(relaxed),
-            )
+            Signer::Ed25519(configured(key, entry, headers))
         }
         DkimAlgorithm::RsaSha256 => {
             let key =
                 RsaKey::<Sha256>::from_key_der(key).map_err(|e| format!("not an RSA key: {e}"))?;
-            Signer::Rsa(
-                DkimSigner::from_key(key)
-                    .domain(&entry.domain)
-                    .selector(&entry.selector)
-                    .headers(headers)
-                    .header_canonicalization(relaxed)
-                    .body_canonicalization(relaxed),
-            )
+            Signer::Rsa(configured(key, entry, headers))
         }
     })
+}
+
+/// A signer for `key` with the entry's domain, selector and headers, relaxed/relaxed.
+fn configured<T: SigningKey>(
+    key: T,
+    entry: &DkimConfig,
+    headers: Vec<String>,
+) -> DkimSigner<T, Done> {
+    DkimSigner::from_key(key)
+        .domain(&entry.domain)
+        .selector(&entry.selector)
+        .headers(headers)
+        .header_canonicalization(Canonicalization::Relaxed)
+        .body_canonicalization(Canonicalization::Relaxed)
 }
 
 /// A new key: its PEM text (PKCS#8 for ed25519, PKCS#1 for RSA) and the value of the TXT
