@@ -29,6 +29,11 @@ impl CommandLog {
         }
     }
 
+    /// Whether records are kept (the command text is only made then).
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
     /// A reply went out: the last one before the command's record is the one kept (the
     /// first line of it).
     pub fn reply_sent(&mut self, bytes: &[u8]) {
@@ -57,11 +62,12 @@ impl CommandLog {
         }
     }
 
-    /// Journals the command just handled (`text`), and the message it accepted if any.
-    pub fn command_done(&mut self, session: &str, text: String) {
-        if !self.on {
+    /// Journals the command just handled (`text`, made only when the journal is on), and the
+    /// message it accepted if any.
+    pub fn command_done(&mut self, session: &str, text: Option<String>) {
+        let (true, Some(text)) = (self.on, text) else {
             return;
-        }
+        };
         let event = Event::Command {
             command: text,
             reply: std::mem::take(&mut self.reply),

@@ -103,7 +103,8 @@ impl Session {
             // A refused connection: say why, then close (RFC 5321 §3.1 allows 554 here).
             let reply = reply.clone();
             self.send(&reply::format(&reply));
-            self.log.command_done(&self.client.id, "(connect)".into());
+            self.log
+                .command_done(&self.client.id, Some("(connect)".into()));
             let _ = self.client.conn.flush().await;
             return;
         }
@@ -152,7 +153,11 @@ impl Session {
     /// Handles one command line, then journals it with its reply.
     async fn command(&mut self, line: &[u8]) -> Next {
         let parsed = command::parse(line);
-        let text = command_text(line, parsed.as_ref().ok());
+        // Made only for the journal: no allocation per command otherwise.
+        let text = self
+            .log
+            .is_on()
+            .then(|| command_text(line, parsed.as_ref().ok()));
         if matches!(parsed, Ok(Command::Mail(..))) {
             self.log.tx += 1;
         }
