@@ -17,6 +17,7 @@ use crate::admin::Admin;
 use crate::config::{Config, ConfigSource, Protocol as ProtocolKind};
 use crate::delivery::worker::LocalDelivery;
 use crate::imap::Imap;
+use crate::mailauth::Verifier;
 use crate::net::drain::Drain;
 use crate::net::listener::{ConnectionLimits, Listener};
 use crate::net::Protocol;
@@ -35,6 +36,7 @@ use crate::smtp::Smtp;
 use crate::store::snapshots::SnapshotCache;
 use crate::store::users::UserDirectory;
 use crate::telemetry::{endpoint, journal, metrics};
+use hickory_resolver::TokioResolver;
 
 /// Starts everything and serves until interrupted.
 pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
@@ -56,8 +58,9 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     let plugins = Arc::new(ActivePlugins::new(
         PluginSet::load(runtime.clone(), &config).await?,
     ));
-    let services = plugin_services(&config, &data_dir)?;
-    let built = build(&config, plugins.clone(), services).await?;
+    let resolver = crate::dns::resolver(&config.dns).map_err(|e| anyhow::anyhow!("dns: {e}"))?;
+    let services = plugin_services(&data_dir, resolver.clone())?;
+    let built = build(&config, plugins.clone(), services, resolver).await?;
     let relay = built.relay.clone();
     recover_spool(&built.spool, &built.again)?;
     let metrics = metrics_socket.map(|socket| start_metrics(socket, &relay, &plugins));
@@ -106,12 +109,8 @@ fn start_journal(config: &Config) -> anyhow::Result<()> {
 
 /// What plugins may use: DNS, the key-value store (purged of expired entries now and then),
 /// the clock.
-fn plugin_services(config: &Config, data_dir: &Path) -> anyhow::Result<Services> {
-    let dns = SystemDns::new(
-        &config.dns.servers,
-        Duration::from_millis(config.dns.timeout_ms.unwrap_or(5000)),
-    )
-    .map_err(|e| anyhow::anyhow!("dns: {e}"))?;
+fn plugin_services(data_dir: &Path, resolver: TokioResolver) -> anyhow::Result<Services> {
+    let dns = SystemDns::new(resolver.clone());
     let kv =
         DiskKv::open(&data_dir.join("kv.redb")).map_err(|e| anyhow::anyhow!("kv store: {e}"))?;
     let kv: Arc<dyn KvStore> = Arc::new(kv);
@@ -144,6 +143,7 @@ async fn build(
     config: &Arc<Config>,
     plugins: Arc<ActivePlugins>,
     services: Services,
+    resolver: TokioResolver,
 ) -> anyhow::Result<Built> {
     let data_dir = config.data_dir();
     let users = Arc::new(UserDirectory::open(&config.users_file(), &config.local)?);
@@ -195,6 +195,7 @@ async fn build(
             shared: shared.clone(),
             intake,
             relay_networks: RelayNetworks::parse(&config.server.relay_networks)?,
+            verifier: Verifier::new(&config.auth, &config.server.hostname, resolver).map(Arc::new),
         }),
         pop3: Arc::new(Pop3 {
             shared: shared.clone(),

@@ -85,6 +85,9 @@ pub struct Config {
     /// Keys that sign outgoing mail, one per sender domain.
     #[serde(default, rename = "dkim")]
     pub dkim: Vec<DkimConfig>,
+    /// Sender authentication of received mail.
+    #[serde(default)]
+    pub auth: AuthConfig,
     #[serde(default)]
     pub relay: RelayConfig,
     #[serde(default)]
@@ -607,6 +610,42 @@ pub struct DkimConfig {
     /// added, and absent ones so that none can be added later.
     #[serde(default)]
     pub headers: Option<Vec<String>>,
+}
+
+/// Sender authentication of received mail: which methods run, and how results are labelled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AuthConfig {
+    /// The methods to verify; empty (the default) verifies nothing.
+    pub verify: Vec<AuthMethod>,
+    /// The name in `Authentication-Results: NAME; ...`; default: `server.hostname`.
+    pub authserv_id: Option<String>,
+    /// How many parsed DNS answers (SPF, DKIM key, DMARC records, addresses) are kept.
+    pub cache_entries: usize,
+    /// The most the SPF checks, and then the message checks, may take together; past it the
+    /// unfinished methods report `temperror`.
+    pub timeout_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            verify: Vec::new(),
+            authserv_id: None,
+            cache_entries: 8192,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// A sender authentication method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    Spf,
+    Dkim,
+    Dmarc,
+    Arc,
 }
 
 /// The signature algorithm of a DKIM key.

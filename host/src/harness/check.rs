@@ -77,12 +77,12 @@ pub async fn check(
         recipients: options.rcpt.clone(),
         message,
     };
-    let dns = crate::plugin::services::SystemDns::new(
-        &config.dns.servers,
-        std::time::Duration::from_secs(5),
-    )
-    .map(|d| Arc::new(d) as Arc<dyn crate::plugin::services::Dns>)
-    .unwrap_or_else(|_| Arc::new(crate::plugin::services::StaticDns::default()));
+    let dns = crate::dns::resolver(&config.dns)
+        .map(|r| {
+            Arc::new(crate::plugin::services::SystemDns::new(r))
+                as Arc<dyn crate::plugin::services::Dns>
+        })
+        .unwrap_or_else(|_| Arc::new(crate::plugin::services::StaticDns::default()));
     let report = run_transaction(&set, Services::with_dns(dns), input).await;
     let text = render(&report, &original, options.diff);
     Ok((text, report.disposition == Disposition::Accepted))

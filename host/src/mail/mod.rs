@@ -109,6 +109,8 @@ pub struct MailState {
     pub retrieval: Option<Retrieval>,
     pub reroute: Option<String>,
     pub defer_seconds: Option<u32>,
+    /// SPF, DKIM, DMARC and ARC results of the message, once it is in and when verified.
+    pub auth: Option<Arc<crate::mailauth::AuthResults>>,
 }
 
 /// An SMTP reply: code, optional enhanced status, text lines.

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{ReadableDatabase, ReadableTable};
 use serde::Deserialize;
@@ -333,29 +333,8 @@ pub struct SystemDns {
 }
 
 impl SystemDns {
-    pub fn new(servers: &[String], timeout: Duration) -> Result<SystemDns, String> {
-        use hickory_resolver::config::{NameServerConfig, ResolverConfig};
-        use hickory_resolver::net::runtime::TokioRuntimeProvider;
-        let builder = if servers.is_empty() {
-            hickory_resolver::Resolver::builder_tokio().map_err(|e| format!("resolv.conf: {e}"))?
-        } else {
-            let mut config = ResolverConfig::default();
-            for server in servers {
-                let addr: std::net::SocketAddr = server
-                    .parse()
-                    .map_err(|_| format!("dns server {server:?} is not ip:port"))?;
-                let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                for connection in &mut server.connections {
-                    connection.port = addr.port();
-                }
-                config.add_name_server(server);
-            }
-            hickory_resolver::Resolver::builder_with_config(config, TokioRuntimeProvider::default())
-        };
-        let mut builder = builder;
-        builder.options_mut().timeout = timeout;
-        let resolver = builder.build().map_err(|e| format!("dns resolver: {e}"))?;
-        Ok(SystemDns { resolver })
+    pub fn new(resolver: hickory_resolver::TokioResolver) -> SystemDns {
+        SystemDns { resolver }
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Smtp {
     pub shared: Arc<Shared>,
     pub intake: Intake,
     pub relay_networks: networks::RelayNetworks,
+    /// Sender authentication of received mail, when the config asks for it.
+    pub verifier: Option<Arc<crate::mailauth::Verifier>>,
 }
 
 impl Smtp {

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
+
 use super::command::{self, Command, ParseError};
 use super::data::{DataError, DataReader};
 use super::journal::{command_text, CommandLog};
@@ -11,6 +13,7 @@ use super::reply;
 use super::Smtp;
 use crate::config::{Protocol, TlsMode};
 use crate::mail::{EsmtpParam, MailState, Reply, Session as PluginSession};
+use crate::mailauth::{AuthResults, SpfOutcome, Verifier};
 use crate::message::Message;
 use crate::net::connection::{Client, Line, Pace, TlsRefusal};
 use crate::plugin::{StageCall, StageReport, Transaction, Verdict};
@@ -38,6 +41,8 @@ pub struct Session {
     in_transaction: bool,
     /// Message bytes gathered by BDAT so far.
     chunks: Option<Vec<u8>>,
+    /// The SPF checks started at MAIL FROM, when the sender is verified.
+    spf: Option<JoinHandle<SpfOutcome>>,
     log: CommandLog,
 }
 
@@ -59,6 +64,7 @@ impl Session {
             state: MailState::default(),
             in_transaction: false,
             chunks: None,
+            spf: None,
             log: CommandLog::new(),
         };
         session.state.session = session.plugin_session();
@@ -229,6 +235,9 @@ impl Session {
         self.state.message = None;
         self.in_transaction = false;
         self.chunks = None;
+        if let Some(spf) = self.spf.take() {
+            spf.abort();
+        }
         // A new plugin transaction: fresh notes for the next message.
         self.chain = self
             .shared
@@ -452,6 +461,7 @@ impl Session {
             return if close { Next::Close } else { Next::Continue };
         }
         self.in_transaction = true;
+        self.start_spf();
         self.reply(250, (2, 1, 0), "Sender ok");
         Next::Continue
     }
@@ -687,8 +697,13 @@ impl Session {
             return Next::Continue;
         }
         let queue_id = new_queue_id();
+        let (body, auth) = self.authenticate(body).await;
         let mut raw = self.received_header(&queue_id).into_bytes();
         raw.extend_from_slice(&body);
+        if let Some(results) = &auth {
+            raw = crate::mailauth::stamp(&raw, &results.header_field(), &results.authserv_id);
+        }
+        self.state.auth = auth;
         if self.auth_user.is_some() {
             raw = with_message_id(raw, &queue_id, &self.shared.config.server.hostname);
         }
@@ -770,6 +785,46 @@ impl Session {
             }
         }
         Next::Continue
+    }
+
+    /// The sender checked by the configured methods, unless it logged in or sends from a
+    /// relay network: mail from our own users is not judged by its domain's records.
+    fn verifier(&self) -> Option<&Arc<Verifier>> {
+        let trusted = self.auth_user.is_some() || self.shared.may_relay(self.client.peer.ip());
+        self.shared.verifier.as_ref().filter(|_| !trusted)
+    }
+
+    fn auth_envelope(&self) -> crate::mailauth::Envelope {
+        crate::mailauth::Envelope {
+            client_ip: self.client.peer.ip(),
+            helo: self.helo.clone().unwrap_or_default(),
+            sender: self.state.envelope.sender.clone(),
+        }
+    }
+
+    /// SPF runs while the client sends its recipients and message.
+    fn start_spf(&mut self) {
+        let Some(verifier) = self.verifier().filter(|v| v.checks_spf()).cloned() else {
+            return;
+        };
+        let envelope = self.auth_envelope();
+        self.spf = Some(tokio::spawn(async move { verifier.spf(&envelope).await }));
+    }
+
+    /// The verification results of the message, which comes back unchanged.
+    async fn authenticate(&mut self, body: Vec<u8>) -> (Vec<u8>, Option<Arc<AuthResults>>) {
+        let Some(verifier) = self.verifier().cloned() else {
+            return (body, None);
+        };
+        let spf = match self.spf.take() {
+            Some(task) => task.await.ok(),
+            None => None,
+        };
+        let (body, results) = verifier
+            .check_message(body, self.auth_envelope(), spf)
+            .await;
+        metrics::auth_results(&results);
+        (body, Some(Arc::new(results)))
     }
 
     fn received_header(&self, queue_id: &str) -> String {

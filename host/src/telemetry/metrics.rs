@@ -48,6 +48,7 @@ pub struct Metrics {
     bounces: Counter,
     tls_handshakes: Family<Labels2, Counter>,
     auth: Family<Static2, Counter>,
+    sender_auth: Family<Static2, Counter>,
     reloads: Family<Static1, Counter>,
     plugin_generation: Gauge,
     resident_memory: Gauge,
@@ -95,6 +96,7 @@ impl Metrics {
             bounces: Counter::default(),
             tls_handshakes: Family::default(),
             auth: Family::default(),
+            sender_auth: Family::default(),
             reloads: Family::default(),
             plugin_generation: Gauge::default(),
             resident_memory: Gauge::default(),
@@ -198,6 +200,12 @@ impl Metrics {
             "mailgate_auth",
             "Login attempts, by protocol and result",
             m.auth.clone(),
+        );
+        r.register(
+            "mailgate_sender_auth",
+            "Sender authentication results of received messages (SPF per identity, DKIM per \
+             signature, DMARC, ARC), by method and result",
+            m.sender_auth.clone(),
         );
         r.register(
             "process_resident_memory_bytes",
@@ -444,6 +452,28 @@ pub fn auth(protocol: &'static str, ok: bool) {
         m.auth
             .get_or_create(&[("protocol", protocol), ("result", result)])
             .inc();
+    }
+}
+
+/// The sender authentication results of one received message.
+pub fn auth_results(results: &crate::mailauth::AuthResults) {
+    let Some(m) = get() else { return };
+    let count = |method: &'static str, outcome: crate::mailauth::Outcome| {
+        m.sender_auth
+            .get_or_create(&[("method", method), ("result", outcome.name())])
+            .inc();
+    };
+    for check in &results.spf {
+        count("spf", check.outcome);
+    }
+    for check in results.dkim.iter().flatten() {
+        count("dkim", check.outcome);
+    }
+    if let Some(dmarc) = &results.dmarc {
+        count("dmarc", dmarc.outcome);
+    }
+    if let Some(arc) = &results.arc {
+        count("arc", arc.outcome);
     }
 }
 

@@ -1,0 +1,378 @@
+//! Sender authentication of received mail: SPF, DKIM and DMARC records served by dnsmasq on
+//! loopback, messages signed by dkimpy (an implementation nobody here wrote), and the
+//! `Authentication-Results` field the gateway writes into what it delivers.
+
+use std::io::Write;
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use mailgate_e2e::peers::Dns;
+use mailgate_e2e::{root, Gateway, RawSmtp};
+
+/// A dnsmasq option serving `text` at `name`, split into strings of at most 250 bytes (on
+/// dnsmasq's command line commas separate the strings and quotes would be kept as text).
+fn txt(name: &str, text: &str) -> String {
+    assert!(!text.contains(','), "{text}");
+    let strings: Vec<String> = text
+        .as_bytes()
+        .chunks(250)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    format!("--txt-record={name},{}", strings.join(","))
+}
+
+/// dnsmasq answering for `.test` only from `records`: every other name there does not exist.
+fn dns(records: &[String]) -> Dns {
+    let mut args: Vec<&str> = vec!["--local=/test/"];
+    args.extend(records.iter().map(String::as_str));
+    Dns::start(&args)
+}
+
+/// Sends `message` from `sender` to alice and returns the Authentication-Results fields of
+/// what alice got, found by `subject`.
+fn deliver(gw: &Gateway, helo: &str, sender: &str, message: &str, subject: &str) -> Vec<String> {
+    let (mut c, _) = RawSmtp::connect(gw.inbound);
+    c.cmd(&format!("EHLO {helo}"));
+    let reply = c.cmd(&format!("MAIL FROM:<{sender}>"));
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(message.as_bytes());
+    c.send(b".\r\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("250"), "{reply}");
+    c.cmd("QUIT");
+    let delivered =
+        gw.wait_mailbox_matching("alice@example.test", &format!("Subject: {subject}\r\n"));
+    results_fields(&delivered)
+}
+
+/// The Authentication-Results fields of a message, unfolded, in order.
+fn results_fields(message: &str) -> Vec<String> {
+    let header = message.split("\r\n\r\n").next().unwrap_or("");
+    let unfolded = header.replace("\r\n\t", " ").replace("\r\n ", " ");
+    unfolded
+        .lines()
+        .filter_map(|l| l.strip_prefix("Authentication-Results: "))
+        .map(str::to_string)
+        .collect()
+}
+
+fn plain(from: &str, subject: &str) -> String {
+    format!(
+        "From: <{from}>\r\nTo: <alice@example.test>\r\nSubject: {subject}\r\n\
+         Date: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@sender.test>\r\n\
+         \r\nHello Alice.\r\n"
+    )
+}
+
+/// `message` signed by dkimpy with the key `dknewkey` made.
+fn dkimpy_sign(message: &str, key: &Path, selector: &str, domain: &str, algorithm: &str) -> String {
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(root().join("tests/e2e/clients/dkim_sign.py"))
+        .arg(key)
+        .args([selector, domain, algorithm])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 (Debian package python3-dkim)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(message.as_bytes())
+        .expect("message");
+    let out = child.wait_with_output().expect("dkim_sign.py");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// A key pair from dkimpy's `dknewkey`: the key file and the TXT record to publish.
+fn dknewkey(dir: &Path, name: &str, ktype: &str) -> (std::path::PathBuf, String) {
+    let base = dir.join(name);
+    let ok = Command::new("/usr/bin/dknewkey")
+        .args(["--ktype", ktype])
+        .arg(&base)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("dknewkey (Debian package python3-dkim)")
+        .success();
+    assert!(ok);
+    let record = std::fs::read_to_string(base.with_extension("dns")).expect("dns");
+    (base.with_extension("key"), record.trim().to_string())
+}
+
+fn config(dns_port: u16, methods: &str, dns_timeout_ms: u32) -> String {
+    format!(
+        "[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\ntimeout-ms = {dns_timeout_ms}\n\n\
+         [auth]\nverify = [{methods}]\ntimeout-ms = 5000\n"
+    )
+}
+
+#[test]
+fn spf_results_for_each_kind_of_record_and_the_rfc7208_limits() {
+    // A name server that takes queries and never answers: lookups under temperror.test.
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let mut records = vec![
+        txt("client.example.test", "v=spf1 ip4:127.0.0.1 -all"),
+        txt("pass.test", "v=spf1 ip4:127.0.0.0/8 -all"),
+        txt("fail.test", "v=spf1 ip4:192.0.2.0/24 -all"),
+        txt("softfail.test", "v=spf1 ip4:192.0.2.1 ~all"),
+        txt("neutral.test", "v=spf1 ?all"),
+        "--host-record=none.test,192.0.2.9".to_string(),
+        txt("permerror.test", "v=spf1 ip4:not-an-address -all"),
+        txt("loop.test", "v=spf1 include:loop.test -all"),
+        format!("--server=/temperror.test/127.0.0.1#{silent_port}"),
+    ];
+    // Eleven includes deep: past the limit of ten lookups, though the last would pass.
+    for i in 1..=11 {
+        records.push(txt(
+            &format!("d{i}.deep.test"),
+            &format!("v=spf1 include:d{}.deep.test -all", i + 1),
+        ));
+    }
+    records.push(txt("d12.deep.test", "v=spf1 ip4:127.0.0.1 -all"));
+    records.push(txt("deep.test", "v=spf1 include:d1.deep.test -all"));
+    let dns = dns(&records);
+    let gw = Gateway::start(&config(dns.port, "\"spf\"", 400));
+
+    let cases = [
+        ("pass.test", "pass"),
+        ("fail.test", "fail"),
+        ("softfail.test", "softfail"),
+        ("neutral.test", "neutral"),
+        ("none.test", "none"),
+        ("permerror.test", "permerror"),
+        ("loop.test", "permerror"),
+        ("deep.test", "permerror"),
+        ("temperror.test", "temperror"),
+    ];
+    for (domain, expected) in cases {
+        let subject = format!("spf-{domain}");
+        let sender = format!("user@{domain}");
+        let fields = deliver(
+            &gw,
+            "client.example.test",
+            &sender,
+            &plain(&sender, &subject),
+            &subject,
+        );
+        assert_eq!(
+            fields,
+            [format!(
+                "mx.example.test; spf={expected} smtp.mailfrom={sender}; \
+                 spf=pass smtp.helo=client.example.test"
+            )],
+            "{domain}"
+        );
+    }
+    // The null sender is checked as postmaster@ the HELO name.
+    let fields = deliver(
+        &gw,
+        "client.example.test",
+        "",
+        &plain("mailer-daemon@x.test", "bounce"),
+        "bounce",
+    );
+    assert_eq!(
+        fields,
+        [
+            "mx.example.test; spf=pass smtp.mailfrom=postmaster@client.example.test; \
+          spf=pass smtp.helo=client.example.test"
+        ]
+    );
+    drop(silent);
+}
+
+#[test]
+fn dkim_signatures_from_dkimpy_verify_and_dmarc_judges_alignment() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (ed_key, ed_record) = dknewkey(keys.path(), "ed", "ed25519");
+    let (rsa_key, rsa_record) = dknewkey(keys.path(), "rsa", "rsa");
+    let dns = dns(&[
+        txt("ed1._domainkey.signer.test", &ed_record),
+        txt("rsa1._domainkey.signer.test", &rsa_record),
+        txt("_dmarc.signer.test", "v=DMARC1; p=reject"),
+        txt("_dmarc.spoofed.test", "v=DMARC1; p=quarantine"),
+        txt("mail.signer.test", "v=spf1 ip4:127.0.0.1 -all"),
+        txt("client.example.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ]);
+    let gw = Gateway::start(&config(dns.port, "\"spf\", \"dkim\", \"dmarc\"", 1000));
+    let helo = "client.example.test";
+    let helo_pass = "spf=pass smtp.helo=client.example.test";
+    let sign_both = |message: &str| {
+        let once = dkimpy_sign(message, &rsa_key, "rsa1", "signer.test", "rsa-sha256");
+        dkimpy_sign(&once, &ed_key, "ed1", "signer.test", "ed25519-sha256")
+    };
+
+    // Signed by the From domain with both algorithms: DKIM passes and aligns.
+    let signed = sign_both(&plain("news@signer.test", "signed"));
+    let fields = deliver(&gw, helo, "bounce@other.test", &signed, "signed");
+    assert_eq!(fields.len(), 1, "{fields:?}");
+    let field = &fields[0];
+    assert!(
+        field.starts_with("mx.example.test; spf=none smtp.mailfrom=bounce@other.test; "),
+        "{field}"
+    );
+    assert!(field.contains(helo_pass), "{field}");
+    assert!(
+        field.contains("dkim=pass header.d=signer.test header.s=ed1 header.a=ed25519-sha256"),
+        "{field}"
+    );
+    assert!(
+        field.contains("dkim=pass header.d=signer.test header.s=rsa1 header.a=rsa-sha256"),
+        "{field}"
+    );
+    assert!(
+        field.ends_with("dmarc=pass header.from=signer.test policy.dmarc=reject"),
+        "{field}"
+    );
+
+    // Changed after signing: both signatures fail, and nothing aligned passes.
+    let tampered =
+        sign_both(&plain("news@signer.test", "tampered")).replace("Hello Alice.", "Hello Mallory.");
+    let fields = deliver(&gw, helo, "bounce@other.test", &tampered, "tampered");
+    let field = &fields[0];
+    assert_eq!(field.matches("dkim=fail").count(), 2, "{field}");
+    assert!(
+        field.ends_with(
+            "dmarc=fail reason=\"neither SPF nor DKIM passed aligned with the From domain\" \
+                             header.from=signer.test policy.dmarc=reject"
+        ),
+        "{field}"
+    );
+
+    // A valid signature of another domain does not make a spoofed From pass DMARC.
+    let spoofed = sign_both(&plain("ceo@spoofed.test", "spoofed"));
+    let field = &deliver(&gw, helo, "bounce@other.test", &spoofed, "spoofed")[0];
+    assert!(field.contains("dkim=pass header.d=signer.test"), "{field}");
+    assert!(field.contains("dmarc=fail"), "{field}");
+    assert!(
+        field.ends_with("header.from=spoofed.test policy.dmarc=quarantine"),
+        "{field}"
+    );
+
+    // Unsigned, but SPF passes for a subdomain of the From domain: relaxed alignment.
+    let field = &deliver(
+        &gw,
+        helo,
+        "bounce@mail.signer.test",
+        &plain("news@signer.test", "spf-aligned"),
+        "spf-aligned",
+    )[0];
+    assert!(
+        field.contains("spf=pass smtp.mailfrom=bounce@mail.signer.test"),
+        "{field}"
+    );
+    assert!(field.contains("dkim=none"), "{field}");
+    assert!(
+        field.ends_with("dmarc=pass header.from=signer.test policy.dmarc=reject"),
+        "{field}"
+    );
+
+    // No DMARC record for the From domain.
+    let field = &deliver(
+        &gw,
+        helo,
+        "bounce@other.test",
+        &plain("a@nodmarc.test", "no-record"),
+        "no-record",
+    )[0];
+    assert!(
+        field.ends_with("dmarc=none header.from=nodmarc.test"),
+        "{field}"
+    );
+
+    // Malformed signatures: a clear result each, the message still delivered.
+    let broken = format!(
+        "DKIM-Signature: v=1; a=rsa-sha256; d=signer.test; s=rsa1; h=from; bh=!!!; b=???\r\n\
+         DKIM-Signature: v=1; a=rsa-sha256; d=signer.test; s=missing; c=relaxed/relaxed; h=from:subject; \
+         bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA\r\n{}",
+        plain("news@signer.test", "malformed")
+    );
+    let field = &deliver(&gw, helo, "bounce@other.test", &broken, "malformed")[0];
+    let dkim: Vec<&str> = field
+        .split("; ")
+        .filter(|m| m.starts_with("dkim="))
+        .collect();
+    assert_eq!(dkim.len(), 2, "{field}");
+    for method in dkim {
+        assert!(
+            method.starts_with("dkim=permerror")
+                || method.starts_with("dkim=neutral")
+                || method.starts_with("dkim=fail"),
+            "{method}"
+        );
+        assert!(method.contains("reason=\""), "{method}");
+    }
+}
+
+#[test]
+fn forged_results_claiming_our_name_are_removed_and_others_kept() {
+    let dns = dns(&[txt("pass.test", "v=spf1 ip4:127.0.0.1 -all")]);
+    let gw = Gateway::start(&format!(
+        "{}authserv-id = \"mx.example.test\"\n",
+        config(dns.port, "\"spf\", \"dkim\", \"dmarc\"", 1000)
+    ));
+    let message = format!(
+        "Authentication-Results: mx.example.test; dkim=pass header.d=bank.test; dmarc=pass\r\n\
+         Authentication-Results: (upstream) MX.EXAMPLE.TEST;\r\n\tspf=pass\r\n\
+         Authentication-Results: relay.other.test; spf=pass smtp.mailfrom=user@pass.test\r\n{}",
+        plain("user@pass.test", "forged")
+    );
+    let fields = deliver(&gw, "helo.test", "user@pass.test", &message, "forged");
+    assert_eq!(fields.len(), 2, "{fields:?}");
+    assert!(
+        fields[0].starts_with("mx.example.test; spf=pass smtp.mailfrom=user@pass.test"),
+        "{fields:?}"
+    );
+    assert!(
+        fields[0].contains("dkim=none"),
+        "ours says what it found: {fields:?}"
+    );
+    assert_eq!(
+        fields[1],
+        "relay.other.test; spf=pass smtp.mailfrom=user@pass.test"
+    );
+}
+
+#[test]
+fn a_dns_server_that_never_answers_gives_temperror_within_the_deadline() {
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let port = silent.local_addr().expect("addr").port();
+    let gw = Gateway::start(&format!(
+        "[dns]\nservers = [\"127.0.0.1:{port}\"]\ntimeout-ms = 300\n\n\
+         [auth]\nverify = [\"spf\", \"dkim\", \"dmarc\"]\ntimeout-ms = 2000\n"
+    ));
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (key, _) = dknewkey(keys.path(), "ed", "ed25519");
+    let message = dkimpy_sign(
+        &plain("user@slow.test", "silent-dns"),
+        &key,
+        "s1",
+        "slow.test",
+        "ed25519-sha256",
+    );
+    let started = std::time::Instant::now();
+    let fields = deliver(
+        &gw,
+        "client.slow.test",
+        "user@slow.test",
+        &message,
+        "silent-dns",
+    );
+    // Two deadlines at most (SPF, then the message checks), plus delivery: a bound, not a pace.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let field = &fields[0];
+    assert!(field.contains("spf=temperror"), "{field}");
+    assert!(field.contains("dkim=temperror"), "{field}");
+    assert!(field.contains("dmarc=temperror"), "{field}");
+    drop(silent);
+}
