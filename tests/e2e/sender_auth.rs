@@ -310,6 +310,107 @@ fn dkim_signatures_from_dkimpy_verify_and_dmarc_judges_alignment() {
     }
 }
 
+/// `message` with one more ARC set from dkimpy, sealed by `domain`.
+fn arcsign(message: &str, key: &Path, selector: &str, domain: &str) -> String {
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(root().join("tests/e2e/clients/arc_sign.py"))
+        .arg(key)
+        .args([selector, domain, domain])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 (Debian package python3-dkim)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(message.as_bytes())
+        .expect("message");
+    let out = child.wait_with_output().expect("arc_sign.py");
+    assert!(out.status.success(), "arc_sign.py failed on:\n{message}");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn arc_chains_sealed_by_dkimpy_validate() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (forwarder_key, forwarder_record) = dknewkey(keys.path(), "fwd", "rsa");
+    let (list_key, list_record) = dknewkey(keys.path(), "list", "rsa");
+    let dns = dns(&[
+        txt("arc1._domainkey.forwarder.test", &forwarder_record),
+        txt("arc2._domainkey.lists.test", &list_record),
+    ]);
+    let gw = Gateway::start(&config(dns.port, "\"arc\"", 1000));
+    // Each forwarder records what it found, then seals; the second found the chain valid.
+    let hop = |message: &str, key: &Path, selector: &str, domain: &str| {
+        let found = match message.contains("ARC-Seal:") {
+            true => "arc=pass",
+            false => "spf=pass smtp.mailfrom=a@origin.test",
+        };
+        let seen = format!("Authentication-Results: {domain}; {found}\r\n{message}");
+        arcsign(&seen, key, selector, domain)
+    };
+    let once = hop(
+        &plain("a@origin.test", "arc-one"),
+        &forwarder_key,
+        "arc1",
+        "forwarder.test",
+    );
+    assert!(once.contains("ARC-Seal: i=1"), "{once}");
+    let field = &deliver(
+        &gw,
+        "client.example.test",
+        "a@forwarder.test",
+        &once,
+        "arc-one",
+    )[0];
+    assert_eq!(field, "mx.example.test; arc=pass smtp.remote-ip=127.0.0.1");
+
+    let twice = hop(
+        &plain("a@origin.test", "arc-two"),
+        &forwarder_key,
+        "arc1",
+        "forwarder.test",
+    );
+    let twice = hop(&twice, &list_key, "arc2", "lists.test");
+    assert!(twice.contains("ARC-Seal: i=2"), "{twice}");
+    let field = &deliver(
+        &gw,
+        "client.example.test",
+        "a@lists.test",
+        &twice,
+        "arc-two",
+    )[0];
+    assert_eq!(field, "mx.example.test; arc=pass smtp.remote-ip=127.0.0.1");
+
+    // Changed after the last seal: the chain no longer validates.
+    let changed = hop(
+        &plain("a@origin.test", "arc-changed"),
+        &forwarder_key,
+        "arc1",
+        "forwarder.test",
+    )
+    .replace("Hello Alice.", "Hello Mallory.");
+    let field = &deliver(
+        &gw,
+        "client.example.test",
+        "a@forwarder.test",
+        &changed,
+        "arc-changed",
+    )[0];
+    assert!(field.starts_with("mx.example.test; arc=fail"), "{field}");
+
+    // No ARC set at all.
+    let field = &deliver(
+        &gw,
+        "client.example.test",
+        "a@origin.test",
+        &plain("a@origin.test", "arc-none"),
+        "arc-none",
+    )[0];
+    assert_eq!(field, "mx.example.test; arc=none smtp.remote-ip=127.0.0.1");
+}
+
 #[test]
 fn forged_results_claiming_our_name_are_removed_and_others_kept() {
     let dns = dns(&[txt("pass.test", "v=spf1 ip4:127.0.0.1 -all")]);

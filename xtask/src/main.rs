@@ -336,8 +336,21 @@ fn ensure_imaptest() -> Result<PathBuf, String> {
 
 /// Installs the test peers that are missing, with apt-get (as root, or through sudo).
 fn ensure_test_peers() -> Result<(), String> {
-    tools()
+    let tools = tools();
+    tools
         .ensure_debian_packages("the end-to-end tests", &TEST_PEERS)
+        .map_err(|e| e.to_string())?;
+    // dkimpy's ARC signing needs the authres module, which has no program to look for.
+    let has_authres = Command::new("/usr/bin/python3")
+        .args(["-c", "import authres"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if has_authres {
+        return Ok(());
+    }
+    tools
+        .apt_install("the ARC tests (dkimpy's arcsign)", &["python3-authres"])
         .map_err(|e| e.to_string())
 }
 

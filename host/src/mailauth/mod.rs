@@ -374,10 +374,11 @@ fn spf_check(
 fn dkim_outcome(result: &DkimResult) -> (Outcome, Option<String>) {
     match result {
         DkimResult::Pass => (Outcome::Pass, None),
-        // A body that no longer matches its hash failed verification (RFC 6376 §6.1.3), though
-        // mail-auth files it as neutral.
+        // A body that no longer matches its hash failed verification (RFC 6376 §6.1.3, RFC 8617
+        // §5.2), though mail-auth files it as neutral.
         DkimResult::Neutral(
-            e @ mail_auth::Error::Dkim(mail_auth::dkim::DkimError::FailedBodyHashMatch),
+            e @ (mail_auth::Error::Dkim(mail_auth::dkim::DkimError::FailedBodyHashMatch)
+            | mail_auth::Error::Arc(mail_auth::arc::ArcError::FailedBodyHashMatch)),
         ) => (Outcome::Fail, Some(e.to_string())),
         DkimResult::Neutral(e) => (Outcome::Neutral, Some(e.to_string())),
         DkimResult::Fail(e) => (Outcome::Fail, Some(e.to_string())),
