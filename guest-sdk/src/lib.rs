@@ -5,7 +5,7 @@
 //! With this crate you give your type a name ([`Plugin`]), implement one trait per stage you
 //! want ([`Connect`], [`Helo`], [`MailFrom`], [`RcptTo`], [`Data`], [`Deliver`], [`Retrieve`]),
 //! and export it with [`export_plugin!`], listing those stages. The component then exports
-//! exactly those stages (contract `mailgate:plugin@0.2.0`), and the gateway calls only them.
+//! exactly those stages (contract `mailgate:plugin@0.2.1`), and the gateway calls only them.
 //! Build with `mailgate plugin build` (or `cargo build --target wasm32-wasip2`).
 //!
 //! ## Example: refuse one recipient domain
@@ -55,7 +55,8 @@
 //! [`config`] (the plugin's table from the gateway config), [`log`], [`notes`] (shared by the
 //! chain for one transaction), [`kv`] (persistent, needs [`Capability::Kv`]), [`dns`] (needs
 //! [`Capability::Dns`]), [`files`] (read-only files the operator grants, needs
-//! [`Capability::Files`]) and [`now_ms`].
+//! [`Capability::Files`]) and [`now_ms`]. [`auth`] has the gateway's SPF, DKIM, DMARC and ARC
+//! results for the message (contract 0.2.1; no capability needed).
 //!
 //! ## State
 //! The gateway reuses an instance for many transactions (`instance-reuse`, per plugin), so
@@ -97,7 +98,7 @@ pub mod stages {
                     export_macro_name: $export,
                     default_bindings_module: $bindings,
                     with: {
-                        "mailgate:plugin/types@0.2.0": crate::bindings::mailgate::plugin::types,
+                        "mailgate:plugin/types@0.2.1": crate::bindings::mailgate::plugin::types,
                     },
                 });
             }
@@ -105,55 +106,56 @@ pub mod stages {
     }
     stage_bindings!(
         connect,
-        "package mailgate:sdk-connect; world connect-stage { export mailgate:plugin/connect@0.2.0; }",
+        "package mailgate:sdk-connect; world connect-stage { export mailgate:plugin/connect@0.2.1; }",
         "mailgate:sdk-connect/connect-stage",
         "mailgate_sdk::stages::connect",
         "export_connect_stage"
     );
     stage_bindings!(
         helo,
-        "package mailgate:sdk-helo; world helo-stage { export mailgate:plugin/helo@0.2.0; }",
+        "package mailgate:sdk-helo; world helo-stage { export mailgate:plugin/helo@0.2.1; }",
         "mailgate:sdk-helo/helo-stage",
         "mailgate_sdk::stages::helo",
         "export_helo_stage"
     );
     stage_bindings!(
         mail_from,
-        "package mailgate:sdk-mail-from; world mail-from-stage { export mailgate:plugin/mail-from@0.2.0; }",
+        "package mailgate:sdk-mail-from; world mail-from-stage { export mailgate:plugin/mail-from@0.2.1; }",
         "mailgate:sdk-mail-from/mail-from-stage",
         "mailgate_sdk::stages::mail_from",
         "export_mail_from_stage"
     );
     stage_bindings!(
         rcpt_to,
-        "package mailgate:sdk-rcpt-to; world rcpt-to-stage { export mailgate:plugin/rcpt-to@0.2.0; }",
+        "package mailgate:sdk-rcpt-to; world rcpt-to-stage { export mailgate:plugin/rcpt-to@0.2.1; }",
         "mailgate:sdk-rcpt-to/rcpt-to-stage",
         "mailgate_sdk::stages::rcpt_to",
         "export_rcpt_to_stage"
     );
     stage_bindings!(
         data,
-        "package mailgate:sdk-data; world data-stage { export mailgate:plugin/data@0.2.0; }",
+        "package mailgate:sdk-data; world data-stage { export mailgate:plugin/data@0.2.1; }",
         "mailgate:sdk-data/data-stage",
         "mailgate_sdk::stages::data",
         "export_data_stage"
     );
     stage_bindings!(
         deliver,
-        "package mailgate:sdk-deliver; world deliver-stage { export mailgate:plugin/deliver@0.2.0; }",
+        "package mailgate:sdk-deliver; world deliver-stage { export mailgate:plugin/deliver@0.2.1; }",
         "mailgate:sdk-deliver/deliver-stage",
         "mailgate_sdk::stages::deliver",
         "export_deliver_stage"
     );
     stage_bindings!(
         retrieve,
-        "package mailgate:sdk-retrieve; world retrieve-stage { export mailgate:plugin/retrieve@0.2.0; }",
+        "package mailgate:sdk-retrieve; world retrieve-stage { export mailgate:plugin/retrieve@0.2.1; }",
         "mailgate:sdk-retrieve/retrieve-stage",
         "mailgate_sdk::stages::retrieve",
         "export_retrieve_stage"
     );
 }
 
+pub mod auth;
 mod outcome;
 pub mod services;
 

@@ -138,7 +138,7 @@ async fn chain_of_four(scratch: &Path) {
                 message: message(4 << 10, n),
             };
             let t = Instant::now();
-            let result = run_transaction(&chain, services(), input).await;
+            let result = run_transaction(&chain, services(), input, None).await;
             samples.push(t.elapsed());
             assert_eq!(result.disposition.name(), "accept");
         }

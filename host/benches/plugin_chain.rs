@@ -152,7 +152,7 @@ async fn bench() {
                 message,
             };
             let t = Instant::now();
-            let result = run_transaction(chain, services(), input).await;
+            let result = run_transaction(chain, services(), input, None).await;
             samples.push(t.elapsed());
             assert_eq!(result.disposition.name(), "accept");
         }

@@ -6,7 +6,7 @@
 // store (the `kv` capability, which the config must grant).
 //
 // Config: delay-seconds = 300, pass-days = 36, skip-authenticated = true.
-import { configGet, kvGet, kvSet, log, nowMs } from 'mailgate:plugin/host@0.2.0';
+import { configGet, kvGet, kvSet, log, nowMs } from 'mailgate:plugin/host@0.2.1';
 
 const proceed = () => ({ tag: 'continue' });
 

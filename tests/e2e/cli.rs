@@ -443,7 +443,7 @@ fn plugin_settings_are_checked_against_what_the_plugin_declares() {
     );
     assert_eq!(explained.code, Some(0), "{}", explained.stderr);
     for line in [
-        "contract:     mailgate:plugin@0.2.0",
+        "contract:     mailgate:plugin@0.2.1",
         "stages:       data",
         "threshold (float) = 5: reject at or above this score",
         "keywords (table): keyword = weight",
@@ -480,6 +480,53 @@ fn contract_0_1_plugins_in_every_language_pass_their_old_cases() {
         run.stdout.ends_with("23 passed, 0 failed\n"),
         "{}",
         run.stdout
+    );
+}
+
+/// Plugins built against contract 0.2.0 (Rust and C, prebuilt before 0.2.1 added `auth`) link
+/// to this 0.2.1 gateway unchanged, pass their cases, and are reported as 0.2.0.
+#[test]
+fn contract_0_2_0_plugins_pass_their_cases_on_the_0_2_1_gateway() {
+    let cache = cache();
+    let run = mailgate(
+        &["test", "tests/fixtures/contract-0.2.0/cases"],
+        cache.path(),
+    );
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.ends_with("15 passed, 0 failed\n"),
+        "{}",
+        run.stdout
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[plugin]]\npath = \"{}\"\n[plugin.config]\ndomains = [\"example.org\"]\n",
+            root()
+                .join("tests/fixtures/contract-0.2.0/recipient-policy-0.2.0.wasm")
+                .display()
+        ),
+    )
+    .expect("config");
+    let explained = mailgate(
+        &[
+            "plugins",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--explain",
+            "recipient-policy",
+        ],
+        cache.path(),
+    );
+    assert_eq!(explained.code, Some(0), "{}", explained.stderr);
+    assert!(
+        explained
+            .stdout
+            .contains("contract:     mailgate:plugin@0.2.0"),
+        "{}",
+        explained.stdout
     );
 }
 

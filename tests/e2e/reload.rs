@@ -316,7 +316,7 @@ fn sighup_reloads_the_plugins() {
     let logged = |gw: &Gateway| {
         gw.log()
             .lines()
-            .any(|l| l.contains("plugins reloaded") && l.contains("(contract 0.2.0)"))
+            .any(|l| l.contains("plugins reloaded") && l.contains("(contract 0.2.1)"))
     };
     assert!(
         wait_until(10, || logged(&gw)),

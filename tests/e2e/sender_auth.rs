@@ -477,3 +477,62 @@ fn a_dns_server_that_never_answers_gives_temperror_within_the_deadline() {
     assert!(field.contains("dmarc=temperror"), "{field}");
     drop(silent);
 }
+
+/// The bundled dmarc-policy plugin enforces `p=reject` at DATA with its documented reply, lets
+/// aligned mail through, and the results are counted in the metrics.
+#[test]
+fn dmarc_policy_plugin_refuses_failing_mail_of_a_p_reject_domain() {
+    let dns = dns(&[
+        txt("_dmarc.bank.test", "v=DMARC1; p=reject"),
+        txt("bank.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ]);
+    let gw = Gateway::start(&format!(
+        "{}\n[[plugin]]\npath = \"{}\"\n",
+        config(dns.port, "\"spf\", \"dkim\", \"dmarc\"", 1000),
+        mailgate_e2e::plugin_dir()
+            .join("dmarc-policy.wasm")
+            .display()
+    ));
+    let (mut c, _) = RawSmtp::connect(gw.inbound);
+    c.cmd("EHLO client.example.test");
+    assert!(c
+        .cmd("MAIL FROM:<phisher@elsewhere.test>")
+        .starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(plain("security@bank.test", "phish").as_bytes());
+    c.send(b".\r\n");
+    let reply = c.reply();
+    assert_eq!(
+        reply.trim_end(),
+        "550 5.7.1 Message rejected: bank.test publishes DMARC policy reject and this message \
+         fails DMARC"
+    );
+    // The session goes on: the bank's own mail, SPF-aligned, is delivered.
+    assert!(c.cmd("MAIL FROM:<bounces@bank.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(plain("security@bank.test", "statement").as_bytes());
+    c.send(b".\r\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("250"), "{reply}");
+    c.cmd("QUIT");
+    let delivered = gw.wait_mailbox_matching("alice@example.test", "Subject: statement\r\n");
+    assert!(
+        results_fields(&delivered)[0]
+            .contains("dmarc=pass header.from=bank.test policy.dmarc=reject"),
+        "{delivered}"
+    );
+    assert!(gw
+        .settled_mailbox("alice@example.test")
+        .iter()
+        .all(|m| !m.contains("Subject: phish")));
+    let metrics = mailgate_e2e::curl("", &[], &format!("http://127.0.0.1:{}/metrics", gw.metrics));
+    let metrics = String::from_utf8_lossy(&metrics);
+    for series in [
+        "mailgate_sender_auth_total{method=\"dmarc\",result=\"fail\"} 1",
+        "mailgate_sender_auth_total{method=\"dmarc\",result=\"pass\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
+}

@@ -32,9 +32,11 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use super::check::load_chain;
+use super::dns_server::ScriptedDnsServer;
 use super::{run_transaction, TransactionInput, TransactionReport};
-use crate::config::{Config, PluginConfig};
+use crate::config::{AuthConfig, Config, PluginConfig};
 use crate::mail::Session;
+use crate::mailauth::Verifier;
 use crate::message::{canonical_crlf, Message};
 use crate::plugin::services::{FixedClock, MemoryKv, RecordType, Services, StaticDns};
 use crate::plugin::Stage;
@@ -49,6 +51,9 @@ struct CaseFile {
     plugins: Vec<PluginConfig>,
     #[serde(default, rename = "case")]
     cases: Vec<Case>,
+    /// Sender authentication as the gateway's `[auth]` table says (replacing the config's):
+    /// the checks run against the case's `dns` table before the data stage.
+    auth: Option<AuthConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,7 +342,10 @@ async fn run_file(
 ) -> anyhow::Result<Vec<CaseResult>> {
     let (text, file) = parse_case_file(path)?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let config = chain_config(path, &text, &file)?;
+    let mut config = chain_config(path, &text, &file)?;
+    if let Some(auth) = &file.auth {
+        config.auth = auth.clone();
+    }
     let selected: Vec<&Case> = file
         .cases
         .iter()
@@ -350,7 +358,7 @@ async fn run_file(
     let mut results = Vec::new();
     for case in selected {
         let started = std::time::Instant::now();
-        let failures = match run_case(&set, case, &base).await {
+        let failures = match run_case(&set, &config, case, &base).await {
             Ok(report) => with_faults(compare(&case.expect, &report), &report),
             Err(e) => vec![format!("could not run: {e:#}")],
         };
@@ -366,6 +374,7 @@ async fn run_file(
 
 async fn run_case(
     set: &Arc<crate::plugin::PluginSet>,
+    config: &Config,
     case: &Case,
     base: &Path,
 ) -> anyhow::Result<TransactionReport> {
@@ -386,6 +395,23 @@ async fn run_case(
             .map_err(|_| anyhow::anyhow!("unknown DNS record type {kind}"))?;
         dns.insert(kind, name, answers.clone());
     }
+    let dns = Arc::new(dns);
+    // The checks resolve through a real resolver, here pointed at the case's table.
+    let (verifier, _dns_server) = match config.auth.verify.is_empty() {
+        true => (None, None),
+        false => {
+            let server = ScriptedDnsServer::start(dns.clone())
+                .await
+                .context("cannot start the harness DNS server")?;
+            let dns_config = crate::config::DnsConfig {
+                servers: vec![server.addr.to_string()],
+                timeout_ms: Some(1000),
+            };
+            let resolver = crate::dns::resolver(&dns_config).map_err(anyhow::Error::msg)?;
+            let verifier = Verifier::new(&config.auth, &config.server.hostname, resolver);
+            (verifier.map(Arc::new), Some(server))
+        }
+    };
     let kv = MemoryKv::default();
     for (plugin, entries) in &case.kv {
         for (k, v) in entries {
@@ -394,7 +420,7 @@ async fn run_case(
     }
     let services = Services {
         kv: Arc::new(kv),
-        dns: Arc::new(dns),
+        dns,
         clock: Arc::new(FixedClock(Mutex::new(
             case.clock.now_ms.unwrap_or(1_767_225_600_000),
         ))),
@@ -415,7 +441,7 @@ async fn run_case(
         recipients: case.envelope.to.clone(),
         message: Message::new(canonical_crlf(&raw)),
     };
-    Ok(run_transaction(set, services, input).await)
+    Ok(run_transaction(set, services, input, verifier.as_ref()).await)
 }
 
 /// Lines of guest output shown under a failed case (the log has all of them).

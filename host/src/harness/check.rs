@@ -83,7 +83,7 @@ pub async fn check(
                 as Arc<dyn crate::plugin::services::Dns>
         })
         .unwrap_or_else(|_| Arc::new(crate::plugin::services::StaticDns::default()));
-    let report = run_transaction(&set, Services::with_dns(dns), input).await;
+    let report = run_transaction(&set, Services::with_dns(dns), input, None).await;
     let text = render(&report, &original, options.diff);
     Ok((text, report.disposition == Disposition::Accepted))
 }

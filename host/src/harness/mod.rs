@@ -5,13 +5,37 @@
 pub mod case;
 pub mod check;
 mod diff;
+mod dns_server;
 mod junit;
 
 use std::sync::Arc;
 
 use crate::mail::{Delivery, MailState, Reply, Retrieval, Route, Session};
+use crate::mailauth::{AuthResults, Verifier};
 use crate::message::Message;
 use crate::plugin::{PluginSet, Services, Stage, StageCall, StageReport, Verdict};
+
+/// The sender authentication results of the input's message, and the message with them on top
+/// as the gateway would write them.
+async fn authenticate(
+    verifier: &Arc<Verifier>,
+    input: &TransactionInput,
+) -> (Message, Arc<AuthResults>) {
+    let envelope = crate::mailauth::Envelope {
+        client_ip: input
+            .session
+            .peer_ip
+            .parse()
+            .unwrap_or(std::net::IpAddr::from([192, 0, 2, 1])),
+        helo: input.helo.clone(),
+        sender: input.sender.clone(),
+    };
+    let (raw, results) = verifier
+        .check_message(input.message.raw().to_vec(), envelope, None)
+        .await;
+    let stamped = crate::mailauth::stamp(&raw, &results.header_field(), &results.authserv_id);
+    (Message::new(stamped), Arc::new(results))
+}
 
 /// What goes into one offline transaction.
 #[derive(Debug, Clone)]
@@ -131,6 +155,7 @@ pub async fn run_transaction(
     set: &Arc<PluginSet>,
     services: Services,
     input: TransactionInput,
+    verifier: Option<&Arc<Verifier>>,
 ) -> TransactionReport {
     let mut tx = set.transaction(&input.session.id, services);
     let mut state = MailState {
@@ -191,7 +216,15 @@ pub async fn run_transaction(
         if state.envelope.recipients.is_empty() {
             break 'smtp Some(Disposition::NoRecipients);
         }
-        state.message = Some(Arc::new(input.message.clone()));
+        let message = match verifier.filter(|_| input.session.auth_user.is_none()) {
+            Some(verifier) => {
+                let (message, results) = authenticate(verifier, &input).await;
+                state.auth = Some(results);
+                message
+            }
+            None => input.message.clone(),
+        };
+        state.message = Some(Arc::new(message));
         let stage = tx.run(StageCall::Data, &mut state).await;
         let end = refusal(&stage).or(match &stage.decision {
             Verdict::Discard => Some(Disposition::Discarded),

@@ -225,13 +225,15 @@ impl Transaction {
         live.store
             .set_epoch_deadline(Runtime::deadline_ticks(plugin.timeout));
         let stage = call.stage();
-        live.store.data_mut().begin_call(Some(stage));
+        live.store
+            .data_mut()
+            .begin_call(Some(stage), state.auth.clone());
         let result = call_stage(live, call, state).await;
         let output = live.store.data_mut().collect_output();
         let memory_hit = live.store.data().memory.hit;
         let refused = live.store.data_mut().call.refused.take();
         let edits = std::mem::take(&mut live.store.data_mut().call.edits);
-        live.store.data_mut().begin_call(None);
+        live.store.data_mut().begin_call(None, None);
         match result {
             Ok(_) if refused.is_some() => Err(Fault::Invalid(format!(
                 "edit refused: {}",

@@ -1,10 +1,10 @@
-//! Contract 0.2.0: one optional export per stage (the host calls exactly those a component
+//! Contract 0.2 (0.2.0, and 0.2.1 which adds `auth`): one optional export per stage (the host calls exactly those a component
 //! exports), `describe` without a stage list, edits asked for through the `edits` import.
 
 use wasmtime::component::{Instance as ComponentInstance, InstancePre, Resource};
 use wasmtime::Store;
 
-use super::bindings::v0_2::{edits, host, stages, types as wit};
+use super::bindings::v0_2::{auth, edits, host, stages, types as wit};
 use super::host_api::{
     message_resource, shared_conversions, shared_host_functions, Denial, HostState, MessageHandle,
 };
@@ -15,6 +15,7 @@ use super::verdict::{Edit, Verdict};
 use super::{Capability, Stage};
 use crate::mail::Reply;
 use crate::mail::{Delivery, Envelope, EsmtpParam, MailState, Retrieval, Route, Session};
+use crate::mailauth as checks;
 use crate::message::MessageEdit;
 
 /// Where a component's exports are, found once at load.
@@ -140,8 +141,27 @@ pub async fn describe(
         stages,
         capabilities,
         config,
-        contract: "0.2.0",
+        contract: "0.2",
     }))
+}
+
+/// Which 0.2.x the component was built against, from the version in its interface names (an
+/// 0.2.0 plugin links to this 0.2.1 gateway unchanged).
+pub fn contract_version(
+    component: &wasmtime::component::Component,
+    engine: &wasmtime::Engine,
+) -> &'static str {
+    let kind = component.component_type();
+    let built_for_0_2_1 = kind
+        .imports(engine)
+        .map(|(name, _)| name)
+        .chain(kind.exports(engine).map(|(name, _)| name))
+        .any(|name| name.starts_with("mailgate:plugin/") && name.ends_with("@0.2.1"));
+    if built_for_0_2_1 {
+        "0.2.1"
+    } else {
+        "0.2.0"
+    }
 }
 
 /// Calls one stage; the edits arrive through `edits` during the call (in `HostState::call`).
@@ -382,3 +402,87 @@ impl wit::Host for HostState {}
 message_resource!(super::bindings::v0_2::types);
 
 shared_conversions!(wit, host);
+
+/// Contract 0.2.1: the message's sender authentication results, copied out of the call's.
+impl auth::Host for HostState {
+    fn spf(&mut self) -> wasmtime::Result<Vec<auth::SpfCheck>> {
+        let results = self.call.auth.as_deref();
+        Ok(results
+            .map(|r| r.spf.iter().map(wit_spf).collect())
+            .unwrap_or_default())
+    }
+
+    fn dkim(&mut self) -> wasmtime::Result<Vec<auth::DkimCheck>> {
+        let results = self.call.auth.as_deref();
+        Ok(results
+            .and_then(|r| r.dkim.as_ref())
+            .map(|checks| checks.iter().map(wit_dkim).collect())
+            .unwrap_or_default())
+    }
+
+    fn dmarc(&mut self) -> wasmtime::Result<Option<auth::DmarcCheck>> {
+        let results = self.call.auth.as_deref();
+        Ok(results.and_then(|r| r.dmarc.as_ref()).map(wit_dmarc))
+    }
+
+    fn arc(&mut self) -> wasmtime::Result<Option<auth::ArcCheck>> {
+        let results = self.call.auth.as_deref();
+        Ok(results
+            .and_then(|r| r.arc.as_ref())
+            .map(|arc| auth::ArcCheck {
+                outcome: wit_outcome(arc.outcome),
+                sealers: arc.sealers.clone(),
+                reason: arc.reason.clone(),
+            }))
+    }
+}
+
+fn wit_outcome(outcome: checks::Outcome) -> auth::Outcome {
+    match outcome {
+        checks::Outcome::None => auth::Outcome::None,
+        checks::Outcome::Pass => auth::Outcome::Pass,
+        checks::Outcome::Fail => auth::Outcome::Fail,
+        checks::Outcome::Softfail => auth::Outcome::Softfail,
+        checks::Outcome::Neutral => auth::Outcome::Neutral,
+        checks::Outcome::Temperror => auth::Outcome::Temperror,
+        checks::Outcome::Permerror => auth::Outcome::Permerror,
+    }
+}
+
+fn wit_spf(check: &checks::SpfCheck) -> auth::SpfCheck {
+    auth::SpfCheck {
+        identity: match check.identity {
+            checks::SpfIdentity::MailFrom => auth::SpfIdentity::MailFrom,
+            checks::SpfIdentity::Helo => auth::SpfIdentity::Helo,
+        },
+        outcome: wit_outcome(check.outcome),
+        domain: check.domain.clone(),
+        subject: check.subject.clone(),
+        reason: check.reason.clone(),
+    }
+}
+
+fn wit_dkim(check: &checks::DkimCheck) -> auth::DkimCheck {
+    auth::DkimCheck {
+        outcome: wit_outcome(check.outcome),
+        domain: check.domain.clone(),
+        selector: check.selector.clone(),
+        algorithm: check.algorithm.clone(),
+        reason: check.reason.clone(),
+    }
+}
+
+fn wit_dmarc(check: &checks::DmarcCheck) -> auth::DmarcCheck {
+    auth::DmarcCheck {
+        outcome: wit_outcome(check.outcome),
+        domain: check.domain.clone(),
+        policy: check.policy.map(|policy| match policy {
+            checks::DmarcPolicy::None => auth::DmarcPolicy::None,
+            checks::DmarcPolicy::Quarantine => auth::DmarcPolicy::Quarantine,
+            checks::DmarcPolicy::Reject => auth::DmarcPolicy::Reject,
+        }),
+        spf_aligned: check.spf_aligned,
+        dkim_aligned: check.dkim_aligned,
+        reason: check.reason.clone(),
+    }
+}

@@ -2,6 +2,7 @@
 //! what the imports do (log, config, notes, clock, kv, DNS, files), in the host's own types.
 //! `contract_v0_1` and `contract_v0_2` map their generated bindings onto these.
 
+use crate::mailauth::AuthResults;
 use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
@@ -158,6 +159,8 @@ pub struct CallState {
     pub edits: Vec<Edit>,
     /// The first edit the host refused: the call is then a fault, whatever it returns.
     pub refused: Option<String>,
+    /// The message's sender authentication results, when verified.
+    pub auth: Option<Arc<AuthResults>>,
 }
 
 /// Guest stdout or stderr, kept in memory up to a bound per call and read after each call.
@@ -294,9 +297,10 @@ impl HostState {
     }
 
     /// Starts a stage call: no edits yet.
-    pub fn begin_call(&mut self, stage: Option<Stage>) {
+    pub fn begin_call(&mut self, stage: Option<Stage>, auth: Option<Arc<AuthResults>>) {
         self.call = CallState {
             stage,
+            auth,
             ..CallState::default()
         };
     }

@@ -257,6 +257,13 @@ async fn load_one(
         path: path.clone(),
         reason,
     })?;
+    let info = match &bindings {
+        Bindings::V0_2 { .. } => PluginInfo {
+            contract: v0_2::contract_version(&component, &runtime.engine),
+            ..info
+        },
+        Bindings::V0_1(_) => info,
+    };
     let name = entry.name.clone().unwrap_or_else(|| info.name.clone());
     check_settings(&info, entry).map_err(|reason| PluginError::Settings {
         origin: config.origin.clone(),

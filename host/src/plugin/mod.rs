@@ -71,7 +71,7 @@ pub enum PluginError {
     NotComponent { path: PathBuf, reason: String },
     #[error(
         "plugin {path}: implements no contract this gateway runs \
-         (mailgate:plugin@0.2.0 or @0.1.0): {reason}"
+         (mailgate:plugin@0.2.x or @0.1.0): {reason}"
     )]
     Contract { path: PathBuf, reason: String },
     #[error("plugin {path}: describe failed: {reason}")]

@@ -312,17 +312,26 @@ impl StaticDns {
     }
 }
 
+impl StaticDns {
+    /// The answers for a name and type, if the table has them.
+    pub fn get(&self, record: RecordType, name: &str) -> Option<&Vec<String>> {
+        self.0.get(&(format!("{record:?}"), normalise(name)))
+    }
+
+    /// True when the table has any record for this name.
+    pub fn has_name(&self, name: &str) -> bool {
+        let name = normalise(name);
+        self.0.keys().any(|(_, n)| *n == name)
+    }
+}
+
 fn normalise(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 impl Dns for StaticDns {
     fn lookup<'a>(&'a self, record: RecordType, name: &'a str) -> DnsFuture<'a> {
-        let answer = self
-            .0
-            .get(&(format!("{record:?}"), normalise(name)))
-            .cloned()
-            .ok_or(DnsFailure::NotFound);
+        let answer = self.get(record, name).cloned().ok_or(DnsFailure::NotFound);
         Box::pin(async move { answer })
     }
 }

@@ -99,5 +99,5 @@ pub async fn transact_with(
         recipients: recipients.iter().map(|s| s.to_string()).collect(),
         message: Message::new(MESSAGE.to_vec()),
     };
-    run_transaction(set, services, input).await
+    run_transaction(set, services, input, None).await
 }

@@ -1,7 +1,7 @@
-// mailgate.js: helpers for mailgate plugins in JavaScript (contract mailgate:plugin@0.2.0),
+// mailgate.js: helpers for mailgate plugins in JavaScript (contract mailgate:plugin@0.2.1),
 // written by `mailgate plugin new` beside app.js: `import * as mg from './mailgate.js';`.
-import { configGet, configList, configJson, log as hostLog } from 'mailgate:plugin/host@0.2.0';
-import * as edits from 'mailgate:plugin/edits@0.2.0';
+import { configGet, configList, configJson, log as hostLog } from 'mailgate:plugin/host@0.2.1';
+import * as edits from 'mailgate:plugin/edits@0.2.1';
 
 /** An SMTP reply; `enhanced` is "5.7.1" or "" for none. */
 export function reply(code, enhanced, text) {
