@@ -5,7 +5,7 @@
 pub mod case;
 pub mod check;
 mod diff;
-mod dns_server;
+pub mod dns_server;
 mod junit;
 
 use std::sync::Arc;
