@@ -90,26 +90,30 @@ async fn verify(algorithm: DkimAlgorithm, record: &str, messages: &[Vec<u8>]) {
         servers: vec![server.addr.to_string()],
         timeout_ms: Some(1000),
     };
-    let auth = AuthConfig {
-        verify: vec![AuthMethod::Spf, AuthMethod::Dkim, AuthMethod::Dmarc],
-        ..AuthConfig::default()
+    let config = Config {
+        auth: AuthConfig {
+            verify: vec![AuthMethod::Spf, AuthMethod::Dkim, AuthMethod::Dmarc],
+            ..AuthConfig::default()
+        },
+        ..Config::default()
     };
     let resolver = mailgate::dns::resolver(&dns).expect("resolver");
-    let verifier = Arc::new(Verifier::new(&auth, "mx.example.org", resolver).expect("verifier"));
+    let verifier = Verifier::new(&config, resolver).expect("verifier");
+    let verifier = Arc::new(verifier.expect("checks configured"));
     let envelope = Envelope {
         client_ip: "192.0.2.1".parse().expect("ip"),
         helo: "client.example.net".into(),
         sender: "bounce@example.net".into(),
     };
     let check = |raw: &Vec<u8>| verifier.check_message(raw.clone(), envelope.clone(), None);
-    let (_, warm) = check(&messages[0]).await;
+    let warm = check(&messages[0]).await.results;
     let dmarc = warm.dmarc.as_ref().map(|d| d.outcome);
     assert_eq!(dmarc, Some(Outcome::Pass), "{}", warm.header_field());
     let mut samples: Vec<Duration> = Vec::with_capacity(messages.len());
     let wall = Instant::now();
     for raw in messages {
         let t = Instant::now();
-        let (_, results) = check(raw).await;
+        let results = check(raw).await.results;
         samples.push(t.elapsed());
         let dkim = results.dkim.as_deref().unwrap_or_default();
         assert!(dkim.iter().all(|c| c.outcome == Outcome::Pass));

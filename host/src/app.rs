@@ -161,6 +161,9 @@ async fn build(
     let (again, deliveries) = mpsc::unbounded_channel();
     let files = QueueFiles::new(spool.clone(), &data_dir.join("queue"))?;
     let signers = Arc::new(Signers::load(config).map_err(anyhow::Error::msg)?);
+    let verifier = Verifier::new(config, resolver)
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
     let relay = QueueManager::start(
         files,
         config.clone(),
@@ -195,7 +198,7 @@ async fn build(
             shared: shared.clone(),
             intake,
             relay_networks: RelayNetworks::parse(&config.server.relay_networks)?,
-            verifier: Verifier::new(&config.auth, &config.server.hostname, resolver).map(Arc::new),
+            verifier,
         }),
         pop3: Arc::new(Pop3 {
             shared: shared.clone(),

@@ -55,7 +55,10 @@ pub async fn check(path: Option<PathBuf>, cache: Option<PathBuf>) -> (String, Ve
             )
         }
     };
-    if let Err(e) = crate::relay::dkim::Signers::load(&config) {
+    let keys = crate::relay::dkim::Signers::load(&config)
+        .map(|_| ())
+        .and_then(|_| crate::mailauth::Sealer::load(&config).map(|_| ()));
+    if let Err(e) = keys {
         return (
             format!("config {shown}: refused\n  {e}\n"),
             Verdict::Refused,
@@ -71,6 +74,28 @@ pub async fn check(path: Option<PathBuf>, cache: Option<PathBuf>) -> (String, Ve
             key.domain,
             key.algorithm.name(),
             key.selector
+        );
+    }
+    if !config.auth.verify.is_empty() {
+        let methods: Vec<String> = config
+            .auth
+            .verify
+            .iter()
+            .map(|m| format!("{m:?}").to_lowercase())
+            .collect();
+        let _ = writeln!(
+            out,
+            "  auth: received mail checked for {}",
+            methods.join(", ")
+        );
+    }
+    if let Some(seal) = &config.arc_seal {
+        let _ = writeln!(
+            out,
+            "  arc-seal: received mail sealed by {} ({}, selector {})",
+            seal.domain,
+            seal.algorithm.name(),
+            seal.selector
         );
     }
     let _ = writeln!(out, "chain:");

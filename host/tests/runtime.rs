@@ -272,7 +272,8 @@ async fn a_0_2_plugin_exporting_only_data_gets_only_data_calls() {
 path = \"stamp-v1.wasm\"\n",
     )
     .await;
-    assert_eq!(set.plugins[0].info.contract, "0.2.0");
+    // Built from this tree, so against the current contract.
+    assert_eq!(set.plugins[0].info.contract, "0.2.1");
     assert_eq!(set.plugins[0].info.stages, vec![Stage::Data]);
     let report = transact(&set, &["b@example.org", "c@example.org"]).await;
     assert_eq!(report.disposition, Disposition::Accepted);

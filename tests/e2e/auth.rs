@@ -209,4 +209,23 @@ fn config_check_refuses_an_unusable_dkim_key_naming_it() {
         "{}",
         run.stdout
     );
+    // The same for the key that seals received mail with ARC.
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\nverify = [\"dkim\"]\n\n[arc-seal]\ndomain = \"seal.test\"\nselector = \"s\"\nkey = \"{}\"\n",
+            key.display()
+        ),
+    )
+    .expect("config");
+    let run = mailgate_e2e::mailgate(
+        &["config", "check", "--config", &config.to_string_lossy()],
+        &dir.path().join("cache"),
+    );
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("arc-seal key") && run.stdout.contains("broken.key"),
+        "{}",
+        run.stdout
+    );
 }

@@ -536,3 +536,110 @@ fn dmarc_policy_plugin_refuses_failing_mail_of_a_p_reject_domain() {
         assert!(metrics.contains(series), "{series} in:\n{metrics}");
     }
 }
+
+/// dkimpy's verdict on the ARC chain of `message`: "cv=pass sets=2 ...".
+fn arcverify(message: &str, records: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("message.eml");
+    std::fs::write(&file, message).expect("write");
+    let out = Command::new("/usr/bin/python3")
+        .arg(root().join("tests/e2e/clients/arc_verify.py"))
+        .arg(&file)
+        .args(records.iter().map(|(name, txt)| format!("{name}={txt}")))
+        .output()
+        .expect("/usr/bin/python3 (Debian package python3-dkim)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// With `[arc-seal]`, received mail leaves the data stage with the gateway's ARC set: after a
+/// list's set (i=1), ours is i=2 with cv=pass, its signature covers the footer a plugin added,
+/// and dkimpy's arc_verify validates the chain; mail with no chain gets i=1, cv=none.
+#[test]
+fn the_gateway_seals_received_mail_and_dkimpy_validates_the_chain() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (list_key, list_record) = dknewkey(keys.path(), "list", "rsa");
+    let key = keys.path().join("seal.key");
+    let run = mailgate_e2e::mailgate(
+        &[
+            "dkim",
+            "keygen",
+            "example.test",
+            "seal1",
+            "--out",
+            key.to_str().expect("utf-8"),
+        ],
+        &keys.path().join("cache"),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let our_record = run
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once("IN TXT \"")
+                .map(|(_, r)| r.trim_end_matches('"').to_string())
+        })
+        .expect("TXT record");
+    let dns = dns(&[txt("arc1._domainkey.lists.test", &list_record)]);
+    let gw = Gateway::start(&format!(
+        "{}\n[arc-seal]\ndomain = \"example.test\"\nselector = \"seal1\"\nkey = \"{}\"\n\n\
+         [[plugin]]\npath = \"{}\"\n[plugin.config]\nfooter = \"-- scanned by the gateway\"\n",
+        config(dns.port, "\"spf\", \"dkim\"", 1000),
+        key.display(),
+        mailgate_e2e::plugin_dir().join("mime-guard.wasm").display()
+    ));
+    let records = [
+        ("arc1._domainkey.lists.test", list_record.as_str()),
+        ("seal1._domainkey.example.test", our_record.as_str()),
+    ];
+
+    let listed = format!(
+        "Authentication-Results: lists.test; spf=pass smtp.mailfrom=a@origin.test\r\n{}",
+        plain("a@origin.test", "sealed-twice")
+    );
+    let listed = arcsign(&listed, &list_key, "arc1", "lists.test");
+    let fields = deliver(
+        &gw,
+        "client.example.test",
+        "a@lists.test",
+        &listed,
+        "sealed-twice",
+    );
+    assert!(fields[0].contains("arc=pass"), "{fields:?}");
+    let delivered = gw.wait_mailbox_matching("alice@example.test", "Subject: sealed-twice\r\n");
+    assert!(
+        delivered.contains("-- scanned by the gateway"),
+        "{delivered}"
+    );
+    assert!(
+        delivered.contains("ARC-Seal: i=2; a=rsa-sha256; s=seal1; d=example.test; cv=pass"),
+        "{delivered}"
+    );
+    let verdict = arcverify(&delivered, &records);
+    assert!(
+        verdict.starts_with("cv=pass sets=2"),
+        "{verdict}\n{delivered}"
+    );
+
+    let fields = deliver(
+        &gw,
+        "client.example.test",
+        "a@origin.test",
+        &plain("a@origin.test", "sealed-once"),
+        "sealed-once",
+    );
+    assert!(fields[0].contains("arc=none"), "{fields:?}");
+    let delivered = gw.wait_mailbox_matching("alice@example.test", "Subject: sealed-once\r\n");
+    let verdict = arcverify(&delivered, &records);
+    assert!(
+        verdict.starts_with("cv=pass sets=1"),
+        "{verdict}\n{delivered}"
+    );
+    // Changed after the gateway sealed it: the chain fails.
+    let changed = delivered.replace("Hello Alice.", "Hello Mallory.");
+    assert!(arcverify(&changed, &records).starts_with("cv=fail"));
+}

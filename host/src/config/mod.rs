@@ -88,6 +88,9 @@ pub struct Config {
     /// Sender authentication of received mail.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// The key that adds an ARC set to received mail (RFC 8617), when configured.
+    #[serde(default, rename = "arc-seal")]
+    pub arc_seal: Option<DkimConfig>,
     #[serde(default)]
     pub relay: RelayConfig,
     #[serde(default)]

@@ -397,7 +397,7 @@ async fn run_case(
     }
     let dns = Arc::new(dns);
     // The checks resolve through a real resolver, here pointed at the case's table.
-    let (verifier, _dns_server) = match config.auth.verify.is_empty() {
+    let (verifier, _dns_server) = match config.auth.verify.is_empty() && config.arc_seal.is_none() {
         true => (None, None),
         false => {
             let server = ScriptedDnsServer::start(dns.clone())
@@ -408,7 +408,7 @@ async fn run_case(
                 timeout_ms: Some(1000),
             };
             let resolver = crate::dns::resolver(&dns_config).map_err(anyhow::Error::msg)?;
-            let verifier = Verifier::new(&config.auth, &config.server.hostname, resolver);
+            let verifier = Verifier::new(config, resolver).map_err(anyhow::Error::msg)?;
             (verifier.map(Arc::new), Some(server))
         }
     };

@@ -30,10 +30,15 @@ async fn authenticate(
         helo: input.helo.clone(),
         sender: input.sender.clone(),
     };
-    let (raw, results) = verifier
+    let checked = verifier
         .check_message(input.message.raw().to_vec(), envelope, None)
         .await;
-    let stamped = crate::mailauth::stamp(&raw, &results.header_field(), &results.authserv_id);
+    let results = checked.results;
+    let stamped = crate::mailauth::stamp(
+        &checked.message,
+        &results.header_field(),
+        &results.authserv_id,
+    );
     (Message::new(stamped), Arc::new(results))
 }
 

@@ -8,7 +8,9 @@
 //! has a deadline past which its unfinished methods say `temperror`.
 
 mod cache;
+pub mod key;
 pub mod results;
+mod seal;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,16 +20,17 @@ use hickory_resolver::TokioResolver;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    ArcOutput, AuthenticatedMessage, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
-    MessageAuthenticator, SpfOutput, SpfResult,
+    ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput,
+    DmarcResult, MessageAuthenticator, SpfOutput, SpfResult,
 };
 
-use crate::config::{AuthConfig, AuthMethod};
+use crate::config::{AuthMethod, Config};
 use crate::message::header::HeaderBlock;
 use cache::Caches;
 pub use results::{
     ArcCheck, AuthResults, DkimCheck, DmarcCheck, DmarcPolicy, Outcome, SpfCheck, SpfIdentity,
 };
+pub use seal::{SealInput, Sealer};
 
 /// Who sent the message, as the SMTP session saw it.
 #[derive(Debug, Clone)]
@@ -63,32 +66,65 @@ pub struct Verifier {
     authenticator: MessageAuthenticator,
     caches: Caches,
     methods: Vec<AuthMethod>,
-    authserv_id: String,
+    /// Lives as long as the process (the ARC results a seal carries borrow it).
+    authserv_id: &'static str,
     hostname: String,
     timeout: Duration,
+    sealer: Option<Sealer>,
+}
+
+/// A message after the checks: its bytes (unchanged), the results, and what an ARC seal of it
+/// needs, when the gateway seals.
+pub struct Checked {
+    pub message: Vec<u8>,
+    pub results: AuthResults,
+    pub seal: Option<SealInput>,
 }
 
 impl Verifier {
-    /// None when the config verifies nothing.
-    pub fn new(config: &AuthConfig, hostname: &str, resolver: TokioResolver) -> Option<Verifier> {
-        if config.verify.is_empty() {
-            return None;
+    /// None when the config neither verifies nor seals anything; an unusable `[arc-seal]` key
+    /// is an error naming its file. Sealing brings ARC verification with it (the seal states
+    /// the chain's validation).
+    pub fn new(config: &Config, resolver: TokioResolver) -> Result<Option<Verifier>, String> {
+        let sealer = Sealer::load(config)?;
+        let auth = &config.auth;
+        let mut methods = auth.verify.clone();
+        if sealer.is_some() && !methods.contains(&AuthMethod::Arc) {
+            methods.push(AuthMethod::Arc);
         }
-        Some(Verifier {
+        if methods.is_empty() {
+            return Ok(None);
+        }
+        let hostname = &config.server.hostname;
+        let authserv_id = auth.authserv_id.clone().unwrap_or_else(|| hostname.clone());
+        Ok(Some(Verifier {
             authenticator: MessageAuthenticator(resolver),
-            caches: Caches::new(config.cache_entries),
-            methods: config.verify.clone(),
-            authserv_id: config
-                .authserv_id
-                .clone()
-                .unwrap_or_else(|| hostname.to_string()),
-            hostname: hostname.to_string(),
-            timeout: Duration::from_millis(config.timeout_ms.max(1)),
-        })
+            caches: Caches::new(auth.cache_entries),
+            methods,
+            authserv_id: Box::leak(authserv_id.into_boxed_str()),
+            hostname: hostname.clone(),
+            timeout: Duration::from_millis(auth.timeout_ms.max(1)),
+            sealer,
+        }))
     }
 
     pub fn authserv_id(&self) -> &str {
-        &self.authserv_id
+        self.authserv_id
+    }
+
+    /// `raw` with the gateway's ARC set on top; unchanged (and the reason logged) when it
+    /// cannot be sealed.
+    pub fn seal(&self, raw: Vec<u8>, input: &SealInput) -> Vec<u8> {
+        let Some(sealer) = &self.sealer else {
+            return raw;
+        };
+        match crate::blocking::run(|| sealer.seal(&raw, input)) {
+            Ok(set) => [set.as_bytes(), &raw].concat(),
+            Err(e) => {
+                tracing::warn!("message not sealed: {e}");
+                raw
+            }
+        }
     }
 
     fn runs(&self, method: AuthMethod) -> bool {
@@ -152,23 +188,28 @@ impl Verifier {
         message: Vec<u8>,
         envelope: Envelope,
         spf: Option<SpfOutcome>,
-    ) -> (Vec<u8>, AuthResults) {
+    ) -> Checked {
         let verifier = self.clone();
         let handle = tokio::runtime::Handle::current();
         let fallback = envelope.clone();
         let work = tokio::task::spawn_blocking(move || {
-            let results = handle.block_on(verifier.message(&message, &envelope, spf));
-            (message, results)
+            let (results, seal) = handle.block_on(verifier.message(&message, &envelope, spf));
+            Checked {
+                message,
+                results,
+                seal,
+            }
         });
         match work.await {
             Ok(done) => done,
             Err(e) => {
                 // Only a panic in the checks gets here; the message itself went into the task.
                 tracing::error!("sender authentication failed: {e}");
-                (
-                    Vec::new(),
-                    self.unfinished(&fallback, None, "internal error"),
-                )
+                Checked {
+                    message: Vec::new(),
+                    results: self.unfinished(&fallback, None, "internal error"),
+                    seal: None,
+                }
             }
         }
     }
@@ -178,7 +219,7 @@ impl Verifier {
         raw: &[u8],
         envelope: &Envelope,
         spf: Option<SpfOutcome>,
-    ) -> AuthResults {
+    ) -> (AuthResults, Option<SealInput>) {
         let spf = match spf {
             Some(spf) => Some(spf),
             None if self.checks_spf() => Some(self.spf(envelope).await),
@@ -194,12 +235,11 @@ impl Verifier {
                 Vec::new()
             };
             let arc = match self.runs(AuthMethod::Arc) {
-                true => Some(arc_check(
-                    &self
-                        .authenticator
+                true => Some(
+                    self.authenticator
                         .verify_arc(self.caches.attach(&message))
                         .await,
-                )),
+                ),
                 false => None,
             };
             let dmarc = match (&spf, self.runs(AuthMethod::Dmarc)) {
@@ -214,32 +254,73 @@ impl Verifier {
                             &spf.mail_from,
                         )))
                         .await;
-                    Some(dmarc_check(&output))
+                    Some(output)
                 }
                 _ => None,
             };
-            let dkim = self.runs(AuthMethod::Dkim).then(|| {
-                unreadable_signatures(&message)
-                    .chain(dkim.iter().map(dkim_check))
-                    .collect()
+            let seal = self.sealer.as_ref().and(arc.as_ref()).map(|arc| SealInput {
+                results: self.arc_results(envelope, spf.as_ref(), &dkim, dmarc.as_ref(), arc),
+                chain: arc.result().clone(),
             });
-            Some((dkim, dmarc, arc))
+            let checks = (
+                self.runs(AuthMethod::Dkim).then(|| {
+                    unreadable_signatures(&message)
+                        .chain(dkim.iter().map(dkim_check))
+                        .collect()
+                }),
+                dmarc.as_ref().map(dmarc_check),
+                arc.as_ref().map(arc_check),
+            );
+            Some((checks, seal))
         };
-        let (dkim, dmarc, arc) = match tokio::time::timeout(self.timeout, work).await {
+        let ((dkim, dmarc, arc), seal) = match tokio::time::timeout(self.timeout, work).await {
             Ok(Some(done)) => done,
-            Ok(None) => return self.unfinished(envelope, spf.as_ref(), "unreadable message"),
+            Ok(None) => {
+                let results = self.unfinished(envelope, spf.as_ref(), "unreadable message");
+                return (results, None);
+            }
             Err(_) => {
-                return self.unfinished(envelope, spf.as_ref(), "DNS answers did not come in time")
+                let why = "DNS answers did not come in time";
+                return (self.unfinished(envelope, spf.as_ref(), why), None);
             }
         };
-        AuthResults {
-            authserv_id: self.authserv_id.clone(),
+        let results = AuthResults {
+            authserv_id: self.authserv_id.to_string(),
             client_ip: envelope.client_ip,
             spf: self.spf_checks(envelope, spf.as_ref()),
             dkim,
             dmarc,
             arc,
+        };
+        (results, seal)
+    }
+
+    /// The ARC-Authentication-Results of the gateway's seal, in mail-auth's own form.
+    fn arc_results(
+        &self,
+        envelope: &Envelope,
+        spf: Option<&SpfOutcome>,
+        dkim: &[DkimOutput<'_>],
+        dmarc: Option<&DmarcOutput>,
+        arc: &ArcOutput<'_>,
+    ) -> AuthenticationResults<'static> {
+        let mut results = AuthenticationResults::new(self.authserv_id);
+        if let Some(spf) = spf {
+            results = results
+                .with_spf_mailfrom_result(
+                    &spf.mail_from,
+                    envelope.client_ip,
+                    &envelope.sender,
+                    &envelope.helo,
+                )
+                .with_spf_ehlo_result(&spf.helo, envelope.client_ip, &envelope.helo);
         }
+        let from = dmarc.map(|d| d.domain()).unwrap_or_default();
+        results = results.with_dkim_results(dkim, from);
+        if let Some(dmarc) = dmarc {
+            results = results.with_dmarc_result(dmarc);
+        }
+        results.with_arc_result(arc, envelope.client_ip)
     }
 
     /// Results when the message checks could not finish: `temperror` (or `permerror` for a
@@ -258,7 +339,7 @@ impl Verifier {
             reason: Some(why.to_string()),
         };
         AuthResults {
-            authserv_id: self.authserv_id.clone(),
+            authserv_id: self.authserv_id.to_string(),
             client_ip: envelope.client_ip,
             spf: self.spf_checks(envelope, spf),
             dkim: self.runs(AuthMethod::Dkim).then(|| vec![failed("")]),

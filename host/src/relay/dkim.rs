@@ -8,31 +8,9 @@ use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::generate::DkimKeyPair;
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::PrivateKeyDer;
 
 use crate::config::{Config, DkimAlgorithm, DkimConfig};
-
-/// Header fields signed by default. From is listed twice: the second, matching no field, says
-/// that the message has exactly one From (oversigning); fields listed but absent are signed as
-/// absent, so that none of them can be added on the way either.
-pub const DEFAULT_HEADERS: [&str; 15] = [
-    "From",
-    "From",
-    "Reply-To",
-    "Subject",
-    "Date",
-    "To",
-    "Cc",
-    "Message-ID",
-    "In-Reply-To",
-    "References",
-    "MIME-Version",
-    "Content-Type",
-    "Content-Transfer-Encoding",
-    "List-Unsubscribe",
-    "List-Unsubscribe-Post",
-];
+use crate::mailauth::key::{signed_headers, PrivateKey};
 
 enum Signer {
     Ed25519(DkimSigner<Ed25519Key, Done>),
@@ -110,30 +88,10 @@ fn from_domain(message: &[u8]) -> Option<String> {
 }
 
 fn signer(entry: &DkimConfig, path: &std::path::Path) -> Result<Signer, String> {
-    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
-    let key =
-        PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("not a PEM private key: {e:?}"))?;
-    let headers: Vec<String> = match &entry.headers {
-        Some(headers) if !headers.iter().any(|h| h.eq_ignore_ascii_case("from")) => {
-            return Err("`headers` must include From".into())
-        }
-        Some(headers) => headers.clone(),
-        None => DEFAULT_HEADERS.iter().map(|h| h.to_string()).collect(),
-    };
-    Ok(match entry.algorithm {
-        DkimAlgorithm::Ed25519Sha256 => {
-            let PrivateKeyDer::Pkcs8(der) = key else {
-                return Err("an ed25519 key must be PKCS#8 (BEGIN PRIVATE KEY)".into());
-            };
-            let key = Ed25519Key::from_pkcs8_der(der.secret_pkcs8_der())
-                .map_err(|e| format!("not an ed25519 key: {e}"))?;
-            Signer::Ed25519(configured(key, entry, headers))
-        }
-        DkimAlgorithm::RsaSha256 => {
-            let key =
-                RsaKey::<Sha256>::from_key_der(key).map_err(|e| format!("not an RSA key: {e}"))?;
-            Signer::Rsa(configured(key, entry, headers))
-        }
+    let headers = signed_headers(entry)?;
+    Ok(match PrivateKey::load(entry.algorithm, path)? {
+        PrivateKey::Ed25519(key) => Signer::Ed25519(configured(key, entry, headers)),
+        PrivateKey::Rsa(key) => Signer::Rsa(configured(key, entry, headers)),
     })
 }
 

@@ -13,7 +13,7 @@ use super::reply;
 use super::Smtp;
 use crate::config::{Protocol, TlsMode};
 use crate::mail::{EsmtpParam, MailState, Reply, Session as PluginSession};
-use crate::mailauth::{AuthResults, SpfOutcome, Verifier};
+use crate::mailauth::{AuthResults, SealInput, SpfOutcome, Verifier};
 use crate::message::Message;
 use crate::net::connection::{Client, Line, Pace, TlsRefusal};
 use crate::plugin::{StageCall, StageReport, Transaction, Verdict};
@@ -697,7 +697,7 @@ impl Session {
             return Next::Continue;
         }
         let queue_id = new_queue_id();
-        let (body, auth) = self.authenticate(body).await;
+        let (body, auth, seal) = self.authenticate(body).await;
         let mut raw = self.received_header(&queue_id).into_bytes();
         raw.extend_from_slice(&body);
         if let Some(results) = &auth {
@@ -718,6 +718,8 @@ impl Session {
             self.reply(451, (4, 3, 0), "Internal error: message lost");
             return Next::Continue;
         };
+        // Sealed after the data stage, so that the seal covers its edits.
+        let message = self.arc_sealed(message, seal.as_ref());
         let envelope = QueuedEnvelope {
             id: queue_id.clone(),
             sender: self.state.envelope.sender.clone(),
@@ -811,20 +813,38 @@ impl Session {
         self.spf = Some(tokio::spawn(async move { verifier.spf(&envelope).await }));
     }
 
-    /// The verification results of the message, which comes back unchanged.
-    async fn authenticate(&mut self, body: Vec<u8>) -> (Vec<u8>, Option<Arc<AuthResults>>) {
+    /// The verification results of the message (which comes back unchanged), and what an ARC
+    /// seal needs when the gateway seals.
+    async fn authenticate(
+        &mut self,
+        body: Vec<u8>,
+    ) -> (Vec<u8>, Option<Arc<AuthResults>>, Option<SealInput>) {
         let Some(verifier) = self.verifier().cloned() else {
-            return (body, None);
+            return (body, None, None);
         };
         let spf = match self.spf.take() {
             Some(task) => task.await.ok(),
             None => None,
         };
-        let (body, results) = verifier
+        let checked = verifier
             .check_message(body, self.auth_envelope(), spf)
             .await;
-        metrics::auth_results(&results);
-        (body, Some(Arc::new(results)))
+        metrics::auth_results(&checked.results);
+        (
+            checked.message,
+            Some(Arc::new(checked.results)),
+            checked.seal,
+        )
+    }
+
+    /// The message with the gateway's ARC set on top, when it seals.
+    fn arc_sealed(&self, message: Arc<Message>, seal: Option<&SealInput>) -> Arc<Message> {
+        match (self.verifier(), seal) {
+            (Some(verifier), Some(input)) => {
+                Arc::new(Message::new(verifier.seal(message.raw().to_vec(), input)))
+            }
+            _ => message,
+        }
     }
 
     fn received_header(&self, queue_id: &str) -> String {
