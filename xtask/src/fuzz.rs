@@ -9,7 +9,8 @@ use std::process::Command;
 
 use super::{root, status};
 
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 10] = [
+    "auth_results",
     "smtp_command",
     "smtp_data",
     "header_split",
