@@ -517,7 +517,14 @@ fn dmarc_policy_plugin_refuses_failing_mail_of_a_p_reject_domain() {
     let reply = c.reply();
     assert!(reply.starts_with("250"), "{reply}");
     c.cmd("QUIT");
+    let queue_id = reply.trim_end().rsplit(' ').next().expect("queue id");
     let delivered = gw.wait_mailbox_matching("alice@example.test", "Subject: statement\r\n");
+    // The journal keeps the results with the message (written within a moment).
+    let expected = "authentication: mx.example.test; spf=pass smtp.mailfrom=bounces@bank.test;";
+    let traced = mailgate_e2e::wait_until(10, || {
+        gw.cli(&["trace", queue_id]).stdout.contains(expected)
+    });
+    assert!(traced, "{}", gw.cli(&["trace", queue_id]).stdout);
     assert!(
         results_fields(&delivered)[0]
             .contains("dmarc=pass header.from=bank.test policy.dmarc=reject"),

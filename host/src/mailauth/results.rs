@@ -124,6 +124,15 @@ impl AuthResults {
             .find(|c| c.identity == SpfIdentity::MailFrom)
     }
 
+    /// The field's value on one line, for logs and the journal.
+    pub fn summary(&self) -> String {
+        let field = self.header_field();
+        let value = field
+            .strip_prefix("Authentication-Results: ")
+            .unwrap_or(&field);
+        value.trim_end().replace("\r\n\t", " ")
+    }
+
     /// The `Authentication-Results` field, name and CRLF included.
     pub fn header_field(&self) -> String {
         let mut field = format!("Authentication-Results: {}", self.authserv_id);

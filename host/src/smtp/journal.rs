@@ -51,12 +51,20 @@ impl CommandLog {
     }
 
     /// A message was accepted under `queue_id` (journalled after the command that ended it).
-    pub fn accepted(&mut self, queue_id: &str, sender: &str, recipients: &[String], size: usize) {
+    pub fn accepted(
+        &mut self,
+        queue_id: &str,
+        sender: &str,
+        recipients: &[String],
+        size: usize,
+        authentication: Option<String>,
+    ) {
         if self.on {
             let event = Event::Accepted {
                 sender: sender.to_string(),
                 recipients: recipients.to_vec(),
                 size,
+                authentication,
             };
             self.accepted = Some((queue_id.to_string(), event));
         }

@@ -235,6 +235,7 @@ impl Session {
         self.state.message = None;
         self.in_transaction = false;
         self.chunks = None;
+        self.state.auth = None;
         if let Some(spf) = self.spf.take() {
             spf.abort();
         }
@@ -737,6 +738,7 @@ impl Session {
                 .iter()
                 .any(|p| p.name == "SMTPUTF8"),
         };
+        let authentication = self.state.auth.as_ref().map(|r| r.summary());
         let by = report.decided_by.clone().unwrap_or_default();
         let outcome = match decision {
             Verdict::Discard => {
@@ -767,6 +769,7 @@ impl Session {
                     &envelope.sender,
                     &envelope.recipients,
                     message.raw().len(),
+                    authentication,
                 );
                 tracing::info!(
                     queue_id,

@@ -64,6 +64,9 @@ pub enum Event {
         sender: String,
         recipients: Vec<String>,
         size: usize,
+        /// The sender authentication results, as in the Authentication-Results field.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        authentication: Option<String>,
     },
     /// The deliver stage for one destination of one attempt.
     Deliver { stage: StageTrace },

@@ -146,6 +146,7 @@ fn write_transaction(out: &mut String, records: &[Record], key: &TransactionKey)
                 sender,
                 recipients,
                 size,
+                authentication,
             } if r.tx == *tx => {
                 let _ = writeln!(
                     out,
@@ -158,6 +159,9 @@ fn write_transaction(out: &mut String, records: &[Record], key: &TransactionKey)
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
+                if let Some(authentication) = authentication {
+                    let _ = writeln!(out, "  {:<23}  authentication: {authentication}", "");
+                }
             }
             _ => {}
         }
