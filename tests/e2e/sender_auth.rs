@@ -127,6 +127,14 @@ fn spf_results_for_each_kind_of_record_and_the_rfc7208_limits() {
         txt("loop.test", "v=spf1 include:loop.test -all"),
         format!("--server=/temperror.test/127.0.0.1#{silent_port}"),
     ];
+    // A record of 2 KB (no lookups of its own, answered over TCP) ends in the client's address.
+    let mut huge = String::from("v=spf1");
+    for i in 0..120 {
+        huge.push_str(&format!(" ip4:198.51.{}.{}/32", i / 200, i % 200 + 1));
+    }
+    huge.push_str(" ip4:127.0.0.1 -all");
+    assert!(huge.len() > 2000);
+    records.push(txt("huge.test", &huge));
     // Eleven includes deep: past the limit of ten lookups, though the last would pass.
     for i in 1..=11 {
         records.push(txt(
@@ -141,6 +149,7 @@ fn spf_results_for_each_kind_of_record_and_the_rfc7208_limits() {
 
     let cases = [
         ("pass.test", "pass"),
+        ("huge.test", "pass"),
         ("fail.test", "fail"),
         ("softfail.test", "softfail"),
         ("neutral.test", "neutral"),
