@@ -13,7 +13,6 @@ pub mod results;
 mod seal;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -181,36 +180,20 @@ impl Verifier {
     }
 
     /// DKIM, ARC and DMARC on the message as the client sent it, with the SPF verdicts from
-    /// MAIL FROM (none when SPF is not configured). Runs on a blocking thread: the body hashes
-    /// of a large message are CPU work that must not hold up other sessions.
+    /// MAIL FROM (none when SPF is not configured). Reading the message (its body hashes) is
+    /// CPU work and leaves the runtime's worker for the time; waiting for DNS does not hold a
+    /// thread.
     pub async fn check_message(
-        self: &Arc<Self>,
+        &self,
         message: Vec<u8>,
         envelope: Envelope,
         spf: Option<SpfOutcome>,
     ) -> Checked {
-        let verifier = self.clone();
-        let handle = tokio::runtime::Handle::current();
-        let fallback = envelope.clone();
-        let work = tokio::task::spawn_blocking(move || {
-            let (results, seal) = handle.block_on(verifier.message(&message, &envelope, spf));
-            Checked {
-                message,
-                results,
-                seal,
-            }
-        });
-        match work.await {
-            Ok(done) => done,
-            Err(e) => {
-                // Only a panic in the checks gets here; the message itself went into the task.
-                tracing::error!("sender authentication failed: {e}");
-                Checked {
-                    message: Vec::new(),
-                    results: self.unfinished(&fallback, None, "internal error"),
-                    seal: None,
-                }
-            }
+        let (results, seal) = self.message(&message, &envelope, spf).await;
+        Checked {
+            message,
+            results,
+            seal,
         }
     }
 
@@ -226,7 +209,7 @@ impl Verifier {
             None => None,
         };
         let work = async {
-            let message = AuthenticatedMessage::parse(raw)?;
+            let message = crate::blocking::run(|| AuthenticatedMessage::parse(raw))?;
             let dkim = if self.runs(AuthMethod::Dkim) || self.runs(AuthMethod::Dmarc) {
                 self.authenticator
                     .verify_dkim(self.caches.attach(&message))
