@@ -2,10 +2,9 @@
 //! implementation nobody here wrote (dkimpy, Debian's python3-dkim).
 
 use std::path::Path;
-use std::process::Command;
 
 use mailgate_e2e::peers::ScriptedSink;
-use mailgate_e2e::{root, Gateway, RawSmtp};
+use mailgate_e2e::{dkimpy_verify, Gateway, RawSmtp};
 
 /// `mailgate dkim keygen`: the key file and the TXT record it says to publish.
 fn keygen(dir: &Path, selector: &str, algorithm: &str) -> (String, String) {
@@ -35,28 +34,6 @@ fn keygen(dir: &Path, selector: &str, algorithm: &str) -> (String, String) {
         .map(|(_, r)| r.trim_end_matches('"').to_string())
         .expect("record");
     (key_text, record)
-}
-
-/// dkimpy's verdict on each signature of `message`, top to bottom.
-fn dkimpy(message: &[u8], records: &[(&str, &str)]) -> Vec<String> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("message.eml");
-    std::fs::write(&file, message).expect("write");
-    let out = Command::new("/usr/bin/python3")
-        .arg(root().join("tests/e2e/clients/dkim_verify.py"))
-        .arg(&file)
-        .args(records.iter().map(|(name, txt)| format!("{name}={txt}")))
-        .output()
-        .expect("/usr/bin/python3 (Debian package python3-dkim)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 fn send(port: u16, from: &str, rcpt: &str, subject: &str) {
@@ -160,7 +137,7 @@ tls = \"none\"
         ("rsa1._domainkey.example.test", rsa_record.as_str()),
     ];
     assert_eq!(
-        dkimpy(&signed, &records),
+        dkimpy_verify("dkim", &signed, &records),
         [
             "pass d=example.test a=ed25519-sha256",
             "pass d=example.test a=rsa-sha256"
@@ -170,7 +147,7 @@ tls = \"none\"
     // Changed on the way: both signatures fail.
     let tampered = text.replace("Subject: signed", "Subject: changed");
     assert_eq!(
-        dkimpy(tampered.as_bytes(), &records),
+        dkimpy_verify("dkim", tampered.as_bytes(), &records),
         [
             "fail d=example.test a=ed25519-sha256",
             "fail d=example.test a=rsa-sha256"
@@ -191,41 +168,29 @@ fn config_check_refuses_an_unusable_dkim_key_naming_it() {
     )
     .expect("key");
     let config = dir.path().join("gw.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[dkim]]\ndomain = \"example.test\"\nselector = \"s\"\nkey = \"{}\"\nalgorithm = \"ed25519-sha256\"\n",
-            key.display()
-        ),
-    )
-    .expect("config");
-    let run = mailgate_e2e::mailgate(
-        &["config", "check", "--config", &config.to_string_lossy()],
-        &dir.path().join("cache"),
-    );
-    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout.contains("broken.key") && run.stdout.contains("example.test"),
-        "{}",
+    let refusal = |text: String| {
+        std::fs::write(&config, text).expect("config");
+        let run = mailgate_e2e::mailgate(
+            &["config", "check", "--config", &config.to_string_lossy()],
+            &dir.path().join("cache"),
+        );
+        assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
         run.stdout
+    };
+    let key = key.display();
+    let out = refusal(format!(
+        "[[dkim]]\ndomain = \"example.test\"\nselector = \"s\"\nkey = \"{key}\"\nalgorithm = \"ed25519-sha256\"\n"
+    ));
+    assert!(
+        out.contains("broken.key") && out.contains("example.test"),
+        "{out}"
     );
     // The same for the key that seals received mail with ARC.
-    std::fs::write(
-        &config,
-        format!(
-            "[auth]\nverify = [\"dkim\"]\n\n[arc-seal]\ndomain = \"seal.test\"\nselector = \"s\"\nkey = \"{}\"\n",
-            key.display()
-        ),
-    )
-    .expect("config");
-    let run = mailgate_e2e::mailgate(
-        &["config", "check", "--config", &config.to_string_lossy()],
-        &dir.path().join("cache"),
-    );
-    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    let out = refusal(format!(
+        "[auth]\nverify = [\"dkim\"]\n\n[arc-seal]\ndomain = \"seal.test\"\nselector = \"s\"\nkey = \"{key}\"\n"
+    ));
     assert!(
-        run.stdout.contains("arc-seal key") && run.stdout.contains("broken.key"),
-        "{}",
-        run.stdout
+        out.contains("arc-seal key") && out.contains("broken.key"),
+        "{out}"
     );
 }

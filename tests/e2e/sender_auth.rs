@@ -2,13 +2,12 @@
 //! loopback, messages signed by dkimpy (an implementation nobody here wrote), and the
 //! `Authentication-Results` field the gateway writes into what it delivers.
 
-use std::io::Write;
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use mailgate_e2e::peers::Dns;
-use mailgate_e2e::{root, Gateway, RawSmtp};
+use mailgate_e2e::{dkimpy_verify, python_filter, Gateway, RawSmtp};
 
 /// A dnsmasq option serving `text` at `name`, split into strings of at most 250 bytes (on
 /// dnsmasq's command line commas separate the strings and quotes would be kept as text).
@@ -69,23 +68,29 @@ fn plain(from: &str, subject: &str) -> String {
 
 /// `message` signed by dkimpy with the key `dknewkey` made.
 fn dkimpy_sign(message: &str, key: &Path, selector: &str, domain: &str, algorithm: &str) -> String {
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(root().join("tests/e2e/clients/dkim_sign.py"))
-        .arg(key)
-        .args([selector, domain, algorithm])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("/usr/bin/python3 (Debian package python3-dkim)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(message.as_bytes())
-        .expect("message");
-    let out = child.wait_with_output().expect("dkim_sign.py");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).expect("utf-8")
+    let key = key.to_str().expect("utf-8");
+    let out = python_filter(
+        "dkim_sign.py",
+        &[key, selector, domain, algorithm],
+        message.as_bytes(),
+    );
+    String::from_utf8(out).expect("utf-8")
+}
+
+/// `message` with one more ARC set from dkimpy, sealed by `domain`.
+fn arcsign(message: &str, key: &Path, selector: &str, domain: &str) -> String {
+    let key = key.to_str().expect("utf-8");
+    let out = python_filter(
+        "arc_sign.py",
+        &[key, selector, domain, domain],
+        message.as_bytes(),
+    );
+    String::from_utf8(out).expect("utf-8")
+}
+
+/// dkimpy's verdict on the ARC chain of `message`: "cv=pass sets=2 ...".
+fn arcverify(message: &str, records: &[(&str, &str)]) -> String {
+    dkimpy_verify("arc", message.as_bytes(), records).join("\n")
 }
 
 /// A key pair from dkimpy's `dknewkey`: the key file and the TXT record to publish.
@@ -319,27 +324,6 @@ fn dkim_signatures_from_dkimpy_verify_and_dmarc_judges_alignment() {
     }
 }
 
-/// `message` with one more ARC set from dkimpy, sealed by `domain`.
-fn arcsign(message: &str, key: &Path, selector: &str, domain: &str) -> String {
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(root().join("tests/e2e/clients/arc_sign.py"))
-        .arg(key)
-        .args([selector, domain, domain])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("/usr/bin/python3 (Debian package python3-dkim)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(message.as_bytes())
-        .expect("message");
-    let out = child.wait_with_output().expect("arc_sign.py");
-    assert!(out.status.success(), "arc_sign.py failed on:\n{message}");
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
 #[test]
 fn arc_chains_sealed_by_dkimpy_validate() {
     let keys = tempfile::tempdir().expect("tempdir");
@@ -551,25 +535,6 @@ fn dmarc_policy_plugin_refuses_failing_mail_of_a_p_reject_domain() {
     ] {
         assert!(metrics.contains(series), "{series} in:\n{metrics}");
     }
-}
-
-/// dkimpy's verdict on the ARC chain of `message`: "cv=pass sets=2 ...".
-fn arcverify(message: &str, records: &[(&str, &str)]) -> String {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("message.eml");
-    std::fs::write(&file, message).expect("write");
-    let out = Command::new("/usr/bin/python3")
-        .arg(root().join("tests/e2e/clients/arc_verify.py"))
-        .arg(&file)
-        .args(records.iter().map(|(name, txt)| format!("{name}={txt}")))
-        .output()
-        .expect("/usr/bin/python3 (Debian package python3-dkim)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// With `[arc-seal]`, received mail leaves the data stage with the gateway's ARC set: after a

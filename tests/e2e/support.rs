@@ -642,6 +642,57 @@ pub fn python(script: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// What dkimpy (Debian's python3-dkim) says of `message`, the DNS answered from `records`:
+/// `mode` "dkim" gives one line per signature ("pass d=... a=..."), "arc" one line
+/// "cv=RESULT sets=N ...".
+pub fn dkimpy_verify(mode: &str, message: &[u8], records: &[(&str, &str)]) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("message.eml");
+    std::fs::write(&file, message).expect("write");
+    let out = Command::new("/usr/bin/python3")
+        .arg(root().join("tests/e2e/clients/dkim_verify.py"))
+        .arg(mode)
+        .arg(&file)
+        .args(records.iter().map(|(name, txt)| format!("{name}={txt}")))
+        .output()
+        .expect("/usr/bin/python3 (Debian package python3-dkim)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The output of a Python client (run with Debian's /usr/bin/python3, which has dkimpy) that
+/// reads `input` on its standard input.
+pub fn python_filter(script: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(root().join("tests/e2e/clients").join(script))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("input");
+    let out = child.wait_with_output().expect(script);
+    assert!(
+        out.status.success(),
+        "{script} failed on:\n{}",
+        String::from_utf8_lossy(input)
+    );
+    out.stdout
+}
+
 /// Test peers for the relay: SMTP servers downstream of the gateway, and a DNS server.
 pub mod peers {
     use super::*;
