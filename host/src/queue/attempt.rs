@@ -270,8 +270,17 @@ impl QueueManager {
             .message
             .as_ref()
             .map_or(&spooled.message[..], |m| m.raw());
-        // Signed last, so that the signature covers exactly what is sent.
-        let signed = match crate::blocking::run(|| self.inner.signers.sign(raw)) {
+        // Signed last, so that the signature covers exactly what is sent. An RSA signature
+        // (~0.6 ms) leaves the worker; an Ed25519 one (~55 us) costs less than handing the
+        // worker's other tasks to another thread would.
+        let signers = &self.inner.signers;
+        let sign = || signers.sign(raw);
+        let signed = if signers.all_fast() {
+            sign()
+        } else {
+            crate::blocking::run(sign)
+        };
+        let signed = match signed {
             None => None,
             Some(Ok(field)) => Some([field.as_bytes(), raw].concat()),
             Some(Err(e)) => return (all(Outcome::Temporary(Failure::temporary(e))), 0),
