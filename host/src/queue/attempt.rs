@@ -144,6 +144,18 @@ impl QueueManager {
     }
 
     /// Runs the deliver stage for one destination's recipients, then sends them.
+    /// The DKIM-Signature fields for `raw`, if a key applies. An Ed25519 signature (~50 us) is
+    /// made in place; an RSA one (~0.3 ms for 2048 bits, 2 ms for 4096) leaves the worker
+    /// (`blocking::run`; measured cheaper than the blocking pool with a copy of the message).
+    fn sign(&self, raw: &[u8]) -> Option<Result<String, String>> {
+        let signers = &self.inner.signers;
+        if signers.all_fast() {
+            signers.sign(raw)
+        } else {
+            crate::blocking::run(|| signers.sign(raw))
+        }
+    }
+
     async fn deliver_group(
         &self,
         spooled: &Spooled,
@@ -270,17 +282,8 @@ impl QueueManager {
             .message
             .as_ref()
             .map_or(&spooled.message[..], |m| m.raw());
-        // Signed last, so that the signature covers exactly what is sent. An RSA signature
-        // (~0.6 ms) leaves the worker; an Ed25519 one (~55 us) costs less than handing the
-        // worker's other tasks to another thread would.
-        let signers = &self.inner.signers;
-        let sign = || signers.sign(raw);
-        let signed = if signers.all_fast() {
-            sign()
-        } else {
-            crate::blocking::run(sign)
-        };
-        let signed = match signed {
+        // Signed last, so that the signature covers exactly what is sent.
+        let signed = match self.sign(raw) {
             None => None,
             Some(Ok(field)) => Some([field.as_bytes(), raw].concat()),
             Some(Err(e)) => return (all(Outcome::Temporary(Failure::temporary(e))), 0),
