@@ -20,6 +20,7 @@ pub mod imap;
 pub mod mail;
 pub mod mailauth;
 pub mod message;
+pub mod milter;
 pub mod net;
 pub mod plugin;
 pub mod pop3;

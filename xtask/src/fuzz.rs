@@ -9,8 +9,9 @@ use std::process::Command;
 
 use super::{root, status};
 
-pub const TARGETS: [&str; 10] = [
+pub const TARGETS: [&str; 11] = [
     "auth_results",
+    "milter_packet",
     "smtp_command",
     "smtp_data",
     "header_split",
