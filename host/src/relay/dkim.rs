@@ -14,19 +14,7 @@ use crate::mailauth::key::{signed_headers, PrivateKey};
 
 enum Signer {
     Ed25519(DkimSigner<Ed25519Key, Done>),
-    /// With the key's modulus size in bits.
-    Rsa(DkimSigner<RsaKey<Sha256>, Done>, usize),
-}
-
-impl Signer {
-    /// Signs in well under half a millisecond here: Ed25519 (~50 us) and RSA up to 2048 bits
-    /// (~0.3 ms); 3072 and 4096 bits take 1 to 2 ms.
-    fn is_fast(&self) -> bool {
-        match self {
-            Signer::Ed25519(_) => true,
-            Signer::Rsa(_, bits) => *bits <= 2048,
-        }
-    }
+    Rsa(DkimSigner<RsaKey<Sha256>, Done>),
 }
 
 /// The configured signing keys.
@@ -53,10 +41,11 @@ impl Signers {
         self.keys.is_empty()
     }
 
-    /// True when every key signs fast enough (Ed25519, RSA up to 2048 bits) to be used in place
-    /// rather than off the runtime's worker.
+    /// True when every key is Ed25519: signing takes tens of microseconds, not milliseconds.
     pub fn all_fast(&self) -> bool {
-        self.keys.iter().all(|(_, signer)| signer.is_fast())
+        self.keys
+            .iter()
+            .all(|(_, signer)| matches!(signer, Signer::Ed25519(_)))
     }
 
     /// The `DKIM-Signature` fields (with their CRLFs) for `message`: one per key of the From
@@ -70,7 +59,7 @@ impl Signers {
         for signer in self.for_domain(&from_domain(message)?)? {
             let signature = match signer {
                 Signer::Ed25519(s) => s.sign(message),
-                Signer::Rsa(s, _) => s.sign(message),
+                Signer::Rsa(s) => s.sign(message),
             };
             match signature {
                 Ok(signature) => fields.push_str(&signature.to_header()),
@@ -109,11 +98,7 @@ fn signer(entry: &DkimConfig, path: &std::path::Path) -> Result<Signer, String> 
     let headers = signed_headers(entry)?;
     Ok(match PrivateKey::load(entry.algorithm, path)? {
         PrivateKey::Ed25519(key) => Signer::Ed25519(configured(key, entry, headers)),
-        PrivateKey::Rsa(key) => {
-            // The public key's DER is the modulus and the exponent, a few bytes besides.
-            let bits = key.public_key().len().saturating_sub(14) * 8;
-            Signer::Rsa(configured(key, entry, headers), bits)
-        }
+        PrivateKey::Rsa(key) => Signer::Rsa(configured(key, entry, headers)),
     })
 }
 
@@ -185,25 +170,6 @@ mod tests {
         assert!(header.contains("a=ed25519-sha256"), "{header}");
         let other = b"From: bob@example.net\r\n\r\nx\r\n";
         assert!(signers.sign(other).is_none());
-        assert!(signers.all_fast(), "Ed25519 signs in place");
-    }
-
-    #[test]
-    fn rsa_keys_know_their_size() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (pem, _) = keygen(DkimAlgorithm::RsaSha256, 2048).expect("keygen");
-        let path = dir.path().join("rsa.pem");
-        std::fs::write(&path, pem).expect("write");
-        let entry = DkimConfig {
-            domain: "example.org".into(),
-            selector: "s".into(),
-            key: path.clone(),
-            algorithm: DkimAlgorithm::RsaSha256,
-            headers: None,
-        };
-        let signer = signer(&entry, &path).expect("signer");
-        assert!(matches!(signer, Signer::Rsa(_, 2048)));
-        assert!(signer.is_fast());
     }
 
     #[test]
