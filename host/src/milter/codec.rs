@@ -75,15 +75,38 @@ pub enum Family {
     Unix(String),
 }
 
+/// The three numbers both sides exchange at negotiation: the protocol version, the actions
+/// (offered by the MTA, wanted by the filter) and the steps (offered, declined).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiation {
+    pub version: u32,
+    pub actions: u32,
+    pub steps: u32,
+}
+
+impl Negotiation {
+    fn read(data: &[u8]) -> Result<Negotiation, CodecError> {
+        // A filter's answer may carry symbol lists after the numbers; they are not used here.
+        let mut r = Reader::new(data, "negotiate");
+        Ok(Negotiation {
+            version: r.u32()?,
+            actions: r.u32()?,
+            steps: r.u32()?,
+        })
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        for n in [self.version, self.actions, self.steps] {
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
 /// What an MTA sends a filter (SMFIC_*).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// 'O': version, actions offered, steps offered.
-    Negotiate {
-        version: u32,
-        actions: u32,
-        steps: u32,
-    },
+    Negotiate(Negotiation),
     /// 'D': macros for the step named by `stage` (a command letter).
     Macros {
         stage: u8,
@@ -125,11 +148,7 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
     /// 'O': version, actions wanted, steps declined.
-    Negotiate {
-        version: u32,
-        actions: u32,
-        steps: u32,
-    },
+    Negotiate(Negotiation),
     /// 'c'
     Continue,
     /// 'a'
@@ -269,14 +288,7 @@ impl Command {
     /// The command from one packet's command byte and data.
     pub fn decode(command: u8, data: &[u8]) -> Result<Command, CodecError> {
         Ok(match command {
-            b'O' => {
-                let mut r = Reader::new(data, "negotiate");
-                Command::Negotiate {
-                    version: r.u32()?,
-                    actions: r.u32()?,
-                    steps: r.u32()?,
-                }
-            }
+            b'O' => Command::Negotiate(Negotiation::read(data)?),
             b'D' => {
                 let mut r = Reader::new(data, "macro");
                 let stage = r.byte()?;
@@ -346,14 +358,8 @@ impl Command {
     pub fn encode(&self) -> Vec<u8> {
         let mut data = Vec::new();
         let code = match self {
-            Command::Negotiate {
-                version,
-                actions,
-                steps,
-            } => {
-                for n in [version, actions, steps] {
-                    data.extend_from_slice(&n.to_be_bytes());
-                }
+            Command::Negotiate(numbers) => {
+                numbers.write(&mut data);
                 b'O'
             }
             Command::Macros { stage, pairs } => {
@@ -425,15 +431,7 @@ impl Response {
     /// The response from one packet's command byte and data.
     pub fn decode(command: u8, data: &[u8]) -> Result<Response, CodecError> {
         Ok(match command {
-            b'O' => {
-                let mut r = Reader::new(data, "negotiate");
-                // Symbol lists may follow the three numbers; they are not used here.
-                Response::Negotiate {
-                    version: r.u32()?,
-                    actions: r.u32()?,
-                    steps: r.u32()?,
-                }
-            }
+            b'O' => Response::Negotiate(Negotiation::read(data)?),
             b'c' => Response::Continue,
             b'a' => Response::Accept,
             b'r' => Response::Reject,
@@ -490,14 +488,8 @@ impl Response {
     pub fn encode(&self) -> Vec<u8> {
         let mut data = Vec::new();
         let code = match self {
-            Response::Negotiate {
-                version,
-                actions,
-                steps,
-            } => {
-                for n in [version, actions, steps] {
-                    data.extend_from_slice(&n.to_be_bytes());
-                }
+            Response::Negotiate(numbers) => {
+                numbers.write(&mut data);
                 b'O'
             }
             Response::Continue => b'c',
@@ -583,11 +575,11 @@ mod tests {
     #[test]
     fn commands_survive_a_round_trip() {
         let commands = [
-            Command::Negotiate {
+            Command::Negotiate(Negotiation {
                 version: 6,
                 actions: actions::ALL,
                 steps: steps::ALL,
-            },
+            }),
             Command::Macros {
                 stage: b'C',
                 pairs: vec![("j".into(), "mx.example.org".into())],
@@ -637,11 +629,11 @@ mod tests {
     #[test]
     fn responses_survive_a_round_trip() {
         let responses = [
-            Response::Negotiate {
+            Response::Negotiate(Negotiation {
                 version: 6,
                 actions: actions::ADD_HEADERS,
                 steps: steps::NO_UNKNOWN,
-            },
+            }),
             Response::Continue,
             Response::Accept,
             Response::Reject,
