@@ -54,7 +54,10 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     let cache = config
         .resolve_opt(config.runtime.cache_dir.as_ref())
         .unwrap_or_else(|| data_dir.join("cache"));
-    let runtime = Arc::new(Runtime::new(&config.runtime, Some(cache))?);
+    let runtime = Arc::new(
+        Runtime::new(&config.runtime, Some(cache))?
+            .with_externals(Arc::new(crate::milter::Milters)),
+    );
     let plugins = Arc::new(ActivePlugins::new(
         PluginSet::load(runtime.clone(), &config).await?,
     ));

@@ -98,6 +98,18 @@ pub async fn check(path: Option<PathBuf>, cache: Option<PathBuf>) -> (String, Ve
             seal.selector
         );
     }
+    for member in &chain.plugins {
+        if let Some(filter) = member.external() {
+            let _ = writeln!(
+                out,
+                "  {}: {} ({}, {} ms per answer)",
+                member.name,
+                filter.target(),
+                filter.protocol(),
+                member.timeout.as_millis()
+            );
+        }
+    }
     let _ = writeln!(out, "chain:");
     for stage in Stage::ALL {
         let names: Vec<&str> = chain

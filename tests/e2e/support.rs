@@ -888,6 +888,177 @@ pub mod peers {
         }
     }
 
+    /// `tests/e2e/peers/milter.py`: a milter that answers as `mode` says and logs each
+    /// command it receives.
+    pub struct ScriptedMilter {
+        pub port: u16,
+        log: PathBuf,
+        _dir: tempfile::TempDir,
+        _process: Process,
+    }
+
+    impl ScriptedMilter {
+        pub fn start(mode: &str) -> ScriptedMilter {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_port();
+            let log = dir.path().join("commands.log");
+            let child = Command::new("python3")
+                .arg(root().join("tests/e2e/peers/milter.py"))
+                .arg(port.to_string())
+                .arg(mode)
+                .arg(&log)
+                .spawn()
+                .expect("python3 milter.py");
+            wait_for_port(port);
+            ScriptedMilter {
+                port,
+                log,
+                _dir: dir,
+                _process: Process(child),
+            }
+        }
+
+        /// The commands received so far on the connection that saw `HELO helo`, one per
+        /// line ("O", "C 127.0.0.1", "M <a@b>"...), and how many connections there were.
+        pub fn conversation(&self, helo: &str) -> (Vec<String>, usize) {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<(&str, &str)> = log.lines().filter_map(|l| l.split_once(' ')).collect();
+            let wanted = format!("H {helo}");
+            let connection = lines.iter().find(|(_, c)| *c == wanted).map(|(n, _)| *n);
+            let commands = lines
+                .iter()
+                .filter(|(n, _)| Some(*n) == connection)
+                .map(|(_, c)| c.to_string())
+                .collect();
+            let mut numbers: Vec<&str> = lines.iter().map(|(n, _)| *n).collect();
+            numbers.dedup();
+            (commands, numbers.len())
+        }
+    }
+
+    /// rspamd (Debian's package) with only its proxy worker, in milter mode and scanning by
+    /// itself, on a loopback port; its own config layered over Debian's through
+    /// `LOCAL_CONFDIR`, its state in a temporary directory, no network lookups.
+    pub struct Rspamd {
+        pub port: u16,
+        pub dir: tempfile::TempDir,
+        _process: Process,
+    }
+
+    impl Rspamd {
+        pub fn start() -> Rspamd {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_port();
+            let local = dir.path().join("local");
+            for sub in ["override.d", "local.d", "db", "run", "log"] {
+                std::fs::create_dir_all(local.join(sub)).expect("mkdir");
+            }
+            let files = [
+                (
+                    "override.d/worker-proxy.inc",
+                    format!(
+                        "bind_socket = \"127.0.0.1:{port}\";\nmilter = yes;\ntimeout = 30s;\n\
+                         upstream \"local\" {{\n  default = yes;\n  self_scan = yes;\n}}\n"
+                    ),
+                ),
+                ("override.d/worker-normal.inc", "enabled = false;\n".into()),
+                (
+                    "override.d/worker-controller.inc",
+                    "enabled = false;\n".into(),
+                ),
+                ("override.d/worker-fuzzy.inc", "enabled = false;\n".into()),
+                (
+                    "override.d/logging.inc",
+                    "type = \"console\";\nlevel = \"notice\";\n".into(),
+                ),
+                (
+                    // Tests connect from loopback, which rspamd otherwise leaves unmarked.
+                    "local.d/milter_headers.conf",
+                    "extended_spam_headers = true;\nskip_local = false;\n\
+                     skip_authenticated = false;\n"
+                        .into(),
+                ),
+                (
+                    "local.d/options.inc",
+                    "dns { nameserver = [\"127.0.0.1:1\"]; timeout = 1s; retransmits = 1; }\n"
+                        .into(),
+                ),
+            ];
+            for (name, text) in files {
+                std::fs::write(local.join(name), text).expect("rspamd config");
+            }
+            let var = |name: &str, sub: &str| format!("--var={name}={}", local.join(sub).display());
+            let mut cmd = Command::new(sbin("rspamd"));
+            cmd.args(["-f", "-c", "/etc/rspamd/rspamd.conf"])
+                .arg(format!("--var=LOCAL_CONFDIR={}", local.display()))
+                .args([
+                    var("DBDIR", "db"),
+                    var("RUNDIR", "run"),
+                    var("LOGDIR", "log"),
+                ])
+                .stdout(std::fs::File::create(dir.path().join("rspamd.log")).expect("log"))
+                .stderr(Stdio::null());
+            if is_root() {
+                cmd.args(["-i", "-u", "root", "-g", "root"]);
+            }
+            let child = cmd.spawn().expect("rspamd (Debian package rspamd)");
+            wait_for_port(port);
+            Rspamd {
+                port,
+                dir,
+                _process: Process(child),
+            }
+        }
+    }
+
+    /// OpenDKIM (Debian's package) as a milter on a loopback port: `mode` "s" signs mail of
+    /// `domain` with the key `key` under `selector`; "v" verifies, with public keys from
+    /// `test_keys` (OpenDKIM's `TestPublicKeys`: "NAME RECORD" lines) instead of DNS.
+    pub struct OpenDkim {
+        pub port: u16,
+        pub dir: tempfile::TempDir,
+        _process: Process,
+    }
+
+    impl OpenDkim {
+        pub fn start(
+            mode: &str,
+            domain: &str,
+            selector: &str,
+            key: &Path,
+            test_keys: &str,
+        ) -> OpenDkim {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_port();
+            let keys = dir.path().join("test-keys");
+            std::fs::write(&keys, test_keys).expect("keys");
+            let config = dir.path().join("opendkim.conf");
+            let text = format!(
+                "Mode {mode}\nDomain {domain}\nSelector {selector}\nKeyFile {}\n\
+                 Socket inet:{port}@127.0.0.1\nBackground no\nSyslog no\n\
+                 AuthservID opendkim.test\nTestPublicKeys {}\nPidFile {}\n\
+                 RequireSafeKeys no\n",
+                key.display(),
+                keys.display(),
+                dir.path().join("opendkim.pid").display()
+            );
+            std::fs::write(&config, text).expect("opendkim.conf");
+            let child = Command::new(sbin("opendkim"))
+                .args(["-f", "-x"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("opendkim.log")).expect("log"))
+                .spawn()
+                .expect("opendkim (Debian package opendkim)");
+            wait_for_port(port);
+            OpenDkim {
+                port,
+                dir,
+                _process: Process(child),
+            }
+        }
+    }
+
     /// A private Postfix instance (`tests/e2e/peers/postfix-downstream.sh`) that delivers mail
     /// for one domain into the Maildir `<dir>/mail/box/`.
     pub struct PostfixDownstream {

@@ -8,9 +8,9 @@
 //! - `build`: `plugins`, then the `mailgate` binary (release);
 //! - `run [ARGS...]`: `build`, then run `mailgate` (default: `serve` on the embedded defaults);
 //! - `test`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq, mpop, Dovecot's
-//!   library from Debian's packages, when missing), imaptest (built once into `target/imaptest/`
-//!   by `../shared/tools/imaptest/build.sh`), then every test of the workspace (unit, runtime,
-//!   end-to-end, and the bundled plugins' harness cases);
+//!   library, rspamd, OpenDKIM from Debian's packages, when missing), imaptest (built once
+//!   into `target/imaptest/` by `../shared/tools/imaptest/build.sh`), then every test of the
+//!   workspace (unit, runtime, end-to-end, and the bundled plugins' harness cases);
 //! - `lint`: rustfmt check and clippy (host and guests) with warnings as errors;
 //! - `bench`: `plugins`, then the plugin-chain benchmark; `bench smtp`: the SMTP accept rate
 //!   into local delivery (smtp-source); `bench relay`: relay throughput to smtp-sink; both
@@ -261,8 +261,8 @@ fn run(args: &[String]) -> Result<(), String> {
 /// Programs the end-to-end tests drive, and the Debian packages that provide them.
 /// Postfix serves as the relay tests' downstream (`smtp-sink` and a private instance);
 /// dnsmasq answers their MX queries; mpop fetches mail over POP3; imaptest links against
-/// Dovecot's library (`doveconf` stands for the package).
-const TEST_PEERS: [(&str, &str); 10] = [
+/// Dovecot's library (`doveconf` stands for the package); rspamd and OpenDKIM run as milters.
+const TEST_PEERS: [(&str, &str); 13] = [
     ("python3", "python3"),
     ("swaks", "swaks"),
     ("curl", "curl"),
@@ -273,6 +273,9 @@ const TEST_PEERS: [(&str, &str); 10] = [
     ("systemd-analyze", "systemd"),
     ("promtool", "prometheus"),
     ("dkimverify", "python3-dkim"),
+    ("rspamd", "rspamd"),
+    ("opendkim", "opendkim"),
+    ("opendkim-genkey", "opendkim-tools"),
 ];
 
 /// Where the shared imaptest build script may be: `$MAILGATE_SHARED_DIR`, the folder beside

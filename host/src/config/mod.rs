@@ -546,8 +546,12 @@ pub enum FailurePolicy {
 pub struct PluginConfig {
     /// The name used in logs and reports; defaults to the name the plugin gives in `describe`.
     pub name: Option<String>,
-    /// The component file (.wasm), relative to the config file.
+    /// The component file (.wasm), relative to the config file. Empty for a milter.
+    #[serde(default)]
     pub path: PathBuf,
+    /// A milter instead of a component: `inet:HOST:PORT`, `inet:PORT@HOST`, `inet6:…` or
+    /// `unix:/path`.
+    pub milter: Option<String>,
     /// Capabilities the operator grants (the plugin must also ask for them).
     #[serde(default)]
     pub grant: Vec<Grant>,
@@ -558,9 +562,9 @@ pub struct PluginConfig {
     pub instance_reuse: Option<u32>,
     #[serde(default)]
     pub on_failure: FailurePolicy,
-    /// Wall-clock budget of one stage call.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
+    /// Wall-clock budget of one stage call (for a milter, of each wait for an answer);
+    /// see [`PluginConfig::timeout`] for the defaults.
+    pub timeout_ms: Option<u64>,
     /// Linear memory cap.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u32,
@@ -733,10 +737,6 @@ pub enum Grant {
     Files,
 }
 
-fn default_timeout_ms() -> u64 {
-    100
-}
-
 fn default_memory_mb() -> u32 {
     32
 }
@@ -782,12 +782,29 @@ fn locate_plugin_keys(text: &str, plugins: &mut [PluginConfig]) {
 
 impl PluginConfig {
     pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            self.path
+        self.name.clone().unwrap_or_else(|| match &self.milter {
+            Some(address) => format!("milter {address}"),
+            None => self
+                .path
                 .file_stem()
                 .map(|s| s.to_string_lossy().replace('_', "-"))
-                .unwrap_or_else(|| "plugin".into())
+                .unwrap_or_else(|| "plugin".into()),
         })
+    }
+
+    /// The configured `timeout-ms`, else 100 ms for a component (a call that runs our CPU)
+    /// and 5 s for a milter (a peer on the network, as Postfix's milter timeouts are).
+    pub fn timeout(&self) -> std::time::Duration {
+        let default = if self.milter.is_some() { 5_000 } else { 100 };
+        std::time::Duration::from_millis(self.timeout_ms.unwrap_or(default).max(1))
+    }
+
+    /// What the entry names: the component file or the milter's address.
+    pub fn target(&self) -> String {
+        match &self.milter {
+            Some(address) => format!("milter {address}"),
+            None => self.path.display().to_string(),
+        }
     }
 }
 
@@ -859,18 +876,26 @@ impl Config {
     fn check_plugins(&self) -> Result<(), String> {
         let ceiling = self.runtime.max_memory_mb;
         for plugin in &self.plugins {
-            let at = format!("line {}: plugin {}", plugin.line, plugin.path.display());
+            let at = format!("line {}: plugin {}", plugin.line, plugin.target());
+            match (&plugin.milter, plugin.path.as_os_str().is_empty()) {
+                (Some(_), false) => {
+                    return Err(format!("{at}: set `path` or `milter`, not both"));
+                }
+                (None, true) => {
+                    return Err(format!(
+                        "{at}: needs `path` (a component) or `milter` (an address)"
+                    ));
+                }
+                _ => {}
+            }
             if plugin.memory_mb > ceiling || plugin.memory_mb == 0 {
                 return Err(format!(
                     "{at}: memory-mb = {} is outside 1..={ceiling} (runtime.max-memory-mb)",
                     plugin.memory_mb
                 ));
             }
-            if plugin.timeout_ms == 0 || plugin.timeout_ms > 60_000 {
-                return Err(format!(
-                    "{at}: timeout-ms = {} is outside 1..=60000",
-                    plugin.timeout_ms
-                ));
+            if let Some(ms @ (0 | 60_001..)) = plugin.timeout_ms {
+                return Err(format!("{at}: timeout-ms = {ms} is outside 1..=60000"));
             }
             if plugin.instance_reuse == Some(0) {
                 return Err(format!("{at}: instance-reuse must be at least 1"));

@@ -42,7 +42,9 @@ pub async fn load_chain(config: &Config, cache: Option<PathBuf>) -> anyhow::Resu
     let cache = config
         .resolve_opt(config.runtime.cache_dir.as_ref())
         .or(cache);
-    let runtime = Arc::new(Runtime::new(&config.runtime, cache)?);
+    let runtime = Arc::new(
+        Runtime::new(&config.runtime, cache)?.with_externals(Arc::new(crate::milter::Milters)),
+    );
     Ok(Arc::new(PluginSet::load(runtime, config).await?))
 }
 
@@ -92,6 +94,19 @@ pub async fn check(
 pub fn explain(plugin: &crate::plugin::LoadedPlugin) -> String {
     let info = &plugin.info;
     let mut out = String::new();
+    if let Some(filter) = plugin.external() {
+        let stages: Vec<&str> = info.stages.iter().map(|s| s.name()).collect();
+        let _ = writeln!(out, "{} ({})", plugin.name, filter.target());
+        let _ = writeln!(out, "protocol:     {}", filter.protocol());
+        let _ = writeln!(out, "stages:       {}", stages.join(", "));
+        let _ = writeln!(
+            out,
+            "limits:       {} ms per answer; on failure: {:?}",
+            plugin.timeout.as_millis(),
+            plugin.policy
+        );
+        return out;
+    }
     let _ = writeln!(
         out,
         "{} {} ({})",

@@ -6,7 +6,9 @@ use std::ops::Range;
 use thiserror::Error;
 
 use super::encode::{self, TransferEncoding};
-use super::header::{format_field, valid_field_name, valid_field_value, HeaderBlock};
+use super::header::{
+    format_field, valid_field_name, valid_field_value, valid_folded_value, HeaderBlock,
+};
 use super::{Message, Part, PartSpan};
 
 /// An edit of the message itself (envelope edits are handled by the chain).
@@ -26,6 +28,13 @@ pub enum MessageEdit {
         value: String,
     },
     RemoveHeader(String),
+    /// The `index`th field (from 1) of this name gets `value`; an empty value removes it, an
+    /// index past the last such field adds one at the end (a milter's change-header).
+    ChangeHeader {
+        name: String,
+        index: u32,
+        value: String,
+    },
     ReplaceBody(Vec<u8>),
     ReplacePart {
         id: u32,
@@ -40,7 +49,9 @@ pub enum MessageEdit {
 pub enum EditError {
     #[error("invalid header name {0:?}")]
     HeaderName(String),
-    #[error("header {0} has a CR, LF or NUL in its value")]
+    #[error(
+        "header {0} has a NUL, a CR or LF that is not folding, or a line over 998 octets in its value"
+    )]
     HeaderValue(String),
     #[error("no MIME part with id {0}")]
     UnknownPart(u32),
@@ -58,7 +69,8 @@ impl MessageEdit {
         match self {
             MessageEdit::AddHeader { name, value }
             | MessageEdit::InsertHeader { name, value, .. }
-            | MessageEdit::SetHeader { name, value } => check_field(name, value),
+            | MessageEdit::SetHeader { name, value }
+            | MessageEdit::ChangeHeader { name, value, .. } => check_field(name, value),
             MessageEdit::RemoveHeader(name) if !valid_field_name(name) => {
                 Err(EditError::HeaderName(name.clone()))
             }
@@ -72,7 +84,7 @@ fn check_field(name: &str, value: &str) -> Result<(), EditError> {
     if !valid_field_name(name) {
         return Err(EditError::HeaderName(name.to_string()));
     }
-    if !valid_field_value(value) {
+    if !valid_folded_value(value) {
         return Err(EditError::HeaderValue(name.to_string()));
     }
     Ok(())
@@ -205,6 +217,22 @@ fn apply_one(message: &Message, edit: &MessageEdit) -> Result<Vec<u8>, EditError
             "",
             "",
         ),
+        MessageEdit::ChangeHeader { name, index, value } => {
+            let nth = (0..header.fields.len())
+                .filter(|&i| header.name(raw, i).eq_ignore_ascii_case(name))
+                .nth((*index as usize).saturating_sub(1));
+            match nth {
+                Some(at) => {
+                    let replace = (!value.is_empty()).then_some(at);
+                    rewrite_header(raw, header, |i| i == at, replace, name, value)
+                }
+                None if value.is_empty() => raw.to_vec(),
+                None => {
+                    let end = Some(header.fields.len());
+                    rewrite_header(raw, header, |_| false, end, name, value)
+                }
+            }
+        }
         MessageEdit::ReplaceBody(body) => {
             let mut out = header_with_separator(raw, header);
             out.extend_from_slice(&super::canonical_crlf(body));

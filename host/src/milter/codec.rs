@@ -428,6 +428,29 @@ impl Command {
 }
 
 impl Response {
+    /// What the response is, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::Negotiate(_) => "negotiate",
+            Response::Continue => "continue",
+            Response::Accept => "accept",
+            Response::Reject => "reject",
+            Response::Tempfail => "tempfail",
+            Response::Discard => "discard",
+            Response::ReplyCode(_) => "reply code",
+            Response::Progress => "progress",
+            Response::Skip => "skip",
+            Response::AddHeader { .. } => "add header",
+            Response::InsertHeader { .. } => "insert header",
+            Response::ChangeHeader { .. } => "change header",
+            Response::ReplaceBody(_) => "replace body",
+            Response::AddRcpt(_) | Response::AddRcptPar { .. } => "add recipient",
+            Response::DeleteRcpt(_) => "delete recipient",
+            Response::ChangeFrom { .. } => "change sender",
+            Response::Quarantine(_) => "quarantine",
+        }
+    }
+
     /// The response from one packet's command byte and data.
     pub fn decode(command: u8, data: &[u8]) -> Result<Response, CodecError> {
         Ok(match command {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::contract_v0_1 as v0_1;
 use super::contract_v0_2 as v0_2;
 use super::engine::Runtime;
+use super::external::{Conversation, ExternalFault};
 use super::host_api::{PluginLog, TransactionContext};
 use super::loader::{instantiate, Live, LiveInstance, PluginSet};
 use super::services::Services;
@@ -81,6 +82,8 @@ pub struct Transaction {
     set: Arc<PluginSet>,
     ctx: Arc<TransactionContext>,
     live: Vec<Option<Live>>,
+    /// Outside filters' conversations, opened on first use, by member index.
+    conversations: Vec<Option<Box<dyn Conversation>>>,
 }
 
 /// The reply for a plugin fault under the `tempfail` policy.
@@ -103,6 +106,7 @@ impl PluginSet {
             set: self.clone(),
             ctx: Arc::new(TransactionContext::new(session_id.to_string(), services)),
             live: (0..self.plugins.len()).map(|_| None).collect(),
+            conversations: (0..self.plugins.len()).map(|_| None).collect(),
         }
     }
 }
@@ -120,6 +124,24 @@ impl Transaction {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(notes);
+    }
+
+    /// Carries on the outside filters' conversations of an earlier transaction of the same
+    /// session on the same set, so a filter sees one connection per session (a milter gets
+    /// the next MAIL on the connection that saw CONNECT and HELO). After a reload the
+    /// members are new and their conversations start afresh.
+    pub fn take_over(&mut self, earlier: &mut Transaction) {
+        if Arc::ptr_eq(&self.set, &earlier.set) {
+            for (mine, theirs) in self
+                .conversations
+                .iter_mut()
+                .zip(&mut earlier.conversations)
+            {
+                if mine.is_none() {
+                    *mine = theirs.take();
+                }
+            }
+        }
     }
 
     /// The notes plugins left in this transaction.
@@ -167,7 +189,7 @@ impl Transaction {
                     run.edits = outcome.edits;
                     outcome.verdict
                 }
-                Err(Fault::Trap(_, reason) | Fault::Invalid(reason)) => {
+                Err(Fault::Trap(_, reason) | Fault::Invalid(reason) | Fault::Peer(reason)) => {
                     tracing::warn!(plugin = plugin.name, %stage, session = self.ctx.session_id, "plugin fault: {reason}");
                     run.fault = Some(reason);
                     match plugin.policy {
@@ -201,8 +223,33 @@ impl Transaction {
         report
     }
 
-    /// Calls one plugin's stage export, instantiating it first if needed.
+    /// Calls one member at one stage.
     async fn call(
+        &mut self,
+        index: usize,
+        call: StageCall<'_>,
+        state: &MailState,
+    ) -> Result<Outcome, Fault> {
+        match self.set.plugins[index].external() {
+            Some(filter) => {
+                let filter = filter.clone();
+                let conversation = self.conversations[index]
+                    .get_or_insert_with(|| filter.open(&self.ctx.session_id));
+                let (verdict, edits) =
+                    conversation.call(call, state).await.map_err(|f| match f {
+                        ExternalFault::Timeout(_, reason) => {
+                            Fault::Trap(TrapKind::Deadline, reason)
+                        }
+                        ExternalFault::Peer(reason) => Fault::Peer(reason),
+                    })?;
+                Outcome::validated(verdict, edits, call.stage()).map_err(Fault::Invalid)
+            }
+            None => self.call_component(index, call, state).await,
+        }
+    }
+
+    /// Calls one component's stage export, instantiating it first if needed.
+    async fn call_component(
         &mut self,
         index: usize,
         call: StageCall<'_>,

@@ -14,6 +14,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::bindings::{v0_1, v0_2};
 use super::cache::ArtifactCache;
+use super::external::{ExternalFactory, NoExternals};
 use super::host_api::HostState;
 use super::PluginError;
 use crate::config::RuntimeConfig;
@@ -27,6 +28,8 @@ pub struct Runtime {
     pub linker: Linker<HostState>,
     cache: Option<ArtifactCache>,
     ticker: Option<Ticker>,
+    /// Builds the chain members that are not components (milters).
+    pub(super) externals: Arc<dyn ExternalFactory>,
 }
 
 struct Ticker {
@@ -63,7 +66,16 @@ impl Runtime {
             linker,
             cache: cache_dir.as_deref().and_then(ArtifactCache::open),
             ticker: Some(ticker),
+            externals: Arc::new(NoExternals),
         })
+    }
+
+    /// The runtime with `factory` building its non-component members.
+    pub fn with_externals(self, factory: Arc<dyn ExternalFactory>) -> Runtime {
+        Runtime {
+            externals: factory,
+            ..self
+        }
     }
 
     /// Loads a component, from the compiled cache when it holds this exact file for this

@@ -13,6 +13,7 @@ use wasmtime::Store;
 use super::contract_v0_1 as v0_1;
 use super::contract_v0_2 as v0_2;
 use super::engine::Runtime;
+use super::external::ExternalFilter;
 use super::host_api::{HostState, PluginIdentity, TransactionContext};
 use super::info::PluginInfo;
 use super::services::Services;
@@ -87,7 +88,13 @@ pub(super) async fn instantiate(
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(Runtime::deadline_ticks(plugin.timeout));
     metrics::plugin_instance_created(&plugin.name);
-    match plugin.bindings.instantiate(&mut store).await {
+    let Member::Component(bindings) = &plugin.member else {
+        return Err(Fault::Invalid(format!(
+            "{} is not a component",
+            plugin.name
+        )));
+    };
+    match bindings.instantiate(&mut store).await {
         Ok(instance) => Ok(Live {
             store,
             instance,
@@ -106,7 +113,16 @@ pub(super) async fn instantiate(
     }
 }
 
-/// A plugin ready to be instantiated for each transaction.
+/// What a chain member is.
+pub(super) enum Member {
+    /// A WebAssembly component, instantiated per transaction.
+    Component(Bindings),
+    /// A filter outside the process, with one conversation per client session.
+    External(Arc<dyn ExternalFilter>),
+}
+
+/// A chain member ready to run: a component to instantiate for each transaction, or an
+/// outside filter.
 pub struct LoadedPlugin {
     /// The name from the config, else from `describe`; used in logs, notes, kv and reports.
     pub name: String,
@@ -116,20 +132,28 @@ pub struct LoadedPlugin {
     pub memory_bytes: usize,
     /// Transactions one instance serves before a fresh one replaces it.
     pub instance_reuse: u32,
-    /// The component file and its SHA-256 (hex).
+    /// The component file and its SHA-256 (hex); for an outside filter, its address and "-".
     pub path: PathBuf,
     pub sha256: String,
     /// Stage calls and faults since this set was loaded.
     pub calls: AtomicU64,
     pub faults: AtomicU64,
     pub(super) identity: Arc<PluginIdentity>,
-    pub(super) bindings: Bindings,
+    pub(super) member: Member,
     idle: Mutex<Vec<Live>>,
 }
 
 impl LoadedPlugin {
     pub fn handles(&self, stage: Stage) -> bool {
         self.info.stages.contains(&stage)
+    }
+
+    /// The outside filter this member is, if it is not a component.
+    pub fn external(&self) -> Option<&Arc<dyn ExternalFilter>> {
+        match &self.member {
+            Member::External(filter) => Some(filter),
+            Member::Component(_) => None,
+        }
     }
 
     pub(super) fn count_call(&self, fault: bool) {
@@ -219,6 +243,9 @@ async fn load_one(
     config: &Config,
     entry: &PluginConfig,
 ) -> Result<LoadedPlugin, PluginError> {
+    if entry.milter.is_some() {
+        return load_external(runtime, config, entry);
+    }
     let path = config.resolve(&entry.path);
     let (component, sha256) = runtime.load_component(&path)?;
     let contract_err = |reason: String| PluginError::Contract {
@@ -242,7 +269,7 @@ async fn load_one(
         },
     };
     let memory_bytes = entry.memory_mb as usize * 1024 * 1024;
-    let timeout = Duration::from_millis(entry.timeout_ms.max(1));
+    let timeout = entry.timeout();
     let describing = entry.name.clone().unwrap_or_else(|| entry.display_name());
     let info = describe(
         runtime,
@@ -304,7 +331,48 @@ async fn load_one(
         sha256,
         calls: AtomicU64::new(0),
         faults: AtomicU64::new(0),
-        bindings,
+        member: Member::Component(bindings),
+        idle: Mutex::new(Vec::new()),
+    })
+}
+
+/// A member that is an outside filter, built by the runtime's factory. Nothing is connected
+/// yet: a filter that is down when the chain loads is met by its failure policy when used.
+fn load_external(
+    runtime: &Runtime,
+    config: &Config,
+    entry: &PluginConfig,
+) -> Result<LoadedPlugin, PluginError> {
+    let filter =
+        runtime
+            .externals
+            .build(entry, config)
+            .map_err(|reason| PluginError::Settings {
+                origin: config.origin.clone(),
+                reason: format!("line {}: {reason}", entry.line),
+            })?;
+    let name = entry.display_name();
+    let info = PluginInfo {
+        name: name.clone(),
+        version: "-".into(),
+        stages: filter.stages(),
+        capabilities: Vec::new(),
+        config: Vec::new(),
+        contract: filter.protocol(),
+    };
+    Ok(LoadedPlugin {
+        identity: Arc::new(PluginIdentity::bare(&name, &entry.config)),
+        name,
+        info,
+        policy: entry.on_failure,
+        timeout: entry.timeout(),
+        memory_bytes: 0,
+        instance_reuse: 1,
+        path: PathBuf::from(filter.target()),
+        sha256: "-".into(),
+        calls: AtomicU64::new(0),
+        faults: AtomicU64::new(0),
+        member: Member::External(filter),
         idle: Mutex::new(Vec::new()),
     })
 }

@@ -11,6 +11,8 @@ pub(super) enum Fault {
     Trap(TrapKind, String),
     /// It returned something the host refuses (an edit not allowed at the stage...).
     Invalid(String),
+    /// An outside filter could not be reached, hung up or broke its protocol.
+    Peer(String),
 }
 
 #[derive(Clone, Copy)]
@@ -28,6 +30,7 @@ impl Fault {
             Fault::Trap(TrapKind::Deadline, _) => "deadline",
             Fault::Trap(TrapKind::Memory, _) => "memory",
             Fault::Invalid(_) => "invalid",
+            Fault::Peer(_) => "peer",
         }
     }
 }

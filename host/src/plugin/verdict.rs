@@ -204,6 +204,12 @@ impl Edit {
                 format!("set-header {name}: {value}")
             }
             Edit::Message(MessageEdit::RemoveHeader(name)) => format!("remove-header {name}"),
+            Edit::Message(MessageEdit::ChangeHeader { name, index, value }) if value.is_empty() => {
+                format!("remove-header {name} #{index}")
+            }
+            Edit::Message(MessageEdit::ChangeHeader { name, index, value }) => {
+                format!("change-header {name} #{index}: {value}")
+            }
             Edit::Message(MessageEdit::ReplaceBody(b)) => {
                 format!("replace-body ({} bytes)", b.len())
             }

@@ -239,12 +239,15 @@ impl Session {
         if let Some(spf) = self.spf.take() {
             spf.abort();
         }
-        // A new plugin transaction: fresh notes for the next message.
-        self.chain = self
+        // A new plugin transaction: fresh notes for the next message; outside filters go on
+        // with the session's conversation.
+        let mut fresh = self
             .shared
             .plugins
             .current()
             .transaction(&self.client.id, self.shared.services.clone());
+        fresh.take_over(&mut self.chain);
+        self.chain = fresh;
     }
 
     /// A transaction runs on the plugin set in service when it starts (MAIL): after a reload,
@@ -252,8 +255,9 @@ impl Session {
     fn refresh_chain(&mut self) {
         let current = self.shared.plugins.current();
         if current.generation != self.chain.generation() {
-            let fresh = current.transaction(&self.client.id, self.shared.services.clone());
+            let mut fresh = current.transaction(&self.client.id, self.shared.services.clone());
             fresh.carry_notes(self.chain.notes());
+            fresh.take_over(&mut self.chain);
             self.chain = fresh;
         }
     }

@@ -143,7 +143,7 @@ impl Metrics {
         );
         r.register(
             "mailgate_plugin_faults",
-            "Plugin calls that failed, by plugin and kind (trap, deadline, memory, invalid)",
+            "Plugin calls that failed, by plugin and kind (trap, deadline, memory, invalid, peer)",
             m.plugin_faults.clone(),
         );
         r.register(

@@ -1,0 +1,1004 @@
+//! The milter client: a chain member that is a milter (rspamd, OpenDKIM, clamav-milter...).
+//! Each client session gets one connection, opened at the first stage the milter takes part
+//! in and kept across the session's transactions (ABORT between messages, as Postfix does).
+//! Connect, HELO, MAIL and RCPT go to the milter at our stages of the same name; the whole
+//! message (header fields, end of headers, body chunks, end of message) at DATA, since we
+//! have it whole by then. Whatever the milter has not seen yet when a stage needs it (a
+//! conversation opened late) is sent first, so its view of the session is always complete.
+//!
+//! Every wait is bounded: `timeout-ms` for each answer (a progress packet restarts it, up to
+//! ten times that per stage), the packet size, the body a milter may send back. A milter that
+//! fails is not asked again in that session; the member's failure policy answers for it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Instant;
+
+use super::channel::{Channel, ChannelError, Io};
+use super::codec::{actions, steps, Command, Family, Negotiation, Response, CHUNK, VERSION};
+use crate::mail::{MailState, Reply};
+use crate::message::MessageEdit;
+use crate::plugin::{Conversation, Edit, ExternalFault, ExternalFilter, Stage, StageCall, Verdict};
+
+/// The longest packet taken from a milter: a body chunk (64 KiB) or a header with room to spare.
+const MAX_PACKET: usize = 1 << 20;
+/// Modifications one end of message may carry.
+const MAX_EDITS: usize = 10_000;
+/// Progress packets stretch a stage's wait up to this many times `timeout-ms`.
+const PROGRESS_STRETCH: u32 = 10;
+
+/// What we let a milter do.
+const OFFERED_ACTIONS: u32 = actions::ADD_HEADERS
+    | actions::CHANGE_BODY
+    | actions::ADD_RCPT
+    | actions::DELETE_RCPT
+    | actions::CHANGE_HEADERS
+    | actions::QUARANTINE
+    | actions::CHANGE_FROM
+    | actions::ADD_RCPT_PAR;
+/// The steps a milter may decline or not answer (all but being shown rejected recipients).
+const OFFERED_STEPS: u32 = steps::ALL & !steps::RCPT_REJECTED;
+
+/// Where a milter listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+impl Address {
+    /// Postfix's and Sendmail's spellings: `inet:HOST:PORT`, `inet:PORT@HOST`, `inet6:…`,
+    /// `unix:/path` or `local:/path`.
+    pub fn parse(text: &str) -> Result<Address, String> {
+        let bad = |why: &str| format!("milter = {text:?}: {why}");
+        let (scheme, rest) = text
+            .split_once(':')
+            .ok_or_else(|| bad("want inet:HOST:PORT, inet:PORT@HOST or unix:/path"))?;
+        match scheme {
+            "unix" | "local" if rest.starts_with('/') => Ok(Address::Unix(PathBuf::from(rest))),
+            "unix" | "local" => Err(bad("a Unix socket path must be absolute")),
+            "inet" | "inet6" => {
+                let (host, port) = match rest.split_once('@') {
+                    Some((port, host)) => (host, port),
+                    None => rest.rsplit_once(':').ok_or_else(|| bad("no port"))?,
+                };
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|&p| p > 0)
+                    .ok_or_else(|| bad("the port must be 1..=65535"))?;
+                if host.is_empty() {
+                    return Err(bad("no host"));
+                }
+                Ok(Address::Tcp {
+                    host: host.to_string(),
+                    port,
+                })
+            }
+            _ => Err(bad("the scheme must be inet, inet6, unix or local")),
+        }
+    }
+
+    async fn connect(&self) -> std::io::Result<Box<dyn Io>> {
+        Ok(match self {
+            Address::Tcp { host, port } => {
+                let stream = TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                Box::new(stream)
+            }
+            Address::Unix(path) => Box::new(UnixStream::connect(path).await?),
+        })
+    }
+}
+
+/// One configured milter.
+pub struct MilterFilter {
+    params: Arc<MilterParams>,
+}
+
+/// What a milter's conversations need to know of it.
+struct MilterParams {
+    address: Address,
+    /// As configured, for messages.
+    spelled: String,
+    timeout: Duration,
+    /// Our host name, the `j` macro.
+    hostname: String,
+    /// The longest body a milter may hand back (the gateway's message size limit).
+    max_body: usize,
+}
+
+impl MilterFilter {
+    pub fn new(
+        spelled: &str,
+        timeout: Duration,
+        hostname: &str,
+        max_body: usize,
+    ) -> Result<MilterFilter, String> {
+        let params = MilterParams {
+            address: Address::parse(spelled)?,
+            spelled: spelled.to_string(),
+            timeout,
+            hostname: hostname.to_string(),
+            max_body,
+        };
+        Ok(MilterFilter {
+            params: Arc::new(params),
+        })
+    }
+}
+
+impl ExternalFilter for MilterFilter {
+    fn target(&self) -> String {
+        format!("milter {}", self.params.spelled)
+    }
+
+    fn protocol(&self) -> &'static str {
+        "milter 6"
+    }
+
+    fn stages(&self) -> Vec<Stage> {
+        vec![
+            Stage::Connect,
+            Stage::Helo,
+            Stage::MailFrom,
+            Stage::RcptTo,
+            Stage::Data,
+        ]
+    }
+
+    fn open(&self, session_id: &str) -> Box<dyn Conversation> {
+        Box::new(MilterConversation {
+            filter: self.params.clone(),
+            session_id: session_id.to_string(),
+            link: None,
+            failed: None,
+            seen: Seen::default(),
+            done: Done::No,
+            discard: false,
+        })
+    }
+}
+
+/// An open, negotiated connection.
+struct Link {
+    channel: Channel,
+    agreed: Negotiation,
+}
+
+/// What the milter has been shown in this session.
+#[derive(Default)]
+struct Seen {
+    connect: bool,
+    helo: bool,
+    mail: bool,
+    rcpt: bool,
+}
+
+/// How far a milter's accept reaches.
+#[derive(PartialEq, Eq)]
+enum Done {
+    No,
+    /// Accepted the message: not asked again until the next MAIL.
+    Message,
+    /// Accepted the connection: not asked again in this session.
+    Connection,
+}
+
+struct MilterConversation {
+    filter: Arc<MilterParams>,
+    session_id: String,
+    link: Option<Link>,
+    /// Why the milter failed earlier in this session.
+    failed: Option<ExternalFault>,
+    seen: Seen,
+    done: Done,
+    /// Discard asked for before the end of the message: applied at DATA.
+    discard: bool,
+}
+
+/// A milter's last word on one step, with what it changed (at end of message).
+struct Answer {
+    last: Response,
+    edits: Vec<Edit>,
+    quarantine: Option<String>,
+}
+
+impl Answer {
+    fn goes_on(&self) -> bool {
+        matches!(self.last, Response::Continue | Response::Skip)
+    }
+
+    fn go_on() -> Answer {
+        Answer {
+            last: Response::Continue,
+            edits: Vec::new(),
+            quarantine: None,
+        }
+    }
+}
+
+/// One thing to show the milter.
+enum Step<'a> {
+    Connect,
+    Helo(&'a str),
+    Mail(&'a [crate::mail::EsmtpParam]),
+    Rcpt(&'a str, &'a [crate::mail::EsmtpParam]),
+    Message,
+}
+
+#[async_trait]
+impl Conversation for MilterConversation {
+    async fn call(
+        &mut self,
+        call: StageCall<'_>,
+        state: &MailState,
+    ) -> Result<(Verdict, Vec<Edit>), ExternalFault> {
+        if let Some(fault) = &self.failed {
+            return Err(earlier(fault));
+        }
+        let result = self.run(call, state).await;
+        if let Err(fault) = &result {
+            tracing::warn!(
+                session = self.session_id,
+                "milter {}: {}",
+                self.filter.spelled,
+                fault_text(fault)
+            );
+            self.failed = Some(fault.clone());
+            self.link = None;
+        }
+        result
+    }
+}
+
+impl Drop for MilterConversation {
+    fn drop(&mut self) {
+        // Say goodbye without holding anyone up; a milter that does not read it loses nothing.
+        if let (Some(mut link), Ok(runtime)) =
+            (self.link.take(), tokio::runtime::Handle::try_current())
+        {
+            let deadline = Instant::now() + self.filter.timeout;
+            runtime.spawn(async move {
+                let _ = link.channel.send(&Command::Quit, deadline).await;
+            });
+        }
+    }
+}
+
+impl MilterConversation {
+    async fn run(
+        &mut self,
+        call: StageCall<'_>,
+        state: &MailState,
+    ) -> Result<(Verdict, Vec<Edit>), ExternalFault> {
+        let stage = call.stage();
+        if stage == Stage::MailFrom {
+            self.next_message().await?;
+        }
+        if stage == Stage::Data && self.discard {
+            return Ok((Verdict::Discard, Vec::new()));
+        }
+        if self.done != Done::No {
+            return Ok((Verdict::Continue, Vec::new()));
+        }
+        let now = match call {
+            StageCall::Connect => Step::Connect,
+            StageCall::Helo(name) => Step::Helo(name),
+            StageCall::MailFrom(params) => Step::Mail(params),
+            StageCall::RcptTo(rcpt, params) => Step::Rcpt(rcpt, params),
+            StageCall::Data => Step::Message,
+            StageCall::Deliver | StageCall::Retrieve => return Ok((Verdict::Continue, Vec::new())),
+        };
+        for step in self.catch_up(&now, state).into_iter().chain([now]) {
+            let answer = self.step(&step, state).await?;
+            if !answer.goes_on() || step_is_message(&step) {
+                return Ok(self.settle(answer, stage));
+            }
+        }
+        Ok((Verdict::Continue, Vec::new()))
+    }
+
+    /// What the milter must be shown before `now`: the connection, the HELO, the sender and
+    /// the recipients it has not seen.
+    fn catch_up<'s>(&self, now: &Step<'_>, state: &'s MailState) -> Vec<Step<'s>> {
+        let mut before = Vec::new();
+        if matches!(now, Step::Connect) {
+            return before;
+        }
+        if !self.seen.connect {
+            before.push(Step::Connect);
+        }
+        if matches!(now, Step::Helo(_)) {
+            return before;
+        }
+        if let (false, Some(helo)) = (self.seen.helo, &state.session.helo) {
+            before.push(Step::Helo(helo));
+        }
+        if matches!(now, Step::Mail(_)) {
+            return before;
+        }
+        if !self.seen.mail {
+            before.push(Step::Mail(&state.envelope.params));
+        }
+        if matches!(now, Step::Message) && !self.seen.rcpt {
+            before.extend(state.envelope.recipients.iter().map(|r| Step::Rcpt(r, &[])));
+        }
+        before
+    }
+
+    /// A new MAIL: the milter forgets the last message (if it saw one).
+    async fn next_message(&mut self) -> Result<(), ExternalFault> {
+        if self.done == Done::Message {
+            self.done = Done::No;
+        }
+        self.discard = false;
+        if self.seen.mail {
+            self.seen.mail = false;
+            self.seen.rcpt = false;
+            if let Some(link) = self.link.as_mut() {
+                let deadline = Instant::now() + self.filter.timeout;
+                link.channel
+                    .send(&Command::Abort, deadline)
+                    .await
+                    .map_err(|e| channel_fault(e, self.filter.timeout, "sending abort"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Shows the milter one step and returns its answer.
+    async fn step(&mut self, step: &Step<'_>, state: &MailState) -> Result<Answer, ExternalFault> {
+        if self.link.is_none() {
+            let filter = self.filter.clone();
+            self.link = Some(open_link(&filter).await?);
+        }
+        let session = &state.session;
+        match step {
+            Step::Connect => {
+                self.seen.connect = true;
+                let macros = vec![
+                    ("j", self.filter.hostname.clone()),
+                    ("{daemon_name}", session.listener.clone()),
+                    ("{client_addr}", session.peer_ip.clone()),
+                    ("{client_port}", session.peer_port.to_string()),
+                    ("_", format!("[{}]", session.peer_ip)),
+                ];
+                let family = match session.peer_ip.parse::<std::net::IpAddr>() {
+                    Ok(std::net::IpAddr::V4(ip)) => Family::Inet(ip),
+                    Ok(std::net::IpAddr::V6(ip)) => Family::Inet6(ip),
+                    Err(_) => Family::Unknown,
+                };
+                let command = Command::Connect {
+                    hostname: format!("[{}]", session.peer_ip),
+                    family,
+                    port: session.peer_port,
+                };
+                self.ask(
+                    b'C',
+                    macros,
+                    command,
+                    (steps::NO_CONNECT, steps::NO_REPLY_CONNECT),
+                )
+                .await
+            }
+            Step::Helo(name) => {
+                self.seen.helo = true;
+                let macros = if session.tls {
+                    vec![("{tls_version}", "TLS".to_string())]
+                } else {
+                    Vec::new()
+                };
+                let command = Command::Helo(name.to_string());
+                self.ask(
+                    b'H',
+                    macros,
+                    command,
+                    (steps::NO_HELO, steps::NO_REPLY_HELO),
+                )
+                .await
+            }
+            Step::Mail(params) => {
+                self.seen.mail = true;
+                let sender = &state.envelope.sender;
+                let mut macros = vec![
+                    ("i", self.session_id.clone()),
+                    ("{mail_addr}", sender.clone()),
+                ];
+                if let Some(user) = &session.auth_user {
+                    macros.push(("{auth_authen}", user.clone()));
+                    macros.push(("{auth_type}", "PLAIN".into()));
+                }
+                let args = with_params(format!("<{sender}>"), params);
+                self.ask(
+                    b'M',
+                    macros,
+                    Command::Mail(args),
+                    (steps::NO_MAIL, steps::NO_REPLY_MAIL),
+                )
+                .await
+            }
+            Step::Rcpt(rcpt, params) => {
+                self.seen.rcpt = true;
+                let macros = vec![("{rcpt_addr}", rcpt.to_string())];
+                let args = with_params(format!("<{rcpt}>"), params);
+                self.ask(
+                    b'R',
+                    macros,
+                    Command::Rcpt(args),
+                    (steps::NO_RCPT, steps::NO_REPLY_RCPT),
+                )
+                .await
+            }
+            Step::Message => self.message(state).await,
+        }
+    }
+
+    /// Sends the macros and one command, then reads the answer unless the milter declined
+    /// the step or said it would not answer it.
+    async fn ask(
+        &mut self,
+        letter: u8,
+        macros: Vec<(&str, String)>,
+        command: Command,
+        (declined, unanswered): (u32, u32),
+    ) -> Result<Answer, ExternalFault> {
+        let timeout = self.filter.timeout;
+        let Some(link) = self.link.as_mut() else {
+            return Err(ExternalFault::Peer("not connected".into()));
+        };
+        if link.agreed.steps & declined != 0 {
+            return Ok(Answer::go_on());
+        }
+        let deadline = Instant::now() + timeout;
+        let fail = |e| channel_fault(e, timeout, command_name(letter));
+        if !macros.is_empty() {
+            let pairs = macros
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            let packet = Command::Macros {
+                stage: letter,
+                pairs,
+            };
+            link.channel.send(&packet, deadline).await.map_err(fail)?;
+        }
+        link.channel.send(&command, deadline).await.map_err(fail)?;
+        if link.agreed.steps & unanswered != 0 {
+            return Ok(Answer::go_on());
+        }
+        self.answer(false, letter).await
+    }
+
+    /// The message: DATA, each header field, end of headers, the body in chunks, end of
+    /// message; the milter's modifications come with its answer to the last.
+    async fn message(&mut self, state: &MailState) -> Result<Answer, ExternalFault> {
+        let Some(message) = state.message.clone() else {
+            return Ok(Answer::go_on());
+        };
+        let answer = self
+            .ask(
+                b'T',
+                Vec::new(),
+                Command::Data,
+                (steps::NO_DATA, steps::NO_REPLY_DATA),
+            )
+            .await?;
+        if !answer.goes_on() {
+            return Ok(answer);
+        }
+        let leading_space = self.agreed(steps::HEADER_LEADING_SPACE);
+        let raw = message.raw();
+        let header = message.header_block();
+        for field in &header.fields {
+            let name = String::from_utf8_lossy(&raw[field.name.clone()]).into_owned();
+            let value = header_value_out(&raw[field.value.clone()], leading_space);
+            let answer = self
+                .ask(
+                    b'L',
+                    Vec::new(),
+                    Command::Header { name, value },
+                    (steps::NO_HEADERS, steps::NO_REPLY_HEADER),
+                )
+                .await?;
+            if !answer.goes_on() {
+                return Ok(answer);
+            }
+        }
+        let answer = self
+            .ask(
+                b'N',
+                Vec::new(),
+                Command::EndOfHeaders,
+                (steps::NO_EOH, steps::NO_REPLY_EOH),
+            )
+            .await?;
+        if !answer.goes_on() {
+            return Ok(answer);
+        }
+        for chunk in message.body().chunks(CHUNK) {
+            let answer = self
+                .ask(
+                    b'B',
+                    Vec::new(),
+                    Command::Body(chunk.to_vec()),
+                    (steps::NO_BODY, steps::NO_REPLY_BODY),
+                )
+                .await?;
+            if answer.last == Response::Skip {
+                break;
+            }
+            if !answer.goes_on() {
+                return Ok(answer);
+            }
+        }
+        let timeout = self.filter.timeout;
+        let Some(link) = self.link.as_mut() else {
+            return Err(ExternalFault::Peer("not connected".into()));
+        };
+        let deadline = Instant::now() + timeout;
+        let fail = |e| channel_fault(e, timeout, "end of message");
+        let macros = Command::Macros {
+            stage: b'E',
+            pairs: vec![("i".into(), self.session_id.clone())],
+        };
+        link.channel.send(&macros, deadline).await.map_err(fail)?;
+        link.channel
+            .send(&Command::EndOfMessage, deadline)
+            .await
+            .map_err(fail)?;
+        self.answer(true, b'E').await
+    }
+
+    fn agreed(&self, flag: u32) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|l| l.agreed.steps & flag != 0)
+    }
+
+    /// Reads responses up to the final one. Progress restarts the wait (within the stretch);
+    /// modifications are taken only at the end of the message, and only those negotiated.
+    async fn answer(&mut self, end_of_message: bool, letter: u8) -> Result<Answer, ExternalFault> {
+        let timeout = self.filter.timeout;
+        let Some(link) = self.link.as_mut() else {
+            return Err(ExternalFault::Peer("not connected".into()));
+        };
+        let (actions, leading_space) = (
+            link.agreed.actions,
+            link.agreed.steps & steps::HEADER_LEADING_SPACE != 0,
+        );
+        let started = Instant::now();
+        let cap = started + timeout * PROGRESS_STRETCH;
+        let mut deadline = started + timeout;
+        let mut answer = Answer::go_on();
+        let mut body: Option<Vec<u8>> = None;
+        loop {
+            let response = link
+                .channel
+                .response(deadline.min(cap))
+                .await
+                .map_err(|e| channel_fault(e, timeout, command_name(letter)))?;
+            match response {
+                Response::Progress => deadline = Instant::now() + timeout,
+                Response::Continue
+                | Response::Accept
+                | Response::Reject
+                | Response::Tempfail
+                | Response::Discard
+                | Response::ReplyCode(_) => {
+                    if let Some(body) = body {
+                        answer
+                            .edits
+                            .push(Edit::Message(MessageEdit::ReplaceBody(body)));
+                    }
+                    answer.last = response;
+                    return Ok(answer);
+                }
+                Response::Skip if letter == b'B' => {
+                    answer.last = response;
+                    return Ok(answer);
+                }
+                Response::Skip | Response::Negotiate(_) => {
+                    return Err(ExternalFault::Peer(format!(
+                        "answered {} with {}",
+                        command_name(letter),
+                        response.name()
+                    )))
+                }
+                change if !end_of_message => {
+                    return Err(ExternalFault::Peer(format!(
+                        "sent {} in answer to {}, before the end of the message",
+                        change.name(),
+                        command_name(letter)
+                    )))
+                }
+                Response::Quarantine(reason) => {
+                    need(actions, actions::QUARANTINE, "quarantine")?;
+                    answer.quarantine = Some(reason);
+                }
+                Response::ReplaceBody(chunk) => {
+                    need(actions, actions::CHANGE_BODY, "replace body")?;
+                    let body = body.get_or_insert_with(Vec::new);
+                    if body.len() + chunk.len() > self.filter.max_body {
+                        return Err(ExternalFault::Peer(format!(
+                            "replacement body is over the {}-byte message limit",
+                            self.filter.max_body
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                change => {
+                    if answer.edits.len() >= MAX_EDITS {
+                        return Err(ExternalFault::Peer(format!(
+                            "more than {MAX_EDITS} modifications"
+                        )));
+                    }
+                    answer
+                        .edits
+                        .push(edit_from(change, actions, leading_space)?);
+                }
+            }
+        }
+    }
+
+    /// Our verdict from the milter's answer at `stage`.
+    fn settle(&mut self, answer: Answer, stage: Stage) -> (Verdict, Vec<Edit>) {
+        let at_message = stage == Stage::Data;
+        let verdict = match &answer.last {
+            Response::Continue | Response::Skip => match &answer.quarantine {
+                Some(reason) => Verdict::Quarantine(reason.clone()),
+                None => Verdict::Continue,
+            },
+            Response::Accept => {
+                self.done = if matches!(stage, Stage::Connect | Stage::Helo) {
+                    Done::Connection
+                } else {
+                    Done::Message
+                };
+                match &answer.quarantine {
+                    Some(reason) => Verdict::Quarantine(reason.clone()),
+                    None => Verdict::Continue,
+                }
+            }
+            Response::Discard if at_message => Verdict::Discard,
+            Response::Discard => {
+                self.discard = true;
+                self.done = Done::Message;
+                Verdict::Continue
+            }
+            Response::Reject => Verdict::Reject(Reply::new(550, (5, 7, 1), "Command rejected")),
+            Response::Tempfail => Verdict::Tempfail(Reply::new(
+                451,
+                (4, 7, 1),
+                "Service unavailable - try again later",
+            )),
+            Response::ReplyCode(text) => reply_verdict(text),
+            _ => Verdict::Continue,
+        };
+        let edits = match verdict {
+            Verdict::Continue | Verdict::Quarantine(_) => answer.edits,
+            _ => Vec::new(),
+        };
+        (verdict, edits)
+    }
+}
+
+/// Opens the connection and agrees on what the milter does and wants to see.
+async fn open_link(filter: &MilterParams) -> Result<Link, ExternalFault> {
+    let timeout = filter.timeout;
+    let deadline = Instant::now() + timeout;
+    let stream = match tokio::time::timeout_at(deadline, filter.address.connect()).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(ExternalFault::Peer(format!("cannot connect: {e}"))),
+        Err(_) => {
+            return Err(ExternalFault::Timeout(
+                timeout,
+                format!("cannot connect within {timeout:?}"),
+            ))
+        }
+    };
+    let mut channel = Channel::new(stream, MAX_PACKET);
+    let offer = Negotiation {
+        version: VERSION,
+        actions: OFFERED_ACTIONS,
+        steps: OFFERED_STEPS,
+    };
+    let fail = |e| channel_fault(e, timeout, "negotiating");
+    channel
+        .send(&Command::Negotiate(offer), deadline)
+        .await
+        .map_err(fail)?;
+    let theirs = match channel.response(deadline).await.map_err(fail)? {
+        Response::Negotiate(theirs) => theirs,
+        other => {
+            return Err(ExternalFault::Peer(format!(
+                "answered the negotiation with {}",
+                other.name()
+            )))
+        }
+    };
+    if !(2..=VERSION).contains(&theirs.version) {
+        return Err(ExternalFault::Peer(format!(
+            "speaks milter protocol version {}, not 2 to {VERSION}",
+            theirs.version
+        )));
+    }
+    if theirs.actions & !OFFERED_ACTIONS != 0 {
+        return Err(ExternalFault::Peer(format!(
+            "asks for actions {:#x}, more than the {OFFERED_ACTIONS:#x} offered",
+            theirs.actions
+        )));
+    }
+    Ok(Link {
+        channel,
+        agreed: Negotiation {
+            version: theirs.version,
+            actions: theirs.actions,
+            steps: theirs.steps & OFFERED_STEPS,
+        },
+    })
+}
+
+fn step_is_message(step: &Step<'_>) -> bool {
+    matches!(step, Step::Message)
+}
+
+/// `<address> ARG=VALUE...` as the milter's MAIL and RCPT strings.
+fn with_params(address: String, params: &[crate::mail::EsmtpParam]) -> Vec<String> {
+    std::iter::once(address)
+        .chain(params.iter().map(|p| match &p.value {
+            Some(v) => format!("{}={v}", p.name),
+            None => p.name.clone(),
+        }))
+        .collect()
+}
+
+/// A header value as milters expect it: line breaks as LF (Sendmail's convention, which
+/// libmilter filters such as OpenDKIM rebuild), the space after the colon only if asked for.
+fn header_value_out(raw: &[u8], leading_space: bool) -> String {
+    let text = String::from_utf8_lossy(raw).replace("\r\n", "\n");
+    if leading_space {
+        text
+    } else {
+        text.trim_start_matches([' ', '\t']).to_string()
+    }
+}
+
+/// A header value from a milter as we store it: folded lines as CRLF, no space of its own
+/// after the colon (we write one).
+fn header_value_in(value: &str, leading_space: bool) -> String {
+    let value = if leading_space {
+        value.strip_prefix([' ', '\t']).unwrap_or(value)
+    } else {
+        value
+    };
+    value.replace("\r\n", "\n").replace('\n', "\r\n")
+}
+
+fn edit_from(change: Response, granted: u32, leading_space: bool) -> Result<Edit, ExternalFault> {
+    Ok(match change {
+        Response::AddHeader { name, value } => {
+            need(granted, actions::ADD_HEADERS, "add header")?;
+            let value = header_value_in(&value, leading_space);
+            Edit::Message(MessageEdit::AddHeader { name, value })
+        }
+        Response::InsertHeader { index, name, value } => {
+            need(granted, actions::ADD_HEADERS, "insert header")?;
+            let value = header_value_in(&value, leading_space);
+            Edit::Message(MessageEdit::InsertHeader { index, name, value })
+        }
+        Response::ChangeHeader { index, name, value } => {
+            need(granted, actions::CHANGE_HEADERS, "change header")?;
+            let value = header_value_in(&value, leading_space);
+            Edit::Message(MessageEdit::ChangeHeader { name, index, value })
+        }
+        Response::AddRcpt(rcpt) => {
+            need(granted, actions::ADD_RCPT, "add recipient")?;
+            Edit::AddRecipient(unbracket(&rcpt))
+        }
+        Response::AddRcptPar { rcpt, .. } => {
+            need(granted, actions::ADD_RCPT_PAR, "add recipient")?;
+            Edit::AddRecipient(unbracket(&rcpt))
+        }
+        Response::DeleteRcpt(rcpt) => {
+            need(granted, actions::DELETE_RCPT, "delete recipient")?;
+            Edit::RemoveRecipient(unbracket(&rcpt))
+        }
+        Response::ChangeFrom { sender, .. } => {
+            need(granted, actions::CHANGE_FROM, "change sender")?;
+            Edit::ChangeSender(unbracket(&sender))
+        }
+        other => {
+            return Err(ExternalFault::Peer(format!(
+                "sent {} among its modifications",
+                other.name()
+            )))
+        }
+    })
+}
+
+/// Refuses a modification the milter did not ask to make at negotiation.
+fn need(granted: u32, action: u32, what: &str) -> Result<(), ExternalFault> {
+    if granted & action == 0 {
+        return Err(ExternalFault::Peer(format!(
+            "sent {what} without having negotiated that action"
+        )));
+    }
+    Ok(())
+}
+
+fn unbracket(address: &str) -> String {
+    let trimmed = address.trim();
+    trimmed
+        .strip_prefix('<')
+        .and_then(|a| a.strip_suffix('>'))
+        .unwrap_or(trimmed)
+        .to_string()
+}
+
+/// The verdict a milter's own reply text asks for: `4xx` tempfail, `421` disconnect, `5xx`
+/// reject. Lines may be `NNN-` continued; the enhanced status is optional. Text that is not
+/// a usable reply becomes the default rejection (the chain validates the rest).
+fn reply_verdict(text: &str) -> Verdict {
+    let lines: Vec<&str> = text.split(['\r', '\n']).filter(|l| !l.is_empty()).collect();
+    let code = lines
+        .first()
+        .and_then(|l| l.get(..3))
+        .and_then(|c| c.parse::<u16>().ok())
+        .unwrap_or(550);
+    let mut enhanced = None;
+    let texts: Vec<String> = lines
+        .iter()
+        .map(|line| {
+            let rest = line.get(4..).unwrap_or("").trim_start();
+            let (status, words) = rest.split_once(' ').unwrap_or((rest, ""));
+            match parse_enhanced(status) {
+                Some(e) => {
+                    enhanced.get_or_insert(e);
+                    words.to_string()
+                }
+                None => rest.to_string(),
+            }
+        })
+        .collect();
+    let reply = Reply {
+        code,
+        enhanced,
+        lines: texts,
+    };
+    match code {
+        421 => Verdict::Disconnect(reply),
+        400..=499 => Verdict::Tempfail(reply),
+        _ => Verdict::Reject(reply),
+    }
+}
+
+fn parse_enhanced(text: &str) -> Option<(u8, u16, u16)> {
+    let mut parts = text.split('.');
+    let class = parts.next()?.parse().ok()?;
+    let subject = parts.next()?.parse().ok()?;
+    let detail = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((class, subject, detail))
+}
+
+fn command_name(letter: u8) -> &'static str {
+    match letter {
+        b'C' => "connect",
+        b'H' => "helo",
+        b'M' => "mail",
+        b'R' => "rcpt",
+        b'T' => "data",
+        b'L' => "header",
+        b'N' => "end of headers",
+        b'B' => "body",
+        b'E' => "end of message",
+        _ => "command",
+    }
+}
+
+fn channel_fault(e: ChannelError, timeout: Duration, during: &str) -> ExternalFault {
+    match e {
+        ChannelError::Timeout => {
+            ExternalFault::Timeout(timeout, format!("no answer to {during} within {timeout:?}"))
+        }
+        other => ExternalFault::Peer(format!("{during}: {other}")),
+    }
+}
+
+fn fault_text(fault: &ExternalFault) -> &str {
+    match fault {
+        ExternalFault::Timeout(_, text) | ExternalFault::Peer(text) => text,
+    }
+}
+
+/// A failure repeated at a later stage of the same session, without asking again.
+fn earlier(fault: &ExternalFault) -> ExternalFault {
+    let text = format!("failed earlier in this session: {}", fault_text(fault));
+    match fault {
+        ExternalFault::Timeout(t, _) => ExternalFault::Timeout(*t, text),
+        ExternalFault::Peer(_) => ExternalFault::Peer(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_in_postfix_and_sendmail_spelling() {
+        let tcp = |host: &str, port| Address::Tcp {
+            host: host.into(),
+            port,
+        };
+        assert_eq!(
+            Address::parse("inet:127.0.0.1:11332"),
+            Ok(tcp("127.0.0.1", 11332))
+        );
+        assert_eq!(
+            Address::parse("inet:8891@localhost"),
+            Ok(tcp("localhost", 8891))
+        );
+        assert_eq!(Address::parse("inet6:[::1]:25"), Ok(tcp("::1", 25)));
+        assert_eq!(
+            Address::parse("unix:/run/milter.sock"),
+            Ok(Address::Unix("/run/milter.sock".into()))
+        );
+        for bad in [
+            "127.0.0.1:25",
+            "inet:host",
+            "inet::25",
+            "inet:h:0",
+            "unix:rel",
+            "tcp:h:1",
+        ] {
+            assert!(Address::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reply_codes_become_verdicts() {
+        let Verdict::Reject(r) = reply_verdict("554 5.7.1 Gtube pattern") else {
+            panic!("not a reject")
+        };
+        assert_eq!((r.code, r.enhanced), (554, Some((5, 7, 1))));
+        assert_eq!(r.lines, ["Gtube pattern"]);
+        assert!(matches!(reply_verdict("451 later"), Verdict::Tempfail(_)));
+        assert!(matches!(
+            reply_verdict("421 4.3.2 bye"),
+            Verdict::Disconnect(_)
+        ));
+        let Verdict::Reject(r) = reply_verdict("550-5.7.1 one\r\n550 5.7.1 two") else {
+            panic!("not a reject")
+        };
+        assert_eq!(r.lines, ["one", "two"]);
+    }
+
+    #[test]
+    fn header_values_keep_their_folding_both_ways() {
+        assert_eq!(header_value_out(b" a;\r\n\tb=c", false), "a;\n\tb=c");
+        assert_eq!(header_value_out(b" a", true), " a");
+        assert_eq!(header_value_in("v=1;\n\tb=x", false), "v=1;\r\n\tb=x");
+        assert_eq!(header_value_in(" Yes", true), "Yes");
+    }
+
+    #[test]
+    fn modifications_need_their_action() {
+        let add = Response::AddHeader {
+            name: "X".into(),
+            value: "1".into(),
+        };
+        assert!(edit_from(add.clone(), actions::ADD_HEADERS, false).is_ok());
+        assert!(edit_from(add, actions::CHANGE_BODY, false).is_err());
+        let Ok(Edit::AddRecipient(r)) =
+            edit_from(Response::AddRcpt("<a@b>".into()), actions::ADD_RCPT, false)
+        else {
+            panic!("not an added recipient")
+        };
+        assert_eq!(r, "a@b");
+    }
+}

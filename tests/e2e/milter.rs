@@ -1,0 +1,443 @@
+//! Milters as members of the chain: a scripted milter for the protocol's corners and its
+//! faults, rspamd and OpenDKIM (Debian's, started here on loopback) as the filters operators
+//! actually run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mailgate_e2e::peers::{OpenDkim, Rspamd, ScriptedMilter};
+use mailgate_e2e::{dkimpy_verify, python_filter, wait_until, Gateway, RawSmtp};
+
+fn milter_member(name: &str, port: u16, policy: &str, timeout_ms: u32) -> String {
+    format!(
+        "[[plugin]]\nname = \"{name}\"\nmilter = \"inet:127.0.0.1:{port}\"\n\
+         on-failure = \"{policy}\"\ntimeout-ms = {timeout_ms}\n"
+    )
+}
+
+fn message(from: &str, subject: &str, body: &str) -> String {
+    format!(
+        "From: <{from}>\r\nTo: <alice@example.test>\r\nSubject: {subject}\r\n\
+         Date: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{}@sender.test>\r\n\r\n{body}",
+        subject.replace(' ', ".")
+    )
+}
+
+/// One transaction on an open session: the replies to MAIL, each RCPT, and DATA's end (or
+/// the first refusal).
+fn transaction(c: &mut RawSmtp, sender: &str, rcpts: &[&str], data: &str) -> Vec<String> {
+    let mut replies = vec![c.cmd(&format!("MAIL FROM:<{sender}>"))];
+    if !replies[0].starts_with("250") {
+        return replies;
+    }
+    let mut accepted = 0;
+    for rcpt in rcpts {
+        let reply = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+        accepted += usize::from(reply.starts_with("250"));
+        replies.push(reply);
+    }
+    if accepted == 0 {
+        c.cmd("RSET");
+        return replies;
+    }
+    let reply = c.cmd("DATA");
+    if !reply.starts_with("354") {
+        replies.push(reply);
+        return replies;
+    }
+    c.send(data.as_bytes());
+    c.send(b".\r\n");
+    replies.push(c.reply());
+    replies
+}
+
+fn session(gw: &Gateway) -> RawSmtp {
+    let (mut c, greeting) = RawSmtp::connect(gw.inbound);
+    assert!(greeting.starts_with("220"), "{greeting}");
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    c
+}
+
+fn metrics(gw: &Gateway) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{}/metrics", gw.metrics)])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_milter_sees_the_session_and_its_modifications_become_edits() {
+    let milter = ScriptedMilter::start("edits");
+    let gw = Gateway::start(&milter_member("scripted", milter.port, "tempfail", 5000));
+    let mut c = session(&gw);
+    let first = message("sender@remote.test", "hello", "Original body.\r\n");
+    let replies = transaction(
+        &mut c,
+        "sender@remote.test",
+        &["alice@example.test", "bob@example.test"],
+        &first,
+    );
+    assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
+    // A second message on the same session goes over the same milter connection.
+    let second = message("sender@remote.test", "again", "Second body.\r\n");
+    let replies = transaction(
+        &mut c,
+        "sender@remote.test",
+        &["alice@example.test"],
+        &second,
+    );
+    assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
+    c.cmd("QUIT");
+
+    let delivered = gw.wait_mailbox_matching("alice@example.test", "Subject: [milter] hello");
+    assert!(
+        delivered.contains("\r\nX-Milter: seen by the scripted milter\r\n"),
+        "{delivered}"
+    );
+    assert!(
+        delivered.starts_with("Return-Path: <bounces@example.test>"),
+        "{delivered}"
+    );
+    assert!(
+        delivered.ends_with("\r\n\r\nBody replaced by the milter.\r\n"),
+        "{delivered}"
+    );
+    assert!(!delivered.contains("Original body"), "{delivered}");
+    assert_eq!(delivered.matches("Subject:").count(), 1, "{delivered}");
+    // The recipient the milter added got it; the one it deleted did not.
+    let carol = gw.wait_mailbox_matching("carol@example.test", "Subject: [milter] hello");
+    assert!(carol.contains("Body replaced by the milter."));
+    gw.wait_mailbox_matching("alice@example.test", "Subject: [milter] again");
+    assert!(
+        gw.settled_mailbox("bob@example.test").is_empty(),
+        "bob was deleted by the milter"
+    );
+
+    let (commands, _) = milter.conversation("client.test");
+    let expected_first = [
+        "O",
+        "C 127.0.0.1",
+        "H client.test",
+        "M <sender@remote.test>",
+        "R <alice@example.test>",
+        "R <bob@example.test>",
+        "T",
+    ];
+    assert_eq!(
+        &commands[..expected_first.len()],
+        expected_first,
+        "{commands:?}"
+    );
+    // Our Received field comes first, its folding as LF (Sendmail's convention).
+    let fields: Vec<&String> = commands.iter().filter(|c| c.starts_with("L ")).collect();
+    assert!(fields[0].starts_with("L Received: from"), "{fields:?}");
+    assert!(fields[0].contains("\\n\tby mx.example.test"), "{fields:?}");
+    assert_eq!(
+        fields[1..4],
+        [
+            "L From: <sender@remote.test>",
+            "L To: <alice@example.test>",
+            "L Subject: hello"
+        ],
+        "{fields:?}"
+    );
+    let abort = commands
+        .iter()
+        .position(|c| c == "A")
+        .expect("abort between messages");
+    assert_eq!(
+        commands[abort + 1],
+        "M <sender@remote.test>",
+        "{commands:?}"
+    );
+    assert_eq!(
+        commands.iter().filter(|c| *c == "O").count(),
+        1,
+        "one connection: {commands:?}"
+    );
+    assert_eq!(
+        commands.iter().filter(|c| *c == "E").count(),
+        2,
+        "{commands:?}"
+    );
+    assert!(commands.contains(&"N".to_string()) && commands.contains(&"B 16".to_string()));
+    assert!(wait_until(10, || milter
+        .conversation("client.test")
+        .0
+        .last()
+        .is_some_and(|c| c == "Q")));
+
+    let text = metrics(&gw);
+    assert!(
+        text.contains(r#"mailgate_plugin_call_seconds_count{plugin="scripted",stage="data"} 2"#),
+        "{text}"
+    );
+    let check = gw.cli(&["config", "check"]);
+    assert!(
+        check
+            .stdout
+            .contains(&format!("scripted: milter inet:127.0.0.1:{}", milter.port)),
+        "{}",
+        check.stdout
+    );
+}
+
+#[test]
+fn milter_replies_become_verdicts() {
+    let milter = ScriptedMilter::start("reply");
+    let gw = Gateway::start(&milter_member("scripted", milter.port, "tempfail", 5000));
+    let mut c = session(&gw);
+    let replies = transaction(
+        &mut c,
+        "sender@remote.test",
+        &["carol@example.test", "alice@example.test"],
+        &message("sender@remote.test", "plain", "Hi.\r\n"),
+    );
+    assert!(
+        replies[1].starts_with("550 5.7.1 No such user here"),
+        "{replies:?}"
+    );
+    assert!(
+        replies[2].starts_with("250") && replies[3].starts_with("250"),
+        "{replies:?}"
+    );
+    let later = transaction(
+        &mut c,
+        "sender@remote.test",
+        &["alice@example.test"],
+        &message("sender@remote.test", "later please", "Hi.\r\n"),
+    );
+    assert!(later[2].starts_with("451 4.7.1"), "{later:?}");
+    let held = transaction(
+        &mut c,
+        "sender@remote.test",
+        &["alice@example.test"],
+        &message("sender@remote.test", "quarantine me", "Hi.\r\n"),
+    );
+    assert!(held[2].starts_with("250"), "{held:?}");
+    let dropped = transaction(
+        &mut c,
+        "sender@remote.test",
+        &["alice@example.test"],
+        &message("sender@remote.test", "discard me", "Hi.\r\n"),
+    );
+    assert!(dropped[2].starts_with("250"), "{dropped:?}");
+    c.cmd("QUIT");
+
+    gw.wait_mailbox_matching("alice@example.test", "Subject: plain");
+    let quarantine = gw.data().join("quarantine");
+    let held = || -> Vec<String> {
+        let files = std::fs::read_dir(&quarantine)
+            .into_iter()
+            .flatten()
+            .flatten();
+        files
+            .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+            .collect()
+    };
+    assert!(wait_until(10, || !held().is_empty()));
+    let kept = held();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        kept[0].starts_with("X-Mailgate-Quarantine: held by the scripted milter\r\n"),
+        "{kept:?}"
+    );
+    assert!(kept[0].contains("Subject: quarantine me"), "{kept:?}");
+    let mailbox = gw.settled_mailbox("alice@example.test");
+    assert_eq!(mailbox.len(), 1, "only the plain message: {mailbox:?}");
+}
+
+/// A gateway with one failing milter: what a client sees for one message, how long it took,
+/// and whether the gateway still greets the next client.
+fn against_failing_milter(mode: &str, policy: &str) -> (Vec<String>, Duration, Gateway) {
+    let milter = ScriptedMilter::start(mode);
+    let gw = Gateway::start(&milter_member("flaky", milter.port, policy, 700));
+    let started = Instant::now();
+    let (mut c, greeting) = RawSmtp::connect(gw.inbound);
+    let mut replies = vec![greeting.clone()];
+    if greeting.starts_with("220") {
+        c.cmd("EHLO client.test");
+        replies.extend(transaction(
+            &mut c,
+            "sender@remote.test",
+            &["alice@example.test"],
+            &message("sender@remote.test", mode, "Hi.\r\n"),
+        ));
+        c.cmd("QUIT");
+    }
+    let took = started.elapsed();
+    let (_c, greeting) = RawSmtp::connect(gw.inbound);
+    assert!(
+        greeting.starts_with("220") || greeting.starts_with('4'),
+        "{greeting}"
+    );
+    drop(milter);
+    (replies, took, gw)
+}
+
+#[test]
+fn a_failing_milter_meets_its_failure_policy_and_the_gateway_goes_on() {
+    // Never answers after negotiating: one deadline, then the session goes on without it.
+    let (replies, took, gw) = against_failing_milter("silent", "continue");
+    assert!(replies.iter().all(|r| r.starts_with("2")), "{replies:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    gw.wait_mailbox_matching("alice@example.test", "Subject: silent");
+    assert!(
+        gw.log().contains("no answer to connect within 700ms"),
+        "{}",
+        gw.log()
+    );
+    assert!(
+        metrics(&gw).contains(r#"mailgate_plugin_faults_total{plugin="flaky",kind="deadline"}"#)
+    );
+
+    // Garbage for a negotiation: the client is told to come back later, from the greeting on.
+    let (replies, _, gw) = against_failing_milter("garbage", "tempfail");
+    assert!(replies[0].starts_with("451 4.3.0"), "{replies:?}");
+    assert!(
+        gw.log().contains("negotiating: unknown command 'X'"),
+        "{}",
+        gw.log()
+    );
+
+    // A 100 MB packet announced at the end of message: refused before it is read.
+    let (replies, _, gw) = against_failing_milter("oversized", "reject");
+    assert!(
+        replies.last().is_some_and(|r| r.starts_with("550 5.7.0")),
+        "{replies:?}"
+    );
+    assert!(gw.log().contains("over the limit"), "{}", gw.log());
+
+    // Hangs up in the middle of the body: the message is deferred, nothing is delivered.
+    let (replies, _, gw) = against_failing_milter("hangup", "tempfail");
+    assert!(
+        replies.last().is_some_and(|r| r.starts_with("451 4.3.0")),
+        "{replies:?}"
+    );
+    assert!(gw.log().contains("closed by the peer"), "{}", gw.log());
+    assert!(gw.settled_mailbox("alice@example.test").is_empty());
+    assert!(metrics(&gw).contains(r#"mailgate_plugin_faults_total{plugin="flaky",kind="peer"}"#));
+}
+
+#[test]
+fn rspamd_as_a_chain_member_rejects_gtube_and_adds_its_headers() {
+    let rspamd = Rspamd::start();
+    let gw = Gateway::start(&milter_member("rspamd", rspamd.port, "tempfail", 20000));
+    let mut c = session(&gw);
+    let gtube = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+    let spam = message("spammer@remote.test", "gtube", &format!("{gtube}\r\n"));
+    let replies = transaction(
+        &mut c,
+        "spammer@remote.test",
+        &["alice@example.test"],
+        &spam,
+    );
+    let last = replies.last().cloned().unwrap_or_default();
+    // rspamd's own reply, passed on as it gave it.
+    assert!(last.starts_with("554 5.7.1 Gtube pattern"), "{replies:?}");
+    let ham = message(
+        "friend@remote.test",
+        "lunch",
+        "Shall we meet for lunch on Friday at the usual place?\r\n",
+    );
+    let replies = transaction(&mut c, "friend@remote.test", &["alice@example.test"], &ham);
+    assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
+    c.cmd("QUIT");
+    let delivered = gw.wait_mailbox_matching("alice@example.test", "Subject: lunch");
+    assert!(
+        delivered.contains("\r\nX-Spamd-Result: default: False"),
+        "{delivered}"
+    );
+    let mailbox = gw.settled_mailbox("alice@example.test");
+    assert_eq!(mailbox.len(), 1, "GTUBE was not delivered: {mailbox:?}");
+    let text = metrics(&gw);
+    assert!(
+        text.contains(
+            r#"mailgate_messages_total{stage="data",outcome="rejected",plugin="rspamd"} 1"#
+        ),
+        "{text}"
+    );
+}
+
+/// A key from `opendkim-genkey` and the TXT record it says to publish, as one string.
+fn opendkim_genkey(dir: &Path, domain: &str, selector: &str) -> (PathBuf, String) {
+    let ok = Command::new("/usr/sbin/opendkim-genkey")
+        .args(["-b", "2048", "-d", domain, "-s", selector, "-D"])
+        .arg(dir)
+        .status()
+        .expect("opendkim-genkey (Debian package opendkim-tools)")
+        .success();
+    assert!(ok);
+    let txt = std::fs::read_to_string(dir.join(format!("{selector}.txt"))).expect("txt");
+    let record: String = txt.split('"').skip(1).step_by(2).collect();
+    (dir.join(format!("{selector}.private")), record)
+}
+
+#[test]
+fn opendkim_signs_through_the_chain_and_dkimpy_verifies_the_delivered_message() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (key, record) = opendkim_genkey(keys.path(), "example.test", "mg");
+    let opendkim = OpenDkim::start("s", "example.test", "mg", &key, "");
+    let gw = Gateway::start(&milter_member("opendkim", opendkim.port, "tempfail", 5000));
+    let mut c = session(&gw);
+    let body = "A signed message.\r\nWith a second line.\r\n";
+    let replies = transaction(
+        &mut c,
+        "alice@example.test",
+        &["bob@example.test"],
+        &message("alice@example.test", "signed", body),
+    );
+    assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
+    c.cmd("QUIT");
+    let delivered = gw.wait_mailbox_matching("bob@example.test", "Subject: signed");
+    assert!(delivered.contains("\r\nDKIM-Signature: "), "{delivered}");
+    assert!(
+        delivered.contains("d=example.test") && delivered.contains("s=mg"),
+        "{delivered}"
+    );
+    let name = "mg._domainkey.example.test";
+    let verdicts = dkimpy_verify("dkim", delivered.as_bytes(), &[(name, &record)]);
+    assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+    assert!(
+        verdicts[0].starts_with("pass d=example.test"),
+        "{verdicts:?}\n{delivered}"
+    );
+}
+
+#[test]
+fn opendkim_verifies_through_the_chain() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (key, record) = opendkim_genkey(keys.path(), "sender.test", "s1");
+    let name = "s1._domainkey.sender.test";
+    let opendkim = OpenDkim::start(
+        "v",
+        "example.test",
+        "none",
+        &key,
+        &format!("{name} {record}\n"),
+    );
+    let gw = Gateway::start(&milter_member("opendkim", opendkim.port, "tempfail", 5000));
+    let key_path = key.to_str().expect("utf-8");
+    let sign = |subject: &str| {
+        let plain = message("news@sender.test", subject, "Signed by dkimpy.\r\n");
+        let args = [key_path, "s1", "sender.test", "rsa-sha256"];
+        String::from_utf8(python_filter("dkim_sign.py", &args, plain.as_bytes())).expect("utf-8")
+    };
+    let good = sign("intact");
+    let tampered = sign("tampered").replace("Signed by dkimpy.", "Changed on the way.");
+    let mut c = session(&gw);
+    for data in [&good, &tampered] {
+        let replies = transaction(&mut c, "news@sender.test", &["alice@example.test"], data);
+        assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
+    }
+    c.cmd("QUIT");
+    let intact = gw.wait_mailbox_matching("alice@example.test", "Subject: intact");
+    assert!(
+        intact.contains("Authentication-Results: opendkim.test;") && intact.contains("dkim=pass"),
+        "{intact}"
+    );
+    let changed = gw.wait_mailbox_matching("alice@example.test", "Subject: tampered");
+    assert!(changed.contains("dkim=fail"), "{changed}");
+}
