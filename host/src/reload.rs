@@ -62,7 +62,11 @@ fn watched_paths(
 ) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = source.path.iter().cloned().collect();
     match config {
-        Some(config) => paths.extend(config.plugins.iter().map(|p| config.resolve(&p.path))),
+        Some(config) => paths.extend(
+            (config.plugins.iter())
+                .filter(|p| p.milter.is_none())
+                .map(|p| config.resolve(&p.path)),
+        ),
         // The config did not parse: keep watching the plugin files it named before.
         None => paths.extend(
             previous

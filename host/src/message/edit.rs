@@ -571,4 +571,55 @@ mod tests {
         assert_eq!(m.part_text(0).as_deref(), Some("hi\r\nbye\r\n"));
         assert_eq!(m.header_value("subject").as_deref(), Some("s"));
     }
+
+    #[test]
+    fn change_header_replaces_removes_or_adds_the_nth_field() {
+        let m = Message::new(
+            b"Received: a\r\nX-Tag: one\r\nSubject: s\r\nX-Tag: two\r\n\r\nbody\r\n".to_vec(),
+        );
+        let change = |index: u32, value: &str| MessageEdit::ChangeHeader {
+            name: "x-tag".into(),
+            index,
+            value: value.into(),
+        };
+        let second = apply_message_edits(&m, &[change(2, "2")]).unwrap().unwrap();
+        let second = second.raw();
+        assert_eq!(
+            second,
+            b"Received: a\r\nX-Tag: one\r\nSubject: s\r\nx-tag: 2\r\n\r\nbody\r\n"
+        );
+        let removed = apply_message_edits(&m, &[change(1, "")]).unwrap().unwrap();
+        let removed = removed.raw();
+        assert_eq!(
+            removed,
+            b"Received: a\r\nSubject: s\r\nX-Tag: two\r\n\r\nbody\r\n"
+        );
+        let added = apply_message_edits(&m, &[change(5, "new")])
+            .unwrap()
+            .unwrap();
+        let added = added.raw();
+        assert!(added.ends_with(b"X-Tag: two\r\nx-tag: new\r\n\r\nbody\r\n"));
+    }
+
+    #[test]
+    fn folded_values_keep_their_folding_and_cannot_start_a_field() {
+        let m = Message::new(b"Subject: s\r\n\r\nbody\r\n".to_vec());
+        let folded = MessageEdit::AddHeader {
+            name: "DKIM-Signature".into(),
+            value: "v=1; a=rsa-sha256;\r\n\tb=abc".into(),
+        };
+        assert!(folded.validate().is_ok());
+        let out = apply_message_edits(&m, &[folded]).unwrap().unwrap();
+        let out = out.raw();
+        assert!(
+            out.starts_with(b"Subject: s\r\nDKIM-Signature: v=1; a=rsa-sha256;\r\n\tb=abc\r\n\r\n")
+        );
+        for smuggled in ["x\r\nBcc: y", "x\r\n", "x\r\n \r\n y", "x\ny", "x\r y"] {
+            let edit = MessageEdit::AddHeader {
+                name: "X".into(),
+                value: smuggled.into(),
+            };
+            assert!(edit.validate().is_err(), "{smuggled:?}");
+        }
+    }
 }
