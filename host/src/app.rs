@@ -18,6 +18,7 @@ use crate::config::{Config, ConfigSource, Protocol as ProtocolKind};
 use crate::delivery::worker::LocalDelivery;
 use crate::imap::Imap;
 use crate::mailauth::Verifier;
+use crate::milter::server::MilterServer;
 use crate::net::drain::Drain;
 use crate::net::listener::{ConnectionLimits, Listener};
 use crate::net::Protocol;
@@ -207,9 +208,10 @@ async fn build(
             shared: shared.clone(),
         }),
         imap: Arc::new(Imap {
-            shared,
+            shared: shared.clone(),
             snapshots: SnapshotCache::default(),
         }),
+        milter: Arc::new(MilterServer { shared }),
     };
     Ok(Built {
         protocols,
@@ -227,6 +229,7 @@ struct Protocols {
     smtp: Arc<Smtp>,
     pop3: Arc<Pop3>,
     imap: Arc<Imap>,
+    milter: Arc<MilterServer>,
 }
 
 impl Protocols {
@@ -235,6 +238,7 @@ impl Protocols {
             ProtocolKind::Smtp => self.smtp.clone(),
             ProtocolKind::Pop3 => self.pop3.clone(),
             ProtocolKind::Imap => self.imap.clone(),
+            ProtocolKind::Milter => self.milter.clone(),
         }
     }
 }

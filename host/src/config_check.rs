@@ -135,6 +135,7 @@ fn listeners(out: &mut String, config: &Config) {
             Protocol::Smtp => "smtp",
             Protocol::Pop3 => "pop3",
             Protocol::Imap => "imap",
+            Protocol::Milter => "milter",
         };
         let tls = match l.tls {
             TlsMode::Starttls => "starttls",

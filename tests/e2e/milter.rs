@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mailgate_e2e::peers::{OpenDkim, Rspamd, ScriptedMilter};
-use mailgate_e2e::{dkimpy_verify, python_filter, wait_until, Gateway, RawSmtp};
+use mailgate_e2e::peers::{OpenDkim, PostfixDownstream, Rspamd, ScriptedMilter};
+use mailgate_e2e::{dkimpy_verify, plugin_dir, python_filter, wait_until, Gateway, RawSmtp};
 
 fn milter_member(name: &str, port: u16, policy: &str, timeout_ms: u32) -> String {
     format!(
@@ -440,4 +440,106 @@ fn opendkim_verifies_through_the_chain() {
     );
     let changed = gw.wait_mailbox_matching("alice@example.test", "Subject: tampered");
     assert!(changed.contains("dkim=fail"), "{changed}");
+}
+
+/// The three bundled plugins, as the embedded defaults run them, for example.test.
+fn bundled_plugins() -> String {
+    let dir = plugin_dir();
+    format!(
+        "[[plugin]]\npath = \"{0}/recipient-policy.wasm\"\n[plugin.config]\ndomains = [\"example.test\"]\n\
+         [[plugin]]\npath = \"{0}/mime-guard.wasm\"\n[plugin.config]\naction = \"strip\"\nextensions = [\"exe\"]\n\
+         [[plugin]]\npath = \"{0}/header-rewrite.wasm\"\n[plugin.config]\ntrace-header = \"X-Mailgate\"\n",
+        dir.display()
+    )
+}
+
+/// A gateway serving the milter protocol on a port of its own, and a Postfix (Debian's)
+/// whose `smtpd_milters` points at it, delivering example.test into a Maildir.
+fn postfix_with_mailgate_milter(chain: &str) -> (Gateway, PostfixDownstream) {
+    let port = mailgate_e2e::free_port();
+    let listener = format!(
+        "[[listener]]\nname = \"milter\"\naddress = \"127.0.0.1:{port}\"\nprotocol = \"milter\"\n\n{chain}"
+    );
+    let gw = Gateway::start(&listener);
+    let postfix =
+        PostfixDownstream::start_with_milter("example.test", &format!("inet:127.0.0.1:{port}"));
+    (gw, postfix)
+}
+
+fn with_attachment(subject: &str) -> String {
+    format!(
+        "From: <sender@remote.test>\r\nTo: <user@example.test>\r\nSubject: {subject}\r\n\
+         Date: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@remote.test>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: text/plain\r\n\r\nSee the tool attached.\r\n\
+         --b1\r\nContent-Type: application/octet-stream; name=\"tool.exe\"\r\n\
+         Content-Disposition: attachment; filename=\"tool.exe\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAA==\r\n--b1--\r\n"
+    )
+}
+
+#[test]
+fn postfix_runs_the_bundled_plugins_through_mailgate_as_its_milter() {
+    let (gw, postfix) = postfix_with_mailgate_milter(&bundled_plugins());
+    let (mut c, greeting) = RawSmtp::connect(postfix.port);
+    assert!(greeting.starts_with("220"), "{greeting}");
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<sender@remote.test>").starts_with("250"));
+    // recipient-policy's verdict, in Postfix's mouth.
+    let refused = c.cmd("RCPT TO:<someone@elsewhere.test>");
+    assert!(
+        refused.starts_with("550 5.1.1 Recipient address rejected: not a local or accepted domain"),
+        "{refused}"
+    );
+    assert!(c.cmd("RCPT TO:<user@example.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(with_attachment("tool").as_bytes());
+    c.send(b".\r\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("250"), "{reply}");
+    c.cmd("QUIT");
+    assert!(
+        wait_until(30, || !postfix.delivered().is_empty()),
+        "{}",
+        postfix.log()
+    );
+    let delivered = postfix.delivered().remove(0);
+    // mime-guard stripped the attachment; header-rewrite added its trace field.
+    assert!(
+        delivered.contains("\nX-Mailgate-Stripped: tool.exe\n"),
+        "{delivered}"
+    );
+    assert!(!delivered.contains("TVqQAAMAAAAEAAAA"), "{delivered}");
+    assert!(!delivered.contains("filename=\"tool.exe\""), "{delivered}");
+    assert!(delivered.contains("See the tool attached."), "{delivered}");
+    assert!(delivered.contains("\nX-Mailgate: "), "{delivered}");
+    assert_eq!(delivered.matches("Subject: tool").count(), 1, "{delivered}");
+    // Nothing was queued or delivered by mailgate itself.
+    assert!(gw.settled_mailbox("user@example.test").is_empty());
+    let text = metrics(&gw);
+    assert!(
+        text.contains(r#"mailgate_messages_total{stage="rcpt-to",outcome="rejected",plugin="recipient-policy"} 1"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn through_postfix_a_plugin_fault_follows_the_failure_policy() {
+    let chain = format!(
+        "{}on-failure = \"tempfail\"\n{}",
+        mailgate_e2e::probe_plugin("faulty", "data", "action.data = \"trap\""),
+        ""
+    );
+    let (_gw, postfix) = postfix_with_mailgate_milter(&chain);
+    let (mut c, _) = RawSmtp::connect(postfix.port);
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<sender@remote.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<user@example.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(message("sender@remote.test", "fault", "Hi.\r\n").as_bytes());
+    c.send(b".\r\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+    c.cmd("QUIT");
+    assert!(postfix.delivered().is_empty());
 }

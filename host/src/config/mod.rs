@@ -162,6 +162,8 @@ pub enum Protocol {
     Smtp,
     Pop3,
     Imap,
+    /// An MTA (Postfix, Sendmail) runs the plugin chain on its mail through this listener.
+    Milter,
 }
 
 impl Protocol {
@@ -170,6 +172,7 @@ impl Protocol {
             Protocol::Smtp => "smtp",
             Protocol::Pop3 => "pop3",
             Protocol::Imap => "imap",
+            Protocol::Milter => "milter",
         }
     }
 }

@@ -43,6 +43,15 @@ impl Channel {
         self.write(&command.encode(), deadline).await
     }
 
+    /// Writes one response (the server side), finished by `deadline`.
+    pub async fn send_response(
+        &mut self,
+        response: &Response,
+        deadline: Instant,
+    ) -> Result<(), ChannelError> {
+        self.write(&response.encode(), deadline).await
+    }
+
     async fn write(&mut self, bytes: &[u8], deadline: Instant) -> Result<(), ChannelError> {
         let write = async {
             let stream = self.stream.get_mut();
@@ -59,6 +68,12 @@ impl Channel {
     pub async fn response(&mut self, deadline: Instant) -> Result<Response, ChannelError> {
         let (command, data) = self.packet(deadline).await?;
         Ok(Response::decode(command, &data)?)
+    }
+
+    /// Reads the next command (the server side), which must arrive by `deadline`.
+    pub async fn command(&mut self, deadline: Instant) -> Result<Command, ChannelError> {
+        let (command, data) = self.packet(deadline).await?;
+        Ok(Command::decode(command, &data)?)
     }
 
     async fn packet(&mut self, deadline: Instant) -> Result<(u8, Vec<u8>), ChannelError> {

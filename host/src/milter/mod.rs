@@ -1,10 +1,12 @@
 //! The milter protocol (Sendmail's filter interface, spoken by Postfix, rspamd, OpenDKIM,
-//! ClamAV): its wire format, a packet channel with bounded reads, and the client that runs a
-//! milter as a member of the chain.
+//! ClamAV): its wire format, a packet channel with bounded reads, the client that runs a
+//! milter as a member of the chain, and the server that lets an MTA run the chain.
 
 mod channel;
 pub mod client;
 pub mod codec;
+mod modifications;
+pub mod server;
 
 use std::sync::Arc;
 

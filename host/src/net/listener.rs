@@ -54,7 +54,8 @@ impl ConnectionLimits {
 
     pub fn slots(&self, protocol: ProtocolKind) -> Slots {
         let protocol = match protocol {
-            ProtocolKind::Smtp => &self.smtp,
+            // A milter connection carries the SMTP sessions of the MTA that opened it.
+            ProtocolKind::Smtp | ProtocolKind::Milter => &self.smtp,
             ProtocolKind::Imap => &self.imap,
             ProtocolKind::Pop3 => &self.pop3,
         };

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A private Postfix instance used as a downstream MTA by the relay tests.
-#   postfix-downstream.sh start DIR PORT DOMAIN   -> SMTP on 127.0.0.1:PORT; mail for DOMAIN is
-#                                                    delivered into the Maildir DIR/mail/box/
+#   postfix-downstream.sh start DIR PORT DOMAIN [MILTER]
+#                                                 -> SMTP on 127.0.0.1:PORT; mail for DOMAIN is
+#                                                    delivered into the Maildir DIR/mail/box/;
+#                                                    with MILTER (inet:HOST:PORT), smtpd and
+#                                                    sendmail(1) mail goes through that milter
 #   postfix-downstream.sh stop DIR
 # Everything (config, queue, log) lives in DIR; the system's Postfix configuration is not touched.
 set -euo pipefail
@@ -11,7 +14,7 @@ stop)
   postfix -c "$dir/etc" stop >/dev/null 2>&1 || true
   exit 0 ;;
 start)
-  port=$3 domain=$4
+  port=$3 domain=$4 milter=${5:-}
   mkdir -p "$dir/etc" "$dir/queue" "$dir/data" "$dir/mail"
   chown postfix "$dir/data"
   chown nobody "$dir/mail"
@@ -41,6 +44,17 @@ maillog_file_prefixes = $dir
 smtp_dns_support_level = disabled
 biff = no
 CF
+  if [ -n "$milter" ]; then
+    cat >> "$dir/etc/main.cf" <<CF
+smtpd_milters = $milter
+non_smtpd_milters = $milter
+milter_default_action = tempfail
+milter_protocol = 6
+milter_connect_timeout = 10s
+milter_command_timeout = 30s
+milter_content_timeout = 60s
+CF
+  fi
   cat > "$dir/etc/master.cf" <<CF
 127.0.0.1:$port inet n - n - - smtpd
 pickup    unix  n       -       n       60      1       pickup
