@@ -504,6 +504,7 @@ fn postfix_runs_the_bundled_plugins_through_mailgate_as_its_milter() {
         postfix.log()
     );
     let delivered = postfix.delivered().remove(0);
+    assert!(delivered.contains("Subject: tool"), "{delivered}");
     // mime-guard stripped the attachment; header-rewrite added its trace field.
     assert!(
         delivered.contains("\nX-Mailgate-Stripped: tool.exe\n"),
@@ -514,6 +515,30 @@ fn postfix_runs_the_bundled_plugins_through_mailgate_as_its_milter() {
     assert!(delivered.contains("See the tool attached."), "{delivered}");
     assert!(delivered.contains("\nX-Mailgate: "), "{delivered}");
     assert_eq!(delivered.matches("Subject: tool").count(), 1, "{delivered}");
+    // Mail posted with Postfix's sendmail(1) goes through non_smtpd_milters: the chain too.
+    let mut sendmail = Command::new("/usr/sbin/sendmail")
+        .arg("-C")
+        .arg(postfix.dir.path().join("etc"))
+        .args(["-f", "local@remote.test", "user@example.test"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sendmail");
+    let posted = message("local@remote.test", "posted", "Posted locally.\r\n");
+    std::io::Write::write_all(sendmail.stdin.as_mut().expect("stdin"), posted.as_bytes())
+        .expect("write");
+    drop(sendmail.stdin.take());
+    assert!(sendmail.wait().expect("sendmail").success());
+    assert!(
+        wait_until(30, || postfix.delivered().len() == 2),
+        "{}",
+        postfix.log()
+    );
+    let posted = postfix
+        .delivered()
+        .into_iter()
+        .find(|m| m.contains("Subject: posted"))
+        .expect("the posted message");
+    assert!(posted.contains("\nX-Mailgate: "), "{posted}");
     // Nothing was queued or delivered by mailgate itself.
     assert!(gw.settled_mailbox("user@example.test").is_empty());
     let text = metrics(&gw);
@@ -542,4 +567,45 @@ fn through_postfix_a_plugin_fault_follows_the_failure_policy() {
     assert!(reply.starts_with("451 4.3.0"), "{reply}");
     c.cmd("QUIT");
     assert!(postfix.delivered().is_empty());
+}
+
+#[test]
+fn a_milter_client_that_misbehaves_is_dropped_and_the_listener_goes_on() {
+    use std::io::{Read, Write};
+    let port = mailgate_e2e::free_port();
+    let gw = Gateway::start(&format!(
+        "[[listener]]\nname = \"milter\"\naddress = \"127.0.0.1:{port}\"\nprotocol = \"milter\"\n"
+    ));
+    let closed = |bytes: &[u8]| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        s.write_all(bytes).expect("write");
+        let mut rest = Vec::new();
+        // The gateway closes the connection (a read of 0), it does not wait for more.
+        s.read_to_end(&mut rest).is_ok()
+    };
+    // An announced 100 MB packet, a packet of an unknown command, a negotiation too short.
+    assert!(closed(&[0x06, 0x40, 0x00, 0x00, b'O']));
+    assert!(closed(b"\x00\x00\x00\x02Zz"));
+    assert!(closed(b"\x00\x00\x00\x03O\x00\x00"));
+    // A well-formed negotiation still gets its answer afterwards.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut offer = vec![0, 0, 0, 13, b'O'];
+    for n in [6u32, 0x1ff, 0x1fffff] {
+        offer.extend_from_slice(&n.to_be_bytes());
+    }
+    s.write_all(&offer).expect("write");
+    let mut answer = [0u8; 17];
+    s.read_exact(&mut answer).expect("negotiation answer");
+    assert_eq!(&answer[..5], &[0, 0, 0, 13, b'O']);
+    assert_eq!(
+        u32::from_be_bytes([answer[5], answer[6], answer[7], answer[8]]),
+        6
+    );
+    let log = gw.log();
+    assert!(
+        log.contains("milter client: packet of 104857600 bytes is over the limit"),
+        "{log}"
+    );
 }
