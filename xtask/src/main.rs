@@ -17,7 +17,8 @@
 //!   beside Postfix and Haraka (`../shared/bench/peers.sh`); `bench reload`: hot-reload latency
 //!   and throughput during reloads; `bench access`: IMAP/POP3 beside Dovecot; `bench languages`:
 //!   one policy in Rust, Python, JavaScript and C; `bench hardening`: IMAP SEARCH, memory during
-//!   a flood of wrong logins, large APPENDs;
+//!   a flood of wrong logins, large APPENDs; `bench milter`: Postfix alone and with mailgate as
+//!   its milter, mailgate's relay alone and with rspamd in its chain;
 //! - `fuzz [SECONDS] [TARGET...]`: every cargo-fuzz target in `fuzz/` for SECONDS each
 //!   (nightly and cargo-fuzz installed on first use).
 
@@ -423,6 +424,7 @@ fn bench(which: Option<&str>) -> Result<(), String> {
         Some("reload") => script("reload.sh"),
         Some("access") => script("access.sh"),
         Some("hardening") => script("hardening.sh"),
+        Some("milter") => script("milter.sh"),
         Some("dkim") => cargo(&["bench", "-p", "mailgate", "--bench", "dkim"]),
         Some("languages") => {
             build_policy_in_each_language()?;
