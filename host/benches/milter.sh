@@ -78,7 +78,8 @@ rspamd -f -c /etc/rspamd/rspamd.conf --var="LOCAL_CONFDIR=$rs" --var="DBDIR=$rs/
   --var="RUNDIR=$rs/run" --var="LOGDIR=$rs/log" "${as_root[@]}" > "$rs/rspamd.log" 2>&1 & rspamd_pid=$!
 pids+=("$rspamd_pid")
 for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/$rspamd_port) 2>/dev/null && break; sleep 0.1; done
-rspamd_ticks() { local t=0 p; for p in $(pgrep -f "rspamd.*$rs" || true); do t=$(( t + $(proc_ticks "$p" 2>/dev/null || echo 0) )); done; echo $t; }
+# rspamd renames its processes ("rspamd: rspamd_proxy process"); this run's are the only ones.
+rspamd_ticks() { local t=0 p; for p in $(pgrep -x rspamd || true); do t=$(( t + $(proc_ticks "$p" 2>/dev/null || echo 0) )); done; echo $t; }
 
 relay_row() { # label extra-chain
   local dir
