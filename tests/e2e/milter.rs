@@ -174,6 +174,17 @@ fn a_milter_sees_the_session_and_its_modifications_become_edits() {
         text.contains(r#"mailgate_plugin_call_seconds_count{plugin="scripted",stage="data"} 2"#),
         "{text}"
     );
+    // The harness runs it like any member.
+    let sample = mailgate_e2e::root().join("samples/welcome.eml");
+    let sample = sample.to_str().expect("utf-8");
+    let run = gw.cli(&["check", "--rcpt", "alice@example.test", sample]);
+    assert!(run.stdout.contains("[data]\n  scripted "), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("edit: add-header X-Milter: seen by the scripted milter"),
+        "{}",
+        run.stdout
+    );
     let check = gw.cli(&["config", "check"]);
     assert!(
         check
