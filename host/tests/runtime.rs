@@ -47,6 +47,32 @@ async fn endless_loop_is_cut_off_at_its_deadline_with_451() {
 }
 
 #[tokio::test]
+async fn endless_loop_after_an_idle_spell_is_still_cut_off() {
+    let set = chain(&probe(
+        "spinner",
+        &["data"],
+        &[("data", "loop")],
+        "timeout-ms = 50",
+    ))
+    .await;
+    // Long enough for the epoch thread to park (it does after 200 idle ticks): the call must
+    // wake it, or the loop would never be cut off.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let started = Instant::now();
+    let report = transact(&set, &["b@example.org"]).await;
+    assert!(
+        tempfailed_with_4_3_0(&report, Stage::Data),
+        "{:?}",
+        report.disposition
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn memory_growth_past_the_cap_applies_the_failure_policy() {
     let set = chain(&probe(
         "hoarder",

@@ -269,6 +269,7 @@ impl Transaction {
         let Some(live) = self.live[index].as_mut() else {
             return Err(Fault::Trap(TrapKind::Trap, "instance missing".into()));
         };
+        let _running = self.set.runtime.running();
         live.store
             .set_epoch_deadline(Runtime::deadline_ticks(plugin.timeout));
         let stage = call.stage();

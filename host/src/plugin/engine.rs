@@ -3,9 +3,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -16,11 +14,9 @@ use super::bindings::{v0_1, v0_2};
 use super::cache::ArtifactCache;
 use super::external::{ExternalFactory, NoExternals};
 use super::host_api::HostState;
+use super::ticker::{Running, Ticker, EPOCH_TICK};
 use super::PluginError;
 use crate::config::RuntimeConfig;
-
-/// How often the engine's epoch advances: the granularity of plugin deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// One engine for the whole process; plugin sets (and reloads) share it.
 pub struct Runtime {
@@ -30,20 +26,6 @@ pub struct Runtime {
     ticker: Option<Ticker>,
     /// Builds the chain members that are not components (milters).
     pub(super) externals: Arc<dyn ExternalFactory>,
-}
-
-struct Ticker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 impl Runtime {
@@ -60,12 +42,12 @@ impl Runtime {
             .map_err(PluginError::engine)?;
         v0_1::Plugin::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(PluginError::engine)?;
-        let ticker = start_ticker(&engine);
+        let ticker = Ticker::start(&engine);
         Ok(Runtime {
             engine,
             linker,
             cache: cache_dir.as_deref().and_then(ArtifactCache::open),
-            ticker: Some(ticker),
+            ticker,
             externals: Arc::new(NoExternals),
         })
     }
@@ -138,6 +120,11 @@ impl Runtime {
     pub fn stop_ticker(&mut self) {
         self.ticker = None;
     }
+
+    /// Held while plugin code runs, so that its deadline ticks.
+    pub(super) fn running(&self) -> Option<Running> {
+        self.ticker.as_ref().map(Ticker::running)
+    }
 }
 
 fn is_component(bytes: &[u8]) -> bool {
@@ -168,20 +155,4 @@ fn build_engine(config: &RuntimeConfig, pooling: bool) -> Result<Engine, PluginE
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     Engine::new(&cfg).map_err(PluginError::engine)
-}
-
-fn start_ticker(engine: &Engine) -> Ticker {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let engine = engine.clone();
-    let thread = std::thread::Builder::new()
-        .name("mailgate-epoch".into())
-        .spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        })
-        .ok();
-    Ticker { stop, thread }
 }

@@ -88,6 +88,7 @@ pub(super) async fn instantiate(
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(Runtime::deadline_ticks(plugin.timeout));
     metrics::plugin_instance_created(&plugin.name);
+    let _running = runtime.running();
     let Member::Component(bindings) = &plugin.member else {
         return Err(Fault::Invalid(format!(
             "{} is not a component",
@@ -450,6 +451,7 @@ async fn describe(
     let mut store = Store::new(&runtime.engine, HostState::new(identity, tx, memory_bytes));
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(Runtime::deadline_ticks(timeout.max(Duration::from_secs(1))));
+    let _running = runtime.running();
     let described = match bindings.instantiate(&mut store).await {
         Ok(instance) => bindings.describe(&instance, &mut store).await,
         Err(e) => Err(e),

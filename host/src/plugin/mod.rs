@@ -13,6 +13,7 @@ pub mod host_api;
 mod info;
 mod loader;
 pub mod services;
+mod ticker;
 mod trap;
 pub mod verdict;
 
