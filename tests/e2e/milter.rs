@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mailgate_e2e::peers::{OpenDkim, PostfixDownstream, Rspamd, ScriptedMilter};
+use mailgate_e2e::peers::{ClamAv, OpenDkim, PostfixDownstream, Rspamd, ScriptedMilter};
 use mailgate_e2e::{dkimpy_verify, plugin_dir, python_filter, wait_until, Gateway, RawSmtp};
 
 fn milter_member(name: &str, port: u16, policy: &str, timeout_ms: u32) -> String {
@@ -619,4 +619,49 @@ fn a_milter_client_that_misbehaves_is_dropped_and_the_listener_goes_on() {
         log.contains("milter client: packet of 104857600 bytes is over the limit"),
         "{log}"
     );
+}
+
+#[test]
+fn clamav_milter_rejects_an_attachment_matching_a_local_signature() {
+    let marker = "mailgate-test-signature-7f3a";
+    let hex: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
+    let clamav = ClamAv::start(&format!("Mailgate.Test.Signature:0:*:{hex}\n"));
+    let gw = Gateway::start(&milter_member("clamav", clamav.port, "tempfail", 20000));
+    let attachment = |subject: &str, content: &str| {
+        format!(
+            "From: <sender@remote.test>\r\nTo: <alice@example.test>\r\nSubject: {subject}\r\n\
+             MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+             --b1\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n\
+             --b1\r\nContent-Type: application/octet-stream; name=\"data.bin\"\r\n\
+             Content-Transfer-Encoding: 7bit\r\n\r\n{content}\r\n--b1--\r\n"
+        )
+    };
+    let mut c = session(&gw);
+    let infected = attachment("infected", &format!("some bytes {marker} more bytes"));
+    let replies = transaction(
+        &mut c,
+        "sender@remote.test",
+        &["alice@example.test"],
+        &infected,
+    );
+    let last = replies.last().cloned().unwrap_or_default();
+    assert!(
+        last.starts_with("550") && last.contains("Infected: Mailgate.Test.Signature"),
+        "{replies:?}"
+    );
+    let clean = attachment("clean", "nothing to see here");
+    let replies = transaction(
+        &mut c,
+        "sender@remote.test",
+        &["alice@example.test"],
+        &clean,
+    );
+    assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
+    c.cmd("QUIT");
+    let delivered = gw.wait_mailbox_matching("alice@example.test", "Subject: clean");
+    assert!(
+        delivered.contains("\r\nX-Virus-Status: Clean\r\n"),
+        "{delivered}"
+    );
+    assert_eq!(gw.settled_mailbox("alice@example.test").len(), 1);
 }
