@@ -22,7 +22,7 @@ use crate::milter::server::MilterServer;
 use crate::net::drain::Drain;
 use crate::net::listener::{ConnectionLimits, Listener};
 use crate::net::Protocol;
-use crate::plugin::services::{Clock, DiskKv, KvStore, SystemClock, SystemDns};
+use crate::plugin::services::{Clock, KvStore, SystemClock, SystemDns};
 use crate::plugin::{ActivePlugins, PluginSet, Runtime, Services};
 use crate::pop3::Pop3;
 use crate::queue::intake::Intake;
@@ -63,7 +63,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         PluginSet::load(runtime.clone(), &config).await?,
     ));
     let resolver = crate::dns::resolver(&config.dns).map_err(|e| anyhow::anyhow!("dns: {e}"))?;
-    let services = plugin_services(&data_dir, resolver.clone())?;
+    let services = plugin_services(&config, &data_dir, resolver.clone())?;
     let built = build(&config, plugins.clone(), services, resolver).await?;
     let relay = built.relay.clone();
     recover_spool(&built.spool, &built.again)?;
@@ -113,11 +113,14 @@ fn start_journal(config: &Config) -> anyhow::Result<()> {
 
 /// What plugins may use: DNS, the key-value store (purged of expired entries now and then),
 /// the clock.
-fn plugin_services(data_dir: &Path, resolver: TokioResolver) -> anyhow::Result<Services> {
+fn plugin_services(
+    config: &Config,
+    data_dir: &Path,
+    resolver: TokioResolver,
+) -> anyhow::Result<Services> {
     let dns = SystemDns::new(resolver.clone());
-    let kv =
-        DiskKv::open(&data_dir.join("kv.redb")).map_err(|e| anyhow::anyhow!("kv store: {e}"))?;
-    let kv: Arc<dyn KvStore> = Arc::new(kv);
+    let kv = crate::kv::open(&config.kv, data_dir).map_err(|e| anyhow::anyhow!("kv store: {e}"))?;
+    tracing::info!(target: "mailgate::lifecycle", backend = %kv_backend_shown(&config.kv.backend), "kv store");
     tokio::spawn(purge_expired_kv(kv.clone()));
     Ok(Services {
         kv,
@@ -352,6 +355,14 @@ async fn stop(
         ms = started.elapsed().as_millis() as u64,
         "stopped"
     );
+}
+
+/// The kv backend for the log: "local", or the Redis URL up to the host (no password).
+fn kv_backend_shown(backend: &str) -> &str {
+    match backend.rfind('@') {
+        Some(at) => &backend[at + 1..],
+        None => backend,
+    }
 }
 
 /// How often expired plugin kv entries are dropped from disk.

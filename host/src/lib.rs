@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod dns;
 pub mod harness;
 pub mod imap;
+pub mod kv;
 pub mod mail;
 pub mod mailauth;
 pub mod message;

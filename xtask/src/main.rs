@@ -8,7 +8,7 @@
 //! - `build`: `plugins`, then the `mailgate` binary (release);
 //! - `run [ARGS...]`: `build`, then run `mailgate` (default: `serve` on the embedded defaults);
 //! - `test`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq, mpop, Dovecot's
-//!   library, rspamd, OpenDKIM, ClamAV from Debian's packages, when missing), imaptest (built once
+//!   library, rspamd, OpenDKIM, ClamAV, Redis from Debian's packages, when missing), imaptest (built once
 //!   into `target/imaptest/` by `../shared/tools/imaptest/build.sh`), then every test of the
 //!   workspace (unit, runtime, end-to-end, and the bundled plugins' harness cases);
 //! - `lint`: rustfmt check and clippy (host and guests) with warnings as errors;
@@ -263,8 +263,8 @@ fn run(args: &[String]) -> Result<(), String> {
 /// Postfix serves as the relay tests' downstream (`smtp-sink` and a private instance);
 /// dnsmasq answers their MX queries; mpop fetches mail over POP3; imaptest links against
 /// Dovecot's library (`doveconf` stands for the package); rspamd, OpenDKIM and ClamAV run as
-/// milters.
-const TEST_PEERS: [(&str, &str); 15] = [
+/// milters; redis-server holds the shared kv store.
+const TEST_PEERS: [(&str, &str); 16] = [
     ("python3", "python3"),
     ("swaks", "swaks"),
     ("curl", "curl"),
@@ -280,6 +280,7 @@ const TEST_PEERS: [(&str, &str); 15] = [
     ("opendkim-genkey", "opendkim-tools"),
     ("clamd", "clamav-daemon"),
     ("clamav-milter", "clamav-milter"),
+    ("redis-server", "redis-server"),
 ];
 
 /// Where the shared imaptest build script may be: `$MAILGATE_SHARED_DIR`, the folder beside

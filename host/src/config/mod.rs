@@ -95,6 +95,9 @@ pub struct Config {
     pub relay: RelayConfig,
     #[serde(default)]
     pub queue: QueueConfig,
+    /// Where plugins' key-value data lives.
+    #[serde(default)]
+    pub kv: KvConfig,
     /// Directory that relative paths are resolved against (the config file's directory).
     #[serde(default)]
     pub log: LogConfig,
@@ -528,6 +531,28 @@ pub struct DnsConfig {
     /// Name servers as ip:port; empty means the system's resolv.conf.
     pub servers: Vec<String>,
     pub timeout_ms: Option<u64>,
+}
+
+/// The plugins' key-value store: `local` (a file in the data directory, one node) or a Redis or
+/// Valkey URL (`redis://host:port/db`, shared by every node).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct KvConfig {
+    pub backend: String,
+    /// Each request's deadline (Redis); past it the plugin gets an error.
+    pub timeout_ms: u64,
+    /// The first part of every Redis key, so several sites can share one server.
+    pub prefix: String,
+}
+
+impl Default for KvConfig {
+    fn default() -> KvConfig {
+        KvConfig {
+            backend: "local".into(),
+            timeout_ms: 1000,
+            prefix: "mailgate".into(),
+        }
+    }
 }
 
 /// What happens when a plugin traps, runs out of time or memory, or returns something invalid.

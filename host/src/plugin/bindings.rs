@@ -8,8 +8,13 @@ pub mod v0_2 {
         path: "../wit",
         world: "gateway",
         imports: {
-            // DNS is real network I/O: it must not block a tokio worker.
+            // DNS and the kv store are network I/O (kv may be Redis): they must not block a
+            // tokio worker.
             "mailgate:plugin/host.dns-lookup": async | trappable,
+            "mailgate:plugin/host.kv-get": async | trappable,
+            "mailgate:plugin/host.kv-set": async | trappable,
+            "mailgate:plugin/host.kv-delete": async | trappable,
+            "mailgate:plugin/host.kv-incr": async | trappable,
             default: trappable,
         },
         exports: { default: async },
@@ -30,6 +35,9 @@ pub mod v0_1 {
         world: "plugin",
         imports: {
             "mailgate:plugin/host.dns-lookup": async | trappable,
+            "mailgate:plugin/host.kv-get": async | trappable,
+            "mailgate:plugin/host.kv-set": async | trappable,
+            "mailgate:plugin/host.kv-delete": async | trappable,
             default: trappable,
         },
         exports: { default: async },

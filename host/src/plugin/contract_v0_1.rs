@@ -175,21 +175,33 @@ fn wit_delivery(d: Option<&Delivery>) -> wit::Delivery {
 impl host::Host for HostState {
     shared_host_functions!(host);
 
-    fn kv_get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, String>> {
-        Ok(HostState::kv_get(self, &key).map_err(|d| d.to_string()))
+    async fn kv_get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, String>> {
+        match self.kv() {
+            Ok(kv) => Ok(kv.get(&key).await.map_err(|d| d.to_string())),
+            Err(denial) => Ok(Err(denial.to_string())),
+        }
     }
 
-    fn kv_set(
+    async fn kv_set(
         &mut self,
         key: String,
         value: String,
         ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<Result<(), String>> {
-        Ok(HostState::kv_set(self, &key, &value, ttl_seconds).map_err(|d| d.to_string()))
+        match self.kv() {
+            Ok(kv) => Ok(kv
+                .set(&key, &value, ttl_seconds)
+                .await
+                .map_err(|d| d.to_string())),
+            Err(denial) => Ok(Err(denial.to_string())),
+        }
     }
 
-    fn kv_delete(&mut self, key: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(HostState::kv_delete(self, &key).map_err(|d| d.to_string()))
+    async fn kv_delete(&mut self, key: String) -> wasmtime::Result<Result<(), String>> {
+        match self.kv() {
+            Ok(kv) => Ok(kv.delete(&key).await.map_err(|d| d.to_string())),
+            Err(denial) => Ok(Err(denial.to_string())),
+        }
     }
 
     async fn dns_lookup(

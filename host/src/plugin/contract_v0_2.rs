@@ -273,30 +273,45 @@ fn wit_denied(d: Denial) -> host::Denied {
 impl host::Host for HostState {
     shared_host_functions!(host);
 
-    fn kv_get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, host::Denied>> {
-        Ok(HostState::kv_get(self, &key).map_err(wit_denied))
+    async fn kv_get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<String>, host::Denied>> {
+        match self.kv() {
+            Ok(kv) => Ok(kv.get(&key).await.map_err(wit_denied)),
+            Err(denial) => Ok(Err(wit_denied(denial))),
+        }
     }
 
-    fn kv_set(
+    async fn kv_set(
         &mut self,
         key: String,
         value: String,
         ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<Result<(), host::Denied>> {
-        Ok(HostState::kv_set(self, &key, &value, ttl_seconds).map_err(wit_denied))
+        match self.kv() {
+            Ok(kv) => Ok(kv.set(&key, &value, ttl_seconds).await.map_err(wit_denied)),
+            Err(denial) => Ok(Err(wit_denied(denial))),
+        }
     }
 
-    fn kv_delete(&mut self, key: String) -> wasmtime::Result<Result<(), host::Denied>> {
-        Ok(HostState::kv_delete(self, &key).map_err(wit_denied))
+    async fn kv_delete(&mut self, key: String) -> wasmtime::Result<Result<(), host::Denied>> {
+        match self.kv() {
+            Ok(kv) => Ok(kv.delete(&key).await.map_err(wit_denied)),
+            Err(denial) => Ok(Err(wit_denied(denial))),
+        }
     }
 
-    fn kv_incr(
+    async fn kv_incr(
         &mut self,
         key: String,
         delta: i64,
         ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<Result<i64, host::Denied>> {
-        Ok(HostState::kv_incr(self, &key, delta, ttl_seconds).map_err(wit_denied))
+        match self.kv() {
+            Ok(kv) => Ok(kv.incr(&key, delta, ttl_seconds).await.map_err(wit_denied)),
+            Err(denial) => Ok(Err(wit_denied(denial))),
+        }
     }
 
     async fn dns_lookup(

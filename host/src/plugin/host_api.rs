@@ -15,7 +15,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::services::{Dns, Services};
+use super::services::{Dns, KvStore, Services};
 use super::verdict::Edit;
 use super::{Capability, Stage};
 use crate::message::Message;
@@ -408,39 +408,15 @@ impl HostState {
         self.tx.services.clock.now_ms()
     }
 
-    pub fn kv_get(&self, key: &str) -> Result<Option<String>, Denial> {
+    /// The kv store in this plugin's namespace, when the plugin may use it. It is awaited
+    /// without borrowing the state: the store may be across the network.
+    pub fn kv(&self) -> Result<KvAccess, Denial> {
         self.check(Capability::Kv)?;
-        let now = self.now_ms();
-        (self.tx.services.kv.get(&self.plugin.name, key, now)).map_err(Denial::Failed)
-    }
-
-    pub fn kv_set(&self, key: &str, value: &str, ttl_seconds: Option<u32>) -> Result<(), Denial> {
-        self.check(Capability::Kv)?;
-        let expires = ttl_seconds.map(|s| self.expiry(s));
-        (self
-            .tx
-            .services
-            .kv
-            .set(&self.plugin.name, key, value, expires))
-        .map_err(Denial::Failed)
-    }
-
-    pub fn kv_delete(&self, key: &str) -> Result<(), Denial> {
-        self.check(Capability::Kv)?;
-        (self.tx.services.kv.delete(&self.plugin.name, key)).map_err(Denial::Failed)
-    }
-
-    pub fn kv_incr(&self, key: &str, delta: i64, ttl_seconds: Option<u32>) -> Result<i64, Denial> {
-        self.check(Capability::Kv)?;
-        let now = self.now_ms();
-        let expires = ttl_seconds.map(|s| self.expiry(s));
-        let kv = &self.tx.services.kv;
-        (kv.incr(&self.plugin.name, key, delta, expires, now)).map_err(Denial::Failed)
-    }
-
-    fn expiry(&self, ttl_seconds: u32) -> u64 {
-        self.now_ms()
-            .saturating_add(u64::from(ttl_seconds).saturating_mul(1000))
+        Ok(KvAccess {
+            kv: self.tx.services.kv.clone(),
+            plugin: self.plugin.clone(),
+            now_ms: self.now_ms(),
+        })
     }
 
     /// The resolver, when the plugin may use it (awaited without borrowing the state).
@@ -459,6 +435,39 @@ impl HostState {
         // Disk I/O inside a plugin call: off the async workers, as the kv store's commits.
         crate::blocking::run(|| read_granted(dir, path))
             .map_err(|e| Denial::Failed(format!("{path}: {e}")))
+    }
+}
+
+/// One plugin's use of the kv store, taken out of the state for the await.
+pub struct KvAccess {
+    kv: Arc<dyn KvStore>,
+    plugin: Arc<PluginIdentity>,
+    now_ms: u64,
+}
+
+impl KvAccess {
+    pub async fn get(self, key: &str) -> Result<Option<String>, Denial> {
+        (self.kv.get(&self.plugin.name, key, self.now_ms).await).map_err(Denial::Failed)
+    }
+
+    pub async fn set(self, key: &str, value: &str, ttl: Option<u32>) -> Result<(), Denial> {
+        let expires = ttl.map(|s| self.expiry(s));
+        (self.kv.set(&self.plugin.name, key, value, expires).await).map_err(Denial::Failed)
+    }
+
+    pub async fn delete(self, key: &str) -> Result<(), Denial> {
+        (self.kv.delete(&self.plugin.name, key).await).map_err(Denial::Failed)
+    }
+
+    pub async fn incr(self, key: &str, delta: i64, ttl: Option<u32>) -> Result<i64, Denial> {
+        let expires = ttl.map(|s| self.expiry(s));
+        let (plugin, now) = (&self.plugin.name, self.now_ms);
+        (self.kv.incr(plugin, key, delta, expires, now).await).map_err(Denial::Failed)
+    }
+
+    fn expiry(&self, ttl_seconds: u32) -> u64 {
+        self.now_ms
+            .saturating_add(u64::from(ttl_seconds).saturating_mul(1000))
     }
 }
 

@@ -3,12 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{ReadableDatabase, ReadableTable};
 use serde::Deserialize;
 
 /// DNS record types plugins may ask for.
@@ -38,20 +36,24 @@ pub trait Clock: Send + Sync {
     fn now_ms(&self) -> u64;
 }
 
-/// Per-plugin persistent key-value store. Keys are namespaced by plugin name.
+/// Per-plugin persistent key-value store. Keys are namespaced by plugin name; expiry times are
+/// milliseconds of the Unix clock. Backends: [`MemoryKv`] here, the local and Redis stores in
+/// `crate::kv`.
+#[async_trait::async_trait]
 pub trait KvStore: Send + Sync {
-    fn get(&self, plugin: &str, key: &str, now_ms: u64) -> Result<Option<String>, String>;
-    fn set(
+    async fn get(&self, plugin: &str, key: &str, now_ms: u64) -> Result<Option<String>, String>;
+    async fn set(
         &self,
         plugin: &str,
         key: &str,
         value: &str,
         expires_ms: Option<u64>,
     ) -> Result<(), String>;
-    fn delete(&self, plugin: &str, key: &str) -> Result<(), String>;
+    async fn delete(&self, plugin: &str, key: &str) -> Result<(), String>;
     /// Adds `delta` to the integer at `key` (absent, expired or non-numeric counts as 0) in one
-    /// atomic step and returns the new value; a created entry expires at `expires_ms`.
-    fn incr(
+    /// atomic step and returns the new value; a created entry expires at `expires_ms`, an
+    /// existing one keeps its expiry.
+    async fn incr(
         &self,
         plugin: &str,
         key: &str,
@@ -59,7 +61,7 @@ pub trait KvStore: Send + Sync {
         expires_ms: Option<u64>,
         now_ms: u64,
     ) -> Result<i64, String>;
-    /// Drops every entry expired at `now_ms`; how many went.
+    /// Drops every entry expired at `now_ms`; how many went. Blocking: run off the workers.
     fn purge_expired(&self, now_ms: u64) -> Result<usize, String>;
 }
 
@@ -118,8 +120,9 @@ impl MemoryKv {
     }
 }
 
+#[async_trait::async_trait]
 impl KvStore for MemoryKv {
-    fn get(&self, plugin: &str, key: &str, now_ms: u64) -> Result<Option<String>, String> {
+    async fn get(&self, plugin: &str, key: &str, now_ms: u64) -> Result<Option<String>, String> {
         let map = self.lock();
         Ok(map
             .get(&(plugin.to_string(), key.to_string()))
@@ -127,7 +130,7 @@ impl KvStore for MemoryKv {
             .map(|(v, _)| v.clone()))
     }
 
-    fn set(
+    async fn set(
         &self,
         plugin: &str,
         key: &str,
@@ -139,12 +142,12 @@ impl KvStore for MemoryKv {
         Ok(())
     }
 
-    fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
+    async fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
         self.lock().remove(&(plugin.to_string(), key.to_string()));
         Ok(())
     }
 
-    fn incr(
+    async fn incr(
         &self,
         plugin: &str,
         key: &str,
@@ -170,7 +173,7 @@ impl KvStore for MemoryKv {
 
 /// The counter after adding `delta` to the stored text, and its expiry: an expired or absent
 /// entry starts again from 0 with the new expiry.
-fn counted(
+pub fn counted(
     stored: &str,
     expires: Option<u64>,
     delta: i64,
@@ -187,118 +190,6 @@ fn counted(
         .checked_add(delta)
         .map(|v| (v, expires))
         .ok_or_else(|| format!("counter overflow at {current} + {delta}"))
-}
-
-/// Key-value store on disk (redb): survives restarts; expired entries read as absent.
-pub struct DiskKv {
-    db: redb::Database,
-}
-
-const KV_TABLE: redb::TableDefinition<'static, (&str, &str), (&str, u64)> =
-    redb::TableDefinition::new("kv");
-
-impl DiskKv {
-    pub fn open(path: &Path) -> Result<DiskKv, String> {
-        let db = redb::Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(DiskKv { db })
-    }
-}
-
-fn kv_err(e: impl std::fmt::Display) -> String {
-    format!("kv store: {e}")
-}
-
-impl KvStore for DiskKv {
-    fn get(&self, plugin: &str, key: &str, now_ms: u64) -> Result<Option<String>, String> {
-        let tx = self.db.begin_read().map_err(kv_err)?;
-        let table = match tx.open_table(KV_TABLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(kv_err(e)),
-        };
-        let entry = table.get((plugin, key)).map_err(kv_err)?;
-        Ok(entry.and_then(|v| {
-            let (value, expires) = v.value();
-            (expires == 0 || expires > now_ms).then(|| value.to_string())
-        }))
-    }
-
-    fn set(
-        &self,
-        plugin: &str,
-        key: &str,
-        value: &str,
-        expires_ms: Option<u64>,
-    ) -> Result<(), String> {
-        self.write(|table| {
-            table
-                .insert((plugin, key), (value, expires_ms.unwrap_or(0)))
-                .map(|_| ())
-        })
-    }
-
-    fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
-        self.write(|table| table.remove((plugin, key)).map(|_| ()))
-    }
-
-    fn incr(
-        &self,
-        plugin: &str,
-        key: &str,
-        delta: i64,
-        expires_ms: Option<u64>,
-        now_ms: u64,
-    ) -> Result<i64, String> {
-        let mut result = Err(String::new());
-        self.write(|table| {
-            let old = table
-                .get((plugin, key))?
-                .map(|v| {
-                    let (value, expires) = v.value();
-                    (value.to_string(), (expires != 0).then_some(expires))
-                })
-                .unwrap_or_default();
-            result = counted(&old.0, old.1, delta, expires_ms, now_ms);
-            if let Ok((value, expires)) = &result {
-                let text = value.to_string();
-                table.insert((plugin, key), (text.as_str(), expires.unwrap_or(0)))?;
-            }
-            Ok(())
-        })?;
-        result.map(|(value, _)| value)
-    }
-
-    fn purge_expired(&self, now_ms: u64) -> Result<usize, String> {
-        let mut removed = 0;
-        self.write(|table| {
-            table.retain(|_, (_, expires)| {
-                let keep = expires == 0 || expires > now_ms;
-                removed += usize::from(!keep);
-                keep
-            })
-        })?;
-        Ok(removed)
-    }
-}
-
-impl DiskKv {
-    /// One committed write transaction on the table.
-    fn write(
-        &self,
-        change: impl FnOnce(
-            &mut redb::Table<'_, (&str, &str), (&str, u64)>,
-        ) -> Result<(), redb::StorageError>,
-    ) -> Result<(), String> {
-        // The commit syncs to disk: off the async workers (this runs inside a plugin call).
-        crate::blocking::run(|| {
-            let tx = self.db.begin_write().map_err(kv_err)?;
-            {
-                let mut table = tx.open_table(KV_TABLE).map_err(kv_err)?;
-                change(&mut table).map_err(kv_err)?;
-            }
-            tx.commit().map_err(kv_err)
-        })
-    }
 }
 
 /// Scripted DNS answers (harness cases): `(type, name) -> answers`; anything else is not found.
@@ -399,40 +290,5 @@ fn map_dns_error(e: hickory_resolver::net::NetError) -> DnsFailure {
         DnsFailure::NotFound
     } else {
         DnsFailure::Temporary(e.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn disk_kv_persists_and_expires() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("kv.redb");
-        {
-            let kv = DiskKv::open(&path).expect("open");
-            assert_eq!(kv.get("p", "k", 0), Ok(None));
-            kv.set("p", "k", "v", Some(1_000)).expect("set");
-            kv.set("p", "forever", "x", None).expect("set");
-            kv.set("other", "k", "w", None).expect("set");
-        }
-        let kv = DiskKv::open(&path).expect("reopen");
-        assert_eq!(kv.get("p", "k", 999), Ok(Some("v".into())));
-        assert_eq!(kv.get("p", "k", 1_000), Ok(None), "expired");
-        assert_eq!(kv.get("p", "forever", u64::MAX - 1), Ok(Some("x".into())));
-        assert_eq!(
-            kv.get("other", "k", 0),
-            Ok(Some("w".into())),
-            "namespaced per plugin"
-        );
-        kv.delete("p", "forever").expect("delete");
-        assert_eq!(kv.purge_expired(1_000), Ok(1), "the expired entry goes");
-        assert_eq!(
-            kv.get("other", "k", 5_000),
-            Ok(Some("w".into())),
-            "the rest stays"
-        );
-        assert_eq!(kv.get("p", "forever", 0), Ok(None));
     }
 }
