@@ -6,7 +6,8 @@
 # Usage: relay.sh [N=5000] [SESSIONS=20] [SIZE=4096]
 #   env: PEERS="postfix haraka" (or " " for none), TELEMETRY=both|on|off|metrics|journal (the
 #   runs to make; default both: off, then on), SIGN=ed25519-sha256|rsa-sha256 (DKIM-sign every
-#   message with a key made for the run)
+#   message with a key made for the run), KV=local|redis (add the JavaScript greylist, a kv-get
+#   and a kv-set per message, its store local or in a redis-server started for the run)
 set -euo pipefail
 N=${1:-5000} S=${2:-20} L=${3:-4096}
 source "$(dirname "$0")/common.sh"
@@ -19,6 +20,20 @@ dkim_config() {
   "$bin" dkim keygen example.com bench --algorithm "$SIGN" --out "$1/dkim.key" >/dev/null
   printf '[[dkim]]\ndomain = "example.com"\nselector = "bench"\nkey = "dkim.key"\nalgorithm = "%s"\n' "$SIGN"
 }
+# The greylist and its store when KV names a backend.
+redis_port=${REDIS_BENCH_PORT:-6391}
+kv_config() {
+  [ -n "${KV:-}" ] || return 0
+  [ "$KV" = redis ] && printf '[kv]\nbackend = "redis://127.0.0.1:%s/0"\n' "$redis_port"
+  printf '[[plugin]]\npath = "%s/greylist.wasm"\ngrant = ["kv"]\nmemory-mb = 128\ntimeout-ms = 2000\n[plugin.config]\ndelay-seconds = 0\n' "$plugins"
+}
+if [ "${KV:-}" = redis ]; then
+  command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+  redis_dir=$(run_dir redis)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$redis_dir" >/dev/null & redis_pid=$!
+  trap 'kill $redis_pid 2>/dev/null || true' EXIT
+  wait_port "$redis_port"
+fi
 modes=$(telemetry_modes)
 for mode in $modes; do
 work=$(run_dir relay)
@@ -42,12 +57,15 @@ max-per-destination = 20
 $(telemetry_config "$mode")
 $(dkim_config "$work")
 $(bundled_plugins)
+$(kv_config)
 TOML
 start_gateway "$work" "$port"
-trap 'kill $pid 2>/dev/null || true' EXIT
+trap 'kill $pid ${redis_pid:-} 2>/dev/null || true' EXIT
+# The greylist defers a triple's first message: the one triple of the load is seen here first.
+[ -n "${KV:-}" ] && { smtp-source -m 1 -f bench@example.com -t rcpt@example.org 127.0.0.1:$port || true; }
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 cpu0=$(cpu)
-echo "== mailgate with metrics and journal $mode${SIGN:+, signing $SIGN} =="
+echo "== mailgate with metrics and journal $mode${SIGN:+, signing $SIGN}${KV:+, greylist on the $KV kv store} =="
 # The peers run beside each mailgate run (PEERS=" " for none).
 GATEWAY_PORT=$port SINK_PORT=$sink PEERS=${PEERS-"postfix haraka"} bash "$peers" "$N" "$S" "$L"
 ticks=$(( $(cpu) - cpu0 )); hz=$(getconf CLK_TCK)

@@ -18,7 +18,9 @@
 //!   and throughput during reloads; `bench access`: IMAP/POP3 beside Dovecot; `bench languages`:
 //!   one policy in Rust, Python, JavaScript and C; `bench hardening`: IMAP SEARCH, memory during
 //!   a flood of wrong logins, large APPENDs; `bench milter`: Postfix alone and with mailgate as
-//!   its milter, mailgate's relay alone and with rspamd in its chain;
+//!   its milter, mailgate's relay alone and with rspamd in its chain; `bench kv`: the plugin
+//!   key-value store, local and Redis (the greylist's call, bare operations);
+//! - `cluster`: two gateways sharing one Redis on loopback, to try a multi-node site by hand;
 //! - `fuzz [SECONDS] [TARGET...]`: every cargo-fuzz target in `fuzz/` for SECONDS each
 //!   (nightly and cargo-fuzz installed on first use).
 
@@ -27,6 +29,7 @@ use std::process::{Command, ExitCode};
 
 use mailgate_plugin_build::{Build, Language, Tools};
 
+mod cluster;
 mod fuzz;
 
 const GUEST_TARGET: &str = mailgate_plugin_build::tools::RUST_TARGET;
@@ -56,9 +59,10 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("cluster") => cluster::cluster(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins|build|run [ARGS...]|test|lint|bench|fuzz [SECONDS] [TARGET...]>"
+                "usage: cargo xtask <plugins|build|run [ARGS...]|test|lint|bench|cluster|fuzz [SECONDS] [TARGET...]>"
             );
             return ExitCode::from(2);
         }
@@ -343,6 +347,13 @@ fn ensure_imaptest() -> Result<PathBuf, String> {
 }
 
 /// Installs the test peers that are missing, with apt-get (as root, or through sudo).
+/// Debian packages for `purpose`, installed when their programs are missing.
+fn ensure_packages(purpose: &str, wanted: &[(&str, &str)]) -> Result<(), String> {
+    tools()
+        .ensure_debian_packages(purpose, wanted)
+        .map_err(|e| e.to_string())
+}
+
 fn ensure_test_peers() -> Result<(), String> {
     let tools = tools();
     tools
@@ -430,6 +441,7 @@ fn bench(which: Option<&str>) -> Result<(), String> {
         Some("hardening") => script("hardening.sh"),
         Some("milter") => script("milter.sh"),
         Some("dkim") => cargo(&["bench", "-p", "mailgate", "--bench", "dkim"]),
+        Some("kv") => cargo(&["bench", "-p", "mailgate", "--bench", "kv"]),
         Some("languages") => {
             build_policy_in_each_language()?;
             cargo(&["bench", "-p", "mailgate", "--bench", "languages"])
