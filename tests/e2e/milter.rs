@@ -453,13 +453,15 @@ fn opendkim_verifies_through_the_chain() {
     assert!(changed.contains("dkim=fail"), "{changed}");
 }
 
-/// The three bundled plugins, as the embedded defaults run them, for example.test.
+/// The three bundled plugins for example.test; header-rewrite also masquerades remote.test
+/// senders as example.test (a sender change at MAIL and a header change at DATA).
 fn bundled_plugins() -> String {
     let dir = plugin_dir();
     format!(
         "[[plugin]]\npath = \"{0}/recipient-policy.wasm\"\n[plugin.config]\ndomains = [\"example.test\"]\n\
          [[plugin]]\npath = \"{0}/mime-guard.wasm\"\n[plugin.config]\naction = \"strip\"\nextensions = [\"exe\"]\n\
-         [[plugin]]\npath = \"{0}/header-rewrite.wasm\"\n[plugin.config]\ntrace-header = \"X-Mailgate\"\n",
+         [[plugin]]\npath = \"{0}/header-rewrite.wasm\"\n[plugin.config]\ntrace-header = \"X-Mailgate\"\n\
+         masquerade-domains = [\"remote.test\"]\nmasquerade-as = \"example.test\"\n",
         dir.display()
     )
 }
@@ -526,6 +528,19 @@ fn postfix_runs_the_bundled_plugins_through_mailgate_as_its_milter() {
     assert!(delivered.contains("See the tool attached."), "{delivered}");
     assert!(delivered.contains("\nX-Mailgate: "), "{delivered}");
     assert_eq!(delivered.matches("Subject: tool").count(), 1, "{delivered}");
+    // header-rewrite's masquerading: the envelope sender (changed at MAIL) and From (at DATA).
+    assert!(
+        delivered.starts_with("Return-Path: <sender@example.test>"),
+        "{delivered}"
+    );
+    assert!(
+        delivered.contains("\nFrom: <sender@example.test>\n"),
+        "{delivered}"
+    );
+    assert!(
+        !delivered.contains("sender@remote.test>\nTo:"),
+        "{delivered}"
+    );
     // Mail posted with Postfix's sendmail(1) goes through non_smtpd_milters: the chain too.
     let mut sendmail = Command::new("/usr/sbin/sendmail")
         .arg("-C")

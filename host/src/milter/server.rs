@@ -71,6 +71,10 @@ struct ServerSession {
     /// The latest value of each macro the MTA sent.
     macros: HashMap<String, String>,
     state: MailState,
+    /// The envelope as the MTA has it (its sender, the recipients it passed that we took):
+    /// what the chain's envelope is compared with at the end of the message, so changes made
+    /// at MAIL or RCPT reach the MTA too.
+    given: Envelope,
     chain: Transaction,
     /// The message as it arrives (header fields, blank line, body).
     message: Vec<u8>,
@@ -103,6 +107,7 @@ impl ServerSession {
             },
             macros: HashMap::new(),
             state: MailState::default(),
+            given: Envelope::default(),
             chain,
             message: Vec::new(),
             too_big: false,
@@ -166,6 +171,7 @@ impl ServerSession {
                     recipients: Vec::new(),
                     params: params.clone(),
                 };
+                self.given = self.state.envelope.clone();
                 self.state.session.auth_user = self.macros.get("{auth_authen}").cloned();
                 let verdict = self.stage(StageCall::MailFrom(&params)).await;
                 self.reply(&verdict, steps::NO_REPLY_MAIL).await?;
@@ -174,6 +180,7 @@ impl ServerSession {
                 let (rcpt, params) = envelope_args(&args);
                 let verdict = self.stage(StageCall::RcptTo(&rcpt, &params)).await;
                 if matches!(verdict, Verdict::Continue | Verdict::Accept) {
+                    self.given.recipients.push(rcpt.clone());
                     self.state.envelope.recipients.push(rcpt);
                 }
                 self.reply(&verdict, steps::NO_REPLY_RCPT).await?;
@@ -247,6 +254,7 @@ impl ServerSession {
         fresh.take_over(&mut self.chain);
         self.chain = fresh;
         self.state.envelope = Envelope::default();
+        self.given = Envelope::default();
         self.state.message = None;
         self.message.clear();
         self.too_big = false;
@@ -275,7 +283,6 @@ impl ServerSession {
             return self.send(Response::ReplyCode(reply_text(&reply))).await;
         }
         let received = Arc::new(Message::new(std::mem::take(&mut self.message)));
-        let before = self.state.envelope.clone();
         self.state.message = Some(received.clone());
         let verdict = self.stage(StageCall::Data).await;
         let quarantine = match &verdict {
@@ -285,7 +292,7 @@ impl ServerSession {
             refusal => return self.reply(refusal, 0).await,
         };
         let edited = self.state.message.clone().unwrap_or(received.clone());
-        let changes = modifications(&received, &edited, &before, &self.state.envelope);
+        let changes = modifications(&received, &edited, &self.given, &self.state.envelope);
         let leading_space = self.agreed.steps & steps::HEADER_LEADING_SPACE != 0;
         let mut responses = Vec::with_capacity(changes.len() + 2);
         for change in changes {
