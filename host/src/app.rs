@@ -35,6 +35,7 @@ use crate::shared::Shared;
 use crate::smtp::networks::RelayNetworks;
 use crate::smtp::Smtp;
 use crate::store::snapshots::SnapshotCache;
+use crate::store::sql_users::SqlUsers;
 use crate::store::users::UserDirectory;
 use crate::telemetry::{endpoint, journal, metrics};
 use hickory_resolver::TokioResolver;
@@ -153,7 +154,13 @@ async fn build(
     resolver: TokioResolver,
 ) -> anyhow::Result<Built> {
     let data_dir = config.data_dir();
-    let users = Arc::new(UserDirectory::open(&config.users_file(), &config.local)?);
+    let users = match &config.local.source {
+        Some(url) => {
+            let source = SqlUsers::new(url, &config.local.queries).map_err(anyhow::Error::msg)?;
+            UserDirectory::open_sql(source, &config.users_file(), &config.local).await
+        }
+        None => Arc::new(UserDirectory::open(&config.users_file(), &config.local)?),
+    };
     let spool = Spool::open(&data_dir.join("queue"))?;
     let tls = Some(crate::net::tls::acceptor(
         config

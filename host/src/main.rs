@@ -366,7 +366,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             action,
         } => {
             let config = load_with_data_dir(config, data_dir)?;
-            user_command(&config, action)?;
+            match config.local.source.clone() {
+                Some(url) => sql_user_command(&config, &url, action).await?,
+                None => user_command(&config, action)?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Queue {
@@ -448,25 +451,65 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `mailgate user` on the users database (`[local] source`).
+async fn sql_user_command(config: &Config, url: &str, action: UserAction) -> anyhow::Result<()> {
+    use mailgate::store::sql_users::SqlUsers;
+    use mailgate::store::users::{hash_password, Users};
+    let sql = SqlUsers::new(url, &config.local.queries).map_err(anyhow::Error::msg)?;
+    sql.ensure_schema().await.map_err(anyhow::Error::msg)?;
+    let tables = sql.read().await.map_err(anyhow::Error::msg)?;
+    let users = Users::build(&config.users_file(), tables, &config.local);
+    match action {
+        UserAction::Add { address, apop } => {
+            anyhow::ensure!(
+                !apop,
+                "--apop needs the users file (APOP secrets are not kept in SQL)"
+            );
+            let address = users.new_user(&address)?;
+            let hash = hash_password(&read_password()?)?;
+            sql.add(&address, &hash).await.map_err(anyhow::Error::msg)?;
+            eprintln!("added {address} to the users database");
+        }
+        UserAction::List => {
+            for user in users.list() {
+                println!("{user}");
+            }
+        }
+        UserAction::Remove { address } => {
+            let address = mailgate::store::users::normalise(&address);
+            let removed = sql.remove(&address).await.map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(removed, "no user {address}");
+            eprintln!("removed {address} from the users database");
+        }
+    }
+    Ok(())
+}
+
+/// The password for `user add`: the first line of standard input.
+fn read_password() -> anyhow::Result<String> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("cannot read the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']).to_string();
+    anyhow::ensure!(
+        !password.is_empty(),
+        "empty password (give it on standard input)"
+    );
+    Ok(password)
+}
+
 fn user_command(config: &Config, action: UserAction) -> anyhow::Result<()> {
     use mailgate::store::users::Users;
     let path = config.users_file();
     let mut users = Users::load(&path, &config.local)?;
     match action {
         UserAction::Add { address, apop } => {
-            let mut password = String::new();
-            std::io::stdin()
-                .read_line(&mut password)
-                .context("cannot read the password from standard input")?;
-            let password = password.trim_end_matches(['\r', '\n']);
-            anyhow::ensure!(
-                !password.is_empty(),
-                "empty password (give it on standard input)"
-            );
+            let password = read_password()?;
             if apop {
-                users.add_with_apop(&address, password)?;
+                users.add_with_apop(&address, &password)?;
             } else {
-                users.add(&address, password)?;
+                users.add(&address, &password)?;
             }
             eprintln!("added {address} to {}", path.display());
         }

@@ -1,10 +1,11 @@
 //! Two gateways sharing one Redis (Debian's redis-server, started here): plugin state is the
 //! site's, not the node's — the greylist that deferred at one node accepts the retry at the
 //! other, counters from both nodes add up — and a store that goes away costs errors, not hangs.
+//! Users, aliases and domains in one PostgreSQL (Debian's, initdb'd here) are the same on both.
 
 use std::time::{Duration, Instant};
 
-use mailgate_e2e::peers::Redis;
+use mailgate_e2e::peers::{Postgres, Redis};
 use mailgate_e2e::{probe_plugin, root, wait_until, Gateway, RawSmtp};
 
 fn kv(redis: &Redis) -> String {
@@ -158,4 +159,126 @@ fn load_port(port: u16, n: usize, sessions: usize) -> Vec<String> {
         .into_iter()
         .flat_map(|w| w.join().expect("worker"))
         .collect()
+}
+
+/// `mailgate user add ADDRESS` with this node's config (the users database), password on stdin.
+fn user_add(gw: &Gateway, address: &str, password: &str) -> bool {
+    use std::io::Write;
+    let mut child = std::process::Command::new(mailgate_e2e::binary())
+        .args(["user", "add", address, "--config"])
+        .arg(gw.config_path())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("mailgate user add");
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes());
+    child.wait().is_ok_and(|s| s.success())
+}
+
+/// SMTP AUTH PLAIN over STARTTLS at the submission port: the reply to AUTH.
+fn smtp_auth(gw: &Gateway, user: &str, password: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import smtplib, ssl, sys\n\
+             c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n\
+             s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20); s.starttls(context=c)\n\
+             try:\n    code, text = s.login(sys.argv[2], sys.argv[3])\nexcept smtplib.SMTPAuthenticationError as e:\n    code, text = e.smtp_code, e.smtp_error\n\
+             print(code, text.decode())",
+        )
+        .args([&gw.submission.to_string(), user, password])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// IMAP LOGIN over STARTTLS: imaplib's outcome, "OK" or the server's NO text.
+fn imap_login(gw: &Gateway, user: &str, password: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import imaplib, ssl, sys\n\
+             c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n\
+             m = imaplib.IMAP4('127.0.0.1', int(sys.argv[1])); m.starttls(ssl_context=c)\n\
+             try:\n    print(m.login(sys.argv[2], sys.argv[3])[0])\nexcept imaplib.IMAP4.error as e:\n    print(e)",
+        )
+        .args([&gw.imap.to_string(), user, password])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn users_in_postgres_log_in_on_both_nodes_and_sql_changes_apply_without_restart() {
+    let mut pg = Postgres::start();
+    let local = "refresh-secs = 1\nstale-secs = 3\n";
+    let (a, b) = (
+        Gateway::start_with_users_database(&pg.url(), local, ""),
+        Gateway::start_with_users_database(&pg.url(), local, ""),
+    );
+    assert!(
+        user_add(&a, "dana@example.test", "pw-dana"),
+        "user add on the database"
+    );
+    assert!(
+        !user_add(&b, "dana@example.test", "other"),
+        "the same user twice"
+    );
+    assert!(
+        !user_add(&b, "eve@elsewhere.test", "x"),
+        "not a local domain"
+    );
+    let list = b.cli(&["user", "list"]);
+    assert_eq!(list.stdout.trim(), "dana@example.test", "{}", list.stderr);
+    // Both nodes see the new user within the refresh interval, over SMTP and IMAP.
+    for node in [&a, &b] {
+        assert!(
+            wait_until(10, || smtp_auth(node, "dana@example.test", "pw-dana")
+                .starts_with("235")),
+            "SMTP AUTH"
+        );
+        assert_eq!(imap_login(node, "dana@example.test", "pw-dana"), "OK");
+        assert!(smtp_auth(node, "dana@example.test", "wrong").starts_with("535"));
+    }
+    // An alias added in SQL takes effect without a restart.
+    let rcpt = |gw: &Gateway, to: &str| {
+        let (mut c, _) = RawSmtp::connect(gw.inbound);
+        c.cmd("EHLO client.test");
+        c.cmd("MAIL FROM:<sender@client.test>");
+        let reply = c.cmd(&format!("RCPT TO:<{to}>"));
+        c.cmd("QUIT");
+        reply
+    };
+    assert!(rcpt(&b, "sales@example.test").starts_with("550 5.1.1"));
+    pg.sql(
+        "INSERT INTO aliases (address, target) VALUES ('sales@example.test', 'dana@example.test')",
+    );
+    assert!(wait_until(10, || rcpt(&b, "sales@example.test").starts_with("250")));
+
+    // The database goes away: logins fail cleanly once the users are stale, mail to known
+    // recipients is still taken (from the last read), and all is well again when it is back.
+    pg.stop();
+    assert!(
+        wait_until(20, || smtp_auth(&a, "dana@example.test", "pw-dana")
+            .starts_with("454 4.7.0")),
+        "SMTP AUTH during the outage"
+    );
+    assert!(
+        imap_login(&a, "dana@example.test", "pw-dana").contains("[UNAVAILABLE]"),
+        "IMAP LOGIN during the outage"
+    );
+    assert!(
+        rcpt(&a, "dana@example.test").starts_with("250"),
+        "a known recipient"
+    );
+    pg.restart();
+    assert!(wait_until(20, || smtp_auth(
+        &a,
+        "dana@example.test",
+        "pw-dana"
+    )
+    .starts_with("235")));
 }

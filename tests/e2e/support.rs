@@ -122,6 +122,17 @@ impl Gateway {
 
     /// A gateway whose local domain (and users' domain) is `domain`.
     pub fn start_with_domain(domain: &str, server: &str, extra: &str) -> Gateway {
+        Gateway::start_full(domain, server, "", extra)
+    }
+
+    /// A gateway whose users come from the database at `url` (`[local] source`), with `local`
+    /// keys added to `[local]`; the test users are not added (the database has its own).
+    pub fn start_with_users_database(url: &str, local: &str, extra: &str) -> Gateway {
+        let local = format!("source = \"{url}\"\n{local}");
+        Gateway::start_full("example.test", "", &local, extra)
+    }
+
+    fn start_full(domain: &str, server: &str, local: &str, extra: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let (inbound, submission, smtps) = (free_port(), free_port(), free_port());
         let (pop3, pop3s) = (free_port(), free_port());
@@ -139,6 +150,7 @@ address = "127.0.0.1:{metrics}"
 
 [local]
 domains = ["{domain}"]
+{local}
 [local.aliases]
 "team@{domain}" = ["alice@{domain}", "bob@{domain}"]
 
@@ -190,7 +202,7 @@ tls = "implicit"
             child: None,
             config,
         };
-        for user in USERS {
+        for user in USERS.iter().filter(|_| !local.contains("source")) {
             let local = user.split('@').next().unwrap_or("");
             gateway.add_user(&format!("{local}@{domain}"), &format!("pw-{local}"));
         }
@@ -1048,6 +1060,147 @@ pub mod peers {
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("redis-server (Debian package redis-server)");
+            self.process = Some(Process(child));
+            wait_for_port(self.port);
+        }
+    }
+
+    /// A PostgreSQL server (Debian's) of its own: `initdb` into a temporary directory (as the
+    /// `postgres` user when the tests run as root, which PostgreSQL refuses to run as), trust
+    /// authentication on loopback, a database `mail`; `stop` and `restart` for the tests of a
+    /// database that goes away.
+    pub struct Postgres {
+        pub port: u16,
+        dir: tempfile::TempDir,
+        process: Option<Process>,
+    }
+
+    impl Postgres {
+        fn bin(program: &str) -> PathBuf {
+            let versions = std::fs::read_dir("/usr/lib/postgresql")
+                .expect("PostgreSQL (Debian package postgresql)");
+            let mut dirs: Vec<PathBuf> = versions.flatten().map(|e| e.path()).collect();
+            dirs.sort();
+            dirs.last()
+                .expect("a PostgreSQL version")
+                .join("bin")
+                .join(program)
+        }
+
+        /// `program` as the user PostgreSQL runs as (setpriv execs it: the process killed on
+        /// drop is the server itself).
+        fn command(program: &str) -> Command {
+            if is_root() {
+                let mut cmd = Command::new("setpriv");
+                cmd.args([
+                    "--reuid=postgres",
+                    "--regid=postgres",
+                    "--init-groups",
+                    "--",
+                ])
+                .arg(Postgres::bin(program));
+                cmd
+            } else {
+                Command::new(Postgres::bin(program))
+            }
+        }
+
+        pub fn start() -> Postgres {
+            let dir = tempfile::tempdir().expect("tempdir");
+            if is_root() {
+                let ok = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(dir.path())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "chown the PostgreSQL directory");
+            }
+            let data = dir.path().join("data");
+            let ok = Postgres::command("initdb")
+                .args(["--auth=trust", "--username=postgres", "--no-sync", "-D"])
+                .arg(&data)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("initdb")
+                .success();
+            assert!(ok, "initdb");
+            let mut postgres = Postgres {
+                port: free_port(),
+                dir,
+                process: None,
+            };
+            postgres.restart();
+            let ok = Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &postgres.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .args(["-q", "-c", "CREATE DATABASE mail"])
+                .status()
+                .expect("psql")
+                .success();
+            assert!(ok, "create the database");
+            postgres
+        }
+
+        pub fn url(&self) -> String {
+            format!("postgres://postgres@127.0.0.1:{}/mail", self.port)
+        }
+
+        /// Runs SQL on the `mail` database.
+        pub fn sql(&self, statements: &str) {
+            let ok = Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .args([
+                    "-d",
+                    "mail",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    statements,
+                ])
+                .status()
+                .expect("psql")
+                .success();
+            assert!(ok, "{statements}");
+        }
+
+        pub fn stop(&mut self) {
+            self.process = None;
+        }
+
+        pub fn restart(&mut self) {
+            let child = Postgres::command("postgres")
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                ])
+                .arg("-c")
+                .arg(format!(
+                    "unix_socket_directories={}",
+                    self.dir.path().display()
+                ))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("postgres");
             self.process = Some(Process(child));
             wait_for_port(self.port);
         }

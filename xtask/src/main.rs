@@ -8,7 +8,8 @@
 //! - `build`: `plugins`, then the `mailgate` binary (release);
 //! - `run [ARGS...]`: `build`, then run `mailgate` (default: `serve` on the embedded defaults);
 //! - `test`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq, mpop, Dovecot's
-//!   library, rspamd, OpenDKIM, ClamAV, Redis from Debian's packages, when missing), imaptest (built once
+//!   library, rspamd, OpenDKIM, ClamAV, Redis, PostgreSQL from Debian's packages, when
+//!   missing), imaptest (built once
 //!   into `target/imaptest/` by `../shared/tools/imaptest/build.sh`), then every test of the
 //!   workspace (unit, runtime, end-to-end, and the bundled plugins' harness cases);
 //! - `lint`: rustfmt check and clippy (host and guests) with warnings as errors;
@@ -267,8 +268,8 @@ fn run(args: &[String]) -> Result<(), String> {
 /// Postfix serves as the relay tests' downstream (`smtp-sink` and a private instance);
 /// dnsmasq answers their MX queries; mpop fetches mail over POP3; imaptest links against
 /// Dovecot's library (`doveconf` stands for the package); rspamd, OpenDKIM and ClamAV run as
-/// milters; redis-server holds the shared kv store.
-const TEST_PEERS: [(&str, &str); 16] = [
+/// milters; redis-server holds the shared kv store, PostgreSQL the shared users.
+const TEST_PEERS: [(&str, &str); 17] = [
     ("python3", "python3"),
     ("swaks", "swaks"),
     ("curl", "curl"),
@@ -285,6 +286,7 @@ const TEST_PEERS: [(&str, &str); 16] = [
     ("clamd", "clamav-daemon"),
     ("clamav-milter", "clamav-milter"),
     ("redis-server", "redis-server"),
+    ("pg_ctlcluster", "postgresql"),
 ];
 
 /// Where the shared imaptest build script may be: `$MAILGATE_SHARED_DIR`, the folder beside

@@ -231,6 +231,16 @@ pub struct LocalConfig {
     pub aliases: std::collections::BTreeMap<String, Vec<String>>,
     /// domain -> the local address that receives mail for unknown users of that domain.
     pub catch_all: std::collections::BTreeMap<String, String>,
+    /// Users, aliases and domains from PostgreSQL (`postgres://user@host/db`) instead of the
+    /// users file; added to the domains, aliases and catch-alls above.
+    pub source: Option<String>,
+    /// How often the SQL tables are read again.
+    pub refresh_secs: u64,
+    /// Logins are refused (454 4.7.0, NO [UNAVAILABLE]) when the tables could not be read for
+    /// this long; recipients are still accepted from the last read.
+    pub stale_secs: u64,
+    /// The SQL that reads each table (see the README for the default schema).
+    pub queries: SqlQueries,
 }
 
 impl Default for LocalConfig {
@@ -240,6 +250,36 @@ impl Default for LocalConfig {
             users_file: None,
             aliases: Default::default(),
             catch_all: Default::default(),
+            source: None,
+            refresh_secs: 5,
+            stale_secs: 60,
+            queries: SqlQueries::default(),
+        }
+    }
+}
+
+/// The queries that read users, aliases, catch-alls and domains from SQL: each returns rows of
+/// text columns, in this order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SqlQueries {
+    /// `name`
+    pub domains: String,
+    /// `address`, `password` (an argon2 PHC string)
+    pub users: String,
+    /// `address`, `target`
+    pub aliases: String,
+    /// `domain`, `target`
+    pub catch_alls: String,
+}
+
+impl Default for SqlQueries {
+    fn default() -> SqlQueries {
+        SqlQueries {
+            domains: "SELECT name FROM domains".into(),
+            users: "SELECT address, password FROM users".into(),
+            aliases: "SELECT address, target FROM aliases".into(),
+            catch_alls: "SELECT domain, target FROM catch_alls".into(),
         }
     }
 }

@@ -297,6 +297,10 @@ impl Pop3Session {
             self.err("[AUTH] Too many failed logins from your address, try again later");
             return Next::Continue;
         }
+        if !self.shared.users.available() {
+            self.err("[SYS/TEMP] Authentication temporarily unavailable, try later");
+            return Next::Continue;
+        }
         let users = self.shared.users.get();
         let ok = match credential {
             Credential::Password(password) => {

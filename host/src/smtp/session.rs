@@ -365,6 +365,10 @@ impl Session {
             self.reply(501, (5, 7, 0), "Authentication cancelled or malformed");
             return Next::Continue;
         };
+        if !self.shared.users.available() {
+            self.reply(454, (4, 7, 0), "Temporary authentication failure");
+            return Next::Continue;
+        }
         if self
             .shared
             .verify_password(Protocol::Smtp, &user, password)

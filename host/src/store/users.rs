@@ -38,6 +38,20 @@ struct UsersFile {
     apop: BTreeMap<String, String>,
 }
 
+/// Rows read from a source of users: the users file, or SQL tables.
+#[derive(Debug, Default)]
+pub struct Tables {
+    pub domains: Vec<String>,
+    /// address, argon2 PHC string
+    pub users: Vec<(String, String)>,
+    /// address, APOP secret (users file only)
+    pub apop: Vec<(String, String)>,
+    /// address, target
+    pub aliases: Vec<(String, String)>,
+    /// domain, target
+    pub catch_alls: Vec<(String, String)>,
+}
+
 /// The users of the local domains.
 #[derive(Debug, Clone)]
 pub struct Users {
@@ -47,6 +61,14 @@ pub struct Users {
     domains: Vec<String>,
     aliases: BTreeMap<String, Vec<String>>,
     catch_all: BTreeMap<String, String>,
+}
+
+/// The argon2id PHC string stored for `password`.
+pub fn hash_password(password: &str) -> Result<String, UserError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| UserError::Hash(e.to_string()))
 }
 
 /// Lower-cases the domain; local parts are compared case-insensitively too (like most MTAs).
@@ -74,38 +96,50 @@ impl Users {
                 })
             }
         };
-        let mut domains: Vec<String> = local
-            .domains
-            .iter()
+        let rows = Tables {
+            users: file.users.into_iter().collect(),
+            apop: file.apop.into_iter().collect(),
+            ..Tables::default()
+        };
+        Ok(Users::build(path, rows, local))
+    }
+
+    /// The users of `rows` (from the users file or SQL) with the config's domains, aliases and
+    /// catch-alls added. `path` is where `add` and `remove` write (the users file).
+    pub fn build(path: &Path, rows: Tables, local: &LocalConfig) -> Users {
+        let mut domains: Vec<String> = (local.domains.iter())
+            .chain(&rows.domains)
             .map(|d| d.to_ascii_lowercase())
             .collect();
-        if !domains.iter().any(|d| d == "localhost") {
-            domains.push("localhost".into());
+        domains.push("localhost".into());
+        domains.sort();
+        domains.dedup();
+        let mut aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let configured = local
+            .aliases
+            .iter()
+            .flat_map(|(a, t)| t.iter().map(move |x| (a, x)));
+        for (address, target) in configured.chain(rows.aliases.iter().map(|(a, t)| (a, t))) {
+            aliases
+                .entry(normalise(address))
+                .or_default()
+                .push(normalise(target));
         }
-        Ok(Users {
+        Users {
             path: path.to_path_buf(),
-            users: file
-                .users
-                .into_iter()
+            users: (rows.users.into_iter())
                 .map(|(a, h)| (normalise(&a), h))
                 .collect(),
-            apop: file
-                .apop
-                .into_iter()
+            apop: (rows.apop.into_iter())
                 .map(|(a, s)| (normalise(&a), s))
                 .collect(),
             domains,
-            aliases: local
-                .aliases
-                .iter()
-                .map(|(a, t)| (normalise(a), t.iter().map(|x| normalise(x)).collect()))
-                .collect(),
-            catch_all: local
-                .catch_all
-                .iter()
+            aliases,
+            catch_all: (local.catch_all.iter())
+                .chain(rows.catch_alls.iter().map(|(d, t)| (d, t)))
                 .map(|(d, t)| (d.to_ascii_lowercase(), normalise(t)))
                 .collect(),
-        })
+        }
     }
 
     pub fn is_local_domain(&self, domain: &str) -> bool {
@@ -165,6 +199,14 @@ impl Users {
     }
 
     pub fn add(&mut self, address: &str, password: &str) -> Result<(), UserError> {
+        let address = self.new_user(address)?;
+        let hash = hash_password(password)?;
+        self.users.insert(address, hash);
+        self.save()
+    }
+
+    /// `address`, normalised, if it can be a new user: in a local domain, not taken yet.
+    pub fn new_user(&self, address: &str) -> Result<String, UserError> {
         let address = normalise(address);
         if !address.contains('@') || !self.is_local_domain(domain_of(&address)) {
             return Err(UserError::NotLocal(address, self.domains.join(", ")));
@@ -172,12 +214,7 @@ impl Users {
         if self.users.contains_key(&address) {
             return Err(UserError::Exists(address));
         }
-        let hash = Argon2::default()
-            .hash_password(password.as_bytes())
-            .map_err(|e| UserError::Hash(e.to_string()))?
-            .to_string();
-        self.users.insert(address, hash);
-        self.save()
+        Ok(address)
     }
 
     pub fn remove(&mut self, address: &str) -> Result<(), UserError> {
@@ -228,14 +265,19 @@ impl Users {
     }
 }
 
-/// The users as the running server sees them: the file is checked at most twice a second and
-/// reloaded when it changed, so `mailgate user add` takes effect without a restart. A file that
-/// fails to load keeps the previous users in service (and says why in the log).
+/// The users as the running server sees them. From the users file: the file is checked at most
+/// twice a second and reloaded when it changed, so `mailgate user add` takes effect without a
+/// restart; a file that fails to load keeps the previous users in service (and says why in the
+/// log). From SQL: the tables are read every `refresh-secs` by a task of their own; while they
+/// cannot be read the last users stay in service for mail, and after `stale-secs` logins are
+/// refused as temporarily unavailable.
 pub struct UserDirectory {
     path: PathBuf,
     local: LocalConfig,
     current: std::sync::RwLock<(Option<std::time::SystemTime>, std::sync::Arc<Users>)>,
     checked: std::sync::Mutex<std::time::Instant>,
+    /// When the users come from SQL: when the tables were last read.
+    sql_read: Option<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl UserDirectory {
@@ -246,12 +288,76 @@ impl UserDirectory {
             local: local.clone(),
             current: std::sync::RwLock::new((modified(path), std::sync::Arc::new(users))),
             checked: std::sync::Mutex::new(std::time::Instant::now()),
+            sql_read: None,
         })
+    }
+
+    /// Users from `source`, read once now (a database that is down leaves the directory
+    /// empty and unavailable until it answers) and then every `refresh-secs`.
+    pub async fn open_sql(
+        source: super::sql_users::SqlUsers,
+        path: &Path,
+        local: &LocalConfig,
+    ) -> std::sync::Arc<UserDirectory> {
+        let directory = std::sync::Arc::new(UserDirectory {
+            path: path.to_path_buf(),
+            local: local.clone(),
+            current: std::sync::RwLock::new((
+                None,
+                std::sync::Arc::new(Users::build(path, Tables::default(), local)),
+            )),
+            checked: std::sync::Mutex::new(std::time::Instant::now()),
+            sql_read: Some(std::sync::Mutex::new(None)),
+        });
+        let source = std::sync::Arc::new(source);
+        directory.read_sql(&source).await;
+        let every = std::time::Duration::from_secs(local.refresh_secs.max(1));
+        let weak = std::sync::Arc::downgrade(&directory);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(directory) = weak.upgrade() else {
+                    return;
+                };
+                directory.read_sql(&source).await;
+            }
+        });
+        directory
+    }
+
+    async fn read_sql(&self, source: &super::sql_users::SqlUsers) {
+        match source.read().await {
+            Ok(tables) => {
+                let users = std::sync::Arc::new(Users::build(&self.path, tables, &self.local));
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = (None, users);
+                if let Some(read) = &self.sql_read {
+                    let mut read = read.lock().unwrap_or_else(|e| e.into_inner());
+                    if read.is_none() {
+                        tracing::info!("users read from the database");
+                    }
+                    *read = Some(std::time::Instant::now());
+                }
+            }
+            Err(e) => tracing::warn!("keeping the previous users: {e}"),
+        }
+    }
+
+    /// Whether logins can be checked: always from the file; from SQL, while the tables were
+    /// read within `stale-secs`.
+    pub fn available(&self) -> bool {
+        let Some(read) = &self.sql_read else {
+            return true;
+        };
+        let stale = std::time::Duration::from_secs(self.local.stale_secs);
+        let last = *read.lock().unwrap_or_else(|e| e.into_inner());
+        last.is_some_and(|at| at.elapsed() <= stale)
     }
 
     /// The current users.
     pub fn get(&self) -> std::sync::Arc<Users> {
-        self.refresh();
+        if self.sql_read.is_none() {
+            self.refresh();
+        }
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())

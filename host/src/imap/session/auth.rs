@@ -102,6 +102,12 @@ impl ImapSession {
             ));
             return Next::Continue;
         }
+        if !self.shared.users.available() {
+            self.send(&format!(
+                "{tag} NO [UNAVAILABLE] Authentication temporarily unavailable, try later"
+            ));
+            return Next::Continue;
+        }
         if !self
             .shared
             .verify_password(crate::config::Protocol::Imap, &user, password)
