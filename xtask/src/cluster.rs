@@ -1,14 +1,16 @@
-//! `cargo xtask cluster`: two gateways and one Redis on loopback, for trying a multi-node site
-//! by hand. Node A serves SMTP on 2525 (IMAP 2143), node B on 3525 (IMAP 3143); both run the
-//! greylist with its triplets in the shared Redis (port 6390). Everything lives under
-//! target/cluster/; Ctrl-C stops it all.
+//! `cargo xtask cluster`: two gateways, one Redis and one PostgreSQL on loopback, for trying a
+//! multi-node site by hand. Node A serves SMTP on 2525 (submission 2587, IMAP 2143), node B on
+//! 3525 (3587, 3143); both run the greylist with its triplets in the shared Redis (port 6390)
+//! and take their users from the shared PostgreSQL (port 5440, database `mail`). Everything
+//! lives under target/cluster/; Ctrl-C stops it all.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use crate::{build_plugins, cargo, root};
 
 const REDIS_PORT: u16 = 6390;
+const POSTGRES_PORT: u16 = 5440;
 
 /// Children killed when this ends, however it ends.
 struct Running(Vec<Child>);
@@ -36,9 +38,16 @@ address = "127.0.0.1:{metrics}"
 [kv]
 backend = "redis://127.0.0.1:{REDIS_PORT}/0"
 
+[local]
+source = "postgres://postgres@127.0.0.1:{POSTGRES_PORT}/mail"
+
 [[listener]]
 name = "inbound"
 address = "127.0.0.1:{smtp}"
+[[listener]]
+name = "submission"
+address = "127.0.0.1:{submission}"
+require-auth = true
 [[listener]]
 name = "imap"
 address = "127.0.0.1:{imap}"
@@ -54,6 +63,7 @@ delay-seconds = 10
 "#,
         metrics = 9925 + offset / 100,
         smtp = 2525 + offset,
+        submission = 2587 + offset,
         imap = 2143 + offset,
         greylist = plugins.join("greylist.wasm").display(),
     )
@@ -63,10 +73,106 @@ fn spawn(cmd: &mut Command, what: &str) -> Result<Child, String> {
     cmd.spawn().map_err(|e| format!("cannot start {what}: {e}"))
 }
 
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// A PostgreSQL program, run as the `postgres` user when we are root (it refuses root).
+fn postgres_command(program: &str) -> Result<Command, String> {
+    let versions = std::fs::read_dir("/usr/lib/postgresql").map_err(|e| e.to_string())?;
+    let mut dirs: Vec<PathBuf> = versions.flatten().map(|e| e.path()).collect();
+    dirs.sort();
+    let bin = dirs
+        .last()
+        .ok_or("no PostgreSQL under /usr/lib/postgresql")?
+        .join("bin")
+        .join(program);
+    Ok(if is_root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(bin);
+        cmd
+    } else {
+        Command::new(bin)
+    })
+}
+
+/// initdb on first use, then the server; returns it.
+fn start_postgres(dir: &Path) -> Result<Child, String> {
+    let data = dir.join("data");
+    if !data.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        if is_root() {
+            crate::status(Command::new("chown").arg("postgres:postgres").arg(dir))?;
+        }
+        crate::status(
+            postgres_command("initdb")?
+                .args(["--auth=trust", "--username=postgres", "-D"])
+                .arg(&data)
+                .stdout(Stdio::null()),
+        )?;
+    }
+    spawn(
+        postgres_command("postgres")?
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-p",
+                &POSTGRES_PORT.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+            ])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", dir.display()))
+            .stderr(std::fs::File::create(dir.join("postgres.log")).map_err(|e| e.to_string())?),
+        "postgres",
+    )
+}
+
+fn wait_port(port: u16) -> Result<(), String> {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Err(format!("port {port} never opened"))
+}
+
+/// `mailgate user add` on node A's config (the shared database); a user already there is fine.
+fn add_user(config: &Path, address: &str, password: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new(root().join("target/release/mailgate"))
+        .args(["user", "add", address, "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = writeln!(stdin, "{password}");
+    }
+    child.wait().map(|_| ()).map_err(|e| e.to_string())
+}
+
 pub fn cluster() -> Result<(), String> {
     build_plugins()?;
     cargo(&["build", "--release", "-p", "mailgate"])?;
-    crate::ensure_packages("the trial cluster", &[("redis-server", "redis-server")])?;
+    crate::ensure_packages(
+        "the trial cluster",
+        &[
+            ("redis-server", "redis-server"),
+            ("pg_ctlcluster", "postgresql"),
+        ],
+    )?;
     let dir = root().join("target/cluster");
     let mut running = Running(Vec::new());
     std::fs::create_dir_all(dir.join("redis")).map_err(|e| e.to_string())?;
@@ -78,11 +184,29 @@ pub fn cluster() -> Result<(), String> {
             .stdout(Stdio::null()),
         "redis-server",
     )?);
+    running.0.push(start_postgres(&dir.join("postgres"))?);
+    wait_port(POSTGRES_PORT)?;
+    // The database for the users; "already exists" on later runs is fine.
+    let _ = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &POSTGRES_PORT.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(["-q", "-c", "CREATE DATABASE mail"])
+        .stderr(Stdio::null())
+        .status();
     for (name, offset) in [("a", 0u16), ("b", 1000)] {
         let node = dir.join(name);
         std::fs::create_dir_all(&node).map_err(|e| e.to_string())?;
         let config = node.join("gateway.toml");
         std::fs::write(&config, node_config(name, offset)).map_err(|e| e.to_string())?;
+        if name == "a" {
+            add_user(&config, "postmaster@localhost", "cluster-pw")?;
+        }
         running.0.push(spawn(
             Command::new(root().join("target/release/mailgate"))
                 .args(["serve", "--config"])
@@ -92,11 +216,15 @@ pub fn cluster() -> Result<(), String> {
         )?);
     }
     println!(
-        "cluster: Redis on 127.0.0.1:{REDIS_PORT}; node A SMTP 127.0.0.1:2525, node B 127.0.0.1:3525\n\
-         (logs and data in {}). Try the shared greylist:\n  \
+        "cluster: Redis 127.0.0.1:{REDIS_PORT}, PostgreSQL 127.0.0.1:{POSTGRES_PORT} (database mail);\n\
+         node A: SMTP 2525, submission 2587, IMAP 2143; node B: 3525, 3587, 3143 (logs and data in {}).\n\
+         The shared greylist:\n  \
          swaks --server 127.0.0.1:2525 --to postmaster@localhost   # 451 4.7.1 Greylisted\n  \
          sleep 10; swaks --server 127.0.0.1:3525 --to postmaster@localhost   # 250 at node B\n\
-         Ctrl-C stops both nodes and Redis.",
+         The shared users (postmaster@localhost, password cluster-pw), on either node:\n  \
+         swaks --server 127.0.0.1:3587 -tls --auth-user postmaster@localhost --auth-password cluster-pw --to postmaster@localhost\n  \
+         psql -h 127.0.0.1 -p {POSTGRES_PORT} -U postgres mail -c \"INSERT INTO aliases VALUES ('sales@localhost', 'postmaster@localhost')\"\n\
+         Ctrl-C stops both nodes, Redis and PostgreSQL.",
         dir.display()
     );
     // Wait for any of them to end (Ctrl-C ends them all, with us).
