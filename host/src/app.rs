@@ -121,7 +121,7 @@ fn plugin_services(
 ) -> anyhow::Result<Services> {
     let dns = SystemDns::new(resolver.clone());
     let kv = crate::kv::open(&config.kv, data_dir).map_err(|e| anyhow::anyhow!("kv store: {e}"))?;
-    tracing::info!(target: "mailgate::lifecycle", backend = %kv_backend_shown(&config.kv.backend), "kv store");
+    tracing::info!(target: "mailgate::lifecycle", backend = %crate::config::without_password(&config.kv.backend), "kv store");
     tokio::spawn(purge_expired_kv(kv.clone()));
     Ok(Services {
         kv,
@@ -362,14 +362,6 @@ async fn stop(
         ms = started.elapsed().as_millis() as u64,
         "stopped"
     );
-}
-
-/// The kv backend for the log: "local", or the Redis URL up to the host (no password).
-fn kv_backend_shown(backend: &str) -> &str {
-    match backend.rfind('@') {
-        Some(at) => &backend[at + 1..],
-        None => backend,
-    }
 }
 
 /// How often expired plugin kv entries are dropped from disk.

@@ -67,6 +67,7 @@ pub async fn check(path: Option<PathBuf>, cache: Option<PathBuf>) -> (String, Ve
     let mut out = format!("config {shown}: ok\n");
     listeners(&mut out, &config);
     routes(&mut out, &config);
+    stores(&mut out, &config);
     for key in &config.dkim {
         let _ = writeln!(
             out,
@@ -126,6 +127,28 @@ pub async fn check(path: Option<PathBuf>, cache: Option<PathBuf>) -> (String, Ve
         let _ = writeln!(out, "  {:<10} {shown}", stage.name());
     }
     (out, Verdict::Good)
+}
+
+/// Where plugin data and users live.
+fn stores(out: &mut String, config: &Config) {
+    let kv = match config.kv.backend.as_str() {
+        "local" => format!("local ({})", config.data_dir().join("kv.redb").display()),
+        url => format!(
+            "{} (each request within {} ms)",
+            crate::config::without_password(url),
+            config.kv.timeout_ms
+        ),
+    };
+    let users = match &config.local.source {
+        Some(url) => format!(
+            "PostgreSQL {} (read every {} s; logins refused after {} s without a read)",
+            crate::config::without_password(url),
+            config.local.refresh_secs,
+            config.local.stale_secs
+        ),
+        None => format!("the users file {}", config.users_file().display()),
+    };
+    let _ = writeln!(out, "  kv store: {kv}\n  users: {users}");
 }
 
 fn listeners(out: &mut String, config: &Config) {

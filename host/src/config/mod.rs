@@ -905,7 +905,9 @@ impl Config {
         config.base_dir = base_dir;
         config.origin = origin.to_path_buf();
         locate_plugin_keys(text, &mut config.plugins);
-        let checked = config.check_routes().and_then(|()| config.check_plugins());
+        let checked = (config.check_routes())
+            .and_then(|()| config.check_plugins())
+            .and_then(|()| config.check_stores());
         checked.map_err(|message| ConfigError::Parse {
             path: origin.to_path_buf(),
             message,
@@ -938,6 +940,25 @@ impl Config {
                 message,
             })?;
         Ok(config)
+    }
+
+    /// The shared stores' addresses: a kv backend and a users source of a kind we speak.
+    fn check_stores(&self) -> Result<(), String> {
+        let backend = &self.kv.backend;
+        let redis = backend.starts_with("redis://") || backend.starts_with("redis+unix://");
+        if backend != "local" && !redis {
+            return Err(format!(
+                "[kv] backend = {backend:?}: want \"local\" or a redis:// (redis+unix://) URL"
+            ));
+        }
+        if let Some(source) = &self.local.source {
+            if !(source.starts_with("postgres://") || source.starts_with("postgresql://")) {
+                return Err(format!(
+                    "[local] source = {source:?}: want a postgres:// URL"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Plugin entry rules that serde cannot express.
@@ -1069,6 +1090,26 @@ impl Config {
         } else {
             self.base_dir.join(path)
         }
+    }
+}
+
+/// A store's URL from the config with its password (between `user:` and `@`) masked, for
+/// logs and messages.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or("");
+            let shown = if credentials.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            format!("{scheme}://{shown}@{host}")
+        }
+        None => url.to_string(),
     }
 }
 

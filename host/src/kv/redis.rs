@@ -63,7 +63,7 @@ impl RedisKv {
             prefix: prefix.to_string(),
             timeout,
             incr: Script::new(INCR),
-            shown: without_password(url),
+            shown: crate::config::without_password(url),
         })
     }
 
@@ -152,24 +152,17 @@ impl KvStore for RedisKv {
     }
 }
 
-/// The URL with any password replaced, for logs and errors.
-fn without_password(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, rest)), Some(at)) => {
-            let host = &url[at + 1..];
-            let user = rest.split(['@', ':']).next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
-        }
-        _ => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn passwords_stay_out_of_messages() {
+        use crate::config::without_password;
+        assert_eq!(
+            without_password("postgres://mail@db/users"),
+            "postgres://mail@db/users"
+        );
         assert_eq!(
             without_password("redis://mg:secret@10.0.0.5:6379/2"),
             "redis://mg:***@10.0.0.5:6379/2"
