@@ -120,7 +120,9 @@ fn plugin_services(
     resolver: TokioResolver,
 ) -> anyhow::Result<Services> {
     let dns = SystemDns::new(resolver.clone());
-    let kv = crate::kv::open(&config.kv, data_dir).map_err(|e| anyhow::anyhow!("kv store: {e}"))?;
+    let password_file = config.resolve_opt(config.kv.password_file.as_ref());
+    let kv = crate::kv::open(&config.kv, data_dir, password_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("kv store: {e}"))?;
     tracing::info!(target: "mailgate::lifecycle", backend = %crate::config::without_password(&config.kv.backend), "kv store");
     tokio::spawn(purge_expired_kv(kv.clone()));
     Ok(Services {
@@ -156,7 +158,9 @@ async fn build(
     let data_dir = config.data_dir();
     let users = match &config.local.source {
         Some(url) => {
-            let source = SqlUsers::new(url, &config.local.queries).map_err(anyhow::Error::msg)?;
+            let password = config.resolve_opt(config.local.source_password_file.as_ref());
+            let source = SqlUsers::new(url, password.as_deref(), &config.local.queries)
+                .map_err(anyhow::Error::msg)?;
             UserDirectory::open_sql(source, &config.users_file(), &config.local).await
         }
         None => Arc::new(UserDirectory::open(&config.users_file(), &config.local)?),

@@ -28,6 +28,7 @@ pub mod pop3;
 pub mod queue;
 pub mod relay;
 pub mod reload;
+pub mod secret;
 pub mod service_manager;
 pub mod shared;
 pub mod smtp;

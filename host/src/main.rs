@@ -455,7 +455,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn sql_user_command(config: &Config, url: &str, action: UserAction) -> anyhow::Result<()> {
     use mailgate::store::sql_users::SqlUsers;
     use mailgate::store::users::{hash_password, Users};
-    let sql = SqlUsers::new(url, &config.local.queries).map_err(anyhow::Error::msg)?;
+    let password = config.resolve_opt(config.local.source_password_file.as_ref());
+    let sql = SqlUsers::new(url, password.as_deref(), &config.local.queries)
+        .map_err(anyhow::Error::msg)?;
     sql.ensure_schema().await.map_err(anyhow::Error::msg)?;
     let tables = sql.read().await.map_err(anyhow::Error::msg)?;
     let users = Users::build(&config.users_file(), tables, &config.local);

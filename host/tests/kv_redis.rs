@@ -17,6 +17,10 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -33,6 +37,7 @@ impl RedisServer {
             ])
             .args(["--appendonly", "no", "--dir"])
             .arg(dir.path())
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server (Debian package redis-server)");
@@ -205,4 +210,26 @@ async fn a_store_that_goes_away_gives_errors_in_time_and_comes_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(node.get("p", "k", 0).await, Ok(Some("back".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_comes_from_a_private_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let redis = RedisServer::start_with(&["--requirepass", "p@ss:w/rd"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("redis.secret");
+    std::fs::write(&file, "p@ss:w/rd\n").expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let config = mailgate::config::KvConfig {
+        backend: format!("redis://127.0.0.1:{}/0", redis.port),
+        ..Default::default()
+    };
+    let kv = mailgate::kv::open(&config, dir.path(), Some(&file)).expect("open");
+    kv.set("p", "k", "v", None).await.expect("authenticated");
+    let without = mailgate::kv::open(&config, dir.path(), None).expect("open");
+    let err = without.get("p", "k", 0).await.expect_err("no password");
+    assert!(err.to_lowercase().contains("auth"), "{err}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let refused = mailgate::kv::open(&config, dir.path(), Some(&file)).err();
+    assert!(refused.is_some_and(|e| e.contains("readable by others")));
 }

@@ -234,6 +234,8 @@ pub struct LocalConfig {
     /// Users, aliases and domains from PostgreSQL (`postgres://user@host/db`) instead of the
     /// users file; added to the domains, aliases and catch-alls above.
     pub source: Option<String>,
+    /// A file holding the database password (mode 600), instead of a password in the URL.
+    pub source_password_file: Option<PathBuf>,
     /// How often the SQL tables are read again.
     pub refresh_secs: u64,
     /// Logins are refused (454 4.7.0, NO [UNAVAILABLE]) when the tables could not be read for
@@ -251,6 +253,7 @@ impl Default for LocalConfig {
             aliases: Default::default(),
             catch_all: Default::default(),
             source: None,
+            source_password_file: None,
             refresh_secs: 5,
             stale_secs: 60,
             queries: SqlQueries::default(),
@@ -583,6 +586,8 @@ pub struct KvConfig {
     pub timeout_ms: u64,
     /// The first part of every Redis key, so several sites can share one server.
     pub prefix: String,
+    /// A file holding the Redis password (mode 600), instead of a password in the URL.
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for KvConfig {
@@ -591,6 +596,7 @@ impl Default for KvConfig {
             backend: "local".into(),
             timeout_ms: 1000,
             prefix: "mailgate".into(),
+            password_file: None,
         }
     }
 }

@@ -35,17 +35,26 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// A PostgreSQL database holding users; one connection, opened on demand and again after a
 /// failure.
 pub struct SqlUsers {
-    url: String,
+    config: tokio_postgres::Config,
     queries: SqlQueries,
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
 }
 
 impl SqlUsers {
-    pub fn new(url: &str, queries: &SqlQueries) -> Result<SqlUsers, String> {
-        url.parse::<tokio_postgres::Config>()
+    /// The database at `url`, with the password in `password_file` if one is named.
+    pub fn new(
+        url: &str,
+        password_file: Option<&std::path::Path>,
+        queries: &SqlQueries,
+    ) -> Result<SqlUsers, String> {
+        let mut config = url
+            .parse::<tokio_postgres::Config>()
             .map_err(|e| format!("[local] source: {e}"))?;
+        if let Some(file) = password_file {
+            config.password(crate::secret::read(file)?);
+        }
         Ok(SqlUsers {
-            url: url.to_string(),
+            config,
             queries: queries.clone(),
             client: tokio::sync::Mutex::new(None),
         })
@@ -146,7 +155,7 @@ impl SqlUsers {
     }
 
     async fn connect(&self) -> Result<Client, String> {
-        let connecting = tokio_postgres::connect(&self.url, NoTls);
+        let connecting = self.config.connect(NoTls);
         let (client, connection) = match tokio::time::timeout(TIMEOUT, connecting).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => return Err(format!("users database: {e}")),
