@@ -36,6 +36,29 @@ trace-header = "X-Mailgate"
 TOML
 }
 
+# The relay gateway of the benches (TOML on stdout): listening on $1, relaying example.org to
+# the sink on $2; the caller adds telemetry, keys and plugins.
+relay_gateway() {
+  cat <<TOML
+[server]
+hostname = "bench.example.com"
+data-dir = "data"
+relay-networks = ["127.0.0.0/8"]
+[[listener]]
+name = "inbound"
+address = "127.0.0.1:$1"
+[limits]
+max-connections-per-ip = 200
+[[route]]
+domains = ["example.org"]
+type = "relay"
+host = "127.0.0.1:$2"
+tls = "none"
+[relay]
+max-per-destination = 20
+TOML
+}
+
 wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
 # Starts `mailgate serve` on $1/gateway.toml (log in $1/server.log), sets $pid, waits for port $2.

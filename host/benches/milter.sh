@@ -85,22 +85,7 @@ relay_row() { # label extra-chain
   local dir
   dir=$(run_dir milter-relay)
   cat > "$dir/gateway.toml" <<TOML
-[server]
-hostname = "bench.example.com"
-data-dir = "data"
-relay-networks = ["127.0.0.0/8"]
-[[listener]]
-name = "inbound"
-address = "127.0.0.1:$relay_port"
-[limits]
-max-connections-per-ip = 200
-[[route]]
-domains = ["example.org"]
-type = "relay"
-host = "127.0.0.1:$sink"
-tls = "none"
-[relay]
-max-per-destination = 20
+$(relay_gateway "$relay_port" "$sink")
 $(telemetry_config off)
 $(bundled_plugins)
 $2

@@ -38,22 +38,7 @@ modes=$(telemetry_modes)
 for mode in $modes; do
 work=$(run_dir relay)
 cat > "$work/gateway.toml" <<TOML
-[server]
-hostname = "bench.example.com"
-data-dir = "data"
-relay-networks = ["127.0.0.0/8"]
-[[listener]]
-name = "inbound"
-address = "127.0.0.1:$port"
-[limits]
-max-connections-per-ip = 200
-[[route]]
-domains = ["example.org"]
-type = "relay"
-host = "127.0.0.1:$sink"
-tls = "none"
-[relay]
-max-per-destination = 20
+$(relay_gateway "$port" "$sink")
 $(telemetry_config "$mode")
 $(dkim_config "$work")
 $(bundled_plugins)

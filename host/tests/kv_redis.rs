@@ -12,7 +12,7 @@ use mailgate::plugin::services::KvStore;
 struct RedisServer {
     port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -26,6 +26,12 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("port");
+        let child = RedisServer::spawn(port, dir.path(), extra);
+        RedisServer { port, child, dir }
+    }
+
+    /// redis-server on `port`, waited for.
+    fn spawn(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -36,7 +42,7 @@ impl RedisServer {
                 "",
             ])
             .args(["--appendonly", "no", "--dir"])
-            .arg(dir.path())
+            .arg(dir)
             .args(extra)
             .stdout(Stdio::null())
             .spawn()
@@ -49,11 +55,7 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        RedisServer {
-            port,
-            child,
-            _dir: dir,
-        }
+        child
     }
 
     fn store(&self, prefix: &str) -> RedisKv {
@@ -187,20 +189,7 @@ async fn a_store_that_goes_away_gives_errors_in_time_and_comes_back() {
         started.elapsed()
     );
     // A new server on the same port: the same store object works again.
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server");
-    redis.child = child;
+    redis.child = RedisServer::spawn(port, redis.dir.path(), &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         match node.set("p", "k", "back", None).await {
