@@ -282,3 +282,53 @@ fn users_in_postgres_log_in_on_both_nodes_and_sql_changes_apply_without_restart(
     )
     .starts_with("235")));
 }
+
+/// One message to alice at `gw` with this subject; the X-Probe-Mark alice got with it.
+fn mark(gw: &Gateway, subject: &str) -> String {
+    let (mut c, _) = RawSmtp::connect(gw.inbound);
+    c.cmd("EHLO client.test");
+    c.cmd("MAIL FROM:<sender@client.test>");
+    c.cmd("RCPT TO:<alice@example.test>");
+    c.cmd("DATA");
+    c.send(format!("Subject: {subject}\r\n\r\nmark\r\n.\r\n").as_bytes());
+    let reply = c.reply();
+    c.cmd("QUIT");
+    assert!(reply.starts_with("250"), "{reply}");
+    let delivered =
+        gw.wait_mailbox_matching("alice@example.test", &format!("Subject: {subject}\r\n"));
+    delivered
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Probe-Mark: "))
+        .unwrap_or("(no header)")
+        .to_string()
+}
+
+#[test]
+fn an_entry_set_at_one_node_is_seen_and_expires_at_both() {
+    let redis = Redis::start();
+    let config = format!(
+        "{}{}",
+        kv(&redis),
+        probe_plugin(
+            "marker",
+            "data",
+            "action.data = \"kv-mark\"\ncapabilities = [\"kv\"]\nmark-ttl = 2"
+        )
+        .replace(
+            "[plugin.config]",
+            "grant = [\"kv\"]\ntimeout-ms = 3000\n[plugin.config]"
+        )
+    );
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    assert_eq!(mark(&a, "set blue"), "blue");
+    assert_eq!(mark(&b, "look 1"), "blue", "node B reads what node A wrote");
+    let mut n = 1;
+    assert!(
+        wait_until(15, || {
+            n += 1;
+            mark(&b, &format!("look {n}")) == "none"
+        }),
+        "the entry expires (2 s TTL)"
+    );
+    assert_eq!(mark(&a, "look again"), "none", "for node A too");
+}
