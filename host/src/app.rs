@@ -161,7 +161,7 @@ async fn build(
             let password = config.resolve_opt(config.local.source_password_file.as_ref());
             let source = SqlUsers::new(url, password.as_deref(), &config.local.queries)
                 .map_err(anyhow::Error::msg)?;
-            UserDirectory::open_sql(source, &config.users_file(), &config.local).await
+            crate::store::sql_users::directory(source, &config.users_file(), &config.local).await
         }
         None => Arc::new(UserDirectory::open(&config.users_file(), &config.local)?),
     };

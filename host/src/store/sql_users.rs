@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
-use super::users::Tables;
+use super::users::{Tables, UserDirectory};
 use crate::config::SqlQueries;
 
 pub const SCHEMA: &str = "\
@@ -28,6 +28,38 @@ CREATE TABLE IF NOT EXISTS users (address text PRIMARY KEY, password text NOT NU
 CREATE TABLE IF NOT EXISTS aliases (address text NOT NULL, target text NOT NULL,
                                     PRIMARY KEY (address, target));
 CREATE TABLE IF NOT EXISTS catch_alls (domain text PRIMARY KEY, target text NOT NULL);";
+
+/// A user directory kept filled from `source`: read once now (a database that is down leaves
+/// it empty, logins unavailable, until it answers), then every `refresh-secs` by a task that
+/// ends with the directory.
+pub async fn directory(
+    source: SqlUsers,
+    path: &std::path::Path,
+    local: &crate::config::LocalConfig,
+) -> Arc<UserDirectory> {
+    let directory = Arc::new(UserDirectory::filled_later(path, local));
+    let source = Arc::new(source);
+    refresh(&directory, &source).await;
+    let every = Duration::from_secs(local.refresh_secs.max(1));
+    let weak = Arc::downgrade(&directory);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(directory) = weak.upgrade() else {
+                return;
+            };
+            refresh(&directory, &source).await;
+        }
+    });
+    directory
+}
+
+async fn refresh(directory: &UserDirectory, source: &SqlUsers) {
+    match source.read().await {
+        Ok(tables) => directory.install(tables),
+        Err(e) => tracing::warn!("keeping the previous users: {e}"),
+    }
+}
 
 /// How long connecting and each query may take.
 const TIMEOUT: Duration = Duration::from_secs(5);

@@ -292,14 +292,10 @@ impl UserDirectory {
         })
     }
 
-    /// Users from `source`, read once now (a database that is down leaves the directory
-    /// empty and unavailable until it answers) and then every `refresh-secs`.
-    pub async fn open_sql(
-        source: super::sql_users::SqlUsers,
-        path: &Path,
-        local: &LocalConfig,
-    ) -> std::sync::Arc<UserDirectory> {
-        let directory = std::sync::Arc::new(UserDirectory {
+    /// A directory filled from elsewhere (SQL, see `sql_users::directory`): empty and
+    /// unavailable for logins until the first [`UserDirectory::install`].
+    pub fn filled_later(path: &Path, local: &LocalConfig) -> UserDirectory {
+        UserDirectory {
             path: path.to_path_buf(),
             local: local.clone(),
             current: std::sync::RwLock::new((
@@ -308,37 +304,19 @@ impl UserDirectory {
             )),
             checked: std::sync::Mutex::new(std::time::Instant::now()),
             sql_read: Some(std::sync::Mutex::new(None)),
-        });
-        let source = std::sync::Arc::new(source);
-        directory.read_sql(&source).await;
-        let every = std::time::Duration::from_secs(local.refresh_secs.max(1));
-        let weak = std::sync::Arc::downgrade(&directory);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(directory) = weak.upgrade() else {
-                    return;
-                };
-                directory.read_sql(&source).await;
-            }
-        });
-        directory
+        }
     }
 
-    async fn read_sql(&self, source: &super::sql_users::SqlUsers) {
-        match source.read().await {
-            Ok(tables) => {
-                let users = std::sync::Arc::new(Users::build(&self.path, tables, &self.local));
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = (None, users);
-                if let Some(read) = &self.sql_read {
-                    let mut read = read.lock().unwrap_or_else(|e| e.into_inner());
-                    if read.is_none() {
-                        tracing::info!("users read from the database");
-                    }
-                    *read = Some(std::time::Instant::now());
-                }
+    /// Puts the users of freshly read `tables` in service.
+    pub fn install(&self, tables: Tables) {
+        let users = std::sync::Arc::new(Users::build(&self.path, tables, &self.local));
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (None, users);
+        if let Some(read) = &self.sql_read {
+            let mut read = read.lock().unwrap_or_else(|e| e.into_inner());
+            if read.is_none() {
+                tracing::info!("users read from the database");
             }
-            Err(e) => tracing::warn!("keeping the previous users: {e}"),
+            *read = Some(std::time::Instant::now());
         }
     }
 
