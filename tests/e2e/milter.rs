@@ -97,7 +97,9 @@ fn a_milter_sees_the_session_and_its_modifications_become_edits() {
         "{delivered}"
     );
     assert!(
-        delivered.starts_with("Return-Path: <bounces@example.test>"),
+        delivered.starts_with(
+            "Return-Path: <bounces@example.test>\r\nX-Milter-Top: inserted at the top\r\nReceived: from"
+        ),
         "{delivered}"
     );
     assert!(
@@ -454,14 +456,16 @@ fn opendkim_verifies_through_the_chain() {
 }
 
 /// The three bundled plugins for example.test; header-rewrite also masquerades remote.test
-/// senders as example.test (a sender change at MAIL and a header change at DATA).
+/// senders as example.test (a sender change at MAIL and a header change at DATA) and removes
+/// `X-Internal` (a header deletion).
 fn bundled_plugins() -> String {
     let dir = plugin_dir();
     format!(
         "[[plugin]]\npath = \"{0}/recipient-policy.wasm\"\n[plugin.config]\ndomains = [\"example.test\"]\n\
          [[plugin]]\npath = \"{0}/mime-guard.wasm\"\n[plugin.config]\naction = \"strip\"\nextensions = [\"exe\"]\n\
          [[plugin]]\npath = \"{0}/header-rewrite.wasm\"\n[plugin.config]\ntrace-header = \"X-Mailgate\"\n\
-         masquerade-domains = [\"remote.test\"]\nmasquerade-as = \"example.test\"\n",
+         masquerade-domains = [\"remote.test\"]\nmasquerade-as = \"example.test\"\n\
+         remove = [\"X-Internal\"]\n",
         dir.display()
     )
 }
@@ -482,6 +486,7 @@ fn postfix_with_mailgate_milter(chain: &str) -> (Gateway, PostfixDownstream) {
 fn with_attachment(subject: &str) -> String {
     format!(
         "From: <sender@remote.test>\r\nTo: <user@example.test>\r\nSubject: {subject}\r\n\
+         X-Internal: cost centre 42\r\n\
          Date: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@remote.test>\r\n\
          MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
          --b1\r\nContent-Type: text/plain\r\n\r\nSee the tool attached.\r\n\
@@ -540,6 +545,10 @@ fn postfix_runs_the_bundled_plugins_through_mailgate_as_its_milter() {
     assert!(
         !delivered.contains("sender@remote.test>\nTo:"),
         "{delivered}"
+    );
+    assert!(
+        !delivered.contains("X-Internal"),
+        "removed by header-rewrite: {delivered}"
     );
     // Mail posted with Postfix's sendmail(1) goes through non_smtpd_milters: the chain too.
     let mut sendmail = Command::new("/usr/sbin/sendmail")

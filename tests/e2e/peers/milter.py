@@ -7,8 +7,9 @@ after the number of the connection it came on ("1 O", "1 C 127.0.0.1", "1 H name
 "1 M <a@b>", "1 R <c@d>", "1 L Subject: x", "1 B 123", "1 E", "1 A", "1 Q"...). MODE
 decides how it answers:
 
-  edits      continue everywhere; at end of message: add a header, change the first
-             Subject, add and delete a recipient, change the sender, replace the body
+  edits      continue everywhere; at end of message: add a header, insert one at the top,
+             change the first Subject, add and delete a recipient, change the sender,
+             replace the body
   reply      RCPT to a local part starting with "carol" gets "550 5.7.1 No such user here";
              a message whose subject holds "quarantine" is quarantined, one whose subject
              holds "discard" is discarded, one whose subject holds "later" gets tempfail
@@ -133,6 +134,7 @@ class Session(socketserver.BaseRequestHandler):
             return False
         if MODE == "edits":
             self.send(b"h", cstr("X-Milter") + cstr("seen by the scripted milter"))
+            self.send(b"i", struct.pack(">I", 0) + cstr("X-Milter-Top") + cstr("inserted at the top"))
             self.send(b"m", struct.pack(">I", 1) + cstr("Subject") + cstr("[milter] " + subject))
             self.send(b"+", cstr("<carol@example.test>"))
             self.send(b"-", cstr("<bob@example.test>"))
