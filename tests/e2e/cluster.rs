@@ -332,3 +332,38 @@ fn an_entry_set_at_one_node_is_seen_and_expires_at_both() {
     );
     assert_eq!(mark(&a, "look again"), "none", "for node A too");
 }
+
+#[test]
+fn a_schema_of_the_sites_own_works_through_the_configured_queries() {
+    let pg = Postgres::start();
+    pg.sql(
+        "CREATE TABLE accounts (email text PRIMARY KEY, pw text NOT NULL);
+         CREATE TABLE maildomains (domain text PRIMARY KEY);
+         CREATE TABLE forwards (source text, destination text);
+         CREATE TABLE catchalls (domain text, destination text);
+         INSERT INTO maildomains VALUES ('branch.test');",
+    );
+    let queries = "refresh-secs = 1\n[local.queries]\n\
+        domains = \"SELECT domain FROM maildomains\"\n\
+        users = \"SELECT email, pw FROM accounts\"\n\
+        aliases = \"SELECT source, destination FROM forwards\"\n\
+        catch-alls = \"SELECT domain, destination FROM catchalls\"\n\
+        add-user = \"INSERT INTO accounts (email, pw) VALUES ($1, $2)\"\n\
+        remove-user = \"DELETE FROM accounts WHERE email = $1\"\n";
+    let gw = Gateway::start_with_users_database(&pg.url(), queries, "");
+    // A domain that only the site's table names is local; its user lands in `accounts`.
+    assert!(user_add(&gw, "erin@branch.test", "pw-erin"), "user add");
+    assert!(
+        wait_until(10, || smtp_auth(&gw, "erin@branch.test", "pw-erin")
+            .starts_with("235")),
+        "the user, read back through the site's query"
+    );
+    let removed = gw.cli(&["user", "remove", "erin@branch.test"]);
+    assert_eq!(removed.code, Some(0), "{}", removed.stderr);
+    assert!(wait_until(10, || smtp_auth(
+        &gw,
+        "erin@branch.test",
+        "pw-erin"
+    )
+    .starts_with("535")));
+}

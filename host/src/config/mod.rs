@@ -274,6 +274,10 @@ pub struct SqlQueries {
     pub aliases: String,
     /// `domain`, `target`
     pub catch_alls: String,
+    /// `mailgate user add`: `$1` the address, `$2` the argon2 hash.
+    pub add_user: String,
+    /// `mailgate user remove`: `$1` the address.
+    pub remove_user: String,
 }
 
 impl Default for SqlQueries {
@@ -283,6 +287,8 @@ impl Default for SqlQueries {
             users: "SELECT address, password FROM users".into(),
             aliases: "SELECT address, target FROM aliases".into(),
             catch_alls: "SELECT domain, target FROM catch_alls".into(),
+            add_user: "INSERT INTO users (address, password) VALUES ($1, $2)".into(),
+            remove_user: "DELETE FROM users WHERE address = $1".into(),
         }
     }
 }

@@ -119,27 +119,20 @@ impl SqlUsers {
             .await
     }
 
-    /// `mailgate user add`.
+    /// `mailgate user add` (the `add-user` statement).
     pub async fn add(&self, address: &str, hash: &str) -> Result<(), String> {
+        let statement = &self.queries.add_user;
         self.with_client(|client| async move {
-            client
-                .execute(
-                    "INSERT INTO users (address, password) VALUES ($1, $2)",
-                    &[&address, &hash],
-                )
-                .await
-                .map(|_| ())
+            (client.execute(statement.as_str(), &[&address, &hash]).await).map(|_| ())
         })
         .await
     }
 
-    /// `mailgate user remove`: true if there was such a user.
+    /// `mailgate user remove` (the `remove-user` statement): true if it removed a row.
     pub async fn remove(&self, address: &str) -> Result<bool, String> {
+        let statement = &self.queries.remove_user;
         self.with_client(|client| async move {
-            client
-                .execute("DELETE FROM users WHERE address = $1", &[&address])
-                .await
-                .map(|n| n > 0)
+            (client.execute(statement.as_str(), &[&address]).await).map(|n| n > 0)
         })
         .await
     }
