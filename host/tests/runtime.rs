@@ -23,15 +23,20 @@ fn tempfailed_with_4_3_0(report: &mailgate::harness::TransactionReport, stage: S
         if *s == stage && reply.code == 451 && reply.enhanced == Some((4, 3, 0)))
 }
 
-#[tokio::test]
-async fn endless_loop_is_cut_off_at_its_deadline_with_451() {
-    let set = chain(&probe(
+/// A chain of one plugin that loops forever at the data stage, with a 50 ms deadline.
+async fn spinner() -> std::sync::Arc<mailgate::plugin::PluginSet> {
+    chain(&probe(
         "spinner",
         &["data"],
         &[("data", "loop")],
         "timeout-ms = 50",
     ))
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn endless_loop_is_cut_off_at_its_deadline_with_451() {
+    let set = spinner().await;
     let started = Instant::now();
     let report = transact(&set, &["b@example.org"]).await;
     let elapsed = started.elapsed();
@@ -48,13 +53,7 @@ async fn endless_loop_is_cut_off_at_its_deadline_with_451() {
 
 #[tokio::test]
 async fn endless_loop_after_an_idle_spell_is_still_cut_off() {
-    let set = chain(&probe(
-        "spinner",
-        &["data"],
-        &[("data", "loop")],
-        "timeout-ms = 50",
-    ))
-    .await;
+    let set = spinner().await;
     // Long enough for the epoch thread to park (it does after 200 idle ticks): the call must
     // wake it, or the loop would never be cut off.
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -624,7 +624,7 @@ impl MilterConversation {
                 Response::ReplaceBody(chunk) => {
                     need(actions, actions::CHANGE_BODY, "replace body")?;
                     let body = body.get_or_insert_with(Vec::new);
-                    if body.len() + chunk.len() > self.filter.max_body {
+                    if body.len().saturating_add(chunk.len()) > self.filter.max_body {
                         return Err(ExternalFault::Peer(format!(
                             "replacement body is over the {}-byte message limit",
                             self.filter.max_body
