@@ -17,6 +17,7 @@ use crate::admin::Admin;
 use crate::config::{Config, ConfigSource, Protocol as ProtocolKind};
 use crate::delivery::worker::LocalDelivery;
 use crate::imap::Imap;
+use crate::jmap::Jmap;
 use crate::mailauth::Verifier;
 use crate::milter::server::MilterServer;
 use crate::net::drain::Drain;
@@ -225,6 +226,7 @@ async fn build(
             shared: shared.clone(),
             snapshots: SnapshotCache::default(),
         }),
+        jmap: Arc::new(Jmap::new(shared.clone())),
         milter: Arc::new(MilterServer { shared }),
     };
     Ok(Built {
@@ -243,6 +245,7 @@ struct Protocols {
     smtp: Arc<Smtp>,
     pop3: Arc<Pop3>,
     imap: Arc<Imap>,
+    jmap: Arc<Jmap>,
     milter: Arc<MilterServer>,
 }
 
@@ -253,6 +256,7 @@ impl Protocols {
             ProtocolKind::Pop3 => self.pop3.clone(),
             ProtocolKind::Imap => self.imap.clone(),
             ProtocolKind::Milter => self.milter.clone(),
+            ProtocolKind::Jmap => self.jmap.clone(),
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::config::{Config, ConfigSource, Protocol, RouteKind, TlsMode};
+use crate::config::{Config, ConfigSource, RouteKind, TlsMode};
 use crate::harness::check::load_chain;
 use crate::plugin::Stage;
 
@@ -154,12 +154,7 @@ fn stores(out: &mut String, config: &Config) {
 fn listeners(out: &mut String, config: &Config) {
     let _ = writeln!(out, "listeners:");
     for l in config.listeners() {
-        let protocol = match l.protocol {
-            Protocol::Smtp => "smtp",
-            Protocol::Pop3 => "pop3",
-            Protocol::Imap => "imap",
-            Protocol::Milter => "milter",
-        };
+        let protocol = l.protocol.name();
         let tls = match l.tls {
             TlsMode::Starttls => "starttls",
             TlsMode::Implicit => "implicit tls",

@@ -1,7 +1,7 @@
 //! mailgate: a mail gateway whose filters are sandboxed WebAssembly components.
 //!
 //! `app` builds and runs the gateway over `net` (listeners, connections, TLS, limits, drain),
-//! with `smtp`, `pop3` and `imap` as its protocols and `shared` what their sessions share.
+//! with `smtp`, `pop3`, `imap`, `jmap` and `milter` as its protocols and `shared` what their sessions share.
 //! `mail` holds the domain types, `message` the message model plugins read and edit, `plugin`
 //! the plugin runtime, `queue` the durable spool and relay queue, `relay` onward delivery,
 //! `delivery` local Maildir delivery, `store` users and mailboxes, `telemetry` metrics and the
@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod dns;
 pub mod harness;
 pub mod imap;
+pub mod jmap;
 pub mod kv;
 pub mod mail;
 pub mod mailauth;

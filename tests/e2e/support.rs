@@ -95,6 +95,8 @@ pub struct Gateway {
     pub pop3s: u16,
     pub imap: u16,
     pub imaps: u16,
+    /// JMAP over HTTPS.
+    pub jmap: u16,
     /// The metrics listener (`/metrics`, `/healthz`).
     pub metrics: u16,
     child: Option<std::process::Child>,
@@ -137,7 +139,7 @@ impl Gateway {
         let (inbound, submission, smtps) = (free_port(), free_port(), free_port());
         let (pop3, pop3s) = (free_port(), free_port());
         let (imap, imaps) = (free_port(), free_port());
-        let metrics = free_port();
+        let (jmap, metrics) = (free_port(), free_port());
         let config = dir.path().join("gateway.toml");
         let text = format!(
             r#"[server]
@@ -184,6 +186,11 @@ name = "imaps"
 address = "127.0.0.1:{imaps}"
 protocol = "imap"
 tls = "implicit"
+[[listener]]
+name = "jmap"
+address = "127.0.0.1:{jmap}"
+protocol = "jmap"
+tls = "implicit"
 
 {extra}
 "#
@@ -198,6 +205,7 @@ tls = "implicit"
             pop3s,
             imap,
             imaps,
+            jmap,
             metrics,
             child: None,
             config,
@@ -258,6 +266,7 @@ tls = "implicit"
             self.pop3s,
             self.imap,
             self.imaps,
+            self.jmap,
             self.metrics,
         ] {
             wait_for_port(port);
@@ -652,6 +661,39 @@ pub fn python(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Python with the PyPI clients (`cargo xtask test` makes it: target/pyenv).
+pub fn pyenv_python() -> PathBuf {
+    std::env::var_os("MAILGATE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/pyenv/bin/python"))
+}
+
+/// Runs `jmap_client.py` (the jmapc library from PyPI) against the gateway's JMAP listener
+/// as `user` (password `pw-` + local part); its JSON output.
+pub fn jmap_client(gw: &Gateway, user: &str, args: &[&str]) -> serde_json::Value {
+    let local = user.split('@').next().unwrap_or(user);
+    let out = Command::new(pyenv_python())
+        .arg(root().join("tests/e2e/clients/jmap_client.py"))
+        .arg(gw.jmap.to_string())
+        .arg(user)
+        .arg(format!("pw-{local}"))
+        .args(args)
+        .output()
+        .expect("target/pyenv/bin/python (made by cargo xtask test)");
+    assert!(
+        out.status.success(),
+        "jmap_client.py {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "jmap_client.py printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// What dkimpy (Debian's python3-dkim) says of `message`, the DNS answered from `records`:

@@ -375,12 +375,73 @@ fn ensure_test_peers() -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Clients from PyPI the end-to-end tests drive (pinned): the JMAP client library.
+const TEST_PYPI: [&str; 1] = ["jmapc==0.4.0"];
+
+/// A Python environment under `target/pyenv` with [`TEST_PYPI`] (made once; Debian's
+/// python3-venv installed if missing); its interpreter.
+fn ensure_test_python() -> Result<PathBuf, String> {
+    let venv = root().join("target/pyenv");
+    let python = venv.join("bin/python");
+    let ready = Command::new(&python)
+        .args(["-c", "import jmapc"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ready {
+        return Ok(python);
+    }
+    let has_venv = Command::new("/usr/bin/python3")
+        .args(["-c", "import ensurepip, venv"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_venv {
+        tools()
+            .apt_install("the JMAP tests' Python environment", &["python3-venv"])
+            .map_err(|e| e.to_string())?;
+    }
+    eprintln!("xtask: creating target/pyenv with {TEST_PYPI:?} from PyPI (once)");
+    let run = |program: &Path, args: &[&str]| -> Result<(), String> {
+        let status = Command::new(program)
+            .args(args)
+            .status()
+            .map_err(|e| format!("{}: {e}", program.display()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("{} {args:?} failed", program.display()))
+        }
+    };
+    run(
+        Path::new("/usr/bin/python3"),
+        &["-m", "venv", &venv.to_string_lossy()],
+    )?;
+    let mut install = vec![
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ];
+    install.extend(TEST_PYPI);
+    run(&python, &install)?;
+    Ok(python)
+}
+
 fn test() -> Result<(), String> {
     build_plugins()?;
     ensure_test_peers()?;
     let imaptest = ensure_imaptest()?;
+    let python = ensure_test_python()?;
     // Host-side crates only (the default members); guests were built and are tested through the host.
-    let (passed, failed, ok) = cargo_test_counting(&["test"], &[("IMAPTEST_BIN", &imaptest)])?;
+    let (passed, failed, ok) = cargo_test_counting(
+        &["test"],
+        &[
+            ("IMAPTEST_BIN", &imaptest),
+            ("MAILGATE_TEST_PYTHON", &python),
+        ],
+    )?;
     // One closing line for the whole run (cargo prints one per test binary).
     println!("\ntests: {passed} passed, {failed} failed");
     if ok {

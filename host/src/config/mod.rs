@@ -167,6 +167,8 @@ pub enum Protocol {
     Imap,
     /// An MTA (Postfix, Sendmail) runs the plugin chain on its mail through this listener.
     Milter,
+    /// JMAP (RFC 8620, RFC 8621) over HTTPS, and the webmail page.
+    Jmap,
 }
 
 impl Protocol {
@@ -176,6 +178,7 @@ impl Protocol {
             Protocol::Pop3 => "pop3",
             Protocol::Imap => "imap",
             Protocol::Milter => "milter",
+            Protocol::Jmap => "jmap",
         }
     }
 }
@@ -198,7 +201,7 @@ pub struct ListenerConfig {
 impl ListenerConfig {
     /// The embedded defaults, on loopback: SMTP relay/inbound 2525, submission 2587, implicit
     /// TLS submission 2465; POP3 2110 (STLS) and 2995 (implicit TLS); IMAP 2143 (STARTTLS) and
-    /// 2993 (implicit TLS).
+    /// 2993 (implicit TLS); JMAP and the webmail page 2443 (HTTPS).
     pub fn defaults() -> Vec<ListenerConfig> {
         let listener = |name: &str, port: u16, protocol, tls, require_auth| ListenerConfig {
             name: name.into(),
@@ -215,6 +218,7 @@ impl ListenerConfig {
             listener("pop3s", 2995, Protocol::Pop3, TlsMode::Implicit, false),
             listener("imap", 2143, Protocol::Imap, TlsMode::Starttls, false),
             listener("imaps", 2993, Protocol::Imap, TlsMode::Implicit, false),
+            listener("jmap", 2443, Protocol::Jmap, TlsMode::Implicit, false),
         ]
     }
 }
@@ -339,6 +343,8 @@ pub struct LimitsConfig {
     pub max_smtp_connections: usize,
     pub max_imap_connections: usize,
     pub max_pop3_connections: usize,
+    /// HTTP connections of the JMAP listeners (browsers open several each).
+    pub max_jmap_connections: usize,
     /// IMAP and POP3 clients that have not logged in after this long are disconnected.
     pub login_timeout_secs: u64,
 }
@@ -382,6 +388,7 @@ impl Default for LimitsConfig {
             max_smtp_connections: 300,
             max_imap_connections: 200,
             max_pop3_connections: 100,
+            max_jmap_connections: 200,
             login_timeout_secs: 60,
         }
     }

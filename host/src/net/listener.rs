@@ -35,6 +35,7 @@ pub struct ConnectionLimits {
     smtp: Arc<Semaphore>,
     imap: Arc<Semaphore>,
     pop3: Arc<Semaphore>,
+    jmap: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
     per_ip_max: usize,
 }
@@ -47,6 +48,7 @@ impl ConnectionLimits {
             smtp: semaphore(limits.max_smtp_connections),
             imap: semaphore(limits.max_imap_connections),
             pop3: semaphore(limits.max_pop3_connections),
+            jmap: semaphore(limits.max_jmap_connections),
             per_ip: Arc::new(PerIp::default()),
             per_ip_max: limits.max_connections_per_ip,
         }
@@ -58,6 +60,7 @@ impl ConnectionLimits {
             ProtocolKind::Smtp | ProtocolKind::Milter => &self.smtp,
             ProtocolKind::Imap => &self.imap,
             ProtocolKind::Pop3 => &self.pop3,
+            ProtocolKind::Jmap => &self.jmap,
         };
         Slots {
             total: self.total.clone(),

@@ -557,7 +557,12 @@ impl Folder {
         let target = Path::new("cur").join(format!("{key}:2,{flags}"));
         self.dir.rename(&tmp, &self.dir, &target)?;
         self.dir.open("cur")?.sync_all()?;
-        // The UID is given here, not by the next scan: COPY of many messages stays linear.
+        self.register(key, flags, served)
+    }
+
+    /// Gives a message just placed in `cur/` its UID (here, not at the next scan: COPY of many
+    /// messages stays linear). Call under the lock.
+    fn register(&self, key: String, flags: Flags, served: u64) -> std::io::Result<u32> {
         let mut list = self.read_uidlist();
         if list.validity == 0 || list.next == u32::MAX {
             list = self.fresh_index(&list)?;
@@ -576,6 +581,34 @@ impl Folder {
         );
         replace_file(&self.dir, UIDLIST, &list.render())?;
         Ok(uid)
+    }
+
+    /// Moves a message into `target` under the same file name (so JMAP keeps its id), its
+    /// keywords renamed to the target's letters; its UID there.
+    pub fn move_to(&self, entry: &MailEntry, target: &Folder) -> std::io::Result<u32> {
+        let (from, flags) = {
+            let _lock = self.lock()?;
+            let guess = self.path_of(entry);
+            if self.dir.metadata(&guess).is_ok() {
+                (guess, entry.flags)
+            } else {
+                self.locate()?.remove(&entry.key).ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "the message is gone")
+                })?
+            }
+        };
+        let known = self.keywords();
+        let names: Vec<String> = flags
+            .keyword_letters()
+            .filter_map(|letter| known.name(letter).map(str::to_string))
+            .collect();
+        let _lock = target.lock()?;
+        let (letters, _) = target.keyword_letters(&names, true)?;
+        let flags = flags.system().union(letters);
+        let to = Path::new("cur").join(format!("{}:2,{flags}", entry.key));
+        self.dir.rename(&from, &target.dir, &to)?;
+        target.dir.open("cur")?.sync_all()?;
+        target.register(entry.key.clone(), flags, entry.size)
     }
 
     /// The folder's UIDVALIDITY (giving it one if it has none yet).
@@ -671,6 +704,27 @@ fn folder_component(name: &str) -> Result<String, BadName> {
         }
     }
     Ok(format!(".{}", parts.join(".")))
+}
+
+/// The special-use folders every user gets (at the first IMAP or JMAP login), with their
+/// RFC 6154 attribute.
+pub const SPECIAL_USE: [(&str, &str); 5] = [
+    ("Archive", "\\Archive"),
+    ("Drafts", "\\Drafts"),
+    ("Junk", "\\Junk"),
+    ("Sent", "\\Sent"),
+    ("Trash", "\\Trash"),
+];
+
+/// Creates the special-use folders a Maildir lacks.
+pub fn ensure_special_use(maildir: &Path) -> std::io::Result<()> {
+    for (name, _) in SPECIAL_USE {
+        let exists = folder_path(maildir, name).is_ok_and(|p| p.join("cur").is_dir());
+        if !exists {
+            Folder::open_in(maildir, name)?;
+        }
+    }
+    Ok(())
 }
 
 /// Every folder of a Maildir: INBOX first, then subfolders by name (`A/B` for `.A.B`).

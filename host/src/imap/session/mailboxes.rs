@@ -11,16 +11,9 @@ use super::super::extensions::ListExtras;
 use super::super::{mutf7, wire};
 use super::ImapSession;
 use crate::delivery::maildir::maildir_of;
-use crate::store::mailbox::{folder_path, list_folders, Flags, Folder, MailEntry, Snapshot};
-
-/// The special-use folders created at first login, with their RFC 6154 attribute.
-pub(super) const SPECIAL_USE: [(&str, &str); 5] = [
-    ("Archive", "\\Archive"),
-    ("Drafts", "\\Drafts"),
-    ("Junk", "\\Junk"),
-    ("Sent", "\\Sent"),
-    ("Trash", "\\Trash"),
-];
+use crate::store::mailbox::{
+    ensure_special_use, folder_path, list_folders, Flags, Folder, MailEntry, Snapshot, SPECIAL_USE,
+};
 
 fn raw_name(mailbox: &Mailbox<'_>) -> String {
     match mailbox {
@@ -155,14 +148,7 @@ impl ImapSession {
 
     /// Sent, Drafts, Trash, Junk and Archive, where the user has none yet.
     pub(super) fn create_special_use(&self) -> std::io::Result<()> {
-        let maildir = self.maildir();
-        for (name, _) in SPECIAL_USE {
-            let exists = folder_path(&maildir, name).is_ok_and(|p| p.join("cur").is_dir());
-            if !exists {
-                Folder::open_in(&maildir, name)?;
-            }
-        }
-        Ok(())
+        ensure_special_use(&self.maildir())
     }
 
     pub(super) fn create(&mut self, tag: &str, mailbox: &Mailbox<'_>) {

@@ -1,0 +1,872 @@
+//! Email/get, Email/query, Email/changes, Email/set and Thread/get (RFC 8621 §3, §4) over
+//! an [`Account`].
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+
+use mail_parser::DateTime;
+use serde_json::{json, Map, Value};
+
+use super::account::{system_flag, Account, EmailRecord};
+use super::api::MethodError;
+use super::message::{self, BodyLists, Summary};
+use super::methods::{ids_argument, properties_argument, Call};
+use crate::blocking;
+use crate::store::mailbox::{FlagChange, FlagOp, Flags};
+
+/// `Email/get`'s properties when the client names none (RFC 8621 §4.2).
+const DEFAULT_PROPERTIES: [&str; 25] = [
+    "id",
+    "blobId",
+    "threadId",
+    "mailboxIds",
+    "keywords",
+    "size",
+    "receivedAt",
+    "messageId",
+    "inReplyTo",
+    "references",
+    "sender",
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "replyTo",
+    "subject",
+    "sentAt",
+    "hasAttachment",
+    "preview",
+    "bodyValues",
+    "textBody",
+    "htmlBody",
+    "attachments",
+    "headers",
+];
+
+/// Properties answered from the Maildir alone, without reading the message.
+const FROM_INDEX: [&str; 6] = [
+    "id",
+    "blobId",
+    "mailboxIds",
+    "keywords",
+    "size",
+    "receivedAt",
+];
+
+/// The blob id of an email's raw message.
+pub fn blob_id(email_id: &str) -> String {
+    format!("B{}", &email_id[1..])
+}
+
+/// The email id a blob id belongs to, and the part it names (`None`: the whole message).
+pub fn parse_blob_id(blob: &str) -> Option<(String, Option<u32>)> {
+    let rest = blob.strip_prefix('B')?;
+    let (hex, part) = match rest.split_once('P') {
+        Some((hex, part)) => (hex, Some(part.parse().ok()?)),
+        None => (rest, None),
+    };
+    (hex.len() == 24 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| (format!("M{hex}"), part))
+}
+
+pub fn utc_date(seconds: u64) -> String {
+    DateTime::from_timestamp(i64::try_from(seconds).unwrap_or(i64::MAX)).to_rfc3339()
+}
+
+/// What `Email/get` was asked for besides the properties.
+struct BodyOptions {
+    properties: Vec<String>,
+    text_values: bool,
+    html_values: bool,
+    all_values: bool,
+    max_bytes: usize,
+}
+
+impl BodyOptions {
+    fn from(args: &Map<String, Value>) -> Result<BodyOptions, MethodError> {
+        let flag = |name: &str| args.get(name).and_then(Value::as_bool).unwrap_or(false);
+        let properties = properties_argument(args, "bodyProperties")?.unwrap_or_else(|| {
+            message::DEFAULT_BODY_PROPERTIES
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        });
+        Ok(BodyOptions {
+            properties,
+            text_values: flag("fetchTextBodyValues"),
+            html_values: flag("fetchHTMLBodyValues"),
+            all_values: flag("fetchAllBodyValues"),
+            max_bytes: args
+                .get("maxBodyValueBytes")
+                .and_then(Value::as_u64)
+                .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        })
+    }
+}
+
+pub fn get(account: &mut Account, call: &Call) -> Result<Value, MethodError> {
+    let args = &call.args;
+    let properties = properties_argument(args, "properties")?
+        .unwrap_or_else(|| DEFAULT_PROPERTIES.iter().map(|p| p.to_string()).collect());
+    let body = BodyOptions::from(args)?;
+    let ids = match ids_argument(args, call.limits.max_objects_in_get)? {
+        Some(ids) => ids,
+        None => account
+            .emails
+            .iter()
+            .take(call.limits.max_objects_in_get)
+            .map(|e| e.id.clone())
+            .collect(),
+    };
+    let mut list = Vec::new();
+    let mut not_found = Vec::new();
+    for id in ids {
+        let Some(email) = account.email(&id).cloned() else {
+            not_found.push(id);
+            continue;
+        };
+        match render(account, &email, &properties, &body) {
+            Some(object) => list.push(object),
+            None => not_found.push(id),
+        }
+    }
+    Ok(json!({
+        "accountId": call.account_id,
+        "state": account.email_states.state(),
+        "list": list,
+        "notFound": not_found,
+    }))
+}
+
+/// One email with the asked properties; `None` when its file is gone.
+fn render(
+    account: &mut Account,
+    email: &EmailRecord,
+    properties: &[String],
+    body: &BodyOptions,
+) -> Option<Value> {
+    let needs_message = properties
+        .iter()
+        .any(|p| !FROM_INDEX.contains(&p.as_str()) && p != "threadId");
+    let message = if needs_message {
+        Some(account.message(email).ok()?)
+    } else {
+        None
+    };
+    let mut out = Map::new();
+    out.insert("id".into(), email.id.clone().into());
+    let lists = message.as_ref().map(BodyLists::of);
+    for property in properties {
+        let value = match property.as_str() {
+            "id" => continue,
+            "blobId" => blob_id(&email.id).into(),
+            "threadId" => account.thread_id(&email.id).into(),
+            "mailboxIds" => json!({ email.mailbox_id.clone(): true }),
+            "keywords" => Value::Object(
+                email
+                    .keywords
+                    .iter()
+                    .map(|k| (k.clone(), Value::Bool(true)))
+                    .collect(),
+            ),
+            "size" => account.size(email).into(),
+            "receivedAt" => utc_date(email.entry.internal_date).into(),
+            other => match (&message, &lists) {
+                (Some(message), Some(lists)) => {
+                    body_property(message, lists, email, other, body).unwrap_or(Value::Null)
+                }
+                _ => Value::Null,
+            },
+        };
+        out.insert(property.clone(), value);
+    }
+    Some(Value::Object(out))
+}
+
+fn body_property(
+    message: &crate::message::Message,
+    lists: &BodyLists,
+    email: &EmailRecord,
+    property: &str,
+    body: &BodyOptions,
+) -> Option<Value> {
+    if let Some(value) = message::header_convenience(message, property) {
+        return Some(value);
+    }
+    if property.starts_with("header:") {
+        return message::header_property(message, property);
+    }
+    let blob = blob_id(&email.id);
+    let parts = |ids: &[u32]| {
+        Value::Array(
+            ids.iter()
+                .filter_map(|&id| message.part(id))
+                .map(|part| message::body_part(message, part, &blob, &body.properties))
+                .collect(),
+        )
+    };
+    Some(match property {
+        "hasAttachment" => (!lists.attachments.is_empty()).into(),
+        "preview" => message::preview(message, lists).into(),
+        "headers" => message::body_part(message, message.part(0)?, &blob, &["headers".into()])
+            .get("headers")
+            .cloned()
+            .unwrap_or(Value::Null),
+        "textBody" => parts(&lists.text),
+        "htmlBody" => parts(&lists.html),
+        "attachments" => parts(&lists.attachments),
+        "bodyStructure" => {
+            let mut properties = body.properties.clone();
+            properties.push("subParts".into());
+            message::body_part(message, message.part(0)?, &blob, &properties)
+        }
+        "bodyValues" => {
+            let mut wanted: Vec<u32> = Vec::new();
+            if body.text_values || body.all_values {
+                wanted.extend(&lists.text);
+            }
+            if body.html_values || body.all_values {
+                wanted.extend(&lists.html);
+            }
+            let mut values = Map::new();
+            for id in wanted {
+                let is_text = message
+                    .part(id)
+                    .is_some_and(|p| p.media_type.eq_ignore_ascii_case("text"));
+                if is_text {
+                    values.insert(
+                        id.to_string(),
+                        message::body_value(message, id, body.max_bytes),
+                    );
+                }
+            }
+            Value::Object(values)
+        }
+        _ => return None,
+    })
+}
+
+pub fn changes(account: &Account, call: &Call) -> Result<Value, MethodError> {
+    let (since, max) = super::methods::changes_arguments(&call.args)?;
+    let found = account.email_states.since(&since, max)?;
+    Ok(json!({
+        "accountId": call.account_id,
+        "oldState": since,
+        "newState": found.new_state,
+        "hasMoreChanges": found.has_more,
+        "created": found.changes.created,
+        "updated": found.changes.updated,
+        "destroyed": found.changes.destroyed,
+    }))
+}
+
+/// A filter condition or operator, checked against one email.
+fn matches(
+    account: &mut Account,
+    email: &EmailRecord,
+    filter: &Value,
+) -> Result<bool, MethodError> {
+    let Some(filter) = filter.as_object() else {
+        return Err(MethodError::with(
+            "unsupportedFilter",
+            "a filter must be an object",
+        ));
+    };
+    if let Some(operator) = filter.get("operator") {
+        let conditions = filter
+            .get("conditions")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                MethodError::with("unsupportedFilter", "an operator needs conditions")
+            })?;
+        let mut results = Vec::with_capacity(conditions.len());
+        for condition in conditions {
+            results.push(matches(account, email, condition)?);
+        }
+        return match operator.as_str() {
+            Some("AND") => Ok(results.iter().all(|r| *r)),
+            Some("OR") => Ok(results.iter().any(|r| *r)),
+            Some("NOT") => Ok(!results.iter().any(|r| *r)),
+            _ => Err(MethodError::with(
+                "unsupportedFilter",
+                "operator must be AND, OR or NOT",
+            )),
+        };
+    }
+    for (name, value) in filter {
+        if !condition(account, email, name, value)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Seconds since the epoch of a UTCDate filter value.
+fn date_argument(value: &Value) -> Result<i64, MethodError> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| MethodError::with("unsupportedFilter", "dates are strings"))?;
+    let parsed = DateTime::parse_rfc3339(text)
+        .filter(DateTime::is_valid)
+        .ok_or_else(|| MethodError::with("unsupportedFilter", format!("not a UTCDate: {text}")))?;
+    Ok(parsed.to_timestamp())
+}
+
+fn condition(
+    account: &mut Account,
+    email: &EmailRecord,
+    name: &str,
+    value: &Value,
+) -> Result<bool, MethodError> {
+    let text = || value.as_str().unwrap_or("").to_lowercase();
+    let summary = |account: &mut Account| account.summary(&email.id).unwrap_or_default();
+    let received = i64::try_from(email.entry.internal_date).unwrap_or(i64::MAX);
+    Ok(match name {
+        "inMailbox" => value.as_str() == Some(email.mailbox_id.as_str()),
+        "inMailboxOtherThan" => value.as_array().is_some_and(|list| {
+            !list
+                .iter()
+                .any(|m| m.as_str() == Some(email.mailbox_id.as_str()))
+        }),
+        "before" => received < date_argument(value)?,
+        "after" => received >= date_argument(value)?,
+        "minSize" => value.as_u64().is_some_and(|n| account.size(email) >= n),
+        "maxSize" => value.as_u64().is_some_and(|n| account.size(email) < n),
+        "hasKeyword" => email
+            .keywords
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(&text())),
+        "notKeyword" => !email
+            .keywords
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(&text())),
+        "hasAttachment" => Some(summary(account).has_attachment) == value.as_bool(),
+        "from" => summary(account).from.contains(&text()),
+        "to" => summary(account).to.contains(&text()),
+        "cc" => summary(account).cc.contains(&text()),
+        "bcc" => summary(account).bcc.contains(&text()),
+        "subject" => summary(account).subject.to_lowercase().contains(&text()),
+        "body" => body_contains(account, email, &text()),
+        "text" => {
+            let needle = text();
+            let s = summary(account);
+            [&s.from, &s.to, &s.cc, &s.bcc]
+                .iter()
+                .any(|f| f.contains(&needle))
+                || s.subject.to_lowercase().contains(&needle)
+                || body_contains(account, email, &needle)
+        }
+        "header" => header_condition(account, email, value)?,
+        other => {
+            return Err(MethodError::with(
+                "unsupportedFilter",
+                format!("filter condition {other} is not supported"),
+            ))
+        }
+    })
+}
+
+fn body_contains(account: &Account, email: &EmailRecord, needle: &str) -> bool {
+    let Ok(message) = account.message(email) else {
+        return false;
+    };
+    let lists = BodyLists::of(&message);
+    lists.text.iter().chain(&lists.html).any(|&id| {
+        let text = message.part_text(id).unwrap_or_default();
+        text.to_lowercase().contains(needle)
+    })
+}
+
+fn header_condition(
+    account: &Account,
+    email: &EmailRecord,
+    value: &Value,
+) -> Result<bool, MethodError> {
+    let bad = || MethodError::with("unsupportedFilter", "header takes [name] or [name, value]");
+    let list = value.as_array().ok_or_else(bad)?;
+    let name = list.first().and_then(Value::as_str).ok_or_else(bad)?;
+    let wanted = list.get(1).and_then(Value::as_str).map(str::to_lowercase);
+    let Ok(message) = account.message(email) else {
+        return Ok(false);
+    };
+    let fields = message.header(name);
+    Ok(match wanted {
+        None => !fields.is_empty(),
+        Some(wanted) => fields
+            .iter()
+            .any(|f| f.decoded.to_lowercase().contains(&wanted)),
+    })
+}
+
+/// One sort criterion: compares two emails.
+fn compare(
+    account: &mut Account,
+    a: &EmailRecord,
+    b: &EmailRecord,
+    comparator: &Map<String, Value>,
+) -> Ordering {
+    let ascending = comparator
+        .get("isAscending")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let property = comparator
+        .get("property")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let order = match property {
+        "receivedAt" => a.entry.internal_date.cmp(&b.entry.internal_date),
+        "size" => account.size(a).cmp(&account.size(b)),
+        "hasKeyword" => {
+            let keyword = comparator
+                .get("keyword")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let has = |e: &EmailRecord| e.keywords.iter().any(|k| k.eq_ignore_ascii_case(keyword));
+            has(a).cmp(&has(b))
+        }
+        _ => {
+            let (sa, sb) = (
+                account.summary(&a.id).unwrap_or_default(),
+                account.summary(&b.id).unwrap_or_default(),
+            );
+            match property {
+                "from" => sa.from.cmp(&sb.from),
+                "to" => sa.to.cmp(&sb.to),
+                "subject" => sa.base_subject().cmp(&sb.base_subject()),
+                "sentAt" => sa.sent_at.cmp(&sb.sent_at),
+                _ => Ordering::Equal,
+            }
+        }
+    };
+    if ascending {
+        order
+    } else {
+        order.reverse()
+    }
+}
+
+const SORTABLE: [&str; 7] = [
+    "receivedAt",
+    "size",
+    "from",
+    "to",
+    "subject",
+    "sentAt",
+    "hasKeyword",
+];
+
+pub fn query(account: &mut Account, call: &Call) -> Result<Value, MethodError> {
+    let args = &call.args;
+    let sort: Vec<Map<String, Value>> = match args.get("sort") {
+        None | Some(Value::Null) => vec![json!({"property": "receivedAt", "isAscending": false})
+            .as_object()
+            .cloned()
+            .unwrap_or_default()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|c| {
+                c.as_object()
+                    .cloned()
+                    .ok_or_else(|| MethodError::invalid_arguments("sort holds comparators"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(MethodError::invalid_arguments("sort must be an array")),
+    };
+    for comparator in &sort {
+        let property = comparator
+            .get("property")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !SORTABLE.contains(&property) {
+            return Err(MethodError::with(
+                "unsupportedSort",
+                format!("cannot sort by {property:?}"),
+            ));
+        }
+    }
+    let candidates: Vec<EmailRecord> = account.emails.clone();
+    let mut found = Vec::new();
+    for email in candidates {
+        let keep = match args.get("filter") {
+            None | Some(Value::Null) => true,
+            Some(filter) => matches(account, &email, filter)?,
+        };
+        if keep {
+            found.push(email);
+        }
+    }
+    found.sort_by(|x, y| {
+        sort.iter()
+            .map(|comparator| compare(account, x, y, comparator))
+            .find(|o| *o != Ordering::Equal)
+            .unwrap_or_else(|| x.id.cmp(&y.id))
+    });
+    let mut sorted = found;
+    if args.get("collapseThreads").and_then(Value::as_bool) == Some(true) {
+        let mut threads = HashSet::new();
+        let mut kept = Vec::with_capacity(sorted.len());
+        for email in sorted {
+            if threads.insert(account.thread_id(&email.id)) {
+                kept.push(email);
+            }
+        }
+        sorted = kept;
+    }
+    let ids: Vec<String> = sorted.into_iter().map(|e| e.id).collect();
+    let (position, page) = window(&ids, args)?;
+    let mut out = json!({
+        "accountId": call.account_id,
+        "queryState": account.email_states.state(),
+        "canCalculateChanges": false,
+        "position": position,
+        "ids": page,
+    });
+    if args.get("calculateTotal").and_then(Value::as_bool) == Some(true) {
+        out["total"] = ids.len().into();
+    }
+    if let Some(limit) = args.get("limit").and_then(Value::as_u64) {
+        out["limit"] = limit.into();
+    }
+    Ok(out)
+}
+
+/// The page of `ids` a query asks for: `position` or `anchor` + `anchorOffset`, and `limit`.
+pub fn window(
+    ids: &[String],
+    args: &Map<String, Value>,
+) -> Result<(usize, Vec<String>), MethodError> {
+    let total = ids.len() as i64;
+    let start = if let Some(anchor) = args.get("anchor").and_then(Value::as_str) {
+        let at = ids
+            .iter()
+            .position(|id| id == anchor)
+            .ok_or_else(|| MethodError::new("anchorNotFound"))? as i64;
+        let offset = args
+            .get("anchorOffset")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        (at + offset).max(0)
+    } else {
+        let position = args.get("position").and_then(Value::as_i64).unwrap_or(0);
+        if position < 0 {
+            (total + position).max(0)
+        } else {
+            position
+        }
+    };
+    let start = start.min(total) as usize;
+    let limit = match args.get("limit") {
+        None | Some(Value::Null) => usize::MAX,
+        Some(v) => v
+            .as_u64()
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+            .ok_or_else(|| {
+                MethodError::invalid_arguments("limit must be a non-negative integer")
+            })?,
+    };
+    Ok((start, ids[start..].iter().take(limit).cloned().collect()))
+}
+
+/// What an update asks of one email.
+#[derive(Default)]
+struct Update {
+    /// The keywords afterwards, when they change.
+    keywords: Option<HashSet<String>>,
+    /// The one mailbox afterwards, when it changes.
+    mailbox: Option<String>,
+}
+
+fn set_error(kind: &str, description: impl Into<String>) -> Value {
+    json!({"type": kind, "description": description.into()})
+}
+
+/// Reads a patch object into an [`Update`] against the email as it is.
+fn read_patch(
+    email: &EmailRecord,
+    patch: &Map<String, Value>,
+    created: &HashMap<String, String>,
+) -> Result<Update, Value> {
+    let mut keywords: HashSet<String> = email.keywords.iter().cloned().collect();
+    let mut mailboxes: HashSet<String> = HashSet::from([email.mailbox_id.clone()]);
+    let mut touched = (false, false);
+    let resolve = |id: &str| match id.strip_prefix('#') {
+        Some(creation) => created
+            .get(creation)
+            .cloned()
+            .unwrap_or_else(|| id.to_string()),
+        None => id.to_string(),
+    };
+    for (path, value) in patch {
+        let invalid = || set_error("invalidProperties", format!("cannot set {path}"));
+        if path == "keywords" {
+            let map = value.as_object().ok_or_else(invalid)?;
+            keywords = map.keys().map(|k| k.to_lowercase()).collect();
+            touched.0 = true;
+        } else if let Some(keyword) = path.strip_prefix("keywords/") {
+            match value {
+                Value::Bool(true) => keywords.insert(keyword.to_lowercase()),
+                Value::Null => keywords.remove(&keyword.to_lowercase()),
+                _ => return Err(invalid()),
+            };
+            touched.0 = true;
+        } else if path == "mailboxIds" {
+            let map = value.as_object().ok_or_else(invalid)?;
+            mailboxes = map.keys().map(|k| resolve(k)).collect();
+            touched.1 = true;
+        } else if let Some(mailbox) = path.strip_prefix("mailboxIds/") {
+            match value {
+                Value::Bool(true) => mailboxes.insert(resolve(mailbox)),
+                Value::Null => mailboxes.remove(&resolve(mailbox)),
+                _ => return Err(invalid()),
+            };
+            touched.1 = true;
+        } else {
+            return Err(invalid());
+        }
+    }
+    for keyword in &keywords {
+        if keyword.is_empty()
+            || !keyword
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"(){]%*\"\\".contains(&b))
+        {
+            return Err(set_error(
+                "invalidProperties",
+                format!("{keyword:?} is not a keyword"),
+            ));
+        }
+    }
+    if touched.1 && mailboxes.len() != 1 {
+        return Err(set_error(
+            if mailboxes.is_empty() {
+                "invalidProperties"
+            } else {
+                "tooManyMailboxes"
+            },
+            "an email is in exactly one mailbox here (maxMailboxesPerEmail is 1)",
+        ));
+    }
+    Ok(Update {
+        keywords: touched.0.then_some(keywords),
+        mailbox: if touched.1 {
+            mailboxes
+                .into_iter()
+                .next()
+                .filter(|m| *m != email.mailbox_id)
+        } else {
+            None
+        },
+    })
+}
+
+/// Applies one update to the Maildir.
+fn apply(account: &Account, email: &EmailRecord, update: Update) -> Result<(), Value> {
+    let server = |e: std::io::Error| set_error("serverFail", e.to_string());
+    let source = account
+        .mailbox(&email.mailbox_id)
+        .ok_or_else(|| set_error("notFound", "its mailbox is gone"))?
+        .folder
+        .clone();
+    let mut entry = email.entry.clone();
+    if let Some(keywords) = update.keywords {
+        let mut system = String::new();
+        let mut names = Vec::new();
+        for keyword in &keywords {
+            match system_flag(keyword) {
+                Some(letter) => system.push(letter),
+                None => names.push(keyword.clone()),
+            }
+        }
+        // `\Deleted` has no keyword: a keyword change keeps it.
+        if entry.flags.contains('T') {
+            system.push('T');
+        }
+        let change = FlagChange {
+            op: FlagOp::Replace,
+            system: Flags::parse(&system),
+            keywords: &names,
+            unchanged_since: None,
+        };
+        let updated = blocking::run(|| source.update_flags(&[&entry], &change)).map_err(server)?;
+        entry = updated
+            .entries
+            .into_iter()
+            .next()
+            .ok_or_else(|| set_error("notFound", "the message is gone"))?;
+    }
+    if let Some(target) = update.mailbox {
+        let target = account
+            .mailbox(&target)
+            .ok_or_else(|| set_error("invalidProperties", format!("no mailbox {target}")))?
+            .folder
+            .clone();
+        blocking::run(|| source.move_to(&entry, &target)).map_err(server)?;
+    }
+    Ok(())
+}
+
+/// Email/set: updates of keywords and mailboxes, and destroy. (Create and import come from
+/// blobs: see `Email/import`.)
+/// What Email/set's updates and destroys did.
+#[derive(Default)]
+pub struct SetResult {
+    pub updated: Map<String, Value>,
+    pub not_updated: Map<String, Value>,
+    pub destroyed: Vec<String>,
+    pub not_destroyed: Map<String, Value>,
+}
+
+pub fn set_updates(
+    account: &mut Account,
+    call: &Call,
+    created: &HashMap<String, String>,
+) -> Result<SetResult, MethodError> {
+    let args = &call.args;
+    let mut result = SetResult::default();
+    if let Some(update) = args.get("update") {
+        let update = update
+            .as_object()
+            .ok_or_else(|| MethodError::invalid_arguments("update must be an object"))?;
+        for (id, patch) in update {
+            let Some(email) = account.email(id).cloned() else {
+                result
+                    .not_updated
+                    .insert(id.clone(), set_error("notFound", "no such email"));
+                continue;
+            };
+            let Some(patch) = patch.as_object() else {
+                result.not_updated.insert(
+                    id.clone(),
+                    set_error("invalidPatch", "a patch is an object"),
+                );
+                continue;
+            };
+            match read_patch(&email, patch, created).and_then(|u| apply(account, &email, u)) {
+                Ok(()) => {
+                    result.updated.insert(id.clone(), Value::Null);
+                }
+                Err(error) => {
+                    result.not_updated.insert(id.clone(), error);
+                }
+            }
+        }
+    }
+    for id in super::methods::id_list(args, "destroy")? {
+        let Some(email) = account.email(&id).cloned() else {
+            result
+                .not_destroyed
+                .insert(id, set_error("notFound", "no such email"));
+            continue;
+        };
+        let Some(mailbox) = account.mailbox(&email.mailbox_id) else {
+            result
+                .not_destroyed
+                .insert(id, set_error("notFound", "its mailbox is gone"));
+            continue;
+        };
+        let folder = mailbox.folder.clone();
+        match blocking::run(|| folder.delete(&email.entry)) {
+            Ok(()) => result.destroyed.push(id),
+            Err(e) => {
+                result
+                    .not_destroyed
+                    .insert(id, set_error("serverFail", e.to_string()));
+            }
+        }
+    }
+    Ok(result)
+}
+
+pub fn thread_get(account: &mut Account, call: &Call) -> Result<Value, MethodError> {
+    let ids = ids_argument(&call.args, call.limits.max_objects_in_get)?.unwrap_or_default();
+    let wanted: HashSet<&String> = ids.iter().collect();
+    let mut members: HashMap<String, Vec<(u64, String)>> = HashMap::new();
+    let emails: Vec<(String, u64)> = account
+        .emails
+        .iter()
+        .map(|e| (e.id.clone(), e.entry.internal_date))
+        .collect();
+    for (id, received) in emails {
+        let thread = account.thread_id(&id);
+        if wanted.contains(&thread) {
+            members.entry(thread).or_default().push((received, id));
+        }
+    }
+    let mut list = Vec::new();
+    let mut not_found = Vec::new();
+    for id in &ids {
+        match members.get_mut(id) {
+            Some(emails) => {
+                emails.sort();
+                let email_ids: Vec<&String> = emails.iter().map(|(_, id)| id).collect();
+                list.push(json!({"id": id, "emailIds": email_ids}));
+            }
+            None => not_found.push(id.clone()),
+        }
+    }
+    Ok(json!({
+        "accountId": call.account_id,
+        "state": account.email_states.state(),
+        "list": list,
+        "notFound": not_found,
+    }))
+}
+
+/// Summaries of every email, for whoever needs them all (thread counts).
+pub fn summaries(account: &mut Account) -> Vec<(String, std::sync::Arc<Summary>)> {
+    let ids: Vec<String> = account.emails.iter().map(|e| e.id.clone()).collect();
+    ids.into_iter()
+        .filter_map(|id| account.summary(&id).map(|s| (id, s)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_ids_name_the_email_and_the_part() {
+        let email = "M0123456789abcdef01234567";
+        let blob = blob_id(email);
+        assert_eq!(parse_blob_id(&blob), Some((email.to_string(), None)));
+        let part = message::part_blob_id(&blob, 3);
+        assert_eq!(parse_blob_id(&part), Some((email.to_string(), Some(3))));
+        for bad in [
+            "",
+            "B",
+            "Bxyz",
+            "M0123456789abcdef01234567",
+            "B0123456789abcdef01234567Px",
+        ] {
+            assert_eq!(parse_blob_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn windows_take_position_anchor_and_limit() {
+        let ids: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let args = |v: Value| v.as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            window(&ids, &args(json!({"position": 1, "limit": 2}))).ok(),
+            Some((1, vec!["b".into(), "c".into()]))
+        );
+        assert_eq!(
+            window(&ids, &args(json!({"position": -1}))).ok(),
+            Some((3, vec!["d".into()]))
+        );
+        assert_eq!(
+            window(
+                &ids,
+                &args(json!({"anchor": "c", "anchorOffset": -1, "limit": 1}))
+            )
+            .ok(),
+            Some((1, vec!["b".into()]))
+        );
+        assert_eq!(
+            window(&ids, &args(json!({"anchor": "zz"})))
+                .err()
+                .map(|e| e.kind),
+            Some("anchorNotFound")
+        );
+    }
+}

@@ -1,0 +1,394 @@
+//! JMAP's transport: HTTP/1.1 (hyper) over the listener's connection, the routes, and
+//! authentication — HTTP Basic with the gateway's users, over TLS only, with the same
+//! failed-login budget and delays as IMAP, POP3 and SMTP AUTH. A password that checked out
+//! is remembered (as a SHA-256, for a few minutes) so that every request does not cost an
+//! argon2 verification.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::api::Problem;
+use super::email::parse_blob_id;
+use super::Jmap;
+use crate::config::Protocol as ProtocolKind;
+use crate::mail::Session;
+use crate::net::connection::{Client, Stream};
+
+/// A client that has not sent a request head by then is dropped.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a checked password is taken without asking argon2 again.
+const LOGIN_MEMORY: Duration = Duration::from_secs(300);
+/// Remembered logins kept at most (then forgotten all at once).
+const LOGIN_MEMORY_MAX: usize = 10_000;
+
+type Body = Full<Bytes>;
+
+/// Passwords that checked out recently: user -> (SHA-256 of the password, when).
+#[derive(Default)]
+pub struct LoginCache(Mutex<HashMap<String, ([u8; 32], Instant)>>);
+
+impl LoginCache {
+    fn knows(&self, user: &str, digest: &[u8; 32]) -> bool {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(user)
+            .is_some_and(|(d, at)| d == digest && at.elapsed() < LOGIN_MEMORY)
+    }
+
+    fn remember(&self, user: &str, digest: [u8; 32]) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= LOGIN_MEMORY_MAX {
+            map.clear();
+        }
+        map.insert(user.to_string(), (digest, Instant::now()));
+    }
+}
+
+/// What one HTTP connection knows about its client.
+struct Peer {
+    client_id: String,
+    peer: std::net::SocketAddr,
+    listener: String,
+    tls: bool,
+    /// Failed logins on this connection: each waits longer.
+    failures: AtomicU32,
+}
+
+impl Peer {
+    fn session(&self, user: &str) -> Session {
+        Session::client(
+            &self.client_id,
+            self.peer,
+            &self.listener,
+            self.tls,
+            None,
+            Some(user.to_string()),
+        )
+    }
+}
+
+/// Serves one connection until the client closes it or the server drains.
+pub async fn serve(jmap: Arc<Jmap>, mut client: Client) {
+    let stream = std::mem::replace(&mut client.conn.stream, Stream::Upgrading);
+    let peer = Arc::new(Peer {
+        client_id: client.id.clone(),
+        peer: client.peer,
+        listener: client.listener.name.clone(),
+        tls: client.tls,
+        failures: AtomicU32::new(0),
+    });
+    let service = hyper::service::service_fn(move |request| {
+        let (jmap, peer) = (jmap.clone(), peer.clone());
+        async move { Ok::<_, Infallible>(route(&jmap, &peer, request).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => {
+            if let Err(e) = served {
+                tracing::debug!("JMAP connection: {e}");
+            }
+        }
+        () = client.drain.requested() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+async fn route(jmap: &Jmap, peer: &Peer, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    let method = request.method().clone();
+    match (method, path.as_str()) {
+        (Method::GET, "/.well-known/jmap") => {
+            let user = match authenticate(jmap, peer, &request).await {
+                Ok(user) => user,
+                Err(refusal) => return refusal,
+            };
+            let base = base_url(&request, peer);
+            json_response(StatusCode::OK, &jmap.session_resource(&user, &base))
+        }
+        (Method::POST, "/jmap/api" | "/jmap/api/") => {
+            let user = match authenticate(jmap, peer, &request).await {
+                Ok(user) => user,
+                Err(refusal) => return refusal,
+            };
+            api(jmap, peer, &user, request).await
+        }
+        (Method::GET, p) if p.starts_with("/jmap/download/") => {
+            let user = match authenticate(jmap, peer, &request).await {
+                Ok(user) => user,
+                Err(refusal) => return refusal,
+            };
+            download(jmap, peer, &user, &request).await
+        }
+        (_, "/.well-known/jmap" | "/jmap/api" | "/jmap/api/") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `https://host[:port]` as the client addressed us.
+fn base_url(request: &Request<Incoming>, peer: &Peer) -> String {
+    let scheme = if peer.tls { "https" } else { "http" };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| "localhost".into());
+    format!("{scheme}://{host}")
+}
+
+/// The user the request's credentials name, or the response that refuses it.
+async fn authenticate(
+    jmap: &Jmap,
+    peer: &Peer,
+    request: &Request<Incoming>,
+) -> Result<String, Response<Body>> {
+    let Some(given) = request.headers().get(header::AUTHORIZATION) else {
+        return Err(unauthorized("log in with HTTP Basic authentication\n"));
+    };
+    if !peer.tls {
+        return Err(text(
+            StatusCode::FORBIDDEN,
+            "credentials are only taken over HTTPS\n",
+        ));
+    }
+    let Some((user, password)) = basic_credentials(given) else {
+        return Err(unauthorized("malformed Basic credentials\n"));
+    };
+    let shared = &jmap.shared;
+    if !shared.login_allowed(peer.peer.ip()) {
+        return Err(text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins from your address, try later\n",
+        ));
+    }
+    if !shared.users.available() {
+        return Err(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "authentication temporarily unavailable, try later\n",
+        ));
+    }
+    let user = user.to_ascii_lowercase();
+    let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+    if jmap.logins.knows(&user, &digest) {
+        return Ok(user);
+    }
+    if shared
+        .verify_password(ProtocolKind::Jmap, &user, password)
+        .await
+    {
+        jmap.logins.remember(&user, digest);
+        tracing::info!(user, "JMAP login");
+        return Ok(user);
+    }
+    let failures = peer
+        .failures
+        .fetch_add(1, Ordering::Relaxed)
+        .saturating_add(1);
+    // Waits longer with each failure of this connection, as the other protocols do.
+    shared.login_failed(peer.peer.ip(), &user, failures).await;
+    Err(unauthorized("invalid credentials\n"))
+}
+
+/// `Basic base64(user:password)`.
+fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
+    let value = value.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+async fn api(jmap: &Jmap, peer: &Peer, user: &str, request: Request<Incoming>) -> Response<Body> {
+    let limit = jmap.limits.max_size_request;
+    let body = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return problem(&Problem::limit(
+                "maxSizeRequest",
+                format!("the request is over {limit} bytes"),
+            ))
+        }
+    };
+    match jmap.api(user, &peer.session(user), &body).await {
+        Ok(answer) => json_response(StatusCode::OK, &answer),
+        Err(refused) => problem(&refused),
+    }
+}
+
+/// `/jmap/download/{accountId}/{blobId}/{name}?accept={type}`.
+async fn download(
+    jmap: &Jmap,
+    peer: &Peer,
+    user: &str,
+    request: &Request<Incoming>,
+) -> Response<Body> {
+    let path = request.uri().path();
+    let mut pieces = path.trim_start_matches("/jmap/download/").splitn(3, '/');
+    let (Some(account), Some(blob), name) = (pieces.next(), pieces.next(), pieces.next()) else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    if account != Jmap::account_id(user) {
+        return text(StatusCode::NOT_FOUND, "no such blob\n");
+    }
+    let Some((email_id, part)) = parse_blob_id(blob) else {
+        return text(StatusCode::NOT_FOUND, "no such blob\n");
+    };
+    let Some(bytes) = jmap.blob(user, &peer.session(user), &email_id, part).await else {
+        return text(StatusCode::NOT_FOUND, "no such blob\n");
+    };
+    let accept = request
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("accept=")))
+        .map(percent_decode)
+        .filter(|t| t.contains('/') && t.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let name = percent_decode(name.unwrap_or("blob"));
+    let safe_name: String = name
+        .chars()
+        .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+        .collect();
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{safe_name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, immutable, max-age=604800"),
+    );
+    headers.insert(
+        "X-Content-Type-Options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn problem(problem: &Problem) -> Response<Body> {
+    let mut response = json_response(StatusCode::BAD_REQUEST, &problem.body());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn unauthorized(body: &'static str) -> Response<Body> {
+    let mut response = text(StatusCode::UNAUTHORIZED, body);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"mailgate\", charset=\"UTF-8\""),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_decoded_and_other_schemes_refused() {
+        let header = |v: &str| HeaderValue::from_str(v).expect("header");
+        let encoded = base64::engine::general_purpose::STANDARD.encode("ann@localhost:pa:ss");
+        assert_eq!(
+            basic_credentials(&header(&format!("Basic {encoded}"))),
+            Some(("ann@localhost".into(), "pa:ss".into()))
+        );
+        assert_eq!(basic_credentials(&header("Bearer abc")), None);
+        assert_eq!(basic_credentials(&header("Basic !!!")), None);
+        let no_colon = base64::engine::general_purpose::STANDARD.encode("ann");
+        assert_eq!(
+            basic_credentials(&header(&format!("Basic {no_colon}"))),
+            None
+        );
+    }
+
+    #[test]
+    fn percent_decoding_keeps_what_is_not_an_escape() {
+        assert_eq!(percent_decode("a%20b%2Fc+d%zz"), "a b/c d%zz");
+        assert_eq!(percent_decode("%"), "%");
+    }
+}

@@ -1,0 +1,434 @@
+//! Mailbox/get, Mailbox/query, Mailbox/changes and Mailbox/set (RFC 8621 §2) over an
+//! [`Account`]: one mailbox per Maildir folder, the hierarchy from the folder names.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{json, Map, Value};
+
+use super::account::{Account, MailboxRecord};
+use super::api::MethodError;
+use super::email::summaries;
+use super::methods::{changes_arguments, id_list, ids_argument, properties_argument, Call};
+use crate::blocking;
+use crate::store::mailbox::{folder_path, Folder};
+
+const ALL_PROPERTIES: [&str; 11] = [
+    "id",
+    "name",
+    "parentId",
+    "role",
+    "sortOrder",
+    "totalEmails",
+    "unreadEmails",
+    "totalThreads",
+    "unreadThreads",
+    "myRights",
+    "isSubscribed",
+];
+
+/// Where a role's mailbox sorts among the others (lower first); the rest by name after.
+fn sort_order(mailbox: &MailboxRecord) -> u32 {
+    match mailbox.role {
+        Some("inbox") => 1,
+        Some("drafts") => 2,
+        Some("sent") => 3,
+        Some("archive") => 4,
+        Some("junk") => 5,
+        Some("trash") => 6,
+        _ => 10,
+    }
+}
+
+/// Threads and unread threads per mailbox.
+fn thread_counts(account: &mut Account) -> HashMap<String, (usize, usize)> {
+    let mut threads: HashMap<String, (HashSet<String>, HashSet<String>)> = HashMap::new();
+    let _ = summaries(account);
+    let emails: Vec<(String, String, bool)> = account
+        .emails
+        .iter()
+        .map(|e| {
+            (
+                e.id.clone(),
+                e.mailbox_id.clone(),
+                !e.entry.flags.contains('S'),
+            )
+        })
+        .collect();
+    for (id, mailbox, unread) in emails {
+        let thread = account.thread_id(&id);
+        let entry = threads.entry(mailbox).or_default();
+        if unread {
+            entry.1.insert(thread.clone());
+        }
+        entry.0.insert(thread);
+    }
+    threads
+        .into_iter()
+        .map(|(mailbox, (all, unread))| (mailbox, (all.len(), unread.len())))
+        .collect()
+}
+
+pub fn get(account: &mut Account, call: &Call) -> Result<Value, MethodError> {
+    let properties = properties_argument(&call.args, "properties")?
+        .unwrap_or_else(|| ALL_PROPERTIES.iter().map(|p| p.to_string()).collect());
+    let wants_threads = properties
+        .iter()
+        .any(|p| p == "totalThreads" || p == "unreadThreads");
+    let threads = if wants_threads {
+        thread_counts(account)
+    } else {
+        HashMap::new()
+    };
+    let ids = ids_argument(&call.args, call.limits.max_objects_in_get)?
+        .unwrap_or_else(|| account.mailboxes.iter().map(|m| m.id.clone()).collect());
+    let mut list = Vec::new();
+    let mut not_found = Vec::new();
+    for id in ids {
+        let Some(mailbox) = account.mailbox(&id) else {
+            not_found.push(id);
+            continue;
+        };
+        let (total_threads, unread_threads) = threads.get(&id).copied().unwrap_or_default();
+        let mut out = Map::new();
+        out.insert("id".into(), id.clone().into());
+        for property in &properties {
+            let value = match property.as_str() {
+                "id" => continue,
+                "name" => mailbox.short_name().into(),
+                "parentId" => mailbox.parent_id.clone().into(),
+                "role" => mailbox.role.into(),
+                "sortOrder" => sort_order(mailbox).into(),
+                "totalEmails" => mailbox.total.into(),
+                "unreadEmails" => mailbox.unread.into(),
+                "totalThreads" => total_threads.into(),
+                "unreadThreads" => unread_threads.into(),
+                "myRights" => rights(mailbox),
+                "isSubscribed" => true.into(),
+                _ => Value::Null,
+            };
+            out.insert(property.clone(), value);
+        }
+        list.push(Value::Object(out));
+    }
+    Ok(json!({
+        "accountId": call.account_id,
+        "state": account.mailbox_states.state(),
+        "list": list,
+        "notFound": not_found,
+    }))
+}
+
+fn rights(mailbox: &MailboxRecord) -> Value {
+    let inbox = mailbox.role == Some("inbox");
+    json!({
+        "mayReadItems": true, "mayAddItems": true, "mayRemoveItems": true,
+        "maySetSeen": true, "maySetKeywords": true, "mayCreateChild": true,
+        "mayRename": !inbox, "mayDelete": !inbox, "maySubmit": true,
+    })
+}
+
+pub fn changes(account: &Account, call: &Call) -> Result<Value, MethodError> {
+    let (since, max) = changes_arguments(&call.args)?;
+    let found = account.mailbox_states.since(&since, max)?;
+    Ok(json!({
+        "accountId": call.account_id,
+        "oldState": since,
+        "newState": found.new_state,
+        "hasMoreChanges": found.has_more,
+        "created": found.changes.created,
+        "updated": found.changes.updated,
+        "destroyed": found.changes.destroyed,
+        "updatedProperties": null,
+    }))
+}
+
+fn filter_matches(
+    mailbox: &MailboxRecord,
+    filter: &Map<String, Value>,
+) -> Result<bool, MethodError> {
+    for (name, value) in filter {
+        let ok = match name.as_str() {
+            "parentId" => mailbox.parent_id.as_deref() == value.as_str(),
+            "name" => value.as_str().is_some_and(|n| {
+                mailbox
+                    .short_name()
+                    .to_lowercase()
+                    .contains(&n.to_lowercase())
+            }),
+            "role" => mailbox.role == value.as_str(),
+            "hasAnyRole" => Some(mailbox.role.is_some()) == value.as_bool(),
+            "isSubscribed" => value.as_bool() == Some(true),
+            other => {
+                return Err(MethodError::with(
+                    "unsupportedFilter",
+                    format!("Mailbox filter {other} is not supported"),
+                ))
+            }
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+pub fn query(account: &Account, call: &Call) -> Result<Value, MethodError> {
+    let args = &call.args;
+    let filter = match args.get("filter") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) if !map.contains_key("operator") => map.clone(),
+        Some(_) => {
+            return Err(MethodError::with(
+                "unsupportedFilter",
+                "Mailbox/query takes one filter condition",
+            ))
+        }
+    };
+    let mut found = Vec::new();
+    for mailbox in &account.mailboxes {
+        if filter_matches(mailbox, &filter)? {
+            found.push(mailbox);
+        }
+    }
+    let mut sorted = false;
+    if let Some(sort) = args.get("sort").and_then(Value::as_array) {
+        for comparator in sort.iter().rev() {
+            let ascending = comparator
+                .get("isAscending")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            match comparator.get("property").and_then(Value::as_str) {
+                Some("name") => found.sort_by(|a, b| a.short_name().cmp(b.short_name())),
+                Some("sortOrder") => found.sort_by_key(|m| sort_order(m)),
+                other => {
+                    return Err(MethodError::with(
+                        "unsupportedSort",
+                        format!("cannot sort mailboxes by {other:?}"),
+                    ))
+                }
+            }
+            if !ascending {
+                found.reverse();
+            }
+            sorted = true;
+        }
+    }
+    if !sorted {
+        found.sort_by(|a, b| sort_order(a).cmp(&sort_order(b)).then(a.name.cmp(&b.name)));
+    }
+    let ids: Vec<String> = found.iter().map(|m| m.id.clone()).collect();
+    let (position, page) = super::email::window(&ids, args)?;
+    let mut out = json!({
+        "accountId": call.account_id,
+        "queryState": account.mailbox_states.state(),
+        "canCalculateChanges": false,
+        "position": position,
+        "ids": page,
+    });
+    if args.get("calculateTotal").and_then(Value::as_bool) == Some(true) {
+        out["total"] = ids.len().into();
+    }
+    Ok(out)
+}
+
+fn set_error(kind: &str, description: impl Into<String>) -> Value {
+    json!({"type": kind, "description": description.into()})
+}
+
+/// The folder name a mailbox called `name` under `parent` has.
+fn full_name(account: &Account, name: &str, parent: Option<&str>) -> Result<String, Value> {
+    if name.is_empty() || name.contains('/') {
+        return Err(set_error(
+            "invalidProperties",
+            "a name is not empty and holds no '/'",
+        ));
+    }
+    let full = match parent {
+        None => name.to_string(),
+        Some(parent) => {
+            let parent = account
+                .mailbox(parent)
+                .ok_or_else(|| set_error("invalidProperties", format!("no parent {parent}")))?;
+            format!("{}/{name}", parent.name)
+        }
+    };
+    folder_path(&account.maildir, &full).map_err(|e| set_error("invalidProperties", e.0))?;
+    if account
+        .mailboxes
+        .iter()
+        .any(|m| m.name.eq_ignore_ascii_case(&full))
+    {
+        return Err(set_error("alreadyExists", format!("{full} exists")));
+    }
+    Ok(full)
+}
+
+/// Creates one mailbox; its id.
+fn create(
+    account: &Account,
+    object: &Map<String, Value>,
+    created: &HashMap<String, String>,
+) -> Result<String, Value> {
+    let name = object.get("name").and_then(Value::as_str).unwrap_or("");
+    let parent = match object.get("parentId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(match id.strip_prefix('#') {
+            Some(creation) => created.get(creation).cloned().unwrap_or_else(|| id.clone()),
+            None => id.clone(),
+        }),
+        Some(_) => return Err(set_error("invalidProperties", "parentId is an id or null")),
+    };
+    for key in object.keys() {
+        if !["name", "parentId", "isSubscribed", "sortOrder", "role"].contains(&key.as_str()) {
+            return Err(set_error("invalidProperties", format!("cannot set {key}")));
+        }
+    }
+    let full = full_name(account, name, parent.as_deref())?;
+    let maildir = account.maildir.clone();
+    let validity =
+        blocking::run(|| Folder::open_in(&maildir, &full).and_then(|f| f.uid_validity()))
+            .map_err(|e| set_error("serverFail", e.to_string()))?;
+    Ok(format!("F{validity}"))
+}
+
+/// Destroys one mailbox (and its messages when `remove_emails`).
+fn destroy(account: &Account, id: &str, remove_emails: bool) -> Result<(), Value> {
+    let mailbox = account
+        .mailbox(id)
+        .ok_or_else(|| set_error("notFound", "no such mailbox"))?;
+    if mailbox.role == Some("inbox") {
+        return Err(set_error("forbidden", "INBOX cannot be destroyed"));
+    }
+    if account
+        .mailboxes
+        .iter()
+        .any(|m| m.parent_id.as_deref() == Some(id))
+    {
+        return Err(set_error("mailboxHasChild", "destroy its children first"));
+    }
+    if mailbox.total > 0 && !remove_emails {
+        return Err(set_error(
+            "mailboxHasEmail",
+            "it holds emails (onDestroyRemoveEmails)",
+        ));
+    }
+    let path =
+        folder_path(&account.maildir, &mailbox.name).map_err(|e| set_error("serverFail", e.0))?;
+    if path == account.maildir {
+        return Err(set_error("forbidden", "INBOX cannot be destroyed"));
+    }
+    blocking::run(|| std::fs::remove_dir_all(&path))
+        .map_err(|e| set_error("serverFail", e.to_string()))
+}
+
+/// Renames one mailbox (a new name, or a new parent); only mailboxes without children.
+fn update(account: &Account, id: &str, patch: &Map<String, Value>) -> Result<(), Value> {
+    let mailbox = account
+        .mailbox(id)
+        .ok_or_else(|| set_error("notFound", "no such mailbox"))?;
+    let mut name = mailbox.short_name().to_string();
+    let mut parent = mailbox.parent_id.clone();
+    for (key, value) in patch {
+        match key.as_str() {
+            "name" => name = value.as_str().unwrap_or("").to_string(),
+            "parentId" => parent = value.as_str().map(str::to_string),
+            "isSubscribed" if value == &Value::Bool(true) => {}
+            _ => return Err(set_error("invalidProperties", format!("cannot set {key}"))),
+        }
+    }
+    if name == mailbox.short_name() && parent == mailbox.parent_id {
+        return Ok(());
+    }
+    if mailbox.role == Some("inbox") {
+        return Err(set_error("forbidden", "INBOX cannot be renamed"));
+    }
+    if account
+        .mailboxes
+        .iter()
+        .any(|m| m.parent_id.as_deref() == Some(id))
+    {
+        return Err(set_error(
+            "forbidden",
+            "mailboxes with children cannot be renamed here",
+        ));
+    }
+    let full = full_name(account, &name, parent.as_deref())?;
+    let from =
+        folder_path(&account.maildir, &mailbox.name).map_err(|e| set_error("serverFail", e.0))?;
+    let to =
+        folder_path(&account.maildir, &full).map_err(|e| set_error("invalidProperties", e.0))?;
+    blocking::run(|| std::fs::rename(&from, &to))
+        .map_err(|e| set_error("serverFail", e.to_string()))
+}
+
+/// What Mailbox/set did, for the response.
+pub struct SetOutcome {
+    pub created: Map<String, Value>,
+    pub not_created: Map<String, Value>,
+    pub updated: Map<String, Value>,
+    pub not_updated: Map<String, Value>,
+    pub destroyed: Vec<String>,
+    pub not_destroyed: Map<String, Value>,
+}
+
+pub fn set(
+    account: &Account,
+    call: &Call,
+    created_ids: &mut HashMap<String, String>,
+) -> Result<SetOutcome, MethodError> {
+    let args = &call.args;
+    let mut outcome = SetOutcome {
+        created: Map::new(),
+        not_created: Map::new(),
+        updated: Map::new(),
+        not_updated: Map::new(),
+        destroyed: Vec::new(),
+        not_destroyed: Map::new(),
+    };
+    if let Some(create_map) = args.get("create").and_then(Value::as_object) {
+        for (creation, object) in create_map {
+            let result = object
+                .as_object()
+                .ok_or_else(|| set_error("invalidProperties", "a mailbox is an object"))
+                .and_then(|o| create(account, o, created_ids));
+            match result {
+                Ok(id) => {
+                    created_ids.insert(creation.clone(), id.clone());
+                    outcome.created.insert(creation.clone(), json!({"id": id}));
+                }
+                Err(e) => {
+                    outcome.not_created.insert(creation.clone(), e);
+                }
+            }
+        }
+    }
+    if let Some(updates) = args.get("update").and_then(Value::as_object) {
+        for (id, patch) in updates {
+            let result = patch
+                .as_object()
+                .ok_or_else(|| set_error("invalidPatch", "a patch is an object"))
+                .and_then(|p| update(account, id, p));
+            match result {
+                Ok(()) => {
+                    outcome.updated.insert(id.clone(), Value::Null);
+                }
+                Err(e) => {
+                    outcome.not_updated.insert(id.clone(), e);
+                }
+            }
+        }
+    }
+    let remove_emails = args
+        .get("onDestroyRemoveEmails")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    for id in id_list(args, "destroy")? {
+        match destroy(account, &id, remove_emails) {
+            Ok(()) => outcome.destroyed.push(id),
+            Err(e) => {
+                outcome.not_destroyed.insert(id, e);
+            }
+        }
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,689 @@
+//! A message's JMAP properties (RFC 8621 §4.1): header fields in their parsed forms, the
+//! body structure and the `textBody`/`htmlBody`/`attachments` lists, body values, and the
+//! summary that queries sort and filter on. Built on our own MIME tree (`crate::message`),
+//! whose depth is bounded when it is parsed; mail-parser only ever sees single header values.
+
+use mail_parser::parsers::MessageStream;
+use mail_parser::{Address, HeaderValue};
+use serde_json::{json, Map, Value};
+
+use crate::message::{Message, Part};
+
+/// Characters of the preview (RFC 8621: at most 256).
+const PREVIEW_CHARS: usize = 256;
+
+/// A field value with the CRLF the header parsers expect.
+fn terminated(raw: &str) -> Vec<u8> {
+    let mut bytes = raw.as_bytes().to_vec();
+    bytes.extend_from_slice(b"\r\n");
+    bytes
+}
+
+fn address_list(value: HeaderValue<'_>) -> Vec<Value> {
+    let one = |name: Option<&str>, email: Option<&str>| json!({"name": name.map(str::trim).filter(|n| !n.is_empty()), "email": email.unwrap_or_default()});
+    match value {
+        HeaderValue::Address(Address::List(list)) => list
+            .iter()
+            .map(|a| one(a.name.as_deref(), a.address.as_deref()))
+            .collect(),
+        HeaderValue::Address(Address::Group(groups)) => groups
+            .iter()
+            .flat_map(|g| g.addresses.iter())
+            .map(|a| one(a.name.as_deref(), a.address.as_deref()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn grouped(value: HeaderValue<'_>) -> Vec<Value> {
+    match value {
+        HeaderValue::Address(Address::Group(groups)) => groups
+            .iter()
+            .map(|g| {
+                json!({"name": g.name.as_deref(), "addresses": address_list(HeaderValue::Address(Address::List(g.addresses.clone())))})
+            })
+            .collect(),
+        other => vec![json!({"name": null, "addresses": address_list(other)})],
+    }
+}
+
+fn message_ids(value: HeaderValue<'_>) -> Option<Vec<String>> {
+    match value {
+        HeaderValue::Text(id) => Some(vec![id.into_owned()]),
+        HeaderValue::TextList(ids) => Some(ids.into_iter().map(|i| i.into_owned()).collect()),
+        _ => None,
+    }
+}
+
+/// A header field value in one of the forms of RFC 8621 §4.1.2; `None` for an unknown form.
+pub fn header_form(raw: &str, form: &str) -> Option<Value> {
+    let bytes = terminated(raw);
+    let mut stream = MessageStream::new(&bytes);
+    Some(match form {
+        "raw" => Value::String(raw.to_string()),
+        "text" | "asText" => match stream.parse_unstructured() {
+            HeaderValue::Text(text) => Value::String(text.trim().to_string()),
+            _ => Value::String(String::new()),
+        },
+        "addresses" | "asAddresses" => Value::Array(address_list(stream.parse_address())),
+        "groupedAddresses" | "asGroupedAddresses" => Value::Array(grouped(stream.parse_address())),
+        "messageIds" | "asMessageIds" => {
+            message_ids(stream.parse_id()).map_or(Value::Null, |v| json!(v))
+        }
+        "date" | "asDate" => match stream.parse_date() {
+            HeaderValue::DateTime(date) if date.is_valid() => Value::String(date.to_rfc3339()),
+            _ => Value::Null,
+        },
+        "urls" | "asURLs" => {
+            let urls: Vec<String> = address_list(stream.parse_address())
+                .iter()
+                .filter_map(|a| a["email"].as_str().map(str::to_string))
+                .collect();
+            if urls.is_empty() {
+                Value::Null
+            } else {
+                json!(urls)
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// A `header:Name[:asForm][:all]` property of the message's top header, `None` when the
+/// property is malformed.
+pub fn header_property(message: &Message, property: &str) -> Option<Value> {
+    let mut pieces = property.strip_prefix("header:")?.split(':');
+    let name = pieces.next().filter(|n| !n.is_empty())?;
+    let mut form = "raw";
+    let mut all = false;
+    for piece in pieces {
+        match piece {
+            "all" => all = true,
+            f if f.starts_with("as") && !all => form = f,
+            _ => return None,
+        }
+    }
+    header_form("", form)?;
+    let values: Vec<Value> = message
+        .header(name)
+        .iter()
+        .filter_map(|field| header_form(&field.raw, form))
+        .collect();
+    Some(if all {
+        Value::Array(values)
+    } else {
+        values.into_iter().last().unwrap_or(Value::Null)
+    })
+}
+
+/// The last field `name` in one form, or null.
+fn last_field(message: &Message, name: &str, form: &str) -> Value {
+    message
+        .header(name)
+        .last()
+        .and_then(|f| header_form(&f.raw, form))
+        .unwrap_or(Value::Null)
+}
+
+/// The convenience properties of RFC 8621 §4.1.3, or `None` for another property.
+pub fn header_convenience(message: &Message, property: &str) -> Option<Value> {
+    let addresses = |name| {
+        let value = last_field(message, name, "asAddresses");
+        match value {
+            Value::Array(ref list) if list.is_empty() => Value::Null,
+            other => other,
+        }
+    };
+    Some(match property {
+        "messageId" => last_field(message, "Message-ID", "asMessageIds"),
+        "inReplyTo" => last_field(message, "In-Reply-To", "asMessageIds"),
+        "references" => last_field(message, "References", "asMessageIds"),
+        "sender" => addresses("Sender"),
+        "from" => addresses("From"),
+        "to" => addresses("To"),
+        "cc" => addresses("Cc"),
+        "bcc" => addresses("Bcc"),
+        "replyTo" => addresses("Reply-To"),
+        "subject" => last_field(message, "Subject", "asText"),
+        "sentAt" => last_field(message, "Date", "asDate"),
+        _ => return None,
+    })
+}
+
+/// Every field of a header, raw, in order.
+fn headers_of(message: &Message, part: &Part) -> Value {
+    let fields = if part.id == 0 {
+        message.headers()
+    } else {
+        nested_headers(message, part)
+    };
+    Value::Array(
+        fields
+            .into_iter()
+            .map(|f| json!({"name": f.name, "value": f.raw}))
+            .collect(),
+    )
+}
+
+/// The header fields of a part inside the message.
+fn nested_headers(message: &Message, part: &Part) -> Vec<crate::message::HeaderField> {
+    let Some(span) = part.span else {
+        return Vec::new();
+    };
+    let Some(block) = message.raw().get(span.header_start..span.body_start) else {
+        return Vec::new();
+    };
+    Message::new(block.to_vec()).headers()
+}
+
+/// The children of a part, in order.
+fn children<'a>(message: &'a Message, part: &Part) -> impl Iterator<Item = &'a Part> {
+    let id = part.id;
+    message.parts().iter().filter(move |p| p.parent == Some(id))
+}
+
+fn media_type(part: &Part) -> String {
+    format!("{}/{}", part.media_type, part.subtype).to_ascii_lowercase()
+}
+
+fn is_inline_media(part: &Part) -> bool {
+    matches!(
+        part.media_type.to_ascii_lowercase().as_str(),
+        "image" | "audio" | "video"
+    )
+}
+
+/// Which parts a client shows as the text body, the HTML body, and attachments (the
+/// algorithm of RFC 8621 §4.1.4).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BodyLists {
+    pub text: Vec<u32>,
+    pub html: Vec<u32>,
+    pub attachments: Vec<u32>,
+}
+
+impl BodyLists {
+    pub fn of(message: &Message) -> BodyLists {
+        let mut lists = BodyLists::default();
+        if let Some(root) = message.part(0) {
+            let mut text = Vec::new();
+            let mut html = Vec::new();
+            walk(
+                message,
+                root,
+                ("mixed", false),
+                (Some(&mut text), Some(&mut html)),
+                &mut lists.attachments,
+            );
+            lists.text = text;
+            lists.html = html;
+        }
+        lists
+    }
+}
+
+/// One level of RFC 8621's `parseStructure` (a list given as `None` takes no parts at this
+/// level). Recursion depth is bounded: the MIME tree was cut at `limits.max-mime-depth` (at
+/// most 200) when it was parsed.
+fn walk(
+    message: &Message,
+    container: &Part,
+    (multipart_type, in_alternative): (&str, bool),
+    (mut text, mut html): (Option<&mut Vec<u32>>, Option<&mut Vec<u32>>),
+    attachments: &mut Vec<u32>,
+) {
+    let parts: Vec<&Part> = if container.is_multipart {
+        children(message, container).collect()
+    } else {
+        vec![container]
+    };
+    let text_length = text.as_ref().map(|t| t.len());
+    let html_length = html.as_ref().map(|h| h.len());
+    for (i, part) in parts.iter().enumerate() {
+        let mt = media_type(part);
+        let inline_media = is_inline_media(part);
+        let is_inline = part
+            .disposition
+            .as_deref()
+            .is_none_or(|d| !d.eq_ignore_ascii_case("attachment"))
+            && (mt == "text/plain" || mt == "text/html" || inline_media)
+            && (i == 0
+                || (multipart_type != "related" && (inline_media || part.filename.is_none())));
+        if part.is_multipart {
+            let subtype = part.subtype.to_ascii_lowercase();
+            let alternative = in_alternative || subtype == "alternative";
+            walk(
+                message,
+                part,
+                (&subtype, alternative),
+                (text.as_deref_mut(), html.as_deref_mut()),
+                attachments,
+            );
+        } else if is_inline {
+            if multipart_type == "alternative" {
+                match (mt.as_str(), text.as_deref_mut(), html.as_deref_mut()) {
+                    ("text/plain", Some(text), _) => text.push(part.id),
+                    ("text/html", _, Some(html)) => html.push(part.id),
+                    ("text/plain" | "text/html", _, _) => {}
+                    _ => attachments.push(part.id),
+                }
+                continue;
+            }
+            if in_alternative {
+                if mt == "text/plain" {
+                    html = None;
+                }
+                if mt == "text/html" {
+                    text = None;
+                }
+            }
+            if let Some(text) = text.as_deref_mut() {
+                text.push(part.id);
+            }
+            if let Some(html) = html.as_deref_mut() {
+                html.push(part.id);
+            }
+            if (text.is_none() || html.is_none()) && inline_media {
+                attachments.push(part.id);
+            }
+        } else {
+            attachments.push(part.id);
+        }
+    }
+    if multipart_type == "alternative" {
+        // One alternative had no text (or no HTML) form: the other stands in for it.
+        if let (Some(text), Some(html), Some(tl), Some(hl)) = (text, html, text_length, html_length)
+        {
+            if text.len() == tl && html.len() != hl {
+                text.extend_from_slice(&html[hl..]);
+            }
+            if html.len() == hl && text.len() != tl {
+                html.extend_from_slice(&text[tl..]);
+            }
+        }
+    }
+}
+
+/// The blob id of a part: the message's blob id and the part number.
+pub fn part_blob_id(message_blob: &str, part: u32) -> String {
+    format!("{message_blob}P{part}")
+}
+
+/// Size of a part's decoded content, or of its raw bytes for a nested message.
+fn part_size(message: &Message, part: &Part) -> u64 {
+    if part.is_message && !part.is_multipart {
+        return part.span.map_or(0, |s| (s.end - s.body_start) as u64);
+    }
+    message
+        .part_content(part.id)
+        .map_or(part.size, |c| c.len() as u64)
+}
+
+/// The bytes a part blob stands for: the decoded content (a nested message as it is).
+pub fn part_bytes(message: &Message, part_id: u32) -> Option<Vec<u8>> {
+    let part = message.part(part_id)?;
+    if part.is_multipart {
+        return None;
+    }
+    if part.is_message {
+        let span = part.span?;
+        return message
+            .raw()
+            .get(span.body_start..span.end)
+            .map(<[u8]>::to_vec);
+    }
+    message.part_content(part_id)
+}
+
+/// The default `bodyProperties` (RFC 8621 §4.2).
+pub const DEFAULT_BODY_PROPERTIES: [&str; 10] = [
+    "partId",
+    "blobId",
+    "size",
+    "name",
+    "type",
+    "charset",
+    "disposition",
+    "cid",
+    "language",
+    "location",
+];
+
+/// One `EmailBodyPart` with the asked properties (`subParts` for a multipart when asked).
+pub fn body_part(message: &Message, part: &Part, blob: &str, properties: &[String]) -> Value {
+    let mut out = Map::new();
+    let leaf = !part.is_multipart;
+    let param = |name: &str| {
+        part.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let header = |name: &str| {
+        if part.id == 0 {
+            message
+                .header(name)
+                .first()
+                .map(|f| f.decoded.trim().to_string())
+        } else {
+            nested_headers(message, part)
+                .into_iter()
+                .find(|f| f.name.eq_ignore_ascii_case(name))
+                .map(|f| f.decoded.trim().to_string())
+        }
+    };
+    for property in properties {
+        let value = match property.as_str() {
+            "partId" => leaf.then(|| part.id.to_string()).into(),
+            "blobId" => leaf.then(|| part_blob_id(blob, part.id)).into(),
+            "size" => json!(if leaf { part_size(message, part) } else { 0 }),
+            "headers" => headers_of(message, part),
+            "name" => part.filename.clone().into(),
+            "type" => media_type(part).into(),
+            "charset" => match param("charset") {
+                Some(c) => c.into(),
+                None if part.media_type.eq_ignore_ascii_case("text") => "us-ascii".into(),
+                None => Value::Null,
+            },
+            "disposition" => part
+                .disposition
+                .as_ref()
+                .map(|d| d.to_ascii_lowercase())
+                .into(),
+            "cid" => header("Content-ID")
+                .map(|c| c.trim_start_matches('<').trim_end_matches('>').to_string())
+                .into(),
+            "language" => header("Content-Language")
+                .map(|l| {
+                    json!(l
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .collect::<Vec<_>>())
+                })
+                .unwrap_or(Value::Null),
+            "location" => header("Content-Location").into(),
+            "subParts" if part.is_multipart => Value::Array(
+                children(message, part)
+                    .map(|child| body_part(message, child, blob, properties))
+                    .collect(),
+            ),
+            "subParts" => continue,
+            other if other.starts_with("header:") => {
+                if part.id == 0 {
+                    header_property(message, other).unwrap_or(Value::Null)
+                } else {
+                    nested_header_property(message, part, other)
+                }
+            }
+            _ => continue,
+        };
+        out.insert(property.clone(), value);
+    }
+    Value::Object(out)
+}
+
+fn nested_header_property(message: &Message, part: &Part, property: &str) -> Value {
+    let Some(span) = part.span else {
+        return Value::Null;
+    };
+    let Some(block) = message.raw().get(span.header_start..span.body_start) else {
+        return Value::Null;
+    };
+    header_property(&Message::new(block.to_vec()), property).unwrap_or(Value::Null)
+}
+
+/// An `EmailBodyValue` for a text part, cut at `max_bytes` (0: whole) on a character boundary.
+pub fn body_value(message: &Message, part_id: u32, max_bytes: usize) -> Value {
+    let text = message
+        .part_text(part_id)
+        .or_else(|| {
+            message
+                .part_content(part_id)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        })
+        .unwrap_or_default();
+    let truncated = max_bytes > 0 && text.len() > max_bytes;
+    let value = if truncated {
+        let mut cut = max_bytes;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        &text[..cut]
+    } else {
+        &text[..]
+    };
+    json!({"value": value, "isEncodingProblem": false, "isTruncated": truncated})
+}
+
+/// Up to 256 characters of the first text body, whitespace collapsed (HTML tags dropped).
+pub fn preview(message: &Message, lists: &BodyLists) -> String {
+    let (id, html) = match (lists.text.first(), lists.html.first()) {
+        (Some(&id), _) => (id, false),
+        (None, Some(&id)) => (id, true),
+        (None, None) => return String::new(),
+    };
+    let is_html = html
+        || message
+            .part(id)
+            .is_some_and(|p| media_type(p) == "text/html");
+    let text = message.part_text(id).unwrap_or_default();
+    let text = if is_html { strip_tags(&text) } else { text };
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(PREVIEW_CHARS)
+        .collect()
+}
+
+/// Text of an HTML document without its tags, scripts and styles: enough for a preview.
+pub fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        out.push(' ');
+        let after = &rest[start..];
+        let lower = after.get(..8).unwrap_or(after).to_ascii_lowercase();
+        let skip_to = if lower.starts_with("<script") {
+            after.to_ascii_lowercase().find("</script>").map(|i| i + 9)
+        } else if lower.starts_with("<style") {
+            after.to_ascii_lowercase().find("</style>").map(|i| i + 8)
+        } else {
+            after.find('>').map(|i| i + 1)
+        };
+        match skip_to {
+            Some(n) => rest = &after[n..],
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+/// What queries sort and filter on, and threads group by, kept per email.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub subject: String,
+    /// From, To, Cc, Bcc: names and addresses, lower-case, for text filters.
+    pub from: String,
+    pub to: String,
+    pub cc: String,
+    pub bcc: String,
+    pub sent_at: Option<i64>,
+    /// The first Message-ID the conversation names: the one its References start with.
+    pub thread_root: Option<String>,
+    pub has_attachment: bool,
+    pub preview: String,
+}
+
+fn searchable(message: &Message, name: &str) -> String {
+    match last_field(message, name, "asAddresses") {
+        Value::Array(list) => list
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} <{}>",
+                    a["name"].as_str().unwrap_or(""),
+                    a["email"].as_str().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+            .to_lowercase(),
+        _ => String::new(),
+    }
+}
+
+impl Summary {
+    pub fn of(message: &Message) -> Summary {
+        let lists = BodyLists::of(message);
+        let ids = |name: &str| match last_field(message, name, "asMessageIds") {
+            Value::Array(ids) => ids
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let thread_root = ids("References")
+            .into_iter()
+            .next()
+            .or_else(|| ids("In-Reply-To").into_iter().next())
+            .or_else(|| ids("Message-ID").into_iter().next());
+        let sent_at = message.header("Date").last().and_then(|f| {
+            match MessageStream::new(&terminated(&f.raw)).parse_date() {
+                HeaderValue::DateTime(d) if d.is_valid() => Some(d.to_timestamp()),
+                _ => None,
+            }
+        });
+        Summary {
+            subject: last_field(message, "Subject", "asText")
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            from: searchable(message, "From"),
+            to: searchable(message, "To"),
+            cc: searchable(message, "Cc"),
+            bcc: searchable(message, "Bcc"),
+            sent_at,
+            thread_root,
+            has_attachment: !lists.attachments.is_empty(),
+            preview: preview(message, &lists),
+        }
+    }
+
+    /// The subject without `Re:`/`Fwd:` prefixes, lower-case: what sorting by subject uses.
+    pub fn base_subject(&self) -> String {
+        let mut subject = self.subject.trim();
+        loop {
+            let lower = subject.to_ascii_lowercase();
+            let cut = ["re:", "fwd:", "fw:", "aw:", "wg:"]
+                .iter()
+                .find(|p| lower.starts_with(*p))
+                .map(|p| p.len());
+            match cut {
+                Some(n) => subject = subject[n..].trim_start(),
+                None => return subject.to_lowercase(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALTERNATIVE: &[u8] = b"From: \"Ann Example\" <ann@example.org>\r\n\
+To: bob@example.org, Carl <carl@example.org>\r\n\
+Subject: =?utf-8?q?Caf=C3=A9?= plans\r\n\
+Date: Tue, 24 Nov 2026 10:00:00 +0100\r\n\
+Message-ID: <one@example.org>\r\n\
+References: <root@example.org> <one-parent@example.org>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=OUT\r\n\
+\r\n\
+--OUT\r\n\
+Content-Type: multipart/alternative; boundary=ALT\r\n\
+\r\n\
+--ALT\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+Hello   plain\r\n\
+world.\r\n\
+--ALT\r\n\
+Content-Type: text/html\r\n\
+\r\n\
+<p>Hello <b>html</b></p><script>x()</script>\r\n\
+--ALT--\r\n\
+--OUT\r\n\
+Content-Type: application/pdf; name=a.pdf\r\n\
+Content-Disposition: attachment; filename=a.pdf\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+JVBERi0=\r\n\
+--OUT--\r\n";
+
+    #[test]
+    fn body_lists_follow_the_rfc_algorithm() {
+        let message = Message::new(ALTERNATIVE.to_vec());
+        let lists = BodyLists::of(&message);
+        let kinds = |ids: &[u32]| -> Vec<String> {
+            ids.iter()
+                .map(|&id| media_type(message.part(id).expect("part")))
+                .collect()
+        };
+        assert_eq!(kinds(&lists.text), vec!["text/plain"]);
+        assert_eq!(kinds(&lists.html), vec!["text/html"]);
+        assert_eq!(kinds(&lists.attachments), vec!["application/pdf"]);
+        let pdf = lists.attachments[0];
+        assert_eq!(part_bytes(&message, pdf).as_deref(), Some(&b"%PDF-"[..]));
+    }
+
+    #[test]
+    fn convenience_headers_have_their_parsed_forms() {
+        let message = Message::new(ALTERNATIVE.to_vec());
+        let get = |p: &str| header_convenience(&message, p).expect("known property");
+        assert_eq!(get("subject"), json!("Café plans"));
+        assert_eq!(
+            get("from"),
+            json!([{"name": "Ann Example", "email": "ann@example.org"}])
+        );
+        assert_eq!(get("to")[1]["name"], "Carl");
+        assert_eq!(get("messageId"), json!(["one@example.org"]));
+        assert_eq!(get("sentAt"), json!("2026-11-24T10:00:00+01:00"));
+        assert_eq!(get("cc"), Value::Null);
+        assert_eq!(
+            header_property(&message, "header:To:asAddresses:all").expect("well formed")[0]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
+        );
+        assert_eq!(header_property(&message, "header:Subject:asBogus"), None);
+        let summary = Summary::of(&message);
+        assert_eq!(summary.thread_root.as_deref(), Some("root@example.org"));
+        assert!(summary.has_attachment);
+        assert_eq!(summary.preview, "Hello plain world.");
+        assert!(summary.from.contains("ann@example.org"));
+    }
+
+    #[test]
+    fn previews_of_html_drop_tags_and_scripts() {
+        assert_eq!(
+            strip_tags("<p>a<script>evil()</script>b &amp; c</p>")
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            vec!["a", "b", "&", "c"]
+        );
+        let summary = Summary {
+            subject: "Re: FWD: re: Hello".into(),
+            ..Summary::default()
+        };
+        assert_eq!(summary.base_subject(), "hello");
+    }
+}

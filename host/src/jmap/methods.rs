@@ -1,0 +1,83 @@
+//! What every method handler gets ([`Call`]) and the argument readers they share: ids,
+//! properties, `/changes` arguments.
+
+use serde_json::{Map, Value};
+
+use super::api::{Limits, MethodError};
+
+/// One method call as its handler sees it.
+pub struct Call<'a> {
+    pub args: Map<String, Value>,
+    pub account_id: &'a str,
+    pub limits: &'a Limits,
+}
+
+/// A list of ids under `name`, or none when absent/null.
+pub fn id_list(args: &Map<String, Value>, name: &str) -> Result<Vec<String>, MethodError> {
+    match args.get(name) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .map(|id| {
+                id.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| MethodError::invalid_arguments(format!("{name} holds ids")))
+            })
+            .collect(),
+        Some(_) => Err(MethodError::invalid_arguments(format!(
+            "{name} must be an array of ids"
+        ))),
+    }
+}
+
+/// `ids` of a `/get`: `None` for all; more than `max` is `requestTooLarge`.
+pub fn ids_argument(
+    args: &Map<String, Value>,
+    max: usize,
+) -> Result<Option<Vec<String>>, MethodError> {
+    if matches!(args.get("ids"), None | Some(Value::Null)) {
+        return Ok(None);
+    }
+    let ids = id_list(args, "ids")?;
+    if ids.len() > max {
+        return Err(MethodError::with(
+            "requestTooLarge",
+            format!("{} ids; at most {max} in one call", ids.len()),
+        ));
+    }
+    Ok(Some(ids))
+}
+
+/// A list of property names under `name`, `None` when absent/null.
+pub fn properties_argument(
+    args: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<Vec<String>>, MethodError> {
+    match args.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => id_list(args, name).map(Some),
+    }
+}
+
+/// `sinceState` and `maxChanges` of a `/changes` call.
+pub fn changes_arguments(
+    args: &Map<String, Value>,
+) -> Result<(String, Option<usize>), MethodError> {
+    let since = args
+        .get("sinceState")
+        .and_then(Value::as_str)
+        .ok_or_else(|| MethodError::invalid_arguments("sinceState is required"))?
+        .to_string();
+    let max = match args.get("maxChanges") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|n| *n > 0)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    MethodError::invalid_arguments("maxChanges must be a positive integer")
+                })?,
+        ),
+    };
+    Ok((since, max))
+}

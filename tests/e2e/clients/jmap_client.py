@@ -1,0 +1,148 @@
+"""A JMAP client built on jmapc (PyPI): what a user's program does with the gateway's JMAP.
+Usage: jmap_client.py PORT USER PASSWORD COMMAND [ARGS...]; prints one JSON value.
+
+Commands:
+  session                    the session resource as jmapc reads it
+  mailboxes                  every mailbox by role (or name): id, counts
+  inbox                      Email/query of the inbox (newest first) + Email/get of each
+  get ID PROPERTY...         Email/get of one email with the given properties
+  keywords ID KEYWORD=on|off...   Email/set of keywords
+  move ID ROLE               Email/set of mailboxIds: into the mailbox with that role
+  destroy ID                 Email/set destroy
+  state                      the Email state
+  changes STATE              Email/changes since STATE
+  download ID [PART]         the blob of a message (or of one part), as text
+  raw FILE [AUTH]            POST the file to the API as is: status and body
+                             (AUTH: user:password, or -: for none)
+"""
+import json
+import sys
+
+import requests
+import urllib3
+
+# The gateway's certificate is self-signed: jmapc (and its event source) go through requests.
+urllib3.disable_warnings()
+_request = requests.Session.request
+
+
+def _insecure(self, *args, **kwargs):
+    kwargs["verify"] = False
+    return _request(self, *args, **kwargs)
+
+
+requests.Session.request = _insecure
+
+from jmapc import Client, EmailQueryFilterCondition, MailboxQueryFilterCondition, Ref  # noqa: E402
+from jmapc.methods import (  # noqa: E402
+    EmailChanges,
+    EmailGet,
+    EmailQuery,
+    EmailSet,
+    MailboxGet,
+    MailboxQuery,
+)
+from jmapc.models import Comparator  # noqa: E402
+
+port, user, password, command, *args = sys.argv[1:]
+host = f"127.0.0.1:{port}"
+client = Client.create_with_password(host=host, user=user, password=password)
+
+
+def mailboxes():
+    result = client.request(MailboxGet(ids=None), single_response=True)
+    return {m.role or m.name: {"id": m.id, "name": m.name, "total": m.total_emails,
+                               "unread": m.unread_emails} for m in result.data}
+
+
+def email_dict(email):
+    out = email.to_dict()
+    return out
+
+
+def inbox():
+    calls = [
+        MailboxQuery(filter=MailboxQueryFilterCondition(role="inbox")),
+        EmailQuery(
+            collapse_threads=False,
+            filter=EmailQueryFilterCondition(in_mailbox=Ref("/ids/0")),
+            sort=[Comparator(property="receivedAt", is_ascending=False)],
+        ),
+        EmailGet(ids=Ref("/ids"), properties=[
+            "id", "threadId", "mailboxIds", "keywords", "size", "receivedAt", "subject",
+            "from", "to", "preview", "hasAttachment", "blobId"]),
+    ]
+    responses = client.request(calls, raise_errors=True)
+    return {
+        "inbox": responses[0].response.ids[0],
+        "ids": responses[1].response.ids,
+        "state": responses[2].response.state,
+        "emails": [email_dict(e) for e in responses[2].response.data],
+    }
+
+
+def email_set(update=None, destroy=None):
+    result = client.request(EmailSet(update=update, destroy=destroy), single_response=True)
+    return {
+        "updated": sorted((result.updated or {}).keys()),
+        "not_updated": {k: v.to_dict() for k, v in (result.not_updated or {}).items()},
+        "destroyed": result.destroyed or [],
+        "not_destroyed": {k: v.to_dict() for k, v in (result.not_destroyed or {}).items()},
+        "new_state": result.new_state,
+    }
+
+
+def run():
+    if command == "session":
+        session = client.jmap_session
+        return {"username": session.username, "account_id": client.account_id,
+                "urns": sorted(session.capabilities.urns), "api_url": session.api_url,
+                "download_url": session.download_url}
+    if command == "mailboxes":
+        return mailboxes()
+    if command == "inbox":
+        return inbox()
+    if command == "get":
+        result = client.request(EmailGet(ids=[args[0]], properties=args[1:],
+                                         fetch_text_body_values=True),
+                                single_response=True)
+        return {"list": [email_dict(e) for e in result.data], "not_found": result.not_found}
+    if command == "keywords":
+        patch = {}
+        for item in args[1:]:
+            keyword, state = item.split("=")
+            patch[f"keywords/{keyword}"] = True if state == "on" else None
+        return email_set(update={args[0]: patch})
+    if command == "move":
+        target = mailboxes()[args[1]]["id"]
+        return email_set(update={args[0]: {"mailboxIds": {target: True}}})
+    if command == "destroy":
+        return email_set(destroy=[args[0]])
+    if command == "state":
+        return client.request(EmailGet(ids=[]), single_response=True).state
+    if command == "changes":
+        result = client.request(EmailChanges(since_state=args[0]), single_response=True)
+        return {"created": result.created, "updated": result.updated,
+                "destroyed": result.destroyed, "new_state": result.new_state}
+    if command == "download":
+        blob = "B" + args[0][1:] + (f"P{args[1]}" if len(args) > 1 else "")
+        url = client.jmap_session.download_url.format(
+            accountId=client.account_id, blobId=blob, name="file", type="text/plain")
+        response = client.requests_session.get(url, timeout=20)
+        return {"status": response.status_code, "text": response.text}
+    if command == "raw":
+        auth = tuple(args[1].split(":", 1)) if len(args) > 1 else (user, password)
+        with open(args[0], "rb") as body:
+            data = body.read()
+        response = requests.post(f"https://{host}/jmap/api/", data=data,
+                                 auth=auth if auth != ("-", "") else None, timeout=30)
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        return {"status": response.status_code, "body": body,
+                "content_type": response.headers.get("Content-Type")}
+    raise SystemExit(f"unknown command {command}")
+
+
+print(json.dumps(run(), default=str))
