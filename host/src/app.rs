@@ -211,14 +211,16 @@ async fn build(
         users,
         tls.clone(),
     ));
+    let smtp = Arc::new(Smtp {
+        shared: shared.clone(),
+        intake,
+        relay_networks: RelayNetworks::parse(&config.server.relay_networks)?,
+        verifier,
+    });
     let protocols = Protocols {
         tls,
-        smtp: Arc::new(Smtp {
-            shared: shared.clone(),
-            intake,
-            relay_networks: RelayNetworks::parse(&config.server.relay_networks)?,
-            verifier,
-        }),
+        jmap: Arc::new(Jmap::new(shared.clone(), smtp.clone())),
+        smtp,
         pop3: Arc::new(Pop3 {
             shared: shared.clone(),
         }),
@@ -226,7 +228,6 @@ async fn build(
             shared: shared.clone(),
             snapshots: SnapshotCache::default(),
         }),
-        jmap: Arc::new(Jmap::new(shared.clone())),
         milter: Arc::new(MilterServer { shared }),
     };
     Ok(Built {

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use mailgate_e2e::{jmap_client, probe_plugin, python, Gateway};
+use mailgate_e2e::peers::SmtpSink;
+use mailgate_e2e::{jmap_client, probe_plugin, python, wait_until, Gateway};
 use serde_json::{json, Value};
 
 const ALICE: &str = "alice@example.test";
@@ -312,4 +313,108 @@ fn the_retrieve_stage_hides_and_edits_what_jmap_serves() {
     assert!(text.contains("X-Probe: viewer\r\n"), "{text}");
     assert_eq!(email["size"], text.len(), "the size of what is served");
     assert_eq!(tag.mailbox(ALICE), stored, "the stored file is unchanged");
+}
+
+#[test]
+fn a_submission_reaches_a_local_maildir_and_a_relay_sink_through_the_smtp_stages() {
+    let sink = SmtpSink::start();
+    let route = format!(
+        "[[route]]\ndomains = [\"remote.test\"]\ntype = \"relay\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n",
+        sink.port
+    );
+    let gw = Gateway::start(&route);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "attached notes\n").expect("write");
+    let out = jmap_client(
+        &gw,
+        ALICE,
+        &[
+            "send",
+            "bob@example.test,dave@remote.test",
+            "Over JMAP",
+            "Hello Bob and Dave.",
+            &file.to_string_lossy(),
+        ],
+    );
+    assert_eq!(out[1]["method"], "EmailSubmissionSetResponse", "{out}");
+    assert!(
+        out[1]["response"]["created"]["send"]["id"].is_string(),
+        "{out}"
+    );
+    assert_eq!(
+        out[2]["method"], "EmailSetResponse",
+        "the implicit Email/set: {out}"
+    );
+
+    let bob = "bob@example.test";
+    assert!(
+        wait_until(10, || gw
+            .mailbox(bob)
+            .iter()
+            .any(|m| m.contains("Subject: Over JMAP"))),
+        "nothing reached bob: {}",
+        gw.log()
+    );
+    let received = gw
+        .mailbox(bob)
+        .into_iter()
+        .find(|m| m.contains("Subject: Over JMAP"))
+        .expect("bob's copy");
+    assert!(received.contains("Hello Bob and Dave."), "{received}");
+    assert!(received.contains("filename=\"notes.txt\""), "{received}");
+    assert!(received.contains("attached notes"), "{received}");
+    assert!(
+        received.contains("From: Test Sender <alice@example.test>"),
+        "{received}"
+    );
+    assert!(
+        wait_until(10, || sink
+            .messages()
+            .iter()
+            .any(|m| m.contains("Subject: Over JMAP"))),
+        "nothing reached the relay sink: {}",
+        gw.log()
+    );
+    // The SMTP session it went through is on the `jmap` listener, authenticated.
+    let queue_id = received
+        .split("with ESMTPSA id ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_hexdigit()).next())
+        .expect("the queue id in our Received field");
+    // (The journal is written behind the session: wait for it.)
+    let mut trace = String::new();
+    let traced = wait_until(10, || {
+        trace = gw.cli(&["trace", queue_id]).stdout;
+        trace.contains("RCPT TO:<dave@remote.test>")
+    });
+    assert!(traced, "{trace}");
+    assert!(trace.contains("on jmap, TLS"), "{trace}");
+
+    let sent = imap_flags(&gw, "Sent", &[]);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["subject"], "Over JMAP");
+    assert_eq!(
+        strings(&sent[0]["flags"]),
+        vec!["\\Seen"],
+        "$draft removed on success"
+    );
+    assert_eq!(imap_flags(&gw, "Drafts", &[]), Vec::<Value>::new());
+}
+
+#[test]
+fn a_message_file_is_imported_into_a_mailbox() {
+    let gw = Gateway::start("");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("old.eml");
+    std::fs::write(&file, SECOND).expect("write");
+    let out = jmap_client(&gw, ALICE, &["import", &file.to_string_lossy(), "archive"]);
+    assert_eq!(out[0], "Email/import", "{out}");
+    let id = out[1]["created"]["one"]["id"].as_str().expect("created id");
+    let archived = imap_flags(&gw, "Archive", &[]);
+    assert_eq!(archived.len(), 1);
+    assert_eq!(archived[0]["subject"], "second");
+    assert_eq!(strings(&archived[0]["flags"]), vec!["\\Seen"]);
+    let got = jmap_client(&gw, ALICE, &["get", id, "subject", "keywords"]);
+    assert_eq!(got["list"][0]["subject"], "second");
 }

@@ -419,6 +419,14 @@ impl Account {
         blocking::run(|| folder.read(&email.entry)).map(Arc::new)
     }
 
+    /// The message file's bytes as stored (what is sent; retrieve-stage edits are a view).
+    pub fn stored(&self, email: &EmailRecord) -> std::io::Result<Vec<u8>> {
+        let (_, folder) = self
+            .folder_of(&email.mailbox_id)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such mailbox"))?;
+        blocking::run(|| folder.read(&email.entry))
+    }
+
     /// The message as a client is served it, parsed.
     pub fn message(&self, email: &EmailRecord) -> std::io::Result<Message> {
         Ok(Message::new(self.read(email)?.as_ref().clone()))

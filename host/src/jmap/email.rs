@@ -576,7 +576,7 @@ struct Update {
     mailbox: Option<String>,
 }
 
-fn set_error(kind: &str, description: impl Into<String>) -> Value {
+pub fn set_error(kind: &str, description: impl Into<String>) -> Value {
     json!({"type": kind, "description": description.into()})
 }
 
@@ -818,6 +818,98 @@ pub fn summaries(account: &mut Account) -> Vec<(String, std::sync::Arc<Summary>)
     ids.into_iter()
         .filter_map(|id| account.summary(&id).map(|s| (id, s)))
         .collect()
+}
+
+/// Where a new email goes: its one mailbox and its flags, from `mailboxIds` and `keywords`.
+pub struct Placement {
+    pub mailbox_id: String,
+    pub system: Flags,
+    pub keywords: Vec<String>,
+}
+
+impl Placement {
+    pub fn read(
+        object: &Map<String, Value>,
+        created: &HashMap<String, String>,
+    ) -> Result<Placement, Value> {
+        let mailboxes: Vec<String> = object
+            .get("mailboxIds")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.keys()
+                    .map(|k| match k.strip_prefix('#') {
+                        Some(c) => created.get(c).cloned().unwrap_or_else(|| k.clone()),
+                        None => k.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let [mailbox_id] = mailboxes.as_slice() else {
+            return Err(set_error(
+                if mailboxes.is_empty() {
+                    "invalidProperties"
+                } else {
+                    "tooManyMailboxes"
+                },
+                "a new email goes into exactly one mailbox (mailboxIds)",
+            ));
+        };
+        let mut system = String::new();
+        let mut keywords = Vec::new();
+        for keyword in object
+            .get("keywords")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.to_lowercase())
+        {
+            match system_flag(&keyword) {
+                Some(letter) => system.push(letter),
+                None => keywords.push(keyword),
+            }
+        }
+        Ok(Placement {
+            mailbox_id: mailbox_id.clone(),
+            system: Flags::parse(&system),
+            keywords,
+        })
+    }
+
+    /// Adds `bytes` to the mailbox; the UID it got.
+    pub fn store(
+        &self,
+        account: &Account,
+        bytes: &[u8],
+        received_at: Option<u64>,
+    ) -> Result<u32, Value> {
+        let folder = account
+            .mailbox(&self.mailbox_id)
+            .ok_or_else(|| {
+                set_error(
+                    "invalidProperties",
+                    format!("no mailbox {}", self.mailbox_id),
+                )
+            })?
+            .folder
+            .clone();
+        blocking::run(|| folder.append(bytes, self.system, &self.keywords, received_at))
+            .map_err(|e| set_error("serverFail", e.to_string()))
+    }
+}
+
+/// What a created email is reported as: `{id, blobId, threadId, size}`.
+pub fn created_object(account: &mut Account, mailbox_id: &str, uid: u32) -> Option<Value> {
+    let email = account
+        .emails
+        .iter()
+        .find(|e| e.mailbox_id == mailbox_id && e.entry.uid == uid)?
+        .clone();
+    Some(json!({
+        "id": email.id,
+        "blobId": blob_id(&email.id),
+        "threadId": account.thread_id(&email.id),
+        "size": account.size(&email),
+    }))
 }
 
 #[cfg(test)]

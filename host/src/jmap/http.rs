@@ -21,7 +21,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::api::Problem;
-use super::email::parse_blob_id;
 use super::Jmap;
 use crate::config::Protocol as ProtocolKind;
 use crate::mail::Session;
@@ -58,6 +57,8 @@ impl LoginCache {
 
 /// What one HTTP connection knows about its client.
 struct Peer {
+    /// Counts the connection for the drain; submissions' SMTP sessions are counted from it.
+    drain: crate::net::drain::DrainWatch,
     client_id: String,
     peer: std::net::SocketAddr,
     listener: String,
@@ -83,6 +84,7 @@ impl Peer {
 pub async fn serve(jmap: Arc<Jmap>, mut client: Client) {
     let stream = std::mem::replace(&mut client.conn.stream, Stream::Upgrading);
     let peer = Arc::new(Peer {
+        drain: client.drain.another(),
         client_id: client.id.clone(),
         peer: client.peer,
         listener: client.listener.name.clone(),
@@ -129,6 +131,13 @@ async fn route(jmap: &Jmap, peer: &Peer, request: Request<Incoming>) -> Response
                 Err(refusal) => return refusal,
             };
             api(jmap, peer, &user, request).await
+        }
+        (Method::POST, p) if p.starts_with("/jmap/upload/") => {
+            let user = match authenticate(jmap, peer, &request).await {
+                Ok(user) => user,
+                Err(refusal) => return refusal,
+            };
+            upload(jmap, &user, request).await
         }
         (Method::GET, p) if p.starts_with("/jmap/download/") => {
             let user = match authenticate(jmap, peer, &request).await {
@@ -237,9 +246,62 @@ async fn api(jmap: &Jmap, peer: &Peer, user: &str, request: Request<Incoming>) -
             ))
         }
     };
-    match jmap.api(user, &peer.session(user), &body).await {
+    let caller = super::Caller {
+        session: peer.session(user),
+        peer: peer.peer,
+        drain: &peer.drain,
+    };
+    match jmap.api(user, &caller, &body).await {
         Ok(answer) => json_response(StatusCode::OK, &answer),
         Err(refused) => problem(&refused),
+    }
+}
+
+/// `POST /jmap/upload/{accountId}/`: the body becomes a blob (RFC 8620 §6.1).
+async fn upload(jmap: &Jmap, user: &str, request: Request<Incoming>) -> Response<Body> {
+    let account = request
+        .uri()
+        .path()
+        .trim_start_matches("/jmap/upload/")
+        .trim_end_matches('/')
+        .to_string();
+    if account != Jmap::account_id(user) {
+        return text(StatusCode::NOT_FOUND, "no such account\n");
+    }
+    let media_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let Ok(_slot) = jmap.upload_slot(user).try_acquire_owned() else {
+        return problem(&Problem::limit(
+            "maxConcurrentUpload",
+            "too many uploads at once",
+        ));
+    };
+    let limit = jmap.limits.max_size_upload;
+    let bytes = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return problem(&Problem::limit(
+                "maxSizeUpload",
+                format!("uploads are at most {limit} bytes"),
+            ))
+        }
+    };
+    match jmap.upload(user, &bytes) {
+        Ok(blob) => json_response(
+            StatusCode::CREATED,
+            &serde_json::json!({"accountId": account, "blobId": blob, "type": media_type, "size": bytes.len()}),
+        ),
+        Err(e) => {
+            tracing::warn!(user, "JMAP upload: {e}");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot store the upload\n",
+            )
+        }
     }
 }
 
@@ -258,10 +320,7 @@ async fn download(
     if account != Jmap::account_id(user) {
         return text(StatusCode::NOT_FOUND, "no such blob\n");
     }
-    let Some((email_id, part)) = parse_blob_id(blob) else {
-        return text(StatusCode::NOT_FOUND, "no such blob\n");
-    };
-    let Some(bytes) = jmap.blob(user, &peer.session(user), &email_id, part).await else {
+    let Some(bytes) = jmap.blob(user, &peer.session(user), blob).await else {
         return text(StatusCode::NOT_FOUND, "no such blob\n");
     };
     let accept = request

@@ -69,6 +69,15 @@ impl Drain {
 }
 
 impl DrainWatch {
+    /// A watch for a session this one opens inside the server (a JMAP submission's SMTP
+    /// session), counted until dropped like any other.
+    pub fn another(&self) -> DrainWatch {
+        self.state.sessions.fetch_add(1, Ordering::SeqCst);
+        DrainWatch {
+            state: self.state.clone(),
+        }
+    }
+
     pub fn is_draining(&self) -> bool {
         self.state.draining.load(Ordering::SeqCst)
     }

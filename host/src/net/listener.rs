@@ -212,6 +212,7 @@ impl Listener {
             listener: self.config.clone(),
             tls,
             drain,
+            authenticated: None,
         };
         self.protocol.clone().serve(client).await;
         tracing::debug!("closed");

@@ -52,12 +52,13 @@ impl Session {
             .plugins
             .current()
             .transaction(&client.id, shared.services.clone());
+        let auth_user = client.authenticated.clone();
         let mut session = Session {
             shared,
             client,
             helo: None,
             esmtp: false,
-            auth_user: None,
+            auth_user,
             auth_failures: 0,
             rcpt_errors: 0,
             chain,

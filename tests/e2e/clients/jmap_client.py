@@ -12,6 +12,9 @@ Commands:
   state                      the Email state
   changes STATE              Email/changes since STATE
   download ID [PART]         the blob of a message (or of one part), as text
+  send TO[,TO] SUBJECT TEXT [FILE]  compose (upload FILE, Email/set create in Drafts) and
+                             submit (EmailSubmission/set), the sent email moved to Sent
+  import FILE ROLE           upload a message file and Email/import it into the mailbox
   raw FILE [AUTH]            POST the file to the API as is: status and body
                              (AUTH: user:password, or -: for none)
 """
@@ -36,13 +39,22 @@ requests.Session.request = _insecure
 from jmapc import Client, EmailQueryFilterCondition, MailboxQueryFilterCondition, Ref  # noqa: E402
 from jmapc.methods import (  # noqa: E402
     EmailChanges,
+    EmailSubmissionSet,
+    IdentityGet,
     EmailGet,
     EmailQuery,
     EmailSet,
     MailboxGet,
     MailboxQuery,
 )
-from jmapc.models import Comparator  # noqa: E402
+from jmapc.models import (  # noqa: E402
+    Comparator,
+    Email,
+    EmailAddress,
+    EmailBodyPart,
+    EmailBodyValue,
+    EmailSubmission,
+)
 
 port, user, password, command, *args = sys.argv[1:]
 host = f"127.0.0.1:{port}"
@@ -130,6 +142,49 @@ def run():
             accountId=client.account_id, blobId=blob, name="file", type="text/plain")
         response = client.requests_session.get(url, timeout=20)
         return {"status": response.status_code, "text": response.text}
+    if command == "send":
+        boxes = mailboxes()
+        identity = client.request(IdentityGet(), single_response=True).data[0]
+        attachments = []
+        if len(args) > 3:
+            blob = client.upload_blob(args[3])
+            attachments.append(EmailBodyPart(blob_id=blob.id, type=blob.type,
+                                             name=args[3].rsplit("/", 1)[-1]))
+        draft = Email(
+            mail_from=[EmailAddress(name="Test Sender", email=identity.email)],
+            to=[EmailAddress(email=a) for a in args[0].split(",")],
+            subject=args[1],
+            keywords={"$draft": True, "$seen": True},
+            mailbox_ids={boxes["drafts"]["id"]: True},
+            body_values={"body": EmailBodyValue(value=args[2])},
+            text_body=[EmailBodyPart(part_id="body", type="text/plain")],
+            attachments=attachments or None,
+        )
+        responses = client.request([
+            EmailSet(create={"draft": draft}),
+            EmailSubmissionSet(
+                create={"send": EmailSubmission(identity_id=identity.id, email_id="#draft")},
+                on_success_update_email={"#send": {
+                    f"mailboxIds/{boxes['drafts']['id']}": None,
+                    f"mailboxIds/{boxes['sent']['id']}": True,
+                    "keywords/$draft": None}}),
+        ])
+        out = []
+        for r in responses:
+            out.append({"method": type(r.response).__name__,
+                        "response": r.response.to_dict()})
+        return out
+    if command == "import":
+        blob = client.upload_blob(args[0])
+        target = mailboxes()[args[1]]["id"]
+        # jmapc has no Email/import: the request is made by hand, over jmapc's session.
+        request = {"using": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"],
+                   "methodCalls": [["Email/import", {"accountId": client.account_id, "emails": {
+                       "one": {"blobId": blob.id, "mailboxIds": {target: True},
+                               "keywords": {"$seen": True}}}}, "i"]]}
+        response = client.requests_session.post(client.jmap_session.api_url, json=request,
+                                                 timeout=30)
+        return response.json()["methodResponses"][0]
     if command == "raw":
         auth = tuple(args[1].split(":", 1)) if len(args) > 1 else (user, password)
         with open(args[0], "rb") as body:

@@ -1,0 +1,355 @@
+//! A new message from a JMAP Email object (Email/set create, RFC 8621 §4.6): the header
+//! fields from its properties, the body from `textBody`/`htmlBody` with `bodyValues`, and
+//! attachments from blobs — multipart/alternative for text and HTML, multipart/mixed around
+//! attachments. Header values go through our field formatter (folding, RFC 2047 words).
+
+use serde_json::{Map, Value};
+
+use crate::message::encode::{choose, encode};
+use crate::message::header::format_field;
+
+/// A part to attach: its content and how it is labelled.
+pub struct Attachment {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    pub name: Option<String>,
+    pub inline_cid: Option<String>,
+}
+
+/// What the message is made of.
+#[derive(Default)]
+pub struct Draft {
+    pub fields: Vec<(String, String)>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub attachments: Vec<Attachment>,
+}
+
+/// Why an Email object cannot become a message: a SetError `(type, description)`.
+pub type Refusal = (&'static str, String);
+
+fn invalid(description: impl Into<String>) -> Refusal {
+    ("invalidProperties", description.into())
+}
+
+/// `"Name" <email>`, the name quoted when it needs quoting (encoded words when not ASCII).
+fn mailbox(address: &Value) -> Result<String, Refusal> {
+    let email = address
+        .get("email")
+        .and_then(Value::as_str)
+        .filter(|e| e.contains('@') && !e.contains(['<', '>', ',', ' ', '\r', '\n', '"']))
+        .ok_or_else(|| invalid("every address needs a valid email"))?;
+    let name = address.get("name").and_then(Value::as_str).unwrap_or("");
+    if name.contains(['\r', '\n']) {
+        return Err(invalid("names are one line"));
+    }
+    Ok(if name.is_empty() {
+        format!("<{email}>")
+    } else if !name.is_ascii() || name.chars().all(|c| c.is_alphanumeric() || c == ' ') {
+        format!("{name} <{email}>")
+    } else {
+        format!(
+            "\"{}\" <{email}>",
+            name.replace('\\', "\\\\").replace('"', "\\\"")
+        )
+    })
+}
+
+fn address_list(value: &Value) -> Result<String, Refusal> {
+    let list = value
+        .as_array()
+        .ok_or_else(|| invalid("addresses are a list"))?;
+    Ok(list
+        .iter()
+        .map(mailbox)
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", "))
+}
+
+fn message_ids(value: &Value) -> Result<String, Refusal> {
+    let list = value
+        .as_array()
+        .ok_or_else(|| invalid("message ids are a list"))?;
+    let ids: Vec<String> = list
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .filter(|id| id.contains('@') && !id.contains(['<', '>', ' ', '\r', '\n']))
+                .map(|id| format!("<{id}>"))
+                .ok_or_else(|| invalid("a message id is id-left@id-right"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ids.join(" "))
+}
+
+/// The text of the one body part `key` (`textBody`/`htmlBody`) names in `bodyValues`.
+fn body_text(object: &Map<String, Value>, key: &str) -> Result<Option<String>, Refusal> {
+    let Some(parts) = object.get(key).and_then(Value::as_array) else {
+        return Ok(None);
+    };
+    let [part] = parts.as_slice() else {
+        return Err(invalid(format!("{key} holds one part")));
+    };
+    let part_id = part
+        .get("partId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(format!("{key} names a partId of bodyValues")))?;
+    let value = object
+        .get("bodyValues")
+        .and_then(|v| v.get(part_id))
+        .and_then(|v| v.get("value"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(format!("bodyValues has no {part_id}")))?;
+    Ok(Some(value.to_string()))
+}
+
+/// Reads an Email object into a draft; `blob` finds the bytes of an attachment's `blobId`.
+pub fn draft(
+    object: &Map<String, Value>,
+    mut blob: impl FnMut(&str) -> Option<Vec<u8>>,
+) -> Result<Draft, Refusal> {
+    let mut draft = Draft::default();
+    for (property, name) in [
+        ("from", "From"),
+        ("sender", "Sender"),
+        ("to", "To"),
+        ("cc", "Cc"),
+        ("bcc", "Bcc"),
+        ("replyTo", "Reply-To"),
+    ] {
+        if let Some(value) = object.get(property).filter(|v| !v.is_null()) {
+            draft.fields.push((name.into(), address_list(value)?));
+        }
+    }
+    for (property, name) in [
+        ("messageId", "Message-ID"),
+        ("inReplyTo", "In-Reply-To"),
+        ("references", "References"),
+    ] {
+        if let Some(value) = object.get(property).filter(|v| !v.is_null()) {
+            draft.fields.push((name.into(), message_ids(value)?));
+        }
+    }
+    if let Some(subject) = object.get("subject").and_then(Value::as_str) {
+        if subject.contains(['\r', '\n']) {
+            return Err(invalid("the subject is one line"));
+        }
+        draft.fields.push(("Subject".into(), subject.to_string()));
+    }
+    if object.contains_key("bodyStructure") {
+        return Err(invalid(
+            "give textBody/htmlBody and attachments, not bodyStructure",
+        ));
+    }
+    draft.text = body_text(object, "textBody")?;
+    draft.html = body_text(object, "htmlBody")?;
+    for attachment in object
+        .get("attachments")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let id = attachment
+            .get("blobId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("an attachment names its blobId"))?;
+        let bytes = blob(id).ok_or(("blobNotFound", format!("no blob {id}")))?;
+        let text = |key: &str| {
+            attachment
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .filter(|v| !v.contains(['\r', '\n', '"']))
+        };
+        let media_type = text("type")
+            .filter(|t| t.contains('/') && t.is_ascii() && !t.contains([';', ' ']))
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let inline = text("disposition").as_deref() == Some("inline");
+        draft.attachments.push(Attachment {
+            bytes,
+            media_type,
+            name: text("name"),
+            inline_cid: if inline { text("cid") } else { None },
+        });
+    }
+    Ok(draft)
+}
+
+/// One leaf part: its header fields and encoded content.
+fn leaf(
+    out: &mut Vec<u8>,
+    content_type: &str,
+    content: &[u8],
+    is_text: bool,
+    extra: &[(String, String)],
+    boundaries: &[String],
+) {
+    let encoding = choose(content, is_text, boundaries);
+    out.extend(format_field("Content-Type", content_type));
+    out.extend(format_field("Content-Transfer-Encoding", encoding.name()));
+    for (name, value) in extra {
+        out.extend(format_field(name, value));
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend(encode(content, encoding, is_text));
+}
+
+fn text_part(out: &mut Vec<u8>, subtype: &str, text: &str, boundaries: &[String]) {
+    leaf(
+        out,
+        &format!("text/{subtype}; charset=utf-8"),
+        text.as_bytes(),
+        true,
+        &[],
+        boundaries,
+    );
+}
+
+fn body(out: &mut Vec<u8>, draft: &Draft, boundaries: &[String], alternative: &str) {
+    match (&draft.text, &draft.html) {
+        (Some(text), Some(html)) => {
+            out.extend(format_field(
+                "Content-Type",
+                &format!("multipart/alternative; boundary=\"{alternative}\""),
+            ));
+            out.extend_from_slice(b"\r\n");
+            for (subtype, content) in [("plain", text), ("html", html)] {
+                out.extend_from_slice(format!("--{alternative}\r\n").as_bytes());
+                text_part(out, subtype, content, boundaries);
+            }
+            out.extend_from_slice(format!("--{alternative}--\r\n").as_bytes());
+        }
+        (None, Some(html)) => text_part(out, "html", html, boundaries),
+        (text, None) => text_part(out, "plain", text.as_deref().unwrap_or(""), boundaries),
+    }
+}
+
+/// The message: `fields` first (Date and Message-ID are the caller's), then MIME.
+pub fn build(draft: &Draft, seed: &str) -> Vec<u8> {
+    let mixed = format!("=_mg_{seed}_m");
+    let alternative = format!("=_mg_{seed}_a");
+    let boundaries = vec![mixed.clone(), alternative.clone()];
+    let mut out = Vec::new();
+    for (name, value) in &draft.fields {
+        out.extend(format_field(name, value));
+    }
+    out.extend(format_field("MIME-Version", "1.0"));
+    if draft.attachments.is_empty() {
+        body(&mut out, draft, &boundaries, &alternative);
+        return out;
+    }
+    out.extend(format_field(
+        "Content-Type",
+        &format!("multipart/mixed; boundary=\"{mixed}\""),
+    ));
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(format!("--{mixed}\r\n").as_bytes());
+    body(&mut out, draft, &boundaries, &alternative);
+    for attachment in &draft.attachments {
+        out.extend_from_slice(format!("--{mixed}\r\n").as_bytes());
+        let name = attachment.name.as_deref().unwrap_or("attachment");
+        let mut extra = vec![(
+            "Content-Disposition".to_string(),
+            match &attachment.inline_cid {
+                Some(_) => format!("inline; filename=\"{name}\""),
+                None => format!("attachment; filename=\"{name}\""),
+            },
+        )];
+        if let Some(cid) = &attachment.inline_cid {
+            extra.push(("Content-ID".into(), format!("<{cid}>")));
+        }
+        let content_type = format!("{}; name=\"{name}\"", attachment.media_type);
+        let is_text = attachment.media_type.starts_with("text/");
+        leaf(
+            &mut out,
+            &content_type,
+            &attachment.bytes,
+            is_text,
+            &extra,
+            &boundaries,
+        );
+    }
+    out.extend_from_slice(format!("--{mixed}--\r\n").as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use serde_json::json;
+
+    #[test]
+    fn an_email_object_becomes_a_message_others_can_read() {
+        let object = json!({
+            "from": [{"name": "Zoë Example", "email": "zoe@example.test"}],
+            "to": [{"name": "Bob, Jr.", "email": "bob@example.test"}],
+            "subject": "Grüße and a file",
+            "inReplyTo": ["parent@example.test"],
+            "textBody": [{"partId": "t", "type": "text/plain"}],
+            "htmlBody": [{"partId": "h", "type": "text/html"}],
+            "bodyValues": {"t": {"value": "Hello Bob,\nsee the file.\n"}, "h": {"value": "<p>Hello Bob</p>"}},
+            "attachments": [{"blobId": "U1", "type": "application/pdf", "name": "report.pdf"}],
+        });
+        let draft = draft(object.as_object().expect("object"), |id| {
+            (id == "U1").then(|| b"%PDF-1.4 binary\x00\x01".to_vec())
+        })
+        .expect("a valid draft");
+        let message = Message::new(build(&draft, "seed"));
+        assert_eq!(
+            message.header_value("Subject").as_deref(),
+            Some("Grüße and a file")
+        );
+        assert_eq!(
+            message.header("To")[0].raw.trim(),
+            "\"Bob, Jr.\" <bob@example.test>"
+        );
+        assert_eq!(
+            message.header("In-Reply-To")[0].raw.trim(),
+            "<parent@example.test>"
+        );
+        let parts = message.parts();
+        let text = parts
+            .iter()
+            .find(|p| p.subtype == "plain")
+            .expect("text part");
+        assert_eq!(
+            message.part_text(text.id).as_deref(),
+            Some("Hello Bob,\r\nsee the file.\r\n")
+        );
+        let pdf = parts
+            .iter()
+            .find(|p| p.subtype == "pdf")
+            .expect("attachment");
+        assert_eq!(pdf.filename.as_deref(), Some("report.pdf"));
+        assert_eq!(
+            message.part_content(pdf.id).as_deref(),
+            Some(&b"%PDF-1.4 binary\x00\x01"[..])
+        );
+    }
+
+    #[test]
+    fn bad_objects_are_refused_with_the_set_error() {
+        let refuse = |object: Value| {
+            draft(object.as_object().expect("object"), |_| None)
+                .err()
+                .map(|(kind, _)| kind)
+        };
+        assert_eq!(
+            refuse(json!({"to": [{"email": "no-at-sign"}]})),
+            Some("invalidProperties")
+        );
+        assert_eq!(
+            refuse(json!({"subject": "a\r\nBcc: x@y"})),
+            Some("invalidProperties")
+        );
+        assert_eq!(
+            refuse(json!({"attachments": [{"blobId": "U9"}]})),
+            Some("blobNotFound")
+        );
+        assert_eq!(
+            refuse(json!({"textBody": [{"partId": "x"}], "bodyValues": {}})),
+            Some("invalidProperties")
+        );
+    }
+}
