@@ -418,3 +418,24 @@ fn a_message_file_is_imported_into_a_mailbox() {
     let got = jmap_client(&gw, ALICE, &["get", id, "subject", "keywords"]);
     assert_eq!(got["list"][0]["subject"], "second");
 }
+
+#[test]
+fn an_smtp_delivery_is_pushed_to_the_event_source() {
+    let gw = Gateway::start("");
+    let out = jmap_client(&gw, ALICE, &["push", &gw.inbound.to_string()]);
+    let account = jmap_client(&gw, ALICE, &["session"])["account_id"].clone();
+    let changed = &out["changed"][account.as_str().expect("account")];
+    let email_state = changed["Email"]
+        .as_str()
+        .expect("an Email state in the event");
+    assert_ne!(
+        email_state,
+        out["before"].as_str().expect("state before"),
+        "{out}"
+    );
+    assert_eq!(
+        email_state,
+        jmap_client(&gw, ALICE, &["state"]).as_str().expect("state"),
+        "the pushed state is the state Email/get gives now"
+    );
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -21,6 +21,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::api::Problem;
+use super::push::{self, Body};
 use super::Jmap;
 use crate::config::Protocol as ProtocolKind;
 use crate::mail::Session;
@@ -32,8 +33,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const LOGIN_MEMORY: Duration = Duration::from_secs(300);
 /// Remembered logins kept at most (then forgotten all at once).
 const LOGIN_MEMORY_MAX: usize = 10_000;
-
-type Body = Full<Bytes>;
 
 /// Passwords that checked out recently: user -> (SHA-256 of the password, when).
 #[derive(Default)]
@@ -113,7 +112,7 @@ pub async fn serve(jmap: Arc<Jmap>, mut client: Client) {
     }
 }
 
-async fn route(jmap: &Jmap, peer: &Peer, request: Request<Incoming>) -> Response<Body> {
+async fn route(jmap: &Arc<Jmap>, peer: &Arc<Peer>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_string();
     let method = request.method().clone();
     match (method, path.as_str()) {
@@ -138,6 +137,13 @@ async fn route(jmap: &Jmap, peer: &Peer, request: Request<Incoming>) -> Response
                 Err(refusal) => return refusal,
             };
             upload(jmap, &user, request).await
+        }
+        (Method::GET, "/jmap/eventsource" | "/jmap/eventsource/") => {
+            let user = match authenticate(jmap, peer, &request).await {
+                Ok(user) => user,
+                Err(refusal) => return refusal,
+            };
+            events(jmap, peer, user, &request).await
         }
         (Method::GET, p) if p.starts_with("/jmap/download/") => {
             let user = match authenticate(jmap, peer, &request).await {
@@ -257,6 +263,34 @@ async fn api(jmap: &Jmap, peer: &Peer, user: &str, request: Request<Incoming>) -
     }
 }
 
+/// The event source: a task looks at the account every second and streams state events.
+async fn events(
+    jmap: &Arc<Jmap>,
+    peer: &Arc<Peer>,
+    user: String,
+    request: &Request<Incoming>,
+) -> Response<Body> {
+    let options = push::Options::parse(request.uri().query().unwrap_or(""));
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    let baseline = jmap.states(&user, &peer.session(&user)).await;
+    let (jmap, peer) = (jmap.clone(), peer.clone());
+    tokio::spawn(async move {
+        let account_id = Jmap::account_id(&user);
+        let session = peer.session(&user);
+        let look = || jmap.states(&user, &session);
+        let stop = peer.drain.requested();
+        push::run(sender, (account_id, options), baseline, look, stop).await;
+    });
+    let mut response = Response::new(Body::Stream(receiver));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
 /// `POST /jmap/upload/{accountId}/`: the body becomes a blob (RFC 8620 §6.1).
 async fn upload(jmap: &Jmap, user: &str, request: Request<Incoming>) -> Response<Body> {
     let account = request
@@ -335,7 +369,7 @@ async fn download(
         .chars()
         .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
         .collect();
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let mut response = Response::new(Body::whole(bytes));
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&accept) {
         headers.insert(header::CONTENT_TYPE, value);
@@ -384,7 +418,7 @@ fn percent_decode(text: &str) -> String {
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Body::whole(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -406,7 +440,7 @@ fn problem(problem: &Problem) -> Response<Body> {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let mut response = Response::new(Body::whole(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

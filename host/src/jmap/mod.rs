@@ -29,6 +29,7 @@ mod http;
 mod mailbox;
 pub mod message;
 mod methods;
+mod push;
 mod submission;
 mod uploads;
 
@@ -226,6 +227,25 @@ impl Jmap {
             tracing::warn!(user, "JMAP: cannot read the Maildir: {e}");
         }
         self.blob_bytes(&account, blob)
+    }
+
+    /// The account's Email, Mailbox and Thread states after a fresh look (for push).
+    pub async fn states(&self, user: &str, session: &Session) -> push::States {
+        let account = self.account(user);
+        let mut account = account.lock().await;
+        let plugins = self.shared.plugins.current();
+        if let Err(e) = account
+            .refresh(&plugins, &self.shared.services, session)
+            .await
+        {
+            tracing::warn!(user, "JMAP: cannot read the Maildir: {e}");
+        }
+        let emails = account.email_states.state();
+        vec![
+            ("Email", emails.clone()),
+            ("Mailbox", account.mailbox_states.state()),
+            ("Thread", emails),
+        ]
     }
 
     /// Stores an upload of `user`; the blob id.

@@ -15,6 +15,8 @@ Commands:
   send TO[,TO] SUBJECT TEXT [FILE]  compose (upload FILE, Email/set create in Drafts) and
                              submit (EmailSubmission/set), the sent email moved to Sent
   import FILE ROLE           upload a message file and Email/import it into the mailbox
+  push SMTP_PORT             opens the event source (sseclient, as jmapc does), then delivers
+                             a message over SMTP; the first state event (within 30 s)
   raw FILE [AUTH]            POST the file to the API as is: status and body
                              (AUTH: user:password, or -: for none)
 """
@@ -185,6 +187,28 @@ def run():
         response = client.requests_session.post(client.jmap_session.api_url, json=request,
                                                  timeout=30)
         return response.json()["methodResponses"][0]
+    if command == "push":
+        import smtplib
+        import time
+
+        import sseclient
+        from jmapc.models import Event
+
+        url = client.jmap_session.event_source_url.format(
+            types="*", closeafter="state", ping=0)
+        # Connected once the constructor returns: the delivery below comes after.
+        events = sseclient.SSEClient(url, auth=client.requests_session.auth, timeout=30)
+        before = client.request(EmailGet(ids=[]), single_response=True).state
+        with smtplib.SMTP("127.0.0.1", int(args[0]), timeout=30) as smtp:
+            smtp.sendmail("sender@client.test", [user],
+                          f"From: sender@client.test\r\nTo: {user}\r\nSubject: pushed\r\n\r\nHi\r\n")
+        sent_at = time.monotonic()
+        for event in events:
+            if event.event == "state":
+                changed = Event.load_from_sseclient_event(event).data.changed
+                return {"before": before, "seconds": time.monotonic() - sent_at,
+                        "changed": {k: v.to_dict() for k, v in changed.items()}}
+        return {"before": before, "changed": None}
     if command == "raw":
         auth = tuple(args[1].split(":", 1)) if len(args) > 1 else (user, password)
         with open(args[0], "rb") as body:
