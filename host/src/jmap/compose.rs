@@ -214,17 +214,18 @@ fn body(out: &mut Vec<u8>, draft: &Draft, boundaries: &[String], alternative: &s
             ));
             out.extend_from_slice(b"\r\n");
             for (subtype, content) in [("plain", text), ("html", html)] {
-                out.extend_from_slice(format!("--{alternative}\r\n").as_bytes());
+                out.extend_from_slice(format!("\r\n--{alternative}\r\n").as_bytes());
                 text_part(out, subtype, content, boundaries);
             }
-            out.extend_from_slice(format!("--{alternative}--\r\n").as_bytes());
+            out.extend_from_slice(format!("\r\n--{alternative}--\r\n").as_bytes());
         }
         (None, Some(html)) => text_part(out, "html", html, boundaries),
         (text, None) => text_part(out, "plain", text.as_deref().unwrap_or(""), boundaries),
     }
 }
 
-/// The message: `fields` first (Date and Message-ID are the caller's), then MIME.
+/// The message: `fields` first (Date and Message-ID are the caller's), then MIME. Every
+/// delimiter line starts with its own CRLF, so each part keeps its content's last line end.
 pub fn build(draft: &Draft, seed: &str) -> Vec<u8> {
     let mixed = format!("=_mg_{seed}_m");
     let alternative = format!("=_mg_{seed}_a");
@@ -243,10 +244,10 @@ pub fn build(draft: &Draft, seed: &str) -> Vec<u8> {
         &format!("multipart/mixed; boundary=\"{mixed}\""),
     ));
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(format!("--{mixed}\r\n").as_bytes());
+    out.extend_from_slice(format!("\r\n--{mixed}\r\n").as_bytes());
     body(&mut out, draft, &boundaries, &alternative);
     for attachment in &draft.attachments {
-        out.extend_from_slice(format!("--{mixed}\r\n").as_bytes());
+        out.extend_from_slice(format!("\r\n--{mixed}\r\n").as_bytes());
         let name = attachment.name.as_deref().unwrap_or("attachment");
         let mut extra = vec![(
             "Content-Disposition".to_string(),
@@ -269,7 +270,7 @@ pub fn build(draft: &Draft, seed: &str) -> Vec<u8> {
             &boundaries,
         );
     }
-    out.extend_from_slice(format!("--{mixed}--\r\n").as_bytes());
+    out.extend_from_slice(format!("\r\n--{mixed}--\r\n").as_bytes());
     out
 }
 
