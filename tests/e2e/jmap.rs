@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use mailgate_e2e::peers::SmtpSink;
-use mailgate_e2e::{jmap_client, probe_plugin, python, wait_until, Gateway};
+use mailgate_e2e::{jmap_client, probe_plugin, wait_until, Gateway};
 use serde_json::{json, Value};
 
 const ALICE: &str = "alice@example.test";
@@ -16,13 +16,9 @@ fn deliver(gw: &Gateway, to: &str, messages: &[&str]) {
     gw.deliver_local(to, &data);
 }
 
-/// A folder's messages as imaplib sees them, after an optional `UID STORE`.
+/// A folder of alice's as imaplib sees it.
 fn imap_flags(gw: &Gateway, folder: &str, change: &[&str]) -> Vec<Value> {
-    let port = gw.imaps.to_string();
-    let mut args = vec![port.as_str(), ALICE, "pw-alice", folder];
-    args.extend(change);
-    let out = python("imap_flags.py", &args);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("imap_flags.py: {e}: {out}"))
+    mailgate_e2e::imap_flags(gw, ALICE, folder, change)
 }
 
 fn strings(value: &Value) -> Vec<String> {

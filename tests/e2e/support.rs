@@ -696,6 +696,53 @@ pub fn jmap_client(gw: &Gateway, user: &str, args: &[&str]) -> serde_json::Value
     })
 }
 
+/// Runs `webmail_browser.py` (headless Chromium driven by Selenium) against the gateway's
+/// webmail page as `user` (password `pw-` + local part); its JSON output. Screenshots are
+/// kept in `target/test-artifacts/webmail/`.
+pub fn webmail_browser(gw: &Gateway, user: &str, args: &[&str]) -> serde_json::Value {
+    let local = user.split('@').next().unwrap_or(user);
+    let artifacts = root().join("target/test-artifacts/webmail");
+    let out = Command::new(pyenv_python())
+        .arg(root().join("tests/e2e/clients/webmail_browser.py"))
+        .arg(gw.jmap.to_string())
+        .arg(user)
+        .arg(format!("pw-{local}"))
+        .arg(&artifacts)
+        .args(args)
+        .output()
+        .expect("target/pyenv/bin/python (made by cargo xtask test)");
+    assert!(
+        out.status.success(),
+        "webmail_browser.py {args:?} failed (screenshots in {}):\n{}\n{}",
+        artifacts.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "webmail_browser.py printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// A folder's messages as Python's imaplib sees them (`imap_flags.py`), after an optional
+/// `UID STORE` given as `[uid, "+FLAGS", "(\\Seen)"]`: each `{uid, flags, subject}`.
+pub fn imap_flags(
+    gw: &Gateway,
+    user: &str,
+    folder: &str,
+    change: &[&str],
+) -> Vec<serde_json::Value> {
+    let local = user.split('@').next().unwrap_or(user);
+    let port = gw.imaps.to_string();
+    let password = format!("pw-{local}");
+    let mut args = vec![port.as_str(), user, password.as_str(), folder];
+    args.extend(change);
+    let out = python("imap_flags.py", &args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("imap_flags.py: {e}: {out}"))
+}
+
 /// What dkimpy (Debian's python3-dkim) says of `message`, the DNS answered from `records`:
 /// `mode` "dkim" gives one line per signature ("pass d=... a=..."), "arc" one line
 /// "cv=RESULT sets=N ...".

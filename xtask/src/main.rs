@@ -268,8 +268,9 @@ fn run(args: &[String]) -> Result<(), String> {
 /// Postfix serves as the relay tests' downstream (`smtp-sink` and a private instance);
 /// dnsmasq answers their MX queries; mpop fetches mail over POP3; imaptest links against
 /// Dovecot's library (`doveconf` stands for the package); rspamd, OpenDKIM and ClamAV run as
-/// milters; redis-server holds the shared kv store, PostgreSQL the shared users.
-const TEST_PEERS: [(&str, &str); 17] = [
+/// milters; redis-server holds the shared kv store, PostgreSQL the shared users; headless
+/// Chromium (driven by Selenium) opens the webmail page.
+const TEST_PEERS: [(&str, &str); 19] = [
     ("python3", "python3"),
     ("swaks", "swaks"),
     ("curl", "curl"),
@@ -287,6 +288,8 @@ const TEST_PEERS: [(&str, &str); 17] = [
     ("clamav-milter", "clamav-milter"),
     ("redis-server", "redis-server"),
     ("pg_ctlcluster", "postgresql"),
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
 ];
 
 /// Where the shared imaptest build script may be: `$MAILGATE_SHARED_DIR`, the folder beside
@@ -375,8 +378,9 @@ fn ensure_test_peers() -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Clients from PyPI the end-to-end tests drive (pinned): the JMAP client library.
-const TEST_PYPI: [&str; 1] = ["jmapc==0.4.0"];
+/// Clients from PyPI the end-to-end tests drive (pinned): a JMAP client library, and
+/// Selenium for the browser tests.
+const TEST_PYPI: [&str; 2] = ["jmapc==0.4.0", "selenium==4.51.0"];
 
 /// A Python environment under `target/pyenv` with [`TEST_PYPI`] (made once; Debian's
 /// python3-venv installed if missing); its interpreter.
@@ -384,7 +388,7 @@ fn ensure_test_python() -> Result<PathBuf, String> {
     let venv = root().join("target/pyenv");
     let python = venv.join("bin/python");
     let ready = Command::new(&python)
-        .args(["-c", "import jmapc"])
+        .args(["-c", "import jmapc, selenium"])
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::api::Problem;
 use super::push::{self, Body};
+use super::webmail;
 use super::Jmap;
 use crate::config::Protocol as ProtocolKind;
 use crate::mail::Session;
@@ -51,6 +52,54 @@ impl LoginCache {
             map.clear();
         }
         map.insert(user.to_string(), (digest, Instant::now()));
+    }
+}
+
+/// How long a webmail token is good for.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Tokens held at most; expired ones go first.
+const TOKENS_MAX: usize = 100_000;
+
+/// Bearer tokens handed to the webmail page for a Basic login: token -> (user, expiry).
+#[derive(Default)]
+pub struct Tokens(Mutex<HashMap<String, (String, Instant)>>);
+
+impl Tokens {
+    /// A new token for `user`: 32 random bytes, URL-safe base64.
+    fn issue(&self, user: &str) -> Option<String> {
+        let mut bytes = [0u8; 32];
+        rustls::crypto::ring::default_provider()
+            .secure_random
+            .fill(&mut bytes)
+            .ok()?;
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= TOKENS_MAX {
+            let now = Instant::now();
+            map.retain(|_, (_, until)| *until > now);
+            if map.len() >= TOKENS_MAX {
+                return None;
+            }
+        }
+        map.insert(
+            token.clone(),
+            (user.to_string(), Instant::now() + TOKEN_LIFETIME),
+        );
+        Some(token)
+    }
+
+    fn user(&self, token: &str) -> Option<String> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(token)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(user, _)| user.clone())
+    }
+
+    fn revoke(&self, token: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(token);
     }
 }
 
@@ -152,6 +201,58 @@ async fn route(jmap: &Arc<Jmap>, peer: &Arc<Peer>, request: Request<Incoming>) -
             };
             download(jmap, peer, &user, &request).await
         }
+        (Method::POST, "/jmap/token") => {
+            let user = match authenticate(jmap, peer, &request).await {
+                Ok(user) => user,
+                Err(mut refusal) => {
+                    // The page asks itself: no browser login dialog.
+                    refusal.headers_mut().remove(header::WWW_AUTHENTICATE);
+                    return refusal;
+                }
+            };
+            match jmap.tokens.issue(&user) {
+                Some(token) => json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"token": token, "username": user, "accountId": Jmap::account_id(&user)}),
+                ),
+                None => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many sessions, try later\n",
+                ),
+            }
+        }
+        (Method::DELETE, "/jmap/token") => {
+            if let Some(token) = bearer(&request) {
+                jmap.tokens.revoke(token);
+            }
+            text(StatusCode::OK, "logged out\n")
+        }
+        (Method::GET, p) if p.starts_with("/webmail/html/") => {
+            let user = match authenticate(jmap, peer, &request).await {
+                Ok(user) => user,
+                Err(refusal) => return refusal,
+            };
+            let id = p.trim_start_matches("/webmail/html/");
+            match jmap.html_view(&user, &peer.session(&user), id).await {
+                Some(document) => {
+                    let mut response = Response::new(Body::whole(document));
+                    let headers = response.headers_mut();
+                    headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    );
+                    headers.insert(
+                        header::CONTENT_SECURITY_POLICY,
+                        HeaderValue::from_static(webmail::MESSAGE_POLICY),
+                    );
+                    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    response
+                }
+                None => text(StatusCode::NOT_FOUND, "no such email\n"),
+            }
+        }
+        (Method::GET, p) if webmail::asset(p).is_some() => page(p),
+        (Method::GET, "/favicon.ico") => text(StatusCode::NO_CONTENT, ""),
         (_, "/.well-known/jmap" | "/jmap/api" | "/jmap/api/") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
@@ -173,6 +274,41 @@ fn base_url(request: &Request<Incoming>, peer: &Peer) -> String {
     format!("{scheme}://{host}")
 }
 
+/// One of the webmail page's embedded files, with the page's security headers.
+fn page(path: &str) -> Response<Body> {
+    let Some((kind, content)) = webmail::asset(path) else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let mut response = Response::new(Body::whole(Bytes::from_static(content.as_bytes())));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(webmail::PAGE_POLICY),
+    );
+    headers.insert(
+        "X-Content-Type-Options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// The bearer token of a request, if it carries one.
+fn bearer(request: &Request<Incoming>) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// The user the request's credentials name, or the response that refuses it.
 async fn authenticate(
     jmap: &Jmap,
@@ -187,6 +323,19 @@ async fn authenticate(
             StatusCode::FORBIDDEN,
             "credentials are only taken over HTTPS\n",
         ));
+    }
+    if let Some(token) = bearer(request) {
+        return jmap.tokens.user(token).ok_or_else(|| {
+            let mut refusal = text(
+                StatusCode::UNAUTHORIZED,
+                "the session has ended: log in again\n",
+            );
+            refusal.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mailgate\""),
+            );
+            refusal
+        });
     }
     let Some((user, password)) = basic_credentials(given) else {
         return Err(unauthorized("malformed Basic credentials\n"));

@@ -32,6 +32,7 @@ mod methods;
 mod push;
 mod submission;
 mod uploads;
+mod webmail;
 
 use account::Account;
 use api::{Limits, MethodError, Problem, CORE, MAIL, SUBMISSION};
@@ -58,6 +59,7 @@ pub struct Jmap {
     epoch: String,
     limits: Limits,
     logins: http::LoginCache,
+    tokens: http::Tokens,
     uploads: uploads::Uploads,
     upload_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
@@ -87,6 +89,7 @@ impl Jmap {
             accounts: Mutex::new(HashMap::new()),
             epoch,
             logins: http::LoginCache::default(),
+            tokens: http::Tokens::default(),
             uploads,
             upload_slots: Mutex::new(HashMap::new()),
         }
@@ -246,6 +249,41 @@ impl Jmap {
             ("Mailbox", account.mailbox_states.state()),
             ("Thread", emails),
         ]
+    }
+
+    /// The sanitised HTML document of an email for the webmail page's frame: its HTML body
+    /// parts (text parts among them escaped).
+    pub async fn html_view(&self, user: &str, session: &Session, email_id: &str) -> Option<String> {
+        let account = self.account(user);
+        let mut account = account.lock().await;
+        if account.email(email_id).is_none() {
+            let plugins = self.shared.plugins.current();
+            if let Err(e) = account
+                .refresh(&plugins, &self.shared.services, session)
+                .await
+            {
+                tracing::warn!(user, "JMAP: cannot read the Maildir: {e}");
+            }
+        }
+        let email = account.email(email_id)?.clone();
+        let parsed = account.message(&email).ok()?;
+        let lists = message::BodyLists::of(&parsed);
+        let mut html = String::new();
+        for id in &lists.html {
+            let part = parsed.part(*id)?;
+            let text = parsed.part_text(*id).unwrap_or_default();
+            if part.subtype.eq_ignore_ascii_case("html") {
+                html.push_str(&text);
+            } else {
+                html.push_str("<pre>");
+                html.push_str(&escape_html(&text));
+                html.push_str("</pre>");
+            }
+        }
+        if html.len() > webmail::MAX_HTML {
+            html = format!("<pre>{}</pre>", escape_html(&message::strip_tags(&html)));
+        }
+        Some(crate::blocking::run(|| webmail::message_document(&html)))
     }
 
     /// Stores an upload of `user`; the blob id.
@@ -807,6 +845,13 @@ fn without_bcc(message: &crate::message::Message) -> Vec<u8> {
         Ok(Some(edited)) => edited.into_raw(),
         _ => message.raw().to_vec(),
     }
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Identity/get: one identity, the user's own address.
