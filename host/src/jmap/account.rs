@@ -115,6 +115,8 @@ pub struct Account {
     screening: Screening,
     /// What queries and threads need of each email, parsed once.
     summaries: HashMap<String, Arc<Summary>>,
+    /// The plugin generation the current view was built under (`None`: not built yet).
+    installed_under: Option<u64>,
     pub email_states: Tracker,
     pub mailbox_states: Tracker,
 }
@@ -174,6 +176,7 @@ impl Account {
             by_id: HashMap::new(),
             screening: Screening::default(),
             summaries: HashMap::new(),
+            installed_under: None,
             email_states: Tracker::new(epoch),
             mailbox_states: Tracker::new(epoch),
         }
@@ -187,26 +190,36 @@ impl Account {
         services: &Services,
         session: &Session,
     ) -> std::io::Result<()> {
-        blocking::run(|| self.rescan())?;
+        let changed = blocking::run(|| self.rescan())?;
+        if !changed && self.installed_under == Some(plugins.generation) {
+            // Nothing on disk moved and the same plugins see it: the view stands.
+            return Ok(());
+        }
         let emails = self.collect();
         let emails = self.screen(emails, plugins, services, session).await;
         self.install(emails);
+        self.installed_under = Some(plugins.generation);
         Ok(())
     }
 
-    /// Rescans every folder that may have changed; drops folders that are gone.
-    fn rescan(&mut self) -> std::io::Result<()> {
+    /// Rescans every folder that may have changed; drops folders that are gone. True when
+    /// something was (re)read or dropped.
+    fn rescan(&mut self) -> std::io::Result<bool> {
         std::fs::create_dir_all(&self.maildir)?;
         let names = list_folders(&self.maildir);
+        let before = self.folders.len();
         self.folders.retain(|name, _| names.contains(name));
+        let mut changed = self.folders.len() != before;
         for name in names {
             if let Some(view) = self.folders.get_mut(&name) {
                 if view.watch.as_ref().is_some_and(|w| !w.take_events()) {
                     continue;
                 }
                 view.snapshot = view.folder.scan(false)?;
+                changed = true;
                 continue;
             }
+            changed = true;
             let folder = match Folder::open_in(&self.maildir, &name) {
                 Ok(folder) => folder,
                 Err(e) => {
@@ -225,7 +238,7 @@ impl Account {
                 },
             );
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Every message of every folder under its email id, INBOX first.
