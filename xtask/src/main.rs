@@ -507,6 +507,7 @@ fn bench(which: Option<&str>) -> Result<(), String> {
         Some("access") => script("access.sh"),
         Some("hardening") => script("hardening.sh"),
         Some("milter") => script("milter.sh"),
+        Some("jmap") => script("jmap.sh"),
         Some("dkim") => cargo(&["bench", "-p", "mailgate", "--bench", "dkim"]),
         Some("kv") => cargo(&["bench", "-p", "mailgate", "--bench", "kv"]),
         Some("languages") => {

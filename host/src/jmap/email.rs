@@ -145,11 +145,17 @@ fn render(
     properties: &[String],
     body: &BodyOptions,
 ) -> Option<Value> {
+    let from_summary = |p: &String| message::SUMMARY_PROPERTIES.contains(&p.as_str());
     let needs_message = properties
         .iter()
-        .any(|p| !FROM_INDEX.contains(&p.as_str()) && p != "threadId");
+        .any(|p| !FROM_INDEX.contains(&p.as_str()) && p != "threadId" && !from_summary(p));
     let message = if needs_message {
         Some(account.message(email).ok()?)
+    } else {
+        None
+    };
+    let summary = if properties.iter().any(from_summary) && message.is_none() {
+        Some(account.summary(&email.id)?)
     } else {
         None
     };
@@ -171,6 +177,10 @@ fn render(
             ),
             "size" => account.size(email).into(),
             "receivedAt" => utc_date(email.entry.internal_date).into(),
+            other if summary.is_some() && message::SUMMARY_PROPERTIES.contains(&other) => summary
+                .as_ref()
+                .and_then(|s| s.properties.get(other).cloned())
+                .unwrap_or(Value::Null),
             other => match (&message, &lists) {
                 (Some(message), Some(lists)) => {
                     body_property(message, lists, email, other, body).unwrap_or(Value::Null)

@@ -521,7 +521,27 @@ pub struct Summary {
     pub thread_root: Option<String>,
     pub has_attachment: bool,
     pub preview: String,
+    /// The values of [`SUMMARY_PROPERTIES`], as Email/get gives them: a listing of many
+    /// emails needs no message read twice.
+    pub properties: Map<String, Value>,
 }
+
+/// Email/get properties kept in the summary.
+pub const SUMMARY_PROPERTIES: [&str; 13] = [
+    "messageId",
+    "inReplyTo",
+    "references",
+    "sender",
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "replyTo",
+    "subject",
+    "sentAt",
+    "hasAttachment",
+    "preview",
+];
 
 fn searchable(message: &Message, name: &str) -> String {
     match last_field(message, name, "asAddresses") {
@@ -562,7 +582,20 @@ impl Summary {
                 _ => None,
             }
         });
+        let preview = preview(message, &lists);
+        let mut properties = Map::new();
+        for property in &SUMMARY_PROPERTIES[..11] {
+            if let Some(value) = header_convenience(message, property) {
+                properties.insert(property.to_string(), value);
+            }
+        }
+        properties.insert(
+            "hasAttachment".into(),
+            (!lists.attachments.is_empty()).into(),
+        );
+        properties.insert("preview".into(), preview.clone().into());
         Summary {
+            properties,
             subject: last_field(message, "Subject", "asText")
                 .as_str()
                 .unwrap_or("")
@@ -574,7 +607,7 @@ impl Summary {
             sent_at,
             thread_root,
             has_attachment: !lists.attachments.is_empty(),
-            preview: preview(message, &lists),
+            preview,
         }
     }
 
