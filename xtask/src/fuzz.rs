@@ -9,7 +9,7 @@ use std::process::Command;
 
 use super::{root, status};
 
-pub const TARGETS: [&str; 11] = [
+pub const TARGETS: [&str; 13] = [
     "auth_results",
     "milter_packet",
     "smtp_command",
@@ -21,6 +21,8 @@ pub const TARGETS: [&str; 11] = [
     "imap_command",
     "addresses",
     "maildir_index",
+    "jmap_request",
+    "jmap_email",
 ];
 
 pub fn fuzz(args: &[String]) -> Result<(), String> {

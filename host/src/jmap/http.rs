@@ -391,6 +391,12 @@ fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
 }
 
 async fn api(jmap: &Jmap, peer: &Peer, user: &str, request: Request<Incoming>) -> Response<Body> {
+    let Ok(_slot) = jmap.request_slot(user).try_acquire_owned() else {
+        return problem(&Problem::limit(
+            "maxConcurrentRequests",
+            "too many requests at once",
+        ));
+    };
     let limit = jmap.limits.max_size_request;
     let body = match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),

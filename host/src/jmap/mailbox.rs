@@ -217,7 +217,7 @@ pub fn query(account: &Account, call: &Call) -> Result<Value, MethodError> {
         found.sort_by(|a, b| sort_order(a).cmp(&sort_order(b)).then(a.name.cmp(&b.name)));
     }
     let ids: Vec<String> = found.iter().map(|m| m.id.clone()).collect();
-    let (position, page) = super::email::window(&ids, args)?;
+    let (position, page) = super::query::window(&ids, args)?;
     let mut out = json!({
         "accountId": call.account_id,
         "queryState": account.mailbox_states.state(),

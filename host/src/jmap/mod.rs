@@ -10,33 +10,40 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
+use serde_json::{json, Value};
 
 use crate::mail::Session;
 use crate::net::connection::Client;
 use crate::net::drain::DrainWatch;
 use crate::net::Protocol;
-use crate::plugin::PluginSet;
 use crate::shared::Shared;
 
 pub mod account;
 pub mod api;
 pub mod changes;
-mod compose;
+pub mod compose;
+mod context;
 mod email;
 mod http;
 mod mailbox;
 pub mod message;
 mod methods;
-mod push;
+pub mod push;
+mod query;
 mod submission;
 mod uploads;
 mod webmail;
 
 use account::Account;
-use api::{Limits, MethodError, Problem, CORE, MAIL, SUBMISSION};
-use methods::Call;
+use api::{Limits, Problem, CORE, MAIL, SUBMISSION};
+use context::Context;
+
+/// The per-user limits on work at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Slot {
+    Upload,
+    Request,
+}
 
 /// Who makes a request: the plugin session (for the retrieve stage) and what a submission's
 /// SMTP session needs.
@@ -61,7 +68,8 @@ pub struct Jmap {
     logins: http::LoginCache,
     tokens: http::Tokens,
     uploads: uploads::Uploads,
-    upload_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Per user and kind: what may run at once.
+    slots: Mutex<HashMap<(String, Slot), Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Jmap {
@@ -91,7 +99,7 @@ impl Jmap {
             logins: http::LoginCache::default(),
             tokens: http::Tokens::default(),
             uploads,
-            upload_slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
         }
     }
 
@@ -308,542 +316,28 @@ impl Jmap {
 
     /// One user's upload slots (`maxConcurrentUpload`).
     pub fn upload_slot(&self, user: &str) -> Arc<tokio::sync::Semaphore> {
-        let mut slots = self.upload_slots.lock().unwrap_or_else(|e| e.into_inner());
+        self.slot(user, Slot::Upload)
+    }
+
+    /// One user's API request slots (`maxConcurrentRequests`).
+    pub fn request_slot(&self, user: &str) -> Arc<tokio::sync::Semaphore> {
+        self.slot(user, Slot::Request)
+    }
+
+    fn slot(&self, user: &str, kind: Slot) -> Arc<tokio::sync::Semaphore> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         if slots.len() > 10_000 {
+            // Only users with something under way keep theirs.
             slots.retain(|_, s| Arc::strong_count(s) > 1);
         }
+        let size = match kind {
+            Slot::Upload => self.limits.max_concurrent_upload,
+            Slot::Request => self.limits.max_concurrent_requests,
+        };
         slots
-            .entry(user.to_string())
-            .or_insert_with(|| {
-                Arc::new(tokio::sync::Semaphore::new(
-                    self.limits.max_concurrent_upload,
-                ))
-            })
+            .entry((user.to_string(), kind))
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(size)))
             .clone()
-    }
-}
-
-/// One API request's view: who asks, under which plugins, what it created so far.
-struct Context<'a> {
-    jmap: &'a Jmap,
-    plugins: Arc<PluginSet>,
-    caller: &'a Caller<'a>,
-    account_id: String,
-    using: Vec<String>,
-    /// Creation id -> the id it got.
-    created: HashMap<String, String>,
-}
-
-type Answers = Vec<(String, Value)>;
-
-/// The capability a method belongs to.
-fn capability_of(method: &str) -> Option<&'static str> {
-    match method.split('/').next()? {
-        "Core" => Some(CORE),
-        "Mailbox" | "Email" | "Thread" => Some(MAIL),
-        "Identity" | "EmailSubmission" => Some(SUBMISSION),
-        _ => None,
-    }
-}
-
-impl Context<'_> {
-    async fn refresh(&self, account: &mut Account) {
-        if let Err(e) = account
-            .refresh(
-                &self.plugins,
-                &self.jmap.shared.services,
-                &self.caller.session,
-            )
-            .await
-        {
-            tracing::warn!(user = account.user, "JMAP: cannot read the Maildir: {e}");
-        }
-    }
-
-    async fn dispatch(
-        &mut self,
-        account: &mut Account,
-        name: &str,
-        args: Map<String, Value>,
-    ) -> Result<Answers, MethodError> {
-        let unknown = || MethodError::with("unknownMethod", format!("{name} is not a method here"));
-        let capability = capability_of(name).ok_or_else(unknown)?;
-        if !self.using.iter().any(|u| u == capability) {
-            return Err(MethodError::with(
-                "unknownMethod",
-                format!("{name} needs {capability} in \"using\""),
-            ));
-        }
-        if name == "Core/echo" {
-            return Ok(vec![(name.to_string(), Value::Object(args))]);
-        }
-        match args.get("accountId").and_then(Value::as_str) {
-            Some(id) if id == self.account_id => {}
-            Some(_) => return Err(MethodError::new("accountNotFound")),
-            None => return Err(MethodError::invalid_arguments("accountId is required")),
-        }
-        let account_id = self.account_id.clone();
-        let call = Call {
-            args,
-            account_id: &account_id,
-            limits: &self.jmap.limits,
-        };
-        let answer = match name {
-            "Mailbox/get" => mailbox::get(account, &call)?,
-            "Mailbox/changes" => mailbox::changes(account, &call)?,
-            "Mailbox/query" => mailbox::query(account, &call)?,
-            "Mailbox/set" => self.mailbox_set(account, &call).await?,
-            "Email/get" => email::get(account, &call)?,
-            "Email/changes" => email::changes(account, &call)?,
-            "Email/query" => email::query(account, &call)?,
-            "Email/set" => self.email_set(account, &call).await?,
-            "Email/import" => self.email_import(account, &call).await?,
-            "Thread/get" => email::thread_get(account, &call)?,
-            "Identity/get" => identity_get(account, &call),
-            "EmailSubmission/set" => return self.submission_set(account, &call).await,
-            _ => return Err(unknown()),
-        };
-        Ok(vec![(name.to_string(), answer)])
-    }
-
-    /// `ifInState` of a `/set`: the state must still be the one the client saw.
-    fn check_state(call: &Call, state: &str) -> Result<(), MethodError> {
-        match call.args.get("ifInState").and_then(Value::as_str) {
-            Some(expected) if expected != state => Err(MethodError::new("stateMismatch")),
-            _ => Ok(()),
-        }
-    }
-
-    fn check_set_size(&self, call: &Call) -> Result<(), MethodError> {
-        let count = ["create", "update"]
-            .iter()
-            .filter_map(|k| call.args.get(*k).and_then(Value::as_object).map(Map::len))
-            .sum::<usize>()
-            + call
-                .args
-                .get("destroy")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-        if count > self.jmap.limits.max_objects_in_set {
-            return Err(MethodError::with(
-                "requestTooLarge",
-                format!(
-                    "{count} objects; at most {} in one call",
-                    self.jmap.limits.max_objects_in_set
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    async fn mailbox_set(
-        &mut self,
-        account: &mut Account,
-        call: &Call<'_>,
-    ) -> Result<Value, MethodError> {
-        self.check_set_size(call)?;
-        let old_state = account.mailbox_states.state();
-        Context::check_state(call, &old_state)?;
-        let outcome = mailbox::set(account, call, &mut self.created)?;
-        self.refresh(account).await;
-        Ok(json!({
-            "accountId": call.account_id,
-            "oldState": old_state,
-            "newState": account.mailbox_states.state(),
-            "created": outcome.created,
-            "notCreated": outcome.not_created,
-            "updated": outcome.updated,
-            "notUpdated": outcome.not_updated,
-            "destroyed": outcome.destroyed,
-            "notDestroyed": outcome.not_destroyed,
-        }))
-    }
-
-    async fn email_set(
-        &mut self,
-        account: &mut Account,
-        call: &Call<'_>,
-    ) -> Result<Value, MethodError> {
-        self.check_set_size(call)?;
-        let old_state = account.email_states.state();
-        Context::check_state(call, &old_state)?;
-        let mut stored = Vec::new();
-        let mut not_created = Map::new();
-        if let Some(create) = call.args.get("create").and_then(Value::as_object) {
-            for (creation, object) in create {
-                match self.compose(account, object) {
-                    Ok(placed) => stored.push((creation.clone(), placed)),
-                    Err(e) => {
-                        not_created.insert(creation.clone(), e);
-                    }
-                }
-            }
-        }
-        let result = email::set_updates(account, call, &self.created)?;
-        self.refresh(account).await;
-        let created = self.report_created(account, stored);
-        Ok(json!({
-            "accountId": call.account_id,
-            "oldState": old_state,
-            "newState": account.email_states.state(),
-            "created": created,
-            "notCreated": not_created,
-            "updated": result.updated,
-            "notUpdated": result.not_updated,
-            "destroyed": result.destroyed,
-            "notDestroyed": result.not_destroyed,
-        }))
-    }
-}
-
-impl Context<'_> {
-    /// Email/set create: the message built from the object, stored in its mailbox; where.
-    fn compose(&self, account: &Account, object: &Value) -> Result<(String, u32), Value> {
-        let object = object
-            .as_object()
-            .ok_or_else(|| email::set_error("invalidProperties", "an email is an object"))?;
-        let placement = email::Placement::read(object, &self.created)?;
-        let mut draft = compose::draft(object, |blob| self.jmap.blob_bytes(account, blob))
-            .map_err(|(kind, why)| email::set_error(kind, why))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let seed = format!(
-            "{:x}",
-            Sha256::digest(
-                format!("{}{now}{:?}", account.user, std::time::Instant::now()).as_bytes()
-            )
-        )[..16]
-            .to_string();
-        let has = |draft: &compose::Draft, name: &str| draft.fields.iter().any(|(n, _)| n == name);
-        if !has(&draft, "From") {
-            draft
-                .fields
-                .insert(0, ("From".into(), format!("<{}>", account.user)));
-        }
-        let date = object
-            .get("sentAt")
-            .and_then(Value::as_str)
-            .and_then(mail_parser::DateTime::parse_rfc3339)
-            .unwrap_or_else(|| mail_parser::DateTime::from_timestamp(now as i64));
-        draft.fields.push(("Date".into(), date.to_rfc822()));
-        if !has(&draft, "Message-ID") {
-            let host = &self.jmap.shared.config.server.hostname;
-            draft
-                .fields
-                .push(("Message-ID".into(), format!("<{seed}@{host}>")));
-        }
-        let bytes = compose::build(&draft, &seed);
-        let uid = placement.store(account, &bytes, None)?;
-        Ok((placement.mailbox_id, uid))
-    }
-
-    /// The created map of a `/set` or `/import`, once the account has been refreshed; the
-    /// creation ids are remembered for later calls.
-    fn report_created(
-        &mut self,
-        account: &mut Account,
-        stored: Vec<(String, (String, u32))>,
-    ) -> Map<String, Value> {
-        let mut created = Map::new();
-        for (creation, (mailbox, uid)) in stored {
-            if let Some(object) = email::created_object(account, &mailbox, uid) {
-                if let Some(id) = object["id"].as_str() {
-                    self.created.insert(creation.clone(), id.to_string());
-                }
-                created.insert(creation, object);
-            }
-        }
-        created
-    }
-
-    async fn email_import(
-        &mut self,
-        account: &mut Account,
-        call: &Call<'_>,
-    ) -> Result<Value, MethodError> {
-        let old_state = account.email_states.state();
-        Context::check_state(call, &old_state)?;
-        let emails = call
-            .args
-            .get("emails")
-            .and_then(Value::as_object)
-            .ok_or_else(|| MethodError::invalid_arguments("emails is an object of EmailImport"))?;
-        if emails.len() > self.jmap.limits.max_objects_in_set {
-            return Err(MethodError::new("requestTooLarge"));
-        }
-        let mut stored = Vec::new();
-        let mut not_created = Map::new();
-        for (creation, import) in emails {
-            match self.import_one(account, import) {
-                Ok(placed) => stored.push((creation.clone(), placed)),
-                Err(e) => {
-                    not_created.insert(creation.clone(), e);
-                }
-            }
-        }
-        self.refresh(account).await;
-        let created = self.report_created(account, stored);
-        Ok(json!({
-            "accountId": call.account_id,
-            "oldState": old_state,
-            "newState": account.email_states.state(),
-            "created": created,
-            "notCreated": not_created,
-        }))
-    }
-
-    fn import_one(&self, account: &Account, import: &Value) -> Result<(String, u32), Value> {
-        let import = import
-            .as_object()
-            .ok_or_else(|| email::set_error("invalidProperties", "an EmailImport is an object"))?;
-        let blob = import
-            .get("blobId")
-            .and_then(Value::as_str)
-            .ok_or_else(|| email::set_error("invalidProperties", "blobId is required"))?;
-        let bytes = self
-            .jmap
-            .blob_bytes(account, blob)
-            .ok_or_else(|| email::set_error("blobNotFound", format!("no blob {blob}")))?;
-        let message = crate::message::Message::new(bytes);
-        if message.headers().is_empty() {
-            return Err(email::set_error(
-                "invalidEmail",
-                "the blob is not a message",
-            ));
-        }
-        let received = import
-            .get("receivedAt")
-            .and_then(Value::as_str)
-            .and_then(mail_parser::DateTime::parse_rfc3339)
-            .map(|d| u64::try_from(d.to_timestamp()).unwrap_or(0));
-        let placement = email::Placement::read(import, &self.created)?;
-        let uid = placement.store(account, message.raw(), received)?;
-        Ok((placement.mailbox_id, uid))
-    }
-}
-
-/// The identity every account has: its own address.
-const IDENTITY: &str = "I0";
-
-impl Context<'_> {
-    /// EmailSubmission/set: each created submission sends its email through SMTP; then the
-    /// `onSuccessUpdateEmail`/`onSuccessDestroyEmail` changes, as an implicit Email/set.
-    async fn submission_set(
-        &mut self,
-        account: &mut Account,
-        call: &Call<'_>,
-    ) -> Result<Answers, MethodError> {
-        let mut created = Map::new();
-        let mut not_created = Map::new();
-        let mut sent: HashMap<String, String> = HashMap::new();
-        if let Some(create) = call.args.get("create").and_then(Value::as_object) {
-            for (creation, object) in create {
-                match self.submit_one(account, object).await {
-                    Ok((email_id, reply)) => {
-                        let id = format!("S{}", &email::blob_id(&email_id)[1..]);
-                        self.created.insert(creation.clone(), id.clone());
-                        sent.insert(format!("#{creation}"), email_id.clone());
-                        sent.insert(id.clone(), email_id.clone());
-                        created.insert(
-                            creation.clone(),
-                            json!({"id": id, "undoStatus": "final", "sendAt": email::utc_date(now_secs()), "smtpReply": reply}),
-                        );
-                    }
-                    Err(e) => {
-                        not_created.insert(creation.clone(), e);
-                    }
-                }
-            }
-        }
-        let mut answers = vec![(
-            "EmailSubmission/set".to_string(),
-            json!({
-                "accountId": call.account_id,
-                "oldState": null,
-                "newState": "0",
-                "created": created,
-                "notCreated": not_created,
-                "updated": null,
-                "notUpdated": null,
-                "destroyed": null,
-                "notDestroyed": null,
-            }),
-        )];
-        let mut update = Map::new();
-        for (reference, patch) in call
-            .args
-            .get("onSuccessUpdateEmail")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(email_id) = sent.get(reference) {
-                update.insert(email_id.clone(), patch.clone());
-            }
-        }
-        let destroy: Vec<Value> = call
-            .args
-            .get("onSuccessDestroyEmail")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r.as_str().and_then(|r| sent.get(r)))
-            .map(|id| Value::String(id.clone()))
-            .collect();
-        if !update.is_empty() || !destroy.is_empty() {
-            let mut args = Map::new();
-            args.insert("accountId".into(), call.account_id.into());
-            args.insert("update".into(), Value::Object(update));
-            args.insert("destroy".into(), Value::Array(destroy));
-            let implied = Call {
-                args,
-                account_id: call.account_id,
-                limits: call.limits,
-            };
-            answers.push(("Email/set".into(), self.email_set(account, &implied).await?));
-        }
-        Ok(answers)
-    }
-
-    /// Sends one submission; the email id and the SMTP reply, or the SetError.
-    async fn submit_one(
-        &self,
-        account: &Account,
-        object: &Value,
-    ) -> Result<(String, String), Value> {
-        let invalid = |why: &str| email::set_error("invalidProperties", why);
-        let object = object
-            .as_object()
-            .ok_or_else(|| invalid("a submission is an object"))?;
-        if object.get("identityId").and_then(Value::as_str) != Some(IDENTITY) {
-            return Err(invalid("identityId must be one of Identity/get's"));
-        }
-        let given = object
-            .get("emailId")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("emailId is required"))?;
-        let email_id = match given.strip_prefix('#') {
-            Some(creation) => self.created.get(creation).cloned().unwrap_or_default(),
-            None => given.to_string(),
-        };
-        let record = account
-            .email(&email_id)
-            .ok_or_else(|| email::set_error("invalidEmail", format!("no email {given}")))?
-            .clone();
-        let stored = account
-            .stored(&record)
-            .map_err(|e| email::set_error("serverFail", e.to_string()))?;
-        let message = crate::message::Message::new(stored);
-        let (mail_from, rcpt_to) = envelope(object.get("envelope"), &message, &account.user)?;
-        if !mail_from.eq_ignore_ascii_case(&account.user) {
-            return Err(email::set_error(
-                "forbiddenMailFrom",
-                format!("{} may send as {} only", account.user, account.user),
-            ));
-        }
-        if rcpt_to.is_empty() {
-            return Err(email::set_error(
-                "noRecipients",
-                "the email names no recipients",
-            ));
-        }
-        let without_bcc = without_bcc(&message);
-        let sender = submission::Sender {
-            user: &account.user,
-            peer: self.caller.peer,
-            session_id: &self.caller.session.id,
-            drain: self.caller.drain.another(),
-        };
-        match submission::send(
-            self.jmap.smtp.clone(),
-            sender,
-            (&mail_from, &rcpt_to),
-            &without_bcc,
-        )
-        .await
-        {
-            Ok(reply) => {
-                tracing::info!(
-                    user = account.user,
-                    email = email_id,
-                    "JMAP submission: {reply}"
-                );
-                Ok((email_id, reply))
-            }
-            Err(refused) => {
-                let mut error = email::set_error(refused.kind, refused.reply);
-                if !refused.recipients.is_empty() {
-                    error["invalidRecipients"] = json!(refused.recipients);
-                }
-                Err(error)
-            }
-        }
-    }
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// The envelope of a submission: as given, or the identity's address and the message's
-/// To, Cc and Bcc addresses.
-fn envelope(
-    given: Option<&Value>,
-    message: &crate::message::Message,
-    user: &str,
-) -> Result<(String, Vec<String>), Value> {
-    let invalid = |why: &str| email::set_error("invalidProperties", why);
-    if let Some(envelope) = given.filter(|e| !e.is_null()) {
-        let address = |v: &Value| {
-            v.get("email")
-                .and_then(Value::as_str)
-                .filter(|e| e.contains('@') && !e.contains(['<', '>', ' ', '\r', '\n']))
-                .map(str::to_string)
-        };
-        let from = envelope
-            .get("mailFrom")
-            .and_then(address)
-            .ok_or_else(|| invalid("envelope.mailFrom needs an email"))?;
-        let to = envelope
-            .get("rcptTo")
-            .and_then(Value::as_array)
-            .ok_or_else(|| invalid("envelope.rcptTo is a list"))?
-            .iter()
-            .map(|r| address(r).ok_or_else(|| invalid("every rcptTo needs an email")))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok((from, to));
-    }
-    let mut to = Vec::new();
-    for name in ["To", "Cc", "Bcc"] {
-        for field in message.header(name) {
-            if let Value::Array(list) =
-                message::header_form(&field.raw, "asAddresses").unwrap_or(Value::Null)
-            {
-                for a in list {
-                    if let Some(email) = a["email"].as_str().filter(|e| e.contains('@')) {
-                        if !to.iter().any(|t: &String| t.eq_ignore_ascii_case(email)) {
-                            to.push(email.to_string());
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok((user.to_string(), to))
-}
-
-/// The message as sent: its Bcc field removed (RFC 8621 §7.5).
-fn without_bcc(message: &crate::message::Message) -> Vec<u8> {
-    if message.header("Bcc").is_empty() {
-        return message.raw().to_vec();
-    }
-    let edit = crate::message::MessageEdit::RemoveHeader("Bcc".into());
-    match crate::message::apply_message_edits(message, &[edit]) {
-        Ok(Some(edited)) => edited.into_raw(),
-        _ => message.raw().to_vec(),
     }
 }
 
@@ -852,25 +346,6 @@ fn escape_html(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-/// Identity/get: one identity, the user's own address.
-fn identity_get(account: &Account, call: &Call) -> Value {
-    json!({
-        "accountId": call.account_id,
-        "state": "0",
-        "list": [{
-            "id": IDENTITY,
-            "name": "",
-            "email": account.user,
-            "replyTo": null,
-            "bcc": null,
-            "textSignature": "",
-            "htmlSignature": "",
-            "mayDelete": false,
-        }],
-        "notFound": [],
-    })
 }
 
 impl Protocol for Jmap {

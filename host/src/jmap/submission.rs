@@ -4,11 +4,19 @@
 //! signing, spool and relay as any submission. The session is pre-authenticated as the JMAP
 //! user; its replies become the submission's result.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use super::account::Account;
+use super::api::MethodError;
+use super::context::{Answers, Context};
+use super::methods::Call;
+use super::{email, message};
 
 use crate::config::{ListenerConfig, Protocol as ProtocolKind, TlsMode};
 use crate::net::connection::{Client, Connection, Stream};
@@ -179,6 +187,230 @@ impl Dialogue {
             let kind = if got == 552 { "tooLarge" } else { kind };
             Err(refused(kind, reply))
         }
+    }
+}
+
+/// The identity every account has: its own address.
+pub(super) const IDENTITY: &str = "I0";
+
+impl Context<'_> {
+    /// EmailSubmission/set: each created submission sends its email through SMTP; then the
+    /// `onSuccessUpdateEmail`/`onSuccessDestroyEmail` changes, as an implicit Email/set.
+    pub(super) async fn submission_set(
+        &mut self,
+        account: &mut Account,
+        call: &Call<'_>,
+    ) -> Result<Answers, MethodError> {
+        let mut created = Map::new();
+        let mut not_created = Map::new();
+        let mut sent: HashMap<String, String> = HashMap::new();
+        if let Some(create) = call.args.get("create").and_then(Value::as_object) {
+            for (creation, object) in create {
+                match self.submit_one(account, object).await {
+                    Ok((email_id, reply)) => {
+                        let id = format!("S{}", &email::blob_id(&email_id)[1..]);
+                        self.created.insert(creation.clone(), id.clone());
+                        sent.insert(format!("#{creation}"), email_id.clone());
+                        sent.insert(id.clone(), email_id.clone());
+                        created.insert(
+                            creation.clone(),
+                            json!({"id": id, "undoStatus": "final", "sendAt": email::utc_date(now_secs()), "smtpReply": reply}),
+                        );
+                    }
+                    Err(e) => {
+                        not_created.insert(creation.clone(), e);
+                    }
+                }
+            }
+        }
+        let mut answers = vec![(
+            "EmailSubmission/set".to_string(),
+            json!({
+                "accountId": call.account_id,
+                "oldState": null,
+                "newState": "0",
+                "created": created,
+                "notCreated": not_created,
+                "updated": null,
+                "notUpdated": null,
+                "destroyed": null,
+                "notDestroyed": null,
+            }),
+        )];
+        let mut update = Map::new();
+        for (reference, patch) in call
+            .args
+            .get("onSuccessUpdateEmail")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(email_id) = sent.get(reference) {
+                update.insert(email_id.clone(), patch.clone());
+            }
+        }
+        let destroy: Vec<Value> = call
+            .args
+            .get("onSuccessDestroyEmail")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str().and_then(|r| sent.get(r)))
+            .map(|id| Value::String(id.clone()))
+            .collect();
+        if !update.is_empty() || !destroy.is_empty() {
+            let mut args = Map::new();
+            args.insert("accountId".into(), call.account_id.into());
+            args.insert("update".into(), Value::Object(update));
+            args.insert("destroy".into(), Value::Array(destroy));
+            let implied = Call {
+                args,
+                account_id: call.account_id,
+                limits: call.limits,
+            };
+            answers.push(("Email/set".into(), self.email_set(account, &implied).await?));
+        }
+        Ok(answers)
+    }
+
+    /// Sends one submission; the email id and the SMTP reply, or the SetError.
+    async fn submit_one(
+        &self,
+        account: &Account,
+        object: &Value,
+    ) -> Result<(String, String), Value> {
+        let invalid = |why: &str| email::set_error("invalidProperties", why);
+        let object = object
+            .as_object()
+            .ok_or_else(|| invalid("a submission is an object"))?;
+        if object.get("identityId").and_then(Value::as_str) != Some(IDENTITY) {
+            return Err(invalid("identityId must be one of Identity/get's"));
+        }
+        let given = object
+            .get("emailId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("emailId is required"))?;
+        let email_id = match given.strip_prefix('#') {
+            Some(creation) => self.created.get(creation).cloned().unwrap_or_default(),
+            None => given.to_string(),
+        };
+        let record = account
+            .email(&email_id)
+            .ok_or_else(|| email::set_error("invalidEmail", format!("no email {given}")))?
+            .clone();
+        let stored = account
+            .stored(&record)
+            .map_err(|e| email::set_error("serverFail", e.to_string()))?;
+        let message = crate::message::Message::new(stored);
+        let (mail_from, rcpt_to) = envelope(object.get("envelope"), &message, &account.user)?;
+        if !mail_from.eq_ignore_ascii_case(&account.user) {
+            return Err(email::set_error(
+                "forbiddenMailFrom",
+                format!("{} may send as {} only", account.user, account.user),
+            ));
+        }
+        if rcpt_to.is_empty() {
+            return Err(email::set_error(
+                "noRecipients",
+                "the email names no recipients",
+            ));
+        }
+        let without_bcc = without_bcc(&message);
+        let sender = Sender {
+            user: &account.user,
+            peer: self.caller.peer,
+            session_id: &self.caller.session.id,
+            drain: self.caller.drain.another(),
+        };
+        match send(
+            self.jmap.smtp.clone(),
+            sender,
+            (&mail_from, &rcpt_to),
+            &without_bcc,
+        )
+        .await
+        {
+            Ok(reply) => {
+                tracing::info!(
+                    user = account.user,
+                    email = email_id,
+                    "JMAP submission: {reply}"
+                );
+                Ok((email_id, reply))
+            }
+            Err(refused) => {
+                let mut error = email::set_error(refused.kind, refused.reply);
+                if !refused.recipients.is_empty() {
+                    error["invalidRecipients"] = json!(refused.recipients);
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The envelope of a submission: as given, or the identity's address and the message's
+/// To, Cc and Bcc addresses.
+fn envelope(
+    given: Option<&Value>,
+    message: &crate::message::Message,
+    user: &str,
+) -> Result<(String, Vec<String>), Value> {
+    let invalid = |why: &str| email::set_error("invalidProperties", why);
+    if let Some(envelope) = given.filter(|e| !e.is_null()) {
+        let address = |v: &Value| {
+            v.get("email")
+                .and_then(Value::as_str)
+                .filter(|e| e.contains('@') && !e.contains(['<', '>', ' ', '\r', '\n']))
+                .map(str::to_string)
+        };
+        let from = envelope
+            .get("mailFrom")
+            .and_then(address)
+            .ok_or_else(|| invalid("envelope.mailFrom needs an email"))?;
+        let to = envelope
+            .get("rcptTo")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid("envelope.rcptTo is a list"))?
+            .iter()
+            .map(|r| address(r).ok_or_else(|| invalid("every rcptTo needs an email")))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok((from, to));
+    }
+    let mut to = Vec::new();
+    for name in ["To", "Cc", "Bcc"] {
+        for field in message.header(name) {
+            if let Value::Array(list) =
+                message::header_form(&field.raw, "asAddresses").unwrap_or(Value::Null)
+            {
+                for a in list {
+                    if let Some(email) = a["email"].as_str().filter(|e| e.contains('@')) {
+                        if !to.iter().any(|t: &String| t.eq_ignore_ascii_case(email)) {
+                            to.push(email.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok((user.to_string(), to))
+}
+
+/// The message as sent: its Bcc field removed (RFC 8621 §7.5).
+fn without_bcc(message: &crate::message::Message) -> Vec<u8> {
+    if message.header("Bcc").is_empty() {
+        return message.raw().to_vec();
+    }
+    let edit = crate::message::MessageEdit::RemoveHeader("Bcc".into());
+    match crate::message::apply_message_edits(message, &[edit]) {
+        Ok(Some(edited)) => edited.into_raw(),
+        _ => message.raw().to_vec(),
     }
 }
 

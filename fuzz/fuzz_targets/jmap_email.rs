@@ -1,0 +1,35 @@
+//! A stored message as JMAP shows it, and an Email object a client creates: the body lists,
+//! body structure, header forms and summary of any bytes never panic; any JSON object either
+//! becomes a message that parses back or is refused with a SetError.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use mailgate::jmap::compose;
+use mailgate::jmap::message::{body_part, header_property, BodyLists, Summary};
+use mailgate::message::Message;
+
+const PROPERTIES: [&str; 12] = [
+    "partId", "blobId", "size", "headers", "name", "type", "charset", "disposition", "cid",
+    "language", "location", "subParts",
+];
+
+fuzz_target!(|raw: &[u8]| {
+    let message = Message::new(raw.to_vec());
+    let lists = BodyLists::of(&message);
+    for id in lists.text.iter().chain(&lists.html).chain(&lists.attachments) {
+        assert!(message.part(*id).is_some(), "lists name parts that exist");
+    }
+    let _ = Summary::of(&message);
+    if let Some(root) = message.part(0) {
+        let properties: Vec<String> = PROPERTIES.iter().map(|p| p.to_string()).collect();
+        let _ = body_part(&message, root, "B0", &properties);
+    }
+    for property in ["header:From:asAddresses:all", "header:Date:asDate", "header:X:asGroupedAddresses"] {
+        let _ = header_property(&message, property);
+    }
+    if let Ok(serde_json::Value::Object(object)) = serde_json::from_slice::<serde_json::Value>(raw) {
+        if let Ok(draft) = compose::draft(&object, |_| Some(b"blob".to_vec())) {
+            let built = Message::new(compose::build(&draft, "seed"));
+            assert!(!built.headers().is_empty());
+        }
+    }
+});

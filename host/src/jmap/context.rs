@@ -1,0 +1,335 @@
+//! One API request as the methods see it: who asks, under which plugins, what it created so
+//! far; the dispatch of method calls to the handlers, and the `/set` and `/import` methods
+//! that change the store and report the new states.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::account::Account;
+use super::api::{MethodError, CORE, MAIL, SUBMISSION};
+use super::methods::Call;
+use super::submission::IDENTITY;
+use super::{compose, email, mailbox, query, Caller, Jmap};
+use crate::plugin::PluginSet;
+
+/// One API request's view: who asks, under which plugins, what it created so far.
+pub(super) struct Context<'a> {
+    pub(super) jmap: &'a Jmap,
+    pub(super) plugins: Arc<PluginSet>,
+    pub(super) caller: &'a Caller<'a>,
+    pub(super) account_id: String,
+    pub(super) using: Vec<String>,
+    /// Creation id -> the id it got.
+    pub(super) created: HashMap<String, String>,
+}
+
+pub(super) type Answers = Vec<(String, Value)>;
+
+/// The capability a method belongs to.
+fn capability_of(method: &str) -> Option<&'static str> {
+    match method.split('/').next()? {
+        "Core" => Some(CORE),
+        "Mailbox" | "Email" | "Thread" => Some(MAIL),
+        "Identity" | "EmailSubmission" => Some(SUBMISSION),
+        _ => None,
+    }
+}
+
+impl Context<'_> {
+    pub(super) async fn refresh(&self, account: &mut Account) {
+        if let Err(e) = account
+            .refresh(
+                &self.plugins,
+                &self.jmap.shared.services,
+                &self.caller.session,
+            )
+            .await
+        {
+            tracing::warn!(user = account.user, "JMAP: cannot read the Maildir: {e}");
+        }
+    }
+
+    pub(super) async fn dispatch(
+        &mut self,
+        account: &mut Account,
+        name: &str,
+        args: Map<String, Value>,
+    ) -> Result<Answers, MethodError> {
+        let unknown = || MethodError::with("unknownMethod", format!("{name} is not a method here"));
+        let capability = capability_of(name).ok_or_else(unknown)?;
+        if !self.using.iter().any(|u| u == capability) {
+            return Err(MethodError::with(
+                "unknownMethod",
+                format!("{name} needs {capability} in \"using\""),
+            ));
+        }
+        if name == "Core/echo" {
+            return Ok(vec![(name.to_string(), Value::Object(args))]);
+        }
+        match args.get("accountId").and_then(Value::as_str) {
+            Some(id) if id == self.account_id => {}
+            Some(_) => return Err(MethodError::new("accountNotFound")),
+            None => return Err(MethodError::invalid_arguments("accountId is required")),
+        }
+        let account_id = self.account_id.clone();
+        let call = Call {
+            args,
+            account_id: &account_id,
+            limits: &self.jmap.limits,
+        };
+        let answer = match name {
+            "Mailbox/get" => mailbox::get(account, &call)?,
+            "Mailbox/changes" => mailbox::changes(account, &call)?,
+            "Mailbox/query" => mailbox::query(account, &call)?,
+            "Mailbox/set" => self.mailbox_set(account, &call).await?,
+            "Email/get" => email::get(account, &call)?,
+            "Email/changes" => email::changes(account, &call)?,
+            "Email/query" => query::query(account, &call)?,
+            "Email/set" => self.email_set(account, &call).await?,
+            "Email/import" => self.email_import(account, &call).await?,
+            "Thread/get" => email::thread_get(account, &call)?,
+            "Identity/get" => identity_get(account, &call),
+            "EmailSubmission/set" => return self.submission_set(account, &call).await,
+            _ => return Err(unknown()),
+        };
+        Ok(vec![(name.to_string(), answer)])
+    }
+
+    /// `ifInState` of a `/set`: the state must still be the one the client saw.
+    fn check_state(call: &Call, state: &str) -> Result<(), MethodError> {
+        match call.args.get("ifInState").and_then(Value::as_str) {
+            Some(expected) if expected != state => Err(MethodError::new("stateMismatch")),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_set_size(&self, call: &Call) -> Result<(), MethodError> {
+        let count = ["create", "update"]
+            .iter()
+            .filter_map(|k| call.args.get(*k).and_then(Value::as_object).map(Map::len))
+            .sum::<usize>()
+            + call
+                .args
+                .get("destroy")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+        if count > self.jmap.limits.max_objects_in_set {
+            return Err(MethodError::with(
+                "requestTooLarge",
+                format!(
+                    "{count} objects; at most {} in one call",
+                    self.jmap.limits.max_objects_in_set
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn mailbox_set(
+        &mut self,
+        account: &mut Account,
+        call: &Call<'_>,
+    ) -> Result<Value, MethodError> {
+        self.check_set_size(call)?;
+        let old_state = account.mailbox_states.state();
+        Context::check_state(call, &old_state)?;
+        let outcome = mailbox::set(account, call, &mut self.created)?;
+        self.refresh(account).await;
+        Ok(json!({
+            "accountId": call.account_id,
+            "oldState": old_state,
+            "newState": account.mailbox_states.state(),
+            "created": outcome.created,
+            "notCreated": outcome.not_created,
+            "updated": outcome.updated,
+            "notUpdated": outcome.not_updated,
+            "destroyed": outcome.destroyed,
+            "notDestroyed": outcome.not_destroyed,
+        }))
+    }
+
+    pub(super) async fn email_set(
+        &mut self,
+        account: &mut Account,
+        call: &Call<'_>,
+    ) -> Result<Value, MethodError> {
+        self.check_set_size(call)?;
+        let old_state = account.email_states.state();
+        Context::check_state(call, &old_state)?;
+        let mut stored = Vec::new();
+        let mut not_created = Map::new();
+        if let Some(create) = call.args.get("create").and_then(Value::as_object) {
+            for (creation, object) in create {
+                match self.compose(account, object) {
+                    Ok(placed) => stored.push((creation.clone(), placed)),
+                    Err(e) => {
+                        not_created.insert(creation.clone(), e);
+                    }
+                }
+            }
+        }
+        let result = email::set_updates(account, call, &self.created)?;
+        self.refresh(account).await;
+        let created = self.report_created(account, stored);
+        Ok(json!({
+            "accountId": call.account_id,
+            "oldState": old_state,
+            "newState": account.email_states.state(),
+            "created": created,
+            "notCreated": not_created,
+            "updated": result.updated,
+            "notUpdated": result.not_updated,
+            "destroyed": result.destroyed,
+            "notDestroyed": result.not_destroyed,
+        }))
+    }
+}
+
+impl Context<'_> {
+    /// Email/set create: the message built from the object, stored in its mailbox; where.
+    fn compose(&self, account: &Account, object: &Value) -> Result<(String, u32), Value> {
+        let object = object
+            .as_object()
+            .ok_or_else(|| email::set_error("invalidProperties", "an email is an object"))?;
+        let placement = email::Placement::read(object, &self.created)?;
+        let mut draft = compose::draft(object, |blob| self.jmap.blob_bytes(account, blob))
+            .map_err(|(kind, why)| email::set_error(kind, why))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let seed = format!(
+            "{:x}",
+            Sha256::digest(
+                format!("{}{now}{:?}", account.user, std::time::Instant::now()).as_bytes()
+            )
+        )[..16]
+            .to_string();
+        let has = |draft: &compose::Draft, name: &str| draft.fields.iter().any(|(n, _)| n == name);
+        if !has(&draft, "From") {
+            draft
+                .fields
+                .insert(0, ("From".into(), format!("<{}>", account.user)));
+        }
+        let date = object
+            .get("sentAt")
+            .and_then(Value::as_str)
+            .and_then(mail_parser::DateTime::parse_rfc3339)
+            .unwrap_or_else(|| mail_parser::DateTime::from_timestamp(now as i64));
+        draft.fields.push(("Date".into(), date.to_rfc822()));
+        if !has(&draft, "Message-ID") {
+            let host = &self.jmap.shared.config.server.hostname;
+            draft
+                .fields
+                .push(("Message-ID".into(), format!("<{seed}@{host}>")));
+        }
+        let bytes = compose::build(&draft, &seed);
+        let uid = placement.store(account, &bytes, None)?;
+        Ok((placement.mailbox_id, uid))
+    }
+
+    /// The created map of a `/set` or `/import`, once the account has been refreshed; the
+    /// creation ids are remembered for later calls.
+    fn report_created(
+        &mut self,
+        account: &mut Account,
+        stored: Vec<(String, (String, u32))>,
+    ) -> Map<String, Value> {
+        let mut created = Map::new();
+        for (creation, (mailbox, uid)) in stored {
+            if let Some(object) = email::created_object(account, &mailbox, uid) {
+                if let Some(id) = object["id"].as_str() {
+                    self.created.insert(creation.clone(), id.to_string());
+                }
+                created.insert(creation, object);
+            }
+        }
+        created
+    }
+
+    async fn email_import(
+        &mut self,
+        account: &mut Account,
+        call: &Call<'_>,
+    ) -> Result<Value, MethodError> {
+        let old_state = account.email_states.state();
+        Context::check_state(call, &old_state)?;
+        let emails = call
+            .args
+            .get("emails")
+            .and_then(Value::as_object)
+            .ok_or_else(|| MethodError::invalid_arguments("emails is an object of EmailImport"))?;
+        if emails.len() > self.jmap.limits.max_objects_in_set {
+            return Err(MethodError::new("requestTooLarge"));
+        }
+        let mut stored = Vec::new();
+        let mut not_created = Map::new();
+        for (creation, import) in emails {
+            match self.import_one(account, import) {
+                Ok(placed) => stored.push((creation.clone(), placed)),
+                Err(e) => {
+                    not_created.insert(creation.clone(), e);
+                }
+            }
+        }
+        self.refresh(account).await;
+        let created = self.report_created(account, stored);
+        Ok(json!({
+            "accountId": call.account_id,
+            "oldState": old_state,
+            "newState": account.email_states.state(),
+            "created": created,
+            "notCreated": not_created,
+        }))
+    }
+
+    fn import_one(&self, account: &Account, import: &Value) -> Result<(String, u32), Value> {
+        let import = import
+            .as_object()
+            .ok_or_else(|| email::set_error("invalidProperties", "an EmailImport is an object"))?;
+        let blob = import
+            .get("blobId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| email::set_error("invalidProperties", "blobId is required"))?;
+        let bytes = self
+            .jmap
+            .blob_bytes(account, blob)
+            .ok_or_else(|| email::set_error("blobNotFound", format!("no blob {blob}")))?;
+        let message = crate::message::Message::new(bytes);
+        if message.headers().is_empty() {
+            return Err(email::set_error(
+                "invalidEmail",
+                "the blob is not a message",
+            ));
+        }
+        let received = import
+            .get("receivedAt")
+            .and_then(Value::as_str)
+            .and_then(mail_parser::DateTime::parse_rfc3339)
+            .map(|d| u64::try_from(d.to_timestamp()).unwrap_or(0));
+        let placement = email::Placement::read(import, &self.created)?;
+        let uid = placement.store(account, message.raw(), received)?;
+        Ok((placement.mailbox_id, uid))
+    }
+}
+
+/// Identity/get: one identity, the user's own address.
+pub(super) fn identity_get(account: &Account, call: &Call) -> Value {
+    json!({
+        "accountId": call.account_id,
+        "state": "0",
+        "list": [{
+            "id": IDENTITY,
+            "name": "",
+            "email": account.user,
+            "replyTo": null,
+            "bcc": null,
+            "textSignature": "",
+            "htmlSignature": "",
+            "mayDelete": false,
+        }],
+        "notFound": [],
+    })
+}
