@@ -18,7 +18,7 @@ fn log_in_read_and_reply_with_an_attachment() {
     deliver(
         &gw,
         ALICE,
-        "From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: Browser test\r\nMessage-ID: <browser-1@example.test>\r\n\r\nPlease reply with the report.\r\n",
+        "From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: Browser test\r\nMessage-ID: <browser-1@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nPlease reply with the report.\r\n--B\r\nContent-Type: text/plain; name=notes.txt\r\nContent-Disposition: attachment; filename=notes.txt\r\nContent-Transfer-Encoding: base64\r\n\r\nbm90ZXMgZnJvbSBib2IK\r\n--B--\r\n",
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("report.txt");
@@ -29,6 +29,11 @@ fn log_in_read_and_reply_with_an_attachment() {
         &["reply", "Browser test", &file.to_string_lossy()],
     );
     assert_eq!(out["body"], "Please reply with the report.", "{out}");
+    assert_eq!(
+        out["downloaded"],
+        serde_json::json!({"name": "notes.txt", "content": "notes from bob\n"}),
+        "the attachment as downloaded in the browser"
+    );
     assert_eq!(out["to"], BOB);
     assert_eq!(out["subject"], "Re: Browser test");
     assert_eq!(

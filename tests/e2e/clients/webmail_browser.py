@@ -3,7 +3,8 @@ driven by Selenium (PyPI). Screenshots go to ARTIFACTS.
 Usage: webmail_browser.py PORT USER PASSWORD ARTIFACTS SCENARIO [ARGS...]; prints one JSON object.
 
 Scenarios:
-  reply SUBJECT FILE      log in, open the message, reply with FILE attached
+  reply SUBJECT FILE      log in, open the message, download its attachment (if any), reply
+                          with FILE attached
   manage SUBJECT          open it, mark it unread, move it to Archive
   delete ROLE SUBJECT     open it in the mailbox with that role and delete it (to Trash)
   hostile SUBJECT PORT    open a hostile message while a "tracker" listens on PORT: what ran,
@@ -33,6 +34,9 @@ for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-s
     options.add_argument(flag)
 options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+downloads = os.path.join(artifacts, f"{scenario}-downloads")
+os.makedirs(downloads, exist_ok=True)
+driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": downloads})
 # The list is redrawn after every change: an element found a moment ago may be gone.
 wait = WebDriverWait(driver, 30, ignored_exceptions=[StaleElementReferenceException])
 base = f"https://127.0.0.1:{port}/"
@@ -101,6 +105,17 @@ try:
         open_message(subject)
         out["body"] = driver.find_element(By.ID, "message-text").text
         shot("message")
+        # Its attachment, downloaded as a user would (the button fetches it over JMAP).
+        buttons = driver.find_elements(By.CSS_SELECTOR, "#message-attachments button")
+        if buttons:
+            name = buttons[0].text.split(" ")[1]
+            for old in os.listdir(downloads):
+                os.remove(os.path.join(downloads, old))
+            buttons[0].click()
+            path = os.path.join(downloads, name)
+            wait.until(lambda _: os.path.exists(path) and not os.path.exists(path + ".crdownload"))
+            with open(path, "rb") as f:
+                out["downloaded"] = {"name": name, "content": f.read().decode(errors="replace")}
         driver.find_element(By.ID, "reply-button").click()
         body = wait.until(ready.visibility_of_element_located((By.ID, "compose-body")))
         body.send_keys("Thanks, the file is attached.")
