@@ -10,8 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::account::Account;
 use super::api::{MethodError, CORE, MAIL, SUBMISSION};
-use super::methods::Call;
-use super::submission::IDENTITY;
+use super::methods::{Call, IDENTITY};
 use super::{compose, email, mailbox, query, Caller, Jmap};
 use crate::plugin::PluginSet;
 

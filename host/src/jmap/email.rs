@@ -256,17 +256,7 @@ fn body_property(
 }
 
 pub fn changes(account: &Account, call: &Call) -> Result<Value, MethodError> {
-    let (since, max) = super::methods::changes_arguments(&call.args)?;
-    let found = account.email_states.since(&since, max)?;
-    Ok(json!({
-        "accountId": call.account_id,
-        "oldState": since,
-        "newState": found.new_state,
-        "hasMoreChanges": found.has_more,
-        "created": found.changes.created,
-        "updated": found.changes.updated,
-        "destroyed": found.changes.destroyed,
-    }))
+    super::methods::changes(&account.email_states, call).map(Value::Object)
 }
 
 /// What an update asks of one email.

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use super::account::{Account, MailboxRecord};
 use super::api::MethodError;
 use super::email::summaries;
-use super::methods::{changes_arguments, id_list, ids_argument, properties_argument, Call};
+use super::methods::{self, id_list, ids_argument, properties_argument, Call};
 use crate::blocking;
 use crate::store::mailbox::{folder_path, Folder};
 
@@ -128,18 +128,9 @@ fn rights(mailbox: &MailboxRecord) -> Value {
 }
 
 pub fn changes(account: &Account, call: &Call) -> Result<Value, MethodError> {
-    let (since, max) = changes_arguments(&call.args)?;
-    let found = account.mailbox_states.since(&since, max)?;
-    Ok(json!({
-        "accountId": call.account_id,
-        "oldState": since,
-        "newState": found.new_state,
-        "hasMoreChanges": found.has_more,
-        "created": found.changes.created,
-        "updated": found.changes.updated,
-        "destroyed": found.changes.destroyed,
-        "updatedProperties": null,
-    }))
+    let mut out = methods::changes(&account.mailbox_states, call)?;
+    out.insert("updatedProperties".into(), Value::Null);
+    Ok(Value::Object(out))
 }
 
 fn filter_matches(

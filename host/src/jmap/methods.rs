@@ -4,6 +4,10 @@
 use serde_json::{Map, Value};
 
 use super::api::{Limits, MethodError};
+use super::changes::Tracker;
+
+/// The identity every account has: its own address (Identity/get, EmailSubmission).
+pub const IDENTITY: &str = "I0";
 
 /// One method call as its handler sees it.
 pub struct Call<'a> {
@@ -80,4 +84,19 @@ pub fn changes_arguments(
         ),
     };
     Ok((since, max))
+}
+
+/// The answer to a `/changes` call on one object type's states.
+pub fn changes(tracker: &Tracker, call: &Call) -> Result<Map<String, Value>, MethodError> {
+    let (since, max) = changes_arguments(&call.args)?;
+    let found = tracker.since(&since, max)?;
+    let mut out = Map::new();
+    out.insert("accountId".into(), call.account_id.into());
+    out.insert("oldState".into(), since.into());
+    out.insert("newState".into(), found.new_state.into());
+    out.insert("hasMoreChanges".into(), found.has_more.into());
+    out.insert("created".into(), found.changes.created.into());
+    out.insert("updated".into(), found.changes.updated.into());
+    out.insert("destroyed".into(), found.changes.destroyed.into());
+    Ok(out)
 }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use super::account::Account;
 use super::api::MethodError;
 use super::context::{Answers, Context};
-use super::methods::Call;
+use super::methods::{Call, IDENTITY};
 use super::{email, message};
 
 use crate::config::{ListenerConfig, Protocol as ProtocolKind, TlsMode};
@@ -189,9 +189,6 @@ impl Dialogue {
         }
     }
 }
-
-/// The identity every account has: its own address.
-pub(super) const IDENTITY: &str = "I0";
 
 impl Context<'_> {
     /// EmailSubmission/set: each created submission sends its email through SMTP; then the
