@@ -12,6 +12,7 @@ use super::account::Account;
 use super::api::{MethodError, CORE, MAIL, SUBMISSION};
 use super::methods::{Call, IDENTITY};
 use super::{compose, email, mailbox, query, Caller, Jmap};
+use crate::blocking;
 use crate::plugin::PluginSet;
 
 /// One API request's view: who asks, under which plugins, what it created so far.
@@ -80,16 +81,18 @@ impl Context<'_> {
             limits: &self.jmap.limits,
         };
         let answer = match name {
-            "Mailbox/get" => mailbox::get(account, &call)?,
+            // Reads that may parse every message of the account (summaries for sorting,
+            // text filters, thread counts) leave the async worker while they run.
+            "Mailbox/get" => blocking::run(|| mailbox::get(account, &call))?,
             "Mailbox/changes" => mailbox::changes(account, &call)?,
             "Mailbox/query" => mailbox::query(account, &call)?,
             "Mailbox/set" => self.mailbox_set(account, &call).await?,
-            "Email/get" => email::get(account, &call)?,
+            "Email/get" => blocking::run(|| email::get(account, &call))?,
             "Email/changes" => email::changes(account, &call)?,
-            "Email/query" => query::query(account, &call)?,
+            "Email/query" => blocking::run(|| query::query(account, &call))?,
             "Email/set" => self.email_set(account, &call).await?,
             "Email/import" => self.email_import(account, &call).await?,
-            "Thread/get" => email::thread_get(account, &call)?,
+            "Thread/get" => blocking::run(|| email::thread_get(account, &call))?,
             "Identity/get" => identity_get(account, &call),
             "EmailSubmission/set" => return self.submission_set(account, &call).await,
             _ => return Err(unknown()),
