@@ -435,3 +435,66 @@ fn an_smtp_delivery_is_pushed_to_the_event_source() {
         "the pushed state is the state Email/get gives now"
     );
 }
+
+#[test]
+fn mailboxes_are_created_renamed_and_destroyed_as_maildir_folders() {
+    let gw = Gateway::start("");
+    let account = jmap_client(&gw, ALICE, &["session"])["account_id"]
+        .as_str()
+        .expect("account")
+        .to_string();
+    let maildir = gw.data().join("mail/example.test/alice");
+    let set = |args: Value| {
+        let mut args = args;
+        args["accountId"] = account.clone().into();
+        let answer = raw(&gw, &request(json!([["Mailbox/set", args, "s"]])), None);
+        answer["body"]["methodResponses"][0][1].clone()
+    };
+    let created = set(json!({"create": {
+        "p": {"name": "Projects"},
+        "c": {"name": "2026", "parentId": "#p"},
+        "bad": {"name": "a/b"},
+    }}));
+    let projects = created["created"]["p"]["id"]
+        .as_str()
+        .expect("created")
+        .to_string();
+    let child = created["created"]["c"]["id"]
+        .as_str()
+        .expect("child")
+        .to_string();
+    assert_eq!(
+        created["notCreated"]["bad"]["type"], "invalidProperties",
+        "{created}"
+    );
+    assert!(maildir.join(".Projects/cur").is_dir() && maildir.join(".Projects.2026/cur").is_dir());
+
+    let refused = set(json!({"destroy": [projects]}));
+    assert_eq!(
+        refused["notDestroyed"][&projects]["type"], "mailboxHasChild",
+        "{refused}"
+    );
+    let renamed = set(json!({"update": {child.clone(): {"name": "Done"}}}));
+    assert_eq!(
+        renamed["updated"],
+        json!({ child.clone(): null }),
+        "{renamed}"
+    );
+    assert!(maildir.join(".Projects.Done/cur").is_dir());
+    let boxes = jmap_client(&gw, ALICE, &["mailboxes"]);
+    assert_eq!(
+        boxes["Done"]["id"],
+        json!(child),
+        "a rename keeps the id: {boxes}"
+    );
+
+    let gone = set(json!({"destroy": [child.clone(), projects.clone()]}));
+    assert_eq!(gone["destroyed"], json!([child, projects]), "{gone}");
+    assert!(!maildir.join(".Projects").exists() && !maildir.join(".Projects.Done").exists());
+    let inbox = jmap_client(&gw, ALICE, &["mailboxes"])["inbox"]["id"].clone();
+    let kept = set(json!({"destroy": [inbox.clone()]}));
+    assert_eq!(
+        kept["notDestroyed"][inbox.as_str().expect("id")]["type"],
+        "forbidden"
+    );
+}

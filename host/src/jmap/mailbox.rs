@@ -227,7 +227,12 @@ fn set_error(kind: &str, description: impl Into<String>) -> Value {
 }
 
 /// The folder name a mailbox called `name` under `parent` has.
-fn full_name(account: &Account, name: &str, parent: Option<&str>) -> Result<String, Value> {
+fn full_name(
+    account: &Account,
+    name: &str,
+    parent: Option<&str>,
+    names: &HashMap<String, String>,
+) -> Result<String, Value> {
     if name.is_empty() || name.contains('/') {
         return Err(set_error(
             "invalidProperties",
@@ -237,10 +242,12 @@ fn full_name(account: &Account, name: &str, parent: Option<&str>) -> Result<Stri
     let full = match parent {
         None => name.to_string(),
         Some(parent) => {
-            let parent = account
+            let parent_name = account
                 .mailbox(parent)
+                .map(|m| m.name.clone())
+                .or_else(|| names.get(parent).cloned())
                 .ok_or_else(|| set_error("invalidProperties", format!("no parent {parent}")))?;
-            format!("{}/{name}", parent.name)
+            format!("{parent_name}/{name}")
         }
     };
     folder_path(&account.maildir, &full).map_err(|e| set_error("invalidProperties", e.0))?;
@@ -259,7 +266,8 @@ fn create(
     account: &Account,
     object: &Map<String, Value>,
     created: &HashMap<String, String>,
-) -> Result<String, Value> {
+    names: &HashMap<String, String>,
+) -> Result<(String, String), Value> {
     let name = object.get("name").and_then(Value::as_str).unwrap_or("");
     let parent = match object.get("parentId") {
         None | Some(Value::Null) => None,
@@ -274,27 +282,28 @@ fn create(
             return Err(set_error("invalidProperties", format!("cannot set {key}")));
         }
     }
-    let full = full_name(account, name, parent.as_deref())?;
+    let full = full_name(account, name, parent.as_deref(), names)?;
     let maildir = account.maildir.clone();
     let validity =
         blocking::run(|| Folder::open_in(&maildir, &full).and_then(|f| f.uid_validity()))
             .map_err(|e| set_error("serverFail", e.to_string()))?;
-    Ok(format!("F{validity}"))
+    Ok((format!("F{validity}"), full))
 }
 
 /// Destroys one mailbox (and its messages when `remove_emails`).
-fn destroy(account: &Account, id: &str, remove_emails: bool) -> Result<(), Value> {
+/// `gone`: mailboxes this call destroyed already (children go before their parent).
+fn destroy(account: &Account, id: &str, remove_emails: bool, gone: &[String]) -> Result<(), Value> {
     let mailbox = account
         .mailbox(id)
         .ok_or_else(|| set_error("notFound", "no such mailbox"))?;
     if mailbox.role == Some("inbox") {
         return Err(set_error("forbidden", "INBOX cannot be destroyed"));
     }
-    if account
+    let has_child = account
         .mailboxes
         .iter()
-        .any(|m| m.parent_id.as_deref() == Some(id))
-    {
+        .any(|m| m.parent_id.as_deref() == Some(id) && !gone.contains(&m.id));
+    if has_child {
         return Err(set_error("mailboxHasChild", "destroy its children first"));
     }
     if mailbox.total > 0 && !remove_emails {
@@ -343,13 +352,64 @@ fn update(account: &Account, id: &str, patch: &Map<String, Value>) -> Result<(),
             "mailboxes with children cannot be renamed here",
         ));
     }
-    let full = full_name(account, &name, parent.as_deref())?;
+    let full = full_name(account, &name, parent.as_deref(), &HashMap::new())?;
     let from =
         folder_path(&account.maildir, &mailbox.name).map_err(|e| set_error("serverFail", e.0))?;
     let to =
         folder_path(&account.maildir, &full).map_err(|e| set_error("invalidProperties", e.0))?;
     blocking::run(|| std::fs::rename(&from, &to))
         .map_err(|e| set_error("serverFail", e.to_string()))
+}
+
+/// Creates mailboxes in an order that lets one name another of the same call as its parent
+/// (`"parentId": "#creation"`), whatever order the client gave them in.
+fn create_all(
+    account: &Account,
+    create_map: &Map<String, Value>,
+    created_ids: &mut HashMap<String, String>,
+    outcome: &mut SetOutcome,
+) {
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut waiting: Vec<(&String, &Value)> = create_map.iter().collect();
+    loop {
+        let before = waiting.len();
+        waiting.retain(|(creation, object)| {
+            let parent = object.get("parentId").and_then(Value::as_str);
+            let waits = parent
+                .and_then(|p| p.strip_prefix('#'))
+                .is_some_and(|c| !created_ids.contains_key(c) && create_map.contains_key(c));
+            if waits {
+                return true;
+            }
+            let result = object
+                .as_object()
+                .ok_or_else(|| set_error("invalidProperties", "a mailbox is an object"))
+                .and_then(|o| create(account, o, created_ids, &names));
+            match result {
+                Ok((id, name)) => {
+                    created_ids.insert(creation.to_string(), id.clone());
+                    names.insert(id.clone(), name);
+                    outcome
+                        .created
+                        .insert(creation.to_string(), json!({"id": id}));
+                }
+                Err(e) => {
+                    outcome.not_created.insert(creation.to_string(), e);
+                }
+            }
+            false
+        });
+        if waiting.is_empty() || waiting.len() == before {
+            break;
+        }
+    }
+    for (creation, _) in waiting {
+        // Parents that are never created (a loop of references).
+        outcome.not_created.insert(
+            creation.clone(),
+            set_error("invalidProperties", "its parentId is never created"),
+        );
+    }
 }
 
 /// What Mailbox/set did, for the response.
@@ -377,21 +437,7 @@ pub fn set(
         not_destroyed: Map::new(),
     };
     if let Some(create_map) = args.get("create").and_then(Value::as_object) {
-        for (creation, object) in create_map {
-            let result = object
-                .as_object()
-                .ok_or_else(|| set_error("invalidProperties", "a mailbox is an object"))
-                .and_then(|o| create(account, o, created_ids));
-            match result {
-                Ok(id) => {
-                    created_ids.insert(creation.clone(), id.clone());
-                    outcome.created.insert(creation.clone(), json!({"id": id}));
-                }
-                Err(e) => {
-                    outcome.not_created.insert(creation.clone(), e);
-                }
-            }
-        }
+        create_all(account, create_map, created_ids, &mut outcome);
     }
     if let Some(updates) = args.get("update").and_then(Value::as_object) {
         for (id, patch) in updates {
@@ -414,7 +460,7 @@ pub fn set(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     for id in id_list(args, "destroy")? {
-        match destroy(account, &id, remove_emails) {
+        match destroy(account, &id, remove_emails, &outcome.destroyed) {
             Ok(()) => outcome.destroyed.push(id),
             Err(e) => {
                 outcome.not_destroyed.insert(id, e);
