@@ -67,22 +67,25 @@ pub fn mailgate(args: &[&str], cache: &Path) -> Run {
     }
 }
 
-/// A free TCP port on loopback (bound and released; good enough for tests on one machine).
-/// Ports are never handed out twice in one test process, so gateways started by tests running
-/// in parallel cannot collide.
+/// A loopback port nothing listens on, never given twice in one test process. It is taken
+/// below the kernel's ephemeral range (32768 and up): a port from there could become the
+/// source port of some other test's outgoing connection between now and the moment a server
+/// binds it, and that server would then fail to start.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Each test process starts elsewhere in the span, in case an earlier one left a server.
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + offset) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no free port between {LOW} and {}", LOW + SPAN)
 }
 
 /// A running `mailgate serve` with its own data directory and ports, killed on drop.
