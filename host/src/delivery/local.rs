@@ -142,7 +142,7 @@ pub fn deliver_batch(
     for p in published {
         let id = &p.spooled.envelope.id;
         let finished = if p.remote.is_empty() {
-            spool.remove(id)
+            spool.retire(id, p.spooled.message.len())
         } else if p.remote.len() != p.spooled.envelope.recipients.len() {
             let mut rest = p.spooled.clone();
             rest.envelope.recipients = p.remote.clone();

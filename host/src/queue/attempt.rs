@@ -382,7 +382,7 @@ impl QueueManager {
         let files = &self.inner.files;
         if pending.is_empty() {
             journal_done(id, &failed, dropped);
-            if let Err(e) = files.remove(id) {
+            if let Err(e) = files.retire(id, spooled.message.len()) {
                 tracing::error!(queue_id = id, "cannot remove the delivered message: {e}");
             }
             self.schedule().entries.remove(id);

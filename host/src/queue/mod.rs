@@ -9,6 +9,7 @@ mod bounce;
 pub mod intake;
 pub mod manager;
 mod schedule;
+mod spares;
 pub mod spool;
 pub mod state;
 

@@ -4,7 +4,8 @@
 //! file ready, makes their data durable with a single `syncfs`, renames them into `active/` and
 //! fsyncs that directory once, then acknowledges the whole batch. Two flushes per batch, however
 //! many messages it holds. `tmp/` and `active/` are held as `cap_std` directory handles: no
-//! queue id, whatever its text, can name a file outside them.
+//! queue id, whatever its text, can name a file outside them. Delivered small files are kept in
+//! `spare/` and written over by later messages (see [`super::spares`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use super::spares::Spares;
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Error)]
@@ -75,6 +78,8 @@ pub struct Spool {
     root: PathBuf,
     dirs: Arc<Dirs>,
     commits: mpsc::UnboundedSender<Commit>,
+    /// The running server's spare files; `None` for a spool attached to by operator commands.
+    spares: Option<Arc<Spares>>,
 }
 
 struct Dirs {
@@ -105,10 +110,13 @@ pub fn new_queue_id() -> String {
 impl Spool {
     /// Opens (creating) the spool and starts its committer task.
     pub fn open(root: &Path) -> Result<Spool, SpoolError> {
-        for sub in ["tmp", "active"] {
+        for sub in ["tmp", "active", "spare"] {
             std::fs::create_dir_all(root.join(sub)).map_err(io(root))?;
         }
-        let spool = Spool::attach(root)?;
+        let mut spool = Spool::attach(root)?;
+        let spare = root.join("spare");
+        let dir = Dir::open_ambient_dir(&spare, ambient_authority()).map_err(io(&spare))?;
+        spool.spares = Some(Arc::new(Spares::open(dir)));
         // Files left in tmp/ were never acknowledged: they can go.
         if let Ok(entries) = spool.dirs.tmp.entries() {
             for entry in entries.flatten() {
@@ -135,6 +143,7 @@ impl Spool {
             root: root.to_path_buf(),
             dirs,
             commits: tx,
+            spares: None,
         })
     }
 
@@ -180,11 +189,29 @@ impl Spool {
         }
     }
 
-    /// Writes `tmp/<name>`, synced when asked.
+    /// Writes `tmp/<name>` (over a spare file when there is one), synced when asked.
     fn write_tmp(&self, name: &str, bytes: &[u8], synced: bool) -> Result<(), SpoolError> {
         let path = self.root.join("tmp").join(name);
-        let mut file = self.dirs.tmp.create(name).map_err(io(&path))?;
-        file.write_all(bytes).map_err(io(&path))?;
+        let spare = match &self.spares {
+            Some(spares) if bytes.len() <= super::spares::MAX_SPARE_BYTES => {
+                spares.take(&self.dirs.tmp, name)
+            }
+            _ => None,
+        };
+        let file = match spare {
+            Some(mut file) => {
+                // The old content beyond the new length goes; a crash before the committer
+                // leaves the file in tmp/, which the next start empties.
+                file.write_all(bytes).map_err(io(&path))?;
+                file.set_len(bytes.len() as u64).map_err(io(&path))?;
+                file
+            }
+            None => {
+                let mut file = self.dirs.tmp.create(name).map_err(io(&path))?;
+                file.write_all(bytes).map_err(io(&path))?;
+                file
+            }
+        };
         if synced {
             file.sync_data().map_err(io(&path))?;
         }
@@ -235,6 +262,15 @@ impl Spool {
             path: dir,
             source: e.into(),
         })
+    }
+
+    /// Removes a fully delivered message of `size` bytes (its file is kept as a spare when
+    /// small). As with [`Spool::remove`], the directory is not fsynced.
+    pub fn retire(&self, id: &str, size: usize) -> Result<(), SpoolError> {
+        match &self.spares {
+            Some(spares) if spares.keep(&self.dirs.active, id, size) => Ok(()),
+            _ => self.remove(id),
+        }
     }
 
     /// Removes a fully delivered message. The directory is not fsynced: if a crash brings the
@@ -372,6 +408,62 @@ mod tests {
             reopened.list().expect("list").len(),
             19,
             "survives a restart"
+        );
+    }
+
+    #[tokio::test]
+    async fn delivered_small_files_are_written_over_by_later_messages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path()).expect("open");
+        let spares = spool
+            .spares
+            .clone()
+            .expect("the server's spool keeps spares");
+        let long = vec![b'x'; 5000];
+        let first = new_queue_id();
+        spool.store(&envelope(&first), &long).await.expect("stored");
+        spool.retire(&first, long.len()).expect("retired");
+        assert!(spool.list().expect("list").is_empty());
+        assert_eq!(spares.len(), 1);
+        // A shorter message over the longer file: nothing of the old one is left.
+        let second = new_queue_id();
+        spool
+            .store(&envelope(&second), b"short\r\n")
+            .await
+            .expect("stored");
+        assert_eq!(spares.len(), 0, "the spare was used");
+        let loaded = spool.load(&second).expect("load");
+        assert_eq!(loaded.message, b"short\r\n");
+        assert_eq!(loaded.envelope, envelope(&second));
+        // A large message is removed, not kept.
+        let big = vec![b'y'; super::super::spares::MAX_SPARE_BYTES + 1];
+        let third = new_queue_id();
+        spool.store(&envelope(&third), &big).await.expect("stored");
+        spool.retire(&third, big.len()).expect("retired");
+        assert_eq!(spares.len(), 0);
+        spool.retire(&second, 7).expect("retired");
+        // Spares survive a restart; an operator's attached spool neither takes nor keeps any.
+        drop(spool);
+        let reopened = Spool::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.spares.as_ref().map(|s| s.len()), Some(1));
+        let attached = Spool::attach(dir.path()).expect("attach");
+        let fourth = new_queue_id();
+        attached
+            .store(&envelope(&fourth), b"x\r\n")
+            .await
+            .expect("stored");
+        attached.retire(&fourth, 3).expect("retired");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("spare"))
+                .expect("dir")
+                .count(),
+            1
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("active"))
+                .expect("dir")
+                .count(),
+            0
         );
     }
 

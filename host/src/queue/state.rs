@@ -114,6 +114,13 @@ impl QueueFiles {
         self.spool.remove(id)
     }
 
+    /// Removes a delivered message of `size` bytes and its state, keeping its spool file as a
+    /// spare when small.
+    pub fn retire(&self, id: &str, size: usize) -> Result<(), SpoolError> {
+        let _ = self.states.remove_file(Self::name(id));
+        self.spool.retire(id, size)
+    }
+
     /// Drops a message's state file (its spool entry is gone already).
     pub fn forget_state(&self, id: &str) {
         let _ = self.states.remove_file(Self::name(id));
