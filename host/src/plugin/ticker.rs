@@ -12,10 +12,12 @@ use std::time::Duration;
 use wasmtime::Engine;
 
 /// How often the engine's epoch advances: the granularity of plugin deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Coarse on purpose: deadlines are tens of milliseconds or more, and each tick wakes a core
+/// (at 1 ms, a thousand wakeups a second under load).
+pub const EPOCH_TICK: Duration = Duration::from_millis(4);
 
-/// Ticks without any plugin call before the thread parks.
-const IDLE_BEFORE_PARKING: u32 = 200;
+/// Ticks without any plugin call before the thread parks (200 ms).
+const IDLE_BEFORE_PARKING: u32 = 50;
 
 /// A parked ticker still looks every so often (a safety net; calls wake it at once).
 const PARKED_CHECK: Duration = Duration::from_secs(1);

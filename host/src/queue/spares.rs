@@ -52,21 +52,26 @@ impl Spares {
         self.names.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Moves a spare to `to/name` and opens it for writing from the start, or `None` when there
-    /// is no spare (or it could not be used: the caller creates a file as usual).
-    pub fn take(&self, to: &Dir, name: &str) -> Option<File> {
+    /// A spare opened for writing from the start, with its name in `spare/`, or `None` when
+    /// there is none (or it could not be opened: the caller creates a file as usual). The
+    /// spare stays where it is while it is written: until [`Spares::publish`] moves it, a crash
+    /// leaves garbage in `spare/` and nothing in the queue.
+    pub fn take(&self) -> Option<(String, File)> {
         let spare = self.names().pop()?;
-        if self.dir.rename(&spare, to, name).is_err() {
-            let _ = self.dir.remove_file(&spare);
-            return None;
-        }
-        match to.open_with(name, OpenOptions::new().write(true)) {
-            Ok(file) => Some(file),
+        match self.dir.open_with(&spare, OpenOptions::new().write(true)) {
+            Ok(file) => Some((spare, file)),
             Err(_) => {
-                let _ = to.remove_file(name);
+                let _ = self.dir.remove_file(&spare);
                 None
             }
         }
+    }
+
+    /// Moves a taken spare, written and made durable, to `to/name`.
+    pub fn publish(&self, spare: &str, to: &Dir, name: &str) -> std::io::Result<()> {
+        self.dir.rename(spare, to, name).inspect_err(|_| {
+            let _ = self.dir.remove_file(spare);
+        })
     }
 
     /// Takes `from/name`, a file of `size` bytes no longer needed, into the pool: true when it

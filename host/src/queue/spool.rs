@@ -1,9 +1,9 @@
 //! The durable spool. A message is acknowledged only after its file (envelope and message) and
 //! the directory entry that names it are on stable storage. Concurrent transactions share the
-//! flushes (group commit): writers only write their file into `tmp/`; one committer takes every
-//! file ready, makes their data durable with a single `syncfs`, renames them into `active/` and
-//! fsyncs that directory once, then acknowledges the whole batch. Two flushes per batch, however
-//! many messages it holds. `tmp/` and `active/` are held as `cap_std` directory handles: no
+//! flushes (group commit): writers only write their file (into `tmp/`, or over a spare in
+//! `spare/`); one committer takes every file ready, makes their data durable with a single
+//! `syncfs`, renames them into `active/` and fsyncs that directory once, then acknowledges the
+//! whole batch. Two flushes per batch, however many messages it holds. `tmp/` and `active/` are held as `cap_std` directory handles: no
 //! queue id, whatever its text, can name a file outside them. Delivered small files are kept in
 //! `spare/` and written over by later messages (see [`super::spares`]).
 
@@ -66,8 +66,10 @@ pub struct Spooled {
 }
 
 struct Commit {
-    /// The file's name, the same in `tmp/` and `active/`.
+    /// The file's name in `active/`, and in `tmp/` unless it was written over a spare.
     name: String,
+    /// The spare it was written over, in `spare/`.
+    spare: Option<String>,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -113,10 +115,8 @@ impl Spool {
         for sub in ["tmp", "active", "spare"] {
             std::fs::create_dir_all(root.join(sub)).map_err(io(root))?;
         }
-        let mut spool = Spool::attach(root)?;
-        let spare = root.join("spare");
-        let dir = Dir::open_ambient_dir(&spare, ambient_authority()).map_err(io(&spare))?;
-        spool.spares = Some(Arc::new(Spares::open(dir)));
+        let spares = Spares::open(open_dir(root, "spare")?);
+        let spool = Spool::start(root, Some(Arc::new(spares)))?;
         // Files left in tmp/ were never acknowledged: they can go.
         if let Ok(entries) = spool.dirs.tmp.entries() {
             for entry in entries.flatten() {
@@ -126,24 +126,25 @@ impl Spool {
         Ok(spool)
     }
 
-    /// Uses an existing spool without touching its `tmp/` (a server may be writing there):
-    /// for the operator's commands. Needs a tokio runtime (it starts the committer).
+    /// Uses an existing spool without touching its `tmp/` or `spare/` (a server may be writing
+    /// there): for the operator's commands. Needs a tokio runtime (it starts the committer).
     pub fn attach(root: &Path) -> Result<Spool, SpoolError> {
-        let open = |sub: &str| {
-            let path = root.join(sub);
-            Dir::open_ambient_dir(&path, ambient_authority()).map_err(io(&path))
-        };
+        Spool::start(root, None)
+    }
+
+    fn start(root: &Path, spares: Option<Arc<Spares>>) -> Result<Spool, SpoolError> {
         let dirs = Arc::new(Dirs {
-            tmp: open("tmp")?,
-            active: open("active")?,
+            tmp: open_dir(root, "tmp")?,
+            active: open_dir(root, "active")?,
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(committer(dirs.clone(), root.join("active"), rx));
+        let active = root.join("active");
+        tokio::spawn(committer(dirs.clone(), spares.clone(), active, rx));
         Ok(Spool {
             root: root.to_path_buf(),
             dirs,
             commits: tx,
-            spares: None,
+            spares,
         })
     }
 
@@ -164,18 +165,19 @@ impl Spool {
         // Small messages are written from the task itself: an unsynced write into the page
         // cache takes microseconds, less than the two thread switches of a hand-off to the
         // blocking pool. Large ones still go there.
-        if bytes.len() <= INLINE_WRITE_MAX {
-            self.write_tmp(&name, &bytes, false)?;
+        let spare = if bytes.len() <= INLINE_WRITE_MAX {
+            self.write_new(&name, &bytes)?
         } else {
             let (spool, name) = (self.clone(), name.clone());
-            tokio::task::spawn_blocking(move || spool.write_tmp(&name, &bytes, false))
+            tokio::task::spawn_blocking(move || spool.write_new(&name, &bytes))
                 .await
-                .map_err(|_| SpoolError::Stopped)??;
-        }
+                .map_err(|_| SpoolError::Stopped)??
+        };
         let (done, wait) = oneshot::channel();
         self.commits
             .send(Commit {
                 name: name.clone(),
+                spare,
                 done,
             })
             .map_err(|_| SpoolError::Stopped)?;
@@ -189,29 +191,25 @@ impl Spool {
         }
     }
 
-    /// Writes `tmp/<name>` (over a spare file when there is one), synced when asked.
+    /// Writes a new message's file, over a spare when there is one (whose name it returns:
+    /// the committer publishes it from there), else as `tmp/<name>`.
+    fn write_new(&self, name: &str, bytes: &[u8]) -> Result<Option<String>, SpoolError> {
+        if let Some((spare, mut file)) = self.spares.as_ref().and_then(|s| s.take()) {
+            let path = self.root.join("spare").join(&spare);
+            // The old content beyond the new length goes.
+            file.write_all(bytes).map_err(io(&path))?;
+            file.set_len(bytes.len() as u64).map_err(io(&path))?;
+            return Ok(Some(spare));
+        }
+        self.write_tmp(name, bytes, false)?;
+        Ok(None)
+    }
+
+    /// Writes `tmp/<name>`, synced when asked.
     fn write_tmp(&self, name: &str, bytes: &[u8], synced: bool) -> Result<(), SpoolError> {
         let path = self.root.join("tmp").join(name);
-        let spare = match &self.spares {
-            Some(spares) if bytes.len() <= super::spares::MAX_SPARE_BYTES => {
-                spares.take(&self.dirs.tmp, name)
-            }
-            _ => None,
-        };
-        let file = match spare {
-            Some(mut file) => {
-                // The old content beyond the new length goes; a crash before the committer
-                // leaves the file in tmp/, which the next start empties.
-                file.write_all(bytes).map_err(io(&path))?;
-                file.set_len(bytes.len() as u64).map_err(io(&path))?;
-                file
-            }
-            None => {
-                let mut file = self.dirs.tmp.create(name).map_err(io(&path))?;
-                file.write_all(bytes).map_err(io(&path))?;
-                file
-            }
-        };
+        let mut file = self.dirs.tmp.create(name).map_err(io(&path))?;
+        file.write_all(bytes).map_err(io(&path))?;
         if synced {
             file.sync_data().map_err(io(&path))?;
         }
@@ -303,6 +301,11 @@ impl Spool {
     }
 }
 
+fn open_dir(root: &Path, sub: &str) -> Result<Dir, SpoolError> {
+    let path = root.join(sub);
+    Dir::open_ambient_dir(&path, ambient_authority()).map_err(io(&path))
+}
+
 /// Queue ids are hex (see [`new_queue_id`]); anything else never names a spool file.
 pub fn is_queue_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
@@ -310,13 +313,18 @@ pub fn is_queue_id(id: &str) -> bool {
 
 /// Takes every waiting file: one `syncfs` for their data, the renames into `active/`, one fsync
 /// of the directory; then acknowledges them all.
-async fn committer(dirs: Arc<Dirs>, active: PathBuf, mut commits: mpsc::UnboundedReceiver<Commit>) {
+async fn committer(
+    dirs: Arc<Dirs>,
+    spares: Option<Arc<Spares>>,
+    active: PathBuf,
+    mut commits: mpsc::UnboundedReceiver<Commit>,
+) {
     while let Some(first) = commits.recv().await {
         let mut batch = vec![first];
         while let Ok(more) = commits.try_recv() {
             batch.push(more);
         }
-        let (dirs, path) = (dirs.clone(), active.clone());
+        let (dirs, spares, path) = (dirs.clone(), spares.clone(), active.clone());
         let result = tokio::task::spawn_blocking(move || {
             let failed =
                 |what: &str, e: rustix::io::Errno| format!("{what} {}: {e}", path.display());
@@ -334,9 +342,13 @@ async fn committer(dirs: Arc<Dirs>, active: PathBuf, mut commits: mpsc::Unbounde
             let mut outcomes = Vec::with_capacity(batch.len());
             for commit in batch {
                 let renamed = data.clone().and_then(|()| {
-                    dirs.tmp
-                        .rename(&commit.name, &dirs.active, &commit.name)
-                        .map_err(|e| e.to_string())
+                    match (&commit.spare, &spares) {
+                        (Some(spare), Some(spares)) => {
+                            spares.publish(spare, &dirs.active, &commit.name)
+                        }
+                        _ => dirs.tmp.rename(&commit.name, &dirs.active, &commit.name),
+                    }
+                    .map_err(|e| e.to_string())
                 });
                 outcomes.push((commit.done, renamed));
             }

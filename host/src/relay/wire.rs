@@ -22,7 +22,15 @@ pub fn data_payload(message: &[u8]) -> Vec<u8> {
                 continue;
             }
             b'.' if line_start => out.extend_from_slice(b".."),
-            _ => out.push(b),
+            _ => {
+                // The rest of the line up to its end is copied as it is.
+                let end =
+                    memchr::memchr2(b'\r', b'\n', &message[i..]).map_or(message.len(), |n| i + n);
+                out.extend_from_slice(&message[i..end]);
+                line_start = false;
+                i = end;
+                continue;
+            }
         }
         line_start = false;
         i += 1;
