@@ -66,3 +66,33 @@ pub fn signed_headers(entry: &DkimConfig) -> Result<Vec<String>, String> {
         None => Ok(DEFAULT_HEADERS.iter().map(|h| h.to_string()).collect()),
     }
 }
+
+/// The size in bits of the modulus of an RSA public key in DER (`RSAPublicKey`: a SEQUENCE of
+/// the modulus and the exponent, both INTEGERs), or `None` if it is not one.
+pub fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
+    /// A tag and its definite length: (header size, content length).
+    fn element(bytes: &[u8], tag: u8) -> Option<(usize, usize)> {
+        if *bytes.first()? != tag {
+            return None;
+        }
+        let first = *bytes.get(1)?;
+        if first < 0x80 {
+            return Some((2, usize::from(first)));
+        }
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let len = bytes
+            .get(2..2 + count)?
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        Some((2 + count, len))
+    }
+    let (header, _) = element(der, 0x30)?;
+    let rest = der.get(header..)?;
+    let (header, len) = element(rest, 0x02)?;
+    let modulus = rest.get(header..header.checked_add(len)?)?;
+    let significant = modulus.iter().skip_while(|&&b| b == 0).count();
+    Some(significant * 8)
+}
