@@ -104,9 +104,15 @@ pub fn new_queue_id() -> String {
         "{:010x}{:05x}{:04x}{:06x}",
         now.as_secs(),
         now.subsec_micros(),
-        std::process::id() & 0xffff,
+        process_id() & 0xffff,
         seq & 0xff_ffff
     )
+}
+
+/// The process id, asked of the kernel once (it is part of every queue id).
+fn process_id() -> u32 {
+    static ID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *ID.get_or_init(std::process::id)
 }
 
 impl Spool {
