@@ -104,6 +104,88 @@ fn relays_to_smtp_sink_exactly_once() {
     assert!(dump.contains("\n..and one with two"), "{dump}");
 }
 
+/// A delivered message's spool file is kept in queue/spare/ and written over by the next one.
+/// A short message written over a long one's file holds nothing of it: on disk, after a
+/// restart, and as delivered from disk. active/ empties, the spare count stays at one.
+#[test]
+fn spool_files_are_reused_without_mixing_messages() {
+    let port = free_port();
+    let mut gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &route_to(port));
+    let queue = gw.data().join("queue");
+    let files = |sub: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(queue.join(sub))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let line = "x".repeat(900);
+    let long = format!(
+        "From: <sender@client.test>\r\nSubject: long\r\n\r\n{}",
+        format!("{line}\r\n").repeat(20)
+    );
+    let short = "From: <sender@client.test>\r\nSubject: short\r\n\r\nshort\r\n";
+    let retry = |gw: &Gateway| {
+        let run = gw.cli(&["queue", "retry", "--all"]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    };
+    // The long one: deferred (nothing listens), then delivered; its file becomes the spare.
+    let reply = send(
+        gw.inbound,
+        "sender@client.test",
+        &["rcpt@remote.test"],
+        long.as_bytes(),
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    let sink = ScriptedSink::start_on("127.0.0.1", port, None);
+    retry(&gw);
+    assert_eq!(sink.wait(1, 20).len(), 1, "{}", gw.log());
+    assert!(
+        wait_until(10, || files("active").is_empty()),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(files("spare").len(), 1, "the delivered file is kept");
+    drop(sink);
+    // The short one goes over it, and is deferred: its file is exactly envelope + message.
+    let reply = send(
+        gw.inbound,
+        "sender@client.test",
+        &["rcpt@remote.test"],
+        short.as_bytes(),
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(files("spare").is_empty(), "the spare was used");
+    assert!(
+        wait_until(10, || queue_list(&gw).contains("Connection refused")
+            || gw.log().contains("deferred")),
+        "{}",
+        gw.log()
+    );
+    let stored = std::fs::read(&files("active")[0]).expect("spool file");
+    assert!(
+        stored.ends_with(b"\r\n\r\nshort\r\n"),
+        "{}",
+        String::from_utf8_lossy(&stored)
+    );
+    let leftover = |bytes: &[u8]| bytes.windows(10).any(|w| w == b"xxxxxxxxxx");
+    assert!(!leftover(&stored), "nothing of the long message is left");
+    // After a restart it is read from disk and delivered as it was sent.
+    gw.stop();
+    let sink = ScriptedSink::start_on("127.0.0.1", port, None);
+    gw.launch();
+    retry(&gw);
+    let got = sink.wait(1, 20);
+    assert_eq!(got.len(), 1, "{}", gw.log());
+    let delivered = String::from_utf8_lossy(&got[0].message).into_owned();
+    assert!(delivered.ends_with("\r\nshort\r\n"), "{delivered}");
+    assert!(!leftover(&got[0].raw), "{delivered}");
+    assert!(
+        wait_until(10, || files("active").is_empty()),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(files("spare").len(), 1, "kept again after delivery");
+}
+
 /// Drops the headers a downstream Postfix adds in front (Return-Path, Delivered-To, its Received)
 /// and our own trace header; what remains must be the message as sent.
 fn after_our_trace_header(delivered: &str) -> String {
