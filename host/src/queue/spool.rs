@@ -87,6 +87,9 @@ pub struct Spool {
 struct Dirs {
     tmp: Dir,
     active: Dir,
+    /// A readable handle of `active/` for `syncfs` and `fsync` (cap-std's directory handles
+    /// are `O_PATH` and cannot be synced), opened once rather than per batch.
+    active_sync: cap_std::fs::File,
 }
 
 /// Messages up to this size are written without the blocking pool.
@@ -139,9 +142,12 @@ impl Spool {
     }
 
     fn start(root: &Path, spares: Option<Arc<Spares>>) -> Result<Spool, SpoolError> {
+        let active = open_dir(root, "active")?;
+        let active_sync = active.open(".").map_err(io(&root.join("active")))?;
         let dirs = Arc::new(Dirs {
             tmp: open_dir(root, "tmp")?,
-            active: open_dir(root, "active")?,
+            active,
+            active_sync,
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let active = root.join("active");
@@ -260,10 +266,8 @@ impl Spool {
             .tmp
             .rename(&tmp, &self.dirs.active, id)
             .map_err(io(&path))?;
-        let dir = self.root.join("active");
-        let handle = self.dirs.active.open(".").map_err(io(&dir))?;
-        rustix::fs::fsync(&handle).map_err(|e| SpoolError::Io {
-            path: dir,
+        rustix::fs::fsync(&self.dirs.active_sync).map_err(|e| SpoolError::Io {
+            path: self.root.join("active"),
             source: e.into(),
         })
     }
@@ -334,17 +338,8 @@ async fn committer(
         let result = tokio::task::spawn_blocking(move || {
             let failed =
                 |what: &str, e: rustix::io::Errno| format!("{what} {}: {e}", path.display());
-            // cap-std's handles cannot be synced (O_PATH): a readable handle of the same
-            // directory can.
-            let handle = dirs
-                .active
-                .open(".")
-                .map_err(|e| format!("{}: {e}", path.display()));
             // Every dirty file of the filesystem at once: one call for the whole batch.
-            let data = handle
-                .as_ref()
-                .map_err(String::clone)
-                .and_then(|h| rustix::fs::syncfs(h).map_err(|e| failed("syncfs", e)));
+            let data = rustix::fs::syncfs(&dirs.active_sync).map_err(|e| failed("syncfs", e));
             let mut outcomes = Vec::with_capacity(batch.len());
             for commit in batch {
                 let renamed = data.clone().and_then(|()| {
@@ -358,10 +353,7 @@ async fn committer(
                 });
                 outcomes.push((commit.done, renamed));
             }
-            let synced = handle
-                .as_ref()
-                .map_err(String::clone)
-                .and_then(|h| rustix::fs::fsync(h).map_err(|e| failed("fsync", e)));
+            let synced = rustix::fs::fsync(&dirs.active_sync).map_err(|e| failed("fsync", e));
             for (done, renamed) in outcomes {
                 let _ = done.send(renamed.and(synced.clone()));
             }
