@@ -127,14 +127,17 @@ fn spool_files_are_reused_without_mixing_messages() {
         let run = gw.cli(&["queue", "retry", "--all"]);
         assert_eq!(run.code, Some(0), "{}", run.stderr);
     };
+    let submit = |gw: &Gateway, text: &str| {
+        let reply = send(
+            gw.inbound,
+            "sender@client.test",
+            &["rcpt@remote.test"],
+            text.as_bytes(),
+        );
+        assert!(reply.starts_with("250"), "{reply}");
+    };
     // The long one: deferred (nothing listens), then delivered; its file becomes the spare.
-    let reply = send(
-        gw.inbound,
-        "sender@client.test",
-        &["rcpt@remote.test"],
-        long.as_bytes(),
-    );
-    assert!(reply.starts_with("250"), "{reply}");
+    submit(&gw, &long);
     let sink = ScriptedSink::start_on("127.0.0.1", port, None);
     retry(&gw);
     assert_eq!(sink.wait(1, 20).len(), 1, "{}", gw.log());
@@ -146,13 +149,7 @@ fn spool_files_are_reused_without_mixing_messages() {
     assert_eq!(files("spare").len(), 1, "the delivered file is kept");
     drop(sink);
     // The short one goes over it, and is deferred: its file is exactly envelope + message.
-    let reply = send(
-        gw.inbound,
-        "sender@client.test",
-        &["rcpt@remote.test"],
-        short.as_bytes(),
-    );
-    assert!(reply.starts_with("250"), "{reply}");
+    submit(&gw, short);
     assert!(files("spare").is_empty(), "the spare was used");
     assert!(
         wait_until(10, || queue_list(&gw).contains("Connection refused")
