@@ -174,19 +174,14 @@ impl Context<'_> {
             }
         }
         let result = email::set_updates(account, call, &self.created)?;
-        self.refresh(account).await;
-        let created = self.report_created(account, stored);
-        Ok(json!({
-            "accountId": call.account_id,
-            "oldState": old_state,
-            "newState": account.email_states.state(),
-            "created": created,
-            "notCreated": not_created,
-            "updated": result.updated,
-            "notUpdated": result.not_updated,
-            "destroyed": result.destroyed,
-            "notDestroyed": result.not_destroyed,
-        }))
+        let mut response = self
+            .creation_response(account, call, old_state, stored, not_created)
+            .await;
+        response.insert("updated".into(), json!(result.updated));
+        response.insert("notUpdated".into(), json!(result.not_updated));
+        response.insert("destroyed".into(), json!(result.destroyed));
+        response.insert("notDestroyed".into(), json!(result.not_destroyed));
+        Ok(Value::Object(response))
     }
 }
 
@@ -234,11 +229,17 @@ impl Context<'_> {
 
     /// The created map of a `/set` or `/import`, once the account has been refreshed; the
     /// creation ids are remembered for later calls.
-    fn report_created(
+    /// The response fields Email/set and Email/import share, once the account shows what was
+    /// stored: the states and the created emails (whose ids later calls may refer to).
+    async fn creation_response(
         &mut self,
         account: &mut Account,
+        call: &Call<'_>,
+        old_state: String,
         stored: Vec<(String, (String, u32))>,
+        not_created: Map<String, Value>,
     ) -> Map<String, Value> {
+        self.refresh(account).await;
         let mut created = Map::new();
         for (creation, (mailbox, uid)) in stored {
             if let Some(object) = email::created_object(account, &mailbox, uid) {
@@ -248,7 +249,13 @@ impl Context<'_> {
                 created.insert(creation, object);
             }
         }
-        created
+        let mut response = Map::new();
+        response.insert("accountId".into(), json!(call.account_id));
+        response.insert("oldState".into(), json!(old_state));
+        response.insert("newState".into(), json!(account.email_states.state()));
+        response.insert("created".into(), Value::Object(created));
+        response.insert("notCreated".into(), Value::Object(not_created));
+        response
     }
 
     async fn email_import(
@@ -276,15 +283,10 @@ impl Context<'_> {
                 }
             }
         }
-        self.refresh(account).await;
-        let created = self.report_created(account, stored);
-        Ok(json!({
-            "accountId": call.account_id,
-            "oldState": old_state,
-            "newState": account.email_states.state(),
-            "created": created,
-            "notCreated": not_created,
-        }))
+        let response = self
+            .creation_response(account, call, old_state, stored, not_created)
+            .await;
+        Ok(Value::Object(response))
     }
 
     fn import_one(&self, account: &Account, import: &Value) -> Result<(String, u32), Value> {

@@ -3,9 +3,10 @@
 //! flushes (group commit): writers only write their file (into `tmp/`, or over a spare in
 //! `spare/`); one committer takes every file ready, makes their data durable with a single
 //! `syncfs`, renames them into `active/` and fsyncs that directory once, then acknowledges the
-//! whole batch. Two flushes per batch, however many messages it holds. `tmp/` and `active/` are held as `cap_std` directory handles: no
-//! queue id, whatever its text, can name a file outside them. Delivered small files are kept in
-//! `spare/` and written over by later messages (see [`super::spares`]).
+//! whole batch. Two flushes per batch, however many messages it holds. `tmp/` and `active/` are
+//! held as `cap_std` directory handles: no queue id, whatever its text, can name a file outside
+//! them. Delivered small files are kept in `spare/` and written over by later messages (see
+//! [`super::spares`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,9 +19,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
 
 use super::spares::Spares;
-use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Error)]
 pub enum SpoolError {
