@@ -441,6 +441,7 @@ mod capabilities {
     use std::sync::Arc;
 
     use super::common::{chain, probe, transact, transact_with};
+    use super::fault_of;
     use mailgate::plugin::services::{RecordType, Services, StaticDns};
 
     fn header(report: &mailgate::harness::TransactionReport, name: &str) -> String {
@@ -540,12 +541,15 @@ mod capabilities {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn kv_incr_counts_exactly_under_concurrent_transactions() {
+        // The 40 increments commit one after another, each with a disk sync; `timeout-ms` is a
+        // wall-clock budget, so the default 100 ms would measure the disk under a loaded test
+        // run instead of the counting this test is about.
         let set = chain(
             &probe(
                 "counter",
                 &["data"],
                 &[("data", "kv-incr")],
-                "grant = [\"kv\"]",
+                "grant = [\"kv\"]\ntimeout-ms = 30000",
             )
             .replace(
                 "stages = [\"data\"]",
@@ -562,17 +566,18 @@ mod capabilities {
                 let (set, services) = (set.clone(), services.clone());
                 tokio::spawn(async move {
                     let report = transact_with(&set, &["b@example.org"], services).await;
-                    header(&report, "X-Probe-Counter")
+                    let fault = fault_of(&report, "counter").map(str::to_owned);
+                    (header(&report, "X-Probe-Counter"), fault)
                 })
             })
             .collect();
         let mut seen: Vec<i64> = Vec::new();
         for task in tasks {
-            let value = task.await.expect("task");
+            let (value, fault) = task.await.expect("task");
             seen.push(
                 value
                     .parse()
-                    .unwrap_or_else(|_| panic!("not a count: {value}")),
+                    .unwrap_or_else(|_| panic!("not a count: {value:?}, fault: {fault:?}")),
             );
         }
         seen.sort();
