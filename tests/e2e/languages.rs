@@ -80,8 +80,11 @@ fn a_python_plugin_that_allocates_without_bound_hits_its_memory_cap() {
 
 #[test]
 fn javascript_greylisting_defers_then_accepts_a_retry_live() {
+    // Each greylist decision commits to the on-disk store with a sync; `timeout-ms` is a
+    // wall-clock budget, so it is set well above the 100 ms default: this test is about the
+    // greylisting, not about how fast a loaded test machine's disk syncs.
     let gw = Gateway::start(&format!(
-        "[[plugin]]\npath = \"{}\"\ngrant = [\"kv\"]\nmemory-mb = 128\n[plugin.config]\ndelay-seconds = 1\n",
+        "[[plugin]]\npath = \"{}\"\ngrant = [\"kv\"]\nmemory-mb = 128\ntimeout-ms = 5000\n[plugin.config]\ndelay-seconds = 1\n",
         root().join("target/plugins/greylist.wasm").display()
     ));
     let attempt = || {
