@@ -104,7 +104,15 @@ pub struct Gateway {
     pub metrics: u16,
     child: Option<std::process::Child>,
     config: PathBuf,
+    /// `RLIMIT_AS` for the server process, in bytes (see [`Gateway::start_bounded`]).
+    address_space: Option<u64>,
 }
+
+/// The address space a gateway under attack runs in ([`Gateway::start_bounded`]): room for its
+/// threads, allocator arenas and every legitimate request the tests make (30 MiB APPENDs
+/// included), but far below what any of the unbounded expansions reached (4 to 30 GB), so
+/// such a request aborts the server and fails the test instead of exhausting the machine.
+pub const BOUNDED_ADDRESS_SPACE: u64 = 4 << 30;
 
 /// Users every test gateway has (password: `pw-` + local part).
 pub const USERS: [&str; 3] = [
@@ -137,7 +145,33 @@ impl Gateway {
         Gateway::start_full("example.test", "", &local, extra)
     }
 
+    /// Like [`Gateway::start_with`], the server running under an address-space limit
+    /// ([`BOUNDED_ADDRESS_SPACE`], `setrlimit(RLIMIT_AS)` before exec): an allocation that
+    /// grows with a request fails and the process dies, which the test sees.
+    pub fn start_bounded(server: &str, extra: &str) -> Gateway {
+        let mut gateway = Gateway::configure("example.test", server, "", extra);
+        gateway.address_space = Some(BOUNDED_ADDRESS_SPACE);
+        gateway.add_test_users("example.test", "");
+        gateway.launch();
+        gateway
+    }
+
     fn start_full(domain: &str, server: &str, local: &str, extra: &str) -> Gateway {
+        let mut gateway = Gateway::configure(domain, server, local, extra);
+        gateway.add_test_users(domain, local);
+        gateway.launch();
+        gateway
+    }
+
+    fn add_test_users(&self, domain: &str, local: &str) {
+        for user in USERS.iter().filter(|_| !local.contains("source")) {
+            let local = user.split('@').next().unwrap_or("");
+            self.add_user(&format!("{local}@{domain}"), &format!("pw-{local}"));
+        }
+    }
+
+    /// Writes the config of a gateway; nothing runs yet.
+    fn configure(domain: &str, server: &str, local: &str, extra: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let (inbound, submission, smtps) = (free_port(), free_port(), free_port());
         let (pop3, pop3s) = (free_port(), free_port());
@@ -199,7 +233,7 @@ tls = "implicit"
 "#
         );
         std::fs::write(&config, text).expect("config");
-        let mut gateway = Gateway {
+        Gateway {
             dir,
             inbound,
             submission,
@@ -212,13 +246,8 @@ tls = "implicit"
             metrics,
             child: None,
             config,
-        };
-        for user in USERS.iter().filter(|_| !local.contains("source")) {
-            let local = user.split('@').next().unwrap_or("");
-            gateway.add_user(&format!("{local}@{domain}"), &format!("pw-{local}"));
+            address_space: None,
         }
-        gateway.launch();
-        gateway
     }
 
     /// `mailgate user add` with the password on standard input.
@@ -251,15 +280,18 @@ tls = "implicit"
     /// [`Gateway::launch`] with extra environment variables for the server.
     pub fn launch_with(&mut self, env: &[(&str, &std::ffi::OsStr)]) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log");
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("MAILGATE_PLUGIN_DIR", plugin_dir())
             .env("MAILGATE_LOG", "info")
             .envs(env.iter().copied())
-            .stderr(log)
-            .spawn()
-            .expect("serve");
+            .stderr(log);
+        if let Some(bytes) = self.address_space {
+            limit_address_space(&mut command, bytes);
+        }
+        let child = command.spawn().expect("serve");
         self.child = Some(child);
         for port in [
             self.inbound,
@@ -468,6 +500,142 @@ tls = "implicit"
         }
         count
     }
+}
+
+/// The child runs with `RLIMIT_AS` at `bytes`, set between fork and exec.
+fn limit_address_space(command: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+impl Gateway {
+    /// Whether the server process is still running (false once it died, say on an aborted
+    /// allocation).
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+/// While a heavy request runs: another client's SMTP greeting and IMAP NOOP, over and over on
+/// fresh connections, each answered within a second. Started by [`Responsiveness::watch`],
+/// read by [`Responsiveness::finish`]: the slowest answer seen and the failures.
+pub struct Responsiveness {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<ProbeLog>>,
+}
+
+/// What [`Responsiveness`] saw.
+#[derive(Debug, Default)]
+pub struct ProbeLog {
+    pub rounds: u32,
+    pub slowest: std::time::Duration,
+    pub failures: Vec<String>,
+}
+
+impl Responsiveness {
+    /// Starts probing `smtp` (greeting) and `imap` (greeting, NOOP) on loopback.
+    pub fn watch(smtp: u16, imap: u16) -> Responsiveness {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut log = ProbeLog::default();
+            while !flag.load(Ordering::Relaxed) {
+                for (what, result) in [("SMTP greeting", probe_smtp(smtp)), ("IMAP NOOP", probe_imap(imap))] {
+                    match result {
+                        Ok(took) => log.slowest = log.slowest.max(took),
+                        Err(e) => log.failures.push(format!("{what}: {e}")),
+                    }
+                }
+                log.rounds += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            log
+        });
+        Responsiveness {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops probing and asserts every answer came within a second (and at least one round ran).
+    pub fn finish(mut self) -> ProbeLog {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let log = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        assert!(log.rounds > 0, "no probe ran");
+        assert!(log.failures.is_empty(), "probes failed: {:?}", log.failures);
+        assert!(
+            log.slowest < std::time::Duration::from_secs(1),
+            "slowest answer {:?}",
+            log.slowest
+        );
+        log
+    }
+}
+
+impl Drop for Responsiveness {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Connects and reads the first line; the time it took, or why it failed.
+fn probe_line(port: u16, then: Option<&[u8]>) -> Result<std::time::Duration, String> {
+    use std::io::{BufRead, BufReader, Write};
+    let started = std::time::Instant::now();
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(PROBE_DEADLINE))
+        .map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(|e| format!("greeting: {e}"))?;
+    if let Some(bytes) = then {
+        (&stream).write_all(bytes).map_err(|e| e.to_string())?;
+        loop {
+            line.clear();
+            reader.read_line(&mut line).map_err(|e| format!("reply: {e}"))?;
+            if line.is_empty() || line.starts_with("p ") {
+                break;
+            }
+        }
+        if !line.starts_with("p OK") {
+            return Err(format!("reply {line:?}"));
+        }
+    } else if !line.starts_with("220") {
+        return Err(format!("greeting {line:?}"));
+    }
+    Ok(started.elapsed())
+}
+
+fn probe_smtp(port: u16) -> Result<std::time::Duration, String> {
+    probe_line(port, None)
+}
+
+fn probe_imap(port: u16) -> Result<std::time::Duration, String> {
+    probe_line(port, Some(b"p NOOP\r\n"))
 }
 
 impl Drop for Gateway {
