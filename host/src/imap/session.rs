@@ -232,6 +232,9 @@ impl ImapSession {
         );
         self.send(&greeting);
         loop {
+            // Commands pipelined into the framer run without a read: a turn for the other
+            // tasks now and then (see `Connection::read_line`).
+            tokio::task::coop::consume_budget().await;
             let budget = self.budget();
             let next = match self.framer.next(budget) {
                 Frame::NeedMore => match self.receive(self.idle_limit()).await {
