@@ -582,25 +582,35 @@ fn body_deadline(start: tokio::time::Instant, received: usize) -> tokio::time::I
     start + BODY_GRACE + earned
 }
 
-/// Reads a request body of at most `limit` bytes under its deadline.
+/// Reads a request body of at most `limit` bytes under its deadline. A body over the limit is
+/// still read (and dropped, not kept) up to as much again, so that a client that sends its
+/// whole body before it reads the answer gets the `limit` problem rather than a reset.
 async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
     let start = tokio::time::Instant::now();
-    if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
-        return Err(BodyError::TooLarge);
-    }
+    let mut over = hyper::body::Body::size_hint(&body).lower() > limit as u64;
     let mut bytes = bytes::BytesMut::new();
+    let mut received = 0usize;
     loop {
-        let deadline = body_deadline(start, bytes.len());
+        let deadline = body_deadline(start, received);
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) if over => return Err(BodyError::TooLarge),
             Err(_) => return Err(BodyError::TooSlow),
+            Ok(None) if over => return Err(BodyError::TooLarge),
             Ok(None) => return Ok(bytes.freeze()),
             Ok(Some(Err(_))) => return Err(BodyError::Broken),
             Ok(Some(Ok(frame))) => frame,
         };
-        if let Ok(data) = frame.into_data() {
-            if bytes.len().saturating_add(data.len()) > limit {
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received = received.saturating_add(data.len());
+        over = over || received > limit;
+        if over {
+            bytes = bytes::BytesMut::new();
+            if received > limit.saturating_mul(2) {
                 return Err(BodyError::TooLarge);
             }
+        } else {
             bytes.extend_from_slice(&data);
         }
     }
