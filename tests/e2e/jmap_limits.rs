@@ -119,6 +119,33 @@ fn many_references_to_one_large_response_are_counted_each_time() {
     watch.finish();
 }
 
+#[test]
+fn eight_fan_outs_at_once_stay_within_the_address_space() {
+    // Variant: a user's whole allowance of concurrent requests (maxConcurrentRequests), each
+    // a doubling fan-out: the per-request budgets together stay far below the bound.
+    let (mut gw, watch) = start();
+    let mut calls = vec![json!(["Core/echo", {"seed": "z".repeat(1000)}, "c0"])];
+    for n in 1..32 {
+        let reference = json!({"resultOf": format!("c{}", n - 1), "name": "Core/echo", "path": ""});
+        calls.push(json!(["Core/echo", {"#a": reference, "#b": reference, "#c": reference}, format!("c{n}")]));
+    }
+    let body = request(json!(calls));
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..8).map(|_| scope.spawn(|| post(&gw, &body))).collect();
+        for run in runs {
+            let answer = run.join().expect("client thread");
+            if answer["status"] == 200 {
+                assert!(refused_with(&responses(&answer), "maxSizeResponse"));
+            } else {
+                // Over the user's concurrent requests: the RFC's limit problem.
+                assert_eq!(answer["json"]["limit"], "maxConcurrentRequests", "{answer}");
+            }
+        }
+    });
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
 // Item 2: a wide stored message.
 
 /// A message of `n` sibling parts under one multipart.

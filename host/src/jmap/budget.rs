@@ -15,9 +15,10 @@ use serde_json::Value;
 
 use super::api::MethodError;
 
-/// Bytes of JSON one request may materialise: its responses and the values its result
-/// references copy (both counted as their serialised size).
-pub const MAX_RESPONSE_BYTES: u64 = 32 << 20;
+/// Bytes one request may materialise: its responses and the values its result references
+/// copy, counted as they are held in memory ([`json_size_within`]). Eight requests of a user
+/// at once (`maxConcurrentRequests`) stay within a few hundred MiB.
+pub const MAX_RESPONSE_BYTES: u64 = 16 << 20;
 /// The limit name for [`MAX_RESPONSE_BYTES`].
 pub const RESPONSE_LIMIT: &str = "maxSizeResponse";
 
@@ -31,9 +32,9 @@ pub const QUERY_WORK_LIMIT: &str = "maxQueryWork";
 pub const CONDITION_COST: u64 = 64;
 
 /// What an estimate of one rendered body part counts, before its properties' own size.
-pub const PART_COST: u64 = 32;
+pub const PART_COST: u64 = 64;
 /// What an estimate counts for each property of an object, besides the value.
-pub const PROPERTY_COST: u64 = 24;
+pub const PROPERTY_COST: u64 = 96;
 
 /// The error of a call that would go over a budget: `requestTooLarge` with the limit's name.
 pub fn too_large(limit: &'static str, description: impl Into<String>) -> MethodError {
@@ -124,24 +125,27 @@ impl Meter {
     }
 }
 
-/// The serialised JSON size of `value` (strings counted unescaped), or `None` as soon as it is
-/// known to exceed `cap`: the walk costs at most about `cap` steps.
+/// What `value` costs held in memory as a `serde_json::Value` (each value's 32-byte slot, a
+/// string's bytes, an object's keys and entries) — more than its serialised size, which it
+/// bounds from above — or `None` as soon as that is known to exceed `cap`: the walk costs at
+/// most about `cap` steps.
 pub fn json_size_within(value: &Value, cap: u64) -> Option<u64> {
+    const SLOT: u64 = 32;
     let mut size = 0u64;
     let mut pending: Vec<&Value> = vec![value];
     while let Some(value) = pending.pop() {
         let here = match value {
-            Value::Null | Value::Bool(_) => 5,
-            Value::Number(_) => 20,
-            Value::String(s) => s.len() as u64 + 2,
+            Value::Null | Value::Bool(_) | Value::Number(_) => SLOT,
+            Value::String(s) => SLOT + s.len() as u64,
             Value::Array(items) => {
                 pending.extend(items.iter());
-                2 + items.len() as u64
+                SLOT
             }
             Value::Object(map) => {
-                let keys: u64 = map.keys().map(|k| k.len() as u64 + 4).sum();
+                // A key's string and a map entry besides the value's own slot.
+                let keys: u64 = map.keys().map(|k| k.len() as u64 + 48).sum();
                 pending.extend(map.values());
-                2 + keys
+                SLOT + keys
             }
         };
         size = size.saturating_add(here);
@@ -206,7 +210,7 @@ mod tests {
         let exact = serde_json::to_vec(&value).expect("serialises").len() as u64;
         let measured = json_size_within(&value, u64::MAX).expect("within");
         assert!(measured >= exact, "{measured} < {exact}");
-        assert!(measured <= exact * 3, "{measured} far above {exact}");
+        assert!(measured <= exact * 10, "{measured} far above {exact}");
         assert_eq!(json_size_within(&value, 10), None);
     }
 
