@@ -204,7 +204,7 @@ struct Candidate<'a> {
 struct Scan<'a> {
     snapshot: &'a ScanView,
     work: Work,
-    parsed: Vec<(String, Arc<Summary>)>,
+    parsed: Parsed,
 }
 
 impl<'a> Candidate<'a> {
@@ -490,16 +490,13 @@ impl Plan {
     }
 }
 
+/// Summaries a scan parsed, to keep in the account afterwards.
+type Parsed = Vec<(String, Arc<Summary>)>;
+
 /// The ids the query finds, in order; the summaries it parsed on the way.
-fn search(
-    snapshot: &ScanView,
-    plan: &Plan,
-) -> (
-    Result<Vec<String>, MethodError>,
-    Vec<(String, Arc<Summary>)>,
-) {
+fn search(view: &ScanView, plan: &Plan) -> (Result<Vec<String>, MethodError>, Parsed) {
     let mut scan = Scan {
-        snapshot,
+        snapshot: view,
         work: Work::new(MAX_QUERY_WORK, QUERY_TIME),
         parsed: Vec::new(),
     };

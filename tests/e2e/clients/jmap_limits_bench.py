@@ -11,7 +11,8 @@ status and the first method error or problem, if any).
 
 Scenarios: fanout (32 Core/echo calls each referring twice to the one before), wide (Email/get
 of bodyStructure, attachments and textBody of a stored message of 1 000 000 sibling parts),
-query1000 / query10000 (Email/query with one OR of N `body` conditions over 20 messages),
+query250 / query1000 / query10000 (Email/query with one OR of N `body` conditions over 20
+messages of ~96 KB),
 trickle (a logged-in request body sent at 1 byte/s; capped at 160 s).
 Standard library only; needs the plugins of target/ as the tests do (MAILGATE_PLUGIN_DIR).
 """
@@ -239,11 +240,12 @@ def prepare(name, gw):
         gw.store("1700000000.M1P1.wide", wide_message(1_000_000))
     elif name.startswith("query"):
         for i in range(20):
+            body = "hello world " * 8000  # ~96 KB
             gw.store(f"1700000000.M{i}P3.q", (f"From: a@example.test\r\nSubject: note {i}\r\n"
-                                               f"Message-ID: <m{i}@example.test>\r\n\r\nhello\r\n").encode())
+                                               f"Message-ID: <m{i}@example.test>\r\n\r\n{body}\r\n").encode())
 
 
-SCENARIOS = {"fanout": fanout, "wide": wide, "query1000": query(1000),
+SCENARIOS = {"fanout": fanout, "wide": wide, "query250": query(250), "query1000": query(1000),
              "query10000": query(10000), "trickle": trickle}
 
 
