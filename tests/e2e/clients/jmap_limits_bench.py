@@ -11,6 +11,7 @@ status and the first method error or problem, if any).
 
 Scenarios: fanout (32 Core/echo calls each referring twice to the one before), wide (Email/get
 of bodyStructure, attachments and textBody of a stored message of 1 000 000 sibling parts),
+wide99k (the same of 99 000 parts, under limits.max-mime-parts = 100000),
 query250 / query1000 / query10000 (Email/query with one OR of N `body` conditions over 20
 messages of ~96 KB),
 trickle (a logged-in request body sent at 1 byte/s; capped at 160 s).
@@ -40,7 +41,7 @@ def free_port():
 
 
 class Gateway:
-    def __init__(self, binary, workdir):
+    def __init__(self, binary, workdir, extra=""):
         self.binary = binary
         self.dir = workdir
         self.jmap, self.imap, self.smtp, self.metrics = (free_port() for _ in range(4))
@@ -68,6 +69,8 @@ name = "jmap"
 address = "127.0.0.1:{self.jmap}"
 protocol = "jmap"
 tls = "implicit"
+
+{extra}
 """)
         subprocess.run([binary, "user", "add", USER, "--config", self.config],
                        input=PASSWORD + "\n", text=True, check=True, stderr=subprocess.DEVNULL)
@@ -200,6 +203,7 @@ def query_ids(gw):
 
 
 def wide(gw):
+    """Email/get of the body structure and lists of the stored wide message."""
     ids = query_ids(gw)
     return summary(*api(gw, [["Email/get", {"accountId": account_id(), "ids": ids,
                    "properties": ["bodyStructure", "attachments", "textBody"]}, "g"]]))
@@ -238,6 +242,8 @@ def trickle(gw):
 def prepare(name, gw):
     if name == "wide":
         gw.store("1700000000.M1P1.wide", wide_message(1_000_000))
+    elif name == "wide99k":
+        gw.store("1700000000.M1P1.wide", wide_message(99_000))
     elif name.startswith("query"):
         for i in range(20):
             body = "hello world " * 8000  # ~96 KB
@@ -245,7 +251,7 @@ def prepare(name, gw):
                                                f"Message-ID: <m{i}@example.test>\r\n\r\n{body}\r\n").encode())
 
 
-SCENARIOS = {"fanout": fanout, "wide": wide, "query250": query(250), "query1000": query(1000),
+SCENARIOS = {"fanout": fanout, "wide": wide, "wide99k": wide, "query250": query(250), "query1000": query(1000),
              "query10000": query(10000), "trickle": trickle}
 
 
@@ -254,7 +260,9 @@ def main():
     names = sys.argv[2:] or list(SCENARIOS)
     for name in names:
         with tempfile.TemporaryDirectory() as workdir:
-            gw = Gateway(binary, workdir)
+            # wide99k: a message within the highest MIME parts bound the config takes.
+            extra = "[limits]\nmax-mime-parts = 100000\n" if name == "wide99k" else ""
+            gw = Gateway(binary, workdir, extra)
             prepare(name, gw)
             gw.start()
             # Sampled meanwhile too: a process that dies takes its VmHWM and CPU with it.
