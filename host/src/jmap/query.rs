@@ -580,6 +580,9 @@ pub async fn run(
     }
     if let Some(limit) = window_args.reported_limit() {
         out["limit"] = limit.into();
+    } else if ids.len().saturating_sub(position) > MAX_LIMIT {
+        // No limit asked, but the server's cut the answer: the RFC wants it said.
+        out["limit"] = MAX_LIMIT.into();
     }
     Ok(out)
 }
