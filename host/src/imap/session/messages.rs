@@ -245,7 +245,15 @@ impl ImapSession {
             Ok((found, None))
         });
         let Ok((found, threads)) = found else {
-            self.saved.clear();
+            // RFC 5182 §2.1: a failed SEARCH that was to save leaves the saved result empty;
+            // one that was not to save leaves it alone.
+            let saving = extras
+                .search_return
+                .as_ref()
+                .is_some_and(|o| o.contains(&ReturnOption::Save));
+            if saving {
+                self.saved.clear();
+            }
             self.send(&budget::refusal(
                 tag,
                 &format!("{verb} too complex, narrow it down"),
