@@ -556,3 +556,26 @@ fn measure_items_1_to_6() {
         }
     }
 }
+
+/// Item 7: server CPU for pipelined NOOPs, plain and through COMPRESS=DEFLATE (each command
+/// sync-flushed as clients do), and how many sync-flushed blocks the replies came in. Run with
+/// `cargo test -p mailgate -p mailgate-e2e --test imap_limits compress -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_pipelined_noops_with_and_without_compression() {
+    let gw = Gateway::start("");
+    let pid = gw.pid().expect("running").to_string();
+    let script = mailgate_e2e::root().join("tests/e2e/clients/compress_noops.py");
+    for mode in ["plain", "deflate", "plain", "deflate"] {
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .args([&gw.imaps.to_string(), &pid, "20000", mode])
+            .output()
+            .expect("python3");
+        println!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+}

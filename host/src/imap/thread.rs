@@ -169,7 +169,11 @@ impl Forest<'_> {
     }
 
     /// RFC 5256 §4 (5): roots with one base subject become one thread.
-    fn group_by_subject(&mut self, roots: Vec<usize>) -> Vec<usize> {
+    fn group_by_subject(
+        &mut self,
+        roots: Vec<usize>,
+        work: &Work,
+    ) -> Result<Vec<usize>, OverBudget> {
         let mut table: HashMap<String, usize> = HashMap::new();
         for &r in &roots {
             let Some(subject) = self.subject_of(r) else {
@@ -227,13 +231,14 @@ impl Forest<'_> {
                 self.link(dummy, held);
                 self.link(dummy, r);
                 merged_into.insert(held, dummy);
+                work.charge(out.len() as u64)?;
                 if let Some(slot) = out.iter_mut().find(|n| **n == held) {
                     *slot = dummy;
                 }
                 table.insert(base, dummy);
             }
         }
-        out
+        Ok(out)
     }
 
     fn is_reply_node(&self, n: usize) -> bool {
@@ -380,7 +385,7 @@ pub fn references(messages: &[Threaded], work: &Work) -> Result<String, OverBudg
         .collect();
     let mut roots = forest.prune(roots);
     forest.sort_all(&mut roots);
-    let mut roots = forest.group_by_subject(roots);
+    let mut roots = forest.group_by_subject(roots, work)?;
     forest.sort_all(&mut roots);
     Ok(roots
         .iter()
