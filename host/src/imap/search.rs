@@ -88,7 +88,7 @@ impl<'a> LazyMessage<'a> {
 /// again by address: the key tree does not move while it is searched.
 #[derive(Debug, Default)]
 pub struct KeySets {
-    by_address: HashMap<usize, Intervals>,
+    by_address: HashMap<usize, Rc<Intervals>>,
     /// Keys in the tree (each costs [`KEY_COST`] per message searched).
     pub keys: u64,
 }
@@ -98,7 +98,7 @@ impl KeySets {
     /// set with `resolve(set, uid)` and counting keys and ranges against `work`.
     pub fn compile(
         key: &SearchKey<'_>,
-        resolve: &dyn Fn(&SequenceSet, bool) -> Result<Intervals, OverBudget>,
+        resolve: &dyn Fn(&SequenceSet, bool) -> Result<Rc<Intervals>, OverBudget>,
         work: &Work,
     ) -> Result<KeySets, OverBudget> {
         let mut sets = KeySets::default();
@@ -310,7 +310,9 @@ mod tests {
         let work = Cell::new(0);
         let sets = KeySets::compile(
             &criteria,
-            &|set, _| Intervals::compile(set, 1, &[], &Work::new(u64::MAX)),
+            &|set, _| {
+                Intervals::compile(set, 1, &Intervals::default(), &Work::new(u64::MAX)).map(Rc::new)
+            },
             &Work::new(u64::MAX),
         )
         .expect("in budget");
@@ -359,7 +361,7 @@ mod tests {
         let resolved = Cell::new(0);
         let resolve = |set: &SequenceSet, _| {
             resolved.set(resolved.get() + 1);
-            Intervals::compile(set, 1, &[], &Work::new(u64::MAX))
+            Intervals::compile(set, 1, &Intervals::default(), &Work::new(u64::MAX)).map(Rc::new)
         };
         let sets = KeySets::compile(&criteria, &resolve, &Work::new(u64::MAX)).expect("fits");
         assert_eq!(sets.keys, 502);

@@ -103,22 +103,14 @@ impl ImapSession {
         numbers
     }
 
-    /// Resolves a sequence or UID set of this command (`$` included), counting its ranges
-    /// against `work`.
+    /// Resolves one sequence or UID set (`$` included), counting its ranges against `work`.
     fn intervals(
         &self,
         set: &imap_codec::imap_types::sequence::SequenceSet,
         uid: bool,
         work: &Work,
-    ) -> Result<Intervals, OverBudget> {
-        let (last_seq, last_uid) = self.largest();
-        let largest = if uid { last_uid } else { last_seq };
-        let saved = if sets::refers_to_saved(set) {
-            self.saved_numbers(uid)
-        } else {
-            Vec::new()
-        };
-        Intervals::compile(set, largest, &saved, work)
+    ) -> Result<std::rc::Rc<Intervals>, OverBudget> {
+        SetResolver::new(self).resolve(set, uid, work)
     }
 
     /// The largest sequence number and UID of the view (what `*` stands for).
@@ -126,6 +118,51 @@ impl ImapSession {
         self.selected
             .as_ref()
             .map_or((0, 0), |sel| (sel.len() as u32, sel.last_uid()))
+    }
+}
+
+/// Resolves the sequence sets of one command. The saved result (`$`) is worked out once per
+/// numbering, on first use, and a set that is `$` alone shares it: a command naming `$` many
+/// times neither recomputes nor copies it.
+pub(super) struct SetResolver<'s> {
+    session: &'s ImapSession,
+    /// The saved result as sequence numbers, and as UIDs.
+    saved: [std::cell::OnceCell<std::rc::Rc<Intervals>>; 2],
+}
+
+impl<'s> SetResolver<'s> {
+    pub(super) fn new(session: &'s ImapSession) -> SetResolver<'s> {
+        SetResolver {
+            session,
+            saved: Default::default(),
+        }
+    }
+
+    fn saved(&self, uid: bool) -> &std::rc::Rc<Intervals> {
+        self.saved[usize::from(uid)].get_or_init(|| {
+            std::rc::Rc::new(Intervals::of_numbers(&self.session.saved_numbers(uid)))
+        })
+    }
+
+    pub(super) fn resolve(
+        &self,
+        set: &imap_codec::imap_types::sequence::SequenceSet,
+        uid: bool,
+        work: &Work,
+    ) -> Result<std::rc::Rc<Intervals>, OverBudget> {
+        if sets::is_only_saved(set) {
+            work.charge(budget::KEY_COST)?;
+            return Ok(self.saved(uid).clone());
+        }
+        let (last_seq, last_uid) = self.session.largest();
+        let largest = if uid { last_uid } else { last_seq };
+        let none = Intervals::default();
+        let saved = if sets::refers_to_saved(set) {
+            self.saved(uid).as_ref()
+        } else {
+            &none
+        };
+        Intervals::compile(set, largest, saved, work).map(std::rc::Rc::new)
     }
 }
 

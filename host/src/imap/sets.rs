@@ -25,6 +25,11 @@ pub fn is_saved_mark(seq: &Sequence) -> bool {
     )
 }
 
+/// Whether the set is the saved result and nothing else (then it can be shared as it is).
+pub fn is_only_saved(set: &SequenceSet) -> bool {
+    matches!(set.0.as_ref(), [only] if is_saved_mark(only))
+}
+
 /// Whether the set refers to the saved result anywhere.
 pub fn refers_to_saved(set: &SequenceSet) -> bool {
     set.0.as_ref().iter().any(is_saved_mark)
@@ -35,12 +40,17 @@ pub fn refers_to_saved(set: &SequenceSet) -> bool {
 pub struct Intervals(Vec<(u32, u32)>);
 
 impl Intervals {
-    /// Resolves `set`: `*` is `largest`; `$` is `saved` (ascending numbers in the command's
-    /// numbering, looked at once however often `$` appears).
+    /// Ascending numbers (the saved result in a command's numbering) as intervals.
+    pub fn of_numbers(numbers: &[u32]) -> Intervals {
+        Intervals(runs(numbers))
+    }
+
+    /// Resolves `set`: `*` is `largest`; `$` is `saved` (looked at once however often `$`
+    /// appears in the set).
     pub fn compile(
         set: &SequenceSet,
         largest: u32,
-        saved: &[u32],
+        saved: &Intervals,
         work: &Work,
     ) -> Result<Intervals, OverBudget> {
         let value = |s: &SeqOrUid| match s {
@@ -53,8 +63,8 @@ impl Intervals {
             work.charge(KEY_COST)?;
             if is_saved_mark(seq) {
                 if !saved_taken {
-                    work.charge(saved.len() as u64)?;
-                    spans.extend(runs(saved));
+                    work.charge(saved.0.len() as u64)?;
+                    spans.extend_from_slice(&saved.0);
                     saved_taken = true;
                 }
                 continue;
@@ -126,9 +136,13 @@ mod tests {
         Work::new(u64::MAX)
     }
 
+    fn none() -> Intervals {
+        Intervals::default()
+    }
+
     #[test]
     fn ranges_merge_and_star_is_the_largest() {
-        let i = Intervals::compile(&set("5:3,1,2,9:*"), 12, &[], &big()).expect("in budget");
+        let i = Intervals::compile(&set("5:3,1,2,9:*"), 12, &none(), &big()).expect("in budget");
         assert_eq!(i.spans(), &[(1, 5), (9, 12)]);
         assert!(i.contains(1) && i.contains(5) && i.contains(12));
         assert!(!i.contains(6) && !i.contains(13) && !i.contains(0));
@@ -140,7 +154,9 @@ mod tests {
         assert!(refers_to_saved(&marked));
         assert!(!refers_to_saved(&set(SAVED_MARK_FORWARD)));
         let work = big();
-        let i = Intervals::compile(&marked, 100, &[2, 3, 4, 10], &work).expect("in budget");
+        let saved = Intervals::of_numbers(&[2, 3, 4, 10]);
+        let i = Intervals::compile(&marked, 100, &saved, &work).expect("in budget");
+        assert!(is_only_saved(&set(SAVED_MARK)) && !is_only_saved(&marked));
         assert_eq!(i.spans(), &[(2, 4), (7, 7), (10, 10)]);
     }
 
@@ -149,18 +165,22 @@ mod tests {
         let ranges: Vec<String> = (1..=1000u32).map(|n| (n * 3).to_string()).collect();
         let many = set(&ranges.join(","));
         let work = Work::new(KEY_COST * 999);
-        assert_eq!(Intervals::compile(&many, 10, &[], &work), Err(OverBudget));
+        assert_eq!(
+            Intervals::compile(&many, 10, &none(), &work),
+            Err(OverBudget)
+        );
         let work = Work::new(KEY_COST * 1000);
-        assert!(Intervals::compile(&many, 10, &[], &work).is_ok());
+        assert!(Intervals::compile(&many, 10, &none(), &work).is_ok());
         // A large saved result counts by its length.
         let saved: Vec<u32> = (1..=10_000).map(|n| n * 2).collect();
         let work = Work::new(5_000);
+        let saved = Intervals::of_numbers(&saved);
         assert!(Intervals::compile(&set(SAVED_MARK), 1, &saved, &work).is_err());
     }
 
     #[test]
     fn selecting_from_ascending_numbers() {
-        let i = Intervals::compile(&set("2:4,9"), 0, &[], &big()).expect("in budget");
+        let i = Intervals::compile(&set("2:4,9"), 0, &none(), &big()).expect("in budget");
         assert_eq!(i.select(&[1, 3, 4, 8, 9, 20], |&n| n), vec![1, 2, 4]);
         assert!(Intervals::default().select(&[1, 2], |&n| n).is_empty());
     }

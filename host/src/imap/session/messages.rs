@@ -339,7 +339,8 @@ impl ImapSession {
         let Some(sel) = self.selected.as_ref() else {
             return Ok(Vec::new());
         };
-        let resolve = |set: &SequenceSet, uid: bool| self.intervals(set, uid, work);
+        let resolver = super::SetResolver::new(self);
+        let resolve = |set: &SequenceSet, uid: bool| resolver.resolve(set, uid, work);
         let sets = KeySets::compile(key, &resolve, work)?;
         let at_least = sets
             .keys
