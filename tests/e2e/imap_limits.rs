@@ -536,23 +536,21 @@ fn measure_items_1_to_6() {
         }
         let out = imap_raw(&gw, &steps);
         let wall = started.elapsed().as_secs_f64();
-        let at_end = if gw.alive() { usage(pid) } else { None };
+        let alive = gw.alive();
+        let at_end = if alive { usage(pid) } else { None };
         let last = out.last().cloned().unwrap_or_default();
-        let answer = last
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("x "))
-            .map_or_else(
-                || "<no answer: server died>".to_string(),
-                |l| l.chars().take(40).collect(),
-            );
+        let answer = match last.lines().rev().find(|l| l.starts_with("x ")) {
+            Some(line) => line.chars().take(40).collect(),
+            None if alive => "no answer in 60 s (the client gave up)".to_string(),
+            None => "no answer: the server died".to_string(),
+        };
         match at_end {
             Some((hwm, cpu)) => println!(
                 "| {name} | {} | {:.1} | {wall:.1} | {answer} |",
                 hwm / 1024,
                 cpu - cpu_before
             ),
-            None => println!("| {name} | aborted (4 GiB limit) | - | {wall:.1} | {answer} |"),
+            None => println!("| {name} | died (4 GiB address space) | - | {wall:.1} | {answer} |"),
         }
     }
 }
