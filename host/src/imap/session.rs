@@ -283,7 +283,9 @@ impl ImapSession {
     pub async fn run(mut self) {
         self.login_window = self.shared.login_window(self.client.peer.ip());
         if self.login_window.is_none() {
-            self.send("* BYE [UNAVAILABLE] Too many connections from your address waiting to log in");
+            self.send(
+                "* BYE [UNAVAILABLE] Too many connections from your address waiting to log in",
+            );
             let _ = self.client.conn.flush().await;
             return;
         }

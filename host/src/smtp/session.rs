@@ -701,7 +701,8 @@ impl Session {
             parts: self.limits().max_mime_parts,
         };
         let scan = || {
-            let received = crate::message::header::HeaderBlock::parse(body, 0).count(body, "Received");
+            let received =
+                crate::message::header::HeaderBlock::parse(body, 0).count(body, "Received");
             (crate::message::mime::excess(body, bounds), received)
         };
         if body.len() < SCAN_IN_PLACE_BELOW {
