@@ -570,10 +570,15 @@ fn measure_pipelined_noops_with_and_without_compression() {
     let gw = Gateway::start("");
     let pid = gw.pid().expect("running").to_string();
     let script = mailgate_e2e::root().join("tests/e2e/clients/compress_noops.py");
-    for mode in ["plain", "deflate", "plain", "deflate"] {
+    for (mode, each) in [
+        ("plain", ""),
+        ("deflate", ""),
+        ("plain", "each"),
+        ("deflate", "each"),
+    ] {
         let out = std::process::Command::new("python3")
             .arg(&script)
-            .args([&gw.imaps.to_string(), &pid, "20000", mode])
+            .args([&gw.imaps.to_string(), &pid, "20000", mode, each])
             .output()
             .expect("python3");
         println!(

@@ -1,8 +1,10 @@
 """Pipelined NOOPs, plain or through COMPRESS=DEFLATE (each command sync-flushed, as clients
 do), all sent at once. Prints: mode, commands, server CPU seconds, sync-flush blocks received.
-Usage: compress_noops.py PORT PID N plain|deflate"""
+Usage: compress_noops.py PORT PID N plain|deflate [each]
+With "each", every command goes in a write (a TLS record) of its own, pipelined all the same."""
 import socket, ssl, sys, zlib, time
 port, pid, n, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+each = len(sys.argv) > 5 and sys.argv[5] == "each"
 def cpu():
     f = open(f"/proc/{pid}/stat").read().rsplit(") ", 1)[1].split()
     return (int(f[11]) + int(f[12])) / 100.0
@@ -20,11 +22,18 @@ blocks = 0
 if mode == "deflate":
     s.sendall(b"z COMPRESS DEFLATE\r\n"); until(b"z")
     c = zlib.compressobj(6, zlib.DEFLATED, -15); d = zlib.decompressobj(-15)
-    payload = b"".join(c.compress(b"n%d NOOP\r\n" % i) + c.flush(zlib.Z_SYNC_FLUSH) for i in range(n))
+    pieces = [c.compress(b"n%d NOOP\r\n" % i) + c.flush(zlib.Z_SYNC_FLUSH) for i in range(n)]
 else:
-    payload = b"".join(b"n%d NOOP\r\n" % i for i in range(n))
+    pieces = [b"n%d NOOP\r\n" % i for i in range(n)]
+import threading
+def send():
+    if each:
+        for p in pieces:
+            s.sendall(p)
+    else:
+        s.sendall(b"".join(pieces))
 before = cpu(); t = time.time()
-s.sendall(payload)
+threading.Thread(target=send, daemon=True).start()
 last = b"n%d OK" % (n - 1)
 got = b""
 while last not in got:
@@ -36,4 +45,4 @@ while last not in got:
     else:
         got += raw
     got = got[-200:]
-print(mode, n, "cpu_s=%.2f" % (cpu() - before), "wall_s=%.2f" % (time.time() - t), "sync_blocks=%d" % blocks)
+print(mode, "each" if each else "batched", n, "cpu_s=%.2f" % (cpu() - before), "wall_s=%.2f" % (time.time() - t), "sync_blocks=%d" % blocks)
