@@ -1,6 +1,7 @@
 //! SEARCH: the keys of RFC 3501 §6.4.4 evaluated against one message.
 
 use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -84,6 +85,9 @@ impl<'a> LazyMessage<'a> {
     }
 }
 
+/// How a command resolves one of its sets (`true`: a UID set).
+pub type ResolveSet<'a> = dyn Fn(&SequenceSet, bool) -> Result<Rc<Intervals>, OverBudget> + 'a;
+
 /// The sequence sets of a search key, resolved once for the whole command. They are found
 /// again by address: the key tree does not move while it is searched.
 #[derive(Debug, Default)]
@@ -98,7 +102,7 @@ impl KeySets {
     /// set with `resolve(set, uid)` and counting keys and ranges against `work`.
     pub fn compile(
         key: &SearchKey<'_>,
-        resolve: &dyn Fn(&SequenceSet, bool) -> Result<Rc<Intervals>, OverBudget>,
+        resolve: &ResolveSet<'_>,
         work: &Work,
     ) -> Result<KeySets, OverBudget> {
         let mut sets = KeySets::default();
@@ -113,8 +117,8 @@ impl KeySets {
                 SearchKey::SequenceSet(set) | SearchKey::Uid(set) => {
                     let uid = matches!(key, SearchKey::Uid(_));
                     let address = set as *const SequenceSet as usize;
-                    if !sets.by_address.contains_key(&address) {
-                        sets.by_address.insert(address, resolve(set, uid)?);
+                    if let Entry::Vacant(slot) = sets.by_address.entry(address) {
+                        slot.insert(resolve(set, uid)?);
                     }
                 }
                 _ => {}
