@@ -9,13 +9,27 @@
 
 use std::borrow::Cow;
 
+use super::{budget, sets};
+
 /// What the session knows that a rewrite needs.
 pub trait Context {
     /// A search key for the messages changed at or after `since` (the SEARCH key MODSEQ).
     fn changed_since(&self, since: u64) -> String;
-    /// The saved search result (`$`, RFC 5182) as a sequence set of UIDs or of sequence
-    /// numbers; one that matches nothing when none is saved.
-    fn saved(&self, uid: bool) -> String;
+}
+
+/// Why a command's extension syntax was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Malformed: a BAD reply's text.
+    Bad(String),
+    /// Well formed, but it would expand past the command's budget: a `NO [LIMIT]` reply's text.
+    Limit(String),
+}
+
+impl From<String> for Refused {
+    fn from(why: String) -> Refused {
+        Refused::Bad(why)
+    }
 }
 
 /// What a command's extension syntax said.
@@ -291,6 +305,9 @@ fn number<T: std::str::FromStr>(token: Option<&Token>, what: &str) -> Result<T, 
 struct Edit<'a> {
     bytes: &'a [u8],
     cuts: Vec<(usize, usize, Vec<u8>)>,
+    /// Bytes of text the rewrites expanded into so far (MODSEQ keys), against
+    /// [`budget::EXPANSION`].
+    expanded: usize,
 }
 
 impl Edit<'_> {
@@ -327,7 +344,7 @@ impl Edit<'_> {
 pub fn take<'a>(
     command: &'a [u8],
     context: &dyn Context,
-) -> Result<(Cow<'a, [u8]>, Extras), String> {
+) -> Result<(Cow<'a, [u8]>, Extras), Refused> {
     let mut extras = Extras::default();
     let verb_at = |tokens: &[Token]| usize::from(tokens.get(1).is_some_and(|t| t.is("UID"))) + 1;
     // Only commands that can carry extension syntax are looked at.
@@ -364,14 +381,28 @@ pub fn take<'a>(
     let mut edit = Edit {
         bytes: command,
         cuts: Vec::new(),
+        expanded: 0,
     };
-    // SEARCHRES: `$` is the saved result, in the numbering of the command.
-    let uid = v == 2;
+    // SEARCHRES: `$` is a reference to the saved result, resolved after parsing (see `sets`),
+    // never its text; a client's own set that looks like the reference is turned around.
     let takes_sets =
         ["FETCH", "STORE", "COPY", "MOVE", "SEARCH", "SORT", "THREAD"].contains(&verb.as_str());
     for (i, token) in tokens.iter().enumerate().skip(v + 1).filter(|_| takes_sets) {
-        if token.kind == Kind::Atom && token.value == b"$" {
-            edit.replace(&tokens, i, i, &context.saved(uid));
+        if token.kind != Kind::Atom {
+            continue;
+        }
+        if token.value == b"$" {
+            edit.replace(&tokens, i, i, sets::SAVED_MARK);
+        } else if memchr::memmem::find(&token.value, sets::SAVED_MARK.as_bytes()).is_some() {
+            let text = token.text();
+            let turned: Vec<&str> = text
+                .split(',')
+                .map(|s| match s {
+                    sets::SAVED_MARK => sets::SAVED_MARK_FORWARD,
+                    other => other,
+                })
+                .collect();
+            edit.replace(&tokens, i, i, &turned.join(","));
         }
     }
     match verb.as_str() {
@@ -390,6 +421,11 @@ pub fn take<'a>(
             }
         }
         _ => {}
+    }
+    if edit.expanded > budget::EXPANSION {
+        return Err(Refused::Limit(
+            "The MODSEQ keys expand too far, narrow the search down".into(),
+        ));
     }
     if eight_bit {
         for token in tokens.iter().filter(|t| t.kind == Kind::Quoted) {
@@ -569,7 +605,13 @@ fn modseq_keys(
             let with_entry = tokens.get(i + 1).map(|t| t.kind) == Some(Kind::Quoted);
             let at = if with_entry { i + 3 } else { i + 1 };
             let since = number(tokens.get(at), "MODSEQ")?;
-            edit.replace(tokens, i, at, &context.changed_since(since));
+            if edit.expanded > budget::EXPANSION {
+                // Over the budget already: the caller refuses the command.
+                return Ok(());
+            }
+            let expansion = context.changed_since(since);
+            edit.expanded = edit.expanded.saturating_add(expansion.len());
+            edit.replace(tokens, i, at, &expansion);
             extras.search_modseq = true;
             i = at + 1;
         } else {
@@ -785,9 +827,6 @@ mod tests {
         fn changed_since(&self, since: u64) -> String {
             format!("UID {since}:*")
         }
-        fn saved(&self, uid: bool) -> String {
-            if uid { "4,6" } else { "2:3" }.into()
-        }
     }
 
     fn refused(command: &[u8]) -> bool {
@@ -932,15 +971,41 @@ mod tests {
         let (c, e) = taken("a SEARCH RETURN (SAVE) SEEN\r\n");
         assert_eq!(c, "a SEARCH SEEN\r\n");
         assert_eq!(e.search_return, Some(vec![ReturnOption::Save]));
-        assert_eq!(taken("a FETCH $ FLAGS\r\n").0, "a FETCH 2:3 FLAGS\r\n");
+        let mark = sets::SAVED_MARK;
+        assert_eq!(
+            taken("a FETCH $ FLAGS\r\n").0,
+            format!("a FETCH {mark} FLAGS\r\n")
+        );
         assert_eq!(
             taken("a UID COPY $ Trash\r\n").0,
-            "a UID COPY 4,6 Trash\r\n"
+            format!("a UID COPY {mark} Trash\r\n")
         );
+        // However many: each is a reference of fixed size, never the saved set's text.
+        let many = format!("a UID SEARCH {}ALL\r\n", "$ ".repeat(30_000));
+        let (c, _) = taken(&many);
+        assert_eq!(c.len(), many.len() + 30_000 * (mark.len() - 1));
+        // A client's own set that looks like the reference is turned around.
+        let own = format!("a FETCH 1,{mark},7 FLAGS\r\n");
         assert_eq!(
-            taken("a UID SEARCH OR $ 1:2 FLAGGED\r\n").0,
-            "a UID SEARCH OR 4,6 1:2 FLAGGED\r\n"
+            taken(&own).0,
+            format!("a FETCH 1,{},7 FLAGS\r\n", sets::SAVED_MARK_FORWARD)
         );
+    }
+
+    #[test]
+    fn modseq_expansion_is_bounded() {
+        struct Wide;
+        impl Context for Wide {
+            fn changed_since(&self, _: u64) -> String {
+                format!("UID {}", "1,".repeat(5_000))
+            }
+        }
+        let many = format!("a SEARCH {}ALL\r\n", "MODSEQ 1 ".repeat(1_000));
+        assert!(matches!(
+            take(many.as_bytes(), &Wide),
+            Err(Refused::Limit(_))
+        ));
+        assert!(take(b"a SEARCH MODSEQ 1\r\n", &Wide).is_ok());
     }
 
     #[test]

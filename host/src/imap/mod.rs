@@ -14,12 +14,14 @@ use crate::shared::Shared;
 use crate::store::snapshots::SnapshotCache;
 
 pub mod address;
+pub mod budget;
 pub mod extensions;
 pub mod flags;
 pub mod framing;
 pub mod mutf7;
 pub mod search;
 pub mod session;
+pub mod sets;
 pub mod sort;
 pub mod thread;
 pub mod wire;

@@ -1,13 +1,17 @@
 //! SEARCH: the keys of RFC 3501 §6.4.4 evaluated against one message.
 
 use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use super::address;
+use super::budget::{OverBudget, Work, KEY_COST};
+use super::sets::Intervals;
 use crate::message::Message;
 use crate::store::keywords::Keywords;
 use crate::store::mailbox::Flags;
@@ -27,16 +31,18 @@ pub struct Candidate<'a> {
     /// Work done for this command so far (bytes examined, and a little per key), shared by
     /// every candidate: the session stops a search that runs over its budget.
     pub work: &'a Cell<u64>,
+    /// The key's sequence sets, resolved for the command.
+    pub sets: &'a KeySets,
 }
 
 /// A message loaded on first use, with the lower-cased texts that BODY and TEXT keys search.
 pub struct LazyMessage<'a> {
-    load: &'a dyn Fn() -> Option<Message>,
+    load: &'a dyn Fn() -> Option<Arc<Message>>,
     loaded: OnceCell<Option<Loaded>>,
 }
 
 struct Loaded {
-    message: Message,
+    message: Arc<Message>,
     body: OnceCell<String>,
     text: OnceCell<String>,
     sent_day: OnceCell<Option<i64>>,
@@ -57,7 +63,7 @@ impl Loaded {
 }
 
 impl<'a> LazyMessage<'a> {
-    pub fn new(load: &'a dyn Fn() -> Option<Message>) -> LazyMessage<'a> {
+    pub fn new(load: &'a dyn Fn() -> Option<Arc<Message>>) -> LazyMessage<'a> {
         LazyMessage {
             load,
             loaded: OnceCell::new(),
@@ -79,22 +85,53 @@ impl<'a> LazyMessage<'a> {
     }
 }
 
-/// Each key evaluated costs at least this much work.
-const KEY_COST: u64 = 64;
+/// How a command resolves one of its sets (`true`: a UID set).
+pub type ResolveSet<'a> = dyn Fn(&SequenceSet, bool) -> Result<Rc<Intervals>, OverBudget> + 'a;
 
-/// True when `n` is in the set; `*` is `largest`.
-pub fn in_set(set: &SequenceSet, n: u32, largest: u32) -> bool {
-    let value = |s: &SeqOrUid| match s {
-        SeqOrUid::Value(v) => v.get(),
-        SeqOrUid::Asterisk => largest,
-    };
-    set.0.as_ref().iter().any(|seq| match seq {
-        Sequence::Single(s) => value(s) == n,
-        Sequence::Range(a, b) => {
-            let (a, b) = (value(a), value(b));
-            (a.min(b)..=a.max(b)).contains(&n)
+/// The sequence sets of a search key, resolved once for the whole command. They are found
+/// again by address: the key tree does not move while it is searched.
+#[derive(Debug, Default)]
+pub struct KeySets {
+    by_address: HashMap<usize, Rc<Intervals>>,
+    /// Keys in the tree (each costs [`KEY_COST`] per message searched).
+    pub keys: u64,
+}
+
+impl KeySets {
+    /// Walks the key tree once (without recursion: its depth is the client's), resolving each
+    /// set with `resolve(set, uid)` and counting keys and ranges against `work`.
+    pub fn compile(
+        key: &SearchKey<'_>,
+        resolve: &ResolveSet<'_>,
+        work: &Work,
+    ) -> Result<KeySets, OverBudget> {
+        let mut sets = KeySets::default();
+        let mut pending = vec![key];
+        while let Some(key) = pending.pop() {
+            work.charge(KEY_COST)?;
+            sets.keys += 1;
+            match key {
+                SearchKey::And(keys) => pending.extend(keys.as_ref().iter()),
+                SearchKey::Not(k) => pending.push(k),
+                SearchKey::Or(a, b) => pending.extend([a.as_ref(), b.as_ref()]),
+                SearchKey::SequenceSet(set) | SearchKey::Uid(set) => {
+                    let uid = matches!(key, SearchKey::Uid(_));
+                    let address = set as *const SequenceSet as usize;
+                    if let Entry::Vacant(slot) = sets.by_address.entry(address) {
+                        slot.insert(resolve(set, uid)?);
+                    }
+                }
+                _ => {}
+            }
         }
-    })
+        Ok(sets)
+    }
+
+    fn contains(&self, set: &SequenceSet, n: u32) -> bool {
+        self.by_address
+            .get(&(set as *const SequenceSet as usize))
+            .is_some_and(|i| i.contains(n))
+    }
 }
 
 /// The set as ascending, merged intervals (`*` is `largest`).
@@ -185,7 +222,7 @@ fn sent_day(message: &Message) -> Option<i64> {
 }
 
 /// Evaluates `key` for one message; `largest` (seq, uid) resolve `*`.
-pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, largest: (u32, u32)) -> bool {
+pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
     c.work.set(c.work.get().saturating_add(KEY_COST));
     let flag = |f: char| c.flags.contains(f);
     let loaded = || c.message.get();
@@ -198,9 +235,9 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, largest: (u32, u32)) -> b
         loaded().is_some_and(|l| contains_lower(&l.header(name), needle, c.work))
     };
     match key {
-        SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c, largest)),
-        SearchKey::SequenceSet(set) => in_set(set, c.seq, largest.0),
-        SearchKey::Uid(set) => in_set(set, c.uid, largest.1),
+        SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c)),
+        SearchKey::SequenceSet(set) => c.sets.contains(set, c.seq),
+        SearchKey::Uid(set) => c.sets.contains(set, c.uid),
         SearchKey::All => true,
         SearchKey::Answered => flag('R'),
         SearchKey::Unanswered => !flag('R'),
@@ -247,8 +284,8 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, largest: (u32, u32)) -> b
                 .get_or_init(|| String::from_utf8_lossy(l.message.raw()).to_lowercase());
             contains_lower(text, s.as_ref(), c.work)
         }),
-        SearchKey::Not(k) => !matches(k, c, largest),
-        SearchKey::Or(a, b) => matches(a, c, largest) || matches(b, c, largest),
+        SearchKey::Not(k) => !matches(k, c),
+        SearchKey::Or(a, b) => matches(a, c) || matches(b, c),
         #[allow(unreachable_patterns)]
         _ => false,
     }
@@ -271,10 +308,18 @@ mod tests {
         };
         let load = || {
             loads.set(loads.get() + 1);
-            Some(Message::new(raw.to_vec()))
+            Some(Arc::new(Message::new(raw.to_vec())))
         };
         let message = LazyMessage::new(&load);
         let work = Cell::new(0);
+        let sets = KeySets::compile(
+            &criteria,
+            &|set, _| {
+                Intervals::compile(set, 1, &Intervals::default(), &Work::new(u64::MAX)).map(Rc::new)
+            },
+            &Work::new(u64::MAX),
+        )
+        .expect("in budget");
         let candidate = Candidate {
             seq: 1,
             uid: 1,
@@ -285,8 +330,9 @@ mod tests {
             internal_date: 0,
             message: &message,
             work: &work,
+            sets: &sets,
         };
-        matches(&criteria, &candidate, (1, 1))
+        matches(&criteria, &candidate)
     }
 
     const MAIL: &[u8] =
@@ -302,6 +348,31 @@ mod tests {
             &loads
         ));
         assert_eq!(loads.get(), 1);
+    }
+
+    #[test]
+    fn sequence_sets_are_resolved_once_and_counted() {
+        let loads = Cell::new(0);
+        assert!(search("1:3 UID 1,5:*", MAIL, &loads));
+        assert!(!search("2:3", MAIL, &loads));
+        let line = format!("t SEARCH {}ALL\r\n", "1:2 ".repeat(500));
+        let (_, command) = CommandCodec::default()
+            .decode(line.as_bytes())
+            .expect("command");
+        let CommandBody::Search { criteria, .. } = command.body else {
+            panic!("not a search");
+        };
+        let resolved = Cell::new(0);
+        let resolve = |set: &SequenceSet, _| {
+            resolved.set(resolved.get() + 1);
+            Intervals::compile(set, 1, &Intervals::default(), &Work::new(u64::MAX)).map(Rc::new)
+        };
+        let sets = KeySets::compile(&criteria, &resolve, &Work::new(u64::MAX)).expect("fits");
+        assert_eq!(sets.keys, 502);
+        assert_eq!(resolved.get(), 500);
+        // Counted against the budget as they are read.
+        let small = Work::new(KEY_COST * 100);
+        assert!(KeySets::compile(&criteria, &resolve, &small).is_err());
     }
 
     #[test]

@@ -26,8 +26,10 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 use imap_codec::CommandCodec;
 
-use super::extensions::{self, Extras};
+use super::budget::{self, OverBudget, Work};
+use super::extensions::{self, Extras, Refused};
 use super::framing::{self, Budget, Frame, Framer};
+use super::sets::{self, Intervals};
 use super::Imap;
 use super::{flags, wire};
 use crate::blocking;
@@ -87,11 +89,14 @@ impl extensions::Context for ImapSession {
             set => format!("UID {set}"),
         }
     }
+}
 
-    /// The saved search result, as UIDs or as the sequence numbers they have now.
-    fn saved(&self, uid: bool) -> String {
+impl ImapSession {
+    /// The saved search result (RFC 5182 `$`), as ascending UIDs or as the sequence numbers
+    /// those messages have now; empty when nothing is saved or none of them is left.
+    fn saved_numbers(&self, uid: bool) -> Vec<u32> {
         let Some(sel) = self.selected.as_ref() else {
-            return NOTHING.into();
+            return Vec::new();
         };
         let mut numbers: Vec<u32> = self
             .saved
@@ -99,15 +104,71 @@ impl extensions::Context for ImapSession {
             .filter_map(|&u| sel.position(u).map(|i| if uid { u } else { i as u32 + 1 }))
             .collect();
         numbers.sort_unstable();
-        match wire::sequence_set(numbers) {
-            set if set.is_empty() => NOTHING.into(),
-            set => set,
-        }
+        numbers
+    }
+
+    /// Resolves one sequence or UID set (`$` included), counting its ranges against `work`.
+    fn intervals(
+        &self,
+        set: &imap_codec::imap_types::sequence::SequenceSet,
+        uid: bool,
+        work: &Work,
+    ) -> Result<std::rc::Rc<Intervals>, OverBudget> {
+        SetResolver::new(self).resolve(set, uid, work)
+    }
+
+    /// The largest sequence number and UID of the view (what `*` stands for).
+    fn largest(&self) -> (u32, u32) {
+        self.selected
+            .as_ref()
+            .map_or((0, 0), |sel| (sel.len() as u32, sel.last_uid()))
     }
 }
 
-/// A sequence set no message has (the largest UID; a sequence number past any mailbox).
-const NOTHING: &str = "4294967295";
+/// Resolves the sequence sets of one command. The saved result (`$`) is worked out once per
+/// numbering, on first use, and a set that is `$` alone shares it: a command naming `$` many
+/// times neither recomputes nor copies it.
+pub(super) struct SetResolver<'s> {
+    session: &'s ImapSession,
+    /// The saved result as sequence numbers, and as UIDs.
+    saved: [std::cell::OnceCell<std::rc::Rc<Intervals>>; 2],
+}
+
+impl<'s> SetResolver<'s> {
+    pub(super) fn new(session: &'s ImapSession) -> SetResolver<'s> {
+        SetResolver {
+            session,
+            saved: Default::default(),
+        }
+    }
+
+    fn saved(&self, uid: bool) -> &std::rc::Rc<Intervals> {
+        self.saved[usize::from(uid)].get_or_init(|| {
+            std::rc::Rc::new(Intervals::of_numbers(&self.session.saved_numbers(uid)))
+        })
+    }
+
+    pub(super) fn resolve(
+        &self,
+        set: &imap_codec::imap_types::sequence::SequenceSet,
+        uid: bool,
+        work: &Work,
+    ) -> Result<std::rc::Rc<Intervals>, OverBudget> {
+        if sets::is_only_saved(set) {
+            work.charge(budget::KEY_COST)?;
+            return Ok(self.saved(uid).clone());
+        }
+        let (last_seq, last_uid) = self.session.largest();
+        let largest = if uid { last_uid } else { last_seq };
+        let none = Intervals::default();
+        let saved = if sets::refers_to_saved(set) {
+            self.saved(uid).as_ref()
+        } else {
+            &none
+        };
+        Intervals::compile(set, largest, saved, work).map(std::rc::Rc::new)
+    }
+}
 
 impl ImapSession {
     pub fn new(shared: Arc<Imap>, client: Client) -> ImapSession {
@@ -290,9 +351,14 @@ impl ImapSession {
         let taken = extensions::take(bytes, &*self);
         let (bytes, extras) = match taken {
             Ok(taken) => taken,
-            Err(why) => {
+            Err(Refused::Bad(why)) => {
                 let tag = framing::tag_of(bytes);
                 self.send(&format!("{tag} BAD {why}"));
+                return Next::Continue;
+            }
+            Err(Refused::Limit(why)) => {
+                let tag = framing::tag_of(bytes);
+                self.send(&budget::refusal(&tag, &why));
                 return Next::Continue;
             }
         };
@@ -334,7 +400,12 @@ impl ImapSession {
                 match (parsed, self.selected.is_some()) {
                     (Some(set), true) => {
                         self.refresh().await;
-                        blocking::run(|| self.expunge(Some(&set), true));
+                        let work = Work::new(budget::SEARCH_WORK);
+                        let Ok(only) = self.intervals(&set, true, &work) else {
+                            self.send(&budget::refusal(&tag, "UID set too complex"));
+                            return Some(Next::Continue);
+                        };
+                        blocking::run(|| self.expunge(Some(&only), true));
                         self.send(&format!("{tag} OK UID EXPUNGE completed"));
                     }
                     (None, _) => self.send(&format!("{tag} BAD UID EXPUNGE needs a UID set")),
@@ -467,6 +538,10 @@ impl ImapSession {
                 date,
                 message,
             } => {
+                if flags.len() > budget::FLAGS_PER_COMMAND {
+                    self.send(&budget::refusal(&tag, "Too many flags for one message"));
+                    return Next::Continue;
+                }
                 let date = date.map(|d| d.as_ref().timestamp().max(0) as u64);
                 let (system, keywords) = flags::requested(&flags);
                 // Binary data (`~{n}`) is stored with its binary parts in base64.
@@ -507,7 +582,9 @@ impl ImapSession {
                 macro_or_item_names,
                 uid,
             } => {
-                let done = self.fetch(&sequence_set, &macro_or_item_names, uid, &extras);
+                let done = self
+                    .fetch(&sequence_set, &macro_or_item_names, uid, &extras)
+                    .await;
                 self.send(&format!("{tag} {done}"));
             }
             CommandBody::Store {

@@ -4,6 +4,7 @@
 use super::address::{self, Item};
 use crate::message::Message;
 
+use super::budget::SORT_SUBJECT;
 use super::extensions::SortKind;
 
 /// What a sort key can look at.
@@ -112,6 +113,12 @@ pub fn is_reply(subject: &str) -> bool {
 }
 
 fn base_subject_and_reply(subject: &str) -> (String, bool) {
+    // Each leader stripped copies the rest: only the start of a subject is looked at.
+    let mut end = subject.len().min(SORT_SUBJECT);
+    while !subject.is_char_boundary(end) {
+        end -= 1;
+    }
+    let subject = &subject[..end];
     let mut s: String = subject.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut reply = false;
     loop {

@@ -5,7 +5,11 @@
 
 use std::collections::HashMap;
 
+use super::budget::{OverBudget, Work, SORT_SUBJECT, THREAD_REFERENCES};
 use super::sort::{base_subject, is_reply, sent_time};
+
+/// Work one step up a thread costs.
+const STEP_COST: u64 = 4;
 use crate::message::Message;
 
 /// What threading needs of one message.
@@ -47,19 +51,21 @@ impl Forest<'_> {
         self.nodes.len() - 1
     }
 
-    /// Whether `a` is `b` or one of its ancestors.
-    fn is_ancestor(&self, a: usize, mut b: usize) -> bool {
+    /// Whether `a` is `b` or one of its ancestors; each step up is counted against `work`
+    /// (the depth of a tree is the senders' to choose).
+    fn is_ancestor(&self, a: usize, mut b: usize, work: &Work) -> Result<bool, OverBudget> {
         let mut steps = 0;
         loop {
             if a == b {
-                return true;
+                return Ok(true);
             }
+            work.charge(STEP_COST)?;
             match self.nodes[b].parent {
                 Some(p) if steps <= self.nodes.len() => {
                     b = p;
                     steps += 1;
                 }
-                _ => return false,
+                _ => return Ok(false),
             }
         }
     }
@@ -69,10 +75,13 @@ impl Forest<'_> {
         self.nodes[parent].children.push(child);
     }
 
-    fn unlink(&mut self, child: usize) {
+    /// Takes `child` from its parent's children, counting their number against `work`.
+    fn unlink(&mut self, child: usize, work: &Work) -> Result<(), OverBudget> {
         if let Some(parent) = self.nodes[child].parent.take() {
+            work.charge(self.nodes[parent].children.len() as u64)?;
             self.nodes[parent].children.retain(|&c| c != child);
         }
+        Ok(())
     }
 
     /// Sort key: the date and number of the message, or of a dummy's first child.
@@ -160,7 +169,11 @@ impl Forest<'_> {
     }
 
     /// RFC 5256 §4 (5): roots with one base subject become one thread.
-    fn group_by_subject(&mut self, roots: Vec<usize>) -> Vec<usize> {
+    fn group_by_subject(
+        &mut self,
+        roots: Vec<usize>,
+        work: &Work,
+    ) -> Result<Vec<usize>, OverBudget> {
         let mut table: HashMap<String, usize> = HashMap::new();
         for &r in &roots {
             let Some(subject) = self.subject_of(r) else {
@@ -218,13 +231,14 @@ impl Forest<'_> {
                 self.link(dummy, held);
                 self.link(dummy, r);
                 merged_into.insert(held, dummy);
+                work.charge(out.len() as u64)?;
                 if let Some(slot) = out.iter_mut().find(|n| **n == held) {
                     *slot = dummy;
                 }
                 table.insert(base, dummy);
             }
         }
-        out
+        Ok(out)
     }
 
     fn is_reply_node(&self, n: usize) -> bool {
@@ -304,6 +318,10 @@ pub fn read(message: &Message, number: u32, internal_date: u64) -> Threaded {
             .unwrap_or_default()
     };
     let mut references = message_ids(&header("References"));
+    if references.len() > THREAD_REFERENCES {
+        // The first (the thread's root) and the last ones (the nearest ancestors) matter.
+        references.drain(1..references.len() - (THREAD_REFERENCES - 1));
+    }
     if references.is_empty() {
         references.extend(message_ids(&header("In-Reply-To")).into_iter().take(1));
     }
@@ -312,16 +330,18 @@ pub fn read(message: &Message, number: u32, internal_date: u64) -> Threaded {
         message_id: message_ids(&header("Message-ID")).into_iter().next(),
         references,
         date: sent_time(message).unwrap_or(internal_date),
+        // Only the start of a subject decides its base subject (see `sort`): no more is kept.
         subject: message
             .header("Subject")
             .first()
-            .map(|h| h.decoded.to_string())
+            .map(|h| h.decoded.chars().take(SORT_SUBJECT).collect())
             .unwrap_or_default(),
     }
 }
 
-/// The `* THREAD` reply's data for these messages (ascending by sequence number).
-pub fn references(messages: &[Threaded]) -> String {
+/// The `* THREAD` reply's data for these messages (ascending by sequence number); the linking
+/// is counted against `work`.
+pub fn references(messages: &[Threaded], work: &Work) -> Result<String, OverBudget> {
     let mut forest = Forest {
         messages,
         nodes: Vec::with_capacity(messages.len() * 2),
@@ -348,14 +368,14 @@ pub fn references(messages: &[Threaded]) -> String {
             let (parent, child) = (pair[0], pair[1]);
             if forest.nodes[child].parent.is_none()
                 && parent != child
-                && !forest.is_ancestor(child, parent)
+                && !forest.is_ancestor(child, parent, work)?
             {
                 forest.link(parent, child);
             }
         }
-        forest.unlink(own);
+        forest.unlink(own, work)?;
         if let Some(&last) = refs.last() {
-            if !forest.is_ancestor(own, last) {
+            if !forest.is_ancestor(own, last, work)? {
                 forest.link(last, own);
             }
         }
@@ -365,17 +385,21 @@ pub fn references(messages: &[Threaded]) -> String {
         .collect();
     let mut roots = forest.prune(roots);
     forest.sort_all(&mut roots);
-    let mut roots = forest.group_by_subject(roots);
+    let mut roots = forest.group_by_subject(roots, work)?;
     forest.sort_all(&mut roots);
-    roots
+    Ok(roots
         .iter()
         .map(|&r| format!("({})", forest.render(r)))
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn threads(messages: &[Threaded]) -> String {
+        references(messages, &Work::new(u64::MAX)).expect("fits")
+    }
 
     fn message(number: u32, id: &str, refs: &[&str], date: u64, subject: &str) -> Threaded {
         Threaded {
@@ -396,14 +420,14 @@ mod tests {
     #[test]
     fn references_loops_and_subjects() {
         // imaptest's "thread": a loop between b and c is broken, c's old parent let go.
-        let out = references(&[
+        let out = threads(&[
             message(1, "a", &[], 17, ""),
             message(2, "b", &["a", "c"], 15, ""),
             message(3, "c", &["b"], 16, ""),
         ]);
         assert_eq!(out, "(3 2)(1)");
         // Branches and chains.
-        let out = references(&[
+        let out = threads(&[
             message(1, "a", &[], 1, "x"),
             message(2, "b", &["a"], 2, "re: x"),
             message(3, "c", &["a"], 3, "re: x"),
@@ -411,7 +435,7 @@ mod tests {
         ]);
         assert_eq!(out, "(1 (2 4)(3))");
         // Two roots with one subject under a dummy.
-        let out = references(&[
+        let out = threads(&[
             message(1, "a", &[], 1, "same"),
             message(2, "b", &[], 2, "same"),
         ]);
@@ -433,6 +457,37 @@ mod tests {
                 }
             })
             .collect();
-        assert!(references(&chain).starts_with("(1 2 3 "));
+        assert!(threads(&chain).starts_with("(1 2 3 "));
+    }
+
+    #[test]
+    fn long_reference_lists_are_capped_and_cheap() {
+        let ids: String = (0..200_000).map(|i| format!("<r{i}@x> ")).collect();
+        let raw = format!("Message-ID: <me@x>\r\nReferences: {ids}\r\n\r\nbody\r\n");
+        let one = read(&Message::new(raw.into_bytes()), 1, 0);
+        assert_eq!(one.references.len(), THREAD_REFERENCES);
+        assert_eq!(one.references[0], "r0@x");
+        assert_eq!(one.references[THREAD_REFERENCES - 1], "r199999@x");
+        let work = Work::new(u64::MAX);
+        assert_eq!(references(&[one], &work).expect("fits"), "(1)");
+        assert!(work.spent() < 100_000, "spent {}", work.spent());
+    }
+
+    #[test]
+    fn deep_threads_run_out_of_budget_instead_of_time() {
+        // Every message refers to all before it: linking climbs the whole chain each time.
+        let messages: Vec<Threaded> = (0..2_000u32)
+            .map(|i| Threaded {
+                number: i + 1,
+                message_id: Some(format!("m{i}")),
+                references: (i.saturating_sub(100)..i)
+                    .map(|r| format!("m{r}"))
+                    .collect(),
+                date: u64::from(i),
+                subject: String::new(),
+            })
+            .collect();
+        assert!(references(&messages, &Work::new(10_000)).is_err());
+        assert!(references(&messages, &Work::new(u64::MAX)).is_ok());
     }
 }

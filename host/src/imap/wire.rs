@@ -45,14 +45,33 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// The children of part `id` of the flattened MIME tree, in document order.
-fn children(message: &Message, id: u32) -> Vec<u32> {
-    message
-        .parts()
-        .iter()
-        .filter(|p| p.parent == Some(id))
-        .map(|p| p.id)
-        .collect()
+/// A message with its MIME tree indexed for section lookups: the children of every part are
+/// listed once (on the first lookup), so each section a FETCH names costs its depth, not the
+/// size of the tree, however many sections one command names.
+pub struct Sections<'a> {
+    message: &'a Message,
+    children: std::cell::OnceCell<Vec<Vec<u32>>>,
+}
+
+impl<'a> Sections<'a> {
+    pub fn new(message: &'a Message) -> Sections<'a> {
+        Sections {
+            message,
+            children: std::cell::OnceCell::new(),
+        }
+    }
+
+    pub fn message(&self) -> &'a Message {
+        self.message
+    }
+
+    /// The children of part `id`, in document order.
+    fn children(&self, id: u32) -> &[u32] {
+        self.children
+            .get_or_init(|| child_lists(self.message))
+            .get(id as usize)
+            .map_or(&[], Vec::as_slice)
+    }
 }
 
 /// The children of every part at once (one pass over the tree).
@@ -144,11 +163,12 @@ fn address_list(value: Option<&str>) -> Vec<u8> {
 /// The bytes of `BINARY[part]` (RFC 3516): the whole message for no part; a part's body with
 /// its transfer encoding removed (7bit, 8bit and binary have none; a multipart or message part
 /// is given as it stands). `Err` names an encoding that cannot be undone (`UNKNOWN-CTE`).
-pub fn binary_section(message: &Message, part: &[u32]) -> Result<Vec<u8>, String> {
+pub fn binary_section(sections: &Sections<'_>, part: &[u32]) -> Result<Vec<u8>, String> {
+    let message = sections.message();
     let Some(path) = section_path(part) else {
         return Ok(message.raw().to_vec());
     };
-    let Some(id) = resolve(message, &path) else {
+    let Some(id) = resolve(sections, &path) else {
         return Ok(Vec::new());
     };
     let body = part_body(message, id).unwrap_or_default();
@@ -351,17 +371,18 @@ fn part_header(message: &Message, id: u32) -> Option<Vec<u8>> {
 
 /// The part a section number names (RFC 3501 §6.4.5): inside a message/rfc822 part the
 /// numbers continue into the encapsulated message.
-fn resolve(message: &Message, path: &SectionPart) -> Option<u32> {
+fn resolve(sections: &Sections<'_>, path: &SectionPart) -> Option<u32> {
+    let message = sections.message();
     let mut current = 0u32;
     for (depth, n) in path.0.as_ref().iter().enumerate() {
         let mut node = current;
         let part = message.part(node)?;
         if part.is_message && depth > 0 {
-            node = *children(message, node).first()?;
+            node = *sections.children(node).first()?;
         }
         let part = message.part(node)?;
         if part.is_multipart {
-            current = *children(message, node).get(n.get() as usize - 1)?;
+            current = *sections.children(node).get(n.get() as usize - 1)?;
         } else if n.get() == 1 {
             current = node;
         } else {
@@ -371,14 +392,21 @@ fn resolve(message: &Message, path: &SectionPart) -> Option<u32> {
     Some(current)
 }
 
-/// The inner message of a message/rfc822 part (or the message itself for no part).
-fn inner_message(message: &Message, part: Option<&SectionPart>) -> Option<Message> {
+/// The inner message of a message/rfc822 part (or the message itself for no part, borrowed:
+/// never copied per section).
+fn inner_message<'a>(
+    sections: &Sections<'a>,
+    part: Option<&SectionPart>,
+) -> Option<std::borrow::Cow<'a, Message>> {
+    let message = sections.message();
     match part {
-        None => Some(message.clone()),
+        None => Some(std::borrow::Cow::Borrowed(message)),
         Some(p) => {
-            let id = resolve(message, p)?;
+            let id = resolve(sections, p)?;
             message.part(id)?.is_message.then_some(())?;
-            Some(Message::new(part_body(message, id)?))
+            Some(std::borrow::Cow::Owned(Message::new(part_body(
+                message, id,
+            )?)))
         }
     }
 }
@@ -404,7 +432,8 @@ fn filtered_header(message: &Message, names: &[String], keep: bool) -> Vec<u8> {
 }
 
 /// The bytes of a section (`None`: the whole message).
-pub fn section_bytes(message: &Message, section: Option<&Section<'_>>) -> Vec<u8> {
+pub fn section_bytes(sections: &Sections<'_>, section: Option<&Section<'_>>) -> Vec<u8> {
+    let message = sections.message();
     let names = |list: &imap_codec::imap_types::core::NonEmptyVec<
         imap_codec::imap_types::core::AString<'_>,
     >|
@@ -414,24 +443,27 @@ pub fn section_bytes(message: &Message, section: Option<&Section<'_>>) -> Vec<u8
             .map(|n| String::from_utf8_lossy(n.as_ref()).into_owned())
             .collect()
     };
-    let result = match section {
-        None => Some(message.raw().to_vec()),
-        Some(Section::Header(part)) => inner_message(message, part.as_ref()).map(|m| header_of(&m)),
-        Some(Section::Text(part)) => {
-            inner_message(message, part.as_ref()).map(|m| m.body().to_vec())
-        }
-        Some(Section::HeaderFields(part, list)) => {
-            inner_message(message, part.as_ref()).map(|m| filtered_header(&m, &names(list), true))
-        }
-        Some(Section::HeaderFieldsNot(part, list)) => {
-            inner_message(message, part.as_ref()).map(|m| filtered_header(&m, &names(list), false))
-        }
-        Some(Section::Part(part)) => resolve(message, part).and_then(|id| match id {
-            0 => Some(message.body().to_vec()),
-            _ => part_body(message, id),
-        }),
-        Some(Section::Mime(part)) => resolve(message, part).and_then(|id| part_header(message, id)),
-    };
+    let result =
+        match section {
+            None => Some(message.raw().to_vec()),
+            Some(Section::Header(part)) => {
+                inner_message(sections, part.as_ref()).map(|m| header_of(&m))
+            }
+            Some(Section::Text(part)) => {
+                inner_message(sections, part.as_ref()).map(|m| m.body().to_vec())
+            }
+            Some(Section::HeaderFields(part, list)) => inner_message(sections, part.as_ref())
+                .map(|m| filtered_header(&m, &names(list), true)),
+            Some(Section::HeaderFieldsNot(part, list)) => inner_message(sections, part.as_ref())
+                .map(|m| filtered_header(&m, &names(list), false)),
+            Some(Section::Part(part)) => resolve(sections, part).and_then(|id| match id {
+                0 => Some(message.body().to_vec()),
+                _ => part_body(message, id),
+            }),
+            Some(Section::Mime(part)) => {
+                resolve(sections, part).and_then(|id| part_header(message, id))
+            }
+        };
     result.unwrap_or_default()
 }
 
@@ -536,7 +568,10 @@ Content-Disposition: attachment; filename=x.pdf\r\nContent-Transfer-Encoding: ba
                 .try_into()
                 .expect("part"),
         );
-        assert_eq!(section_bytes(&m, Some(&Section::Part(one))), b"hello");
+        assert_eq!(
+            section_bytes(&Sections::new(&m), Some(&Section::Part(one))),
+            b"hello"
+        );
         assert_eq!(internal_date(0), "01-Jan-1970 00:00:00 +0000");
     }
 }

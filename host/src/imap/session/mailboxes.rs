@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 
 use super::super::extensions::ListExtras;
-use super::super::{mutf7, wire};
+use super::super::{budget, mutf7, wire};
 use super::ImapSession;
 use crate::delivery::maildir::maildir_of;
 use crate::store::mailbox::{
@@ -27,32 +27,64 @@ pub(super) fn quoted(name: &str) -> String {
 }
 
 /// LIST wildcards: `*` matches anything, `%` anything but the hierarchy separator. Dynamic
-/// programming over (pattern, name) positions: a pattern of many wildcards costs O(p × n), not
-/// an exponential backtrack.
+/// programming over (pattern, name) positions in two rows: O(p × n) time, O(n) memory, not
+/// an exponential backtrack; a run of wildcards counts as one. Patterns are at most
+/// [`budget::LIST_PATTERN`] bytes (see [`pattern_refusal`]).
 fn wildcard(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
     // matches[j]: pattern[..i] matches name[..j], for the current i.
     let mut matches = vec![false; n.len() + 1];
+    let mut next = vec![false; n.len() + 1];
     matches[0] = true;
-    for &c in &p {
-        let mut next = vec![false; n.len() + 1];
-        match c {
-            '*' | '%' => {
-                for j in 0..=n.len() {
-                    // Either the wildcard matches nothing, or it extends a match by one char.
-                    next[j] = matches[j] || (j > 0 && next[j - 1] && (c == '*' || n[j - 1] != '/'));
-                }
-            }
-            _ => {
-                for j in 1..=n.len() {
-                    next[j] = matches[j - 1] && n[j - 1].eq_ignore_ascii_case(&c);
-                }
-            }
+    let mut previous: Option<char> = None;
+    for c in pattern.chars() {
+        let wild = c == '*' || c == '%';
+        if wild && previous == Some('*') {
+            continue;
         }
-        matches = next;
+        if c == '%' && previous == Some('%') {
+            continue;
+        }
+        previous = Some(c);
+        next[0] = wild && matches[0];
+        for j in 1..=n.len() {
+            next[j] = if wild {
+                // Either the wildcard matches nothing, or it extends a match by one char.
+                matches[j] || (next[j - 1] && (c == '*' || n[j - 1] != '/'))
+            } else {
+                matches[j - 1] && n[j - 1].eq_ignore_ascii_case(&c)
+            };
+        }
+        std::mem::swap(&mut matches, &mut next);
+        if !matches.iter().any(|&m| m) {
+            return false;
+        }
     }
     matches[n.len()]
+}
+
+/// The `NO [LIMIT]` text for patterns too long or too many to match, if they are.
+fn pattern_refusal(patterns: &[String]) -> Option<String> {
+    if patterns.len() > budget::LIST_PATTERNS {
+        return Some(format!(
+            "At most {} patterns in one LIST",
+            budget::LIST_PATTERNS
+        ));
+    }
+    patterns
+        .iter()
+        .any(|p| p.len() > budget::LIST_PATTERN)
+        .then(|| format!("Patterns are at most {} bytes", budget::LIST_PATTERN))
+}
+
+/// The answer for a folder whose directory is a symbolic link: it is never followed (it may
+/// lead out of the user's Maildir), and LIST does not show it.
+const LINK_REFUSAL: &str = "NO [NONEXISTENT] No such mailbox (symbolic links are not followed)";
+const LINK_EXISTS: &str = "A symbolic link has that name, and links are not followed";
+
+/// Whether the folder's directory entry is a symbolic link (not followed to find out).
+fn is_link(path: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 /// Every ancestor of a hierarchical name: `A/B/C` -> `A`, `A/B`.
@@ -68,7 +100,11 @@ struct Tree {
 
 impl Tree {
     fn read(maildir: &std::path::Path) -> Tree {
-        let folders: BTreeSet<String> = list_folders(maildir).into_iter().collect();
+        // A folder that is a symbolic link is not served (it may lead out of the Maildir).
+        let folders: BTreeSet<String> = list_folders(maildir)
+            .into_iter()
+            .filter(|name| folder_path(maildir, name).is_ok_and(|p| !is_link(&p)))
+            .collect();
         let parents_only = folders
             .iter()
             .flat_map(|name| parents(name))
@@ -138,6 +174,9 @@ impl ImapSession {
         let name = self.mailbox_name(mailbox);
         let path = folder_path(&self.maildir(), &name)
             .map_err(|e| format!("NO [CANNOT] Bad mailbox name: {}", e.0))?;
+        if is_link(&path) {
+            return Err(LINK_REFUSAL.into());
+        }
         if !name.eq_ignore_ascii_case("INBOX") && !path.join("cur").is_dir() {
             return Err("NO [TRYCREATE] No such mailbox".into());
         }
@@ -160,6 +199,9 @@ impl ImapSession {
             Err(e) => self.send(&format!("{tag} NO [CANNOT] {}", e.0)),
             Ok(_) if name.eq_ignore_ascii_case("INBOX") => {
                 self.send(&format!("{tag} NO [ALREADYEXISTS] INBOX exists"))
+            }
+            Ok(path) if is_link(&path) => {
+                self.send(&format!("{tag} NO [ALREADYEXISTS] {LINK_EXISTS}"))
             }
             Ok(path) if path.join("cur").is_dir() => {
                 self.send(&format!("{tag} NO [ALREADYEXISTS] Mailbox exists"))
@@ -254,6 +296,9 @@ impl ImapSession {
             self.reference_of(reference),
             self.pattern_of(&pattern_text(pattern))
         );
+        if let Some(why) = pattern_refusal(std::slice::from_ref(&full)) {
+            return self.send(&budget::refusal(tag, &why));
+        }
         for line in self.lsub_lines(&full) {
             self.send(&line);
         }
@@ -289,6 +334,9 @@ impl ImapSession {
             .iter()
             .map(|p| format!("{reference}{}", self.pattern_of(p)))
             .collect();
+        if let Some(why) = pattern_refusal(&patterns) {
+            return self.send(&budget::refusal(tag, &why));
+        }
         let matches = |name: &str| patterns.iter().any(|p| wildcard(p, name));
         let _ = std::fs::create_dir_all(self.maildir());
         let tree = Tree::read(&self.maildir());
@@ -503,7 +551,7 @@ impl ListRequest {
 
 #[cfg(test)]
 mod tests {
-    use super::{parents, wildcard};
+    use super::{parents, pattern_refusal, wildcard};
 
     #[test]
     fn list_wildcards() {
@@ -513,6 +561,14 @@ mod tests {
         assert!(wildcard("Archive/%", "Archive/2026"));
         assert!(wildcard("inbox", "INBOX"));
         assert!(!wildcard("Arch", "Archive"));
+        assert!(wildcard("a**%%b", "axyb"));
+        assert!(!wildcard("a%%b", "ax/yb"));
+        assert!(wildcard("a%*b", "ax/yb"));
+        assert!(wildcard("", ""));
+        assert!(!wildcard("", "x"));
+        assert!(pattern_refusal(&["*".repeat(60_000)]).is_some());
+        assert!(pattern_refusal(&vec!["*".to_string(); 65]).is_some());
+        assert!(pattern_refusal(&["Archive/%".to_string()]).is_none());
         // Many wildcards stay cheap.
         let pattern = format!("{}x", "*%".repeat(500));
         assert!(!wildcard(&pattern, &"a".repeat(200)));

@@ -7,16 +7,20 @@ use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
 
+use std::sync::Arc;
+
+use super::super::budget::{self, OverBudget, Work};
 use super::super::extensions::{BinaryItem, Extras, ReturnOption, SortKey};
-use super::super::search::{self, Candidate};
+use super::super::search::{self, Candidate, KeySets};
+use super::super::sets::Intervals;
 use super::super::{flags, sort, thread, wire};
 use super::ImapSession;
 use crate::blocking;
 use crate::message::Message;
 use crate::store::mailbox::{FlagChange, FlagOp, MailEntry};
 
-/// Work one SEARCH may do: bytes of text examined, plus 64 per key and message.
-const SEARCH_BUDGET: u64 = 1 << 30;
+/// Queued FETCH output is sent once it reaches this much (a reply streams per message).
+const FETCH_FLUSH: usize = 256 * 1024;
 
 /// How FETCH responses are shaped beyond the items imap-codec parsed.
 #[derive(Clone, Copy)]
@@ -32,6 +36,121 @@ enum Unavailable {
     Unreadable,
     /// BINARY of a part whose transfer encoding cannot be undone.
     UnknownEncoding(String),
+    /// The items would make the response larger than the message's allowance.
+    OverAllowance,
+}
+
+/// One message's FETCH response as it is built: `* n FETCH (item item ...)`, refused
+/// (before the bytes are copied) once it would grow past its allowance.
+struct Reply {
+    out: Vec<u8>,
+    allowance: u64,
+    first: bool,
+}
+
+impl Reply {
+    fn new(i: usize, allowance: u64) -> Reply {
+        Reply {
+            out: format!("* {} FETCH (", i + 1).into_bytes(),
+            allowance,
+            first: true,
+        }
+    }
+
+    /// Counts work that produces no output (header fields compared with names) against the
+    /// same allowance.
+    fn charge(&mut self, work: u64) -> Result<(), Unavailable> {
+        self.allowance = self
+            .allowance
+            .checked_sub(work)
+            .ok_or(Unavailable::OverAllowance)?;
+        Ok(())
+    }
+
+    /// Makes room for `len` more bytes, or refuses.
+    fn reserve(&mut self, len: usize) -> Result<(), Unavailable> {
+        let after = (self.out.len() as u64).saturating_add(len as u64);
+        if after > self.allowance {
+            return Err(Unavailable::OverAllowance);
+        }
+        if !self.first {
+            self.out.push(b' ');
+        }
+        self.first = false;
+        Ok(())
+    }
+
+    fn item(&mut self, text: &[u8]) -> Result<(), Unavailable> {
+        self.reserve(text.len())?;
+        self.out.extend_from_slice(text);
+        Ok(())
+    }
+
+    fn named(&mut self, name: &[u8], value: &[u8]) -> Result<(), Unavailable> {
+        self.reserve(name.len() + value.len())?;
+        self.out.extend_from_slice(name);
+        self.out.extend_from_slice(value);
+        Ok(())
+    }
+
+    /// `name` and the bytes as a literal (`~{n}` for binary data holding a NUL).
+    fn literal(&mut self, name: &[u8], bytes: &[u8], binary: bool) -> Result<(), Unavailable> {
+        self.reserve(name.len() + bytes.len() + 24)?;
+        self.out.extend_from_slice(name);
+        let marker = if binary && bytes.contains(&0) {
+            "~"
+        } else {
+            ""
+        };
+        self.out
+            .extend_from_slice(format!("{marker}{{{}}}\r\n", bytes.len()).as_bytes());
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.out.push(b')');
+        self.out
+    }
+}
+
+/// Work a section costs beyond its bytes: HEADER.FIELDS (and .NOT) read every field of the
+/// header and compare its name with each name listed.
+fn section_cost(
+    message: &Message,
+    section: Option<&imap_codec::imap_types::fetch::Section<'_>>,
+) -> u64 {
+    use imap_codec::imap_types::fetch::Section;
+    let block = message.header_block();
+    match section {
+        Some(Section::HeaderFields(_, names) | Section::HeaderFieldsNot(_, names)) => {
+            let comparisons =
+                (block.fields.len() as u64).saturating_mul(names.as_ref().len() as u64);
+            (block.body_start as u64).saturating_add(comparisons.saturating_mul(8))
+        }
+        _ => 0,
+    }
+}
+
+/// The `<origin.length>` part of a section, and how the response names its origin.
+fn cut(bytes: &[u8], partial: Option<(u32, u32)>) -> (&[u8], String) {
+    match partial {
+        Some((start, length)) => {
+            let start = (start as usize).min(bytes.len());
+            let end = start.saturating_add(length as usize).min(bytes.len());
+            (&bytes[start..end], format!("<{start}>"))
+        }
+        None => (bytes, String::new()),
+    }
+}
+
+/// The items in the order named, each once (an item named twice is answered once).
+fn distinct<T: std::fmt::Debug>(items: Vec<T>) -> Vec<T> {
+    let mut seen = std::collections::HashSet::new();
+    items
+        .into_iter()
+        .filter(|item| seen.insert(format!("{item:?}")))
+        .collect()
 }
 
 /// The items a FETCH macro stands for.
@@ -61,32 +180,39 @@ fn expand<'a>(what: &MacroOrMessageDataItemNames<'a>) -> Vec<MessageDataItemName
 }
 
 impl ImapSession {
-    /// Indexes into the view for a sequence or UID set.
-    fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
+    /// Indexes into the view for a sequence or UID set, ascending: one binary search per range
+    /// of the set, its ranges counted against `work`.
+    pub(super) fn resolve(
+        &self,
+        set: &SequenceSet,
+        uid: bool,
+        work: &Work,
+    ) -> Result<Vec<usize>, OverBudget> {
         let Some(sel) = self.selected.as_ref() else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        let largest_seq = sel.len() as u32;
-        let largest_uid = sel.last_uid();
-        (0..sel.len())
-            .filter(|&i| {
-                if uid {
-                    search::in_set(set, sel.entry(i).uid, largest_uid)
-                } else {
-                    search::in_set(set, i as u32 + 1, largest_seq)
-                }
-            })
-            .collect()
+        let intervals = self.intervals(set, uid, work)?;
+        Ok(if uid {
+            intervals.select(sel.entries(), |e| e.uid)
+        } else {
+            let numbers: Vec<u32> = (1..=sel.len() as u32).collect();
+            intervals.select(&numbers, |&n| n)
+        })
     }
 
-    fn load(&self, i: usize) -> Result<Message, Unavailable> {
+    /// The message at index `i`, parsed: from the view's cache when this session looked at it
+    /// lately (its MIME tree then parsed already), else read (and remembered).
+    fn load(&self, i: usize) -> Result<Arc<Message>, Unavailable> {
         let sel = self.selected.as_ref().ok_or(Unavailable::Unreadable)?;
         let entry = sel.get(i).ok_or(Unavailable::Unreadable)?;
         if let Some(edited) = sel.edited(i) {
-            return Ok(Message::new(edited.as_ref().clone()));
+            return Ok(Arc::new(Message::new(edited.as_ref().clone())));
+        }
+        if let Some(cached) = sel.parsed(entry.uid) {
+            return Ok(cached);
         }
         match sel.folder.read(entry) {
-            Ok(bytes) => Ok(Message::new(bytes)),
+            Ok(bytes) => Ok(sel.remember(entry.uid, Message::new(bytes))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Unavailable::Expunged),
             Err(_) => Err(Unavailable::Unreadable),
         }
@@ -106,29 +232,42 @@ impl ImapSession {
         } else {
             "SEARCH"
         };
-        let found = blocking::run(|| {
-            let mut found = self.matching(key)?;
+        let found = blocking::run(|| -> Result<_, OverBudget> {
+            let work = Work::new(budget::SEARCH_WORK);
+            let mut found = self.matching(key, &work)?;
             if let Some(keys) = &extras.sort {
-                self.sort(&mut found, keys);
+                self.sort(&mut found, keys, &work)?;
             }
-            Some(found)
+            if extras.thread {
+                let threads = self.threads(&found, uid, &work)?;
+                return Ok((found, Some(threads)));
+            }
+            Ok((found, None))
         });
-        let Some(found) = found else {
-            self.saved.clear();
-            self.send(&format!(
-                "{tag} NO [LIMIT] Search too complex, narrow it down"
+        let Ok((found, threads)) = found else {
+            // RFC 5182 §2.1: a failed SEARCH that was to save leaves the saved result empty;
+            // one that was not to save leaves it alone.
+            let saving = extras
+                .search_return
+                .as_ref()
+                .is_some_and(|o| o.contains(&ReturnOption::Save));
+            if saving {
+                self.saved.clear();
+            }
+            self.send(&budget::refusal(
+                tag,
+                &format!("{verb} too complex, narrow it down"),
             ));
             return;
         };
-        let Some(sel) = self.selected.as_ref() else {
-            return;
-        };
-        if extras.thread {
-            let threads = blocking::run(|| self.threads(&found, uid));
+        if let Some(threads) = threads {
             self.send(&format!("* THREAD {threads}"));
             self.send(&format!("{tag} OK THREAD completed"));
             return;
         }
+        let Some(sel) = self.selected.as_ref() else {
+            return;
+        };
         let mut saving = None;
         // IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 §6.4.4).
         let rev2_default = (self.rev2 && extras.sort.is_none()).then(Vec::new);
@@ -193,11 +332,23 @@ impl ImapSession {
         self.send(&format!("{tag} OK {verb} completed"));
     }
 
-    /// Indexes into the view of the messages the key matches.
-    fn matching(&self, key: &SearchKey<'_>) -> Option<Vec<usize>> {
-        let sel = self.selected.as_ref()?;
-        let largest = (sel.len() as u32, sel.last_uid());
-        let work = std::cell::Cell::new(0u64);
+    /// Indexes into the view of the messages the key matches. The key's sequence sets are
+    /// resolved first, and the whole search is refused before it starts when its keys times
+    /// the messages are over the budget already.
+    fn matching(&self, key: &SearchKey<'_>, work: &Work) -> Result<Vec<usize>, OverBudget> {
+        let Some(sel) = self.selected.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let resolver = super::SetResolver::new(self);
+        let resolve = |set: &SequenceSet, uid: bool| resolver.resolve(set, uid, work);
+        let sets = KeySets::compile(key, &resolve, work)?;
+        let at_least = sets
+            .keys
+            .saturating_mul(sel.len() as u64)
+            .saturating_mul(budget::KEY_COST);
+        if at_least > budget::SEARCH_WORK {
+            return Err(OverBudget);
+        }
         let mut out = Vec::new();
         for (i, entry) in sel.entries().iter().enumerate() {
             let load = || self.load(i).ok();
@@ -211,57 +362,62 @@ impl ImapSession {
                 size: sel.size(i),
                 internal_date: entry.internal_date,
                 message: &message,
-                work: &work,
+                work: work.cell(),
+                sets: &sets,
             };
-            if search::matches(key, &candidate, largest) {
+            if search::matches(key, &candidate) {
                 out.push(i);
             }
-            if work.get() > SEARCH_BUDGET {
-                return None;
+            if work.exhausted() {
+                return Err(OverBudget);
             }
         }
-        Some(out)
+        Ok(out)
     }
 
-    /// THREAD=REFERENCES over the matches.
-    fn threads(&self, found: &[usize], uid: bool) -> String {
+    /// THREAD=REFERENCES over the matches, its linking counted against `work`.
+    fn threads(&self, found: &[usize], uid: bool, work: &Work) -> Result<String, OverBudget> {
         let Some(sel) = self.selected.as_ref() else {
-            return String::new();
+            return Ok(String::new());
         };
-        let messages: Vec<thread::Threaded> = found
-            .iter()
-            .map(|&i| {
-                let entry = sel.entry(i);
-                let number = if uid { entry.uid } else { i as u32 + 1 };
-                match self.load(i) {
-                    Ok(message) => thread::read(&message, number, entry.internal_date),
-                    Err(_) => thread::read(&Message::new(Vec::new()), number, entry.internal_date),
+        let mut messages = Vec::with_capacity(found.len());
+        for &i in found {
+            let entry = sel.entry(i);
+            let number = if uid { entry.uid } else { i as u32 + 1 };
+            let threaded = match self.load(i) {
+                Ok(message) => {
+                    work.charge(message.header_block().body_start as u64)?;
+                    thread::read(&message, number, entry.internal_date)
                 }
-            })
-            .collect();
-        thread::references(&messages)
+                Err(_) => thread::read(&Message::new(Vec::new()), number, entry.internal_date),
+            };
+            messages.push(threaded);
+        }
+        thread::references(&messages, work)
     }
 
-    /// Orders matches by SORT keys (RFC 5256), ties by sequence number.
-    fn sort(&self, found: &mut [usize], keys: &[SortKey]) {
+    /// Orders matches by SORT keys (RFC 5256), ties by sequence number; the headers read are
+    /// counted against `work`.
+    fn sort(&self, found: &mut [usize], keys: &[SortKey], work: &Work) -> Result<(), OverBudget> {
         let Some(sel) = self.selected.as_ref() else {
-            return;
+            return Ok(());
         };
-        let values: std::collections::HashMap<usize, Vec<sort::Value>> = found
-            .iter()
-            .map(|&i| {
-                let message = self.load(i).ok();
-                let facts = sort::Facts {
-                    message: message.as_ref(),
-                    size: sel.size(i),
-                    internal_date: sel.entry(i).internal_date,
-                };
-                (
-                    i,
-                    keys.iter().map(|k| sort::value(k.kind, &facts)).collect(),
-                )
-            })
-            .collect();
+        let mut values: std::collections::HashMap<usize, Vec<sort::Value>> =
+            std::collections::HashMap::with_capacity(found.len());
+        for &i in found.iter() {
+            let message = self.load(i).ok();
+            let header = message.as_ref().map_or(0, |m| m.header_block().body_start);
+            work.charge((header as u64).saturating_add(budget::KEY_COST) * keys.len() as u64)?;
+            let facts = sort::Facts {
+                message: message.as_deref(),
+                size: sel.size(i),
+                internal_date: sel.entry(i).internal_date,
+            };
+            values.insert(
+                i,
+                keys.iter().map(|k| sort::value(k.kind, &facts)).collect(),
+            );
+        }
         found.sort_by(|a, b| {
             let (va, vb) = (&values[a], &values[b]);
             keys.iter()
@@ -277,11 +433,19 @@ impl ImapSession {
                 .find(|o| o.is_ne())
                 .unwrap_or_else(|| a.cmp(b))
         });
+        Ok(())
     }
 
     /// FETCH. A message another session expunged is left out, and the reply says so (RFC 9051
     /// §7.1 EXPUNGEISSUED), rather than inventing its content.
-    pub(super) fn fetch(
+    ///
+    /// The reply streams: each message's response is built (off the async workers) within its
+    /// allowance — [`budget::FETCH_AMPLIFICATION`] times the message's size plus
+    /// [`budget::FETCH_SLACK`] — and queued, and queued output goes to the client whenever it
+    /// reaches [`FETCH_FLUSH`]. Items named twice are answered once. A FETCH that names too
+    /// many items, or whose items would go over a message's allowance, gets `NO [LIMIT]` (the
+    /// messages before it were answered).
+    pub(super) async fn fetch(
         &mut self,
         set: &SequenceSet,
         what: &MacroOrMessageDataItemNames<'_>,
@@ -294,14 +458,25 @@ impl ImapSession {
         if extras.fetch_modseq || extras.changed_since.is_some() {
             self.enable_condstore();
         }
-        let mut items = expand(what);
+        let mut items = distinct(expand(what));
         if uid && !items.contains(&MessageDataItemName::Uid) {
             items.insert(0, MessageDataItemName::Uid);
+        }
+        let binary = distinct(extras.binary.clone());
+        if items.len().saturating_add(binary.len()) > budget::FETCH_ITEMS {
+            return format!(
+                "NO [LIMIT] At most {} distinct items in one FETCH",
+                budget::FETCH_ITEMS
+            );
         }
         let shape = Shape {
             // The UID imap-codec was given in place of a lone MODSEQ is not shown.
             hide_uid: extras.fetch_uid_stand_in && !uid,
             modseq: extras.fetch_modseq || extras.changed_since.is_some(),
+        };
+        let work = Work::new(budget::SEARCH_WORK);
+        let Ok(mut chosen) = self.resolve(set, uid, &work) else {
+            return "NO [LIMIT] Sequence set too complex".into();
         };
         if extras.vanished {
             let largest = self
@@ -313,26 +488,35 @@ impl ImapSession {
                 self.send(&format!("* VANISHED (EARLIER) {gone}"));
             }
         }
-        let mut chosen = self.resolve(set, uid);
         if let (Some(since), Some(sel)) = (extras.changed_since, self.selected.as_ref()) {
             chosen.retain(|&i| sel.entry(i).modseq > since);
         }
-        // Reading and parsing the messages is file and CPU work: off the async workers.
-        let (expunged, unknown) = blocking::run(|| {
-            let (mut expunged, mut unknown) = (0, None);
-            for i in chosen {
-                match self.fetch_one(i, &items, &extras.binary, shape) {
-                    Ok(line) => {
-                        self.client.conn.queue(&line);
-                        self.client.conn.queue(b"\r\n");
-                    }
-                    Err(Unavailable::Expunged) => expunged += 1,
-                    Err(Unavailable::UnknownEncoding(name)) => unknown = Some(name),
-                    Err(Unavailable::Unreadable) => {}
+        let (mut expunged, mut unknown) = (0, None);
+        let mut queued = 0usize;
+        for i in chosen {
+            // Reading and parsing the message is file and CPU work: off the async workers.
+            match blocking::run(|| self.fetch_one(i, &items, &binary, shape)) {
+                Ok(line) => {
+                    queued = queued.saturating_add(line.len() + 2);
+                    self.client.conn.queue(&line);
+                    self.client.conn.queue(b"\r\n");
+                }
+                Err(Unavailable::Expunged) => expunged += 1,
+                Err(Unavailable::UnknownEncoding(name)) => unknown = Some(name),
+                Err(Unavailable::Unreadable) => {}
+                Err(Unavailable::OverAllowance) => {
+                    return "NO [LIMIT] FETCH asks for too much of one message, ask for less"
+                        .into();
                 }
             }
-            (expunged, unknown)
-        });
+            if queued >= FETCH_FLUSH {
+                queued = 0;
+                if self.client.conn.flush().await.is_err() {
+                    // The client is gone; the session ends at its next read.
+                    break;
+                }
+            }
+        }
         if let Some(name) = unknown {
             format!("NO [UNKNOWN-CTE] Cannot undo the transfer encoding {name}")
         } else if expunged > 0 {
@@ -342,6 +526,8 @@ impl ImapSession {
         }
     }
 
+    /// One message's FETCH response, within its allowance (see [`ImapSession::fetch`]); the
+    /// message is parsed at most once (and its sections indexed once) for all the items.
     fn fetch_one(
         &mut self,
         i: usize,
@@ -365,47 +551,52 @@ impl ImapSession {
             None
         };
         let empty = Message::new(Vec::new());
-        let m = message.as_ref().unwrap_or(&empty);
+        let m = message.as_deref().unwrap_or(&empty);
+        let sections = wire::Sections::new(m);
+        let allowance = (m.size().saturating_mul(budget::FETCH_AMPLIFICATION))
+            .saturating_add(budget::FETCH_SLACK);
+        let mut out = Reply::new(i, allowance);
         let mut sets_seen = false;
-        let mut parts: Vec<Vec<u8>> = Vec::new();
         let sel = self.selected.as_ref().ok_or(Unavailable::Unreadable)?;
         let entry = sel.get(i).ok_or(Unavailable::Unreadable)?;
         for item in items {
-            let part: Vec<u8> = match item {
-                MessageDataItemName::Uid if shape.hide_uid => continue,
-                MessageDataItemName::Uid => format!("UID {}", entry.uid).into_bytes(),
-                MessageDataItemName::Flags => continue,
-                MessageDataItemName::InternalDate => format!(
-                    "INTERNALDATE \"{}\"",
-                    wire::internal_date(entry.internal_date)
-                )
-                .into_bytes(),
+            match item {
+                MessageDataItemName::Uid if shape.hide_uid => {}
+                MessageDataItemName::Uid => out.item(format!("UID {}", entry.uid).as_bytes())?,
+                MessageDataItemName::Flags => {}
+                MessageDataItemName::InternalDate => out.item(
+                    format!(
+                        "INTERNALDATE \"{}\"",
+                        wire::internal_date(entry.internal_date)
+                    )
+                    .as_bytes(),
+                )?,
                 MessageDataItemName::Rfc822Size => {
-                    format!("RFC822.SIZE {}", sel.size(i)).into_bytes()
+                    out.item(format!("RFC822.SIZE {}", sel.size(i)).as_bytes())?
                 }
                 MessageDataItemName::Envelope => {
-                    [b"ENVELOPE ".to_vec(), wire::envelope(m)].concat()
+                    out.named(b"ENVELOPE ", &wire::envelope(m))?;
                 }
                 MessageDataItemName::BodyStructure => {
-                    [b"BODYSTRUCTURE ".to_vec(), wire::body_structure(m, true)].concat()
+                    out.named(b"BODYSTRUCTURE ", &wire::body_structure(m, true))?;
                 }
                 MessageDataItemName::Body => {
-                    [b"BODY ".to_vec(), wire::body_structure(m, false)].concat()
+                    out.named(b"BODY ", &wire::body_structure(m, false))?;
                 }
                 MessageDataItemName::Rfc822 => {
                     sets_seen = true;
-                    [b"RFC822 ".to_vec(), wire::string_literal(m.raw())].concat()
+                    out.literal(b"RFC822 ", m.raw(), false)?;
                 }
                 MessageDataItemName::Rfc822Header => {
                     let header = wire::section_bytes(
-                        m,
+                        &sections,
                         Some(&imap_codec::imap_types::fetch::Section::Header(None)),
                     );
-                    [b"RFC822.HEADER ".to_vec(), wire::string_literal(&header)].concat()
+                    out.literal(b"RFC822.HEADER ", &header, false)?;
                 }
                 MessageDataItemName::Rfc822Text => {
                     sets_seen = true;
-                    [b"RFC822.TEXT ".to_vec(), wire::string_literal(m.body())].concat()
+                    out.literal(b"RFC822.TEXT ", m.body(), false)?;
                 }
                 MessageDataItemName::BodyExt {
                     section,
@@ -413,49 +604,30 @@ impl ImapSession {
                     peek,
                 } => {
                     sets_seen |= !peek;
-                    let bytes = wire::section_bytes(m, section.as_ref());
+                    out.charge(section_cost(m, section.as_ref()))?;
+                    let bytes = wire::section_bytes(&sections, section.as_ref());
                     let name = wire::section_name(section.as_ref());
-                    let (bytes, origin) = match partial {
-                        Some((start, len)) => {
-                            let start = (*start as usize).min(bytes.len());
-                            let end = start.saturating_add(len.get() as usize).min(bytes.len());
-                            (bytes[start..end].to_vec(), format!("<{start}>"))
-                        }
-                        None => (bytes, String::new()),
-                    };
-                    [
-                        format!("BODY[{name}]{origin} ").into_bytes(),
-                        wire::string_literal(&bytes),
-                    ]
-                    .concat()
+                    let partial = partial.map(|(start, len)| (start, len.get()));
+                    let (bytes, origin) = cut(&bytes, partial);
+                    out.literal(format!("BODY[{name}]{origin} ").as_bytes(), bytes, false)?;
                 }
-            };
-            parts.push(part);
+            }
         }
         for item in binary {
             sets_seen |= !item.peek;
-            let bytes =
-                wire::binary_section(m, &item.part).map_err(Unavailable::UnknownEncoding)?;
+            let bytes = wire::binary_section(&sections, &item.part)
+                .map_err(Unavailable::UnknownEncoding)?;
             let section = item.section();
             if item.size_only {
-                parts.push(format!("BINARY.SIZE[{section}] {}", bytes.len()).into_bytes());
+                out.item(format!("BINARY.SIZE[{section}] {}", bytes.len()).as_bytes())?;
                 continue;
             }
-            let (bytes, origin) = match item.partial {
-                Some((start, length)) => {
-                    let start = (start as usize).min(bytes.len());
-                    let end = start.saturating_add(length as usize).min(bytes.len());
-                    (bytes[start..end].to_vec(), format!("<{start}>"))
-                }
-                None => (bytes, String::new()),
-            };
-            parts.push(
-                [
-                    format!("BINARY[{section}]{origin} ").into_bytes(),
-                    wire::binary_literal(&bytes),
-                ]
-                .concat(),
-            );
+            let (bytes, origin) = cut(&bytes, item.partial);
+            out.literal(
+                format!("BINARY[{section}]{origin} ").as_bytes(),
+                bytes,
+                true,
+            )?;
         }
         let wants_flags = items.contains(&MessageDataItemName::Flags);
         let (mut letters, recent) = (entry.flags, sel.is_recent(i));
@@ -471,16 +643,13 @@ impl ImapSession {
         let entry = sel.get(i).ok_or(Unavailable::Unreadable)?;
         if wants_flags || sets_seen {
             let text = flags::render(letters, recent, &sel.keywords);
-            parts.push(format!("FLAGS {text}").into_bytes());
+            out.item(format!("FLAGS {text}").as_bytes())?;
         }
         // RFC 7162 §3.1.4: asked for, or beside FLAGS once CONDSTORE is on.
         if shape.modseq || (self.condstore && (wants_flags || sets_seen)) {
-            parts.push(format!("MODSEQ ({})", entry.modseq).into_bytes());
+            out.item(format!("MODSEQ ({})", entry.modseq).as_bytes())?;
         }
-        let mut out = format!("* {} FETCH (", i + 1).into_bytes();
-        out.extend(parts.join(&b' '));
-        out.push(b')');
-        Ok(out)
+        Ok(out.finish())
     }
 
     /// STORE: the change is applied by the store to each message's current flags, under the
@@ -495,7 +664,15 @@ impl ImapSession {
         if unchanged_since.is_some() {
             self.enable_condstore();
         }
-        let indexes = self.resolve(set, uid);
+        if requested.len() > budget::FLAGS_PER_COMMAND {
+            return format!(
+                "NO [LIMIT] At most {} flags in one STORE",
+                budget::FLAGS_PER_COMMAND
+            );
+        }
+        let Ok(indexes) = self.resolve(set, uid, &Work::new(budget::SEARCH_WORK)) else {
+            return "NO [LIMIT] Sequence set too complex".into();
+        };
         let Some(sel) = self.selected.as_ref() else {
             return "BAD No mailbox selected".into();
         };
@@ -565,18 +742,17 @@ impl ImapSession {
     }
 
     /// Removes \Deleted messages (all, or those in the UID set), reporting each EXPUNGE.
-    pub(super) fn expunge(&mut self, only: Option<&SequenceSet>, report: bool) {
+    pub(super) fn expunge(&mut self, only: Option<&Intervals>, report: bool) {
         let Some(sel) = self.selected.as_mut() else {
             return;
         };
         if sel.read_only {
             return;
         }
-        let largest = sel.last_uid();
         let mut removed = Vec::new();
         for i in (0..sel.len()).rev() {
             let entry = sel.entry(i);
-            let chosen = only.is_none_or(|set| search::in_set(set, entry.uid, largest));
+            let chosen = only.is_none_or(|set| set.contains(entry.uid));
             if entry.flags.contains('T') && chosen && sel.folder.delete(entry).is_ok() {
                 removed.push((i, sel.remove(i)));
             }
@@ -599,7 +775,9 @@ impl ImapSession {
             Ok((_, folder)) => folder,
             Err(reply) => return reply,
         };
-        let indexes = self.resolve(set, uid);
+        let Ok(indexes) = self.resolve(set, uid, &Work::new(budget::SEARCH_WORK)) else {
+            return "NO [LIMIT] Sequence set too complex".into();
+        };
         let Some(sel) = self.selected.as_ref() else {
             return "BAD No mailbox selected".into();
         };

@@ -15,6 +15,7 @@ use super::super::{flags, search, wire};
 use super::mailboxes::quoted as wire_quoted;
 use super::{ImapSession, Next, AUTOLOGOUT, SHUTDOWN_BYE};
 use crate::blocking;
+use crate::message::Message;
 use crate::net::connection::Line;
 use crate::plugin::Stage;
 use crate::store::keywords::Keywords;
@@ -46,11 +47,64 @@ pub(super) struct Selected {
     recent: HashSet<u32>,
     /// What a retrieve-stage plugin made of a message for this client, by UID.
     edited: HashMap<u32, Arc<Vec<u8>>>,
+    /// The messages this session read last, parsed (a FETCH after FETCH of one message
+    /// neither reads nor parses it again).
+    parsed: std::sync::Mutex<ParsedCache>,
+}
+
+/// Recently read messages with their parsed structure, by UID: at most
+/// [`ParsedCache::ENTRIES`] of them and [`ParsedCache::BYTES`] of message data, the oldest
+/// forgotten first. A UID's content never changes, so entries are never stale.
+#[derive(Default)]
+pub(super) struct ParsedCache {
+    entries: std::collections::VecDeque<(u32, Arc<Message>)>,
+    bytes: u64,
+}
+
+impl ParsedCache {
+    const ENTRIES: usize = 16;
+    const BYTES: u64 = 64 << 20;
+
+    fn get(&mut self, uid: u32) -> Option<Arc<Message>> {
+        let at = self.entries.iter().position(|(u, _)| *u == uid)?;
+        let entry = self.entries.remove(at)?;
+        let message = entry.1.clone();
+        self.entries.push_back(entry);
+        Some(message)
+    }
+
+    fn put(&mut self, uid: u32, message: Arc<Message>) {
+        if message.size() > Self::BYTES / 4 {
+            return;
+        }
+        self.bytes = self.bytes.saturating_add(message.size());
+        self.entries.push_back((uid, message));
+        while self.entries.len() > Self::ENTRIES || self.bytes > Self::BYTES {
+            let Some((_, old)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes = self.bytes.saturating_sub(old.size());
+        }
+    }
 }
 
 impl Selected {
     pub fn len(&self) -> usize {
         self.messages.len()
+    }
+
+    /// The message with this UID if this session read it lately, parsed.
+    pub fn parsed(&self, uid: u32) -> Option<Arc<Message>> {
+        self.parsed.lock().ok()?.get(uid)
+    }
+
+    /// Keeps a message just read (with whatever of it gets parsed) for the next command.
+    pub fn remember(&self, uid: u32, message: Message) -> Arc<Message> {
+        let message = Arc::new(message);
+        if let Ok(mut cache) = self.parsed.lock() {
+            cache.put(uid, message.clone());
+        }
+        message
     }
 
     pub fn entries(&self) -> &[MailEntry] {
@@ -249,6 +303,7 @@ impl ImapSession {
             messages: self.shared.snapshots.intern(&folder_path, screened.shown),
             recent: screened.recent.into_iter().collect(),
             edited: screened.edited.into_iter().collect(),
+            parsed: Default::default(),
         });
         if let Some(SelectParams::Qresync {
             uid_validity,

@@ -1,0 +1,590 @@
+//! IMAP requests whose cost grows with what they ask for: each is answered with its limit
+//! (`NO [LIMIT]`, RFC 5530) or correctly within bounded memory and time, while another client's
+//! SMTP greeting and IMAP NOOP are answered within a second throughout, and the server lives.
+//! Each test runs the real binary under an address-space limit (`Gateway::start_bounded`).
+
+use mailgate_e2e::{imap_raw, Gateway, Responsiveness};
+
+const ALICE: &str = "alice@example.test";
+const LOGIN: &str = "l LOGIN alice@example.test pw-alice\r\n";
+
+/// A bounded gateway with the responsiveness watcher running.
+fn under_attack() -> (Gateway, Responsiveness) {
+    let gw = Gateway::start_bounded("", "");
+    let watch = Responsiveness::watch(gw.inbound, gw.imap);
+    (gw, watch)
+}
+
+/// Logs in, selects INBOX, then runs `steps` (command, tag); what each step read.
+fn in_inbox(gw: &Gateway, steps: &[(String, &str)]) -> Vec<String> {
+    let mut all: Vec<(&str, &str)> = vec![(LOGIN, "l"), ("s SELECT INBOX\r\n", "s")];
+    all.extend(steps.iter().map(|(c, t)| (c.as_str(), *t)));
+    let out = imap_raw(gw, &all);
+    assert!(out[1].contains("l OK"), "login: {}", out[1]);
+    assert!(out[2].contains("s OK"), "select: {}", out[2]);
+    out[3..].to_vec()
+}
+
+/// The tagged completion line of a step's output.
+fn completion<'a>(out: &'a str, tag: &str) -> &'a str {
+    out.lines()
+        .rev()
+        .find(|l| l.starts_with(&format!("{tag} ")))
+        .unwrap_or_else(|| panic!("no completion for {tag} in {}", head(out)))
+}
+
+fn head(out: &str) -> &str {
+    &out[..out.len().min(400)]
+}
+
+/// Ends an attack: the server lives and the other client was answered in time.
+fn survived(mut gw: Gateway, watch: Responsiveness) {
+    assert!(gw.alive(), "the server died");
+    let log = watch.finish();
+    assert!(gw.alive(), "the server died");
+    eprintln!("probes: {} rounds, slowest {:?}", log.rounds, log.slowest);
+}
+
+fn plain_message(subject: &str, body_bytes: usize) -> Vec<u8> {
+    let line = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor\r\n";
+    let mut raw = format!(
+        "From: x@client.test\r\nSubject: {subject}\r\nMessage-ID: <{subject}@client.test>\r\n\r\n"
+    );
+    while raw.len() < body_bytes {
+        raw.push_str(line);
+    }
+    raw.into_bytes()
+}
+
+fn store_many(gw: &Gateway, n: usize, body_bytes: usize) {
+    for i in 0..n {
+        gw.store_directly(
+            ALICE,
+            &format!("{i:06}.stored"),
+            &plain_message(&format!("message {i}"), body_bytes),
+        );
+    }
+}
+
+/// Item 1: one item named 5 000 times on a 2 MB message is answered once.
+#[test]
+fn fetch_of_a_repeated_item_is_answered_once() {
+    let (gw, watch) = under_attack();
+    gw.store_directly(ALICE, "big.stored", &plain_message("big", 2 << 20));
+    let items = vec!["BODY.PEEK[]"; 5_000].join(" ");
+    let out = in_inbox(&gw, &[(format!("f FETCH 1 ({items})\r\n"), "f")]);
+    assert_eq!(completion(&out[0], "f"), "f OK FETCH completed");
+    assert_eq!(out[0].matches("BODY[] {").count(), 1, "{}", head(&out[0]));
+    survived(gw, watch);
+}
+
+/// Item 1, other shape: distinct partials of the whole message, each as large as it, are
+/// over the message's allowance and refused before the response is built.
+#[test]
+fn fetch_of_many_distinct_large_partials_gets_its_limit() {
+    let (gw, watch) = under_attack();
+    gw.store_directly(ALICE, "big.stored", &plain_message("big", 2 << 20));
+    let items: Vec<String> = (0..2_000)
+        .map(|i| format!("BODY.PEEK[]<{i}.2100000>"))
+        .collect();
+    let out = in_inbox(
+        &gw,
+        &[(format!("f FETCH 1 ({})\r\n", items.join(" ")), "f")],
+    );
+    assert!(
+        completion(&out[0], "f").starts_with("f NO [LIMIT]"),
+        "{}",
+        head(&out[0])
+    );
+    assert!(!out[0].contains("BODY[]"), "nothing was built");
+    survived(gw, watch);
+}
+
+/// Item 1, other shape: BINARY.PEEK[] repeated over 1:* of many large messages streams,
+/// each message once.
+#[test]
+fn fetch_of_all_large_messages_with_repeated_binary_items_streams() {
+    let (gw, watch) = under_attack();
+    store_many(&gw, 40, 1 << 20);
+    let items = vec!["BINARY.PEEK[]"; 2_000].join(" ");
+    let out = in_inbox(&gw, &[(format!("f FETCH 1:* ({items})\r\n"), "f")]);
+    assert_eq!(completion(&out[0], "f"), "f OK FETCH completed");
+    assert_eq!(out[0].matches("BINARY[] {").count(), 40);
+    survived(gw, watch);
+}
+
+/// UIDs 1, 3, 5, ... below `n`, as a sequence set.
+fn every_other(n: u32) -> String {
+    (1..n)
+        .step_by(2)
+        .map(|u| u.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Item 2: `$` is a reference, never the saved set's text: 30 000 of them after saving
+/// 5 000 scattered UIDs are answered (or refused) at once, and 1 000 of them correctly.
+#[test]
+fn many_references_to_a_saved_result_are_cheap() {
+    let (gw, watch) = under_attack();
+    store_many(&gw, 10_000, 100);
+    let save = format!("v UID SEARCH RETURN (SAVE) UID {}\r\n", every_other(10_000));
+    let many = format!("m SEARCH {}\r\n", vec!["$"; 30_000].join(" "));
+    let some = format!("o UID SEARCH {}\r\n", vec!["$"; 1_000].join(" "));
+    let started = std::time::Instant::now();
+    let out = in_inbox(&gw, &[(save, "v"), (many, "m"), (some, "o")]);
+    assert!(
+        completion(&out[0], "v").starts_with("v OK"),
+        "{}",
+        head(&out[0])
+    );
+    let many = completion(&out[1], "m");
+    assert!(
+        many.starts_with("m NO [LIMIT]") || many.starts_with("m OK"),
+        "{many}"
+    );
+    let some = completion(&out[2], "o");
+    if some.starts_with("o OK") {
+        let found = out[2]
+            .lines()
+            .find(|l| l.starts_with("* SEARCH"))
+            .expect("SEARCH reply");
+        assert_eq!(found.split_whitespace().count(), 2 + 5_000);
+    } else {
+        assert!(some.starts_with("o NO [LIMIT]"), "{some}");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(120),
+        "took {:?}",
+        started.elapsed()
+    );
+    survived(gw, watch);
+}
+
+/// Item 2, other shape: 100 000 ranges over ten lines (joined by literals) in one SEARCH cost
+/// their length once, not once per message.
+#[test]
+fn search_with_a_hundred_thousand_ranges_is_answered() {
+    let (gw, watch) = under_attack();
+    store_many(&gw, 10_000, 100);
+    let set = every_other(20_000);
+    let keys: Vec<String> = (0..10).map(|_| format!("UID {set}")).collect();
+    let search = format!("r UID SEARCH {} ALL\r\n", keys.join(" SUBJECT {1+}\r\nm "));
+    let out = in_inbox(&gw, &[(search, "r")]);
+    let done = completion(&out[0], "r");
+    if done.starts_with("r OK") {
+        let found = out[0]
+            .lines()
+            .find(|l| l.starts_with("* SEARCH"))
+            .expect("SEARCH reply");
+        assert_eq!(found.split_whitespace().count(), 2 + 5_000);
+    } else {
+        assert!(done.starts_with("r NO [LIMIT]"), "{done}");
+    }
+    survived(gw, watch);
+}
+
+/// Item 2, other shape: SORT and FETCH take `$` by reference too.
+#[test]
+fn sort_and_fetch_of_the_saved_result() {
+    let (gw, watch) = under_attack();
+    store_many(&gw, 2_000, 100);
+    let save = format!("v UID SEARCH RETURN (SAVE) UID {}\r\n", every_other(2_000));
+    let sort = format!(
+        "o UID SORT (REVERSE ARRIVAL) UTF-8 {}\r\n",
+        vec!["$"; 20_000].join(" ")
+    );
+    let out = in_inbox(
+        &gw,
+        &[
+            (save, "v"),
+            (sort, "o"),
+            ("f UID FETCH $ (FLAGS)\r\n".into(), "f"),
+        ],
+    );
+    let sort = completion(&out[1], "o");
+    assert!(
+        sort.starts_with("o NO [LIMIT]") || sort.starts_with("o OK"),
+        "{sort}"
+    );
+    assert_eq!(completion(&out[2], "f"), "f OK FETCH completed");
+    assert_eq!(out[2].matches(" FETCH (").count(), 1_000);
+    survived(gw, watch);
+}
+
+/// A multipart message of `parts` sibling parts, part n holding `n - 1`.
+fn wide_message(parts: usize) -> Vec<u8> {
+    let mut raw = String::from(
+        "From: x@client.test\r\nSubject: wide\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n",
+    );
+    for i in 0..parts {
+        raw.push_str(&format!("--b\r\n\r\n{i}\r\n"));
+    }
+    raw.push_str("--b--\r\n");
+    raw.into_bytes()
+}
+
+/// Item 3: thousands of sections of a message with very many parts (more than the MIME scan
+/// takes, and fewer): the message is parsed once for the command and each section found
+/// through an index.
+#[test]
+fn many_sections_of_a_wide_message() {
+    let (gw, watch) = under_attack();
+    gw.store_directly(ALICE, "1-wide.stored", &wide_message(200_000));
+    gw.store_directly(ALICE, "2-wide.stored", &wide_message(9_000));
+    let mut items = Vec::new();
+    let mut length = 0;
+    for n in 1.. {
+        let item = format!("BODY.PEEK[{}]", n * 2);
+        length += item.len() + 1;
+        if length > 60_000 {
+            break;
+        }
+        items.push(item);
+    }
+    let asked = items.len();
+    let out = in_inbox(
+        &gw,
+        &[(format!("f FETCH 1:2 ({})\r\n", items.join(" ")), "f")],
+    );
+    let done = completion(&out[0], "f");
+    if done.starts_with("f OK") {
+        assert_eq!(out[0].matches("BODY[").count(), 2 * asked);
+        assert!(out[0].contains("BODY[38] {2}\r\n37"), "{}", head(&out[0]));
+    } else {
+        assert!(done.starts_with("f NO [LIMIT]"), "{done}");
+    }
+    survived(gw, watch);
+}
+
+/// Item 4: one message with 200 000 references threads in near-linear time.
+#[test]
+fn thread_of_a_message_with_a_huge_references_header() {
+    let (gw, watch) = under_attack();
+    store_many(&gw, 20, 100);
+    let ids: String = (0..200_000)
+        .map(|i| format!(" <r{i}@client.test>"))
+        .collect();
+    let raw = format!(
+        "From: x@client.test\r\nSubject: Re: refs\r\nMessage-ID: <last@client.test>\r\nReferences:{ids}\r\n\r\nbody\r\n"
+    );
+    gw.store_directly(ALICE, "refs.stored", raw.as_bytes());
+    let started = std::time::Instant::now();
+    let out = in_inbox(&gw, &[("t THREAD REFERENCES UTF-8 ALL\r\n".into(), "t")]);
+    let done = completion(&out[0], "t");
+    if done.starts_with("t OK") {
+        assert!(out[0].contains("* THREAD ("), "{}", head(&out[0]));
+    } else {
+        assert!(done.starts_with("t NO [LIMIT]"), "{done}");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    survived(gw, watch);
+}
+
+/// Item 5: a 60 000-character LIST pattern gets its limit at once; so do too many patterns
+/// and a long LSUB pattern, while an ordinary LIST still works.
+#[test]
+fn list_patterns_are_bounded() {
+    let (gw, watch) = under_attack();
+    let long = "*a%".repeat(20_000);
+    let many: Vec<String> = (0..100).map(|i| format!("\"x{i}*\"")).collect();
+    let out = imap_raw(
+        &gw,
+        &[
+            (LOGIN, "l"),
+            (&format!("a LIST \"\" \"{long}\"\r\n"), "a"),
+            (&format!("b LIST \"\" ({})\r\n", many.join(" ")), "b"),
+            (&format!("c LSUB \"\" \"{long}\"\r\n"), "c"),
+            ("d LIST \"\" \"*\"\r\n", "d"),
+        ],
+    );
+    assert!(
+        completion(&out[2], "a").starts_with("a NO [LIMIT]"),
+        "{}",
+        out[2]
+    );
+    assert!(
+        completion(&out[3], "b").starts_with("b NO [LIMIT]"),
+        "{}",
+        out[3]
+    );
+    assert!(
+        completion(&out[4], "c").starts_with("c NO [LIMIT]"),
+        "{}",
+        out[4]
+    );
+    assert!(
+        out[5].contains("\"INBOX\"") && out[5].contains("d OK"),
+        "{}",
+        out[5]
+    );
+    survived(gw, watch);
+}
+
+/// `levels` message/rfc822 parts, each quoted-printable encoded around the next.
+fn nested_quoted_printable(levels: usize) -> Vec<u8> {
+    let mut raw = b"Subject: inner\r\n\r\nbottom = line\r\n".to_vec();
+    for level in 0..levels {
+        let mut encoded = Vec::new();
+        let mut column = 0;
+        for &b in &raw {
+            let piece = match b {
+                b'\r' | b'\n' => vec![b],
+                b'=' | 0x80..=0xff => format!("={b:02X}").into_bytes(),
+                _ => vec![b],
+            };
+            if b == b'\n' {
+                column = 0;
+            } else if column + piece.len() > 75 {
+                encoded.extend_from_slice(b"=\r\n");
+                column = 0;
+            }
+            column += piece.len();
+            encoded.extend(piece);
+        }
+        raw = format!(
+            "From: x@client.test\r\nSubject: level {level}\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        )
+        .into_bytes();
+        raw.extend(encoded);
+    }
+    raw
+}
+
+/// Item 6: a deeply nested quoted-printable message is parsed once for the session's FETCHes
+/// (the view keeps it parsed), off the async workers.
+#[test]
+fn a_nested_quoted_printable_message_is_parsed_once_for_many_fetches() {
+    let (gw, watch) = under_attack();
+    gw.store_directly(ALICE, "nested.stored", &nested_quoted_printable(48));
+    let fetches: Vec<(String, &str)> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|t| (format!("{t} FETCH 1 (BODYSTRUCTURE BODY.PEEK[1])\r\n"), *t))
+        .collect();
+    let mut times = Vec::new();
+    let started = std::time::Instant::now();
+    let out = in_inbox(&gw, &fetches);
+    times.push(started.elapsed());
+    for (o, t) in out.iter().zip(["a", "b", "c", "d"]) {
+        assert_eq!(completion(o, t), format!("{t} OK FETCH completed"));
+        assert!(o.contains("BODYSTRUCTURE ("), "{}", head(o));
+    }
+    assert_eq!(
+        out[0].replace("a OK", "x OK"),
+        out[3].replace("d OK", "x OK")
+    );
+    eprintln!("four FETCHes and the login took {times:?}");
+    survived(gw, watch);
+}
+
+/// Item 8: a folder that is a symbolic link is neither listed nor followed, and the answer
+/// names what is wrong.
+#[test]
+fn a_symlinked_folder_is_not_followed() {
+    let (gw, watch) = under_attack();
+    gw.store_directly(ALICE, "one.stored", &plain_message("one", 100));
+    let outside = tempfile::tempdir().expect("tempdir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(outside.path().join(".x").join(sub)).expect("outside");
+    }
+    std::fs::write(
+        outside.path().join(".x/cur/secret:2,"),
+        "Subject: secret\r\n\r\nx\r\n",
+    )
+    .expect("secret");
+    let maildir = gw.data().join("mail/example.test/alice");
+    std::os::unix::fs::symlink(outside.path().join(".x"), maildir.join(".Evil")).expect("link");
+    let out = imap_raw(
+        &gw,
+        &[
+            (LOGIN, "l"),
+            ("a LIST \"\" *\r\n", "a"),
+            ("b SELECT Evil\r\n", "b"),
+            ("c STATUS Evil (MESSAGES)\r\n", "c"),
+            ("d CREATE Evil\r\n", "d"),
+        ],
+    );
+    assert!(!out[2].contains("Evil"), "{}", out[2]);
+    assert!(
+        completion(&out[3], "b").starts_with("b NO [NONEXISTENT]"),
+        "{}",
+        out[3]
+    );
+    assert!(
+        completion(&out[4], "c").starts_with("c NO [NONEXISTENT]"),
+        "{}",
+        out[4]
+    );
+    assert!(
+        completion(&out[5], "d").starts_with("d NO [ALREADYEXISTS]"),
+        "{}",
+        out[5]
+    );
+    assert!(!out
+        .iter()
+        .any(|o| o.contains("secret") || o.contains("SERVERBUG")));
+    survived(gw, watch);
+}
+
+/// Peak resident memory (VmHWM, KiB) and CPU seconds of a process, from /proc.
+fn usage(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((hwm, ticks as f64 / 100.0))
+}
+
+/// Before/after figures for items 1-6: each attack on a fresh bounded gateway (seeded and
+/// logged in first), with its peak RSS reset just before (`clear_refs` 5), then VmHWM, CPU
+/// and wall time of the attack alone. Run with
+/// `cargo test -p mailgate -p mailgate-e2e --test imap_limits measure -- --ignored --nocapture`
+/// (and with `MAILGATE_BIN=<old binary>` for the figures before).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_items_1_to_6() {
+    type Seed = fn(&Gateway);
+    let attacks: Vec<(&str, Seed, String)> = vec![
+        (
+            "1 FETCH BODY.PEEK[] x5000 of 2 MB",
+            |gw| gw.store_directly(ALICE, "big.stored", &plain_message("big", 2 << 20)),
+            format!("x FETCH 1 ({})\r\n", vec!["BODY.PEEK[]"; 5_000].join(" ")),
+        ),
+        (
+            "2 SEARCH $ x30000 (5000 saved)",
+            |gw| store_many(gw, 10_000, 100),
+            format!(
+                "v UID SEARCH RETURN (SAVE) UID {}\r\nx SEARCH {}\r\n",
+                every_other(10_000),
+                vec!["$"; 30_000].join(" ")
+            ),
+        ),
+        (
+            "2 SEARCH $ x1000 (5000 saved)",
+            |gw| store_many(gw, 10_000, 100),
+            format!(
+                "v UID SEARCH RETURN (SAVE) UID {}\r\nx SEARCH {}\r\n",
+                every_other(10_000),
+                vec!["$"; 1_000].join(" ")
+            ),
+        ),
+        (
+            "3 FETCH 3500 sections of 1M parts",
+            |gw| {
+                let mut raw = String::from(
+                    "From: x@client.test\r\nSubject: wide\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n",
+                );
+                for _ in 0..1_000_000 {
+                    raw.push_str("--b\r\n\r\n\r\n");
+                }
+                raw.push_str("--b--\r\n");
+                gw.store_directly(ALICE, "wide.stored", raw.as_bytes());
+            },
+            format!(
+                "x FETCH 1 ({})\r\n",
+                (1..=3_500)
+                    .map(|n| format!("BODY.PEEK[{n}]"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        ),
+        (
+            "4 THREAD, 200000 references",
+            |gw| {
+                let ids: String = (0..200_000)
+                    .map(|i| format!(" <r{i}@client.test>"))
+                    .collect();
+                let raw = format!(
+                    "From: x@client.test\r\nSubject: refs\r\nMessage-ID: <last@client.test>\r\nReferences:{ids}\r\n\r\nbody\r\n"
+                );
+                gw.store_directly(ALICE, "refs.stored", raw.as_bytes());
+            },
+            "x THREAD REFERENCES UTF-8 ALL\r\n".into(),
+        ),
+        (
+            "5 LIST 60000-char pattern",
+            |_| {},
+            format!("x LIST \"\" \"{}\"\r\n", "*a%".repeat(20_000)),
+        ),
+        (
+            "6 FETCH x5 of 48-level QP nesting",
+            |gw| gw.store_directly(ALICE, "nested.stored", &nested_quoted_printable(48)),
+            "x FETCH 1 (BODYSTRUCTURE BODY.PEEK[1])\r\n".repeat(5),
+        ),
+    ];
+    println!("| attack | peak RSS (VmHWM) MiB | CPU s | wall s | answer |");
+    println!("|---|---|---|---|---|");
+    for (name, seed, attack) in attacks {
+        let mut gw = Gateway::start_bounded("", "");
+        seed(&gw);
+        in_inbox(&gw, &[]);
+        let pid = gw.pid().expect("running");
+        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        let (_, cpu_before) = usage(pid).expect("proc");
+        let started = std::time::Instant::now();
+        // A SAVE first, when the attack has one, then the attack itself (tag x).
+        let mut steps: Vec<(&str, &str)> = vec![(LOGIN, "l"), ("s SELECT INBOX\r\n", "s")];
+        let saving = attack.starts_with("v ");
+        let (save, rest) = attack.split_once("\r\n").unwrap_or((&attack, ""));
+        let save = format!("{save}\r\n");
+        if saving {
+            steps.extend([(save.as_str(), "v"), (rest, "x")]);
+        } else {
+            steps.push((attack.as_str(), "x"));
+        }
+        let out = imap_raw(&gw, &steps);
+        let wall = started.elapsed().as_secs_f64();
+        let alive = gw.alive();
+        let at_end = if alive { usage(pid) } else { None };
+        let last = out.last().cloned().unwrap_or_default();
+        let answer = match last.lines().rev().find(|l| l.starts_with("x ")) {
+            Some(line) => line.chars().take(40).collect(),
+            None if alive => "no answer in 60 s (the client gave up)".to_string(),
+            None => "no answer: the server died".to_string(),
+        };
+        match at_end {
+            Some((hwm, cpu)) => println!(
+                "| {name} | {} | {:.1} | {wall:.1} | {answer} |",
+                hwm / 1024,
+                cpu - cpu_before
+            ),
+            None => println!("| {name} | died (4 GiB address space) | - | {wall:.1} | {answer} |"),
+        }
+    }
+}
+
+/// Item 7: server CPU for pipelined NOOPs, plain and through COMPRESS=DEFLATE (each command
+/// sync-flushed as clients do), and how many sync-flushed blocks the replies came in. Run with
+/// `cargo test -p mailgate -p mailgate-e2e --test imap_limits compress -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_pipelined_noops_with_and_without_compression() {
+    let gw = Gateway::start("");
+    let pid = gw.pid().expect("running").to_string();
+    let script = mailgate_e2e::root().join("tests/e2e/clients/compress_noops.py");
+    for (mode, each) in [
+        ("plain", ""),
+        ("deflate", ""),
+        ("plain", "each"),
+        ("deflate", "each"),
+    ] {
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .args([&gw.imaps.to_string(), &pid, "20000", mode, each])
+            .output()
+            .expect("python3");
+        println!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+}
