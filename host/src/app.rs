@@ -45,6 +45,7 @@ use hickory_resolver::TokioResolver;
 pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     let config = Arc::new(source.load()?);
     crate::message::mime::set_max_depth(config.limits.max_mime_depth);
+    crate::message::mime::set_max_parts(config.limits.max_mime_parts);
     // Before anything in the data dir is touched: one server per data dir.
     let data_dir = config.data_dir();
     let _owner = crate::datadir::DataDir::lock(&data_dir)?;
@@ -326,6 +327,7 @@ async fn bind_listeners(
             slots: limits.slots(listener.protocol),
             sessions: sessions.clone(),
             drain: drain.clone(),
+            tls_refusals: Listener::refusal_turns(),
             config: listener,
         };
         tasks.push(tokio::spawn(listener.run()));

@@ -303,6 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => load_config(config.as_deref())?,
             };
             mailgate::message::mime::set_max_depth(config.limits.max_mime_depth);
+            mailgate::message::mime::set_max_parts(config.limits.max_mime_parts);
             let (text, accepted) = check::check(&options, &config, default_cache_dir()).await?;
             print!("{text}");
             Ok(if accepted {

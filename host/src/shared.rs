@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Protocol};
-use crate::net::limits::AuthBudget;
+use crate::net::limits::{AuthBudget, LoginWindow, PerIp};
 use crate::plugin::{ActivePlugins, Services};
 use crate::store::users::UserDirectory;
 use crate::telemetry::metrics;
@@ -27,6 +27,8 @@ pub struct Shared {
     password_checks: Arc<Semaphore>,
     /// Failed logins per client address, across connections and protocols.
     auth_budget: AuthBudget,
+    /// IMAP and POP3 connections per client address that have not logged in yet.
+    waiting_for_login: Arc<PerIp>,
 }
 
 impl Shared {
@@ -44,12 +46,26 @@ impl Shared {
             password_checks: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            waiting_for_login: Arc::new(PerIp::default()),
             config,
             plugins,
             services,
             users,
             tls,
         }
+    }
+
+    /// The time a new IMAP or POP3 client at `ip` has to log in (`limits.login-timeout-secs`
+    /// from now), or None when `limits.max-prelogin-connections-per-ip` of that address's
+    /// connections are already waiting to.
+    pub fn login_window(&self, ip: std::net::IpAddr) -> Option<LoginWindow> {
+        let limits = &self.config.limits;
+        LoginWindow::open(
+            &self.waiting_for_login,
+            ip,
+            limits.max_prelogin_connections_per_ip,
+            Duration::from_secs(limits.login_timeout_secs),
+        )
     }
 
     /// Checks a password off the async threads (argon2 takes milliseconds on purpose), at most

@@ -727,3 +727,348 @@ fn deeply_nested_search_and_fetch_lists_are_refused() {
     assert!(out[6].contains("z OK"), "{}", out[6]);
     assert_alive(&gw);
 }
+
+// ---- Round two: every request's memory, CPU and time bounded (under an address-space limit) ----
+
+use mailgate_e2e::Responsiveness;
+
+/// A message of `levels` quoted-printable `message/rfc822` parts, each inside the one before,
+/// about `target` bytes long: each level escapes the `=` signs of the level below (`=3D`), so
+/// every decoded level is nearly as long as the whole message. Lines stay under 1 000 bytes.
+fn nested_quoted_printable(levels: usize, target: usize) -> Vec<u8> {
+    let line = "=y".repeat(9);
+    // Each `=` grows by two bytes a level.
+    let per_line = 9 * (1 + 2 * levels) + 11;
+    let mut raw = b"Subject: inner\r\n\r\n".to_vec();
+    for _ in 0..target / per_line {
+        raw.extend_from_slice(line.as_bytes());
+        raw.extend_from_slice(b"\r\n");
+    }
+    for _ in 0..levels {
+        let mut outer = b"Subject: wrapper\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n".to_vec();
+        for &b in &raw {
+            match b {
+                b'=' => outer.extend_from_slice(b"=3D"),
+                b => outer.push(b),
+            }
+        }
+        raw = outer;
+    }
+    raw
+}
+
+/// One multipart of `n` small text parts.
+fn wide_multipart(n: usize) -> Vec<u8> {
+    let mut raw =
+        b"From: wide@client.test\r\nSubject: wide\r\nContent-Type: multipart/mixed; boundary=w\r\n\r\n"
+            .to_vec();
+    for _ in 0..n {
+        raw.extend_from_slice(b"--w\r\n\r\nx\r\n");
+    }
+    raw.extend_from_slice(b"--w--\r\n");
+    raw
+}
+
+/// Sends `data` (CRLF, no line starting with a dot) as one message; the reply to its end.
+fn send_bytes(port: u16, data: &[u8]) -> String {
+    let (mut smtp, _) = RawSmtp::connect(port);
+    smtp.cmd("EHLO client.test");
+    assert!(smtp.cmd("MAIL FROM:<sender@client.test>").starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(data);
+    smtp.send(b".\r\n");
+    let reply = smtp.reply();
+    smtp.cmd("QUIT");
+    reply
+}
+
+#[test]
+fn nested_encoded_messages_are_refused_without_stalling_other_clients() {
+    let _heavy = mailgate_e2e::exclusive();
+    let mut gw = Gateway::start_bounded("", "");
+    let data = std::sync::Arc::new(nested_quoted_printable(48, 21 << 20));
+    assert!(data.len() > 20 << 20, "{}", data.len());
+    let watch = Responsiveness::watch(gw.inbound, gw.imap);
+    let port = gw.inbound;
+    let senders: Vec<_> = (0..3)
+        .map(|_| {
+            let data = data.clone();
+            std::thread::spawn(move || send_bytes(port, &data))
+        })
+        .collect();
+    for sender in senders {
+        let reply = sender.join().expect("sender");
+        assert!(reply.starts_with("554 5.6.0"), "{reply}");
+        assert!(reply.contains("encoded inner messages"), "{reply}");
+    }
+    watch.finish();
+    assert!(gw.alive(), "{}", gw.log());
+    // The same shape a few levels deep, as forwarded mail has it, is accepted.
+    let reply = send_bytes(gw.inbound, &nested_quoted_printable(3, 64 << 10));
+    assert!(reply.starts_with("250"), "{reply}");
+}
+
+#[test]
+fn a_wide_message_is_refused_at_data_and_served_bounded_from_the_store() {
+    let _heavy = mailgate_e2e::exclusive();
+    let mut gw = Gateway::start_bounded("", "");
+    let watch = Responsiveness::watch(gw.inbound, gw.imap);
+    // Over the default bound of 10 000 parts: refused for good, not deferred.
+    let reply = send_bytes(gw.inbound, &wide_multipart(100_000));
+    assert!(reply.starts_with("554 5.6.0"), "{reply}");
+    assert!(reply.contains("Too many MIME parts"), "{reply}");
+    // Within it: accepted.
+    let reply = send_bytes(gw.inbound, &wide_multipart(500));
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(gw.wait_mailbox("alice@example.test", 1).len(), 1);
+    // A million parts put into the Maildir by another program (or an IMAP APPEND).
+    store_directly(
+        &gw,
+        "9.wide",
+        &String::from_utf8(wide_multipart(1_000_000)).expect("ascii"),
+    );
+    let out = imap_raw(
+        &gw,
+        &[
+            LOGIN,
+            ("s SELECT INBOX\r\n", "s"),
+            ("f FETCH 2 (BODYSTRUCTURE RFC822.SIZE)\r\n", "f"),
+            ("z LOGOUT\r\n", "z"),
+        ],
+    );
+    // The multipart past the bound is one opaque part.
+    assert!(out[3].contains("f OK"), "{}", out[3]);
+    assert!(
+        out[3].contains("(BODYSTRUCTURE (\"application\" \"octet-stream\""),
+        "{}",
+        out[3]
+    );
+    watch.finish();
+    assert!(gw.alive(), "{}", gw.log());
+}
+
+#[test]
+fn the_login_timeout_is_a_deadline_from_connect() {
+    use std::io::{BufRead, BufReader, Write};
+    let gw = Gateway::start("[limits]\nlogin-timeout-secs = 2\n");
+    for (port, noop, bye) in [
+        (gw.imap, "n NOOP\r\n", "* BYE"),
+        (gw.pop3, "NOOP\r\n", "-ERR"),
+    ] {
+        let started = std::time::Instant::now();
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+            .expect("timeout");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut last = String::new();
+        // A command every 300 ms: each one used to start the timeout again.
+        let closed = loop {
+            if started.elapsed() > std::time::Duration::from_secs(10) {
+                break None;
+            }
+            let _ = (&stream).write_all(noop.as_bytes());
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) => break Some(started.elapsed()),
+                Ok(_) => last = line,
+                Err(_) => {}
+            }
+        };
+        let took = closed.unwrap_or_else(|| panic!("port {port}: still open after 10 s"));
+        assert!(
+            took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(4),
+            "port {port}: closed after {took:?}"
+        );
+        assert!(last.starts_with(bye), "port {port}: {last:?}");
+    }
+}
+
+/// A connection from `source` (another loopback address) to the gateway's `port`, and its
+/// first line.
+fn connect_from(source: std::net::Ipv4Addr, port: u16) -> (std::net::TcpStream, String) {
+    use std::io::{BufRead, BufReader};
+    let stream = bound_connect(source, port);
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let mut line = String::new();
+    let _ = BufReader::new(stream.try_clone().expect("clone")).read_line(&mut line);
+    (stream, line)
+}
+
+/// std has no bind-before-connect: a socket made by hand.
+fn bound_connect(source: std::net::Ipv4Addr, port: u16) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let address = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let (from, to) = (address(source, 0), address(std::net::Ipv4Addr::LOCALHOST, port));
+    // SAFETY: a fresh socket, plain structs passed by pointer with their length; the socket
+    // is owned by the TcpStream from then on.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let bound = libc::bind(fd, (&from as *const libc::sockaddr_in).cast(), length);
+        assert_eq!(bound, 0, "bind {source}: {}", std::io::Error::last_os_error());
+        let connected = libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), length);
+        assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+#[test]
+fn connections_waiting_to_log_in_are_capped_per_address() {
+    use std::io::{BufRead, BufReader, Write};
+    let gw = Gateway::start("[limits]\nmax-prelogin-connections-per-ip = 5\n");
+    let attacker: std::net::Ipv4Addr = "127.0.0.2".parse().expect("ip");
+    let mut held = Vec::new();
+    // Five waiting, IMAP and POP3 together.
+    for port in [gw.imap, gw.imap, gw.imap, gw.pop3, gw.pop3] {
+        let (stream, greeting) = connect_from(attacker, port);
+        assert!(greeting.starts_with("* OK") || greeting.starts_with("+OK"), "{greeting}");
+        held.push(stream);
+    }
+    for (port, refusal) in [
+        (gw.imap, "* BYE [UNAVAILABLE]"),
+        (gw.pop3, "-ERR [SYS/TEMP]"),
+    ] {
+        let (_, refused) = connect_from(attacker, port);
+        assert!(refused.starts_with(refusal), "{refused}");
+    }
+    // Another address logs in as usual, over IMAP and POP3.
+    let out = imap_raw(&gw, &[LOGIN, ("z LOGOUT\r\n", "z")]);
+    assert!(out[1].contains("l OK"), "{}", out[1]);
+    let (stream, greeting) = connect_from("127.0.0.1".parse().expect("ip"), gw.pop3);
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+    drop(stream);
+    // A login gives the place back: after one of the attacker's connections logs in, one more
+    // may wait.
+    let mut first = held.remove(0);
+    first
+        .write_all(b"l LOGIN alice@example.test pw-alice\r\n")
+        .expect("login");
+    let mut reader = BufReader::new(first.try_clone().expect("clone"));
+    let mut line = String::new();
+    while !line.starts_with("l ") {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+    }
+    assert!(line.starts_with("l NO") || line.starts_with("l OK"), "{line}");
+}
+
+#[test]
+fn a_milter_client_sending_macros_without_end_holds_no_table() {
+    let _heavy = mailgate_e2e::exclusive();
+    use std::io::{Read, Write};
+    let port = mailgate_e2e::free_port();
+    let mut gw = Gateway::start_bounded(
+        "",
+        &format!("[[listener]]\nname = \"milter\"\naddress = \"127.0.0.1:{port}\"\nprotocol = \"milter\"\n"),
+    );
+    let before = gw.rss_kib();
+    let watch = Responsiveness::watch(gw.inbound, gw.imap);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut offer = vec![0, 0, 0, 13, b'O'];
+    for n in [6u32, 0x1ff, 0x1fffff] {
+        offer.extend_from_slice(&n.to_be_bytes());
+    }
+    s.write_all(&offer).expect("negotiate");
+    let mut answer = [0u8; 17];
+    s.read_exact(&mut answer).expect("negotiation answer");
+    // 128 MiB of macro packets, each of 512 KiB of distinct names.
+    let mut name = 0u64;
+    for _ in 0..256 {
+        let mut body = vec![b'D', b'C'];
+        while body.len() < 512 << 10 {
+            body.extend_from_slice(format!("{{m{name}}}\0value-of-some-length-{name}\0").as_bytes());
+            name += 1;
+        }
+        s.write_all(&(body.len() as u32).to_be_bytes()).expect("length");
+        s.write_all(&body).expect("macros");
+    }
+    // Still served: a connect gets its answer.
+    let mut connect = vec![b'C'];
+    connect.extend_from_slice(b"client.test\0");
+    connect.push(b'4');
+    connect.extend_from_slice(&25u16.to_be_bytes());
+    connect.extend_from_slice(b"127.0.0.9\0");
+    s.write_all(&(connect.len() as u32).to_be_bytes()).expect("length");
+    s.write_all(&connect).expect("connect");
+    let mut reply = [0u8; 5];
+    s.read_exact(&mut reply).expect("reply to connect");
+    assert_eq!(reply[4], b'c', "{reply:?}");
+    let grown = gw.rss_kib().saturating_sub(before);
+    assert!(grown < 64 << 10, "grew by {grown} KiB");
+    watch.finish();
+    assert!(gw.alive(), "{}", gw.log());
+}
+
+#[test]
+fn delivery_never_writes_through_a_linked_maildir_directory() {
+    let gw = Gateway::start("");
+    let outside = tempfile::tempdir().expect("outside");
+    let maildir = gw.data().join("mail/example.test/alice");
+    std::fs::create_dir_all(maildir.join("tmp")).expect("tmp");
+    std::fs::create_dir_all(maildir.join("cur")).expect("cur");
+    std::os::unix::fs::symlink(outside.path(), maildir.join("new")).expect("link");
+    let reply = send(&gw, "alice@example.test", "Subject: linked\r\n\r\nhello\r\n");
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(wait_until(10, || gw.log().contains("not a directory of its own")), "{}", gw.log());
+    assert_eq!(std::fs::read_dir(outside.path()).expect("outside").count(), 0);
+    assert_eq!(std::fs::read_dir(maildir.join("tmp")).expect("tmp").count(), 0);
+    // The message stays queued, not lost.
+    let queue = gw.cli(&["queue", "list"]);
+    assert!(queue.stdout.contains("alice@example.test"), "{}{}", queue.stdout, queue.stderr);
+    assert_alive(&gw);
+}
+
+#[test]
+fn an_over_capacity_refusal_on_an_implicit_tls_port_is_read_inside_tls() {
+    let gw = Gateway::start("[limits]\nmax-connections-per-ip = 2\n");
+    let script = r#"
+import socket, ssl, sys, time
+port = int(sys.argv[1])
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+# Until the deadline: the server may not have seen the last attempt's connections close yet.
+deadline = time.time() + 20
+while time.time() < deadline:
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with context.wrap_socket(raw) as tls:
+                text = tls.recv(200).decode()
+    except (ssl.SSLError, OSError) as e:
+        text = f"error: {e}"
+    for h in held:
+        h.close()
+    print(text)
+    if "Too many" in text:
+        break
+    time.sleep(0.3)
+"#;
+    for port in [gw.imaps, gw.pop3s, gw.smtps] {
+        let out = std::process::Command::new("python3")
+            .args(["-c", script, &port.to_string()])
+            .output()
+            .expect("python3");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("Too many connections from your address"),
+            "port {port}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

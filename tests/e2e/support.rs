@@ -532,6 +532,14 @@ impl Gateway {
     }
 }
 
+/// Taken by tests whose requests load the machine on purpose (the attacks of the hardening
+/// tests), so that two of them in one test binary never run at once: one attack's load would
+/// slow the other's probes, and each test's figures are its own.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// While a heavy request runs: another client's SMTP greeting and IMAP NOOP, over and over on
 /// fresh connections, each answered within a second. Started by [`Responsiveness::watch`],
 /// read by [`Responsiveness::finish`]: the slowest answer seen and the failures.

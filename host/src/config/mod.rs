@@ -323,6 +323,11 @@ pub struct LimitsConfig {
     /// message nested deeper is served with the excess as one opaque part.
     #[serde(deserialize_with = "mime_depth")]
     pub max_mime_depth: usize,
+    /// Most MIME parts (the message, its multiparts, inner messages and leaves) accepted at
+    /// DATA; a stored message with more is served with the multipart that passes the bound
+    /// kept as one opaque part.
+    #[serde(deserialize_with = "mime_parts")]
+    pub max_mime_parts: usize,
     /// Failed logins one client address may make (all protocols, all connections) before its
     /// logins are refused unchecked; one try comes back every window / this. 0: no budget.
     pub auth_failures_per_ip: u32,
@@ -345,8 +350,12 @@ pub struct LimitsConfig {
     pub max_pop3_connections: usize,
     /// HTTP connections of the JMAP listeners (browsers open several each).
     pub max_jmap_connections: usize,
-    /// IMAP and POP3 clients that have not logged in after this long are disconnected.
+    /// IMAP and POP3 clients that have not logged in this long after connecting are
+    /// disconnected, whatever they sent meanwhile.
     pub login_timeout_secs: u64,
+    /// IMAP and POP3 connections one client address may hold before logging in; more are
+    /// refused at once, so that a few addresses cannot take every slot with idle connections.
+    pub max_prelogin_connections_per_ip: usize,
 }
 
 /// The highest `limits.max-mime-depth`: every walk of a MIME tree stays far from stack limits.
@@ -360,6 +369,19 @@ fn mime_depth<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error>
         )));
     }
     Ok(depth)
+}
+
+/// The highest `limits.max-mime-parts`.
+pub const MAX_MIME_PARTS: usize = 100_000;
+
+fn mime_parts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let parts = usize::deserialize(d)?;
+    if !(1..=MAX_MIME_PARTS).contains(&parts) {
+        return Err(serde::de::Error::custom(format!(
+            "max-mime-parts must be between 1 and {MAX_MIME_PARTS}, not {parts}"
+        )));
+    }
+    Ok(parts)
 }
 
 impl Default for LimitsConfig {
@@ -378,6 +400,7 @@ impl Default for LimitsConfig {
             max_auth_failures: 3,
             auth_failure_delay_ms: 1000,
             max_mime_depth: 50,
+            max_mime_parts: 10_000,
             auth_failures_per_ip: 10,
             auth_failure_window_secs: 600,
             rcpt_errors_before_delay: 3,
@@ -390,6 +413,7 @@ impl Default for LimitsConfig {
             max_pop3_connections: 100,
             max_jmap_connections: 200,
             login_timeout_secs: 60,
+            max_prelogin_connections_per_ip: 10,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::queue::spool::Spooled;
 
@@ -173,13 +174,17 @@ fn prepare(
     let return_path = format!("Return-Path: <{}>\r\n", spooled.envelope.sender);
     let mut staged = Vec::new();
     for mailbox in &mailboxes {
-        let dir = maildir::maildir_of(mail_root, mailbox);
         let name = file_name(&spooled, mailbox);
         let parts: [&[u8]; 2] = [return_path.as_bytes(), &spooled.message];
-        if let Some(file) = maildir::stage(&dir, &name, &parts)
-            .map_err(|source| SpoolError::Io { path: dir, source })?
-        {
-            staged.push(file);
+        let staging = maildir::Maildir::open(mail_root, mailbox)
+            .and_then(|dir| maildir::stage(Arc::new(dir), &name, &parts));
+        match staging {
+            Ok(Some(file)) => staged.push(file),
+            Ok(None) => {}
+            Err(source) => {
+                let path = maildir::maildir_of(mail_root, mailbox);
+                return Err(SpoolError::Io { path, source });
+            }
         }
     }
     Ok(Prepared {

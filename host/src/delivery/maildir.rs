@@ -3,9 +3,18 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
 
 /// The Maildir of a user: `<root>/<domain>/<local>/`.
 pub fn maildir_of(root: &Path, address: &str) -> PathBuf {
+    root.join(relative_maildir(address))
+}
+
+/// `<domain>/<local>`, for a user's Maildir under the mail root.
+fn relative_maildir(address: &str) -> PathBuf {
     let (local, domain) = address.rsplit_once('@').unwrap_or((address, "localhost"));
     // Addresses reaching here are resolved local users; keep names filesystem-safe anyway.
     let safe = |s: &str| {
@@ -13,75 +22,109 @@ pub fn maildir_of(root: &Path, address: &str) -> PathBuf {
             .trim_start_matches('.')
             .to_string()
     };
-    root.join(safe(domain)).join(safe(local))
+    Path::new(&safe(domain)).join(safe(local))
 }
 
-/// Creates `tmp/`, `new/` and `cur/` if missing.
-pub fn ensure(maildir: &Path) -> std::io::Result<()> {
-    for sub in ["tmp", "new", "cur"] {
-        std::fs::create_dir_all(maildir.join(sub))?;
+/// A user's Maildir opened for delivery: handles on its `tmp/`, `new/` and `cur/`, each opened
+/// beneath the mail root and each a directory of its own (not a symbolic link), so that no
+/// link planted in a Maildir, and no name, makes a delivery write anywhere else.
+pub struct Maildir {
+    tmp: Dir,
+    new: Dir,
+    cur: Dir,
+}
+
+impl Maildir {
+    /// The Maildir of `address` under `mail_root`, created if missing.
+    pub fn open(mail_root: &Path, address: &str) -> std::io::Result<Maildir> {
+        std::fs::create_dir_all(mail_root)?;
+        let root = Dir::open_ambient_dir(mail_root, ambient_authority())?;
+        let relative = relative_maildir(address);
+        root.create_dir_all(&relative)?;
+        let user = root.open_dir(&relative)?;
+        Ok(Maildir {
+            tmp: own_directory(&user, "tmp")?,
+            new: own_directory(&user, "new")?,
+            cur: own_directory(&user, "cur")?,
+        })
     }
-    Ok(())
+
+    fn already_delivered(&self, name: &str) -> std::io::Result<bool> {
+        if self.new.exists(name) {
+            return Ok(true);
+        }
+        // Files in cur/ carry an info suffix (":2,S"); the base name is what we gave.
+        let prefix = format!("{name}:");
+        Ok(self.cur.entries()?.flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|f| f == name || f.starts_with(&prefix))
+        }))
+    }
+}
+
+/// `name` in `parent`, created if missing, opened only when it is a directory itself: a
+/// symbolic link there (even to a directory) is refused.
+fn own_directory(parent: &Dir, name: &str) -> std::io::Result<Dir> {
+    match parent.create_dir(name) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let kind = parent.symlink_metadata(name)?.file_type();
+    if kind.is_symlink() || !kind.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the Maildir's {name}/ is not a directory of its own (a link?)"),
+        ));
+    }
+    parent.open_dir(name)
 }
 
 /// Delivers `parts` (written one after another, e.g. a Return-Path line and the message) under
 /// the file name `name`, unless a file of that name is already in `new/` or `cur/`: delivery is
-/// idempotent, so a retry after a crash never makes a second copy. Returns the new file's path,
-/// or `None` when it was already delivered.
-pub fn deliver(maildir: &Path, name: &str, parts: &[&[u8]]) -> std::io::Result<Option<PathBuf>> {
+/// idempotent, so a retry after a crash never makes a second copy. False when it was already
+/// delivered.
+pub fn deliver(maildir: Arc<Maildir>, name: &str, parts: &[&[u8]]) -> std::io::Result<bool> {
     let Some(staged) = stage(maildir, name, parts)? else {
-        return Ok(None);
+        return Ok(false);
     };
-    std::fs::File::open(&staged.tmp)?.sync_all()?;
+    staged.maildir.tmp.open(name)?.sync_all()?;
     publish(&staged)?;
-    std::fs::File::open(maildir.join("new"))?.sync_all()?;
-    Ok(Some(staged.target))
+    staged.maildir.new.open(".")?.sync_all()?;
+    Ok(true)
 }
 
 /// A message written into `tmp/` but not yet in `new/` (see [`stage`]).
-#[derive(Debug)]
 pub struct Staged {
-    tmp: PathBuf,
-    target: PathBuf,
+    maildir: Arc<Maildir>,
+    name: String,
 }
 
 /// The first half of a batched delivery: writes the file into `tmp/` without syncing it.
 /// `None` when a file of that name was already delivered. The caller makes a whole batch durable
 /// with one filesystem sync, then [`publish`]es each file and syncs again.
-pub fn stage(maildir: &Path, name: &str, parts: &[&[u8]]) -> std::io::Result<Option<Staged>> {
-    ensure(maildir)?;
-    if already_delivered(maildir, name)? {
+pub fn stage(maildir: Arc<Maildir>, name: &str, parts: &[&[u8]]) -> std::io::Result<Option<Staged>> {
+    if maildir.already_delivered(name)? {
         return Ok(None);
     }
-    let tmp = maildir.join("tmp").join(name);
-    let written = std::fs::File::create(&tmp)
+    let written = maildir
+        .tmp
+        .create(name)
         .and_then(|mut file| parts.iter().try_for_each(|p| file.write_all(p)));
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = maildir.tmp.remove_file(name);
         return Err(e);
     }
     Ok(Some(Staged {
-        tmp,
-        target: maildir.join("new").join(name),
+        maildir,
+        name: name.to_string(),
     }))
 }
 
 /// Moves a staged file into `new/`.
 pub fn publish(staged: &Staged) -> std::io::Result<()> {
-    std::fs::rename(&staged.tmp, &staged.target)
-}
-
-fn already_delivered(maildir: &Path, name: &str) -> std::io::Result<bool> {
-    if maildir.join("new").join(name).exists() {
-        return Ok(true);
-    }
-    // Files in cur/ carry an info suffix (":2,S"); the base name is what we gave.
-    let prefix = format!("{name}:");
-    Ok(std::fs::read_dir(maildir.join("cur"))?.flatten().any(|e| {
-        e.file_name()
-            .to_str()
-            .is_some_and(|f| f == name || f.starts_with(&prefix))
-    }))
+    let maildir = &staged.maildir;
+    maildir.tmp.rename(&staged.name, &maildir.new, &staged.name)
 }
 
 #[cfg(test)]
@@ -91,20 +134,18 @@ mod tests {
     #[test]
     fn delivers_whole_files_into_new() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let open = || Arc::new(Maildir::open(dir.path(), "alice@example.org").expect("open"));
         let maildir = maildir_of(dir.path(), "alice@example.org");
         let parts: [&[u8]; 2] = [b"Return-Path: <a@b>\r\n", b"Subject: x\r\n\r\nhi\r\n"];
-        let path = deliver(&maildir, "1.q1.mailgate", &parts)
-            .expect("deliver")
-            .expect("new file");
-        assert_eq!(
-            deliver(&maildir, "1.q1.mailgate", &parts).expect("again"),
-            None,
+        assert!(deliver(open(), "1.q1.mailgate", &parts).expect("deliver"));
+        assert!(
+            !deliver(open(), "1.q1.mailgate", &parts).expect("again"),
             "idempotent"
         );
+        let path = maildir.join("new/1.q1.mailgate");
         std::fs::rename(&path, maildir.join("cur/1.q1.mailgate:2,S")).expect("mark seen");
-        assert_eq!(
-            deliver(&maildir, "1.q1.mailgate", &parts).expect("again"),
-            None,
+        assert!(
+            !deliver(open(), "1.q1.mailgate", &parts).expect("again"),
             "seen in cur/ too"
         );
         let path = maildir.join("cur/1.q1.mailgate:2,S");
@@ -124,5 +165,36 @@ mod tests {
                 .any(|c| c == std::path::Component::ParentDir),
             "{hostile:?}"
         );
+    }
+
+    #[test]
+    fn a_linked_maildir_directory_is_refused_and_nothing_is_written_through_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("outside");
+        let parts: [&[u8]; 1] = [b"Subject: x\r\n\r\nhi\r\n"];
+        for sub in ["tmp", "new", "cur"] {
+            let address = format!("{sub}@example.org");
+            let maildir = maildir_of(dir.path(), &address);
+            std::fs::create_dir_all(&maildir).expect("maildir");
+            std::os::unix::fs::symlink(outside.path(), maildir.join(sub)).expect("link");
+            let refused = Maildir::open(dir.path(), &address)
+                .and_then(|m| deliver(Arc::new(m), "1.q1.mailgate", &parts));
+            let error = refused.err().expect("refused");
+            assert!(error.to_string().contains(sub), "{error}");
+        }
+        assert_eq!(std::fs::read_dir(outside.path()).expect("outside").count(), 0);
+    }
+
+    #[test]
+    fn a_linked_file_name_in_tmp_cannot_write_outside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("outside");
+        let maildir = Maildir::open(dir.path(), "alice@example.org").expect("open");
+        let tmp = maildir_of(dir.path(), "alice@example.org").join("tmp");
+        let target = outside.path().join("victim");
+        std::os::unix::fs::symlink(&target, tmp.join("1.q1.mailgate")).expect("link");
+        let parts: [&[u8]; 1] = [b"Subject: x\r\n\r\nhi\r\n"];
+        assert!(deliver(Arc::new(maildir), "1.q1.mailgate", &parts).is_err());
+        assert!(!target.exists());
     }
 }

@@ -34,6 +34,7 @@ use crate::blocking;
 use crate::config::TlsMode;
 use crate::message::encode;
 use crate::net::connection::{Client, Line};
+use crate::net::limits::LoginWindow;
 use crate::telemetry::metrics;
 
 use view::Selected;
@@ -66,6 +67,9 @@ pub struct ImapSession {
     rev2: bool,
     /// RFC 5182: the UIDs of the last `SEARCH RETURN (SAVE)`, for `$`.
     saved: Vec<u32>,
+    /// Until login: the deadline to log in by, and this connection's place among its
+    /// address's connections waiting to log in.
+    login_window: Option<LoginWindow>,
 }
 
 /// What the extension syntax needs to know of this session (see `extensions::take`).
@@ -118,6 +122,7 @@ impl ImapSession {
             qresync: false,
             rev2: false,
             saved: Vec::new(),
+            login_window: None,
         }
     }
 
@@ -189,11 +194,13 @@ impl ImapSession {
         }
     }
 
-    /// How long the client may stay silent: briefly before login, 30 minutes after.
+    /// How long the client may stay silent: 30 minutes once logged in; before that, what is
+    /// left of the time it has to log in.
     fn idle_limit(&self) -> Duration {
-        match self.user {
-            Some(_) => AUTOLOGOUT,
-            None => Duration::from_secs(self.shared.config.limits.login_timeout_secs),
+        match (&self.user, &self.login_window) {
+            (Some(_), _) => AUTOLOGOUT,
+            (None, Some(window)) => window.remaining(),
+            (None, None) => Duration::ZERO,
         }
     }
 
@@ -213,6 +220,12 @@ impl ImapSession {
     }
 
     pub async fn run(mut self) {
+        self.login_window = self.shared.login_window(self.client.peer.ip());
+        if self.login_window.is_none() {
+            self.send("* BYE [UNAVAILABLE] Too many connections from your address waiting to log in");
+            let _ = self.client.conn.flush().await;
+            return;
+        }
         let greeting = format!(
             "* OK [CAPABILITY {}] mailgate IMAP ready",
             self.capabilities()

@@ -3,6 +3,12 @@
 //! no message (however deeply nested) can overflow a stack. mail-parser still interprets each
 //! part's header block (`parse_headers`, which never looks at a body) and its decoders decode
 //! leaf bodies; it is never handed a whole message whose nesting we have not bounded.
+//!
+//! The work of a scan is bounded by the message's size, whatever its shape: at most
+//! `limits.max-mime-parts` parts (each one costs a header parse and a record for every
+//! consumer of the tree), at most `limits.max-mime-depth` levels, and transfer-encoded inner
+//! messages decoded only while the decoded bytes stay under a multiple of the message's size
+//! (each level of a nested encoded message would otherwise be decoded again, whole).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -19,8 +25,19 @@ use super::{Part, PartContent, PartSpan};
 pub const DEFAULT_MAX_DEPTH: usize = 50;
 /// The highest `limits.max-mime-depth` the config accepts.
 pub const MAX_DEPTH_LIMIT: usize = 200;
+/// Default for `limits.max-mime-parts`: Dovecot's bound too; real mail with attachments has
+/// tens of parts, a digest of a mailing list a few hundred.
+pub const DEFAULT_MAX_PARTS: usize = 10_000;
+/// The highest `limits.max-mime-parts` the config accepts.
+pub const MAX_PARTS_LIMIT: usize = 100_000;
+/// Inner messages are decoded while all their decoded bytes together stay within this many
+/// times the message's size. Forwarded messages base64-encoded inside each other shrink by a
+/// quarter a level (five levels take about 2.3 times); an encoded `message/rfc822` is not
+/// even allowed by RFC 2046 §5.2.1, so only crafted mail reaches the bound.
+const DECODE_FACTOR: usize = 4;
 
 static MAX_DEPTH: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_DEPTH);
+static MAX_PARTS: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_PARTS);
 
 /// Sets the process-wide nesting bound (from `limits.max-mime-depth`, at start and reload).
 pub fn set_max_depth(depth: usize) {
@@ -32,14 +49,66 @@ pub fn max_depth() -> usize {
     MAX_DEPTH.load(Ordering::Relaxed)
 }
 
-/// The parts in document order (part 0 is the message), and whether some container lay deeper
-/// than the bound and was kept as an opaque leaf.
+/// Sets the process-wide bound on parts (from `limits.max-mime-parts`, at start and reload).
+pub fn set_max_parts(parts: usize) {
+    MAX_PARTS.store(parts.clamp(1, MAX_PARTS_LIMIT), Ordering::Relaxed);
+}
+
+/// The bound on parts in force.
+pub fn max_parts() -> usize {
+    MAX_PARTS.load(Ordering::Relaxed)
+}
+
+/// The bounds one scan works under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub depth: usize,
+    pub parts: usize,
+}
+
+impl Bounds {
+    /// The process-wide bounds (`limits.max-mime-depth`, `limits.max-mime-parts`).
+    pub fn current() -> Bounds {
+        Bounds {
+            depth: max_depth(),
+            parts: max_parts(),
+        }
+    }
+}
+
+/// Which bound a message's structure went past (the first one met), where the scan stopped
+/// opening containers and kept the rest as opaque leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Excess {
+    /// Containers nested deeper than the depth bound.
+    Depth,
+    /// More parts than the parts bound.
+    Parts,
+    /// Transfer-encoded inner messages whose decoding would pass the decode budget.
+    Decoding,
+}
+
+impl Excess {
+    /// What a refusal says.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Excess::Depth => "MIME nesting too deep",
+            Excess::Parts => "Too many MIME parts",
+            Excess::Decoding => "Too many levels of encoded inner messages",
+        }
+    }
+}
+
+/// The parts in document order (part 0 is the message), and which bound, if any, the
+/// structure went past.
 #[derive(Debug, Default, Clone)]
 pub(super) struct MimeTree {
     pub parts: Vec<Part>,
-    pub too_deep: bool,
+    pub excess: Option<Excess>,
     /// False for a structure-only scan: leaves keep no content.
     decode_leaves: bool,
+    /// Decoded bytes of inner messages still allowed.
+    decode_budget: usize,
 }
 
 /// Which bytes a part lives in: the message itself, or a decoded copy of a transfer-encoded
@@ -73,20 +142,21 @@ struct Header {
     declared: bool,
 }
 
-/// True when `raw` nests parts deeper than `max_depth` (the structure alone is scanned: no
-/// leaf is decoded), for refusing such a message at DATA.
-pub fn exceeds_depth(raw: &[u8], max_depth: usize) -> bool {
-    MimeTree::scan(raw, max_depth, false).too_deep
+/// The bound `raw`'s structure goes past, if any (the structure alone is scanned: no leaf is
+/// decoded), for refusing such a message at DATA.
+pub fn excess(raw: &[u8], bounds: Bounds) -> Option<Excess> {
+    MimeTree::scan(raw, bounds, false).excess
 }
 
 impl MimeTree {
-    pub fn parse(raw: &[u8], max_depth: usize) -> MimeTree {
-        MimeTree::scan(raw, max_depth, true)
+    pub fn parse(raw: &[u8], bounds: Bounds) -> MimeTree {
+        MimeTree::scan(raw, bounds, true)
     }
 
-    fn scan(raw: &[u8], max_depth: usize, decode_leaves: bool) -> MimeTree {
+    fn scan(raw: &[u8], bounds: Bounds, decode_leaves: bool) -> MimeTree {
         let mut tree = MimeTree {
             decode_leaves,
+            decode_budget: raw.len().saturating_mul(DECODE_FACTOR),
             ..MimeTree::default()
         };
         let mut decoded: Vec<Vec<u8>> = Vec::new();
@@ -104,7 +174,15 @@ impl MimeTree {
                 Buffer::Raw => raw,
                 Buffer::Decoded(i) => &decoded[i],
             };
-            let (children, new_buffer) = tree.add(bytes, &item, max_depth, decoded.len());
+            // Parts promised so far: those made and those waiting on the stack.
+            let promised = tree.parts.len() + 1 + stack.len();
+            let room = bounds.parts.saturating_sub(promised);
+            let limits = Room {
+                depth: bounds.depth,
+                parts: room,
+                next_buffer: decoded.len(),
+            };
+            let (children, new_buffer) = tree.add(bytes, &item, limits);
 
             decoded.extend(new_buffer);
             // Reversed, so that the first child is looked at next (document order of ids).
@@ -115,13 +193,7 @@ impl MimeTree {
 
     /// Adds the part `item` and returns the parts inside it, with the decoded body they live in
     /// when it is a transfer-encoded message (to become buffer `next_buffer`).
-    fn add(
-        &mut self,
-        bytes: &[u8],
-        item: &Pending,
-        max_depth: usize,
-        next_buffer: usize,
-    ) -> (Vec<Pending>, Option<Vec<u8>>) {
+    fn add(&mut self, bytes: &[u8], item: &Pending, room: Room) -> (Vec<Pending>, Option<Vec<u8>>) {
         let id = self.parts.len() as u32;
         let whole = &bytes[item.start..item.end];
         let body_start = item.start + HeaderBlock::parse(whole, 0).body_start;
@@ -152,14 +224,13 @@ impl MimeTree {
             digest_child,
         };
         match container {
-            Some(_) if item.depth >= max_depth => {
-                self.too_deep = true;
-                header.make_opaque();
-                content = PartContent::Binary(body.to_vec());
-            }
+            Some(_) if item.depth >= room.depth => content = self.opaque(Excess::Depth, &mut header, body),
+            Some(_) if room.parts == 0 => content = self.opaque(Excess::Parts, &mut header, body),
             Some(Container::Multipart(boundary)) => {
                 let ranges = multipart_children(bytes, body_start, item.end, boundary.as_bytes());
-                if ranges.is_empty() {
+                if ranges.len() > room.parts {
+                    content = self.opaque(Excess::Parts, &mut header, body);
+                } else if ranges.is_empty() {
                     // No delimiter at all: not really a multipart; keep its bytes as they are.
                     header.make_opaque();
                     content = PartContent::Binary(body.to_vec());
@@ -175,9 +246,20 @@ impl MimeTree {
             Some(Container::Message) => {
                 is_message = true;
                 match header.transfer_encoding.as_deref() {
+                    // Decoding never makes bytes longer: the budget is checked before.
+                    Some("base64" | "quoted-printable") if body.len() > self.decode_budget => {
+                        is_message = false;
+                        content = self.opaque(Excess::Decoding, &mut header, body);
+                    }
                     Some("base64" | "quoted-printable") => {
                         let inner = decode(body, header.transfer_encoding.as_deref());
-                        children.push(child(Buffer::Decoded(next_buffer), 0, inner.len(), false));
+                        self.decode_budget = self.decode_budget.saturating_sub(inner.len());
+                        children.push(child(
+                            Buffer::Decoded(room.next_buffer),
+                            0,
+                            inner.len(),
+                            false,
+                        ));
                         new_buffer = Some(inner);
                     }
                     _ => children.push(child(item.buffer, body_start, item.end, false)),
@@ -204,6 +286,23 @@ impl MimeTree {
         });
         (children, new_buffer)
     }
+
+    /// A container past a bound is kept as one leaf of bytes; the first bound met is noted.
+    fn opaque(&mut self, excess: Excess, header: &mut Header, body: &[u8]) -> PartContent {
+        self.excess.get_or_insert(excess);
+        header.make_opaque();
+        PartContent::Binary(body.to_vec())
+    }
+}
+
+/// What the part being added may still open.
+#[derive(Clone, Copy)]
+struct Room {
+    depth: usize,
+    /// Parts that may still be added below it.
+    parts: usize,
+    /// The index a newly decoded buffer gets.
+    next_buffer: usize,
 }
 
 enum Container {
@@ -385,6 +484,90 @@ mod tests {
         raw
     }
 
+    fn bounds(depth: usize) -> Bounds {
+        Bounds {
+            depth,
+            parts: DEFAULT_MAX_PARTS,
+        }
+    }
+
+    /// One multipart of `n` empty text parts.
+    fn wide(n: usize) -> Vec<u8> {
+        let mut raw = b"Content-Type: multipart/mixed; boundary=w\r\n\r\n".to_vec();
+        for _ in 0..n {
+            raw.extend_from_slice(b"--w\r\n\r\nx\r\n");
+        }
+        raw.extend_from_slice(b"--w--\r\n");
+        raw
+    }
+
+    /// `levels` quoted-printable message/rfc822 parts, each inside the one before: every
+    /// level's encoding escapes the `=` of the level below, so each decoded level is nearly as
+    /// long as the whole message.
+    fn nested_encoded(levels: usize, padding: usize) -> Vec<u8> {
+        let mut raw = format!("Subject: inner\r\n\r\n{}\r\n", "y=".repeat(padding)).into_bytes();
+        for _ in 0..levels {
+            let mut encoded = Vec::new();
+            for &b in &raw {
+                if b == b'=' {
+                    encoded.extend_from_slice(b"=3D");
+                } else {
+                    encoded.push(b);
+                }
+            }
+            raw = b"Subject: wrapper\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n".to_vec();
+            raw.extend_from_slice(&encoded);
+        }
+        raw
+    }
+
+    #[test]
+    fn wide_multiparts_stop_at_the_parts_bound() {
+        let bounds = Bounds { depth: 50, parts: 100 };
+        // The message and 99 children: within the bound, all opened.
+        let tree = MimeTree::parse(&wide(99), bounds);
+        assert_eq!((tree.excess, tree.parts.len()), (None, 100));
+        // One more: the multipart itself stays one opaque leaf.
+        let tree = MimeTree::parse(&wide(100), bounds);
+        assert_eq!((tree.excess, tree.parts.len()), (Some(Excess::Parts), 1));
+        assert_eq!(tree.parts[0].media_type, "application");
+        assert_eq!(excess(&wide(1_000_000), bounds), Some(Excess::Parts));
+    }
+
+    #[test]
+    fn parts_bound_counts_parts_at_every_level() {
+        // 30 multiparts of 5 parts inside one: 1 + 30 + 150 parts.
+        let mut raw = b"Content-Type: multipart/mixed; boundary=outer\r\n\r\n".to_vec();
+        for _ in 0..30 {
+            raw.extend_from_slice(b"--outer\r\n");
+            raw.extend_from_slice(&wide(5));
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"--outer--\r\n");
+        let tree = MimeTree::parse(&raw, Bounds { depth: 50, parts: 181 });
+        assert_eq!((tree.excess, tree.parts.len()), (None, 181));
+        let tree = MimeTree::parse(&raw, Bounds { depth: 50, parts: 100 });
+        assert_eq!(tree.excess, Some(Excess::Parts));
+        assert!(tree.parts.len() <= 100, "{}", tree.parts.len());
+    }
+
+    #[test]
+    fn nested_encoded_messages_are_decoded_within_the_budget() {
+        // A few levels, as forwarded mail has: all opened.
+        let tree = MimeTree::parse(&nested_encoded(3, 10), bounds(50));
+        assert_eq!((tree.excess, tree.parts.len()), (None, 4));
+        assert_eq!(
+            tree.parts[3].content,
+            PartContent::Text(format!("{}\r\n", "y=".repeat(10)))
+        );
+        // 48 levels of a long message: decoding stops once the decoded bytes reach four times
+        // the message's size, long before the depth bound.
+        let raw = nested_encoded(48, 20_000);
+        let tree = MimeTree::parse(&raw, bounds(50));
+        assert_eq!(tree.excess, Some(Excess::Decoding));
+        assert!(tree.parts.len() < 10, "{}", tree.parts.len());
+    }
+
     fn depth(tree: &MimeTree, mut id: u32) -> usize {
         let mut depth = 0;
         while let Some(parent) = tree.parts[id as usize].parent {
@@ -396,8 +579,8 @@ mod tests {
 
     #[test]
     fn shallow_nesting_is_followed_to_the_leaf() {
-        let tree = MimeTree::parse(&nested_multipart(10), 50);
-        assert!(!tree.too_deep);
+        let tree = MimeTree::parse(&nested_multipart(10), bounds(50));
+        assert_eq!(tree.excess, None);
         assert_eq!(tree.parts.len(), 11);
         let leaf = &tree.parts[10];
         assert_eq!(leaf.content, PartContent::Text("bottom".into()));
@@ -407,8 +590,8 @@ mod tests {
     #[test]
     fn deep_multiparts_stop_at_the_bound_as_an_opaque_leaf() {
         for levels in [51, 2_000, 20_000] {
-            let tree = MimeTree::parse(&nested_multipart(levels), 50);
-            assert!(tree.too_deep, "{levels}");
+            let tree = MimeTree::parse(&nested_multipart(levels), bounds(50));
+            assert_eq!(tree.excess, Some(Excess::Depth), "{levels}");
             assert_eq!(tree.parts.len(), 51, "{levels}");
             let last = tree.parts.last().expect("parts");
             assert_eq!(depth(&tree, last.id), 50);
@@ -422,12 +605,12 @@ mod tests {
 
     #[test]
     fn deep_message_chains_stop_at_the_bound() {
-        let tree = MimeTree::parse(&nested_messages(100_000), 50);
-        assert!(tree.too_deep);
+        let tree = MimeTree::parse(&nested_messages(100_000), bounds(50));
+        assert_eq!(tree.excess, Some(Excess::Depth));
         assert_eq!(tree.parts.len(), 51);
         assert!(tree.parts.iter().all(|p| depth(&tree, p.id) <= 50));
-        let tree = MimeTree::parse(&nested_messages(5), 50);
-        assert!(!tree.too_deep);
+        let tree = MimeTree::parse(&nested_messages(5), bounds(50));
+        assert_eq!(tree.excess, None);
         assert_eq!(tree.parts.len(), 6);
         assert!(tree.parts[5].nested);
         assert_eq!(
@@ -443,7 +626,7 @@ mod tests {
         let raw = format!(
             "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n"
         );
-        let tree = MimeTree::parse(raw.as_bytes(), 50);
+        let tree = MimeTree::parse(raw.as_bytes(), bounds(50));
         assert_eq!(tree.parts.len(), 2);
         assert!(tree.parts[0].is_message);
         assert!(tree.parts[1].span.is_none());
@@ -483,9 +666,60 @@ mod tests {
     #[test]
     fn digest_parts_default_to_messages() {
         let raw = b"Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\nSubject: one\r\n\r\nbody\r\n--d--\r\n";
-        let tree = MimeTree::parse(raw, 50);
+        let tree = MimeTree::parse(raw, bounds(50));
         assert_eq!(tree.parts.len(), 3);
         assert!(tree.parts[1].is_message);
         assert!(tree.parts[2].nested);
+    }
+
+    /// Pieces messages are made of in the property below: headers that open containers (with
+    /// and without encodings), delimiters of a few boundaries, escaped and plain text.
+    fn piece() -> impl proptest::strategy::Strategy<Value = &'static str> {
+        proptest::sample::select(vec![
+            "Content-Type: multipart/mixed; boundary=a\r\n\r\n",
+            "Content-Type: multipart/digest; boundary=b\r\n\r\n",
+            "Content-Type: message/rfc822\r\n\r\n",
+            "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n",
+            "Content-Type: message/global\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+            "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n",
+            "--a\r\n",
+            "--a--\r\n",
+            "--b\r\n",
+            "\r\n",
+            "=3D=3D=3D\r\n",
+            "Q29udGVudC1UeXBlOiBtdWx0aXBhcnQvbWl4ZWQ7IGJvdW5kYXJ5PWENCg0KLS1hDQo=\r\n",
+            "caf=E9 cr=E8me\r\n",
+        ])
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, .. Default::default() })]
+
+        /// Whatever the shape, a scan keeps its bounds: no more parts than allowed, and no
+        /// more content than a small multiple of the message (the decode budget, and text
+        /// widened by charset conversion to UTF-8).
+        #[test]
+        fn every_scan_stays_within_its_bounds(
+            pieces in proptest::collection::vec(piece(), 0..400),
+            depth in 1usize..8,
+            parts in 1usize..40,
+        ) {
+            let raw: Vec<u8> = pieces.concat().into_bytes();
+            let bounds = Bounds { depth, parts };
+            let tree = MimeTree::parse(&raw, bounds);
+            proptest::prop_assert!(tree.parts.len() <= parts.max(1));
+            let held: usize = tree
+                .parts
+                .iter()
+                .map(|p| match &p.content {
+                    PartContent::Text(t) => t.len(),
+                    PartContent::Binary(b) => b.len(),
+                    PartContent::Container => 0,
+                })
+                .sum();
+            let bound = 3 * (1 + DECODE_FACTOR) * raw.len() + 64;
+            proptest::prop_assert!(held <= bound, "{held} > {bound}");
+            proptest::prop_assert!(tree.parts.iter().all(|p| super::tests::depth(&tree, p.id) <= depth));
+        }
     }
 }

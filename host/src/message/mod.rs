@@ -20,6 +20,20 @@ pub struct Message {
     tree: OnceLock<MimeTree>,
 }
 
+/// Messages from this size on are parsed on a blocking thread: the parse of a large message
+/// takes milliseconds (tens of them at the size limit), which no async worker may spend while
+/// other clients wait behind it. Smaller ones are parsed in place (a hand-off costs more).
+const PARSE_IN_PLACE_BELOW: usize = 256 * 1024;
+
+fn parse_off_worker(raw: &[u8]) -> MimeTree {
+    let bounds = mime::Bounds::current();
+    if raw.len() < PARSE_IN_PLACE_BELOW {
+        MimeTree::parse(raw, bounds)
+    } else {
+        crate::blocking::run(|| MimeTree::parse(raw, bounds))
+    }
+}
+
 /// One header field, decoded for plugins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderField {
@@ -138,10 +152,11 @@ impl Message {
 
     fn tree(&self) -> &MimeTree {
         self.tree
-            .get_or_init(|| MimeTree::parse(&self.raw, mime::max_depth()))
+            .get_or_init(|| parse_off_worker(&self.raw))
     }
 
-    /// The MIME tree, parsed on first use, at most `limits.max-mime-depth` deep.
+    /// The MIME tree, parsed on first use, within `limits.max-mime-depth` and
+    /// `limits.max-mime-parts`.
     pub fn parts(&self) -> &[Part] {
         &self.tree().parts
     }

@@ -62,6 +62,10 @@ impl crate::net::Protocol for MilterServer {
     }
 }
 
+/// The macros a session reads (the authenticated user, the client's address when the MTA
+/// gives no socket address, whether the client used TLS).
+const USED_MACROS: [&str; 3] = ["{auth_authen}", "{client_addr}", "{tls_version}"];
+
 struct ServerSession {
     server: Arc<MilterServer>,
     channel: Channel,
@@ -148,7 +152,7 @@ impl ServerSession {
                 };
                 self.send(Response::Negotiate(self.agreed)).await?;
             }
-            Command::Macros { pairs, .. } => self.macros.extend(pairs),
+            Command::Macros { pairs, .. } => self.keep_macros(pairs),
             Command::Connect {
                 hostname,
                 family,
@@ -215,6 +219,15 @@ impl ServerSession {
             }
         }
         Ok(Next::Continue)
+    }
+
+    /// Keeps the macros the session reads, and only those: an MTA sends dozens with every
+    /// command, and a client that sent distinct names without end must not grow the table.
+    fn keep_macros(&mut self, pairs: Vec<(String, String)>) {
+        let used = pairs
+            .into_iter()
+            .filter(|(name, _)| USED_MACROS.contains(&name.as_str()));
+        self.macros.extend(used);
     }
 
     /// A client of the MTA connected: the session as plugins see it.

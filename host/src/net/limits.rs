@@ -42,6 +42,30 @@ impl Drop for IpSlot {
     }
 }
 
+/// The time a client has to log in, counted from its connection (not from its last byte, so
+/// that a NOOP now and then cannot hold a connection open forever), and its place among its
+/// address's connections that have not logged in. Dropped at login: the place is given back.
+pub struct LoginWindow {
+    deadline: Instant,
+    _slot: IpSlot,
+}
+
+impl LoginWindow {
+    /// A window of `timeout` for a client at `ip`, unless `max` of its connections are already
+    /// waiting to log in.
+    pub fn open(table: &Arc<PerIp>, ip: IpAddr, max: usize, timeout: Duration) -> Option<LoginWindow> {
+        Some(LoginWindow {
+            deadline: Instant::now() + timeout,
+            _slot: table.take(ip, max)?,
+        })
+    }
+
+    /// What is left of the window (zero once it has passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
 /// Failed logins per client address: a bucket of `capacity` tries that refills one try every
 /// `window / capacity`. While it is empty, logins from that address are refused unchecked.
 pub struct AuthBudget {
@@ -106,6 +130,35 @@ impl AuthBudget {
                 at: now,
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod login_window_tests {
+    use super::*;
+
+    #[test]
+    fn windows_per_address_are_capped_and_given_back() {
+        let table = Arc::new(PerIp::default());
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let other: IpAddr = "192.0.2.2".parse().expect("ip");
+        let minute = Duration::from_secs(60);
+        let first = LoginWindow::open(&table, ip, 2, minute).expect("first");
+        let _second = LoginWindow::open(&table, ip, 2, minute).expect("second");
+        assert!(LoginWindow::open(&table, ip, 2, minute).is_none());
+        assert!(LoginWindow::open(&table, other, 2, minute).is_some());
+        drop(first);
+        assert!(LoginWindow::open(&table, ip, 2, minute).is_some());
+    }
+
+    #[test]
+    fn the_window_is_a_deadline() {
+        let table = Arc::new(PerIp::default());
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let window = LoginWindow::open(&table, ip, 1, Duration::from_millis(30)).expect("open");
+        assert!(window.remaining() <= Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(window.remaining(), Duration::ZERO);
     }
 }
 

@@ -137,6 +137,8 @@ pub struct Listener {
     /// Numbers the sessions of every listener (the session ids).
     pub sessions: Arc<AtomicU64>,
     pub drain: Drain,
+    /// Refusals in their TLS handshake ([`TLS_REFUSALS_AT_ONCE`]).
+    pub tls_refusals: Arc<Semaphore>,
 }
 
 impl Listener {
@@ -158,9 +160,8 @@ impl Listener {
                 Ok(held) => held,
                 Err(why) => {
                     metrics::connection_refused(&listener.config.name, why.metric());
-                    // In the clear even on a TLS port: a refusal must not cost a handshake.
                     let reply = listener.protocol.refusal(why.text());
-                    tokio::spawn(refuse(tcp, reply));
+                    tokio::spawn(listener.clone().refuse(tcp, reply));
                     continue;
                 }
             };
@@ -219,8 +220,40 @@ impl Listener {
     }
 }
 
-/// Sends a refusal and closes.
-async fn refuse(mut tcp: TcpStream, reply: String) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(reply.as_bytes())).await;
-    let _ = tcp.shutdown().await;
+/// Refusals on an implicit-TLS port that may be in their handshake at once: a client is told
+/// why in words it can read, but a flood of connections cannot make the refusals cost more
+/// than this many handshakes (beyond it, the connection is closed unanswered).
+const TLS_REFUSALS_AT_ONCE: usize = 16;
+/// How long a refused client has to complete its handshake and read the refusal.
+const REFUSAL_TIME: Duration = Duration::from_secs(5);
+
+impl Listener {
+    /// The turns for refusals in TLS, one set per listener.
+    pub fn refusal_turns() -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(TLS_REFUSALS_AT_ONCE))
+    }
+
+    /// Sends a refusal and closes; on an implicit-TLS port inside TLS, since a client reads
+    /// nothing there before its handshake (a refusal in clear text is a TLS error to it).
+    async fn refuse(self: Arc<Self>, tcp: TcpStream, reply: String) {
+        let acceptor = match (&self.tls, self.config.tls) {
+            (Some(acceptor), TlsMode::Implicit) => acceptor.clone(),
+            _ => return send_and_close(tcp, reply).await,
+        };
+        let Ok(_turn) = self.tls_refusals.clone().try_acquire_owned() else {
+            return;
+        };
+        let refusal = async {
+            let tls = acceptor.accept(tcp).await?;
+            send_and_close(tls, reply).await;
+            Ok::<(), std::io::Error>(())
+        };
+        let _ = tokio::time::timeout(REFUSAL_TIME, refusal).await;
+    }
+}
+
+/// Writes `reply` (within the refusal time) and shuts the stream down.
+async fn send_and_close<S: tokio::io::AsyncWrite + Unpin>(mut stream: S, reply: String) {
+    let _ = tokio::time::timeout(REFUSAL_TIME, stream.write_all(reply.as_bytes())).await;
+    let _ = stream.shutdown().await;
 }

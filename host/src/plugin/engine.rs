@@ -153,6 +153,15 @@ fn build_engine(config: &RuntimeConfig, pooling: bool) -> Result<Engine, PluginE
             .linear_memory_keep_resident(1 << 20)
             .table_keep_resident(64 << 10);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    } else {
+        // On demand, each memory would otherwise reserve 4 GiB of address space up front: a
+        // process under an address-space limit (`ulimit -v`, `LimitAS=`), which is also where
+        // pooling is refused, could then hardly hold one instance. Reserve what a plugin may
+        // use instead (bounds are then checked explicitly, a little slower).
+        let cap = u64::from(config.max_memory_mb) << 20;
+        cfg.memory_reservation(cap)
+            .memory_reservation_for_growth(0)
+            .memory_guard_size(64 << 10);
     }
     Engine::new(&cfg).map_err(PluginError::engine)
 }

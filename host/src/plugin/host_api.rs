@@ -37,6 +37,10 @@ pub struct PluginLog {
 /// Log lines kept per transaction: a chatty plugin cannot grow host memory without limit.
 const MAX_LOGS: usize = 1000;
 
+/// Notes one transaction may hold, in entries and in bytes of keys and values.
+const MAX_NOTES: usize = 10_000;
+const MAX_NOTE_BYTES: usize = 4 << 20;
+
 /// State shared by every plugin of one transaction.
 pub struct TransactionContext {
     pub session_id: String,
@@ -397,10 +401,18 @@ impl HostState {
             .cloned()
     }
 
+    /// Sets a note unless the transaction's notes would pass [`MAX_NOTES`] entries or
+    /// [`MAX_NOTE_BYTES`] bytes (keys and values): notes are a scratchpad, not a store.
     pub fn note_set(&self, key: String, value: String) {
         let mut notes = self.tx.notes.lock().unwrap_or_else(|e| e.into_inner());
-        if notes.len() < 10_000 || notes.contains_key(&key) {
+        let replaced = notes.get(&key).map_or(0, |old| key.len() + old.len());
+        let held: usize = notes.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let after = (held - replaced).saturating_add(key.len() + value.len());
+        let fits_count = notes.len() < MAX_NOTES || notes.contains_key(&key);
+        if fits_count && after <= MAX_NOTE_BYTES {
             notes.insert(key, value);
+        } else {
+            tracing::warn!(plugin = self.plugin.name, "note {key:?} not kept: the transaction's notes are full");
         }
     }
 

@@ -13,6 +13,7 @@ use super::Pop3;
 use crate::config::{Protocol, TlsMode};
 use crate::delivery::maildir::maildir_of;
 use crate::net::connection::{Client, Line, TlsRefusal};
+use crate::net::limits::LoginWindow;
 use crate::plugin::Stage;
 use crate::store::mailbox::{Folder, MailEntry};
 use crate::store::retrieval::{self, View};
@@ -93,6 +94,9 @@ pub struct Pop3Session {
     user: Option<String>,
     auth_failures: u32,
     maildrop: Option<Maildrop>,
+    /// Until login: the deadline to log in by, and this connection's place among its
+    /// address's connections waiting to log in.
+    login_window: Option<LoginWindow>,
 }
 
 impl Pop3Session {
@@ -110,6 +114,7 @@ impl Pop3Session {
             user: None,
             auth_failures: 0,
             maildrop: None,
+            login_window: None,
         }
     }
 
@@ -125,15 +130,23 @@ impl Pop3Session {
             .queue(format!("-ERR {text}\r\n").as_bytes());
     }
 
-    /// How long the client may stay silent: briefly before login, 10 minutes after.
+    /// How long the client may stay silent: 10 minutes once logged in; before that, what is
+    /// left of the time it has to log in.
     fn idle_limit(&self) -> Duration {
-        match self.maildrop {
-            Some(_) => IDLE,
-            None => Duration::from_secs(self.shared.config.limits.login_timeout_secs),
+        match (&self.maildrop, &self.login_window) {
+            (Some(_), _) => IDLE,
+            (None, Some(window)) => window.remaining(),
+            (None, None) => Duration::ZERO,
         }
     }
 
     pub async fn run(mut self) {
+        self.login_window = self.shared.login_window(self.client.peer.ip());
+        if self.login_window.is_none() {
+            self.err("[SYS/TEMP] Too many connections from your address waiting to log in");
+            let _ = self.client.conn.flush().await;
+            return;
+        }
         let greeting = format!("mailgate POP3 ready {}", self.challenge);
         self.ok(&greeting);
         loop {
@@ -344,6 +357,7 @@ impl Pop3Session {
             Ok(drop) => {
                 let (count, size) = (drop.messages.len(), total(&drop.messages));
                 self.maildrop = Some(drop);
+                self.login_window = None;
                 tracing::info!(user, count, "POP3 login");
                 self.ok(&format!("{user} has {count} messages ({size} octets)"));
             }

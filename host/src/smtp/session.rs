@@ -21,6 +21,10 @@ use crate::queue::spool::{new_queue_id, QueuedEnvelope};
 use crate::telemetry::journal::{self, Event};
 use crate::telemetry::metrics;
 
+/// Messages from this size on have their structure scanned on a blocking thread (a hand-off
+/// costs more than scanning a small message in place).
+const SCAN_IN_PLACE_BELOW: usize = 256 * 1024;
+
 /// What a handler tells the command loop.
 enum Next {
     Continue,
@@ -688,15 +692,34 @@ impl Session {
             .is_ok()
     }
 
+    /// The bound the message's MIME structure passes, if any, and its Received fields: the
+    /// scan of a large message runs on a blocking thread, not on the worker other sessions
+    /// share.
+    fn shape(&self, body: &[u8]) -> (Option<crate::message::mime::Excess>, usize) {
+        let bounds = crate::message::mime::Bounds {
+            depth: self.limits().max_mime_depth,
+            parts: self.limits().max_mime_parts,
+        };
+        let scan = || {
+            let received = crate::message::header::HeaderBlock::parse(body, 0).count(body, "Received");
+            (crate::message::mime::excess(body, bounds), received)
+        };
+        if body.len() < SCAN_IN_PLACE_BELOW {
+            scan()
+        } else {
+            crate::blocking::run(scan)
+        }
+    }
+
     /// Loop check, nesting check, trace header, data stage, spool, reply.
     async fn accept_message(&mut self, body: Vec<u8>) -> Next {
-        if crate::message::mime::exceeds_depth(&body, self.limits().max_mime_depth) {
+        let (excess, received_count) = self.shape(&body);
+        if let Some(excess) = excess {
+            // Permanent: the same bytes would be refused again on every retry.
             self.reset();
-            self.reply(554, (5, 6, 0), "MIME nesting too deep");
+            self.reply(554, (5, 6, 0), excess.describe());
             return Next::Continue;
         }
-        let received_count =
-            crate::message::header::HeaderBlock::parse(&body, 0).count(&body, "Received");
         if received_count > self.limits().max_received_headers {
             self.reset();
             self.reply(

@@ -128,6 +128,7 @@ impl ImapSession {
             return Next::Continue;
         }
         self.user = Some(user.to_ascii_lowercase());
+        self.login_window = None;
         tracing::info!(user, "IMAP login");
         if let Err(e) = crate::blocking::run(|| self.create_special_use()) {
             tracing::warn!(user, "cannot create the special-use folders: {e}");
