@@ -42,10 +42,18 @@ TLS.check_hostname = False
 TLS.verify_mode = ssl.CERT_NONE
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n):
+    """`n` distinct free ports (all held open while choosing, so none is chosen twice)."""
+    held = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,7 +68,7 @@ class Server:
         self.binary, self.dir = binary, directory
         os.makedirs(directory, exist_ok=True)
         names = ("smtp", "imap", "imaps", "pop3", "jmap", "milter")
-        self.port = {name: free_port() for name in names}
+        self.port = dict(zip(names, free_ports(len(names))))
         p = self.port
         self.config = os.path.join(directory, "gateway.toml")
         with open(self.config, "w") as f:
@@ -702,7 +710,7 @@ def run(binary, scratch, scenario):
         hwm0, cpu0, t0 = server.hwm_mib(), server.cpu(), time.monotonic()
         try:
             answer = attack(server, state, t0 + TIMEOUT)
-        except Deadline:
+        except (Deadline, TimeoutError, socket.timeout):
             answer = f"client deadline ({TIMEOUT:.0f} s)"
         except (OSError, AssertionError) as e:
             answer = f"{type(e).__name__}: {e}"[:100]
