@@ -337,6 +337,9 @@ def summarize_jmap(raw):
     for name, arguments, _ in value["methodResponses"][-2:]:
         if name == "error":
             out.append(f"error {arguments.get('type')}: {arguments.get('description', '')}"[:90])
+        elif isinstance(arguments.get("list"), list):
+            out.append(f"{name} ({len(arguments['list'])} found, "
+                       f"notFound {len(arguments.get('notFound') or [])})")
         elif isinstance(arguments.get("ids"), list):
             out.append(f"{name} ({len(arguments['ids'])} ids)")
         else:
@@ -515,7 +518,7 @@ def s4_attack_jmap(server, state, deadline):
     answer, size = jmap(server.port["jmap"], {"using": USING, "methodCalls": [
         ["Email/get", {"accountId": account, "ids": ids,
                        "properties": ["bodyStructure"]}, "g"]]}, deadline - time.monotonic())
-    return f"{answer} | {size >> 10} KiB"
+    return f"{answer} | {size} bytes"
 
 
 def s4_setup_imap(server):
