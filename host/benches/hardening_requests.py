@@ -333,18 +333,19 @@ def summarize_jmap(raw):
         return f"({len(raw)} bytes) " + raw[:80].decode("utf-8", "replace")
     if "methodResponses" not in value:
         return str(value.get("type", "")).rsplit(":", 1)[-1] + " " + str(value.get("limit", ""))
-    out = []
-    for name, arguments, _ in value["methodResponses"][-2:]:
-        if name == "error":
-            out.append(f"error {arguments.get('type')}: {arguments.get('description', '')}"[:90])
-        elif isinstance(arguments.get("list"), list):
-            out.append(f"{name} ({len(arguments['list'])} found, "
-                       f"notFound {len(arguments.get('notFound') or [])})")
-        elif isinstance(arguments.get("ids"), list):
-            out.append(f"{name} ({len(arguments['ids'])} ids)")
-        else:
-            out.append(name)
-    return f"{len(value['methodResponses'])} responses, last: " + "; ".join(out)
+    responses = value["methodResponses"]
+    errors = [(k, a) for k, (name, a, _) in enumerate(responses) if name == "error"]
+    if errors:  # the first error says why; those after it usually follow from it
+        k, arguments = errors[0]
+        return (f"{len(responses)} responses, {len(errors)} errors, first at call {k}: "
+                f"{arguments.get('type')} {arguments.get('limit', '')} "
+                f"{arguments.get('description', '')}")[:160]
+    name, arguments, _ = responses[-1]
+    if isinstance(arguments.get("list"), list):
+        name += f" ({len(arguments['list'])} found, notFound {len(arguments.get('notFound') or [])})"
+    elif isinstance(arguments.get("ids"), list):
+        name += f" ({len(arguments['ids'])} ids)"
+    return f"{len(responses)} responses, last: {name}"
 
 
 def jmap_session(port):
