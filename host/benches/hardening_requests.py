@@ -241,7 +241,7 @@ class Lines:
 
 
 def text(line):
-    return line.decode("utf-8", "replace").strip()
+    return " ".join(line.decode("utf-8", "replace").split("\r\n")).strip()
 
 
 def literal_size(line):
