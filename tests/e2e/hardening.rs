@@ -773,7 +773,9 @@ fn wide_multipart(n: usize) -> Vec<u8> {
 fn send_bytes(port: u16, data: &[u8]) -> String {
     let (mut smtp, _) = RawSmtp::connect(port);
     smtp.cmd("EHLO client.test");
-    assert!(smtp.cmd("MAIL FROM:<sender@client.test>").starts_with("250"));
+    assert!(smtp
+        .cmd("MAIL FROM:<sender@client.test>")
+        .starts_with("250"));
     assert!(smtp.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
     assert!(smtp.cmd("DATA").starts_with("354"));
     smtp.send(data);
@@ -910,7 +912,10 @@ fn bound_connect(source: std::net::Ipv4Addr, port: u16) -> std::net::TcpStream {
         sin_zero: [0; 8],
     };
     let length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    let (from, to) = (address(source, 0), address(std::net::Ipv4Addr::LOCALHOST, port));
+    let (from, to) = (
+        address(source, 0),
+        address(std::net::Ipv4Addr::LOCALHOST, port),
+    );
     // SAFETY: a fresh socket, plain structs passed by pointer with their length; the socket
     // is owned by the TcpStream from then on.
     unsafe {
@@ -918,7 +923,12 @@ fn bound_connect(source: std::net::Ipv4Addr, port: u16) -> std::net::TcpStream {
         assert!(fd >= 0, "socket");
         let stream = std::net::TcpStream::from_raw_fd(fd);
         let bound = libc::bind(fd, (&from as *const libc::sockaddr_in).cast(), length);
-        assert_eq!(bound, 0, "bind {source}: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            bound,
+            0,
+            "bind {source}: {}",
+            std::io::Error::last_os_error()
+        );
         let connected = libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), length);
         assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
         stream
@@ -934,7 +944,10 @@ fn connections_waiting_to_log_in_are_capped_per_address() {
     // Five waiting, IMAP and POP3 together.
     for port in [gw.imap, gw.imap, gw.imap, gw.pop3, gw.pop3] {
         let (stream, greeting) = connect_from(attacker, port);
-        assert!(greeting.starts_with("* OK") || greeting.starts_with("+OK"), "{greeting}");
+        assert!(
+            greeting.starts_with("* OK") || greeting.starts_with("+OK"),
+            "{greeting}"
+        );
         held.push(stream);
     }
     for (port, refusal) in [
@@ -964,7 +977,10 @@ fn connections_waiting_to_log_in_are_capped_per_address() {
             break;
         }
     }
-    assert!(line.starts_with("l NO") || line.starts_with("l OK"), "{line}");
+    assert!(
+        line.starts_with("l NO") || line.starts_with("l OK"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -991,10 +1007,13 @@ fn a_milter_client_sending_macros_without_end_holds_no_table() {
     for _ in 0..256 {
         let mut body = vec![b'D', b'C'];
         while body.len() < 512 << 10 {
-            body.extend_from_slice(format!("{{m{name}}}\0value-of-some-length-{name}\0").as_bytes());
+            body.extend_from_slice(
+                format!("{{m{name}}}\0value-of-some-length-{name}\0").as_bytes(),
+            );
             name += 1;
         }
-        s.write_all(&(body.len() as u32).to_be_bytes()).expect("length");
+        s.write_all(&(body.len() as u32).to_be_bytes())
+            .expect("length");
         s.write_all(&body).expect("macros");
     }
     // Still served: a connect gets its answer.
@@ -1003,7 +1022,8 @@ fn a_milter_client_sending_macros_without_end_holds_no_table() {
     connect.push(b'4');
     connect.extend_from_slice(&25u16.to_be_bytes());
     connect.extend_from_slice(b"127.0.0.9\0");
-    s.write_all(&(connect.len() as u32).to_be_bytes()).expect("length");
+    s.write_all(&(connect.len() as u32).to_be_bytes())
+        .expect("length");
     s.write_all(&connect).expect("connect");
     let mut reply = [0u8; 5];
     s.read_exact(&mut reply).expect("reply to connect");
@@ -1022,14 +1042,33 @@ fn delivery_never_writes_through_a_linked_maildir_directory() {
     std::fs::create_dir_all(maildir.join("tmp")).expect("tmp");
     std::fs::create_dir_all(maildir.join("cur")).expect("cur");
     std::os::unix::fs::symlink(outside.path(), maildir.join("new")).expect("link");
-    let reply = send(&gw, "alice@example.test", "Subject: linked\r\n\r\nhello\r\n");
+    let reply = send(
+        &gw,
+        "alice@example.test",
+        "Subject: linked\r\n\r\nhello\r\n",
+    );
     assert!(reply.starts_with("250"), "{reply}");
-    assert!(wait_until(10, || gw.log().contains("not a directory of its own")), "{}", gw.log());
-    assert_eq!(std::fs::read_dir(outside.path()).expect("outside").count(), 0);
-    assert_eq!(std::fs::read_dir(maildir.join("tmp")).expect("tmp").count(), 0);
+    assert!(
+        wait_until(10, || gw.log().contains("not a directory of its own")),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(
+        std::fs::read_dir(outside.path()).expect("outside").count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(maildir.join("tmp")).expect("tmp").count(),
+        0
+    );
     // The message stays queued, not lost.
     let queue = gw.cli(&["queue", "list"]);
-    assert!(queue.stdout.contains("alice@example.test"), "{}{}", queue.stdout, queue.stderr);
+    assert!(
+        queue.stdout.contains("alice@example.test"),
+        "{}{}",
+        queue.stdout,
+        queue.stderr
+    );
     assert_alive(&gw);
 }
 
@@ -1071,4 +1110,29 @@ while time.time() < deadline:
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn smtp_commands_that_move_no_mail_are_limited_between_messages() {
+    let gw = Gateway::start("[limits]\nmax-junk-commands = 5\n");
+    let (mut smtp, _) = RawSmtp::connect(gw.inbound);
+    assert!(smtp.cmd("EHLO client.test").starts_with("250"));
+    for command in ["NOOP", "RSET", "VRFY alice", "HELP", "EHLO again.test"] {
+        assert!(!smtp.cmd(command).starts_with("421"), "{command}");
+    }
+    // A message resets the count.
+    assert!(smtp
+        .cmd("MAIL FROM:<sender@client.test>")
+        .starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(b"Subject: between\r\n\r\nhi\r\n.\r\n");
+    assert!(smtp.reply().starts_with("250"));
+    for _ in 0..5 {
+        assert!(smtp.cmd("NOOP").starts_with("250"));
+    }
+    // One more without mail: closed.
+    let reply = smtp.cmd("EHLO third.test");
+    assert!(reply.starts_with("421 4.7.0"), "{reply}");
+    assert_alive(&gw);
 }

@@ -565,7 +565,10 @@ impl Responsiveness {
         let thread = std::thread::spawn(move || {
             let mut log = ProbeLog::default();
             while !flag.load(Ordering::Relaxed) {
-                for (what, result) in [("SMTP greeting", probe_smtp(smtp)), ("IMAP NOOP", probe_imap(imap))] {
+                for (what, result) in [
+                    ("SMTP greeting", probe_smtp(smtp)),
+                    ("IMAP NOOP", probe_imap(imap)),
+                ] {
                     match result {
                         Ok(took) => log.slowest = log.slowest.max(took),
                         Err(e) => log.failures.push(format!("{what}: {e}")),
@@ -619,12 +622,16 @@ fn probe_line(port: u16, then: Option<&[u8]>) -> Result<std::time::Duration, Str
         .map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
     let mut line = String::new();
-    reader.read_line(&mut line).map_err(|e| format!("greeting: {e}"))?;
+    reader
+        .read_line(&mut line)
+        .map_err(|e| format!("greeting: {e}"))?;
     if let Some(bytes) = then {
         (&stream).write_all(bytes).map_err(|e| e.to_string())?;
         loop {
             line.clear();
-            reader.read_line(&mut line).map_err(|e| format!("reply: {e}"))?;
+            reader
+                .read_line(&mut line)
+                .map_err(|e| format!("reply: {e}"))?;
             if line.is_empty() || line.starts_with("p ") {
                 break;
             }

@@ -337,6 +337,10 @@ pub struct LimitsConfig {
     /// is closed (as Postfix's smtpd_soft_error_limit, smtpd_error_sleep_time and
     /// smtpd_hard_error_limit do).
     pub rcpt_errors_before_delay: u32,
+    /// Commands that move no mail along (NOOP, RSET, VRFY, EXPN, HELP, a third HELO/EHLO) one
+    /// SMTP session may send between messages before it is closed (Postfix's
+    /// smtpd_junk_command_limit).
+    pub max_junk_commands: u32,
     pub rcpt_error_delay_ms: u64,
     pub max_rcpt_errors: u32,
     /// Message data (DATA, BDAT) must arrive at this many bytes per second on average once
@@ -404,6 +408,7 @@ impl Default for LimitsConfig {
             auth_failures_per_ip: 10,
             auth_failure_window_secs: 600,
             rcpt_errors_before_delay: 3,
+            max_junk_commands: 100,
             rcpt_error_delay_ms: 1000,
             max_rcpt_errors: 20,
             min_data_rate: 500,

@@ -103,7 +103,11 @@ pub struct Staged {
 /// The first half of a batched delivery: writes the file into `tmp/` without syncing it.
 /// `None` when a file of that name was already delivered. The caller makes a whole batch durable
 /// with one filesystem sync, then [`publish`]es each file and syncs again.
-pub fn stage(maildir: Arc<Maildir>, name: &str, parts: &[&[u8]]) -> std::io::Result<Option<Staged>> {
+pub fn stage(
+    maildir: Arc<Maildir>,
+    name: &str,
+    parts: &[&[u8]],
+) -> std::io::Result<Option<Staged>> {
     if maildir.already_delivered(name)? {
         return Ok(None);
     }
@@ -182,7 +186,10 @@ mod tests {
             let error = refused.err().expect("refused");
             assert!(error.to_string().contains(sub), "{error}");
         }
-        assert_eq!(std::fs::read_dir(outside.path()).expect("outside").count(), 0);
+        assert_eq!(
+            std::fs::read_dir(outside.path()).expect("outside").count(),
+            0
+        );
     }
 
     #[test]

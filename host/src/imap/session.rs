@@ -222,7 +222,9 @@ impl ImapSession {
     pub async fn run(mut self) {
         self.login_window = self.shared.login_window(self.client.peer.ip());
         if self.login_window.is_none() {
-            self.send("* BYE [UNAVAILABLE] Too many connections from your address waiting to log in");
+            self.send(
+                "* BYE [UNAVAILABLE] Too many connections from your address waiting to log in",
+            );
             let _ = self.client.conn.flush().await;
             return;
         }
@@ -232,6 +234,9 @@ impl ImapSession {
         );
         self.send(&greeting);
         loop {
+            // Commands pipelined into the framer run without a read: a turn for the other
+            // tasks now and then (see `Connection::read_line`).
+            tokio::task::coop::consume_budget().await;
             let budget = self.budget();
             let next = match self.framer.next(budget) {
                 Frame::NeedMore => match self.receive(self.idle_limit()).await {

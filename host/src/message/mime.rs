@@ -224,7 +224,9 @@ impl MimeTree {
             digest_child,
         };
         match container {
-            Some(_) if item.depth >= room.depth => content = self.opaque(Excess::Depth, &mut header, body),
+            Some(_) if item.depth >= room.depth => {
+                content = self.opaque(Excess::Depth, &mut header, body)
+            }
             Some(_) if room.parts == 0 => content = self.opaque(Excess::Parts, &mut header, body),
             Some(Container::Multipart(boundary)) => {
                 let ranges = multipart_children(bytes, body_start, item.end, boundary.as_bytes());
@@ -523,7 +525,10 @@ mod tests {
 
     #[test]
     fn wide_multiparts_stop_at_the_parts_bound() {
-        let bounds = Bounds { depth: 50, parts: 100 };
+        let bounds = Bounds {
+            depth: 50,
+            parts: 100,
+        };
         // The message and 99 children: within the bound, all opened.
         let tree = MimeTree::parse(&wide(99), bounds);
         assert_eq!((tree.excess, tree.parts.len()), (None, 100));
@@ -544,9 +549,21 @@ mod tests {
             raw.extend_from_slice(b"\r\n");
         }
         raw.extend_from_slice(b"--outer--\r\n");
-        let tree = MimeTree::parse(&raw, Bounds { depth: 50, parts: 181 });
+        let tree = MimeTree::parse(
+            &raw,
+            Bounds {
+                depth: 50,
+                parts: 181,
+            },
+        );
         assert_eq!((tree.excess, tree.parts.len()), (None, 181));
-        let tree = MimeTree::parse(&raw, Bounds { depth: 50, parts: 100 });
+        let tree = MimeTree::parse(
+            &raw,
+            Bounds {
+                depth: 50,
+                parts: 100,
+            },
+        );
         assert_eq!(tree.excess, Some(Excess::Parts));
         assert!(tree.parts.len() <= 100, "{}", tree.parts.len());
     }

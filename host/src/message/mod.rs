@@ -151,8 +151,7 @@ impl Message {
     }
 
     fn tree(&self) -> &MimeTree {
-        self.tree
-            .get_or_init(|| parse_off_worker(&self.raw))
+        self.tree.get_or_init(|| parse_off_worker(&self.raw))
     }
 
     /// The MIME tree, parsed on first use, within `limits.max-mime-depth` and

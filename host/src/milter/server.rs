@@ -131,7 +131,12 @@ impl ServerSession {
                     return;
                 }
             };
-            match self.handle(command).await {
+            let next = self.handle(command).await;
+            // A client that streams packets keeps this task always ready; without a turn for
+            // the others after each command, a flood of them held a worker for seconds while
+            // other clients' greetings waited.
+            tokio::task::yield_now().await;
+            match next {
                 Ok(Next::Continue) => {}
                 Ok(Next::Close) => return,
                 Err(e) => {

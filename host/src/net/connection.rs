@@ -352,6 +352,9 @@ impl Connection {
     /// The next CRLF-terminated line (without CRLF), at most `max` bytes including CRLF. The
     /// whole line must arrive within `timeout`: a client trickling bytes cannot stretch it.
     pub async fn read_line(&mut self, max: usize, timeout: Duration) -> Line {
+        // Pipelined input is often all buffered already: without this, a client streaming
+        // commands keeps its session always ready and its worker from every other client.
+        tokio::task::coop::consume_budget().await;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut discarding = false;
         // Where the search for CRLF resumes: bytes already searched are not searched again.
@@ -404,6 +407,8 @@ impl Connection {
         pace: Pace,
         mut consume: impl FnMut(&[u8]) -> (usize, bool),
     ) -> Result<(), Line> {
+        // See `read_line`: a turn for the other tasks now and then, however ready the input.
+        tokio::task::coop::consume_budget().await;
         let started = tokio::time::Instant::now();
         let mut received: u64 = 0;
         loop {

@@ -53,7 +53,12 @@ pub struct LoginWindow {
 impl LoginWindow {
     /// A window of `timeout` for a client at `ip`, unless `max` of its connections are already
     /// waiting to log in.
-    pub fn open(table: &Arc<PerIp>, ip: IpAddr, max: usize, timeout: Duration) -> Option<LoginWindow> {
+    pub fn open(
+        table: &Arc<PerIp>,
+        ip: IpAddr,
+        max: usize,
+        timeout: Duration,
+    ) -> Option<LoginWindow> {
         Some(LoginWindow {
             deadline: Instant::now() + timeout,
             _slot: table.take(ip, max)?,

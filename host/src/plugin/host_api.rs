@@ -412,7 +412,10 @@ impl HostState {
         if fits_count && after <= MAX_NOTE_BYTES {
             notes.insert(key, value);
         } else {
-            tracing::warn!(plugin = self.plugin.name, "note {key:?} not kept: the transaction's notes are full");
+            tracing::warn!(
+                plugin = self.plugin.name,
+                "note {key:?} not kept: the transaction's notes are full"
+            );
         }
     }
 

@@ -40,6 +40,9 @@ pub struct Session {
     auth_failures: u32,
     /// Recipients refused by the gateway's own rules in this session.
     rcpt_errors: u32,
+    /// Junk commands since the last message (see `is_junk`), and greetings so far.
+    junk: u32,
+    greetings: u32,
     chain: Transaction,
     state: MailState,
     in_transaction: bool,
@@ -65,6 +68,8 @@ impl Session {
             auth_user,
             auth_failures: 0,
             rcpt_errors: 0,
+            junk: 0,
+            greetings: 0,
             chain,
             state: MailState::default(),
             in_transaction: false,
@@ -195,6 +200,17 @@ impl Session {
             }
         };
         metrics::command("smtp", command.verb());
+        if self.is_junk(&command) {
+            self.junk += 1;
+            if self.junk > self.limits().max_junk_commands {
+                self.reply(
+                    421,
+                    (4, 7, 0),
+                    "Too many commands without mail, closing connection",
+                );
+                return Next::Close;
+            }
+        }
         match command {
             Command::Helo(name) => return self.helo(name, false).await,
             Command::Ehlo(name) => return self.helo(name, true).await,
@@ -218,6 +234,22 @@ impl Session {
             Command::Help => self.reply(214, (2, 0, 0), "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH"),
         }
         Next::Continue
+    }
+
+    /// Commands that move no mail along (Postfix's junk commands, and greetings past the one
+    /// before and the one after STARTTLS): a client may send only so many of them between
+    /// messages, so a loop of them cannot hold a connection slot (or a plugin stage) forever.
+    fn is_junk(&mut self, command: &Command) -> bool {
+        match command {
+            Command::Helo(_) | Command::Ehlo(_) => {
+                self.greetings += 1;
+                self.greetings > 2
+            }
+            Command::Rset | Command::Noop | Command::Vrfy(_) | Command::Expn(_) | Command::Help => {
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Runs a plugin stage on the session's state.
@@ -701,7 +733,8 @@ impl Session {
             parts: self.limits().max_mime_parts,
         };
         let scan = || {
-            let received = crate::message::header::HeaderBlock::parse(body, 0).count(body, "Received");
+            let received =
+                crate::message::header::HeaderBlock::parse(body, 0).count(body, "Received");
             (crate::message::mime::excess(body, bounds), received)
         };
         if body.len() < SCAN_IN_PLACE_BELOW {
@@ -810,6 +843,7 @@ impl Session {
                     size = message.raw().len(),
                     "queued"
                 );
+                self.junk = 0;
                 self.reply(250, (2, 0, 0), &format!("Ok: queued as {queue_id}"))
             }
             Err(e) => {
