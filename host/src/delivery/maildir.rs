@@ -183,7 +183,7 @@ mod tests {
             std::os::unix::fs::symlink(outside.path(), maildir.join(sub)).expect("link");
             let refused = Maildir::open(dir.path(), &address)
                 .and_then(|m| deliver(Arc::new(m), "1.q1.mailgate", &parts));
-            let error = refused.err().expect("refused");
+            let error = refused.expect_err("refused");
             assert!(error.to_string().contains(sub), "{error}");
         }
         assert_eq!(

@@ -459,13 +459,33 @@ impl Account {
 
     /// The thread id of an email: its conversation's first Message-ID, hashed.
     pub fn thread_id(&mut self, id: &str) -> String {
-        let root = self
-            .summary(id)
-            .and_then(|s| s.thread_root.clone())
-            .unwrap_or_else(|| id.to_string());
-        let mut thread = email_id(&root);
-        thread.replace_range(..1, "T");
-        thread
+        let summary = self.summary(id);
+        thread_of(id, summary.as_deref())
+    }
+
+    /// What a scan needs of the account, to run without holding the account: the emails as
+    /// they are now, where to read them, the summaries parsed so far, the Email state.
+    pub fn scan_view(&self) -> ScanView {
+        ScanView {
+            emails: self.emails.clone(),
+            folders: self
+                .folders
+                .values()
+                .map(|v| (mailbox_id(v.snapshot.uid_validity), v.folder.clone()))
+                .collect(),
+            edited: self.screening.edited.clone(),
+            summaries: self.summaries.clone(),
+            email_state: self.email_states.state(),
+        }
+    }
+
+    /// Keeps the summaries a scan parsed, for emails still there.
+    pub fn adopt_summaries(&mut self, parsed: Vec<(String, Arc<Summary>)>) {
+        for (id, summary) in parsed {
+            if self.by_id.contains_key(&id) {
+                self.summaries.entry(id).or_insert(summary);
+            }
+        }
     }
 
     /// The size a client is told: of the edited bytes when the retrieve stage edited it.
@@ -474,6 +494,62 @@ impl Account {
             .edited
             .get(&email.id)
             .map_or(email.entry.size, |e| e.len() as u64)
+    }
+}
+
+/// The thread id of email `id` from its summary: the conversation's first Message-ID, hashed.
+pub fn thread_of(id: &str, summary: Option<&Summary>) -> String {
+    let root = summary.and_then(|s| s.thread_root.as_deref()).unwrap_or(id);
+    let mut thread = email_id(root);
+    thread.replace_range(..1, "T");
+    thread
+}
+
+/// An account's emails as they were when a scan began (see [`Account::scan_view`]).
+pub struct ScanView {
+    pub emails: Vec<EmailRecord>,
+    folders: HashMap<String, Folder>,
+    edited: HashMap<String, Arc<Vec<u8>>>,
+    summaries: HashMap<String, Arc<Summary>>,
+    pub email_state: String,
+}
+
+impl ScanView {
+    /// The bytes a client is served for an email (see [`Account::read`]); the caller is
+    /// already off the async workers.
+    pub fn read(&self, email: &EmailRecord) -> std::io::Result<Arc<Vec<u8>>> {
+        if let Some(edited) = self.edited.get(&email.id) {
+            return Ok(edited.clone());
+        }
+        let folder = self
+            .folders
+            .get(&email.mailbox_id)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such mailbox"))?;
+        folder.read(&email.entry).map(Arc::new)
+    }
+
+    /// The size a client is told (see [`Account::size`]).
+    pub fn size(&self, email: &EmailRecord) -> u64 {
+        self.edited
+            .get(&email.id)
+            .map_or(email.entry.size, |e| e.len() as u64)
+    }
+
+    /// A snapshot of no emails, for tests of what runs over one.
+    #[cfg(test)]
+    pub fn empty() -> ScanView {
+        ScanView {
+            emails: Vec::new(),
+            folders: HashMap::new(),
+            edited: HashMap::new(),
+            summaries: HashMap::new(),
+            email_state: String::new(),
+        }
+    }
+
+    /// The summary parsed before the scan, if there was one.
+    pub fn known_summary(&self, id: &str) -> Option<Arc<Summary>> {
+        self.summaries.get(id).cloned()
     }
 }
 

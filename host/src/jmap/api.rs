@@ -4,6 +4,8 @@
 
 use serde_json::{json, Map, Value};
 
+use super::budget::{json_size_within, Budget};
+
 pub const CORE: &str = "urn:ietf:params:jmap:core";
 pub const MAIL: &str = "urn:ietf:params:jmap:mail";
 pub const SUBMISSION: &str = "urn:ietf:params:jmap:submission";
@@ -161,6 +163,9 @@ pub fn parse_request(body: &[u8], limits: &Limits) -> Result<Request, Problem> {
 pub struct MethodError {
     pub kind: &'static str,
     pub description: Option<String>,
+    /// For an error about a limit (`requestTooLarge`): the name of the limit, as the
+    /// request-level `limit` problem names it.
+    pub limit: Option<&'static str>,
 }
 
 impl MethodError {
@@ -168,6 +173,7 @@ impl MethodError {
         MethodError {
             kind,
             description: None,
+            limit: None,
         }
     }
 
@@ -175,6 +181,19 @@ impl MethodError {
         MethodError {
             kind,
             description: Some(description.into()),
+            limit: None,
+        }
+    }
+
+    /// An error about the limit named `limit`.
+    pub fn limit(
+        kind: &'static str,
+        limit: &'static str,
+        description: impl Into<String>,
+    ) -> MethodError {
+        MethodError {
+            limit: Some(limit),
+            ..MethodError::with(kind, description)
         }
     }
 
@@ -191,6 +210,9 @@ impl MethodError {
         if let (Some(description), Some(object)) = (&self.description, body.as_object_mut()) {
             object.insert("description".into(), description.clone().into());
         }
+        if let (Some(limit), Some(object)) = (self.limit, body.as_object_mut()) {
+            object.insert("limit".into(), limit.into());
+        }
         body
     }
 }
@@ -200,27 +222,34 @@ pub type Response = (String, Value, String);
 
 /// Replaces every `#name` argument by what its result reference points at (RFC 8620 §3.7).
 /// References inside a `filter` (its conditions, at any depth of operators) are resolved too,
-/// as Cyrus and Fastmail do and clients such as jmapc rely on.
+/// as Cyrus and Fastmail do and clients such as jmapc rely on. Each resolved value is counted
+/// against the request's `budget` before it is copied: references that fan out (a call
+/// referring twice to one that referred twice to another…) run out of budget, not memory.
 pub fn resolve_references(
     arguments: &mut Map<String, Value>,
     responses: &[Response],
+    budget: &Budget,
 ) -> Result<(), MethodError> {
-    resolve_here(arguments, responses)?;
+    resolve_here(arguments, responses, budget)?;
     if let Some(filter) = arguments.get_mut("filter") {
-        resolve_in_filter(filter, responses)?;
+        resolve_in_filter(filter, responses, budget)?;
     }
     Ok(())
 }
 
 /// A filter's conditions; the depth is bounded by the JSON parser's nesting limit (128).
-fn resolve_in_filter(filter: &mut Value, responses: &[Response]) -> Result<(), MethodError> {
+fn resolve_in_filter(
+    filter: &mut Value,
+    responses: &[Response],
+    budget: &Budget,
+) -> Result<(), MethodError> {
     let Some(object) = filter.as_object_mut() else {
         return Ok(());
     };
-    resolve_here(object, responses)?;
+    resolve_here(object, responses, budget)?;
     if let Some(Value::Array(conditions)) = object.get_mut("conditions") {
         for condition in conditions {
-            resolve_in_filter(condition, responses)?;
+            resolve_in_filter(condition, responses, budget)?;
         }
     }
     Ok(())
@@ -229,6 +258,7 @@ fn resolve_in_filter(filter: &mut Value, responses: &[Response]) -> Result<(), M
 fn resolve_here(
     arguments: &mut Map<String, Value>,
     responses: &[Response],
+    budget: &Budget,
 ) -> Result<(), MethodError> {
     let referring: Vec<String> = arguments
         .keys()
@@ -243,19 +273,53 @@ fn resolve_here(
             )));
         }
         let reference = arguments.remove(&key).unwrap_or(Value::Null);
-        let value = follow(&reference, responses).ok_or_else(|| {
+        let found = follow(&reference, responses).ok_or_else(|| {
             MethodError::with(
                 "invalidResultReference",
                 format!("{key} does not resolve against an earlier response"),
             )
         })?;
-        arguments.insert(plain.to_string(), value);
+        budget.take(found.size_within(budget.left()).unwrap_or(u64::MAX))?;
+        arguments.insert(plain.to_string(), found.to_value());
     }
     Ok(())
 }
 
-/// The value a `ResultReference` object names, if it names one.
-fn follow(reference: &Value, responses: &[Response]) -> Option<Value> {
+/// What a pointer found, still in place in the response it points into.
+#[derive(Debug, PartialEq)]
+pub enum Found<'a> {
+    One(&'a Value),
+    /// The items a `*` gathered (arrays among them flattened into the list).
+    Many(Vec<&'a Value>),
+}
+
+impl Found<'_> {
+    /// The serialised size of the value it stands for, `None` when over `cap`.
+    fn size_within(&self, cap: u64) -> Option<u64> {
+        match self {
+            Found::One(value) => json_size_within(value, cap),
+            Found::Many(items) => {
+                let mut size = 32;
+                for item in items {
+                    let left = cap.checked_sub(size)?;
+                    size = size.checked_add(json_size_within(item, left)?)?;
+                }
+                (size <= cap).then_some(size)
+            }
+        }
+    }
+
+    /// The value, copied.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Found::One(value) => (*value).clone(),
+            Found::Many(items) => Value::Array(items.iter().map(|v| (*v).clone()).collect()),
+        }
+    }
+}
+
+/// What a `ResultReference` object names, if it names something.
+fn follow<'a>(reference: &Value, responses: &'a [Response]) -> Option<Found<'a>> {
     let result_of = reference.get("resultOf")?.as_str()?;
     let name = reference.get("name")?.as_str()?;
     let path = reference.get("path")?.as_str()?;
@@ -263,14 +327,19 @@ fn follow(reference: &Value, responses: &[Response]) -> Option<Value> {
     if found != name {
         return None;
     }
-    pointer(arguments, path)
+    locate(arguments, path)
 }
 
 /// Evaluates a JSON Pointer (RFC 6901) with JMAP's `*`: over an array, the rest of the path is
 /// applied to every item and array results are flattened into one array.
 pub fn pointer(value: &Value, path: &str) -> Option<Value> {
+    locate(value, path).map(|found| found.to_value())
+}
+
+/// [`pointer`] without copying: where in `value` the path leads.
+pub fn locate<'a>(value: &'a Value, path: &str) -> Option<Found<'a>> {
     if path.is_empty() {
-        return Some(value.clone());
+        return Some(Found::One(value));
     }
     let rest = path.strip_prefix('/')?;
     let (token, tail) = match rest.find('/') {
@@ -282,15 +351,16 @@ pub fn pointer(value: &Value, path: &str) -> Option<Value> {
         Value::Array(items) if token == "*" => {
             let mut out = Vec::new();
             for item in items {
-                match pointer(item, tail)? {
-                    Value::Array(inner) => out.extend(inner),
-                    other => out.push(other),
+                match locate(item, tail)? {
+                    Found::One(Value::Array(inner)) => out.extend(inner.iter()),
+                    Found::One(other) => out.push(other),
+                    Found::Many(inner) => out.extend(inner),
                 }
             }
-            Some(Value::Array(out))
+            Some(Found::Many(out))
         }
-        Value::Array(items) => pointer(items.get(token.parse::<usize>().ok()?)?, tail),
-        Value::Object(map) => pointer(map.get(&token)?, tail),
+        Value::Array(items) => locate(items.get(token.parse::<usize>().ok()?)?, tail),
+        Value::Object(map) => locate(map.get(&token)?, tail),
         _ => None,
     }
 }
@@ -366,10 +436,11 @@ mod tests {
             args
         };
         let mut args = reference("Email/query", "q");
-        resolve_references(&mut args, &responses).expect("resolves");
+        resolve_references(&mut args, &responses, &Budget::new(1 << 20)).expect("resolves");
         assert_eq!(args.get("ids"), Some(&json!(["m1", "m2"])));
         for mut bad in [reference("Email/get", "q"), reference("Email/query", "zz")] {
-            let error = resolve_references(&mut bad, &responses).expect_err("bad reference");
+            let error = resolve_references(&mut bad, &responses, &Budget::new(1 << 20))
+                .expect_err("bad reference");
             assert_eq!(error.kind, "invalidResultReference");
         }
         let mut nested = Map::new();
@@ -377,11 +448,60 @@ mod tests {
             "filter".into(),
             json!({"operator": "AND", "conditions": [{"#inMailbox": {"resultOf": "q", "name": "Email/query", "path": "/ids/0"}}]}),
         );
-        resolve_references(&mut nested, &responses).expect("filter references resolve");
+        resolve_references(&mut nested, &responses, &Budget::new(1 << 20))
+            .expect("filter references resolve");
         assert_eq!(nested["filter"]["conditions"][0]["inMailbox"], "m1");
         let mut both = reference("Email/query", "q");
         both.insert("ids".into(), json!([]));
-        let error = resolve_references(&mut both, &responses).expect_err("both given");
+        let error = resolve_references(&mut both, &responses, &Budget::new(1 << 20))
+            .expect_err("both given");
         assert_eq!(error.kind, "invalidArguments");
+    }
+
+    #[test]
+    fn references_that_fan_out_run_out_of_budget_before_they_are_copied() {
+        // Each call refers twice to the one before: the values double with every call.
+        let budget = Budget::new(64 << 10);
+        let mut responses: Vec<Response> = vec![(
+            "Core/echo".into(),
+            json!({"x": "y".repeat(100)}),
+            "c0".into(),
+        )];
+        let mut refused = None;
+        for n in 1..40 {
+            let previous = format!("c{}", n - 1);
+            let mut args = Map::new();
+            for key in ["#a", "#b"] {
+                args.insert(
+                    key.into(),
+                    json!({"resultOf": previous, "name": "Core/echo", "path": ""}),
+                );
+            }
+            match resolve_references(&mut args, &responses, &budget) {
+                Ok(()) => {
+                    responses.push(("Core/echo".into(), Value::Object(args), format!("c{n}")))
+                }
+                Err(error) => {
+                    refused = Some((n, error));
+                    break;
+                }
+            }
+        }
+        let (n, error) = refused.expect("the budget stops the doubling");
+        assert!(n < 12, "stopped only at call {n}");
+        assert_eq!(
+            (error.kind, error.limit),
+            ("requestTooLarge", Some("maxSizeResponse"))
+        );
+        assert_eq!(error.to_value()["limit"], "maxSizeResponse");
+    }
+
+    #[test]
+    fn star_pointers_count_what_they_gather() {
+        let value = json!({"list": [{"ids": ["a", "b"]}, {"ids": ["c"]}]});
+        let found = locate(&value, "/list/*/ids").expect("found");
+        assert_eq!(found.to_value(), json!(["a", "b", "c"]));
+        assert!(found.size_within(1000).is_some());
+        assert_eq!(found.size_within(5), None);
     }
 }

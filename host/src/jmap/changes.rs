@@ -12,6 +12,10 @@ use super::api::MethodError;
 
 /// Steps kept per object type; older states cannot be caught up from.
 const KEPT_STEPS: usize = 512;
+/// Ids kept across all steps of one object type: a large account whose every flag changes
+/// again and again (an IMAP `STORE 1:* +FLAGS` loop) must not fill the log with copies of
+/// its whole id list. Older steps go first; their states get `cannotCalculateChanges`.
+const KEPT_IDS: usize = 200_000;
 
 /// What changed between two states.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -23,7 +27,11 @@ pub struct Changes {
 
 impl Changes {
     fn is_empty(&self) -> bool {
-        self.created.is_empty() && self.updated.is_empty() && self.destroyed.is_empty()
+        self.len() == 0
+    }
+
+    fn len(&self) -> usize {
+        self.created.len() + self.updated.len() + self.destroyed.len()
     }
 }
 
@@ -44,6 +52,8 @@ pub struct Tracker {
     signatures: HashMap<String, u64>,
     /// `(state reached, what changed to reach it)`, oldest first.
     steps: VecDeque<(u64, Changes)>,
+    /// Ids in `steps`, all together.
+    kept_ids: usize,
 }
 
 impl Tracker {
@@ -53,6 +63,7 @@ impl Tracker {
             state: 0,
             signatures: HashMap::new(),
             steps: VecDeque::new(),
+            kept_ids: 0,
         }
     }
 
@@ -88,9 +99,13 @@ impl Tracker {
             list.sort();
         }
         self.state += 1;
+        self.kept_ids += changes.len();
         self.steps.push_back((self.state, changes));
-        while self.steps.len() > KEPT_STEPS {
-            self.steps.pop_front();
+        // The newest step stays whatever its size: the state just reached can be caught up to.
+        while self.steps.len() > KEPT_STEPS || (self.kept_ids > KEPT_IDS && self.steps.len() > 1) {
+            if let Some((_, dropped)) = self.steps.pop_front() {
+                self.kept_ids -= dropped.len();
+            }
         }
     }
 
@@ -116,16 +131,16 @@ impl Tracker {
         let mut merged: HashMap<String, Kind> = HashMap::new();
         let mut reached = from;
         for (state, step) in self.steps.iter().filter(|(s, _)| *s > from) {
-            let mut next = merged.clone();
-            merge(&mut next, step);
-            if next.len() > max && reached > from {
+            // Whole steps only, and without trying each on a copy: a step that might take the
+            // answer over `max` ends it (the RFC lets the server answer fewer than asked).
+            if merged.len() + step.len() > max && reached > from {
                 return Ok(Since {
                     changes: split(merged),
                     new_state: format!("{}-{reached}", self.epoch),
                     has_more: true,
                 });
             }
-            merged = next;
+            merge(&mut merged, step);
             reached = *state;
         }
         Ok(Since {
@@ -243,5 +258,19 @@ mod tests {
             t.observe(look(&[("a", i + 2)]));
         }
         assert!(t.since(&old, None).is_err(), "older than the log");
+    }
+
+    #[test]
+    fn the_log_keeps_a_bounded_number_of_ids() {
+        let mut t = Tracker::new("e");
+        let ids: Vec<String> = (0..50_000).map(|i| format!("m{i}")).collect();
+        for round in 0..20u64 {
+            t.observe(ids.iter().map(|id| (id.clone(), round)).collect());
+        }
+        assert!(t.kept_ids <= KEPT_IDS, "{} ids kept", t.kept_ids);
+        assert!(t.steps.len() < 20);
+        let recent = format!("e-{}", t.state - 1);
+        let since = t.since(&recent, None).expect("the last step is kept");
+        assert_eq!(since.changes.updated.len(), 50_000);
     }
 }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::account::Account;
 use super::api::{MethodError, CORE, MAIL, SUBMISSION};
+use super::budget::Budget;
 use super::methods::{Call, IDENTITY};
 use super::{compose, email, mailbox, query, Caller, Jmap};
 use crate::blocking;
@@ -52,11 +53,14 @@ impl Context<'_> {
         }
     }
 
+    /// Runs one method call. The account is locked for the call, except by Email/query, which
+    /// takes a snapshot and runs without the lock (see `query`).
     pub(super) async fn dispatch(
         &mut self,
-        account: &mut Account,
+        account: &tokio::sync::Mutex<Account>,
         name: &str,
         args: Map<String, Value>,
+        budget: &Budget,
     ) -> Result<Answers, MethodError> {
         let unknown = || MethodError::with("unknownMethod", format!("{name} is not a method here"));
         let capability = capability_of(name).ok_or_else(unknown)?;
@@ -79,22 +83,30 @@ impl Context<'_> {
             args,
             account_id: &account_id,
             limits: &self.jmap.limits,
+            budget,
         };
+        if name == "Email/query" {
+            return Ok(vec![(name.to_string(), query::run(account, &call).await?)]);
+        }
+        let mut account = account.lock().await;
+        let account = &mut *account;
         let answer = match name {
             // Reads that may parse every message of the account (summaries for sorting,
-            // text filters, thread counts) leave the async worker while they run.
+            // thread counts) leave the async worker while they run.
             "Mailbox/get" => blocking::run(|| mailbox::get(account, &call))?,
             "Mailbox/changes" => mailbox::changes(account, &call)?,
             "Mailbox/query" => mailbox::query(account, &call)?,
             "Mailbox/set" => self.mailbox_set(account, &call).await?,
             "Email/get" => blocking::run(|| email::get(account, &call))?,
             "Email/changes" => email::changes(account, &call)?,
-            "Email/query" => blocking::run(|| query::query(account, &call))?,
             "Email/set" => self.email_set(account, &call).await?,
             "Email/import" => self.email_import(account, &call).await?,
             "Thread/get" => blocking::run(|| email::thread_get(account, &call))?,
             "Identity/get" => identity_get(account, &call),
-            "EmailSubmission/set" => return self.submission_set(account, &call).await,
+            "EmailSubmission/set" => {
+                self.check_set_size(&call)?;
+                return self.submission_set(account, &call).await;
+            }
             _ => return Err(unknown()),
         };
         Ok(vec![(name.to_string(), answer)])
@@ -119,8 +131,9 @@ impl Context<'_> {
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
         if count > self.jmap.limits.max_objects_in_set {
-            return Err(MethodError::with(
+            return Err(MethodError::limit(
                 "requestTooLarge",
+                "maxObjectsInSet",
                 format!(
                     "{count} objects; at most {} in one call",
                     self.jmap.limits.max_objects_in_set
@@ -271,7 +284,15 @@ impl Context<'_> {
             .and_then(Value::as_object)
             .ok_or_else(|| MethodError::invalid_arguments("emails is an object of EmailImport"))?;
         if emails.len() > self.jmap.limits.max_objects_in_set {
-            return Err(MethodError::new("requestTooLarge"));
+            return Err(MethodError::limit(
+                "requestTooLarge",
+                "maxObjectsInSet",
+                format!(
+                    "{} emails; at most {} in one call",
+                    emails.len(),
+                    self.jmap.limits.max_objects_in_set
+                ),
+            ));
         }
         let mut stored = Vec::new();
         let mut not_created = Map::new();

@@ -8,7 +8,8 @@ use serde_json::{json, Map, Value};
 
 use super::account::{system_flag, Account, EmailRecord};
 use super::api::MethodError;
-use super::message::{self, BodyLists, Summary};
+use super::budget::{Meter, PART_COST, PROPERTY_COST};
+use super::message::{self, BodyLists, Children, Summary};
 use super::methods::{ids_argument, properties_argument, Call};
 use crate::blocking;
 use crate::store::mailbox::{FlagChange, FlagOp, Flags};
@@ -117,14 +118,18 @@ pub fn get(account: &mut Account, call: &Call) -> Result<Value, MethodError> {
             .map(|e| e.id.clone())
             .collect(),
     };
+    // The answer is built against what the request's budget has left: each email, each body
+    // part, each body value and header form is estimated and taken before it is built.
+    let mut meter = Meter::new(call.budget);
     let mut list = Vec::new();
     let mut not_found = Vec::new();
     for id in ids {
+        meter.take(PROPERTY_COST.saturating_mul(properties.len() as u64 + 1))?;
         let Some(email) = account.email(&id).cloned() else {
             not_found.push(id);
             continue;
         };
-        match render(account, &email, &properties, &body) {
+        match render(account, &email, &properties, &body, &mut meter)? {
             Some(object) => list.push(object),
             None => not_found.push(id),
         }
@@ -143,24 +148,35 @@ fn render(
     email: &EmailRecord,
     properties: &[String],
     body: &BodyOptions,
-) -> Option<Value> {
+    meter: &mut Meter,
+) -> Result<Option<Value>, MethodError> {
     let from_summary = |p: &String| message::SUMMARY_PROPERTIES.contains(&p.as_str());
     let needs_message = properties
         .iter()
         .any(|p| !FROM_INDEX.contains(&p.as_str()) && p != "threadId" && !from_summary(p));
     let message = if needs_message {
-        Some(account.message(email).ok()?)
+        match account.message(email) {
+            Ok(message) => Some(message),
+            Err(_) => return Ok(None),
+        }
     } else {
         None
     };
     let summary = if properties.iter().any(from_summary) && message.is_none() {
-        Some(account.summary(&email.id)?)
+        match account.summary(&email.id) {
+            Some(summary) => Some(summary),
+            None => return Ok(None),
+        }
     } else {
         None
     };
     let mut out = Map::new();
     out.insert("id".into(), email.id.clone().into());
-    let lists = message.as_ref().map(BodyLists::of);
+    let index = message.as_ref().map(|m| {
+        let children = Children::of(m);
+        let lists = BodyLists::with(m, &children);
+        (children, lists)
+    });
     for property in properties {
         let value = match property.as_str() {
             "id" => continue,
@@ -180,54 +196,79 @@ fn render(
                 .as_ref()
                 .and_then(|s| s.properties.get(other).cloned())
                 .unwrap_or(Value::Null),
-            other => match (&message, &lists) {
-                (Some(message), Some(lists)) => {
-                    body_property(message, lists, email, other, body).unwrap_or(Value::Null)
+            other => match (&message, &index) {
+                (Some(message), Some((children, lists))) => {
+                    let parsed = Parsed {
+                        message,
+                        children,
+                        lists,
+                    };
+                    body_property(&parsed, email, other, body, meter)?.unwrap_or(Value::Null)
                 }
                 _ => Value::Null,
             },
         };
         out.insert(property.clone(), value);
     }
-    Some(Value::Object(out))
+    Ok(Some(Value::Object(out)))
+}
+
+/// A message with what Email/get works out of it once.
+struct Parsed<'a> {
+    message: &'a crate::message::Message,
+    children: &'a Children,
+    lists: &'a BodyLists,
 }
 
 fn body_property(
-    message: &crate::message::Message,
-    lists: &BodyLists,
+    parsed: &Parsed,
     email: &EmailRecord,
     property: &str,
     body: &BodyOptions,
-) -> Option<Value> {
+    meter: &mut Meter,
+) -> Result<Option<Value>, MethodError> {
+    let (message, lists) = (parsed.message, parsed.lists);
+    let tree = (message, parsed.children);
     if let Some(value) = message::header_convenience(message, property) {
-        return Some(value);
+        return Ok(Some(value));
     }
     if property.starts_with("header:") {
-        return message::header_property(message, property);
+        return message::header_property_within(message, property, meter);
     }
     let blob = blob_id(&email.id);
-    let parts = |ids: &[u32]| {
-        Value::Array(
-            ids.iter()
-                .filter_map(|&id| message.part(id))
-                .map(|part| message::body_part(message, part, &blob, &body.properties))
-                .collect(),
-        )
+    let parts = |ids: &[u32], meter: &mut Meter| -> Result<Value, MethodError> {
+        let mut out = Vec::new();
+        for part in ids.iter().filter_map(|&id| message.part(id)) {
+            out.push(message::body_part(
+                tree,
+                part,
+                &blob,
+                &body.properties,
+                meter,
+            )?);
+        }
+        Ok(Value::Array(out))
     };
-    Some(match property {
+    Ok(Some(match property {
         "hasAttachment" => (!lists.attachments.is_empty()).into(),
         "preview" => message::preview(message, lists).into(),
-        "headers" => message::body_part(message, message.part(0)?, &blob, &["headers".into()])
-            .get("headers")
-            .cloned()
-            .unwrap_or(Value::Null),
-        "textBody" => parts(&lists.text),
-        "htmlBody" => parts(&lists.html),
-        "attachments" => parts(&lists.attachments),
+        "headers" => match message.part(0) {
+            Some(root) => message::body_part(tree, root, &blob, &["headers".into()], meter)?
+                .get("headers")
+                .cloned()
+                .unwrap_or(Value::Null),
+            None => return Ok(None),
+        },
+        "textBody" => parts(&lists.text, meter)?,
+        "htmlBody" => parts(&lists.html, meter)?,
+        "attachments" => parts(&lists.attachments, meter)?,
         "bodyStructure" => {
             let mut properties = body.properties.clone();
             properties.push("subParts".into());
-            message::body_part(message, message.part(0)?, &blob, &properties)
+            match message.part(0) {
+                Some(root) => message::body_part(tree, root, &blob, &properties, meter)?,
+                None => return Ok(None),
+            }
         }
         "bodyValues" => {
             let mut wanted: Vec<u32> = Vec::new();
@@ -239,20 +280,26 @@ fn body_property(
             }
             let mut values = Map::new();
             for id in wanted {
-                let is_text = message
-                    .part(id)
-                    .is_some_and(|p| p.media_type.eq_ignore_ascii_case("text"));
-                if is_text {
-                    values.insert(
-                        id.to_string(),
-                        message::body_value(message, id, body.max_bytes),
-                    );
+                let Some(part) = message.part(id) else {
+                    continue;
+                };
+                if !part.media_type.eq_ignore_ascii_case("text") {
+                    continue;
                 }
+                let size = match body.max_bytes {
+                    0 => part.size,
+                    max => part.size.min(max as u64),
+                };
+                meter.take(PART_COST.saturating_add(size))?;
+                values.insert(
+                    id.to_string(),
+                    message::body_value(message, id, body.max_bytes),
+                );
             }
             Value::Object(values)
         }
-        _ => return None,
-    })
+        _ => return Ok(None),
+    }))
 }
 
 pub fn changes(account: &Account, call: &Call) -> Result<Value, MethodError> {
@@ -484,11 +531,14 @@ pub fn thread_get(account: &mut Account, call: &Call) -> Result<Value, MethodErr
             members.entry(thread).or_default().push((received, id));
         }
     }
+    let mut meter = Meter::new(call.budget);
     let mut list = Vec::new();
     let mut not_found = Vec::new();
     for id in &ids {
         match members.get_mut(id) {
             Some(emails) => {
+                // A thread of many emails lists them all: counted before it is built.
+                meter.take(PROPERTY_COST.saturating_mul(emails.len() as u64 + 2))?;
                 emails.sort();
                 let email_ids: Vec<&String> = emails.iter().map(|(_, id)| id).collect();
                 list.push(json!({"id": id, "emailIds": email_ids}));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -28,8 +28,16 @@ use crate::config::Protocol as ProtocolKind;
 use crate::mail::Session;
 use crate::net::connection::{Client, Stream};
 
-/// A client that has not sent a request head by then is dropped.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client that has not sent a whole request head this long after it began is dropped
+/// (hyper's timer runs from the head's start, whatever trickles in meanwhile).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long any request body may take to arrive, besides what its size earns at
+/// [`BODY_RATE_FLOOR`]: a deadline from the body's start that moves out only with bytes
+/// received, never with time spent waiting.
+const BODY_GRACE: Duration = Duration::from_secs(10);
+/// Bytes per second a request body (API request or upload) must average after the grace:
+/// a 10 MiB request may take 10 s + 160 s, a trickle of a byte a second gets 10 s.
+const BODY_RATE_FLOOR: u64 = 64 << 10;
 /// How long a checked password is taken without asking argon2 again.
 const LOGIN_MEMORY: Duration = Duration::from_secs(300);
 /// Remembered logins kept at most (then forgotten all at once).
@@ -398,14 +406,16 @@ async fn api(jmap: &Jmap, peer: &Peer, user: &str, request: Request<Incoming>) -
         ));
     };
     let limit = jmap.limits.max_size_request;
-    let body = match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
+    let body = match read_body(request.into_body(), limit).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => {
             return problem(&Problem::limit(
                 "maxSizeRequest",
                 format!("the request is over {limit} bytes"),
             ))
         }
+        Err(BodyError::TooSlow) => return too_slow(),
+        Err(BodyError::Broken) => return text(StatusCode::BAD_REQUEST, "broken request body\n"),
     };
     let caller = super::Caller {
         session: peer.session(user),
@@ -425,11 +435,18 @@ async fn events(
     user: String,
     request: &Request<Incoming>,
 ) -> Response<Body> {
+    let Ok(slot) = jmap.push_slot(&user).try_acquire_owned() else {
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many event sources open for this user\n",
+        );
+    };
     let options = push::Options::parse(request.uri().query().unwrap_or(""));
     let (sender, receiver) = tokio::sync::mpsc::channel(8);
     let baseline = jmap.states(&user, &peer.session(&user)).await;
     let (jmap, peer) = (jmap.clone(), peer.clone());
     tokio::spawn(async move {
+        let _slot = slot;
         let account_id = Jmap::account_id(&user);
         let session = peer.session(&user);
         let look = || jmap.states(&user, &session);
@@ -470,16 +487,22 @@ async fn upload(jmap: &Jmap, user: &str, request: Request<Incoming>) -> Response
         ));
     };
     let limit = jmap.limits.max_size_upload;
-    let bytes = match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
+    let bytes = match read_body(request.into_body(), limit).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => {
             return problem(&Problem::limit(
                 "maxSizeUpload",
                 format!("uploads are at most {limit} bytes"),
             ))
         }
+        Err(BodyError::TooSlow) => return too_slow(),
+        Err(BodyError::Broken) => return text(StatusCode::BAD_REQUEST, "broken request body\n"),
     };
     match jmap.upload(user, &bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::QuotaExceeded => problem(&Problem::limit(
+            "maxUploadStore",
+            "this user's uploads fill their store: use or wait for them to expire",
+        )),
         Ok(blob) => json_response(
             StatusCode::CREATED,
             &serde_json::json!({"accountId": account, "blobId": blob, "type": media_type, "size": bytes.len()}),
@@ -540,6 +563,68 @@ async fn download(
         "X-Content-Type-Options",
         HeaderValue::from_static("nosniff"),
     );
+    response
+}
+
+/// Why a request body was not taken.
+#[derive(Debug, PartialEq, Eq)]
+enum BodyError {
+    TooLarge,
+    /// It did not arrive by its deadline (see [`body_deadline`]).
+    TooSlow,
+    Broken,
+}
+
+/// When a body that began at `start` and has brought `received` bytes so far must be done:
+/// the grace, plus the time its bytes earn at the rate floor.
+fn body_deadline(start: tokio::time::Instant, received: usize) -> tokio::time::Instant {
+    let earned = Duration::from_millis((received as u64).saturating_mul(1000) / BODY_RATE_FLOOR);
+    start + BODY_GRACE + earned
+}
+
+/// Reads a request body of at most `limit` bytes under its deadline. A body over the limit is
+/// still read (and dropped, not kept) up to as much again, so that a client that sends its
+/// whole body before it reads the answer gets the `limit` problem rather than a reset.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    let start = tokio::time::Instant::now();
+    let mut over = hyper::body::Body::size_hint(&body).lower() > limit as u64;
+    let mut bytes = bytes::BytesMut::new();
+    let mut received = 0usize;
+    loop {
+        let deadline = body_deadline(start, received);
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) if over => return Err(BodyError::TooLarge),
+            Err(_) => return Err(BodyError::TooSlow),
+            Ok(None) if over => return Err(BodyError::TooLarge),
+            Ok(None) => return Ok(bytes.freeze()),
+            Ok(Some(Err(_))) => return Err(BodyError::Broken),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received = received.saturating_add(data.len());
+        over = over || received > limit;
+        if over {
+            bytes = bytes::BytesMut::new();
+            if received > limit.saturating_mul(2) {
+                return Err(BodyError::TooLarge);
+            }
+        } else {
+            bytes.extend_from_slice(&data);
+        }
+    }
+}
+
+/// The answer to a body that did not arrive in time; the connection is closed after it.
+fn too_slow() -> Response<Body> {
+    let mut response = text(
+        StatusCode::REQUEST_TIMEOUT,
+        "the request body did not arrive in time\n",
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
@@ -631,6 +716,19 @@ mod tests {
         assert_eq!(
             basic_credentials(&header(&format!("Basic {no_colon}"))),
             None
+        );
+    }
+
+    #[test]
+    fn body_deadlines_move_with_bytes_received_not_with_time() {
+        let start = tokio::time::Instant::now();
+        assert_eq!(body_deadline(start, 0), start + BODY_GRACE);
+        // A byte a second earns almost nothing: 150 bytes still end within the grace + 3 ms.
+        assert!(body_deadline(start, 150) < start + BODY_GRACE + Duration::from_millis(3));
+        // A 10 MiB body at the floor rate has its time.
+        assert_eq!(
+            body_deadline(start, 10 << 20),
+            start + BODY_GRACE + Duration::from_secs(160)
         );
     }
 

@@ -81,9 +81,14 @@ pub fn get(account: &mut Account, call: &Call) -> Result<Value, MethodError> {
     };
     let ids = ids_argument(&call.args, call.limits.max_objects_in_get)?
         .unwrap_or_else(|| account.mailboxes.iter().map(|m| m.id.clone()).collect());
+    // Each object is counted before it is built: as many properties as the client lists,
+    // for each mailbox.
+    let mut meter = super::budget::Meter::new(call.budget);
+    let per_object = super::budget::PROPERTY_COST.saturating_mul(properties.len() as u64 + 1);
     let mut list = Vec::new();
     let mut not_found = Vec::new();
     for id in ids {
+        meter.take(per_object)?;
         let Some(mailbox) = account.mailbox(&id) else {
             not_found.push(id);
             continue;
@@ -183,6 +188,15 @@ pub fn query(account: &Account, call: &Call) -> Result<Value, MethodError> {
     }
     let mut sorted = false;
     if let Some(sort) = args.get("sort").and_then(Value::as_array) {
+        if sort.len() > super::query::MAX_SORT {
+            return Err(super::budget::too_large(
+                "maxSortComparators",
+                format!(
+                    "a sort lists at most {} comparators",
+                    super::query::MAX_SORT
+                ),
+            ));
+        }
         for comparator in sort.iter().rev() {
             let ascending = comparator
                 .get("isAscending")
@@ -208,7 +222,8 @@ pub fn query(account: &Account, call: &Call) -> Result<Value, MethodError> {
         found.sort_by(|a, b| sort_order(a).cmp(&sort_order(b)).then(a.name.cmp(&b.name)));
     }
     let ids: Vec<String> = found.iter().map(|m| m.id.clone()).collect();
-    let (position, page) = super::query::window(&ids, args)?;
+    let window = super::query::Window::read(args)?;
+    let (position, page) = super::query::window(&ids, &window)?;
     let mut out = json!({
         "accountId": call.account_id,
         "queryState": account.mailbox_states.state(),

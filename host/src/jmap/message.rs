@@ -7,6 +7,8 @@ use mail_parser::parsers::MessageStream;
 use mail_parser::{Address, HeaderValue};
 use serde_json::{json, Map, Value};
 
+use super::api::MethodError;
+use super::budget::{Meter, PART_COST, PROPERTY_COST};
 use crate::message::{Message, Part};
 
 /// Characters of the preview (RFC 8621: at most 256).
@@ -92,29 +94,58 @@ pub fn header_form(raw: &str, form: &str) -> Option<Value> {
 /// A `header:Name[:asForm][:all]` property of the message's top header, `None` when the
 /// property is malformed.
 pub fn header_property(message: &Message, property: &str) -> Option<Value> {
-    let mut pieces = property.strip_prefix("header:")?.split(':');
-    let name = pieces.next().filter(|n| !n.is_empty())?;
+    header_property_within(message, property, &mut Meter::unbounded())
+        .ok()
+        .flatten()
+}
+
+/// [`header_property`], its size estimated and taken from `meter` before it is built: the
+/// parsed forms of many fields (`:all`) can be several times the fields' raw size.
+pub fn header_property_within(
+    message: &Message,
+    property: &str,
+    meter: &mut Meter,
+) -> Result<Option<Value>, MethodError> {
+    let Some(rest) = property.strip_prefix("header:") else {
+        return Ok(None);
+    };
+    let mut pieces = rest.split(':');
+    let Some(name) = pieces.next().filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
     let mut form = "raw";
     let mut all = false;
     for piece in pieces {
         match piece {
             "all" => all = true,
             f if f.starts_with("as") && !all => form = f,
-            _ => return None,
+            _ => return Ok(None),
         }
     }
-    header_form("", form)?;
-    let values: Vec<Value> = message
-        .header(name)
+    if header_form("", form).is_none() {
+        return Ok(None);
+    }
+    let mut fields = message.header(name);
+    if !all {
+        let last = fields.pop();
+        fields = last.into_iter().collect();
+    }
+    let raw: u64 = fields.iter().map(|f| f.raw.len() as u64 + 16).sum();
+    meter.take(raw.saturating_mul(FORM_EXPANSION))?;
+    let values: Vec<Value> = fields
         .iter()
         .filter_map(|field| header_form(&field.raw, form))
         .collect();
-    Some(if all {
+    Ok(Some(if all {
         Value::Array(values)
     } else {
         values.into_iter().last().unwrap_or(Value::Null)
-    })
+    }))
 }
+
+/// How much larger than a field's raw bytes its parsed form may be, as JSON (an address list
+/// of one-letter addresses becomes objects with a name and an email each).
+const FORM_EXPANSION: u64 = 8;
 
 /// The last field `name` in one form, or null.
 fn last_field(message: &Message, name: &str, form: &str) -> Value {
@@ -176,10 +207,47 @@ fn nested_headers(message: &Message, part: &Part) -> Vec<crate::message::HeaderF
     Message::new(block.to_vec()).headers()
 }
 
-/// The children of a part, in order.
-fn children<'a>(message: &'a Message, part: &Part) -> impl Iterator<Item = &'a Part> {
-    let id = part.id;
-    message.parts().iter().filter(move |p| p.parent == Some(id))
+/// Every part's children, in order, from one pass over the parts: finding a part's children
+/// by scanning all parts would make a wide tree cost the square of its size.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Children {
+    /// Where each part's children start in `ids` (one more entry than parts).
+    start: Vec<usize>,
+    ids: Vec<u32>,
+}
+
+impl Children {
+    pub fn of(message: &Message) -> Children {
+        let parts = message.parts();
+        let mut start = vec![0usize; parts.len() + 1];
+        for part in parts {
+            if let Some(parent) = part.parent.map(|p| p as usize).filter(|p| *p < parts.len()) {
+                start[parent + 1] += 1;
+            }
+        }
+        for i in 1..start.len() {
+            start[i] += start[i - 1];
+        }
+        let mut next = start.clone();
+        let mut ids = vec![0u32; start[parts.len()]];
+        for part in parts {
+            if let Some(parent) = part.parent.map(|p| p as usize).filter(|p| *p < parts.len()) {
+                ids[next[parent]] = part.id;
+                next[parent] += 1;
+            }
+        }
+        Children { start, ids }
+    }
+
+    /// The children of part `id`, in order.
+    fn of_part<'a>(&'a self, message: &'a Message, id: u32) -> impl Iterator<Item = &'a Part> {
+        let id = id as usize;
+        let range = match (self.start.get(id), self.start.get(id + 1)) {
+            (Some(&from), Some(&to)) => &self.ids[from..to],
+            _ => &[],
+        };
+        range.iter().filter_map(move |&child| message.part(child))
+    }
 }
 
 fn media_type(part: &Part) -> String {
@@ -204,12 +272,17 @@ pub struct BodyLists {
 
 impl BodyLists {
     pub fn of(message: &Message) -> BodyLists {
+        BodyLists::with(message, &Children::of(message))
+    }
+
+    /// The lists, with the children index already built.
+    pub fn with(message: &Message, children: &Children) -> BodyLists {
         let mut lists = BodyLists::default();
         if let Some(root) = message.part(0) {
             let mut text = Vec::new();
             let mut html = Vec::new();
             walk(
-                message,
+                (message, children),
                 root,
                 ("mixed", false),
                 (Some(&mut text), Some(&mut html)),
@@ -226,14 +299,14 @@ impl BodyLists {
 /// level). Recursion depth is bounded: the MIME tree was cut at `limits.max-mime-depth` (at
 /// most 200) when it was parsed.
 fn walk(
-    message: &Message,
+    (message, index): (&Message, &Children),
     container: &Part,
     (multipart_type, in_alternative): (&str, bool),
     (mut text, mut html): (Option<&mut Vec<u32>>, Option<&mut Vec<u32>>),
     attachments: &mut Vec<u32>,
 ) {
     let parts: Vec<&Part> = if container.is_multipart {
-        children(message, container).collect()
+        index.of_part(message, container.id).collect()
     } else {
         vec![container]
     };
@@ -253,7 +326,7 @@ fn walk(
             let subtype = part.subtype.to_ascii_lowercase();
             let alternative = in_alternative || subtype == "alternative";
             walk(
-                message,
+                (message, index),
                 part,
                 (&subtype, alternative),
                 (text.as_deref_mut(), html.as_deref_mut()),
@@ -349,8 +422,29 @@ pub const DEFAULT_BODY_PROPERTIES: [&str; 10] = [
     "location",
 ];
 
-/// One `EmailBodyPart` with the asked properties (`subParts` for a multipart when asked).
-pub fn body_part(message: &Message, part: &Part, blob: &str, properties: &[String]) -> Value {
+/// One `EmailBodyPart` with the asked properties (`subParts` for a multipart when asked),
+/// each part's estimated size taken from `meter` before it is built: a message of a million
+/// sibling parts runs out of budget, not memory.
+pub fn body_part(
+    (message, index): (&Message, &Children),
+    part: &Part,
+    blob: &str,
+    properties: &[String],
+    meter: &mut Meter,
+) -> Result<Value, MethodError> {
+    // Names, types, parameters and header values come from the part's own header block.
+    let header_bytes = part
+        .span
+        .map_or(0, |s| s.body_start.saturating_sub(s.header_start)) as u64;
+    let copies = 1 + properties
+        .iter()
+        .filter(|p| *p == "headers" || p.starts_with("header:"))
+        .count() as u64;
+    meter.take(
+        PART_COST
+            .saturating_add(PROPERTY_COST.saturating_mul(properties.len() as u64))
+            .saturating_add(header_bytes.saturating_mul(copies)),
+    )?;
     let mut out = Map::new();
     let leaf = !part.is_multipart;
     let param = |name: &str| {
@@ -403,33 +497,42 @@ pub fn body_part(message: &Message, part: &Part, blob: &str, properties: &[Strin
                 .unwrap_or(Value::Null),
             "location" => header("Content-Location").into(),
             "subParts" if part.is_multipart => Value::Array(
-                children(message, part)
-                    .map(|child| body_part(message, child, blob, properties))
-                    .collect(),
+                index
+                    .of_part(message, part.id)
+                    .map(|child| body_part((message, index), child, blob, properties, meter))
+                    .collect::<Result<_, _>>()?,
             ),
             "subParts" => continue,
             other if other.starts_with("header:") => {
                 if part.id == 0 {
-                    header_property(message, other).unwrap_or(Value::Null)
+                    header_property_within(message, other, meter)?.unwrap_or(Value::Null)
                 } else {
-                    nested_header_property(message, part, other)
+                    nested_header_property(message, part, other, meter)?
                 }
             }
             _ => continue,
         };
         out.insert(property.clone(), value);
     }
-    Value::Object(out)
+    Ok(Value::Object(out))
 }
 
-fn nested_header_property(message: &Message, part: &Part, property: &str) -> Value {
+fn nested_header_property(
+    message: &Message,
+    part: &Part,
+    property: &str,
+    meter: &mut Meter,
+) -> Result<Value, MethodError> {
     let Some(span) = part.span else {
-        return Value::Null;
+        return Ok(Value::Null);
     };
     let Some(block) = message.raw().get(span.header_start..span.body_start) else {
-        return Value::Null;
+        return Ok(Value::Null);
     };
-    header_property(&Message::new(block.to_vec()), property).unwrap_or(Value::Null)
+    Ok(
+        header_property_within(&Message::new(block.to_vec()), property, meter)?
+            .unwrap_or(Value::Null),
+    )
 }
 
 /// An `EmailBodyValue` for a text part, cut at `max_bytes` (0: whole) on a character boundary.

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::api::{Limits, MethodError};
+use super::budget::Budget;
 use super::changes::Tracker;
 
 /// The identity every account has: its own address (Identity/get, EmailSubmission).
@@ -14,6 +15,8 @@ pub struct Call<'a> {
     pub args: Map<String, Value>,
     pub account_id: &'a str,
     pub limits: &'a Limits,
+    /// The request's budget of materialised bytes (see `budget`).
+    pub budget: &'a Budget,
 }
 
 /// A list of ids under `name`, or none when absent/null.
@@ -42,14 +45,18 @@ pub fn ids_argument(
     if matches!(args.get("ids"), None | Some(Value::Null)) {
         return Ok(None);
     }
-    let ids = id_list(args, "ids")?;
-    if ids.len() > max {
-        return Err(MethodError::with(
+    let count = args
+        .get("ids")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if count > max {
+        return Err(MethodError::limit(
             "requestTooLarge",
-            format!("{} ids; at most {max} in one call", ids.len()),
+            "maxObjectsInGet",
+            format!("{count} ids; at most {max} in one call"),
         ));
     }
-    Ok(Some(ids))
+    id_list(args, "ids").map(Some)
 }
 
 /// A list of property names under `name`, `None` when absent/null.
@@ -86,10 +93,15 @@ pub fn changes_arguments(
     Ok((since, max))
 }
 
+/// Ids one `/changes` answer lists at most, whatever `maxChanges` asks (the RFC lets the
+/// server return fewer, with `hasMoreChanges`).
+pub const MAX_CHANGES: usize = 10_000;
+
 /// The answer to a `/changes` call on one object type's states.
 pub fn changes(tracker: &Tracker, call: &Call) -> Result<Map<String, Value>, MethodError> {
     let (since, max) = changes_arguments(&call.args)?;
-    let found = tracker.since(&since, max)?;
+    let max = max.map_or(MAX_CHANGES, |m| m.min(MAX_CHANGES));
+    let found = tracker.since(&since, Some(max))?;
     let mut out = Map::new();
     out.insert("accountId".into(), call.account_id.into());
     out.insert("oldState".into(), since.into());

@@ -20,6 +20,7 @@ use crate::shared::Shared;
 
 pub mod account;
 pub mod api;
+mod budget;
 pub mod changes;
 pub mod compose;
 mod context;
@@ -43,7 +44,12 @@ use context::Context;
 enum Slot {
     Upload,
     Request,
+    /// Event-source connections (push): each holds a task that looks at the account.
+    Push,
 }
+
+/// Event-source connections one user may hold open at once.
+const MAX_PUSH_CONNECTIONS: usize = 4;
 
 /// Who makes a request: the plugin session (for the retrieve stage) and what a submission's
 /// SMTP session needs.
@@ -81,7 +87,12 @@ impl Jmap {
                 .map_or(0, |d| d.as_millis())
         );
         let max_message = shared.config.limits.max_message_bytes;
-        let uploads = uploads::Uploads::new(shared.config.data_dir().join("jmap-uploads"));
+        // A user's uploads held at once: as many as four maximal uploads (an email with
+        // attachments is built from several), however many small ones.
+        let uploads = uploads::Uploads::new(
+            shared.config.data_dir().join("jmap-uploads"),
+            (max_message as u64).saturating_mul(4),
+        );
         Jmap {
             limits: Limits {
                 max_size_request: 10 << 20,
@@ -179,7 +190,6 @@ impl Jmap {
         let request = api::parse_request(body, &self.limits)?;
         let plugins = self.shared.plugins.current();
         let account = self.account(user);
-        let mut account = account.lock().await;
         let mut context = Context {
             jmap: self,
             plugins,
@@ -193,15 +203,29 @@ impl Jmap {
                 .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
                 .collect(),
         };
-        context.refresh(&mut account).await;
+        context.refresh(&mut *account.lock().await).await;
+        // Everything the request materialises is counted here: what its references copy
+        // (before they copy it) and every answer (methods whose answers grow with what is
+        // asked stop building theirs when the budget left would not hold it).
+        let budget = budget::Budget::new(budget::MAX_RESPONSE_BYTES);
         let mut responses: Vec<api::Response> = Vec::new();
         for call in request.calls {
             let mut arguments = call.arguments;
-            let result = match api::resolve_references(&mut arguments, &responses) {
-                Ok(()) => context.dispatch(&mut account, &call.name, arguments).await,
+            let result = match api::resolve_references(&mut arguments, &responses, &budget) {
+                Ok(()) => {
+                    context
+                        .dispatch(&account, &call.name, arguments, &budget)
+                        .await
+                }
                 Err(e) => Err(e),
             };
-            match result {
+            let answers = result.and_then(|answers| {
+                for (_, value) in &answers {
+                    budget.take_value(value)?;
+                }
+                Ok(answers)
+            });
+            match answers {
                 Ok(answers) => responses.extend(
                     answers
                         .into_iter()
@@ -319,6 +343,11 @@ impl Jmap {
         self.slot(user, Slot::Upload)
     }
 
+    /// One user's event-source slots.
+    pub fn push_slot(&self, user: &str) -> Arc<tokio::sync::Semaphore> {
+        self.slot(user, Slot::Push)
+    }
+
     /// One user's API request slots (`maxConcurrentRequests`).
     pub fn request_slot(&self, user: &str) -> Arc<tokio::sync::Semaphore> {
         self.slot(user, Slot::Request)
@@ -333,6 +362,7 @@ impl Jmap {
         let size = match kind {
             Slot::Upload => self.limits.max_concurrent_upload,
             Slot::Request => self.limits.max_concurrent_requests,
+            Slot::Push => MAX_PUSH_CONNECTIONS,
         };
         slots
             .entry((user.to_string(), kind))

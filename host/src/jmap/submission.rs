@@ -264,6 +264,7 @@ impl Context<'_> {
                 args,
                 account_id: call.account_id,
                 limits: call.limits,
+                budget: call.budget,
             };
             answers.push(("Email/set".into(), self.email_set(account, &implied).await?));
         }

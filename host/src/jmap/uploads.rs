@@ -12,15 +12,20 @@ const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
 
 pub struct Uploads {
     root: PathBuf,
+    /// Bytes one user's uploads may take at once.
+    max_bytes: u64,
 }
+
+/// Uploads one user may hold at once, however small.
+const MAX_FILES: usize = 1000;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Uploads {
-    pub fn new(root: PathBuf) -> Uploads {
-        Uploads { root }
+    pub fn new(root: PathBuf, max_bytes: u64) -> Uploads {
+        Uploads { root, max_bytes }
     }
 
     fn dir(&self, user: &str) -> PathBuf {
@@ -31,9 +36,18 @@ impl Uploads {
     pub fn store(&self, user: &str, bytes: &[u8]) -> std::io::Result<String> {
         let dir = self.dir(user);
         std::fs::create_dir_all(&dir)?;
-        self.prune(&dir);
+        let (files, held) = self.prune(&dir);
         let id = format!("U{}", hex(&Sha256::digest(bytes)[..12]));
         let path = dir.join(&id);
+        let again = path.exists();
+        if !again
+            && (files >= MAX_FILES || held.saturating_add(bytes.len() as u64) > self.max_bytes)
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::QuotaExceeded,
+                "the user's upload store is full",
+            ));
+        }
         let tmp = dir.join(format!("{id}.tmp"));
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, &path)?;
@@ -50,21 +64,28 @@ impl Uploads {
         std::fs::read(self.dir(user).join(id)).ok()
     }
 
-    /// Removes uploads past their time.
-    fn prune(&self, dir: &std::path::Path) {
+    /// Removes uploads past their time; how many are left and their bytes.
+    fn prune(&self, dir: &std::path::Path) -> (usize, u64) {
         let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
+            return (0, 0);
         };
         let now = SystemTime::now();
+        let (mut files, mut bytes) = (0usize, 0u64);
         for entry in entries.flatten() {
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            let old = metadata
+                .modified()
                 .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > KEPT_FOR);
             if old {
                 let _ = std::fs::remove_file(entry.path());
+            } else {
+                files += 1;
+                bytes = bytes.saturating_add(metadata.len());
             }
         }
+        (files, bytes)
     }
 }
 
@@ -75,11 +96,16 @@ mod tests {
     #[test]
     fn uploads_are_found_by_their_owner_only() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let uploads = Uploads::new(dir.path().to_path_buf());
+        let uploads = Uploads::new(dir.path().to_path_buf(), 12);
         let id = uploads.store("ann@x", b"hello").expect("stored");
         assert_eq!(uploads.read("ann@x", &id).as_deref(), Some(&b"hello"[..]));
         assert_eq!(uploads.read("bob@x", &id), None);
         assert_eq!(uploads.read("ann@x", "U../../etc/passwd"), None);
         assert_eq!(uploads.store("ann@x", b"hello").expect("again"), id);
+        let full = uploads
+            .store("ann@x", b"12345678")
+            .expect_err("over 12 bytes");
+        assert_eq!(full.kind(), std::io::ErrorKind::QuotaExceeded);
+        assert!(uploads.store("bob@x", b"12345678").is_ok(), "per user");
     }
 }

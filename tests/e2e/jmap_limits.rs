@@ -1,0 +1,436 @@
+//! JMAP under requests whose cost grows with what they ask: each runs against a gateway under
+//! an address-space limit while another client's SMTP greeting and IMAP NOOP are probed; the
+//! heavy request gets its limit answer, the process lives, the probes are answered in time.
+
+use mailgate_e2e::{curl, python, Gateway, Responsiveness};
+use serde_json::{json, Value};
+
+const ALICE: &str = "alice@example.test";
+const ALICE_LOGIN: &str = "alice@example.test:pw-alice";
+
+/// The account id of alice, from the session resource.
+fn account(gw: &Gateway) -> String {
+    let session = curl(
+        ALICE_LOGIN,
+        &[],
+        &format!("https://127.0.0.1:{}/.well-known/jmap", gw.jmap),
+    );
+    let session: Value = serde_json::from_slice(&session).expect("session JSON");
+    session["primaryAccounts"]["urn:ietf:params:jmap:mail"]
+        .as_str()
+        .expect("account id")
+        .to_string()
+}
+
+/// POSTs `body` to the API as alice: `{status, seconds, bytes, json}`.
+fn post(gw: &Gateway, body: &[u8]) -> Value {
+    let file = gw.dir.path().join(format!(
+        "request-{}.json",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::write(&file, body).expect("request file");
+    let port = gw.jmap.to_string();
+    let path = file.to_string_lossy().into_owned();
+    let out = python(
+        "jmap_hostile.py",
+        &["post", &port, ALICE, "pw-alice", "/jmap/api/", &path],
+    );
+    serde_json::from_str(&out).expect("client JSON")
+}
+
+fn request(calls: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "using": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"],
+        "methodCalls": calls,
+    }))
+    .expect("JSON")
+}
+
+/// The method responses of a 200 answer.
+fn responses(answer: &Value) -> Vec<Value> {
+    assert_eq!(answer["status"], 200, "{answer}");
+    answer["json"]["methodResponses"]
+        .as_array()
+        .cloned()
+        .expect("methodResponses")
+}
+
+/// Whether some call got `requestTooLarge` naming `limit`.
+fn refused_with(responses: &[Value], limit: &str) -> bool {
+    responses
+        .iter()
+        .any(|r| r[0] == "error" && r[1]["type"] == "requestTooLarge" && r[1]["limit"] == limit)
+}
+
+fn start() -> (Gateway, Responsiveness) {
+    let gw = Gateway::start_bounded("", "");
+    let watch = Responsiveness::watch(gw.inbound, gw.imap);
+    (gw, watch)
+}
+
+// Item 1: result references that fan out.
+
+#[test]
+fn doubling_echo_references_get_a_limit_error_not_an_abort() {
+    let (mut gw, watch) = start();
+    let mut calls = vec![json!(["Core/echo", {"seed": "x".repeat(64)}, "c0"])];
+    for n in 1..32 {
+        let previous = format!("c{}", n - 1);
+        let reference = json!({"resultOf": previous, "name": "Core/echo", "path": ""});
+        calls.push(json!(["Core/echo", {"#a": reference, "#b": reference}, format!("c{n}")]));
+    }
+    let answer = post(&gw, &request(json!(calls)));
+    let responses = responses(&answer);
+    assert!(
+        refused_with(&responses, "maxSizeResponse"),
+        "no limit error among {} responses",
+        responses.len()
+    );
+    assert!(
+        answer["bytes"].as_u64().unwrap_or(u64::MAX) < 80 << 20,
+        "{}",
+        answer["bytes"]
+    );
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+#[test]
+fn many_references_to_one_large_response_are_counted_each_time() {
+    // Variant: no doubling, but every later call copies a 1 MB answer 60 times.
+    let (mut gw, watch) = start();
+    let mut calls = vec![json!(["Core/echo", {"big": "y".repeat(1 << 20)}, "big"])];
+    for n in 1..32 {
+        let mut arguments = serde_json::Map::new();
+        for r in 0..60 {
+            arguments.insert(
+                format!("#r{r}"),
+                json!({"resultOf": "big", "name": "Core/echo", "path": "/big"}),
+            );
+        }
+        calls.push(json!(["Core/echo", arguments, format!("c{n}")]));
+    }
+    let answer = post(&gw, &request(json!(calls)));
+    let responses = responses(&answer);
+    assert!(refused_with(&responses, "maxSizeResponse"));
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+#[test]
+fn eight_fan_outs_at_once_stay_within_the_address_space() {
+    // Variant: a user's whole allowance of concurrent requests (maxConcurrentRequests), each
+    // a doubling fan-out: the per-request budgets together stay far below the bound.
+    let (mut gw, watch) = start();
+    let mut calls = vec![json!(["Core/echo", {"seed": "z".repeat(1000)}, "c0"])];
+    for n in 1..32 {
+        let reference = json!({"resultOf": format!("c{}", n - 1), "name": "Core/echo", "path": ""});
+        calls.push(json!(["Core/echo", {"#a": reference, "#b": reference, "#c": reference}, format!("c{n}")]));
+    }
+    let body = request(json!(calls));
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..8).map(|_| scope.spawn(|| post(&gw, &body))).collect();
+        for run in runs {
+            let answer = run.join().expect("client thread");
+            if answer["status"] == 200 {
+                assert!(refused_with(&responses(&answer), "maxSizeResponse"));
+            } else {
+                // Over the user's concurrent requests: the RFC's limit problem.
+                assert_eq!(answer["json"]["limit"], "maxConcurrentRequests", "{answer}");
+            }
+        }
+    });
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+// Item 2: a wide stored message.
+
+/// A message of `n` sibling parts under one multipart.
+fn wide_message(n: usize) -> Vec<u8> {
+    let mut raw = b"From: a@example.test\r\nTo: alice@example.test\r\nSubject: wide\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        .to_vec();
+    for _ in 0..n {
+        raw.extend_from_slice(b"--b\r\n\r\nx\r\n");
+    }
+    raw.extend_from_slice(b"--b--\r\n");
+    raw
+}
+
+fn email_ids(gw: &Gateway, account: &str) -> Vec<Value> {
+    let answer = post(
+        gw,
+        &request(json!([["Email/query", {"accountId": account}, "q"]])),
+    );
+    responses(&answer)[0][1]["ids"]
+        .as_array()
+        .cloned()
+        .expect("ids")
+}
+
+#[test]
+fn a_message_of_a_million_parts_is_answered_within_bounds_by_email_get() {
+    let (mut gw, watch) = start();
+    gw.store_directly(ALICE, "1700000000.M1P1.wide", &wide_message(1_000_000));
+    let account = account(&gw);
+    let ids = email_ids(&gw, &account);
+    assert_eq!(ids.len(), 1);
+    let answer = post(
+        &gw,
+        &request(json!([["Email/get", {
+            "accountId": account,
+            "ids": ids,
+            "properties": ["bodyStructure", "attachments", "textBody"],
+        }, "g"]])),
+    );
+    let responses = responses(&answer);
+    eprintln!(
+        "wide message: {} bytes, first answer {}",
+        answer["bytes"], responses[0][0]
+    );
+    // The lead's cap on MIME parts may cut the tree first; then the answer is small anyway.
+    assert!(
+        refused_with(&responses, "maxSizeResponse")
+            || answer["bytes"].as_u64().unwrap_or(u64::MAX) < 40 << 20,
+        "{}",
+        answer["bytes"]
+    );
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+#[test]
+fn a_message_of_many_parts_within_the_mime_bound_is_metered_by_email_get() {
+    // The MIME parser keeps at most `limits.max-mime-parts` parts (a message over the bound
+    // is one opaque part); at the highest bound the config takes, Email/get's own budget
+    // stops the body structure and lists, not the parser's.
+    let mut gw = Gateway::start_bounded("", "[limits]\nmax-mime-parts = 100000\n");
+    let watch = Responsiveness::watch(gw.inbound, gw.imap);
+    gw.store_directly(ALICE, "1700000000.M3P1.wide", &wide_message(99_000));
+    let account = account(&gw);
+    let ids = email_ids(&gw, &account);
+    let answer = post(
+        &gw,
+        &request(json!([["Email/get", {
+            "accountId": account,
+            "ids": ids,
+            "properties": ["bodyStructure", "attachments", "textBody"],
+        }, "g"]])),
+    );
+    assert!(
+        refused_with(&responses(&answer), "maxSizeResponse"),
+        "{answer}"
+    );
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+#[test]
+fn many_header_forms_of_many_parts_are_counted_before_they_are_built() {
+    // Variant: 9 000 parts (within the default MIME bound), each asked for 200 header forms.
+    let (mut gw, watch) = start();
+    gw.store_directly(ALICE, "1700000000.M2P1.wide", &wide_message(9_000));
+    let account = account(&gw);
+    let ids = email_ids(&gw, &account);
+    let forms: Vec<String> = (0..200)
+        .map(|i| format!("header:X-{i}:asAddresses:all"))
+        .collect();
+    let answer = post(
+        &gw,
+        &request(json!([["Email/get", {
+            "accountId": account,
+            "ids": ids,
+            "properties": ["bodyStructure"],
+            "bodyProperties": forms,
+        }, "g"]])),
+    );
+    assert!(refused_with(&responses(&answer), "maxSizeResponse"));
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+// Item 3: Email/query's work.
+
+fn simple_message(i: usize, body: &str) -> Vec<u8> {
+    format!(
+        "From: a@example.test\r\nTo: alice@example.test\r\nSubject: note {i}\r\n\
+Message-ID: <m{i}@example.test>\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_filter_of_ten_thousand_body_conditions_is_refused_before_it_runs() {
+    let (mut gw, watch) = start();
+    for i in 0..20 {
+        gw.store_directly(
+            ALICE,
+            &format!("1700000000.M{i}P3.q"),
+            &simple_message(i, "hello"),
+        );
+    }
+    let account = account(&gw);
+    let conditions: Vec<Value> = (0..10_000)
+        .map(|i| json!({"body": format!("w{i}")}))
+        .collect();
+    let started = std::time::Instant::now();
+    let answer = post(
+        &gw,
+        &request(json!([["Email/query", {
+            "accountId": account,
+            "filter": {"operator": "OR", "conditions": conditions},
+        }, "q"]])),
+    );
+    assert!(
+        refused_with(&responses(&answer), "maxFilterConditions"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+#[test]
+fn a_query_over_its_work_budget_stops_and_leaves_the_account_usable() {
+    // Variant: within the filter bounds (250 `text` conditions) but over large bodies; the
+    // account stays usable by the same user meanwhile (the query does not hold its lock).
+    let (mut gw, watch) = start();
+    let body = "lorem ipsum dolor sit amet ".repeat(200_000); // ~5.4 MB
+    for i in 0..4 {
+        gw.store_directly(
+            ALICE,
+            &format!("1700000000.M{i}P4.big"),
+            &simple_message(i, &body),
+        );
+    }
+    let account = account(&gw);
+    // Summaries and the index are built by a first cheap look.
+    email_ids(&gw, &account);
+    let conditions: Vec<Value> = (0..250)
+        .map(|i| json!({"text": format!("absent{i}")}))
+        .collect();
+    let heavy = request(json!([["Email/query", {
+        "accountId": account,
+        "filter": {"operator": "OR", "conditions": conditions},
+    }, "q"]]));
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let answer = post(&gw, &heavy);
+            let _ = sender.send(());
+            assert!(
+                refused_with(&responses(&answer), "maxQueryWork"),
+                "{answer}"
+            );
+        });
+        // Meanwhile the same user's small requests are answered promptly.
+        let mut quick = 0;
+        while receiver.try_recv().is_err() {
+            let answer = post(
+                &gw,
+                &request(
+                    json!([["Mailbox/get", {"accountId": account, "properties": ["name"]}, "m"]]),
+                ),
+            );
+            assert_eq!(answer["status"], 200, "{answer}");
+            assert!(
+                answer["seconds"].as_f64().unwrap_or(99.0) < 2.0,
+                "Mailbox/get waited {} s behind the query",
+                answer["seconds"]
+            );
+            quick += 1;
+        }
+        assert!(quick > 0);
+    });
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+#[test]
+fn deeply_nested_filters_and_long_sorts_are_refused() {
+    let (mut gw, watch) = start();
+    let account = account(&gw);
+    // 40 operators: within the JSON parser's nesting limit (128), over the filter's (10).
+    let mut deep = json!({"body": "x"});
+    for _ in 0..40 {
+        deep = json!({"operator": "NOT", "conditions": [deep]});
+    }
+    let sort = vec![json!({"property": "subject"}); 100];
+    let answer = post(
+        &gw,
+        &request(json!([
+            ["Email/query", {"accountId": account, "filter": deep}, "deep"],
+            ["Email/query", {"accountId": account, "sort": sort}, "sort"],
+        ])),
+    );
+    let responses = responses(&answer);
+    assert!(refused_with(&responses, "maxFilterDepth"), "{responses:?}");
+    assert!(
+        refused_with(&responses, "maxSortComparators"),
+        "{responses:?}"
+    );
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+// Item 4: requests that trickle in.
+
+fn trickle(gw: &Gateway, user: &str, path: &str) -> Value {
+    let port = gw.jmap.to_string();
+    let out = python(
+        "jmap_hostile.py",
+        &["trickle", &port, user, "pw-alice", path, "100000"],
+    );
+    serde_json::from_str(&out).expect("client JSON")
+}
+
+#[test]
+fn a_request_body_at_a_byte_a_second_is_cut_at_its_deadline() {
+    let (mut gw, watch) = start();
+    let answer = trickle(&gw, ALICE, "/jmap/api/");
+    assert_eq!(answer["status"], 408, "{answer}");
+    let seconds = answer["seconds"].as_f64().unwrap_or(999.0);
+    assert!(seconds < 20.0, "the trickle lasted {seconds} s");
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+#[test]
+fn an_upload_at_a_byte_a_second_is_cut_at_its_deadline() {
+    let (mut gw, watch) = start();
+    let account = account(&gw);
+    let answer = trickle(&gw, ALICE, &format!("/jmap/upload/{account}/"));
+    assert_eq!(answer["status"], 408, "{answer}");
+    assert!(
+        answer["seconds"].as_f64().unwrap_or(999.0) < 20.0,
+        "{answer}"
+    );
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+#[test]
+fn an_unauthenticated_request_head_at_a_byte_a_second_is_dropped() {
+    let (mut gw, watch) = start();
+    let port = gw.jmap.to_string();
+    let out = python("jmap_hostile.py", &["trickle-head", &port]);
+    let answer: Value = serde_json::from_str(&out).expect("client JSON");
+    let seconds = answer["seconds"].as_f64().unwrap_or(999.0);
+    assert!(
+        seconds < 20.0,
+        "the head trickled for {seconds} s: {answer}"
+    );
+    assert!(answer["sent"].as_u64().unwrap_or(0) < 400, "{answer}");
+    // Without credentials a body is not waited for at all.
+    let anonymous = trickle(&gw, "-", "/jmap/api/");
+    assert_eq!(anonymous["status"], 401, "{anonymous}");
+    assert!(
+        anonymous["seconds"].as_f64().unwrap_or(999.0) < 5.0,
+        "{anonymous}"
+    );
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
