@@ -2,10 +2,14 @@
 # Hardening figures: IMAP SEARCH over N messages (one key, ten keys, a body key, and 1 000 flat
 # keys in two sessions while a third client's SMTP greeting is timed), the server's peak memory
 # during 100 concurrent wrong IMAP logins, the CPU of 20 sessions in IDLE, and IMAP APPEND of 1,
-# 10 and 30 MiB (time should grow linearly). Run through `cargo xtask bench hardening`. Usage: hardening.sh [N=10000]
+# 10 and 30 MiB (time should grow linearly). Then, through hardening_requests.py, each hostile
+# request of the hardening review against a fresh server: its wall time, server CPU, peak memory,
+# answer, and another client's slowest answer meanwhile. Run through `cargo xtask bench hardening`.
+# Usage: hardening.sh [N=10000]; BIN=path/to/mailgate measures another build (e.g. an old one).
 set -euo pipefail
 N=${1:-10000}
 source "$(dirname "$0")/common.sh"
+bin=${BIN:-$bin}
 work=$(run_dir hardening)
 imaps=${IMAPS_PORT:-2893} smtp=${SMTP_PORT:-2825}
 cat > "$work/gateway.toml" <<TOML
@@ -98,8 +102,13 @@ def status(field):
             if line.startswith(field):
                 return int(line.split()[1]) // 1024
 rss_before = status("VmRSS")
+refused = []
 def wrong():
-    imap = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ctx, timeout=600)
+    try:
+        imap = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ctx, timeout=600)
+    except imaplib.IMAP4.error:  # BYE at connect: too many connections waiting to log in
+        refused.append(1)
+        return
     try:
         imap.login("bench@example.org", "wrong")
     except imaplib.IMAP4.error:
@@ -115,7 +124,8 @@ logins = [threading.Thread(target=wrong) for _ in range(100)]
 for t in logins: t.start()
 for t in logins: t.join()
 stop.set(); sampler.join()
-print(f"100 concurrent wrong logins: RSS {rss_before} MiB before, peak {peak[0]} MiB, {time.monotonic() - t0:.1f} s")
+print(f"100 concurrent wrong logins: RSS {rss_before} MiB before, peak {peak[0]} MiB, {time.monotonic() - t0:.1f} s"
+      f" ({len(refused)} refused at connect as too many waiting to log in)")
 
 idlers = []
 for _ in range(20):
@@ -134,3 +144,8 @@ for mib in (1, 10, 30):
     typ, _ = imap.append("INBOX", None, None, message)
     print(f"APPEND {mib:>2} MiB: {typ} {time.monotonic() - t0:6.2f} s wall, {cpu() - c0:6.2f} s server CPU")
 PY
+
+# Part two: one fresh server per hostile request (each under RLIMIT_AS 4 GiB).
+kill "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+python3 "$(dirname "$0")/hardening_requests.py" "$bin" "$work/requests"

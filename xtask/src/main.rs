@@ -18,7 +18,8 @@
 //!   beside Postfix and Haraka (`../shared/bench/peers.sh`); `bench reload`: hot-reload latency
 //!   and throughput during reloads; `bench access`: IMAP/POP3 beside Dovecot; `bench languages`:
 //!   one policy in Rust, Python, JavaScript and C; `bench hardening`: IMAP SEARCH, memory during
-//!   a flood of wrong logins, large APPENDs; `bench milter`: Postfix alone and with mailgate as
+//!   a flood of wrong logins, large APPENDs, then the cost of each hostile request of the
+//!   hardening review (`host/benches/hardening_requests.py`); `bench milter`: Postfix alone and with mailgate as
 //!   its milter, mailgate's relay alone and with rspamd in its chain; `bench kv`: the plugin
 //!   key-value store, local and Redis (the greylist's call, bare operations);
 //! - `cluster`: two gateways sharing one Redis on loopback, to try a multi-node site by hand;
