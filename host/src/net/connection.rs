@@ -185,6 +185,9 @@ pub struct Connection {
     deflate: Option<Box<Deflate>>,
 }
 
+/// Replies held back while compressed commands are still waiting to be inflated.
+const BATCHED_OUTPUT: usize = 64 * 1024;
+
 /// Raw DEFLATE both ways (RFC 4978). Input inflates at most [`Deflate::STEP`] bytes per read,
 /// the rest kept compressed: a small message that inflates a thousandfold cannot fill memory
 /// faster than the session consumes it.
@@ -193,16 +196,25 @@ struct Deflate {
     decompress: flate2::Decompress,
     /// Received bytes not inflated yet.
     pending: Vec<u8>,
+    /// Where each round of inflating writes, made once: a fresh buffer of the whole step
+    /// for every small read was most of the cost of a compressed command.
+    scratch: Box<[u8]>,
+    /// The last round filled the scratch: the inflater may still hold output of input it
+    /// has already taken, to be asked for before waiting on the client.
+    holding: bool,
 }
 
 impl Deflate {
     const STEP: usize = 256 * 1024;
+    const SCRATCH: usize = 16 * 1024;
 
     fn new() -> Deflate {
         Deflate {
             compress: flate2::Compress::new(flate2::Compression::default(), false),
             decompress: flate2::Decompress::new(false),
             pending: Vec::new(),
+            scratch: vec![0; Deflate::SCRATCH].into_boxed_slice(),
+            holding: false,
         }
     }
 
@@ -226,15 +238,33 @@ impl Deflate {
 
     /// Inflates what is pending, up to STEP bytes, into `input`. An error for a corrupt stream.
     fn inflate(&mut self, input: &mut Vec<u8>) -> std::io::Result<()> {
-        let mut out = Vec::with_capacity(Deflate::STEP);
-        let before = self.decompress.total_in();
-        self.decompress
-            .decompress_vec(&self.pending, &mut out, flate2::FlushDecompress::None)
-            .map_err(std::io::Error::other)?;
-        let used = (self.decompress.total_in() - before) as usize;
-        self.pending.drain(..used);
-        input.extend_from_slice(&out);
+        let (mut taken, mut produced) = (0, 0);
+        while produced < Deflate::STEP && (taken < self.pending.len() || self.holding) {
+            let (before_in, before_out) = (self.decompress.total_in(), self.decompress.total_out());
+            self.decompress
+                .decompress(
+                    &self.pending[taken..],
+                    &mut self.scratch,
+                    flate2::FlushDecompress::None,
+                )
+                .map_err(std::io::Error::other)?;
+            let used = (self.decompress.total_in() - before_in) as usize;
+            let made = (self.decompress.total_out() - before_out) as usize;
+            input.extend_from_slice(&self.scratch[..made]);
+            taken += used;
+            produced += made;
+            self.holding = made == self.scratch.len();
+            if used == 0 && made == 0 {
+                break;
+            }
+        }
+        self.pending.drain(..taken);
         Ok(())
+    }
+
+    /// Whether inflating may give more input without reading from the client.
+    fn has_input(&self) -> bool {
+        !self.pending.is_empty() || self.holding
     }
 }
 
@@ -319,17 +349,22 @@ impl Connection {
 
     /// Waits for more input, sending any queued replies first (the client may be waiting).
     async fn fill(&mut self, timeout: Duration) -> Result<bool, Line> {
-        self.flush().await.map_err(|_| Line::Closed)?;
+        // A little of the replies may wait while compressed input is still here (below).
+        if self.output.len() > BATCHED_OUTPUT {
+            self.flush().await.map_err(|_| Line::Closed)?;
+        }
         if let Some(deflate) = self.deflate.as_mut() {
-            // Inflate what is already here before reading more.
+            // Inflate what is already here before reading more; the replies queued meanwhile
+            // go out together at the next wait (one compressed flush, not one per command).
             let before = self.input.len();
-            if !deflate.pending.is_empty() {
+            if deflate.has_input() {
                 deflate.inflate(&mut self.input).map_err(|_| Line::Closed)?;
                 if self.input.len() > before {
                     return Ok(true);
                 }
             }
         }
+        self.flush().await.map_err(|_| Line::Closed)?;
         let mut chunk = [0u8; 16384];
         match tokio::time::timeout(timeout, self.stream.read(&mut chunk)).await {
             Err(_) => Err(Line::TimedOut),
@@ -478,5 +513,36 @@ mod tests {
         assert_eq!(pace.allowed(0), Some(Duration::from_secs(30)));
         assert_eq!(pace.allowed(5000), Some(Duration::from_secs(35)));
         assert_eq!(Pace::none().allowed(u64::MAX), None);
+    }
+
+    /// Everything a client compressed comes out, in steps of at most STEP, including output
+    /// the inflater still holds after the last compressed byte was taken.
+    #[test]
+    fn inflating_gives_every_byte_in_bounded_steps() {
+        let plain = b"n NOOP\r\n".repeat(300_000);
+        let mut packer = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut packed = Vec::with_capacity(plain.len());
+        packer
+            .compress_vec(&plain, &mut packed, flate2::FlushCompress::Sync)
+            .expect("compress");
+        assert!(
+            packed.len() < Deflate::SCRATCH,
+            "one small chunk: {}",
+            packed.len()
+        );
+        let mut deflate = Deflate::new();
+        deflate.pending = packed;
+        let mut input = Vec::new();
+        let mut rounds = 0;
+        while deflate.has_input() {
+            let before = input.len();
+            deflate.inflate(&mut input).expect("inflate");
+            assert!(input.len() - before <= Deflate::STEP + Deflate::SCRATCH);
+            rounds += 1;
+            assert!(rounds < 100, "no progress");
+        }
+        assert_eq!(input.len(), plain.len());
+        assert!(input == plain);
+        assert!(rounds > 1, "{rounds}");
     }
 }
