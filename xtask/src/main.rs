@@ -439,9 +439,10 @@ fn test() -> Result<(), String> {
     ensure_test_peers()?;
     let imaptest = ensure_imaptest()?;
     let python = ensure_test_python()?;
-    // Host-side crates only (the default members); guests were built and are tested through the host.
+    // Host-side crates only (the default members); guests were built and are tested through the
+    // host. Every test binary runs even after one fails, so a run reports every failure.
     let (passed, failed, ok) = cargo_test_counting(
-        &["test"],
+        &["test", "--no-fail-fast"],
         &[
             ("IMAPTEST_BIN", &imaptest),
             ("MAILGATE_TEST_PYTHON", &python),

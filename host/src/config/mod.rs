@@ -359,6 +359,8 @@ pub struct LimitsConfig {
     pub login_timeout_secs: u64,
     /// IMAP and POP3 connections one client address may hold before logging in; more are
     /// refused at once, so that a few addresses cannot take every slot with idle connections.
+    /// The default leaves room for a burst from an office behind NAT (20 clients connecting
+    /// at once, as imaptest's stress mode does).
     pub max_prelogin_connections_per_ip: usize,
 }
 
@@ -418,7 +420,7 @@ impl Default for LimitsConfig {
             max_pop3_connections: 100,
             max_jmap_connections: 200,
             login_timeout_secs: 60,
-            max_prelogin_connections_per_ip: 10,
+            max_prelogin_connections_per_ip: 32,
         }
     }
 }
