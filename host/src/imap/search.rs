@@ -140,7 +140,7 @@ pub fn intervals(set: &SequenceSet, largest: u32) -> Vec<(u32, u32)> {
         SeqOrUid::Value(v) => v.get(),
         SeqOrUid::Asterisk => largest,
     };
-    let mut spans: Vec<(u32, u32)> = set
+    let spans: Vec<(u32, u32)> = set
         .0
         .as_ref()
         .iter()
@@ -149,15 +149,7 @@ pub fn intervals(set: &SequenceSet, largest: u32) -> Vec<(u32, u32)> {
             Sequence::Range(a, b) => (value(a).min(value(b)), value(a).max(value(b))),
         })
         .collect();
-    spans.sort_unstable();
-    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(spans.len());
-    for (a, b) in spans {
-        match merged.last_mut() {
-            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
-            _ => merged.push((a, b)),
-        }
-    }
-    merged
+    Intervals::merged(spans).into_spans()
 }
 
 fn day(secs: u64) -> i64 {

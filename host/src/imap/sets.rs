@@ -95,6 +95,10 @@ impl Intervals {
         after > 0 && self.0[after - 1].1 >= n
     }
 
+    pub fn into_spans(self) -> Vec<(u32, u32)> {
+        self.0
+    }
+
     pub fn spans(&self) -> &[(u32, u32)] {
         &self.0
     }
