@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use mailgate_e2e::peers::WatchedSmtpSink;
+use mailgate_e2e::peers::{ScriptedSink, WatchedSmtpSink};
 use mailgate_e2e::{wait_until, Gateway, RawSmtp};
 
 fn route_to(port: u16, relay: &str) -> String {
@@ -29,13 +29,19 @@ fn server(drain_secs: u64) -> String {
 
 /// Queues one message for a remote recipient over SMTP.
 fn queue(gw: &Gateway, subject: &str) {
+    queue_to(gw, subject, &["rcpt@remote.test"]);
+}
+
+fn queue_to(gw: &Gateway, subject: &str, rcpts: &[&str]) {
     let (mut smtp, greeting) = RawSmtp::connect(gw.inbound);
     assert!(greeting.starts_with("220"), "{greeting}");
     assert!(smtp.cmd("EHLO client.test").starts_with("250"));
     assert!(smtp
         .cmd("MAIL FROM:<sender@client.test>")
         .starts_with("250"));
-    assert!(smtp.cmd("RCPT TO:<rcpt@remote.test>").starts_with("250"));
+    for rcpt in rcpts {
+        assert!(smtp.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
+    }
     assert!(smtp.cmd("DATA").starts_with("354"));
     smtp.send(
         format!(
@@ -135,6 +141,8 @@ fn sigterm_with_a_slow_sink_starts_no_transaction_and_a_restart_delivers_each_on
         "after SIGTERM the sink saw {new_connections:?} {new_transactions:?}\n{}",
         gw.log()
     );
+    // The pooled connections were closed with QUIT, not dropped.
+    assert_eq!(sink.count("QUIT"), sink.count("EHLO"), "{:?}", sink.seen());
     // What the sink took before the exit was recorded as delivered: it is no longer queued.
     let delivered = sink.count(".");
     let counts = subject_counts(&sink);
@@ -240,4 +248,118 @@ fn a_kill_during_the_drain_loses_nothing() {
         repeated <= in_flight.min(2),
         "{repeated} repeated, {in_flight} in flight: {counts:?}"
     );
+}
+
+/// The bounce generator in the drain: a transaction under way at SIGTERM (sink.py answers the
+/// final '.' two seconds late) finishes with one recipient refused at RCPT. Its DSN is queued
+/// durably before the message leaves the queue, but not sent while the server stops; after the
+/// restart it goes once, and the delivered recipient does not get the message again.
+#[test]
+fn a_bounce_made_during_the_drain_is_kept_and_sent_after_the_restart() {
+    const DRAIN_SECS: u64 = 8;
+    let port = mailgate_e2e::free_port();
+    let sink = ScriptedSink::start_with(port, &["--reject", "no-", "--delay-dot", "2"]);
+    let mut gw = Gateway::start_with(&server(DRAIN_SECS), &route_to(port, ""));
+    queue_to(
+        &gw,
+        "bounced-in-the-drain",
+        &["yes@remote.test", "no-such@remote.test"],
+    );
+    assert!(
+        wait_until(20, || sink.received().len() == 1),
+        "{}",
+        gw.log()
+    );
+    gw.send_sigterm();
+    let signalled = Instant::now();
+    let status = gw.wait_exit();
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status:?}\n{}", gw.log());
+    assert!(
+        took < Duration::from_secs(DRAIN_SECS),
+        "stopped within the drain bound: {took:?}\n{}",
+        gw.log()
+    );
+    assert_eq!(sink.received().len(), 1, "nothing sent during the drain");
+    let listing = gw.cli(&["queue", "list"]).stdout;
+    assert!(
+        listing.contains("-- 1 message(s)") && listing.contains("-> sender@client.test"),
+        "only the bounce is queued: {listing}"
+    );
+
+    gw.launch();
+    assert!(
+        wait_until(30, || queued(&gw) == 0 && sink.received().len() >= 2),
+        "{}",
+        gw.log()
+    );
+    let got = sink.received();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].envelope.contains("yes@remote.test"),
+        "{}",
+        got[0].envelope
+    );
+    assert!(
+        got[1].envelope.contains("\"sender\": \"\"")
+            && got[1].envelope.contains("sender@client.test"),
+        "the DSN: {}",
+        got[1].envelope
+    );
+    let dsn = String::from_utf8_lossy(&got[1].message);
+    assert!(dsn.contains("no-such@remote.test"), "{dsn}");
+}
+
+/// Local delivery and the relay mixed: a transaction under way at SIGTERM finishes (`250`)
+/// with one local and one remote recipient. Neither delivery starts while the server stops;
+/// both are done once after the restart.
+#[test]
+fn a_message_accepted_during_the_drain_is_delivered_locally_and_relayed_after_the_restart() {
+    let sink = WatchedSmtpSink::start(&[]);
+    let mut gw = Gateway::start_with(&server(8), &route_to(sink.port, ""));
+    let (mut smtp, _) = RawSmtp::connect(gw.inbound);
+    assert!(smtp.cmd("EHLO client.test").starts_with("250"));
+    assert!(smtp
+        .cmd("MAIL FROM:<sender@client.test>")
+        .starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<rcpt@remote.test>").starts_with("250"));
+    gw.send_sigterm();
+    let signalled = Instant::now();
+    assert!(wait_until(5, || gw
+        .log()
+        .contains("shutting down: draining")));
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(b"Subject: accepted-while-stopping\r\n\r\nbody\r\n.\r\n");
+    let reply = smtp.reply();
+    assert!(reply.starts_with("250"), "{reply}");
+    let status = gw.wait_exit();
+    assert!(status.success(), "exit status {status:?}\n{}", gw.log());
+    assert!(
+        gw.mailbox("alice@example.test").is_empty(),
+        "delivered locally while stopping"
+    );
+    assert!(
+        seen_after(&sink, signalled, "MAIL FROM").is_empty(),
+        "relayed while stopping"
+    );
+    assert_eq!(queued(&gw), 1);
+
+    gw.launch();
+    let mailbox = gw.wait_mailbox("alice@example.test", 1);
+    assert!(
+        wait_until(30, || queued(&gw) == 0 && sink.count(".") >= 1),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(mailbox.len(), 1);
+    assert!(mailbox[0].contains("accepted-while-stopping"));
+    assert_eq!(gw.mailbox("alice@example.test").len(), 1, "once");
+    let counts = subject_counts(&sink);
+    assert_eq!(
+        counts.get("accepted-while-stopping"),
+        Some(&1),
+        "{counts:?}"
+    );
+    assert_eq!(sink.messages().len(), 1);
 }

@@ -1207,14 +1207,18 @@ pub mod peers {
         }
 
         pub fn start_on(_host: &str, port: u16, reject: Option<&str>) -> ScriptedSink {
+            let reject: Vec<&str> = reject.into_iter().flat_map(|p| ["--reject", p]).collect();
+            ScriptedSink::start_with(port, &reject)
+        }
+
+        /// With sink.py's options (`--reject PREFIX`, `--delay-dot SECONDS`).
+        pub fn start_with(port: u16, options: &[&str]) -> ScriptedSink {
             let dir = tempfile::tempdir().expect("tempdir");
             let mut cmd = Command::new("python3");
             cmd.arg(root().join("tests/e2e/peers/sink.py"))
                 .arg(port.to_string())
-                .arg(dir.path());
-            if let Some(prefix) = reject {
-                cmd.args(["--reject", prefix]);
-            }
+                .arg(dir.path())
+                .args(options);
             let child = cmd.spawn().expect("python3 sink.py");
             wait_for_port(port);
             ScriptedSink {

@@ -215,6 +215,9 @@ impl QueueManager {
             Ok(Ok(_permits)) => 0,
             _ => (all as usize).saturating_sub(attempts.available_permits()),
         };
+        // Pooled connections are told goodbye rather than dropped, in the time left.
+        let left = self.inner.deadline.left().unwrap_or_default();
+        let _ = tokio::time::timeout(left, self.inner.transmitter.close_idle()).await;
         // A closed semaphore stops the scheduler for good.
         attempts.close();
         running

@@ -629,6 +629,12 @@ impl Pool {
             .push(client);
     }
 
+    /// Every idle connection, taken out of the pool (at shutdown, to say QUIT).
+    pub fn take_all(&self) -> Vec<SmtpClient> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.drain().flat_map(|(_, list)| list).collect()
+    }
+
     /// Closes connections idle for longer than the keep time.
     pub fn sweep(&self) {
         let expired: Vec<SmtpClient> = {

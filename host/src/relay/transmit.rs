@@ -63,6 +63,20 @@ impl Transmitter {
         self.pool.sweep();
     }
 
+    /// At shutdown, once no attempt runs: says QUIT on every pooled connection (together,
+    /// each bounded by the client's own five seconds; the process may end first).
+    pub async fn close_idle(&self) {
+        let quits: Vec<_> = self
+            .pool
+            .take_all()
+            .into_iter()
+            .map(|client| tokio::spawn(client.quit()))
+            .collect();
+        for quit in quits {
+            let _ = quit.await;
+        }
+    }
+
     /// Sends one message to one target's hosts in turn until one takes it (or refuses it for
     /// good). Per recipient: the final reply, or the failure.
     pub async fn transmit(
