@@ -363,3 +363,53 @@ fn a_message_accepted_during_the_drain_is_delivered_locally_and_relayed_after_th
     );
     assert_eq!(sink.messages().len(), 1);
 }
+
+/// One message for two destinations, tried one after the other in one attempt, both slow
+/// (`-W .:2`). SIGTERM while the first takes it: that one finishes and is recorded, the
+/// second is not begun; after the restart only the second gets it, once.
+#[test]
+fn a_message_for_two_destinations_records_the_first_and_leaves_the_second_for_the_restart() {
+    let first = WatchedSmtpSink::start(&["-W", ".:2"]);
+    let second = WatchedSmtpSink::start(&["-W", ".:2"]);
+    let routes = format!(
+        "[[route]]\ndomains = [\"one.test\"]\ntype = \"relay\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n\
+         [[route]]\ndomains = [\"two.test\"]\ntype = \"relay\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n",
+        first.port, second.port
+    );
+    let mut gw = Gateway::start_with(&server(8), &routes);
+    queue_to(&gw, "two-destinations", &["a@one.test", "b@two.test"]);
+    let dots = || first.count(".") + second.count(".");
+    assert!(wait_until(20, || dots() == 1), "{}", gw.log());
+    gw.send_sigterm();
+    let status = gw.wait_exit();
+    assert!(status.success(), "exit status {status:?}\n{}", gw.log());
+    assert_eq!(
+        dots(),
+        1,
+        "the second destination was not begun\n{}",
+        gw.log()
+    );
+    let listing = gw.cli(&["queue", "list"]).stdout;
+    assert!(listing.contains("-- 1 message(s)"), "{listing}");
+    let (done, left) = if first.count(".") == 1 {
+        ("a@one.test", "b@two.test")
+    } else {
+        ("b@two.test", "a@one.test")
+    };
+    assert!(
+        listing.contains(left) && !listing.contains(done),
+        "only {left} pending: {listing}"
+    );
+
+    gw.launch();
+    assert!(
+        wait_until(30, || queued(&gw) == 0 && dots() >= 2),
+        "{}",
+        gw.log()
+    );
+    for sink in [&first, &second] {
+        let counts = subject_counts(sink);
+        assert_eq!(counts.get("two-destinations"), Some(&1), "{counts:?}");
+        assert_eq!(sink.messages().len(), 1);
+    }
+}
