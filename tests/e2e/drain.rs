@@ -413,3 +413,47 @@ fn a_message_for_two_destinations_records_the_first_and_leaves_the_second_for_th
         assert_eq!(sink.messages().len(), 1);
     }
 }
+
+/// The retry timer in the drain: a message deferred (nothing listened downstream) falls due
+/// again every second, while a session's open transaction keeps the drain going. The timer
+/// starts nothing, though the downstream is back; the message goes once after the restart.
+#[test]
+fn a_retry_falling_due_during_the_drain_waits_for_the_restart() {
+    let port = mailgate_e2e::free_port();
+    let extra = format!("{}\n[queue]\nretry = [\"1s\"]\n", route_to(port, ""));
+    let mut gw = Gateway::start_with(&server(8), &extra);
+    queue(&gw, "retried-after-restart");
+    assert!(
+        wait_until(10, || gw
+            .cli(&["queue", "list"])
+            .stdout
+            .contains("Connection refused")),
+        "{}",
+        gw.log()
+    );
+    let (mut smtp, _) = RawSmtp::connect(gw.inbound);
+    assert!(smtp.cmd("EHLO client.test").starts_with("250"));
+    assert!(smtp
+        .cmd("MAIL FROM:<sender@client.test>")
+        .starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    gw.send_sigterm();
+    assert!(wait_until(5, || gw
+        .log()
+        .contains("shutting down: draining")));
+    let sink = WatchedSmtpSink::start_on(port, &[]);
+    // Retries fall due every second: three seconds of drain see none reach the sink.
+    let reached = wait_until(3, || sink.count("EHLO") > 0);
+    assert!(!reached, "a retry ran during the drain: {:?}", sink.seen());
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(b"Subject: keeps-the-drain-open\r\n\r\nbody\r\n.\r\n");
+    assert!(smtp.reply().starts_with("250"));
+    let status = gw.wait_exit();
+    assert!(status.success(), "exit status {status:?}\n{}", gw.log());
+
+    restart_and_drain(&mut gw, &sink, 1);
+    let counts = subject_counts(&sink);
+    assert_eq!(counts.get("retried-after-restart"), Some(&1), "{counts:?}");
+    assert_eq!(sink.messages().len(), 1);
+    assert_eq!(gw.wait_mailbox("alice@example.test", 1).len(), 1);
+}

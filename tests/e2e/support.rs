@@ -1125,8 +1125,11 @@ pub mod peers {
 
     impl WatchedSmtpSink {
         pub fn start(options: &[&str]) -> WatchedSmtpSink {
+            WatchedSmtpSink::start_on(free_port(), options)
+        }
+
+        pub fn start_on(port: u16, options: &[&str]) -> WatchedSmtpSink {
             use std::io::BufRead;
-            let port = free_port();
             let dir = tempfile::tempdir().expect("tempdir");
             let _ = Command::new("chmod").args(["777"]).arg(dir.path()).status();
             let mut cmd = Command::new(sbin("smtp-sink"));
