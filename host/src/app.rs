@@ -67,7 +67,9 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     ));
     let resolver = crate::dns::resolver(&config.dns).map_err(|e| anyhow::anyhow!("dns: {e}"))?;
     let services = plugin_services(&config, &data_dir, resolver.clone())?;
-    let built = build(&config, plugins.clone(), services, resolver).await?;
+    // Made first: the queues watch its deadline.
+    let drain = Drain::new();
+    let built = build(&config, plugins.clone(), services, resolver, &drain).await?;
     let relay = built.relay.clone();
     recover_spool(&built.spool, &built.again)?;
     let metrics = metrics_socket.map(|socket| start_metrics(socket, &relay, &plugins));
@@ -82,9 +84,8 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         .await
         .context("cannot open the admin socket")?;
     let LocalParts { worker, deliveries } = built.local;
-    tokio::spawn(worker.run(deliveries));
+    let local = tokio::spawn(worker.run(deliveries));
 
-    let drain = Drain::new();
     let listeners = bind_listeners(&config, &built.protocols, &drain).await?;
     // Every listener is bound and the chain is loaded: ready for mail.
     crate::service_manager::notify("READY=1");
@@ -96,7 +97,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     if let Some(metrics) = metrics {
         metrics.set_ready(false);
     }
-    stop(listeners, &drain, &relay, &config).await;
+    stop(listeners, &drain, (&relay, local), &config).await;
     journal::close();
     Ok(())
 }
@@ -156,6 +157,7 @@ async fn build(
     plugins: Arc<ActivePlugins>,
     services: Services,
     resolver: TokioResolver,
+    drain: &Drain,
 ) -> anyhow::Result<Built> {
     let data_dir = config.data_dir();
     let users = match &config.local.source {
@@ -190,6 +192,7 @@ async fn build(
         plugins.clone(),
         services.clone(),
         (again.clone(), signers),
+        drain.deadline(),
     );
     let worker = LocalDelivery {
         spool: spool.clone(),
@@ -198,6 +201,7 @@ async fn build(
         relay: relay.clone(),
         again: again.clone(),
         retry: config.queue.clone(),
+        deadline: drain.deadline(),
     };
     let intake = Intake {
         spool: spool.clone(),
@@ -343,33 +347,38 @@ async fn shutdown_signal() {
     }
 }
 
-/// Stops accepting, lets sessions and delivery attempts under way finish within
-/// `server.drain-secs`, and returns.
+/// Stops accepting and starting deliveries, lets sessions and delivery attempts under way
+/// finish within `server.drain-secs` (the same bound for both, from the signal), and returns.
 async fn stop(
     listeners: Vec<JoinHandle<()>>,
     drain: &Drain,
-    relay: &QueueManager,
+    (relay, local): (&QueueManager, JoinHandle<()>),
     config: &Config,
 ) {
+    let bound = Duration::from_secs(config.server.drain_secs);
+    let started = std::time::Instant::now();
+    // First of all: from here the relay and local delivery start nothing new.
+    drain.deadline().start(bound);
     // No new connections; the listening sockets close with their tasks.
     for task in listeners {
         task.abort();
     }
-    let bound = Duration::from_secs(config.server.drain_secs);
-    let started = std::time::Instant::now();
     tracing::info!(
         target: "mailgate::lifecycle",
         sessions = drain.open(),
         bound_secs = bound.as_secs(),
-        "shutting down: draining sessions"
+        "shutting down: draining sessions and deliveries"
     );
-    let cut = drain.run(bound).await;
-    let left = bound.saturating_sub(started.elapsed());
-    let attempts_cut = relay.stop(left).await;
+    let local_done = async {
+        let left = drain.deadline().left().unwrap_or_default();
+        tokio::time::timeout(left, local).await.is_ok()
+    };
+    let (cut, attempts_cut, local_done) = tokio::join!(drain.run(bound), relay.stop(), local_done);
     tracing::info!(
         target: "mailgate::lifecycle",
         sessions_cut = cut,
         deliveries_cut = attempts_cut,
+        local_delivery_cut = !local_done,
         ms = started.elapsed().as_millis() as u64,
         "stopped"
     );

@@ -1113,6 +1113,80 @@ pub mod peers {
         }
     }
 
+    /// Postfix's `smtp-sink` with extra options (delays such as `-W .:2`), dumping each
+    /// message like [`SmtpSink`], and with `-v`: every connection and command it sees, as a
+    /// line read from its stderr and the time it was read.
+    pub struct WatchedSmtpSink {
+        pub port: u16,
+        pub dir: tempfile::TempDir,
+        seen: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+        _process: Process,
+    }
+
+    impl WatchedSmtpSink {
+        pub fn start(options: &[&str]) -> WatchedSmtpSink {
+            WatchedSmtpSink::start_on(free_port(), options)
+        }
+
+        pub fn start_on(port: u16, options: &[&str]) -> WatchedSmtpSink {
+            use std::io::BufRead;
+            let dir = tempfile::tempdir().expect("tempdir");
+            let _ = Command::new("chmod").args(["777"]).arg(dir.path()).status();
+            let mut cmd = Command::new(sbin("smtp-sink"));
+            if is_root() {
+                cmd.args(["-u", "nobody"]);
+            }
+            let template = format!("{}/%Y%m%d%H%M%S.", dir.path().display());
+            let mut child = cmd
+                .arg("-v")
+                .args(options)
+                .args(["-d", &template, &format!("127.0.0.1:{port}"), "64"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("smtp-sink (Debian package postfix)");
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let stderr = child.stderr.take().expect("stderr");
+            let lines = seen.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    // "/usr/sbin/smtp-sink: MAIL FROM:<...>" -> "MAIL FROM:<...>"
+                    let text = line.split_once(": ").map_or(&line[..], |(_, t)| t);
+                    let at = std::time::Instant::now();
+                    lines.lock().expect("lines").push((at, text.to_string()));
+                }
+            });
+            wait_for_port(port);
+            WatchedSmtpSink {
+                port,
+                dir,
+                seen,
+                _process: Process(child),
+            }
+        }
+
+        /// Every dump (a transaction whose content is being received, or was).
+        pub fn messages(&self) -> Vec<String> {
+            read_files(self.dir.path(), |_| true)
+        }
+
+        /// What the sink logged, each line with when it was read.
+        pub fn seen(&self) -> Vec<(std::time::Instant, String)> {
+            self.seen.lock().expect("lines").clone()
+        }
+
+        /// How many logged lines start with `prefix` (`connect`, `MAIL FROM`, `.`).
+        pub fn count(&self, prefix: &str) -> usize {
+            self.seen()
+                .iter()
+                .filter(|(_, l)| l.starts_with(prefix))
+                .count()
+        }
+    }
+
     /// `tests/e2e/peers/sink.py`: stores each transaction's envelope, raw DATA and message.
     pub struct ScriptedSink {
         pub port: u16,
@@ -1136,14 +1210,18 @@ pub mod peers {
         }
 
         pub fn start_on(_host: &str, port: u16, reject: Option<&str>) -> ScriptedSink {
+            let reject: Vec<&str> = reject.into_iter().flat_map(|p| ["--reject", p]).collect();
+            ScriptedSink::start_with(port, &reject)
+        }
+
+        /// With sink.py's options (`--reject PREFIX`, `--delay-dot SECONDS`).
+        pub fn start_with(port: u16, options: &[&str]) -> ScriptedSink {
             let dir = tempfile::tempdir().expect("tempdir");
             let mut cmd = Command::new("python3");
             cmd.arg(root().join("tests/e2e/peers/sink.py"))
                 .arg(port.to_string())
-                .arg(dir.path());
-            if let Some(prefix) = reject {
-                cmd.args(["--reject", prefix]);
-            }
+                .arg(dir.path())
+                .args(options);
             let child = cmd.spawn().expect("python3 sink.py");
             wait_for_port(port);
             ScriptedSink {

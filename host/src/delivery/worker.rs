@@ -1,6 +1,7 @@
 //! The local delivery worker: takes spooled messages, writes them into their recipients'
 //! Maildirs in batches, passes those with remote recipients on to the relay queue, and
-//! schedules retries for those that failed.
+//! schedules retries for those that failed. At shutdown it finishes the batch under way and
+//! takes no other: what is left stays in the spool for the next start.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::config::QueueConfig;
+use crate::net::drain::Deadline;
 use crate::queue::manager::QueueManager;
 use crate::queue::spool::Spool;
 use crate::queue::state::QueueFiles;
@@ -32,10 +34,14 @@ pub struct LocalDelivery {
     /// Where a message to retry is sent again (the worker's own input).
     pub again: mpsc::UnboundedSender<String>,
     pub retry: QueueConfig,
+    /// Set when the server starts stopping.
+    pub deadline: Deadline,
 }
 
 impl LocalDelivery {
-    /// Delivers the ids that arrive on `queue` until it closes.
+    /// Delivers the ids that arrive on `queue` until it closes or the server starts
+    /// stopping; returns once the batch under way then is written and recorded. (Delivery is
+    /// idempotent, so even a batch cut by the process ending is not delivered twice.)
     pub async fn run(self, mut queue: mpsc::UnboundedReceiver<String>) {
         let LocalDelivery {
             spool,
@@ -44,8 +50,17 @@ impl LocalDelivery {
             relay,
             again,
             retry,
+            deadline,
         } = self;
-        while let Some(first) = queue.recv().await {
+        loop {
+            let next = tokio::select! {
+                next = queue.recv() => next,
+                () = deadline.begun() => None,
+            };
+            // Stopping: what is queued stays in the spool (recovered at the next start).
+            let Some(first) = next.filter(|_| !deadline.is_draining()) else {
+                break;
+            };
             let mut ids = vec![first];
             while ids.len() < DELIVERY_BATCH {
                 match queue.try_recv() {

@@ -4,12 +4,17 @@
 //! are told the server is going away (`421 4.3.2`, `* BYE`, `-ERR`) and closed; sessions in a
 //! transaction finish it first. The server waits for the last session, bounded by
 //! `server.drain-secs`, then stops.
+//!
+//! Background work (the relay queue, local delivery) sees the same drain as a [`Deadline`]:
+//! from the signal on it starts nothing new, and what it has under way knows when the process
+//! will stop, so that it can stop waiting on a peer in time to record its outcome.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 #[derive(Default)]
 struct State {
@@ -23,6 +28,20 @@ struct State {
 #[derive(Clone, Default)]
 pub struct Drain {
     state: Arc<State>,
+    deadline: Deadline,
+}
+
+/// When the drain ends, for work that is not a session: unset until the signal, then the
+/// instant the process stops whatever is still running. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Deadline {
+    state: Arc<DeadlineState>,
+}
+
+#[derive(Debug, Default)]
+struct DeadlineState {
+    at: OnceLock<Instant>,
+    started: Notify,
 }
 
 /// A session's side: whether to go, and (while held) one open session.
@@ -43,9 +62,16 @@ impl Drain {
         }
     }
 
+    /// The drain's end as background work sees it.
+    pub fn deadline(&self) -> Deadline {
+        self.deadline.clone()
+    }
+
     /// Tells every session to finish, then waits until none is open or `bound` has passed.
-    /// Returns the sessions still open at the end (cut off when the process exits).
+    /// Returns the sessions still open at the end (cut off when the process exits). The
+    /// [`Deadline`] starts here too (if it has not already), with the same bound.
     pub async fn run(&self, bound: Duration) -> usize {
+        self.deadline.start(bound);
         self.state.draining.store(true, Ordering::SeqCst);
         self.state.started.notify_waiters();
         let all_ended = async {
@@ -65,6 +91,45 @@ impl Drain {
 
     pub fn open(&self) -> usize {
         self.state.sessions.load(Ordering::SeqCst)
+    }
+}
+
+impl Deadline {
+    /// Starts the drain: the process stops `bound` from now. Later calls change nothing.
+    pub fn start(&self, bound: Duration) {
+        let _ = self.state.at.set(Instant::now() + bound);
+        self.state.started.notify_waiters();
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.state.at.get().is_some()
+    }
+
+    /// Time left before the process stops; `None` while it is not draining.
+    pub fn left(&self) -> Option<Duration> {
+        self.state
+            .at
+            .get()
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Resolves once the drain has started (at once if it has).
+    pub async fn begun(&self) {
+        let started = self.state.started.notified();
+        tokio::pin!(started);
+        started.as_mut().enable();
+        if self.state.at.get().is_none() {
+            started.await;
+        }
+    }
+
+    /// Resolves `ahead` of the end of the drain (at once if that time has passed); never
+    /// while no drain has started.
+    pub async fn near(&self, ahead: Duration) {
+        self.begun().await;
+        if let Some(&at) = self.state.at.get() {
+            tokio::time::sleep_until(at.checked_sub(ahead).unwrap_or(at)).await;
+        }
     }
 }
 
@@ -123,5 +188,41 @@ mod tests {
         assert_eq!(drain.run(Duration::from_millis(100)).await, 1);
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(stuck.is_draining());
+    }
+
+    #[tokio::test]
+    async fn the_deadline_is_unset_until_the_drain_and_fires_ahead_of_its_end() {
+        let drain = Drain::new();
+        let deadline = drain.deadline();
+        assert!(!deadline.is_draining());
+        assert_eq!(deadline.left(), None);
+        let early = tokio::time::timeout(
+            Duration::from_millis(100),
+            deadline.near(Duration::from_secs(1)),
+        )
+        .await;
+        assert!(early.is_err(), "nothing to be near before the drain");
+
+        let waiter = {
+            let deadline = deadline.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                deadline.near(Duration::from_millis(300)).await;
+                started.elapsed()
+            })
+        };
+        tokio::task::yield_now().await;
+        drain.run(Duration::from_millis(500)).await;
+        let waited = waiter.await.expect("waiter");
+        assert!(deadline.is_draining());
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_millis(450),
+            "{waited:?}"
+        );
+        let left = deadline.left().expect("draining");
+        assert!(left <= Duration::from_millis(300), "{left:?}");
+        // A second start does not move the end.
+        deadline.start(Duration::from_secs(60));
+        assert!(deadline.left().is_some_and(|l| l <= left));
     }
 }

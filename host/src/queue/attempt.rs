@@ -1,6 +1,7 @@
 //! One delivery attempt of one queued message: its pending recipients grouped by destination,
 //! the deliver stage for each group, the transmission, and what the results mean for the
-//! message — delivered, bounced, or due again later.
+//! message — delivered, bounced, or due again later. At shutdown a group not begun yet is left
+//! for the next start, and so is one whose transaction was cut: neither counts as an attempt.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ enum Outcome {
     Dropped(String),
     Temporary(Failure),
     Permanent(Failure),
+    /// Not tried, or cut, because the server is stopping: due again at the next start.
+    Stopped(String),
 }
 
 /// Counts one destination's recipients by how they fared.
@@ -35,6 +38,8 @@ fn count_outcomes(destination: &str, outcomes: &[(String, Outcome)]) {
             Outcome::Dropped(_) => "dropped",
             Outcome::Temporary(_) => "deferred",
             Outcome::Permanent(_) => "bounced",
+            // Not an attempt of the destination: not counted.
+            Outcome::Stopped(_) => continue,
         };
         *counts.entry(result).or_default() += 1;
     }
@@ -56,6 +61,7 @@ fn journal_attempt(id: &str, attempt: u32, destination: &str, outcomes: &[(Strin
                 Outcome::Dropped(why) => ("dropped", why.clone()),
                 Outcome::Temporary(f) => ("deferred", f.text.clone()),
                 Outcome::Permanent(f) => ("bounced", f.text.clone()),
+                Outcome::Stopped(why) => ("stopped", why.clone()),
             };
             journal::RecipientResult {
                 rcpt: rcpt.clone(),
@@ -140,7 +146,7 @@ impl QueueManager {
             journal_attempt(id, attempt, &destination, &results);
             outcomes.extend(results);
         }
-        self.record(&spooled, &mut state, outcomes, defer);
+        self.record(&spooled, &mut state, outcomes, defer).await;
     }
 
     /// The DKIM-Signature fields for `raw`, if a key applies. Quick keys (Ed25519, ~50 us;
@@ -168,6 +174,15 @@ impl QueueManager {
     ) -> (Vec<(String, Outcome)>, u64) {
         let envelope = &spooled.envelope;
         let all = |outcome: Outcome| rcpts.iter().map(|r| (r.clone(), outcome.clone())).collect();
+        // Stopping: the next destination (and its deliver stage) waits for the next start.
+        if self.inner.deadline.is_draining() {
+            return (
+                all(Outcome::Stopped(
+                    "not started: the server is stopping".into(),
+                )),
+                0,
+            );
+        }
         let mut mail = MailState {
             session: Session {
                 id: envelope.id.clone(),
@@ -308,6 +323,7 @@ impl QueueManager {
                 None => Outcome::Dropped("removed by a deliver-stage plugin".into()),
                 Some(i) => match &results[i] {
                     Ok(reply) => Outcome::Delivered(reply.clone()),
+                    Err(f) if f.stopped => Outcome::Stopped(f.text.clone()),
                     Err(f) if f.permanent => Outcome::Permanent(f.clone()),
                     Err(f) => Outcome::Temporary(f.clone()),
                 },
@@ -317,9 +333,11 @@ impl QueueManager {
         (outcomes, 0)
     }
 
-    /// Applies one attempt's outcomes: bounces what failed for good, then removes the message
-    /// or schedules the next attempt.
-    fn record(
+    /// Applies one attempt's outcomes: bounces what failed for good (durably, before the
+    /// message goes), then removes the message or schedules the next attempt. Recipients left
+    /// by a shutdown stay pending, due at the next start; when that is all of them, nothing
+    /// was attempted and the message's state stays as it was.
+    async fn record(
         &self,
         spooled: &Spooled,
         state: &mut DeliveryState,
@@ -333,8 +351,14 @@ impl QueueManager {
         let mut failed = Vec::new();
         let mut errors = Vec::new();
         let mut dropped = 0usize;
+        let mut stopped = Vec::new();
+        let total = outcomes.len();
         for (rcpt, outcome) in outcomes {
             match outcome {
+                Outcome::Stopped(why) => {
+                    tracing::info!(queue_id = id, rcpt, "left for the next start: {why}");
+                    stopped.push(rcpt);
+                }
                 Outcome::Delivered(reply) => {
                     tracing::info!(queue_id = id, rcpt, "delivered: {reply}")
                 }
@@ -361,6 +385,10 @@ impl QueueManager {
                 }
             }
         }
+        if total > 0 && stopped.len() == total {
+            self.leave_for_next_start(id);
+            return;
+        }
         state.attempts += 1;
         let expired =
             now.saturating_sub(envelope.received_at) >= self.inner.config.queue.max_age.as_secs();
@@ -379,10 +407,10 @@ impl QueueManager {
         if !failed.is_empty() {
             let hostname = &self.inner.config.server.hostname;
             let queue = (&self.inner.files.spool, &self.inner.resubmit);
-            super::bounce::queue_bounce(queue, hostname, spooled, &failed);
+            super::bounce::queue_bounce(queue, hostname, spooled, &failed).await;
         }
         let files = &self.inner.files;
-        if pending.is_empty() {
+        if pending.is_empty() && stopped.is_empty() {
             journal_done(id, &failed, dropped);
             if let Err(e) = files.retire(id, spooled.message.len()) {
                 tracing::error!(queue_id = id, "cannot remove the delivered message: {e}");
@@ -398,9 +426,15 @@ impl QueueManager {
             .as_secs()
             .max(defer);
         metrics::delivery_retry();
-        state.pending = Some(pending.into_iter().map(|(r, _)| r).collect());
-        state.last_error = Some(errors.join("; "));
-        state.next_attempt = now + wait;
+        // Recipients left by a shutdown are due at once at the next start.
+        let due = if stopped.is_empty() { now + wait } else { now };
+        let mut left: Vec<String> = pending.into_iter().map(|(r, _)| r).collect();
+        left.extend(stopped);
+        state.pending = Some(left);
+        if !errors.is_empty() {
+            state.last_error = Some(errors.join("; "));
+        }
+        state.next_attempt = due;
         // The state file is written (two fsyncs) outside the schedule lock, which SMTP sessions
         // take too; the entry stays `running` meanwhile, so a retry asked for now is not lost.
         let held = self.schedule().entries.get(id).map(|entry| entry.held);
@@ -433,5 +467,13 @@ impl QueueManager {
             save(state);
         }
         self.inner.wake.notify_one();
+    }
+
+    /// Ends an attempt the shutdown kept from reaching any destination: no file changes, the
+    /// entry is no longer running (nothing will start it before the process stops).
+    fn leave_for_next_start(&self, id: &str) {
+        if let Some(entry) = self.schedule().entries.get_mut(id) {
+            entry.running = false;
+        }
     }
 }

@@ -8,8 +8,11 @@ use super::spool::{new_queue_id, QueuedEnvelope, Spool, Spooled};
 use crate::relay::dsn::{self, FailedRecipient};
 use crate::telemetry::{journal, metrics};
 
-/// One DSN for these recipients to the envelope sender; none when the sender is `<>`.
-pub(super) fn queue_bounce(
+/// One DSN for these recipients to the envelope sender; none when the sender is `<>`. Returns
+/// once the DSN is durable in the spool, so that the failed message may go: a stop (or a
+/// crash) right after never loses the bounce. A DSN queued while the server is stopping is
+/// delivered after the next start (the queue starts nothing new meanwhile).
+pub(super) async fn queue_bounce(
     (spool, resubmit): (&Spool, &mpsc::UnboundedSender<String>),
     hostname: &str,
     spooled: &Spooled,
@@ -40,20 +43,17 @@ pub(super) fn queue_bounce(
         auth_user: None,
         smtputf8: false,
     };
-    let (spool, resubmit) = (spool.clone(), resubmit.clone());
-    let original_id = envelope.id.clone();
-    tokio::spawn(async move {
-        match spool.store(&bounce, &report).await {
-            Ok(()) => {
-                metrics::bounce();
-                let event = journal::Event::Bounced {
-                    bounce: bounce.id.clone(),
-                };
-                journal::record("", 0, &original_id, event);
-                tracing::info!(queue_id = original_id, bounce = bounce.id, "bounce queued");
-                let _ = resubmit.send(bounce.id);
-            }
-            Err(e) => tracing::error!(queue_id = original_id, "cannot queue the bounce: {e}"),
+    let original_id = &envelope.id;
+    match spool.store(&bounce, &report).await {
+        Ok(()) => {
+            metrics::bounce();
+            let event = journal::Event::Bounced {
+                bounce: bounce.id.clone(),
+            };
+            journal::record("", 0, original_id, event);
+            tracing::info!(queue_id = original_id, bounce = bounce.id, "bounce queued");
+            let _ = resubmit.send(bounce.id);
         }
-    });
+        Err(e) => tracing::error!(queue_id = original_id, "cannot queue the bounce: {e}"),
+    }
 }

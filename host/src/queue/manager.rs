@@ -3,6 +3,11 @@
 //! transaction, records per-recipient results, retries on the configured schedule (kept across
 //! restarts in the state files), and bounces permanent failures and expired messages with one
 //! DSN to the sender (never to `<>`).
+//!
+//! At shutdown (the drain's [`Deadline`]) the scheduler starts no attempt — none from the ready
+//! list, a retry timer, `mailgate queue retry` or a bounce just queued — and [`QueueManager::stop`]
+//! waits for those under way to record their outcome. What was not attempted keeps its state
+//! and is due at the next start.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,6 +18,7 @@ use super::schedule::{Entry, Schedule, MAX_FRESH_IN_MEMORY};
 use super::spool::Spooled;
 use super::state::{DeliveryState, QueueEntry, QueueFiles};
 use crate::config::Config;
+use crate::net::drain::Deadline;
 use crate::plugin::{ActivePlugins, Services};
 use crate::relay::client::{Pool, Settings};
 use crate::relay::dkim::Signers;
@@ -40,6 +46,8 @@ pub(super) struct Inner {
     /// New messages (bounces) go through the normal delivery path.
     pub resubmit: mpsc::UnboundedSender<String>,
     pub quarantine_dir: std::path::PathBuf,
+    /// Set when the server starts stopping.
+    pub deadline: Deadline,
 }
 
 pub(super) fn now_secs() -> u64 {
@@ -56,6 +64,7 @@ impl QueueManager {
         plugins: Arc<ActivePlugins>,
         services: Services,
         (resubmit, signers): (mpsc::UnboundedSender<String>, Arc<Signers>),
+        deadline: Deadline,
     ) -> QueueManager {
         let relay = &config.relay;
         let settings = Settings {
@@ -65,6 +74,7 @@ impl QueueManager {
                 .unwrap_or_else(|| config.server.hostname.clone()),
             connect_timeout: Duration::from_secs(relay.connect_timeout_secs),
             command_timeout: Duration::from_secs(relay.command_timeout_secs),
+            deadline: deadline.clone(),
         };
         let transmitter = Transmitter::new(
             Pool::new(Duration::from_secs(relay.idle_connection_secs)),
@@ -87,6 +97,7 @@ impl QueueManager {
                 resubmit,
                 quarantine_dir: config.data_dir().join("quarantine"),
                 config,
+                deadline,
             }),
         };
         tokio::spawn(manager.clone().scheduler());
@@ -134,25 +145,30 @@ impl QueueManager {
         self.inner.wake.notify_one();
     }
 
+    /// Starts the attempts that are due, until the drain begins: from then on it starts
+    /// nothing (what is left in the ready list stays queued for the next start).
     async fn scheduler(self) {
+        let deadline = &self.inner.deadline;
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
-        loop {
+        while !deadline.is_draining() {
             let (next_timer, ready) = {
                 let mut schedule = self.schedule();
                 let next = schedule.due(now_secs());
                 (next, schedule.ready.drain(..).collect::<Vec<String>>())
             };
-            {
-                for id in ready {
-                    let Ok(permit) = self.inner.attempts.clone().acquire_owned().await else {
-                        return;
-                    };
-                    let manager = self.clone();
-                    tokio::spawn(async move {
-                        manager.attempt(&id).await;
-                        drop(permit);
-                    });
+            for id in ready {
+                let Ok(permit) = self.inner.attempts.clone().acquire_owned().await else {
+                    return;
+                };
+                // The drain may have begun while waiting for a permit.
+                if deadline.is_draining() {
+                    return;
                 }
+                let manager = self.clone();
+                tokio::spawn(async move {
+                    manager.attempt(&id).await;
+                    drop(permit);
+                });
             }
             let wait = next_timer.map_or(Duration::from_secs(3600), |at| {
                 Duration::from_secs(at.saturating_sub(now_secs())).max(Duration::from_millis(50))
@@ -161,14 +177,18 @@ impl QueueManager {
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = sweep.tick() => self.inner.transmitter.sweep(),
+                () = deadline.begun() => {}
             }
         }
     }
 
-    /// Marks the entry running; `None` when it is held, gone or already running. Otherwise
-    /// the message's bytes and state if they were kept in memory.
+    /// Marks the entry running; `None` when it is held, gone or already running, or the
+    /// server is stopping. Otherwise the message's bytes and state if they were kept in memory.
     pub(super) fn begin(&self, id: &str) -> Option<Option<(Spooled, DeliveryState)>> {
         let mut schedule = self.schedule();
+        if self.inner.deadline.is_draining() {
+            return None;
+        }
         match schedule.entries.get_mut(id) {
             Some(entry) if !entry.held && !entry.running => {
                 entry.running = true;
@@ -181,18 +201,23 @@ impl QueueManager {
 
     // ---- operator commands (see `admin`) ----
 
-    /// At shutdown: starts no more attempts and waits (up to `bound`) for those under way, so
-    /// that a message sent downstream is also recorded as sent (not sent again after a
-    /// restart). Returns the attempts still running when the bound passed.
-    pub async fn stop(&self, bound: Duration) -> usize {
+    /// At shutdown, once the drain's deadline has started (the scheduler starts nothing from
+    /// then on): waits, until the deadline, for the attempts under way, so that a message sent
+    /// downstream is also recorded as sent (not sent again after a restart). They stop waiting
+    /// on their peers ahead of the deadline (`relay::client::RECORD_AHEAD`) to leave time for
+    /// that. Returns the attempts still running when the deadline passed.
+    pub async fn stop(&self) -> usize {
         let all = u32::try_from(self.inner.config.relay.max_deliveries.max(1)).unwrap_or(u32::MAX);
         let attempts = self.inner.attempts.clone();
-        // Holding every permit: the scheduler can start nothing more.
+        let bound = self.inner.deadline.left().unwrap_or_default();
         let waited = tokio::time::timeout(bound, attempts.clone().acquire_many_owned(all)).await;
         let running = match waited {
             Ok(Ok(_permits)) => 0,
             _ => (all as usize).saturating_sub(attempts.available_permits()),
         };
+        // Pooled connections are told goodbye rather than dropped, in the time left.
+        let left = self.inner.deadline.left().unwrap_or_default();
+        let _ = tokio::time::timeout(left, self.inner.transmitter.close_idle()).await;
         // A closed semaphore stops the scheduler for good.
         attempts.close();
         running

@@ -1,6 +1,14 @@
 //! The SMTP client that delivers onward: greeting, EHLO (HELO when EHLO is refused), STARTTLS
 //! as the route asks, AUTH PLAIN over TLS only, then transactions with PIPELINING when the peer
 //! offers it. A connection serves several transactions (see [`Pool`]).
+//!
+//! At shutdown (a started [`Deadline`]) no transaction begins, on a new connection or a pooled
+//! one. A transaction under way may finish, but every wait on the peer ends [`RECORD_AHEAD`]
+//! before the process stops, and the message content is not sent when the end of the drain
+//! is too close for the peer's final reply to arrive: closing the connection before the final
+//! `.` makes the peer discard the transaction (RFC 5321 §4.1.1.4), so the message is sent once,
+//! after the restart. Only a cut between the final `.` and its reply leaves the peer with a
+//! message we do not know it took (RFC 1047): it is sent again after the restart, and logged.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,6 +24,16 @@ use super::mx::Candidate;
 use super::route::Target;
 use crate::config::ClientTls;
 use crate::net::connection::{Connection, Line, Stream};
+use crate::net::drain::Deadline;
+
+/// At shutdown, waits on a peer end this long before the process stops: time for the
+/// attempt's outcome to be recorded (a state file, two fsyncs) while the process still runs.
+pub const RECORD_AHEAD: Duration = Duration::from_secs(1);
+
+/// At shutdown, the message content is sent only when at least this long is left (beyond
+/// [`RECORD_AHEAD`]) for the peer's final reply, or the slowest final reply this destination
+/// gave, if longer (see [`Outgoing::reply_allowance`]).
+pub const MIN_REPLY_ALLOWANCE: Duration = Duration::from_secs(2);
 
 /// Longest reply line we accept (RFC 5321 says 512; some servers send more).
 const MAX_REPLY_LINE: usize = 4096;
@@ -53,6 +71,9 @@ pub struct Failure {
     pub reply: Option<String>,
     /// The remote host's name, when one was reached.
     pub remote: Option<String>,
+    /// Not tried, or cut, because the server is stopping: not an attempt that failed, the
+    /// message is due again at the next start.
+    pub stopped: bool,
 }
 
 impl Failure {
@@ -62,6 +83,15 @@ impl Failure {
             text: text.into(),
             reply: None,
             remote: None,
+            stopped: false,
+        }
+    }
+
+    /// The server is stopping (see [`Failure::stopped`]).
+    pub fn stopped(text: impl Into<String>) -> Failure {
+        Failure {
+            stopped: true,
+            ..Failure::temporary(text)
         }
     }
 
@@ -79,6 +109,8 @@ pub struct Settings {
     pub helo: String,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// The end of the drain, once the server is stopping.
+    pub deadline: Deadline,
 }
 
 /// What the peer said it supports in its EHLO reply.
@@ -122,6 +154,9 @@ pub struct Outgoing<'a> {
     pub size: usize,
     pub eight_bit: bool,
     pub smtputf8: bool,
+    /// At shutdown: how long the content and the peer's final reply may take (sending it is
+    /// not begun with less time left).
+    pub reply_allowance: Duration,
 }
 
 /// Per recipient: the final reply on success, or why not.
@@ -139,6 +174,10 @@ pub struct SmtpClient {
     /// A transaction was left half-way: RSET before the next one.
     dirty: bool,
     last_used: Instant,
+    /// Stopping: every wait on the peer ends ahead of this.
+    deadline: Deadline,
+    /// From the content sent to the final reply, in the last transaction that got that far.
+    pub data_reply_time: Option<Duration>,
 }
 
 impl SmtpClient {
@@ -191,6 +230,8 @@ impl SmtpClient {
             timeout: settings.command_timeout,
             dirty: false,
             last_used: Instant::now(),
+            deadline: settings.deadline.clone(),
+            data_reply_time: None,
         };
         let greeting = client.read_reply().await?;
         if greeting.code != 220 {
@@ -288,6 +329,10 @@ impl SmtpClient {
     /// One mail transaction. `Err` means the connection failed or the message cannot go to
     /// this peer at all; otherwise each recipient has its own result.
     pub async fn send(&mut self, out: &Outgoing<'_>) -> Result<RecipientResults, Failure> {
+        // Stopping: no new transaction, on a fresh connection or a pooled one.
+        if self.deadline.is_draining() {
+            return Err(Failure::stopped("not started: the server is stopping"));
+        }
         self.check_capabilities(out)?;
         if self.dirty {
             let reply = self.command("RSET").await?;
@@ -350,8 +395,51 @@ impl SmtpClient {
             }
             _ => return Ok(results),
         }
+        self.send_content(out)
+            .await
+            .map(|end| self.apply_end(end, results))
+    }
+
+    /// The content and its final reply, unless the server is stopping too soon for the reply
+    /// to arrive: then the connection is to be dropped before the final `.`, which makes the
+    /// peer discard the transaction.
+    async fn send_content(&mut self, out: &Outgoing<'_>) -> Result<Reply, Failure> {
+        if let Some(left) = self.deadline.left() {
+            let usable = left.saturating_sub(RECORD_AHEAD);
+            if usable < out.reply_allowance {
+                tracing::info!(
+                    host = self.host,
+                    left_ms = usable.as_millis() as u64,
+                    needed_ms = out.reply_allowance.as_millis() as u64,
+                    "stopping: message content not sent, too close to the end of the drain"
+                );
+                return Err(self.cut("cut before the message content: the server is stopping"));
+            }
+        }
+        let started = Instant::now();
         self.conn.queue(out.payload);
-        let end = self.read_reply().await?;
+        match self.read_reply().await {
+            Ok(end) => {
+                self.data_reply_time = Some(started.elapsed());
+                Ok(end)
+            }
+            Err(failure) => {
+                if failure.stopped {
+                    // RFC 1047: the peer may hold the message already; it goes again after
+                    // the restart.
+                    tracing::warn!(
+                        host = self.host,
+                        "stopping: cut while waiting for the reply to the end of data; the \
+                         message may be delivered twice"
+                    );
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// Per recipient, what the reply to the end of data means.
+    fn apply_end(&mut self, end: Reply, mut results: RecipientResults) -> RecipientResults {
         if end.is_ok() {
             self.dirty = false;
             for slot in results.iter_mut().filter(|r| r.is_ok()) {
@@ -362,7 +450,7 @@ impl SmtpClient {
             fail_accepted(&mut results, &failure);
         }
         self.last_used = Instant::now();
-        Ok(results)
+        results
     }
 
     /// SIZE, 8BITMIME and SMTPUTF8: a message the peer cannot take is refused here rather
@@ -424,11 +512,19 @@ impl SmtpClient {
         self.read_reply().await
     }
 
-    /// Reads one (possibly multi-line) reply, sending whatever is queued first.
+    /// Reads one (possibly multi-line) reply, sending whatever is queued first. At shutdown
+    /// the wait ends [`RECORD_AHEAD`] before the process does.
     async fn read_reply(&mut self) -> Result<Reply, Failure> {
         let mut lines = Vec::new();
         loop {
-            let line = match self.conn.read_line(MAX_REPLY_LINE, self.timeout).await {
+            let read = tokio::select! {
+                line = self.conn.read_line(MAX_REPLY_LINE, self.timeout) => Some(line),
+                () = self.deadline.near(RECORD_AHEAD) => None,
+            };
+            let Some(read) = read else {
+                return Err(self.cut("cut while waiting for a reply: the server is stopping"));
+            };
+            let line = match read {
                 Line::Ok(line) => line,
                 Line::TooLong => return Err(self.broken("a reply line too long")),
                 Line::Closed => return Err(self.broken("connection closed")),
@@ -453,6 +549,14 @@ impl SmtpClient {
         }
     }
 
+    /// Given up because the server is stopping (see [`Failure::stopped`]).
+    fn cut(&self, what: &str) -> Failure {
+        Failure {
+            remote: Some(self.host.clone()),
+            ..Failure::stopped(format!("{}[{}]: {what}", self.host, self.addr))
+        }
+    }
+
     fn broken(&self, what: &str) -> Failure {
         Failure {
             remote: Some(self.host.clone()),
@@ -472,6 +576,7 @@ impl SmtpClient {
             ),
             reply: Some(reply.text()),
             remote: Some(self.host.clone()),
+            stopped: false,
         }
     }
 
@@ -522,6 +627,12 @@ impl Pool {
         idle.entry((client.addr, route_key.to_string()))
             .or_default()
             .push(client);
+    }
+
+    /// Every idle connection, taken out of the pool (at shutdown, to say QUIT).
+    pub fn take_all(&self) -> Vec<SmtpClient> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.drain().flat_map(|(_, list)| list).collect()
     }
 
     /// Closes connections idle for longer than the keep time.
@@ -690,6 +801,7 @@ mod tests {
             helo: "gw.test".into(),
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
+            deadline: Deadline::default(),
         }
     }
 
@@ -712,6 +824,7 @@ mod tests {
             size: 20,
             eight_bit: true,
             smtputf8: false,
+            reply_allowance: MIN_REPLY_ALLOWANCE,
         };
         let refused = client.send(&out).await.expect_err("8-bit to a 7-bit peer");
         assert!(

@@ -1,13 +1,15 @@
 //! Sending one message to one destination: its hosts (the relay host, or the MX records in
 //! preference order), a bounded number of connections per destination, pooled connections
-//! reused, and the SMTP client's per-recipient results.
+//! reused, and the SMTP client's per-recipient results. At shutdown nothing new starts here:
+//! no DNS lookup, no wait for a destination's slot, no connection, no next host.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::client::{Failure, Outgoing, Pool, Settings, SmtpClient};
+use super::client::{Failure, Outgoing, Pool, Settings, SmtpClient, MIN_REPLY_ALLOWANCE};
 use super::mx::{self, Candidate, ResolveError};
 use super::route::Target;
 use super::wire;
@@ -23,6 +25,18 @@ pub struct Transmitter {
     mx_port: u16,
     per_destination: usize,
     destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Per destination, the slowest wait from the content sent to the final reply seen since
+    /// the start: at shutdown, what a transaction must have left to send its content.
+    reply_times: Mutex<HashMap<String, Duration>>,
+}
+
+/// At shutdown, the content is assumed to travel at least this fast (bytes per second) when
+/// judging whether it and its reply fit before the end of the drain.
+const ASSUMED_RATE: u64 = 1 << 20;
+
+/// Not started because the server is stopping.
+fn not_started() -> Failure {
+    Failure::stopped("not started: the server is stopping")
 }
 
 impl Transmitter {
@@ -40,12 +54,27 @@ impl Transmitter {
             mx_port,
             per_destination,
             destinations: Mutex::new(HashMap::new()),
+            reply_times: Mutex::new(HashMap::new()),
         }
     }
 
     /// Closes pooled connections idle for too long.
     pub fn sweep(&self) {
         self.pool.sweep();
+    }
+
+    /// At shutdown, once no attempt runs: says QUIT on every pooled connection (together,
+    /// each bounded by the client's own five seconds; the process may end first).
+    pub async fn close_idle(&self) {
+        let quits: Vec<_> = self
+            .pool
+            .take_all()
+            .into_iter()
+            .map(|client| tokio::spawn(client.quit()))
+            .collect();
+        for quit in quits {
+            let _ = quit.await;
+        }
     }
 
     /// Sends one message to one target's hosts in turn until one takes it (or refuses it for
@@ -62,6 +91,10 @@ impl Transmitter {
         if rcpts.is_empty() {
             return Vec::new();
         }
+        let deadline = &self.settings.deadline;
+        if deadline.is_draining() {
+            return fail_all(not_started());
+        }
         let candidates = match self.candidates(target).await {
             Ok(c) => c,
             Err(ResolveError::Temporary(e)) => return fail_all(Failure::temporary(e)),
@@ -71,8 +104,13 @@ impl Transmitter {
         };
         let key = target.key();
         let slots = self.destination_slots(&key);
-        let Ok(_slot) = slots.acquire().await else {
-            return fail_all(Failure::temporary("shutting down"));
+        // Waiting for a slot is not being under way: the drain ends the wait.
+        let slot = tokio::select! {
+            slot = slots.acquire() => slot.ok(),
+            () = deadline.begun() => None,
+        };
+        let Some(_slot) = slot else {
+            return fail_all(not_started());
         };
         let payload = wire::data_payload(raw);
         let needs_utf8 = smtputf8 || !sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii());
@@ -83,11 +121,14 @@ impl Transmitter {
             size: raw.len(),
             eight_bit: wire::is_8bit(raw),
             smtputf8: needs_utf8,
+            reply_allowance: self.reply_allowance(&key, payload.len()),
         };
         let mut results = fail_all(Failure::temporary("no host could be tried"));
         for candidate in &candidates {
             match self.send_via(candidate, target, &key, &out).await {
                 Err(failure) if failure.permanent => return fail_all(failure),
+                // Stopping: no next host.
+                Err(failure) if failure.stopped => return fail_all(failure),
                 Err(failure) => {
                     tracing::info!(host = candidate.name, addr = %candidate.addr, "{}", failure.text);
                     results = fail_all(failure);
@@ -114,7 +155,9 @@ impl Transmitter {
     ) -> Result<Vec<Result<String, Failure>>, Failure> {
         let pool = &self.pool;
         if let Some(mut client) = pool.take(candidate.addr, key) {
-            match client.send(out).await {
+            let sent = client.send(out).await;
+            self.note_reply_time(key, &client);
+            match sent {
                 Ok(results) => {
                     pool.put(key, client);
                     return Ok(results);
@@ -123,11 +166,18 @@ impl Transmitter {
                     pool.put(key, client);
                     return Err(f);
                 }
+                // Dropped: a transaction cut half-way ends with the connection.
+                Err(f) if f.stopped => return Err(f),
                 Err(f) => tracing::debug!("pooled connection failed, reconnecting: {}", f.text),
             }
         }
+        if self.settings.deadline.is_draining() {
+            return Err(not_started());
+        }
         let mut client = SmtpClient::connect(candidate, target, &self.settings).await?;
-        match client.send(out).await {
+        let sent = client.send(out).await;
+        self.note_reply_time(key, &client);
+        match sent {
             Ok(results) => {
                 pool.put(key, client);
                 Ok(results)
@@ -161,6 +211,24 @@ impl Transmitter {
                 "a local route reached the relay queue".into(),
             )),
         }
+    }
+
+    /// What a transaction to `key` must have left, at shutdown, to send `size` bytes of
+    /// content and get the reply.
+    fn reply_allowance(&self, key: &str, size: usize) -> Duration {
+        let times = self.reply_times.lock().unwrap_or_else(|e| e.into_inner());
+        let slowest = times.get(key).copied().unwrap_or_default();
+        let transfer = Duration::from_millis((size as u64).saturating_mul(1000) / ASSUMED_RATE);
+        slowest.max(MIN_REPLY_ALLOWANCE).saturating_add(transfer)
+    }
+
+    fn note_reply_time(&self, key: &str, client: &SmtpClient) {
+        let Some(took) = client.data_reply_time else {
+            return;
+        };
+        let mut times = self.reply_times.lock().unwrap_or_else(|e| e.into_inner());
+        let slowest = times.entry(key.to_string()).or_default();
+        *slowest = (*slowest).max(took);
     }
 
     fn destination_slots(&self, key: &str) -> Arc<Semaphore> {

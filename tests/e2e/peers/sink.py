@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
 """A scriptable SMTP server for the relay tests.
 
-sink.py PORT DIR [--reject PREFIX]
+sink.py PORT DIR [--reject PREFIX] [--delay-dot SECONDS]
 Accepts every message on 127.0.0.1:PORT and stores transaction N as DIR/N.json (envelope),
 DIR/N.raw (the DATA bytes exactly as received, dot-stuffed) and DIR/N.eml (unstuffed).
-Recipients whose local part starts with PREFIX get "550 5.1.1".
+Recipients whose local part starts with PREFIX get "550 5.1.1". With --delay-dot the reply to
+the final "." comes SECONDS after the message is stored.
 """
 import json
 import os
 import socketserver
 import sys
 import threading
+import time
 
 PORT, DIR = int(sys.argv[1]), sys.argv[2]
 REJECT = sys.argv[sys.argv.index("--reject") + 1] if "--reject" in sys.argv else None
+DELAY_DOT = float(sys.argv[sys.argv.index("--delay-dot") + 1]) if "--delay-dot" in sys.argv else 0
 COUNTER = [0]
 LOCK = threading.Lock()
 
@@ -72,6 +75,7 @@ class Session(socketserver.StreamRequestHandler):
                 with open(base + ".json.tmp", "w") as f:
                     json.dump({"sender": sender, "recipients": rcpts}, f)
                 os.rename(base + ".json.tmp", base + ".json")
+                time.sleep(DELAY_DOT)
                 self.reply("250 2.0.0 queued as %d" % n)
             elif upper == "RSET":
                 sender, rcpts = None, []
