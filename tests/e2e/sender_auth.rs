@@ -857,6 +857,21 @@ fn the_gateway_seals_received_mail_and_dkimpy_validates_the_chain() {
         symbols.len() == 1 && symbols[0].starts_with("ARC_ALLOW[example.test:s=seal1:i=2]"),
         "{symbols:?}\n{delivered}"
     );
+    // Our ARC-Authentication-Results, past its instance tag, reads as RFC 8601 says.
+    let header = delivered.split("\r\n\r\n").next().unwrap_or("");
+    let ours: Vec<String> = header
+        .replace("\r\n\t", " ")
+        .replace("\r\n ", " ")
+        .lines()
+        .filter_map(|l| l.strip_prefix("ARC-Authentication-Results: i=2; "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ours.len(), 1, "{delivered}");
+    let parsed = authres(&ours);
+    assert!(
+        parsed.iter().any(|r| r.starts_with("arc=pass")),
+        "{parsed:?}"
+    );
 
     let fields = deliver(
         &gw,
