@@ -1543,7 +1543,22 @@ pub mod peers {
     pub struct RspamdScanner {
         pub port: u16,
         _dir: tempfile::TempDir,
-        _process: Process,
+        child: Child,
+    }
+
+    impl Drop for RspamdScanner {
+        /// SIGTERM, so that rspamd's main process stops its workers (killed outright, it
+        /// leaves them running); killed after ten seconds.
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let stopped = wait_until(10, || matches!(self.child.try_wait(), Ok(Some(_))));
+            if !stopped {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
     }
 
     impl RspamdScanner {
@@ -1607,7 +1622,7 @@ pub mod peers {
             RspamdScanner {
                 port,
                 _dir: dir,
-                _process: Process(child),
+                child,
             }
         }
 
