@@ -9,6 +9,21 @@ use crate::config::{Config, ConfigSource, RouteKind, TlsMode};
 use crate::harness::check::load_chain;
 use crate::plugin::Stage;
 
+/// The TXT record the key of `entry` needs, to compare with what DNS serves (the keys were
+/// loaded once already, so this one cannot fail but is skipped if it does).
+fn published_record(out: &mut String, config: &Config, entry: &crate::config::DkimConfig) {
+    let path = config.resolve(&entry.key);
+    if let Ok(key) = crate::mailauth::key::PrivateKey::load(entry.algorithm, &path) {
+        let _ = writeln!(
+            out,
+            "    publish: {}._domainkey.{}. IN TXT \"{}\"",
+            entry.selector,
+            entry.domain,
+            key.dns_record()
+        );
+    }
+}
+
 /// How a check ended, as the exit status says it: 0 good, 1 the config (or a plugin it names)
 /// is wrong, 2 the check could not be made.
 #[derive(Debug, PartialEq, Eq)]
@@ -76,6 +91,7 @@ pub async fn check(path: Option<PathBuf>, cache: Option<PathBuf>) -> (String, Ve
             key.algorithm.name(),
             key.selector
         );
+        published_record(&mut out, &config, key);
     }
     if !config.auth.verify.is_empty() {
         let methods: Vec<String> = config
@@ -98,6 +114,7 @@ pub async fn check(path: Option<PathBuf>, cache: Option<PathBuf>) -> (String, Ve
             seal.algorithm.name(),
             seal.selector
         );
+        published_record(&mut out, &config, seal);
     }
     for member in &chain.plugins {
         if let Some(filter) = member.external() {

@@ -1,28 +1,26 @@
-//! Mail authentication: outgoing mail signed with DKIM by the relay, checked by an
-//! implementation nobody here wrote (dkimpy, Debian's python3-dkim).
+//! Mail authentication: outgoing mail signed with DKIM by the relay, with keys and records from
+//! `mailgate dkim keygen`, checked by implementations nobody here wrote: dkimpy (Debian's
+//! python3-dkim), OpenDKIM (`opendkim -t`) and rspamd (strict about the key's form).
 
 use std::path::Path;
+use std::process::Command;
 
-use mailgate_e2e::peers::ScriptedSink;
+use mailgate_e2e::peers::{Dns, RspamdScanner, ScriptedSink};
 use mailgate_e2e::{dkimpy_verify, Gateway, RawSmtp};
 
 /// `mailgate dkim keygen`: the key file and the TXT record it says to publish.
 fn keygen(dir: &Path, selector: &str, algorithm: &str) -> (String, String) {
+    keygen_with(dir, selector, &["--algorithm", algorithm])
+}
+
+/// `mailgate dkim keygen` with `options`.
+fn keygen_with(dir: &Path, selector: &str, options: &[&str]) -> (String, String) {
     let key = dir.join(format!("{selector}.key"));
     let key_text = key.to_string_lossy().into_owned();
-    let run = mailgate_e2e::mailgate(
-        &[
-            "dkim",
-            "keygen",
-            "example.test",
-            selector,
-            "--algorithm",
-            algorithm,
-            "--out",
-            &key_text,
-        ],
-        &dir.join("cache"),
-    );
+    let mut args = vec!["dkim", "keygen", "example.test", selector];
+    args.extend(options);
+    args.extend(["--out", &key_text]);
+    let run = mailgate_e2e::mailgate(&args, &dir.join("cache"));
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     let line = run
         .stdout
@@ -34,6 +32,162 @@ fn keygen(dir: &Path, selector: &str, algorithm: &str) -> (String, String) {
         .map(|(_, r)| r.trim_end_matches('"').to_string())
         .expect("record");
     (key_text, record)
+}
+
+/// The public key of the private key in `key`, derived by OpenSSL (RSA: its DER
+/// SubjectPublicKeyInfo) or by libsodium through PyNaCl from the PKCS#8 seed (Ed25519: the raw
+/// key; OpenSSL 3.0 does not read PKCS#8 v2), as base64.
+fn derived_public(key: &str, ed25519: bool) -> String {
+    let script = if ed25519 {
+        format!(
+            "/usr/bin/python3 -c \"import base64, nacl.signing; \
+             der = base64.b64decode(''.join(l for l in open('{key}') if not l.startswith('-'))); \
+             i = der.index(bytes([4, 34, 4, 32])) + 4; \
+             print(base64.b64encode(nacl.signing.SigningKey(der[i:i + 32]).verify_key.encode()).decode())\""
+        )
+    } else {
+        format!("openssl pkey -in '{key}' -pubout -outform DER | base64 -w0")
+    };
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// OpenDKIM's verdict on each signature of `message` (`opendkim -t`, the keys from `records`
+/// through its `TestPublicKeys`): "pass s=SELECTOR", "fail s=SELECTOR", ... in its order.
+fn opendkim_verify(message: &[u8], records: &[(&str, &str)]) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    let lines: String = records.iter().map(|(n, r)| format!("{n} {r}\n")).collect();
+    std::fs::write(&keys, lines).expect("keys");
+    let config = dir.path().join("opendkim.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "Mode v\nSyslog no\nAuthservID opendkim.test\nTestPublicKeys {}\n",
+            keys.display()
+        ),
+    )
+    .expect("config");
+    let file = dir.path().join("message.eml");
+    std::fs::write(&file, message).expect("message");
+    let out = Command::new("/usr/sbin/opendkim")
+        .arg("-x")
+        .arg(&config)
+        .arg("-vvv")
+        .arg("-t")
+        .arg(&file)
+        .output()
+        .expect("opendkim (Debian package opendkim)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its Authentication-Results (printed in test mode with -vvv): one `dkim=` per signature.
+    let verdicts: Vec<String> = text
+        .split(';')
+        .map(str::trim)
+        .filter(|m| m.starts_with("dkim="))
+        .map(|m| {
+            let result = m["dkim=".len()..].split(' ').next().unwrap_or("?");
+            let selector = m
+                .split_whitespace()
+                .find_map(|p| p.strip_prefix("header.s="))
+                .unwrap_or("?");
+            format!("{result} s={selector}")
+        })
+        .collect();
+    assert!(!verdicts.is_empty(), "opendkim said:\n{text}");
+    verdicts
+}
+
+/// The DKIM symbols of rspamd's verdict, sorted: `R_DKIM_ALLOW[example.test:s=ed1]`, ...
+fn rspamd_dkim(rspamd: &RspamdScanner, message: &[u8]) -> Vec<String> {
+    let mut symbols: Vec<String> = rspamd
+        .symbols(message, &["--ip=192.0.2.1"])
+        .into_iter()
+        .filter(|s| s.starts_with("R_DKIM_"))
+        .collect();
+    symbols.sort();
+    symbols
+}
+
+/// A dnsmasq option serving `text` at `name`, in strings of at most 250 bytes.
+fn txt(name: &str, text: &str) -> String {
+    let strings: Vec<String> = text
+        .as_bytes()
+        .chunks(250)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    format!("--txt-record={name},{}", strings.join(","))
+}
+
+#[test]
+fn keygen_records_are_the_public_keys_openssl_derives_and_config_check_prints_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rsa_key, rsa_record) = keygen(dir.path(), "rsa1", "rsa-sha256");
+    let (ed_key, ed_record) = keygen(dir.path(), "ed1", "ed25519-sha256");
+    // RSA as the SubjectPublicKeyInfo every signer publishes (RFC 6376 §3.6.1), not the PKCS#1
+    // RSAPublicKey (MIIBCgKCAQEA...) OpenDKIM and rspamd refuse.
+    assert_eq!(
+        rsa_record,
+        format!("v=DKIM1; k=rsa; p={}", derived_public(&rsa_key, false))
+    );
+    assert!(
+        rsa_record.starts_with("v=DKIM1; k=rsa; p=MIIBIjAN"),
+        "{rsa_record}"
+    );
+    // Ed25519 as the raw 32-byte key (RFC 8463 §4).
+    assert_eq!(
+        ed_record,
+        format!("v=DKIM1; k=ed25519; p={}", derived_public(&ed_key, true))
+    );
+    // A larger RSA key, whose lengths take more bytes.
+    let (big_key, big_record) = keygen_with(
+        dir.path(),
+        "rsa3",
+        &["--algorithm", "rsa-sha256", "--bits", "3072"],
+    );
+    assert_eq!(
+        big_record,
+        format!("v=DKIM1; k=rsa; p={}", derived_public(&big_key, false))
+    );
+
+    // `config check` prints the record each configured key needs, the ARC seal's included,
+    // so that a record published from an older build can be compared and replaced.
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[dkim]]\ndomain = \"example.test\"\nselector = \"rsa1\"\nkey = \"{rsa_key}\"\n\
+             algorithm = \"rsa-sha256\"\n\n[[dkim]]\ndomain = \"example.test\"\nselector = \"ed1\"\n\
+             key = \"{ed_key}\"\nalgorithm = \"ed25519-sha256\"\n\n[auth]\nverify = [\"dkim\"]\n\n\
+             [arc-seal]\ndomain = \"seal.test\"\nselector = \"rsa3\"\nkey = \"{big_key}\"\n"
+        ),
+    )
+    .expect("config");
+    let run = mailgate_e2e::mailgate(
+        &["config", "check", "--config", &config.to_string_lossy()],
+        &dir.path().join("cache"),
+    );
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    for (name, record) in [
+        ("rsa1._domainkey.example.test", &rsa_record),
+        ("ed1._domainkey.example.test", &ed_record),
+        ("rsa3._domainkey.seal.test", &big_record),
+    ] {
+        let line = format!("publish: {name}. IN TXT \"{record}\"");
+        assert!(run.stdout.contains(&line), "{line} in:\n{}", run.stdout);
+    }
 }
 
 fn send(port: u16, from: &str, rcpt: &str, subject: &str) {
@@ -54,7 +208,7 @@ fn send(port: u16, from: &str, rcpt: &str, subject: &str) {
 }
 
 #[test]
-fn relayed_mail_is_signed_with_both_algorithms_after_deliver_edits_and_dkimpy_verifies_it() {
+fn relayed_mail_is_signed_after_deliver_edits_and_dkimpy_opendkim_and_rspamd_verify_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ed_key, ed_record) = keygen(dir.path(), "ed1", "ed25519-sha256");
     let (rsa_key, rsa_record) = keygen(dir.path(), "rsa1", "rsa-sha256");
@@ -78,6 +232,13 @@ fn relayed_mail_is_signed_with_both_algorithms_after_deliver_edits_and_dkimpy_ve
     assert_ne!(again.code, Some(0));
     assert_eq!(std::fs::read(&ed_key).expect("key"), before);
 
+    // rspamd takes its time to start: it loads while the gateway works.
+    let dns = Dns::start(&[
+        "--local=/test/",
+        &txt("ed1._domainkey.example.test", &ed_record),
+        &txt("rsa1._domainkey.example.test", &rsa_record),
+    ]);
+    let rspamd = RspamdScanner::start(dns.port);
     let sink = ScriptedSink::start(None);
     // The deliver stage adds X-Probe; the RSA key signs X-Probe, so its signature verifies only
     // if signing came after that edit.
@@ -144,6 +305,20 @@ tls = \"none\"
         ],
         "{text}"
     );
+    // OpenDKIM and rspamd, which refuse an RSA key published as PKCS#1, pass both.
+    assert_eq!(
+        opendkim_verify(&signed, &records),
+        ["pass s=ed1", "pass s=rsa1"],
+        "{text}"
+    );
+    let symbols = rspamd_dkim(&rspamd, &signed);
+    assert!(
+        symbols.len() == 1
+            && symbols[0].starts_with("R_DKIM_ALLOW[")
+            && symbols[0].contains("example.test:s=ed1")
+            && symbols[0].contains("example.test:s=rsa1"),
+        "{symbols:?}\n{text}"
+    );
     // Changed on the way: both signatures fail.
     let tampered = text.replace("Subject: signed", "Subject: changed");
     assert_eq!(
@@ -152,6 +327,17 @@ tls = \"none\"
             "fail d=example.test a=ed25519-sha256",
             "fail d=example.test a=rsa-sha256"
         ]
+    );
+    let verdicts = opendkim_verify(tampered.as_bytes(), &records);
+    assert!(
+        verdicts.iter().all(|v| v.starts_with("fail")),
+        "{verdicts:?}"
+    );
+    let symbols = rspamd_dkim(&rspamd, tampered.as_bytes());
+    assert!(
+        symbols.iter().any(|s| s.starts_with("R_DKIM_REJECT"))
+            && !symbols.iter().any(|s| s.starts_with("R_DKIM_ALLOW")),
+        "{symbols:?}"
     );
     // No key for other.example: sent as it was.
     let unsigned = find("unsigned");

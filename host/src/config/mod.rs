@@ -747,8 +747,9 @@ pub struct AuthConfig {
     pub authserv_id: Option<String>,
     /// How many parsed DNS answers (SPF, DKIM key, DMARC records, addresses) are kept.
     pub cache_entries: usize,
-    /// The most the SPF checks, and then the message checks, may take together; past it the
-    /// unfinished methods report `temperror`.
+    /// The budget of one message's DNS lookups: SPF's from MAIL FROM, DKIM's, ARC's and
+    /// DMARC's (side by side with what SPF still waits for) from the end of DATA; a method
+    /// whose answers are not in by then reports `temperror`, the others what they found.
     pub timeout_ms: u64,
 }
 

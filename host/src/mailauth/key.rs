@@ -1,5 +1,6 @@
 //! Private keys for signing (DKIM in the relay, ARC seals of received mail), from PEM files:
-//! PKCS#8 for Ed25519, PKCS#8 or PKCS#1 for RSA.
+//! PKCS#8 for Ed25519, PKCS#8 or PKCS#1 for RSA; and the DNS record that publishes a key's
+//! public half.
 
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use rustls_pki_types::pem::PemObject;
@@ -56,6 +57,67 @@ impl PrivateKey {
     }
 }
 
+impl PrivateKey {
+    /// The value of the TXT record that publishes this key at `<selector>._domainkey.<domain>`.
+    pub fn dns_record(&self) -> String {
+        match self {
+            PrivateKey::Ed25519(key) => dns_record(DkimAlgorithm::Ed25519Sha256, &key.public_key()),
+            PrivateKey::Rsa(key) => dns_record(DkimAlgorithm::RsaSha256, &key.public_key()),
+        }
+    }
+}
+
+/// The TXT record of a public key: `v=DKIM1; k=rsa|ed25519; p=BASE64`. For RSA, `public` is
+/// the key as an `RSAPublicKey` (PKCS#1, what the crypto libraries hand out) and `p=` is its
+/// `SubjectPublicKeyInfo` (RFC 6376 §3.6.1): OpenDKIM and rspamd reject the PKCS#1 form
+/// (permerror), though dkimpy and mail-auth take both. For Ed25519, `p=` is the raw 32-byte
+/// key (RFC 8463 §4).
+pub fn dns_record(algorithm: DkimAlgorithm, public: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    match algorithm {
+        DkimAlgorithm::Ed25519Sha256 => format!("v=DKIM1; k=ed25519; p={}", b64.encode(public)),
+        DkimAlgorithm::RsaSha256 => {
+            format!("v=DKIM1; k=rsa; p={}", b64.encode(rsa_spki(public)))
+        }
+    }
+}
+
+/// `SubjectPublicKeyInfo` (RFC 5280 §4.1) of an RSA key given as `RSAPublicKey` (RFC 8017):
+/// the algorithm `rsaEncryption` with NULL parameters, and the key as a BIT STRING.
+pub fn rsa_spki(pkcs1: &[u8]) -> Vec<u8> {
+    /// SEQUENCE { OID 1.2.840.113549.1.1.1, NULL }
+    const RSA_ENCRYPTION: [u8; 15] = [
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    let mut bit_string = vec![0x03];
+    der_length(pkcs1.len() + 1, &mut bit_string);
+    bit_string.push(0); // no unused bits
+    bit_string.extend_from_slice(pkcs1);
+    let mut spki = vec![0x30];
+    der_length(RSA_ENCRYPTION.len() + bit_string.len(), &mut spki);
+    spki.extend_from_slice(&RSA_ENCRYPTION);
+    spki.extend_from_slice(&bit_string);
+    spki
+}
+
+/// A DER definite length: one byte below 128, else the count of big-endian bytes, then them.
+fn der_length(len: usize, out: &mut Vec<u8>) {
+    match u8::try_from(len) {
+        Ok(short) if short < 0x80 => out.push(short),
+        _ => {
+            let bytes = len.to_be_bytes();
+            let first = bytes
+                .iter()
+                .position(|&b| b != 0)
+                .unwrap_or(bytes.len() - 1);
+            let count = bytes.len() - first;
+            out.push(0x80 | u8::try_from(count).unwrap_or(0x7f));
+            out.extend_from_slice(&bytes[first..]);
+        }
+    }
+}
+
 /// The header fields an entry signs: its own list (which must include From) or the defaults.
 pub fn signed_headers(entry: &DkimConfig) -> Result<Vec<String>, String> {
     match &entry.headers {
@@ -95,4 +157,34 @@ pub fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
     let modulus = rest.get(header..header.checked_add(len)?)?;
     let significant = modulus.iter().skip_while(|&&b| b == 0).count();
     Some(significant * 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_lengths_short_and_long() {
+        let encode = |len: usize| {
+            let mut out = Vec::new();
+            der_length(len, &mut out);
+            out
+        };
+        assert_eq!(encode(0x7f), [0x7f]);
+        assert_eq!(encode(0x80), [0x81, 0x80]);
+        assert_eq!(encode(0x10f), [0x82, 0x01, 0x0f]);
+    }
+
+    #[test]
+    fn wraps_a_small_rsa_public_key_as_openssl_does() {
+        // RSAPublicKey { n = 0x00c3, e = 3 } and what `openssl pkey -pubout -outform DER`
+        // makes of the same key.
+        let pkcs1 = [0x30, 0x07, 0x02, 0x02, 0x00, 0xc3, 0x02, 0x01, 0x03];
+        let mut expected = vec![
+            0x30, 0x1b, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01,
+            0x01, 0x05, 0x00, 0x03, 0x0a, 0x00,
+        ];
+        expected.extend_from_slice(&pkcs1);
+        assert_eq!(rsa_spki(&pkcs1), expected);
+    }
 }

@@ -4,32 +4,52 @@
 //!
 //! The checks are `mail-auth`'s, run through the gateway's resolver and a bounded cache of
 //! parsed answers. Only the methods the config names run (DMARC brings SPF and DKIM with it,
-//! without reporting them); SPF starts at MAIL FROM, the rest once the message is in. Each step
-//! has a deadline past which its unfinished methods say `temperror`.
+//! without reporting them). All the lookups of one message share one budget (`[auth]
+//! timeout-ms`): SPF starts at MAIL FROM with its two identities side by side; when the message
+//! is in, every DKIM key, ARC key and DMARC record it names is fetched at once, beside what SPF
+//! still waits for, and the methods are then judged from those answers. Each method and
+//! identity has its own result: one that did not get its answers in time says `temperror`,
+//! the others say what they found, and one with nothing to check says `none`.
 
 mod cache;
 pub mod key;
 pub mod results;
 mod seal;
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
+use mail_auth::common::parse::TxtRecordParser;
+use mail_auth::common::resolver::{ToFqdn, UnwrapTxtRecord};
+use mail_auth::common::verify::{DomainKey, VerifySignature};
 use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::dmarc::Dmarc;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput,
-    DmarcResult, MessageAuthenticator, SpfOutput, SpfResult,
+    DmarcResult, MessageAuthenticator, SpfOutput, SpfResult, Txt,
 };
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::config::{AuthMethod, Config};
 use crate::message::header::HeaderBlock;
-use cache::Caches;
+use cache::{Caches, MessageTxt};
 pub use results::{
     ArcCheck, AuthResults, DkimCheck, DmarcCheck, DmarcPolicy, Outcome, SpfCheck, SpfIdentity,
 };
 pub use seal::{SealInput, Sealer};
+
+/// Why a lookup failed when its answer did not come within the budget.
+const LATE: &str = "no DNS answer in time";
+
+/// At most this many names are fetched ahead for one message (a message naming more keys
+/// gets the rest looked up as its checks reach them, within the same budget).
+const MAX_PREFETCH: usize = 32;
 
 /// Who sent the message, as the SMTP session saw it.
 #[derive(Debug, Clone)]
@@ -52,13 +72,27 @@ impl Envelope {
     }
 }
 
-/// The SPF verdicts of one transaction, kept until the message is in.
+/// The SPF verdicts of one transaction, kept until the message is in; each identity with the
+/// reason it is `temperror`, when its answers did not come in time.
 #[derive(Debug, Clone)]
 pub struct SpfOutcome {
     helo: SpfOutput,
+    helo_reason: Option<String>,
     mail_from: SpfOutput,
-    /// Why both are `temperror`, when the deadline passed.
-    reason: Option<String>,
+    mail_from_reason: Option<String>,
+}
+
+impl SpfOutcome {
+    /// Both identities `temperror` (the check itself did not finish).
+    fn late(envelope: &Envelope) -> SpfOutcome {
+        let identity = envelope.mail_from_identity();
+        SpfOutcome {
+            helo: temperror_spf(&envelope.helo),
+            helo_reason: Some(late_error().to_string()),
+            mail_from: temperror_spf(domain_of(&identity)),
+            mail_from_reason: Some(late_error().to_string()),
+        }
+    }
 }
 
 pub struct Verifier {
@@ -68,7 +102,8 @@ pub struct Verifier {
     /// Lives as long as the process (the ARC results a seal carries borrow it).
     authserv_id: &'static str,
     hostname: String,
-    timeout: Duration,
+    /// The time all the lookups of one message may take (`[auth] timeout-ms`).
+    budget: Duration,
     sealer: Option<Sealer>,
 }
 
@@ -78,6 +113,13 @@ pub struct Checked {
     pub message: Vec<u8>,
     pub results: AuthResults,
     pub seal: Option<SealInput>,
+}
+
+/// What DKIM, ARC and DMARC found for one message, in mail-auth's form.
+struct Judged<'x> {
+    dkim: Vec<DkimOutput<'x>>,
+    arc: Option<ArcOutput<'x>>,
+    dmarc: Option<DmarcOutput>,
 }
 
 impl Verifier {
@@ -102,13 +144,18 @@ impl Verifier {
             methods,
             authserv_id: Box::leak(authserv_id.into_boxed_str()),
             hostname: hostname.clone(),
-            timeout: Duration::from_millis(auth.timeout_ms.max(1)),
+            budget: Duration::from_millis(auth.timeout_ms.max(1)),
             sealer,
         }))
     }
 
     pub fn authserv_id(&self) -> &str {
         self.authserv_id
+    }
+
+    /// The end of the budget of lookups that start now.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.budget
     }
 
     /// `raw` with the gateway's ARC set on top; unchanged (and the reason logged) when it
@@ -135,32 +182,41 @@ impl Verifier {
         self.runs(AuthMethod::Spf) || self.runs(AuthMethod::Dmarc)
     }
 
-    /// Evaluates SPF for the HELO name and the MAIL FROM identity, side by side.
-    pub async fn spf(&self, envelope: &Envelope) -> SpfOutcome {
+    /// Evaluates SPF for the HELO name and the MAIL FROM identity side by side, each on its
+    /// own: one whose answers are not in by `deadline` is `temperror`, the other stands.
+    pub async fn spf(&self, envelope: &Envelope, deadline: Instant) -> SpfOutcome {
         let identity = envelope.mail_from_identity();
-        let work = async {
-            tokio::join!(
-                self.spf_helo(envelope),
-                self.authenticator
-                    .verify_spf(self.caches.attach(SpfParameters::verify_mail_from(
-                        envelope.client_ip,
-                        &envelope.helo,
-                        &self.hostname,
-                        &identity,
-                    )))
-            )
+        let mail_from =
+            self.authenticator
+                .verify_spf(self.caches.attach(SpfParameters::verify_mail_from(
+                    envelope.client_ip,
+                    &envelope.helo,
+                    &self.hostname,
+                    &identity,
+                )));
+        let (helo, mail_from) = tokio::join!(
+            tokio::time::timeout_at(deadline, self.spf_helo(envelope)),
+            tokio::time::timeout_at(deadline, mail_from)
+        );
+        let (helo, helo_reason) = match helo {
+            Ok(output) => (output, None),
+            Err(_) => (
+                temperror_spf(&envelope.helo),
+                Some(late_error().to_string()),
+            ),
         };
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok((helo, mail_from)) => SpfOutcome {
-                helo,
-                mail_from,
-                reason: None,
-            },
-            Err(_) => SpfOutcome {
-                helo: temperror_spf(&envelope.helo),
-                mail_from: temperror_spf(domain_of(&identity)),
-                reason: Some("DNS answers did not come in time".into()),
-            },
+        let (mail_from, mail_from_reason) = match mail_from {
+            Ok(output) => (output, None),
+            Err(_) => (
+                temperror_spf(domain_of(&identity)),
+                Some(late_error().to_string()),
+            ),
+        };
+        SpfOutcome {
+            helo,
+            helo_reason,
+            mail_from,
+            mail_from_reason,
         }
     }
 
@@ -179,15 +235,15 @@ impl Verifier {
             .await
     }
 
-    /// DKIM, ARC and DMARC on the message as the client sent it, with the SPF verdicts from
-    /// MAIL FROM (none when SPF is not configured). Reading the message (its body hashes) is
-    /// CPU work and leaves the runtime's worker for the time; waiting for DNS does not hold a
-    /// thread.
+    /// DKIM, ARC and DMARC on the message as the client sent it, with the SPF verdicts of the
+    /// check started at MAIL FROM (`spf`; made here when SPF runs and none was started).
+    /// Reading the message (its body hashes) is CPU work and leaves the runtime's worker for
+    /// the time; waiting for DNS does not hold a thread.
     pub async fn check_message(
         &self,
         message: Vec<u8>,
         envelope: Envelope,
-        spf: Option<SpfOutcome>,
+        spf: Option<JoinHandle<SpfOutcome>>,
     ) -> Checked {
         let (results, seal) = self.message(&message, &envelope, spf).await;
         Checked {
@@ -201,81 +257,230 @@ impl Verifier {
         &self,
         raw: &[u8],
         envelope: &Envelope,
-        spf: Option<SpfOutcome>,
+        spf: Option<JoinHandle<SpfOutcome>>,
     ) -> (AuthResults, Option<SealInput>) {
-        let spf = match spf {
-            Some(spf) => Some(spf),
-            None if self.checks_spf() => Some(self.spf(envelope).await),
-            None => None,
+        let deadline = self.deadline();
+        let spf = async {
+            match spf {
+                // The task ends by its own deadline, which came before this one.
+                Some(task) => match tokio::time::timeout_at(deadline, task).await {
+                    Ok(Ok(outcome)) => Some(outcome),
+                    _ => Some(SpfOutcome::late(envelope)),
+                },
+                None if self.checks_spf() => Some(self.spf(envelope, deadline).await),
+                None => None,
+            }
         };
-        let work = async {
-            let message = crate::blocking::run(|| AuthenticatedMessage::parse(raw))?;
-            let dkim = if self.runs(AuthMethod::Dkim) || self.runs(AuthMethod::Dmarc) {
-                self.authenticator
-                    .verify_dkim(self.caches.attach(&message))
-                    .await
-            } else {
-                Vec::new()
-            };
-            let arc = match self.runs(AuthMethod::Arc) {
-                true => Some(
-                    self.authenticator
-                        .verify_arc(self.caches.attach(&message))
-                        .await,
+        let Some(message) = crate::blocking::run(|| AuthenticatedMessage::parse(raw)) else {
+            let spf = spf.await;
+            return (self.unreadable(envelope, spf.as_ref()), None);
+        };
+        let found = self.caches.for_message();
+        let (spf, ()) = tokio::join!(spf, self.prefetch(&message, envelope, &found, deadline));
+        let judged = self
+            .judge(&message, envelope, spf.as_ref(), &found, deadline)
+            .await;
+        let seal = self
+            .sealer
+            .as_ref()
+            .and(judged.arc.as_ref())
+            .map(|arc| SealInput {
+                results: self.arc_results(
+                    envelope,
+                    spf.as_ref(),
+                    &judged.dkim,
+                    judged.dmarc.as_ref(),
+                    arc,
                 ),
-                false => None,
-            };
-            let dmarc = match (&spf, self.runs(AuthMethod::Dmarc)) {
-                (Some(spf), true) => {
-                    let mail_from = envelope.mail_from_identity();
-                    let output = self
-                        .authenticator
-                        .verify_dmarc(self.caches.attach(DmarcParameters::new(
-                            &message,
-                            &dkim,
-                            domain_of(&mail_from),
-                            &spf.mail_from,
-                        )))
-                        .await;
-                    Some(output)
-                }
-                _ => None,
-            };
-            let seal = self.sealer.as_ref().and(arc.as_ref()).map(|arc| SealInput {
-                results: self.arc_results(envelope, spf.as_ref(), &dkim, dmarc.as_ref(), arc),
                 chain: arc.result().clone(),
             });
-            let checks = (
-                self.runs(AuthMethod::Dkim).then(|| {
-                    unreadable_signatures(&message)
-                        .chain(dkim.iter().map(dkim_check))
-                        .collect()
-                }),
-                dmarc.as_ref().map(dmarc_check),
-                arc.as_ref().map(arc_check),
-            );
-            Some((checks, seal))
-        };
-        let ((dkim, dmarc, arc), seal) = match tokio::time::timeout(self.timeout, work).await {
-            Ok(Some(done)) => done,
-            Ok(None) => {
-                let results = self.unfinished(envelope, spf.as_ref(), "unreadable message");
-                return (results, None);
-            }
-            Err(_) => {
-                let why = "DNS answers did not come in time";
-                return (self.unfinished(envelope, spf.as_ref(), why), None);
-            }
-        };
+        let spf_checks = self.spf_checks(envelope, spf.as_ref());
+        // A missing answer matters to DMARC only for an identity that could have aligned.
+        let from = judged.dmarc.as_ref().map_or("", |d| d.domain());
+        let dkim_unfinished = judged.dkim.iter().any(|d| {
+            matches!(d.result(), DkimResult::TempError(_))
+                && d.signature().is_some_and(|s| could_align(&s.d, from))
+        });
+        let spf_unfinished = spf.as_ref().is_some_and(|s| {
+            s.mail_from.result() == SpfResult::TempError && could_align(s.mail_from.domain(), from)
+        });
         let results = AuthResults {
             authserv_id: self.authserv_id.to_string(),
             client_ip: envelope.client_ip,
-            spf: self.spf_checks(envelope, spf.as_ref()),
-            dkim,
-            dmarc,
-            arc,
+            spf: spf_checks,
+            dkim: self.runs(AuthMethod::Dkim).then(|| {
+                unreadable_signatures(&message)
+                    .chain(judged.dkim.iter().map(dkim_check))
+                    .collect()
+            }),
+            dmarc: judged
+                .dmarc
+                .as_ref()
+                .map(|d| dmarc_check(d, dkim_unfinished || spf_unfinished)),
+            arc: judged.arc.as_ref().map(arc_check),
         };
         (results, seal)
+    }
+
+    /// Fetches, all at once, every TXT record the message's checks will read: the key of each
+    /// DKIM signature and ARC set, and the DMARC records of the tree walks of the From domain,
+    /// the MAIL FROM domain and each signing domain. What is found lands in the cache; what is
+    /// missing or did not come by `deadline` is kept in `found` for this message.
+    async fn prefetch<'a>(
+        &'a self,
+        message: &AuthenticatedMessage<'_>,
+        envelope: &Envelope,
+        found: &'a MessageTxt<'a>,
+        deadline: Instant,
+    ) {
+        let mut keys: Vec<Box<str>> = Vec::new();
+        if self.runs(AuthMethod::Dkim) || self.runs(AuthMethod::Dmarc) {
+            keys.extend(
+                message
+                    .dkim_headers
+                    .iter()
+                    .map(|h| h.header.domain_key().to_fqdn()),
+            );
+        }
+        if self.runs(AuthMethod::Arc) && !message.has_arc_errors {
+            keys.extend(
+                message
+                    .as_headers
+                    .iter()
+                    .map(|h| h.header.domain_key().to_fqdn()),
+            );
+            keys.extend(
+                message
+                    .ams_headers
+                    .iter()
+                    .map(|h| h.header.domain_key().to_fqdn()),
+            );
+        }
+        let mut policies: Vec<Box<str>> = Vec::new();
+        if self.runs(AuthMethod::Dmarc) {
+            let from = message.from.iter().filter_map(|a| a.rsplit_once('@'));
+            let mail_from = envelope.mail_from_identity();
+            let domains = from
+                .map(|(_, d)| d.to_string())
+                .take(1)
+                .chain([domain_of(&mail_from).to_string()])
+                .chain(message.dkim_headers.iter().map(|h| h.header.d.clone()));
+            for domain in domains {
+                policies.extend(dmarc_walk(&mail_auth::common::to_a_label(&domain)));
+            }
+        }
+        for names in [&mut keys, &mut policies] {
+            names.sort();
+            names.dedup();
+        }
+        let keys = keys
+            .into_iter()
+            .map(|name| self.fetch::<DomainKey>(name, found, deadline));
+        let policies = policies
+            .into_iter()
+            .map(|name| self.fetch::<Dmarc>(name, found, deadline));
+        let mut lookups: Vec<Pin<Box<dyn Future<Output = ()> + Send + 'a>>> = Vec::new();
+        for lookup in keys
+            .map(|f| Box::pin(f) as _)
+            .chain(policies.map(|f| Box::pin(f) as _))
+        {
+            if lookups.len() < MAX_PREFETCH {
+                lookups.push(lookup);
+            }
+        }
+        join_all(lookups).await;
+    }
+
+    /// One TXT lookup for `prefetch`.
+    async fn fetch<T>(&self, name: Box<str>, found: &MessageTxt<'_>, deadline: Instant)
+    where
+        T: TxtRecordParser + Into<Txt> + UnwrapTxtRecord,
+    {
+        let lookup = self
+            .authenticator
+            .txt_lookup::<T>(name.clone(), Some(found));
+        let error = match tokio::time::timeout_at(deadline, lookup).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e,
+            Err(_) => late_error(),
+        };
+        found.keep_failure(name, error);
+    }
+
+    /// DKIM, ARC and DMARC judged from the answers fetched: each within what is left of the
+    /// budget (nothing, when the lookups took all of it, yet the answers are at hand), and
+    /// `temperror` on its own when it still had to wait for one.
+    async fn judge<'x>(
+        &'x self,
+        message: &'x AuthenticatedMessage<'x>,
+        envelope: &Envelope,
+        spf: Option<&'x SpfOutcome>,
+        found: &'x MessageTxt<'x>,
+        deadline: Instant,
+    ) -> Judged<'x> {
+        let dkim = if self.runs(AuthMethod::Dkim) || self.runs(AuthMethod::Dmarc) {
+            let verify = self
+                .authenticator
+                .verify_dkim(self.caches.attach_message(message, found));
+            match tokio::time::timeout_at(deadline, verify).await {
+                Ok(outputs) => outputs,
+                Err(_) => message
+                    .dkim_headers
+                    .iter()
+                    .map(|h| DkimOutput::temp_err(late_error()).with_signature(&h.header))
+                    .collect(),
+            }
+        } else {
+            Vec::new()
+        };
+        let arc = if self.runs(AuthMethod::Arc) {
+            let verify = self
+                .authenticator
+                .verify_arc(self.caches.attach_message(message, found));
+            Some(
+                tokio::time::timeout_at(deadline, verify)
+                    .await
+                    .unwrap_or_else(|_| {
+                        ArcOutput::default().with_result(DkimResult::TempError(late_error()))
+                    }),
+            )
+        } else {
+            None
+        };
+        let dmarc = match (spf, self.runs(AuthMethod::Dmarc)) {
+            (Some(spf), true) => Some(
+                self.dmarc(message, envelope, spf, &dkim, found, deadline)
+                    .await,
+            ),
+            _ => None,
+        };
+        Judged { dkim, arc, dmarc }
+    }
+
+    async fn dmarc<'x>(
+        &self,
+        message: &'x AuthenticatedMessage<'x>,
+        envelope: &Envelope,
+        spf: &'x SpfOutcome,
+        dkim: &'x [DkimOutput<'x>],
+        found: &'x MessageTxt<'x>,
+        deadline: Instant,
+    ) -> DmarcOutput {
+        let mail_from = envelope.mail_from_identity();
+        let params = DmarcParameters::new(message, dkim, domain_of(&mail_from), &spf.mail_from);
+        let verify = self
+            .authenticator
+            .verify_dmarc(self.caches.attach_message(params, found));
+        match tokio::time::timeout_at(deadline, verify).await {
+            Ok(output) => output,
+            Err(_) => {
+                let from = message.from.first().map_or("", |a| domain_of(a));
+                DmarcOutput::default()
+                    .with_domain(from)
+                    .with_spf_result(DmarcResult::TempError(late_error()))
+                    .with_dkim_result(DmarcResult::TempError(late_error()))
+            }
+        }
     }
 
     /// The ARC-Authentication-Results of the gateway's seal, in mail-auth's own form.
@@ -306,38 +511,36 @@ impl Verifier {
         results.with_arc_result(arc, envelope.client_ip)
     }
 
-    /// Results when the message checks could not finish: `temperror` (or `permerror` for a
-    /// message that cannot be read) for each configured method.
-    fn unfinished(&self, envelope: &Envelope, spf: Option<&SpfOutcome>, why: &str) -> AuthResults {
-        let outcome = match why {
-            "unreadable message" => Outcome::Permerror,
-            _ => Outcome::Temperror,
-        };
-        let failed = |domain: &str| DkimCheck {
-            outcome,
-            domain: domain.to_string(),
-            selector: String::new(),
-            algorithm: String::new(),
-            signature_prefix: String::new(),
-            reason: Some(why.to_string()),
-        };
+    /// Results for a message that cannot be read: `permerror` for each configured message
+    /// method (SPF, about the envelope, stands).
+    fn unreadable(&self, envelope: &Envelope, spf: Option<&SpfOutcome>) -> AuthResults {
+        let why = Some("unreadable message".to_string());
         AuthResults {
             authserv_id: self.authserv_id.to_string(),
             client_ip: envelope.client_ip,
             spf: self.spf_checks(envelope, spf),
-            dkim: self.runs(AuthMethod::Dkim).then(|| vec![failed("")]),
+            dkim: self.runs(AuthMethod::Dkim).then(|| {
+                vec![DkimCheck {
+                    outcome: Outcome::Permerror,
+                    domain: String::new(),
+                    selector: String::new(),
+                    algorithm: String::new(),
+                    signature_prefix: String::new(),
+                    reason: why.clone(),
+                }]
+            }),
             dmarc: self.runs(AuthMethod::Dmarc).then(|| DmarcCheck {
-                outcome,
+                outcome: Outcome::Permerror,
                 domain: String::new(),
                 policy: None,
                 spf_aligned: false,
                 dkim_aligned: false,
-                reason: Some(why.to_string()),
+                reason: why.clone(),
             }),
             arc: self.runs(AuthMethod::Arc).then(|| ArcCheck {
-                outcome,
+                outcome: Outcome::Permerror,
                 sealers: Vec::new(),
-                reason: Some(why.to_string()),
+                reason: why.clone(),
             }),
         }
     }
@@ -352,9 +555,14 @@ impl Verifier {
                 SpfIdentity::MailFrom,
                 &spf.mail_from,
                 &envelope.mail_from_identity(),
-                &spf.reason,
+                &spf.mail_from_reason,
             ),
-            spf_check(SpfIdentity::Helo, &spf.helo, &envelope.helo, &spf.reason),
+            spf_check(
+                SpfIdentity::Helo,
+                &spf.helo,
+                &envelope.helo,
+                &spf.helo_reason,
+            ),
         ]
     }
 
@@ -362,6 +570,62 @@ impl Verifier {
     pub fn cached_records(&self) -> usize {
         self.caches.txt_entries()
     }
+}
+
+/// The names a DMARC tree walk (RFC 9989 §4.10) from `domain` asks for, as mail-auth walks:
+/// the domain itself, then (from eight labels up) its last seven, then one label less at a
+/// time down to the top-level domain.
+fn dmarc_walk(domain: &str) -> Vec<Box<str>> {
+    let labels: Vec<&str> = domain.split('.').filter(|l| !l.is_empty()).collect();
+    let total = labels.len();
+    let mut names = Vec::new();
+    if total < 2 {
+        return names;
+    }
+    let mut count = total;
+    loop {
+        let name = labels[total - count..].join(".");
+        names.push(format!("_dmarc.{name}.").to_fqdn());
+        if count == 1 {
+            break;
+        }
+        count = if count >= 8 { 7 } else { count - 1 };
+    }
+    names
+}
+
+/// Whether `domain` might align with the From domain `from` (RFC 9989 §4.4, relaxed): the
+/// same name, or one within the other, or the same last two labels (an organisational domain
+/// is at least that; the tree walk that would say more did not answer).
+fn could_align(domain: &str, from: &str) -> bool {
+    let (domain, from) = (domain.to_ascii_lowercase(), from.to_ascii_lowercase());
+    let last_two = |d: &str| {
+        let labels: Vec<&str> = d.trim_end_matches('.').rsplit('.').take(2).collect();
+        labels.join(".")
+    };
+    domain == from
+        || domain.ends_with(&format!(".{from}"))
+        || from.ends_with(&format!(".{domain}"))
+        || last_two(&domain) == last_two(&from)
+}
+
+/// Polls every future until all are done (the lookups of one message, side by side).
+async fn join_all<'a>(mut futures: Vec<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>) {
+    std::future::poll_fn(|cx| {
+        futures.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if futures.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// What a lookup that did not come in time reads as: a resolver failure, which mail-auth
+/// judges `temperror`.
+fn late_error() -> mail_auth::Error {
+    mail_auth::Error::Dns(mail_auth::DnsError::Resolver(LATE.into()))
 }
 
 /// `raw` with `field` on top and without any `Authentication-Results` field that claims
@@ -499,7 +763,9 @@ fn unreadable_signatures<'a>(
         })
 }
 
-fn dmarc_check(output: &DmarcOutput) -> DmarcCheck {
+/// `unfinished`: SPF of MAIL FROM or a DKIM signature is `temperror`, so that a message that
+/// aligns nothing might have aligned with the missing answer: that is `temperror`, not `fail`.
+fn dmarc_check(output: &DmarcOutput, unfinished: bool) -> DmarcCheck {
     use mail_auth::dmarc::Policy;
     let spf = output.spf_result();
     let dkim = output.dkim_result();
@@ -514,6 +780,10 @@ fn dmarc_check(output: &DmarcOutput) -> DmarcCheck {
     let (outcome, reason) = match error {
         Some((outcome, reason)) => (outcome, Some(reason)),
         None if spf_aligned || dkim_aligned => (Outcome::Pass, None),
+        None if record.is_some() && unfinished => (
+            Outcome::Temperror,
+            Some("SPF or DKIM had no DNS answer in time: alignment unknown".into()),
+        ),
         None if record.is_some() => (
             Outcome::Fail,
             Some("neither SPF nor DKIM passed aligned with the From domain".into()),
@@ -575,6 +845,31 @@ mod tests {
              \r\n\
              Authentication-Results: mx.example.net; in the body\r\n"
         );
+    }
+
+    #[test]
+    fn walks_the_dmarc_tree_as_mail_auth_does() {
+        assert_eq!(
+            dmarc_walk("Mail.Example.ORG"),
+            [
+                Box::from("_dmarc.mail.example.org."),
+                Box::from("_dmarc.example.org."),
+                Box::from("_dmarc.org."),
+            ]
+        );
+        let deep = dmarc_walk("a.b.c.d.e.f.g.h.i.test");
+        assert_eq!(deep.len(), 8, "at most eight queries: {deep:?}");
+        assert_eq!(&*deep[1], "_dmarc.d.e.f.g.h.i.test.", "then seven labels");
+        assert!(dmarc_walk("localhost").is_empty());
+    }
+
+    #[test]
+    fn only_identities_that_could_align_hold_dmarc_open() {
+        assert!(could_align("mail.example.org", "example.org"));
+        assert!(could_align("example.org", "news.example.org"));
+        assert!(could_align("a.example.org", "b.example.org"));
+        assert!(!could_align("example.net", "example.org"));
+        assert!(!could_align("slow.test", "fast.test"));
     }
 
     #[test]

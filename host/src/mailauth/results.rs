@@ -176,11 +176,14 @@ impl AuthResults {
         if let Some(dmarc) = &self.dmarc {
             let _ = write!(
                 field,
-                ";\r\n\tdmarc={}{} header.from={}",
+                ";\r\n\tdmarc={}{}",
                 dmarc.outcome.name(),
-                reason(&dmarc.reason),
-                pvalue(&dmarc.domain)
+                reason(&dmarc.reason)
             );
+            // No From domain (an unreadable message): no property, rather than an empty one.
+            if !dmarc.domain.is_empty() {
+                let _ = write!(field, " header.from={}", pvalue(&dmarc.domain));
+            }
             if let Some(policy) = dmarc.policy {
                 let _ = write!(field, " policy.dmarc={}", policy.name());
             }
@@ -217,14 +220,11 @@ fn reason(reason: &Option<String>) -> String {
     }
 }
 
-/// A property value: as it is when it is a plain token or address, quoted otherwise, never
-/// with anything that could end the field or start another.
+/// A property value (RFC 8601 §2.2 `pvalue`): as it is when it is a token (RFC 2045) or an
+/// address of a dot-atom local part and a domain name, quoted otherwise (a `header.b` with `/`
+/// or `=`, say), never with anything that could end the field or start another.
 fn pvalue(value: &str) -> String {
-    let plain = !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"@.-_+=/".contains(&b));
-    if plain {
+    if is_token(value) || is_address(value) {
         value.to_string()
     } else {
         let clean: String = value
@@ -234,6 +234,27 @@ fn pvalue(value: &str) -> String {
             .collect();
         format!("\"{clean}\"")
     }
+}
+
+/// An RFC 2045 token: printable ASCII but space and the tspecials.
+fn is_token(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
+}
+
+/// `local-part "@" domain-name`, the local part a dot-atom (RFC 5322 atext and dots).
+fn is_address(value: &str) -> bool {
+    let Some((local, domain)) = value.rsplit_once('@') else {
+        return false;
+    };
+    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b);
+    let domain_char = |b: u8| b.is_ascii_alphanumeric() || b"-.".contains(&b);
+    !local.is_empty()
+        && !domain.is_empty()
+        && local.bytes().all(atext)
+        && domain.bytes().all(domain_char)
 }
 
 #[cfg(test)]
@@ -278,7 +299,7 @@ mod tests {
             "Authentication-Results: mx.example.net;\r\n\
              \tspf=softfail smtp.mailfrom=a@example.org;\r\n\
              \tdkim=fail reason=\"body hash did notmatch\" header.d=example.org header.s=s1 \
-             header.a=rsa-sha256 header.b=AbCd+/12;\r\n\
+             header.a=rsa-sha256 header.b=\"AbCd+/12\";\r\n\
              \tdmarc=fail header.from=example.org policy.dmarc=reject\r\n"
         );
     }
@@ -297,6 +318,25 @@ mod tests {
             4,
             "no line of its own: {field}"
         );
+    }
+
+    #[test]
+    fn property_values_are_tokens_addresses_or_quoted() {
+        assert_eq!(pvalue("example.org"), "example.org");
+        assert_eq!(
+            pvalue("bounce+a=b/c@example.org"),
+            "bounce+a=b/c@example.org"
+        );
+        assert_eq!(pvalue("AbCd+/12"), "\"AbCd+/12\"");
+        assert_eq!(pvalue("AbCd=="), "\"AbCd==\"");
+        assert_eq!(pvalue(""), "\"\"");
+        let mut r = results();
+        if let Some(dmarc) = r.dmarc.as_mut() {
+            dmarc.domain.clear();
+        }
+        assert!(r
+            .header_field()
+            .contains("\tdmarc=fail policy.dmarc=reject\r\n"));
     }
 
     #[test]

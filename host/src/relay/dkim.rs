@@ -10,7 +10,7 @@ use mail_auth::dkim::generate::DkimKeyPair;
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 
 use crate::config::{Config, DkimAlgorithm, DkimConfig};
-use crate::mailauth::key::{rsa_modulus_bits, signed_headers, PrivateKey};
+use crate::mailauth::key::{dns_record, rsa_modulus_bits, signed_headers, PrivateKey};
 
 enum Signer {
     Ed25519(DkimSigner<Ed25519Key, Done>),
@@ -127,27 +127,22 @@ fn configured<T: SigningKey>(
 }
 
 /// A new key: its PEM text (PKCS#8 for ed25519, PKCS#1 for RSA) and the value of the TXT
-/// record to publish at `<selector>._domainkey.<domain>`.
+/// record to publish at `<selector>._domainkey.<domain>` (`dns_record`: the RSA key as a
+/// SubjectPublicKeyInfo, the Ed25519 key raw).
 pub fn keygen(algorithm: DkimAlgorithm, rsa_bits: usize) -> Result<(String, String), String> {
-    let (pair, label, k) = match algorithm {
-        DkimAlgorithm::Ed25519Sha256 => (DkimKeyPair::generate_ed25519(), "PRIVATE KEY", "ed25519"),
-        DkimAlgorithm::RsaSha256 => (
-            DkimKeyPair::generate_rsa(rsa_bits),
-            "RSA PRIVATE KEY",
-            "rsa",
-        ),
+    let (pair, label) = match algorithm {
+        DkimAlgorithm::Ed25519Sha256 => (DkimKeyPair::generate_ed25519(), "PRIVATE KEY"),
+        DkimAlgorithm::RsaSha256 => (DkimKeyPair::generate_rsa(rsa_bits), "RSA PRIVATE KEY"),
     };
     let pair = pair.map_err(|e| format!("key generation failed: {e}"))?;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let body = b64.encode(pair.private_key());
+    let body = base64::engine::general_purpose::STANDARD.encode(pair.private_key());
     let mut pem = format!("-----BEGIN {label}-----\n");
     for line in body.as_bytes().chunks(64) {
         pem.push_str(&String::from_utf8_lossy(line));
         pem.push('\n');
     }
     pem.push_str(&format!("-----END {label}-----\n"));
-    let record = format!("v=DKIM1; k={k}; p={}", b64.encode(pair.public_key()));
-    Ok((pem, record))
+    Ok((pem, dns_record(algorithm, pair.public_key())))
 }
 
 #[cfg(test)]
@@ -197,6 +192,30 @@ mod tests {
         assert!(!load(3072).all_quick());
         assert_eq!(rsa_modulus_bits(b"\x30\x03\x02\x01"), None, "cut short");
         assert_eq!(rsa_modulus_bits(b"not der"), None);
+    }
+
+    #[test]
+    fn keygen_publishes_rsa_as_subject_public_key_info_and_ed25519_raw() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let p = |record: &str| {
+            let value = record.rsplit_once("p=").expect("p=").1;
+            b64.decode(value).expect("base64")
+        };
+        let (_, record) = keygen(DkimAlgorithm::RsaSha256, 2048).expect("keygen");
+        assert!(
+            record.starts_with("v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"),
+            "{record}"
+        );
+        let spki = p(&record);
+        assert_eq!(spki.len(), 294, "2048-bit SubjectPublicKeyInfo");
+        assert_eq!(
+            rsa_modulus_bits(&spki[24..]),
+            Some(2048),
+            "the RSAPublicKey inside"
+        );
+        let (_, record) = keygen(DkimAlgorithm::Ed25519Sha256, 0).expect("keygen");
+        assert!(record.starts_with("v=DKIM1; k=ed25519; p="), "{record}");
+        assert_eq!(p(&record).len(), 32, "the raw key (RFC 8463)");
     }
 
     #[test]

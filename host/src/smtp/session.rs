@@ -879,7 +879,11 @@ impl Session {
             return;
         };
         let envelope = self.auth_envelope();
-        self.spf = Some(tokio::spawn(async move { verifier.spf(&envelope).await }));
+        // The budget of these lookups starts now, not when the message is in.
+        let deadline = verifier.deadline();
+        self.spf = Some(tokio::spawn(async move {
+            verifier.spf(&envelope, deadline).await
+        }));
     }
 
     /// The verification results of the message (which comes back unchanged), and what an ARC
@@ -891,10 +895,8 @@ impl Session {
         let Some(verifier) = self.verifier().cloned() else {
             return (body, None, None);
         };
-        let spf = match self.spf.take() {
-            Some(task) => task.await.ok(),
-            None => None,
-        };
+        // SPF, still running or done, is awaited beside the message's own lookups.
+        let spf = self.spf.take();
         let checked = verifier
             .check_message(body, self.auth_envelope(), spf)
             .await;
