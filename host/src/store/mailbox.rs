@@ -894,6 +894,52 @@ mod tests {
     }
 
     #[test]
+    fn append_all_adds_every_message_with_its_flags_and_leaves_tmp_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = Folder::open(dir.path()).expect("open");
+        folder
+            .append(b"first", Flags::parse(""), &[], None)
+            .expect("append");
+        let work = ["Work".to_string()];
+        let messages = [
+            NewMessage {
+                bytes: b"a\nb",
+                system: Flags::parse("S"),
+                keywords: &[],
+                internal_date: Some(1_600_000_000),
+            },
+            NewMessage {
+                bytes: b"c",
+                system: Flags::parse("F"),
+                keywords: &work,
+                internal_date: None,
+            },
+        ];
+        assert_eq!(folder.append_all(&messages).expect("append all"), [2, 3]);
+        let snapshot = folder.scan(false).expect("scan");
+        let summary: Vec<(u32, String, u64)> = snapshot
+            .entries
+            .iter()
+            .map(|e| (e.uid, e.flags.system().to_string(), e.size))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1, String::new(), 5),
+                (2, "S".to_string(), 4),
+                (3, "F".to_string(), 1)
+            ]
+        );
+        assert_eq!(snapshot.entries[1].internal_date, 1_600_000_000);
+        assert!(snapshot.entries[2].flags.keyword_letters().count() == 1);
+        assert_eq!(folder.read(&snapshot.entries[1]).expect("read"), b"a\r\nb");
+        let tmp = std::fs::read_dir(dir.path().join("tmp"))
+            .expect("tmp")
+            .count();
+        assert_eq!(tmp, 0);
+    }
+
+    #[test]
     fn uids_survive_rescans_flag_changes_and_deletions() {
         let dir = tempfile::tempdir().expect("tempdir");
         let folder = Folder::open(dir.path()).expect("open");
