@@ -366,6 +366,15 @@ fn ensure_test_peers() -> Result<(), String> {
     tools
         .ensure_debian_packages("the end-to-end tests", &TEST_PEERS)
         .map_err(|e| e.to_string())?;
+    // Dovecot's imap, run on a pipe by the IMAP extension tests, is not on the PATH.
+    if !std::path::Path::new("/usr/lib/dovecot/imap").exists() {
+        tools
+            .apt_install(
+                "the IMAP extension tests (Dovecot's imap)",
+                &["dovecot-imapd"],
+            )
+            .map_err(|e| e.to_string())?;
+    }
     // dkimpy's ARC signing needs the authres module, which has no program to look for.
     let has_authres = Command::new("/usr/bin/python3")
         .args(["-c", "import authres"])

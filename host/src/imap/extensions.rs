@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use super::{budget, sets};
+use super::{budget, partial, sets};
 
 /// What the session knows that a rewrite needs.
 pub trait Context {
@@ -50,8 +50,8 @@ pub struct Extras {
     /// The SEARCH used the MODSEQ key (its reply then carries the highest mod-sequence).
     pub search_modseq: bool,
     pub sort: Option<Vec<SortKey>>,
-    /// THREAD=REFERENCES (RFC 5256): the command was `THREAD REFERENCES charset criteria`.
-    pub thread: bool,
+    /// THREAD (RFC 5256): the command was `THREAD algorithm charset criteria`.
+    pub thread: Option<ThreadAlgorithm>,
     pub list: Option<ListExtras>,
     /// The message of an APPEND sent as `~{n}` binary data (RFC 3516), which imap-codec cannot
     /// take: a one-byte stand-in went to it instead.
@@ -59,6 +59,8 @@ pub struct Extras {
     /// STATUS items (upper case), read here so that SIZE and DELETED (RFC 9051) need nothing
     /// from imap-codec.
     pub status: Option<Vec<String>>,
+    /// CREATE-SPECIAL-USE (RFC 6154 §3): `CREATE name (USE (\Sent ...))`, the uses as sent.
+    pub create_use: Option<Vec<String>>,
 }
 
 /// A FETCH BINARY item: `BINARY[1.2]<0.100>`, `BINARY.PEEK[]`, `BINARY.SIZE[2]`.
@@ -102,6 +104,18 @@ pub enum ReturnOption {
     Count,
     /// RFC 5182 SEARCHRES: keep the result for `$`.
     Save,
+    /// RFC 5267 / RFC 9394: only the results at these positions.
+    Partial(partial::Range),
+    /// RFC 5267 CONTEXT: a hint that more of the same search may follow (taken, not needed).
+    Context,
+    /// RFC 5267 UPDATE: report later changes to the result (ADDTO / REMOVEFROM).
+    Update,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadAlgorithm {
+    References,
+    OrderedSubject,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +148,7 @@ pub struct ListExtras {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Atom,
     Quoted,
     Literal,
@@ -145,26 +159,26 @@ enum Kind {
 }
 
 #[derive(Debug, Clone)]
-struct Token {
-    kind: Kind,
-    start: usize,
-    end: usize,
+pub(super) struct Token {
+    pub(super) kind: Kind,
+    pub(super) start: usize,
+    pub(super) end: usize,
     /// An atom's or quoted string's text, a literal's bytes.
-    value: Vec<u8>,
+    pub(super) value: Vec<u8>,
 }
 
 impl Token {
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         String::from_utf8_lossy(&self.value).into_owned()
     }
 
-    fn is(&self, word: &str) -> bool {
+    pub(super) fn is(&self, word: &str) -> bool {
         self.kind == Kind::Atom && self.value.eq_ignore_ascii_case(word.as_bytes())
     }
 }
 
 /// Cuts a command into tokens, stopping at its final CRLF.
-fn lex(bytes: &[u8]) -> Result<Vec<Token>, String> {
+pub(super) fn lex(bytes: &[u8]) -> Result<Vec<Token>, String> {
     let mut tokens = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
@@ -277,7 +291,7 @@ fn list_at(tokens: &[Token], open: usize, what: &str) -> Result<usize, String> {
 }
 
 /// The index of the `)` that closes the `(` at `open`.
-fn closing(tokens: &[Token], open: usize) -> Result<usize, String> {
+pub(super) fn closing(tokens: &[Token], open: usize) -> Result<usize, String> {
     let mut depth = 0usize;
     for (i, t) in tokens.iter().enumerate().skip(open) {
         match t.kind {
@@ -363,6 +377,7 @@ pub fn take<'a>(
             b"APPEND",
             b"COPY",
             b"MOVE",
+            b"CREATE",
         ]
         .iter()
         .any(|v| w.eq_ignore_ascii_case(v))
@@ -414,6 +429,7 @@ pub fn take<'a>(
         "THREAD" => thread(&tokens, v, &mut edit, &mut extras, context)?,
         "LIST" => list(&tokens, v, &mut edit, &mut extras)?,
         "STATUS" => status(&tokens, v, &mut edit, &mut extras)?,
+        "CREATE" => create(&tokens, v, &mut edit, &mut extras)?,
         "APPEND" => {
             if let Some(i) = tokens.iter().position(|t| t.kind == Kind::Literal8) {
                 extras.append_binary = Some(tokens[i].value.clone());
@@ -630,24 +646,49 @@ fn search(
 ) -> Result<(), String> {
     let mut criteria = v + 1;
     if tokens.get(criteria).is_some_and(|t| t.is("RETURN")) {
-        let open = criteria + 1;
-        let close = list_at(tokens, open, "RETURN needs a list")?;
-        let mut options = Vec::new();
-        for t in &tokens[open + 1..close] {
-            options.push(match t.text().to_ascii_uppercase().as_str() {
-                "MIN" => ReturnOption::Min,
-                "MAX" => ReturnOption::Max,
-                "ALL" => ReturnOption::All,
-                "COUNT" => ReturnOption::Count,
-                "SAVE" => ReturnOption::Save,
-                other => return Err(format!("unknown RETURN option {other}")),
-            });
-        }
-        extras.search_return = Some(options);
+        let close = return_options(tokens, criteria + 1, extras)?;
         edit.replace(tokens, criteria, close, "");
         criteria = close + 1;
     }
     modseq_keys(tokens, criteria, edit, extras, context)
+}
+
+/// The `RETURN (...)` list whose `(` is at `open` (SEARCH, SORT); the index of its `)`.
+fn return_options(tokens: &[Token], open: usize, extras: &mut Extras) -> Result<usize, String> {
+    let close = list_at(tokens, open, "RETURN needs a list")?;
+    let mut options = Vec::new();
+    let mut i = open + 1;
+    while i < close {
+        let option = match tokens[i].text().to_ascii_uppercase().as_str() {
+            "MIN" => ReturnOption::Min,
+            "MAX" => ReturnOption::Max,
+            "ALL" => ReturnOption::All,
+            "COUNT" => ReturnOption::Count,
+            "SAVE" => ReturnOption::Save,
+            "CONTEXT" => ReturnOption::Context,
+            "UPDATE" => ReturnOption::Update,
+            "PARTIAL" => {
+                i += 1;
+                let range = tokens
+                    .get(i)
+                    .filter(|t| i < close && t.kind == Kind::Atom)
+                    .ok_or("PARTIAL needs a range")?;
+                ReturnOption::Partial(partial::Range::parse(&range.text())?)
+            }
+            other => return Err(format!("unknown RETURN option {other}")),
+        };
+        options.push(option);
+        i += 1;
+    }
+    // RFC 9394 §3.1: PARTIAL and ALL cannot be asked for together.
+    let partial = options
+        .iter()
+        .any(|o| matches!(o, ReturnOption::Partial(_)));
+    if partial && options.contains(&ReturnOption::All) {
+        return Err("PARTIAL and ALL together".into());
+    }
+    extras.search_return = Some(options);
+    Ok(close)
 }
 
 fn sort(
@@ -657,7 +698,13 @@ fn sort(
     extras: &mut Extras,
     context: &dyn Context,
 ) -> Result<(), String> {
-    let open = v + 1;
+    let mut open = v + 1;
+    // ESORT (RFC 5267): `SORT RETURN (...) (keys) charset criteria`.
+    if tokens.get(open).is_some_and(|t| t.is("RETURN")) {
+        let returns = return_options(tokens, open + 1, extras)?;
+        edit.replace(tokens, open, returns, "");
+        open = returns + 1;
+    }
     let close = list_at(tokens, open, "SORT needs sort criteria")?;
     let mut keys = Vec::new();
     let mut reverse = false;
@@ -729,7 +776,29 @@ fn status(tokens: &[Token], v: usize, edit: &mut Edit, extras: &mut Extras) -> R
     Ok(())
 }
 
-/// `THREAD REFERENCES charset criteria` is `SEARCH CHARSET charset criteria`, threaded.
+/// `CREATE name (USE (attributes))`: the parameters are ours, the name imap-codec's.
+fn create(tokens: &[Token], v: usize, edit: &mut Edit, extras: &mut Extras) -> Result<(), String> {
+    let open = v + 2;
+    if tokens.get(open).map(|t| t.kind) != Some(Kind::Open) {
+        return Ok(());
+    }
+    let close = closing(tokens, open)?;
+    let uses = open + 2;
+    if !tokens.get(open + 1).is_some_and(|t| t.is("USE"))
+        || close != list_at(tokens, uses, "USE needs a list")? + 1
+    {
+        return Err("unknown CREATE parameter".into());
+    }
+    let attributes = strings_of(&tokens[uses + 1..close - 1]);
+    if attributes.len() > budget::FLAGS_PER_COMMAND {
+        return Err("too many special uses".into());
+    }
+    extras.create_use = Some(attributes);
+    edit.replace(tokens, open, close, "");
+    Ok(())
+}
+
+/// `THREAD algorithm charset criteria` is `SEARCH CHARSET charset criteria`, threaded.
 fn thread(
     tokens: &[Token],
     v: usize,
@@ -737,15 +806,16 @@ fn thread(
     extras: &mut Extras,
     context: &dyn Context,
 ) -> Result<(), String> {
-    match tokens.get(v + 1) {
-        Some(t) if t.is("REFERENCES") => {}
+    let algorithm = match tokens.get(v + 1) {
+        Some(t) if t.is("REFERENCES") => ThreadAlgorithm::References,
+        Some(t) if t.is("ORDEREDSUBJECT") => ThreadAlgorithm::OrderedSubject,
         Some(t) => return Err(format!("unknown THREAD algorithm {}", t.text())),
         None => return Err("THREAD needs an algorithm".into()),
-    }
+    };
     if tokens.get(v + 2).is_none() {
         return Err("THREAD needs a charset".into());
     }
-    extras.thread = true;
+    extras.thread = Some(algorithm);
     edit.replace(tokens, v, v + 1, "SEARCH CHARSET");
     modseq_keys(tokens, v + 3, edit, extras, context)
 }
@@ -1009,11 +1079,28 @@ mod tests {
     }
 
     #[test]
+    fn create_special_use_parameters_are_taken_out() {
+        let (c, e) = taken("a CREATE Sent2 (USE (\\Sent \\Archive))\r\n");
+        assert_eq!(c, "a CREATE Sent2\r\n");
+        assert_eq!(
+            e.create_use,
+            Some(vec!["\\Sent".to_string(), "\\Archive".into()])
+        );
+        assert_eq!(taken("a CREATE x\r\n").1.create_use, None);
+        assert!(refused(b"a CREATE x (FOO (\\Sent))\r\n"));
+        assert!(refused(b"a CREATE x (USE \\Sent)\r\n"));
+        assert!(refused(b"a CREATE x (USE (\\Sent) extra)\r\n"));
+    }
+
+    #[test]
     fn thread_is_a_search() {
         let (c, e) = taken("a UID THREAD REFERENCES UTF-8 SINCE 1-Feb-1994\r\n");
         assert_eq!(c, "a UID SEARCH CHARSET UTF-8 SINCE 1-Feb-1994\r\n");
-        assert!(e.thread);
-        assert!(refused(b"a THREAD ORDEREDSUBJECT UTF-8 ALL\r\n"));
+        assert_eq!(e.thread, Some(ThreadAlgorithm::References));
+        let (c, e) = taken("a THREAD orderedsubject US-ASCII ALL\r\n");
+        assert_eq!(c, "a SEARCH CHARSET US-ASCII ALL\r\n");
+        assert_eq!(e.thread, Some(ThreadAlgorithm::OrderedSubject));
+        assert!(refused(b"a THREAD NEWEST UTF-8 ALL\r\n"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! `framing` and decoded with `imap-codec` (literals and LITERAL+ included); responses are
 //! written by `wire` (strings, ENVELOPE with `address`, BODYSTRUCTURE, body sections); `flags`
 //! names Maildir flag letters and keywords; `search` evaluates SEARCH keys; `session` is the
-//! state machine, one file per command family.
+//! state machine, one file per command family. `append` reads MULTIAPPEND and CATENATE, whose
+//! IMAP URLs `url` reads.
 
 use std::future::Future;
 use std::ops::Deref;
@@ -14,16 +15,20 @@ use crate::shared::Shared;
 use crate::store::snapshots::SnapshotCache;
 
 pub mod address;
+pub mod append;
 pub mod budget;
 pub mod extensions;
 pub mod flags;
 pub mod framing;
 pub mod mutf7;
+pub mod orderedsubject;
+pub mod partial;
 pub mod search;
 pub mod session;
 pub mod sets;
 pub mod sort;
 pub mod thread;
+pub mod url;
 pub mod wire;
 
 /// IMAP on a listener, and what its sessions see: what every protocol shares, plus the

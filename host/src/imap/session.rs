@@ -6,6 +6,8 @@
 //!
 //! - `auth`: STARTTLS, LOGIN, AUTHENTICATE;
 //! - `mailboxes`: CREATE, DELETE, RENAME, (UN)SUBSCRIBE, LIST, LSUB, STATUS, APPEND;
+//! - `multiappend`: APPEND of several messages (MULTIAPPEND) or with CATENATE;
+//! - `updates`: searches kept up to date (CONTEXT=SEARCH: RETURN (UPDATE), CANCELUPDATE);
 //! - `view`: the selected mailbox as this session shows it — SELECT, EXAMINE, refresh (NOOP,
 //!   CHECK, IDLE), CLOSE, UNSELECT;
 //! - `messages`: FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE.
@@ -16,6 +18,8 @@
 mod auth;
 mod mailboxes;
 mod messages;
+mod multiappend;
+mod updates;
 mod view;
 
 use std::sync::Arc;
@@ -37,6 +41,7 @@ use crate::config::TlsMode;
 use crate::message::encode;
 use crate::net::connection::{Client, Line};
 use crate::net::limits::LoginWindow;
+use crate::store::special_use;
 use crate::telemetry::metrics;
 
 use view::Selected;
@@ -72,6 +77,8 @@ pub struct ImapSession {
     /// Until login: the deadline to log in by, and this connection's place among its
     /// address's connections waiting to log in.
     login_window: Option<LoginWindow>,
+    /// RFC 5267: searches kept to report changes of their results.
+    kept: Vec<updates::Kept>,
 }
 
 /// What the extension syntax needs to know of this session (see `extensions::take`).
@@ -184,11 +191,14 @@ impl ImapSession {
             rev2: false,
             saved: Vec::new(),
             login_window: None,
+            kept: Vec::new(),
         }
     }
 
     fn send(&mut self, text: &str) {
         if let Some(class) = framing::status_class(text) {
+            // Kept searches report their changes before the command completes.
+            self.report_kept();
             metrics::reply("imap", class);
         }
         self.client.conn.queue(text.as_bytes());
@@ -214,6 +224,7 @@ impl ImapSession {
             "SORT",
             "SORT=DISPLAY",
             "THREAD=REFERENCES",
+            "THREAD=ORDEREDSUBJECT",
             "SPECIAL-USE",
             "LIST-EXTENDED",
             "LIST-STATUS",
@@ -221,6 +232,13 @@ impl ImapSession {
             "SASL-IR",
             "STATUS=SIZE",
             "BINARY",
+            "MULTIAPPEND",
+            "CATENATE",
+            "ESORT",
+            "CONTEXT=SEARCH",
+            "CONTEXT=SORT",
+            "PARTIAL",
+            "CREATE-SPECIAL-USE",
         ];
         if self.client.tls {
             caps.push("AUTH=PLAIN");
@@ -345,6 +363,12 @@ impl ImapSession {
     /// One whole command: ours (ID, NAMESPACE, UID EXPUNGE) or imap-codec's.
     async fn dispatch(&mut self, bytes: &[u8]) -> Next {
         if let Some(next) = self.special_command(bytes).await {
+            return next;
+        }
+        if let Some(next) = self.extended_append(bytes).await {
+            return next;
+        }
+        if let Some(next) = self.cancel_update(bytes) {
             return next;
         }
         // Extension syntax imap-codec does not know comes out first.
@@ -503,13 +527,28 @@ impl ImapSession {
             }
             CommandBody::Enable { capabilities } => self.enable(&tag, capabilities.as_ref()),
             CommandBody::Compress { .. } => return self.compress(&tag).await,
+            // Searches kept for updates end with the selection they ran over (RFC 5267 §4.3).
             CommandBody::Select { mailbox } => {
+                self.kept.clear();
                 self.select(&tag, &mailbox, false, extras.select).await
             }
             CommandBody::Examine { mailbox } => {
+                self.kept.clear();
                 self.select(&tag, &mailbox, true, extras.select).await
             }
-            CommandBody::Create { mailbox } => blocking::run(|| self.create(&tag, &mailbox)),
+            CommandBody::Create { mailbox } => {
+                // RFC 6154 §3: only uses a folder of messages can have; else nothing is made.
+                let asked = extras.create_use.unwrap_or_default();
+                let uses: Option<Vec<&str>> =
+                    asked.iter().map(|u| special_use::assignable(u)).collect();
+                match uses {
+                    Some(uses) => blocking::run(|| self.create(&tag, &mailbox, &uses)),
+                    None => self.send(&format!(
+                        "{tag} NO [USEATTR] Only {} can be given",
+                        special_use::ASSIGNABLE.join(" ")
+                    )),
+                }
+            }
             CommandBody::Delete { mailbox } => blocking::run(|| self.delete(&tag, &mailbox)),
             CommandBody::Rename { from, to } => blocking::run(|| self.rename(&tag, &from, &to)),
             CommandBody::Subscribe { mailbox } => {
@@ -561,10 +600,12 @@ impl ImapSession {
                     blocking::run(|| self.expunge(None, false));
                 }
                 self.selected = None;
+                self.kept.clear();
                 self.send(&format!("{tag} OK CLOSE completed"));
             }
             CommandBody::Unselect => {
                 self.selected = None;
+                self.kept.clear();
                 self.send(&format!("{tag} OK UNSELECT completed"));
             }
             CommandBody::Expunge => {

@@ -28,6 +28,16 @@ const LOCK: &str = "mailgate-uidlist.lock";
 /// In the user's Maildir: the last UIDVALIDITY given to any of its folders.
 const LAST_UIDVALIDITY: &str = "mailgate-uidvalidity";
 
+/// A message to add with [`Folder::append_all`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
+    pub bytes: &'a [u8],
+    pub system: Flags,
+    pub keywords: &'a [String],
+    /// Unix seconds; `None`: now.
+    pub internal_date: Option<u64>,
+}
+
 /// One message of a folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailEntry {
@@ -560,6 +570,114 @@ impl Folder {
         self.register(key, flags, served)
     }
 
+    /// Adds several messages at once (IMAP MULTIAPPEND): all of them or, when any fails, none
+    /// (the files already written are removed). Their UIDs, in order.
+    pub fn append_all(&self, messages: &[NewMessage<'_>]) -> std::io::Result<Vec<u32>> {
+        let mut written: Vec<PathBuf> = Vec::with_capacity(messages.len());
+        let staged = messages
+            .iter()
+            .map(|m| {
+                let (key, tmp) = self.stage(m.bytes, m.internal_date)?;
+                written.push(tmp);
+                Ok(key)
+            })
+            .collect::<std::io::Result<Vec<String>>>();
+        let keys = match staged {
+            Ok(keys) => keys,
+            Err(e) => return Err(self.discard(&written, e)),
+        };
+        let _lock = match self.lock() {
+            Ok(lock) => lock,
+            Err(e) => return Err(self.discard(&written, e)),
+        };
+        let mut placed = Vec::with_capacity(messages.len());
+        for (message, key) in messages.iter().zip(&keys) {
+            let flags = match self.keyword_letters(message.keywords, true) {
+                Ok((letters, _)) => message.system.union(letters),
+                Err(e) => return Err(self.discard(&written, e)),
+            };
+            let target = Path::new("cur").join(format!("{key}:2,{flags}"));
+            let tmp = Path::new("tmp").join(key);
+            if let Err(e) = self.dir.rename(&tmp, &self.dir, &target) {
+                return Err(self.discard(&written, e));
+            }
+            written.retain(|p| p != &tmp);
+            written.push(target);
+            placed.push((key.clone(), flags, crlf_len(message.bytes)));
+        }
+        let registered = self
+            .dir
+            .open("cur")
+            .and_then(|cur| cur.sync_all())
+            .and_then(|()| self.register_all(placed));
+        registered.map_err(|e| self.discard(&written, e))
+    }
+
+    /// Writes a message into `tmp/` under a fresh key; the key and the file's path.
+    fn stage(
+        &self,
+        bytes: &[u8],
+        internal_date: Option<u64>,
+    ) -> std::io::Result<(String, PathBuf)> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let key = format!(
+            "{}.M{}P{}R{}.mailgate,S={},W={}",
+            now.as_secs(),
+            now.subsec_micros(),
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            bytes.len(),
+            crlf_len(bytes),
+        );
+        let tmp = Path::new("tmp").join(&key);
+        let mut file = self.dir.create(&tmp)?.into_std();
+        let written = file.write_all(bytes).and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            let _ = self.dir.remove_file(&tmp);
+            return Err(e);
+        }
+        if let Some(date) = internal_date {
+            let _ = file.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(date));
+        }
+        Ok((key, tmp))
+    }
+
+    /// Removes the files of a failed [`Folder::append_all`]; the error it failed with.
+    fn discard(&self, written: &[PathBuf], error: std::io::Error) -> std::io::Error {
+        for path in written {
+            let _ = self.dir.remove_file(path);
+        }
+        error
+    }
+
+    /// [`Folder::register`] for several messages, with one write of the index.
+    fn register_all(&self, placed: Vec<(String, Flags, u64)>) -> std::io::Result<Vec<u32>> {
+        let mut list = self.read_uidlist();
+        let room = u32::try_from(placed.len()).unwrap_or(u32::MAX);
+        if list.validity == 0 || list.next.checked_add(room).is_none() {
+            list = self.fresh_index(&list)?;
+        }
+        let modseq = list.bump_modseq();
+        let mut uids = Vec::with_capacity(placed.len());
+        for (key, flags, served) in placed {
+            let uid = list.next;
+            list.next = list.next.saturating_add(1);
+            let record = Record {
+                uid,
+                modseq,
+                size: Some(served),
+                flags: Some(flags),
+            };
+            list.records.insert(key, record);
+            uids.push(uid);
+        }
+        replace_file(&self.dir, UIDLIST, &list.render())?;
+        Ok(uids)
+    }
+
     /// Gives a message just placed in `cur/` its UID (here, not at the next scan: COPY of many
     /// messages stays linear). Call under the lock.
     fn register(&self, key: String, flags: Flags, served: u64) -> std::io::Result<u32> {
@@ -773,6 +891,52 @@ mod tests {
             keywords,
             unchanged_since: None,
         }
+    }
+
+    #[test]
+    fn append_all_adds_every_message_with_its_flags_and_leaves_tmp_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = Folder::open(dir.path()).expect("open");
+        folder
+            .append(b"first", Flags::parse(""), &[], None)
+            .expect("append");
+        let work = ["Work".to_string()];
+        let messages = [
+            NewMessage {
+                bytes: b"a\nb",
+                system: Flags::parse("S"),
+                keywords: &[],
+                internal_date: Some(1_600_000_000),
+            },
+            NewMessage {
+                bytes: b"c",
+                system: Flags::parse("F"),
+                keywords: &work,
+                internal_date: None,
+            },
+        ];
+        assert_eq!(folder.append_all(&messages).expect("append all"), [2, 3]);
+        let snapshot = folder.scan(false).expect("scan");
+        let summary: Vec<(u32, String, u64)> = snapshot
+            .entries
+            .iter()
+            .map(|e| (e.uid, e.flags.system().to_string(), e.size))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1, String::new(), 5),
+                (2, "S".to_string(), 4),
+                (3, "F".to_string(), 1)
+            ]
+        );
+        assert_eq!(snapshot.entries[1].internal_date, 1_600_000_000);
+        assert!(snapshot.entries[2].flags.keyword_letters().count() == 1);
+        assert_eq!(folder.read(&snapshot.entries[1]).expect("read"), b"a\r\nb");
+        let tmp = std::fs::read_dir(dir.path().join("tmp"))
+            .expect("tmp")
+            .count();
+        assert_eq!(tmp, 0);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod keywords;
 pub mod mailbox;
 pub mod retrieval;
 pub mod snapshots;
+pub mod special_use;
 pub mod sql_users;
 pub mod uidlist;
 pub mod users;

@@ -14,6 +14,7 @@ use crate::delivery::maildir::maildir_of;
 use crate::store::mailbox::{
     ensure_special_use, folder_path, list_folders, Flags, Folder, MailEntry, Snapshot, SPECIAL_USE,
 };
+use crate::store::special_use;
 
 fn raw_name(mailbox: &Mailbox<'_>) -> String {
     match mailbox {
@@ -190,7 +191,8 @@ impl ImapSession {
         ensure_special_use(&self.maildir())
     }
 
-    pub(super) fn create(&mut self, tag: &str, mailbox: &Mailbox<'_>) {
+    /// CREATE, with the special uses (RFC 6154) the new folder is to have.
+    pub(super) fn create(&mut self, tag: &str, mailbox: &Mailbox<'_>, uses: &[&str]) {
         // RFC 3501 §6.3.3: a trailing separator says the name will hold others; it is created
         // all the same, as a mailbox that can also hold messages.
         let given = self.mailbox_name(mailbox);
@@ -206,8 +208,10 @@ impl ImapSession {
             Ok(path) if path.join("cur").is_dir() => {
                 self.send(&format!("{tag} NO [ALREADYEXISTS] Mailbox exists"))
             }
-            Ok(_) => match Folder::open_in(&self.maildir(), name) {
-                Ok(_) => self.send(&format!("{tag} OK CREATE completed")),
+            Ok(path) => match Folder::open_in(&self.maildir(), name)
+                .and_then(|_| special_use::write(&path, uses))
+            {
+                Ok(()) => self.send(&format!("{tag} OK CREATE completed")),
                 Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
             },
         }
@@ -367,11 +371,23 @@ impl ImapSession {
                     "\\HasNoChildren"
                 });
             }
-            if let Some((_, special)) = SPECIAL_USE.iter().find(|(n, _)| n == name) {
-                attributes.push(special);
-            } else if request.special_use_only {
+            // A use given at CREATE, else the one the name gives.
+            let mut uses = match folder_path(&self.maildir(), name) {
+                Ok(path) if exists => special_use::read(&path),
+                _ => Vec::new(),
+            };
+            if uses.is_empty() {
+                uses.extend(
+                    SPECIAL_USE
+                        .iter()
+                        .filter(|(n, _)| n == name)
+                        .map(|(_, u)| *u),
+                );
+            }
+            if uses.is_empty() && request.special_use_only {
                 continue;
             }
+            attributes.extend(uses);
             if request.show_subscribed && is_subscribed {
                 attributes.push("\\Subscribed");
             }

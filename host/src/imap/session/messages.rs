@@ -10,10 +10,10 @@ use imap_codec::imap_types::sequence::SequenceSet;
 use std::sync::Arc;
 
 use super::super::budget::{self, OverBudget, Work};
-use super::super::extensions::{BinaryItem, Extras, ReturnOption, SortKey};
+use super::super::extensions::{BinaryItem, Extras, ReturnOption, SortKey, ThreadAlgorithm};
 use super::super::search::{self, Candidate, KeySets};
 use super::super::sets::Intervals;
-use super::super::{flags, sort, thread, wire};
+use super::super::{flags, orderedsubject, partial, sort, thread, wire};
 use super::ImapSession;
 use crate::blocking;
 use crate::message::Message;
@@ -225,7 +225,7 @@ impl ImapSession {
         if extras.search_modseq {
             self.enable_condstore();
         }
-        let verb = if extras.thread {
+        let verb = if extras.thread.is_some() {
             "THREAD"
         } else if extras.sort.is_some() {
             "SORT"
@@ -238,8 +238,8 @@ impl ImapSession {
             if let Some(keys) = &extras.sort {
                 self.sort(&mut found, keys, &work)?;
             }
-            if extras.thread {
-                let threads = self.threads(&found, uid, &work)?;
+            if let Some(algorithm) = extras.thread {
+                let threads = self.threads(&found, uid, algorithm, &work)?;
                 return Ok((found, Some(threads)));
             }
             Ok((found, None))
@@ -312,19 +312,34 @@ impl ImapSession {
             // SAVE alone asks for no reply (RFC 5182 §2.1).
             Some(options) if options == &[ReturnOption::Save] => String::new(),
             Some(options) => {
-                let mut matched: Vec<(u32, u64)> =
-                    found.iter().map(|i| (number(i), modseq_of(i))).collect();
-                matched.sort_unstable();
                 let shown: Vec<ReturnOption> = options
                     .iter()
                     .copied()
                     .filter(|o| *o != ReturnOption::Save)
                     .collect();
-                esearch(tag, uid, &shown, &matched, extras.search_modseq)
+                if extras.sort.is_some() {
+                    // ESORT: the numbers in sort order.
+                    let ordered: Vec<u32> = found.iter().map(number).collect();
+                    partial::esort(tag, uid, &shown, &ordered)
+                } else {
+                    let mut matched: Vec<(u32, u64)> =
+                        found.iter().map(|i| (number(i), modseq_of(i))).collect();
+                    matched.sort_unstable();
+                    esearch(tag, uid, &shown, &matched, extras.search_modseq)
+                }
             }
         };
         if !line.is_empty() {
             self.send(&line);
+        }
+        let update = returns
+            .as_ref()
+            .is_some_and(|o| o.contains(&ReturnOption::Update));
+        // Only SEARCH results are kept up to date (as Dovecot keeps them), not SORT ones.
+        if update && (extras.sort.is_some() || !self.keep_search(tag, key, uid, &found)) {
+            self.send(&format!(
+                "* NO [NOUPDATE \"{tag}\"] This result will not be kept up to date"
+            ));
         }
         if let Some(kept) = saving {
             self.saved = kept;
@@ -335,7 +350,11 @@ impl ImapSession {
     /// Indexes into the view of the messages the key matches. The key's sequence sets are
     /// resolved first, and the whole search is refused before it starts when its keys times
     /// the messages are over the budget already.
-    fn matching(&self, key: &SearchKey<'_>, work: &Work) -> Result<Vec<usize>, OverBudget> {
+    pub(super) fn matching(
+        &self,
+        key: &SearchKey<'_>,
+        work: &Work,
+    ) -> Result<Vec<usize>, OverBudget> {
         let Some(sel) = self.selected.as_ref() else {
             return Ok(Vec::new());
         };
@@ -375,8 +394,14 @@ impl ImapSession {
         Ok(out)
     }
 
-    /// THREAD=REFERENCES over the matches, its linking counted against `work`.
-    fn threads(&self, found: &[usize], uid: bool, work: &Work) -> Result<String, OverBudget> {
+    /// THREAD=REFERENCES or ORDEREDSUBJECT over the matches, counted against `work`.
+    fn threads(
+        &self,
+        found: &[usize],
+        uid: bool,
+        algorithm: ThreadAlgorithm,
+        work: &Work,
+    ) -> Result<String, OverBudget> {
         let Some(sel) = self.selected.as_ref() else {
             return Ok(String::new());
         };
@@ -393,7 +418,10 @@ impl ImapSession {
             };
             messages.push(threaded);
         }
-        thread::references(&messages, work)
+        match algorithm {
+            ThreadAlgorithm::References => thread::references(&messages, work),
+            ThreadAlgorithm::OrderedSubject => orderedsubject::threads(&messages, work),
+        }
     }
 
     /// Orders matches by SORT keys (RFC 5256), ties by sequence number; the headers read are
@@ -892,6 +920,11 @@ fn esearch(
     }
     if wants(ReturnOption::Count) {
         line.push_str(&format!(" COUNT {}", numbers.len()));
+    }
+    for option in options {
+        if let ReturnOption::Partial(range) = option {
+            line.push_str(&partial::partial_item(range, &numbers));
+        }
     }
     if let Some(m) = modseq {
         line.push_str(&format!(" MODSEQ {m}"));

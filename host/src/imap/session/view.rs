@@ -406,6 +406,7 @@ impl ImapSession {
         if removed.is_empty() {
             return;
         }
+        self.expunged_from_kept(removed);
         if self.qresync {
             let mut uids: Vec<u32> = removed.iter().map(|&(_, uid)| uid).collect();
             uids.sort_unstable();
