@@ -231,6 +231,10 @@ fn open_while_busy(gw: &Gateway, id: &str) -> (f64, String, Duration, usize) {
         during += 1;
     }
     let (took, document) = open.join().expect("open");
+    assert!(
+        during > 0,
+        "no request was made while the open was under way ({took:?})"
+    );
     (took.as_secs_f64(), document, slowest, during)
 }
 
