@@ -425,7 +425,11 @@ fn a_cross_site_form_in_chromium_creates_no_mailbox() {
             .is_some_and(|t| t.contains("cross-site request refused")),
         "{report}"
     );
-    // The image load of a real blob: refused too.
+    // The upload and the type-less JSON sent with fetch (their answers are opaque to the
+    // page, not to the browser's log), and the image load of a real blob: refused too.
+    assert_eq!(status_of("POST", "/jmap/upload/"), vec![403], "{report}");
+    assert_eq!(status_of("POST", "/jmap/api/").len(), 2, "{report}");
+    assert_eq!(status_of("POST", "/jmap/api/")[0], 403, "{report}");
     assert_eq!(status_of("GET", "/jmap/download/"), vec![403], "{report}");
     // A page of the gateway opened with no credentials is not challenged for Basic.
     let first = &report["unauthenticated"][0];

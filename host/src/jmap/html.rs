@@ -137,10 +137,9 @@ impl HtmlViews {
         let source = raw.clone();
         let work = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let running = Running(&views, key);
             let document = Arc::new(render(&Html::of(&source)));
-            let mut cache = views.cache();
-            cache.running.remove(&key);
-            cache.insert(key, document.clone());
+            running.0.cache().insert(key, document.clone());
             document
         });
         match tokio::time::timeout(DEADLINE, work).await {
@@ -148,6 +147,16 @@ impl HtmlViews {
             // Over the deadline: the work goes on and keeps its result for the next open.
             Ok(Err(_)) | Err(_) => fallback(raw, Over::Time).await,
         }
+    }
+}
+
+/// A sanitisation under way: its key leaves the running set however the work ends (a panic
+/// included), so that a later open can try again.
+struct Running<'a>(&'a HtmlViews, [u8; 32]);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.cache().running.remove(&self.1);
     }
 }
 

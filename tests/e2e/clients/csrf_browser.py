@@ -8,8 +8,9 @@ browser does with credentials it remembers), then opens a page of another site (
 ATTACKER_PORT, another origin) that:
   - posts a form with enctype=text/plain to /jmap/api/ whose one field spells a JSON request
     creating the mailbox "Forged by form" (the classic text/plain JSON forgery);
-  - before that, sends with fetch(no-cors, credentials) a JSON body without a content type
-    creating "Forged by fetch", and loads the download URL of BLOB_ID as an image.
+  - before that, uploads a blob with fetch(no-cors, credentials), sends the same way a JSON
+    body without a content type creating "Forged by fetch", and loads the download URL of
+    BLOB_ID as an image.
 Also navigates, with no credentials, to /.well-known/jmap: which challenge the browser got.
 Reports the status and the text of what the form's navigation showed, and the responses the
 browser saw (from Chrome's performance log).
@@ -42,8 +43,11 @@ page = f"""<!doctype html><html><body>
 </form>
 <img src="{target}/jmap/download/{account}/{blob}/x?accept=image/png">
 <script>
-fetch("{target}/jmap/api/", {{method: "POST", mode: "no-cors", credentials: "include",
-  body: new Blob([{json.dumps(fetch_body)}])}})
+fetch("{target}/jmap/upload/{account}/", {{method: "POST", mode: "no-cors", credentials: "include",
+  body: "uploaded by another site"}})
+  .catch(() => null)
+  .then(() => fetch("{target}/jmap/api/", {{method: "POST", mode: "no-cors", credentials: "include",
+    body: new Blob([{json.dumps(fetch_body)}])}}))
   .catch(() => null)
   .finally(() => document.getElementById("f").submit());
 </script>
