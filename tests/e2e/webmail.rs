@@ -158,3 +158,30 @@ fn hostile_html_runs_nothing_and_loads_nothing() {
         assert!(image.is_null(), "remote image source kept: {image}");
     }
 }
+
+#[test]
+fn an_alternative_is_shown_once_and_html_is_quoted_as_text() {
+    let gw = Gateway::start("");
+    deliver(
+        &gw,
+        ALICE,
+        "From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: Both forms\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=A\r\n\r\n--A\r\nContent-Type: text/plain\r\n\r\nThe plain form.\r\n--A\r\nContent-Type: text/html\r\n\r\n<p>The <b>rich</b> form.</p>\r\n--A--\r\n",
+    );
+    deliver(
+        &gw,
+        ALICE,
+        "From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: Only HTML\r\nMIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n<div><p>Lunch at <i>noon</i>?</p></div>\r\n",
+    );
+    let both = webmail_browser(&gw, ALICE, &["quote", "Both forms"]);
+    assert_eq!(
+        both["shown"], "The rich form.",
+        "the HTML alone, once: {both}"
+    );
+    assert_eq!(both["quoted"], "\n\n> The plain form.", "{both}");
+    let html = webmail_browser(&gw, ALICE, &["quote", "Only HTML"]);
+    assert_eq!(html["shown"], "Lunch at noon?", "{html}");
+    assert_eq!(
+        html["quoted"], "\n\n> Lunch at noon?",
+        "its words, not its markup: {html}"
+    );
+}

@@ -59,6 +59,11 @@ impl Problem {
         }
     }
 
+    /// `notJSON`: the request's content type is not `application/json`, or its body not JSON.
+    pub fn not_json(detail: impl Into<String>) -> Problem {
+        Problem::new("notJSON", detail)
+    }
+
     pub fn limit(limit: &'static str, detail: impl Into<String>) -> Problem {
         Problem {
             limit: Some(limit),

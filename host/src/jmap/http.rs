@@ -3,6 +3,14 @@
 //! failed-login budget and delays as IMAP, POP3 and SMTP AUTH. A password that checked out
 //! is remembered (as a SHA-256, for a few minutes) so that every request does not cost an
 //! argon2 verification.
+//!
+//! Browsers attach Basic credentials they hold to requests other sites make them send (a
+//! form posted cross-site), so: every authenticated request that says it comes from another
+//! site (`Origin`, `Sec-Fetch-Site`) is refused, the API takes only `application/json`
+//! bodies (a form cannot send one), and a browser is never challenged for Basic credentials
+//! (it would remember them): the webmail page logs in by posting its form as JSON for a
+//! bearer token. API clients, which send no `Sec-Fetch-*` headers, are still challenged for
+//! Basic.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -182,6 +190,12 @@ async fn route(jmap: &Arc<Jmap>, peer: &Arc<Peer>, request: Request<Incoming>) -
             json_response(StatusCode::OK, &jmap.session_resource(&user, &base))
         }
         (Method::POST, "/jmap/api" | "/jmap/api/") => {
+            if from_another_site(&request, peer) {
+                return cross_site();
+            }
+            if let Err(refusal) = json_body(request.headers()) {
+                return refusal;
+            }
             let user = match authenticate(jmap, peer, &request).await {
                 Ok(user) => user,
                 Err(refusal) => return refusal,
@@ -210,7 +224,7 @@ async fn route(jmap: &Arc<Jmap>, peer: &Arc<Peer>, request: Request<Incoming>) -
             download(jmap, peer, &user, &request).await
         }
         (Method::POST, "/jmap/token") => {
-            let user = match authenticate(jmap, peer, &request).await {
+            let user = match log_in(jmap, peer, request).await {
                 Ok(user) => user,
                 Err(mut refusal) => {
                     // The page asks itself: no browser login dialog.
@@ -243,7 +257,7 @@ async fn route(jmap: &Arc<Jmap>, peer: &Arc<Peer>, request: Request<Incoming>) -
             let id = p.trim_start_matches("/webmail/html/");
             match jmap.html_view(&user, &peer.session(&user), id).await {
                 Some(document) => {
-                    let mut response = Response::new(Body::whole(document));
+                    let mut response = Response::new(Body::whole(document.as_bytes().to_vec()));
                     let headers = response.headers_mut();
                     headers.insert(
                         header::CONTENT_TYPE,
@@ -317,14 +331,101 @@ fn bearer(request: &Request<Incoming>) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Whether a request says it was made by a page of another site: its `Sec-Fetch-Site` is
+/// neither `same-origin` nor `none` (typed by the user), or its `Origin` is not this server's
+/// (`null` included). Clients other than browsers send neither and are not concerned.
+fn from_another_site(request: &Request<Incoming>, peer: &Peer) -> bool {
+    foreign(request.headers(), &base_url(request, peer))
+}
+
+/// [`from_another_site`] for the request's headers and this server's origin as addressed.
+fn foreign(headers: &hyper::HeaderMap, ours: &str) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("");
+        if !site.eq_ignore_ascii_case("same-origin") && !site.eq_ignore_ascii_case("none") {
+            return true;
+        }
+    }
+    match headers.get(header::ORIGIN) {
+        Some(origin) => !same_origin(origin.to_str().unwrap_or(""), ours),
+        None => false,
+    }
+}
+
+/// `https://host[:port]` equal to `ours`, the default port written or not.
+fn same_origin(origin: &str, ours: &str) -> bool {
+    let normal = |o: &str| {
+        let o = o.trim_end_matches('/').to_ascii_lowercase();
+        o.strip_suffix(":443")
+            .filter(|rest| rest.starts_with("https://"))
+            .or_else(|| {
+                o.strip_suffix(":80")
+                    .filter(|rest| rest.starts_with("http://"))
+            })
+            .map_or(o.clone(), str::to_string)
+    };
+    normal(origin) == normal(ours)
+}
+
+/// Whether the request comes from a browser: browsers send `Sec-Fetch-*` headers with every
+/// request (and ask for HTML when they navigate); API clients do neither.
+fn from_browser(headers: &hyper::HeaderMap) -> bool {
+    headers.contains_key("sec-fetch-mode")
+        || headers.contains_key("sec-fetch-dest")
+        || headers.contains_key("sec-fetch-site")
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.to_ascii_lowercase().contains("text/html"))
+}
+
+/// The refusal of a request from another site.
+fn cross_site() -> Response<Body> {
+    text(
+        StatusCode::FORBIDDEN,
+        "cross-site request refused: this server's pages alone may send it\n",
+    )
+}
+
+/// Refuses an API request whose body is not declared `application/json`: the types a form
+/// of another site can send (`text/plain`, form encodings) are not taken, even when they
+/// hold JSON.
+#[allow(clippy::result_large_err)]
+fn json_body(headers: &hyper::HeaderMap) -> Result<(), Response<Body>> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let essence = given.as_deref().map(|t| {
+        t.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
+    if essence.as_deref() == Some("application/json") {
+        return Ok(());
+    }
+    let detail = match given {
+        Some(t) => format!("the request's Content-Type must be application/json, not {t:?}"),
+        None => "the request's Content-Type must be application/json (none was given)".into(),
+    };
+    Err(problem(&Problem::not_json(detail)))
+}
+
 /// The user the request's credentials name, or the response that refuses it.
 async fn authenticate(
     jmap: &Jmap,
     peer: &Peer,
     request: &Request<Incoming>,
 ) -> Result<String, Response<Body>> {
+    if from_another_site(request, peer) {
+        return Err(cross_site());
+    }
     let Some(given) = request.headers().get(header::AUTHORIZATION) else {
-        return Err(unauthorized("log in with HTTP Basic authentication\n"));
+        return Err(unauthorized(
+            request,
+            "log in with HTTP Basic authentication\n",
+        ));
     };
     if !peer.tls {
         return Err(text(
@@ -346,20 +447,78 @@ async fn authenticate(
         });
     }
     let Some((user, password)) = basic_credentials(given) else {
-        return Err(unauthorized("malformed Basic credentials\n"));
+        return Err(unauthorized(request, "malformed Basic credentials\n"));
     };
-    let shared = &jmap.shared;
-    if !shared.login_allowed(peer.peer.ip()) {
+    check_password(jmap, peer, &user, &password)
+        .await
+        .map_err(|refusal| {
+            refusal.unwrap_or_else(|| unauthorized(request, "invalid credentials\n"))
+        })
+}
+
+/// The webmail page's login (`POST /jmap/token`): `{"username", "password"}` as JSON (or
+/// Basic credentials, for clients that have them), from this server's own pages only.
+async fn log_in(
+    jmap: &Jmap,
+    peer: &Peer,
+    request: Request<Incoming>,
+) -> Result<String, Response<Body>> {
+    if request.headers().contains_key(header::AUTHORIZATION) {
+        return authenticate(jmap, peer, &request).await;
+    }
+    if from_another_site(&request, peer) {
+        return Err(cross_site());
+    }
+    json_body(request.headers())?;
+    if !peer.tls {
         return Err(text(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed logins from your address, try later\n",
+            StatusCode::FORBIDDEN,
+            "credentials are only taken over HTTPS\n",
         ));
     }
-    if !shared.users.available() {
+    let body = match read_body(request.into_body(), LOGIN_BODY_MAX).await {
+        Ok(body) => body,
+        Err(BodyError::TooSlow) => return Err(too_slow()),
+        Err(_) => return Err(text(StatusCode::BAD_REQUEST, "malformed login\n")),
+    };
+    let form: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (Some(user), Some(password)) = (form["username"].as_str(), form["password"].as_str())
+    else {
         return Err(text(
+            StatusCode::BAD_REQUEST,
+            "the login is {\"username\", \"password\"}\n",
+        ));
+    };
+    check_password(jmap, peer, user, password)
+        .await
+        .map_err(|refusal| {
+            refusal.unwrap_or_else(|| text(StatusCode::UNAUTHORIZED, "invalid credentials\n"))
+        })
+}
+
+/// The largest login body taken.
+const LOGIN_BODY_MAX: usize = 4096;
+
+/// Checks a user's password with the failed-login budget: the user, or the refusal (`None`:
+/// wrong credentials, the caller says so in its own way).
+async fn check_password(
+    jmap: &Jmap,
+    peer: &Peer,
+    user: &str,
+    password: &str,
+) -> Result<String, Option<Response<Body>>> {
+    let shared = &jmap.shared;
+    if !shared.login_allowed(peer.peer.ip()) {
+        return Err(Some(text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins from your address, try later\n",
+        )));
+    }
+    if !shared.users.available() {
+        return Err(Some(text(
             StatusCode::SERVICE_UNAVAILABLE,
             "authentication temporarily unavailable, try later\n",
-        ));
+        )));
     }
     let user = user.to_ascii_lowercase();
     let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
@@ -367,7 +526,7 @@ async fn authenticate(
         return Ok(user);
     }
     if shared
-        .verify_password(ProtocolKind::Jmap, &user, password)
+        .verify_password(ProtocolKind::Jmap, &user, password.to_string())
         .await
     {
         jmap.logins.remember(&user, digest);
@@ -380,7 +539,7 @@ async fn authenticate(
         .saturating_add(1);
     // Waits longer with each failure of this connection, as the other protocols do.
     shared.login_failed(peer.peer.ip(), &user, failures).await;
-    Err(unauthorized("invalid credentials\n"))
+    Err(None)
 }
 
 /// `Basic base64(user:password)`.
@@ -689,11 +848,19 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
-fn unauthorized(body: &'static str) -> Response<Body> {
+/// 401, challenging API clients for Basic credentials; a browser is challenged for a bearer
+/// token instead, which it cannot answer by itself: no login dialog, no remembered password
+/// that other sites' pages could then make it send.
+fn unauthorized(request: &Request<Incoming>, body: &'static str) -> Response<Body> {
     let mut response = text(StatusCode::UNAUTHORIZED, body);
+    let challenge = if from_browser(request.headers()) {
+        "Bearer realm=\"mailgate\""
+    } else {
+        "Basic realm=\"mailgate\", charset=\"UTF-8\""
+    };
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"mailgate\", charset=\"UTF-8\""),
+        HeaderValue::from_static(challenge),
     );
     response
 }
@@ -730,6 +897,77 @@ mod tests {
             body_deadline(start, 10 << 20),
             start + BODY_GRACE + Duration::from_secs(160)
         );
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> hyper::HeaderMap {
+        let mut map = hyper::HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn requests_from_other_sites_are_told_apart() {
+        let ours = "https://mail.example.org";
+        assert!(
+            !foreign(&headers(&[]), ours),
+            "API clients send neither header"
+        );
+        assert!(!foreign(
+            &headers(&[
+                ("origin", "https://mail.example.org"),
+                ("sec-fetch-site", "same-origin")
+            ]),
+            ours
+        ));
+        assert!(!foreign(
+            &headers(&[("origin", "https://MAIL.example.org:443")]),
+            ours
+        ));
+        assert!(!foreign(&headers(&[("sec-fetch-site", "none")]), ours));
+        for pairs in [
+            &[("origin", "https://evil.example")][..],
+            &[("origin", "null")][..],
+            &[("origin", "http://mail.example.org")][..],
+            &[("sec-fetch-site", "cross-site")][..],
+            &[("sec-fetch-site", "same-site")][..],
+            &[
+                ("origin", "https://mail.example.org"),
+                ("sec-fetch-site", "cross-site"),
+            ][..],
+        ] {
+            assert!(foreign(&headers(pairs), ours), "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn only_json_bodies_reach_the_api() {
+        assert!(json_body(&headers(&[("content-type", "application/json")])).is_ok());
+        assert!(json_body(&headers(&[(
+            "content-type",
+            "Application/JSON; charset=utf-8"
+        )]))
+        .is_ok());
+        for refused in [
+            &[("content-type", "text/plain")][..],
+            &[("content-type", "application/x-www-form-urlencoded")][..],
+            &[("content-type", "multipart/form-data; boundary=x")][..],
+            &[][..],
+        ] {
+            let answer = json_body(&headers(refused)).expect_err("refused");
+            assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn browsers_are_never_challenged_for_basic_credentials() {
+        assert!(from_browser(&headers(&[("sec-fetch-mode", "navigate")])));
+        assert!(from_browser(&headers(&[(
+            "accept",
+            "text/html,application/xhtml+xml"
+        )])));
+        assert!(!from_browser(&headers(&[("accept", "*/*")])));
     }
 
     #[test]

@@ -281,9 +281,12 @@ impl BodyLists {
         if let Some(root) = message.part(0) {
             let mut text = Vec::new();
             let mut html = Vec::new();
+            // As the RFC's usage: `parseStructure([message], 'mixed', false, ...)`. The
+            // message itself is the one part of a list, so that a message whose top level is
+            // multipart/alternative is walked as an alternative, not as a mixed list.
             walk(
                 (message, children),
-                root,
+                &[root],
                 ("mixed", false),
                 (Some(&mut text), Some(&mut html)),
                 &mut lists.attachments,
@@ -295,44 +298,47 @@ impl BodyLists {
     }
 }
 
-/// One level of RFC 8621's `parseStructure` (a list given as `None` takes no parts at this
-/// level). Recursion depth is bounded: the MIME tree was cut at `limits.max-mime-depth` (at
-/// most 200) when it was parsed.
+/// Whether a part of a list is shown inline rather than as an attachment (`isInline` of
+/// RFC 8621 §4.1.4): not `attachment`, of a type a client shows, and the first of its list
+/// or (outside multipart/related) not a named text part.
+fn is_inline(part: &Part, position: usize, multipart_type: &str) -> bool {
+    let mt = media_type(part);
+    let inline_media = is_inline_media(part);
+    part.disposition
+        .as_deref()
+        .is_none_or(|d| !d.eq_ignore_ascii_case("attachment"))
+        && (mt == "text/plain" || mt == "text/html" || inline_media)
+        && (position == 0
+            || (multipart_type != "related" && (inline_media || part.filename.is_none())))
+}
+
+/// RFC 8621's `parseStructure` over one list of sibling parts (a list given as `None` takes
+/// no parts at this level). Recursion depth is bounded: the MIME tree was cut at
+/// `limits.max-mime-depth` (at most 200) when it was parsed.
 fn walk(
     (message, index): (&Message, &Children),
-    container: &Part,
+    parts: &[&Part],
     (multipart_type, in_alternative): (&str, bool),
     (mut text, mut html): (Option<&mut Vec<u32>>, Option<&mut Vec<u32>>),
     attachments: &mut Vec<u32>,
 ) {
-    let parts: Vec<&Part> = if container.is_multipart {
-        index.of_part(message, container.id).collect()
-    } else {
-        vec![container]
-    };
     let text_length = text.as_ref().map(|t| t.len());
     let html_length = html.as_ref().map(|h| h.len());
     for (i, part) in parts.iter().enumerate() {
         let mt = media_type(part);
         let inline_media = is_inline_media(part);
-        let is_inline = part
-            .disposition
-            .as_deref()
-            .is_none_or(|d| !d.eq_ignore_ascii_case("attachment"))
-            && (mt == "text/plain" || mt == "text/html" || inline_media)
-            && (i == 0
-                || (multipart_type != "related" && (inline_media || part.filename.is_none())));
         if part.is_multipart {
             let subtype = part.subtype.to_ascii_lowercase();
             let alternative = in_alternative || subtype == "alternative";
+            let children: Vec<&Part> = index.of_part(message, part.id).collect();
             walk(
                 (message, index),
-                part,
+                &children,
                 (&subtype, alternative),
                 (text.as_deref_mut(), html.as_deref_mut()),
                 attachments,
             );
-        } else if is_inline {
+        } else if is_inline(part, i, multipart_type) {
             if multipart_type == "alternative" {
                 match (mt.as_str(), text.as_deref_mut(), html.as_deref_mut()) {
                     ("text/plain", Some(text), _) => text.push(part.id),
@@ -580,29 +586,32 @@ pub fn preview(message: &Message, lists: &BodyLists) -> String {
 }
 
 /// Text of an HTML document without its tags, scripts and styles: enough for a preview.
+/// Linear in the document: it is searched in one lower-cased copy (same byte offsets), from
+/// where the last search ended.
 pub fn strip_tags(html: &str) -> String {
+    let lower = html.to_ascii_lowercase();
     let mut out = String::with_capacity(html.len());
-    let mut rest = html;
-    while let Some(start) = rest.find('<') {
-        out.push_str(&rest[..start]);
+    let mut at = 0;
+    while let Some(found) = html[at..].find('<') {
+        let start = at + found;
+        out.push_str(&html[at..start]);
         out.push(' ');
-        let after = &rest[start..];
-        let lower = after.get(..8).unwrap_or(after).to_ascii_lowercase();
-        let skip_to = if lower.starts_with("<script") {
-            after.to_ascii_lowercase().find("</script>").map(|i| i + 9)
-        } else if lower.starts_with("<style") {
-            after.to_ascii_lowercase().find("</style>").map(|i| i + 8)
+        let after = &lower[start..];
+        let skip_to = if after.starts_with("<script") {
+            after.find("</script>").map(|i| i + 9)
+        } else if after.starts_with("<style") {
+            after.find("</style>").map(|i| i + 8)
         } else {
             after.find('>').map(|i| i + 1)
         };
         match skip_to {
-            Some(n) => rest = &after[n..],
+            Some(n) => at = start + n,
             None => {
-                rest = "";
+                at = html.len();
             }
         }
     }
-    out.push_str(rest);
+    out.push_str(&html[at..]);
     out.replace("&nbsp;", " ")
         .replace("&lt;", "<")
         .replace("&gt;", ">")
@@ -779,6 +788,242 @@ JVBERi0=\r\n\
         assert_eq!(kinds(&lists.attachments), vec!["application/pdf"]);
         let pdf = lists.attachments[0];
         assert_eq!(part_bytes(&message, pdf).as_deref(), Some(&b"%PDF-"[..]));
+    }
+
+    /// A MIME tree for the body-list tests: leaves carry a type, extra header lines and a
+    /// one-line body that names them.
+    enum Shape {
+        Leaf(&'static str, &'static str, &'static str),
+        Multi(&'static str, Vec<Shape>),
+    }
+    use Shape::{Leaf, Multi};
+
+    fn render(shape: &Shape, depth: usize, out: &mut String) {
+        match shape {
+            Leaf(kind, extra, body) => {
+                out.push_str(&format!("Content-Type: {kind}\r\n{extra}\r\n{body}\r\n"));
+            }
+            Multi(subtype, children) => {
+                let boundary = format!("b{depth}");
+                out.push_str(&format!(
+                    "Content-Type: multipart/{subtype}; boundary={boundary}\r\n\r\n"
+                ));
+                for child in children {
+                    out.push_str(&format!("--{boundary}\r\n"));
+                    render(child, depth + 1, out);
+                }
+                out.push_str(&format!("--{boundary}--\r\n"));
+            }
+        }
+    }
+
+    fn message_of(shape: &Shape) -> Vec<u8> {
+        let mut out =
+            String::from("From: a@example.org\r\nSubject: shapes\r\nMIME-Version: 1.0\r\n");
+        render(shape, 0, &mut out);
+        out.into_bytes()
+    }
+
+    /// Our three lists, each part named by its type and its body's first line.
+    fn our_lists(raw: &[u8]) -> [Vec<String>; 3] {
+        let message = Message::new(raw.to_vec());
+        let lists = BodyLists::of(&message);
+        let name = |ids: &[u32]| -> Vec<String> {
+            ids.iter()
+                .map(|&id| {
+                    let part = message.part(id).expect("listed part exists");
+                    let body = part_bytes(&message, id).unwrap_or_default();
+                    let body = String::from_utf8_lossy(&body);
+                    let line = if part.is_message {
+                        ""
+                    } else {
+                        body.lines().next().unwrap_or("")
+                    };
+                    format!("{}:{}", media_type(part), line.trim())
+                })
+                .collect()
+        };
+        [
+            name(&lists.text),
+            name(&lists.html),
+            name(&lists.attachments),
+        ]
+    }
+
+    /// The same lists as Stalwart's mail-parser computes them (its own implementation of
+    /// RFC 8621 §4.1.4).
+    fn stalwart_lists(raw: &[u8]) -> [Vec<String>; 3] {
+        use mail_parser::MimeHeaders as _;
+        let parsed = mail_parser::MessageParser::default()
+            .parse(raw)
+            .expect("mail-parser parses the test message");
+        let name = |ids: &[u32]| -> Vec<String> {
+            ids.iter()
+                .map(|&id| {
+                    let part = &parsed.parts[id as usize];
+                    let kind = part
+                        .content_type()
+                        .map(|c| {
+                            format!("{}/{}", c.ctype(), c.subtype().unwrap_or_default())
+                                .to_ascii_lowercase()
+                        })
+                        .unwrap_or_else(|| "text/plain".into());
+                    let line = match &part.body {
+                        mail_parser::PartType::Message(_) => String::new(),
+                        _ => String::from_utf8_lossy(part.contents())
+                            .lines()
+                            .next()
+                            .unwrap_or("")
+                            .trim()
+                            .to_string(),
+                    };
+                    format!("{kind}:{line}")
+                })
+                .collect()
+        };
+        let (text, html) = (name(&parsed.text_body), name(&parsed.html_body));
+        // Its one known departure from the RFC's pseudocode: it lists every inline image,
+        // audio or video part among the attachments, where the RFC does so only when a
+        // body list did not take it (`(!textBody || !htmlBody) && isInlineMediaType`).
+        let attachments = name(&parsed.attachments)
+            .into_iter()
+            .filter(|a| !(text.contains(a) && html.contains(a)))
+            .collect();
+        [text, html, attachments]
+    }
+
+    #[test]
+    fn body_lists_of_every_shape_agree_with_the_rfc_and_with_stalwart() {
+        let text = || Leaf("text/plain", "", "T");
+        let html = || Leaf("text/html", "", "<p>H</p>");
+        let image = || Leaf("image/png", "Content-ID: <i@x>\r\n", "PNG");
+        let pdf = || {
+            Leaf(
+                "application/pdf",
+                "Content-Disposition: attachment; filename=a.pdf\r\n",
+                "PDF",
+            )
+        };
+        let rfc822 = || Leaf("message/rfc822", "", "Subject: inner\r\n\r\ninner body");
+        let v = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let none: Vec<String> = Vec::new();
+        let cases = [
+            // The issue: a message whose top level is multipart/alternative.
+            (
+                Multi("alternative", vec![text(), html()]),
+                [
+                    v(&["text/plain:T"]),
+                    v(&["text/html:<p>H</p>"]),
+                    none.clone(),
+                ],
+            ),
+            // Alternative inside mixed, with an attachment.
+            (
+                Multi(
+                    "mixed",
+                    vec![Multi("alternative", vec![text(), html()]), pdf()],
+                ),
+                [
+                    v(&["text/plain:T"]),
+                    v(&["text/html:<p>H</p>"]),
+                    v(&["application/pdf:PDF"]),
+                ],
+            ),
+            // HTML with an inline image (related) as the rich alternative.
+            (
+                Multi(
+                    "alternative",
+                    vec![text(), Multi("related", vec![html(), image()])],
+                ),
+                [
+                    v(&["text/plain:T"]),
+                    v(&["text/html:<p>H</p>"]),
+                    v(&["image/png:PNG"]),
+                ],
+            ),
+            // Nested alternatives: the inner one's text and HTML.
+            (
+                Multi(
+                    "alternative",
+                    vec![
+                        text(),
+                        Multi("alternative", vec![Leaf("text/plain", "", "T2"), html()]),
+                    ],
+                ),
+                [
+                    v(&["text/plain:T", "text/plain:T2"]),
+                    v(&["text/html:<p>H</p>"]),
+                    none.clone(),
+                ],
+            ),
+            // An alternative with no HTML form: the text stands in for both.
+            (
+                Multi("alternative", vec![text()]),
+                [v(&["text/plain:T"]), v(&["text/plain:T"]), none.clone()],
+            ),
+            // An HTML-only message: the HTML is both lists.
+            (
+                html(),
+                [
+                    v(&["text/html:<p>H</p>"]),
+                    v(&["text/html:<p>H</p>"]),
+                    none.clone(),
+                ],
+            ),
+            // Text, an inline image and more text, with no alternative: all inline.
+            (
+                Multi("mixed", vec![text(), image(), Leaf("text/plain", "", "T3")]),
+                [
+                    v(&["text/plain:T", "image/png:PNG", "text/plain:T3"]),
+                    v(&["text/plain:T", "image/png:PNG", "text/plain:T3"]),
+                    none.clone(),
+                ],
+            ),
+            // A forwarded message is an attachment, never walked into.
+            (
+                Multi("mixed", vec![text(), rfc822()]),
+                [
+                    v(&["text/plain:T"]),
+                    v(&["text/plain:T"]),
+                    v(&["message/rfc822:"]),
+                ],
+            ),
+            // A named text part after the first is an attachment.
+            (
+                Multi(
+                    "mixed",
+                    vec![text(), Leaf("text/plain; name=notes.txt", "", "N")],
+                ),
+                [
+                    v(&["text/plain:T"]),
+                    v(&["text/plain:T"]),
+                    v(&["text/plain:N"]),
+                ],
+            ),
+            // Alternative of a mixed text-with-image and HTML.
+            (
+                Multi(
+                    "alternative",
+                    vec![Multi("mixed", vec![text(), image()]), html()],
+                ),
+                [
+                    v(&["text/plain:T", "image/png:PNG"]),
+                    v(&["text/html:<p>H</p>"]),
+                    v(&["image/png:PNG"]),
+                ],
+            ),
+        ];
+        for (shape, expected) in cases {
+            let raw = message_of(&shape);
+            let ours = our_lists(&raw);
+            let shown = String::from_utf8_lossy(&raw).into_owned();
+            assert_eq!(ours, expected, "our lists of\n{shown}");
+            assert_eq!(
+                stalwart_lists(&raw),
+                expected,
+                "Stalwart's lists of\n{shown}"
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod changes;
 pub mod compose;
 mod context;
 mod email;
+mod html;
 mod http;
 mod mailbox;
 pub mod message;
@@ -74,6 +75,8 @@ pub struct Jmap {
     logins: http::LoginCache,
     tokens: http::Tokens,
     uploads: uploads::Uploads,
+    /// Sanitised HTML of messages the webmail opened, and the sanitisers at work.
+    html_views: Arc<html::HtmlViews>,
     /// Per user and kind: what may run at once.
     slots: Mutex<HashMap<(String, Slot), Arc<tokio::sync::Semaphore>>>,
 }
@@ -110,6 +113,7 @@ impl Jmap {
             logins: http::LoginCache::default(),
             tokens: http::Tokens::default(),
             uploads,
+            html_views: Arc::new(html::HtmlViews::default()),
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -284,38 +288,30 @@ impl Jmap {
     }
 
     /// The sanitised HTML document of an email for the webmail page's frame: its HTML body
-    /// parts (text parts among them escaped).
-    pub async fn html_view(&self, user: &str, session: &Session, email_id: &str) -> Option<String> {
-        let account = self.account(user);
-        let mut account = account.lock().await;
-        if account.email(email_id).is_none() {
-            let plugins = self.shared.plugins.current();
-            if let Err(e) = account
-                .refresh(&plugins, &self.shared.services, session)
-                .await
-            {
-                tracing::warn!(user, "JMAP: cannot read the Maildir: {e}");
+    /// parts (text parts among them escaped). The account is locked only to find and read the
+    /// message; the sanitiser runs after, off the async workers (see `html`).
+    pub async fn html_view(
+        &self,
+        user: &str,
+        session: &Session,
+        email_id: &str,
+    ) -> Option<Arc<String>> {
+        let raw = {
+            let account = self.account(user);
+            let mut account = account.lock().await;
+            if account.email(email_id).is_none() {
+                let plugins = self.shared.plugins.current();
+                if let Err(e) = account
+                    .refresh(&plugins, &self.shared.services, session)
+                    .await
+                {
+                    tracing::warn!(user, "JMAP: cannot read the Maildir: {e}");
+                }
             }
-        }
-        let email = account.email(email_id)?.clone();
-        let parsed = account.message(&email).ok()?;
-        let lists = message::BodyLists::of(&parsed);
-        let mut html = String::new();
-        for id in &lists.html {
-            let part = parsed.part(*id)?;
-            let text = parsed.part_text(*id).unwrap_or_default();
-            if part.subtype.eq_ignore_ascii_case("html") {
-                html.push_str(&text);
-            } else {
-                html.push_str("<pre>");
-                html.push_str(&escape_html(&text));
-                html.push_str("</pre>");
-            }
-        }
-        if html.len() > webmail::MAX_HTML {
-            html = format!("<pre>{}</pre>", escape_html(&message::strip_tags(&html)));
-        }
-        Some(crate::blocking::run(|| webmail::message_document(&html)))
+            let email = account.email(email_id)?.clone();
+            account.read(&email).ok()?
+        };
+        Some(self.html_views.document(user, raw).await)
     }
 
     /// Stores an upload of `user`; the blob id.
@@ -369,13 +365,6 @@ impl Jmap {
             .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(size)))
             .clone()
     }
-}
-
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 impl Protocol for Jmap {

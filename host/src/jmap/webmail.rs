@@ -17,7 +17,8 @@ base-uri 'none'; frame-ancestors 'none'";
 pub const MESSAGE_POLICY: &str =
     "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'";
 
-/// HTML above this size is shown as text instead (the sanitiser's work grows with it).
+/// HTML above this size is shown as text instead (the sanitiser's work grows with it; the
+/// other bounds are in `html.rs`).
 pub const MAX_HTML: usize = 4 << 20;
 
 /// An embedded file: its type and content.
@@ -61,13 +62,13 @@ pub fn sanitize(html: &str) -> String {
         .to_string()
 }
 
-/// The document the page puts in its frame: the sanitised body with a small base style.
-pub fn message_document(html: &str) -> String {
+/// The document the page puts in its frame: a body already made safe (sanitised, or escaped
+/// text) with a small base style.
+pub fn message_document(clean: &str) -> String {
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\">\
 <style>body{{font-family:sans-serif;margin:0.5em;overflow-wrap:anywhere}}img{{max-width:100%}}</style>\
-</head><body>{}</body></html>",
-        sanitize(html)
+</head><body>{clean}</body></html>"
     )
 }
 

@@ -214,6 +214,7 @@ def run():
         with open(args[0], "rb") as body:
             data = body.read()
         response = requests.post(f"https://{host}/jmap/api/", data=data,
+                                 headers={"Content-Type": "application/json"},
                                  auth=auth if auth != ("-", "") else None, timeout=30)
         try:
             body = response.json()

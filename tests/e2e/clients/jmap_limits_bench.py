@@ -157,8 +157,9 @@ def read_response(sock):
 def http(gw, method, path, body=b""):
     try:
         sock = tls(gw.jmap)
+        kind = "Content-Type: application/json\r\n" if path.startswith("/jmap/api") else ""
         sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {auth()}\r\n"
-                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+                     f"{kind}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
         return read_response(sock)
     except OSError as e:
         return None, str(e).encode()
@@ -221,7 +222,7 @@ def query(n):
 def trickle(gw):
     sock = tls(gw.jmap)
     sock.sendall(f"POST /jmap/api/ HTTP/1.1\r\nHost: localhost\r\nAuthorization: {auth()}\r\n"
-                 f"Content-Length: 100000\r\n\r\n".encode())
+                 f"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n".encode())
     sock.settimeout(1.0)
     started = time.monotonic()
     while time.monotonic() - started < 160:

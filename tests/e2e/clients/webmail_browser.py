@@ -10,6 +10,8 @@ Scenarios:
   hostile SUBJECT PORT    open a hostile message while a "tracker" listens on PORT: what ran,
                           what the frame shows, which requests left the page
   inbox SUBJECT           log in and time until the list shows SUBJECT (page load)
+  quote SUBJECT           open it: what the page shows (the frame's text or the plain text),
+                          then Reply: what the reply quotes
 """
 import http.server
 import json
@@ -151,6 +153,24 @@ try:
         message_item(subject)
         shot("trash")
         out["in_trash"] = True
+    elif scenario == "quote":
+        subject = args[0]
+        log_in()
+        open_message(subject)
+        frame = driver.find_element(By.ID, "message-html")
+        if frame.is_displayed():
+            wait.until(lambda _: driver.execute_script(
+                "return document.getElementById('message-html').srcdoc.length > 0;"))
+            driver.switch_to.frame(frame)
+            out["shown"] = driver.find_element(By.TAG_NAME, "body").text
+            driver.switch_to.default_content()
+        else:
+            out["shown"] = driver.find_element(By.ID, "message-text").text
+        shot("read")
+        driver.find_element(By.ID, "reply-button").click()
+        body = wait.until(ready.visibility_of_element_located((By.ID, "compose-body")))
+        out["quoted"] = body.get_attribute("value")
+        shot("quoted")
     elif scenario == "hostile":
         subject, tracker_port = args[0], int(args[1])
         hits = []

@@ -29,9 +29,12 @@ async function login(event) {
   $("login-error").textContent = "";
   const user = $("login-user").value.trim();
   const password = $("login-password").value;
+  // The form goes as JSON for a bearer token: the browser never holds Basic credentials
+  // that another site's page could make it send.
   const response = await fetch("/jmap/token", {
     method: "POST",
-    headers: { Authorization: "Basic " + btoa(unescape(encodeURIComponent(user + ":" + password))) },
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username: user, password }),
   });
   if (!response.ok) {
     $("login-error").textContent = response.status === 401 ? "Wrong address or password" : "Cannot log in now";
@@ -145,6 +148,18 @@ async function loadMessages() {
   status(responses[1][1].list.length + " message(s)");
 }
 
+// The text of an email's textBody. Where a part is HTML (a message with no text form), its
+// words, not its markup: parsed into an inert document (no script runs, nothing loads).
+function textOf(email) {
+  return (email.textBody || []).map((part) => {
+    const value = (email.bodyValues[part.partId] || {}).value || "";
+    if (part.type !== "text/html") {
+      return value;
+    }
+    return new DOMParser().parseFromString(value, "text/html").body.textContent.trim();
+  }).join("\n");
+}
+
 async function openEmail(id) {
   const [[, result]] = await api([["Email/get", { accountId: state.accountId, ids: [id],
     properties: ["subject", "from", "to", "cc", "replyTo", "receivedAt", "keywords", "mailboxIds", "messageId",
@@ -162,7 +177,7 @@ async function openEmail(id) {
   $("message-from").textContent = "From: " + addresses(email.from);
   $("message-to").textContent = "To: " + addresses(email.to) + (email.cc ? "; Cc: " + addresses(email.cc) : "");
   $("message-date").textContent = new Date(email.receivedAt).toLocaleString();
-  const text = (email.textBody || []).map((part) => (email.bodyValues[part.partId] || {}).value || "").join("\n");
+  const text = textOf(email);
   const html = (email.htmlBody || []).some((part) => part.type === "text/html");
   const frame = $("message-html");
   const pre = $("message-text");
@@ -250,8 +265,7 @@ function compose(reply) {
     $("compose-to").value = to.map((a) => a.email).join(", ");
     const subject = reply.subject || "";
     $("compose-subject").value = /^re:/i.test(subject) ? subject : "Re: " + subject;
-    const quoted = ((reply.textBody || []).map((p) => (reply.bodyValues[p.partId] || {}).value || "").join("\n"))
-      .split("\n").map((line) => "> " + line).join("\n");
+    const quoted = textOf(reply).split("\n").map((line) => "> " + line).join("\n");
     $("compose-body").value = "\n\n" + quoted;
   } else {
     $("compose-to").value = "";
