@@ -258,6 +258,7 @@ fn part_structure(
         return;
     };
     out.push(b'(');
+    let fields = PartFields::of(message, id);
     if part.is_multipart {
         for &child in kids {
             part_structure(message, children, child, extended, out);
@@ -267,7 +268,10 @@ fn part_structure(
         if extended {
             out.push(b' ');
             out.extend(params(&part.params));
-            out.extend_from_slice(b" NIL NIL NIL");
+            out.push(b' ');
+            disposition(part, out);
+            out.push(b' ');
+            fields.language_and_location(out);
         }
         out.push(b')');
         return;
@@ -284,7 +288,11 @@ fn part_structure(
     } else {
         out.extend(params(&part.params));
     }
-    out.extend_from_slice(b" NIL NIL ");
+    out.push(b' ');
+    out.extend(nstring(fields.id.as_deref()));
+    out.push(b' ');
+    out.extend(nstring(fields.description.as_deref()));
+    out.push(b' ');
     let encoding = part.transfer_encoding.as_deref().unwrap_or("7bit");
     out.extend(string(encoding.as_bytes()));
     let body = part_body(message, id).unwrap_or_default();
@@ -303,21 +311,12 @@ fn part_structure(
         push_str(out, &format!(" {}", lines(&body)));
     }
     if extended {
-        out.extend_from_slice(b" NIL ");
-        match &part.disposition {
-            Some(d) => {
-                out.push(b'(');
-                out.extend(string(d.as_bytes()));
-                out.push(b' ');
-                match &part.filename {
-                    Some(f) => out.extend(params(&[("filename".into(), f.clone())])),
-                    None => out.extend_from_slice(b"NIL"),
-                }
-                out.push(b')');
-            }
-            None => out.extend_from_slice(b"NIL"),
-        }
-        out.extend_from_slice(b" NIL NIL");
+        out.push(b' ');
+        out.extend(nstring(fields.md5.as_deref()));
+        out.push(b' ');
+        disposition(part, out);
+        out.push(b' ');
+        fields.language_and_location(out);
     }
     out.push(b')');
 }
@@ -346,10 +345,77 @@ fn params(params: &[(String, String)]) -> Vec<u8> {
     out
 }
 
-/// Text lines, counting a last line without its line end.
+/// Text lines: line ends, as Dovecot counts them. A part ends at the line break before its
+/// boundary (which belongs to the boundary), so its last line has none and is not counted:
+/// "a\r\nb" then `--boundary` is 1 line, and so is a whole message "a\r\nb".
 fn lines(bytes: &[u8]) -> usize {
-    let ends = bytes.iter().filter(|&&b| b == b'\n').count();
-    ends + usize::from(!bytes.is_empty() && !bytes.ends_with(b"\n"))
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// What a part's own header says that BODYSTRUCTURE repeats as written: Content-ID,
+/// Content-Description, Content-MD5, Content-Language (a list) and Content-Location.
+struct PartFields {
+    id: Option<String>,
+    description: Option<String>,
+    md5: Option<String>,
+    language: Vec<String>,
+    location: Option<String>,
+}
+
+impl PartFields {
+    fn of(message: &Message, id: u32) -> PartFields {
+        let header = Message::new(part_header(message, id).unwrap_or_default());
+        let field = |name: &str| raw_header(&header, name).filter(|v| !v.is_empty());
+        PartFields {
+            id: field("Content-ID"),
+            description: field("Content-Description"),
+            md5: field("Content-MD5"),
+            language: field("Content-Language")
+                .map(|v| {
+                    v.split(',')
+                        .map(|l| l.trim().to_string())
+                        .filter(|l| !l.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            location: field("Content-Location"),
+        }
+    }
+
+    /// `body-fld-lang SP body-fld-loc` (RFC 3501 §9).
+    fn language_and_location(&self, out: &mut Vec<u8>) {
+        if self.language.is_empty() {
+            out.extend_from_slice(b"NIL");
+        } else {
+            out.push(b'(');
+            for (i, language) in self.language.iter().enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                out.extend(string(language.as_bytes()));
+            }
+            out.push(b')');
+        }
+        out.push(b' ');
+        out.extend(nstring(self.location.as_deref()));
+    }
+}
+
+/// `body-fld-dsp`: the disposition and its filename, or NIL.
+fn disposition(part: &crate::message::Part, out: &mut Vec<u8>) {
+    match &part.disposition {
+        Some(d) => {
+            out.push(b'(');
+            out.extend(string(d.as_bytes()));
+            out.push(b' ');
+            match &part.filename {
+                Some(f) => out.extend(params(&[("filename".into(), f.clone())])),
+                None => out.extend_from_slice(b"NIL"),
+            }
+            out.push(b')');
+        }
+        None => out.extend_from_slice(b"NIL"),
+    }
 }
 
 /// The body bytes of a part as they stand in the message.
@@ -551,8 +617,10 @@ Content-Disposition: attachment; filename=x.pdf\r\nContent-Transfer-Encoding: ba
     fn structure_envelope_and_sections() {
         let m = Message::new(MIXED.to_vec());
         let bs = String::from_utf8(body_structure(&m, true)).expect("utf8");
+        // "hello" ends at the line break that belongs to the boundary: no line end of its
+        // own, 0 lines (as Dovecot counts).
         assert!(
-            bs.starts_with("((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 1"),
+            bs.starts_with("((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 0"),
             "{bs}"
         );
         assert!(

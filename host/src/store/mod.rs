@@ -6,6 +6,7 @@ pub mod mailbox;
 pub mod retrieval;
 pub mod snapshots;
 pub mod sql_users;
+pub mod subscriptions;
 pub mod uidlist;
 pub mod users;
 pub mod watch;
