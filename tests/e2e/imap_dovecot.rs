@@ -208,6 +208,54 @@ fn stores_never_fail_while_dovecot_renames_and_expunges_the_same_files() {
     );
 }
 
+/// The variant: not only STORE. Bodies (IMAP FETCH BODY[], POP3 RETR), COPY, EXPUNGE and
+/// POP3 deletions of files Dovecot renames again and again (flags on every message, set and
+/// cleared) all succeed, and the deletions really happen.
+#[test]
+fn bodies_copies_and_deletions_never_fail_while_dovecot_renames_the_files() {
+    let gw = gateway_with_messages(12);
+    let dovecot = Dovecot::serve(&maildir(&gw));
+    let script = mailgate_e2e::root().join("tests/e2e/clients/imap_peer.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args([
+            "readers",
+            &gw.imaps.to_string(),
+            &gw.pop3s.to_string(),
+            &dovecot.port.to_string(),
+            USER,
+            PASSWORD,
+            "tester",
+            "secret",
+            "12",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(result["failed"], serde_json::json!([]), "{result}");
+    assert!(result["checks"].as_u64().unwrap_or(0) >= 100, "{result}");
+    assert!(
+        result["dovecot_ops"].as_u64().unwrap_or(0) >= 10,
+        "{result}"
+    );
+    // What was deleted is gone, on disk and for Dovecot; the copies are in Archive.
+    let files: Vec<String> = ["cur", "new"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(maildir(&gw).join(d)).expect("dir"))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.is_empty(), "{files:?}");
+    let theirs = dovecot.run(&["SELECT INBOX", "SELECT Archive"]);
+    assert!(theirs[0].contains("* 0 EXISTS"), "{}", theirs[0]);
+    assert!(theirs[1].contains("* 5 EXISTS"), "{}", theirs[1]);
+}
+
 /// (subject, sorted flags without \Recent) of every message of a FETCH answer.
 fn flags_by_subject(answer: &str) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = fetched(answer)

@@ -271,7 +271,7 @@ fn run(args: &[String]) -> Result<(), String> {
 /// Dovecot's library (`doveconf` stands for the package); rspamd, OpenDKIM and ClamAV run as
 /// milters; redis-server holds the shared kv store, PostgreSQL the shared users; headless
 /// Chromium (driven by Selenium) opens the webmail page.
-const TEST_PEERS: [(&str, &str); 19] = [
+const TEST_PEERS: [(&str, &str); 20] = [
     ("python3", "python3"),
     ("swaks", "swaks"),
     ("curl", "curl"),
@@ -279,6 +279,8 @@ const TEST_PEERS: [(&str, &str); 19] = [
     ("dnsmasq", "dnsmasq-base"),
     ("mpop", "mpop"),
     ("doveconf", "dovecot-core"),
+    // Dovecot's IMAP server, beside ours on one Maildir (not on PATH: found by its path).
+    ("/usr/lib/dovecot/imap", "dovecot-imapd"),
     ("systemd-analyze", "systemd"),
     ("promtool", "prometheus"),
     ("dkimverify", "python3-dkim"),

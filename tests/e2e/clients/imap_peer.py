@@ -9,7 +9,13 @@ loopback (plain), both over the same Maildir.
       session on mailgate STOREs flags ROUNDS times on whatever messages exist; prints JSON
       {"stores": n, "failed": [tagged lines that were not OK], "dovecot_ops": n,
        "dovecot_failed": [...]}.
+  imap_peer.py readers OURS_IMAPS OURS_POP3S DOVECOT_PORT USER PASS DOVECOT_USER DOVECOT_PASS N
+      while Dovecot sets and clears flags on all N messages over and over (renaming every file
+      each time), mailgate serves bodies (IMAP FETCH BODY[], POP3 RETR), copies, expunges and
+      POP3 deletions of the same files; prints JSON {"checks": n, "failed": [what went wrong],
+      "dovecot_ops": n}.
 """
+import poplib
 import json
 import random
 import socket
@@ -152,6 +158,69 @@ def race(ours, dovecot, user, password, d_user, d_password, rounds):
     print(json.dumps(result))
 
 
+def readers(imaps, pop3s, dovecot, user, password, d_user, d_password, n):
+    n = int(n)
+    done = threading.Event()
+    dovecot_ops = [0]
+
+    def churn():
+        client = Client(int(dovecot), False, d_user, d_password)
+        client.command("SELECT INBOX")
+        while not done.is_set():
+            for change in ("+FLAGS (\\Flagged $Label1)", "-FLAGS (\\Flagged $Label1)"):
+                client.command(f"STORE 1:* {change}")
+                dovecot_ops[0] += 1
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    checks, failed = 0, []
+
+    def check(ok, what):
+        nonlocal checks
+        checks += 1
+        if not ok:
+            failed.append(what)
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        for _ in range(5):
+            pop = poplib.POP3_SSL("127.0.0.1", int(pop3s), context=context, timeout=60)
+            pop.user(user)
+            pop.pass_(password)
+            for i in range(1, n + 1):
+                lines = pop.retr(i)[1]
+                check(any(l.startswith(b"Subject: message ") for l in lines), f"RETR {i}: {lines[:3]}")
+            pop.quit()
+        client = Client(int(imaps), True, user, password)
+        client.command("SELECT INBOX")
+        for _ in range(30):
+            answer = client.command("FETCH 1:* (BODY.PEEK[])")
+            check(tagged_ok(answer) and answer.count("Subject: message ") == n,
+                  f"FETCH: {last_line(answer)}")
+        for i in range(1, 6):
+            answer = client.command(f"COPY {i} Archive")
+            check(tagged_ok(answer), f"COPY: {last_line(answer)}")
+        answer = client.command(f"STORE 1:{n // 2} +FLAGS.SILENT (\\Deleted)")
+        check(tagged_ok(answer), f"STORE: {last_line(answer)}")
+        answer = client.command("EXPUNGE")
+        check(tagged_ok(answer) and answer.count(" EXPUNGE\r\n") == n // 2, f"EXPUNGE: {answer}")
+        client.command("LOGOUT")
+        pop = poplib.POP3_SSL("127.0.0.1", int(pop3s), context=context, timeout=60)
+        pop.user(user)
+        pop.pass_(password)
+        left = n - n // 2
+        check(pop.stat()[0] == left, f"STAT {pop.stat()}")
+        for i in range(1, left + 1):
+            check(pop.dele(i).startswith(b"+OK"), f"DELE {i}")
+        check(pop.quit().startswith(b"+OK"), "QUIT")
+    finally:
+        done.set()
+        thread.join()
+    print(json.dumps({"checks": checks, "failed": failed, "dovecot_ops": dovecot_ops[0]}))
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
-    {"run": run, "race": race}[mode](*args)
+    {"run": run, "race": race, "readers": readers}[mode](*args)
