@@ -956,6 +956,67 @@ mod tests {
     }
 
     #[test]
+    fn files_another_program_renamed_are_found_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = Folder::open(dir.path()).expect("open");
+        deliver(&folder, "100.a.mailgate", b"one");
+        deliver(&folder, "200.b.mailgate", b"two");
+        let stale = folder.scan(true).expect("scan").entries;
+        // Dovecot (or mutt) marks both \Seen: the files have other names now.
+        for key in ["100.a.mailgate", "200.b.mailgate"] {
+            std::fs::rename(
+                folder.path.join(format!("cur/{key}:2,")),
+                folder.path.join(format!("cur/{key}:2,S")),
+            )
+            .expect("rename");
+        }
+        let update = folder
+            .update_flags(&[&stale[0]], &change(FlagOp::Add, "F", &[]))
+            .expect("store");
+        assert_eq!(update.entries[0].flags.to_string(), "FS");
+        assert!(folder.path.join("cur/100.a.mailgate:2,FS").exists());
+        assert_eq!(folder.read(&stale[1]).expect("read"), b"two");
+        folder.delete(&stale[1]).expect("delete");
+        assert!(!folder.path.join("cur/200.b.mailgate:2,S").exists());
+        // Gone is gone: nothing to change, nothing to delete, nothing to read.
+        let gone = folder
+            .update_flags(&[&stale[1]], &change(FlagOp::Add, "F", &[]))
+            .expect("store");
+        assert!(gone.entries.is_empty());
+        folder.delete(&stale[1]).expect("delete again");
+        let err = folder.read(&stale[1]).expect_err("gone");
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_27th_keyword_is_refused_and_nothing_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = Folder::open(dir.path()).expect("open");
+        deliver(&folder, "100.a.mailgate", b"one");
+        let entry = folder.scan(true).expect("scan").entries.remove(0);
+        let full: Vec<String> = (0..26).map(|i| format!("k{i}")).collect();
+        folder
+            .update_flags(&[&entry], &change(FlagOp::Add, "", &full))
+            .expect("26 fit");
+        let entry = folder.scan(false).expect("scan").entries.remove(0);
+        let more = ["k3".to_string(), "k26".to_string()];
+        let err = folder
+            .update_flags(&[&entry], &change(FlagOp::Add, "F", &more))
+            .expect_err("27th");
+        assert!(keywords::is_limit(&err), "{err}");
+        let after = folder.scan(false).expect("scan").entries.remove(0);
+        assert_eq!(after.flags, entry.flags);
+        let err = folder
+            .append(b"x", Flags::default(), &more, None)
+            .expect_err("27th");
+        assert!(keywords::is_limit(&err), "{err}");
+        // Known ones are still fine.
+        folder
+            .update_flags(&[&after], &change(FlagOp::Remove, "", &more))
+            .expect("remove");
+    }
+
+    #[test]
     fn lf_files_are_served_as_crlf_with_matching_sizes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let folder = Folder::open(dir.path()).expect("open");
