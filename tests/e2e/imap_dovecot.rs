@@ -488,6 +488,22 @@ fn corpus() -> Vec<(&'static str, String)> {
             "octet",
             crlf("From: a@x.test\nContent-Type: application/octet-stream\n\nbinary-ish\n"),
         ),
+        (
+            "disposition-params",
+            crlf("From: a@x.test\nContent-Type: multipart/mixed; boundary=d\n\n--d\n\
+                 Content-Type: text/plain; name=\"a.txt\"\n\
+                 Content-Disposition: attachment; filename=\"a.txt\"; size=12\n\nabc\n--d\n\
+                 Content-Type: application/octet-stream\n\
+                 Content-Disposition: attachment; filename*=utf-8''caf%C3%A9.bin\n\nxyz\n--d--\n"),
+        ),
+        (
+            "inner-no-eol",
+            "From: a@x.test\nContent-Type: message/rfc822\n\nSubject: in\n\nlast line".to_string(),
+        ),
+        (
+            "no-subtype",
+            crlf("From: a@x.test\nContent-Type: text\nContent-Language: de, en\n\nx\n"),
+        ),
     ]
 }
 

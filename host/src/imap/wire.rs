@@ -269,7 +269,7 @@ fn part_structure(
             out.push(b' ');
             out.extend(params(&part.params));
             out.push(b' ');
-            disposition(part, out);
+            disposition(&fields, out);
             out.push(b' ');
             fields.language_and_location(out);
         }
@@ -281,9 +281,10 @@ fn part_structure(
     out.extend(string(part.subtype.as_bytes()));
     out.push(b' ');
     if part.media_type == "text" && !part.params.iter().any(|(n, _)| n == "charset") {
-        // RFC 2045 §5.2: text without a charset is US-ASCII; clients expect it said.
-        let mut with_default = vec![("charset".to_string(), "us-ascii".to_string())];
-        with_default.extend(part.params.iter().cloned());
+        // RFC 2045 §5.2: text without a charset is US-ASCII; clients expect it said (after
+        // the parameters given, where Dovecot puts it).
+        let mut with_default = part.params.clone();
+        with_default.push(("charset".to_string(), "us-ascii".to_string()));
         out.extend(params(&with_default));
     } else {
         out.extend(params(&part.params));
@@ -314,7 +315,7 @@ fn part_structure(
         out.push(b' ');
         out.extend(nstring(fields.md5.as_deref()));
         out.push(b' ');
-        disposition(part, out);
+        disposition(&fields, out);
         out.push(b' ');
         fields.language_and_location(out);
     }
@@ -360,6 +361,7 @@ struct PartFields {
     md5: Option<String>,
     language: Vec<String>,
     location: Option<String>,
+    disposition: Option<(String, Vec<(String, String)>)>,
 }
 
 impl PartFields {
@@ -379,6 +381,7 @@ impl PartFields {
                 })
                 .unwrap_or_default(),
             location: field("Content-Location"),
+            disposition: field("Content-Disposition").and_then(|v| header_params(&v)),
         }
     }
 
@@ -401,21 +404,71 @@ impl PartFields {
     }
 }
 
-/// `body-fld-dsp`: the disposition and its filename, or NIL.
-fn disposition(part: &crate::message::Part, out: &mut Vec<u8>) {
-    match &part.disposition {
-        Some(d) => {
-            out.push(b'(');
-            out.extend(string(d.as_bytes()));
-            out.push(b' ');
-            match &part.filename {
-                Some(f) => out.extend(params(&[("filename".into(), f.clone())])),
-                None => out.extend_from_slice(b"NIL"),
-            }
-            out.push(b')');
-        }
-        None => out.extend_from_slice(b"NIL"),
+/// `body-fld-dsp`: the Content-Disposition type and every parameter as written (RFC 2231
+/// `filename*` included, undecoded, as Dovecot gives them), or NIL.
+fn disposition(fields: &PartFields, out: &mut Vec<u8>) {
+    let Some((kind, parameters)) = &fields.disposition else {
+        out.extend_from_slice(b"NIL");
+        return;
+    };
+    out.push(b'(');
+    out.extend(string(kind.as_bytes()));
+    out.push(b' ');
+    out.extend(params(parameters));
+    out.push(b')');
+}
+
+/// `type; name=value; name="quoted value"` -> (type, parameters); `None` without a type.
+fn header_params(value: &str) -> Option<(String, Vec<(String, String)>)> {
+    let mut pieces = split_unquoted(value, ';').into_iter();
+    let kind = pieces.next()?.trim().to_string();
+    if kind.is_empty() {
+        return None;
     }
+    let parameters = pieces
+        .filter_map(|piece| {
+            let (name, value) = piece.split_once('=')?;
+            let (name, value) = (name.trim(), value.trim());
+            if name.is_empty() {
+                return None;
+            }
+            let value = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                Some(quoted) => unquote(quoted),
+                None => value.to_string(),
+            };
+            Some((name.to_string(), value))
+        })
+        .collect();
+    Some((kind, parameters))
+}
+
+/// `text` split at each `separator` outside a quoted string.
+fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
+    let (mut pieces, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == separator && !quoted => {
+                pieces.push(&text[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    pieces.push(&text[start..]);
+    pieces
+}
+
+/// A quoted string's content without its backslash escapes.
+fn unquote(quoted: &str) -> String {
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        out.extend(if c == '\\' { chars.next() } else { Some(c) });
+    }
+    out
 }
 
 /// The body bytes of a part as they stand in the message.
