@@ -653,6 +653,27 @@ Content-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: application/pdf; n
 Content-Disposition: attachment; filename=x.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--b--\r\n";
 
     #[test]
+    fn disposition_parameters_as_written() {
+        let (kind, params) = header_params(
+            "attachment; filename=\"a;b \\\"c\\\".txt\"; size=12; filename*=utf-8''x",
+        )
+        .expect("parsed");
+        assert_eq!(kind, "attachment");
+        assert_eq!(
+            params,
+            [
+                ("filename".to_string(), "a;b \"c\".txt".to_string()),
+                ("size".to_string(), "12".to_string()),
+                ("filename*".to_string(), "utf-8''x".to_string()),
+            ]
+        );
+        for odd in ["", ";", "inline; =x; y", "\"", "a; b=\"", "é; ü=\"\\"] {
+            let _ = header_params(odd);
+        }
+        assert!(header_params(" ; x=1").is_none());
+    }
+
+    #[test]
     fn sequence_sets_compress_runs() {
         assert_eq!(sequence_set([1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
         assert_eq!(sequence_set([]), "");

@@ -412,6 +412,10 @@ impl ImapSession {
             }
         }
         for name in &subscribed {
+            // Only where the pattern stops above the subscribed name: `*` reaches it itself.
+            if wildcard(pattern, name) {
+                continue;
+            }
             for parent in parents(name) {
                 if wildcard(pattern, parent)
                     && !subscribed.contains(parent)
