@@ -279,6 +279,8 @@ const TEST_PEERS: [(&str, &str); 20] = [
     ("dnsmasq", "dnsmasq-base"),
     ("mpop", "mpop"),
     ("doveconf", "dovecot-core"),
+    // Dovecot's IMAP server, beside ours on one Maildir (not on PATH: found by its path).
+    ("/usr/lib/dovecot/imap", "dovecot-imapd"),
     ("systemd-analyze", "systemd"),
     ("promtool", "prometheus"),
     ("dkimverify", "python3-dkim"),

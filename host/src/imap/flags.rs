@@ -55,16 +55,29 @@ pub fn requested(flags: &[Flag<'_>]) -> (Flags, Vec<String>) {
 }
 
 /// The `* FLAGS` and `* OK [PERMANENTFLAGS]` lines for a folder with these keywords; `\*`
-/// (new keywords allowed) while there is room for another.
-pub fn announcement(keywords: &Keywords) -> [String; 2] {
+/// (new keywords allowed) while there is room for another. Read-only (EXAMINE), no flag can
+/// be changed: `PERMANENTFLAGS ()` (RFC 3501 §6.3.2, RFC 9051 §7.1).
+pub fn announcement(keywords: &Keywords, read_only: bool) -> [String; 2] {
     let mut all: Vec<&str> = SYSTEM.iter().map(|&(_, name)| name).collect();
     all.extend(keywords.names());
     let listed = all.join(" ");
-    let more = if keywords.has_room() { " \\*" } else { "" };
-    [
-        format!("* FLAGS ({listed})"),
-        format!("* OK [PERMANENTFLAGS ({listed}{more})] Flags permitted"),
-    ]
+    let permanent = if read_only {
+        "* OK [PERMANENTFLAGS ()] Read-only mailbox".to_string()
+    } else {
+        let more = if keywords.has_room() { " \\*" } else { "" };
+        format!("* OK [PERMANENTFLAGS ({listed}{more})] Flags permitted")
+    };
+    [format!("* FLAGS ({listed})"), permanent]
+}
+
+/// The tagged `NO` for a store failure while `doing` something: `[LIMIT]` for a keyword the
+/// mailbox has no room for (see `store::keywords::KeywordLimit`), else `[SERVERBUG]`.
+pub fn failure(doing: &str, error: &std::io::Error) -> String {
+    if keywords::is_limit(error) {
+        format!("NO [LIMIT] {doing}: {error}")
+    } else {
+        format!("NO [SERVERBUG] {doing}: {error}")
+    }
 }
 
 #[cfg(test)]
@@ -80,8 +93,11 @@ mod tests {
         );
         // A letter without a name is not shown.
         assert_eq!(render(Flags::parse("c"), false, &keywords), "()");
-        let [flags, permanent] = announcement(&keywords);
+        let [flags, permanent] = announcement(&keywords, false);
         assert!(flags.ends_with("\\Draft $Forwarded Work)"), "{flags}");
         assert!(permanent.contains("Work \\*)]"), "{permanent}");
+        let [read_only_flags, none] = announcement(&keywords, true);
+        assert_eq!(read_only_flags, flags);
+        assert!(none.starts_with("* OK [PERMANENTFLAGS ()]"), "{none}");
     }
 }

@@ -258,6 +258,7 @@ fn part_structure(
         return;
     };
     out.push(b'(');
+    let fields = PartFields::of(message, id);
     if part.is_multipart {
         for &child in kids {
             part_structure(message, children, child, extended, out);
@@ -267,7 +268,10 @@ fn part_structure(
         if extended {
             out.push(b' ');
             out.extend(params(&part.params));
-            out.extend_from_slice(b" NIL NIL NIL");
+            out.push(b' ');
+            disposition(&fields, out);
+            out.push(b' ');
+            fields.language_and_location(out);
         }
         out.push(b')');
         return;
@@ -277,14 +281,19 @@ fn part_structure(
     out.extend(string(part.subtype.as_bytes()));
     out.push(b' ');
     if part.media_type == "text" && !part.params.iter().any(|(n, _)| n == "charset") {
-        // RFC 2045 §5.2: text without a charset is US-ASCII; clients expect it said.
-        let mut with_default = vec![("charset".to_string(), "us-ascii".to_string())];
-        with_default.extend(part.params.iter().cloned());
+        // RFC 2045 §5.2: text without a charset is US-ASCII; clients expect it said (after
+        // the parameters given, where Dovecot puts it).
+        let mut with_default = part.params.clone();
+        with_default.push(("charset".to_string(), "us-ascii".to_string()));
         out.extend(params(&with_default));
     } else {
         out.extend(params(&part.params));
     }
-    out.extend_from_slice(b" NIL NIL ");
+    out.push(b' ');
+    out.extend(nstring(fields.id.as_deref()));
+    out.push(b' ');
+    out.extend(nstring(fields.description.as_deref()));
+    out.push(b' ');
     let encoding = part.transfer_encoding.as_deref().unwrap_or("7bit");
     out.extend(string(encoding.as_bytes()));
     let body = part_body(message, id).unwrap_or_default();
@@ -303,21 +312,12 @@ fn part_structure(
         push_str(out, &format!(" {}", lines(&body)));
     }
     if extended {
-        out.extend_from_slice(b" NIL ");
-        match &part.disposition {
-            Some(d) => {
-                out.push(b'(');
-                out.extend(string(d.as_bytes()));
-                out.push(b' ');
-                match &part.filename {
-                    Some(f) => out.extend(params(&[("filename".into(), f.clone())])),
-                    None => out.extend_from_slice(b"NIL"),
-                }
-                out.push(b')');
-            }
-            None => out.extend_from_slice(b"NIL"),
-        }
-        out.extend_from_slice(b" NIL NIL");
+        out.push(b' ');
+        out.extend(nstring(fields.md5.as_deref()));
+        out.push(b' ');
+        disposition(&fields, out);
+        out.push(b' ');
+        fields.language_and_location(out);
     }
     out.push(b')');
 }
@@ -346,10 +346,129 @@ fn params(params: &[(String, String)]) -> Vec<u8> {
     out
 }
 
-/// Text lines, counting a last line without its line end.
+/// Text lines: line ends, as Dovecot counts them. A part ends at the line break before its
+/// boundary (which belongs to the boundary), so its last line has none and is not counted:
+/// "a\r\nb" then `--boundary` is 1 line, and so is a whole message "a\r\nb".
 fn lines(bytes: &[u8]) -> usize {
-    let ends = bytes.iter().filter(|&&b| b == b'\n').count();
-    ends + usize::from(!bytes.is_empty() && !bytes.ends_with(b"\n"))
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// What a part's own header says that BODYSTRUCTURE repeats as written: Content-ID,
+/// Content-Description, Content-MD5, Content-Language (a list) and Content-Location.
+struct PartFields {
+    id: Option<String>,
+    description: Option<String>,
+    md5: Option<String>,
+    language: Vec<String>,
+    location: Option<String>,
+    disposition: Option<(String, Vec<(String, String)>)>,
+}
+
+impl PartFields {
+    fn of(message: &Message, id: u32) -> PartFields {
+        let header = Message::new(part_header(message, id).unwrap_or_default());
+        let field = |name: &str| raw_header(&header, name).filter(|v| !v.is_empty());
+        PartFields {
+            id: field("Content-ID"),
+            description: field("Content-Description"),
+            md5: field("Content-MD5"),
+            language: field("Content-Language")
+                .map(|v| {
+                    v.split(',')
+                        .map(|l| l.trim().to_string())
+                        .filter(|l| !l.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            location: field("Content-Location"),
+            disposition: field("Content-Disposition").and_then(|v| header_params(&v)),
+        }
+    }
+
+    /// `body-fld-lang SP body-fld-loc` (RFC 3501 §9).
+    fn language_and_location(&self, out: &mut Vec<u8>) {
+        if self.language.is_empty() {
+            out.extend_from_slice(b"NIL");
+        } else {
+            out.push(b'(');
+            for (i, language) in self.language.iter().enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                out.extend(string(language.as_bytes()));
+            }
+            out.push(b')');
+        }
+        out.push(b' ');
+        out.extend(nstring(self.location.as_deref()));
+    }
+}
+
+/// `body-fld-dsp`: the Content-Disposition type and every parameter as written (RFC 2231
+/// `filename*` included, undecoded, as Dovecot gives them), or NIL.
+fn disposition(fields: &PartFields, out: &mut Vec<u8>) {
+    let Some((kind, parameters)) = &fields.disposition else {
+        out.extend_from_slice(b"NIL");
+        return;
+    };
+    out.push(b'(');
+    out.extend(string(kind.as_bytes()));
+    out.push(b' ');
+    out.extend(params(parameters));
+    out.push(b')');
+}
+
+/// `type; name=value; name="quoted value"` -> (type, parameters); `None` without a type.
+fn header_params(value: &str) -> Option<(String, Vec<(String, String)>)> {
+    let mut pieces = split_unquoted(value, ';').into_iter();
+    let kind = pieces.next()?.trim().to_string();
+    if kind.is_empty() {
+        return None;
+    }
+    let parameters = pieces
+        .filter_map(|piece| {
+            let (name, value) = piece.split_once('=')?;
+            let (name, value) = (name.trim(), value.trim());
+            if name.is_empty() {
+                return None;
+            }
+            let value = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                Some(quoted) => unquote(quoted),
+                None => value.to_string(),
+            };
+            Some((name.to_string(), value))
+        })
+        .collect();
+    Some((kind, parameters))
+}
+
+/// `text` split at each `separator` outside a quoted string.
+fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
+    let (mut pieces, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == separator && !quoted => {
+                pieces.push(&text[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    pieces.push(&text[start..]);
+    pieces
+}
+
+/// A quoted string's content without its backslash escapes.
+fn unquote(quoted: &str) -> String {
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        out.extend(if c == '\\' { chars.next() } else { Some(c) });
+    }
+    out
 }
 
 /// The body bytes of a part as they stand in the message.
@@ -534,6 +653,27 @@ Content-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: application/pdf; n
 Content-Disposition: attachment; filename=x.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--b--\r\n";
 
     #[test]
+    fn disposition_parameters_as_written() {
+        let (kind, params) = header_params(
+            "attachment; filename=\"a;b \\\"c\\\".txt\"; size=12; filename*=utf-8''x",
+        )
+        .expect("parsed");
+        assert_eq!(kind, "attachment");
+        assert_eq!(
+            params,
+            [
+                ("filename".to_string(), "a;b \"c\".txt".to_string()),
+                ("size".to_string(), "12".to_string()),
+                ("filename*".to_string(), "utf-8''x".to_string()),
+            ]
+        );
+        for odd in ["", ";", "inline; =x; y", "\"", "a; b=\"", "é; ü=\"\\"] {
+            let _ = header_params(odd);
+        }
+        assert!(header_params(" ; x=1").is_none());
+    }
+
+    #[test]
     fn sequence_sets_compress_runs() {
         assert_eq!(sequence_set([1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
         assert_eq!(sequence_set([]), "");
@@ -551,8 +691,10 @@ Content-Disposition: attachment; filename=x.pdf\r\nContent-Transfer-Encoding: ba
     fn structure_envelope_and_sections() {
         let m = Message::new(MIXED.to_vec());
         let bs = String::from_utf8(body_structure(&m, true)).expect("utf8");
+        // "hello" ends at the line break that belongs to the boundary: no line end of its
+        // own, 0 lines (as Dovecot counts).
         assert!(
-            bs.starts_with("((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 1"),
+            bs.starts_with("((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 0"),
             "{bs}"
         );
         assert!(

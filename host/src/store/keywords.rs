@@ -9,6 +9,18 @@ pub const FILE: &str = "dovecot-keywords";
 /// How many keywords fit in a file name's flags.
 pub const MAX: usize = 26;
 
+/// A keyword that does not fit: the folder's 26 letters are taken. Dovecot keeps such a
+/// keyword in its own index only, out of the file names; we refuse it instead (IMAP
+/// `NO [LIMIT]`), since nothing else sharing the Maildir could see it.
+#[derive(Debug, thiserror::Error)]
+#[error("this mailbox already has {MAX} keywords, the most its Maildir file names can carry")]
+pub struct KeywordLimit;
+
+/// Whether an I/O error is a [`KeywordLimit`].
+pub fn is_limit(error: &std::io::Error) -> bool {
+    error.get_ref().is_some_and(|e| e.is::<KeywordLimit>())
+}
+
 /// A folder's keyword names by letter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keywords {

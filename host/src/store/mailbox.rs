@@ -214,8 +214,17 @@ impl Folder {
             changed = true;
         }
         let mut found = self.files(claim_recent)?;
+        let listed: HashSet<String> = found.iter().map(|f| f.key.clone()).collect();
+        if list.records.keys().any(|key| !listed.contains(key)) {
+            // A listing taken while another program renames files may miss one: a message is
+            // expunged only when a second listing agrees, else it would come back as new.
+            let again = self.files(false)?;
+            found.extend(again.into_iter().filter(|f| !listed.contains(&f.key)));
+        }
         // Delivery order: our names (and most Maildir names) start with the time.
         found.sort_by(|a, b| a.key.cmp(&b.key));
+        // The same listing may also show a file under its old and its new name.
+        found.dedup_by(|a, b| a.key == b.key);
         let mut entries = Vec::with_capacity(found.len());
         let mut present = HashSet::with_capacity(found.len());
         for file in found {
@@ -375,8 +384,9 @@ impl Folder {
         Keywords::parse(&self.dir.read_to_string(keywords::FILE).unwrap_or_default())
     }
 
-    /// Letters for keyword names, adding names the folder lacks when `add`; names that do not
-    /// fit (more than 26) are left out. Call under the lock.
+    /// Letters for keyword names, adding names the folder lacks when `add`; a name that does
+    /// not fit (all 26 letters taken) is a [`keywords::KeywordLimit`] error and nothing is
+    /// added. Call under the lock.
     fn keyword_letters(&self, names: &[String], add: bool) -> std::io::Result<(Flags, Keywords)> {
         let mut known = self.keywords();
         let before = known.clone();
@@ -387,6 +397,11 @@ impl Folder {
             } else {
                 known.letter(name)
             };
+            if add && letter.is_none() && keywords::is_atom(name) && !name.starts_with('\\') {
+                // Kept nowhere else: a keyword only an index of ours held would be lost to
+                // Dovecot, mutt and a rebuilt index. Refused, so the client knows.
+                return Err(std::io::Error::other(keywords::KeywordLimit));
+            }
             letters.extend(letter);
         }
         if known != before {
@@ -405,26 +420,11 @@ impl Folder {
     }
 
     /// The message's bytes with CRLF line ends (the file may have moved since the snapshot:
-    /// flags changed). `NotFound` when it is gone.
+    /// flags changed, here or by another program). `NotFound` when it is gone.
     pub fn read(&self, entry: &MailEntry) -> std::io::Result<Vec<u8>> {
-        let bytes = match self.dir.read(self.path_of(entry)) {
-            Ok(bytes) => bytes,
-            Err(_) => self.dir.read(self.find(&entry.key)?)?,
-        };
-        Ok(to_crlf(bytes))
-    }
-
-    /// Where a message is now inside the folder, by key.
-    fn find(&self, key: &str) -> std::io::Result<PathBuf> {
-        self.locate()?
-            .remove(key)
-            .map(|(path, _)| path)
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("message {key} is gone"),
-                )
-            })
+        let mut finder = Finder::new(self);
+        let bytes = finder.on_file(entry, |path, _| self.dir.read(path))?;
+        bytes.map(to_crlf).ok_or_else(|| gone(&entry.key))
     }
 
     /// Every message file by key: where it is and its flags.
@@ -450,44 +450,43 @@ impl Folder {
         let given = change.system.union(keyword_letters);
         let mut list = self.read_uidlist();
         let mut modseq = None;
-        let mut located: Option<HashMap<String, (PathBuf, Flags)>> = None;
+        let mut finder = Finder::new(self);
         let mut update = FlagUpdate {
             keywords,
             ..FlagUpdate::default()
         };
         for entry in targets {
-            let guess = self.path_of(entry);
-            let (from, current) = if self.dir.metadata(&guess).is_ok() {
-                (guess, entry.flags)
-            } else {
-                let map = match located.as_mut() {
-                    Some(map) => map,
-                    None => located.insert(self.locate()?),
-                };
-                match map.get(&entry.key) {
-                    Some((path, flags)) => (path.clone(), *flags),
-                    None => continue, // expunged meanwhile
-                }
-            };
             let Some(recorded) = list.records.get(&entry.key).map(|r| r.modseq) else {
                 continue;
+            };
+            let guarded = change.unchanged_since.is_some_and(|n| recorded > n);
+            // Applied to the file as it is named now: another program (Dovecot, mutt) may
+            // rename it at any moment, and then it is looked for again.
+            let found = finder.on_file(entry, |from, current| {
+                let new = match change.op {
+                    _ if guarded => current,
+                    FlagOp::Replace => given,
+                    FlagOp::Add => current.union(given),
+                    FlagOp::Remove => current.without(given),
+                };
+                let target = Path::new("cur").join(format!("{}:2,{new}", entry.key));
+                if from == target || guarded {
+                    self.dir.metadata(from)?;
+                } else {
+                    self.dir.rename(from, &self.dir, &target)?;
+                }
+                Ok((current, new))
+            })?;
+            let Some((current, new)) = found else {
+                continue; // expunged meanwhile
             };
             let mut now = (*entry).clone();
             now.flags = current;
             now.modseq = recorded;
-            if change.unchanged_since.is_some_and(|n| recorded > n) {
+            if guarded {
                 update.modified.push(entry.uid);
                 update.entries.push(now);
                 continue;
-            }
-            let new = match change.op {
-                FlagOp::Replace => given,
-                FlagOp::Add => current.union(given),
-                FlagOp::Remove => current.without(given),
-            };
-            let target = Path::new("cur").join(format!("{}:2,{new}", entry.key));
-            if from != target {
-                self.dir.rename(&from, &self.dir, &target)?;
             }
             now.in_new = false;
             if new != current {
@@ -519,16 +518,12 @@ impl Folder {
         Ok(self.update_flags(&[entry], &change)?.entries.pop())
     }
 
-    /// Removes a message (POP3 DELE at QUIT, IMAP EXPUNGE).
+    /// Removes a message (POP3 DELE at QUIT, IMAP EXPUNGE); one already gone (another session
+    /// or program expunged it) is not an error.
     pub fn delete(&self, entry: &MailEntry) -> std::io::Result<()> {
-        match self.dir.remove_file(self.path_of(entry)) {
-            Ok(()) => Ok(()),
-            Err(_) => match self.find(&entry.key) {
-                Ok(path) => self.dir.remove_file(path),
-                // Already gone (another session expunged it): nothing to do.
-                Err(_) => Ok(()),
-            },
-        }
+        Finder::new(self)
+            .on_file(entry, |path, _| self.dir.remove_file(path))
+            .map(drop)
     }
 
     /// Adds a message (IMAP APPEND, COPY) with system flags and keywords; returns its UID.
@@ -704,27 +699,20 @@ impl Folder {
     /// Moves a message into `target` under the same file name (so JMAP keeps its id), its
     /// keywords renamed to the target's letters; its UID there.
     pub fn move_to(&self, entry: &MailEntry, target: &Folder) -> std::io::Result<u32> {
-        let (from, flags) = {
-            let _lock = self.lock()?;
-            let guess = self.path_of(entry);
-            if self.dir.metadata(&guess).is_ok() {
-                (guess, entry.flags)
-            } else {
-                self.locate()?.remove(&entry.key).ok_or_else(|| {
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "the message is gone")
-                })?
-            }
-        };
         let known = self.keywords();
-        let names: Vec<String> = flags
-            .keyword_letters()
-            .filter_map(|letter| known.name(letter).map(str::to_string))
-            .collect();
         let _lock = target.lock()?;
-        let (letters, _) = target.keyword_letters(&names, true)?;
-        let flags = flags.system().union(letters);
-        let to = Path::new("cur").join(format!("{}:2,{flags}", entry.key));
-        self.dir.rename(&from, &target.dir, &to)?;
+        let moved = Finder::new(self).on_file(entry, |from, flags| {
+            let names: Vec<String> = flags
+                .keyword_letters()
+                .filter_map(|letter| known.name(letter).map(str::to_string))
+                .collect();
+            let (letters, _) = target.keyword_letters(&names, true)?;
+            let flags = flags.system().union(letters);
+            let to = Path::new("cur").join(format!("{}:2,{flags}", entry.key));
+            self.dir.rename(from, &target.dir, &to)?;
+            Ok(flags)
+        })?;
+        let flags = moved.ok_or_else(|| gone(&entry.key))?;
         target.dir.open("cur")?.sync_all()?;
         target.register(entry.key.clone(), flags, entry.size)
     }
@@ -736,6 +724,83 @@ impl Folder {
             return Ok(validity);
         }
         self.scan(false).map(|s| s.uid_validity)
+    }
+}
+
+/// How many times an operation on a message file is tried, the file looked for again after
+/// each `NotFound`: another program sharing the Maildir renames files when it changes flags
+/// (and Dovecot moves `new/` to `cur/`), with no lock of ours to wait for.
+const ATTEMPTS: usize = 8;
+
+fn gone(key: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("message {key} is gone"),
+    )
+}
+
+/// Finds message files again when they moved: one listing of the folder shared by the
+/// messages of one command, listed anew when a file is not where that listing put it.
+struct Finder<'a> {
+    folder: &'a Folder,
+    listing: Option<HashMap<String, (PathBuf, Flags)>>,
+}
+
+impl<'a> Finder<'a> {
+    fn new(folder: &'a Folder) -> Finder<'a> {
+        Finder {
+            folder,
+            listing: None,
+        }
+    }
+
+    /// Runs `op` on the message's file (its path and the flags its name holds): first where
+    /// the entry says, then where a listing of the folder finds it, for as long as it keeps
+    /// moving away (at most [`ATTEMPTS`] times). `None` when the message is gone.
+    fn on_file<T>(
+        &mut self,
+        entry: &MailEntry,
+        mut op: impl FnMut(&Path, Flags) -> std::io::Result<T>,
+    ) -> std::io::Result<Option<T>> {
+        let (mut path, mut flags) = (self.folder.path_of(entry), entry.flags);
+        for attempt in 0..ATTEMPTS {
+            match op(&path, flags) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                done => return done.map(Some),
+            }
+            match self.relocate(&entry.key, attempt == 0)? {
+                Some((now, now_flags)) => (path, flags) = (now, now_flags),
+                None => return Ok(None),
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "message {} kept being renamed by another program",
+            entry.key
+        )))
+    }
+
+    /// Where the message is now, by key: from the listing this command already made when
+    /// `may_reuse`, else from a new one. A listing taken while another program renames files
+    /// may miss one (readdir during a rename), so it is gone only when two listings agree.
+    fn relocate(
+        &mut self,
+        key: &str,
+        may_reuse: bool,
+    ) -> std::io::Result<Option<(PathBuf, Flags)>> {
+        if may_reuse {
+            if let Some(found) = self.listing.as_ref().and_then(|l| l.get(key)) {
+                return Ok(Some(found.clone()));
+            }
+        }
+        for _ in 0..2 {
+            let listing = self.folder.locate()?;
+            let found = listing.get(key).cloned();
+            self.listing = Some(listing);
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -834,15 +899,21 @@ pub const SPECIAL_USE: [(&str, &str); 5] = [
     ("Trash", "\\Trash"),
 ];
 
-/// Creates the special-use folders a Maildir lacks.
+/// Creates the special-use folders a Maildir lacks, subscribed (as Dovecot's
+/// `auto = subscribe`), so that clients showing only subscribed folders show them.
 pub fn ensure_special_use(maildir: &Path) -> std::io::Result<()> {
+    let mut created = Vec::new();
     for (name, _) in SPECIAL_USE {
         let exists = folder_path(maildir, name).is_ok_and(|p| p.join("cur").is_dir());
         if !exists {
             Folder::open_in(maildir, name)?;
+            created.push(name);
         }
     }
-    Ok(())
+    if created.is_empty() {
+        return Ok(());
+    }
+    super::subscriptions::add_all(maildir, &created)
 }
 
 /// Every folder of a Maildir: INBOX first, then subfolders by name (`A/B` for `.A.B`).
@@ -1046,6 +1117,67 @@ mod tests {
         let appended = snap.entries.iter().find(|e| e.uid == uid).expect("found");
         assert_eq!(appended.flags.to_string(), "Fc");
         assert_eq!(snap.keywords.name('c'), Some("Work"));
+    }
+
+    #[test]
+    fn files_another_program_renamed_are_found_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = Folder::open(dir.path()).expect("open");
+        deliver(&folder, "100.a.mailgate", b"one");
+        deliver(&folder, "200.b.mailgate", b"two");
+        let stale = folder.scan(true).expect("scan").entries;
+        // Dovecot (or mutt) marks both \Seen: the files have other names now.
+        for key in ["100.a.mailgate", "200.b.mailgate"] {
+            std::fs::rename(
+                folder.path.join(format!("cur/{key}:2,")),
+                folder.path.join(format!("cur/{key}:2,S")),
+            )
+            .expect("rename");
+        }
+        let update = folder
+            .update_flags(&[&stale[0]], &change(FlagOp::Add, "F", &[]))
+            .expect("store");
+        assert_eq!(update.entries[0].flags.to_string(), "FS");
+        assert!(folder.path.join("cur/100.a.mailgate:2,FS").exists());
+        assert_eq!(folder.read(&stale[1]).expect("read"), b"two");
+        folder.delete(&stale[1]).expect("delete");
+        assert!(!folder.path.join("cur/200.b.mailgate:2,S").exists());
+        // Gone is gone: nothing to change, nothing to delete, nothing to read.
+        let gone = folder
+            .update_flags(&[&stale[1]], &change(FlagOp::Add, "F", &[]))
+            .expect("store");
+        assert!(gone.entries.is_empty());
+        folder.delete(&stale[1]).expect("delete again");
+        let err = folder.read(&stale[1]).expect_err("gone");
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_27th_keyword_is_refused_and_nothing_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = Folder::open(dir.path()).expect("open");
+        deliver(&folder, "100.a.mailgate", b"one");
+        let entry = folder.scan(true).expect("scan").entries.remove(0);
+        let full: Vec<String> = (0..26).map(|i| format!("k{i}")).collect();
+        folder
+            .update_flags(&[&entry], &change(FlagOp::Add, "", &full))
+            .expect("26 fit");
+        let entry = folder.scan(false).expect("scan").entries.remove(0);
+        let more = ["k3".to_string(), "k26".to_string()];
+        let err = folder
+            .update_flags(&[&entry], &change(FlagOp::Add, "F", &more))
+            .expect_err("27th");
+        assert!(keywords::is_limit(&err), "{err}");
+        let after = folder.scan(false).expect("scan").entries.remove(0);
+        assert_eq!(after.flags, entry.flags);
+        let err = folder
+            .append(b"x", Flags::default(), &more, None)
+            .expect_err("27th");
+        assert!(keywords::is_limit(&err), "{err}");
+        // Known ones are still fine.
+        folder
+            .update_flags(&[&after], &change(FlagOp::Remove, "", &more))
+            .expect("remove");
     }
 
     #[test]

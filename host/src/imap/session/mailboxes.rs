@@ -15,6 +15,7 @@ use crate::store::mailbox::{
     ensure_special_use, folder_path, list_folders, Flags, Folder, MailEntry, Snapshot, SPECIAL_USE,
 };
 use crate::store::special_use;
+use crate::store::subscriptions;
 
 fn raw_name(mailbox: &Mailbox<'_>) -> String {
     match mailbox {
@@ -275,20 +276,12 @@ impl ImapSession {
     }
 
     fn subscriptions(&self) -> Vec<String> {
-        std::fs::read_to_string(self.maildir().join("subscriptions"))
-            .map(|t| t.lines().map(str::to_string).collect())
-            .unwrap_or_default()
+        subscriptions::read(&self.maildir())
     }
 
     pub(super) fn subscribe(&mut self, tag: &str, mailbox: &Mailbox<'_>, on: bool) {
         let name = self.mailbox_name(mailbox);
-        let mut list = self.subscriptions();
-        list.retain(|n| n != &name);
-        if on {
-            list.push(name);
-        }
-        let _ = std::fs::create_dir_all(self.maildir());
-        match std::fs::write(self.maildir().join("subscriptions"), list.join("\n") + "\n") {
+        match subscriptions::set(&self.maildir(), &name, on) {
             Ok(()) => self.send(&format!("{tag} OK Done")),
             Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
         }
@@ -435,6 +428,10 @@ impl ImapSession {
             }
         }
         for name in &subscribed {
+            // Only where the pattern stops above the subscribed name: `*` reaches it itself.
+            if wildcard(pattern, name) {
+                continue;
+            }
             for parent in parents(name) {
                 if wildcard(pattern, parent)
                     && !subscribed.contains(parent)
@@ -489,7 +486,7 @@ impl ImapSession {
             .and_then(|uid| Ok((folder.uid_validity()?, uid)))
         {
             Ok((validity, uid)) => format!("OK [APPENDUID {validity} {uid}] APPEND completed"),
-            Err(e) => format!("NO [SERVERBUG] {e}"),
+            Err(e) => super::super::flags::failure("Cannot append", &e),
         }
     }
 }

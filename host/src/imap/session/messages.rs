@@ -721,7 +721,7 @@ impl ImapSession {
         let targets: Vec<_> = indexes.iter().map(|&i| sel.entry(i)).collect();
         let update = match sel.folder.update_flags(&targets, &change) {
             Ok(update) => update,
-            Err(e) => return format!("NO [SERVERBUG] Cannot change flags: {e}"),
+            Err(e) => return flags::failure("Cannot change flags", &e),
         };
         self.announce_keywords(update.keywords.clone());
         let Some(sel) = self.selected.as_mut() else {
@@ -835,7 +835,7 @@ impl ImapSession {
                     from.push(entry.uid.to_string());
                     to.push(new_uid.to_string());
                 }
-                Err(e) => return format!("NO [SERVERBUG] Copy failed: {e}"),
+                Err(e) => return flags::failure("Copy failed", &e),
             }
         }
         if expunged && from.is_empty() {

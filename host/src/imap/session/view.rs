@@ -260,7 +260,7 @@ impl ImapSession {
         self.saved.clear();
         let exists = screened.shown.len();
         let unseen = screened.shown.iter().position(|e| !e.flags.contains('S'));
-        for line in flags::announcement(&snapshot.keywords) {
+        for line in flags::announcement(&snapshot.keywords, read_only) {
             self.send(&line);
         }
         self.send(&format!("* {exists} EXISTS"));
@@ -289,7 +289,11 @@ impl ImapSession {
                 snapshot.highest_modseq
             ));
         }
-        let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
+        let (mode, command) = if read_only {
+            ("READ-ONLY", "EXAMINE")
+        } else {
+            ("READ-WRITE", "SELECT")
+        };
         let folder_path = folder.path.clone();
         self.selected = Some(Selected {
             name,
@@ -315,7 +319,7 @@ impl ImapSession {
                 self.resync(modseq, known_uids.as_deref());
             }
         }
-        self.send(&format!("{tag} OK [{mode}] SELECT completed"));
+        self.send(&format!("{tag} OK [{mode}] {command} completed"));
     }
 
     /// QRESYNC at SELECT (RFC 7162 §3.2.5): what the client missed since `modseq` — the UIDs
@@ -439,7 +443,7 @@ impl ImapSession {
             return;
         }
         sel.keywords = keywords;
-        for line in flags::announcement(&sel.keywords.clone()) {
+        for line in flags::announcement(&sel.keywords.clone(), sel.read_only) {
             self.send(&line);
         }
     }
