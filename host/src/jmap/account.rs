@@ -26,6 +26,11 @@ use crate::store::mailbox::{ensure_special_use, list_folders, Folder, MailEntry,
 use crate::store::retrieval::{self, View};
 use crate::store::watch::FolderWatch;
 
+/// Bytes of summaries one account keeps between requests (about 10 000 ordinary emails).
+pub const SUMMARY_CACHE_BYTES: usize = 32 << 20;
+/// A summary larger than this is not kept at all.
+pub const MAX_CACHED_SUMMARY: usize = 256 << 10;
+
 /// One folder as last scanned.
 struct FolderView {
     folder: Folder,
@@ -115,6 +120,8 @@ pub struct Account {
     screening: Screening,
     /// What queries and threads need of each email, parsed once.
     summaries: HashMap<String, Arc<Summary>>,
+    /// The sum of the kept summaries' weights, at most [`SUMMARY_CACHE_BYTES`].
+    summary_bytes: usize,
     /// The plugin generation the current view was built under (`None`: not built yet).
     installed_under: Option<u64>,
     pub email_states: Tracker,
@@ -176,6 +183,7 @@ impl Account {
             by_id: HashMap::new(),
             screening: Screening::default(),
             summaries: HashMap::new(),
+            summary_bytes: 0,
             installed_under: None,
             email_states: Tracker::new(epoch),
             mailbox_states: Tracker::new(epoch),
@@ -285,6 +293,7 @@ impl Account {
         }
         if self.screening.generation != plugins.generation {
             self.summaries.clear();
+            self.summary_bytes = 0;
             self.screening = Screening {
                 generation: plugins.generation,
                 ..Screening::default()
@@ -392,6 +401,7 @@ impl Account {
         );
         let present: HashSet<&String> = emails.iter().map(|e| &e.id).collect();
         self.summaries.retain(|id, _| present.contains(id));
+        self.summary_bytes = self.summaries.values().map(|s| s.weight).sum();
         self.by_id = emails
             .iter()
             .enumerate()
@@ -453,7 +463,7 @@ impl Account {
         let email = self.email(id)?;
         let message = self.message(email).ok()?;
         let summary = Arc::new(Summary::of(&message));
-        self.summaries.insert(id.to_string(), summary.clone());
+        self.keep_summary(id.to_string(), summary.clone());
         Some(summary)
     }
 
@@ -483,9 +493,24 @@ impl Account {
     pub fn adopt_summaries(&mut self, parsed: Vec<(String, Arc<Summary>)>) {
         for (id, summary) in parsed {
             if self.by_id.contains_key(&id) {
-                self.summaries.entry(id).or_insert(summary);
+                self.keep_summary(id, summary);
             }
         }
+    }
+
+    /// Keeps a summary for later requests if it fits the cache's byte bound: one over
+    /// [`MAX_CACHED_SUMMARY`] (a message of huge address lists) is parsed again when asked
+    /// for, rather than resident for good; when the cache is full, new summaries are not kept.
+    fn keep_summary(&mut self, id: String, summary: Arc<Summary>) {
+        if summary.weight > MAX_CACHED_SUMMARY || self.summaries.contains_key(&id) {
+            return;
+        }
+        let total = self.summary_bytes.saturating_add(summary.weight);
+        if total > SUMMARY_CACHE_BYTES {
+            return;
+        }
+        self.summary_bytes = total;
+        self.summaries.insert(id, summary);
     }
 
     /// The size a client is told: of the edited bytes when the retrieve stage edited it.

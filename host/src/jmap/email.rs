@@ -2,11 +2,12 @@
 //! an [`Account`].
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use mail_parser::DateTime;
 use serde_json::{json, Map, Value};
 
-use super::account::{system_flag, Account, EmailRecord};
+use super::account::{system_flag, thread_of, Account, EmailRecord, ScanView};
 use super::api::MethodError;
 use super::budget::{Meter, PART_COST, PROPERTY_COST};
 use super::message::{self, BodyLists, Children, Summary};
@@ -104,20 +105,41 @@ impl BodyOptions {
     }
 }
 
-pub fn get(account: &mut Account, call: &Call) -> Result<Value, MethodError> {
+/// Email/get: the account is snapshotted under its lock, the messages read and parsed on the
+/// blocking pool with the lock released (the user's other requests go on meanwhile), and the
+/// summaries parsed on the way kept afterwards.
+pub async fn get(
+    account: &tokio::sync::Mutex<Account>,
+    call: &Call<'_>,
+) -> Result<Value, MethodError> {
+    let view = account.lock().await.scan_view();
+    let mut parsed = Vec::new();
+    let answer = blocking::run(|| get_in(&view, call, &mut parsed));
+    if !parsed.is_empty() {
+        account.lock().await.adopt_summaries(parsed);
+    }
+    answer
+}
+
+/// Summaries parsed while answering, to keep in the account afterwards.
+type NewSummaries = Vec<(String, Arc<Summary>)>;
+
+fn get_in(view: &ScanView, call: &Call, parsed: &mut NewSummaries) -> Result<Value, MethodError> {
     let args = &call.args;
     let properties = properties_argument(args, "properties")?
         .unwrap_or_else(|| DEFAULT_PROPERTIES.iter().map(|p| p.to_string()).collect());
     let body = BodyOptions::from(args)?;
     let ids = match ids_argument(args, call.limits.max_objects_in_get)? {
         Some(ids) => ids,
-        None => account
+        None => view
             .emails
             .iter()
             .take(call.limits.max_objects_in_get)
             .map(|e| e.id.clone())
             .collect(),
     };
+    let by_id: HashMap<&str, &EmailRecord> =
+        view.emails.iter().map(|e| (e.id.as_str(), e)).collect();
     // The answer is built against what the request's budget has left: each email, each body
     // part, each body value and header form is estimated and taken before it is built.
     let mut meter = Meter::new(call.budget);
@@ -125,26 +147,54 @@ pub fn get(account: &mut Account, call: &Call) -> Result<Value, MethodError> {
     let mut not_found = Vec::new();
     for id in ids {
         meter.take(PROPERTY_COST.saturating_mul(properties.len() as u64 + 1))?;
-        let Some(email) = account.email(&id).cloned() else {
+        let Some(email) = by_id.get(id.as_str()) else {
             not_found.push(id);
             continue;
         };
-        match render(account, &email, &properties, &body, &mut meter)? {
+        let source = Source { view, parsed };
+        match render(source, email, &properties, &body, &mut meter)? {
             Some(object) => list.push(object),
             None => not_found.push(id),
         }
     }
     Ok(json!({
         "accountId": call.account_id,
-        "state": account.email_states.state(),
+        "state": view.email_state,
         "list": list,
         "notFound": not_found,
     }))
 }
 
+/// Where Email/get reads emails from: a snapshot, and the summaries parsed so far.
+struct Source<'a> {
+    view: &'a ScanView,
+    parsed: &'a mut NewSummaries,
+}
+
+impl Source<'_> {
+    fn message(&self, email: &EmailRecord) -> std::io::Result<crate::message::Message> {
+        Ok(crate::message::Message::new(
+            self.view.read(email)?.as_ref().clone(),
+        ))
+    }
+
+    /// The email's summary: known before, parsed earlier in this request, or parsed now.
+    fn summary(&mut self, email: &EmailRecord) -> Option<Arc<Summary>> {
+        if let Some(known) = self.view.known_summary(&email.id) {
+            return Some(known);
+        }
+        if let Some((_, summary)) = self.parsed.iter().find(|(id, _)| *id == email.id) {
+            return Some(summary.clone());
+        }
+        let summary = Arc::new(Summary::of(&self.message(email).ok()?));
+        self.parsed.push((email.id.clone(), summary.clone()));
+        Some(summary)
+    }
+}
+
 /// One email with the asked properties; `None` when its file is gone.
 fn render(
-    account: &mut Account,
+    mut source: Source,
     email: &EmailRecord,
     properties: &[String],
     body: &BodyOptions,
@@ -155,21 +205,24 @@ fn render(
         .iter()
         .any(|p| !FROM_INDEX.contains(&p.as_str()) && p != "threadId" && !from_summary(p));
     let message = if needs_message {
-        match account.message(email) {
+        match source.message(email) {
             Ok(message) => Some(message),
             Err(_) => return Ok(None),
         }
     } else {
         None
     };
-    let summary = if properties.iter().any(from_summary) && message.is_none() {
-        match account.summary(&email.id) {
+    let wants_thread = properties.iter().any(|p| p == "threadId");
+    let summary = if (properties.iter().any(from_summary) && message.is_none()) || wants_thread {
+        match source.summary(email) {
             Some(summary) => Some(summary),
             None => return Ok(None),
         }
     } else {
         None
     };
+    let thread = thread_of(&email.id, summary.as_deref());
+    let summary = summary.filter(|_| message.is_none());
     let mut out = Map::new();
     out.insert("id".into(), email.id.clone().into());
     let index = message.as_ref().map(|m| {
@@ -181,7 +234,7 @@ fn render(
         let value = match property.as_str() {
             "id" => continue,
             "blobId" => blob_id(&email.id).into(),
-            "threadId" => account.thread_id(&email.id).into(),
+            "threadId" => thread.clone().into(),
             "mailboxIds" => json!({ email.mailbox_id.clone(): true }),
             "keywords" => Value::Object(
                 email
@@ -190,7 +243,7 @@ fn render(
                     .map(|k| (k.clone(), Value::Bool(true)))
                     .collect(),
             ),
-            "size" => account.size(email).into(),
+            "size" => source.view.size(email).into(),
             "receivedAt" => utc_date(email.entry.internal_date).into(),
             other if summary.is_some() && message::SUMMARY_PROPERTIES.contains(&other) => summary
                 .as_ref()

@@ -21,16 +21,23 @@ fn terminated(raw: &str) -> Vec<u8> {
     bytes
 }
 
+/// Addresses JMAP takes of one address field, and Message-IDs of one id field. A field of
+/// 300 000 addresses would otherwise become 300 000 JSON objects (about 130 times its raw
+/// size) in every summary, sort and Email/get of it; IMAP bounds References the same way.
+pub const MAX_HEADER_ITEMS: usize = 1_000;
+
 fn address_list(value: HeaderValue<'_>) -> Vec<Value> {
     let one = |name: Option<&str>, email: Option<&str>| json!({"name": name.map(str::trim).filter(|n| !n.is_empty()), "email": email.unwrap_or_default()});
     match value {
         HeaderValue::Address(Address::List(list)) => list
             .iter()
+            .take(MAX_HEADER_ITEMS)
             .map(|a| one(a.name.as_deref(), a.address.as_deref()))
             .collect(),
         HeaderValue::Address(Address::Group(groups)) => groups
             .iter()
             .flat_map(|g| g.addresses.iter())
+            .take(MAX_HEADER_ITEMS)
             .map(|a| one(a.name.as_deref(), a.address.as_deref()))
             .collect(),
         _ => Vec::new(),
@@ -41,6 +48,7 @@ fn grouped(value: HeaderValue<'_>) -> Vec<Value> {
     match value {
         HeaderValue::Address(Address::Group(groups)) => groups
             .iter()
+            .take(MAX_HEADER_ITEMS)
             .map(|g| {
                 json!({"name": g.name.as_deref(), "addresses": address_list(HeaderValue::Address(Address::List(g.addresses.clone())))})
             })
@@ -52,7 +60,12 @@ fn grouped(value: HeaderValue<'_>) -> Vec<Value> {
 fn message_ids(value: HeaderValue<'_>) -> Option<Vec<String>> {
     match value {
         HeaderValue::Text(id) => Some(vec![id.into_owned()]),
-        HeaderValue::TextList(ids) => Some(ids.into_iter().map(|i| i.into_owned()).collect()),
+        HeaderValue::TextList(ids) => Some(
+            ids.into_iter()
+                .take(MAX_HEADER_ITEMS)
+                .map(|i| i.into_owned())
+                .collect(),
+        ),
         _ => None,
     }
 }
@@ -636,6 +649,8 @@ pub struct Summary {
     /// The values of [`SUMMARY_PROPERTIES`], as Email/get gives them: a listing of many
     /// emails needs no message read twice.
     pub properties: Map<String, Value>,
+    /// About the bytes the summary holds (see [`Summary::weigh`]).
+    pub weight: usize,
 }
 
 /// Email/get properties kept in the summary.
@@ -706,8 +721,9 @@ impl Summary {
             (!lists.attachments.is_empty()).into(),
         );
         properties.insert("preview".into(), preview.clone().into());
-        Summary {
+        let mut summary = Summary {
             properties,
+            weight: 0,
             subject: last_field(message, "Subject", "asText")
                 .as_str()
                 .unwrap_or("")
@@ -720,7 +736,27 @@ impl Summary {
             thread_root,
             has_attachment: !lists.attachments.is_empty(),
             preview,
-        }
+        };
+        summary.weight = summary.weigh();
+        summary
+    }
+
+    /// About the bytes this summary holds, for the cache that keeps summaries (bounded by bytes).
+    fn weigh(&self) -> usize {
+        let strings = [
+            &self.subject,
+            &self.from,
+            &self.to,
+            &self.cc,
+            &self.bcc,
+            &self.preview,
+        ];
+        let text: usize = strings.iter().map(|s| s.len()).sum();
+        // A JSON value costs about its text plus some 64 bytes of map and string headers.
+        let properties = serde_json::to_string(&self.properties).map_or(0, |j| j.len());
+        text.saturating_add(properties.saturating_mul(3))
+            .saturating_add(self.thread_root.as_ref().map_or(0, String::len))
+            .saturating_add(256)
     }
 
     /// The subject without `Re:`/`Fwd:` prefixes, lower-case: what sorting by subject uses.
