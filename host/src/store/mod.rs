@@ -3,6 +3,7 @@
 pub mod flags;
 pub mod keywords;
 pub mod mailbox;
+pub mod names;
 pub mod retrieval;
 pub mod snapshots;
 pub mod sql_users;

@@ -30,8 +30,9 @@ CREATE TABLE IF NOT EXISTS aliases (address text NOT NULL, target text NOT NULL,
 CREATE TABLE IF NOT EXISTS catch_alls (domain text PRIMARY KEY, target text NOT NULL);";
 
 /// A user directory kept filled from `source`: read once now (a database that is down leaves
-/// it empty, logins unavailable, until it answers), then every `refresh-secs` by a task that
-/// ends with the directory.
+/// it unread, every recipient and login answered "try again later", until it answers), then
+/// every `refresh-secs` by a task that ends with the directory. Rows whose names are invalid
+/// or collide are refused when the tables are read (see `Users::build`).
 pub async fn directory(
     source: SqlUsers,
     path: &std::path::Path,
@@ -57,7 +58,7 @@ pub async fn directory(
 async fn refresh(directory: &UserDirectory, source: &SqlUsers) {
     match source.read().await {
         Ok(tables) => directory.install(tables),
-        Err(e) => tracing::warn!("keeping the previous users: {e}"),
+        Err(e) => directory.read_failed(&e),
     }
 }
 
