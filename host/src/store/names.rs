@@ -145,6 +145,14 @@ fn canonical_local(local: &str) -> Result<String, &'static str> {
     if folded.len() > MAX_LOCAL {
         return Err("the local part is longer than 64 octets");
     }
+    if let Some(c) = folded.chars().find(|&c| !local_char(c)) {
+        return Err(match c {
+            '/' | '\\' => "the local part contains a slash",
+            c if c.is_control() => "the local part contains a control character",
+            c if c.is_whitespace() => "the local part contains white space",
+            _ => "the local part contains a character not allowed in an address",
+        });
+    }
     if folded.starts_with('.') {
         return Err("the local part starts with a dot");
     }
@@ -153,14 +161,6 @@ fn canonical_local(local: &str) -> Result<String, &'static str> {
     }
     if folded.contains("..") {
         return Err("the local part has two dots in a row");
-    }
-    if let Some(c) = folded.chars().find(|&c| !local_char(c)) {
-        return Err(match c {
-            '/' | '\\' => "the local part contains a slash",
-            c if c.is_control() => "the local part contains a control character",
-            c if c.is_whitespace() => "the local part contains white space",
-            _ => "the local part contains a character not allowed in an address",
-        });
     }
     Ok(folded)
 }

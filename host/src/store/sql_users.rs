@@ -173,7 +173,7 @@ impl SqlUsers {
         };
         let failed = match tokio::time::timeout(TIMEOUT, work(client)).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) => format!("users database: {e}"),
+            Ok(Err(e)) => format!("users database: {}", describe(&e)),
             Err(_) => format!("users database: no answer within {TIMEOUT:?}"),
         };
         *self.client.lock().await = None;
@@ -184,7 +184,7 @@ impl SqlUsers {
         let connecting = self.config.connect(NoTls);
         let (client, connection) = match tokio::time::timeout(TIMEOUT, connecting).await {
             Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Err(format!("users database: {e}")),
+            Ok(Err(e)) => return Err(format!("users database: {}", describe(&e))),
             Err(_) => return Err(format!("users database: cannot connect within {TIMEOUT:?}")),
         };
         tokio::spawn(async move {
@@ -193,6 +193,14 @@ impl SqlUsers {
             }
         });
         Ok(client)
+    }
+}
+
+/// The error with the server's message, when it sent one ("db error" alone says nothing).
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{e}: {}", db.message()),
+        None => e.to_string(),
     }
 }
 
