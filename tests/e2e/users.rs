@@ -391,3 +391,35 @@ fn database_rows_that_are_invalid_or_collide_with_a_user_serve_no_mailbox() {
         .stderr
         .contains("\".carol@example.test\""));
 }
+
+/// A probe that counts in the kv store at RCPT and traps at DATA, refusing on failure.
+fn counting_then_trapping() -> String {
+    mailgate_e2e::probe_plugin(
+        "trapper",
+        "rcpt-to\", \"data",
+        "action.rcpt-to = \"kv-incr\"\naction.data = \"trap\"\ncapabilities = [\"kv\"]",
+    )
+    .replace(
+        "[plugin.config]",
+        "grant = [\"kv\"]\non-failure = \"reject\"\ntimeout-ms = 3000\n[plugin.config]",
+    )
+}
+
+#[test]
+fn a_plugin_that_fails_while_the_kv_store_is_down_defers_even_when_its_policy_is_reject() {
+    // Nothing listens at this port: every kv call fails within the store's deadline.
+    let closed = mailgate_e2e::free_port();
+    let down = format!("[kv]\nbackend = \"redis://127.0.0.1:{closed}\"\ntimeout-ms = 300\n");
+    let gw = Gateway::start(&format!("{down}{}", counting_then_trapping()));
+    let reply = send(&gw, "alice@example.test", "kv down");
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+    assert!(
+        gw.log().contains("plugin fault after a kv store error"),
+        "{}",
+        gw.log()
+    );
+    // The same plugin with a store that works: its fault is refused, as its policy says.
+    let up = Gateway::start(&counting_then_trapping());
+    let reply = send(&up, "alice@example.test", "kv up");
+    assert!(reply.starts_with("550 5.7.0"), "{reply}");
+}
