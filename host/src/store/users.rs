@@ -102,6 +102,8 @@ pub struct Users {
     /// User rows that serve nothing (invalid names, collisions), kept to be reported and,
     /// for the users file, written back as they were.
     refused: Vec<Refused>,
+    /// Domains, aliases and catch-alls that are not valid, and why.
+    left_out: Vec<String>,
 }
 
 /// The argon2id PHC string stored for `password`.
@@ -197,14 +199,15 @@ impl Users {
     /// The users of `rows` (from the users file or SQL) with the config's domains, aliases and
     /// catch-alls added. `path` is where `add` and `remove` write (the users file). Rows that
     /// cannot serve a mailbox are set aside (see [`Users::refused`]); aliases and catch-alls
-    /// naming something that is not a valid address are left out with a warning.
+    /// naming something that is not a valid address are left out (see [`Users::left_out`]).
     pub fn build(path: &Path, rows: Tables, local: &LocalConfig) -> Users {
+        let mut left_out = Vec::new();
         let mut domains: Vec<String> = (local.domains.iter())
             .chain(&rows.domains)
             .filter_map(|d| match canonical_domain(d) {
                 Ok(d) => Some(d),
                 Err(why) => {
-                    tracing::warn!(domain = %d, "local domain left out: {why}");
+                    left_out.push(format!("local domain {d:?}: {why}"));
                     None
                 }
             })
@@ -222,7 +225,7 @@ impl Users {
             match (UserName::parse(address), UserName::parse(target)) {
                 (Ok(a), Ok(t)) => aliases.entry(a).or_default().push(t),
                 (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!("alias {address} -> {target} left out: {e}")
+                    left_out.push(format!("alias {address:?} -> {target:?}: {e}"))
                 }
             }
         }
@@ -231,11 +234,11 @@ impl Users {
             .filter_map(|(d, t)| match (canonical_domain(d), UserName::parse(t)) {
                 (Ok(d), Ok(t)) => Some((d, t)),
                 (Err(why), _) => {
-                    tracing::warn!("catch-all of {d} left out: {why}");
+                    left_out.push(format!("catch-all of {d:?}: {why}"));
                     None
                 }
                 (_, Err(e)) => {
-                    tracing::warn!("catch-all of {d} left out: {e}");
+                    left_out.push(format!("catch-all of {d:?}: {e}"));
                     None
                 }
             })
@@ -252,6 +255,7 @@ impl Users {
             aliases,
             catch_all,
             refused,
+            left_out,
         }
     }
 
@@ -328,6 +332,11 @@ impl Users {
     /// The user rows that serve nothing, and why.
     pub fn refused(&self) -> &[Refused] {
         &self.refused
+    }
+
+    /// The domains, aliases and catch-alls left out because they are not valid, and why.
+    pub fn left_out(&self) -> &[String] {
+        &self.left_out
     }
 
     /// The APOP secret of a user added with `--apop`, with the user's canonical name.
@@ -460,7 +469,7 @@ pub struct UserDirectory {
     /// The last read (of the file or the tables) failed.
     failing: std::sync::atomic::AtomicBool,
     /// The refusals already logged, so that each is said once, not at every read.
-    reported: std::sync::Mutex<Vec<Refused>>,
+    reported: std::sync::Mutex<(Vec<Refused>, Vec<String>)>,
 }
 
 impl UserDirectory {
@@ -491,7 +500,7 @@ impl UserDirectory {
             checked: std::sync::Mutex::new(std::time::Instant::now()),
             sql_read,
             failing: std::sync::atomic::AtomicBool::new(false),
-            reported: std::sync::Mutex::new(Vec::new()),
+            reported: std::sync::Mutex::new((Vec::new(), Vec::new())),
         }
     }
 
@@ -528,11 +537,12 @@ impl UserDirectory {
         }
     }
 
-    /// Logs each refused user row once (they are read again at every refresh).
+    /// Logs each refused user row, and each entry left out, once (they are read again at
+    /// every refresh).
     fn report_refused(&self, users: &Users) {
         let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
         for row in users.refused() {
-            if !reported.contains(row) {
+            if !reported.0.contains(row) {
                 tracing::warn!(
                     user = ?row.address,
                     "user refused, it serves no mailbox: {}",
@@ -540,7 +550,12 @@ impl UserDirectory {
                 );
             }
         }
-        *reported = users.refused().to_vec();
+        for entry in users.left_out() {
+            if !reported.1.contains(entry) {
+                tracing::warn!("left out, not a valid address or domain: {entry}");
+            }
+        }
+        *reported = (users.refused().to_vec(), users.left_out().to_vec());
     }
 
     /// How far the users in service can be trusted (see [`Standing`]).
@@ -734,6 +749,7 @@ mod tests {
                 ("DAVE@example.org".into(), other.clone()),
                 ("Erin@Example.org".into(), other),
             ],
+            aliases: vec![("list@example.org".into(), ".carol@example.org".into())],
             ..Tables::default()
         };
         let users = Users::build(Path::new("unused"), rows, &local());
@@ -745,6 +761,12 @@ mod tests {
             users.verify("erin@example.org", "mallory's"),
             "one spelling"
         );
+        assert!(
+            users.resolve("list@example.org").is_empty(),
+            "an alias to an invalid name delivers nowhere"
+        );
+        assert_eq!(users.left_out().len(), 1, "{:?}", users.left_out());
+        assert!(users.left_out()[0].contains("starts with a dot"));
         let refused: Vec<&str> = users.refused().iter().map(|r| r.address.as_str()).collect();
         assert_eq!(refused.len(), 4, "{refused:?}");
         for row in [
