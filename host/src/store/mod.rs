@@ -1,4 +1,5 @@
-//! Stores: local users and their mailboxes.
+//! Stores: local users (their canonical names, the file or database they come from) and their
+//! mailboxes.
 
 pub mod flags;
 pub mod keywords;
