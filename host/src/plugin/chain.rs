@@ -192,8 +192,15 @@ impl Transaction {
                 Err(Fault::Trap(_, reason) | Fault::Invalid(reason) | Fault::Peer(reason)) => {
                     tracing::warn!(plugin = plugin.name, %stage, session = self.ctx.session_id, "plugin fault: {reason}");
                     run.fault = Some(reason);
+                    // A fault in a transaction where a kv operation failed may well be the
+                    // store's outage: it must not refuse the mail for good.
+                    let store_failed = self.ctx.store_failures() > 0;
                     match plugin.policy {
                         FailurePolicy::Continue => Verdict::Continue,
+                        FailurePolicy::Reject if store_failed => {
+                            tracing::warn!(plugin = plugin.name, %stage, "plugin fault after a kv store error: tempfail, not the reject of its failure policy");
+                            Verdict::Tempfail(fault_tempfail())
+                        }
                         FailurePolicy::Tempfail => Verdict::Tempfail(fault_tempfail()),
                         FailurePolicy::Reject => Verdict::Reject(fault_reject()),
                     }

@@ -47,6 +47,9 @@ pub struct TransactionContext {
     pub services: Services,
     pub notes: Mutex<BTreeMap<String, String>>,
     pub logs: Mutex<Vec<PluginLog>>,
+    /// kv store operations that failed (the store down or slow), so that a plugin fault in
+    /// this transaction is not taken to refuse the mail for good (see the chain).
+    store_failures: std::sync::atomic::AtomicU64,
 }
 
 impl TransactionContext {
@@ -56,7 +59,19 @@ impl TransactionContext {
             services,
             notes: Mutex::new(BTreeMap::new()),
             logs: Mutex::new(Vec::new()),
+            store_failures: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// kv store operations that have failed in this transaction so far.
+    pub fn store_failures(&self) -> u64 {
+        self.store_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn store_failed(&self) {
+        self.store_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn take_logs(&self) -> Vec<PluginLog> {
@@ -429,6 +444,7 @@ impl HostState {
         self.check(Capability::Kv)?;
         Ok(KvAccess {
             kv: self.tx.services.kv.clone(),
+            tx: self.tx.clone(),
             plugin: self.plugin.clone(),
             now_ms: self.now_ms(),
         })
@@ -456,28 +472,41 @@ impl HostState {
 /// One plugin's use of the kv store, taken out of the state for the await.
 pub struct KvAccess {
     kv: Arc<dyn KvStore>,
+    tx: Arc<TransactionContext>,
     plugin: Arc<PluginIdentity>,
     now_ms: u64,
 }
 
 impl KvAccess {
     pub async fn get(self, key: &str) -> Result<Option<String>, Denial> {
-        (self.kv.get(&self.plugin.name, key, self.now_ms).await).map_err(Denial::Failed)
+        let result = self.kv.get(&self.plugin.name, key, self.now_ms).await;
+        self.noted(result)
     }
 
     pub async fn set(self, key: &str, value: &str, ttl: Option<u32>) -> Result<(), Denial> {
         let expires = ttl.map(|s| self.expiry(s));
-        (self.kv.set(&self.plugin.name, key, value, expires).await).map_err(Denial::Failed)
+        let result = self.kv.set(&self.plugin.name, key, value, expires).await;
+        self.noted(result)
     }
 
     pub async fn delete(self, key: &str) -> Result<(), Denial> {
-        (self.kv.delete(&self.plugin.name, key).await).map_err(Denial::Failed)
+        let result = self.kv.delete(&self.plugin.name, key).await;
+        self.noted(result)
     }
 
     pub async fn incr(self, key: &str, delta: i64, ttl: Option<u32>) -> Result<i64, Denial> {
         let expires = ttl.map(|s| self.expiry(s));
         let (plugin, now) = (&self.plugin.name, self.now_ms);
-        (self.kv.incr(plugin, key, delta, expires, now).await).map_err(Denial::Failed)
+        let result = self.kv.incr(plugin, key, delta, expires, now).await;
+        self.noted(result)
+    }
+
+    /// The store's answer for the plugin, a failure counted in the transaction.
+    fn noted<T>(&self, result: Result<T, String>) -> Result<T, Denial> {
+        result.map_err(|e| {
+            self.tx.store_failed();
+            Denial::Failed(e)
+        })
     }
 
     fn expiry(&self, ttl_seconds: u32) -> u64 {
