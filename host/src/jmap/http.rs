@@ -540,7 +540,7 @@ async fn check_password(
         .fetch_add(1, Ordering::Relaxed)
         .saturating_add(1);
     // Waits longer with each failure of this connection, as the other protocols do.
-    shared.login_failed(peer.peer.ip(), &user, failures).await;
+    shared.login_failed(peer.peer.ip(), user, failures).await;
     Err(None)
 }
 
