@@ -348,3 +348,25 @@ fn config_check_names_a_misspelt_key_of_every_bundled_plugin() {
     );
     assert!(out.contains(&warning), "{out}");
 }
+
+/// A plugin that waits in the host while it describes itself (a WASI clock sleep) does not
+/// hold `config check`: its description is cut off at the deadline and the plugin refused.
+#[test]
+fn config_check_cuts_off_a_plugin_sleeping_in_describe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("gw.toml");
+    std::fs::write(&config, probe("", "data", "describe = \"sleep\"")).expect("config");
+    let (run, elapsed) = mailgate_within(
+        &["config", "check", "--config", &config.to_string_lossy()],
+        &dir.path().join("cache"),
+        Duration::from_secs(50),
+    );
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("describe failed: deadline of 1000 ms exceeded"),
+        "{}",
+        run.stdout
+    );
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+}

@@ -80,7 +80,7 @@ const IDLE_PER_PLUGIN: usize = 32;
 /// How long past its deadline a stage call may go before it is dropped: guest code is
 /// stopped by the epoch within a tick or two, host calls answer at the deadline, so only
 /// a wait the host does not bound reaches this.
-const OVERRUN_GRACE: Duration = Duration::from_millis(50);
+pub(super) const OVERRUN_GRACE: Duration = Duration::from_millis(50);
 
 /// The chain for one transaction (or one SMTP session).
 pub struct Transaction {

@@ -95,7 +95,13 @@ pub(super) async fn instantiate(
             plugin.name
         )));
     };
-    match bindings.instantiate(&mut store).await {
+    let limit = plugin.timeout + super::chain::OVERRUN_GRACE;
+    let Ok(instantiated) = tokio::time::timeout(limit, bindings.instantiate(&mut store)).await
+    else {
+        let text = format!("deadline of {} ms exceeded", plugin.timeout.as_millis());
+        return Err(Fault::Trap(super::trap::TrapKind::Deadline, text));
+    };
+    match instantiated {
         Ok(instance) => Ok(Live {
             store,
             instance,
@@ -521,11 +527,23 @@ async fn describe(
     ));
     let mut store = Store::new(&runtime.engine, HostState::new(identity, tx, memory_bytes));
     store.limiter(|s| &mut s.memory);
-    store.set_epoch_deadline(Runtime::deadline_ticks(timeout.max(Duration::from_secs(1))));
+    let budget = timeout.max(Duration::from_secs(1));
+    store.set_epoch_deadline(Runtime::deadline_ticks(budget));
     let _running = runtime.running();
-    let described = match bindings.instantiate(&mut store).await {
-        Ok(instance) => bindings.describe(&instance, &mut store).await,
-        Err(e) => Err(e),
+    // Bounded as a stage call is: a component waiting in the host (a WASI clock sleep) while
+    // it starts or describes itself would otherwise hold the load, or `config check`, forever.
+    let describing = async {
+        match bindings.instantiate(&mut store).await {
+            Ok(instance) => bindings.describe(&instance, &mut store).await,
+            Err(e) => Err(e),
+        }
+    };
+    let limit = budget + super::chain::OVERRUN_GRACE;
+    let Ok(described) = tokio::time::timeout(limit, describing).await else {
+        return Err(format!(
+            "deadline of {} ms exceeded while starting and describing",
+            budget.as_millis()
+        ));
     };
     let output = store.data_mut().collect_output();
     let info = match described {
