@@ -172,10 +172,14 @@ fn admit(rows: Vec<(String, String)>) -> (BTreeMap<UserName, String>, Vec<Refuse
     (admitted, refused)
 }
 
+/// Largest users file read (some 300 000 users with Argon2 hashes).
+const MAX_USERS_FILE: u64 = 64 << 20;
+
 impl Users {
     /// Loads the users file (a missing file means no users yet).
     pub fn load(path: &Path, local: &LocalConfig) -> Result<Users, UserError> {
-        let file = match std::fs::read_to_string(path) {
+        use crate::config::file::{read_regular_text, Links};
+        let file = match read_regular_text(path, MAX_USERS_FILE, Links::Follow) {
             Ok(text) => toml::from_str::<UsersFile>(&text).map_err(|e| UserError::File {
                 path: path.to_path_buf(),
                 reason: e.to_string().trim_end().to_string(),
