@@ -72,7 +72,11 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     let built = build(&config, plugins.clone(), services, resolver, &drain).await?;
     let relay = built.relay.clone();
     recover_spool(&built.spool, &built.again)?;
-    let metrics = metrics_socket.map(|socket| start_metrics(socket, &relay, &plugins));
+    let health: endpoint::Health = {
+        let users = built.users.clone();
+        Arc::new(move || users.health())
+    };
+    let metrics = metrics_socket.map(|socket| start_metrics(socket, (&relay, &plugins), health));
     metrics::plugin_generation(plugins.current().generation);
     let reloader = Reloader::new(source, &config, runtime, plugins);
     reloader.spawn_triggers();
@@ -145,6 +149,8 @@ struct LocalParts {
 /// delivery worker to start.
 struct Built {
     protocols: Protocols,
+    /// For `/healthz`: whether the users source has been read.
+    users: Arc<UserDirectory>,
     relay: QueueManager,
     spool: Spool,
     again: mpsc::UnboundedSender<String>,
@@ -213,7 +219,7 @@ async fn build(
     let shared = Arc::new(Shared::new(
         config.clone(),
         (plugins, services),
-        users,
+        users.clone(),
         tls.clone(),
     ));
     let smtp = Arc::new(Smtp {
@@ -237,6 +243,7 @@ async fn build(
     };
     Ok(Built {
         protocols,
+        users,
         relay,
         spool,
         again,
@@ -282,8 +289,8 @@ fn recover_spool(spool: &Spool, deliveries: &mpsc::UnboundedSender<String>) -> a
 /// Serves the metrics listener; the queue and the instance pools are read at each scrape.
 fn start_metrics(
     socket: TcpListener,
-    relay: &QueueManager,
-    plugins: &Arc<ActivePlugins>,
+    (relay, plugins): (&QueueManager, &Arc<ActivePlugins>),
+    health: endpoint::Health,
 ) -> &'static metrics::Metrics {
     let metrics = metrics::enable();
     let (queue, plugins) = (relay.clone(), plugins.clone());
@@ -297,7 +304,7 @@ fn start_metrics(
     });
     let address = socket.local_addr().ok();
     tracing::info!(target: "mailgate::lifecycle", address = ?address, "metrics listening");
-    tokio::spawn(endpoint::serve(socket, metrics, refresh));
+    tokio::spawn(endpoint::serve(socket, metrics, refresh, health));
     metrics
 }
 

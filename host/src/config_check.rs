@@ -4,10 +4,12 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use crate::config::file::Links;
 use crate::config::{Config, ConfigSource, RouteKind, TlsMode};
-use crate::harness::check::load_chain;
-use crate::plugin::Stage;
+use crate::harness::check::chain_runtime;
+use crate::plugin::{LoadedPlugin, PluginError, PluginSet, Stage};
 
 /// The TXT record the key of `entry` needs, to compare with what DNS serves (the keys were
 /// loaded once already, so this one cannot fail but is skipped if it does).
@@ -61,8 +63,8 @@ pub async fn check(path: Option<PathBuf>, cache: Option<PathBuf>) -> (String, Ve
             )
         }
     };
-    let chain = match load_chain(&config, cache).await {
-        Ok(chain) => chain,
+    let runtime = match chain_runtime(&config, cache) {
+        Ok(runtime) => runtime,
         Err(e) => {
             return (
                 format!("config {shown}: refused\n  {e:#}\n"),
@@ -70,16 +72,29 @@ pub async fn check(path: Option<PathBuf>, cache: Option<PathBuf>) -> (String, Ve
             )
         }
     };
-    let keys = crate::relay::dkim::Signers::load(&config)
-        .map(|_| ())
-        .and_then(|_| crate::mailauth::Sealer::load(&config).map(|_| ()));
-    if let Err(e) = keys {
-        return (
-            format!("config {shown}: refused\n  {e}\n"),
-            Verdict::Refused,
-        );
+    let loaded = PluginSet::load_each(&runtime, &config).await;
+    let warnings = undeclared_settings(&config, &loaded);
+    let mut errors = Vec::new();
+    let mut plugins = Vec::new();
+    for result in loaded {
+        match result {
+            Ok(plugin) => plugins.push(plugin),
+            Err(e) => errors.push(e.to_string()),
+        }
     }
+    errors.extend(key_errors(&config));
+    if !errors.is_empty() {
+        let mut out = format!("config {shown}: refused\n");
+        for line in errors.iter().chain(&warnings) {
+            let _ = writeln!(out, "  {line}");
+        }
+        return (out, Verdict::Refused);
+    }
+    let chain = PluginSet::of(runtime, plugins);
     let mut out = format!("config {shown}: ok\n");
+    for line in &warnings {
+        let _ = writeln!(out, "  {line}");
+    }
     listeners(&mut out, &config);
     routes(&mut out, &config);
     stores(&mut out, &config);
@@ -144,6 +159,57 @@ pub async fn check(path: Option<PathBuf>, cache: Option<PathBuf>) -> (String, Ve
         let _ = writeln!(out, "  {:<10} {shown}", stage.name());
     }
     (out, Verdict::Good)
+}
+
+/// Every key file the config names that cannot be used (DKIM, ARC seal, TLS), each naming the
+/// file. Read as the server reads them: a FIFO or device there is refused, not waited on.
+fn key_errors(config: &Config) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Err(e) = crate::relay::dkim::Signers::load(config) {
+        errors.push(e);
+    }
+    if let Err(e) = crate::mailauth::Sealer::load(config) {
+        errors.push(e);
+    }
+    let server = &config.server;
+    let cert = config.resolve_opt(server.tls_cert.as_ref());
+    let key = config.resolve_opt(server.tls_key.as_ref());
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            if let Err(e) = crate::net::tls::read_pair(&cert, &key, Links::Follow) {
+                errors.push(format!("tls: {e:#}"));
+            }
+        }
+        (None, None) => {}
+        _ => errors.push("server.tls-cert and server.tls-key must be given together".into()),
+    }
+    errors
+}
+
+/// Warnings for the settings of plugins that declare none: nothing checks those keys, so a
+/// misspelt one is silently ignored by the plugin.
+fn undeclared_settings(
+    config: &Config,
+    loaded: &[Result<Arc<LoadedPlugin>, PluginError>],
+) -> Vec<String> {
+    let origin = config.origin.display();
+    let mut warnings = Vec::new();
+    // One result per entry, in order. A plugin that did not load has its error instead.
+    for (entry, plugin) in config.plugins.iter().zip(loaded) {
+        let Ok(plugin) = plugin else { continue };
+        if !plugin.info.config.is_empty() {
+            continue;
+        }
+        for key in entry.config.keys() {
+            let line = entry.config_lines.get(key).copied().unwrap_or(entry.line);
+            warnings.push(format!(
+                "warning: {origin}: line {line}: config key `{key}` of plugin {} is not \
+                 checked: the plugin declares no settings",
+                plugin.name
+            ));
+        }
+    }
+    warnings
 }
 
 /// Where plugin data and users live.

@@ -473,19 +473,37 @@ async fn sql_user_command(config: &Config, url: &str, action: UserAction) -> any
             sql.add(&address, &hash).await.map_err(anyhow::Error::msg)?;
             eprintln!("added {address} to the users database");
         }
-        UserAction::List => {
-            for user in users.list() {
-                println!("{user}");
-            }
-        }
+        UserAction::List => list_users(&users),
         UserAction::Remove { address } => {
-            let address = mailgate::store::users::normalise(&address);
-            let removed = sql.remove(&address).await.map_err(anyhow::Error::msg)?;
+            // The canonical spelling first, then the row exactly as given (an invalid or
+            // colliding row is removed by its stored name).
+            let canonical = mailgate::store::users::canonical(&address).map(|n| n.to_string());
+            let mut removed = false;
+            for name in canonical.iter().chain(std::iter::once(&address)) {
+                if sql.remove(name).await.map_err(anyhow::Error::msg)? {
+                    eprintln!("removed {name} from the users database");
+                    removed = true;
+                    break;
+                }
+            }
             anyhow::ensure!(removed, "no user {address}");
-            eprintln!("removed {address} from the users database");
         }
     }
     Ok(())
+}
+
+/// `mailgate user list`: the users (canonical names) on standard output, and the rows that
+/// serve no mailbox, with the reason, on standard error.
+fn list_users(users: &mailgate::store::users::Users) {
+    for user in users.list() {
+        println!("{user}");
+    }
+    for row in users.refused() {
+        eprintln!(
+            "refused (serves no mailbox): {:?}: {}",
+            row.address, row.reason
+        );
+    }
 }
 
 /// The password for `user add`: the first line of standard input.
@@ -508,19 +526,17 @@ fn user_command(config: &Config, action: UserAction) -> anyhow::Result<()> {
     let mut users = Users::load(&path, &config.local)?;
     match action {
         UserAction::Add { address, apop } => {
+            // Checked before the password is asked for.
+            users.new_user(&address)?;
             let password = read_password()?;
-            if apop {
-                users.add_with_apop(&address, &password)?;
+            let name = if apop {
+                users.add_with_apop(&address, &password)?
             } else {
-                users.add(&address, &password)?;
-            }
-            eprintln!("added {address} to {}", path.display());
+                users.add(&address, &password)?
+            };
+            eprintln!("added {name} to {}", path.display());
         }
-        UserAction::List => {
-            for user in users.list() {
-                println!("{user}");
-            }
-        }
+        UserAction::List => list_users(&users),
         UserAction::Remove { address } => {
             users.remove(&address)?;
             eprintln!("removed {address} from {}", path.display());

@@ -4,11 +4,19 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+/// Largest secrets file: a password, not a document.
+const MAX_SECRET: u64 = 64 * 1024;
+
 /// The secret in `path`, without its final line break. Refused when the group or others may
 /// read the file.
 pub fn read(path: &Path) -> Result<String, String> {
+    use crate::config::file;
     let shown = path.display();
-    let mode = std::fs::metadata(path)
+    let (opened, len) =
+        file::open_regular(path, file::Links::Follow).map_err(|e| format!("{shown}: {e}"))?;
+    // The mode of what was opened, not of whatever the path names a moment later.
+    let mode = opened
+        .metadata()
         .map_err(|e| format!("{shown}: {e}"))?
         .permissions()
         .mode();
@@ -18,7 +26,8 @@ pub fn read(path: &Path) -> Result<String, String> {
             mode & 0o777
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    let bytes = file::read_bounded(opened, len, MAX_SECRET).map_err(|e| format!("{shown}: {e}"))?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{shown}: not UTF-8 text"))?;
     Ok(text.trim_end_matches(['\r', '\n']).to_string())
 }
 

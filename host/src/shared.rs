@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, Protocol};
 use crate::net::limits::{AuthBudget, LoginWindow, PerIp};
 use crate::plugin::{ActivePlugins, Services};
+use crate::store::names::UserName;
 use crate::store::users::UserDirectory;
 use crate::telemetry::metrics;
 
@@ -70,17 +71,21 @@ impl Shared {
 
     /// Checks a password off the async threads (argon2 takes milliseconds on purpose), at most
     /// one check per core at a time, so that a flood of logins queues instead of exhausting
-    /// memory.
-    pub async fn verify_password(&self, protocol: Protocol, user: &str, password: String) -> bool {
-        let Ok(_permit) = self.password_checks.clone().acquire_owned().await else {
-            return false;
-        };
+    /// memory. The user's canonical name when it matches: the only name a session may derive
+    /// a mailbox from.
+    pub async fn verify_password(
+        &self,
+        protocol: Protocol,
+        user: &str,
+        password: String,
+    ) -> Option<UserName> {
+        let _permit = self.password_checks.clone().acquire_owned().await.ok()?;
         let (users, user) = (self.users.get(), user.to_string());
-        let ok = tokio::task::spawn_blocking(move || users.verify(&user, &password))
+        let name = tokio::task::spawn_blocking(move || users.login(&user, &password))
             .await
-            .unwrap_or(false);
-        metrics::auth(protocol.name(), ok);
-        ok
+            .unwrap_or(None);
+        metrics::auth(protocol.name(), name.is_some());
+        name
     }
 
     /// Whether a client at `ip` may try to log in now (its failure budget is not used up).

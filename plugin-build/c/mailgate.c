@@ -14,6 +14,27 @@ void mg_describe(mg_plugin_info_t *ret, const char *name, const char *version) {
     ret->config.len = 0;
 }
 
+void mg_declare(mg_plugin_info_t *ret, const char *name, const char *value_type,
+                const char *default_toml, const char *doc) {
+    size_t len = ret->config.len;
+    mailgate_plugin_types_config_key_t *keys =
+        realloc(ret->config.ptr, (len + 1) * sizeof(mailgate_plugin_types_config_key_t));
+    if (!keys) {
+        return;
+    }
+    mailgate_plugin_types_config_key_t *key = &keys[len];
+    plugin_string_dup(&key->name, name);
+    plugin_string_dup(&key->value_type, value_type);
+    key->default_.is_some = default_toml != NULL;
+    if (default_toml) {
+        plugin_string_dup(&key->default_.val, default_toml);
+    }
+    plugin_string_dup(&key->doc, doc);
+    key->required = false;
+    ret->config.ptr = keys;
+    ret->config.len = len + 1;
+}
+
 void mg_verdict_continue(mg_verdict_t *ret) { ret->tag = MAILGATE_PLUGIN_TYPES_VERDICT_CONTINUE; }
 
 /* "5.3.4" -> class 5, subject 3, detail 4; anything else -> none. */

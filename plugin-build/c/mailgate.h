@@ -37,6 +37,14 @@ typedef plugin_list_string_t mg_strings_t;
 /* describe: name and version (no host capabilities, no declared config keys). */
 void mg_describe(mg_plugin_info_t *ret, const char *name, const char *version);
 
+/* describe: declares one key of the plugin's [plugin.config] table, after mg_describe.
+ * `value_type` is string, integer, float, boolean, string-list or table; `default_toml` the
+ * default as TOML text, or NULL. Once a plugin declares keys, the gateway refuses a config
+ * with keys it does not declare or values of another type (`mailgate config check` says
+ * which, with the line). */
+void mg_declare(mg_plugin_info_t *ret, const char *name, const char *value_type,
+                const char *default_toml, const char *doc);
+
 /* Verdicts. Codes must be 5xx for reject and 4xx for tempfail; the host checks. */
 void mg_verdict_continue(mg_verdict_t *ret);
 void mg_verdict_reject(mg_verdict_t *ret, uint16_t code, const char *enhanced, const char *text);

@@ -40,6 +40,11 @@ static uint64_t decoded_size(const mg_part_t *part) {
 
 void exports_mailgate_plugin_info_describe(mg_plugin_info_t *ret) {
     mg_describe(ret, "attachment-limit", "0.2.0");
+    mg_declare(ret, "max-attachments", "integer", "10", "attachments per message");
+    mg_declare(ret, "max-attachment-bytes", "integer", "10485760",
+               "bytes per attachment, decoded");
+    mg_declare(ret, "max-total-bytes", "integer", "26214400",
+               "bytes of all attachments together, decoded");
 }
 
 void exports_mailgate_plugin_data_handle(mg_session_t *session, mg_envelope_t *envelope,

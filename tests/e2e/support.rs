@@ -1556,6 +1556,27 @@ pub mod peers {
                 .expect("postgres");
             self.process = Some(Process(child));
             wait_for_port(self.port);
+            self.wait_accepting();
+        }
+
+        /// Waits until the server takes connections: it opens its port while it is still
+        /// starting up, and answers "the database system is starting up" meanwhile.
+        fn wait_accepting(&self) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let ready = Command::new("pg_isready")
+                    .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ready {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "PostgreSQL never became ready"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
     }
 

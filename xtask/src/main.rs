@@ -271,7 +271,7 @@ fn run(args: &[String]) -> Result<(), String> {
 /// Dovecot's library (`doveconf` stands for the package); rspamd, OpenDKIM and ClamAV run as
 /// milters; redis-server holds the shared kv store, PostgreSQL the shared users; headless
 /// Chromium (driven by Selenium) opens the webmail page.
-const TEST_PEERS: [(&str, &str); 20] = [
+const TEST_PEERS: [(&str, &str); 21] = [
     ("python3", "python3"),
     ("swaks", "swaks"),
     ("curl", "curl"),

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub mod defaults;
+pub mod file;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -51,7 +52,8 @@ impl ConfigSource {
             return std::path::absolute(dir).unwrap_or(dir.clone());
         }
         let from_file = self.path.as_ref().and_then(|path| {
-            let table: toml::Table = std::fs::read_to_string(path).ok()?.parse().ok()?;
+            let text = file::read_regular_text(path, file::MAX_SMALL_FILE, file::Links::Follow);
+            let table: toml::Table = text.ok()?.parse().ok()?;
             let dir = table.get("server")?.get("data-dir")?.as_str()?;
             Some(path.parent().unwrap_or(Path::new(".")).join(dir))
         });
@@ -930,10 +932,11 @@ impl PluginConfig {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = file::read_regular_text(path, file::MAX_SMALL_FILE, file::Links::Follow)
+            .map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         Config::parse(&text, path, base)
     }

@@ -10,37 +10,42 @@ use crate::queue::spool::Spooled;
 
 use super::maildir;
 use crate::queue::spool::{Spool, SpoolError};
-use crate::store::users::Users;
+use crate::store::names::UserName;
+use crate::store::users::{Recipient, Standing, Users};
 
-/// The local mailboxes (users, through aliases and catch-alls, each once) and the remote recipients.
+/// The local mailboxes (users, through aliases and catch-alls, each once) and the remote
+/// recipients; or why the message must wait: a recipient the users cannot tell now (the users
+/// source unread, or stale and the address not in the last good read) is never dropped,
+/// bounced nor relayed on a guess.
 fn split_recipients(
     users: &Users,
+    standing: Standing,
     id: &str,
     recipients: &[String],
-) -> (BTreeSet<String>, Vec<String>) {
+) -> Result<(BTreeSet<UserName>, Vec<String>), String> {
     let mut mailboxes = BTreeSet::new();
     let mut remote = Vec::new();
     for rcpt in recipients {
-        let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
-        if !users.is_local_domain(domain) {
-            remote.push(rcpt.clone());
-            continue;
-        }
-        let targets = users.resolve(rcpt);
-        if targets.is_empty() {
-            tracing::warn!(
+        match users.recipient(rcpt, standing) {
+            Recipient::Remote => remote.push(rcpt.clone()),
+            Recipient::Mailboxes(targets) => mailboxes.extend(targets),
+            Recipient::Unknown => tracing::warn!(
                 queue_id = id,
                 rcpt,
                 "local recipient no longer exists; dropped"
-            );
+            ),
+            Recipient::Unavailable => {
+                return Err(format!(
+                    "users source unavailable, cannot tell where {rcpt} goes (stays queued)"
+                ))
+            }
         }
-        mailboxes.extend(targets);
     }
-    (mailboxes, remote)
+    Ok((mailboxes, remote))
 }
 
 /// A stable name per (message, mailbox): a retry after a crash finds the file and skips it.
-fn file_name(spooled: &Spooled, mailbox: &str) -> String {
+fn file_name(spooled: &Spooled, mailbox: &UserName) -> String {
     let e = &spooled.envelope;
     format!(
         "{}.{}.{:016x}.mailgate",
@@ -98,16 +103,16 @@ struct Prepared {
 /// reason, for the caller to retry.
 pub fn deliver_batch(
     spool: &Spool,
-    users: &Users,
+    (users, standing): (&Users, Standing),
     mail_root: &Path,
     ids: &[String],
 ) -> BatchOutcome {
     let mut outcome = BatchOutcome::default();
     let mut prepared = Vec::new();
     for id in ids {
-        match prepare(spool, users, mail_root, id) {
+        match prepare(spool, (users, standing), mail_root, id) {
             Ok(p) => prepared.push(p),
-            Err(e) => outcome.fail(id, e.to_string()),
+            Err(e) => outcome.fail(id, e),
         }
     }
     // Nothing written (every recipient remote): nothing to sync either.
@@ -165,12 +170,12 @@ pub fn deliver_batch(
 
 fn prepare(
     spool: &Spool,
-    users: &Users,
+    (users, standing): (&Users, Standing),
     mail_root: &Path,
     id: &str,
-) -> Result<Prepared, SpoolError> {
-    let spooled = spool.load(id)?;
-    let (mailboxes, remote) = split_recipients(users, id, &spooled.envelope.recipients);
+) -> Result<Prepared, String> {
+    let spooled = spool.load(id).map_err(|e| e.to_string())?;
+    let (mailboxes, remote) = split_recipients(users, standing, id, &spooled.envelope.recipients)?;
     let return_path = format!("Return-Path: <{}>\r\n", spooled.envelope.sender);
     let mut staged = Vec::new();
     for mailbox in &mailboxes {
@@ -183,7 +188,7 @@ fn prepare(
             Ok(None) => {}
             Err(source) => {
                 let path = maildir::maildir_of(mail_root, mailbox);
-                return Err(SpoolError::Io { path, source });
+                return Err(SpoolError::Io { path, source }.to_string());
             }
         }
     }

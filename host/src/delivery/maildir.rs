@@ -8,21 +8,12 @@ use std::sync::Arc;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
-/// The Maildir of a user: `<root>/<domain>/<local>/`.
-pub fn maildir_of(root: &Path, address: &str) -> PathBuf {
-    root.join(relative_maildir(address))
-}
+use crate::store::names::UserName;
 
-/// `<domain>/<local>`, for a user's Maildir under the mail root.
-fn relative_maildir(address: &str) -> PathBuf {
-    let (local, domain) = address.rsplit_once('@').unwrap_or((address, "localhost"));
-    // Addresses reaching here are resolved local users; keep names filesystem-safe anyway.
-    let safe = |s: &str| {
-        s.replace(['/', '\\', '\0'], "_")
-            .trim_start_matches('.')
-            .to_string()
-    };
-    Path::new(&safe(domain)).join(safe(local))
+/// The Maildir of a user: `<root>/<domain>/<local>/` of the canonical name (the one mapping,
+/// `UserName::maildir`, injective by construction: no name needs escaping or trimming here).
+pub fn maildir_of(root: &Path, user: &UserName) -> PathBuf {
+    user.maildir(root)
 }
 
 /// A user's Maildir opened for delivery: handles on its `tmp/`, `new/` and `cur/`, each opened
@@ -36,10 +27,10 @@ pub struct Maildir {
 
 impl Maildir {
     /// The Maildir of `address` under `mail_root`, created if missing.
-    pub fn open(mail_root: &Path, address: &str) -> std::io::Result<Maildir> {
+    pub fn open(mail_root: &Path, user: &UserName) -> std::io::Result<Maildir> {
         std::fs::create_dir_all(mail_root)?;
         let root = Dir::open_ambient_dir(mail_root, ambient_authority())?;
-        let relative = relative_maildir(address);
+        let relative = user.maildir_relative();
         root.create_dir_all(&relative)?;
         let user = root.open_dir(&relative)?;
         Ok(Maildir {
@@ -135,11 +126,16 @@ pub fn publish(staged: &Staged) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    fn name(address: &str) -> UserName {
+        UserName::parse(address).expect("a valid name")
+    }
+
     #[test]
     fn delivers_whole_files_into_new() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let open = || Arc::new(Maildir::open(dir.path(), "alice@example.org").expect("open"));
-        let maildir = maildir_of(dir.path(), "alice@example.org");
+        let alice = name("alice@example.org");
+        let open = || Arc::new(Maildir::open(dir.path(), &alice).expect("open"));
+        let maildir = maildir_of(dir.path(), &alice);
         let parts: [&[u8]; 2] = [b"Return-Path: <a@b>\r\n", b"Subject: x\r\n\r\nhi\r\n"];
         assert!(deliver(open(), "1.q1.mailgate", &parts).expect("deliver"));
         assert!(
@@ -161,13 +157,9 @@ mod tests {
             std::fs::read_dir(maildir.join("tmp")).expect("tmp").count(),
             0
         );
-        let hostile = maildir_of(dir.path(), "../../x@../etc");
-        assert!(hostile.starts_with(dir.path()));
         assert!(
-            !hostile
-                .components()
-                .any(|c| c == std::path::Component::ParentDir),
-            "{hostile:?}"
+            UserName::parse("../../x@../etc").is_err(),
+            "no name reaches outside"
         );
     }
 
@@ -177,7 +169,7 @@ mod tests {
         let outside = tempfile::tempdir().expect("outside");
         let parts: [&[u8]; 1] = [b"Subject: x\r\n\r\nhi\r\n"];
         for sub in ["tmp", "new", "cur"] {
-            let address = format!("{sub}@example.org");
+            let address = name(&format!("{sub}@example.org"));
             let maildir = maildir_of(dir.path(), &address);
             std::fs::create_dir_all(&maildir).expect("maildir");
             std::os::unix::fs::symlink(outside.path(), maildir.join(sub)).expect("link");
@@ -196,8 +188,9 @@ mod tests {
     fn a_linked_file_name_in_tmp_cannot_write_outside() {
         let dir = tempfile::tempdir().expect("tempdir");
         let outside = tempfile::tempdir().expect("outside");
-        let maildir = Maildir::open(dir.path(), "alice@example.org").expect("open");
-        let tmp = maildir_of(dir.path(), "alice@example.org").join("tmp");
+        let alice = name("alice@example.org");
+        let maildir = Maildir::open(dir.path(), &alice).expect("open");
+        let tmp = maildir_of(dir.path(), &alice).join("tmp");
         let target = outside.path().join("victim");
         std::os::unix::fs::symlink(&target, tmp.join("1.q1.mailgate")).expect("link");
         let parts: [&[u8]; 1] = [b"Subject: x\r\n\r\nhi\r\n"];

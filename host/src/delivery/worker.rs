@@ -68,11 +68,12 @@ impl LocalDelivery {
                     Err(_) => break,
                 }
             }
-            let (spool, users, root) = (spool.clone(), users.get(), mail_root.clone());
+            let (spool, root) = (spool.clone(), mail_root.clone());
+            let (users, standing) = (users.get(), users.standing());
             let (files, retry) = (relay.files().clone(), retry.clone());
             let batch = ids.len();
             let result = tokio::task::spawn_blocking(move || {
-                let outcome = super::local::deliver_batch(&spool, &users, &root, &ids);
+                let outcome = super::local::deliver_batch(&spool, (&users, standing), &root, &ids);
                 let retries = record_local_outcome(&files, &outcome, &retry);
                 (outcome.done, retries)
             })

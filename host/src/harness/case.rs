@@ -24,6 +24,8 @@
 //! multi-line reply are joined with " / "), or a table of `code`, `enhanced`, `text` and
 //! `contains`, each checked when given.
 
+use super::check::MAX_MESSAGE_FILE;
+use crate::config::file::{read_regular, read_regular_text, Links, MAX_SMALL_FILE};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -295,7 +297,8 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         // and Cargo manifests next to them are left alone.
         for entry in entries {
             let is_case_file = entry.extension().is_some_and(|e| e == "toml")
-                && std::fs::read_to_string(&entry).is_ok_and(|t| t.contains("[[case]]"));
+                && read_regular_text(&entry, MAX_SMALL_FILE, Links::Follow)
+                    .is_ok_and(|t| t.contains("[[case]]"));
             let skip_dir = entry
                 .file_name()
                 .is_some_and(|n| n == "target" || n == "src");
@@ -321,8 +324,8 @@ fn chain_config(path: &Path, text: &str, file: &CaseFile) -> anyhow::Result<Conf
 }
 
 fn parse_case_file(path: &Path) -> anyhow::Result<(String, CaseFile)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = read_regular_text(path, MAX_SMALL_FILE, Links::Follow)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let file: CaseFile = toml::from_str(&text).map_err(|e| {
         anyhow::anyhow!("case file {}: {}", path.display(), e.to_string().trim_end())
     })?;
@@ -379,7 +382,7 @@ async fn run_case(
     base: &Path,
 ) -> anyhow::Result<TransactionReport> {
     let raw = match (&case.message.file, &case.message.text) {
-        (Some(file), None) => std::fs::read(base.join(file))
+        (Some(file), None) => read_regular(&base.join(file), MAX_MESSAGE_FILE, Links::Follow)
             .with_context(|| format!("cannot read {}", file.display()))?,
         (None, Some(text)) => text.as_bytes().to_vec(),
         (None, None) => b"Subject: harness\r\n\r\nhello\r\n".to_vec(),

@@ -39,19 +39,28 @@ pub struct CheckOptions {
 
 /// Loads the config's plugin chain (or none) with the compiled-artifact cache under `cache`.
 pub async fn load_chain(config: &Config, cache: Option<PathBuf>) -> anyhow::Result<Arc<PluginSet>> {
-    let cache = config
-        .resolve_opt(config.runtime.cache_dir.as_ref())
-        .or(cache);
-    let runtime = Arc::new(
-        Runtime::new(&config.runtime, cache)?.with_externals(Arc::new(crate::milter::Milters)),
-    );
+    let runtime = chain_runtime(config, cache)?;
     Ok(Arc::new(PluginSet::load(runtime, config).await?))
 }
 
+/// The runtime the offline commands load a config's chain on (its milters included).
+pub fn chain_runtime(config: &Config, cache: Option<PathBuf>) -> anyhow::Result<Arc<Runtime>> {
+    let cache = config
+        .resolve_opt(config.runtime.cache_dir.as_ref())
+        .or(cache);
+    Ok(Arc::new(
+        Runtime::new(&config.runtime, cache)?.with_externals(Arc::new(crate::milter::Milters)),
+    ))
+}
+
+/// Largest message file the offline commands read.
+pub const MAX_MESSAGE_FILE: u64 = 256 << 20;
+
 /// Reads a message file, turning bare LF line ends into CRLF as the SMTP reader would demand.
 pub fn read_message(path: &Path) -> anyhow::Result<Message> {
-    let raw =
-        std::fs::read(path).with_context(|| format!("cannot read message {}", path.display()))?;
+    use crate::config::file::{read_regular, Links};
+    let raw = read_regular(path, MAX_MESSAGE_FILE, Links::Follow)
+        .with_context(|| format!("cannot read message {}", path.display()))?;
     Ok(Message::new(canonical_crlf(&raw)))
 }
 

@@ -61,7 +61,8 @@ enum Next {
 pub struct ImapSession {
     shared: Arc<Imap>,
     client: Client,
-    user: Option<String>,
+    /// The canonical name of the user logged in.
+    user: Option<crate::store::names::UserName>,
     auth_failures: u32,
     selected: Option<Selected>,
     /// Bytes received, cut into whole commands.

@@ -12,6 +12,7 @@
 //! bearer token. API clients, which send no `Sec-Fetch-*` headers, are still challenged for
 //! Basic.
 
+use crate::store::names::UserName;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -78,11 +79,11 @@ const TOKENS_MAX: usize = 100_000;
 
 /// Bearer tokens handed to the webmail page for a Basic login: token -> (user, expiry).
 #[derive(Default)]
-pub struct Tokens(Mutex<HashMap<String, (String, Instant)>>);
+pub struct Tokens(Mutex<HashMap<String, (UserName, Instant)>>);
 
 impl Tokens {
     /// A new token for `user`: 32 random bytes, URL-safe base64.
-    fn issue(&self, user: &str) -> Option<String> {
+    fn issue(&self, user: &UserName) -> Option<String> {
         let mut bytes = [0u8; 32];
         rustls::crypto::ring::default_provider()
             .secure_random
@@ -99,12 +100,12 @@ impl Tokens {
         }
         map.insert(
             token.clone(),
-            (user.to_string(), Instant::now() + TOKEN_LIFETIME),
+            (user.clone(), Instant::now() + TOKEN_LIFETIME),
         );
         Some(token)
     }
 
-    fn user(&self, token: &str) -> Option<String> {
+    fn user(&self, token: &str) -> Option<UserName> {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.get(token)
             .filter(|(_, until)| *until > Instant::now())
@@ -235,7 +236,7 @@ async fn route(jmap: &Arc<Jmap>, peer: &Arc<Peer>, request: Request<Incoming>) -
             match jmap.tokens.issue(&user) {
                 Some(token) => json_response(
                     StatusCode::OK,
-                    &serde_json::json!({"token": token, "username": user, "accountId": Jmap::account_id(&user)}),
+                    &serde_json::json!({"token": token, "username": user.as_str(), "accountId": Jmap::account_id(&user)}),
                 ),
                 None => text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -417,7 +418,7 @@ async fn authenticate(
     jmap: &Jmap,
     peer: &Peer,
     request: &Request<Incoming>,
-) -> Result<String, Response<Body>> {
+) -> Result<UserName, Response<Body>> {
     if from_another_site(request, peer) {
         return Err(cross_site());
     }
@@ -462,7 +463,7 @@ async fn log_in(
     jmap: &Jmap,
     peer: &Peer,
     request: Request<Incoming>,
-) -> Result<String, Response<Body>> {
+) -> Result<UserName, Response<Body>> {
     if request.headers().contains_key(header::AUTHORIZATION) {
         return authenticate(jmap, peer, &request).await;
     }
@@ -506,7 +507,7 @@ async fn check_password(
     peer: &Peer,
     user: &str,
     password: &str,
-) -> Result<String, Option<Response<Body>>> {
+) -> Result<UserName, Option<Response<Body>>> {
     let shared = &jmap.shared;
     if !shared.login_allowed(peer.peer.ip()) {
         return Err(Some(text(
@@ -520,25 +521,26 @@ async fn check_password(
             "authentication temporarily unavailable, try later\n",
         )));
     }
-    let user = user.to_ascii_lowercase();
     let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
-    if jmap.logins.knows(&user, &digest) {
-        return Ok(user);
+    if let Ok(name) = UserName::parse(user) {
+        if jmap.logins.knows(&name, &digest) {
+            return Ok(name);
+        }
     }
-    if shared
-        .verify_password(ProtocolKind::Jmap, &user, password.to_string())
+    if let Some(name) = shared
+        .verify_password(ProtocolKind::Jmap, user, password.to_string())
         .await
     {
-        jmap.logins.remember(&user, digest);
-        tracing::info!(user, "JMAP login");
-        return Ok(user);
+        jmap.logins.remember(&name, digest);
+        tracing::info!(user = %name, "JMAP login");
+        return Ok(name);
     }
     let failures = peer
         .failures
         .fetch_add(1, Ordering::Relaxed)
         .saturating_add(1);
     // Waits longer with each failure of this connection, as the other protocols do.
-    shared.login_failed(peer.peer.ip(), &user, failures).await;
+    shared.login_failed(peer.peer.ip(), user, failures).await;
     Err(None)
 }
 
@@ -557,7 +559,12 @@ fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-async fn api(jmap: &Jmap, peer: &Peer, user: &str, request: Request<Incoming>) -> Response<Body> {
+async fn api(
+    jmap: &Jmap,
+    peer: &Peer,
+    user: &UserName,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let Ok(_slot) = jmap.request_slot(user).try_acquire_owned() else {
         return problem(&Problem::limit(
             "maxConcurrentRequests",
@@ -591,7 +598,7 @@ async fn api(jmap: &Jmap, peer: &Peer, user: &str, request: Request<Incoming>) -
 async fn events(
     jmap: &Arc<Jmap>,
     peer: &Arc<Peer>,
-    user: String,
+    user: UserName,
     request: &Request<Incoming>,
 ) -> Response<Body> {
     let Ok(slot) = jmap.push_slot(&user).try_acquire_owned() else {
@@ -680,7 +687,7 @@ async fn upload(jmap: &Jmap, user: &str, request: Request<Incoming>) -> Response
 async fn download(
     jmap: &Jmap,
     peer: &Peer,
-    user: &str,
+    user: &UserName,
     request: &Request<Incoming>,
 ) -> Response<Body> {
     let path = request.uri().path();

@@ -6,6 +6,7 @@
 //! user's mailboxes and emails under their ids, `message` a message's JMAP properties,
 //! `mailbox`/`email` the methods, `http` the transport and authentication.
 
+use crate::store::names::UserName;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -127,7 +128,7 @@ impl Jmap {
         )
     }
 
-    fn account(&self, user: &str) -> Arc<tokio::sync::Mutex<Account>> {
+    fn account(&self, user: &UserName) -> Arc<tokio::sync::Mutex<Account>> {
         let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
         accounts
             .entry(user.to_string())
@@ -187,7 +188,7 @@ impl Jmap {
     /// responses before it.
     pub async fn api(
         &self,
-        user: &str,
+        user: &UserName,
         caller: &Caller<'_>,
         body: &[u8],
     ) -> Result<Value, Problem> {
@@ -251,7 +252,7 @@ impl Jmap {
 
 impl Jmap {
     /// The bytes of one of `user`'s blobs (an upload, a message as served, a part decoded).
-    pub async fn blob(&self, user: &str, session: &Session, blob: &str) -> Option<Vec<u8>> {
+    pub async fn blob(&self, user: &UserName, session: &Session, blob: &str) -> Option<Vec<u8>> {
         let account = self.account(user);
         let mut account = account.lock().await;
         if let Some(bytes) = self.blob_bytes(&account, blob) {
@@ -263,13 +264,13 @@ impl Jmap {
             .refresh(&plugins, &self.shared.services, session)
             .await
         {
-            tracing::warn!(user, "JMAP: cannot read the Maildir: {e}");
+            tracing::warn!(user = %user, "JMAP: cannot read the Maildir: {e}");
         }
         self.blob_bytes(&account, blob)
     }
 
     /// The account's Email, Mailbox and Thread states after a fresh look (for push).
-    pub async fn states(&self, user: &str, session: &Session) -> push::States {
+    pub async fn states(&self, user: &UserName, session: &Session) -> push::States {
         let account = self.account(user);
         let mut account = account.lock().await;
         let plugins = self.shared.plugins.current();
@@ -277,7 +278,7 @@ impl Jmap {
             .refresh(&plugins, &self.shared.services, session)
             .await
         {
-            tracing::warn!(user, "JMAP: cannot read the Maildir: {e}");
+            tracing::warn!(user = %user, "JMAP: cannot read the Maildir: {e}");
         }
         let emails = account.email_states.state();
         vec![
@@ -292,7 +293,7 @@ impl Jmap {
     /// message; the sanitiser runs after, off the async workers (see `html`).
     pub async fn html_view(
         &self,
-        user: &str,
+        user: &UserName,
         session: &Session,
         email_id: &str,
     ) -> Option<Arc<String>> {
@@ -305,7 +306,7 @@ impl Jmap {
                     .refresh(&plugins, &self.shared.services, session)
                     .await
                 {
-                    tracing::warn!(user, "JMAP: cannot read the Maildir: {e}");
+                    tracing::warn!(user = %user, "JMAP: cannot read the Maildir: {e}");
                 }
             }
             let email = account.email(email_id)?.clone();

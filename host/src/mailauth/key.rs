@@ -38,7 +38,9 @@ pub enum PrivateKey {
 impl PrivateKey {
     /// Reads the key at `path`, which must be of `algorithm`.
     pub fn load(algorithm: DkimAlgorithm, path: &std::path::Path) -> Result<PrivateKey, String> {
-        let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+        use crate::config::file;
+        let pem = file::read_regular(path, file::MAX_SMALL_FILE, file::Links::Follow)
+            .map_err(|e| e.to_string())?;
         let key = PrivateKeyDer::from_pem_slice(&pem)
             .map_err(|e| format!("not a PEM private key: {e:?}"))?;
         Ok(match algorithm {

@@ -15,6 +15,8 @@ pub mod v0_2 {
             "mailgate:plugin/host.kv-set": async | trappable,
             "mailgate:plugin/host.kv-delete": async | trappable,
             "mailgate:plugin/host.kv-incr": async | trappable,
+            // Files are read on the blocking pool, awaited under the stage's deadline.
+            "mailgate:plugin/host.file-read": async | trappable,
             default: trappable,
         },
         exports: { default: async },

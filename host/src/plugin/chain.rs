@@ -77,6 +77,11 @@ impl StageReport {
 /// Idle instances kept per plugin.
 const IDLE_PER_PLUGIN: usize = 32;
 
+/// How long past its deadline a stage call may go before it is dropped: guest code is
+/// stopped by the epoch within a tick or two, host calls answer at the deadline, so only
+/// a wait the host does not bound reaches this.
+pub(super) const OVERRUN_GRACE: Duration = Duration::from_millis(50);
+
 /// The chain for one transaction (or one SMTP session).
 pub struct Transaction {
     set: Arc<PluginSet>,
@@ -192,8 +197,15 @@ impl Transaction {
                 Err(Fault::Trap(_, reason) | Fault::Invalid(reason) | Fault::Peer(reason)) => {
                     tracing::warn!(plugin = plugin.name, %stage, session = self.ctx.session_id, "plugin fault: {reason}");
                     run.fault = Some(reason);
+                    // A fault in a transaction where a kv operation failed may well be the
+                    // store's outage: it must not refuse the mail for good.
+                    let store_failed = self.ctx.store_failures() > 0;
                     match plugin.policy {
                         FailurePolicy::Continue => Verdict::Continue,
+                        FailurePolicy::Reject if store_failed => {
+                            tracing::warn!(plugin = plugin.name, %stage, "plugin fault after a kv store error: tempfail, not the reject of its failure policy");
+                            Verdict::Tempfail(fault_tempfail())
+                        }
                         FailurePolicy::Tempfail => Verdict::Tempfail(fault_tempfail()),
                         FailurePolicy::Reject => Verdict::Reject(fault_reject()),
                     }
@@ -273,15 +285,38 @@ impl Transaction {
         live.store
             .set_epoch_deadline(Runtime::deadline_ticks(plugin.timeout));
         let stage = call.stage();
+        let deadline = Instant::now() + plugin.timeout;
         live.store
             .data_mut()
-            .begin_call(Some(stage), state.auth.clone());
-        let result = call_stage(live, call, state).await;
+            .begin_call(Some(stage), state.auth.clone(), Some(deadline));
+        // Host calls answer by the deadline; this bounds anything else the guest could wait
+        // in (a WASI clock sleep, a host call not yet bounded): dropping the call unwinds it.
+        let bounded = deadline + OVERRUN_GRACE;
+        let result = tokio::time::timeout_at(bounded.into(), call_stage(live, call, state)).await;
         let output = live.store.data_mut().collect_output();
         let memory_hit = live.store.data().memory.hit;
         let refused = live.store.data_mut().call.refused.take();
+        let overran = live.store.data_mut().call.overran.take();
         let edits = std::mem::take(&mut live.store.data_mut().call.edits);
-        live.store.data_mut().begin_call(None, None);
+        live.store.data_mut().begin_call(None, None, None);
+        let late = |what: &str| {
+            format!(
+                "deadline of {} ms exceeded (waiting in {what})",
+                plugin.timeout.as_millis()
+            )
+        };
+        let result = match result {
+            Ok(result) => result,
+            Err(_) => {
+                self.live[index] = None;
+                return Err(Fault::Trap(TrapKind::Deadline, late("a host call")));
+            }
+        };
+        if let Some(what) = overran {
+            // The guest got an error at the deadline; whatever it did next, the call overran.
+            self.live[index] = None;
+            return Err(Fault::Trap(TrapKind::Deadline, late(what)));
+        }
         match result {
             Ok(_) if refused.is_some() => Err(Fault::Invalid(format!(
                 "edit refused: {}",

@@ -7,7 +7,7 @@ use wasmtime::Store;
 
 use super::bindings::v0_1::{handler, host, types as wit, Plugin, PluginPre};
 use super::host_api::{
-    message_resource, shared_conversions, shared_host_functions, HostState, MessageHandle,
+    message_resource, shared_conversions, shared_host_functions, Denial, HostState, MessageHandle,
 };
 use super::info::PluginInfo;
 use super::services::{DnsFailure, RecordType};
@@ -176,10 +176,12 @@ impl host::Host for HostState {
     shared_host_functions!(host);
 
     async fn kv_get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, String>> {
-        match self.kv() {
-            Ok(kv) => Ok(kv.get(&key).await.map_err(|d| d.to_string())),
-            Err(denial) => Ok(Err(denial.to_string())),
-        }
+        let kv = match self.kv() {
+            Ok(kv) => kv,
+            Err(denial) => return Ok(Err(denial.to_string())),
+        };
+        let got = self.until_deadline("kv-get", kv.get(&key), Denial::Failed);
+        Ok(got.await.map_err(|d| d.to_string()))
     }
 
     async fn kv_set(
@@ -188,20 +190,22 @@ impl host::Host for HostState {
         value: String,
         ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<Result<(), String>> {
-        match self.kv() {
-            Ok(kv) => Ok(kv
-                .set(&key, &value, ttl_seconds)
-                .await
-                .map_err(|d| d.to_string())),
-            Err(denial) => Ok(Err(denial.to_string())),
-        }
+        let kv = match self.kv() {
+            Ok(kv) => kv,
+            Err(denial) => return Ok(Err(denial.to_string())),
+        };
+        let set = kv.set(&key, &value, ttl_seconds);
+        let set = self.until_deadline("kv-set", set, Denial::Failed).await;
+        Ok(set.map_err(|d| d.to_string()))
     }
 
     async fn kv_delete(&mut self, key: String) -> wasmtime::Result<Result<(), String>> {
-        match self.kv() {
-            Ok(kv) => Ok(kv.delete(&key).await.map_err(|d| d.to_string())),
-            Err(denial) => Ok(Err(denial.to_string())),
-        }
+        let kv = match self.kv() {
+            Ok(kv) => kv,
+            Err(denial) => return Ok(Err(denial.to_string())),
+        };
+        let deleted = self.until_deadline("kv-delete", kv.delete(&key), Denial::Failed);
+        Ok(deleted.await.map_err(|d| d.to_string()))
     }
 
     async fn dns_lookup(
@@ -210,19 +214,18 @@ impl host::Host for HostState {
         name: String,
     ) -> wasmtime::Result<Result<Vec<String>, host::DnsError>> {
         let record = record_type(record_type_);
-        let dns = match self.dns() {
-            Ok(dns) => dns,
-            Err(denial) => {
-                return Ok(Err({
-                    drop(denial);
-                    host::DnsError::Denied
-                }))
-            }
+        let Ok(dns) = self.dns() else {
+            return Ok(Err(host::DnsError::Denied));
         };
-        Ok(dns.lookup(record, &name).await.map_err(|e| match e {
-            DnsFailure::NotFound => host::DnsError::NotFound,
-            DnsFailure::Temporary(reason) => host::DnsError::Temporary(reason),
-        }))
+        let lookup = async {
+            dns.lookup(record, &name).await.map_err(|e| match e {
+                DnsFailure::NotFound => host::DnsError::NotFound,
+                DnsFailure::Temporary(reason) => host::DnsError::Temporary(reason),
+            })
+        };
+        Ok(self
+            .until_deadline("dns-lookup", lookup, host::DnsError::Temporary)
+            .await)
     }
 }
 

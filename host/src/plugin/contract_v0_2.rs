@@ -277,10 +277,12 @@ impl host::Host for HostState {
         &mut self,
         key: String,
     ) -> wasmtime::Result<Result<Option<String>, host::Denied>> {
-        match self.kv() {
-            Ok(kv) => Ok(kv.get(&key).await.map_err(wit_denied)),
-            Err(denial) => Ok(Err(wit_denied(denial))),
-        }
+        let kv = match self.kv() {
+            Ok(kv) => kv,
+            Err(denial) => return Ok(Err(wit_denied(denial))),
+        };
+        let got = self.until_deadline("kv-get", kv.get(&key), Denial::Failed);
+        Ok(got.await.map_err(wit_denied))
     }
 
     async fn kv_set(
@@ -289,17 +291,24 @@ impl host::Host for HostState {
         value: String,
         ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<Result<(), host::Denied>> {
-        match self.kv() {
-            Ok(kv) => Ok(kv.set(&key, &value, ttl_seconds).await.map_err(wit_denied)),
-            Err(denial) => Ok(Err(wit_denied(denial))),
-        }
+        let kv = match self.kv() {
+            Ok(kv) => kv,
+            Err(denial) => return Ok(Err(wit_denied(denial))),
+        };
+        let set = kv.set(&key, &value, ttl_seconds);
+        Ok(self
+            .until_deadline("kv-set", set, Denial::Failed)
+            .await
+            .map_err(wit_denied))
     }
 
     async fn kv_delete(&mut self, key: String) -> wasmtime::Result<Result<(), host::Denied>> {
-        match self.kv() {
-            Ok(kv) => Ok(kv.delete(&key).await.map_err(wit_denied)),
-            Err(denial) => Ok(Err(wit_denied(denial))),
-        }
+        let kv = match self.kv() {
+            Ok(kv) => kv,
+            Err(denial) => return Ok(Err(wit_denied(denial))),
+        };
+        let deleted = self.until_deadline("kv-delete", kv.delete(&key), Denial::Failed);
+        Ok(deleted.await.map_err(wit_denied))
     }
 
     async fn kv_incr(
@@ -308,10 +317,15 @@ impl host::Host for HostState {
         delta: i64,
         ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<Result<i64, host::Denied>> {
-        match self.kv() {
-            Ok(kv) => Ok(kv.incr(&key, delta, ttl_seconds).await.map_err(wit_denied)),
-            Err(denial) => Ok(Err(wit_denied(denial))),
-        }
+        let kv = match self.kv() {
+            Ok(kv) => kv,
+            Err(denial) => return Ok(Err(wit_denied(denial))),
+        };
+        let incr = kv.incr(&key, delta, ttl_seconds);
+        Ok(self
+            .until_deadline("kv-incr", incr, Denial::Failed)
+            .await
+            .map_err(wit_denied))
     }
 
     async fn dns_lookup(
@@ -324,14 +338,26 @@ impl host::Host for HostState {
             Ok(dns) => dns,
             Err(denial) => return Ok(Err(host::DnsError::Denied(wit_denied(denial)))),
         };
-        Ok(dns.lookup(record, &name).await.map_err(|e| match e {
-            DnsFailure::NotFound => host::DnsError::NotFound,
-            DnsFailure::Temporary(reason) => host::DnsError::Temporary(reason),
-        }))
+        let lookup = async {
+            dns.lookup(record, &name).await.map_err(|e| match e {
+                DnsFailure::NotFound => host::DnsError::NotFound,
+                DnsFailure::Temporary(reason) => host::DnsError::Temporary(reason),
+            })
+        };
+        Ok(self
+            .until_deadline("dns-lookup", lookup, host::DnsError::Temporary)
+            .await)
     }
 
-    fn file_read(&mut self, path: String) -> wasmtime::Result<Result<Vec<u8>, host::Denied>> {
-        Ok(HostState::file_read(self, &path).map_err(wit_denied))
+    async fn file_read(&mut self, path: String) -> wasmtime::Result<Result<Vec<u8>, host::Denied>> {
+        let read = match HostState::file_read(self, path) {
+            Ok(read) => read,
+            Err(denial) => return Ok(Err(wit_denied(denial))),
+        };
+        Ok(self
+            .until_deadline("file-read", read, Denial::Failed)
+            .await
+            .map_err(wit_denied))
     }
 }
 

@@ -65,10 +65,12 @@ impl Runtime {
     /// Reads, checks and compiles (or loads from the cache) one component. Returns it with the
     /// SHA-256 of the file, in hex.
     pub fn load_component(&self, path: &Path) -> Result<(Component, String), PluginError> {
-        let bytes = std::fs::read(path).map_err(|e| PluginError::Read {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        use crate::config::file::{read_regular, Links};
+        let bytes =
+            read_regular(path, MAX_COMPONENT, Links::Follow).map_err(|e| PluginError::Read {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         if !is_component(&bytes) {
             return Err(PluginError::NotComponent {
                 path: path.to_path_buf(),
@@ -126,6 +128,9 @@ impl Runtime {
         self.ticker.as_ref().map(Ticker::running)
     }
 }
+
+/// Largest component file loaded (a Python plugin with its interpreter is some 40 MB).
+const MAX_COMPONENT: u64 = 512 << 20;
 
 fn is_component(bytes: &[u8]) -> bool {
     // Components carry layer 1 in the version field: 0d 00 01 00.

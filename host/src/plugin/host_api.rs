@@ -8,6 +8,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::ResourceLimiter;
@@ -47,6 +48,9 @@ pub struct TransactionContext {
     pub services: Services,
     pub notes: Mutex<BTreeMap<String, String>>,
     pub logs: Mutex<Vec<PluginLog>>,
+    /// kv store operations that failed (the store down or slow), so that a plugin fault in
+    /// this transaction is not taken to refuse the mail for good (see the chain).
+    store_failures: std::sync::atomic::AtomicU64,
 }
 
 impl TransactionContext {
@@ -56,7 +60,19 @@ impl TransactionContext {
             services,
             notes: Mutex::new(BTreeMap::new()),
             logs: Mutex::new(Vec::new()),
+            store_failures: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// kv store operations that have failed in this transaction so far.
+    pub fn store_failures(&self) -> u64 {
+        self.store_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn store_failed(&self) {
+        self.store_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn take_logs(&self) -> Vec<PluginLog> {
@@ -165,6 +181,12 @@ pub struct CallState {
     pub refused: Option<String>,
     /// The message's sender authentication results, when verified.
     pub auth: Option<Arc<AuthResults>>,
+    /// When the stage's deadline passes. Epoch interruption stops guest code, not a host
+    /// call the guest is waiting in: host calls are awaited until this instant, no longer.
+    pub deadline: Option<Instant>,
+    /// The first host call cut off at the deadline: the call is then a deadline fault,
+    /// whatever the guest makes of the error it got.
+    pub overran: Option<&'static str>,
 }
 
 /// Guest stdout or stderr, kept in memory up to a bound per call and read after each call.
@@ -300,13 +322,41 @@ impl HostState {
         }
     }
 
-    /// Starts a stage call: no edits yet.
-    pub fn begin_call(&mut self, stage: Option<Stage>, auth: Option<Arc<AuthResults>>) {
+    /// Starts a stage call that must end by `deadline`: no edits yet.
+    pub fn begin_call(
+        &mut self,
+        stage: Option<Stage>,
+        auth: Option<Arc<AuthResults>>,
+        deadline: Option<Instant>,
+    ) {
         self.call = CallState {
             stage,
             auth,
+            deadline,
             ..CallState::default()
         };
+    }
+
+    /// Awaits the work of the host call `what` until the call's deadline (outside a stage
+    /// call, [`OUTSIDE_CALL_BUDGET`] from now). Past it the work is dropped (a read stuck in
+    /// the kernel is left to its blocking thread), the guest gets `late(reason)`, and the
+    /// call is marked as overrun.
+    pub async fn until_deadline<T, E>(
+        &mut self,
+        what: &'static str,
+        work: impl std::future::Future<Output = Result<T, E>>,
+        late: impl FnOnce(String) -> E,
+    ) -> Result<T, E> {
+        let deadline = (self.call.deadline).unwrap_or_else(|| Instant::now() + OUTSIDE_CALL_BUDGET);
+        match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.call.overran.get_or_insert(what);
+                Err(late(format!(
+                    "{what} did not answer before the stage's deadline"
+                )))
+            }
+        }
     }
 
     /// Moves what the guest printed during the call into the log (and the harness report).
@@ -429,6 +479,7 @@ impl HostState {
         self.check(Capability::Kv)?;
         Ok(KvAccess {
             kv: self.tx.services.kv.clone(),
+            tx: self.tx.clone(),
             plugin: self.plugin.clone(),
             now_ms: self.now_ms(),
         })
@@ -440,44 +491,69 @@ impl HostState {
         Ok(self.tx.services.dns.clone())
     }
 
-    /// A file under the granted directory. `cap_std` resolves the path inside the directory
-    /// handle, so `..`, absolute paths and symlinks cannot reach outside it.
-    pub fn file_read(&self, path: &str) -> Result<Vec<u8>, Denial> {
+    /// A file under the granted directory, read on the blocking pool (awaited under the
+    /// deadline by the caller). `cap_std` resolves the path inside the directory handle, so
+    /// `..`, absolute paths and symlinks cannot reach outside it.
+    pub fn file_read(
+        &self,
+        path: String,
+    ) -> Result<impl std::future::Future<Output = Result<Vec<u8>, Denial>>, Denial> {
         self.check(Capability::Files)?;
-        let Some(dir) = &self.plugin.files else {
+        let Some(dir) = self.plugin.files.clone() else {
             return Err(Denial::NotGranted(Capability::Files));
         };
-        // Disk I/O inside a plugin call: off the async workers, as the kv store's commits.
-        crate::blocking::run(|| read_granted(dir, path))
-            .map_err(|e| Denial::Failed(format!("{path}: {e}")))
+        let read = tokio::task::spawn_blocking(move || {
+            read_granted(&dir, &path).map_err(|e| Denial::Failed(format!("{path}: {e}")))
+        });
+        Ok(async move {
+            read.await
+                .unwrap_or_else(|e| Err(Denial::Failed(format!("file read failed: {e}"))))
+        })
     }
 }
+
+/// How long a host call may wait when no stage call set a deadline (none can reach the
+/// network or the disk then: describing a plugin grants it nothing).
+const OUTSIDE_CALL_BUDGET: Duration = Duration::from_secs(1);
 
 /// One plugin's use of the kv store, taken out of the state for the await.
 pub struct KvAccess {
     kv: Arc<dyn KvStore>,
+    tx: Arc<TransactionContext>,
     plugin: Arc<PluginIdentity>,
     now_ms: u64,
 }
 
 impl KvAccess {
     pub async fn get(self, key: &str) -> Result<Option<String>, Denial> {
-        (self.kv.get(&self.plugin.name, key, self.now_ms).await).map_err(Denial::Failed)
+        let result = self.kv.get(&self.plugin.name, key, self.now_ms).await;
+        self.noted(result)
     }
 
     pub async fn set(self, key: &str, value: &str, ttl: Option<u32>) -> Result<(), Denial> {
         let expires = ttl.map(|s| self.expiry(s));
-        (self.kv.set(&self.plugin.name, key, value, expires).await).map_err(Denial::Failed)
+        let result = self.kv.set(&self.plugin.name, key, value, expires).await;
+        self.noted(result)
     }
 
     pub async fn delete(self, key: &str) -> Result<(), Denial> {
-        (self.kv.delete(&self.plugin.name, key).await).map_err(Denial::Failed)
+        let result = self.kv.delete(&self.plugin.name, key).await;
+        self.noted(result)
     }
 
     pub async fn incr(self, key: &str, delta: i64, ttl: Option<u32>) -> Result<i64, Denial> {
         let expires = ttl.map(|s| self.expiry(s));
         let (plugin, now) = (&self.plugin.name, self.now_ms);
-        (self.kv.incr(plugin, key, delta, expires, now).await).map_err(Denial::Failed)
+        let result = self.kv.incr(plugin, key, delta, expires, now).await;
+        self.noted(result)
+    }
+
+    /// The store's answer for the plugin, a failure counted in the transaction.
+    fn noted<T>(&self, result: Result<T, String>) -> Result<T, Denial> {
+        result.map_err(|e| {
+            self.tx.store_failed();
+            Denial::Failed(e)
+        })
     }
 
     fn expiry(&self, ttl_seconds: u32) -> u64 {
@@ -486,19 +562,19 @@ impl KvAccess {
     }
 }
 
-/// A whole file under the granted directory, at most [`MAX_FILE_READ`] bytes.
+/// A whole regular file under the granted directory, at most [`MAX_FILE_READ`] bytes. Opened
+/// without blocking and checked through the handle: a FIFO, device or socket there (or a
+/// link to one) is refused at once instead of blocking the call.
 fn read_granted(dir: &cap_std::fs::Dir, path: &str) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let file = dir.open(path).map_err(|e| e.to_string())?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if size > MAX_FILE_READ {
-        return Err(format!(
-            "{size} bytes is more than the {MAX_FILE_READ} a plugin may read at once"
-        ));
-    }
-    let mut bytes = Vec::with_capacity(size as usize);
-    (file.take(MAX_FILE_READ).read_to_end(&mut bytes)).map_err(|e| e.to_string())?;
-    Ok(bytes)
+    use crate::config::file::{open_flags, read_bounded, regular_len, Links};
+    use cap_std::fs::OpenOptionsExt;
+    let mut options = cap_std::fs::OpenOptions::new();
+    // Links are followed, but cap_std keeps them inside the directory.
+    options.read(true).custom_flags(open_flags(Links::Follow));
+    let file = dir.open_with(path, &options).map_err(|e| e.to_string())?;
+    let file = file.into_std();
+    let len = regular_len(&file).map_err(|e| e.to_string())?;
+    read_bounded(file, len, MAX_FILE_READ).map_err(|e| e.to_string())
 }
 
 /// Largest file `file-read` returns (the plugin's memory cap bounds it further).

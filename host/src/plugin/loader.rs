@@ -95,7 +95,13 @@ pub(super) async fn instantiate(
             plugin.name
         )));
     };
-    match bindings.instantiate(&mut store).await {
+    let limit = plugin.timeout + super::chain::OVERRUN_GRACE;
+    let Ok(instantiated) = tokio::time::timeout(limit, bindings.instantiate(&mut store)).await
+    else {
+        let text = format!("deadline of {} ms exceeded", plugin.timeout.as_millis());
+        return Err(Fault::Trap(super::trap::TrapKind::Deadline, text));
+    };
+    match instantiated {
         Ok(instance) => Ok(Live {
             store,
             instance,
@@ -209,29 +215,51 @@ impl PluginSet {
 
     /// Loads every plugin of the config. The first failure is returned with the file and reason.
     pub async fn load(runtime: Arc<Runtime>, config: &Config) -> Result<PluginSet, PluginError> {
-        let mut plugins: Vec<Arc<LoadedPlugin>> = Vec::with_capacity(config.plugins.len());
-        for entry in &config.plugins {
-            let plugin = load_one(&runtime, config, entry).await?;
-            if let Some(other) = plugins.iter().find(|p| p.name == plugin.name) {
-                return Err(PluginError::Settings {
-                    origin: config.origin.clone(),
-                    reason: format!(
-                        "line {}: two plugins are named {:?} ({} and {}); give one a `name`",
-                        entry.line,
-                        plugin.name,
-                        other.path.display(),
-                        plugin.path.display()
-                    ),
-                });
-            }
-            plugins.push(Arc::new(plugin));
+        let mut plugins = Vec::with_capacity(config.plugins.len());
+        for loaded in PluginSet::load_each(&runtime, config).await {
+            plugins.push(loaded?);
         }
-        Ok(PluginSet {
+        Ok(PluginSet::of(runtime, plugins))
+    }
+
+    /// Loads each plugin of the config, going on past failures: one result per `[[plugin]]`
+    /// entry, in order (`mailgate config check` reports every problem, not the first).
+    pub async fn load_each(
+        runtime: &Arc<Runtime>,
+        config: &Config,
+    ) -> Vec<Result<Arc<LoadedPlugin>, PluginError>> {
+        let mut results: Vec<Result<Arc<LoadedPlugin>, PluginError>> =
+            Vec::with_capacity(config.plugins.len());
+        for entry in &config.plugins {
+            let loaded = load_one(runtime, config, entry).await.and_then(|plugin| {
+                let earlier = results.iter().flatten().find(|p| p.name == plugin.name);
+                match earlier {
+                    Some(other) => Err(PluginError::Settings {
+                        origin: config.origin.clone(),
+                        reason: format!(
+                            "line {}: two plugins are named {:?} ({} and {}); give one a `name`",
+                            entry.line,
+                            plugin.name,
+                            other.path.display(),
+                            plugin.path.display()
+                        ),
+                    }),
+                    None => Ok(Arc::new(plugin)),
+                }
+            });
+            results.push(loaded);
+        }
+        results
+    }
+
+    /// The set of these loaded plugins, in this order.
+    pub fn of(runtime: Arc<Runtime>, plugins: Vec<Arc<LoadedPlugin>>) -> PluginSet {
+        PluginSet {
             runtime,
             plugins,
             generation: 1,
             loaded_at: SystemTime::now(),
-        })
+        }
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -293,10 +321,18 @@ async fn load_one(
         Bindings::V0_1(_) => info,
     };
     let name = entry.name.clone().unwrap_or_else(|| info.name.clone());
-    check_settings(&info, entry).map_err(|reason| PluginError::Settings {
-        origin: config.origin.clone(),
-        reason: format!("{reason} (plugin {name}; `mailgate plugins --explain {name}`)"),
-    })?;
+    let problems = check_settings(&info, entry);
+    if !problems.is_empty() {
+        // One problem per line, each naming the file and line as the first does.
+        let origin = config.origin.display().to_string();
+        return Err(PluginError::Settings {
+            origin: config.origin.clone(),
+            reason: format!(
+                "{} (plugin {name}; `mailgate plugins --explain {name}`)",
+                problems.join(&format!("\n  {origin}: "))
+            ),
+        });
+    }
     let granted: Vec<Capability> = entry.grant.iter().map(|&g| Capability::from(g)).collect();
     warn_about_grants(&name, &info.capabilities, &granted);
     let files = match &entry.files {
@@ -396,23 +432,33 @@ fn warn_about_grants(name: &str, declared: &[Capability], granted: &[Capability]
     }
 }
 
-/// Checks `[plugin.config]` against the keys the plugin declares (when it declares any).
-fn check_settings(info: &PluginInfo, entry: &PluginConfig) -> Result<(), String> {
+/// Checks `[plugin.config]` against the keys the plugin declares (when it declares any):
+/// every key it does not know (with the nearest it does), every value of the wrong type, every
+/// required key missing, each as `line N: ...`.
+fn check_settings(info: &PluginInfo, entry: &PluginConfig) -> Vec<String> {
     if info.config.is_empty() {
-        return Ok(());
+        return Vec::new();
     }
     let line = |key: &str| entry.config_lines.get(key).copied().unwrap_or(entry.line);
-    for (key, value) in &entry.config {
+    let known: Vec<&str> = info.config.iter().map(|k| k.name.as_str()).collect();
+    let mut problems = Vec::new();
+    // In the order of the file, as an operator reads it.
+    let mut keys: Vec<(&String, &toml::Value)> = entry.config.iter().collect();
+    keys.sort_by_key(|(key, _)| line(key));
+    for (key, value) in keys {
         let Some(declared) = info.config.iter().find(|k| &k.name == key) else {
-            let known: Vec<&str> = info.config.iter().map(|k| k.name.as_str()).collect();
-            return Err(format!(
-                "line {}: config key `{key}` is not one the plugin declares (it knows: {})",
+            let hint = nearest(key, &known)
+                .map(|k| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
+            problems.push(format!(
+                "line {}: config key `{key}` is not one the plugin declares{hint} (it knows: {})",
                 line(key),
                 known.join(", ")
             ));
+            continue;
         };
         if !declared.value_type.accepts(value) {
-            return Err(format!(
+            problems.push(format!(
                 "line {}: config key `{key}` must be of type {}, not {}",
                 line(key),
                 declared.value_type.name(),
@@ -420,17 +466,48 @@ fn check_settings(info: &PluginInfo, entry: &PluginConfig) -> Result<(), String>
             ));
         }
     }
-    if let Some(missing) = info
-        .config
-        .iter()
-        .find(|k| k.required && !entry.config.contains_key(&k.name))
+    for missing in
+        (info.config.iter()).filter(|k| k.required && !entry.config.contains_key(&k.name))
     {
-        return Err(format!(
+        problems.push(format!(
             "line {}: config key `{}` is required ({})",
             entry.line, missing.name, missing.doc
         ));
     }
-    Ok(())
+    problems
+}
+
+/// The known key closest to a misspelt one, if one is close: at most a third of its letters
+/// (rounded up) changed, added or dropped.
+fn nearest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let most = key.chars().count().div_ceil(3);
+    known
+        .iter()
+        .map(|k| {
+            (
+                edit_distance(&key.to_ascii_lowercase(), &k.to_ascii_lowercase()),
+                *k,
+            )
+        })
+        .filter(|(d, _)| *d <= most)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// Instantiates the plugin once and asks it what it is.
@@ -450,11 +527,23 @@ async fn describe(
     ));
     let mut store = Store::new(&runtime.engine, HostState::new(identity, tx, memory_bytes));
     store.limiter(|s| &mut s.memory);
-    store.set_epoch_deadline(Runtime::deadline_ticks(timeout.max(Duration::from_secs(1))));
+    let budget = timeout.max(Duration::from_secs(1));
+    store.set_epoch_deadline(Runtime::deadline_ticks(budget));
     let _running = runtime.running();
-    let described = match bindings.instantiate(&mut store).await {
-        Ok(instance) => bindings.describe(&instance, &mut store).await,
-        Err(e) => Err(e),
+    // Bounded as a stage call is: a component waiting in the host (a WASI clock sleep) while
+    // it starts or describes itself would otherwise hold the load, or `config check`, forever.
+    let describing = async {
+        match bindings.instantiate(&mut store).await {
+            Ok(instance) => bindings.describe(&instance, &mut store).await,
+            Err(e) => Err(e),
+        }
+    };
+    let limit = budget + super::chain::OVERRUN_GRACE;
+    let Ok(described) = tokio::time::timeout(limit, describing).await else {
+        return Err(format!(
+            "deadline of {} ms exceeded while starting and describing",
+            budget.as_millis()
+        ));
     };
     let output = store.data_mut().collect_output();
     let info = match described {
@@ -489,14 +578,25 @@ mod tests {
         let config = Config::parse(text, std::path::Path::new("g.toml"), ".".into()).unwrap();
         let entry = &config.plugins[0];
         let limit = ConfigKey::new("limit".into(), "integer", None, "max".into(), false).unwrap();
-        let err = check_settings(&info(vec![limit.clone()]), entry).unwrap_err();
-        assert!(err.starts_with("line 5: config key `lsit`"), "{err}");
-        let text = "[[plugin]]\npath = \"p.wasm\"\nconfig = { limit = \"five\" }\n";
-        let config = Config::parse(text, std::path::Path::new("g.toml"), ".".into()).unwrap();
-        let err = check_settings(&info(vec![limit]), &config.plugins[0]).unwrap_err();
+        let err = check_settings(&info(vec![limit.clone()]), entry).join("\n");
         assert!(
-            err.contains("line 3: config key `limit` must be of type integer"),
+            err.starts_with(
+                "line 5: config key `lsit` is not one the plugin declares; did you mean `limit`?"
+            ),
             "{err}"
+        );
+        let text = "[[plugin]]\npath = \"p.wasm\"\nconfig = { limit = \"five\", zzz = 1 }\n";
+        let config = Config::parse(text, std::path::Path::new("g.toml"), ".".into()).unwrap();
+        let problems = check_settings(&info(vec![limit]), &config.plugins[0]);
+        assert_eq!(problems.len(), 2, "every problem is reported: {problems:?}");
+        assert!(
+            problems[0].contains("line 3: config key `limit` must be of type integer"),
+            "{problems:?}"
+        );
+        // Nothing close: no guess.
+        assert!(
+            problems[1].contains("`zzz` is not one the plugin declares (it knows: limit)"),
+            "{problems:?}"
         );
         assert!(ConfigKey::new("x".into(), "number", None, String::new(), false).is_err());
     }

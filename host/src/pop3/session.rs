@@ -315,26 +315,26 @@ impl Pop3Session {
             return Next::Continue;
         }
         let users = self.shared.users.get();
-        let ok = match credential {
+        let name = match credential {
             Credential::Password(password) => {
                 self.shared
                     .verify_password(Protocol::Pop3, &user, password)
                     .await
             }
             Credential::Apop(digest) => {
-                let ok = users.apop_secret(&user).is_some_and(|secret| {
+                let name = users.apop_secret(&user).and_then(|(name, secret)| {
                     use md5::{Digest, Md5};
                     let expected: String = Md5::digest(format!("{}{secret}", self.challenge))
                         .iter()
                         .map(|b| format!("{b:02x}"))
                         .collect();
-                    expected == digest
+                    (expected == digest).then_some(name)
                 });
-                crate::telemetry::metrics::auth("pop3", ok);
-                ok
+                crate::telemetry::metrics::auth("pop3", name.is_some());
+                name
             }
         };
-        if !ok {
+        let Some(user) = name else {
             self.auth_failures += 1;
             if self
                 .shared
@@ -346,8 +346,7 @@ impl Pop3Session {
             }
             self.err("[AUTH] Invalid user name or password");
             return Next::Continue;
-        }
-        let user = user.to_ascii_lowercase();
+        };
         let maildir = maildir_of(&self.shared.config.data_dir().join("mail"), &user);
         let Some(lock) = crate::blocking::run(|| MaildropLock::take(&maildir)) else {
             self.err("[IN-USE] Maildrop already locked by another session");
@@ -358,11 +357,11 @@ impl Pop3Session {
                 let (count, size) = (drop.messages.len(), total(&drop.messages));
                 self.maildrop = Some(drop);
                 self.login_window = None;
-                tracing::info!(user, count, "POP3 login");
+                tracing::info!(user = %user, count, "POP3 login");
                 self.ok(&format!("{user} has {count} messages ({size} octets)"));
             }
             Err(e) => {
-                tracing::error!(user, "cannot open the maildrop: {e}");
+                tracing::error!(user = %user, "cannot open the maildrop: {e}");
                 self.err("[SYS/TEMP] Cannot open the maildrop");
             }
         }

@@ -28,12 +28,15 @@ impl Intake {
             .store(envelope, raw)
             .await
             .map_err(|e| e.to_string())?;
-        // A message with no local recipient goes straight to the relay queue.
-        let users = self.users.get();
-        let local = envelope
-            .recipients
-            .iter()
-            .any(|r| users.is_local_domain(r.rsplit_once('@').map_or("", |(_, d)| d)));
+        // A message with no local recipient goes straight to the relay queue; one whose
+        // recipients the users cannot place now goes to local delivery, which keeps it queued
+        // until they can.
+        let local = envelope.recipients.iter().any(|r| {
+            !matches!(
+                self.users.recipient(r),
+                crate::store::users::Recipient::Remote
+            )
+        });
         if local {
             let _ = self.deliveries.send(envelope.id.clone());
         } else {

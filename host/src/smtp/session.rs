@@ -18,6 +18,7 @@ use crate::message::Message;
 use crate::net::connection::{Client, Line, Pace, TlsRefusal};
 use crate::plugin::{StageCall, StageReport, Transaction, Verdict};
 use crate::queue::spool::{new_queue_id, QueuedEnvelope};
+use crate::store::users::Recipient;
 use crate::telemetry::journal::{self, Event};
 use crate::telemetry::metrics;
 
@@ -406,12 +407,12 @@ impl Session {
             self.reply(454, (4, 7, 0), "Temporary authentication failure");
             return Next::Continue;
         }
-        if self
+        if let Some(name) = self
             .shared
             .verify_password(Protocol::Smtp, &user, password)
             .await
         {
-            self.auth_user = Some(user.to_ascii_lowercase());
+            self.auth_user = Some(name.to_string());
             self.reply(235, (2, 7, 0), "Authentication successful");
             return Next::Continue;
         }
@@ -527,6 +528,11 @@ impl Session {
             recipient
         };
         if let Some((code, status, text)) = self.acceptance(&recipient) {
+            if code < 500 {
+                // Tells a guesser nothing: not counted against the session.
+                self.reply(code, status, text);
+                return Next::Continue;
+            }
             return self.refuse_recipient(code, status, text).await;
         }
         let report = self.stage(StageCall::RcptTo(&recipient, &params)).await;
@@ -575,20 +581,24 @@ impl Session {
     }
 
     /// The gateway's own acceptance rules: local recipients must exist; other domains relay
-    /// only for authenticated clients or configured networks. `None` means acceptable.
+    /// only for authenticated clients or configured networks. `None` means acceptable. A
+    /// recipient the users source cannot place now is deferred, never refused for good.
     fn acceptance(&self, recipient: &str) -> Option<(u16, (u8, u16, u16), &'static str)> {
-        let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
-        let users = self.shared.users.get();
-        if users.is_local_domain(domain) {
-            if users.resolve(recipient).is_empty() {
-                return Some((550, (5, 1, 1), "Mailbox unavailable: no such user here"));
+        match self.shared.users.recipient(recipient) {
+            Recipient::Mailboxes(_) => None,
+            Recipient::Unknown => Some((550, (5, 1, 1), "Mailbox unavailable: no such user here")),
+            Recipient::Unavailable => Some((
+                451,
+                (4, 4, 3),
+                "Users directory temporarily unavailable, try again later",
+            )),
+            Recipient::Remote
+                if self.auth_user.is_some() || self.shared.may_relay(self.client.peer.ip()) =>
+            {
+                None
             }
-            return None;
+            Recipient::Remote => Some((554, (5, 7, 1), "Relay access denied")),
         }
-        if self.auth_user.is_some() || self.shared.may_relay(self.client.peer.ip()) {
-            return None;
-        }
-        Some((554, (5, 7, 1), "Relay access denied"))
     }
 
     async fn data(&mut self) -> Next {

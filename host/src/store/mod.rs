@@ -1,8 +1,10 @@
-//! Stores: local users and their mailboxes.
+//! Stores: local users (their canonical names, the file or database they come from) and their
+//! mailboxes.
 
 pub mod flags;
 pub mod keywords;
 pub mod mailbox;
+pub mod names;
 pub mod retrieval;
 pub mod snapshots;
 pub mod special_use;

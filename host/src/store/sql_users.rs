@@ -30,8 +30,9 @@ CREATE TABLE IF NOT EXISTS aliases (address text NOT NULL, target text NOT NULL,
 CREATE TABLE IF NOT EXISTS catch_alls (domain text PRIMARY KEY, target text NOT NULL);";
 
 /// A user directory kept filled from `source`: read once now (a database that is down leaves
-/// it empty, logins unavailable, until it answers), then every `refresh-secs` by a task that
-/// ends with the directory.
+/// it unread, every recipient and login answered "try again later", until it answers), then
+/// every `refresh-secs` by a task that ends with the directory. Rows whose names are invalid
+/// or collide are refused when the tables are read (see `Users::build`).
 pub async fn directory(
     source: SqlUsers,
     path: &std::path::Path,
@@ -57,7 +58,7 @@ pub async fn directory(
 async fn refresh(directory: &UserDirectory, source: &SqlUsers) {
     match source.read().await {
         Ok(tables) => directory.install(tables),
-        Err(e) => tracing::warn!("keeping the previous users: {e}"),
+        Err(e) => directory.read_failed(&e),
     }
 }
 
@@ -172,7 +173,7 @@ impl SqlUsers {
         };
         let failed = match tokio::time::timeout(TIMEOUT, work(client)).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) => format!("users database: {e}"),
+            Ok(Err(e)) => format!("users database: {}", describe(&e)),
             Err(_) => format!("users database: no answer within {TIMEOUT:?}"),
         };
         *self.client.lock().await = None;
@@ -183,7 +184,7 @@ impl SqlUsers {
         let connecting = self.config.connect(NoTls);
         let (client, connection) = match tokio::time::timeout(TIMEOUT, connecting).await {
             Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Err(format!("users database: {e}")),
+            Ok(Err(e)) => return Err(format!("users database: {}", describe(&e))),
             Err(_) => return Err(format!("users database: cannot connect within {TIMEOUT:?}")),
         };
         tokio::spawn(async move {
@@ -192,6 +193,14 @@ impl SqlUsers {
             }
         });
         Ok(client)
+    }
+}
+
+/// The error with the server's message, when it sent one ("db error" alone says nothing).
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{e}: {}", db.message()),
+        None => e.to_string(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The metrics listener (`[metrics] address`): `GET /metrics` (OpenMetrics text) and
-//! `GET /healthz` (200 once the listeners are bound and the chain is loaded, 503 before and
-//! while stopping), over HTTP/1.1 on a socket of its own so that scrapes never share the mail
+//! `GET /healthz` (200 once the listeners are bound and the chain is loaded and the parts the
+//! gateway depends on say they are fine — the users source has been read; 503 with the reason
+//! otherwise, and while stopping), over HTTP/1.1 on a socket of its own so that scrapes never share the mail
 //! listeners' connection limits.
 
 use std::convert::Infallible;
@@ -31,8 +32,17 @@ const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Reads what is only known at scrape time (queue size, pooled instances) into the metrics.
 pub type Refresh = Arc<dyn Fn(&Metrics) + Send + Sync>;
 
+/// Asked at each `/healthz` once the gateway is up: fine, or why it cannot serve (the users
+/// source never read...).
+pub type Health = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// Serves the metrics listener until the task is aborted.
-pub async fn serve(socket: TcpListener, metrics: &'static Metrics, refresh: Refresh) {
+pub async fn serve(
+    socket: TcpListener,
+    metrics: &'static Metrics,
+    refresh: Refresh,
+    health: Health,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -46,11 +56,11 @@ pub async fn serve(socket: TcpListener, metrics: &'static Metrics, refresh: Refr
                 continue;
             }
         };
-        let refresh = refresh.clone();
+        let (refresh, health) = (refresh.clone(), health.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let refresh = refresh.clone();
-                async move { Ok::<_, Infallible>(respond(&request, metrics, &refresh)) }
+                let (refresh, health) = (refresh.clone(), health.clone());
+                async move { Ok::<_, Infallible>(respond(&request, metrics, (&refresh, &health))) }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -77,7 +87,7 @@ pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
 fn respond(
     request: &Request<Incoming>,
     metrics: &Metrics,
-    refresh: &Refresh,
+    (refresh, health): (&Refresh, &Health),
 ) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
@@ -106,8 +116,14 @@ fn respond(
             }
             response
         }
-        "/healthz" if metrics.is_ready() => text(StatusCode::OK, "ok\n"),
-        "/healthz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/healthz" if !metrics.is_ready() => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/healthz" => match health() {
+            Ok(()) => text(StatusCode::OK, "ok\n"),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("not ready: {why}\n"),
+            ),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
             "not found: try /metrics or /healthz\n",
@@ -154,8 +170,8 @@ fn classic_text(openmetrics: &str) -> String {
     out
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
     *response.status_mut() = status;
     response
 }

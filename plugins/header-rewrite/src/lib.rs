@@ -42,6 +42,43 @@ fn masquerade_from(value: &str) -> Option<String> {
 impl Plugin for HeaderRewrite {
     const NAME: &'static str = "header-rewrite";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const CONFIG: &'static [ConfigKey] = &[
+        ConfigKey::new("remove", ValueType::StringList, "header fields dropped").default("[]"),
+        ConfigKey::new(
+            "add",
+            ValueType::StringList,
+            "header fields appended, as `Name: value`",
+        )
+        .default("[]"),
+        ConfigKey::new(
+            "rename",
+            ValueType::StringList,
+            "`Old=New`: every Old field becomes New with the same value",
+        )
+        .default("[]"),
+        ConfigKey::new(
+            "masquerade-domains",
+            ValueType::StringList,
+            "sender domains rewritten to masquerade-as (envelope and From)",
+        )
+        .default("[]"),
+        ConfigKey::new(
+            "masquerade-as",
+            ValueType::String,
+            "the domain masqueraded senders get",
+        ),
+        ConfigKey::new(
+            "trace-header",
+            ValueType::String,
+            "a header naming the gateway and the session, added to every message",
+        ),
+        ConfigKey::new(
+            "gateway-name",
+            ValueType::String,
+            "the gateway's name in the trace header",
+        )
+        .default("\"mailgate\""),
+    ];
 }
 
 impl MailFrom for HeaderRewrite {

@@ -76,6 +76,32 @@ fn strip(parts: &[MimePart], bad: &[&MimePart], mut outcome: Outcome) -> Outcome
 impl Plugin for MimeGuard {
     const NAME: &'static str = "mime-guard";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    // Declared, so that a misspelt key (`extension`, which would block nothing) is refused.
+    const CONFIG: &'static [ConfigKey] = &[
+        ConfigKey::new(
+            "extensions",
+            ValueType::StringList,
+            "file extensions blocked, case-insensitive (exe, scr, ...)",
+        )
+        .default("[]"),
+        ConfigKey::new(
+            "content-types",
+            ValueType::StringList,
+            "media types blocked (application/x-msdownload, ...)",
+        )
+        .default("[]"),
+        ConfigKey::new(
+            "action",
+            ValueType::String,
+            "reject (550 5.7.1), or strip (the part is removed and listed in X-Mailgate-Stripped)",
+        )
+        .default("\"reject\""),
+        ConfigKey::new(
+            "footer",
+            ValueType::String,
+            "a disclaimer appended to the text parts",
+        ),
+    ];
 }
 
 impl Data for MimeGuard {

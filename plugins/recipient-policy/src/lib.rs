@@ -32,6 +32,38 @@ fn recipient_allowed(recipient: &str) -> bool {
 impl Plugin for RecipientPolicy {
     const NAME: &'static str = "recipient-policy";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const CONFIG: &'static [ConfigKey] = &[
+        ConfigKey::new(
+            "domains",
+            ValueType::StringList,
+            "recipient domains accepted (others get 550 5.1.1)",
+        )
+        .default("[]"),
+        ConfigKey::new(
+            "addresses",
+            ValueType::StringList,
+            "single recipient addresses accepted besides those domains",
+        )
+        .default("[]"),
+        ConfigKey::new(
+            "reject-senders",
+            ValueType::StringList,
+            "senders refused with 550 5.7.1 (`@domain` matches a whole domain)",
+        )
+        .default("[]"),
+        ConfigKey::new(
+            "max-recipients",
+            ValueType::Integer,
+            "recipients per message; more get 452 4.5.3",
+        )
+        .default("100"),
+        ConfigKey::new(
+            "allow-authenticated",
+            ValueType::Boolean,
+            "authenticated clients may send to any domain (submission)",
+        )
+        .default("true"),
+    ];
 }
 
 impl MailFrom for RecipientPolicy {

@@ -108,11 +108,11 @@ impl ImapSession {
             ));
             return Next::Continue;
         }
-        if !self
+        let Some(name) = self
             .shared
             .verify_password(crate::config::Protocol::Imap, &user, password)
             .await
-        {
+        else {
             self.auth_failures += 1;
             if self
                 .shared
@@ -126,10 +126,10 @@ impl ImapSession {
                 "{tag} NO [AUTHENTICATIONFAILED] Invalid credentials"
             ));
             return Next::Continue;
-        }
-        self.user = Some(user.to_ascii_lowercase());
+        };
+        tracing::info!(user = %name, "IMAP login");
+        self.user = Some(name);
         self.login_window = None;
-        tracing::info!(user, "IMAP login");
         if let Err(e) = crate::blocking::run(|| self.create_special_use()) {
             tracing::warn!(user, "cannot create the special-use folders: {e}");
         }

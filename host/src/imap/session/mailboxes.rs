@@ -164,11 +164,14 @@ impl ImapSession {
         }
     }
 
+    /// The logged-in user's Maildir (commands that reach here run only after a login).
     pub(super) fn maildir(&self) -> PathBuf {
-        maildir_of(
-            &self.shared.config.data_dir().join("mail"),
-            self.user.as_deref().unwrap_or(""),
-        )
+        let root = self.shared.config.data_dir().join("mail");
+        match &self.user {
+            Some(user) => maildir_of(&root, user),
+            // Not logged in: a directory no user has (names never start with a dot).
+            None => root.join(".nobody"),
+        }
     }
 
     /// The folder a mailbox name refers to if it exists; else the tagged reply's text.

@@ -205,7 +205,9 @@ impl ImapSession {
             let Ok(bytes) = blocking::run(|| folder.read(&entry)) else {
                 continue;
             };
-            let session = self.client.plugin_session(None, self.user.clone());
+            let session = self
+                .client
+                .plugin_session(None, self.user.as_ref().map(ToString::to_string));
             let view = retrieval::view(
                 &plugins,
                 &self.shared.services,
