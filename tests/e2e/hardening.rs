@@ -1200,6 +1200,7 @@ fn many_parameter_continuations_are_refused_promptly_and_served_bounded() {
         "{}",
         out[3]
     );
+    assert!(!out[3].contains("a169999"), "{}", out[3]);
     watch.finish();
     assert!(gw.alive(), "{}", gw.log());
 }
