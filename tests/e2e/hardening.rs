@@ -1136,3 +1136,71 @@ fn smtp_commands_that_move_no_mail_are_limited_between_messages() {
     assert!(reply.starts_with("421 4.7.0"), "{reply}");
     assert_alive(&gw);
 }
+
+/// A message whose Content-Type and Content-Disposition each carry `n` RFC 2231
+/// continuations (`name*0="a0"; name*1="a1"; ...`), folded one a line, in reverse order.
+fn continuations(n: usize) -> Vec<u8> {
+    let params: String = (0..n)
+        .rev()
+        .map(|i| format!(";\r\n name*{i}=\"a{i}\""))
+        .collect();
+    let disposition = params.replace("name", "filename");
+    format!(
+        "From: c@client.test\r\nSubject: c\r\nMIME-Version: 1.0\r\n\
+         Content-Type: application/octet-stream{params}\r\n\
+         Content-Disposition: attachment{disposition}\r\n\r\nbody\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn many_parameter_continuations_are_refused_promptly_and_served_bounded() {
+    let _heavy = mailgate_e2e::exclusive();
+    let mut gw = Gateway::start_bounded("", "");
+    let watch = Responsiveness::watch(gw.inbound, gw.imap);
+    // 8 MB: the server used to spend minutes merging these; now it never parses them.
+    let big = continuations(170_000);
+    assert!(big.len() > 8 << 20, "{}", big.len());
+    let started = std::time::Instant::now();
+    let reply = send_bytes(gw.inbound, &big);
+    assert!(reply.starts_with("554 5.6.0"), "{reply}");
+    assert!(reply.contains("Too many parameters"), "{reply}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // A long file name in a few tens of continuations is ordinary mail: accepted.
+    let reply = send_bytes(gw.inbound, &continuations(40));
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(gw.wait_mailbox("alice@example.test", 1).len(), 1);
+    // The big one put into the Maildir by another program (or an IMAP APPEND).
+    store_directly(&gw, "9.params", &String::from_utf8(big).expect("ascii"));
+    let started = std::time::Instant::now();
+    let out = imap_raw(
+        &gw,
+        &[
+            LOGIN,
+            ("s SELECT INBOX\r\n", "s"),
+            ("f FETCH 1:2 (BODYSTRUCTURE)\r\n", "f"),
+            ("z LOGOUT\r\n", "z"),
+        ],
+    );
+    assert!(out[3].contains("f OK"), "{}", out[3]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // The stored one is opaque bytes; the ordinary one keeps its merged file name.
+    let whole: String = (0..40).map(|i| format!("a{i}")).collect();
+    assert!(out[3].contains(&whole), "{}", out[3]);
+    assert!(
+        out[3].contains("* 2 FETCH (BODYSTRUCTURE (\"application\" \"octet-stream\" NIL"),
+        "{}",
+        out[3]
+    );
+    assert!(!out[3].contains("a169999"), "{}", out[3]);
+    watch.finish();
+    assert!(gw.alive(), "{}", gw.log());
+}

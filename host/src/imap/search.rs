@@ -202,7 +202,8 @@ fn header_text(message: &Message, name: &str) -> String {
 /// §6.4.4 ignores time and time zone), as days since 1970-01-01.
 fn sent_day(message: &Message) -> Option<i64> {
     let header = &message.raw()[..message.header_block().body_start];
-    let parsed = mail_parser::MessageParser::default().parse_headers(header)?;
+    let header = crate::message::header::bounded(header);
+    let parsed = mail_parser::MessageParser::default().parse_headers(&header)?;
     let date = parsed.date()?;
     let day = chrono::NaiveDate::from_ymd_opt(
         i32::from(date.year),

@@ -97,7 +97,8 @@ fn fold(text: &str) -> String {
 /// The Date header as Unix seconds (UTC), when it parses.
 pub fn sent_time(message: &Message) -> Option<u64> {
     let header = &message.raw()[..message.header_block().body_start];
-    let parsed = mail_parser::MessageParser::default().parse_headers(header)?;
+    let header = crate::message::header::bounded(header);
+    let parsed = mail_parser::MessageParser::default().parse_headers(&header)?;
     u64::try_from(parsed.date()?.to_timestamp()).ok()
 }
 

@@ -381,7 +381,13 @@ impl PartFields {
                 })
                 .unwrap_or_default(),
             location: field("Content-Location"),
-            disposition: field("Content-Disposition").and_then(|v| header_params(&v)),
+            // A field the MIME scan found too costly to read is not read here either.
+            disposition: field("Content-Disposition")
+                .filter(|v| {
+                    crate::message::header::parameter_count(v.as_bytes())
+                        <= crate::message::header::MAX_FIELD_PARAMETERS
+                })
+                .and_then(|v| header_params(&v)),
         }
     }
 

@@ -91,6 +91,57 @@ impl HeaderBlock {
     }
 }
 
+/// The most parameters a Content-Type or Content-Disposition field may carry before its part
+/// is treated as opaque bytes. mail-parser merges RFC 2231 continuations (`name*0`, `name*1`,
+/// ...) in time quadratic in their number; under this bound its work stays linear in the
+/// field's length. Real fields carry a handful (a long file name split in continuations some
+/// tens).
+pub const MAX_FIELD_PARAMETERS: usize = 100;
+
+/// Upper bound on the parameters mail-parser can read from a field value: it only starts a
+/// value after a `=`, so the `=` bytes are never fewer than its parameters and continuations.
+pub fn parameter_count(value: &[u8]) -> usize {
+    memchr::memchr_iter(b'=', value).count()
+}
+
+/// Whether the field is one whose parameters mail-parser parses (and merges).
+fn has_parameters(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"content-disposition")
+}
+
+impl HeaderBlock {
+    /// Whether a Content-Type or Content-Disposition field carries more than
+    /// [`MAX_FIELD_PARAMETERS`] parameters.
+    pub fn has_excess_parameters(&self, raw: &[u8]) -> bool {
+        self.fields.iter().any(|f| {
+            has_parameters(&raw[f.name.clone()])
+                && parameter_count(&raw[f.value.clone()]) > MAX_FIELD_PARAMETERS
+        })
+    }
+}
+
+/// The header block `raw` as it may be handed to mail-parser: unchanged when every
+/// Content-Type and Content-Disposition field is within [`MAX_FIELD_PARAMETERS`], otherwise
+/// without those fields (so the part reads as having none). Linear in `raw`'s length.
+pub fn bounded(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let block = HeaderBlock::parse(raw, 0);
+    if !block.has_excess_parameters(raw) {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut kept = Vec::with_capacity(raw.len());
+    let mut pos = 0;
+    for field in &block.fields {
+        let over = has_parameters(&raw[field.name.clone()])
+            && parameter_count(&raw[field.value.clone()]) > MAX_FIELD_PARAMETERS;
+        if over {
+            kept.extend_from_slice(&raw[pos..field.whole.start]);
+            pos = field.whole.end;
+        }
+    }
+    kept.extend_from_slice(&raw[pos..]);
+    std::borrow::Cow::Owned(kept)
+}
+
 /// Offset just past the line that starts at `pos` (its LF), or the input's end.
 fn line_end(raw: &[u8], pos: usize) -> usize {
     raw[pos..]

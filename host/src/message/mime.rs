@@ -86,6 +86,9 @@ pub enum Excess {
     Parts,
     /// Transfer-encoded inner messages whose decoding would pass the decode budget.
     Decoding,
+    /// A Content-Type or Content-Disposition field with more than
+    /// [`MAX_FIELD_PARAMETERS`](super::header::MAX_FIELD_PARAMETERS) parameters.
+    Parameters,
 }
 
 impl Excess {
@@ -95,6 +98,7 @@ impl Excess {
             Excess::Depth => "MIME nesting too deep",
             Excess::Parts => "Too many MIME parts",
             Excess::Decoding => "Too many levels of encoded inner messages",
+            Excess::Parameters => "Too many parameters in a MIME header field",
         }
     }
 }
@@ -197,8 +201,13 @@ impl MimeTree {
         let id = self.parts.len() as u32;
         let whole = &bytes[item.start..item.end];
         let body_start = item.start + HeaderBlock::parse(whole, 0).body_start;
-        let mut header = Header::parse(&bytes[item.start..body_start]);
-        if !header.declared && item.digest_child {
+        let block = super::header::bounded(&bytes[item.start..body_start]);
+        let mut header = Header::parse(&block);
+        if matches!(block, std::borrow::Cow::Owned(_)) {
+            // Its Content-* fields were too costly to read: the part is bytes.
+            self.excess.get_or_insert(Excess::Parameters);
+            header.make_opaque();
+        } else if !header.declared && item.digest_child {
             "message".clone_into(&mut header.media_type);
             "rfc822".clone_into(&mut header.subtype);
         }
@@ -459,6 +468,82 @@ fn line_end_before(bytes: &[u8], part_start: usize, delimiter: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message whose Content-Type (and Content-Disposition) carry `n` RFC 2231
+    /// continuations of `name`; `sep` goes between them (`";"` or nothing, folded only).
+    fn continuations(n: usize, sep: &str) -> Vec<u8> {
+        let params: String = (0..n)
+            .map(|i| format!("{sep}\r\n name*{i}=\"a{i}\""))
+            .collect();
+        let disposition = params.replace("name", "filename");
+        format!(
+            "Subject: c\r\nMIME-Version: 1.0\r\nContent-Type: application/x-thing{params}\r\n\
+             Content-Disposition: attachment{disposition}\r\n\r\nbody\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn continuations_within_the_bound_are_merged() {
+        let n = crate::message::header::MAX_FIELD_PARAMETERS;
+        let tree = MimeTree::parse(&continuations(n, ";"), Bounds::current());
+        let whole: String = (0..n).map(|i| format!("a{i}")).collect();
+        assert_eq!(tree.excess, None);
+        let part = &tree.parts[0];
+        assert_eq!(
+            (part.media_type.as_str(), part.subtype.as_str()),
+            ("application", "x-thing")
+        );
+        assert_eq!(part.params, vec![("name".to_string(), whole.clone())]);
+        assert_eq!(part.filename.as_deref(), Some(whole.as_str()));
+    }
+
+    /// However many continuations, with or without `;` between them, mail-parser is only
+    /// handed fields within the bound, so its work (at most the bound times the field's
+    /// length) grows linearly with the message; the part is kept as opaque bytes.
+    #[test]
+    fn excess_continuations_never_reach_the_parser() {
+        let cap = crate::message::header::MAX_FIELD_PARAMETERS;
+        for sep in [";", ""] {
+            for n in [cap + 1, 4 * cap, 64 * cap, 640 * cap] {
+                let raw = continuations(n, sep);
+                let end = HeaderBlock::parse(&raw, 0).body_start;
+                let handed = crate::message::header::bounded(&raw[..end]);
+                let block = HeaderBlock::parse(&handed, 0);
+                assert!(!block.has_excess_parameters(&handed), "{n} {sep:?}");
+                assert_eq!(
+                    crate::message::header::parameter_count(&handed),
+                    0,
+                    "both fields dropped"
+                );
+                assert_eq!(excess(&raw, Bounds::current()), Some(Excess::Parameters));
+                let tree = MimeTree::parse(&raw, Bounds::current());
+                let part = &tree.parts[0];
+                assert_eq!(tree.excess, Some(Excess::Parameters));
+                assert_eq!(
+                    (part.media_type.as_str(), part.subtype.as_str()),
+                    ("application", "octet-stream")
+                );
+                assert!(matches!(&part.content, PartContent::Binary(b) if b == b"body\r\n"));
+            }
+        }
+    }
+
+    /// A part deep inside a multipart with too many parameters is opaque; its siblings are not.
+    #[test]
+    fn excess_parameters_in_an_inner_part_leave_siblings_alone() {
+        let inner = continuations(5_000, ";");
+        let mut raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+            Content-Type: text/plain\r\n\r\nhello\r\n--b\r\n"
+            .to_vec();
+        raw.extend_from_slice(&inner);
+        raw.extend_from_slice(b"--b--\r\n");
+        let tree = MimeTree::parse(&raw, Bounds::current());
+        assert_eq!(tree.excess, Some(Excess::Parameters));
+        assert_eq!(tree.parts.len(), 3);
+        assert_eq!(tree.parts[1].subtype, "plain");
+        assert_eq!(tree.parts[2].subtype, "octet-stream");
+    }
 
     /// `levels` multiparts, each holding the next, around one text part.
     pub(crate) fn nested_multipart(levels: usize) -> Vec<u8> {

@@ -95,7 +95,9 @@ impl Signers {
 
 /// The domain of the message's (first) From address, in lowercase.
 fn from_domain(message: &[u8]) -> Option<String> {
-    let parsed = mail_parser::MessageParser::new().parse_headers(message)?;
+    let header = &message[..crate::message::header::HeaderBlock::parse(message, 0).body_start];
+    let header = crate::message::header::bounded(header);
+    let parsed = mail_parser::MessageParser::new().parse_headers(&header)?;
     let address = parsed.from()?.first()?.address()?;
     let domain = address.rsplit_once('@')?.1.trim_end_matches('>');
     (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
