@@ -17,6 +17,16 @@ pub trait Protocol: Send + Sync + 'static {
     /// The line that turns a client away at a connection limit (sent in the clear).
     fn refusal(&self, why: &str) -> String;
 
+    /// The time a new client at `ip` has to log in, opened at accept so that it covers the
+    /// TLS handshake too; `Err` when its address has too many connections waiting to log in.
+    /// `None` for protocols without one (their own timeouts apply once they are served).
+    fn login_window(
+        &self,
+        _ip: std::net::IpAddr,
+    ) -> Result<Option<limits::LoginWindow>, limits::TooManyWaiting> {
+        Ok(None)
+    }
+
     /// Serves one connection until it ends.
     fn serve(
         self: Arc<Self>,
