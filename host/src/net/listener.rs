@@ -212,9 +212,10 @@ impl Listener {
                 return;
             };
             // Cut at the client's deadline to log in, where it has one.
+            let most = self.protocol.handshake_time().min(HANDSHAKE_TIME);
             let limit = login_window
                 .as_ref()
-                .map_or(HANDSHAKE_TIME, |w| w.remaining().min(HANDSHAKE_TIME));
+                .map_or(most, |w| w.remaining().min(most));
             let handshake = tokio::time::timeout(limit, acceptor.accept(tcp)).await;
             metrics::tls_handshake(&self.config.name, matches!(handshake, Ok(Ok(_))));
             match handshake {

@@ -27,6 +27,13 @@ pub trait Protocol: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The longest an implicit-TLS handshake may take on this protocol's listeners when the
+    /// client has no login window (which cuts it sooner): no longer than the protocol's own
+    /// wait for a first request.
+    fn handshake_time(&self) -> std::time::Duration {
+        connection::HANDSHAKE_TIME
+    }
+
     /// Serves one connection until it ends.
     fn serve(
         self: Arc<Self>,
