@@ -1204,3 +1204,118 @@ fn many_parameter_continuations_are_refused_promptly_and_served_bounded() {
     watch.finish();
     assert!(gw.alive(), "{}", gw.log());
 }
+
+/// How long until the server closes `stream`, which sends nothing more; None if still open
+/// after 15 s.
+fn closed_after(stream: &mut std::net::TcpStream) -> Option<std::time::Duration> {
+    use std::io::Read;
+    let started = std::time::Instant::now();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .expect("timeout");
+    let mut buffer = [0u8; 4096];
+    while started.elapsed() < std::time::Duration::from_secs(15) {
+        match stream.read(&mut buffer) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+/// D7: a TLS handshake that never starts is inside the time to log in, on the implicit-TLS
+/// ports and after STARTTLS (IMAP) and STLS (POP3) alike.
+#[test]
+fn a_stalled_tls_handshake_is_closed_at_the_login_deadline() {
+    use std::io::{BufRead, BufReader, Write};
+    let gw = Gateway::start("[limits]\nlogin-timeout-secs = 2\n");
+    for port in [gw.imaps, gw.pop3s] {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let took = closed_after(&mut stream).unwrap_or_else(|| panic!("{port}: still open"));
+        assert!(took < std::time::Duration::from_secs(4), "{port}: {took:?}");
+    }
+    // JMAP (HTTPS) has no login window: its handshake gets the 10 s a request head may take.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", gw.jmap)).expect("connect");
+    let took = closed_after(&mut stream).unwrap_or_else(|| panic!("jmap: still open"));
+    assert!(
+        took >= std::time::Duration::from_secs(9) && took < std::time::Duration::from_secs(13),
+        "jmap: {took:?}"
+    );
+    for (port, command, ok) in [
+        (gw.imap, "s STARTTLS\r\n", "s OK"),
+        (gw.pop3, "STLS\r\n", "+OK"),
+    ] {
+        let started = std::time::Instant::now();
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("greeting");
+        stream.write_all(command.as_bytes()).expect("starttls");
+        line.clear();
+        while !line.starts_with(ok) {
+            line.clear();
+            assert!(reader.read_line(&mut line).expect("reply") > 0, "{port}");
+        }
+        drop(reader);
+        assert!(closed_after(&mut stream).is_some(), "{port}: still open");
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(4), "{port}: {took:?}");
+    }
+}
+
+/// D7: connections on an implicit-TLS port count as waiting to log in from accept, before
+/// their handshake: beyond the per-address cap they are refused (in TLS), while a client
+/// from another address logs in over IMAPS and POP3S.
+#[test]
+fn stalled_tls_handshakes_count_towards_the_prelogin_cap() {
+    let gw =
+        Gateway::start("[limits]\nmax-prelogin-connections-per-ip = 5\nlogin-timeout-secs = 5\n");
+    let script = r#"
+import imaplib, poplib, socket, ssl, sys
+imaps, pop3s = int(sys.argv[1]), int(sys.argv[2])
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+for port in (imaps, pop3s):
+    held = [socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.5", 0))
+            for _ in range(5)]
+    try:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5,
+                                       source_address=("127.0.0.5", 0))
+        with context.wrap_socket(raw) as tls:
+            print("refused:", tls.recv(200).decode().strip())
+    except (ssl.SSLError, OSError) as e:
+        print("refused: error", e)
+    if port == imaps:
+        client = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=context, timeout=5)
+        print("imaps login:", client.login("alice@example.test", "pw-alice")[0])
+        client.logout()
+    else:
+        client = poplib.POP3_SSL("127.0.0.1", port, context=context, timeout=5)
+        client.user("alice@example.test")
+        print("pop3s login:", client.pass_("pw-alice").decode())
+        client.quit()
+    for h in held:
+        h.close()
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &gw.imaps.to_string(), &gw.pop3s.to_string()])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let refusals: Vec<&str> = text.lines().filter(|l| l.starts_with("refused:")).collect();
+    assert_eq!(
+        refusals.len(),
+        2,
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for refusal in refusals {
+        assert!(refusal.contains("waiting to log in"), "{text}");
+    }
+    assert!(text.contains("imaps login: OK"), "{text}");
+    assert!(text.contains("pop3s login: +OK"), "{text}");
+}

@@ -325,6 +325,70 @@ fn list_patterns_are_bounded() {
     survived(gw, watch);
 }
 
+/// 64 patterns of 1 KiB (sent as LITERAL+) whose wildcards never let a name fail early.
+fn costly_patterns() -> Vec<String> {
+    (0..64)
+        .map(|i| {
+            let p = format!("{}b{i}", &"*a%".repeat(340)[..1020]);
+            format!("{{{}+}}\r\n{p}", p.len())
+        })
+        .collect()
+}
+
+/// D5: many long patterns against many long mailbox names cost matching work that grows with
+/// their product; LIST (with LIST-EXTENDED return options) and LSUB get their limit within
+/// seconds instead of minutes of CPU (one of those patterns alone, in LSUB, is answered), and
+/// an ordinary LIST on the same mailboxes still works.
+#[test]
+fn list_work_over_many_long_names_is_bounded() {
+    let (gw, watch) = under_attack();
+    let names: Vec<String> = (0..200)
+        .map(|i| format!("L{i:03}{}", "a".repeat(196)))
+        .collect();
+    let mut setup: Vec<(String, &str)> = vec![(LOGIN.to_string(), "l")];
+    for name in &names {
+        setup.push((format!("c CREATE {name}\r\n"), "c"));
+        setup.push((format!("s SUBSCRIBE {name}\r\n"), "s"));
+    }
+    let steps: Vec<(&str, &str)> = setup.iter().map(|(c, t)| (c.as_str(), *t)).collect();
+    imap_raw(&gw, &steps);
+    let patterns = costly_patterns().join(" ");
+    let list = format!("x LIST \"\" ({patterns}) RETURN (CHILDREN STATUS (MESSAGES SIZE))\r\n");
+    let lsub = format!("y LSUB \"\" {}\r\n", costly_patterns()[0]);
+    let started = std::time::Instant::now();
+    let out = imap_raw(
+        &gw,
+        &[
+            (LOGIN, "l"),
+            (&list, "x"),
+            (&lsub, "y"),
+            ("d LIST \"\" \"L1*\"\r\n", "d"),
+        ],
+    );
+    let took = started.elapsed();
+    eprintln!("LIST + LSUB + LIST answered in {took:?}");
+    assert!(
+        completion(&out[2], "x").starts_with("x NO [LIMIT]"),
+        "{}",
+        head(&out[2])
+    );
+    // One such pattern fits the budget: matching stops where a name runs out of `a`s.
+    assert!(
+        completion(&out[3], "y").starts_with("y OK"),
+        "{}",
+        head(&out[3])
+    );
+    assert!(!out[3].contains("* LSUB"), "{}", head(&out[3]));
+    assert_eq!(out[4].matches("* LIST").count(), 100, "{}", head(&out[4]));
+    assert!(
+        completion(&out[4], "d").starts_with("d OK"),
+        "{}",
+        head(&out[4])
+    );
+    assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
+    survived(gw, watch);
+}
+
 /// `levels` message/rfc822 parts, each quoted-printable encoded around the next.
 fn nested_quoted_printable(levels: usize) -> Vec<u8> {
     let mut raw = b"Subject: inner\r\n\r\nbottom = line\r\n".to_vec();

@@ -27,6 +27,10 @@ pub const THREAD_REFERENCES: usize = 128;
 pub const LIST_PATTERN: usize = 1024;
 /// Patterns one LIST-EXTENDED command may give.
 pub const LIST_PATTERNS: usize = 64;
+/// Matching work one LIST or LSUB may do, in (pattern character × name character) cells:
+/// a few tens of milliseconds in a release build; `*` over 100 000 names of 100 characters
+/// is well inside it.
+pub const LIST_WORK: u64 = 1 << 25;
 /// Bytes of text the MODSEQ search key may expand into, over the whole command.
 pub const EXPANSION: usize = 1 << 20;
 /// Flags and keywords one STORE or APPEND may name.

@@ -300,7 +300,11 @@ impl ImapSession {
     }
 
     pub async fn run(mut self) {
-        self.login_window = self.shared.login_window(self.client.peer.ip());
+        // Opened at accept (it covers the TLS handshake); a connection from elsewhere opens it now.
+        self.login_window = match self.client.login_window.take() {
+            Some(window) => Some(window),
+            None => self.shared.login_window(self.client.peer.ip()),
+        };
         if self.login_window.is_none() {
             self.send(
                 "* BYE [UNAVAILABLE] Too many connections from your address waiting to log in",

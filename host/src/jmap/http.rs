@@ -39,7 +39,7 @@ use crate::net::connection::{Client, Stream};
 
 /// A client that has not sent a whole request head this long after it began is dropped
 /// (hyper's timer runs from the head's start, whatever trickles in meanwhile).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long any request body may take to arrive, besides what its size earns at
 /// [`BODY_RATE_FLOOR`]: a deadline from the body's start that moves out only with bytes
 /// received, never with time spent waiting.

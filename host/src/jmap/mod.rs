@@ -376,6 +376,11 @@ impl Protocol for Jmap {
         )
     }
 
+    /// A stalled handshake may not outlast the time a request head may take.
+    fn handshake_time(&self) -> std::time::Duration {
+        http::HEADER_TIMEOUT
+    }
+
     fn serve(
         self: Arc<Self>,
         client: Client,

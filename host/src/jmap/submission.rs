@@ -73,6 +73,7 @@ pub async fn send(
             require_auth: true,
         },
         tls: true,
+        login_window: None,
         drain: sender.drain,
         authenticated: Some(sender.user.to_string()),
     };

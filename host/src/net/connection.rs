@@ -87,6 +87,9 @@ pub struct Client {
     /// A user the protocol that opened this session already authenticated (a JMAP
     /// submission's SMTP session); `None` for connections from the network.
     pub authenticated: Option<String>,
+    /// The time an IMAP or POP3 client has to log in, opened when its connection was
+    /// accepted (the session takes it over); `None` elsewhere.
+    pub login_window: Option<crate::net::limits::LoginWindow>,
 }
 
 /// Why STARTTLS (or STLS) cannot start.
@@ -125,8 +128,12 @@ impl Client {
 
     /// Upgrades to TLS once the go-ahead reply is queued (see
     /// [`Connection::start_server_tls`]); false when the handshake failed (close then).
-    pub async fn start_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> bool {
-        let result = self.conn.start_server_tls(acceptor).await;
+    pub async fn start_tls(
+        &mut self,
+        acceptor: &tokio_rustls::TlsAcceptor,
+        limit: Duration,
+    ) -> bool {
+        let result = self.conn.start_server_tls(acceptor, limit).await;
         crate::telemetry::metrics::tls_handshake(&self.listener.name, result.is_ok());
         match result {
             Ok(dropped) => {
@@ -173,6 +180,9 @@ pub enum Line {
 }
 
 /// Buffer capacity a connection keeps between commands; more is given back.
+/// The longest a TLS handshake may take (shorter where the client's time to log in is).
+pub const HANDSHAKE_TIME: Duration = Duration::from_secs(30);
+
 const RETAINED_BUFFER: usize = 64 * 1024;
 
 /// A stream with an input buffer and an output buffer (replies to pipelined commands go out
@@ -322,18 +332,20 @@ impl Connection {
 
     /// Server side of STARTTLS/STLS, after the "go ahead" reply was queued: sends it, drops
     /// whatever the client pipelined behind the command (it came in the clear), and does the
-    /// handshake within 30 s. Returns how many pipelined bytes were dropped.
+    /// handshake within `limit` (at most [`HANDSHAKE_TIME`]). Returns how many pipelined bytes were dropped.
     pub async fn start_server_tls(
         &mut self,
         acceptor: &tokio_rustls::TlsAcceptor,
+        limit: Duration,
     ) -> std::io::Result<usize> {
         self.flush().await?;
         let dropped = self.discard_input();
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
             return Err(std::io::ErrorKind::InvalidInput.into());
         };
-        // A client that stalls the handshake must not hold its connection slot forever.
-        let tls = tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp))
+        // A client that stalls the handshake must not hold its connection slot forever, nor
+        // past its time to log in.
+        let tls = tokio::time::timeout(limit.min(HANDSHAKE_TIME), acceptor.accept(tcp))
             .await
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))?;
         self.stream = Stream::Tls(Box::new(tls));

@@ -71,6 +71,10 @@ impl LoginWindow {
     }
 }
 
+/// A client address has `limits.max-prelogin-connections-per-ip` connections waiting to log in.
+#[derive(Debug)]
+pub struct TooManyWaiting;
+
 /// Failed logins per client address: a bucket of `capacity` tries that refills one try every
 /// `window / capacity`. While it is empty, logins from that address are refused unchecked.
 pub struct AuthBudget {

@@ -13,9 +13,9 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use super::connection::{Client, Connection, Stream};
+use super::connection::{Client, Connection, Stream, HANDSHAKE_TIME};
 use super::drain::{Drain, DrainWatch};
-use super::limits::PerIp;
+use super::limits::{LoginWindow, PerIp};
 use super::Protocol;
 use crate::config::{LimitsConfig, ListenerConfig, Protocol as ProtocolKind, TlsMode};
 use crate::telemetry::metrics;
@@ -84,6 +84,9 @@ enum Refusal {
     Total,
     Protocol,
     PerIp,
+    /// `limits.max-prelogin-connections-per-ip` of the address's connections are waiting to
+    /// log in (IMAP and POP3).
+    WaitingToLogIn,
 }
 
 impl Refusal {
@@ -92,6 +95,7 @@ impl Refusal {
         match self {
             Refusal::Total | Refusal::Protocol => "Too many connections, try again later",
             Refusal::PerIp => "Too many connections from your address",
+            Refusal::WaitingToLogIn => "Too many connections from your address waiting to log in",
         }
     }
 
@@ -101,6 +105,7 @@ impl Refusal {
             Refusal::Total => "max-connections",
             Refusal::Protocol => "protocol-limit",
             Refusal::PerIp => "per-ip-limit",
+            Refusal::WaitingToLogIn => "prelogin-per-ip-limit",
         }
     }
 }
@@ -156,7 +161,16 @@ impl Listener {
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let held = match listener.slots.take(peer.ip()) {
+            // The login window opens at accept: the TLS handshake is inside it, and a
+            // connection counts as waiting to log in from its first byte.
+            let held = listener.slots.take(peer.ip()).and_then(|held| {
+                let window = listener
+                    .protocol
+                    .login_window(peer.ip())
+                    .map_err(|_| Refusal::WaitingToLogIn)?;
+                Ok((held, window))
+            });
+            let (held, window) = match held {
                 Ok(held) => held,
                 Err(why) => {
                     metrics::connection_refused(&listener.config.name, why.metric());
@@ -177,7 +191,7 @@ impl Listener {
                 async move {
                     let kind = listener.config.protocol.name();
                     let counted = metrics::connection_opened(&listener.config.name, kind);
-                    listener.session(tcp, peer, (id, watch)).await;
+                    listener.session(tcp, peer, (id, watch), window).await;
                     drop((held, counted));
                 }
                 .instrument(span),
@@ -186,13 +200,23 @@ impl Listener {
     }
 
     /// One connection: implicit TLS if the listener has it, then the protocol's session.
-    async fn session(&self, tcp: TcpStream, peer: SocketAddr, (id, drain): (String, DrainWatch)) {
+    async fn session(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        (id, drain): (String, DrainWatch),
+        login_window: Option<LoginWindow>,
+    ) {
         let stream = if self.config.tls == TlsMode::Implicit {
             let Some(acceptor) = self.tls.clone() else {
                 return;
             };
-            let handshake =
-                tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp)).await;
+            // Cut at the client's deadline to log in, where it has one.
+            let most = self.protocol.handshake_time().min(HANDSHAKE_TIME);
+            let limit = login_window
+                .as_ref()
+                .map_or(most, |w| w.remaining().min(most));
+            let handshake = tokio::time::timeout(limit, acceptor.accept(tcp)).await;
             metrics::tls_handshake(&self.config.name, matches!(handshake, Ok(Ok(_))));
             match handshake {
                 Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
@@ -214,6 +238,7 @@ impl Listener {
             tls,
             drain,
             authenticated: None,
+            login_window,
         };
         self.protocol.clone().serve(client).await;
         tracing::debug!("closed");

@@ -17,6 +17,23 @@ pub trait Protocol: Send + Sync + 'static {
     /// The line that turns a client away at a connection limit (sent in the clear).
     fn refusal(&self, why: &str) -> String;
 
+    /// The time a new client at `ip` has to log in, opened at accept so that it covers the
+    /// TLS handshake too; `Err` when its address has too many connections waiting to log in.
+    /// `None` for protocols without one (their own timeouts apply once they are served).
+    fn login_window(
+        &self,
+        _ip: std::net::IpAddr,
+    ) -> Result<Option<limits::LoginWindow>, limits::TooManyWaiting> {
+        Ok(None)
+    }
+
+    /// The longest an implicit-TLS handshake may take on this protocol's listeners when the
+    /// client has no login window (which cuts it sooner): no longer than the protocol's own
+    /// wait for a first request.
+    fn handshake_time(&self) -> std::time::Duration {
+        connection::HANDSHAKE_TIME
+    }
+
     /// Serves one connection until it ends.
     fn serve(
         self: Arc<Self>,

@@ -31,6 +31,16 @@ impl crate::net::Protocol for Pop3 {
         format!("-ERR [SYS/TEMP] {why}\r\n")
     }
 
+    fn login_window(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> Result<Option<crate::net::limits::LoginWindow>, crate::net::limits::TooManyWaiting> {
+        self.shared
+            .login_window(ip)
+            .map(Some)
+            .ok_or(crate::net::limits::TooManyWaiting)
+    }
+
     fn serve(self: Arc<Self>, client: Client) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move { session::Pop3Session::new(self, client).run().await })
     }

@@ -141,7 +141,11 @@ impl Pop3Session {
     }
 
     pub async fn run(mut self) {
-        self.login_window = self.shared.login_window(self.client.peer.ip());
+        // Opened at accept (it covers the TLS handshake); a connection from elsewhere opens it now.
+        self.login_window = match self.client.login_window.take() {
+            Some(window) => Some(window),
+            None => self.shared.login_window(self.client.peer.ip()),
+        };
         if self.login_window.is_none() {
             self.err("[SYS/TEMP] Too many connections from your address waiting to log in");
             let _ = self.client.conn.flush().await;
@@ -257,7 +261,7 @@ impl Pop3Session {
             }
         };
         self.ok("Begin TLS negotiation");
-        if !self.client.start_tls(&acceptor).await {
+        if !self.client.start_tls(&acceptor, self.idle_limit()).await {
             return Next::Close;
         }
         self.user = None;

@@ -355,7 +355,11 @@ impl Session {
             }
         };
         self.reply(220, (2, 0, 0), "Ready to start TLS");
-        if !self.client.start_tls(&acceptor).await {
+        if !self
+            .client
+            .start_tls(&acceptor, crate::net::connection::HANDSHAKE_TIME)
+            .await
+        {
             return Next::Close;
         }
         // RFC 3207: forget everything learned before the handshake.

@@ -14,7 +14,7 @@ impl ImapSession {
         self.send(&format!("{tag} OK Begin TLS negotiation now"));
         // Bytes pipelined behind STARTTLS came in the clear: they are dropped.
         self.framer.clear();
-        if self.client.start_tls(&acceptor).await {
+        if self.client.start_tls(&acceptor, self.idle_limit()).await {
             Next::Continue
         } else {
             Next::Close

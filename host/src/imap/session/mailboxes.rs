@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 
+use super::super::budget::{OverBudget, Work};
 use super::super::extensions::ListExtras;
 use super::super::{budget, mutf7, wire};
 use super::ImapSession;
@@ -28,11 +29,13 @@ pub(super) fn quoted(name: &str) -> String {
     String::from_utf8_lossy(&wire::string(name.as_bytes())).into_owned()
 }
 
-/// LIST wildcards: `*` matches anything, `%` anything but the hierarchy separator. Dynamic
-/// programming over (pattern, name) positions in two rows: O(p × n) time, O(n) memory, not
-/// an exponential backtrack; a run of wildcards counts as one. Patterns are at most
-/// [`budget::LIST_PATTERN`] bytes (see [`pattern_refusal`]).
-fn wildcard(pattern: &str, name: &str) -> bool {
+/// LIST wildcards: `*` matches anything, `%` anything but the hierarchy separator (RFC 3501
+/// §6.3.8). Dynamic programming over (pattern, name) positions in two rows: O(p × n) time,
+/// O(n) memory, not an exponential backtrack; a run of wildcards counts as one, each row
+/// starts at the first name position still matched, and a row matching nothing ends it.
+/// Every cell computed is charged to `work` (the LIST or LSUB command's budget), so many
+/// long patterns against many long names end in `NO [LIMIT]`, not minutes of CPU.
+fn wildcard_within(pattern: &str, name: &str, work: &Work) -> Result<bool, OverBudget> {
     let n: Vec<char> = name.chars().collect();
     // matches[j]: pattern[..i] matches name[..j], for the current i.
     let mut matches = vec![false; n.len() + 1];
@@ -48,8 +51,14 @@ fn wildcard(pattern: &str, name: &str) -> bool {
             continue;
         }
         previous = Some(c);
-        next[0] = wild && matches[0];
-        for j in 1..=n.len() {
+        // Cells before the first matched position stay unmatched in the next row too.
+        let Some(first) = matches.iter().position(|&m| m) else {
+            return Ok(false);
+        };
+        work.charge(u64::try_from(n.len() + 1 - first).unwrap_or(u64::MAX))?;
+        next[..=first].fill(false);
+        next[first] = wild && matches[first];
+        for j in first + 1..=n.len() {
             next[j] = if wild {
                 // Either the wildcard matches nothing, or it extends a match by one char.
                 matches[j] || (next[j - 1] && (c == '*' || n[j - 1] != '/'))
@@ -58,11 +67,37 @@ fn wildcard(pattern: &str, name: &str) -> bool {
             };
         }
         std::mem::swap(&mut matches, &mut next);
-        if !matches.iter().any(|&m| m) {
-            return false;
+    }
+    Ok(matches[n.len()])
+}
+
+/// [`wildcard_within`] without a budget.
+#[cfg(test)]
+fn wildcard(pattern: &str, name: &str) -> bool {
+    wildcard_within(pattern, name, &Work::new(u64::MAX)).unwrap_or(false)
+}
+
+/// The names any of `patterns` matches, within one command's [`budget::LIST_WORK`].
+fn matching_names<'a>(
+    patterns: &[String],
+    names: impl Iterator<Item = &'a String>,
+) -> Result<BTreeSet<&'a str>, OverBudget> {
+    let work = Work::new(budget::LIST_WORK);
+    let mut matching = BTreeSet::new();
+    for name in names {
+        for pattern in patterns {
+            if wildcard_within(pattern, name, &work)? {
+                matching.insert(name.as_str());
+                break;
+            }
         }
     }
-    matches[n.len()]
+    Ok(matching)
+}
+
+/// The `NO [LIMIT]` text for a LIST or LSUB whose matching went over [`budget::LIST_WORK`].
+fn over_budget_text() -> String {
+    "Patterns too long for this many mailboxes; use fewer or shorter patterns".to_string()
 }
 
 /// The `NO [LIMIT]` text for patterns too long or too many to match, if they are.
@@ -299,7 +334,10 @@ impl ImapSession {
         if let Some(why) = pattern_refusal(std::slice::from_ref(&full)) {
             return self.send(&budget::refusal(tag, &why));
         }
-        for line in self.lsub_lines(&full) {
+        let Ok(lines) = self.lsub_lines(&full, &Work::new(budget::LIST_WORK)) else {
+            return self.send(&budget::refusal(tag, &over_budget_text()));
+        };
+        for line in lines {
             self.send(&line);
         }
         self.send(&format!("{tag} OK LSUB completed"));
@@ -337,7 +375,6 @@ impl ImapSession {
         if let Some(why) = pattern_refusal(&patterns) {
             return self.send(&budget::refusal(tag, &why));
         }
-        let matches = |name: &str| patterns.iter().any(|p| wildcard(p, name));
         let _ = std::fs::create_dir_all(self.maildir());
         let tree = Tree::read(&self.maildir());
         let subscribed: BTreeSet<String> = self.subscriptions().into_iter().collect();
@@ -350,6 +387,14 @@ impl ImapSession {
                     .flat_map(|n| parents(n).map(str::to_string)),
             );
         }
+        // Matched once, within the command's budget, before anything is answered.
+        let candidates = names
+            .iter()
+            .chain(subscribed.iter().filter(|_| request.subscribed_only));
+        let Ok(matching) = matching_names(&patterns, candidates) else {
+            return self.send(&budget::refusal(tag, &over_budget_text()));
+        };
+        let matches = |name: &str| matching.contains(name);
         let mut lines = Vec::new();
         for name in names.iter().filter(|n| matches(n)) {
             let exists = tree.folders.contains(name);
@@ -422,21 +467,21 @@ impl ImapSession {
 
     /// LSUB (RFC 3501 §6.3.9): subscribed names the pattern matches; a name the pattern
     /// matches only as the parent of subscribed ones (`%` stopping at a level) is `\Noselect`.
-    fn lsub_lines(&self, pattern: &str) -> Vec<String> {
+    fn lsub_lines(&self, pattern: &str, work: &Work) -> Result<Vec<String>, OverBudget> {
         let subscribed: BTreeSet<String> = self.subscriptions().into_iter().collect();
         let mut shown: Vec<(String, bool)> = Vec::new();
         for name in &subscribed {
-            if wildcard(pattern, name) {
+            if wildcard_within(pattern, name, work)? {
                 shown.push((name.clone(), true));
             }
         }
         for name in &subscribed {
             // Only where the pattern stops above the subscribed name: `*` reaches it itself.
-            if wildcard(pattern, name) {
+            if wildcard_within(pattern, name, work)? {
                 continue;
             }
             for parent in parents(name) {
-                if wildcard(pattern, parent)
+                if wildcard_within(pattern, parent, work)?
                     && !subscribed.contains(parent)
                     && !shown.iter().any(|(n, _)| n == parent)
                 {
@@ -445,7 +490,7 @@ impl ImapSession {
             }
         }
         shown.sort();
-        shown
+        Ok(shown
             .into_iter()
             .map(|(name, own)| {
                 let attributes = if own { "" } else { "\\Noselect" };
@@ -454,7 +499,7 @@ impl ImapSession {
                     quoted(&self.shown_name(&name))
                 )
             })
-            .collect()
+            .collect())
     }
 
     pub(super) fn status(&mut self, tag: &str, mailbox: &Mailbox<'_>, names: &[String]) {
@@ -567,7 +612,8 @@ impl ListRequest {
 
 #[cfg(test)]
 mod tests {
-    use super::{parents, pattern_refusal, wildcard};
+    use super::{matching_names, parents, pattern_refusal, wildcard, OverBudget};
+    use proptest::prelude::*;
 
     #[test]
     fn list_wildcards() {
@@ -588,6 +634,48 @@ mod tests {
         // Many wildcards stay cheap.
         let pattern = format!("{}x", "*%".repeat(500));
         assert!(!wildcard(&pattern, &"a".repeat(200)));
+    }
+
+    /// The definition, by backtracking: slow, but obviously right on short inputs.
+    fn reference(pattern: &[char], name: &[char]) -> bool {
+        match pattern.split_first() {
+            None => name.is_empty(),
+            Some((&c, rest)) if c == '*' || c == '%' => (0..=name.len())
+                .take_while(|&k| c == '*' || !name[..k].contains(&'/'))
+                .any(|k| reference(rest, &name[k..])),
+            Some((&c, rest)) => name
+                .split_first()
+                .is_some_and(|(&n, tail)| n.eq_ignore_ascii_case(&c) && reference(rest, tail)),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn matcher_agrees_with_the_definition(
+            pattern in "[ab/*%]{0,10}",
+            name in "[abAB/]{0,12}",
+        ) {
+            let p: Vec<char> = pattern.chars().collect();
+            let n: Vec<char> = name.chars().collect();
+            prop_assert_eq!(wildcard(&pattern, &name), reference(&p, &n));
+        }
+    }
+
+    #[test]
+    fn matching_is_budgeted_per_command() {
+        // The shape that took minutes of CPU: 64 patterns of 1 KiB whose wildcards keep every
+        // row alive, against 200 names of 200 characters.
+        let pattern = format!("{}z", "a*".repeat(511));
+        let patterns = vec![pattern; 64];
+        let names: Vec<String> = (0..200)
+            .map(|i| format!("{}{i:03}", "a".repeat(197)))
+            .collect();
+        assert_eq!(matching_names(&patterns, names.iter()), Err(OverBudget));
+        // An ordinary LIST over the same names is well within it.
+        let everything = matching_names(&["*".to_string()], names.iter()).expect("within");
+        assert_eq!(everything.len(), 200);
+        let tens = matching_names(&["*0".to_string()], names.iter()).expect("within");
+        assert_eq!(tens.len(), 20);
     }
 
     #[test]
