@@ -453,11 +453,7 @@ Message-ID: <long@example.test>\r\nReferences:{references}\r\nbody\r\n"
 #[test]
 fn thread_get_over_a_message_of_300000_references_is_answered_within_bounds() {
     let (mut gw, watch) = start();
-    gw.store_directly(
-        ALICE,
-        "1700000000.M0P5.long",
-        &long_thread_message(300_000),
-    );
+    gw.store_directly(ALICE, "1700000000.M0P5.long", &long_thread_message(300_000));
     for i in 1..8 {
         gw.store_directly(
             ALICE,
@@ -485,7 +481,11 @@ fn thread_get_over_a_message_of_300000_references_is_answered_within_bounds() {
         .expect("a Thread/get answer");
     // The long message is a thread of its own, rooted at its first reference.
     assert_eq!(thread[0], "Thread/get", "{thread}");
-    assert_eq!(thread[1]["list"].as_array().map(Vec::len), Some(8), "{thread}");
+    assert_eq!(
+        thread[1]["list"].as_array().map(Vec::len),
+        Some(8),
+        "{thread}"
+    );
     assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
     assert!(gw.alive(), "the server died");
     watch.finish();
@@ -552,10 +552,78 @@ fn queries_each_within_the_budget_exhaust_it_together() {
     let took = started.elapsed();
     let responses = responses(&answer);
     assert_eq!(responses.len(), 32, "{answer}");
-    assert_eq!(responses[0][0], "Email/query", "the first call runs: {}", responses[0]);
+    assert_eq!(
+        responses[0][0], "Email/query",
+        "the first call runs: {}",
+        responses[0]
+    );
     assert!(refused_with(&responses, "maxQueryWork"), "{answer}");
-    assert_eq!(responses[31][1]["limit"], "maxQueryWork", "{}", responses[31]);
+    assert_eq!(
+        responses[31][1]["limit"], "maxQueryWork",
+        "{}",
+        responses[31]
+    );
     assert!(took < std::time::Duration::from_secs(40), "took {took:?}");
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+// Connections that do not log in.
+
+/// Keeps one HTTPS connection and GETs the session resource without credentials every
+/// `every` seconds: `answers seconds` when the server closes it (or after 30 s).
+const KEEPALIVE_CLIENT: &str = r#"
+import http.client, ssl, sys, time
+port, every = int(sys.argv[1]), float(sys.argv[2])
+conn = http.client.HTTPSConnection('127.0.0.1', port, context=ssl._create_unverified_context(), timeout=30)
+start, answers = time.time(), 0
+while time.time() - start < 30:
+    try:
+        conn.request('GET', '/.well-known/jmap')
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 401, response.status
+        answers += 1
+        if response.will_close:
+            break
+    except (OSError, http.client.HTTPException):
+        break
+    time.sleep(every)
+print(answers, round(time.time() - start, 1))
+"#;
+
+fn keepalive_client(gw: &Gateway, every: &str) -> (u32, f64) {
+    let out = std::process::Command::new("python3")
+        .args(["-c", KEEPALIVE_CLIENT, &gw.jmap.to_string(), every])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut words = text.split_whitespace();
+    let answers = words.next().and_then(|w| w.parse().ok()).expect("answers");
+    let seconds = words.next().and_then(|w| w.parse().ok()).expect("seconds");
+    (answers, seconds)
+}
+
+#[test]
+fn an_unauthenticated_keepalive_connection_is_closed_at_its_login_deadline() {
+    let mut gw = Gateway::start_bounded("", "[limits]\nlogin-timeout-secs = 3\n");
+    let watch = Responsiveness::watch(gw.inbound, gw.imap);
+    // A request every 2 s, each within the 10 s head deadline: the connection still ends
+    // at 3 s from its start, not never.
+    let (answers, seconds) = keepalive_client(&gw, "2");
+    assert!((1..=3).contains(&answers), "{answers} answers");
+    assert!((2.5..10.0).contains(&seconds), "closed after {seconds} s");
+    // Variant: requests in quick succession are cut after a few 401s, before the deadline.
+    let (answers, seconds) = keepalive_client(&gw, "0.1");
+    assert_eq!(answers, 4, "answers before the close");
+    assert!(seconds < 3.0, "closed after {seconds} s");
+    // A user who logs in is served as before.
+    assert!(!account(&gw).is_empty());
     assert!(gw.alive(), "the server died");
     watch.finish();
 }

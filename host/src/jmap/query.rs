@@ -492,11 +492,7 @@ impl Plan {
 type Parsed = Vec<(String, Arc<Summary>)>;
 
 /// The ids the query finds, in order; the summaries it parsed on the way.
-fn search(
-    view: &ScanView,
-    plan: &Plan,
-    work: &Work,
-) -> (Result<Vec<String>, MethodError>, Parsed) {
+fn search(view: &ScanView, plan: &Plan, work: &Work) -> (Result<Vec<String>, MethodError>, Parsed) {
     let mut scan = Scan {
         snapshot: view,
         work,
