@@ -558,3 +558,196 @@ fn the_same_users_requests_are_answered_while_a_heavy_email_get_runs() {
     assert!(gw.alive(), "the server died");
     watch.finish();
 }
+
+// One work budget per request, and threads bounded.
+
+/// A reply whose References name `count` earlier messages.
+fn long_thread_message(count: usize) -> Vec<u8> {
+    let mut references = String::with_capacity(count * 24);
+    for n in 0..count {
+        references.push_str(&format!(" <r{n}@example.test>\r\n"));
+    }
+    format!(
+        "From: a@example.test\r\nTo: alice@example.test\r\nSubject: long thread\r\n\
+Message-ID: <long@example.test>\r\nReferences:{references}\r\nbody\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn thread_get_over_a_message_of_300000_references_is_answered_within_bounds() {
+    let (mut gw, watch) = start();
+    gw.store_directly(ALICE, "1700000000.M0P5.long", &long_thread_message(300_000));
+    for i in 1..8 {
+        gw.store_directly(
+            ALICE,
+            &format!("1700000000.M{i}P5.q"),
+            &simple_message(i, "hello"),
+        );
+    }
+    let account = account(&gw);
+    let started = std::time::Instant::now();
+    let answer = post(
+        &gw,
+        &request(json!([
+            ["Email/query", {"accountId": account}, "q"],
+            ["Email/get", {"accountId": account, "properties": ["threadId"],
+                "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"}}, "g"],
+            ["Thread/get", {"accountId": account,
+                "#ids": {"resultOf": "g", "name": "Email/get", "path": "/list/*/threadId"}}, "t"],
+        ])),
+    );
+    let took = started.elapsed();
+    let responses = responses(&answer);
+    let thread = responses
+        .iter()
+        .find(|r| r[2] == "t")
+        .expect("a Thread/get answer");
+    // The long message is a thread of its own, rooted at its first reference.
+    assert_eq!(thread[0], "Thread/get", "{thread}");
+    assert_eq!(
+        thread[1]["list"].as_array().map(Vec::len),
+        Some(8),
+        "{thread}"
+    );
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+/// 32 Email/query calls in one request, each an OR of `conditions` body conditions.
+fn many_queries(account: &str, conditions: usize) -> Vec<u8> {
+    let calls: Vec<Value> = (0..32)
+        .map(|n| {
+            let conditions: Vec<Value> = (0..conditions)
+                .map(|i| json!({"body": format!("absent{n}x{i}")}))
+                .collect();
+            json!(["Email/query", {
+                "accountId": account,
+                "filter": {"operator": "OR", "conditions": conditions},
+            }, format!("q{n}")])
+        })
+        .collect();
+    request(json!(calls))
+}
+
+fn store_large_bodies(gw: &mut Gateway) {
+    let body = "lorem ipsum dolor sit amet ".repeat(200_000); // ~5.4 MB
+    for i in 0..4 {
+        gw.store_directly(
+            ALICE,
+            &format!("1700000000.M{i}P6.big"),
+            &simple_message(i, &body),
+        );
+    }
+}
+
+#[test]
+fn a_request_of_32_heavy_queries_ends_within_its_one_budget() {
+    let (mut gw, watch) = start();
+    store_large_bodies(&mut gw);
+    let account = account(&gw);
+    let started = std::time::Instant::now();
+    let answer = post(&gw, &many_queries(&account, 255));
+    let took = started.elapsed();
+    let responses = responses(&answer);
+    assert_eq!(responses.len(), 32, "{answer}");
+    assert!(
+        responses
+            .iter()
+            .all(|r| r[0] == "error" && r[1]["limit"] == "maxQueryWork"),
+        "{answer}"
+    );
+    // One budget (and one 20 s deadline) for the whole request, not one per call.
+    assert!(took < std::time::Duration::from_secs(40), "took {took:?}");
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+#[test]
+fn queries_each_within_the_budget_exhaust_it_together() {
+    // Variant: each call alone examines ~190 MB (well within 1 GiB); 32 of them in one
+    // request do not all run.
+    let (mut gw, watch) = start();
+    store_large_bodies(&mut gw);
+    let account = account(&gw);
+    let started = std::time::Instant::now();
+    let answer = post(&gw, &many_queries(&account, 8));
+    let took = started.elapsed();
+    let responses = responses(&answer);
+    assert_eq!(responses.len(), 32, "{answer}");
+    assert_eq!(
+        responses[0][0], "Email/query",
+        "the first call runs: {}",
+        responses[0]
+    );
+    assert!(refused_with(&responses, "maxQueryWork"), "{answer}");
+    assert_eq!(
+        responses[31][1]["limit"], "maxQueryWork",
+        "{}",
+        responses[31]
+    );
+    assert!(took < std::time::Duration::from_secs(40), "took {took:?}");
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+// Connections that do not log in.
+
+/// Keeps one HTTPS connection and GETs the session resource without credentials every
+/// `every` seconds: `answers seconds` when the server closes it (or after 30 s).
+const KEEPALIVE_CLIENT: &str = r#"
+import http.client, ssl, sys, time
+port, every = int(sys.argv[1]), float(sys.argv[2])
+conn = http.client.HTTPSConnection('127.0.0.1', port, context=ssl._create_unverified_context(), timeout=30)
+start, answers = time.time(), 0
+while time.time() - start < 30:
+    try:
+        conn.request('GET', '/.well-known/jmap')
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 401, response.status
+        answers += 1
+        if response.will_close:
+            break
+    except (OSError, http.client.HTTPException):
+        break
+    time.sleep(every)
+print(answers, round(time.time() - start, 1))
+"#;
+
+fn keepalive_client(gw: &Gateway, every: &str) -> (u32, f64) {
+    let out = std::process::Command::new("python3")
+        .args(["-c", KEEPALIVE_CLIENT, &gw.jmap.to_string(), every])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut words = text.split_whitespace();
+    let answers = words.next().and_then(|w| w.parse().ok()).expect("answers");
+    let seconds = words.next().and_then(|w| w.parse().ok()).expect("seconds");
+    (answers, seconds)
+}
+
+#[test]
+fn an_unauthenticated_keepalive_connection_is_closed_at_its_login_deadline() {
+    let mut gw = Gateway::start_bounded("", "[limits]\nlogin-timeout-secs = 3\n");
+    let watch = Responsiveness::watch(gw.inbound, gw.imap);
+    // A request every 2 s, each within the 10 s head deadline: the connection still ends
+    // at 3 s from its start, not never.
+    let (answers, seconds) = keepalive_client(&gw, "2");
+    assert!((1..=3).contains(&answers), "{answers} answers");
+    assert!((2.5..10.0).contains(&seconds), "closed after {seconds} s");
+    // Variant: requests in quick succession are cut after a few 401s, before the deadline.
+    let (answers, seconds) = keepalive_client(&gw, "0.1");
+    assert_eq!(answers, 4, "answers before the close");
+    assert!(seconds < 3.0, "closed after {seconds} s");
+    // A user who logs in is served as before.
+    assert!(!account(&gw).is_empty());
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}

@@ -467,6 +467,20 @@ impl Account {
         Some(summary)
     }
 
+    /// [`Account::thread_id`] counted against a request's `work`: an email whose summary is
+    /// not parsed yet costs its size (the parse reads the whole message).
+    pub fn thread_id_within(
+        &mut self,
+        id: &str,
+        work: &super::budget::Work,
+    ) -> Result<String, super::api::MethodError> {
+        if !self.summaries.contains_key(id) {
+            let size = self.email(id).map_or(0, |email| self.size(email));
+            work.add(size)?;
+        }
+        Ok(self.thread_id(id))
+    }
+
     /// The thread id of an email: its conversation's first Message-ID, hashed.
     pub fn thread_id(&mut self, id: &str) -> String {
         let summary = self.summary(id);

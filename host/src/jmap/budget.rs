@@ -22,9 +22,9 @@ pub const MAX_RESPONSE_BYTES: u64 = 16 << 20;
 /// The limit name for [`MAX_RESPONSE_BYTES`].
 pub const RESPONSE_LIMIT: &str = "maxSizeResponse";
 
-/// Work one Email/query may do: bytes of message text examined (each message read counts its
-/// size once), plus [`CONDITION_COST`] for every condition checked on every email — the same
-/// measure and size as IMAP SEARCH's budget.
+/// Work one API request may do, all its calls together: bytes of message text examined (each
+/// message read counts its size once), plus [`CONDITION_COST`] for every condition checked on
+/// every email — the same measure and size as IMAP SEARCH's budget.
 pub const MAX_QUERY_WORK: u64 = 1 << 30;
 /// The limit name for [`MAX_QUERY_WORK`] and the query's deadline.
 pub const QUERY_WORK_LIMIT: &str = "maxQueryWork";
@@ -41,16 +41,19 @@ pub fn too_large(limit: &'static str, description: impl Into<String>) -> MethodE
     MethodError::limit("requestTooLarge", limit, description)
 }
 
-/// One request's budget of materialised JSON bytes, shared by its method calls.
+/// One request's budget of materialised JSON bytes, and of work, shared by its method calls.
 #[derive(Debug)]
 pub struct Budget {
     left: AtomicU64,
+    /// The request's work: every method that scans emails adds to it.
+    pub work: Work,
 }
 
 impl Budget {
     pub fn new(bytes: u64) -> Budget {
         Budget {
             left: AtomicU64::new(bytes),
+            work: Work::new(MAX_QUERY_WORK, REQUEST_TIME),
         }
     }
 
@@ -156,10 +159,16 @@ pub fn json_size_within(value: &Value, cap: u64) -> Option<u64> {
     Some(size)
 }
 
-/// A query's work budget: a counter the scan adds to, and a deadline.
+/// How long one API request may work, all its method calls together: past it, the call
+/// under way and every later one get `requestTooLarge` (limit [`QUERY_WORK_LIMIT`]).
+pub const REQUEST_TIME: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A request's work budget, shared by all its method calls (queries, gets, threads): a
+/// counter every scan adds to, and one deadline from the request's start. Each addition also
+/// checks the clock, so the loops that add as they go stop at the deadline, not after.
 #[derive(Debug)]
 pub struct Work {
-    done: u64,
+    done: AtomicU64,
     max: u64,
     deadline: std::time::Instant,
 }
@@ -167,32 +176,42 @@ pub struct Work {
 impl Work {
     pub fn new(max: u64, time: std::time::Duration) -> Work {
         Work {
-            done: 0,
+            done: AtomicU64::new(0),
             max,
             deadline: std::time::Instant::now() + time,
         }
     }
 
-    pub fn add(&mut self, units: u64) -> Result<(), MethodError> {
-        self.done = self.done.saturating_add(units);
-        if self.done > self.max {
+    /// Counts `units` of work; past the maximum, or past the deadline, refuses (and keeps
+    /// refusing: a request that went over does no more work).
+    pub fn add(&self, units: u64) -> Result<(), MethodError> {
+        let before = self
+            .done
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |done| {
+                Some(done.saturating_add(units))
+            })
+            .unwrap_or_else(|done| done);
+        if before.saturating_add(units) > self.max {
             return Err(too_large(
                 QUERY_WORK_LIMIT,
                 format!(
-                    "the query would examine more than {} bytes: narrow it",
+                    "the request would examine more than {} bytes: narrow it",
                     self.max
                 ),
             ));
         }
-        Ok(())
+        self.check_time()
     }
 
-    /// Checked between emails: past the deadline the query stops.
+    /// Past the deadline the work stops.
     pub fn check_time(&self) -> Result<(), MethodError> {
         if std::time::Instant::now() > self.deadline {
             return Err(too_large(
                 QUERY_WORK_LIMIT,
-                "the query ran past its time: narrow it",
+                format!(
+                    "the request ran past its {} s: narrow it",
+                    REQUEST_TIME.as_secs()
+                ),
             ));
         }
         Ok(())
@@ -243,7 +262,7 @@ mod tests {
             meter.take(1).err().and_then(|e| e.limit),
             Some(RESPONSE_LIMIT)
         );
-        let mut work = Work::new(100, std::time::Duration::from_secs(60));
+        let work = Work::new(100, std::time::Duration::from_secs(60));
         assert!(work.add(100).is_ok());
         assert_eq!(
             work.add(1).err().and_then(|e| e.limit),
@@ -252,5 +271,15 @@ mod tests {
         let late = Work::new(100, std::time::Duration::ZERO);
         std::thread::sleep(std::time::Duration::from_millis(2));
         assert!(late.check_time().is_err());
+        assert!(late.add(1).is_err(), "adding checks the clock too");
+    }
+
+    #[test]
+    fn one_request_s_calls_share_one_work_budget() {
+        let budget = Budget::new(1000);
+        let max = MAX_QUERY_WORK / 2 + 1;
+        assert!(budget.work.add(max).is_ok(), "a first call");
+        assert!(budget.work.add(max).is_err(), "a second one finds it spent");
+        assert!(budget.work.add(0).is_err(), "and so does every later one");
     }
 }

@@ -579,7 +579,8 @@ pub fn thread_get(account: &mut Account, call: &Call) -> Result<Value, MethodErr
         .map(|e| (e.id.clone(), e.entry.internal_date))
         .collect();
     for (id, received) in emails {
-        let thread = account.thread_id(&id);
+        // Every email's thread is needed: the request's work budget bounds the parsing.
+        let thread = account.thread_id_within(&id, &call.budget.work)?;
         if wanted.contains(&thread) {
             members.entry(thread).or_default().push((received, id));
         }

@@ -130,7 +130,16 @@ struct Peer {
     tls: bool,
     /// Failed logins on this connection: each waits longer.
     failures: AtomicU32,
+    /// Until a request of this connection authenticates: its time to do so, counted from the
+    /// connection (`limits.login-timeout-secs`), and its place among its address's
+    /// connections not logged in (`limits.max-prelogin-connections-per-ip`), as for IMAP.
+    login: std::sync::Mutex<Option<crate::net::limits::LoginWindow>>,
+    /// Requests answered 401 on this connection.
+    refused: AtomicU32,
 }
+
+/// Requests a connection that has not authenticated is answered before it is closed.
+const MAX_UNAUTHENTICATED_REQUESTS: u32 = 4;
 
 impl Peer {
     fn session(&self, user: &str) -> Session {
@@ -147,6 +156,11 @@ impl Peer {
 
 /// Serves one connection until the client closes it or the server drains.
 pub async fn serve(jmap: Arc<Jmap>, mut client: Client) {
+    let Some(window) = jmap.shared.login_window(client.peer.ip()) else {
+        tracing::debug!(peer = %client.peer, "JMAP: too many connections not logged in");
+        return;
+    };
+    let login_time = window.remaining();
     let stream = std::mem::replace(&mut client.conn.stream, Stream::Upgrading);
     let peer = Arc::new(Peer {
         drain: client.drain.another(),
@@ -155,10 +169,13 @@ pub async fn serve(jmap: Arc<Jmap>, mut client: Client) {
         listener: client.listener.name.clone(),
         tls: client.tls,
         failures: AtomicU32::new(0),
+        login: std::sync::Mutex::new(Some(window)),
+        refused: AtomicU32::new(0),
     });
+    let watched = peer.clone();
     let service = hyper::service::service_fn(move |request| {
         let (jmap, peer) = (jmap.clone(), peer.clone());
-        async move { Ok::<_, Infallible>(route(&jmap, &peer, request).await) }
+        async move { Ok::<_, Infallible>(answer(&jmap, &peer, request).await) }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -175,7 +192,50 @@ pub async fn serve(jmap: Arc<Jmap>, mut client: Client) {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
+        () = login_deadline(&watched, login_time) => {
+            tracing::debug!(peer = %watched.peer, "JMAP: no login in time, connection closed");
+        }
     }
+}
+
+/// Ends when the connection's time to log in has passed without a login; never after one.
+async fn login_deadline(peer: &Peer, time: std::time::Duration) {
+    tokio::time::sleep(time).await;
+    if peer.logged_in() {
+        std::future::pending::<()>().await;
+    }
+}
+
+impl Peer {
+    fn logged_in(&self) -> bool {
+        self.login
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+
+    /// A request authenticated: the login window's place is given back.
+    fn log_in(&self) {
+        self.login.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// Routes a request; a connection that has been refused [`MAX_UNAUTHENTICATED_REQUESTS`]
+/// times without logging in is closed after this answer.
+async fn answer(jmap: &Arc<Jmap>, peer: &Arc<Peer>, request: Request<Incoming>) -> Response<Body> {
+    let mut response = route(jmap, peer, request).await;
+    if !peer.logged_in() && response.status() == StatusCode::UNAUTHORIZED {
+        let refused = peer
+            .refused
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if refused >= MAX_UNAUTHENTICATED_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+    response
 }
 
 async fn route(jmap: &Arc<Jmap>, peer: &Arc<Peer>, request: Request<Incoming>) -> Response<Body> {
@@ -435,23 +495,28 @@ async fn authenticate(
         ));
     }
     if let Some(token) = bearer(request) {
-        return jmap.tokens.user(token).ok_or_else(|| {
-            let mut refusal = text(
-                StatusCode::UNAUTHORIZED,
-                "the session has ended: log in again\n",
-            );
-            refusal.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"mailgate\""),
-            );
-            refusal
-        });
+        return jmap
+            .tokens
+            .user(token)
+            .inspect(|_| peer.log_in())
+            .ok_or_else(|| {
+                let mut refusal = text(
+                    StatusCode::UNAUTHORIZED,
+                    "the session has ended: log in again\n",
+                );
+                refusal.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"mailgate\""),
+                );
+                refusal
+            });
     }
     let Some((user, password)) = basic_credentials(given) else {
         return Err(unauthorized(request, "malformed Basic credentials\n"));
     };
     check_password(jmap, peer, &user, &password)
         .await
+        .inspect(|_| peer.log_in())
         .map_err(|refusal| {
             refusal.unwrap_or_else(|| unauthorized(request, "invalid credentials\n"))
         })

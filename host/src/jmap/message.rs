@@ -632,6 +632,16 @@ pub fn strip_tags(html: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// The first `<...>` message id of the last `name` field, read up to its first `>`.
+fn first_id(message: &Message, name: &str) -> Option<String> {
+    let fields = message.header(name);
+    let raw = &fields.last()?.raw;
+    let open = raw.find('<')?;
+    let close = raw[open..].find('>')?;
+    let id = raw[open + 1..open + close].trim();
+    (!id.is_empty()).then(|| id.replace(['\r', '\n', ' ', '\t'], ""))
+}
+
 /// What queries sort and filter on, and threads group by, kept per email.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
@@ -698,10 +708,10 @@ impl Summary {
                 .collect(),
             _ => Vec::new(),
         };
-        let thread_root = ids("References")
-            .into_iter()
-            .next()
-            .or_else(|| ids("In-Reply-To").into_iter().next())
+        // Only the first id decides the thread: it is read without parsing the rest of a
+        // References field, however many ids the sender put there.
+        let thread_root = first_id(message, "References")
+            .or_else(|| first_id(message, "In-Reply-To"))
             .or_else(|| ids("Message-ID").into_iter().next());
         let sent_at = message.header("Date").last().and_then(|f| {
             match MessageStream::new(&terminated(&f.raw)).parse_date() {

@@ -5,22 +5,21 @@
 //! filter is compiled first (at most [`MAX_FILTER_CONDITIONS`] conditions and operators,
 //! [`MAX_FILTER_DEPTH`] deep, [`MAX_SORT`] comparators), then run over a snapshot of the
 //! account on the blocking pool *without* the account's lock (the user's other requests, push
-//! and downloads go on meanwhile), under a work budget like IMAP SEARCH's: each message read
+//! and downloads go on meanwhile), under the request's work budget (one for all its calls, like IMAP SEARCH's): each message read
 //! counts its size, each condition on each email counts [`CONDITION_COST`] plus the bytes it
-//! examines, and a deadline stops what the count misses. Each message is read, parsed and
+//! examines, and the request's deadline, checked with every count, stops what the count misses. Each message is read, parsed and
 //! its body text lower-cased at most once per query, however many conditions look at it.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mail_parser::DateTime;
 use serde_json::{json, Map, Value};
 
 use super::account::{thread_of, Account, EmailRecord, ScanView};
 use super::api::MethodError;
-use super::budget::{too_large, Work, CONDITION_COST, MAX_QUERY_WORK};
+use super::budget::{too_large, Work, CONDITION_COST};
 use super::message::{BodyLists, Summary};
 use super::methods::Call;
 use crate::blocking;
@@ -34,8 +33,6 @@ pub const MAX_FILTER_DEPTH: usize = 10;
 pub const MAX_SORT: usize = 8;
 /// Ids one query answers at most (the RFC lets the server cap `limit` and say so).
 pub const MAX_LIMIT: usize = 50_000;
-/// Wall time one query may take, whatever its work count says.
-const QUERY_TIME: Duration = Duration::from_secs(20);
 
 /// An operator of a filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +200,8 @@ struct Candidate<'a> {
 /// A query under way over a snapshot, with its work count and the summaries it parsed.
 struct Scan<'a> {
     snapshot: &'a ScanView,
-    work: Work,
+    /// The request's work budget (shared with its other calls).
+    work: &'a Work,
     parsed: Parsed,
 }
 
@@ -509,10 +507,10 @@ impl Plan {
 type Parsed = Vec<(String, Arc<Summary>)>;
 
 /// The ids the query finds, in order; the summaries it parsed on the way.
-fn search(view: &ScanView, plan: &Plan) -> (Result<Vec<String>, MethodError>, Parsed) {
+fn search(view: &ScanView, plan: &Plan, work: &Work) -> (Result<Vec<String>, MethodError>, Parsed) {
     let mut scan = Scan {
         snapshot: view,
-        work: Work::new(MAX_QUERY_WORK, QUERY_TIME),
+        work,
         parsed: Vec::new(),
     };
     let found = ordered(&mut scan, plan);
@@ -577,7 +575,7 @@ pub async fn run(
     let plan = Plan::read(args)?;
     let window_args = Window::read(args)?;
     let snapshot = account.lock().await.scan_view();
-    let (found, parsed) = blocking::run(|| search(&snapshot, &plan));
+    let (found, parsed) = blocking::run(|| search(&snapshot, &plan, &call.budget.work));
     if !parsed.is_empty() {
         account.lock().await.adopt_summaries(parsed);
     }
@@ -796,7 +794,7 @@ mod tests {
             .expect("compiles");
             let mut scan = Scan {
                 snapshot: &snapshot,
-                work: Work::new(MAX_QUERY_WORK, QUERY_TIME),
+                work: &Work::new(1 << 30, std::time::Duration::from_secs(20)),
                 parsed: Vec::new(),
             };
             let hit = Candidate::new(&email).matches(&mut scan, &filter);
