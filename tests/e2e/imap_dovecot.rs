@@ -165,23 +165,12 @@ fn gateway_with_messages(n: usize) -> Gateway {
     gw
 }
 
-#[test]
-fn stores_never_fail_while_dovecot_renames_and_expunges_the_same_files() {
-    let gw = gateway_with_messages(20);
-    let dovecot = Dovecot::serve(&maildir(&gw));
+/// `imap_peer.py` with `args` (a scenario and its parameters): its JSON result.
+fn peer_script(args: &[&str]) -> Value {
     let script = mailgate_e2e::root().join("tests/e2e/clients/imap_peer.py");
     let out = Command::new("python3")
         .arg(script)
-        .args([
-            "race",
-            &gw.imaps.to_string(),
-            &dovecot.port.to_string(),
-            USER,
-            PASSWORD,
-            "tester",
-            "secret",
-            "3000",
-        ])
+        .args(args)
         .output()
         .expect("python3");
     assert!(
@@ -189,7 +178,23 @@ fn stores_never_fail_while_dovecot_renames_and_expunges_the_same_files() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let result: Value = serde_json::from_slice(&out.stdout).expect("json");
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[test]
+fn stores_never_fail_while_dovecot_renames_and_expunges_the_same_files() {
+    let gw = gateway_with_messages(20);
+    let dovecot = Dovecot::serve(&maildir(&gw));
+    let result = peer_script(&[
+        "race",
+        &gw.imaps.to_string(),
+        &dovecot.port.to_string(),
+        USER,
+        PASSWORD,
+        "tester",
+        "secret",
+        "3000",
+    ]);
     assert_eq!(result["stores"], 3000, "{result}");
     assert_eq!(result["failed"], serde_json::json!([]), "{result}");
     assert_eq!(result["dovecot_failed"], serde_json::json!([]), "{result}");
@@ -215,28 +220,17 @@ fn stores_never_fail_while_dovecot_renames_and_expunges_the_same_files() {
 fn bodies_copies_and_deletions_never_fail_while_dovecot_renames_the_files() {
     let gw = gateway_with_messages(12);
     let dovecot = Dovecot::serve(&maildir(&gw));
-    let script = mailgate_e2e::root().join("tests/e2e/clients/imap_peer.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args([
-            "readers",
-            &gw.imaps.to_string(),
-            &gw.pop3s.to_string(),
-            &dovecot.port.to_string(),
-            USER,
-            PASSWORD,
-            "tester",
-            "secret",
-            "12",
-        ])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let result = peer_script(&[
+        "readers",
+        &gw.imaps.to_string(),
+        &gw.pop3s.to_string(),
+        &dovecot.port.to_string(),
+        USER,
+        PASSWORD,
+        "tester",
+        "secret",
+        "12",
+    ]);
     assert_eq!(result["failed"], serde_json::json!([]), "{result}");
     assert!(result["checks"].as_u64().unwrap_or(0) >= 100, "{result}");
     assert!(

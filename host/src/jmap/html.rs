@@ -238,38 +238,8 @@ const FORMATTING: [&str; 14] = [
     "a", "b", "big", "code", "em", "font", "i", "nobr", "s", "small", "strike", "strong", "tt", "u",
 ];
 /// Start tags before which the parser does not re-open closed formatting elements (the next
-/// text or other start tag does).
-const KEEPS_CLOSED: [&str; 40] = [
-    "address",
-    "article",
-    "aside",
-    "blockquote",
-    "center",
-    "details",
-    "dialog",
-    "dir",
-    "div",
-    "dl",
-    "fieldset",
-    "figcaption",
-    "figure",
-    "footer",
-    "header",
-    "hgroup",
-    "main",
-    "menu",
-    "nav",
-    "ol",
-    "p",
-    "section",
-    "summary",
-    "ul",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
+/// text or other start tag does): those that close a `<p>` and these.
+const KEEPS_CLOSED_TOO: [&str; 10] = [
     "pre",
     "listing",
     "form",
@@ -398,7 +368,7 @@ pub fn within_bounds(html: &str) -> Result<(), Over> {
             }
         } else {
             elements += 1;
-            if !KEEPS_CLOSED.contains(&name) {
+            if !(CLOSES_P.contains(&name) || KEEPS_CLOSED_TOO.contains(&name)) {
                 elements += reopen.len();
                 stack.append(&mut reopen);
             }
