@@ -96,21 +96,7 @@ pub enum SelectParams {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReturnOption {
-    Min,
-    Max,
-    All,
-    Count,
-    /// RFC 5182 SEARCHRES: keep the result for `$`.
-    Save,
-    /// RFC 5267 / RFC 9394: only the results at these positions.
-    Partial(partial::Range),
-    /// RFC 5267 CONTEXT: a hint that more of the same search may follow (taken, not needed).
-    Context,
-    /// RFC 5267 UPDATE: report later changes to the result (ADDTO / REMOVEFROM).
-    Update,
-}
+pub use super::partial::ReturnOption;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThreadAlgorithm {

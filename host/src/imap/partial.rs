@@ -3,8 +3,6 @@
 //! returns only the results at those positions (`-1:-10` counts from the end). Replies only:
 //! the options are read by `extensions`.
 
-use super::extensions::ReturnOption;
-
 /// A PARTIAL range of result positions, 1-based, `low <= high`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {
@@ -103,6 +101,23 @@ pub fn partial_item(range: &Range, results: &[u32]) -> String {
 
 /// `* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [ALL set] [COUNT n] [PARTIAL (...)]` for a SORT
 /// (RFC 5267 §3): `ordered` in sort order, MIN and MAX its first and last, ALL in that order.
+/// A RETURN option of SEARCH, SORT and THREAD (RFC 4731, RFC 5267).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnOption {
+    Min,
+    Max,
+    All,
+    Count,
+    /// RFC 5182 SEARCHRES: keep the result for `$`.
+    Save,
+    /// RFC 5267 / RFC 9394: only the results at these positions.
+    Partial(Range),
+    /// RFC 5267 CONTEXT: a hint that more of the same search may follow (taken, not needed).
+    Context,
+    /// RFC 5267 UPDATE: report later changes to the result (ADDTO / REMOVEFROM).
+    Update,
+}
+
 pub fn esort(tag: &str, uid: bool, options: &[ReturnOption], ordered: &[u32]) -> String {
     let mut line = format!("* ESEARCH (TAG \"{tag}\")");
     if uid {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
-use super::api::MethodError;
+use super::error::MethodError;
 
 /// Bytes one request may materialise: its responses and the values its result references
 /// copy, counted as they are held in memory ([`json_size_within`]). Eight requests of a user

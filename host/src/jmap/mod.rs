@@ -26,6 +26,7 @@ pub mod changes;
 pub mod compose;
 mod context;
 mod email;
+mod error;
 mod html;
 mod http;
 mod mailbox;

@@ -10,7 +10,7 @@ use super::contract_v0_2 as v0_2;
 use super::engine::Runtime;
 use super::external::{Conversation, ExternalFault};
 use super::host_api::{PluginLog, TransactionContext};
-use super::loader::{instantiate, Live, LiveInstance, PluginSet};
+use super::loader::{instantiate, Live, LiveInstance, PluginSet, OVERRUN_GRACE};
 use super::services::Services;
 use super::trap::{describe_trap, Fault, TrapKind};
 use super::verdict::{Edit, Outcome, Stage, StageCall, Verdict};
@@ -76,11 +76,6 @@ impl StageReport {
 
 /// Idle instances kept per plugin.
 const IDLE_PER_PLUGIN: usize = 32;
-
-/// How long past its deadline a stage call may go before it is dropped: guest code is
-/// stopped by the epoch within a tick or two, host calls answer at the deadline, so only
-/// a wait the host does not bound reaches this.
-pub(super) const OVERRUN_GRACE: Duration = Duration::from_millis(50);
 
 /// The chain for one transaction (or one SMTP session).
 pub struct Transaction {

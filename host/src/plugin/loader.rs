@@ -22,6 +22,11 @@ use super::{Capability, PluginError, Stage};
 use crate::config::{Config, FailurePolicy, PluginConfig};
 use crate::telemetry::metrics;
 
+/// How long past its deadline a stage call may go before it is dropped: guest code is
+/// stopped by the epoch within a tick or two, host calls answer at the deadline, so only
+/// a wait the host does not bound reaches this.
+pub(super) const OVERRUN_GRACE: Duration = Duration::from_millis(50);
+
 /// How to instantiate a component, by the contract version it implements.
 pub(super) enum Bindings {
     V0_1(v0_1::Pre),
@@ -95,7 +100,7 @@ pub(super) async fn instantiate(
             plugin.name
         )));
     };
-    let limit = plugin.timeout + super::chain::OVERRUN_GRACE;
+    let limit = plugin.timeout + OVERRUN_GRACE;
     let Ok(instantiated) = tokio::time::timeout(limit, bindings.instantiate(&mut store)).await
     else {
         let text = format!("deadline of {} ms exceeded", plugin.timeout.as_millis());
@@ -538,7 +543,7 @@ async fn describe(
             Err(e) => Err(e),
         }
     };
-    let limit = budget + super::chain::OVERRUN_GRACE;
+    let limit = budget + OVERRUN_GRACE;
     let Ok(described) = tokio::time::timeout(limit, describing).await else {
         return Err(format!(
             "deadline of {} ms exceeded while starting and describing",
