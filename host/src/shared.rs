@@ -59,6 +59,16 @@ impl Shared {
     /// The time a new IMAP or POP3 client at `ip` has to log in (`limits.login-timeout-secs`
     /// from now), or None when `limits.max-prelogin-connections-per-ip` of that address's
     /// connections are already waiting to.
+    /// A listener's answer for a protocol with a login: the window, or too many waiting.
+    pub fn prelogin_window(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> Result<Option<LoginWindow>, crate::net::limits::TooManyWaiting> {
+        self.login_window(ip)
+            .map(Some)
+            .ok_or(crate::net::limits::TooManyWaiting)
+    }
+
     pub fn login_window(&self, ip: std::net::IpAddr) -> Option<LoginWindow> {
         let limits = &self.config.limits;
         LoginWindow::open(

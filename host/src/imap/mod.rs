@@ -55,10 +55,7 @@ impl crate::net::Protocol for Imap {
         &self,
         ip: std::net::IpAddr,
     ) -> Result<Option<crate::net::limits::LoginWindow>, crate::net::limits::TooManyWaiting> {
-        self.shared
-            .login_window(ip)
-            .map(Some)
-            .ok_or(crate::net::limits::TooManyWaiting)
+        self.shared.prelogin_window(ip)
     }
 
     fn serve(self: Arc<Self>, client: Client) -> Pin<Box<dyn Future<Output = ()> + Send>> {

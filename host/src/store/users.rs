@@ -143,31 +143,24 @@ fn admit(rows: Vec<(String, String)>) -> (BTreeMap<UserName, String>, Vec<Refuse
     let mut admitted = BTreeMap::new();
     for (name, mut rows) in groups {
         let exact = rows.iter().filter(|(a, _)| a == name.as_str()).count();
-        if rows.len() == 1 || exact == 1 {
-            let at = rows
-                .iter()
+        let kept = (rows.len() == 1 || exact == 1).then(|| {
+            rows.iter()
                 .position(|(a, _)| rows.len() == 1 || a == name.as_str())
-                .unwrap_or(0);
-            let (_, hash) = rows.swap_remove(at);
-            for (address, hash) in rows {
-                let reason = format!("its canonical form is that of user {name}");
-                refused.push(Refused {
-                    address,
-                    hash,
-                    reason,
-                });
+                .unwrap_or(0)
+        });
+        let reason = match kept {
+            Some(at) => {
+                let (_, hash) = rows.swap_remove(at);
+                admitted.insert(name.clone(), hash);
+                format!("its canonical form is that of user {name}")
             }
-            admitted.insert(name, hash);
-        } else {
-            for (address, hash) in rows {
-                let reason = format!("it and other rows all name {name}: none is used");
-                refused.push(Refused {
-                    address,
-                    hash,
-                    reason,
-                });
-            }
-        }
+            None => format!("it and other rows all name {name}: none is used"),
+        };
+        refused.extend(rows.into_iter().map(|(address, hash)| Refused {
+            address,
+            hash,
+            reason: reason.clone(),
+        }));
     }
     (admitted, refused)
 }

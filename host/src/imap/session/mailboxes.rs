@@ -313,13 +313,17 @@ impl ImapSession {
         }
     }
 
+    /// The subscribed names (file work, off the async workers).
     fn subscriptions(&self) -> Vec<String> {
-        subscriptions::read(&self.maildir())
+        let maildir = self.maildir();
+        crate::blocking::run(|| subscriptions::read(&maildir))
     }
 
     pub(super) fn subscribe(&mut self, tag: &str, mailbox: &Mailbox<'_>, on: bool) {
         let name = self.mailbox_name(mailbox);
-        match subscriptions::set(&self.maildir(), &name, on) {
+        let maildir = self.maildir();
+        // Waits for the lock other programs (Dovecot) may hold: off the async workers.
+        match crate::blocking::run(|| subscriptions::set(&maildir, &name, on)) {
             Ok(()) => self.send(&format!("{tag} OK Done")),
             Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
         }
