@@ -21,7 +21,10 @@ fuzz_target!(|raw: &[u8]| {
     let _ = Summary::of(&message);
     if let Some(root) = message.part(0) {
         let properties: Vec<String> = PROPERTIES.iter().map(|p| p.to_string()).collect();
-        let _ = body_part(&message, root, "B0", &properties);
+        let children = mailgate::jmap::message::Children::of(&message);
+        let budget = mailgate::jmap::budget::Budget::new(16 << 20);
+        let mut meter = mailgate::jmap::budget::Meter::new(&budget);
+        let _ = body_part((&message, &children), root, "B0", &properties, &mut meter);
     }
     for property in ["header:From:asAddresses:all", "header:Date:asDate", "header:X:asGroupedAddresses"] {
         let _ = header_property(&message, property);

@@ -27,9 +27,11 @@ fuzz_target!(|raw: &[u8]| {
     ];
     if let Ok(request) = parse_request(raw, &limits) {
         assert!(request.calls.len() <= limits.max_calls_in_request);
+        // One request's budget, as the server gives it: fan-out runs out of it, not memory.
+        let budget = mailgate::jmap::budget::Budget::new(16 << 20);
         for call in request.calls {
             let mut arguments = call.arguments;
-            let _ = resolve_references(&mut arguments, &earlier);
+            let _ = resolve_references(&mut arguments, &earlier, &budget);
         }
     }
     let _ = Options::parse(&String::from_utf8_lossy(raw));

@@ -44,9 +44,10 @@ fuzz_target!(|raw: &[u8]| {
             ..
         } = command.body
         {
+            let sections = wire::Sections::new(&message);
             for item in items {
                 if let MessageDataItemName::BodyExt { section, .. } = item {
-                    let _ = wire::section_bytes(&message, section.as_ref());
+                    let _ = wire::section_bytes(&sections, section.as_ref());
                 }
             }
         }

@@ -21,7 +21,7 @@ use crate::shared::Shared;
 
 pub mod account;
 pub mod api;
-mod budget;
+pub mod budget;
 pub mod changes;
 pub mod compose;
 mod context;

@@ -60,7 +60,8 @@ pub fn add_all(maildir: &Path, names: &[&str]) -> std::io::Result<()> {
     lock.replace(&render(&list))
 }
 
-fn parse(text: &str) -> Vec<String> {
+/// The names a subscriptions file holds (Dovecot 2.x, our old plain form, Maildir++ names).
+pub fn parse(text: &str) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     let (version2, body) = match text.strip_prefix(HEADER) {
         Some(rest) => (true, rest),
@@ -82,7 +83,8 @@ fn parse(text: &str) -> Vec<String> {
     names
 }
 
-fn render(names: &[String]) -> String {
+/// The file text for `names`, in Dovecot 2.x's form.
+pub fn render(names: &[String]) -> String {
     let mut text = HEADER.to_string();
     for name in names {
         let levels: Vec<String> = name.split('/').map(escape).collect();
