@@ -7,11 +7,12 @@
 //!   uses (mailgate-plugin-build), its tools installed on first use into `target/tools/`;
 //! - `build`: `plugins`, then the `mailgate` binary (release);
 //! - `run [ARGS...]`: `build`, then run `mailgate` (default: `serve` on the embedded defaults);
-//! - `test`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq, mpop, Dovecot's
+//! - `test [BINARY...]`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq, mpop, Dovecot's
 //!   library, rspamd, OpenDKIM, ClamAV, Redis, PostgreSQL from Debian's packages, when
 //!   missing), imaptest (built once
 //!   into `target/imaptest/` by `../shared/tools/imaptest/build.sh`), then every test of the
-//!   workspace (unit, runtime, end-to-end, and the bundled plugins' harness cases);
+//!   workspace (unit, runtime, end-to-end, and the bundled plugins' harness cases), several test
+//!   binaries at once (`MAILGATE_TEST_JOBS`, default 3; see `testrun.rs`), or only the named ones;
 //! - `lint`: rustfmt check and clippy (host and guests) with warnings as errors;
 //! - `bench`: `plugins`, then the plugin-chain benchmark; `bench smtp`: the SMTP accept rate
 //!   into local delivery (smtp-source); `bench relay`: relay throughput to smtp-sink; both
@@ -33,6 +34,7 @@ use mailgate_plugin_build::{Build, Language, Tools};
 
 mod cluster;
 mod fuzz;
+mod testrun;
 
 const GUEST_TARGET: &str = mailgate_plugin_build::tools::RUST_TARGET;
 
@@ -57,7 +59,7 @@ fn main() -> ExitCode {
             build_plugins().and_then(|()| cargo(&["build", "--release", "-p", "mailgate"]))
         }
         Some("run") => run(&args[1..]),
-        Some("test") => test(),
+        Some("test") => test(&args[1..]),
         Some("lint") => lint(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
@@ -446,60 +448,41 @@ fn ensure_test_python() -> Result<PathBuf, String> {
     Ok(python)
 }
 
-fn test() -> Result<(), String> {
+fn test(only: &[String]) -> Result<(), String> {
     build_plugins()?;
     ensure_test_peers()?;
     let imaptest = ensure_imaptest()?;
     let python = ensure_test_python()?;
     // Host-side crates only (the default members); guests were built and are tested through the
     // host. Every test binary runs even after one fails, so a run reports every failure.
-    let (passed, failed, ok) = cargo_test_counting(
-        &["test", "--no-fail-fast"],
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let started = std::time::Instant::now();
+    let totals = testrun::run_all(
+        &cargo,
+        &root(),
         &[
             ("IMAPTEST_BIN", &imaptest),
             ("MAILGATE_TEST_PYTHON", &python),
         ],
+        only,
     )?;
-    // One closing line for the whole run (cargo prints one per test binary).
-    println!("\ntests: {passed} passed, {failed} failed");
-    if ok {
+    // One closing line for the whole run (each test binary prints its own).
+    println!(
+        "\ntests: {} passed, {} failed, {} ignored ({:.0} s running tests)",
+        totals.passed,
+        totals.failed,
+        totals.ignored,
+        started.elapsed().as_secs_f64()
+    );
+    if totals.failed_binaries.is_empty() {
         Ok(())
     } else {
+        println!(
+            "test binaries that did not pass: {}",
+            totals.failed_binaries.join(", ")
+        );
         Err("some tests failed".into())
     }
-}
-
-/// Runs `cargo ARGS`, echoing its output, and adds up its `test result:` lines.
-fn cargo_test_counting(args: &[&str], env: &[(&str, &Path)]) -> Result<(u64, u64, bool), String> {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(root())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    let (mut passed, mut failed) = (0, 0);
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            println!("{line}");
-            if let Some(rest) = line.strip_prefix("test result: ") {
-                passed += count_before(rest, " passed");
-                failed += count_before(rest, " failed");
-            }
-        }
-    }
-    let status = child.wait().map_err(|e| format!("cargo: {e}"))?;
-    Ok((passed, failed, status.success()))
-}
-
-/// The number just before `label` in "ok. 12 passed; 0 failed; ...".
-fn count_before(text: &str, label: &str) -> u64 {
-    text.split(';')
-        .find(|part| part.contains(label))
-        .and_then(|part| part.split_whitespace().rev().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 /// `bench`: the plugin-chain benchmark; `bench smtp`: the SMTP accept rate, `bench relay`:
