@@ -396,6 +396,9 @@ async fn stop(
         tokio::time::timeout(left, local).await.is_ok()
     };
     let (cut, attempts_cut, local_done) = tokio::join!(drain.run(bound), relay.stop(), local_done);
+    // The bound is over: searches and queries still running on the blocking pool give up,
+    // else the process could not exit until they end.
+    crate::blocking::stop_all();
     tracing::info!(
         target: "mailgate::lifecycle",
         sessions_cut = cut,

@@ -751,3 +751,78 @@ fn an_unauthenticated_keepalive_connection_is_closed_at_its_login_deadline() {
     assert!(gw.alive(), "the server died");
     watch.finish();
 }
+
+// Shutdown while heavy work runs.
+
+/// CPU seconds process `pid` has used (utime + stime, /proc, 100 ticks a second).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// One Email/query with an OR of 255 `key` conditions, none of which matches.
+fn heavy_query(account: &str, key: &str) -> Vec<u8> {
+    let conditions: Vec<Value> = (0..255)
+        .map(|i| json!({ key: format!("absent{i}") }))
+        .collect();
+    request(json!([["Email/query", {
+        "accountId": account,
+        "filter": {"operator": "OR", "conditions": conditions},
+    }, "q"]]))
+}
+
+/// SIGTERM while a heavy query runs on the blocking pool: the drain's end reaches that work,
+/// and the process exits within its bound (1 s here) plus a little, not when the query ends
+/// (at its 20 s deadline). Variant: the query's conditions on `text` (headers and bodies)
+/// rather than `body`.
+#[test]
+fn heavy_work_in_flight_at_sigterm_ends_with_the_drain() {
+    for key in ["body", "text"] {
+        let mut gw = Gateway::start_bounded("drain-secs = 1", "");
+        store_large_bodies(&mut gw);
+        let file = gw.dir.path().join("query.json");
+        std::fs::write(&file, heavy_query(&account(&gw), key)).expect("request");
+        let path = file.to_string_lossy().into_owned();
+        let port = gw.jmap.to_string();
+        let mut client = std::process::Command::new("python3")
+            .arg(mailgate_e2e::root().join("tests/e2e/clients/jmap_hostile.py"))
+            .args(["post", &port, ALICE, "pw-alice", "/jmap/api/", &path])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        let pid = gw.pid().expect("running");
+        let before = cpu_seconds(pid);
+        // The query is under way once the server has spent two seconds of CPU on it.
+        assert!(
+            mailgate_e2e::wait_until(60, || cpu_seconds(pid) > before + 2.0),
+            "{key}: the heavy query never started"
+        );
+        let signalled = std::time::Instant::now();
+        gw.send_sigterm();
+        let status = gw.wait_exit();
+        let took = signalled.elapsed();
+        let _ = client.kill();
+        let _ = client.wait();
+        assert!(
+            status.success(),
+            "{key}: exit status {status:?}\n{}",
+            gw.log()
+        );
+        assert!(
+            took < std::time::Duration::from_secs(4),
+            "{key}: exited {took:?} after SIGTERM with a 1 s drain"
+        );
+        eprintln!("{key}: exited {took:?} after SIGTERM");
+    }
+}
