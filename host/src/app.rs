@@ -91,12 +91,15 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     let local = tokio::spawn(worker.run(deliveries));
 
     let listeners = bind_listeners(&config, &built.protocols, &drain).await?;
-    // Every listener is bound and the chain is loaded: ready for mail.
-    crate::service_manager::notify("READY=1");
     if let Some(metrics) = metrics {
         metrics.set_ready(true);
     }
-    shutdown_signal().await;
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    tokio::select! {
+        () = &mut signal => {}
+        () = announce_ready(&built.users) => signal.await,
+    }
     crate::service_manager::notify("STOPPING=1");
     if let Some(metrics) = metrics {
         metrics.set_ready(false);
@@ -104,6 +107,18 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     stop(listeners, &drain, (&relay, local), &config).await;
     journal::close();
     Ok(())
+}
+
+/// Tells the service manager `READY=1` once the gateway can answer for real: every listener is
+/// bound and the chain loaded (the caller's part), and the users have been read — until then
+/// every recipient and login gets "try again later", which is not ready. Says why it waits in
+/// `STATUS=` meanwhile.
+async fn announce_ready(users: &UserDirectory) {
+    if users.standing() == crate::store::users::Standing::Unread {
+        crate::service_manager::notify("STATUS=waiting for the users source to be read");
+        users.read_once().await;
+    }
+    crate::service_manager::notify("READY=1");
 }
 
 /// The message journal that `mailgate trace` reads, when the config keeps one.
@@ -381,6 +396,9 @@ async fn stop(
         tokio::time::timeout(left, local).await.is_ok()
     };
     let (cut, attempts_cut, local_done) = tokio::join!(drain.run(bound), relay.stop(), local_done);
+    // The bound is over: searches and queries still running on the blocking pool give up,
+    // else the process could not exit until they end.
+    crate::blocking::stop_all();
     tracing::info!(
         target: "mailgate::lifecycle",
         sessions_cut = cut,

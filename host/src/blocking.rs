@@ -4,7 +4,24 @@
 //! its other tasks move to a fresh worker, so no other client waits behind the work.
 //! Elsewhere (the offline harness, tests on a current-thread runtime) it simply runs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::runtime::{Handle, RuntimeFlavor};
+
+/// Set once the server's drain has run out: work on the blocking pool cannot be cancelled
+/// from outside, and the process cannot exit while it runs, so every work budget (searches,
+/// queries, scans) checks this flag as it counts and gives up.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Tells every budgeted piece of blocking work to stop: the process is about to exit.
+pub fn stop_all() {
+    STOPPING.store(true, Ordering::Relaxed);
+}
+
+/// Whether blocking work should give up now.
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::Relaxed)
+}
 
 pub fn run<T>(work: impl FnOnce() -> T) -> T {
     match Handle::try_current().map(|h| h.runtime_flavor()) {

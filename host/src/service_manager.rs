@@ -1,5 +1,7 @@
 //! Telling a service manager (systemd, `Type=notify`) how the gateway is doing: `READY=1` once
-//! every listener is bound and the plugin chain is loaded, `STOPPING=1` when it shuts down.
+//! every listener is bound, the plugin chain is loaded and the users have been read (a users
+//! database down at start: `STATUS=` says so until it answers), `STOPPING=1` when it shuts
+//! down.
 //! Without `$NOTIFY_SOCKET` (not started by systemd) nothing is sent.
 
 use std::os::unix::net::UnixDatagram;

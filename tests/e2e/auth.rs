@@ -34,23 +34,18 @@ fn keygen_with(dir: &Path, selector: &str, options: &[&str]) -> (String, String)
     (key_text, record)
 }
 
-/// The public key of the private key in `key`, derived by OpenSSL (RSA: its DER
-/// SubjectPublicKeyInfo) or by libsodium through PyNaCl from the PKCS#8 seed (Ed25519: the raw
-/// key; OpenSSL 3.0 does not read PKCS#8 v2), as base64.
+/// The public key of the private key in `key`, derived by OpenSSL, as base64: RSA as its DER
+/// SubjectPublicKeyInfo, Ed25519 as the raw 32-byte key (the last 32 bytes of its
+/// SubjectPublicKeyInfo, RFC 8410 §4). OpenSSL must be able to read the key file.
 fn derived_public(key: &str, ed25519: bool) -> String {
     let script = if ed25519 {
-        format!(
-            "/usr/bin/python3 -c \"import base64, nacl.signing; \
-             der = base64.b64decode(''.join(l for l in open('{key}') if not l.startswith('-'))); \
-             i = der.index(bytes([4, 34, 4, 32])) + 4; \
-             print(base64.b64encode(nacl.signing.SigningKey(der[i:i + 32]).verify_key.encode()).decode())\""
-        )
+        format!("openssl pkey -in '{key}' -pubout -outform DER | tail -c 32 | base64 -w0")
     } else {
         format!("openssl pkey -in '{key}' -pubout -outform DER | base64 -w0")
     };
-    let out = Command::new("sh")
+    let out = Command::new("bash")
         .arg("-c")
-        .arg(script)
+        .arg(format!("set -o pipefail; {script}"))
         .output()
         .expect("sh");
     assert!(
@@ -59,6 +54,18 @@ fn derived_public(key: &str, ed25519: bool) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `openssl pkey -in KEY -noout`: whether OpenSSL reads the key file, and what it said.
+fn openssl_reads(key: &str) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(["pkey", "-in", key, "-noout"])
+        .output()
+        .expect("openssl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// OpenDKIM's verdict on each signature of `message` (`opendkim -t`, the keys from `records`
@@ -146,6 +153,12 @@ fn keygen_records_are_the_public_keys_openssl_derives_and_config_check_prints_th
         rsa_record.starts_with("v=DKIM1; k=rsa; p=MIIBIjAN"),
         "{rsa_record}"
     );
+    // Every key file is one OpenSSL reads (an Ed25519 key as PKCS#8 v1, RFC 8410: OpenSSL
+    // 3.0 refuses the v2 form with the public key).
+    for key in [&rsa_key, &ed_key] {
+        let (ok, said) = openssl_reads(key);
+        assert!(ok, "openssl pkey -in {key}: {said}");
+    }
     // Ed25519 as the raw 32-byte key (RFC 8463 §4).
     assert_eq!(
         ed_record,
@@ -378,5 +391,97 @@ fn config_check_refuses_an_unusable_dkim_key_naming_it() {
     assert!(
         out.contains("arc-seal key") && out.contains("broken.key"),
         "{out}"
+    );
+}
+
+/// The record `mailgate config check` prints for an Ed25519 key file.
+fn checked_record(dir: &Path, key: &Path) -> String {
+    let config = dir.join("check.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[dkim]]\ndomain = \"example.test\"\nselector = \"ed1\"\nkey = \"{}\"\n\
+             algorithm = \"ed25519-sha256\"\n",
+            key.display()
+        ),
+    )
+    .expect("config");
+    let run = mailgate_e2e::mailgate(
+        &["config", "check", "--config", &config.to_string_lossy()],
+        &dir.join("cache"),
+    );
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    run.stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once("IN TXT \"")
+                .map(|(_, r)| r.trim_end_matches('"').to_string())
+        })
+        .unwrap_or_else(|| panic!("no record in:\n{}", run.stdout))
+}
+
+/// Base64 of `der` as a PEM private key.
+fn pem(der: &[u8]) -> String {
+    let out = Command::new("base64")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(der)?;
+            child.wait_with_output()
+        })
+        .expect("base64");
+    format!(
+        "-----BEGIN PRIVATE KEY-----\n{}-----END PRIVATE KEY-----\n",
+        String::from_utf8_lossy(&out.stdout)
+    )
+}
+
+/// Ed25519 key files of every form in use are read: the PKCS#8 v2 an earlier build wrote (with
+/// the public key), and, as a variant, a key from `openssl genpkey` — each gives the record
+/// OpenSSL derives.
+#[test]
+fn ed25519_keys_written_before_and_by_openssl_are_still_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ed_key, ed_record) = keygen(dir.path(), "ed1", "ed25519-sha256");
+    let public = derived_public(&ed_key, true);
+    // The v2 document an earlier build wrote: version 1, the seed, then [1] the public key.
+    let der = Command::new("sh")
+        .arg("-c")
+        .arg(format!("openssl pkey -in '{ed_key}' -outform DER"))
+        .output()
+        .expect("openssl")
+        .stdout;
+    assert_eq!(der.len(), 48, "a v1 document: {der:?}");
+    let raw_public = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo {public} | base64 -d"))
+        .output()
+        .expect("base64")
+        .stdout;
+    let mut v2 = vec![0x30, 0x51, 0x02, 0x01, 0x01];
+    v2.extend_from_slice(&der[5..48]);
+    v2.extend_from_slice(&[0x81, 0x21, 0x00]);
+    v2.extend_from_slice(&raw_public);
+    let old = dir.path().join("old.key");
+    std::fs::write(&old, pem(&v2)).expect("old key");
+    assert_eq!(checked_record(dir.path(), &old), ed_record);
+
+    let theirs = dir.path().join("openssl.key");
+    let ok = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&theirs)
+        .status()
+        .expect("openssl genpkey")
+        .success();
+    assert!(ok);
+    let theirs_text = theirs.to_string_lossy().into_owned();
+    assert_eq!(
+        checked_record(dir.path(), &theirs),
+        format!(
+            "v=DKIM1; k=ed25519; p={}",
+            derived_public(&theirs_text, true)
+        )
     );
 }

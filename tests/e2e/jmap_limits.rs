@@ -751,3 +751,167 @@ fn an_unauthenticated_keepalive_connection_is_closed_at_its_login_deadline() {
     assert!(gw.alive(), "the server died");
     watch.finish();
 }
+
+// Unauthenticated connections from many addresses.
+
+/// Opens `per_address` HTTPS connections to the JMAP port from each of 127.0.0.2 ...
+/// 127.0.0.(1 + addresses), completes their TLS handshakes where the server lets it and
+/// sends nothing; prints "held N" (the connections the server kept) and holds them until
+/// stdin closes.
+const HOLDING_CLIENT: &str = r#"
+import socket, ssl, sys, time
+port, addresses, per_address = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+context = ssl._create_unverified_context()
+held = []
+for a in range(addresses):
+    for _ in range(per_address):
+        try:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=5,
+                                           source_address=(f"127.0.0.{2 + a}", 0))
+            held.append(context.wrap_socket(raw))
+        except (OSError, ssl.SSLError):
+            pass
+# The server may have closed some (refusals); count those still open.
+open_ = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        open_ += 1 if s.recv(1) else 0
+    except ssl.SSLWantReadError:
+        open_ += 1
+    except (OSError, ssl.SSLError):
+        pass
+print("held", open_, flush=True)
+sys.stdin.read()
+"#;
+
+/// An authenticated GET of the session resource: the HTTP status and the seconds it took.
+fn timed_session_get(gw: &Gateway) -> (String, f64) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-k", "--max-time", "10", "--user", ALICE_LOGIN])
+        .args(["-o", "/dev/null", "-w", "%{http_code} %{time_total}"])
+        .arg(format!("https://127.0.0.1:{}/.well-known/jmap", gw.jmap))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut words = text.split_whitespace();
+    let code = words.next().unwrap_or("").to_string();
+    let seconds = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(f64::MAX);
+    (code, seconds)
+}
+
+/// Hundreds of JMAP connections that never log in, from eight other loopback addresses (more
+/// than the JMAP listener's slots), do not keep a logged-in user from being answered, within
+/// 1 s, each time, while they are held.
+#[test]
+fn unauthenticated_connections_from_many_addresses_do_not_shut_a_user_out() {
+    use std::io::BufRead;
+    let (gw, watch) = start();
+    assert_eq!(timed_session_get(&gw).0, "200", "served before");
+    let mut holder = std::process::Command::new("python3")
+        .args(["-c", HOLDING_CLIENT, &gw.jmap.to_string(), "8", "32"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    let stdout = holder.stdout.take().expect("stdout");
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("held line");
+    let held: usize = line
+        .strip_prefix("held ")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    eprintln!("{held} unauthenticated connections held");
+    assert!(
+        held >= 150,
+        "the attack holds too few connections to mean anything: {held}"
+    );
+    for _ in 0..5 {
+        let (code, seconds) = timed_session_get(&gw);
+        assert_eq!(code, "200", "a logged-in user shut out ({seconds} s)");
+        assert!(seconds < 1.0, "answered in {seconds} s");
+    }
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    watch.finish();
+}
+
+// Shutdown while heavy work runs.
+
+/// CPU seconds process `pid` has used (utime + stime, /proc, 100 ticks a second).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// One Email/query with an OR of 255 `key` conditions, none of which matches.
+fn heavy_query(account: &str, key: &str) -> Vec<u8> {
+    let conditions: Vec<Value> = (0..255)
+        .map(|i| json!({ key: format!("absent{i}") }))
+        .collect();
+    request(json!([["Email/query", {
+        "accountId": account,
+        "filter": {"operator": "OR", "conditions": conditions},
+    }, "q"]]))
+}
+
+/// SIGTERM while a heavy query runs on the blocking pool: the drain's end reaches that work,
+/// and the process exits within its bound (1 s here) plus a little, not when the query ends
+/// (at its 20 s deadline). Variant: the query's conditions on `text` (headers and bodies)
+/// rather than `body`.
+#[test]
+fn heavy_work_in_flight_at_sigterm_ends_with_the_drain() {
+    for key in ["body", "text"] {
+        let mut gw = Gateway::start_bounded("drain-secs = 1", "");
+        store_large_bodies(&mut gw);
+        let file = gw.dir.path().join("query.json");
+        std::fs::write(&file, heavy_query(&account(&gw), key)).expect("request");
+        let path = file.to_string_lossy().into_owned();
+        let port = gw.jmap.to_string();
+        let mut client = std::process::Command::new("python3")
+            .arg(mailgate_e2e::root().join("tests/e2e/clients/jmap_hostile.py"))
+            .args(["post", &port, ALICE, "pw-alice", "/jmap/api/", &path])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        let pid = gw.pid().expect("running");
+        let before = cpu_seconds(pid);
+        // The query is under way once the server has spent two seconds of CPU on it.
+        assert!(
+            mailgate_e2e::wait_until(60, || cpu_seconds(pid) > before + 2.0),
+            "{key}: the heavy query never started"
+        );
+        let signalled = std::time::Instant::now();
+        gw.send_sigterm();
+        let status = gw.wait_exit();
+        let took = signalled.elapsed();
+        let _ = client.kill();
+        let _ = client.wait();
+        assert!(
+            status.success(),
+            "{key}: exit status {status:?}\n{}",
+            gw.log()
+        );
+        assert!(
+            took < std::time::Duration::from_secs(4),
+            "{key}: exited {took:?} after SIGTERM with a 1 s drain"
+        );
+        eprintln!("{key}: exited {took:?} after SIGTERM");
+    }
+}

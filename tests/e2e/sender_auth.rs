@@ -901,3 +901,159 @@ fn the_gateway_seals_received_mail_and_dkimpy_validates_the_chain() {
         "{symbols:?}"
     );
 }
+
+/// The value of property `name` (`header.b`, `smtp.helo`, ...) in an unfolded results field, as
+/// written (quotes included).
+fn property_as_written<'a>(field: &'a str, name: &str) -> Option<&'a str> {
+    let start = field.find(&format!(" {name}="))? + name.len() + 2;
+    let rest = &field[start..];
+    let end = match rest.strip_prefix('"') {
+        Some(quoted) => quoted.find('"')? + 2,
+        None => rest.find([' ', ';']).unwrap_or(rest.len()),
+    };
+    Some(&rest[..end])
+}
+
+/// RFC 8601 §2.2 `pvalue` as this test needs it: a quoted-string, an RFC 2045 token (printable
+/// ASCII but the tspecials), or `local-part@domain`.
+fn is_pvalue(value: &str) -> bool {
+    let token = |v: &str| {
+        !v.is_empty()
+            && v.bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
+    };
+    let quoted = value.len() >= 2 && value.starts_with('"') && value.ends_with('"');
+    let address = value.split_once('@').is_some_and(|(l, d)| {
+        !l.is_empty()
+            && !d.is_empty()
+            && d.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+    });
+    quoted || token(value) || address
+}
+
+/// The first eight characters of the `b=` of the first DKIM-Signature of `message` (what a
+/// results field's `header.b` carries).
+fn signature_prefix(message: &str) -> String {
+    let header = message.split("\r\n\r\n").next().unwrap_or("");
+    let start = header.find("DKIM-Signature:").expect("signed");
+    let field = &header[start..];
+    let b = field
+        .split(';')
+        .map(|t| t.trim_start())
+        .find_map(|t| t.strip_prefix("b="))
+        .expect("b= tag");
+    b.chars().filter(|c| !c.is_whitespace()).take(8).collect()
+}
+
+/// The gateway's ARC-Authentication-Results quote what RFC 8601 wants quoted: a `header.b`
+/// whose signature starts with `/` (a tspecial of RFC 2045), and, as a variant, the
+/// `smtp.helo` of a client that said HELO with an address literal (`[` and `]`). The field
+/// parses (python3-authres) to the same values, and the seal still validates (dkimpy, rspamd).
+#[test]
+fn the_seals_results_quote_values_that_are_not_tokens() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (sender_key, sender_record) = dknewkey(keys.path(), "sender", "ed25519");
+    let key = keys.path().join("seal.key");
+    let run = mailgate_e2e::mailgate(
+        &[
+            "dkim",
+            "keygen",
+            "example.test",
+            "seal1",
+            "--out",
+            key.to_str().expect("utf-8"),
+        ],
+        &keys.path().join("cache"),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let our_record = run
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once("IN TXT \"")
+                .map(|(_, r)| r.trim_end_matches('"').to_string())
+        })
+        .expect("TXT record");
+    let dns = dns(&[
+        txt("ed1._domainkey.origin.test", &sender_record),
+        txt("seal1._domainkey.example.test", &our_record),
+        txt("origin.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ]);
+    let rspamd = RspamdScanner::start(dns.port);
+    let gw = Gateway::start(&format!(
+        "{}\n[arc-seal]\ndomain = \"example.test\"\nselector = \"seal1\"\nkey = \"{}\"\n",
+        config(dns.port, "\"spf\", \"dkim\", \"arc\"", 1000),
+        key.display(),
+    ));
+    // A signature whose first base64 characters hold a `/`: the subject changes until one does.
+    let (subject, signed) = (0..400)
+        .map(|n| {
+            let subject = format!("slash-{n}");
+            let signed = dkimpy_sign(
+                &plain("a@origin.test", &subject),
+                &sender_key,
+                "ed1",
+                "origin.test",
+                "ed25519-sha256",
+            );
+            (subject, signed)
+        })
+        .find(|(_, signed)| signature_prefix(signed).contains('/'))
+        .expect("a signature with a slash in its first bytes");
+    let prefix = signature_prefix(&signed);
+    deliver(&gw, "[127.0.0.1]", "a@origin.test", &signed, &subject);
+    let delivered =
+        gw.wait_mailbox_matching("alice@example.test", &format!("Subject: {subject}\r\n"));
+    let header = delivered.split("\r\n\r\n").next().unwrap_or("");
+    let aar: Vec<String> = header
+        .replace("\r\n\t", " ")
+        .replace("\r\n ", " ")
+        .lines()
+        .filter_map(|l| l.strip_prefix("ARC-Authentication-Results: i=1; "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(aar.len(), 1, "{delivered}");
+    for (name, expected) in [("header.b", prefix.as_str()), ("smtp.helo", "[127.0.0.1]")] {
+        let written =
+            property_as_written(&aar[0], name).unwrap_or_else(|| panic!("no {name} in {}", aar[0]));
+        assert!(
+            is_pvalue(written),
+            "{name}={written} is not an RFC 8601 pvalue: {}",
+            aar[0]
+        );
+        assert_eq!(written.trim_matches('"'), expected, "{}", aar[0]);
+    }
+    let parsed = authres(&aar);
+    assert!(
+        parsed
+            .iter()
+            .any(|r| r.starts_with("dkim=pass") && r.contains(&format!("header.b={prefix}"))),
+        "{parsed:?}"
+    );
+    assert!(
+        parsed
+            .iter()
+            .any(|r| r.starts_with("spf=") && r.contains("smtp.helo=[127.0.0.1]")),
+        "{parsed:?}"
+    );
+    // The seal covers the field as written.
+    let records = [
+        ("ed1._domainkey.origin.test", sender_record.as_str()),
+        ("seal1._domainkey.example.test", our_record.as_str()),
+    ];
+    let verdict = arcverify(&delivered, &records);
+    assert!(
+        verdict.starts_with("cv=pass sets=1"),
+        "{verdict}\n{delivered}"
+    );
+    let symbols: Vec<String> = rspamd
+        .symbols(delivered.as_bytes(), &["--ip=192.0.2.1"])
+        .into_iter()
+        .filter(|s| s.starts_with("ARC_"))
+        .collect();
+    assert!(
+        symbols.len() == 1 && symbols[0].starts_with("ARC_ALLOW[example.test:s=seal1:i=1]"),
+        "{symbols:?}\n{delivered}"
+    );
+}

@@ -149,7 +149,12 @@ fn healthz(gw: &Gateway) -> (String, String) {
 
 /// A gateway on `pg` with one user, dana, who has one message.
 fn gateway_with_dana(pg: &Postgres, local: &str) -> Gateway {
-    let gw = Gateway::start_with_users_database(&pg.url(), local, "");
+    gateway_with_dana_and(pg, local, "")
+}
+
+/// [`gateway_with_dana`] with `extra` config.
+fn gateway_with_dana_and(pg: &Postgres, local: &str, extra: &str) -> Gateway {
+    let gw = Gateway::start_with_users_database(&pg.url(), local, extra);
     let (ok, said) = user_add(&gw, "dana@example.test", "pw-dana");
     assert!(ok, "user add: {said}");
     assert!(
@@ -422,4 +427,122 @@ fn a_plugin_that_fails_while_the_kv_store_is_down_defers_even_when_its_policy_is
     let up = Gateway::start(&counting_then_trapping());
     let reply = send(&up, "alice@example.test", "kv up");
     assert!(reply.starts_with("550 5.7.0"), "{reply}");
+}
+
+/// Mail that could not be placed because the users could not be read (a queued message
+/// recovered at a start while PostgreSQL is down) is delivered as soon as the database
+/// answers again, not at its next retry an hour later.
+#[test]
+fn mail_deferred_while_the_users_database_is_down_is_delivered_as_soon_as_it_answers() {
+    let mut pg = Postgres::start();
+    let mut gw = gateway_with_dana_and(
+        &pg,
+        "refresh-secs = 1\nstale-secs = 30\n",
+        "[queue]\nretry = [\"1h\"]\n",
+    );
+    // A message stays queued: dana's `new/` is, for a moment, not a directory of its own.
+    let maildir = gw.data().join("mail/example.test/dana");
+    std::fs::rename(maildir.join("new"), maildir.join("new.away")).expect("move new/");
+    std::os::unix::fs::symlink(maildir.join("new.away"), maildir.join("new")).expect("link");
+    assert!(send(&gw, "dana@example.test", "waited").starts_with("250"));
+    assert!(
+        wait_until(10, || gw.log().contains("not a directory of its own")),
+        "{}",
+        gw.log()
+    );
+    gw.kill();
+    std::fs::remove_file(maildir.join("new")).expect("unlink");
+    std::fs::rename(maildir.join("new.away"), maildir.join("new")).expect("move back");
+
+    // Started with the database down: the message recovered from the queue cannot be placed.
+    pg.stop();
+    gw.launch();
+    assert!(
+        wait_until(15, || gw.log().contains(
+            "users source unavailable, cannot tell where dana@example.test goes"
+        )),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(gw.mailbox("dana@example.test").len(), 1);
+    let queued = gw.cli(&["queue", "list"]).stdout;
+    assert!(queued.contains("dana@example.test"), "{queued}");
+
+    pg.restart();
+    let back = std::time::Instant::now();
+    assert!(
+        wait_until(10, || gw.mailbox("dana@example.test").len() == 2),
+        "not delivered within 10 s of the database's return:\n{}",
+        gw.log()
+    );
+    eprintln!("delivered {:?} after the database answered", back.elapsed());
+    let delivered = gw.mailbox("dana@example.test");
+    assert!(
+        delivered.iter().any(|m| m.contains("Subject: waited")),
+        "{delivered:?}"
+    );
+    // Once: the retry timer that was set finds it gone.
+    let queued = gw.cli(&["queue", "list"]).stdout;
+    assert!(!queued.contains("dana@example.test"), "{queued}");
+}
+
+/// Datagrams sent to a NOTIFY_SOCKET the test binds itself, as systemd would receive them.
+struct NotifySocket {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    socket: std::os::unix::net::UnixDatagram,
+}
+
+impl NotifySocket {
+    fn bind() -> NotifySocket {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+        NotifySocket {
+            _dir: dir,
+            path,
+            socket,
+        }
+    }
+
+    /// The next datagram, waiting up to `secs`.
+    fn next(&self, secs: u64) -> Option<String> {
+        let _ = self
+            .socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(secs)));
+        let mut buf = [0u8; 512];
+        let n = self.socket.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
+/// Under systemd (`Type=notify`), a node whose users database is down at start is not ready:
+/// it says why in `STATUS=` and sends `READY=1` only once the users are read — though its
+/// listeners are bound and answering (temporarily) meanwhile.
+#[test]
+fn readiness_waits_for_the_first_read_of_the_users_database() {
+    let mut pg = Postgres::start();
+    let mut gw = gateway_with_dana(&pg, "refresh-secs = 1\nstale-secs = 30\n");
+    gw.kill();
+    pg.stop();
+    let notify = NotifySocket::bind();
+    gw.launch_with(&[("NOTIFY_SOCKET", notify.path.as_os_str())]);
+    let first = notify.next(20).expect("a first notification");
+    assert!(
+        first.starts_with("STATUS=") && first.contains("users source"),
+        "{first}"
+    );
+    // The listeners are bound and answer, but not for real: not ready.
+    let reply = rcpt(&gw, "dana@example.test");
+    assert!(reply.starts_with("451 4.4.3"), "{reply}");
+    assert_eq!(
+        notify.next(2),
+        None,
+        "nothing more while the database is down"
+    );
+
+    pg.restart();
+    let ready = notify.next(30).expect("READY=1 once the database answers");
+    assert_eq!(ready, "READY=1");
+    assert!(rcpt(&gw, "dana@example.test").starts_with("250"));
 }

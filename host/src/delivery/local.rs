@@ -22,7 +22,7 @@ fn split_recipients(
     standing: Standing,
     id: &str,
     recipients: &[String],
-) -> Result<(BTreeSet<UserName>, Vec<String>), String> {
+) -> Result<(BTreeSet<UserName>, Vec<String>), NotNow> {
     let mut mailboxes = BTreeSet::new();
     let mut remote = Vec::new();
     for rcpt in recipients {
@@ -35,13 +35,32 @@ fn split_recipients(
                 "local recipient no longer exists; dropped"
             ),
             Recipient::Unavailable => {
-                return Err(format!(
-                    "users source unavailable, cannot tell where {rcpt} goes (stays queued)"
-                ))
+                return Err(NotNow {
+                    reason: format!(
+                        "users source unavailable, cannot tell where {rcpt} goes (stays queued)"
+                    ),
+                    waits_for_users: true,
+                })
             }
         }
     }
     Ok((mailboxes, remote))
+}
+
+/// Why a message cannot be delivered now, and whether it is the users source that it waits
+/// for (it is tried again as soon as that is back, not at its next retry).
+struct NotNow {
+    reason: String,
+    waits_for_users: bool,
+}
+
+impl From<String> for NotNow {
+    fn from(reason: String) -> NotNow {
+        NotNow {
+            reason,
+            waits_for_users: false,
+        }
+    }
 }
 
 /// A stable name per (message, mailbox): a retry after a crash finds the file and skips it.
@@ -76,6 +95,8 @@ pub struct Delivered {
 pub struct BatchOutcome {
     pub done: Vec<Delivered>,
     pub failed: Vec<(String, String)>,
+    /// Those of `failed` that wait for the users source.
+    pub waiting_for_users: Vec<String>,
 }
 
 impl BatchOutcome {
@@ -112,7 +133,12 @@ pub fn deliver_batch(
     for id in ids {
         match prepare(spool, (users, standing), mail_root, id) {
             Ok(p) => prepared.push(p),
-            Err(e) => outcome.fail(id, e),
+            Err(e) => {
+                if e.waits_for_users {
+                    outcome.waiting_for_users.push(id.clone());
+                }
+                outcome.fail(id, e.reason);
+            }
         }
     }
     // Nothing written (every recipient remote): nothing to sync either.
@@ -173,7 +199,7 @@ fn prepare(
     (users, standing): (&Users, Standing),
     mail_root: &Path,
     id: &str,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, NotNow> {
     let spooled = spool.load(id).map_err(|e| e.to_string())?;
     let (mailboxes, remote) = split_recipients(users, standing, id, &spooled.envelope.recipients)?;
     let return_path = format!("Return-Path: <{}>\r\n", spooled.envelope.sender);
@@ -188,7 +214,7 @@ fn prepare(
             Ok(None) => {}
             Err(source) => {
                 let path = maildir::maildir_of(mail_root, mailbox);
-                return Err(SpoolError::Io { path, source }.to_string());
+                return Err(SpoolError::Io { path, source }.to_string().into());
             }
         }
     }

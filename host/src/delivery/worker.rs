@@ -3,8 +3,9 @@
 //! schedules retries for those that failed. At shutdown it finishes the batch under way and
 //! takes no other: what is left stays in the spool for the next start.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -14,7 +15,7 @@ use crate::net::drain::Deadline;
 use crate::queue::manager::QueueManager;
 use crate::queue::spool::Spool;
 use crate::queue::state::QueueFiles;
-use crate::store::users::UserDirectory;
+use crate::store::users::{Standing, UserDirectory};
 use crate::telemetry::{journal, metrics};
 
 /// Most messages delivered in one batch (two filesystem syncs per batch).
@@ -45,13 +46,19 @@ impl LocalDelivery {
     pub async fn run(self, mut queue: mpsc::UnboundedReceiver<String>) {
         let LocalDelivery {
             spool,
-            users,
+            users: directory,
             mail_root,
             relay,
             again,
             retry,
             deadline,
         } = self;
+        let parked = Parked::default();
+        tokio::spawn(
+            parked
+                .clone()
+                .release_on_recovery(directory.recoveries(), again.clone()),
+        );
         loop {
             let next = tokio::select! {
                 next = queue.recv() => next,
@@ -69,17 +76,17 @@ impl LocalDelivery {
                 }
             }
             let (spool, root) = (spool.clone(), mail_root.clone());
-            let (users, standing) = (users.get(), users.standing());
+            let (users, standing) = (directory.get(), directory.standing());
             let (files, retry) = (relay.files().clone(), retry.clone());
             let batch = ids.len();
             let result = tokio::task::spawn_blocking(move || {
                 let outcome = super::local::deliver_batch(&spool, (&users, standing), &root, &ids);
                 let retries = record_local_outcome(&files, &outcome, &retry);
-                (outcome.done, retries)
+                (outcome.done, retries, outcome.waiting_for_users)
             })
             .await;
             match result {
-                Ok((done, retries)) => {
+                Ok((done, retries, waiting)) => {
                     tracing::debug!(batch, done = done.len(), "local delivery");
                     let mailboxes = done.iter().map(|d| d.mailboxes).sum();
                     metrics::deliveries("delivered", "local", mailboxes);
@@ -88,16 +95,77 @@ impl LocalDelivery {
                         relay.submit(&message.id);
                     }
                     for (id, wait) in retries {
-                        let again = again.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(wait).await;
-                            let _ = again.send(id);
-                        });
+                        let parks = waiting.contains(&id);
+                        parked.retry_later(id, wait, parks, again.clone());
+                    }
+                    // Read again while the batch ran: the recovery may have passed before
+                    // those were parked.
+                    if !waiting.is_empty() && directory.standing() == Standing::Current {
+                        parked.release(&again);
                     }
                 }
                 Err(e) => tracing::error!("local delivery task failed: {e}"),
             }
         }
+    }
+}
+
+/// The messages deferred because the users source could not be read: each goes again at its
+/// retry time or as soon as the source is read again, whichever comes first, and only once.
+#[derive(Clone, Default)]
+struct Parked(Arc<Mutex<HashSet<String>>>);
+
+impl Parked {
+    /// Sends `id` back to the worker after `wait`; if it `parks` (waits for the users), sooner
+    /// when they are back.
+    fn retry_later(
+        &self,
+        id: String,
+        wait: Duration,
+        parks: bool,
+        again: mpsc::UnboundedSender<String>,
+    ) {
+        if parks {
+            self.lock().insert(id.clone());
+        }
+        let parked = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            // Released at the recovery already: not a second time.
+            if !parks || parked.lock().remove(&id) {
+                let _ = again.send(id);
+            }
+        });
+    }
+
+    /// Each time the users become readable again, sends every parked message back to the
+    /// worker at once.
+    async fn release_on_recovery(
+        self,
+        mut recoveries: tokio::sync::watch::Receiver<u64>,
+        again: mpsc::UnboundedSender<String>,
+    ) {
+        while recoveries.changed().await.is_ok() {
+            self.release(&again);
+        }
+    }
+
+    /// Sends every parked message back to the worker.
+    fn release(&self, again: &mpsc::UnboundedSender<String>) {
+        let ids: Vec<String> = self.lock().drain().collect();
+        if !ids.is_empty() {
+            tracing::info!(
+                messages = ids.len(),
+                "users source readable again: delivering what waited for it"
+            );
+        }
+        for id in ids {
+            let _ = again.send(id);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

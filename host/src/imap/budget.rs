@@ -54,11 +54,12 @@ impl Work {
         }
     }
 
-    /// Counts `units` of work; `Err` once the total is over the limit (and ever after).
+    /// Counts `units` of work; `Err` once the total is over the limit (and ever after), or
+    /// once the server stops (the work must not hold the process past its drain).
     pub fn charge(&self, units: u64) -> Result<(), OverBudget> {
         let spent = self.spent.get().saturating_add(units);
         self.spent.set(spent);
-        if spent > self.limit {
+        if spent > self.limit || crate::blocking::stopping() {
             Err(OverBudget)
         } else {
             Ok(())
@@ -66,7 +67,7 @@ impl Work {
     }
 
     pub fn exhausted(&self) -> bool {
-        self.spent.get() > self.limit
+        self.spent.get() > self.limit || crate::blocking::stopping()
     }
 
     pub fn spent(&self) -> u64 {

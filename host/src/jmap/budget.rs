@@ -203,8 +203,14 @@ impl Work {
         self.check_time()
     }
 
-    /// Past the deadline the work stops.
+    /// Past the deadline the work stops, and when the server stops.
     pub fn check_time(&self) -> Result<(), MethodError> {
+        if crate::blocking::stopping() {
+            return Err(MethodError::with(
+                "serverUnavailable",
+                "the server is shutting down",
+            ));
+        }
         if std::time::Instant::now() > self.deadline {
             return Err(too_large(
                 QUERY_WORK_LIMIT,

@@ -156,7 +156,8 @@ impl Peer {
 
 /// Serves one connection until the client closes it or the server drains.
 pub async fn serve(jmap: Arc<Jmap>, mut client: Client) {
-    let Some(window) = jmap.shared.login_window(client.peer.ip()) else {
+    let window = client.login_window.take();
+    let Some(window) = window.or_else(|| jmap.shared.login_window(client.peer.ip())) else {
         tracing::debug!(peer = %client.peer, "JMAP: too many connections not logged in");
         return;
     };

@@ -382,6 +382,15 @@ impl Protocol for Jmap {
         http::HEADER_TIMEOUT
     }
 
+    /// Opened at accept like IMAP's: the handshake is inside it, and a connection that has not
+    /// authenticated may be closed to make room for another client.
+    fn login_window(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> Result<Option<crate::net::limits::LoginWindow>, crate::net::limits::TooManyWaiting> {
+        self.shared.prelogin_window(ip)
+    }
+
     fn serve(
         self: Arc<Self>,
         client: Client,

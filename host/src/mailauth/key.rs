@@ -48,7 +48,11 @@ impl PrivateKey {
                 let PrivateKeyDer::Pkcs8(der) = key else {
                     return Err("an ed25519 key must be PKCS#8 (BEGIN PRIVATE KEY)".into());
                 };
-                let key = Ed25519Key::from_pkcs8_der(der.secret_pkcs8_der())
+                // PKCS#8 v1 (RFC 8410, what OpenSSL and `mailgate dkim keygen` write) or v2
+                // (with the public key, what earlier builds wrote).
+                let der = der.secret_pkcs8_der();
+                let key = Ed25519Key::from_pkcs8_der(der)
+                    .or_else(|_| Ed25519Key::from_pkcs8_maybe_unchecked_der(der))
                     .map_err(|e| format!("not an ed25519 key: {e}"))?;
                 PrivateKey::Ed25519(key)
             }
@@ -67,6 +71,34 @@ impl PrivateKey {
             PrivateKey::Rsa(key) => dns_record(DkimAlgorithm::RsaSha256, &key.public_key()),
         }
     }
+}
+
+/// The start of an Ed25519 PKCS#8 document up to its 32-byte seed, v2 (RFC 5958
+/// `OneAsymmetricKey` with the public key after the seed, what the crypto library generates)
+/// and v1 (RFC 8410 §7, the seed alone).
+const ED25519_V2_HEAD: [u8; 16] = [
+    0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+const ED25519_V1_HEAD: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// An Ed25519 private key as PKCS#8 v1 (RFC 8410), the form OpenSSL 3.0 and OpenDKIM read (they
+/// refuse the v2 document the crypto library generates); `None` if `pkcs8` is not the v2 (or
+/// v1) document of an Ed25519 key.
+pub fn ed25519_pkcs8_v1(pkcs8: &[u8]) -> Option<Vec<u8>> {
+    let seed = pkcs8
+        .strip_prefix(&ED25519_V2_HEAD)
+        .filter(|rest| rest.len() == 32 + 35 && rest[32..35] == [0x81, 0x21, 0x00])
+        .or_else(|| {
+            pkcs8
+                .strip_prefix(&ED25519_V1_HEAD)
+                .filter(|rest| rest.len() == 32)
+        })?
+        .get(..32)?;
+    let mut v1 = ED25519_V1_HEAD.to_vec();
+    v1.extend_from_slice(seed);
+    Some(v1)
 }
 
 /// The TXT record of a public key: `v=DKIM1; k=rsa|ed25519; p=BASE64`. For RSA, `public` is
@@ -188,5 +220,33 @@ mod tests {
         ];
         expected.extend_from_slice(&pkcs1);
         assert_eq!(rsa_spki(&pkcs1), expected);
+    }
+
+    #[test]
+    fn ed25519_keys_are_written_as_v1_and_read_in_either_form() {
+        let v2 = Ed25519Key::generate_pkcs8().expect("generate");
+        let v1 = ed25519_pkcs8_v1(&v2).expect("an ed25519 v2 document");
+        assert_eq!(
+            v1.len(),
+            48,
+            "RFC 8410 §7: version 0, the algorithm, the seed"
+        );
+        assert_eq!(&v1[..5], [0x30, 0x2e, 0x02, 0x01, 0x00]);
+        assert_eq!(ed25519_pkcs8_v1(&v1), Some(v1.clone()), "already v1");
+        assert_eq!(ed25519_pkcs8_v1(&v2[..40]), None, "cut short");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut public = Vec::new();
+        for (name, der) in [("v1.pem", &v1), ("v2.pem", &v2)] {
+            use base64::Engine as _;
+            let body = base64::engine::general_purpose::STANDARD.encode(der);
+            let pem = format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n");
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).expect("write");
+            match PrivateKey::load(DkimAlgorithm::Ed25519Sha256, &path) {
+                Ok(key) => public.push(key.dns_record()),
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+        assert_eq!(public[0], public[1], "the same key either way");
     }
 }

@@ -30,8 +30,8 @@ use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::Dmarc;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput,
-    DmarcResult, MessageAuthenticator, SpfOutput, SpfResult, Txt,
+    ArcOutput, AuthenticatedMessage, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
+    MessageAuthenticator, SpfOutput, SpfResult, Txt,
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -280,20 +280,11 @@ impl Verifier {
         let judged = self
             .judge(&message, envelope, spf.as_ref(), &found, deadline)
             .await;
-        let seal = self
+        let chain = self
             .sealer
             .as_ref()
             .and(judged.arc.as_ref())
-            .map(|arc| SealInput {
-                results: self.arc_results(
-                    envelope,
-                    spf.as_ref(),
-                    &judged.dkim,
-                    judged.dmarc.as_ref(),
-                    arc,
-                ),
-                chain: arc.result().clone(),
-            });
+            .map(|arc| arc.result().clone());
         let spf_checks = self.spf_checks(envelope, spf.as_ref());
         // A missing answer matters to DMARC only for an identity that could have aligned.
         let from = judged.dmarc.as_ref().map_or("", |d| d.domain());
@@ -319,6 +310,10 @@ impl Verifier {
                 .map(|d| dmarc_check(d, dkim_unfinished || spf_unfinished)),
             arc: judged.arc.as_ref().map(arc_check),
         };
+        let seal = chain.map(|chain| SealInput {
+            results: results.sealed_value(),
+            chain,
+        });
         (results, seal)
     }
 
@@ -481,34 +476,6 @@ impl Verifier {
                     .with_dkim_result(DmarcResult::TempError(late_error()))
             }
         }
-    }
-
-    /// The ARC-Authentication-Results of the gateway's seal, in mail-auth's own form.
-    fn arc_results(
-        &self,
-        envelope: &Envelope,
-        spf: Option<&SpfOutcome>,
-        dkim: &[DkimOutput<'_>],
-        dmarc: Option<&DmarcOutput>,
-        arc: &ArcOutput<'_>,
-    ) -> AuthenticationResults<'static> {
-        let mut results = AuthenticationResults::new(self.authserv_id);
-        if let Some(spf) = spf {
-            results = results
-                .with_spf_mailfrom_result(
-                    &spf.mail_from,
-                    envelope.client_ip,
-                    &envelope.sender,
-                    &envelope.helo,
-                )
-                .with_spf_ehlo_result(&spf.helo, envelope.client_ip, &envelope.helo);
-        }
-        let from = dmarc.map(|d| d.domain()).unwrap_or_default();
-        results = results.with_dkim_results(dkim, from);
-        if let Some(dmarc) = dmarc {
-            results = results.with_dmarc_result(dmarc);
-        }
-        results.with_arc_result(arc, envelope.client_ip)
     }
 
     /// Results for a message that cannot be read: `permerror` for each configured message

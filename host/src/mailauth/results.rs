@@ -133,6 +133,30 @@ impl AuthResults {
         value.trim_end().replace("\r\n\t", " ")
     }
 
+    /// The results as the ARC-Authentication-Results of the gateway's seal carries them, past
+    /// its `i=` tag (RFC 8617 §4.1.1): the same text as the `Authentication-Results` field,
+    /// whose property values are quoted where RFC 8601 wants them quoted (a `header.b` with
+    /// `/`), on one line with each run of white space one space — the seal signs the field in
+    /// relaxed form, and unfolded the field is byte for byte what is signed — and within
+    /// [`MAX_SEALED_RESULTS`] bytes (the last DKIM results are left out of a longer one).
+    pub fn sealed_value(&self) -> String {
+        let mut results = self.clone();
+        loop {
+            let line = results
+                .summary()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let Some(dkim) = results.dkim.as_mut().filter(|d| d.len() > 1) else {
+                return line;
+            };
+            if line.len() <= MAX_SEALED_RESULTS {
+                return line;
+            }
+            dkim.pop();
+        }
+    }
+
     /// The `Authentication-Results` field, name and CRLF included.
     pub fn header_field(&self) -> String {
         let mut field = format!("Authentication-Results: {}", self.authserv_id);
@@ -204,6 +228,10 @@ impl AuthResults {
         field
     }
 }
+
+/// Longest ARC-Authentication-Results value the seal writes: with its field name and `i=`
+/// tag, within the 998-byte line of RFC 5322 §2.1.1.
+pub const MAX_SEALED_RESULTS: usize = 900;
 
 /// ` reason="..."` when there is one, quoted for a header (RFC 8601 §2.2).
 fn reason(reason: &Option<String>) -> String {

@@ -25,8 +25,9 @@ pub struct Sealer {
 /// What a seal needs from the checks made when the message came in.
 #[derive(Debug, Clone)]
 pub struct SealInput {
-    /// The results, written as ARC-Authentication-Results.
-    pub(super) results: AuthenticationResults<'static>,
+    /// The results, written as ARC-Authentication-Results: the value past `i=`, on one line
+    /// (`AuthResults::sealed_value`).
+    pub(super) results: String,
     /// The ARC chain's validation as received.
     pub(super) chain: DkimResult,
 }
@@ -67,9 +68,12 @@ impl Sealer {
                 results: Header::new(results.name, results.value, &results.header),
             });
         }
+        // mail-auth writes (and signs) its "host name" verbatim: given our whole results,
+        // written as RFC 8601 wants (its own writer leaves `header.b` unquoted).
+        let results = AuthenticationResults::new(&input.results);
         let set = match &self.key {
-            Key::Ed25519(sealer) => sealer.seal(&message, &input.results, &chain),
-            Key::Rsa(sealer) => sealer.seal(&message, &input.results, &chain),
+            Key::Ed25519(sealer) => sealer.seal(&message, &results, &chain),
+            Key::Rsa(sealer) => sealer.seal(&message, &results, &chain),
         }
         .map_err(|e| format!("ARC sealing failed: {e}"))?;
         Ok(set.to_header())

@@ -48,6 +48,8 @@ impl Drop for IpSlot {
 pub struct LoginWindow {
     deadline: Instant,
     _slot: IpSlot,
+    /// Its place among the connections that may be closed to make room (see [`Waiting`]).
+    _place: Option<WaitingPlace>,
 }
 
 impl LoginWindow {
@@ -62,12 +64,90 @@ impl LoginWindow {
         Some(LoginWindow {
             deadline: Instant::now() + timeout,
             _slot: table.take(ip, max)?,
+            _place: None,
         })
+    }
+
+    /// The window of a connection that may be closed, while it waits, to make room for
+    /// another client (`place`, from [`Waiting::register`]).
+    pub fn evictable(self, place: Option<WaitingPlace>) -> LoginWindow {
+        LoginWindow {
+            _place: place,
+            ..self
+        }
     }
 
     /// What is left of the window (zero once it has passed).
     pub fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// The connections waiting to log in, oldest first, each with a handle on its socket. When a
+/// protocol's slots (or the gateway's) are full, the oldest of them is closed to make room for
+/// the new client: connections that never log in, from however many addresses, cannot keep a
+/// user out for longer than it takes them to be replaced, and a user's new connection, which
+/// logs in with its first command or request, is the newest of all.
+#[derive(Default)]
+pub struct Waiting {
+    next: std::sync::atomic::AtomicU64,
+    entries: Mutex<std::collections::BTreeMap<u64, (&'static str, std::net::TcpStream)>>,
+}
+
+/// One connection's place in [`Waiting`], given up when dropped (at login, or at its end).
+pub struct WaitingPlace {
+    table: Arc<Waiting>,
+    key: u64,
+}
+
+impl Waiting {
+    /// Registers a connection of protocol `group` waiting to log in; `None` if its socket
+    /// cannot be shared (it then just cannot be closed early).
+    pub fn register(
+        self: &Arc<Self>,
+        group: &'static str,
+        socket: &impl std::os::fd::AsFd,
+    ) -> Option<WaitingPlace> {
+        // A duplicate descriptor: shutting it down ends the connection, and it stays valid (no
+        // reuse of the number by another connection) until the place is given up.
+        let handle = std::net::TcpStream::from(socket.as_fd().try_clone_to_owned().ok()?);
+        let key = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().insert(key, (group, handle));
+        Some(WaitingPlace {
+            table: self.clone(),
+            key,
+        })
+    }
+
+    /// Closes the oldest connection waiting to log in, of protocol `group` (or any): whether
+    /// there was one. Its session sees the end of its connection and gives its slots back.
+    pub fn evict_oldest(&self, group: Option<&str>) -> bool {
+        let mut entries = self.lock();
+        let key = entries
+            .iter()
+            .find(|(_, (g, _))| group.is_none_or(|want| *g == want))
+            .map(|(key, _)| *key);
+        let Some((_, socket)) = key.and_then(|key| entries.remove(&key)) else {
+            return false;
+        };
+        drop(entries);
+        let _ = socket.shutdown(std::net::Shutdown::Both);
+        true
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::BTreeMap<u64, (&'static str, std::net::TcpStream)>,
+    > {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for WaitingPlace {
+    fn drop(&mut self) {
+        self.table.lock().remove(&self.key);
     }
 }
 
@@ -158,6 +238,32 @@ mod login_window_tests {
         assert!(LoginWindow::open(&table, other, 2, minute).is_some());
         drop(first);
         assert!(LoginWindow::open(&table, ip, 2, minute).is_some());
+    }
+
+    #[test]
+    fn the_oldest_waiting_connection_of_a_group_is_closed_once_and_a_login_leaves_the_list() {
+        use std::io::Read;
+        let server = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = server.local_addr().expect("address");
+        let mut clients = Vec::new();
+        let mut accepted = Vec::new();
+        for _ in 0..3 {
+            clients.push(std::net::TcpStream::connect(address).expect("connect"));
+            accepted.push(server.accept().expect("accept").0);
+        }
+        let waiting = Arc::new(Waiting::default());
+        let oldest = waiting.register("imap", &accepted[0]).expect("register");
+        let logged_in = waiting.register("imap", &accepted[1]).expect("register");
+        let _other = waiting.register("pop3", &accepted[2]).expect("register");
+        drop(logged_in);
+        assert!(waiting.evict_oldest(Some("imap")));
+        let mut buf = [0u8; 1];
+        assert_eq!(clients[0].read(&mut buf).expect("end of stream"), 0);
+        // The only other imap one logged in: nothing more to close of that group.
+        assert!(!waiting.evict_oldest(Some("imap")));
+        assert!(waiting.evict_oldest(None), "any group");
+        drop(oldest);
+        assert!(!waiting.evict_oldest(None));
     }
 
     #[test]

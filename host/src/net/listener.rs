@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::connection::{Client, Connection, Stream, HANDSHAKE_TIME};
 use super::drain::{Drain, DrainWatch};
-use super::limits::{LoginWindow, PerIp};
+use super::limits::{LoginWindow, PerIp, Waiting};
 use super::Protocol;
 use crate::config::{LimitsConfig, ListenerConfig, Protocol as ProtocolKind, TlsMode};
 use crate::telemetry::metrics;
@@ -27,6 +27,10 @@ pub struct Slots {
     protocol: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
     per_ip_max: usize,
+    /// The connections (of every protocol) waiting to log in, which may be closed to make
+    /// room; this listener's are of `group`.
+    waiting: Arc<Waiting>,
+    group: &'static str,
 }
 
 /// Every connection limit of the gateway, from which each listener gets its [`Slots`].
@@ -38,6 +42,7 @@ pub struct ConnectionLimits {
     jmap: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
     per_ip_max: usize,
+    waiting: Arc<Waiting>,
 }
 
 impl ConnectionLimits {
@@ -51,11 +56,12 @@ impl ConnectionLimits {
             jmap: semaphore(limits.max_jmap_connections),
             per_ip: Arc::new(PerIp::default()),
             per_ip_max: limits.max_connections_per_ip,
+            waiting: Arc::new(Waiting::default()),
         }
     }
 
-    pub fn slots(&self, protocol: ProtocolKind) -> Slots {
-        let protocol = match protocol {
+    pub fn slots(&self, kind: ProtocolKind) -> Slots {
+        let protocol = match kind {
             // A milter connection carries the SMTP sessions of the MTA that opened it.
             ProtocolKind::Smtp | ProtocolKind::Milter => &self.smtp,
             ProtocolKind::Imap => &self.imap,
@@ -67,9 +73,22 @@ impl ConnectionLimits {
             protocol: protocol.clone(),
             per_ip: self.per_ip.clone(),
             per_ip_max: self.per_ip_max,
+            waiting: self.waiting.clone(),
+            group: slot_group(kind),
         }
     }
 }
+
+/// The protocols that share one set of slots (SMTP and milter connections).
+fn slot_group(kind: ProtocolKind) -> &'static str {
+    match kind {
+        ProtocolKind::Smtp | ProtocolKind::Milter => "smtp",
+        other => other.name(),
+    }
+}
+
+/// How long a new client waits for the slot of a connection closed to make room for it.
+const EVICTION_WAIT: Duration = Duration::from_millis(500);
 
 /// Every slot one connection holds, given back when it ends.
 type Held = (
@@ -129,6 +148,33 @@ impl Slots {
             .ok_or(Refusal::PerIp)?;
         Ok((total, protocol, ip))
     }
+
+    /// [`Slots::take`]; but when the protocol's slots or the gateway's are all taken, the
+    /// oldest connection waiting to log in (of this protocol, or any for the gateway's) is
+    /// closed to make room, and the new one waits, briefly, for the slot it gives back.
+    async fn take_or_make_room(&self, ip: IpAddr) -> Result<Held, Refusal> {
+        let why = match self.take(ip) {
+            Err(why @ (Refusal::Protocol | Refusal::Total)) => why,
+            taken => return taken,
+        };
+        let group = matches!(why, Refusal::Protocol).then_some(self.group);
+        if !self.waiting.evict_oldest(group) {
+            return Err(why);
+        }
+        let freed = async {
+            let total = self.total.clone().acquire_owned().await.ok()?;
+            let protocol = self.protocol.clone().acquire_owned().await.ok()?;
+            Some((total, protocol))
+        };
+        let Ok(Some((total, protocol))) = tokio::time::timeout(EVICTION_WAIT, freed).await else {
+            return Err(why);
+        };
+        let ip = self
+            .per_ip
+            .take(ip, self.per_ip_max)
+            .ok_or(Refusal::PerIp)?;
+        Ok((total, protocol, ip))
+    }
 }
 
 /// One listening socket and what its connections need.
@@ -163,11 +209,17 @@ impl Listener {
             let _ = tcp.set_nodelay(true);
             // The login window opens at accept: the TLS handshake is inside it, and a
             // connection counts as waiting to log in from its first byte.
-            let held = listener.slots.take(peer.ip()).and_then(|held| {
+            // Full: a connection that has not logged in may make room (which can take a
+            // moment, the accept loop waits for it: the next client would find it full too).
+            let held = listener.slots.take_or_make_room(peer.ip()).await;
+            let held = held.and_then(|held| {
                 let window = listener
                     .protocol
                     .login_window(peer.ip())
                     .map_err(|_| Refusal::WaitingToLogIn)?;
+                let group = listener.slots.group;
+                let window =
+                    window.map(|w| w.evictable(listener.slots.waiting.register(group, &tcp)));
                 Ok((held, window))
             });
             let (held, window) = match held {

@@ -128,7 +128,7 @@ fn configured<T: SigningKey>(
         .body_canonicalization(Canonicalization::Relaxed)
 }
 
-/// A new key: its PEM text (PKCS#8 for ed25519, PKCS#1 for RSA) and the value of the TXT
+/// A new key: its PEM text (PKCS#8 v1 for ed25519, as RFC 8410 and OpenSSL have it; PKCS#1 for RSA) and the value of the TXT
 /// record to publish at `<selector>._domainkey.<domain>` (`dns_record`: the RSA key as a
 /// SubjectPublicKeyInfo, the Ed25519 key raw).
 pub fn keygen(algorithm: DkimAlgorithm, rsa_bits: usize) -> Result<(String, String), String> {
@@ -137,7 +137,12 @@ pub fn keygen(algorithm: DkimAlgorithm, rsa_bits: usize) -> Result<(String, Stri
         DkimAlgorithm::RsaSha256 => (DkimKeyPair::generate_rsa(rsa_bits), "RSA PRIVATE KEY"),
     };
     let pair = pair.map_err(|e| format!("key generation failed: {e}"))?;
-    let body = base64::engine::general_purpose::STANDARD.encode(pair.private_key());
+    let der = match algorithm {
+        DkimAlgorithm::Ed25519Sha256 => crate::mailauth::key::ed25519_pkcs8_v1(pair.private_key())
+            .ok_or("key generation failed: an unexpected Ed25519 key form")?,
+        DkimAlgorithm::RsaSha256 => pair.private_key().to_vec(),
+    };
+    let body = base64::engine::general_purpose::STANDARD.encode(&der);
     let mut pem = format!("-----BEGIN {label}-----\n");
     for line in body.as_bytes().chunks(64) {
         pem.push_str(&String::from_utf8_lossy(line));

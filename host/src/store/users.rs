@@ -467,6 +467,9 @@ pub struct UserDirectory {
     failing: std::sync::atomic::AtomicBool,
     /// The refusals already logged, so that each is said once, not at every read.
     reported: std::sync::Mutex<(Vec<Refused>, Vec<String>)>,
+    /// Counts the reads that ended an outage (the first read of SQL among them): what waits
+    /// for the users (mail deferred meanwhile, the readiness signal) watches it.
+    recovered: tokio::sync::watch::Sender<u64>,
 }
 
 impl UserDirectory {
@@ -498,11 +501,37 @@ impl UserDirectory {
             sql_read,
             failing: std::sync::atomic::AtomicBool::new(false),
             reported: std::sync::Mutex::new((Vec::new(), Vec::new())),
+            recovered: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Changes each time the users become readable again after an outage (or are read for
+    /// the first time).
+    pub fn recoveries(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.recovered.subscribe()
+    }
+
+    /// Resolves once the users have been read (at once from a users file, or once SQL
+    /// answered).
+    pub async fn read_once(&self) {
+        let mut recoveries = self.recoveries();
+        while self.standing() == Standing::Unread {
+            if recoveries.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The users are readable again: whatever waited for them may go on.
+    fn recovered(&self, was: Standing) {
+        if was != Standing::Current {
+            self.recovered.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
     /// Puts the users of freshly read `tables` in service.
     pub fn install(&self, tables: Tables) {
+        let was = self.standing();
         let users = std::sync::Arc::new(Users::build(&self.path, tables, &self.local));
         self.report_refused(&users);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = (None, users);
@@ -515,6 +544,7 @@ impl UserDirectory {
             }
             *read = Some(std::time::Instant::now());
         }
+        self.recovered(was);
     }
 
     /// A read of the source failed: the users in service become stale.
@@ -630,10 +660,12 @@ impl UserDirectory {
             Ok(users) => {
                 tracing::info!("reloaded users from {}", self.path.display());
                 self.report_refused(&users);
+                let was = self.standing();
                 self.failing
                     .store(false, std::sync::atomic::Ordering::Relaxed);
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) =
                     (stamp, std::sync::Arc::new(users));
+                self.recovered(was);
             }
             Err(e) => {
                 self.read_failed(&e.to_string());
@@ -825,5 +857,29 @@ mod tests {
         assert!(directory.available() && directory.health().is_ok());
         directory.read_failed("connection refused");
         assert_eq!(directory.standing(), Standing::Stale);
+    }
+
+    #[tokio::test]
+    async fn each_end_of_an_outage_is_announced_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let directory = UserDirectory::filled_later(&dir.path().join("u.toml"), &local());
+        let recoveries = directory.recoveries();
+        let first =
+            tokio::time::timeout(std::time::Duration::from_millis(50), directory.read_once());
+        assert!(first.await.is_err(), "not read yet");
+        directory.read_failed("connection refused");
+        assert_eq!(*recoveries.borrow(), 0);
+        directory.install(Tables::default());
+        assert_eq!(*recoveries.borrow(), 1, "the first read");
+        directory.read_once().await;
+        directory.install(Tables::default());
+        assert_eq!(
+            *recoveries.borrow(),
+            1,
+            "a read while current ends no outage"
+        );
+        directory.read_failed("connection refused");
+        directory.install(Tables::default());
+        assert_eq!(*recoveries.borrow(), 2, "back after a failed read");
     }
 }
