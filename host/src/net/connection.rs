@@ -194,6 +194,8 @@ pub struct Connection {
     /// Bytes ready for the wire (compressed already, if compressing) that the client has not
     /// taken yet: what a [`Connection::flush_within`] cut short left, sent first next time.
     unsent: Vec<u8>,
+    /// How much of `unsent` the client has taken.
+    sent: usize,
     /// IMAP COMPRESS=DEFLATE, once negotiated: every byte both ways goes through it.
     deflate: Option<Box<Deflate>>,
 }
@@ -288,6 +290,7 @@ impl Connection {
             input: Vec::with_capacity(4096),
             output: Vec::with_capacity(1024),
             unsent: Vec::new(),
+            sent: 0,
             deflate: None,
         }
     }
@@ -316,7 +319,9 @@ impl Connection {
 
     /// Bytes queued that the client has not taken yet.
     pub fn pending(&self) -> usize {
-        self.output.len().saturating_add(self.unsent.len())
+        self.output
+            .len()
+            .saturating_add(self.unsent.len() - self.sent)
     }
 
     /// Moves the queued replies behind what is ready for the wire, compressed if compressing.
@@ -345,16 +350,34 @@ impl Connection {
         Ok(())
     }
 
+    /// Sends everything queued. Cancelled midway (a wake-up while waiting on the client),
+    /// nothing is lost or sent twice: the next flush goes on where this one stopped.
     pub async fn flush(&mut self) -> std::io::Result<()> {
         self.pack()?;
-        if !self.unsent.is_empty() {
-            self.stream.write_all(&self.unsent).await?;
-            self.unsent.clear();
-            if self.unsent.capacity() > RETAINED_BUFFER {
-                self.unsent = Vec::new();
-            }
+        while self.sent < self.unsent.len() {
+            self.write_some().await?;
         }
+        self.sent_all();
         self.stream.flush().await
+    }
+
+    /// One write of what is ready for the wire; a write takes some bytes or none.
+    async fn write_some(&mut self) -> std::io::Result<()> {
+        let n = self.stream.write(&self.unsent[self.sent..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        self.sent += n;
+        Ok(())
+    }
+
+    fn sent_all(&mut self) {
+        self.unsent.clear();
+        self.sent = 0;
+        // A big reply's buffer is not kept by a session that may now idle for hours.
+        if self.unsent.capacity() > RETAINED_BUFFER {
+            self.unsent = Vec::new();
+        }
     }
 
     /// Sends what is queued for as long as the client keeps taking it: `false` when it took
@@ -362,20 +385,13 @@ impl Connection {
     /// [`Connection::flush`], a client that stops reading cannot hold the caller.
     pub async fn flush_within(&mut self, stall: Duration) -> std::io::Result<bool> {
         self.pack()?;
-        while !self.unsent.is_empty() {
-            // A write either takes some bytes or none: cut short, nothing is lost or doubled.
-            match tokio::time::timeout(stall, self.stream.write(&self.unsent)).await {
+        while self.sent < self.unsent.len() {
+            match tokio::time::timeout(stall, self.write_some()).await {
                 Err(_) => return Ok(false),
-                Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(Ok(n)) => {
-                    self.unsent.drain(..n);
-                }
-                Ok(Err(e)) => return Err(e),
+                Ok(done) => done?,
             }
         }
-        if self.unsent.capacity() > RETAINED_BUFFER {
-            self.unsent = Vec::new();
-        }
+        self.sent_all();
         match tokio::time::timeout(stall, self.stream.flush()).await {
             Err(_) => Ok(false),
             Ok(done) => done.map(|()| true),
