@@ -1,5 +1,6 @@
 """IMAP NOTIFY (RFC 5465) as a client sees it, with Python's imaplib (and smtplib to deliver).
 Usage: imap_notify.py SCENARIO IMAPS_PORT SMTP_PORT USER PASSWORD
+(IMAPS_PORT as `plain:PORT` for IMAP without TLS, as a Dovecot under test serves it)
 Prints one JSON object: what the watching session received, step by step. Unsolicited lines
 are read from the socket with no command outstanding (between commands, or during IDLE).
 Scenarios:
@@ -20,7 +21,9 @@ import ssl
 import sys
 import time
 
-scenario, port, smtp_port, user, password = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+scenario, port, smtp_port, user, password = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+plain = port.startswith("plain:")
+port = int(port.removeprefix("plain:"))
 context = ssl.create_default_context()
 context.check_hostname = False
 context.verify_mode = ssl.CERT_NONE  # the gateway's self-signed test certificate
@@ -28,7 +31,10 @@ out = {}
 
 
 def session():
-    imap = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=context)
+    if plain:
+        imap = imaplib.IMAP4("127.0.0.1", port)
+    else:
+        imap = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=context)
     imap.login(user, password)
     return imap
 

@@ -597,6 +597,11 @@ impl ImapSession {
                 }
             }
         }
+        // FlagChange is told with mod-sequences (STATUS HIGHESTMODSEQ, RFC 5465 §5.1): it
+        // turns CONDSTORE on, as Dovecot does.
+        if groups.iter().any(|g| g.events.flags) {
+            self.enable_condstore();
+        }
         let maildir = self.maildir();
         let selected = self.selected.as_ref().map(|s| s.name.clone());
         let scope = Scope {
