@@ -121,7 +121,7 @@ fn notify_tells_deliveries_appends_flags_and_expunges_as_they_happen() {
 }
 
 #[test]
-fn notify_tells_mailboxes_made_subscribed_and_removed_by_another_session() {
+fn notify_tells_mailboxes_made_subscribed_renamed_and_removed_by_another_session() {
     let gw = Gateway::start("");
     let r = scenario(&gw, "names", &[]);
     let show = || serde_json::to_string_pretty(&r).unwrap_or_default();
@@ -147,9 +147,14 @@ fn notify_tells_mailboxes_made_subscribed_and_removed_by_another_session() {
     assert!(
         has(
             &r,
-            "deleted",
-            &["* LIST (\\NonExistent) \"/\" \"Projects\""]
+            "renamed",
+            &["* LIST (\\HasNoChildren) \"/\" \"Done\" (\"OLDNAME\" (\"Projects\"))"]
         ),
+        "{}",
+        show()
+    );
+    assert!(
+        has(&r, "deleted", &["* LIST (\\NonExistent) \"/\" \"Done\""]),
         "{}",
         show()
     );

@@ -94,6 +94,8 @@ pub struct Changes {
     pub tree: bool,
     /// The subscriptions file was written.
     pub subscriptions: bool,
+    /// Folders renamed (old name, new name), as one rename of the kernel's reported them.
+    pub renames: Vec<(String, String)>,
     /// Events were lost (the kernel's queue overflowed): anything may have changed.
     pub all: bool,
 }
@@ -202,6 +204,8 @@ impl MaildirWatch {
     fn read_into(&self, changes: &mut Changes) -> std::io::Result<()> {
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
         let mut reader = inotify::Reader::new(self.fd.get_ref(), &mut buf);
+        // The first half of a rename, by cookie, until its second half.
+        let mut moved_from: Option<(u32, String)> = None;
         loop {
             let event = match reader.next() {
                 Ok(event) => event,
@@ -225,6 +229,16 @@ impl MaildirWatch {
                 .unwrap_or_default();
             if flags.contains(ReadFlags::ISDIR) && name.starts_with('.') && name.len() > 1 {
                 changes.tree = true;
+                // Maildir++: `.A.B` is folder `A/B`.
+                let folder = name[1..].replace('.', "/");
+                if flags.contains(ReadFlags::MOVED_FROM) {
+                    moved_from = Some((event.cookie(), folder));
+                } else if flags.contains(ReadFlags::MOVED_TO) {
+                    if let Some((_, from)) = moved_from.take().filter(|(c, _)| *c == event.cookie())
+                    {
+                        changes.renames.push((from, folder));
+                    }
+                }
             } else if name == crate::store::subscriptions::FILE {
                 changes.subscriptions = true;
             }

@@ -171,8 +171,10 @@ def names():
     out["created"] = unsolicited(watcher, ["LIST", "Projects"])
     other.subscribe("Projects")
     out["subscribed"] = unsolicited(watcher, ["LIST", "Subscribed", "Projects"])
-    other.delete("Projects")
-    out["deleted"] = unsolicited(watcher, ["LIST", "NonExistent", "Projects"])
+    other.rename("Projects", "Done")
+    out["renamed"] = unsolicited(watcher, ["LIST", "Done"])
+    other.delete("Done")
+    out["deleted"] = unsolicited(watcher, ["LIST", "NonExistent", "Done"])
     close(watcher, other)
 
 

@@ -368,7 +368,7 @@ impl Notifier {
         let mut lines = Vec::new();
         if changes.tree || changes.all {
             let now = read_tree(scope.maildir);
-            lines.extend(self.name_lines(scope, &now));
+            lines.extend(self.name_lines(scope, &now, &changes.renames));
             self.folders = now;
         }
         if changes.subscriptions || changes.all {
@@ -405,22 +405,57 @@ impl Notifier {
         Some(lines)
     }
 
-    /// MailboxName (RFC 5465 §5.4): a LIST for each mailbox made, and one with `\NonExistent`
-    /// for each removed (a rename is told as both).
-    fn name_lines(&self, scope: &Scope, now: &BTreeSet<String>) -> Vec<String> {
-        let made = now.difference(&self.folders).map(|n| (n, true));
-        let removed = self.folders.difference(now).map(|n| (n, false));
-        made.chain(removed)
-            .filter(|(name, _)| self.events_for(name).names)
-            .map(|(name, exists)| {
-                let attributes = match exists {
-                    false => "\\NonExistent",
-                    true if has_children(now, name) => "\\HasChildren",
-                    true => "\\HasNoChildren",
-                };
-                format!("* LIST ({attributes}) \"/\" {}", scope.shown(name))
+    /// MailboxName (RFC 5465 §5.4): a LIST for each mailbox made, one with `\NonExistent` for
+    /// each removed, and for each renamed (as `renames` saw it) one for the new name with the
+    /// old one as OLDNAME.
+    fn name_lines(
+        &self,
+        scope: &Scope,
+        now: &BTreeSet<String>,
+        renames: &[(String, String)],
+    ) -> Vec<String> {
+        let renamed: Vec<&(String, String)> = renames
+            .iter()
+            .filter(|(from, _)| self.folders.contains(from) && !now.contains(from))
+            .filter(|(_, to)| now.contains(to) && !self.folders.contains(to))
+            .collect();
+        let attributes = |name: &str| match has_children(now, name) {
+            true => "\\HasChildren",
+            false => "\\HasNoChildren",
+        };
+        let mut lines: Vec<String> = renamed
+            .iter()
+            .filter(|(from, to)| self.events_for(from).names || self.events_for(to).names)
+            .map(|(from, to)| {
+                format!(
+                    "* LIST ({}) \"/\" {} (\"OLDNAME\" ({}))",
+                    attributes(to),
+                    scope.shown(to),
+                    scope.shown(from)
+                )
             })
-            .collect()
+            .collect();
+        let made = now
+            .difference(&self.folders)
+            .filter(|n| !renamed.iter().any(|(_, to)| to == *n))
+            .map(|n| (n, true));
+        let removed = self
+            .folders
+            .difference(now)
+            .filter(|n| !renamed.iter().any(|(from, _)| from == *n))
+            .map(|n| (n, false));
+        lines.extend(
+            made.chain(removed)
+                .filter(|(name, _)| self.events_for(name).names)
+                .map(|(name, exists)| {
+                    let attributes = match exists {
+                        false => "\\NonExistent",
+                        true => attributes(name),
+                    };
+                    format!("* LIST ({attributes}) \"/\" {}", scope.shown(name))
+                }),
+        );
+        lines
     }
 
     /// SubscriptionChange (RFC 5465 §5.5): a LIST for each name subscribed or unsubscribed,
