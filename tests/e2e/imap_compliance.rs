@@ -70,7 +70,7 @@ fn groups(tests: &Path) -> Vec<String> {
 /// Groups imaptest may still skip (run no command of) because we do not advertise an extension
 /// they need. Each name here must really run nothing (so one that comes to run has to leave the
 /// list) and every other group must run its commands.
-const EXPECTED_SKIPS: &[&str] = &["notify", "urlauth", "urlauth-binary", "urlauth2"];
+const EXPECTED_SKIPS: &[&str] = &["urlauth", "urlauth-binary", "urlauth2"];
 
 /// `(groups, failed, skipped)` from imaptest's summary line
 /// (`71 test groups: 0 failed, 0 skipped due to missing capabilities`).
@@ -149,6 +149,18 @@ fn imaptest_groups_that_run_no_command_are_only_the_expected_ones() {
         "groups that ran no command differ from EXPECTED_SKIPS: a group that now runs leaves \
          the list, and none may run nothing unnamed"
     );
+}
+
+/// NOTIFY (RFC 5465) alone: the group runs its commands (the initial STATUS of NOTIFY SET
+/// STATUS for each event, none without STATUS) and passes.
+#[test]
+fn imaptest_notify_group_runs_and_passes() {
+    let gw = Gateway::start("");
+    let tests = imaptest().parent().expect("src").join("tests");
+    let out = run(&gw, &[format!("test={}", tests.join("notify").display())]);
+    assert_eq!(summary(&out).map(|s| (s.0, s.1)), Some((1, 0)), "{out}");
+    assert!(commands(&out).is_some_and(|n| n >= 6), "{out}");
+    assert!(out.contains("extensions: 0/"), "{out}");
 }
 
 /// Stress mode: concurrent random sessions (login, select, fetch, store, expunge, append...)

@@ -1,8 +1,8 @@
 //! IMAP4rev1 (RFC 3501) over the users' Maildirs. Commands are cut out of the stream by
 //! `framing` and decoded with `imap-codec` (literals and LITERAL+ included); responses are
 //! written by `wire` (strings, ENVELOPE with `address`, BODYSTRUCTURE, body sections); `flags`
-//! names Maildir flag letters and keywords; `search` evaluates SEARCH keys; `session` is the
-//! state machine, one file per command family. `append` reads MULTIAPPEND and CATENATE, whose
+//! names Maildir flag letters and keywords; `search` evaluates SEARCH keys; `notify` reads
+//! NOTIFY (RFC 5465); `session` is the state machine, one file per command family. `append` reads MULTIAPPEND and CATENATE, whose
 //! IMAP URLs `url` reads.
 
 use std::future::Future;
@@ -21,6 +21,7 @@ pub mod extensions;
 pub mod flags;
 pub mod framing;
 pub mod mutf7;
+pub mod notify;
 pub mod orderedsubject;
 pub mod partial;
 pub mod search;

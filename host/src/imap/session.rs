@@ -8,6 +8,7 @@
 //! - `mailboxes`: CREATE, DELETE, RENAME, (UN)SUBSCRIBE, LIST, LSUB, STATUS, APPEND;
 //! - `multiappend`: APPEND of several messages (MULTIAPPEND) or with CATENATE;
 //! - `updates`: searches kept up to date (CONTEXT=SEARCH: RETURN (UPDATE), CANCELUPDATE);
+//! - `notify`: NOTIFY (RFC 5465), and what it tells between commands and during IDLE;
 //! - `view`: the selected mailbox as this session shows it — SELECT, EXAMINE, refresh (NOOP,
 //!   CHECK, IDLE), CLOSE, UNSELECT;
 //! - `messages`: FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE.
@@ -19,6 +20,7 @@ mod auth;
 mod mailboxes;
 mod messages;
 mod multiappend;
+mod notify;
 mod updates;
 mod view;
 
@@ -80,6 +82,14 @@ pub struct ImapSession {
     login_window: Option<LoginWindow>,
     /// RFC 5267: searches kept to report changes of their results.
     kept: Vec<updates::Kept>,
+    /// RFC 5465: what NOTIFY SET asked for; `None` before any NOTIFY, after NOTIFY NONE and
+    /// after an overflow.
+    notify: Option<Box<notify::Notifier>>,
+    /// A NOTIFY was given: IDLE then reports only what it asked for (RFC 5465 §4).
+    notify_used: bool,
+    /// A FETCH for a NOTIFY notification runs: its output waits for the notification's own
+    /// bounded flush.
+    pushing: bool,
 }
 
 /// What the extension syntax needs to know of this session (see `extensions::take`).
@@ -193,6 +203,9 @@ impl ImapSession {
             saved: Vec::new(),
             login_window: None,
             kept: Vec::new(),
+            notify: None,
+            notify_used: false,
+            pushing: false,
         }
     }
 
@@ -240,6 +253,7 @@ impl ImapSession {
             "CONTEXT=SORT",
             "PARTIAL",
             "CREATE-SPECIAL-USE",
+            "NOTIFY",
         ];
         if self.client.tls {
             caps.push("AUTH=PLAIN");
@@ -323,7 +337,7 @@ impl ImapSession {
             tokio::task::coop::consume_budget().await;
             let budget = self.budget();
             let next = match self.framer.next(budget) {
-                Frame::NeedMore => match self.receive(self.idle_limit()).await {
+                Frame::NeedMore => match self.receive_notifying(self.idle_limit()).await {
                     Ok(()) => Next::Continue,
                     Err(Line::TimedOut) => {
                         self.send("* BYE Idle for too long");
@@ -365,8 +379,11 @@ impl ImapSession {
         let _ = self.client.conn.flush().await;
     }
 
-    /// One whole command: ours (ID, NAMESPACE, UID EXPUNGE) or imap-codec's.
+    /// One whole command: ours (NOTIFY, ID, NAMESPACE, UID EXPUNGE) or imap-codec's.
     async fn dispatch(&mut self, bytes: &[u8]) -> Next {
+        if let Some(next) = self.notify_command(bytes).await {
+            return next;
+        }
         if let Some(next) = self.special_command(bytes).await {
             return next;
         }

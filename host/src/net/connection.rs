@@ -191,6 +191,11 @@ pub struct Connection {
     pub stream: Stream,
     input: Vec<u8>,
     output: Vec<u8>,
+    /// Bytes ready for the wire (compressed already, if compressing) that the client has not
+    /// taken yet: what a [`Connection::flush_within`] cut short left, sent first next time.
+    unsent: Vec<u8>,
+    /// How much of `unsent` the client has taken.
+    sent: usize,
     /// IMAP COMPRESS=DEFLATE, once negotiated: every byte both ways goes through it.
     deflate: Option<Box<Deflate>>,
 }
@@ -284,6 +289,8 @@ impl Connection {
             stream,
             input: Vec::with_capacity(4096),
             output: Vec::with_capacity(1024),
+            unsent: Vec::new(),
+            sent: 0,
             deflate: None,
         }
     }
@@ -310,24 +317,85 @@ impl Connection {
         self.output.extend_from_slice(bytes);
     }
 
-    pub async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.output.is_empty() {
-            match self.deflate.as_mut() {
-                Some(deflate) => {
-                    // Compressing a large reply is CPU work: off the async workers.
-                    let output = &self.output;
-                    let packed = crate::blocking::run(|| deflate.deflate(output))?;
-                    self.stream.write_all(&packed).await?;
-                }
-                None => self.stream.write_all(&self.output).await?,
+    /// Bytes queued that the client has not taken yet.
+    pub fn pending(&self) -> usize {
+        self.output
+            .len()
+            .saturating_add(self.unsent.len() - self.sent)
+    }
+
+    /// Moves the queued replies behind what is ready for the wire, compressed if compressing.
+    fn pack(&mut self) -> std::io::Result<()> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        match self.deflate.as_mut() {
+            Some(deflate) => {
+                // Compressing a large reply is CPU work: off the async workers.
+                let output = &self.output;
+                let packed = crate::blocking::run(|| deflate.deflate(output))?;
+                self.unsent.extend_from_slice(&packed);
+                self.output.clear();
             }
-            self.output.clear();
-            // A big reply's buffer is not kept by a session that may now idle for hours.
-            if self.output.capacity() > RETAINED_BUFFER {
-                self.output = Vec::with_capacity(1024);
+            None if self.unsent.is_empty() => std::mem::swap(&mut self.output, &mut self.unsent),
+            None => {
+                self.unsent.extend_from_slice(&self.output);
+                self.output.clear();
             }
         }
+        // A big reply's buffer is not kept by a session that may now idle for hours.
+        if self.output.capacity() > RETAINED_BUFFER {
+            self.output = Vec::with_capacity(1024);
+        }
+        Ok(())
+    }
+
+    /// Sends everything queued. Cancelled midway (a wake-up while waiting on the client),
+    /// nothing is lost or sent twice: the next flush goes on where this one stopped.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        self.pack()?;
+        while self.sent < self.unsent.len() {
+            self.write_some().await?;
+        }
+        self.sent_all();
         self.stream.flush().await
+    }
+
+    /// One write of what is ready for the wire; a write takes some bytes or none.
+    async fn write_some(&mut self) -> std::io::Result<()> {
+        let n = self.stream.write(&self.unsent[self.sent..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        self.sent += n;
+        Ok(())
+    }
+
+    fn sent_all(&mut self) {
+        self.unsent.clear();
+        self.sent = 0;
+        // A big reply's buffer is not kept by a session that may now idle for hours.
+        if self.unsent.capacity() > RETAINED_BUFFER {
+            self.unsent = Vec::new();
+        }
+    }
+
+    /// Sends what is queued for as long as the client keeps taking it: `false` when it took
+    /// nothing for `stall` (the rest stays queued, in order, for the next flush). Unlike
+    /// [`Connection::flush`], a client that stops reading cannot hold the caller.
+    pub async fn flush_within(&mut self, stall: Duration) -> std::io::Result<bool> {
+        self.pack()?;
+        while self.sent < self.unsent.len() {
+            match tokio::time::timeout(stall, self.write_some()).await {
+                Err(_) => return Ok(false),
+                Ok(done) => done?,
+            }
+        }
+        self.sent_all();
+        match tokio::time::timeout(stall, self.stream.flush()).await {
+            Err(_) => Ok(false),
+            Ok(done) => done.map(|()| true),
+        }
     }
 
     /// Server side of STARTTLS/STLS, after the "go ahead" reply was queued: sends it, drops

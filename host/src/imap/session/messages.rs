@@ -537,7 +537,8 @@ impl ImapSession {
                         .into();
                 }
             }
-            if queued >= FETCH_FLUSH {
+            // A notification's FETCH leaves its output to the notification's bounded flush.
+            if queued >= FETCH_FLUSH && !self.pushing {
                 queued = 0;
                 if self.client.conn.flush().await.is_err() {
                     // The client is gone; the session ends at its next read.

@@ -13,6 +13,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 use super::super::extensions::SelectParams;
 use super::super::{flags, search, wire};
 use super::mailboxes::quoted as wire_quoted;
+use super::notify::{self, Wake};
 use super::{ImapSession, Next, AUTOLOGOUT, SHUTDOWN_BYE};
 use crate::blocking;
 use crate::message::Message;
@@ -24,7 +25,24 @@ use crate::store::retrieval::{self, View};
 use crate::store::watch::FolderWatch;
 
 /// How often IDLE looks for changes where the folder cannot be watched.
-const IDLE_POLL: Duration = Duration::from_secs(5);
+pub(super) const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// What a refresh reports now (new messages always).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Report {
+    pub expunges: bool,
+    pub flags: bool,
+    /// Flag changes carry the UID (RFC 5465 §5.1: NOTIFY's FETCH responses do).
+    pub uid: bool,
+}
+
+impl Report {
+    pub const ALL: Report = Report {
+        expunges: true,
+        flags: true,
+        uid: false,
+    };
+}
 
 pub(super) struct Selected {
     pub name: String,
@@ -40,6 +58,9 @@ pub(super) struct Selected {
     /// Change notification for the folder: a refresh rescans only after a change. `None`
     /// where the folder cannot be watched (then every refresh rescans).
     pub watch: Option<FolderWatch>,
+    /// Changes seen but held back (NOTIFY reports some kinds only, or expunges later): the
+    /// next refresh rescans whatever the watch says.
+    pub stale: bool,
     /// The messages shown, by ascending UID (sequence number - 1 is the index). Sessions that
     /// see the folder alike share one list; a change here copies it first.
     messages: Arc<Vec<MailEntry>>,
@@ -306,6 +327,7 @@ impl ImapSession {
             keywords: snapshot.keywords,
             hidden: screened.hidden.into_iter().collect(),
             watch,
+            stale: false,
             messages: self.shared.snapshots.intern(&folder_path, screened.shown),
             recent: screened.recent.into_iter().collect(),
             edited: screened.edited.into_iter().collect(),
@@ -452,42 +474,63 @@ impl ImapSession {
 
     /// Rescans the selected folder and reports what changed: expunges, new messages, flags.
     pub(super) async fn refresh(&mut self) {
+        self.refresh_with(Report::ALL).await;
+    }
+
+    /// Rescans the selected folder and reports the changes `report` names (new messages
+    /// always); the others stay to be reported by the next refresh. The UIDs of the messages
+    /// new to the view.
+    pub(super) async fn refresh_with(&mut self, report: Report) -> Vec<u32> {
         let Some(sel) = self.selected.as_ref() else {
-            return;
+            return Vec::new();
         };
-        if sel.watch.as_ref().is_some_and(|w| !w.take_events()) {
+        if !sel.stale && sel.watch.as_ref().is_some_and(|w| !w.take_events()) {
             // Nothing changed in the folder since the last look.
-            return;
+            return Vec::new();
         }
         let Ok(snapshot) = blocking::run(|| sel.folder.scan(!sel.read_only)) else {
-            return;
+            return Vec::new();
         };
         self.announce_keywords(snapshot.keywords.clone());
         let Some(sel) = self.selected.as_mut() else {
-            return;
+            return Vec::new();
         };
         let (folder, name) = (sel.folder.clone(), sel.name.clone());
         let now: HashMap<u32, &MailEntry> = snapshot.entries.iter().map(|e| (e.uid, e)).collect();
+        let mut held_back = false;
         // Expunged by someone else: highest sequence numbers first, each as numbered then.
         let mut removed = Vec::new();
         for i in (0..sel.len()).rev() {
             if !now.contains_key(&sel.entry(i).uid) {
-                removed.push((i, sel.remove(i)));
+                if report.expunges {
+                    removed.push((i, sel.remove(i)));
+                } else {
+                    held_back = true;
+                }
             }
         }
-        // The rest as they are now (flags, mod-sequences), then what is new.
+        // The rest as they are now (flags, mod-sequences), then what is new. Messages whose
+        // expunge or flag change is held back stay as the client knows them.
         let mut list = Vec::with_capacity(snapshot.entries.len());
         let mut changed = Vec::new();
         for held in sel.entries() {
-            if let Some(&current) = now.get(&held.uid) {
-                if current.flags != held.flags {
-                    changed.push(held.uid);
+            match now.get(&held.uid) {
+                Some(&current) if current.flags != held.flags && !report.flags => {
+                    held_back = true;
+                    list.push(held.clone());
                 }
-                let mut current = current.clone();
-                current.recent = false;
-                list.push(current);
+                Some(&current) => {
+                    if current.flags != held.flags {
+                        changed.push(held.uid);
+                    }
+                    let mut current = current.clone();
+                    current.recent = false;
+                    list.push(current);
+                }
+                None => list.push(held.clone()),
             }
         }
+        sel.stale = held_back;
         let known: HashSet<u32> = sel
             .entries()
             .iter()
@@ -502,15 +545,15 @@ impl ImapSession {
             .collect();
         sel.uid_next = snapshot.uid_next;
         sel.highest_modseq = snapshot.highest_modseq;
-        let had_new = !fresh.is_empty();
         self.report_expunged(&removed);
         let mut screened = self.screen(&folder, &name, fresh).await;
         if self.rev2 {
             screened.recent.clear();
         }
         let Some(sel) = self.selected.as_mut() else {
-            return;
+            return Vec::new();
         };
+        let new_uids: Vec<u32> = screened.shown.iter().map(|e| e.uid).collect();
         sel.hidden.extend(screened.hidden);
         sel.recent.extend(screened.recent);
         sel.edited.extend(screened.edited);
@@ -520,12 +563,12 @@ impl ImapSession {
         let mut lines: Vec<String> = changed
             .iter()
             .filter_map(|&uid| self.selected.as_ref()?.position(uid))
-            .map(|i| self.flags_update(i, false))
+            .map(|i| self.flags_update(i, report.uid))
             .collect();
         let Some(sel) = self.selected.as_ref() else {
-            return;
+            return Vec::new();
         };
-        if had_new {
+        if !new_uids.is_empty() {
             lines.push(format!("* {} EXISTS", sel.len()));
             if !self.rev2 {
                 lines.push(format!("* {} RECENT", sel.recent_count()));
@@ -534,10 +577,12 @@ impl ImapSession {
         for line in lines {
             self.send(&line);
         }
+        new_uids
     }
 
     /// IDLE: changes are reported as the folder's change notification reports them (polling
-    /// every few seconds only where notification is not available), until DONE.
+    /// every few seconds only where notification is not available), until DONE. After a
+    /// NOTIFY, IDLE reports what NOTIFY asks for and nothing else (RFC 5465 §4).
     pub(super) async fn idle(&mut self, tag: &str) -> Next {
         // The selected folder's watch wakes IDLE; it is lent to this loop and given back.
         let watch = self.selected.as_mut().and_then(|sel| sel.watch.take());
@@ -564,37 +609,41 @@ impl ImapSession {
                 self.send("* BYE Idle for too long");
                 return Next::Close;
             }
-            let changed = async {
-                match watch {
-                    Some(watch) => watch.changed().await.is_ok(),
-                    None => {
-                        tokio::time::sleep(IDLE_POLL).await;
-                        true
-                    }
-                }
-            };
+            // Replies go out before the wait (a flush cut short by a wake-up would be lost).
+            if self.client.conn.flush().await.is_err() {
+                return Next::Close;
+            }
+            let selected = (self.selected.is_some() && self.reports_selected()).then_some(watch);
+            let (others, recheck) = notify::others_of(self.notify.as_deref());
             let input = self.client.conn.read_until(AUTOLOGOUT, |bytes| {
                 self.framer.push(bytes);
                 (bytes.len(), true)
             });
             let drain = &self.client.drain;
-            let refresh = tokio::select! {
+            let woke = tokio::select! {
                 read = input => match read {
-                    Ok(()) => false,
-                    Err(Line::TimedOut) => true,
+                    Ok(()) => None,
+                    Err(Line::TimedOut) => Some(Wake::Selected),
                     Err(_) => return Next::Close,
                 },
-                ok = changed => ok,
+                woke = notify::wake(selected, others, recheck) => Some(woke),
                 () = drain.requested() => {
                     self.send(SHUTDOWN_BYE);
                     return Next::Close;
                 }
             };
-            if refresh {
-                self.refresh().await;
-                if self.client.conn.flush().await.is_err() {
+            let Some(woke) = woke else {
+                continue;
+            };
+            if self.notify_used {
+                if self.push_notifications(woke).await.is_err() {
                     return Next::Close;
                 }
+                continue;
+            }
+            self.refresh().await;
+            if self.client.conn.flush().await.is_err() {
+                return Next::Close;
             }
         }
     }
