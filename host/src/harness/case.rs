@@ -37,10 +37,13 @@ use super::check::load_chain;
 use super::dns_server::ScriptedDnsServer;
 use super::{run_transaction, TransactionInput, TransactionReport};
 use crate::config::{AuthConfig, Config, PluginConfig};
+use crate::dns::{RecordType, StaticDns};
+use crate::kv::MemoryKv;
+use crate::mail::clock::FixedClock;
 use crate::mail::Session;
 use crate::mailauth::Verifier;
 use crate::message::{canonical_crlf, Message};
-use crate::plugin::services::{FixedClock, MemoryKv, RecordType, Services, StaticDns};
+use crate::plugin::services::Services;
 use crate::plugin::Stage;
 
 #[derive(Debug, Deserialize)]

@@ -89,11 +89,8 @@ pub async fn check(
         message,
     };
     let dns = crate::dns::resolver(&config.dns)
-        .map(|r| {
-            Arc::new(crate::plugin::services::SystemDns::new(r))
-                as Arc<dyn crate::plugin::services::Dns>
-        })
-        .unwrap_or_else(|_| Arc::new(crate::plugin::services::StaticDns::default()));
+        .map(|r| Arc::new(crate::dns::SystemDns::new(r)) as Arc<dyn crate::dns::Dns>)
+        .unwrap_or_else(|_| Arc::new(crate::dns::StaticDns::default()));
     let report = run_transaction(&set, Services::with_dns(dns), input, None).await;
     let text = render(&report, &original, options.diff);
     Ok((text, report.disposition == Disposition::Accepted))

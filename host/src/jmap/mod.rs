@@ -85,12 +85,7 @@ pub struct Jmap {
 
 impl Jmap {
     pub fn new(shared: Arc<Shared>, smtp: Arc<dyn Protocol>) -> Jmap {
-        let epoch = format!(
-            "{:x}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis())
-        );
+        let epoch = format!("{:x}", crate::mail::clock::unix_millis());
         let max_message = shared.config.limits.max_message_bytes;
         // A user's uploads held at once: as many as four maximal uploads (an email with
         // attachments is built from several), however many small ones.
@@ -134,10 +129,7 @@ impl Jmap {
         accounts
             .entry(user.to_string())
             .or_insert_with(|| {
-                let maildir = crate::delivery::maildir::maildir_of(
-                    &self.shared.config.data_dir().join("mail"),
-                    user,
-                );
+                let maildir = user.maildir(&self.shared.config.data_dir().join("mail"));
                 Arc::new(tokio::sync::Mutex::new(Account::new(
                     user,
                     maildir,

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, File, OpenOptions};
@@ -22,6 +22,7 @@ use cap_std::fs::{Dir, File, OpenOptions};
 pub use super::flags::Flags;
 use super::keywords::{self, Keywords};
 use super::uidlist::{Record, UidList};
+use crate::mail::clock::{at_unix_seconds, since_epoch, unix_seconds};
 
 const UIDLIST: &str = "mailgate-uidlist";
 const LOCK: &str = "mailgate-uidlist.lock";
@@ -131,12 +132,6 @@ fn lock_file(dir: &Dir, name: &str) -> std::io::Result<Locked> {
     )?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
     Ok(Locked(file))
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `key:2,FLAGS` -> (key, flags).
@@ -330,8 +325,7 @@ impl Folder {
             .metadata(path)
             .ok()
             .and_then(|m| m.modified().ok())
-            .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs())
+            .map_or(0, |t| since_epoch(t.into_std()).as_secs())
     }
 
     /// The size a message is served with: the `W=` its name carries (Dovecot's, and ours),
@@ -372,7 +366,7 @@ impl Folder {
             .ok()
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0);
-        let validity = ((now_secs() & 0xffff_ffff) as u32)
+        let validity = ((unix_seconds() & 0xffff_ffff) as u32)
             .max(last.wrapping_add(1))
             .max(1);
         replace_file(&self.root, LAST_UIDVALIDITY, &format!("{validity}\n"))?;
@@ -535,9 +529,7 @@ impl Folder {
         internal_date: Option<u64>,
     ) -> std::io::Result<u32> {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = since_epoch(SystemTime::now());
         let served = crlf_len(bytes);
         let key = format!(
             "{}.M{}P{}Q{}.mailgate,S={},W={served}",
@@ -552,7 +544,7 @@ impl Folder {
         file.write_all(bytes)?;
         file.sync_all()?;
         if let Some(date) = internal_date {
-            let time = UNIX_EPOCH + std::time::Duration::from_secs(date);
+            let time = at_unix_seconds(date);
             let _ = file.set_modified(time);
         }
         drop(file);
@@ -615,9 +607,7 @@ impl Folder {
         internal_date: Option<u64>,
     ) -> std::io::Result<(String, PathBuf)> {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = since_epoch(SystemTime::now());
         let key = format!(
             "{}.M{}P{}R{}.mailgate,S={},W={}",
             now.as_secs(),
@@ -635,7 +625,7 @@ impl Folder {
             return Err(e);
         }
         if let Some(date) = internal_date {
-            let _ = file.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(date));
+            let _ = file.set_modified(at_unix_seconds(date));
         }
         Ok((key, tmp))
     }
