@@ -42,7 +42,8 @@ use crate::kv::MemoryKv;
 use crate::mail::clock::FixedClock;
 use crate::mail::Session;
 use crate::mailauth::Verifier;
-use crate::message::{canonical_crlf, Message};
+use crate::message::lines::{into_crlf, BareEnds};
+use crate::message::Message;
 use crate::plugin::services::Services;
 use crate::plugin::Stage;
 
@@ -445,7 +446,7 @@ async fn run_case(
         helo: s.helo.clone(),
         sender: case.envelope.from.clone(),
         recipients: case.envelope.to.clone(),
-        message: Message::new(canonical_crlf(&raw)),
+        message: Message::new(into_crlf(raw, BareEnds::Lf)),
     };
     Ok(run_transaction(set, services, input, verifier.as_ref()).await)
 }
