@@ -34,7 +34,7 @@ use crate::queue::spool::Spool;
 use crate::queue::state::QueueFiles;
 use crate::relay::dkim::Signers;
 use crate::reload::Reloader;
-use crate::shared::Shared;
+use crate::session_context::SessionContext;
 use crate::smtp::networks::RelayNetworks;
 use crate::smtp::Smtp;
 use crate::store::snapshots::SnapshotCache;
@@ -218,7 +218,7 @@ async fn build(
         relay: relay.clone(),
         quarantine_dir: data_dir.join("quarantine"),
     };
-    let shared = Arc::new(Shared::new(
+    let shared = Arc::new(SessionContext::new(
         config.clone(),
         (plugins, services),
         users.clone(),
