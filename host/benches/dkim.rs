@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use mailgate::config::{AuthConfig, AuthMethod, Config, DkimAlgorithm, DnsConfig};
+use mailgate::dns::{RecordType, StaticDns};
 use mailgate::harness::dns_server::ScriptedDnsServer;
 use mailgate::mailauth::{Envelope, Outcome, Verifier};
-use mailgate::plugin::services::{RecordType, StaticDns};
 use mailgate::relay::dkim::{keygen, Signers};
 
 mod support;

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mailgate::config::{Config, RuntimeConfig};
+use mailgate::kv::KvStore;
 use mailgate::kv::{local::DiskKv, redis::RedisKv};
 use mailgate::mail::MailState;
-use mailgate::plugin::services::{KvStore, Services};
+use mailgate::plugin::services::Services;
 use mailgate::plugin::{PluginSet, Runtime, StageCall};
 
 mod support;

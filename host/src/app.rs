@@ -16,14 +16,16 @@ use tokio_rustls::TlsAcceptor;
 use crate::admin::Admin;
 use crate::config::{Config, ConfigSource, Protocol as ProtocolKind};
 use crate::delivery::worker::LocalDelivery;
+use crate::dns::SystemDns;
 use crate::imap::Imap;
 use crate::jmap::Jmap;
+use crate::kv::KvStore;
+use crate::mail::clock::{Clock, SystemClock};
 use crate::mailauth::Verifier;
 use crate::milter::server::MilterServer;
 use crate::net::drain::Drain;
 use crate::net::listener::{ConnectionLimits, Listener};
 use crate::net::Protocol;
-use crate::plugin::services::{Clock, KvStore, SystemClock, SystemDns};
 use crate::plugin::{ActivePlugins, PluginSet, Runtime, Services};
 use crate::pop3::Pop3;
 use crate::queue::intake::Intake;
@@ -32,7 +34,7 @@ use crate::queue::spool::Spool;
 use crate::queue::state::QueueFiles;
 use crate::relay::dkim::Signers;
 use crate::reload::Reloader;
-use crate::shared::Shared;
+use crate::session_context::SessionContext;
 use crate::smtp::networks::RelayNetworks;
 use crate::smtp::Smtp;
 use crate::store::snapshots::SnapshotCache;
@@ -231,7 +233,7 @@ async fn build(
         relay: relay.clone(),
         quarantine_dir: data_dir.join("quarantine"),
     };
-    let shared = Arc::new(Shared::new(
+    let shared = Arc::new(SessionContext::new(
         config.clone(),
         (plugins, services),
         users.clone(),

@@ -1,7 +1,8 @@
 //! mailgate: a mail gateway whose filters are sandboxed WebAssembly components.
 //!
 //! `app` builds and runs the gateway over `net` (listeners, connections, TLS, limits, drain),
-//! with `smtp`, `pop3`, `imap`, `jmap` and `milter` as its protocols and `shared` what their sessions share.
+//! with `smtp`, `pop3`, `imap`, `jmap` and `milter` as its protocols and `session_context`
+//! what their sessions share.
 //! `mail` holds the domain types, `message` the message model plugins read and edit, `plugin`
 //! the plugin runtime, `queue` the durable spool and relay queue, `relay` onward delivery,
 //! `delivery` local Maildir delivery, `store` users and mailboxes, `telemetry` metrics and the
@@ -31,7 +32,7 @@ pub mod relay;
 pub mod reload;
 pub mod secret;
 pub mod service_manager;
-pub mod shared;
+pub mod session_context;
 pub mod smtp;
 pub mod store;
 pub mod telemetry;

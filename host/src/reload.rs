@@ -11,6 +11,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::mail::clock::since_epoch;
+
 use crate::config::{Config, ConfigSource};
 use crate::plugin::{ActivePlugins, PluginSet, Runtime, Stage};
 
@@ -205,14 +207,11 @@ impl Reloader {
     /// `mailgate plugins`: the active set.
     pub fn describe_active(&self) -> String {
         let set = self.active.current();
-        let loaded = set
-            .loaded_at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let loaded = since_epoch(set.loaded_at).as_secs();
         let mut out = format!(
             "generation {} loaded {} ({} older generation(s) still in use)\n",
             set.generation,
-            crate::smtp::reply::rfc5322(loaded),
+            crate::mail::date::rfc5322(loaded),
             self.active.retired_in_use()
         );
         out.push_str(&format!(
@@ -252,14 +251,14 @@ impl Reloader {
         let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         for r in history.iter() {
-            let at = r.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let at = since_epoch(r.at).as_secs();
             let outcome = match &r.outcome {
                 Ok(generation) => format!("ok, generation {generation}"),
                 Err(e) => format!("failed: {e}"),
             };
             out.push_str(&format!(
                 "{}  {:<12} {:>6} ms  {outcome}\n",
-                crate::smtp::reply::rfc5322(at),
+                crate::mail::date::rfc5322(at),
                 r.trigger,
                 r.took.as_millis()
             ));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailgate::kv::redis::RedisKv;
-use mailgate::plugin::services::KvStore;
+use mailgate::kv::KvStore;
 
 /// redis-server on a free loopback port, nothing persisted, killed on drop.
 struct RedisServer {

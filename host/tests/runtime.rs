@@ -442,7 +442,8 @@ mod capabilities {
 
     use super::common::{chain, probe, transact, transact_with};
     use super::fault_of;
-    use mailgate::plugin::services::{RecordType, Services, StaticDns};
+    use mailgate::dns::{RecordType, StaticDns};
+    use mailgate::plugin::services::Services;
 
     fn header(report: &mailgate::harness::TransactionReport, name: &str) -> String {
         report

@@ -116,6 +116,48 @@ fn a_maildir_file_with_bare_lfs_is_served_as_crlf_with_matching_sizes() {
     assert_eq!(String::from_utf8_lossy(&sent), crlf);
 }
 
+/// A variant with the lines dot-stuffing exists for: a bare-LF file whose lines start with dots,
+/// one of them a lone dot (the terminator's look-alike). POP3 clients get every line back after
+/// unstuffing, with the size LIST gave; IMAP serves the same bytes unstuffed.
+#[test]
+fn dot_lines_of_a_bare_lf_file_survive_pop3_and_imap() {
+    let gw = Gateway::start("");
+    let lf = "From: ann@client.test\nSubject: dots\n\n.\n..two\n.three\nlast\n";
+    gw.store_directly("alice@example.test", "1700000001.dots.host", lf.as_bytes());
+    let crlf = lf.replace('\n', "\r\n");
+    let pop: Vec<Value> = python(
+        "pop3_client.py",
+        &[
+            &gw.pop3s.to_string(),
+            "ssl",
+            "alice@example.test",
+            "pw-alice",
+            "list",
+            "retr:1",
+            "quit",
+        ],
+    )
+    .lines()
+    .map(|l| serde_json::from_str(l).expect("json"))
+    .collect();
+    assert_eq!(pop[0]["out"][0], format!("1 {}", crlf.len()));
+    let sent = hex(pop[1]["out"]["message"].as_str().expect("hex"));
+    assert_eq!(String::from_utf8_lossy(&sent), crlf);
+    let out = imap_raw(
+        &gw,
+        &[
+            (LOGIN, "l"),
+            ("s SELECT INBOX\r\n", "s"),
+            ("f FETCH 1 BODY.PEEK[]\r\n", "f"),
+        ],
+    );
+    assert!(
+        out[3].contains(&format!("BODY[] {{{}}}\r\n{crlf}", crlf.len())),
+        "{}",
+        out[3]
+    );
+}
+
 fn hex(text: &str) -> Vec<u8> {
     (0..text.len())
         .step_by(2)

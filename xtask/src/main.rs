@@ -14,6 +14,8 @@
 //!   workspace (unit, runtime, end-to-end, and the bundled plugins' harness cases), several test
 //!   binaries at once (`MAILGATE_TEST_JOBS`, default 3; see `testrun.rs`), or only the named ones;
 //! - `lint`: rustfmt check and clippy (host and guests) with warnings as errors;
+//! - `layers`: no module of host/src names one it must not depend on (`host/layers.txt`);
+//!   `test` and `lint` run it first;
 //! - `bench`: `plugins`, then the plugin-chain benchmark; `bench smtp`: the SMTP accept rate
 //!   into local delivery (smtp-source); `bench relay`: relay throughput to smtp-sink; both
 //!   beside Postfix and Haraka (`../shared/bench/peers.sh`); `bench reload`: hot-reload latency
@@ -34,6 +36,7 @@ use mailgate_plugin_build::{Build, Language, Tools};
 
 mod cluster;
 mod fuzz;
+mod layers;
 mod testrun;
 
 const GUEST_TARGET: &str = mailgate_plugin_build::tools::RUST_TARGET;
@@ -61,12 +64,14 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("lint") => lint(),
+        // A checkout other than this one may be named (to check an older tree).
+        Some("layers") => layers::check(&args.get(1).map_or_else(root, PathBuf::from)),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("cluster") => cluster::cluster(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins|build|run [ARGS...]|test|lint|bench|cluster|fuzz [SECONDS] [TARGET...]>"
+                "usage: cargo xtask <plugins|build|run [ARGS...]|test|lint|layers|bench|cluster|fuzz [SECONDS] [TARGET...]>"
             );
             return ExitCode::from(2);
         }
@@ -449,6 +454,7 @@ fn ensure_test_python() -> Result<PathBuf, String> {
 }
 
 fn test(only: &[String]) -> Result<(), String> {
+    layers::check(&root())?;
     build_plugins()?;
     ensure_test_peers()?;
     let imaptest = ensure_imaptest()?;
@@ -553,6 +559,7 @@ fn build_policy_in_each_language() -> Result<(), String> {
 }
 
 fn lint() -> Result<(), String> {
+    layers::check(&root())?;
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
     ensure_guest_target()?;

@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailgate::dns::StaticDns;
 use mailgate::mail::Session;
 use mailgate::message::Message;
-use mailgate::plugin::services::{Services, StaticDns};
+use mailgate::plugin::services::Services;
 
 pub fn services() -> Services {
     Services::with_dns(Arc::new(StaticDns::default()))

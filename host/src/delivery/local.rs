@@ -213,7 +213,7 @@ fn prepare(
             Ok(Some(file)) => staged.push(file),
             Ok(None) => {}
             Err(source) => {
-                let path = maildir::maildir_of(mail_root, mailbox);
+                let path = mailbox.maildir(mail_root);
                 return Err(SpoolError::Io { path, source }.to_string().into());
             }
         }

@@ -2,19 +2,13 @@
 //! Readers (Dovecot, mutt, our POP3/IMAP) never see a half-written file.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
 use crate::store::names::UserName;
-
-/// The Maildir of a user: `<root>/<domain>/<local>/` of the canonical name (the one mapping,
-/// `UserName::maildir`, injective by construction: no name needs escaping or trimming here).
-pub fn maildir_of(root: &Path, user: &UserName) -> PathBuf {
-    user.maildir(root)
-}
 
 /// A user's Maildir opened for delivery: handles on its `tmp/`, `new/` and `cur/`, each opened
 /// beneath the mail root and each a directory of its own (not a symbolic link), so that no
@@ -135,7 +129,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let alice = name("alice@example.org");
         let open = || Arc::new(Maildir::open(dir.path(), &alice).expect("open"));
-        let maildir = maildir_of(dir.path(), &alice);
+        let maildir = alice.maildir(dir.path());
         let parts: [&[u8]; 2] = [b"Return-Path: <a@b>\r\n", b"Subject: x\r\n\r\nhi\r\n"];
         assert!(deliver(open(), "1.q1.mailgate", &parts).expect("deliver"));
         assert!(
@@ -170,7 +164,7 @@ mod tests {
         let parts: [&[u8]; 1] = [b"Subject: x\r\n\r\nhi\r\n"];
         for sub in ["tmp", "new", "cur"] {
             let address = name(&format!("{sub}@example.org"));
-            let maildir = maildir_of(dir.path(), &address);
+            let maildir = address.maildir(dir.path());
             std::fs::create_dir_all(&maildir).expect("maildir");
             std::os::unix::fs::symlink(outside.path(), maildir.join(sub)).expect("link");
             let refused = Maildir::open(dir.path(), &address)
@@ -190,7 +184,7 @@ mod tests {
         let outside = tempfile::tempdir().expect("outside");
         let alice = name("alice@example.org");
         let maildir = Maildir::open(dir.path(), &alice).expect("open");
-        let tmp = maildir_of(dir.path(), &alice).join("tmp");
+        let tmp = alice.maildir(dir.path()).join("tmp");
         let target = outside.path().join("victim");
         std::os::unix::fs::symlink(&target, tmp.join("1.q1.mailgate")).expect("link");
         let parts: [&[u8]; 1] = [b"Subject: x\r\n\r\nhi\r\n"];

@@ -177,9 +177,7 @@ fn record_local_outcome(
     outcome: &super::local::BatchOutcome,
     retry: &QueueConfig,
 ) -> Vec<(String, Duration)> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::mail::clock::unix_seconds();
     let mut retries = Vec::new();
     for (id, error) in &outcome.failed {
         // Gone meanwhile (delivered by an earlier retry, or deleted): nothing to retry.

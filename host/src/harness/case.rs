@@ -37,10 +37,14 @@ use super::check::load_chain;
 use super::dns_server::ScriptedDnsServer;
 use super::{run_transaction, TransactionInput, TransactionReport};
 use crate::config::{AuthConfig, Config, PluginConfig};
+use crate::dns::{RecordType, StaticDns};
+use crate::kv::MemoryKv;
+use crate::mail::clock::FixedClock;
 use crate::mail::Session;
 use crate::mailauth::Verifier;
-use crate::message::{canonical_crlf, Message};
-use crate::plugin::services::{FixedClock, MemoryKv, RecordType, Services, StaticDns};
+use crate::message::lines::{into_crlf, BareEnds};
+use crate::message::Message;
+use crate::plugin::services::Services;
 use crate::plugin::Stage;
 
 #[derive(Debug, Deserialize)]
@@ -442,7 +446,7 @@ async fn run_case(
         helo: s.helo.clone(),
         sender: case.envelope.from.clone(),
         recipients: case.envelope.to.clone(),
-        message: Message::new(canonical_crlf(&raw)),
+        message: Message::new(into_crlf(raw, BareEnds::Lf)),
     };
     Ok(run_transaction(set, services, input, verifier.as_ref()).await)
 }

@@ -9,7 +9,8 @@ use anyhow::Context;
 use super::{diff, run_transaction, Disposition, TransactionInput, TransactionReport};
 use crate::config::Config;
 use crate::mail::Session;
-use crate::message::{canonical_crlf, Message};
+use crate::message::lines::{into_crlf, BareEnds};
+use crate::message::Message;
 use crate::plugin::{PluginSet, Runtime, Services, StageReport};
 
 /// The options of `mailgate check` (besides the config).
@@ -61,7 +62,7 @@ pub fn read_message(path: &Path) -> anyhow::Result<Message> {
     use crate::config::file::{read_regular, Links};
     let raw = read_regular(path, MAX_MESSAGE_FILE, Links::Follow)
         .with_context(|| format!("cannot read message {}", path.display()))?;
-    Ok(Message::new(canonical_crlf(&raw)))
+    Ok(Message::new(into_crlf(raw, BareEnds::Lf)))
 }
 
 /// Runs the check and returns the printed report and whether the message was accepted.
@@ -89,11 +90,8 @@ pub async fn check(
         message,
     };
     let dns = crate::dns::resolver(&config.dns)
-        .map(|r| {
-            Arc::new(crate::plugin::services::SystemDns::new(r))
-                as Arc<dyn crate::plugin::services::Dns>
-        })
-        .unwrap_or_else(|_| Arc::new(crate::plugin::services::StaticDns::default()));
+        .map(|r| Arc::new(crate::dns::SystemDns::new(r)) as Arc<dyn crate::dns::Dns>)
+        .unwrap_or_else(|_| Arc::new(crate::dns::StaticDns::default()));
     let report = run_transaction(&set, Services::with_dns(dns), input, None).await;
     let text = render(&report, &original, options.diff);
     Ok((text, report.disposition == Disposition::Accepted))

@@ -12,7 +12,7 @@ use hickory_resolver::proto::rr::{Name, RData, Record, RecordType as Wire};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
-use crate::plugin::services::{RecordType, StaticDns};
+use crate::dns::{RecordType, StaticDns};
 
 /// Time to live of every answer.
 const TTL: u32 = 300;

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::net::connection::Client;
-use crate::shared::Shared;
+use crate::session_context::SessionContext;
 use crate::store::snapshots::SnapshotCache;
 
 pub mod address;
@@ -35,14 +35,14 @@ pub mod wire;
 /// IMAP on a listener, and what its sessions see: what every protocol shares, plus the
 /// folder message lists that sessions seeing a folder alike share.
 pub struct Imap {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<SessionContext>,
     pub snapshots: SnapshotCache,
 }
 
 impl Deref for Imap {
-    type Target = Shared;
+    type Target = SessionContext;
 
-    fn deref(&self) -> &Shared {
+    fn deref(&self) -> &SessionContext {
         &self.shared
     }
 }

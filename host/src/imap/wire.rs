@@ -634,7 +634,7 @@ pub fn internal_date(secs: u64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let date = crate::smtp::reply::rfc5322(secs); // "Sun, 22 Nov 2026 05:00:00 +0000"
+    let date = crate::mail::date::rfc5322(secs); // "Sun, 22 Nov 2026 05:00:00 +0000"
     let words: Vec<&str> = date.split_whitespace().collect();
     match words.as_slice() {
         [_, day, month, year, time, zone] => {

@@ -20,10 +20,10 @@ use super::message::Summary;
 use crate::blocking;
 use crate::mail::Session;
 use crate::message::Message;
+use crate::plugin::retrieve::{self, View};
 use crate::plugin::{PluginSet, Services, Stage};
 use crate::store::keywords::Keywords;
 use crate::store::mailbox::{ensure_special_use, list_folders, Folder, MailEntry, Snapshot};
-use crate::store::retrieval::{self, View};
 use crate::store::watch::FolderWatch;
 
 /// Bytes of summaries one account keeps between requests (about 10 000 ordinary emails).
@@ -325,7 +325,7 @@ impl Account {
         let Ok(bytes) = blocking::run(|| folder.read(&email.entry)) else {
             return;
         };
-        let view = retrieval::view(
+        let view = retrieve::view(
             plugins,
             services,
             session.clone(),

@@ -210,9 +210,7 @@ impl Context<'_> {
         let placement = email::Placement::read(object, &self.created)?;
         let mut draft = compose::draft(object, |blob| self.jmap.blob_bytes(account, blob))
             .map_err(|(kind, why)| email::set_error(kind, why))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::mail::clock::unix_seconds();
         let seed = format!(
             "{:x}",
             Sha256::digest(

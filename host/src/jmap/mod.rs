@@ -17,7 +17,7 @@ use crate::mail::Session;
 use crate::net::connection::Client;
 use crate::net::drain::DrainWatch;
 use crate::net::Protocol;
-use crate::shared::Shared;
+use crate::session_context::SessionContext;
 
 pub mod account;
 pub mod api;
@@ -67,7 +67,7 @@ const SESSION_STATE: &str = "0";
 
 /// The JMAP service every JMAP listener shares.
 pub struct Jmap {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<SessionContext>,
     /// The SMTP service submissions go through.
     smtp: Arc<dyn Protocol>,
     accounts: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Account>>>>,
@@ -84,13 +84,8 @@ pub struct Jmap {
 }
 
 impl Jmap {
-    pub fn new(shared: Arc<Shared>, smtp: Arc<dyn Protocol>) -> Jmap {
-        let epoch = format!(
-            "{:x}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis())
-        );
+    pub fn new(shared: Arc<SessionContext>, smtp: Arc<dyn Protocol>) -> Jmap {
+        let epoch = format!("{:x}", crate::mail::clock::unix_millis());
         let max_message = shared.config.limits.max_message_bytes;
         // A user's uploads held at once: as many as four maximal uploads (an email with
         // attachments is built from several), however many small ones.
@@ -134,10 +129,7 @@ impl Jmap {
         accounts
             .entry(user.to_string())
             .or_insert_with(|| {
-                let maildir = crate::delivery::maildir::maildir_of(
-                    &self.shared.config.data_dir().join("mail"),
-                    user,
-                );
+                let maildir = user.maildir(&self.shared.config.data_dir().join("mail"));
                 Arc::new(tokio::sync::Mutex::new(Account::new(
                     user,
                     maildir,

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use crate::plugin::services::{counted, KvStore};
+use super::{counted, KvStore};
 
 /// Key-value store on disk (redb): survives restarts; expired entries read as absent.
 pub struct DiskKv {

@@ -4,6 +4,7 @@
 //! increments — and answer within a deadline. The harness keeps its in-memory store.
 
 pub mod local;
+pub mod memory;
 pub mod redis;
 
 use std::path::Path;
@@ -11,7 +12,56 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::KvConfig;
-use crate::plugin::services::KvStore;
+pub use memory::MemoryKv;
+
+/// Per-plugin persistent key-value store. Keys are namespaced by plugin name; expiry times are
+/// milliseconds of the Unix clock. Backends: [`MemoryKv`], `local` and `redis`.
+#[async_trait::async_trait]
+pub trait KvStore: Send + Sync {
+    async fn get(&self, plugin: &str, key: &str, now_ms: u64) -> Result<Option<String>, String>;
+    async fn set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: &str,
+        expires_ms: Option<u64>,
+    ) -> Result<(), String>;
+    async fn delete(&self, plugin: &str, key: &str) -> Result<(), String>;
+    /// Adds `delta` to the integer at `key` (absent, expired or non-numeric counts as 0) in one
+    /// atomic step and returns the new value; a created entry expires at `expires_ms`, an
+    /// existing one keeps its expiry.
+    async fn incr(
+        &self,
+        plugin: &str,
+        key: &str,
+        delta: i64,
+        expires_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<i64, String>;
+    /// Drops every entry expired at `now_ms`; how many went. Blocking: run off the workers.
+    fn purge_expired(&self, now_ms: u64) -> Result<usize, String>;
+}
+
+/// The counter after adding `delta` to the stored text, and its expiry: an expired or absent
+/// entry starts again from 0 with the new expiry.
+pub fn counted(
+    stored: &str,
+    expires: Option<u64>,
+    delta: i64,
+    new_expiry: Option<u64>,
+    now_ms: u64,
+) -> Result<(i64, Option<u64>), String> {
+    let live = expires.is_none_or(|e| e > now_ms) && !stored.is_empty();
+    let (current, expires) = if live {
+        (stored.trim().parse::<i64>().unwrap_or(0), expires)
+    } else {
+        (0, new_expiry)
+    };
+    current
+        .checked_add(delta)
+        .map(|v| (v, expires))
+        .ok_or_else(|| format!("counter overflow at {current} + {delta}"))
+}
 
 /// The store the config names (`password_file` already resolved against the config's
 /// directory). The Redis one connects on first use, so a store that is down does not stop the

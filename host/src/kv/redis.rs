@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use crate::plugin::services::KvStore;
+use super::KvStore;
 
 /// Adds ARGV[1] to the integer at KEYS[1]: absent or non-integer text counts as 0, a created
 /// entry expires at ARGV[2] (Unix ms, "" for never), an existing one keeps its expiry. Lua

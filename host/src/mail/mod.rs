@@ -1,6 +1,9 @@
 //! The mail domain: what SMTP, the queue, the relay and the plugins all talk about — the client
 //! session, the envelope, where mail goes, the reply a client gets, and the mail in flight.
 
+pub mod clock;
+pub mod date;
+
 use std::fmt;
 use std::sync::Arc;
 

@@ -235,7 +235,7 @@ fn apply_one(message: &Message, edit: &MessageEdit) -> Result<Vec<u8>, EditError
         }
         MessageEdit::ReplaceBody(body) => {
             let mut out = header_with_separator(raw, header);
-            out.extend_from_slice(&super::canonical_crlf(body));
+            super::lines::push_crlf(body, super::lines::BareEnds::Lf, &mut out);
             out
         }
         MessageEdit::ReplacePart { .. } | MessageEdit::RemovePart(_) => {

@@ -51,13 +51,12 @@ fn has_bare_cr(content: &[u8]) -> bool {
 
 /// Encodes `content` (text gets CRLF line ends first), ending with CRLF.
 pub fn encode(content: &[u8], encoding: TransferEncoding, is_text: bool) -> Vec<u8> {
-    let text;
-    let content = if is_text {
-        text = super::canonical_crlf(content);
-        &text[..]
+    let text = if is_text {
+        super::lines::to_crlf(content, super::lines::BareEnds::Lf)
     } else {
-        content
+        std::borrow::Cow::Borrowed(content)
     };
+    let content = &text[..];
     let mut out = match encoding {
         TransferEncoding::SevenBit => content.to_vec(),
         TransferEncoding::QuotedPrintable => quoted_printable(content),

@@ -4,6 +4,7 @@
 mod edit;
 pub mod encode;
 pub mod header;
+pub mod lines;
 pub mod mime;
 
 use std::sync::OnceLock;
@@ -80,7 +81,7 @@ enum PartContent {
 
 impl Message {
     /// Takes the bytes as they are. Callers that read files from disk canonicalise line ends
-    /// first (`canonical_crlf`); the SMTP reader already guarantees CRLF.
+    /// first (`lines::to_crlf`); the SMTP reader already guarantees CRLF.
     pub fn new(raw: Vec<u8>) -> Message {
         let header = HeaderBlock::parse(&raw, 0);
         Message {
@@ -192,18 +193,6 @@ fn decode_value(raw_value: &[u8]) -> String {
     }
 }
 
-/// Turns bare LF line ends into CRLF (files written on Unix), leaving CRLF alone.
-pub fn canonical_crlf(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len() + input.len() / 40);
-    for (i, &b) in input.iter().enumerate() {
-        if b == b'\n' && (i == 0 || input[i - 1] != b'\r') {
-            out.push(b'\r');
-        }
-        out.push(b);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,10 +254,5 @@ TVqQAAMAAAAEAAAA\r\n\
         let span = leaf.span.expect("located");
         assert!(m.raw()[span.body_start..span.end].starts_with(b"inner body"));
         assert_eq!(leaf.parent, Some(1));
-    }
-
-    #[test]
-    fn canonicalises_line_ends() {
-        assert_eq!(canonical_crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
     }
 }

@@ -20,7 +20,7 @@ use crate::mail::{Envelope, EsmtpParam, MailState, Reply, Session};
 use crate::message::Message;
 use crate::net::connection::Client;
 use crate::plugin::{StageCall, Transaction, Verdict};
-use crate::shared::Shared;
+use crate::session_context::SessionContext;
 
 /// The longest packet taken from an MTA (body chunks are at most 64 KiB).
 const MAX_PACKET: usize = 1 << 20;
@@ -47,7 +47,7 @@ const WANTED_STEPS: u32 = steps::NO_REPLY_HEADER
 
 /// The milter protocol for a listener.
 pub struct MilterServer {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<SessionContext>,
 }
 
 impl crate::net::Protocol for MilterServer {

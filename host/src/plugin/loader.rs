@@ -528,7 +528,7 @@ async fn describe(
     let identity = Arc::new(PluginIdentity::bare(name, config));
     let tx = Arc::new(TransactionContext::new(
         "describe".into(),
-        Services::with_dns(Arc::new(super::services::StaticDns::default())),
+        Services::with_dns(Arc::new(crate::dns::StaticDns::default())),
     ));
     let mut store = Store::new(&runtime.engine, HostState::new(identity, tx, memory_bytes));
     store.limiter(|s| &mut s.memory);

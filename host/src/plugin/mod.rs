@@ -12,6 +12,7 @@ pub mod external;
 pub mod host_api;
 mod info;
 mod loader;
+pub mod retrieve;
 pub mod services;
 mod ticker;
 mod trap;

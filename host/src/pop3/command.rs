@@ -116,7 +116,7 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
 
 /// A multi-line response body: dot-stuffed, CRLF line ends, terminated by `.`.
 pub fn multiline(body: &[u8]) -> Vec<u8> {
-    crate::relay::wire::data_payload(body)
+    crate::message::lines::dot_stuff(body)
 }
 
 #[cfg(test)]

@@ -8,20 +8,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::net::connection::Client;
-use crate::shared::Shared;
+use crate::session_context::SessionContext;
 
 pub mod command;
 pub mod session;
 
 /// POP3 on a listener; its sessions see only what every protocol shares.
 pub struct Pop3 {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<SessionContext>,
 }
 
 impl Deref for Pop3 {
-    type Target = Shared;
+    type Target = SessionContext;
 
-    fn deref(&self) -> &Shared {
+    fn deref(&self) -> &SessionContext {
         &self.shared
     }
 }

@@ -11,12 +11,11 @@ use std::time::Duration;
 use super::command::{self, Command, ParseError};
 use super::Pop3;
 use crate::config::{Protocol, TlsMode};
-use crate::delivery::maildir::maildir_of;
 use crate::net::connection::{Client, Line, TlsRefusal};
 use crate::net::limits::LoginWindow;
+use crate::plugin::retrieve::{self, View};
 use crate::plugin::Stage;
 use crate::store::mailbox::{Folder, MailEntry};
-use crate::store::retrieval::{self, View};
 use crate::telemetry::metrics;
 
 /// RFC 1939 §3: at least 10 minutes of inactivity before closing.
@@ -101,10 +100,11 @@ pub struct Pop3Session {
 
 impl Pop3Session {
     pub fn new(shared: Arc<Pop3>, client: Client) -> Pop3Session {
+        // RFC 1939 §7: a timestamp unique to this greeting, <process-ID.clock@hostname>.
         let challenge = format!(
             "<{}.{}@{}>",
             std::process::id(),
-            crate::queue::spool::new_queue_id(),
+            crate::mail::clock::unique_stamp(),
             shared.config.server.hostname
         );
         Pop3Session {
@@ -351,7 +351,7 @@ impl Pop3Session {
             self.err("[AUTH] Invalid user name or password");
             return Next::Continue;
         };
-        let maildir = maildir_of(&self.shared.config.data_dir().join("mail"), &user);
+        let maildir = user.maildir(&self.shared.config.data_dir().join("mail"));
         let Some(lock) = crate::blocking::run(|| MaildropLock::take(&maildir)) else {
             self.err("[IN-USE] Maildrop already locked by another session");
             return Next::Continue;
@@ -426,7 +426,7 @@ impl Pop3Session {
         bytes: Vec<u8>,
     ) -> View {
         let session = self.client.plugin_session(None, Some(user.to_string()));
-        retrieval::view(
+        retrieve::view(
             plugins,
             &self.shared.services,
             session,

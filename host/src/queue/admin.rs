@@ -2,10 +2,9 @@
 //! admin socket (see `crate::admin`), so they act on the live schedule; with no server running
 //! the same commands work on the queue files directly.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use super::manager::QueueManager;
 use super::state::{QueueEntry, QueueFiles};
+use crate::mail::clock::unix_seconds;
 
 /// One operator command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,12 +124,6 @@ pub fn execute(control: &dyn QueueControl, command: &QueueCommand) -> Result<Str
     }
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn ago(secs: u64) -> String {
     match secs {
         s if s < 120 => format!("{s}s"),
@@ -151,7 +144,7 @@ fn next_attempt(entry: &QueueEntry, now: u64) -> String {
 }
 
 fn render_list(entries: &[QueueEntry]) -> String {
-    let now = now();
+    let now = unix_seconds();
     let mut out = format!(
         "{:<31} {:>5} {:>8} {:<10} {}\n",
         "ID", "AGE", "SIZE", "NEXT", "SENDER -> RECIPIENTS (LAST ERROR)"
@@ -179,7 +172,7 @@ fn render_list(entries: &[QueueEntry]) -> String {
 }
 
 fn render_show(e: &QueueEntry, message: &[u8]) -> String {
-    let now = now();
+    let now = unix_seconds();
     let env = &e.envelope;
     let mut out = format!(
         "id: {}\nsender: <{}>\nrecipients: {}\npending: {}\nreceived: {} ({} ago) from {} ({})\n",
@@ -187,7 +180,7 @@ fn render_show(e: &QueueEntry, message: &[u8]) -> String {
         env.sender,
         env.recipients.join(", "),
         e.state.pending(env).join(", "),
-        crate::smtp::reply::rfc5322(env.received_at),
+        crate::mail::date::rfc5322(env.received_at),
         ago(now.saturating_sub(env.received_at)),
         env.helo,
         env.client_ip,

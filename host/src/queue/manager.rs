@@ -10,7 +10,7 @@
 //! and is due at the next start.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify, Semaphore};
 
@@ -50,11 +50,7 @@ pub(super) struct Inner {
     pub deadline: Deadline,
 }
 
-pub(super) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub(super) use crate::mail::clock::unix_seconds as now_secs;
 
 impl QueueManager {
     /// Starts the manager and its scheduler task.

@@ -10,12 +10,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -96,27 +94,9 @@ struct Dirs {
 /// Messages up to this size are written without the blocking pool.
 const INLINE_WRITE_MAX: usize = 64 * 1024;
 
-static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-
 /// A queue id: sortable by time, unique within the process and across restarts.
 pub fn new_queue_id() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:010x}{:05x}{:04x}{:06x}",
-        now.as_secs(),
-        now.subsec_micros(),
-        process_id() & 0xffff,
-        seq & 0xff_ffff
-    )
-}
-
-/// The process id, asked of the kernel once (it is part of every queue id).
-fn process_id() -> u32 {
-    static ID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *ID.get_or_init(std::process::id)
+    crate::mail::clock::unique_stamp()
 }
 
 impl Spool {

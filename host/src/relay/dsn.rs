@@ -1,8 +1,8 @@
 //! Delivery status notifications (RFC 3464): the `multipart/report` sent from `<>` to the
 //! envelope sender when recipients fail permanently or expire.
 
+use crate::mail::date::rfc5322;
 use crate::message::header::HeaderBlock;
-use crate::smtp::reply::rfc5322;
 
 /// One recipient the report is about.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::plugin::services::{Dns, DnsFailure, RecordType};
+use crate::dns::{Dns, DnsFailure, RecordType};
 
 /// Why no host could be found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,10 +130,8 @@ fn address_literal(domain: &str) -> Option<IpAddr> {
 
 /// Fisher-Yates with a small xorshift seeded from the clock: enough to spread load.
 fn shuffle<T>(items: &mut [T]) {
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
-        | 1;
+    let now = crate::mail::clock::since_epoch(std::time::SystemTime::now());
+    let mut seed = now.as_nanos() as u64 | 1;
     for i in (1..items.len()).rev() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -145,7 +143,7 @@ fn shuffle<T>(items: &mut [T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::services::StaticDns;
+    use crate::dns::StaticDns;
 
     fn dns() -> StaticDns {
         let mut dns = StaticDns::default();

@@ -14,8 +14,8 @@ use super::mx::{self, Candidate, ResolveError};
 use super::route::Target;
 use super::wire;
 use crate::config::split_host_port;
+use crate::dns::Dns;
 use crate::mail::Route;
-use crate::plugin::services::Dns;
 
 /// The relay's sending side, shared by every delivery attempt.
 pub struct Transmitter {

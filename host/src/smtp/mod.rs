@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::net::connection::Client;
 use crate::queue::intake::Intake;
-use crate::shared::Shared;
+use crate::session_context::SessionContext;
 
 pub mod command;
 pub mod data;
@@ -21,7 +21,7 @@ mod session;
 /// SMTP on a listener (inbound, submission), and what its sessions see of the gateway: what
 /// every protocol shares, plus the way into the queue and who may relay.
 pub struct Smtp {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<SessionContext>,
     pub intake: Intake,
     pub relay_networks: networks::RelayNetworks,
     /// Sender authentication of received mail, when the config asks for it.
@@ -36,9 +36,9 @@ impl Smtp {
 }
 
 impl Deref for Smtp {
-    type Target = Shared;
+    type Target = SessionContext;
 
-    fn deref(&self) -> &Shared {
+    fn deref(&self) -> &SessionContext {
         &self.shared
     }
 }

@@ -5,7 +5,6 @@ pub mod flags;
 pub mod keywords;
 pub mod mailbox;
 pub mod names;
-pub mod retrieval;
 pub mod snapshots;
 pub mod special_use;
 pub mod sql_users;

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 
 use mailgate::config::{Config, RuntimeConfig};
+use mailgate::dns::StaticDns;
 use mailgate::harness::{run_transaction, TransactionInput, TransactionReport};
 use mailgate::mail::Session;
 use mailgate::message::Message;
-use mailgate::plugin::services::{Services, StaticDns};
+use mailgate::plugin::services::Services;
 use mailgate::plugin::{PluginSet, Runtime};
 
 /// Where `cargo xtask plugins` puts the test components.

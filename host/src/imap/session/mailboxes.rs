@@ -11,7 +11,6 @@ use super::super::budget::{OverBudget, Work};
 use super::super::extensions::ListExtras;
 use super::super::{budget, mutf7, wire};
 use super::ImapSession;
-use crate::delivery::maildir::maildir_of;
 use crate::store::mailbox::{
     ensure_special_use, folder_path, list_folders, Flags, Folder, MailEntry, Snapshot, SPECIAL_USE,
 };
@@ -203,7 +202,7 @@ impl ImapSession {
     pub(super) fn maildir(&self) -> PathBuf {
         let root = self.shared.config.data_dir().join("mail");
         match &self.user {
-            Some(user) => maildir_of(&root, user),
+            Some(user) => user.maildir(&root),
             // Not logged in: a directory no user has (names never start with a dot).
             None => root.join(".nobody"),
         }

@@ -18,10 +18,10 @@ use super::{ImapSession, Next, AUTOLOGOUT, SHUTDOWN_BYE};
 use crate::blocking;
 use crate::message::Message;
 use crate::net::connection::Line;
+use crate::plugin::retrieve::{self, View};
 use crate::plugin::Stage;
 use crate::store::keywords::Keywords;
 use crate::store::mailbox::{Folder, MailEntry};
-use crate::store::retrieval::{self, View};
 use crate::store::watch::FolderWatch;
 
 /// How often IDLE looks for changes where the folder cannot be watched.
@@ -229,7 +229,7 @@ impl ImapSession {
             let session = self
                 .client
                 .plugin_session(None, self.user.as_ref().map(ToString::to_string));
-            let view = retrieval::view(
+            let view = retrieve::view(
                 &plugins,
                 &self.shared.services,
                 session,

@@ -18,7 +18,7 @@ use crate::store::users::UserDirectory;
 use crate::telemetry::metrics;
 
 /// The part of the gateway every session sees.
-pub struct Shared {
+pub struct SessionContext {
     pub config: Arc<Config>,
     pub plugins: Arc<ActivePlugins>,
     pub services: Services,
@@ -32,14 +32,14 @@ pub struct Shared {
     waiting_for_login: Arc<PerIp>,
 }
 
-impl Shared {
+impl SessionContext {
     pub fn new(
         config: Arc<Config>,
         (plugins, services): (Arc<ActivePlugins>, Services),
         users: Arc<UserDirectory>,
         tls: Option<TlsAcceptor>,
-    ) -> Shared {
-        Shared {
+    ) -> SessionContext {
+        SessionContext {
             auth_budget: AuthBudget::new(
                 config.limits.auth_failures_per_ip,
                 Duration::from_secs(config.limits.auth_failure_window_secs),

@@ -1,12 +1,13 @@
-//! The retrieve stage for POP3 and IMAP: asks the plugin chain about one message before a
-//! client sees it. Hidden (or refused) messages are left out of the session; edits change only
-//! what this client receives.
+//! The retrieve stage for the readers (POP3, IMAP, JMAP): asks the plugin chain about one
+//! message before a client sees it. Hidden (or refused) messages are left out of the session;
+//! edits change only what this client receives. It runs here, above the stores, so that the
+//! stores know nothing of plugins.
 
 use std::sync::Arc;
 
+use super::{PluginSet, Services, StageCall, Verdict};
 use crate::mail::{MailState, Retrieval, Session};
 use crate::message::Message;
-use crate::plugin::{PluginSet, Services, StageCall, Verdict};
 
 /// What one client is shown of one message.
 pub enum View {
