@@ -149,7 +149,7 @@ fn healthz(gw: &Gateway) -> (String, String) {
 
 /// A gateway on `pg` with one user, dana, who has one message.
 fn gateway_with_dana(pg: &Postgres, local: &str) -> Gateway {
-    let gw = Gateway::start_with_users_database(&pg.url(), local, "");
+    let gw = Gateway::builder().users_database(&pg.url(), local).start();
     let (ok, said) = user_add(&gw, "dana@example.test", "pw-dana");
     assert!(ok, "user add: {said}");
     assert!(
@@ -315,7 +315,9 @@ fn the_cli_refuses_names_that_are_not_canonical_addresses_or_name_an_existing_us
 #[test]
 fn database_rows_that_are_invalid_or_collide_with_a_user_serve_no_mailbox() {
     let pg = Postgres::start();
-    let gw = Gateway::start_with_users_database(&pg.url(), "refresh-secs = 1\n", "");
+    let gw = Gateway::builder()
+        .users_database(&pg.url(), "refresh-secs = 1\n")
+        .start();
     for (user, password) in [
         ("carol@example.test", "pw-carol"),
         ("mallory@example.test", "pw-mallory"),
