@@ -1,9 +1,13 @@
-//! A running `mailgate serve` of a test: its config, ports, users, process and mailboxes.
+//! A running `mailgate serve` of a test: its config, ports, users and process (what it delivered:
+//! `mailboxes.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{binary, free_port, mailgate, plugin_dir, wait_for_port, wait_until, RawSmtp, Run};
+use crate::{binary, free_port, mailgate, plugin_dir, wait_for_port, wait_until, Run};
+pub use builder::GatewayBuilder;
+
+mod builder;
 
 /// A running `mailgate serve` with its own data directory and ports, killed on drop.
 pub struct Gateway {
@@ -254,105 +258,6 @@ impl Gateway {
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
-
-    /// The delivered files of a user (new/ and cur/), read.
-    pub fn mailbox(&self, address: &str) -> Vec<String> {
-        let (local, domain) = address.split_once('@').expect("address");
-        let root = self.data().join("mail").join(domain).join(local);
-        let mut out = Vec::new();
-        for sub in ["new", "cur"] {
-            if let Ok(entries) = std::fs::read_dir(root.join(sub)) {
-                for e in entries.flatten() {
-                    out.push(
-                        String::from_utf8_lossy(&std::fs::read(e.path()).expect("read mail"))
-                            .into_owned(),
-                    );
-                }
-            }
-        }
-        out
-    }
-
-    /// Sends messages to a local user over one plain SMTP session (each `data` is the DATA
-    /// text, already dot-stuffed, without the final dot) and waits until all are delivered.
-    pub fn deliver_local(&self, to: &str, data: &[String]) {
-        let before = self.mailbox(to).len();
-        let (mut smtp, _) = RawSmtp::connect(self.inbound);
-        smtp.cmd("EHLO client.test");
-        for text in data {
-            assert!(smtp
-                .cmd("MAIL FROM:<sender@client.test>")
-                .starts_with("250"));
-            assert!(smtp.cmd(&format!("RCPT TO:<{to}>")).starts_with("250"));
-            assert!(smtp.cmd("DATA").starts_with("354"));
-            smtp.send(format!("{text}.\r\n").as_bytes());
-            assert!(smtp.reply().starts_with("250"));
-        }
-        smtp.cmd("QUIT");
-        assert!(wait_until(10, || self.mailbox(to).len() == before + data.len()));
-    }
-
-    /// A file put into a user's Maildir (`new/`) by another program, as procmail, Postfix
-    /// `virtual` or a migration would.
-    pub fn store_directly(&self, address: &str, name: &str, raw: &[u8]) {
-        let (local, domain) = address.split_once('@').expect("address");
-        let maildir = self.data().join("mail").join(domain).join(local);
-        for sub in ["tmp", "new", "cur"] {
-            std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
-        }
-        std::fs::write(maildir.join("new").join(name), raw).expect("store");
-    }
-
-    /// Waits until `address` has `n` messages (delivery is asynchronous to the 250).
-    pub fn wait_mailbox(&self, address: &str, n: usize) -> Vec<String> {
-        for _ in 0..100 {
-            let mail = self.mailbox(address);
-            if mail.len() >= n {
-                return mail;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        self.mailbox(address)
-    }
-
-    /// Waits for a delivered message of `address` containing `needle`, and returns it.
-    pub fn wait_mailbox_matching(&self, address: &str, needle: &str) -> String {
-        for _ in 0..200 {
-            if let Some(m) = self
-                .mailbox(address)
-                .into_iter()
-                .find(|m| m.contains(needle))
-            {
-                return m;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("no message with {needle:?} for {address}");
-    }
-
-    /// The mailbox once delivery has had time to run (for checking that nothing arrived).
-    pub fn settled_mailbox(&self, address: &str) -> Vec<String> {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        self.mailbox(address)
-    }
-
-    /// Files left in any Maildir tmp/ (half-written deliveries).
-    pub fn half_written(&self) -> usize {
-        let root = self.data().join("mail");
-        let mut count = 0;
-        for domain in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            for user in std::fs::read_dir(domain.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                count += std::fs::read_dir(user.path().join("tmp"))
-                    .map(|d| d.count())
-                    .unwrap_or(0);
-            }
-        }
-        count
-    }
 }
 
 /// The child runs with `RLIMIT_AS` at `bytes`, set between fork and exec.
@@ -388,68 +293,5 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// A test gateway before it starts ([`Gateway::builder`]); each setting has a default, so a
-/// test names only what it needs.
-#[derive(Default)]
-pub struct GatewayBuilder {
-    domain: Option<String>,
-    server: String,
-    users_database: Option<(String, String)>,
-    extra: String,
-    bounded: bool,
-}
-
-impl GatewayBuilder {
-    /// The local domain, and the test users' domain (default `example.test`).
-    pub fn domain(mut self, domain: &str) -> GatewayBuilder {
-        self.domain = Some(domain.to_string());
-        self
-    }
-
-    /// More keys for the `[server]` table.
-    pub fn server(mut self, keys: &str) -> GatewayBuilder {
-        self.server = keys.to_string();
-        self
-    }
-
-    /// Users from the database at `url` (`[local] source`), with `local` keys added to
-    /// `[local]`; the test users are not added (the database has its own).
-    pub fn users_database(mut self, url: &str, local: &str) -> GatewayBuilder {
-        self.users_database = Some((url.to_string(), local.to_string()));
-        self
-    }
-
-    /// Further config after the listeners: plugins, limits, routes...
-    pub fn config(mut self, extra: &str) -> GatewayBuilder {
-        self.extra = extra.to_string();
-        self
-    }
-
-    /// The server runs under an address-space limit ([`BOUNDED_ADDRESS_SPACE`],
-    /// `setrlimit(RLIMIT_AS)` before exec): an allocation that grows with a request fails and
-    /// the process dies, which the test sees.
-    pub fn bounded(mut self) -> GatewayBuilder {
-        self.bounded = true;
-        self
-    }
-
-    /// Writes the config, adds the test users and starts the server; returns once its ports
-    /// are open.
-    pub fn start(self) -> Gateway {
-        let domain = self.domain.as_deref().unwrap_or("example.test");
-        let local = match &self.users_database {
-            Some((url, local)) => format!("source = \"{url}\"\n{local}"),
-            None => String::new(),
-        };
-        let mut gateway = Gateway::configure(domain, &self.server, &local, &self.extra);
-        if self.bounded {
-            gateway.address_space = Some(BOUNDED_ADDRESS_SPACE);
-        }
-        gateway.add_test_users(domain, &local);
-        gateway.launch();
-        gateway
     }
 }

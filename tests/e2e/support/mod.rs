@@ -6,6 +6,7 @@
 mod clients;
 mod config;
 mod gateway;
+mod mailboxes;
 mod paths;
 pub mod peers;
 mod python_clients;
