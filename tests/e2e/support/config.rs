@@ -47,3 +47,35 @@ pub fn probe_plugin(name: &str, stage: &str, settings: &str) -> String {
         path.display()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every placeholder is filled once: braces inside a value (an inline table) stay as they
+    /// are, even when they spell another placeholder's name.
+    #[test]
+    fn the_template_is_filled_in_one_pass() {
+        let names = [
+            "hostname",
+            "server",
+            "metrics",
+            "domain",
+            "local",
+            "inbound",
+            "submission",
+            "smtps",
+            "pop3",
+            "pop3s",
+            "imap",
+            "imaps",
+            "jmap",
+        ];
+        let mut values: Vec<(&str, &str)> = names.iter().map(|n| (*n, "1")).collect();
+        values.push(("extra", "[x]\nt = { a = \"{domain}\" }"));
+        let text = render(&values);
+        assert!(text.ends_with("[x]\nt = { a = \"{domain}\" }\n"), "{text}");
+        assert!(text.contains("domains = [\"1\"]"), "{text}");
+        assert_eq!(text.matches('{').count(), 2, "{text}");
+    }
+}
