@@ -279,7 +279,10 @@ tls = \"none\"
         probe = mailgate_e2e::probe_plugin("tagger", "deliver", "action.deliver = \"tag\""),
         port = sink.port,
     );
-    let gw = Gateway::start_with(r#"relay-networks = ["127.0.0.0/8"]"#, &config);
+    let gw = Gateway::builder()
+        .server(r#"relay-networks = ["127.0.0.0/8"]"#)
+        .config(&config)
+        .start();
     send(
         gw.inbound,
         "alice@example.test",

@@ -216,8 +216,8 @@ fn users_in_postgres_log_in_on_both_nodes_and_sql_changes_apply_without_restart(
     let mut pg = Postgres::start();
     let local = "refresh-secs = 1\nstale-secs = 3\n";
     let (a, b) = (
-        Gateway::start_with_users_database(&pg.url(), local, ""),
-        Gateway::start_with_users_database(&pg.url(), local, ""),
+        Gateway::builder().users_database(&pg.url(), local).start(),
+        Gateway::builder().users_database(&pg.url(), local).start(),
     );
     assert!(
         user_add(&a, "dana@example.test", "pw-dana"),
@@ -350,7 +350,9 @@ fn a_schema_of_the_sites_own_works_through_the_configured_queries() {
         catch-alls = \"SELECT domain, destination FROM catchalls\"\n\
         add-user = \"INSERT INTO accounts (email, pw) VALUES ($1, $2)\"\n\
         remove-user = \"DELETE FROM accounts WHERE email = $1\"\n";
-    let gw = Gateway::start_with_users_database(&pg.url(), queries, "");
+    let gw = Gateway::builder()
+        .users_database(&pg.url(), queries)
+        .start();
     // A domain that only the site's table names is local; its user lands in `accounts`.
     assert!(user_add(&gw, "erin@branch.test", "pw-erin"), "user add");
     assert!(

@@ -109,10 +109,10 @@ fn sigterm_with_a_slow_sink_starts_no_transaction_and_a_restart_delivers_each_on
     const N: usize = 8;
     const DRAIN_SECS: u64 = 8;
     let sink = WatchedSmtpSink::start(&["-W", ".:2"]);
-    let mut gw = Gateway::start_with(
-        &server(DRAIN_SECS),
-        &route_to(sink.port, "max-per-destination = 2"),
-    );
+    let mut gw = Gateway::builder()
+        .server(&server(DRAIN_SECS))
+        .config(&route_to(sink.port, "max-per-destination = 2"))
+        .start();
     let subjects: Vec<String> = (1..=N).map(|i| format!("drain-{i}")).collect();
     for subject in &subjects {
         queue(&gw, subject);
@@ -174,7 +174,10 @@ fn sigterm_with_a_slow_sink_starts_no_transaction_and_a_restart_delivers_each_on
 fn a_transaction_that_cannot_finish_within_the_drain_is_cut_before_its_content() {
     const DRAIN_SECS: u64 = 4;
     let sink = WatchedSmtpSink::start(&["-W", "data:2", "-W", ".:3"]);
-    let mut gw = Gateway::start_with(&server(DRAIN_SECS), &route_to(sink.port, ""));
+    let mut gw = Gateway::builder()
+        .server(&server(DRAIN_SECS))
+        .config(&route_to(sink.port, ""))
+        .start();
     queue(&gw, "cut-before-content");
     assert!(
         wait_until(20, || sink.count("DATA") >= 1),
@@ -221,7 +224,10 @@ fn a_transaction_that_cannot_finish_within_the_drain_is_cut_before_its_content()
 fn a_kill_during_the_drain_loses_nothing() {
     const N: usize = 6;
     let sink = WatchedSmtpSink::start(&["-W", ".:2"]);
-    let mut gw = Gateway::start_with(&server(30), &route_to(sink.port, "max-per-destination = 2"));
+    let mut gw = Gateway::builder()
+        .server(&server(30))
+        .config(&route_to(sink.port, "max-per-destination = 2"))
+        .start();
     let subjects: Vec<String> = (1..=N).map(|i| format!("killed-{i}")).collect();
     for subject in &subjects {
         queue(&gw, subject);
@@ -259,7 +265,10 @@ fn a_bounce_made_during_the_drain_is_kept_and_sent_after_the_restart() {
     const DRAIN_SECS: u64 = 8;
     let port = mailgate_e2e::free_port();
     let sink = ScriptedSink::start_with(port, &["--reject", "no-", "--delay-dot", "2"]);
-    let mut gw = Gateway::start_with(&server(DRAIN_SECS), &route_to(port, ""));
+    let mut gw = Gateway::builder()
+        .server(&server(DRAIN_SECS))
+        .config(&route_to(port, ""))
+        .start();
     queue_to(
         &gw,
         "bounced-in-the-drain",
@@ -316,7 +325,10 @@ fn a_bounce_made_during_the_drain_is_kept_and_sent_after_the_restart() {
 #[test]
 fn a_message_accepted_during_the_drain_is_delivered_locally_and_relayed_after_the_restart() {
     let sink = WatchedSmtpSink::start(&[]);
-    let mut gw = Gateway::start_with(&server(8), &route_to(sink.port, ""));
+    let mut gw = Gateway::builder()
+        .server(&server(8))
+        .config(&route_to(sink.port, ""))
+        .start();
     let (mut smtp, _) = RawSmtp::connect(gw.inbound);
     assert!(smtp.cmd("EHLO client.test").starts_with("250"));
     assert!(smtp
@@ -376,7 +388,10 @@ fn a_message_for_two_destinations_records_the_first_and_leaves_the_second_for_th
          [[route]]\ndomains = [\"two.test\"]\ntype = \"relay\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n",
         first.port, second.port
     );
-    let mut gw = Gateway::start_with(&server(8), &routes);
+    let mut gw = Gateway::builder()
+        .server(&server(8))
+        .config(&routes)
+        .start();
     queue_to(&gw, "two-destinations", &["a@one.test", "b@two.test"]);
     let dots = || first.count(".") + second.count(".");
     assert!(wait_until(20, || dots() == 1), "{}", gw.log());
@@ -421,7 +436,7 @@ fn a_message_for_two_destinations_records_the_first_and_leaves_the_second_for_th
 fn a_retry_falling_due_during_the_drain_waits_for_the_restart() {
     let port = mailgate_e2e::free_port();
     let extra = format!("{}\n[queue]\nretry = [\"1s\"]\n", route_to(port, ""));
-    let mut gw = Gateway::start_with(&server(8), &extra);
+    let mut gw = Gateway::builder().server(&server(8)).config(&extra).start();
     queue(&gw, "retried-after-restart");
     assert!(
         wait_until(10, || gw

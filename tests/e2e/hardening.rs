@@ -794,7 +794,7 @@ fn send_bytes(port: u16, data: &[u8]) -> String {
 #[test]
 fn nested_encoded_messages_are_refused_without_stalling_other_clients() {
     let _heavy = mailgate_e2e::exclusive();
-    let mut gw = Gateway::start_bounded("", "");
+    let mut gw = Gateway::builder().bounded().start();
     let data = std::sync::Arc::new(nested_quoted_printable(48, 21 << 20));
     assert!(data.len() > 20 << 20, "{}", data.len());
     let watch = Responsiveness::watch(gw.inbound, gw.imap);
@@ -820,7 +820,7 @@ fn nested_encoded_messages_are_refused_without_stalling_other_clients() {
 #[test]
 fn a_wide_message_is_refused_at_data_and_served_bounded_from_the_store() {
     let _heavy = mailgate_e2e::exclusive();
-    let mut gw = Gateway::start_bounded("", "");
+    let mut gw = Gateway::builder().bounded().start();
     let watch = Responsiveness::watch(gw.inbound, gw.imap);
     // Over the default bound of 10 000 parts: refused for good, not deferred.
     let reply = send_bytes(gw.inbound, &wide_multipart(100_000));
@@ -994,10 +994,7 @@ fn a_milter_client_sending_macros_without_end_holds_no_table() {
     let _heavy = mailgate_e2e::exclusive();
     use std::io::{Read, Write};
     let port = mailgate_e2e::free_port();
-    let mut gw = Gateway::start_bounded(
-        "",
-        &format!("[[listener]]\nname = \"milter\"\naddress = \"127.0.0.1:{port}\"\nprotocol = \"milter\"\n"),
-    );
+    let mut gw = Gateway::builder().bounded().config(&format!("[[listener]]\nname = \"milter\"\naddress = \"127.0.0.1:{port}\"\nprotocol = \"milter\"\n")).start();
     let before = gw.rss_kib();
     let watch = Responsiveness::watch(gw.inbound, gw.imap);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -1162,7 +1159,7 @@ fn continuations(n: usize) -> Vec<u8> {
 #[test]
 fn many_parameter_continuations_are_refused_promptly_and_served_bounded() {
     let _heavy = mailgate_e2e::exclusive();
-    let mut gw = Gateway::start_bounded("", "");
+    let mut gw = Gateway::builder().bounded().start();
     let watch = Responsiveness::watch(gw.inbound, gw.imap);
     // 8 MB: the server used to spend minutes merging these; now it never parses them.
     let big = continuations(170_000);

@@ -1,7 +1,7 @@
 //! IMAP requests whose cost grows with what they ask for: each is answered with its limit
 //! (`NO [LIMIT]`, RFC 5530) or correctly within bounded memory and time, while another client's
 //! SMTP greeting and IMAP NOOP are answered within a second throughout, and the server lives.
-//! Each test runs the real binary under an address-space limit (`Gateway::start_bounded`).
+//! Each test runs the real binary under an address-space limit (`Gateway::builder().bounded()`).
 
 use mailgate_e2e::{imap_raw, Gateway, Responsiveness};
 
@@ -10,7 +10,7 @@ const LOGIN: &str = "l LOGIN alice@example.test pw-alice\r\n";
 
 /// A bounded gateway with the responsiveness watcher running.
 fn under_attack() -> (Gateway, Responsiveness) {
-    let gw = Gateway::start_bounded("", "");
+    let gw = Gateway::builder().bounded().start();
     let watch = Responsiveness::watch(gw.inbound, gw.imap);
     (gw, watch)
 }
@@ -587,7 +587,7 @@ fn measure_items_1_to_6() {
     println!("| attack | peak RSS (VmHWM) MiB | CPU s | wall s | answer |");
     println!("|---|---|---|---|---|");
     for (name, seed, attack) in attacks {
-        let mut gw = Gateway::start_bounded("", "");
+        let mut gw = Gateway::builder().bounded().start();
         seed(&gw);
         in_inbox(&gw, &[]);
         let pid = gw.pid().expect("running");

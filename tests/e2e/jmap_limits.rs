@@ -65,7 +65,7 @@ fn refused_with(responses: &[Value], limit: &str) -> bool {
 }
 
 fn start() -> (Gateway, Responsiveness) {
-    let gw = Gateway::start_bounded("", "");
+    let gw = Gateway::builder().bounded().start();
     let watch = Responsiveness::watch(gw.inbound, gw.imap);
     (gw, watch)
 }
@@ -207,7 +207,10 @@ fn a_message_of_many_parts_within_the_mime_bound_is_metered_by_email_get() {
     // The MIME parser keeps at most `limits.max-mime-parts` parts (a message over the bound
     // is one opaque part); at the highest bound the config takes, Email/get's own budget
     // stops the body structure and lists, not the parser's.
-    let mut gw = Gateway::start_bounded("", "[limits]\nmax-mime-parts = 100000\n");
+    let mut gw = Gateway::builder()
+        .bounded()
+        .config("[limits]\nmax-mime-parts = 100000\n")
+        .start();
     let watch = Responsiveness::watch(gw.inbound, gw.imap);
     gw.store_directly(ALICE, "1700000000.M3P1.wide", &wide_message(99_000));
     let account = account(&gw);
@@ -735,7 +738,10 @@ fn keepalive_client(gw: &Gateway, every: &str) -> (u32, f64) {
 
 #[test]
 fn an_unauthenticated_keepalive_connection_is_closed_at_its_login_deadline() {
-    let mut gw = Gateway::start_bounded("", "[limits]\nlogin-timeout-secs = 3\n");
+    let mut gw = Gateway::builder()
+        .bounded()
+        .config("[limits]\nlogin-timeout-secs = 3\n")
+        .start();
     let watch = Responsiveness::watch(gw.inbound, gw.imap);
     // A request every 2 s, each within the 10 s head deadline: the connection still ends
     // at 3 s from its start, not never.
@@ -877,7 +883,7 @@ fn heavy_query(account: &str, key: &str) -> Vec<u8> {
 #[test]
 fn heavy_work_in_flight_at_sigterm_ends_with_the_drain() {
     for key in ["body", "text"] {
-        let mut gw = Gateway::start_bounded("drain-secs = 1", "");
+        let mut gw = Gateway::builder().server("drain-secs = 1").bounded().start();
         store_large_bodies(&mut gw);
         let file = gw.dir.path().join("query.json");
         std::fs::write(&file, heavy_query(&account(&gw), key)).expect("request");

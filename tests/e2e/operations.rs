@@ -63,7 +63,10 @@ fn prometheus_reads_mail_plugin_queue_and_login_series_from_a_running_gateway() 
         route("stuck.example", closed),
     ]
     .concat();
-    let gw = Gateway::start_with(r#"relay-networks = ["127.0.0.0/8"]"#, &config);
+    let gw = Gateway::builder()
+        .server(r#"relay-networks = ["127.0.0.0/8"]"#)
+        .config(&config)
+        .start();
     let (code, body) = http_get(gw.metrics, "/healthz");
     assert_eq!(
         (code.as_str(), body.trim()),
@@ -265,10 +268,10 @@ fn subject_counts(messages: &[String]) -> std::collections::HashMap<String, usiz
 #[test]
 fn sigterm_under_load_drains_sessions_and_loses_or_repeats_nothing() {
     let sink = SmtpSink::start();
-    let mut gw = Gateway::start_with(
-        "relay-networks = [\"127.0.0.0/8\"]\ndrain-secs = 10",
-        &route("remote.example", sink.port),
-    );
+    let mut gw = Gateway::builder()
+        .server("relay-networks = [\"127.0.0.0/8\"]\ndrain-secs = 10")
+        .config(&route("remote.example", sink.port))
+        .start();
     // Sessions open at the signal: idle SMTP, SMTP in a transaction, IMAP, POP3.
     let (mut idle, _) = RawSmtp::connect(gw.inbound);
     assert!(idle.cmd("EHLO idle.example").starts_with("250"));
@@ -394,7 +397,10 @@ fn trace_tells_a_relayed_message_and_a_recipient_refused_at_rcpt_even_when_stopp
         route("remote.example", sink.port),
     ]
     .concat();
-    let mut gw = Gateway::start_with(r#"relay-networks = ["127.0.0.0/8"]"#, &config);
+    let mut gw = Gateway::builder()
+        .server(r#"relay-networks = ["127.0.0.0/8"]"#)
+        .config(&config)
+        .start();
     let (_, accepted) = send(gw.inbound, "someone@remote.example");
     let id = accepted
         .trim()

@@ -68,7 +68,10 @@ fn queue_is_empty(gw: &Gateway) -> bool {
 #[test]
 fn relays_to_smtp_sink_exactly_once() {
     let sink = SmtpSink::start();
-    let gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &route_to(sink.port));
+    let gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&route_to(sink.port))
+        .start();
     let sent = message("sink-once");
     let reply = send(
         gw.inbound,
@@ -110,7 +113,10 @@ fn relays_to_smtp_sink_exactly_once() {
 #[test]
 fn spool_files_are_reused_without_mixing_messages() {
     let port = free_port();
-    let mut gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &route_to(port));
+    let mut gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&route_to(port))
+        .start();
     let queue = gw.data().join("queue");
     let files = |sub: &str| -> Vec<std::path::PathBuf> {
         std::fs::read_dir(queue.join(sub))
@@ -206,7 +212,10 @@ fn after_our_trace_header(delivered: &str) -> String {
 #[test]
 fn relays_to_a_real_postfix_byte_for_byte() {
     let postfix = PostfixDownstream::start("remote.test");
-    let gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &route_to(postfix.port));
+    let gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&route_to(postfix.port))
+        .start();
     let sent = message("postfix-identical");
     let reply = send(
         gw.inbound,
@@ -247,7 +256,10 @@ fn mx_delivery_moves_on_when_the_preferred_host_is_down() {
         "[dns]\nservers = [\"127.0.0.1:{}\"]\n[relay]\nmx-port = {port}\nconnect-timeout-secs = 5\n",
         dns.port
     );
-    let gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &extra);
+    let gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&extra)
+        .start();
     let reply = send(
         gw.inbound,
         "sender@client.test",
@@ -274,7 +286,10 @@ fn mx_delivery_moves_on_when_the_preferred_host_is_down() {
 #[test]
 fn downstream_down_defers_then_retry_delivers_after_a_restart() {
     let port = free_port();
-    let mut gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &route_to(port));
+    let mut gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&route_to(port))
+        .start();
     let subjects = ["deferred-1", "deferred-2", "deferred-3"];
     for subject in subjects {
         let reply = send(
@@ -329,7 +344,10 @@ fn downstream_down_defers_then_retry_delivers_after_a_restart() {
 #[test]
 fn one_refused_recipient_gets_one_dsn_and_the_other_is_delivered() {
     let sink = ScriptedSink::start(Some("reject"));
-    let gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &route_to(sink.port));
+    let gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&route_to(sink.port))
+        .start();
     let reply = send(
         gw.inbound,
         "alice@example.test",
@@ -379,7 +397,10 @@ fn one_refused_recipient_gets_one_dsn_and_the_other_is_delivered() {
 #[test]
 fn a_bounce_to_the_null_sender_is_dropped() {
     let sink = ScriptedSink::start(Some("reject"));
-    let gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &route_to(sink.port));
+    let gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&route_to(sink.port))
+        .start();
     let reply = send(
         gw.inbound,
         "",
@@ -403,7 +424,10 @@ fn a_bounce_to_the_null_sender_is_dropped() {
 #[test]
 fn bare_cr_dot_in_a_queued_body_is_stuffed_on_the_way_out() {
     let sink = ScriptedSink::start(None);
-    let mut gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &route_to(sink.port));
+    let mut gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&route_to(sink.port))
+        .start();
     gw.stop();
     // A message that reached the queue with bare CRs (e.g. written by another tool): a dot
     // after a bare CR must not end the data, nor start a second transaction downstream.
@@ -463,10 +487,10 @@ fn deliver_stage_reroutes_with_an_edit_for_this_delivery() {
             )
         )
     );
-    let gw = Gateway::start_with(
-        RELAY_FOR_LOOPBACK,
-        &format!("{plugins}\n{}", route_to(dead)),
-    );
+    let gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&format!("{plugins}\n{}", route_to(dead)))
+        .start();
     let reply = send(
         gw.inbound,
         "sender@client.test",
@@ -491,10 +515,10 @@ fn deliver_stage_defer_keeps_the_message_queued() {
         "deferrer",
         "action.deliver = \"defer\"\ndefer-seconds = 7200",
     );
-    let gw = Gateway::start_with(
-        RELAY_FOR_LOOPBACK,
-        &format!("{plugins}\n{}", route_to(sink.port)),
-    );
+    let gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&format!("{plugins}\n{}", route_to(sink.port)))
+        .start();
     let reply = send(
         gw.inbound,
         "sender@client.test",
@@ -519,7 +543,10 @@ fn deliver_stage_defer_keeps_the_message_queued() {
 #[test]
 fn queue_commands_hold_release_show_and_delete() {
     let port = free_port();
-    let gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &route_to(port));
+    let gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&route_to(port))
+        .start();
     let reply = send(
         gw.inbound,
         "sender@client.test",
@@ -566,7 +593,10 @@ fn queue_commands_hold_release_show_and_delete() {
 #[test]
 fn queue_delete_removes_a_deferred_message_and_works_without_a_server() {
     let port = free_port();
-    let mut gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &route_to(port));
+    let mut gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&route_to(port))
+        .start();
     let first = send(
         gw.inbound,
         "sender@client.test",
@@ -608,7 +638,11 @@ auth-password = "pw-bob"
         smarthost.submission
     );
     // The relaying gateway's own local domain must differ from the smarthost's.
-    let relay = Gateway::start_with_domain("relay.test", RELAY_FOR_LOOPBACK, &route);
+    let relay = Gateway::builder()
+        .domain("relay.test")
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&route)
+        .start();
     let reply = send(
         relay.inbound,
         "sender@client.test",
@@ -641,7 +675,10 @@ fn required_tls_is_not_downgraded() {
     // smtp-sink offers no STARTTLS: a route that requires TLS keeps the message queued.
     let sink = SmtpSink::start();
     let route = route_to(sink.port).replace("tls = \"none\"", "tls = \"required\"");
-    let gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &route);
+    let gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&route)
+        .start();
     let reply = send(
         gw.inbound,
         "sender@client.test",
@@ -664,7 +701,10 @@ fn an_expired_message_bounces_with_the_last_error() {
         "{}\n[queue]\nretry = [\"1s\"]\nmax-age = \"3s\"\n",
         route_to(dead)
     );
-    let gw = Gateway::start_with(RELAY_FOR_LOOPBACK, &extra);
+    let gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&extra)
+        .start();
     let reply = send(
         gw.inbound,
         "alice@example.test",
@@ -696,10 +736,10 @@ fn an_expired_message_bounces_with_the_last_error() {
 fn deliver_stage_reject_bounces_with_the_plugins_text() {
     let sink = ScriptedSink::start(None);
     let plugins = probe("gatekeeper", "action.deliver = \"reject\"");
-    let gw = Gateway::start_with(
-        RELAY_FOR_LOOPBACK,
-        &format!("{plugins}\n{}", route_to(sink.port)),
-    );
+    let gw = Gateway::builder()
+        .server(RELAY_FOR_LOOPBACK)
+        .config(&format!("{plugins}\n{}", route_to(sink.port)))
+        .start();
     let reply = send(
         gw.inbound,
         "alice@example.test",

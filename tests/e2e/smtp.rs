@@ -587,7 +587,9 @@ fn mail_loops_are_refused() {
 
 #[test]
 fn configured_client_networks_may_relay() {
-    let gw = Gateway::start_with(r#"relay-networks = ["127.0.0.0/8"]"#, "");
+    let gw = Gateway::builder()
+        .server(r#"relay-networks = ["127.0.0.0/8"]"#)
+        .start();
     let (mut c, _) = RawSmtp::connect(gw.inbound);
     c.cmd("EHLO client.example.net");
     c.cmd("MAIL FROM:<a@example.net>");

@@ -154,7 +154,10 @@ fn gateway_with_dana(pg: &Postgres, local: &str) -> Gateway {
 
 /// [`gateway_with_dana`] with `extra` config.
 fn gateway_with_dana_and(pg: &Postgres, local: &str, extra: &str) -> Gateway {
-    let gw = Gateway::start_with_users_database(&pg.url(), local, extra);
+    let gw = Gateway::builder()
+        .users_database(&pg.url(), local)
+        .config(extra)
+        .start();
     let (ok, said) = user_add(&gw, "dana@example.test", "pw-dana");
     assert!(ok, "user add: {said}");
     assert!(
@@ -320,7 +323,9 @@ fn the_cli_refuses_names_that_are_not_canonical_addresses_or_name_an_existing_us
 #[test]
 fn database_rows_that_are_invalid_or_collide_with_a_user_serve_no_mailbox() {
     let pg = Postgres::start();
-    let gw = Gateway::start_with_users_database(&pg.url(), "refresh-secs = 1\n", "");
+    let gw = Gateway::builder()
+        .users_database(&pg.url(), "refresh-secs = 1\n")
+        .start();
     for (user, password) in [
         ("carol@example.test", "pw-carol"),
         ("mallory@example.test", "pw-mallory"),

@@ -1,6 +1,8 @@
 //! `cargo xtask cluster`: two gateways, one Redis and one PostgreSQL on loopback, for trying a
-//! multi-node site by hand. Node A serves SMTP on 2525 (submission 2587, IMAP 2143), node B on
-//! 3525 (3587, 3143); both run the greylist with its triplets in the shared Redis (port 6390)
+//! multi-node site by hand. Each node is configured from the template the end-to-end tests'
+//! gateways start from. Node A serves every protocol on the embedded defaults' ports (SMTP
+//! 2525, submission 2587 and 2465, POP3 2110 and 2995, IMAP 2143 and 2993, JMAP 2443), node B
+//! on those plus 1000 (3525, 3587, 3143...); both run the greylist with its triplets in the shared Redis (port 6390)
 //! and take their users from the shared PostgreSQL (port 5440, database `mail`). Everything
 //! lives under target/cluster/; Ctrl-C stops it all.
 
@@ -24,34 +26,38 @@ impl Drop for Running {
     }
 }
 
-fn node_config(name: &str, offset: u16) -> String {
+/// The config every test gateway starts from (`tests/e2e/support/config.rs` fills it in too),
+/// so a node is set up as the tests' gateways are.
+const GATEWAY_TEMPLATE: &str = include_str!("../../tests/e2e/support/gateway.toml.template");
+
+/// [`GATEWAY_TEMPLATE`] with each `{name}` replaced by its value, in one pass.
+fn render(values: &[(&str, String)]) -> Result<String, String> {
+    let mut out = String::with_capacity(GATEWAY_TEMPLATE.len() + 1024);
+    let mut rest = GATEWAY_TEMPLATE;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or("gateway template: an unclosed {")?;
+        let name = &after[..close];
+        let (_, value) = values
+            .iter()
+            .find(|(key, _)| *key == name)
+            .ok_or_else(|| format!("gateway template: no value for {{{name}}}"))?;
+        out.push_str(value);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Node `name`'s config: the listeners at the embedded defaults' ports plus `offset`, the
+/// users from the shared PostgreSQL, the greylist with its triplets in the shared Redis.
+fn node_config(name: &str, offset: u16) -> Result<String, String> {
     let plugins = root().join("target/plugins");
-    format!(
-        r#"# Node {name} of the trial cluster (cargo xtask cluster).
-[server]
-hostname = "node-{name}.localhost"
-data-dir = "data"
-
-[metrics]
-address = "127.0.0.1:{metrics}"
-
-[kv]
+    let port = |base: u16| (base + offset).to_string();
+    let extra = format!(
+        r#"[kv]
 backend = "redis://127.0.0.1:{REDIS_PORT}/0"
-
-[local]
-source = "postgres://postgres@127.0.0.1:{POSTGRES_PORT}/mail"
-
-[[listener]]
-name = "inbound"
-address = "127.0.0.1:{smtp}"
-[[listener]]
-name = "submission"
-address = "127.0.0.1:{submission}"
-require-auth = true
-[[listener]]
-name = "imap"
-address = "127.0.0.1:{imap}"
-protocol = "imap"
 
 [[plugin]]
 path = "{greylist}"
@@ -61,12 +67,30 @@ timeout-ms = 2000
 [plugin.config]
 delay-seconds = 10
 "#,
-        metrics = 9925 + offset / 100,
-        smtp = 2525 + offset,
-        submission = 2587 + offset,
-        imap = 2143 + offset,
         greylist = plugins.join("greylist.wasm").display(),
-    )
+    );
+    let config = render(&[
+        ("hostname", format!("node-{name}.localhost")),
+        ("server", String::new()),
+        ("metrics", (9925 + offset / 100).to_string()),
+        ("domain", "localhost".into()),
+        (
+            "local",
+            format!("source = \"postgres://postgres@127.0.0.1:{POSTGRES_PORT}/mail\""),
+        ),
+        ("inbound", port(2525)),
+        ("submission", port(2587)),
+        ("smtps", port(2465)),
+        ("pop3", port(2110)),
+        ("pop3s", port(2995)),
+        ("imap", port(2143)),
+        ("imaps", port(2993)),
+        ("jmap", port(2443)),
+        ("extra", extra),
+    ])?;
+    Ok(format!(
+        "# Node {name} of the trial cluster (cargo xtask cluster).\n{config}"
+    ))
 }
 
 fn spawn(cmd: &mut Command, what: &str) -> Result<Child, String> {
@@ -203,7 +227,7 @@ pub fn cluster() -> Result<(), String> {
         let node = dir.join(name);
         std::fs::create_dir_all(&node).map_err(|e| e.to_string())?;
         let config = node.join("gateway.toml");
-        std::fs::write(&config, node_config(name, offset)).map_err(|e| e.to_string())?;
+        std::fs::write(&config, node_config(name, offset)?).map_err(|e| e.to_string())?;
         if name == "a" {
             add_user(&config, "postmaster@localhost", "cluster-pw")?;
         }
@@ -240,4 +264,25 @@ pub fn cluster() -> Result<(), String> {
 
 fn log_file(node: &Path) -> Result<std::fs::File, String> {
     std::fs::File::create(node.join("server.log")).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both nodes come from the shared template, every placeholder filled, node B on ports
+    /// 1000 above node A's.
+    #[test]
+    fn nodes_are_rendered_from_the_gateway_template() {
+        let a = node_config("A", 0).expect("node A");
+        let b = node_config("B", 1000).expect("node B");
+        for (config, smtp, imap) in [(&a, 2525, 2143), (&b, 3525, 3143)] {
+            assert!(!config.contains('{'), "placeholder left:\n{config}");
+            assert!(config.contains(&format!("address = \"127.0.0.1:{smtp}\"")));
+            assert!(config.contains(&format!("address = \"127.0.0.1:{imap}\"")));
+            assert!(config.contains("source = \"postgres://postgres@127.0.0.1:5440/mail\""));
+            assert!(config.contains("backend = \"redis://127.0.0.1:6390/0\""));
+        }
+        assert!(a.contains("hostname = \"node-A.localhost\""));
+    }
 }

@@ -10,14 +10,10 @@
 //! after the restart. Only a cut between the final `.` and its reply leaves the peer with a
 //! message we do not know it took (RFC 1047): it is sent again after the restart, and logged.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::mx::Candidate;
@@ -25,6 +21,11 @@ use super::route::Target;
 use crate::config::ClientTls;
 use crate::net::connection::{Connection, Line, Stream};
 use crate::net::drain::Deadline;
+pub use pool::Pool;
+use tls::tls_config;
+
+mod pool;
+mod tls;
 
 /// At shutdown, waits on a peer end this long before the process stops: time for the
 /// attempt's outcome to be recorded (a state file, two fsyncs) while the process still runs.
@@ -589,152 +590,6 @@ impl SmtpClient {
 fn fail_accepted(results: &mut RecipientResults, failure: &Failure) {
     for slot in results.iter_mut().filter(|r| r.is_ok()) {
         *slot = Err(failure.clone());
-    }
-}
-
-/// Idle connections kept for the next message to the same host and route.
-pub struct Pool {
-    idle: Mutex<HashMap<(SocketAddr, String), Vec<SmtpClient>>>,
-    keep: Duration,
-}
-
-impl Pool {
-    pub fn new(keep: Duration) -> Pool {
-        Pool {
-            idle: Mutex::new(HashMap::new()),
-            keep,
-        }
-    }
-
-    /// A connection to `addr` for `route_key` that has not been idle too long.
-    pub fn take(&self, addr: SocketAddr, route_key: &str) -> Option<SmtpClient> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(&(addr, route_key.to_string()))?;
-        while let Some(client) = list.pop() {
-            if client.last_used.elapsed() < self.keep {
-                return Some(client);
-            }
-        }
-        None
-    }
-
-    pub fn put(&self, route_key: &str, client: SmtpClient) {
-        if self.keep.is_zero() {
-            tokio::spawn(client.quit());
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.entry((client.addr, route_key.to_string()))
-            .or_default()
-            .push(client);
-    }
-
-    /// Every idle connection, taken out of the pool (at shutdown, to say QUIT).
-    pub fn take_all(&self) -> Vec<SmtpClient> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.drain().flat_map(|(_, list)| list).collect()
-    }
-
-    /// Closes connections idle for longer than the keep time.
-    pub fn sweep(&self) {
-        let expired: Vec<SmtpClient> = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let mut out = Vec::new();
-            for list in idle.values_mut() {
-                let (old, fresh): (Vec<_>, Vec<_>) = std::mem::take(list)
-                    .into_iter()
-                    .partition(|c| c.last_used.elapsed() >= self.keep);
-                *list = fresh;
-                out.extend(old);
-            }
-            idle.retain(|_, list| !list.is_empty());
-            out
-        };
-        for client in expired {
-            tokio::spawn(client.quit());
-        }
-    }
-}
-
-/// Client TLS settings: checked against the system's roots, or (opportunistic TLS, RFC 7435)
-/// encryption without authentication.
-fn tls_config(verify: bool) -> Result<Arc<rustls::ClientConfig>, Failure> {
-    static CHECKED: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    static UNCHECKED: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    let cell = if verify { &CHECKED } else { &UNCHECKED };
-    cell.get_or_init(|| build_tls_config(verify))
-        .clone()
-        .map_err(Failure::temporary)
-}
-
-fn build_tls_config(verify: bool) -> Result<Arc<rustls::ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?;
-    let config = if verify {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        let (added, _) = roots.add_parsable_certificates(native.certs);
-        if added == 0 {
-            return Err("no trusted root certificates found on this system".into());
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth()
-    };
-    Ok(Arc::new(config))
-}
-
-/// Accepts any certificate but still checks the handshake signatures.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

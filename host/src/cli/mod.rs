@@ -1,0 +1,9 @@
+//! The command line: its definitions ([`args`]) and the administration commands behind them;
+//! `main.rs` starts the runtime and dispatches.
+
+pub mod args;
+pub mod dkim;
+pub mod load;
+pub mod queue;
+pub mod server;
+pub mod users;

@@ -1,0 +1,39 @@
+//! `mailgate queue`: through the running server, or on the queue's files when none runs.
+
+use std::process::ExitCode;
+
+use mailgate::admin;
+use mailgate::config::Config;
+use mailgate::queue::admin::{execute, QueueCommand};
+use mailgate::queue::spool::Spool;
+use mailgate::queue::state::QueueFiles;
+
+pub(crate) async fn queue_command(
+    config: &Config,
+    command: QueueCommand,
+) -> anyhow::Result<ExitCode> {
+    let data_dir = config.data_dir();
+    let result = match admin::ask(&data_dir, &command.to_line()).await {
+        Some(result) => result,
+        None => {
+            let root = data_dir.join("queue");
+            anyhow::ensure!(
+                root.join("active").is_dir(),
+                "no queue in {} (wrong --data-dir or --config?)",
+                data_dir.display()
+            );
+            let files = QueueFiles::new(Spool::attach(&root)?, &root)?;
+            execute(&files, &command)
+        }
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("mailgate: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Questions to the running server over its admin socket (`reload`, `plugins`).
+
+use std::process::ExitCode;
+
+use mailgate::admin;
+
+pub(crate) async fn ask_running_server(
+    data_dir: &std::path::Path,
+    request: &str,
+) -> anyhow::Result<ExitCode> {
+    match admin::ask(data_dir, request).await {
+        Some(Ok(text)) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Err(e)) => {
+            eprintln!("mailgate: {e}");
+            Ok(ExitCode::from(1))
+        }
+        None => {
+            eprintln!(
+                "mailgate: no server is running on {} (no answer on {})",
+                data_dir.display(),
+                admin::socket_path(data_dir).display()
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}

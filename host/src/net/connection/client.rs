@@ -1,0 +1,58 @@
+//! One accepted connection as its session sees it: the buffered stream, the peer, the
+//! listener, the drain, and its next command line.
+
+use std::time::Duration;
+
+use super::{Connection, Line};
+
+/// One accepted connection, whatever the protocol: its buffered stream and what is known about
+/// the other end.
+pub struct Client {
+    pub conn: Connection,
+    pub peer: std::net::SocketAddr,
+    /// The session id, in logs and for plugins.
+    pub id: String,
+    pub listener: crate::config::ListenerConfig,
+    pub tls: bool,
+    /// Says when the server shuts down; counts the session open until dropped.
+    pub drain: crate::net::drain::DrainWatch,
+    /// A user the protocol that opened this session already authenticated (a JMAP
+    /// submission's SMTP session); `None` for connections from the network.
+    pub authenticated: Option<String>,
+    /// The time an IMAP or POP3 client has to log in, opened when its connection was
+    /// accepted (the session takes it over); `None` elsewhere.
+    pub login_window: Option<crate::net::limits::LoginWindow>,
+}
+
+impl Client {
+    /// The next command line. When `may_cut` (the session is between transactions) and the
+    /// server is shutting down, `Line::Draining` instead: the session says goodbye and ends.
+    pub async fn next_line(&mut self, max: usize, timeout: Duration, may_cut: bool) -> Line {
+        if !may_cut {
+            return self.conn.read_line(max, timeout).await;
+        }
+        if self.drain.is_draining() {
+            return Line::Draining;
+        }
+        tokio::select! {
+            line = self.conn.read_line(max, timeout) => line,
+            () = self.drain.requested() => Line::Draining,
+        }
+    }
+
+    /// This connection as plugins see it.
+    pub fn plugin_session(
+        &self,
+        helo: Option<String>,
+        auth_user: Option<String>,
+    ) -> crate::mail::Session {
+        crate::mail::Session::client(
+            &self.id,
+            self.peer,
+            &self.listener.name,
+            self.tls,
+            helo,
+            auth_user,
+        )
+    }
+}

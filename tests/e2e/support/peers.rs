@@ -1,0 +1,72 @@
+//! External programs the tests run beside the gateway, each on loopback ports of its own and
+//! stopped on drop: SMTP servers downstream of it, milters and scanners, the shared stores,
+//! DNS and a metrics scraper.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+mod clamav;
+mod dns;
+mod opendkim;
+mod postfix;
+mod postgres;
+mod prometheus;
+mod redis;
+mod rspamd;
+mod rspamd_scanner;
+mod scripted_milter;
+mod scripted_sink;
+mod smtp_sink;
+
+pub use clamav::ClamAv;
+pub use dns::Dns;
+pub use opendkim::OpenDkim;
+pub use postfix::PostfixDownstream;
+pub use postgres::Postgres;
+pub use prometheus::Prometheus;
+pub use redis::Redis;
+pub use rspamd::Rspamd;
+pub use rspamd_scanner::RspamdScanner;
+pub use scripted_milter::ScriptedMilter;
+pub use scripted_sink::{Received, ScriptedSink};
+pub use smtp_sink::{SmtpSink, WatchedSmtpSink};
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+fn sbin(program: &str) -> PathBuf {
+    ["/usr/sbin", "/usr/bin", "/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
+/// A child process killed on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn read_files(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<String> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && keep(p))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned())
+        .collect()
+}

@@ -1,0 +1,54 @@
+//! A private Postfix instance downstream of the gateway.
+
+use std::process::Command;
+
+use super::read_files;
+use crate::{free_port, root, wait_for_port};
+
+/// A private Postfix instance (`tests/e2e/peers/postfix-downstream.sh`) that delivers mail
+/// for one domain into the Maildir `<dir>/mail/box/`.
+pub struct PostfixDownstream {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl PostfixDownstream {
+    pub fn start(domain: &str) -> PostfixDownstream {
+        PostfixDownstream::start_with_milter(domain, "")
+    }
+
+    /// A Postfix whose `smtpd_milters` (and `non_smtpd_milters`) is `milter`, e.g.
+    /// `inet:127.0.0.1:PORT`; empty for none.
+    pub fn start_with_milter(domain: &str, milter: &str) -> PostfixDownstream {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let status = Command::new(root().join("tests/e2e/peers/postfix-downstream.sh"))
+            .args(["start"])
+            .arg(dir.path())
+            .args([&port.to_string(), domain, milter])
+            .status()
+            .expect("postfix-downstream.sh");
+        assert!(status.success(), "the downstream Postfix did not start");
+        wait_for_port(port);
+        PostfixDownstream { port, dir }
+    }
+
+    /// The delivered files.
+    pub fn delivered(&self) -> Vec<String> {
+        read_files(&self.dir.path().join("mail/box/new"), |_| true)
+    }
+
+    /// Postfix's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postfix.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PostfixDownstream {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("tests/e2e/peers/postfix-downstream.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}

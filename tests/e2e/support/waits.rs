@@ -1,0 +1,45 @@
+//! Ports and waits: a free loopback port, a port that opened, a condition with a deadline.
+
+/// A loopback port nothing listens on, never given twice in one test process. It is taken
+/// below the kernel's ephemeral range (32768 and up): a port from there could become the
+/// source port of some other test's outgoing connection between now and the moment a server
+/// binds it, and that server would then fail to start.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Each test process starts elsewhere in the span, in case an earlier one left a server.
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + offset) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN)
+}
+
+/// Waits for a listener (a gateway compiling a large plugin on first start takes seconds).
+pub fn wait_for_port(port: u16) {
+    for _ in 0..2400 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("port {port} never opened");
+}
+
+/// Waits up to `secs` seconds for `done` to hold.
+pub fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    done()
+}
