@@ -740,10 +740,7 @@ async fn upload(jmap: &Jmap, user: &str, request: Request<Incoming>) -> Response
         ),
         Err(e) => {
             tracing::warn!(user, "JMAP upload: {e}");
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot store the upload\n",
-            )
+            problem(&Problem::unavailable("cannot store the upload now"))
         }
     }
 }
@@ -763,8 +760,10 @@ async fn download(
     if account != Jmap::account_id(user) {
         return text(StatusCode::NOT_FOUND, "no such blob\n");
     }
-    let Some(bytes) = jmap.blob(user, &peer.session(user), blob).await else {
-        return text(StatusCode::NOT_FOUND, "no such blob\n");
+    let bytes = match jmap.blob(user, &peer.session(user), blob).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return text(StatusCode::NOT_FOUND, "no such blob\n"),
+        Err(_) => return problem(&Problem::unavailable("the mail store cannot be read now")),
     };
     let accept = request
         .uri()
@@ -902,11 +901,17 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 }
 
 fn problem(problem: &Problem) -> Response<Body> {
-    let mut response = json_response(StatusCode::BAD_REQUEST, &problem.body());
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = json_response(status, &problem.body());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
     response
 }
 
