@@ -238,10 +238,13 @@ impl Account {
             changed = true;
             let folder = match Folder::open_in(&self.maildir, &name) {
                 Ok(folder) => folder,
-                Err(e) => {
+                // A name we do not serve is left out; a folder that cannot be opened is an
+                // outage, not an empty mailbox.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
                     tracing::warn!(folder = name, "JMAP: folder skipped: {e}");
                     continue;
                 }
+                Err(e) => return Err(e),
             };
             let watch = FolderWatch::new(&folder.path).ok();
             let snapshot = folder.scan(false)?;

@@ -584,7 +584,7 @@ impl Pop3Session {
         let left = drop.messages.iter().filter(|m| !m.deleted).count();
         if failed > 0 {
             self.err(&format!(
-                "[SYS/PERM] {failed} messages could not be deleted"
+                "[SYS/TEMP] {failed} messages could not be deleted"
             ));
         } else {
             self.ok(&format!("Bye ({left} messages left)"));

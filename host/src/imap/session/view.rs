@@ -256,7 +256,10 @@ impl ImapSession {
             .ok();
         let snapshot = match blocking::run(|| folder.scan(!read_only)) {
             Ok(s) => s,
-            Err(e) => return self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+            Err(e) => {
+                let reply = crate::imap::flags::failure("Cannot read the mailbox", &e);
+                return self.send(&format!("{tag} {reply}"));
+            }
         };
         let mut screened = self.screen(&folder, &name, snapshot.entries).await;
         self.saved.clear();
