@@ -27,7 +27,7 @@ pub mod compose;
 mod context;
 mod email;
 mod error;
-mod html;
+pub mod html;
 mod http;
 mod mailbox;
 pub mod message;
