@@ -1425,3 +1425,101 @@ fn a_maildir_that_cannot_be_read_gets_temporary_answers_in_every_protocol() {
     assert_eq!(answer["status"], 200, "{answer}");
     assert_alive(&gw);
 }
+
+// What a session keeps of a retrieve-stage plugin's edits is bounded: past 16 MiB of edited
+// copies, the rest wait in a spill file of the session's own.
+
+/// The server's peak resident memory so far, in KiB.
+fn peak_rss_kib(gw: &Gateway) -> u64 {
+    let pid = gw.pid().expect("running");
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn edited_copies_of_a_large_mailbox_are_not_all_held_in_memory() {
+    let gw = Gateway::start(&probe_plugin(
+        "viewer",
+        "retrieve",
+        "action.retrieve = \"tag\"",
+    ));
+    // Warm up: the plugin instantiated, one POP3 and one IMAP session served.
+    gw.store_directly(
+        "bob@example.test",
+        "1700000000.M0P1.warm",
+        b"Subject: w\r\n\r\nw\r\n",
+    );
+    let pop = |user: &str, pass: &str, steps: &[&str]| {
+        let mut args = vec![gw.pop3s.to_string(), "ssl".into(), user.into(), pass.into()];
+        args.extend(steps.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        python("pop3_client.py", &args)
+    };
+    pop("bob@example.test", "pw-bob", &["retr:1", "quit"]);
+    let line = "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789\r\n";
+    let body = line.repeat((2 << 20) / line.len());
+    for i in 0..40 {
+        let raw = format!("Subject: big {i}\r\nMessage-ID: <big{i}@x>\r\n\r\n{body}");
+        gw.store_directly(
+            "alice@example.test",
+            &format!("17000000{i:02}.M1P1.big"),
+            raw.as_bytes(),
+        );
+    }
+    let before = peak_rss_kib(&gw);
+    // 40 edited copies of 2 MiB (80 MiB): POP3 lists them all at login, and RETR of the
+    // last (spilled) one gives the edited copy whole.
+    let out = pop(
+        "alice@example.test",
+        "pw-alice",
+        &["stat", "retr:40", "quit"],
+    );
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines[0]["out"][0], 40, "{}", lines[0]);
+    let hex = lines[1]["out"]["message"].as_str().unwrap_or_default();
+    let retr: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect();
+    let text = String::from_utf8_lossy(&retr);
+    assert!(text.contains("X-Probe: viewer\r\n"), "edited copy");
+    assert!(
+        text.contains("Subject: big 39") && text.ends_with(&body),
+        "whole"
+    );
+    // Variant: IMAP SELECT screens the same 40 and FETCH of the first and last gives both.
+    let out = imap_raw(
+        &gw,
+        &[
+            LOGIN,
+            ("s SELECT INBOX\r\n", "s"),
+            (
+                "f FETCH 1,40 (BODY.PEEK[HEADER.FIELDS (X-Probe Subject)])\r\n",
+                "f",
+            ),
+        ],
+    );
+    assert!(
+        out[3].contains("big 0") && out[3].contains("big 39"),
+        "{}",
+        out[3]
+    );
+    assert_eq!(out[3].matches("X-Probe: viewer").count(), 2, "{}", out[3]);
+    let peak = peak_rss_kib(&gw);
+    eprintln!("peak RSS {before} -> {peak} KiB");
+    // Held whole, the copies alone were 80 MiB in each session.
+    assert!(
+        peak < before + (60 << 10),
+        "peak RSS {before} -> {peak} KiB"
+    );
+    assert_alive(&gw);
+}

@@ -227,7 +227,8 @@ impl ImapSession {
         let sel = self.selected.as_ref().ok_or(Unavailable::Unreadable)?;
         let entry = sel.get(i).ok_or(Unavailable::Unreadable)?;
         if let Some(edited) = sel.edited(i) {
-            return Ok(Arc::new(Message::new(edited.as_ref().clone())));
+            let bytes = edited.map_err(|_| Unavailable::Unreadable)?;
+            return Ok(Arc::new(Message::new(bytes.as_ref().clone())));
         }
         if let Some(cached) = sel.parsed(entry.uid) {
             return Ok(cached);
