@@ -1316,3 +1316,207 @@ for port in (imaps, pop3s):
     assert!(text.contains("imaps login: OK"), "{text}");
     assert!(text.contains("pop3s login: +OK"), "{text}");
 }
+
+// A store outage is temporary everywhere (RFC 5530 UNAVAILABLE, RFC 3206 SYS/TEMP, HTTP 503):
+// a client told "permanent" would give up on mail that is still there.
+
+/// Replaces `dir` (a Maildir's `cur/` or `tmp/`) by a plain file: the folder cannot be read
+/// or written, as with a disk gone — and unlike `chmod 000`, also for root.
+fn replace_by_file(dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::write(dir, "not a directory").expect("break");
+}
+
+/// POP3 USER/PASS as alice with poplib: the server's answer to PASS.
+fn pop3_login_answer(gw: &Gateway) -> String {
+    let script = "import poplib, ssl, sys\n\
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n\
+pop = poplib.POP3_SSL('127.0.0.1', int(sys.argv[1]), context=ctx, timeout=20)\n\
+pop.user('alice@example.test')\n\
+try:\n    print(pop.pass_('pw-alice').decode())\nexcept poplib.error_proto as e:\n    print(e.args[0].decode())\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &gw.pop3s.to_string()])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A JMAP API request as alice: (HTTP status, body).
+fn jmap_post(gw: &Gateway, body: &str) -> Value {
+    let file = gw.dir.path().join("outage-request.json");
+    std::fs::write(&file, body).expect("request");
+    let out = mailgate_e2e::python(
+        "jmap_hostile.py",
+        &[
+            "post",
+            &gw.jmap.to_string(),
+            "alice@example.test",
+            "pw-alice",
+            "/jmap/api/",
+            &file.to_string_lossy(),
+        ],
+    );
+    serde_json::from_str(&out).expect("client JSON")
+}
+
+#[test]
+fn a_maildir_that_cannot_be_read_gets_temporary_answers_in_every_protocol() {
+    let gw = Gateway::start("");
+    store_directly(
+        &gw,
+        "1700000000.M1P1.kept",
+        "Subject: kept\r\n\r\nstill here\r\n",
+    );
+    let maildir = gw.data().join("mail/example.test/alice");
+    // The first login makes the special-use folders, Archive among them.
+    let login = imap_raw(&gw, &[LOGIN, ("n NOOP\r\n", "n")]);
+    assert!(login[2].contains("n OK"), "{}", login[2]);
+    assert!(maildir.join(".Archive/cur").is_dir());
+    replace_by_file(&maildir.join("cur"));
+    // Variant: a folder that can be read but not written (its tmp/ gone).
+    replace_by_file(&maildir.join(".Archive/tmp"));
+    let out = imap_raw(
+        &gw,
+        &[
+            LOGIN,
+            ("s SELECT INBOX\r\n", "s"),
+            ("t STATUS INBOX (MESSAGES)\r\n", "t"),
+            ("a APPEND Archive {5+}\r\nhello\r\n", "a"),
+        ],
+    );
+    for (step, tag) in [(2, "s"), (3, "t"), (4, "a")] {
+        let line = out[step]
+            .lines()
+            .find(|l| l.starts_with(&format!("{tag} ")))
+            .unwrap_or_default();
+        assert!(
+            line.starts_with(&format!("{tag} NO [UNAVAILABLE]")),
+            "{line}"
+        );
+    }
+    let pop = pop3_login_answer(&gw);
+    assert!(pop.starts_with("-ERR [SYS/TEMP]"), "{pop}");
+    let account = "uYWxpY2VAZXhhbXBsZS50ZXN0";
+    let request = format!(
+        r#"{{"using":["urn:ietf:params:jmap:core","urn:ietf:params:jmap:mail"],
+        "methodCalls":[["Mailbox/get",{{"accountId":"{account}"}},"m"]]}}"#
+    );
+    let answer = jmap_post(&gw, &request);
+    assert_eq!(answer["status"], 503, "{answer}");
+    assert_eq!(
+        answer["json"]["type"], "urn:ietf:params:jmap:error:serverUnavailable",
+        "{answer}"
+    );
+    // Repaired, everything is served again: nothing was lost or refused for good.
+    for dir in ["cur", ".Archive/tmp"] {
+        std::fs::remove_file(maildir.join(dir)).expect("repair");
+        std::fs::create_dir(maildir.join(dir)).expect("repair");
+    }
+    let out = imap_raw(&gw, &[LOGIN, ("s SELECT INBOX\r\n", "s")]);
+    assert!(
+        out[2].contains("1 EXISTS") && out[2].contains("s OK"),
+        "{}",
+        out[2]
+    );
+    let answer = jmap_post(&gw, &request);
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_alive(&gw);
+}
+
+// What a session keeps of a retrieve-stage plugin's edits is bounded: past 16 MiB of edited
+// copies, the rest wait in a spill file of the session's own.
+
+/// The server's peak resident memory so far, in KiB.
+fn peak_rss_kib(gw: &Gateway) -> u64 {
+    let pid = gw.pid().expect("running");
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn edited_copies_of_a_large_mailbox_are_not_all_held_in_memory() {
+    let gw = Gateway::start(&probe_plugin(
+        "viewer",
+        "retrieve",
+        "action.retrieve = \"tag\"",
+    ));
+    // Warm up: the plugin instantiated, one POP3 and one IMAP session served.
+    gw.store_directly(
+        "bob@example.test",
+        "1700000000.M0P1.warm",
+        b"Subject: w\r\n\r\nw\r\n",
+    );
+    let pop = |user: &str, pass: &str, steps: &[&str]| {
+        let mut args = vec![gw.pop3s.to_string(), "ssl".into(), user.into(), pass.into()];
+        args.extend(steps.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        python("pop3_client.py", &args)
+    };
+    pop("bob@example.test", "pw-bob", &["retr:1", "quit"]);
+    let line = "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789\r\n";
+    let body = line.repeat((2 << 20) / line.len());
+    for i in 0..40 {
+        let raw = format!("Subject: big {i}\r\nMessage-ID: <big{i}@x>\r\n\r\n{body}");
+        gw.store_directly(
+            "alice@example.test",
+            &format!("17000000{i:02}.M1P1.big"),
+            raw.as_bytes(),
+        );
+    }
+    let before = peak_rss_kib(&gw);
+    // 40 edited copies of 2 MiB (80 MiB): POP3 lists them all at login, and RETR of the
+    // last (spilled) one gives the edited copy whole.
+    let out = pop(
+        "alice@example.test",
+        "pw-alice",
+        &["stat", "retr:40", "quit"],
+    );
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines[0]["out"][0], 40, "{}", lines[0]);
+    let hex = lines[1]["out"]["message"].as_str().unwrap_or_default();
+    let retr: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect();
+    let text = String::from_utf8_lossy(&retr);
+    assert!(text.contains("X-Probe: viewer\r\n"), "edited copy");
+    assert!(
+        text.contains("Subject: big 39") && text.ends_with(&body),
+        "whole"
+    );
+    // Variant: IMAP SELECT screens the same 40 and FETCH of the first and last gives both.
+    let out = imap_raw(
+        &gw,
+        &[
+            LOGIN,
+            ("s SELECT INBOX\r\n", "s"),
+            (
+                "f FETCH 1,40 (BODY.PEEK[HEADER.FIELDS (X-Probe Subject)])\r\n",
+                "f",
+            ),
+        ],
+    );
+    assert!(
+        out[3].contains("big 0") && out[3].contains("big 39"),
+        "{}",
+        out[3]
+    );
+    assert_eq!(out[3].matches("X-Probe: viewer").count(), 2, "{}", out[3]);
+    let peak = peak_rss_kib(&gw);
+    eprintln!("peak RSS {before} -> {peak} KiB");
+    // Held whole, the copies alone were 80 MiB in each session.
+    assert!(
+        peak < before + (60 << 10),
+        "peak RSS {before} -> {peak} KiB"
+    );
+    assert_alive(&gw);
+}

@@ -652,3 +652,55 @@ fn measure_pipelined_noops_with_and_without_compression() {
         );
     }
 }
+
+/// STATUS's MESSAGES count of `folder` in a new session.
+fn messages_in(gw: &Gateway, folder: &str) -> String {
+    let command = format!("t STATUS {folder} (MESSAGES)\r\n");
+    let out = imap_raw(gw, &[(LOGIN, "l"), (command.as_str(), "t")]);
+    out[2]
+        .lines()
+        .find(|l| l.starts_with("* STATUS"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_copy_that_reaches_the_keyword_limit_part_way_copies_nothing() {
+    // Full holds 25 keywords; of the two messages copied, the first needs none and the
+    // second two more: the 27th has no letter (Dovecot's Maildir keeps 26). The COPY is
+    // refused with [LIMIT] and the first message is not left behind in Full.
+    let (gw, watch) = under_attack();
+    let many: Vec<String> = (0..25).map(|i| format!("k{i}")).collect();
+    let full = format!("f APPEND Full ({}) {{5+}}\r\nfull!\r\n", many.join(" "));
+    let out = imap_raw(
+        &gw,
+        &[
+            (LOGIN, "l"),
+            ("c CREATE Full\r\n", "c"),
+            (full.as_str(), "f"),
+            ("a APPEND INBOX {5+}\r\nplain\r\n", "a"),
+            ("b APPEND INBOX (n1 n2) {5+}\r\nmarks\r\n", "b"),
+            ("s SELECT INBOX\r\n", "s"),
+            ("y COPY 1:2 Full\r\n", "y"),
+            // Variant: MOVE is refused the same way and leaves INBOX as it was.
+            ("m MOVE 1:2 Full\r\n", "m"),
+        ],
+    );
+    for (step, tag) in [(2, "c"), (3, "f"), (4, "a"), (5, "b"), (6, "s")] {
+        assert!(out[step].contains(&format!("{tag} OK")), "{}", out[step]);
+    }
+    for (step, tag) in [(7, "y"), (8, "m")] {
+        let done = completion(&out[step], tag);
+        assert!(done.starts_with(&format!("{tag} NO [LIMIT]")), "{done}");
+    }
+    assert!(!out[8].contains("EXPUNGE"), "{}", out[8]);
+    assert!(
+        messages_in(&gw, "Full").contains("MESSAGES 1)"),
+        "nothing copied"
+    );
+    assert!(
+        messages_in(&gw, "INBOX").contains("MESSAGES 2)"),
+        "nothing moved"
+    );
+    survived(gw, watch);
+}

@@ -71,12 +71,20 @@ pub fn announcement(keywords: &Keywords, read_only: bool) -> [String; 2] {
 }
 
 /// The tagged `NO` for a store failure while `doing` something: `[LIMIT]` for a keyword the
-/// mailbox has no room for (see `store::keywords::KeywordLimit`), else `[SERVERBUG]`.
+/// mailbox has no room for (see `store::keywords::KeywordLimit`), `[CANNOT]` for a name the
+/// file system will not take, else `[UNAVAILABLE]` (RFC 5530: "temporary failure"). A
+/// Maildir that cannot be read or written — permission denied, a disk gone, a file moved
+/// underneath — is an outage the client may retry, never a permanent refusal.
 pub fn failure(doing: &str, error: &std::io::Error) -> String {
+    const NAME_TOO_LONG: i32 = 36;
     if keywords::is_limit(error) {
         format!("NO [LIMIT] {doing}: {error}")
+    } else if error.kind() == std::io::ErrorKind::InvalidInput
+        || error.raw_os_error() == Some(NAME_TOO_LONG)
+    {
+        format!("NO [CANNOT] {doing}: {error}")
     } else {
-        format!("NO [SERVERBUG] {doing}: {error}")
+        format!("NO [UNAVAILABLE] {doing}: {error}")
     }
 }
 

@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::api::MethodError;
+use super::budget::Work;
 use super::changes::Tracker;
 use super::message::Summary;
 use crate::blocking;
@@ -30,6 +32,9 @@ use crate::store::watch::FolderWatch;
 pub const SUMMARY_CACHE_BYTES: usize = 32 << 20;
 /// A summary larger than this is not kept at all.
 pub const MAX_CACHED_SUMMARY: usize = 256 << 10;
+/// Thread ids one account keeps (about 100 bytes each): an account larger than the summary
+/// cache still gets its thread counts without every message parsed again on every request.
+pub const MAX_CACHED_THREADS: usize = 300_000;
 
 /// One folder as last scanned.
 struct FolderView {
@@ -122,6 +127,8 @@ pub struct Account {
     summaries: HashMap<String, Arc<Summary>>,
     /// The sum of the kept summaries' weights, at most [`SUMMARY_CACHE_BYTES`].
     summary_bytes: usize,
+    /// Email id -> thread id, at most [`MAX_CACHED_THREADS`], shared with snapshots.
+    threads: Arc<HashMap<String, String>>,
     /// The plugin generation the current view was built under (`None`: not built yet).
     installed_under: Option<u64>,
     pub email_states: Tracker,
@@ -184,6 +191,7 @@ impl Account {
             screening: Screening::default(),
             summaries: HashMap::new(),
             summary_bytes: 0,
+            threads: Arc::default(),
             installed_under: None,
             email_states: Tracker::new(epoch),
             mailbox_states: Tracker::new(epoch),
@@ -230,10 +238,13 @@ impl Account {
             changed = true;
             let folder = match Folder::open_in(&self.maildir, &name) {
                 Ok(folder) => folder,
-                Err(e) => {
+                // A name we do not serve is left out; a folder that cannot be opened is an
+                // outage, not an empty mailbox.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
                     tracing::warn!(folder = name, "JMAP: folder skipped: {e}");
                     continue;
                 }
+                Err(e) => return Err(e),
             };
             let watch = FolderWatch::new(&folder.path).ok();
             let snapshot = folder.scan(false)?;
@@ -294,6 +305,7 @@ impl Account {
         if self.screening.generation != plugins.generation {
             self.summaries.clear();
             self.summary_bytes = 0;
+            self.threads = Arc::default();
             self.screening = Screening {
                 generation: plugins.generation,
                 ..Screening::default()
@@ -401,6 +413,9 @@ impl Account {
         );
         let present: HashSet<&String> = emails.iter().map(|e| &e.id).collect();
         self.summaries.retain(|id, _| present.contains(id));
+        if self.threads.keys().any(|id| !present.contains(id)) {
+            Arc::make_mut(&mut self.threads).retain(|id, _| present.contains(id));
+        }
         self.summary_bytes = self.summaries.values().map(|s| s.weight).sum();
         self.by_id = emails
             .iter()
@@ -467,22 +482,12 @@ impl Account {
         Some(summary)
     }
 
-    /// [`Account::thread_id`] counted against a request's `work`: an email whose summary is
-    /// not parsed yet costs its size (the parse reads the whole message).
-    pub fn thread_id_within(
-        &mut self,
-        id: &str,
-        work: &super::budget::Work,
-    ) -> Result<String, super::api::MethodError> {
-        if !self.summaries.contains_key(id) {
-            let size = self.email(id).map_or(0, |email| self.size(email));
-            work.add(size)?;
-        }
-        Ok(self.thread_id(id))
-    }
-
-    /// The thread id of an email: its conversation's first Message-ID, hashed.
+    /// The thread id of an email, for what is not bounded by a request (an email just
+    /// created): its conversation's first Message-ID, hashed.
     pub fn thread_id(&mut self, id: &str) -> String {
+        if let Some(thread) = self.threads.get(id) {
+            return thread.clone();
+        }
         let summary = self.summary(id);
         thread_of(id, summary.as_deref())
     }
@@ -499,6 +504,7 @@ impl Account {
                 .collect(),
             edited: self.screening.edited.clone(),
             summaries: self.summaries.clone(),
+            threads: self.threads.clone(),
             email_state: self.email_states.state(),
         }
     }
@@ -510,6 +516,20 @@ impl Account {
                 self.keep_summary(id, summary);
             }
         }
+    }
+
+    /// Keeps what a scan parsed: summaries, and thread ids up to [`MAX_CACHED_THREADS`].
+    pub fn adopt(&mut self, found: Found) {
+        let fresh: Vec<(String, String)> = found
+            .threads
+            .into_iter()
+            .filter(|(id, _)| self.by_id.contains_key(id) && !self.threads.contains_key(id))
+            .collect();
+        if !fresh.is_empty() && self.threads.len() < MAX_CACHED_THREADS {
+            let room = MAX_CACHED_THREADS - self.threads.len();
+            Arc::make_mut(&mut self.threads).extend(fresh.into_iter().take(room));
+        }
+        self.adopt_summaries(found.summaries.into_iter().collect());
     }
 
     /// Keeps a summary for later requests if it fits the cache's byte bound: one over
@@ -550,7 +570,21 @@ pub struct ScanView {
     folders: HashMap<String, Folder>,
     edited: HashMap<String, Arc<Vec<u8>>>,
     summaries: HashMap<String, Arc<Summary>>,
+    threads: Arc<HashMap<String, String>>,
     pub email_state: String,
+}
+
+/// What a request parsed over a snapshot, to keep in the account afterwards.
+#[derive(Default)]
+pub struct Found {
+    pub summaries: HashMap<String, Arc<Summary>>,
+    pub threads: HashMap<String, String>,
+}
+
+impl Found {
+    pub fn is_empty(&self) -> bool {
+        self.summaries.is_empty() && self.threads.is_empty()
+    }
 }
 
 impl ScanView {
@@ -582,6 +616,7 @@ impl ScanView {
             folders: HashMap::new(),
             edited: HashMap::new(),
             summaries: HashMap::new(),
+            threads: Arc::default(),
             email_state: String::new(),
         }
     }
@@ -589,6 +624,57 @@ impl ScanView {
     /// The summary parsed before the scan, if there was one.
     pub fn known_summary(&self, id: &str) -> Option<Arc<Summary>> {
         self.summaries.get(id).cloned()
+    }
+
+    /// The email's summary: known before, parsed earlier in this request (`found`), or read
+    /// and parsed now — which costs its size, taken from `work` first. `Ok(None)`: the file
+    /// is gone.
+    pub fn summary_within(
+        &self,
+        email: &EmailRecord,
+        work: &Work,
+        found: &mut Found,
+    ) -> Result<Option<Arc<Summary>>, MethodError> {
+        if let Some(known) = self
+            .summaries
+            .get(&email.id)
+            .or_else(|| found.summaries.get(&email.id))
+        {
+            return Ok(Some(known.clone()));
+        }
+        work.add(self.size(email))?;
+        let Ok(bytes) = self.read(email) else {
+            return Ok(None);
+        };
+        let summary = Arc::new(Summary::of(&Message::new(bytes.as_ref().clone())));
+        found
+            .threads
+            .insert(email.id.clone(), thread_of(&email.id, Some(&summary)));
+        found.summaries.insert(email.id.clone(), summary.clone());
+        Ok(Some(summary))
+    }
+
+    /// The email's thread id, from what is known or parsed within `work` (see
+    /// [`ScanView::summary_within`]). `Ok(None)`: the file is gone.
+    pub fn thread_within(
+        &self,
+        email: &EmailRecord,
+        work: &Work,
+        found: &mut Found,
+    ) -> Result<Option<String>, MethodError> {
+        if let Some(thread) = self
+            .threads
+            .get(&email.id)
+            .or_else(|| found.threads.get(&email.id))
+        {
+            return Ok(Some(thread.clone()));
+        }
+        let summary = self.summary_within(email, work, found)?;
+        let thread = summary.map(|s| thread_of(&email.id, Some(&s)));
+        if let Some(thread) = &thread {
+            found.threads.insert(email.id.clone(), thread.clone());
+        }
+        Ok(thread)
     }
 }
 

@@ -40,14 +40,16 @@ impl Limits {
     }
 }
 
-/// A request-level problem (RFC 8620 §3.6.1): the whole request is refused with HTTP 400 and
-/// an `application/problem+json` body (RFC 7807).
+/// A request-level problem (RFC 8620 §3.6.1): the whole request is refused with HTTP 400 (or
+/// 503 when the store is unavailable) and an `application/problem+json` body (RFC 7807).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub kind: &'static str,
     pub detail: String,
     /// For `limit`: the name of the limit that was exceeded.
     pub limit: Option<&'static str>,
+    /// The HTTP status.
+    pub status: u16,
 }
 
 impl Problem {
@@ -56,6 +58,17 @@ impl Problem {
             kind,
             detail: detail.into(),
             limit: None,
+            status: 400,
+        }
+    }
+
+    /// `serverUnavailable` with 503: the user's mail could not be read (a Maildir unreadable,
+    /// a disk gone). A store outage is temporary: the client is told to come back, never that
+    /// its request or account is wrong.
+    pub fn unavailable(detail: impl Into<String>) -> Problem {
+        Problem {
+            status: 503,
+            ..Problem::new("serverUnavailable", detail)
         }
     }
 
@@ -74,7 +87,7 @@ impl Problem {
     pub fn body(&self) -> Value {
         let mut body = json!({
             "type": format!("urn:ietf:params:jmap:error:{}", self.kind),
-            "status": 400,
+            "status": self.status,
             "detail": self.detail,
         });
         if let (Some(limit), Some(object)) = (self.limit, body.as_object_mut()) {

@@ -13,7 +13,6 @@ use super::api::{MethodError, CORE, MAIL, SUBMISSION};
 use super::budget::Budget;
 use super::methods::{Call, IDENTITY};
 use super::{compose, email, mailbox, query, Caller, Jmap};
-use crate::blocking;
 use crate::plugin::PluginSet;
 
 /// One API request's view: who asks, under which plugins, what it created so far.
@@ -40,21 +39,23 @@ fn capability_of(method: &str) -> Option<&'static str> {
 }
 
 impl Context<'_> {
-    pub(super) async fn refresh(&self, account: &mut Account) {
-        if let Err(e) = account
+    pub(super) async fn refresh(&self, account: &mut Account) -> std::io::Result<()> {
+        let done = account
             .refresh(
                 &self.plugins,
                 &self.jmap.shared.services,
                 &self.caller.session,
             )
-            .await
-        {
+            .await;
+        if let Err(e) = &done {
             tracing::warn!(user = account.user, "JMAP: cannot read the Maildir: {e}");
         }
+        done
     }
 
-    /// Runs one method call. The account is locked for the call, except by Email/query, which
-    /// takes a snapshot and runs without the lock (see `query`).
+    /// Runs one method call. The account is locked for the call, except by the reads that may
+    /// parse messages (Email/query, Email/get, Mailbox/get, Thread/get), which take a snapshot
+    /// and run without the lock, within the request's work budget (see their modules).
     pub(super) async fn dispatch(
         &mut self,
         account: &tokio::sync::Mutex<Account>,
@@ -89,22 +90,24 @@ impl Context<'_> {
         if name == "Email/query" {
             return Ok(vec![(name.to_string(), query::run(account, &call).await?)]);
         }
-        if name == "Email/get" {
-            return Ok(vec![(name.to_string(), email::get(account, &call).await?)]);
+        let unlocked = match name {
+            "Email/get" => Some(email::get(account, &call).await?),
+            "Mailbox/get" => Some(mailbox::get(account, &call).await?),
+            "Thread/get" => Some(email::thread_get(account, &call).await?),
+            _ => None,
+        };
+        if let Some(answer) = unlocked {
+            return Ok(vec![(name.to_string(), answer)]);
         }
         let mut account = account.lock().await;
         let account = &mut *account;
         let answer = match name {
-            // Reads that may parse every message of the account (summaries for sorting,
-            // thread counts) leave the async worker while they run.
-            "Mailbox/get" => blocking::run(|| mailbox::get(account, &call))?,
             "Mailbox/changes" => mailbox::changes(account, &call)?,
             "Mailbox/query" => mailbox::query(account, &call)?,
             "Mailbox/set" => self.mailbox_set(account, &call).await?,
             "Email/changes" => email::changes(account, &call)?,
             "Email/set" => self.email_set(account, &call).await?,
             "Email/import" => self.email_import(account, &call).await?,
-            "Thread/get" => blocking::run(|| email::thread_get(account, &call))?,
             "Identity/get" => identity_get(account, &call),
             "EmailSubmission/set" => {
                 self.check_set_size(&call)?;
@@ -155,7 +158,8 @@ impl Context<'_> {
         let old_state = account.mailbox_states.state();
         Context::check_state(call, &old_state)?;
         let outcome = mailbox::set(account, call, &mut self.created)?;
-        self.refresh(account).await;
+        // A failure is logged; the answer reports what was done.
+        let _ = self.refresh(account).await;
         Ok(json!({
             "accountId": call.account_id,
             "oldState": old_state,
@@ -253,7 +257,8 @@ impl Context<'_> {
         stored: Vec<(String, (String, u32))>,
         not_created: Map<String, Value>,
     ) -> Map<String, Value> {
-        self.refresh(account).await;
+        // A failure is logged; the answer reports what was done.
+        let _ = self.refresh(account).await;
         let mut created = Map::new();
         for (creation, (mailbox, uid)) in stored {
             if let Some(object) = email::created_object(account, &mailbox, uid) {

@@ -2,15 +2,14 @@
 //! an [`Account`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use mail_parser::DateTime;
 use serde_json::{json, Map, Value};
 
-use super::account::{system_flag, thread_of, Account, EmailRecord, ScanView};
+use super::account::{system_flag, Account, EmailRecord, Found, ScanView};
 use super::api::MethodError;
-use super::budget::{Meter, PART_COST, PROPERTY_COST};
-use super::message::{self, BodyLists, Children, Summary};
+use super::budget::{Meter, Work, PART_COST, PROPERTY_COST};
+use super::message::{self, BodyLists, Children};
 use super::methods::{ids_argument, properties_argument, Call};
 use crate::blocking;
 use crate::store::mailbox::{FlagChange, FlagOp, Flags};
@@ -106,25 +105,23 @@ impl BodyOptions {
 }
 
 /// Email/get: the account is snapshotted under its lock, the messages read and parsed on the
-/// blocking pool with the lock released (the user's other requests go on meanwhile), and the
-/// summaries parsed on the way kept afterwards.
+/// blocking pool with the lock released (the user's other requests go on meanwhile), each
+/// read counted against the request's work budget, and the summaries and thread ids parsed
+/// on the way kept afterwards.
 pub async fn get(
     account: &tokio::sync::Mutex<Account>,
     call: &Call<'_>,
 ) -> Result<Value, MethodError> {
     let view = account.lock().await.scan_view();
-    let mut parsed = Vec::new();
-    let answer = blocking::run(|| get_in(&view, call, &mut parsed));
-    if !parsed.is_empty() {
-        account.lock().await.adopt_summaries(parsed);
+    let mut found = Found::default();
+    let answer = blocking::run(|| get_in(&view, call, &mut found));
+    if !found.is_empty() {
+        account.lock().await.adopt(found);
     }
     answer
 }
 
-/// Summaries parsed while answering, to keep in the account afterwards.
-type NewSummaries = Vec<(String, Arc<Summary>)>;
-
-fn get_in(view: &ScanView, call: &Call, parsed: &mut NewSummaries) -> Result<Value, MethodError> {
+fn get_in(view: &ScanView, call: &Call, found: &mut Found) -> Result<Value, MethodError> {
     let args = &call.args;
     let properties = properties_argument(args, "properties")?
         .unwrap_or_else(|| DEFAULT_PROPERTIES.iter().map(|p| p.to_string()).collect());
@@ -151,7 +148,11 @@ fn get_in(view: &ScanView, call: &Call, parsed: &mut NewSummaries) -> Result<Val
             not_found.push(id);
             continue;
         };
-        let source = Source { view, parsed };
+        let source = Source {
+            view,
+            found,
+            work: &call.budget.work,
+        };
         match render(source, email, &properties, &body, &mut meter)? {
             Some(object) => list.push(object),
             None => not_found.push(id),
@@ -165,36 +166,30 @@ fn get_in(view: &ScanView, call: &Call, parsed: &mut NewSummaries) -> Result<Val
     }))
 }
 
-/// Where Email/get reads emails from: a snapshot, and the summaries parsed so far.
+/// Where Email/get reads emails from: a snapshot, what was parsed so far, and the request's
+/// work budget that every read and parse is counted against.
 struct Source<'a> {
     view: &'a ScanView,
-    parsed: &'a mut NewSummaries,
+    found: &'a mut Found,
+    work: &'a Work,
 }
 
 impl Source<'_> {
-    fn message(&self, email: &EmailRecord) -> std::io::Result<crate::message::Message> {
-        Ok(crate::message::Message::new(
-            self.view.read(email)?.as_ref().clone(),
-        ))
-    }
-
-    /// The email's summary: known before, parsed earlier in this request, or parsed now.
-    fn summary(&mut self, email: &EmailRecord) -> Option<Arc<Summary>> {
-        if let Some(known) = self.view.known_summary(&email.id) {
-            return Some(known);
-        }
-        if let Some((_, summary)) = self.parsed.iter().find(|(id, _)| *id == email.id) {
-            return Some(summary.clone());
-        }
-        let summary = Arc::new(Summary::of(&self.message(email).ok()?));
-        self.parsed.push((email.id.clone(), summary.clone()));
-        Some(summary)
+    /// The message, parsed (`Ok(None)`: its file is gone); its size is taken from the work
+    /// budget first.
+    fn message(&self, email: &EmailRecord) -> Result<Option<crate::message::Message>, MethodError> {
+        self.work.add(self.view.size(email))?;
+        Ok(self
+            .view
+            .read(email)
+            .ok()
+            .map(|bytes| crate::message::Message::new(bytes.as_ref().clone())))
     }
 }
 
 /// One email with the asked properties; `None` when its file is gone.
 fn render(
-    mut source: Source,
+    source: Source,
     email: &EmailRecord,
     properties: &[String],
     body: &BodyOptions,
@@ -205,24 +200,36 @@ fn render(
         .iter()
         .any(|p| !FROM_INDEX.contains(&p.as_str()) && p != "threadId" && !from_summary(p));
     let message = if needs_message {
-        match source.message(email) {
-            Ok(message) => Some(message),
-            Err(_) => return Ok(None),
+        match source.message(email)? {
+            Some(message) => Some(message),
+            None => return Ok(None),
         }
     } else {
         None
     };
-    let wants_thread = properties.iter().any(|p| p == "threadId");
-    let summary = if (properties.iter().any(from_summary) && message.is_none()) || wants_thread {
-        match source.summary(email) {
+    let summary = if properties.iter().any(from_summary) && message.is_none() {
+        match source
+            .view
+            .summary_within(email, source.work, source.found)?
+        {
             Some(summary) => Some(summary),
             None => return Ok(None),
         }
     } else {
         None
     };
-    let thread = thread_of(&email.id, summary.as_deref());
-    let summary = summary.filter(|_| message.is_none());
+    // The thread id is known, or costs a summary: counted like any other parse.
+    let thread = if properties.iter().any(|p| p == "threadId") {
+        match source
+            .view
+            .thread_within(email, source.work, source.found)?
+        {
+            Some(thread) => Some(thread),
+            None => return Ok(None),
+        }
+    } else {
+        None
+    };
     let mut out = Map::new();
     out.insert("id".into(), email.id.clone().into());
     let index = message.as_ref().map(|m| {
@@ -234,7 +241,7 @@ fn render(
         let value = match property.as_str() {
             "id" => continue,
             "blobId" => blob_id(&email.id).into(),
-            "threadId" => thread.clone().into(),
+            "threadId" => thread.clone().unwrap_or_default().into(),
             "mailboxIds" => json!({ email.mailbox_id.clone(): true }),
             "keywords" => Value::Object(
                 email
@@ -569,22 +576,21 @@ pub fn set_updates(
     Ok(result)
 }
 
-pub fn thread_get(account: &mut Account, call: &Call) -> Result<Value, MethodError> {
+/// Thread/get: every email's thread is needed to list a thread's members, so the account is
+/// snapshotted and the emails' threads worked out on the blocking pool without the lock,
+/// each parse counted against the request's work budget.
+pub async fn thread_get(
+    account: &tokio::sync::Mutex<Account>,
+    call: &Call<'_>,
+) -> Result<Value, MethodError> {
     let ids = ids_argument(&call.args, call.limits.max_objects_in_get)?.unwrap_or_default();
-    let wanted: HashSet<&String> = ids.iter().collect();
-    let mut members: HashMap<String, Vec<(u64, String)>> = HashMap::new();
-    let emails: Vec<(String, u64)> = account
-        .emails
-        .iter()
-        .map(|e| (e.id.clone(), e.entry.internal_date))
-        .collect();
-    for (id, received) in emails {
-        // Every email's thread is needed: the request's work budget bounds the parsing.
-        let thread = account.thread_id_within(&id, &call.budget.work)?;
-        if wanted.contains(&thread) {
-            members.entry(thread).or_default().push((received, id));
-        }
+    let view = account.lock().await.scan_view();
+    let mut found = Found::default();
+    let members = blocking::run(|| thread_members(&view, &ids, &call.budget.work, &mut found));
+    if !found.is_empty() {
+        account.lock().await.adopt(found);
     }
+    let mut members = members?;
     let mut meter = Meter::new(call.budget);
     let mut list = Vec::new();
     let mut not_found = Vec::new();
@@ -602,18 +608,34 @@ pub fn thread_get(account: &mut Account, call: &Call) -> Result<Value, MethodErr
     }
     Ok(json!({
         "accountId": call.account_id,
-        "state": account.email_states.state(),
+        "state": view.email_state,
         "list": list,
         "notFound": not_found,
     }))
 }
 
-/// Summaries of every email, for whoever needs them all (thread counts).
-pub fn summaries(account: &mut Account) -> Vec<(String, std::sync::Arc<Summary>)> {
-    let ids: Vec<String> = account.emails.iter().map(|e| e.id.clone()).collect();
-    ids.into_iter()
-        .filter_map(|id| account.summary(&id).map(|s| (id, s)))
-        .collect()
+/// The members (received time, email id) of each thread in `wanted`.
+fn thread_members(
+    view: &ScanView,
+    wanted: &[String],
+    work: &Work,
+    found: &mut Found,
+) -> Result<HashMap<String, Vec<(u64, String)>>, MethodError> {
+    let wanted: HashSet<&String> = wanted.iter().collect();
+    let mut members: HashMap<String, Vec<(u64, String)>> = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(members);
+    }
+    for email in &view.emails {
+        let Some(thread) = view.thread_within(email, work, found)? else {
+            continue;
+        };
+        if wanted.contains(&thread) {
+            let member = (email.entry.internal_date, email.id.clone());
+            members.entry(thread).or_default().push(member);
+        }
+    }
+    Ok(members)
 }
 
 /// Where a new email goes: its one mailbox and its flags, from `mailboxIds` and `keywords`.

@@ -196,6 +196,12 @@ impl Html {
     }
 }
 
+/// The webmail document of the message `raw`, made as an open makes it (without the cache
+/// and the deadline): for tests and the fuzz target of the scanner and sanitiser.
+pub fn document_of(raw: &[u8]) -> String {
+    render(&Html::of(raw))
+}
+
 /// The document of `html`: sanitised when it is within every bound, else its text.
 fn render(html: &Html) -> String {
     if let Err(over) = within_bounds(&html.0) {

@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Map, Value};
 
-use super::account::{Account, MailboxRecord};
+use super::account::{thread_of, Account, Found, MailboxRecord, ScanView};
 use super::api::MethodError;
-use super::email::summaries;
+use super::budget::Work;
 use super::methods::{self, id_list, ids_argument, properties_argument, Call};
 use crate::blocking;
 use crate::store::mailbox::{folder_path, Folder};
@@ -39,48 +39,65 @@ fn sort_order(mailbox: &MailboxRecord) -> u32 {
     }
 }
 
-/// Threads and unread threads per mailbox.
-fn thread_counts(account: &mut Account) -> HashMap<String, (usize, usize)> {
-    let mut threads: HashMap<String, (HashSet<String>, HashSet<String>)> = HashMap::new();
-    let _ = summaries(account);
-    let emails: Vec<(String, String, bool)> = account
-        .emails
-        .iter()
-        .map(|e| {
-            (
-                e.id.clone(),
-                e.mailbox_id.clone(),
-                !e.entry.flags.contains('S'),
-            )
-        })
-        .collect();
-    for (id, mailbox, unread) in emails {
-        let thread = account.thread_id(&id);
-        let entry = threads.entry(mailbox).or_default();
-        if unread {
+/// Threads and unread threads per mailbox, over a snapshot: each email whose thread is not
+/// known yet costs a parse, counted against the request's work (what is worked out is kept,
+/// so a request that runs out leaves the next one less to do).
+fn thread_counts(
+    view: &ScanView,
+    work: &Work,
+    found: &mut Found,
+) -> Result<HashMap<String, (usize, usize)>, MethodError> {
+    let mut threads: HashMap<&str, (HashSet<String>, HashSet<String>)> = HashMap::new();
+    for email in &view.emails {
+        let thread = view
+            .thread_within(email, work, found)?
+            .unwrap_or_else(|| thread_of(&email.id, None));
+        let entry = threads.entry(email.mailbox_id.as_str()).or_default();
+        if !email.entry.flags.contains('S') {
             entry.1.insert(thread.clone());
         }
         entry.0.insert(thread);
     }
-    threads
+    Ok(threads
         .into_iter()
-        .map(|(mailbox, (all, unread))| (mailbox, (all.len(), unread.len())))
-        .collect()
+        .map(|(mailbox, (all, unread))| (mailbox.to_string(), (all.len(), unread.len())))
+        .collect())
 }
 
-pub fn get(account: &mut Account, call: &Call) -> Result<Value, MethodError> {
+/// Mailbox/get: the mailboxes are copied under the account's lock; thread counts, which may
+/// parse every message, are worked out on the blocking pool over a snapshot with the lock
+/// released, within the request's work budget.
+pub async fn get(
+    account: &tokio::sync::Mutex<Account>,
+    call: &Call<'_>,
+) -> Result<Value, MethodError> {
     let properties = properties_argument(&call.args, "properties")?
         .unwrap_or_else(|| ALL_PROPERTIES.iter().map(|p| p.to_string()).collect());
+    let ids = ids_argument(&call.args, call.limits.max_objects_in_get)?;
     let wants_threads = properties
         .iter()
         .any(|p| p == "totalThreads" || p == "unreadThreads");
-    let threads = if wants_threads {
-        thread_counts(account)
-    } else {
-        HashMap::new()
+    let (mailboxes, state, view) = {
+        let account = account.lock().await;
+        let view = wants_threads.then(|| account.scan_view());
+        (
+            account.mailboxes.clone(),
+            account.mailbox_states.state(),
+            view,
+        )
     };
-    let ids = ids_argument(&call.args, call.limits.max_objects_in_get)?
-        .unwrap_or_else(|| account.mailboxes.iter().map(|m| m.id.clone()).collect());
+    let threads = match view {
+        Some(view) => {
+            let mut found = Found::default();
+            let counts = blocking::run(|| thread_counts(&view, &call.budget.work, &mut found));
+            if !found.is_empty() {
+                account.lock().await.adopt(found);
+            }
+            counts?
+        }
+        None => HashMap::new(),
+    };
+    let ids = ids.unwrap_or_else(|| mailboxes.iter().map(|m| m.id.clone()).collect());
     // Each object is counted before it is built: as many properties as the client lists,
     // for each mailbox.
     let mut meter = super::budget::Meter::new(call.budget);
@@ -89,7 +106,7 @@ pub fn get(account: &mut Account, call: &Call) -> Result<Value, MethodError> {
     let mut not_found = Vec::new();
     for id in ids {
         meter.take(per_object)?;
-        let Some(mailbox) = account.mailbox(&id) else {
+        let Some(mailbox) = mailboxes.iter().find(|m| m.id == id) else {
             not_found.push(id);
             continue;
         };
@@ -117,7 +134,7 @@ pub fn get(account: &mut Account, call: &Call) -> Result<Value, MethodError> {
     }
     Ok(json!({
         "accountId": call.account_id,
-        "state": account.mailbox_states.state(),
+        "state": state,
         "list": list,
         "notFound": not_found,
     }))

@@ -70,8 +70,89 @@ fn message_ids(value: HeaderValue<'_>) -> Option<Vec<String>> {
     }
 }
 
+/// Which lexical items a structured field is a list of.
+#[derive(Clone, Copy, PartialEq)]
+enum Items {
+    /// Addresses and groups, separated by `,` (a group ends with `;`).
+    Addresses,
+    /// Message-IDs: `<...>` or bare words, one after another.
+    Ids,
+}
+
+/// The start of a field value with at most [`MAX_HEADER_ITEMS`] items, cut in one linear pass
+/// *before* mail-parser sees it: the parser builds the whole list (300 000 addresses, each an
+/// allocation or three) before any cap on the result could apply. Quoted strings, comments
+/// and `<...>` are skipped over, so a separator inside them does not count; a cut inside a
+/// group closes it.
+fn first_items(raw: &str, items: Items) -> std::borrow::Cow<'_, str> {
+    let bytes = raw.as_bytes();
+    let (mut quoted, mut escaped, mut angle) = (false, false, false);
+    let (mut comment, mut in_group, mut count) = (0usize, false, 0usize);
+    let mut token_ended = true;
+    for (at, &byte) in bytes.iter().enumerate() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        if quoted || comment > 0 {
+            match byte {
+                b'\\' => escaped = true,
+                b'"' if quoted => quoted = false,
+                b'(' if comment > 0 => comment += 1,
+                b')' if comment > 0 => comment -= 1,
+                _ => {}
+            }
+            continue;
+        }
+        if angle {
+            angle = byte != b'>';
+            token_ended = !angle;
+            continue;
+        }
+        let separates = match items {
+            Items::Addresses => matches!(byte, b',' | b';'),
+            // An id starts at `<` or at a word after white space or a `>`.
+            Items::Ids => {
+                byte == b'<' || (token_ended && !byte.is_ascii_whitespace() && byte != b'(')
+            }
+        };
+        if separates {
+            count += 1;
+            // Addresses: the MAX-th separator ends the MAX-th item; ids: the (MAX+1)-th starts.
+            let limit = match items {
+                Items::Addresses => MAX_HEADER_ITEMS,
+                Items::Ids => MAX_HEADER_ITEMS + 1,
+            };
+            if count >= limit {
+                let mut cut = raw[..at].to_string();
+                if in_group {
+                    cut.push(';');
+                }
+                return std::borrow::Cow::Owned(cut);
+            }
+        }
+        match byte {
+            b'"' => quoted = true,
+            b'(' => comment = 1,
+            b'<' => angle = true,
+            b':' if items == Items::Addresses => in_group = true,
+            b';' => in_group = false,
+            _ => {}
+        }
+        token_ended = byte.is_ascii_whitespace() || byte == b'>';
+    }
+    std::borrow::Cow::Borrowed(raw)
+}
+
 /// A header field value in one of the forms of RFC 8621 §4.1.2; `None` for an unknown form.
 pub fn header_form(raw: &str, form: &str) -> Option<Value> {
+    let raw = match form {
+        "addresses" | "asAddresses" | "groupedAddresses" | "asGroupedAddresses" | "urls"
+        | "asURLs" => first_items(raw, Items::Addresses),
+        "messageIds" | "asMessageIds" => first_items(raw, Items::Ids),
+        _ => std::borrow::Cow::Borrowed(raw),
+    };
+    let raw = raw.as_ref();
     let bytes = terminated(raw);
     let mut stream = MessageStream::new(&bytes);
     Some(match form {
@@ -163,9 +244,8 @@ const FORM_EXPANSION: u64 = 8;
 /// The last field `name` in one form, or null.
 fn last_field(message: &Message, name: &str, form: &str) -> Value {
     message
-        .header(name)
-        .last()
-        .and_then(|f| header_form(&f.raw, form))
+        .last_raw(name)
+        .and_then(|raw| header_form(&raw, form))
         .unwrap_or(Value::Null)
 }
 
@@ -634,8 +714,7 @@ pub fn strip_tags(html: &str) -> String {
 
 /// The first `<...>` message id of the last `name` field, read up to its first `>`.
 fn first_id(message: &Message, name: &str) -> Option<String> {
-    let fields = message.header(name);
-    let raw = &fields.last()?.raw;
+    let raw = message.last_raw(name)?;
     let open = raw.find('<')?;
     let close = raw[open..].find('>')?;
     let id = raw[open + 1..open + close].trim();
@@ -713,8 +792,8 @@ impl Summary {
         let thread_root = first_id(message, "References")
             .or_else(|| first_id(message, "In-Reply-To"))
             .or_else(|| ids("Message-ID").into_iter().next());
-        let sent_at = message.header("Date").last().and_then(|f| {
-            match MessageStream::new(&terminated(&f.raw)).parse_date() {
+        let sent_at = message.last_raw("Date").and_then(|raw| {
+            match MessageStream::new(&terminated(&raw)).parse_date() {
                 HeaderValue::DateTime(d) if d.is_valid() => Some(d.to_timestamp()),
                 _ => None,
             }
@@ -1097,6 +1176,44 @@ JVBERi0=\r\n\
         assert!(summary.has_attachment);
         assert_eq!(summary.preview, "Hello plain world.");
         assert!(summary.from.contains("ann@example.org"));
+    }
+
+    #[test]
+    fn long_lists_are_cut_before_the_parser_at_the_item_bound() {
+        let many = |n: usize, one: &dyn Fn(usize) -> String, sep: &str| {
+            (0..n).map(one).collect::<Vec<_>>().join(sep)
+        };
+        // Separators inside quotes, comments and angle brackets do not count.
+        let address = |i: usize| format!("\"Doe, J{i}\" (a, b) <a{i}@x.example>");
+        let raw = many(300_000, &address, ",\r\n ");
+        let cut = first_items(&raw, Items::Addresses);
+        assert!(cut.len() < 100_000, "{}", cut.len());
+        let list = header_form(&raw, "asAddresses").expect("form");
+        assert_eq!(list.as_array().map(Vec::len), Some(MAX_HEADER_ITEMS));
+        assert_eq!(list[999]["email"], "a999@x.example");
+        // (mail-parser keeps the comment in the name.)
+        let name = list[999]["name"].as_str().unwrap_or("");
+        assert!(name.starts_with("Doe, J999"), "{name}");
+        // A cut inside a group closes the group.
+        let grouped = format!("team: {};", many(5_000, &|i| format!("t{i}@x"), ", "));
+        let groups = header_form(&grouped, "asGroupedAddresses").expect("form");
+        assert_eq!(groups[0]["name"], "team");
+        assert_eq!(groups[0]["addresses"].as_array().map(Vec::len), Some(1000));
+        // Ids, bracketed or bare, with or without white space between them.
+        for sep in ["", " ", "\r\n "] {
+            let raw = many(5_000, &|i| format!("<r{i}@x>"), sep);
+            let ids = header_form(&raw, "asMessageIds").expect("form");
+            assert_eq!(
+                ids.as_array().map(Vec::len),
+                Some(MAX_HEADER_ITEMS),
+                "{sep:?}"
+            );
+            assert_eq!(ids[999], "r999@x");
+        }
+        // Short lists are left alone.
+        let few = "a@x, \"b;c\" <b@x>, g: c@x, d@x;";
+        assert_eq!(first_items(few, Items::Addresses), few);
+        assert_eq!(first_items("<a@x> <b@x>", Items::Ids), "<a@x> <b@x>");
     }
 
     #[test]

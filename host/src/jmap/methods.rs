@@ -102,6 +102,20 @@ pub fn changes(tracker: &Tracker, call: &Call) -> Result<Map<String, Value>, Met
     let (since, max) = changes_arguments(&call.args)?;
     let max = max.map_or(MAX_CHANGES, |m| m.min(MAX_CHANGES));
     let found = tracker.since(&since, Some(max))?;
+    // The ids are copied into the answer: counted against the request's budgets first (a
+    // first step may be larger than `max`; see `Tracker::since`).
+    let ids = [
+        &found.changes.created,
+        &found.changes.updated,
+        &found.changes.destroyed,
+    ];
+    let bytes: u64 = ids
+        .iter()
+        .flat_map(|list| list.iter())
+        .map(|id| id.len() as u64 + 32)
+        .sum();
+    call.budget.work.add(bytes)?;
+    super::budget::Meter::new(call.budget).take(bytes)?;
     let mut out = Map::new();
     out.insert("accountId".into(), call.account_id.into());
     out.insert("oldState".into(), since.into());

@@ -27,7 +27,7 @@ pub mod compose;
 mod context;
 mod email;
 mod error;
-mod html;
+pub mod html;
 mod http;
 mod mailbox;
 pub mod message;
@@ -201,7 +201,13 @@ impl Jmap {
                 .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
                 .collect(),
         };
-        context.refresh(&mut *account.lock().await).await;
+        if let Err(e) = context.refresh(&mut *account.lock().await).await {
+            // Answering from a view that cannot be refreshed would show a stale or empty
+            // account as if it were the truth.
+            return Err(Problem::unavailable(format!(
+                "the mail store cannot be read now: {e}"
+            )));
+        }
         // Everything the request materialises is counted here: what its references copy
         // (before they copy it) and every answer (methods whose answers grow with what is
         // asked stop building theirs when the budget left would not hold it).
@@ -245,11 +251,17 @@ impl Jmap {
 
 impl Jmap {
     /// The bytes of one of `user`'s blobs (an upload, a message as served, a part decoded).
-    pub async fn blob(&self, user: &UserName, session: &Session, blob: &str) -> Option<Vec<u8>> {
+    /// An error when the Maildir cannot be read (a temporary answer, not "no such blob").
+    pub async fn blob(
+        &self,
+        user: &UserName,
+        session: &Session,
+        blob: &str,
+    ) -> std::io::Result<Option<Vec<u8>>> {
         let account = self.account(user);
         let mut account = account.lock().await;
         if let Some(bytes) = self.blob_bytes(&account, blob) {
-            return Some(bytes);
+            return Ok(Some(bytes));
         }
         // Perhaps a message delivered since the account was last looked at.
         let plugins = self.shared.plugins.current();
@@ -258,8 +270,9 @@ impl Jmap {
             .await
         {
             tracing::warn!(user = %user, "JMAP: cannot read the Maildir: {e}");
+            return Err(e);
         }
-        self.blob_bytes(&account, blob)
+        Ok(self.blob_bytes(&account, blob))
     }
 
     /// The account's Email, Mailbox and Thread states after a fresh look (for push).

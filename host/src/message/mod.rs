@@ -136,6 +136,17 @@ impl Message {
             .collect()
     }
 
+    /// The raw value of the last field with this name, not decoded: for callers that parse
+    /// the raw form themselves (decoding a field of megabytes only to drop it costs as much
+    /// as the parse).
+    pub fn last_raw(&self, name: &str) -> Option<String> {
+        let index = (0..self.header.fields.len())
+            .rev()
+            .find(|&i| self.header.name(&self.raw, i).eq_ignore_ascii_case(name))?;
+        let value = &self.raw[self.header.fields[index].value.clone()];
+        Some(String::from_utf8_lossy(value).into_owned())
+    }
+
     /// The first field with this name, decoded.
     pub fn header_value(&self, name: &str) -> Option<String> {
         self.header(name).into_iter().next().map(|f| f.decoded)

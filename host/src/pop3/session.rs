@@ -13,7 +13,7 @@ use super::Pop3;
 use crate::config::{Protocol, TlsMode};
 use crate::net::connection::{Client, Line, TlsRefusal};
 use crate::net::limits::LoginWindow;
-use crate::plugin::retrieve::{self, View};
+use crate::plugin::retrieve::{self, EditedCopies, View};
 use crate::plugin::Stage;
 use crate::store::mailbox::{Folder, MailEntry};
 use crate::telemetry::metrics;
@@ -66,8 +66,9 @@ impl Drop for MaildropLock {
 /// A message as this session shows it.
 struct Listed {
     entry: MailEntry,
-    /// What the client receives when a retrieve-stage plugin changed it (else the file).
-    edited: Option<Arc<Vec<u8>>>,
+    /// Whether a retrieve-stage plugin changed it: the client then receives the copy kept in
+    /// the maildrop's `edited` (else the file).
+    edited: bool,
     size: u64,
     deleted: bool,
 }
@@ -77,6 +78,8 @@ struct Maildrop {
     folder: Folder,
     uid_validity: u32,
     messages: Vec<Listed>,
+    /// The edited copies, by UID: in memory up to a bound, the rest in a spill file.
+    edited: EditedCopies,
     _lock: MaildropLock,
 }
 
@@ -388,12 +391,13 @@ impl Pop3Session {
             .map_err(std::io::Error::other)??;
         let plugins = self.shared.plugins.current();
         let mut messages = Vec::with_capacity(snapshot.entries.len());
+        let mut edited = EditedCopies::default();
         for entry in snapshot.entries {
             if !plugins.handles(Stage::Retrieve) {
                 messages.push(Listed {
                     size: entry.size,
                     entry,
-                    edited: None,
+                    edited: false,
                     deleted: false,
                 });
                 continue;
@@ -401,12 +405,19 @@ impl Pop3Session {
             let bytes = crate::blocking::run(|| folder.read(&entry))?;
             match self.retrieve_stage(&plugins, user, &entry, bytes).await {
                 View::Hidden => {}
-                View::Shown(edited) => messages.push(Listed {
-                    size: edited.as_ref().map_or(entry.size, |e| e.len() as u64),
-                    entry,
-                    edited,
-                    deleted: false,
-                }),
+                View::Shown(copy) => {
+                    let size = copy.as_ref().map_or(entry.size, |e| e.len() as u64);
+                    let is_edited = copy.is_some();
+                    if let Some(copy) = copy {
+                        crate::blocking::run(|| edited.insert(entry.uid, copy))?;
+                    }
+                    messages.push(Listed {
+                        size,
+                        entry,
+                        edited: is_edited,
+                        deleted: false,
+                    });
+                }
             }
         }
         Ok(Maildrop {
@@ -414,6 +425,7 @@ impl Pop3Session {
             folder,
             uid_validity: snapshot.uid_validity,
             messages,
+            edited,
             _lock: lock,
         })
     }
@@ -537,9 +549,12 @@ impl Pop3Session {
             return;
         };
         let listed = &drop.messages[index];
-        let bytes = match &listed.edited {
-            Some(edited) => Ok(edited.as_ref().clone()),
-            None => crate::blocking::run(|| drop.folder.read(&listed.entry)),
+        let bytes = if listed.edited {
+            crate::blocking::run(|| drop.edited.get(listed.entry.uid))
+                .unwrap_or_else(|| Err(std::io::Error::other("edited copy lost")))
+                .map(|copy| copy.as_ref().clone())
+        } else {
+            crate::blocking::run(|| drop.folder.read(&listed.entry))
         };
         let bytes = match bytes {
             Ok(b) => b,
@@ -584,7 +599,7 @@ impl Pop3Session {
         let left = drop.messages.iter().filter(|m| !m.deleted).count();
         if failed > 0 {
             self.err(&format!(
-                "[SYS/PERM] {failed} messages could not be deleted"
+                "[SYS/TEMP] {failed} messages could not be deleted"
             ));
         } else {
             self.ok(&format!("Bye ({left} messages left)"));

@@ -9,6 +9,7 @@ use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 
 use super::super::budget::{OverBudget, Work};
 use super::super::extensions::ListExtras;
+use super::super::flags::failure;
 use super::super::{budget, mutf7, wire};
 use super::ImapSession;
 use crate::store::mailbox::{
@@ -221,7 +222,7 @@ impl ImapSession {
         }
         Folder::open_in(&self.maildir(), &name)
             .map(|folder| (name, folder))
-            .map_err(|e| format!("NO [SERVERBUG] Cannot open the mailbox: {e}"))
+            .map_err(|e| failure("Cannot open the mailbox", &e))
     }
 
     /// Sent, Drafts, Trash, Junk and Archive, where the user has none yet.
@@ -250,7 +251,7 @@ impl ImapSession {
                 .and_then(|_| special_use::write(&path, uses))
             {
                 Ok(()) => self.send(&format!("{tag} OK CREATE completed")),
-                Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+                Err(e) => self.send(&format!("{tag} {}", failure("Cannot create", &e))),
             },
         }
     }
@@ -271,7 +272,7 @@ impl ImapSession {
             }
             Ok(path) => match std::fs::remove_dir_all(&path) {
                 Ok(()) => self.send(&format!("{tag} OK DELETE completed")),
-                Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+                Err(e) => self.send(&format!("{tag} {}", failure("Cannot delete", &e))),
             },
         }
     }
@@ -301,7 +302,7 @@ impl ImapSession {
                 }
                 match result {
                     Ok(()) => self.send(&format!("{tag} OK RENAME completed")),
-                    Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+                    Err(e) => self.send(&format!("{tag} {}", failure("Cannot rename", &e))),
                 }
             }
             (Err(e), _) | (_, Err(e)) => self.send(&format!("{tag} NO [CANNOT] {}", e.0)),
@@ -324,7 +325,10 @@ impl ImapSession {
         // Waits for the lock other programs (Dovecot) may hold: off the async workers.
         match crate::blocking::run(|| subscriptions::set(&maildir, &name, on)) {
             Ok(()) => self.send(&format!("{tag} OK Done")),
-            Err(e) => self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+            Err(e) => {
+                let reply = failure("Cannot change the subscriptions", &e);
+                self.send(&format!("{tag} {reply}"))
+            }
         }
     }
 
@@ -510,9 +514,11 @@ impl ImapSession {
             Ok(found) => found,
             Err(reply) => return self.send(&format!("{tag} {reply}")),
         };
-        let Ok(snapshot) = folder.scan(false) else {
-            self.send(&format!("{tag} NO [SERVERBUG] Cannot read the mailbox"));
-            return;
+        let snapshot = match folder.scan(false) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                return self.send(&format!("{tag} {}", failure("Cannot read the mailbox", &e)))
+            }
         };
         let shown = self.shown_name(&name);
         self.send(&status_line(&shown, &snapshot, names));
@@ -537,7 +543,7 @@ impl ImapSession {
             .and_then(|uid| Ok((folder.uid_validity()?, uid)))
         {
             Ok((validity, uid)) => format!("OK [APPENDUID {validity} {uid}] APPEND completed"),
-            Err(e) => super::super::flags::failure("Cannot append", &e),
+            Err(e) => failure("Cannot append", &e),
         }
     }
 }

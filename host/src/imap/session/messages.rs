@@ -17,7 +17,7 @@ use super::super::{flags, orderedsubject, partial, sort, thread, wire};
 use super::ImapSession;
 use crate::blocking;
 use crate::message::Message;
-use crate::store::mailbox::{FlagChange, FlagOp, MailEntry};
+use crate::store::mailbox::{CopySource, FlagChange, FlagOp, MailEntry};
 
 /// Queued FETCH output is sent once it reaches this much (a reply streams per message).
 const FETCH_FLUSH: usize = 256 * 1024;
@@ -200,13 +200,35 @@ impl ImapSession {
         })
     }
 
+    /// The UID spans a `VANISHED` FETCH asks about: the set's ranges (`*` is the largest UID
+    /// ever given) and, for `$`, the saved result resolved as every other set resolves it —
+    /// never the marker imap-codec carries it as.
+    fn vanished_spans(&self, set: &SequenceSet, largest: u32) -> Vec<(u32, u32)> {
+        let own: Vec<_> = set
+            .0
+            .as_ref()
+            .iter()
+            .filter(|seq| !crate::imap::sets::is_saved_mark(seq))
+            .cloned()
+            .collect();
+        let mut spans = match SequenceSet::try_from(own) {
+            Ok(own) => search::intervals(&own, largest),
+            Err(_) => Vec::new(),
+        };
+        if crate::imap::sets::refers_to_saved(set) {
+            spans.extend(self.saved_numbers(true).into_iter().map(|u| (u, u)));
+        }
+        crate::imap::sets::Intervals::merged(spans).into_spans()
+    }
+
     /// The message at index `i`, parsed: from the view's cache when this session looked at it
     /// lately (its MIME tree then parsed already), else read (and remembered).
     fn load(&self, i: usize) -> Result<Arc<Message>, Unavailable> {
         let sel = self.selected.as_ref().ok_or(Unavailable::Unreadable)?;
         let entry = sel.get(i).ok_or(Unavailable::Unreadable)?;
         if let Some(edited) = sel.edited(i) {
-            return Ok(Arc::new(Message::new(edited.as_ref().clone())));
+            let bytes = edited.map_err(|_| Unavailable::Unreadable)?;
+            return Ok(Arc::new(Message::new(bytes.as_ref().clone())));
         }
         if let Some(cached) = sel.parsed(entry.uid) {
             return Ok(cached);
@@ -511,7 +533,7 @@ impl ImapSession {
                 .selected
                 .as_ref()
                 .map_or(0, |s| s.uid_next.saturating_sub(1));
-            let gone = self.missing_uids(&search::intervals(set, largest));
+            let gone = self.missing_uids(&self.vanished_spans(set, largest));
             if !gone.is_empty() {
                 self.send(&format!("* VANISHED (EARLIER) {gone}"));
             }
@@ -813,32 +835,36 @@ impl ImapSession {
         if moving && sel.read_only {
             return "NO [READ-ONLY] Mailbox is read-only".into();
         }
+        let sources: Vec<CopySource> = indexes
+            .iter()
+            .map(|&i| {
+                let flags = sel.entry(i).flags;
+                CopySource {
+                    system: flags.system(),
+                    keywords: flags
+                        .keyword_letters()
+                        .filter_map(|c| sel.keywords.name(c).map(str::to_string))
+                        .collect(),
+                    internal_date: Some(sel.entry(i).internal_date),
+                }
+            })
+            .collect();
+        // All or nothing (RFC 9051 §6.4.7): a copy that fails part-way, at the keyword limit
+        // or for want of space, leaves no copies behind.
+        let read = |n: usize| sel.folder.read(sel.entry(indexes[n])).ok();
+        let copied = match target.append_copies(&sources, read) {
+            Ok(copied) => copied,
+            Err(e) => return flags::failure("Copy failed", &e),
+        };
         let mut from = Vec::new();
         let mut to = Vec::new();
-        let mut expunged = false;
-        for &i in &indexes {
-            let entry = sel.entry(i);
-            let bytes = match sel.folder.read(entry) {
-                Ok(bytes) => bytes,
-                Err(_) => {
-                    expunged = true;
-                    continue;
-                }
-            };
-            let flags = entry.flags;
-            let names: Vec<String> = flags
-                .keyword_letters()
-                .filter_map(|c| sel.keywords.name(c).map(str::to_string))
-                .collect();
-            let date = Some(entry.internal_date);
-            match target.append(&bytes, flags.system(), &names, date) {
-                Ok(new_uid) => {
-                    from.push(entry.uid.to_string());
-                    to.push(new_uid.to_string());
-                }
-                Err(e) => return flags::failure("Copy failed", &e),
+        for (&i, uid) in indexes.iter().zip(&copied) {
+            if let Some(uid) = uid {
+                from.push(sel.entry(i).uid.to_string());
+                to.push(uid.to_string());
             }
         }
+        let expunged = copied.iter().any(Option::is_none);
         if expunged && from.is_empty() {
             return "NO [EXPUNGEISSUED] The messages no longer exist".into();
         }

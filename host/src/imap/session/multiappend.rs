@@ -115,7 +115,7 @@ impl ImapSession {
                 "OK [APPENDUID {validity} {}] APPEND completed",
                 wire::sequence_set(uids)
             ),
-            Err(e) => format!("NO [SERVERBUG] {e}"),
+            Err(e) => crate::imap::flags::failure("Cannot append", &e),
         }
     }
 

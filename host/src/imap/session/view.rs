@@ -18,7 +18,7 @@ use super::{ImapSession, Next, AUTOLOGOUT, SHUTDOWN_BYE};
 use crate::blocking;
 use crate::message::Message;
 use crate::net::connection::Line;
-use crate::plugin::retrieve::{self, View};
+use crate::plugin::retrieve::{self, EditedCopies, View};
 use crate::plugin::Stage;
 use crate::store::keywords::Keywords;
 use crate::store::mailbox::{Folder, MailEntry};
@@ -66,8 +66,9 @@ pub(super) struct Selected {
     messages: Arc<Vec<MailEntry>>,
     /// UIDs `\Recent` in this session (RFC 3501: in one session only).
     recent: HashSet<u32>,
-    /// What a retrieve-stage plugin made of a message for this client, by UID.
-    edited: HashMap<u32, Arc<Vec<u8>>>,
+    /// What a retrieve-stage plugin made of a message for this client, by UID (in memory up
+    /// to a bound, the rest spilled to a file of the session's own).
+    edited: EditedCopies,
     /// The messages this session read last, parsed (a FETCH after FETCH of one message
     /// neither reads nor parses it again).
     parsed: std::sync::Mutex<ParsedCache>,
@@ -154,23 +155,23 @@ impl Selected {
         self.recent.len()
     }
 
-    pub fn edited(&self, i: usize) -> Option<&Arc<Vec<u8>>> {
-        self.edited.get(&self.messages.get(i)?.uid)
+    /// The edited copy of message `i`, if a plugin edited it (file work when it was spilled).
+    pub fn edited(&self, i: usize) -> Option<std::io::Result<Arc<Vec<u8>>>> {
+        self.edited.get(self.messages.get(i)?.uid)
     }
 
     /// The size this client is told: of the edited bytes when a plugin edited the message.
     pub fn size(&self, i: usize) -> u64 {
-        match self.edited(i) {
-            Some(bytes) => bytes.len() as u64,
-            None => self.messages.get(i).map_or(0, |e| e.size),
-        }
+        self.messages
+            .get(i)
+            .map_or(0, |e| self.edited.size(e.uid).unwrap_or(e.size))
     }
 
     /// Takes a message out of the view; its UID.
     pub fn remove(&mut self, i: usize) -> u32 {
         let uid = Arc::make_mut(&mut self.messages).remove(i).uid;
         self.recent.remove(&uid);
-        self.edited.remove(&uid);
+        self.edited.remove(uid);
         uid
     }
 
@@ -205,13 +206,19 @@ impl Selected {
 struct Screened {
     shown: Vec<MailEntry>,
     recent: Vec<u32>,
-    edited: Vec<(u32, Arc<Vec<u8>>)>,
     hidden: Vec<u32>,
 }
 
 impl ImapSession {
-    /// Runs the retrieve stage for entries not yet seen by this session.
-    async fn screen(&self, folder: &Folder, name: &str, entries: Vec<MailEntry>) -> Screened {
+    /// Runs the retrieve stage for entries not yet seen by this session; the edited copies go
+    /// into `edited` as they are made (bounded in memory, see `EditedCopies`).
+    async fn screen(
+        &self,
+        folder: &Folder,
+        name: &str,
+        entries: Vec<MailEntry>,
+        edited: &mut EditedCopies,
+    ) -> Screened {
         let plugins = self.shared.plugins.current();
         let mut out = Screened::default();
         for mut entry in entries {
@@ -240,8 +247,15 @@ impl ImapSession {
             .await;
             match view {
                 View::Hidden => out.hidden.push(entry.uid),
-                View::Shown(edited) => {
-                    out.edited.extend(edited.map(|e| (entry.uid, e)));
+                View::Shown(copy) => {
+                    if let Some(copy) = copy {
+                        if let Err(e) = edited.insert(entry.uid, copy) {
+                            // Without its edited copy the message cannot be shown as the
+                            // plugins want it: it is left out, as an unreadable one is.
+                            tracing::warn!(uid = entry.uid, "edited copy not kept: {e}");
+                            continue;
+                        }
+                    }
                     out.shown.push(entry);
                 }
             }
@@ -277,9 +291,15 @@ impl ImapSession {
             .ok();
         let snapshot = match blocking::run(|| folder.scan(!read_only)) {
             Ok(s) => s,
-            Err(e) => return self.send(&format!("{tag} NO [SERVERBUG] {e}")),
+            Err(e) => {
+                let reply = crate::imap::flags::failure("Cannot read the mailbox", &e);
+                return self.send(&format!("{tag} {reply}"));
+            }
         };
-        let mut screened = self.screen(&folder, &name, snapshot.entries).await;
+        let mut edited = EditedCopies::default();
+        let mut screened = self
+            .screen(&folder, &name, snapshot.entries, &mut edited)
+            .await;
         self.saved.clear();
         let exists = screened.shown.len();
         let unseen = screened.shown.iter().position(|e| !e.flags.contains('S'));
@@ -330,7 +350,7 @@ impl ImapSession {
             stale: false,
             messages: self.shared.snapshots.intern(&folder_path, screened.shown),
             recent: screened.recent.into_iter().collect(),
-            edited: screened.edited.into_iter().collect(),
+            edited,
             parsed: Default::default(),
         });
         if let Some(SelectParams::Qresync {
@@ -546,7 +566,12 @@ impl ImapSession {
         sel.uid_next = snapshot.uid_next;
         sel.highest_modseq = snapshot.highest_modseq;
         self.report_expunged(&removed);
-        let mut screened = self.screen(&folder, &name, fresh).await;
+        let mut edited = self
+            .selected
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.edited))
+            .unwrap_or_default();
+        let mut screened = self.screen(&folder, &name, fresh, &mut edited).await;
         if self.rev2 {
             screened.recent.clear();
         }
@@ -556,7 +581,7 @@ impl ImapSession {
         let new_uids: Vec<u32> = screened.shown.iter().map(|e| e.uid).collect();
         sel.hidden.extend(screened.hidden);
         sel.recent.extend(screened.recent);
-        sel.edited.extend(screened.edited);
+        sel.edited = edited;
         list.extend(screened.shown);
         list.sort_by_key(|e| e.uid);
         sel.messages = self.shared.snapshots.intern(&folder.path, list);

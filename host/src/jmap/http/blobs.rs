@@ -58,10 +58,7 @@ pub(super) async fn upload(jmap: &Jmap, user: &str, request: Request<Incoming>) 
         ),
         Err(e) => {
             tracing::warn!(user, "JMAP upload: {e}");
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot store the upload\n",
-            )
+            problem(&Problem::unavailable("cannot store the upload now"))
         }
     }
 }
@@ -81,8 +78,10 @@ pub(super) async fn download(
     if account != Jmap::account_id(user) {
         return text(StatusCode::NOT_FOUND, "no such blob\n");
     }
-    let Some(bytes) = jmap.blob(user, &peer.session(user), blob).await else {
-        return text(StatusCode::NOT_FOUND, "no such blob\n");
+    let bytes = match jmap.blob(user, &peer.session(user), blob).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return text(StatusCode::NOT_FOUND, "no such blob\n"),
+        Err(_) => return problem(&Problem::unavailable("the mail store cannot be read now")),
     };
     let accept = request
         .uri()

@@ -23,11 +23,17 @@ pub(super) fn json_response(status: StatusCode, value: &Value) -> Response<Body>
 }
 
 pub(super) fn problem(problem: &Problem) -> Response<Body> {
-    let mut response = json_response(StatusCode::BAD_REQUEST, &problem.body());
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = json_response(status, &problem.body());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
     response
 }
 

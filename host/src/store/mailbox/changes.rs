@@ -8,7 +8,9 @@ use std::time::SystemTime;
 use super::files::{gone, Finder};
 use super::index::{replace_file, UIDLIST};
 use super::served::served_len;
-use super::{FlagChange, FlagOp, FlagUpdate, Flags, Folder, MailEntry, NewMessage};
+use super::{
+    CopySource, FlagChange, FlagOp, FlagUpdate, Flags, Folder, MailEntry, NewMessage,
+};
 use crate::mail::clock::{at_unix_seconds, since_epoch};
 
 impl Folder {
@@ -172,6 +174,72 @@ impl Folder {
             .and_then(|cur| cur.sync_all())
             .and_then(|()| self.register_all(placed));
         registered.map_err(|e| self.discard(&written, e))
+    }
+
+    /// Adds copies of other messages (IMAP COPY and MOVE): all of them or, when any fails,
+    /// none. `read(i)` gives the bytes of `sources[i]` (`None`: it is gone, and is skipped);
+    /// each copy is written into `tmp/` before the next is read, so memory holds one message.
+    /// The keywords of every copy are made room for at once, before anything is placed: a
+    /// copy that would pass the keyword limit leaves nothing behind. The UID of each copy.
+    pub fn append_copies(
+        &self,
+        sources: &[CopySource],
+        mut read: impl FnMut(usize) -> Option<Vec<u8>>,
+    ) -> std::io::Result<Vec<Option<u32>>> {
+        let mut written: Vec<PathBuf> = Vec::new();
+        let mut staged = Vec::new();
+        for (i, source) in sources.iter().enumerate() {
+            let Some(bytes) = read(i) else {
+                continue;
+            };
+            match self.stage(&bytes, source.internal_date) {
+                Ok((key, tmp)) => {
+                    written.push(tmp);
+                    staged.push((i, key, served_len(&bytes)));
+                }
+                Err(e) => return Err(self.discard(&written, e)),
+            }
+        }
+        let _lock = match self.lock() {
+            Ok(lock) => lock,
+            Err(e) => return Err(self.discard(&written, e)),
+        };
+        let mut all: Vec<String> = staged
+            .iter()
+            .flat_map(|(i, _, _)| sources[*i].keywords.iter().cloned())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        if let Err(e) = self.keyword_letters(&all, true) {
+            return Err(self.discard(&written, e));
+        }
+        let mut placed = Vec::with_capacity(staged.len());
+        for (i, key, served) in &staged {
+            let source = &sources[*i];
+            let flags = match self.keyword_letters(&source.keywords, false) {
+                Ok((letters, _)) => source.system.union(letters),
+                Err(e) => return Err(self.discard(&written, e)),
+            };
+            let target = Path::new("cur").join(format!("{key}:2,{flags}"));
+            let tmp = Path::new("tmp").join(key);
+            if let Err(e) = self.dir.rename(&tmp, &self.dir, &target) {
+                return Err(self.discard(&written, e));
+            }
+            written.retain(|p| p != &tmp);
+            written.push(target);
+            placed.push((key.clone(), flags, *served));
+        }
+        let registered = self
+            .dir
+            .open("cur")
+            .and_then(|cur| cur.sync_all())
+            .and_then(|()| self.register_all(placed));
+        let uids = registered.map_err(|e| self.discard(&written, e))?;
+        let mut out = vec![None; sources.len()];
+        for ((i, _, _), uid) in staged.iter().zip(uids) {
+            out[*i] = Some(uid);
+        }
+        Ok(out)
     }
 
     /// Writes a message into `tmp/` under a fresh key; the key and the file's path.

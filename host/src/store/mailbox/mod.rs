@@ -32,6 +32,14 @@ use super::keywords::{self, Keywords};
 pub use naming::{ensure_special_use, folder_path, list_folders, BadName, SPECIAL_USE};
 pub use served::{served, served_len};
 
+/// What a copy keeps of the message it copies ([`Folder::append_copies`]).
+pub struct CopySource {
+    pub system: Flags,
+    pub keywords: Vec<String>,
+    /// Unix seconds.
+    pub internal_date: Option<u64>,
+}
+
 /// A message to add with [`Folder::append_all`].
 #[derive(Debug, Clone, Copy)]
 pub struct NewMessage<'a> {
