@@ -3,7 +3,7 @@
 //! field, each line break followed by a tab.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mailgate::mailauth::{stamp, AuthResults, Outcome, SpfCheck, SpfIdentity};
+use mailgate::sender_auth::{stamp, AuthResults, Outcome, SpfCheck, SpfIdentity};
 use mailgate::message::header::HeaderBlock;
 
 const ID: &str = "mx.example.test";

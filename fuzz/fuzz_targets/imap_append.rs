@@ -3,7 +3,7 @@
 //! the command (nothing is made up or repeated).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mailgate::imap::append::{self, Content, Part};
+use mailgate::access::imap::append::{self, Content, Part};
 
 fuzz_target!(|data: &[u8]| {
     let mut command = b"a APPEND ".to_vec();

@@ -3,8 +3,8 @@
 #![no_main]
 use imap_codec::decode::Decoder;
 use libfuzzer_sys::fuzz_target;
-use mailgate::imap::extensions::Context;
-use mailgate::imap::framing::{Budget, Frame, Framer};
+use mailgate::access::imap::extensions::Context;
+use mailgate::access::imap::framing::{Budget, Frame, Framer};
 
 /// Stands in for a session (`$` is a reference the session resolves later, not text).
 struct Session;
@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
                 Frame::Command(command) => {
                     assert!(command.ends_with(b"\r\n"));
                     assert!(command.len() as u64 <= budget.command + 70 * 1024);
-                    if let Ok((rest, _)) = mailgate::imap::extensions::take(&command, &Session) {
+                    if let Ok((rest, _)) = mailgate::access::imap::extensions::take(&command, &Session) {
                         let _ = imap_codec::CommandCodec::default().decode(&rest);
                     }
                 }

@@ -2,7 +2,7 @@
 //! any text is refused with a reason or gives values that stay within what was written.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mailgate::imap::{partial::Range, url};
+use mailgate::access::imap::{partial::Range, url};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -3,8 +3,8 @@
 //! becomes a message that parses back or is refused with a SetError.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mailgate::jmap::compose;
-use mailgate::jmap::message::{body_part, header_property, BodyLists, Summary};
+use mailgate::access::jmap::compose;
+use mailgate::access::jmap::message::{body_part, header_property, BodyLists, Summary};
 use mailgate::message::Message;
 
 const PROPERTIES: [&str; 12] = [
@@ -21,9 +21,9 @@ fuzz_target!(|raw: &[u8]| {
     let _ = Summary::of(&message);
     if let Some(root) = message.part(0) {
         let properties: Vec<String> = PROPERTIES.iter().map(|p| p.to_string()).collect();
-        let children = mailgate::jmap::message::Children::of(&message);
-        let budget = mailgate::jmap::budget::Budget::new(16 << 20);
-        let mut meter = mailgate::jmap::budget::Meter::new(&budget);
+        let children = mailgate::access::jmap::message::Children::of(&message);
+        let budget = mailgate::access::jmap::budget::Budget::new(16 << 20);
+        let mut meter = mailgate::access::jmap::budget::Meter::new(&budget);
         let _ = body_part((&message, &children), root, "B0", &properties, &mut meter);
     }
     for property in ["header:From:asAddresses:all", "header:Date:asDate", "header:X:asGroupedAddresses"] {

@@ -4,7 +4,7 @@
 //! or the escaped text (at most 6 bytes for each byte of the message), in a fixed frame.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mailgate::jmap::html;
+use mailgate::access::jmap::html;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -3,8 +3,8 @@
 //! strings always give options.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mailgate::jmap::api::{parse_request, resolve_references, Limits, Response};
-use mailgate::jmap::push::Options;
+use mailgate::access::jmap::api::{parse_request, resolve_references, Limits, Response};
+use mailgate::access::jmap::push::Options;
 use serde_json::json;
 
 fuzz_target!(|raw: &[u8]| {
@@ -28,7 +28,7 @@ fuzz_target!(|raw: &[u8]| {
     if let Ok(request) = parse_request(raw, &limits) {
         assert!(request.calls.len() <= limits.max_calls_in_request);
         // One request's budget, as the server gives it: fan-out runs out of it, not memory.
-        let budget = mailgate::jmap::budget::Budget::new(16 << 20);
+        let budget = mailgate::access::jmap::budget::Budget::new(16 << 20);
         for call in request.calls {
             let mut arguments = call.arguments;
             let _ = resolve_references(&mut arguments, &earlier, &budget);

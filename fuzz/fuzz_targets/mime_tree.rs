@@ -5,7 +5,7 @@ use imap_codec::decode::Decoder;
 use imap_codec::imap_types::command::CommandBody;
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName};
 use libfuzzer_sys::fuzz_target;
-use mailgate::imap::wire;
+use mailgate::access::imap::wire;
 use mailgate::message::{mime, Message};
 
 const SECTIONS: &[&str] = &[

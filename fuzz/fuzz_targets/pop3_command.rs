@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|line: &[u8]| {
-    let _ = mailgate::pop3::command::parse(line);
+    let _ = mailgate::access::pop3::command::parse(line);
 });

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use mailgate::config::{AuthConfig, AuthMethod, Config, DkimAlgorithm, DnsConfig};
+use mailgate::delivery::relay::dkim::{keygen, Signers};
 use mailgate::dns::{RecordType, StaticDns};
 use mailgate::harness::dns_server::ScriptedDnsServer;
-use mailgate::mailauth::{Envelope, Outcome, Verifier};
-use mailgate::relay::dkim::{keygen, Signers};
+use mailgate::sender_auth::{Envelope, Outcome, Verifier};
 
 mod support;
 use support::{message, percentile, us};

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mailgate::config::{Config, RuntimeConfig};
-use mailgate::kv::KvStore;
-use mailgate::kv::{local::DiskKv, redis::RedisKv};
 use mailgate::mail::MailState;
 use mailgate::plugin::services::Services;
 use mailgate::plugin::{PluginSet, Runtime, StageCall};
+use mailgate::store::kv::KvStore;
+use mailgate::store::kv::{local::DiskKv, redis::RedisKv};
 
 mod support;
 use support::{percentile, services, session, us};

@@ -13,30 +13,30 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::Admin;
+use crate::access::imap::Imap;
+use crate::access::jmap::Jmap;
+use crate::access::pop3::Pop3;
 use crate::config::{Config, ConfigSource, Protocol as ProtocolKind};
-use crate::delivery::worker::LocalDelivery;
+use crate::delivery::local::worker::LocalDelivery;
+use crate::delivery::queue::intake::Intake;
+use crate::delivery::queue::manager::QueueManager;
+use crate::delivery::queue::spool::Spool;
+use crate::delivery::queue::state::QueueFiles;
+use crate::delivery::relay::dkim::Signers;
 use crate::dns::SystemDns;
-use crate::imap::Imap;
-use crate::jmap::Jmap;
-use crate::kv::KvStore;
 use crate::mail::clock::{Clock, SystemClock};
-use crate::mailauth::Verifier;
 use crate::milter::server::MilterServer;
 use crate::net::drain::Drain;
 use crate::net::listener::{ConnectionLimits, Listener};
 use crate::net::Protocol;
+use crate::ops::admin_socket::Admin;
+use crate::ops::reload::Reloader;
 use crate::plugin::{ActivePlugins, PluginSet, Runtime, Services};
-use crate::pop3::Pop3;
-use crate::queue::intake::Intake;
-use crate::queue::manager::QueueManager;
-use crate::queue::spool::Spool;
-use crate::queue::state::QueueFiles;
-use crate::relay::dkim::Signers;
-use crate::reload::Reloader;
+use crate::sender_auth::Verifier;
 use crate::session_context::SessionContext;
 use crate::smtp::networks::RelayNetworks;
 use crate::smtp::Smtp;
+use crate::store::kv::KvStore;
 use crate::store::snapshots::SnapshotCache;
 use crate::store::sql_users::SqlUsers;
 use crate::store::users::UserDirectory;
@@ -50,7 +50,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     crate::message::mime::set_max_parts(config.limits.max_mime_parts);
     // Before anything in the data dir is touched: one server per data dir.
     let data_dir = config.data_dir();
-    let _owner = crate::datadir::DataDir::lock(&data_dir)?;
+    let _owner = crate::sys::datadir::DataDir::lock(&data_dir)?;
     // Bound first, so that /healthz answers (not ready) while the chain loads.
     let metrics_socket = match config.metrics.address {
         Some(address) => Some(endpoint::bind(address).await?),
@@ -86,7 +86,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         queue: relay.clone(),
         reloader,
     });
-    crate::admin::serve(&crate::admin::socket_path(&data_dir), admin)
+    crate::ops::admin_socket::serve(&crate::ops::admin_socket::socket_path(&data_dir), admin)
         .await
         .context("cannot open the admin socket")?;
     let LocalParts { worker, deliveries } = built.local;
@@ -102,7 +102,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         () = &mut signal => {}
         () = announce_ready(&built.users) => signal.await,
     }
-    crate::service_manager::notify("STOPPING=1");
+    crate::ops::service_manager::notify("STOPPING=1");
     if let Some(metrics) = metrics {
         metrics.set_ready(false);
     }
@@ -117,10 +117,10 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
 /// `STATUS=` meanwhile.
 async fn announce_ready(users: &UserDirectory) {
     if users.standing() == crate::store::users::Standing::Unread {
-        crate::service_manager::notify("STATUS=waiting for the users source to be read");
+        crate::ops::service_manager::notify("STATUS=waiting for the users source to be read");
         users.read_once().await;
     }
-    crate::service_manager::notify("READY=1");
+    crate::ops::service_manager::notify("READY=1");
 }
 
 /// The message journal that `mailgate trace` reads, when the config keeps one.
@@ -145,7 +145,7 @@ fn plugin_services(
 ) -> anyhow::Result<Services> {
     let dns = SystemDns::new(resolver.clone());
     let password_file = config.resolve_opt(config.kv.password_file.as_ref());
-    let kv = crate::kv::open(&config.kv, data_dir, password_file.as_deref())
+    let kv = crate::store::kv::open(&config.kv, data_dir, password_file.as_deref())
         .map_err(|e| anyhow::anyhow!("kv store: {e}"))?;
     tracing::info!(target: "mailgate::lifecycle", backend = %crate::config::without_password(&config.kv.backend), "kv store");
     tokio::spawn(purge_expired_kv(kv.clone()));
@@ -400,7 +400,7 @@ async fn stop(
     let (cut, attempts_cut, local_done) = tokio::join!(drain.run(bound), relay.stop(), local_done);
     // The bound is over: searches and queries still running on the blocking pool give up,
     // else the process could not exit until they end.
-    crate::blocking::stop_all();
+    crate::sys::blocking::stop_all();
     tracing::info!(
         target: "mailgate::lifecycle",
         sessions_cut = cut,

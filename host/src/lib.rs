@@ -1,38 +1,34 @@
 //! mailgate: a mail gateway whose filters are sandboxed WebAssembly components.
 //!
-//! `app` builds and runs the gateway over `net` (listeners, connections, TLS, limits, drain),
-//! with `smtp`, `pop3`, `imap`, `jmap` and `milter` as its protocols and `session_context`
-//! what their sessions share.
-//! `mail` holds the domain types, `message` the message model plugins read and edit, `plugin`
-//! the plugin runtime, `queue` the durable spool and relay queue, `relay` onward delivery,
-//! `delivery` local Maildir delivery, `store` users and mailboxes, `telemetry` metrics and the
-//! message journal, `config` the TOML config; `harness` runs chains offline (`check`, `test`).
+//! The folders read top down, from the program's face to its floors:
+//! - `app` composes and runs the gateway; `ops` is what an operator drives at run time (the
+//!   admin socket, config checks, hot reload, service manager readiness).
+//! - Protocols over `net` (listeners, connections, TLS, limits, drain): `smtp` (the wire of
+//!   inbound and submission), `milter` (both ways), and `access` — the readers of stored mail,
+//!   IMAP, POP3 and JMAP. `session_context` is what every protocol's sessions share.
+//! - `delivery`: everything after acceptance — the durable `queue`, onward `relay` by SMTP,
+//!   `local` delivery into Maildir.
+//! - `plugin` is the plugin runtime (it knows no protocol); `sender_auth` checks and makes SPF,
+//!   DKIM, DMARC and ARC; `harness` runs chains offline (`check`, `test`).
+//! - `store` holds users, mailboxes and the kv backends, behind their traits.
+//! - Floors: `mail` (domain types, dates, the clock), `message` (the model plugins read and
+//!   edit), `config`, `telemetry`, `dns`, and `sys` (small operating-system helpers).
 
-pub mod admin;
+pub mod access;
 pub mod app;
-pub mod blocking;
 pub mod config;
-pub mod config_check;
-pub mod datadir;
 pub mod delivery;
 pub mod dns;
 pub mod harness;
-pub mod imap;
-pub mod jmap;
-pub mod kv;
 pub mod mail;
-pub mod mailauth;
 pub mod message;
 pub mod milter;
 pub mod net;
+pub mod ops;
 pub mod plugin;
-pub mod pop3;
-pub mod queue;
-pub mod relay;
-pub mod reload;
-pub mod secret;
-pub mod service_manager;
+pub mod sender_auth;
 pub mod session_context;
 pub mod smtp;
 pub mod store;
+pub mod sys;
 pub mod telemetry;

@@ -10,7 +10,6 @@ use mailgate::config::LogFormat;
 use mailgate::harness::{case, check};
 
 mod cli;
-mod plugin_authoring;
 
 use cli::args::{Cli, Command, ConfigAction, DkimAction};
 use cli::dkim::dkim_keygen;
@@ -66,7 +65,7 @@ fn log_format(cli: &Cli) -> LogFormat {
 fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
-        .unwrap_or_else(|_| "warn,mailgate::reload=info,mailgate::lifecycle=info".into());
+        .unwrap_or_else(|_| "warn,mailgate::ops::reload=info,mailgate::lifecycle=info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -187,12 +186,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             action: ConfigAction::Check { config },
         } => {
-            let (text, verdict) = mailgate::config_check::check(config, default_cache_dir()).await;
+            let (text, verdict) =
+                mailgate::ops::config_check::check(config, default_cache_dir()).await;
             print!("{text}");
             Ok(match verdict {
-                mailgate::config_check::Verdict::Good => ExitCode::SUCCESS,
-                mailgate::config_check::Verdict::Refused => ExitCode::from(1),
-                mailgate::config_check::Verdict::Unchecked => ExitCode::from(2),
+                mailgate::ops::config_check::Verdict::Good => ExitCode::SUCCESS,
+                mailgate::ops::config_check::Verdict::Refused => ExitCode::from(1),
+                mailgate::ops::config_check::Verdict::Unchecked => ExitCode::from(2),
             })
         }
         Command::Trace {
@@ -235,7 +235,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { action } => {
-            plugin_authoring::run(action)?;
+            cli::plugin_authoring::run(action)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { junit, case, paths } => {

@@ -5,8 +5,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mailgate::kv::redis::RedisKv;
-use mailgate::kv::KvStore;
+use mailgate::store::kv::redis::RedisKv;
+use mailgate::store::kv::KvStore;
 
 /// redis-server on a free loopback port, nothing persisted, killed on drop.
 struct RedisServer {
@@ -213,12 +213,12 @@ async fn a_password_comes_from_a_private_file() {
         backend: format!("redis://127.0.0.1:{}/0", redis.port),
         ..Default::default()
     };
-    let kv = mailgate::kv::open(&config, dir.path(), Some(&file)).expect("open");
+    let kv = mailgate::store::kv::open(&config, dir.path(), Some(&file)).expect("open");
     kv.set("p", "k", "v", None).await.expect("authenticated");
-    let without = mailgate::kv::open(&config, dir.path(), None).expect("open");
+    let without = mailgate::store::kv::open(&config, dir.path(), None).expect("open");
     let err = without.get("p", "k", 0).await.expect_err("no password");
     assert!(err.to_lowercase().contains("auth"), "{err}");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let refused = mailgate::kv::open(&config, dir.path(), Some(&file)).err();
+    let refused = mailgate::store::kv::open(&config, dir.path(), Some(&file)).err();
     assert!(refused.is_some_and(|e| e.contains("readable by others")));
 }

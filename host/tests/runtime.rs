@@ -559,7 +559,7 @@ mod capabilities {
         )
         .await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let kv = mailgate::kv::local::DiskKv::open(&dir.path().join("kv.redb")).expect("kv");
+        let kv = mailgate::store::kv::local::DiskKv::open(&dir.path().join("kv.redb")).expect("kv");
         let mut services = Services::with_dns(Arc::new(StaticDns::default()));
         services.kv = Arc::new(kv);
         let tasks: Vec<_> = (0..40)

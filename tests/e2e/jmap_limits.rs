@@ -883,7 +883,10 @@ fn heavy_query(account: &str, key: &str) -> Vec<u8> {
 #[test]
 fn heavy_work_in_flight_at_sigterm_ends_with_the_drain() {
     for key in ["body", "text"] {
-        let mut gw = Gateway::builder().server("drain-secs = 1").bounded().start();
+        let mut gw = Gateway::builder()
+            .server("drain-secs = 1")
+            .bounded()
+            .start();
         store_large_bodies(&mut gw);
         let file = gw.dir.path().join("query.json");
         std::fs::write(&file, heavy_query(&account(&gw), key)).expect("request");

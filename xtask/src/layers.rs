@@ -88,7 +88,7 @@ fn parse_rules(text: &str) -> Result<Vec<Rule>, String> {
         if line.is_empty() {
             continue;
         }
-        let (edge, why) = line.split_once(':').unwrap_or((line, ""));
+        let (edge, why) = line.split_once(" : ").unwrap_or((line, ""));
         let Some((from, to)) = edge.split_once("->") else {
             return Err(format!("line {}: want `FROM ... -> TO ... : why`", n + 1));
         };

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use mailgate::config::LogFormat;
+use mailgate::delivery::queue::commands::QueueCommand;
 use mailgate::harness::check;
-use mailgate::queue::admin::QueueCommand;
 
 #[derive(Parser)]
 #[command(
@@ -116,7 +116,7 @@ pub(crate) enum Command {
     /// Write plugins: start one from a template, build one.
     Plugin {
         #[command(subcommand)]
-        action: crate::plugin_authoring::PluginAction,
+        action: crate::cli::plugin_authoring::PluginAction,
     },
     /// Run policy test cases (TOML case files or directories of them).
     Test {

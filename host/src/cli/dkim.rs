@@ -12,8 +12,8 @@ pub(crate) fn dkim_keygen(
 ) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let (pem, record) =
-        mailgate::relay::dkim::keygen(algorithm, usize::from(bits)).map_err(anyhow::Error::msg)?;
+    let (pem, record) = mailgate::delivery::relay::dkim::keygen(algorithm, usize::from(bits))
+        .map_err(anyhow::Error::msg)?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -2,18 +2,18 @@
 
 use std::process::ExitCode;
 
-use mailgate::admin;
 use mailgate::config::Config;
-use mailgate::queue::admin::{execute, QueueCommand};
-use mailgate::queue::spool::Spool;
-use mailgate::queue::state::QueueFiles;
+use mailgate::delivery::queue::commands::{execute, QueueCommand};
+use mailgate::delivery::queue::spool::Spool;
+use mailgate::delivery::queue::state::QueueFiles;
+use mailgate::ops::admin_socket;
 
 pub(crate) async fn queue_command(
     config: &Config,
     command: QueueCommand,
 ) -> anyhow::Result<ExitCode> {
     let data_dir = config.data_dir();
-    let result = match admin::ask(&data_dir, &command.to_line()).await {
+    let result = match admin_socket::ask(&data_dir, &command.to_line()).await {
         Some(result) => result,
         None => {
             let root = data_dir.join("queue");

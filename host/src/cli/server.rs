@@ -2,13 +2,13 @@
 
 use std::process::ExitCode;
 
-use mailgate::admin;
+use mailgate::ops::admin_socket;
 
 pub(crate) async fn ask_running_server(
     data_dir: &std::path::Path,
     request: &str,
 ) -> anyhow::Result<ExitCode> {
-    match admin::ask(data_dir, request).await {
+    match admin_socket::ask(data_dir, request).await {
         Some(Ok(text)) => {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
@@ -21,7 +21,7 @@ pub(crate) async fn ask_running_server(
             eprintln!(
                 "mailgate: no server is running on {} (no answer on {})",
                 data_dir.display(),
-                admin::socket_path(data_dir).display()
+                admin_socket::socket_path(data_dir).display()
             );
             Ok(ExitCode::from(2))
         }

@@ -1,5 +1,6 @@
-//! Local delivery: Maildir files, batches of messages, and the worker that runs them.
+//! Everything after a message is accepted: the durable queue, onward relay by SMTP, and
+//! local delivery into Maildir.
 
 pub mod local;
-pub mod maildir;
-pub mod worker;
+pub mod queue;
+pub mod relay;

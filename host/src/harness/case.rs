@@ -38,14 +38,14 @@ use super::dns_server::ScriptedDnsServer;
 use super::{run_transaction, TransactionInput, TransactionReport};
 use crate::config::{AuthConfig, Config, PluginConfig};
 use crate::dns::{RecordType, StaticDns};
-use crate::kv::MemoryKv;
 use crate::mail::clock::FixedClock;
 use crate::mail::Session;
-use crate::mailauth::Verifier;
 use crate::message::lines::{into_crlf, BareEnds};
 use crate::message::Message;
 use crate::plugin::services::Services;
 use crate::plugin::Stage;
+use crate::sender_auth::Verifier;
+use crate::store::kv::MemoryKv;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -11,9 +11,9 @@ mod junit;
 use std::sync::Arc;
 
 use crate::mail::{Delivery, MailState, Reply, Retrieval, Route, Session};
-use crate::mailauth::{AuthResults, Verifier};
 use crate::message::Message;
 use crate::plugin::{PluginSet, Services, Stage, StageCall, StageReport, Verdict};
+use crate::sender_auth::{AuthResults, Verifier};
 
 /// The sender authentication results of the input's message, and the message with them on top
 /// as the gateway would write them.
@@ -21,7 +21,7 @@ async fn authenticate(
     verifier: &Arc<Verifier>,
     input: &TransactionInput,
 ) -> (Message, Arc<AuthResults>) {
-    let envelope = crate::mailauth::Envelope {
+    let envelope = crate::sender_auth::Envelope {
         client_ip: input
             .session
             .peer_ip
@@ -34,7 +34,7 @@ async fn authenticate(
         .check_message(input.message.raw().to_vec(), envelope, None)
         .await;
     let results = checked.results;
-    let stamped = crate::mailauth::stamp(
+    let stamped = crate::sender_auth::stamp(
         &checked.message,
         &results.header_field(),
         &results.authserv_id,

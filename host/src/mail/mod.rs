@@ -113,7 +113,7 @@ pub struct MailState {
     pub reroute: Option<String>,
     pub defer_seconds: Option<u32>,
     /// SPF, DKIM, DMARC and ARC results of the message, once it is in and when verified.
-    pub auth: Option<Arc<crate::mailauth::AuthResults>>,
+    pub auth: Option<Arc<crate::sender_auth::AuthResults>>,
 }
 
 /// An SMTP reply: code, optional enhanced status, text lines.

@@ -31,7 +31,7 @@ fn parse_off_worker(raw: &[u8]) -> MimeTree {
     if raw.len() < PARSE_IN_PLACE_BELOW {
         MimeTree::parse(raw, bounds)
     } else {
-        crate::blocking::run(|| MimeTree::parse(raw, bounds))
+        crate::sys::blocking::run(|| MimeTree::parse(raw, bounds))
     }
 }
 

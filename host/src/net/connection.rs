@@ -84,7 +84,7 @@ impl Connection {
             Some(deflate) => {
                 // Compressing a large reply is CPU work: off the async workers.
                 let output = &self.output;
-                let packed = crate::blocking::run(|| deflate.deflate(output))?;
+                let packed = crate::sys::blocking::run(|| deflate.deflate(output))?;
                 self.unsent.extend_from_slice(&packed);
                 self.output.clear();
             }

@@ -15,8 +15,8 @@ use super::verdict::{Edit, Verdict};
 use super::{Capability, Stage};
 use crate::mail::Reply;
 use crate::mail::{Delivery, Envelope, EsmtpParam, MailState, Retrieval, Route, Session};
-use crate::mailauth as checks;
 use crate::message::MessageEdit;
+use crate::sender_auth as checks;
 
 /// Where a component's exports are, found once at load.
 pub struct Exports {

@@ -2,7 +2,7 @@
 //! what the imports do (log, config, notes, clock, kv, DNS, files), in the host's own types.
 //! `contract_v0_1` and `contract_v0_2` map their generated bindings onto these.
 
-use crate::mailauth::AuthResults;
+use crate::sender_auth::AuthResults;
 use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;

@@ -1,4 +1,4 @@
-//! What host imports reach outside a plugin: the key-value store (`crate::kv`), DNS
+//! What host imports reach outside a plugin: the key-value store (`crate::store::kv`), DNS
 //! (`crate::dns`) and the clock (`crate::mail::clock`). Each is a port defined where it belongs,
 //! so the gateway plugs in real ones and the harness fixed, scripted ones; a chain gets them
 //! bundled here.
@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 // The ports the bundle is made of, under the names the contract bindings use.
 pub use crate::dns::{Dns, DnsFailure, RecordType};
-pub use crate::kv::KvStore;
-use crate::kv::MemoryKv;
 use crate::mail::clock::{Clock, SystemClock};
+pub use crate::store::kv::KvStore;
+use crate::store::kv::MemoryKv;
 
 /// The services a chain runs with.
 #[derive(Clone)]

@@ -7,13 +7,13 @@ use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::delivery::queue::intake::Intake;
 use crate::net::connection::Client;
-use crate::queue::intake::Intake;
 use crate::session_context::SessionContext;
 
 pub mod command;
+mod command_log;
 pub mod data;
-mod journal;
 pub mod networks;
 pub mod reply;
 mod session;
@@ -25,7 +25,7 @@ pub struct Smtp {
     pub intake: Intake,
     pub relay_networks: networks::RelayNetworks,
     /// Sender authentication of received mail, when the config asks for it.
-    pub verifier: Option<Arc<crate::mailauth::Verifier>>,
+    pub verifier: Option<Arc<crate::sender_auth::Verifier>>,
 }
 
 impl Smtp {

@@ -7,17 +7,17 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::command::{self, Command, ParseError};
+use super::command_log::{command_text, CommandLog};
 use super::data::{DataError, DataReader};
-use super::journal::{command_text, CommandLog};
 use super::reply;
 use super::Smtp;
 use crate::config::{Protocol, TlsMode};
+use crate::delivery::queue::spool::{new_queue_id, QueuedEnvelope};
 use crate::mail::{EsmtpParam, MailState, Reply, Session as PluginSession};
-use crate::mailauth::{AuthResults, SealInput, SpfOutcome, Verifier};
 use crate::message::Message;
 use crate::net::connection::{Client, Line, Pace, TlsRefusal};
 use crate::plugin::{StageCall, StageReport, Transaction, Verdict};
-use crate::queue::spool::{new_queue_id, QueuedEnvelope};
+use crate::sender_auth::{AuthResults, SealInput, SpfOutcome, Verifier};
 use crate::store::users::Recipient;
 use crate::telemetry::journal::{self, Event};
 use crate::telemetry::metrics;
@@ -754,7 +754,7 @@ impl Session {
         if body.len() < SCAN_IN_PLACE_BELOW {
             scan()
         } else {
-            crate::blocking::run(scan)
+            crate::sys::blocking::run(scan)
         }
     }
 
@@ -781,7 +781,7 @@ impl Session {
         let mut raw = self.received_header(&queue_id).into_bytes();
         raw.extend_from_slice(&body);
         if let Some(results) = &auth {
-            raw = crate::mailauth::stamp(&raw, &results.header_field(), &results.authserv_id);
+            raw = crate::sender_auth::stamp(&raw, &results.header_field(), &results.authserv_id);
         }
         self.state.auth = auth;
         if self.auth_user.is_some() {
@@ -879,8 +879,8 @@ impl Session {
         self.shared.verifier.as_ref().filter(|_| !trusted)
     }
 
-    fn auth_envelope(&self) -> crate::mailauth::Envelope {
-        crate::mailauth::Envelope {
+    fn auth_envelope(&self) -> crate::sender_auth::Envelope {
+        crate::sender_auth::Envelope {
             client_ip: self.client.peer.ip(),
             helo: self.helo.clone().unwrap_or_default(),
             sender: self.state.envelope.sender.clone(),

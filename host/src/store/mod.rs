@@ -3,6 +3,7 @@
 
 pub mod flags;
 pub mod keywords;
+pub mod kv;
 pub mod mailbox;
 pub mod names;
 pub mod snapshots;

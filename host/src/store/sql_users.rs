@@ -84,7 +84,7 @@ impl SqlUsers {
             .parse::<tokio_postgres::Config>()
             .map_err(|e| format!("[local] source: {e}"))?;
         if let Some(file) = password_file {
-            config.password(crate::secret::read(file)?);
+            config.password(crate::sys::secret::read(file)?);
         }
         Ok(SqlUsers {
             config,

@@ -456,9 +456,9 @@ pub fn auth(protocol: &'static str, ok: bool) {
 }
 
 /// The sender authentication results of one received message.
-pub fn auth_results(results: &crate::mailauth::AuthResults) {
+pub fn auth_results(results: &crate::sender_auth::AuthResults) {
     let Some(m) = get() else { return };
-    let count = |method: &'static str, outcome: crate::mailauth::Outcome| {
+    let count = |method: &'static str, outcome: crate::sender_auth::Outcome| {
         m.sender_auth
             .get_or_create(&[("method", method), ("result", outcome.name())])
             .inc();

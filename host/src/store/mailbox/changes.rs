@@ -8,9 +8,7 @@ use std::time::SystemTime;
 use super::files::{gone, Finder};
 use super::index::{replace_file, UIDLIST};
 use super::served::served_len;
-use super::{
-    CopySource, FlagChange, FlagOp, FlagUpdate, Flags, Folder, MailEntry, NewMessage,
-};
+use super::{CopySource, FlagChange, FlagOp, FlagUpdate, Flags, Folder, MailEntry, NewMessage};
 use crate::mail::clock::{at_unix_seconds, since_epoch};
 
 impl Folder {
