@@ -17,6 +17,8 @@ use crate::admin::Admin;
 use crate::config::{Config, ConfigSource, Protocol as ProtocolKind};
 use crate::delivery::worker::LocalDelivery;
 use crate::imap::Imap;
+use crate::intake::networks::RelayNetworks;
+use crate::intake::Gateway;
 use crate::jmap::Jmap;
 use crate::mailauth::Verifier;
 use crate::milter::server::MilterServer;
@@ -33,7 +35,6 @@ use crate::queue::state::QueueFiles;
 use crate::relay::dkim::Signers;
 use crate::reload::Reloader;
 use crate::shared::Shared;
-use crate::smtp::networks::RelayNetworks;
 use crate::smtp::Smtp;
 use crate::store::snapshots::SnapshotCache;
 use crate::store::sql_users::SqlUsers;
@@ -222,16 +223,16 @@ async fn build(
         users.clone(),
         tls.clone(),
     ));
-    let smtp = Arc::new(Smtp {
+    let gateway = Arc::new(Gateway {
         shared: shared.clone(),
-        intake,
+        spool: intake,
         relay_networks: RelayNetworks::parse(&config.server.relay_networks)?,
         verifier,
     });
     let protocols = Protocols {
         tls,
-        jmap: Arc::new(Jmap::new(shared.clone(), smtp.clone())),
-        smtp,
+        jmap: Arc::new(Jmap::new(shared.clone(), gateway.clone())),
+        smtp: Arc::new(Smtp { intake: gateway }),
         pop3: Arc::new(Pop3 {
             shared: shared.clone(),
         }),

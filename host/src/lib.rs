@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod dns;
 pub mod harness;
 pub mod imap;
+pub mod intake;
 pub mod jmap;
 pub mod kv;
 pub mod mail;

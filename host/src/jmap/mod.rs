@@ -68,8 +68,8 @@ const SESSION_STATE: &str = "0";
 /// The JMAP service every JMAP listener shares.
 pub struct Jmap {
     pub shared: Arc<Shared>,
-    /// The SMTP service submissions go through.
-    smtp: Arc<dyn Protocol>,
+    /// The intake submissions go through.
+    intake: Arc<crate::intake::Gateway>,
     accounts: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Account>>>>,
     /// Names this run of the server in state strings.
     epoch: String,
@@ -84,7 +84,7 @@ pub struct Jmap {
 }
 
 impl Jmap {
-    pub fn new(shared: Arc<Shared>, smtp: Arc<dyn Protocol>) -> Jmap {
+    pub fn new(shared: Arc<Shared>, intake: Arc<crate::intake::Gateway>) -> Jmap {
         let epoch = format!(
             "{:x}",
             std::time::SystemTime::now()
@@ -109,7 +109,7 @@ impl Jmap {
                 max_concurrent_requests: 8,
             },
             shared,
-            smtp,
+            intake,
             accounts: Mutex::new(HashMap::new()),
             epoch,
             logins: http::LoginCache::default(),

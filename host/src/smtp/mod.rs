@@ -1,45 +1,31 @@
 //! The SMTP server: command parsing and the DATA reader (protocol, no I/O), the session state
-//! machine, replies, the relay networks, and what a session tells the journal.
+//! machine, replies, and what a session tells the journal. What the mail meets is the intake's.
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::intake::Gateway;
 use crate::net::connection::Client;
-use crate::queue::intake::Intake;
 use crate::shared::Shared;
 
 pub mod command;
 pub mod data;
 mod journal;
-pub mod networks;
 pub mod reply;
 mod session;
 
-/// SMTP on a listener (inbound, submission), and what its sessions see of the gateway: what
-/// every protocol shares, plus the way into the queue and who may relay.
+/// SMTP on a listener (inbound, submission): the protocol in front of the intake.
 pub struct Smtp {
-    pub shared: Arc<Shared>,
-    pub intake: Intake,
-    pub relay_networks: networks::RelayNetworks,
-    /// Sender authentication of received mail, when the config asks for it.
-    pub verifier: Option<Arc<crate::mailauth::Verifier>>,
-}
-
-impl Smtp {
-    /// True when `ip` may relay without authentication.
-    pub fn may_relay(&self, ip: IpAddr) -> bool {
-        self.relay_networks.contains(ip)
-    }
+    pub intake: Arc<Gateway>,
 }
 
 impl Deref for Smtp {
     type Target = Shared;
 
     fn deref(&self) -> &Shared {
-        &self.shared
+        &self.intake.shared
     }
 }
 
