@@ -134,6 +134,7 @@ impl Transaction {
             helo: self.facts.helo.clone().unwrap_or_default(),
             auth_user: self.facts.auth_user.clone(),
             smtputf8: checks::wants_smtputf8(&envelope.params),
+            binary: self.binary,
         }
     }
 

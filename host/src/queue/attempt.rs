@@ -15,6 +15,7 @@ use crate::plugin::{Edit, Stage, StageCall, Verdict};
 use crate::relay::client::Failure;
 use crate::relay::dsn::FailedRecipient;
 use crate::relay::route::Target;
+use crate::relay::transmit::Body;
 use crate::telemetry::{journal, metrics};
 
 /// How one recipient fared in one attempt.
@@ -314,7 +315,10 @@ impl QueueManager {
                 &mail.envelope.sender,
                 &sent_to,
                 raw,
-                envelope.smtputf8,
+                Body {
+                    smtputf8: envelope.smtputf8,
+                    binary: envelope.binary,
+                },
             )
             .await;
         let mut outcomes = Vec::new();
