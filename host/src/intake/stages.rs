@@ -31,6 +31,17 @@ impl Stages {
         self.chain.run(call, &mut self.state).await
     }
 
+    /// Runs one stage on another state (the harness runs the delivery and retrieval stages
+    /// on copies, so their edits never change what was stored).
+    pub async fn run_on(&mut self, call: StageCall<'_>, state: &mut MailState) -> StageReport {
+        self.chain.run(call, state).await
+    }
+
+    /// The notes plugins left in this transaction.
+    pub fn notes(&self) -> std::collections::BTreeMap<String, String> {
+        self.chain.notes()
+    }
+
     /// The state for the next transaction: no envelope, message or results, and a fresh chain
     /// (new notes) on the plugin set in service; outside filters go on with the session's
     /// conversation.

@@ -408,3 +408,36 @@ fn without_bcc(message: &crate::message::Message) -> Vec<u8> {
         _ => message.raw().to_vec(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::mail_params;
+
+    fn names(from: &str, to: &str, message: &[u8]) -> Vec<String> {
+        let to = [to.to_string()];
+        mail_params((from, &to), message)
+            .into_iter()
+            .map(|p| match p.value {
+                Some(v) => format!("{}={v}", p.name),
+                None => p.name,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parameters_follow_what_the_message_needs() {
+        let ascii = b"Subject: hi\r\n\r\nhello\r\n";
+        assert!(names("a@x.test", "b@y.test", ascii).is_empty());
+        let latin1_body = b"Subject: hi\r\n\r\nCaf\xe9\r\n";
+        assert_eq!(
+            names("a@x.test", "b@y.test", latin1_body),
+            ["BODY=8BITMIME"]
+        );
+        let utf8_header = "Subject: Grüße\r\n\r\nhello\r\n".as_bytes();
+        assert_eq!(
+            names("a@x.test", "b@y.test", utf8_header),
+            ["BODY=8BITMIME", "SMTPUTF8"]
+        );
+        assert_eq!(names("a@x.test", "jürgen@y.test", ascii), ["SMTPUTF8"]);
+    }
+}

@@ -15,8 +15,6 @@ pub enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
     /// Our side of TLS when delivering onward.
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    /// A session the server holds with itself (a JMAP submission speaking SMTP).
-    Memory(tokio::io::DuplexStream),
     /// Only while STARTTLS swaps one for the other.
     Upgrading,
 }
@@ -31,7 +29,6 @@ impl AsyncRead for Stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
             Stream::ClientTls(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Memory(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
         }
     }
@@ -47,7 +44,6 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
             Stream::ClientTls(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Memory(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
         }
     }
@@ -57,7 +53,6 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s).poll_flush(cx),
             Stream::ClientTls(s) => Pin::new(s).poll_flush(cx),
-            Stream::Memory(s) => Pin::new(s).poll_flush(cx),
             Stream::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -67,7 +62,6 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
             Stream::ClientTls(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Memory(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -84,9 +78,6 @@ pub struct Client {
     pub tls: bool,
     /// Says when the server shuts down; counts the session open until dropped.
     pub drain: crate::net::drain::DrainWatch,
-    /// A user the protocol that opened this session already authenticated (a JMAP
-    /// submission's SMTP session); `None` for connections from the network.
-    pub authenticated: Option<String>,
     /// The time an IMAP or POP3 client has to log in, opened when its connection was
     /// accepted (the session takes it over); `None` elsewhere.
     pub login_window: Option<crate::net::limits::LoginWindow>,

@@ -46,7 +46,7 @@ impl Session {
             require_auth: client.listener.require_auth,
             helo: None,
             esmtp: false,
-            auth_user: client.authenticated.clone(),
+            auth_user: None,
         };
         Session {
             tx: Transaction::new(shared.intake.clone(), facts),
