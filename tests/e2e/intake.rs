@@ -203,6 +203,47 @@ Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\
     assert_trace_plus_exact(&got, &message);
 }
 
+#[test]
+fn refusals_of_the_transaction_become_set_errors_with_the_reply_text() {
+    let gw = Gateway::start("");
+    let message = b"From: Alice <alice@example.test>\r\nTo: nobody@example.test\r\n\
+Subject: lost\r\nMessage-ID: <lost@client.test>\r\n\r\nHello?\r\n";
+    let response = submit(&gw, message, &["nobody@example.test", "bob@example.test"]);
+    let error = &response["notCreated"]["s"];
+    assert_eq!(error["type"], "invalidRecipients", "{response}");
+    assert_eq!(
+        error["invalidRecipients"],
+        serde_json::json!(["nobody@example.test"]),
+        "{response}"
+    );
+    let text = error["description"].as_str().unwrap_or_default();
+    assert!(text.starts_with("550 5.1.1 "), "{response}");
+
+    // A message that went round too often is refused at its content (the loop check).
+    let mut looped = Vec::new();
+    for hop in 0..60 {
+        looped.extend_from_slice(
+            format!("Received: from hop{hop}.test by hop{hop}.test\r\n").as_bytes(),
+        );
+    }
+    looped.extend_from_slice(
+        b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n\
+Subject: looped\r\nMessage-ID: <looped@client.test>\r\n\r\nround and round\r\n",
+    );
+    let response = submit(&gw, &looped, &["bob@example.test"]);
+    let error = &response["notCreated"]["s"];
+    assert_eq!(error["type"], "forbiddenToSend", "{response}");
+    let text = error["description"].as_str().unwrap_or_default();
+    assert!(text.starts_with("554 5.4.6 "), "{response}");
+
+    // Neither refused submission reached bob, who was a valid recipient of both: a message
+    // sent after them is the only one delivered.
+    let after = b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n\
+Subject: after\r\nMessage-ID: <after@client.test>\r\n\r\nHello.\r\n";
+    assert_created(&submit(&gw, after, &["bob@example.test"]));
+    assert_trace_plus_exact(&delivered(&gw, "bob@example.test"), after);
+}
+
 /// The variant: lines that SMTP framing treats specially (a lone dot, dots in front, a line
 /// that looks like the end of data after a bare-looking break) stay content, relayed too.
 #[test]
