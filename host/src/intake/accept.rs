@@ -147,30 +147,20 @@ impl Transaction {
         report: &StageReport,
     ) -> Answer {
         let queue_id = &envelope.id;
-        let by = report.decided_by.clone().unwrap_or_default();
-        let spool = &self.gateway.spool;
-        let (outcome, disposition) = match &report.decision {
-            Verdict::Discard => {
-                tracing::info!(queue_id, "message discarded by {by}");
-                (Ok(()), Some(("discarded", format!("by {by} at DATA"))))
+        let disposition = match self.keep(envelope, message, report).await {
+            Ok(disposition) => disposition,
+            Err(e) => {
+                tracing::error!(queue_id, "cannot spool message: {e}");
+                let text = "Temporary local problem, please try again later";
+                return Answer::new(451, (4, 3, 0), text);
             }
-            Verdict::Quarantine(reason) => {
-                let kept = spool.quarantine(queue_id, message.raw(), reason).await;
-                let detail = format!("by {by} at DATA: {reason}");
-                (kept, Some(("quarantined", detail)))
-            }
-            _ => (spool.enqueue(envelope, message.raw()).await, None),
         };
-        if let Err(e) = outcome {
-            tracing::error!(queue_id, "cannot spool message: {e}");
-            let text = "Temporary local problem, please try again later";
-            return Answer::new(451, (4, 3, 0), text);
-        }
+        let size = message.raw().len();
         tracing::info!(
             queue_id,
             from = envelope.sender,
             recipients = envelope.recipients.len(),
-            size = message.raw().len(),
+            size,
             "queued"
         );
         let mut answer = Answer::new(250, (2, 0, 0), &format!("Ok: queued as {queue_id}"));
@@ -178,11 +168,35 @@ impl Transaction {
             queue_id: queue_id.clone(),
             sender: envelope.sender.clone(),
             recipients: envelope.recipients.clone(),
-            size: message.raw().len(),
+            size,
             authentication: self.stages.state.auth.as_ref().map(|r| r.summary()),
             disposition,
         });
         answer
+    }
+
+    /// Where the message goes: the spool, nowhere (discarded) or quarantine; the disposition
+    /// when it is not the spool.
+    async fn keep(
+        &mut self,
+        envelope: &QueuedEnvelope,
+        message: &Message,
+        report: &StageReport,
+    ) -> Result<Option<(&'static str, String)>, String> {
+        let queue_id = &envelope.id;
+        let by = report.decided_by.clone().unwrap_or_default();
+        let spool = &self.gateway.spool;
+        match &report.decision {
+            Verdict::Discard => {
+                tracing::info!(queue_id, "message discarded by {by}");
+                Ok(Some(("discarded", format!("by {by} at DATA"))))
+            }
+            Verdict::Quarantine(reason) => {
+                spool.quarantine(queue_id, message.raw(), reason).await?;
+                Ok(Some(("quarantined", format!("by {by} at DATA: {reason}"))))
+            }
+            _ => spool.enqueue(envelope, message.raw()).await.map(|()| None),
+        }
     }
 }
 
