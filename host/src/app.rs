@@ -24,6 +24,8 @@ use crate::delivery::queue::spool::Spool;
 use crate::delivery::queue::state::QueueFiles;
 use crate::delivery::relay::dkim::Signers;
 use crate::dns::SystemDns;
+use crate::intake::networks::RelayNetworks;
+use crate::intake::Gateway;
 use crate::mail::clock::{Clock, SystemClock};
 use crate::milter::server::MilterServer;
 use crate::net::drain::Drain;
@@ -34,7 +36,6 @@ use crate::ops::reload::Reloader;
 use crate::plugin::{ActivePlugins, PluginSet, Runtime, Services};
 use crate::sender_auth::Verifier;
 use crate::session_context::SessionContext;
-use crate::smtp::networks::RelayNetworks;
 use crate::smtp::Smtp;
 use crate::store::kv::KvStore;
 use crate::store::snapshots::SnapshotCache;
@@ -239,16 +240,16 @@ async fn build(
         users.clone(),
         tls.clone(),
     ));
-    let smtp = Arc::new(Smtp {
+    let gateway = Arc::new(Gateway {
         shared: shared.clone(),
-        intake,
+        spool: intake,
         relay_networks: RelayNetworks::parse(&config.server.relay_networks)?,
         verifier,
     });
     let protocols = Protocols {
         tls,
-        jmap: Arc::new(Jmap::new(shared.clone(), smtp.clone())),
-        smtp,
+        jmap: Arc::new(Jmap::new(shared.clone(), gateway.clone())),
+        smtp: Arc::new(Smtp { intake: gateway }),
         pop3: Arc::new(Pop3 {
             shared: shared.clone(),
         }),

@@ -20,6 +20,7 @@ pub mod config;
 pub mod delivery;
 pub mod dns;
 pub mod harness;
+pub mod intake;
 pub mod mail;
 pub mod message;
 pub mod milter;

@@ -10,6 +10,7 @@ mod junit;
 
 use std::sync::Arc;
 
+use crate::intake::Stages;
 use crate::mail::{Delivery, MailState, Reply, Retrieval, Route, Session};
 use crate::message::Message;
 use crate::plugin::{PluginSet, Services, Stage, StageCall, StageReport, Verdict};
@@ -162,11 +163,8 @@ pub async fn run_transaction(
     input: TransactionInput,
     verifier: Option<&Arc<Verifier>>,
 ) -> TransactionReport {
-    let mut tx = set.transaction(&input.session.id, services);
-    let mut state = MailState {
-        session: input.session.clone(),
-        ..MailState::default()
-    };
+    let mut stages = Stages::on(set.transaction(&input.session.id, services));
+    stages.state.session = input.session.clone();
     let mut report = TransactionReport {
         stages: Vec::new(),
         recipients: Vec::new(),
@@ -177,24 +175,24 @@ pub async fn run_transaction(
     let ended = 'smtp: {
         for call in [StageCall::Connect, StageCall::Helo(&input.helo)] {
             if let StageCall::Helo(name) = call {
-                state.session.helo = Some(name.to_string());
+                stages.state.session.helo = Some(name.to_string());
             }
-            let stage = tx.run(call, &mut state).await;
+            let stage = stages.run(call).await;
             if let Some(end) = refusal(&stage) {
                 report.stages.push(stage);
                 break 'smtp Some(end);
             }
             report.stages.push(stage);
         }
-        state.envelope.sender = input.sender.clone();
-        let stage = tx.run(StageCall::MailFrom(&[]), &mut state).await;
+        stages.state.envelope.sender = input.sender.clone();
+        let stage = stages.run(StageCall::MailFrom(&[])).await;
         let end = refusal(&stage);
         report.stages.push(stage);
         if end.is_some() {
             break 'smtp end;
         }
         for rcpt in &input.recipients {
-            let stage = tx.run(StageCall::RcptTo(rcpt, &[]), &mut state).await;
+            let stage = stages.run(StageCall::RcptTo(rcpt, &[])).await;
             let code = reply_code(Stage::RcptTo, &stage.decision);
             report.recipients.push((rcpt.clone(), code));
             let end = match &stage.decision {
@@ -205,32 +203,33 @@ pub async fn run_transaction(
                 _ => None,
             };
             if code < 400
-                && !state
+                && !stages
+                    .state
                     .envelope
                     .recipients
                     .iter()
                     .any(|r| r.eq_ignore_ascii_case(rcpt))
             {
-                state.envelope.recipients.push(rcpt.clone());
+                stages.state.envelope.recipients.push(rcpt.clone());
             }
             report.stages.push(stage);
             if end.is_some() {
                 break 'smtp end;
             }
         }
-        if state.envelope.recipients.is_empty() {
+        if stages.state.envelope.recipients.is_empty() {
             break 'smtp Some(Disposition::NoRecipients);
         }
         let message = match verifier.filter(|_| input.session.auth_user.is_none()) {
             Some(verifier) => {
                 let (message, results) = authenticate(verifier, &input).await;
-                state.auth = Some(results);
+                stages.state.auth = Some(results);
                 message
             }
             None => input.message.clone(),
         };
-        state.message = Some(Arc::new(message));
-        let stage = tx.run(StageCall::Data, &mut state).await;
+        stages.state.message = Some(Arc::new(message));
+        let stage = stages.run(StageCall::Data).await;
         let end = refusal(&stage).or(match &stage.decision {
             Verdict::Discard => Some(Disposition::Discarded),
             Verdict::Quarantine(reason) => Some(Disposition::Quarantined(reason.clone())),
@@ -242,7 +241,7 @@ pub async fn run_transaction(
     report.disposition = ended.unwrap_or(Disposition::Accepted);
     if report.disposition == Disposition::Accepted {
         // Delivery and retrieval work on copies: their edits never change what was stored.
-        let mut delivery = state.clone();
+        let mut delivery = stages.state.clone();
         delivery.delivery = Some(Delivery {
             queue_id: format!("{}.check", input.session.id),
             attempt: 1,
@@ -250,10 +249,11 @@ pub async fn run_transaction(
         });
         report
             .stages
-            .push(tx.run(StageCall::Deliver, &mut delivery).await);
-        let mut retrieval = state.clone();
+            .push(stages.run_on(StageCall::Deliver, &mut delivery).await);
+        let mut retrieval = stages.state.clone();
         retrieval.retrieval = Some(Retrieval {
-            user: state
+            user: stages
+                .state
                 .envelope
                 .recipients
                 .first()
@@ -264,10 +264,10 @@ pub async fn run_transaction(
         });
         report
             .stages
-            .push(tx.run(StageCall::Retrieve, &mut retrieval).await);
+            .push(stages.run_on(StageCall::Retrieve, &mut retrieval).await);
     }
-    report.notes = tx.notes();
-    report.state = state;
+    report.notes = stages.notes();
+    report.state = stages.state;
     report
 }
 

@@ -16,10 +16,11 @@ use tokio::time::Instant;
 use super::channel::{Channel, ChannelError};
 use super::codec::{actions, steps, Command, Family, Negotiation, Response, VERSION};
 use super::modifications::modifications;
+use crate::intake::Stages;
 use crate::mail::{Envelope, EsmtpParam, MailState, Reply, Session};
 use crate::message::Message;
 use crate::net::connection::Client;
-use crate::plugin::{StageCall, Transaction, Verdict};
+use crate::plugin::{StageCall, Verdict};
 use crate::session_context::SessionContext;
 
 /// The longest packet taken from an MTA (body chunks are at most 64 KiB).
@@ -74,12 +75,11 @@ struct ServerSession {
     agreed: Negotiation,
     /// The latest value of each macro the MTA sent.
     macros: HashMap<String, String>,
-    state: MailState,
+    stages: Stages,
     /// The envelope as the MTA has it (its sender, the recipients it passed that we took):
     /// what the chain's envelope is compared with at the end of the message, so changes made
     /// at MAIL or RCPT reach the MTA too.
     given: Envelope,
-    chain: Transaction,
     /// The message as it arrives (header fields, blank line, body).
     message: Vec<u8>,
     /// Set when the message outgrew the size limit: refused at its end.
@@ -95,11 +95,8 @@ enum Next {
 
 impl ServerSession {
     fn new(server: Arc<MilterServer>, client: Client) -> ServerSession {
-        let chain = server
-            .shared
-            .plugins
-            .current()
-            .transaction(&client.id, server.shared.services.clone());
+        let shared = &server.shared;
+        let stages = Stages::new(&shared.plugins, &shared.services, &client.id);
         ServerSession {
             channel: Channel::new(Box::new(client.conn.stream), MAX_PACKET),
             id: client.id,
@@ -110,9 +107,8 @@ impl ServerSession {
                 steps: 0,
             },
             macros: HashMap::new(),
-            state: MailState::default(),
+            stages,
             given: Envelope::default(),
-            chain,
             message: Vec::new(),
             too_big: false,
             _drain: client.drain,
@@ -168,20 +164,20 @@ impl ServerSession {
                 self.reply(&verdict, steps::NO_REPLY_CONNECT).await?;
             }
             Command::Helo(name) => {
-                self.state.session.helo = Some(name.clone());
+                self.stages.state.session.helo = Some(name.clone());
                 let verdict = self.stage(StageCall::Helo(&name)).await;
                 self.reply(&verdict, steps::NO_REPLY_HELO).await?;
             }
             Command::Mail(args) => {
                 self.next_transaction();
                 let (sender, params) = envelope_args(&args);
-                self.state.envelope = Envelope {
+                self.stages.state.envelope = Envelope {
                     sender,
                     recipients: Vec::new(),
                     params: params.clone(),
                 };
-                self.given = self.state.envelope.clone();
-                self.state.session.auth_user = self.macros.get("{auth_authen}").cloned();
+                self.given = self.stages.state.envelope.clone();
+                self.stages.state.session.auth_user = self.macros.get("{auth_authen}").cloned();
                 let verdict = self.stage(StageCall::MailFrom(&params)).await;
                 self.reply(&verdict, steps::NO_REPLY_MAIL).await?;
             }
@@ -190,7 +186,7 @@ impl ServerSession {
                 let verdict = self.stage(StageCall::RcptTo(&rcpt, &params)).await;
                 if matches!(verdict, Verdict::Continue | Verdict::Accept) {
                     self.given.recipients.push(rcpt.clone());
-                    self.state.envelope.recipients.push(rcpt);
+                    self.stages.state.envelope.recipients.push(rcpt);
                 }
                 self.reply(&verdict, steps::NO_REPLY_RCPT).await?;
             }
@@ -215,7 +211,7 @@ impl ServerSession {
             Command::Quit => return Ok(Next::Close),
             Command::QuitNewConnection => {
                 self.next_transaction();
-                self.state = MailState::default();
+                self.stages.state = MailState::default();
                 self.macros.clear();
             }
             Command::Unknown(_) => {
@@ -246,7 +242,7 @@ impl ServerSession {
                 .cloned()
                 .unwrap_or_else(|| hostname.to_string()),
         };
-        self.state = MailState {
+        self.stages.state = MailState {
             session: Session {
                 id: self.id.clone(),
                 peer_ip,
@@ -263,24 +259,16 @@ impl ServerSession {
     /// A new transaction on the chain: fresh notes, the plugin set now in service, nothing of
     /// the last message.
     fn next_transaction(&mut self) {
-        let mut fresh = self
-            .server
-            .shared
-            .plugins
-            .current()
-            .transaction(&self.id, self.server.shared.services.clone());
-        fresh.take_over(&mut self.chain);
-        self.chain = fresh;
-        self.state.envelope = Envelope::default();
+        let shared = &self.server.shared;
+        self.stages
+            .next_transaction(&shared.plugins, &shared.services, &self.id);
         self.given = Envelope::default();
-        self.state.message = None;
         self.message.clear();
         self.too_big = false;
     }
 
     async fn stage(&mut self, call: StageCall<'_>) -> Verdict {
-        let report = self.chain.run(call, &mut self.state).await;
-        report.decision
+        self.stages.run(call).await.decision
     }
 
     /// Adds message bytes, within the size limit.
@@ -301,7 +289,7 @@ impl ServerSession {
             return self.send(Response::ReplyCode(reply_text(&reply))).await;
         }
         let received = Arc::new(Message::new(std::mem::take(&mut self.message)));
-        self.state.message = Some(received.clone());
+        self.stages.state.message = Some(received.clone());
         let verdict = self.stage(StageCall::Data).await;
         let quarantine = match &verdict {
             Verdict::Continue | Verdict::Accept => None,
@@ -309,8 +297,13 @@ impl ServerSession {
             Verdict::Discard => return self.send(Response::Discard).await,
             refusal => return self.reply(refusal, 0).await,
         };
-        let edited = self.state.message.clone().unwrap_or(received.clone());
-        let changes = modifications(&received, &edited, &self.given, &self.state.envelope);
+        let edited = self
+            .stages
+            .state
+            .message
+            .clone()
+            .unwrap_or(received.clone());
+        let changes = modifications(&received, &edited, &self.given, &self.stages.state.envelope);
         let leading_space = self.agreed.steps & steps::HEADER_LEADING_SPACE != 0;
         let mut responses = Vec::with_capacity(changes.len() + 2);
         for change in changes {

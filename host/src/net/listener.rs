@@ -289,7 +289,6 @@ impl Listener {
             listener: self.config.clone(),
             tls,
             drain,
-            authenticated: None,
             login_window,
         };
         self.protocol.clone().serve(client).await;

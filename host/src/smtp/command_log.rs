@@ -2,6 +2,7 @@
 //! the reply the client got, and each message accepted (see `telemetry::journal`).
 
 use super::command::Command;
+use crate::intake::Accepted;
 use crate::plugin::StageReport;
 use crate::telemetry::journal::{self, Event, StageTrace};
 
@@ -50,24 +51,26 @@ impl CommandLog {
         }
     }
 
-    /// A message was accepted under `queue_id` (journalled after the command that ended it).
-    pub fn accepted(
-        &mut self,
-        queue_id: &str,
-        sender: &str,
-        recipients: &[String],
-        size: usize,
-        authentication: Option<String>,
-    ) {
-        if self.on {
-            let event = Event::Accepted {
-                sender: sender.to_string(),
-                recipients: recipients.to_vec(),
-                size,
-                authentication,
-            };
-            self.accepted = Some((queue_id.to_string(), event));
+    /// A message was taken in (journalled after the command that ended it); one discarded or
+    /// quarantined says so at once.
+    pub fn taken_in(&mut self, session: &str, accepted: Accepted) {
+        if !self.on {
+            return;
         }
+        if let Some((outcome, detail)) = accepted.disposition {
+            let event = Event::Disposition {
+                outcome: outcome.to_string(),
+                detail,
+            };
+            journal::record(session, self.tx, &accepted.queue_id, event);
+        }
+        let event = Event::Accepted {
+            sender: accepted.sender,
+            recipients: accepted.recipients,
+            size: accepted.size,
+            authentication: accepted.authentication,
+        };
+        self.accepted = Some((accepted.queue_id, event));
     }
 
     /// Journals the command just handled (`text`, made only when the journal is on), and the
@@ -84,17 +87,6 @@ impl CommandLog {
         journal::record(session, self.tx, "", event);
         if let Some((queue_id, event)) = self.accepted.take() {
             journal::record(session, self.tx, &queue_id, event);
-        }
-    }
-
-    /// A disposition decided in the session (discarded or quarantined at DATA).
-    pub fn disposition(&self, session: &str, queue_id: &str, outcome: &str, detail: String) {
-        if self.on {
-            let event = Event::Disposition {
-                outcome: outcome.to_string(),
-                detail,
-            };
-            journal::record(session, self.tx, queue_id, event);
         }
     }
 }

@@ -1,45 +1,31 @@
 //! The SMTP server: command parsing and the DATA reader (protocol, no I/O), the session state
-//! machine, replies, the relay networks, and what a session tells the journal.
+//! machine, replies, and what a session tells the journal. What the mail meets is the intake's.
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::delivery::queue::intake::Intake;
+use crate::intake::Gateway;
 use crate::net::connection::Client;
 use crate::session_context::SessionContext;
 
 pub mod command;
 mod command_log;
 pub mod data;
-pub mod networks;
 pub mod reply;
 mod session;
 
-/// SMTP on a listener (inbound, submission), and what its sessions see of the gateway: what
-/// every protocol shares, plus the way into the queue and who may relay.
+/// SMTP on a listener (inbound, submission): the protocol in front of the intake.
 pub struct Smtp {
-    pub shared: Arc<SessionContext>,
-    pub intake: Intake,
-    pub relay_networks: networks::RelayNetworks,
-    /// Sender authentication of received mail, when the config asks for it.
-    pub verifier: Option<Arc<crate::sender_auth::Verifier>>,
-}
-
-impl Smtp {
-    /// True when `ip` may relay without authentication.
-    pub fn may_relay(&self, ip: IpAddr) -> bool {
-        self.relay_networks.contains(ip)
-    }
+    pub intake: Arc<Gateway>,
 }
 
 impl Deref for Smtp {
     type Target = SessionContext;
 
     fn deref(&self) -> &SessionContext {
-        &self.shared
+        &self.intake.shared
     }
 }
 

@@ -2,7 +2,6 @@
 
 use crate::mail::Reply;
 // The Received field's date: the one formatter, with the mail types.
-pub use crate::mail::date::rfc5322_now;
 
 /// The class of a reply line (`2xx`...), as metrics count it; `None` for anything else.
 pub fn class(bytes: &[u8]) -> Option<&'static str> {

@@ -68,8 +68,8 @@ const SESSION_STATE: &str = "0";
 /// The JMAP service every JMAP listener shares.
 pub struct Jmap {
     pub shared: Arc<SessionContext>,
-    /// The SMTP service submissions go through.
-    smtp: Arc<dyn Protocol>,
+    /// The intake submissions go through.
+    intake: Arc<crate::intake::Gateway>,
     accounts: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Account>>>>,
     /// Names this run of the server in state strings.
     epoch: String,
@@ -84,7 +84,7 @@ pub struct Jmap {
 }
 
 impl Jmap {
-    pub fn new(shared: Arc<SessionContext>, smtp: Arc<dyn Protocol>) -> Jmap {
+    pub fn new(shared: Arc<SessionContext>, intake: Arc<crate::intake::Gateway>) -> Jmap {
         let epoch = format!("{:x}", crate::mail::clock::unix_millis());
         let max_message = shared.config.limits.max_message_bytes;
         // A user's uploads held at once: as many as four maximal uploads (an email with
@@ -104,7 +104,7 @@ impl Jmap {
                 max_concurrent_requests: 8,
             },
             shared,
-            smtp,
+            intake,
             accounts: Mutex::new(HashMap::new()),
             epoch,
             logins: http::LoginCache::default(),

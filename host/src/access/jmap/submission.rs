@@ -1,16 +1,14 @@
 //! EmailSubmission (RFC 8621 §7): a message is sent the way an authenticated SMTP client
-//! sends it — through an SMTP session the server holds with itself, on a listener named
-//! `jmap` — so that it meets the same stages (connect, HELO, MAIL, RCPT, DATA), limits,
-//! signing, spool and relay as any submission. The session is pre-authenticated as the JMAP
-//! user; its replies become the submission's result.
+//! sends it — through the intake's transaction, on a listener named `jmap` — so that it meets
+//! the same stages (connect, HELO, MAIL, RCPT, DATA), limits, signing, spool and relay as any
+//! submission, with its bytes exactly as stored. The transaction's refusals become the
+//! submission's SetErrors.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::account::Account;
 use super::api::MethodError;
@@ -18,15 +16,10 @@ use super::context::{Answers, Context};
 use super::methods::{Call, IDENTITY};
 use super::{email, message};
 
-use crate::config::{ListenerConfig, Protocol as ProtocolKind, TlsMode};
-use crate::net::connection::{Client, Connection, Stream};
+use crate::intake::{Answer, Facts, Gateway, Transaction};
+use crate::mail::EsmtpParam;
 use crate::net::drain::DrainWatch;
-use crate::net::Protocol;
-
-/// How long the whole dialogue may take.
-const DEADLINE: Duration = Duration::from_secs(120);
-/// The longest reply line read back.
-const MAX_REPLY_LINE: usize = 2048;
+use crate::telemetry::journal::{self, Event};
 
 /// Who is sending, from where.
 pub struct Sender<'a> {
@@ -36,7 +29,7 @@ pub struct Sender<'a> {
     pub drain: DrainWatch,
 }
 
-/// Why a submission was refused: the SetError type, and the SMTP reply that said so.
+/// Why a submission was refused: the SetError type, and the reply that said so.
 #[derive(Debug)]
 pub struct Refused {
     pub kind: &'static str,
@@ -45,149 +38,152 @@ pub struct Refused {
     pub recipients: Vec<String>,
 }
 
-fn refused(kind: &'static str, reply: impl Into<String>) -> Refused {
+/// The SetError of a refused step: a message over the size limit is `tooLarge`; anything
+/// else the step's kind (temporary refusals too: the reply text says to try again).
+fn refused(kind: &'static str, answer: &Answer) -> Refused {
+    let kind = if answer.reply.code == 552 {
+        "tooLarge"
+    } else {
+        kind
+    };
     Refused {
         kind,
-        reply: reply.into(),
+        reply: answer.text(),
         recipients: Vec::new(),
     }
 }
 
-/// Sends `message` from `mail_from` to `rcpt_to`; the SMTP reply that accepted it.
+/// Sends `message` from `mail_from` to `rcpt_to`; the reply that accepted it.
 pub async fn send(
-    smtp: Arc<dyn Protocol>,
+    intake: Arc<Gateway>,
     sender: Sender<'_>,
     (mail_from, rcpt_to): (&str, &[String]),
-    message: &[u8],
+    message: Vec<u8>,
 ) -> Result<String, Refused> {
-    let (ours, theirs) = tokio::io::duplex(64 * 1024);
-    let client = Client {
-        conn: Connection::new(Stream::Memory(theirs)),
-        peer: sender.peer,
+    // Counts the submission as open work while the server drains.
+    let _drain = sender.drain;
+    let facts = Facts {
         id: format!("{}-submit", sender.session_id),
-        listener: ListenerConfig {
-            name: "jmap".into(),
-            address: sender.peer,
-            protocol: ProtocolKind::Smtp,
-            tls: TlsMode::Implicit,
-            require_auth: true,
-        },
+        listener: "jmap".into(),
+        peer: sender.peer,
         tls: true,
-        login_window: None,
-        drain: sender.drain,
-        authenticated: Some(sender.user.to_string()),
+        require_auth: true,
+        helo: None,
+        esmtp: false,
+        auth_user: Some(sender.user.to_string()),
     };
-    let session = tokio::spawn(smtp.serve(client));
-    let dialogue = async {
-        let mut smtp = Dialogue {
-            stream: BufReader::new(ours),
+    let mut trail = Trail::start(&facts);
+    let mut tx = Transaction::new(intake, facts);
+    trail.step("(connect)", tx.connect().await, "forbiddenToSend")?;
+    trail.step("EHLO jmap", tx.helo("jmap", true).await, "forbiddenToSend")?;
+    trail.tx = 1;
+    let params = mail_params((mail_from, rcpt_to), &message);
+    let mail = tx.mail(mail_from.to_string(), params).await;
+    let command = format!("MAIL FROM:<{mail_from}>");
+    trail.step(&command, mail, "forbiddenMailFrom")?;
+    let mut bad = Refused {
+        kind: "invalidRecipients",
+        reply: String::new(),
+        recipients: Vec::new(),
+    };
+    for rcpt in rcpt_to {
+        let answer = tx.rcpt(rcpt.clone(), Vec::new()).await;
+        if let Err(refusal) = trail.step(&format!("RCPT TO:<{rcpt}>"), answer, "") {
+            bad.recipients.push(rcpt.clone());
+            bad.reply = refusal.reply;
+        }
+    }
+    if !bad.recipients.is_empty() {
+        return Err(bad);
+    }
+    trail.step("DATA", tx.data(message).await, "forbiddenToSend")
+}
+
+/// The MAIL parameters the message needs: SMTPUTF8 for UTF-8 addresses or header fields
+/// (RFC 6531/6532), BODY=8BITMIME for any other 8-bit content, so the relay offers it only to
+/// peers that take it.
+fn mail_params((from, to): (&str, &[String]), message: &[u8]) -> Vec<EsmtpParam> {
+    let header_end = crate::message::header::HeaderBlock::parse(message, 0).fields_end;
+    let utf8_header = !message[..header_end.min(message.len())].is_ascii();
+    let utf8_address = !from.is_ascii() || to.iter().any(|r| !r.is_ascii());
+    let mut params = Vec::new();
+    if !message.is_ascii() {
+        params.push(EsmtpParam {
+            name: "BODY".into(),
+            value: Some("8BITMIME".into()),
+        });
+    }
+    if utf8_header || utf8_address {
+        params.push(EsmtpParam {
+            name: "SMTPUTF8".into(),
+            value: None,
+        });
+    }
+    params
+}
+
+/// What the submission tells the message journal, as an SMTP session would: its connection,
+/// each step with the reply it got, and the message taken in.
+struct Trail {
+    id: String,
+    tx: u32,
+    on: bool,
+}
+
+impl Trail {
+    fn start(facts: &Facts) -> Trail {
+        let trail = Trail {
+            id: facts.id.clone(),
+            tx: 0,
+            on: journal::enabled(),
         };
-        smtp.expect("", 220, "forbiddenToSend").await?;
-        smtp.expect("EHLO jmap\r\n", 250, "forbiddenToSend").await?;
-        smtp.expect(
-            &format!("MAIL FROM:<{mail_from}>\r\n"),
-            250,
-            "forbiddenMailFrom",
-        )
-        .await?;
-        let mut bad = Vec::new();
-        let mut last = String::new();
-        for rcpt in rcpt_to {
-            let (code, reply) = smtp.command(&format!("RCPT TO:<{rcpt}>\r\n")).await?;
-            if code != 250 && code != 251 {
-                bad.push(rcpt.clone());
-                last = reply;
-            }
-        }
-        if !bad.is_empty() {
-            let _ = smtp.command("QUIT\r\n").await;
-            return Err(Refused {
-                recipients: bad,
-                ..refused("invalidRecipients", last)
-            });
-        }
-        smtp.expect("DATA\r\n", 354, "forbiddenToSend").await?;
-        let accepted = smtp.expect(&data(message), 250, "forbiddenToSend").await?;
-        let _ = smtp.command("QUIT\r\n").await;
-        Ok(accepted)
-    };
-    let result = tokio::time::timeout(DEADLINE, dialogue)
-        .await
-        .unwrap_or_else(|_| Err(refused("serverFail", "the submission timed out")));
-    let _ = session.await;
-    result
-}
-
-/// The message dot-stuffed, with the end-of-data line.
-fn data(message: &[u8]) -> String {
-    let text = String::from_utf8_lossy(message);
-    let mut out = String::with_capacity(message.len() + 64);
-    for line in text.split_inclusive("\r\n") {
-        if line.starts_with('.') {
-            out.push('.');
-        }
-        out.push_str(line);
+        let event = Event::Connect {
+            peer: facts.peer.to_string(),
+            listener: facts.listener.clone(),
+            tls: facts.tls,
+        };
+        trail.record("", event);
+        trail
     }
-    if !out.ends_with("\r\n") {
-        out.push_str("\r\n");
-    }
-    out.push_str(".\r\n");
-    out
-}
 
-struct Dialogue {
-    stream: BufReader<tokio::io::DuplexStream>,
-}
-
-impl Dialogue {
-    /// Sends `line` (nothing when empty) and reads one reply: its code and text.
-    async fn command(&mut self, line: &str) -> Result<(u16, String), Refused> {
-        let lost = |_| refused("serverFail", "the SMTP session ended");
-        if !line.is_empty() {
-            self.stream
-                .get_mut()
-                .write_all(line.as_bytes())
-                .await
-                .map_err(lost)?;
-        }
-        let mut reply = String::new();
-        loop {
-            let mut one = Vec::new();
-            let read = (&mut self.stream)
-                .take(MAX_REPLY_LINE as u64)
-                .read_until(b'\n', &mut one)
-                .await
-                .map_err(lost)?;
-            if read == 0 {
-                return Err(refused("serverFail", "the SMTP session ended"));
-            }
-            let text = String::from_utf8_lossy(&one).trim_end().to_string();
-            let last = text.as_bytes().get(3) != Some(&b'-');
-            reply.push_str(&text);
-            if last {
-                let code = text.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-                return Ok((code, reply));
-            }
-            reply.push(' ');
+    fn record(&self, queue: &str, event: Event) {
+        if self.on {
+            journal::record(&self.id, self.tx, queue, event);
         }
     }
 
-    /// [`Dialogue::command`] that must get `code`; else the submission is refused as `kind`.
-    async fn expect(
+    /// Journals one step; its reply text, or the refusal as `kind`.
+    fn step(
         &mut self,
-        line: &str,
-        code: u16,
+        command: &str,
+        answer: Answer,
         kind: &'static str,
     ) -> Result<String, Refused> {
-        let (got, reply) = self.command(line).await?;
-        if got == code {
-            Ok(reply)
-        } else {
-            // A message over the size limit is `tooLarge`; anything else keeps the step's kind
-            // (temporary refusals too: the reply text says to try again).
-            let kind = if got == 552 { "tooLarge" } else { kind };
-            Err(refused(kind, reply))
+        let stage = answer.stage.as_ref().filter(|r| !r.runs.is_empty());
+        let event = Event::Command {
+            command: command.to_string(),
+            reply: answer.text(),
+            stage: stage.map(|r| r.trace()),
+        };
+        self.record("", event);
+        if let Some(taken) = &answer.accepted {
+            if let Some((outcome, detail)) = &taken.disposition {
+                let outcome = outcome.to_string();
+                let detail = detail.clone();
+                self.record(&taken.queue_id, Event::Disposition { outcome, detail });
+            }
+            let event = Event::Accepted {
+                sender: taken.sender.clone(),
+                recipients: taken.recipients.clone(),
+                size: taken.size,
+                authentication: taken.authentication.clone(),
+            };
+            self.record(&taken.queue_id, event);
         }
+        if answer.refused() {
+            return Err(refused(kind, &answer));
+        }
+        Ok(answer.text())
     }
 }
 
@@ -212,7 +208,7 @@ impl Context<'_> {
                         sent.insert(id.clone(), email_id.clone());
                         created.insert(
                             creation.clone(),
-                            json!({"id": id, "undoStatus": "final", "sendAt": email::utc_date(now_secs()), "smtpReply": reply}),
+                            json!({"id": id, "undoStatus": "final", "sendAt": email::utc_date(crate::mail::clock::unix_seconds()), "smtpReply": reply}),
                         );
                     }
                     Err(e) => {
@@ -322,10 +318,10 @@ impl Context<'_> {
             drain: self.caller.drain.another(),
         };
         match send(
-            self.jmap.smtp.clone(),
+            self.jmap.intake.clone(),
             sender,
             (&mail_from, &rcpt_to),
-            &without_bcc,
+            without_bcc,
         )
         .await
         {
@@ -346,12 +342,6 @@ impl Context<'_> {
             }
         }
     }
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The envelope of a submission: as given, or the identity's address and the message's
@@ -415,10 +405,33 @@ fn without_bcc(message: &crate::message::Message) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::data;
+    use super::mail_params;
+
+    fn names(from: &str, to: &str, message: &[u8]) -> Vec<String> {
+        let to = [to.to_string()];
+        mail_params((from, &to), message)
+            .into_iter()
+            .map(|p| match p.value {
+                Some(v) => format!("{}={v}", p.name),
+                None => p.name,
+            })
+            .collect()
+    }
 
     #[test]
-    fn data_is_dot_stuffed_and_terminated() {
-        assert_eq!(data(b"a\r\n.b\r\n..c"), "a\r\n..b\r\n...c\r\n.\r\n");
+    fn parameters_follow_what_the_message_needs() {
+        let ascii = b"Subject: hi\r\n\r\nhello\r\n";
+        assert!(names("a@x.test", "b@y.test", ascii).is_empty());
+        let latin1_body = b"Subject: hi\r\n\r\nCaf\xe9\r\n";
+        assert_eq!(
+            names("a@x.test", "b@y.test", latin1_body),
+            ["BODY=8BITMIME"]
+        );
+        let utf8_header = "Subject: Grüße\r\n\r\nhello\r\n".as_bytes();
+        assert_eq!(
+            names("a@x.test", "b@y.test", utf8_header),
+            ["BODY=8BITMIME", "SMTPUTF8"]
+        );
+        assert_eq!(names("a@x.test", "jürgen@y.test", ascii), ["SMTPUTF8"]);
     }
 }

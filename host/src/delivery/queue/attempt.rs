@@ -12,6 +12,7 @@ use super::state::DeliveryState;
 use crate::delivery::relay::client::Failure;
 use crate::delivery::relay::dsn::FailedRecipient;
 use crate::delivery::relay::route::Target;
+use crate::delivery::relay::transmit::Body;
 use crate::mail::{Delivery, Envelope, MailState, Session};
 use crate::message::Message;
 use crate::plugin::{Edit, Stage, StageCall, Verdict};
@@ -314,7 +315,10 @@ impl QueueManager {
                 &mail.envelope.sender,
                 &sent_to,
                 raw,
-                envelope.smtputf8,
+                Body {
+                    smtputf8: envelope.smtputf8,
+                    binary: envelope.binary,
+                },
             )
             .await;
         let mut outcomes = Vec::new();

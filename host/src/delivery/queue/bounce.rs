@@ -42,6 +42,7 @@ pub(super) async fn queue_bounce(
         helo: hostname.to_string(),
         auth_user: None,
         smtputf8: false,
+        binary: false,
     };
     let original_id = &envelope.id;
     match spool.store(&bounce, &report).await {

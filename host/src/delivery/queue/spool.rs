@@ -55,6 +55,10 @@ pub struct QueuedEnvelope {
     /// The client asked for SMTPUTF8 (the message must not go to a peer without it).
     #[serde(default)]
     pub smtputf8: bool,
+    /// The client sent the content as BODY=BINARYMIME (RFC 3030): it goes on by BDAT only,
+    /// to peers that offer BINARYMIME, never converted.
+    #[serde(default)]
+    pub binary: bool,
 }
 
 /// A message in the spool.
@@ -360,6 +364,7 @@ mod tests {
             helo: "client".into(),
             auth_user: None,
             smtputf8: false,
+            binary: false,
         }
     }
 

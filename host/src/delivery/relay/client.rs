@@ -123,6 +123,8 @@ struct Extensions {
     smtputf8: bool,
     starttls: bool,
     auth_plain: bool,
+    chunking: bool,
+    binarymime: bool,
 }
 
 impl Extensions {
@@ -137,6 +139,8 @@ impl Extensions {
                 "8BITMIME" => ext.eight_bit = true,
                 "SMTPUTF8" => ext.smtputf8 = true,
                 "STARTTLS" => ext.starttls = true,
+                "CHUNKING" => ext.chunking = true,
+                "BINARYMIME" => ext.binarymime = true,
                 "AUTH" => ext.auth_plain |= words.any(|m| m.eq_ignore_ascii_case("PLAIN")),
                 _ => {}
             }
@@ -155,6 +159,8 @@ pub struct Outgoing<'a> {
     pub size: usize,
     pub eight_bit: bool,
     pub smtputf8: bool,
+    /// BINARYMIME content: the payload is one `BDAT n LAST` chunk, sent without DATA.
+    pub binary: bool,
     /// At shutdown: how long the content and the peer's final reply may take (sending it is
     /// not begun with less time left).
     pub reply_allowance: Duration,
@@ -347,7 +353,9 @@ impl SmtpClient {
         if self.ext.size.is_some() {
             mail.push_str(&format!(" SIZE={}", out.size));
         }
-        if out.eight_bit {
+        if out.binary {
+            mail.push_str(" BODY=BINARYMIME");
+        } else if out.eight_bit {
             mail.push_str(" BODY=8BITMIME");
         }
         if out.smtputf8 {
@@ -355,7 +363,9 @@ impl SmtpClient {
         }
         let mut commands = vec![mail];
         commands.extend(out.recipients.iter().map(|r| format!("RCPT TO:<{r}>")));
-        commands.push("DATA".into());
+        if !out.binary {
+            commands.push("DATA".into());
+        }
         let replies = self.exchange(&commands).await?;
         let mut replies = replies.into_iter();
         let mail_reply = replies.next();
@@ -379,8 +389,18 @@ impl SmtpClient {
                 Err(self.refused(&reply, "RCPT TO"))
             };
         }
-        let data_reply = replies.next();
         let accepted = results.iter().any(Result::is_ok);
+        if out.binary {
+            // No DATA step: the chunk goes once a recipient was accepted.
+            if !accepted {
+                return Ok(results);
+            }
+            return self
+                .send_content(out)
+                .await
+                .map(|end| self.apply_end(end, results));
+        }
+        let data_reply = replies.next();
         match data_reply {
             Some(r) if r.code == 354 && accepted => {}
             Some(r) if r.code == 354 => {
@@ -468,6 +488,13 @@ impl SmtpClient {
         if out.eight_bit && !self.ext.eight_bit {
             return Err(Failure::permanent(format!(
                 "5.6.3 the message has 8-bit content and {} does not offer 8BITMIME",
+                self.host
+            )));
+        }
+        if out.binary && !(self.ext.chunking && self.ext.binarymime) {
+            return Err(Failure::permanent(format!(
+                "5.6.3 the message is binary (BODY=BINARYMIME) and {} does not offer CHUNKING \
+                 with BINARYMIME; it cannot be converted",
                 self.host
             )));
         }
@@ -679,6 +706,7 @@ mod tests {
             size: 20,
             eight_bit: true,
             smtputf8: false,
+            binary: false,
             reply_allowance: MIN_REPLY_ALLOWANCE,
         };
         let refused = client.send(&out).await.expect_err("8-bit to a 7-bit peer");

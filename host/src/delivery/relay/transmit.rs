@@ -17,6 +17,15 @@ use crate::config::split_host_port;
 use crate::dns::Dns;
 use crate::mail::Route;
 
+/// What the message's content asks of a peer, beyond its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Body {
+    /// The client asked for SMTPUTF8.
+    pub smtputf8: bool,
+    /// The client sent the content as BODY=BINARYMIME.
+    pub binary: bool,
+}
+
 /// The relay's sending side, shared by every delivery attempt.
 pub struct Transmitter {
     pool: Pool,
@@ -85,7 +94,7 @@ impl Transmitter {
         sender: &str,
         rcpts: &[String],
         raw: &[u8],
-        smtputf8: bool,
+        body: Body,
     ) -> Vec<Result<String, Failure>> {
         let fail_all = |f: Failure| rcpts.iter().map(|_| Err(f.clone())).collect();
         if rcpts.is_empty() {
@@ -112,8 +121,13 @@ impl Transmitter {
         let Some(_slot) = slot else {
             return fail_all(not_started());
         };
-        let payload = wire::data_payload(raw);
-        let needs_utf8 = smtputf8 || !sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii());
+        // A BINARYMIME message goes as one last BDAT chunk, exactly; any other by DATA.
+        let payload = if body.binary {
+            [format!("BDAT {} LAST\r\n", raw.len()).as_bytes(), raw].concat()
+        } else {
+            wire::data_payload(raw)
+        };
+        let needs_utf8 = body.smtputf8 || !sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii());
         let out = Outgoing {
             sender,
             recipients: rcpts,
@@ -121,6 +135,7 @@ impl Transmitter {
             size: raw.len(),
             eight_bit: wire::is_8bit(raw),
             smtputf8: needs_utf8,
+            binary: body.binary,
             reply_allowance: self.reply_allowance(&key, payload.len()),
         };
         let mut results = fail_all(Failure::temporary("no host could be tried"));

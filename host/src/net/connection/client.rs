@@ -16,9 +16,6 @@ pub struct Client {
     pub tls: bool,
     /// Says when the server shuts down; counts the session open until dropped.
     pub drain: crate::net::drain::DrainWatch,
-    /// A user the protocol that opened this session already authenticated (a JMAP
-    /// submission's SMTP session); `None` for connections from the network.
-    pub authenticated: Option<String>,
     /// The time an IMAP or POP3 client has to log in, opened when its connection was
     /// accepted (the session takes it over); `None` elsewhere.
     pub login_window: Option<crate::net::limits::LoginWindow>,

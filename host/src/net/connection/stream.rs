@@ -12,8 +12,6 @@ pub enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
     /// Our side of TLS when delivering onward.
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    /// A session the server holds with itself (a JMAP submission speaking SMTP).
-    Memory(tokio::io::DuplexStream),
     /// Only while STARTTLS swaps one for the other.
     Upgrading,
 }
@@ -28,7 +26,6 @@ impl AsyncRead for Stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
             Stream::ClientTls(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Memory(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
         }
     }
@@ -44,7 +41,6 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
             Stream::ClientTls(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Memory(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
         }
     }
@@ -54,7 +50,6 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s).poll_flush(cx),
             Stream::ClientTls(s) => Pin::new(s).poll_flush(cx),
-            Stream::Memory(s) => Pin::new(s).poll_flush(cx),
             Stream::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -64,7 +59,6 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
             Stream::ClientTls(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Memory(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Upgrading => Poll::Ready(Ok(())),
         }
     }
