@@ -1,9 +1,10 @@
 //! Ports and waits: a free loopback port, a port that opened, a condition with a deadline.
 
-/// A loopback port nothing listens on, never given twice in one test process. It is taken
-/// below the kernel's ephemeral range (32768 and up): a port from there could become the
-/// source port of some other test's outgoing connection between now and the moment a server
-/// binds it, and that server would then fail to start.
+/// A loopback port nothing listens on, never given twice on this machine while the test
+/// process that took it runs (test binaries run side by side: see [`reserve_across_processes`]).
+/// It is taken below the kernel's ephemeral range (32768 and up): a port from there could
+/// become the source port of some other test's outgoing connection between now and the moment
+/// a server binds it, and that server would then fail to start.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const LOW: u32 = 20_000;
@@ -14,11 +15,41 @@ pub fn free_port() -> u16 {
     for _ in 0..SPAN {
         let offset = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = (LOW + (start + offset) % SPAN) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && reserve_across_processes(port)
+        {
             return port;
         }
     }
     panic!("no free port between {LOW} and {}", LOW + SPAN)
+}
+
+/// Claims `port` for this test process among all test processes on the machine: a lock
+/// (`flock`) on a file named for the port, held until the process ends. Two test binaries
+/// running at once could otherwise each find the port free and hand it to two servers. False
+/// when another process holds it. Where the lock files cannot be made, the claim is granted
+/// (the bind check above is then the only guard, as when one binary runs alone).
+fn reserve_across_processes(port: u16) -> bool {
+    use std::os::fd::AsRawFd;
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("mailgate-e2e-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return true;
+    }
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(port.to_string()))
+    else {
+        return true;
+    };
+    // SAFETY: flock on a descriptor this function owns; no memory is shared with the call.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if locked {
+        HELD.lock().unwrap_or_else(|e| e.into_inner()).push(file);
+    }
+    locked
 }
 
 /// Waits for a listener (a gateway compiling a large plugin on first start takes seconds).
