@@ -10,6 +10,7 @@ mod contract_v0_2;
 mod engine;
 pub mod external;
 pub mod host_api;
+mod imports;
 mod info;
 mod loader;
 pub mod services;
