@@ -10,7 +10,7 @@ use super::{diff, run_transaction, Disposition, TransactionInput, TransactionRep
 use crate::config::Config;
 use crate::mail::Session;
 use crate::message::{canonical_crlf, Message};
-use crate::plugin::{PluginSet, Runtime, Services, StageReport};
+use crate::plugin::{stage_list, PluginSet, Runtime, Services, StageReport};
 
 /// The options of `mailgate check` (besides the config).
 #[derive(Debug, Clone, clap::Args)]
@@ -104,10 +104,9 @@ pub fn explain(plugin: &crate::plugin::LoadedPlugin) -> String {
     let info = &plugin.info;
     let mut out = String::new();
     if let Some(filter) = plugin.external() {
-        let stages: Vec<&str> = info.stages.iter().map(|s| s.name()).collect();
         let _ = writeln!(out, "{} ({})", plugin.name, filter.target());
         let _ = writeln!(out, "protocol:     {}", filter.protocol());
-        let _ = writeln!(out, "stages:       {}", stages.join(", "));
+        let _ = writeln!(out, "stages:       {}", stage_list(&info.stages, ", "));
         let _ = writeln!(
             out,
             "limits:       {} ms per answer; on failure: {:?}",
@@ -124,8 +123,7 @@ pub fn explain(plugin: &crate::plugin::LoadedPlugin) -> String {
         plugin.path.display()
     );
     let _ = writeln!(out, "contract:     mailgate:plugin@{}", info.contract);
-    let stages: Vec<&str> = info.stages.iter().map(|s| s.name()).collect();
-    let _ = writeln!(out, "stages:       {}", stages.join(", "));
+    let _ = writeln!(out, "stages:       {}", stage_list(&info.stages, ", "));
     let capabilities: Vec<&str> = info.capabilities.iter().map(|c| c.name()).collect();
     let shown = if capabilities.is_empty() {
         "none".to_string()

@@ -13,6 +13,7 @@ pub mod host_api;
 mod imports;
 mod info;
 mod loader;
+mod order;
 pub mod services;
 mod ticker;
 mod trap;
@@ -29,6 +30,7 @@ pub use engine::Runtime;
 pub use external::{Conversation, ExternalFactory, ExternalFault, ExternalFilter};
 pub use info::{ConfigKey, PluginInfo, ValueType};
 pub use loader::{LoadedPlugin, PluginSet};
+pub use order::{stage_list, StageOrder};
 pub use services::Services;
 pub use verdict::{Edit, Stage, StageCall, Verdict};
 
