@@ -333,6 +333,29 @@ async fn a_0_1_plugin_runs_through_the_adapter_at_the_stages_it_describes() {
     );
 }
 
+/// 0.1 said a kv refusal as text; its import now converts the newest contract's `denied`, and
+/// a 0.1 plugin must still read the same words.
+#[tokio::test]
+async fn a_0_1_plugin_refused_its_store_reads_the_refusal_in_0_1_words() {
+    // greylist 0.1 (JavaScript, built against wit/v0.1) declares kv; not granted here, it logs
+    // the error it got and lets the mail through.
+    let set = chain("[[plugin]]\npath = \"greylist-0.1.wasm\"\nmemory-mb = 128\n").await;
+    assert_eq!(set.plugins[0].info.contract, "0.1.0");
+    let report = transact(&set, &["b@example.org"]).await;
+    assert_eq!(report.recipients, vec![("b@example.org".to_string(), 250)]);
+    let logs: Vec<&str> = (report.stages.iter())
+        .flat_map(|stage| &stage.runs)
+        .flat_map(|run| &run.logs)
+        .map(|log| log.message.as_str())
+        .collect();
+    let refusal = "capability kv was not granted: the operator must add it to the plugin's `grant`";
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("greylist store unavailable") && l.contains(refusal)),
+        "{logs:?}"
+    );
+}
+
 #[tokio::test]
 async fn guest_globals_persist_while_an_instance_is_reused_and_instance_reuse_is_per_plugin() {
     let count = |reuse: &str| {

@@ -590,6 +590,39 @@ fn status_reports_size_and_deleted() {
     assert!(out[5].contains("b BAD"), "{}", out[5]);
 }
 
+/// STATUS items imap-codec reads (CONDSTORE's HIGHESTMODSEQ among them) and the one taken out
+/// before it (SIZE) are answered together, in the order asked; the item SIZE travels to
+/// imap-codec as is refused when a client sends it itself.
+#[test]
+fn status_answers_highestmodseq_and_size_in_the_order_asked() {
+    let gw = Gateway::start("");
+    gw.deliver_local("alice@example.test", &[MESSAGE.to_string()]);
+    let out = imap_raw(
+        &gw,
+        &[
+            (LOGIN, "l"),
+            ("s SELECT INBOX (CONDSTORE)\r\n", "s"),
+            ("m STATUS INBOX (SIZE HIGHESTMODSEQ UNSEEN)\r\n", "m"),
+            ("q STATUS INBOX (DELETED-STORAGE)\r\n", "q"),
+        ],
+    );
+    let highest = line_with(&out[2], "[HIGHESTMODSEQ ");
+    let highest = (highest.split("[HIGHESTMODSEQ ").nth(1))
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_else(|| panic!("no HIGHESTMODSEQ in {highest}"));
+    let stored: u64 = std::fs::read_dir(maildir(&gw).join("cur"))
+        .expect("cur")
+        .flatten()
+        .map(|e| e.metadata().expect("meta").len())
+        .sum();
+    let status = line_with(&out[3], "* STATUS");
+    assert!(
+        status.ends_with(&format!("(SIZE {stored} HIGHESTMODSEQ {highest} UNSEEN 1)")),
+        "{status}"
+    );
+    assert!(out[4].contains("q BAD"), "{}", out[4]);
+}
+
 /// UTF-8 text as imap_raw.py carries bytes: one latin-1 character per byte.
 fn latin1(text: &str) -> String {
     text.bytes().map(char::from).collect()

@@ -313,6 +313,13 @@ fn sighup_reloads_the_plugins() {
         gw.admin("plugins history")
     );
     assert!(gw.admin("plugins history").contains("SIGHUP"));
+    // The new set's chain per stage, said as `config check` says it; stages nobody handles are
+    // left out here.
+    let plugins = gw.admin("plugins");
+    let order: Vec<&str> = (plugins.split_once("order per stage:\n"))
+        .map(|(_, order)| order.lines().collect())
+        .unwrap_or_default();
+    assert_eq!(order, ["  data       filter"], "{plugins}");
     let logged = |gw: &Gateway| {
         gw.log()
             .lines()

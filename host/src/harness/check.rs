@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::mail::Session;
 use crate::message::lines::{into_crlf, BareEnds};
 use crate::message::Message;
-use crate::plugin::{PluginSet, Runtime, Services, StageReport};
+use crate::plugin::{stage_list, PluginSet, Runtime, Services, StageReport};
 
 /// The options of `mailgate check` (besides the config).
 #[derive(Debug, Clone, clap::Args)]
@@ -102,10 +102,9 @@ pub fn explain(plugin: &crate::plugin::LoadedPlugin) -> String {
     let info = &plugin.info;
     let mut out = String::new();
     if let Some(filter) = plugin.external() {
-        let stages: Vec<&str> = info.stages.iter().map(|s| s.name()).collect();
         let _ = writeln!(out, "{} ({})", plugin.name, filter.target());
         let _ = writeln!(out, "protocol:     {}", filter.protocol());
-        let _ = writeln!(out, "stages:       {}", stages.join(", "));
+        let _ = writeln!(out, "stages:       {}", stage_list(&info.stages, ", "));
         let _ = writeln!(
             out,
             "limits:       {} ms per answer; on failure: {:?}",
@@ -122,8 +121,7 @@ pub fn explain(plugin: &crate::plugin::LoadedPlugin) -> String {
         plugin.path.display()
     );
     let _ = writeln!(out, "contract:     mailgate:plugin@{}", info.contract);
-    let stages: Vec<&str> = info.stages.iter().map(|s| s.name()).collect();
-    let _ = writeln!(out, "stages:       {}", stages.join(", "));
+    let _ = writeln!(out, "stages:       {}", stage_list(&info.stages, ", "));
     let capabilities: Vec<&str> = info.capabilities.iter().map(|c| c.name()).collect();
     let shown = if capabilities.is_empty() {
         "none".to_string()

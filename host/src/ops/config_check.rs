@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::file::Links;
 use crate::config::{Config, ConfigSource, RouteKind, TlsMode};
 use crate::harness::check::chain_runtime;
-use crate::plugin::{LoadedPlugin, PluginError, PluginSet, Stage};
+use crate::plugin::{LoadedPlugin, PluginError, PluginSet, StageOrder};
 
 /// The TXT record the key of `entry` needs, to compare with what DNS serves (the keys were
 /// loaded once already, so this one cannot fail but is skipped if it does).
@@ -144,20 +144,7 @@ pub async fn check(path: Option<PathBuf>, cache: Option<PathBuf>) -> (String, Ve
         }
     }
     let _ = writeln!(out, "chain:");
-    for stage in Stage::ALL {
-        let names: Vec<&str> = chain
-            .plugins
-            .iter()
-            .filter(|p| p.handles(stage))
-            .map(|p| p.name.as_str())
-            .collect();
-        let shown = if names.is_empty() {
-            "(none)".to_string()
-        } else {
-            names.join(" -> ")
-        };
-        let _ = writeln!(out, "  {:<10} {shown}", stage.name());
-    }
+    out.push_str(&StageOrder::new(&chain.plugins).lines(Some("(none)")));
     (out, Verdict::Good)
 }
 

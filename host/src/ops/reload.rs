@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::mail::clock::since_epoch;
 
 use crate::config::{Config, ConfigSource};
-use crate::plugin::{ActivePlugins, PluginSet, Runtime, Stage};
+use crate::plugin::{stage_list, ActivePlugins, PluginSet, Runtime, StageOrder};
 
 /// How often watched files are checked, and how long a change must hold still before a reload.
 const POLL: Duration = Duration::from_millis(100);
@@ -219,7 +219,6 @@ impl Reloader {
             "#", "NAME", "VERSION", "SHA256", "CALLS", "FAULTS", "STAGES"
         ));
         for (i, p) in set.plugins.iter().enumerate() {
-            let stages: Vec<&str> = p.info.stages.iter().map(|s| s.name()).collect();
             out.push_str(&format!(
                 "{:<3} {:<20} {:<10} {:<14} {:>9} {:>7}  {}\n",
                 i + 1,
@@ -228,21 +227,11 @@ impl Reloader {
                 &p.sha256[..12.min(p.sha256.len())],
                 p.calls.load(Ordering::Relaxed),
                 p.faults.load(Ordering::Relaxed),
-                stages.join(",")
+                stage_list(&p.info.stages, ",")
             ));
         }
         out.push_str("order per stage:\n");
-        for stage in Stage::ALL {
-            let names: Vec<&str> = set
-                .plugins
-                .iter()
-                .filter(|p| p.handles(stage))
-                .map(|p| p.name.as_str())
-                .collect();
-            if !names.is_empty() {
-                out.push_str(&format!("  {:<10} {}\n", stage.name(), names.join(" -> ")));
-            }
-        }
+        out.push_str(&StageOrder::new(&set.plugins).lines(None));
         out
     }
 

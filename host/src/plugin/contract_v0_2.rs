@@ -1,22 +1,18 @@
-//! Contract 0.2 (0.2.0, and 0.2.1 which adds `auth`): one optional export per stage (the host calls exactly those a component
-//! exports), `describe` without a stage list, edits asked for through the `edits` import.
+//! Contract 0.2 (0.2.0, and 0.2.1 which adds `auth`), the newest: one optional export per stage
+//! (the host calls exactly those a component exports), `describe` without a stage list, edits
+//! asked for through the `edits` import. This module calls the exports; the imports are in
+//! `imports`.
 
 use wasmtime::component::{Instance as ComponentInstance, InstancePre, Resource};
 use wasmtime::Store;
 
-use super::bindings::v0_2::{auth, edits, host, stages, types as wit};
-use super::host_api::{
-    message_resource, shared_conversions, shared_host_functions, Denial, HostState, MessageHandle,
-};
+use super::bindings::v0_2::{stages, types as wit};
+use super::host_api::{HostState, MessageHandle};
 use super::info::{ConfigKey, PluginInfo};
-use super::services::{DnsFailure, RecordType};
-use super::verdict::StageCall;
-use super::verdict::{Edit, Verdict};
+use super::verdict::{StageCall, Verdict};
 use super::{Capability, Stage};
 use crate::mail::Reply;
 use crate::mail::{Delivery, Envelope, EsmtpParam, MailState, Retrieval, Route, Session};
-use crate::message::MessageEdit;
-use crate::sender_auth as checks;
 
 /// Where a component's exports are, found once at load.
 pub struct Exports {
@@ -262,268 +258,66 @@ fn wit_delivery(d: Option<&Delivery>) -> wit::Delivery {
     }
 }
 
-fn wit_denied(d: Denial) -> host::Denied {
-    match d {
-        Denial::NotDeclared(c) => host::Denied::NotDeclared(c.name().into()),
-        Denial::NotGranted(c) => host::Denied::NotGranted(c.name().into()),
-        Denial::Failed(reason) => host::Denied::Failed(reason),
+// The records a stage call passes, as this contract spells them. Contract 0.1's are the same
+// records, converted from these (see `contract_v0_1`).
+
+pub(super) fn wit_session(s: &Session) -> wit::Session {
+    wit::Session {
+        id: s.id.clone(),
+        peer_ip: s.peer_ip.clone(),
+        peer_port: s.peer_port,
+        listener: s.listener.clone(),
+        tls: s.tls,
+        helo: s.helo.clone(),
+        auth_user: s.auth_user.clone(),
     }
 }
 
-impl host::Host for HostState {
-    shared_host_functions!(host);
+pub(super) fn wit_params(params: &[EsmtpParam]) -> Vec<wit::EsmtpParam> {
+    params
+        .iter()
+        .map(|p| wit::EsmtpParam {
+            name: p.name.clone(),
+            value: p.value.clone(),
+        })
+        .collect()
+}
 
-    async fn kv_get(
-        &mut self,
-        key: String,
-    ) -> wasmtime::Result<Result<Option<String>, host::Denied>> {
-        let kv = match self.kv() {
-            Ok(kv) => kv,
-            Err(denial) => return Ok(Err(wit_denied(denial))),
-        };
-        let got = self.until_deadline("kv-get", kv.get(&key), Denial::Failed);
-        Ok(got.await.map_err(wit_denied))
-    }
-
-    async fn kv_set(
-        &mut self,
-        key: String,
-        value: String,
-        ttl_seconds: Option<u32>,
-    ) -> wasmtime::Result<Result<(), host::Denied>> {
-        let kv = match self.kv() {
-            Ok(kv) => kv,
-            Err(denial) => return Ok(Err(wit_denied(denial))),
-        };
-        let set = kv.set(&key, &value, ttl_seconds);
-        Ok(self
-            .until_deadline("kv-set", set, Denial::Failed)
-            .await
-            .map_err(wit_denied))
-    }
-
-    async fn kv_delete(&mut self, key: String) -> wasmtime::Result<Result<(), host::Denied>> {
-        let kv = match self.kv() {
-            Ok(kv) => kv,
-            Err(denial) => return Ok(Err(wit_denied(denial))),
-        };
-        let deleted = self.until_deadline("kv-delete", kv.delete(&key), Denial::Failed);
-        Ok(deleted.await.map_err(wit_denied))
-    }
-
-    async fn kv_incr(
-        &mut self,
-        key: String,
-        delta: i64,
-        ttl_seconds: Option<u32>,
-    ) -> wasmtime::Result<Result<i64, host::Denied>> {
-        let kv = match self.kv() {
-            Ok(kv) => kv,
-            Err(denial) => return Ok(Err(wit_denied(denial))),
-        };
-        let incr = kv.incr(&key, delta, ttl_seconds);
-        Ok(self
-            .until_deadline("kv-incr", incr, Denial::Failed)
-            .await
-            .map_err(wit_denied))
-    }
-
-    async fn dns_lookup(
-        &mut self,
-        record_type_: host::RecordType,
-        name: String,
-    ) -> wasmtime::Result<Result<Vec<String>, host::DnsError>> {
-        let record = record_type(record_type_);
-        let dns = match self.dns() {
-            Ok(dns) => dns,
-            Err(denial) => return Ok(Err(host::DnsError::Denied(wit_denied(denial)))),
-        };
-        let lookup = async {
-            dns.lookup(record, &name).await.map_err(|e| match e {
-                DnsFailure::NotFound => host::DnsError::NotFound,
-                DnsFailure::Temporary(reason) => host::DnsError::Temporary(reason),
-            })
-        };
-        Ok(self
-            .until_deadline("dns-lookup", lookup, host::DnsError::Temporary)
-            .await)
-    }
-
-    async fn file_read(&mut self, path: String) -> wasmtime::Result<Result<Vec<u8>, host::Denied>> {
-        let read = match HostState::file_read(self, path) {
-            Ok(read) => read,
-            Err(denial) => return Ok(Err(wit_denied(denial))),
-        };
-        Ok(self
-            .until_deadline("file-read", read, Denial::Failed)
-            .await
-            .map_err(wit_denied))
+pub(super) fn wit_envelope(e: &Envelope) -> wit::Envelope {
+    wit::Envelope {
+        sender: e.sender.clone(),
+        recipients: e.recipients.clone(),
+        params: wit_params(&e.params),
     }
 }
 
-impl edits::Host for HostState {
-    fn add_header(&mut self, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.edit(Edit::Message(MessageEdit::AddHeader { name, value })))
-    }
-
-    fn insert_header(
-        &mut self,
-        index: u32,
-        name: String,
-        value: String,
-    ) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.edit(Edit::Message(MessageEdit::InsertHeader {
-            index,
-            name,
-            value,
-        })))
-    }
-
-    fn set_header(&mut self, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.edit(Edit::Message(MessageEdit::SetHeader { name, value })))
-    }
-
-    fn remove_header(&mut self, name: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.edit(Edit::Message(MessageEdit::RemoveHeader(name))))
-    }
-
-    fn replace_body(&mut self, body: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.edit(Edit::Message(MessageEdit::ReplaceBody(body))))
-    }
-
-    fn replace_part(
-        &mut self,
-        id: u32,
-        content_type: String,
-        content: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.edit(Edit::Message(MessageEdit::ReplacePart {
-            id,
-            content_type,
-            content,
-        })))
-    }
-
-    fn remove_part(&mut self, id: u32) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.edit(Edit::Message(MessageEdit::RemovePart(id))))
-    }
-
-    fn append_footer(&mut self, text: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.edit(Edit::Message(MessageEdit::AppendFooter(text))))
-    }
-
-    fn change_sender(&mut self, address: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.edit(Edit::ChangeSender(address)))
-    }
-
-    fn add_recipient(&mut self, address: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.edit(Edit::AddRecipient(address)))
-    }
-
-    fn remove_recipient(&mut self, address: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.edit(Edit::RemoveRecipient(address)))
-    }
-
-    fn reroute(&mut self, target: wit::HostPort) -> wasmtime::Result<Result<(), String>> {
-        let host = if target.host.contains(':') {
-            format!("[{}]", target.host)
-        } else {
-            target.host
-        };
-        Ok(self.edit(Edit::Reroute(format!("{host}:{}", target.port))))
-    }
-
-    fn defer(&mut self, seconds: u32) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.edit(Edit::Defer(seconds)))
+pub(super) fn wit_retrieval(session: &wit::Session, r: Option<&Retrieval>) -> wit::Retrieval {
+    let r = r.cloned().unwrap_or_default();
+    wit::Retrieval {
+        session: session.clone(),
+        user: r.user,
+        folder: r.folder,
+        uid: r.uid,
     }
 }
 
-impl wit::Host for HostState {}
-
-message_resource!(super::bindings::v0_2::types);
-
-shared_conversions!(wit, host);
-
-/// Contract 0.2.1: the message's sender authentication results, copied out of the call's.
-impl auth::Host for HostState {
-    fn spf(&mut self) -> wasmtime::Result<Vec<auth::SpfCheck>> {
-        let results = self.call.auth.as_deref();
-        Ok(results
-            .map(|r| r.spf.iter().map(wit_spf).collect())
-            .unwrap_or_default())
-    }
-
-    fn dkim(&mut self) -> wasmtime::Result<Vec<auth::DkimCheck>> {
-        let results = self.call.auth.as_deref();
-        Ok(results
-            .and_then(|r| r.dkim.as_ref())
-            .map(|checks| checks.iter().map(wit_dkim).collect())
-            .unwrap_or_default())
-    }
-
-    fn dmarc(&mut self) -> wasmtime::Result<Option<auth::DmarcCheck>> {
-        let results = self.call.auth.as_deref();
-        Ok(results.and_then(|r| r.dmarc.as_ref()).map(wit_dmarc))
-    }
-
-    fn arc(&mut self) -> wasmtime::Result<Option<auth::ArcCheck>> {
-        let results = self.call.auth.as_deref();
-        Ok(results
-            .and_then(|r| r.arc.as_ref())
-            .map(|arc| auth::ArcCheck {
-                outcome: wit_outcome(arc.outcome),
-                sealers: arc.sealers.clone(),
-                reason: arc.reason.clone(),
-            }))
+fn from_wit_reply(r: wit::Reply) -> Reply {
+    Reply {
+        code: r.code,
+        enhanced: r.enhanced.map(|e| (e.class, e.subject, e.detail)),
+        lines: r.lines,
     }
 }
 
-fn wit_outcome(outcome: checks::Outcome) -> auth::Outcome {
-    match outcome {
-        checks::Outcome::None => auth::Outcome::None,
-        checks::Outcome::Pass => auth::Outcome::Pass,
-        checks::Outcome::Fail => auth::Outcome::Fail,
-        checks::Outcome::Softfail => auth::Outcome::Softfail,
-        checks::Outcome::Neutral => auth::Outcome::Neutral,
-        checks::Outcome::Temperror => auth::Outcome::Temperror,
-        checks::Outcome::Permerror => auth::Outcome::Permerror,
-    }
-}
-
-fn wit_spf(check: &checks::SpfCheck) -> auth::SpfCheck {
-    auth::SpfCheck {
-        identity: match check.identity {
-            checks::SpfIdentity::MailFrom => auth::SpfIdentity::MailFrom,
-            checks::SpfIdentity::Helo => auth::SpfIdentity::Helo,
-        },
-        outcome: wit_outcome(check.outcome),
-        domain: check.domain.clone(),
-        subject: check.subject.clone(),
-        reason: check.reason.clone(),
-    }
-}
-
-fn wit_dkim(check: &checks::DkimCheck) -> auth::DkimCheck {
-    auth::DkimCheck {
-        outcome: wit_outcome(check.outcome),
-        domain: check.domain.clone(),
-        selector: check.selector.clone(),
-        algorithm: check.algorithm.clone(),
-        reason: check.reason.clone(),
-    }
-}
-
-fn wit_dmarc(check: &checks::DmarcCheck) -> auth::DmarcCheck {
-    auth::DmarcCheck {
-        outcome: wit_outcome(check.outcome),
-        domain: check.domain.clone(),
-        policy: check.policy.map(|policy| match policy {
-            checks::DmarcPolicy::None => auth::DmarcPolicy::None,
-            checks::DmarcPolicy::Quarantine => auth::DmarcPolicy::Quarantine,
-            checks::DmarcPolicy::Reject => auth::DmarcPolicy::Reject,
-        }),
-        spf_aligned: check.spf_aligned,
-        dkim_aligned: check.dkim_aligned,
-        reason: check.reason.clone(),
+pub(super) fn from_wit_verdict(v: wit::Verdict) -> Verdict {
+    match v {
+        wit::Verdict::Continue => Verdict::Continue,
+        wit::Verdict::Accept => Verdict::Accept,
+        wit::Verdict::Reject(r) => Verdict::Reject(from_wit_reply(r)),
+        wit::Verdict::Tempfail(r) => Verdict::Tempfail(from_wit_reply(r)),
+        wit::Verdict::Disconnect(r) => Verdict::Disconnect(from_wit_reply(r)),
+        wit::Verdict::Discard => Verdict::Discard,
+        wit::Verdict::Quarantine(reason) => Verdict::Quarantine(reason),
+        wit::Verdict::Hide => Verdict::Hide,
     }
 }

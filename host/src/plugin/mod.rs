@@ -10,8 +10,10 @@ mod contract_v0_2;
 mod engine;
 pub mod external;
 pub mod host_api;
+mod imports;
 mod info;
 mod loader;
+mod order;
 pub mod retrieve;
 pub mod services;
 mod ticker;
@@ -29,6 +31,7 @@ pub use engine::Runtime;
 pub use external::{Conversation, ExternalFactory, ExternalFault, ExternalFilter};
 pub use info::{ConfigKey, PluginInfo, ValueType};
 pub use loader::{LoadedPlugin, PluginSet};
+pub use order::{stage_list, StageOrder};
 pub use services::Services;
 pub use verdict::{Edit, Stage, StageCall, Verdict};
 

@@ -589,8 +589,11 @@ impl ImapSession {
                 reference,
                 mailbox_wildcard,
             } => blocking::run(|| self.lsub(&tag, &reference, &mailbox_wildcard)),
-            CommandBody::Status { mailbox, .. } => {
-                let items = extras.status.unwrap_or_default();
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } => {
+                let items = extensions::status_items(&item_names);
                 blocking::run(|| self.status(&tag, &mailbox, &items))
             }
             CommandBody::Append {
