@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 
 use super::{is_root, sbin, Process};
-use crate::{free_port, wait_for_port};
+use crate::free_port;
 
 /// rspamd (Debian's package) with only its proxy worker, in milter mode and scanning by
 /// itself, on a loopback port; its own config layered over Debian's through
@@ -70,7 +70,12 @@ impl Rspamd {
             cmd.args(["-i", "-u", "root", "-g", "root"]);
         }
         let child = cmd.spawn().expect("rspamd (Debian package rspamd)");
-        wait_for_port(port);
+        // Loading its rules takes rspamd a minute of CPU, and several test binaries may start
+        // one each at the same moment on two cores.
+        let up = crate::wait_until(360, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "rspamd never listened on {port}");
         Rspamd {
             port,
             dir,

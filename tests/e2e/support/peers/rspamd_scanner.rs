@@ -82,8 +82,9 @@ impl RspamdScanner {
             cmd.args(["-i", "-u", "root", "-g", "root"]);
         }
         let child = cmd.spawn().expect("rspamd (Debian package rspamd)");
-        // Loading its rules takes rspamd a minute of CPU on a busy machine.
-        let up = wait_until(180, || {
+        // Loading its rules takes rspamd a minute of CPU, and several test binaries may start
+        // one each at the same moment on two cores.
+        let up = wait_until(360, || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         assert!(up, "rspamd never listened on {port}");
