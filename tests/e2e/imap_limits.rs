@@ -704,3 +704,142 @@ fn a_copy_that_reaches_the_keyword_limit_part_way_copies_nothing() {
     );
     survived(gw, watch);
 }
+
+/// CPU seconds the server spends on `steps` (after LOGIN and SELECT INBOX, which are not
+/// counted: a first session has already built the folder's index), and what each step read.
+fn cpu_of(gw: &Gateway, steps: &[(String, &str)]) -> (f64, Vec<String>) {
+    in_inbox(gw, &[]);
+    let pid = gw.pid().expect("running");
+    let mut all = vec![("n NOOP\r\n".to_string(), "n")];
+    all.extend(steps.iter().cloned());
+    let (_, before) = usage(pid).expect("proc");
+    let out = in_inbox(gw, &all);
+    let (_, after) = usage(pid).expect("proc");
+    (after - before, out[1..].to_vec())
+}
+
+/// Unseen small messages, as many as a mailbox of a few years holds in one folder.
+const MANY: usize = 2_000;
+/// CPU seconds the server may spend on one command over [`MANY`] small messages. Marking
+/// each message \Seen with its own rewrite of the folder's index took 19.6 s (debug build).
+const CPU_FOR_MANY: f64 = 6.0;
+
+/// How many FETCH responses of a step show the flags `\Seen` alone (a response's FLAGS
+/// item follows its literal, on a line of its own).
+fn seen_responses(out: &str) -> usize {
+    out.matches("FLAGS (\\Seen)").count()
+}
+
+#[test]
+fn fetch_without_peek_of_many_unseen_messages_marks_them_in_linear_time() {
+    let (gw, watch) = under_attack();
+    store_many(&gw, MANY, 100);
+    let steps = [(
+        "f FETCH 1:* (BODY[HEADER.FIELDS (X-NONE)])\r\n".to_string(),
+        "f",
+    )];
+    let (cpu, out) = cpu_of(&gw, &steps);
+    eprintln!("FETCH without PEEK of {MANY}: {cpu:.2} CPU-s");
+    assert!(
+        completion(&out[0], "f").starts_with("f OK"),
+        "{}",
+        head(&out[0])
+    );
+    // RFC 9051 §6.4.5: the flag change is told with the FETCH that made it.
+    assert_eq!(seen_responses(&out[0]), MANY, "{}", head(&out[0]));
+    assert!(cpu < CPU_FOR_MANY, "{cpu:.2} CPU-s for one FETCH");
+    // The change is stored: a new session finds nothing unseen.
+    let unseen = in_inbox(&gw, &[("u SEARCH UNSEEN\r\n".to_string(), "u")]);
+    assert!(unseen[0].contains("* SEARCH\r\n"), "{}", head(&unseen[0]));
+    survived(gw, watch);
+}
+
+/// The untagged responses of a step, each with its literals' lines joined to it.
+fn responses(out: &str) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    for line in out.lines() {
+        match all.last_mut() {
+            Some(last) if !line.starts_with("* ") => last.push_str(line),
+            _ => all.push(line.to_string()),
+        }
+    }
+    all
+}
+
+#[test]
+fn fetch_with_condstore_tells_the_new_mod_sequences_of_what_it_marked() {
+    // Variant: with CONDSTORE on, the FETCH responses carry the mod-sequences from before the
+    // messages were marked; the new ones follow before the command completes, so a client's
+    // cache agrees with a later CHANGEDSINCE.
+    let (gw, watch) = under_attack();
+    store_many(&gw, 3, 100);
+    let out = in_inbox(
+        &gw,
+        &[
+            ("e ENABLE CONDSTORE\r\n".to_string(), "e"),
+            ("f FETCH 1:3 (FLAGS BODY[TEXT])\r\n".to_string(), "f"),
+            ("c FETCH 1:3 (FLAGS) (CHANGEDSINCE 1)\r\n".to_string(), "c"),
+        ],
+    );
+    assert!(completion(&out[1], "f").starts_with("f OK"), "{}", out[1]);
+    let modseqs = |text: &str| -> Vec<(String, u64)> {
+        responses(text)
+            .iter()
+            .filter_map(|l| {
+                let n = l.strip_prefix("* ")?.split(' ').next()?.to_string();
+                let m = l
+                    .split("MODSEQ (")
+                    .nth(1)?
+                    .split(')')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((n, m))
+            })
+            .collect()
+    };
+    let told = modseqs(&out[1]);
+    let stored = modseqs(&out[2]);
+    assert_eq!(stored.len(), 3, "{}", out[2]);
+    for (n, m) in &stored {
+        // The last mod-sequence told for each message is the one stored.
+        let last = told.iter().rev().find(|(k, _)| k == n).map(|(_, m)| *m);
+        assert_eq!(last, Some(*m), "message {n}: {}", out[1]);
+    }
+    assert!(out[2].matches("\\Seen").count() == 3, "{}", out[2]);
+    survived(gw, watch);
+}
+
+#[test]
+fn copy_and_move_of_many_messages_take_linear_time() {
+    let (gw, watch) = under_attack();
+    store_many(&gw, MANY, 100);
+    let steps = [
+        ("c CREATE Copies\r\n".to_string(), "c"),
+        ("y COPY 1:* Copies\r\n".to_string(), "y"),
+    ];
+    let (cpu, out) = cpu_of(&gw, &steps);
+    eprintln!("COPY of {MANY}: {cpu:.2} CPU-s");
+    assert!(
+        completion(&out[1], "y").starts_with("y OK [COPYUID"),
+        "{}",
+        head(&out[1])
+    );
+    assert!(cpu < CPU_FOR_MANY, "{cpu:.2} CPU-s for one COPY");
+    assert!(messages_in(&gw, "Copies").contains(&format!("MESSAGES {MANY})")));
+    let steps = [
+        ("c CREATE Moved\r\n".to_string(), "c"),
+        ("m MOVE 1:* Moved\r\n".to_string(), "m"),
+    ];
+    let (cpu, out) = cpu_of(&gw, &steps);
+    eprintln!("MOVE of {MANY}: {cpu:.2} CPU-s");
+    assert!(
+        completion(&out[1], "m").starts_with("m OK"),
+        "{}",
+        head(&out[1])
+    );
+    assert!(cpu < CPU_FOR_MANY, "{cpu:.2} CPU-s for one MOVE");
+    assert!(messages_in(&gw, "Moved").contains(&format!("MESSAGES {MANY})")));
+    assert!(messages_in(&gw, "INBOX").contains("MESSAGES 0)"));
+    survived(gw, watch);
+}

@@ -1171,3 +1171,130 @@ fn email_get_of_300000_addresses_in_to_and_cc_is_prompt_and_bounded() {
     assert!(gw.alive(), "the server died");
     watch.finish();
 }
+
+// Email/import: one index rewrite per batch, its work charged to the request.
+
+/// The blob id of alice's one message (stored first) and the id of her Archive mailbox.
+fn blob_and_archive(gw: &Gateway, account: &str) -> (String, String) {
+    gw.store_directly(ALICE, "1700000000.M1P7.one", &simple_message(1, "imported"));
+    let answer = post(
+        gw,
+        &request(json!([
+            ["Email/query", {"accountId": account}, "q"],
+            ["Email/get", {"accountId": account, "properties": ["blobId"],
+                "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"}}, "g"],
+            ["Mailbox/get", {"accountId": account, "properties": ["role"]}, "m"],
+        ])),
+    );
+    let responses = responses(&answer);
+    let blob = responses[1][1]["list"][0]["blobId"]
+        .as_str()
+        .expect("blobId");
+    let archive = responses[2][1]["list"]
+        .as_array()
+        .and_then(|l| l.iter().find(|m| m["role"] == "archive"))
+        .and_then(|m| m["id"].as_str())
+        .expect("an archive mailbox");
+    (blob.to_string(), archive.to_string())
+}
+
+/// `calls` Email/import calls of `per` imports each of `blob` into `mailbox`.
+fn imports(account: &str, blob: &str, mailbox: &str, calls: usize, per: usize) -> Vec<u8> {
+    let calls: Vec<Value> = (0..calls)
+        .map(|c| {
+            let emails: serde_json::Map<String, Value> = (0..per)
+                .map(|i| {
+                    let import = json!({"blobId": blob, "mailboxIds": {mailbox: true}});
+                    (format!("k{c}_{i}"), import)
+                })
+                .collect();
+            json!(["Email/import", {"accountId": account, "emails": emails}, c.to_string()])
+        })
+        .collect();
+    request(Value::Array(calls))
+}
+
+/// How many emails the account holds, all mailboxes.
+fn total_emails(gw: &Gateway, account: &str) -> u64 {
+    let answer = post(
+        gw,
+        &request(
+            json!([["Email/query", {"accountId": account, "calculateTotal": true, "limit": 1}, "q"]]),
+        ),
+    );
+    responses(&answer)[0][1]["total"].as_u64().expect("total")
+}
+
+/// Runs `heavy` while timing alice's Mailbox/get requests, one after the other until it
+/// ends; its result and the slowest Mailbox/get, in seconds.
+fn while_probed(gw: &Gateway, account: &str, heavy: impl FnOnce() -> Value + Send) -> (Value, f64) {
+    let probe =
+        request(json!([["Mailbox/get", {"accountId": account, "properties": ["name"]}, "m"]]));
+    std::thread::scope(|scope| {
+        let running = scope.spawn(heavy);
+        let mut slowest: f64 = 0.0;
+        while !running.is_finished() {
+            let answer = post(gw, &probe);
+            assert_eq!(answer["status"], 200, "{answer}");
+            slowest = slowest.max(answer["seconds"].as_f64().unwrap_or(99.0));
+        }
+        (running.join().expect("the heavy request"), slowest)
+    })
+}
+
+#[test]
+fn an_import_of_500_emails_in_one_call_stores_them_in_linear_time() {
+    // One call of 500 imports was 500 writes of the folder's whole index (12 s).
+    let (mut gw, watch) = start();
+    let account = account(&gw);
+    let (blob, archive) = blob_and_archive(&gw, &account);
+    let before = server_cpu(&gw);
+    let heavy = imports(&account, &blob, &archive, 1, 500);
+    // Meanwhile alice's other requests are answered: the files are written off her lock.
+    let (answer, slowest) = while_probed(&gw, &account, || post(&gw, &heavy));
+    let cpu = server_cpu(&gw) - before;
+    eprintln!(
+        "Email/import of 500: {cpu:.2} CPU-s, {} s; slowest Mailbox/get {slowest:.2} s",
+        answer["seconds"]
+    );
+    assert!(
+        slowest < 2.0,
+        "Mailbox/get waited {slowest} s behind Email/import"
+    );
+    let responses = responses(&answer);
+    let created = responses[0][1]["created"]
+        .as_object()
+        .map_or(0, |c| c.len());
+    assert_eq!(created, 500, "{}", responses[0]);
+    assert!(cpu < 4.0, "{cpu:.2} CPU-s for 500 imports");
+    assert_eq!(total_emails(&gw, &account), 501);
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+#[test]
+fn a_request_of_32_import_calls_ends_with_its_work_limit() {
+    // 32 calls of 500 imports (16 000 emails, within maxCallsInRequest and maxObjectsInSet)
+    // ran on for minutes; the request's work budget takes 4 096 emails at most, and the
+    // calls past it get requestTooLarge, having stored nothing.
+    let (mut gw, watch) = start();
+    let account = account(&gw);
+    let (blob, archive) = blob_and_archive(&gw, &account);
+    let answer = post(&gw, &imports(&account, &blob, &archive, 32, 500));
+    eprintln!("Email/import 32 x 500: {} s", answer["seconds"]);
+    let responses = responses(&answer);
+    assert!(
+        refused_with(&responses, "maxQueryWork"),
+        "{:?}",
+        &responses[8..]
+    );
+    let created: usize = responses
+        .iter()
+        .filter_map(|r| r[1]["created"].as_object().map(|c| c.len()))
+        .sum();
+    assert!((1..=4096).contains(&created), "{created} created");
+    // What the answer reports created is what the account holds.
+    assert_eq!(total_emails(&gw, &account), created as u64 + 1);
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}

@@ -31,6 +31,13 @@ pub const QUERY_WORK_LIMIT: &str = "maxQueryWork";
 /// What checking one condition on one email costs at least.
 pub const CONDITION_COST: u64 = 64;
 
+/// What storing one imported email counts against the request's work (besides its bytes, see
+/// [`WRITE_FACTOR`]): a file written and synced. With [`MAX_QUERY_WORK`], a request stores at
+/// most 4 096 emails, however they are spread over its calls.
+pub const IMPORT_COST: u64 = 256 << 10;
+/// What each byte of an imported email counts: it is read, parsed and written to disk.
+pub const WRITE_FACTOR: u64 = 4;
+
 /// What an estimate of one rendered body part counts, before its properties' own size.
 pub const PART_COST: u64 = 64;
 /// What an estimate counts for each property of an object, besides the value.

@@ -96,6 +96,13 @@ impl Context<'_> {
             "Thread/get" => Some(email::thread_get(account, &call).await?),
             _ => None,
         };
+        if name == "Email/import" {
+            // Takes the account's lock itself, and leaves it while the files are written.
+            return Ok(vec![(
+                name.to_string(),
+                self.email_import(account, &call).await?,
+            )]);
+        }
         if let Some(answer) = unlocked {
             return Ok(vec![(name.to_string(), answer)]);
         }
@@ -107,7 +114,6 @@ impl Context<'_> {
             "Mailbox/set" => self.mailbox_set(account, &call).await?,
             "Email/changes" => email::changes(account, &call)?,
             "Email/set" => self.email_set(account, &call).await?,
-            "Email/import" => self.email_import(account, &call).await?,
             "Identity/get" => identity_get(account, &call),
             "EmailSubmission/set" => {
                 self.check_set_size(&call)?;
@@ -119,7 +125,7 @@ impl Context<'_> {
     }
 
     /// `ifInState` of a `/set`: the state must still be the one the client saw.
-    fn check_state(call: &Call, state: &str) -> Result<(), MethodError> {
+    pub(super) fn check_state(call: &Call, state: &str) -> Result<(), MethodError> {
         match call.args.get("ifInState").and_then(Value::as_str) {
             Some(expected) if expected != state => Err(MethodError::new("stateMismatch")),
             _ => Ok(()),
@@ -249,7 +255,7 @@ impl Context<'_> {
     /// creation ids are remembered for later calls.
     /// The response fields Email/set and Email/import share, once the account shows what was
     /// stored: the states and the created emails (whose ids later calls may refer to).
-    async fn creation_response(
+    pub(super) async fn creation_response(
         &mut self,
         account: &mut Account,
         call: &Call<'_>,
@@ -275,74 +281,6 @@ impl Context<'_> {
         response.insert("created".into(), Value::Object(created));
         response.insert("notCreated".into(), Value::Object(not_created));
         response
-    }
-
-    async fn email_import(
-        &mut self,
-        account: &mut Account,
-        call: &Call<'_>,
-    ) -> Result<Value, MethodError> {
-        let old_state = account.email_states.state();
-        Context::check_state(call, &old_state)?;
-        let emails = call
-            .args
-            .get("emails")
-            .and_then(Value::as_object)
-            .ok_or_else(|| MethodError::invalid_arguments("emails is an object of EmailImport"))?;
-        if emails.len() > self.jmap.limits.max_objects_in_set {
-            return Err(MethodError::limit(
-                "requestTooLarge",
-                "maxObjectsInSet",
-                format!(
-                    "{} emails; at most {} in one call",
-                    emails.len(),
-                    self.jmap.limits.max_objects_in_set
-                ),
-            ));
-        }
-        let mut stored = Vec::new();
-        let mut not_created = Map::new();
-        for (creation, import) in emails {
-            match self.import_one(account, import) {
-                Ok(placed) => stored.push((creation.clone(), placed)),
-                Err(e) => {
-                    not_created.insert(creation.clone(), e);
-                }
-            }
-        }
-        let response = self
-            .creation_response(account, call, old_state, stored, not_created)
-            .await;
-        Ok(Value::Object(response))
-    }
-
-    fn import_one(&self, account: &Account, import: &Value) -> Result<(String, u32), Value> {
-        let import = import
-            .as_object()
-            .ok_or_else(|| email::set_error("invalidProperties", "an EmailImport is an object"))?;
-        let blob = import
-            .get("blobId")
-            .and_then(Value::as_str)
-            .ok_or_else(|| email::set_error("invalidProperties", "blobId is required"))?;
-        let bytes = self
-            .jmap
-            .blob_bytes(account, blob)
-            .ok_or_else(|| email::set_error("blobNotFound", format!("no blob {blob}")))?;
-        let message = crate::message::Message::new(bytes);
-        if message.headers().is_empty() {
-            return Err(email::set_error(
-                "invalidEmail",
-                "the blob is not a message",
-            ));
-        }
-        let received = import
-            .get("receivedAt")
-            .and_then(Value::as_str)
-            .and_then(mail_parser::DateTime::parse_rfc3339)
-            .map(|d| u64::try_from(d.to_timestamp()).unwrap_or(0));
-        let placement = email::Placement::read(import, &self.created)?;
-        let uid = placement.store(account, message.raw(), received)?;
-        Ok((placement.mailbox_id, uid))
     }
 }
 

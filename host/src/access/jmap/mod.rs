@@ -29,6 +29,7 @@ mod email;
 mod error;
 pub mod html;
 mod http;
+mod import;
 mod mailbox;
 pub mod message;
 mod methods;

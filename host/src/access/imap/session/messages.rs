@@ -16,7 +16,7 @@ use super::super::sets::Intervals;
 use super::super::{flags, orderedsubject, partial, sort, thread, wire};
 use super::ImapSession;
 use crate::message::Message;
-use crate::store::mailbox::{CopySource, FlagChange, FlagOp, MailEntry};
+use crate::store::mailbox::{CopySource, FlagChange, FlagOp, Flags, MailEntry};
 use crate::sys::blocking;
 
 /// Queued FETCH output is sent once it reaches this much (a reply streams per message).
@@ -543,10 +543,14 @@ impl ImapSession {
         }
         let (mut expunged, mut unknown) = (0, None);
         let mut queued = 0usize;
+        let mut to_mark = Vec::new();
         for i in chosen {
             // Reading and parsing the message is file and CPU work: off the async workers.
             match blocking::run(|| self.fetch_one(i, &items, &binary, shape)) {
-                Ok(line) => {
+                Ok((line, marks_seen)) => {
+                    if marks_seen {
+                        to_mark.push(i);
+                    }
                     queued = queued.saturating_add(line.len() + 2);
                     self.client.conn.queue(&line);
                     self.client.conn.queue(b"\r\n");
@@ -555,6 +559,7 @@ impl ImapSession {
                 Err(Unavailable::UnknownEncoding(name)) => unknown = Some(name),
                 Err(Unavailable::Unreadable) => {}
                 Err(Unavailable::OverAllowance) => {
+                    self.mark_seen(&to_mark).await;
                     return "NO [LIMIT] FETCH asks for too much of one message, ask for less"
                         .into();
                 }
@@ -568,6 +573,7 @@ impl ImapSession {
                 }
             }
         }
+        self.mark_seen(&to_mark).await;
         if let Some(name) = unknown {
             format!("NO [UNKNOWN-CTE] Cannot undo the transfer encoding {name}")
         } else if expunged > 0 {
@@ -577,15 +583,62 @@ impl ImapSession {
         }
     }
 
+    /// Adds `\Seen` to the messages (indexes into the selection) a FETCH answered as seen:
+    /// one flag change for the whole command, so the folder's index is rewritten once, not
+    /// once per message (which made a FETCH of N messages cost N rewrites of N records).
+    /// With CONDSTORE on, the new mod-sequences follow as untagged FETCH responses, since
+    /// the responses already sent carried the ones from before.
+    async fn mark_seen(&mut self, indexes: &[usize]) {
+        let Some(sel) = self.selected.as_ref() else {
+            return;
+        };
+        if indexes.is_empty() || sel.read_only {
+            return;
+        }
+        let targets: Vec<&MailEntry> = indexes.iter().filter_map(|&i| sel.get(i)).collect();
+        let change = FlagChange {
+            op: FlagOp::Add,
+            system: Flags::parse("S"),
+            keywords: &[],
+            unchanged_since: None,
+        };
+        let update = match blocking::run(|| sel.folder.update_flags(&targets, &change)) {
+            Ok(update) => update,
+            Err(e) => {
+                tracing::warn!("IMAP: cannot mark fetched messages \\Seen: {e}");
+                return;
+            }
+        };
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        sel.absorb(&update.entries);
+        if !self.condstore {
+            return;
+        }
+        let lines: Vec<String> = update
+            .entries
+            .iter()
+            .filter(|now| update.changed.contains(&now.uid))
+            .filter_map(|now| self.selected.as_ref()?.position(now.uid))
+            .map(|i| self.flags_update(i, true))
+            .collect();
+        for line in lines {
+            self.send(&line);
+        }
+    }
+
     /// One message's FETCH response, within its allowance (see [`ImapSession::fetch`]); the
     /// message is parsed at most once (and its sections indexed once) for all the items.
+    /// Whether the message is to be marked `\Seen` (which [`ImapSession::mark_seen`] does
+    /// once for the whole command): its response already shows the flag.
     fn fetch_one(
         &mut self,
         i: usize,
         items: &[MessageDataItemName<'_>],
         binary: &[BinaryItem],
         shape: Shape,
-    ) -> Result<Vec<u8>, Unavailable> {
+    ) -> Result<(Vec<u8>, bool), Unavailable> {
         let needs_message = !binary.is_empty()
             || items.iter().any(|it| {
                 !matches!(
@@ -682,16 +735,10 @@ impl ImapSession {
         }
         let wants_flags = items.contains(&MessageDataItemName::Flags);
         let (mut letters, recent) = (entry.flags, sel.is_recent(i));
-        if sets_seen && !sel.read_only && !letters.contains('S') {
-            if let Ok(Some(now)) = sel.folder.mark_seen(entry) {
-                letters = now.flags;
-                if let Some(sel) = self.selected.as_mut() {
-                    sel.absorb(&[now]);
-                }
-            }
+        let marks_seen = sets_seen && !sel.read_only && !letters.contains('S');
+        if marks_seen {
+            letters = letters.union(Flags::parse("S"));
         }
-        let sel = self.selected.as_ref().ok_or(Unavailable::Unreadable)?;
-        let entry = sel.get(i).ok_or(Unavailable::Unreadable)?;
         if wants_flags || sets_seen {
             let text = flags::render(letters, recent, &sel.keywords);
             out.item(format!("FLAGS {text}").as_bytes())?;
@@ -700,7 +747,7 @@ impl ImapSession {
         if shape.modseq || (self.condstore && (wants_flags || sets_seen)) {
             out.item(format!("MODSEQ ({})", entry.modseq).as_bytes())?;
         }
-        Ok(out.finish())
+        Ok((out.finish(), marks_seen))
     }
 
     /// STORE: the change is applied by the store to each message's current flags, under the
