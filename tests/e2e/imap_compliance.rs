@@ -14,6 +14,33 @@ use mailgate_e2e::{root, Gateway};
 /// Each test has a gateway of its own: its user's mailbox is the tester's to empty.
 const USER: &str = "alice@example.test";
 const PASSWORD: &str = "pw-alice";
+/// The second user of two-user groups (urlauth2): imaptest logs them in with the same password.
+const USER2: &str = "alice2@example.test";
+
+/// A gateway with both of the tester's users, once the second one can log in (the server
+/// picks a new user up shortly after it is added) and has the mailbox imaptest selects.
+fn gateway() -> Gateway {
+    let gw = Gateway::start("");
+    gw.add_user(USER2, PASSWORD);
+    let script = format!(
+        "import imaplib, ssl, time\n\
+         end = time.time() + 20\n\
+         while True:\n\
+         \x20   try:\n\
+         \x20       c = imaplib.IMAP4_SSL('127.0.0.1', {port}, ssl_context=ssl._create_unverified_context())\n\
+         \x20       c.login('{USER2}', '{PASSWORD}'); c.create('imaptest'); c.logout(); break\n\
+         \x20   except imaplib.IMAP4.error:\n\
+         \x20       if time.time() > end: raise\n\
+         \x20       time.sleep(0.1)\n",
+        port = gw.imaps
+    );
+    let status = Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .expect("python3");
+    assert!(status.success(), "{USER2} never came to log in");
+    gw
+}
 
 /// The imaptest binary: `IMAPTEST_BIN` (`cargo xtask test` builds it and sets it), else the
 /// one it built into target/imaptest.
@@ -70,7 +97,11 @@ fn groups(tests: &Path) -> Vec<String> {
 /// Groups imaptest may still skip (run no command of) because we do not advertise an extension
 /// they need. Each name here must really run nothing (so one that comes to run has to leave the
 /// list) and every other group must run its commands.
-const EXPECTED_SKIPS: &[&str] = &["urlauth", "urlauth-binary", "urlauth2"];
+/// - urlauth-binary: URLAUTH=BINARY (RFC 5524) is not offered;
+/// - urlauth2: it needs a second user (imaptest's `user2=`), which the runs over every group do
+///   not give: as written it appends no message yet fetches two, so it fails against any
+///   server. `imaptest_urlauth_groups_run_and_pass` runs it with the two messages it needs.
+const EXPECTED_SKIPS: &[&str] = &["urlauth-binary", "urlauth2"];
 
 /// `(groups, failed, skipped)` from imaptest's summary line
 /// (`71 test groups: 0 failed, 0 skipped due to missing capabilities`).
@@ -199,4 +230,34 @@ fn imaptest_stress_with_5_clients_reports_no_errors() {
 #[test]
 fn imaptest_stress_with_20_clients_reports_no_errors() {
     stress(20);
+}
+
+/// URLAUTH (RFC 4467): the groups that authorize URLs with GENURLAUTH, fetch them with
+/// URLFETCH (as the owner, and as another user under `authuser`) and void them with RESETKEY
+/// run their commands and pass.
+#[test]
+fn imaptest_urlauth_groups_run_and_pass() {
+    let gw = gateway();
+    let tests = imaptest().parent().expect("src").join("tests");
+    let out = run(&gw, &[format!("test={}", tests.join("urlauth").display())]);
+    assert_eq!(summary(&out).map(|s| (s.0, s.1)), Some((1, 0)), "{out}");
+    assert!(commands(&out).is_some_and(|n| n >= 8), "urlauth: {out}");
+    assert!(out.contains("extensions: 0/"), "urlauth: {out}");
+    // urlauth2 as written appends nothing before fetching messages 1:2: given its two.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = std::fs::read_to_string(tests.join("urlauth2")).expect("urlauth2");
+    let script = format!("messages: 2\n{script}");
+    std::fs::write(dir.path().join("urlauth2"), script).expect("write");
+    // imaptest reads the messages from default.mbox beside the script.
+    std::fs::copy(tests.join("default.mbox"), dir.path().join("default.mbox")).expect("mbox");
+    let out = run(
+        &gw,
+        &[
+            format!("test={}", dir.path().join("urlauth2").display()),
+            format!("user2={USER2}"),
+        ],
+    );
+    assert_eq!(summary(&out).map(|s| (s.0, s.1)), Some((1, 0)), "{out}");
+    assert!(commands(&out).is_some_and(|n| n >= 8), "urlauth2: {out}");
+    assert!(out.contains("extensions: 0/"), "urlauth2: {out}");
 }

@@ -11,5 +11,6 @@ pub mod special_use;
 pub mod sql_users;
 pub mod subscriptions;
 pub mod uidlist;
+pub mod urlauth_keys;
 pub mod users;
 pub mod watch;

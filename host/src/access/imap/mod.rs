@@ -3,7 +3,8 @@
 //! written by `wire` (strings, ENVELOPE with `address`, BODYSTRUCTURE, body sections); `flags`
 //! names Maildir flag letters and keywords; `search` evaluates SEARCH keys; `notify` reads
 //! NOTIFY (RFC 5465); `session` is the state machine, one file per command family. `append` reads MULTIAPPEND and CATENATE, whose
-//! IMAP URLs `url` reads.
+//! IMAP URLs `url` reads;
+//! `urlauth` reads URLAUTH's (RFC 4467) arguments and authorized URLs and signs them.
 
 use std::future::Future;
 use std::ops::Deref;
@@ -30,6 +31,7 @@ pub mod sets;
 pub mod sort;
 pub mod thread;
 pub mod url;
+pub mod urlauth;
 pub mod wire;
 
 /// IMAP on a listener, and what its sessions see: what every protocol shares, plus the

@@ -11,7 +11,8 @@
 //! - `notify`: NOTIFY (RFC 5465), and what it tells between commands and during IDLE;
 //! - `view`: the selected mailbox as this session shows it — SELECT, EXAMINE, refresh (NOOP,
 //!   CHECK, IDLE), CLOSE, UNSELECT;
-//! - `messages`: FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE.
+//! - `messages`: FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE;
+//! - `urlauth`: RESETKEY, GENURLAUTH, URLFETCH (RFC 4467).
 //!
 //! ID, NAMESPACE and UID EXPUNGE, which imap-codec 1.0 does not parse, are recognised here;
 //! the extension syntax it does not know is taken out first by `extensions`.
@@ -22,6 +23,7 @@ mod messages;
 mod multiappend;
 mod notify;
 mod updates;
+mod urlauth;
 mod view;
 
 use std::sync::Arc;
@@ -254,6 +256,7 @@ impl ImapSession {
             "PARTIAL",
             "CREATE-SPECIAL-USE",
             "NOTIFY",
+            "URLAUTH",
         ];
         if self.client.tls {
             caps.push("AUTH=PLAIN");
@@ -388,6 +391,9 @@ impl ImapSession {
             return next;
         }
         if let Some(next) = self.extended_append(bytes).await {
+            return next;
+        }
+        if let Some(next) = self.urlauth_command(bytes).await {
             return next;
         }
         if let Some(next) = self.cancel_update(bytes) {

@@ -1,7 +1,7 @@
 //! IMAP URLs (RFC 5092) of one stored message or part of it, as CATENATE (RFC 4469) refers
 //! to them: `/INBOX;UIDVALIDITY=7/;UID=20/;SECTION=1.2/;PARTIAL=0.100`, or the same under
 //! `imap://user@host`. Only messages of the logged-in user's own mailboxes are reachable: a URL
-//! naming another user, or carrying URLAUTH (not offered), is refused. Parsing only; the
+//! naming another user, or carrying URLAUTH (which URLFETCH reads, see `urlauth`), is refused. Parsing only; the
 //! session opens the mailbox and cuts the section.
 
 use imap_codec::decode::Decoder;
@@ -84,7 +84,7 @@ pub fn parse(url: &str, user: &str) -> Result<MessageUrl, String> {
                 found.section = Some(text);
             }
             "PARTIAL" => found.partial = Some(partial(value)?),
-            "URLAUTH" => return Err("URLAUTH is not offered".into()),
+            "URLAUTH" => return Err("URLAUTH URLs are for URLFETCH".into()),
             _ => return Err(format!("unknown URL part {key}")),
         }
         seen.push(key);
@@ -115,7 +115,7 @@ fn number(param: &str, key: &str) -> Result<u32, String> {
 }
 
 /// `%XX` escapes decoded.
-fn percent_decode(text: &str) -> Result<Vec<u8>, String> {
+pub(super) fn percent_decode(text: &str) -> Result<Vec<u8>, String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

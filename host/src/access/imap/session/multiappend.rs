@@ -182,7 +182,7 @@ impl ImapSession {
     }
 
     /// The folder a URL's (UTF-8) mailbox name refers to, checked as a command's would be.
-    fn url_folder(&self, utf8: &str) -> Result<Folder, String> {
+    pub(super) fn url_folder(&self, utf8: &str) -> Result<Folder, String> {
         // `folder` reads names as this client sends them.
         let sent = match self.rev2 {
             true => utf8.to_string(),
