@@ -47,7 +47,18 @@ pub struct Connection {
     sent: usize,
     /// IMAP COMPRESS=DEFLATE, once negotiated: every byte both ways goes through it.
     deflate: Option<Box<Deflate>>,
+    /// A client that takes no byte of our output for this long is cut off (`flush` fails):
+    /// one that never reads cannot hold its reply, its session and its slot forever.
+    write_stall: Duration,
 }
+
+/// Default for [`Connection::set_write_stall`] (`limits.write-stall-secs`).
+pub const WRITE_STALL: Duration = Duration::from_secs(60);
+
+/// Output a session may have queued before it must send it, before it takes another command
+/// already buffered: a client that pipelines commands but never reads their replies stalls
+/// itself (and then meets the write stall) instead of growing the server's memory.
+pub const BACKPRESSURE: usize = 256 * 1024;
 
 /// Replies held back while compressed commands are still waiting to be inflated.
 const BATCHED_OUTPUT: usize = 64 * 1024;
@@ -61,7 +72,13 @@ impl Connection {
             unsent: Vec::new(),
             sent: 0,
             deflate: None,
+            write_stall: WRITE_STALL,
         }
+    }
+
+    /// How long a client may take no byte of our output before a flush fails.
+    pub fn set_write_stall(&mut self, stall: Duration) {
+        self.write_stall = stall.max(Duration::from_secs(1));
     }
 
     pub fn queue(&mut self, bytes: &[u8]) {
@@ -102,14 +119,23 @@ impl Connection {
     }
 
     /// Sends everything queued. Cancelled midway (a wake-up while waiting on the client),
-    /// nothing is lost or sent twice: the next flush goes on where this one stopped.
+    /// nothing is lost or sent twice: the next flush goes on where this one stopped. Fails
+    /// (`TimedOut`) when the client takes nothing for the write stall: the session ends.
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        self.pack()?;
-        while self.sent < self.unsent.len() {
-            self.write_some().await?;
+        if self.flush_within(self.write_stall).await? {
+            Ok(())
+        } else {
+            Err(std::io::ErrorKind::TimedOut.into())
         }
-        self.sent_all();
-        self.stream.flush().await
+    }
+
+    /// Sends what is queued when it has passed [`BACKPRESSURE`]: called before each command,
+    /// so that the replies to pipelined commands are bounded by what the client reads.
+    async fn relieve(&mut self) -> Result<(), Line> {
+        if self.pending() > BACKPRESSURE {
+            self.flush().await.map_err(|_| Line::Closed)?;
+        }
+        Ok(())
     }
 
     /// One write of what is ready for the wire; a write takes some bytes or none.
@@ -192,6 +218,9 @@ impl Connection {
         // Pipelined input is often all buffered already: without this, a client streaming
         // commands keeps its session always ready and its worker from every other client.
         tokio::task::coop::consume_budget().await;
+        if let Err(end) = self.relieve().await {
+            return end;
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         let mut discarding = false;
         // Where the search for CRLF resumes: bytes already searched are not searched again.
@@ -246,6 +275,7 @@ impl Connection {
     ) -> Result<(), Line> {
         // See `read_line`: a turn for the other tasks now and then, however ready the input.
         tokio::task::coop::consume_budget().await;
+        self.relieve().await?;
         let started = tokio::time::Instant::now();
         let mut received: u64 = 0;
         loop {
