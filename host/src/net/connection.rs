@@ -50,6 +50,9 @@ pub struct Connection {
     /// A client that takes no byte of our output for this long is cut off (`flush` fails):
     /// one that never reads cannot hold its reply, its session and its slot forever.
     write_stall: Duration,
+    /// A flush met the write stall: the client is cut off, every later flush fails at once
+    /// (what the session queues after, its tagged reply say, must not wait another stall).
+    stalled: bool,
 }
 
 /// Default for [`Connection::set_write_stall`] (`limits.write-stall-secs`).
@@ -73,6 +76,7 @@ impl Connection {
             sent: 0,
             deflate: None,
             write_stall: WRITE_STALL,
+            stalled: false,
         }
     }
 
@@ -122,11 +126,17 @@ impl Connection {
     /// nothing is lost or sent twice: the next flush goes on where this one stopped. Fails
     /// (`TimedOut`) when the client takes nothing for the write stall: the session ends.
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        if self.flush_within(self.write_stall).await? {
-            Ok(())
-        } else {
-            Err(std::io::ErrorKind::TimedOut.into())
+        if !self.stalled && self.flush_within(self.write_stall).await? {
+            return Ok(());
         }
+        if !self.stalled {
+            tracing::info!(
+                "the client took no output for {:?}: disconnected",
+                self.write_stall
+            );
+        }
+        self.stalled = true;
+        Err(std::io::ErrorKind::TimedOut.into())
     }
 
     /// Sends what is queued when it has passed [`BACKPRESSURE`]: called before each command,
