@@ -2,8 +2,8 @@
 //! crash, freeze or lose mail. Each test starts the real binary and attacks it as a client would.
 
 use mailgate_e2e::{
-    imap_raw, imap_raw_background, imap_raw_output, probe_plugin, python, wait_until, Gateway,
-    RawSmtp,
+    imap_raw, imap_raw_background, imap_raw_output, jmap_client, probe_plugin, python, wait_until,
+    Gateway, RawSmtp,
 };
 use serde_json::Value;
 
@@ -1569,7 +1569,16 @@ print(end, total, flush=True)
 "#;
 
 /// A [`NARROW_CLIENT`] left holding its pipeline unread; `release` lets it read.
-struct Narrow(std::process::Child);
+struct Narrow(Option<std::process::Child>);
+
+impl Drop for Narrow {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
 
 impl Narrow {
     fn hold(port: u16, steps: &[(&str, &str)], pipeline: &str, stop: &str) -> Narrow {
@@ -1585,16 +1594,17 @@ impl Narrow {
             .read_line(&mut line)
             .expect("read");
         assert_eq!(line.trim(), "sent", "the client could not log in");
-        Narrow(child)
+        Narrow(Some(child))
     }
 
     /// Lets the client read: "found", "closed" or "open" (see [`NARROW_CLIENT`]).
     fn release(mut self) -> String {
         use std::io::Write;
-        if let Some(mut stdin) = self.0.stdin.take() {
+        let mut child = self.0.take().expect("held");
+        if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(b"\n").expect("release");
         }
-        let out = self.0.wait_with_output().expect("client");
+        let out = child.wait_with_output().expect("client");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
@@ -1745,6 +1755,81 @@ fn imap_clients_that_never_read_a_big_fetch_are_cut_off_and_free_their_slots() {
     assert!(noop.starts_with("found"), "{noop}");
     // Each stalled client finds its connection closed before its reply ended.
     for client in stalled {
+        let end = client.release();
+        assert!(end.starts_with("closed"), "{end}");
+    }
+}
+
+/// Standard base64 (for HTTP Basic credentials).
+fn base64(bytes: &[u8]) -> String {
+    const DIGITS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for group in bytes.chunks(3) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= group.len() {
+                char::from(DIGITS[(n >> (18 - 6 * i) & 63) as usize])
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// The GET of alice's first inbox email as a blob, by a client of its own.
+fn alice_download_request(gw: &Gateway) -> String {
+    let session = jmap_client(gw, "alice@example.test", &["session"]);
+    let account = session["account_id"].as_str().expect("account");
+    let inbox = jmap_client(gw, "alice@example.test", &["inbox"]);
+    let blob = inbox["emails"][0]["blobId"].as_str().expect("blob");
+    format!(
+        "GET /jmap/download/{account}/{blob}/big.eml HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {}\r\n\r\n",
+        base64(b"alice@example.test:pw-alice")
+    )
+}
+
+#[test]
+fn jmap_downloads_never_read_stay_bounded() {
+    let mut gw = Gateway::builder().bounded().start();
+    store_directly(&gw, "1.big:2,", &big_message(5 << 20));
+    let request = alice_download_request(&gw);
+    let base = peak_kib(&gw);
+    // 30 downloads of 5 MB that nobody reads: 150 MB (300 with a copy each) if all are held.
+    let held: Vec<Narrow> = (0..30)
+        .map(|_| Narrow::hold(gw.jmap, &[], &request, "\r\n\r\n"))
+        .collect();
+    watch_memory(&mut gw, 10, base, 80 << 10);
+    let bob = jmap_client(&gw, "bob@example.test", &["mailboxes"]);
+    assert!(bob["inbox"]["id"].is_string(), "{bob}");
+    assert_others_served(&gw);
+    drop(held);
+}
+
+#[test]
+fn jmap_downloads_are_capped_per_user_and_stalled_ones_cut() {
+    let gw = Gateway::start("[limits]\nwrite-stall-secs = 2\n");
+    store_directly(&gw, "1.big:2,", &big_message(6 << 20));
+    let request = alice_download_request(&gw);
+    let held: Vec<Narrow> = (0..4)
+        // Read to the end later: the server's close, or the whole reply and silence.
+        .map(|_| Narrow::hold(gw.jmap, &[], &request, "not in the reply"))
+        .collect();
+    // Four downloads under way: a fifth waits its turn.
+    let fifth = narrow_now(gw.jmap, &[], &request, "HTTP/1.1 429");
+    assert!(fifth.starts_with("found"), "{fifth}");
+    // The stalled ones are cut: alice downloads again.
+    let again = wait_until(30, || {
+        narrow_now(gw.jmap, &[], &request, "HTTP/1.1 200").starts_with("found")
+    });
+    assert!(
+        again,
+        "alice's download slots stay taken by clients that do not read"
+    );
+    for client in held {
         let end = client.release();
         assert!(end.starts_with("closed"), "{end}");
     }

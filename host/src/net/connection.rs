@@ -10,12 +10,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub use client::Client;
 use compress::Deflate;
 pub use pace::Pace;
+pub use stall::StallGuard;
 pub use starttls::{TlsRefusal, HANDSHAKE_TIME};
 pub use stream::Stream;
 
 mod client;
 mod compress;
 mod pace;
+mod stall;
 mod starttls;
 mod stream;
 
@@ -81,6 +83,11 @@ impl Connection {
     }
 
     /// How long a client may take no byte of our output before a flush fails.
+    pub fn write_stall(&self) -> Duration {
+        self.write_stall
+    }
+
+    /// Sets [`Connection::write_stall`] (at least a second).
     pub fn set_write_stall(&mut self, stall: Duration) {
         self.write_stall = stall.max(Duration::from_secs(1));
     }
