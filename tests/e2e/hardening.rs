@@ -1811,7 +1811,7 @@ fn jmap_downloads_never_read_stay_bounded() {
 
 #[test]
 fn jmap_downloads_are_capped_per_user_and_stalled_ones_cut() {
-    let gw = Gateway::start("[limits]\nwrite-stall-secs = 2\n");
+    let gw = Gateway::start("[limits]\nwrite-stall-secs = 10\n");
     store_directly(&gw, "1.big:2,", &big_message(6 << 20));
     let request = alice_download_request(&gw);
     let held: Vec<Narrow> = (0..4)
