@@ -2,8 +2,8 @@
 //! crash, freeze or lose mail. Each test starts the real binary and attacks it as a client would.
 
 use mailgate_e2e::{
-    imap_raw, imap_raw_background, imap_raw_output, probe_plugin, python, wait_until, Gateway,
-    RawSmtp,
+    imap_raw, imap_raw_background, imap_raw_output, jmap_client, probe_plugin, python, wait_until,
+    Gateway, RawSmtp,
 };
 use serde_json::Value;
 
@@ -1519,4 +1519,318 @@ fn edited_copies_of_a_large_mailbox_are_not_all_held_in_memory() {
         "peak RSS {before} -> {peak} KiB"
     );
     assert_alive(&gw);
+}
+
+/// A TLS client with a receive window of a few KiB (a loopback window is megabytes otherwise,
+/// and logins need TLS): argv port, login steps as JSON [[send, wait-for]...], the commands to
+/// pipeline, the text to read up to, and "now" or "hold". With "hold" it prints "sent" and
+/// reads nothing until a line comes on its stdin. Then it reads until the text ("found"), the
+/// server's close ("closed") or 30 s of silence ("open"), and prints which and the bytes read.
+const NARROW_CLIENT: &str = r#"
+import json, socket, ssl, sys
+port, steps, pipeline, stop, mode = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4].encode(), sys.argv[5]
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+raw = socket.socket()
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+raw.settimeout(30)
+raw.connect(("127.0.0.1", port))
+sock = context.wrap_socket(raw)
+got = b""
+for send, token in steps:
+    sock.sendall(send.encode())
+    while token.encode() not in got:
+        data = sock.recv(65536)
+        if not data:
+            sys.exit("closed before %r: %r" % (token, got[-200:]))
+        got += data
+    got = got[got.index(token.encode()) + len(token):]
+sock.sendall(pipeline.encode())
+if mode == "hold":
+    print("sent", flush=True)
+    sys.stdin.readline()
+end, total = "open", 0
+try:
+    while stop not in got:
+        data = sock.recv(65536)
+        if not data:
+            end = "closed"
+            break
+        total += len(data)
+        got = got[-len(stop):] + data
+    else:
+        end = "found"
+except socket.timeout:
+    end = "open"
+except (ConnectionError, ssl.SSLError):
+    end = "closed"
+print(end, total, flush=True)
+"#;
+
+/// A [`NARROW_CLIENT`] left holding its pipeline unread; `release` lets it read.
+struct Narrow(Option<std::process::Child>);
+
+impl Drop for Narrow {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Narrow {
+    fn hold(port: u16, steps: &[(&str, &str)], pipeline: &str, stop: &str) -> Narrow {
+        use std::io::BufRead;
+        let mut child = narrow_client(port, steps, pipeline, stop, "hold")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        let stdout = child.stdout.as_mut().expect("stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read");
+        assert_eq!(line.trim(), "sent", "the client could not log in");
+        Narrow(Some(child))
+    }
+
+    /// Lets the client read: "found", "closed" or "open" (see [`NARROW_CLIENT`]).
+    fn release(mut self) -> String {
+        use std::io::Write;
+        let mut child = self.0.take().expect("held");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(b"\n").expect("release");
+        }
+        let out = child.wait_with_output().expect("client");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+fn narrow_client(
+    port: u16,
+    steps: &[(&str, &str)],
+    pipeline: &str,
+    stop: &str,
+    mode: &str,
+) -> std::process::Command {
+    let steps = serde_json::to_string(steps).expect("json");
+    let mut command = std::process::Command::new("python3");
+    command
+        .args(["-c", NARROW_CLIENT])
+        .args([&port.to_string(), &steps, pipeline, stop, mode]);
+    command
+}
+
+/// One [`NARROW_CLIENT`] run through at once: what it printed, or why it failed.
+fn narrow_now(port: u16, steps: &[(&str, &str)], pipeline: &str, stop: &str) -> String {
+    let out = narrow_client(port, steps, pipeline, stop, "now")
+        .output()
+        .expect("python3");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
+}
+
+const POP3_ALICE: [(&str, &str); 3] = [
+    ("", "\r\n"),
+    ("USER alice@example.test\r\n", "+OK"),
+    ("PASS pw-alice\r\n", "+OK"),
+];
+const IMAP_ALICE: [(&str, &str); 3] = [
+    ("", "\r\n"),
+    ("l LOGIN alice@example.test pw-alice\r\n", "l OK"),
+    ("s SELECT INBOX\r\n", "s OK"),
+];
+
+/// A message of about `bytes` of plain text lines.
+fn big_message(bytes: usize) -> String {
+    let mut raw = String::from("From: big@client.test\r\nSubject: big\r\n\r\n");
+    let line = format!("{}\r\n", "x".repeat(998));
+    while raw.len() < bytes {
+        raw.push_str(&line);
+    }
+    raw
+}
+
+/// The server's peak resident memory (VmHWM), in KiB.
+fn peak_kib(gw: &Gateway) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid().expect("running")))
+        .expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM")
+}
+
+/// Watches the server for `secs` while an attack runs: it must live and its peak memory must
+/// stay within `growth_kib` of `base_kib`. Fails as soon as either breaks.
+fn watch_memory(gw: &mut Gateway, secs: u64, base_kib: u64, growth_kib: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        assert!(gw.alive(), "the server died");
+        let peak = peak_kib(gw);
+        assert!(
+            peak <= base_kib + growth_kib,
+            "peak memory {peak} KiB, {base_kib} KiB before the attack"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The sessions open on `listener`, as the metrics say.
+fn active_sessions(gw: &Gateway, listener: &str) -> Option<u64> {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{}/metrics", gw.metrics)])
+        .output()
+        .expect("curl");
+    let key = format!("mailgate_sessions_active{{listener=\"{listener}\"}} ");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
+}
+
+/// Another client is served while the attack holds: POP3 (bob) and SMTP.
+fn assert_others_served(gw: &Gateway) {
+    let bob = [
+        ("", "\r\n"),
+        ("USER bob@example.test\r\n", "+OK"),
+        ("PASS pw-bob\r\n", "+OK"),
+    ];
+    let stat = narrow_now(gw.pop3s, &bob, "STAT\r\n", "+OK");
+    assert!(stat.starts_with("found"), "{stat}");
+    assert_alive(gw);
+}
+
+#[test]
+fn pipelined_retr_to_a_client_that_never_reads_stays_bounded() {
+    let mut gw = Gateway::builder().bounded().start();
+    store_directly(&gw, "1.big:2,", &big_message(5 << 20));
+    let base = peak_kib(&gw);
+    // 200 replies of 5 MB each: a gigabyte if they pile up unsent.
+    let pop = Narrow::hold(
+        gw.pop3s,
+        &POP3_ALICE,
+        &"RETR 1\r\n".repeat(200),
+        "\r\n.\r\n+OK",
+    );
+    watch_memory(&mut gw, 15, base, 100 << 10);
+    assert_others_served(&gw);
+    // The session was only waiting for its client: the replies come when it reads.
+    let end = pop.release();
+    assert!(end.starts_with("found"), "{end}");
+}
+
+#[test]
+fn pipelined_listings_to_a_client_that_never_reads_stay_bounded() {
+    let mut gw = Gateway::builder().bounded().start();
+    for i in 0..3000 {
+        store_directly(&gw, &format!("{i}.small:2,"), "Subject: s\r\n\r\nx\r\n");
+    }
+    let base = peak_kib(&gw);
+    // Each UIDL lists 3000 messages (~80 KB): 2700 of them in 16 KiB of commands.
+    let pop = Narrow::hold(gw.pop3s, &POP3_ALICE, &"UIDL\r\n".repeat(2700), "\r\n.\r\n");
+    watch_memory(&mut gw, 15, base, 60 << 10);
+    assert_others_served(&gw);
+    let end = pop.release();
+    assert!(end.starts_with("found"), "{end}");
+}
+
+#[test]
+fn imap_clients_that_never_read_a_big_fetch_are_cut_off_and_free_their_slots() {
+    let gw = Gateway::start("[limits]\nwrite-stall-secs = 2\nmax-imap-connections = 3\n");
+    store_directly(&gw, "1.big:2,", &big_message(6 << 20));
+    let stalled: Vec<Narrow> = (0..3)
+        .map(|_| Narrow::hold(gw.imaps, &IMAP_ALICE, "f FETCH 1 BODY.PEEK[]\r\n", "f OK"))
+        .collect();
+    // Every IMAP slot is held by a client that does not read; the server must let them go.
+    let cut = wait_until(30, || active_sessions(&gw, "imaps") == Some(0));
+    assert!(cut, "sessions of clients that never read are still open");
+    let noop = narrow_now(gw.imaps, &IMAP_ALICE, "n NOOP\r\n", "n OK");
+    assert!(noop.starts_with("found"), "{noop}");
+    // Each stalled client finds its connection closed before its reply ended.
+    for client in stalled {
+        let end = client.release();
+        assert!(end.starts_with("closed"), "{end}");
+    }
+}
+
+/// Standard base64 (for HTTP Basic credentials).
+fn base64(bytes: &[u8]) -> String {
+    const DIGITS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for group in bytes.chunks(3) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= group.len() {
+                char::from(DIGITS[(n >> (18 - 6 * i) & 63) as usize])
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// The GET of alice's first inbox email as a blob, by a client of its own.
+fn alice_download_request(gw: &Gateway) -> String {
+    let session = jmap_client(gw, "alice@example.test", &["session"]);
+    let account = session["account_id"].as_str().expect("account");
+    let inbox = jmap_client(gw, "alice@example.test", &["inbox"]);
+    let blob = inbox["emails"][0]["blobId"].as_str().expect("blob");
+    format!(
+        "GET /jmap/download/{account}/{blob}/big.eml HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {}\r\n\r\n",
+        base64(b"alice@example.test:pw-alice")
+    )
+}
+
+#[test]
+fn jmap_downloads_never_read_stay_bounded() {
+    let mut gw = Gateway::builder().bounded().start();
+    store_directly(&gw, "1.big:2,", &big_message(5 << 20));
+    let request = alice_download_request(&gw);
+    let base = peak_kib(&gw);
+    // 30 downloads of 5 MB that nobody reads: 150 MB (300 with a copy each) if all are held.
+    let held: Vec<Narrow> = (0..30)
+        .map(|_| Narrow::hold(gw.jmap, &[], &request, "\r\n\r\n"))
+        .collect();
+    watch_memory(&mut gw, 10, base, 80 << 10);
+    let bob = jmap_client(&gw, "bob@example.test", &["mailboxes"]);
+    assert!(bob["inbox"]["id"].is_string(), "{bob}");
+    assert_others_served(&gw);
+    drop(held);
+}
+
+#[test]
+fn jmap_downloads_are_capped_per_user_and_stalled_ones_cut() {
+    let gw = Gateway::start("[limits]\nwrite-stall-secs = 10\n");
+    store_directly(&gw, "1.big:2,", &big_message(6 << 20));
+    let request = alice_download_request(&gw);
+    let held: Vec<Narrow> = (0..4)
+        // Read to the end later: the server's close, or the whole reply and silence.
+        .map(|_| Narrow::hold(gw.jmap, &[], &request, "not in the reply"))
+        .collect();
+    // Four downloads under way: a fifth waits its turn.
+    let fifth = narrow_now(gw.jmap, &[], &request, "HTTP/1.1 429");
+    assert!(fifth.starts_with("found"), "{fifth}");
+    // The stalled ones are cut: alice downloads again.
+    let again = wait_until(30, || {
+        narrow_now(gw.jmap, &[], &request, "HTTP/1.1 200").starts_with("found")
+    });
+    assert!(
+        again,
+        "alice's download slots stay taken by clients that do not read"
+    );
+    for client in held {
+        let end = client.release();
+        assert!(end.starts_with("closed"), "{end}");
+    }
 }

@@ -67,6 +67,9 @@ pub struct LimitsConfig {
     /// The default leaves room for a burst from an office behind NAT (20 clients connecting
     /// at once, as imaptest's stress mode does).
     pub max_prelogin_connections_per_ip: usize,
+    /// SMTP, IMAP and POP3 clients (and JMAP downloads) that take no byte of a reply for
+    /// this many seconds are disconnected (at least 1).
+    pub write_stall_secs: u64,
 }
 
 /// The highest `limits.max-mime-depth`: every walk of a MIME tree stays far from stack limits.
@@ -126,6 +129,7 @@ impl Default for LimitsConfig {
             max_jmap_connections: 200,
             login_timeout_secs: 60,
             max_prelogin_connections_per_ip: 32,
+            write_stall_secs: 60,
         }
     }
 }

@@ -10,12 +10,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub use client::Client;
 use compress::Deflate;
 pub use pace::Pace;
+pub use stall::StallGuard;
 pub use starttls::{TlsRefusal, HANDSHAKE_TIME};
 pub use stream::Stream;
 
 mod client;
 mod compress;
 mod pace;
+mod stall;
 mod starttls;
 mod stream;
 
@@ -47,7 +49,21 @@ pub struct Connection {
     sent: usize,
     /// IMAP COMPRESS=DEFLATE, once negotiated: every byte both ways goes through it.
     deflate: Option<Box<Deflate>>,
+    /// A client that takes no byte of our output for this long is cut off (`flush` fails):
+    /// one that never reads cannot hold its reply, its session and its slot forever.
+    write_stall: Duration,
+    /// A flush met the write stall: the client is cut off, every later flush fails at once
+    /// (what the session queues after, its tagged reply say, must not wait another stall).
+    stalled: bool,
 }
+
+/// Default for [`Connection::set_write_stall`] (`limits.write-stall-secs`).
+pub const WRITE_STALL: Duration = Duration::from_secs(60);
+
+/// Output a session may have queued before it must send it, before it takes another command
+/// already buffered: a client that pipelines commands but never reads their replies stalls
+/// itself (and then meets the write stall) instead of growing the server's memory.
+pub const BACKPRESSURE: usize = 256 * 1024;
 
 /// Replies held back while compressed commands are still waiting to be inflated.
 const BATCHED_OUTPUT: usize = 64 * 1024;
@@ -61,7 +77,19 @@ impl Connection {
             unsent: Vec::new(),
             sent: 0,
             deflate: None,
+            write_stall: WRITE_STALL,
+            stalled: false,
         }
+    }
+
+    /// How long a client may take no byte of our output before a flush fails.
+    pub fn write_stall(&self) -> Duration {
+        self.write_stall
+    }
+
+    /// Sets [`Connection::write_stall`] (at least a second).
+    pub fn set_write_stall(&mut self, stall: Duration) {
+        self.write_stall = stall.max(Duration::from_secs(1));
     }
 
     pub fn queue(&mut self, bytes: &[u8]) {
@@ -102,14 +130,29 @@ impl Connection {
     }
 
     /// Sends everything queued. Cancelled midway (a wake-up while waiting on the client),
-    /// nothing is lost or sent twice: the next flush goes on where this one stopped.
+    /// nothing is lost or sent twice: the next flush goes on where this one stopped. Fails
+    /// (`TimedOut`) when the client takes nothing for the write stall: the session ends.
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        self.pack()?;
-        while self.sent < self.unsent.len() {
-            self.write_some().await?;
+        if !self.stalled && self.flush_within(self.write_stall).await? {
+            return Ok(());
         }
-        self.sent_all();
-        self.stream.flush().await
+        if !self.stalled {
+            tracing::info!(
+                "the client took no output for {:?}: disconnected",
+                self.write_stall
+            );
+        }
+        self.stalled = true;
+        Err(std::io::ErrorKind::TimedOut.into())
+    }
+
+    /// Sends what is queued when it has passed [`BACKPRESSURE`]: called before each command,
+    /// so that the replies to pipelined commands are bounded by what the client reads.
+    async fn relieve(&mut self) -> Result<(), Line> {
+        if self.pending() > BACKPRESSURE {
+            self.flush().await.map_err(|_| Line::Closed)?;
+        }
+        Ok(())
     }
 
     /// One write of what is ready for the wire; a write takes some bytes or none.
@@ -192,6 +235,9 @@ impl Connection {
         // Pipelined input is often all buffered already: without this, a client streaming
         // commands keeps its session always ready and its worker from every other client.
         tokio::task::coop::consume_budget().await;
+        if let Err(end) = self.relieve().await {
+            return end;
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         let mut discarding = false;
         // Where the search for CRLF resumes: bytes already searched are not searched again.
@@ -246,6 +292,7 @@ impl Connection {
     ) -> Result<(), Line> {
         // See `read_line`: a turn for the other tasks now and then, however ready the input.
         tokio::task::coop::consume_budget().await;
+        self.relieve().await?;
         let started = tokio::time::Instant::now();
         let mut received: u64 = 0;
         loop {

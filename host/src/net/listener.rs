@@ -31,6 +31,8 @@ pub struct Slots {
     /// room; this listener's are of `group`.
     waiting: Arc<Waiting>,
     group: &'static str,
+    /// `limits.write-stall-secs`.
+    write_stall: Duration,
 }
 
 /// Every connection limit of the gateway, from which each listener gets its [`Slots`].
@@ -43,6 +45,7 @@ pub struct ConnectionLimits {
     per_ip: Arc<PerIp>,
     per_ip_max: usize,
     waiting: Arc<Waiting>,
+    write_stall: Duration,
 }
 
 impl ConnectionLimits {
@@ -57,6 +60,7 @@ impl ConnectionLimits {
             per_ip: Arc::new(PerIp::default()),
             per_ip_max: limits.max_connections_per_ip,
             waiting: Arc::new(Waiting::default()),
+            write_stall: Duration::from_secs(limits.write_stall_secs),
         }
     }
 
@@ -75,6 +79,7 @@ impl ConnectionLimits {
             per_ip_max: self.per_ip_max,
             waiting: self.waiting.clone(),
             group: slot_group(kind),
+            write_stall: self.write_stall,
         }
     }
 }
@@ -282,8 +287,10 @@ impl Listener {
         };
         let tls = matches!(stream, Stream::Tls(_));
         tracing::debug!("connected");
+        let mut conn = Connection::new(stream);
+        conn.set_write_stall(self.slots.write_stall);
         let client = Client {
-            conn: Connection::new(stream),
+            conn,
             peer,
             id,
             listener: self.config.clone(),

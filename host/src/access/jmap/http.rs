@@ -89,7 +89,10 @@ pub async fn serve(jmap: Arc<Jmap>, mut client: Client) {
         return;
     };
     let login_time = window.remaining();
+    let stall = client.conn.write_stall();
     let stream = std::mem::replace(&mut client.conn.stream, Stream::Upgrading);
+    // hyper has no write deadline: a client that never reads a download would hold it.
+    let stream = crate::net::connection::StallGuard::new(stream, stall);
     let peer = Arc::new(Peer {
         drain: client.drain.another(),
         client_id: client.id.clone(),

@@ -50,7 +50,12 @@ enum Slot {
     Request,
     /// Event-source connections (push): each holds a task that looks at the account.
     Push,
+    /// Blob downloads: each holds its blob in memory until the client has taken it.
+    Download,
 }
+
+/// Downloads one user may have under way at once.
+const MAX_DOWNLOADS: usize = 4;
 
 /// Event-source connections one user may hold open at once.
 const MAX_PUSH_CONNECTIONS: usize = 4;
@@ -335,7 +340,8 @@ impl Jmap {
         let (email_id, part) = email::parse_blob_id(blob)?;
         let bytes = account.read(account.email(&email_id)?).ok()?;
         match part {
-            None => Some(bytes.as_ref().clone()),
+            // The file just read is ours alone (no copy); an edited view is shared.
+            None => Some(Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.as_ref().clone())),
             Some(part) => {
                 message::part_bytes(&crate::message::Message::new(bytes.as_ref().clone()), part)
             }
@@ -350,6 +356,11 @@ impl Jmap {
     /// One user's event-source slots.
     pub fn push_slot(&self, user: &str) -> Arc<tokio::sync::Semaphore> {
         self.slot(user, Slot::Push)
+    }
+
+    /// One user's download slots.
+    pub fn download_slot(&self, user: &str) -> Arc<tokio::sync::Semaphore> {
+        self.slot(user, Slot::Download)
     }
 
     /// One user's API request slots (`maxConcurrentRequests`).
@@ -367,6 +378,7 @@ impl Jmap {
             Slot::Upload => self.limits.max_concurrent_upload,
             Slot::Request => self.limits.max_concurrent_requests,
             Slot::Push => MAX_PUSH_CONNECTIONS,
+            Slot::Download => MAX_DOWNLOADS,
         };
         slots
             .entry((user.to_string(), kind))

@@ -24,6 +24,9 @@ use crate::net::drain::Deadline;
 pub use pool::Pool;
 use tls::tls_config;
 
+/// How long a remote server may take no byte of what we send (RFC 5321 4.5.3.2.5).
+const DATA_BLOCK_STALL: Duration = Duration::from_secs(180);
+
 mod pool;
 mod tls;
 
@@ -228,8 +231,11 @@ impl SmtpClient {
             }
         };
         let _ = tcp.set_nodelay(true);
+        let mut conn = Connection::new(Stream::Plain(tcp));
+        // RFC 5321 4.5.3.2.5: a sending client waits up to 3 minutes for each data block.
+        conn.set_write_stall(DATA_BLOCK_STALL);
         let mut client = SmtpClient {
-            conn: Connection::new(Stream::Plain(tcp)),
+            conn,
             ext: Extensions::default(),
             host: candidate.name.clone(),
             addr: candidate.addr,

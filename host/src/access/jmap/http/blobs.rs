@@ -78,6 +78,18 @@ pub(super) async fn download(
     if account != Jmap::account_id(user) {
         return text(StatusCode::NOT_FOUND, "no such blob\n");
     }
+    // Taken before the blob is read: a client cannot make the server hold more than this
+    // many blobs of a user, however many downloads it starts and leaves unread.
+    let Ok(slot) = jmap.download_slot(user).try_acquire_owned() else {
+        let mut refused = text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many downloads at once\n",
+        );
+        refused
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return refused;
+    };
     let bytes = match jmap.blob(user, &peer.session(user), blob).await {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return text(StatusCode::NOT_FOUND, "no such blob\n"),
@@ -95,8 +107,10 @@ pub(super) async fn download(
         .chars()
         .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
         .collect();
-    let mut response = Response::new(Body::whole(bytes));
+    let length = bytes.len();
+    let mut response = Response::new(in_chunks(bytes.into(), slot));
     let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     if let Ok(value) = HeaderValue::from_str(&accept) {
         headers.insert(header::CONTENT_TYPE, value);
     }
@@ -112,6 +126,27 @@ pub(super) async fn download(
         HeaderValue::from_static("nosniff"),
     );
     response
+}
+
+/// Bytes of a download handed to the connection at a time.
+const DOWNLOAD_CHUNK: usize = 64 * 1024;
+
+/// A download's body, given to the connection a chunk at a time as the client takes it, so
+/// that `slot` is held (and the download counted) until the client has (nearly) all of it,
+/// or the connection ends (the write stall cuts a client that stops reading).
+fn in_chunks(mut bytes: bytes::Bytes, slot: tokio::sync::OwnedSemaphorePermit) -> Body {
+    let (chunks, body) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let _slot = slot;
+        while !bytes.is_empty() {
+            let chunk = bytes.split_to(bytes.len().min(DOWNLOAD_CHUNK));
+            if chunks.send(chunk).await.is_err() {
+                // The connection is gone.
+                break;
+            }
+        }
+    });
+    Body::Stream(body)
 }
 
 fn percent_decode(text: &str) -> String {
