@@ -52,9 +52,11 @@ fn reserve_across_processes(port: u16) -> bool {
     locked
 }
 
-/// Waits for a listener (a gateway compiling a large plugin on first start takes seconds).
+/// Waits for a listener: up to four minutes, because a gateway compiling its plugins on first
+/// start (Python and JavaScript components take tens of CPU seconds each) may share two cores
+/// with other test binaries doing the same.
 pub fn wait_for_port(port: u16) {
-    for _ in 0..2400 {
+    for _ in 0..9600 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
