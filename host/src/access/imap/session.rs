@@ -25,6 +25,7 @@ mod notify;
 mod updates;
 mod urlauth;
 mod view;
+mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -27,12 +27,13 @@ use imap_codec::CommandCodec;
 use super::super::notify::{self as syntax, Events, Filter, Group, Refusal, Request};
 use super::super::{extensions, framing, mutf7};
 use super::mailboxes::quoted;
-use super::view::{Report, IDLE_POLL};
+use super::view::Report;
+use super::wake::{wake, Wake};
 use super::{ImapSession, Next};
 use crate::net::connection::Line;
 use crate::store::mailbox::{list_folders, Folder, Snapshot};
 use crate::store::subscriptions;
-use crate::store::watch::{Changes, FolderWatch, MaildirWatch};
+use crate::store::watch::{Changes, MaildirWatch};
 use crate::sys::blocking;
 
 /// Folders one session may watch besides the selected one (two inotify watches each).
@@ -41,8 +42,6 @@ pub const WATCHED: usize = 256;
 pub const QUEUE: usize = 256 * 1024;
 /// How long a client may take none of its notifications before they stop.
 pub const STALL: Duration = Duration::from_secs(10);
-/// After the tree changed, when to read it again (a folder being made may lack `cur/` yet).
-const RECHECK: Duration = Duration::from_secs(1);
 
 /// What the session has told (or would tell) of a watched mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,11 +198,15 @@ pub(super) struct Notifier {
     recheck: bool,
 }
 
-/// What woke a waiting session.
-pub(super) enum Wake {
-    Selected,
-    Others(Changes),
-    Recheck,
+impl Notifier {
+    /// The other mailboxes' watch, for [`super::wake::wake`]: `None` when there are none to
+    /// watch, `Some(None)` to poll them; and whether to read the tree again soon.
+    pub(super) fn other_mailboxes(&self) -> (Option<Option<&MaildirWatch>>, bool) {
+        (
+            (!self.others.is_empty()).then_some(self.watch.as_ref()),
+            self.recheck,
+        )
+    }
 }
 
 /// What the mailbox side of NOTIFY needs of the session.
@@ -517,66 +520,6 @@ fn status_line(shown: &str, s: &Summary, items: Items) -> String {
     format!("* STATUS {shown} ({})", values.join(" "))
 }
 
-/// Waits for a change to report: in the selected folder (`selected`: its watch, or `None` to
-/// poll it; not looked at when `None` outside) or in the other watched mailboxes (`others`
-/// likewise), or for the time to read the tree again.
-pub(super) async fn wake(
-    selected: Option<Option<&FolderWatch>>,
-    others: Option<Option<&MaildirWatch>>,
-    recheck: bool,
-) -> Wake {
-    let in_selected = async {
-        match selected {
-            Some(Some(watch)) => {
-                if watch.changed().await.is_err() {
-                    tokio::time::sleep(IDLE_POLL).await;
-                }
-            }
-            Some(None) => tokio::time::sleep(IDLE_POLL).await,
-            None => std::future::pending().await,
-        }
-    };
-    let in_others = async {
-        match others {
-            Some(Some(watch)) => match watch.changed().await {
-                Ok(changes) => changes,
-                Err(_) => {
-                    tokio::time::sleep(IDLE_POLL).await;
-                    Changes::everything()
-                }
-            },
-            Some(None) => {
-                tokio::time::sleep(IDLE_POLL).await;
-                Changes::everything()
-            }
-            None => std::future::pending().await,
-        }
-    };
-    let again = async {
-        match recheck {
-            true => tokio::time::sleep(RECHECK).await,
-            false => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        () = in_selected => Wake::Selected,
-        changes = in_others => Wake::Others(changes),
-        () = again => Wake::Recheck,
-    }
-}
-
-/// The other mailboxes' watch of a NOTIFY, for [`wake`]: `None` when there are none to
-/// watch, `Some(None)` to poll them; and whether to read the tree again soon.
-pub(super) fn others_of(notify: Option<&Notifier>) -> (Option<Option<&MaildirWatch>>, bool) {
-    match notify {
-        Some(n) => (
-            (!n.others.is_empty()).then_some(n.watch.as_ref()),
-            n.recheck,
-        ),
-        None => (None, false),
-    }
-}
-
 /// The client is gone.
 pub(super) struct Gone;
 
@@ -699,7 +642,10 @@ impl ImapSession {
                 true => self.selected.as_ref().map(|s| s.watch.as_ref()),
                 false => None,
             };
-            let (others, recheck) = others_of(self.notify.as_deref());
+            let (others, recheck) = self
+                .notify
+                .as_deref()
+                .map_or((None, false), Notifier::other_mailboxes);
             let framer = &mut self.framer;
             let read = self.client.conn.read_until(left, |bytes| {
                 framer.push(bytes);

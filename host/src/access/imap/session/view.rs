@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use imap_codec::imap_types::mailbox::Mailbox;
 
@@ -13,7 +12,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 use super::super::extensions::SelectParams;
 use super::super::{flags, search, wire};
 use super::mailboxes::quoted as wire_quoted;
-use super::notify::{self, Wake};
+use super::wake::{self, Wake};
 use super::{ImapSession, Next, AUTOLOGOUT, SHUTDOWN_BYE};
 use crate::message::Message;
 use crate::net::connection::Line;
@@ -23,9 +22,6 @@ use crate::store::keywords::Keywords;
 use crate::store::mailbox::{Folder, MailEntry};
 use crate::store::watch::FolderWatch;
 use crate::sys::blocking;
-
-/// How often IDLE looks for changes where the folder cannot be watched.
-pub(super) const IDLE_POLL: Duration = Duration::from_secs(5);
 
 /// What a refresh reports now (new messages always).
 #[derive(Debug, Clone, Copy)]
@@ -639,7 +635,10 @@ impl ImapSession {
                 return Next::Close;
             }
             let selected = (self.selected.is_some() && self.reports_selected()).then_some(watch);
-            let (others, recheck) = notify::others_of(self.notify.as_deref());
+            let (others, recheck) = self
+                .notify
+                .as_deref()
+                .map_or((None, false), |n| n.other_mailboxes());
             let input = self.client.conn.read_until(AUTOLOGOUT, |bytes| {
                 self.framer.push(bytes);
                 (bytes.len(), true)
@@ -651,7 +650,7 @@ impl ImapSession {
                     Err(Line::TimedOut) => Some(Wake::Selected),
                     Err(_) => return Next::Close,
                 },
-                woke = notify::wake(selected, others, recheck) => Some(woke),
+                woke = wake::wake(selected, others, recheck) => Some(woke),
                 () = drain.requested() => {
                     self.send(SHUTDOWN_BYE);
                     return Next::Close;
