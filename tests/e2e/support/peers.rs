@@ -56,6 +56,23 @@ impl Drop for Process {
     }
 }
 
+/// A peer whose main process must stop its own workers (rspamd: killed outright, it leaves
+/// them running, and they pile up run after run): SIGTERM, then killed after ten seconds.
+struct Graceful(Child);
+
+impl Drop for Graceful {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let stopped = crate::wait_until(10, || matches!(self.0.try_wait(), Ok(Some(_))));
+        if !stopped {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn read_files(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<String> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()

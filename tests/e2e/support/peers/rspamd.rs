@@ -2,7 +2,7 @@
 
 use std::process::{Command, Stdio};
 
-use super::{is_root, sbin, Process};
+use super::{is_root, sbin, Graceful};
 use crate::free_port;
 
 /// rspamd (Debian's package) with only its proxy worker, in milter mode and scanning by
@@ -11,7 +11,7 @@ use crate::free_port;
 pub struct Rspamd {
     pub port: u16,
     pub dir: tempfile::TempDir,
-    _process: Process,
+    _process: Graceful,
 }
 
 impl Rspamd {
@@ -72,14 +72,16 @@ impl Rspamd {
         let child = cmd.spawn().expect("rspamd (Debian package rspamd)");
         // Loading its rules takes rspamd a minute of CPU, and several test binaries may start
         // one each at the same moment on two cores.
+        // Made before the wait, so that a start that fails stops the process (on unwinding).
+        let rspamd = Rspamd {
+            port,
+            dir,
+            _process: Graceful(child),
+        };
         let up = crate::wait_until(360, || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         assert!(up, "rspamd never listened on {port}");
-        Rspamd {
-            port,
-            dir,
-            _process: Process(child),
-        }
+        rspamd
     }
 }

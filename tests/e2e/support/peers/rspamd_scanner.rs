@@ -1,8 +1,8 @@
 //! rspamd's scanner asked with `rspamc`: SPF, DKIM, DMARC and ARC by another implementation.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use super::{is_root, sbin};
+use super::{is_root, sbin, Graceful};
 use crate::{free_port, wait_until};
 
 /// rspamd's scanner (its normal worker only) on a loopback port, asked with `rspamc`: the
@@ -11,22 +11,7 @@ use crate::{free_port, wait_until};
 pub struct RspamdScanner {
     pub port: u16,
     _dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Drop for RspamdScanner {
-    /// SIGTERM, so that rspamd's main process stops its workers (killed outright, it
-    /// leaves them running); killed after ten seconds.
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let stopped = wait_until(10, || matches!(self.child.try_wait(), Ok(Some(_))));
-        if !stopped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    _process: Graceful,
 }
 
 impl RspamdScanner {
@@ -84,15 +69,18 @@ impl RspamdScanner {
         let child = cmd.spawn().expect("rspamd (Debian package rspamd)");
         // Loading its rules takes rspamd a minute of CPU, and several test binaries may start
         // one each at the same moment on two cores.
+        // Made before the wait, so that a start that fails stops rspamd and its workers (the
+        // drop runs on unwinding).
+        let scanner = RspamdScanner {
+            port,
+            _dir: dir,
+            _process: Graceful(child),
+        };
         let up = wait_until(360, || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         assert!(up, "rspamd never listened on {port}");
-        RspamdScanner {
-            port,
-            _dir: dir,
-            child,
-        }
+        scanner
     }
 
     /// rspamd's symbols for `message`, each as `NAME[options]`, the SMTP envelope given as
