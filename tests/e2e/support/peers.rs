@@ -56,6 +56,41 @@ impl Drop for Process {
     }
 }
 
+/// rspamd with `files` (paths under its local config dir, and their text) added to Debian's
+/// config, its state and log in `dir`, listening on `port`: started and waited for. The
+/// process is owned before the wait, so a start that fails still stops it.
+fn start_rspamd(dir: &Path, port: u16, files: &[(&str, String)]) -> Graceful {
+    let local = dir.join("local");
+    for sub in ["override.d", "local.d", "db", "run", "log"] {
+        std::fs::create_dir_all(local.join(sub)).expect("mkdir");
+    }
+    for (name, text) in files {
+        std::fs::write(local.join(name), text).expect("rspamd config");
+    }
+    let var = |name: &str, sub: &str| format!("--var={name}={}", local.join(sub).display());
+    let mut cmd = Command::new(sbin("rspamd"));
+    cmd.args(["-f", "-c", "/etc/rspamd/rspamd.conf"])
+        .arg(format!("--var=LOCAL_CONFDIR={}", local.display()))
+        .args([
+            var("DBDIR", "db"),
+            var("RUNDIR", "run"),
+            var("LOGDIR", "log"),
+        ])
+        .stdout(std::fs::File::create(dir.join("rspamd.log")).expect("log"))
+        .stderr(std::process::Stdio::null());
+    if is_root() {
+        cmd.args(["-i", "-u", "root", "-g", "root"]);
+    }
+    let process = Graceful(cmd.spawn().expect("rspamd (Debian package rspamd)"));
+    // Loading its rules takes rspamd a minute of CPU, and several test binaries may start
+    // one each at the same moment on two cores.
+    let up = crate::wait_until(360, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "rspamd never listened on {port}");
+    process
+}
+
 /// A peer whose main process must stop its own workers (rspamd: killed outright, it leaves
 /// them running, and they pile up run after run): SIGTERM, then killed after ten seconds.
 struct Graceful(Child);

@@ -1,8 +1,6 @@
 //! rspamd as a milter (its proxy worker).
 
-use std::process::{Command, Stdio};
-
-use super::{is_root, sbin, Graceful};
+use super::{start_rspamd, Graceful};
 use crate::free_port;
 
 /// rspamd (Debian's package) with only its proxy worker, in milter mode and scanning by
@@ -18,10 +16,6 @@ impl Rspamd {
     pub fn start() -> Rspamd {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let local = dir.path().join("local");
-        for sub in ["override.d", "local.d", "db", "run", "log"] {
-            std::fs::create_dir_all(local.join(sub)).expect("mkdir");
-        }
         let files = [
             (
                 "override.d/worker-proxy.inc",
@@ -52,36 +46,11 @@ impl Rspamd {
                 "dns { nameserver = [\"127.0.0.1:1\"]; timeout = 1s; retransmits = 1; }\n".into(),
             ),
         ];
-        for (name, text) in files {
-            std::fs::write(local.join(name), text).expect("rspamd config");
-        }
-        let var = |name: &str, sub: &str| format!("--var={name}={}", local.join(sub).display());
-        let mut cmd = Command::new(sbin("rspamd"));
-        cmd.args(["-f", "-c", "/etc/rspamd/rspamd.conf"])
-            .arg(format!("--var=LOCAL_CONFDIR={}", local.display()))
-            .args([
-                var("DBDIR", "db"),
-                var("RUNDIR", "run"),
-                var("LOGDIR", "log"),
-            ])
-            .stdout(std::fs::File::create(dir.path().join("rspamd.log")).expect("log"))
-            .stderr(Stdio::null());
-        if is_root() {
-            cmd.args(["-i", "-u", "root", "-g", "root"]);
-        }
-        let child = cmd.spawn().expect("rspamd (Debian package rspamd)");
-        // Loading its rules takes rspamd a minute of CPU, and several test binaries may start
-        // one each at the same moment on two cores.
-        // Made before the wait, so that a start that fails stops the process (on unwinding).
-        let rspamd = Rspamd {
+        let process = start_rspamd(dir.path(), port, &files);
+        Rspamd {
             port,
             dir,
-            _process: Graceful(child),
-        };
-        let up = crate::wait_until(360, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "rspamd never listened on {port}");
-        rspamd
+            _process: process,
+        }
     }
 }

@@ -1,9 +1,9 @@
 //! rspamd's scanner asked with `rspamc`: SPF, DKIM, DMARC and ARC by another implementation.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use super::{is_root, sbin, Graceful};
-use crate::{free_port, wait_until};
+use super::{start_rspamd, Graceful};
+use crate::free_port;
 
 /// rspamd's scanner (its normal worker only) on a loopback port, asked with `rspamc`: the
 /// SPF, DKIM, DMARC and ARC checks of an implementation nobody here wrote, its DNS from
@@ -18,10 +18,6 @@ impl RspamdScanner {
     pub fn start(dns_port: u16) -> RspamdScanner {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let local = dir.path().join("local");
-        for sub in ["override.d", "local.d", "db", "run", "log"] {
-            std::fs::create_dir_all(local.join(sub)).expect("mkdir");
-        }
         let checks = "check_local = true;\ncheck_authed = true;\n";
         let files = [
             (
@@ -49,38 +45,12 @@ impl RspamdScanner {
             ("local.d/spf.conf", checks.into()),
             ("local.d/dmarc.conf", checks.into()),
         ];
-        for (name, text) in files {
-            std::fs::write(local.join(name), text).expect("rspamd config");
-        }
-        let var = |name: &str, sub: &str| format!("--var={name}={}", local.join(sub).display());
-        let mut cmd = Command::new(sbin("rspamd"));
-        cmd.args(["-f", "-c", "/etc/rspamd/rspamd.conf"])
-            .arg(format!("--var=LOCAL_CONFDIR={}", local.display()))
-            .args([
-                var("DBDIR", "db"),
-                var("RUNDIR", "run"),
-                var("LOGDIR", "log"),
-            ])
-            .stdout(std::fs::File::create(dir.path().join("rspamd.log")).expect("log"))
-            .stderr(Stdio::null());
-        if is_root() {
-            cmd.args(["-i", "-u", "root", "-g", "root"]);
-        }
-        let child = cmd.spawn().expect("rspamd (Debian package rspamd)");
-        // Loading its rules takes rspamd a minute of CPU, and several test binaries may start
-        // one each at the same moment on two cores.
-        // Made before the wait, so that a start that fails stops rspamd and its workers (the
-        // drop runs on unwinding).
-        let scanner = RspamdScanner {
+        let process = start_rspamd(dir.path(), port, &files);
+        RspamdScanner {
             port,
             _dir: dir,
-            _process: Graceful(child),
-        };
-        let up = wait_until(360, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "rspamd never listened on {port}");
-        scanner
+            _process: process,
+        }
     }
 
     /// rspamd's symbols for `message`, each as `NAME[options]`, the SMTP envelope given as
