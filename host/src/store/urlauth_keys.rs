@@ -19,7 +19,13 @@ fn path(maildir: &Path) -> PathBuf {
 
 /// Every mailbox's key; none when the file does not exist. Malformed lines are skipped.
 fn read_all(maildir: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
-    let text = match std::fs::read_to_string(path(maildir)) {
+    // A file the server writes itself: a link or anything but a regular file (a FIFO would
+    // block the reader) is refused, and its size is bounded.
+    let text = match crate::config::file::read_regular_text(
+        &path(maildir),
+        crate::config::file::MAX_SMALL_FILE,
+        crate::config::file::Links::Refuse,
+    ) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
