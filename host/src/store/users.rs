@@ -446,9 +446,10 @@ impl Users {
     }
 }
 
-/// The users as the running server sees them. From the users file: the file is checked at most
-/// twice a second and reloaded when it changed, so `mailgate user add` takes effect without a
-/// restart; a file that fails to load keeps the previous users in service (and says why in the
+/// The users as the running server sees them. From the users file: the file's identity (inode,
+/// size, modification time) is looked at on each use and the file reloaded when it changed, so
+/// `mailgate user add` takes effect for the next command, with no restart and no window in
+/// which a user just added is refused; a file that fails to load keeps the previous users in service (and says why in the
 /// log). From SQL: the tables are read every `refresh-secs` by a task of their own.
 ///
 /// No outage of the source turns into a permanent answer. Until the first good read nothing is
@@ -459,8 +460,7 @@ impl Users {
 pub struct UserDirectory {
     path: PathBuf,
     local: LocalConfig,
-    current: std::sync::RwLock<(Option<std::time::SystemTime>, std::sync::Arc<Users>)>,
-    checked: std::sync::Mutex<std::time::Instant>,
+    current: std::sync::RwLock<(Option<FileStamp>, std::sync::Arc<Users>)>,
     /// When the users come from SQL: when the tables were last read.
     sql_read: Option<std::sync::Mutex<Option<std::time::Instant>>>,
     /// The last read (of the file or the tables) failed.
@@ -497,7 +497,6 @@ impl UserDirectory {
             path: path.to_path_buf(),
             local: local.clone(),
             current: std::sync::RwLock::new((modified(path), std::sync::Arc::new(users))),
-            checked: std::sync::Mutex::new(std::time::Instant::now()),
             sql_read,
             failing: std::sync::atomic::AtomicBool::new(false),
             reported: std::sync::Mutex::new((Vec::new(), Vec::new())),
@@ -645,13 +644,6 @@ impl UserDirectory {
     }
 
     fn refresh(&self) {
-        {
-            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
-            if checked.elapsed() < std::time::Duration::from_millis(500) {
-                return;
-            }
-            *checked = std::time::Instant::now();
-        }
         let stamp = modified(&self.path);
         if stamp == self.current.read().unwrap_or_else(|e| e.into_inner()).0 {
             return;
@@ -676,8 +668,24 @@ impl UserDirectory {
     }
 }
 
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What tells one version of the users file from another. The modification time alone does
+/// not: two writes within one tick of the file system's clock leave it unchanged, and every
+/// save is a rename, so the inode changes with each.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+fn modified(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        inode: meta.ino(),
+        len: meta.len(),
+        modified: meta.modified().ok(),
+    })
 }
 
 #[cfg(test)]
