@@ -1037,6 +1037,94 @@ fn a_milter_client_sending_macros_without_end_holds_no_table() {
     assert!(gw.alive(), "{}", gw.log());
 }
 
+/// One milter packet: its length, then the command and its data.
+fn milter_packet(command: u8, data: &[u8]) -> Vec<u8> {
+    let mut packet = ((data.len() + 1) as u32).to_be_bytes().to_vec();
+    packet.push(command);
+    packet.extend_from_slice(data);
+    packet
+}
+
+/// The next milter response: its command byte and data.
+fn milter_response(s: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
+    use std::io::Read;
+    let mut length = [0u8; 4];
+    s.read_exact(&mut length).expect("response length");
+    let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
+    s.read_exact(&mut body).expect("response");
+    (body[0], body[1..].to_vec())
+}
+
+#[test]
+fn a_milter_client_sending_recipients_without_end_gets_the_smtp_limits() {
+    let _heavy = mailgate_e2e::exclusive();
+    use std::io::Write;
+    let port = mailgate_e2e::free_port();
+    let mut gw = Gateway::builder().bounded().config(&format!("[[listener]]\nname = \"milter\"\naddress = \"127.0.0.1:{port}\"\nprotocol = \"milter\"\n")).start();
+    let before = gw.rss_kib();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut offer = Vec::new();
+    for n in [6u32, 0x1ff, 0x1fffff] {
+        offer.extend_from_slice(&n.to_be_bytes());
+    }
+    s.write_all(&milter_packet(b'O', &offer))
+        .expect("negotiate");
+    assert_eq!(milter_response(&mut s).0, b'O');
+    let mut connect = b"client.test\0".to_vec();
+    connect.push(b'4');
+    connect.extend_from_slice(&25u16.to_be_bytes());
+    connect.extend_from_slice(b"127.0.0.9\0");
+    s.write_all(&milter_packet(b'C', &connect))
+        .expect("connect");
+    assert_eq!(milter_response(&mut s).0, b'c');
+    s.write_all(&milter_packet(b'H', b"client.test\0"))
+        .expect("helo");
+    assert_eq!(milter_response(&mut s).0, b'c');
+    // A sender longer than any path is refused, then a proper one taken.
+    let long = format!("<{}@example.test>\0", "s".repeat(600 << 10));
+    s.write_all(&milter_packet(b'M', long.as_bytes()))
+        .expect("mail");
+    let (answer, text) = milter_response(&mut s);
+    assert_eq!(answer, b'y');
+    assert!(
+        text.starts_with(b"501"),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
+    s.write_all(&milter_packet(b'M', b"<sender@example.test>\0"))
+        .expect("mail");
+    assert_eq!(milter_response(&mut s).0, b'c');
+    // 100 recipients (the default max-recipients) are taken; every further one, and one of
+    // 600 KiB, is refused: the session keeps no more of them.
+    let mut answers = Vec::new();
+    for n in 0..2_000 {
+        let rcpt = format!("<r{n}-{}@example.test>\0", "x".repeat(200));
+        s.write_all(&milter_packet(b'R', rcpt.as_bytes()))
+            .expect("rcpt");
+        answers.push(milter_response(&mut s));
+    }
+    s.write_all(&milter_packet(b'R', long.as_bytes()))
+        .expect("rcpt");
+    let (answer, text) = milter_response(&mut s);
+    assert_eq!(answer, b'y');
+    assert!(
+        text.starts_with(b"501"),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
+    assert!(answers[..100].iter().all(|(a, _)| *a == b'c'));
+    assert!(
+        answers[100..]
+            .iter()
+            .all(|(a, text)| *a == b'y' && text.starts_with(b"452 4.5.3")),
+        "{:?}",
+        answers[100]
+    );
+    let grown = gw.rss_kib().saturating_sub(before);
+    assert!(grown < 64 << 10, "grew by {grown} KiB");
+    assert!(gw.alive(), "{}", gw.log());
+}
+
 #[test]
 fn delivery_never_writes_through_a_linked_maildir_directory() {
     let gw = Gateway::start("");

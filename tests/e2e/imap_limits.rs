@@ -213,6 +213,55 @@ fn sort_and_fetch_of_the_saved_result() {
 }
 
 /// A multipart message of `parts` sibling parts, part n holding `n - 1`.
+/// Kept searches (CONTEXT=SEARCH) are run again after a change within one search budget
+/// together: five searches each over half the budget cost a one-flag STORE one budget, and
+/// those that do not fit are dropped with NOUPDATE (before, each got a budget of its own).
+#[test]
+fn kept_searches_share_one_budget_when_the_view_changes() {
+    let (gw, watch) = under_attack();
+    store_many(&gw, 2_000, 600);
+    let keys = |n: usize| vec!["NOT SUBJECT zz"; n].join(" ");
+    // The largest key count (doubling) whose search fits the budget: it costs over half of it.
+    let mut fits = 0;
+    for n in [100, 200, 400, 800, 1_600, 3_200] {
+        let out = in_inbox(&gw, &[(format!("q SEARCH {}\r\n", keys(n)), "q")]);
+        if completion(&out[0], "q").starts_with("q NO [LIMIT]") {
+            break;
+        }
+        fits = n;
+    }
+    assert!(fits >= 100, "even 100 keys are over the budget");
+    let mut steps: Vec<(String, &str)> = ["u1", "u2", "u3", "u4", "u5"]
+        .iter()
+        .map(|t| (format!("{t} SEARCH RETURN (UPDATE) {}\r\n", keys(fits)), *t))
+        .collect();
+    steps.push(("f STORE 1 +FLAGS (\\Flagged)\r\n".into(), "f"));
+    let out = in_inbox(&gw, &steps);
+    for (i, tag) in ["u1", "u2", "u3", "u4", "u5"].iter().enumerate() {
+        assert!(
+            completion(&out[i], tag).starts_with(&format!("{tag} OK")),
+            "{}",
+            head(&out[i])
+        );
+    }
+    let store = &out[5];
+    assert!(
+        completion(store, "f").starts_with("f OK"),
+        "{}",
+        head(store)
+    );
+    let dropped = store
+        .lines()
+        .filter(|l| l.starts_with("* NO [NOUPDATE"))
+        .count();
+    assert!(
+        dropped >= 4,
+        "{dropped} kept searches dropped: {}",
+        head(store)
+    );
+    survived(gw, watch);
+}
+
 fn wide_message(parts: usize) -> Vec<u8> {
     let mut raw = String::from(
         "From: x@client.test\r\nSubject: wide\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n",

@@ -4,6 +4,9 @@
 pub mod clock;
 pub mod date;
 
+/// The longest address taken in an envelope: RFC 5321's 256-octet path less its angle brackets.
+pub const MAX_ADDRESS_OCTETS: usize = 254;
+
 use std::fmt;
 use std::sync::Arc;
 

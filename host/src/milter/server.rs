@@ -17,7 +17,7 @@ use super::channel::{Channel, ChannelError};
 use super::codec::{actions, steps, Command, Family, Negotiation, Response, VERSION};
 use super::modifications::modifications;
 use crate::intake::Stages;
-use crate::mail::{Envelope, EsmtpParam, MailState, Reply, Session};
+use crate::mail::{Envelope, EsmtpParam, MailState, Reply, Session, MAX_ADDRESS_OCTETS};
 use crate::message::Message;
 use crate::net::connection::Client;
 use crate::plugin::{StageCall, Verdict};
@@ -171,6 +171,11 @@ impl ServerSession {
             Command::Mail(args) => {
                 self.next_transaction();
                 let (sender, params) = envelope_args(&args);
+                if sender.len() > MAX_ADDRESS_OCTETS {
+                    let refused = Verdict::Reject(Reply::new(501, (5, 1, 7), "Address too long"));
+                    self.reply(&refused, steps::NO_REPLY_MAIL).await?;
+                    return Ok(Next::Continue);
+                }
                 self.stages.state.envelope = Envelope {
                     sender,
                     recipients: Vec::new(),
@@ -183,7 +188,10 @@ impl ServerSession {
             }
             Command::Rcpt(args) => {
                 let (rcpt, params) = envelope_args(&args);
-                let verdict = self.stage(StageCall::RcptTo(&rcpt, &params)).await;
+                let verdict = match self.recipient_refusal(&rcpt) {
+                    Some(refused) => refused,
+                    None => self.stage(StageCall::RcptTo(&rcpt, &params)).await,
+                };
                 if matches!(verdict, Verdict::Continue | Verdict::Accept) {
                     self.given.recipients.push(rcpt.clone());
                     self.stages.state.envelope.recipients.push(rcpt);
@@ -220,6 +228,22 @@ impl ServerSession {
             }
         }
         Ok(Next::Continue)
+    }
+
+    /// The SMTP session's bounds on a recipient, applied to what the MTA passes: the address
+    /// length and `max-recipients` per message (each kept recipient is held until the end of
+    /// the message, so an MTA — or whoever reaches the port — cannot grow the list without end).
+    fn recipient_refusal(&self, rcpt: &str) -> Option<Verdict> {
+        if rcpt.len() > MAX_ADDRESS_OCTETS {
+            return Some(Verdict::Reject(Reply::new(
+                501,
+                (5, 1, 3),
+                "Address too long",
+            )));
+        }
+        let limit = self.server.shared.config.limits.max_recipients;
+        (self.given.recipients.len() >= limit)
+            .then(|| Verdict::Tempfail(Reply::new(452, (4, 5, 3), "Too many recipients")))
     }
 
     /// Keeps the macros the session reads, and only those: an MTA sends dozens with every

@@ -201,7 +201,7 @@ fn mailbox(path: &str) -> Result<String, ParseError> {
         }
         None => path,
     };
-    if path.len() > 254 {
+    if path.len() > crate::mail::MAX_ADDRESS_OCTETS {
         return Err(ParseError::Address("address too long"));
     }
     let (local, domain) =

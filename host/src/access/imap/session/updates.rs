@@ -3,7 +3,7 @@
 //! (`ESEARCH ... ADDTO`) or leave it (`REMOVEFROM`) until it sends CANCELUPDATE.
 //!
 //! A kept search is evaluated again before each tagged reply, only when the view changed
-//! since its last evaluation (messages, flags), each time within its own SEARCH work budget;
+//! since its last evaluation (messages, flags), all of them within one SEARCH work budget;
 //! at most [`KEPT`] are kept per session. Expunged messages leave a result before their
 //! EXPUNGE lines go out, numbered as they were. The search is kept as the command imap-codec
 //! encodes from its key, and decoded again for each evaluation.
@@ -141,19 +141,22 @@ impl ImapSession {
         let stale: Vec<usize> = (0..self.kept.len())
             .filter(|&i| self.kept[i].seen != now)
             .collect();
+        // One budget for all of them: a command that changes the view costs at most one
+        // search's work, however many searches are kept (each re-run whole on its own budget,
+        // five kept searches made every one-flag STORE cost five searches).
+        let work = Work::new(budget::SEARCH_WORK);
         for i in stale.into_iter().rev() {
-            let lines = blocking::run(|| self.evaluate(i, now));
+            let lines = blocking::run(|| self.evaluate(i, now, &work));
             for line in lines {
                 self.send(&line);
             }
         }
     }
 
-    /// Runs kept search `i` again; the lines telling the client what changed. One over its
-    /// budget is dropped (NOUPDATE).
-    fn evaluate(&mut self, i: usize, now: Fingerprint) -> Vec<String> {
+    /// Runs kept search `i` again, within what is left of `work`; the lines telling the
+    /// client what changed. One that runs out is dropped (NOUPDATE).
+    fn evaluate(&mut self, i: usize, now: Fingerprint, work: &Work) -> Vec<String> {
         let (tag, uid) = (self.kept[i].tag.clone(), self.kept[i].uid);
-        let work = Work::new(budget::SEARCH_WORK);
         let found = match CommandCodec::default().decode(&self.kept[i].command) {
             Ok((
                 _,
@@ -161,7 +164,7 @@ impl ImapSession {
                     body: CommandBody::Search { criteria, .. },
                     ..
                 },
-            )) => self.matching(&criteria, &work).ok(),
+            )) => self.matching(&criteria, work).ok(),
             _ => None,
         };
         let Some(found) = found else {
