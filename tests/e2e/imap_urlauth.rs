@@ -214,7 +214,10 @@ out['plain'] = fetch(blob)
     let qp = &alice["qp"];
     assert_eq!(qp["bytes"], hex(QP_DECODED.as_bytes()), "{qp}");
     let head = qp["head"].as_str().expect("head");
-    assert!(head.ends_with(&format!("(BINARY {{{}}}", QP_DECODED.len())), "{head}");
+    assert!(
+        head.ends_with(&format!("(BINARY {{{}}}", QP_DECODED.len())),
+        "{head}"
+    );
 
     // The attachment: decoded bytes as a literal8, its structure sized as decoded.
     let blob = &alice["blob"];
@@ -232,7 +235,9 @@ out['plain'] = fetch(blob)
     let body = &alice["blob_body"];
     let head = body["head"].as_str().expect("head");
     assert!(
-        head.contains(&format!("\"base64\" {encoded} NIL NIL NIL NIL) BODY {{{encoded}}}")),
+        head.contains(&format!(
+            "\"base64\" {encoded} NIL NIL NIL NIL) BODY {{{encoded}}}"
+        )),
         "{head}"
     );
     let stored = body["bytes"].as_str().expect("bytes");
@@ -246,11 +251,16 @@ out['plain'] = fetch(blob)
     // An encoding nobody can undo: BINARY NIL, and why.
     let old = &alice["old"];
     assert!(
-        old["head"].as_str().is_some_and(|h| h.ends_with("(BINARY NIL)")),
+        old["head"]
+            .as_str()
+            .is_some_and(|h| h.ends_with("(BINARY NIL)")),
         "{old}"
     );
     let no = old["no"].to_string();
-    assert!(no.contains("[UNKNOWN-CTE]") && no.contains("x-uuencode"), "{no}");
+    assert!(
+        no.contains("[UNKNOWN-CTE]") && no.contains("x-uuencode"),
+        "{no}"
+    );
 
     let both = alice["both"].as_str().expect("refusal");
     assert!(both.contains("BAD") && both.contains("exclude"), "{both}");
@@ -340,7 +350,8 @@ fn forms(port: u16, tls: bool, user: &str, url_user: &str) -> Vec<Value> {
     let script = root().join("tests/e2e/clients/urlfetch_forms.py");
     let done = Command::new("python3")
         .arg(script)
-        .args([&port.to_string(), if tls { "1" } else { "0" }])
+        .arg(port.to_string())
+        .arg(if tls { "1" } else { "0" })
         .args([user, "pw-alice", url_user, "forms"])
         .output()
         .expect("python3");

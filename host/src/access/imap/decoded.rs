@@ -4,8 +4,8 @@
 //! the same bytes, which imaptest's urlauth-binary group checks). Multipart and message parts
 //! keep every byte between their parts (preamble, boundaries, epilogue) as stored.
 //!
-//! Decoding never makes a body longer and the new field is at most one byte longer than the
-//! one it replaces, so the form of a message is at most its size plus one byte per part.
+//! Decoding never makes a body longer and each decoded part gets one field for those it
+//! loses, so the form of a message is at most its size plus one such field per part.
 //! Walks recurse once per level of the MIME tree, whose depth `limits.max-mime-depth` bounds.
 
 use std::borrow::Cow;
@@ -14,7 +14,7 @@ use crate::message::header::HeaderBlock;
 use crate::message::{mime, Message, PartSpan};
 
 /// The field that stands for the one removed in a decoded part's header.
-const BINARY_FIELD: &[u8] = b"Content-Transfer-Encoding: binary\r\n";
+pub const BINARY_FIELD: &[u8] = b"Content-Transfer-Encoding: binary\r\n";
 
 /// A transfer encoding nobody here can undo (RFC 3516's `UNKNOWN-CTE`), by its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +129,10 @@ impl<'a> Form<'a> {
     /// The body of a part that is not opened, in `encoding`, in the BINARY form.
     fn leaf(&self, id: u32, encoding: Encoding, span: PartSpan) -> Cow<'a, [u8]> {
         let stored = self.raw(span.body_start, span.end);
-        let name = self.message.part(id).and_then(|p| p.transfer_encoding.as_deref());
+        let name = self
+            .message
+            .part(id)
+            .and_then(|p| p.transfer_encoding.as_deref());
         match encoding {
             Encoding::Identity => Cow::Borrowed(stored),
             Encoding::Decoded => Cow::Owned(mime::decode(stored, name)),
@@ -316,20 +319,29 @@ mod tests {
             .iter()
             .position(|p| p.transfer_encoding.as_deref() == Some("base64"))
             .expect("the base64 part");
-        assert_eq!(sizes[leaf], BodySize { bytes: 11, lines: 0 });
+        assert_eq!(
+            sizes[leaf],
+            BodySize {
+                bytes: 11,
+                lines: 0
+            }
+        );
     }
 
     #[test]
     fn an_unknown_encoding_is_named() {
         let raw = "Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 a\r\n";
         let message = Message::new(raw.as_bytes().to_vec());
-        assert_eq!(
-            whole(&message),
-            Err(UnknownEncoding("x-uuencode".into()))
-        );
+        assert_eq!(whole(&message), Err(UnknownEncoding("x-uuencode".into())));
         assert_eq!(body(&message, 0), Err(UnknownEncoding("x-uuencode".into())));
         // Measured as stored.
-        assert_eq!(body_sizes(&message)[0], BodySize { bytes: 13, lines: 1 });
+        assert_eq!(
+            body_sizes(&message)[0],
+            BodySize {
+                bytes: 13,
+                lines: 1
+            }
+        );
     }
 
     #[test]

@@ -347,7 +347,12 @@ mod tests {
         let args = arguments(b"\"a \\\"b\" INTERNAL {3}\r\nxyz {2+}\r\nab\r\n").expect("ok");
         assert_eq!(
             args,
-            [value(b"a \"b"), value(b"INTERNAL"), value(b"xyz"), value(b"ab")]
+            [
+                value(b"a \"b"),
+                value(b"INTERNAL"),
+                value(b"xyz"),
+                value(b"ab")
+            ]
         );
         assert_eq!(arguments(b"\r\n"), Some(vec![]));
         assert_eq!(arguments(b"\"open"), None);
@@ -356,8 +361,8 @@ mod tests {
 
     #[test]
     fn urlfetch_lists_hold_a_url_and_its_parameters() {
-        let args = arguments(b"(\"imap://a\" BINARY bodypartstructure) plain ({1}\r\nu)\r\n")
-            .expect("ok");
+        let args =
+            arguments(b"(\"imap://a\" BINARY bodypartstructure) plain ({1}\r\nu)\r\n").expect("ok");
         assert_eq!(
             args,
             [

@@ -217,7 +217,11 @@ impl ImapSession {
 
 /// The stored message `url` names, from `maildir`: `Some(None)` when there is none, `None`
 /// when reading it would go over what the command may read (`read_left`).
-fn message(maildir: &std::path::Path, url: &AuthUrl, read_left: &mut u64) -> Option<Option<Message>> {
+fn message(
+    maildir: &std::path::Path,
+    url: &AuthUrl,
+    read_left: &mut u64,
+) -> Option<Option<Message>> {
     let Some(folder) = open(maildir, &url.message.mailbox) else {
         return Some(None);
     };
