@@ -1,11 +1,13 @@
-//! The MIME tree and everything IMAP builds from it: BODYSTRUCTURE, ENVELOPE and sections,
-//! on any bytes a stored message could hold. Depth stays bounded; nothing panics.
+//! The MIME tree and everything IMAP builds from it: BODYSTRUCTURE, ENVELOPE, sections and
+//! the BINARY form (URLAUTH=BINARY), on any bytes a stored message could hold. Depth stays
+//! bounded; the BINARY form is at most one header field per part longer than the message, its
+//! sizes are those of its bytes; nothing panics.
 #![no_main]
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::command::CommandBody;
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName};
 use libfuzzer_sys::fuzz_target;
-use mailgate::access::imap::wire;
+use mailgate::access::imap::{decoded, wire};
 use mailgate::message::{mime, Message};
 
 const SECTIONS: &[&str] = &[
@@ -33,6 +35,16 @@ fuzz_target!(|raw: &[u8]| {
         let _ = message.part_content(part.id);
     }
     let _ = wire::body_structure(&message, true);
+    let sizes = decoded::body_sizes(&message);
+    if let Ok(form) = decoded::whole(&message) {
+        assert!(form.len() <= raw.len() + parts.len() * decoded::BINARY_FIELD.len());
+    }
+    for part in parts {
+        let _ = wire::part_body_structure(&message, part.id, Some(&sizes));
+        if let Ok(body) = decoded::body(&message, part.id) {
+            assert_eq!(sizes[part.id as usize].bytes, body.len());
+        }
+    }
     let _ = wire::envelope(&message);
     for section in SECTIONS {
         let line = format!("a FETCH 1 {section}\r\n");

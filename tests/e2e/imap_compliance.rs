@@ -97,11 +97,10 @@ fn groups(tests: &Path) -> Vec<String> {
 /// Groups imaptest may still skip (run no command of) because we do not advertise an extension
 /// they need. Each name here must really run nothing (so one that comes to run has to leave the
 /// list) and every other group must run its commands.
-/// - urlauth-binary: URLAUTH=BINARY (RFC 5524) is not offered;
 /// - urlauth2: it needs a second user (imaptest's `user2=`), which the runs over every group do
 ///   not give: as written it appends no message yet fetches two, so it fails against any
 ///   server. `imaptest_urlauth_groups_run_and_pass` runs it with the two messages it needs.
-const EXPECTED_SKIPS: &[&str] = &["urlauth-binary", "urlauth2"];
+const EXPECTED_SKIPS: &[&str] = &["urlauth2"];
 
 /// `(groups, failed, skipped)` from imaptest's summary line
 /// (`71 test groups: 0 failed, 0 skipped due to missing capabilities`).
@@ -233,8 +232,8 @@ fn imaptest_stress_with_20_clients_reports_no_errors() {
 }
 
 /// URLAUTH (RFC 4467): the groups that authorize URLs with GENURLAUTH, fetch them with
-/// URLFETCH (as the owner, and as another user under `authuser`) and void them with RESETKEY
-/// run their commands and pass.
+/// URLFETCH (as the owner, and as another user under `authuser`; in the extended form of
+/// URLAUTH=BINARY too) and void them with RESETKEY run their commands and pass.
 #[test]
 fn imaptest_urlauth_groups_run_and_pass() {
     let gw = gateway();
@@ -243,6 +242,18 @@ fn imaptest_urlauth_groups_run_and_pass() {
     assert_eq!(summary(&out).map(|s| (s.0, s.1)), Some((1, 0)), "{out}");
     assert!(commands(&out).is_some_and(|n| n >= 8), "urlauth: {out}");
     assert!(out.contains("extensions: 0/"), "urlauth: {out}");
+    // URLAUTH=BINARY (RFC 5524): URLFETCH's extended form, BINARY and BODYPARTSTRUCTURE of a
+    // message/rfc822 part holding base64 parts.
+    let out = run(
+        &gw,
+        &[format!("test={}", tests.join("urlauth-binary").display())],
+    );
+    assert_eq!(summary(&out).map(|s| (s.0, s.1)), Some((1, 0)), "{out}");
+    assert!(
+        commands(&out).is_some_and(|n| n >= 15),
+        "urlauth-binary: {out}"
+    );
+    assert!(out.contains("extensions: 0/"), "urlauth-binary: {out}");
     // urlauth2 as written appends nothing before fetching messages 1:2: given its two.
     let dir = tempfile::tempdir().expect("tempdir");
     let script = std::fs::read_to_string(tests.join("urlauth2")).expect("urlauth2");

@@ -4,7 +4,8 @@
 //! names Maildir flag letters and keywords; `search` evaluates SEARCH keys; `notify` reads
 //! NOTIFY (RFC 5465); `session` is the state machine, one file per command family. `append` reads MULTIAPPEND and CATENATE, whose
 //! IMAP URLs `url` reads;
-//! `urlauth` reads URLAUTH's (RFC 4467) arguments and authorized URLs and signs them.
+//! `urlauth` reads URLAUTH's (RFC 4467) arguments and authorized URLs and signs them; `urlfetch`
+//! reads URLFETCH's plain and extended (RFC 5524) forms and answers one URL, BINARY from `decoded`.
 
 use std::future::Future;
 use std::ops::Deref;
@@ -18,6 +19,7 @@ use crate::store::snapshots::SnapshotCache;
 pub mod address;
 pub mod append;
 pub mod budget;
+pub mod decoded;
 pub mod extensions;
 pub mod flags;
 pub mod framing;
@@ -32,6 +34,7 @@ pub mod sort;
 pub mod thread;
 pub mod url;
 pub mod urlauth;
+pub mod urlfetch;
 pub mod wire;
 
 /// IMAP on a listener, and what its sessions see: what every protocol shares, plus the

@@ -12,7 +12,7 @@
 //! - `view`: the selected mailbox as this session shows it — SELECT, EXAMINE, refresh (NOOP,
 //!   CHECK, IDLE), CLOSE, UNSELECT;
 //! - `messages`: FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE;
-//! - `urlauth`: RESETKEY, GENURLAUTH, URLFETCH (RFC 4467).
+//! - `urlauth`: RESETKEY, GENURLAUTH, URLFETCH (RFC 4467; its extended form, RFC 5524).
 //!
 //! ID, NAMESPACE and UID EXPUNGE, which imap-codec 1.0 does not parse, are recognised here;
 //! the extension syntax it does not know is taken out first by `extensions`.
@@ -258,6 +258,7 @@ impl ImapSession {
             "CREATE-SPECIAL-USE",
             "NOTIFY",
             "URLAUTH",
+            "URLAUTH=BINARY",
         ];
         if self.client.tls {
             caps.push("AUTH=PLAIN");

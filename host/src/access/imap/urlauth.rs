@@ -183,53 +183,90 @@ fn find_ignore_case(text: &str, needle: &str) -> Option<usize> {
         .find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
 }
 
+/// One argument of a URLAUTH command: a value, or a parenthesized list of values (URLFETCH's
+/// extended form, RFC 5524).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Argument {
+    Value(Vec<u8>),
+    List(Vec<Vec<u8>>),
+}
+
 /// The arguments of a URLAUTH command after its verb: atoms, quoted strings and literals
-/// (`{n}\r\n` + n bytes, as the framer kept them). `None` when they are malformed.
-pub fn arguments(mut rest: &[u8]) -> Option<Vec<Vec<u8>>> {
+/// (`{n}\r\n` + n bytes, as the framer kept them), and lists of those (one level, no more).
+/// `None` when they are malformed.
+pub fn arguments(mut rest: &[u8]) -> Option<Vec<Argument>> {
     let mut out = Vec::new();
     loop {
-        while let [b' ', tail @ ..] = rest {
-            rest = tail;
-        }
+        rest = skip_spaces(rest);
         match rest {
             [] | [b'\r', b'\n'] | [b'\n'] => return Some(out),
-            [b'"', tail @ ..] => {
-                let mut value = Vec::new();
-                let mut i = 0;
+            [b'(', tail @ ..] => {
+                let mut list = Vec::new();
+                rest = skip_spaces(tail);
                 loop {
-                    match *tail.get(i)? {
-                        b'\\' => {
-                            value.push(*tail.get(i + 1)?);
-                            i += 2;
-                        }
-                        b'"' => break,
-                        b'\r' | b'\n' => return None,
-                        b => {
-                            value.push(b);
-                            i += 1;
-                        }
+                    if let [b')', after_list @ ..] = rest {
+                        rest = after_list;
+                        break;
                     }
+                    let (item, after_item) = value(rest)?;
+                    list.push(item);
+                    rest = skip_spaces(after_item);
                 }
-                out.push(value);
-                rest = &tail[i + 1..];
-            }
-            [b'{', tail @ ..] => {
-                let close = tail.iter().position(|&b| b == b'}')?;
-                let digits = std::str::from_utf8(&tail[..close]).ok()?;
-                let digits = digits.strip_suffix('+').unwrap_or(digits);
-                let n: usize = digits.parse().ok()?;
-                let body = tail.get(close + 1..)?.strip_prefix(b"\r\n")?;
-                out.push(body.get(..n)?.to_vec());
-                rest = &body[n..];
+                out.push(Argument::List(list));
             }
             _ => {
-                let end = rest
-                    .iter()
-                    .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
-                    .unwrap_or(rest.len());
-                out.push(rest[..end].to_vec());
-                rest = &rest[end..];
+                let (item, after) = value(rest)?;
+                out.push(Argument::Value(item));
+                rest = after;
             }
+        }
+    }
+}
+
+fn skip_spaces(mut rest: &[u8]) -> &[u8] {
+    while let [b' ', tail @ ..] = rest {
+        rest = tail;
+    }
+    rest
+}
+
+/// One atom, quoted string or literal at the start of `rest`, and what follows it.
+fn value(rest: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    match rest {
+        [] | [b'\r' | b'\n' | b'(' | b')', ..] => None,
+        [b'"', tail @ ..] => {
+            let mut value = Vec::new();
+            let mut i = 0;
+            loop {
+                match *tail.get(i)? {
+                    b'\\' => {
+                        value.push(*tail.get(i + 1)?);
+                        i += 2;
+                    }
+                    b'"' => break,
+                    b'\r' | b'\n' => return None,
+                    b => {
+                        value.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            Some((value, tail.get(i + 1..)?))
+        }
+        [b'{', tail @ ..] => {
+            let close = tail.iter().position(|&b| b == b'}')?;
+            let digits = std::str::from_utf8(&tail[..close]).ok()?;
+            let digits = digits.strip_suffix('+').unwrap_or(digits);
+            let n: usize = digits.parse().ok()?;
+            let body = tail.get(close + 1..)?.strip_prefix(b"\r\n")?;
+            Some((body.get(..n)?.to_vec(), body.get(n..)?))
+        }
+        _ => {
+            let end = rest
+                .iter()
+                .position(|&b| matches!(b, b' ' | b'\r' | b'\n' | b'(' | b')'))
+                .unwrap_or(rest.len());
+            (end > 0).then(|| (rest[..end].to_vec(), &rest[end..]))
         }
     }
 }
@@ -306,10 +343,41 @@ mod tests {
 
     #[test]
     fn arguments_are_atoms_quoted_strings_and_literals() {
+        let value = |v: &[u8]| Argument::Value(v.to_vec());
         let args = arguments(b"\"a \\\"b\" INTERNAL {3}\r\nxyz {2+}\r\nab\r\n").expect("ok");
-        assert_eq!(args, [&b"a \"b"[..], b"INTERNAL", b"xyz", b"ab"]);
+        assert_eq!(
+            args,
+            [
+                value(b"a \"b"),
+                value(b"INTERNAL"),
+                value(b"xyz"),
+                value(b"ab")
+            ]
+        );
         assert_eq!(arguments(b"\r\n"), Some(vec![]));
         assert_eq!(arguments(b"\"open"), None);
         assert_eq!(arguments(b"{5}\r\nab"), None);
+    }
+
+    #[test]
+    fn urlfetch_lists_hold_a_url_and_its_parameters() {
+        let args =
+            arguments(b"(\"imap://a\" BINARY bodypartstructure) plain ({1}\r\nu)\r\n").expect("ok");
+        assert_eq!(
+            args,
+            [
+                Argument::List(vec![
+                    b"imap://a".to_vec(),
+                    b"BINARY".to_vec(),
+                    b"bodypartstructure".to_vec()
+                ]),
+                Argument::Value(b"plain".to_vec()),
+                Argument::List(vec![b"u".to_vec()]),
+            ]
+        );
+        assert_eq!(arguments(b"()\r\n"), Some(vec![Argument::List(vec![])]));
+        for bad in [&b"(a b"[..], b"(a (b))", b"a)", b"((a))"] {
+            assert_eq!(arguments(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -4,6 +4,7 @@
 use imap_codec::imap_types::fetch::{Part as SectionPart, Section};
 
 use super::address::{self, Item};
+use super::decoded::BodySize;
 use crate::message::Message;
 
 /// A string as IMAP wants it: quoted when it is short 7-bit text, a literal otherwise.
@@ -242,7 +243,20 @@ pub fn body_structure(message: &Message, extended: bool) -> Vec<u8> {
     }
     let children = child_lists(message);
     let mut out = Vec::new();
-    part_structure(message, &children, 0, extended, &mut out);
+    part_structure(message, &children, 0, extended, None, &mut out);
+    out
+}
+
+/// BODYPARTSTRUCTURE (RFC 5524): the extended BODYSTRUCTURE of part `id` alone. With
+/// `sizes` (by part id), each body's size and lines are those given there (what BINARY gives,
+/// as Dovecot says them) instead of the stored ones.
+pub fn part_body_structure(message: &Message, id: u32, sizes: Option<&[BodySize]>) -> Vec<u8> {
+    if message.parts().is_empty() {
+        return body_structure(message, true);
+    }
+    let children = child_lists(message);
+    let mut out = Vec::new();
+    part_structure(message, &children, id, true, sizes, &mut out);
     out
 }
 
@@ -251,6 +265,7 @@ fn part_structure(
     children: &[Vec<u32>],
     id: u32,
     extended: bool,
+    sizes: Option<&[BodySize]>,
     out: &mut Vec<u8>,
 ) {
     let (Some(part), Some(kids)) = (message.part(id), children.get(id as usize)) else {
@@ -261,7 +276,7 @@ fn part_structure(
     let fields = PartFields::of(message, id);
     if part.is_multipart {
         for &child in kids {
-            part_structure(message, children, child, extended, out);
+            part_structure(message, children, child, extended, sizes, out);
         }
         out.push(b' ');
         out.extend(string(part.subtype.as_bytes()));
@@ -296,20 +311,29 @@ fn part_structure(
     out.push(b' ');
     let encoding = part.transfer_encoding.as_deref().unwrap_or("7bit");
     out.extend(string(encoding.as_bytes()));
-    let body = part_body(message, id).unwrap_or_default();
-    push_str(out, &format!(" {}", body.len()));
+    let body = match sizes {
+        Some(sizes) => sizes.get(id as usize).copied().unwrap_or_default(),
+        None => {
+            let stored = part_body(message, id).unwrap_or_default();
+            BodySize {
+                bytes: stored.len(),
+                lines: lines(&stored),
+            }
+        }
+    };
+    push_str(out, &format!(" {}", body.bytes));
     if part.is_message {
         // The encapsulated message: its envelope, its structure, its lines.
         out.push(b' ');
         out.extend(envelope(&Message::new(inner_header(message, kids))));
         out.push(b' ');
         match kids.first() {
-            Some(&inner) => part_structure(message, children, inner, extended, out),
+            Some(&inner) => part_structure(message, children, inner, extended, sizes, out),
             None => out.extend_from_slice(b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0)"),
         }
-        push_str(out, &format!(" {}", lines(&body)));
+        push_str(out, &format!(" {}", body.lines));
     } else if part.media_type == "text" {
-        push_str(out, &format!(" {}", lines(&body)));
+        push_str(out, &format!(" {}", body.lines));
     }
     if extended {
         out.push(b' ');
@@ -492,6 +516,18 @@ fn part_header(message: &Message, id: u32) -> Option<Vec<u8>> {
         .raw()
         .get(span.header_start..span.body_start)
         .map(<[u8]>::to_vec)
+}
+
+/// The id of the part section numbers name (`[]`: the message, part 0); `None` when there is
+/// no such part.
+pub fn part_id(sections: &Sections<'_>, numbers: &[u32]) -> Option<u32> {
+    if numbers.is_empty() {
+        return Some(0);
+    }
+    if numbers.contains(&0) {
+        return None;
+    }
+    resolve(sections, &section_path(numbers)?)
 }
 
 /// The part a section number names (RFC 3501 §6.4.5): inside a message/rfc822 part the

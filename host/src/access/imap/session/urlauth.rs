@@ -1,10 +1,11 @@
-//! URLAUTH (RFC 4467): RESETKEY, GENURLAUTH and URLFETCH, read before imap-codec (which does
-//! not know them). Keys live in the owner's Maildir (`store::urlauth_keys`); a URL of another
+//! URLAUTH (RFC 4467): RESETKEY, GENURLAUTH and URLFETCH (with its extended form of RFC 5524,
+//! URLAUTH=BINARY), read before imap-codec (which does not know them). Keys live in the owner's Maildir (`store::urlauth_keys`); a URL of another
 //! user's mailbox is fetched from that user's Maildir when its token verifies there and its
 //! access identifier lets this user in. Whatever makes a URL unusable (bad syntax, wrong or
 //! reset key, expiry, access, a message gone) answers it NIL, as the RFC asks.
 
-use super::super::urlauth::{self, AuthUrl, MECHANISM};
+use super::super::urlauth::{self, Argument, AuthUrl, MECHANISM};
+use super::super::urlfetch::{self, Answer, Request};
 use super::super::{budget, framing, mutf7, wire};
 use super::{ImapSession, Next};
 use crate::message::Message;
@@ -40,14 +41,28 @@ impl ImapSession {
             self.send(&format!("{tag} BAD Malformed arguments"));
             return Some(Next::Continue);
         };
-        let args: Vec<String> = args
+        if verb == "URLFETCH" {
+            match urlfetch::requests(args) {
+                Ok(requests) => self.urlfetch(&tag, &requests).await,
+                Err(why) => self.send(&format!("{tag} BAD {why}")),
+            }
+            return Some(Next::Continue);
+        }
+        // RESETKEY and GENURLAUTH take no lists.
+        let Some(args) = args
             .into_iter()
-            .map(|a| String::from_utf8_lossy(&a).into_owned())
-            .collect();
+            .map(|a| match a {
+                Argument::Value(v) => Some(String::from_utf8_lossy(&v).into_owned()),
+                Argument::List(_) => None,
+            })
+            .collect::<Option<Vec<String>>>()
+        else {
+            self.send(&format!("{tag} BAD Unexpected list"));
+            return Some(Next::Continue);
+        };
         match verb.as_str() {
             "RESETKEY" => self.resetkey(&tag, &args),
-            "GENURLAUTH" => self.genurlauth(&tag, &args),
-            _ => self.urlfetch(&tag, &args).await,
+            _ => self.genurlauth(&tag, &args),
         }
         Some(Next::Continue)
     }
@@ -139,28 +154,25 @@ impl ImapSession {
     }
 
     /// URLFETCH url...: one URLFETCH response per URL, its data or NIL, sent as they come.
-    async fn urlfetch(&mut self, tag: &str, args: &[String]) {
-        if args.is_empty() {
-            self.send(&format!("{tag} BAD URLFETCH needs a URL"));
-            return;
-        }
+    async fn urlfetch(&mut self, tag: &str, requests: &[Request]) {
         let mut read_left = self.budget().command.saturating_mul(READ_AMPLIFICATION);
         let mut queued = 0usize;
-        for url in args {
-            let Some(data) = blocking::run(|| self.fetch_authorized(url, &mut read_left)) else {
+        for request in requests {
+            let Some(answer) = blocking::run(|| self.fetch_authorized(request, &mut read_left))
+            else {
                 self.send(&budget::refusal(tag, "The URLs ask for too much at once"));
                 return;
             };
             let mut line = b"* URLFETCH ".to_vec();
-            line.extend_from_slice(&wire::string(url.as_bytes()));
+            line.extend_from_slice(&wire::string(request.url.as_bytes()));
             line.push(b' ');
-            match data {
-                Some(bytes) => line.extend_from_slice(&wire::string_literal(&bytes)),
-                None => line.extend_from_slice(b"NIL"),
+            line.extend_from_slice(&answer.data);
+            line.extend_from_slice(b"\r\n");
+            if let Some(why) = &answer.warning {
+                line.extend_from_slice(format!("* NO {why}\r\n").as_bytes());
             }
-            queued = queued.saturating_add(line.len() + 2);
+            queued = queued.saturating_add(line.len());
             self.client.conn.queue(&line);
-            self.client.conn.queue(b"\r\n");
             if queued >= FLUSH {
                 queued = 0;
                 if self.client.conn.flush().await.is_err() {
@@ -171,34 +183,45 @@ impl ImapSession {
         self.send(&format!("{tag} OK URLFETCH completed"));
     }
 
-    /// What `url` gives this user: `Some(None)` when it gives nothing (NIL), `None` when
-    /// fetching it would go over what the command may read.
-    fn fetch_authorized(&self, url: &str, read_left: &mut u64) -> Option<Option<Vec<u8>>> {
+    /// What a requested URL gives this user (NIL when it gives nothing); `None` when fetching
+    /// it would go over what the command may read.
+    fn fetch_authorized(&self, request: &Request, read_left: &mut u64) -> Option<Answer> {
         *read_left = read_left.checked_sub(URL_COST)?;
-        let Ok(parsed) = urlauth::parse(url) else {
-            return Some(None);
+        let Ok(parsed) = urlauth::parse(&request.url) else {
+            return Some(Answer::nil());
         };
         let user = self.user.as_deref().unwrap_or_default();
         if !parsed.allows(user) || parsed.expired(now()) {
-            return Some(None);
+            return Some(Answer::nil());
         }
         let Ok(owner) = UserName::parse(&parsed.owner) else {
-            return Some(None);
+            return Some(Answer::nil());
         };
         let maildir = owner.maildir(&self.shared.config.data_dir().join("mail"));
-        match urlauth_keys::key(&maildir, &parsed.message.mailbox) {
-            Ok(Some(key)) if parsed.verifies(&key) => message(&maildir, &parsed, read_left),
-            _ => Some(None),
+        let key = urlauth_keys::key(&maildir, &parsed.message.mailbox);
+        if !matches!(key, Ok(Some(key)) if parsed.verifies(&key)) {
+            return Some(Answer::nil());
         }
+        let Some(message) = message(&maildir, &parsed, read_left)? else {
+            return Some(Answer::nil());
+        };
+        let answer = urlfetch::answer(&message, &parsed.message, request.extended.as_ref());
+        // The extended forms make new bytes (decoded parts, structures): counted as read.
+        if request.extended.is_some() {
+            let made = u64::try_from(answer.data.len()).unwrap_or(u64::MAX);
+            *read_left = read_left.checked_sub(made)?;
+        }
+        Some(answer)
     }
 }
 
-/// The part of the stored message `url` names, from `maildir`; as [`ImapSession::fetch_authorized`].
+/// The stored message `url` names, from `maildir`: `Some(None)` when there is none, `None`
+/// when reading it would go over what the command may read (`read_left`).
 fn message(
     maildir: &std::path::Path,
     url: &AuthUrl,
     read_left: &mut u64,
-) -> Option<Option<Vec<u8>>> {
+) -> Option<Option<Message>> {
     let Some(folder) = open(maildir, &url.message.mailbox) else {
         return Some(None);
     };
@@ -222,12 +245,7 @@ fn message(
     };
     // The message is read whole whatever part is asked for: counted before it is.
     *read_left = read_left.checked_sub(entry.size)?;
-    Some(
-        folder
-            .read(entry)
-            .ok()
-            .map(|raw| url.message.extract(&Message::new(raw))),
-    )
+    Some(folder.read(entry).ok().map(Message::new))
 }
 
 /// The existing folder of a (UTF-8) mailbox name in `maildir`; links are not followed.
