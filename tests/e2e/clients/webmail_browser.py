@@ -102,7 +102,11 @@ def requests_made():
 
 
 def mailbox(role):
-    driver.find_element(By.CSS_SELECTOR, f'#mailboxes li[data-role="{role}"]').click()
+    # The folders are redrawn by each refresh (pushed ones too): retried while stale.
+    def click(_):
+        driver.find_element(By.CSS_SELECTOR, f'#mailboxes li[data-role="{role}"]').click()
+        return True
+    wait.until(click)
 
 
 def frame_loaded():

@@ -165,9 +165,15 @@ async function loadMailboxes() {
   state.mailboxes = result.list.sort((a, b) => a.sortOrder - b.sortOrder || a.name.localeCompare(b.name));
   const list = $("mailboxes");
   list.replaceChildren();
+  // The folder menu is rebuilt only when the folders change (a refresh by push leaves an
+  // open menu alone).
   const select = $("move-select");
-  const chosen = select.value;
-  select.replaceChildren();
+  const names = state.mailboxes.map((m) => m.id + "/" + m.name).join("\n");
+  const rebuild = select.dataset.names !== names;
+  if (rebuild) {
+    select.replaceChildren();
+    select.dataset.names = names;
+  }
   for (const mailbox of state.mailboxes) {
     const item = document.createElement("li");
     item.dataset.id = mailbox.id;
@@ -176,13 +182,12 @@ async function loadMailboxes() {
     item.classList.toggle("current", !state.search && mailbox.id === state.mailboxId);
     item.addEventListener("click", () => openMailbox(mailbox.id));
     list.append(item);
-    const option = document.createElement("option");
-    option.value = mailbox.id;
-    option.textContent = mailbox.name;
-    select.append(option);
-  }
-  if (chosen) {
-    select.value = chosen;
+    if (rebuild) {
+      const option = document.createElement("option");
+      option.value = mailbox.id;
+      option.textContent = mailbox.name;
+      select.append(option);
+    }
   }
 }
 
