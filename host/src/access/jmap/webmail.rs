@@ -111,6 +111,8 @@ pub fn sanitize(html: &str, images: Images) -> Clean {
         .url_schemes(schemes)
         .link_rel(Some("noopener noreferrer"))
         .add_tags(["font"])
+        // A document's title is not part of what it shows.
+        .add_clean_content_tags(["title"])
         .add_generic_attributes(["style"])
         .set_tag_attribute_value("a", "target", "_blank")
         .set_tag_attribute_value("img", "referrerpolicy", "no-referrer")
@@ -316,7 +318,7 @@ mod tests {
 <a href="javascript:alert(1)">bad link</a> <a href="https://example.org/">good link</a>
 <a href="data:text/html,<script>alert(1)</script>">data link</a>
 <div style="width: expression(alert(1)); background: url(http://tracker.example/bg)">styled</div>
-<style>body { background: url(http://tracker.example/css) }</style>
+<style>body { background: url(http://tracker.example/css) }</style><title>Hidden title</title>
 <iframe src="http://tracker.example/frame"></iframe><form action="http://x"><input></form>"#;
         let clean = sanitize(hostile, Images::Blocked).html;
         for gone in [
@@ -330,6 +332,7 @@ mod tests {
             "<form",
             "url(",
             "width:",
+            "Hidden title",
         ] {
             assert!(!clean.contains(gone), "{gone} left in {clean}");
         }
