@@ -13,7 +13,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::message;
-use super::webmail;
+use super::webmail::{self, Images};
 use crate::message::Message;
 
 /// HTML nested deeper than this (as the scan counts it, never less than the browser's tree)
@@ -50,7 +50,24 @@ impl Over {
     }
 }
 
-/// Sanitised documents by (user, message bytes), and the sanitisers running.
+/// The document of a message for the frame, and how many remote images it has (blocked or
+/// not: the page offers to show them when there are some).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub document: String,
+    pub remote_images: usize,
+}
+
+impl View {
+    fn text(document: String) -> View {
+        View {
+            document,
+            remote_images: 0,
+        }
+    }
+}
+
+/// Sanitised documents by (user, message bytes, images), and the sanitisers running.
 pub struct HtmlViews {
     cache: Mutex<Cache>,
     /// Sanitisations at once (each keeps one blocking thread busy).
@@ -59,7 +76,7 @@ pub struct HtmlViews {
 
 #[derive(Default)]
 struct Cache {
-    documents: HashMap<[u8; 32], Arc<String>>,
+    documents: HashMap<[u8; 32], Arc<View>>,
     order: VecDeque<[u8; 32]>,
     bytes: usize,
     /// Keys whose sanitisation is under way (a second open does not start another).
@@ -67,21 +84,22 @@ struct Cache {
 }
 
 impl Cache {
-    fn insert(&mut self, key: [u8; 32], document: Arc<String>) {
-        if document.len() > CACHE_BYTES || self.documents.contains_key(&key) {
+    fn insert(&mut self, key: [u8; 32], view: Arc<View>) {
+        let size = view.document.len();
+        if size > CACHE_BYTES || self.documents.contains_key(&key) {
             return;
         }
-        while self.bytes.saturating_add(document.len()) > CACHE_BYTES {
+        while self.bytes.saturating_add(size) > CACHE_BYTES {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
             if let Some(gone) = self.documents.remove(&old) {
-                self.bytes = self.bytes.saturating_sub(gone.len());
+                self.bytes = self.bytes.saturating_sub(gone.document.len());
             }
         }
-        self.bytes = self.bytes.saturating_add(document.len());
+        self.bytes = self.bytes.saturating_add(size);
         self.order.push_back(key);
-        self.documents.insert(key, document);
+        self.documents.insert(key, view);
     }
 }
 
@@ -101,10 +119,15 @@ impl HtmlViews {
     }
 
     /// The document of a message (`raw`, as served to `user`), from the cache or made now.
-    pub async fn document(self: &Arc<Self>, user: &str, raw: Arc<Vec<u8>>) -> Arc<String> {
+    pub async fn document(
+        self: &Arc<Self>,
+        user: &str,
+        raw: Arc<Vec<u8>>,
+        images: Images,
+    ) -> Arc<View> {
         let key = {
             let (user, source) = (user.to_string(), raw.clone());
-            match tokio::task::spawn_blocking(move || cache_key(&user, &source)).await {
+            match tokio::task::spawn_blocking(move || cache_key(&user, images, &source)).await {
                 Ok(key) => key,
                 Err(_) => return fallback(raw, Over::Time).await,
             }
@@ -133,7 +156,7 @@ impl HtmlViews {
         let work = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let running = Running(&views, key);
-            let document = Arc::new(render(&Html::of(&source)));
+            let document = Arc::new(render(&Html::of(&source), images));
             running.0.cache().insert(key, document.clone());
             document
         });
@@ -157,15 +180,17 @@ impl Drop for Running<'_> {
 
 /// The text rendering of a message, made on the blocking pool (it is linear, but the message
 /// may be large).
-async fn fallback(raw: Arc<Vec<u8>>, over: Over) -> Arc<String> {
+async fn fallback(raw: Arc<Vec<u8>>, over: Over) -> Arc<View> {
     let made = tokio::task::spawn_blocking(move || text_document(&Html::of(&raw), over)).await;
-    Arc::new(made.unwrap_or_else(|_| text_document(&Html::default(), over)))
+    Arc::new(View::text(
+        made.unwrap_or_else(|_| text_document(&Html::default(), over)),
+    ))
 }
 
-fn cache_key(user: &str, raw: &[u8]) -> [u8; 32] {
+fn cache_key(user: &str, images: Images, raw: &[u8]) -> [u8; 32] {
     let mut hash = Sha256::new();
     hash.update(user.as_bytes());
-    hash.update([0]);
+    hash.update([0, images as u8]);
     hash.update(raw);
     hash.finalize().into()
 }
@@ -199,19 +224,94 @@ impl Html {
 /// The webmail document of the message `raw`, made as an open makes it (without the cache
 /// and the deadline): for tests and the fuzz target of the scanner and sanitiser.
 pub fn document_of(raw: &[u8]) -> String {
-    render(&Html::of(raw))
+    render(&Html::of(raw), Images::Blocked).document
 }
 
 /// The document of `html`: sanitised when it is within every bound, else its text.
-fn render(html: &Html) -> String {
+fn render(html: &Html, images: Images) -> View {
     if let Err(over) = within_bounds(&html.0) {
-        return text_document(html, over);
+        return View::text(text_document(html, over));
     }
-    let clean = webmail::sanitize(&html.0);
-    if clean.len() > MAX_OUTPUT {
-        return text_document(html, Over::Output);
+    let clean = webmail::sanitize(&html.0, images);
+    if clean.html.len() > MAX_OUTPUT {
+        return View::text(text_document(html, Over::Output));
     }
-    webmail::message_document(&clean)
+    View {
+        document: webmail::message_document(&clean.html),
+        remote_images: clean.remote_images,
+    }
+}
+
+/// HTML read for a preview: its start is enough.
+const PREVIEW_SOURCE: usize = 64 << 10;
+
+/// The words of an HTML body as a browser would render them, for a list's preview: parsed
+/// (entities decoded; comments, the head, scripts and styles dropped) when its start is
+/// within the bounds, else with the tags cut out.
+pub fn text_of(html: &str) -> String {
+    let mut end = html.len().min(PREVIEW_SOURCE);
+    while !html.is_char_boundary(end) {
+        end -= 1;
+    }
+    let start = &html[..end];
+    if within_bounds(start).is_err() {
+        return message::strip_tags(start);
+    }
+    let clean_content: HashSet<&str> = ["script", "style", "title", "head", "template"]
+        .into_iter()
+        .collect();
+    // Elements that break a line keep their tags (without attributes), to become spaces.
+    let breaks: HashSet<&str> = [
+        "p",
+        "div",
+        "br",
+        "li",
+        "tr",
+        "td",
+        "th",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "table",
+        "ul",
+        "ol",
+        "blockquote",
+        "pre",
+        "hr",
+        "section",
+        "article",
+        "header",
+        "footer",
+    ]
+    .into_iter()
+    .collect();
+    let cleaned = ammonia::Builder::empty()
+        .tags(breaks)
+        .clean_content_tags(clean_content)
+        .clean(start)
+        .to_string();
+    // What is left is text (its `<` escaped) and bare tags: each tag becomes a space.
+    let mut text = String::with_capacity(cleaned.len());
+    let mut in_tag = false;
+    for c in cleaned.chars() {
+        match (in_tag, c) {
+            (false, '<') => in_tag = true,
+            (true, '>') => {
+                in_tag = false;
+                text.push(' ');
+            }
+            (false, c) => text.push(c),
+            (true, _) => {}
+        }
+    }
+    // The serialiser escapes these in text; a preview is text.
+    text.replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 /// The document of the HTML's text, with why it is not the HTML itself.
@@ -480,12 +580,16 @@ mod tests {
 
     #[test]
     fn html_over_a_bound_is_shown_as_its_text() {
-        let document = render(&Html(nested("div", 100_000)));
+        let document = render(&Html(nested("div", 100_000)), Images::Blocked).document;
         assert!(document.contains("nested too deeply"), "{document:.300}");
         assert!(document.contains("<pre>"));
         assert!(document.contains("deep"));
         assert!(!document.contains("<div>"));
-        let ordinary = render(&Html("<p onclick=\"x()\">Hello <b>you</b></p>".into()));
+        let ordinary = render(
+            &Html("<p onclick=\"x()\">Hello <b>you</b></p>".into()),
+            Images::Blocked,
+        )
+        .document;
         assert!(ordinary.contains("<b>you</b>") && !ordinary.contains("onclick"));
         assert!(!ordinary.contains("shown as text"));
     }
@@ -493,7 +597,7 @@ mod tests {
     #[test]
     fn the_document_of_a_top_level_alternative_is_its_html_alone() {
         let raw = b"Subject: alt\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=A\r\n\r\n--A\r\nContent-Type: text/plain\r\n\r\nplain words\r\n--A\r\nContent-Type: text/html\r\n\r\n<p>html words</p>\r\n--A--\r\n";
-        let document = render(&Html::of(raw));
+        let document = render(&Html::of(raw), Images::Blocked).document;
         assert!(document.contains("<p>html words</p>"), "{document}");
         assert!(!document.contains("plain words"), "{document}");
     }
@@ -503,17 +607,36 @@ mod tests {
         let views = Arc::new(HtmlViews::default());
         let raw =
             Arc::new(b"Content-Type: text/html\r\n\r\n<p>cached <i>once</i></p>\r\n".to_vec());
-        let first = views.document("ann@example.org", raw.clone()).await;
-        let second = views.document("ann@example.org", raw.clone()).await;
-        assert!(first.contains("<i>once</i>"), "{first}");
+        let open = |user: &'static str, images| views.document(user, raw.clone(), images);
+        let first = open("ann@example.org", Images::Blocked).await;
+        let second = open("ann@example.org", Images::Blocked).await;
+        assert!(first.document.contains("<i>once</i>"), "{first:?}");
         assert!(
             Arc::ptr_eq(&first, &second),
             "the same document, not made again"
         );
-        let other = views.document("bob@example.org", raw).await;
+        let other = open("bob@example.org", Images::Blocked).await;
         assert!(
             !Arc::ptr_eq(&first, &other),
             "each user has their own entry"
         );
+        let shown = open("ann@example.org", Images::Shown).await;
+        assert!(
+            !Arc::ptr_eq(&first, &shown),
+            "images shown or not are two entries"
+        );
+    }
+
+    #[test]
+    fn the_text_of_html_has_no_markup() {
+        let html = "<html><head><title>Newsletter</title><style>p { color: red }</style></head>\
+<body><!-- [if mso]><table><![endif] --><p>Caf&eacute; &amp; <b>bar</b>&nbsp;&lt;3</p>\
+<script>evil()</script><div>next&#8217;s</div></body></html>";
+        let text = text_of(html);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(words, ["Café", "&", "bar", "<3", "next’s"], "{text:?}");
+        // Over the bounds: the tags are cut out all the same.
+        let deep = format!("{}deep{}", "<div>".repeat(10_000), "</div>".repeat(10_000));
+        assert_eq!(text_of(&deep).trim(), "deep");
     }
 }

@@ -2,7 +2,7 @@
 //! Authentication (HTTP Basic with the gateway's users, over TLS only; the webmail page's
 //! bearer tokens) is in [`auth`]; the defences against requests other sites' pages make a
 //! browser send in [`origin`]; blob upload and download in [`blobs`]; request bodies under
-//! their deadline in [`body`].
+//! their deadline in [`body`]; the webmail's message frames in [`frame`].
 //!
 //! Browsers attach Basic credentials they hold to requests other sites make them send (a
 //! form posted cross-site), so: every authenticated request that says it comes from another
@@ -40,6 +40,7 @@ use respond::{json_response, problem, text};
 mod auth;
 mod blobs;
 mod body;
+mod frame;
 mod origin;
 mod respond;
 
@@ -241,29 +242,19 @@ async fn route(jmap: &Arc<Jmap>, peer: &Arc<Peer>, request: Request<Incoming>) -
             }
             text(StatusCode::OK, "logged out\n")
         }
-        (Method::GET, p) if p.starts_with("/webmail/html/") => {
+        (Method::GET, p) if p.starts_with("/webmail/html/") || p.starts_with("/webmail/view/") => {
             let user = match authenticate(jmap, peer, &request).await {
                 Ok(user) => user,
                 Err(refusal) => return refusal,
             };
-            let id = p.trim_start_matches("/webmail/html/");
-            match jmap.html_view(&user, &peer.session(&user), id).await {
-                Some(document) => {
-                    let mut response = Response::new(Body::whole(document.as_bytes().to_vec()));
-                    let headers = response.headers_mut();
-                    headers.insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/html; charset=utf-8"),
-                    );
-                    headers.insert(
-                        header::CONTENT_SECURITY_POLICY,
-                        HeaderValue::from_static(webmail::MESSAGE_POLICY),
-                    );
-                    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    response
-                }
-                None => text(StatusCode::NOT_FOUND, "no such email\n"),
+            if p.starts_with("/webmail/view/") {
+                frame::view(jmap, peer, &user, &request).await
+            } else {
+                frame::html(jmap, peer, &user, &request).await
             }
+        }
+        (Method::GET, p) if p.starts_with("/webmail/frame/") => {
+            frame::frame(jmap, peer, &request).await
         }
         (Method::GET, p) if webmail::asset(p).is_some() => page(p),
         (Method::GET, "/favicon.ico") => text(StatusCode::NO_CONTENT, ""),

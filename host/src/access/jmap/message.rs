@@ -669,7 +669,11 @@ pub fn preview(message: &Message, lists: &BodyLists) -> String {
             .part(id)
             .is_some_and(|p| media_type(p) == "text/html");
     let text = message.part_text(id).unwrap_or_default();
-    let text = if is_html { strip_tags(&text) } else { text };
+    let text = if is_html {
+        super::html::text_of(&text)
+    } else {
+        text
+    };
     text.split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")

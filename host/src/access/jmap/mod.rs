@@ -27,6 +27,7 @@ pub mod compose;
 mod context;
 mod email;
 mod error;
+mod frames;
 pub mod html;
 mod http;
 mod import;
@@ -85,6 +86,8 @@ pub struct Jmap {
     uploads: uploads::Uploads,
     /// Sanitised HTML of messages the webmail opened, and the sanitisers at work.
     html_views: Arc<html::HtmlViews>,
+    /// Tickets by which the webmail's frames load those documents.
+    frames: frames::FrameTickets,
     /// Per user and kind: what may run at once.
     slots: Mutex<HashMap<(String, Slot), Arc<tokio::sync::Semaphore>>>,
 }
@@ -117,6 +120,7 @@ impl Jmap {
             tokens: http::Tokens::default(),
             uploads,
             html_views: Arc::new(html::HtmlViews::default()),
+            frames: frames::FrameTickets::default(),
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -308,7 +312,8 @@ impl Jmap {
         user: &UserName,
         session: &Session,
         email_id: &str,
-    ) -> Option<Arc<String>> {
+        images: webmail::Images,
+    ) -> Option<Arc<html::View>> {
         let raw = {
             let account = self.account(user);
             let mut account = account.lock().await;
@@ -324,7 +329,7 @@ impl Jmap {
             let email = account.email(email_id)?.clone();
             account.read(&email).ok()?
         };
-        Some(self.html_views.document(user, raw).await)
+        Some(self.html_views.document(user, raw, images).await)
     }
 
     /// Stores an upload of `user`; the blob id.
