@@ -9,7 +9,6 @@
 set -euo pipefail
 N=${1:-10000}
 source "$(dirname "$0")/common.sh"
-bin=${BIN:-$bin}
 work=$(run_dir hardening)
 imaps=${IMAPS_PORT:-2893} smtp=${SMTP_PORT:-2825}
 cat > "$work/gateway.toml" <<TOML
