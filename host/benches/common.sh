@@ -1,7 +1,8 @@
 # Shared by the bench scripts (sourced): paths, the run directory, the bundled plugin chain,
 # waiting for a port, and starting the gateway.
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-bin=$root/target/release/mailgate
+# BIN=path/to/mailgate measures another build (an older revision's, say) with the same script.
+bin=${BIN:-$root/target/release/mailgate}
 plugins=$root/target/plugins
 
 need_smtp_source() {

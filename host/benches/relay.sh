@@ -7,7 +7,8 @@
 # last under 3 s, and the same build measured 2.5-3.5x Postfix from run to run)
 #   env: PEERS="postfix haraka" (or " " for none), TELEMETRY=both|on|off|metrics|journal (the
 #   runs to make; default both: off, then on), SIGN=ed25519-sha256|rsa-sha256 (DKIM-sign every
-#   message with a key made for the run), KV=local|redis (add the JavaScript greylist, a kv-get
+#   message with a key made for the run), BIN=path/to/mailgate (another build; relay_against.sh
+#   measures two builds in one run with it), KV=local|redis (add the JavaScript greylist, a kv-get
 #   and a kv-set per message, its store local or in a redis-server started for the run)
 set -euo pipefail
 N=${1:-20000} S=${2:-20} L=${3:-4096}

@@ -18,7 +18,9 @@
 //!   `test` and `lint` run it first;
 //! - `bench`: `plugins`, then the plugin-chain benchmark; `bench smtp`: the SMTP accept rate
 //!   into local delivery (smtp-source); `bench relay`: relay throughput to smtp-sink; both
-//!   beside Postfix and Haraka (`../shared/bench/peers.sh`); `bench reload`: hot-reload latency
+//!   beside Postfix and Haraka (`../shared/bench/peers.sh`); `bench relay --against REV
+//!   [--rounds K]`: the relay of REV's release build (see `baseline.rs`) and of this tree's,
+//!   alternately, K rounds each (default 2), with medians; `bench reload`: hot-reload latency
 //!   and throughput during reloads; `bench access`: IMAP/POP3 beside Dovecot; `bench languages`:
 //!   one policy in Rust, Python, JavaScript and C; `bench hardening`: IMAP SEARCH, memory during
 //!   a flood of wrong logins, large APPENDs, then the cost of each hostile request of the
@@ -34,6 +36,7 @@ use std::process::{Command, ExitCode};
 
 use mailgate_plugin_build::{Build, Language, Tools};
 
+mod baseline;
 mod cluster;
 mod fuzz;
 mod layers;
@@ -66,7 +69,7 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         // A checkout other than this one may be named (to check an older tree).
         Some("layers") => layers::check(&args.get(1).map_or_else(root, PathBuf::from)),
-        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("cluster") => cluster::cluster(),
         _ => {
@@ -492,8 +495,17 @@ fn test(only: &[String]) -> Result<(), String> {
 }
 
 /// `bench`: the plugin-chain benchmark; `bench smtp`: the SMTP accept rate, `bench relay`:
-/// relay throughput to smtp-sink, each beside Postfix and Haraka.
-fn bench(which: Option<&str>) -> Result<(), String> {
+/// relay throughput to smtp-sink, each beside Postfix and Haraka; `bench relay --against REV`:
+/// that throughput for REV's build and this tree's in the same run.
+fn bench(args: &[String]) -> Result<(), String> {
+    let which = args.first().map(String::as_str);
+    let options = args.get(1..).unwrap_or_default();
+    // Options checked before any build.
+    let against = match (which, options.is_empty()) {
+        (_, true) => None,
+        (Some("relay"), false) => Some(against_options(options)?),
+        _ => return Err(format!("bench {}: no options", which.unwrap_or_default())),
+    };
     build_plugins()?;
     let script = |name: &str| -> Result<(), String> {
         cargo(&["build", "--release", "-p", "mailgate"])?;
@@ -505,7 +517,10 @@ fn bench(which: Option<&str>) -> Result<(), String> {
     };
     match which {
         Some("smtp") => script("smtp_accept.sh"),
-        Some("relay") => script("relay.sh"),
+        Some("relay") => match against {
+            None => script("relay.sh"),
+            Some((rev, rounds)) => relay_against(rev, rounds),
+        },
         Some("reload") => script("reload.sh"),
         Some("access") => script("access.sh"),
         Some("hardening") => script("hardening.sh"),
@@ -519,6 +534,43 @@ fn bench(which: Option<&str>) -> Result<(), String> {
         }
         _ => cargo(&["bench", "-p", "mailgate", "--bench", "plugin_chain"]),
     }
+}
+
+/// The options of `bench relay --against REV [--rounds K]`: REV and K (default 2).
+fn against_options(options: &[String]) -> Result<(&str, u32), String> {
+    let usage = "usage: cargo xtask bench relay [--against REV [--rounds K]]";
+    let mut rev = None;
+    let mut rounds = 2u32;
+    let mut options = options.iter();
+    while let Some(option) = options.next() {
+        match (option.as_str(), options.next()) {
+            ("--against", Some(value)) => rev = Some(value.as_str()),
+            ("--rounds", Some(value)) => {
+                rounds =
+                    value.parse().ok().filter(|&k| k >= 1).ok_or_else(|| {
+                        format!("--rounds {value}: a count of 1 or more; {usage}")
+                    })?;
+            }
+            _ => return Err(usage.into()),
+        }
+    }
+    Ok((rev.ok_or(usage)?, rounds))
+}
+
+/// `bench relay --against REV`: builds REV's release binary (see [`baseline`]) and this tree's,
+/// then `relay_against.sh` measures them alternately, `rounds` rounds each.
+fn relay_against(rev: &str, rounds: u32) -> Result<(), String> {
+    // Both builds before any measurement; this tree's first, as a new baseline starts from it.
+    cargo(&["build", "--release", "-p", "mailgate"])?;
+    let baseline = baseline::build(&root(), rev)?;
+    status(
+        Command::new("bash")
+            .arg(root().join("host/benches/relay_against.sh"))
+            .arg(&baseline)
+            .arg(root().join("target/release/mailgate"))
+            .arg(rounds.to_string())
+            .current_dir(root()),
+    )
 }
 
 /// The `mailgate plugin new` template in every language, scaffolded once into
