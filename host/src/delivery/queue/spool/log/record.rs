@@ -5,7 +5,8 @@
 //!
 //! Reading a segment stops at the first header that is all zeros (the end of what was
 //! written) or that does not check out (a torn tail: a write cut short by a crash, never
-//! acknowledged). A record whose header checks out but whose payload does not is skipped alone.
+//! acknowledged), or at a last record whose payload does not check out. Anywhere else, a record
+//! whose header checks out but whose payload does not is skipped alone.
 
 /// The first bytes of every segment file.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"MGSPOOL1";
@@ -204,6 +205,11 @@ pub fn scan(segment: &[u8]) -> (Vec<Found>, ScanReport) {
                             len: record_len as u32,
                             id: id.to_string(),
                         })
+                    }
+                    _ if matches!(read_header(&rest[record_len..]), Header::Empty) => {
+                        // Nothing written after it: the last write, cut short.
+                        report.torn = true;
+                        break;
                     }
                     _ => report.corrupt.push(at as u64),
                 }

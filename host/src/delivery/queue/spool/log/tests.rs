@@ -153,7 +153,7 @@ async fn a_damaged_record_is_never_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_frees_segments_while_messages_arrive_and_leave() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let size = 8 * 1024;
+    let size = 4 * 1024;
     let spool = LogSpool::open_sized(dir.path(), size).expect("open");
     let mut kept = Vec::new();
     for round in 0..12 {
@@ -171,15 +171,17 @@ async fn compaction_frees_segments_while_messages_arrive_and_leave() {
             }
         }
     }
-    let written = segments(dir.path()).len();
     let created = spool.shared.index().segments.keys().max().copied().unwrap_or(0);
-    assert!(created >= 20, "only {created} segments were written");
-    // Live data fits in a few segments; compaction gets there while nothing else happens.
+    assert!(created >= 25, "only {created} segments were written");
+    // Compacted, the sealed segments are dense but for two segments' worth of dead records;
+    // with the one being written and partly filled ones, a few more than the live bytes need.
+    let live: u64 = spool.shared.index().segments.values().map(|s| s.live).sum();
+    let bound = live.div_ceil(size) as usize + 4;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while segments(dir.path()).len() > 10 {
+    while segments(dir.path()).len() > bound {
         assert!(
             Instant::now() < deadline,
-            "segments were not compacted: {written} then {}",
+            "{created} segments written, {} left, {bound} needed",
             segments(dir.path()).len()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
