@@ -537,7 +537,11 @@ fn sink_counts(sink: &mailgate_e2e::peers::SmtpSink) -> std::collections::BTreeM
 /// Every acknowledged subject reached the sink, and none came twice.
 fn assert_each_once(acked: &[String], counts: &std::collections::BTreeMap<String, usize>) {
     let lost: Vec<&String> = acked.iter().filter(|s| !counts.contains_key(*s)).collect();
-    assert!(lost.is_empty(), "{} acknowledged and lost: {lost:?}", lost.len());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged and lost: {lost:?}",
+        lost.len()
+    );
     let twice: Vec<(&String, &usize)> = counts.iter().filter(|(_, &n)| n > 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
 }
@@ -581,7 +585,8 @@ fn kill_9_under_sixteen_senders_loses_nothing_acknowledged_and_repeats_nothing()
             .collect();
         let before = acked.lock().expect("lock").len();
         assert!(
-            wait_until(120, || acked.lock().expect("lock").len() >= before + PER_ROUND),
+            wait_until(120, || acked.lock().expect("lock").len()
+                >= before + PER_ROUND),
             "round {round}: too few accepted\n{}",
             gw.log()
         );

@@ -133,7 +133,8 @@ pub fn read_header(bytes: &[u8]) -> Header {
     if header.iter().all(|&b| b == 0) {
         return Header::Empty;
     }
-    let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let word =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     if crc32fast::hash(&header[..12]) != word(12) {
         return Header::Torn;
     }
@@ -198,14 +199,13 @@ pub fn scan(segment: &[u8]) -> (Vec<Found>, ScanReport) {
                 let record_len = HEADER_LEN + len;
                 let id = kind.and_then(|k| record_id(k, payload));
                 match (kind, id) {
-                    (Some(kind), Some(id)) if crc32fast::hash(payload) == payload_crc => {
-                        found.push(Found {
+                    (Some(kind), Some(id)) if crc32fast::hash(payload) == payload_crc => found
+                        .push(Found {
                             kind,
                             offset: at as u64,
                             len: record_len as u32,
                             id: id.to_string(),
-                        })
-                    }
+                        }),
                     _ if matches!(read_header(&rest[record_len..]), Header::Empty) => {
                         // Nothing written after it: the last write, cut short.
                         report.torn = true;
@@ -256,19 +256,26 @@ mod tests {
 
     #[test]
     fn reads_back_what_was_written_and_stops_at_the_zeros() {
-        let records = [message("a1", b"hello"), encode_remove("a1"), message("b2", b"")];
+        let records = [
+            message("a1", b"hello"),
+            encode_remove("a1"),
+            message("b2", b""),
+        ];
         let bytes = segment(&records, 4096);
         let (found, report) = scan(&bytes);
         let ids: Vec<(&str, Kind)> = found.iter().map(|f| (f.id.as_str(), f.kind)).collect();
         assert_eq!(
             ids,
-            [("a1", Kind::Message), ("a1", Kind::Remove), ("b2", Kind::Message)]
+            [
+                ("a1", Kind::Message),
+                ("a1", Kind::Remove),
+                ("b2", Kind::Message)
+            ]
         );
         assert!(!report.torn && report.corrupt.is_empty());
         let first = &found[0];
         let start = first.offset as usize;
-        let (kind, payload) =
-            verify(&bytes[start..start + first.len as usize]).expect("verifies");
+        let (kind, payload) = verify(&bytes[start..start + first.len as usize]).expect("verifies");
         assert_eq!(kind, Kind::Message);
         let parts = decode_message(payload).expect("decodes");
         assert_eq!((parts.id, parts.message), ("a1", b"hello".as_slice()));
@@ -294,7 +301,11 @@ mod tests {
 
     #[test]
     fn a_record_with_a_damaged_payload_is_skipped_alone() {
-        let records = [message("a1", b"one"), message("b2", b"two"), message("c3", b"three")];
+        let records = [
+            message("a1", b"one"),
+            message("b2", b"two"),
+            message("c3", b"three"),
+        ];
         let mut bytes = segment(&records, 64);
         let second = SEGMENT_MAGIC.len() + records[0].len();
         let last_byte_of_second = second + records[1].len() - 1;

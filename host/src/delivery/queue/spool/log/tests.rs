@@ -73,7 +73,10 @@ async fn stores_rewrites_removes_and_rebuilds_its_index_at_start() {
     assert_eq!(first.envelope, envelope(&ids[0]));
     first.envelope.recipients.truncate(1);
     spool.rewrite(&first).expect("rewrite");
-    assert_eq!(spool.load(&ids[0]).expect("load").envelope.recipients.len(), 1);
+    assert_eq!(
+        spool.load(&ids[0]).expect("load").envelope.recipients.len(),
+        1
+    );
     spool.remove(&ids[1]).expect("remove");
     assert!(spool.remove(&ids[1]).is_err(), "gone already");
     assert!(!spool.contains(&ids[1]));
@@ -171,7 +174,14 @@ async fn compaction_frees_segments_while_messages_arrive_and_leave() {
             }
         }
     }
-    let created = spool.shared.index().segments.keys().max().copied().unwrap_or(0);
+    let created = spool
+        .shared
+        .index()
+        .segments
+        .keys()
+        .max()
+        .copied()
+        .unwrap_or(0);
     assert!(created >= 25, "only {created} segments were written");
     // Compacted, the sealed segments are dense but for two segments' worth of dead records;
     // with the one being written and partly filled ones, a few more than the live bytes need.
@@ -189,7 +199,9 @@ async fn compaction_frees_segments_while_messages_arrive_and_leave() {
     kept.sort();
     assert_eq!(spool.list().expect("list"), kept);
     for id in &kept {
-        spool.load(id).expect("a kept message loads after being copied");
+        spool
+            .load(id)
+            .expect("a kept message loads after being copied");
     }
     drop(spool);
     let reopened = reopen(dir.path(), size);
@@ -216,5 +228,10 @@ async fn takes_over_a_file_spool() {
         .count();
     assert_eq!(left, 0, "the files went once their records were synced");
     drop(log);
-    assert_eq!(reopen(dir.path(), DEFAULT_SEGMENT_SIZE).list().expect("list"), ids);
+    assert_eq!(
+        reopen(dir.path(), DEFAULT_SEGMENT_SIZE)
+            .list()
+            .expect("list"),
+        ids
+    );
 }
