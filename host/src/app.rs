@@ -193,7 +193,7 @@ async fn build(
         }
         None => Arc::new(UserDirectory::open(&config.users_file(), &config.local)?),
     };
-    let spool = Spool::open(&data_dir.join("queue"))?;
+    let spool = Spool::open(&data_dir.join("queue"), &config.queue)?;
     let tls = Some(crate::net::tls::acceptor(
         config
             .resolve_opt(config.server.tls_cert.as_ref())

@@ -472,3 +472,226 @@ fn a_retry_falling_due_during_the_drain_waits_for_the_restart() {
     assert_eq!(sink.messages().len(), 1);
     assert_eq!(gw.wait_mailbox("alice@example.test", 1).len(), 1);
 }
+
+/// One SMTP transaction that tolerates the server dying under it: the reply to the message's
+/// final dot, if it came. `lines` lines of body.
+fn transaction(port: u16, subject: &str, lines: usize) -> Option<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let attempt = || -> std::io::Result<Option<String>> {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut writer = stream;
+        let mut step = |command: &str| -> std::io::Result<String> {
+            writer.write_all(command.as_bytes())?;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line)? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return Ok(line);
+                }
+            }
+        };
+        let body = format!(
+            "From: <sender@client.test>\r\nTo: <rcpt@remote.test>\r\n\
+             Subject: {subject}\r\nMessage-ID: <{subject}@client.test>\r\n\r\n{}.\r\n",
+            "body line of some length, to make the message larger\r\n".repeat(lines)
+        );
+        let steps = [
+            ("", "220"),
+            ("EHLO client.test\r\n", "250"),
+            ("MAIL FROM:<sender@client.test>\r\n", "250"),
+            ("RCPT TO:<rcpt@remote.test>\r\n", "250"),
+            ("DATA\r\n", "354"),
+        ];
+        for (command, want) in steps {
+            if !step(command)?.starts_with(want) {
+                return Ok(None);
+            }
+        }
+        let reply = step(&body)?;
+        let _ = step("QUIT\r\n");
+        Ok(Some(reply))
+    };
+    attempt().ok().flatten()
+}
+
+/// True only when the message got `250` (it is the gateway's from then on).
+fn try_queue(port: u16, subject: &str) -> bool {
+    transaction(port, subject, 80).is_some_and(|r| r.starts_with("250"))
+}
+
+/// The subjects smtp-sink received, with how many times.
+fn sink_counts(sink: &mailgate_e2e::peers::SmtpSink) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for dump in sink.messages() {
+        if let Some(subject) = dump.lines().find_map(|l| l.strip_prefix("Subject: ")) {
+            *counts.entry(subject.trim().to_string()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Every acknowledged subject reached the sink, and none came twice.
+fn assert_each_once(acked: &[String], counts: &std::collections::BTreeMap<String, usize>) {
+    let lost: Vec<&String> = acked.iter().filter(|s| !counts.contains_key(*s)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged and lost: {lost:?}",
+        lost.len()
+    );
+    let twice: Vec<(&String, &usize)> = counts.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+}
+
+/// kill -9 three times while 16 clients send at full speed (the destination down, so the
+/// messages stay queued across the kills), then the destination comes up: every message that
+/// got `250` reaches smtp-sink exactly once, and no message reaches it twice. Run with either
+/// spool design (`MAILGATE_TEST_SPOOL=log` for the log).
+#[test]
+fn kill_9_under_sixteen_senders_loses_nothing_acknowledged_and_repeats_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const SENDERS: usize = 16;
+    const PER_ROUND: usize = 60;
+    let port = mailgate_e2e::free_port();
+    let mut gw = Gateway::builder()
+        .server(&server(5))
+        .config(&format!(
+            "{}\n[queue]\nretry = [\"1h\"]\n",
+            route_to(port, "")
+        ))
+        .start();
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    for round in 0..3 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|t| {
+                let (stop, acked, inbound) = (stop.clone(), acked.clone(), gw.inbound);
+                std::thread::spawn(move || {
+                    for n in 0.. {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let subject = format!("crash-r{round}-t{t}-n{n}");
+                        if try_queue(inbound, &subject) {
+                            acked.lock().expect("lock").push(subject);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let before = acked.lock().expect("lock").len();
+        assert!(
+            wait_until(120, || acked.lock().expect("lock").len()
+                >= before + PER_ROUND),
+            "round {round}: too few accepted\n{}",
+            gw.log()
+        );
+        // The kill lands while every sender is in some step of its transaction.
+        gw.kill();
+        stop.store(true, Ordering::Relaxed);
+        for sender in senders {
+            sender.join().expect("sender");
+        }
+        gw.launch();
+    }
+    let acked = acked.lock().expect("lock").clone();
+    let sink = mailgate_e2e::peers::SmtpSink::start_on(port);
+    let run = gw.cli(&["queue", "retry", "--all"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        wait_until(180, || queued(&gw) == 0),
+        "{} still queued, {} of {} at the sink\n{}",
+        queued(&gw),
+        sink_counts(&sink).len(),
+        acked.len(),
+        gw.log()
+    );
+    assert_each_once(&acked, &sink_counts(&sink));
+}
+
+/// A tmpfs mounted for one test, unmounted when it ends.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &std::path::Path, size: &str) -> Option<Mount> {
+        std::fs::create_dir_all(at).ok()?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .ok()?;
+        status.success().then(|| Mount(at.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The queue's disk fills up while messages arrive (the log spool on a small tmpfs, with a
+/// file taking the rest of it): the next message that needs a new segment gets `451 4.3.0`,
+/// the server goes on, and once space returns messages are accepted again; every message that
+/// got `250` is delivered once.
+#[test]
+fn a_full_disk_answers_451_loses_nothing_accepted_and_service_resumes() {
+    let port = mailgate_e2e::free_port();
+    let mut gw = Gateway::builder()
+        .server(&server(5))
+        .config(&format!(
+            "{}\n[queue]\nspool = \"log\"\nsegment-mib = 1\nretry = [\"1h\"]\n",
+            route_to(port, "")
+        ))
+        .start();
+    gw.stop();
+    let queue = gw.data().join("queue");
+    let _ = std::fs::remove_dir_all(&queue);
+    let Some(_mount) = Mount::tmpfs(&queue, "8m") else {
+        panic!("cannot mount a tmpfs (this test needs root)");
+    };
+    gw.launch();
+    // Leave about three segments' room.
+    let filler = queue.join("filler");
+    std::fs::write(&filler, vec![1u8; 5 << 20]).expect("filler");
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for n in 0..200 {
+        let subject = format!("full-{n}");
+        let reply = transaction(gw.inbound, &subject, 1500).unwrap_or_default();
+        if reply.starts_with("250") {
+            acked.push(subject);
+        } else {
+            refused = Some(reply);
+            break;
+        }
+    }
+    let refused = refused.unwrap_or_else(|| panic!("never refused\n{}", gw.log()));
+    assert!(refused.starts_with("451 4.3.0"), "{refused}\n{}", gw.log());
+    assert!(!acked.is_empty(), "{}", gw.log());
+    assert!(gw.alive(), "{}", gw.log());
+    // Space returns: the next message is taken.
+    std::fs::remove_file(&filler).expect("filler");
+    let again = "full-after".to_string();
+    let reply = transaction(gw.inbound, &again, 1500).unwrap_or_default();
+    assert!(reply.starts_with("250"), "{reply}\n{}", gw.log());
+    acked.push(again);
+    let sink = mailgate_e2e::peers::SmtpSink::start_on(port);
+    let run = gw.cli(&["queue", "retry", "--all"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        wait_until(120, || queued(&gw) == 0),
+        "{} still queued\n{}",
+        queued(&gw),
+        gw.log()
+    );
+    assert_each_once(&acked, &sink_counts(&sink));
+    gw.stop();
+}

@@ -110,12 +110,13 @@ fn relays_to_smtp_sink_exactly_once() {
 /// A delivered message's spool file is kept in queue/spare/ and written over by the next one.
 /// A short message written over a long one's file holds nothing of it: on disk, after a
 /// restart, and as delivered from disk. active/ empties, the spare count stays at one.
+/// (The file spool's own behaviour: the test names that design.)
 #[test]
 fn spool_files_are_reused_without_mixing_messages() {
     let port = free_port();
     let mut gw = Gateway::builder()
         .server(RELAY_FOR_LOOPBACK)
-        .config(&route_to(port))
+        .config(&format!("{}\n[queue]\nspool = \"files\"\n", route_to(port)))
         .start();
     let queue = gw.data().join("queue");
     let files = |sub: &str| -> Vec<std::path::PathBuf> {

@@ -18,11 +18,11 @@ pub(crate) async fn queue_command(
         None => {
             let root = data_dir.join("queue");
             anyhow::ensure!(
-                root.join("active").is_dir(),
+                root.join("active").is_dir() || root.join("log").is_dir(),
                 "no queue in {} (wrong --data-dir or --config?)",
                 data_dir.display()
             );
-            let files = QueueFiles::new(Spool::attach(&root)?, &root)?;
+            let files = QueueFiles::new(Spool::attach(&root, &config.queue)?, &root)?;
             execute(&files, &command)
         }
     };

@@ -95,6 +95,23 @@ pub struct QueueConfig {
     /// After this long undelivered recipients bounce.
     #[serde(deserialize_with = "duration")]
     pub max_age: std::time::Duration,
+    /// How accepted messages are kept on disk: `"files"` (one file per message, the default)
+    /// or `"log"` (append-only segments, one sync per batch).
+    pub spool: SpoolDesign,
+    /// The log spool's segment size in MiB, preallocated (a larger message gets a segment of
+    /// its own size).
+    pub segment_mib: u64,
+}
+
+/// The spool's on-disk design (`[queue] spool`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolDesign {
+    /// One file per message in `queue/active/`, group-committed with `syncfs`.
+    #[default]
+    Files,
+    /// Records appended to preallocated segments in `queue/log/`, one `fdatasync` per batch.
+    Log,
 }
 
 impl Default for QueueConfig {
@@ -109,11 +126,18 @@ impl Default for QueueConfig {
                 minutes(60),
             ],
             max_age: minutes(5 * 24 * 60),
+            spool: SpoolDesign::default(),
+            segment_mib: 64,
         }
     }
 }
 
 impl QueueConfig {
+    /// The log spool's segment size in bytes (at least 64 KiB).
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_mib.saturating_mul(1 << 20).max(64 << 10)
+    }
+
     /// The wait after the given failed attempt (1 = the first).
     pub fn retry_after(&self, attempt: u32) -> std::time::Duration {
         let index = (attempt.max(1) as usize - 1).min(self.retry.len().saturating_sub(1));

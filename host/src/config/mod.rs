@@ -19,7 +19,7 @@ mod services;
 mod validate;
 mod values;
 
-pub use delivery::{ClientTls, QueueConfig, RelayConfig, RouteConfig, RouteKind};
+pub use delivery::{ClientTls, QueueConfig, RelayConfig, RouteConfig, RouteKind, SpoolDesign};
 pub use limits::{LimitsConfig, MAX_MIME_DEPTH, MAX_MIME_PARTS};
 pub use local::{LocalConfig, SqlQueries};
 pub use observability::{JournalConfig, LogConfig, LogFormat, MetricsConfig};

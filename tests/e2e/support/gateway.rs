@@ -87,7 +87,7 @@ impl Gateway {
             ("imap", &imap.to_string()),
             ("imaps", &imaps.to_string()),
             ("jmap", &jmap.to_string()),
-            ("extra", extra),
+            ("extra", &with_spool_design(extra)),
         ]);
         std::fs::write(&config, text).expect("config");
         Gateway {
@@ -293,5 +293,25 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// `MAILGATE_TEST_SPOOL=log` runs every test gateway on that spool design (`[queue] spool`),
+/// added to the test's own `[queue]` table when it has one (a test that names a design keeps it).
+fn with_spool_design(extra: &str) -> String {
+    let Ok(design) = std::env::var("MAILGATE_TEST_SPOOL") else {
+        return extra.to_string();
+    };
+    if extra.contains("\nspool = ") {
+        // The test is about one design and names it.
+        return extra.to_string();
+    }
+    let setting = format!("spool = \"{design}\"\n");
+    match extra.find("[queue]\n") {
+        Some(at) => {
+            let after = at + "[queue]\n".len();
+            format!("{}{setting}{}", &extra[..after], &extra[after..])
+        }
+        None => format!("{extra}\n[queue]\n{setting}"),
     }
 }

@@ -1,4 +1,4 @@
-//! The durable spool. A message is acknowledged only after its file (envelope and message) and
+//! The file-per-message spool (`[queue] spool = "files"`, the default). A message is acknowledged only after its file (envelope and message) and
 //! the directory entry that names it are on stable storage. Concurrent transactions share the
 //! flushes (group commit): writers only write their file (into `tmp/`, or over a spare in
 //! `spare/`); one committer takes every file ready, makes their data durable with a single
@@ -15,58 +15,10 @@ use std::sync::Arc;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
-use serde::{Deserialize, Serialize};
-use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
-use super::spares::Spares;
-
-#[derive(Debug, Error)]
-pub enum SpoolError {
-    #[error("spool {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("spool file {path} is damaged: {reason}")]
-    Damaged { path: PathBuf, reason: String },
-    #[error("the spool committer has stopped")]
-    Stopped,
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// What the queue keeps about a message besides its bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueuedEnvelope {
-    pub id: String,
-    pub sender: String,
-    pub recipients: Vec<String>,
-    /// Unix seconds when the message was accepted.
-    pub received_at: u64,
-    pub client_ip: String,
-    pub helo: String,
-    pub auth_user: Option<String>,
-    /// The client asked for SMTPUTF8 (the message must not go to a peer without it).
-    #[serde(default)]
-    pub smtputf8: bool,
-    /// The client sent the content as BODY=BINARYMIME (RFC 3030): it goes on by BDAT only,
-    /// to peers that offer BINARYMIME, never converted.
-    #[serde(default)]
-    pub binary: bool,
-}
-
-/// A message in the spool.
-#[derive(Debug, Clone)]
-pub struct Spooled {
-    pub envelope: QueuedEnvelope,
-    pub message: Vec<u8>,
-}
+use super::{io, is_queue_id, parse_file, QueuedEnvelope, SpoolError, Spooled};
+use crate::delivery::queue::spares::Spares;
 
 struct Commit {
     /// The file's name in `active/`, and in `tmp/` unless it was written over a spare.
@@ -79,12 +31,12 @@ struct Commit {
 /// The spool directory (`<data>/queue`): `tmp/` for files being written, `active/` for
 /// acknowledged messages waiting for delivery.
 #[derive(Clone)]
-pub struct Spool {
+pub struct FileSpool {
     root: PathBuf,
     dirs: Arc<Dirs>,
     commits: mpsc::UnboundedSender<Commit>,
     /// The running server's spare files; `None` for a spool attached to by operator commands.
-    spares: Option<Arc<Spares>>,
+    pub(super) spares: Option<Arc<Spares>>,
 }
 
 struct Dirs {
@@ -98,19 +50,14 @@ struct Dirs {
 /// Messages up to this size are written without the blocking pool.
 const INLINE_WRITE_MAX: usize = 64 * 1024;
 
-/// A queue id: sortable by time, unique within the process and across restarts.
-pub fn new_queue_id() -> String {
-    crate::mail::clock::unique_stamp()
-}
-
-impl Spool {
+impl FileSpool {
     /// Opens (creating) the spool and starts its committer task.
-    pub fn open(root: &Path) -> Result<Spool, SpoolError> {
+    pub fn open(root: &Path) -> Result<FileSpool, SpoolError> {
         for sub in ["tmp", "active", "spare"] {
             std::fs::create_dir_all(root.join(sub)).map_err(io(root))?;
         }
         let spares = Spares::open(open_dir(root, "spare")?);
-        let spool = Spool::start(root, Some(Arc::new(spares)))?;
+        let spool = FileSpool::start(root, Some(Arc::new(spares)))?;
         // Files left in tmp/ were never acknowledged: they can go.
         if let Ok(entries) = spool.dirs.tmp.entries() {
             for entry in entries.flatten() {
@@ -122,11 +69,11 @@ impl Spool {
 
     /// Uses an existing spool without touching its `tmp/` or `spare/` (a server may be writing
     /// there): for the operator's commands. Needs a tokio runtime (it starts the committer).
-    pub fn attach(root: &Path) -> Result<Spool, SpoolError> {
-        Spool::start(root, None)
+    pub fn attach(root: &Path) -> Result<FileSpool, SpoolError> {
+        FileSpool::start(root, None)
     }
 
-    fn start(root: &Path, spares: Option<Arc<Spares>>) -> Result<Spool, SpoolError> {
+    fn start(root: &Path, spares: Option<Arc<Spares>>) -> Result<FileSpool, SpoolError> {
         let active = open_dir(root, "active")?;
         let active_sync = active.open(".").map_err(io(&root.join("active")))?;
         let dirs = Arc::new(Dirs {
@@ -137,7 +84,7 @@ impl Spool {
         let (tx, rx) = mpsc::unbounded_channel();
         let active = root.join("active");
         tokio::spawn(committer(dirs.clone(), spares.clone(), active, rx));
-        Ok(Spool {
+        Ok(FileSpool {
             root: root.to_path_buf(),
             dirs,
             commits: tx,
@@ -217,22 +164,7 @@ impl Spool {
     pub fn load(&self, id: &str) -> Result<Spooled, SpoolError> {
         let path = self.active(id);
         let bytes = self.dirs.active.read(id).map_err(io(&path))?;
-        let split = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| SpoolError::Damaged {
-                path: path.clone(),
-                reason: "no envelope line".into(),
-            })?;
-        let envelope: QueuedEnvelope =
-            serde_json::from_slice(&bytes[..split]).map_err(|e| SpoolError::Damaged {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        Ok(Spooled {
-            envelope,
-            message: bytes[split + 1..].to_vec(),
-        })
+        parse_file(&bytes).map_err(|reason| SpoolError::Damaged { path, reason })
     }
 
     /// Replaces the envelope (e.g. fewer recipients left), durably.
@@ -258,7 +190,7 @@ impl Spool {
     }
 
     /// Removes a fully delivered message of `size` bytes (its file is kept as a spare when
-    /// small). As with [`Spool::remove`], the directory is not fsynced.
+    /// small). As with [`FileSpool::remove`], the directory is not fsynced.
     pub fn retire(&self, id: &str, size: usize) -> Result<(), SpoolError> {
         match &self.spares {
             Some(spares) if spares.keep(&self.dirs.active, id, size) => Ok(()),
@@ -299,11 +231,6 @@ impl Spool {
 fn open_dir(root: &Path, sub: &str) -> Result<Dir, SpoolError> {
     let path = root.join(sub);
     Dir::open_ambient_dir(&path, ambient_authority()).map_err(io(&path))
-}
-
-/// Queue ids are hex (see [`new_queue_id`]); anything else never names a spool file.
-pub fn is_queue_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Takes every waiting file: one `syncfs` for their data, the renames into `active/`, one fsync
@@ -353,6 +280,7 @@ async fn committer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::queue::spool::new_queue_id;
 
     fn envelope(id: &str) -> QueuedEnvelope {
         QueuedEnvelope {
@@ -371,7 +299,7 @@ mod tests {
     #[tokio::test]
     async fn stores_lists_rewrites_and_removes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Spool::open(dir.path()).expect("open");
+        let spool = FileSpool::open(dir.path()).expect("open");
         let ids: Vec<String> = (0..20).map(|_| new_queue_id()).collect();
         let stores = ids.iter().map(|id| {
             let spool = spool.clone();
@@ -394,7 +322,7 @@ mod tests {
             .is_empty());
         spool.remove(&ids[0]).expect("remove");
         assert_eq!(spool.list().expect("list").len(), 19);
-        let reopened = Spool::open(dir.path()).expect("reopen");
+        let reopened = FileSpool::open(dir.path()).expect("reopen");
         assert!(
             spool.load("../../etc/passwd").is_err(),
             "ids never leave the spool"
@@ -410,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn delivered_small_files_are_written_over_by_later_messages() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Spool::open(dir.path()).expect("open");
+        let spool = FileSpool::open(dir.path()).expect("open");
         let spares = spool
             .spares
             .clone()
@@ -432,7 +360,7 @@ mod tests {
         assert_eq!(loaded.message, b"short\r\n");
         assert_eq!(loaded.envelope, envelope(&second));
         // A large message is removed, not kept.
-        let big = vec![b'y'; super::super::spares::MAX_SPARE_BYTES + 1];
+        let big = vec![b'y'; crate::delivery::queue::spares::MAX_SPARE_BYTES + 1];
         let third = new_queue_id();
         spool.store(&envelope(&third), &big).await.expect("stored");
         spool.retire(&third, big.len()).expect("retired");
@@ -440,9 +368,9 @@ mod tests {
         spool.retire(&second, 7).expect("retired");
         // Spares survive a restart; an operator's attached spool neither takes nor keeps any.
         drop(spool);
-        let reopened = Spool::open(dir.path()).expect("reopen");
+        let reopened = FileSpool::open(dir.path()).expect("reopen");
         assert_eq!(reopened.spares.as_ref().map(|s| s.len()), Some(1));
-        let attached = Spool::attach(dir.path()).expect("attach");
+        let attached = FileSpool::attach(dir.path()).expect("attach");
         let fourth = new_queue_id();
         attached
             .store(&envelope(&fourth), b"x\r\n")
