@@ -242,7 +242,7 @@ impl Folder {
 
     fn write_uidlist_in(&self, memo: &mut Memo, list: UidList) -> std::io::Result<()> {
         memo.uidlist = None;
-        self.write_uidlist(&list)?;
+        replace_file(&self.dir, UIDLIST, &list.render())?;
         // Under the lock nobody else writes it: the stamp taken now is of what was written.
         if let Some(stamp) = Stamp::at(&self.dir, UIDLIST)? {
             memo.uidlist = Some((stamp, list));
