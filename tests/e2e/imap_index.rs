@@ -43,7 +43,10 @@ fn gateway_with(n: usize) -> Gateway {
 
 /// One session: SELECT INBOX, then `FETCH`; what each answered.
 fn select_and_fetch(gw: &Gateway) -> (String, String) {
-    let out = imap_raw(gw, &[(LOGIN, "l"), ("s SELECT INBOX\r\n", "s"), (FETCH, "f")]);
+    let out = imap_raw(
+        gw,
+        &[(LOGIN, "l"), ("s SELECT INBOX\r\n", "s"), (FETCH, "f")],
+    );
     assert!(out[2].contains("s OK"), "{}", out[2]);
     assert!(out[3].contains("f OK FETCH"), "{}", out[3]);
     (out[2].clone(), out[3].clone())
@@ -113,7 +116,10 @@ fn a_deleted_truncated_or_garbage_cache_is_served_around_and_rebuilt() {
             rebuilt.len()
         );
         let (_, again) = select_and_fetch(&gw);
-        assert_eq!(again, computed, "from the cache rebuilt after it was {what}");
+        assert_eq!(
+            again, computed,
+            "from the cache rebuilt after it was {what}"
+        );
     }
 }
 
@@ -283,7 +289,10 @@ fn concurrent_sessions_see_the_same_folder_while_it_grows() {
     }
     // The first twenty messages are described alike in every session.
     assert!(fetches.windows(2).all(|w| w[0] == w[1]));
-    let out = imap_raw(&gw, &[(LOGIN, "l"), ("s SELECT INBOX\r\n", "s"), (FETCH, "f")]);
+    let out = imap_raw(
+        &gw,
+        &[(LOGIN, "l"), ("s SELECT INBOX\r\n", "s"), (FETCH, "f")],
+    );
     assert_eq!(exists(&out[2]), 22);
     assert!(out[3].contains("\"message 21\""), "{}", out[3]);
 }

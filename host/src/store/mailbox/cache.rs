@@ -126,7 +126,15 @@ fn records(bytes: &[u8]) -> (Vec<(Field, &str, &[u8], At)>, usize) {
             break;
         };
         let (field, key, value) = parsed;
-        found.push((field, key, value, At { offset: pos as u64, len }));
+        found.push((
+            field,
+            key,
+            value,
+            At {
+                offset: pos as u64,
+                len,
+            },
+        ));
         pos = end;
     }
     (found, pos)
@@ -153,7 +161,10 @@ impl FieldCache {
         file.read_to_end(&mut bytes)?;
         if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
             if !bytes.is_empty() {
-                tracing::info!(folder_cache = FILE, "not a cache file of ours: started again");
+                tracing::info!(
+                    folder_cache = FILE,
+                    "not a cache file of ours: started again"
+                );
             }
             file.set_len(0)?;
             file.write_all(MAGIC)?;
@@ -245,9 +256,7 @@ impl FieldCache {
         }
         // With O_APPEND the write lands at the end whoever else appends, and leaves the
         // position after it: where it began follows.
-        let written = file
-            .write_all(&out)
-            .and_then(|()| file.stream_position());
+        let written = file.write_all(&out).and_then(|()| file.stream_position());
         match written {
             Ok(end) => {
                 let start = end.saturating_sub(out.len() as u64);
@@ -334,7 +343,10 @@ mod tests {
         let (found, end) = records(&bytes);
         assert_eq!(end, whole);
         assert_eq!(found.len(), 2);
-        assert_eq!((found[0].0, found[0].1, found[0].2), (Field::Envelope, "k1", &b"(NIL)"[..]));
+        assert_eq!(
+            (found[0].0, found[0].1, found[0].2),
+            (Field::Envelope, "k1", &b"(NIL)"[..])
+        );
         // A flipped byte fails the check.
         let mut damaged = bytes[..whole].to_vec();
         damaged[MAGIC.len() + HEAD + 4] ^= 1;

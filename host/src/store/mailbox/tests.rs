@@ -322,7 +322,11 @@ fn a_settled_folder_is_answered_from_memory_and_any_change_is_seen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let folder = Folder::open(dir.path()).expect("open");
     for i in 0..3 {
-        deliver(&folder, &format!("100{i}.M{i}.elsewhere"), b"Subject: x\n\nbody\n");
+        deliver(
+            &folder,
+            &format!("100{i}.M{i}.elsewhere"),
+            b"Subject: x\n\nbody\n",
+        );
     }
     assert_eq!(folder.scan(true).expect("scan").entries.len(), 3);
     age_directories(&folder, std::time::Duration::from_secs(60));
@@ -381,7 +385,11 @@ fn internal_dates_come_back_from_the_cache_file_and_a_damaged_one_is_rebuilt() {
     let cache = folder.path.join(super::cache::FILE);
     let written = std::fs::read(&cache).expect("cache written");
     assert!(written.starts_with(b"MGCACHE1") && written.len() > 8);
-    for damage in [&b""[..], b"MGCACHE1\x05\x00", b"garbage, not a cache at all"] {
+    for damage in [
+        &b""[..],
+        b"MGCACHE1\x05\x00",
+        b"garbage, not a cache at all",
+    ] {
         std::fs::write(&cache, damage).expect("damage");
         // A new process (a new memory) reads the damaged file: the date is read again from
         // the message, and the cache holds it again.
