@@ -53,7 +53,7 @@ if [ -z "${MEMORY_ONLY:-}" ]; then
 # Dovecot on a copy of the same Maildir, as nobody, with mailgate's certificate.
 mkdir -p "$work/dovecot/mail"
 cp -a "$work/data/mail/example.org/bench" "$work/dovecot/mail/bench"
-rm -f "$work/dovecot/mail/bench/mailgate-uidlist"* "$work/dovecot/mail/bench/mailgate-uidvalidity"*
+rm -f "$work/dovecot/mail/bench/mailgate-uidlist"* "$work/dovecot/mail/bench/mailgate-uidvalidity"* "$work/dovecot/mail/bench/mailgate-cache"
 chown -R nobody:nogroup "$work/dovecot/mail"
 # The same argon2id hashes mailgate checks (m=19 MiB, t=2), so that logins cost both the same.
 sed -n 's/^"\([^@"]*\)@[^"]*" = "\(\$argon2id[^"]*\)"$/\1:{ARGON2ID}\2/p' "$work/data/users.toml" >"$work/dovecot/passwd"

@@ -42,7 +42,7 @@ mod tests {
     fn entry(uid: u32) -> MailEntry {
         MailEntry {
             uid,
-            key: format!("{uid}.x"),
+            key: format!("{uid}.x").into(),
             in_new: false,
             flags: Default::default(),
             size: 10,

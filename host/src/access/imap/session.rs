@@ -18,6 +18,7 @@
 //! the extension syntax it does not know is taken out first by `extensions`.
 
 mod auth;
+mod cached;
 mod mailboxes;
 mod messages;
 mod multiappend;

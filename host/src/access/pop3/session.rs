@@ -621,7 +621,7 @@ fn total(messages: &[Listed]) -> u64 {
 fn unique_id(entry: &MailEntry, validity: u32) -> String {
     let key = &entry.key;
     if !key.is_empty() && key.len() <= 70 && key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        key.clone()
+        key.to_string()
     } else {
         format!("{}.{validity}", entry.uid)
     }

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::files::{gone, Finder};
-use super::index::{replace_file, UIDLIST};
 use super::served::served_len;
 use super::{CopySource, FlagChange, FlagOp, FlagUpdate, Flags, Folder, MailEntry, NewMessage};
 use crate::mail::clock::{at_unix_seconds, since_epoch};
@@ -32,7 +31,7 @@ impl Folder {
             ..FlagUpdate::default()
         };
         for entry in targets {
-            let Some(recorded) = list.records.get(&entry.key).map(|r| r.modseq) else {
+            let Some(recorded) = list.records.get(&*entry.key).map(|r| r.modseq) else {
                 continue;
             };
             let guarded = change.unchanged_since.is_some_and(|n| recorded > n);
@@ -67,7 +66,7 @@ impl Folder {
             now.in_new = false;
             if new != current {
                 let seq = *modseq.get_or_insert_with(|| list.bump_modseq());
-                if let Some(record) = list.records.get_mut(&entry.key) {
+                if let Some(record) = list.records.get_mut(&*entry.key) {
                     record.modseq = seq;
                     record.flags = Some(new);
                 }
@@ -78,7 +77,7 @@ impl Folder {
             update.entries.push(now);
         }
         if modseq.is_some() {
-            replace_file(&self.dir, UIDLIST, &list.render())?;
+            self.write_uidlist(&list)?;
         }
         Ok(update)
     }
@@ -296,6 +295,6 @@ impl Folder {
         })?;
         let flags = moved.ok_or_else(|| gone(&entry.key))?;
         target.dir.open("cur")?.sync_all()?;
-        target.register(entry.key.clone(), flags, entry.size)
+        target.register(entry.key.to_string(), flags, entry.size)
     }
 }

@@ -5,9 +5,13 @@
 use std::collections::HashSet;
 use std::io::Write;
 
+use std::sync::Arc;
+use std::time::SystemTime;
+
 use cap_std::fs::{Dir, File, OpenOptions};
 
 use super::keywords::{self, Keywords};
+use super::memo::{self, Memo, Stamp, Stamps};
 use super::{Flags, Folder, MailEntry, Snapshot};
 use crate::mail::clock::unix_seconds;
 use crate::store::uidlist::{Record, UidList};
@@ -56,9 +60,54 @@ impl Folder {
     /// Reads the folder: every message with its UID (new ones get the next UIDs, in delivery
     /// order). With `claim_recent` (a read-write session), messages in `new/` move to `cur/`
     /// and the recent ones are claimed: no other session sees them as recent.
+    /// An unchanged folder is answered from the process's memory of it (see [`memo`]).
     pub fn scan(&self, claim_recent: bool) -> std::io::Result<Snapshot> {
+        let shared = memo::of(&self.dir)?;
+        {
+            let memo = memo::lock(&shared);
+            let stamps = Stamps::take(&self.dir)?;
+            if let Some(last) = memo.unchanged(&stamps) {
+                let unclaimed = last.entries.iter().any(|e| e.recent || e.in_new);
+                if !claim_recent || !unclaimed {
+                    return Ok(last.clone());
+                }
+            }
+        }
+        // The folder lock first, then the memory (as every change takes them).
         let _lock = self.lock()?;
-        let mut list = self.read_uidlist();
+        let mut memo = memo::lock(&shared);
+        // Taken again under the lock (the uidlist cannot change now), before the listing: a
+        // change made while listing shows in the next scan's stamps.
+        let taken = SystemTime::now();
+        let stamps = Stamps::take(&self.dir)?;
+        let (snapshot, first_recent) = self.rescan(&mut memo, claim_recent, stamps.uidlist)?;
+        let mut kept = snapshot.clone();
+        for entry in &mut kept.entries {
+            entry.recent = entry.uid >= first_recent;
+        }
+        memo.keep(stamps, taken, kept);
+        Ok(snapshot)
+    }
+
+    /// [`Folder::scan`] from the listing: every file matched with its record, UIDs given to
+    /// new ones, records of files gone dropped. Reads only the files it does not know yet.
+    /// The snapshot, and the first UID still recent afterwards.
+    fn rescan(
+        &self,
+        memo: &mut Memo,
+        claim_recent: bool,
+        uidlist: Option<Stamp>,
+    ) -> std::io::Result<(Snapshot, u32)> {
+        let mut list = match memo.uidlist(uidlist) {
+            Some(list) => list,
+            None => self.parse_uidlist(),
+        };
+        {
+            let Memo { fields, dates, .. } = &mut *memo;
+            if let Err(e) = fields.ready(&self.dir, dates) {
+                tracing::debug!("folder cache unusable: {e}");
+            }
+        }
         let mut changed = false;
         if list.validity == 0 || list.next == u32::MAX {
             list = self.fresh_index(&list)?;
@@ -77,7 +126,8 @@ impl Folder {
         // The same listing may also show a file under its old and its new name.
         found.dedup_by(|a, b| a.key == b.key);
         let mut entries = Vec::with_capacity(found.len());
-        let mut present = HashSet::with_capacity(found.len());
+        let mut present: HashSet<Arc<str>> = HashSet::with_capacity(found.len());
+        let mut new_dates = Vec::new();
         for file in found {
             let record = match list.records.get(&file.key).copied() {
                 Some(mut record) => {
@@ -107,21 +157,37 @@ impl Folder {
                     }
                 }
             };
-            list.records.insert(file.key.clone(), record);
-            present.insert(file.key.clone());
+            let (key, internal_date) = match memo.dates.get_key_value(file.key.as_str()) {
+                Some((key, date)) => (key.clone(), *date),
+                None => {
+                    let key: Arc<str> = Arc::from(file.key.as_str());
+                    let date = self.modified(&file.path);
+                    memo.dates.insert(key.clone(), date);
+                    new_dates.push((key.clone(), date));
+                    (key, date)
+                }
+            };
+            if let Some(held) = list.records.get_mut(&file.key) {
+                *held = record;
+            } else {
+                list.records.insert(file.key, record);
+            }
+            present.insert(key.clone());
             entries.push(MailEntry {
                 uid: record.uid,
                 size: record.size.unwrap_or(0),
-                internal_date: self.modified(&file.path),
+                internal_date,
                 modseq: record.modseq,
-                key: file.key,
+                key,
                 in_new: file.in_new,
                 flags: file.flags,
                 recent: record.uid >= list.first_recent,
             });
         }
+        memo.fields.put_dates(&new_dates);
+        memo.dates.retain(|key, _| present.contains(key));
         let before = list.records.len();
-        list.records.retain(|key, _| present.contains(key));
+        list.records.retain(|key, _| present.contains(key.as_str()));
         if list.records.len() != before {
             // Expunges are changes too (RFC 7162 HIGHESTMODSEQ).
             list.bump_modseq();
@@ -132,20 +198,56 @@ impl Folder {
             changed = true;
         }
         if changed {
-            replace_file(&self.dir, UIDLIST, &list.render())?;
+            self.write_uidlist_in(memo, list.clone())?;
+        } else {
+            memo.uidlist = uidlist.map(|stamp| (stamp, list.clone()));
         }
         entries.sort_by_key(|e| e.uid);
-        Ok(Snapshot {
+        let snapshot = Snapshot {
             uid_validity: list.validity,
             uid_next: list.next,
             highest_modseq: list.highest_modseq,
             entries,
             keywords: self.keywords(),
-        })
+        };
+        Ok((snapshot, list.first_recent))
     }
 
+    /// The uidlist as it is on disk (from memory when the file did not change). Call under
+    /// the lock.
     pub(super) fn read_uidlist(&self) -> UidList {
+        let Ok(memo) = memo::of(&self.dir) else {
+            return self.parse_uidlist();
+        };
+        let mut memo = memo::lock(&memo);
+        let stamp = Stamp::at(&self.dir, UIDLIST).ok().flatten();
+        if let Some(list) = memo.uidlist(stamp) {
+            return list;
+        }
+        let list = self.parse_uidlist();
+        memo.uidlist = stamp.map(|s| (s, list.clone()));
+        list
+    }
+
+    fn parse_uidlist(&self) -> UidList {
         UidList::parse(&self.dir.read_to_string(UIDLIST).unwrap_or_default())
+    }
+
+    /// Replaces the uidlist, and remembers it as written. Call under the lock.
+    pub(super) fn write_uidlist(&self, list: &UidList) -> std::io::Result<()> {
+        let memo = memo::of(&self.dir)?;
+        let mut memo = memo::lock(&memo);
+        self.write_uidlist_in(&mut memo, list.clone())
+    }
+
+    fn write_uidlist_in(&self, memo: &mut Memo, list: UidList) -> std::io::Result<()> {
+        memo.uidlist = None;
+        replace_file(&self.dir, UIDLIST, &list.render())?;
+        // Under the lock nobody else writes it: the stamp taken now is of what was written.
+        if let Some(stamp) = Stamp::at(&self.dir, UIDLIST)? {
+            memo.uidlist = Some((stamp, list));
+        }
+        Ok(())
     }
 
     /// A new index, for a folder without one or whose UIDs are used up (RFC 3501 §2.3.1.1): a
@@ -231,7 +333,7 @@ impl Folder {
             list.records.insert(key, record);
             uids.push(uid);
         }
-        replace_file(&self.dir, UIDLIST, &list.render())?;
+        self.write_uidlist(&list)?;
         Ok(uids)
     }
 
@@ -254,7 +356,7 @@ impl Folder {
                 flags: Some(flags),
             },
         );
-        replace_file(&self.dir, UIDLIST, &list.render())?;
+        self.write_uidlist(&list)?;
         Ok(uid)
     }
 

@@ -14,9 +14,11 @@
 //! other programs rename (files.rs), adding, moving and flagging messages (changes.rs), what a
 //! client is served from a file (served.rs), and folder names and listing (naming.rs).
 
+mod cache;
 mod changes;
 mod files;
 mod index;
+mod memo;
 mod naming;
 mod served;
 
@@ -29,6 +31,7 @@ use cap_std::fs::Dir;
 
 pub use super::flags::Flags;
 use super::keywords::{self, Keywords};
+pub use cache::Field;
 pub use naming::{ensure_special_use, folder_path, list_folders, BadName, SPECIAL_USE};
 pub use served::{served, served_len};
 
@@ -54,8 +57,9 @@ pub struct NewMessage<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailEntry {
     pub uid: u32,
-    /// The file name without the `:2,` info: stable across flag changes.
-    pub key: String,
+    /// The file name without the `:2,` info: stable across flag changes (shared with the
+    /// folder's index in memory, so a session's list does not copy it).
+    pub key: Arc<str>,
     /// The file is still in `new/` (not yet seen by a session that moves it to `cur/`).
     pub in_new: bool,
     /// Maildir flag letters (`D` draft, `F` flagged, `R` answered, `S` seen, `T` deleted;
@@ -169,7 +173,7 @@ impl Folder {
     /// Where the message's file should be inside the folder, from its key, flags and directory.
     pub fn path_of(&self, entry: &MailEntry) -> PathBuf {
         if entry.in_new {
-            Path::new("new").join(&entry.key)
+            Path::new("new").join(&*entry.key)
         } else {
             Path::new("cur").join(format!("{}:2,{}", entry.key, entry.flags))
         }

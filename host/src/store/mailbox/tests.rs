@@ -307,3 +307,96 @@ fn folders_open_beneath_the_maildir_handle() {
     assert!(Folder::open_in(&maildir, "../outside").is_err());
     assert!(Folder::open_in(&maildir, "INBOX").is_ok());
 }
+
+/// Sets the times of the folder's `cur/` and `new/` to `ago` in the past.
+fn age_directories(folder: &Folder, ago: std::time::Duration) {
+    let then = std::time::SystemTime::now() - ago;
+    for sub in ["cur", "new"] {
+        let dir = std::fs::File::open(folder.path.join(sub)).expect("open");
+        dir.set_modified(then).expect("set mtime");
+    }
+}
+
+#[test]
+fn a_settled_folder_is_answered_from_memory_and_any_change_is_seen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = Folder::open(dir.path()).expect("open");
+    for i in 0..3 {
+        deliver(
+            &folder,
+            &format!("100{i}.M{i}.elsewhere"),
+            b"Subject: x\n\nbody\n",
+        );
+    }
+    assert_eq!(folder.scan(true).expect("scan").entries.len(), 3);
+    age_directories(&folder, std::time::Duration::from_secs(60));
+    let settled = folder.scan(false).expect("scan");
+    let cur = folder.path.join("cur");
+    let first = cur.join(format!("{}:2,", settled.entries[0].key));
+    let again = folder.scan(false).expect("scan");
+    assert_eq!(again.entries, settled.entries);
+
+    // A rename another program makes (a flag change) changes `cur/`'s time: seen.
+    let second = &settled.entries[1];
+    std::fs::rename(
+        cur.join(format!("{}:2,", second.key)),
+        cur.join(format!("{}:2,FS", second.key)),
+    )
+    .expect("rename");
+    let now = folder.scan(false).expect("scan");
+    assert_eq!(now.entries[1].flags.to_string(), "FS");
+    assert!(now.entries[1].modseq > second.modseq);
+    assert!(now.highest_modseq > settled.highest_modseq);
+
+    // A file added, and one removed, each just after the folder settled.
+    age_directories(&folder, std::time::Duration::from_secs(60));
+    folder.scan(false).expect("scan");
+    deliver(&folder, "2000.M9.elsewhere", b"Subject: y\n\nnew\n");
+    let now = folder.scan(false).expect("scan");
+    let uids: Vec<u32> = now.entries.iter().map(|e| e.uid).collect();
+    assert_eq!(uids, [1, 2, 3, 4]);
+    assert!(now.entries[3].recent && now.entries[3].in_new);
+    age_directories(&folder, std::time::Duration::from_secs(60));
+    folder.scan(false).expect("scan");
+    std::fs::remove_file(&first).expect("remove");
+    let now = folder.scan(false).expect("scan");
+    let uids: Vec<u32> = now.entries.iter().map(|e| e.uid).collect();
+    assert_eq!(uids, [2, 3, 4]);
+    // A read-write scan still claims what is recent, and the next one sees it claimed.
+    assert!(folder.scan(true).expect("claim").entries[2].recent);
+    let after = folder.scan(true).expect("scan");
+    assert!(after.entries.iter().all(|e| !e.recent && !e.in_new));
+}
+
+#[test]
+fn internal_dates_come_back_from_the_cache_file_and_a_damaged_one_is_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = Folder::open(dir.path()).expect("open");
+    deliver(&folder, "100.M1.elsewhere", b"Subject: x\n\nbody\n");
+    let file = folder.path.join("new/100.M1.elsewhere");
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .expect("open")
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000))
+        .expect("mtime");
+    let first = folder.scan(false).expect("scan");
+    assert_eq!(first.entries[0].internal_date, 1_500_000_000);
+    let cache = folder.path.join(super::cache::FILE);
+    let written = std::fs::read(&cache).expect("cache written");
+    assert!(written.starts_with(b"MGCACHE1") && written.len() > 8);
+    for damage in [
+        &b""[..],
+        b"MGCACHE1\x05\x00",
+        b"garbage, not a cache at all",
+    ] {
+        std::fs::write(&cache, damage).expect("damage");
+        // A new process (a new memory) reads the damaged file: the date is read again from
+        // the message, and the cache holds it again.
+        super::memo::forget_all();
+        let again = folder.scan(false).expect("scan");
+        assert_eq!(again.entries[0].internal_date, 1_500_000_000);
+        let rebuilt = std::fs::read(&cache).expect("cache");
+        assert_eq!(rebuilt, written, "rebuilt after {damage:?}");
+    }
+}

@@ -14,7 +14,7 @@ use super::super::extensions::{BinaryItem, Extras, ReturnOption, SortKey, Thread
 use super::super::search::{self, Candidate, KeySets};
 use super::super::sets::Intervals;
 use super::super::{flags, orderedsubject, partial, sort, thread, wire};
-use super::ImapSession;
+use super::{cached, ImapSession};
 use crate::message::Message;
 use crate::store::mailbox::{CopySource, FlagChange, FlagOp, Flags, MailEntry};
 use crate::sys::blocking;
@@ -649,17 +649,41 @@ impl ImapSession {
                         | MessageDataItemName::Rfc822Size
                 )
             });
-        let message = if needs_message {
-            Some(self.load(i)?)
+        // What the folder's field cache can answer (a copy a plugin edited is not the file).
+        let cacheable = {
+            let sel = self.selected.as_ref().ok_or(Unavailable::Unreadable)?;
+            match (binary.is_empty() && !sel.is_edited(i), sel.get(i)) {
+                (true, Some(entry)) => cached::fields_for(items).map(|f| (sel, entry, f)),
+                _ => None,
+            }
+        };
+        let from_cache = cacheable
+            .as_ref()
+            .and_then(|(sel, entry, fields)| cached::lookup(&sel.folder, entry, fields));
+        let message = if needs_message && from_cache.is_none() {
+            let message = self.load(i)?;
+            if let Some((sel, entry, _)) = &cacheable {
+                cached::fill(&sel.folder, entry, &message);
+            }
+            Some(message)
         } else {
             None
         };
         let empty = Message::new(Vec::new());
-        let m = message.as_deref().unwrap_or(&empty);
+        let m = match (&from_cache, &message) {
+            (Some(cached), _) => &cached.header,
+            (None, Some(message)) => message.as_ref(),
+            (None, None) => &empty,
+        };
         let sections = wire::Sections::new(m);
-        let allowance = (m.size().saturating_mul(budget::FETCH_AMPLIFICATION))
-            .saturating_add(budget::FETCH_SLACK);
+        let size = match &message {
+            Some(message) => message.size(),
+            None => self.selected.as_ref().map_or(0, |sel| sel.size(i)),
+        };
+        let allowance =
+            (size.saturating_mul(budget::FETCH_AMPLIFICATION)).saturating_add(budget::FETCH_SLACK);
         let mut out = Reply::new(i, allowance);
+        let cached = from_cache.as_ref();
         let mut sets_seen = false;
         let sel = self.selected.as_ref().ok_or(Unavailable::Unreadable)?;
         let entry = sel.get(i).ok_or(Unavailable::Unreadable)?;
@@ -678,15 +702,20 @@ impl ImapSession {
                 MessageDataItemName::Rfc822Size => {
                     out.item(format!("RFC822.SIZE {}", sel.size(i)).as_bytes())?
                 }
-                MessageDataItemName::Envelope => {
-                    out.named(b"ENVELOPE ", &wire::envelope(m))?;
-                }
+                MessageDataItemName::Envelope => match cached.and_then(|c| c.envelope.as_ref()) {
+                    Some(text) => out.named(b"ENVELOPE ", text)?,
+                    None => out.named(b"ENVELOPE ", &wire::envelope(m))?,
+                },
                 MessageDataItemName::BodyStructure => {
-                    out.named(b"BODYSTRUCTURE ", &wire::body_structure(m, true))?;
+                    match cached.and_then(|c| c.body_structure.as_ref()) {
+                        Some(text) => out.named(b"BODYSTRUCTURE ", text)?,
+                        None => out.named(b"BODYSTRUCTURE ", &wire::body_structure(m, true))?,
+                    }
                 }
-                MessageDataItemName::Body => {
-                    out.named(b"BODY ", &wire::body_structure(m, false))?;
-                }
+                MessageDataItemName::Body => match cached.and_then(|c| c.body.as_ref()) {
+                    Some(text) => out.named(b"BODY ", text)?,
+                    None => out.named(b"BODY ", &wire::body_structure(m, false))?,
+                },
                 MessageDataItemName::Rfc822 => {
                     sets_seen = true;
                     out.literal(b"RFC822 ", m.raw(), false)?;

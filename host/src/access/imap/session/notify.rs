@@ -840,7 +840,7 @@ mod tests {
                     size: 1,
                     internal_date: 0,
                     modseq,
-                    key: uid.to_string(),
+                    key: uid.to_string().into(),
                     in_new: false,
                     flags: Flags::parse(flags),
                     recent: false,

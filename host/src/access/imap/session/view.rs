@@ -156,6 +156,13 @@ impl Selected {
         self.edited.get(self.messages.get(i)?.uid)
     }
 
+    /// Whether a plugin edited message `i` for this client (its copy is served, not the file).
+    pub fn is_edited(&self, i: usize) -> bool {
+        self.messages
+            .get(i)
+            .is_some_and(|e| self.edited.contains(e.uid))
+    }
+
     /// The size this client is told: of the edited bytes when a plugin edited the message.
     pub fn size(&self, i: usize) -> u64 {
         self.messages
