@@ -60,6 +60,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     start_journal(&config)?;
     let cache = config
         .resolve_opt(config.runtime.cache_dir.as_ref())
+        .or_else(|| std::env::var_os("MAILGATE_CACHE_DIR").map(std::path::PathBuf::from))
         .unwrap_or_else(|| data_dir.join("cache"));
     let runtime = Arc::new(
         Runtime::new(&config.runtime, Some(cache))?

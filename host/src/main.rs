@@ -135,7 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ..
         } => {
             let config = load_config(config.as_deref())?;
-            let set = check::load_chain(&config, default_cache_dir()).await?;
+            let set = check::load_chain_to_explain(&config, default_cache_dir()).await?;
             let Some(plugin) = set.plugins.iter().find(|p| p.name == name) else {
                 let names: Vec<&str> = set.plugins.iter().map(|p| p.name.as_str()).collect();
                 anyhow::bail!(

@@ -83,14 +83,93 @@ def hide():
     return t.Verdict_Hide()
 
 
+VALUE_TYPES = ("string", "integer", "float", "boolean", "string-list", "table")
+
+
+def _must_be(where, value, kind, expected):
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{where} must be {expected}, not {type(value).__name__} {value!r}")
+
+
 def info(name, version, capabilities=(), config=()):
     """What `Info.describe` returns."""
-    return t.PluginInfo(name=name, version=version, capabilities=list(capabilities), config=list(config))
+    _must_be("mg.info(): name", name, str, "text")
+    _must_be(f"mg.info({name!r}, ...): version", version, str, 'text such as "0.1.0"')
+    capabilities = list(capabilities)
+    for capability in capabilities:
+        _must_be(f"mg.info({name!r}, ...): each capability", capability, str, 'text ("kv", "dns", "files")')
+    config = list(config)
+    for key in config:
+        _must_be(f"mg.info({name!r}, ...): each config entry", key, t.ConfigKey, "made by mg.config_key(...)")
+    return t.PluginInfo(name=name, version=version, capabilities=capabilities, config=config)
+
+
+def _toml(value):
+    """`value` written as TOML text, for the hint in an error."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
 
 
 def config_key(name, value_type, doc, default=None, required=False):
-    """A declared config key; value_type: string, integer, float, boolean, string-list, table."""
+    """A declared config key; value_type: string, integer, float, boolean, string-list, table.
+    `default` is TOML text: "10", '"text"', '["a", "b"]'."""
+    _must_be("mg.config_key(): name", name, str, "text")
+    where = f"mg.config_key({name!r}, ...)"
+    if value_type not in VALUE_TYPES:
+        raise ValueError(f"{where}: value_type is {value_type!r}; expected one of {', '.join(VALUE_TYPES)}")
+    _must_be(f"{where}: doc", doc, str, "text (one line)")
+    if default is not None and not isinstance(default, str):
+        raise TypeError(
+            f"{where}: default must be TOML text (a str) or None, not {type(default).__name__} "
+            f"{default!r}: write default={_toml(default)!r}"
+        )
+    _must_be(f"{where}: required", required, bool, "True or False")
     return t.ConfigKey(name=name, value_type=value_type, default=default, doc=doc, required=required)
+
+
+# What the build checks: the stage classes of app.py (see `checked`).
+STAGE_CLASSES = ("Connect", "Helo", "MailFrom", "RcptTo", "Data", "Deliver", "Retrieve")
+_VERDICTS = tuple(getattr(t, n) for n in dir(t) if n.startswith("Verdict_"))
+_VERDICT_HELPERS = (
+    'mg.proceed(), mg.accept(), mg.reject(550, "5.7.1", text), mg.tempfail(451, "4.7.1", text), '
+    "mg.disconnect(...), mg.discard(), mg.quarantine(reason) or mg.hide()"
+)
+
+
+def _returned(value):
+    if value is None:
+        return "None (is there a way through it without `return`?)"
+    return f"{type(value).__name__} {value!r}"
+
+
+def checked(cls):
+    """`cls` (a stage class or Info from app.py) with what it returns checked, so a mistake is
+    named in the plugin's terms instead of failing deep in the bindings. The build applies it."""
+    if cls.__name__ == "Info":
+        describe = cls.describe
+
+        def checked_describe(self):
+            result = describe(self)
+            if not isinstance(result, t.PluginInfo):
+                raise TypeError(
+                    f"Info.describe returned {_returned(result)}; expected "
+                    'mg.info(name, version, capabilities=[...], config=[...])'
+                )
+            return result
+
+        return type(cls.__name__, (cls,), {"describe": checked_describe, "__module__": cls.__module__})
+    handle = cls.handle
+
+    def checked_handle(self, *args):
+        verdict = handle(self, *args)
+        if not isinstance(verdict, _VERDICTS):
+            raise TypeError(
+                f"{cls.__name__}.handle returned {_returned(verdict)}; expected a verdict: {_VERDICT_HELPERS}"
+            )
+        return verdict
+
+    return type(cls.__name__, (cls,), {"handle": checked_handle, "__module__": cls.__module__})
 
 
 def config(key, default=None):

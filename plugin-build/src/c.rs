@@ -125,6 +125,7 @@ mod tests {
         )
         .unwrap();
         let wit = crate::world::prepare(
+            &Tools::new(&dir, "test"),
             &root.join("wit"),
             crate::Language::C,
             &dir,

@@ -10,6 +10,7 @@
 //! The tools are installed on first use into a [`Tools`] directory.
 
 pub mod c;
+pub mod reuse;
 pub mod scaffold;
 pub mod tools;
 pub mod world;
@@ -25,6 +26,9 @@ pub const CONTRACT: &str = include_str!("../../wit/plugin.wit");
 
 /// `mailgate.py`, the helpers every Python plugin can import (contract 0.2 builds only).
 const PYTHON_HELPERS: &str = include_str!("../python/mailgate.py");
+/// The module componentize-py is given as the app in contract 0.2 builds: `app.py`'s classes,
+/// with what they return checked by `mailgate.checked`.
+const PYTHON_CHECKED_APP: &str = include_str!("../python/mailgate_app.py");
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -112,6 +116,10 @@ impl Language {
     }
 }
 
+/// The StarlingMonkey features JavaScript builds leave out (`-d`): all but stdio, so
+/// `console.log` and uncaught exceptions reach the gateway log.
+const JS_FEATURES: [&str; 4] = ["random", "clocks", "http", "fetch-event"];
+
 /// How to build one plugin.
 pub struct Build<'a> {
     pub tools: &'a Tools,
@@ -141,16 +149,55 @@ impl Build<'_> {
         }
         // The world exporting the stages the sources define, beside the output.
         let wit = world::prepare(
+            self.tools,
             self.wit,
             language,
             self.dir,
             &self.out.with_extension("world"),
         )?;
         match language {
-            Language::Python => self.python(&wit),
-            Language::JavaScript => self.javascript(&wit),
+            Language::Python | Language::JavaScript => self.reusing(language, &wit),
             _ => c::build(self.tools, &wit, self.dir, self.out),
         }
+    }
+
+    /// A Python or JavaScript build, or the bytes of an earlier build of the same inputs (their
+    /// tools give different bytes on each run; see [`reuse`]).
+    fn reusing(&self, language: Language, wit: &Path) -> Result<(), Error> {
+        let mut inputs = match language {
+            Language::Python => {
+                let mut inputs = reuse::Inputs::new(&format!("{}\0python", tools::COMPONENTIZE_PY));
+                inputs.bytes("mailgate.py", PYTHON_HELPERS.as_bytes());
+                inputs.bytes("mailgate_app.py", PYTHON_CHECKED_APP.as_bytes());
+                inputs
+            }
+            _ => reuse::Inputs::new(&format!("{}\0{JS_FEATURES:?}", tools::COMPONENTIZE_JS)),
+        };
+        // An output inside the plugin's directory (`-o`) is not one of its sources.
+        let outputs: Vec<PathBuf> = ["wasm", "python", "world"]
+            .iter()
+            .map(|extension| self.out.with_extension(extension))
+            .collect();
+        inputs.tree("wit", wit, &[])?;
+        inputs.tree("plugin", self.dir, &outputs)?;
+        let key = inputs.key();
+        let store = reuse::Store::beside_tools(&self.tools.dir);
+        if store.fetch(&key, self.out)? {
+            self.tools.say(&format!(
+                "{}: the same sources as an earlier build; its component reused (same bytes)",
+                self.dir.display()
+            ));
+            return Ok(());
+        }
+        match language {
+            Language::Python => self.python(wit)?,
+            _ => self.javascript(wit)?,
+        }
+        if let Err(e) = store.keep(&key, self.out) {
+            self.tools
+                .say(&format!("warning: the build is not kept for reuse: {e}"));
+        }
+        Ok(())
     }
 
     fn python(&self, wit: &Path) -> Result<(), Error> {
@@ -160,6 +207,15 @@ impl Build<'_> {
         std::fs::create_dir_all(&helpers).map_err(|e| Error::io(&helpers, e))?;
         let helper = helpers.join("mailgate.py");
         std::fs::write(&helper, PYTHON_HELPERS).map_err(|e| Error::io(&helper, e))?;
+        // Contract 0.2 (optional stages): the app given to componentize-py is a module that
+        // checks what app.py's classes return; older contracts get app.py itself.
+        let app = if world::has_optional_stages(self.wit)? {
+            let checked = helpers.join("mailgate_app.py");
+            std::fs::write(&checked, PYTHON_CHECKED_APP).map_err(|e| Error::io(&checked, e))?;
+            "mailgate_app"
+        } else {
+            "app"
+        };
         run(Command::new(cli)
             .arg("-d")
             .arg(absolute(wit))
@@ -167,7 +223,7 @@ impl Build<'_> {
             .arg(absolute(&helpers))
             .arg("-p")
             .arg(absolute(self.dir))
-            .arg("app")
+            .arg(app)
             .arg("-o")
             .arg(absolute(self.out))
             // componentize-py leaves a scratch directory in its working directory.
@@ -176,14 +232,13 @@ impl Build<'_> {
 
     fn javascript(&self, wit: &Path) -> Result<(), Error> {
         let cli = self.tools.componentize_js()?;
-        // -d: no WASI features but stdio (console.log and uncaught exceptions reach the
-        // gateway log).
         run(Command::new(cli)
             .arg(self.dir.join("app.js"))
             .arg("--wit")
             .arg(wit)
-            .args(["--world-name", "plugin", "-d", "random", "clocks"])
-            .args(["http", "fetch-event", "-o"])
+            .args(["--world-name", "plugin", "-d"])
+            .args(JS_FEATURES)
+            .arg("-o")
             .arg(self.out))
     }
 

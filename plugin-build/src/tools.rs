@@ -85,6 +85,45 @@ impl Tools {
         Ok(cli)
     }
 
+    /// The names a JavaScript module exports, as componentize-js sees them: read by the
+    /// es-module-lexer it installs (so `export { info, rcptTo }` and `export { f as data }`
+    /// count as well as `export const data = ...`).
+    pub fn js_export_names(&self, module: &Path) -> Result<Vec<String>, Error> {
+        self.componentize_js()?;
+        let lexer = self
+            .dir
+            .join("js/node_modules/es-module-lexer/dist/lexer.cjs");
+        const LIST_EXPORTS: &str = "const { init, parse } = require(process.argv[1]);\n\
+            init.then(() => {\n\
+              const source = require('fs').readFileSync(process.argv[2], 'utf8');\n\
+              const [, exports] = parse(source);\n\
+              console.log(exports.map((e) => e.n).join('\\n'));\n\
+            });";
+        let shown = format!("node (es-module-lexer) {}", module.display());
+        let out = Command::new("node")
+            .arg("-e")
+            .arg(LIST_EXPORTS)
+            .arg(&lexer)
+            .arg(module)
+            .output()
+            .map_err(|source| Error::Spawn {
+                command: shown.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(Error::NotAPlugin(format!(
+                "{}: cannot read its exports: {}",
+                module.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// zig (the PyPI `ziglang` package) in its own venv; its first use builds wasi-libc (~45 s).
     pub fn zig(&self) -> Result<Zig, Error> {
         let venv = self.dir.join("c");

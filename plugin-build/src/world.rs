@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Language};
+use crate::{Error, Language, Tools};
 
 /// A stage: its WIT interface, and the name a plugin defines for it in each language.
 struct StageNames {
@@ -42,22 +42,31 @@ const fn stage(
 /// The world name the build uses, in the contract and in the generated file.
 pub const WORLD: &str = "plugin";
 
+/// True when the contract in `contract_dir` makes every stage an optional export (0.2 on).
+pub fn has_optional_stages(contract_dir: &Path) -> Result<bool, Error> {
+    let contract_file = contract_dir.join("plugin.wit");
+    let contract =
+        std::fs::read_to_string(&contract_file).map_err(|e| Error::io(&contract_file, e))?;
+    Ok(contract.contains("world plugin-base"))
+}
+
 /// The contract to build against (`contract_dir`) made ready for the plugin in `dir`: for a
 /// contract with optional stage exports, a copy in `work` with a world exporting the stages
 /// the sources implement; an older contract (one `plugin` world) is used as it is.
 pub fn prepare(
+    tools: &Tools,
     contract_dir: &Path,
     language: Language,
     dir: &Path,
     work: &Path,
 ) -> Result<PathBuf, Error> {
+    if !has_optional_stages(contract_dir)? {
+        return Ok(contract_dir.to_path_buf());
+    }
     let contract_file = contract_dir.join("plugin.wit");
     let contract =
         std::fs::read_to_string(&contract_file).map_err(|e| Error::io(&contract_file, e))?;
-    if !contract.contains("world plugin-base") {
-        return Ok(contract_dir.to_path_buf());
-    }
-    let stages = implemented_stages(language, dir)?;
+    let stages = implemented_stages(tools, language, dir)?;
     if stages.is_empty() {
         return Err(Error::NotAPlugin(format!(
             "{} implements no stage: {}",
@@ -129,7 +138,7 @@ fn expected_names(language: Language) -> String {
         .iter()
         .map(|s| match language {
             Language::Python => format!("class {}", s.python_class),
-            Language::JavaScript => format!("export const {}", s.js_export),
+            Language::JavaScript => format!("export {}", s.js_export),
             _ => format!("exports_mailgate_plugin_{}_handle", s.c_function),
         })
         .collect();
@@ -137,10 +146,22 @@ fn expected_names(language: Language) -> String {
 }
 
 /// The WIT interfaces of the stages the sources in `dir` implement.
-pub fn implemented_stages(language: Language, dir: &Path) -> Result<Vec<&'static str>, Error> {
+pub fn implemented_stages(
+    tools: &Tools,
+    language: Language,
+    dir: &Path,
+) -> Result<Vec<&'static str>, Error> {
     let sources: Vec<PathBuf> = match language {
         Language::Python => vec![dir.join("app.py")],
-        Language::JavaScript => vec![dir.join("app.js")],
+        Language::JavaScript => {
+            // The module's exports, not its text: any form of `export` counts.
+            let names = tools.js_export_names(&dir.join("app.js"))?;
+            return Ok(STAGES
+                .iter()
+                .filter(|s| names.iter().any(|n| n == s.js_export))
+                .map(|s| s.interface)
+                .collect());
+        }
         Language::C => c_sources(dir)?,
         Language::Rust => return Ok(Vec::new()),
     };
@@ -164,18 +185,6 @@ fn defines(language: Language, text: &str, stage: &StageNames) -> bool {
             .map(str::trim_start)
             .and_then(|rest| rest.strip_prefix(stage.python_class))
             .is_some_and(|rest| rest.starts_with(['(', ':', ' '])),
-        Language::JavaScript => {
-            let Some(rest) = line.trim_start().strip_prefix("export ") else {
-                return false;
-            };
-            let rest = rest.trim_start();
-            let name = ["const ", "let ", "var ", "function ", "class "]
-                .iter()
-                .find_map(|kw| rest.strip_prefix(kw))
-                .map(str::trim_start);
-            name.and_then(|n| n.strip_prefix(stage.js_export))
-                .is_some_and(|rest| rest.starts_with([' ', '=', '(', '{']))
-        }
         _ => {
             let function = format!("exports_mailgate_plugin_{}_handle(", stage.c_function);
             // A definition, not a call: the name starts a declaration line.
@@ -225,8 +234,6 @@ mod tests {
         };
         let py = "class Plugin(exports.Plugin):\n    pass\nclass RcptTo(exports.RcptTo):\nclass Database:\n";
         assert_eq!(found(Language::Python, py), ["rcpt-to"]);
-        let js = "export const data = {\n  handle() {}\n};\nexport const rcptTo = { handle() {} };\nconst helo = 1;\n";
-        assert_eq!(found(Language::JavaScript, js), ["rcpt-to", "data"]);
         let c = "void exports_mailgate_plugin_mail_from_handle(mg_session_t *s,\n  x);\n  exports_mailgate_plugin_data_handle(a);\n";
         assert_eq!(found(Language::C, c), ["mail-from"]);
     }

@@ -680,3 +680,45 @@ fn config_check_prints_what_a_config_runs_and_refuses_broken_ones() {
         run.stdout
     );
 }
+
+/// The `--explain` hint a refused plugin setting prints is a command that works as printed,
+/// from the config that was refused.
+#[test]
+fn the_explain_hint_of_a_refused_setting_works_from_that_config() {
+    let dir = cache();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[plugin]]\npath = \"{}\"\n[plugin.config]\nmax-attachmnets = 3\n",
+            root()
+                .join("target/plugins/attachment-limit.wasm")
+                .display()
+        ),
+    )
+    .expect("config");
+    let checked = mailgate(
+        &[
+            "config",
+            "check",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ],
+        dir.path(),
+    );
+    let said = format!("{}{}", checked.stdout, checked.stderr);
+    assert_ne!(checked.code, Some(0), "{said}");
+    let hint = said
+        .split('`')
+        .find(|part| part.starts_with("mailgate plugins"))
+        .unwrap_or_else(|| panic!("no explain hint: {said}"));
+    assert!(hint.contains("--config"), "{hint}");
+    let args: Vec<&str> = hint.split_whitespace().skip(1).collect();
+    let explained = mailgate(&args, dir.path());
+    assert_eq!(explained.code, Some(0), "{hint}: {}", explained.stderr);
+    assert!(
+        explained.stdout.contains("max-attachments"),
+        "the declared keys are shown: {}",
+        explained.stdout
+    );
+}

@@ -275,8 +275,12 @@ fn a_second_server_on_the_same_data_dir_changes_nothing() {
 #[test]
 fn secrets_and_trusted_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
-    // One plugin, so that there is a compiled artifact in the cache.
-    let mut gw = Gateway::start(&probe_plugin("probe", "connect", ""));
+    // One plugin, so that there is a compiled artifact in the cache (the gateway's own, not
+    // the one the test gateways share).
+    let mut gw = Gateway::start(&format!(
+        "{}\n[runtime]\ncache-dir = \"data/cache\"\n",
+        probe_plugin("probe", "connect", "")
+    ));
     let mode = |path: &std::path::Path| {
         std::fs::metadata(path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))

@@ -6,7 +6,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use mailgate_e2e::{binary, mailgate, root, Gateway, RawSmtp};
+use mailgate_e2e::{
+    binary, home_with_tools, mailgate, mailgate_as_user, root, shared_plugin_cache, Gateway,
+    RawSmtp,
+};
 
 fn send(gw: &Gateway, text: &str) -> String {
     let (mut c, _) = RawSmtp::connect(gw.inbound);
@@ -157,8 +160,7 @@ fn a_c_plugin_that_loops_or_grows_is_contained() {
 
 #[test]
 fn a_chain_of_all_four_languages_gives_the_harness_result_live() {
-    let cache = tempfile::tempdir().expect("tempdir");
-    let harness = mailgate(&["test", "tests/chain"], cache.path());
+    let harness = mailgate(&["test", "tests/chain"], &shared_plugin_cache());
     assert_eq!(
         harness.code,
         Some(0),
@@ -219,24 +221,6 @@ fn a_chain_of_all_four_languages_gives_the_harness_result_live() {
     assert!(!head.contains("X-Originating-IP"), "{head}");
 }
 
-/// `mailgate` run in `work` as a user whose home is `home`: stdout and stderr.
-fn mailgate_as_user(work: &Path, home: &Path, args: &[&str]) -> (String, String) {
-    let out = Command::new(binary())
-        .args(args)
-        .current_dir(work)
-        .env("HOME", home)
-        .env_remove("XDG_CACHE_HOME")
-        .env_remove("MAILGATE_TOOLS")
-        .env("CARGO_TARGET_DIR", root().join("target/scaffold-guests"))
-        .env("MAILGATE_CACHE_DIR", work.join("cache"))
-        .output()
-        .expect("run mailgate");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let errors = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "mailgate {args:?}: {text}{errors}");
-    (text, errors)
-}
-
 /// `mailgate plugin new --lang LANG NAME` then `plugin build NAME` and `mailgate test
 /// NAME/cases` in `work`, every path relative as the docs show them; returns the build's
 /// stderr.
@@ -262,19 +246,263 @@ fn new_build_test(work: &Path, home: &Path, lang: &str, name: &str) -> String {
     built
 }
 
-/// The scaffold round trip with the tools `cargo xtask plugins` installed, found where a user's
-/// are (~/.cache/mailgate/tools, linked to target/tools); Rust builds with
+/// The scaffold round trip with the tools found where a user's are; Rust builds with
 /// target/scaffold-guests.
 fn scaffold_round_trip(lang: &str) {
     let work = tempfile::tempdir().expect("tempdir");
-    let home = work.path().join("home");
-    std::fs::create_dir_all(home.join(".cache/mailgate")).expect("mkdir");
-    std::os::unix::fs::symlink(
-        root().join("target/tools"),
-        home.join(".cache/mailgate/tools"),
-    )
-    .expect("link the tools");
+    let home = home_with_tools(work.path(), true);
     new_build_test(work.path(), &home, lang, &format!("my-{lang}-policy"));
+}
+
+/// Python and JavaScript builds of the same sources give the same bytes (their tools alone
+/// would not: an interpreter snapshot holds random seeds), so a rebuild, a restart or a
+/// reload loads the compiled plugin from the cache; an edited source is built anew.
+#[test]
+fn building_the_same_sources_again_gives_the_same_component() {
+    let work = tempfile::tempdir().expect("tempdir");
+    // The builds store the test runs share: the first build of a run may itself be reused (from
+    // an earlier run); the two builds must still give the same bytes, which the tools alone do
+    // not.
+    let home = home_with_tools(work.path(), true);
+    for lang in ["python", "js"] {
+        let name = format!("same-{lang}");
+        mailgate_as_user(
+            work.path(),
+            &home,
+            &["plugin", "new", "--lang", lang, &name],
+        );
+        let component = work.path().join(&name).join(format!("target/{name}.wasm"));
+        let build = || {
+            let (_, said) = mailgate_as_user(work.path(), &home, &["plugin", "build", &name]);
+            (std::fs::read(&component).expect("component"), said)
+        };
+        let (first, _) = build();
+        let (second, said) = build();
+        assert!(
+            first == second,
+            "{lang}: two builds of the same sources differ"
+        );
+        assert!(
+            said.contains("component reused (same bytes)"),
+            "{lang}: {said}"
+        );
+        // The scaffold's cases still pass with the reused build.
+        let (tested, _) = mailgate_as_user(work.path(), &home, &["test", &format!("{name}/cases")]);
+        assert!(tested.ends_with("2 passed, 0 failed\n"), "{tested}");
+    }
+}
+
+/// A gateway compiling a plugin says so, with the plugin's size; a restart with the same cache
+/// loads it without compiling.
+#[test]
+fn a_gateway_says_which_plugin_it_compiles() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::start(&format!(
+        "[[plugin]]\npath = \"{}\"\n[runtime]\ncache-dir = \"{}\"\n",
+        root()
+            .join("target/plugins/attachment-limit.wasm")
+            .display(),
+        cache.path().display()
+    ));
+    let log = gw.log();
+    assert!(
+        log.contains("compiling plugin attachment-limit.wasm (")
+            && log.contains(" KB); later starts load it from the cache"),
+        "{log}"
+    );
+    assert!(
+        log.contains("compiling plugin attachment-limit.wasm: done after"),
+        "{log}"
+    );
+    gw.kill();
+    gw.launch();
+    assert!(
+        !gw.log().contains("compiling plugin"),
+        "the restart compiled again: {}",
+        gw.log()
+    );
+}
+
+/// The mistakes a Python author makes first are named in their terms: a handler that forgets
+/// `return`, a `config_key` default that is not TOML text.
+#[test]
+fn python_mistakes_are_named_in_the_authors_terms() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let home = home_with_tools(work.path(), true);
+    let name = "py-mistakes";
+    mailgate_as_user(
+        work.path(),
+        &home,
+        &["plugin", "new", "--lang", "python", name],
+    );
+    let dir = work.path().join(name);
+    std::fs::write(
+        dir.join("app.py"),
+        r#"import mailgate as mg
+from wit_world import exports
+
+
+class Info(exports.Info):
+    def describe(self):
+        keys = []
+        if mg.config("mistake") == "config-key":
+            keys = [mg.config_key("threshold", "integer", "score to reject at", 5)]
+        return mg.info("py-mistakes", "0.1.0", config=keys)
+
+
+class RcptTo(exports.RcptTo):
+    def handle(self, session, envelope, recipient, params):
+        if recipient.startswith("refused"):
+            return mg.reject(550, "5.7.1", "No")
+"#,
+    )
+    .expect("app.py");
+    mailgate_as_user(work.path(), &home, &["plugin", "build", name]);
+    let case = |mistake: &str| {
+        let file = dir.join(format!("cases/{mistake}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                "[[plugin]]\npath = \"../target/{name}.wasm\"\nmemory-mb = 128\n\
+                 [plugin.config]\nmistake = \"{mistake}\"\n\n[[case]]\nname = \"{mistake}\"\n\
+                 envelope = {{ from = \"a@example.net\", to = [\"bob@example.org\"] }}\n\
+                 message = {{ text = \"Subject: hi\\n\\nhello\\n\" }}\n\
+                 [case.expect]\ndisposition = \"accept\"\n"
+            ),
+        )
+        .expect("case");
+        let out = Command::new(binary())
+            .arg("test")
+            .arg(&file)
+            .env("MAILGATE_CACHE_DIR", shared_plugin_cache())
+            .output()
+            .expect("mailgate test");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let forgotten = case("no-return");
+    assert!(
+        forgotten.contains(
+            "RcptTo.handle returned None (is there a way through it without `return`?); \
+             expected a verdict: mg.proceed()"
+        ),
+        "{forgotten}"
+    );
+    let wrong_type = case("config-key");
+    assert!(
+        wrong_type.contains(
+            "mg.config_key('threshold', ...): default must be TOML text (a str) or None, \
+             not int 5: write default='5'"
+        ),
+        "{wrong_type}"
+    );
+}
+
+/// mailgate.h has the helpers the other SDKs have: capabilities and required config keys in
+/// describe, kv, files, the gateway's DMARC result, set-header; a C plugin built by zig uses
+/// each and the harness sees what it did.
+#[test]
+fn the_c_helpers_reach_kv_files_auth_config_and_edits() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let home = home_with_tools(work.path(), true);
+    let name = "c-helpers";
+    mailgate_as_user(work.path(), &home, &["plugin", "new", "--lang", "c", name]);
+    let dir = work.path().join(name);
+    std::fs::write(
+        dir.join("plugin.c"),
+        r#"#include "mailgate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+void exports_mailgate_plugin_info_describe(mg_plugin_info_t *ret) {
+    mg_describe(ret, "c-helpers", "0.1.0");
+    mg_capability(ret, "kv");
+    mg_capability(ret, "files");
+    mg_declare_required(ret, "greeting-file", "string", "a file under the granted directory");
+    mg_declare(ret, "stamp", "boolean", "true", "stamp the count");
+}
+
+void exports_mailgate_plugin_data_handle(mg_session_t *session, mg_envelope_t *envelope,
+                                         mg_message_t message, mg_verdict_t *ret) {
+    (void)message;
+    mg_free_session(session);
+    mg_free_envelope(envelope);
+    int64_t count = 0;
+    if (mg_kv_incr("messages", 1, 0, &count) != MG_OK) {
+        mg_verdict_tempfail(ret, 451, "4.3.0", mg_last_error());
+        return;
+    }
+    char *path = mg_config_string("greeting-file");
+    char *greeting = NULL;
+    size_t len = 0;
+    mg_status_t read = mg_file_read(path ? path : "", &greeting, &len);
+    free(path);
+    if (read != MG_OK) {
+        mg_verdict_reject(ret, 550, "5.7.0", mg_last_error());
+        return;
+    }
+    char count_text[32];
+    snprintf(count_text, sizeof count_text, "%lld", (long long)count);
+    if (mg_config_bool("stamp", false)) {
+        mg_set_header("X-Count", count_text);
+    }
+    mg_set_header("X-Greeting", greeting);
+    free(greeting);
+    mg_dmarc_t dmarc;
+    mg_set_header("X-Dmarc", mg_dmarc(&dmarc) ? mg_auth_outcome(dmarc.outcome) : "unchecked");
+    mg_verdict_continue(ret);
+}
+"#,
+    )
+    .expect("plugin.c");
+    std::fs::create_dir_all(dir.join("cases/files")).expect("mkdir");
+    std::fs::write(dir.join("cases/files/greeting.txt"), "hello from a file").expect("file");
+    std::fs::write(
+        dir.join(format!("cases/{name}.toml")),
+        format!(
+            r#"[[plugin]]
+path = "../target/{name}.wasm"
+grant = ["kv", "files"]
+files = "files"
+[plugin.config]
+greeting-file = "greeting.txt"
+
+[[case]]
+name = "every helper did its part"
+envelope = {{ from = "a@example.net", to = ["bob@example.org"] }}
+message = {{ text = "Subject: hi\nX-Count: 0\nX-Count: 0\n\nhello\n" }}
+kv = {{ c-helpers = {{ messages = "41" }} }}
+[case.expect]
+disposition = "accept"
+headers-equal = {{ X-Count = "42", X-Greeting = "hello from a file", X-Dmarc = "unchecked" }}
+"#
+        ),
+    )
+    .expect("case");
+    mailgate_as_user(work.path(), &home, &["plugin", "build", name]);
+    let (tested, _) = mailgate_as_user(work.path(), &home, &["test", &format!("{name}/cases")]);
+    assert!(tested.ends_with("1 passed, 0 failed\n"), "{tested}");
+}
+
+/// A JavaScript plugin's stages are its module's exports, in any form of `export`.
+#[test]
+fn a_javascript_plugin_exporting_a_list_builds_its_stages() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let home = home_with_tools(work.path(), true);
+    let name = "js-export-list";
+    mailgate_as_user(work.path(), &home, &["plugin", "new", "--lang", "js", name]);
+    let app = work.path().join(name).join("app.js");
+    let text = std::fs::read_to_string(&app).expect("app.js");
+    let listed = text
+        .replace("export const info", "const info")
+        .replace("export const rcptTo", "const rcptTo")
+        .replace("export const data", "const data")
+        + "\nexport { info, rcptTo, data };\n";
+    assert!(!listed.contains("export const"), "{listed}");
+    std::fs::write(&app, listed).expect("app.js");
+    mailgate_as_user(work.path(), &home, &["plugin", "build", name]);
+    let (tested, _) = mailgate_as_user(work.path(), &home, &["test", &format!("{name}/cases")]);
+    assert!(tested.ends_with("2 passed, 0 failed\n"), "{tested}");
 }
 
 #[test]

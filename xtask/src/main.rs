@@ -183,11 +183,14 @@ fn build_other_plugins(from: &str, to: &str, wit: &Path) -> Result<(), String> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let out = root().join(to).join(format!("{name}.wasm"));
-        // The C helpers are part of every C plugin's sources.
+        // The C and Python helpers are part of every C and Python plugin's sources.
         let c_sdk = root().join("plugin-build/c");
+        let python_sdk = root().join("plugin-build/python");
         let mut sources = vec![dir.as_path(), wit];
-        if language == Language::C {
-            sources.push(&c_sdk);
+        match language {
+            Language::C => sources.push(&c_sdk),
+            Language::Python => sources.push(&python_sdk),
+            _ => {}
         }
         if newer_than(&out, &sources) {
             continue;

@@ -44,6 +44,16 @@ pub async fn load_chain(config: &Config, cache: Option<PathBuf>) -> anyhow::Resu
     Ok(Arc::new(PluginSet::load(runtime, config).await?))
 }
 
+/// Loads the config's plugin chain to explain it: a plugin's settings the plugin would refuse
+/// do not stop it (see [`PluginSet::load_to_explain`]).
+pub async fn load_chain_to_explain(
+    config: &Config,
+    cache: Option<PathBuf>,
+) -> anyhow::Result<Arc<PluginSet>> {
+    let runtime = chain_runtime(config, cache)?;
+    Ok(Arc::new(PluginSet::load_to_explain(runtime, config).await?))
+}
+
 /// The runtime the offline commands load a config's chain on (its milters included).
 pub fn chain_runtime(config: &Config, cache: Option<PathBuf>) -> anyhow::Result<Arc<Runtime>> {
     let cache = config

@@ -2,8 +2,13 @@
 //! gateway, so the cache is used only when it is a directory of ours that nobody else can write,
 //! it is held as a `cap_std` directory handle (no key can name a file outside it), and every
 //! artifact records the SHA-256 of its content, checked before it is deserialized.
+//!
+//! Every new plugin build and every new gateway build adds artifacts, so the cache is bounded:
+//! after each store, artifacts unused for [`MAX_AGE`] go, then the least recently used until
+//! the cache holds at most [`MAX_BYTES`]. A load marks its artifact used (its mtime).
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, OpenOptions};
@@ -13,6 +18,11 @@ use wasmtime::Engine;
 
 /// Compiled artifacts start with this tag and the SHA-256 of what follows.
 const ARTIFACT_TAG: &[u8; 8] = b"MGCWASM1";
+
+/// The most the cache holds: a compiled Python plugin is some 35 MB, a JavaScript one 30 MB.
+pub const MAX_BYTES: u64 = 1 << 30;
+/// Artifacts not loaded for this long are removed.
+pub const MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 pub struct ArtifactCache {
     path: PathBuf,
@@ -65,7 +75,7 @@ impl ArtifactCache {
 
     /// The artifact under `key`, if it is there, intact, and loads.
     pub fn load(&self, engine: &Engine, key: &str) -> Option<Component> {
-        let bytes = self.dir.read(key).ok()?;
+        let bytes = self.read_and_mark_used(key)?;
         match check(&bytes) {
             // SAFETY: the artifact was written by `store` from `precompile_component` of an
             // engine with the same compatibility hash (part of the key), in a directory only
@@ -77,6 +87,16 @@ impl ArtifactCache {
             Err(why) => self.discard(key, why),
         }
         None
+    }
+
+    /// The bytes under `key`, its mtime set to now (the pruning keeps what is used).
+    fn read_and_mark_used(&self, key: &str) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let mut file = self.dir.open(key).ok()?.into_std();
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).ok()?;
+        let _ = file.set_modified(SystemTime::now());
+        Some(bytes)
     }
 
     fn discard(&self, key: &str, why: &str) {
@@ -114,6 +134,57 @@ impl ArtifactCache {
                 self.path.join(key).display()
             );
         }
+        self.prune(MAX_BYTES, MAX_AGE, key);
+    }
+
+    /// Removes artifacts unused for `max_age`, then the least recently used until the cache
+    /// holds at most `max_bytes`; never `keep`. Leftovers of interrupted writes go after an hour.
+    fn prune(&self, max_bytes: u64, max_age: Duration, keep: &str) {
+        let Ok(entries) = self.dir.entries() else {
+            return;
+        };
+        let now = SystemTime::now();
+        let mut artifacts: Vec<(SystemTime, u64, String)> = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = entry.metadata() else { continue };
+            let used = meta
+                .modified()
+                .map(|t| t.into_std())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let age = now.duration_since(used).unwrap_or_default();
+            let stale = if name.ends_with(".cwasm") {
+                age > max_age
+            } else {
+                name.contains(".cwasm.tmp") && age > Duration::from_secs(3600)
+            };
+            if stale && name != keep {
+                self.remove(&name, "unused");
+            } else if name.ends_with(".cwasm") {
+                artifacts.push((used, meta.len(), name));
+            }
+        }
+        artifacts.sort();
+        let mut total: u64 = artifacts.iter().map(|(_, size, _)| size).sum();
+        for (_, size, name) in artifacts {
+            if total <= max_bytes {
+                break;
+            }
+            if name != keep && self.remove(&name, "the least recently used") {
+                total = total.saturating_sub(size);
+            }
+        }
+    }
+
+    fn remove(&self, name: &str, why: &str) -> bool {
+        let removed = self.dir.remove_file(name).is_ok();
+        if removed {
+            tracing::debug!(
+                "plugin cache: removed {} ({why})",
+                self.path.join(name).display()
+            );
+        }
+        removed
     }
 }
 
@@ -133,6 +204,38 @@ fn check(bytes: &[u8]) -> Result<&[u8], &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_keeps_what_is_used_within_its_bounds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = ArtifactCache::open(&dir.path().join("cache")).expect("cache");
+        let age = |name: &str, seconds: u64| {
+            let when = SystemTime::now() - Duration::from_secs(seconds);
+            std::fs::File::options()
+                .write(true)
+                .open(dir.path().join("cache").join(name))
+                .and_then(|f| f.set_modified(when))
+                .expect("set mtime");
+        };
+        for name in ["old.cwasm", "lru.cwasm", "used.cwasm"] {
+            cache.store(name, &[0u8; 1000]);
+        }
+        age("old.cwasm", 40 * 24 * 3600);
+        age("lru.cwasm", 7200);
+        age("used.cwasm", 7200);
+        // Loading marks an artifact used (its content need not deserialize for that).
+        assert!(cache.read_and_mark_used("used.cwasm").is_some());
+        cache.store("new.cwasm", &[0u8; 1000]);
+        let present = |name: &str| dir.path().join("cache").join(name).exists();
+        assert!(!present("old.cwasm"), "unused for 40 days");
+        assert!(present("lru.cwasm") && present("used.cwasm") && present("new.cwasm"));
+        // Three artifacts of ~1 KB over a bound of 2.5 KB: the least recently used goes.
+        cache.prune(2500, MAX_AGE, "new.cwasm");
+        assert!(!present("lru.cwasm"));
+        assert!(present("used.cwasm") && present("new.cwasm"));
+        cache.prune(10, MAX_AGE, "new.cwasm");
+        assert!(present("new.cwasm"), "the artifact just stored stays");
+    }
 
     #[test]
     fn artifacts_are_checked_and_group_writable_caches_refused() {

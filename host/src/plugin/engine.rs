@@ -60,8 +60,6 @@ impl Runtime {
         }
     }
 
-    /// Loads a component, from the compiled cache when it holds this exact file for this
-    /// exact engine, otherwise compiling it (and filling the cache).
     /// Reads, checks and compiles (or loads from the cache) one component. Returns it with the
     /// SHA-256 of the file, in hex.
     pub fn load_component(&self, path: &Path) -> Result<(Component, String), PluginError> {
@@ -89,13 +87,14 @@ impl Runtime {
         if let Some(component) = self.cache.as_ref().and_then(|c| c.load(&self.engine, &key)) {
             return Ok((component, sha256));
         }
-        let compiled =
-            self.engine
-                .precompile_component(&bytes)
-                .map_err(|e| PluginError::NotComponent {
-                    path: path.to_path_buf(),
-                    reason: format!("{e:#}"),
-                })?;
+        let compiled = {
+            let _progress = CompileProgress::start(path, bytes.len(), self.cache.is_some());
+            self.engine.precompile_component(&bytes)
+        }
+        .map_err(|e| PluginError::NotComponent {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        })?;
         if let Some(cache) = &self.cache {
             cache.store(&key, &compiled);
         }
@@ -126,6 +125,70 @@ impl Runtime {
     /// Held while plugin code runs, so that its deadline ticks.
     pub(super) fn running(&self) -> Option<Running> {
         self.ticker.as_ref().map(Ticker::running)
+    }
+}
+
+/// Says that a plugin is being compiled, every [`CompileProgress::EVERY`] while it lasts, and
+/// when it is done: a Python or JavaScript plugin takes seconds to compile cold (the first
+/// start after a build), and a gateway that says nothing meanwhile looks hung.
+struct CompileProgress {
+    /// Dropped when the compilation ends, which wakes the reporter.
+    done: Option<std::sync::mpsc::Sender<()>>,
+    reporter: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CompileProgress {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn start(path: &Path, size: usize, cached: bool) -> CompileProgress {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        let size = if size >= 1_000_000 {
+            format!("{:.1} MB", size as f64 / 1e6)
+        } else {
+            format!("{} KB", size.div_ceil(1000))
+        };
+        let later = if cached {
+            "later starts load it from the cache"
+        } else {
+            "no cache: every start compiles it"
+        };
+        tracing::info!("compiling plugin {name} ({size}); {later}");
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let started = std::time::Instant::now();
+        let reporter = std::thread::Builder::new()
+            .name("plugin-compile-progress".into())
+            .spawn(move || loop {
+                match finished.recv_timeout(Self::EVERY) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => tracing::info!(
+                        "compiling plugin {name}: {} s so far",
+                        started.elapsed().as_secs()
+                    ),
+                    _ => {
+                        tracing::info!(
+                            "compiling plugin {name}: done after {:.1} s",
+                            started.elapsed().as_secs_f64()
+                        );
+                        return;
+                    }
+                }
+            })
+            .ok();
+        CompileProgress {
+            done: Some(done),
+            reporter,
+        }
+    }
+}
+
+impl Drop for CompileProgress {
+    fn drop(&mut self) {
+        self.done.take();
+        if let Some(reporter) = self.reporter.take() {
+            let _ = reporter.join();
+        }
     }
 }
 

@@ -227,6 +227,22 @@ impl PluginSet {
         Ok(PluginSet::of(runtime, plugins))
     }
 
+    /// Loads every plugin of the config to be explained (`mailgate plugins --explain`): a
+    /// `[plugin.config]` the plugin would refuse does not stop it, since that refusal is what
+    /// an explanation helps to fix. Other failures are returned as by [`PluginSet::load`].
+    pub async fn load_to_explain(
+        runtime: Arc<Runtime>,
+        config: &Config,
+    ) -> Result<PluginSet, PluginError> {
+        let mut plugins = Vec::with_capacity(config.plugins.len());
+        for entry in &config.plugins {
+            plugins.push(Arc::new(
+                load_one(&runtime, config, entry, Settings::Unchecked).await?,
+            ));
+        }
+        Ok(PluginSet::of(runtime, plugins))
+    }
+
     /// Loads each plugin of the config, going on past failures: one result per `[[plugin]]`
     /// entry, in order (`mailgate config check` reports every problem, not the first).
     pub async fn load_each(
@@ -236,22 +252,24 @@ impl PluginSet {
         let mut results: Vec<Result<Arc<LoadedPlugin>, PluginError>> =
             Vec::with_capacity(config.plugins.len());
         for entry in &config.plugins {
-            let loaded = load_one(runtime, config, entry).await.and_then(|plugin| {
-                let earlier = results.iter().flatten().find(|p| p.name == plugin.name);
-                match earlier {
-                    Some(other) => Err(PluginError::Settings {
-                        origin: config.origin.clone(),
-                        reason: format!(
+            let loaded = load_one(runtime, config, entry, Settings::Checked)
+                .await
+                .and_then(|plugin| {
+                    let earlier = results.iter().flatten().find(|p| p.name == plugin.name);
+                    match earlier {
+                        Some(other) => Err(PluginError::Settings {
+                            origin: config.origin.clone(),
+                            reason: format!(
                             "line {}: two plugins are named {:?} ({} and {}); give one a `name`",
                             entry.line,
                             plugin.name,
                             other.path.display(),
                             plugin.path.display()
                         ),
-                    }),
-                    None => Ok(Arc::new(plugin)),
-                }
-            });
+                        }),
+                        None => Ok(Arc::new(plugin)),
+                    }
+                });
             results.push(loaded);
         }
         results
@@ -272,10 +290,19 @@ impl PluginSet {
     }
 }
 
+/// Whether a plugin's `[plugin.config]` is checked against the keys it declares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settings {
+    Checked,
+    /// Only to explain the plugin.
+    Unchecked,
+}
+
 async fn load_one(
     runtime: &Runtime,
     config: &Config,
     entry: &PluginConfig,
+    settings: Settings,
 ) -> Result<LoadedPlugin, PluginError> {
     if entry.milter.is_some() {
         return load_external(runtime, config, entry);
@@ -326,14 +353,17 @@ async fn load_one(
         Bindings::V0_1(_) => info,
     };
     let name = entry.name.clone().unwrap_or_else(|| info.name.clone());
-    let problems = check_settings(&info, entry);
+    let problems = match settings {
+        Settings::Checked => check_settings(&info, entry),
+        Settings::Unchecked => Vec::new(),
+    };
     if !problems.is_empty() {
         // One problem per line, each naming the file and line as the first does.
         let origin = config.origin.display().to_string();
         return Err(PluginError::Settings {
             origin: config.origin.clone(),
             reason: format!(
-                "{} (plugin {name}; `mailgate plugins --explain {name}`)",
+                "{} (plugin {name}; `mailgate plugins --config {origin} --explain {name}`)",
                 problems.join(&format!("\n  {origin}: "))
             ),
         });

@@ -238,8 +238,7 @@ fn write_stage(out: &mut String, stage: &StageTrace) {
             "", run.plugin, run.verdict, run.micros
         );
         if let Some(fault) = &run.fault {
-            let first = fault.lines().next().unwrap_or("");
-            let _ = writeln!(out, "  {:<23}    {:<20}   fault: {first}", "", "");
+            write_fault(out, fault);
         }
         for edit in &run.edits {
             let _ = writeln!(out, "  {:<23}    {:<20}   edit: {edit}", "", "");
@@ -251,6 +250,17 @@ fn write_stage(out: &mut String, stage: &StageTrace) {
             "  {:<23}    {} stage: {} by {by}",
             "", stage.stage, stage.decision
         );
+    }
+}
+
+/// A fault whole, as the log has it: the cause, then the plugin's own words (its stderr: a
+/// panic message, a Python traceback, a JavaScript exception) and the wasm frames, indented.
+fn write_fault(out: &mut String, fault: &str) {
+    let mut lines = fault.lines();
+    let first = lines.next().unwrap_or("");
+    let _ = writeln!(out, "  {:<23}    {:<20}   fault: {first}", "", "");
+    for line in lines {
+        let _ = writeln!(out, "  {:<23}    {:<20}     {line}", "", "");
     }
 }
 
@@ -269,4 +279,28 @@ fn time(ms: u64) -> String {
             }
         },
     )
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::write_fault;
+
+    #[test]
+    fn a_fault_keeps_the_plugins_own_words() {
+        let mut out = String::new();
+        write_fault(
+            &mut out,
+            "trap: wasm `unreachable` instruction executed\nplugin stderr:\n  Traceback (most recent call last):\n  TypeError: RcptTo.handle returned None",
+        );
+        assert!(
+            out.contains("fault: trap: wasm `unreachable` instruction executed\n"),
+            "{out}"
+        );
+        assert!(out.contains("plugin stderr:\n"), "{out}");
+        assert!(
+            out.trim_end()
+                .ends_with("TypeError: RcptTo.handle returned None"),
+            "{out}"
+        );
+    }
 }

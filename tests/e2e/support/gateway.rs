@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{binary, free_port, mailgate, plugin_dir, wait_for_port, wait_until, Run};
+use crate::{
+    binary, free_port, mailgate, plugin_dir, shared_plugin_cache, wait_for_port, wait_until, Run,
+};
 pub use builder::GatewayBuilder;
 
 mod builder;
@@ -143,6 +145,9 @@ impl Gateway {
             .arg(&self.config)
             .env("MAILGATE_PLUGIN_DIR", plugin_dir())
             .env("MAILGATE_LOG", "info")
+            // Compiled plugins shared by every test gateway (the plugins under test are
+            // built once): a Python or JavaScript plugin compiles once, not in every test.
+            .env("MAILGATE_CACHE_DIR", shared_plugin_cache())
             .envs(env.iter().copied())
             .stderr(log);
         if let Some(bytes) = self.address_space {

@@ -41,6 +41,13 @@ pub fn plugin_dir() -> PathBuf {
     dir
 }
 
+/// The compiled-plugin cache the test gateways share (`target/e2e-plugin-cache`): the plugins
+/// under test change only when they are rebuilt, so each is compiled once, not per test. A
+/// test about compiling itself gives its gateway a cache of its own.
+pub fn shared_plugin_cache() -> PathBuf {
+    root().join("target/e2e-plugin-cache")
+}
+
 /// The result of one run of the binary.
 pub struct Run {
     pub code: Option<i32>,
