@@ -79,7 +79,11 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         let users = built.users.clone();
         Arc::new(move || users.health())
     };
-    let metrics = metrics_socket.map(|socket| start_metrics(socket, (&relay, &plugins), health));
+    let metrics = metrics_socket.map(|socket| {
+        let metrics = start_metrics(socket, (&relay, &plugins), health);
+        metrics.prime(&inventory(&config, &plugins));
+        metrics
+    });
     metrics::plugin_generation(plugins.current().generation);
     let reloader = Reloader::new(source, &config, runtime, plugins);
     reloader.spawn_triggers();
@@ -315,6 +319,9 @@ fn start_metrics(
     let refresh: endpoint::Refresh = Arc::new(move |m: &metrics::Metrics| {
         let (messages, oldest) = queue.stats();
         m.set_queue(messages, oldest);
+        for (state, messages) in queue.lengths() {
+            m.set_queue_length(state, messages);
+        }
         m.clear_instances_idle();
         for plugin in &plugins.current().plugins {
             m.set_instances_idle(&plugin.name, plugin.idle_instances());
@@ -324,6 +331,36 @@ fn start_metrics(
     tracing::info!(target: "mailgate::lifecycle", address = ?address, "metrics listening");
     tokio::spawn(endpoint::serve(socket, metrics, refresh, health));
     metrics
+}
+
+/// The listeners, plugins and destinations of this gateway, for its series at zero.
+fn inventory(config: &Config, plugins: &ActivePlugins) -> metrics::Inventory {
+    let listeners = config
+        .listeners()
+        .into_iter()
+        .map(|l| (l.name, l.protocol.name()))
+        .collect();
+    let plugins = plugins
+        .current()
+        .plugins
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.info.stages.iter().map(|s| s.name()).collect(),
+            )
+        })
+        .collect();
+    let relays = config.routes.iter().filter_map(|route| match route.kind {
+        crate::config::RouteKind::Relay => route.host.as_ref().map(|h| format!("relay:{h}")),
+        _ => None,
+    });
+    metrics::Inventory {
+        listeners,
+        plugins,
+        destinations: std::iter::once("local".to_string()).chain(relays).collect(),
+        dependencies: Vec::new(),
+    }
 }
 
 /// Binds every configured listener and starts accepting.

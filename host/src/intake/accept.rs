@@ -154,6 +154,7 @@ impl Transaction {
             }
         };
         let size = message.raw().len();
+        metrics::message_size(size);
         tracing::info!(
             queue_id,
             from = envelope.sender,

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::manager::{now_secs, QueueManager};
 use super::spool::Spooled;
@@ -79,18 +80,36 @@ fn journal_attempt(id: &str, attempt: u32, destination: &str, outcomes: &[(Strin
     journal::record("", 0, id, event);
 }
 
+/// How a message left the relay queue: delivered, dropped, expired or bounced.
+fn queue_exit(failed: &[FailedRecipient], dropped: usize) -> &'static str {
+    match failed {
+        [] if dropped == 0 => "delivered",
+        [] => "dropped",
+        _ if failed.iter().any(|f| f.expired) => "expired",
+        _ => "bounced",
+    }
+}
+
+/// Why a recipient was put off (`metrics::words::DEFERRALS`): the remote's 4xx reply, a
+/// deliver-stage plugin, or a connection that failed before or during the transaction.
+fn deferral_reason(failure: &Failure) -> &'static str {
+    if failure.reply.is_some() {
+        "remote-reply"
+    } else if failure.by_plugin {
+        "plugin"
+    } else {
+        "connection"
+    }
+}
+
 /// Journals the end of a message in the relay queue: nothing pending any more.
 fn journal_done(id: &str, failed: &[FailedRecipient], dropped: usize) {
-    let (outcome, detail) = match failed {
-        [] if dropped == 0 => ("delivered", String::new()),
-        [] => (
-            "dropped",
-            format!("{dropped} recipient(s) not delivered on purpose"),
-        ),
-        _ if failed.iter().any(|f| f.expired) => {
-            ("expired", format!("{} recipient(s) bounced", failed.len()))
-        }
-        _ => ("bounced", format!("{} recipient(s) failed", failed.len())),
+    let outcome = queue_exit(failed, dropped);
+    let detail = match outcome {
+        "delivered" => String::new(),
+        "dropped" => format!("{dropped} recipient(s) not delivered on purpose"),
+        "expired" => format!("{} recipient(s) bounced", failed.len()),
+        _ => format!("{} recipient(s) failed", failed.len()),
     };
     let event = journal::Event::Disposition {
         outcome: outcome.into(),
@@ -243,7 +262,7 @@ impl QueueManager {
                 }
                 Verdict::Tempfail(reply) | Verdict::Disconnect(reply) => {
                     return (
-                        all(Outcome::Temporary(Failure::temporary(format!(
+                        all(Outcome::Temporary(Failure::by_plugin(format!(
                             "deferred by plugin {by}: {reply}"
                         )))),
                         0,
@@ -287,7 +306,7 @@ impl QueueManager {
             }
             if let Some(seconds) = mail.defer_seconds {
                 let failure =
-                    Failure::temporary(format!("deferred by plugin {by} for {seconds} s"));
+                    Failure::by_plugin(format!("deferred by plugin {by} for {seconds} s"));
                 return (all(Outcome::Temporary(failure)), u64::from(seconds));
             }
         }
@@ -351,6 +370,7 @@ impl QueueManager {
         let envelope = &spooled.envelope;
         let id = envelope.id.as_str();
         let now = now_secs();
+        let waited = Duration::from_secs(now.saturating_sub(envelope.received_at));
         let mut pending = Vec::new();
         let mut failed = Vec::new();
         let mut errors = Vec::new();
@@ -364,6 +384,7 @@ impl QueueManager {
                     stopped.push(rcpt);
                 }
                 Outcome::Delivered(reply) => {
+                    metrics::delivered_after("relay", waited);
                     tracing::info!(queue_id = id, rcpt, "delivered: {reply}")
                 }
                 Outcome::Dropped(why) => {
@@ -381,6 +402,7 @@ impl QueueManager {
                     });
                 }
                 Outcome::Temporary(f) => {
+                    metrics::deferrals(deferral_reason(&f), 1);
                     tracing::info!(queue_id = id, rcpt, "deferred: {}", f.text);
                     if !errors.contains(&f.text) {
                         errors.push(f.text.clone());
@@ -415,6 +437,7 @@ impl QueueManager {
         }
         let files = &self.inner.files;
         if pending.is_empty() && stopped.is_empty() {
+            metrics::left_queue(queue_exit(&failed, dropped), waited);
             journal_done(id, &failed, dropped);
             if let Err(e) = files.retire(id, spooled.message.len()) {
                 tracing::error!(queue_id = id, "cannot remove the delivered message: {e}");
@@ -461,6 +484,7 @@ impl QueueManager {
             return;
         };
         entry.running = false;
+        entry.attempted = true;
         let (held_now, again) = (entry.held, entry.again);
         let at = if again { now } else { state.next_attempt };
         schedule.plan(id, at, now);
