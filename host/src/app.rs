@@ -327,8 +327,12 @@ fn start_metrics(
             m.set_instances_idle(&plugin.name, plugin.idle_instances());
         }
     });
-    let address = socket.local_addr().ok();
-    tracing::info!(target: "mailgate::lifecycle", address = ?address, "metrics listening");
+    match socket.local_addr() {
+        Ok(address) => {
+            tracing::info!(target: "mailgate::lifecycle", %address, "metrics listening")
+        }
+        Err(e) => tracing::warn!("metrics listener: no local address: {e}"),
+    }
     tokio::spawn(endpoint::serve(socket, metrics, refresh, health));
     metrics
 }
@@ -383,7 +387,7 @@ async fn bind_listeners(
             target: "mailgate::lifecycle",
             listener = listener.name,
             address = %listener.address,
-            tls = ?listener.tls,
+            tls = listener.tls.name(),
             "listening"
         );
         let listener = Listener {

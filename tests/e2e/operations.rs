@@ -740,3 +740,85 @@ fn the_systemd_unit_is_sandboxed_below_an_exposure_of_2_5_and_verifies_clean() {
         "verify:\n{said}"
     );
 }
+
+/// The JSON log lines of a gateway started with `[log] format = "json"`.
+fn json_lines(gw: &Gateway) -> Vec<serde_json::Value> {
+    gw.log()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn each_refused_command_and_each_delivery_is_one_parsable_log_line_without_rust_debug_text() {
+    let sink = SmtpSink::start();
+    let config = [
+        "[log]\nformat = \"json\"\n".to_string(),
+        bundled(
+            "recipient-policy",
+            r#"domains = ["example.test", "remote.example"]"#,
+        ),
+        route("remote.example", sink.port),
+    ]
+    .concat();
+    let gw = Gateway::builder()
+        .server(r#"relay-networks = ["127.0.0.0/8"]"#)
+        .config(&config)
+        .start();
+    let (refused, _) = send(gw.inbound, "nobody@elsewhere.example");
+    assert!(refused.starts_with("550"), "{refused}");
+    assert!(send(gw.inbound, "someone@remote.example")
+        .1
+        .starts_with("250"));
+    let delivered = |l: &serde_json::Value| {
+        l["target"] == "mailgate::delivery"
+            && l["status"] == "sent"
+            && l["to"] == "someone@remote.example"
+    };
+    assert!(
+        mailgate_e2e::wait_until(30, || json_lines(&gw).iter().any(delivered)),
+        "{}",
+        gw.log()
+    );
+    let lines = json_lines(&gw);
+    let rejects: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "mailgate::reject")
+        .collect();
+    assert_eq!(
+        rejects.len(),
+        1,
+        "one line for the one refused command: {rejects:#?}"
+    );
+    let reject = rejects[0];
+    assert_eq!(reject["command"], "RCPT");
+    assert_eq!(reject["client"], "127.0.0.1");
+    assert_eq!(reject["from"], "sender@client.example.net");
+    assert_eq!(reject["to"], "nobody@elsewhere.example");
+    assert_eq!(reject["plugin"], "recipient-policy");
+    let reply = reject["reply"].as_str().unwrap_or_default();
+    assert_eq!(reply, refused.trim(), "the reply as the client got it");
+    // The text form, for watchers that read the message: what a fail2ban filter would match.
+    let message = reject["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("reject: RCPT from [127.0.0.1]: 550")
+            && message.contains("from=<sender@client.example.net> to=<nobody@elsewhere.example>"),
+        "{message}"
+    );
+    let delivery = lines.iter().find(|l| delivered(l)).expect("delivery line");
+    assert_eq!(
+        delivery["relay"],
+        format!("relay:127.0.0.1:{}", sink.port).as_str()
+    );
+    assert_eq!(
+        delivery["dsn"].as_str().map(|d| d.starts_with("2.")),
+        Some(true),
+        "{delivery}"
+    );
+    assert!(delivery["delay"].as_u64().is_some(), "{delivery}");
+    // No field carries Rust's rendering of an Option or an enum.
+    let log = gw.log();
+    for debug in ["Some(", "\"None\"", "\":\"None"] {
+        assert!(!log.contains(debug), "{debug} in the log:\n{log}");
+    }
+}

@@ -96,6 +96,19 @@ impl LocalDelivery {
                     let now = crate::mail::clock::unix_seconds();
                     for message in &done {
                         let waited = now.saturating_sub(accepted_at(&message.id).unwrap_or(now));
+                        if message.mailboxes > 0 {
+                            tracing::info!(
+                                target: "mailgate::delivery",
+                                queue_id = message.id,
+                                mailboxes = message.mailboxes,
+                                relay = "local",
+                                delay = waited,
+                                dsn = "2.0.0",
+                                status = "sent",
+                                "to={} local mailbox(es), relay=local, delay={waited}, dsn=2.0.0, status=sent",
+                                message.mailboxes
+                            );
+                        }
                         for _ in 0..message.mailboxes {
                             metrics::delivered_after("local", Duration::from_secs(waited));
                         }

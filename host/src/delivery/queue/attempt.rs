@@ -11,7 +11,7 @@ use super::manager::{now_secs, QueueManager};
 use super::spool::Spooled;
 use super::state::DeliveryState;
 use crate::delivery::relay::client::Failure;
-use crate::delivery::relay::dsn::FailedRecipient;
+use crate::delivery::relay::dsn::{self, FailedRecipient};
 use crate::delivery::relay::route::Target;
 use crate::delivery::relay::transmit::Body;
 use crate::mail::{Delivery, Envelope, MailState, Session};
@@ -78,6 +78,56 @@ fn journal_attempt(id: &str, attempt: u32, destination: &str, outcomes: &[(Strin
         results,
     };
     journal::record("", 0, id, event);
+}
+
+/// The delivery line of each recipient of one attempt to one destination, in the shape
+/// pflogsumm-style reports read: recipient, relay, delay since acceptance, DSN status and
+/// result, with the remote's reply or the reason. Target `mailgate::delivery`, logged by
+/// default; a bounce is a warning.
+fn log_results(id: &str, destination: &str, received_at: u64, outcomes: &[(String, Outcome)]) {
+    let delay = now_secs().saturating_sub(received_at);
+    for (rcpt, outcome) in outcomes {
+        let (status, dsn, relay, text) = match outcome {
+            Outcome::Delivered(reply) => {
+                let dsn = dsn::enhanced_code(reply).unwrap_or_else(|| "2.0.0".into());
+                ("sent", dsn, destination, reply.as_str())
+            }
+            Outcome::Dropped(why) => ("dropped", "2.0.0".into(), destination, why.as_str()),
+            Outcome::Temporary(f) => (
+                "deferred",
+                failure_code(f, "4.0.0"),
+                relay_of(f, destination),
+                f.text.as_str(),
+            ),
+            Outcome::Permanent(f) => (
+                "bounced",
+                failure_code(f, "5.0.0"),
+                relay_of(f, destination),
+                f.text.as_str(),
+            ),
+            // Not an attempt: `record` says it is left for the next start.
+            Outcome::Stopped(_) => continue,
+        };
+        if status == "bounced" {
+            tracing::warn!(target: "mailgate::delivery", queue_id = id, to = rcpt, relay, delay, dsn, status, "to=<{rcpt}>, relay={relay}, delay={delay}, dsn={dsn}, status={status} ({text})");
+        } else {
+            tracing::info!(target: "mailgate::delivery", queue_id = id, to = rcpt, relay, delay, dsn, status, "to=<{rcpt}>, relay={relay}, delay={delay}, dsn={dsn}, status={status} ({text})");
+        }
+    }
+}
+
+/// The enhanced code of a failure's reply or text, else `fallback`.
+fn failure_code(failure: &Failure, fallback: &str) -> String {
+    failure
+        .reply
+        .as_deref()
+        .and_then(dsn::enhanced_code)
+        .unwrap_or_else(|| fallback.to_string())
+}
+
+/// The host that answered, else the destination.
+fn relay_of<'a>(failure: &'a Failure, destination: &'a str) -> &'a str {
+    failure.remote.as_deref().unwrap_or(destination)
 }
 
 /// How a message left the relay queue: delivered, dropped, expired or bounced.
@@ -163,6 +213,7 @@ impl QueueManager {
                 .await;
             defer = defer.max(deferred);
             count_outcomes(&destination, &results);
+            log_results(id, &destination, spooled.envelope.received_at, &results);
             journal_attempt(id, attempt, &destination, &results);
             outcomes.extend(results);
         }
@@ -383,16 +434,9 @@ impl QueueManager {
                     tracing::info!(queue_id = id, rcpt, "left for the next start: {why}");
                     stopped.push(rcpt);
                 }
-                Outcome::Delivered(reply) => {
-                    metrics::delivered_after("relay", waited);
-                    tracing::info!(queue_id = id, rcpt, "delivered: {reply}")
-                }
-                Outcome::Dropped(why) => {
-                    dropped += 1;
-                    tracing::info!(queue_id = id, rcpt, "not delivered: {why}")
-                }
+                Outcome::Delivered(_) => metrics::delivered_after("relay", waited),
+                Outcome::Dropped(_) => dropped += 1,
                 Outcome::Permanent(f) => {
-                    tracing::warn!(queue_id = id, rcpt, "bounced: {}", f.text);
                     failed.push(FailedRecipient {
                         address: rcpt,
                         reason: f.text,
@@ -403,7 +447,6 @@ impl QueueManager {
                 }
                 Outcome::Temporary(f) => {
                     metrics::deferrals(deferral_reason(&f), 1);
-                    tracing::info!(queue_id = id, rcpt, "deferred: {}", f.text);
                     if !errors.contains(&f.text) {
                         errors.push(f.text.clone());
                     }
