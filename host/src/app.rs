@@ -80,7 +80,11 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         let users = built.users.clone();
         Arc::new(move || users.health())
     };
-    let metrics = metrics_socket.map(|socket| start_metrics(socket, (&relay, &plugins), health));
+    let metrics = metrics_socket.map(|socket| {
+        let metrics = start_metrics(socket, (&relay, &plugins), health);
+        metrics.prime(&inventory(&config, &plugins));
+        metrics
+    });
     metrics::plugin_generation(plugins.current().generation);
     let reloader = Reloader::new(source, &config, runtime, plugins);
     reloader.spawn_triggers();
@@ -316,15 +320,52 @@ fn start_metrics(
     let refresh: endpoint::Refresh = Arc::new(move |m: &metrics::Metrics| {
         let (messages, oldest) = queue.stats();
         m.set_queue(messages, oldest);
+        for (state, messages) in queue.lengths() {
+            m.set_queue_length(state, messages);
+        }
         m.clear_instances_idle();
         for plugin in &plugins.current().plugins {
             m.set_instances_idle(&plugin.name, plugin.idle_instances());
         }
     });
-    let address = socket.local_addr().ok();
-    tracing::info!(target: "mailgate::lifecycle", address = ?address, "metrics listening");
+    match socket.local_addr() {
+        Ok(address) => {
+            tracing::info!(target: "mailgate::lifecycle", %address, "metrics listening")
+        }
+        Err(e) => tracing::warn!("metrics listener: no local address: {e}"),
+    }
     tokio::spawn(endpoint::serve(socket, metrics, refresh, health));
     metrics
+}
+
+/// The listeners, plugins and destinations of this gateway, for its series at zero.
+fn inventory(config: &Config, plugins: &ActivePlugins) -> metrics::Inventory {
+    let listeners = config
+        .listeners()
+        .into_iter()
+        .map(|l| (l.name, l.protocol.name()))
+        .collect();
+    let plugins = plugins
+        .current()
+        .plugins
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.info.stages.iter().map(|s| s.name()).collect(),
+            )
+        })
+        .collect();
+    let relays = config.routes.iter().filter_map(|route| match route.kind {
+        crate::config::RouteKind::Relay => route.host.as_ref().map(|h| format!("relay:{h}")),
+        _ => None,
+    });
+    metrics::Inventory {
+        listeners,
+        plugins,
+        destinations: std::iter::once("local".to_string()).chain(relays).collect(),
+        dependencies: Vec::new(),
+    }
 }
 
 /// Binds every configured listener and starts accepting.
@@ -347,7 +388,7 @@ async fn bind_listeners(
             target: "mailgate::lifecycle",
             listener = listener.name,
             address = %listener.address,
-            tls = ?listener.tls,
+            tls = listener.tls.name(),
             "listening"
         );
         let listener = Listener {

@@ -60,12 +60,12 @@ fn log_format(cli: &Cli) -> LogFormat {
 
 /// Logs go to stderr, results to stdout. Text has colour only on a terminal; JSON is one object
 /// per line with the fields of the spans around the event (session, queue id). By default:
-/// warnings, plus the listeners, shutdown and every plugin reload (`MAILGATE_LOG=info` adds
-/// every queued message and delivery).
+/// warnings, plus the listeners, shutdown, every plugin reload, every refused command and every
+/// delivery attempt's result per recipient (`MAILGATE_LOG=info` adds every queued message).
 fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
-        .unwrap_or_else(|_| "warn,mailgate::ops::reload=info,mailgate::lifecycle=info".into());
+        .unwrap_or_else(|_| "warn,mailgate::ops::reload=info,mailgate::lifecycle=info,mailgate::reject=info,mailgate::delivery=info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

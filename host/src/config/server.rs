@@ -50,6 +50,17 @@ pub enum TlsMode {
     None,
 }
 
+impl TlsMode {
+    /// The word the config uses, for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsMode::Starttls => "starttls",
+            TlsMode::Implicit => "implicit",
+            TlsMode::None => "none",
+        }
+    }
+}
+
 /// What a listener speaks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "kebab-case")]

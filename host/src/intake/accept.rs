@@ -14,11 +14,20 @@ use crate::telemetry::metrics;
 impl Transaction {
     /// The message of the open transaction, exactly as the client sent it (no dot-stuffing,
     /// no line-end changes). The transaction ends here, whatever the answer.
+    /// A refusal is logged with the envelope.
     pub async fn data(&mut self, body: Vec<u8>) -> Answer {
         let answer = match self.refused_content(&body) {
             Some(refused) => refused,
             None => self.take_in(body).await,
         };
+        let envelope = &self.stages.state.envelope;
+        let refused = super::log::Refused {
+            command: "DATA",
+            sender: &envelope.sender,
+            recipients: &envelope.recipients,
+            answer: &answer,
+        };
+        super::log::refused(&self.facts, &refused);
         self.reset();
         answer
     }
@@ -154,6 +163,7 @@ impl Transaction {
             }
         };
         let size = message.raw().len();
+        metrics::message_size(size);
         tracing::info!(
             queue_id,
             from = envelope.sender,

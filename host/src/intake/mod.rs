@@ -16,6 +16,7 @@ use crate::session_context::SessionContext;
 
 mod accept;
 mod checks;
+mod log;
 pub mod networks;
 mod stages;
 mod transaction;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::{checks, Answer, Facts, Gateway, Stages};
+use super::{checks, log, Answer, Facts, Gateway, Stages};
 use crate::config::LimitsConfig;
 use crate::mail::EsmtpParam;
 use crate::plugin::{StageCall, StageReport, Verdict};
@@ -123,8 +123,21 @@ impl Transaction {
             .next_transaction(&shared.plugins, &shared.services, &self.facts.id);
     }
 
-    /// MAIL FROM: the listener's policy, the declared size, then the mail stage.
+    /// MAIL FROM: the listener's policy, the declared size, then the mail stage; a refusal
+    /// is logged.
     pub async fn mail(&mut self, sender: String, params: Vec<EsmtpParam>) -> Answer {
+        let answer = self.decide_mail(sender.clone(), params).await;
+        let refused = log::Refused {
+            command: "MAIL",
+            sender: &sender,
+            recipients: &[],
+            answer: &answer,
+        };
+        log::refused(&self.facts, &refused);
+        answer
+    }
+
+    async fn decide_mail(&mut self, sender: String, params: Vec<EsmtpParam>) -> Answer {
         if self.facts.require_auth && self.facts.auth_user.is_none() {
             return Answer::new(530, (5, 7, 0), "Authentication required");
         }
@@ -147,8 +160,21 @@ impl Transaction {
         with_stage(Answer::new(250, (2, 1, 0), "Sender ok"), report)
     }
 
-    /// RCPT TO: the recipient limit, the gateway's acceptance rules, then the rcpt stage.
+    /// RCPT TO: the recipient limit, the gateway's acceptance rules, then the rcpt stage; a
+    /// refusal is logged.
     pub async fn rcpt(&mut self, recipient: String, params: Vec<EsmtpParam>) -> Answer {
+        let answer = self.decide_rcpt(recipient.clone(), params).await;
+        let refused = log::Refused {
+            command: "RCPT",
+            sender: &self.stages.state.envelope.sender,
+            recipients: std::slice::from_ref(&recipient),
+            answer: &answer,
+        };
+        log::refused(&self.facts, &refused);
+        answer
+    }
+
+    async fn decide_rcpt(&mut self, recipient: String, params: Vec<EsmtpParam>) -> Answer {
         if self.stages.state.envelope.recipients.len() >= self.limits().max_recipients {
             return Answer::new(452, (4, 5, 3), "Too many recipients");
         }

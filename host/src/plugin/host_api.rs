@@ -412,11 +412,17 @@ impl HostState {
     pub fn log(&mut self, level: &'static str, message: String, fields: Vec<(String, String)>) {
         let plugin = &self.plugin.name;
         let session = &self.tx.session_id;
+        // The plugin's own fields as `key=value` pairs, not Rust's rendering of a list.
+        let pairs = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         match level {
-            "error" => tracing::error!(plugin, session, ?fields, "{message}"),
-            "warn" => tracing::warn!(plugin, session, ?fields, "{message}"),
-            "info" => tracing::info!(plugin, session, ?fields, "{message}"),
-            _ => tracing::debug!(plugin, session, ?fields, "{message}"),
+            "error" => tracing::error!(plugin, session, fields = pairs, "{message}"),
+            "warn" => tracing::warn!(plugin, session, fields = pairs, "{message}"),
+            "info" => tracing::info!(plugin, session, fields = pairs, "{message}"),
+            _ => tracing::debug!(plugin, session, fields = pairs, "{message}"),
         }
         self.tx.push_log(PluginLog {
             plugin: plugin.clone(),

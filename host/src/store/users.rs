@@ -570,7 +570,7 @@ impl UserDirectory {
         for row in users.refused() {
             if !reported.0.contains(row) {
                 tracing::warn!(
-                    user = ?row.address,
+                    user = row.address,
                     "user refused, it serves no mailbox: {}",
                     row.reason
                 );

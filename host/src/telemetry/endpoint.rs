@@ -132,18 +132,21 @@ fn respond(
 }
 
 /// OpenMetrics text rewritten in the classic Prometheus format: a counter's metadata names
-/// its samples (`x_total`, not `x`), and there is no `# EOF` or `# UNIT`.
+/// its samples (`x_total`, not `x`), an info family is a gauge named for its sample (`x_info`,
+/// always 1), and there is no `# EOF` or `# UNIT`.
 fn classic_text(openmetrics: &str) -> String {
-    let mut counters = std::collections::HashSet::new();
+    let mut suffixes = std::collections::HashMap::new();
     for line in openmetrics.lines() {
-        if let Some(name) = line
-            .strip_prefix("# TYPE ")
-            .and_then(|rest| rest.strip_suffix(" counter"))
-        {
-            counters.insert(name.to_string());
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        if let Some(name) = rest.strip_suffix(" counter") {
+            suffixes.insert(name.to_string(), "_total");
+        } else if let Some(name) = rest.strip_suffix(" info") {
+            suffixes.insert(name.to_string(), "_info");
         }
     }
-    let mut out = String::with_capacity(openmetrics.len() + counters.len() * 12);
+    let mut out = String::with_capacity(openmetrics.len() + suffixes.len() * 12);
     for line in openmetrics.lines() {
         if line == "# EOF" || line.starts_with("# UNIT ") {
             continue;
@@ -154,10 +157,11 @@ fn classic_text(openmetrics: &str) -> String {
         match metadata {
             Some((prefix, rest)) => {
                 let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                let suffix = if counters.contains(name) {
-                    "_total"
+                let suffix = suffixes.get(name).copied().unwrap_or("");
+                let tail = if prefix == "# TYPE " && suffix == "_info" {
+                    "gauge"
                 } else {
-                    ""
+                    tail
                 };
                 out.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
             }
@@ -187,6 +191,11 @@ mod tests {
         assert_eq!(
             classic,
             "# HELP mailgate_bounces_total Bounces.\n# TYPE mailgate_bounces_total counter\nmailgate_bounces_total 2\n# HELP up Up.\n# TYPE up gauge\nup 1\n"
+        );
+        let info = "# HELP b Build.\n# TYPE b info\nb_info{version=\"1\"} 1\n# EOF\n";
+        assert_eq!(
+            classic_text(info),
+            "# HELP b_info Build.\n# TYPE b_info gauge\nb_info{version=\"1\"} 1\n"
         );
     }
 }

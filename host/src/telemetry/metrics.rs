@@ -15,7 +15,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// Labels whose values are fixed words: no allocation per event.
 type Static1 = [(&'static str, &'static str); 1];
@@ -24,6 +26,7 @@ type Labels1 = [(&'static str, String); 1];
 type Labels2 = [(&'static str, String); 2];
 type Labels3 = [(&'static str, String); 3];
 type HistogramFamily = Family<Labels2, Histogram, fn() -> Histogram>;
+type StaticHistograms = Family<Static1, Histogram, fn() -> Histogram>;
 
 /// Distinct relay destinations counted by name; the rest are counted as `other`.
 const MAX_DESTINATIONS: usize = 200;
@@ -51,8 +54,19 @@ pub struct Metrics {
     sender_auth: Family<Static2, Counter>,
     reloads: Family<Static1, Counter>,
     plugin_generation: Gauge,
+    delivery_delay: StaticHistograms,
+    queue_time: StaticHistograms,
+    message_size: Histogram,
+    queue_length: Family<Static1, Gauge>,
+    deferrals: Family<Static1, Counter>,
+    dependency_up: Family<Labels1, Gauge>,
+    milter_state: Family<Labels2, Gauge>,
+    cpu_seconds: Counter<f64, AtomicU64>,
     resident_memory: Gauge,
+    virtual_memory: Gauge,
     open_fds: Gauge,
+    max_fds: Gauge,
+    start_time: Gauge<f64, AtomicU64>,
     destinations: Mutex<HashSet<String>>,
     ready: AtomicBool,
 }
@@ -69,9 +83,91 @@ fn get() -> Option<&'static Metrics> {
 }
 
 fn plugin_call_histogram() -> Histogram {
-    // 1 us to ~4 s, a factor of 4 apart: a plugin call is a few microseconds when all is well
-    // and its deadline (at most 60 s) when not.
-    Histogram::new(exponential_buckets(1e-6, 4.0, 12))
+    // 1 us to ~67 s, a factor of 4 apart: a plugin call is a few microseconds when all is well
+    // and its deadline (at most 60 s) when not, which must land below +Inf.
+    Histogram::new(exponential_buckets(1e-6, 4.0, 14))
+}
+
+/// From a tenth of a second to a day: a local delivery takes milliseconds, a relayed one
+/// seconds, a deferred one hours (the buckets postfix_exporter users read delays from).
+fn delay_histogram() -> Histogram {
+    Histogram::new([
+        0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
+    ])
+}
+
+/// 1 KiB to 64 MiB, a factor of 4 apart.
+fn size_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1024.0, 4.0, 9))
+}
+
+/// The words some label takes, so each series can be made at zero before its first event.
+pub mod words {
+    pub const SMTP_VERBS: &[&str] = &[
+        "HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "EXPN",
+        "HELP", "STARTTLS", "AUTH", "unknown",
+    ];
+    pub const REPLY_CLASSES: &[(&str, &[&str])] = &[
+        ("smtp", &["2xx", "3xx", "4xx", "5xx"]),
+        ("imap", &["ok", "no", "bad"]),
+        ("pop3", &["ok", "err"]),
+    ];
+    pub const LOGIN_PROTOCOLS: &[&str] = &["smtp", "imap", "pop3", "jmap"];
+    pub const OUTCOMES: &[&str] = &[
+        "accepted",
+        "rejected",
+        "tempfailed",
+        "discarded",
+        "quarantined",
+    ];
+    pub const FAULTS: &[&str] = &["trap", "deadline", "memory", "invalid", "peer"];
+    pub const REFUSALS: &[&str] = &[
+        "max-connections",
+        "protocol-limit",
+        "per-ip-limit",
+        "prelogin-per-ip-limit",
+    ];
+    pub const DELIVERY_RESULTS: &[&str] = &["delivered", "deferred", "bounced", "dropped"];
+    pub const SENDER_AUTH: &[(&str, &[&str])] = &[
+        (
+            "spf",
+            &[
+                "none",
+                "pass",
+                "fail",
+                "softfail",
+                "neutral",
+                "temperror",
+                "permerror",
+            ],
+        ),
+        (
+            "dkim",
+            &["none", "pass", "fail", "neutral", "temperror", "permerror"],
+        ),
+        ("dmarc", &["none", "pass", "fail", "temperror", "permerror"]),
+        ("arc", &["none", "pass", "fail"]),
+    ];
+    /// Relay queue states, Postfix's names: never tried, being tried, waiting to retry, held.
+    pub const QUEUE_STATES: &[&str] = &["incoming", "active", "deferred", "hold"];
+    /// Why a delivery was put off: the remote's 4xx, a connection that failed before or
+    /// during the transaction, a deliver-stage plugin, local delivery (users or disk).
+    pub const DEFERRALS: &[&str] = &["remote-reply", "connection", "plugin", "local"];
+    pub const ROUTES: &[&str] = &["local", "relay"];
+    pub const QUEUE_EXITS: &[&str] = &["delivered", "bounced", "dropped", "expired"];
+}
+
+/// What the running gateway is made of, to create its series at zero from the start.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// Each listener's name and protocol.
+    pub listeners: Vec<(String, &'static str)>,
+    /// Each plugin's name and the stages it handles.
+    pub plugins: Vec<(String, Vec<&'static str>)>,
+    /// Delivery destinations known from the config (`local`, each relay route's label).
+    pub destinations: Vec<String>,
+    /// The dependencies `/healthz` reports.
+    pub dependencies: Vec<String>,
 }
 
 impl Metrics {
@@ -99,8 +195,19 @@ impl Metrics {
             sender_auth: Family::default(),
             reloads: Family::default(),
             plugin_generation: Gauge::default(),
+            delivery_delay: Family::new_with_constructor(delay_histogram),
+            queue_time: Family::new_with_constructor(delay_histogram),
+            message_size: size_histogram(),
+            queue_length: Family::default(),
+            deferrals: Family::default(),
+            dependency_up: Family::default(),
+            milter_state: Family::default(),
+            cpu_seconds: Counter::default(),
             resident_memory: Gauge::default(),
+            virtual_memory: Gauge::default(),
             open_fds: Gauge::default(),
+            max_fds: Gauge::default(),
+            start_time: Gauge::default(),
             destinations: Mutex::new(HashSet::new()),
             ready: AtomicBool::new(false),
         };
@@ -208,17 +315,196 @@ impl Metrics {
             m.sender_auth.clone(),
         );
         r.register(
+            "mailgate_delivery_delay_seconds",
+            "Time from acceptance to delivery of each delivered recipient, by route (local, relay)",
+            m.delivery_delay.clone(),
+        );
+        r.register(
+            "mailgate_queue_time_seconds",
+            "Time each message spent in the relay queue, by how it left (delivered, bounced, dropped, expired)",
+            m.queue_time.clone(),
+        );
+        r.register(
+            "mailgate_message_size_bytes",
+            "Size of each accepted message",
+            m.message_size.clone(),
+        );
+        r.register(
+            "mailgate_queue_length",
+            "Messages in the relay queue, by state (incoming, active, deferred, hold)",
+            m.queue_length.clone(),
+        );
+        r.register(
+            "mailgate_deferrals",
+            "Recipients put off for a later attempt, by reason (remote-reply, connection, plugin, local)",
+            m.deferrals.clone(),
+        );
+        r.register(
+            "mailgate_dependency_up",
+            "Whether a dependency answers (1) or not (0), by dependency (users, kv, ...)",
+            m.dependency_up.clone(),
+        );
+        r.register(
+            "mailgate_milter_state",
+            "Circuit breaker of each outside filter: 1 for the state it is in (closed, open, half-open)",
+            m.milter_state.clone(),
+        );
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        r.register(
+            "mailgate_build",
+            "The running build, its version and profile as labels",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("profile", profile),
+            ]),
+        );
+        r.register(
+            "process_cpu_seconds",
+            "User and system CPU time of the process",
+            m.cpu_seconds.clone(),
+        );
+        r.register(
             "process_resident_memory_bytes",
             "Resident memory of the process",
             m.resident_memory.clone(),
+        );
+        r.register(
+            "process_virtual_memory_bytes",
+            "Virtual memory of the process",
+            m.virtual_memory.clone(),
         );
         r.register(
             "process_open_fds",
             "Open file descriptors of the process",
             m.open_fds.clone(),
         );
+        r.register(
+            "process_max_fds",
+            "The process' limit on open file descriptors",
+            m.max_fds.clone(),
+        );
+        r.register(
+            "process_start_time_seconds",
+            "When the process started, in seconds since the epoch",
+            m.start_time.clone(),
+        );
+        m.prime_fixed();
         metrics.registry = registry;
         metrics
+    }
+
+    /// The series whose labels are fixed words, at zero.
+    fn prime_fixed(&self) {
+        for verb in words::SMTP_VERBS {
+            let _ = self
+                .commands
+                .get_or_create(&[("protocol", "smtp"), ("command", verb)]);
+        }
+        for (protocol, classes) in words::REPLY_CLASSES {
+            for class in *classes {
+                let _ = self
+                    .replies
+                    .get_or_create(&[("protocol", protocol), ("class", class)]);
+            }
+        }
+        for protocol in words::LOGIN_PROTOCOLS {
+            for result in ["success", "failure"] {
+                let _ = self
+                    .auth
+                    .get_or_create(&[("protocol", protocol), ("result", result)]);
+            }
+        }
+        for (method, results) in words::SENDER_AUTH {
+            for result in *results {
+                let _ = self
+                    .sender_auth
+                    .get_or_create(&[("method", method), ("result", result)]);
+            }
+        }
+        for outcome in ["applied", "refused"] {
+            let _ = self.reloads.get_or_create(&[("outcome", outcome)]);
+        }
+        for state in words::QUEUE_STATES {
+            let _ = self.queue_length.get_or_create(&[("state", state)]);
+        }
+        for reason in words::DEFERRALS {
+            let _ = self.deferrals.get_or_create(&[("reason", reason)]);
+        }
+        for route in words::ROUTES {
+            let _ = self.delivery_delay.get_or_create(&[("route", route)]);
+        }
+        for exit in words::QUEUE_EXITS {
+            let _ = self.queue_time.get_or_create(&[("outcome", exit)]);
+        }
+    }
+
+    /// Makes at zero every series the gateway in `inventory` can report, so that `rate()` and
+    /// `increase()` see the first event of each.
+    pub fn prime(&self, inventory: &Inventory) {
+        for (name, protocol) in &inventory.listeners {
+            let _ = self
+                .connections
+                .get_or_create(&[("listener", label(name)), ("protocol", label(protocol))]);
+            let _ = self
+                .sessions_active
+                .get_or_create(&[("listener", label(name))]);
+            for result in ["ok", "failed"] {
+                let _ = self
+                    .tls_handshakes
+                    .get_or_create(&[("listener", label(name)), ("result", label(result))]);
+            }
+            for reason in words::REFUSALS {
+                let _ = self
+                    .connections_refused
+                    .get_or_create(&[("listener", label(name)), ("reason", label(reason))]);
+            }
+        }
+        for (plugin, stages) in &inventory.plugins {
+            let _ = self
+                .plugin_instances_created
+                .get_or_create(&[("plugin", label(plugin))]);
+            for kind in words::FAULTS {
+                let _ = self
+                    .plugin_faults
+                    .get_or_create(&[("plugin", label(plugin)), ("kind", label(kind))]);
+            }
+            for stage in stages {
+                let _ = self
+                    .plugin_call_seconds
+                    .get_or_create(&[("plugin", label(plugin)), ("stage", label(stage))]);
+                for outcome in words::OUTCOMES.iter().filter(|o| **o != "accepted") {
+                    let _ = self.messages.get_or_create(&[
+                        ("stage", label(stage)),
+                        ("outcome", label(outcome)),
+                        ("plugin", label(plugin)),
+                    ]);
+                }
+            }
+        }
+        // Mail the chain lets through at DATA is accepted by no plugin in particular.
+        let _ = self.messages.get_or_create(&[
+            ("stage", label("data")),
+            ("outcome", label("accepted")),
+            ("plugin", String::new()),
+        ]);
+        for destination in &inventory.destinations {
+            let destination = self.destination_label(destination);
+            for result in words::DELIVERY_RESULTS {
+                let _ = self.deliveries.get_or_create(&[
+                    ("result", label(result)),
+                    ("destination", destination.clone()),
+                ]);
+            }
+        }
+        for dependency in &inventory.dependencies {
+            let _ = self
+                .dependency_up
+                .get_or_create(&[("dependency", label(dependency))]);
+        }
     }
 
     /// The OpenMetrics text of every series, after refreshing the process gauges.
@@ -232,16 +518,27 @@ impl Metrics {
     }
 
     fn refresh_process(&self) {
-        // statm's second field: resident pages.
-        let resident = std::fs::read_to_string("/proc/self/statm")
-            .ok()
-            .and_then(|s| s.split_whitespace().nth(1)?.parse::<i64>().ok());
-        if let Some(pages) = resident {
-            self.resident_memory.set(pages.saturating_mul(page_size()));
+        let now = super::process::read();
+        if let Some(seconds) = now.cpu_seconds {
+            // A counter only grows: what was used since the last scrape.
+            let more = seconds - self.cpu_seconds.get();
+            if more > 0.0 {
+                self.cpu_seconds.inc_by(more);
+            }
         }
-        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            self.open_fds
-                .set(i64::try_from(dir.count()).unwrap_or(i64::MAX));
+        let gauges = [
+            (&self.resident_memory, now.resident_bytes),
+            (&self.virtual_memory, now.virtual_bytes),
+            (&self.open_fds, now.open_fds),
+            (&self.max_fds, now.max_fds),
+        ];
+        for (gauge, value) in gauges {
+            if let Some(value) = value {
+                gauge.set(value);
+            }
+        }
+        if let Some(started) = now.start_time_seconds {
+            self.start_time.set(started);
         }
     }
 
@@ -260,6 +557,20 @@ impl Metrics {
             .set(i64::try_from(messages).unwrap_or(i64::MAX));
         self.queue_oldest_seconds
             .set(i64::try_from(oldest_age.as_secs()).unwrap_or(i64::MAX));
+    }
+
+    /// The relay queue's messages in one state (`words::QUEUE_STATES`), read at each scrape.
+    pub fn set_queue_length(&self, state: &'static str, messages: usize) {
+        self.queue_length
+            .get_or_create(&[("state", state)])
+            .set(i64::try_from(messages).unwrap_or(i64::MAX));
+    }
+
+    /// Whether a dependency answers, read at each scrape and health check.
+    pub fn set_dependency_up(&self, dependency: &str, up: bool) {
+        self.dependency_up
+            .get_or_create(&[("dependency", label(dependency))])
+            .set(i64::from(up));
     }
 
     /// Pooled instances of one plugin, read at each scrape.
@@ -285,10 +596,6 @@ impl Metrics {
         }
         "other".to_string()
     }
-}
-
-fn page_size() -> i64 {
-    rustix::param::page_size().try_into().unwrap_or(4096)
 }
 
 fn label(value: &str) -> String {
@@ -418,6 +725,54 @@ pub fn deliveries(result: &str, destination: &str, recipients: usize) {
         m.deliveries
             .get_or_create(&[("result", label(result)), ("destination", destination)])
             .inc_by(u64::try_from(recipients).unwrap_or(u64::MAX));
+    }
+}
+
+/// One delivered recipient, `delay` after its message was accepted; `route` is local or relay.
+pub fn delivered_after(route: &'static str, delay: Duration) {
+    if let Some(m) = get() {
+        m.delivery_delay
+            .get_or_create(&[("route", route)])
+            .observe(delay.as_secs_f64());
+    }
+}
+
+/// A message left the relay queue (`outcome` in `words::QUEUE_EXITS`) after `time` in it.
+pub fn left_queue(outcome: &'static str, time: Duration) {
+    if let Some(m) = get() {
+        m.queue_time
+            .get_or_create(&[("outcome", outcome)])
+            .observe(time.as_secs_f64());
+    }
+}
+
+/// An accepted message of `bytes`.
+pub fn message_size(bytes: usize) {
+    if let Some(m) = get() {
+        m.message_size.observe(bytes as f64);
+    }
+}
+
+/// Recipients put off for a later attempt, for `reason` (`words::DEFERRALS`).
+pub fn deferrals(reason: &'static str, recipients: usize) {
+    if recipients == 0 {
+        return;
+    }
+    if let Some(m) = get() {
+        m.deferrals
+            .get_or_create(&[("reason", reason)])
+            .inc_by(u64::try_from(recipients).unwrap_or(u64::MAX));
+    }
+}
+
+/// The circuit breaker of outside filter `member` is now in `state` (closed, open, half-open).
+pub fn milter_state(member: &str, state: &'static str) {
+    if let Some(m) = get() {
+        for each in ["closed", "open", "half-open"] {
+            m.milter_state
+                .get_or_create(&[("member", label(member)), ("state", label(each))])
+                .set(i64::from(each == state));
+        }
     }
 }
 

@@ -4,4 +4,5 @@
 pub mod endpoint;
 pub mod journal;
 pub mod metrics;
+pub mod process;
 pub mod trace;

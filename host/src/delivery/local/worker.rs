@@ -92,6 +92,27 @@ impl LocalDelivery {
                     let mailboxes = done.iter().map(|d| d.mailboxes).sum();
                     metrics::deliveries("delivered", "local", mailboxes);
                     metrics::deliveries("deferred", "local", retries.len());
+                    metrics::deferrals("local", retries.len());
+                    let now = crate::mail::clock::unix_seconds();
+                    for message in &done {
+                        let waited = now.saturating_sub(accepted_at(&message.id).unwrap_or(now));
+                        if message.mailboxes > 0 {
+                            tracing::info!(
+                                target: "mailgate::delivery",
+                                queue_id = message.id,
+                                mailboxes = message.mailboxes,
+                                relay = "local",
+                                delay = waited,
+                                dsn = "2.0.0",
+                                status = "sent",
+                                "to={} local mailbox(es), relay=local, delay={waited}, dsn=2.0.0, status=sent",
+                                message.mailboxes
+                            );
+                        }
+                        for _ in 0..message.mailboxes {
+                            metrics::delivered_after("local", Duration::from_secs(waited));
+                        }
+                    }
                     for message in done.iter().filter(|d| d.remote) {
                         relay.submit(&message.id);
                     }
@@ -168,6 +189,11 @@ impl Parked {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// When a message was accepted: its queue id begins with the time, ten hex digits of seconds.
+fn accepted_at(id: &str) -> Option<u64> {
+    id.get(..10).and_then(|t| u64::from_str_radix(t, 16).ok())
 }
 
 /// Notes each failure in the message's queue state (for `mailgate queue list`) and says when

@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::manager::{now_secs, QueueManager};
 use super::spool::Spooled;
 use super::state::DeliveryState;
 use crate::delivery::relay::client::Failure;
-use crate::delivery::relay::dsn::FailedRecipient;
+use crate::delivery::relay::dsn::{self, FailedRecipient};
 use crate::delivery::relay::route::Target;
 use crate::delivery::relay::transmit::Body;
 use crate::mail::{Delivery, Envelope, MailState, Session};
@@ -79,18 +80,86 @@ fn journal_attempt(id: &str, attempt: u32, destination: &str, outcomes: &[(Strin
     journal::record("", 0, id, event);
 }
 
+/// The delivery line of each recipient of one attempt to one destination, in the shape
+/// pflogsumm-style reports read: recipient, relay, delay since acceptance, DSN status and
+/// result, with the remote's reply or the reason. Target `mailgate::delivery`, logged by
+/// default; a bounce is a warning.
+fn log_results(id: &str, destination: &str, received_at: u64, outcomes: &[(String, Outcome)]) {
+    let delay = now_secs().saturating_sub(received_at);
+    for (rcpt, outcome) in outcomes {
+        let (status, dsn, relay, text) = match outcome {
+            Outcome::Delivered(reply) => {
+                let dsn = dsn::enhanced_code(reply).unwrap_or_else(|| "2.0.0".into());
+                ("sent", dsn, destination, reply.as_str())
+            }
+            Outcome::Dropped(why) => ("dropped", "2.0.0".into(), destination, why.as_str()),
+            Outcome::Temporary(f) => (
+                "deferred",
+                failure_code(f, "4.0.0"),
+                relay_of(f, destination),
+                f.text.as_str(),
+            ),
+            Outcome::Permanent(f) => (
+                "bounced",
+                failure_code(f, "5.0.0"),
+                relay_of(f, destination),
+                f.text.as_str(),
+            ),
+            // Not an attempt: `record` says it is left for the next start.
+            Outcome::Stopped(_) => continue,
+        };
+        if status == "bounced" {
+            tracing::warn!(target: "mailgate::delivery", queue_id = id, to = rcpt, relay, delay, dsn, status, "to=<{rcpt}>, relay={relay}, delay={delay}, dsn={dsn}, status={status} ({text})");
+        } else {
+            tracing::info!(target: "mailgate::delivery", queue_id = id, to = rcpt, relay, delay, dsn, status, "to=<{rcpt}>, relay={relay}, delay={delay}, dsn={dsn}, status={status} ({text})");
+        }
+    }
+}
+
+/// The enhanced code of a failure's reply or text, else `fallback`.
+fn failure_code(failure: &Failure, fallback: &str) -> String {
+    failure
+        .reply
+        .as_deref()
+        .and_then(dsn::enhanced_code)
+        .unwrap_or_else(|| fallback.to_string())
+}
+
+/// The host that answered, else the destination.
+fn relay_of<'a>(failure: &'a Failure, destination: &'a str) -> &'a str {
+    failure.remote.as_deref().unwrap_or(destination)
+}
+
+/// How a message left the relay queue: delivered, dropped, expired or bounced.
+fn queue_exit(failed: &[FailedRecipient], dropped: usize) -> &'static str {
+    match failed {
+        [] if dropped == 0 => "delivered",
+        [] => "dropped",
+        _ if failed.iter().any(|f| f.expired) => "expired",
+        _ => "bounced",
+    }
+}
+
+/// Why a recipient was put off (`metrics::words::DEFERRALS`): the remote's 4xx reply, a
+/// deliver-stage plugin, or a connection that failed before or during the transaction.
+fn deferral_reason(failure: &Failure) -> &'static str {
+    if failure.reply.is_some() {
+        "remote-reply"
+    } else if failure.by_plugin {
+        "plugin"
+    } else {
+        "connection"
+    }
+}
+
 /// Journals the end of a message in the relay queue: nothing pending any more.
 fn journal_done(id: &str, failed: &[FailedRecipient], dropped: usize) {
-    let (outcome, detail) = match failed {
-        [] if dropped == 0 => ("delivered", String::new()),
-        [] => (
-            "dropped",
-            format!("{dropped} recipient(s) not delivered on purpose"),
-        ),
-        _ if failed.iter().any(|f| f.expired) => {
-            ("expired", format!("{} recipient(s) bounced", failed.len()))
-        }
-        _ => ("bounced", format!("{} recipient(s) failed", failed.len())),
+    let outcome = queue_exit(failed, dropped);
+    let detail = match outcome {
+        "delivered" => String::new(),
+        "dropped" => format!("{dropped} recipient(s) not delivered on purpose"),
+        "expired" => format!("{} recipient(s) bounced", failed.len()),
+        _ => format!("{} recipient(s) failed", failed.len()),
     };
     let event = journal::Event::Disposition {
         outcome: outcome.into(),
@@ -144,6 +213,7 @@ impl QueueManager {
                 .await;
             defer = defer.max(deferred);
             count_outcomes(&destination, &results);
+            log_results(id, &destination, spooled.envelope.received_at, &results);
             journal_attempt(id, attempt, &destination, &results);
             outcomes.extend(results);
         }
@@ -243,7 +313,7 @@ impl QueueManager {
                 }
                 Verdict::Tempfail(reply) | Verdict::Disconnect(reply) => {
                     return (
-                        all(Outcome::Temporary(Failure::temporary(format!(
+                        all(Outcome::Temporary(Failure::by_plugin(format!(
                             "deferred by plugin {by}: {reply}"
                         )))),
                         0,
@@ -287,7 +357,7 @@ impl QueueManager {
             }
             if let Some(seconds) = mail.defer_seconds {
                 let failure =
-                    Failure::temporary(format!("deferred by plugin {by} for {seconds} s"));
+                    Failure::by_plugin(format!("deferred by plugin {by} for {seconds} s"));
                 return (all(Outcome::Temporary(failure)), u64::from(seconds));
             }
         }
@@ -351,6 +421,7 @@ impl QueueManager {
         let envelope = &spooled.envelope;
         let id = envelope.id.as_str();
         let now = now_secs();
+        let waited = Duration::from_secs(now.saturating_sub(envelope.received_at));
         let mut pending = Vec::new();
         let mut failed = Vec::new();
         let mut errors = Vec::new();
@@ -363,15 +434,9 @@ impl QueueManager {
                     tracing::info!(queue_id = id, rcpt, "left for the next start: {why}");
                     stopped.push(rcpt);
                 }
-                Outcome::Delivered(reply) => {
-                    tracing::info!(queue_id = id, rcpt, "delivered: {reply}")
-                }
-                Outcome::Dropped(why) => {
-                    dropped += 1;
-                    tracing::info!(queue_id = id, rcpt, "not delivered: {why}")
-                }
+                Outcome::Delivered(_) => metrics::delivered_after("relay", waited),
+                Outcome::Dropped(_) => dropped += 1,
                 Outcome::Permanent(f) => {
-                    tracing::warn!(queue_id = id, rcpt, "bounced: {}", f.text);
                     failed.push(FailedRecipient {
                         address: rcpt,
                         reason: f.text,
@@ -381,7 +446,7 @@ impl QueueManager {
                     });
                 }
                 Outcome::Temporary(f) => {
-                    tracing::info!(queue_id = id, rcpt, "deferred: {}", f.text);
+                    metrics::deferrals(deferral_reason(&f), 1);
                     if !errors.contains(&f.text) {
                         errors.push(f.text.clone());
                     }
@@ -415,6 +480,7 @@ impl QueueManager {
         }
         let files = &self.inner.files;
         if pending.is_empty() && stopped.is_empty() {
+            metrics::left_queue(queue_exit(&failed, dropped), waited);
             journal_done(id, &failed, dropped);
             if let Err(e) = files.retire(id, spooled.message.len()) {
                 tracing::error!(queue_id = id, "cannot remove the delivered message: {e}");
@@ -461,6 +527,7 @@ impl QueueManager {
             return;
         };
         entry.running = false;
+        entry.attempted = true;
         let (held_now, again) = (entry.held, entry.again);
         let at = if again { now } else { state.next_attempt };
         schedule.plan(id, at, now);

@@ -133,6 +133,7 @@ impl QueueManager {
             Entry {
                 held: state.held,
                 fresh,
+                attempted: state.attempts > 0,
                 ..Entry::default()
             },
         );
@@ -230,6 +231,30 @@ impl QueueManager {
             .min();
         let age = oldest.map_or(0, |at| now_secs().saturating_sub(at));
         (schedule.entries.len(), Duration::from_secs(age))
+    }
+
+    /// Messages in the relay queue by state, Postfix's names: `incoming` (not tried yet),
+    /// `active` (being tried), `deferred` (waiting to be tried again), `hold`.
+    pub fn lengths(&self) -> [(&'static str, usize); 4] {
+        let schedule = self.schedule();
+        let (mut incoming, mut active, mut deferred, mut hold) = (0, 0, 0, 0);
+        for entry in schedule.entries.values() {
+            if entry.running {
+                active += 1;
+            } else if entry.held {
+                hold += 1;
+            } else if !entry.attempted {
+                incoming += 1;
+            } else {
+                deferred += 1;
+            }
+        }
+        [
+            ("incoming", incoming),
+            ("active", active),
+            ("deferred", deferred),
+            ("hold", hold),
+        ]
     }
 
     pub fn entries(&self) -> Vec<QueueEntry> {

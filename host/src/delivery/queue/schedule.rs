@@ -17,6 +17,8 @@ pub(super) struct Entry {
     pub next_attempt: u64,
     pub held: bool,
     pub running: bool,
+    /// At least one attempt has been made (for the queue's `deferred` count).
+    pub attempted: bool,
     /// A retry was asked for while an attempt was running.
     pub again: bool,
     /// A message just accepted, kept in memory for its first attempt (no re-read, no state).

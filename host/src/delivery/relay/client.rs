@@ -78,6 +78,8 @@ pub struct Failure {
     /// Not tried, or cut, because the server is stopping: not an attempt that failed, the
     /// message is due again at the next start.
     pub stopped: bool,
+    /// Put off by a deliver-stage plugin, not by anything on the way (for the deferral metrics).
+    pub by_plugin: bool,
 }
 
 impl Failure {
@@ -88,6 +90,15 @@ impl Failure {
             reply: None,
             remote: None,
             stopped: false,
+            by_plugin: false,
+        }
+    }
+
+    /// A deliver-stage plugin put the delivery off (see [`Failure::by_plugin`]).
+    pub fn by_plugin(text: impl Into<String>) -> Failure {
+        Failure {
+            by_plugin: true,
+            ..Failure::temporary(text)
         }
     }
 
@@ -611,6 +622,7 @@ impl SmtpClient {
             reply: Some(reply.text()),
             remote: Some(self.host.clone()),
             stopped: false,
+            by_plugin: false,
         }
     }
 

@@ -35,6 +35,15 @@ impl FailedRecipient {
     }
 }
 
+/// The enhanced status code (`5.1.1`) a reply text carries after its code, if any.
+pub fn enhanced_code(reply: &str) -> Option<String> {
+    reply
+        .split_whitespace()
+        .take(2)
+        .find(|w| is_enhanced_code(w))
+        .map(str::to_string)
+}
+
 fn is_enhanced_code(word: &str) -> bool {
     let parts: Vec<&str> = word.split('.').collect();
     parts.len() == 3

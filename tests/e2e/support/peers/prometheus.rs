@@ -1,5 +1,6 @@
 //! Prometheus scraping the gateway's metrics.
 
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
 use super::{sbin, Process};
@@ -54,6 +55,34 @@ impl Prometheus {
         let body: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         let value = body["data"]["result"].get(0)?["value"][1].as_str()?;
         value.parse().ok()
+    }
+
+    /// Every series of an instant query: its labels (`__name__` among them) and value.
+    pub fn query_all(&self, expr: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let out = Command::new("curl")
+            .args(["-sS", "--get", "--data-urlencode"])
+            .arg(format!("query={expr}"))
+            .arg(format!("http://127.0.0.1:{}/api/v1/query", self.port))
+            .output()
+            .expect("curl");
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            return Vec::new();
+        };
+        let Some(results) = body["data"]["result"].as_array() else {
+            return Vec::new();
+        };
+        results
+            .iter()
+            .filter_map(|series| {
+                let labels = series["metric"]
+                    .as_object()?
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect();
+                let value = series["value"][1].as_str()?.parse().ok()?;
+                Some((labels, value))
+            })
+            .collect()
     }
 
     /// Waits (up to `secs`) until `expr` has a value meeting `ok`; the last value seen.
