@@ -1298,3 +1298,148 @@ fn a_request_of_32_import_calls_ends_with_its_work_limit() {
     assert!(gw.alive(), "the server died");
     watch.finish();
 }
+
+// Messages assembled from blobs are bounded by max-message-bytes (25 MiB by default) as
+// they are assembled: one 2 MB upload named as 1 000 attachments was read 1 000 times into
+// one message (821 MB stored at 300, an abort at 1 000).
+
+/// Uploads `bytes` as alice; the blob id.
+fn upload(gw: &Gateway, account: &str, bytes: &[u8]) -> String {
+    let file = gw.dir.path().join("upload.bin");
+    std::fs::write(&file, bytes).expect("upload file");
+    let port = gw.jmap.to_string();
+    let path = file.to_string_lossy().into_owned();
+    let out = python(
+        "jmap_hostile.py",
+        &[
+            "post",
+            &port,
+            ALICE,
+            "pw-alice",
+            &format!("/jmap/upload/{account}/"),
+            &path,
+        ],
+    );
+    let answer: Value = serde_json::from_str(&out).expect("client JSON");
+    answer["json"]["blobId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no blobId in {answer}"))
+        .to_string()
+}
+
+/// Bytes that do not compress and need base64: `n` of a simple generator's output.
+fn noise(n: usize) -> Vec<u8> {
+    let mut state: u32 = 0x9e37_79b9;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+/// An Email/set creating one email in `mailbox` with `blob` attached `times` times.
+fn email_with_attachments(account: &str, mailbox: &str, blob: &str, times: usize) -> Vec<u8> {
+    let attachments: Vec<Value> = (0..times)
+        .map(|i| json!({"blobId": blob, "type": "application/octet-stream", "name": format!("a{i}")}))
+        .collect();
+    request(
+        json!([["Email/set", {"accountId": account, "create": {"e": {
+        "mailboxIds": {mailbox: true},
+        "subject": "attachments",
+        "textBody": [{"partId": "t"}],
+        "bodyValues": {"t": {"value": "see the files"}},
+        "attachments": attachments,
+    }}}, "s"]]),
+    )
+}
+
+#[test]
+fn an_email_of_one_blob_attached_a_thousand_times_is_refused_too_large() {
+    let (mut gw, watch) = start();
+    let account = account(&gw);
+    let (_, archive) = blob_and_archive(&gw, &account);
+    let blob = upload(&gw, &account, &noise(2_000_000));
+    let before = peak_kib(&gw);
+    let answer = post(
+        &gw,
+        &email_with_attachments(&account, &archive, &blob, 1000),
+    );
+    let grown = peak_kib(&gw).saturating_sub(before);
+    let refused = responses(&answer);
+    let refusal = &refused[0][1]["notCreated"]["e"];
+    eprintln!(
+        "1000 attachments: {} s, +{grown} KiB: {refusal}",
+        answer["seconds"]
+    );
+    assert_eq!(refusal["type"], "tooLarge", "{}", refused[0]);
+    assert_eq!(refusal["maxSize"], 25 << 20, "{refusal}");
+    // Never more than a message's worth held (the draft and its encoding), not 2 GB.
+    assert!(grown < 200 << 10, "VmHWM grew {grown} KiB");
+    assert_eq!(total_emails(&gw, &account), 1, "nothing stored");
+    // What fits is made: five of them (10 MB, 13.7 MB encoded).
+    let answer = post(&gw, &email_with_attachments(&account, &archive, &blob, 5));
+    let responses = responses(&answer);
+    assert!(
+        responses[0][1]["created"]["e"]["id"].is_string(),
+        "{}",
+        responses[0]
+    );
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+#[test]
+fn blobs_over_the_message_size_are_refused_by_import_and_submission_unread() {
+    // A stored message over max-message-bytes (delivered before the limit was lowered, or put
+    // there by hand) is neither imported again nor sent: tooLarge, read no further than its size.
+    let (mut gw, watch) = start();
+    let mut big =
+        b"From: <alice@example.test>\r\nTo: <bob@example.test>\r\nSubject: big\r\n\r\n".to_vec();
+    let line = [b'x'; 998];
+    while big.len() <= 26 << 20 {
+        big.extend_from_slice(&line);
+        big.extend_from_slice(b"\r\n");
+    }
+    gw.store_directly(ALICE, "1700000000.M1P7.big", &big);
+    let account = account(&gw);
+    let answer = post(
+        &gw,
+        &request(json!([
+            ["Email/query", {"accountId": account}, "q"],
+            ["Email/get", {"accountId": account, "properties": ["blobId", "mailboxIds"],
+                "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"}}, "g"],
+        ])),
+    );
+    let listed = &responses(&answer)[1][1]["list"][0];
+    let (id, blob) = (listed["id"].clone(), listed["blobId"].clone());
+    let mailbox = listed["mailboxIds"]
+        .as_object()
+        .and_then(|m| m.keys().next().cloned())
+        .expect("a mailbox");
+    let answer = post(
+        &gw,
+        &serde_json::to_vec(&json!({
+            "using": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail",
+                "urn:ietf:params:jmap:submission"],
+            "methodCalls": [
+            ["Email/import", {"accountId": account, "emails": {"i": {
+                "blobId": blob, "mailboxIds": {mailbox.clone(): true}}}}, "i"],
+            ["EmailSubmission/set", {"accountId": account, "create": {"s": {
+                "identityId": "I0", "emailId": id}}}, "s"],
+            ["Email/set", {"accountId": account, "create": {"e": {
+                "mailboxIds": {mailbox: true}, "attachments": [{"blobId": blob}]}}}, "e"],
+        ]}))
+        .expect("JSON"),
+    );
+    let responses = responses(&answer);
+    for (response, creation) in responses.iter().zip(["i", "s", "e"]) {
+        let refusal = &response[1]["notCreated"][creation];
+        assert_eq!(refusal["type"], "tooLarge", "{response}");
+        assert_eq!(refusal["maxSize"], 25 << 20, "{refusal}");
+    }
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}

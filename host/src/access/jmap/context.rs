@@ -12,7 +12,7 @@ use super::account::Account;
 use super::api::{MethodError, CORE, MAIL, SUBMISSION};
 use super::budget::Budget;
 use super::methods::{Call, IDENTITY};
-use super::{compose, email, mailbox, query, Caller, Jmap};
+use super::{compose, email, mailbox, query, BlobFault, Caller, Jmap};
 use crate::plugin::PluginSet;
 
 /// One API request's view: who asks, under which plugins, what it created so far.
@@ -218,8 +218,23 @@ impl Context<'_> {
             .as_object()
             .ok_or_else(|| email::set_error("invalidProperties", "an email is an object"))?;
         let placement = email::Placement::read(object, &self.created)?;
-        let mut draft = compose::draft(object, |blob| self.jmap.blob_bytes(account, blob))
-            .map_err(|(kind, why)| email::set_error(kind, why))?;
+        let max_size = self.jmap.shared.config.limits.max_message_bytes;
+        let refusal = |(kind, why): compose::Refusal| match kind {
+            "tooLarge" => super::too_large(max_size),
+            _ => email::set_error(kind, why),
+        };
+        let blob = |id: &str, room: usize| {
+            self.jmap
+                .blob_within(account, id, room)
+                .map_err(|fault| match fault {
+                    BlobFault::Missing => ("blobNotFound", format!("no blob {id}")),
+                    BlobFault::TooLarge => ("tooLarge", String::new()),
+                    BlobFault::Unreadable(e) => {
+                        ("serverFail", format!("blob {id} cannot be read: {e}"))
+                    }
+                })
+        };
+        let mut draft = compose::draft(object, max_size, blob).map_err(refusal)?;
         let now = crate::mail::clock::unix_seconds();
         let seed = format!(
             "{:x}",
@@ -246,7 +261,7 @@ impl Context<'_> {
                 .fields
                 .push(("Message-ID".into(), format!("<{seed}@{host}>")));
         }
-        let bytes = compose::build(&draft, &seed);
+        let bytes = compose::build(&draft, &seed, max_size).map_err(refusal)?;
         let uid = placement.store(account, &bytes, None)?;
         Ok((placement.mailbox_id, uid))
     }
