@@ -1443,3 +1443,32 @@ fn blobs_over_the_message_size_are_refused_by_import_and_submission_unread() {
     assert!(gw.alive(), "the server died");
     watch.finish();
 }
+
+#[test]
+fn an_import_of_a_header_of_many_fields_is_refused_before_it_is_parsed() {
+    // 20 000 one-line fields: past the header bound of 10 000 fields.
+    let (mut gw, watch) = start();
+    let account = account(&gw);
+    let (_, archive) = blob_and_archive(&gw, &account);
+    let mut crowded = b"From: <a@example.test>\r\nSubject: crowded\r\n".to_vec();
+    for _ in 0..20_000 {
+        crowded.extend_from_slice(b"X: y\r\n");
+    }
+    crowded.extend_from_slice(b"\r\nbody\r\n");
+    let blob = upload(&gw, &account, &crowded);
+    let answer = post(&gw, &imports(&account, &blob, &archive, 1, 1));
+    let responses = responses(&answer);
+    let refusal = &responses[0][1]["notCreated"]["k0_0"];
+    assert_eq!(refusal["type"], "invalidEmail", "{}", responses[0]);
+    assert!(
+        refusal["description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("header section"),
+        "{refusal}"
+    );
+    assert_eq!(total_emails(&gw, &account), 1, "nothing imported");
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+

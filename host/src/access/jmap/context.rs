@@ -262,6 +262,10 @@ impl Context<'_> {
                 .push(("Message-ID".into(), format!("<{seed}@{host}>")));
         }
         let bytes = compose::build(&draft, &seed, max_size).map_err(refusal)?;
+        if crate::message::header::header_too_large(&bytes) {
+            let why = crate::message::header::HEADER_TOO_LARGE;
+            return Err(email::set_error("invalidProperties", why));
+        }
         let uid = placement.store(account, &bytes, None)?;
         Ok((placement.mailbox_id, uid))
     }

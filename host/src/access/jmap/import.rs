@@ -150,6 +150,10 @@ impl Context<'_> {
             .jmap
             .blob_within(account, blob, max_size)
             .map_err(|fault| fault.set_error(blob, max_size))?;
+        if crate::message::header::header_too_large(&bytes) {
+            let why = crate::message::header::HEADER_TOO_LARGE;
+            return Err(set_error("invalidEmail", why));
+        }
         let message = crate::message::Message::new(bytes);
         if message.headers().is_empty() {
             return Err(set_error("invalidEmail", "the blob is not a message"));

@@ -534,6 +534,11 @@ impl ImapSession {
         date: Option<u64>,
         bytes: &[u8],
     ) -> String {
+        // Refused before any parse of it, like at SMTP intake (its fields cost ~30 times
+        // their bytes to every later reader).
+        if crate::message::header::header_too_large(bytes) {
+            return format!("NO [LIMIT] {}", crate::message::header::HEADER_TOO_LARGE);
+        }
         let folder = match self.folder(mailbox) {
             Ok((_, folder)) => folder,
             Err(reply) => return reply,
