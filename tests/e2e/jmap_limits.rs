@@ -1472,3 +1472,108 @@ fn an_import_of_a_header_of_many_fields_is_refused_before_it_is_parsed() {
     watch.finish();
 }
 
+// Mailbox/set is bounded: each folder made counts against the request's work and time, and a
+// user has at most `limits.max-folders-per-user` folders (4 000 folders took 92 s in one
+// request while the account's lock made the user's other requests wait).
+
+/// `calls` Mailbox/set calls creating `per` top-level folders each; `tag` keeps names apart.
+fn folder_creations(account: &str, calls: usize, per: usize, tag: &str) -> Vec<u8> {
+    let calls: Vec<Value> = (0..calls)
+        .map(|c| {
+            let create: serde_json::Map<String, Value> = (0..per)
+                .map(|i| {
+                    (
+                        format!("f{c}_{i}"),
+                        json!({"name": format!("{tag}{c}-{i}")}),
+                    )
+                })
+                .collect();
+            json!(["Mailbox/set", {"accountId": account, "create": create}, c.to_string()])
+        })
+        .collect();
+    request(Value::Array(calls))
+}
+
+/// (created, refused with `kind`) over every call's answer.
+fn creations(responses: &[Value], kind: &str) -> (usize, usize) {
+    let created = responses
+        .iter()
+        .filter_map(|r| r[1]["created"].as_object().map(|c| c.len()))
+        .sum();
+    let refused = responses
+        .iter()
+        .filter_map(|r| r[1]["notCreated"].as_object())
+        .flat_map(|n| n.values())
+        .filter(|e| e["type"] == kind)
+        .count();
+    (created, refused)
+}
+
+#[test]
+fn folders_past_the_users_bound_are_refused_by_jmap_and_imap() {
+    let mut gw = Gateway::builder()
+        .bounded()
+        .config("[limits]\nmax-folders-per-user = 40\n")
+        .start();
+    let account = account(&gw);
+    let answer = post(&gw, &folder_creations(&account, 1, 60, "j"));
+    let responses = responses(&answer);
+    let (created, over) = creations(&responses, "overQuota");
+    // The special-use folders made at first login count too.
+    let special = mailgate_e2e::imap_raw(
+        &gw,
+        &[
+            ("l LOGIN alice@example.test pw-alice\r\n", "l"),
+            ("x LIST \"\" \"*\"\r\n", "x"),
+        ],
+    );
+    let folders = special[2]
+        .lines()
+        .filter(|l| l.starts_with("* LIST"))
+        .count()
+        - 1;
+    assert_eq!(folders, 40, "{}", special[2]);
+    assert_eq!(created + over, 60, "{}", responses[0]);
+    assert!(
+        created >= 30 && over >= 1,
+        "{created} created, {over} overQuota"
+    );
+    let out = mailgate_e2e::imap_raw(
+        &gw,
+        &[
+            ("l LOGIN alice@example.test pw-alice\r\n", "l"),
+            ("c CREATE one-more\r\n", "c"),
+            ("d DELETE j0-0\r\n", "d"),
+            ("e CREATE one-more\r\n", "e"),
+        ],
+    );
+    assert!(out[2].starts_with("c NO [LIMIT]"), "{}", out[2]);
+    assert!(out[3].starts_with("d OK"), "{}", out[3]);
+    assert!(out[4].starts_with("e OK"), "{}", out[4]);
+    assert!(gw.alive(), "the server died");
+}
+
+#[test]
+fn a_request_of_16000_folder_creations_ends_with_its_budget() {
+    let (mut gw, watch) = start();
+    let account = account(&gw);
+    let heavy = folder_creations(&account, 32, 500, "t");
+    let (answer, slowest) = while_probed(&gw, &account, || post(&gw, &heavy));
+    let responses = responses(&answer);
+    let (created, refused) = creations(&responses, "requestTooLarge");
+    eprintln!(
+        "Mailbox/set 32 x 500: {} s, {created} created, {refused} refused; slowest Mailbox/get {slowest:.1} s",
+        answer["seconds"]
+    );
+    // At most the request's work (4 096 folders) or its 20 s; the creations past it get
+    // the limit as SetError, the calls after it the limit as their answer.
+    assert!((1..=4096).contains(&created), "{created} created");
+    assert!(refused >= 1, "{}", responses[0]);
+    assert!(refused_with(&responses, "maxQueryWork"), "{:?}", &responses[31]);
+    let seconds = answer["seconds"].as_f64().unwrap_or(99.0);
+    assert!(seconds < 40.0, "the request took {seconds} s");
+    // The user's next request waits no longer than the request's budget.
+    assert!(slowest < 30.0, "Mailbox/get waited {slowest} s");
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}

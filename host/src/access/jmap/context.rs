@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::account::Account;
 use super::api::{MethodError, CORE, MAIL, SUBMISSION};
-use super::budget::Budget;
+use super::budget::{self, Budget};
 use super::methods::{Call, IDENTITY};
 use super::{compose, email, mailbox, query, BlobFault, Caller, Jmap};
 use crate::plugin::PluginSet;
@@ -161,11 +161,19 @@ impl Context<'_> {
         call: &Call<'_>,
     ) -> Result<Value, MethodError> {
         self.check_set_size(call)?;
+        // A request whose work or time is spent makes no more changes (nor looks again).
+        call.budget.work.add(0)?;
         let old_state = account.mailbox_states.state();
         Context::check_state(call, &old_state)?;
-        let outcome = mailbox::set(account, call, &mut self.created)?;
-        // A failure is logged; the answer reports what was done.
-        let _ = self.refresh(account).await;
+        let max_folders = self.jmap.shared.config.limits.max_folders_per_user;
+        let outcome = mailbox::set(account, call, &mut self.created, max_folders)?;
+        let changed = !(outcome.created.is_empty()
+            && outcome.updated.is_empty()
+            && outcome.destroyed.is_empty());
+        if changed {
+            // A failure is logged; the answer reports what was done.
+            let _ = self.refresh(account).await;
+        }
         Ok(json!({
             "accountId": call.account_id,
             "oldState": old_state,
@@ -185,12 +193,18 @@ impl Context<'_> {
         call: &Call<'_>,
     ) -> Result<Value, MethodError> {
         self.check_set_size(call)?;
+        call.budget.work.add(0)?;
         let old_state = account.email_states.state();
         Context::check_state(call, &old_state)?;
         let mut stored = Vec::new();
         let mut not_created = Map::new();
         if let Some(create) = call.args.get("create").and_then(Value::as_object) {
             for (creation, object) in create {
+                // Each message built and written counts against the request's work and time.
+                if let Err(e) = call.budget.work.add(budget::IMPORT_COST) {
+                    not_created.insert(creation.clone(), e.to_value());
+                    continue;
+                }
                 match self.compose(account, object) {
                     Ok(placed) => stored.push((creation.clone(), placed)),
                     Err(e) => {
