@@ -1926,3 +1926,98 @@ fn jmap_downloads_are_capped_per_user_and_stalled_ones_cut() {
         assert!(end.starts_with("closed"), "{end}");
     }
 }
+
+// Header sections are bounded (10 000 fields, 1 MiB): a message of millions of `X: y`
+// fields cost ~34 times its size to every parse, at intake and when read back.
+
+/// A message of `fields` one-line header fields after the usual ones.
+fn crowded_header(fields: usize) -> Vec<u8> {
+    let mut raw = b"From: <crowd@client.test>\r\nTo: <alice@example.test>\r\nSubject: crowded\r\nMessage-ID: <crowd@client.test>\r\n".to_vec();
+    for _ in 0..fields {
+        raw.extend_from_slice(b"X: y\r\n");
+    }
+    raw.extend_from_slice(b"\r\nbody\r\n");
+    raw
+}
+
+#[test]
+fn a_header_of_millions_of_fields_is_refused_at_data_and_append() {
+    let _heavy = mailgate_e2e::exclusive();
+    let mut gw = Gateway::builder().bounded().start();
+    let watch = Responsiveness::watch(gw.inbound, gw.imap);
+    let before = peak_kib(&gw);
+    // 4 million fields, 22 MiB: under max-message-bytes, over the header bound.
+    let data = std::sync::Arc::new(crowded_header(4_000_000));
+    let port = gw.inbound;
+    let senders: Vec<_> = (0..3)
+        .map(|_| {
+            let data = data.clone();
+            std::thread::spawn(move || send_bytes(port, &data))
+        })
+        .collect();
+    for sender in senders {
+        let reply = sender.join().expect("sender");
+        assert!(reply.starts_with("554 5.6.0"), "{reply}");
+        assert!(reply.contains("header section"), "{reply}");
+    }
+    // Three DATA buffers of 22 MiB, not three parses of 34 times that.
+    let grown = peak_kib(&gw).saturating_sub(before);
+    eprintln!("3 x 4M header fields at DATA: VmHWM +{grown} KiB");
+    assert!(grown < 400 << 10, "VmHWM grew {grown} KiB");
+    // Within the bound: accepted.
+    let reply = send_bytes(gw.inbound, &crowded_header(5_000));
+    assert!(reply.starts_with("250"), "{reply}");
+    // IMAP APPEND: refused with LIMIT before any parse; within it, stored.
+    let over = String::from_utf8(crowded_header(20_000)).expect("ascii");
+    let within = String::from_utf8(crowded_header(100)).expect("ascii");
+    let append = |m: &str| format!("a APPEND INBOX {{{}+}}\r\n{m}\r\n", m.len());
+    let (over, within) = (
+        append(&over),
+        append(&within).replace("a APPEND", "b APPEND"),
+    );
+    let out = imap_raw(&gw, &[LOGIN, (&over, "a"), (&within, "b")]);
+    assert!(out[2].starts_with("a NO [LIMIT]"), "{}", out[2]);
+    assert!(out[3].contains("b OK [APPENDUID"), "{}", out[3]);
+    watch.finish();
+    assert!(gw.alive(), "{}", gw.log());
+}
+
+#[test]
+fn a_stored_header_of_millions_of_fields_is_read_back_within_bounds() {
+    let _heavy = mailgate_e2e::exclusive();
+    let mut gw = Gateway::builder().bounded().start();
+    // Put in place by another program: 3 million fields, 18 MB.
+    let raw = String::from_utf8(crowded_header(3_000_000)).expect("ascii");
+    store_directly(&gw, "1700000000.M1P1.crowd", &raw);
+    let watch = Responsiveness::watch(gw.inbound, gw.imap);
+    let before = peak_kib(&gw);
+    let out = imap_raw(
+        &gw,
+        &[
+            LOGIN,
+            ("s SELECT INBOX\r\n", "s"),
+            (
+                "f FETCH 1 (ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n",
+                "f",
+            ),
+            ("z LOGOUT\r\n", "z"),
+        ],
+    );
+    let grown = peak_kib(&gw).saturating_sub(before);
+    eprintln!("FETCH of a 3M-field header: VmHWM +{grown} KiB");
+    assert!(
+        out[3].contains("f OK"),
+        "{}",
+        &out[3][..out[3].len().min(300)]
+    );
+    // Its first fields are read as ever.
+    assert!(
+        out[3].contains("\"crowded\""),
+        "{}",
+        &out[3][..out[3].len().min(300)]
+    );
+    // Was 681 MiB over the 65 MiB before.
+    assert!(grown < 200 << 10, "VmHWM grew {grown} KiB");
+    watch.finish();
+    assert!(gw.alive(), "{}", gw.log());
+}

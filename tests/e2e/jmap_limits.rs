@@ -1298,3 +1298,282 @@ fn a_request_of_32_import_calls_ends_with_its_work_limit() {
     assert!(gw.alive(), "the server died");
     watch.finish();
 }
+
+// Messages assembled from blobs are bounded by max-message-bytes (25 MiB by default) as
+// they are assembled: one 2 MB upload named as 1 000 attachments was read 1 000 times into
+// one message (821 MB stored at 300, an abort at 1 000).
+
+/// Uploads `bytes` as alice; the blob id.
+fn upload(gw: &Gateway, account: &str, bytes: &[u8]) -> String {
+    let file = gw.dir.path().join("upload.bin");
+    std::fs::write(&file, bytes).expect("upload file");
+    let port = gw.jmap.to_string();
+    let path = file.to_string_lossy().into_owned();
+    let out = python(
+        "jmap_hostile.py",
+        &[
+            "post",
+            &port,
+            ALICE,
+            "pw-alice",
+            &format!("/jmap/upload/{account}/"),
+            &path,
+        ],
+    );
+    let answer: Value = serde_json::from_str(&out).expect("client JSON");
+    answer["json"]["blobId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no blobId in {answer}"))
+        .to_string()
+}
+
+/// Bytes that do not compress and need base64: `n` of a simple generator's output.
+fn noise(n: usize) -> Vec<u8> {
+    let mut state: u32 = 0x9e37_79b9;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+/// An Email/set creating one email in `mailbox` with `blob` attached `times` times.
+fn email_with_attachments(account: &str, mailbox: &str, blob: &str, times: usize) -> Vec<u8> {
+    let attachments: Vec<Value> = (0..times)
+        .map(|i| json!({"blobId": blob, "type": "application/octet-stream", "name": format!("a{i}")}))
+        .collect();
+    request(
+        json!([["Email/set", {"accountId": account, "create": {"e": {
+        "mailboxIds": {mailbox: true},
+        "subject": "attachments",
+        "textBody": [{"partId": "t"}],
+        "bodyValues": {"t": {"value": "see the files"}},
+        "attachments": attachments,
+    }}}, "s"]]),
+    )
+}
+
+#[test]
+fn an_email_of_one_blob_attached_a_thousand_times_is_refused_too_large() {
+    let (mut gw, watch) = start();
+    let account = account(&gw);
+    let (_, archive) = blob_and_archive(&gw, &account);
+    let blob = upload(&gw, &account, &noise(2_000_000));
+    let before = peak_kib(&gw);
+    let answer = post(
+        &gw,
+        &email_with_attachments(&account, &archive, &blob, 1000),
+    );
+    let grown = peak_kib(&gw).saturating_sub(before);
+    let refused = responses(&answer);
+    let refusal = &refused[0][1]["notCreated"]["e"];
+    eprintln!(
+        "1000 attachments: {} s, +{grown} KiB: {refusal}",
+        answer["seconds"]
+    );
+    assert_eq!(refusal["type"], "tooLarge", "{}", refused[0]);
+    assert_eq!(refusal["maxSize"], 25 << 20, "{refusal}");
+    // Never more than a message's worth held (the draft and its encoding), not 2 GB.
+    assert!(grown < 200 << 10, "VmHWM grew {grown} KiB");
+    assert_eq!(total_emails(&gw, &account), 1, "nothing stored");
+    // What fits is made: five of them (10 MB, 13.7 MB encoded).
+    let answer = post(&gw, &email_with_attachments(&account, &archive, &blob, 5));
+    let responses = responses(&answer);
+    assert!(
+        responses[0][1]["created"]["e"]["id"].is_string(),
+        "{}",
+        responses[0]
+    );
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+#[test]
+fn blobs_over_the_message_size_are_refused_by_import_and_submission_unread() {
+    // A stored message over max-message-bytes (delivered before the limit was lowered, or put
+    // there by hand) is neither imported again nor sent: tooLarge, read no further than its size.
+    let (mut gw, watch) = start();
+    let mut big =
+        b"From: <alice@example.test>\r\nTo: <bob@example.test>\r\nSubject: big\r\n\r\n".to_vec();
+    let line = [b'x'; 998];
+    while big.len() <= 26 << 20 {
+        big.extend_from_slice(&line);
+        big.extend_from_slice(b"\r\n");
+    }
+    gw.store_directly(ALICE, "1700000000.M1P7.big", &big);
+    let account = account(&gw);
+    let answer = post(
+        &gw,
+        &request(json!([
+            ["Email/query", {"accountId": account}, "q"],
+            ["Email/get", {"accountId": account, "properties": ["blobId", "mailboxIds"],
+                "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"}}, "g"],
+        ])),
+    );
+    let listed = &responses(&answer)[1][1]["list"][0];
+    let (id, blob) = (listed["id"].clone(), listed["blobId"].clone());
+    let mailbox = listed["mailboxIds"]
+        .as_object()
+        .and_then(|m| m.keys().next().cloned())
+        .expect("a mailbox");
+    let answer = post(
+        &gw,
+        &serde_json::to_vec(&json!({
+            "using": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail",
+                "urn:ietf:params:jmap:submission"],
+            "methodCalls": [
+            ["Email/import", {"accountId": account, "emails": {"i": {
+                "blobId": blob, "mailboxIds": {mailbox.clone(): true}}}}, "i"],
+            ["EmailSubmission/set", {"accountId": account, "create": {"s": {
+                "identityId": "I0", "emailId": id}}}, "s"],
+            ["Email/set", {"accountId": account, "create": {"e": {
+                "mailboxIds": {mailbox: true}, "attachments": [{"blobId": blob}]}}}, "e"],
+        ]}))
+        .expect("JSON"),
+    );
+    let responses = responses(&answer);
+    for (response, creation) in responses.iter().zip(["i", "s", "e"]) {
+        let refusal = &response[1]["notCreated"][creation];
+        assert_eq!(refusal["type"], "tooLarge", "{response}");
+        assert_eq!(refusal["maxSize"], 25 << 20, "{refusal}");
+    }
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+#[test]
+fn an_import_of_a_header_of_many_fields_is_refused_before_it_is_parsed() {
+    // 20 000 one-line fields: past the header bound of 10 000 fields.
+    let (mut gw, watch) = start();
+    let account = account(&gw);
+    let (_, archive) = blob_and_archive(&gw, &account);
+    let mut crowded = b"From: <a@example.test>\r\nSubject: crowded\r\n".to_vec();
+    for _ in 0..20_000 {
+        crowded.extend_from_slice(b"X: y\r\n");
+    }
+    crowded.extend_from_slice(b"\r\nbody\r\n");
+    let blob = upload(&gw, &account, &crowded);
+    let answer = post(&gw, &imports(&account, &blob, &archive, 1, 1));
+    let responses = responses(&answer);
+    let refusal = &responses[0][1]["notCreated"]["k0_0"];
+    assert_eq!(refusal["type"], "invalidEmail", "{}", responses[0]);
+    assert!(
+        refusal["description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("header section"),
+        "{refusal}"
+    );
+    assert_eq!(total_emails(&gw, &account), 1, "nothing imported");
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}
+
+// Mailbox/set is bounded: each folder made counts against the request's work and time, and a
+// user has at most `limits.max-folders-per-user` folders (4 000 folders took 92 s in one
+// request while the account's lock made the user's other requests wait).
+
+/// `calls` Mailbox/set calls creating `per` top-level folders each; `tag` keeps names apart.
+fn folder_creations(account: &str, calls: usize, per: usize, tag: &str) -> Vec<u8> {
+    let calls: Vec<Value> = (0..calls)
+        .map(|c| {
+            let create: serde_json::Map<String, Value> = (0..per)
+                .map(|i| {
+                    (
+                        format!("f{c}_{i}"),
+                        json!({"name": format!("{tag}{c}-{i}")}),
+                    )
+                })
+                .collect();
+            json!(["Mailbox/set", {"accountId": account, "create": create}, c.to_string()])
+        })
+        .collect();
+    request(Value::Array(calls))
+}
+
+/// (created, refused with `kind`) over every call's answer.
+fn creations(responses: &[Value], kind: &str) -> (usize, usize) {
+    let created = responses
+        .iter()
+        .filter_map(|r| r[1]["created"].as_object().map(|c| c.len()))
+        .sum();
+    let refused = responses
+        .iter()
+        .filter_map(|r| r[1]["notCreated"].as_object())
+        .flat_map(|n| n.values())
+        .filter(|e| e["type"] == kind)
+        .count();
+    (created, refused)
+}
+
+#[test]
+fn folders_past_the_users_bound_are_refused_by_jmap_and_imap() {
+    let mut gw = Gateway::builder()
+        .bounded()
+        .config("[limits]\nmax-folders-per-user = 40\n")
+        .start();
+    let account = account(&gw);
+    let answer = post(&gw, &folder_creations(&account, 1, 60, "j"));
+    let responses = responses(&answer);
+    let (created, over) = creations(&responses, "overQuota");
+    // The special-use folders made at first login count too.
+    let special = mailgate_e2e::imap_raw(
+        &gw,
+        &[
+            ("l LOGIN alice@example.test pw-alice\r\n", "l"),
+            ("x LIST \"\" \"*\"\r\n", "x"),
+        ],
+    );
+    let folders = special[2]
+        .lines()
+        .filter(|l| l.starts_with("* LIST"))
+        .count()
+        - 1;
+    assert_eq!(folders, 40, "{}", special[2]);
+    assert_eq!(created + over, 60, "{}", responses[0]);
+    assert!(
+        created >= 30 && over >= 1,
+        "{created} created, {over} overQuota"
+    );
+    let out = mailgate_e2e::imap_raw(
+        &gw,
+        &[
+            ("l LOGIN alice@example.test pw-alice\r\n", "l"),
+            ("c CREATE one-more\r\n", "c"),
+            ("d DELETE j0-0\r\n", "d"),
+            ("e CREATE one-more\r\n", "e"),
+        ],
+    );
+    assert!(out[2].starts_with("c NO [LIMIT]"), "{}", out[2]);
+    assert!(out[3].starts_with("d OK"), "{}", out[3]);
+    assert!(out[4].starts_with("e OK"), "{}", out[4]);
+    assert!(gw.alive(), "the server died");
+}
+
+#[test]
+fn a_request_of_16000_folder_creations_ends_with_its_budget() {
+    let (mut gw, watch) = start();
+    let account = account(&gw);
+    let heavy = folder_creations(&account, 32, 500, "t");
+    let (answer, slowest) = while_probed(&gw, &account, || post(&gw, &heavy));
+    let responses = responses(&answer);
+    let (created, refused) = creations(&responses, "requestTooLarge");
+    eprintln!(
+        "Mailbox/set 32 x 500: {} s, {created} created, {refused} refused; slowest Mailbox/get {slowest:.1} s",
+        answer["seconds"]
+    );
+    // At most the request's work (4 096 folders) or its 20 s; the creations past it get
+    // the limit as SetError, the calls after it the limit as their answer.
+    assert!((1..=4096).contains(&created), "{created} created");
+    assert!(refused >= 1, "{}", responses[0]);
+    assert!(refused_with(&responses, "maxQueryWork"), "{:?}", &responses[31]);
+    let seconds = answer["seconds"].as_f64().unwrap_or(99.0);
+    assert!(seconds < 40.0, "the request took {seconds} s");
+    // The user's next request waits no longer than the request's budget.
+    assert!(slowest < 30.0, "Mailbox/get waited {slowest} s");
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}

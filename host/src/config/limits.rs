@@ -70,6 +70,10 @@ pub struct LimitsConfig {
     /// SMTP, IMAP and POP3 clients (and JMAP downloads) that take no byte of a reply for
     /// this many seconds are disconnected (at least 1).
     pub write_stall_secs: u64,
+    /// Folders one user may have (INBOX aside): more are refused by IMAP CREATE (`NO
+    /// [LIMIT]`) and JMAP Mailbox/set (`overQuota`). Each costs inodes and a look at every
+    /// LIST, STATUS and JMAP refresh; Dovecot's `mailbox_list_limit` bounds them likewise.
+    pub max_folders_per_user: usize,
 }
 
 /// The highest `limits.max-mime-depth`: every walk of a MIME tree stays far from stack limits.
@@ -130,6 +134,7 @@ impl Default for LimitsConfig {
             login_timeout_secs: 60,
             max_prelogin_connections_per_ip: 32,
             write_stall_secs: 60,
+            max_folders_per_user: 10_000,
         }
     }
 }

@@ -96,6 +96,14 @@ pub fn has_bare_line_end(bytes: &[u8]) -> bool {
 /// The MIME nesting bound and the loop check (too many Received fields). The scan of a large
 /// message runs on a blocking thread, not on the worker other sessions share.
 pub(super) fn shape(body: &[u8], limits: &LimitsConfig) -> Option<Answer> {
+    // First, before anything splits the header into fields: a scan of at most a megabyte.
+    if crate::message::header::header_too_large(body) {
+        return Some(Answer::new(
+            554,
+            (5, 6, 0),
+            crate::message::header::HEADER_TOO_LARGE,
+        ));
+    }
     let bounds = Bounds {
         depth: limits.max_mime_depth,
         parts: limits.max_mime_parts,

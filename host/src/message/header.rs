@@ -30,9 +30,15 @@ impl HeaderBlock {
     /// Splits the header at the start of `raw` (from `start`). Accepts CRLF and, for robustness
     /// with files from disk, bare LF. A line that is neither a field nor a continuation ends the
     /// header only if it is empty; otherwise it is kept inside the previous field so no byte is lost.
+    ///
+    /// At most [`MAX_HEADER_FIELDS`] fields are kept, those starting within
+    /// [`MAX_HEADER_BYTES`]: a header section past either bound (refused wherever a message
+    /// is taken in, so only in a file put in place otherwise) is scanned to its end for where
+    /// the body starts, but its further fields are not seen.
     pub fn parse(raw: &[u8], start: usize) -> HeaderBlock {
         let mut fields: Vec<RawField> = Vec::new();
         let mut pos = start;
+        let mut full = false;
         while pos < raw.len() {
             let line_end = line_end(raw, pos);
             let content_end = trim_eol(raw, pos, line_end);
@@ -46,6 +52,13 @@ impl HeaderBlock {
             }
             let first = raw[pos];
             let continuation = first == b' ' || first == b'\t';
+            full = full
+                || (!continuation
+                    && (fields.len() >= MAX_HEADER_FIELDS || pos - start >= MAX_HEADER_BYTES));
+            if full && !fields.is_empty() {
+                pos = line_end;
+                continue;
+            }
             match (
                 continuation,
                 colon_in(raw, pos, content_end),
@@ -91,6 +104,49 @@ impl HeaderBlock {
     }
 }
 
+/// The most fields one header section (of the message or of a MIME part) may hold. Real
+/// mail holds tens (a long trace of Received, DKIM and ARC fields some hundreds); a parse
+/// keeps a record per field, some thirty times a tiny field's bytes, so a section of
+/// millions of `X: y` lines cost gigabytes. Dovecot bounds fields likewise.
+pub const MAX_HEADER_FIELDS: usize = 10_000;
+/// The most bytes one header section may take, its blank line excluded: ten times Postfix's
+/// `header_size_limit` (100 KiB, past which Postfix moves the rest into the body), so
+/// no real message is refused, while every parse of a header stays within a megabyte.
+pub const MAX_HEADER_BYTES: usize = 1 << 20;
+
+/// How much of the header section at the start of `raw` is within [`MAX_HEADER_FIELDS`]
+/// and [`MAX_HEADER_BYTES`] (whole lines), and whether the section goes past them. Line
+/// ends are all it looks at, and it stops at the bound: cheap on any input.
+fn header_within(raw: &[u8]) -> (usize, bool) {
+    let mut fields = 0usize;
+    let mut pos = 0;
+    while pos < raw.len() {
+        let end = memchr::memchr(b'\n', &raw[pos..]).map_or(raw.len(), |i| pos + i + 1);
+        let content_end = trim_eol(raw, pos, end);
+        // The blank line ends the section; a first line that is no field means none at all.
+        if content_end == pos || (pos == 0 && colon_in(raw, pos, content_end).is_none()) {
+            return (pos, false);
+        }
+        if raw[pos] != b' ' && raw[pos] != b'\t' {
+            fields += 1;
+        }
+        if fields > MAX_HEADER_FIELDS || end > MAX_HEADER_BYTES {
+            return (pos, true);
+        }
+        pos = end;
+    }
+    (pos, false)
+}
+
+/// Whether the header section of `message` goes past [`MAX_HEADER_FIELDS`] or
+/// [`MAX_HEADER_BYTES`]: checked before any parse, wherever a message is taken in.
+pub fn header_too_large(message: &[u8]) -> bool {
+    header_within(message).1
+}
+
+/// What a refusal of such a message says.
+pub const HEADER_TOO_LARGE: &str = "The header section is over 10000 fields or 1 MiB";
+
 /// The most parameters a Content-Type or Content-Disposition field may carry before its part
 /// is treated as opaque bytes. mail-parser merges RFC 2231 continuations (`name*0`, `name*1`,
 /// ...) in time quadratic in their number; under this bound its work stays linear in the
@@ -120,10 +176,16 @@ impl HeaderBlock {
     }
 }
 
-/// The header block `raw` as it may be handed to mail-parser: unchanged when every
-/// Content-Type and Content-Disposition field is within [`MAX_FIELD_PARAMETERS`], otherwise
-/// without those fields (so the part reads as having none). Linear in `raw`'s length.
+/// The header block `raw` as it may be handed to mail-parser: its fields within
+/// [`MAX_HEADER_FIELDS`] and [`MAX_HEADER_BYTES`] (the rest not seen, so that a parse's work
+/// and field list stay bounded), unchanged when every Content-Type and Content-Disposition
+/// field is within [`MAX_FIELD_PARAMETERS`], otherwise without those fields (so the part
+/// reads as having none). Linear in the kept bytes.
 pub fn bounded(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let raw = match header_within(raw) {
+        (kept, true) => &raw[..kept],
+        _ => raw,
+    };
     let block = HeaderBlock::parse(raw, 0);
     if !block.has_excess_parameters(raw) {
         return std::borrow::Cow::Borrowed(raw);
@@ -352,5 +414,37 @@ mod tests {
         assert!(!valid_field_value("a\r\nBcc: x"));
         assert!(!valid_field_name("Bad Name"));
         assert!(valid_field_name("X-Ok"));
+    }
+
+    #[test]
+    fn header_sections_past_their_bounds_are_found_and_cut_at_a_line() {
+        let mut many = b"From: a@b\r\n".to_vec();
+        for _ in 0..MAX_HEADER_FIELDS {
+            many.extend_from_slice(b"X: y\r\n");
+        }
+        many.extend_from_slice(b"\r\nbody\r\n");
+        assert!(header_too_large(&many));
+        let kept = bounded(&many);
+        assert_eq!(HeaderBlock::parse(&kept, 0).fields.len(), MAX_HEADER_FIELDS);
+        assert!(kept.ends_with(b"X: y\r\n"));
+        // The block of the whole keeps as many fields, and still finds the body.
+        let block = HeaderBlock::parse(&many, 0);
+        assert_eq!(block.fields.len(), MAX_HEADER_FIELDS);
+        assert_eq!(&many[block.body_start..], b"body\r\n");
+        // One field fewer is within; so is a long body, and a message without a header.
+        let within = &many[b"From: a@b\r\n".len()..];
+        assert!(!header_too_large(within));
+        let mut long_body = b"Subject: s\r\n\r\n".to_vec();
+        long_body.resize(3 << 20, b'x');
+        assert!(!header_too_large(&long_body));
+        assert!(!header_too_large(&vec![b'x'; 3 << 20]));
+        // A folded field of two megabytes is over the byte bound.
+        let mut folded = b"Subject: s".to_vec();
+        for _ in 0..(2 << 20) / 80 {
+            folded.extend_from_slice(&[b'x'; 78]);
+            folded.extend_from_slice(b"\r\n ");
+        }
+        folded.extend_from_slice(b"\r\n\r\n");
+        assert!(header_too_large(&folded));
     }
 }

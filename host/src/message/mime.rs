@@ -86,6 +86,9 @@ pub enum Excess {
     Parts,
     /// Transfer-encoded inner messages whose decoding would pass the decode budget.
     Decoding,
+    /// A header section past [`MAX_HEADER_FIELDS`](super::header::MAX_HEADER_FIELDS) or
+    /// [`MAX_HEADER_BYTES`](super::header::MAX_HEADER_BYTES) (only its first fields read).
+    Header,
     /// A Content-Type or Content-Disposition field with more than
     /// [`MAX_FIELD_PARAMETERS`](super::header::MAX_FIELD_PARAMETERS) parameters.
     Parameters,
@@ -99,6 +102,7 @@ impl Excess {
             Excess::Parts => "Too many MIME parts",
             Excess::Decoding => "Too many levels of encoded inner messages",
             Excess::Parameters => "Too many parameters in a MIME header field",
+            Excess::Header => super::header::HEADER_TOO_LARGE,
         }
     }
 }
@@ -201,7 +205,11 @@ impl MimeTree {
         let id = self.parts.len() as u32;
         let whole = &bytes[item.start..item.end];
         let body_start = item.start + HeaderBlock::parse(whole, 0).body_start;
-        let block = super::header::bounded(&bytes[item.start..body_start]);
+        let section = &bytes[item.start..body_start];
+        if super::header::header_too_large(section) {
+            self.excess.get_or_insert(Excess::Header);
+        }
+        let block = super::header::bounded(section);
         let mut header = Header::parse(&block);
         if matches!(block, std::borrow::Cow::Owned(_)) {
             // Its Content-* fields were too costly to read: the part is bytes.
@@ -516,10 +524,16 @@ mod tests {
                     0,
                     "both fields dropped"
                 );
-                assert_eq!(excess(&raw, Bounds::current()), Some(Excess::Parameters));
+                // The longest fields are past the header section's byte bound too: that is
+                // found first (and only their first megabyte is looked at).
+                let expected = match crate::message::header::header_too_large(&raw) {
+                    true => Excess::Header,
+                    false => Excess::Parameters,
+                };
+                assert_eq!(excess(&raw, Bounds::current()), Some(expected));
                 let tree = MimeTree::parse(&raw, Bounds::current());
                 let part = &tree.parts[0];
-                assert_eq!(tree.excess, Some(Excess::Parameters));
+                assert_eq!(tree.excess, Some(expected));
                 assert_eq!(
                     (part.media_type.as_str(), part.subtype.as_str()),
                     ("application", "octet-stream")

@@ -312,6 +312,11 @@ impl ServerSession {
             let reply = Reply::new(552, (5, 3, 4), "Message too big");
             return self.send(Response::ReplyCode(reply_text(&reply))).await;
         }
+        if crate::message::header::header_too_large(&self.message) {
+            let why = crate::message::header::HEADER_TOO_LARGE;
+            let reply = Reply::new(554, (5, 6, 0), why);
+            return self.send(Response::ReplyCode(reply_text(&reply))).await;
+        }
         let received = Arc::new(Message::new(std::mem::take(&mut self.message)));
         self.stages.state.message = Some(received.clone());
         let verdict = self.stage(StageCall::Data).await;

@@ -35,6 +35,9 @@ pub const CONDITION_COST: u64 = 64;
 /// [`WRITE_FACTOR`]): a file written and synced. With [`MAX_QUERY_WORK`], a request stores at
 /// most 4 096 emails, however they are spread over its calls.
 pub const IMPORT_COST: u64 = 256 << 10;
+/// What creating, changing or destroying one mailbox counts against the request's work: a
+/// directory made, renamed or removed, and its index written — as an import's file.
+pub const FOLDER_COST: u64 = IMPORT_COST;
 /// What each byte of an imported email counts: it is read, parsed and written to disk.
 pub const WRITE_FACTOR: u64 = 4;
 

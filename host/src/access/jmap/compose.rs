@@ -103,10 +103,27 @@ fn body_text(object: &Map<String, Value>, key: &str) -> Result<Option<String>, R
     Ok(Some(value.to_string()))
 }
 
-/// Reads an Email object into a draft; `blob` finds the bytes of an attachment's `blobId`.
+/// The refusal of a message that would be larger than `max_size` octets.
+fn too_large(max_size: usize) -> Refusal {
+    (
+        "tooLarge",
+        format!("the email would be larger than {max_size} octets"),
+    )
+}
+
+/// Takes `bytes` from the room left for the message, or refuses it.
+fn take_room(room: &mut usize, bytes: usize, max_size: usize) -> Result<(), Refusal> {
+    *room = room.checked_sub(bytes).ok_or_else(|| too_large(max_size))?;
+    Ok(())
+}
+
+/// Reads an Email object into a draft of at most `max_size` octets of content; `blob(id,
+/// room)` gives the bytes of an attachment's `blobId` if they fit in `room` (and refuses
+/// without reading them if not), so the draft never holds more than the bound.
 pub fn draft(
     object: &Map<String, Value>,
-    mut blob: impl FnMut(&str) -> Option<Vec<u8>>,
+    max_size: usize,
+    mut blob: impl FnMut(&str, usize) -> Result<Vec<u8>, Refusal>,
 ) -> Result<Draft, Refusal> {
     let mut draft = Draft::default();
     for (property, name) in [
@@ -143,6 +160,12 @@ pub fn draft(
     }
     draft.text = body_text(object, "textBody")?;
     draft.html = body_text(object, "htmlBody")?;
+    let mut room = max_size;
+    let fields = draft.fields.iter().map(|(n, v)| n.len() + v.len());
+    let texts = [&draft.text, &draft.html].into_iter().flatten();
+    for used in fields.chain(texts.map(String::len)) {
+        take_room(&mut room, used, max_size)?;
+    }
     for attachment in object
         .get("attachments")
         .and_then(Value::as_array)
@@ -153,7 +176,8 @@ pub fn draft(
             .get("blobId")
             .and_then(Value::as_str)
             .ok_or_else(|| invalid("an attachment names its blobId"))?;
-        let bytes = blob(id).ok_or(("blobNotFound", format!("no blob {id}")))?;
+        let bytes = blob(id, room)?;
+        take_room(&mut room, bytes.len(), max_size)?;
         let text = |key: &str| {
             attachment
                 .get(key)
@@ -226,7 +250,16 @@ fn body(out: &mut Vec<u8>, draft: &Draft, boundaries: &[String], alternative: &s
 
 /// The message: `fields` first (Date and Message-ID are the caller's), then MIME. Every
 /// delimiter line starts with its own CRLF, so each part keeps its content's last line end.
-pub fn build(draft: &Draft, seed: &str) -> Vec<u8> {
+/// Refused (`tooLarge`) once the encoded message passes `max_size` octets: the draft's
+/// content fits, but encoding adds to it.
+pub fn build(draft: &Draft, seed: &str, max_size: usize) -> Result<Vec<u8>, Refusal> {
+    let within = |out: &Vec<u8>| {
+        if out.len() > max_size {
+            Err(too_large(max_size))
+        } else {
+            Ok(())
+        }
+    };
     let mixed = format!("=_mg_{seed}_m");
     let alternative = format!("=_mg_{seed}_a");
     let boundaries = vec![mixed.clone(), alternative.clone()];
@@ -237,7 +270,8 @@ pub fn build(draft: &Draft, seed: &str) -> Vec<u8> {
     out.extend(format_field("MIME-Version", "1.0"));
     if draft.attachments.is_empty() {
         body(&mut out, draft, &boundaries, &alternative);
-        return out;
+        within(&out)?;
+        return Ok(out);
     }
     out.extend(format_field(
         "Content-Type",
@@ -246,6 +280,7 @@ pub fn build(draft: &Draft, seed: &str) -> Vec<u8> {
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(format!("\r\n--{mixed}\r\n").as_bytes());
     body(&mut out, draft, &boundaries, &alternative);
+    within(&out)?;
     for attachment in &draft.attachments {
         out.extend_from_slice(format!("\r\n--{mixed}\r\n").as_bytes());
         let name = attachment.name.as_deref().unwrap_or("attachment");
@@ -269,9 +304,11 @@ pub fn build(draft: &Draft, seed: &str) -> Vec<u8> {
             &extra,
             &boundaries,
         );
+        within(&out)?;
     }
     out.extend_from_slice(format!("\r\n--{mixed}--\r\n").as_bytes());
-    out
+    within(&out)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -292,11 +329,13 @@ mod tests {
             "bodyValues": {"t": {"value": "Hello Bob,\nsee the file.\n"}, "h": {"value": "<p>Hello Bob</p>"}},
             "attachments": [{"blobId": "U1", "type": "application/pdf", "name": "report.pdf"}],
         });
-        let draft = draft(object.as_object().expect("object"), |id| {
-            (id == "U1").then(|| b"%PDF-1.4 binary\x00\x01".to_vec())
+        let draft = draft(object.as_object().expect("object"), 1 << 20, |id, _| {
+            (id == "U1")
+                .then(|| b"%PDF-1.4 binary\x00\x01".to_vec())
+                .ok_or(("blobNotFound", String::new()))
         })
         .expect("a valid draft");
-        let message = Message::new(build(&draft, "seed"));
+        let message = Message::new(build(&draft, "seed", 1 << 20).expect("within its size"));
         assert_eq!(
             message.header_value("Subject").as_deref(),
             Some("Grüße and a file")
@@ -332,9 +371,11 @@ mod tests {
     #[test]
     fn bad_objects_are_refused_with_the_set_error() {
         let refuse = |object: Value| {
-            draft(object.as_object().expect("object"), |_| None)
-                .err()
-                .map(|(kind, _)| kind)
+            draft(object.as_object().expect("object"), 1 << 20, |_, _| {
+                Err(("blobNotFound", String::new()))
+            })
+            .err()
+            .map(|(kind, _)| kind)
         };
         assert_eq!(
             refuse(json!({"to": [{"email": "no-at-sign"}]})),
@@ -352,5 +393,37 @@ mod tests {
             refuse(json!({"textBody": [{"partId": "x"}], "bodyValues": {}})),
             Some("invalidProperties")
         );
+    }
+
+    #[test]
+    fn attachments_are_counted_against_the_size_before_each_is_read() {
+        // One blob named 100 times: the room left shrinks with each, and the blob that no
+        // longer fits is asked for with the room left (and refuses) — never read past it.
+        let ids: Vec<Value> = (0..100).map(|_| json!({"blobId": "U1"})).collect();
+        let object = json!({"subject": "many", "attachments": ids});
+        let mut asked = Vec::new();
+        let refused = draft(object.as_object().expect("object"), 10_000, |_, room| {
+            asked.push(room);
+            if room < 3000 {
+                Err(("tooLarge", String::new()))
+            } else {
+                Ok(vec![b'a'; 3000])
+            }
+        })
+        .err()
+        .map(|(kind, _)| kind);
+        assert_eq!(refused, Some("tooLarge"));
+        assert_eq!(asked.len(), 4, "asked for {asked:?}");
+        // Content within the size whose encoding is not: refused by the build.
+        let object = json!({"attachments": [{"blobId": "U1"}]});
+        let within = draft(object.as_object().expect("object"), 10_000, |_, _| {
+            Ok(vec![0xff; 9000])
+        })
+        .expect("content within the size");
+        assert_eq!(
+            build(&within, "seed", 10_000).err().map(|(kind, _)| kind),
+            Some("tooLarge")
+        );
+        assert!(build(&within, "seed", 20_000).is_ok());
     }
 }

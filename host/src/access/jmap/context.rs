@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 
 use super::account::Account;
 use super::api::{MethodError, CORE, MAIL, SUBMISSION};
-use super::budget::Budget;
+use super::budget::{self, Budget};
 use super::methods::{Call, IDENTITY};
-use super::{compose, email, mailbox, query, Caller, Jmap};
+use super::{compose, email, mailbox, query, BlobFault, Caller, Jmap};
 use crate::plugin::PluginSet;
 
 /// One API request's view: who asks, under which plugins, what it created so far.
@@ -161,11 +161,19 @@ impl Context<'_> {
         call: &Call<'_>,
     ) -> Result<Value, MethodError> {
         self.check_set_size(call)?;
+        // A request whose work or time is spent makes no more changes (nor looks again).
+        call.budget.work.add(0)?;
         let old_state = account.mailbox_states.state();
         Context::check_state(call, &old_state)?;
-        let outcome = mailbox::set(account, call, &mut self.created)?;
-        // A failure is logged; the answer reports what was done.
-        let _ = self.refresh(account).await;
+        let max_folders = self.jmap.shared.config.limits.max_folders_per_user;
+        let outcome = mailbox::set(account, call, &mut self.created, max_folders)?;
+        let changed = !(outcome.created.is_empty()
+            && outcome.updated.is_empty()
+            && outcome.destroyed.is_empty());
+        if changed {
+            // A failure is logged; the answer reports what was done.
+            let _ = self.refresh(account).await;
+        }
         Ok(json!({
             "accountId": call.account_id,
             "oldState": old_state,
@@ -185,12 +193,18 @@ impl Context<'_> {
         call: &Call<'_>,
     ) -> Result<Value, MethodError> {
         self.check_set_size(call)?;
+        call.budget.work.add(0)?;
         let old_state = account.email_states.state();
         Context::check_state(call, &old_state)?;
         let mut stored = Vec::new();
         let mut not_created = Map::new();
         if let Some(create) = call.args.get("create").and_then(Value::as_object) {
             for (creation, object) in create {
+                // Each message built and written counts against the request's work and time.
+                if let Err(e) = call.budget.work.add(budget::IMPORT_COST) {
+                    not_created.insert(creation.clone(), e.to_value());
+                    continue;
+                }
                 match self.compose(account, object) {
                     Ok(placed) => stored.push((creation.clone(), placed)),
                     Err(e) => {
@@ -218,8 +232,23 @@ impl Context<'_> {
             .as_object()
             .ok_or_else(|| email::set_error("invalidProperties", "an email is an object"))?;
         let placement = email::Placement::read(object, &self.created)?;
-        let mut draft = compose::draft(object, |blob| self.jmap.blob_bytes(account, blob))
-            .map_err(|(kind, why)| email::set_error(kind, why))?;
+        let max_size = self.jmap.shared.config.limits.max_message_bytes;
+        let refusal = |(kind, why): compose::Refusal| match kind {
+            "tooLarge" => super::too_large(max_size),
+            _ => email::set_error(kind, why),
+        };
+        let blob = |id: &str, room: usize| {
+            self.jmap
+                .blob_within(account, id, room)
+                .map_err(|fault| match fault {
+                    BlobFault::Missing => ("blobNotFound", format!("no blob {id}")),
+                    BlobFault::TooLarge => ("tooLarge", String::new()),
+                    BlobFault::Unreadable(e) => {
+                        ("serverFail", format!("blob {id} cannot be read: {e}"))
+                    }
+                })
+        };
+        let mut draft = compose::draft(object, max_size, blob).map_err(refusal)?;
         let now = crate::mail::clock::unix_seconds();
         let seed = format!(
             "{:x}",
@@ -246,7 +275,11 @@ impl Context<'_> {
                 .fields
                 .push(("Message-ID".into(), format!("<{seed}@{host}>")));
         }
-        let bytes = compose::build(&draft, &seed);
+        let bytes = compose::build(&draft, &seed, max_size).map_err(refusal)?;
+        if crate::message::header::header_too_large(&bytes) {
+            let why = crate::message::header::HEADER_TOO_LARGE;
+            return Err(email::set_error("invalidProperties", why));
+        }
         let uid = placement.store(account, &bytes, None)?;
         Ok((placement.mailbox_id, uid))
     }

@@ -144,10 +144,16 @@ impl Context<'_> {
             .get("blobId")
             .and_then(Value::as_str)
             .ok_or_else(|| set_error("invalidProperties", "blobId is required"))?;
+        // An imported email is a message like any other: within max-message-bytes.
+        let max_size = self.jmap.shared.config.limits.max_message_bytes;
         let bytes = self
             .jmap
-            .blob_bytes(account, blob)
-            .ok_or_else(|| set_error("blobNotFound", format!("no blob {blob}")))?;
+            .blob_within(account, blob, max_size)
+            .map_err(|fault| fault.set_error(blob, max_size))?;
+        if crate::message::header::header_too_large(&bytes) {
+            let why = crate::message::header::HEADER_TOO_LARGE;
+            return Err(set_error("invalidEmail", why));
+        }
         let message = crate::message::Message::new(bytes);
         if message.headers().is_empty() {
             return Err(set_error("invalidEmail", "the blob is not a message"));

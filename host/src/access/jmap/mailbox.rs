@@ -7,9 +7,9 @@ use serde_json::{json, Map, Value};
 
 use super::account::{thread_of, Account, Found, MailboxRecord, ScanView};
 use super::api::MethodError;
-use super::budget::Work;
+use super::budget::{self, Work};
 use super::methods::{self, id_list, ids_argument, properties_argument, Call};
-use crate::store::mailbox::{folder_path, Folder};
+use crate::store::mailbox::{count_folders, folder_path, Folder};
 use crate::sys::blocking;
 
 const ALL_PROPERTIES: [&str; 11] = [
@@ -395,11 +395,34 @@ fn update(account: &Account, id: &str, patch: &Map<String, Value>) -> Result<(),
 
 /// Creates mailboxes in an order that lets one name another of the same call as its parent
 /// (`"parentId": "#creation"`), whatever order the client gave them in.
+/// The folders a Mailbox/set may still create.
+struct Room {
+    folders: usize,
+    max_folders: usize,
+}
+
+impl Room {
+    /// Takes one folder (counted against the request's work too), or refuses `overQuota`.
+    fn take(&mut self, call: &Call) -> Result<(), Value> {
+        charge(call)?;
+        if self.folders == 0 {
+            return Err(set_error(
+                "overQuota",
+                format!("at most {} folders per user", self.max_folders),
+            ));
+        }
+        self.folders -= 1;
+        Ok(())
+    }
+}
+
 fn create_all(
     account: &Account,
+    call: &Call,
     create_map: &Map<String, Value>,
     created_ids: &mut HashMap<String, String>,
     outcome: &mut SetOutcome,
+    mut room: Room,
 ) {
     let mut names: HashMap<String, String> = HashMap::new();
     let mut waiting: Vec<(&String, &Value)> = create_map.iter().collect();
@@ -416,7 +439,10 @@ fn create_all(
             let result = object
                 .as_object()
                 .ok_or_else(|| set_error("invalidProperties", "a mailbox is an object"))
-                .and_then(|o| create(account, o, created_ids, &names));
+                .and_then(|o| {
+                    room.take(call)?;
+                    create(account, o, created_ids, &names)
+                });
             match result {
                 Ok((id, name)) => {
                     created_ids.insert(creation.to_string(), id.clone());
@@ -454,10 +480,22 @@ pub struct SetOutcome {
     pub not_destroyed: Map<String, Value>,
 }
 
+/// Each change to a mailbox counts against the request's work and time
+/// ([`budget::FOLDER_COST`]); one the budget refuses gets its `requestTooLarge` as SetError,
+/// and so do the ones after it.
+fn charge(call: &Call) -> Result<(), Value> {
+    call.budget
+        .work
+        .add(budget::FOLDER_COST)
+        .map_err(|e| e.to_value())
+}
+
+/// Mailbox/set; `max_folders` is the user's bound on folders (`limits.max-folders-per-user`).
 pub fn set(
     account: &Account,
     call: &Call,
     created_ids: &mut HashMap<String, String>,
+    max_folders: usize,
 ) -> Result<SetOutcome, MethodError> {
     let args = &call.args;
     let mut outcome = SetOutcome {
@@ -469,14 +507,18 @@ pub fn set(
         not_destroyed: Map::new(),
     };
     if let Some(create_map) = args.get("create").and_then(Value::as_object) {
-        create_all(account, create_map, created_ids, &mut outcome);
+        let room = Room {
+            folders: max_folders.saturating_sub(blocking::run(|| count_folders(&account.maildir))),
+            max_folders,
+        };
+        create_all(account, call, create_map, created_ids, &mut outcome, room);
     }
     if let Some(updates) = args.get("update").and_then(Value::as_object) {
         for (id, patch) in updates {
             let result = patch
                 .as_object()
                 .ok_or_else(|| set_error("invalidPatch", "a patch is an object"))
-                .and_then(|p| update(account, id, p));
+                .and_then(|p| charge(call).and_then(|()| update(account, id, p)));
             match result {
                 Ok(()) => {
                     outcome.updated.insert(id.clone(), Value::Null);
@@ -492,7 +534,9 @@ pub fn set(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     for id in id_list(args, "destroy")? {
-        match destroy(account, &id, remove_emails, &outcome.destroyed) {
+        let destroyed =
+            charge(call).and_then(|()| destroy(account, &id, remove_emails, &outcome.destroyed));
+        match destroyed {
             Ok(()) => outcome.destroyed.push(id),
             Err(e) => {
                 outcome.not_destroyed.insert(id, e);

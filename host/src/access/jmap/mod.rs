@@ -72,6 +72,48 @@ pub struct Caller<'a> {
 /// The session resource's state: it changes only with the server's capabilities.
 const SESSION_STATE: &str = "0";
 
+/// Why a blob's bytes were not given.
+#[derive(Debug)]
+pub enum BlobFault {
+    /// There is no such blob (`blobNotFound`).
+    Missing,
+    /// It is larger than the room the caller has left (`tooLarge`); not read.
+    TooLarge,
+    /// It exists but could not be read (`serverFail`: not the client's fault).
+    Unreadable(std::io::Error),
+}
+
+impl From<std::io::Error> for BlobFault {
+    fn from(e: std::io::Error) -> BlobFault {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => BlobFault::Missing,
+            _ => BlobFault::Unreadable(e),
+        }
+    }
+}
+
+impl BlobFault {
+    /// The SetError of an object that needed blob `id`; `max_size` is the bound it broke.
+    pub fn set_error(&self, id: &str, max_size: usize) -> Value {
+        match self {
+            BlobFault::Missing => email::set_error("blobNotFound", format!("no blob {id}")),
+            BlobFault::TooLarge => too_large(max_size),
+            BlobFault::Unreadable(e) => {
+                email::set_error("serverFail", format!("blob {id} cannot be read: {e}"))
+            }
+        }
+    }
+}
+
+/// The `tooLarge` SetError of an email over `max_size` octets (RFC 8621 §7.5: `maxSize`).
+pub fn too_large(max_size: usize) -> Value {
+    json!({
+        "type": "tooLarge",
+        "maxSize": max_size,
+        "description": format!("the email would be larger than {max_size} octets"),
+    })
+}
+
 /// The JMAP service every JMAP listener shares.
 pub struct Jmap {
     pub shared: Arc<SessionContext>,
@@ -270,8 +312,10 @@ impl Jmap {
     ) -> std::io::Result<Option<Vec<u8>>> {
         let account = self.account(user);
         let mut account = account.lock().await;
-        if let Some(bytes) = self.blob_bytes(&account, blob) {
-            return Ok(Some(bytes));
+        match self.blob_within(&account, blob, usize::MAX) {
+            Ok(bytes) => return Ok(Some(bytes)),
+            Err(BlobFault::Unreadable(e)) => return Err(e),
+            Err(_) => {}
         }
         // Perhaps a message delivered since the account was last looked at.
         let plugins = self.shared.plugins.current();
@@ -282,7 +326,11 @@ impl Jmap {
             tracing::warn!(user = %user, "JMAP: cannot read the Maildir: {e}");
             return Err(e);
         }
-        Ok(self.blob_bytes(&account, blob))
+        match self.blob_within(&account, blob, usize::MAX) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(BlobFault::Unreadable(e)) => Err(e),
+            Err(_) => Ok(None),
+        }
     }
 
     /// The account's Email, Mailbox and Thread states after a fresh look (for push).
@@ -337,20 +385,43 @@ impl Jmap {
         crate::sys::blocking::run(|| self.uploads.store(user, bytes))
     }
 
-    /// The bytes of one of the account's blobs: an upload, a message, or a part of one.
-    fn blob_bytes(&self, account: &Account, blob: &str) -> Option<Vec<u8>> {
+    /// The bytes of one of the account's blobs if they are at most `limit`: a blob known to
+    /// be larger is refused before it is read, so a caller adding blobs up never holds more
+    /// than its bound. A blob that exists but cannot be read is [`BlobFault::Unreadable`].
+    fn blob_within(
+        &self,
+        account: &Account,
+        blob: &str,
+        limit: usize,
+    ) -> Result<Vec<u8>, BlobFault> {
         if blob.starts_with('U') {
-            return crate::sys::blocking::run(|| self.uploads.read(&account.user, blob));
+            return crate::sys::blocking::run(|| self.uploads.read(&account.user, blob, limit));
         }
-        let (email_id, part) = email::parse_blob_id(blob)?;
-        let bytes = account.read(account.email(&email_id)?).ok()?;
-        match part {
+        let (email_id, part) = email::parse_blob_id(blob).ok_or(BlobFault::Missing)?;
+        let email = account.email(&email_id).ok_or(BlobFault::Missing)?;
+        let size = usize::try_from(account.size(email)).unwrap_or(usize::MAX);
+        // A part is read out of its whole message: that costs the message's size, which
+        // must be within the size of any message (a part's own size is checked after).
+        let read_bound = match part {
+            None => limit,
+            Some(_) => self.shared.config.limits.max_message_bytes,
+        };
+        if size > read_bound {
+            return Err(BlobFault::TooLarge);
+        }
+        let bytes = account.read(email).map_err(BlobFault::from)?;
+        let bytes = match part {
             // The file just read is ours alone (no copy); an edited view is shared.
-            None => Some(Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.as_ref().clone())),
+            None => Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.as_ref().clone()),
             Some(part) => {
                 message::part_bytes(&crate::message::Message::new(bytes.as_ref().clone()), part)
+                    .ok_or(BlobFault::Missing)?
             }
+        };
+        if bytes.len() > limit {
+            return Err(BlobFault::TooLarge);
         }
+        Ok(bytes)
     }
 
     /// One user's upload slots (`maxConcurrentUpload`).

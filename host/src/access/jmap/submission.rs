@@ -293,6 +293,12 @@ impl Context<'_> {
             .email(&email_id)
             .ok_or_else(|| email::set_error("invalidEmail", format!("no email {given}")))?
             .clone();
+        // A draft over the size of any message is refused before it is read (one stored
+        // before the limit was checked, or by another way in, would be read whole).
+        let max_size = self.jmap.shared.config.limits.max_message_bytes;
+        if record.entry.size > max_size as u64 {
+            return Err(super::too_large(max_size));
+        }
         let stored = account
             .stored(&record)
             .map_err(|e| email::set_error("serverFail", e.to_string()))?;

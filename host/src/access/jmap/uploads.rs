@@ -2,10 +2,13 @@
 //! hash of their content (the same bytes uploaded twice are one blob), kept a day after their
 //! last upload. Only their uploader's account can use them.
 
+use std::io::Read as _;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
+
+use super::BlobFault;
 
 /// Uploads older than this are removed (the RFC asks for at least an hour).
 const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
@@ -54,14 +57,26 @@ impl Uploads {
         Ok(id)
     }
 
-    /// The bytes of one of `user`'s uploads.
-    pub fn read(&self, user: &str, id: &str) -> Option<Vec<u8>> {
+    /// The bytes of one of `user`'s uploads, if at most `limit` (its size is looked at
+    /// before it is read).
+    pub fn read(&self, user: &str, id: &str, limit: usize) -> Result<Vec<u8>, BlobFault> {
         let valid =
             id.len() == 25 && id.starts_with('U') && id[1..].bytes().all(|b| b.is_ascii_hexdigit());
         if !valid {
-            return None;
+            return Err(BlobFault::Missing);
         }
-        std::fs::read(self.dir(user).join(id)).ok()
+        let file = std::fs::File::open(self.dir(user).join(id))?;
+        let size = file.metadata()?.len();
+        if size > limit as u64 {
+            return Err(BlobFault::TooLarge);
+        }
+        let mut bytes = Vec::new();
+        // Uploads are written whole and renamed into place, but the read is bounded anyway.
+        file.take(size.saturating_add(1)).read_to_end(&mut bytes)?;
+        if bytes.len() > limit {
+            return Err(BlobFault::TooLarge);
+        }
+        Ok(bytes)
     }
 
     /// Removes uploads past their time; how many are left and their bytes.
@@ -98,9 +113,22 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let uploads = Uploads::new(dir.path().to_path_buf(), 12);
         let id = uploads.store("ann@x", b"hello").expect("stored");
-        assert_eq!(uploads.read("ann@x", &id).as_deref(), Some(&b"hello"[..]));
-        assert_eq!(uploads.read("bob@x", &id), None);
-        assert_eq!(uploads.read("ann@x", "U../../etc/passwd"), None);
+        assert_eq!(
+            uploads.read("ann@x", &id, 5).expect("found"),
+            b"hello".to_vec()
+        );
+        assert!(matches!(
+            uploads.read("ann@x", &id, 4),
+            Err(BlobFault::TooLarge)
+        ));
+        assert!(matches!(
+            uploads.read("bob@x", &id, 5),
+            Err(BlobFault::Missing)
+        ));
+        assert!(matches!(
+            uploads.read("ann@x", "U../../etc/passwd", 5),
+            Err(BlobFault::Missing)
+        ));
         assert_eq!(uploads.store("ann@x", b"hello").expect("again"), id);
         let full = uploads
             .store("ann@x", b"12345678")

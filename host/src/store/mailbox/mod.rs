@@ -32,7 +32,9 @@ use cap_std::fs::Dir;
 pub use super::flags::Flags;
 use super::keywords::{self, Keywords};
 pub use cache::Field;
-pub use naming::{ensure_special_use, folder_path, list_folders, BadName, SPECIAL_USE};
+pub use naming::{
+    count_folders, ensure_special_use, folder_path, list_folders, BadName, SPECIAL_USE,
+};
 pub use served::{served, served_len};
 
 /// What a copy keeps of the message it copies ([`Folder::append_copies`]).

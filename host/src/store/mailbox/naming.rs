@@ -73,6 +73,18 @@ pub fn ensure_special_use(maildir: &Path) -> std::io::Result<()> {
     crate::store::subscriptions::add_all(maildir, &created)
 }
 
+/// How many folders the Maildir holds besides INBOX (its `.name` directories): one read of
+/// the directory, no look inside each, for checking a bound before a folder is made.
+pub fn count_folders(maildir: &Path) -> usize {
+    std::fs::read_dir(maildir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().as_encoded_bytes().first() == Some(&b'.'))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .count()
+}
+
 /// Every folder of a Maildir: INBOX first, then subfolders by name (`A/B` for `.A.B`).
 pub fn list_folders(maildir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(maildir)

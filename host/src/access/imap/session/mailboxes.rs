@@ -13,7 +13,8 @@ use super::super::flags::failure;
 use super::super::{budget, mutf7, wire};
 use super::ImapSession;
 use crate::store::mailbox::{
-    ensure_special_use, folder_path, list_folders, Flags, Folder, MailEntry, Snapshot, SPECIAL_USE,
+    count_folders, ensure_special_use, folder_path, list_folders, Flags, Folder, MailEntry,
+    Snapshot, SPECIAL_USE,
 };
 use crate::store::special_use;
 use crate::store::subscriptions;
@@ -247,6 +248,10 @@ impl ImapSession {
             Ok(path) if path.join("cur").is_dir() => {
                 self.send(&format!("{tag} NO [ALREADYEXISTS] Mailbox exists"))
             }
+            Ok(_) if count_folders(&self.maildir()) >= self.max_folders() => self.send(&format!(
+                "{tag} NO [LIMIT] At most {} folders per user",
+                self.max_folders()
+            )),
             Ok(path) => match Folder::open_in(&self.maildir(), name)
                 .and_then(|_| special_use::write(&path, uses))
             {
@@ -254,6 +259,10 @@ impl ImapSession {
                 Err(e) => self.send(&format!("{tag} {}", failure("Cannot create", &e))),
             },
         }
+    }
+
+    fn max_folders(&self) -> usize {
+        self.shared.config.limits.max_folders_per_user
     }
 
     pub(super) fn delete(&mut self, tag: &str, mailbox: &Mailbox<'_>) {
@@ -534,6 +543,11 @@ impl ImapSession {
         date: Option<u64>,
         bytes: &[u8],
     ) -> String {
+        // Refused before any parse of it, like at SMTP intake (its fields cost ~30 times
+        // their bytes to every later reader).
+        if crate::message::header::header_too_large(bytes) {
+            return format!("NO [LIMIT] {}", crate::message::header::HEADER_TOO_LARGE);
+        }
         let folder = match self.folder(mailbox) {
             Ok((_, folder)) => folder,
             Err(reply) => return reply,

@@ -8,7 +8,7 @@ use imap_codec::imap_types::mailbox::Mailbox;
 use super::super::append::{self, Content, Part, Request};
 use super::super::{budget, mutf7, url, wire};
 use super::{ImapSession, Next};
-use crate::message::{encode, Message};
+use crate::message::{encode, header, Message};
 use crate::store::mailbox::{Folder, NewMessage};
 use crate::sys::blocking;
 use crate::telemetry::metrics;
@@ -93,6 +93,9 @@ impl ImapSession {
             }
             if bytes.len() as u64 > largest {
                 return format!("NO [TOOBIG] A message is over the limit of {largest} octets");
+            }
+            if header::header_too_large(&bytes) {
+                return format!("NO [LIMIT] {}", header::HEADER_TOO_LARGE);
             }
             assembled.push(bytes);
         }
