@@ -225,7 +225,7 @@ mod tests {
 
         std::fs::write(&out, vec![0u8; 100]).unwrap();
         store.keep("k2", &out).unwrap();
-        // Used least recently: k1 (older mtime); a bound of 150 bytes removes it only.
+        // Used least recently: k1 (older mtime); 111 bytes kept, a bound of 105 removes it only.
         let old = SystemTime::now() - std::time::Duration::from_secs(60);
         std::fs::File::options()
             .write(true)
@@ -233,7 +233,7 @@ mod tests {
             .unwrap()
             .set_modified(old)
             .unwrap();
-        store.prune(150, &store.entry("k2"));
+        store.prune(105, &store.entry("k2"));
         assert!(!store.entry("k1").exists());
         assert!(store.entry("k2").exists());
         store.prune(10, &store.entry("k2"));

@@ -1257,7 +1257,12 @@ fn many_parameter_continuations_are_refused_promptly_and_served_bounded() {
     let big = continuations(170_000);
     assert!(big.len() > 8 << 20, "{}", big.len());
     let started = std::time::Instant::now();
+    // Over the header section's bound, it is refused before any MIME parse.
     let reply = send_bytes(gw.inbound, &big);
+    assert!(reply.starts_with("554 5.6.0"), "{reply}");
+    assert!(reply.contains("header section"), "{reply}");
+    // Within it (10 000 continuations, ~500 KB), the parameter bound refuses it.
+    let reply = send_bytes(gw.inbound, &continuations(10_000));
     assert!(reply.starts_with("554 5.6.0"), "{reply}");
     assert!(reply.contains("Too many parameters"), "{reply}");
     assert!(

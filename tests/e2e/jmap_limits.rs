@@ -1569,7 +1569,11 @@ fn a_request_of_16000_folder_creations_ends_with_its_budget() {
     // the limit as SetError, the calls after it the limit as their answer.
     assert!((1..=4096).contains(&created), "{created} created");
     assert!(refused >= 1, "{}", responses[0]);
-    assert!(refused_with(&responses, "maxQueryWork"), "{:?}", &responses[31]);
+    assert!(
+        refused_with(&responses, "maxQueryWork"),
+        "{:?}",
+        &responses[31]
+    );
     let seconds = answer["seconds"].as_f64().unwrap_or(99.0);
     assert!(seconds < 40.0, "the request took {seconds} s");
     // The user's next request waits no longer than the request's budget.

@@ -443,7 +443,7 @@ void exports_mailgate_plugin_data_handle(mg_session_t *session, mg_envelope_t *e
     }
     char count_text[32];
     snprintf(count_text, sizeof count_text, "%lld", (long long)count);
-    if (mg_config_bool("stamp", false)) {
+    if (mg_config_bool("stamp", true)) {
         mg_set_header("X-Count", count_text);
     }
     mg_set_header("X-Greeting", greeting);

@@ -31,10 +31,10 @@ impl HeaderBlock {
     /// with files from disk, bare LF. A line that is neither a field nor a continuation ends the
     /// header only if it is empty; otherwise it is kept inside the previous field so no byte is lost.
     ///
-    /// At most [`MAX_HEADER_FIELDS`] fields are kept, those starting within
-    /// [`MAX_HEADER_BYTES`]: a header section past either bound (refused wherever a message
-    /// is taken in, so only in a file put in place otherwise) is scanned to its end for where
-    /// the body starts, but its further fields are not seen.
+    /// At most [`MAX_HEADER_FIELDS`] fields are kept: a header section past that bound
+    /// (refused wherever a message is taken in, so only in a file put in place otherwise) is
+    /// scanned to its end for where the body starts, but its further fields are not seen.
+    /// Long fields are kept whole: they cost their bytes, not a record per tiny field.
     pub fn parse(raw: &[u8], start: usize) -> HeaderBlock {
         let mut fields: Vec<RawField> = Vec::new();
         let mut pos = start;
@@ -52,9 +52,7 @@ impl HeaderBlock {
             }
             let first = raw[pos];
             let continuation = first == b' ' || first == b'\t';
-            full = full
-                || (!continuation
-                    && (fields.len() >= MAX_HEADER_FIELDS || pos - start >= MAX_HEADER_BYTES));
+            full = full || (!continuation && fields.len() >= MAX_HEADER_FIELDS);
             if full && !fields.is_empty() {
                 pos = line_end;
                 continue;
@@ -117,7 +115,7 @@ pub const MAX_HEADER_BYTES: usize = 1 << 20;
 /// How much of the header section at the start of `raw` is within [`MAX_HEADER_FIELDS`]
 /// and [`MAX_HEADER_BYTES`] (whole lines), and whether the section goes past them. Line
 /// ends are all it looks at, and it stops at the bound: cheap on any input.
-fn header_within(raw: &[u8]) -> (usize, bool) {
+fn header_within(raw: &[u8], max_bytes: usize) -> (usize, bool) {
     let mut fields = 0usize;
     let mut pos = 0;
     while pos < raw.len() {
@@ -130,7 +128,7 @@ fn header_within(raw: &[u8]) -> (usize, bool) {
         if raw[pos] != b' ' && raw[pos] != b'\t' {
             fields += 1;
         }
-        if fields > MAX_HEADER_FIELDS || end > MAX_HEADER_BYTES {
+        if fields > MAX_HEADER_FIELDS || end > max_bytes {
             return (pos, true);
         }
         pos = end;
@@ -141,7 +139,7 @@ fn header_within(raw: &[u8]) -> (usize, bool) {
 /// Whether the header section of `message` goes past [`MAX_HEADER_FIELDS`] or
 /// [`MAX_HEADER_BYTES`]: checked before any parse, wherever a message is taken in.
 pub fn header_too_large(message: &[u8]) -> bool {
-    header_within(message).1
+    header_within(message, MAX_HEADER_BYTES).1
 }
 
 /// What a refusal of such a message says.
@@ -182,7 +180,10 @@ impl HeaderBlock {
 /// field is within [`MAX_FIELD_PARAMETERS`], otherwise without those fields (so the part
 /// reads as having none). Linear in the kept bytes.
 pub fn bounded(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let raw = match header_within(raw) {
+    // Only the field count cuts a stored header here: a few long fields cost no more than
+    // their bytes (address lists are cut before mail-parser sees them), and cutting at a byte
+    // bound would drop a long To or References field whole instead of reading its start.
+    let raw = match header_within(raw, usize::MAX) {
         (kept, true) => &raw[..kept],
         _ => raw,
     };

@@ -108,9 +108,12 @@ fn parse_body(body: &[u8], crc: u32) -> Option<(Field, &str, &[u8])> {
     Some((field, key, &body[3 + key_len..]))
 }
 
+/// One record read back: its field, the message's key, the value, and where it lies.
+type Record<'a> = (Field, &'a str, &'a [u8], At);
+
 /// The whole records at the start of `bytes` (after the magic): each with its place, and
 /// where the last whole one ends.
-fn records(bytes: &[u8]) -> (Vec<(Field, &str, &[u8], At)>, usize) {
+fn records(bytes: &[u8]) -> (Vec<Record<'_>>, usize) {
     let mut found = Vec::new();
     let mut pos = MAGIC.len();
     while let Some(head) = bytes.get(pos..pos + HEAD) {

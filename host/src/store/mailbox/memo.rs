@@ -38,6 +38,8 @@ pub(super) struct Stamp {
 }
 
 impl Stamp {
+    // The stat fields' types differ between platforms: the casts are needed elsewhere.
+    #[allow(clippy::unnecessary_cast)]
     fn of(stat: &Stat) -> Stamp {
         Stamp {
             dev: stat.st_dev as u64,

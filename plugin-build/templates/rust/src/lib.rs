@@ -9,6 +9,12 @@ struct Policy;
 
 impl Plugin for Policy {
     const NAME: &'static str = "{{name}}";
+    const CONFIG: &'static [ConfigKey] = &[ConfigKey::new(
+        "blocked-domains",
+        ValueType::StringList,
+        "domains whose recipients are refused",
+    )
+    .default("[]")];
 }
 
 impl RcptTo for Policy {
