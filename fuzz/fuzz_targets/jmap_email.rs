@@ -30,9 +30,11 @@ fuzz_target!(|raw: &[u8]| {
         let _ = header_property(&message, property);
     }
     if let Ok(serde_json::Value::Object(object)) = serde_json::from_slice::<serde_json::Value>(raw) {
-        if let Ok(draft) = compose::draft(&object, |_| Some(b"blob".to_vec())) {
-            let built = Message::new(compose::build(&draft, "seed"));
-            assert!(!built.headers().is_empty());
+        const MAX: usize = 1 << 20;
+        if let Ok(draft) = compose::draft(&object, MAX, |_, _| Ok(b"blob".to_vec())) {
+            if let Ok(bytes) = compose::build(&draft, "seed", MAX) {
+                assert!(!Message::new(bytes).headers().is_empty());
+            }
         }
     }
 });
