@@ -32,6 +32,7 @@ use crate::net::drain::Drain;
 use crate::net::listener::{ConnectionLimits, Listener};
 use crate::net::Protocol;
 use crate::ops::admin_socket::Admin;
+use crate::ops::health::HealthCheck;
 use crate::ops::reload::Reloader;
 use crate::plugin::{ActivePlugins, PluginSet, Runtime, Services};
 use crate::sender_auth::Verifier;
@@ -71,20 +72,27 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     ));
     let resolver = crate::dns::resolver(&config.dns).map_err(|e| anyhow::anyhow!("dns: {e}"))?;
     let services = plugin_services(&config, &data_dir, resolver.clone())?;
+    let kv = services.kv.clone();
     // Made first: the queues watch its deadline.
     let drain = Drain::new();
     let built = build(&config, plugins.clone(), services, resolver, &drain).await?;
     let relay = built.relay.clone();
     recover_spool(&built.spool, &built.again)?;
-    let health: endpoint::Health = {
-        let users = built.users.clone();
-        Arc::new(move || users.health())
-    };
+    let check = Arc::new(HealthCheck::new(
+        built.users.clone(),
+        kv,
+        (data_dir.join("mail"), data_dir.join("queue")),
+        config.metrics.min_free_mb,
+        config.listeners().into_iter().map(|l| l.name).collect(),
+    ));
     let metrics = metrics_socket.map(|socket| {
-        let metrics = start_metrics(socket, (&relay, &plugins), health);
-        metrics.prime(&inventory(&config, &plugins));
+        let metrics = start_metrics(socket, (&relay, &plugins), check.clone());
+        let mut inventory = inventory(&config, &plugins);
+        inventory.dependencies = check.names();
+        metrics.prime(&inventory);
         metrics
     });
+    check.spawn_prober();
     metrics::plugin_generation(plugins.current().generation);
     let reloader = Reloader::new(source, &config, runtime, plugins);
     reloader.spawn_triggers();
@@ -99,6 +107,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     let local = tokio::spawn(worker.run(deliveries));
 
     let listeners = bind_listeners(&config, &built.protocols, &drain).await?;
+    check.set_listening(true);
     if let Some(metrics) = metrics {
         metrics.set_ready(true);
     }
@@ -109,6 +118,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         () = announce_ready(&built.users) => signal.await,
     }
     crate::ops::service_manager::notify("STOPPING=1");
+    check.set_listening(false);
     if let Some(metrics) = metrics {
         metrics.set_ready(false);
     }
@@ -172,7 +182,7 @@ struct LocalParts {
 /// delivery worker to start.
 struct Built {
     protocols: Protocols,
-    /// For `/healthz`: whether the users source has been read.
+    /// For `/healthz`: how the users source stands.
     users: Arc<UserDirectory>,
     relay: QueueManager,
     spool: Spool,
@@ -313,11 +323,20 @@ fn recover_spool(spool: &Spool, deliveries: &mpsc::UnboundedSender<String>) -> a
 fn start_metrics(
     socket: TcpListener,
     (relay, plugins): (&QueueManager, &Arc<ActivePlugins>),
-    health: endpoint::Health,
+    check: Arc<HealthCheck>,
 ) -> &'static metrics::Metrics {
     let metrics = metrics::enable();
     let (queue, plugins) = (relay.clone(), plugins.clone());
+    let health: endpoint::Health = {
+        let check = check.clone();
+        Arc::new(move || {
+            let report = check.report();
+            (report.serving, report.body)
+        })
+    };
     let refresh: endpoint::Refresh = Arc::new(move |m: &metrics::Metrics| {
+        // The dependency gauges as `/healthz` would say now.
+        let _ = check.report();
         let (messages, oldest) = queue.stats();
         m.set_queue(messages, oldest);
         for (state, messages) in queue.lengths() {
@@ -365,6 +384,10 @@ fn inventory(config: &Config, plugins: &ActivePlugins) -> metrics::Inventory {
         plugins,
         destinations: std::iter::once("local".to_string()).chain(relays).collect(),
         dependencies: Vec::new(),
+        milters: crate::milter::client::breaker::states()
+            .into_iter()
+            .map(|(member, _, _)| member)
+            .collect(),
     }
 }
 

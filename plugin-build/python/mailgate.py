@@ -13,6 +13,50 @@ import json
 
 from wit_world.imports import edits, host
 from wit_world.imports import types as t
+from componentize_py_types import Err
+
+
+def error_text(error):
+    """A host call's error as text. The bindings raise `Err` whose `value` is the contract's
+    variant (`Denied_Failed(value="kv store ...: connection refused")`), which `str()` shows as a
+    dataclass at best."""
+    value = error.value if isinstance(error, Err) else error
+    inner = getattr(value, "value", None)
+    kind = type(value).__name__.split("_", 1)[-1]
+    if kind == "Failed":
+        return str(inner)
+    if inner is None:
+        return kind
+    if hasattr(inner, "value") or type(inner).__name__.startswith("Denied_"):
+        return f"{kind}: {error_text(inner)}"
+    return f"{kind}: {inner}"
+
+
+class HostError(Exception):
+    """A host call that failed, with its reason as the message; `value` keeps the variant."""
+
+    def __init__(self, what, error):
+        super().__init__(f"{what}: {error_text(error)}")
+        self.value = error.value if isinstance(error, Err) else error
+
+
+def _textual(what, call):
+    def wrapped(*args):
+        try:
+            return call(*args)
+        except Err as e:
+            raise HostError(what, e) from None
+
+    return wrapped
+
+
+# The kv store, DNS and files: as the host's, but what they raise reads as text.
+kv_get = _textual("kv", host.kv_get)
+kv_set = _textual("kv", host.kv_set)
+kv_delete = _textual("kv", host.kv_delete)
+kv_incr = _textual("kv", host.kv_incr)
+dns_lookup = _textual("dns", host.dns_lookup)
+file_read = _textual("file", host.file_read)
 
 # Edits: asked for during the call, applied when it returns (see docs/plugins.md).
 add_header = edits.add_header

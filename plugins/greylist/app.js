@@ -10,6 +10,18 @@ import { configGet, kvGet, kvSet, log, nowMs } from 'mailgate:plugin/host@0.2.1'
 
 const proceed = () => ({ tag: 'continue' });
 
+// A host call's error as text. The bindings throw an Error whose `payload` is the contract's
+// variant ({ tag: 'failed', val: 'kv store ...: connection refused' }); its own message only
+// says `[object Object]`.
+function errorText(e) {
+  const value = e !== null && typeof e === 'object' && 'payload' in e ? e.payload : e;
+  if (value !== null && typeof value === 'object' && 'tag' in value) {
+    if (value.tag === 'failed') return String(value.val);
+    return value.val === undefined ? value.tag : `${value.tag}: ${value.val}`;
+  }
+  return e instanceof Error ? e.message : String(value);
+}
+
 function setting(key, fallback) {
   const value = configGet(key);
   if (value === undefined) return fallback;
@@ -54,8 +66,8 @@ export const rcptTo = {
     try {
       seen = kvGet(key);
     } catch (e) {
-      // No store (capability not granted): fail open, and say so.
-      log('warn', `greylist store unavailable: ${e}`, []);
+      // No store (capability not granted, or the store is down): fail open, and say so.
+      log('warn', `greylist store unavailable: ${errorText(e)}`, []);
       return proceed();
     }
     if (seen === undefined) {

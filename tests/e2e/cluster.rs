@@ -47,6 +47,30 @@ fn the_greylist_deferred_at_one_node_accepts_the_retry_at_the_other() {
     assert!(rcpt(&a).starts_with("250"), "and A remembers the pass");
 }
 
+#[test]
+fn the_greylist_says_in_words_why_its_store_is_unavailable() {
+    let mut redis = Redis::start();
+    let gw = Gateway::start(&format!("{}{}", kv(&redis), greylist()));
+    assert!(rcpt(&gw).starts_with("451 4.7.1 Greylisted"));
+    redis.stop();
+    // The plugin fails open, and its log line carries the store's own reason.
+    let reply = rcpt(&gw);
+    assert!(reply.starts_with("250"), "{reply}");
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("greylist store unavailable"))
+        .unwrap_or_else(|| panic!("no greylist warning: {log}"));
+    assert!(
+        line.contains(&format!(
+            "greylist store unavailable: kv store {}",
+            redis.url()
+        )),
+        "{line}"
+    );
+    assert!(!log.contains("[object Object]"), "{log}");
+}
+
 /// Sends `n` messages to alice at node `gw` over `sessions` parallel sessions.
 fn load(gw: &Gateway, n: usize, sessions: usize) -> Vec<String> {
     load_port(gw.inbound, n, sessions)

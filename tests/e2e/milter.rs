@@ -290,6 +290,101 @@ fn against_failing_milter(mode: &str, policy: &str) -> (Vec<String>, Duration, G
     (replies, took, gw)
 }
 
+/// The value of the series `series` (name and labels, as printed) in `/metrics`.
+fn metric(gw: &Gateway, series: &str) -> Option<String> {
+    let prefix = format!("{series} ");
+    metrics(gw)
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(str::to_string)
+}
+
+#[test]
+fn a_milter_that_is_down_is_skipped_behind_its_breaker_and_used_again_once_back() {
+    let port = mailgate_e2e::free_port();
+    let gw = Gateway::start(&milter_member("flaky", port, "continue", 700));
+    let state = r#"mailgate_milter_member_state{member="flaky"}"#;
+    assert_eq!(metric(&gw, state).as_deref(), Some("0"), "closed at start");
+    let started = Instant::now();
+    for i in 0..20 {
+        let mut c = session(&gw);
+        let subject = format!("while down {i}");
+        let replies = transaction(
+            &mut c,
+            "sender@remote.test",
+            &["alice@example.test"],
+            &message("sender@remote.test", &subject, "Hi.\r\n"),
+        );
+        assert!(replies.iter().all(|r| r.starts_with('2')), "{replies:?}");
+        c.cmd("QUIT");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    gw.wait_mailbox("alice@example.test", 20);
+    // One warning for the whole outage, when the breaker opened; none per session or stage.
+    let log = gw.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("flaky"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("milter flaky: down, circuit open (cannot connect"),
+        "{log}"
+    );
+    assert_eq!(metric(&gw, state).as_deref(), Some("1"), "open while down");
+    let skipped = metric(
+        &gw,
+        r#"mailgate_milter_skipped_calls_total{member="flaky"}"#,
+    );
+    assert!(
+        skipped.as_deref().and_then(|v| v.parse::<u64>().ok()) > Some(20),
+        "{skipped:?}"
+    );
+    assert!(
+        !metrics(&gw).contains(r#"mailgate_plugin_faults_total{plugin="flaky",kind="peer"} 1"#),
+        "a known outage is not a fault per call"
+    );
+
+    // Back on its port: after the backoff, one session tries it, and every session uses it.
+    let milter = ScriptedMilter::start_on(port, "edits");
+    let back = wait_until(30, || {
+        let mut c = session(&gw);
+        let replies = transaction(
+            &mut c,
+            "sender@remote.test",
+            &["bob@example.test"],
+            &message("sender@remote.test", "back", "Hi.\r\n"),
+        );
+        c.cmd("QUIT");
+        replies.iter().all(|r| r.starts_with('2')) && milter.conversation("client.test").1 > 0
+    });
+    assert!(back, "the milter is used again: {}", gw.log());
+    assert_eq!(metric(&gw, state).as_deref(), Some("0"), "closed once back");
+    assert!(
+        gw.log().contains("milter flaky: back up, circuit closed"),
+        "{}",
+        gw.log()
+    );
+    // Used by the next session too (the edits milter adds its header).
+    let mut c = session(&gw);
+    let replies = transaction(
+        &mut c,
+        "sender@remote.test",
+        &["alice@example.test"],
+        &message("sender@remote.test", "after", "Hi.\r\n"),
+    );
+    c.cmd("QUIT");
+    assert!(replies.iter().all(|r| r.starts_with('2')), "{replies:?}");
+    gw.wait_mailbox_matching(
+        "alice@example.test",
+        "X-Milter: seen by the scripted milter",
+    );
+}
+
 #[test]
 fn a_failing_milter_meets_its_failure_policy_and_the_gateway_goes_on() {
     // Never answers after negotiating: one deadline, then the session goes on without it.

@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use mailgate_e2e::peers::{Prometheus, SmtpSink};
-use mailgate_e2e::{free_port, imap_raw, plugin_dir, Gateway, RawSmtp};
+use mailgate_e2e::peers::{Postgres, Prometheus, Redis, SmtpSink};
+use mailgate_e2e::{free_port, imap_raw, plugin_dir, wait_until, Gateway, RawSmtp};
 
 /// One message over SMTP from a relay-network client; the replies to RCPT and to the data.
 fn send(port: u16, rcpt: &str) -> (String, String) {
@@ -49,6 +49,105 @@ fn http_get(port: u16, path: &str) -> (String, String) {
     (code.to_string(), body.to_string())
 }
 
+/// `/healthz` (curl): the status code and the JSON body.
+fn healthz(gw: &Gateway) -> (String, serde_json::Value) {
+    let (code, body) = http_get(gw.metrics, "/healthz");
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (code, json)
+}
+
+/// `/healthz` says 200 and every dependency is up.
+fn all_up(gw: &Gateway) -> bool {
+    let (code, health) = healthz(gw);
+    code == "200" && health["status"] == "ok"
+}
+
+/// `mailgate_dependency_up{dependency="NAME"}` as `/metrics` shows it now.
+fn dependency_up(gw: &Gateway, name: &str) -> Option<String> {
+    let (_, text) = http_get(gw.metrics, "/metrics");
+    let series = format!("mailgate_dependency_up{{dependency=\"{name}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map(str::to_string)
+}
+
+#[test]
+fn healthz_reports_each_dependency_degraded_without_redis_and_503_without_the_users_database() {
+    let mut pg = Postgres::start();
+    let mut redis = Redis::start();
+    let mut gw = Gateway::builder()
+        .users_database(&pg.url(), "refresh-secs = 1\nstale-secs = 30\n")
+        .config(&format!(
+            "[kv]\nbackend = \"{}\"\ntimeout-ms = 500\n",
+            redis.url()
+        ))
+        .start();
+    gw.add_user("dana@example.test", "pw-dana");
+    assert!(wait_until(15, || all_up(&gw)), "{:?}", healthz(&gw));
+    let (_, health) = healthz(&gw);
+    let deps = &health["dependencies"];
+    assert_eq!(deps["users"]["state"], "current", "{health}");
+    assert_eq!(deps["kv"]["state"], "reachable", "{health}");
+    assert_eq!(deps["mail-store"]["state"], "writable", "{health}");
+    assert!(
+        deps["mail-store"]["free_bytes"].as_u64() > Some(0),
+        "{health}"
+    );
+    assert_eq!(deps["spool"]["state"], "writable", "{health}");
+    assert_eq!(deps["listeners"]["state"], "bound", "{health}");
+    assert_eq!(deps["users"]["essential"], true, "{health}");
+    assert_eq!(deps["kv"]["essential"], false, "{health}");
+    for name in ["users", "kv", "mail-store", "spool", "listeners"] {
+        assert_eq!(dependency_up(&gw, name).as_deref(), Some("1"), "{name}");
+    }
+
+    // Redis goes away: the plugins that use it are degraded, the gateway still serves, and
+    // the answer comes at once (the probe runs beside it, within its own deadline).
+    redis.stop();
+    assert!(
+        wait_until(15, || healthz(&gw).1["dependencies"]["kv"]["up"] == false),
+        "{:?}",
+        healthz(&gw)
+    );
+    let started = std::time::Instant::now();
+    let (code, health) = healthz(&gw);
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    assert_eq!(code, "200", "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    let kv = &health["dependencies"]["kv"];
+    assert_eq!(kv["state"], "unreachable", "{health}");
+    assert!(
+        kv["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("kv store redis://127.0.0.1")),
+        "{health}"
+    );
+    assert_eq!(dependency_up(&gw, "kv").as_deref(), Some("0"));
+    assert_eq!(dependency_up(&gw, "users").as_deref(), Some("1"));
+    redis.restart();
+    assert!(wait_until(15, || all_up(&gw)), "{:?}", healthz(&gw));
+
+    // Started while the users database is down: it cannot take local mail, so it says 503.
+    gw.kill();
+    pg.stop();
+    gw.launch();
+    let (code, health) = healthz(&gw);
+    assert_eq!(code, "503", "{health}");
+    assert_eq!(health["status"], "unavailable", "{health}");
+    let users = &health["dependencies"]["users"];
+    assert_eq!(users["state"], "unread", "{health}");
+    assert!(
+        users["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("users source not read yet")),
+        "{health}"
+    );
+    assert_eq!(dependency_up(&gw, "users").as_deref(), Some("0"));
+    pg.restart();
+    assert!(wait_until(30, || all_up(&gw)), "{:?}", healthz(&gw));
+    assert_eq!(dependency_up(&gw, "users").as_deref(), Some("1"));
+}
+
 #[test]
 fn prometheus_reads_mail_plugin_queue_and_login_series_from_a_running_gateway() {
     let sink = SmtpSink::start();
@@ -67,11 +166,11 @@ fn prometheus_reads_mail_plugin_queue_and_login_series_from_a_running_gateway() 
         .server(r#"relay-networks = ["127.0.0.0/8"]"#)
         .config(&config)
         .start();
-    let (code, body) = http_get(gw.metrics, "/healthz");
+    let (code, health) = healthz(&gw);
     assert_eq!(
-        (code.as_str(), body.trim()),
-        ("200", "ok"),
-        "ready once listening"
+        (code.as_str(), health["status"].as_str()),
+        ("200", Some("ok")),
+        "ready once listening: {health}"
     );
 
     let prometheus = Prometheus::start(&[gw.metrics]);

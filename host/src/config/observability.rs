@@ -18,12 +18,16 @@ pub struct MetricsConfig {
     /// `ip:port` to listen on; `""` turns metrics off (`None`).
     #[serde(deserialize_with = "address_or_off")]
     pub address: Option<std::net::SocketAddr>,
+    /// Free space the data directory's file system must keep for `/healthz` to say the mail
+    /// store and the spool can take mail, in MiB.
+    pub min_free_mb: u64,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             address: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9925))),
+            min_free_mb: 100,
         }
     }
 }

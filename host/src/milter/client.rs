@@ -20,9 +20,11 @@ use super::codec::{actions, steps, Command, Family, Response, CHUNK};
 use crate::mail::MailState;
 use crate::message::MessageEdit;
 use crate::plugin::{Conversation, Edit, ExternalFault, ExternalFilter, Stage, StageCall, Verdict};
+use breaker::{Admission, Breaker};
 use translate::{command_name, edit_from, header_value_out, need, with_params};
 use transport::{channel_fault, earlier, fault_text, open_link, Address, Link};
 
+pub mod breaker;
 mod translate;
 mod transport;
 
@@ -46,10 +48,14 @@ struct MilterParams {
     hostname: String,
     /// The longest body a milter may hand back (the gateway's message size limit).
     max_body: usize,
+    /// Shared by the sessions: whether the milter is worth a connection attempt.
+    breaker: Arc<Breaker>,
 }
 
 impl MilterFilter {
+    /// The milter at `spelled`, member `member` of the chain.
     pub fn new(
+        member: &str,
         spelled: &str,
         timeout: Duration,
         hostname: &str,
@@ -61,6 +67,7 @@ impl MilterFilter {
             timeout,
             hostname: hostname.to_string(),
             max_body,
+            breaker: breaker::for_member(member),
         };
         Ok(MilterFilter {
             params: Arc::new(params),
@@ -169,16 +176,24 @@ impl Conversation for MilterConversation {
         state: &MailState,
     ) -> Result<(Verdict, Vec<Edit>), ExternalFault> {
         if let Some(fault) = &self.failed {
-            return Err(earlier(fault));
+            return Err(match fault {
+                ExternalFault::Down(_) => {
+                    self.filter.breaker.skipped();
+                    fault.clone()
+                }
+                _ => earlier(fault),
+            });
         }
         let result = self.run(call, state).await;
         if let Err(fault) = &result {
-            tracing::warn!(
-                session = self.session_id,
-                "milter {}: {}",
-                self.filter.spelled,
-                fault_text(fault)
-            );
+            if !matches!(fault, ExternalFault::Down(_)) {
+                tracing::warn!(
+                    session = self.session_id,
+                    "milter {}: {}",
+                    self.filter.spelled,
+                    fault_text(fault)
+                );
+            }
             self.failed = Some(fault.clone());
             self.link = None;
         }
@@ -261,6 +276,27 @@ impl MilterConversation {
         before
     }
 
+    /// Opens the session's connection, unless the member's breaker says it is down; a
+    /// connection that cannot be made counts against the breaker, which logs the outage (a
+    /// milter that answers but breaks the protocol is a fault of each session, as before).
+    async fn connect(filter: Arc<MilterParams>) -> Result<Link, ExternalFault> {
+        let breaker = &filter.breaker;
+        let stale_try = filter.timeout.saturating_add(Duration::from_secs(1));
+        if let Admission::Skip(why) = breaker.admit(stale_try) {
+            return Err(ExternalFault::Down(why));
+        }
+        match transport::connect(&filter).await {
+            Ok(stream) => {
+                breaker.connected();
+                open_link(&filter, stream).await
+            }
+            Err(why) => {
+                breaker.failed(&why);
+                Err(ExternalFault::Down(format!("down: {why}")))
+            }
+        }
+    }
+
     /// A new MAIL: the milter forgets the last message (if it saw one).
     async fn next_message(&mut self) -> Result<(), ExternalFault> {
         if self.done == Done::Message {
@@ -284,8 +320,7 @@ impl MilterConversation {
     /// Shows the milter one step and returns its answer.
     async fn step(&mut self, step: &Step<'_>, state: &MailState) -> Result<Answer, ExternalFault> {
         if self.link.is_none() {
-            let filter = self.filter.clone();
-            self.link = Some(open_link(&filter).await?);
+            self.link = Some(Self::connect(self.filter.clone()).await?);
         }
         let session = &state.session;
         match step {

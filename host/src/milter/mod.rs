@@ -26,6 +26,7 @@ impl ExternalFactory for Milters {
             return Err(format!("{} is not a milter", entry.target()));
         };
         let filter = client::MilterFilter::new(
+            &entry.display_name(),
             address,
             entry.timeout(),
             &config.server.hostname,

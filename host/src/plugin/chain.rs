@@ -180,7 +180,7 @@ impl Transaction {
             };
             plugin.count_call(result.is_err());
             metrics::plugin_call(&plugin.name, stage.name(), run.elapsed);
-            if let Err(fault) = &result {
+            if let Some(fault) = result.as_ref().err().filter(|f| !f.is_known_outage()) {
                 metrics::plugin_fault(&plugin.name, fault.kind());
             }
             let decision = match result {
@@ -189,8 +189,13 @@ impl Transaction {
                     run.edits = outcome.edits;
                     outcome.verdict
                 }
-                Err(Fault::Trap(_, reason) | Fault::Invalid(reason) | Fault::Peer(reason)) => {
-                    tracing::warn!(plugin = plugin.name, %stage, session = self.ctx.session_id, "plugin fault: {reason}");
+                Err(fault) => {
+                    let reason = fault.reason().to_string();
+                    if fault.is_known_outage() {
+                        tracing::debug!(plugin = plugin.name, %stage, session = self.ctx.session_id, "skipped, down: {reason}");
+                    } else {
+                        tracing::warn!(plugin = plugin.name, %stage, session = self.ctx.session_id, "plugin fault: {reason}");
+                    }
                     run.fault = Some(reason);
                     // A fault in a transaction where a kv operation failed may well be the
                     // store's outage: it must not refuse the mail for good.
@@ -248,6 +253,7 @@ impl Transaction {
                             Fault::Trap(TrapKind::Deadline, reason)
                         }
                         ExternalFault::Peer(reason) => Fault::Peer(reason),
+                        ExternalFault::Down(reason) => Fault::Down(reason),
                     })?;
                 Outcome::validated(verdict, edits, call.stage()).map_err(Fault::Invalid)
             }

@@ -64,6 +64,10 @@ pub trait Conversation: Send {
 pub enum ExternalFault {
     /// It did not answer within its deadline.
     Timeout(Duration, String),
-    /// It could not be reached, closed the connection or broke its protocol.
+    /// It hung up or broke its protocol.
     Peer(String),
+    /// It is known to be down (it could not be reached, or it was not asked while its circuit
+    /// breaker is open). The filter reports its outage once itself, so the chain applies the
+    /// member's failure policy without a warning or a fault of its own for each call.
+    Down(String),
 }

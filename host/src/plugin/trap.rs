@@ -11,8 +11,10 @@ pub(super) enum Fault {
     Trap(TrapKind, String),
     /// It returned something the host refuses (an edit not allowed at the stage...).
     Invalid(String),
-    /// An outside filter could not be reached, hung up or broke its protocol.
+    /// An outside filter hung up or broke its protocol.
     Peer(String),
+    /// An outside filter known to be down, which reports its outage itself.
+    Down(String),
 }
 
 #[derive(Clone, Copy)]
@@ -30,8 +32,21 @@ impl Fault {
             Fault::Trap(TrapKind::Deadline, _) => "deadline",
             Fault::Trap(TrapKind::Memory, _) => "memory",
             Fault::Invalid(_) => "invalid",
-            Fault::Peer(_) => "peer",
+            Fault::Peer(_) | Fault::Down(_) => "peer",
         }
+    }
+
+    /// What the operator reads about it.
+    pub(super) fn reason(&self) -> &str {
+        match self {
+            Fault::Trap(_, reason) | Fault::Invalid(reason) | Fault::Peer(reason) => reason,
+            Fault::Down(reason) => reason,
+        }
+    }
+
+    /// Reported elsewhere once per outage: no warning or fault count per call.
+    pub(super) fn is_known_outage(&self) -> bool {
+        matches!(self, Fault::Down(_))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The metrics listener (`[metrics] address`): `GET /metrics` (OpenMetrics text) and
-//! `GET /healthz` (200 once the listeners are bound and the chain is loaded and the parts the
-//! gateway depends on say they are fine — the users source has been read; 503 with the reason
-//! otherwise, and while stopping), over HTTP/1.1 on a socket of its own so that scrapes never share the mail
+//! `GET /healthz` (a JSON body with the state of each dependency; 200 while the gateway can
+//! serve, 503 when an essential one is down, before the listeners are bound and while
+//! stopping), over HTTP/1.1 on a socket of its own so that scrapes never share the mail
 //! listeners' connection limits.
 
 use std::convert::Infallible;
@@ -32,9 +32,9 @@ const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Reads what is only known at scrape time (queue size, pooled instances) into the metrics.
 pub type Refresh = Arc<dyn Fn(&Metrics) + Send + Sync>;
 
-/// Asked at each `/healthz` once the gateway is up: fine, or why it cannot serve (the users
-/// source never read...).
-pub type Health = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+/// Asked at each `/healthz`, without waiting on anything: whether the gateway can serve, and
+/// the JSON body that says how each dependency stands.
+pub type Health = Arc<dyn Fn() -> (bool, String) + Send + Sync>;
 
 /// Serves the metrics listener until the task is aborted.
 pub async fn serve(
@@ -116,14 +116,20 @@ fn respond(
             }
             response
         }
-        "/healthz" if !metrics.is_ready() => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/healthz" => match health() {
-            Ok(()) => text(StatusCode::OK, "ok\n"),
-            Err(why) => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("not ready: {why}\n"),
-            ),
-        },
+        "/healthz" => {
+            let (serving, body) = health();
+            let status = if serving {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let mut response = text(status, &body);
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
         _ => text(
             StatusCode::NOT_FOUND,
             "not found: try /metrics or /healthz\n",

@@ -60,7 +60,8 @@ pub struct Metrics {
     queue_length: Family<Static1, Gauge>,
     deferrals: Family<Static1, Counter>,
     dependency_up: Family<Labels1, Gauge>,
-    milter_state: Family<Labels2, Gauge>,
+    milter_member_state: Family<Labels1, Gauge>,
+    milter_skipped: Family<Labels1, Counter>,
     cpu_seconds: Counter<f64, AtomicU64>,
     resident_memory: Gauge,
     virtual_memory: Gauge,
@@ -168,6 +169,8 @@ pub struct Inventory {
     pub destinations: Vec<String>,
     /// The dependencies `/healthz` reports.
     pub dependencies: Vec<String>,
+    /// The milter members of the chain.
+    pub milters: Vec<String>,
 }
 
 impl Metrics {
@@ -201,7 +204,8 @@ impl Metrics {
             queue_length: Family::default(),
             deferrals: Family::default(),
             dependency_up: Family::default(),
-            milter_state: Family::default(),
+            milter_member_state: Family::default(),
+            milter_skipped: Family::default(),
             cpu_seconds: Counter::default(),
             resident_memory: Gauge::default(),
             virtual_memory: Gauge::default(),
@@ -345,9 +349,14 @@ impl Metrics {
             m.dependency_up.clone(),
         );
         r.register(
-            "mailgate_milter_state",
-            "Circuit breaker of each outside filter: 1 for the state it is in (closed, open, half-open)",
-            m.milter_state.clone(),
+            "mailgate_milter_member_state",
+            "Circuit breaker of each milter member: 0 closed (up), 1 open (down, skipped), 2 half-open (one try)",
+            m.milter_member_state.clone(),
+        );
+        r.register(
+            "mailgate_milter_skipped_calls",
+            "Stage calls not made to a milter member while its circuit breaker was open, by member",
+            m.milter_skipped.clone(),
         );
         let profile = if cfg!(debug_assertions) {
             "debug"
@@ -504,6 +513,14 @@ impl Metrics {
             let _ = self
                 .dependency_up
                 .get_or_create(&[("dependency", label(dependency))]);
+        }
+        for member in &inventory.milters {
+            let _ = self
+                .milter_member_state
+                .get_or_create(&[("member", label(member))]);
+            let _ = self
+                .milter_skipped
+                .get_or_create(&[("member", label(member))]);
         }
     }
 
@@ -765,14 +782,28 @@ pub fn deferrals(reason: &'static str, recipients: usize) {
     }
 }
 
-/// The circuit breaker of outside filter `member` is now in `state` (closed, open, half-open).
-pub fn milter_state(member: &str, state: &'static str) {
+/// The circuit breaker of milter member `member` is now closed (0), open (1) or half-open (2).
+pub fn milter_member_state(member: &str, state: i64) {
     if let Some(m) = get() {
-        for each in ["closed", "open", "half-open"] {
-            m.milter_state
-                .get_or_create(&[("member", label(member)), ("state", label(each))])
-                .set(i64::from(each == state));
-        }
+        m.milter_member_state
+            .get_or_create(&[("member", label(member))])
+            .set(state);
+    }
+}
+
+/// A stage call not made to milter member `member`: its circuit breaker is open.
+pub fn milter_skipped(member: &str) {
+    if let Some(m) = get() {
+        m.milter_skipped
+            .get_or_create(&[("member", label(member))])
+            .inc();
+    }
+}
+
+/// Whether dependency `name` (users, kv, mail-store...) is up, as `/healthz` last found it.
+pub fn dependency_up(name: &str, up: bool) {
+    if let Some(m) = get() {
+        m.set_dependency_up(name, up);
     }
 }
 

@@ -1,6 +1,7 @@
 // mailgate.js: helpers for mailgate plugins in JavaScript (contract mailgate:plugin@0.2.1),
 // written by `mailgate plugin new` beside app.js: `import * as mg from './mailgate.js';`.
 import { configGet, configList, configJson, log as hostLog } from 'mailgate:plugin/host@0.2.1';
+import * as host from 'mailgate:plugin/host@0.2.1';
 import * as edits from 'mailgate:plugin/edits@0.2.1';
 
 /** An SMTP reply; `enhanced` is "5.7.1" or "" for none. */
@@ -47,3 +48,46 @@ export const header = (message, name) => message.header(name)[0]?.decoded;
 export const domainOf = (address) => address.slice(address.lastIndexOf('@') + 1).toLowerCase();
 /** A line in the gateway log. */
 export const log = (message, level = 'info') => hostLog(level, message, []);
+
+/**
+ * A host call's error as text. The bindings throw an Error whose `payload` is the contract's
+ * variant (`{ tag: 'failed', val: 'kv store ...: connection refused' }`), and whose message only
+ * says `[object Object]`; this reads the variant.
+ */
+export function errorText(e) {
+  const value = e !== null && typeof e === 'object' && 'payload' in e ? e.payload : e;
+  if (value !== null && typeof value === 'object' && 'tag' in value) {
+    if (value.tag === 'failed') return String(value.val);
+    if (value.tag === 'not-found') return 'not found';
+    const inner = value.val !== null && typeof value.val === 'object' ? errorText(value.val) : value.val;
+    return inner === undefined ? value.tag : `${value.tag}: ${inner}`;
+  }
+  return e instanceof Error ? e.message : String(value);
+}
+
+/** An Error that reads as its text in logs and template strings, keeping the variant. */
+export class HostError extends Error {
+  constructor(what, e) {
+    super(`${what}: ${errorText(e)}`);
+    this.name = 'HostError';
+    this.payload = e !== null && typeof e === 'object' && 'payload' in e ? e.payload : e;
+  }
+}
+
+function textual(what, call) {
+  return (...args) => {
+    try {
+      return call(...args);
+    } catch (e) {
+      throw new HostError(what, e);
+    }
+  };
+}
+
+/** The kv store, DNS and files: as the host's, but what they throw reads as text. */
+export const kvGet = textual('kv', host.kvGet);
+export const kvSet = textual('kv', host.kvSet);
+export const kvDelete = textual('kv', host.kvDelete);
+export const kvIncr = textual('kv', host.kvIncr);
+export const dnsLookup = textual('dns', host.dnsLookup);
+export const fileRead = textual('file', host.fileRead);

@@ -85,20 +85,23 @@ pub(super) struct Link {
     pub(super) agreed: Negotiation,
 }
 
-/// Opens the connection and agrees on what the milter does and wants to see.
-pub(super) async fn open_link(filter: &MilterParams) -> Result<Link, ExternalFault> {
+/// Opens the connection, within the member's timeout: the stream, or why not.
+pub(super) async fn connect(filter: &MilterParams) -> Result<Box<dyn Io>, String> {
+    let timeout = filter.timeout;
+    match tokio::time::timeout(timeout, filter.address.connect()).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(format!("cannot connect: {e}")),
+        Err(_) => Err(format!("cannot connect within {timeout:?}")),
+    }
+}
+
+/// Agrees on what the milter does and wants to see, over a fresh connection.
+pub(super) async fn open_link(
+    filter: &MilterParams,
+    stream: Box<dyn Io>,
+) -> Result<Link, ExternalFault> {
     let timeout = filter.timeout;
     let deadline = Instant::now() + timeout;
-    let stream = match tokio::time::timeout_at(deadline, filter.address.connect()).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(ExternalFault::Peer(format!("cannot connect: {e}"))),
-        Err(_) => {
-            return Err(ExternalFault::Timeout(
-                timeout,
-                format!("cannot connect within {timeout:?}"),
-            ))
-        }
-    };
     let mut channel = Channel::new(stream, MAX_PACKET);
     let offer = Negotiation {
         version: VERSION,
@@ -152,7 +155,9 @@ pub(super) fn channel_fault(e: ChannelError, timeout: Duration, during: &str) ->
 
 pub(super) fn fault_text(fault: &ExternalFault) -> &str {
     match fault {
-        ExternalFault::Timeout(_, text) | ExternalFault::Peer(text) => text,
+        ExternalFault::Timeout(_, text) | ExternalFault::Peer(text) | ExternalFault::Down(text) => {
+            text
+        }
     }
 }
 
@@ -162,6 +167,7 @@ pub(super) fn earlier(fault: &ExternalFault) -> ExternalFault {
     match fault {
         ExternalFault::Timeout(t, _) => ExternalFault::Timeout(*t, text),
         ExternalFault::Peer(_) => ExternalFault::Peer(text),
+        ExternalFault::Down(_) => ExternalFault::Down(text),
     }
 }
 

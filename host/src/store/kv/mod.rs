@@ -40,6 +40,15 @@ pub trait KvStore: Send + Sync {
     ) -> Result<i64, String>;
     /// Drops every entry expired at `now_ms`; how many went. Blocking: run off the workers.
     fn purge_expired(&self, now_ms: u64) -> Result<usize, String>;
+    /// Whether the store answers, within its deadline (for `/healthz`). A store in the
+    /// process always does.
+    async fn probe(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Whether the store is a server of its own (so worth a probe and a health entry).
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
 /// The counter after adding `delta` to the stored text, and its expiry: an expired or absent

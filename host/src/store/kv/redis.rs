@@ -146,6 +146,21 @@ impl KvStore for RedisKv {
         })
     }
 
+    async fn probe(&self) -> Result<(), String> {
+        let mut connection = self.connection.clone();
+        self.bounded(async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn purge_expired(&self, _now_ms: u64) -> Result<usize, String> {
         // Redis drops expired keys itself.
         Ok(0)

@@ -17,8 +17,12 @@ pub struct ScriptedMilter {
 
 impl ScriptedMilter {
     pub fn start(mode: &str) -> ScriptedMilter {
+        ScriptedMilter::start_on(free_port(), mode)
+    }
+
+    /// [`ScriptedMilter::start`] on a given port (a milter that comes back where it was).
+    pub fn start_on(port: u16, mode: &str) -> ScriptedMilter {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let log = dir.path().join("commands.log");
         let child = Command::new("python3")
             .arg(root().join("tests/e2e/peers/milter.py"))
