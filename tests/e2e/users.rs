@@ -213,7 +213,8 @@ fn a_node_started_while_its_users_database_is_down_answers_try_later_until_it_is
     assert_eq!(jmap_status(&gw, "dana@example.test", "pw-dana"), "200");
     let (code, body) = healthz(&gw);
     assert_eq!(code, "200", "{body}");
-    assert!(body.starts_with(r#"{"status":"ok""#), "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(health["status"], "ok", "{body}");
 }
 
 #[test]
