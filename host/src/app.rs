@@ -231,6 +231,7 @@ async fn build(
         again: again.clone(),
         retry: config.queue.clone(),
         deadline: drain.deadline(),
+        hostname: config.server.hostname.clone(),
     };
     let intake = Intake {
         spool: spool.clone(),
