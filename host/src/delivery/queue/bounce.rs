@@ -23,10 +23,11 @@ pub async fn queue_report(
         return None;
     }
     if envelope.sender.is_empty() {
-        tracing::warn!(
-            queue_id = envelope.id,
-            "report dropped (a report is never sent to <>)"
-        );
+        let kind = match recipients[0].action {
+            dsn::Action::Failed => "undeliverable bounce dropped (a bounce is never sent to <>)",
+            _ => "report dropped (a report is never sent to <>)",
+        };
+        tracing::warn!(queue_id = envelope.id, "{kind}");
         return None;
     }
     let original = dsn::Original {
