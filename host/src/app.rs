@@ -241,6 +241,7 @@ async fn build(
         again: again.clone(),
         retry: config.queue.clone(),
         deadline: drain.deadline(),
+        hostname: config.server.hostname.clone(),
     };
     let intake = Intake {
         spool: spool.clone(),

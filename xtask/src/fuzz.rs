@@ -9,7 +9,7 @@ use std::process::Command;
 
 use super::{root, status};
 
-pub const TARGETS: [&str; 13] = [
+pub const TARGETS: [&str; 14] = [
     "auth_results",
     "milter_packet",
     "smtp_command",
@@ -23,6 +23,7 @@ pub const TARGETS: [&str; 13] = [
     "maildir_index",
     "jmap_request",
     "jmap_email",
+    "dsn_params",
 ];
 
 pub fn fuzz(args: &[String]) -> Result<(), String> {

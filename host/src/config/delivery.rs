@@ -101,6 +101,11 @@ pub struct QueueConfig {
     /// The log spool's segment size in MiB, preallocated (a larger message gets a segment of
     /// its own size).
     pub segment_mib: u64,
+    /// A message still undelivered this long after it came in gets one delay report
+    /// (RFC 3464, `Action: delayed`) for the recipients that asked (or did not say); like
+    /// Postfix's `delay_warning_time`. `"0"` sends none.
+    #[serde(deserialize_with = "duration")]
+    pub delay_notice_after: std::time::Duration,
 }
 
 /// The spool's on-disk design (`[queue] spool`).
@@ -128,6 +133,7 @@ impl Default for QueueConfig {
             max_age: minutes(5 * 24 * 60),
             spool: SpoolDesign::default(),
             segment_mib: 64,
+            delay_notice_after: minutes(4 * 60),
         }
     }
 }

@@ -100,9 +100,19 @@ pub struct ListenerConfig {
     /// Submission: MAIL is refused until the client has authenticated.
     #[serde(default)]
     pub require_auth: bool,
+    /// Offer DSN (RFC 3461) in the EHLO reply. Unset: on submission listeners (those that
+    /// require AUTH) only; authenticated clients get it on any listener. Success reports name
+    /// the hosts mail went through, so an inbound MX listener offers it only when told to.
+    #[serde(default)]
+    pub dsn: Option<bool>,
 }
 
 impl ListenerConfig {
+    /// DSN is offered to every client of this listener.
+    pub fn offers_dsn(&self) -> bool {
+        self.dsn.unwrap_or(self.require_auth)
+    }
+
     /// The embedded defaults, on loopback: SMTP relay/inbound 2525, submission 2587, implicit
     /// TLS submission 2465; POP3 2110 (STLS) and 2995 (implicit TLS); IMAP 2143 (STARTTLS) and
     /// 2993 (implicit TLS); JMAP and the webmail page 2443 (HTTPS).
@@ -113,6 +123,7 @@ impl ListenerConfig {
             protocol,
             tls,
             require_auth,
+            dsn: None,
         };
         vec![
             listener("inbound", 2525, Protocol::Smtp, TlsMode::Starttls, false),

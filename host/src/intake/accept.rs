@@ -142,7 +142,18 @@ impl Transaction {
             auth_user: self.facts.auth_user.clone(),
             smtputf8: checks::wants_smtputf8(&envelope.params),
             binary: self.binary,
+            dsn: self.queued_dsn(),
         }
+    }
+
+    /// The DSN parameters of the recipients that are still in the envelope (a data-stage
+    /// plugin may have removed some).
+    fn queued_dsn(&self) -> crate::mail::dsn::EnvelopeDsn {
+        let recipients = &self.stages.state.envelope.recipients;
+        let mut dsn = self.dsn.clone();
+        dsn.recipients
+            .retain(|address, _| recipients.iter().any(|r| r.eq_ignore_ascii_case(address)));
+        dsn
     }
 
     /// Spools the message (or discards or quarantines it, as the data stage said); 250 only

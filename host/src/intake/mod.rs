@@ -52,6 +52,8 @@ pub struct Facts {
     pub tls: bool,
     /// The listener takes mail only from authenticated clients.
     pub require_auth: bool,
+    /// The listener offers DSN (RFC 3461) to every client; authenticated ones always get it.
+    pub dsn: bool,
     pub helo: Option<String>,
     /// The client greeted with EHLO.
     pub esmtp: bool,
@@ -59,6 +61,11 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// DSN parameters may be used in this session.
+    pub fn offers_dsn(&self) -> bool {
+        self.dsn || self.auth_user.is_some()
+    }
+
     fn plugin_session(&self) -> crate::mail::Session {
         crate::mail::Session::client(
             &self.id,

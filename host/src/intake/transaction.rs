@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 
 use super::{checks, log, Answer, Facts, Gateway, Stages};
 use crate::config::LimitsConfig;
+use crate::mail::dsn::{self, EnvelopeDsn};
 use crate::mail::EsmtpParam;
 use crate::plugin::{StageCall, StageReport, Verdict};
 use crate::sender_auth::{SpfOutcome, Verifier};
@@ -24,6 +25,8 @@ pub struct Transaction {
     pub(super) spf: Option<JoinHandle<SpfOutcome>>,
     /// Recipients refused by the gateway's own rules so far.
     rcpt_errors: u32,
+    /// The DSN parameters of the transaction under way (RFC 3461).
+    pub(super) dsn: EnvelopeDsn,
 }
 
 impl Transaction {
@@ -39,6 +42,7 @@ impl Transaction {
             binary: false,
             spf: None,
             rcpt_errors: 0,
+            dsn: EnvelopeDsn::default(),
         }
     }
 
@@ -115,6 +119,7 @@ impl Transaction {
     pub fn reset(&mut self) {
         self.open = false;
         self.binary = false;
+        self.dsn = EnvelopeDsn::default();
         if let Some(spf) = self.spf.take() {
             spf.abort();
         }
@@ -144,6 +149,13 @@ impl Transaction {
         if let Some(refused) = checks::declared_size(&params, self.limits().max_message_bytes) {
             return refused;
         }
+        if let Some(refused) = self.unoffered_dsn(&params) {
+            return refused;
+        }
+        let (ret, envid) = match dsn::mail_params(&params) {
+            Ok(found) => found,
+            Err(e) => return Answer::new(501, (5, 5, 4), &e.to_string()),
+        };
         let shared = &self.gateway.shared;
         self.stages
             .refresh(&shared.plugins, &shared.services, &self.facts.id);
@@ -156,6 +168,11 @@ impl Transaction {
         }
         self.open = true;
         self.binary = checks::is_binary(&params);
+        self.dsn = EnvelopeDsn {
+            ret,
+            envid,
+            recipients: Default::default(),
+        };
         self.start_spf();
         with_stage(Answer::new(250, (2, 1, 0), "Sender ok"), report)
     }
@@ -178,6 +195,13 @@ impl Transaction {
         if self.stages.state.envelope.recipients.len() >= self.limits().max_recipients {
             return Answer::new(452, (4, 5, 3), "Too many recipients");
         }
+        if let Some(refused) = self.unoffered_dsn(&params) {
+            return refused;
+        }
+        let rcpt_dsn = match dsn::rcpt_params(&params) {
+            Ok(found) => found,
+            Err(e) => return Answer::new(501, (5, 5, 4), &e.to_string()),
+        };
         let recipient = if recipient == "postmaster" {
             format!("postmaster@{}", self.gateway.shared.config.server.hostname)
         } else {
@@ -196,9 +220,25 @@ impl Transaction {
             .iter()
             .any(|r| r.eq_ignore_ascii_case(&recipient))
         {
+            if rcpt_dsn != Default::default() {
+                self.dsn.recipients.insert(recipient.clone(), rcpt_dsn);
+            }
             recipients.push(recipient);
         }
         with_stage(Answer::new(250, (2, 1, 5), "Recipient ok"), report)
+    }
+
+    /// DSN parameters in a session that was not offered DSN (RFC 5321 §4.1.1.11: 555).
+    fn unoffered_dsn(&self, params: &[EsmtpParam]) -> Option<Answer> {
+        let used = params.iter().find(|p| dsn::is_dsn_param(&p.name))?;
+        if self.facts.offers_dsn() {
+            return None;
+        }
+        let text = format!(
+            "{} parameter not supported here: DSN is not offered",
+            used.name
+        );
+        Some(Answer::new(555, (5, 5, 4), &text))
     }
 
     /// A recipient refused by the gateway's rules: a temporary refusal tells a guesser

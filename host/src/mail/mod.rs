@@ -3,6 +3,8 @@
 
 pub mod clock;
 pub mod date;
+pub mod dsn;
+pub mod xtext;
 
 /// The longest address taken in an envelope: RFC 5321's 256-octet path less its angle brackets.
 pub const MAX_ADDRESS_OCTETS: usize = 254;

@@ -44,6 +44,7 @@ impl Session {
             peer: client.peer,
             tls: client.tls,
             require_auth: client.listener.require_auth,
+            dsn: client.listener.offers_dsn(),
             helo: None,
             esmtp: false,
             auth_user: None,
@@ -294,6 +295,9 @@ impl Session {
             "CHUNKING".into(),
             "BINARYMIME".into(),
         ];
+        if self.tx.facts().offers_dsn() {
+            lines.push("DSN".into());
+        }
         if !self.client.tls
             && self.client.listener.tls == TlsMode::Starttls
             && self.shared.tls.is_some()

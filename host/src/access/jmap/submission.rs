@@ -68,6 +68,7 @@ pub async fn send(
         peer: sender.peer,
         tls: true,
         require_auth: true,
+        dsn: false,
         helo: None,
         esmtp: false,
         auth_user: Some(sender.user.to_string()),

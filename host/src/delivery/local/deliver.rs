@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::delivery::queue::spool::Spooled;
+use crate::delivery::relay::dsn::{Action, ReportRecipient};
 
 use super::maildir;
 use crate::delivery::queue::spool::{Spool, SpoolError};
@@ -22,13 +23,15 @@ fn split_recipients(
     standing: Standing,
     id: &str,
     recipients: &[String],
-) -> Result<(BTreeSet<UserName>, Vec<String>), NotNow> {
-    let mut mailboxes = BTreeSet::new();
-    let mut remote = Vec::new();
+) -> Result<Split, NotNow> {
+    let mut split = Split::default();
     for rcpt in recipients {
         match users.recipient(rcpt, standing) {
-            Recipient::Remote => remote.push(rcpt.clone()),
-            Recipient::Mailboxes(targets) => mailboxes.extend(targets),
+            Recipient::Remote => split.remote.push(rcpt.clone()),
+            Recipient::Mailboxes(targets) => {
+                split.mailboxes.extend(targets);
+                split.local.push(rcpt.clone());
+            }
             Recipient::Unknown => tracing::warn!(
                 queue_id = id,
                 rcpt,
@@ -44,7 +47,17 @@ fn split_recipients(
             }
         }
     }
-    Ok((mailboxes, remote))
+    Ok(split)
+}
+
+/// A message's recipients by where they go.
+#[derive(Default)]
+struct Split {
+    /// Every mailbox, each once.
+    mailboxes: BTreeSet<UserName>,
+    /// The recipients that go to those mailboxes.
+    local: Vec<String>,
+    remote: Vec<String>,
 }
 
 /// Why a message cannot be delivered now, and whether it is the users source that it waits
@@ -88,6 +101,49 @@ pub struct Delivered {
     pub remote: bool,
     /// Local mailboxes it went to.
     pub mailboxes: usize,
+    /// The success report its local recipients asked for (NOTIFY=SUCCESS), to queue.
+    pub notice: Option<SuccessNotice>,
+}
+
+/// A success report to send: the message it is about and its delivered recipients.
+#[derive(Debug, Clone)]
+pub struct SuccessNotice {
+    pub spooled: Spooled,
+    pub recipients: Vec<ReportRecipient>,
+}
+
+impl PartialEq for SuccessNotice {
+    fn eq(&self, other: &SuccessNotice) -> bool {
+        self.spooled.envelope == other.spooled.envelope
+    }
+}
+
+impl Eq for SuccessNotice {}
+
+/// The report for the local recipients that asked for one, if any did.
+fn success_notice(spooled: &Spooled, local: &[String]) -> Option<SuccessNotice> {
+    let dsn = &spooled.envelope.dsn;
+    let now = crate::mail::clock::unix_seconds();
+    let recipients: Vec<ReportRecipient> = local
+        .iter()
+        .filter_map(|rcpt| {
+            let wanted = dsn.recipient(rcpt);
+            wanted.wants_success().then(|| ReportRecipient {
+                address: rcpt.clone(),
+                original: wanted.orcpt,
+                action: Action::Delivered,
+                status: "2.0.0".into(),
+                reason: "delivered to the mailbox".into(),
+                reply: None,
+                remote: None,
+                last_attempt: Some(now),
+            })
+        })
+        .collect();
+    (!recipients.is_empty()).then(|| SuccessNotice {
+        spooled: spooled.clone(),
+        recipients,
+    })
 }
 
 /// What a batch came to: the messages done, and those that stay queued with the reason.
@@ -113,6 +169,7 @@ impl BatchOutcome {
 struct Prepared {
     spooled: Spooled,
     staged: Vec<maildir::Staged>,
+    local: Vec<String>,
     remote: Vec<String>,
     mailboxes: usize,
 }
@@ -187,6 +244,7 @@ pub fn deliver_batch(
                 id: id.clone(),
                 remote: !p.remote.is_empty(),
                 mailboxes: p.mailboxes,
+                notice: success_notice(&p.spooled, &p.local),
             }),
             Err(e) => outcome.fail(id, format!("spool update after delivery failed: {e}")),
         }
@@ -201,7 +259,11 @@ fn prepare(
     id: &str,
 ) -> Result<Prepared, NotNow> {
     let spooled = spool.load(id).map_err(|e| e.to_string())?;
-    let (mailboxes, remote) = split_recipients(users, standing, id, &spooled.envelope.recipients)?;
+    let Split {
+        mailboxes,
+        local,
+        remote,
+    } = split_recipients(users, standing, id, &spooled.envelope.recipients)?;
     let return_path = format!("Return-Path: <{}>\r\n", spooled.envelope.sender);
     let mut staged = Vec::new();
     for mailbox in &mailboxes {
@@ -221,6 +283,7 @@ fn prepare(
     Ok(Prepared {
         spooled,
         staged,
+        local,
         remote,
         mailboxes: mailboxes.len(),
     })

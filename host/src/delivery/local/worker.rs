@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::config::QueueConfig;
+use crate::delivery::queue::bounce::queue_report;
 use crate::delivery::queue::manager::QueueManager;
 use crate::delivery::queue::spool::Spool;
 use crate::delivery::queue::state::QueueFiles;
@@ -37,6 +38,8 @@ pub struct LocalDelivery {
     pub retry: QueueConfig,
     /// Set when the server starts stopping.
     pub deadline: Deadline,
+    /// The gateway's name, for the success reports it sends.
+    pub hostname: String,
 }
 
 impl LocalDelivery {
@@ -52,6 +55,7 @@ impl LocalDelivery {
             again,
             retry,
             deadline,
+            hostname,
         } = self;
         let parked = Parked::default();
         tokio::spawn(
@@ -75,13 +79,13 @@ impl LocalDelivery {
                     Err(_) => break,
                 }
             }
-            let (spool, root) = (spool.clone(), mail_root.clone());
+            let (batch_spool, root) = (spool.clone(), mail_root.clone());
             let (users, standing) = (directory.get(), directory.standing());
             let (files, retry) = (relay.files().clone(), retry.clone());
             let batch = ids.len();
             let result = tokio::task::spawn_blocking(move || {
                 let outcome =
-                    super::deliver::deliver_batch(&spool, (&users, standing), &root, &ids);
+                    super::deliver::deliver_batch(&batch_spool, (&users, standing), &root, &ids);
                 let retries = record_local_outcome(&files, &outcome, &retry);
                 (outcome.done, retries, outcome.waiting_for_users)
             })
@@ -115,6 +119,16 @@ impl LocalDelivery {
                     }
                     for message in done.iter().filter(|d| d.remote) {
                         relay.submit(&message.id);
+                    }
+                    for notice in done.iter().filter_map(|d| d.notice.as_ref()) {
+                        let queued =
+                            queue_report(&spool, &hostname, &notice.spooled, &notice.recipients)
+                                .await;
+                        if let Some(id) = queued {
+                            let about = &notice.spooled.envelope.id;
+                            tracing::info!(queue_id = about, notice = id, "success report queued");
+                            let _ = again.send(id);
+                        }
                     }
                     for (id, wait) in retries {
                         let parks = waiting.contains(&id);

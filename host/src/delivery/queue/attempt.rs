@@ -11,7 +11,7 @@ use super::manager::{now_secs, QueueManager};
 use super::spool::Spooled;
 use super::state::DeliveryState;
 use crate::delivery::relay::client::Failure;
-use crate::delivery::relay::dsn::{self, FailedRecipient};
+use crate::delivery::relay::dsn::{self, Action, FailedRecipient, ReportRecipient};
 use crate::delivery::relay::route::Target;
 use crate::delivery::relay::transmit::Body;
 use crate::mail::{Delivery, Envelope, MailState, Session};
@@ -22,7 +22,8 @@ use crate::telemetry::{journal, metrics};
 /// How one recipient fared in one attempt.
 #[derive(Debug, Clone)]
 enum Outcome {
-    Delivered(String),
+    /// The final reply, and whether the host took the DSN request on (it offered DSN).
+    Delivered(String, bool),
     /// Not delivered and not to be retried, without a bounce (discard, removed by a plugin).
     Dropped(String),
     Temporary(Failure),
@@ -36,7 +37,7 @@ fn count_outcomes(destination: &str, outcomes: &[(String, Outcome)]) {
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (_, outcome) in outcomes {
         let result = match outcome {
-            Outcome::Delivered(_) => "delivered",
+            Outcome::Delivered(..) => "delivered",
             Outcome::Dropped(_) => "dropped",
             Outcome::Temporary(_) => "deferred",
             Outcome::Permanent(_) => "bounced",
@@ -59,7 +60,7 @@ fn journal_attempt(id: &str, attempt: u32, destination: &str, outcomes: &[(Strin
         .iter()
         .map(|(rcpt, outcome)| {
             let (result, text) = match outcome {
-                Outcome::Delivered(reply) => ("delivered", reply.clone()),
+                Outcome::Delivered(reply, _) => ("delivered", reply.clone()),
                 Outcome::Dropped(why) => ("dropped", why.clone()),
                 Outcome::Temporary(f) => ("deferred", f.text.clone()),
                 Outcome::Permanent(f) => ("bounced", f.text.clone()),
@@ -88,7 +89,7 @@ fn log_results(id: &str, destination: &str, received_at: u64, outcomes: &[(Strin
     let delay = now_secs().saturating_sub(received_at);
     for (rcpt, outcome) in outcomes {
         let (status, dsn, relay, text) = match outcome {
-            Outcome::Delivered(reply) => {
+            Outcome::Delivered(reply, _) => {
                 let dsn = dsn::enhanced_code(reply).unwrap_or_else(|| "2.0.0".into());
                 ("sent", dsn, destination, reply.as_str())
             }
@@ -128,6 +129,26 @@ fn failure_code(failure: &Failure, fallback: &str) -> String {
 /// The host that answered, else the destination.
 fn relay_of<'a>(failure: &'a Failure, destination: &'a str) -> &'a str {
     failure.remote.as_deref().unwrap_or(destination)
+}
+
+/// A recipient that asked for success and went to a host that does not offer DSN.
+fn relayed_recipient(
+    rcpt: String,
+    reply: String,
+    original: Option<crate::mail::dsn::Orcpt>,
+    now: u64,
+) -> ReportRecipient {
+    let status = dsn::enhanced_code(&reply).unwrap_or_else(|| "2.0.0".into());
+    ReportRecipient {
+        address: rcpt,
+        original,
+        action: Action::Relayed,
+        status,
+        reason: "relayed to a mail system that does not report delivery".into(),
+        reply: (!reply.is_empty()).then_some(reply),
+        remote: None,
+        last_attempt: Some(now),
+    }
 }
 
 /// How a message left the relay queue: delivered, dropped, expired or bounced.
@@ -377,26 +398,27 @@ impl QueueManager {
             Some(Err(e)) => return (all(Outcome::Temporary(Failure::temporary(e))), 0),
         };
         let raw = signed.as_deref().unwrap_or(raw);
-        let results = self
+        let sent = self
             .inner
             .transmitter
             .transmit(
                 &target,
-                &mail.envelope.sender,
-                &sent_to,
+                (&mail.envelope.sender, &sent_to),
                 raw,
                 Body {
                     smtputf8: envelope.smtputf8,
                     binary: envelope.binary,
                 },
+                &envelope.dsn,
             )
             .await;
+        let results = &sent.results;
         let mut outcomes = Vec::new();
         for rcpt in rcpts {
             let outcome = match sent_to.iter().position(|r| r.eq_ignore_ascii_case(rcpt)) {
                 None => Outcome::Dropped("removed by a deliver-stage plugin".into()),
                 Some(i) => match &results[i] {
-                    Ok(reply) => Outcome::Delivered(reply.clone()),
+                    Ok(reply) => Outcome::Delivered(reply.clone(), sent.dsn_passed),
                     Err(f) if f.stopped => Outcome::Stopped(f.text.clone()),
                     Err(f) if f.permanent => Outcome::Permanent(f.clone()),
                     Err(f) => Outcome::Temporary(f.clone()),
@@ -427,6 +449,7 @@ impl QueueManager {
         let mut errors = Vec::new();
         let mut dropped = 0usize;
         let mut stopped = Vec::new();
+        let mut relayed = Vec::new();
         let total = outcomes.len();
         for (rcpt, outcome) in outcomes {
             match outcome {
@@ -434,7 +457,13 @@ impl QueueManager {
                     tracing::info!(queue_id = id, rcpt, "left for the next start: {why}");
                     stopped.push(rcpt);
                 }
-                Outcome::Delivered(_) => metrics::delivered_after("relay", waited),
+                Outcome::Delivered(reply, passed) => {
+                    metrics::delivered_after("relay", waited);
+                    let dsn = envelope.dsn.recipient(&rcpt);
+                    if !passed && dsn.wants_success() {
+                        relayed.push(relayed_recipient(rcpt, reply, dsn.orcpt, now));
+                    }
+                }
                 Outcome::Dropped(_) => dropped += 1,
                 Outcome::Permanent(f) => {
                     failed.push(FailedRecipient {
@@ -473,10 +502,9 @@ impl QueueManager {
                 });
             }
         }
-        if !failed.is_empty() {
-            let hostname = &self.inner.config.server.hostname;
-            let queue = (&self.inner.files.spool, &self.inner.resubmit);
-            super::bounce::queue_bounce(queue, hostname, spooled, &failed).await;
+        self.report(spooled, &failed, &relayed).await;
+        if !pending.is_empty() {
+            self.delay_report(spooled, state, &pending).await;
         }
         let files = &self.inner.files;
         if pending.is_empty() && stopped.is_empty() {
@@ -538,6 +566,73 @@ impl QueueManager {
             save(state);
         }
         self.inner.wake.notify_one();
+    }
+
+    /// The failure report for the recipients that want one, and the relayed report for those
+    /// that asked for success but went to a host that will not report it.
+    async fn report(
+        &self,
+        spooled: &Spooled,
+        failed: &[FailedRecipient],
+        relayed: &[ReportRecipient],
+    ) {
+        let hostname = &self.inner.config.server.hostname;
+        let queue = (&self.inner.files.spool, &self.inner.resubmit);
+        let dsn = &spooled.envelope.dsn;
+        let now = now_secs();
+        let bounced: Vec<ReportRecipient> = failed
+            .iter()
+            .filter_map(|f| {
+                let wanted = dsn.recipient(&f.address);
+                wanted.wants_failure().then(|| f.report(wanted.orcpt, now))
+            })
+            .collect();
+        if bounced.len() < failed.len() {
+            tracing::info!(
+                queue_id = spooled.envelope.id,
+                "{} failed recipient(s) asked for no failure report",
+                failed.len() - bounced.len()
+            );
+        }
+        super::bounce::queue_bounce(queue, hostname, spooled, &bounced).await;
+        super::bounce::queue_notice(queue, hostname, spooled, relayed).await;
+    }
+
+    /// Once per message, when it has waited `[queue] delay-notice-after`: a delay report for
+    /// the recipients still pending that asked for one (or did not say).
+    async fn delay_report(
+        &self,
+        spooled: &Spooled,
+        state: &mut DeliveryState,
+        pending: &[(String, Failure)],
+    ) {
+        let after = self.inner.config.queue.delay_notice_after.as_secs();
+        let now = now_secs();
+        let waited = now.saturating_sub(spooled.envelope.received_at);
+        if after == 0 || waited < after || state.delay_notified {
+            return;
+        }
+        state.delay_notified = true;
+        let dsn = &spooled.envelope.dsn;
+        let delayed: Vec<ReportRecipient> = pending
+            .iter()
+            .filter_map(|(rcpt, failure)| {
+                let wanted = dsn.recipient(rcpt);
+                wanted.wants_delay().then(|| ReportRecipient {
+                    address: rcpt.clone(),
+                    original: wanted.orcpt,
+                    action: Action::Delayed,
+                    status: failure_code(failure, "4.0.0"),
+                    reason: failure.text.clone(),
+                    reply: failure.reply.clone(),
+                    remote: failure.remote.clone(),
+                    last_attempt: Some(now),
+                })
+            })
+            .collect();
+        let hostname = &self.inner.config.server.hostname;
+        let queue = (&self.inner.files.spool, &self.inner.resubmit);
+        super::bounce::queue_notice(queue, hostname, spooled, &delayed).await;
     }
 
     /// Ends an attempt the shutdown kept from reaching any destination: no file changes, the

@@ -185,6 +185,9 @@ fn render_show(e: &QueueEntry, message: &[u8]) -> String {
         env.helo,
         env.client_ip,
     );
+    if !env.dsn.is_empty() {
+        out.push_str(&render_dsn(&env.dsn));
+    }
     out.push_str(&format!(
         "attempts: {}\nnext attempt: {}\nlast error: {}\nsize: {}\n\n",
         e.state.attempts,
@@ -193,6 +196,26 @@ fn render_show(e: &QueueEntry, message: &[u8]) -> String {
         e.size
     ));
     out.push_str(&String::from_utf8_lossy(message));
+    out
+}
+
+/// The client's DSN requests (RFC 3461), one line for the message and one per recipient.
+fn render_dsn(dsn: &crate::mail::dsn::EnvelopeDsn) -> String {
+    let ret = match dsn.ret {
+        Some(crate::mail::dsn::Ret::Full) => "FULL",
+        Some(crate::mail::dsn::Ret::Hdrs) => "HDRS",
+        None => "-",
+    };
+    let envid = dsn.envid.as_deref().unwrap_or("-");
+    let mut out = format!("dsn: ret={ret} envid={envid}\n");
+    for (rcpt, wanted) in &dsn.recipients {
+        let notify = wanted.notify.map_or("-".into(), |n| n.value());
+        let orcpt = wanted
+            .orcpt
+            .as_ref()
+            .map_or("-".into(), |o| format!("{};{}", o.addr_type, o.address));
+        out.push_str(&format!("dsn <{rcpt}>: notify={notify} orcpt={orcpt}\n"));
+    }
     out
 }
 

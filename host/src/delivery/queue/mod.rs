@@ -4,7 +4,7 @@
 //! operator's commands. Sending itself is the relay's (`relay::transmit`).
 
 mod attempt;
-mod bounce;
+pub mod bounce;
 pub mod commands;
 pub mod intake;
 pub mod manager;

@@ -18,6 +18,10 @@ pub struct DeliveryState {
     pub held: bool,
     /// Recipients still to deliver; `None` means all of the envelope's.
     pub pending: Option<Vec<String>>,
+    /// The delay report (`[queue] delay-notice-after`) was sent, or was due and nobody
+    /// wanted it: there is one per message at most.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delay_notified: bool,
 }
 
 impl DeliveryState {

@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 use super::mx::Candidate;
 use super::route::Target;
 use crate::config::ClientTls;
+use crate::mail::dsn::{EnvelopeDsn, RcptDsn, Ret};
+use crate::mail::xtext;
 use crate::net::connection::{Connection, Line, Stream};
 use crate::net::drain::Deadline;
 pub use pool::Pool;
@@ -139,6 +141,7 @@ struct Extensions {
     auth_plain: bool,
     chunking: bool,
     binarymime: bool,
+    dsn: bool,
 }
 
 impl Extensions {
@@ -155,6 +158,7 @@ impl Extensions {
                 "STARTTLS" => ext.starttls = true,
                 "CHUNKING" => ext.chunking = true,
                 "BINARYMIME" => ext.binarymime = true,
+                "DSN" => ext.dsn = true,
                 "AUTH" => ext.auth_plain |= words.any(|m| m.eq_ignore_ascii_case("PLAIN")),
                 _ => {}
             }
@@ -178,6 +182,8 @@ pub struct Outgoing<'a> {
     /// At shutdown: how long the content and the peer's final reply may take (sending it is
     /// not begun with less time left).
     pub reply_allowance: Duration,
+    /// The client's DSN parameters, passed on to a peer that offers DSN.
+    pub dsn: &'a EnvelopeDsn,
 }
 
 /// Per recipient: the final reply on success, or why not.
@@ -378,8 +384,18 @@ impl SmtpClient {
         if out.smtputf8 {
             mail.push_str(" SMTPUTF8");
         }
+        if self.ext.dsn {
+            mail.push_str(&mail_dsn(out.dsn));
+        }
         let mut commands = vec![mail];
-        commands.extend(out.recipients.iter().map(|r| format!("RCPT TO:<{r}>")));
+        commands.extend(out.recipients.iter().map(|r| {
+            let dsn = if self.ext.dsn {
+                rcpt_dsn(&out.dsn.recipient(r))
+            } else {
+                String::new()
+            };
+            format!("RCPT TO:<{r}>{dsn}")
+        }));
         if !out.binary {
             commands.push("DATA".into());
         }
@@ -627,8 +643,70 @@ impl SmtpClient {
     }
 
     /// Says goodbye (best effort).
+    /// The peer offers DSN: the client's DSN parameters go on to it, and it reports.
+    pub fn offers_dsn(&self) -> bool {
+        self.ext.dsn
+    }
+
     pub async fn quit(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.command("QUIT")).await;
+    }
+}
+
+/// RET and ENVID for MAIL FROM, each with its leading space.
+fn mail_dsn(dsn: &EnvelopeDsn) -> String {
+    let mut params = String::new();
+    match dsn.ret {
+        Some(Ret::Full) => params.push_str(" RET=FULL"),
+        Some(Ret::Hdrs) => params.push_str(" RET=HDRS"),
+        None => {}
+    }
+    if let Some(envid) = &dsn.envid {
+        params.push_str(&format!(" ENVID={}", xtext::encode(envid.as_bytes())));
+    }
+    params
+}
+
+/// NOTIFY and ORCPT for RCPT TO, each with its leading space.
+fn rcpt_dsn(dsn: &RcptDsn) -> String {
+    let mut params = String::new();
+    if let Some(notify) = dsn.notify {
+        params.push_str(&format!(" NOTIFY={}", notify.value()));
+    }
+    if let Some(orcpt) = &dsn.orcpt {
+        params.push_str(&format!(" ORCPT={}", orcpt.value()));
+    }
+    params
+}
+
+#[cfg(test)]
+mod dsn_tests {
+    use super::*;
+
+    #[test]
+    fn dsn_parameters_go_on_as_xtext() {
+        let dsn = EnvelopeDsn {
+            ret: Some(Ret::Full),
+            envid: Some("a b=c".into()),
+            ..EnvelopeDsn::default()
+        };
+        assert_eq!(mail_dsn(&dsn), " RET=FULL ENVID=a+20b+3Dc");
+        let rcpt = RcptDsn {
+            notify: Some(crate::mail::dsn::Notify {
+                success: true,
+                failure: true,
+                delay: false,
+            }),
+            orcpt: Some(crate::mail::dsn::Orcpt {
+                addr_type: "rfc822".into(),
+                address: "x+y@a.test".into(),
+            }),
+        };
+        assert_eq!(
+            rcpt_dsn(&rcpt),
+            " NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x+2By@a.test"
+        );
+        assert_eq!(rcpt_dsn(&RcptDsn::default()), "");
     }
 }
 
@@ -717,6 +795,23 @@ mod tests {
             .expect("connect");
         let rcpts = vec!["yes@a.test".to_string(), "no@a.test".to_string()];
         let payload = super::super::wire::data_payload(b"Subject: x\r\n\r\n.dot\r\n");
+        // Asked for, but the peer offers no DSN: none of it goes on the wire.
+        let mut dsn = EnvelopeDsn {
+            ret: Some(Ret::Hdrs),
+            envid: Some("id 1".into()),
+            ..EnvelopeDsn::default()
+        };
+        let notify = crate::mail::dsn::Notify {
+            success: true,
+            ..Default::default()
+        };
+        dsn.recipients.insert(
+            "yes@a.test".into(),
+            RcptDsn {
+                notify: Some(notify),
+                orcpt: None,
+            },
+        );
         let mut out = Outgoing {
             sender: "s@b.test",
             recipients: &rcpts,
@@ -726,6 +821,7 @@ mod tests {
             smtputf8: false,
             binary: false,
             reply_allowance: MIN_REPLY_ALLOWANCE,
+            dsn: &dsn,
         };
         let refused = client.send(&out).await.expect_err("8-bit to a 7-bit peer");
         assert!(
@@ -742,7 +838,11 @@ mod tests {
         let seen = peer.await.expect("peer");
         assert_eq!(seen[0], "EHLO gw.test");
         assert_eq!(seen[1], "HELO gw.test");
-        assert_eq!(seen[2], "MAIL FROM:<s@b.test>", "no SIZE without EHLO");
+        assert_eq!(
+            seen[2], "MAIL FROM:<s@b.test>",
+            "no SIZE or RET without EHLO"
+        );
+        assert_eq!(seen[3], "RCPT TO:<yes@a.test>", "no NOTIFY without DSN");
         assert!(seen.contains(&"..dot".to_string()), "dot-stuffed: {seen:?}");
     }
 }

@@ -1,7 +1,9 @@
 //! Delivery status notifications (RFC 3464): the `multipart/report` sent from `<>` to the
-//! envelope sender when recipients fail permanently or expire.
+//! envelope sender when recipients fail permanently or expire, and, when the client asked
+//! (RFC 3461), when they are delivered, relayed to a host that does not report, or delayed.
 
 use crate::mail::date::rfc5322;
+use crate::mail::dsn::{Orcpt, Ret};
 use crate::message::header::HeaderBlock;
 
 /// One recipient the report is about.
@@ -59,58 +61,121 @@ pub struct Original<'a> {
     pub sender: &'a str,
     pub received_at: u64,
     pub message: &'a [u8],
+    /// The client's ENVID, returned as Original-Envelope-Id.
+    pub envid: Option<&'a str>,
+    /// RET: the whole message (FULL) or its header (HDRS, and when absent).
+    pub ret: Option<Ret>,
 }
 
-/// The whole DSN message (CRLF line ends), from the gateway `hostname`.
+/// What became of a recipient, as the report's Action field says (RFC 3464 §2.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Failed,
+    Delayed,
+    Delivered,
+    /// Passed to a host that does not offer DSN: no further report will come.
+    Relayed,
+}
+
+impl Action {
+    fn word(self) -> &'static str {
+        match self {
+            Action::Failed => "failed",
+            Action::Delayed => "delayed",
+            Action::Delivered => "delivered",
+            Action::Relayed => "relayed",
+        }
+    }
+
+    fn subject(self) -> &'static str {
+        match self {
+            Action::Failed => "Undelivered Mail Returned to Sender",
+            Action::Delayed => "Delayed Mail (still being retried)",
+            Action::Delivered => "Successful Mail Delivery Report",
+            Action::Relayed => "Mail Relayed Report",
+        }
+    }
+
+    fn explanation(self) -> &'static str {
+        match self {
+            Action::Failed => {
+                "Your message could not be delivered to the following recipients.\r\n\
+                 It has not been delivered to them and will not be retried."
+            }
+            Action::Delayed => {
+                "Your message could not be delivered yet to the following recipients.\r\n\
+                 It is still being retried; you need not send it again."
+            }
+            Action::Delivered => {
+                "Your message was delivered to the following recipients' mailboxes."
+            }
+            Action::Relayed => {
+                "Your message was passed on to a mail system that does not report delivery.\r\n\
+                 No further notification will come for these recipients."
+            }
+        }
+    }
+}
+
+/// One recipient of a report, with the per-recipient fields of RFC 3464 §2.3.
+#[derive(Debug, Clone)]
+pub struct ReportRecipient {
+    pub address: String,
+    /// The ORCPT the client gave, returned as Original-Recipient.
+    pub original: Option<Orcpt>,
+    pub action: Action,
+    /// The enhanced status code (`5.1.1`).
+    pub status: String,
+    /// Why, for people.
+    pub reason: String,
+    /// The remote reply (`smtp; 550 ...`), else the gateway's own words (`x-mailgate; ...`).
+    pub reply: Option<String>,
+    pub remote: Option<String>,
+    /// Unix seconds of the last attempt, when there was one.
+    pub last_attempt: Option<u64>,
+}
+
+impl FailedRecipient {
+    /// This failure as a report recipient.
+    pub fn report(&self, original: Option<Orcpt>, now: u64) -> ReportRecipient {
+        ReportRecipient {
+            address: self.address.clone(),
+            original,
+            action: Action::Failed,
+            status: self.status(),
+            reason: self.reason.clone(),
+            reply: self.reply.clone(),
+            remote: self.remote.clone(),
+            last_attempt: Some(now),
+        }
+    }
+}
+
+/// The whole DSN message (CRLF line ends), from the gateway `hostname`, about recipients that
+/// share one action.
 pub fn build(
     hostname: &str,
     original: &Original<'_>,
-    failed: &[FailedRecipient],
+    recipients: &[ReportRecipient],
     now: u64,
 ) -> Vec<u8> {
+    let action = recipients.first().map_or(Action::Failed, |r| r.action);
     let boundary = format!("{}/{}.dsn", original.queue_id, hostname);
-    let mut human = String::new();
-    human.push_str(&format!(
-        "This is the mail gateway at {hostname}.\r\n\r\n\
-         Your message could not be delivered to the following recipients.\r\n\
-         It has not been delivered to them and will not be retried.\r\n\r\n"
-    ));
-    for f in failed {
-        human.push_str(&format!("<{}>: {}\r\n", f.address, one_line(&f.reason)));
-    }
-    let mut status = format!(
-        "Reporting-MTA: dns; {hostname}\r\nX-Mailgate-Queue-ID: {}\r\nArrival-Date: {}\r\n",
-        original.queue_id,
-        rfc5322(original.received_at)
-    );
-    for f in failed {
-        status.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
-            f.address,
-            f.status()
-        ));
-        if let Some(remote) = &f.remote {
-            status.push_str(&format!("Remote-MTA: dns; {remote}\r\n"));
-        }
-        let diagnostic = f.reply.clone().unwrap_or_else(|| f.reason.clone());
-        let kind = if f.reply.is_some() {
-            "smtp"
-        } else {
-            "x-mailgate"
-        };
-        status.push_str(&format!(
-            "Diagnostic-Code: {kind}; {}\r\n",
-            one_line(&diagnostic)
-        ));
-    }
-    let block = HeaderBlock::parse(original.message, 0);
-    let headers = &original.message[..block.fields_end.min(original.message.len())];
+    let human = human_part(hostname, action, recipients);
+    let status = status_part(hostname, original, recipients);
+    // The whole message only for a failure with RET=FULL (RFC 3461 §4.3); else its header.
+    let full = action == Action::Failed && original.ret == Some(Ret::Full);
+    let content_type = if full {
+        "message/rfc822"
+    } else {
+        "text/rfc822-headers"
+    };
     let mut out = format!(
         "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n\
          To: <{to}>\r\n\
-         Subject: Undelivered Mail Returned to Sender\r\n\
+         Subject: {subject}\r\n\
          Date: {date}\r\n\
-         Message-ID: <{id}.dsn@{hostname}>\r\n\
+         Message-ID: <{id}.{action}.dsn@{hostname}>\r\n\
          Auto-Submitted: auto-replied\r\n\
          MIME-Version: 1.0\r\n\
          Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\
@@ -124,18 +189,88 @@ pub fn build(
          Content-Type: message/delivery-status\r\n\r\n\
          {status}\
          \r\n--{boundary}\r\n\
-         Content-Type: text/rfc822-headers\r\n\r\n",
+         Content-Type: {content_type}\r\n\r\n",
         to = original.sender,
+        subject = action.subject(),
         date = rfc5322(now),
         id = original.queue_id,
+        action = action.word(),
     )
     .into_bytes();
-    out.extend_from_slice(headers);
-    if !headers.ends_with(b"\n") {
+    let returned = if full {
+        original.message
+    } else {
+        let block = HeaderBlock::parse(original.message, 0);
+        &original.message[..block.fields_end.min(original.message.len())]
+    };
+    out.extend_from_slice(returned);
+    if !returned.ends_with(b"\n") {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     out
+}
+
+fn human_part(hostname: &str, action: Action, recipients: &[ReportRecipient]) -> String {
+    let mut human = format!(
+        "This is the mail gateway at {hostname}.\r\n\r\n{}\r\n\r\n",
+        action.explanation()
+    );
+    for r in recipients {
+        human.push_str(&format!("<{}>: {}\r\n", r.address, one_line(&r.reason)));
+    }
+    human
+}
+
+/// The message/delivery-status body: the per-message fields, then one block per recipient.
+fn status_part(hostname: &str, original: &Original<'_>, recipients: &[ReportRecipient]) -> String {
+    let mut status = format!("Reporting-MTA: dns; {hostname}\r\n");
+    if let Some(envid) = original.envid {
+        status.push_str(&format!("Original-Envelope-Id: {}\r\n", one_line(envid)));
+    }
+    status.push_str(&format!(
+        "X-Mailgate-Queue-ID: {}\r\nArrival-Date: {}\r\n",
+        original.queue_id,
+        rfc5322(original.received_at)
+    ));
+    for r in recipients {
+        status.push_str("\r\n");
+        if let Some(orcpt) = &r.original {
+            status.push_str(&format!(
+                "Original-Recipient: {}; {}\r\n",
+                orcpt.addr_type,
+                one_line(&orcpt.address)
+            ));
+        }
+        let kind = if r.address.is_ascii() {
+            "rfc822"
+        } else {
+            "utf-8"
+        };
+        status.push_str(&format!(
+            "Final-Recipient: {kind}; {}\r\nAction: {}\r\nStatus: {}\r\n",
+            r.address,
+            r.action.word(),
+            r.status
+        ));
+        if let Some(remote) = &r.remote {
+            status.push_str(&format!("Remote-MTA: dns; {remote}\r\n"));
+        }
+        let (kind, diagnostic) = match &r.reply {
+            Some(reply) => ("smtp", reply.as_str()),
+            None => ("x-mailgate", r.reason.as_str()),
+        };
+        if !diagnostic.is_empty() {
+            status.push_str(&format!(
+                "Diagnostic-Code: {kind}; {}\r\n",
+                one_line(diagnostic)
+            ));
+        }
+        if let Some(at) = r.last_attempt {
+            status.push_str(&format!("Last-Attempt-Date: {}\r\n", rfc5322(at)));
+        }
+    }
+    status
 }
 
 fn one_line(text: &str) -> String {
@@ -155,13 +290,16 @@ mod tests {
             remote: Some("mx.remote.test".into()),
             expired: false,
         }];
-        let original = Original {
+        let mut original = Original {
             queue_id: "abc",
             sender: "a@local.test",
             received_at: 0,
             message: b"Subject: hello\r\nFrom: a@local.test\r\n\r\nbody\r\n",
+            envid: None,
+            ret: None,
         };
-        let dsn = String::from_utf8(build("gw.test", &original, &failed, 0)).expect("utf8");
+        let recipients = [failed[0].report(None, 0)];
+        let dsn = String::from_utf8(build("gw.test", &original, &recipients, 0)).expect("utf8");
         assert!(dsn.contains("report-type=delivery-status"));
         assert!(dsn.contains(
             "Final-Recipient: rfc822; gone@remote.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"
@@ -180,5 +318,20 @@ mod tests {
             ..failed[0].clone()
         };
         assert_eq!(expired.status(), "4.4.7");
+
+        // RET=FULL returns the whole message; ENVID and ORCPT come back.
+        original.ret = Some(Ret::Full);
+        original.envid = Some("env-1");
+        let orcpt = Orcpt {
+            addr_type: "rfc822".into(),
+            address: "alias@remote.test".into(),
+        };
+        let recipients = [failed[0].report(Some(orcpt), 0)];
+        let dsn = String::from_utf8(build("gw.test", &original, &recipients, 0)).expect("utf8");
+        assert!(dsn.contains("Original-Envelope-Id: env-1\r\n"));
+        assert!(dsn.contains("Original-Recipient: rfc822; alias@remote.test\r\n"));
+        assert!(dsn.contains("Content-Type: message/rfc822\r\n"));
+        assert!(dsn.contains("body\r\n"), "the whole message is returned");
+        assert!(dsn.contains("Last-Attempt-Date: "));
     }
 }

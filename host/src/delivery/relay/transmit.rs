@@ -15,6 +15,7 @@ use super::route::Target;
 use super::wire;
 use crate::config::split_host_port;
 use crate::dns::Dns;
+use crate::mail::dsn::EnvelopeDsn;
 use crate::mail::Route;
 
 /// What the message's content asks of a peer, beyond its bytes.
@@ -24,6 +25,16 @@ pub struct Body {
     pub smtputf8: bool,
     /// The client sent the content as BODY=BINARYMIME.
     pub binary: bool,
+}
+
+/// What became of one message sent to one target.
+#[derive(Debug)]
+pub struct Transmitted {
+    /// Per recipient: the final reply, or the failure.
+    pub results: Vec<Result<String, Failure>>,
+    /// The host that took the message offered DSN, so it was told what the client asked and
+    /// reports from here on (RFC 3461 §6.2.1: else this gateway says `relayed`).
+    pub dsn_passed: bool,
 }
 
 /// The relay's sending side, shared by every delivery attempt.
@@ -91,14 +102,29 @@ impl Transmitter {
     pub async fn transmit(
         &self,
         target: &Target,
-        sender: &str,
-        rcpts: &[String],
+        (sender, rcpts): (&str, &[String]),
         raw: &[u8],
         body: Body,
-    ) -> Vec<Result<String, Failure>> {
-        let fail_all = |f: Failure| rcpts.iter().map(|_| Err(f.clone())).collect();
+        dsn: &EnvelopeDsn,
+    ) -> Transmitted {
+        let (results, dsn_passed) = self.send(target, (sender, rcpts), raw, body, dsn).await;
+        Transmitted {
+            results,
+            dsn_passed,
+        }
+    }
+
+    async fn send(
+        &self,
+        target: &Target,
+        (sender, rcpts): (&str, &[String]),
+        raw: &[u8],
+        body: Body,
+        dsn: &EnvelopeDsn,
+    ) -> (Vec<Result<String, Failure>>, bool) {
+        let fail_all = |f: Failure| (rcpts.iter().map(|_| Err(f.clone())).collect(), false);
         if rcpts.is_empty() {
-            return Vec::new();
+            return (Vec::new(), false);
         }
         let deadline = &self.settings.deadline;
         if deadline.is_draining() {
@@ -137,6 +163,7 @@ impl Transmitter {
             smtputf8: needs_utf8,
             binary: body.binary,
             reply_allowance: self.reply_allowance(&key, payload.len()),
+            dsn,
         };
         let mut results = fail_all(Failure::temporary("no host could be tried"));
         for candidate in &candidates {
@@ -148,9 +175,9 @@ impl Transmitter {
                     tracing::info!(host = candidate.name, addr = %candidate.addr, "{}", failure.text);
                     results = fail_all(failure);
                 }
-                Ok(sent) => {
+                Ok((sent, passed)) => {
                     let all_temporary = sent.iter().all(|r| matches!(r, Err(f) if !f.permanent));
-                    results = sent;
+                    results = (sent, passed);
                     if !all_temporary {
                         break;
                     }
@@ -167,15 +194,16 @@ impl Transmitter {
         target: &Target,
         key: &str,
         out: &Outgoing<'_>,
-    ) -> Result<Vec<Result<String, Failure>>, Failure> {
+    ) -> Result<(Vec<Result<String, Failure>>, bool), Failure> {
         let pool = &self.pool;
         if let Some(mut client) = pool.take(candidate.addr, key) {
             let sent = client.send(out).await;
             self.note_reply_time(key, &client);
             match sent {
                 Ok(results) => {
+                    let passed = client.offers_dsn();
                     pool.put(key, client);
-                    return Ok(results);
+                    return Ok((results, passed));
                 }
                 Err(f) if f.permanent => {
                     pool.put(key, client);
@@ -194,8 +222,9 @@ impl Transmitter {
         self.note_reply_time(key, &client);
         match sent {
             Ok(results) => {
+                let passed = client.offers_dsn();
                 pool.put(key, client);
-                Ok(results)
+                Ok((results, passed))
             }
             Err(f) if f.permanent => {
                 pool.put(key, client);

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::{QueueConfig, SpoolDesign};
+use crate::mail::dsn::EnvelopeDsn;
 use files::FileSpool;
 use log::LogSpool;
 
@@ -53,6 +54,10 @@ pub struct QueuedEnvelope {
     /// to peers that offer BINARYMIME, never converted.
     #[serde(default)]
     pub binary: bool,
+    /// What the client asked of delivery status notifications (RFC 3461); an entry queued
+    /// without it reads as no parameters given.
+    #[serde(default, skip_serializing_if = "EnvelopeDsn::is_empty")]
+    pub dsn: EnvelopeDsn,
 }
 
 /// A message in the spool.
