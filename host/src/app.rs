@@ -237,6 +237,7 @@ async fn build(
         spool: spool.clone(),
         users: users.clone(),
         mail_root: data_dir.join("mail"),
+        quota: config.limits.max_mailbox_bytes_per_user,
         relay: relay.clone(),
         again: again.clone(),
         retry: config.queue.clone(),

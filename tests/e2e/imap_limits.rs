@@ -3,7 +3,7 @@
 //! SMTP greeting and IMAP NOOP are answered within a second throughout, and the server lives.
 //! Each test runs the real binary under an address-space limit (`Gateway::builder().bounded()`).
 
-use mailgate_e2e::{imap_raw, Gateway, Responsiveness};
+use mailgate_e2e::{imap_raw, wait_until, Gateway, RawSmtp, Responsiveness};
 
 const ALICE: &str = "alice@example.test";
 const LOGIN: &str = "l LOGIN alice@example.test pw-alice\r\n";
@@ -891,4 +891,261 @@ fn copy_and_move_of_many_messages_take_linear_time() {
     assert!(messages_in(&gw, "Moved").contains(&format!("MESSAGES {MANY})")));
     assert!(messages_in(&gw, "INBOX").contains("MESSAGES 0)"));
     survived(gw, watch);
+}
+
+// Storage quota per user (`limits.max-mailbox-bytes-per-user`): what adds mail stops at it
+// (a COPY onto itself doubled a mailbox each command, APPEND filled the disk), with RFC 5530's
+// OVERQUOTA, SMTP's 452 4.2.2, and usage counted over every folder, whoever added the files.
+
+/// Alice may hold 20 000 bytes.
+const QUOTA: &str = "[limits]\nmax-mailbox-bytes-per-user = 20000\n";
+
+/// An APPEND of `message` to `folder` as one step (LITERAL+).
+fn append(tag: &str, folder: &str, message: &[u8]) -> String {
+    format!(
+        "{tag} APPEND {folder} {{{}+}}\r\n{}\r\n",
+        message.len(),
+        String::from_utf8_lossy(message)
+    )
+}
+
+/// The bytes of every message file of alice's Maildir, all folders (as `du -b` counts them).
+fn message_bytes(gw: &Gateway) -> u64 {
+    let root = gw.data().join("mail/example.test/alice");
+    let mut folders = vec![root.clone()];
+    folders.extend(
+        std::fs::read_dir(&root)
+            .expect("maildir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .filter(|p| p.join("cur").is_dir()),
+    );
+    folders
+        .iter()
+        .flat_map(|f| ["cur", "new"].map(|sub| f.join(sub)))
+        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+        .map(|e| e.metadata().expect("message file").len())
+        .sum()
+}
+
+/// (used, limit) in KiB from the `* QUOTA "" (STORAGE used limit)` line of `out`.
+fn storage(out: &str) -> (u64, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("* QUOTA \"\""))
+        .unwrap_or_else(|| panic!("no QUOTA line in {out}"));
+    let figures: Vec<u64> = line
+        .trim_end_matches(')')
+        .rsplit('(')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(figures.len(), 2, "{line}");
+    (figures[0], figures[1])
+}
+
+#[test]
+fn append_and_copy_stop_at_the_users_quota() {
+    let gw = Gateway::builder().config(QUOTA).start();
+    let message = plain_message("quota", 8_000);
+    let (a1, a2, a3) = (
+        append("a1", "INBOX", &message),
+        append("a2", "INBOX", &message),
+        append("a3", "INBOX", &message),
+    );
+    let both = format!(
+        "b APPEND Archive {{{n}+}}\r\n{m} {{{n}+}}\r\n{m}\r\n",
+        n = message.len(),
+        m = String::from_utf8_lossy(&message)
+    );
+    let a4 = append("a4", "INBOX", &message);
+    let out = imap_raw(
+        &gw,
+        &[
+            (LOGIN, "l"),
+            ("c CAPABILITY\r\n", "c"),
+            (a1.as_str(), "a1"),
+            (a2.as_str(), "a2"),
+            (a3.as_str(), "a3"),
+            ("s SELECT INBOX\r\n", "s"),
+            ("k COPY 1:2 INBOX\r\n", "k"),
+            // A MOVE adds nothing: allowed at the quota.
+            ("m MOVE 1 Archive\r\n", "m"),
+            // Variant: a MULTIAPPEND that would pass the quota stores none of its messages.
+            (both.as_str(), "b"),
+            ("x STORE 1 +FLAGS.SILENT (\\Deleted)\r\n", "x"),
+            ("e EXPUNGE\r\n", "e"),
+            // Room made: an APPEND fits again.
+            (a4.as_str(), "a4"),
+            ("q GETQUOTAROOT INBOX\r\n", "q"),
+        ],
+    );
+    assert!(out[2].contains("QUOTA=RES-STORAGE"), "{}", out[2]);
+    assert!(out[3].contains("a1 OK"), "{}", out[3]);
+    assert!(out[4].contains("a2 OK"), "{}", out[4]);
+    assert!(
+        completion(&out[5], "a3").starts_with("a3 NO [OVERQUOTA]"),
+        "{}",
+        out[5]
+    );
+    assert!(
+        completion(&out[7], "k").starts_with("k NO [OVERQUOTA]"),
+        "{}",
+        out[7]
+    );
+    assert!(completion(&out[8], "m").starts_with("m OK"), "{}", out[8]);
+    assert!(
+        completion(&out[9], "b").starts_with("b NO [OVERQUOTA]"),
+        "{}",
+        out[9]
+    );
+    assert!(completion(&out[11], "e").starts_with("e OK"), "{}", out[11]);
+    assert!(
+        completion(&out[12], "a4").starts_with("a4 OK"),
+        "{}",
+        out[12]
+    );
+    assert!(messages_in(&gw, "INBOX").contains("MESSAGES 1)"));
+    assert!(messages_in(&gw, "Archive").contains("MESSAGES 1)"));
+    let (used, limit) = storage(&out[13]);
+    assert!(out[13].contains("* QUOTAROOT INBOX \"\""), "{}", out[13]);
+    assert_eq!(limit, 20_000 / 1024);
+    assert_eq!(used, message_bytes(&gw).div_ceil(1024), "{}", out[13]);
+    assert_eq!(used, (2 * message.len() as u64).div_ceil(1024));
+}
+
+#[test]
+fn usage_counts_files_other_programs_add_and_is_the_same_after_a_restart() {
+    let mut gw = Gateway::builder().config(QUOTA).start();
+    let message = plain_message("other", 8_000);
+    // Copied into new/ by another program: counted though no session has seen them yet.
+    gw.store_directly(ALICE, "1700000000.M1P1.other", &message);
+    gw.store_directly(ALICE, "1700000001.M1P1.other", &message);
+    let a1 = append("a1", "INBOX", &message);
+    let steps = [
+        (LOGIN, "l"),
+        ("q GETQUOTAROOT INBOX\r\n", "q"),
+        (a1.as_str(), "a1"),
+    ];
+    let before = imap_raw(&gw, &steps);
+    assert!(before[3].starts_with("a1 NO [OVERQUOTA]"), "{}", before[3]);
+    let expected = message_bytes(&gw).div_ceil(1024);
+    assert_eq!(storage(&before[2]).0, expected, "{}", before[2]);
+    gw.stop();
+    gw.launch();
+    let after = imap_raw(&gw, &steps);
+    assert!(after[3].starts_with("a1 NO [OVERQUOTA]"), "{}", after[3]);
+    assert_eq!(storage(&after[2]).0, expected, "{}", after[2]);
+    // Variant: a file another program removes frees its room at once.
+    let inbox = gw.data().join("mail/example.test/alice");
+    let removed = ["new", "cur"]
+        .iter()
+        .flat_map(|sub| {
+            std::fs::read_dir(inbox.join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .find(|e| e.file_name().to_string_lossy().starts_with("1700000000."))
+        .map(|e| std::fs::remove_file(e.path()));
+    assert!(matches!(removed, Some(Ok(()))), "{removed:?}");
+    let freed = imap_raw(&gw, &steps);
+    assert!(freed[3].contains("a1 OK"), "{}", freed[3]);
+    assert_eq!(storage(&freed[2]).0, (message.len() as u64).div_ceil(1024));
+}
+
+#[test]
+fn smtp_refuses_a_full_mailbox_with_452_until_mail_is_deleted() {
+    let gw = Gateway::builder()
+        .config("[limits]\nmax-mailbox-bytes-per-user = 10000\n")
+        .start();
+    gw.store_directly(ALICE, "1700000000.M1P1.big", &plain_message("big", 10_000));
+    let (mut smtp, _) = RawSmtp::connect(gw.inbound);
+    smtp.cmd("EHLO client.test");
+    assert!(smtp
+        .cmd("MAIL FROM:<sender@client.test>")
+        .starts_with("250"));
+    let refused = smtp.cmd(&format!("RCPT TO:<{ALICE}>"));
+    assert!(refused.starts_with("452 4.2.2"), "{refused}");
+    smtp.cmd("QUIT");
+    let out = imap_raw(
+        &gw,
+        &[
+            (LOGIN, "l"),
+            ("s SELECT INBOX\r\n", "s"),
+            ("x STORE 1 +FLAGS.SILENT (\\Deleted)\r\n", "x"),
+            ("e EXPUNGE\r\n", "e"),
+        ],
+    );
+    assert!(completion(&out[4], "e").starts_with("e OK"), "{}", out[4]);
+    // The sender's retry: accepted (250 to RCPT and DATA) and delivered.
+    gw.deliver_local(ALICE, &["Subject: again\r\n\r\nhello\r\n".to_string()]);
+}
+
+#[test]
+fn a_queued_message_for_a_mailbox_that_filled_waits_in_the_queue() {
+    let gw = Gateway::builder().config(QUOTA).start();
+    // Room for the recipient at RCPT, none for the message once it is queued.
+    gw.store_directly(ALICE, "1700000000.M1P1.big", &plain_message("big", 15_000));
+    let body = String::from_utf8(plain_message("late", 8_000)).expect("text");
+    let (mut smtp, _) = RawSmtp::connect(gw.inbound);
+    smtp.cmd("EHLO client.test");
+    assert!(smtp
+        .cmd("MAIL FROM:<sender@client.test>")
+        .starts_with("250"));
+    assert!(smtp.cmd(&format!("RCPT TO:<{ALICE}>")).starts_with("250"));
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(format!("{body}.\r\n").as_bytes());
+    assert!(smtp.reply().starts_with("250"));
+    smtp.cmd("QUIT");
+    assert!(
+        wait_until(10, || gw.log().contains("mailbox full")),
+        "{}",
+        gw.log()
+    );
+    // Deferred, not bounced: still queued, not delivered.
+    let listing = gw.cli(&["queue", "list"]).stdout;
+    assert!(listing.contains("-- 1 message(s)"), "{listing}");
+    assert_eq!(gw.mailbox(ALICE).len(), 1);
+    // The user makes room; the next attempt delivers it.
+    let inbox = gw
+        .data()
+        .join("mail/example.test/alice/new/1700000000.M1P1.big");
+    std::fs::remove_file(inbox).expect("make room");
+    let retry = gw.cli(&["queue", "retry", "--all"]);
+    assert_eq!(retry.code, Some(0), "{}", retry.stderr);
+    assert!(wait_until(10, || gw
+        .mailbox(ALICE)
+        .iter()
+        .any(|m| m.contains("Subject: late"))));
+}
+
+#[test]
+fn rename_of_inbox_counts_against_the_folder_cap() {
+    // The five special-use folders made at the first login fill the cap.
+    let gw = Gateway::builder()
+        .config("[limits]\nmax-folders-per-user = 5\n")
+        .start();
+    gw.store_directly(ALICE, "1700000000.M1P1.one", &plain_message("one", 100));
+    let out = imap_raw(
+        &gw,
+        &[
+            (LOGIN, "l"),
+            ("r RENAME INBOX Old\r\n", "r"),
+            ("d DELETE Junk\r\n", "d"),
+            // Variant: below the cap, RENAME INBOX moves its messages and leaves INBOX.
+            ("s RENAME INBOX Old\r\n", "s"),
+            ("t RENAME INBOX Older\r\n", "t"),
+        ],
+    );
+    assert!(out[2].starts_with("r NO [LIMIT]"), "{}", out[2]);
+    assert!(out[3].starts_with("d OK"), "{}", out[3]);
+    assert!(out[4].starts_with("s OK"), "{}", out[4]);
+    assert!(out[5].starts_with("t NO [LIMIT]"), "{}", out[5]);
+    assert!(messages_in(&gw, "Old").contains("MESSAGES 1)"));
+    assert!(messages_in(&gw, "INBOX").contains("MESSAGES 0)"));
 }

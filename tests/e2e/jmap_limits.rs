@@ -1581,3 +1581,88 @@ fn a_request_of_16000_folder_creations_ends_with_its_budget() {
     assert!(gw.alive(), "the server died");
     watch.finish();
 }
+
+// Storage quota per user: Email/import and Email/set create past it get `overQuota`.
+
+#[test]
+fn imports_and_creations_past_the_users_quota_get_over_quota() {
+    let mut gw = Gateway::builder()
+        .bounded()
+        .config("[limits]\nmax-mailbox-bytes-per-user = 1000\n")
+        .start();
+    let account = account(&gw);
+    let (blob, archive) = blob_and_archive(&gw, &account);
+    let size = simple_message(1, "imported").len();
+    // One email per call, so each is stored or refused on its own.
+    let answer = post(&gw, &imports(&account, &blob, &archive, 20, 1));
+    let imported = responses(&answer);
+    let (created, over) = creations(&imported, "overQuota");
+    assert_eq!(created + over, 20, "{}", imported[19]);
+    // What fits: 1000 bytes, the one message stored at first included.
+    assert_eq!(created, 1000 / size - 1, "{} bytes each", size);
+    assert_eq!(total_emails(&gw, &account), (1000 / size) as u64);
+    // Variant: Email/set create is refused the same way, and stores nothing.
+    let create = request(
+        json!([["Email/set", {"accountId": account, "create": {"e": {
+        "mailboxIds": {archive: true},
+        "subject": "one more",
+        "textBody": [{"partId": "t"}],
+        "bodyValues": {"t": {"value": "no room"}},
+    }}}, "s"]]),
+    );
+    let answer = post(&gw, &create);
+    let responses = responses(&answer);
+    assert_eq!(
+        responses[0][1]["notCreated"]["e"]["type"], "overQuota",
+        "{}",
+        responses[0]
+    );
+    assert_eq!(total_emails(&gw, &account), (1000 / size) as u64);
+    assert!(gw.alive(), "the server died");
+}
+
+// The account's lock is held for one object of a /set at a time, not the whole call.
+
+#[test]
+fn the_users_other_requests_are_answered_while_a_long_email_set_runs() {
+    let (mut gw, watch) = start();
+    let account = account(&gw);
+    let (_, archive) = blob_and_archive(&gw, &account);
+    let blob = upload(&gw, &account, &noise(100_000));
+    let create: serde_json::Map<String, Value> = (0..500)
+        .map(|i| {
+            let email = json!({
+                "mailboxIds": {archive.clone(): true},
+                "subject": format!("copy {i}"),
+                "textBody": [{"partId": "t"}],
+                "bodyValues": {"t": {"value": "see the file"}},
+                "attachments": [{"blobId": blob, "type": "application/octet-stream"}],
+            });
+            (format!("e{i}"), email)
+        })
+        .collect();
+    let heavy = request(json!([["Email/set", {"accountId": account, "create": create}, "s"]]));
+    let (answer, slowest) = while_probed(&gw, &account, || post(&gw, &heavy));
+    let seconds = answer["seconds"].as_f64().unwrap_or(0.0);
+    eprintln!("Email/set of 500 creations: {seconds} s; slowest Mailbox/get {slowest:.2} s");
+    let responses = responses(&answer);
+    // Stored until the request's budget (20 s) ran out; the rest got the limit.
+    let (created, refused) = creations(&responses, "requestTooLarge");
+    assert_eq!(
+        created + refused,
+        500,
+        "{created} created, {refused} refused"
+    );
+    assert!(created >= 1, "nothing created");
+    // Only a call that takes a while tells whether it held the others back.
+    assert!(
+        seconds >= 2.0,
+        "the call took {seconds} s: too short to tell"
+    );
+    assert!(
+        slowest < 2.0,
+        "Mailbox/get waited {slowest} s behind Email/set"
+    );
+    assert!(gw.alive(), "the server died");
+    watch.finish();
+}

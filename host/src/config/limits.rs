@@ -74,6 +74,11 @@ pub struct LimitsConfig {
     /// [LIMIT]`) and JMAP Mailbox/set (`overQuota`). Each costs inodes and a look at every
     /// LIST, STATUS and JMAP refresh; Dovecot's `mailbox_list_limit` bounds them likewise.
     pub max_folders_per_user: usize,
+    /// Bytes one user's messages may take, every folder together (as served, CRLF line ends):
+    /// IMAP APPEND and COPY answer `NO [OVERQUOTA]`, JMAP `overQuota`, SMTP RCPT `452 4.2.2`
+    /// and local delivery waits in the queue once it is reached. MOVE, which adds nothing,
+    /// is allowed. 0: no limit.
+    pub max_mailbox_bytes_per_user: u64,
 }
 
 /// The highest `limits.max-mime-depth`: every walk of a MIME tree stays far from stack limits.
@@ -135,6 +140,7 @@ impl Default for LimitsConfig {
             max_prelogin_connections_per_ip: 32,
             write_stall_secs: 60,
             max_folders_per_user: 10_000,
+            max_mailbox_bytes_per_user: 10 << 30,
         }
     }
 }

@@ -2,11 +2,14 @@
 //! the declared and real size, line ends, the MIME shape and mail loops. Each refusal is an
 //! answer; `None` means the check passed.
 
+use std::path::Path;
+
 use super::Answer;
 use crate::config::LimitsConfig;
 use crate::mail::EsmtpParam;
 use crate::message::header::HeaderBlock;
 use crate::message::mime::{excess, Bounds};
+use crate::store::mailbox::{is_over_quota, room_for};
 use crate::store::users::{Recipient, UserDirectory};
 
 /// Messages from this size on have their structure scanned on a blocking thread (a hand-off
@@ -67,6 +70,29 @@ pub(super) fn recipient(users: &UserDirectory, rcpt: &str, trusted: bool) -> Opt
         Recipient::Remote if trusted => None,
         Recipient::Remote => Some(Answer::new(554, (5, 7, 1), "Relay access denied")),
     }
+}
+
+/// A local recipient one of whose mailboxes is at its storage quota (`limit` bytes, 0: none):
+/// `452 4.2.2`, a temporary refusal (RFC 3463 "mailbox full"), as Postfix and Dovecot's LMTP
+/// answer, so the sender's queue tries again once the user has made room.
+pub(super) fn room(
+    users: &UserDirectory,
+    rcpt: &str,
+    mail_root: &Path,
+    limit: u64,
+) -> Option<Answer> {
+    if limit == 0 {
+        return None;
+    }
+    let Recipient::Mailboxes(targets) = users.recipient(rcpt) else {
+        return None;
+    };
+    let full = crate::sys::blocking::run(|| {
+        targets.iter().any(|target| {
+            matches!(room_for(&target.maildir(mail_root), limit, 0), Err(e) if is_over_quota(&e))
+        })
+    });
+    full.then(|| Answer::new(452, (4, 2, 2), "Mailbox full"))
 }
 
 /// The content as such: within the size limit, and (unless BINARYMIME) with CRLF line ends

@@ -211,6 +211,15 @@ impl Transaction {
         if let Some(refused) = checks::recipient(&self.gateway.shared.users, &recipient, trusted) {
             return self.recipient_refused(refused);
         }
+        let config = &self.gateway.shared.config;
+        let (mail_root, quota) = (
+            config.data_dir().join("mail"),
+            config.limits.max_mailbox_bytes_per_user,
+        );
+        let users = &self.gateway.shared.users;
+        if let Some(full) = checks::room(users, &recipient, &mail_root, quota) {
+            return self.recipient_refused(full);
+        }
         let report = self.stage(StageCall::RcptTo(&recipient, &params)).await;
         if let Some(answer) = refusal(&report) {
             return with_stage(answer, report);

@@ -70,14 +70,18 @@ pub fn announcement(keywords: &Keywords, read_only: bool) -> [String; 2] {
     [format!("* FLAGS ({listed})"), permanent]
 }
 
-/// The tagged `NO` for a store failure while `doing` something: `[LIMIT]` for a keyword the
+/// The tagged `NO` for a store failure while `doing` something: `[OVERQUOTA]` when the user's
+/// storage is used up (see `store::mailbox::OverQuota`), `[LIMIT]` for a keyword the
 /// mailbox has no room for (see `store::keywords::KeywordLimit`), `[CANNOT]` for a name the
 /// file system will not take, else `[UNAVAILABLE]` (RFC 5530: "temporary failure"). A
 /// Maildir that cannot be read or written — permission denied, a disk gone, a file moved
 /// underneath — is an outage the client may retry, never a permanent refusal.
 pub fn failure(doing: &str, error: &std::io::Error) -> String {
     const NAME_TOO_LONG: i32 = 36;
-    if keywords::is_limit(error) {
+    if crate::store::mailbox::is_over_quota(error) {
+        // RFC 5530: the user's quota is used up.
+        format!("NO [OVERQUOTA] {doing}: {error}")
+    } else if keywords::is_limit(error) {
         format!("NO [LIMIT] {doing}: {error}")
     } else if error.kind() == std::io::ErrorKind::InvalidInput
         || error.raw_os_error() == Some(NAME_TOO_LONG)

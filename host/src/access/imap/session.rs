@@ -23,6 +23,7 @@ mod mailboxes;
 mod messages;
 mod multiappend;
 mod notify;
+mod quota;
 mod updates;
 mod urlauth;
 mod view;
@@ -260,6 +261,8 @@ impl ImapSession {
             "NOTIFY",
             "URLAUTH",
             "URLAUTH=BINARY",
+            "QUOTA",
+            "QUOTA=RES-STORAGE",
         ];
         if self.client.tls {
             caps.push("AUTH=PLAIN");
@@ -440,6 +443,14 @@ impl ImapSession {
             "ID" => {
                 self.send("* ID (\"name\" \"mailgate\")");
                 self.send(&format!("{tag} OK ID completed"));
+            }
+            "GETQUOTAROOT" | "GETQUOTA" | "SETQUOTA" if self.user.is_some() => {
+                let argument = line.splitn(3, ' ').nth(2).unwrap_or("").to_string();
+                let (untagged, done) = blocking::run(|| self.quota_command(&verb, &argument));
+                for reply in untagged {
+                    self.send(&reply);
+                }
+                self.send(&format!("{tag} {done}"));
             }
             "NAMESPACE" if self.user.is_some() => {
                 self.send("* NAMESPACE ((\"\" \"/\")) NIL NIL");

@@ -96,6 +96,18 @@ impl Context<'_> {
             "Thread/get" => Some(email::thread_get(account, &call).await?),
             _ => None,
         };
+        if name == "EmailSubmission/set" {
+            // Locks the account for one object at a time, as Email/set does.
+            self.check_set_size(&call)?;
+            return self.submission_set(account, &call).await;
+        }
+        if name == "Email/set" {
+            // Locks the account for one object at a time.
+            return Ok(vec![(
+                name.to_string(),
+                self.email_set(account, &call).await?,
+            )]);
+        }
         if name == "Email/import" {
             // Takes the account's lock itself, and leaves it while the files are written.
             return Ok(vec![(
@@ -113,12 +125,7 @@ impl Context<'_> {
             "Mailbox/query" => mailbox::query(account, &call)?,
             "Mailbox/set" => self.mailbox_set(account, &call).await?,
             "Email/changes" => email::changes(account, &call)?,
-            "Email/set" => self.email_set(account, &call).await?,
             "Identity/get" => identity_get(account, &call),
-            "EmailSubmission/set" => {
-                self.check_set_size(&call)?;
-                return self.submission_set(account, &call).await;
-            }
             _ => return Err(unknown()),
         };
         Ok(vec![(name.to_string(), answer)])
@@ -187,15 +194,25 @@ impl Context<'_> {
         }))
     }
 
+    /// Email/set. The account is locked for one object at a time, not for the whole call: a
+    /// call of many objects (up to its time budget) lets the user's other requests in
+    /// between them. Each create, update and destroy sees the account as it is when its
+    /// turn comes.
     pub(super) async fn email_set(
         &mut self,
-        account: &mut Account,
+        account: &tokio::sync::Mutex<Account>,
         call: &Call<'_>,
     ) -> Result<Value, MethodError> {
         self.check_set_size(call)?;
         call.budget.work.add(0)?;
-        let old_state = account.email_states.state();
+        let old_state = account.lock().await.email_states.state();
         Context::check_state(call, &old_state)?;
+        let update = match call.args.get("update") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(update)) => Some(update),
+            Some(_) => return Err(MethodError::invalid_arguments("update must be an object")),
+        };
+        let destroy = super::methods::id_list(&call.args, "destroy")?;
         let mut stored = Vec::new();
         let mut not_created = Map::new();
         if let Some(create) = call.args.get("create").and_then(Value::as_object) {
@@ -205,7 +222,8 @@ impl Context<'_> {
                     not_created.insert(creation.clone(), e.to_value());
                     continue;
                 }
-                match self.compose(account, object) {
+                let composed = self.compose(&*account.lock().await, object);
+                match composed {
                     Ok(placed) => stored.push((creation.clone(), placed)),
                     Err(e) => {
                         not_created.insert(creation.clone(), e);
@@ -213,14 +231,30 @@ impl Context<'_> {
                 }
             }
         }
-        let result = email::set_updates(account, call, &self.created)?;
+        let (mut updated, mut not_updated) = (Map::new(), Map::new());
+        for (id, patch) in update.into_iter().flatten() {
+            let done = email::update_one(&*account.lock().await, id, patch, &self.created);
+            match done {
+                Ok(()) => drop(updated.insert(id.clone(), Value::Null)),
+                Err(error) => drop(not_updated.insert(id.clone(), error)),
+            }
+        }
+        let (mut destroyed, mut not_destroyed) = (Vec::new(), Map::new());
+        for id in destroy {
+            let done = email::destroy_one(&*account.lock().await, &id);
+            match done {
+                Ok(()) => destroyed.push(id),
+                Err(error) => drop(not_destroyed.insert(id, error)),
+            }
+        }
+        let mut held = account.lock().await;
         let mut response = self
-            .creation_response(account, call, old_state, stored, not_created)
+            .creation_response(&mut held, call, old_state, stored, not_created)
             .await;
-        response.insert("updated".into(), json!(result.updated));
-        response.insert("notUpdated".into(), json!(result.not_updated));
-        response.insert("destroyed".into(), json!(result.destroyed));
-        response.insert("notDestroyed".into(), json!(result.not_destroyed));
+        response.insert("updated".into(), json!(updated));
+        response.insert("notUpdated".into(), json!(not_updated));
+        response.insert("destroyed".into(), json!(destroyed));
+        response.insert("notDestroyed".into(), json!(not_destroyed));
         Ok(Value::Object(response))
     }
 }
@@ -280,7 +314,8 @@ impl Context<'_> {
             let why = crate::message::header::HEADER_TOO_LARGE;
             return Err(email::set_error("invalidProperties", why));
         }
-        let uid = placement.store(account, &bytes, None)?;
+        let quota = self.jmap.shared.config.limits.max_mailbox_bytes_per_user;
+        let uid = placement.store(account, &bytes, None, quota)?;
         Ok((placement.mailbox_id, uid))
     }
 

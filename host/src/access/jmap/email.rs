@@ -11,7 +11,7 @@ use super::api::MethodError;
 use super::budget::{Meter, Work, PART_COST, PROPERTY_COST};
 use super::message::{self, BodyLists, Children};
 use super::methods::{ids_argument, properties_argument, Call};
-use crate::store::mailbox::{FlagChange, FlagOp, Flags};
+use crate::store::mailbox::{is_over_quota, room_for, served_len, FlagChange, FlagOp, Flags};
 use crate::sys::blocking;
 
 /// `Email/get`'s properties when the client names none (RFC 8621 §4.2).
@@ -504,76 +504,33 @@ fn apply(account: &Account, email: &EmailRecord, update: Update) -> Result<(), V
     Ok(())
 }
 
-/// Email/set: updates of keywords and mailboxes, and destroy. (Create and import come from
-/// blobs: see `Email/import`.)
-/// What Email/set's updates and destroys did.
-#[derive(Default)]
-pub struct SetResult {
-    pub updated: Map<String, Value>,
-    pub not_updated: Map<String, Value>,
-    pub destroyed: Vec<String>,
-    pub not_destroyed: Map<String, Value>,
+/// One update of Email/set: the patch read and applied to the email as the account shows it.
+pub fn update_one(
+    account: &Account,
+    id: &str,
+    patch: &Value,
+    created: &HashMap<String, String>,
+) -> Result<(), Value> {
+    let Some(email) = account.email(id).cloned() else {
+        return Err(set_error("notFound", "no such email"));
+    };
+    let Some(patch) = patch.as_object() else {
+        return Err(set_error("invalidPatch", "a patch is an object"));
+    };
+    read_patch(&email, patch, created).and_then(|u| apply(account, &email, u))
 }
 
-pub fn set_updates(
-    account: &mut Account,
-    call: &Call,
-    created: &HashMap<String, String>,
-) -> Result<SetResult, MethodError> {
-    let args = &call.args;
-    let mut result = SetResult::default();
-    if let Some(update) = args.get("update") {
-        let update = update
-            .as_object()
-            .ok_or_else(|| MethodError::invalid_arguments("update must be an object"))?;
-        for (id, patch) in update {
-            let Some(email) = account.email(id).cloned() else {
-                result
-                    .not_updated
-                    .insert(id.clone(), set_error("notFound", "no such email"));
-                continue;
-            };
-            let Some(patch) = patch.as_object() else {
-                result.not_updated.insert(
-                    id.clone(),
-                    set_error("invalidPatch", "a patch is an object"),
-                );
-                continue;
-            };
-            match read_patch(&email, patch, created).and_then(|u| apply(account, &email, u)) {
-                Ok(()) => {
-                    result.updated.insert(id.clone(), Value::Null);
-                }
-                Err(error) => {
-                    result.not_updated.insert(id.clone(), error);
-                }
-            }
-        }
-    }
-    for id in super::methods::id_list(args, "destroy")? {
-        let Some(email) = account.email(&id).cloned() else {
-            result
-                .not_destroyed
-                .insert(id, set_error("notFound", "no such email"));
-            continue;
-        };
-        let Some(mailbox) = account.mailbox(&email.mailbox_id) else {
-            result
-                .not_destroyed
-                .insert(id, set_error("notFound", "its mailbox is gone"));
-            continue;
-        };
-        let folder = mailbox.folder.clone();
-        match blocking::run(|| folder.delete(&email.entry)) {
-            Ok(()) => result.destroyed.push(id),
-            Err(e) => {
-                result
-                    .not_destroyed
-                    .insert(id, set_error("serverFail", e.to_string()));
-            }
-        }
-    }
-    Ok(result)
+/// One destroy of Email/set: the message's file removed.
+pub fn destroy_one(account: &Account, id: &str) -> Result<(), Value> {
+    let Some(email) = account.email(id).cloned() else {
+        return Err(set_error("notFound", "no such email"));
+    };
+    let Some(mailbox) = account.mailbox(&email.mailbox_id) else {
+        return Err(set_error("notFound", "its mailbox is gone"));
+    };
+    let folder = mailbox.folder.clone();
+    blocking::run(|| folder.delete(&email.entry))
+        .map_err(|e| set_error("serverFail", e.to_string()))
 }
 
 /// Thread/get: every email's thread is needed to list a thread's members, so the account is
@@ -693,12 +650,14 @@ impl Placement {
         })
     }
 
-    /// Adds `bytes` to the mailbox; the UID it got.
+    /// Adds `bytes` to the mailbox, within the user's storage `quota` (bytes, 0: none;
+    /// `overQuota` past it); the UID it got.
     pub fn store(
         &self,
         account: &Account,
         bytes: &[u8],
         received_at: Option<u64>,
+        quota: u64,
     ) -> Result<u32, Value> {
         let folder = account
             .mailbox(&self.mailbox_id)
@@ -710,8 +669,14 @@ impl Placement {
             })?
             .folder
             .clone();
-        blocking::run(|| folder.append(bytes, self.system, &self.keywords, received_at))
-            .map_err(|e| set_error("serverFail", e.to_string()))
+        blocking::run(|| {
+            room_for(&account.maildir, quota, served_len(bytes))?;
+            folder.append(bytes, self.system, &self.keywords, received_at)
+        })
+        .map_err(|e| match is_over_quota(&e) {
+            true => set_error("overQuota", e.to_string()),
+            false => set_error("serverFail", e.to_string()),
+        })
     }
 }
 

@@ -6,6 +6,7 @@
 //! [`budget::IMPORT_COST`]): past the budget, the call, or the rest of it, gets the limit.
 
 use std::iter::Peekable;
+use std::path::Path;
 
 use serde_json::{Map, Value};
 
@@ -15,7 +16,7 @@ use super::context::Context;
 use super::email::{set_error, Placement};
 use super::error::MethodError;
 use super::methods::Call;
-use crate::store::mailbox::{Folder, NewMessage};
+use crate::store::mailbox::{is_over_quota, room_for, served_len, Folder, NewMessage};
 use crate::sys::blocking;
 
 /// Bytes of emails held in memory between reading them and writing them.
@@ -39,11 +40,15 @@ impl Context<'_> {
         account: &tokio::sync::Mutex<Account>,
         call: &Call<'_>,
     ) -> Result<Value, MethodError> {
-        let (old_state, emails) = {
+        let (old_state, emails, maildir) = {
             let held = account.lock().await;
             let old_state = held.email_states.state();
             Context::check_state(call, &old_state)?;
-            (old_state, self.import_list(call)?)
+            (old_state, self.import_list(call)?, held.maildir.clone())
+        };
+        let quota = Quota {
+            maildir: &maildir,
+            limit: self.jmap.shared.config.limits.max_mailbox_bytes_per_user,
         };
         // The fixed cost of every email at once: a call of too many is refused whole.
         let count = u64::try_from(emails.len()).unwrap_or(u64::MAX);
@@ -58,7 +63,7 @@ impl Context<'_> {
                 let held = account.lock().await;
                 self.read_batch(&held, &mut pending, call, &mut not_created)
             };
-            stored.extend(write_batch(batch, &mut not_created));
+            stored.extend(write_batch(batch, &quota, &mut not_created));
         }
         let mut held = account.lock().await;
         let response = self
@@ -185,11 +190,18 @@ impl Context<'_> {
     }
 }
 
+/// The user's Maildir and storage quota (0: none), for the writes of one call.
+struct Quota<'a> {
+    maildir: &'a Path,
+    limit: u64,
+}
+
 /// Writes a batch, one [`Folder::append_all`] per mailbox (off the async workers); what was
 /// stored, as (creation id, (mailbox id, UID)). A mailbox whose write fails stores none of
 /// the batch's emails (`serverFail`).
 fn write_batch(
     batch: Vec<Ready>,
+    quota: &Quota<'_>,
     not_created: &mut Map<String, Value>,
 ) -> Vec<(String, (String, u32))> {
     let mut groups: Vec<Vec<Ready>> = Vec::new();
@@ -213,19 +225,28 @@ fn write_batch(
                 internal_date: r.received,
             })
             .collect();
-        match blocking::run(|| group[0].folder.append_all(&new)) {
+        let adding = group
+            .iter()
+            .fold(0u64, |sum, r| sum.saturating_add(served_len(&r.bytes)));
+        let written = blocking::run(|| {
+            room_for(quota.maildir, quota.limit, adding)?;
+            group[0].folder.append_all(&new)
+        });
+        match written {
             Ok(uids) => {
                 for (ready, uid) in group.iter().zip(uids) {
                     stored.push((ready.creation.clone(), (ready.mailbox_id.clone(), uid)));
                 }
             }
             Err(e) => {
-                tracing::warn!("JMAP: Email/import cannot store: {e}");
+                let kind = if is_over_quota(&e) {
+                    "overQuota"
+                } else {
+                    tracing::warn!("JMAP: Email/import cannot store: {e}");
+                    "serverFail"
+                };
                 for ready in &group {
-                    not_created.insert(
-                        ready.creation.clone(),
-                        set_error("serverFail", e.to_string()),
-                    );
+                    not_created.insert(ready.creation.clone(), set_error(kind, e.to_string()));
                 }
             }
         }

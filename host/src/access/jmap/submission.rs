@@ -193,7 +193,7 @@ impl Context<'_> {
     /// `onSuccessUpdateEmail`/`onSuccessDestroyEmail` changes, as an implicit Email/set.
     pub(super) async fn submission_set(
         &mut self,
-        account: &mut Account,
+        account: &tokio::sync::Mutex<Account>,
         call: &Call<'_>,
     ) -> Result<Answers, MethodError> {
         let mut created = Map::new();
@@ -201,7 +201,9 @@ impl Context<'_> {
         let mut sent: HashMap<String, String> = HashMap::new();
         if let Some(create) = call.args.get("create").and_then(Value::as_object) {
             for (creation, object) in create {
-                match self.submit_one(account, object).await {
+                // The account is locked for one submission at a time (see Email/set).
+                let submitted = self.submit_one(&*account.lock().await, object).await;
+                match submitted {
                     Ok((email_id, reply)) => {
                         let id = format!("S{}", &email::blob_id(&email_id)[1..]);
                         self.created.insert(creation.clone(), id.clone());

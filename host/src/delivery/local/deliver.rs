@@ -11,6 +11,7 @@ use crate::delivery::relay::dsn::{Action, ReportRecipient};
 
 use super::maildir;
 use crate::delivery::queue::spool::{Spool, SpoolError};
+use crate::store::mailbox::{is_over_quota, room_for};
 use crate::store::names::UserName;
 use crate::store::users::{Recipient, Standing, Users};
 
@@ -172,6 +173,9 @@ struct Prepared {
     local: Vec<String>,
     remote: Vec<String>,
     mailboxes: usize,
+    /// Mailboxes at their storage quota, which did not get it: the message stays queued for
+    /// them (the others have it, and a retry skips them: their file is found by its name).
+    full: Vec<String>,
 }
 
 /// Delivers several queued messages with two filesystem syncs in all: every file is written into
@@ -182,13 +186,13 @@ struct Prepared {
 pub fn deliver_batch(
     spool: &Spool,
     (users, standing): (&Users, Standing),
-    mail_root: &Path,
+    (mail_root, quota): (&Path, u64),
     ids: &[String],
 ) -> BatchOutcome {
     let mut outcome = BatchOutcome::default();
     let mut prepared = Vec::new();
     for id in ids {
-        match prepare(spool, (users, standing), mail_root, id) {
+        match prepare(spool, (users, standing), (mail_root, quota), id) {
             Ok(p) => prepared.push(p),
             Err(e) => {
                 if e.waits_for_users {
@@ -230,6 +234,11 @@ pub fn deliver_batch(
     }
     for p in published {
         let id = &p.spooled.envelope.id;
+        if !p.full.is_empty() {
+            let reason = format!("mailbox full: {} (stays queued)", p.full.join(", "));
+            outcome.fail(id, reason);
+            continue;
+        }
         let finished = if p.remote.is_empty() {
             spool.retire(id, p.spooled.message.len())
         } else if p.remote.len() != p.spooled.envelope.recipients.len() {
@@ -255,7 +264,7 @@ pub fn deliver_batch(
 fn prepare(
     spool: &Spool,
     (users, standing): (&Users, Standing),
-    mail_root: &Path,
+    (mail_root, quota): (&Path, u64),
     id: &str,
 ) -> Result<Prepared, NotNow> {
     let spooled = spool.load(id).map_err(|e| e.to_string())?;
@@ -266,8 +275,18 @@ fn prepare(
     } = split_recipients(users, standing, id, &spooled.envelope.recipients)?;
     let return_path = format!("Return-Path: <{}>\r\n", spooled.envelope.sender);
     let mut staged = Vec::new();
+    let mut full = Vec::new();
+    let size = (return_path.len() + spooled.message.len()) as u64;
     for mailbox in &mailboxes {
         let name = file_name(&spooled, mailbox);
+        match room_for(&mailbox.maildir(mail_root), quota, size) {
+            Err(e) if is_over_quota(&e) => {
+                tracing::info!(queue_id = id, mailbox = %mailbox, "{e}: delivery deferred");
+                full.push(mailbox.to_string());
+                continue;
+            }
+            _ => {}
+        }
         let parts: [&[u8]; 2] = [return_path.as_bytes(), &spooled.message];
         let staging = maildir::Maildir::open(mail_root, mailbox)
             .and_then(|dir| maildir::stage(Arc::new(dir), &name, &parts));
@@ -286,5 +305,6 @@ fn prepare(
         local,
         remote,
         mailboxes: mailboxes.len(),
+        full,
     })
 }

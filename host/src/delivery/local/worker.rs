@@ -31,6 +31,8 @@ pub struct LocalDelivery {
     pub users: Arc<UserDirectory>,
     /// The root of the Maildirs.
     pub mail_root: PathBuf,
+    /// Bytes each user's Maildir may hold (0: no limit); a message for a full one waits.
+    pub quota: u64,
     /// Messages with remote recipients go on to the relay queue.
     pub relay: QueueManager,
     /// Where a message to retry is sent again (the worker's own input).
@@ -51,6 +53,7 @@ impl LocalDelivery {
             spool,
             users: directory,
             mail_root,
+            quota,
             relay,
             again,
             retry,
@@ -85,7 +88,7 @@ impl LocalDelivery {
             let batch = ids.len();
             let result = tokio::task::spawn_blocking(move || {
                 let outcome =
-                    super::deliver::deliver_batch(&batch_spool, (&users, standing), &root, &ids);
+                    super::deliver::deliver_batch(&batch_spool, (&users, standing), (&root, quota), &ids);
                 let retries = record_local_outcome(&files, &outcome, &retry);
                 (outcome.done, retries, outcome.waiting_for_users)
             })

@@ -112,6 +112,9 @@ pub(super) struct Memo {
     /// The last scan's result and the stamps taken before it listed the folder; `None` when
     /// something changed since that the stamps might not show (this process wrote the folder).
     pub last: Option<(Stamps, Snapshot)>,
+    /// The bytes of the messages in `last` (as served): the folder's part of its user's
+    /// storage, summed once per scan that lists the folder, not per question.
+    pub bytes: u64,
     /// The stamps in `last` settled when taken: equal stamps prove nothing changed.
     pub settled: bool,
     /// The uidlist as parsed, with the stamp of the file it was read from or written to.
@@ -134,6 +137,10 @@ impl Memo {
     /// Keeps a scan's result, made from a folder whose stamps before the listing were `stamps`.
     pub(super) fn keep(&mut self, stamps: Stamps, taken: SystemTime, snapshot: Snapshot) {
         self.settled = stamps.settled(taken);
+        self.bytes = snapshot
+            .entries
+            .iter()
+            .fold(0u64, |sum, e| sum.saturating_add(e.size));
         self.last = Some((stamps, snapshot));
     }
 

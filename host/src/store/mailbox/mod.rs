@@ -12,7 +12,8 @@
 //!
 //! One concern a file: the folder index under its lock (index.rs), finding message files that
 //! other programs rename (files.rs), adding, moving and flagging messages (changes.rs), what a
-//! client is served from a file (served.rs), and folder names and listing (naming.rs).
+//! client is served from a file (served.rs), folder names and listing (naming.rs), and the
+//! bytes a user's folders take against their quota (usage.rs).
 
 mod cache;
 mod changes;
@@ -21,6 +22,7 @@ mod index;
 mod memo;
 mod naming;
 mod served;
+mod usage;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,7 @@ pub use naming::{
     count_folders, ensure_special_use, folder_path, list_folders, BadName, SPECIAL_USE,
 };
 pub use served::{served, served_len};
+pub use usage::{is_over_quota, room_for, usage, OverQuota};
 
 /// What a copy keeps of the message it copies ([`Folder::append_copies`]).
 pub struct CopySource {

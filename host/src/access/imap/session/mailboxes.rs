@@ -13,8 +13,8 @@ use super::super::flags::failure;
 use super::super::{budget, mutf7, wire};
 use super::ImapSession;
 use crate::store::mailbox::{
-    count_folders, ensure_special_use, folder_path, list_folders, Flags, Folder, MailEntry,
-    Snapshot, SPECIAL_USE,
+    count_folders, ensure_special_use, folder_path, list_folders, room_for, served_len, Flags,
+    Folder, MailEntry, Snapshot, SPECIAL_USE,
 };
 use crate::store::special_use;
 use crate::store::subscriptions;
@@ -265,6 +265,13 @@ impl ImapSession {
         self.shared.config.limits.max_folders_per_user
     }
 
+    /// Whether `adding` more bytes fit in the user's storage quota; else the tagged `NO
+    /// [OVERQUOTA]` reply's text. File work: call off the async workers.
+    pub(super) fn room_for(&self, adding: u64) -> Result<(), String> {
+        let limit = self.shared.config.limits.max_mailbox_bytes_per_user;
+        room_for(&self.maildir(), limit, adding).map_err(|e| failure("Mailbox full", &e))
+    }
+
     pub(super) fn delete(&mut self, tag: &str, mailbox: &Mailbox<'_>) {
         let name = self.mailbox_name(mailbox);
         if name.eq_ignore_ascii_case("INBOX") {
@@ -290,6 +297,10 @@ impl ImapSession {
         let maildir = self.maildir();
         let (from, to) = (self.mailbox_name(from), self.mailbox_name(to));
         let to = to.strip_suffix('/').unwrap_or(&to).to_string();
+        if from.eq_ignore_ascii_case("INBOX") {
+            let reply = self.rename_inbox(&to);
+            return self.send(&format!("{tag} {reply}"));
+        }
         match (folder_path(&maildir, &from), folder_path(&maildir, &to)) {
             (Ok(a), Ok(b))
                 if !from.eq_ignore_ascii_case("INBOX") && a.join("cur").is_dir() && !b.exists() =>
@@ -319,6 +330,36 @@ impl ImapSession {
                 self.send(&format!("{tag} NO [ALREADYEXISTS] {to} exists"))
             }
             _ => self.send(&format!("{tag} NO [NONEXISTENT] Cannot rename {from}")),
+        }
+    }
+
+    /// RENAME of INBOX (RFC 9051 §6.3.6): its messages move to a new folder `to`, INBOX stays,
+    /// empty. The new folder counts against `limits.max-folders-per-user` as a CREATE does.
+    fn rename_inbox(&self, to: &str) -> String {
+        let maildir = self.maildir();
+        let path = match folder_path(&maildir, to) {
+            Ok(path) => path,
+            Err(e) => return format!("NO [CANNOT] {}", e.0),
+        };
+        if to.eq_ignore_ascii_case("INBOX") || path.exists() {
+            return format!("NO [ALREADYEXISTS] {to} exists");
+        }
+        if count_folders(&maildir) >= self.max_folders() {
+            return format!("NO [LIMIT] At most {} folders per user", self.max_folders());
+        }
+        let moved = Folder::open_in(&maildir, "INBOX").and_then(|inbox| {
+            let target = Folder::open_in(&maildir, to)?;
+            for entry in &inbox.scan(false)?.entries {
+                match inbox.move_to(entry, &target) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // expunged meanwhile
+                    done => drop(done?),
+                }
+            }
+            Ok(())
+        });
+        match moved {
+            Ok(()) => "OK RENAME completed".into(),
+            Err(e) => failure("Cannot rename", &e),
         }
     }
 
@@ -552,6 +593,9 @@ impl ImapSession {
             Ok((_, folder)) => folder,
             Err(reply) => return reply,
         };
+        if let Err(reply) = self.room_for(served_len(bytes)) {
+            return reply;
+        }
         match folder
             .append(bytes, system, keywords, date)
             .and_then(|uid| Ok((folder.uid_validity()?, uid)))

@@ -925,6 +925,15 @@ impl ImapSession {
                 }
             })
             .collect();
+        // A MOVE adds nothing to the user's storage: allowed at the quota, as Dovecot does.
+        if !moving {
+            let adding = indexes
+                .iter()
+                .fold(0u64, |sum, &i| sum.saturating_add(sel.entry(i).size));
+            if let Err(reply) = self.room_for(adding) {
+                return reply;
+            }
+        }
         // All or nothing (RFC 9051 §6.4.7): a copy that fails part-way, at the keyword limit
         // or for want of space, leaves no copies behind.
         let read = |n: usize| sel.folder.read(sel.entry(indexes[n])).ok();

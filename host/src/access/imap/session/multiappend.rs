@@ -9,7 +9,7 @@ use super::super::append::{self, Content, Part, Request};
 use super::super::{budget, mutf7, url, wire};
 use super::{ImapSession, Next};
 use crate::message::{encode, header, Message};
-use crate::store::mailbox::{Folder, NewMessage};
+use crate::store::mailbox::{served_len, Folder, NewMessage};
 use crate::sys::blocking;
 use crate::telemetry::metrics;
 
@@ -110,6 +110,12 @@ impl ImapSession {
                 internal_date: m.date,
             })
             .collect();
+        let adding = assembled
+            .iter()
+            .fold(0u64, |sum, b| sum.saturating_add(served_len(b)));
+        if let Err(reply) = self.room_for(adding) {
+            return reply;
+        }
         match folder
             .append_all(&new)
             .and_then(|uids| Ok((folder.uid_validity()?, uids)))
