@@ -24,6 +24,8 @@ pub struct Transaction {
     pub(super) spf: Option<JoinHandle<SpfOutcome>>,
     /// Recipients refused by the gateway's own rules so far.
     rcpt_errors: u32,
+    /// The ESMTP parameters of each accepted RCPT, kept for a quarantined message's envelope.
+    pub(super) rcpt_params: Vec<(String, Vec<EsmtpParam>)>,
 }
 
 impl Transaction {
@@ -39,6 +41,7 @@ impl Transaction {
             binary: false,
             spf: None,
             rcpt_errors: 0,
+            rcpt_params: Vec::new(),
         }
     }
 
@@ -115,6 +118,7 @@ impl Transaction {
     pub fn reset(&mut self) {
         self.open = false;
         self.binary = false;
+        self.rcpt_params.clear();
         if let Some(spf) = self.spf.take() {
             spf.abort();
         }
@@ -196,7 +200,8 @@ impl Transaction {
             .iter()
             .any(|r| r.eq_ignore_ascii_case(&recipient))
         {
-            recipients.push(recipient);
+            recipients.push(recipient.clone());
+            self.rcpt_params.push((recipient, params));
         }
         with_stage(Answer::new(250, (2, 1, 5), "Recipient ok"), report)
     }

@@ -43,6 +43,7 @@ pub(super) async fn queue_bounce(
         auth_user: None,
         smtputf8: false,
         binary: false,
+        skip_plugins: Vec::new(),
     };
     let original_id = &envelope.id;
     match spool.store(&bounce, &report).await {

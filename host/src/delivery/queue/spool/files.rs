@@ -293,6 +293,7 @@ mod tests {
             auth_user: None,
             smtputf8: false,
             binary: false,
+            skip_plugins: Vec::new(),
         }
     }
 

@@ -53,6 +53,10 @@ pub struct QueuedEnvelope {
     /// to peers that offer BINARYMIME, never converted.
     #[serde(default)]
     pub binary: bool,
+    /// Plugins not run at the deliver stage for this message: the one that quarantined it,
+    /// when the operator released it with `--skip-plugin`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_plugins: Vec<String>,
 }
 
 /// A message in the spool.

@@ -15,6 +15,7 @@ fn envelope(id: &str) -> QueuedEnvelope {
         auth_user: None,
         smtputf8: false,
         binary: false,
+        skip_plugins: Vec::new(),
     }
 }
 
