@@ -348,12 +348,14 @@ pub fn describe<P: Plugin>() -> bindings::mailgate::plugin::types::PluginInfo {
     }
 }
 
-/// Makes a stage's outcome the host's: its edits through the `edits` interface, then the
-/// verdict. Used by [`export_plugin!`].
+/// Runs a stage's handler and makes its outcome the host's: its edits through the `edits`
+/// interface, then the verdict. The panic hook goes in first, so that a panic in the very
+/// first call of an instance is reported in the plugin's words too. Used by
+/// [`export_plugin!`].
 #[doc(hidden)]
-pub fn finish(outcome: Outcome) -> Verdict {
+pub fn finish(stage: impl FnOnce() -> Outcome) -> Verdict {
     install_panic_hook();
-    outcome.submit()
+    stage().submit()
 }
 
 /// Sends panic messages to the gateway log (as an error line, and on stderr, which the host
@@ -410,7 +412,7 @@ macro_rules! export_plugin {
             struct __Stage;
             impl __s::exports::mailgate::plugin::connect::Guest for __Stage {
                 fn handle(session: $crate::Session) -> $crate::Verdict {
-                    $crate::finish(<$plugin as $crate::Connect>::connect(&session))
+                    $crate::finish(|| <$plugin as $crate::Connect>::connect(&session))
                 }
             }
             __s::export_connect_stage!(__Stage with_types_in $crate::stages::connect);
@@ -422,7 +424,7 @@ macro_rules! export_plugin {
             struct __Stage;
             impl __s::exports::mailgate::plugin::helo::Guest for __Stage {
                 fn handle(session: $crate::Session, name: String) -> $crate::Verdict {
-                    $crate::finish(<$plugin as $crate::Helo>::helo(&session, &name))
+                    $crate::finish(|| <$plugin as $crate::Helo>::helo(&session, &name))
                 }
             }
             __s::export_helo_stage!(__Stage with_types_in $crate::stages::helo);
@@ -438,7 +440,7 @@ macro_rules! export_plugin {
                     sender: String,
                     params: Vec<$crate::EsmtpParam>,
                 ) -> $crate::Verdict {
-                    $crate::finish(<$plugin as $crate::MailFrom>::mail_from(
+                    $crate::finish(|| <$plugin as $crate::MailFrom>::mail_from(
                         &session, &sender, &params,
                     ))
                 }
@@ -457,7 +459,7 @@ macro_rules! export_plugin {
                     recipient: String,
                     params: Vec<$crate::EsmtpParam>,
                 ) -> $crate::Verdict {
-                    $crate::finish(<$plugin as $crate::RcptTo>::rcpt_to(
+                    $crate::finish(|| <$plugin as $crate::RcptTo>::rcpt_to(
                         &session, &envelope, &recipient, &params,
                     ))
                 }
@@ -475,7 +477,7 @@ macro_rules! export_plugin {
                     envelope: $crate::Envelope,
                     message: &$crate::Message,
                 ) -> $crate::Verdict {
-                    $crate::finish(<$plugin as $crate::Data>::data(&session, &envelope, message))
+                    $crate::finish(|| <$plugin as $crate::Data>::data(&session, &envelope, message))
                 }
             }
             __s::export_data_stage!(__Stage with_types_in $crate::stages::data);
@@ -491,7 +493,7 @@ macro_rules! export_plugin {
                     envelope: $crate::Envelope,
                     message: &$crate::Message,
                 ) -> $crate::Verdict {
-                    $crate::finish(<$plugin as $crate::Deliver>::deliver(
+                    $crate::finish(|| <$plugin as $crate::Deliver>::deliver(
                         &delivery, &envelope, message,
                     ))
                 }
@@ -505,7 +507,7 @@ macro_rules! export_plugin {
             struct __Stage;
             impl __s::exports::mailgate::plugin::retrieve::Guest for __Stage {
                 fn handle(retrieval: $crate::Retrieval, message: &$crate::Message) -> $crate::Verdict {
-                    $crate::finish(<$plugin as $crate::Retrieve>::retrieve(&retrieval, message))
+                    $crate::finish(|| <$plugin as $crate::Retrieve>::retrieve(&retrieval, message))
                 }
             }
             __s::export_retrieve_stage!(__Stage with_types_in $crate::stages::retrieve);

@@ -99,6 +99,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     let admin = Arc::new(Admin {
         queue: relay.clone(),
         reloader,
+        intake: built.intake.clone(),
     });
     crate::ops::admin_socket::serve(&crate::ops::admin_socket::socket_path(&data_dir), admin)
         .await
@@ -188,6 +189,8 @@ struct Built {
     spool: Spool,
     again: mpsc::UnboundedSender<String>,
     local: LocalParts,
+    /// The way into the queue, for messages released from quarantine.
+    intake: Intake,
 }
 
 /// The users, the spool, both queues and TLS, and over them each protocol's view.
@@ -259,7 +262,7 @@ async fn build(
     ));
     let gateway = Arc::new(Gateway {
         shared: shared.clone(),
-        spool: intake,
+        spool: intake.clone(),
         relay_networks: RelayNetworks::parse(&config.server.relay_networks)?,
         verifier,
     });
@@ -283,6 +286,7 @@ async fn build(
         spool,
         again,
         local: LocalParts { worker, deliveries },
+        intake,
     })
 }
 

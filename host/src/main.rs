@@ -14,6 +14,7 @@ mod cli;
 use cli::args::{Cli, Command, ConfigAction, DkimAction};
 use cli::dkim::dkim_keygen;
 use cli::load::{default_cache_dir, load_config, load_with_data_dir};
+use cli::quarantine::quarantine_command;
 use cli::queue::queue_command;
 use cli::server::ask_running_server;
 use cli::users::{sql_user_command, user_command};
@@ -182,6 +183,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let config = load_with_data_dir(config, data_dir)?;
             queue_command(&config, action.command()).await
+        }
+        Command::Quarantine {
+            config,
+            data_dir,
+            action,
+        } => {
+            let config = load_with_data_dir(config, data_dir)?;
+            quarantine_command(&config, action).await
         }
         Command::Config {
             action: ConfigAction::Check { config },

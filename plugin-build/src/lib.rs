@@ -29,6 +29,12 @@ const PYTHON_HELPERS: &str = include_str!("../python/mailgate.py");
 /// The module componentize-py is given as the app in contract 0.2 builds: `app.py`'s classes,
 /// with what they return checked by `mailgate.checked`.
 const PYTHON_CHECKED_APP: &str = include_str!("../python/mailgate_app.py");
+/// The module componentize-js is given in contract 0.2 builds, less its export lines: app.js's
+/// stages and info, with what they return checked (see [`Build::javascript`]).
+const JS_CHECKED_APP: &str = include_str!("../templates/js/checked.js");
+/// Where the checked module is written for the build: beside app.js, whose directory is the
+/// only one componentize-js lets it import from.
+const JS_CHECKED_NAME: &str = ".mailgate-checked-app.js";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -171,13 +177,19 @@ impl Build<'_> {
                 inputs.bytes("mailgate_app.py", PYTHON_CHECKED_APP.as_bytes());
                 inputs
             }
-            _ => reuse::Inputs::new(&format!("{}\0{JS_FEATURES:?}", tools::COMPONENTIZE_JS)),
+            _ => {
+                let mut inputs =
+                    reuse::Inputs::new(&format!("{}\0{JS_FEATURES:?}", tools::COMPONENTIZE_JS));
+                inputs.bytes(JS_CHECKED_NAME, JS_CHECKED_APP.as_bytes());
+                inputs
+            }
         };
         // An output inside the plugin's directory (`-o`) is not one of its sources.
-        let outputs: Vec<PathBuf> = ["wasm", "python", "world"]
+        let mut outputs: Vec<PathBuf> = ["wasm", "python", "world"]
             .iter()
             .map(|extension| self.out.with_extension(extension))
             .collect();
+        outputs.push(self.dir.join(JS_CHECKED_NAME));
         inputs.tree("wit", wit, &[])?;
         inputs.tree("plugin", self.dir, &outputs)?;
         let key = inputs.key();
@@ -230,16 +242,32 @@ impl Build<'_> {
             .current_dir(&self.tools.dir))
     }
 
+    /// Contract 0.2 on: the module given to componentize-js is a checked one written beside
+    /// app.js (and removed after), re-exporting its info and stages with what they return
+    /// checked; older contracts get app.js itself.
     fn javascript(&self, wit: &Path) -> Result<(), Error> {
         let cli = self.tools.componentize_js()?;
-        run(Command::new(cli)
-            .arg(self.dir.join("app.js"))
+        let app = self.dir.join("app.js");
+        let checked = if world::has_optional_stages(self.wit)? {
+            let names = self.tools.js_export_names(&app)?;
+            let path = self.dir.join(JS_CHECKED_NAME);
+            std::fs::write(&path, checked_js_module(&names)).map_err(|e| Error::io(&path, e))?;
+            Some(path)
+        } else {
+            None
+        };
+        let built = run(Command::new(cli)
+            .arg(checked.as_ref().unwrap_or(&app))
             .arg("--wit")
             .arg(wit)
             .args(["--world-name", "plugin", "-d"])
             .args(JS_FEATURES)
             .arg("-o")
-            .arg(self.out))
+            .arg(self.out));
+        if let Some(path) = checked {
+            let _ = std::fs::remove_file(path);
+        }
+        built
     }
 
     /// A standalone cargo project (its own workspace): `cargo build --release` for the guest
@@ -271,6 +299,22 @@ impl Build<'_> {
     }
 }
 
+/// The checked JavaScript module for an app.js exporting `names`: `info` and every stage it
+/// exports, each wrapped.
+fn checked_js_module(names: &[String]) -> String {
+    let mut module = JS_CHECKED_APP.to_string();
+    for name in names {
+        if name == "info" {
+            module.push_str("export const info = checkedInfo(app.info);\n");
+        } else if world::is_js_stage(name) {
+            module.push_str(&format!(
+                "export const {name} = checkedStage('{name}', app.{name});\n"
+            ));
+        }
+    }
+    module
+}
+
 /// `package.name` from a Cargo manifest.
 fn rust_crate_name(manifest: &Path) -> Result<String, Error> {
     let text = std::fs::read_to_string(manifest).map_err(|e| Error::io(manifest, e))?;
@@ -287,4 +331,23 @@ fn rust_crate_name(manifest: &Path) -> Result<String, Error> {
 /// `path` made absolute against the current directory (tools may run elsewhere).
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked_js_module;
+
+    #[test]
+    fn the_checked_js_module_wraps_info_and_the_stages_only() {
+        let names = ["info", "rcptTo", "data", "helperFunction"].map(String::from);
+        let module = checked_js_module(&names);
+        assert!(module.starts_with("// Written by `mailgate plugin build`"));
+        assert!(module.contains("import * as app from './app.js';"));
+        assert!(module.ends_with(
+            "export const info = checkedInfo(app.info);\n\
+             export const rcptTo = checkedStage('rcptTo', app.rcptTo);\n\
+             export const data = checkedStage('data', app.data);\n"
+        ));
+        assert!(!module.contains("helperFunction"));
+    }
 }

@@ -39,6 +39,11 @@ const fn stage(
     }
 }
 
+/// True when `name` is the name a JavaScript module exports a stage under (`rcptTo`).
+pub fn is_js_stage(name: &str) -> bool {
+    STAGES.iter().any(|s| s.js_export == name)
+}
+
 /// The world name the build uses, in the contract and in the generated file.
 pub const WORLD: &str = "plugin";
 

@@ -531,7 +531,8 @@ fn contract_0_2_0_plugins_pass_their_cases_on_the_0_2_1_gateway() {
 }
 
 /// A case whose plugin fails shows the plugin's own words: a Python traceback, a JavaScript
-/// exception and its stack, a Rust panic message; the gateway log (stderr) has them too.
+/// exception and its stack, a JavaScript handler that returned no verdict named as such, a Rust
+/// panic message; the gateway log (stderr) has them too.
 #[test]
 fn failing_plugins_show_their_own_error_text_in_test_output_and_log() {
     let dir = cache();
@@ -547,6 +548,11 @@ fn failing_plugins_show_their_own_error_text_in_test_output_and_log() {
     };
     case("python", "py-misbehave.wasm", "action = \"raise\"");
     case("javascript", "js-misbehave.wasm", "action = \"throw\"");
+    case(
+        "javascript-nothing",
+        "js-misbehave.wasm",
+        "action = \"nothing\"",
+    );
     case(
         "rust",
         "probe-plugin.wasm",
@@ -565,7 +571,7 @@ fn failing_plugins_show_their_own_error_text_in_test_output_and_log() {
     let run = mailgate(&["test", dir.path().to_str().expect("utf-8")], dir.path());
     assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stdout.ends_with("0 passed, 4 failed\n"),
+        run.stdout.ends_with("0 passed, 5 failed\n"),
         "{}",
         run.stdout
     );
@@ -587,6 +593,11 @@ fn failing_plugins_show_their_own_error_text_in_test_output_and_log() {
         ("in lookup_setting", "Python traceback"),
         ("settings.missing is undefined", "JavaScript exception"),
         ("lookupSetting@", "JavaScript stack"),
+        (
+            "data handler returned undefined (is there a way through it without `return`?); \
+             expected a verdict like {tag: \"accept\"}",
+            "JavaScript handler without a verdict",
+        ),
         ("probe asked to trap", "Rust panic message"),
     ] {
         assert!(

@@ -734,3 +734,173 @@ fn the_service_manager_is_told_ready_and_stopping_and_the_unit_verifies() {
         "warnings about the unit: {stderr}"
     );
 }
+
+/// A gateway whose chain is the probe plugin named `gate`, doing `action` at the data stage.
+fn data_gate(action: &str) -> Gateway {
+    let probe = mailgate_e2e::root().join("target/test-plugins/probe-plugin.wasm");
+    Gateway::start(&format!(
+        "[[plugin]]\nname = \"gate\"\npath = \"{}\"\n[plugin.config]\nname = \"gate\"\n\
+         stages = [\"data\"]\naction = {{ \"data\" = \"{action}\" }}\n",
+        probe.display()
+    ))
+}
+
+/// Sends one message with smtplib (MAIL FROM with BODY=8BITMIME) to `rcpts`; DATA's reply.
+fn smtplib_send(port: u16, subject: &str, rcpts: &[&str]) -> String {
+    let script = format!(
+        "import smtplib\n\
+         with smtplib.SMTP('127.0.0.1', {port}, timeout=20) as s:\n\
+         \x20   s.ehlo('client.example.net')\n\
+         \x20   s.mail('sender@example.net', ['BODY=8BITMIME'])\n\
+         \x20   for rcpt in {rcpts:?}:\n\
+         \x20       code, text = s.rcpt(rcpt)\n\
+         \x20       assert code == 250, (rcpt, code, text)\n\
+         \x20   code, text = s.data('From: sender@example.net\\r\\nSubject: {subject}\\r\\n\\r\\nThe body of {subject}.\\r\\n')\n\
+         \x20   print(code, text.decode())\n"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "smtplib: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn quarantine_lists_shows_releases_once_and_deletes() {
+    let gw = data_gate("quarantine");
+    let reply = smtplib_send(
+        gw.inbound,
+        "held one",
+        &["alice@example.test", "bob@example.test"],
+    );
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    let id = reply.rsplit(' ').next().expect("id").to_string();
+
+    // The envelope is kept beside the message, owner-only.
+    let dir = gw.data().join("quarantine");
+    for file in [format!("{id}.eml"), format!("{id}.json")] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.join(&file))
+                .expect("quarantine file")
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+
+    let list = gw.cli(&["quarantine", "list"]);
+    assert_eq!(list.code, Some(0), "{}", list.stderr);
+    let line = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} not listed:\n{}", list.stdout));
+    for expected in [
+        " gate ",
+        "<sender@example.net>",
+        "alice@example.test, bob@example.test",
+        "(held by gate)",
+    ] {
+        assert!(line.contains(expected), "{expected:?} missing: {line}");
+    }
+
+    let show = gw.cli(&["quarantine", "show", &id]);
+    assert_eq!(show.code, Some(0), "{}", show.stderr);
+    for expected in [
+        "sender: <sender@example.net> BODY=8BITMIME",
+        "recipient: <alice@example.test>",
+        "recipient: <bob@example.test>",
+        "client: 127.0.0.1 (HELO client.example.net)",
+        "at the data stage by plugin gate",
+        "reason: held by gate",
+        "Subject: held one",
+    ] {
+        assert!(
+            show.stdout.contains(expected),
+            "{expected:?} missing:\n{}",
+            show.stdout
+        );
+    }
+    assert!(
+        !show.stdout.contains("The body of"),
+        "headers only:\n{}",
+        show.stdout
+    );
+
+    // The gate still quarantines at DATA: the release is the operator's decision, so the
+    // message reaches both recipients, once.
+    let release = gw.cli(&["quarantine", "release", &id]);
+    assert_eq!(release.code, Some(0), "{}", release.stderr);
+    assert!(
+        release.stdout.contains(&format!("released {id}")),
+        "{}",
+        release.stdout
+    );
+    for rcpt in ["alice@example.test", "bob@example.test"] {
+        let mail = gw.wait_mailbox(rcpt, 1);
+        assert!(mail[0].contains("Subject: held one"), "{}", mail[0]);
+        assert!(!mail[0].contains("X-Mailgate-Quarantine"), "{}", mail[0]);
+        assert_eq!(gw.settled_mailbox(rcpt).len(), 1, "{rcpt}: delivered once");
+    }
+    assert!(!gw.cli(&["quarantine", "list"]).stdout.contains(&id));
+    let again = gw.cli(&["quarantine", "release", &id]);
+    assert_eq!(again.code, Some(1), "{}", again.stdout);
+    assert!(again.stderr.contains("no message"), "{}", again.stderr);
+
+    // Another one, deleted.
+    let reply = smtplib_send(gw.inbound, "dropped one", &["carol@example.test"]);
+    let second = reply.rsplit(' ').next().expect("id").to_string();
+    let delete = gw.cli(&["quarantine", "delete", &second]);
+    assert_eq!(delete.code, Some(0), "{}", delete.stderr);
+    assert!(!dir.join(format!("{second}.json")).exists());
+    assert_eq!(gw.cli(&["quarantine", "show", &second]).code, Some(1));
+    assert!(gw.settled_mailbox("carol@example.test").is_empty());
+
+    // A file kept before envelopes were: listed, not releasable, deletable.
+    std::fs::write(
+        dir.join("0123abcd.eml"),
+        "X-Mailgate-Quarantine: virus found\r\nSubject: old\r\n\r\nold\r\n",
+    )
+    .expect("old file");
+    let list = gw.cli(&["quarantine", "list"]).stdout;
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("0123abcd ") && l.contains("(envelope unknown) (virus found)")),
+        "{list}"
+    );
+    let refused = gw.cli(&["quarantine", "release", "0123abcd"]);
+    assert_eq!(refused.code, Some(1));
+    assert!(
+        refused.stderr.contains("without its envelope"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(gw.cli(&["quarantine", "delete", "0123abcd"]).code, Some(0));
+    assert!(gw
+        .cli(&["quarantine", "list"])
+        .stdout
+        .ends_with("-- 0 message(s) in quarantine\n"));
+}
+
+#[test]
+fn trace_shows_the_panic_message_of_a_rust_plugin() {
+    let gw = data_gate("trap");
+    let replies = send_plain(gw.inbound, &["alice@example.test"], "trapped");
+    assert!(replies[4].starts_with("451 4.3.0"), "{replies:?}");
+    let mut trace = String::new();
+    assert!(
+        mailgate_e2e::wait_until(30, || {
+            trace = gw.cli(&["trace", "--rcpt", "alice@example.test"]).stdout;
+            trace.contains("fault:")
+        }),
+        "no fault in the trace:\n{trace}"
+    );
+    assert!(
+        trace.contains("probe asked to trap"),
+        "the plugin's own words missing:\n{trace}"
+    );
+}

@@ -6,6 +6,8 @@
 //!   JavaScript (`*/app.js`) and C (`*/*.c`) plugins with the builder `mailgate plugin build`
 //!   uses (mailgate-plugin-build), its tools installed on first use into `target/tools/`;
 //! - `build`: `plugins`, then the `mailgate` binary (release);
+//! - `dist`: `build`, then the binary to ship, stripped, and its debug info split off beside it
+//!   (`target/dist/mailgate` and `mailgate.debug`, see `dist.rs`);
 //! - `run [ARGS...]`: `build`, then run `mailgate` (default: `serve` on the embedded defaults);
 //! - `test [BINARY...]`: `plugins`, the test peers (python3, swaks, curl, postfix, dnsmasq, mpop, Dovecot's
 //!   library, rspamd, OpenDKIM, ClamAV, Redis, PostgreSQL from Debian's packages, when
@@ -38,6 +40,7 @@ use mailgate_plugin_build::{Build, Language, Tools};
 
 mod baseline;
 mod cluster;
+mod dist;
 mod fuzz;
 mod layers;
 mod testrun;
@@ -64,6 +67,14 @@ fn main() -> ExitCode {
         Some("build") => {
             build_plugins().and_then(|()| cargo(&["build", "--release", "-p", "mailgate"]))
         }
+        Some("dist") => build_plugins()
+            .and_then(|()| cargo(&["build", "--release", "-p", "mailgate"]))
+            .and_then(|()| {
+                dist::split(
+                    &root().join("target/release/mailgate"),
+                    &root().join("target/dist"),
+                )
+            }),
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("lint") => lint(),
@@ -74,7 +85,7 @@ fn main() -> ExitCode {
         Some("cluster") => cluster::cluster(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins|build|run [ARGS...]|test|lint|layers|bench|cluster|fuzz [SECONDS] [TARGET...]>"
+                "usage: cargo xtask <plugins|build|dist|run [ARGS...]|test|lint|layers|bench|cluster|fuzz [SECONDS] [TARGET...]>"
             );
             return ExitCode::from(2);
         }
@@ -183,13 +194,16 @@ fn build_other_plugins(from: &str, to: &str, wit: &Path) -> Result<(), String> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let out = root().join(to).join(format!("{name}.wasm"));
-        // The C and Python helpers are part of every C and Python plugin's sources.
+        // The C and Python helpers are part of every C and Python plugin's sources, and the
+        // checked module the JavaScript build writes of every JavaScript plugin's.
         let c_sdk = root().join("plugin-build/c");
         let python_sdk = root().join("plugin-build/python");
+        let js_sdk = root().join("plugin-build/templates/js");
         let mut sources = vec![dir.as_path(), wit];
         match language {
             Language::C => sources.push(&c_sdk),
             Language::Python => sources.push(&python_sdk),
+            Language::JavaScript => sources.push(&js_sdk),
             _ => {}
         }
         if newer_than(&out, &sources) {

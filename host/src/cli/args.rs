@@ -86,6 +86,16 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+    /// Messages plugins set aside: list them, show one, release one into the queue for its
+    /// original recipients, or delete one.
+    Quarantine {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
     /// Check a config before deploying it: parse it, load every plugin, print the listeners,
     /// routes and the chain per stage. Exit 0 when good, 1 when refused (the reason printed),
     /// 2 when the file cannot be read.
@@ -205,4 +215,25 @@ impl QueueAction {
             QueueAction::Release { id } => QueueCommand::Release(id),
         }
     }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum QuarantineAction {
+    /// Every quarantined message: id, time, size, deciding plugin, sender, recipients, reason.
+    List,
+    /// One message: its envelope, who quarantined it and why, and its header section.
+    Show { id: String },
+    /// Put the message back in the queue for its original recipients and remove it from
+    /// quarantine. The data stage does not run again (the release is the operator's
+    /// decision); the deliver stage runs as for any queued message. Through the running
+    /// server, or into the queue files (delivered at the next start) when none runs.
+    Release {
+        id: String,
+        /// Also leave the plugin that quarantined the message out of its deliver stage (so a
+        /// deliver-stage quarantine does not happen again).
+        #[arg(long)]
+        skip_plugin: bool,
+    },
+    /// Remove the message for good.
+    Delete { id: String },
 }

@@ -5,6 +5,7 @@ pub mod args;
 pub mod dkim;
 pub mod load;
 pub mod plugin_authoring;
+pub mod quarantine;
 pub mod queue;
 pub mod server;
 pub mod users;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::transaction::{refusal, with_stage};
 use super::{checks, Accepted, Answer, Transaction};
+use crate::delivery::queue::quarantine;
 use crate::delivery::queue::spool::{new_queue_id, QueuedEnvelope};
 use crate::message::{apply_message_edits, Message, MessageEdit};
 use crate::plugin::{StageCall, StageReport, Verdict};
@@ -143,6 +144,7 @@ impl Transaction {
             smtputf8: checks::wants_smtputf8(&envelope.params),
             binary: self.binary,
             dsn: self.queued_dsn(),
+            skip_plugins: Vec::new(),
         }
     }
 
@@ -211,10 +213,53 @@ impl Transaction {
                 Ok(Some(("discarded", format!("by {by} at DATA"))))
             }
             Verdict::Quarantine(reason) => {
-                spool.quarantine(queue_id, message.raw(), reason).await?;
+                let kept = self.quarantine_envelope(envelope, &by, reason);
+                spool.quarantine(&kept, message.raw()).await?;
                 Ok(Some(("quarantined", format!("by {by} at DATA: {reason}"))))
             }
             _ => spool.enqueue(envelope, message.raw()).await.map(|()| None),
+        }
+    }
+}
+
+impl Transaction {
+    /// What quarantine keeps beside the message: the envelope with every parameter the client
+    /// gave, and who decided.
+    fn quarantine_envelope(
+        &self,
+        envelope: &QueuedEnvelope,
+        by: &str,
+        reason: &str,
+    ) -> quarantine::Envelope {
+        let params_of = |address: &str| {
+            self.rcpt_params
+                .iter()
+                .find(|(r, _)| r.eq_ignore_ascii_case(address))
+                .map(|(_, params)| quarantine::param_words(params))
+                .unwrap_or_default()
+        };
+        quarantine::Envelope {
+            queue_id: envelope.id.clone(),
+            sender: envelope.sender.clone(),
+            mail_params: quarantine::param_words(&self.stages.state.envelope.params),
+            recipients: envelope
+                .recipients
+                .iter()
+                .map(|address| quarantine::Recipient {
+                    address: address.clone(),
+                    params: params_of(address),
+                })
+                .collect(),
+            client_ip: envelope.client_ip.clone(),
+            helo: envelope.helo.clone(),
+            auth_user: envelope.auth_user.clone(),
+            received_at: envelope.received_at,
+            quarantined_at: crate::mail::clock::unix_seconds(),
+            stage: "data".into(),
+            plugin: by.to_string(),
+            reason: reason.to_string(),
+            smtputf8: envelope.smtputf8,
+            binary: envelope.binary,
         }
     }
 }

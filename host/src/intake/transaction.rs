@@ -27,6 +27,8 @@ pub struct Transaction {
     rcpt_errors: u32,
     /// The DSN parameters of the transaction under way (RFC 3461).
     pub(super) dsn: EnvelopeDsn,
+    /// The ESMTP parameters of each accepted RCPT, kept for a quarantined message's envelope.
+    pub(super) rcpt_params: Vec<(String, Vec<EsmtpParam>)>,
 }
 
 impl Transaction {
@@ -43,6 +45,7 @@ impl Transaction {
             spf: None,
             rcpt_errors: 0,
             dsn: EnvelopeDsn::default(),
+            rcpt_params: Vec::new(),
         }
     }
 
@@ -120,6 +123,7 @@ impl Transaction {
         self.open = false;
         self.binary = false;
         self.dsn = EnvelopeDsn::default();
+        self.rcpt_params.clear();
         if let Some(spf) = self.spf.take() {
             spf.abort();
         }
@@ -232,7 +236,8 @@ impl Transaction {
             if rcpt_dsn != Default::default() {
                 self.dsn.recipients.insert(recipient.clone(), rcpt_dsn);
             }
-            recipients.push(recipient);
+            recipients.push(recipient.clone());
+            self.rcpt_params.push((recipient, params));
         }
         with_stage(Answer::new(250, (2, 1, 5), "Recipient ok"), report)
     }

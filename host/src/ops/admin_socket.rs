@@ -1,5 +1,5 @@
 //! The admin socket, `<data>/admin.sock` (owner-only): how `mailgate queue ...`, `mailgate
-//! reload` and `mailgate plugins` reach the running server. One request line in; `ok` or
+//! quarantine release`, `mailgate reload` and `mailgate plugins` reach the running server. One request line in; `ok` or
 //! `error`, a newline, then text out.
 
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::delivery::queue::commands::{execute, QueueCommand};
+use crate::delivery::queue::intake::Intake;
 use crate::delivery::queue::manager::QueueManager;
 use crate::ops::reload::Reloader;
 
@@ -16,6 +17,8 @@ use crate::ops::reload::Reloader;
 pub struct Admin {
     pub queue: QueueManager,
     pub reloader: Arc<Reloader>,
+    /// Where a message released from quarantine goes.
+    pub intake: Intake,
 }
 
 /// The admin socket of a data directory.
@@ -69,6 +72,10 @@ async fn handle(admin: &Admin, line: &str) -> Result<String, String> {
             }),
         "plugins" => Ok(admin.reloader.describe_active()),
         "plugins history" => Ok(admin.reloader.describe_history()),
+        _ if line.starts_with("quarantine ") => match release_request(line) {
+            Some((id, skip_plugin)) => admin.intake.release(id, skip_plugin).await,
+            None => Err(format!("unknown command {line:?}")),
+        },
         _ => {
             let command =
                 QueueCommand::parse(line).ok_or_else(|| format!("unknown command {line:?}"))?;
@@ -77,6 +84,21 @@ async fn handle(admin: &Admin, line: &str) -> Result<String, String> {
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()))
         }
+    }
+}
+
+/// The line that asks the server to release a quarantined message.
+pub fn release_line(id: &str, skip_plugin: bool) -> String {
+    let skip = if skip_plugin { " --skip-plugin" } else { "" };
+    format!("quarantine release {id}{skip}")
+}
+
+/// `quarantine release ID [--skip-plugin]`: the id, and whether to skip the plugin.
+fn release_request(line: &str) -> Option<(&str, bool)> {
+    match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["quarantine", "release", id] => Some((*id, false)),
+        ["quarantine", "release", id, "--skip-plugin"] => Some((*id, true)),
+        _ => None,
     }
 }
 

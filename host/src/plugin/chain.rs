@@ -84,6 +84,9 @@ pub struct Transaction {
     live: Vec<Option<Live>>,
     /// Outside filters' conversations, opened on first use, by member index.
     conversations: Vec<Option<Box<dyn Conversation>>>,
+    /// Plugins not run in this transaction (an operator released a message with
+    /// `--skip-plugin`).
+    skipped: Vec<String>,
 }
 
 /// The reply for a plugin fault under the `tempfail` policy.
@@ -107,6 +110,7 @@ impl PluginSet {
             ctx: Arc::new(TransactionContext::new(session_id.to_string(), services)),
             live: (0..self.plugins.len()).map(|_| None).collect(),
             conversations: (0..self.plugins.len()).map(|_| None).collect(),
+            skipped: Vec::new(),
         }
     }
 }
@@ -115,6 +119,11 @@ impl Transaction {
     /// The generation of the plugin set this transaction runs.
     pub fn generation(&self) -> u64 {
         self.set.generation
+    }
+
+    /// Leaves out these plugins at every stage of this transaction.
+    pub fn skip(&mut self, plugins: &[String]) {
+        self.skipped.extend_from_slice(plugins);
     }
 
     /// Takes over notes from an earlier chain of the same session (after a reload).
@@ -164,7 +173,7 @@ impl Transaction {
         };
         for index in 0..self.set.plugins.len() {
             let plugin = self.set.plugins[index].clone();
-            if !plugin.handles(stage) {
+            if !plugin.handles(stage) || self.skipped.contains(&plugin.name) {
                 continue;
             }
             let started = Instant::now();

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::manager::{now_secs, QueueManager};
-use super::spool::Spooled;
+use super::quarantine;
+use super::spool::{QueuedEnvelope, Spooled};
 use super::state::DeliveryState;
 use crate::delivery::relay::client::Failure;
 use crate::delivery::relay::dsn::{self, Action, FailedRecipient, ReportRecipient};
@@ -30,6 +31,38 @@ enum Outcome {
     Permanent(Failure),
     /// Not tried, or cut, because the server is stopping: due again at the next start.
     Stopped(String),
+}
+
+/// What quarantine keeps of a message a deliver-stage plugin set aside for `rcpts`.
+fn quarantined_envelope(
+    envelope: &QueuedEnvelope,
+    rcpts: &[String],
+    by: &str,
+    reason: &str,
+) -> quarantine::Envelope {
+    quarantine::Envelope {
+        queue_id: envelope.id.clone(),
+        sender: envelope.sender.clone(),
+        // The spool keeps no ESMTP parameters, only SMTPUTF8 and BINARYMIME (the flags below).
+        mail_params: Vec::new(),
+        recipients: rcpts
+            .iter()
+            .map(|address| quarantine::Recipient {
+                address: address.clone(),
+                params: Vec::new(),
+            })
+            .collect(),
+        client_ip: envelope.client_ip.clone(),
+        helo: envelope.helo.clone(),
+        auth_user: envelope.auth_user.clone(),
+        received_at: envelope.received_at,
+        quarantined_at: now_secs(),
+        stage: "deliver".into(),
+        plugin: by.to_string(),
+        reason: reason.to_string(),
+        smtputf8: envelope.smtputf8,
+        binary: envelope.binary,
+    }
 }
 
 /// Counts one destination's recipients by how they fared.
@@ -301,6 +334,7 @@ impl QueueManager {
         let plugins = self.inner.plugins.current();
         if plugins.handles(Stage::Deliver) {
             let mut chain = plugins.transaction(&envelope.id, self.inner.services.clone());
+            chain.skip(&envelope.skip_plugins);
             let report = chain.run(StageCall::Deliver, &mut mail).await;
             if journal::enabled() {
                 let stage = report.trace();
@@ -351,16 +385,12 @@ impl QueueManager {
                         .message
                         .as_ref()
                         .map_or(&spooled.message[..], |m| m.raw());
+                    let kept = quarantined_envelope(envelope, rcpts, &by, &reason);
                     let kept = crate::sys::blocking::run(|| {
-                        crate::delivery::queue::quarantine(
-                            &self.inner.quarantine_dir,
-                            &envelope.id,
-                            raw,
-                            &reason,
-                        )
+                        quarantine::keep(&self.inner.quarantine_dir, &kept, raw)
                     });
                     return match kept {
-                        Ok(()) => (
+                        Ok(_) => (
                             all(Outcome::Dropped(format!(
                                 "quarantined by plugin {by}: {reason}"
                             ))),

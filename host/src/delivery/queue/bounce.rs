@@ -50,6 +50,7 @@ pub async fn queue_report(
         smtputf8: !envelope.sender.is_ascii(),
         binary: false,
         dsn: Default::default(),
+        skip_plugins: Vec::new(),
     };
     match spool.store(&queued, &report).await {
         Ok(()) => Some(queued.id),

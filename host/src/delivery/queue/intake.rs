@@ -8,10 +8,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::manager::QueueManager;
+use super::quarantine;
 use super::spool::{QueuedEnvelope, Spool, Spooled};
 use crate::store::users::UserDirectory;
 
 /// Where accepted messages go.
+#[derive(Clone)]
 pub struct Intake {
     pub spool: Spool,
     pub users: Arc<UserDirectory>,
@@ -48,17 +50,41 @@ impl Intake {
         Ok(())
     }
 
-    /// Keeps a message aside, with the reason, instead of delivering it.
-    pub async fn quarantine(&self, id: &str, raw: &[u8], reason: &str) -> Result<(), String> {
-        let (dir, id, raw, reason) = (
-            self.quarantine_dir.clone(),
-            id.to_string(),
-            raw.to_vec(),
-            reason.to_string(),
-        );
-        tokio::task::spawn_blocking(move || super::quarantine(&dir, &id, &raw, &reason))
+    /// Keeps a message aside with its envelope and the reason, durably; returns its
+    /// quarantine id.
+    pub async fn quarantine(
+        &self,
+        envelope: &quarantine::Envelope,
+        raw: &[u8],
+    ) -> Result<String, String> {
+        let (dir, envelope, raw) = (self.quarantine_dir.clone(), envelope.clone(), raw.to_vec());
+        tokio::task::spawn_blocking(move || quarantine::keep(&dir, &envelope, &raw))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
+    }
+
+    /// Puts a quarantined message back in the queue for its original recipients (durably, then
+    /// scheduled), and removes it from quarantine.
+    pub async fn release(&self, id: &str, skip_plugin: bool) -> Result<String, String> {
+        let dir = self.quarantine_dir.clone();
+        let spool = self.spool.clone();
+        let id_owned = id.to_string();
+        let release = tokio::task::spawn_blocking(move || {
+            quarantine::prepare_release(&dir, &id_owned, skip_plugin, |q| spool.contains(q))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        self.enqueue(&release.envelope, &release.message).await?;
+        let dir = self.quarantine_dir.clone();
+        let id_owned = id.to_string();
+        tokio::task::spawn_blocking(move || quarantine::delete(&dir, &id_owned))
+            .await
+            .map_err(|e| e.to_string())??;
+        tracing::info!(
+            queue_id = %release.envelope.id,
+            "released from quarantine {id}"
+        );
+        Ok(quarantine::released_text(id, &release))
     }
 }

@@ -294,6 +294,7 @@ mod tests {
             smtputf8: false,
             binary: false,
             dsn: Default::default(),
+            skip_plugins: Vec::new(),
         }
     }
 

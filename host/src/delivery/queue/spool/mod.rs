@@ -58,6 +58,10 @@ pub struct QueuedEnvelope {
     /// without it reads as no parameters given.
     #[serde(default, skip_serializing_if = "EnvelopeDsn::is_empty")]
     pub dsn: EnvelopeDsn,
+    /// Plugins not run at the deliver stage for this message: the one that quarantined it,
+    /// when the operator released it with `--skip-plugin`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_plugins: Vec<String>,
 }
 
 /// A message in the spool.

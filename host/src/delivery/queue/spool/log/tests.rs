@@ -16,6 +16,7 @@ fn envelope(id: &str) -> QueuedEnvelope {
         smtputf8: false,
         binary: false,
         dsn: Default::default(),
+        skip_plugins: Vec::new(),
     }
 }
 
