@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Protocol};
-use crate::net::limits::{AuthBudget, LoginWindow, PerIp};
+use crate::net::limits::{AuthBudget, KeySlot, LoginWindow, PerIp, PerKey};
 use crate::plugin::{ActivePlugins, Services};
 use crate::store::names::UserName;
 use crate::store::users::UserDirectory;
@@ -30,7 +30,17 @@ pub struct SessionContext {
     auth_budget: AuthBudget,
     /// IMAP and POP3 connections per client address that have not logged in yet.
     waiting_for_login: Arc<PerIp>,
+    /// Logged-in connections per protocol and user.
+    logged_in: Arc<PerKey<(Protocol, UserName)>>,
 }
+
+/// One logged-in connection of a user on a protocol, counted until dropped (see
+/// [`SessionContext::user_slot`]).
+pub type UserSlot = KeySlot<(Protocol, UserName)>;
+
+/// `user` holds `limits.max-connections-per-user` connections of the protocol already.
+#[derive(Debug)]
+pub struct TooManyForUser;
 
 impl SessionContext {
     pub fn new(
@@ -48,6 +58,7 @@ impl SessionContext {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
             waiting_for_login: Arc::new(PerIp::default()),
+            logged_in: Arc::new(PerKey::default()),
             config,
             plugins,
             services,
@@ -77,6 +88,25 @@ impl SessionContext {
             limits.max_prelogin_connections_per_ip,
             Duration::from_secs(limits.login_timeout_secs),
         )
+    }
+
+    /// A slot for one more logged-in `protocol` connection of `user`, held by the session
+    /// until it ends (or logs out), unless the user has `limits.max-connections-per-user` of
+    /// them already: then the login is refused, and the connection stays as it was.
+    pub fn user_slot(
+        &self,
+        protocol: Protocol,
+        user: &UserName,
+    ) -> Result<UserSlot, TooManyForUser> {
+        let max = match self.config.limits.max_connections_per_user {
+            0 => usize::MAX,
+            max => max,
+        };
+        let slot = self.logged_in.take((protocol, user.clone()), max);
+        if slot.is_none() {
+            tracing::info!(user = %user, protocol = protocol.name(), "login refused: too many connections for this user");
+        }
+        slot.ok_or(TooManyForUser)
     }
 
     /// Checks a password off the async threads (argon2 takes milliseconds on purpose), at most

@@ -67,6 +67,12 @@ pub struct LimitsConfig {
     /// The default leaves room for a burst from an office behind NAT (20 clients connecting
     /// at once, as imaptest's stress mode does).
     pub max_prelogin_connections_per_ip: usize,
+    /// Logged-in connections one user may hold on each of IMAP, POP3 and JMAP (counted
+    /// apart, over every client address), so that one user's clients cannot take every slot
+    /// of a protocol; more logins are refused (IMAP `NO [LIMIT]`, POP3 `-ERR [IN-USE]`, JMAP
+    /// 429). Dovecot's `mail_max_userip_connections` has the same default, per address. 0: no
+    /// cap.
+    pub max_connections_per_user: usize,
     /// SMTP, IMAP and POP3 clients (and JMAP downloads) that take no byte of a reply for
     /// this many seconds are disconnected (at least 1).
     pub write_stall_secs: u64,
@@ -138,6 +144,7 @@ impl Default for LimitsConfig {
             max_jmap_connections: 200,
             login_timeout_secs: 60,
             max_prelogin_connections_per_ip: 32,
+            max_connections_per_user: 10,
             write_stall_secs: 60,
             max_folders_per_user: 10_000,
             max_mailbox_bytes_per_user: 10 << 30,

@@ -1,42 +1,66 @@
-//! Abuse limits shared by every protocol: connection slots per client address and per
-//! protocol, and a failed-login budget per client address across connections and protocols.
+//! Abuse limits shared by every protocol: connection slots per client address, per protocol
+//! and per user, the connections that may be closed to make room for others, and a
+//! failed-login budget per client address across connections and protocols.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Counts connections per client address; the guard gives the slot back.
-#[derive(Default)]
-pub struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+/// Counts connections per key (a client address, a user); the guard gives the slot back.
+pub struct PerKey<K: Eq + Hash>(Mutex<HashMap<K, usize>>);
 
-pub struct IpSlot {
-    table: Arc<PerIp>,
-    ip: IpAddr,
+/// One connection counted in a [`PerKey`] table, until dropped.
+pub struct KeySlot<K: Eq + Hash> {
+    table: Arc<PerKey<K>>,
+    key: K,
 }
 
-impl PerIp {
-    pub fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+/// Connections per client address.
+pub type PerIp = PerKey<IpAddr>;
+pub type IpSlot = KeySlot<IpAddr>;
+
+impl<K: Eq + Hash> Default for PerKey<K> {
+    fn default() -> Self {
+        PerKey(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: Eq + Hash + Clone> PerKey<K> {
+    /// A slot for `key`, unless `max` of its connections hold one already.
+    pub fn take(self: &Arc<Self>, key: K, max: usize) -> Option<KeySlot<K>> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = map.entry(ip).or_insert(0);
+        let count = map.entry(key.clone()).or_insert(0);
         if *count >= max {
+            if *count == 0 {
+                map.remove(&key);
+            }
             return None;
         }
         *count += 1;
-        Some(IpSlot {
+        Some(KeySlot {
             table: self.clone(),
-            ip,
+            key,
         })
     }
 }
 
-impl Drop for IpSlot {
+impl<K: Eq + Hash> KeySlot<K> {
+    /// Whom (or what) the slot counts.
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+}
+
+impl<K: Eq + Hash> Drop for KeySlot<K> {
     fn drop(&mut self) {
         let mut map = self.table.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = map.get_mut(&self.ip) {
+        if let Some(count) = map.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                map.remove(&self.ip);
+                map.remove(&self.key);
             }
         }
     }
@@ -83,65 +107,125 @@ impl LoginWindow {
     }
 }
 
-/// The connections waiting to log in, oldest first, each with a handle on its socket. When a
-/// protocol's slots (or the gateway's) are full, the oldest of them is closed to make room for
-/// the new client: connections that never log in, from however many addresses, cannot keep a
-/// user out for longer than it takes them to be replaced, and a user's new connection, which
-/// logs in with its first command or request, is the newest of all.
+/// The connections that may be closed to make room, oldest first, each with a handle on its
+/// socket: those waiting to log in (IMAP, POP3, JMAP), and SMTP sessions from their connection
+/// or their last accepted message on. When a protocol's slots (or the gateway's) are full, the
+/// oldest of them is closed to make room for the new client: connections that never log in or
+/// never deliver, from however many addresses, cannot keep a user or a sender out for longer
+/// than it takes them to be replaced, and a user's new connection, which logs in with its
+/// first command or request, is the newest of all.
 #[derive(Default)]
 pub struct Waiting {
     next: std::sync::atomic::AtomicU64,
-    entries: Mutex<std::collections::BTreeMap<u64, (&'static str, std::net::TcpStream)>>,
+    entries: Mutex<std::collections::BTreeMap<u64, Entry>>,
+}
+
+/// One connection in [`Waiting`].
+struct Entry {
+    group: &'static str,
+    socket: std::net::TcpStream,
+    /// Set when its session says goodbye itself (see [`Waiting::register_told`]).
+    told: Option<Arc<AtomicBool>>,
 }
 
 /// One connection's place in [`Waiting`], given up when dropped (at login, or at its end).
 pub struct WaitingPlace {
     table: Arc<Waiting>,
     key: u64,
+    /// Set when the connection was chosen to make room.
+    evicted: Arc<AtomicBool>,
 }
 
 impl Waiting {
     /// Registers a connection of protocol `group` waiting to log in; `None` if its socket
-    /// cannot be shared (it then just cannot be closed early).
+    /// cannot be shared (it then just cannot be closed early). Chosen to make room, it is
+    /// closed both ways at once.
     pub fn register(
         self: &Arc<Self>,
         group: &'static str,
         socket: &impl std::os::fd::AsFd,
     ) -> Option<WaitingPlace> {
+        self.insert(group, socket, false)
+    }
+
+    /// [`Waiting::register`] for a session that tells its client why it goes (SMTP's 421):
+    /// chosen to make room, only its reading side is shut, which ends the read it waits in,
+    /// and its place says [`WaitingPlace::evicted`]; it then writes its goodbye and closes.
+    pub fn register_told(
+        self: &Arc<Self>,
+        group: &'static str,
+        socket: &impl std::os::fd::AsFd,
+    ) -> Option<WaitingPlace> {
+        self.insert(group, socket, true)
+    }
+
+    fn insert(
+        self: &Arc<Self>,
+        group: &'static str,
+        socket: &impl std::os::fd::AsFd,
+        told: bool,
+    ) -> Option<WaitingPlace> {
         // A duplicate descriptor: shutting it down ends the connection, and it stays valid (no
         // reuse of the number by another connection) until the place is given up.
         let handle = std::net::TcpStream::from(socket.as_fd().try_clone_to_owned().ok()?);
-        let key = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.lock().insert(key, (group, handle));
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        let evicted = Arc::new(AtomicBool::new(false));
+        let entry = Entry {
+            group,
+            socket: handle,
+            told: told.then(|| evicted.clone()),
+        };
+        self.lock().insert(key, entry);
         Some(WaitingPlace {
             table: self.clone(),
             key,
+            evicted,
         })
     }
 
-    /// Closes the oldest connection waiting to log in, of protocol `group` (or any): whether
+    /// Closes the oldest connection that may be closed, of protocol `group` (or any): whether
     /// there was one. Its session sees the end of its connection and gives its slots back.
     pub fn evict_oldest(&self, group: Option<&str>) -> bool {
         let mut entries = self.lock();
         let key = entries
             .iter()
-            .find(|(_, (g, _))| group.is_none_or(|want| *g == want))
+            .find(|(_, entry)| group.is_none_or(|want| entry.group == want))
             .map(|(key, _)| *key);
-        let Some((_, socket)) = key.and_then(|key| entries.remove(&key)) else {
+        let Some(entry) = key.and_then(|key| entries.remove(&key)) else {
             return false;
         };
         drop(entries);
-        let _ = socket.shutdown(std::net::Shutdown::Both);
+        match entry.told {
+            Some(evicted) => {
+                evicted.store(true, Ordering::Release);
+                let _ = entry.socket.shutdown(std::net::Shutdown::Read);
+            }
+            None => {
+                let _ = entry.socket.shutdown(std::net::Shutdown::Both);
+            }
+        }
         true
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        std::collections::BTreeMap<u64, (&'static str, std::net::TcpStream)>,
-    > {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Entry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl WaitingPlace {
+    /// Moves the connection to the back of the line, as if it had just connected (an SMTP
+    /// session after each accepted message). Nothing if it was already chosen to make room.
+    pub fn renew(&mut self) {
+        let mut entries = self.table.lock();
+        if let Some(entry) = entries.remove(&self.key) {
+            self.key = self.table.next.fetch_add(1, Ordering::Relaxed);
+            entries.insert(self.key, entry);
+        }
+    }
+
+    /// Whether the connection was chosen to make room for another.
+    pub fn evicted(&self) -> bool {
+        self.evicted.load(Ordering::Acquire)
     }
 }
 
@@ -264,6 +348,54 @@ mod login_window_tests {
         assert!(waiting.evict_oldest(None), "any group");
         drop(oldest);
         assert!(!waiting.evict_oldest(None));
+    }
+
+    /// A session that says goodbye itself: its reading side ends, it may still write, and
+    /// its place says why; a renewed place goes to the back of the line.
+    #[test]
+    fn a_told_connection_can_still_write_and_a_renewed_one_is_the_newest() {
+        use std::io::{Read, Write};
+        let server = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = server.local_addr().expect("address");
+        let mut clients = Vec::new();
+        let mut accepted = Vec::new();
+        for _ in 0..2 {
+            clients.push(std::net::TcpStream::connect(address).expect("connect"));
+            accepted.push(server.accept().expect("accept").0);
+        }
+        let waiting = Arc::new(Waiting::default());
+        let mut delivered = waiting
+            .register_told("smtp", &accepted[0])
+            .expect("register");
+        let idle = waiting
+            .register_told("smtp", &accepted[1])
+            .expect("register");
+        delivered.renew();
+        assert!(waiting.evict_oldest(Some("smtp")));
+        assert!(idle.evicted() && !delivered.evicted());
+        let mut buf = [0u8; 8];
+        assert_eq!(accepted[1].read(&mut buf).expect("end of reading"), 0);
+        accepted[1].write_all(b"421\r\n").expect("still writable");
+        drop(accepted.remove(1));
+        let mut told = String::new();
+        clients[1].read_to_string(&mut told).expect("goodbye");
+        assert_eq!(told, "421\r\n");
+        assert!(waiting.evict_oldest(None));
+        assert!(delivered.evicted());
+    }
+
+    #[test]
+    fn slots_per_user_are_capped_and_given_back() {
+        let table: Arc<PerKey<(&str, String)>> = Arc::new(PerKey::default());
+        let ann = ("imap", "ann@example.test".to_string());
+        let first = table.take(ann.clone(), 2).expect("first");
+        let _second = table.take(ann.clone(), 2).expect("second");
+        assert!(table.take(ann.clone(), 2).is_none());
+        assert!(table.take(("pop3", ann.1.clone()), 2).is_some());
+        assert_eq!(first.key(), &ann);
+        drop(first);
+        assert!(table.take(ann, 2).is_some());
+        assert!(table.take(("jmap", "bob".into()), 0).is_none());
     }
 
     #[test]

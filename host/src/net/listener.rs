@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::connection::{Client, Connection, Stream, HANDSHAKE_TIME};
 use super::drain::{Drain, DrainWatch};
-use super::limits::{LoginWindow, PerIp, Waiting};
+use super::limits::{LoginWindow, PerIp, Waiting, WaitingPlace};
 use super::Protocol;
 use crate::config::{LimitsConfig, ListenerConfig, Protocol as ProtocolKind, TlsMode};
 use crate::telemetry::metrics;
@@ -27,8 +27,8 @@ pub struct Slots {
     protocol: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
     per_ip_max: usize,
-    /// The connections (of every protocol) waiting to log in, which may be closed to make
-    /// room; this listener's are of `group`.
+    /// The connections (of every protocol) that may be closed to make room: those waiting
+    /// to log in, and SMTP sessions; this listener's are of `group`.
     waiting: Arc<Waiting>,
     group: &'static str,
     /// `limits.write-stall-secs`.
@@ -155,8 +155,10 @@ impl Slots {
     }
 
     /// [`Slots::take`]; but when the protocol's slots or the gateway's are all taken, the
-    /// oldest connection waiting to log in (of this protocol, or any for the gateway's) is
-    /// closed to make room, and the new one waits, briefly, for the slot it gives back.
+    /// oldest connection that may be closed (waiting to log in, or an SMTP session without a
+    /// message accepted since it became the oldest; of this protocol, or any for the
+    /// gateway's) is closed to make room, and the new one waits, briefly, for the slot it
+    /// gives back.
     async fn take_or_make_room(&self, ip: IpAddr) -> Result<Held, Refusal> {
         let why = match self.take(ip) {
             Err(why @ (Refusal::Protocol | Refusal::Total)) => why,
@@ -214,20 +216,18 @@ impl Listener {
             let _ = tcp.set_nodelay(true);
             // The login window opens at accept: the TLS handshake is inside it, and a
             // connection counts as waiting to log in from its first byte.
-            // Full: a connection that has not logged in may make room (which can take a
-            // moment, the accept loop waits for it: the next client would find it full too).
+            // Full: a connection that has not logged in, or an SMTP session that has had no
+            // message accepted lately, may make room (which can take a moment, the accept loop
+            // waits for it: the next client would find it full too).
             let held = listener.slots.take_or_make_room(peer.ip()).await;
             let held = held.and_then(|held| {
                 let window = listener
                     .protocol
                     .login_window(peer.ip())
                     .map_err(|_| Refusal::WaitingToLogIn)?;
-                let group = listener.slots.group;
-                let window =
-                    window.map(|w| w.evictable(listener.slots.waiting.register(group, &tcp)));
-                Ok((held, window))
+                Ok((held, listener.evictable(window, &tcp)))
             });
-            let (held, window) = match held {
+            let (held, places) = match held {
                 Ok(held) => held,
                 Err(why) => {
                     metrics::connection_refused(&listener.config.name, why.metric());
@@ -248,11 +248,26 @@ impl Listener {
                 async move {
                     let kind = listener.config.protocol.name();
                     let counted = metrics::connection_opened(&listener.config.name, kind);
-                    listener.session(tcp, peer, (id, watch), window).await;
+                    listener.session(tcp, peer, (id, watch), places).await;
                     drop((held, counted));
                 }
                 .instrument(span),
             );
+        }
+    }
+
+    /// A new connection's place among those that may be closed to make room: in its login
+    /// window where it has one, else its own where the protocol allows.
+    fn evictable(
+        &self,
+        window: Option<LoginWindow>,
+        tcp: &TcpStream,
+    ) -> (Option<LoginWindow>, Option<WaitingPlace>) {
+        let (waiting, group) = (&self.slots.waiting, self.slots.group);
+        match window {
+            Some(window) => (Some(window.evictable(waiting.register(group, tcp))), None),
+            None if self.protocol.evictable() => (None, waiting.register_told(group, tcp)),
+            None => (None, None),
         }
     }
 
@@ -262,7 +277,7 @@ impl Listener {
         tcp: TcpStream,
         peer: SocketAddr,
         (id, drain): (String, DrainWatch),
-        login_window: Option<LoginWindow>,
+        (login_window, place): (Option<LoginWindow>, Option<WaitingPlace>),
     ) {
         let stream = if self.config.tls == TlsMode::Implicit {
             let Some(acceptor) = self.tls.clone() else {
@@ -297,6 +312,7 @@ impl Listener {
             tls,
             drain,
             login_window,
+            place,
         };
         self.protocol.clone().serve(client).await;
         tracing::debug!("closed");

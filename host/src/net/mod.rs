@@ -27,6 +27,13 @@ pub trait Protocol: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Whether a connection without a login window may be closed to make room for another
+    /// client, after being told so by its session (SMTP: until its session has a message
+    /// accepted, and again from each accepted message on; see `limits::Waiting`).
+    fn evictable(&self) -> bool {
+        false
+    }
+
     /// The longest an implicit-TLS handshake may take on this protocol's listeners when the
     /// client has no login window (which cuts it sooner): no longer than the protocol's own
     /// wait for a first request.

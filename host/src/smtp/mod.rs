@@ -34,6 +34,12 @@ impl crate::net::Protocol for Smtp {
         format!("421 4.7.0 {why}\r\n")
     }
 
+    /// A session that holds its slot without having mail accepted may be closed to make
+    /// room: from its connection, and from each accepted message on (see `session`).
+    fn evictable(&self) -> bool {
+        true
+    }
+
     fn serve(self: Arc<Self>, client: Client) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move { session::Session::new(self, client).run().await })
     }

@@ -30,6 +30,9 @@ pub struct Session {
     /// Junk commands since the last message (see `is_junk`), and greetings so far.
     junk: u32,
     greetings: u32,
+    /// A MAIL was given since the last message data (DATA or BDAT): another one before data
+    /// starts a transaction that moved no mail either.
+    mail_without_data: bool,
     tx: Transaction,
     /// Message bytes gathered by BDAT so far.
     chunks: Option<Vec<u8>>,
@@ -56,6 +59,7 @@ impl Session {
             auth_failures: 0,
             junk: 0,
             greetings: 0,
+            mail_without_data: false,
             chunks: None,
             log: CommandLog::new(),
         }
@@ -87,6 +91,9 @@ impl Session {
         if let Some(accepted) = answer.accepted {
             self.log.taken_in(&self.client.id, accepted);
             self.junk = 0;
+            // Mail moved: the session goes to the back of the line of those that may be
+            // closed to make room.
+            self.client.renew_place();
         }
         if answer.close {
             Next::Close
@@ -155,7 +162,10 @@ impl Session {
                     self.reply(421, (4, 3, 2), "Service shutting down, closing connection");
                     break;
                 }
-                Line::Closed => break,
+                Line::Closed => {
+                    self.goodbye_if_evicted();
+                    break;
+                }
             };
             commands += 1;
             if commands > self.limits().max_commands_per_session {
@@ -167,6 +177,18 @@ impl Session {
             }
         }
     }
+    /// Tells a client whose connection was closed to make room for another why it goes.
+    fn goodbye_if_evicted(&mut self) {
+        if self.client.evicted() {
+            tracing::info!("closed to make room for another client");
+            self.reply(
+                421,
+                (4, 7, 0),
+                "Too many connections, closing connection to make room",
+            );
+        }
+    }
+
     /// Handles one command line, then journals it with its reply.
     async fn command(&mut self, line: &[u8]) -> Next {
         let parsed = command::parse(line);
@@ -186,29 +208,25 @@ impl Session {
     async fn dispatch(&mut self, parsed: Result<Command, ParseError>) -> Next {
         let command = match parsed {
             Ok(c) => c,
-            Err(ParseError::Unknown) => {
-                metrics::command("smtp", "unknown");
-                self.reply(500, (5, 5, 1), "Command unrecognized");
-                return Next::Continue;
-            }
-            Err(ParseError::Syntax(why)) => {
-                self.reply(501, (5, 5, 4), why);
-                return Next::Continue;
-            }
-            Err(ParseError::Address(why)) => {
-                self.reply(501, (5, 1, 3), why);
+            Err(error) => {
+                // A command that could not be read moves no mail either.
+                if let Next::Close = self.count_junk() {
+                    return Next::Close;
+                }
+                match error {
+                    ParseError::Unknown => {
+                        metrics::command("smtp", "unknown");
+                        self.reply(500, (5, 5, 1), "Command unrecognized");
+                    }
+                    ParseError::Syntax(why) => self.reply(501, (5, 5, 4), why),
+                    ParseError::Address(why) => self.reply(501, (5, 1, 3), why),
+                }
                 return Next::Continue;
             }
         };
         metrics::command("smtp", command.verb());
         if self.is_junk(&command) {
-            self.junk += 1;
-            if self.junk > self.limits().max_junk_commands {
-                self.reply(
-                    421,
-                    (4, 7, 0),
-                    "Too many commands without mail, closing connection",
-                );
+            if let Next::Close = self.count_junk() {
                 return Next::Close;
             }
         }
@@ -237,9 +255,26 @@ impl Session {
         Next::Continue
     }
 
+    /// One more command that moved no mail: past `limits.max-junk-commands` since the last
+    /// message, the session is told so and closed.
+    fn count_junk(&mut self) -> Next {
+        self.junk += 1;
+        if self.junk > self.limits().max_junk_commands {
+            self.reply(
+                421,
+                (4, 7, 0),
+                "Too many commands without mail, closing connection",
+            );
+            return Next::Close;
+        }
+        Next::Continue
+    }
+
     /// Commands that move no mail along (Postfix's junk commands, and greetings past the one
-    /// before and the one after STARTTLS): a client may send only so many of them between
-    /// messages, so a loop of them cannot hold a connection slot (or a plugin stage) forever.
+    /// before and the one after STARTTLS; a MAIL after a transaction that never reached its
+    /// data; RCPT, DATA and BDAT out of sequence): a client may send only so many of them
+    /// between messages, so a loop of them cannot hold a connection slot (or a plugin stage)
+    /// forever. Commands that cannot be read count too (see `dispatch`).
     fn is_junk(&mut self, command: &Command) -> bool {
         match command {
             Command::Helo(_) | Command::Ehlo(_) => {
@@ -249,7 +284,16 @@ impl Session {
             Command::Rset | Command::Noop | Command::Vrfy(_) | Command::Expn(_) | Command::Help => {
                 true
             }
-            _ => false,
+            Command::Mail(..) => std::mem::replace(&mut self.mail_without_data, true),
+            Command::Rcpt(..) => !self.tx.is_open(),
+            Command::Data | Command::Bdat(..) => {
+                let ready = self.tx.is_open() && self.tx.has_recipients();
+                if ready {
+                    self.mail_without_data = false;
+                }
+                !ready
+            }
+            Command::StartTls | Command::Auth(..) | Command::Quit => false,
         }
     }
 
@@ -583,6 +627,8 @@ impl Session {
     fn data_failed(&mut self, end: Line) -> Next {
         if end == Line::TimedOut {
             self.reply(421, (4, 4, 2), "Message data too slow, closing connection");
+        } else {
+            self.goodbye_if_evicted();
         }
         self.reset();
         Next::Close

@@ -67,6 +67,9 @@ enum Next {
 
 pub struct ImapSession {
     shared: Arc<Imap>,
+    /// The user's count of logged-in IMAP connections holds this one while it lasts (given
+    /// back before the connection closes: a client that sees the close may log in again).
+    user_slot: Option<crate::session_context::UserSlot>,
     client: Client,
     /// The canonical name of the user logged in.
     user: Option<crate::store::names::UserName>,
@@ -199,6 +202,7 @@ impl ImapSession {
             shared,
             client,
             user: None,
+            user_slot: None,
             auth_failures: 0,
             selected: None,
             framer: Framer::new(),

@@ -84,6 +84,15 @@ impl Problem {
         }
     }
 
+    /// `limit` with HTTP 429 (RFC 6585): the user holds `limits.max-connections-per-user`
+    /// JMAP connections (or event sources) already; a connection that closes makes room.
+    pub fn too_many_for_user(limit: &'static str, detail: impl Into<String>) -> Problem {
+        Problem {
+            status: 429,
+            ..Problem::limit(limit, detail)
+        }
+    }
+
     pub fn body(&self) -> Value {
         let mut body = json!({
             "type": format!("urn:ietf:params:jmap:error:{}", self.kind),

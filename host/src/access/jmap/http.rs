@@ -64,6 +64,9 @@ struct Peer {
     login: std::sync::Mutex<Option<crate::net::limits::LoginWindow>>,
     /// Requests answered 401 on this connection.
     refused: AtomicU32,
+    /// The users this connection authenticated as, each counting it among their JMAP
+    /// connections (`limits.max-connections-per-user`) until it ends.
+    users: std::sync::Mutex<Vec<crate::session_context::UserSlot>>,
 }
 
 /// Requests a connection that has not authenticated is answered before it is closed.
@@ -103,6 +106,7 @@ pub async fn serve(jmap: Arc<Jmap>, mut client: Client) {
         failures: AtomicU32::new(0),
         login: std::sync::Mutex::new(Some(window)),
         refused: AtomicU32::new(0),
+        users: std::sync::Mutex::new(Vec::new()),
     });
     let watched = peer.clone();
     let service = hyper::service::service_fn(move |request| {
@@ -146,9 +150,27 @@ impl Peer {
             .is_none()
     }
 
-    /// A request authenticated: the login window's place is given back.
-    fn log_in(&self) {
+    /// A request authenticated as `user`: the connection counts among the user's JMAP
+    /// connections (once), and the login window's place is given back. Refused (429) when the
+    /// user holds `limits.max-connections-per-user` of them already: the connection then stays
+    /// as it was, not logged in.
+    fn log_in(&self, jmap: &Jmap, user: &UserName) -> Result<(), Response<Body>> {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if !users.iter().any(|slot| &slot.key().1 == user) {
+            let slot = jmap
+                .shared
+                .user_slot(crate::config::Protocol::Jmap, user)
+                .map_err(|_| {
+                    problem(&Problem::too_many_for_user(
+                        "maxConnectionsPerUser",
+                        "too many connections for this user",
+                    ))
+                })?;
+            users.push(slot);
+        }
+        drop(users);
         self.login.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(())
     }
 }
 
@@ -346,10 +368,10 @@ async fn events(
     request: &Request<Incoming>,
 ) -> Response<Body> {
     let Ok(slot) = jmap.push_slot(&user).try_acquire_owned() else {
-        return text(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many event sources open for this user\n",
-        );
+        return problem(&Problem::too_many_for_user(
+            "maxEventSourcesPerUser",
+            "too many event sources open for this user",
+        ));
     };
     let options = push::Options::parse(request.uri().query().unwrap_or(""));
     let (sender, receiver) = tokio::sync::mpsc::channel(8);

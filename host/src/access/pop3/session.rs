@@ -90,12 +90,16 @@ enum Next {
 
 pub struct Pop3Session {
     shared: Arc<Pop3>,
+    /// The maildrop and the user's count of logged-in POP3 connections are given back before
+    /// the connection closes (fields drop in order): a client that sees the close may log in
+    /// again at once.
+    maildrop: Option<Maildrop>,
+    user_slot: Option<crate::session_context::UserSlot>,
     client: Client,
     /// The APOP challenge from the greeting.
     challenge: String,
     user: Option<String>,
     auth_failures: u32,
-    maildrop: Option<Maildrop>,
     /// Until login: the deadline to log in by, and this connection's place among its
     /// address's connections waiting to log in.
     login_window: Option<LoginWindow>,
@@ -117,6 +121,7 @@ impl Pop3Session {
             user: None,
             auth_failures: 0,
             maildrop: None,
+            user_slot: None,
             login_window: None,
         }
     }
@@ -354,6 +359,11 @@ impl Pop3Session {
             self.err("[AUTH] Invalid user name or password");
             return Next::Continue;
         };
+        let Ok(slot) = self.shared.user_slot(Protocol::Pop3, &user) else {
+            // RFC 2449: the user's maildrop is in use by their other sessions.
+            self.err("[IN-USE] Too many connections for this user");
+            return Next::Continue;
+        };
         let maildir = user.maildir(&self.shared.config.data_dir().join("mail"));
         let Some(lock) = crate::sys::blocking::run(|| MaildropLock::take(&maildir)) else {
             self.err("[IN-USE] Maildrop already locked by another session");
@@ -363,6 +373,7 @@ impl Pop3Session {
             Ok(drop) => {
                 let (count, size) = (drop.messages.len(), total(&drop.messages));
                 self.maildrop = Some(drop);
+                self.user_slot = Some(slot);
                 self.login_window = None;
                 tracing::info!(user = %user, count, "POP3 login");
                 self.ok(&format!("{user} has {count} messages ({size} octets)"));

@@ -19,6 +19,9 @@ pub struct Client {
     /// The time an IMAP or POP3 client has to log in, opened when its connection was
     /// accepted (the session takes it over); `None` elsewhere.
     pub login_window: Option<crate::net::limits::LoginWindow>,
+    /// An SMTP connection's place among those that may be closed to make room (renewed by
+    /// its session after each accepted message); `None` elsewhere.
+    pub place: Option<crate::net::limits::WaitingPlace>,
 }
 
 impl Client {
@@ -34,6 +37,19 @@ impl Client {
         tokio::select! {
             line = self.conn.read_line(max, timeout) => line,
             () = self.drain.requested() => Line::Draining,
+        }
+    }
+
+    /// Whether the connection was closed to make room for another client (its reading side
+    /// ends; the session may still say goodbye).
+    pub fn evicted(&self) -> bool {
+        self.place.as_ref().is_some_and(|p| p.evicted())
+    }
+
+    /// The connection is the newest of those that may be closed to make room.
+    pub fn renew_place(&mut self) {
+        if let Some(place) = self.place.as_mut() {
+            place.renew();
         }
     }
 

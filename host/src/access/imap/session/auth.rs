@@ -127,7 +127,15 @@ impl ImapSession {
             ));
             return Next::Continue;
         };
+        let Ok(slot) = self.shared.user_slot(crate::config::Protocol::Imap, &name) else {
+            // RFC 5530: a limit, not a wrong password; the connection stays as it was.
+            self.send(&format!(
+                "{tag} NO [LIMIT] Too many connections for this user"
+            ));
+            return Next::Continue;
+        };
         tracing::info!(user = %name, "IMAP login");
+        self.user_slot = Some(slot);
         self.user = Some(name);
         self.login_window = None;
         if let Err(e) = crate::sys::blocking::run(|| self.create_special_use()) {

@@ -130,31 +130,30 @@ pub(super) async fn authenticate(
         ));
     }
     if let Some(token) = bearer(request) {
-        return jmap
-            .tokens
-            .user(token)
-            .inspect(|_| peer.log_in())
-            .ok_or_else(|| {
-                let mut refusal = text(
-                    StatusCode::UNAUTHORIZED,
-                    "the session has ended: log in again\n",
-                );
-                refusal.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"mailgate\""),
-                );
-                refusal
-            });
+        let user = jmap.tokens.user(token).ok_or_else(|| {
+            let mut refusal = text(
+                StatusCode::UNAUTHORIZED,
+                "the session has ended: log in again\n",
+            );
+            refusal.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mailgate\""),
+            );
+            refusal
+        })?;
+        peer.log_in(jmap, &user)?;
+        return Ok(user);
     }
     let Some((user, password)) = basic_credentials(given) else {
         return Err(unauthorized(request, "malformed Basic credentials\n"));
     };
-    check_password(jmap, peer, &user, &password)
+    let user = check_password(jmap, peer, &user, &password)
         .await
-        .inspect(|_| peer.log_in())
         .map_err(|refusal| {
             refusal.unwrap_or_else(|| unauthorized(request, "invalid credentials\n"))
-        })
+        })?;
+    peer.log_in(jmap, &user)?;
+    Ok(user)
 }
 
 /// The webmail page's login (`POST /jmap/token`): `{"username", "password"}` as JSON (or

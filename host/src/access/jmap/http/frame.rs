@@ -68,7 +68,9 @@ pub(super) async fn frame(jmap: &Jmap, peer: &Peer, request: &Request<Incoming>)
             "this message view has expired: open the message again\n",
         );
     };
-    peer.log_in();
+    if let Err(refusal) = peer.log_in(jmap, &view.user) {
+        return refusal;
+    }
     let session = peer.session(&view.user);
     match jmap
         .html_view(&view.user, &session, &view.email_id, view.images)
