@@ -21,6 +21,7 @@ mod index;
 mod memo;
 mod naming;
 mod served;
+mod stamp;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
