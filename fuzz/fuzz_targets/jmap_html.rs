@@ -4,11 +4,11 @@
 //! or the escaped text (at most 6 bytes for each byte of the message), in a fixed frame.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mailgate::access::jmap::html;
+use mailgate::access::jmap::{html, html_scan};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let _ = html::within_bounds(&text);
+    let _ = html_scan::within_bounds(&text);
     let mut raw = b"Content-Type: text/html; charset=utf-8\r\n\r\n".to_vec();
     raw.extend_from_slice(data);
     let document = html::document_of(&raw);

@@ -18,6 +18,9 @@ use std::collections::BTreeMap;
 
 use super::flags::Flags;
 
+/// The index file's name in a folder.
+pub const FILE: &str = "mailgate-uidlist";
+
 /// What the index records of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {

@@ -29,6 +29,7 @@ mod email;
 mod error;
 mod frames;
 pub mod html;
+pub mod html_scan;
 mod http;
 mod import;
 mod mailbox;

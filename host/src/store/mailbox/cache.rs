@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use cap_std::fs::{Dir, OpenOptions};
 
-use super::memo::Stamp;
+use super::stamp::Stamp;
 
 pub(super) const FILE: &str = "mailgate-cache";
 const MAGIC: &[u8; 8] = b"MGCACHE1";
@@ -293,40 +293,6 @@ impl FieldCache {
             if let Err(e) = file.write_all(&out) {
                 tracing::debug!("folder cache not written: {e}");
             }
-        }
-    }
-}
-
-impl super::Folder {
-    /// The cached `fields` of a message: all of them, or `None` when any is not cached.
-    pub fn cached(&self, entry: &super::MailEntry, fields: &[Field]) -> Option<Vec<Vec<u8>>> {
-        let shared = super::memo::of(&self.dir).ok()?;
-        let mut memo = super::memo::lock(&shared);
-        let super::memo::Memo {
-            fields: cache,
-            dates,
-            ..
-        } = &mut *memo;
-        if let Err(e) = cache.ready(&self.dir, dates) {
-            tracing::debug!("folder cache unusable: {e}");
-            return None;
-        }
-        fields.iter().map(|f| cache.get(&entry.key, *f)).collect()
-    }
-
-    /// Keeps fields a reader computed from a message for every later reader.
-    pub fn cache(&self, entry: &super::MailEntry, values: &[(Field, &[u8])]) {
-        let Ok(shared) = super::memo::of(&self.dir) else {
-            return;
-        };
-        let mut memo = super::memo::lock(&shared);
-        let super::memo::Memo {
-            fields: cache,
-            dates,
-            ..
-        } = &mut *memo;
-        if cache.ready(&self.dir, dates).is_ok() {
-            cache.put(&entry.key, values);
         }
     }
 }

@@ -11,12 +11,12 @@ use std::time::SystemTime;
 use cap_std::fs::{Dir, File, OpenOptions};
 
 use super::keywords::{self, Keywords};
-use super::memo::{self, Memo, Stamp, Stamps};
+use super::memo::{self, Memo, Stamps};
+use super::stamp::Stamp;
 use super::{Flags, Folder, MailEntry, Snapshot};
 use crate::mail::clock::unix_seconds;
-use crate::store::uidlist::{Record, UidList};
+use crate::store::uidlist::{Record, UidList, FILE as UIDLIST};
 
-pub(super) const UIDLIST: &str = "mailgate-uidlist";
 const LOCK: &str = "mailgate-uidlist.lock";
 /// In the user's Maildir: the last UIDVALIDITY given to any of its folders.
 const LAST_UIDVALIDITY: &str = "mailgate-uidvalidity";

@@ -9,73 +9,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use cap_std::fs::Dir;
-use rustix::fs::{AtFlags, Stat};
 
-use super::cache::FieldCache;
+use super::cache::{Field, FieldCache};
+use super::stamp::Stamp;
 use super::Snapshot;
 use crate::store::uidlist::UidList;
-
-/// How long a directory must have stayed unchanged before its mtime is taken as proof that
-/// nothing changed since: two changes within one tick of the file system's clock (a jiffy on
-/// Linux, a second on some file systems) leave the same mtime.
-const SETTLE: Duration = Duration::from_secs(2);
 
 /// Messages the process keeps indexes for at most (about 130 bytes each); the folders used
 /// longest ago are forgotten first, and rebuilt from disk when used again.
 const MESSAGES_HELD: usize = 400_000;
-
-/// What says whether a file or directory changed: its identity, size, and change times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, u64),
-    ctime: (i64, u64),
-}
-
-impl Stamp {
-    // The stat fields' types differ between platforms: the casts are needed elsewhere.
-    #[allow(clippy::unnecessary_cast)]
-    fn of(stat: &Stat) -> Stamp {
-        Stamp {
-            dev: stat.st_dev as u64,
-            ino: stat.st_ino as u64,
-            size: stat.st_size as u64,
-            mtime: (stat.st_mtime as i64, stat.st_mtime_nsec as u64),
-            ctime: (stat.st_ctime as i64, stat.st_ctime_nsec as u64),
-        }
-    }
-
-    /// What tells one file from another (its content may change).
-    pub(super) fn id(&self) -> (u64, u64) {
-        (self.dev, self.ino)
-    }
-
-    /// The stamp of `name` inside `dir`; `None` when it does not exist.
-    pub(super) fn at(dir: &Dir, name: &str) -> std::io::Result<Option<Stamp>> {
-        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => Ok(Some(Stamp::of(&stat))),
-            Err(rustix::io::Errno::NOENT) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Whether a change made now could leave this stamp as it is: its mtime is within
-    /// [`SETTLE`] of `now`.
-    fn recent(&self, now: SystemTime) -> bool {
-        let Some(changed) = u64::try_from(self.mtime.0)
-            .ok()
-            .map(|s| SystemTime::UNIX_EPOCH + Duration::new(s, self.mtime.1 as u32))
-        else {
-            return true;
-        };
-        now.duration_since(changed).map_or(true, |age| age < SETTLE)
-    }
-}
 
 /// The stamps a scan's result was made from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +36,7 @@ impl Stamps {
         Ok(Stamps {
             cur: Stamp::at(dir, "cur")?,
             new: Stamp::at(dir, "new")?,
-            uidlist: Stamp::at(dir, super::index::UIDLIST)?,
+            uidlist: Stamp::at(dir, crate::store::uidlist::FILE)?,
             keywords: Stamp::at(dir, crate::store::keywords::FILE)?,
         })
     }
@@ -213,6 +158,41 @@ pub(super) fn lock(memo: &Mutex<Memo>) -> MutexGuard<'_, Memo> {
 }
 
 /// Forgets every folder, as a process starting afresh (tests).
+
+impl super::Folder {
+    /// The cached `fields` of a message: all of them, or `None` when any is not cached.
+    pub fn cached(&self, entry: &super::MailEntry, fields: &[Field]) -> Option<Vec<Vec<u8>>> {
+        let shared = of(&self.dir).ok()?;
+        let mut memo = lock(&shared);
+        let Memo {
+            fields: cache,
+            dates,
+            ..
+        } = &mut *memo;
+        if let Err(e) = cache.ready(&self.dir, dates) {
+            tracing::debug!("folder cache unusable: {e}");
+            return None;
+        }
+        fields.iter().map(|f| cache.get(&entry.key, *f)).collect()
+    }
+
+    /// Keeps fields a reader computed from a message for every later reader.
+    pub fn cache(&self, entry: &super::MailEntry, values: &[(Field, &[u8])]) {
+        let Ok(shared) = of(&self.dir) else {
+            return;
+        };
+        let mut memo = lock(&shared);
+        let Memo {
+            fields: cache,
+            dates,
+            ..
+        } = &mut *memo;
+        if cache.ready(&self.dir, dates).is_ok() {
+            cache.put(&entry.key, values);
+        }
+    }
+}
+
 #[cfg(test)]
 pub(super) fn forget_all() {
     MEMOS.lock().unwrap_or_else(|e| e.into_inner()).0.clear();

@@ -22,6 +22,7 @@ mod index;
 mod memo;
 mod naming;
 mod served;
+mod stamp;
 mod usage;
 
 use std::collections::HashSet;

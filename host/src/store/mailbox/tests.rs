@@ -1,5 +1,5 @@
-use super::index::UIDLIST;
 use super::*;
+use crate::store::uidlist::FILE as UIDLIST;
 
 #[test]
 fn flags_are_a_set_of_letters_written_in_ascii_order() {
