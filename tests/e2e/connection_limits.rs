@@ -192,9 +192,13 @@ fn looping_client(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<O
     assert!(greeting.starts_with("220"), "{greeting}");
     assert!(smtp.cmd("EHLO looper.test").starts_with("250"));
     std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
+        loop {
+            // Read before looking at `stop`: a goodbye sent while this thread slept is counted.
             if let Some(told) = unasked_reply(&mut smtp) {
                 return Some(told);
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
             }
             for command in ["MAIL FROM:<looper@client.test>", "RSET", "NOOP"] {
                 let reply = smtp.cmd(command);
@@ -245,12 +249,31 @@ fn swaks(gw: &Gateway, subject: &str) -> String {
 /// `count` looping clients, connected one after the other (the first is the oldest).
 fn fill_with_loopers(
     gw: &Gateway,
-    count: usize,
+    (open_before, count): (u64, usize),
     stop: &Arc<AtomicBool>,
 ) -> Vec<std::thread::JoinHandle<Option<String>>> {
+    // The start-up checks' connections must be gone first, or one of them is the oldest.
+    assert!(
+        wait_until(20, || inbound_sessions(gw) == Some(open_before)),
+        "sessions left on the inbound listener: {:?}",
+        inbound_sessions(gw)
+    );
     (0..count)
         .map(|_| looping_client(gw.inbound, stop.clone()))
         .collect()
+}
+
+/// The inbound listener's open sessions, as `/metrics` says.
+fn inbound_sessions(gw: &Gateway) -> Option<u64> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", gw.metrics)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut body).ok()?;
+    body.lines()
+        .find(|l| l.starts_with("mailgate_sessions_active{listener=\"inbound\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// Which loopers the server closed, and what it said to them.
@@ -271,7 +294,7 @@ const SMTP_CAP: &str = "[limits]\nmax-smtp-connections = 4\nmax-junk-commands = 
 fn smtp_sessions_that_never_deliver_make_room_for_one_that_does() {
     let gw = Gateway::start(SMTP_CAP);
     let stop = Arc::new(AtomicBool::new(false));
-    let loopers = fill_with_loopers(&gw, 4, &stop);
+    let loopers = fill_with_loopers(&gw, (0, 4), &stop);
     let out = swaks(&gw, "through a full house");
     assert!(out.contains("250 2.0.0 Ok: queued as"), "{out}");
     gw.wait_mailbox_matching("alice@example.test", "through a full house");
@@ -293,7 +316,7 @@ fn an_smtp_session_that_delivers_goes_to_the_back_of_the_line() {
     assert!(greeting.starts_with("220"), "{greeting}");
     assert!(sender.cmd("EHLO sender.test").starts_with("250"));
     let stop = Arc::new(AtomicBool::new(false));
-    let loopers = fill_with_loopers(&gw, 3, &stop);
+    let loopers = fill_with_loopers(&gw, (1, 3), &stop);
     let deliver = |smtp: &mut RawSmtp, subject: &str| {
         assert!(smtp
             .cmd("MAIL FROM:<sender@client.test>")
