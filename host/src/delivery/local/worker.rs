@@ -87,8 +87,12 @@ impl LocalDelivery {
             let (files, retry) = (relay.files().clone(), retry.clone());
             let batch = ids.len();
             let result = tokio::task::spawn_blocking(move || {
-                let outcome =
-                    super::deliver::deliver_batch(&batch_spool, (&users, standing), (&root, quota), &ids);
+                let outcome = super::deliver::deliver_batch(
+                    &batch_spool,
+                    (&users, standing),
+                    (&root, quota),
+                    &ids,
+                );
                 let retries = record_local_outcome(&files, &outcome, &retry);
                 (outcome.done, retries, outcome.waiting_for_users)
             })

@@ -56,6 +56,44 @@ pub struct Recipient {
     pub params: Vec<String>,
 }
 
+/// The parameters of words kept by [`param_words`].
+fn params_of(words: &[String]) -> Vec<EsmtpParam> {
+    words
+        .iter()
+        .map(|word| match word.split_once('=') {
+            Some((name, value)) => EsmtpParam {
+                name: name.to_string(),
+                value: Some(value.to_string()),
+            },
+            None => EsmtpParam {
+                name: word.clone(),
+                value: None,
+            },
+        })
+        .collect()
+}
+
+/// The delivery status notifications a released message's sender and recipients asked for,
+/// from the parameters kept with it (they were checked when the message came in; any that no
+/// longer parse are left out).
+fn dsn_of(kept: &Envelope) -> crate::mail::dsn::EnvelopeDsn {
+    use crate::mail::dsn;
+    let (ret, envid) = dsn::mail_params(&params_of(&kept.mail_params)).unwrap_or_default();
+    let recipients = kept
+        .recipients
+        .iter()
+        .filter_map(|r| {
+            let asked = dsn::rcpt_params(&params_of(&r.params)).ok()?;
+            (asked != dsn::RcptDsn::default()).then(|| (r.address.clone(), asked))
+        })
+        .collect();
+    dsn::EnvelopeDsn {
+        ret,
+        envid,
+        recipients,
+    }
+}
+
 /// Parameters as the client wrote them.
 pub fn param_words(params: &[EsmtpParam]) -> Vec<String> {
     params
@@ -397,6 +435,7 @@ pub fn prepare_release(
     } else {
         kept.queue_id.clone()
     };
+    let dsn = dsn_of(&kept);
     let envelope = QueuedEnvelope {
         id: queue_id,
         sender: kept.sender,
@@ -407,6 +446,7 @@ pub fn prepare_release(
         auth_user: kept.auth_user,
         smtputf8: kept.smtputf8,
         binary: kept.binary,
+        dsn,
         skip_plugins: if skip_plugin {
             vec![kept.plugin]
         } else {
