@@ -198,17 +198,20 @@ fn fetch_after_another_sessions_expunge_invents_nothing() {
 #[test]
 fn keywords_round_trip_and_agree_with_dovecots_files() {
     let gw = Gateway::start("");
-    gw.deliver_local(
-        "alice@example.test",
-        &[MESSAGE.to_string(), MESSAGE.replace("one", "two")],
-    );
-    // A message Dovecot stored: keyword 0 of its dovecot-keywords, as the letter a.
+    // A message Dovecot stored first: keyword 0 of its dovecot-keywords, as the letter a.
+    for dir in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(maildir(&gw).join(dir)).expect("maildir");
+    }
     std::fs::write(maildir(&gw).join("dovecot-keywords"), "0 $Junk\n").expect("keywords");
     std::fs::write(
         maildir(&gw).join("cur/1600000000.dovecot.host,S=9:2,Sa"),
         "Subject: x\n\nbody\n",
     )
     .expect("dovecot's message");
+    gw.deliver_local(
+        "alice@example.test",
+        &[MESSAGE.to_string(), MESSAGE.replace("one", "two")],
+    );
     let out = imap_raw(
         &gw,
         &[

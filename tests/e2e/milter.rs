@@ -246,7 +246,9 @@ fn milter_replies_become_verdicts() {
             .into_iter()
             .flatten()
             .flatten();
+        // The messages (`.eml`), not the envelopes kept beside them.
         files
+            .filter(|f| f.path().extension().is_some_and(|e| e == "eml"))
             .filter_map(|f| std::fs::read_to_string(f.path()).ok())
             .collect()
     };

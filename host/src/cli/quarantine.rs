@@ -34,16 +34,7 @@ pub(crate) async fn quarantine_command(
             }
         }
     };
-    match result {
-        Ok(text) => {
-            print!("{text}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("mailgate: {e}");
-            Ok(ExitCode::from(1))
-        }
-    }
+    Ok(crate::cli::answer(result))
 }
 
 /// With no server running: the message goes into the spool, durably, and is delivered when

@@ -26,14 +26,5 @@ pub(crate) async fn queue_command(
             execute(&files, &command)
         }
     };
-    match result {
-        Ok(text) => {
-            print!("{text}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("mailgate: {e}");
-            Ok(ExitCode::from(1))
-        }
-    }
+    Ok(crate::cli::answer(result))
 }
