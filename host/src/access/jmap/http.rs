@@ -154,6 +154,9 @@ impl Peer {
     /// connections (once), and the login window's place is given back. Refused (429) when the
     /// user holds `limits.max-connections-per-user` of them already: the connection then stays
     /// as it was, not logged in.
+    // The refusal is the response itself, built once per refused login: boxing it would only
+    // move it.
+    #[allow(clippy::result_large_err)]
     fn log_in(&self, jmap: &Jmap, user: &UserName) -> Result<(), Response<Body>> {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         if !users.iter().any(|slot| &slot.key().1 == user) {

@@ -157,8 +157,6 @@ pub(super) fn lock(memo: &Mutex<Memo>) -> MutexGuard<'_, Memo> {
     memo.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Forgets every folder, as a process starting afresh (tests).
-
 impl super::Folder {
     /// The cached `fields` of a message: all of them, or `None` when any is not cached.
     pub fn cached(&self, entry: &super::MailEntry, fields: &[Field]) -> Option<Vec<Vec<u8>>> {
@@ -193,6 +191,7 @@ impl super::Folder {
     }
 }
 
+/// Forgets every folder, as a process starting afresh (tests).
 #[cfg(test)]
 pub(super) fn forget_all() {
     MEMOS.lock().unwrap_or_else(|e| e.into_inner()).0.clear();
