@@ -1568,7 +1568,13 @@ fn a_request_of_16000_folder_creations_ends_with_its_budget() {
     // At most the request's work (4 096 folders) or its 20 s; the creations past it get
     // the limit as SetError, the calls after it the limit as their answer.
     assert!((1..=4096).contains(&created), "{created} created");
-    assert!(refused >= 1, "{}", responses[0]);
+    // Where the budget ends decides the form of the refusal: within a call (its creations
+    // past it get the SetError) or, when its time runs out between calls, whole calls.
+    assert!(
+        refused >= 1 || created % 500 == 0,
+        "{created} created, none refused: {}",
+        responses[0]
+    );
     assert!(
         refused_with(&responses, "maxQueryWork"),
         "{:?}",
