@@ -200,6 +200,9 @@ fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes.starts_with(b"\0asm") && bytes[6..8] == [1, 0]
 }
 
+/// Idle pool slots kept warm (their memory resident) for reuse by any module.
+const UNUSED_WARM_SLOTS: u32 = 32;
+
 fn build_engine(config: &RuntimeConfig, pooling: bool) -> Result<Engine, PluginError> {
     let mut cfg = Config::new();
     cfg.wasm_component_model(true);
@@ -218,6 +221,10 @@ fn build_engine(config: &RuntimeConfig, pooling: bool) -> Result<Engine, PluginE
             .max_memories_per_component(8)
             .max_tables_per_component(16)
             .max_memory_size(config.max_memory_mb as usize * 1024 * 1024)
+            // A slot another module used last keeps up to this much of its memory resident;
+            // capping how many such idle slots are kept bounds what reloads (each a new module)
+            // leave behind at `UNUSED_WARM_SLOTS` x 1 MiB.
+            .max_unused_warm_slots(UNUSED_WARM_SLOTS)
             .linear_memory_keep_resident(1 << 20)
             .table_keep_resident(64 << 10);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

@@ -125,6 +125,18 @@ def deliver(subject, size=0):
         smtp.sendmail("sender@example.org", [user], body)
 
 
+def wait_for_messages(imap, mailbox, count, seconds=30):
+    """Polls STATUS until `mailbox` holds `count` messages: an SMTP 250 means queued, and local
+    delivery follows on its own."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        typ, data = imap.status(mailbox, "(MESSAGES)")
+        if typ == "OK" and f"MESSAGES {count})".encode() in data[0]:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"{mailbox} did not reach {count} messages in {seconds} s")
+
+
 def events():
     watcher, other = session(), session()
     other.create("Lists")
@@ -181,6 +193,7 @@ def names():
 def delayed():
     watcher, other = session(), session()
     deliver("to be expunged")
+    wait_for_messages(other, "INBOX", 1)
     watcher.select("INBOX")
     out["set"] = command(watcher, "NOTIFY SET (selected-delayed (MessageNew MessageExpunge))")
     other.select("INBOX")
