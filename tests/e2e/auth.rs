@@ -20,7 +20,7 @@ fn keygen_with(dir: &Path, selector: &str, options: &[&str]) -> (String, String)
     let mut args = vec!["dkim", "keygen", "example.test", selector];
     args.extend(options);
     args.extend(["--out", &key_text]);
-    let run = mailgate_e2e::mailgate(&args, &dir.join("cache"));
+    let run = mailgate_e2e::mailgate(&args, &mailgate_e2e::shared_plugin_cache());
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     let line = run
         .stdout

@@ -1,7 +1,9 @@
 //! The `mailgate` command line as a user runs it: `check`, `test`, and what bad input gets.
 
-use mailgate_e2e::{mailgate, plugin_dir, root};
+use mailgate_e2e::{mailgate, plugin_dir, root, shared_plugin_cache};
 
+/// A directory for a test's own files (configs, cases, reports). Compiled plugins go to the
+/// shared cache, except where caching itself is under test.
 fn cache() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
@@ -20,7 +22,7 @@ fn check_with_config(config: &str, files: &[(&str, &[u8])]) -> mailgate_e2e::Run
         path.to_str().expect("utf-8"),
         "samples/welcome.eml",
     ];
-    mailgate(&args, dir.path())
+    mailgate(&args, &shared_plugin_cache())
 }
 
 #[test]
@@ -79,7 +81,6 @@ fn check_on_the_sample_runs_every_stage_with_the_bundled_plugins() {
 
 #[test]
 fn check_refuses_a_recipient_outside_the_local_domains() {
-    let cache = cache();
     let run = mailgate(
         &[
             "check",
@@ -88,7 +89,7 @@ fn check_refuses_a_recipient_outside_the_local_domains() {
             "--diff",
             "samples/welcome.eml",
         ],
-        cache.path(),
+        &shared_plugin_cache(),
     );
     assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("reject 550 5.1.1"), "{}", run.stdout);
@@ -111,8 +112,10 @@ fn check_refuses_a_recipient_outside_the_local_domains() {
 
 #[test]
 fn check_diff_shows_only_what_changed() {
-    let cache = cache();
-    let run = mailgate(&["check", "--diff", "samples/welcome.eml"], cache.path());
+    let run = mailgate(
+        &["check", "--diff", "samples/welcome.eml"],
+        &shared_plugin_cache(),
+    );
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     let diff = run
         .stdout
@@ -137,7 +140,7 @@ fn test_runs_the_bundled_cases_and_writes_junit() {
     let junit = cache.path().join("report.xml");
     let run = mailgate(
         &["test", "--junit", junit.to_str().expect("utf-8"), "plugins"],
-        cache.path(),
+        &shared_plugin_cache(),
     );
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     let summary = run.stdout.lines().last().expect("summary line");
@@ -289,7 +292,10 @@ headers-equal = {{ X-Probe-Count = "42", X-Probe-Mx = "5 mx.example.net.", X-Pro
         ),
     )
     .expect("write case");
-    let run = mailgate(&["test", case.to_str().expect("utf-8")], dir.path());
+    let run = mailgate(
+        &["test", case.to_str().expect("utf-8")],
+        &shared_plugin_cache(),
+    );
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("1 passed, 0 failed"), "{}", run.stdout);
 }
@@ -318,7 +324,7 @@ fn cases_check_reply_text_and_enhanced_codes_and_run_one_by_name() {
          [case.expect]\nreply = { rcpt-to = \"550 5.7.1\" }\n",
     );
     let path = case.to_str().expect("utf-8");
-    let all = mailgate(&["test", path], dir.path());
+    let all = mailgate(&["test", path], &shared_plugin_cache());
     assert_eq!(all.code, Some(1), "{}{}", all.stdout, all.stderr);
     assert!(
         all.stdout.contains("ok   ") && all.stdout.contains(":: exact reply"),
@@ -333,14 +339,20 @@ fn cases_check_reply_text_and_enhanced_codes_and_run_one_by_name() {
         "{}",
         all.stdout
     );
-    let one = mailgate(&["test", "--case", "parts of the reply", path], dir.path());
+    let one = mailgate(
+        &["test", "--case", "parts of the reply", path],
+        &shared_plugin_cache(),
+    );
     assert_eq!(one.code, Some(0), "{}{}", one.stdout, one.stderr);
     assert!(
         one.stdout.ends_with("1 passed, 0 failed\n"),
         "{}",
         one.stdout
     );
-    let none = mailgate(&["test", "--case", "no such case", path], dir.path());
+    let none = mailgate(
+        &["test", "--case", "no such case", path],
+        &shared_plugin_cache(),
+    );
     assert_eq!(none.code, Some(2), "{}", none.stderr);
     assert!(
         none.stderr.contains("no case named like \"no such case\""),
@@ -460,8 +472,10 @@ fn plugin_settings_are_checked_against_what_the_plugin_declares() {
 /// against wit/v0.1 by `cargo xtask plugins`) pass the cases they had then, on this gateway.
 #[test]
 fn contract_0_1_plugins_in_every_language_pass_their_old_cases() {
-    let cache = cache();
-    let run = mailgate(&["test", "tests/fixtures/contract-0.1/cases"], cache.path());
+    let run = mailgate(
+        &["test", "tests/fixtures/contract-0.1/cases"],
+        &shared_plugin_cache(),
+    );
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     for file in [
         "recipient-policy",
@@ -487,10 +501,9 @@ fn contract_0_1_plugins_in_every_language_pass_their_old_cases() {
 /// to this 0.2.1 gateway unchanged, pass their cases, and are reported as 0.2.0.
 #[test]
 fn contract_0_2_0_plugins_pass_their_cases_on_the_0_2_1_gateway() {
-    let cache = cache();
     let run = mailgate(
         &["test", "tests/fixtures/contract-0.2.0/cases"],
-        cache.path(),
+        &shared_plugin_cache(),
     );
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     assert!(
@@ -518,7 +531,7 @@ fn contract_0_2_0_plugins_pass_their_cases_on_the_0_2_1_gateway() {
             "--explain",
             "recipient-policy",
         ],
-        cache.path(),
+        &shared_plugin_cache(),
     );
     assert_eq!(explained.code, Some(0), "{}", explained.stderr);
     assert!(
@@ -568,7 +581,10 @@ fn failing_plugins_show_their_own_error_text_in_test_output_and_log() {
     let printing = dir.path().join("printing.toml");
     let text = std::fs::read_to_string(&printing).expect("read");
     std::fs::write(&printing, text.replace("\"accept\"", "\"reject\"")).expect("write");
-    let run = mailgate(&["test", dir.path().to_str().expect("utf-8")], dir.path());
+    let run = mailgate(
+        &["test", dir.path().to_str().expect("utf-8")],
+        &shared_plugin_cache(),
+    );
     assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout.ends_with("0 passed, 5 failed\n"),
@@ -616,7 +632,7 @@ fn failing_plugins_show_their_own_error_text_in_test_output_and_log() {
 #[test]
 fn config_check_prints_what_a_config_runs_and_refuses_broken_ones() {
     let dir = cache();
-    let good = mailgate(&["config", "check"], dir.path());
+    let good = mailgate(&["config", "check"], &shared_plugin_cache());
     assert_eq!(good.code, Some(0), "{}{}", good.stdout, good.stderr);
     for line in [
         "config the embedded defaults: ok",
@@ -640,7 +656,10 @@ fn config_check_prints_what_a_config_runs_and_refuses_broken_ones() {
         path.to_str().expect("utf-8").to_string()
     };
     let missing = write("missing.toml", "[[plugin]]\npath = \"absent.wasm\"\n");
-    let run = mailgate(&["config", "check", "--config", &missing], dir.path());
+    let run = mailgate(
+        &["config", "check", "--config", &missing],
+        &shared_plugin_cache(),
+    );
     assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("missing.toml: refused"),
@@ -654,7 +673,10 @@ fn config_check_prints_what_a_config_runs_and_refuses_broken_ones() {
     );
 
     let typo = write("typo.toml", "[server]\nhostnme = \"mx.example.org\"\n");
-    let run = mailgate(&["config", "check", "--config", &typo], dir.path());
+    let run = mailgate(
+        &["config", "check", "--config", &typo],
+        &shared_plugin_cache(),
+    );
     assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("line 2") && run.stdout.contains("unknown field `hostnme`"),
@@ -666,7 +688,10 @@ fn config_check_prints_what_a_config_runs_and_refuses_broken_ones() {
         "relay.toml",
         "[[route]]\ndomains = [\"*\"]\ntype = \"relay\"\nhost = \"smarthost.example:587\"\n",
     );
-    let run = mailgate(&["config", "check", "--config", &relay], dir.path());
+    let run = mailgate(
+        &["config", "check", "--config", &relay],
+        &shared_plugin_cache(),
+    );
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("  * -> relay smarthost.example:587"),
@@ -725,7 +750,7 @@ fn the_explain_hint_of_a_refused_setting_works_from_that_config() {
         .unwrap_or_else(|| panic!("no explain hint: {said}"));
     assert!(hint.contains("--config"), "{hint}");
     let args: Vec<&str> = hint.split_whitespace().skip(1).collect();
-    let explained = mailgate(&args, dir.path());
+    let explained = mailgate(&args, &shared_plugin_cache());
     assert_eq!(explained.code, Some(0), "{hint}: {}", explained.stderr);
     assert!(
         explained.stdout.contains("max-attachments"),

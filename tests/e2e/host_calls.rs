@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mailgate_e2e::{binary, plugin_dir, root, Gateway, RawSmtp, Run};
+use mailgate_e2e::{binary, plugin_dir, root, shared_plugin_cache, Gateway, RawSmtp, Run};
 
 /// `mailgate ARGS`, killed if it has not ended within `limit`; its run and how long it took.
 fn mailgate_within(args: &[&str], cache: &Path, limit: Duration) -> (Run, Duration) {
@@ -207,7 +207,7 @@ fn mailgate_test_with_a_fifo_in_the_granted_directory_ends() {
     std::fs::write(&case, text).expect("case");
     let (run, elapsed) = mailgate_within(
         &["test", &case.to_string_lossy()],
-        &dir.path().join("cache"),
+        &shared_plugin_cache(),
         Duration::from_secs(60),
     );
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
@@ -229,7 +229,7 @@ fn config_check_refuses_fifos_devices_and_huge_files_as_keys_at_once() {
         std::fs::write(&config, text).expect("config");
         let (run, elapsed) = mailgate_within(
             &["config", "check", "--config", &config.to_string_lossy()],
-            &dir.path().join("cache"),
+            &shared_plugin_cache(),
             Duration::from_secs(30),
         );
         assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
@@ -316,11 +316,11 @@ fn config_check_names_a_misspelt_key_of_every_bundled_plugin() {
     text.push_str(&probe("", "data", ""));
     let config = dir.path().join("typos.toml");
     std::fs::write(&config, &text).expect("config");
-    // Compiled components are cached across runs (a Python or JavaScript plugin takes a
-    // minute to compile on a busy machine); the cache is keyed by content and engine.
+    // Compiled components come from the tests' shared cache (a Python or JavaScript plugin
+    // takes a minute to compile on a busy machine); the cache is keyed by content and engine.
     let (run, _) = mailgate_within(
         &["config", "check", "--config", &config.to_string_lossy()],
-        &root().join("target/e2e-component-cache"),
+        &shared_plugin_cache(),
         Duration::from_secs(600),
     );
     assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
@@ -358,7 +358,7 @@ fn config_check_cuts_off_a_plugin_sleeping_in_describe() {
     std::fs::write(&config, probe("", "data", "describe = \"sleep\"")).expect("config");
     let (run, elapsed) = mailgate_within(
         &["config", "check", "--config", &config.to_string_lossy()],
-        &dir.path().join("cache"),
+        &shared_plugin_cache(),
         Duration::from_secs(50),
     );
     assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);

@@ -275,7 +275,7 @@ fn memory_stays_flat_over_500_reloads() {
     // instances take pool slots of their own, and the pool keeps a bounded number of idle
     // slots' memory resident, so over the first round RSS climbs to a ceiling and then moves
     // below it as slots are reused. The highest RSS seen in a round is its ceiling.
-    let mut round = |name: &str| {
+    let round = |name: &str| {
         let mut highest = 0;
         for i in 0..500 {
             let reply = gw.admin("reload");

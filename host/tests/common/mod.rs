@@ -29,13 +29,19 @@ pub fn bundled_plugins() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins")
 }
 
+/// The compiled-component cache the end-to-end gateways use too: each test component is
+/// compiled once per build of it, not once per test.
+pub fn shared_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-plugin-cache")
+}
+
 /// One engine (and epoch ticker) for all tests of a binary, as in the gateway.
 pub static RUNTIME: LazyLock<Arc<Runtime>> = LazyLock::new(|| {
     let config = RuntimeConfig {
         max_instances: 200,
         ..RuntimeConfig::default()
     };
-    Arc::new(Runtime::new(&config, None).expect("engine"))
+    Arc::new(Runtime::new(&config, Some(shared_cache())).expect("engine"))
 });
 
 /// A chain from config text; plugin paths are relative to the test components.

@@ -183,7 +183,7 @@ impl Gateway {
         let config = self.config.to_string_lossy().into_owned();
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--config", &config]);
-        mailgate(&all, &self.dir.path().join("cli-cache"))
+        mailgate(&all, &shared_plugin_cache())
     }
 
     pub fn config_path(&self) -> &Path {
