@@ -26,7 +26,8 @@
 //!   and throughput during reloads; `bench access`: IMAP/POP3 beside Dovecot; `bench languages`:
 //!   one policy in Rust, Python, JavaScript and C; `bench hardening`: IMAP SEARCH, memory during
 //!   a flood of wrong logins, large APPENDs, then the cost of each hostile request of the
-//!   hardening review (`host/benches/hardening_requests.py`); `bench milter`: Postfix alone and with mailgate as
+//!   hardening review (`host/benches/hardening_requests.py`), and with `--against REV` the same
+//!   for REV's release build first; `bench milter`: Postfix alone and with mailgate as
 //!   its milter, mailgate's relay alone and with rspamd in its chain; `bench kv`: the plugin
 //!   key-value store, local and Redis (the greylist's call, bare operations);
 //! - `cluster`: two gateways sharing one Redis on loopback, to try a multi-node site by hand;
@@ -520,7 +521,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     // Options checked before any build.
     let against = match (which, options.is_empty()) {
         (_, true) => None,
-        (Some("relay"), false) => Some(against_options(options)?),
+        (Some("relay" | "hardening"), false) => Some(against_options(options)?),
         _ => return Err(format!("bench {}: no options", which.unwrap_or_default())),
     };
     build_plugins()?;
@@ -540,7 +541,10 @@ fn bench(args: &[String]) -> Result<(), String> {
         },
         Some("reload") => script("reload.sh"),
         Some("access") => script("access.sh"),
-        Some("hardening") => script("hardening.sh"),
+        Some("hardening") => match against {
+            None => script("hardening.sh"),
+            Some((rev, _)) => hardening_against(rev),
+        },
         Some("milter") => script("milter.sh"),
         Some("jmap") => script("jmap.sh"),
         Some("dkim") => cargo(&["bench", "-p", "mailgate", "--bench", "dkim"]),
@@ -553,9 +557,10 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// The options of `bench relay --against REV [--rounds K]`: REV and K (default 2).
+/// The options of `bench relay|hardening --against REV [--rounds K]`: REV and K (default 2;
+/// the hardening figures are taken once per build).
 fn against_options(options: &[String]) -> Result<(&str, u32), String> {
-    let usage = "usage: cargo xtask bench relay [--against REV [--rounds K]]";
+    let usage = "usage: cargo xtask bench relay|hardening [--against REV [--rounds K]]";
     let mut rev = None;
     let mut rounds = 2u32;
     let mut options = options.iter();
@@ -588,6 +593,33 @@ fn relay_against(rev: &str, rounds: u32) -> Result<(), String> {
             .arg(rounds.to_string())
             .current_dir(root()),
     )
+}
+
+/// `bench hardening --against REV`: the hardening figures of REV's release build, then of this
+/// tree's, each against fresh servers of its own (REV's may die on a request this tree answers).
+fn hardening_against(rev: &str) -> Result<(), String> {
+    cargo(&["build", "--release", "-p", "mailgate"])?;
+    let baseline = baseline::build(&root(), rev)?;
+    let builds = [
+        (format!("baseline {rev}"), baseline),
+        (
+            "current".to_string(),
+            root().join("target/release/mailgate"),
+        ),
+    ];
+    for (label, binary) in builds {
+        println!("== hardening figures of {label} ({})", binary.display());
+        // A baseline that fails some figure still lets the current build be measured.
+        if let Err(e) = status(
+            Command::new("bash")
+                .arg(root().join("host/benches/hardening.sh"))
+                .env("BIN", &binary)
+                .current_dir(root()),
+        ) {
+            println!("== {label}: {e}");
+        }
+    }
+    Ok(())
 }
 
 /// The `mailgate plugin new` template in every language, scaffolded once into
