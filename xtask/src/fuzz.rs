@@ -9,21 +9,28 @@ use std::process::Command;
 
 use super::{root, status};
 
-pub const TARGETS: [&str; 14] = [
+pub const TARGETS: [&str; 21] = [
+    "addresses",
     "auth_results",
+    "dsn_params",
+    "folder_cache",
+    "header_split",
+    "imap_append",
+    "imap_command",
+    "imap_url",
+    "imap_urlauth",
+    "jmap_email",
+    "jmap_html",
+    "jmap_request",
+    "maildir_index",
+    "message_edits",
     "milter_packet",
+    "mime_tree",
+    "pop3_command",
     "smtp_command",
     "smtp_data",
-    "header_split",
-    "mime_tree",
-    "message_edits",
-    "pop3_command",
-    "imap_command",
-    "addresses",
-    "maildir_index",
-    "jmap_request",
-    "jmap_email",
-    "dsn_params",
+    "spool_segment",
+    "stored_names",
 ];
 
 pub fn fuzz(args: &[String]) -> Result<(), String> {

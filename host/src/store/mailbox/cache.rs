@@ -108,6 +108,21 @@ fn parse_body(body: &[u8], crc: u32) -> Option<(Field, &str, &[u8])> {
     Some((field, key, &body[3 + key_len..]))
 }
 
+/// One record of the cache file's format as bytes (`None` when the value is too large to
+/// cache): what a reader appends.
+pub fn encode_record(field: Field, key: &str, value: &[u8]) -> Option<Vec<u8>> {
+    record(field, key, value)
+}
+
+/// The whole records of a cache file's bytes (magic included; not checked here): each one's
+/// field, key and value, and where the last whole one ends. The file is outside input (any
+/// program with access to the Maildir may write it).
+pub fn decode_records(bytes: &[u8]) -> (Vec<(Field, &str, &[u8])>, usize) {
+    let (found, end) = records(bytes);
+    let found = found.into_iter().map(|(f, k, v, _)| (f, k, v)).collect();
+    (found, end)
+}
+
 /// One record read back: its field, the message's key, the value, and where it lies.
 type Record<'a> = (Field, &'a str, &'a [u8], At);
 

@@ -34,7 +34,9 @@ use cap_std::fs::Dir;
 
 pub use super::flags::Flags;
 use super::keywords::{self, Keywords};
-pub use cache::Field;
+pub use cache::{
+    decode_records as decode_cache_records, encode_record as encode_cache_record, Field,
+};
 pub use naming::{
     count_folders, ensure_special_use, folder_path, list_folders, BadName, SPECIAL_USE,
 };
