@@ -107,6 +107,30 @@ impl ArtifactCache {
         let _ = self.dir.remove_file(key);
     }
 
+    /// Waits for, then holds, the right to compile the artifact `key` (an exclusive `flock`
+    /// on `<key>.lock`, released when the turn is dropped, or by the kernel if this process
+    /// dies). Processes and threads sharing the cache then compile a component once: the
+    /// second to ask finds the first one's artifact when its turn comes. `None` (compile
+    /// anyway) when the lock file cannot be had.
+    pub fn compile_lock(&self, key: &str) -> Option<CompileTurn<'_>> {
+        use cap_std::fs::OpenOptionsExt;
+        let name = format!("{key}.lock");
+        let file = self
+            .dir
+            .open_with(
+                &name,
+                OpenOptions::new().write(true).create(true).mode(0o600),
+            )
+            .ok()?
+            .into_std();
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).ok()?;
+        Some(CompileTurn {
+            cache: self,
+            name,
+            _file: file,
+        })
+    }
+
     /// Keeps a compiled component under `key` (written aside, then renamed into place).
     pub fn store(&self, key: &str, compiled: &[u8]) {
         use cap_std::fs::OpenOptionsExt;
@@ -138,7 +162,7 @@ impl ArtifactCache {
     }
 
     /// Removes artifacts unused for `max_age`, then the least recently used until the cache
-    /// holds at most `max_bytes`; never `keep`. Leftovers of interrupted writes go after an hour.
+    /// holds at most `max_bytes`; never `keep`. Leftovers of interrupted writes and old compile locks go after an hour.
     fn prune(&self, max_bytes: u64, max_age: Duration, keep: &str) {
         let Ok(entries) = self.dir.entries() else {
             return;
@@ -156,7 +180,9 @@ impl ArtifactCache {
             let stale = if name.ends_with(".cwasm") {
                 age > max_age
             } else {
-                name.contains(".cwasm.tmp") && age > Duration::from_secs(3600)
+                // Leftovers of interrupted writes, and compile locks nobody has held for long.
+                (name.contains(".cwasm.tmp") || name.ends_with(".cwasm.lock"))
+                    && age > Duration::from_secs(3600)
             };
             if stale && name != keep {
                 self.remove(&name, "unused");
@@ -188,6 +214,21 @@ impl ArtifactCache {
     }
 }
 
+/// One process's turn to compile an artifact. Its lock file goes when the turn ends: whoever
+/// waited on it then finds the artifact stored; whoever comes later starts a new lock file
+/// and finds it too.
+pub struct CompileTurn<'a> {
+    cache: &'a ArtifactCache,
+    name: String,
+    _file: std::fs::File,
+}
+
+impl Drop for CompileTurn<'_> {
+    fn drop(&mut self) {
+        let _ = self.cache.dir.remove_file(&self.name);
+    }
+}
+
 /// The compiled bytes of an artifact whose recorded hash matches them.
 fn check(bytes: &[u8]) -> Result<&[u8], &'static str> {
     let (recorded, compiled) = bytes
@@ -204,6 +245,31 @@ fn check(bytes: &[u8]) -> Result<&[u8], &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_compiler_waits_for_the_first_and_the_lock_file_goes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = ArtifactCache::open(&dir.path().join("cache")).expect("cache");
+        let first = cache.compile_lock("k.cwasm").expect("first turn");
+        let lock_file = dir.path().join("cache/k.cwasm.lock");
+        assert!(lock_file.exists());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let second = cache.compile_lock("k.cwasm").expect("second turn");
+                // By the time the second has its turn, the first has stored the artifact.
+                tx.send(cache.read_and_mark_used("k.cwasm").is_some())
+                    .expect("send");
+                drop(second);
+            });
+            // The second waits while the first holds its turn.
+            assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+            cache.store("k.cwasm", &[0u8; 10]);
+            drop(first);
+            assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+        });
+        assert!(!lock_file.exists(), "the lock file goes with the last turn");
+    }
 
     #[test]
     fn the_cache_keeps_what_is_used_within_its_bounds() {

@@ -87,6 +87,12 @@ impl Runtime {
         if let Some(component) = self.cache.as_ref().and_then(|c| c.load(&self.engine, &key)) {
             return Ok((component, sha256));
         }
+        // Another process or thread may be compiling the same component: wait for it, then
+        // take what it stored.
+        let _turn = self.cache.as_ref().and_then(|c| c.compile_lock(&key));
+        if let Some(component) = self.cache.as_ref().and_then(|c| c.load(&self.engine, &key)) {
+            return Ok((component, sha256));
+        }
         let compiled = {
             let _progress = CompileProgress::start(path, bytes.len(), self.cache.is_some());
             self.engine.precompile_component(&bytes)

@@ -308,7 +308,9 @@ async fn load_one(
         return load_external(runtime, config, entry);
     }
     let path = config.resolve(&entry.path);
-    let (component, sha256) = runtime.load_component(&path)?;
+    // Compiling takes seconds to a minute (and may wait for another process compiling the
+    // same component): not on a runtime worker, where other clients' tasks would wait.
+    let (component, sha256) = crate::sys::blocking::run(|| runtime.load_component(&path))?;
     let contract_err = |reason: String| PluginError::Contract {
         path: path.clone(),
         reason,
