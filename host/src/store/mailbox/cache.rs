@@ -114,10 +114,13 @@ pub fn encode_record(field: Field, key: &str, value: &[u8]) -> Option<Vec<u8>> {
     record(field, key, value)
 }
 
+/// A record's field, message key and value.
+pub type Entry<'a> = (Field, &'a str, &'a [u8]);
+
 /// The whole records of a cache file's bytes (magic included; not checked here): each one's
 /// field, key and value, and where the last whole one ends. The file is outside input (any
 /// program with access to the Maildir may write it).
-pub fn decode_records(bytes: &[u8]) -> (Vec<(Field, &str, &[u8])>, usize) {
+pub fn decode_records(bytes: &[u8]) -> (Vec<Entry<'_>>, usize) {
     let (found, end) = records(bytes);
     let found = found.into_iter().map(|(f, k, v, _)| (f, k, v)).collect();
     (found, end)
