@@ -9,7 +9,7 @@ use std::process::Command;
 
 use super::{root, status};
 
-pub const TARGETS: [&str; 14] = [
+pub const TARGETS: [&str; 15] = [
     "auth_results",
     "milter_packet",
     "smtp_command",
@@ -24,6 +24,7 @@ pub const TARGETS: [&str; 14] = [
     "jmap_request",
     "jmap_email",
     "dsn_params",
+    "mta_sts_policy",
 ];
 
 pub fn fuzz(args: &[String]) -> Result<(), String> {

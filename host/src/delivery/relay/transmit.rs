@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::client::{Failure, Outgoing, Pool, Settings, SmtpClient, MIN_REPLY_ALLOWANCE};
+use super::mta_sts::{self, MtaSts};
 use super::mx::{self, Candidate, ResolveError};
 use super::route::Target;
 use super::wire;
@@ -48,6 +49,8 @@ pub struct Transmitter {
     /// Per destination, the slowest wait from the content sent to the final reply seen since
     /// the start: at shutdown, what a transaction must have left to send its content.
     reply_times: Mutex<HashMap<String, Duration>>,
+    /// MTA-STS policies for MX routes that follow them.
+    mta_sts: Option<MtaSts>,
 }
 
 /// At shutdown, the content is assumed to travel at least this fast (bytes per second) when
@@ -75,6 +78,15 @@ impl Transmitter {
             per_destination,
             destinations: Mutex::new(HashMap::new()),
             reply_times: Mutex::new(HashMap::new()),
+            mta_sts: None,
+        }
+    }
+
+    /// MX routes with `mta-sts = "on"` follow the domains' policies.
+    pub fn with_mta_sts(self, mta_sts: MtaSts) -> Transmitter {
+        Transmitter {
+            mta_sts: Some(mta_sts),
+            ..self
         }
     }
 
@@ -137,7 +149,23 @@ impl Transmitter {
                 return fail_all(Failure::permanent(format!("5.1.2 {e}")))
             }
         };
-        let key = target.key();
+        let sts = match (&self.mta_sts, &target.route) {
+            (Some(sts), Route::Mx(domain)) if target.mta_sts => sts.policy(domain).await,
+            _ => None,
+        };
+        let (candidates, target) = match mta_sts::restrict(sts.as_ref(), candidates, target) {
+            Ok(restricted) => restricted,
+            Err(failure) => return fail_all(failure),
+        };
+        let target = &target;
+        let mut key = target.key();
+        if sts
+            .as_ref()
+            .is_some_and(|a| a.policy.mode == mta_sts::Mode::Enforce)
+        {
+            // Checked connections under a policy are not pooled with unchecked ones.
+            key.push_str("+mta-sts");
+        }
         let slots = self.destination_slots(&key);
         // Waiting for a slot is not being under way: the drain ends the wait.
         let slot = tokio::select! {
@@ -184,6 +212,7 @@ impl Transmitter {
                 }
             }
         }
+        mta_sts::outcome(sts.as_ref(), &results.0);
         results
     }
 

@@ -1,9 +1,11 @@
 //! The client's TLS settings: the system's roots when the route checks certificates, else a
 //! verifier that takes any certificate but still checks the handshake (RFC 7435).
 
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
@@ -26,13 +28,9 @@ fn build_tls_config(verify: bool) -> Result<Arc<rustls::ClientConfig>, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
     let config = if verify {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        let (added, _) = roots.add_parsable_certificates(native.certs);
-        if added == 0 {
-            return Err("no trusted root certificates found on this system".into());
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        builder
+            .with_root_certificates(roots(None)?)
+            .with_no_client_auth()
     } else {
         builder
             .dangerous()
@@ -40,6 +38,38 @@ fn build_tls_config(verify: bool) -> Result<Arc<rustls::ClientConfig>, String> {
             .with_no_client_auth()
     };
     Ok(Arc::new(config))
+}
+
+/// Settings that check certificates against the system's roots and the PEM certificates in
+/// the file `extra` (`[relay] extra-roots`).
+pub fn checked_config(extra: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots(extra)?)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn roots(extra: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = extra {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(format!("{}: no certificate", path.display()));
+        }
+    }
+    if roots.is_empty() {
+        return Err("no trusted root certificates found on this system".into());
+    }
+    Ok(roots)
 }
 
 /// Accepts any certificate but still checks the handshake signatures.

@@ -1,0 +1,279 @@
+//! MTA-STS (RFC 8461) for MX delivery: the `_mta-sts.<domain>` TXT record says a policy
+//! exists and its `id`; the policy is fetched over HTTPS ([`fetch`]), parsed ([`policy`]) and
+//! kept until it expires ([`cache`]). A policy in `enforce` mode lets mail go only to the MX
+//! hosts it names, over STARTTLS with a certificate valid for the MX host; `testing` changes
+//! nothing but is counted and logged; `none` is as no policy.
+//!
+//! Nothing here fails a delivery on its own: a DNS or fetch failure keeps an unexpired
+//! cached policy in force, and without one mail goes as without MTA-STS (§5.1).
+
+pub mod cache;
+pub mod fetch;
+pub mod policy;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mail_auth::common::parse::TxtRecordParser;
+
+use super::client::Failure;
+use super::mx::Candidate;
+use super::route::Target;
+use crate::config::{ClientTls, MtaStsConfig};
+use crate::dns::{Dns, DnsFailure, RecordType};
+use crate::mail::clock::unix_seconds;
+use crate::telemetry::metrics;
+pub use cache::Cache;
+pub use policy::{Mode, Policy, PolicyError};
+
+/// Looks policies up and keeps them.
+pub struct MtaSts {
+    dns: Arc<dyn Dns>,
+    cache: Cache,
+    /// Certificate checks for policy hosts.
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+    overrides: BTreeMap<String, String>,
+}
+
+/// The policy in force for a delivery to `domain`.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub domain: String,
+    pub id: String,
+    pub policy: Arc<Policy>,
+}
+
+/// What the DNS says about a domain's policy.
+enum Record {
+    Id(String),
+    Absent,
+    Unknown(String),
+}
+
+impl MtaSts {
+    /// `dir` keeps the policies across restarts; `tls` checks the policy hosts' certificates.
+    pub fn new(
+        config: &MtaStsConfig,
+        dns: Arc<dyn Dns>,
+        dir: std::path::PathBuf,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> MtaSts {
+        MtaSts {
+            dns,
+            cache: Cache::new(dir),
+            tls,
+            timeout: Duration::from_secs(config.fetch_timeout_secs.max(1)),
+            overrides: config
+                .policy_host_override
+                .iter()
+                .map(|(domain, host)| (domain.to_ascii_lowercase(), host.clone()))
+                .collect(),
+        }
+    }
+
+    /// The policy in force for mail to `domain`, if any (`mode: none` included, for the logs).
+    pub async fn policy(&self, domain: &str) -> Option<Applied> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let now = unix_seconds();
+        let cached = self.cache.get(&domain, now);
+        let id = match self.record(&domain).await {
+            Record::Id(id) => id,
+            Record::Absent => return cached.map(|c| applied(&domain, c)),
+            Record::Unknown(e) => {
+                tracing::info!(domain, "MTA-STS record lookup failed: {e}");
+                return cached.map(|c| applied(&domain, c));
+            }
+        };
+        if let Some(cached) = cached.as_ref().filter(|c| c.id == id) {
+            return Some(applied(&domain, cached.clone()));
+        }
+        match self.fetch(&domain, &id, now).await {
+            Ok(fresh) => Some(applied(&domain, fresh)),
+            Err(e) => {
+                let kept = if cached.is_some() {
+                    "the cached policy stays in force"
+                } else {
+                    "delivering without a policy"
+                };
+                tracing::warn!(domain, id, "MTA-STS policy fetch failed ({e}); {kept}");
+                cached.map(|c| applied(&domain, c))
+            }
+        }
+    }
+
+    /// The `id` of the `_mta-sts` TXT record; more than one STSv1 record is none (§3.1).
+    async fn record(&self, domain: &str) -> Record {
+        let name = format!("_mta-sts.{domain}");
+        let answers = match self.dns.lookup(RecordType::Txt, &name).await {
+            Ok(answers) => answers,
+            Err(DnsFailure::NotFound) => return Record::Absent,
+            Err(DnsFailure::Temporary(e)) => return Record::Unknown(e),
+        };
+        let records: Vec<&String> = answers
+            .iter()
+            .filter(|a| a.trim_start().starts_with("v=STSv1"))
+            .collect();
+        match records.as_slice() {
+            [one] => match mail_auth::mta_sts::MtaSts::parse(one.as_bytes()) {
+                Ok(record) => Record::Id(record.id),
+                Err(e) => Record::Unknown(format!("{name}: {e}")),
+            },
+            [] => Record::Absent,
+            _ => Record::Unknown(format!("{name}: more than one STSv1 record")),
+        }
+    }
+
+    async fn fetch(&self, domain: &str, id: &str, now: u64) -> Result<cache::Cached, String> {
+        let request = fetch::Request {
+            domain,
+            connect_to: self.overrides.get(domain).map(String::as_str),
+            tls: self.tls.clone(),
+            timeout: self.timeout,
+        };
+        let text = match fetch::fetch(&*self.dns, &request).await {
+            Ok(text) => text,
+            Err(e) => {
+                metrics::mta_sts_fetch("failed");
+                return Err(e);
+            }
+        };
+        let policy = match Policy::parse(&text) {
+            Ok(policy) => policy,
+            Err(e) => {
+                metrics::mta_sts_fetch("invalid");
+                return Err(e.to_string());
+            }
+        };
+        metrics::mta_sts_fetch("fetched");
+        tracing::info!(domain, id, "MTA-STS policy fetched: {policy}");
+        let cached = cache::Cached {
+            id: id.to_string(),
+            expires: now.saturating_add(policy.max_age),
+            policy: Arc::new(policy),
+        };
+        self.cache.put(domain, cached.clone(), &text);
+        Ok(cached)
+    }
+}
+
+fn applied(domain: &str, cached: cache::Cached) -> Applied {
+    Applied {
+        domain: domain.to_string(),
+        id: cached.id,
+        policy: cached.policy,
+    }
+}
+
+/// The hosts a delivery may use and how: under `enforce` only the MX hosts the policy allows,
+/// over STARTTLS with the certificate checked; otherwise as they are. `Err` when `enforce`
+/// leaves no host (a temporary failure: the queue retries until its maximum age).
+pub fn restrict(
+    applied: Option<&Applied>,
+    candidates: Vec<Candidate>,
+    target: &Target,
+) -> Result<(Vec<Candidate>, Target), Failure> {
+    let Some(applied) = applied else {
+        return Ok((candidates, target.clone()));
+    };
+    let policy = &applied.policy;
+    let (allowed, refused): (Vec<Candidate>, Vec<Candidate>) =
+        candidates.into_iter().partition(|c| policy.allows(&c.name));
+    let mut names: Vec<&str> = refused.iter().map(|c| c.name.as_str()).collect();
+    names.dedup();
+    let domain = &applied.domain;
+    match policy.mode {
+        Mode::None => {
+            tracing::info!(
+                domain,
+                id = applied.id,
+                "MTA-STS policy mode none: not applied"
+            );
+            Ok((allowed.into_iter().chain(refused).collect(), target.clone()))
+        }
+        Mode::Testing => {
+            if !names.is_empty() {
+                metrics::mta_sts_delivery("testing", "failure");
+                tracing::warn!(
+                    domain,
+                    id = applied.id,
+                    "MTA-STS policy testing: MX {} not in the policy ({}); delivering anyway",
+                    names.join(", "),
+                    policy.mx.join(" ")
+                );
+            } else {
+                tracing::info!(domain, id = applied.id, "MTA-STS policy testing applies");
+            }
+            Ok((allowed.into_iter().chain(refused).collect(), target.clone()))
+        }
+        Mode::Enforce => {
+            if !names.is_empty() {
+                tracing::info!(
+                    domain,
+                    id = applied.id,
+                    "MTA-STS policy enforce: skipping MX {} (not in the policy: {})",
+                    names.join(", "),
+                    policy.mx.join(" ")
+                );
+            }
+            if allowed.is_empty() {
+                metrics::mta_sts_delivery("enforce", "failure");
+                let text = format!(
+                    "4.7.5 MTA-STS policy of {domain} (enforce, id {}): no MX host matches {}; deferred",
+                    applied.id,
+                    policy.mx.join(" ")
+                );
+                tracing::warn!(domain, "{text}");
+                return Err(Failure::temporary(text));
+            }
+            tracing::info!(
+                domain,
+                id = applied.id,
+                "MTA-STS policy enforce applies: STARTTLS with a valid certificate to {}",
+                allowed
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let checked = Target {
+                tls: ClientTls::Required,
+                tls_verify: true,
+                ..target.clone()
+            };
+            Ok((allowed, checked))
+        }
+    }
+}
+
+/// Counts and logs how a delivery under an `enforce` policy ended: taken by a host, or put off
+/// because no allowed host could be reached over checked TLS.
+pub fn outcome<T>(applied: Option<&Applied>, results: &[Result<T, Failure>]) {
+    let Some(applied) = applied.filter(|a| a.policy.mode == Mode::Enforce) else {
+        return;
+    };
+    if results.iter().any(Result::is_ok) {
+        metrics::mta_sts_delivery("enforce", "success");
+        return;
+    }
+    let tls_failed = results.iter().any(|r| {
+        r.as_ref()
+            .err()
+            .is_some_and(|f| !f.permanent && is_tls_failure(&f.text))
+    });
+    if tls_failed {
+        metrics::mta_sts_delivery("enforce", "failure");
+        tracing::warn!(
+            domain = applied.domain,
+            id = applied.id,
+            "MTA-STS policy enforce: no allowed MX host could be reached over TLS with a valid \
+             certificate; deferred"
+        );
+    }
+}
+
+/// The client's texts for a failed STARTTLS or handshake.
+fn is_tls_failure(text: &str) -> bool {
+    text.contains("TLS handshake") || text.contains("does not offer STARTTLS")
+}
