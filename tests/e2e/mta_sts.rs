@@ -206,6 +206,35 @@ fn testing_delivers_and_counts_the_failure() {
 }
 
 #[test]
+fn testing_counts_an_mx_certificate_that_is_not_valid() {
+    let ca = TestCa::new();
+    let server = PolicyServer::start(&ca.issue(&format!("mta-sts.{DOMAIN}")));
+    server.serve(&policy("testing", MX));
+    let dns = dns("1");
+    let sink = sink(&ca.self_signed(MX));
+    let gw = gateway(&ca, &dns, &sink, server.port, "");
+    assert!(send(&gw, "testing-cert").starts_with("250"));
+    let got = sink.wait(1, 20);
+    assert_eq!(got.len(), 1, "{}", gw.log());
+    assert!(
+        got[0].envelope.contains("\"tls\": true"),
+        "{}",
+        got[0].envelope
+    );
+    assert!(
+        wait_until(5, || metric(&gw, TESTING_FAILED) == Some(1.0)),
+        "{}",
+        gw.log()
+    );
+    assert!(
+        gw.log()
+            .contains("the certificate of mx.sts.test is not valid"),
+        "{}",
+        gw.log()
+    );
+}
+
+#[test]
 fn a_new_record_id_brings_the_new_policy() {
     let ca = TestCa::new();
     let server = PolicyServer::start(&ca.issue(&format!("mta-sts.{DOMAIN}")));
@@ -235,6 +264,33 @@ fn a_new_record_id_brings_the_new_policy() {
     );
     assert_eq!(sink.wait(1, 20).len(), 1, "{}", gw.log());
     assert_eq!(server.requests(), 2);
+}
+
+#[test]
+fn a_restart_keeps_the_policy_while_its_host_is_down() {
+    let ca = TestCa::new();
+    let server = PolicyServer::start(&ca.issue(&format!("mta-sts.{DOMAIN}")));
+    server.serve(&policy("enforce", "mail.elsewhere.test"));
+    let dns = dns("1");
+    let sink = sink(&ca.issue(MX));
+    let mut gw = gateway(&ca, &dns, &sink, server.port, "");
+    assert!(send(&gw, "restart").starts_with("250"));
+    assert!(
+        wait_until(15, || queue_list(&gw).contains("no MX host matches")),
+        "{}",
+        queue_list(&gw)
+    );
+    drop(server);
+    gw.kill();
+    // A fresh log: without the policy kept on disk the fetch would fail and the message go.
+    gw.launch();
+    assert!(
+        wait_until(15, || gw.log().matches("no MX host matches").count() >= 2),
+        "{}",
+        gw.log()
+    );
+    assert!(sink.received().is_empty(), "{}", gw.log());
+    assert!(!gw.log().contains("policy fetch failed"), "{}", gw.log());
 }
 
 #[test]

@@ -18,7 +18,7 @@ use super::schedule::{Entry, Schedule, MAX_FRESH_IN_MEMORY};
 use super::spool::Spooled;
 use super::state::{DeliveryState, QueueEntry, QueueFiles};
 use crate::config::Config;
-use crate::delivery::relay::client::{checked_config, Pool, Settings};
+use crate::delivery::relay::client::{CheckedTls, Pool, Settings};
 use crate::delivery::relay::dkim::Signers;
 use crate::delivery::relay::mta_sts::MtaSts;
 use crate::delivery::relay::route::Router;
@@ -74,12 +74,12 @@ impl QueueManager {
             deadline: deadline.clone(),
             checked_tls: checked_tls(&config),
         };
-        let mta_sts = settings.checked_tls.clone().map(|tls| {
+        let mta_sts = settings.checked_tls.as_ref().map(|checked| {
             MtaSts::new(
                 &relay.mta_sts,
                 services.dns.clone(),
                 config.data_dir().join("mta-sts"),
-                tls,
+                checked.config.clone(),
             )
         });
         let transmitter = Transmitter::new(
@@ -347,17 +347,17 @@ impl QueueManager {
 
 /// Certificate checks with the system's roots and `[relay] extra-roots`; without the extra
 /// roots when they cannot be read (logged), none when the system has no roots either.
-fn checked_tls(config: &Config) -> Option<Arc<rustls::ClientConfig>> {
+fn checked_tls(config: &Config) -> Option<CheckedTls> {
     let extra = config
         .relay
         .extra_roots
         .as_deref()
         .map(|p| config.resolve(p));
-    match checked_config(extra.as_deref()) {
+    match CheckedTls::new(extra.as_deref()) {
         Ok(tls) => return Some(tls),
         Err(e) => tracing::error!("relay certificate roots: {e}"),
     }
-    checked_config(None)
+    CheckedTls::new(None)
         .map_err(|e| tracing::error!("relay certificate roots: {e}; MTA-STS is off"))
         .ok()
 }

@@ -31,7 +31,7 @@ const DATA_BLOCK_STALL: Duration = Duration::from_secs(180);
 
 mod pool;
 mod tls;
-pub use tls::checked_config;
+pub use tls::CheckedTls;
 
 /// At shutdown, waits on a peer end this long before the process stops: time for the
 /// attempt's outcome to be recorded (a state file, two fsyncs) while the process still runs.
@@ -130,7 +130,7 @@ pub struct Settings {
     /// The end of the drain, once the server is stopping.
     pub deadline: Deadline,
     /// Certificate checks with the configured extra roots; `None`: the system's roots only.
-    pub checked_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    pub checked_tls: Option<CheckedTls>,
 }
 
 /// What the peer said it supports in its EHLO reply.
@@ -200,6 +200,8 @@ pub struct SmtpClient {
     pub host: String,
     pub addr: SocketAddr,
     tls: bool,
+    /// After STARTTLS: whether the peer's certificate is valid for its name.
+    pub certificate: Option<Result<(), String>>,
     timeout: Duration,
     /// A transaction was left half-way: RSET before the next one.
     dirty: bool,
@@ -260,6 +262,7 @@ impl SmtpClient {
             host: candidate.name.clone(),
             addr: candidate.addr,
             tls: false,
+            certificate: None,
             timeout: settings.command_timeout,
             dirty: false,
             last_used: Instant::now(),
@@ -314,12 +317,13 @@ impl SmtpClient {
         }
         let verify = target.tls == ClientTls::Required && target.tls_verify;
         let config = match &settings.checked_tls {
-            Some(checked) if verify => checked.clone(),
+            Some(checked) if verify => checked.config.clone(),
             _ => tls_config(verify)?,
         };
         let connector = tokio_rustls::TlsConnector::from(config);
         let name = ServerName::try_from(self.host.clone())
             .map_err(|_| Failure::temporary(format!("{:?} is not a TLS server name", self.host)))?;
+        let judge_name = name.clone();
         let Stream::Plain(tcp) = std::mem::replace(&mut self.conn.stream, Stream::Upgrading) else {
             return Err(Failure::temporary(
                 "STARTTLS on a connection that is not plain",
@@ -332,6 +336,11 @@ impl SmtpClient {
                 Failure::temporary(format!("TLS handshake with {}: timed out", self.host))
             })?
             .map_err(|e| Failure::temporary(format!("TLS handshake with {}: {e}", self.host)))?;
+        self.certificate = Some(match &settings.checked_tls {
+            _ if verify => Ok(()),
+            Some(checked) => checked.judge(tls.get_ref().1, &judge_name),
+            None => Err("not checked".into()),
+        });
         self.conn.stream = Stream::ClientTls(Box::new(tls));
         self.tls = true;
         Ok(())

@@ -38,6 +38,25 @@ pub struct Transmitted {
     pub dsn_passed: bool,
 }
 
+/// The host that answered a transaction.
+pub struct Peer {
+    pub host: String,
+    /// It offered DSN (see [`Transmitted::dsn_passed`]).
+    pub dsn_passed: bool,
+    /// Whether its certificate is valid for its name; `None` without TLS.
+    pub certificate: Option<Result<(), String>>,
+}
+
+impl Peer {
+    fn of(client: &SmtpClient) -> Peer {
+        Peer {
+            host: client.host.clone(),
+            dsn_passed: client.offers_dsn(),
+            certificate: client.certificate.clone(),
+        }
+    }
+}
+
 /// The relay's sending side, shared by every delivery attempt.
 pub struct Transmitter {
     pool: Pool,
@@ -194,6 +213,7 @@ impl Transmitter {
             dsn,
         };
         let mut results = fail_all(Failure::temporary("no host could be tried"));
+        let mut last_peer = None;
         for candidate in &candidates {
             match self.send_via(candidate, target, &key, &out).await {
                 Err(failure) if failure.permanent => return fail_all(failure),
@@ -203,16 +223,17 @@ impl Transmitter {
                     tracing::info!(host = candidate.name, addr = %candidate.addr, "{}", failure.text);
                     results = fail_all(failure);
                 }
-                Ok((sent, passed)) => {
+                Ok((sent, peer)) => {
                     let all_temporary = sent.iter().all(|r| matches!(r, Err(f) if !f.permanent));
-                    results = (sent, passed);
+                    results = (sent, peer.dsn_passed);
+                    last_peer = Some(peer);
                     if !all_temporary {
                         break;
                     }
                 }
             }
         }
-        mta_sts::outcome(sts.as_ref(), &results.0);
+        mta_sts::outcome(sts.as_ref(), &results.0, last_peer.as_ref());
         results
     }
 
@@ -223,16 +244,16 @@ impl Transmitter {
         target: &Target,
         key: &str,
         out: &Outgoing<'_>,
-    ) -> Result<(Vec<Result<String, Failure>>, bool), Failure> {
+    ) -> Result<(Vec<Result<String, Failure>>, Peer), Failure> {
         let pool = &self.pool;
         if let Some(mut client) = pool.take(candidate.addr, key) {
             let sent = client.send(out).await;
             self.note_reply_time(key, &client);
             match sent {
                 Ok(results) => {
-                    let passed = client.offers_dsn();
+                    let peer = Peer::of(&client);
                     pool.put(key, client);
-                    return Ok((results, passed));
+                    return Ok((results, peer));
                 }
                 Err(f) if f.permanent => {
                     pool.put(key, client);
@@ -251,9 +272,9 @@ impl Transmitter {
         self.note_reply_time(key, &client);
         match sent {
             Ok(results) => {
-                let passed = client.offers_dsn();
+                let peer = Peer::of(&client);
                 pool.put(key, client);
-                Ok((results, passed))
+                Ok((results, peer))
             }
             Err(f) if f.permanent => {
                 pool.put(key, client);

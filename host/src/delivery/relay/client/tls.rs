@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -40,16 +41,51 @@ fn build_tls_config(verify: bool) -> Result<Arc<rustls::ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// Settings that check certificates against the system's roots and the PEM certificates in
-/// the file `extra` (`[relay] extra-roots`).
-pub fn checked_config(extra: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots(extra)?)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+/// Certificate checks against the system's roots and the PEM certificates of
+/// `[relay] extra-roots`: as client settings, and as a verifier for connections made without
+/// them whose certificate is still to be judged (MTA-STS `testing`).
+#[derive(Debug, Clone)]
+pub struct CheckedTls {
+    pub config: Arc<rustls::ClientConfig>,
+    verifier: Arc<WebPkiServerVerifier>,
+}
+
+impl CheckedTls {
+    /// With the system's roots and those in the file `extra`.
+    pub fn new(extra: Option<&Path>) -> Result<CheckedTls, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots(extra)?), provider.clone())
+                .build()
+                .map_err(|e| format!("TLS setup: {e}"))?;
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_webpki_verifier(verifier.clone())
+            .with_no_client_auth();
+        Ok(CheckedTls {
+            config: Arc::new(config),
+            verifier,
+        })
+    }
+
+    /// Whether the certificate a finished handshake got is valid for `name`.
+    pub fn judge(
+        &self,
+        session: &rustls::ClientConnection,
+        name: &ServerName<'_>,
+    ) -> Result<(), String> {
+        let Some((end_entity, intermediates)) = session
+            .peer_certificates()
+            .and_then(|chain| chain.split_first())
+        else {
+            return Err("no certificate".into());
+        };
+        self.verifier
+            .verify_server_cert(end_entity, intermediates, name, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }
 
 fn roots(extra: Option<&Path>) -> Result<rustls::RootCertStore, String> {

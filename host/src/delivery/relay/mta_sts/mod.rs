@@ -20,6 +20,7 @@ use mail_auth::common::parse::TxtRecordParser;
 use super::client::Failure;
 use super::mx::Candidate;
 use super::route::Target;
+use super::transmit::Peer;
 use crate::config::{ClientTls, MtaStsConfig};
 use crate::dns::{Dns, DnsFailure, RecordType};
 use crate::mail::clock::unix_seconds;
@@ -178,9 +179,11 @@ pub fn restrict(
         return Ok((candidates, target.clone()));
     };
     let policy = &applied.policy;
-    let (allowed, refused): (Vec<Candidate>, Vec<Candidate>) =
-        candidates.into_iter().partition(|c| policy.allows(&c.name));
-    let mut names: Vec<&str> = refused.iter().map(|c| c.name.as_str()).collect();
+    let mut names: Vec<String> = candidates
+        .iter()
+        .filter(|c| !policy.allows(&c.name))
+        .map(|c| c.name.clone())
+        .collect();
     names.dedup();
     let domain = &applied.domain;
     match policy.mode {
@@ -190,22 +193,11 @@ pub fn restrict(
                 id = applied.id,
                 "MTA-STS policy mode none: not applied"
             );
-            Ok((allowed.into_iter().chain(refused).collect(), target.clone()))
+            Ok((candidates, target.clone()))
         }
         Mode::Testing => {
-            if !names.is_empty() {
-                metrics::mta_sts_delivery("testing", "failure");
-                tracing::warn!(
-                    domain,
-                    id = applied.id,
-                    "MTA-STS policy testing: MX {} not in the policy ({}); delivering anyway",
-                    names.join(", "),
-                    policy.mx.join(" ")
-                );
-            } else {
-                tracing::info!(domain, id = applied.id, "MTA-STS policy testing applies");
-            }
-            Ok((allowed.into_iter().chain(refused).collect(), target.clone()))
+            tracing::info!(domain, id = applied.id, "MTA-STS policy testing applies");
+            Ok((candidates, target.clone()))
         }
         Mode::Enforce => {
             if !names.is_empty() {
@@ -217,6 +209,11 @@ pub fn restrict(
                     policy.mx.join(" ")
                 );
             }
+            // The MX preference order is kept.
+            let allowed: Vec<Candidate> = candidates
+                .into_iter()
+                .filter(|c| policy.allows(&c.name))
+                .collect();
             if allowed.is_empty() {
                 metrics::mta_sts_delivery("enforce", "failure");
                 let text = format!(
@@ -247,33 +244,122 @@ pub fn restrict(
     }
 }
 
-/// Counts and logs how a delivery under an `enforce` policy ended: taken by a host, or put off
-/// because no allowed host could be reached over checked TLS.
-pub fn outcome<T>(applied: Option<&Applied>, results: &[Result<T, Failure>]) {
-    let Some(applied) = applied.filter(|a| a.policy.mode == Mode::Enforce) else {
+/// Counts and logs how a delivery under a policy ended. `enforce`: taken by a host, or put off
+/// because no allowed host could be reached over checked TLS. `testing`: whether the host
+/// that took the transaction would have passed (allowed, and a certificate valid for it).
+pub fn outcome<T>(applied: Option<&Applied>, results: &[Result<T, Failure>], peer: Option<&Peer>) {
+    let Some(applied) = applied else {
         return;
     };
-    if results.iter().any(Result::is_ok) {
-        metrics::mta_sts_delivery("enforce", "success");
-        return;
-    }
-    let tls_failed = results.iter().any(|r| {
-        r.as_ref()
-            .err()
-            .is_some_and(|f| !f.permanent && is_tls_failure(&f.text))
-    });
-    if tls_failed {
-        metrics::mta_sts_delivery("enforce", "failure");
-        tracing::warn!(
-            domain = applied.domain,
-            id = applied.id,
-            "MTA-STS policy enforce: no allowed MX host could be reached over TLS with a valid \
-             certificate; deferred"
-        );
+    let (domain, id) = (&applied.domain, &applied.id);
+    match applied.policy.mode {
+        Mode::None => {}
+        Mode::Testing => {
+            let Some(peer) = peer else {
+                return;
+            };
+            let failed = if !applied.policy.allows(&peer.host) {
+                Some(format!("MX {} is not in the policy", peer.host))
+            } else {
+                match &peer.certificate {
+                    Some(Ok(())) => None,
+                    Some(Err(e)) => Some(format!(
+                        "the certificate of {} is not valid: {e}",
+                        peer.host
+                    )),
+                    None => Some(format!("{} was reached without TLS", peer.host)),
+                }
+            };
+            match failed {
+                Some(why) => {
+                    metrics::mta_sts_delivery("testing", "failure");
+                    tracing::warn!(
+                        domain,
+                        id,
+                        "MTA-STS policy testing would have failed: {why}"
+                    );
+                }
+                None => metrics::mta_sts_delivery("testing", "success"),
+            }
+        }
+        Mode::Enforce => {
+            if results.iter().any(Result::is_ok) {
+                metrics::mta_sts_delivery("enforce", "success");
+                return;
+            }
+            let tls_failed = results.iter().any(|r| {
+                r.as_ref()
+                    .err()
+                    .is_some_and(|f| !f.permanent && is_tls_failure(&f.text))
+            });
+            if tls_failed {
+                metrics::mta_sts_delivery("enforce", "failure");
+                tracing::warn!(
+                    domain,
+                    id,
+                    "MTA-STS policy enforce: no allowed MX host could be reached over TLS with a \
+                     valid certificate; deferred"
+                );
+            }
+        }
     }
 }
 
 /// The client's texts for a failed STARTTLS or handshake.
 fn is_tls_failure(text: &str) -> bool {
     text.contains("TLS handshake") || text.contains("does not offer STARTTLS")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidates() -> Vec<Candidate> {
+        ["mx2.a.test", "other.test", "mx1.a.test"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Candidate {
+                name: name.to_string(),
+                addr: std::net::SocketAddr::from(([192, 0, 2, i as u8 + 1], 25)),
+            })
+            .collect()
+    }
+
+    fn applied(mode: Mode) -> Applied {
+        Applied {
+            domain: "a.test".into(),
+            id: "1".into(),
+            policy: Arc::new(Policy {
+                mode,
+                mx: vec!["*.a.test".into()],
+                max_age: 60,
+            }),
+        }
+    }
+
+    #[test]
+    fn enforce_keeps_the_allowed_hosts_in_order_and_checks_their_certificates() {
+        let target = super::super::route::Router::default().target("x@a.test");
+        assert!(target.mta_sts);
+        let names = |c: &[Candidate]| c.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        let (hosts, checked) =
+            restrict(Some(&applied(Mode::Enforce)), candidates(), &target).expect("allowed");
+        assert_eq!(names(&hosts), ["mx2.a.test", "mx1.a.test"]);
+        assert_eq!(
+            (checked.tls, checked.tls_verify),
+            (ClientTls::Required, true)
+        );
+        for mode in [Mode::Testing, Mode::None] {
+            let (hosts, same) = restrict(Some(&applied(mode)), candidates(), &target).expect("all");
+            assert_eq!(names(&hosts), names(&candidates()), "{mode:?}");
+            assert_eq!(same, target);
+        }
+        let only_other = vec![candidates().remove(1)];
+        let deferred = restrict(Some(&applied(Mode::Enforce)), only_other, &target)
+            .expect_err("no allowed host");
+        assert!(
+            !deferred.permanent && deferred.text.contains("MTA-STS"),
+            "{deferred:?}"
+        );
+    }
 }
