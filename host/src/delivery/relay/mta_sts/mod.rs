@@ -11,7 +11,7 @@ pub mod cache;
 pub mod fetch;
 pub mod policy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +36,16 @@ pub struct MtaSts {
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
     overrides: BTreeMap<String, String>,
+    /// Per domain: held while its policy is fetched, and the record id whose fetch failed last
+    /// with the time until which it is not tried again.
+    fetching: std::sync::Mutex<HashMap<String, FetchGate>>,
 }
+
+type FetchGate = Arc<tokio::sync::Mutex<Option<(String, u64)>>>;
+
+/// After a failed fetch, seconds before the same policy is fetched again: deliveries in the
+/// meantime go as the failure left them without each waiting for the fetch.
+const FETCH_RETRY_SECS: u64 = 60;
 
 /// The policy in force for a delivery to `domain`.
 #[derive(Debug, Clone)]
@@ -71,6 +80,7 @@ impl MtaSts {
                 .iter()
                 .map(|(domain, host)| (domain.to_ascii_lowercase(), host.clone()))
                 .collect(),
+            fetching: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -90,9 +100,25 @@ impl MtaSts {
         if let Some(cached) = cached.as_ref().filter(|c| c.id == id) {
             return Some(applied(&domain, cached.clone()));
         }
+        // One fetch per domain at a time; the deliveries that waited take its result.
+        let gate = self.gate(&domain);
+        let mut failed = gate.lock().await;
+        if let Some(fresh) = self.cache.get(&domain, now).filter(|c| c.id == id) {
+            return Some(applied(&domain, fresh));
+        }
+        if failed
+            .as_ref()
+            .is_some_and(|(failed_id, until)| *failed_id == id && *until > unix_seconds())
+        {
+            return cached.map(|c| applied(&domain, c));
+        }
         match self.fetch(&domain, &id, now).await {
-            Ok(fresh) => Some(applied(&domain, fresh)),
+            Ok(fresh) => {
+                *failed = None;
+                Some(applied(&domain, fresh))
+            }
             Err(e) => {
+                *failed = Some((id.clone(), unix_seconds().saturating_add(FETCH_RETRY_SECS)));
                 let kept = if cached.is_some() {
                     "the cached policy stays in force"
                 } else {
@@ -102,6 +128,11 @@ impl MtaSts {
                 cached.map(|c| applied(&domain, c))
             }
         }
+    }
+
+    fn gate(&self, domain: &str) -> FetchGate {
+        let mut gates = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        gates.entry(domain.to_string()).or_default().clone()
     }
 
     /// The `id` of the `_mta-sts` TXT record; more than one STSv1 record is none (§3.1).
