@@ -9,7 +9,7 @@ use std::process::Command;
 
 use super::{root, status};
 
-pub const TARGETS: [&str; 21] = [
+pub const TARGETS: [&str; 22] = [
     "addresses",
     "auth_results",
     "dsn_params",
@@ -26,6 +26,7 @@ pub const TARGETS: [&str; 21] = [
     "message_edits",
     "milter_packet",
     "mime_tree",
+    "mta_sts_policy",
     "pop3_command",
     "smtp_command",
     "smtp_data",

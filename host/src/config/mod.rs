@@ -19,7 +19,10 @@ mod services;
 mod validate;
 mod values;
 
-pub use delivery::{ClientTls, QueueConfig, RelayConfig, RouteConfig, RouteKind, SpoolDesign};
+pub use delivery::{
+    ClientTls, MtaStsConfig, MtaStsSwitch, QueueConfig, RelayConfig, RouteConfig, RouteKind,
+    SpoolDesign,
+};
 pub use limits::{LimitsConfig, MAX_MIME_DEPTH, MAX_MIME_PARTS};
 pub use local::{LocalConfig, SqlQueries};
 pub use observability::{JournalConfig, LogConfig, LogFormat, MetricsConfig};

@@ -131,6 +131,21 @@ impl Config {
                 return Err(format!("{at}: a local route needs exact domains"));
             }
         }
+        for (domain, host) in &self.relay.mta_sts.policy_host_override {
+            if !is_host_port(host) {
+                return Err(format!(
+                    "relay.mta-sts policy-host-override for {domain}: {host:?} is not host:port"
+                ));
+            }
+        }
+        if let Some(path) = &self.relay.extra_roots {
+            if !self.resolve(path).is_file() {
+                return Err(format!(
+                    "relay extra-roots: {} is not a file",
+                    path.display()
+                ));
+            }
+        }
         let local: Vec<String> = self
             .routes
             .iter()

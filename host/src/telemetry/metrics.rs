@@ -59,6 +59,8 @@ pub struct Metrics {
     message_size: Histogram,
     queue_length: Family<Static1, Gauge>,
     deferrals: Family<Static1, Counter>,
+    mta_sts_deliveries: Family<Static2, Counter>,
+    mta_sts_fetches: Family<Static1, Counter>,
     dependency_up: Family<Labels1, Gauge>,
     milter_member_state: Family<Labels1, Gauge>,
     milter_skipped: Family<Labels1, Counter>,
@@ -155,6 +157,8 @@ pub mod words {
     /// during the transaction, a deliver-stage plugin, local delivery (users or disk).
     pub const DEFERRALS: &[&str] = &["remote-reply", "connection", "plugin", "local"];
     pub const ROUTES: &[&str] = &["local", "relay"];
+    pub const MTA_STS_MODES: &[&str] = &["enforce", "testing"];
+    pub const MTA_STS_FETCHES: &[&str] = &["fetched", "failed", "invalid"];
     pub const QUEUE_EXITS: &[&str] = &["delivered", "bounced", "dropped", "expired"];
 }
 
@@ -203,6 +207,8 @@ impl Metrics {
             message_size: size_histogram(),
             queue_length: Family::default(),
             deferrals: Family::default(),
+            mta_sts_deliveries: Family::default(),
+            mta_sts_fetches: Family::default(),
             dependency_up: Family::default(),
             milter_member_state: Family::default(),
             milter_skipped: Family::default(),
@@ -344,6 +350,17 @@ impl Metrics {
             m.deferrals.clone(),
         );
         r.register(
+            "mailgate_mta_sts_deliveries",
+            "Delivery attempts under an MTA-STS policy, by mode (enforce, testing) and result \
+             (success; failure: no allowed MX host or no valid TLS, deferred under enforce)",
+            m.mta_sts_deliveries.clone(),
+        );
+        r.register(
+            "mailgate_mta_sts_policy_fetches",
+            "MTA-STS policy fetches, by result (fetched, failed, invalid)",
+            m.mta_sts_fetches.clone(),
+        );
+        r.register(
             "mailgate_dependency_up",
             "Whether a dependency answers (1) or not (0), by dependency (users, kv, ...)",
             m.dependency_up.clone(),
@@ -442,6 +459,16 @@ impl Metrics {
         }
         for reason in words::DEFERRALS {
             let _ = self.deferrals.get_or_create(&[("reason", reason)]);
+        }
+        for mode in words::MTA_STS_MODES {
+            for result in ["success", "failure"] {
+                let _ = self
+                    .mta_sts_deliveries
+                    .get_or_create(&[("mode", mode), ("result", result)]);
+            }
+        }
+        for result in words::MTA_STS_FETCHES {
+            let _ = self.mta_sts_fetches.get_or_create(&[("result", result)]);
         }
         for route in words::ROUTES {
             let _ = self.delivery_delay.get_or_create(&[("route", route)]);
@@ -779,6 +806,23 @@ pub fn deferrals(reason: &'static str, recipients: usize) {
         m.deferrals
             .get_or_create(&[("reason", reason)])
             .inc_by(u64::try_from(recipients).unwrap_or(u64::MAX));
+    }
+}
+
+/// One delivery attempt under an MTA-STS policy in `mode` (enforce, testing) ended in
+/// `result` (success, failure).
+pub fn mta_sts_delivery(mode: &'static str, result: &'static str) {
+    if let Some(m) = get() {
+        m.mta_sts_deliveries
+            .get_or_create(&[("mode", mode), ("result", result)])
+            .inc();
+    }
+}
+
+/// One MTA-STS policy fetch: fetched, failed or invalid.
+pub fn mta_sts_fetch(result: &'static str) {
+    if let Some(m) = get() {
+        m.mta_sts_fetches.get_or_create(&[("result", result)]).inc();
     }
 }
 

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """A scriptable SMTP server for the relay tests.
 
-sink.py PORT DIR [--reject PREFIX] [--delay-dot SECONDS]
+sink.py PORT DIR [--reject PREFIX] [--delay-dot SECONDS] [--tls CERT KEY]
 Accepts every message on 127.0.0.1:PORT and stores transaction N as DIR/N.json (envelope),
 DIR/N.raw (the DATA bytes exactly as received, dot-stuffed) and DIR/N.eml (unstuffed).
 Recipients whose local part starts with PREFIX get "550 5.1.1". With --delay-dot the reply to
-the final "." comes SECONDS after the message is stored.
+the final "." comes SECONDS after the message is stored. With --tls it offers STARTTLS with
+that certificate and key (PEM), and the envelope says whether the transaction came over TLS.
 """
 import json
 import os
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -17,6 +19,11 @@ import time
 PORT, DIR = int(sys.argv[1]), sys.argv[2]
 REJECT = sys.argv[sys.argv.index("--reject") + 1] if "--reject" in sys.argv else None
 DELAY_DOT = float(sys.argv[sys.argv.index("--delay-dot") + 1]) if "--delay-dot" in sys.argv else 0
+TLS = None
+if "--tls" in sys.argv:
+    at = sys.argv.index("--tls")
+    TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    TLS.load_cert_chain(sys.argv[at + 1], sys.argv[at + 2])
 COUNTER = [0]
 LOCK = threading.Lock()
 
@@ -27,7 +34,7 @@ class Session(socketserver.StreamRequestHandler):
 
     def handle(self):
         self.reply("220 sink.test ESMTP")
-        sender, rcpts = None, []
+        sender, rcpts, secure = None, [], False
         while True:
             line = self.rfile.readline(4096)
             if not line:
@@ -35,7 +42,18 @@ class Session(socketserver.StreamRequestHandler):
             verb = line.decode("utf-8", "replace").strip()
             upper = verb.upper()
             if upper.startswith("EHLO"):
-                self.reply("250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 10000000")
+                starttls = "250-STARTTLS\r\n" if TLS and not secure else ""
+                self.reply("250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
+                           + starttls + "250 SIZE 10000000")
+            elif upper == "STARTTLS" and TLS and not secure:
+                self.reply("220 2.0.0 go ahead")
+                try:
+                    conn = TLS.wrap_socket(self.request, server_side=True)
+                except (ssl.SSLError, OSError):
+                    return
+                self.request, secure = conn, True
+                self.rfile, self.wfile = conn.makefile("rb"), conn.makefile("wb", buffering=0)
+                sender, rcpts = None, []
             elif upper.startswith("HELO"):
                 self.reply("250 sink.test")
             elif upper.startswith("MAIL FROM:"):
@@ -73,7 +91,7 @@ class Session(socketserver.StreamRequestHandler):
                 with open(base + ".eml", "wb") as f:
                     f.write(unstuffed)
                 with open(base + ".json.tmp", "w") as f:
-                    json.dump({"sender": sender, "recipients": rcpts}, f)
+                    json.dump({"sender": sender, "recipients": rcpts, "tls": secure}, f)
                 os.rename(base + ".json.tmp", base + ".json")
                 time.sleep(DELAY_DOT)
                 self.reply("250 2.0.0 queued as %d" % n)

@@ -1,6 +1,6 @@
 //! External programs the tests run beside the gateway, each on loopback ports of its own and
 //! stopped on drop: SMTP servers downstream of it, milters and scanners, the shared stores,
-//! DNS and a metrics scraper.
+//! DNS, an HTTPS server for MTA-STS policies and a metrics scraper.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -8,6 +8,7 @@ use std::process::{Child, Command};
 mod clamav;
 mod dns;
 mod opendkim;
+mod policy_server;
 mod postfix;
 mod postgres;
 mod prometheus;
@@ -21,6 +22,7 @@ mod smtp_sink;
 pub use clamav::ClamAv;
 pub use dns::Dns;
 pub use opendkim::OpenDkim;
+pub use policy_server::{PolicyServer, TestCa};
 pub use postfix::PostfixDownstream;
 pub use postgres::Postgres;
 pub use prometheus::Prometheus;

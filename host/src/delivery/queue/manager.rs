@@ -18,8 +18,9 @@ use super::schedule::{Entry, Schedule, MAX_FRESH_IN_MEMORY};
 use super::spool::Spooled;
 use super::state::{DeliveryState, QueueEntry, QueueFiles};
 use crate::config::Config;
-use crate::delivery::relay::client::{Pool, Settings};
+use crate::delivery::relay::client::{CheckedTls, Pool, Settings};
 use crate::delivery::relay::dkim::Signers;
+use crate::delivery::relay::mta_sts::MtaSts;
 use crate::delivery::relay::route::Router;
 use crate::delivery::relay::transmit::Transmitter;
 use crate::net::drain::Deadline;
@@ -71,7 +72,16 @@ impl QueueManager {
             connect_timeout: Duration::from_secs(relay.connect_timeout_secs),
             command_timeout: Duration::from_secs(relay.command_timeout_secs),
             deadline: deadline.clone(),
+            checked_tls: checked_tls(&config),
         };
+        let mta_sts = settings.checked_tls.as_ref().map(|checked| {
+            MtaSts::new(
+                &relay.mta_sts,
+                services.dns.clone(),
+                config.data_dir().join("mta-sts"),
+                checked.config.clone(),
+            )
+        });
         let transmitter = Transmitter::new(
             Pool::new(Duration::from_secs(relay.idle_connection_secs)),
             settings,
@@ -79,6 +89,10 @@ impl QueueManager {
             relay.mx_port,
             relay.max_per_destination,
         );
+        let transmitter = match mta_sts {
+            Some(mta_sts) => transmitter.with_mta_sts(mta_sts),
+            None => transmitter,
+        };
         let manager = QueueManager {
             inner: Arc::new(Inner {
                 files,
@@ -329,4 +343,21 @@ impl QueueManager {
         drop(schedule);
         self.inner.files.remove(id).map_err(|e| e.to_string())
     }
+}
+
+/// Certificate checks with the system's roots and `[relay] extra-roots`; without the extra
+/// roots when they cannot be read (logged), none when the system has no roots either.
+fn checked_tls(config: &Config) -> Option<CheckedTls> {
+    let extra = config
+        .relay
+        .extra_roots
+        .as_deref()
+        .map(|p| config.resolve(p));
+    match CheckedTls::new(extra.as_deref()) {
+        Ok(tls) => return Some(tls),
+        Err(e) => tracing::error!("relay certificate roots: {e}"),
+    }
+    CheckedTls::new(None)
+        .map_err(|e| tracing::error!("relay certificate roots: {e}; MTA-STS is off"))
+        .ok()
 }

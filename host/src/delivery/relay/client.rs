@@ -31,6 +31,7 @@ const DATA_BLOCK_STALL: Duration = Duration::from_secs(180);
 
 mod pool;
 mod tls;
+pub use tls::CheckedTls;
 
 /// At shutdown, waits on a peer end this long before the process stops: time for the
 /// attempt's outcome to be recorded (a state file, two fsyncs) while the process still runs.
@@ -128,6 +129,8 @@ pub struct Settings {
     pub command_timeout: Duration,
     /// The end of the drain, once the server is stopping.
     pub deadline: Deadline,
+    /// Certificate checks with the configured extra roots; `None`: the system's roots only.
+    pub checked_tls: Option<CheckedTls>,
 }
 
 /// What the peer said it supports in its EHLO reply.
@@ -197,6 +200,8 @@ pub struct SmtpClient {
     pub host: String,
     pub addr: SocketAddr,
     tls: bool,
+    /// After STARTTLS: whether the peer's certificate is valid for its name.
+    pub certificate: Option<Result<(), String>>,
     timeout: Duration,
     /// A transaction was left half-way: RSET before the next one.
     dirty: bool,
@@ -257,6 +262,7 @@ impl SmtpClient {
             host: candidate.name.clone(),
             addr: candidate.addr,
             tls: false,
+            certificate: None,
             timeout: settings.command_timeout,
             dirty: false,
             last_used: Instant::now(),
@@ -274,7 +280,7 @@ impl SmtpClient {
             ClientTls::Required => true,
         };
         if wants_tls {
-            client.starttls(target).await?;
+            client.starttls(target, settings).await?;
             client.hello(&settings.helo).await?;
         }
         if let Some((user, password)) = &target.auth {
@@ -298,7 +304,7 @@ impl SmtpClient {
         Ok(())
     }
 
-    async fn starttls(&mut self, target: &Target) -> Result<(), Failure> {
+    async fn starttls(&mut self, target: &Target, settings: &Settings) -> Result<(), Failure> {
         if !self.ext.starttls {
             return Err(Failure::temporary(format!(
                 "{} does not offer STARTTLS and the route requires TLS",
@@ -310,9 +316,14 @@ impl SmtpClient {
             return Err(self.refused(&reply, "STARTTLS"));
         }
         let verify = target.tls == ClientTls::Required && target.tls_verify;
-        let connector = tokio_rustls::TlsConnector::from(tls_config(verify)?);
+        let config = match &settings.checked_tls {
+            Some(checked) if verify => checked.config.clone(),
+            _ => tls_config(verify)?,
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
         let name = ServerName::try_from(self.host.clone())
             .map_err(|_| Failure::temporary(format!("{:?} is not a TLS server name", self.host)))?;
+        let judge_name = name.clone();
         let Stream::Plain(tcp) = std::mem::replace(&mut self.conn.stream, Stream::Upgrading) else {
             return Err(Failure::temporary(
                 "STARTTLS on a connection that is not plain",
@@ -325,6 +336,11 @@ impl SmtpClient {
                 Failure::temporary(format!("TLS handshake with {}: timed out", self.host))
             })?
             .map_err(|e| Failure::temporary(format!("TLS handshake with {}: {e}", self.host)))?;
+        self.certificate = Some(match &settings.checked_tls {
+            _ if verify => Ok(()),
+            Some(checked) => checked.judge(tls.get_ref().1, &judge_name),
+            None => Err("not checked".into()),
+        });
         self.conn.stream = Stream::ClientTls(Box::new(tls));
         self.tls = true;
         Ok(())
@@ -771,6 +787,7 @@ mod tests {
             tls: ClientTls::Opportunistic,
             tls_verify: false,
             auth: None,
+            mta_sts: false,
         }
     }
 
@@ -780,6 +797,7 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
             deadline: Deadline::default(),
+            checked_tls: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Which way mail for a recipient domain goes: the first `[[route]]` whose domains match, else
 //! MX delivery with opportunistic TLS. Local domains never get here.
 
-use crate::config::{ClientTls, RouteConfig, RouteKind};
+use crate::config::{ClientTls, MtaStsSwitch, RouteConfig, RouteKind};
 use crate::mail::Route as PluginRoute;
 
 /// Where one group of recipients is delivered, and how.
@@ -12,6 +12,8 @@ pub struct Target {
     pub tls: ClientTls,
     pub tls_verify: bool,
     pub auth: Option<(String, String)>,
+    /// MX delivery that follows the domain's MTA-STS policy.
+    pub mta_sts: bool,
 }
 
 impl Target {
@@ -31,6 +33,7 @@ impl Target {
             tls: ClientTls::Opportunistic,
             tls_verify: false,
             auth: None,
+            mta_sts: false,
         }
     }
 }
@@ -66,6 +69,8 @@ impl Router {
                     _ => PluginRoute::Mx(domain),
                 };
                 Target {
+                    mta_sts: matches!(route, PluginRoute::Mx(_))
+                        && rule.mta_sts == MtaStsSwitch::On,
                     route,
                     tls: rule.tls,
                     tls_verify: rule.tls_verify,
@@ -77,6 +82,7 @@ impl Router {
                 tls: ClientTls::Opportunistic,
                 tls_verify: false,
                 auth: None,
+                mta_sts: true,
             },
         }
     }
@@ -110,6 +116,7 @@ mod tests {
             tls_verify: true,
             auth_user: None,
             auth_password: None,
+            mta_sts: MtaStsSwitch::On,
         }
     }
 

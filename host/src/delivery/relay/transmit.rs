@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::client::{Failure, Outgoing, Pool, Settings, SmtpClient, MIN_REPLY_ALLOWANCE};
+use super::mta_sts::{self, MtaSts};
 use super::mx::{self, Candidate, ResolveError};
 use super::route::Target;
 use super::wire;
@@ -37,6 +38,25 @@ pub struct Transmitted {
     pub dsn_passed: bool,
 }
 
+/// The host that answered a transaction.
+pub struct Peer {
+    pub host: String,
+    /// It offered DSN (see [`Transmitted::dsn_passed`]).
+    pub dsn_passed: bool,
+    /// Whether its certificate is valid for its name; `None` without TLS.
+    pub certificate: Option<Result<(), String>>,
+}
+
+impl Peer {
+    fn of(client: &SmtpClient) -> Peer {
+        Peer {
+            host: client.host.clone(),
+            dsn_passed: client.offers_dsn(),
+            certificate: client.certificate.clone(),
+        }
+    }
+}
+
 /// The relay's sending side, shared by every delivery attempt.
 pub struct Transmitter {
     pool: Pool,
@@ -48,6 +68,8 @@ pub struct Transmitter {
     /// Per destination, the slowest wait from the content sent to the final reply seen since
     /// the start: at shutdown, what a transaction must have left to send its content.
     reply_times: Mutex<HashMap<String, Duration>>,
+    /// MTA-STS policies for MX routes that follow them.
+    mta_sts: Option<MtaSts>,
 }
 
 /// At shutdown, the content is assumed to travel at least this fast (bytes per second) when
@@ -75,6 +97,15 @@ impl Transmitter {
             per_destination,
             destinations: Mutex::new(HashMap::new()),
             reply_times: Mutex::new(HashMap::new()),
+            mta_sts: None,
+        }
+    }
+
+    /// MX routes with `mta-sts = "on"` follow the domains' policies.
+    pub fn with_mta_sts(self, mta_sts: MtaSts) -> Transmitter {
+        Transmitter {
+            mta_sts: Some(mta_sts),
+            ..self
         }
     }
 
@@ -137,7 +168,23 @@ impl Transmitter {
                 return fail_all(Failure::permanent(format!("5.1.2 {e}")))
             }
         };
-        let key = target.key();
+        let sts = match (&self.mta_sts, &target.route) {
+            (Some(sts), Route::Mx(domain)) if target.mta_sts => sts.policy(domain).await,
+            _ => None,
+        };
+        let (candidates, target) = match mta_sts::restrict(sts.as_ref(), candidates, target) {
+            Ok(restricted) => restricted,
+            Err(failure) => return fail_all(failure),
+        };
+        let target = &target;
+        let mut key = target.key();
+        if sts
+            .as_ref()
+            .is_some_and(|a| a.policy.mode == mta_sts::Mode::Enforce)
+        {
+            // Checked connections under a policy are not pooled with unchecked ones.
+            key.push_str("+mta-sts");
+        }
         let slots = self.destination_slots(&key);
         // Waiting for a slot is not being under way: the drain ends the wait.
         let slot = tokio::select! {
@@ -166,6 +213,7 @@ impl Transmitter {
             dsn,
         };
         let mut results = fail_all(Failure::temporary("no host could be tried"));
+        let mut last_peer = None;
         for candidate in &candidates {
             match self.send_via(candidate, target, &key, &out).await {
                 Err(failure) if failure.permanent => return fail_all(failure),
@@ -175,15 +223,17 @@ impl Transmitter {
                     tracing::info!(host = candidate.name, addr = %candidate.addr, "{}", failure.text);
                     results = fail_all(failure);
                 }
-                Ok((sent, passed)) => {
+                Ok((sent, peer)) => {
                     let all_temporary = sent.iter().all(|r| matches!(r, Err(f) if !f.permanent));
-                    results = (sent, passed);
+                    results = (sent, peer.dsn_passed);
+                    last_peer = Some(peer);
                     if !all_temporary {
                         break;
                     }
                 }
             }
         }
+        mta_sts::outcome(sts.as_ref(), &results.0, last_peer.as_ref());
         results
     }
 
@@ -194,16 +244,16 @@ impl Transmitter {
         target: &Target,
         key: &str,
         out: &Outgoing<'_>,
-    ) -> Result<(Vec<Result<String, Failure>>, bool), Failure> {
+    ) -> Result<(Vec<Result<String, Failure>>, Peer), Failure> {
         let pool = &self.pool;
         if let Some(mut client) = pool.take(candidate.addr, key) {
             let sent = client.send(out).await;
             self.note_reply_time(key, &client);
             match sent {
                 Ok(results) => {
-                    let passed = client.offers_dsn();
+                    let peer = Peer::of(&client);
                     pool.put(key, client);
-                    return Ok((results, passed));
+                    return Ok((results, peer));
                 }
                 Err(f) if f.permanent => {
                     pool.put(key, client);
@@ -222,9 +272,9 @@ impl Transmitter {
         self.note_reply_time(key, &client);
         match sent {
             Ok(results) => {
-                let passed = client.offers_dsn();
+                let peer = Peer::of(&client);
                 pool.put(key, client);
-                Ok((results, passed))
+                Ok((results, peer))
             }
             Err(f) if f.permanent => {
                 pool.put(key, client);

@@ -14,7 +14,11 @@ pub struct Dns {
 
 impl Dns {
     pub fn start(records: &[&str]) -> Dns {
-        let port = free_port();
+        Dns::start_on(free_port(), records)
+    }
+
+    /// On a given port: a second one with other records replaces a stopped one.
+    pub fn start_on(port: u16, records: &[&str]) -> Dns {
         let child = Command::new(sbin("dnsmasq"))
             .args([
                 "--keep-in-foreground",
