@@ -54,6 +54,26 @@ fn with_action<'a>(reports: &'a [Value], action: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {action} report in {reports:#?}"))
 }
 
+/// The queue id in a `250 2.0.0 Ok: queued as ID` reply.
+fn queue_id(reply: &str) -> String {
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as"), "{reply}");
+    reply
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The delivery log lines that put off `rcpt`.
+fn deferrals(gw: &Gateway, rcpt: &str) -> usize {
+    let line = format!("to=<{rcpt}>");
+    gw.log()
+        .lines()
+        .filter(|l| l.contains(&line) && l.contains("status=deferred"))
+        .count()
+}
+
 fn queue_is_empty(gw: &Gateway) -> bool {
     let run = gw.cli(&["queue", "list"]);
     run.stdout.contains("-- 0 message(s)")
@@ -95,6 +115,10 @@ fn success_failure_and_relayed_reports_carry_the_requested_fields() {
     assert_eq!(bob["Original-Recipient"], "rfc822; bob+alias@example.test");
     assert_eq!(bob["Status"], "2.0.0");
     assert!(bob["Last-Attempt-Date"].is_string(), "{delivered:#}");
+    assert!(
+        bob.get("Remote-MTA").is_none(),
+        "delivered here: {delivered:#}"
+    );
     assert_eq!(delivered["recipients"].as_array().map(Vec::len), Some(1));
 
     let failed = with_action(&reports, "failed");
@@ -115,10 +139,11 @@ fn success_failure_and_relayed_reports_carry_the_requested_fields() {
     assert!(!returned.contains("The body of the original"), "{failed:#}");
 
     let relayed = with_action(&reports, "relayed");
-    assert_eq!(
-        relayed["recipients"][0]["Final-Recipient"],
-        "rfc822; taken@remote.test"
-    );
+    let taken = &relayed["recipients"][0];
+    assert_eq!(taken["Final-Recipient"], "rfc822; taken@remote.test");
+    assert_eq!(taken["Remote-MTA"], "dns; 127.0.0.1", "{relayed:#}");
+    let diagnostic = taken["Diagnostic-Code"].as_str().unwrap_or_default();
+    assert!(diagnostic.starts_with("smtp; 250 2.0.0"), "{relayed:#}");
     let got = sink.received();
     assert_eq!(got.len(), 1, "the accepted recipient got the message");
     assert!(
@@ -264,4 +289,79 @@ fn dsn_is_offered_where_configured_and_bad_parameters_are_refused_with_text() {
         smtp.cmd("RCPT TO:<bob@example.test> NOTIFY=SUCCESS ORCPT=utf-8;b\\x{F6}b@example.test");
     assert!(reply.starts_with("250"), "{reply}");
     smtp.cmd("QUIT");
+}
+
+#[test]
+fn a_delay_report_comes_once_to_the_recipients_that_asked() {
+    // Recipients starting with "busy" get 450 4.2.1 at every attempt.
+    let sink = ScriptedSink::start_with(free_port(), &["--tempfail", "busy"]);
+    let config = format!(
+        "{}\n[queue]\nretry = [\"1s\"]\ndelay-notice-after = \"2s\"\n",
+        route_to(sink.port)
+    );
+    let gw = Gateway::builder().config(&config).start();
+    let asked = [
+        "busy-delay@remote.test;NOTIFY=DELAY,FAILURE;ORCPT=rfc822;busy-orig@remote.test"
+            .to_string(),
+    ];
+    let asked_id = queue_id(&submit(&gw, "HDRS", "env-42", &asked));
+    let quiet = ["busy-quiet@remote.test;NOTIFY=FAILURE".to_string()];
+    let quiet_id = queue_id(&submit(&gw, "HDRS", "env-quiet", &quiet));
+
+    let reports = reports(&gw, 1);
+    let delayed = with_action(&reports, "delayed");
+    assert_is_report(delayed);
+    let subject = delayed["subject"].as_str().unwrap_or_default();
+    assert!(subject.starts_with("Delayed Mail"), "{delayed:#}");
+    assert_eq!(delayed["parts"][2], "text/rfc822-headers", "{delayed:#}");
+    let recipients = delayed["recipients"].as_array().expect("recipients");
+    assert_eq!(recipients.len(), 1, "{delayed:#}");
+    let busy = &recipients[0];
+    assert_eq!(busy["Final-Recipient"], "rfc822; busy-delay@remote.test");
+    assert_eq!(busy["Original-Recipient"], "rfc822; busy-orig@remote.test");
+    assert_eq!(busy["Status"], "4.2.1", "{delayed:#}");
+    assert_eq!(busy["Remote-MTA"], "dns; 127.0.0.1", "{delayed:#}");
+    let diagnostic = busy["Diagnostic-Code"].as_str().unwrap_or_default();
+    assert!(diagnostic.starts_with("smtp; 450 4.2.1"), "{delayed:#}");
+    assert!(busy["Last-Attempt-Date"].is_string(), "{delayed:#}");
+    // Retried until the message expires: [queue] max-age, five days by default.
+    let until = busy["will_retry_until_unix"].as_i64().unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    assert!(
+        (now + 4 * 86400..=now + 5 * 86400).contains(&until),
+        "Will-Retry-Until {until}, now {now}: {delayed:#}"
+    );
+
+    // Both messages go on being retried well past delay-notice-after: no second report for
+    // the first, none at all for the one that asked for failures only.
+    let seen = deferrals(&gw, "busy-delay@remote.test");
+    let retried = wait_until(30, || {
+        deferrals(&gw, "busy-delay@remote.test") >= seen + 2
+            && deferrals(&gw, "busy-quiet@remote.test") >= 4
+    });
+    assert!(retried, "both messages are retried:\n{}", gw.log());
+    let queue = gw.cli(&["queue", "list"]).stdout;
+    assert!(
+        queue.contains("-- 2 message(s)"),
+        "no report waiting: {queue}"
+    );
+    let mailbox = gw.mailbox("alice@example.test");
+    assert_eq!(mailbox.len(), 1, "one delay report only: {mailbox:#?}");
+
+    // What was asked is kept with each message and told by `queue show` and `trace`.
+    let shown = gw.cli(&["queue", "show", &asked_id]).stdout;
+    assert!(shown.contains("dsn: ret=HDRS envid=env-42\n"), "{shown}");
+    let wanted =
+        "<busy-delay@remote.test>: notify=DELAY,FAILURE orcpt=rfc822;busy-orig@remote.test";
+    assert!(shown.contains(&format!("dsn {wanted}\n")), "{shown}");
+    let shown = gw.cli(&["queue", "show", &quiet_id]).stdout;
+    assert!(
+        shown.contains("dsn <busy-quiet@remote.test>: notify=FAILURE orcpt=-\n"),
+        "{shown}"
+    );
+    let trace = gw.cli(&["trace", &asked_id]).stdout;
+    assert!(trace.contains("dsn ret=HDRS envid=env-42\n"), "{trace}");
+    assert!(trace.contains(&format!("dsn {wanted}\n")), "{trace}");
 }

@@ -191,6 +191,11 @@ impl Transaction {
             recipients: envelope.recipients.clone(),
             size,
             authentication: self.stages.state.auth.as_ref().map(|r| r.summary()),
+            dsn: if envelope.dsn.is_empty() {
+                Vec::new()
+            } else {
+                envelope.dsn.describe()
+            },
             disposition,
         });
         answer

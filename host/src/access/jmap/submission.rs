@@ -178,6 +178,7 @@ impl Trail {
                 recipients: taken.recipients.clone(),
                 size: taken.size,
                 authentication: taken.authentication.clone(),
+                dsn: taken.dsn.clone(),
             };
             self.record(&taken.queue_id, event);
         }
