@@ -3,8 +3,8 @@
 //! scripted sink, and the reports that come back are read with Python's `email` package.
 
 use mailgate_e2e::peers::{ScriptedSink, SmtpSink};
-use mailgate_e2e::{free_port, python, wait_until, Gateway, RawSmtp};
-use serde_json::Value;
+use mailgate_e2e::{free_port, jmap_client, python, wait_until, Gateway, RawSmtp};
+use serde_json::{json, Value};
 
 fn route_to(port: u16) -> String {
     format!(
@@ -52,6 +52,21 @@ fn with_action<'a>(reports: &'a [Value], action: &str) -> &'a Value {
         .iter()
         .find(|r| r["recipients"][0]["Action"] == action)
         .unwrap_or_else(|| panic!("no {action} report in {reports:#?}"))
+}
+
+/// The `X-Mail-Args` and `X-Rcpt-Args` lines of smtp-sink's dump of one message.
+fn sink_args(dump: &str) -> (String, Vec<String>) {
+    let mail = dump
+        .lines()
+        .find(|l| l.starts_with("X-Mail-Args:"))
+        .unwrap_or_default()
+        .to_string();
+    let rcpts = dump
+        .lines()
+        .filter(|l| l.starts_with("X-Rcpt-Args:"))
+        .map(str::to_string)
+        .collect();
+    (mail, rcpts)
 }
 
 /// The queue id in a `250 2.0.0 Ok: queued as ID` reply.
@@ -364,4 +379,86 @@ fn a_delay_report_comes_once_to_the_recipients_that_asked() {
     let trace = gw.cli(&["trace", &asked_id]).stdout;
     assert!(trace.contains("dsn ret=HDRS envid=env-42\n"), "{trace}");
     assert!(trace.contains(&format!("dsn {wanted}\n")), "{trace}");
+}
+
+/// Sends a draft as alice over JMAP with this submission envelope (jmapc's EmailSubmission);
+/// the EmailSubmission/set response.
+fn jmap_send(gw: &Gateway, envelope: &Value) -> Value {
+    let args = ["send-envelope", &envelope.to_string(), "dsn over jmap"];
+    let out = jmap_client(gw, "alice@example.test", &args);
+    assert_eq!(out[1]["method"], "EmailSubmissionSetResponse", "{out}");
+    out[1]["response"].clone()
+}
+
+#[test]
+fn jmap_submission_envelope_parameters_reach_the_next_hop_and_bad_ones_are_refused() {
+    let sink = SmtpSink::start();
+    let gw = Gateway::builder().config(&route_to(sink.port)).start();
+    // RFC 8621 section 7: the values come with xtext removed; they go on encoded again.
+    let envelope = json!({
+        "mailFrom": {"email": "alice@example.test",
+                     "parameters": {"RET": "HDRS", "ENVID": "jmap env+1"}},
+        "rcptTo": [{"email": "far@remote.test",
+                    "parameters": {"NOTIFY": "SUCCESS,FAILURE",
+                                   "ORCPT": "rfc822;far+orig@remote.test"}}],
+    });
+    let sent = jmap_send(&gw, &envelope);
+    assert!(sent["created"]["send"]["id"].is_string(), "{sent:#}");
+    assert!(
+        wait_until(20, || sink.messages().len() == 1),
+        "nothing reached smtp-sink:\n{}",
+        gw.log()
+    );
+    let dump = &sink.messages()[0];
+    let (mail, rcpts) = sink_args(dump);
+    assert!(mail.ends_with(" RET=HDRS ENVID=jmap+20env+2B1"), "{dump}");
+    assert_eq!(
+        rcpts,
+        ["X-Rcpt-Args: <far@remote.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;far+2Borig@remote.test"],
+        "{dump}"
+    );
+    assert!(wait_until(20, || queue_is_empty(&gw)), "{}", gw.log());
+
+    let rcpt = |parameters: Value| {
+        json!({"mailFrom": {"email": "alice@example.test"},
+               "rcptTo": [{"email": "far@remote.test", "parameters": parameters}]})
+    };
+    for (bad, why) in [
+        (
+            rcpt(json!({"NOTIFY": "SOMETIMES"})),
+            "NOTIFY must be NEVER, or a list of SUCCESS, DELAY, FAILURE",
+        ),
+        (
+            rcpt(json!({"NOTIFY": "NEVER,SUCCESS"})),
+            "NOTIFY=NEVER cannot be combined with other values",
+        ),
+        (
+            rcpt(json!({"ORCPT": "x400;far"})),
+            "ORCPT address type must be rfc822 or utf-8",
+        ),
+        (
+            rcpt(json!({"RET": "FULL"})),
+            "parameter RET is not taken here",
+        ),
+        (
+            json!({"mailFrom": {"email": "alice@example.test",
+                                "parameters": {"ENVID": "x".repeat(101)}},
+                   "rcptTo": [{"email": "far@remote.test"}]}),
+            "ENVID is longer than 100 characters",
+        ),
+        (
+            json!({"mailFrom": {"email": "alice@example.test", "parameters": {"RET": "ALL"}},
+                   "rcptTo": [{"email": "far@remote.test"}]}),
+            "RET must be FULL or HDRS",
+        ),
+    ] {
+        let refused = jmap_send(&gw, &bad);
+        let error = &refused["notCreated"]["send"];
+        assert_eq!(error["type"], "invalidProperties", "{bad}: {refused:#}");
+        assert_eq!(error["properties"], json!(["envelope"]), "{refused:#}");
+        let description = error["description"].as_str().unwrap_or_default();
+        assert!(description.contains(why), "{bad}: {refused:#}");
+    }
+    assert!(queue_is_empty(&gw), "nothing refused was queued");
+    assert_eq!(sink.messages().len(), 1, "nothing refused was sent");
 }
