@@ -2,7 +2,7 @@
 //! asks for them, the real binary delivers locally and relays to Postfix's smtp-sink or the
 //! scripted sink, and the reports that come back are read with Python's `email` package.
 
-use mailgate_e2e::peers::{ScriptedSink, SmtpSink};
+use mailgate_e2e::peers::{PostfixDownstream, ScriptedSink, SmtpSink};
 use mailgate_e2e::{free_port, jmap_client, python, wait_until, Gateway, RawSmtp};
 use serde_json::{json, Value};
 
@@ -229,6 +229,74 @@ fn a_next_hop_that_offers_dsn_gets_the_parameters_and_no_relayed_report() {
         gw.mailbox("alice@example.test").is_empty(),
         "smtp-sink reports from here on: no relayed report"
     );
+}
+
+/// The envelope records `postcat` shows before each `recipient:` record (its DSN requests),
+/// by recipient.
+fn postfix_recipients(queue_file: &str) -> Vec<(String, Vec<String>)> {
+    let envelope = queue_file
+        .split("*** MESSAGE CONTENTS")
+        .next()
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let mut records = Vec::new();
+    for line in envelope.lines() {
+        match line.strip_prefix("recipient: ") {
+            Some(rcpt) => out.push((rcpt.to_string(), std::mem::take(&mut records))),
+            None => records.push(line.to_string()),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_real_postfix_downstream_keeps_the_dsn_parameters_it_was_handed() {
+    // Postfix holds what it accepts: its queue file shows what it took from our MAIL and RCPT.
+    let postfix = PostfixDownstream::start_holding("remote.test");
+    let gw = Gateway::builder().config(&route_to(postfix.port)).start();
+    let rcpts = [
+        format!("far@remote.test;{ALL};ORCPT=rfc822;far+2Boriginal@remote.test"),
+        "near@remote.test;NOTIFY=NEVER".to_string(),
+    ];
+    // The ENVID "env 42+", as xtext.
+    let reply = submit(&gw, "HDRS", "env+2042+2B", &rcpts);
+    assert!(reply.starts_with("250"), "{reply}");
+    let mut held = Vec::new();
+    let arrived = wait_until(30, || {
+        held = postfix.held();
+        held.len() == 1 && held[0].contains("*** MESSAGE FILE END")
+    });
+    assert!(
+        arrived,
+        "Postfix holds nothing:\n{}\n{}",
+        gw.log(),
+        postfix.log()
+    );
+    let kept = &held[0];
+    assert!(
+        kept.contains("named_attribute: envelope_id=env 42+\n"),
+        "{kept}"
+    );
+    // Postfix's DSN_RET_HDRS is 2; its notify bits NEVER 1, SUCCESS 2, DELAY 4, FAILURE 8.
+    assert!(kept.contains("named_attribute: ret_flags=2\n"), "{kept}");
+    let recipients = postfix_recipients(kept);
+    let names: Vec<&str> = recipients.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(names, ["far@remote.test", "near@remote.test"], "{kept}");
+    let far = &recipients[0].1;
+    assert!(
+        far.contains(&"named_attribute: notify_flags=14".to_string()),
+        "{kept}"
+    );
+    let orcpt = "named_attribute: dsn_orig_rcpt=rfc822;far+original@remote.test";
+    assert!(far.contains(&orcpt.to_string()), "{kept}");
+    let near = &recipients[1].1;
+    assert!(
+        near.contains(&"named_attribute: notify_flags=1".to_string()),
+        "{kept}"
+    );
+    // Postfix offered DSN: it reports from here on, this gateway sends no relayed report.
+    assert!(wait_until(20, || queue_is_empty(&gw)), "{}", gw.log());
+    assert!(gw.mailbox("alice@example.test").is_empty());
 }
 
 #[test]
