@@ -277,7 +277,7 @@ fn a_real_postfix_downstream_keeps_the_dsn_parameters_it_was_handed() {
         kept.contains("named_attribute: envelope_id=env 42+\n"),
         "{kept}"
     );
-    // Postfix's DSN_RET_HDRS is 2; its notify bits NEVER 1, SUCCESS 2, DELAY 4, FAILURE 8.
+    // Postfix's DSN_RET_HDRS is 2; its notify bits NEVER 1, SUCCESS 2, FAILURE 4, DELAY 8.
     assert!(kept.contains("named_attribute: ret_flags=2\n"), "{kept}");
     let recipients = postfix_recipients(kept);
     let names: Vec<&str> = recipients.iter().map(|(r, _)| r.as_str()).collect();

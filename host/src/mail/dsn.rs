@@ -87,6 +87,13 @@ pub struct RcptDsn {
 }
 
 impl RcptDsn {
+    /// NOTIFY and ORCPT as RCPT parameters on the wire (none when not given).
+    pub fn params(&self) -> Vec<EsmtpParam> {
+        let notify = self.notify.map(|n| ("NOTIFY", n.value()));
+        let orcpt = self.orcpt.as_ref().map(|o| ("ORCPT", o.value()));
+        wire(notify.into_iter().chain(orcpt))
+    }
+
     /// A failure report is wanted: NOTIFY absent (the default) or with FAILURE.
     pub fn wants_failure(&self) -> bool {
         self.notify.is_none_or(|n| n.failure)
@@ -115,6 +122,16 @@ pub struct EnvelopeDsn {
 }
 
 impl EnvelopeDsn {
+    /// RET and ENVID as MAIL parameters on the wire (none when not given).
+    pub fn mail_params(&self) -> Vec<EsmtpParam> {
+        let ret = self.ret.map(|r| match r {
+            Ret::Full => ("RET", "FULL".to_string()),
+            Ret::Hdrs => ("RET", "HDRS".to_string()),
+        });
+        let envid = (self.envid.as_ref()).map(|e| ("ENVID", xtext::encode(e.as_bytes())));
+        wire(ret.into_iter().chain(envid))
+    }
+
     /// Nothing asked: what a queue entry written before DSN support reads as.
     pub fn is_empty(&self) -> bool {
         *self == EnvelopeDsn::default()
@@ -155,6 +172,27 @@ impl EnvelopeDsn {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// Parameters from names and wire values.
+fn wire(pairs: impl Iterator<Item = (&'static str, String)>) -> Vec<EsmtpParam> {
+    pairs
+        .map(|(name, value)| EsmtpParam {
+            name: name.into(),
+            value: Some(value),
+        })
+        .collect()
+}
+
+/// The parameters as one string, each with its leading space (` RET=FULL ENVID=x`).
+pub fn param_text(params: &[EsmtpParam]) -> String {
+    params
+        .iter()
+        .map(|p| match &p.value {
+            Some(v) => format!(" {}={v}", p.name),
+            None => format!(" {}", p.name),
+        })
+        .collect()
 }
 
 /// A DSN parameter that cannot be taken; the text says why (`501 5.5.4`).

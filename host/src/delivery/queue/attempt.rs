@@ -328,6 +328,7 @@ impl QueueManager {
                 sender: envelope.sender.clone(),
                 recipients: rcpts.to_vec(),
                 params: Vec::new(),
+                dsn: envelope.dsn.clone(),
             },
             message: Some(message.clone()),
             delivery: Some(Delivery {

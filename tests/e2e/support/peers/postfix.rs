@@ -29,6 +29,11 @@ impl PostfixDownstream {
         PostfixDownstream::launch(domain, "", "hold")
     }
 
+    /// A holding Postfix ([`PostfixDownstream::start_holding`]) with a milter.
+    pub fn start_holding_with_milter(domain: &str, milter: &str) -> PostfixDownstream {
+        PostfixDownstream::launch(domain, milter, "hold")
+    }
+
     fn launch(domain: &str, milter: &str, hold: &str) -> PostfixDownstream {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
