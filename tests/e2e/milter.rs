@@ -786,3 +786,111 @@ fn clamav_milter_rejects_an_attachment_matching_a_local_signature() {
     );
     assert_eq!(gw.settled_mailbox("alice@example.test").len(), 1);
 }
+
+/// The DSN-offering listener's port and a gateway whose chain is the scripted milter.
+fn dsn_listener_with_milter(milter: &ScriptedMilter) -> (u16, Gateway) {
+    let port = mailgate_e2e::free_port();
+    let listener =
+        format!("[[listener]]\nname = \"mx-dsn\"\naddress = \"127.0.0.1:{port}\"\ndsn = true\n");
+    let member = milter_member("scripted", milter.port, "tempfail", 5000);
+    (port, Gateway::start(&format!("{listener}\n{member}")))
+}
+
+#[test]
+fn a_milter_is_shown_the_dsn_parameters_of_mail_and_rcpt() {
+    let milter = ScriptedMilter::start("reply");
+    let (port, gw) = dsn_listener_with_milter(&milter);
+    let (mut c, _) = RawSmtp::connect(port);
+    assert!(c.cmd("EHLO dsn-client.test").contains("DSN"));
+    let mail = c.cmd("MAIL FROM:<sender@remote.test> RET=HDRS ENVID=env+2042");
+    assert!(mail.starts_with("250"), "{mail}");
+    let rcpt = c.cmd(
+        "RCPT TO:<alice@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;alice+2Borig@example.test",
+    );
+    assert!(rcpt.starts_with("250"), "{rcpt}");
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(message("sender@remote.test", "dsn", "Hi.\r\n").as_bytes());
+    c.send(b".\r\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("250"), "{reply}");
+    c.cmd("QUIT");
+    gw.wait_mailbox_matching("alice@example.test", "Subject: dsn");
+    let (commands, _) = milter.conversation("dsn-client.test");
+    for expected in [
+        "M <sender@remote.test> RET=HDRS ENVID=env+2042",
+        "R <alice@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;alice+2Borig@example.test",
+    ] {
+        assert!(
+            commands.iter().any(|c| c == expected),
+            "{expected} in {commands:#?}"
+        );
+    }
+}
+
+#[test]
+fn through_postfix_the_mailgate_milter_keeps_the_dsn_parameters_and_refuses_bad_ones() {
+    // header-rewrite masquerades remote.test senders: the listener changes the sender, and
+    // the DSN requests the client gave Postfix must survive that.
+    let port = mailgate_e2e::free_port();
+    let listener = format!(
+        "[[listener]]\nname = \"milter\"\naddress = \"127.0.0.1:{port}\"\nprotocol = \"milter\"\n\n{}",
+        bundled_plugins()
+    );
+    let gw = Gateway::start(&listener);
+    let postfix = PostfixDownstream::start_holding_with_milter(
+        "example.test",
+        &format!("inet:127.0.0.1:{port}"),
+    );
+    let (mut c, _) = RawSmtp::connect(postfix.port);
+    assert!(c.cmd("EHLO client.test").contains("DSN"));
+    let mail = c.cmd("MAIL FROM:<sender@remote.test> RET=HDRS ENVID=env+2042");
+    assert!(mail.starts_with("250"), "{mail}");
+    // The listener reads the parameters with the gateway's own parser: what an SMTP listener
+    // of ours refuses, it refuses through Postfix too.
+    let refused = c.cmd("RCPT TO:<other@example.test> ORCPT=x400;other");
+    assert!(
+        refused.starts_with("501 5.5.4") && refused.contains("ORCPT address type must be rfc822"),
+        "{refused}\n{}",
+        postfix.log()
+    );
+    let rcpt = c.cmd(
+        "RCPT TO:<user@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;user+2Borig@example.test",
+    );
+    assert!(rcpt.starts_with("250"), "{rcpt}");
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(message("sender@remote.test", "dsn through postfix", "Hi.\r\n").as_bytes());
+    c.send(b".\r\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("250"), "{reply}\n{}", postfix.log());
+    c.cmd("QUIT");
+    let mut held = Vec::new();
+    let arrived = wait_until(30, || {
+        held = postfix.held();
+        held.len() == 1 && held[0].contains("*** MESSAGE FILE END")
+    });
+    assert!(
+        arrived,
+        "Postfix holds nothing:\n{}\n{}",
+        gw.log(),
+        postfix.log()
+    );
+    let kept = &held[0];
+    assert!(
+        kept.contains("\nsender: sender@example.test\n"),
+        "masqueraded: {kept}"
+    );
+    for record in [
+        "named_attribute: envelope_id=env 42\n",
+        "named_attribute: ret_flags=2\n",
+        // Postfix's notify bits: NEVER 1, SUCCESS 2, FAILURE 4, DELAY 8.
+        "named_attribute: notify_flags=6\n",
+        "named_attribute: dsn_orig_rcpt=rfc822;user+orig@example.test\n",
+        "\nrecipient: user@example.test\n",
+    ] {
+        assert!(kept.contains(record), "{record} in {kept}");
+    }
+    assert!(!kept.contains("other@example.test"), "{kept}");
+    // Postfix records RET and ENVID once from the client's MAIL and once more from the
+    // listener's sender change, which carried them.
+    assert_eq!(kept.matches("envelope_id=env 42\n").count(), 2, "{kept}");
+}

@@ -152,7 +152,7 @@ impl Transaction {
     /// plugin may have removed some).
     fn queued_dsn(&self) -> crate::mail::dsn::EnvelopeDsn {
         let recipients = &self.stages.state.envelope.recipients;
-        let mut dsn = self.dsn.clone();
+        let mut dsn = self.stages.state.envelope.dsn.clone();
         dsn.recipients
             .retain(|address, _| recipients.iter().any(|r| r.eq_ignore_ascii_case(address)));
         dsn
@@ -191,6 +191,11 @@ impl Transaction {
             recipients: envelope.recipients.clone(),
             size,
             authentication: self.stages.state.auth.as_ref().map(|r| r.summary()),
+            dsn: if envelope.dsn.is_empty() {
+                Vec::new()
+            } else {
+                envelope.dsn.describe()
+            },
             disposition,
         });
         answer

@@ -133,6 +133,8 @@ pub struct Accepted {
     pub size: usize,
     /// The sender authentication results in brief, when verified.
     pub authentication: Option<String>,
+    /// The DSN requests kept with the message, for people (none when nothing was asked).
+    pub dsn: Vec<String>,
     /// `discarded` or `quarantined` with the detail, when the message was not spooled.
     pub disposition: Option<(&'static str, String)>,
 }

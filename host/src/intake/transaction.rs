@@ -25,8 +25,6 @@ pub struct Transaction {
     pub(super) spf: Option<JoinHandle<SpfOutcome>>,
     /// Recipients refused by the gateway's own rules so far.
     rcpt_errors: u32,
-    /// The DSN parameters of the transaction under way (RFC 3461).
-    pub(super) dsn: EnvelopeDsn,
     /// The ESMTP parameters of each accepted RCPT, kept for a quarantined message's envelope.
     pub(super) rcpt_params: Vec<(String, Vec<EsmtpParam>)>,
 }
@@ -44,7 +42,6 @@ impl Transaction {
             binary: false,
             spf: None,
             rcpt_errors: 0,
-            dsn: EnvelopeDsn::default(),
             rcpt_params: Vec::new(),
         }
     }
@@ -122,7 +119,6 @@ impl Transaction {
     pub fn reset(&mut self) {
         self.open = false;
         self.binary = false;
-        self.dsn = EnvelopeDsn::default();
         self.rcpt_params.clear();
         if let Some(spf) = self.spf.take() {
             spf.abort();
@@ -165,6 +161,11 @@ impl Transaction {
             .refresh(&shared.plugins, &shared.services, &self.facts.id);
         self.stages.state.envelope.sender = sender;
         self.stages.state.envelope.params = params.clone();
+        self.stages.state.envelope.dsn = EnvelopeDsn {
+            ret,
+            envid,
+            recipients: Default::default(),
+        };
         let report = self.stage(StageCall::MailFrom(&params)).await;
         if let Some(answer) = refusal(&report) {
             self.stages.state.envelope = Default::default();
@@ -172,11 +173,6 @@ impl Transaction {
         }
         self.open = true;
         self.binary = checks::is_binary(&params);
-        self.dsn = EnvelopeDsn {
-            ret,
-            envid,
-            recipients: Default::default(),
-        };
         self.start_spf();
         with_stage(Answer::new(250, (2, 1, 0), "Sender ok"), report)
     }
@@ -228,15 +224,16 @@ impl Transaction {
         if let Some(answer) = refusal(&report) {
             return with_stage(answer, report);
         }
-        let recipients = &mut self.stages.state.envelope.recipients;
-        if !recipients
+        let envelope = &mut self.stages.state.envelope;
+        if !envelope
+            .recipients
             .iter()
             .any(|r| r.eq_ignore_ascii_case(&recipient))
         {
             if rcpt_dsn != Default::default() {
-                self.dsn.recipients.insert(recipient.clone(), rcpt_dsn);
+                envelope.dsn.recipients.insert(recipient.clone(), rcpt_dsn);
             }
-            recipients.push(recipient.clone());
+            envelope.recipients.push(recipient.clone());
             self.rcpt_params.push((recipient, params));
         }
         with_stage(Answer::new(250, (2, 1, 5), "Recipient ok"), report)

@@ -87,6 +87,13 @@ pub struct RcptDsn {
 }
 
 impl RcptDsn {
+    /// NOTIFY and ORCPT as RCPT parameters on the wire (none when not given).
+    pub fn params(&self) -> Vec<EsmtpParam> {
+        let notify = self.notify.map(|n| ("NOTIFY", n.value()));
+        let orcpt = self.orcpt.as_ref().map(|o| ("ORCPT", o.value()));
+        wire(notify.into_iter().chain(orcpt))
+    }
+
     /// A failure report is wanted: NOTIFY absent (the default) or with FAILURE.
     pub fn wants_failure(&self) -> bool {
         self.notify.is_none_or(|n| n.failure)
@@ -115,9 +122,41 @@ pub struct EnvelopeDsn {
 }
 
 impl EnvelopeDsn {
+    /// RET and ENVID as MAIL parameters on the wire (none when not given).
+    pub fn mail_params(&self) -> Vec<EsmtpParam> {
+        let ret = self.ret.map(|r| match r {
+            Ret::Full => ("RET", "FULL".to_string()),
+            Ret::Hdrs => ("RET", "HDRS".to_string()),
+        });
+        let envid = (self.envid.as_ref()).map(|e| ("ENVID", xtext::encode(e.as_bytes())));
+        wire(ret.into_iter().chain(envid))
+    }
+
     /// Nothing asked: what a queue entry written before DSN support reads as.
     pub fn is_empty(&self) -> bool {
         *self == EnvelopeDsn::default()
+    }
+
+    /// What was asked, for people (`mailgate queue show`, `mailgate trace`): one line for
+    /// the message (`ret=HDRS envid=abc`), one per recipient that gave parameters
+    /// (`<a@x.test>: notify=SUCCESS,FAILURE orcpt=rfc822;b@x.test`); `-` for what was not given.
+    pub fn describe(&self) -> Vec<String> {
+        let ret = match self.ret {
+            Some(Ret::Full) => "FULL",
+            Some(Ret::Hdrs) => "HDRS",
+            None => "-",
+        };
+        let envid = self.envid.as_deref().unwrap_or("-");
+        let mut lines = vec![format!("ret={ret} envid={envid}")];
+        for (rcpt, wanted) in &self.recipients {
+            let notify = wanted.notify.map_or("-".into(), |n| n.value());
+            let orcpt = wanted
+                .orcpt
+                .as_ref()
+                .map_or("-".into(), |o| format!("{};{}", o.addr_type, o.address));
+            lines.push(format!("<{rcpt}>: notify={notify} orcpt={orcpt}"));
+        }
+        lines
     }
 
     /// One recipient's parameters (defaults when it gave none, or a plugin added it).
@@ -135,6 +174,27 @@ impl EnvelopeDsn {
     }
 }
 
+/// Parameters from names and wire values.
+fn wire(pairs: impl Iterator<Item = (&'static str, String)>) -> Vec<EsmtpParam> {
+    pairs
+        .map(|(name, value)| EsmtpParam {
+            name: name.into(),
+            value: Some(value),
+        })
+        .collect()
+}
+
+/// The parameters as one string, each with its leading space (` RET=FULL ENVID=x`).
+pub fn param_text(params: &[EsmtpParam]) -> String {
+    params
+        .iter()
+        .map(|p| match &p.value {
+            Some(v) => format!(" {}={v}", p.name),
+            None => format!(" {}", p.name),
+        })
+        .collect()
+}
+
 /// A DSN parameter that cannot be taken; the text says why (`501 5.5.4`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -145,6 +205,38 @@ pub fn is_dsn_param(name: &str) -> bool {
     ["RET", "ENVID", "NOTIFY", "ORCPT"]
         .iter()
         .any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// A DSN parameter given with its value decoded (as JMAP's EmailSubmission envelope carries
+/// it, RFC 8621 §7: xtext removed), written as it goes on the wire, so that the same parsers
+/// ([`mail_params`], [`rcpt_params`]) check it. ENVID and ORCPT's address are xtext-encoded
+/// again; RET and NOTIFY are keywords and go as given.
+pub fn from_decoded(name: &str, value: Option<&str>) -> Result<EsmtpParam, DsnError> {
+    if !is_dsn_param(name) {
+        return Err(DsnError(
+            "only the DSN parameters RET, ENVID, NOTIFY and ORCPT may be given",
+        ));
+    }
+    let value = value.ok_or(DsnError("a DSN parameter needs a value"))?;
+    let wire = if name.eq_ignore_ascii_case("ENVID") {
+        xtext::encode(value.as_bytes())
+    } else if name.eq_ignore_ascii_case("ORCPT") {
+        let (addr_type, address) = value
+            .split_once(';')
+            .ok_or(DsnError("ORCPT must be addr-type;address"))?;
+        let encoded = if addr_type.eq_ignore_ascii_case("utf-8") {
+            xtext::encode_utf8_addr(address)
+        } else {
+            xtext::encode(address.as_bytes())
+        };
+        format!("{addr_type};{encoded}")
+    } else {
+        value.to_string()
+    };
+    Ok(EsmtpParam {
+        name: name.to_ascii_uppercase(),
+        value: Some(wire),
+    })
 }
 
 /// The value of the one parameter named `name`, if given; an error when given twice.
@@ -310,6 +402,25 @@ mod tests {
         assert_eq!(utf8.orcpt.map(|o| o.address).as_deref(), Some("jö@x.test"));
         let long = format!("rfc822;{}@x.test", "a".repeat(500));
         assert!(rcpt_params(&params(&[("ORCPT", &long)])).is_err());
+    }
+
+    #[test]
+    fn decoded_values_go_through_the_same_checks() {
+        let envid = from_decoded("envid", Some("env 42+")).expect("valid");
+        assert_eq!(envid.value.as_deref(), Some("env+2042+2B"));
+        let (_, read) = mail_params(&[envid]).expect("valid");
+        assert_eq!(read.as_deref(), Some("env 42+"));
+        let orcpt = from_decoded("ORCPT", Some("rfc822;a+b=c@x.test")).expect("valid");
+        let read = rcpt_params(&[orcpt]).expect("valid").orcpt.expect("orcpt");
+        assert_eq!(read.address, "a+b=c@x.test");
+        let orcpt = from_decoded("ORCPT", Some("utf-8;jö@x.test")).expect("valid");
+        let read = rcpt_params(&[orcpt]).expect("valid").orcpt.expect("orcpt");
+        assert_eq!(read.address, "jö@x.test");
+        assert!(from_decoded("SIZE", Some("10")).is_err());
+        assert!(from_decoded("RET", None).is_err());
+        assert!(from_decoded("ORCPT", Some("no-type")).is_err());
+        let notify = from_decoded("NOTIFY", Some("SOMETIMES")).expect("written");
+        assert!(rcpt_params(&[notify]).is_err());
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct Envelope {
     pub sender: String,
     pub recipients: Vec<String>,
     pub params: Vec<EsmtpParam>,
+    /// The delivery status notifications asked for (RFC 3461): RET and ENVID of MAIL (also
+    /// in `params`), each recipient's NOTIFY and ORCPT, as checked when they came.
+    pub dsn: dsn::EnvelopeDsn,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

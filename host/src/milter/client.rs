@@ -164,7 +164,7 @@ enum Step<'a> {
     Connect,
     Helo(&'a str),
     Mail(&'a [crate::mail::EsmtpParam]),
-    Rcpt(&'a str, &'a [crate::mail::EsmtpParam]),
+    Rcpt(&'a str, std::borrow::Cow<'a, [crate::mail::EsmtpParam]>),
     Message,
 }
 
@@ -235,7 +235,7 @@ impl MilterConversation {
             StageCall::Connect => Step::Connect,
             StageCall::Helo(name) => Step::Helo(name),
             StageCall::MailFrom(params) => Step::Mail(params),
-            StageCall::RcptTo(rcpt, params) => Step::Rcpt(rcpt, params),
+            StageCall::RcptTo(rcpt, params) => Step::Rcpt(rcpt, params.into()),
             StageCall::Data => Step::Message,
             StageCall::Deliver | StageCall::Retrieve => return Ok((Verdict::Continue, Vec::new())),
         };
@@ -271,7 +271,12 @@ impl MilterConversation {
             before.push(Step::Mail(&state.envelope.params));
         }
         if matches!(now, Step::Message) && !self.seen.rcpt {
-            before.extend(state.envelope.recipients.iter().map(|r| Step::Rcpt(r, &[])));
+            // Shown late, each recipient still carries its DSN parameters (NOTIFY, ORCPT).
+            let dsn = &state.envelope.dsn;
+            before.extend(
+                (state.envelope.recipients.iter())
+                    .map(|r| Step::Rcpt(r, dsn.recipient(r).params().into())),
+            );
         }
         before
     }
@@ -390,7 +395,7 @@ impl MilterConversation {
             Step::Rcpt(rcpt, params) => {
                 self.seen.rcpt = true;
                 let macros = vec![("{rcpt_addr}", rcpt.to_string())];
-                let args = with_params(format!("<{rcpt}>"), params);
+                let args = with_params(format!("<{rcpt}>"), params.as_ref());
                 self.ask(
                     b'R',
                     macros,

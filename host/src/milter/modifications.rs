@@ -35,9 +35,12 @@ pub fn modifications(
 fn envelope_changes(old: &Envelope, new: &Envelope) -> Vec<Response> {
     let mut out = Vec::new();
     if old.sender != new.sender {
+        // The MTA's RET and ENVID go with the new sender: an MTA that takes the arguments of
+        // a sender change as the new MAIL's (Sendmail) keeps the client's DSN requests.
+        let args = crate::mail::dsn::param_text(&old.dsn.mail_params());
         out.push(Response::ChangeFrom {
             sender: format!("<{}>", new.sender),
-            args: String::new(),
+            args: args.trim_start().to_string(),
         });
     }
     let has = |list: &[String], r: &str| list.iter().any(|x| x.eq_ignore_ascii_case(r));
@@ -183,12 +186,12 @@ mod tests {
         let old = Envelope {
             sender: "a@x".into(),
             recipients: vec!["b@x".into(), "c@x".into()],
-            params: Vec::new(),
+            ..Envelope::default()
         };
         let new = Envelope {
             sender: "bounce@x".into(),
             recipients: vec!["C@x".into(), "d@x".into()],
-            params: Vec::new(),
+            ..Envelope::default()
         };
         let changes = modifications(&before, &after, &old, &new);
         assert_eq!(
@@ -204,5 +207,22 @@ mod tests {
             ]
         );
         assert!(modifications(&before, &before, &old, &old).is_empty());
+        // The client's RET and ENVID go with a changed sender.
+        let asked = Envelope {
+            dsn: crate::mail::dsn::EnvelopeDsn {
+                ret: Some(crate::mail::dsn::Ret::Hdrs),
+                envid: Some("e 1".into()),
+                ..Default::default()
+            },
+            ..old.clone()
+        };
+        let changes = modifications(&before, &before, &asked, &new);
+        assert_eq!(
+            changes[0],
+            Response::ChangeFrom {
+                sender: "<bounce@x>".into(),
+                args: "RET=HDRS ENVID=e+201".into()
+            }
+        );
     }
 }

@@ -17,6 +17,7 @@ use super::channel::{Channel, ChannelError};
 use super::codec::{actions, steps, Command, Family, Negotiation, Response, VERSION};
 use super::modifications::modifications;
 use crate::intake::Stages;
+use crate::mail::dsn::{self, DsnError, EnvelopeDsn, RcptDsn};
 use crate::mail::{Envelope, EsmtpParam, MailState, Reply, Session, MAX_ADDRESS_OCTETS};
 use crate::message::Message;
 use crate::net::connection::Client;
@@ -176,10 +177,23 @@ impl ServerSession {
                     self.reply(&refused, steps::NO_REPLY_MAIL).await?;
                     return Ok(Next::Continue);
                 }
+                let (ret, envid) = match dsn::mail_params(&params) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        let refused = Verdict::Reject(bad_dsn(&e));
+                        self.reply(&refused, steps::NO_REPLY_MAIL).await?;
+                        return Ok(Next::Continue);
+                    }
+                };
                 self.stages.state.envelope = Envelope {
                     sender,
                     recipients: Vec::new(),
                     params: params.clone(),
+                    dsn: EnvelopeDsn {
+                        ret,
+                        envid,
+                        recipients: Default::default(),
+                    },
                 };
                 self.given = self.stages.state.envelope.clone();
                 self.stages.state.session.auth_user = self.macros.get("{auth_authen}").cloned();
@@ -188,13 +202,19 @@ impl ServerSession {
             }
             Command::Rcpt(args) => {
                 let (rcpt, params) = envelope_args(&args);
-                let verdict = match self.recipient_refusal(&rcpt) {
-                    Some(refused) => refused,
-                    None => self.stage(StageCall::RcptTo(&rcpt, &params)).await,
+                let asked = dsn::rcpt_params(&params);
+                let verdict = match (self.recipient_refusal(&rcpt), &asked) {
+                    (Some(refused), _) => refused,
+                    (None, Err(e)) => Verdict::Reject(bad_dsn(e)),
+                    (None, Ok(_)) => self.stage(StageCall::RcptTo(&rcpt, &params)).await,
                 };
                 if matches!(verdict, Verdict::Continue | Verdict::Accept) {
                     self.given.recipients.push(rcpt.clone());
-                    self.stages.state.envelope.recipients.push(rcpt);
+                    let envelope = &mut self.stages.state.envelope;
+                    if let Some(asked) = asked.ok().filter(|a| *a != RcptDsn::default()) {
+                        envelope.dsn.recipients.insert(rcpt.clone(), asked);
+                    }
+                    envelope.recipients.push(rcpt);
                 }
                 self.reply(&verdict, steps::NO_REPLY_RCPT).await?;
             }
@@ -427,6 +447,12 @@ fn header_field(name: &str, value: &str, leading_space: bool) -> Vec<u8> {
     let value = value.replace("\r\n", "\n").replace('\n', "\r\n");
     let separator = if leading_space { ":" } else { ": " };
     [name, separator, &value, "\r\n"].concat().into_bytes()
+}
+
+/// The refusal of DSN parameters the intake's parser cannot take, as an SMTP server of ours
+/// refuses them.
+fn bad_dsn(e: &DsnError) -> Reply {
+    Reply::new(501, (5, 5, 4), &e.to_string())
 }
 
 /// The address and ESMTP arguments of a MAIL or RCPT step.

@@ -69,6 +69,7 @@ impl CommandLog {
             recipients: accepted.recipients,
             size: accepted.size,
             authentication: accepted.authentication,
+            dsn: accepted.dsn,
         };
         self.accepted = Some((accepted.queue_id, event));
     }

@@ -67,6 +67,10 @@ pub enum Event {
         /// The sender authentication results, as in the Authentication-Results field.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         authentication: Option<String>,
+        /// The delivery status notifications asked for (RFC 3461), as lines for people:
+        /// RET and ENVID, then each recipient's NOTIFY and ORCPT; none when nothing was asked.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dsn: Vec<String>,
     },
     /// The deliver stage for one destination of one attempt.
     Deliver { stage: StageTrace },

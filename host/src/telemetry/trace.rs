@@ -147,6 +147,7 @@ fn write_transaction(out: &mut String, records: &[Record], key: &TransactionKey)
                 recipients,
                 size,
                 authentication,
+                dsn,
             } if r.tx == *tx => {
                 let _ = writeln!(
                     out,
@@ -161,6 +162,9 @@ fn write_transaction(out: &mut String, records: &[Record], key: &TransactionKey)
                 );
                 if let Some(authentication) = authentication {
                     let _ = writeln!(out, "  {:<23}  authentication: {authentication}", "");
+                }
+                for line in dsn {
+                    let _ = writeln!(out, "  {:<23}  dsn {line}", "");
                 }
             }
             _ => {}

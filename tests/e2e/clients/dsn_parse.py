@@ -1,8 +1,10 @@
 """Reads a delivery status notification (RFC 3464) with Python's email package and prints it as
-JSON: the report's content types, its per-message fields and each recipient's fields, and the
-returned content. Usage: dsn_parse.py FILE"""
+JSON: the report's content types, its per-message fields and each recipient's fields (with
+Will-Retry-Until also as Unix seconds, "will_retry_until_unix"), and the returned content.
+Usage: dsn_parse.py FILE"""
 import email
 import email.policy
+import email.utils
 import json
 import sys
 
@@ -21,6 +23,10 @@ for part in message.get_payload() if message.is_multipart() else []:
         blocks = part.get_payload()
         out["per_message"] = dict(blocks[0].items())
         out["recipients"] = [dict(block.items()) for block in blocks[1:]]
+        for recipient in out["recipients"]:
+            if "Will-Retry-Until" in recipient:
+                until = email.utils.parsedate_to_datetime(recipient["Will-Retry-Until"])
+                recipient["will_retry_until_unix"] = int(until.timestamp())
     elif part.get_content_type() in ("text/rfc822-headers", "message/rfc822"):
         payload = part.get_payload()
         out["returned"] = payload if isinstance(payload, str) else payload[0].as_string()

@@ -14,6 +14,9 @@ Commands:
   download ID [PART]         the blob of a message (or of one part), as text
   send TO[,TO] SUBJECT TEXT [FILE]  compose (upload FILE, Email/set create in Drafts) and
                              submit (EmailSubmission/set), the sent email moved to Sent
+  send-envelope ENVELOPE SUBJECT  as send, to the rcptTo addresses, with the submission's
+                             envelope given: JSON {"mailFrom": {"email", "parameters"},
+                             "rcptTo": [{"email", "parameters"}...]} (RFC 8621 section 7)
   import FILE ROLE           upload a message file and Email/import it into the mailbox
   push SMTP_PORT             opens the event source (sseclient, as jmapc does), then delivers
                              a message over SMTP; the first state event (within 30 s)
@@ -56,7 +59,9 @@ from jmapc.models import (  # noqa: E402
     EmailBodyPart,
     EmailBodyValue,
     EmailSubmission,
+    Envelope,
 )
+from jmapc.models import Address as EnvelopeAddress  # noqa: E402
 
 port, user, password, command, *args = sys.argv[1:]
 host = f"127.0.0.1:{port}"
@@ -176,6 +181,30 @@ def run():
             out.append({"method": type(r.response).__name__,
                         "response": r.response.to_dict()})
         return out
+    if command == "send-envelope":
+        given = json.loads(args[0])
+        boxes = mailboxes()
+        identity = client.request(IdentityGet(), single_response=True).data[0]
+        envelope = Envelope(
+            mail_from=EnvelopeAddress(**given["mailFrom"]),
+            rcpt_to=[EnvelopeAddress(**r) for r in given["rcptTo"]],
+        )
+        draft = Email(
+            mail_from=[EmailAddress(email=identity.email)],
+            to=[EmailAddress(email=r.email) for r in envelope.rcpt_to],
+            subject=args[1],
+            keywords={"$draft": True, "$seen": True},
+            mailbox_ids={boxes["drafts"]["id"]: True},
+            body_values={"body": EmailBodyValue(value="Sent with an envelope.")},
+            text_body=[EmailBodyPart(part_id="body", type="text/plain")],
+        )
+        submission = EmailSubmission(identity_id=identity.id, email_id="#draft", envelope=envelope)
+        responses = client.request([
+            EmailSet(create={"draft": draft}),
+            EmailSubmissionSet(create={"send": submission}),
+        ])
+        return [{"method": type(r.response).__name__, "response": r.response.to_dict()}
+                for r in responses]
     if command == "import":
         blob = client.upload_blob(args[0])
         target = mailboxes()[args[1]]["id"]

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # A private Postfix instance used as a downstream MTA by the relay tests.
-#   postfix-downstream.sh start DIR PORT DOMAIN [MILTER]
+#   postfix-downstream.sh start DIR PORT DOMAIN [MILTER [hold]]
 #                                                 -> SMTP on 127.0.0.1:PORT; mail for DOMAIN is
 #                                                    delivered into the Maildir DIR/mail/box/;
 #                                                    with MILTER (inet:HOST:PORT), smtpd and
-#                                                    sendmail(1) mail goes through that milter
+#                                                    sendmail(1) mail goes through that milter;
+#                                                    with "hold", every message accepted is put
+#                                                    on the hold queue instead (read it with
+#                                                    postcat -c DIR/etc -q ID)
 #   postfix-downstream.sh stop DIR
 # Everything (config, queue, log) lives in DIR; the system's Postfix configuration is not touched.
 set -euo pipefail
@@ -14,7 +17,7 @@ stop)
   postfix -c "$dir/etc" stop >/dev/null 2>&1 || true
   exit 0 ;;
 start)
-  port=$3 domain=$4 milter=${5:-}
+  port=$3 domain=$4 milter=${5:-} hold=${6:-}
   mkdir -p "$dir/etc" "$dir/queue" "$dir/data" "$dir/mail"
   chown postfix "$dir/data"
   chown nobody "$dir/mail"
@@ -54,6 +57,9 @@ milter_connect_timeout = 10s
 milter_command_timeout = 30s
 milter_content_timeout = 60s
 CF
+  fi
+  if [ "$hold" = hold ]; then
+    echo "smtpd_recipient_restrictions = check_recipient_access static:HOLD" >> "$dir/etc/main.cf"
   fi
   cat > "$dir/etc/master.cf" <<CF
 127.0.0.1:$port inet n - n - - smtpd

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """A scriptable SMTP server for the relay tests.
 
-sink.py PORT DIR [--reject PREFIX] [--delay-dot SECONDS] [--tls CERT KEY]
+sink.py PORT DIR [--reject PREFIX] [--tempfail PREFIX] [--delay-dot SECONDS] [--tls CERT KEY]
 Accepts every message on 127.0.0.1:PORT and stores transaction N as DIR/N.json (envelope),
 DIR/N.raw (the DATA bytes exactly as received, dot-stuffed) and DIR/N.eml (unstuffed).
-Recipients whose local part starts with PREFIX get "550 5.1.1". With --delay-dot the reply to
+Recipients whose local part starts with the --reject PREFIX get "550 5.1.1", those whose local
+part starts with the --tempfail PREFIX get "450 4.2.1" (every time). With --delay-dot the reply to
 the final "." comes SECONDS after the message is stored. With --tls it offers STARTTLS with
 that certificate and key (PEM), and the envelope says whether the transaction came over TLS.
 """
@@ -18,6 +19,7 @@ import time
 
 PORT, DIR = int(sys.argv[1]), sys.argv[2]
 REJECT = sys.argv[sys.argv.index("--reject") + 1] if "--reject" in sys.argv else None
+TEMPFAIL = sys.argv[sys.argv.index("--tempfail") + 1] if "--tempfail" in sys.argv else None
 DELAY_DOT = float(sys.argv[sys.argv.index("--delay-dot") + 1]) if "--delay-dot" in sys.argv else 0
 TLS = None
 if "--tls" in sys.argv:
@@ -63,6 +65,8 @@ class Session(socketserver.StreamRequestHandler):
                 rcpt = verb[8:].split(">")[0].lstrip("<")
                 if REJECT and rcpt.split("@")[0].startswith(REJECT):
                     self.reply("550 5.1.1 <%s>: no such mailbox here" % rcpt)
+                elif TEMPFAIL and rcpt.split("@")[0].startswith(TEMPFAIL):
+                    self.reply("450 4.2.1 <%s>: mailbox busy, try again later" % rcpt)
                 else:
                     rcpts.append(rcpt)
                     self.reply("250 2.1.5 ok")

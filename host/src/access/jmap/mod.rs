@@ -216,7 +216,7 @@ impl Jmap {
                             "emailQuerySortOptions": ["receivedAt", "size", "from", "to", "subject", "sentAt", "hasKeyword"],
                             "mayCreateTopLevelMailbox": true,
                         },
-                        SUBMISSION: {"maxDelayedSend": 0, "submissionExtensions": {}},
+                        SUBMISSION: {"maxDelayedSend": 0, "submissionExtensions": {"DSN": []}},
                     },
                 },
             },

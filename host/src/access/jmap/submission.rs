@@ -17,6 +17,7 @@ use super::methods::{Call, IDENTITY};
 use super::{email, message};
 
 use crate::intake::{Answer, Facts, Gateway, Transaction};
+use crate::mail::dsn::{self, DsnError};
 use crate::mail::EsmtpParam;
 use crate::net::drain::DrainWatch;
 use crate::telemetry::journal::{self, Event};
@@ -53,13 +54,25 @@ fn refused(kind: &'static str, answer: &Answer) -> Refused {
     }
 }
 
-/// Sends `message` from `mail_from` to `rcpt_to`; the reply that accepted it.
+/// A submission's envelope: who from, to whom, and the DSN parameters (RFC 3461) given with
+/// each address, as they go on the wire.
+#[derive(Debug, Default)]
+pub struct SubmissionEnvelope {
+    pub mail_from: String,
+    pub mail_params: Vec<EsmtpParam>,
+    pub rcpt_to: Vec<String>,
+    /// One list per recipient, in `rcpt_to`'s order.
+    pub rcpt_params: Vec<Vec<EsmtpParam>>,
+}
+
+/// Sends `message` as `envelope` says; the reply that accepted it.
 pub async fn send(
     intake: Arc<Gateway>,
     sender: Sender<'_>,
-    (mail_from, rcpt_to): (&str, &[String]),
+    envelope: &SubmissionEnvelope,
     message: Vec<u8>,
 ) -> Result<String, Refused> {
+    let (mail_from, rcpt_to) = (envelope.mail_from.as_str(), &envelope.rcpt_to[..]);
     // Counts the submission as open work while the server drains.
     let _drain = sender.drain;
     let facts = Facts {
@@ -78,7 +91,8 @@ pub async fn send(
     trail.step("(connect)", tx.connect().await, "forbiddenToSend")?;
     trail.step("EHLO jmap", tx.helo("jmap", true).await, "forbiddenToSend")?;
     trail.tx = 1;
-    let params = mail_params((mail_from, rcpt_to), &message);
+    let mut params = mail_params((mail_from, rcpt_to), &message);
+    params.extend(envelope.mail_params.iter().cloned());
     let mail = tx.mail(mail_from.to_string(), params).await;
     let command = format!("MAIL FROM:<{mail_from}>");
     trail.step(&command, mail, "forbiddenMailFrom")?;
@@ -87,8 +101,9 @@ pub async fn send(
         reply: String::new(),
         recipients: Vec::new(),
     };
-    for rcpt in rcpt_to {
-        let answer = tx.rcpt(rcpt.clone(), Vec::new()).await;
+    for (i, rcpt) in rcpt_to.iter().enumerate() {
+        let params = envelope.rcpt_params.get(i).cloned().unwrap_or_default();
+        let answer = tx.rcpt(rcpt.clone(), params).await;
         if let Err(refusal) = trail.step(&format!("RCPT TO:<{rcpt}>"), answer, "") {
             bad.recipients.push(rcpt.clone());
             bad.reply = refusal.reply;
@@ -178,6 +193,7 @@ impl Trail {
                 recipients: taken.recipients.clone(),
                 size: taken.size,
                 authentication: taken.authentication.clone(),
+                dsn: taken.dsn.clone(),
             };
             self.record(&taken.queue_id, event);
         }
@@ -306,14 +322,14 @@ impl Context<'_> {
             .stored(&record)
             .map_err(|e| email::set_error("serverFail", e.to_string()))?;
         let message = crate::message::Message::new(stored);
-        let (mail_from, rcpt_to) = envelope(object.get("envelope"), &message, &account.user)?;
-        if !mail_from.eq_ignore_ascii_case(&account.user) {
+        let envelope = envelope(object.get("envelope"), &message, &account.user)?;
+        if !envelope.mail_from.eq_ignore_ascii_case(&account.user) {
             return Err(email::set_error(
                 "forbiddenMailFrom",
                 format!("{} may send as {} only", account.user, account.user),
             ));
         }
-        if rcpt_to.is_empty() {
+        if envelope.rcpt_to.is_empty() {
             return Err(email::set_error(
                 "noRecipients",
                 "the email names no recipients",
@@ -326,14 +342,7 @@ impl Context<'_> {
             session_id: &self.caller.session.id,
             drain: self.caller.drain.another(),
         };
-        match send(
-            self.jmap.intake.clone(),
-            sender,
-            (&mail_from, &rcpt_to),
-            without_bcc,
-        )
-        .await
-        {
+        match send(self.jmap.intake.clone(), sender, &envelope, without_bcc).await {
             Ok(reply) => {
                 tracing::info!(
                     user = account.user,
@@ -353,14 +362,14 @@ impl Context<'_> {
     }
 }
 
-/// The envelope of a submission: as given, or the identity's address and the message's
-/// To, Cc and Bcc addresses.
+/// The envelope of a submission: as given (with its DSN parameters), or the identity's
+/// address and the message's To, Cc and Bcc addresses.
 fn envelope(
     given: Option<&Value>,
     message: &crate::message::Message,
     user: &str,
-) -> Result<(String, Vec<String>), Value> {
-    let invalid = |why: &str| email::set_error("invalidProperties", why);
+) -> Result<SubmissionEnvelope, Value> {
+    let invalid = |why: &str| invalid_envelope(why.to_string());
     if let Some(envelope) = given.filter(|e| !e.is_null()) {
         let address = |v: &Value| {
             v.get("email")
@@ -368,18 +377,31 @@ fn envelope(
                 .filter(|e| e.contains('@') && !e.contains(['<', '>', ' ', '\r', '\n']))
                 .map(str::to_string)
         };
-        let from = envelope
-            .get("mailFrom")
+        let mail_from = envelope.get("mailFrom");
+        let from = mail_from
             .and_then(address)
             .ok_or_else(|| invalid("envelope.mailFrom needs an email"))?;
-        let to = envelope
+        let mail_params = parameters(mail_from, &["RET", "ENVID"], |p| {
+            dsn::mail_params(p).map(|_| ())
+        })?;
+        let given_to = envelope
             .get("rcptTo")
             .and_then(Value::as_array)
-            .ok_or_else(|| invalid("envelope.rcptTo is a list"))?
-            .iter()
-            .map(|r| address(r).ok_or_else(|| invalid("every rcptTo needs an email")))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok((from, to));
+            .ok_or_else(|| invalid("envelope.rcptTo is a list"))?;
+        let mut to = Vec::with_capacity(given_to.len());
+        let mut rcpt_params = Vec::with_capacity(given_to.len());
+        for r in given_to {
+            to.push(address(r).ok_or_else(|| invalid("every rcptTo needs an email"))?);
+            rcpt_params.push(parameters(Some(r), &["NOTIFY", "ORCPT"], |p| {
+                dsn::rcpt_params(p).map(|_| ())
+            })?);
+        }
+        return Ok(SubmissionEnvelope {
+            mail_from: from,
+            mail_params,
+            rcpt_to: to,
+            rcpt_params,
+        });
     }
     let mut to = Vec::new();
     for name in ["To", "Cc", "Bcc"] {
@@ -397,7 +419,53 @@ fn envelope(
             }
         }
     }
-    Ok((user.to_string(), to))
+    Ok(SubmissionEnvelope {
+        mail_from: user.to_string(),
+        rcpt_to: to,
+        ..SubmissionEnvelope::default()
+    })
+}
+
+/// The SetError for an envelope that cannot be taken.
+fn invalid_envelope(why: String) -> Value {
+    let mut error = email::set_error("invalidProperties", why);
+    error["properties"] = json!(["envelope"]);
+    error
+}
+
+/// An address's `parameters` (RFC 8621 §7: names to values with xtext removed, or null):
+/// only the DSN parameters `allowed` here, written for the wire and read by `check`, the
+/// parser every entry point uses, so that what an SMTP client would be refused is refused.
+fn parameters(
+    address: Option<&Value>,
+    allowed: &[&str],
+    check: impl Fn(&[EsmtpParam]) -> Result<(), DsnError>,
+) -> Result<Vec<EsmtpParam>, Value> {
+    let given = match address.and_then(|a| a.get("parameters")) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(given)) => given,
+        Some(_) => return Err(invalid_envelope("parameters is an object".into())),
+    };
+    let mut params = Vec::with_capacity(given.len());
+    for (name, value) in given {
+        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+            let why = format!(
+                "parameter {name} is not taken here (only {})",
+                allowed.join(", ")
+            );
+            return Err(invalid_envelope(why));
+        }
+        let value = match value {
+            Value::String(v) => Some(v.as_str()),
+            Value::Null => None,
+            _ => return Err(invalid_envelope(format!("parameter {name} is a string"))),
+        };
+        let param = dsn::from_decoded(name, value)
+            .map_err(|e| invalid_envelope(format!("parameter {name}: {e}")))?;
+        params.push(param);
+    }
+    check(&params).map_err(|e| invalid_envelope(e.to_string()))?;
+    Ok(params)
 }
 
 /// The message as sent: its Bcc field removed (RFC 8621 §7.5).

@@ -138,6 +138,7 @@ fn success_notice(spooled: &Spooled, local: &[String]) -> Option<SuccessNotice> 
                 reply: None,
                 remote: None,
                 last_attempt: Some(now),
+                will_retry_until: None,
             })
         })
         .collect();

@@ -23,8 +23,13 @@ use crate::telemetry::{journal, metrics};
 /// How one recipient fared in one attempt.
 #[derive(Debug, Clone)]
 enum Outcome {
-    /// The final reply, and whether the host took the DSN request on (it offered DSN).
-    Delivered(String, bool),
+    /// The final reply, whether the host took the DSN request on (it offered DSN), and the
+    /// host's name.
+    Delivered {
+        reply: String,
+        dsn_passed: bool,
+        remote: Option<String>,
+    },
     /// Not delivered and not to be retried, without a bounce (discard, removed by a plugin).
     Dropped(String),
     Temporary(Failure),
@@ -70,7 +75,7 @@ fn count_outcomes(destination: &str, outcomes: &[(String, Outcome)]) {
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (_, outcome) in outcomes {
         let result = match outcome {
-            Outcome::Delivered(..) => "delivered",
+            Outcome::Delivered { .. } => "delivered",
             Outcome::Dropped(_) => "dropped",
             Outcome::Temporary(_) => "deferred",
             Outcome::Permanent(_) => "bounced",
@@ -93,7 +98,7 @@ fn journal_attempt(id: &str, attempt: u32, destination: &str, outcomes: &[(Strin
         .iter()
         .map(|(rcpt, outcome)| {
             let (result, text) = match outcome {
-                Outcome::Delivered(reply, _) => ("delivered", reply.clone()),
+                Outcome::Delivered { reply, .. } => ("delivered", reply.clone()),
                 Outcome::Dropped(why) => ("dropped", why.clone()),
                 Outcome::Temporary(f) => ("deferred", f.text.clone()),
                 Outcome::Permanent(f) => ("bounced", f.text.clone()),
@@ -122,7 +127,7 @@ fn log_results(id: &str, destination: &str, received_at: u64, outcomes: &[(Strin
     let delay = now_secs().saturating_sub(received_at);
     for (rcpt, outcome) in outcomes {
         let (status, dsn, relay, text) = match outcome {
-            Outcome::Delivered(reply, _) => {
+            Outcome::Delivered { reply, .. } => {
                 let dsn = dsn::enhanced_code(reply).unwrap_or_else(|| "2.0.0".into());
                 ("sent", dsn, destination, reply.as_str())
             }
@@ -164,10 +169,10 @@ fn relay_of<'a>(failure: &'a Failure, destination: &'a str) -> &'a str {
     failure.remote.as_deref().unwrap_or(destination)
 }
 
-/// A recipient that asked for success and went to a host that does not offer DSN.
+/// A recipient that asked for success and went to `remote`, a host that does not offer DSN.
 fn relayed_recipient(
     rcpt: String,
-    reply: String,
+    (reply, remote): (String, Option<String>),
     original: Option<crate::mail::dsn::Orcpt>,
     now: u64,
 ) -> ReportRecipient {
@@ -179,8 +184,9 @@ fn relayed_recipient(
         status,
         reason: "relayed to a mail system that does not report delivery".into(),
         reply: (!reply.is_empty()).then_some(reply),
-        remote: None,
+        remote,
         last_attempt: Some(now),
+        will_retry_until: None,
     }
 }
 
@@ -322,6 +328,7 @@ impl QueueManager {
                 sender: envelope.sender.clone(),
                 recipients: rcpts.to_vec(),
                 params: Vec::new(),
+                dsn: envelope.dsn.clone(),
             },
             message: Some(message.clone()),
             delivery: Some(Delivery {
@@ -448,7 +455,11 @@ impl QueueManager {
             let outcome = match sent_to.iter().position(|r| r.eq_ignore_ascii_case(rcpt)) {
                 None => Outcome::Dropped("removed by a deliver-stage plugin".into()),
                 Some(i) => match &results[i] {
-                    Ok(reply) => Outcome::Delivered(reply.clone(), sent.dsn_passed),
+                    Ok(reply) => Outcome::Delivered {
+                        reply: reply.clone(),
+                        dsn_passed: sent.dsn_passed,
+                        remote: sent.remote.clone(),
+                    },
                     Err(f) if f.stopped => Outcome::Stopped(f.text.clone()),
                     Err(f) if f.permanent => Outcome::Permanent(f.clone()),
                     Err(f) => Outcome::Temporary(f.clone()),
@@ -487,11 +498,15 @@ impl QueueManager {
                     tracing::info!(queue_id = id, rcpt, "left for the next start: {why}");
                     stopped.push(rcpt);
                 }
-                Outcome::Delivered(reply, passed) => {
+                Outcome::Delivered {
+                    reply,
+                    dsn_passed,
+                    remote,
+                } => {
                     metrics::delivered_after("relay", waited);
                     let dsn = envelope.dsn.recipient(&rcpt);
-                    if !passed && dsn.wants_success() {
-                        relayed.push(relayed_recipient(rcpt, reply, dsn.orcpt, now));
+                    if !dsn_passed && dsn.wants_success() {
+                        relayed.push(relayed_recipient(rcpt, (reply, remote), dsn.orcpt, now));
                     }
                 }
                 Outcome::Dropped(_) => dropped += 1,
@@ -644,6 +659,8 @@ impl QueueManager {
         }
         state.delay_notified = true;
         let dsn = &spooled.envelope.dsn;
+        let max_age = self.inner.config.queue.max_age.as_secs();
+        let retry_until = spooled.envelope.received_at.saturating_add(max_age);
         let delayed: Vec<ReportRecipient> = pending
             .iter()
             .filter_map(|(rcpt, failure)| {
@@ -657,6 +674,7 @@ impl QueueManager {
                     reply: failure.reply.clone(),
                     remote: failure.remote.clone(),
                     last_attempt: Some(now),
+                    will_retry_until: Some(retry_until),
                 })
             })
             .collect();

@@ -201,20 +201,10 @@ fn render_show(e: &QueueEntry, message: &[u8]) -> String {
 
 /// The client's DSN requests (RFC 3461), one line for the message and one per recipient.
 fn render_dsn(dsn: &crate::mail::dsn::EnvelopeDsn) -> String {
-    let ret = match dsn.ret {
-        Some(crate::mail::dsn::Ret::Full) => "FULL",
-        Some(crate::mail::dsn::Ret::Hdrs) => "HDRS",
-        None => "-",
-    };
-    let envid = dsn.envid.as_deref().unwrap_or("-");
-    let mut out = format!("dsn: ret={ret} envid={envid}\n");
-    for (rcpt, wanted) in &dsn.recipients {
-        let notify = wanted.notify.map_or("-".into(), |n| n.value());
-        let orcpt = wanted
-            .orcpt
-            .as_ref()
-            .map_or("-".into(), |o| format!("{};{}", o.addr_type, o.address));
-        out.push_str(&format!("dsn <{rcpt}>: notify={notify} orcpt={orcpt}\n"));
+    let mut lines = dsn.describe().into_iter();
+    let mut out = format!("dsn: {}\n", lines.next().unwrap_or_default());
+    for line in lines {
+        out.push_str(&format!("dsn {line}\n"));
     }
     out
 }

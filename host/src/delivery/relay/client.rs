@@ -19,8 +19,7 @@ use tokio::net::TcpStream;
 use super::mx::Candidate;
 use super::route::Target;
 use crate::config::ClientTls;
-use crate::mail::dsn::{EnvelopeDsn, RcptDsn, Ret};
-use crate::mail::xtext;
+use crate::mail::dsn::{EnvelopeDsn, RcptDsn};
 use crate::net::connection::{Connection, Line, Stream};
 use crate::net::drain::Deadline;
 pub use pool::Pool;
@@ -671,33 +670,18 @@ impl SmtpClient {
 
 /// RET and ENVID for MAIL FROM, each with its leading space.
 fn mail_dsn(dsn: &EnvelopeDsn) -> String {
-    let mut params = String::new();
-    match dsn.ret {
-        Some(Ret::Full) => params.push_str(" RET=FULL"),
-        Some(Ret::Hdrs) => params.push_str(" RET=HDRS"),
-        None => {}
-    }
-    if let Some(envid) = &dsn.envid {
-        params.push_str(&format!(" ENVID={}", xtext::encode(envid.as_bytes())));
-    }
-    params
+    crate::mail::dsn::param_text(&dsn.mail_params())
 }
 
 /// NOTIFY and ORCPT for RCPT TO, each with its leading space.
 fn rcpt_dsn(dsn: &RcptDsn) -> String {
-    let mut params = String::new();
-    if let Some(notify) = dsn.notify {
-        params.push_str(&format!(" NOTIFY={}", notify.value()));
-    }
-    if let Some(orcpt) = &dsn.orcpt {
-        params.push_str(&format!(" ORCPT={}", orcpt.value()));
-    }
-    params
+    crate::mail::dsn::param_text(&dsn.params())
 }
 
 #[cfg(test)]
 mod dsn_tests {
     use super::*;
+    use crate::mail::dsn::Ret;
 
     #[test]
     fn dsn_parameters_go_on_as_xtext() {
@@ -815,7 +799,7 @@ mod tests {
         let payload = super::super::wire::data_payload(b"Subject: x\r\n\r\n.dot\r\n");
         // Asked for, but the peer offers no DSN: none of it goes on the wire.
         let mut dsn = EnvelopeDsn {
-            ret: Some(Ret::Hdrs),
+            ret: Some(crate::mail::dsn::Ret::Hdrs),
             envid: Some("id 1".into()),
             ..EnvelopeDsn::default()
         };

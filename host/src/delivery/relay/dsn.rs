@@ -133,6 +133,9 @@ pub struct ReportRecipient {
     pub remote: Option<String>,
     /// Unix seconds of the last attempt, when there was one.
     pub last_attempt: Option<u64>,
+    /// For a delayed recipient: Unix seconds when the gateway stops retrying (RFC 3464
+    /// §2.3.9), the message's arrival plus `[queue] max-age`.
+    pub will_retry_until: Option<u64>,
 }
 
 impl FailedRecipient {
@@ -147,6 +150,7 @@ impl FailedRecipient {
             reply: self.reply.clone(),
             remote: self.remote.clone(),
             last_attempt: Some(now),
+            will_retry_until: None,
         }
     }
 }
@@ -268,6 +272,9 @@ fn status_part(hostname: &str, original: &Original<'_>, recipients: &[ReportReci
         }
         if let Some(at) = r.last_attempt {
             status.push_str(&format!("Last-Attempt-Date: {}\r\n", rfc5322(at)));
+        }
+        if let Some(until) = r.will_retry_until.filter(|_| r.action == Action::Delayed) {
+            status.push_str(&format!("Will-Retry-Until: {}\r\n", rfc5322(until)));
         }
     }
     status

@@ -36,6 +36,29 @@ pub struct Transmitted {
     /// The host that took the message offered DSN, so it was told what the client asked and
     /// reports from here on (RFC 3461 §6.2.1: else this gateway says `relayed`).
     pub dsn_passed: bool,
+    /// The host that answered the transaction (the one that took the message, or the last
+    /// one tried), for the report's Remote-MTA.
+    pub remote: Option<String>,
+}
+
+impl Transmitted {
+    /// Every recipient failed the same way, before any host answered for them.
+    fn failed(rcpts: &[String], failure: Failure) -> Transmitted {
+        Transmitted {
+            remote: failure.remote.clone(),
+            results: rcpts.iter().map(|_| Err(failure.clone())).collect(),
+            dsn_passed: false,
+        }
+    }
+
+    /// A host's answers for the recipients.
+    fn answered(client: &SmtpClient, results: Vec<Result<String, Failure>>) -> Transmitted {
+        Transmitted {
+            results,
+            dsn_passed: client.offers_dsn(),
+            remote: Some(client.host.clone()),
+        }
+    }
 }
 
 /// The host that answered a transaction.
@@ -138,24 +161,9 @@ impl Transmitter {
         body: Body,
         dsn: &EnvelopeDsn,
     ) -> Transmitted {
-        let (results, dsn_passed) = self.send(target, (sender, rcpts), raw, body, dsn).await;
-        Transmitted {
-            results,
-            dsn_passed,
-        }
-    }
-
-    async fn send(
-        &self,
-        target: &Target,
-        (sender, rcpts): (&str, &[String]),
-        raw: &[u8],
-        body: Body,
-        dsn: &EnvelopeDsn,
-    ) -> (Vec<Result<String, Failure>>, bool) {
-        let fail_all = |f: Failure| (rcpts.iter().map(|_| Err(f.clone())).collect(), false);
+        let fail_all = |f: Failure| Transmitted::failed(rcpts, f);
         if rcpts.is_empty() {
-            return (Vec::new(), false);
+            return fail_all(Failure::temporary("no recipients"));
         }
         let deadline = &self.settings.deadline;
         if deadline.is_draining() {
@@ -224,8 +232,9 @@ impl Transmitter {
                     results = fail_all(failure);
                 }
                 Ok((sent, peer)) => {
-                    let all_temporary = sent.iter().all(|r| matches!(r, Err(f) if !f.permanent));
-                    results = (sent, peer.dsn_passed);
+                    let all_temporary =
+                        (sent.results.iter()).all(|r| matches!(r, Err(f) if !f.permanent));
+                    results = sent;
                     last_peer = Some(peer);
                     if !all_temporary {
                         break;
@@ -233,7 +242,7 @@ impl Transmitter {
                 }
             }
         }
-        mta_sts::outcome(sts.as_ref(), &results.0, last_peer.as_ref());
+        mta_sts::outcome(sts.as_ref(), &results.results, last_peer.as_ref());
         results
     }
 
@@ -244,16 +253,16 @@ impl Transmitter {
         target: &Target,
         key: &str,
         out: &Outgoing<'_>,
-    ) -> Result<(Vec<Result<String, Failure>>, Peer), Failure> {
+    ) -> Result<(Transmitted, Peer), Failure> {
         let pool = &self.pool;
         if let Some(mut client) = pool.take(candidate.addr, key) {
             let sent = client.send(out).await;
             self.note_reply_time(key, &client);
             match sent {
                 Ok(results) => {
-                    let peer = Peer::of(&client);
+                    let sent = (Transmitted::answered(&client, results), Peer::of(&client));
                     pool.put(key, client);
-                    return Ok((results, peer));
+                    return Ok(sent);
                 }
                 Err(f) if f.permanent => {
                     pool.put(key, client);
@@ -272,9 +281,9 @@ impl Transmitter {
         self.note_reply_time(key, &client);
         match sent {
             Ok(results) => {
-                let peer = Peer::of(&client);
+                let sent = (Transmitted::answered(&client, results), Peer::of(&client));
                 pool.put(key, client);
-                Ok((results, peer))
+                Ok(sent)
             }
             Err(f) if f.permanent => {
                 pool.put(key, client);

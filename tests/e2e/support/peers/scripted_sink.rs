@@ -32,7 +32,7 @@ impl ScriptedSink {
         ScriptedSink::start_with(port, &reject)
     }
 
-    /// With sink.py's options (`--reject PREFIX`, `--delay-dot SECONDS`).
+    /// With sink.py's options (`--reject PREFIX`, `--tempfail PREFIX`, `--delay-dot SECONDS`).
     pub fn start_with(port: u16, options: &[&str]) -> ScriptedSink {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new("python3");
