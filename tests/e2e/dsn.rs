@@ -261,18 +261,10 @@ fn a_real_postfix_downstream_keeps_the_dsn_parameters_it_was_handed() {
     // The ENVID "env 42+", as xtext.
     let reply = submit(&gw, "HDRS", "env+2042+2B", &rcpts);
     assert!(reply.starts_with("250"), "{reply}");
-    let mut held = Vec::new();
-    let arrived = wait_until(30, || {
-        held = postfix.held();
-        held.len() == 1 && held[0].contains("*** MESSAGE FILE END")
-    });
-    assert!(
-        arrived,
-        "Postfix holds nothing:\n{}\n{}",
-        gw.log(),
-        postfix.log()
-    );
-    let kept = &held[0];
+    let kept = postfix
+        .the_held_message()
+        .unwrap_or_else(|| panic!("Postfix holds nothing:\n{}\n{}", gw.log(), postfix.log()));
+    let kept = &kept;
     assert!(
         kept.contains("named_attribute: envelope_id=env 42+\n"),
         "{kept}"

@@ -863,18 +863,10 @@ fn through_postfix_the_mailgate_milter_keeps_the_dsn_parameters_and_refuses_bad_
     let reply = c.reply();
     assert!(reply.starts_with("250"), "{reply}\n{}", postfix.log());
     c.cmd("QUIT");
-    let mut held = Vec::new();
-    let arrived = wait_until(30, || {
-        held = postfix.held();
-        held.len() == 1 && held[0].contains("*** MESSAGE FILE END")
-    });
-    assert!(
-        arrived,
-        "Postfix holds nothing:\n{}\n{}",
-        gw.log(),
-        postfix.log()
-    );
-    let kept = &held[0];
+    let kept = postfix
+        .the_held_message()
+        .unwrap_or_else(|| panic!("Postfix holds nothing:\n{}\n{}", gw.log(), postfix.log()));
+    let kept = &kept;
     assert!(
         kept.contains("\nsender: sender@example.test\n"),
         "masqueraded: {kept}"

@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use super::read_files;
-use crate::{free_port, root, wait_for_port};
+use crate::{free_port, root, wait_for_port, wait_until};
 
 /// A private Postfix instance (`tests/e2e/peers/postfix-downstream.sh`) that delivers mail
 /// for one domain into the Maildir `<dir>/mail/box/`.
@@ -80,6 +80,17 @@ impl PostfixDownstream {
                     .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
             })
             .collect()
+    }
+
+    /// The one message Postfix holds, whole (as [`PostfixDownstream::held`] prints it), once
+    /// it is there; `None` if none is within 30 s.
+    pub fn the_held_message(&self) -> Option<String> {
+        let mut held = Vec::new();
+        let arrived = wait_until(30, || {
+            held = self.held();
+            held.len() == 1 && held[0].contains("*** MESSAGE FILE END")
+        });
+        arrived.then(|| held.remove(0))
     }
 
     /// Postfix's log.
