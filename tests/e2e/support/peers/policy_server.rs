@@ -15,31 +15,18 @@ pub struct TestCa {
 impl TestCa {
     pub fn new() -> TestCa {
         let dir = tempfile::tempdir().expect("tempdir");
-        openssl(
-            dir.path(),
+        let ca = TestCa { dir };
+        ca.request(
+            ("ca.pem", "ca.key"),
+            "/CN=mailgate test CA",
             &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=mailgate test CA",
                 "-addext",
                 "basicConstraints=critical,CA:TRUE",
                 "-addext",
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
         );
-        TestCa { dir }
+        ca
     }
 
     /// The CA certificate (PEM).
@@ -49,18 +36,33 @@ impl TestCa {
 
     /// A server certificate for `name` issued by this CA: (certificate, key) PEM files.
     pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
-        self.make(name, name, &["-CA", "ca.pem", "-CAkey", "ca.key"])
+        self.server(name, name, &["-CA", "ca.pem", "-CAkey", "ca.key"])
     }
 
     /// A self-signed certificate for `name`, unknown to this CA.
     pub fn self_signed(&self, name: &str) -> (PathBuf, PathBuf) {
-        self.make(&format!("self-{name}"), name, &[])
+        self.server(&format!("self-{name}"), name, &[])
     }
 
-    fn make(&self, file: &str, name: &str, issuer: &[&str]) -> (PathBuf, PathBuf) {
+    fn server(&self, file: &str, name: &str, issuer: &[&str]) -> (PathBuf, PathBuf) {
         let (cert, key) = (format!("{file}.pem"), format!("{file}.key"));
         let san = format!("subjectAltName=DNS:{name}");
-        let subject = format!("/CN={name}");
+        let mut extra = vec![
+            "-addext",
+            &san,
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ];
+        extra.extend_from_slice(issuer);
+        self.request((&cert, &key), &format!("/CN={name}"), &extra);
+        (self.dir.path().join(cert), self.dir.path().join(key))
+    }
+
+    /// `openssl req -x509` for a new P-256 key: the (certificate, key) files in the CA's
+    /// directory, valid two days, with `subject` and the `extra` arguments.
+    fn request(&self, (cert, key): (&str, &str), subject: &str, extra: &[&str]) {
         let mut args = vec![
             "req",
             "-x509",
@@ -70,23 +72,16 @@ impl TestCa {
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-keyout",
-            &key,
+            key,
             "-out",
-            &cert,
+            cert,
             "-days",
             "2",
             "-subj",
-            &subject,
-            "-addext",
-            &san,
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
+            subject,
         ];
-        args.extend_from_slice(issuer);
+        args.extend_from_slice(extra);
         openssl(self.dir.path(), &args);
-        (self.dir.path().join(cert), self.dir.path().join(key))
     }
 }
 
