@@ -33,26 +33,8 @@ fn queue(gw: &Gateway, subject: &str) {
 }
 
 fn queue_to(gw: &Gateway, subject: &str, rcpts: &[&str]) {
-    let (mut smtp, greeting) = RawSmtp::connect(gw.inbound);
-    assert!(greeting.starts_with("220"), "{greeting}");
-    assert!(smtp.cmd("EHLO client.test").starts_with("250"));
-    assert!(smtp
-        .cmd("MAIL FROM:<sender@client.test>")
-        .starts_with("250"));
-    for rcpt in rcpts {
-        assert!(smtp.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
-    }
-    assert!(smtp.cmd("DATA").starts_with("354"));
-    smtp.send(
-        format!(
-            "From: <sender@client.test>\r\nTo: <rcpt@remote.test>\r\nSubject: {subject}\r\n\
-             Message-ID: <{subject}@client.test>\r\n\r\nbody\r\n.\r\n"
-        )
-        .as_bytes(),
-    );
-    let reply = smtp.reply();
+    let reply = RawSmtp::send_message(gw.inbound, rcpts, subject);
     assert!(reply.starts_with("250"), "{reply}");
-    smtp.cmd("QUIT");
 }
 
 /// How many messages `mailgate queue list` shows (the server may be stopped).

@@ -59,25 +59,7 @@ fn gateway(ca: &TestCa, dns: &Dns, sink: &ScriptedSink, policy_port: u16, extra:
 
 /// Sends one message over plain SMTP; the final reply.
 fn send(gw: &Gateway, subject: &str) -> String {
-    let (mut smtp, greeting) = RawSmtp::connect(gw.inbound);
-    assert!(greeting.starts_with("220"), "{greeting}");
-    assert!(smtp.cmd("EHLO client.test").starts_with("250"));
-    assert!(smtp
-        .cmd("MAIL FROM:<sender@client.test>")
-        .starts_with("250"));
-    let reply = smtp.cmd(&format!("RCPT TO:<user@{DOMAIN}>"));
-    assert!(reply.starts_with("250"), "{reply}");
-    assert!(smtp.cmd("DATA").starts_with("354"));
-    smtp.send(
-        format!(
-            "From: <sender@client.test>\r\nTo: <user@{DOMAIN}>\r\nSubject: {subject}\r\n\
-             Message-ID: <{subject}@client.test>\r\n\r\nBody.\r\n.\r\n"
-        )
-        .as_bytes(),
-    );
-    let reply = smtp.reply();
-    smtp.cmd("QUIT");
-    reply
+    RawSmtp::send_message(gw.inbound, &[&format!("user@{DOMAIN}")], subject)
 }
 
 fn queue_list(gw: &Gateway) -> String {

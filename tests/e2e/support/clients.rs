@@ -62,6 +62,33 @@ impl RawSmtp {
         self.send(format!("{line}\r\n").as_bytes());
         self.reply()
     }
+
+    /// One small message from `sender@client.test` to `rcpts` over plain SMTP on `port`, its
+    /// Subject and Message-ID made of `subject` (every step up to DATA must be accepted); the
+    /// reply to its final dot.
+    pub fn send_message(port: u16, rcpts: &[&str], subject: &str) -> String {
+        let (mut smtp, greeting) = RawSmtp::connect(port);
+        assert!(greeting.starts_with("220"), "{greeting}");
+        assert!(smtp.cmd("EHLO client.test").starts_with("250"));
+        let reply = smtp.cmd("MAIL FROM:<sender@client.test>");
+        assert!(reply.starts_with("250"), "{reply}");
+        for rcpt in rcpts {
+            let reply = smtp.cmd(&format!("RCPT TO:<{rcpt}>"));
+            assert!(reply.starts_with("250"), "{reply}");
+        }
+        assert!(smtp.cmd("DATA").starts_with("354"));
+        let to = rcpts.first().copied().unwrap_or_default();
+        smtp.send(
+            format!(
+                "From: <sender@client.test>\r\nTo: <{to}>\r\nSubject: {subject}\r\n\
+                 Message-ID: <{subject}@client.test>\r\n\r\nBody.\r\n.\r\n"
+            )
+            .as_bytes(),
+        );
+        let reply = smtp.reply();
+        smtp.cmd("QUIT");
+        reply
+    }
 }
 
 /// `curl -sS -k --user USER [EXTRA...] URL` (the gateway's self-signed certificate); its output.
