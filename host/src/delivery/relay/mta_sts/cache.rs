@@ -2,7 +2,8 @@
 //! directory's `mta-sts/`), so that a restart keeps them until they expire (RFC 8461 §5.1).
 //!
 //! A file holds `id <id>`, `expires <unix seconds>`, an empty line, then the policy text as
-//! it was fetched; it is parsed again when read.
+//! it was fetched; it is parsed again when read. The files are read once, when the cache is
+//! made: a delivery looks in memory only, and writes and removals leave the runtime's workers.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,27 +27,25 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// The cache of `dir`, with the policies kept there by an earlier run.
     pub fn new(dir: PathBuf) -> Cache {
+        let kept = crate::sys::blocking::run(|| read_all(&dir));
         Cache {
             dir,
-            memory: Mutex::new(HashMap::new()),
+            memory: Mutex::new(kept),
         }
     }
 
-    /// The unexpired policy of `domain` (from memory, else from disk), if any.
+    /// The unexpired policy of `domain`, if any.
     pub fn get(&self, domain: &str, now: u64) -> Option<Cached> {
         let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        if !memory.contains_key(domain) {
-            if let Some(cached) = self.file(domain).and_then(|path| read(&path)) {
-                memory.insert(domain.to_string(), cached);
-            }
-        }
         match memory.get(domain) {
             Some(cached) if cached.expires > now => Some(cached.clone()),
             Some(_) => {
                 memory.remove(domain);
+                drop(memory);
                 if let Some(path) = self.file(domain) {
-                    let _ = std::fs::remove_file(path);
+                    let _ = crate::sys::blocking::run(|| std::fs::remove_file(path));
                 }
                 None
             }
@@ -57,7 +56,7 @@ impl Cache {
     /// Keeps a freshly fetched policy (`text` as fetched).
     pub fn put(&self, domain: &str, cached: Cached, text: &str) {
         if let Some(path) = self.file(domain) {
-            if let Err(e) = write(&path, &cached, text) {
+            if let Err(e) = crate::sys::blocking::run(|| write(&path, &cached, text)) {
                 tracing::warn!(domain, "MTA-STS policy not kept on disk: {e}");
             }
         }
@@ -76,8 +75,27 @@ impl Cache {
     }
 }
 
+/// Every policy file in `dir` that reads back whole (a missing directory holds none).
+fn read_all(dir: &Path) -> HashMap<String, Cached> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return HashMap::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let domain = entry.file_name().to_str()?.to_string();
+            let cached = read(&entry.path())?;
+            Some((domain, cached))
+        })
+        .collect()
+}
+
+/// One policy file: written by us, but read as a regular file of bounded size (never a FIFO
+/// or device someone put in its place).
 fn read(path: &Path) -> Option<Cached> {
-    let text = std::fs::read_to_string(path).ok()?;
+    use crate::config::file::{read_regular_text, Links};
+    let max = (super::fetch::MAX_BODY + 1024) as u64;
+    let text = read_regular_text(path, max, Links::Refuse).ok()?;
     let (head, policy) = text.split_once("\n\n")?;
     let mut lines = head.lines();
     let id = lines.next()?.strip_prefix("id ")?.to_string();
